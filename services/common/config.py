@@ -1,0 +1,72 @@
+"""Configuration of every berth process, read once into one typed object.
+
+Defaults are embedded; each can be overridden by an environment variable
+(BERTH_RUN_ROOT, BERTH_DATA_ROOT, ...) or by berthd's flags, which set the
+same variables for the services it starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+SERVICES = ("image", "network", "volume", "container", "gateway")
+
+
+@dataclass(frozen=True)
+class Config:
+    # Unix sockets live here, one per service: <run_root>/<service>.sock.
+    run_root: str = "/run/berth"
+    # Each service keeps its state under <data_root>/<service>/.
+    data_root: str = "/var/lib/berth"
+    # OCI runtime binary and per-container monitor.
+    runtime: str = "runc"
+    conmon: str = "conmon"
+    # Container log files are capped at this size (conmon rotates them).
+    log_max_bytes: int = 10 * 1024 * 1024
+    # Log output of the services: "json", "console" or "auto" (console on a tty).
+    log_format: str = "auto"
+    log_level: str = "info"
+    # Per-service addresses override the sockets, for services on other hosts:
+    # "unix:///path" or "host:port".
+    addresses: dict[str, str] = field(default_factory=dict)
+
+    def socket_path(self, service: str) -> str:
+        return os.path.join(self.run_root, f"{service}.sock")
+
+    def address(self, service: str) -> str:
+        return self.addresses.get(service) or f"unix://{self.socket_path(service)}"
+
+    def state_dir(self, service: str) -> str:
+        return os.path.join(self.data_root, service)
+
+    def env(self) -> dict[str, str]:
+        """The environment that gives a child process this same config."""
+        env = {
+            "BERTH_RUN_ROOT": self.run_root,
+            "BERTH_DATA_ROOT": self.data_root,
+            "BERTH_RUNTIME": self.runtime,
+            "BERTH_CONMON": self.conmon,
+            "BERTH_LOG_MAX_BYTES": str(self.log_max_bytes),
+            "BERTH_LOG_FORMAT": self.log_format,
+            "BERTH_LOG_LEVEL": self.log_level,
+        }
+        for service, address in self.addresses.items():
+            env[f"BERTH_{service.upper()}_ADDRESS"] = address
+        return env
+
+
+def load(environ: dict[str, str] | None = None) -> Config:
+    env = os.environ if environ is None else environ
+    defaults = Config()
+    return Config(
+        run_root=env.get("BERTH_RUN_ROOT", defaults.run_root),
+        data_root=env.get("BERTH_DATA_ROOT", defaults.data_root),
+        runtime=env.get("BERTH_RUNTIME", defaults.runtime),
+        conmon=env.get("BERTH_CONMON", defaults.conmon),
+        log_max_bytes=int(env.get("BERTH_LOG_MAX_BYTES", defaults.log_max_bytes)),
+        log_format=env.get("BERTH_LOG_FORMAT", defaults.log_format),
+        log_level=env.get("BERTH_LOG_LEVEL", defaults.log_level),
+        addresses={s: env[f"BERTH_{s.upper()}_ADDRESS"] for s in SERVICES
+                   if env.get(f"BERTH_{s.upper()}_ADDRESS")},
+    )

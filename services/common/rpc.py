@@ -1,0 +1,173 @@
+"""Serving and calling berth's gRPC services: the pieces every service shares.
+
+`serve` runs a service on its unix socket (root-only) with health checking,
+reflection, tracing and the one mapping from domain errors to status codes.
+`connect` gives a client whose calls raise domain errors instead of RpcError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common import errors, tracing
+from services.common.config import Config
+
+log = structlog.get_logger(__name__)
+
+# Generous limits: image layers and tarballs travel in chunks, but manifests
+# and listings can still be large.
+MAX_MESSAGE = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps domain errors to status codes, once for every method of every service."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+        if handler.stream_stream:
+            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
+        return handler
+
+
+async def _abort(context, exc: BaseException, method: str):
+    if isinstance(exc, errors.BerthError):
+        await context.abort(exc.code, exc.message)
+    log.exception("unexpected_error", method=method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+
+
+def _wrap_unary(fn, method):
+    async def wrapped(request, context):
+        try:
+            return await fn(request, context)
+        except (errors.BerthError, Exception) as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _abort(context, exc, method)
+    return wrapped
+
+
+def _wrap_stream(fn, method):
+    async def wrapped(request, context):
+        try:
+            async for item in fn(request, context):
+                yield item
+        except (errors.BerthError, Exception) as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _abort(context, exc, method)
+    return wrapped
+
+
+Registrar = Callable[[grpc.aio.Server], Iterable[str]]
+
+
+async def serve(service: str, config: Config, register: Registrar,
+                on_stop: Callable[[], Any] | None = None, ready: Callable[[], Any] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. `register` adds servicers and returns their full names."""
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor(), *tracing.server_interceptors()],
+        options=CHANNEL_OPTIONS,
+    )
+    names = list(register(server))
+    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+
+    address = config.addresses.get(service)
+    if address and not address.startswith("unix:"):
+        server.add_insecure_port(address)
+    else:
+        path = address[len("unix://"):] if address else config.socket_path(service)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        if os.path.exists(path):
+            os.unlink(path)
+        # Root-only socket: gRPC creates it under this umask.
+        old = os.umask(0o177)
+        try:
+            server.add_insecure_port(f"unix://{path}")
+        finally:
+            os.umask(old)
+    await server.start()
+    for name in ["", *names]:
+        await _set_serving(health_servicer, name)
+    log.info("service_started", address=address or config.socket_path(service))
+    if ready:
+        await ready()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("service_stopping")
+    await server.stop(grace=2)
+    if on_stop:
+        result = on_stop()
+        if inspect.isawaitable(result):
+            await result
+
+
+async def _set_serving(servicer, name: str) -> None:
+    result = servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if inspect.isawaitable(result):
+        await result
+
+
+class Client:
+    """A stub whose calls raise domain errors (errors.BerthError) instead of RpcError."""
+
+    def __init__(self, stub: Any, channel: grpc.aio.Channel):
+        self._stub = stub
+        self.channel = channel
+
+    def __getattr__(self, name: str):
+        multicallable = getattr(self._stub, name)
+        if isinstance(multicallable, (grpc.aio.UnaryStreamMultiCallable, grpc.aio.StreamStreamMultiCallable)):
+            async def streaming(*args, **kwargs):
+                try:
+                    async for item in multicallable(*args, **kwargs):
+                        yield item
+                except grpc.aio.AioRpcError as err:
+                    raise errors.from_rpc_error(err) from None
+            return streaming
+
+        async def unary(*args, **kwargs):
+            try:
+                return await multicallable(*args, **kwargs)
+            except grpc.aio.AioRpcError as err:
+                raise errors.from_rpc_error(err) from None
+        return unary
+
+
+def connect(config: Config, service: str, stub_class: type) -> Client:
+    channel = grpc.aio.insecure_channel(
+        config.address(service),
+        options=CHANNEL_OPTIONS,
+        interceptors=tracing.client_interceptors(),
+    )
+    return Client(stub_class(channel), channel)
