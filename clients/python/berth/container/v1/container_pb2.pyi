@@ -57,10 +57,15 @@ class Process(_message.Message):
     UID_FIELD_NUMBER: _builtins.int
     GID_FIELD_NUMBER: _builtins.int
     ADDITIONAL_GIDS_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
     cwd: _builtins.str
     """Absolute working directory inside the container."""
     uid: _builtins.int
     gid: _builtins.int
+    user: _builtins.str
+    """When set, replaces uid/gid: "name", "uid", "name:group" or "uid:gid",
+    looked up in the container's own /etc/passwd and /etc/group.
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """argv; args[0] is looked up in the container's PATH."""
@@ -78,10 +83,11 @@ class Process(_message.Message):
         uid: _builtins.int = ...,
         gid: _builtins.int = ...,
         additional_gids: _abc.Iterable[_builtins.int] | None = ...,
+        user: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_gids", b"additional_gids", "args", b"args", "cwd", b"cwd", "env", b"env", "gid", b"gid", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_gids", b"additional_gids", "args", b"args", "cwd", b"cwd", "env", b"env", "gid", b"gid", "uid", b"uid", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
