@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The walkthrough `make demo` runs: start berthd with its embedded defaults,
+# put an image in the store, run containers from it, list them, read logs,
+# stop and remove them. Set BERTH_DEMO_KEEP=1 to leave the engine running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BERTH="$ROOT/.venv/bin/berth"
+RUN_ROOT=${BERTH_RUN_ROOT:-/run/berth}
+DATA_ROOT=${BERTH_DATA_ROOT:-/var/lib/berth}
+export BERTH_HOST="unix://$RUN_ROOT/gateway.sock"
+LOG=$(mktemp /tmp/berthd-demo.XXXXXX.log)
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+
+started=""
+if ! "$BERTH" version >/dev/null 2>&1; then
+  step "Starting berthd (sockets in $RUN_ROOT, state in $DATA_ROOT, log in $LOG)"
+  "$ROOT/.venv/bin/berthd" --run-root "$RUN_ROOT" --data-root "$DATA_ROOT" --log-format json >"$LOG" 2>&1 &
+  started=$!
+  for _ in $(seq 100); do "$BERTH" version >/dev/null 2>&1 && break; sleep 0.1; done
+  "$BERTH" version >/dev/null || { echo "berthd did not come up; see $LOG"; exit 1; }
+fi
+cleanup() {
+  "$BERTH" rm -f demo-web >/dev/null 2>&1 || true
+  if [ -n "$started" ] && [ -z "${BERTH_DEMO_KEEP:-}" ]; then
+    step "Stopping berthd"; kill -TERM "$started"; wait "$started" || true
+  fi
+}
+trap cleanup EXIT
+
+step "Building a demo image from Debian's busybox-static and importing it"
+TAR=$(mktemp /tmp/berth-demo-rootfs.XXXXXX.tar)
+"$ROOT/.venv/bin/python" - "$TAR" <<'PY'
+import sys, tempfile
+from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
+with tempfile.TemporaryDirectory() as d:
+    open(sys.argv[1], "wb").write(rootfs_tar_bytes(make_busybox_rootfs(d)))
+PY
+show "$BERTH" import "$TAR" berth-demo/busybox:latest -c 'CMD ["sh"]'
+rm -f "$TAR"
+show "$BERTH" images
+
+step "Running a container in the foreground"
+show "$BERTH" run --rm berth-demo/busybox sh -c 'echo "hello from $(hostname), I am pid $$"'
+
+step "Running a container in the background"
+show "$BERTH" run -d --name demo-web --memory 64m berth-demo/busybox sh -c 'i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 1; done'
+sleep 2
+show "$BERTH" ps
+show "$BERTH" logs --tail 2 demo-web
+
+step "Stopping and removing it"
+show "$BERTH" stop demo-web
+show "$BERTH" ps -a --filter name=demo-web
+show "$BERTH" rm demo-web
+
+step "Done: imported an image, ran a foreground and a background container, listed, read logs, stopped and removed."
