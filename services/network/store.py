@@ -1,0 +1,149 @@
+"""NetworkStore: networks and the endpoints that attach containers to them.
+
+    networks                               endpoints
+    +------------+------------------+      +--------------+---------------------------+
+    | id         | TEXT PK (64 hex) |<--+  | container_id | TEXT PK (one per container) |
+    | name       | TEXT UNIQUE      |   +--| network_id   | TEXT -> networks.id       |
+    | driver     | "null"|"host"|.. |      | netns_path   | TEXT ("" = host's netns)  |
+    | options    | TEXT json        |      | created_at   | TEXT iso-8601 UTC         |
+    | labels     | TEXT json        |      +--------------+---------------------------+
+    | builtin    | INTEGER 0/1      |
+    | created_at | TEXT iso-8601    |
+    +------------+------------------+
+
+Bridge networks will be rows with driver "bridge" and their subnet, gateway
+and bridge name in `options`; their endpoints will add address columns. The
+built-in networks are written at open, with ids derived from their names so
+they are the same on every node and after every restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol
+
+from services.common.sqlite import Transaction, open_db
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS networks (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    driver     TEXT NOT NULL,
+    options    TEXT NOT NULL DEFAULT '{}',
+    labels     TEXT NOT NULL DEFAULT '{}',
+    builtin    INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    container_id TEXT PRIMARY KEY,
+    network_id   TEXT NOT NULL REFERENCES networks(id),
+    netns_path   TEXT NOT NULL,
+    created_at   TEXT NOT NULL
+);
+"""
+
+# Docker's names for its built-in networks, and the drivers behind them.
+BUILTIN = (("none", "null"), ("host", "host"))
+
+
+def builtin_id(name: str) -> str:
+    return hashlib.sha256(f"berth/network/builtin/{name}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Network:
+    id: str
+    name: str
+    driver: str
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    builtin: bool = False
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    container_id: str
+    network_id: str
+    network_name: str
+    netns_path: str
+    created_at: str = ""
+
+
+class Store(Protocol):
+    def list_networks(self) -> list[Network]: ...
+    def find_network(self, name_or_id: str) -> Network | None: ...
+    def get_endpoint(self, container_id: str) -> Endpoint | None: ...
+    def list_endpoints(self) -> list[Endpoint]: ...
+    def add_endpoint(self, endpoint: Endpoint) -> None: ...
+    def remove_endpoint(self, container_id: str) -> None: ...
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class NetworkStore:
+    """The sqlite implementation of Store."""
+
+    def __init__(self, path: str):
+        self.db = open_db(path, SCHEMA)
+        with Transaction(self.db) as tx:
+            for name, driver in BUILTIN:
+                tx.execute("INSERT OR IGNORE INTO networks (id, name, driver, builtin, created_at)"
+                           " VALUES (?, ?, ?, 1, ?)", (builtin_id(name), name, driver, now()))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def list_networks(self) -> list[Network]:
+        rows = self.db.execute("SELECT * FROM networks ORDER BY builtin DESC, name").fetchall()
+        return [_network(r) for r in rows]
+
+    def find_network(self, name_or_id: str) -> Network | None:
+        """By name, full id, or an id prefix that names one network only."""
+        row = self.db.execute("SELECT * FROM networks WHERE name = ? OR id = ?",
+                              (name_or_id, name_or_id)).fetchone()
+        if row is None and name_or_id and all(c in "0123456789abcdef" for c in name_or_id):
+            rows = self.db.execute("SELECT * FROM networks WHERE id LIKE ?",
+                                   (name_or_id + "%",)).fetchall()
+            row = rows[0] if len(rows) == 1 else None
+        return _network(row) if row else None
+
+    def get_endpoint(self, container_id: str) -> Endpoint | None:
+        row = self.db.execute(_ENDPOINTS + " WHERE e.container_id = ?", (container_id,)).fetchone()
+        return _endpoint(row) if row else None
+
+    def list_endpoints(self) -> list[Endpoint]:
+        return [_endpoint(r) for r in self.db.execute(_ENDPOINTS + " ORDER BY e.created_at")]
+
+    def add_endpoint(self, endpoint: Endpoint) -> None:
+        with Transaction(self.db) as tx:
+            tx.execute("INSERT INTO endpoints (container_id, network_id, netns_path, created_at)"
+                       " VALUES (?, ?, ?, ?)",
+                       (endpoint.container_id, endpoint.network_id, endpoint.netns_path,
+                        endpoint.created_at or now()))
+
+    def remove_endpoint(self, container_id: str) -> None:
+        with Transaction(self.db) as tx:
+            tx.execute("DELETE FROM endpoints WHERE container_id = ?", (container_id,))
+
+
+_ENDPOINTS = ("SELECT e.container_id, e.network_id, n.name AS network_name, e.netns_path,"
+              " e.created_at FROM endpoints e JOIN networks n ON n.id = e.network_id")
+
+
+def _network(row: sqlite3.Row) -> Network:
+    return Network(id=row["id"], name=row["name"], driver=row["driver"],
+                   labels=json.loads(row["labels"]), options=json.loads(row["options"]),
+                   builtin=bool(row["builtin"]), created_at=row["created_at"])
+
+
+def _endpoint(row: sqlite3.Row) -> Endpoint:
+    return Endpoint(container_id=row["container_id"], network_id=row["network_id"],
+                    network_name=row["network_name"], netns_path=row["netns_path"],
+                    created_at=row["created_at"])
