@@ -1,0 +1,1 @@
+"""The gateway: the Engine API that clients talk to, composed from the node services."""

@@ -1,0 +1,130 @@
+"""The Engine servicer: decode the request, call the Gateway, encode the reply. Nothing else."""
+
+from __future__ import annotations
+
+from google.protobuf import empty_pb2, timestamp_pb2
+
+from berth.engine.v1 import engine_pb2, engine_pb2_grpc
+from services.common import errors
+from services.gateway import events as events_mod
+from services.gateway.service import Gateway
+
+_EMPTY = empty_pb2.Empty()
+
+
+def _filters(field) -> dict[str, list[str]]:
+    return {key: list(value.values) for key, value in field.items()}
+
+
+def _seconds(request, name: str) -> float | None:
+    if not request.HasField(name):
+        return None
+    ts = getattr(request, name)
+    return ts.seconds + ts.nanos / 1e9
+
+
+def event_to_pb(event: events_mod.Event) -> engine_pb2.Event:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(event.time * 1e9))
+    return engine_pb2.Event(type=event.type, action=event.action, actor_id=event.actor_id,
+                            attributes=dict(event.attributes), time=ts)
+
+
+class EngineApi(engine_pb2_grpc.EngineServicer):
+    def __init__(self, gateway: Gateway):
+        self._gw = gateway
+
+    async def Version(self, request, context):
+        return self._gw.version()
+
+    async def CreateContainer(self, request, context):
+        return engine_pb2.CreateContainerResponse(id=await self._gw.create(request.config))
+
+    async def Run(self, request, context):
+        async for response in self._gw.run(request.config, request.attach):
+            yield response
+
+    async def StartContainer(self, request, context):
+        await self._gw.start_container(request.id)
+        return _EMPTY
+
+    async def StopContainer(self, request, context):
+        await self._gw.stop(request.id, request.timeout if request.HasField("timeout") else None)
+        return _EMPTY
+
+    async def RestartContainer(self, request, context):
+        await self._gw.restart(request.id, request.timeout if request.HasField("timeout") else None)
+        return _EMPTY
+
+    async def KillContainer(self, request, context):
+        await self._gw.kill(request.id, request.signal)
+        return _EMPTY
+
+    async def RemoveContainer(self, request, context):
+        await self._gw.remove(request.id, request.force)
+        return _EMPTY
+
+    async def WaitContainer(self, request, context):
+        status = await self._gw.wait(request.id)
+        return engine_pb2.WaitContainerResponse(exit_code=status.exit_code, oom_killed=status.oom_killed)
+
+    async def ListContainers(self, request, context):
+        containers = await self._gw.list(request.all, _filters(request.filters))
+        return engine_pb2.ListContainersResponse(containers=containers)
+
+    async def InspectContainer(self, request, context):
+        return await self._gw.inspect(request.id)
+
+    async def ContainerLogs(self, request, context):
+        since = request.since if request.HasField("since") else None
+        until = request.until if request.HasField("until") else None
+        async for chunk in self._gw.logs(request.id, request.follow, request.tail, since, until):
+            yield chunk
+
+    async def LoadImages(self, request_iterator, context):
+        async def chunks():
+            async for chunk in request_iterator:
+                yield chunk.data
+        return engine_pb2.LoadImagesResponse(images=await self._gw.load_images(chunks()))
+
+    async def ImportImage(self, request_iterator, context):
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("header"):
+            raise errors.InvalidArgument("import must start with a header")
+
+        async def chunks():
+            async for part in request_iterator:
+                if part.HasField("header"):
+                    raise errors.InvalidArgument("import takes one header, first")
+                yield part.chunk
+        header = first.header
+        return await self._gw.import_image(header.reference, list(header.changes), header.message, chunks())
+
+    async def SaveImages(self, request, context):
+        async for data in self._gw.save_images(list(request.references)):
+            yield engine_pb2.DataChunk(data=data)
+
+    async def ListImages(self, request, context):
+        return engine_pb2.ListImagesResponse(images=await self._gw.list_images(request.all, request.reference))
+
+    async def InspectImage(self, request, context):
+        return await self._gw.inspect_image(request.reference)
+
+    async def TagImage(self, request, context):
+        await self._gw.tag_image(request.source, request.target)
+        return _EMPTY
+
+    async def RemoveImage(self, request, context):
+        response = await self._gw.remove_image(request.reference, request.force)
+        return engine_pb2.RemoveImageResponse(untagged=response.untagged, deleted=response.deleted)
+
+    async def ListNetworks(self, request, context):
+        return engine_pb2.ListNetworksResponse(networks=await self._gw.list_networks())
+
+    async def ListVolumes(self, request, context):
+        return engine_pb2.ListVolumesResponse(volumes=await self._gw.list_volumes())
+
+    async def Events(self, request, context):
+        async for event in self._gw.subscribe_events(
+                _seconds(request, "since"), _seconds(request, "until"), _filters(request.filters)):
+            yield event_to_pb(event)

@@ -1,0 +1,283 @@
+"""Conversions at the gateway's edges: engine API <-> node services, and docker's merging rules.
+
+Everything here is pure so it can be tested without a daemon: how an image's
+config and a user's `run` flags make one process (entrypoint/cmd/env), how
+`import --change` lines become an image config, and how a node container
+becomes the engine's ContainerInfo.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+
+from berth.container.v1 import container_pb2
+from berth.engine.v1 import engine_pb2
+from berth.image.v1 import image_pb2
+from services.common.errors import InvalidArgument
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_STOP_TIMEOUT = 10
+# Container label the gateway puts on snapshots it prepares, so they can be found again.
+CONTAINER_LABEL = "berth.container"
+
+
+@dataclass(frozen=True)
+class Process:
+    """The resolved process of a container, as docker derives it from image + run flags."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    user: str
+
+
+def merge_args(image_entrypoint: Sequence[str], image_cmd: Sequence[str],
+               entrypoint: Sequence[str] | None, cmd: Sequence[str]) -> list[str]:
+    """Docker's rule: a new entrypoint drops the image's cmd, since that cmd was written
+    as arguments for the image's entrypoint; a new cmd only replaces the image's cmd."""
+    if entrypoint is not None:
+        return [*entrypoint, *cmd]
+    return [*image_entrypoint, *(cmd or image_cmd)]
+
+
+def merge_env(image_env: Iterable[str], env: Iterable[str], default_path: bool = True) -> list[str]:
+    """Image env overridden key by key by the user's, order of first appearance kept."""
+    merged: dict[str, str] = {}
+    for entry in [*image_env, *env]:
+        key = entry.split("=", 1)[0]
+        merged[key] = entry
+    if default_path and "PATH" not in merged:
+        merged = {"PATH": DEFAULT_PATH, **merged}
+    return list(merged.values())
+
+
+def resolve_process(image: image_pb2.ImageConfig, config: engine_pb2.ContainerConfig) -> Process:
+    entrypoint = list(config.entrypoint.values) if config.HasField("entrypoint") else None
+    args = merge_args(image.entrypoint, image.cmd, entrypoint, config.cmd)
+    if not args:
+        raise InvalidArgument("no command specified")
+    return Process(
+        args=tuple(args),
+        env=tuple(merge_env(image.env, config.env)),
+        cwd=config.working_dir or image.working_dir or "/",
+        user=config.user or image.user,
+    )
+
+
+# -- container names -------------------------------------------------------------
+
+def valid_name(name: str) -> bool:
+    """The container service's rule, [a-zA-Z0-9][a-zA-Z0-9_.-]*, checked before anything is prepared."""
+    if not name or not name[0].isascii() or not name[0].isalnum():
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "_.-") for c in name)
+
+
+# -- metadata the gateway keeps on the node's container record ---------------------
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the gateway needs later about a container, kept in the node's opaque metadata."""
+
+    image: str
+    image_id: str
+    config: engine_pb2.ContainerConfig
+    network_mode: str
+    auto_remove: bool
+    stop_timeout: int
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "image": self.image,
+            "image_id": self.image_id,
+            "config": json_format.MessageToDict(self.config),
+            "network_mode": self.network_mode,
+            "auto_remove": self.auto_remove,
+            "stop_timeout": self.stop_timeout,
+        }, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Metadata:
+        """Containers not made by the gateway have no metadata; they get neutral values."""
+        data = json.loads(raw) if raw else {}
+        config = engine_pb2.ContainerConfig()
+        json_format.ParseDict(data.get("config", {}), config, ignore_unknown_fields=True)
+        return cls(
+            image=data.get("image", ""),
+            image_id=data.get("image_id", ""),
+            config=config,
+            network_mode=data.get("network_mode", "none"),
+            auto_remove=bool(data.get("auto_remove", False)),
+            stop_timeout=int(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
+        )
+
+
+_STATUS = {
+    container_pb2.STATUS_CREATED: "created",
+    container_pb2.STATUS_RUNNING: "running",
+    container_pb2.STATUS_STOPPED: "exited",
+}
+
+
+def status_name(status: int) -> str:
+    return _STATUS.get(status, "created")
+
+
+def container_info(c: container_pb2.Container, meta: Metadata | None = None) -> engine_pb2.ContainerInfo:
+    meta = meta or Metadata.decode(c.metadata)
+    status = status_name(c.status)
+    args = list(c.spec.process.args)
+    state = engine_pb2.ContainerState(
+        status=status, running=status == "running", pid=c.pid if status == "running" else 0,
+        exit_code=c.exit_code, oom_killed=c.oom_killed)
+    if c.HasField("started_at"):
+        state.started_at.CopyFrom(c.started_at)
+    if c.HasField("finished_at"):
+        state.finished_at.CopyFrom(c.finished_at)
+    info = engine_pb2.ContainerInfo(
+        id=c.id, name=c.name, image=meta.image, image_id=meta.image_id,
+        path=args[0] if args else "", args=args[1:], state=state, config=meta.config,
+        env=list(c.spec.process.env), working_dir=c.spec.process.cwd, hostname=c.spec.hostname,
+        log_path=c.log_path, network_mode=meta.network_mode, netns_path=c.spec.netns_path)
+    if c.HasField("created_at"):
+        info.created.CopyFrom(c.created_at)
+    return info
+
+
+def image_info(image: image_pb2.Image, containers: int = 0) -> engine_pb2.ImageInfo:
+    info = engine_pb2.ImageInfo(
+        id=image.id, repo_tags=list(image.repo_tags), repo_digests=list(image.repo_digests),
+        size=image.size, architecture=image.architecture, os=image.os,
+        diff_ids=list(image.diff_ids), config_json=image.config_json, containers=containers)
+    if image.HasField("created"):
+        info.created.CopyFrom(image.created)
+    return info
+
+
+# -- `import --change` ------------------------------------------------------------
+
+def parse_changes(changes: Iterable[str]) -> image_pb2.ImageConfig:
+    """Dockerfile instructions that `docker import --change` accepts, as an image config.
+
+    >>> parse_changes(['CMD ["sh"]', "ENV A=1", "WORKDIR /x"]).cmd
+    ['sh']
+    """
+    config = image_pb2.ImageConfig()
+    for change in changes:
+        line = change.strip()
+        if not line:
+            continue
+        word, _, rest = line.partition(" ")
+        instruction, rest = word.upper(), rest.strip()
+        handler = _CHANGES.get(instruction)
+        if handler is None:
+            raise InvalidArgument(
+                f"{word} is not a valid change command (import accepts "
+                f"{', '.join(sorted(_CHANGES))})")
+        if not rest:
+            raise InvalidArgument(f"{instruction} requires at least one argument")
+        handler(config, rest)
+    return config
+
+
+def _command(rest: str) -> list[str]:
+    """Exec form (a JSON array) or shell form, which docker runs through /bin/sh -c."""
+    if rest.startswith("["):
+        try:
+            value = json.loads(rest)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    return ["/bin/sh", "-c", rest]
+
+
+def _pairs(instruction: str, rest: str) -> list[tuple[str, str]]:
+    """`K=V K2="v 2"`, or the legacy one-pair form `K value with spaces`."""
+    try:
+        words = shlex.split(rest)
+    except ValueError as exc:
+        raise InvalidArgument(f"{instruction} {rest}: {exc}") from None
+    if words and "=" not in words[0]:
+        if len(words) < 2:
+            raise InvalidArgument(f"{instruction} names must be followed by a value: {rest}")
+        key, _, value = rest.partition(" ")
+        return [(key, value.strip())]
+    pairs = []
+    for w in words:
+        key, eq, value = w.partition("=")
+        if not eq or not key:
+            raise InvalidArgument(f"{instruction} expects KEY=VALUE, got {w!r}")
+        pairs.append((key, value))
+    return pairs
+
+
+def _set_cmd(c: image_pb2.ImageConfig, rest: str) -> None:
+    del c.cmd[:]
+    c.cmd.extend(_command(rest))
+
+
+def _set_entrypoint(c: image_pb2.ImageConfig, rest: str) -> None:
+    del c.entrypoint[:]
+    c.entrypoint.extend(_command(rest))
+
+
+def _set_env(c: image_pb2.ImageConfig, rest: str) -> None:
+    # The default PATH is for running; an image config holds only what was asked for.
+    env = merge_env(c.env, [f"{k}={v}" for k, v in _pairs("ENV", rest)], default_path=False)
+    del c.env[:]
+    c.env.extend(env)
+
+
+def _set_label(c: image_pb2.ImageConfig, rest: str) -> None:
+    for k, v in _pairs("LABEL", rest):
+        c.labels[k] = v
+
+
+def _set_expose(c: image_pb2.ImageConfig, rest: str) -> None:
+    for port in rest.split():
+        number, _, proto = port.partition("/")
+        if not number.isdigit() or proto not in ("", "tcp", "udp", "sctp"):
+            raise InvalidArgument(f"invalid port to expose: {port!r}")
+        spec = f"{number}/{proto or 'tcp'}"
+        if spec not in c.exposed_ports:
+            c.exposed_ports.append(spec)
+
+
+def _set_volume(c: image_pb2.ImageConfig, rest: str) -> None:
+    paths = _command(rest) if rest.startswith("[") else rest.split()
+    if paths[:2] == ["/bin/sh", "-c"]:
+        paths = rest.split()
+    for p in paths:
+        if p not in c.volumes:
+            c.volumes.append(p)
+
+
+def _set_workdir(c: image_pb2.ImageConfig, rest: str) -> None:
+    c.working_dir = rest
+
+
+def _set_user(c: image_pb2.ImageConfig, rest: str) -> None:
+    c.user = rest
+
+
+def _set_stopsignal(c: image_pb2.ImageConfig, rest: str) -> None:
+    c.stop_signal = rest
+
+
+_CHANGES = {
+    "CMD": _set_cmd,
+    "ENTRYPOINT": _set_entrypoint,
+    "ENV": _set_env,
+    "EXPOSE": _set_expose,
+    "LABEL": _set_label,
+    "STOPSIGNAL": _set_stopsignal,
+    "USER": _set_user,
+    "VOLUME": _set_volume,
+    "WORKDIR": _set_workdir,
+}

@@ -1,0 +1,619 @@
+"""The gateway's composition logic: the Engine API made from the node services.
+
+A container is made in steps, each on another service:
+
+    GetImage(ref)                        image:     what to run and how
+    PrepareSnapshot(cid) || Attach(cid)  image, network (independent: run concurrently)
+    Create(cid, spec)                    container: record + runtime create
+    Start(cid)                           container
+
+When a step fails, the steps before it are undone in reverse order and the
+original error is what the caller sees, so a failed `run` leaves nothing behind.
+Events are published only after the step they report succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import secrets
+import signal as signal_mod
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from berth.container.v1 import container_pb2
+from berth.engine.v1 import engine_pb2
+from berth.image.v1 import image_pb2
+from berth.network.v1 import network_pb2
+from berth.volume.v1 import volume_pb2
+from services.common import errors
+from services.common.config import Config
+from services.gateway import convert, names
+from services.gateway.events import Event, EventLog, unknown_filters
+
+log = structlog.get_logger(__name__)
+
+VERSION = "0.1.0"
+API_VERSION = "1.0"
+# After the process exited, how long its log stream may take to deliver the rest.
+LOG_DRAIN_SECONDS = 2.0
+# Reconnect delay for the container service's event stream, growing to the cap.
+EVENTS_RETRY = (0.1, 5.0)
+_FULL_ID = re.compile(r"(sha256:)?[a-f0-9]{64}")
+_LIST_FILTERS = ("id", "name", "label", "status", "ancestor")
+
+_WAITED = object()
+_LOGS_ENDED = object()
+
+
+@dataclass
+class Nodes:
+    """Clients of the node services (services.common.rpc.Client: calls raise domain errors)."""
+
+    image: object
+    network: object
+    volume: object
+    container: object
+
+
+class Gateway:
+    def __init__(self, config: Config, nodes: Nodes, events: EventLog):
+        self._config = config
+        self._image = nodes.image
+        self._network = nodes.network
+        self._volume = nodes.volume
+        self._container = nodes.container
+        self.events = events
+        # Image ids are content digests, so what an id names never changes.
+        self._image_configs: dict[str, image_pb2.ImageConfig] = {}
+        # Name and image of every container we know, for event attributes.
+        self._known: dict[str, tuple[str, str]] = {}
+        # Detached --rm containers, removed when their exit event arrives.
+        self._auto_remove: set[str] = set()
+        self._removing: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._spawn(self._watch_container_events())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Awaitable) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- version ------------------------------------------------------------------
+
+    def version(self) -> engine_pb2.VersionResponse:
+        return engine_pb2.VersionResponse(
+            version=VERSION, api_version=API_VERSION, os=platform.system().lower(),
+            arch=platform.machine(), kernel_version=platform.release(),
+            runtime=os.path.basename(self._config.runtime))
+
+    # -- create and run -----------------------------------------------------------
+
+    async def create(self, cfg: engine_pb2.ContainerConfig) -> str:
+        cid, _ = await self._create(cfg)
+        return cid
+
+    async def run(self, cfg: engine_pb2.ContainerConfig, attach: bool) -> AsyncIterator[engine_pb2.RunResponse]:
+        cid, meta = await self._create(cfg)
+        try:
+            await self._container.Start(container_pb2.StartRequest(id=cid))
+        except BaseException:
+            await self._undo_container(cid, published=True)
+            raise
+        self._publish_container("start", cid)
+        if not attach:
+            if meta.auto_remove:
+                self._auto_remove.add(cid)
+            yield engine_pb2.RunResponse(id=cid)
+            return
+
+        finished = False
+        try:
+            yield engine_pb2.RunResponse(id=cid)
+            status = None
+            async for item in self._attach(cid):
+                if isinstance(item, container_pb2.WaitResponse):
+                    status = item
+                else:
+                    yield engine_pb2.RunResponse(output=item)
+            if meta.auto_remove:
+                await self._remove_quietly(cid)
+            finished = True
+            yield engine_pb2.RunResponse(exit=engine_pb2.ExitStatus(
+                exit_code=status.exit_code, oom_killed=status.oom_killed))
+        finally:
+            if not finished and meta.auto_remove:
+                # The client went away: the container lives on as a detached --rm one.
+                self._auto_remove.add(cid)
+                self._spawn(self._remove_when_exited(cid))
+
+    async def _create(self, cfg: engine_pb2.ContainerConfig) -> tuple[str, convert.Metadata]:
+        if cfg.name and not convert.valid_name(cfg.name):
+            raise errors.InvalidArgument(
+                f"Invalid container name ({cfg.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if not cfg.image:
+            raise errors.InvalidArgument("no image specified")
+        image_id, image_config = await self._resolve_image(cfg.image)
+        process = convert.resolve_process(image_config, cfg)
+        network_mode = cfg.network_mode or "none"
+        cid = secrets.token_hex(32)
+        labels = {**image_config.labels, **cfg.labels}
+        meta = convert.Metadata(
+            image=cfg.image, image_id=image_id, config=cfg, network_mode=network_mode,
+            auto_remove=cfg.auto_remove,
+            stop_timeout=cfg.stop_timeout if cfg.HasField("stop_timeout") else convert.DEFAULT_STOP_TIMEOUT)
+
+        snapshot, endpoint = await self._prepare(cid, image_id, network_mode)
+        spec = container_pb2.Spec(
+            rootfs=snapshot.mounts, netns_path=endpoint.netns_path,
+            hostname=cfg.hostname or cid[:12],
+            process=container_pb2.Process(
+                args=process.args, env=process.env, cwd=process.cwd, user=process.user),
+            resources=container_pb2.Resources(
+                memory_bytes=cfg.memory_bytes, nano_cpus=cfg.nano_cpus,
+                cpu_shares=cfg.cpu_shares, pids_limit=cfg.pids_limit),
+            stop_signal=cfg.stop_signal or image_config.stop_signal,
+            readonly_rootfs=cfg.readonly_rootfs)
+        name = cfg.name or names.generate()
+        request = container_pb2.CreateRequest(
+            id=cid, name=name, labels=labels, spec=spec, metadata=meta.encode())
+        try:
+            try:
+                created = await self._container.Create(request)
+            except errors.AlreadyExists:
+                if cfg.name:
+                    raise
+                # A generated name collided: the user asked for no name in particular.
+                request.name = names.generate(taken=lambda n: True)
+                created = await self._container.Create(request)
+        except BaseException:
+            await self._undo_prepare(cid)
+            raise
+        self._known[cid] = (created.name, cfg.image)
+        self._publish_container("create", cid)
+        log.info("container_created", container_id=cid, name=created.name, image=cfg.image)
+        return cid, meta
+
+    async def _resolve_image(self, ref: str) -> tuple[str, image_pb2.ImageConfig]:
+        if _FULL_ID.fullmatch(ref):
+            image_id = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+            if image_id in self._image_configs:
+                return image_id, self._image_configs[image_id]
+        image = await self._image.GetImage(image_pb2.GetImageRequest(reference=ref))
+        self._image_configs[image.id] = image.config
+        return image.id, image.config
+
+    async def _prepare(self, cid: str, image_id: str, network_mode: str):
+        """Snapshot and network namespace at once; undo whichever succeeded when the other failed."""
+        snapshot, endpoint = await asyncio.gather(
+            self._image.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
+                key=cid, image=image_id, labels={convert.CONTAINER_LABEL: cid})),
+            self._network.Attach(network_pb2.AttachRequest(container_id=cid, network=network_mode)),
+            return_exceptions=True)
+        failed = [r for r in (snapshot, endpoint) if isinstance(r, BaseException)]
+        if failed:
+            undo = []
+            if not isinstance(endpoint, BaseException):
+                undo.append(self._quietly("detach", self._network.Detach(
+                    network_pb2.DetachRequest(container_id=cid))))
+            if not isinstance(snapshot, BaseException):
+                undo.append(self._quietly("remove_snapshot", self._image.RemoveSnapshot(
+                    image_pb2.RemoveSnapshotRequest(key=cid))))
+            await asyncio.gather(*undo)
+            raise failed[0]
+        return snapshot, endpoint
+
+    async def _undo_prepare(self, cid: str) -> None:
+        await asyncio.gather(
+            self._quietly("detach", self._network.Detach(network_pb2.DetachRequest(container_id=cid))),
+            self._quietly("remove_snapshot", self._image.RemoveSnapshot(
+                image_pb2.RemoveSnapshotRequest(key=cid))))
+
+    async def _undo_container(self, cid: str, published: bool) -> None:
+        await self._quietly("delete", self._container.Delete(container_pb2.DeleteRequest(id=cid, force=True)))
+        await self._undo_prepare(cid)
+        if published:
+            self._publish_container("destroy", cid)
+        self._known.pop(cid, None)
+
+    @staticmethod
+    async def _quietly(step: str, call: Awaitable) -> None:
+        """Undo steps must not hide the error that made them necessary."""
+        try:
+            await call
+        except Exception as exc:  # noqa: BLE001 - logged; the original error wins
+            log.warning("undo_failed", step=step, error=str(exc))
+
+    async def _attach(self, cid: str) -> AsyncIterator[object]:
+        """The container's output from the start (LogChunk), then its WaitResponse.
+
+        The log stream should end when the process exits; in case it lags, it gets
+        LOG_DRAIN_SECONDS after Wait returned to deliver the rest.
+        """
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for entry in self._container.Logs(container_pb2.LogsRequest(
+                        id=cid, follow=True, tail=-1)):
+                    queue.put_nowait(_log_chunk(entry))
+            except errors.BerthError as exc:
+                log.warning("attach_logs_failed", container_id=cid, error=exc.message)
+            finally:
+                queue.put_nowait(_LOGS_ENDED)
+
+        pump_task = asyncio.ensure_future(pump())
+        wait_task = asyncio.ensure_future(self._container.Wait(container_pb2.WaitRequest(id=cid)))
+        wait_task.add_done_callback(lambda _: queue.put_nowait(_WAITED))
+        loop = asyncio.get_running_loop()
+        deadline = None
+        try:
+            while True:
+                if deadline is None:
+                    item = await queue.get()
+                else:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+                    except TimeoutError:
+                        log.warning("attach_logs_lagging", container_id=cid)
+                        break
+                if item is _WAITED:
+                    if wait_task.exception() is not None:
+                        raise wait_task.exception()
+                    deadline = loop.time() + LOG_DRAIN_SECONDS
+                elif item is _LOGS_ENDED:
+                    if deadline is not None:
+                        break
+                    # Without logs, there is still the exit status to wait for.
+                    await asyncio.shield(wait_task)
+                else:
+                    yield item
+            yield wait_task.result()
+        finally:
+            pump_task.cancel()
+            if not wait_task.done():
+                wait_task.cancel()
+
+    # -- lifecycle of existing containers -------------------------------------------
+
+    async def _get(self, ref: str) -> container_pb2.Container:
+        try:
+            return await self._container.Get(container_pb2.GetRequest(id=ref))
+        except errors.NotFound:
+            raise errors.NotFound(f"No such container: {ref}") from None
+
+    async def start_container(self, ref: str) -> None:
+        c = await self._get(ref)
+        if c.status == container_pb2.STATUS_RUNNING:
+            return
+        await self._container.Start(container_pb2.StartRequest(id=c.id))
+        self._remember(c)
+        self._publish_container("start", c.id)
+
+    async def stop(self, ref: str, timeout: int | None) -> None:
+        c = await self._get(ref)
+        await self._stop(c, timeout)
+
+    async def _stop(self, c: container_pb2.Container, timeout: int | None) -> None:
+        meta = convert.Metadata.decode(c.metadata)
+        self._remember(c)
+        if c.status != container_pb2.STATUS_RUNNING:
+            return
+        await self._container.Stop(container_pb2.StopRequest(
+            id=c.id, timeout_seconds=meta.stop_timeout if timeout is None else timeout))
+        self._publish_container("stop", c.id)
+
+    async def restart(self, ref: str, timeout: int | None) -> None:
+        c = await self._get(ref)
+        await self._stop(c, timeout)
+        await self._container.Start(container_pb2.StartRequest(id=c.id))
+        self._publish_container("start", c.id)
+        self._publish_container("restart", c.id)
+
+    async def kill(self, ref: str, signal: str) -> None:
+        c = await self._get(ref)
+        if c.status != container_pb2.STATUS_RUNNING:
+            raise errors.Conflict(f"Container {c.id} is not running")
+        signal = signal or "SIGKILL"
+        await self._container.Kill(container_pb2.KillRequest(id=c.id, signal=signal))
+        self._remember(c)
+        self._publish_container("kill", c.id, signal=_signal_number(signal))
+
+    async def remove(self, ref: str, force: bool) -> None:
+        c = await self._get(ref)
+        if c.status == container_pb2.STATUS_RUNNING and not force:
+            raise errors.FailedPrecondition(
+                f"cannot remove container \"/{c.name}\": container is running: "
+                "stop the container before removing or force remove")
+        self._remember(c)
+        await self._remove(c.id, force=True)
+
+    async def _remove(self, cid: str, force: bool) -> None:
+        self._removing.add(cid)
+        try:
+            await self._container.Delete(container_pb2.DeleteRequest(id=cid, force=force))
+            # Both are idempotent, so a second remove finishes what a failed one left.
+            await asyncio.gather(
+                self._network.Detach(network_pb2.DetachRequest(container_id=cid)),
+                self._image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid)))
+            self._publish_container("destroy", cid)
+            log.info("container_removed", container_id=cid)
+        finally:
+            self._removing.discard(cid)
+            self._auto_remove.discard(cid)
+            self._known.pop(cid, None)
+
+    async def _remove_quietly(self, cid: str) -> None:
+        if cid in self._removing:
+            return
+        try:
+            await self._remove(cid, force=True)
+        except errors.NotFound:
+            pass
+        except errors.BerthError as exc:
+            log.warning("auto_remove_failed", container_id=cid, error=exc.message)
+
+    async def _remove_when_exited(self, cid: str) -> None:
+        with contextlib.suppress(errors.NotFound):
+            await self._container.Wait(container_pb2.WaitRequest(id=cid))
+            await self._remove_quietly(cid)
+
+    async def wait(self, ref: str) -> container_pb2.WaitResponse:
+        c = await self._get(ref)
+        return await self._container.Wait(container_pb2.WaitRequest(id=c.id))
+
+    async def inspect(self, ref: str) -> engine_pb2.ContainerInfo:
+        return convert.container_info(await self._get(ref))
+
+    async def logs(self, ref: str, follow: bool, tail: int, since, until) -> AsyncIterator[engine_pb2.LogChunk]:
+        c = await self._get(ref)
+        request = container_pb2.LogsRequest(id=c.id, follow=follow, tail=tail)
+        if since is not None:
+            request.since.CopyFrom(since)
+        if until is not None:
+            request.until.CopyFrom(until)
+        async for entry in self._container.Logs(request):
+            yield _log_chunk(entry)
+
+    async def list(self, all_: bool, filters: Mapping[str, Sequence[str]]) -> list[engine_pb2.ContainerInfo]:
+        unknown = sorted(set(filters) - set(_LIST_FILTERS))
+        if unknown:
+            raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
+        exact_labels = dict(v.split("=", 1) for v in filters.get("label", ()) if "=" in v)
+        response = await self._container.List(container_pb2.ListRequest(labels=exact_labels))
+        ancestors = await self._ancestor_ids(filters.get("ancestor", ()))
+        # Asking for a status means asking for containers in it, running or not (as docker).
+        all_ = all_ or bool(filters.get("status"))
+        infos = []
+        for c in response.containers:
+            info = convert.container_info(c)
+            if not all_ and not info.state.running:
+                continue
+            if _matches(info, c.labels, filters, ancestors):
+                infos.append(info)
+        infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
+        return infos
+
+    async def _ancestor_ids(self, refs: Sequence[str]) -> set[str]:
+        ids = set()
+        for ref in refs:
+            try:
+                ids.add((await self._resolve_image(ref))[0])
+            except errors.NotFound:
+                pass
+        return ids
+
+    # -- images ---------------------------------------------------------------------
+
+    async def load_images(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
+        async def requests():
+            async for data in chunks:
+                yield image_pb2.LoadRequest(chunk=data)
+        response = await self._image.Load(requests())
+        for image in response.images:
+            self._publish_image("load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
+        return [convert.image_info(i) for i in response.images]
+
+    async def import_image(self, reference: str, changes: Sequence[str], message: str,
+                           chunks: AsyncIterator[bytes]) -> engine_pb2.ImageInfo:
+        config = convert.parse_changes(changes)
+
+        async def requests():
+            yield image_pb2.ImportRequest(header=image_pb2.ImportHeader(
+                reference=reference, config=config, message=message))
+            async for data in chunks:
+                yield image_pb2.ImportRequest(chunk=data)
+        image = await self._image.Import(requests())
+        self._publish_image("import", image.id, image.repo_tags[0] if image.repo_tags else image.id)
+        return convert.image_info(image)
+
+    async def save_images(self, references: Sequence[str]) -> AsyncIterator[bytes]:
+        async for response in self._image.Save(image_pb2.SaveRequest(references=list(references))):
+            yield response.chunk
+
+    async def list_images(self, all_: bool, reference: str) -> list[engine_pb2.ImageInfo]:
+        images, counts = await asyncio.gather(
+            self._image.ListImages(image_pb2.ListImagesRequest(all=all_, reference=reference)),
+            self._containers_per_image())
+        infos = [convert.image_info(i, counts.get(i.id, 0)) for i in images.images]
+        infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
+        return infos
+
+    async def inspect_image(self, reference: str) -> engine_pb2.ImageInfo:
+        image, counts = await asyncio.gather(
+            self._image.GetImage(image_pb2.GetImageRequest(reference=reference)),
+            self._containers_per_image())
+        self._image_configs[image.id] = image.config
+        return convert.image_info(image, counts.get(image.id, 0))
+
+    async def _containers_per_image(self) -> dict[str, int]:
+        response = await self._container.List(container_pb2.ListRequest())
+        counts: dict[str, int] = {}
+        for c in response.containers:
+            image_id = convert.Metadata.decode(c.metadata).image_id
+            counts[image_id] = counts.get(image_id, 0) + 1
+        return counts
+
+    async def tag_image(self, source: str, target: str) -> None:
+        image = await self._image.Tag(image_pb2.TagRequest(source=source, target=target))
+        self._publish_image("tag", image.id, target)
+
+    async def remove_image(self, reference: str, force: bool) -> image_pb2.RemoveImageResponse:
+        response = await self._image.RemoveImage(image_pb2.RemoveImageRequest(reference=reference, force=force))
+        for name in response.untagged:
+            self._publish_image("untag", "", name)
+        for image_id in response.deleted:
+            self._image_configs.pop(image_id, None)
+            self._publish_image("delete", image_id, image_id)
+        return response
+
+    # -- networks and volumes ---------------------------------------------------------
+
+    async def list_networks(self) -> list[engine_pb2.NetworkInfo]:
+        response = await self._network.ListNetworks(network_pb2.ListNetworksRequest())
+        return [engine_pb2.NetworkInfo(id=n.id, name=n.name, driver=n.driver) for n in response.networks]
+
+    async def list_volumes(self) -> list[engine_pb2.VolumeInfo]:
+        response = await self._volume.ListVolumes(volume_pb2.ListVolumesRequest())
+        return [engine_pb2.VolumeInfo(name=v.name, driver=v.driver, mountpoint=v.mountpoint)
+                for v in response.volumes]
+
+    # -- events -----------------------------------------------------------------------
+
+    def subscribe_events(self, since: float | None, until: float | None,
+                         filters: Mapping[str, Sequence[str]]) -> AsyncIterator[Event]:
+        unknown = unknown_filters(filters)
+        if unknown:
+            raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
+        return self.events.subscribe(since=since, until=until, filters=filters)
+
+    def _remember(self, c: container_pb2.Container) -> None:
+        if c.id not in self._known:
+            self._known[c.id] = (c.name, convert.Metadata.decode(c.metadata).image)
+
+    def _publish_container(self, action: str, cid: str, **attributes: str) -> None:
+        name, image = self._known.get(cid, ("", ""))
+        self.events.publish("container", action, cid, {"name": name, "image": image, **attributes})
+
+    def _publish_image(self, action: str, image_id: str, name: str) -> None:
+        self.events.publish("image", action, image_id, {"name": _familiar(name)})
+
+    async def _watch_container_events(self) -> None:
+        """Follow the container service's task events for die/oom and detached --rm.
+
+        The stream drops when the container service restarts; each reconnect rescans
+        the containers, so exits missed while disconnected still get their --rm.
+        """
+        delay = EVENTS_RETRY[0]
+        quiet = False
+        while True:
+            stream = self._container.Events(container_pb2.EventsRequest())
+            rescan = self._spawn(self._reconcile())
+            try:
+                async for event in stream:
+                    delay, quiet = EVENTS_RETRY[0], False
+                    await self._on_task_event(event)
+            except errors.BerthError as exc:
+                # Said once per outage, not once per retry.
+                if not quiet:
+                    log.info("container_events_disconnected", error=exc.message)
+                quiet = True
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad stream
+                log.exception("container_events_failed")
+            rescan.cancel()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, EVENTS_RETRY[1])
+
+    async def _reconcile(self) -> None:
+        try:
+            response = await self._container.List(container_pb2.ListRequest())
+        except errors.BerthError:
+            return
+        for c in response.containers:
+            self._remember(c)
+            if not convert.Metadata.decode(c.metadata).auto_remove:
+                continue
+            if c.status == container_pb2.STATUS_STOPPED:
+                self._spawn(self._remove_quietly(c.id))
+            elif c.status == container_pb2.STATUS_RUNNING:
+                self._auto_remove.add(c.id)
+
+    async def _on_task_event(self, event: container_pb2.TaskEvent) -> None:
+        cid = event.container_id
+        if event.type == container_pb2.TaskEvent.TYPE_EXIT:
+            self._publish_container("die", cid, exitCode=str(event.exit_code))
+            if cid in self._auto_remove:
+                self._spawn(self._remove_quietly(cid))
+        elif event.type == container_pb2.TaskEvent.TYPE_OOM:
+            self._publish_container("oom", cid)
+
+
+def _log_chunk(entry: container_pb2.LogEntry) -> engine_pb2.LogChunk:
+    chunk = engine_pb2.LogChunk(stream=entry.stream, data=entry.data)
+    if entry.HasField("time"):
+        chunk.time.CopyFrom(entry.time)
+    return chunk
+
+
+def _signal_number(signal: str) -> str:
+    """Docker's kill event carries the signal as a number."""
+    if signal.isdigit():
+        return signal
+    name = signal.upper()
+    try:
+        return str(int(signal_mod.Signals[name if name.startswith("SIG") else f"SIG{name}"]))
+    except KeyError:
+        return signal
+
+
+def _familiar(name: str) -> str:
+    from services.common.reference import familiar
+    return familiar(name)
+
+
+def _matches(info: engine_pb2.ContainerInfo, labels: Mapping[str, str],
+             filters: Mapping[str, Sequence[str]], ancestors: set[str]) -> bool:
+    """docker ps filters: values of one key are OR-ed, keys AND-ed."""
+    for key, values in filters.items():
+        if not values:
+            continue
+        if key == "id":
+            ok = any(info.id.startswith(v) for v in values)
+        elif key == "name":
+            ok = any(_name_matches(v, info.name) for v in values)
+        elif key == "label":
+            # Every label filter must hold, as docker does for labels.
+            ok = all(labels.get(k) == v if eq else k in labels
+                     for k, eq, v in (f.partition("=") for f in values))
+        elif key == "status":
+            ok = info.state.status in values
+        elif key == "ancestor":
+            ok = info.image_id in ancestors or info.image in values
+        else:
+            ok = False
+        if not ok:
+            return False
+    return True
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    pattern = pattern.removeprefix("/")
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return pattern in name
