@@ -214,6 +214,7 @@ class Container(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     LOG_PATH_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     metadata: _builtins.bytes
@@ -226,6 +227,10 @@ class Container(_message.Message):
     oom_killed: _builtins.bool
     log_path: _builtins.str
     """Path of the log file on the node."""
+    note: _builtins.str
+    """Set when the exit code was inferred rather than read from the monitor's
+    exit file (e.g. conmon died while berth was down: exit_code is then 255).
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -252,10 +257,11 @@ class Container(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         log_path: _builtins.str = ...,
+        note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "spec", b"spec", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "id", b"id", "labels", b"labels", "log_path", b"log_path", "metadata", b"metadata", "name", b"name", "oom_killed", b"oom_killed", "pid", b"pid", "spec", b"spec", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "id", b"id", "labels", b"labels", "log_path", b"log_path", "metadata", b"metadata", "name", b"name", "note", b"note", "oom_killed", b"oom_killed", "pid", b"pid", "spec", b"spec", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The container service: runs resolved container specs with runc under conmon."""

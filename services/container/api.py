@@ -1,0 +1,61 @@
+"""gRPC servicer of berth.container.v1.ContainerService: decode, call the service, encode."""
+
+from __future__ import annotations
+
+from google.protobuf import empty_pb2
+
+from berth.container.v1 import container_pb2 as pb
+from berth.container.v1 import container_pb2_grpc
+from services.container import convert
+from services.container.service import ContainerService
+
+
+class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
+    def __init__(self, service: ContainerService):
+        self.service = service
+
+    async def Create(self, request: pb.CreateRequest, context) -> pb.Container:
+        c = await self.service.create(request.id, request.name, dict(request.labels),
+                                      convert.spec_from_pb(request.spec), request.metadata)
+        return convert.container_to_pb(c)
+
+    async def Start(self, request: pb.StartRequest, context) -> pb.Container:
+        return convert.container_to_pb(await self.service.start(request.id))
+
+    async def Kill(self, request: pb.KillRequest, context) -> empty_pb2.Empty:
+        await self.service.kill(request.id, request.signal)
+        return empty_pb2.Empty()
+
+    async def Stop(self, request: pb.StopRequest, context) -> pb.Container:
+        c = await self.service.stop(request.id, request.timeout_seconds, request.signal)
+        return convert.container_to_pb(c)
+
+    async def Wait(self, request: pb.WaitRequest, context) -> pb.WaitResponse:
+        return convert.exit_to_pb(await self.service.wait(request.id))
+
+    async def Delete(self, request: pb.DeleteRequest, context) -> empty_pb2.Empty:
+        await self.service.delete(request.id, request.force)
+        return empty_pb2.Empty()
+
+    async def Get(self, request: pb.GetRequest, context) -> pb.Container:
+        return convert.container_to_pb(self.service.get(request.id))
+
+    async def List(self, request: pb.ListRequest, context) -> pb.ListResponse:
+        containers = self.service.list(dict(request.labels))
+        return pb.ListResponse(containers=[convert.container_to_pb(c) for c in containers])
+
+    async def Logs(self, request: pb.LogsRequest, context):
+        flt = convert.log_filter_from_pb(request)
+        async for line in self.service.logs(request.id, request.follow, flt):
+            yield convert.log_line_to_pb(line)
+
+    async def Events(self, request: pb.EventsRequest, context):
+        async for event in self.service.events():
+            yield convert.event_to_pb(event)
+
+
+def register(service: ContainerService):
+    def add(server) -> list[str]:
+        container_pb2_grpc.add_ContainerServiceServicer_to_server(ContainerApi(service), server)
+        return [pb.DESCRIPTOR.services_by_name["ContainerService"].full_name]
+    return add

@@ -1,0 +1,106 @@
+"""Protobuf <-> domain types. Protobuf stops here and in api.py."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from berth.container.v1 import container_pb2 as pb
+from berth.types.v1 import mount_pb2
+from services.container import logs as logs_mod
+from services.container.model import (Container, Event, EventType, Exit, LogLine, Mount, Process,
+                                      Resources, Spec, Status)
+
+_STATUS = {Status.CREATED: pb.STATUS_CREATED, Status.RUNNING: pb.STATUS_RUNNING,
+           Status.STOPPED: pb.STATUS_STOPPED}
+_EVENT = {EventType.CREATE: pb.TaskEvent.TYPE_CREATE, EventType.START: pb.TaskEvent.TYPE_START,
+          EventType.EXIT: pb.TaskEvent.TYPE_EXIT, EventType.OOM: pb.TaskEvent.TYPE_OOM,
+          EventType.DELETE: pb.TaskEvent.TYPE_DELETE}
+_STREAM = {"stdout": pb.LogEntry.STREAM_STDOUT, "stderr": pb.LogEntry.STREAM_STDERR}
+
+
+def _ts(seconds: float) -> Timestamp | None:
+    if not seconds:
+        return None
+    ts = Timestamp()
+    ns = int(seconds * 1_000_000_000)
+    ts.seconds, ts.nanos = divmod(ns, 1_000_000_000)
+    return ts
+
+
+def _ts_ns(ns: int) -> Timestamp:
+    ts = Timestamp()
+    ts.seconds, ts.nanos = divmod(ns, 1_000_000_000)
+    return ts
+
+
+def _ns(ts: Timestamp) -> int:
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
+def mount_from_pb(m: mount_pb2.Mount) -> Mount:
+    return Mount(type=m.type, source=m.source, target=m.target, options=tuple(m.options))
+
+
+def mount_to_pb(m: Mount) -> mount_pb2.Mount:
+    return mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=list(m.options))
+
+
+def spec_from_pb(s: pb.Spec) -> Spec:
+    p, r = s.process, s.resources
+    return Spec(
+        process=Process(args=tuple(p.args), env=tuple(p.env), cwd=p.cwd or "/", uid=p.uid, gid=p.gid,
+                        additional_gids=tuple(p.additional_gids), user=p.user),
+        rootfs=tuple(mount_from_pb(m) for m in s.rootfs),
+        mounts=tuple(mount_from_pb(m) for m in s.mounts),
+        netns_path=s.netns_path, hostname=s.hostname,
+        resources=Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
+                            cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
+        stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs)
+
+
+def spec_to_pb(s: Spec) -> pb.Spec:
+    p, r = s.process, s.resources
+    return pb.Spec(
+        rootfs=[mount_to_pb(m) for m in s.rootfs], mounts=[mount_to_pb(m) for m in s.mounts],
+        netns_path=s.netns_path, hostname=s.hostname,
+        process=pb.Process(args=list(p.args), env=list(p.env), cwd=p.cwd, uid=p.uid, gid=p.gid,
+                           additional_gids=list(p.additional_gids), user=p.user),
+        resources=pb.Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
+                               cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
+        stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs)
+
+
+def container_to_pb(c: Container) -> pb.Container:
+    r = c.record
+    out = pb.Container(id=r.id, name="/" + r.name, labels=r.labels, spec=spec_to_pb(r.spec),
+                       metadata=r.metadata, created_at=_ts(r.created_at), status=_STATUS[c.status],
+                       pid=c.pid, started_at=_ts(r.started_at), log_path=c.log_path)
+    if r.exit is not None:
+        out.exit_code = r.exit.code
+        out.oom_killed = r.exit.oom_killed
+        out.finished_at.CopyFrom(_ts(r.exit.finished_at))
+        out.note = r.exit.note
+    return out
+
+
+def exit_to_pb(e: Exit) -> pb.WaitResponse:
+    return pb.WaitResponse(exit_code=e.code, oom_killed=e.oom_killed, finished_at=_ts(e.finished_at))
+
+
+def log_filter_from_pb(req: pb.LogsRequest) -> logs_mod.LogFilter:
+    streams = {name for name, wanted in (("stdout", req.stdout), ("stderr", req.stderr)) if wanted}
+    return logs_mod.LogFilter(
+        tail=req.tail if req.tail >= 0 else -1,
+        since_ns=_ns(req.since) if req.HasField("since") else 0,
+        until_ns=_ns(req.until) if req.HasField("until") else 0,
+        streams=frozenset(streams or {"stdout", "stderr"}))
+
+
+def log_line_to_pb(line: LogLine) -> pb.LogEntry:
+    return pb.LogEntry(stream=_STREAM.get(line.stream, pb.LogEntry.STREAM_UNSPECIFIED),
+                       time=_ts_ns(line.time_ns), data=line.data)
+
+
+def event_to_pb(e: Event) -> pb.TaskEvent:
+    return pb.TaskEvent(type=_EVENT[e.type], container_id=e.container_id, exit_code=e.exit_code,
+                        time=_ts(e.time))

@@ -1,0 +1,118 @@
+"""Domain types of the container service: plain frozen dataclasses, no protobuf."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str
+    source: str
+    target: str = ""
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Process:
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    # "name", "uid", "name:group" or "uid:gid"; resolved in the rootfs at create.
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory_bytes: int = 0
+    nano_cpus: int = 0
+    cpu_shares: int = 0
+    pids_limit: int = 0
+
+
+@dataclass(frozen=True)
+class Spec:
+    process: Process
+    rootfs: tuple[Mount, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    netns_path: str = ""
+    hostname: str = ""
+    resources: Resources = field(default_factory=Resources)
+    stop_signal: str = ""
+    readonly_rootfs: bool = False
+
+
+class Status(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a container's process ended, as conmon recorded it (or berth inferred it)."""
+
+    code: int
+    finished_at: float
+    oom_killed: bool = False
+    # Set when berth had to infer the exit because the monitor left no record.
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A container row: what was asked for plus facts that never change once set."""
+
+    id: str
+    name: str
+    spec: Spec
+    labels: dict[str, str] = field(default_factory=dict)
+    metadata: bytes = b""
+    created_at: float = 0.0
+    started_at: float = 0.0
+    exit: Exit | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    """A record together with its derived runtime state."""
+
+    record: Record
+    status: Status
+    pid: int = 0
+    log_path: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+
+@dataclass(frozen=True)
+class LogLine:
+    stream: str  # "stdout" or "stderr"
+    time_ns: int
+    data: bytes
+
+
+class EventType(enum.Enum):
+    CREATE = "create"
+    START = "start"
+    EXIT = "exit"
+    OOM = "oom"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    container_id: str
+    time: float
+    exit_code: int = 0

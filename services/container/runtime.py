@@ -1,0 +1,269 @@
+"""Kernel- and runtime-facing pieces: rootfs mounts, conmon, runc.
+
+Every container has a bundle directory, laid out as conmon and runc expect:
+
+    bundles/<id>/
+      config.json    OCI spec (written by spec.oci_config)
+      rootfs/        the rootfs mounts are stacked here by berth
+      pidfile        the container's pid (written by runc)
+      conmon.pid     the monitor's pid (written by conmon)
+      ctr.log        output in k8s-file format, capped at log_max_bytes
+      <id>           exit file: the exit code, written by conmon (--exit-dir)
+      persist/oom    present when the kernel OOM-killed in the container (--persist-dir)
+
+conmon double-forks into its own session, so containers outlive berth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import re
+import shutil
+
+import structlog
+
+from services.common import errors
+from services.common.config import Config
+from services.container.model import Mount
+
+log = structlog.get_logger(__name__)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+MS_BIND, MS_REC = 4096, 16384
+MNT_DETACH = 2
+_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+          "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME,
+          "bind": MS_BIND, "rbind": MS_BIND | MS_REC}
+_IGNORED = {"rw", "defaults", "suid", "dev", "exec"}
+
+
+class Bundle:
+    """Paths of one container's bundle."""
+
+    def __init__(self, root: str, id: str):
+        self.id = id
+        self.dir = os.path.join(root, id)
+        self.rootfs = os.path.join(self.dir, "rootfs")
+        self.config = os.path.join(self.dir, "config.json")
+        self.pidfile = os.path.join(self.dir, "pidfile")
+        self.conmon_pidfile = os.path.join(self.dir, "conmon.pid")
+        self.log = os.path.join(self.dir, "ctr.log")
+        self.exit_file = os.path.join(self.dir, id)
+        self.persist = os.path.join(self.dir, "persist")
+        self.oom_file = os.path.join(self.persist, "oom")
+
+
+def mount_rootfs(mounts: tuple[Mount, ...], target: str) -> None:
+    """Stacks the rootfs mounts on `target`; on failure nothing stays mounted."""
+    done = 0
+    try:
+        for m in mounts:
+            flags, data = 0, []
+            for opt in m.options:
+                if opt in _FLAGS:
+                    flags |= _FLAGS[opt]
+                elif opt not in _IGNORED:
+                    data.append(opt)
+            if m.type == "bind":
+                flags |= MS_BIND
+            _mount(m.source, target, m.type, flags, ",".join(data))
+            done += 1
+            if flags & MS_BIND and flags & MS_RDONLY:
+                # A bind mount ignores MS_RDONLY until it is remounted.
+                _mount("", target, "", flags | 32, "")  # MS_REMOUNT
+    except OSError as exc:
+        for _ in range(done):
+            unmount(target)
+        raise errors.InvalidArgument(f"mounting the root filesystem failed: {exc}") from None
+
+
+def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    if _libc.mount(source.encode() or None, target.encode(), fstype.encode() or None, flags,
+                   data.encode() or None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{os.strerror(err)} ({fstype or 'remount'} on {target})")
+
+
+def unmount(target: str) -> bool:
+    """Unmounts the top mount on `target`; False when nothing was mounted there."""
+    if _libc.umount2(target.encode(), 0) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == 16:  # EBUSY: something still holds it; detach so the bundle can go.
+        return _libc.umount2(target.encode(), MNT_DETACH) == 0
+    return False
+
+
+def unmount_all(target: str) -> None:
+    for _ in range(64):
+        if not os.path.ismount(target) or not unmount(target):
+            return
+
+
+def remove_bundle(bundle: Bundle) -> None:
+    unmount_all(bundle.rootfs)
+    if os.path.ismount(bundle.rootfs):
+        # Never rmtree through a mount: that would delete the image's files.
+        raise errors.Internal(f"cannot unmount {bundle.rootfs}")
+    shutil.rmtree(bundle.dir, ignore_errors=True)
+
+
+_RUNC_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def runtime_message(text: str) -> str:
+    """runc's own words from its logrus output (`time=... level=error msg="..."`)."""
+    msgs = [bytes(m, "utf-8").decode("unicode_escape") for m in _RUNC_MSG.findall(text)]
+    return "; ".join(msgs) if msgs else text.strip()
+
+
+class Runtime:
+    """Runs conmon and runc for containers whose bundles live under `bundles`."""
+
+    def __init__(self, config: Config, bundles: str):
+        self.config = config
+        self.bundles = bundles
+        self.runc_root = os.path.join(config.run_root, "runc")
+        self.socket_dir = os.path.join(config.run_root, "conmon")
+        os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
+
+    def bundle(self, id: str) -> Bundle:
+        return Bundle(self.bundles, id)
+
+    def _runc(self, *args: str) -> list[str]:
+        return [self.config.runtime, "--root", self.runc_root, *args]
+
+    async def create(self, bundle: Bundle) -> tuple[int, int]:
+        """Starts conmon, which runs `runc create`; returns (container pid, conmon pid)."""
+        os.makedirs(bundle.persist, exist_ok=True)
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            args = [
+                self.config.conmon, "--api-version", "1",
+                "-c", bundle.id, "-u", bundle.id, "-n", bundle.id,
+                "-r", self.config.runtime, "-b", bundle.dir, "-p", bundle.pidfile,
+                "--conmon-pidfile", bundle.conmon_pidfile,
+                "--exit-dir", bundle.dir, "--persist-dir", bundle.persist,
+                "--socket-dir-path", self.socket_dir,
+                "-l", f"k8s-file:{bundle.log}", "--log-size-max", str(self.config.log_max_bytes),
+                "--log-level", "warning",
+                "--runtime-arg", "--root", "--runtime-arg", self.runc_root,
+            ]
+            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                   "_OCI_SYNCPIPE": str(write_end)}
+            proc = await asyncio.create_subprocess_exec(
+                *args, env=env, pass_fds=(write_end,), start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            os.close(write_end)
+            write_end = -1
+            # conmon's first process exits once it has forked the monitor.
+            await proc.wait()
+            reply = await _read_sync(read_end)
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
+        if reply is None:
+            raise errors.Internal("conmon exited without reporting the container's creation")
+        pid = reply.get("data", -1)
+        if not isinstance(pid, int) or pid <= 0:
+            raise errors.InvalidArgument(runtime_message(reply.get("message", "runc create failed")))
+        with open(bundle.conmon_pidfile) as f:
+            conmon_pid = int(f.read().strip())
+        return pid, conmon_pid
+
+    async def start(self, id: str) -> None:
+        await self._run("start", id)
+
+    async def delete(self, id: str) -> None:
+        """Removes runc's state and the cgroup; a container runc no longer knows is fine."""
+        try:
+            await self._run("delete", "--force", id)
+        except errors.BerthError as exc:
+            if "does not exist" not in exc.message:
+                raise
+
+    async def state(self, id: str) -> dict | None:
+        proc = await asyncio.create_subprocess_exec(
+            *self._runc("state", id), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return json.loads(out) if proc.returncode == 0 else None
+
+    async def _run(self, *args: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *self._runc(*args), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise errors.FailedPrecondition(runtime_message(err.decode(errors="replace"))
+                                            or f"runc {args[0]} failed")
+
+    def remove_socket_link(self, id: str) -> None:
+        try:
+            os.unlink(os.path.join(self.socket_dir, id))
+        except FileNotFoundError:
+            pass
+
+    def oom_killed(self, bundle: Bundle) -> bool:
+        """conmon's OOM record, else the memory cgroup's kill counter (while the cgroup exists)."""
+        if os.path.exists(bundle.oom_file):
+            return True
+        try:
+            with open(f"/sys/fs/cgroup/memory/berth/{bundle.id}/memory.oom_control") as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+        except (FileNotFoundError, ValueError):
+            pass
+        return False
+
+
+async def _read_sync(fd: int) -> dict | None:
+    """The first JSON message conmon writes on the sync pipe (None on EOF)."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    buf = b""
+    while b"\n" not in buf:
+        ready = loop.create_future()
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        buf += chunk
+    line = buf.split(b"\n", 1)[0].strip()
+    return json.loads(line) if line else None
+
+
+def process_alive(pid: int, *needles: str) -> bool:
+    """Whether `pid` runs and its command line holds every needle (guards against pid reuse)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return all(n in cmdline for n in needles)
+
+
+def read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None

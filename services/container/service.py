@@ -1,0 +1,366 @@
+"""ContainerService: the rules of the container lifecycle, its exit tracking and events.
+
+A container's row says what to run; whether it runs is derived: conmon alive
+means created or running (started_at tells which), an exit recorded from
+conmon's exit file means stopped. Exits are noticed without polling: a pidfd on
+the conmon process becomes readable when conmon exits, which it does right
+after writing the exit file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from services.common import errors
+from services.container import logs as logs_mod
+from services.container import runtime as rt
+from services.container import spec as spec_mod
+from services.container.events import Broker
+from services.container.model import (Container, Event, EventType, Exit, LogLine, Record, Spec,
+                                      Status)
+from services.container.store import NameTaken, Store
+
+log = structlog.get_logger(__name__)
+
+ID_RE = re.compile(r"^[0-9a-f]{64}$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+HEX_RE = re.compile(r"^[0-9a-f]+$")
+DEFAULT_STOP_TIMEOUT = 10
+# How long Delete waits for conmon to go after the container was killed.
+KILL_GRACE = 10.0
+
+
+def parse_signal(text: str, default: signal.Signals = signal.SIGKILL) -> int:
+    """A signal given as "SIGTERM", "term", "15" or "" (the default)."""
+    s = text.strip()
+    if not s:
+        return int(default)
+    if s.isdigit():
+        n = int(s)
+        if 0 < n <= signal.SIGRTMAX:
+            return n
+        raise errors.InvalidArgument(f"invalid signal: {text}")
+    name = s.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise errors.InvalidArgument(f"invalid signal: {text}") from None
+
+
+@dataclass
+class Task:
+    """The live side of a container while its conmon runs."""
+
+    conmon_pid: int
+    pid: int
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    exit: Exit | None = None
+    # pidfds: conmon's is watched for exit; the container's is signalled race-free.
+    conmon_fd: int = -1
+    pid_fd: int = -1
+
+
+class ContainerService:
+    def __init__(self, store: Store, runtime: rt.Runtime, broker: Broker | None = None):
+        self.store = store
+        self.runtime = runtime
+        self.broker = broker or Broker()
+        self.tasks: dict[str, Task] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- lifecycle of the service ------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Brings memory in line with disk after a (re)start: watch, record or clean up."""
+        records = {r.id: r for r in self.store.all()}
+        for record in records.values():
+            if record.exit is not None:
+                continue
+            b = self.runtime.bundle(record.id)
+            conmon_pid = rt.read_int(b.conmon_pidfile)
+            if conmon_pid and rt.process_alive(conmon_pid, "conmon", record.id):
+                self._watch(record.id, conmon_pid, rt.read_int(b.pidfile) or 0)
+                if not record.started_at:
+                    # Off the hot path: only a restart can leave this in doubt.
+                    state = await self.runtime.state(record.id)
+                    if state and state.get("status") in ("running", "paused"):
+                        self.store.set_started(record.id, time.time())
+                log.info("container_reattached", container_id=record.id, conmon_pid=conmon_pid)
+                continue
+            exit = self._read_exit(record.id)
+            if exit is None:
+                exit = Exit(code=255, finished_at=time.time(),
+                            note="the monitor (conmon) exited without recording an exit code")
+            self.store.set_exit(record.id, exit)
+            log.info("container_exit_reconciled", container_id=record.id, exit_code=exit.code,
+                     note=exit.note)
+        # Bundles without a row are left from a create that never finished.
+        if os.path.isdir(self.runtime.bundles):
+            for id in os.listdir(self.runtime.bundles):
+                if id not in records:
+                    log.warning("orphan_bundle_removed", container_id=id)
+                    await self._teardown(id)
+
+    def close(self) -> None:
+        for task in self.tasks.values():
+            self._unwatch(task)
+
+    # -- the API -----------------------------------------------------------------
+
+    async def create(self, id: str, name: str, labels: dict[str, str], spec: Spec,
+                     metadata: bytes) -> Container:
+        name = name.lstrip("/") or id[:12]
+        if not ID_RE.match(id):
+            raise errors.InvalidArgument(f'invalid container id "{id}": must be 64 lowercase hex characters')
+        if not NAME_RE.match(name):
+            raise errors.InvalidArgument(
+                f'Invalid container name ("{name}"), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+        if not spec.process.args:
+            raise errors.InvalidArgument("no command specified")
+        if not spec.rootfs:
+            raise errors.InvalidArgument("no root filesystem mounts given")
+        record = Record(id=id, name=name, spec=spec, labels=dict(labels), metadata=metadata,
+                        created_at=time.time())
+        try:
+            self.store.insert(record)
+        except NameTaken as exc:
+            if exc.owner == id:
+                raise errors.AlreadyExists(f"container {id} already exists") from None
+            raise errors.AlreadyExists(
+                f'Conflict. The container name "/{name}" is already in use by container "{exc.owner}". '
+                "You have to remove (or rename) that container to be able to reuse that name.") from None
+        b = self.runtime.bundle(id)
+        try:
+            async with self._lock(id):
+                os.makedirs(b.rootfs, mode=0o700)
+                rt.mount_rootfs(spec.rootfs, b.rootfs)
+                user = spec_mod.resolve_user(b.rootfs, spec)
+                with open(b.config, "w") as f:
+                    json.dump(spec_mod.oci_config(id, spec, b.rootfs, user), f)
+                pid, conmon_pid = await self.runtime.create(b)
+                self._watch(id, conmon_pid, pid)
+        except BaseException as exc:
+            log.info("container_create_failed", container_id=id, error=str(exc))
+            await self._teardown(id)
+            self.store.delete(id)
+            raise
+        log.info("container_created", container_id=id, name=name, pid=pid)
+        self.broker.publish(Event(EventType.CREATE, id, time.time()))
+        return self._view(record)
+
+    async def start(self, ref: str) -> Container:
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.status is Status.RUNNING:
+                raise errors.FailedPrecondition(f'container "/{c.name}" is already running')
+            if c.status is Status.STOPPED:
+                raise errors.FailedPrecondition(
+                    f'container "/{c.name}" has exited; it cannot be started again')
+            await self.runtime.start(c.id)
+            self.store.set_started(c.id, time.time())
+        log.info("container_started", container_id=c.id, pid=c.pid)
+        self.broker.publish(Event(EventType.START, c.id, time.time()))
+        return self.get(c.id)
+
+    async def kill(self, ref: str, sig: str) -> None:
+        c = self.get(ref)
+        signum = parse_signal(sig, signal.SIGKILL)
+        if c.status is not Status.RUNNING:
+            raise errors.FailedPrecondition(f'container "/{c.name}" is not running')
+        self._signal(c.id, signum)
+        log.info("container_signalled", container_id=c.id, signal=signum)
+
+    async def stop(self, ref: str, timeout: int, sig: str) -> Container:
+        c = self.get(ref)
+        signum = parse_signal(sig or c.record.spec.stop_signal, signal.SIGTERM)
+        if c.status is not Status.RUNNING:
+            return c
+        task = self.tasks.get(c.id)
+        timeout = DEFAULT_STOP_TIMEOUT if timeout < 0 else timeout
+        self._signal(c.id, signum)
+        if task and not await _wait_event(task.exited, timeout):
+            log.info("container_stop_timeout", container_id=c.id, timeout=timeout)
+            self._signal(c.id, signal.SIGKILL)
+            await task.exited.wait()
+        return self.get(c.id)
+
+    async def wait(self, ref: str) -> Exit:
+        c = self.get(ref)
+        task = self.tasks.get(c.id)
+        if task is not None:
+            await task.exited.wait()
+            if task.exit is not None:
+                return task.exit
+        record = self.store.get(c.id)
+        if record is None or record.exit is None:
+            raise errors.NotFound(f"No such container: {ref}")
+        return record.exit
+
+    async def delete(self, ref: str, force: bool) -> None:
+        c = self.get(ref)
+        async with self._lock(c.id):
+            c = self.get(c.id)
+            if c.status is Status.RUNNING and not force:
+                raise errors.FailedPrecondition(
+                    f'cannot remove container "/{c.name}": container is running: '
+                    "stop the container before removing or force remove")
+            task = self.tasks.get(c.id)
+            if task is not None and c.status is Status.RUNNING:
+                self._signal(c.id, signal.SIGKILL)
+                # Let the exit (and any OOM) be recorded before runc removes the cgroup.
+                await _wait_event(task.exited, KILL_GRACE)
+            await self._teardown(c.id)
+            self.store.delete(c.id)
+        self._locks.pop(c.id, None)
+        log.info("container_deleted", container_id=c.id)
+        self.broker.publish(Event(EventType.DELETE, c.id, time.time()))
+
+    def get(self, ref: str) -> Container:
+        return self._view(self._find(ref))
+
+    def list(self, labels: dict[str, str]) -> list[Container]:
+        return [self._view(r) for r in self.store.all()
+                if all(r.labels.get(k) == v for k, v in labels.items())]
+
+    async def logs(self, ref: str, follow: bool, flt: logs_mod.LogFilter) -> AsyncIterator[LogLine]:
+        c = self.get(ref)
+        path = self.runtime.bundle(c.id).log
+        task = self.tasks.get(c.id)
+        if not follow or task is None or task.exited.is_set():
+            for line in logs_mod.read_all(path, flt):
+                yield line
+            return
+
+        async def wait_exit(timeout: float) -> None:
+            await _wait_event(task.exited, timeout)
+
+        async for line in logs_mod.follow(path, flt, task.exited.is_set, wait_exit):
+            yield line
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for event in self.broker.subscribe():
+            yield event
+
+    # -- internals ---------------------------------------------------------------
+
+    def _find(self, ref: str) -> Record:
+        key = ref.lstrip("/")
+        record = None
+        if ID_RE.match(key):
+            record = self.store.get(key)
+        if record is None and key:
+            record = self.store.by_name(key)
+        if record is None and key and HEX_RE.match(key):
+            found = self.store.by_prefix(key)
+            if len(found) > 1:
+                raise errors.InvalidArgument(f"multiple IDs found with provided prefix: {key}")
+            record = found[0] if found else None
+        if record is None:
+            raise errors.NotFound(f"No such container: {ref}")
+        return record
+
+    def _view(self, record: Record) -> Container:
+        task = self.tasks.get(record.id)
+        log_path = self.runtime.bundle(record.id).log
+        if task is not None and task.exit is not None and record.exit is None:
+            record = replace(record, exit=task.exit)
+        if record.exit is not None or task is None or task.exited.is_set():
+            return Container(record, Status.STOPPED, 0, log_path)
+        status = Status.RUNNING if record.started_at else Status.CREATED
+        return Container(record, status, task.pid, log_path)
+
+    def _lock(self, id: str) -> asyncio.Lock:
+        return self._locks.setdefault(id, asyncio.Lock())
+
+    def _signal(self, id: str, signum: int) -> None:
+        task = self.tasks.get(id)
+        if task is None or task.exited.is_set() or task.pid_fd < 0:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(task.pid_fd, signum)
+
+    def _watch(self, id: str, conmon_pid: int, pid: int) -> None:
+        task = Task(conmon_pid=conmon_pid, pid=pid)
+        self.tasks[id] = task
+        try:
+            task.conmon_fd = os.pidfd_open(conmon_pid)
+        except ProcessLookupError:
+            self._on_exit(id)
+            return
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                task.pid_fd = os.pidfd_open(pid)
+        asyncio.get_running_loop().add_reader(task.conmon_fd, self._on_exit, id)
+
+    def _unwatch(self, task: Task) -> None:
+        if task.conmon_fd >= 0:
+            asyncio.get_running_loop().remove_reader(task.conmon_fd)
+            os.close(task.conmon_fd)
+            task.conmon_fd = -1
+        if task.pid_fd >= 0:
+            os.close(task.pid_fd)
+            task.pid_fd = -1
+
+    def _on_exit(self, id: str) -> None:
+        task = self.tasks.get(id)
+        if task is None or task.exited.is_set():
+            return
+        self._unwatch(task)
+        exit = self._read_exit(id) or Exit(
+            code=255, finished_at=time.time(),
+            note="the monitor (conmon) exited without recording an exit code")
+        task.exit = exit
+        recorded = self.store.set_exit(id, exit)
+        task.exited.set()
+        log.info("container_exited", container_id=id, exit_code=exit.code, oom_killed=exit.oom_killed)
+        if recorded:
+            if exit.oom_killed:
+                self.broker.publish(Event(EventType.OOM, id, exit.finished_at))
+            self.broker.publish(Event(EventType.EXIT, id, exit.finished_at, exit.code))
+
+    def _read_exit(self, id: str) -> Exit | None:
+        b = self.runtime.bundle(id)
+        code = rt.read_int(b.exit_file)
+        if code is None:
+            return None
+        return Exit(code=code, finished_at=os.stat(b.exit_file).st_mtime,
+                    oom_killed=self.runtime.oom_killed(b))
+
+    async def _teardown(self, id: str) -> None:
+        """Removes everything a container has on the node: runc state, cgroup, mounts, bundle."""
+        task = self.tasks.get(id)
+        await self.runtime.delete(id)
+        if task is not None and not task.exited.is_set():
+            # `runc delete --force` killed the process; conmon follows it out.
+            if not await _wait_event(task.exited, KILL_GRACE):
+                log.warning("conmon_still_running", container_id=id, conmon_pid=task.conmon_pid)
+        elif task is None:
+            conmon_pid = rt.read_int(self.runtime.bundle(id).conmon_pidfile)
+            if conmon_pid and rt.process_alive(conmon_pid, "conmon", id):
+                os.kill(conmon_pid, signal.SIGKILL)
+        if task is not None:
+            self._unwatch(task)
+        self.tasks.pop(id, None)
+        rt.remove_bundle(self.runtime.bundle(id))
+        self.runtime.remove_socket_link(id)
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except asyncio.TimeoutError:
+        return event.is_set()

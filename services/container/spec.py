@@ -1,0 +1,198 @@
+"""The OCI runtime spec (1.0.2) berth writes for a container, and user lookup in its rootfs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from services.common import errors
+from services.container.model import Spec
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Docker's default capability set.
+CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+
+MASKED_PATHS = [
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+DEFAULT_MOUNTS = [
+    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+     "options": ["nosuid", "noexec", "nodev", "ro"]},
+]
+
+CPU_PERIOD = 100_000
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...]
+    home: str
+
+
+def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
+    """The complete config.json for `spec`. No rlimits: the container inherits berth's."""
+    proc = spec.process
+    env = list(proc.env)
+    keys = {e.split("=", 1)[0] for e in env}
+    if "PATH" not in keys:
+        env.insert(0, DEFAULT_PATH)
+    if "HOSTNAME" not in keys and spec.hostname:
+        env.append(f"HOSTNAME={spec.hostname}")
+    if "HOME" not in keys:
+        env.append(f"HOME={user.home}")
+
+    namespaces = [{"type": t} for t in ("pid", "mount", "uts", "ipc")]
+    if spec.netns_path:
+        namespaces.append({"type": "network", "path": spec.netns_path})
+
+    mounts = [dict(m) for m in DEFAULT_MOUNTS]
+    for m in spec.mounts:
+        options = list(m.options)
+        if m.type == "bind" and not {"bind", "rbind"} & set(options):
+            # runc only treats a mount as a bind mount when the options say so.
+            options.append("rbind")
+        mounts.append({"destination": m.target, "type": m.type, "source": m.source, "options": options})
+
+    caps = list(CAPABILITIES)
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": user.uid, "gid": user.gid,
+                     **({"additionalGids": list(user.additional_gids)} if user.additional_gids else {})},
+            "args": list(proc.args),
+            "env": env,
+            "cwd": proc.cwd or "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        },
+        "root": {"path": rootfs, "readonly": spec.readonly_rootfs},
+        "hostname": spec.hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": f"/berth/{id}",
+            "resources": _resources(spec),
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    }
+
+
+def _resources(spec: Spec) -> dict:
+    r = spec.resources
+    # Deny all devices; runc adds back the standard ones (null, zero, tty, ...).
+    out: dict = {"devices": [{"allow": False, "access": "rwm"}]}
+    if r.memory_bytes:
+        out["memory"] = {"limit": r.memory_bytes}
+    cpu: dict = {}
+    if r.nano_cpus:
+        cpu["quota"] = r.nano_cpus * CPU_PERIOD // 1_000_000_000
+        cpu["period"] = CPU_PERIOD
+    if r.cpu_shares:
+        cpu["shares"] = r.cpu_shares
+    if cpu:
+        out["cpu"] = cpu
+    if r.pids_limit:
+        out["pids"] = {"limit": r.pids_limit}
+    return out
+
+
+def resolve_user(rootfs: str, spec: Spec) -> User:
+    """The process's ids: from `process.user` looked up in the rootfs, else uid/gid as given."""
+    proc = spec.process
+    if not proc.user:
+        home = _passwd_home(rootfs, proc.uid)
+        return User(proc.uid, proc.gid, tuple(proc.additional_gids), home)
+    user, _, group = proc.user.partition(":")
+    passwd = _read_db(rootfs, "/etc/passwd")
+    entry = next((e for e in passwd if len(e) >= 6 and (e[0] == user or e[2] == user)), None)
+    if entry is None:
+        if not user.isdigit():
+            raise errors.InvalidArgument(f"unable to find user {user}: no matching entries in passwd file")
+        uid, gid, name, home = int(user), 0, "", "/"
+    else:
+        uid, gid, name, home = int(entry[2]), int(entry[3]), entry[0], entry[5] or "/"
+    groups = _read_db(rootfs, "/etc/group")
+    if group:
+        g = next((e for e in groups if len(e) >= 3 and (e[0] == group or e[2] == group)), None)
+        if g is None:
+            if not group.isdigit():
+                raise errors.InvalidArgument(
+                    f"unable to find group {group}: no matching entries in group file")
+            gid = int(group)
+        else:
+            gid = int(g[2])
+    extra = list(proc.additional_gids)
+    if name:
+        for e in groups:
+            if len(e) >= 4 and name in e[3].split(",") and e[2].isdigit() and int(e[2]) != gid:
+                extra.append(int(e[2]))
+    return User(uid, gid, tuple(dict.fromkeys(extra)), home)
+
+
+def _passwd_home(rootfs: str, uid: int) -> str:
+    for e in _read_db(rootfs, "/etc/passwd"):
+        if len(e) >= 6 and e[2] == str(uid):
+            return e[5] or "/"
+    return "/root" if uid == 0 else "/"
+
+
+def _read_db(rootfs: str, path: str) -> list[list[str]]:
+    try:
+        with open(secure_join(rootfs, path)) as f:
+            return [line.rstrip("\n").split(":") for line in f
+                    if line.strip() and not line.startswith("#")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def secure_join(root: str, path: str) -> str:
+    """`path` inside `root`, with symlinks resolved as if `root` were `/`.
+
+    An image's /etc/passwd may be a symlink such as `/etc/passwd -> /host/secret`;
+    following it on the host would read outside the container.
+    """
+    parts = [p for p in path.split("/") if p]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise errors.InvalidArgument(f"too many symlinks resolving {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
