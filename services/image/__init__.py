@@ -1,0 +1,1 @@
+"""The image service: content store, image records and the overlayfs snapshotter."""

@@ -1,0 +1,91 @@
+"""The gRPC face of the image service: decode, call ImageService, encode."""
+
+from __future__ import annotations
+
+
+from berth.image.v1 import image_pb2, image_pb2_grpc
+from google.protobuf import empty_pb2
+
+from services.common.config import Config
+from services.common.errors import InvalidArgument
+from services.image import convert
+from services.image.service import ImageService
+
+
+class ImageServicer(image_pb2_grpc.ImageServiceServicer):
+    def __init__(self, service: ImageService):
+        self.service = service
+
+    async def Load(self, request_iterator, context):
+        async def chunks():
+            async for request in request_iterator:
+                yield request.chunk
+        images = await self.service.load(chunks())
+        return image_pb2.LoadResponse(images=[convert.image_to_pb(i) for i in images])
+
+    async def Import(self, request_iterator, context):
+        iterator = request_iterator.__aiter__()
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            raise InvalidArgument("import: no header received") from None
+        if first.WhichOneof("part") != "header":
+            raise InvalidArgument("import: the first message must be the header")
+        header = first.header
+
+        async def chunks():
+            async for request in iterator:
+                if request.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("import: only one header is allowed")
+                yield request.chunk
+        image = await self.service.import_image(
+            chunks(), name=header.reference, config=convert.config_from_pb(header.config),
+            message=header.message)
+        return convert.image_to_pb(image)
+
+    async def Save(self, request, context):
+        async for chunk in self.service.save(list(request.references)):
+            yield image_pb2.SaveResponse(chunk=chunk)
+
+    async def Tag(self, request, context):
+        return convert.image_to_pb(await self.service.tag(request.source, request.target))
+
+    async def ListImages(self, request, context):
+        images = await self.service.list_images(request.reference, request.all)
+        return image_pb2.ListImagesResponse(images=[convert.image_to_pb(i) for i in images])
+
+    async def GetImage(self, request, context):
+        return convert.image_to_pb(await self.service.get_image(request.reference))
+
+    async def RemoveImage(self, request, context):
+        result = await self.service.remove_image(request.reference, request.force)
+        return image_pb2.RemoveImageResponse(untagged=result.untagged, deleted=result.deleted)
+
+    async def PrepareSnapshot(self, request, context):
+        prepared = await self.service.prepare_snapshot(
+            request.key, request.image, dict(request.labels))
+        return convert.prepared_to_pb(prepared)
+
+    async def SnapshotMounts(self, request, context):
+        return convert.prepared_to_pb(await self.service.snapshot_mounts(request.key))
+
+    async def RemoveSnapshot(self, request, context):
+        await self.service.remove_snapshot(request.key)
+        return empty_pb2.Empty()
+
+    async def ListSnapshots(self, request, context):
+        snapshots = await self.service.list_snapshots()
+        return image_pb2.ListSnapshotsResponse(
+            snapshots=[convert.snapshot_to_pb(s) for s in snapshots])
+
+
+def register(service: ImageService):
+    def add(server):
+        image_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(service), server)
+        return [image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name]
+    return add
+
+
+async def build(config: Config):
+    service = ImageService(config.state_dir("image"))
+    return register(service), service.close

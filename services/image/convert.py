@@ -1,0 +1,57 @@
+"""Protobuf <-> image service model types. Protobuf stops here and in api.py."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from berth.image.v1 import image_pb2
+from berth.types.v1 import mount_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.image.model import Image, ImageConfig, Mount, PreparedSnapshot, Snapshot
+
+
+def _timestamp(dt: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def config_to_pb(config: ImageConfig) -> image_pb2.ImageConfig:
+    return image_pb2.ImageConfig(
+        env=config.env, entrypoint=config.entrypoint, cmd=config.cmd,
+        working_dir=config.working_dir, user=config.user, labels=config.labels,
+        exposed_ports=config.exposed_ports, volumes=config.volumes,
+        stop_signal=config.stop_signal)
+
+
+def config_from_pb(pb: image_pb2.ImageConfig) -> ImageConfig:
+    return ImageConfig(
+        env=tuple(pb.env), entrypoint=tuple(pb.entrypoint), cmd=tuple(pb.cmd),
+        working_dir=pb.working_dir, user=pb.user, labels=dict(pb.labels),
+        exposed_ports=tuple(pb.exposed_ports), volumes=tuple(pb.volumes),
+        stop_signal=pb.stop_signal)
+
+
+def image_to_pb(image: Image) -> image_pb2.Image:
+    return image_pb2.Image(
+        id=image.id, repo_tags=image.repo_tags, repo_digests=image.repo_digests,
+        manifest_digest=image.manifest_digest, created=_timestamp(image.created),
+        size=image.size, architecture=image.architecture, os=image.os,
+        diff_ids=image.diff_ids, config=config_to_pb(image.config),
+        config_json=image.config_json, labels=image.labels)
+
+
+def mount_to_pb(mount: Mount) -> mount_pb2.Mount:
+    return mount_pb2.Mount(type=mount.type, source=mount.source, target=mount.target,
+                           options=mount.options)
+
+
+def prepared_to_pb(prepared: PreparedSnapshot) -> image_pb2.PrepareSnapshotResponse:
+    return image_pb2.PrepareSnapshotResponse(
+        mounts=[mount_to_pb(m) for m in prepared.mounts], image_id=prepared.image_id)
+
+
+def snapshot_to_pb(snap: Snapshot) -> image_pb2.Snapshot:
+    return image_pb2.Snapshot(key=snap.key, image_id=snap.image_id, labels=snap.labels,
+                              created=_timestamp(snap.created), size=snap.size)

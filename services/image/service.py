@@ -1,0 +1,382 @@
+"""ImageService: the rules of the image service, over the content store, sqlite and the snapshotter.
+
+Callers pass plain values and get model types back; protobuf stays in api.py.
+Blocking work (tar, hashing, unpacking, fsync) runs in threads so the server
+keeps answering while a large image loads.
+
+Garbage: a blob is kept while an image names it; an unpacked layer while an
+image or a snapshot needs it, or while a PrepareSnapshot in flight holds a
+lease on it. Everything else is removed after each deletion and at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import BinaryIO
+
+import structlog
+
+from services.common import reference
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.image import archive
+from services.image.content import CHUNK, ContentStore
+from services.image.model import (
+    Image, ImageConfig, ImageRecord, PreparedSnapshot, Snapshot, SnapshotRecord,
+)
+from services.image.snapshotter import Snapshotter, chain_ids, check_key
+from services.image.store import ImageStore, Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    untagged: tuple[str, ...]   # full names, e.g. "docker.io/library/busybox:latest"
+    deleted: tuple[str, ...]    # image ids
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    image_id: str
+    # The full name the reference resolved through; None when given by id or digest.
+    name: str | None
+    display: str
+
+
+class ImageService:
+    """Images, names and snapshots of one node, kept under `state_dir`."""
+
+    def __init__(self, state_dir: str, store: Store | None = None):
+        self.state_dir = state_dir
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        self.tmp_dir = os.path.join(state_dir, "tmp")
+        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+        for name in os.listdir(self.tmp_dir):
+            os.unlink(os.path.join(self.tmp_dir, name))
+        self.content = ContentStore(state_dir)
+        self.store: Store = store or ImageStore(os.path.join(state_dir, "images.db"))
+        self.snapshotter = Snapshotter(state_dir, self.content.open)
+        # Held by whatever writes, reads for saving, or deletes blobs.
+        self._content_lock = threading.Lock()
+        # Guards the leases and the decision to delete unpacked layers.
+        self._lease_lock = threading.Lock()
+        self._leases: Counter[str] = Counter()
+        self._reconcile()
+
+    def close(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close:
+            close()
+
+    # -- names ------------------------------------------------------------------
+
+    def _resolve(self, text: str) -> _Resolved:
+        if not text:
+            raise InvalidArgument("image reference must not be empty")
+        if text.startswith("sha256:"):
+            if not reference.looks_like_id(text):
+                raise InvalidArgument(f"invalid image id {text!r}: want sha256:<64 hex>")
+            if self.store.get_image(text) is None:
+                raise NotFound(f"No such image: {text}")
+            return _Resolved(text, None, text)
+        if len(text) == 64 and reference.looks_like_id(text):
+            if self.store.get_image("sha256:" + text) is None:
+                raise NotFound(f"No such image: {text}")
+            return _Resolved("sha256:" + text, None, text)
+        display = text
+        parse_error: InvalidArgument | None = None
+        try:
+            ref = reference.parse(text)
+        except InvalidArgument as exc:
+            ref, parse_error = None, exc
+        if ref is not None:
+            display = reference.familiar(str(ref))
+            if ref.digest:
+                for image_id in self.store.image_ids_with_manifest(ref.digest):
+                    return _Resolved(image_id, None, display)
+            else:
+                image_id = self.store.image_for_tag(str(ref))
+                if image_id:
+                    return _Resolved(image_id, str(ref), display)
+        if reference.looks_like_id(text):
+            ids = self.store.image_ids_with_prefix(text)
+            if len(ids) == 1:
+                return _Resolved(ids[0], None, text)
+            if len(ids) > 1:
+                raise InvalidArgument(
+                    f"short id {text!r} is ambiguous: it matches {len(ids)} images; use more characters")
+        if parse_error is not None:
+            raise parse_error
+        raise NotFound(f"No such image: {display}")
+
+    def _image(self, image_id: str) -> Image:
+        record = self.store.get_image(image_id)
+        if record is None:
+            raise NotFound(f"No such image: {image_id}")
+        return Image.from_record(record, self.store.tags_of(image_id))
+
+    async def get_image(self, text: str) -> Image:
+        return self._image(self._resolve(text).image_id)
+
+    async def list_images(self, pattern: str = "", all: bool = False) -> list[Image]:
+        tags = self.store.all_tags()
+        out = []
+        for record in self.store.list_images():
+            names = tags.get(record.id, [])
+            if pattern:
+                if not any(reference.matches(pattern, n) for n in names):
+                    continue
+            elif not names and not all:
+                continue
+            out.append(Image.from_record(record, names))
+        return out
+
+    async def tag(self, source: str, target: str) -> Image:
+        resolved = self._resolve(source)
+        ref = reference.parse(target)
+        if ref.digest:
+            raise InvalidArgument(f"refusing to create a tag with a digest reference: {target}")
+        self.store.set_tag(str(ref), resolved.image_id)
+        log.info("image_tagged", image_id=resolved.image_id, name=str(ref))
+        return self._image(resolved.image_id)
+
+    async def remove_image(self, text: str, force: bool = False) -> RemoveResult:
+        resolved = self._resolve(text)
+        result = await asyncio.to_thread(self._remove_image, resolved, force)
+        log.info("image_removed", image_id=resolved.image_id, untagged=list(result.untagged),
+                 deleted=list(result.deleted))
+        return result
+
+    def _remove_image(self, resolved: _Resolved, force: bool) -> RemoveResult:
+        image_id = resolved.image_id
+        with self._content_lock:
+            tags = self.store.tags_of(image_id)
+            if resolved.name and len(tags) > 1:
+                self.store.remove_tag(resolved.name)
+                return RemoveResult((resolved.name,), ())
+            if not resolved.name and len(tags) > 1 and not force:
+                raise FailedPrecondition(
+                    f"conflict: unable to delete {image_id[7:19]} (must be forced) - "
+                    f"image is referenced in multiple repositories")
+            snapshots = self.store.snapshots_of(image_id)
+            if snapshots and not force:
+                raise FailedPrecondition(
+                    f"unable to remove image {resolved.display}: image is in use by "
+                    f"container {snapshots[0].key[:12]}")
+            untagged = self.store.delete_image(image_id)
+            self._gc_locked()
+        return RemoveResult(tuple(untagged), (image_id,))
+
+    # -- load, import, save -----------------------------------------------------
+
+    @contextmanager
+    def _spool(self):
+        f = tempfile.NamedTemporaryFile(dir=self.tmp_dir, prefix="spool-", delete=True)
+        try:
+            yield f
+        finally:
+            f.close()
+
+    async def _spool_chunks(self, f: BinaryIO, chunks: AsyncIterable[bytes]) -> int:
+        total = 0
+        async for chunk in chunks:
+            f.write(chunk)
+            total += len(chunk)
+        f.flush()
+        return total
+
+    async def load(self, chunks: AsyncIterable[bytes]) -> list[Image]:
+        with self._spool() as f:
+            total = await self._spool_chunks(f, chunks)
+            if total == 0:
+                raise InvalidArgument("load: the tarball is empty")
+            loaded = await asyncio.to_thread(self._load, f.name)
+        images = [self._image(img.record.id) for img in loaded]
+        log.info("images_loaded", ids=[i.id for i in images],
+                 names=[t for i in images for t in i.repo_tags])
+        return images
+
+    def _load(self, path: str) -> list[archive.LoadedImage]:
+        with self._content_lock:
+            try:
+                loaded = archive.read_archive(path, self.content)
+                self.store.put_images([(img.record, img.tags) for img in loaded])
+                return loaded
+            except BaseException:
+                # Blobs written before the failure are referenced by nothing.
+                self._gc_locked()
+                raise
+
+    async def import_image(self, chunks: AsyncIterable[bytes], name: str = "",
+                           config: ImageConfig | None = None, message: str = "") -> Image:
+        target = str(reference.parse(name)) if name else ""
+        if target and reference.parse(target).digest:
+            raise InvalidArgument(f"refusing to create a tag with a digest reference: {name}")
+        with self._spool() as f:
+            total = await self._spool_chunks(f, chunks)
+            if total == 0:
+                raise InvalidArgument("import: the root filesystem tarball is empty")
+            record = await asyncio.to_thread(self._import, f.name, config or ImageConfig(),
+                                             message, target)
+        log.info("image_imported", image_id=record.id, name=target)
+        return self._image(record.id)
+
+    def _import(self, path: str, config: ImageConfig, message: str, target: str) -> ImageRecord:
+        with self._content_lock:
+            try:
+                record = archive.import_rootfs(path, self.content, config, message)
+                self.store.put_images([(record, [target] if target else [])])
+                return record
+            except BaseException:
+                self._gc_locked()
+                raise
+
+    async def save(self, references: list[str]) -> AsyncIterator[bytes]:
+        """The tarball of the named images, in chunks."""
+        if not references:
+            raise InvalidArgument("save: no image references given")
+        wanted: dict[str, list[str]] = {}
+        for text in references:
+            resolved = self._resolve(text)
+            names = wanted.setdefault(resolved.image_id, [])
+            if resolved.name and resolved.name not in names:
+                names.append(resolved.name)
+        f = tempfile.TemporaryFile(dir=self.tmp_dir)
+        try:
+            await asyncio.to_thread(self._write_save, f, wanted)
+            f.seek(0)
+            while chunk := await asyncio.to_thread(f.read, CHUNK):
+                yield chunk
+        finally:
+            f.close()
+
+    def _write_save(self, f: BinaryIO, wanted: dict[str, list[str]]) -> None:
+        with self._content_lock:
+            images = []
+            for image_id, names in wanted.items():
+                record = self.store.get_image(image_id)
+                if record is None:
+                    raise NotFound(f"No such image: {image_id}")
+                images.append((record, names))
+            archive.write_archive(f, images, self.content)
+
+    # -- snapshots ------------------------------------------------------------------
+
+    @contextmanager
+    def _lease(self, chains: list[str]):
+        with self._lease_lock:
+            self._leases.update(chains)
+        try:
+            yield
+        finally:
+            with self._lease_lock:
+                self._leases.subtract(chains)
+                self._leases += Counter()  # drops the zeros
+
+    async def prepare_snapshot(self, key: str, image: str,
+                               labels: dict[str, str] | None = None) -> PreparedSnapshot:
+        check_key(key)
+        image_id = self._resolve(image).image_id
+        record = self.store.get_image(image_id)
+        if record is None:
+            raise NotFound(f"No such image: {image}")
+        chains = chain_ids(record.diff_ids)
+        with self._lease(chains):
+            if not all(self.snapshotter.is_unpacked(c) for c in chains):
+                await asyncio.to_thread(self.snapshotter.unpack, record.layers)
+            snap = SnapshotRecord(key=key, image_id=image_id, labels=dict(labels or {}),
+                                  created=datetime.now(timezone.utc), chain_ids=tuple(chains))
+            self.store.add_snapshot(snap)
+            try:
+                self._create_dirs(key)
+            except BaseException:
+                self.store.delete_snapshot(key)
+                raise
+        log.info("snapshot_prepared", key=key, image_id=image_id)
+        return PreparedSnapshot(self.snapshotter.mounts(key, chains), image_id)
+
+    def _create_dirs(self, key: str) -> None:
+        try:
+            self.snapshotter.create(key)
+        except FileExistsError:
+            # Left by a removal that raced with this prepare: its record is gone.
+            self.snapshotter.remove(key)
+            self.snapshotter.create(key)
+
+    async def snapshot_mounts(self, key: str) -> PreparedSnapshot:
+        check_key(key)
+        snap = self.store.get_snapshot(key)
+        if snap is None:
+            raise NotFound(f"snapshot {key} not found")
+        return PreparedSnapshot(self.snapshotter.mounts(key, snap.chain_ids), snap.image_id)
+
+    async def remove_snapshot(self, key: str) -> None:
+        check_key(key)
+        snap = self.store.get_snapshot(key)
+        self.store.delete_snapshot(key)
+        await asyncio.to_thread(self.snapshotter.remove, key)
+        if snap is not None:
+            log.info("snapshot_removed", key=key)
+            if self.store.get_image(snap.image_id) is None:
+                # The image was removed by force: its layers can go now.
+                await asyncio.to_thread(self.gc)
+
+    async def list_snapshots(self) -> list[Snapshot]:
+        records = self.store.list_snapshots()
+        sizes = await asyncio.to_thread(lambda: [self._usage(r.key) for r in records])
+        return [Snapshot(r.key, r.image_id, r.labels, r.created, size)
+                for r, size in zip(records, sizes)]
+
+    def _usage(self, key: str) -> int:
+        try:
+            return self.snapshotter.usage(key)
+        except OSError:
+            return 0
+
+    # -- garbage ------------------------------------------------------------------
+
+    def gc(self) -> None:
+        with self._content_lock:
+            self._gc_locked()
+
+    def _gc_locked(self) -> None:
+        records = self.store.list_images()
+        blobs = set()
+        for r in records:
+            blobs.update((r.id, r.manifest_digest, *(layer.digest for layer in r.layers)))
+        removed_blobs = 0
+        for digest in self.content.list():
+            if digest not in blobs:
+                self.content.delete(digest)
+                removed_blobs += 1
+        removed_layers = 0
+        with self._lease_lock:
+            keep = set(self._leases)
+            for r in records:
+                keep.update(chain_ids(r.diff_ids))
+            for snap in self.store.list_snapshots():
+                keep.update(snap.chain_ids)
+            for chain in self.snapshotter.unpacked_layers() - keep:
+                self.snapshotter.remove_layer(chain)
+                removed_layers += 1
+        if removed_blobs or removed_layers:
+            log.info("garbage_collected", blobs=removed_blobs, layers=removed_layers)
+
+    def _reconcile(self) -> None:
+        """Make the disk agree with the database after a crash or restart."""
+        known = {s.key for s in self.store.list_snapshots()}
+        for key in self.snapshotter.snapshot_keys_on_disk() - known:
+            self.snapshotter.remove(key)
+        for key in known:
+            if not os.path.isdir(self.snapshotter.snapshot_dir(key)):
+                log.warning("snapshot_dirs_recreated", key=key)
+                self.snapshotter.create(key)
+        self.gc()
