@@ -1,0 +1,47 @@
+"""The VolumeService gRPC servicer: decode, call the service, encode."""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+from google.protobuf import empty_pb2
+
+from berth.volume.v1 import volume_pb2 as pb
+from berth.volume.v1 import volume_pb2_grpc as pb_grpc
+from services.common.config import Config
+from services.volume import convert
+from services.volume.service import VolumeService
+from services.volume.store import VolumeStore
+
+
+class VolumeServicer(pb_grpc.VolumeServiceServicer):
+    def __init__(self, service: VolumeService):
+        self.service = service
+
+    async def CreateVolume(self, request, context):
+        return convert.volume_to_pb(
+            await self.service.create(request.name, dict(request.labels)))
+
+    async def GetVolume(self, request, context):
+        return convert.volume_to_pb(self.service.get(request.name))
+
+    async def ListVolumes(self, request, context):
+        return pb.ListVolumesResponse(volumes=[convert.volume_to_pb(v) for v in self.service.list()])
+
+    async def RemoveVolume(self, request, context):
+        await self.service.remove(request.name)
+        return empty_pb2.Empty()
+
+
+async def build(config: Config):
+    state = config.state_dir("volume")
+    store = VolumeStore(os.path.join(state, "volume.db"))
+    service = VolumeService(store, os.path.join(state, "volumes"))
+    service.reconcile()
+
+    def register(server: grpc.aio.Server):
+        pb_grpc.add_VolumeServiceServicer_to_server(VolumeServicer(service), server)
+        return [pb.DESCRIPTOR.services_by_name["VolumeService"].full_name]
+
+    return register, store.close

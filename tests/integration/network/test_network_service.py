@@ -1,0 +1,185 @@
+"""The network service on a real kernel: namespaces made, pinned, removed, reconciled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import grpc
+import pytest
+
+from berth.network.v1 import network_pb2 as pb
+from berth.network.v1 import network_pb2_grpc as pb_grpc
+from tests.support.engine import Engine, mounts_under
+
+
+@pytest.fixture(scope="module")
+def net_engine():
+    eng = Engine(services=("network",)).start()
+    try:
+        yield eng
+    finally:
+        eng.stop()
+
+
+@pytest.fixture
+def net(net_engine):
+    stub = pb_grpc.NetworkServiceStub(net_engine.channel("network"))
+    yield stub
+    for endpoint in stub.ListEndpoints(pb.ListEndpointsRequest()).endpoints:
+        stub.Detach(pb.DetachRequest(container_id=endpoint.container_id))
+
+
+def netns_dir(engine: Engine) -> str:
+    return os.path.join(engine.config.run_root, "netns")
+
+
+def addresses_in(netns_path: str) -> str:
+    return subprocess.run(["nsenter", f"--net={netns_path}", "ip", "-br", "addr"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_builtin_networks_have_stable_ids(net, net_engine):
+    first = {n.name: (n.id, n.driver) for n in net.ListNetworks(pb.ListNetworksRequest()).networks}
+    assert first.keys() == {"none", "host"}
+    assert first["none"][1] == "null" and first["host"][1] == "host"
+    assert net.GetNetwork(pb.GetNetworkRequest(name=first["none"][0])).name == "none"
+    assert net.GetNetwork(pb.GetNetworkRequest(name=first["host"][0][:12])).name == "host"
+
+
+def test_unknown_network_is_not_found(net):
+    with pytest.raises(grpc.RpcError) as err:
+        net.Attach(pb.AttachRequest(container_id="c1", network="foo"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert err.value.details() == "network foo not found"
+    with pytest.raises(grpc.RpcError) as err:
+        net.GetNetwork(pb.GetNetworkRequest(name="foo"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_none_gives_a_namespace_with_loopback_up(net, net_engine):
+    endpoint = net.Attach(pb.AttachRequest(container_id="c-none", network="none"))
+    assert endpoint.netns_path == os.path.join(netns_dir(net_engine), "c-none")
+    assert os.stat(endpoint.netns_path).st_ino != os.stat("/proc/self/ns/net").st_ino
+    out = addresses_in(endpoint.netns_path)
+    assert out.split()[0] == "lo" and "127.0.0.1/8" in out
+    assert len(out.strip().splitlines()) == 1, out  # nothing but loopback
+
+
+def test_attach_is_idempotent(net):
+    first = net.Attach(pb.AttachRequest(container_id="c-idem", network="none"))
+    inode = os.stat(first.netns_path).st_ino
+    again = net.Attach(pb.AttachRequest(container_id="c-idem", network="none"))
+    assert again == first and os.stat(again.netns_path).st_ino == inode
+    with pytest.raises(grpc.RpcError) as err:
+        net.Attach(pb.AttachRequest(container_id="c-idem", network="host"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_host_shares_the_host_namespace(net):
+    endpoint = net.Attach(pb.AttachRequest(container_id="c-host", network="host"))
+    assert endpoint.netns_path == "" and endpoint.network == "host"
+    listed = {e.container_id: e for e in net.ListEndpoints(pb.ListEndpointsRequest()).endpoints}
+    assert listed["c-host"] == endpoint
+
+
+def test_detach_removes_namespace_and_endpoint(net, net_engine):
+    endpoint = net.Attach(pb.AttachRequest(container_id="c-det", network="none"))
+    net.Detach(pb.DetachRequest(container_id="c-det"))
+    assert not os.path.exists(endpoint.netns_path)
+    assert endpoint.netns_path not in mounts_under(netns_dir(net_engine))
+    assert not net.ListEndpoints(pb.ListEndpointsRequest()).endpoints
+    net.Detach(pb.DetachRequest(container_id="c-det"))  # unknown is fine
+    net.Detach(pb.DetachRequest(container_id="never-attached"))
+
+
+def test_bad_container_id_is_rejected(net, net_engine):
+    for bad in ("", "../escape", "a/b"):
+        with pytest.raises(grpc.RpcError) as err:
+            net.Attach(pb.AttachRequest(container_id=bad, network="none"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert os.listdir(netns_dir(net_engine)) == []
+
+
+@pytest.mark.slow
+def test_100_attach_detach_cycles_leave_nothing(net, net_engine):
+    directory = netns_dir(net_engine)
+    for i in range(100):
+        net.Attach(pb.AttachRequest(container_id=f"cycle{i % 7}", network="none"))
+        net.Detach(pb.DetachRequest(container_id=f"cycle{i % 7}"))
+    assert os.listdir(directory) == []
+    assert mounts_under(directory) == [directory]  # only the shared bind of the directory
+
+
+def test_sigkill_and_restart_keep_namespace_and_endpoint(fresh_network_engine):
+    eng = fresh_network_engine
+    net = pb_grpc.NetworkServiceStub(eng.channel("network"))
+    endpoint = net.Attach(pb.AttachRequest(container_id="survivor", network="none"))
+    inode = os.stat(endpoint.netns_path).st_ino
+    # A process inside the namespace stands for a running container.
+    sleeper = subprocess.Popen(["nsenter", f"--net={endpoint.netns_path}", "sleep", "60"])
+    try:
+        old = eng.kill_service("network", signal.SIGKILL)
+        _wait_new_pid(eng, "network", old)
+        eng.wait_serving("network")
+        assert os.stat(endpoint.netns_path).st_ino == inode
+        assert os.stat(f"/proc/{sleeper.pid}/ns/net").st_ino == inode
+        net = pb_grpc.NetworkServiceStub(eng.channel("network"))
+        assert list(net.ListEndpoints(pb.ListEndpointsRequest()).endpoints) == [endpoint]
+
+        eng.restart()
+        net = pb_grpc.NetworkServiceStub(eng.channel("network"))
+        assert os.stat(endpoint.netns_path).st_ino == inode
+        assert list(net.ListEndpoints(pb.ListEndpointsRequest()).endpoints) == [endpoint]
+        assert "127.0.0.1/8" in addresses_in(endpoint.netns_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_reconcile_recreates_vanished_and_removes_strays(fresh_network_engine):
+    eng = fresh_network_engine
+    net = pb_grpc.NetworkServiceStub(eng.channel("network"))
+    kept = net.Attach(pb.AttachRequest(container_id="kept", network="none"))
+    lost = net.Attach(pb.AttachRequest(container_id="lost", network="none"))
+    eng.terminate()
+    # Someone removed one namespace by hand and left a stray of their own.
+    subprocess.run(["umount", lost.netns_path], check=True)
+    os.unlink(lost.netns_path)
+    stray = os.path.join(netns_dir(eng), "stray")
+    open(stray, "w").close()
+    subprocess.run(["unshare", "--net=" + stray, "true"], check=True)
+    eng.start()
+    # (inode numbers of freed namespaces are reused, so they prove nothing here)
+    assert lost.netns_path in mounts_under(lost.netns_path)
+    assert "127.0.0.1/8" in addresses_in(lost.netns_path)
+    assert not os.path.exists(stray) and stray not in mounts_under(stray)
+    assert sorted(os.listdir(netns_dir(eng))) == ["kept", "lost"]
+    assert {e.container_id for e in pb_grpc.NetworkServiceStub(eng.channel("network"))
+            .ListEndpoints(pb.ListEndpointsRequest()).endpoints} == {"kept", "lost"}
+    assert '"endpoint_netns_recreated"' in eng.log_text()
+    assert kept.netns_path in mounts_under(kept.netns_path)
+
+
+@pytest.fixture
+def fresh_network_engine():
+    eng = Engine(services=("network",)).start()
+    try:
+        yield eng
+    finally:
+        eng.stop()
+
+
+def _wait_new_pid(eng: Engine, service: str, old: int, timeout: float = 15) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = eng.pid_of(service)
+            if pid != old:
+                return pid
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"berthd did not restart {service}:\n{eng.log_text()}")
