@@ -131,6 +131,8 @@ class Runtime:
     def __init__(self, config: Config, bundles: str):
         self.config = config
         self.bundles = bundles
+        # conmon execs the runtime by path, without a PATH search.
+        self.runc_path = shutil.which(config.runtime) or config.runtime
         self.runc_root = os.path.join(config.run_root, "runc")
         self.socket_dir = os.path.join(config.run_root, "conmon")
         os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
@@ -139,7 +141,7 @@ class Runtime:
         return Bundle(self.bundles, id)
 
     def _runc(self, *args: str) -> list[str]:
-        return [self.config.runtime, "--root", self.runc_root, *args]
+        return [self.runc_path, "--root", self.runc_root, *args]
 
     async def create(self, bundle: Bundle) -> tuple[int, int]:
         """Starts conmon, which runs `runc create`; returns (container pid, conmon pid)."""
@@ -149,7 +151,7 @@ class Runtime:
             args = [
                 self.config.conmon, "--api-version", "1",
                 "-c", bundle.id, "-u", bundle.id, "-n", bundle.id,
-                "-r", self.config.runtime, "-b", bundle.dir, "-p", bundle.pidfile,
+                "-r", self.runc_path, "-b", bundle.dir, "-p", bundle.pidfile,
                 "--conmon-pidfile", bundle.conmon_pidfile,
                 "--exit-dir", bundle.dir, "--persist-dir", bundle.persist,
                 "--socket-dir-path", self.socket_dir,

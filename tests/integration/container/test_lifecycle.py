@@ -1,0 +1,213 @@
+"""Container lifecycle against real runc, conmon and overlay mounts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+
+import pytest
+
+from berth.container.v1 import container_pb2 as pb
+from services.common import errors
+from tests.integration.container.conftest import logs, new_id, run
+
+
+async def test_echo_output_split_by_stream_and_exit_code(client, roots):
+    id = await run(client, roots, "sh", "-c", "echo out; echo err >&2; printf partial; exit 3")
+    w = await client.Wait(pb.WaitRequest(id=id))
+    assert w.exit_code == 3 and not w.oom_killed
+    entries = await logs(client, id)
+    got = sorted((e.stream, e.data) for e in entries)
+    assert got == [(pb.LogEntry.STREAM_STDOUT, b"out\n"), (pb.LogEntry.STREAM_STDOUT, b"partial"),
+                   (pb.LogEntry.STREAM_STDERR, b"err\n")]
+    only_err = await logs(client, id, stderr=True)
+    assert [e.data for e in only_err] == [b"err\n"]
+    c = await client.Get(pb.GetRequest(id=id))
+    assert c.status == pb.STATUS_STOPPED and c.exit_code == 3 and c.finished_at.seconds > 0
+    await client.Delete(pb.DeleteRequest(id=id))
+    with pytest.raises(errors.NotFound, match=f"No such container: {id}"):
+        await client.Get(pb.GetRequest(id=id))
+
+
+async def test_pid1_hostname_and_user_are_the_containers_own(client, roots):
+    id = await run(client, roots, "sh", "-c", "echo $$; hostname; id -u; id -g; echo $HOME",
+                   hostname="box1")
+    assert (await client.Wait(pb.WaitRequest(id=id))).exit_code == 0
+    assert [e.data for e in await logs(client, id)] == [b"1\n", b"box1\n", b"0\n", b"0\n", b"/root\n"]
+
+    spec = roots.spec("sh", "-c", "id -u; id -g; echo $HOME")
+    spec.process.user = "app"
+    uid = new_id()
+    await client.Create(pb.CreateRequest(id=uid, name="u1", spec=spec))
+    await client.Start(pb.StartRequest(id=uid))
+    await client.Wait(pb.WaitRequest(id=uid))
+    assert [e.data for e in await logs(client, uid)] == [b"1000\n", b"1000\n", b"/home/app\n"]
+
+
+async def test_network_namespace_is_joined(client, roots):
+    ns = f"bc-{os.getpid()}-{int(time.time() * 1000) % 100000}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        want = os.stat(f"/run/netns/{ns}").st_ino
+        id = await run(client, roots, "ls", "-l", "/proc/self/ns/net", netns_path=f"/run/netns/{ns}")
+        await client.Wait(pb.WaitRequest(id=id))
+        out = b"".join(e.data for e in await logs(client, id))
+        assert f"net:[{want}]".encode() in out
+        await client.Delete(pb.DeleteRequest(id=id))
+        # Empty netns_path shares the host's network.
+        host = os.stat("/proc/self/ns/net").st_ino
+        id = await run(client, roots, "ls", "-l", "/proc/self/ns/net")
+        await client.Wait(pb.WaitRequest(id=id))
+        out = b"".join(e.data for e in await logs(client, id))
+        assert f"net:[{host}]".encode() in out
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+async def test_memory_limit_reports_oom(client, roots):
+    events = client.Events(pb.EventsRequest())
+    seen: list[pb.TaskEvent] = []
+
+    async def collect():
+        async for ev in events:
+            seen.append(ev)
+    collector = asyncio.create_task(collect())
+    await asyncio.sleep(0.05)
+    id = await run(client, roots, "sh", "-c",
+                   'x=$(head -c 67108864 /dev/zero | tr "\\0" a); echo ${#x}',
+                   resources=pb.Resources(memory_bytes=8 * 1024 * 1024))
+    w = await client.Wait(pb.WaitRequest(id=id))
+    assert (w.exit_code, w.oom_killed) == (137, True)
+    c = await client.Get(pb.GetRequest(id=id))
+    assert c.oom_killed and c.exit_code == 137
+    await client.Delete(pb.DeleteRequest(id=id))
+    await asyncio.sleep(0.05)
+    collector.cancel()
+    types = [e.type for e in seen if e.container_id == id]
+    assert types == [pb.TaskEvent.TYPE_CREATE, pb.TaskEvent.TYPE_START, pb.TaskEvent.TYPE_OOM,
+                     pb.TaskEvent.TYPE_EXIT, pb.TaskEvent.TYPE_DELETE]
+
+
+async def test_stop_kills_after_timeout_when_sigterm_is_ignored(client, roots):
+    id = await run(client, roots, "sh", "-c", 'trap "" TERM; while true; do sleep 0.1; done')
+    c = await client.Get(pb.GetRequest(id=id))
+    assert c.status == pb.STATUS_RUNNING and c.pid > 0
+    t = time.monotonic()
+    c = await client.Stop(pb.StopRequest(id=id, timeout_seconds=1))
+    took = time.monotonic() - t
+    assert c.status == pb.STATUS_STOPPED and c.exit_code == 137
+    assert 0.9 < took < 5
+
+
+async def test_stop_uses_the_spec_stop_signal(client, roots):
+    id = await run(client, roots, "sh", "-c", 'trap "exit 7" USR2; while true; do sleep 0.1; done',
+                   stop_signal="SIGUSR2")
+    await asyncio.sleep(0.2)
+    t = time.monotonic()
+    c = await client.Stop(pb.StopRequest(id=id, timeout_seconds=10))
+    assert c.exit_code == 7 and time.monotonic() - t < 3
+
+
+@pytest.mark.parametrize("sig", ["USR1", "SIGUSR1", "10"])
+async def test_kill_with_named_or_numbered_signal(client, roots, sig):
+    id = await run(client, roots, "sh", "-c", 'trap "exit 42" USR1; while true; do sleep 0.1; done')
+    await asyncio.sleep(0.2)
+    await client.Kill(pb.KillRequest(id=id, signal=sig))
+    assert (await client.Wait(pb.WaitRequest(id=id))).exit_code == 42
+
+
+async def test_rm_force_of_running_container_leaves_nothing(client, roots):
+    from tests.integration.container.conftest import cgroup_dirs, conmon_pids, mounts_under
+    cg = cgroup_dirs()
+    id = await run(client, roots, "sleep", "1000", name="web")
+    assert cgroup_dirs() > cg
+    with pytest.raises(errors.FailedPrecondition) as exc:
+        await client.Delete(pb.DeleteRequest(id=id))
+    assert exc.value.message == ('cannot remove container "/web": container is running: '
+                                 "stop the container before removing or force remove")
+    await client.Delete(pb.DeleteRequest(id="/web", force=True))
+    assert mounts_under(roots.data_root) == 0
+    assert conmon_pids(roots.data_root) == []
+    assert cgroup_dirs() == cg
+    assert os.listdir(os.path.join(roots.run_root, "runc")) == []
+    assert os.listdir(os.path.join(roots.data_root, "container", "bundles")) == []
+    assert (await client.List(pb.ListRequest())).containers == []
+
+
+async def test_bad_input_changes_nothing(client, roots):
+    from tests.integration.container.conftest import mounts_under
+    id = await run(client, roots, "sleep", "1000", name="web")
+    before = (await client.List(pb.ListRequest())).containers
+    mounts = mounts_under(roots.data_root)
+
+    with pytest.raises(errors.InvalidArgument) as exc:
+        await client.Create(pb.CreateRequest(id=new_id(), name="a/b", spec=roots.spec("true")))
+    assert exc.value.message == 'Invalid container name ("a/b"), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
+    with pytest.raises(errors.AlreadyExists) as exc:
+        await client.Create(pb.CreateRequest(id=new_id(), name="web", spec=roots.spec("true")))
+    assert exc.value.message == (
+        f'Conflict. The container name "/web" is already in use by container "{id}". '
+        "You have to remove (or rename) that container to be able to reuse that name.")
+    with pytest.raises(errors.InvalidArgument, match="no command specified"):
+        await client.Create(pb.CreateRequest(id=new_id(), name="x", spec=roots.spec()))
+    with pytest.raises(errors.InvalidArgument, match="invalid container id"):
+        await client.Create(pb.CreateRequest(id="ABC", name="x", spec=roots.spec("true")))
+    with pytest.raises(errors.NotFound, match="No such container: nosuch"):
+        await client.Get(pb.GetRequest(id="nosuch"))
+    with pytest.raises(errors.NotFound):
+        await client.Delete(pb.DeleteRequest(id="nosuch", force=True))
+    with pytest.raises(errors.InvalidArgument, match="invalid signal: FOO"):
+        await client.Kill(pb.KillRequest(id=id, signal="FOO"))
+    with pytest.raises(errors.InvalidArgument,
+                       match="unable to find user nosuch"):
+        spec = roots.spec("true")
+        spec.process.user = "nosuch"
+        await client.Create(pb.CreateRequest(id=new_id(), name="u", spec=spec))
+
+    after = (await client.List(pb.ListRequest())).containers
+    assert [c.id for c in after] == [c.id for c in before]
+    assert after[0].status == pb.STATUS_RUNNING
+    assert mounts_under(roots.data_root) == mounts
+    for ref in (id, id[:12], "web", "/web"):
+        assert (await client.Get(pb.GetRequest(id=ref))).id == id
+    await client.Delete(pb.DeleteRequest(id=id, force=True))
+
+
+@pytest.mark.parametrize("args,text", [
+    (["nosuch"], 'exec: "nosuch": executable file not found in $PATH'),
+    (["/noexec"], "permission denied"),
+])
+async def test_unrunnable_command_reports_runc_text_and_undoes_everything(client, roots, args, text):
+    from tests.integration.container.conftest import cgroup_dirs, conmon_pids, mounts_under
+    cg = cgroup_dirs()
+    with pytest.raises(errors.InvalidArgument) as exc:
+        await client.Create(pb.CreateRequest(id=new_id(), name="bad", spec=roots.spec(*args)))
+    assert text in exc.value.message
+    assert (await client.List(pb.ListRequest())).containers == []
+    assert mounts_under(roots.data_root) == 0
+    assert conmon_pids(roots.data_root) == []
+    assert cgroup_dirs() == cg
+    assert os.listdir(os.path.join(roots.data_root, "container", "bundles")) == []
+
+
+async def test_follow_streams_until_exit_without_losing_output(client, roots):
+    id = new_id()
+    await client.Create(pb.CreateRequest(id=id, name="f", spec=roots.spec(
+        "sh", "-c", "for i in $(seq 1 300); do echo line$i; done; sleep 0.3; echo last >&2; printf tail")))
+    stream = client.Logs(pb.LogsRequest(id=id, follow=True, tail=-1))
+    await client.Start(pb.StartRequest(id=id))
+    got = [e.data async for e in stream]
+    assert got == [f"line{i}\n".encode() for i in range(1, 301)] + [b"last\n", b"tail"]
+    tail = await logs(client, id)
+    assert len(tail) == 302
+    last2 = [e async for e in client.Logs(pb.LogsRequest(id=id, tail=2))]
+    assert [e.data for e in last2] == [b"last\n", b"tail"]
+
+
+async def test_start_of_stopped_container_is_refused(client, roots):
+    id = await run(client, roots, "true")
+    await client.Wait(pb.WaitRequest(id=id))
+    with pytest.raises(errors.FailedPrecondition, match="cannot be started again"):
+        await client.Start(pb.StartRequest(id=id))
