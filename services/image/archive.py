@@ -56,7 +56,7 @@ class _Archive:
             for m in self.tar.getmembers():
                 self.members[posixpath.normpath(m.name.lstrip("/"))] = m
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise InvalidArgument(f"not a valid image tarball: {exc}") from None
+            raise InvalidArgument(_tar_problem(exc)) from None
 
     def close(self) -> None:
         self.tar.close()
@@ -101,6 +101,12 @@ class _Archive:
         return data
 
 
+def _tar_problem(exc: BaseException) -> str:
+    if isinstance(exc, EOFError) or "unexpected end" in str(exc):
+        return "not a valid image tarball: it is truncated (unexpected end of data)"
+    return f"not a valid image tarball: {exc}"
+
+
 def read_archive(path: str, content: ContentStore) -> list[LoadedImage]:
     """The images of a docker-archive or OCI-layout tarball, their blobs stored."""
     archive = _Archive(path)
@@ -117,7 +123,7 @@ def read_archive(path: str, content: ContentStore) -> list[LoadedImage]:
                 "oci-layout and index.json (OCI image layout) found")
         return _merge(images)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InvalidArgument(f"invalid image tarball: {exc}") from None
+        raise InvalidArgument(_tar_problem(exc)) from None
     finally:
         archive.close()
 
