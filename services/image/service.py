@@ -284,10 +284,13 @@ class ImageService:
     async def prepare_snapshot(self, key: str, image: str,
                                labels: dict[str, str] | None = None) -> PreparedSnapshot:
         check_key(key)
-        image_id = self._resolve(image).image_id
-        record = self.store.get_image(image_id)
+        # The gateway passes full ids: one read, no name resolution, on this hot path.
+        record = self.store.get_image(image) if image.startswith("sha256:") else None
+        if record is None:
+            record = self.store.get_image(self._resolve(image).image_id)
         if record is None:
             raise NotFound(f"No such image: {image}")
+        image_id = record.id
         chains = chain_ids(record.diff_ids)
         with self._lease(chains):
             if not all(self.snapshotter.is_unpacked(c) for c in chains):

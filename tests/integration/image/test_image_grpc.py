@@ -1,0 +1,90 @@
+"""The image service over gRPC: a real `python -m services.image` on a tmp unix socket."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from berth.image.v1 import image_pb2, image_pb2_grpc
+
+from services.common import rpc
+from services.common.config import Config
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from tests.support import images as ti
+
+
+@pytest.fixture
+def image_process(tmp_path):
+    config = Config(run_root=str(tmp_path / "run"), data_root=str(tmp_path / "data"))
+    env = {**os.environ, **config.env(), "BERTH_LOG_FORMAT": "json"}
+    proc = subprocess.Popen([sys.executable, "-m", "services.image"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(config.socket_path("image")):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"image service did not start: {proc.stderr.read().decode()}")
+            time.sleep(0.05)
+        yield config
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+async def test_load_get_snapshot_save_over_grpc(image_process):
+    client = rpc.connect(image_process, "image", image_pb2_grpc.ImageServiceStub)
+    try:
+        data = ti.busybox_docker_archive(cmd=["echo", "hi"])
+
+        async def requests():
+            for i in range(0, len(data), 256 * 1024):
+                yield image_pb2.LoadRequest(chunk=data[i:i + 256 * 1024])
+        loaded = await client.Load(requests())
+        [img] = loaded.images
+        assert list(img.repo_tags) == ["docker.io/library/busybox:latest"]
+        got = await client.GetImage(image_pb2.GetImageRequest(reference="busybox"))
+        assert got.id == img.id and list(got.config.cmd) == ["echo", "hi"]
+
+        with pytest.raises(NotFound, match="No such image: nope:latest"):
+            await client.GetImage(image_pb2.GetImageRequest(reference="nope"))
+
+        async def import_requests():
+            yield image_pb2.ImportRequest(header=image_pb2.ImportHeader(
+                reference="imp:1", config=image_pb2.ImageConfig(cmd=["sh"])))
+            yield image_pb2.ImportRequest(chunk=ti.layer_bytes({"x": b"y"}))
+        imported = await client.Import(import_requests())
+        assert list(imported.repo_tags) == ["docker.io/library/imp:1"]
+
+        async def bad_import():
+            yield image_pb2.ImportRequest(chunk=b"no header")
+        with pytest.raises(InvalidArgument, match="header"):
+            await client.Import(bad_import())
+
+        prepared = await client.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
+            key="abc123", image=img.id, labels={"berth.container": "abc123"}))
+        assert prepared.image_id == img.id and prepared.mounts[0].type == "overlay"
+        with pytest.raises(FailedPrecondition, match="in use by container abc123"):
+            await client.RemoveImage(image_pb2.RemoveImageRequest(reference="busybox"))
+        listed = await client.ListSnapshots(image_pb2.ListSnapshotsRequest())
+        assert [s.key for s in listed.snapshots] == ["abc123"]
+        await client.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key="abc123"))
+
+        saved = b"".join([r.chunk async for r in client.Save(image_pb2.SaveRequest(references=["busybox"]))])
+        assert len(saved) > 1_000_000
+        removed = await client.RemoveImage(image_pb2.RemoveImageRequest(reference="busybox"))
+        assert list(removed.deleted) == [img.id]
+
+        async def reload():
+            yield image_pb2.LoadRequest(chunk=saved)
+        again = await client.Load(reload())
+        assert again.images[0].id == img.id
+    finally:
+        await client.channel.close()
