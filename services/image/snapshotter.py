@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -149,18 +150,15 @@ class Snapshotter:
     def usage(self, key: str) -> int:
         """Bytes used by the writable layer, hardlinks counted once."""
         total = 0
-        seen: set[tuple[int, int]] = set()
+        seen: set[int] = set()
         for dirpath, dirnames, filenames in os.walk(os.path.join(self.snapshot_dir(key), "upper")):
             for name in filenames + dirnames:
                 try:
                     st = os.lstat(os.path.join(dirpath, name))
                 except FileNotFoundError:
                     continue
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
-                seen.add((st.st_dev, st.st_ino))
-                if not os.path.isdir(os.path.join(dirpath, name)) or os.path.islink(
-                        os.path.join(dirpath, name)):
+                if st.st_ino not in seen and not stat.S_ISDIR(st.st_mode):
+                    seen.add(st.st_ino)
                     total += st.st_size
         return total
 
