@@ -118,12 +118,14 @@ def mounts_under(path: str) -> int:
         return sum(1 for line in f if line.split()[4].startswith(path))
 
 
-def cgroup_dirs() -> int:
+def cgroup_dirs(ids=None) -> int:
+    """Container cgroups under /berth, of `ids` only when given (other engineers' engines
+    on this machine use /berth too)."""
     total = 0
     for ctrl in os.listdir("/sys/fs/cgroup"):
         d = os.path.join("/sys/fs/cgroup", ctrl, "berth")
         if os.path.isdir(d):
-            total += sum(1 for e in os.scandir(d) if e.is_dir())
+            total += sum(1 for e in os.scandir(d) if e.is_dir() and (ids is None or e.name in ids))
     return total
 
 

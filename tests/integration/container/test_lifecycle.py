@@ -120,9 +120,8 @@ async def test_kill_with_named_or_numbered_signal(client, roots, sig):
 
 async def test_rm_force_of_running_container_leaves_nothing(client, roots):
     from tests.integration.container.conftest import cgroup_dirs, conmon_pids, mounts_under
-    cg = cgroup_dirs()
     id = await run(client, roots, "sleep", "1000", name="web")
-    assert cgroup_dirs() > cg
+    assert cgroup_dirs({id}) > 0
     with pytest.raises(errors.FailedPrecondition) as exc:
         await client.Delete(pb.DeleteRequest(id=id))
     assert exc.value.message == ('cannot remove container "/web": container is running: '
@@ -130,7 +129,7 @@ async def test_rm_force_of_running_container_leaves_nothing(client, roots):
     await client.Delete(pb.DeleteRequest(id="/web", force=True))
     assert mounts_under(roots.data_root) == 0
     assert conmon_pids(roots.data_root) == []
-    assert cgroup_dirs() == cg
+    assert cgroup_dirs({id}) == 0
     assert os.listdir(os.path.join(roots.run_root, "runc")) == []
     assert os.listdir(os.path.join(roots.data_root, "container", "bundles")) == []
     assert (await client.List(pb.ListRequest())).containers == []
@@ -181,14 +180,14 @@ async def test_bad_input_changes_nothing(client, roots):
 ])
 async def test_unrunnable_command_reports_runc_text_and_undoes_everything(client, roots, args, text):
     from tests.integration.container.conftest import cgroup_dirs, conmon_pids, mounts_under
-    cg = cgroup_dirs()
+    id = new_id()
     with pytest.raises(errors.InvalidArgument) as exc:
-        await client.Create(pb.CreateRequest(id=new_id(), name="bad", spec=roots.spec(*args)))
+        await client.Create(pb.CreateRequest(id=id, name="bad", spec=roots.spec(*args)))
     assert text in exc.value.message
     assert (await client.List(pb.ListRequest())).containers == []
     assert mounts_under(roots.data_root) == 0
     assert conmon_pids(roots.data_root) == []
-    assert cgroup_dirs() == cg
+    assert cgroup_dirs({id}) == 0
     assert os.listdir(os.path.join(roots.data_root, "container", "bundles")) == []
 
 
