@@ -140,13 +140,18 @@ def container_info(c: container_pb2.Container, meta: Metadata | None = None) -> 
     if c.HasField("finished_at"):
         state.finished_at.CopyFrom(c.finished_at)
     info = engine_pb2.ContainerInfo(
-        id=c.id, name=c.name, image=meta.image, image_id=meta.image_id,
+        id=c.id, name=display_name(c.name), image=meta.image, image_id=meta.image_id,
         path=args[0] if args else "", args=args[1:], state=state, config=meta.config,
         env=list(c.spec.process.env), working_dir=c.spec.process.cwd, hostname=c.spec.hostname,
         log_path=c.log_path, network_mode=meta.network_mode, netns_path=c.spec.netns_path)
     if c.HasField("created_at"):
         info.created.CopyFrom(c.created_at)
     return info
+
+
+def display_name(name: str) -> str:
+    """Names without docker's leading "/" (the container service keeps it, docker-style)."""
+    return name.lstrip("/")
 
 
 def image_info(image: image_pb2.Image, containers: int = 0) -> engine_pb2.ImageInfo:

@@ -76,6 +76,10 @@ class Gateway:
         # Detached --rm containers, removed when their exit event arrives.
         self._auto_remove: set[str] = set()
         self._removing: set[str] = set()
+        # Containers being started, and exits that arrived before their start was announced:
+        # a short process exits before Start returns, and "die" must not precede "start".
+        self._starting: set[str] = set()
+        self._early_exits: dict[str, container_pb2.TaskEvent] = {}
         self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle ----------------------------------------------------------------
@@ -110,15 +114,15 @@ class Gateway:
 
     async def run(self, cfg: engine_pb2.ContainerConfig, attach: bool) -> AsyncIterator[engine_pb2.RunResponse]:
         cid, meta = await self._create(cfg)
+        if not attach and meta.auto_remove:
+            self._auto_remove.add(cid)
         try:
-            await self._container.Start(container_pb2.StartRequest(id=cid))
+            await self._start(cid)
         except BaseException:
+            self._auto_remove.discard(cid)
             await self._undo_container(cid, published=True)
             raise
-        self._publish_container("start", cid)
         if not attach:
-            if meta.auto_remove:
-                self._auto_remove.add(cid)
             yield engine_pb2.RunResponse(id=cid)
             return
 
@@ -141,6 +145,17 @@ class Gateway:
                 # The client went away: the container lives on as a detached --rm one.
                 self._auto_remove.add(cid)
                 self._spawn(self._remove_when_exited(cid))
+
+    async def _start(self, cid: str) -> None:
+        self._starting.add(cid)
+        try:
+            await self._container.Start(container_pb2.StartRequest(id=cid))
+        finally:
+            self._starting.discard(cid)
+            early = self._early_exits.pop(cid, None)
+        self._publish_container("start", cid)
+        if early is not None:
+            await self._on_task_event(early)
 
     async def _create(self, cfg: engine_pb2.ContainerConfig) -> tuple[str, convert.Metadata]:
         if cfg.name and not convert.valid_name(cfg.name):
@@ -184,7 +199,7 @@ class Gateway:
         except BaseException:
             await self._undo_prepare(cid)
             raise
-        self._known[cid] = (created.name, cfg.image)
+        self._known[cid] = (convert.display_name(created.name), cfg.image)
         self._publish_container("create", cid)
         log.info("container_created", container_id=cid, name=created.name, image=cfg.image)
         return cid, meta
@@ -262,8 +277,9 @@ class Gateway:
         wait_task.add_done_callback(lambda _: queue.put_nowait(_WAITED))
         loop = asyncio.get_running_loop()
         deadline = None
+        logs_ended = False
         try:
-            while True:
+            while not (logs_ended and wait_task.done()):
                 if deadline is None:
                     item = await queue.get()
                 else:
@@ -277,10 +293,7 @@ class Gateway:
                         raise wait_task.exception()
                     deadline = loop.time() + LOG_DRAIN_SECONDS
                 elif item is _LOGS_ENDED:
-                    if deadline is not None:
-                        break
-                    # Without logs, there is still the exit status to wait for.
-                    await asyncio.shield(wait_task)
+                    logs_ended = True
                 else:
                     yield item
             yield wait_task.result()
@@ -301,9 +314,8 @@ class Gateway:
         c = await self._get(ref)
         if c.status == container_pb2.STATUS_RUNNING:
             return
-        await self._container.Start(container_pb2.StartRequest(id=c.id))
         self._remember(c)
-        self._publish_container("start", c.id)
+        await self._start(c.id)
 
     async def stop(self, ref: str, timeout: int | None) -> None:
         c = await self._get(ref)
@@ -321,8 +333,7 @@ class Gateway:
     async def restart(self, ref: str, timeout: int | None) -> None:
         c = await self._get(ref)
         await self._stop(c, timeout)
-        await self._container.Start(container_pb2.StartRequest(id=c.id))
-        self._publish_container("start", c.id)
+        await self._start(c.id)
         self._publish_container("restart", c.id)
 
     async def kill(self, ref: str, signal: str) -> None:
@@ -504,7 +515,7 @@ class Gateway:
 
     def _remember(self, c: container_pb2.Container) -> None:
         if c.id not in self._known:
-            self._known[c.id] = (c.name, convert.Metadata.decode(c.metadata).image)
+            self._known[c.id] = (convert.display_name(c.name), convert.Metadata.decode(c.metadata).image)
 
     def _publish_container(self, action: str, cid: str, **attributes: str) -> None:
         name, image = self._known.get(cid, ("", ""))
@@ -555,6 +566,13 @@ class Gateway:
 
     async def _on_task_event(self, event: container_pb2.TaskEvent) -> None:
         cid = event.container_id
+        if cid in self._starting and event.type in (
+                container_pb2.TaskEvent.TYPE_EXIT, container_pb2.TaskEvent.TYPE_OOM):
+            if event.type == container_pb2.TaskEvent.TYPE_OOM:
+                self._publish_container("oom", cid)
+            else:
+                self._early_exits[cid] = event
+            return
         if event.type == container_pb2.TaskEvent.TYPE_EXIT:
             self._publish_container("die", cid, exitCode=str(event.exit_code))
             if cid in self._auto_remove:
