@@ -1,0 +1,155 @@
+"""Pure pieces of the container service: no root, no runtime."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from services.common import errors
+from services.container import logs, spec
+from services.container.model import Exit, Mount, Process, Record, Resources, Spec
+from services.container.runtime import runtime_message
+from services.container.service import parse_signal
+from services.container.store import ContainerStore, NameTaken
+
+
+@pytest.mark.parametrize("text,want", [
+    ("", signal.SIGKILL), ("KILL", signal.SIGKILL), ("SIGTERM", signal.SIGTERM),
+    ("term", signal.SIGTERM), ("10", 10), ("SIGRTMIN", signal.SIGRTMIN),
+])
+def test_parse_signal(text, want):
+    assert parse_signal(text) == int(want)
+
+
+@pytest.mark.parametrize("text", ["FOO", "SIGFOO", "0", "99"])
+def test_parse_signal_rejects_unknown(text):
+    with pytest.raises(errors.InvalidArgument, match=f"invalid signal: {text}"):
+        parse_signal(text)
+
+
+def test_k8s_file_parsing_joins_partials_per_stream(tmp_path):
+    path = tmp_path / "ctr.log"
+    path.write_bytes(
+        b"2026-01-02T03:04:05.000000001+00:00 stdout P ab\n"
+        b"2026-01-02T03:04:05.000000002+00:00 stderr F err line\n"
+        b"2026-01-02T03:04:05.000000003+00:00 stdout F cd\n"
+        b"2026-01-02T03:04:06.5Z stdout F\n"
+        b"2026-01-02T03:04:07.000000000+00:00 stdout P no newline")
+    # The last record lacks its own newline: a reader sees only whole records. A joined
+    # line comes out when it completes, stamped with the time of its first piece.
+    got = logs.read_all(str(path), logs.LogFilter())
+    assert [(x.stream, x.data) for x in got] == [
+        ("stderr", b"err line\n"), ("stdout", b"abcd\n"), ("stdout", b"\n")]
+    assert got[1].time_ns == got[0].time_ns - 1
+    assert got[2].time_ns % 1_000_000_000 == 500_000_000
+    t = got[0].time_ns
+    assert [x.data for x in logs.read_all(str(path), logs.LogFilter(since_ns=t))] == [b"err line\n", b"\n"]
+    assert [x.data for x in logs.read_all(str(path), logs.LogFilter(until_ns=t))] == [b"abcd\n"]
+    assert [x.data for x in logs.read_all(str(path), logs.LogFilter(tail=1))] == [b"\n"]
+    assert logs.read_all(str(path), logs.LogFilter(tail=0)) == []
+    assert [x.data for x in logs.read_all(str(path), logs.LogFilter(streams=frozenset({"stderr"})))] == [
+        b"err line\n"]
+
+
+def test_reader_follows_rotation_by_rename(tmp_path):
+    path = tmp_path / "ctr.log"
+    path.write_bytes(b"2026-01-02T03:04:05Z stdout F one\n")
+    reader = logs.LogReader(str(path))
+    assert reader.read() == [b"2026-01-02T03:04:05Z stdout F one"]
+    new = tmp_path / "ctr.log.tmp"
+    new.write_bytes(b"2026-01-02T03:04:06Z stdout F two\n")
+    os.rename(new, path)
+    assert reader.read() == [b"2026-01-02T03:04:06Z stdout F two"]
+    reader.close()
+
+
+def _spec(**kw) -> Spec:
+    return Spec(process=Process(args=("sh",), env=("A=1",)), rootfs=(Mount("overlay", "overlay"),), **kw)
+
+
+def test_oci_config_shape():
+    s = _spec(hostname="h", netns_path="/run/netns/x",
+              resources=Resources(memory_bytes=8 << 20, nano_cpus=1_500_000_000, cpu_shares=512,
+                                  pids_limit=100),
+              mounts=(Mount("bind", "/src", "/dst", ("ro",)),))
+    cfg = spec.oci_config("a" * 64, s, "/b/rootfs", spec.User(0, 0, (), "/root"))
+    assert cfg["ociVersion"] == "1.0.2"
+    assert "rlimits" not in cfg["process"]
+    assert cfg["process"]["env"][0].startswith("PATH=")
+    assert "HOSTNAME=h" in cfg["process"]["env"] and "HOME=/root" in cfg["process"]["env"]
+    assert {"type": "network", "path": "/run/netns/x"} in cfg["linux"]["namespaces"]
+    assert cfg["linux"]["cgroupsPath"] == "/berth/" + "a" * 64
+    r = cfg["linux"]["resources"]
+    assert r["memory"] == {"limit": 8 << 20}
+    assert r["cpu"] == {"quota": 150000, "period": 100000, "shares": 512}
+    assert r["pids"] == {"limit": 100}
+    assert cfg["mounts"][-1] == {"destination": "/dst", "type": "bind", "source": "/src",
+                                 "options": ["ro", "rbind"]}
+    assert [m["destination"] for m in cfg["mounts"][:6]] == [
+        "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"]
+    host = spec.oci_config("a" * 64, _spec(), "/r", spec.User(0, 0, (), "/root"))
+    assert all(ns["type"] != "network" for ns in host["linux"]["namespaces"])
+
+
+def _rootfs(tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\napp:x:1000:\nwheel:x:10:app\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("user,want", [
+    ("app", (1000, 1000, (10,), "/home/app")),
+    ("1000", (1000, 1000, (10,), "/home/app")),
+    ("app:wheel", (1000, 10, (), "/home/app")),
+    ("app:0", (1000, 0, (10,), "/home/app")),
+    ("4242", (4242, 0, (), "/")),
+    ("4242:4343", (4242, 4343, (), "/")),
+])
+def test_resolve_user(tmp_path, user, want):
+    s = Spec(process=Process(args=("sh",), user=user))
+    u = spec.resolve_user(_rootfs(tmp_path), s)
+    assert (u.uid, u.gid, u.additional_gids, u.home) == want
+
+
+def test_resolve_user_unknown(tmp_path):
+    root = _rootfs(tmp_path)
+    with pytest.raises(errors.InvalidArgument, match="unable to find user bob"):
+        spec.resolve_user(root, Spec(process=Process(args=("sh",), user="bob")))
+    with pytest.raises(errors.InvalidArgument, match="unable to find group staff"):
+        spec.resolve_user(root, Spec(process=Process(args=("sh",), user="app:staff")))
+
+
+def test_secure_join_keeps_symlinks_inside_the_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/../../../etc/shadow", root / "etc" / "passwd")
+    assert spec.secure_join(str(root), "/etc/passwd") == str(root / "etc" / "shadow")
+
+
+def test_runtime_message_extracts_runc_text():
+    raw = ('time="2026-11-29T06:58:04Z" level=error msg="runc create failed: unable to start container'
+           ' process: exec: \\"nosuch\\": executable file not found in $PATH"\n')
+    assert runtime_message(raw) == ('runc create failed: unable to start container process: '
+                                    'exec: "nosuch": executable file not found in $PATH')
+
+
+def test_store_round_trip_and_name_conflict(tmp_path):
+    store = ContainerStore(str(tmp_path / "c.db"))
+    rec = Record(id="a" * 64, name="web", spec=_spec(hostname="h"), labels={"k": "v"},
+                 metadata=b"\x00m", created_at=1.5)
+    store.insert(rec)
+    assert store.get(rec.id) == rec
+    assert store.by_name("web") == rec
+    assert store.by_prefix("aaa") == [rec]
+    with pytest.raises(NameTaken) as exc:
+        store.insert(Record(id="b" * 64, name="web", spec=_spec()))
+    assert exc.value.owner == "a" * 64
+    assert store.set_exit(rec.id, Exit(3, 2.0, True)) is True
+    assert store.set_exit(rec.id, Exit(4, 3.0)) is False
+    assert store.get(rec.id).exit == Exit(3, 2.0, True)
+    store.delete(rec.id)
+    assert store.all() == []
