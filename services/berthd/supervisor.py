@@ -7,27 +7,40 @@ process can run on another host unchanged (see deploy/systemd/), which is how
 the services will be spread later. Containers do not depend on any of them:
 conmon daemonizes, so containers are never berthd's children and survive the
 restart of any service or of berthd itself.
+
+Why fork rather than exec: five Python processes that each import grpc,
+protobuf, OpenTelemetry and the generated code cost ~165 MB of PSS; forked
+from one parent that imported all of it once (and froze it out of the garbage
+collector's reach) they share those pages and cost ~100 MB. That is only
+correct while the parent has never started gRPC's core (no channel, no
+server) and has one thread, so berthd never talks gRPC itself: the health
+checks run in short-lived forked probes, and the parent checks that it is
+still single-threaded before every fork (else it falls back to exec).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
+import importlib
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
+import traceback
 from dataclasses import dataclass
 
-import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import Config
 
 log = structlog.get_logger(__name__)
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 STOP_TIMEOUT = 10.0
 READY_WARN_AFTER = 30.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
@@ -52,13 +65,55 @@ REGISTRY = (
 )
 
 
+class Child:
+    """A forked or spawned process, awaited through a pidfd (no watcher threads)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self._fd = os.pidfd_open(pid)
+        self._done = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().add_reader(self._fd, self._reap)
+
+    def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._fd)
+        os.close(self._fd)
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._done.set_result(self.returncode)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._done)
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            signal.pidfd_send_signal(self._fd, sig)
+
+
 class Supervisor:
-    def __init__(self, config: Config, names: list[str]):
+    def __init__(self, config: Config, names: list[str], warm: bool = True):
         self.config = config
         self.specs = [s for s in REGISTRY if s.name in names]
-        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.procs: dict[str, Child] = {}
         self.ready = {s.name: asyncio.Event() for s in self.specs}
         self.stopping = asyncio.Event()
+        self.warm = warm and self._preload()
+
+    def _preload(self) -> bool:
+        """Import what the services import, once, so forked children share it."""
+        try:
+            import grpc  # noqa: F401
+            from grpc_health.v1 import health_pb2_grpc  # noqa: F401
+            for spec in self.specs:
+                importlib.import_module(f"services.{spec.name}.api")
+        except Exception as exc:  # a broken service must not stop the others
+            log.warning("preload_failed", error=str(exc),
+                        consequence="services are started with exec")
+            return False
+        gc.collect()
+        gc.freeze()
+        return True
 
     async def run(self) -> int:
         os.makedirs(self.config.run_root, mode=0o700, exist_ok=True)
@@ -66,7 +121,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        log.info("berthd_starting", services=[s.name for s in self.specs],
+        log.info("berthd_starting", services=[s.name for s in self.specs], warm_fork=self.warm,
                  run_root=self.config.run_root, data_root=self.config.data_root)
         runners = [asyncio.create_task(self._keep_running(s), name=s.name) for s in self.specs]
         await self.stopping.wait()
@@ -85,11 +140,13 @@ class Supervisor:
                 await self.ready[dep].wait()
         backoff = BACKOFF_FIRST
         while True:
-            proc = await self._spawn(spec.name)
+            proc = self._start(spec.name)
             started = time.monotonic()
             ready = asyncio.create_task(self._wait_ready(spec.name, proc))
-            code = await proc.wait()
-            ready.cancel()
+            try:
+                code = await proc.wait()
+            finally:
+                ready.cancel()
             if time.monotonic() - started > BACKOFF_RESET_AFTER:
                 backoff = BACKOFF_FIRST
             log.warning("service_died", service=spec.name, pid=proc.pid,
@@ -97,58 +154,111 @@ class Supervisor:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    async def _spawn(self, name: str) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"services.{name}",
-            env={**os.environ, **self.config.env()},
-            stdin=asyncio.subprocess.DEVNULL,
-            # Own process group: a Ctrl-C on berthd's terminal must not reach
-            # the services before berthd stops them in order.
-            process_group=0,
-            # If berthd is killed, its services go too rather than linger and
-            # fight a new berthd for the sockets. Containers are unaffected.
-            preexec_fn=_die_with_parent,
-        )
+    def _start(self, name: str) -> Child:
+        proc = self._run_child(_serve, name)
         self.procs[name] = proc
         log.info("service_spawned", service=name, pid=proc.pid)
         return proc
 
-    async def _wait_ready(self, name: str, proc: asyncio.subprocess.Process) -> None:
+    def _run_child(self, target, name: str) -> Child:
+        env = {**os.environ, **self.config.env()}
+        if not (self.warm and threading.active_count() == 1):
+            if self.warm:
+                log.warning("warm_fork_disabled", reason="berthd is no longer single-threaded")
+                self.warm = False
+            return self._exec_child(target, name, env)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _become_child(env, "probe" if target is _probe else name)
+                code = target(name, self.config)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        return Child(pid)
+
+    def _exec_child(self, target, name: str, env: dict[str, str]) -> Child:
+        argv = [sys.executable, "-m", f"services.{name}"] if target is _serve else \
+            [sys.executable, "-m", "services.berthd.probe", self.config.address(name)]
+        popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0,
+                                 preexec_fn=_die_with_parent)
+        # The Popen object is dropped: Child reaps the pid itself.
+        popen.returncode = 0
+        return Child(popen.pid)
+
+    async def _wait_ready(self, name: str, proc: Child) -> None:
         started = time.monotonic()
         warned = False
-        async with grpc.aio.insecure_channel(self.config.address(name)) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while proc.returncode is None:
-                try:
-                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        log.info("service_ready", service=name, pid=proc.pid,
-                                 seconds=round(time.monotonic() - started, 2))
-                        self.ready[name].set()
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                if not warned and time.monotonic() - started > READY_WARN_AFTER:
-                    log.warning("service_not_ready", service=name, pid=proc.pid,
-                                seconds=READY_WARN_AFTER)
-                    warned = True
-                await asyncio.sleep(0.05)
+        while proc.returncode is None:
+            probe = self._run_child(_probe, name)
+            try:
+                code = await probe.wait()
+            except asyncio.CancelledError:
+                probe.send_signal(signal.SIGKILL)
+                await probe.wait()
+                raise
+            if code == 0:
+                log.info("service_ready", service=name, pid=proc.pid,
+                         seconds=round(time.monotonic() - started, 2))
+                self.ready[name].set()
+                return
+            if not warned and time.monotonic() - started > READY_WARN_AFTER:
+                log.warning("service_not_ready", service=name, pid=proc.pid,
+                            seconds=READY_WARN_AFTER)
+                warned = True
 
     async def _stop(self, name: str) -> None:
         proc = self.procs.get(name)
         if proc is None or proc.returncode is not None:
             return
-        # Only the service's own pid: its process group is itself, and
-        # containers (under conmon) are never in it.
+        # Only the service's own pid: containers (under conmon) are never its children.
         proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
         except asyncio.TimeoutError:
             log.warning("service_kill", service=name, pid=proc.pid,
                         reason=f"still running {STOP_TIMEOUT:g}s after SIGTERM")
-            proc.kill()
+            proc.send_signal(signal.SIGKILL)
             await proc.wait()
         log.info("service_stopped", service=name, exit=_describe(proc.returncode))
+
+
+def _become_child(env: dict[str, str], title: str) -> None:
+    """Undo what a forked child inherited from berthd's event loop and signals."""
+    # Forked children keep berthd's argv; the name tells them apart in ps and top.
+    _libc().prctl(PR_SET_NAME, f"berth-{title}".encode()[:15], 0, 0, 0)
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    asyncio.events._set_running_loop(None)
+    asyncio.set_event_loop_policy(None)
+    os.setpgid(0, 0)
+    _die_with_parent()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.environ.clear()
+    os.environ.update(env)
+    gc.unfreeze()
+
+
+def _serve(name: str, config: Config) -> int:
+    import runpy
+    runpy.run_module(f"services.{name}", run_name="__main__", alter_sys=True)
+    return 0
+
+
+def _probe(name: str, config: Config) -> int:
+    from services.berthd.probe import check
+    return check(config.address(name))
 
 
 def _describe(code: int | None) -> str:
@@ -160,4 +270,10 @@ def _describe(code: int | None) -> str:
 
 
 def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # If berthd is killed, its services go too rather than linger and fight a
+    # new berthd for the sockets. Containers are unaffected.
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)

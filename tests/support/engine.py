@@ -216,18 +216,20 @@ class Engine:
         return engine_pb2_grpc.EngineStub(self.channel("gateway"))
 
     def pid_of(self, service: str) -> int:
-        """The pid of berthd's child running `service`."""
+        """The pid of berthd's child running `service` (forked: named berth-<service>)."""
         assert self.proc is not None, "berthd is not running"
         want = f"services.{service}".encode()
         for pid in _pids():
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/comm") as f:
+                    comm = f.read().strip()
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     argv = f.read().split(b"\0")
             except (OSError, IndexError, ValueError):
                 continue
-            if ppid == self.proc.pid and want in argv:
+            if ppid == self.proc.pid and (comm == f"berth-{service}"[:15] or want in argv):
                 return pid
         raise EngineError(f"berthd has no {service} process")
 
