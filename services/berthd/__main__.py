@@ -1,7 +1,7 @@
 """berthd: start berth's services on this host and keep them running.
 
     python -m services.berthd [--run-root DIR] [--data-root DIR] [--runtime runc]
-                              [--log-format json|console] [--services image,network,...]
+                              [--log-format json|console] [--services image,network,...] [--exec]
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--services", default=",".join(s.name for s in REGISTRY),
                         help="the services to run here; the others run elsewhere "
                              "(see BERTH_<SERVICE>_ADDRESS)")
+    parser.add_argument("--exec", dest="warm", action="store_false",
+                        help="start each service with exec instead of forking it from "
+                             "berthd's preloaded modules (more memory; for debugging)")
     return parser.parse_args(argv)
 
 
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"berthd: unknown service(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
-    return asyncio.run(Supervisor(config, names).run())
+    return asyncio.run(Supervisor(config, names, warm=args.warm).run())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """One health probe: exit 0 when a service answers grpc.health.v1 SERVING.
 
 Runs in its own short-lived process (forked by berthd, or `python -m
-services.berthd.probe ADDRESS`) so that berthd itself never starts gRPC.
+services.berthd.probe ADDRESS [SECONDS]`, as the systemd units do) so that
+berthd itself never starts gRPC.
 """
 
 from __future__ import annotations
@@ -32,4 +33,4 @@ def check(address: str, budget: float = BUDGET) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(check(sys.argv[1]))
+    sys.exit(check(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else BUDGET))

@@ -247,7 +247,8 @@ def _become_child(env: dict[str, str], title: str) -> None:
     os.close(devnull)
     os.environ.clear()
     os.environ.update(env)
-    gc.unfreeze()
+    # The preloaded objects stay frozen: a full collection in the child would
+    # touch every one of them and copy the pages the fork shares.
 
 
 def _serve(name: str, config: Config) -> int:

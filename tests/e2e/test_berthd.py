@@ -72,6 +72,17 @@ def test_sigterm_stops_every_child_and_exits_0(light_engine):
     assert '"berthd_stopped"' in light_engine.log_text()
 
 
+def test_services_follow_a_killed_berthd(light_engine):
+    # Otherwise a new berthd would find the old services holding the sockets.
+    pids = light_engine.service_pids()
+    light_engine.proc.kill()
+    light_engine.proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids.values()), pids
+
+
 def _assert_started_in_dependency_order(eng: Engine) -> None:
     deadline = time.monotonic() + 5
     while eng.log_text().count('"service_ready"') < len(SERVICES) and time.monotonic() < deadline:
