@@ -352,16 +352,26 @@ class Gateway:
                 f"cannot remove container \"/{c.name}\": container is running: "
                 "stop the container before removing or force remove")
         self._remember(c)
-        await self._remove(c.id, force=True)
+        await self._remove(c.id, force=True, exited=c.status != container_pb2.STATUS_RUNNING)
 
-    async def _remove(self, cid: str, force: bool) -> None:
+    async def _remove(self, cid: str, force: bool, exited: bool = False) -> None:
+        """Delete the container, then its endpoint and snapshot (idempotent both, so a
+        second remove finishes what a failed one left)."""
         self._removing.add(cid)
         try:
-            await self._container.Delete(container_pb2.DeleteRequest(id=cid, force=force))
-            # Both are idempotent, so a second remove finishes what a failed one left.
-            await asyncio.gather(
-                self._network.Detach(network_pb2.DetachRequest(container_id=cid)),
-                self._image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid)))
+            async def delete_then_snapshot():
+                await self._container.Delete(container_pb2.DeleteRequest(id=cid, force=force))
+                # The snapshot is the rootfs: only once the runtime let go of it.
+                await self._image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid))
+            detach = self._network.Detach(network_pb2.DetachRequest(container_id=cid))
+            if exited:
+                # Nothing runs in the namespace any more, so it can go while the runtime
+                # deletes: this is the --rm hot path.
+                await asyncio.gather(delete_then_snapshot(), detach)
+            else:
+                # A Delete that fails must leave a running container its network.
+                await delete_then_snapshot()
+                await detach
             self._publish_container("destroy", cid)
             log.info("container_removed", container_id=cid)
         finally:
@@ -370,10 +380,11 @@ class Gateway:
             self._known.pop(cid, None)
 
     async def _remove_quietly(self, cid: str) -> None:
+        """Remove an exited --rm container; failures are logged, not raised."""
         if cid in self._removing:
             return
         try:
-            await self._remove(cid, force=True)
+            await self._remove(cid, force=True, exited=True)
         except errors.NotFound:
             pass
         except errors.BerthError as exc:
