@@ -1,0 +1,123 @@
+"""The berth CLI against a real berthd, as a docker user would drive it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _ps(engine, *args) -> list[dict]:
+    out = engine.cli("ps", "--format", "json", *args, check=True).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_run_detached_ps_logs_stop_rm(engine, busybox_image):
+    name = _name("web")
+    run = engine.cli("run", "-d", "--name", name, busybox_image, "sh", "-c", "echo ready; sleep 30")
+    assert run.returncode == 0, run.stderr
+    cid = run.stdout.strip()
+    assert len(cid) == 64
+
+    rows = _ps(engine, "-f", f"name={name}")
+    assert [(r["ID"], r["Names"], r["State"]) for r in rows] == [(cid[:12], name, "running")]
+    assert rows[0]["Status"].startswith("Up ")
+    table = engine.cli("ps", check=True).stdout.splitlines()
+    assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    assert any(line.startswith(cid[:12]) and line.endswith(name) for line in table)
+
+    deadline = time.monotonic() + 5
+    while "ready" not in engine.cli("logs", name).stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.cli("logs", name, check=True).stdout == "ready\n"
+
+    inspect = json.loads(engine.cli("inspect", name, check=True).stdout)
+    assert inspect[0]["Id"] == cid and inspect[0]["Name"] == f"/{name}"
+    assert inspect[0]["State"]["Running"] is True and inspect[0]["Config"]["Hostname"] == cid[:12]
+
+    assert engine.cli("stop", "-t", "1", name).stdout.strip() == name
+    rows = _ps(engine, "-a", "-f", f"name={name}")
+    assert rows[0]["State"] == "exited" and rows[0]["Status"].startswith("Exited (")
+    assert _ps(engine, "-f", f"name={name}") == []
+
+    rm = engine.cli("rm", name)
+    assert (rm.returncode, rm.stdout.strip()) == (0, name)
+    assert _ps(engine, "-a", "-f", f"name={name}") == []
+
+
+@pytest.mark.parametrize("command,code", [
+    (["true"], 0),
+    (["sh", "-c", "exit 3"], 3),
+    (["nosuchcommand"], 127),
+])
+def test_foreground_exit_codes(engine, busybox_image, command, code):
+    result = engine.cli("run", "--rm", busybox_image, *command)
+    assert result.returncode == code, result.stderr
+    if code == 127:
+        assert "Error response from daemon:" in result.stderr
+        assert "executable file not found" in result.stderr
+
+
+def test_foreground_output_goes_to_stdout_and_stderr(engine, busybox_image):
+    result = engine.cli("run", "--rm", busybox_image, "sh", "-c", "echo out; echo err >&2; exit 5")
+    assert (result.returncode, result.stdout, result.stderr) == (5, "out\n", "err\n")
+
+
+def test_rm_leaves_nothing(engine, busybox_image):
+    name = _name("gone")
+    assert engine.cli("run", "--rm", "--name", name, busybox_image, "true").returncode == 0
+    assert _ps(engine, "-a", "-f", f"name={name}") == []
+    netns_dir = os.path.join(engine.config.run_root, "netns")
+    leftovers = [n for n in os.listdir(netns_dir)] if os.path.isdir(netns_dir) else []
+    listed = {r["ID"] for r in _ps(engine, "-a")}
+    assert all(n[:12] in listed for n in leftovers)
+
+
+def test_detached_rm_is_removed_after_exit(engine, busybox_image):
+    name = _name("bg")
+    assert engine.cli("run", "-d", "--rm", "--name", name, busybox_image, "sleep", "0.2").returncode == 0
+    deadline = time.monotonic() + 10
+    while _ps(engine, "-a", "-f", f"name={name}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ps(engine, "-a", "-f", f"name={name}") == []
+
+
+def test_taken_name_is_an_error(engine, busybox_image):
+    name = _name("taken")
+    engine.cli("create", "--name", name, busybox_image, check=True)
+    try:
+        again = engine.cli("run", "--name", name, busybox_image, "true")
+        assert again.returncode == 125
+        assert again.stderr.startswith("Error response from daemon:")
+        assert "already in use" in again.stderr
+        assert len(_ps(engine, "-a", "-f", f"name={name}")) == 1
+    finally:
+        engine.cli("rm", "-f", name)
+
+
+def test_unknown_container(engine):
+    result = engine.cli("rm", "nosuch-container-xyz")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error response from daemon: No such container: nosuch-container-xyz"
+    assert engine.cli("stop", "nosuch-container-xyz").returncode == 1
+
+
+def test_images_and_events(engine, busybox_image):
+    table = engine.cli("images", check=True).stdout.splitlines()
+    assert table[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert any(line.split()[:2] == ["busybox", "latest"] for line in table[1:])
+
+    name = _name("ev")
+    engine.cli("run", "--rm", "--name", name, busybox_image, "sh", "-c", "exit 2")
+    events = engine.cli("events", "--since", "1m", "--until", "0s", "-f", f"container={name}",
+                        check=True).stdout.splitlines()
+    actions = [line.split()[2] for line in events]
+    assert actions == ["create", "start", "die", "destroy"]
+    assert "exitCode=2" in events[2]
