@@ -50,72 +50,89 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER)
 
 
-def build_parser() -> argparse.ArgumentParser:
+VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "run", "create", "start",
+         "stop", "restart", "kill", "rm", "ps", "logs", "inspect", "wait", "events")
+
+
+class _Ignored:
+    """Stands in for the parsers of verbs not being run: building all of them costs start-up time."""
+
+    def add_argument(self, *args, **kwargs):
+        return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `only`, just that verb's part of it."""
     parser = _Parser(prog="berth", description="A container engine.")
     parser.add_argument("-H", "--host", default=os.environ.get("BERTH_HOST", DEFAULT_HOST),
                         help="daemon socket to connect to (env BERTH_HOST)")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("version", help="show the client and engine versions")
+    def add_verb(name: str, **kwargs):
+        if only is not None and name != only:
+            return _Ignored()
+        return sub.add_parser(name, **kwargs)
 
-    p = sub.add_parser("load", help="load images from a tar archive")
+    p = add_verb("version", help="show the client and engine versions")
+
+    p = add_verb("load", help="load images from a tar archive")
     p.add_argument("-i", "--input", default="", help="read from this file instead of stdin")
     p.add_argument("-q", "--quiet", action="store_true")
 
-    p = sub.add_parser("import", help="import a root filesystem tarball as an image")
+    p = add_verb("import", help="import a root filesystem tarball as an image")
     p.add_argument("file", help="tarball, or - for stdin")
     p.add_argument("reference", nargs="?", default="")
     p.add_argument("-c", "--change", action="append", default=[])
     p.add_argument("-m", "--message", default="")
 
-    p = sub.add_parser("save", help="save images to a tar archive")
+    p = add_verb("save", help="save images to a tar archive")
     p.add_argument("-o", "--output", default="")
     p.add_argument("images", nargs="+")
 
-    p = sub.add_parser("images", help="list images")
+    p = add_verb("images", help="list images")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--format", default="")
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("reference", nargs="?", default="")
 
-    p = sub.add_parser("rmi", help="remove images")
+    p = add_verb("rmi", help="remove images")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("images", nargs="+")
 
-    p = sub.add_parser("tag", help="give an image another name")
+    p = add_verb("tag", help="give an image another name")
     p.add_argument("source")
     p.add_argument("target")
 
     for verb, text in (("run", "run a command in a new container"), ("create", "create a container")):
-        _run_flags(sub.add_parser(verb, help=text, add_help=False))
+        _run_flags(add_verb(verb, help=text, add_help=False))
 
-    p = sub.add_parser("start", help="start containers")
+    p = add_verb("start", help="start containers")
     p.add_argument("-a", "--attach", action="store_true")
     p.add_argument("containers", nargs="+")
 
     for verb in ("stop", "restart"):
-        p = sub.add_parser(verb, help=f"{verb} containers")
+        p = add_verb(verb, help=f"{verb} containers")
         p.add_argument("-t", "--time", "--timeout", dest="time", type=int, default=None)
         p.add_argument("containers", nargs="+")
 
-    p = sub.add_parser("kill", help="send a signal to containers")
+    p = add_verb("kill", help="send a signal to containers")
     p.add_argument("-s", "--signal", default="KILL")
     p.add_argument("containers", nargs="+")
 
-    p = sub.add_parser("rm", help="remove containers")
+    p = add_verb("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("containers", nargs="+")
 
-    p = sub.add_parser("ps", help="list containers")
+    p = add_verb("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--format", default="")
 
-    p = sub.add_parser("logs", help="show a container's output")
+    p = add_verb("logs", help="show a container's output")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", default="all")
     p.add_argument("--since", default="")
@@ -123,14 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--timestamps", action="store_true")
     p.add_argument("container")
 
-    p = sub.add_parser("inspect", help="show containers or images as JSON")
+    p = add_verb("inspect", help="show containers or images as JSON")
     p.add_argument("--type", choices=("container", "image"), default=None)
     p.add_argument("names", nargs="+")
 
-    p = sub.add_parser("wait", help="wait for containers to exit and print their exit codes")
+    p = add_verb("wait", help="wait for containers to exit and print their exit codes")
     p.add_argument("containers", nargs="+")
 
-    p = sub.add_parser("events", help="show engine events")
+    p = add_verb("events", help="show engine events")
     p.add_argument("--since", default="")
     p.add_argument("--until", default="")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE")
@@ -161,14 +178,13 @@ def _split_command(args: list[str], parser: argparse.ArgumentParser) -> tuple[li
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = build_parser()
     argv = list(argv)
     # Find the verb; for run/create, keep the container's command away from argparse.
-    sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    top_value = _value_options(parser)
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
-        i += 2 if argv[i] in top_value else 1
+        i += 2 if argv[i] in ("-H", "--host") else 1
+    parser = build_parser(argv[i] if i < len(argv) and argv[i] in VERBS else None)
+    sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if i < len(argv) and argv[i] in ("run", "create"):
         verb_parser = sub_action.choices[argv[i]]
         flags, command = _split_command(argv[i + 1:], verb_parser)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -205,6 +204,7 @@ def image_rows(images, now: float, no_trunc: bool = False) -> list[dict]:
 
 
 def images(client: Client, ns) -> int:
+    import json
     response = client.stub.ListImages(engine_pb2.ListImagesRequest(all=ns.all, reference=ns.reference))
     rows = image_rows(response.images, time.time(), ns.no_trunc)
     if ns.quiet:
@@ -450,6 +450,7 @@ def container_row(c, now: float, no_trunc: bool = False) -> dict:
 
 
 def ps(client: Client, ns) -> int:
+    import json
     response = client.stub.ListContainers(engine_pb2.ListContainersRequest(
         all=ns.all, filters=_parse_filters(ns.filter)))
     now = time.time()
@@ -552,6 +553,7 @@ def container_json(c) -> dict:
 
 
 def image_json(image) -> dict:
+    import json
     try:
         config = json.loads(image.config_json or b"{}")
     except ValueError:
@@ -571,6 +573,7 @@ def image_json(image) -> dict:
 
 
 def inspect(client: Client, ns) -> int:
+    import json
     found, status = [], 0
     for name in ns.names:
         obj = None
@@ -603,6 +606,7 @@ def event_line(event) -> str:
 
 
 def events(client: Client, ns) -> int:
+    import json
     now = time.time()
     request = engine_pb2.EventsRequest(filters=_parse_filters(ns.filter))
     if ns.since:
