@@ -121,3 +121,25 @@ def test_images_and_events(engine, busybox_image):
     actions = [line.split()[2] for line in events]
     assert actions == ["create", "start", "die", "destroy"]
     assert "exitCode=2" in events[2]
+
+
+def test_sigint_during_foreground_run_reaches_the_container(engine, busybox_image):
+    import signal
+    import subprocess
+
+    from tests.support.engine import PYTHON, REPO
+    name = _name("sig")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "berth_cli", "-H", f"unix://{engine.gateway_socket}", "run", "--rm",
+         "--name", name, busybox_image, "sh", "-c", "trap 'echo got INT; exit 7' INT; echo up; "
+         "while true; do sleep 0.05; done"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert proc.stdout.readline() == b"up\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, out) == (7, b"got INT\n"), err
+    assert _ps(engine, "-a", "-f", f"name={name}") == []
