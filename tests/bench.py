@@ -1,0 +1,177 @@
+"""`make bench`: berth's speed and memory, side by side with docker when one runs here.
+
+Every number is a median of repeated runs on a berthd started on its own roots.
+The docker column is measured in the same run when a Docker engine answers
+(`docker info`); otherwise it shows the figures measured on this kind of
+machine, marked as such. Targets are from the engine-core issue.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from berth.engine.v1 import engine_pb2 as pb
+from tests.support.engine import PYTHON, REPO, Engine, _pss
+from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
+
+IMAGE = "berth-bench/busybox:latest"
+# Measured on this kind of machine with Debian's docker.io (issue #2).
+DOCKER_REFERENCE = {"cli_run_ms": 311.0, "throughput_per_s": 5.2, "idle_mib": 137.0, "per_container_mib": 13.0}
+
+
+def median_ms(fn, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def throughput(fn, total: int = 20, concurrency: int = 4) -> float:
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda _: fn(), range(total)))
+    return total / (time.perf_counter() - t)
+
+
+class Berth:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.stub = engine.engine_stub()
+        self.cli = [PYTHON, "-m", "berth_cli", "-H", f"unix://{engine.gateway_socket}"]
+
+    def cli_run(self) -> None:
+        subprocess.run([*self.cli, "run", "--rm", IMAGE, "/bin/true"], check=True, cwd=REPO)
+
+    def api_run(self) -> None:
+        replies = list(self.stub.Run(pb.RunRequest(
+            config=pb.ContainerConfig(image=IMAGE, cmd=["/bin/true"], auto_remove=True), attach=True)))
+        assert replies[-1].exit.exit_code == 0
+
+    def cycle(self) -> None:
+        created = self.stub.CreateContainer(pb.CreateContainerRequest(config=pb.ContainerConfig(
+            image=IMAGE, cmd=["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.01; done"])))
+        self.stub.StartContainer(pb.ContainerRef(id=created.id))
+        self.stub.StopContainer(pb.StopContainerRequest(id=created.id, timeout=5))
+        self.stub.RemoveContainer(pb.RemoveContainerRequest(id=created.id))
+
+    def memory(self, containers: int = 10) -> tuple[float, float]:
+        idle = sum(self.engine.pss_kib().values()) / 1024
+        ids = [self.stub.CreateContainer(pb.CreateContainerRequest(config=pb.ContainerConfig(
+            image=IMAGE, cmd=["sleep", "1000"]))).id for _ in range(containers)]
+        for cid in ids:
+            self.stub.StartContainer(pb.ContainerRef(id=cid))
+        time.sleep(1)
+        monitors = sum(_pss(pid) for pid in _monitor_pids(self.engine.root)) / 1024
+        busy = sum(self.engine.pss_kib().values()) / 1024
+        for cid in ids:
+            self.stub.RemoveContainer(pb.RemoveContainerRequest(id=cid, force=True))
+        return idle, (busy - idle + monitors) / containers
+
+
+def _monitor_pids(root: str) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"conmon") and any(root.encode() in a for a in argv):
+            pids.append(int(pid))
+    return pids
+
+
+class Docker:
+    """The same operations with the docker CLI against a running Docker engine."""
+
+    def __init__(self, rootfs_tar: str):
+        subprocess.run(["docker", "import", rootfs_tar, "berth-bench-busybox:latest"],
+                       check=True, capture_output=True)
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("docker") is not None and subprocess.run(
+            ["docker", "info"], capture_output=True).returncode == 0
+
+    def cli_run(self) -> None:
+        subprocess.run(["docker", "run", "--rm", "berth-bench-busybox", "/bin/true"], check=True)
+
+    def cycle(self) -> None:
+        cid = subprocess.run(["docker", "create", "berth-bench-busybox", "sh", "-c",
+                              "trap 'exit 0' TERM; while :; do sleep 0.01; done"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        for verb in (["start"], ["stop", "-t", "5"], ["rm"]):
+            subprocess.run(["docker", *verb, cid], check=True, capture_output=True)
+
+
+def main() -> None:
+    runs = int(os.environ.get("BENCH_RUNS", "20"))
+    engine = Engine().start()
+    tmp = tempfile.mkdtemp(prefix="/tmp/bt-bench-")
+    try:
+        tar_path = os.path.join(tmp, "rootfs.tar")
+        with open(tar_path, "wb") as f:
+            f.write(rootfs_tar_bytes(make_busybox_rootfs(os.path.join(tmp, "rootfs"))))
+        engine.cli("import", tar_path, IMAGE, check=True)
+        berth = Berth(engine)
+        berth.api_run()  # warm: layers unpacked, caches filled
+        results = {
+            "cli_run_ms": median_ms(berth.cli_run, runs),
+            "api_run_ms": median_ms(berth.api_run, runs * 2),
+            "cycle_ms": median_ms(berth.cycle, runs),
+            "throughput_per_s": throughput(berth.api_run),
+        }
+        results["idle_mib"], results["per_container_mib"] = berth.memory()
+
+        docker: dict[str, float] = {}
+        measured = Docker.available()
+        if measured:
+            d = Docker(tar_path)
+            docker = {"cli_run_ms": median_ms(d.cli_run, runs), "cycle_ms": median_ms(d.cycle, runs),
+                      "throughput_per_s": throughput(d.cli_run)}
+        report(results, docker, measured)
+    finally:
+        engine.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(berth: dict[str, float], docker: dict[str, float], measured: bool) -> None:
+    ref = docker if measured else DOCKER_REFERENCE
+    source = "measured now" if measured else "reference, measured on this kind of machine"
+    rows = [
+        ("berth run --rm /bin/true (CLI), ms", "cli_run_ms", "cli_run_ms", 0.5, "<="),
+        ("run --rm /bin/true (API, one client), ms", "api_run_ms", "cli_run_ms", 0.25, "<="),
+        ("create+start+stop+rm cycle, ms", "cycle_ms", "cycle_ms", 0.3, "<="),
+        ("20 runs at concurrency 4, containers/s", "throughput_per_s", "throughput_per_s", 2.0, ">="),
+        ("idle memory (PSS, all processes), MiB", "idle_mib", "idle_mib", 1.0, "<="),
+        ("added memory per running container, MiB", "per_container_mib", None, None, "<="),
+    ]
+    print(f"\n{'':44} {'berth':>9} {'docker':>9}   target")
+    for label, key, docker_key, factor, op in rows:
+        theirs = ref.get(docker_key) if docker_key else None
+        if key == "per_container_mib":
+            target, theirs = 2.5, ref.get("per_container_mib")
+        elif theirs is not None:
+            target = theirs * factor
+        else:
+            target = None
+        ok = "" if target is None else ("ok" if (berth[key] <= target if op == "<=" else berth[key] >= target) else "MISSED")
+        theirs_s = f"{theirs:9.1f}" if theirs is not None else f"{'-':>9}"
+        target_s = f"{op} {target:.1f} {ok}" if target is not None else ""
+        print(f"{label:44} {berth[key]:9.1f} {theirs_s}   {target_s}")
+    print(f"\ndocker column: {source}. Runs per median: {os.environ.get('BENCH_RUNS', '20')} "
+          f"(BENCH_RUNS to change). Python {sys.version.split()[0]}, {os.cpu_count()} cores.")
+
+
+if __name__ == "__main__":
+    main()
