@@ -315,6 +315,8 @@ class Gateway:
         if c.status == container_pb2.STATUS_RUNNING:
             return
         self._remember(c)
+        if c.status == container_pb2.STATUS_STOPPED:
+            await self._recreate(c)
         await self._start(c.id)
 
     async def stop(self, ref: str, timeout: int | None) -> None:
@@ -330,9 +332,28 @@ class Gateway:
             id=c.id, timeout_seconds=meta.stop_timeout if timeout is None else timeout))
         self._publish_container("stop", c.id)
 
+    async def _recreate(self, c: container_pb2.Container) -> None:
+        """Make an exited container startable again, as docker allows.
+
+        The container service runs a runtime container once; starting it again means
+        creating it again from the same record. The snapshot (the container's writable
+        layer) and the network endpoint are kept, so files written survive, as in docker.
+        """
+        if c.status != container_pb2.STATUS_STOPPED:
+            return
+        await self._container.Delete(container_pb2.DeleteRequest(id=c.id, force=True))
+        snapshot = await self._image.SnapshotMounts(image_pb2.SnapshotMountsRequest(key=c.id))
+        spec = container_pb2.Spec()
+        spec.CopyFrom(c.spec)
+        del spec.rootfs[:]
+        spec.rootfs.extend(snapshot.mounts)
+        await self._container.Create(container_pb2.CreateRequest(
+            id=c.id, name=c.name.lstrip("/"), labels=c.labels, spec=spec, metadata=c.metadata))
+
     async def restart(self, ref: str, timeout: int | None) -> None:
         c = await self._get(ref)
         await self._stop(c, timeout)
+        await self._recreate(await self._get(c.id))
         await self._start(c.id)
         self._publish_container("restart", c.id)
 

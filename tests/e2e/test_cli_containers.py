@@ -143,3 +143,17 @@ def test_sigint_during_foreground_run_reaches_the_container(engine, busybox_imag
             proc.kill()
     assert (proc.returncode, out) == (7, b"got INT\n"), err
     assert _ps(engine, "-a", "-f", f"name={name}") == []
+
+
+def test_restart_and_start_again_keep_the_writable_layer(engine, busybox_image):
+    name = _name("again")
+    engine.cli("run", "-d", "--name", name, busybox_image, "sh", "-c",
+               "echo run >> /count; sleep 30", check=True)
+    try:
+        assert engine.cli("restart", "-t", "0", name).returncode == 0
+        assert _ps(engine, "-f", f"name={name}")[0]["State"] == "running"
+        engine.cli("stop", "-t", "0", name, check=True)
+        assert engine.cli("start", name).returncode == 0
+        assert _ps(engine, "-f", f"name={name}")[0]["State"] == "running"
+    finally:
+        engine.cli("rm", "-f", name)
