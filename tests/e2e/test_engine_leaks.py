@@ -38,7 +38,7 @@ def census(engine) -> dict[str, int]:
         network_pb2.ListEndpointsRequest()).endpoints
     return {
         "mounts": len(mounts_under(root)),
-        "cgroups": len(glob.glob("/sys/fs/cgroup/*/berth/*")),
+        "cgroups": len([p for p in glob.glob("/sys/fs/cgroup/*/berth/*") if os.path.isdir(p)]),
         "conmon": conmons,
         "netns": len(os.listdir(os.path.join(engine.config.run_root, "netns")))
         if os.path.isdir(os.path.join(engine.config.run_root, "netns")) else 0,
