@@ -90,6 +90,11 @@ class ImageServiceStub:
                 request_serializer=berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsRequest.SerializeToString,
                 response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsResponse.FromString,
                 _registered_method=True)
+        self.ExportPath = channel.unary_stream(
+                '/berth.image.v1.ImageService/ExportPath',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -173,6 +178,16 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportPath(self, request, context):
+        """A tar stream of the directory at `path` in an image (its layers merged,
+        symlinks resolved inside the image), members relative to that directory,
+        ownership and modes as in the image. Empty when the path is missing or not
+        a directory. The gateway feeds it to VolumeService.Populate (copy-up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +245,11 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.ListSnapshots,
                     request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsRequest.FromString,
                     response_serializer=berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsResponse.SerializeToString,
+            ),
+            'ExportPath': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportPath,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -529,6 +549,33 @@ class ImageService:
             '/berth.image.v1.ImageService/ListSnapshots',
             berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsRequest.SerializeToString,
             berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportPath(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.image.v1.ImageService/ExportPath',
+            berth_dot_image_dot_v1_dot_image__pb2.ExportPathRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.ExportPathResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,12 @@ class ImageServiceStub:
     RemoveSnapshot: _grpc.UnaryUnaryMultiCallable[_image_pb2.RemoveSnapshotRequest, _empty_pb2.Empty]
     """Remove a writable snapshot and its data. Removing an unknown key is not an error."""
     ListSnapshots: _grpc.UnaryUnaryMultiCallable[_image_pb2.ListSnapshotsRequest, _image_pb2.ListSnapshotsResponse]
+    ExportPath: _grpc.UnaryStreamMultiCallable[_image_pb2.ExportPathRequest, _image_pb2.ExportPathResponse]
+    """A tar stream of the directory at `path` in an image (its layers merged,
+    symlinks resolved inside the image), members relative to that directory,
+    ownership and modes as in the image. Empty when the path is missing or not
+    a directory. The gateway feeds it to VolumeService.Populate (copy-up).
+    """
 
 @_typing.type_check_only
 class ImageServiceAsyncStub(ImageServiceStub):
@@ -93,6 +99,12 @@ class ImageServiceAsyncStub(ImageServiceStub):
     RemoveSnapshot: _aio.UnaryUnaryMultiCallable[_image_pb2.RemoveSnapshotRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Remove a writable snapshot and its data. Removing an unknown key is not an error."""
     ListSnapshots: _aio.UnaryUnaryMultiCallable[_image_pb2.ListSnapshotsRequest, _image_pb2.ListSnapshotsResponse]  # type: ignore[assignment]
+    ExportPath: _aio.UnaryStreamMultiCallable[_image_pb2.ExportPathRequest, _image_pb2.ExportPathResponse]  # type: ignore[assignment]
+    """A tar stream of the directory at `path` in an image (its layers merged,
+    symlinks resolved inside the image), members relative to that directory,
+    ownership and modes as in the image. Empty when the path is missing or not
+    a directory. The gateway feeds it to VolumeService.Populate (copy-up).
+    """
 
 class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -186,5 +198,17 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _image_pb2.ListSnapshotsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_image_pb2.ListSnapshotsResponse, _abc.Awaitable[_image_pb2.ListSnapshotsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExportPath(
+        self,
+        request: _image_pb2.ExportPathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_image_pb2.ExportPathResponse], _abc.AsyncIterator[_image_pb2.ExportPathResponse]]:
+        """A tar stream of the directory at `path` in an image (its layers merged,
+        symlinks resolved inside the image), members relative to that directory,
+        ownership and modes as in the image. Empty when the path is missing or not
+        a directory. The gateway feeds it to VolumeService.Populate (copy-up).
+        """
 
 def add_ImageServiceServicer_to_server(servicer: ImageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

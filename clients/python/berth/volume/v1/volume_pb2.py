@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from berth.types.v1 import mount_pb2 as berth_dot_types_dot_v1_dot_mount__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rth/volume/v1/volume.proto\x12\x0f\x62\x65rth.volume.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1a\x62\x65rth/types/v1/mount.proto\"\xf4\x01\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x12\n\nmountpoint\x18\x03 \x01(\t\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.berth.volume.v1.Volume.LabelsEntry\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05mount\x18\x06 \x01(\x0b\x32\x15.berth.types.v1.Mount\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\x13\x43reateVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.berth.volume.v1.CreateVolumeRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\" \n\x10GetVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12ListVolumesRequest\"?\n\x13ListVolumesResponse\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.berth.volume.v1.Volume\"#\n\x13RemoveVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\xcf\x02\n\rVolumeService\x12M\n\x0c\x43reateVolume\x12$.berth.volume.v1.CreateVolumeRequest\x1a\x17.berth.volume.v1.Volume\x12G\n\tGetVolume\x12!.berth.volume.v1.GetVolumeRequest\x1a\x17.berth.volume.v1.Volume\x12X\n\x0bListVolumes\x12#.berth.volume.v1.ListVolumesRequest\x1a$.berth.volume.v1.ListVolumesResponse\x12L\n\x0cRemoveVolume\x12$.berth.volume.v1.RemoveVolumeRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rth/volume/v1/volume.proto\x12\x0f\x62\x65rth.volume.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1a\x62\x65rth/types/v1/mount.proto\"\xf7\x02\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x12\n\nmountpoint\x18\x03 \x01(\t\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.berth.volume.v1.Volume.LabelsEntry\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05mount\x18\x06 \x01(\x0b\x32\x15.berth.types.v1.Mount\x12\x35\n\x07options\x18\x07 \x03(\x0b\x32$.berth.volume.v1.Volume.OptionsEntry\x12\x0c\n\x04refs\x18\x08 \x03(\t\x12\x0c\n\x04size\x18\t \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x02\n\x13\x43reateVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.berth.volume.v1.CreateVolumeRequest.LabelsEntry\x12\x0e\n\x06\x64river\x18\x03 \x01(\t\x12\x42\n\x07options\x18\x04 \x03(\x0b\x32\x31.berth.volume.v1.CreateVolumeRequest.OptionsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10GetVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\twith_size\x18\x02 \x01(\x08\"\xa3\x01\n\x12ListVolumesRequest\x12?\n\x06labels\x18\x01 \x03(\x0b\x32/.berth.volume.v1.ListVolumesRequest.LabelsEntry\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61ngling\x18\x03 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x13ListVolumesResponse\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.berth.volume.v1.Volume\"#\n\x13RemoveVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x93\x01\n\x13PruneVolumesRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.berth.volume.v1.PruneVolumesRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x14PruneVolumesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\t\x12\x17\n\x0fspace_reclaimed\x18\x02 \x01(\x03\"+\n\x0e\x41\x63quireRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\",\n\x0eReleaseRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\";\n\x0fReleaseResponse\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.berth.volume.v1.Volume\"]\n\x0fPopulateRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.berth.volume.v1.PopulateHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x1e\n\x0ePopulateHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\"%\n\x10PopulateResponse\x12\x11\n\tpopulated\x18\x01 \x01(\x08\x32\x92\x05\n\rVolumeService\x12M\n\x0c\x43reateVolume\x12$.berth.volume.v1.CreateVolumeRequest\x1a\x17.berth.volume.v1.Volume\x12G\n\tGetVolume\x12!.berth.volume.v1.GetVolumeRequest\x1a\x17.berth.volume.v1.Volume\x12X\n\x0bListVolumes\x12#.berth.volume.v1.ListVolumesRequest\x1a$.berth.volume.v1.ListVolumesResponse\x12L\n\x0cRemoveVolume\x12$.berth.volume.v1.RemoveVolumeRequest\x1a\x16.google.protobuf.Empty\x12[\n\x0cPruneVolumes\x12$.berth.volume.v1.PruneVolumesRequest\x1a%.berth.volume.v1.PruneVolumesResponse\x12\x43\n\x07\x41\x63quire\x12\x1f.berth.volume.v1.AcquireRequest\x1a\x17.berth.volume.v1.Volume\x12L\n\x07Release\x12\x1f.berth.volume.v1.ReleaseRequest\x1a .berth.volume.v1.ReleaseResponse\x12Q\n\x08Populate\x12 .berth.volume.v1.PopulateRequest\x1a!.berth.volume.v1.PopulateResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +36,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VOLUME_LABELSENTRY']._loaded_options = None
   _globals['_VOLUME_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_VOLUME_OPTIONSENTRY']._loaded_options = None
+  _globals['_VOLUME_OPTIONSENTRY']._serialized_options = b'8\001'
   _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEVOLUMEREQUEST_OPTIONSENTRY']._loaded_options = None
+  _globals['_CREATEVOLUMEREQUEST_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTVOLUMESREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_LISTVOLUMESREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_PRUNEVOLUMESREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_PRUNEVOLUMESREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_VOLUME']._serialized_start=140
-  _globals['_VOLUME']._serialized_end=384
-  _globals['_VOLUME_LABELSENTRY']._serialized_start=339
-  _globals['_VOLUME_LABELSENTRY']._serialized_end=384
-  _globals['_CREATEVOLUMEREQUEST']._serialized_start=387
-  _globals['_CREATEVOLUMEREQUEST']._serialized_end=535
-  _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_start=339
-  _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_end=384
-  _globals['_GETVOLUMEREQUEST']._serialized_start=537
-  _globals['_GETVOLUMEREQUEST']._serialized_end=569
-  _globals['_LISTVOLUMESREQUEST']._serialized_start=571
-  _globals['_LISTVOLUMESREQUEST']._serialized_end=591
-  _globals['_LISTVOLUMESRESPONSE']._serialized_start=593
-  _globals['_LISTVOLUMESRESPONSE']._serialized_end=656
-  _globals['_REMOVEVOLUMEREQUEST']._serialized_start=658
-  _globals['_REMOVEVOLUMEREQUEST']._serialized_end=693
-  _globals['_VOLUMESERVICE']._serialized_start=696
-  _globals['_VOLUMESERVICE']._serialized_end=1031
+  _globals['_VOLUME']._serialized_end=515
+  _globals['_VOLUME_LABELSENTRY']._serialized_start=422
+  _globals['_VOLUME_LABELSENTRY']._serialized_end=467
+  _globals['_VOLUME_OPTIONSENTRY']._serialized_start=469
+  _globals['_VOLUME_OPTIONSENTRY']._serialized_end=515
+  _globals['_CREATEVOLUMEREQUEST']._serialized_start=518
+  _globals['_CREATEVOLUMEREQUEST']._serialized_end=798
+  _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_start=422
+  _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_end=467
+  _globals['_CREATEVOLUMEREQUEST_OPTIONSENTRY']._serialized_start=469
+  _globals['_CREATEVOLUMEREQUEST_OPTIONSENTRY']._serialized_end=515
+  _globals['_GETVOLUMEREQUEST']._serialized_start=800
+  _globals['_GETVOLUMEREQUEST']._serialized_end=851
+  _globals['_LISTVOLUMESREQUEST']._serialized_start=854
+  _globals['_LISTVOLUMESREQUEST']._serialized_end=1017
+  _globals['_LISTVOLUMESREQUEST_LABELSENTRY']._serialized_start=422
+  _globals['_LISTVOLUMESREQUEST_LABELSENTRY']._serialized_end=467
+  _globals['_LISTVOLUMESRESPONSE']._serialized_start=1019
+  _globals['_LISTVOLUMESRESPONSE']._serialized_end=1082
+  _globals['_REMOVEVOLUMEREQUEST']._serialized_start=1084
+  _globals['_REMOVEVOLUMEREQUEST']._serialized_end=1119
+  _globals['_PRUNEVOLUMESREQUEST']._serialized_start=1122
+  _globals['_PRUNEVOLUMESREQUEST']._serialized_end=1269
+  _globals['_PRUNEVOLUMESREQUEST_LABELSENTRY']._serialized_start=422
+  _globals['_PRUNEVOLUMESREQUEST_LABELSENTRY']._serialized_end=467
+  _globals['_PRUNEVOLUMESRESPONSE']._serialized_start=1271
+  _globals['_PRUNEVOLUMESRESPONSE']._serialized_end=1335
+  _globals['_ACQUIREREQUEST']._serialized_start=1337
+  _globals['_ACQUIREREQUEST']._serialized_end=1380
+  _globals['_RELEASEREQUEST']._serialized_start=1382
+  _globals['_RELEASEREQUEST']._serialized_end=1426
+  _globals['_RELEASERESPONSE']._serialized_start=1428
+  _globals['_RELEASERESPONSE']._serialized_end=1487
+  _globals['_POPULATEREQUEST']._serialized_start=1489
+  _globals['_POPULATEREQUEST']._serialized_end=1582
+  _globals['_POPULATEHEADER']._serialized_start=1584
+  _globals['_POPULATEHEADER']._serialized_end=1614
+  _globals['_POPULATERESPONSE']._serialized_start=1616
+  _globals['_POPULATERESPONSE']._serialized_end=1653
+  _globals['_VOLUMESERVICE']._serialized_start=1656
+  _globals['_VOLUMESERVICE']._serialized_end=2314
 # @@protoc_insertion_point(module_scope)

@@ -55,13 +55,34 @@ class VolumeServiceStub:
                 request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.RemoveVolumeRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.PruneVolumes = channel.unary_unary(
+                '/berth.volume.v1.VolumeService/PruneVolumes',
+                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesRequest.SerializeToString,
+                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesResponse.FromString,
+                _registered_method=True)
+        self.Acquire = channel.unary_unary(
+                '/berth.volume.v1.VolumeService/Acquire',
+                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.AcquireRequest.SerializeToString,
+                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.Volume.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/berth.volume.v1.VolumeService/Release',
+                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
+        self.Populate = channel.stream_unary(
+                '/berth.volume.v1.VolumeService/Populate',
+                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateRequest.SerializeToString,
+                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateResponse.FromString,
+                _registered_method=True)
 
 
 class VolumeServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CreateVolume(self, request, context):
-        """Create a volume; creating an existing name returns it unchanged.
+        """Create a volume; creating an existing name returns it unchanged (as docker),
+        unless the request asks for another driver or other options (ALREADY_EXISTS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,7 +101,39 @@ class VolumeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RemoveVolume(self, request, context):
-        """Remove a volume and its data.
+        """Remove a volume and its data. FAILED_PRECONDITION while it has references.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneVolumes(self, request, context):
+        """Remove volumes without references (only anonymous ones unless `all`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Acquire(self, request, context):
+        """Record that `ref` uses the volume (idempotent) and make its data mountable:
+        a volume with a device option (tmpfs, bind device) is mounted on its
+        mountpoint when its first reference arrives.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Drop references; the last one unmounts a device-backed volume.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Populate(self, request_iterator, context):
+        """Fill a volume from a tar stream (first message: header, then chunks) when,
+        and only when, its data directory is empty: docker's copy-up of the image
+        content at a volume's mount point. Ownership and modes are kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +161,26 @@ def add_VolumeServiceServicer_to_server(servicer, server):
                     servicer.RemoveVolume,
                     request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.RemoveVolumeRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'PruneVolumes': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneVolumes,
+                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesRequest.FromString,
+                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesResponse.SerializeToString,
+            ),
+            'Acquire': grpc.unary_unary_rpc_method_handler(
+                    servicer.Acquire,
+                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.AcquireRequest.FromString,
+                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.Volume.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseRequest.FromString,
+                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'Populate': grpc.stream_unary_rpc_method_handler(
+                    servicer.Populate,
+                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateRequest.FromString,
+                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +291,114 @@ class VolumeService:
             '/berth.volume.v1.VolumeService/RemoveVolume',
             berth_dot_volume_dot_v1_dot_volume__pb2.RemoveVolumeRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneVolumes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.volume.v1.VolumeService/PruneVolumes',
+            berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesRequest.SerializeToString,
+            berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Acquire(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.volume.v1.VolumeService/Acquire',
+            berth_dot_volume_dot_v1_dot_volume__pb2.AcquireRequest.SerializeToString,
+            berth_dot_volume_dot_v1_dot_volume__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.volume.v1.VolumeService/Release',
+            berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseRequest.SerializeToString,
+            berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Populate(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/berth.volume.v1.VolumeService/Populate',
+            berth_dot_volume_dot_v1_dot_volume__pb2.PopulateRequest.SerializeToString,
+            berth_dot_volume_dot_v1_dot_volume__pb2.PopulateResponse.FromString,
             options,
             channel_credentials,
             insecure,

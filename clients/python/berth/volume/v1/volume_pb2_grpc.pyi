@@ -3,6 +3,11 @@
 isort:skip_file
 The node-level volume service: named volumes whose data lives under the
 service's own root and outlives containers.
+
+It knows nothing about containers. Whoever mounts a volume (the gateway)
+records a reference with Acquire and drops it with Release; a volume with
+references is "in use": it cannot be removed or pruned. References are the
+volume service's own durable state, so "in use" survives any restart.
 """
 
 from berth.volume.v1 import volume_pb2 as _volume_pb2
@@ -35,21 +40,53 @@ class VolumeServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> VolumeServiceAsyncStub: ...
     CreateVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.CreateVolumeRequest, _volume_pb2.Volume]
-    """Create a volume; creating an existing name returns it unchanged."""
+    """Create a volume; creating an existing name returns it unchanged (as docker),
+    unless the request asks for another driver or other options (ALREADY_EXISTS).
+    """
     GetVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.GetVolumeRequest, _volume_pb2.Volume]
     ListVolumes: _grpc.UnaryUnaryMultiCallable[_volume_pb2.ListVolumesRequest, _volume_pb2.ListVolumesResponse]
     RemoveVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.RemoveVolumeRequest, _empty_pb2.Empty]
-    """Remove a volume and its data."""
+    """Remove a volume and its data. FAILED_PRECONDITION while it has references."""
+    PruneVolumes: _grpc.UnaryUnaryMultiCallable[_volume_pb2.PruneVolumesRequest, _volume_pb2.PruneVolumesResponse]
+    """Remove volumes without references (only anonymous ones unless `all`)."""
+    Acquire: _grpc.UnaryUnaryMultiCallable[_volume_pb2.AcquireRequest, _volume_pb2.Volume]
+    """Record that `ref` uses the volume (idempotent) and make its data mountable:
+    a volume with a device option (tmpfs, bind device) is mounted on its
+    mountpoint when its first reference arrives.
+    """
+    Release: _grpc.UnaryUnaryMultiCallable[_volume_pb2.ReleaseRequest, _volume_pb2.ReleaseResponse]
+    """Drop references; the last one unmounts a device-backed volume."""
+    Populate: _grpc.StreamUnaryMultiCallable[_volume_pb2.PopulateRequest, _volume_pb2.PopulateResponse]
+    """Fill a volume from a tar stream (first message: header, then chunks) when,
+    and only when, its data directory is empty: docker's copy-up of the image
+    content at a volume's mount point. Ownership and modes are kept.
+    """
 
 @_typing.type_check_only
 class VolumeServiceAsyncStub(VolumeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.CreateVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
-    """Create a volume; creating an existing name returns it unchanged."""
+    """Create a volume; creating an existing name returns it unchanged (as docker),
+    unless the request asks for another driver or other options (ALREADY_EXISTS).
+    """
     GetVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.GetVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
     ListVolumes: _aio.UnaryUnaryMultiCallable[_volume_pb2.ListVolumesRequest, _volume_pb2.ListVolumesResponse]  # type: ignore[assignment]
     RemoveVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.RemoveVolumeRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Remove a volume and its data."""
+    """Remove a volume and its data. FAILED_PRECONDITION while it has references."""
+    PruneVolumes: _aio.UnaryUnaryMultiCallable[_volume_pb2.PruneVolumesRequest, _volume_pb2.PruneVolumesResponse]  # type: ignore[assignment]
+    """Remove volumes without references (only anonymous ones unless `all`)."""
+    Acquire: _aio.UnaryUnaryMultiCallable[_volume_pb2.AcquireRequest, _volume_pb2.Volume]  # type: ignore[assignment]
+    """Record that `ref` uses the volume (idempotent) and make its data mountable:
+    a volume with a device option (tmpfs, bind device) is mounted on its
+    mountpoint when its first reference arrives.
+    """
+    Release: _aio.UnaryUnaryMultiCallable[_volume_pb2.ReleaseRequest, _volume_pb2.ReleaseResponse]  # type: ignore[assignment]
+    """Drop references; the last one unmounts a device-backed volume."""
+    Populate: _aio.StreamUnaryMultiCallable[_volume_pb2.PopulateRequest, _volume_pb2.PopulateResponse]  # type: ignore[assignment]
+    """Fill a volume from a tar stream (first message: header, then chunks) when,
+    and only when, its data directory is empty: docker's copy-up of the image
+    content at a volume's mount point. Ownership and modes are kept.
+    """
 
 class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -58,7 +95,9 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _volume_pb2.CreateVolumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_volume_pb2.Volume, _abc.Awaitable[_volume_pb2.Volume]]:
-        """Create a volume; creating an existing name returns it unchanged."""
+        """Create a volume; creating an existing name returns it unchanged (as docker),
+        unless the request asks for another driver or other options (ALREADY_EXISTS).
+        """
 
     @_abc_1.abstractmethod
     def GetVolume(
@@ -80,6 +119,44 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _volume_pb2.RemoveVolumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Remove a volume and its data."""
+        """Remove a volume and its data. FAILED_PRECONDITION while it has references."""
+
+    @_abc_1.abstractmethod
+    def PruneVolumes(
+        self,
+        request: _volume_pb2.PruneVolumesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.PruneVolumesResponse, _abc.Awaitable[_volume_pb2.PruneVolumesResponse]]:
+        """Remove volumes without references (only anonymous ones unless `all`)."""
+
+    @_abc_1.abstractmethod
+    def Acquire(
+        self,
+        request: _volume_pb2.AcquireRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.Volume, _abc.Awaitable[_volume_pb2.Volume]]:
+        """Record that `ref` uses the volume (idempotent) and make its data mountable:
+        a volume with a device option (tmpfs, bind device) is mounted on its
+        mountpoint when its first reference arrives.
+        """
+
+    @_abc_1.abstractmethod
+    def Release(
+        self,
+        request: _volume_pb2.ReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.ReleaseResponse, _abc.Awaitable[_volume_pb2.ReleaseResponse]]:
+        """Drop references; the last one unmounts a device-backed volume."""
+
+    @_abc_1.abstractmethod
+    def Populate(
+        self,
+        request_iterator: _MaybeAsyncIterator[_volume_pb2.PopulateRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.PopulateResponse, _abc.Awaitable[_volume_pb2.PopulateResponse]]:
+        """Fill a volume from a tar stream (first message: header, then chunks) when,
+        and only when, its data directory is empty: docker's copy-up of the image
+        content at a volume's mount point. Ownership and modes are kept.
+        """
 
 def add_VolumeServiceServicer_to_server(servicer: VolumeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
