@@ -24,4 +24,7 @@ def run_service(service: str, build: Builder) -> None:
         register, on_stop = await build(config)
         await rpc.serve(service, config, register, on_stop=on_stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        tracing.shutdown()

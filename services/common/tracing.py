@@ -27,6 +27,14 @@ def setup(service: str) -> None:
     trace.set_tracer_provider(provider)
 
 
+def shutdown() -> None:
+    """Flush spans still queued; services call it on a clean stop (forked
+    services leave with os._exit, so the SDK's atexit hook never runs)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+
+
 def _exporter(name: str):
     if name in ("", "none"):
         return None
