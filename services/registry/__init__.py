@@ -1,0 +1,1 @@
+"""berth's private registry: the OCI distribution API over a filesystem store."""
