@@ -79,6 +79,11 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             snapshots=[convert.snapshot_to_pb(s) for s in snapshots])
 
 
+    async def ExportPath(self, request, context):
+        async for chunk in self.service.export_path(request.image, request.path):
+            yield image_pb2.ExportPathResponse(chunk=chunk)
+
+
 def register(service: ImageService):
     def add(server):
         image_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(service), server)

@@ -26,7 +26,7 @@ import structlog
 
 from services.common import reference
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.image import archive
+from services.image import archive, export
 from services.image.content import CHUNK, ContentStore
 from services.image.model import (
     Image, ImageConfig, ImageRecord, PreparedSnapshot, Snapshot, SnapshotRecord,
@@ -331,6 +331,20 @@ class ImageService:
             if self.store.get_image(snap.image_id) is None:
                 # The image was removed by force: its layers can go now.
                 await asyncio.to_thread(self.gc)
+
+    async def export_path(self, image: str, path: str) -> AsyncIterator[bytes]:
+        """The directory at `path` in an image as a tar stream (copy-up into volumes)."""
+        record = self.store.get_image(self._resolve(image).image_id)
+        if record is None:
+            raise NotFound(f"No such image: {image}")
+        chains = chain_ids(record.diff_ids)
+        # The lease keeps a concurrent rmi from deleting the layers being read.
+        with self._lease(chains):
+            if not all(self.snapshotter.is_unpacked(c) for c in chains):
+                await asyncio.to_thread(self.snapshotter.unpack, record.layers)
+            layers = [self.snapshotter.layer_fs(c) for c in reversed(chains)]
+            async for chunk in export.export_path(layers, path, os.path.join(self.state_dir, "export")):
+                yield chunk
 
     async def list_snapshots(self) -> list[Snapshot]:
         records = self.store.list_snapshots()

@@ -10,6 +10,7 @@ from google.protobuf import empty_pb2
 from berth.volume.v1 import volume_pb2 as pb
 from berth.volume.v1 import volume_pb2_grpc as pb_grpc
 from services.common.config import Config
+from services.common.errors import InvalidArgument
 from services.volume import convert
 from services.volume.service import VolumeService
 from services.volume.store import VolumeStore
@@ -20,18 +21,42 @@ class VolumeServicer(pb_grpc.VolumeServiceServicer):
         self.service = service
 
     async def CreateVolume(self, request, context):
-        return convert.volume_to_pb(
-            await self.service.create(request.name, dict(request.labels)))
+        return convert.volume_to_pb(await self.service.create(
+            request.name, dict(request.labels), request.driver, dict(request.options)))
 
     async def GetVolume(self, request, context):
-        return convert.volume_to_pb(self.service.get(request.name))
+        return convert.volume_to_pb(self.service.get(request.name, request.with_size))
 
     async def ListVolumes(self, request, context):
-        return pb.ListVolumesResponse(volumes=[convert.volume_to_pb(v) for v in self.service.list()])
+        volumes = self.service.list(dict(request.labels), request.ref, request.dangling)
+        return pb.ListVolumesResponse(volumes=[convert.volume_to_pb(v) for v in volumes])
 
     async def RemoveVolume(self, request, context):
         await self.service.remove(request.name)
         return empty_pb2.Empty()
+
+    async def PruneVolumes(self, request, context):
+        deleted, reclaimed = await self.service.prune(request.all, dict(request.labels))
+        return pb.PruneVolumesResponse(deleted=deleted, space_reclaimed=reclaimed)
+
+    async def Acquire(self, request, context):
+        return convert.volume_to_pb(await self.service.acquire(request.name, request.ref))
+
+    async def Release(self, request, context):
+        released = await self.service.release(request.ref, list(request.names))
+        return pb.ReleaseResponse(volumes=[convert.volume_to_pb(v) for v in released])
+
+    async def Populate(self, request_iterator, context):
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument("populate must start with a header")
+
+        async def chunks():
+            async for part in request_iterator:
+                if part.HasField("header"):
+                    raise InvalidArgument("populate takes one header, first")
+                yield part.chunk
+        return pb.PopulateResponse(populated=await self.service.populate(first.header.name, chunks()))
 
 
 async def build(config: Config):

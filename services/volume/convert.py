@@ -17,8 +17,9 @@ def volume_to_pb(volume: Volume) -> pb.Volume:
         created.FromDatetime(datetime.fromisoformat(volume.created_at))
     return pb.Volume(
         name=volume.name, driver=volume.driver, mountpoint=volume.mountpoint,
-        labels=volume.labels, created_at=created,
-        # The container service sets the target from the user's -v flag.
+        labels=volume.labels, created_at=created, options=volume.options,
+        refs=list(volume.refs), size=volume.size,
+        # The caller sets the target from the user's -v flag, and adds "ro" when asked.
         mount=mount_pb2.Mount(type="bind", source=volume.mountpoint,
                               options=["rbind", "rw"]),
     )

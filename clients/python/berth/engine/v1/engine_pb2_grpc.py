@@ -140,6 +140,26 @@ class EngineStub:
                 request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListVolumesResponse.FromString,
                 _registered_method=True)
+        self.CreateVolume = channel.unary_unary(
+                '/berth.engine.v1.Engine/CreateVolume',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateVolumeRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.FromString,
+                _registered_method=True)
+        self.InspectVolume = channel.unary_unary(
+                '/berth.engine.v1.Engine/InspectVolume',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.FromString,
+                _registered_method=True)
+        self.RemoveVolume = channel.unary_unary(
+                '/berth.engine.v1.Engine/RemoveVolume',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.PruneVolumes = channel.unary_unary(
+                '/berth.engine.v1.Engine/PruneVolumes',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesResponse.FromString,
+                _registered_method=True)
         self.Events = channel.unary_stream(
                 '/berth.engine.v1.Engine/Events',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.EventsRequest.SerializeToString,
@@ -284,6 +304,34 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateVolume(self, request, context):
+        """Create a named (or, with an empty name, anonymous-style generated) volume;
+        an existing name is returned unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveVolume(self, request, context):
+        """FAILED_PRECONDITION while a container uses the volume.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneVolumes(self, request, context):
+        """Remove volumes no container uses: anonymous ones, or all with `all`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Events(self, request, context):
         """Engine events (container create/start/die/destroy..., image load/tag/delete...),
         in the order they happened, from `since` on and, with follow, as they happen.
@@ -399,6 +447,26 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.ListVolumes,
                     request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListVolumesResponse.SerializeToString,
+            ),
+            'CreateVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateVolume,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateVolumeRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.SerializeToString,
+            ),
+            'InspectVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectVolume,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.SerializeToString,
+            ),
+            'RemoveVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveVolume,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'PruneVolumes': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneVolumes,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesResponse.SerializeToString,
             ),
             'Events': grpc.unary_stream_rpc_method_handler(
                     servicer.Events,
@@ -973,6 +1041,114 @@ class Engine:
             '/berth.engine.v1.Engine/ListVolumes',
             google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.ListVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/CreateVolume',
+            berth_dot_engine_dot_v1_dot_engine__pb2.CreateVolumeRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/InspectVolume',
+            berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/RemoveVolume',
+            berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneVolumes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/PruneVolumes',
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,15 @@ class EngineStub:
     ListNetworks: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListNetworksResponse]
     """Networks and volumes known to the node."""
     ListVolumes: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListVolumesResponse]
+    CreateVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateVolumeRequest, _engine_pb2.VolumeInfo]
+    """Create a named (or, with an empty name, anonymous-style generated) volume;
+    an existing name is returned unchanged.
+    """
+    InspectVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _engine_pb2.VolumeInfo]
+    RemoveVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _empty_pb2.Empty]
+    """FAILED_PRECONDITION while a container uses the volume."""
+    PruneVolumes: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PruneVolumesRequest, _engine_pb2.PruneVolumesResponse]
+    """Remove volumes no container uses: anonymous ones, or all with `all`."""
     Events: _grpc.UnaryStreamMultiCallable[_engine_pb2.EventsRequest, _engine_pb2.Event]
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
@@ -111,6 +120,15 @@ class EngineAsyncStub(EngineStub):
     ListNetworks: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListNetworksResponse]  # type: ignore[assignment]
     """Networks and volumes known to the node."""
     ListVolumes: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListVolumesResponse]  # type: ignore[assignment]
+    CreateVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateVolumeRequest, _engine_pb2.VolumeInfo]  # type: ignore[assignment]
+    """Create a named (or, with an empty name, anonymous-style generated) volume;
+    an existing name is returned unchanged.
+    """
+    InspectVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _engine_pb2.VolumeInfo]  # type: ignore[assignment]
+    RemoveVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _empty_pb2.Empty]  # type: ignore[assignment]
+    """FAILED_PRECONDITION while a container uses the volume."""
+    PruneVolumes: _aio.UnaryUnaryMultiCallable[_engine_pb2.PruneVolumesRequest, _engine_pb2.PruneVolumesResponse]  # type: ignore[assignment]
+    """Remove volumes no container uses: anonymous ones, or all with `all`."""
     Events: _aio.UnaryStreamMultiCallable[_engine_pb2.EventsRequest, _engine_pb2.Event]  # type: ignore[assignment]
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
@@ -273,6 +291,39 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         request: _empty_pb2.Empty,
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.ListVolumesResponse, _abc.Awaitable[_engine_pb2.ListVolumesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateVolume(
+        self,
+        request: _engine_pb2.CreateVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.VolumeInfo, _abc.Awaitable[_engine_pb2.VolumeInfo]]:
+        """Create a named (or, with an empty name, anonymous-style generated) volume;
+        an existing name is returned unchanged.
+        """
+
+    @_abc_1.abstractmethod
+    def InspectVolume(
+        self,
+        request: _engine_pb2.VolumeRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.VolumeInfo, _abc.Awaitable[_engine_pb2.VolumeInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveVolume(
+        self,
+        request: _engine_pb2.VolumeRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """FAILED_PRECONDITION while a container uses the volume."""
+
+    @_abc_1.abstractmethod
+    def PruneVolumes(
+        self,
+        request: _engine_pb2.PruneVolumesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.PruneVolumesResponse, _abc.Awaitable[_engine_pb2.PruneVolumesResponse]]:
+        """Remove volumes no container uses: anonymous ones, or all with `all`."""
 
     @_abc_1.abstractmethod
     def Events(

@@ -35,6 +35,21 @@ class NetworkServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateNetwork = channel.unary_unary(
+                '/berth.network.v1.NetworkService/CreateNetwork',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.Network.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/berth.network.v1.NetworkService/RemoveNetwork',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.RemoveNetworkRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.PruneNetworks = channel.unary_unary(
+                '/berth.network.v1.NetworkService/PruneNetworks',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.PruneNetworksRequest.SerializeToString,
+                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.PruneNetworksResponse.FromString,
+                _registered_method=True)
         self.ListNetworks = channel.unary_unary(
                 '/berth.network.v1.NetworkService/ListNetworks',
                 request_serializer=berth_dot_network_dot_v1_dot_network__pb2.ListNetworksRequest.SerializeToString,
@@ -49,6 +64,16 @@ class NetworkServiceStub:
                 '/berth.network.v1.NetworkService/Attach',
                 request_serializer=berth_dot_network_dot_v1_dot_network__pb2.AttachRequest.SerializeToString,
                 response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.Endpoint.FromString,
+                _registered_method=True)
+        self.Connect = channel.unary_unary(
+                '/berth.network.v1.NetworkService/Connect',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.ConnectRequest.SerializeToString,
+                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.Endpoint.FromString,
+                _registered_method=True)
+        self.Disconnect = channel.unary_unary(
+                '/berth.network.v1.NetworkService/Disconnect',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.DisconnectRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.Detach = channel.unary_unary(
                 '/berth.network.v1.NetworkService/Detach',
@@ -65,6 +90,29 @@ class NetworkServiceStub:
 class NetworkServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def CreateNetwork(self, request, context):
+        """Create a bridge network. ALREADY_EXISTS when the name is taken,
+        INVALID_ARGUMENT for a subnet that overlaps another network or a host route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Remove a network; FAILED_PRECONDITION while containers are connected to it,
+        and for the built-in networks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneNetworks(self, request, context):
+        """Remove the user-defined networks that no container is connected to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListNetworks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -78,14 +126,29 @@ class NetworkServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Attach(self, request, context):
-        """Give a container a network namespace on a network; idempotent per container.
+        """Give a container a network namespace on its first network, with its
+        published ports; idempotent per container.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Connect(self, request, context):
+        """Connect an attached container to one more bridge network.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disconnect(self, request, context):
+        """Disconnect a container from one network (it keeps its namespace).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Detach(self, request, context):
-        """Remove a container's endpoint and its namespace. Unknown ids are not an error.
+        """Remove a container's endpoints, ports and namespace. Unknown ids are not an error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,6 +163,21 @@ class NetworkServiceServicer:
 
 def add_NetworkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.Network.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.RemoveNetworkRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'PruneNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneNetworks,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.PruneNetworksRequest.FromString,
+                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.PruneNetworksResponse.SerializeToString,
+            ),
             'ListNetworks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNetworks,
                     request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ListNetworksRequest.FromString,
@@ -114,6 +192,16 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     servicer.Attach,
                     request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.AttachRequest.FromString,
                     response_serializer=berth_dot_network_dot_v1_dot_network__pb2.Endpoint.SerializeToString,
+            ),
+            'Connect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ConnectRequest.FromString,
+                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.Endpoint.SerializeToString,
+            ),
+            'Disconnect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disconnect,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.DisconnectRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'Detach': grpc.unary_unary_rpc_method_handler(
                     servicer.Detach,
@@ -135,6 +223,87 @@ def add_NetworkServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class NetworkService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/CreateNetwork',
+            berth_dot_network_dot_v1_dot_network__pb2.CreateNetworkRequest.SerializeToString,
+            berth_dot_network_dot_v1_dot_network__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/RemoveNetwork',
+            berth_dot_network_dot_v1_dot_network__pb2.RemoveNetworkRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/PruneNetworks',
+            berth_dot_network_dot_v1_dot_network__pb2.PruneNetworksRequest.SerializeToString,
+            berth_dot_network_dot_v1_dot_network__pb2.PruneNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListNetworks(request,
@@ -207,6 +376,60 @@ class NetworkService:
             '/berth.network.v1.NetworkService/Attach',
             berth_dot_network_dot_v1_dot_network__pb2.AttachRequest.SerializeToString,
             berth_dot_network_dot_v1_dot_network__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/Connect',
+            berth_dot_network_dot_v1_dot_network__pb2.ConnectRequest.SerializeToString,
+            berth_dot_network_dot_v1_dot_network__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disconnect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/Disconnect',
+            berth_dot_network_dot_v1_dot_network__pb2.DisconnectRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

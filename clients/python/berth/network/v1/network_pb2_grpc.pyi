@@ -3,8 +3,14 @@
 isort:skip_file
 The node-level network service: networks and the endpoints that attach a
 container to them. Each attached container gets its own network namespace,
-which the container service joins by path. In this version the networks are
-"none" (a namespace with only loopback) and "host" (the host's namespace).
+which the container service joins by path. Networks are "none" (only
+loopback), "host" (the host's namespace) and bridge networks: the default
+"bridge", made when the service starts, and user-defined ones. On a bridge
+network a container gets a veth into the network's Linux bridge, an address
+from the network's pool, its default route, /etc/hosts and /etc/resolv.conf
+(returned as bind mounts), and published ports (berth's nftables table).
+User-defined networks resolve container names and aliases with an embedded
+DNS resolver on the network's gateway address.
 """
 
 from berth.network.v1 import network_pb2 as _network_pb2
@@ -36,26 +42,86 @@ class NetworkServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NetworkServiceAsyncStub: ...
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.CreateNetworkRequest, _network_pb2.Network]
+    """Create a bridge network. ALREADY_EXISTS when the name is taken,
+    INVALID_ARGUMENT for a subnet that overlaps another network or a host route.
+    """
+    RemoveNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.RemoveNetworkRequest, _empty_pb2.Empty]
+    """Remove a network; FAILED_PRECONDITION while containers are connected to it,
+    and for the built-in networks.
+    """
+    PruneNetworks: _grpc.UnaryUnaryMultiCallable[_network_pb2.PruneNetworksRequest, _network_pb2.PruneNetworksResponse]
+    """Remove the user-defined networks that no container is connected to."""
     ListNetworks: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListNetworksRequest, _network_pb2.ListNetworksResponse]
     GetNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.GetNetworkRequest, _network_pb2.Network]
     Attach: _grpc.UnaryUnaryMultiCallable[_network_pb2.AttachRequest, _network_pb2.Endpoint]
-    """Give a container a network namespace on a network; idempotent per container."""
+    """Give a container a network namespace on its first network, with its
+    published ports; idempotent per container.
+    """
+    Connect: _grpc.UnaryUnaryMultiCallable[_network_pb2.ConnectRequest, _network_pb2.Endpoint]
+    """Connect an attached container to one more bridge network."""
+    Disconnect: _grpc.UnaryUnaryMultiCallable[_network_pb2.DisconnectRequest, _empty_pb2.Empty]
+    """Disconnect a container from one network (it keeps its namespace)."""
     Detach: _grpc.UnaryUnaryMultiCallable[_network_pb2.DetachRequest, _empty_pb2.Empty]
-    """Remove a container's endpoint and its namespace. Unknown ids are not an error."""
+    """Remove a container's endpoints, ports and namespace. Unknown ids are not an error."""
     ListEndpoints: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListEndpointsRequest, _network_pb2.ListEndpointsResponse]
 
 @_typing.type_check_only
 class NetworkServiceAsyncStub(NetworkServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.CreateNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    """Create a bridge network. ALREADY_EXISTS when the name is taken,
+    INVALID_ARGUMENT for a subnet that overlaps another network or a host route.
+    """
+    RemoveNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.RemoveNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Remove a network; FAILED_PRECONDITION while containers are connected to it,
+    and for the built-in networks.
+    """
+    PruneNetworks: _aio.UnaryUnaryMultiCallable[_network_pb2.PruneNetworksRequest, _network_pb2.PruneNetworksResponse]  # type: ignore[assignment]
+    """Remove the user-defined networks that no container is connected to."""
     ListNetworks: _aio.UnaryUnaryMultiCallable[_network_pb2.ListNetworksRequest, _network_pb2.ListNetworksResponse]  # type: ignore[assignment]
     GetNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.GetNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
     Attach: _aio.UnaryUnaryMultiCallable[_network_pb2.AttachRequest, _network_pb2.Endpoint]  # type: ignore[assignment]
-    """Give a container a network namespace on a network; idempotent per container."""
+    """Give a container a network namespace on its first network, with its
+    published ports; idempotent per container.
+    """
+    Connect: _aio.UnaryUnaryMultiCallable[_network_pb2.ConnectRequest, _network_pb2.Endpoint]  # type: ignore[assignment]
+    """Connect an attached container to one more bridge network."""
+    Disconnect: _aio.UnaryUnaryMultiCallable[_network_pb2.DisconnectRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Disconnect a container from one network (it keeps its namespace)."""
     Detach: _aio.UnaryUnaryMultiCallable[_network_pb2.DetachRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Remove a container's endpoint and its namespace. Unknown ids are not an error."""
+    """Remove a container's endpoints, ports and namespace. Unknown ids are not an error."""
     ListEndpoints: _aio.UnaryUnaryMultiCallable[_network_pb2.ListEndpointsRequest, _network_pb2.ListEndpointsResponse]  # type: ignore[assignment]
 
 class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def CreateNetwork(
+        self,
+        request: _network_pb2.CreateNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]:
+        """Create a bridge network. ALREADY_EXISTS when the name is taken,
+        INVALID_ARGUMENT for a subnet that overlaps another network or a host route.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveNetwork(
+        self,
+        request: _network_pb2.RemoveNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Remove a network; FAILED_PRECONDITION while containers are connected to it,
+        and for the built-in networks.
+        """
+
+    @_abc_1.abstractmethod
+    def PruneNetworks(
+        self,
+        request: _network_pb2.PruneNetworksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.PruneNetworksResponse, _abc.Awaitable[_network_pb2.PruneNetworksResponse]]:
+        """Remove the user-defined networks that no container is connected to."""
+
     @_abc_1.abstractmethod
     def ListNetworks(
         self,
@@ -76,7 +142,25 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _network_pb2.AttachRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_network_pb2.Endpoint, _abc.Awaitable[_network_pb2.Endpoint]]:
-        """Give a container a network namespace on a network; idempotent per container."""
+        """Give a container a network namespace on its first network, with its
+        published ports; idempotent per container.
+        """
+
+    @_abc_1.abstractmethod
+    def Connect(
+        self,
+        request: _network_pb2.ConnectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Endpoint, _abc.Awaitable[_network_pb2.Endpoint]]:
+        """Connect an attached container to one more bridge network."""
+
+    @_abc_1.abstractmethod
+    def Disconnect(
+        self,
+        request: _network_pb2.DisconnectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Disconnect a container from one network (it keeps its namespace)."""
 
     @_abc_1.abstractmethod
     def Detach(
@@ -84,7 +168,7 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _network_pb2.DetachRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Remove a container's endpoint and its namespace. Unknown ids are not an error."""
+        """Remove a container's endpoints, ports and namespace. Unknown ids are not an error."""
 
     @_abc_1.abstractmethod
     def ListEndpoints(
