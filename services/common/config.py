@@ -30,6 +30,15 @@ class Config:
     # Per-service addresses override the sockets, for services on other hosts:
     # "unix:///path" or "host:port".
     addresses: dict[str, str] = field(default_factory=dict)
+    # The default "bridge" network: its Linux bridge, and its subnet ("" picks
+    # one that collides with no route on the host when the bridge is first made).
+    bridge_name: str = "berth0"
+    bridge_subnet: str = ""
+    # berth's own nftables table (inet family); berth never touches another table.
+    nft_table: str = "berth"
+    # Where the embedded DNS resolver forwards names it does not know:
+    # "ip[:port],..."; "" uses the host's /etc/resolv.conf.
+    dns_upstreams: str = ""
 
     def socket_path(self, service: str) -> str:
         return os.path.join(self.run_root, f"{service}.sock")
@@ -50,6 +59,10 @@ class Config:
             "BERTH_LOG_MAX_BYTES": str(self.log_max_bytes),
             "BERTH_LOG_FORMAT": self.log_format,
             "BERTH_LOG_LEVEL": self.log_level,
+            "BERTH_BRIDGE_NAME": self.bridge_name,
+            "BERTH_BRIDGE_SUBNET": self.bridge_subnet,
+            "BERTH_NFT_TABLE": self.nft_table,
+            "BERTH_DNS_UPSTREAMS": self.dns_upstreams,
         }
         for service, address in self.addresses.items():
             env[f"BERTH_{service.upper()}_ADDRESS"] = address
@@ -67,6 +80,10 @@ def load(environ: dict[str, str] | None = None) -> Config:
         log_max_bytes=int(env.get("BERTH_LOG_MAX_BYTES", defaults.log_max_bytes)),
         log_format=env.get("BERTH_LOG_FORMAT", defaults.log_format),
         log_level=env.get("BERTH_LOG_LEVEL", defaults.log_level),
+        bridge_name=env.get("BERTH_BRIDGE_NAME", defaults.bridge_name),
+        bridge_subnet=env.get("BERTH_BRIDGE_SUBNET", defaults.bridge_subnet),
+        nft_table=env.get("BERTH_NFT_TABLE", defaults.nft_table),
+        dns_upstreams=env.get("BERTH_DNS_UPSTREAMS", defaults.dns_upstreams),
         addresses={s: env[f"BERTH_{s.upper()}_ADDRESS"] for s in SERVICES
                    if env.get(f"BERTH_{s.upper()}_ADDRESS")},
     )
