@@ -109,6 +109,10 @@ class ContainerConfig(_message.Message):
     READONLY_ROOTFS_FIELD_NUMBER: _builtins.int
     MOUNTS_FIELD_NUMBER: _builtins.int
     VOLUMES_FROM_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    PUBLISH_ALL_FIELD_NUMBER: _builtins.int
+    NETWORK_ALIASES_FIELD_NUMBER: _builtins.int
+    IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Image reference or id: "busybox", "registry:5000/team/app:1.2", "sha256:..."."""
     name: _builtins.str
@@ -129,6 +133,10 @@ class ContainerConfig(_message.Message):
     stop_timeout: _builtins.int
     """Seconds `stop` waits before SIGKILL; unset uses 10."""
     readonly_rootfs: _builtins.bool
+    publish_all: _builtins.bool
+    """`-P`: publish every port the image exposes on an ephemeral host port."""
+    ipv4_address: _builtins.str
+    """The IPv4 address asked for on its network (`--ip`)."""
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Replaces the image's CMD when not empty."""
@@ -150,6 +158,14 @@ class ContainerConfig(_message.Message):
     @_builtins.property
     def volumes_from(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Containers whose mounts this one shares: "name[:ro|:rw]" (`--volumes-from`)."""
+
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]:
+        """Published ports (`-p [ip:]hostPort:containerPort[/proto]`, `-p containerPort`)."""
+
+    @_builtins.property
+    def network_aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """More names for the container on its network (`--network-alias`)."""
 
     def __init__(
         self,
@@ -174,16 +190,91 @@ class ContainerConfig(_message.Message):
         readonly_rootfs: _builtins.bool = ...,
         mounts: _abc.Iterable[Global___MountSpec] | None = ...,
         volumes_from: _abc.Iterable[_builtins.str] | None = ...,
+        ports: _abc.Iterable[Global___PortBinding] | None = ...,
+        publish_all: _builtins.bool = ...,
+        network_aliases: _abc.Iterable[_builtins.str] | None = ...,
+        ipv4_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "entrypoint", b"entrypoint", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "entrypoint", b"entrypoint", "env", b"env", "hostname", b"hostname", "image", b"image", "labels", b"labels", "memory_bytes", b"memory_bytes", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_mode", b"network_mode", "pids_limit", b"pids_limit", "readonly_rootfs", b"readonly_rootfs", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "user", b"user", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "entrypoint", b"entrypoint", "env", b"env", "hostname", b"hostname", "image", b"image", "ipv4_address", b"ipv4_address", "labels", b"labels", "memory_bytes", b"memory_bytes", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "pids_limit", b"pids_limit", "ports", b"ports", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "user", b"user", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_timeout) -> _WhichOneofReturnType__stop_timeout | None: ...
 
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
+
+@_typing.final
+class PortBinding(_message.Message):
+    """A published port. host_port 0 asks for an ephemeral port; ContainerInfo
+    carries the one chosen.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    HOST_IP_FIELD_NUMBER: _builtins.int
+    HOST_PORT_FIELD_NUMBER: _builtins.int
+    CONTAINER_PORT_FIELD_NUMBER: _builtins.int
+    protocol: _builtins.str
+    """"tcp" or "udp"."""
+    host_ip: _builtins.str
+    """"" (every address) or an IPv4 address of the host."""
+    host_port: _builtins.int
+    container_port: _builtins.int
+    def __init__(
+        self,
+        *,
+        protocol: _builtins.str = ...,
+        host_ip: _builtins.str = ...,
+        host_port: _builtins.int = ...,
+        container_port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_port", b"container_port", "host_ip", b"host_ip", "host_port", b"host_port", "protocol", b"protocol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PortBinding: _TypeAlias = PortBinding  # noqa: Y015
+
+@_typing.final
+class ContainerNetwork(_message.Message):
+    """A network a container is on (docker inspect's NetworkSettings.Networks)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
+    PREFIX_LEN_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    network: _builtins.str
+    network_id: _builtins.str
+    ipv4_address: _builtins.str
+    prefix_len: _builtins.int
+    gateway: _builtins.str
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        network: _builtins.str = ...,
+        network_id: _builtins.str = ...,
+        ipv4_address: _builtins.str = ...,
+        prefix_len: _builtins.int = ...,
+        gateway: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "gateway", b"gateway", "ipv4_address", b"ipv4_address", "network", b"network", "network_id", b"network_id", "prefix_len", b"prefix_len"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerNetwork: _TypeAlias = ContainerNetwork  # noqa: Y015
 
 @_typing.final
 class MountSpec(_message.Message):
@@ -681,6 +772,8 @@ class ContainerInfo(_message.Message):
     NETWORK_MODE_FIELD_NUMBER: _builtins.int
     NETNS_PATH_FIELD_NUMBER: _builtins.int
     MOUNTS_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     image: _builtins.str
@@ -707,6 +800,12 @@ class ContainerInfo(_message.Message):
 
     @_builtins.property
     def mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___MountPoint]: ...
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]:
+        """Ports published now, with the host ports chosen (from the network service)."""
+
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerNetwork]: ...
     def __init__(
         self,
         *,
@@ -726,10 +825,12 @@ class ContainerInfo(_message.Message):
         network_mode: _builtins.str = ...,
         netns_path: _builtins.str = ...,
         mounts: _abc.Iterable[Global___MountPoint] | None = ...,
+        ports: _abc.Iterable[Global___PortBinding] | None = ...,
+        networks: _abc.Iterable[Global___ContainerNetwork] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created", b"created", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "path", b"path", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "networks", b"networks", "path", b"path", "ports", b"ports", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1127,29 +1228,370 @@ class RemoveImageResponse(_message.Message):
 Global___RemoveImageResponse: _TypeAlias = RemoveImageResponse  # noqa: Y015
 
 @_typing.final
+class RegistryAuth(_message.Message):
+    """Credentials for one registry; the CLI reads them from its config.json."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERNAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    IDENTITY_TOKEN_FIELD_NUMBER: _builtins.int
+    username: _builtins.str
+    password: _builtins.str
+    identity_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        username: _builtins.str = ...,
+        password: _builtins.str = ...,
+        identity_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_token", b"identity_token", "password", b"password", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryAuth: _TypeAlias = RegistryAuth  # noqa: Y015
+
+@_typing.final
+class PullImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    """"busybox", "host:5000/team/app:1.2", "app@sha256:..."."""
+    platform: _builtins.str
+    """"os/arch[/variant]" from a manifest list; empty is linux/amd64."""
+    @_builtins.property
+    def auth(self) -> Global___RegistryAuth: ...
+    def __init__(
+        self,
+        *,
+        reference: _builtins.str = ...,
+        platform: _builtins.str = ...,
+        auth: Global___RegistryAuth | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "platform", b"platform", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullImageRequest: _TypeAlias = PullImageRequest  # noqa: Y015
+
+@_typing.final
+class PushImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    @_builtins.property
+    def auth(self) -> Global___RegistryAuth: ...
+    def __init__(
+        self,
+        *,
+        reference: _builtins.str = ...,
+        auth: Global___RegistryAuth | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushImageRequest: _TypeAlias = PushImageRequest  # noqa: Y015
+
+@_typing.final
+class ProgressMessage(_message.Message):
+    """One progress line, like docker's JSON progress messages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Short layer id, or empty for a line about the whole image."""
+    status: _builtins.str
+    current: _builtins.int
+    total: _builtins.int
+    image_id: _builtins.str
+    """Set on the last message of a success."""
+    digest: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        current: _builtins.int = ...,
+        total: _builtins.int = ...,
+        image_id: _builtins.str = ...,
+        digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "digest", b"digest", "id", b"id", "image_id", b"image_id", "status", b"status", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProgressMessage: _TypeAlias = ProgressMessage  # noqa: Y015
+
+@_typing.final
+class LoginRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
+    server: _builtins.str
+    """Registry host[:port]; empty is Docker Hub."""
+    @_builtins.property
+    def auth(self) -> Global___RegistryAuth: ...
+    def __init__(
+        self,
+        *,
+        server: _builtins.str = ...,
+        auth: Global___RegistryAuth | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoginRequest: _TypeAlias = LoginRequest  # noqa: Y015
+
+@_typing.final
+class LoginResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoginResponse: _TypeAlias = LoginResponse  # noqa: Y015
+
+@_typing.final
 class NetworkInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     DRIVER_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    SUBNET_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    IP_RANGE_FIELD_NUMBER: _builtins.int
+    INTERNAL_FIELD_NUMBER: _builtins.int
+    BRIDGE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    CONTAINERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     driver: _builtins.str
+    subnet: _builtins.str
+    """Bridge networks: IPv4 subnet, gateway, the range addresses come from, the Linux bridge."""
+    gateway: _builtins.str
+    ip_range: _builtins.str
+    internal: _builtins.bool
+    bridge: _builtins.str
+    created: _builtins.str
+    """RFC 3339."""
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def containers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the containers connected now."""
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         driver: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        subnet: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+        ip_range: _builtins.str = ...,
+        internal: _builtins.bool = ...,
+        bridge: _builtins.str = ...,
+        created: _builtins.str = ...,
+        containers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "containers", b"containers", "created", b"created", "driver", b"driver", "gateway", b"gateway", "id", b"id", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "subnet", b"subnet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NetworkInfo: _TypeAlias = NetworkInfo  # noqa: Y015
+
+@_typing.final
+class CreateNetworkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DRIVER_FIELD_NUMBER: _builtins.int
+    SUBNET_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    IP_RANGE_FIELD_NUMBER: _builtins.int
+    INTERNAL_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    driver: _builtins.str
+    """"bridge" (the default when empty)."""
+    subnet: _builtins.str
+    """Empty picks a free subnet."""
+    gateway: _builtins.str
+    ip_range: _builtins.str
+    internal: _builtins.bool
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        driver: _builtins.str = ...,
+        subnet: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+        ip_range: _builtins.str = ...,
+        internal: _builtins.bool = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "gateway", b"gateway", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "subnet", b"subnet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNetworkRequest: _TypeAlias = CreateNetworkRequest  # noqa: Y015
+
+@_typing.final
+class NetworkRef(_message.Message):
+    """A network by name, id or unique id prefix."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkRef: _TypeAlias = NetworkRef  # noqa: Y015
+
+@_typing.final
+class PruneNetworksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def removed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        removed: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed", b"removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneNetworksResponse: _TypeAlias = PruneNetworksResponse  # noqa: Y015
+
+@_typing.final
+class ConnectNetworkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    network: _builtins.str
+    container: _builtins.str
+    """Container id, id prefix or name."""
+    ipv4_address: _builtins.str
+    """Connect only: address asked for, and more names on the network."""
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        network: _builtins.str = ...,
+        container: _builtins.str = ...,
+        ipv4_address: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container", b"container", "ipv4_address", b"ipv4_address", "network", b"network"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectNetworkRequest: _TypeAlias = ConnectNetworkRequest  # noqa: Y015
 
 @_typing.final
 class ListNetworksResponse(_message.Message):

@@ -130,10 +130,55 @@ class EngineStub:
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveImageRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveImageResponse.FromString,
                 _registered_method=True)
+        self.PullImage = channel.unary_stream(
+                '/berth.engine.v1.Engine/PullImage',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PullImageRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.FromString,
+                _registered_method=True)
+        self.PushImage = channel.unary_stream(
+                '/berth.engine.v1.Engine/PushImage',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PushImageRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.FromString,
+                _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/berth.engine.v1.Engine/Login',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoginRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoginResponse.FromString,
+                _registered_method=True)
         self.ListNetworks = channel.unary_unary(
                 '/berth.engine.v1.Engine/ListNetworks',
                 request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/berth.engine.v1.Engine/CreateNetwork',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.FromString,
+                _registered_method=True)
+        self.InspectNetwork = channel.unary_unary(
+                '/berth.engine.v1.Engine/InspectNetwork',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/berth.engine.v1.Engine/RemoveNetwork',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.PruneNetworks = channel.unary_unary(
+                '/berth.engine.v1.Engine/PruneNetworks',
+                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneNetworksResponse.FromString,
+                _registered_method=True)
+        self.ConnectNetwork = channel.unary_unary(
+                '/berth.engine.v1.Engine/ConnectNetwork',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.DisconnectNetwork = channel.unary_unary(
+                '/berth.engine.v1.Engine/DisconnectNetwork',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.ListVolumes = channel.unary_unary(
                 '/berth.engine.v1.Engine/ListVolumes',
@@ -291,9 +336,70 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullImage(self, request, context):
+        """Pull from or push to a registry, with per-layer progress as it happens;
+        the last message of a success carries image_id and digest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Login(self, request, context):
+        """Check credentials against a registry (`berth login`); the client keeps them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListNetworks(self, request, context):
         """Networks and volumes known to the node.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNetwork(self, request, context):
+        """Bridge networks (`network create|inspect|rm|prune|connect|disconnect`).
+        CreateNetwork: ALREADY_EXISTS for a taken name, INVALID_ARGUMENT for a
+        subnet that overlaps another network or a host route. RemoveNetwork:
+        FAILED_PRECONDITION while containers are connected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConnectNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisconnectNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -438,10 +544,55 @@ def add_EngineServicer_to_server(servicer, server):
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveImageRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveImageResponse.SerializeToString,
             ),
+            'PullImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullImage,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PullImageRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.SerializeToString,
+            ),
+            'PushImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.PushImage,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PushImageRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoginRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoginResponse.SerializeToString,
+            ),
             'ListNetworks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNetworks,
                     request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.SerializeToString,
+            ),
+            'InspectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectNetwork,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'PruneNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneNetworks,
+                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneNetworksResponse.SerializeToString,
+            ),
+            'ConnectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConnectNetwork,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'DisconnectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisconnectNetwork,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'ListVolumes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVolumes,
@@ -998,6 +1149,87 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
+    def PullImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.engine.v1.Engine/PullImage',
+            berth_dot_engine_dot_v1_dot_engine__pb2.PullImageRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.engine.v1.Engine/PushImage',
+            berth_dot_engine_dot_v1_dot_engine__pb2.PushImageRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/Login',
+            berth_dot_engine_dot_v1_dot_engine__pb2.LoginRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListNetworks(request,
             target,
             options=(),
@@ -1014,6 +1246,168 @@ class Engine:
             '/berth.engine.v1.Engine/ListNetworks',
             google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/CreateNetwork',
+            berth_dot_engine_dot_v1_dot_engine__pb2.CreateNetworkRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/InspectNetwork',
+            berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/RemoveNetwork',
+            berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/PruneNetworks',
+            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConnectNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/ConnectNetwork',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisconnectNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/DisconnectNetwork',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

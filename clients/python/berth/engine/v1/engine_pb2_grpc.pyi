@@ -69,8 +69,26 @@ class EngineStub:
     InspectImage: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ImageRef, _engine_pb2.ImageInfo]
     TagImage: _grpc.UnaryUnaryMultiCallable[_engine_pb2.TagImageRequest, _empty_pb2.Empty]
     RemoveImage: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RemoveImageRequest, _engine_pb2.RemoveImageResponse]
+    PullImage: _grpc.UnaryStreamMultiCallable[_engine_pb2.PullImageRequest, _engine_pb2.ProgressMessage]
+    """Pull from or push to a registry, with per-layer progress as it happens;
+    the last message of a success carries image_id and digest.
+    """
+    PushImage: _grpc.UnaryStreamMultiCallable[_engine_pb2.PushImageRequest, _engine_pb2.ProgressMessage]
+    Login: _grpc.UnaryUnaryMultiCallable[_engine_pb2.LoginRequest, _engine_pb2.LoginResponse]
+    """Check credentials against a registry (`berth login`); the client keeps them."""
     ListNetworks: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListNetworksResponse]
     """Networks and volumes known to the node."""
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateNetworkRequest, _engine_pb2.NetworkInfo]
+    """Bridge networks (`network create|inspect|rm|prune|connect|disconnect`).
+    CreateNetwork: ALREADY_EXISTS for a taken name, INVALID_ARGUMENT for a
+    subnet that overlaps another network or a host route. RemoveNetwork:
+    FAILED_PRECONDITION while containers are connected.
+    """
+    InspectNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.NetworkRef, _engine_pb2.NetworkInfo]
+    RemoveNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.NetworkRef, _empty_pb2.Empty]
+    PruneNetworks: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.PruneNetworksResponse]
+    ConnectNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _empty_pb2.Empty]
+    DisconnectNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _empty_pb2.Empty]
     ListVolumes: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListVolumesResponse]
     CreateVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateVolumeRequest, _engine_pb2.VolumeInfo]
     """Create a named (or, with an empty name, anonymous-style generated) volume;
@@ -117,8 +135,26 @@ class EngineAsyncStub(EngineStub):
     InspectImage: _aio.UnaryUnaryMultiCallable[_engine_pb2.ImageRef, _engine_pb2.ImageInfo]  # type: ignore[assignment]
     TagImage: _aio.UnaryUnaryMultiCallable[_engine_pb2.TagImageRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     RemoveImage: _aio.UnaryUnaryMultiCallable[_engine_pb2.RemoveImageRequest, _engine_pb2.RemoveImageResponse]  # type: ignore[assignment]
+    PullImage: _aio.UnaryStreamMultiCallable[_engine_pb2.PullImageRequest, _engine_pb2.ProgressMessage]  # type: ignore[assignment]
+    """Pull from or push to a registry, with per-layer progress as it happens;
+    the last message of a success carries image_id and digest.
+    """
+    PushImage: _aio.UnaryStreamMultiCallable[_engine_pb2.PushImageRequest, _engine_pb2.ProgressMessage]  # type: ignore[assignment]
+    Login: _aio.UnaryUnaryMultiCallable[_engine_pb2.LoginRequest, _engine_pb2.LoginResponse]  # type: ignore[assignment]
+    """Check credentials against a registry (`berth login`); the client keeps them."""
     ListNetworks: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListNetworksResponse]  # type: ignore[assignment]
     """Networks and volumes known to the node."""
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateNetworkRequest, _engine_pb2.NetworkInfo]  # type: ignore[assignment]
+    """Bridge networks (`network create|inspect|rm|prune|connect|disconnect`).
+    CreateNetwork: ALREADY_EXISTS for a taken name, INVALID_ARGUMENT for a
+    subnet that overlaps another network or a host route. RemoveNetwork:
+    FAILED_PRECONDITION while containers are connected.
+    """
+    InspectNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.NetworkRef, _engine_pb2.NetworkInfo]  # type: ignore[assignment]
+    RemoveNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.NetworkRef, _empty_pb2.Empty]  # type: ignore[assignment]
+    PruneNetworks: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.PruneNetworksResponse]  # type: ignore[assignment]
+    ConnectNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    DisconnectNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     ListVolumes: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListVolumesResponse]  # type: ignore[assignment]
     CreateVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateVolumeRequest, _engine_pb2.VolumeInfo]  # type: ignore[assignment]
     """Create a named (or, with an empty name, anonymous-style generated) volume;
@@ -278,12 +314,84 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_engine_pb2.RemoveImageResponse, _abc.Awaitable[_engine_pb2.RemoveImageResponse]]: ...
 
     @_abc_1.abstractmethod
+    def PullImage(
+        self,
+        request: _engine_pb2.PullImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.ProgressMessage], _abc.AsyncIterator[_engine_pb2.ProgressMessage]]:
+        """Pull from or push to a registry, with per-layer progress as it happens;
+        the last message of a success carries image_id and digest.
+        """
+
+    @_abc_1.abstractmethod
+    def PushImage(
+        self,
+        request: _engine_pb2.PushImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.ProgressMessage], _abc.AsyncIterator[_engine_pb2.ProgressMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def Login(
+        self,
+        request: _engine_pb2.LoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.LoginResponse, _abc.Awaitable[_engine_pb2.LoginResponse]]:
+        """Check credentials against a registry (`berth login`); the client keeps them."""
+
+    @_abc_1.abstractmethod
     def ListNetworks(
         self,
         request: _empty_pb2.Empty,
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.ListNetworksResponse, _abc.Awaitable[_engine_pb2.ListNetworksResponse]]:
         """Networks and volumes known to the node."""
+
+    @_abc_1.abstractmethod
+    def CreateNetwork(
+        self,
+        request: _engine_pb2.CreateNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.NetworkInfo, _abc.Awaitable[_engine_pb2.NetworkInfo]]:
+        """Bridge networks (`network create|inspect|rm|prune|connect|disconnect`).
+        CreateNetwork: ALREADY_EXISTS for a taken name, INVALID_ARGUMENT for a
+        subnet that overlaps another network or a host route. RemoveNetwork:
+        FAILED_PRECONDITION while containers are connected.
+        """
+
+    @_abc_1.abstractmethod
+    def InspectNetwork(
+        self,
+        request: _engine_pb2.NetworkRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.NetworkInfo, _abc.Awaitable[_engine_pb2.NetworkInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveNetwork(
+        self,
+        request: _engine_pb2.NetworkRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def PruneNetworks(
+        self,
+        request: _empty_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.PruneNetworksResponse, _abc.Awaitable[_engine_pb2.PruneNetworksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ConnectNetwork(
+        self,
+        request: _engine_pb2.ConnectNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def DisconnectNetwork(
+        self,
+        request: _engine_pb2.ConnectNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
 
     @_abc_1.abstractmethod
     def ListVolumes(
