@@ -61,7 +61,7 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
         return _EMPTY
 
     async def RemoveContainer(self, request, context):
-        await self._gw.remove(request.id, request.force)
+        await self._gw.remove(request.id, request.force, request.remove_volumes)
         return _EMPTY
 
     async def WaitContainer(self, request, context):
@@ -123,6 +123,21 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
 
     async def ListVolumes(self, request, context):
         return engine_pb2.ListVolumesResponse(volumes=await self._gw.list_volumes())
+
+    async def CreateVolume(self, request, context):
+        return await self._gw.create_volume(request)
+
+    async def InspectVolume(self, request, context):
+        return await self._gw.inspect_volume(request.name)
+
+    async def RemoveVolume(self, request, context):
+        await self._gw.remove_volume(request.name)
+        return _EMPTY
+
+    async def PruneVolumes(self, request, context):
+        response = await self._gw.prune_volumes(request.all, list(request.labels))
+        return engine_pb2.PruneVolumesResponse(deleted=response.deleted,
+                                               space_reclaimed=response.space_reclaimed)
 
     async def Events(self, request, context):
         async for event in self._gw.subscribe_events(

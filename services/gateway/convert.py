@@ -90,6 +90,8 @@ class Metadata:
     network_mode: str
     auto_remove: bool
     stop_timeout: int
+    # The container's mounts as resolved (volume names included), for inspect and --volumes-from.
+    mounts: tuple[engine_pb2.MountPoint, ...] = ()
 
     def encode(self) -> bytes:
         return json.dumps({
@@ -99,6 +101,7 @@ class Metadata:
             "network_mode": self.network_mode,
             "auto_remove": self.auto_remove,
             "stop_timeout": self.stop_timeout,
+            "mounts": [json_format.MessageToDict(m) for m in self.mounts],
         }, separators=(",", ":")).encode()
 
     @classmethod
@@ -114,6 +117,8 @@ class Metadata:
             network_mode=data.get("network_mode", "none"),
             auto_remove=bool(data.get("auto_remove", False)),
             stop_timeout=int(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
+            mounts=tuple(json_format.ParseDict(m, engine_pb2.MountPoint(), ignore_unknown_fields=True)
+                         for m in data.get("mounts", ())),
         )
 
 
@@ -143,7 +148,8 @@ def container_info(c: container_pb2.Container, meta: Metadata | None = None) -> 
         id=c.id, name=display_name(c.name), image=meta.image, image_id=meta.image_id,
         path=args[0] if args else "", args=args[1:], state=state, config=meta.config,
         env=list(c.spec.process.env), working_dir=c.spec.process.cwd, hostname=c.spec.hostname,
-        log_path=c.log_path, network_mode=meta.network_mode, netns_path=c.spec.netns_path)
+        log_path=c.log_path, network_mode=meta.network_mode, netns_path=c.spec.netns_path,
+        mounts=meta.mounts)
     if c.HasField("created_at"):
         info.created.CopyFrom(c.created_at)
     return info

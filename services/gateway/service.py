@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import platform
 import re
@@ -34,6 +35,7 @@ from berth.volume.v1 import volume_pb2
 from services.common import errors
 from services.common.config import Config
 from services.gateway import convert, names
+from services.gateway import volumes as volumes_mod
 from services.gateway.events import Event, EventLog, unknown_filters
 
 log = structlog.get_logger(__name__)
@@ -68,6 +70,7 @@ class Gateway:
         self._network = nodes.network
         self._volume = nodes.volume
         self._container = nodes.container
+        self._mounter = volumes_mod.Mounter(nodes.volume, nodes.image)
         self.events = events
         # Image ids are content digests, so what an id names never changes.
         self._image_configs: dict[str, image_pb2.ImageConfig] = {}
@@ -173,8 +176,16 @@ class Gateway:
             auto_remove=cfg.auto_remove,
             stop_timeout=cfg.stop_timeout if cfg.HasField("stop_timeout") else convert.DEFAULT_STOP_TIMEOUT)
 
+        shared = await self._volumes_from(cfg.volumes_from)
         snapshot, endpoint = await self._prepare(cid, image_id, network_mode)
+        try:
+            mounts = await self._mounter.resolve(cid, image_id, cfg.mounts, shared, image_config.volumes)
+        except BaseException:
+            await self._undo_prepare(cid)
+            raise
+        meta = dataclasses.replace(meta, mounts=tuple(mounts.points))
         spec = container_pb2.Spec(
+            mounts=mounts.mounts,
             rootfs=snapshot.mounts, netns_path=endpoint.netns_path,
             hostname=cfg.hostname or cid[:12],
             process=container_pb2.Process(
@@ -197,12 +208,21 @@ class Gateway:
                 request.name = names.generate(taken=lambda n: True)
                 created = await self._container.Create(request)
         except BaseException:
+            await self._mounter.undo(cid, mounts)
             await self._undo_prepare(cid)
             raise
         self._known[cid] = (convert.display_name(created.name), cfg.image)
         self._publish_container("create", cid)
         log.info("container_created", container_id=cid, name=created.name, image=cfg.image)
         return cid, meta
+
+    async def _volumes_from(self, refs: Sequence[str]) -> list[engine_pb2.MountSpec]:
+        shared = []
+        for ref in refs:
+            name, _, mode = ref.partition(":")
+            c = await self._get(name)
+            shared.extend(volumes_mod.shared_specs(convert.Metadata.decode(c.metadata).mounts, mode))
+        return shared
 
     async def _resolve_image(self, ref: str) -> tuple[str, image_pb2.ImageConfig]:
         if _FULL_ID.fullmatch(ref):
@@ -241,6 +261,7 @@ class Gateway:
 
     async def _undo_container(self, cid: str, published: bool) -> None:
         await self._quietly("delete", self._container.Delete(container_pb2.DeleteRequest(id=cid, force=True)))
+        await self._quietly("release_volumes", self._mounter.release(cid, remove_anonymous=True))
         await self._undo_prepare(cid)
         if published:
             self._publish_container("destroy", cid)
@@ -366,16 +387,18 @@ class Gateway:
         self._remember(c)
         self._publish_container("kill", c.id, signal=_signal_number(signal))
 
-    async def remove(self, ref: str, force: bool) -> None:
+    async def remove(self, ref: str, force: bool, remove_volumes: bool = False) -> None:
         c = await self._get(ref)
         if c.status == container_pb2.STATUS_RUNNING and not force:
             raise errors.FailedPrecondition(
                 f"cannot remove container \"/{c.name}\": container is running: "
                 "stop the container before removing or force remove")
         self._remember(c)
-        await self._remove(c.id, force=True, exited=c.status != container_pb2.STATUS_RUNNING)
+        await self._remove(c.id, force=True, exited=c.status != container_pb2.STATUS_RUNNING,
+                           remove_volumes=remove_volumes)
 
-    async def _remove(self, cid: str, force: bool, exited: bool = False) -> None:
+    async def _remove(self, cid: str, force: bool, exited: bool = False,
+                      remove_volumes: bool = False) -> None:
         """Delete the container, then its endpoint and snapshot (idempotent both, so a
         second remove finishes what a failed one left)."""
         self._removing.add(cid)
@@ -384,6 +407,7 @@ class Gateway:
                 await self._container.Delete(container_pb2.DeleteRequest(id=cid, force=force))
                 # The snapshot is the rootfs: only once the runtime let go of it.
                 await self._image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid))
+                await self._mounter.release(cid, remove_anonymous=remove_volumes)
             detach = self._network.Detach(network_pb2.DetachRequest(container_id=cid))
             if exited:
                 # Nothing runs in the namespace any more, so it can go while the runtime
@@ -405,7 +429,8 @@ class Gateway:
         if cid in self._removing:
             return
         try:
-            await self._remove(cid, force=True, exited=True)
+            # --rm takes the container's anonymous volumes with it, as docker does.
+            await self._remove(cid, force=True, exited=True, remove_volumes=True)
         except errors.NotFound:
             pass
         except errors.BerthError as exc:
@@ -533,8 +558,34 @@ class Gateway:
 
     async def list_volumes(self) -> list[engine_pb2.VolumeInfo]:
         response = await self._volume.ListVolumes(volume_pb2.ListVolumesRequest())
-        return [engine_pb2.VolumeInfo(name=v.name, driver=v.driver, mountpoint=v.mountpoint)
-                for v in response.volumes]
+        return [volumes_mod.volume_info(v) for v in response.volumes]
+
+    async def create_volume(self, request: engine_pb2.CreateVolumeRequest) -> engine_pb2.VolumeInfo:
+        volume = await self._volume.CreateVolume(volume_pb2.CreateVolumeRequest(
+            name=request.name, driver=request.driver, labels=request.labels, options=request.options))
+        self.events.publish("volume", "create", volume.name, {"driver": volume.driver})
+        return volumes_mod.volume_info(volume)
+
+    async def inspect_volume(self, name: str) -> engine_pb2.VolumeInfo:
+        try:
+            volume = await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=name, with_size=True))
+        except errors.NotFound:
+            raise errors.NotFound(f"get {name}: no such volume") from None
+        return volumes_mod.volume_info(volume)
+
+    async def remove_volume(self, name: str) -> None:
+        try:
+            await self._volume.RemoveVolume(volume_pb2.RemoveVolumeRequest(name=name))
+        except errors.NotFound:
+            raise errors.NotFound(f"get {name}: no such volume") from None
+        self.events.publish("volume", "destroy", name, {"driver": "local"})
+
+    async def prune_volumes(self, all_: bool, labels: Sequence[str]) -> volume_pb2.PruneVolumesResponse:
+        response = await self._volume.PruneVolumes(volume_pb2.PruneVolumesRequest(
+            all=all_, labels=volumes_mod.label_filters(labels)))
+        for name in response.deleted:
+            self.events.publish("volume", "destroy", name, {"driver": "local"})
+        return response
 
     # -- events -----------------------------------------------------------------------
 

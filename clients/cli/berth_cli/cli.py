@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from berth_cli import volumes
+
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
 USAGE_ERROR = 125
 
@@ -46,12 +48,13 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-signal", default="")
     p.add_argument("--stop-timeout", type=int, default=None)
     p.add_argument("--read-only", action="store_true")
+    volumes.add_run_flags(p)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
 
 VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "run", "create", "start",
-         "stop", "restart", "kill", "rm", "ps", "logs", "inspect", "wait", "events")
+         "stop", "restart", "kill", "rm", "ps", "logs", "inspect", "wait", "events", "volume")
 
 
 class _Ignored:
@@ -123,6 +126,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = add_verb("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-v", "--volumes", action="store_true", help="also remove anonymous volumes")
     p.add_argument("containers", nargs="+")
 
     p = add_verb("ps", help="list containers")
@@ -152,6 +156,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--until", default="")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--format", default="")
+
+    p = add_verb("volume", help="manage volumes", add_help=False)
+    if only == "volume":
+        volumes.add_parser(p)
     return parser
 
 

@@ -12,6 +12,7 @@ import grpc
 
 from berth.engine.v1 import engine_pb2, engine_pb2_grpc
 from berth_cli import format as fmt
+from berth_cli import volumes
 
 ENGINE_ERROR = 125
 CANNOT_INVOKE = 126
@@ -270,7 +271,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
         network_mode=ns.network, memory_bytes=fmt.parse_bytes(ns.memory) if ns.memory else 0,
         nano_cpus=fmt.parse_cpus(ns.cpus) if ns.cpus else 0, cpu_shares=ns.cpu_shares,
         pids_limit=ns.pids_limit, auto_remove=ns.rm, stop_signal=ns.stop_signal,
-        readonly_rootfs=ns.read_only)
+        readonly_rootfs=ns.read_only, mounts=volumes.mount_specs(ns), volumes_from=ns.volumes_from)
     if ns.entrypoint is not None:
         config.entrypoint.SetInParent()
         if ns.entrypoint:
@@ -406,7 +407,7 @@ def kill(client: Client, ns) -> int:
 
 def rm(client: Client, ns) -> int:
     return _each(client, ns.containers, lambda ref: client.stub.RemoveContainer(
-        engine_pb2.RemoveContainerRequest(id=ref, force=ns.force)))
+        engine_pb2.RemoveContainerRequest(id=ref, force=ns.force, remove_volumes=ns.volumes)))
 
 
 def wait(client: Client, ns) -> int:
@@ -550,6 +551,7 @@ def container_json(c) -> dict:
             "PidsLimit": cfg.pids_limit or None,
         },
         "NetworkSettings": {"SandboxKey": c.netns_path},
+        "Mounts": [volumes.mount_json(m) for m in c.mounts],
     }
 
 
@@ -629,5 +631,5 @@ VERBS = {
     "version": version, "load": load, "import": import_, "save": save, "images": images,
     "rmi": rmi, "tag": tag, "run": run, "create": create, "start": start, "stop": stop,
     "restart": stop, "kill": kill, "rm": rm, "wait": wait, "ps": ps, "logs": logs,
-    "inspect": inspect, "events": events,
+    "inspect": inspect, "events": events, "volume": volumes.dispatch,
 }

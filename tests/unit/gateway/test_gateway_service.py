@@ -11,6 +11,7 @@ from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from berth.network.v1 import network_pb2
 from berth.types.v1 import mount_pb2
+from berth.volume.v1 import volume_pb2
 from services.common import errors
 from services.common.config import Config
 from services.gateway.events import EventLog
@@ -86,12 +87,19 @@ class FakeContainer(Fake):
             yield
 
 
+class FakeVolume:
+    """No container here has volumes: removal's Release finds nothing to drop."""
+
+    async def Release(self, request):
+        return volume_pb2.ReleaseResponse()
+
+
 @pytest.fixture
 def world():
     calls: list[str] = []
     fail: dict[str, Exception] = {}
     nodes = Nodes(FakeImage("image", calls, fail), FakeNetwork("network", calls, fail),
-                  object(), FakeContainer("container", calls, fail))
+                  FakeVolume(), FakeContainer("container", calls, fail))
     gw = Gateway(Config(), nodes, EventLog())
     return gw, nodes, calls, fail
 
