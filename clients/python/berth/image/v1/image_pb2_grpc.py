@@ -95,6 +95,21 @@ class ImageServiceStub:
                 request_serializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathRequest.SerializeToString,
                 response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathResponse.FromString,
                 _registered_method=True)
+        self.Pull = channel.unary_stream(
+                '/berth.image.v1.ImageService/Pull',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.PullRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.Progress.FromString,
+                _registered_method=True)
+        self.Push = channel.unary_stream(
+                '/berth.image.v1.ImageService/Push',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.PushRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.Progress.FromString,
+                _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/berth.image.v1.ImageService/Login',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoginRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoginResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -188,6 +203,29 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pull(self, request, context):
+        """Pull an image from a registry (OCI distribution API), streaming progress
+        per layer. The last message carries image_id and digest. Blobs already
+        stored are not fetched; an interrupted download resumes where it stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Push(self, request, context):
+        """Push an image to a registry, streaming progress per layer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Login(self, request, context):
+        """Check credentials against a registry. Nothing is stored: callers keep them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +288,21 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.ExportPath,
                     request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathRequest.FromString,
                     response_serializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathResponse.SerializeToString,
+            ),
+            'Pull': grpc.unary_stream_rpc_method_handler(
+                    servicer.Pull,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PullRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.Progress.SerializeToString,
+            ),
+            'Push': grpc.unary_stream_rpc_method_handler(
+                    servicer.Push,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PushRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.Progress.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoginRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoginResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -576,6 +629,87 @@ class ImageService:
             '/berth.image.v1.ImageService/ExportPath',
             berth_dot_image_dot_v1_dot_image__pb2.ExportPathRequest.SerializeToString,
             berth_dot_image_dot_v1_dot_image__pb2.ExportPathResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.image.v1.ImageService/Pull',
+            berth_dot_image_dot_v1_dot_image__pb2.PullRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.Progress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Push(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.image.v1.ImageService/Push',
+            berth_dot_image_dot_v1_dot_image__pb2.PushRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.Progress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.image.v1.ImageService/Login',
+            berth_dot_image_dot_v1_dot_image__pb2.LoginRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.LoginResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,15 @@ class ImageServiceStub:
     ownership and modes as in the image. Empty when the path is missing or not
     a directory. The gateway feeds it to VolumeService.Populate (copy-up).
     """
+    Pull: _grpc.UnaryStreamMultiCallable[_image_pb2.PullRequest, _image_pb2.Progress]
+    """Pull an image from a registry (OCI distribution API), streaming progress
+    per layer. The last message carries image_id and digest. Blobs already
+    stored are not fetched; an interrupted download resumes where it stopped.
+    """
+    Push: _grpc.UnaryStreamMultiCallable[_image_pb2.PushRequest, _image_pb2.Progress]
+    """Push an image to a registry, streaming progress per layer."""
+    Login: _grpc.UnaryUnaryMultiCallable[_image_pb2.LoginRequest, _image_pb2.LoginResponse]
+    """Check credentials against a registry. Nothing is stored: callers keep them."""
 
 @_typing.type_check_only
 class ImageServiceAsyncStub(ImageServiceStub):
@@ -105,6 +114,15 @@ class ImageServiceAsyncStub(ImageServiceStub):
     ownership and modes as in the image. Empty when the path is missing or not
     a directory. The gateway feeds it to VolumeService.Populate (copy-up).
     """
+    Pull: _aio.UnaryStreamMultiCallable[_image_pb2.PullRequest, _image_pb2.Progress]  # type: ignore[assignment]
+    """Pull an image from a registry (OCI distribution API), streaming progress
+    per layer. The last message carries image_id and digest. Blobs already
+    stored are not fetched; an interrupted download resumes where it stopped.
+    """
+    Push: _aio.UnaryStreamMultiCallable[_image_pb2.PushRequest, _image_pb2.Progress]  # type: ignore[assignment]
+    """Push an image to a registry, streaming progress per layer."""
+    Login: _aio.UnaryUnaryMultiCallable[_image_pb2.LoginRequest, _image_pb2.LoginResponse]  # type: ignore[assignment]
+    """Check credentials against a registry. Nothing is stored: callers keep them."""
 
 class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -210,5 +228,32 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         ownership and modes as in the image. Empty when the path is missing or not
         a directory. The gateway feeds it to VolumeService.Populate (copy-up).
         """
+
+    @_abc_1.abstractmethod
+    def Pull(
+        self,
+        request: _image_pb2.PullRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_image_pb2.Progress], _abc.AsyncIterator[_image_pb2.Progress]]:
+        """Pull an image from a registry (OCI distribution API), streaming progress
+        per layer. The last message carries image_id and digest. Blobs already
+        stored are not fetched; an interrupted download resumes where it stopped.
+        """
+
+    @_abc_1.abstractmethod
+    def Push(
+        self,
+        request: _image_pb2.PushRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_image_pb2.Progress], _abc.AsyncIterator[_image_pb2.Progress]]:
+        """Push an image to a registry, streaming progress per layer."""
+
+    @_abc_1.abstractmethod
+    def Login(
+        self,
+        request: _image_pb2.LoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.LoginResponse, _abc.Awaitable[_image_pb2.LoginResponse]]:
+        """Check credentials against a registry. Nothing is stored: callers keep them."""
 
 def add_ImageServiceServicer_to_server(servicer: ImageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
