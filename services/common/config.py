@@ -30,6 +30,9 @@ class Config:
     # Per-service addresses override the sockets, for services on other hosts:
     # "unix:///path" or "host:port".
     addresses: dict[str, str] = field(default_factory=dict)
+    # JSON file of registry settings (default registry, mirrors, insecure
+    # registries, CA dirs, pull parallelism, timeouts); empty: built-in defaults.
+    registries_file: str = ""
     # The default "bridge" network: its Linux bridge, and its subnet ("" picks
     # one that collides with no route on the host when the bridge is first made).
     bridge_name: str = "berth0"
@@ -64,6 +67,8 @@ class Config:
             "BERTH_NFT_TABLE": self.nft_table,
             "BERTH_DNS_UPSTREAMS": self.dns_upstreams,
         }
+        if self.registries_file:
+            env["BERTH_REGISTRIES_FILE"] = self.registries_file
         for service, address in self.addresses.items():
             env[f"BERTH_{service.upper()}_ADDRESS"] = address
         return env
@@ -80,6 +85,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
         log_max_bytes=int(env.get("BERTH_LOG_MAX_BYTES", defaults.log_max_bytes)),
         log_format=env.get("BERTH_LOG_FORMAT", defaults.log_format),
         log_level=env.get("BERTH_LOG_LEVEL", defaults.log_level),
+        registries_file=env.get("BERTH_REGISTRIES_FILE", defaults.registries_file),
         bridge_name=env.get("BERTH_BRIDGE_NAME", defaults.bridge_name),
         bridge_subnet=env.get("BERTH_BRIDGE_SUBNET", defaults.bridge_subnet),
         nft_table=env.get("BERTH_NFT_TABLE", defaults.nft_table),

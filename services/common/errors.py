@@ -56,10 +56,16 @@ class Internal(BerthError):
     code = grpc.StatusCode.INTERNAL
 
 
+class Unauthorized(BerthError):
+    """A registry refused the credentials given (or wanted some)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (NotFound, AlreadyExists, InvalidArgument, FailedPrecondition, Conflict,
-                Unavailable, NotImplementedYet, DeadlineExceeded, Internal)
+                Unavailable, NotImplementedYet, DeadlineExceeded, Internal, Unauthorized)
 }
 
 

@@ -8,7 +8,7 @@ from google.protobuf import empty_pb2
 
 from services.common.config import Config
 from services.common.errors import InvalidArgument
-from services.image import convert
+from services.image import convert, registries
 from services.image.service import ImageService
 
 
@@ -84,6 +84,19 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             yield image_pb2.ExportPathResponse(chunk=chunk)
 
 
+    async def Pull(self, request, context):
+        async for p in self.service.pull(request.reference, request.platform, convert.auth_from_pb(request.auth)):
+            yield convert.progress_to_pb(p)
+
+    async def Push(self, request, context):
+        async for p in self.service.push(request.reference, convert.auth_from_pb(request.auth)):
+            yield convert.progress_to_pb(p)
+
+    async def Login(self, request, context):
+        status = await self.service.login(request.server, convert.auth_from_pb(request.auth))
+        return image_pb2.LoginResponse(status=status)
+
+
 def register(service: ImageService):
     def add(server):
         image_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(service), server)
@@ -92,5 +105,6 @@ def register(service: ImageService):
 
 
 async def build(config: Config):
-    service = ImageService(config.state_dir("image"))
+    service = ImageService(config.state_dir("image"),
+                           registries=registries.load(config.registries_file))
     return register(service), service.close

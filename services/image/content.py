@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from typing import BinaryIO
 
@@ -47,9 +48,13 @@ class ContentStore:
         self.blob_dir = os.path.join(root, "blobs", "sha256")
         self.ingest_dir = os.path.join(root, "ingest")
         os.makedirs(self.blob_dir, mode=0o700, exist_ok=True)
+        # Downloads interrupted by a crash stay here, named by the digest they
+        # should have, so the next pull resumes them with an HTTP Range request.
+        self.partial_dir = os.path.join(root, "partial")
         # Ingests of a previous run were never committed: nothing refers to them.
         shutil.rmtree(self.ingest_dir, ignore_errors=True)
         os.makedirs(self.ingest_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.partial_dir, mode=0o700, exist_ok=True)
 
     def path(self, digest: str) -> str:
         return os.path.join(self.blob_dir, check_digest(digest)[len("sha256:"):])
@@ -114,6 +119,29 @@ class ContentStore:
     def write_file(self, f: BinaryIO, expected_digest: str | None = None,
                    expected_size: int | None = None) -> tuple[str, int]:
         return self.write(iter(lambda: f.read(CHUNK), b""), expected_digest, expected_size)
+
+    def partial_path(self, digest: str) -> str:
+        return os.path.join(self.partial_dir, check_digest(digest)[len("sha256:"):])
+
+    def commit_partial(self, digest: str) -> None:
+        """Move a download whose size and digest the caller verified into the store."""
+        tmp = self.partial_path(digest)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, self.path(digest))
+        fsync_dir(self.blob_dir)
+
+    def prune_partials(self, max_age: float) -> None:
+        """Forget interrupted downloads older than `max_age` seconds."""
+        now = time.time()
+        for name in os.listdir(self.partial_dir):
+            path = os.path.join(self.partial_dir, name)
+            try:
+                if now - os.stat(path).st_mtime > max_age:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def delete(self, digest: str) -> None:
         try:

@@ -8,7 +8,8 @@ from berth.image.v1 import image_pb2
 from berth.types.v1 import mount_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.image.model import Image, ImageConfig, Mount, PreparedSnapshot, Snapshot
+from services.image.distribution import Credentials
+from services.image.model import Image, ImageConfig, Mount, PreparedSnapshot, Progress, Snapshot
 
 
 def _timestamp(dt: datetime) -> Timestamp:
@@ -55,3 +56,12 @@ def prepared_to_pb(prepared: PreparedSnapshot) -> image_pb2.PrepareSnapshotRespo
 def snapshot_to_pb(snap: Snapshot) -> image_pb2.Snapshot:
     return image_pb2.Snapshot(key=snap.key, image_id=snap.image_id, labels=snap.labels,
                               created=_timestamp(snap.created), size=snap.size)
+
+
+def auth_from_pb(auth: image_pb2.RegistryAuth) -> Credentials:
+    return Credentials(auth.username, auth.password, auth.identity_token)
+
+
+def progress_to_pb(p: Progress) -> image_pb2.Progress:
+    return image_pb2.Progress(id=p.id, status=p.status, current=p.current, total=p.total,
+                              image_id=p.image_id, digest=p.digest)

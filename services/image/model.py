@@ -189,3 +189,19 @@ def _parse_time(value) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One line of pull or push progress, as docker's JSON messages carry them.
+
+    `id` is a short layer digest, or empty for lines about the whole image.
+    `image_id` and `digest` are set on the last message of a successful transfer.
+    """
+
+    status: str
+    id: str = ""
+    current: int = 0
+    total: int = 0
+    image_id: str = ""
+    digest: str = ""

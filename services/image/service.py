@@ -15,6 +15,7 @@ import asyncio
 import os
 import tempfile
 import threading
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import contextmanager
@@ -28,6 +29,11 @@ from services.common import reference
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.image import archive, export
 from services.image.content import CHUNK, ContentStore
+from services.image.distribution import Credentials, Repository
+from services.image.model import Progress
+from services.image.pull import LEASE_MAX_AGE, Leases, Platform, Puller, stream
+from services.image.push import Pusher
+from services.image.registries import RegistriesConfig
 from services.image.model import (
     Image, ImageConfig, ImageRecord, PreparedSnapshot, Snapshot, SnapshotRecord,
 )
@@ -54,8 +60,17 @@ class _Resolved:
 class ImageService:
     """Images, names and snapshots of one node, kept under `state_dir`."""
 
-    def __init__(self, state_dir: str, store: Store | None = None):
+    def __init__(self, state_dir: str, store: Store | None = None,
+                 registries: RegistriesConfig | None = None):
         self.state_dir = state_dir
+        self.registries = registries or RegistriesConfig()
+        # Parallelism of blob transfers, over all pulls and pushes of this node.
+        self.download_slots = asyncio.Semaphore(self.registries.max_concurrent_downloads)
+        self.upload_slots = asyncio.Semaphore(self.registries.max_concurrent_uploads)
+        self.leases = Leases(state_dir)
+        # Blobs of transfers in flight, kept from garbage collection.
+        self._held: Counter[str] = Counter()
+        self._fetch_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.tmp_dir = os.path.join(state_dir, "tmp")
         os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
@@ -69,6 +84,7 @@ class ImageService:
         # Guards the leases and the decision to delete unpacked layers.
         self._lease_lock = threading.Lock()
         self._leases: Counter[str] = Counter()
+        self.content.prune_partials(LEASE_MAX_AGE)
         self._reconcile()
 
     def close(self) -> None:
@@ -268,6 +284,63 @@ class ImageService:
                 images.append((record, names))
             archive.write_archive(f, images, self.content)
 
+    # -- registries -----------------------------------------------------------------
+
+    def pull(self, name: str, platform: str = "", creds: Credentials | None = None) -> AsyncIterator[Progress]:
+        """Pull from a registry; yields progress, the last message names the image."""
+        puller = None
+
+        async def work(emit):
+            nonlocal puller
+            puller = Puller(self, self.registries, creds or Credentials(), Platform.parse(platform), emit)
+            await puller.run(name)
+        return stream(work)
+
+    def push(self, name: str, creds: Credentials | None = None) -> AsyncIterator[Progress]:
+        async def work(emit):
+            await Pusher(self, self.registries, creds or Credentials(), emit).run(name)
+        return stream(work)
+
+    async def login(self, server: str, creds: Credentials) -> str:
+        """Check credentials against a registry ("Login Succeeded" when they work)."""
+        domain = server or reference.DEFAULT_DOMAIN
+        for prefix in ("https://", "http://"):
+            domain = domain.removeprefix(prefix)
+        domain = domain.split("/")[0]
+        if domain in ("index.docker.io", "registry-1.docker.io"):
+            domain = reference.DEFAULT_DOMAIN
+        endpoint = self.registries.endpoints(domain, for_push=True)[0]
+        async with Repository(endpoint, "", creds, self.registries) as repo:
+            await repo.ping()
+        log.info("registry_login", registry=domain, username=creds.username)
+        return "Login Succeeded"
+
+    def fetch_lock(self, digest: str) -> asyncio.Lock:
+        lock = self._fetch_locks.get(digest)
+        if lock is None:
+            lock = self._fetch_locks[digest] = asyncio.Lock()
+        return lock
+
+    def hold_blobs(self, hold: bool, digests: list[str]) -> None:
+        with self._lease_lock:
+            if hold:
+                self._held.update(digests)
+            else:
+                self._held.subtract(digests)
+                self._held += Counter()
+
+    async def unpack_layers(self, layers) -> None:
+        chains = chain_ids([layer.diff_id for layer in layers])
+        with self._lease(chains):
+            if not all(self.snapshotter.is_unpacked(c) for c in chains):
+                await asyncio.to_thread(self.snapshotter.unpack, layers)
+
+    def commit_pulled(self, record: ImageRecord, manifest: bytes, manifest_digest: str,
+                      names: list[str]) -> None:
+        with self._content_lock:
+            self.content.write_bytes(manifest, manifest_digest)
+            self.store.put_images([(record, names)])
+
     # -- snapshots ------------------------------------------------------------------
 
     @contextmanager
@@ -366,7 +439,7 @@ class ImageService:
 
     def _gc_locked(self) -> None:
         records = self.store.list_images()
-        blobs = set()
+        blobs = set(self._held) | self.leases.digests()
         for r in records:
             blobs.update((r.id, r.manifest_digest, *(layer.digest for layer in r.layers)))
         removed_blobs = 0

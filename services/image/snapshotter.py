@@ -31,6 +31,7 @@ from services.common import tracing
 from services.common.errors import InvalidArgument
 from services.image.content import fsync_dir
 from services.image.model import Layer, Mount
+from services.image.layerstream import LayerStream
 from services.image.unpack import unpack_layer
 
 log = structlog.get_logger(__name__)
@@ -109,7 +110,14 @@ class Snapshotter:
         try:
             with tracer.start_as_current_span("unpack_layer") as span, self._open_blob(layer.digest) as f:
                 span.set_attribute("chain_id", chain)
-                unpack_layer(f, fs)
+                stream = LayerStream(f)
+                unpack_layer(stream, fs)
+                stream.finish()
+                # Checked here, in the one pass over the data, for every source of layers.
+                if stream.diff_id != layer.diff_id:
+                    raise InvalidArgument(
+                        f"layer {layer.digest} unpacks to {stream.diff_id}, but the image config "
+                        f"says {layer.diff_id}")
             os.chmod(tmp, 0o700)
             os.rename(tmp, self.layer_dir(chain))
             fsync_dir(self.layers_dir)
