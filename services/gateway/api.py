@@ -7,6 +7,7 @@ from google.protobuf import empty_pb2, timestamp_pb2
 from berth.engine.v1 import engine_pb2, engine_pb2_grpc
 from services.common import errors
 from services.gateway import events as events_mod
+from services.gateway import registry
 from services.gateway.service import Gateway
 
 _EMPTY = empty_pb2.Empty()
@@ -117,6 +118,17 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
     async def RemoveImage(self, request, context):
         response = await self._gw.remove_image(request.reference, request.force)
         return engine_pb2.RemoveImageResponse(untagged=response.untagged, deleted=response.deleted)
+
+    async def PullImage(self, request, context):
+        async for message in registry.pull(self._gw, request):
+            yield message
+
+    async def PushImage(self, request, context):
+        async for message in registry.push(self._gw, request):
+            yield message
+
+    async def Login(self, request, context):
+        return await registry.login(self._gw, request)
 
     async def ListNetworks(self, request, context):
         return engine_pb2.ListNetworksResponse(networks=await self._gw.list_networks())
