@@ -6,8 +6,11 @@ output without a newline yet) to be joined with what follows on that stream.
 
 At the size cap (--log-size-max) conmon does not keep older files: it writes a
 fresh file beside the log and renames it over the log, so the log then starts
-again from empty and earlier output is gone. A follower notices the new inode
-and continues from the start of the new file.
+again from empty and earlier output is gone (checked: a 2000-byte cap keeps
+only the newest lines, the file never exceeds the cap). A follower still holds
+the old file open, drains it, notices the new inode and continues from the
+start of the new file; it loses lines only if the log rotates twice between two
+of its reads (every FOLLOW_INTERVAL).
 """
 
 from __future__ import annotations
@@ -122,6 +125,11 @@ class LogReader:
             st = os.stat(self.path)
         except FileNotFoundError:
             return records
+        if st.st_ino == self._ino and st.st_size < self._file.tell():
+            # Truncated in place (not what conmon 2.1 does, but cheap to survive).
+            self._file.seek(0)
+            self._rest = b""
+            return records + self._drain()
         if st.st_ino != self._ino:
             # conmon rotated: finish the old file, then start on the new one.
             records += self._drain()

@@ -210,3 +210,19 @@ async def test_start_of_stopped_container_is_refused(client, roots):
     await client.Wait(pb.WaitRequest(id=id))
     with pytest.raises(errors.FailedPrecondition, match="cannot be started again"):
         await client.Start(pb.StartRequest(id=id))
+
+
+async def test_log_cap_keeps_the_file_small_and_follow_sees_the_end(client, roots, service):
+    cap = service.config.log_max_bytes
+    id = new_id()
+    await client.Create(pb.CreateRequest(id=id, name="big", spec=roots.spec(
+        "sh", "-c", "yes 0123456789012345678901234567890123456789 | head -n 100000; echo last")))
+    stream = client.Logs(pb.LogsRequest(id=id, follow=True, tail=-1))
+    await client.Start(pb.StartRequest(id=id))
+    got = [e.data async for e in stream]
+    assert got[-1] == b"last\n"
+    c = await client.Get(pb.GetRequest(id=id))
+    assert os.path.getsize(c.log_path) <= cap
+    # Only the newest part is kept: older output was dropped at the cap.
+    kept = await logs(client, id)
+    assert kept[-1].data == b"last\n" and len(kept) < 100000
