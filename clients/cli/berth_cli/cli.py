@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from berth_cli import registry
 from berth_cli import volumes
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
@@ -53,7 +54,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER)
 
 
-VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "run", "create", "start",
+VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "pull", "push", "login", "logout",
+         "run", "create", "start",
          "stop", "restart", "kill", "rm", "ps", "logs", "inspect", "wait", "events", "volume")
 
 
@@ -103,6 +105,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = add_verb("rmi", help="remove images")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("images", nargs="+")
+
+    registry.add_parsers(add_verb)
 
     p = add_verb("tag", help="give an image another name")
     p.add_argument("source")

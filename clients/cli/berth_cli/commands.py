@@ -12,6 +12,7 @@ import grpc
 
 from berth.engine.v1 import engine_pb2, engine_pb2_grpc
 from berth_cli import format as fmt
+from berth_cli import registry
 from berth_cli import volumes
 
 ENGINE_ERROR = 125
@@ -285,6 +286,8 @@ def create(client: Client, ns) -> int:
     try:
         response = client.stub.CreateContainer(engine_pb2.CreateContainerRequest(config=container_config(ns)))
     except grpc.RpcError as err:
+        if registry.pull_if_missing(client, ns, err):
+            return create(client, ns)
         _error(client, err)
         return ENGINE_ERROR
     for warning in response.warnings:
@@ -333,6 +336,8 @@ def run(client: Client, ns) -> int:
                 if response.WhichOneof("event") == "id":
                     print(response.id)
         except grpc.RpcError as err:
+            if registry.pull_if_missing(client, ns, err):
+                return run(client, ns)
             _error(client, err)
             return _exec_status(err.details() or "")
         return 0
@@ -347,6 +352,8 @@ def run(client: Client, ns) -> int:
                 elif kind == "exit":
                     return response.exit.exit_code
         except grpc.RpcError as err:
+            if not proxy.container_id and registry.pull_if_missing(client, ns, err):
+                return run(client, ns)
             _error(client, err)
             return _exec_status(err.details() or "") if not proxy.container_id else ENGINE_ERROR
     print("Error response from daemon: the engine ended the run without an exit status", file=sys.stderr)
@@ -628,6 +635,7 @@ def events(client: Client, ns) -> int:
 
 
 VERBS = {
+    "pull": registry.pull, "push": registry.push, "login": registry.login, "logout": registry.logout,
     "version": version, "load": load, "import": import_, "save": save, "images": images,
     "rmi": rmi, "tag": tag, "run": run, "create": create, "start": start, "stop": stop,
     "restart": stop, "kill": kill, "rm": rm, "wait": wait, "ps": ps, "logs": logs,

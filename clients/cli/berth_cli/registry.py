@@ -1,0 +1,244 @@
+"""Registry verbs: `berth pull`, `push`, `login`, `logout`, and the pull `run` does for a missing image.
+
+Credentials live in a docker-compatible config.json ($BERTH_CONFIG/config.json,
+else ~/.berth/config.json): {"auths": {"host:5000": {"auth": base64("user:pass")}}},
+Docker Hub under "https://index.docker.io/v1/". The CLI reads them and sends
+them with each pull or push; the engine never stores them.
+
+Imports nothing heavy at module level: cli.py builds its parsers from here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+_PROGRESS = ("Downloading", "Extracting", "Pushing")
+
+
+def add_parsers(add_verb) -> None:
+    p = add_verb("pull", help="download an image from a registry")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image name")
+    p.add_argument("--platform", default="", help="os/arch[/variant] from a multi-platform image")
+    p.add_argument("image")
+
+    p = add_verb("push", help="upload an image to a registry")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image name")
+    p.add_argument("image")
+
+    p = add_verb("login", help="log in to a registry")
+    p.add_argument("-u", "--username", default="")
+    p.add_argument("-p", "--password", default="")
+    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("server", nargs="?", default="")
+
+    p = add_verb("logout", help="log out from a registry")
+    p.add_argument("server", nargs="?", default="")
+
+
+# -- config.json ---------------------------------------------------------------------
+
+def config_path() -> str:
+    base = os.environ.get("BERTH_CONFIG") or os.path.join(os.path.expanduser("~"), ".berth")
+    return os.path.join(base, "config.json")
+
+
+def _load_config() -> dict:
+    try:
+        with open(config_path()) as f:
+            doc = json.load(f)
+        return doc if isinstance(doc, dict) else {}
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ValueError(f"{config_path()} is not valid JSON: {exc}") from None
+
+
+def _save_config(doc: dict) -> None:
+    path = config_path()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent="\t")
+        f.write("\n")
+    os.rename(tmp, path)
+
+
+def server_key(server: str) -> str:
+    """The config.json key of a registry, as docker spells it."""
+    host = server.removeprefix("https://").removeprefix("http://").split("/")[0]
+    if host in ("", "docker.io", "index.docker.io", "registry-1.docker.io"):
+        return DOCKER_HUB_KEY
+    return host
+
+
+def _domain(image: str) -> str:
+    from services.common import reference
+    try:
+        return reference.parse(image).domain
+    except Exception:
+        return ""
+
+
+def auth_for(server: str):
+    """The engine_pb2.RegistryAuth config.json holds for a registry (empty when none)."""
+    from berth.engine.v1 import engine_pb2
+    entry = (_load_config().get("auths") or {}).get(server_key(server)) or {}
+    username = entry.get("username", "")
+    password = entry.get("password", "")
+    if entry.get("auth"):
+        try:
+            username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{config_path()}: the auth of {server_key(server)} is not base64 user:password")
+    return engine_pb2.RegistryAuth(username=username, password=password,
+                                   identity_token=entry.get("identitytoken", ""))
+
+
+# -- progress ---------------------------------------------------------------------------
+
+class ProgressPrinter:
+    """Docker's way of showing a pull: one line per layer, redrawn in place on a terminal."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self.rows: dict[str, int] = {}
+
+    def show(self, m) -> None:
+        if not m.id:
+            self.rows.clear()
+            self.out.write(m.status + "\n")
+        else:
+            text = f"{m.id}: {m.status}"
+            if m.total and m.status in _PROGRESS:
+                text += f" {_bar(m.current, m.total)}"
+            if not self.tty:
+                if m.status not in _PROGRESS:
+                    self.out.write(text + "\n")
+            elif m.id not in self.rows:
+                self.rows[m.id] = len(self.rows)
+                self.out.write(text + "\n")
+            else:
+                up = len(self.rows) - self.rows[m.id]
+                self.out.write(f"\x1b[{up}A\r\x1b[2K{text}\x1b[{up}B\r")
+        self.out.flush()
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n}"
+
+
+def _bar(current: int, total: int, width: int = 40) -> str:
+    filled = min(width, int(width * current / total)) if total else 0
+    arrow = ">" if filled < width else ""
+    return f"[{'=' * max(filled - 1, 0)}{arrow}{' ' * (width - filled)}] {_size(current)}/{_size(total)}"
+
+
+# -- verbs -----------------------------------------------------------------------------
+
+def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
+    import grpc
+    from berth_cli.commands import ENGINE_ERROR
+    from services.common import reference
+    printer = ProgressPrinter(out)
+    try:
+        for message in call(request):
+            if not quiet:
+                printer.show(message)
+    except grpc.RpcError as err:
+        print(client.describe(err), file=sys.stderr)
+        return 1 if out is sys.stdout else ENGINE_ERROR
+    try:
+        name = str(reference.parse(image))
+    except Exception:
+        name = image
+    print(name, file=out if not quiet else sys.stdout)
+    return 0
+
+
+def pull(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
+    request = engine_pb2.PullImageRequest(reference=ns.image, platform=ns.platform,
+                                          auth=auth_for(_domain(ns.image)))
+    return _transfer(client, client.stub.PullImage, request, ns.image, ns.quiet, sys.stdout)
+
+
+def push(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
+    request = engine_pb2.PushImageRequest(reference=ns.image, auth=auth_for(_domain(ns.image)))
+    return _transfer(client, client.stub.PushImage, request, ns.image, ns.quiet, sys.stdout)
+
+
+def login(client, ns) -> int:
+    import getpass
+
+    import grpc
+    from berth.engine.v1 import engine_pb2
+    username, password = ns.username, ns.password
+    if ns.password_stdin:
+        if ns.password:
+            raise ValueError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.read().rstrip("\n")
+    if not username:
+        username = input("Username: ").strip()
+    if not password:
+        password = getpass.getpass("Password: ")
+    if not username or not password:
+        raise ValueError("login needs a username and a password")
+    if ns.password and not ns.password_stdin:
+        print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)
+    try:
+        response = client.stub.Login(engine_pb2.LoginRequest(
+            server=ns.server, auth=engine_pb2.RegistryAuth(username=username, password=password)))
+    except grpc.RpcError as err:
+        print(client.describe(err), file=sys.stderr)
+        return 1
+    doc = _load_config()
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    doc.setdefault("auths", {})[server_key(ns.server)] = {"auth": auth}
+    _save_config(doc)
+    print(response.status or "Login Succeeded")
+    return 0
+
+
+def logout(client, ns) -> int:
+    key = server_key(ns.server)
+    doc = _load_config()
+    auths = doc.get("auths") or {}
+    if key not in auths:
+        print(f"Not logged in to {key}")
+        return 0
+    del auths[key]
+    _save_config(doc)
+    print(f"Removing login credentials for {key}")
+    return 0
+
+
+def pull_if_missing(client, ns, err) -> bool:
+    """For run/create: when the image is missing, pull it as docker does; True to retry."""
+    import grpc
+    from berth.engine.v1 import engine_pb2
+    from berth_cli.commands import ENGINE_ERROR, Failed
+    from services.common import reference
+    if getattr(ns, "pulled", False) or err.code() != grpc.StatusCode.NOT_FOUND \
+            or "No such image" not in (err.details() or "") or reference.looks_like_id(ns.image):
+        return False
+    ns.pulled = True
+    try:
+        shown = reference.familiar(str(reference.parse(ns.image)))
+    except Exception:
+        return False
+    print(f"Unable to find image '{shown}' locally", file=sys.stderr)
+    request = engine_pb2.PullImageRequest(reference=ns.image, auth=auth_for(_domain(ns.image)))
+    if _transfer(client, client.stub.PullImage, request, ns.image, False, sys.stderr) != 0:
+        raise Failed(ENGINE_ERROR)
+    return True
