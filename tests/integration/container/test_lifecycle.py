@@ -226,3 +226,17 @@ async def test_log_cap_keeps_the_file_small_and_follow_sees_the_end(client, root
     # Only the newest part is kept: older output was dropped at the cap.
     kept = await logs(client, id)
     assert kept[-1].data == b"last\n" and len(kept) < 100000
+
+
+async def test_created_but_never_started_container_is_removed_cleanly(client, roots):
+    from tests.integration.container.conftest import cgroup_dirs, conmon_pids, mounts_under
+    id = new_id()
+    c = await client.Create(pb.CreateRequest(id=id, name="idle", labels={"a": "1"},
+                                             spec=roots.spec("sleep", "1000"), metadata=b"{}"))
+    assert c.status == pb.STATUS_CREATED and c.pid > 0 and c.metadata == b"{}"
+    assert [x.id for x in (await client.List(pb.ListRequest(labels={"a": "1"}))).containers] == [id]
+    assert (await client.List(pb.ListRequest(labels={"a": "2"}))).containers == []
+    await client.Delete(pb.DeleteRequest(id=id))
+    assert conmon_pids(roots.data_root) == []
+    assert mounts_under(roots.base) == 0 and cgroup_dirs({id}) == 0
+    assert os.listdir(os.path.join(roots.run_root, "runc")) == []
