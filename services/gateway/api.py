@@ -133,6 +133,27 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
     async def ListNetworks(self, request, context):
         return engine_pb2.ListNetworksResponse(networks=await self._gw.list_networks())
 
+    async def CreateNetwork(self, request, context):
+        return await self._gw.networks.create(request)
+
+    async def InspectNetwork(self, request, context):
+        return await self._gw.networks.inspect(request.name)
+
+    async def RemoveNetwork(self, request, context):
+        await self._gw.networks.remove(request.name)
+        return _EMPTY
+
+    async def PruneNetworks(self, request, context):
+        return engine_pb2.PruneNetworksResponse(removed=await self._gw.networks.prune())
+
+    async def ConnectNetwork(self, request, context):
+        await self._gw.networks.connect(request)
+        return _EMPTY
+
+    async def DisconnectNetwork(self, request, context):
+        await self._gw.networks.disconnect(request)
+        return _EMPTY
+
     async def ListVolumes(self, request, context):
         return engine_pb2.ListVolumesResponse(volumes=await self._gw.list_volumes())
 

@@ -35,6 +35,7 @@ from berth.volume.v1 import volume_pb2
 from services.common import errors
 from services.common.config import Config
 from services.gateway import convert, names
+from services.gateway import networks as networks_mod
 from services.gateway import volumes as volumes_mod
 from services.gateway.events import Event, EventLog, unknown_filters
 
@@ -70,6 +71,9 @@ class Gateway:
         self._network = nodes.network
         self._volume = nodes.volume
         self._container = nodes.container
+        self.networks = networks_mod.Networks(
+            self._network, self._container_id,
+            lambda action, actor, attrs: self.events.publish("network", action, actor, attrs))
         self._mounter = volumes_mod.Mounter(nodes.volume, nodes.image)
         self.events = events
         # Image ids are content digests, so what an id names never changes.
@@ -168,7 +172,7 @@ class Gateway:
             raise errors.InvalidArgument("no image specified")
         image_id, image_config = await self._resolve_image(cfg.image)
         process = convert.resolve_process(image_config, cfg)
-        network_mode = cfg.network_mode or "none"
+        network_mode = cfg.network_mode or networks_mod.DEFAULT_NETWORK
         cid = secrets.token_hex(32)
         labels = {**image_config.labels, **cfg.labels}
         meta = convert.Metadata(
@@ -177,7 +181,9 @@ class Gateway:
             stop_timeout=cfg.stop_timeout if cfg.HasField("stop_timeout") else convert.DEFAULT_STOP_TIMEOUT)
 
         shared = await self._volumes_from(cfg.volumes_from)
-        snapshot, endpoint = await self._prepare(cid, image_id, network_mode)
+        name = cfg.name or names.generate()
+        attach = networks_mod.attach_request(cid, name, cfg, image_config)
+        snapshot, endpoint = await self._prepare(cid, image_id, network_mode, attach)
         try:
             mounts = await self._mounter.resolve(cid, image_id, cfg.mounts, shared, image_config.volumes)
         except BaseException:
@@ -195,7 +201,8 @@ class Gateway:
                 cpu_shares=cfg.cpu_shares, pids_limit=cfg.pids_limit),
             stop_signal=cfg.stop_signal or image_config.stop_signal,
             readonly_rootfs=cfg.readonly_rootfs)
-        name = cfg.name or names.generate()
+        # /etc/hosts and /etc/resolv.conf from the network service.
+        spec.mounts.extend(endpoint.mounts)
         request = container_pb2.CreateRequest(
             id=cid, name=name, labels=labels, spec=spec, metadata=meta.encode())
         try:
@@ -233,12 +240,13 @@ class Gateway:
         self._image_configs[image.id] = image.config
         return image.id, image.config
 
-    async def _prepare(self, cid: str, image_id: str, network_mode: str):
+    async def _prepare(self, cid: str, image_id: str, network_mode: str,
+                       attach: network_pb2.AttachRequest | None = None):
         """Snapshot and network namespace at once; undo whichever succeeded when the other failed."""
         snapshot, endpoint = await asyncio.gather(
             self._image.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
                 key=cid, image=image_id, labels={convert.CONTAINER_LABEL: cid})),
-            self._network.Attach(network_pb2.AttachRequest(container_id=cid, network=network_mode)),
+            self._network.Attach(attach or network_pb2.AttachRequest(container_id=cid, network=network_mode)),
             return_exceptions=True)
         failed = [r for r in (snapshot, endpoint) if isinstance(r, BaseException)]
         if failed:
@@ -446,7 +454,12 @@ class Gateway:
         return await self._container.Wait(container_pb2.WaitRequest(id=c.id))
 
     async def inspect(self, ref: str) -> engine_pb2.ContainerInfo:
-        return convert.container_info(await self._get(ref))
+        info = convert.container_info(await self._get(ref))
+        await networks_mod.add_endpoints(self._network, [info])
+        return info
+
+    async def _container_id(self, ref: str) -> str:
+        return (await self._get(ref)).id
 
     async def logs(self, ref: str, follow: bool, tail: int, since, until) -> AsyncIterator[engine_pb2.LogChunk]:
         c = await self._get(ref)
@@ -474,6 +487,7 @@ class Gateway:
                 continue
             if _matches(info, c.labels, filters, ancestors):
                 infos.append(info)
+        await networks_mod.add_endpoints(self._network, infos)
         infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
         return infos
 
@@ -554,7 +568,7 @@ class Gateway:
 
     async def list_networks(self) -> list[engine_pb2.NetworkInfo]:
         response = await self._network.ListNetworks(network_pb2.ListNetworksRequest())
-        return [engine_pb2.NetworkInfo(id=n.id, name=n.name, driver=n.driver) for n in response.networks]
+        return [networks_mod.network_info(n) for n in response.networks]
 
     async def list_volumes(self) -> list[engine_pb2.VolumeInfo]:
         response = await self._volume.ListVolumes(volume_pb2.ListVolumesRequest())

@@ -11,6 +11,8 @@ from berth.network.v1 import network_pb2 as pb
 from berth.network.v1 import network_pb2_grpc as pb_grpc
 from services.common.config import Config
 from services.network import convert
+from services.network.dns import Resolver, parse_upstreams
+from services.network.firewall import NftFirewaller
 from services.network.netns import Namespaces
 from services.network.service import NetworkService
 from services.network.store import NetworkStore
@@ -20,16 +22,41 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
     def __init__(self, service: NetworkService):
         self.service = service
 
+    def _network(self, network) -> pb.Network:
+        return convert.network_to_pb(network, self.service.network_containers(network))
+
+    async def CreateNetwork(self, request, context):
+        return self._network(await self.service.create_network(
+            request.name, request.driver, request.subnet, request.gateway, request.ip_range,
+            request.internal, dict(request.labels)))
+
+    async def RemoveNetwork(self, request, context):
+        await self.service.remove_network(request.name)
+        return empty_pb2.Empty()
+
+    async def PruneNetworks(self, request, context):
+        return pb.PruneNetworksResponse(removed=await self.service.prune_networks())
+
     async def ListNetworks(self, request, context):
         return pb.ListNetworksResponse(
-            networks=[convert.network_to_pb(n) for n in self.service.list_networks()])
+            networks=[self._network(n) for n in self.service.list_networks()])
 
     async def GetNetwork(self, request, context):
-        return convert.network_to_pb(self.service.get_network(request.name))
+        return self._network(self.service.get_network(request.name))
 
     async def Attach(self, request, context):
-        return convert.endpoint_to_pb(
-            await self.service.attach(request.container_id, request.network))
+        return convert.endpoint_to_pb(await self.service.attach(
+            request.container_id, request.network, name=request.name, hostname=request.hostname,
+            ipv4_address=request.ipv4_address, aliases=tuple(request.aliases),
+            ports=convert.ports_from_pb(request.ports)))
+
+    async def Connect(self, request, context):
+        return convert.endpoint_to_pb(await self.service.connect(
+            request.container_id, request.network, request.ipv4_address, tuple(request.aliases)))
+
+    async def Disconnect(self, request, context):
+        await self.service.disconnect(request.container_id, request.network)
+        return empty_pb2.Empty()
 
     async def Detach(self, request, context):
         await self.service.detach(request.container_id)
@@ -42,11 +69,20 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
 
 async def build(config: Config):
     store = NetworkStore(os.path.join(config.state_dir("network"), "network.db"))
-    service = NetworkService(store, Namespaces(os.path.join(config.run_root, "netns")))
-    service.reconcile()
+    service = NetworkService(
+        store, Namespaces(os.path.join(config.run_root, "netns")), firewall=NftFirewaller(),
+        resolver=Resolver(parse_upstreams(config.dns_upstreams)),
+        files_dir=os.path.join(config.run_root, "network", "files"),
+        bridge_name=config.bridge_name, bridge_subnet=config.bridge_subnet,
+        nft_table=config.nft_table)
+    await service.start()
 
     def register(server: grpc.aio.Server):
         pb_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(service), server)
         return [pb.DESCRIPTOR.services_by_name["NetworkService"].full_name]
 
-    return register, store.close
+    def close():
+        service.close()
+        store.close()
+
+    return register, close

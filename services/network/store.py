@@ -11,10 +11,27 @@
     | created_at | TEXT iso-8601    |
     +------------+------------------+
 
-Bridge networks will be rows with driver "bridge" and their subnet, gateway
-and bridge name in `options`; their endpoints will add address columns. The
-built-in networks are written at open, with ids derived from their names so
-they are the same on every node and after every restart.
+    attachments (one per container and network; the IPAM leases)
+    +--------------+---------------------------------------------+
+    | container_id | TEXT  \ PK                                  |
+    | network_id   | TEXT  /  -> networks.id                     |
+    | address      | TEXT  UNIQUE(network_id, address): a lease  |
+    | ifname       | TEXT  "eth0", "eth1", ...                   |
+    | host_ifname  | TEXT  the veth end on the bridge            |
+    | name         | TEXT  container name, for DNS               |
+    | hostname     | TEXT                                        |
+    | aliases      | TEXT  json list                             |
+    +--------------+---------------------------------------------+
+
+    ports (published; UNIQUE(protocol, host_ip, host_port))
+    +--------------+----------------+-----------+-----------+----------------+
+    | container_id | protocol       | host_ip   | host_port | container_port |
+    +--------------+----------------+-----------+-----------+----------------+
+
+Bridge networks are rows with driver "bridge" and their subnet, gateway,
+ip_range, internal flag and bridge name in `options`. The built-in networks
+are written at open, with ids derived from their names so they are the same
+on every node and after every restart.
 """
 
 from __future__ import annotations
@@ -43,6 +60,27 @@ CREATE TABLE IF NOT EXISTS endpoints (
     network_id   TEXT NOT NULL REFERENCES networks(id),
     netns_path   TEXT NOT NULL,
     created_at   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    container_id TEXT NOT NULL,
+    network_id   TEXT NOT NULL REFERENCES networks(id),
+    address      TEXT NOT NULL,
+    ifname       TEXT NOT NULL,
+    host_ifname  TEXT NOT NULL,
+    name         TEXT NOT NULL DEFAULT '',
+    hostname     TEXT NOT NULL DEFAULT '',
+    aliases      TEXT NOT NULL DEFAULT '[]',
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (container_id, network_id),
+    UNIQUE (network_id, address)
+);
+CREATE TABLE IF NOT EXISTS ports (
+    container_id   TEXT NOT NULL,
+    protocol       TEXT NOT NULL,
+    host_ip        TEXT NOT NULL,
+    host_port      INTEGER NOT NULL,
+    container_port INTEGER NOT NULL,
+    UNIQUE (protocol, host_ip, host_port)
 );
 """
 
@@ -74,6 +112,29 @@ class Endpoint:
     created_at: str = ""
 
 
+@dataclass(frozen=True)
+class Attachment:
+    container_id: str
+    network_id: str
+    network_name: str
+    address: str
+    ifname: str
+    host_ifname: str
+    name: str = ""
+    hostname: str = ""
+    aliases: tuple[str, ...] = ()
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class Port:
+    container_id: str
+    protocol: str
+    host_ip: str
+    host_port: int
+    container_port: int
+
+
 class Store(Protocol):
     def list_networks(self) -> list[Network]: ...
     def find_network(self, name_or_id: str) -> Network | None: ...
@@ -81,6 +142,14 @@ class Store(Protocol):
     def list_endpoints(self) -> list[Endpoint]: ...
     def add_endpoint(self, endpoint: Endpoint) -> None: ...
     def remove_endpoint(self, container_id: str) -> None: ...
+    def add_network(self, network: Network) -> None: ...
+    def remove_network(self, network_id: str) -> None: ...
+    def attachments(self, container_id: str | None = None,
+                    network_id: str | None = None) -> list[Attachment]: ...
+    def add_attachment(self, attachment: Attachment) -> None: ...
+    def remove_attachment(self, container_id: str, network_id: str) -> None: ...
+    def ports(self, container_id: str | None = None) -> list[Port]: ...
+    def add_ports(self, ports: list[Port]) -> None: ...
 
 
 def now() -> str:
@@ -129,12 +198,80 @@ class NetworkStore:
                         endpoint.created_at or now()))
 
     def remove_endpoint(self, container_id: str) -> None:
+        """The endpoint with its attachments (leases) and ports, in one transaction."""
         with Transaction(self.db) as tx:
+            tx.execute("DELETE FROM ports WHERE container_id = ?", (container_id,))
+            tx.execute("DELETE FROM attachments WHERE container_id = ?", (container_id,))
             tx.execute("DELETE FROM endpoints WHERE container_id = ?", (container_id,))
+
+    def add_network(self, network: Network) -> None:
+        with Transaction(self.db) as tx:
+            tx.execute("INSERT INTO networks (id, name, driver, options, labels, builtin, created_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (network.id, network.name, network.driver, json.dumps(network.options),
+                        json.dumps(network.labels), int(network.builtin),
+                        network.created_at or now()))
+
+    def remove_network(self, network_id: str) -> None:
+        with Transaction(self.db) as tx:
+            tx.execute("DELETE FROM networks WHERE id = ?", (network_id,))
+
+    def attachments(self, container_id: str | None = None,
+                    network_id: str | None = None) -> list[Attachment]:
+        query, args = _ATTACHMENTS + " WHERE 1=1", []
+        if container_id is not None:
+            query += " AND a.container_id = ?"
+            args.append(container_id)
+        if network_id is not None:
+            query += " AND a.network_id = ?"
+            args.append(network_id)
+        return [_attachment(r) for r in self.db.execute(query + " ORDER BY a.ifname", args)]
+
+    def add_attachment(self, a: Attachment) -> None:
+        """Raises sqlite3.IntegrityError when the address is leased already."""
+        with Transaction(self.db) as tx:
+            tx.execute("INSERT INTO attachments (container_id, network_id, address, ifname,"
+                       " host_ifname, name, hostname, aliases, created_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (a.container_id, a.network_id, a.address, a.ifname, a.host_ifname,
+                        a.name, a.hostname, json.dumps(list(a.aliases)), a.created_at or now()))
+
+    def remove_attachment(self, container_id: str, network_id: str) -> None:
+        with Transaction(self.db) as tx:
+            tx.execute("DELETE FROM attachments WHERE container_id = ? AND network_id = ?",
+                       (container_id, network_id))
+
+    def ports(self, container_id: str | None = None) -> list[Port]:
+        if container_id is None:
+            rows = self.db.execute("SELECT * FROM ports ORDER BY rowid")
+        else:
+            rows = self.db.execute("SELECT * FROM ports WHERE container_id = ? ORDER BY rowid",
+                                   (container_id,))
+        return [Port(container_id=r["container_id"], protocol=r["protocol"], host_ip=r["host_ip"],
+                     host_port=r["host_port"], container_port=r["container_port"]) for r in rows]
+
+    def add_ports(self, ports: list[Port]) -> None:
+        with Transaction(self.db) as tx:
+            for p in ports:
+                tx.execute("INSERT INTO ports (container_id, protocol, host_ip, host_port,"
+                           " container_port) VALUES (?, ?, ?, ?, ?)",
+                           (p.container_id, p.protocol, p.host_ip, p.host_port, p.container_port))
 
 
 _ENDPOINTS = ("SELECT e.container_id, e.network_id, n.name AS network_name, e.netns_path,"
               " e.created_at FROM endpoints e JOIN networks n ON n.id = e.network_id")
+
+
+_ATTACHMENTS = ("SELECT a.*, n.name AS network_name FROM attachments a"
+                " JOIN networks n ON n.id = a.network_id")
+
+
+def _attachment(row: sqlite3.Row) -> Attachment:
+    return Attachment(container_id=row["container_id"], network_id=row["network_id"],
+                      network_name=row["network_name"], address=row["address"],
+                      ifname=row["ifname"], host_ifname=row["host_ifname"], name=row["name"],
+                      hostname=row["hostname"], aliases=tuple(json.loads(row["aliases"])),
+                      created_at=row["created_at"])
 
 
 def _network(row: sqlite3.Row) -> Network:

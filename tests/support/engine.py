@@ -42,6 +42,8 @@ class Engine:
     def __init__(self, services: tuple[str, ...] = SERVICES, start_timeout: float = 60.0):
         self.services = tuple(s for s in SERVICES if s in services)
         self.start_timeout = start_timeout
+        # Where the engine's DNS resolver forwards unknown names (nothing listens on port 9).
+        self.dns_upstreams = "127.0.0.1:9"
         self.root = ""
         self.proc: subprocess.Popen | None = None
         self._log = None
@@ -51,8 +53,13 @@ class Engine:
 
     @property
     def config(self) -> Config:
+        # Bridge, nftables table and DNS upstream of this engine only, so engines
+        # running at once never share kernel objects and tests send no DNS off-host.
+        tag = os.path.basename(self.root).removeprefix("bt-")
         return Config(run_root=os.path.join(self.root, "run"),
-                      data_root=os.path.join(self.root, "data"))
+                      data_root=os.path.join(self.root, "data"),
+                      bridge_name=f"bt{tag}"[:15], nft_table=f"bt_{tag}",
+                      dns_upstreams=self.dns_upstreams)
 
     def socket(self, service: str) -> str:
         return self.config.socket_path(service)
@@ -83,6 +90,8 @@ class Engine:
              "--data-root", self.config.data_root, "--log-format", "json",
              "--services", ",".join(self.services)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+            env={**os.environ, **{k: v for k, v in self.config.env().items()
+                                  if k.startswith(("BERTH_BRIDGE", "BERTH_NFT", "BERTH_DNS"))}},
             # A Ctrl-C on pytest must not reach berthd before stop() does.
             start_new_session=True,
         )
@@ -151,9 +160,29 @@ class Engine:
         finally:
             self.terminate()
             self._kill_leftovers()
+            self._remove_network_leftovers()
             _unmount_under(self.root)
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = ""
+
+    def _remove_network_leftovers(self) -> None:
+        """This engine's bridges (from the network service's store) and nftables table."""
+        import sqlite3
+        db = os.path.join(self.config.state_dir("network"), "network.db")
+        bridges = {self.config.bridge_name}
+        if os.path.exists(db):
+            try:
+                with sqlite3.connect(db) as conn:
+                    for (options,) in conn.execute("SELECT options FROM networks"):
+                        import json
+                        bridge = json.loads(options).get("bridge")
+                        if bridge:
+                            bridges.add(bridge)
+            except sqlite3.Error:
+                pass
+        for bridge in bridges:
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        subprocess.run(["nft", "delete", "table", "inet", self.config.nft_table], capture_output=True)
 
     def _remove_containers(self) -> None:
         if self.proc is None or "gateway" not in self.services:

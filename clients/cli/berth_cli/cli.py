@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from berth_cli import registry
-from berth_cli import volumes
+from berth_cli import networks, volumes
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
 USAGE_ERROR = 125
@@ -42,7 +42,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", default="", help="number of CPUs, e.g. 0.5")
     p.add_argument("-c", "--cpu-shares", type=int, default=0)
     p.add_argument("--pids-limit", type=int, default=0)
-    p.add_argument("--network", "--net", default="", help="none or host")
+    p.add_argument("--network", "--net", default="", help="bridge (default), host, none or a network's name")
     p.add_argument("-h", "--hostname", default="")
     p.add_argument("--entrypoint", default=None)
     p.add_argument("-l", "--label", action="append", default=[], metavar="K=V")
@@ -50,13 +50,15 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-timeout", type=int, default=None)
     p.add_argument("--read-only", action="store_true")
     volumes.add_run_flags(p)
+    networks.add_run_flags(p)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
 
 VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "pull", "push", "login", "logout",
          "run", "create", "start",
-         "stop", "restart", "kill", "rm", "ps", "logs", "inspect", "wait", "events", "volume")
+         "stop", "restart", "kill", "rm", "ps", "logs", "inspect", "wait", "events", "volume",
+         "network", "port")
 
 
 class _Ignored:
@@ -164,6 +166,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = add_verb("volume", help="manage volumes", add_help=False)
     if only == "volume":
         volumes.add_parser(p)
+
+    p = add_verb("network", help="manage networks", add_help=False)
+    if only == "network":
+        networks.add_parser(p)
+    p = add_verb("port", help="list a container's published ports")
+    networks.add_port_parser(p)
     return parser
 
 

@@ -13,7 +13,7 @@ import grpc
 from berth.engine.v1 import engine_pb2, engine_pb2_grpc
 from berth_cli import format as fmt
 from berth_cli import registry
-from berth_cli import volumes
+from berth_cli import networks, volumes
 
 ENGINE_ERROR = 125
 CANNOT_INVOKE = 126
@@ -279,6 +279,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
             config.entrypoint.values.append(ns.entrypoint)
     if ns.stop_timeout is not None:
         config.stop_timeout = ns.stop_timeout
+    networks.apply_run_flags(ns, config)
     return config
 
 
@@ -450,7 +451,7 @@ def container_row(c, now: float, no_trunc: bool = False) -> dict:
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.config.labels.items())),
         "Names": c.name,
         "Networks": c.network_mode,
-        "Ports": "",
+        "Ports": networks.ports_column(c.ports),
         "RunningFor": fmt.ago(created, now),
         "State": c.state.status,
         "Status": fmt.status_line(c.state.status, c.state.exit_code, _seconds(c.state.started_at),
@@ -557,7 +558,8 @@ def container_json(c) -> dict:
             "CpuShares": cfg.cpu_shares,
             "PidsLimit": cfg.pids_limit or None,
         },
-        "NetworkSettings": {"SandboxKey": c.netns_path},
+        "NetworkSettings": {"SandboxKey": c.netns_path, "Ports": networks.ports_json(c.ports),
+                            "Networks": networks.networks_json(c)},
         "Mounts": [volumes.mount_json(m) for m in c.mounts],
     }
 
@@ -640,4 +642,5 @@ VERBS = {
     "rmi": rmi, "tag": tag, "run": run, "create": create, "start": start, "stop": stop,
     "restart": stop, "kill": kill, "rm": rm, "wait": wait, "ps": ps, "logs": logs,
     "inspect": inspect, "events": events, "volume": volumes.dispatch,
+    "network": networks.dispatch, "port": networks.port,
 }

@@ -1,0 +1,196 @@
+"""Linux bridges and veth pairs through netlink (pyroute2): the kernel side of bridge networks.
+
+One bridge per network, holding the gateway address and, as a second /32, the
+network's loopback source (see firewall.py). A container's endpoint is a veth
+pair: one end is a port of the bridge with hairpin on (so a container can reach
+itself through a published port), the other end is moved into the container's
+namespace, renamed eth<N>, given its address and, on its first network, the
+default route via the gateway.
+
+Everything here is idempotent where a retry can meet half-done work (a crash
+between two steps): an existing bridge or address is not an error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import ipaddress
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Link:
+    """An endpoint's interface inside the container."""
+
+    ifname: str
+    address: str          # "172.18.0.2"
+    prefix_len: int
+    gateway: str          # "" for no default route
+    host_ifname: str
+
+
+def host_routes() -> list[ipaddress.IPv4Network]:
+    """Destinations of the host's IPv4 routes (main table), default route excluded."""
+    nets = []
+    with IPRoute() as ipr:
+        for route in ipr.get_routes(family=2):
+            dst = route.get_attr("RTA_DST")
+            if not dst or route["dst_len"] == 0:
+                continue
+            nets.append(ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False))
+    return nets
+
+
+def routes_by_device() -> dict[str, list[ipaddress.IPv4Network]]:
+    """The host's IPv4 routes grouped by output interface name (to spot overlaps)."""
+    out: dict[str, list[ipaddress.IPv4Network]] = {}
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for route in ipr.get_routes(family=2):
+            dst = route.get_attr("RTA_DST")
+            if not dst or route["dst_len"] == 0:
+                continue
+            dev = names.get(route.get_attr("RTA_OIF"), "")
+            out.setdefault(dev, []).append(
+                ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False))
+    return out
+
+
+def ensure_bridge(name: str, addresses: list[str]) -> None:
+    """Create the bridge when missing, give it `addresses` ("a.b.c.d/len"), set it up."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            try:
+                ipr.link("add", ifname=name, kind="bridge")
+            except NetlinkError as exc:
+                if exc.code != errno_mod.EEXIST:
+                    raise
+            found = ipr.link_lookup(ifname=name)
+        index = found[0]
+        for cidr in addresses:
+            address, prefix = cidr.split("/")
+            try:
+                ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+            except NetlinkError as exc:
+                if exc.code != errno_mod.EEXIST:
+                    raise
+        ipr.link("set", index=index, state="up")
+    # Loopback-sourced traffic DNATed to a container leaves through this bridge;
+    # the kernel drops it as martian unless the bridge allows 127/8 (narrowest place).
+    _write_sysctl(f"/proc/sys/net/ipv4/conf/{name}/route_localnet", "1")
+
+
+def delete_link(name: str) -> None:
+    """Remove a link by name; a missing link is not an error."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if found:
+            try:
+                ipr.link("del", index=found[0])
+            except NetlinkError as exc:
+                if exc.code != errno_mod.ENODEV:
+                    raise
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def add_endpoint(bridge: str, netns_path: str, link: Link) -> None:
+    """A veth pair from `bridge` into the namespace, configured as `link`."""
+    tmp = "bt" + link.host_ifname[2:]
+    delete_link(link.host_ifname)
+    with IPRoute() as ipr:
+        (bridge_index,) = ipr.link_lookup(ifname=bridge)
+        fd = os.open(netns_path, os.O_RDONLY)
+        try:
+            ipr.link("add", ifname=link.host_ifname, kind="veth",
+                     peer={"ifname": tmp, "net_ns_fd": fd})
+        finally:
+            os.close(fd)
+        (index,) = ipr.link_lookup(ifname=link.host_ifname)
+        ipr.link("set", index=index, master=bridge_index)
+        ipr.brport("set", index=index, mode=1)  # hairpin
+        ipr.link("set", index=index, state="up")
+
+    def inside() -> None:
+        with IPRoute() as ipr:
+            (peer,) = ipr.link_lookup(ifname=tmp)
+            ipr.link("set", index=peer, ifname=link.ifname)
+            ipr.addr("add", index=peer, address=link.address, prefixlen=link.prefix_len)
+            ipr.link("set", index=peer, state="up")
+            if link.gateway:
+                ipr.route("replace", dst="0.0.0.0/0", gateway=link.gateway, oif=peer)
+
+    try:
+        in_netns(netns_path, inside)
+    except BaseException:
+        delete_link(link.host_ifname)
+        raise
+
+
+def remove_endpoint(netns_path: str, link: Link) -> None:
+    """Remove the veth pair; the namespace may already be gone (then so is the pair)."""
+    delete_link(link.host_ifname)
+
+
+def netns_links(netns_path: str) -> list[str]:
+    """Interface names inside a namespace (for tests and reconciling)."""
+    def names() -> list[str]:
+        with IPRoute() as ipr:
+            return [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+    return in_netns(netns_path, names)
+
+
+def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
+    """Run fn in a throwaway thread that joined the namespace (setns moves one thread only)."""
+    result: list = []
+    error: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"cannot enter {netns_path}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=worker, name="netns-op", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def ip_forward_enabled() -> bool:
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        return f.read().strip() == "1"
+
+
+def enable_ip_forward() -> None:
+    _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)

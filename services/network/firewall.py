@@ -1,0 +1,136 @@
+"""The Firewaller: berth's whole nftables ruleset, rendered from state and applied at once.
+
+berth owns one `inet` table (Config.nft_table) and never writes another. Every
+change re-renders the complete table and loads it with one `nft -f -`
+transaction (`table` + `flush table` + the definition), so traffic never sees
+a half-built ruleset, and a crash can never leave stale rules: the next apply
+replaces everything. Why each rule is there (measured on this kernel, see
+the nftables-ports notes):
+
+- prerouting/output DNAT for `fib daddr type local`: published ports from
+  other hosts (prerouting) and from the host itself (output, priority -100:
+  nft 1.0.6 rejects `dstnat` on the output hook).
+- postrouting, per bridge: host-local traffic (127/8) is SNATed to the
+  network's dedicated loopback source, not masqueraded to the gateway, which
+  avoids TIME_WAIT/PAWS collisions that stall connects for 1 s; hairpin
+  (container -> published port -> container) is masqueraded; egress of
+  non-internal networks is masqueraded.
+- forward: established first; internal networks talk only inside their bridge;
+  different berth networks are isolated from each other; published ports and
+  a bridge's own egress are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.common.errors import Internal
+
+
+@dataclass(frozen=True)
+class BridgeRules:
+    bridge: str
+    subnet: str
+    loopback_source: str
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class PortRule:
+    protocol: str          # "tcp" | "udp"
+    host_ip: str           # "" or "0.0.0.0" = every local address
+    host_port: int
+    container_ip: str
+    container_port: int
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    table: str
+    bridges: Sequence[BridgeRules] = ()
+    ports: Sequence[PortRule] = ()
+
+
+def render(rules: Ruleset) -> str:
+    """The nft script that makes the table exactly `rules` (deterministic, for golden files)."""
+    t = rules.table
+    bridges = sorted(rules.bridges, key=lambda b: b.bridge)
+    lines = [
+        f"table inet {t} {{}}",
+        f"flush table inet {t}",
+        f"table inet {t} {{",
+        "\tchain prerouting {",
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+        "\t\tfib daddr type local jump published",
+        "\t}",
+        "\tchain output {",
+        "\t\ttype nat hook output priority -100; policy accept;",
+        "\t\tfib daddr type local jump published",
+        "\t}",
+        "\tchain published {",
+    ]
+    for p in sorted(rules.ports, key=lambda p: (p.protocol, p.host_port, p.host_ip)):
+        match = "" if p.host_ip in ("", "0.0.0.0") else f"ip daddr {p.host_ip} "
+        lines.append(f"\t\t{match}{p.protocol} dport {p.host_port} "
+                     f"dnat ip to {p.container_ip}:{p.container_port}")
+    lines += [
+        "\t}",
+        "\tchain postrouting {",
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+    ]
+    for b in bridges:
+        q = f'"{b.bridge}"'
+        lines.append(f"\t\toifname {q} ip saddr 127.0.0.0/8 snat ip to {b.loopback_source}")
+        lines.append(f"\t\toifname {q} ip saddr {b.subnet} ct status dnat masquerade")
+        if not b.internal:
+            lines.append(f"\t\toifname != {q} ip saddr {b.subnet} masquerade")
+    lines += [
+        "\t}",
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        "\t\tct state established,related accept",
+    ]
+    for b in bridges:
+        q = f'"{b.bridge}"'
+        if b.internal:
+            lines.append(f"\t\tiifname {q} oifname != {q} drop")
+            lines.append(f"\t\toifname {q} iifname != {q} drop")
+    for b in bridges:
+        if not b.internal:
+            lines.append(f'\t\toifname "{b.bridge}" ct status dnat accept')
+    names = [b.bridge for b in bridges]
+    for b in bridges:
+        others = [n for n in names if n != b.bridge]
+        if others:
+            lines.append(f'\t\tiifname "{b.bridge}" oifname {{ '
+                         + ", ".join(f'"{n}"' for n in others) + " } drop")
+    for b in bridges:
+        lines.append(f'\t\tiifname "{b.bridge}" accept')
+    lines += ["\t}", "}", ""]
+    return "\n".join(lines)
+
+
+class Firewaller(Protocol):
+    async def apply(self, rules: Ruleset) -> None: ...
+
+
+class NftFirewaller:
+    """Applies a rendered ruleset with `nft -f -`, one atomic transaction."""
+
+    def __init__(self, nft: str = "nft"):
+        self.nft = nft
+        self._lock = asyncio.Lock()
+
+    async def apply(self, rules: Ruleset) -> None:
+        script = render(rules)
+        async with self._lock:
+            proc = await asyncio.create_subprocess_exec(
+                self.nft, "-f", "-", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate(script.encode())
+        if proc.returncode != 0:
+            raise Internal(f"nft could not load berth's ruleset (table inet {rules.table}): "
+                           f"{err.decode(errors='replace').strip()}")
