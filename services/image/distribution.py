@@ -246,6 +246,13 @@ class Repository:
         headers = {"Range": f"bytes={have}-"} if 0 < have < size else {}
         if have < size or size == 0:
             response = await self.request("GET", f"blobs/{digest}", headers=headers)
+            if response.status == 416 and have:
+                # The partial file is not a prefix the registry can continue: start over.
+                response.release()
+                os.unlink(partial)
+                on_bytes(-have)
+                h, have = hashlib.sha256(), 0
+                response = await self.request("GET", f"blobs/{digest}")
             if response.status not in (200, 206):
                 await self._fail(response, f"blob {digest}")
             mode = "ab"
