@@ -162,7 +162,8 @@ class Runtime:
             env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                    "_OCI_SYNCPIPE": str(write_end)}
             proc = await asyncio.create_subprocess_exec(
-                *args, env=env, pass_fds=(write_end,), start_new_session=True,
+                # conmon writes an "oom" marker into its working directory too.
+                *args, env=env, pass_fds=(write_end,), start_new_session=True, cwd=bundle.dir,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
             os.close(write_end)
