@@ -191,7 +191,7 @@ class FakeRegistry(_AioServer):
                 response = web.StreamResponse(status=status, headers=headers)
                 await response.prepare(request)
                 await response.write(b"x")
-                await asyncio.sleep(3600)
+                await asyncio.sleep(4)  # longer than the progress timeouts tests use
             return web.Response(status=status, headers=headers, body=body)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handle)
