@@ -222,11 +222,14 @@ class SlowProxy(_AioServer):
                     response = web.StreamResponse(status=up.status, headers=out_headers)
                     await response.prepare(request)
                     slow = "/blobs/sha256:" in request.path and request.method == "GET"
-                    async for data in up.content.iter_chunked(self.chunk):
-                        await response.write(data)
-                        if slow and self.delay:
-                            await asyncio.sleep(self.delay)
-                    await response.write_eof()
+                    try:
+                        async for data in up.content.iter_chunked(self.chunk):
+                            await response.write(data)
+                            if slow and self.delay:
+                                await asyncio.sleep(self.delay)
+                        await response.write_eof()
+                    except (ConnectionError, aiohttp.ClientError):
+                        pass  # the puller was killed: expected here
                     return response
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handle)
