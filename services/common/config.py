@@ -42,6 +42,12 @@ class Config:
     # Where the embedded DNS resolver forwards names it does not know:
     # "ip[:port],..."; "" uses the host's /etc/resolv.conf.
     dns_upstreams: str = ""
+    # The Docker Engine API the gateway serves for the docker CLI and SDKs: a root-only
+    # unix socket ("" is <run_root>/docker.sock), and TCP ("host:port", "" is off), which
+    # is served only with mutual TLS from docker_tls_dir (ca.pem, cert.pem, key.pem).
+    docker_socket: str = ""
+    docker_tcp: str = ""
+    docker_tls_dir: str = ""
 
     def socket_path(self, service: str) -> str:
         return os.path.join(self.run_root, f"{service}.sock")
@@ -69,6 +75,10 @@ class Config:
         }
         if self.registries_file:
             env["BERTH_REGISTRIES_FILE"] = self.registries_file
+        for key, value in (("BERTH_DOCKER_SOCKET", self.docker_socket), ("BERTH_DOCKER_TCP", self.docker_tcp),
+                           ("BERTH_DOCKER_TLS_DIR", self.docker_tls_dir)):
+            if value:
+                env[key] = value
         for service, address in self.addresses.items():
             env[f"BERTH_{service.upper()}_ADDRESS"] = address
         return env
@@ -90,6 +100,9 @@ def load(environ: dict[str, str] | None = None) -> Config:
         bridge_subnet=env.get("BERTH_BRIDGE_SUBNET", defaults.bridge_subnet),
         nft_table=env.get("BERTH_NFT_TABLE", defaults.nft_table),
         dns_upstreams=env.get("BERTH_DNS_UPSTREAMS", defaults.dns_upstreams),
+        docker_socket=env.get("BERTH_DOCKER_SOCKET", defaults.docker_socket),
+        docker_tcp=env.get("BERTH_DOCKER_TCP", defaults.docker_tcp),
+        docker_tls_dir=env.get("BERTH_DOCKER_TLS_DIR", defaults.docker_tls_dir),
         addresses={s: env[f"BERTH_{s.upper()}_ADDRESS"] for s in SERVICES
                    if env.get(f"BERTH_{s.upper()}_ADDRESS")},
     )

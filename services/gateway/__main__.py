@@ -10,6 +10,7 @@ from berth.volume.v1 import volume_pb2_grpc
 from services.common import process, rpc
 from services.common.config import Config
 from services.gateway.api import EngineApi
+from services.gateway.docker.server import DockerApiServer
 from services.gateway.events import EventLog
 from services.gateway.service import Gateway, Nodes
 
@@ -23,12 +24,16 @@ async def build(config: Config):
     )
     gateway = Gateway(config, nodes, EventLog())
     gateway.start()
+    # The Docker Engine API in this same loop, over the same Gateway the gRPC API uses.
+    docker_api = DockerApiServer(config, gateway)
+    await docker_api.start()
 
     def register(server):
         engine_pb2_grpc.add_EngineServicer_to_server(EngineApi(gateway), server)
         return [engine_pb2.DESCRIPTOR.services_by_name["Engine"].full_name]
 
     async def on_stop():
+        await docker_api.stop()
         await gateway.close()
         for client in (nodes.image, nodes.network, nodes.volume, nodes.container):
             await client.channel.close()

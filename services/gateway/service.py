@@ -35,6 +35,7 @@ from berth.volume.v1 import volume_pb2
 from services.common import errors
 from services.common.config import Config
 from services.gateway import convert, names
+from services.gateway.compat import CompatMixin
 from services.gateway import networks as networks_mod
 from services.gateway import volumes as volumes_mod
 from services.gateway.events import Event, EventLog, unknown_filters
@@ -64,7 +65,7 @@ class Nodes:
     container: object
 
 
-class Gateway:
+class Gateway(CompatMixin):
     def __init__(self, config: Config, nodes: Nodes, events: EventLog):
         self._config = config
         self._image = nodes.image
@@ -283,7 +284,7 @@ class Gateway:
         except Exception as exc:  # noqa: BLE001 - logged; the original error wins
             log.warning("undo_failed", step=step, error=str(exc))
 
-    async def _attach(self, cid: str) -> AsyncIterator[object]:
+    async def _attach(self, cid: str, tail: int = -1) -> AsyncIterator[object]:
         """The container's output from the start (LogChunk), then its WaitResponse.
 
         The log stream should end when the process exits; in case it lags, it gets
@@ -294,7 +295,7 @@ class Gateway:
         async def pump() -> None:
             try:
                 async for entry in self._container.Logs(container_pb2.LogsRequest(
-                        id=cid, follow=True, tail=-1)):
+                        id=cid, follow=True, tail=tail)):
                     queue.put_nowait(_log_chunk(entry))
             except errors.BerthError as exc:
                 log.warning("attach_logs_failed", container_id=cid, error=exc.message)
@@ -346,6 +347,9 @@ class Gateway:
         self._remember(c)
         if c.status == container_pb2.STATUS_STOPPED:
             await self._recreate(c)
+        if convert.Metadata.decode(c.metadata).auto_remove:
+            # Created with --rm and started apart (docker create + start): removed at exit too.
+            self._auto_remove.add(c.id)
         await self._start(c.id)
 
     async def stop(self, ref: str, timeout: int | None) -> None:

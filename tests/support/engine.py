@@ -69,6 +69,11 @@ class Engine:
         return self.socket("gateway")
 
     @property
+    def docker_socket(self) -> str:
+        """The gateway's Docker Engine API (for the docker CLI: DOCKER_HOST=unix://<this>)."""
+        return os.path.join(self.config.run_root, "docker.sock")
+
+    @property
     def log_path(self) -> str:
         return os.path.join(self.root, "berthd.log")
 

@@ -1,0 +1,46 @@
+"""What every route needs from the app: the Gateway backend, JSON bodies, long-lived sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from aiohttp import web
+
+from services.common import errors
+
+GATEWAY_KEY = web.AppKey("gateway", object)
+SESSIONS_KEY = web.AppKey("sessions", set)
+
+
+def gateway(request: web.Request):
+    return request.app[GATEWAY_KEY]
+
+
+async def json_body(request: web.Request, default=None):
+    raw = await request.read()
+    if not raw.strip():
+        return {} if default is None else default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
+
+
+@contextlib.contextmanager
+def long_lived(request: web.Request):
+    """Marks a handler (attach, wait, follow) that a server stop must cancel, not wait for."""
+    task = asyncio.current_task()
+    sessions = request.app[SESSIONS_KEY]
+    sessions.add(task)
+    try:
+        yield
+    finally:
+        sessions.discard(task)
+
+
+def json_response(data, status: int = 200) -> web.Response:
+    # Bytes, so the Content-Type is exactly "application/json", as the Go client compares it.
+    return web.Response(status=status, body=json.dumps(data, separators=(",", ":")).encode(),
+                        content_type="application/json")

@@ -1,0 +1,129 @@
+"""Hijacked connections (attach): the socket taken over from aiohttp after a `101 UPGRADED`.
+
+Why a takeover and not aiohttp's request stream (measured, see
+/work/shared/notes/docker-api-hijack.md): aiohttp's RequestHandler closes the whole
+transport when the client half-closes, and the docker CLI half-closes at once when
+it sends no stdin, so output written after that would be lost. Our own protocol
+keeps the write side open on EOF (`eof_received` returns True), and the session ends
+when we close the transport after the last output byte.
+
+    session = await Hijacked.upgrade(request, content_type)
+    await session.write(frame(1, b"hi\n"))
+    await session.close()
+    return session.response
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger(__name__)
+
+RAW_STREAM = "application/vnd.docker.raw-stream"
+MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+# Stop feeding output when this much is waiting to reach a slow client.
+HIGH_WATER = 1 << 20
+
+STDOUT, STDERR = 1, 2
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    """Docker's stdcopy framing: stream byte, three zero bytes, big-endian length, payload."""
+    return struct.pack(">BxxxI", stream, len(data)) + data
+
+
+def stream_content_type(api_version: tuple[int, int], tty: bool) -> str:
+    # moby says "multiplexed" only for framed output asked for at API >= 1.42.
+    return MULTIPLEXED_STREAM if not tty and api_version >= (1, 42) else RAW_STREAM
+
+
+class _Protocol(asyncio.Protocol):
+    """Owns the transport after the upgrade; forwards loss to aiohttp's handler for its bookkeeping."""
+
+    def __init__(self, original: asyncio.BaseProtocol):
+        self._original = original
+        self.closed = asyncio.get_running_loop().create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.stdin = bytearray()
+        self.stdin_closed = False
+
+    def data_received(self, data: bytes) -> None:
+        # berth has no container stdin yet: bytes a client sends are dropped.
+        pass
+
+    def eof_received(self) -> bool:
+        self.stdin_closed = True
+        return True  # keep our write side open: output still has to go out
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._writable.set()
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        self._original.connection_lost(exc)
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+
+
+class Hijacked:
+    def __init__(self, request: web.Request, response: web.StreamResponse, protocol: _Protocol):
+        self._transport = request.transport
+        self.response = response
+        self._protocol = protocol
+
+    @classmethod
+    async def upgrade(cls, request: web.Request, content_type: str) -> Hijacked:
+        """Answer `101 UPGRADED` (or moby's close-delimited 200 without an Upgrade header)
+        and take the socket over."""
+        upgrade = "upgrade" in request.headers
+        if upgrade:
+            response = web.StreamResponse(status=101, reason="UPGRADED", headers={
+                "Content-Type": content_type, "Connection": "Upgrade", "Upgrade": "tcp"})
+        else:
+            response = _CloseDelimited(status=200, headers={"Content-Type": RAW_STREAM})
+        response.force_close()
+        transport = request.transport
+        protocol = _Protocol(request.protocol)
+        # Swap before prepare() so not a byte the client sends after the head reaches aiohttp's parser.
+        transport.set_protocol(protocol)
+        await response.prepare(request)
+        return cls(request, response, protocol)
+
+    @property
+    def gone(self) -> bool:
+        return self._protocol.closed.done() or self._transport.is_closing()
+
+    def wait_closed(self) -> asyncio.Future:
+        return self._protocol.closed
+
+    async def write(self, data: bytes) -> None:
+        if self.gone:
+            raise ConnectionResetError("attach client went away")
+        self._transport.write(data)
+        if self._transport.get_write_buffer_size() > HIGH_WATER:
+            await self._protocol.drain()
+
+    async def close(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.close()
+
+
+class _CloseDelimited(web.StreamResponse):
+    """moby's pre-upgrade attach answer: no chunking, the body ends when the socket closes.
+
+    `_length_check` is aiohttp's private switch (the one WebSocketResponse uses) that
+    stops it from chunking a response of unknown length.
+    """
+
+    _length_check = False

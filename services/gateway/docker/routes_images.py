@@ -1,0 +1,208 @@
+"""Image routes: create (pull / import), push, load, get (save), list, inspect, history, tag, delete, prune."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from aiohttp import web
+
+from berth.engine.v1 import engine_pb2
+from services.common import errors
+from services.gateway.docker import convert
+from services.gateway.docker.context import gateway, json_response, long_lived
+from services.gateway.docker.errors import not_implemented
+
+CHUNK = 1 << 20
+
+
+def register(router) -> None:
+    router.add("POST", "/images/create", create)
+    router.add("POST", "/images/load", load)
+    router.add("GET", "/images/get", save_many)
+    router.add("GET", "/images/json", list_)
+    router.add("POST", "/images/prune", prune)
+    router.add("GET", "/images/search", _search)
+    router.add("POST", "/build", _build)
+    router.add("GET", "/images/{name:.+}/json", inspect)
+    router.add("GET", "/images/{name:.+}/history", history)
+    router.add("GET", "/images/{name:.+}/get", save_one)
+    router.add("POST", "/images/{name:.+}/tag", tag)
+    router.add("POST", "/images/{name:.+}/push", push)
+    router.add("DELETE", "/images/{name:.+}", remove)
+
+
+async def _search(request: web.Request):
+    raise not_implemented("image search")
+
+
+async def _build(request: web.Request):
+    raise not_implemented("build")
+
+
+async def _body_chunks(request: web.Request):
+    while True:
+        data = await request.content.read(CHUNK)
+        if not data:
+            return
+        yield data
+
+
+def _auth(request: web.Request) -> engine_pb2.RegistryAuth:
+    """X-Registry-Auth: base64url JSON of {username, password, identitytoken}."""
+    raw = request.headers.get("X-Registry-Auth", "")
+    if not raw:
+        return engine_pb2.RegistryAuth()
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, json.JSONDecodeError):
+        raise errors.InvalidArgument("invalid X-Registry-Auth header") from None
+    return engine_pb2.RegistryAuth(username=data.get("username") or "", password=data.get("password") or "",
+                                   identity_token=data.get("identitytoken") or "")
+
+
+def _reference(name: str, tag: str) -> str:
+    if not tag:
+        return name
+    return f"{name}@{tag}" if tag.startswith("sha256:") else f"{name}:{tag}"
+
+
+async def _progress(request: web.Request, messages) -> web.StreamResponse:
+    """docker's JSON progress stream; a failure after the header is an `error` message, as dockerd does."""
+    first = await anext(messages, None)  # errors before any progress are ordinary JSON errors
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    with long_lived(request):
+        try:
+            message = first
+            while message is not None:
+                await response.write(json.dumps(message).encode() + b"\r\n")
+                message = await anext(messages, None)
+        except errors.BerthError as exc:
+            await response.write(json.dumps({"errorDetail": {"message": exc.message},
+                                             "error": exc.message}).encode() + b"\r\n")
+        except (ConnectionResetError, ConnectionError):
+            return response
+    await response.write_eof()
+    return response
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    if q.get("fromSrc"):
+        return await _import(request)
+    if not q.get("fromImage"):
+        raise errors.InvalidArgument("fromImage or fromSrc is required")
+    reference = _reference(q["fromImage"], q.get("tag", ""))
+    from services.gateway import registry
+    stream = registry.pull(gateway(request), engine_pb2.PullImageRequest(
+        reference=reference, platform=q.get("platform", ""), auth=_auth(request)))
+    return await _progress(request, _progress_json(stream))
+
+
+async def _progress_json(stream):
+    async for p in stream:
+        message = {"status": p.status}
+        if p.id:
+            message["id"] = p.id
+        if p.total:
+            message["progressDetail"] = {"current": p.current, "total": p.total}
+        yield message
+
+
+async def _import(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    if q["fromSrc"] != "-":
+        raise not_implemented("import from a URL (fromSrc other than \"-\")")
+    repo = q.get("repo", "")
+    reference = _reference(repo, q.get("tag", "")) if repo else ""
+    info = await gateway(request).import_image(reference, q.getall("changes", []), q.get("message", ""),
+                                               _body_chunks(request))
+
+    async def done():
+        yield {"status": info.id}
+    return await _progress(request, done())
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    from services.gateway import registry
+    reference = _reference(request.match_info["name"], request.query.get("tag", ""))
+    stream = registry.push(gateway(request), engine_pb2.PushImageRequest(reference=reference, auth=_auth(request)))
+    return await _progress(request, _progress_json(stream))
+
+
+async def load(request: web.Request) -> web.Response:
+    images = await gateway(request).load_images(_body_chunks(request))
+    quiet = convert.flag(request.query, "quiet")
+    lines = []
+    for info in images:
+        names = [convert.familiar(t) for t in info.repo_tags] or [info.id]
+        lines += [{"stream": f"Loaded image{'' if info.repo_tags else ' ID'}: {n}\n"} for n in names]
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in ([] if quiet else lines))
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
+    if not names:
+        raise errors.InvalidArgument("no image names given")
+    chunks = gateway(request).save_images(names)
+    first = await anext(chunks, None)  # unknown images fail as JSON before the tar starts
+    response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
+    await response.prepare(request)
+    with long_lived(request):
+        chunk = first
+        while chunk is not None:
+            await response.write(chunk)
+            chunk = await anext(chunks, None)
+    await response.write_eof()
+    return response
+
+
+async def save_one(request: web.Request) -> web.StreamResponse:
+    return await _save(request, [request.match_info["name"]])
+
+
+async def save_many(request: web.Request) -> web.StreamResponse:
+    return await _save(request, request.query.getall("names", []))
+
+
+async def list_(request: web.Request) -> web.Response:
+    q = request.query
+    flt = convert.filters(q)
+    if q.get("filter"):  # the pre-1.25 spelling
+        flt.setdefault("reference", []).append(q["filter"])
+    gw = gateway(request)
+    infos = await gw.list_images(convert.flag(q, "all"), "")
+    pivots = {}
+    for ref in [*flt.get("before", []), *flt.get("since", [])]:
+        pivots[ref] = (await gw.inspect_image(ref)).id
+    infos = convert.filter_images(infos, flt, pivots)
+    return json_response([convert.image_summary(i) for i in infos])
+
+
+async def inspect(request: web.Request) -> web.Response:
+    return json_response(convert.image_json(await gateway(request).inspect_image(request.match_info["name"])))
+
+
+async def history(request: web.Request) -> web.Response:
+    return json_response(convert.image_history(await gateway(request).inspect_image(request.match_info["name"])))
+
+
+async def tag(request: web.Request) -> web.Response:
+    q = request.query
+    if not q.get("repo"):
+        raise errors.InvalidArgument("repository name (repo) is required")
+    await gateway(request).tag_image(request.match_info["name"], _reference(q["repo"], q.get("tag", "")))
+    return web.Response(status=201)
+
+
+async def remove(request: web.Request) -> web.Response:
+    response = await gateway(request).remove_image(request.match_info["name"], convert.flag(request.query, "force"))
+    report = [{"Untagged": convert.familiar(u)} for u in response.untagged]
+    report += [{"Deleted": d} for d in response.deleted]
+    return json_response(report)
+
+
+async def prune(request: web.Request) -> web.Response:
+    report = await gateway(request).prune_images(False, convert.filters(request.query))
+    return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": 0})

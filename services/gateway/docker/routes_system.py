@@ -1,0 +1,144 @@
+"""System routes: /_ping, /version, /info, /events, /system/df, /auth."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+from aiohttp import web
+
+from services.common import errors
+from services.gateway.docker import convert
+from services.gateway.docker.context import gateway, json_body, json_response, long_lived
+
+
+def register(router) -> None:
+    router.add("GET", "/_ping", ping)
+    router.add("GET", "/version", version)
+    router.add("GET", "/info", info)
+    router.add("GET", "/events", events)
+    router.add("GET", "/system/df", disk_usage)
+    router.add("POST", "/auth", auth)
+
+
+async def ping(request: web.Request) -> web.Response:
+    # Headers (API-Version, Docker-Experimental, OSType) come from the app's prepare hook.
+    return web.Response(text="OK", headers={"Cache-Control": "no-cache, no-store, must-revalidate",
+                                            "Pragma": "no-cache"})
+
+
+def _api(version) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+async def version(request: web.Request) -> web.Response:
+    from services.gateway.docker.server import MAX_API, MIN_API
+    v = gateway(request).version()
+    return json_response({
+        "Platform": {"Name": "berth"},
+        "Components": [{"Name": "Engine", "Version": v.version,
+                        "Details": {"ApiVersion": _api(MAX_API), "MinAPIVersion": _api(MIN_API),
+                                    "Os": v.os, "Arch": _arch(v.arch), "KernelVersion": v.kernel_version}}],
+        "Version": v.version, "ApiVersion": _api(MAX_API), "MinAPIVersion": _api(MIN_API),
+        "GitCommit": "", "GoVersion": "", "Os": v.os, "Arch": _arch(v.arch),
+        "KernelVersion": v.kernel_version, "BuildTime": "",
+    })
+
+
+def _arch(machine: str) -> str:
+    # docker speaks GOARCH names.
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+async def info(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    containers = await gw.list(True, {})
+    images = await gw.list_images(False, "")
+    v = gw.version()
+    running = sum(1 for c in containers if c.state.running)
+    stopped = len(containers) - running
+    return json_response({
+        "ID": "", "Name": platform.node(), "ServerVersion": v.version,
+        "Containers": len(containers), "ContainersRunning": running, "ContainersPaused": 0,
+        "ContainersStopped": stopped, "Images": len(images),
+        "Driver": "overlay", "DriverStatus": [], "DockerRootDir": "",
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Log": ["k8s-file"]},
+        "MemoryLimit": True, "SwapLimit": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+        "CPUShares": True, "PidsLimit": True, "OomKillDisable": False, "IPv4Forwarding": True,
+        "Debug": False, "NFd": 0, "NGoroutines": 0, "SystemTime": convert.rfc3339(convert.to_pb_time(time.time())),
+        "LoggingDriver": "k8s-file", "CgroupDriver": "cgroupfs", "CgroupVersion": "2",
+        "KernelVersion": v.kernel_version, "OperatingSystem": _os_name(), "OSType": "linux",
+        "OSVersion": "", "Architecture": v.arch, "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(),
+        "IndexServerAddress": "https://index.docker.io/v1/", "RegistryConfig": None,
+        "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Labels": [], "ExperimentalBuild": False,
+        "Runtimes": {v.runtime: {"path": v.runtime}}, "DefaultRuntime": v.runtime, "Swarm": {
+            "LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": False,
+            "Error": "", "RemoteManagers": None},
+        "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "", "SecurityOptions": [],
+        "Warnings": [],
+    })
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _mem_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    since, until = convert.timestamp(q.get("since")), convert.timestamp(q.get("until"))
+    stream = gateway(request).subscribe_events(since, until, convert.filters(q))
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    # Headers at once: the CLI waits for them before it prints anything.
+    await response.prepare(request)
+    with long_lived(request):
+        try:
+            async for event in stream:
+                await response.write(json.dumps(convert.event_json(event)).encode() + b"\n")
+        except (ConnectionResetError, ConnectionError):
+            return response
+    await response.write_eof()
+    return response
+
+
+async def disk_usage(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    images = await gw.list_images(True, "")
+    containers = await gw.list(True, {})
+    volumes = await gw.list_volumes()
+    return json_response({
+        "LayersSize": sum(i.size for i in images),
+        "Images": [convert.image_summary(i) for i in images],
+        "Containers": [{**convert.container_summary(c), "SizeRw": 0, "SizeRootFs": 0} for c in containers],
+        "Volumes": [convert.volume_json(v) for v in volumes],
+        "BuildCache": [],
+    })
+
+
+async def auth(request: web.Request) -> web.Response:
+    from berth.engine.v1 import engine_pb2
+    from services.gateway import registry
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("invalid JSON: the body must be an object")
+    response = await registry.login(gateway(request), engine_pb2.LoginRequest(
+        server=body.get("serveraddress") or "", auth=engine_pb2.RegistryAuth(
+            username=body.get("username") or "", password=body.get("password") or "",
+            identity_token=body.get("identitytoken") or "")))
+    return json_response({"Status": response.status or "Login Succeeded", "IdentityToken": ""})
