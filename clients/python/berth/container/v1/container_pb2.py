@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from berth.types.v1 import mount_pb2 as berth_dot_types_dot_v1_dot_mount__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"berth/container/v1/container.proto\x12\x12\x62\x65rth.container.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1a\x62\x65rth/types/v1/mount.proto\"r\n\x07Process\x12\x0c\n\x04\x61rgs\x18\x01 \x03(\t\x12\x0b\n\x03\x65nv\x18\x02 \x03(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0b\n\x03gid\x18\x05 \x01(\r\x12\x17\n\x0f\x61\x64\x64itional_gids\x18\x06 \x03(\r\x12\x0c\n\x04user\x18\x07 \x01(\t\"\\\n\tResources\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x03\x12\x11\n\tnano_cpus\x18\x02 \x01(\x03\x12\x12\n\ncpu_shares\x18\x03 \x01(\x03\x12\x12\n\npids_limit\x18\x04 \x01(\x03\"\x88\x02\n\x04Spec\x12%\n\x06rootfs\x18\x01 \x03(\x0b\x32\x15.berth.types.v1.Mount\x12%\n\x06mounts\x18\x02 \x03(\x0b\x32\x15.berth.types.v1.Mount\x12\x12\n\nnetns_path\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12,\n\x07process\x18\x05 \x01(\x0b\x32\x1b.berth.container.v1.Process\x12\x30\n\tresources\x18\x06 \x01(\x0b\x32\x1d.berth.container.v1.Resources\x12\x13\n\x0bstop_signal\x18\x07 \x01(\t\x12\x17\n\x0freadonly_rootfs\x18\x08 \x01(\x08\"\xda\x03\n\tContainer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).berth.container.v1.Container.LabelsEntry\x12&\n\x04spec\x18\x04 \x01(\x0b\x32\x18.berth.container.v1.Spec\x12\x10\n\x08metadata\x18\x05 \x01(\x0c\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06status\x18\x07 \x01(\x0e\x32\x1a.berth.container.v1.Status\x12\x0b\n\x03pid\x18\x08 \x01(\x05\x12\x11\n\texit_code\x18\t \x01(\x05\x12\x12\n\noom_killed\x18\n \x01(\x08\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08log_path\x18\r \x01(\t\x12\x0c\n\x04note\x18\x0e \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd1\x01\n\rCreateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12=\n\x06labels\x18\x03 \x03(\x0b\x32-.berth.container.v1.CreateRequest.LabelsEntry\x12&\n\x04spec\x18\x04 \x01(\x0b\x32\x18.berth.container.v1.Spec\x12\x10\n\x08metadata\x18\x05 \x01(\x0c\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1a\n\x0cStartRequest\x12\n\n\x02id\x18\x01 \x01(\t\")\n\x0bKillRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\"B\n\x0bStopRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x05\x12\x0e\n\x06signal\x18\x03 \x01(\t\"\x19\n\x0bWaitRequest\x12\n\n\x02id\x18\x01 \x01(\t\"f\n\x0cWaitResponse\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x12\n\noom_killed\x18\x02 \x01(\x08\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\rDeleteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x18\n\nGetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"y\n\x0bListRequest\x12;\n\x06labels\x18\x01 \x03(\x0b\x32+.berth.container.v1.ListRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x0cListResponse\x12\x31\n\ncontainers\x18\x01 \x03(\x0b\x32\x1d.berth.container.v1.Container\"\xad\x01\n\x0bLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x05\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stdout\x18\x06 \x01(\x08\x12\x0e\n\x06stderr\x18\x07 \x01(\x08\"\xbf\x01\n\x08LogEntry\x12\x33\n\x06stream\x18\x01 \x01(\x0e\x32#.berth.container.v1.LogEntry.Stream\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02\"\x0f\n\rEventsRequest\"\xfd\x01\n\tTaskEvent\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".berth.container.v1.TaskEvent.Type\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTYPE_CREATE\x10\x01\x12\x0e\n\nTYPE_START\x10\x02\x12\r\n\tTYPE_EXIT\x10\x03\x12\x0c\n\x08TYPE_OOM\x10\x04\x12\x0f\n\x0bTYPE_DELETE\x10\x05*\\\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATUS_CREATED\x10\x01\x12\x12\n\x0eSTATUS_RUNNING\x10\x02\x12\x12\n\x0eSTATUS_STOPPED\x10\x03\x32\xe9\x05\n\x10\x43ontainerService\x12J\n\x06\x43reate\x12!.berth.container.v1.CreateRequest\x1a\x1d.berth.container.v1.Container\x12H\n\x05Start\x12 .berth.container.v1.StartRequest\x1a\x1d.berth.container.v1.Container\x12?\n\x04Kill\x12\x1f.berth.container.v1.KillRequest\x1a\x16.google.protobuf.Empty\x12\x46\n\x04Stop\x12\x1f.berth.container.v1.StopRequest\x1a\x1d.berth.container.v1.Container\x12I\n\x04Wait\x12\x1f.berth.container.v1.WaitRequest\x1a .berth.container.v1.WaitResponse\x12\x43\n\x06\x44\x65lete\x12!.berth.container.v1.DeleteRequest\x1a\x16.google.protobuf.Empty\x12\x44\n\x03Get\x12\x1e.berth.container.v1.GetRequest\x1a\x1d.berth.container.v1.Container\x12I\n\x04List\x12\x1f.berth.container.v1.ListRequest\x1a .berth.container.v1.ListResponse\x12G\n\x04Logs\x12\x1f.berth.container.v1.LogsRequest\x1a\x1c.berth.container.v1.LogEntry0\x01\x12L\n\x06\x45vents\x12!.berth.container.v1.EventsRequest\x1a\x1d.berth.container.v1.TaskEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"berth/container/v1/container.proto\x12\x12\x62\x65rth.container.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1a\x62\x65rth/types/v1/mount.proto\"r\n\x07Process\x12\x0c\n\x04\x61rgs\x18\x01 \x03(\t\x12\x0b\n\x03\x65nv\x18\x02 \x03(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0b\n\x03gid\x18\x05 \x01(\r\x12\x17\n\x0f\x61\x64\x64itional_gids\x18\x06 \x03(\r\x12\x0c\n\x04user\x18\x07 \x01(\t\"\\\n\tResources\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x03\x12\x11\n\tnano_cpus\x18\x02 \x01(\x03\x12\x12\n\ncpu_shares\x18\x03 \x01(\x03\x12\x12\n\npids_limit\x18\x04 \x01(\x03\"\x88\x02\n\x04Spec\x12%\n\x06rootfs\x18\x01 \x03(\x0b\x32\x15.berth.types.v1.Mount\x12%\n\x06mounts\x18\x02 \x03(\x0b\x32\x15.berth.types.v1.Mount\x12\x12\n\nnetns_path\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12,\n\x07process\x18\x05 \x01(\x0b\x32\x1b.berth.container.v1.Process\x12\x30\n\tresources\x18\x06 \x01(\x0b\x32\x1d.berth.container.v1.Resources\x12\x13\n\x0bstop_signal\x18\x07 \x01(\t\x12\x17\n\x0freadonly_rootfs\x18\x08 \x01(\x08\"\xec\x03\n\tContainer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).berth.container.v1.Container.LabelsEntry\x12&\n\x04spec\x18\x04 \x01(\x0b\x32\x18.berth.container.v1.Spec\x12\x10\n\x08metadata\x18\x05 \x01(\x0c\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06status\x18\x07 \x01(\x0e\x32\x1a.berth.container.v1.Status\x12\x0b\n\x03pid\x18\x08 \x01(\x05\x12\x11\n\texit_code\x18\t \x01(\x05\x12\x12\n\noom_killed\x18\n \x01(\x08\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08log_path\x18\r \x01(\t\x12\x0c\n\x04note\x18\x0e \x01(\t\x12\x10\n\x08log_size\x18\x1e \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd1\x01\n\rCreateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12=\n\x06labels\x18\x03 \x03(\x0b\x32-.berth.container.v1.CreateRequest.LabelsEntry\x12&\n\x04spec\x18\x04 \x01(\x0b\x32\x18.berth.container.v1.Spec\x12\x10\n\x08metadata\x18\x05 \x01(\x0c\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1a\n\x0cStartRequest\x12\n\n\x02id\x18\x01 \x01(\t\")\n\x0bKillRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\"B\n\x0bStopRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x05\x12\x0e\n\x06signal\x18\x03 \x01(\t\"\x19\n\x0bWaitRequest\x12\n\n\x02id\x18\x01 \x01(\t\"f\n\x0cWaitResponse\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x12\n\noom_killed\x18\x02 \x01(\x08\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\rDeleteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x18\n\nGetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"y\n\x0bListRequest\x12;\n\x06labels\x18\x01 \x03(\x0b\x32+.berth.container.v1.ListRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x0cListResponse\x12\x31\n\ncontainers\x18\x01 \x03(\x0b\x32\x1d.berth.container.v1.Container\"\xad\x01\n\x0bLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x05\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stdout\x18\x06 \x01(\x08\x12\x0e\n\x06stderr\x18\x07 \x01(\x08\"\xbf\x01\n\x08LogEntry\x12\x33\n\x06stream\x18\x01 \x01(\x0e\x32#.berth.container.v1.LogEntry.Stream\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02\"\x0f\n\rEventsRequest\"\xfd\x01\n\tTaskEvent\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".berth.container.v1.TaskEvent.Type\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTYPE_CREATE\x10\x01\x12\x0e\n\nTYPE_START\x10\x02\x12\r\n\tTYPE_EXIT\x10\x03\x12\x0c\n\x08TYPE_OOM\x10\x04\x12\x0f\n\x0bTYPE_DELETE\x10\x05\"-\n\rRenameRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08new_name\x18\x02 \x01(\t\"2\n\x12SetMetadataRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08metadata\x18\x02 \x01(\x0c*\\\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATUS_CREATED\x10\x01\x12\x12\n\x0eSTATUS_RUNNING\x10\x02\x12\x12\n\x0eSTATUS_STOPPED\x10\x03\x32\x8b\x07\n\x10\x43ontainerService\x12J\n\x06\x43reate\x12!.berth.container.v1.CreateRequest\x1a\x1d.berth.container.v1.Container\x12H\n\x05Start\x12 .berth.container.v1.StartRequest\x1a\x1d.berth.container.v1.Container\x12?\n\x04Kill\x12\x1f.berth.container.v1.KillRequest\x1a\x16.google.protobuf.Empty\x12\x46\n\x04Stop\x12\x1f.berth.container.v1.StopRequest\x1a\x1d.berth.container.v1.Container\x12I\n\x04Wait\x12\x1f.berth.container.v1.WaitRequest\x1a .berth.container.v1.WaitResponse\x12\x43\n\x06\x44\x65lete\x12!.berth.container.v1.DeleteRequest\x1a\x16.google.protobuf.Empty\x12\x44\n\x03Get\x12\x1e.berth.container.v1.GetRequest\x1a\x1d.berth.container.v1.Container\x12I\n\x04List\x12\x1f.berth.container.v1.ListRequest\x1a .berth.container.v1.ListResponse\x12G\n\x04Logs\x12\x1f.berth.container.v1.LogsRequest\x1a\x1c.berth.container.v1.LogEntry0\x01\x12L\n\x06\x45vents\x12!.berth.container.v1.EventsRequest\x1a\x1d.berth.container.v1.TaskEvent0\x01\x12J\n\x06Rename\x12!.berth.container.v1.RenameRequest\x1a\x1d.berth.container.v1.Container\x12T\n\x0bSetMetadata\x12&.berth.container.v1.SetMetadataRequest\x1a\x1d.berth.container.v1.Containerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_LISTREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_STATUS']._serialized_start=2487
-  _globals['_STATUS']._serialized_end=2579
+  _globals['_STATUS']._serialized_start=2604
+  _globals['_STATUS']._serialized_end=2696
   _globals['_PROCESS']._serialized_start=148
   _globals['_PROCESS']._serialized_end=262
   _globals['_RESOURCES']._serialized_start=264
@@ -49,45 +49,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPEC']._serialized_start=359
   _globals['_SPEC']._serialized_end=623
   _globals['_CONTAINER']._serialized_start=626
-  _globals['_CONTAINER']._serialized_end=1100
-  _globals['_CONTAINER_LABELSENTRY']._serialized_start=1055
-  _globals['_CONTAINER_LABELSENTRY']._serialized_end=1100
-  _globals['_CREATEREQUEST']._serialized_start=1103
-  _globals['_CREATEREQUEST']._serialized_end=1312
-  _globals['_CREATEREQUEST_LABELSENTRY']._serialized_start=1055
-  _globals['_CREATEREQUEST_LABELSENTRY']._serialized_end=1100
-  _globals['_STARTREQUEST']._serialized_start=1314
-  _globals['_STARTREQUEST']._serialized_end=1340
-  _globals['_KILLREQUEST']._serialized_start=1342
-  _globals['_KILLREQUEST']._serialized_end=1383
-  _globals['_STOPREQUEST']._serialized_start=1385
-  _globals['_STOPREQUEST']._serialized_end=1451
-  _globals['_WAITREQUEST']._serialized_start=1453
-  _globals['_WAITREQUEST']._serialized_end=1478
-  _globals['_WAITRESPONSE']._serialized_start=1480
-  _globals['_WAITRESPONSE']._serialized_end=1582
-  _globals['_DELETEREQUEST']._serialized_start=1584
-  _globals['_DELETEREQUEST']._serialized_end=1626
-  _globals['_GETREQUEST']._serialized_start=1628
-  _globals['_GETREQUEST']._serialized_end=1652
-  _globals['_LISTREQUEST']._serialized_start=1654
-  _globals['_LISTREQUEST']._serialized_end=1775
-  _globals['_LISTREQUEST_LABELSENTRY']._serialized_start=1055
-  _globals['_LISTREQUEST_LABELSENTRY']._serialized_end=1100
-  _globals['_LISTRESPONSE']._serialized_start=1777
-  _globals['_LISTRESPONSE']._serialized_end=1842
-  _globals['_LOGSREQUEST']._serialized_start=1845
-  _globals['_LOGSREQUEST']._serialized_end=2018
-  _globals['_LOGENTRY']._serialized_start=2021
-  _globals['_LOGENTRY']._serialized_end=2212
-  _globals['_LOGENTRY_STREAM']._serialized_start=2142
-  _globals['_LOGENTRY_STREAM']._serialized_end=2212
-  _globals['_EVENTSREQUEST']._serialized_start=2214
-  _globals['_EVENTSREQUEST']._serialized_end=2229
-  _globals['_TASKEVENT']._serialized_start=2232
-  _globals['_TASKEVENT']._serialized_end=2485
-  _globals['_TASKEVENT_TYPE']._serialized_start=2378
-  _globals['_TASKEVENT_TYPE']._serialized_end=2485
-  _globals['_CONTAINERSERVICE']._serialized_start=2582
-  _globals['_CONTAINERSERVICE']._serialized_end=3327
+  _globals['_CONTAINER']._serialized_end=1118
+  _globals['_CONTAINER_LABELSENTRY']._serialized_start=1073
+  _globals['_CONTAINER_LABELSENTRY']._serialized_end=1118
+  _globals['_CREATEREQUEST']._serialized_start=1121
+  _globals['_CREATEREQUEST']._serialized_end=1330
+  _globals['_CREATEREQUEST_LABELSENTRY']._serialized_start=1073
+  _globals['_CREATEREQUEST_LABELSENTRY']._serialized_end=1118
+  _globals['_STARTREQUEST']._serialized_start=1332
+  _globals['_STARTREQUEST']._serialized_end=1358
+  _globals['_KILLREQUEST']._serialized_start=1360
+  _globals['_KILLREQUEST']._serialized_end=1401
+  _globals['_STOPREQUEST']._serialized_start=1403
+  _globals['_STOPREQUEST']._serialized_end=1469
+  _globals['_WAITREQUEST']._serialized_start=1471
+  _globals['_WAITREQUEST']._serialized_end=1496
+  _globals['_WAITRESPONSE']._serialized_start=1498
+  _globals['_WAITRESPONSE']._serialized_end=1600
+  _globals['_DELETEREQUEST']._serialized_start=1602
+  _globals['_DELETEREQUEST']._serialized_end=1644
+  _globals['_GETREQUEST']._serialized_start=1646
+  _globals['_GETREQUEST']._serialized_end=1670
+  _globals['_LISTREQUEST']._serialized_start=1672
+  _globals['_LISTREQUEST']._serialized_end=1793
+  _globals['_LISTREQUEST_LABELSENTRY']._serialized_start=1073
+  _globals['_LISTREQUEST_LABELSENTRY']._serialized_end=1118
+  _globals['_LISTRESPONSE']._serialized_start=1795
+  _globals['_LISTRESPONSE']._serialized_end=1860
+  _globals['_LOGSREQUEST']._serialized_start=1863
+  _globals['_LOGSREQUEST']._serialized_end=2036
+  _globals['_LOGENTRY']._serialized_start=2039
+  _globals['_LOGENTRY']._serialized_end=2230
+  _globals['_LOGENTRY_STREAM']._serialized_start=2160
+  _globals['_LOGENTRY_STREAM']._serialized_end=2230
+  _globals['_EVENTSREQUEST']._serialized_start=2232
+  _globals['_EVENTSREQUEST']._serialized_end=2247
+  _globals['_TASKEVENT']._serialized_start=2250
+  _globals['_TASKEVENT']._serialized_end=2503
+  _globals['_TASKEVENT_TYPE']._serialized_start=2396
+  _globals['_TASKEVENT_TYPE']._serialized_end=2503
+  _globals['_RENAMEREQUEST']._serialized_start=2505
+  _globals['_RENAMEREQUEST']._serialized_end=2550
+  _globals['_SETMETADATAREQUEST']._serialized_start=2552
+  _globals['_SETMETADATAREQUEST']._serialized_end=2602
+  _globals['_CONTAINERSERVICE']._serialized_start=2699
+  _globals['_CONTAINERSERVICE']._serialized_end=3606
 # @@protoc_insertion_point(module_scope)

@@ -215,6 +215,7 @@ class Container(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     LOG_PATH_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    LOG_SIZE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     metadata: _builtins.bytes
@@ -231,6 +232,8 @@ class Container(_message.Message):
     """Set when the exit code was inferred rather than read from the monitor's
     exit file (e.g. conmon died while berth was down: exit_code is then 255).
     """
+    log_size: _builtins.int
+    """Bytes in the container's log file(s) now."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -258,10 +261,11 @@ class Container(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         log_path: _builtins.str = ...,
         note: _builtins.str = ...,
+        log_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "spec", b"spec", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "id", b"id", "labels", b"labels", "log_path", b"log_path", "metadata", b"metadata", "name", b"name", "note", b"note", "oom_killed", b"oom_killed", "pid", b"pid", "spec", b"spec", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "id", b"id", "labels", b"labels", "log_path", b"log_path", "log_size", b"log_size", "metadata", b"metadata", "name", b"name", "note", b"note", "oom_killed", b"oom_killed", "pid", b"pid", "spec", b"spec", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -690,3 +694,49 @@ class TaskEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
+
+@_typing.final
+class RenameRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NEW_NAME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, unique id prefix or name."""
+    new_name: _builtins.str
+    """[a-zA-Z0-9][a-zA-Z0-9_.-]*, with or without a leading "/"."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        new_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "new_name", b"new_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenameRequest: _TypeAlias = RenameRequest  # noqa: Y015
+
+@_typing.final
+class SetMetadataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    metadata: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        metadata: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetMetadataRequest: _TypeAlias = SetMetadataRequest  # noqa: Y015

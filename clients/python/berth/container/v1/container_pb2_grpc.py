@@ -85,6 +85,16 @@ class ContainerServiceStub:
                 request_serializer=berth_dot_container_dot_v1_dot_container__pb2.EventsRequest.SerializeToString,
                 response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.TaskEvent.FromString,
                 _registered_method=True)
+        self.Rename = channel.unary_unary(
+                '/berth.container.v1.ContainerService/Rename',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.RenameRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+                _registered_method=True)
+        self.SetMetadata = channel.unary_unary(
+                '/berth.container.v1.ContainerService/SetMetadata',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.SetMetadataRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+                _registered_method=True)
 
 
 class ContainerServiceServicer:
@@ -160,6 +170,20 @@ class ContainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rename(self, request, context):
+        """Give a container another name; ALREADY_EXISTS when another container has it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMetadata(self, request, context):
+        """Replace the caller's opaque metadata on a container (e.g. restart state).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +236,16 @@ def add_ContainerServiceServicer_to_server(servicer, server):
                     servicer.Events,
                     request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.EventsRequest.FromString,
                     response_serializer=berth_dot_container_dot_v1_dot_container__pb2.TaskEvent.SerializeToString,
+            ),
+            'Rename': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rename,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.RenameRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            ),
+            'SetMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMetadata,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.SetMetadataRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -484,6 +518,60 @@ class ContainerService:
             '/berth.container.v1.ContainerService/Events',
             berth_dot_container_dot_v1_dot_container__pb2.EventsRequest.SerializeToString,
             berth_dot_container_dot_v1_dot_container__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rename(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/Rename',
+            berth_dot_container_dot_v1_dot_container__pb2.RenameRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/SetMetadata',
+            berth_dot_container_dot_v1_dot_container__pb2.SetMetadataRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
             options,
             channel_credentials,
             insecure,

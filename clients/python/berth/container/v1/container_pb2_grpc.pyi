@@ -58,6 +58,10 @@ class ContainerServiceStub:
     """The container's output, from its log file."""
     Events: _grpc.UnaryStreamMultiCallable[_container_pb2.EventsRequest, _container_pb2.TaskEvent]
     """Task events (start, exit, oom) as they happen."""
+    Rename: _grpc.UnaryUnaryMultiCallable[_container_pb2.RenameRequest, _container_pb2.Container]
+    """Give a container another name; ALREADY_EXISTS when another container has it."""
+    SetMetadata: _grpc.UnaryUnaryMultiCallable[_container_pb2.SetMetadataRequest, _container_pb2.Container]
+    """Replace the caller's opaque metadata on a container (e.g. restart state)."""
 
 @_typing.type_check_only
 class ContainerServiceAsyncStub(ContainerServiceStub):
@@ -83,6 +87,10 @@ class ContainerServiceAsyncStub(ContainerServiceStub):
     """The container's output, from its log file."""
     Events: _aio.UnaryStreamMultiCallable[_container_pb2.EventsRequest, _container_pb2.TaskEvent]  # type: ignore[assignment]
     """Task events (start, exit, oom) as they happen."""
+    Rename: _aio.UnaryUnaryMultiCallable[_container_pb2.RenameRequest, _container_pb2.Container]  # type: ignore[assignment]
+    """Give a container another name; ALREADY_EXISTS when another container has it."""
+    SetMetadata: _aio.UnaryUnaryMultiCallable[_container_pb2.SetMetadataRequest, _container_pb2.Container]  # type: ignore[assignment]
+    """Replace the caller's opaque metadata on a container (e.g. restart state)."""
 
 class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -165,5 +173,21 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_container_pb2.TaskEvent], _abc.AsyncIterator[_container_pb2.TaskEvent]]:
         """Task events (start, exit, oom) as they happen."""
+
+    @_abc_1.abstractmethod
+    def Rename(
+        self,
+        request: _container_pb2.RenameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
+        """Give a container another name; ALREADY_EXISTS when another container has it."""
+
+    @_abc_1.abstractmethod
+    def SetMetadata(
+        self,
+        request: _container_pb2.SetMetadataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
+        """Replace the caller's opaque metadata on a container (e.g. restart state)."""
 
 def add_ContainerServiceServicer_to_server(servicer: ContainerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

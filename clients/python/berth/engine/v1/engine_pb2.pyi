@@ -113,6 +113,8 @@ class ContainerConfig(_message.Message):
     PUBLISH_ALL_FIELD_NUMBER: _builtins.int
     NETWORK_ALIASES_FIELD_NUMBER: _builtins.int
     IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
+    RESTART_POLICY_FIELD_NUMBER: _builtins.int
+    HEALTHCHECK_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Image reference or id: "busybox", "registry:5000/team/app:1.2", "sha256:..."."""
     name: _builtins.str
@@ -167,6 +169,14 @@ class ContainerConfig(_message.Message):
     def network_aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """More names for the container on its network (`--network-alias`)."""
 
+    @_builtins.property
+    def restart_policy(self) -> Global___RestartPolicy:
+        """When the engine starts the container again after it exited (`--restart`)."""
+
+    @_builtins.property
+    def healthcheck(self) -> Global___HealthConfig:
+        """Overrides the image's healthcheck (`--health-*`); test ["NONE"] disables it."""
+
     def __init__(
         self,
         *,
@@ -194,10 +204,12 @@ class ContainerConfig(_message.Message):
         publish_all: _builtins.bool = ...,
         network_aliases: _abc.Iterable[_builtins.str] | None = ...,
         ipv4_address: _builtins.str = ...,
+        restart_policy: Global___RestartPolicy | None = ...,
+        healthcheck: Global___HealthConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "entrypoint", b"entrypoint", "stop_timeout", b"stop_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "entrypoint", b"entrypoint", "env", b"env", "hostname", b"hostname", "image", b"image", "ipv4_address", b"ipv4_address", "labels", b"labels", "memory_bytes", b"memory_bytes", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "pids_limit", b"pids_limit", "ports", b"ports", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "user", b"user", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "entrypoint", b"entrypoint", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "ipv4_address", b"ipv4_address", "labels", b"labels", "memory_bytes", b"memory_bytes", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "pids_limit", b"pids_limit", "ports", b"ports", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "user", b"user", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
@@ -420,6 +432,141 @@ class StringList(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StringList: _TypeAlias = StringList  # noqa: Y015
+
+@_typing.final
+class RestartPolicy(_message.Message):
+    """RestartPolicy as docker's --restart spells it: "no", "on-failure[:N]",
+    "always", "unless-stopped". The engine waits before each restart, from
+    100 ms doubling to a minute, back to 100 ms after 10 s of good running.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MAXIMUM_RETRY_COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"no" (or empty), "on-failure", "always", "unless-stopped"."""
+    maximum_retry_count: _builtins.int
+    """on-failure only: give up after this many restarts; 0 means never."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        maximum_retry_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["maximum_retry_count", b"maximum_retry_count", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestartPolicy: _TypeAlias = RestartPolicy  # noqa: Y015
+
+@_typing.final
+class HealthConfig(_message.Message):
+    """HealthConfig is docker's Healthcheck: a command run in the container.
+    Durations are in nanoseconds; 0 takes the default (30 s interval, 30 s
+    timeout, 3 retries, no start period, 5 s start interval).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEST_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    START_PERIOD_FIELD_NUMBER: _builtins.int
+    START_INTERVAL_FIELD_NUMBER: _builtins.int
+    interval: _builtins.int
+    timeout: _builtins.int
+    retries: _builtins.int
+    start_period: _builtins.int
+    """Failures during the start period do not count; the start interval applies then."""
+    start_interval: _builtins.int
+    @_builtins.property
+    def test(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """["CMD", args...], ["CMD-SHELL", "command"], or ["NONE"] (no healthcheck)."""
+
+    def __init__(
+        self,
+        *,
+        test: _abc.Iterable[_builtins.str] | None = ...,
+        interval: _builtins.int = ...,
+        timeout: _builtins.int = ...,
+        retries: _builtins.int = ...,
+        start_period: _builtins.int = ...,
+        start_interval: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "retries", b"retries", "start_interval", b"start_interval", "start_period", b"start_period", "test", b"test", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthConfig: _TypeAlias = HealthConfig  # noqa: Y015
+
+@_typing.final
+class HealthLog(_message.Message):
+    """One healthcheck run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    exit_code: _builtins.int
+    output: _builtins.str
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        exit_code: _builtins.int = ...,
+        output: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "exit_code", b"exit_code", "output", b"output", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthLog: _TypeAlias = HealthLog  # noqa: Y015
+
+@_typing.final
+class Health(_message.Message):
+    """A container's health as its healthcheck reports it (State.Health)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    FAILING_STREAK_FIELD_NUMBER: _builtins.int
+    LOG_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """"starting", "healthy", "unhealthy"; empty when there is no healthcheck."""
+    failing_streak: _builtins.int
+    @_builtins.property
+    def log(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthLog]:
+        """The last five runs, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        failing_streak: _builtins.int = ...,
+        log: _abc.Iterable[Global___HealthLog] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failing_streak", b"failing_streak", "log", b"log", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Health: _TypeAlias = Health  # noqa: Y015
 
 @_typing.final
 class CreateContainerRequest(_message.Message):
@@ -721,6 +868,8 @@ class ContainerState(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    RESTARTING_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """"created", "running", "exited", "removing"."""
     running: _builtins.bool
@@ -728,10 +877,16 @@ class ContainerState(_message.Message):
     exit_code: _builtins.int
     oom_killed: _builtins.bool
     error: _builtins.str
+    restarting: _builtins.bool
+    """Waiting to be started again by its restart policy."""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def health(self) -> Global___Health:
+        """Set while the container has a healthcheck."""
+
     def __init__(
         self,
         *,
@@ -743,10 +898,12 @@ class ContainerState(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         error: _builtins.str = ...,
+        health: Global___Health | None = ...,
+        restarting: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "health", b"health", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "oom_killed", b"oom_killed", "pid", b"pid", "running", b"running", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "health", b"health", "oom_killed", b"oom_killed", "pid", b"pid", "restarting", b"restarting", "running", b"running", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -774,6 +931,7 @@ class ContainerInfo(_message.Message):
     MOUNTS_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
     NETWORKS_FIELD_NUMBER: _builtins.int
+    RESTART_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     image: _builtins.str
@@ -786,6 +944,8 @@ class ContainerInfo(_message.Message):
     log_path: _builtins.str
     network_mode: _builtins.str
     netns_path: _builtins.str
+    restart_count: _builtins.int
+    """Times the restart policy started the container again since the user last did."""
     @_builtins.property
     def created(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -827,10 +987,11 @@ class ContainerInfo(_message.Message):
         mounts: _abc.Iterable[Global___MountPoint] | None = ...,
         ports: _abc.Iterable[Global___PortBinding] | None = ...,
         networks: _abc.Iterable[Global___ContainerNetwork] | None = ...,
+        restart_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created", b"created", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "networks", b"networks", "path", b"path", "ports", b"ports", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "networks", b"networks", "path", b"path", "ports", b"ports", "restart_count", b"restart_count", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1953,7 +2114,9 @@ class Event(_message.Message):
     type: _builtins.str
     """"container", "image", "network", "volume"."""
     action: _builtins.str
-    """"create", "start", "die", "stop", "kill", "destroy", "oom", "load", "tag", "untag", "delete", "import"."""
+    """"create", "start", "die", "stop", "kill", "destroy", "oom", "load", "tag", "untag", "delete", "import",
+    "restart", "rename", "commit", "health_status: healthy", "prune".
+    """
     actor_id: _builtins.str
     """Id of what the event is about."""
     @_builtins.property
@@ -1978,3 +2141,381 @@ class Event(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class RenameContainerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NEW_NAME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, id prefix or name."""
+    new_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        new_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "new_name", b"new_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenameContainerRequest: _TypeAlias = RenameContainerRequest  # noqa: Y015
+
+@_typing.final
+class CommitContainerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    container: _builtins.str
+    reference: _builtins.str
+    """Name for the new image; empty leaves it untagged."""
+    message: _builtins.str
+    """Commit message and author, kept in the image's history."""
+    author: _builtins.str
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Dockerfile instructions applied to the container's config: CMD, ENTRYPOINT,
+        ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL.
+        """
+
+    def __init__(
+        self,
+        *,
+        container: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        changes: _abc.Iterable[_builtins.str] | None = ...,
+        message: _builtins.str = ...,
+        author: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "changes", b"changes", "container", b"container", "message", b"message", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitContainerRequest: _TypeAlias = CommitContainerRequest  # noqa: Y015
+
+@_typing.final
+class CommitContainerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitContainerResponse: _TypeAlias = CommitContainerResponse  # noqa: Y015
+
+@_typing.final
+class FileChange(_message.Message):
+    """One path a container changed, as `docker diff` prints it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"A" added, "C" changed, "D" deleted."""
+    path: _builtins.str
+    """Absolute path in the container."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileChange: _TypeAlias = FileChange  # noqa: Y015
+
+@_typing.final
+class ContainerDiffResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileChange]: ...
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___FileChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerDiffResponse: _TypeAlias = ContainerDiffResponse  # noqa: Y015
+
+@_typing.final
+class UpdateRestartPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RESTART_POLICY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    @_builtins.property
+    def restart_policy(self) -> Global___RestartPolicy: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        restart_policy: Global___RestartPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["restart_policy", b"restart_policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "restart_policy", b"restart_policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRestartPolicyRequest: _TypeAlias = UpdateRestartPolicyRequest  # noqa: Y015
+
+@_typing.final
+class PruneResponse(_message.Message):
+    """What a prune removed and the bytes it freed (what `system df` counted for it)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINERS_DELETED_FIELD_NUMBER: _builtins.int
+    IMAGES_DELETED_FIELD_NUMBER: _builtins.int
+    IMAGES_UNTAGGED_FIELD_NUMBER: _builtins.int
+    NETWORKS_DELETED_FIELD_NUMBER: _builtins.int
+    VOLUMES_DELETED_FIELD_NUMBER: _builtins.int
+    SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
+    space_reclaimed: _builtins.int
+    @_builtins.property
+    def containers_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def images_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def images_untagged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def networks_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def volumes_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        containers_deleted: _abc.Iterable[_builtins.str] | None = ...,
+        images_deleted: _abc.Iterable[_builtins.str] | None = ...,
+        images_untagged: _abc.Iterable[_builtins.str] | None = ...,
+        networks_deleted: _abc.Iterable[_builtins.str] | None = ...,
+        volumes_deleted: _abc.Iterable[_builtins.str] | None = ...,
+        space_reclaimed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers_deleted", b"containers_deleted", "images_deleted", b"images_deleted", "images_untagged", b"images_untagged", "networks_deleted", b"networks_deleted", "space_reclaimed", b"space_reclaimed", "volumes_deleted", b"volumes_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneResponse: _TypeAlias = PruneResponse  # noqa: Y015
+
+@_typing.final
+class SystemPruneRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALL_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    """Remove every unused image, not only dangling ones (`-a`)."""
+    volumes: _builtins.bool
+    """Also unused anonymous volumes (`--volumes`)."""
+    def __init__(
+        self,
+        *,
+        all: _builtins.bool = ...,
+        volumes: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "volumes", b"volumes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SystemPruneRequest: _TypeAlias = SystemPruneRequest  # noqa: Y015
+
+@_typing.final
+class DiskUsageSummary(_message.Message):
+    """One line of `system df`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    RECLAIMABLE_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"Images", "Containers", "Logs", "Local Volumes"."""
+    total: _builtins.int
+    active: _builtins.int
+    size: _builtins.int
+    reclaimable: _builtins.int
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        total: _builtins.int = ...,
+        active: _builtins.int = ...,
+        size: _builtins.int = ...,
+        reclaimable: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "reclaimable", b"reclaimable", "size", b"size", "total", b"total", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiskUsageSummary: _TypeAlias = DiskUsageSummary  # noqa: Y015
+
+@_typing.final
+class ImageUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REPO_TAGS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHARED_SIZE_FIELD_NUMBER: _builtins.int
+    CONTAINERS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    size: _builtins.int
+    """Bytes on disk for this image: blobs and unpacked layers."""
+    shared_size: _builtins.int
+    """Of size, bytes also used by another image."""
+    containers: _builtins.int
+    @_builtins.property
+    def repo_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        repo_tags: _abc.Iterable[_builtins.str] | None = ...,
+        created: _timestamp_pb2.Timestamp | None = ...,
+        size: _builtins.int = ...,
+        shared_size: _builtins.int = ...,
+        containers: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "created", b"created", "id", b"id", "repo_tags", b"repo_tags", "shared_size", b"shared_size", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageUsage: _TypeAlias = ImageUsage  # noqa: Y015
+
+@_typing.final
+class ContainerUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SIZE_RW_FIELD_NUMBER: _builtins.int
+    LOG_SIZE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    image: _builtins.str
+    status: _builtins.str
+    size_rw: _builtins.int
+    """Bytes in the container's writable layer, and in its log file."""
+    log_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        image: _builtins.str = ...,
+        status: _builtins.str = ...,
+        size_rw: _builtins.int = ...,
+        log_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "image", b"image", "log_size", b"log_size", "name", b"name", "size_rw", b"size_rw", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerUsage: _TypeAlias = ContainerUsage  # noqa: Y015
+
+@_typing.final
+class VolumeUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REF_COUNT_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    ref_count: _builtins.int
+    size: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        ref_count: _builtins.int = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "ref_count", b"ref_count", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeUsage: _TypeAlias = VolumeUsage  # noqa: Y015
+
+@_typing.final
+class SystemDfResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    CONTAINERS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def summary(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskUsageSummary]: ...
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageUsage]: ...
+    @_builtins.property
+    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerUsage]: ...
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeUsage]: ...
+    def __init__(
+        self,
+        *,
+        summary: _abc.Iterable[Global___DiskUsageSummary] | None = ...,
+        images: _abc.Iterable[Global___ImageUsage] | None = ...,
+        containers: _abc.Iterable[Global___ContainerUsage] | None = ...,
+        volumes: _abc.Iterable[Global___VolumeUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "images", b"images", "summary", b"summary", "volumes", b"volumes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SystemDfResponse: _TypeAlias = SystemDfResponse  # noqa: Y015

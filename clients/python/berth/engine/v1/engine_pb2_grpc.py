@@ -205,6 +205,41 @@ class EngineStub:
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesResponse.FromString,
                 _registered_method=True)
+        self.RenameContainer = channel.unary_unary(
+                '/berth.engine.v1.Engine/RenameContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RenameContainerRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CommitContainer = channel.unary_unary(
+                '/berth.engine.v1.Engine/CommitContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerResponse.FromString,
+                _registered_method=True)
+        self.ContainerDiff = channel.unary_unary(
+                '/berth.engine.v1.Engine/ContainerDiff',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerDiffResponse.FromString,
+                _registered_method=True)
+        self.PruneContainers = channel.unary_unary(
+                '/berth.engine.v1.Engine/PruneContainers',
+                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
+                _registered_method=True)
+        self.UpdateRestartPolicy = channel.unary_unary(
+                '/berth.engine.v1.Engine/UpdateRestartPolicy',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateRestartPolicyRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.SystemDf = channel.unary_unary(
+                '/berth.engine.v1.Engine/SystemDf',
+                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemDfResponse.FromString,
+                _registered_method=True)
+        self.SystemPrune = channel.unary_unary(
+                '/berth.engine.v1.Engine/SystemPrune',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemPruneRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
+                _registered_method=True)
         self.Events = channel.unary_stream(
                 '/berth.engine.v1.Engine/Events',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.EventsRequest.SerializeToString,
@@ -438,6 +473,59 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenameContainer(self, request, context):
+        """Containers in depth: names, images made from containers, disk use.
+        Give a container another name. ALREADY_EXISTS when the name is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitContainer(self, request, context):
+        """Make an image of a container: its writable layer becomes a new layer on
+        top of its image's, with the container's config changed by `changes`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ContainerDiff(self, request, context):
+        """What a container changed in its root filesystem, path by path.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneContainers(self, request, context):
+        """Remove every container that is not running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRestartPolicy(self, request, context):
+        """Set a container's restart policy, running or not (`update --restart`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SystemDf(self, request, context):
+        """Disk used by images, containers, their logs, and volumes (`system df`).
+        Reclaimable counts what SystemPrune with all and volumes would free.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SystemPrune(self, request, context):
+        """Remove stopped containers, unused networks, dangling (with all: every
+        unused) images and, with volumes, unused anonymous volumes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Events(self, request, context):
         """Engine events (container create/start/die/destroy..., image load/tag/delete...),
         in the order they happened, from `since` on and, with follow, as they happen.
@@ -618,6 +706,41 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.PruneVolumes,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesResponse.SerializeToString,
+            ),
+            'RenameContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RenameContainerRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CommitContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerResponse.SerializeToString,
+            ),
+            'ContainerDiff': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContainerDiff,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerDiffResponse.SerializeToString,
+            ),
+            'PruneContainers': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneContainers,
+                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.SerializeToString,
+            ),
+            'UpdateRestartPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRestartPolicy,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateRestartPolicyRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'SystemDf': grpc.unary_unary_rpc_method_handler(
+                    servicer.SystemDf,
+                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemDfResponse.SerializeToString,
+            ),
+            'SystemPrune': grpc.unary_unary_rpc_method_handler(
+                    servicer.SystemPrune,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemPruneRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.SerializeToString,
             ),
             'Events': grpc.unary_stream_rpc_method_handler(
                     servicer.Events,
@@ -1543,6 +1666,195 @@ class Engine:
             '/berth.engine.v1.Engine/PruneVolumes',
             berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/RenameContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.RenameContainerRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/CommitContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContainerDiff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/ContainerDiff',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerDiffResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneContainers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/PruneContainers',
+            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRestartPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/UpdateRestartPolicy',
+            berth_dot_engine_dot_v1_dot_engine__pb2.UpdateRestartPolicyRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SystemDf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/SystemDf',
+            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.SystemDfResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SystemPrune(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/SystemPrune',
+            berth_dot_engine_dot_v1_dot_engine__pb2.SystemPruneRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
             options,
             channel_credentials,
             insecure,

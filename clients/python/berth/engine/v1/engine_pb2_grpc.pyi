@@ -99,6 +99,28 @@ class EngineStub:
     """FAILED_PRECONDITION while a container uses the volume."""
     PruneVolumes: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PruneVolumesRequest, _engine_pb2.PruneVolumesResponse]
     """Remove volumes no container uses: anonymous ones, or all with `all`."""
+    RenameContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RenameContainerRequest, _empty_pb2.Empty]
+    """Containers in depth: names, images made from containers, disk use.
+    Give a container another name. ALREADY_EXISTS when the name is taken.
+    """
+    CommitContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CommitContainerRequest, _engine_pb2.CommitContainerResponse]
+    """Make an image of a container: its writable layer becomes a new layer on
+    top of its image's, with the container's config changed by `changes`.
+    """
+    ContainerDiff: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.ContainerDiffResponse]
+    """What a container changed in its root filesystem, path by path."""
+    PruneContainers: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.PruneResponse]
+    """Remove every container that is not running."""
+    UpdateRestartPolicy: _grpc.UnaryUnaryMultiCallable[_engine_pb2.UpdateRestartPolicyRequest, _empty_pb2.Empty]
+    """Set a container's restart policy, running or not (`update --restart`)."""
+    SystemDf: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.SystemDfResponse]
+    """Disk used by images, containers, their logs, and volumes (`system df`).
+    Reclaimable counts what SystemPrune with all and volumes would free.
+    """
+    SystemPrune: _grpc.UnaryUnaryMultiCallable[_engine_pb2.SystemPruneRequest, _engine_pb2.PruneResponse]
+    """Remove stopped containers, unused networks, dangling (with all: every
+    unused) images and, with volumes, unused anonymous volumes.
+    """
     Events: _grpc.UnaryStreamMultiCallable[_engine_pb2.EventsRequest, _engine_pb2.Event]
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
@@ -165,6 +187,28 @@ class EngineAsyncStub(EngineStub):
     """FAILED_PRECONDITION while a container uses the volume."""
     PruneVolumes: _aio.UnaryUnaryMultiCallable[_engine_pb2.PruneVolumesRequest, _engine_pb2.PruneVolumesResponse]  # type: ignore[assignment]
     """Remove volumes no container uses: anonymous ones, or all with `all`."""
+    RenameContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.RenameContainerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Containers in depth: names, images made from containers, disk use.
+    Give a container another name. ALREADY_EXISTS when the name is taken.
+    """
+    CommitContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.CommitContainerRequest, _engine_pb2.CommitContainerResponse]  # type: ignore[assignment]
+    """Make an image of a container: its writable layer becomes a new layer on
+    top of its image's, with the container's config changed by `changes`.
+    """
+    ContainerDiff: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.ContainerDiffResponse]  # type: ignore[assignment]
+    """What a container changed in its root filesystem, path by path."""
+    PruneContainers: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.PruneResponse]  # type: ignore[assignment]
+    """Remove every container that is not running."""
+    UpdateRestartPolicy: _aio.UnaryUnaryMultiCallable[_engine_pb2.UpdateRestartPolicyRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Set a container's restart policy, running or not (`update --restart`)."""
+    SystemDf: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.SystemDfResponse]  # type: ignore[assignment]
+    """Disk used by images, containers, their logs, and volumes (`system df`).
+    Reclaimable counts what SystemPrune with all and volumes would free.
+    """
+    SystemPrune: _aio.UnaryUnaryMultiCallable[_engine_pb2.SystemPruneRequest, _engine_pb2.PruneResponse]  # type: ignore[assignment]
+    """Remove stopped containers, unused networks, dangling (with all: every
+    unused) images and, with volumes, unused anonymous volumes.
+    """
     Events: _aio.UnaryStreamMultiCallable[_engine_pb2.EventsRequest, _engine_pb2.Event]  # type: ignore[assignment]
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
@@ -432,6 +476,70 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.PruneVolumesResponse, _abc.Awaitable[_engine_pb2.PruneVolumesResponse]]:
         """Remove volumes no container uses: anonymous ones, or all with `all`."""
+
+    @_abc_1.abstractmethod
+    def RenameContainer(
+        self,
+        request: _engine_pb2.RenameContainerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Containers in depth: names, images made from containers, disk use.
+        Give a container another name. ALREADY_EXISTS when the name is taken.
+        """
+
+    @_abc_1.abstractmethod
+    def CommitContainer(
+        self,
+        request: _engine_pb2.CommitContainerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.CommitContainerResponse, _abc.Awaitable[_engine_pb2.CommitContainerResponse]]:
+        """Make an image of a container: its writable layer becomes a new layer on
+        top of its image's, with the container's config changed by `changes`.
+        """
+
+    @_abc_1.abstractmethod
+    def ContainerDiff(
+        self,
+        request: _engine_pb2.ContainerRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.ContainerDiffResponse, _abc.Awaitable[_engine_pb2.ContainerDiffResponse]]:
+        """What a container changed in its root filesystem, path by path."""
+
+    @_abc_1.abstractmethod
+    def PruneContainers(
+        self,
+        request: _empty_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.PruneResponse, _abc.Awaitable[_engine_pb2.PruneResponse]]:
+        """Remove every container that is not running."""
+
+    @_abc_1.abstractmethod
+    def UpdateRestartPolicy(
+        self,
+        request: _engine_pb2.UpdateRestartPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Set a container's restart policy, running or not (`update --restart`)."""
+
+    @_abc_1.abstractmethod
+    def SystemDf(
+        self,
+        request: _empty_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.SystemDfResponse, _abc.Awaitable[_engine_pb2.SystemDfResponse]]:
+        """Disk used by images, containers, their logs, and volumes (`system df`).
+        Reclaimable counts what SystemPrune with all and volumes would free.
+        """
+
+    @_abc_1.abstractmethod
+    def SystemPrune(
+        self,
+        request: _engine_pb2.SystemPruneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.PruneResponse, _abc.Awaitable[_engine_pb2.PruneResponse]]:
+        """Remove stopped containers, unused networks, dangling (with all: every
+        unused) images and, with volumes, unused anonymous volumes.
+        """
 
     @_abc_1.abstractmethod
     def Events(

@@ -110,6 +110,26 @@ class ImageServiceStub:
                 request_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoginRequest.SerializeToString,
                 response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoginResponse.FromString,
                 _registered_method=True)
+        self.Commit = channel.unary_unary(
+                '/berth.image.v1.ImageService/Commit',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.CommitRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+                _registered_method=True)
+        self.Diff = channel.unary_unary(
+                '/berth.image.v1.ImageService/Diff',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.DiffRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.DiffResponse.FromString,
+                _registered_method=True)
+        self.DiskUsage = channel.unary_unary(
+                '/berth.image.v1.ImageService/DiskUsage',
+                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.DiskUsageResponse.FromString,
+                _registered_method=True)
+        self.PruneImages = channel.unary_unary(
+                '/berth.image.v1.ImageService/PruneImages',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.PruneImagesRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PruneImagesResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -226,6 +246,37 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Commit(self, request, context):
+        """Make an image from a snapshot: its upper dir becomes a new layer (overlay
+        whiteouts turned into .wh. entries) on top of the snapshot's image, with
+        the config given. The snapshot stays as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Diff(self, request, context):
+        """What a snapshot changed against its image, path by path.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiskUsage(self, request, context):
+        """Bytes on disk per image (shared and not) and per snapshot: what
+        PruneImages would free is computed the same way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneImages(self, request, context):
+        """Remove images no snapshot uses: dangling ones, or with all every one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -303,6 +354,26 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.Login,
                     request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoginRequest.FromString,
                     response_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoginResponse.SerializeToString,
+            ),
+            'Commit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.CommitRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.Image.SerializeToString,
+            ),
+            'Diff': grpc.unary_unary_rpc_method_handler(
+                    servicer.Diff,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.DiffRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.DiffResponse.SerializeToString,
+            ),
+            'DiskUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiskUsage,
+                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.DiskUsageResponse.SerializeToString,
+            ),
+            'PruneImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneImages,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PruneImagesRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.PruneImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -710,6 +781,114 @@ class ImageService:
             '/berth.image.v1.ImageService/Login',
             berth_dot_image_dot_v1_dot_image__pb2.LoginRequest.SerializeToString,
             berth_dot_image_dot_v1_dot_image__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.image.v1.ImageService/Commit',
+            berth_dot_image_dot_v1_dot_image__pb2.CommitRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Diff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.image.v1.ImageService/Diff',
+            berth_dot_image_dot_v1_dot_image__pb2.DiffRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.DiffResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiskUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.image.v1.ImageService/DiskUsage',
+            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.DiskUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.image.v1.ImageService/PruneImages',
+            berth_dot_image_dot_v1_dot_image__pb2.PruneImagesRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.PruneImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

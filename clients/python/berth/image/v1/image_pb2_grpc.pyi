@@ -78,6 +78,19 @@ class ImageServiceStub:
     """Push an image to a registry, streaming progress per layer."""
     Login: _grpc.UnaryUnaryMultiCallable[_image_pb2.LoginRequest, _image_pb2.LoginResponse]
     """Check credentials against a registry. Nothing is stored: callers keep them."""
+    Commit: _grpc.UnaryUnaryMultiCallable[_image_pb2.CommitRequest, _image_pb2.Image]
+    """Make an image from a snapshot: its upper dir becomes a new layer (overlay
+    whiteouts turned into .wh. entries) on top of the snapshot's image, with
+    the config given. The snapshot stays as it is.
+    """
+    Diff: _grpc.UnaryUnaryMultiCallable[_image_pb2.DiffRequest, _image_pb2.DiffResponse]
+    """What a snapshot changed against its image, path by path."""
+    DiskUsage: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _image_pb2.DiskUsageResponse]
+    """Bytes on disk per image (shared and not) and per snapshot: what
+    PruneImages would free is computed the same way.
+    """
+    PruneImages: _grpc.UnaryUnaryMultiCallable[_image_pb2.PruneImagesRequest, _image_pb2.PruneImagesResponse]
+    """Remove images no snapshot uses: dangling ones, or with all every one."""
 
 @_typing.type_check_only
 class ImageServiceAsyncStub(ImageServiceStub):
@@ -123,6 +136,19 @@ class ImageServiceAsyncStub(ImageServiceStub):
     """Push an image to a registry, streaming progress per layer."""
     Login: _aio.UnaryUnaryMultiCallable[_image_pb2.LoginRequest, _image_pb2.LoginResponse]  # type: ignore[assignment]
     """Check credentials against a registry. Nothing is stored: callers keep them."""
+    Commit: _aio.UnaryUnaryMultiCallable[_image_pb2.CommitRequest, _image_pb2.Image]  # type: ignore[assignment]
+    """Make an image from a snapshot: its upper dir becomes a new layer (overlay
+    whiteouts turned into .wh. entries) on top of the snapshot's image, with
+    the config given. The snapshot stays as it is.
+    """
+    Diff: _aio.UnaryUnaryMultiCallable[_image_pb2.DiffRequest, _image_pb2.DiffResponse]  # type: ignore[assignment]
+    """What a snapshot changed against its image, path by path."""
+    DiskUsage: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _image_pb2.DiskUsageResponse]  # type: ignore[assignment]
+    """Bytes on disk per image (shared and not) and per snapshot: what
+    PruneImages would free is computed the same way.
+    """
+    PruneImages: _aio.UnaryUnaryMultiCallable[_image_pb2.PruneImagesRequest, _image_pb2.PruneImagesResponse]  # type: ignore[assignment]
+    """Remove images no snapshot uses: dangling ones, or with all every one."""
 
 class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -255,5 +281,42 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_image_pb2.LoginResponse, _abc.Awaitable[_image_pb2.LoginResponse]]:
         """Check credentials against a registry. Nothing is stored: callers keep them."""
+
+    @_abc_1.abstractmethod
+    def Commit(
+        self,
+        request: _image_pb2.CommitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.Image, _abc.Awaitable[_image_pb2.Image]]:
+        """Make an image from a snapshot: its upper dir becomes a new layer (overlay
+        whiteouts turned into .wh. entries) on top of the snapshot's image, with
+        the config given. The snapshot stays as it is.
+        """
+
+    @_abc_1.abstractmethod
+    def Diff(
+        self,
+        request: _image_pb2.DiffRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.DiffResponse, _abc.Awaitable[_image_pb2.DiffResponse]]:
+        """What a snapshot changed against its image, path by path."""
+
+    @_abc_1.abstractmethod
+    def DiskUsage(
+        self,
+        request: _empty_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.DiskUsageResponse, _abc.Awaitable[_image_pb2.DiskUsageResponse]]:
+        """Bytes on disk per image (shared and not) and per snapshot: what
+        PruneImages would free is computed the same way.
+        """
+
+    @_abc_1.abstractmethod
+    def PruneImages(
+        self,
+        request: _image_pb2.PruneImagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.PruneImagesResponse, _abc.Awaitable[_image_pb2.PruneImagesResponse]]:
+        """Remove images no snapshot uses: dangling ones, or with all every one."""
 
 def add_ImageServiceServicer_to_server(servicer: ImageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
