@@ -53,6 +53,12 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
         async for event in self.service.events():
             yield convert.event_to_pb(event)
 
+    async def Rename(self, request: pb.RenameRequest, context) -> pb.Container:
+        return convert.container_to_pb(await self.service.rename(request.id, request.new_name))
+
+    async def SetMetadata(self, request: pb.SetMetadataRequest, context) -> pb.Container:
+        return convert.container_to_pb(await self.service.set_metadata(request.id, request.metadata))
+
 
 def register(service: ContainerService):
     def add(server) -> list[str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.container.v1 import container_pb2 as pb
@@ -74,13 +77,25 @@ def container_to_pb(c: Container) -> pb.Container:
     r = c.record
     out = pb.Container(id=r.id, name="/" + r.name, labels=r.labels, spec=spec_to_pb(r.spec),
                        metadata=r.metadata, created_at=_ts(r.created_at), status=_STATUS[c.status],
-                       pid=c.pid, started_at=_ts(r.started_at), log_path=c.log_path)
+                       pid=c.pid, started_at=_ts(r.started_at), log_path=c.log_path,
+                       log_size=_file_size(c.log_path))
     if r.exit is not None:
         out.exit_code = r.exit.code
         out.oom_killed = r.exit.oom_killed
         out.finished_at.CopyFrom(_ts(r.exit.finished_at))
         out.note = r.exit.note
     return out
+
+
+def _file_size(path: str) -> int:
+    """The log and its rotated predecessors (path.1, ...), as `system df` counts them."""
+    total = 0
+    for p in [path, *glob.glob(glob.escape(path) + ".*")] if path else ():
+        try:
+            total += os.stat(p).st_size
+        except OSError:
+            pass
+    return total
 
 
 def exit_to_pb(e: Exit) -> pb.WaitResponse:

@@ -228,6 +228,28 @@ class ContainerService:
         log.info("container_deleted", container_id=c.id)
         self.broker.publish(Event(EventType.DELETE, c.id, time.time()))
 
+    async def rename(self, ref: str, new_name: str) -> Container:
+        c = self.get(ref)
+        name = new_name.lstrip("/")
+        if not NAME_RE.match(name):
+            raise errors.InvalidArgument(
+                f'Invalid container name ("{name}"), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+        if name == c.name:
+            raise errors.InvalidArgument(f"Renaming a container with the same name as its current name")
+        try:
+            self.store.rename(c.id, name)
+        except NameTaken as exc:
+            raise errors.AlreadyExists(
+                f'Conflict. The container name "/{name}" is already in use by container "{exc.owner}". '
+                "You have to remove (or rename) that container to be able to reuse that name.") from None
+        log.info("container_renamed", container_id=c.id, old_name=c.name, name=name)
+        return self.get(c.id)
+
+    async def set_metadata(self, ref: str, metadata: bytes) -> Container:
+        c = self.get(ref)
+        self.store.set_metadata(c.id, metadata)
+        return self.get(c.id)
+
     def get(self, ref: str) -> Container:
         return self._view(self._find(ref))
 

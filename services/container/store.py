@@ -61,6 +61,8 @@ class Store(Protocol):
     def set_started(self, id: str, at: float) -> None: ...
     def set_exit(self, id: str, exit: Exit) -> bool: ...
     def delete(self, id: str) -> None: ...
+    def rename(self, id: str, name: str) -> None: ...
+    def set_metadata(self, id: str, metadata: bytes) -> None: ...
 
 
 class ContainerStore:
@@ -115,6 +117,19 @@ class ContainerStore:
     def delete(self, id: str) -> None:
         with Transaction(self.db) as db:
             db.execute("DELETE FROM containers WHERE id = ?", (id,))
+
+    def rename(self, id: str, name: str) -> None:
+        """Raises NameTaken when another row has the name (the UNIQUE index decides, race-free)."""
+        try:
+            with Transaction(self.db) as db:
+                db.execute("UPDATE containers SET name = ? WHERE id = ?", (name, id))
+        except sqlite3.IntegrityError:
+            owner = self.db.execute("SELECT id FROM containers WHERE name = ?", (name,)).fetchone()
+            raise NameTaken(owner["id"] if owner else "") from None
+
+    def set_metadata(self, id: str, metadata: bytes) -> None:
+        with Transaction(self.db) as db:
+            db.execute("UPDATE containers SET metadata = ? WHERE id = ?", (metadata, id))
 
 
 def _record(row: sqlite3.Row) -> Record:
