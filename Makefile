@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 GEN_DIR := clients/python
-APT_PACKAGES := runc conmon busybox-static nftables iproute2 procps util-linux
+APT_PACKAGES := runc conmon busybox-static nftables iproute2 procps util-linux docker-registry skopeo
 
 .PHONY: deps venv protos check-protos test unit demo bench clean
 
@@ -23,6 +23,7 @@ $(VENV)/.installed: requirements.txt
 	echo "$(CURDIR)/clients/cli" >> $(VENV)/lib/python3.11/site-packages/berth-src.pth
 	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m berth_cli "$$@"\n' > $(VENV)/bin/berth && chmod +x $(VENV)/bin/berth
 	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m services.berthd "$$@"\n' > $(VENV)/bin/berthd && chmod +x $(VENV)/bin/berthd
+	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m services.registry "$$@"\n' > $(VENV)/bin/berth-registry && chmod +x $(VENV)/bin/berth-registry
 	touch $@
 
 # Generated code is committed; regenerate after editing protos/.

@@ -42,6 +42,23 @@ show "$BERTH" import "$TAR" berth-demo/busybox:latest -c 'CMD ["sh"]'
 rm -f "$TAR"
 show "$BERTH" images
 
+step "Pushing it to berth's own registry on 127.0.0.1, removing it, pulling it back"
+REG_PORT=$("$ROOT/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+REG_ROOT=$(mktemp -d /tmp/berth-demo-registry.XXXXXX)
+"$ROOT/.venv/bin/python" -m services.registry --listen "127.0.0.1:$REG_PORT" --root "$REG_ROOT" --log-format json >"$REG_ROOT.log" 2>&1 &
+REG_PID=$!
+"$ROOT/.venv/bin/python" -c 'import sys, time, urllib.request
+for _ in range(100):
+    try: urllib.request.urlopen(sys.argv[1], timeout=1); break
+    except OSError: time.sleep(0.1)' "http://127.0.0.1:$REG_PORT/v2/"
+REG_IMAGE="127.0.0.1:$REG_PORT/berth-demo/busybox:latest"
+show "$BERTH" tag berth-demo/busybox "$REG_IMAGE"
+show "$BERTH" push "$REG_IMAGE"
+show "$BERTH" rmi "$REG_IMAGE" berth-demo/busybox
+show "$BERTH" pull "$REG_IMAGE"
+show "$BERTH" tag "$REG_IMAGE" berth-demo/busybox:latest
+kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; rm -rf "$REG_ROOT" "$REG_ROOT.log"
+
 step "Running a container in the foreground"
 show "$BERTH" run --rm berth-demo/busybox sh -c 'echo "hello from $(hostname), I am pid $$"'
 
