@@ -78,6 +78,30 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         return image_pb2.ListSnapshotsResponse(
             snapshots=[convert.snapshot_to_pb(s) for s in snapshots])
 
+    async def Commit(self, request, context):
+        image = await self.service.commit(
+            request.key, convert.config_from_pb(request.config), name=request.reference,
+            comment=request.comment, author=request.author)
+        return convert.image_to_pb(image)
+
+    async def Diff(self, request, context):
+        changes = await self.service.diff(request.key)
+        return image_pb2.DiffResponse(
+            changes=[image_pb2.Change(kind=c.kind, path=c.path) for c in changes])
+
+    async def DiskUsage(self, request, context):
+        usage = await self.service.disk_usage()
+        return image_pb2.DiskUsageResponse(
+            images=[image_pb2.ImageUsage(id=u.id, size=u.size, shared_size=u.shared_size,
+                                         snapshots=u.snapshots) for u in usage.images],
+            snapshots=[image_pb2.SnapshotUsage(key=k, size=n) for k, n in usage.snapshots],
+            images_size=usage.images_size, images_reclaimable=usage.images_reclaimable)
+
+    async def PruneImages(self, request, context):
+        result = await self.service.prune_images(request.all)
+        return image_pb2.PruneImagesResponse(untagged=result.untagged, deleted=result.deleted,
+                                             space_reclaimed=result.space_reclaimed)
+
 
     async def ExportPath(self, request, context):
         async for chunk in self.service.export_path(request.image, request.path):

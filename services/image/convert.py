@@ -23,7 +23,7 @@ def config_to_pb(config: ImageConfig) -> image_pb2.ImageConfig:
         env=config.env, entrypoint=config.entrypoint, cmd=config.cmd,
         working_dir=config.working_dir, user=config.user, labels=config.labels,
         exposed_ports=config.exposed_ports, volumes=config.volumes,
-        stop_signal=config.stop_signal)
+        stop_signal=config.stop_signal, healthcheck=health_to_pb(config.healthcheck))
 
 
 def config_from_pb(pb: image_pb2.ImageConfig) -> ImageConfig:
@@ -31,7 +31,32 @@ def config_from_pb(pb: image_pb2.ImageConfig) -> ImageConfig:
         env=tuple(pb.env), entrypoint=tuple(pb.entrypoint), cmd=tuple(pb.cmd),
         working_dir=pb.working_dir, user=pb.user, labels=dict(pb.labels),
         exposed_ports=tuple(pb.exposed_ports), volumes=tuple(pb.volumes),
-        stop_signal=pb.stop_signal)
+        stop_signal=pb.stop_signal,
+        healthcheck=health_from_pb(pb.healthcheck) if pb.HasField("healthcheck") else {})
+
+
+# docker's Healthcheck keys and the proto's fields; durations are nanoseconds in both.
+_HEALTH_FIELDS = (("Interval", "interval"), ("Timeout", "timeout"), ("Retries", "retries"),
+                  ("StartPeriod", "start_period"), ("StartInterval", "start_interval"))
+
+
+def health_to_pb(health: dict) -> image_pb2.HealthConfig | None:
+    if not health:
+        return None
+    out = image_pb2.HealthConfig(test=[str(t) for t in health.get("Test") or ()])
+    for key, name in _HEALTH_FIELDS:
+        value = health.get(key)
+        if isinstance(value, int):
+            setattr(out, name, value)
+    return out
+
+
+def health_from_pb(pb: image_pb2.HealthConfig) -> dict:
+    out: dict = {"Test": list(pb.test)} if pb.test else {}
+    for key, name in _HEALTH_FIELDS:
+        if getattr(pb, name):
+            out[key] = getattr(pb, name)
+    return out
 
 
 def image_to_pb(image: Image) -> image_pb2.Image:

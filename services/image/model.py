@@ -46,6 +46,8 @@ class ImageConfig:
     exposed_ports: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
     stop_signal: str = ""
+    # docker's Healthcheck object as the config spells it: Test, Interval (ns), Timeout, ...
+    healthcheck: dict = field(default_factory=dict)
 
     @classmethod
     def from_oci(cls, section: dict | None) -> ImageConfig:
@@ -61,6 +63,7 @@ class ImageConfig:
             exposed_ports=tuple(sorted(c.get("ExposedPorts") or {})),
             volumes=tuple(sorted(c.get("Volumes") or {})),
             stop_signal=c.get("StopSignal") or "",
+            healthcheck=dict(c.get("Healthcheck") or {}),
         )
 
     def to_oci(self) -> dict:
@@ -83,6 +86,8 @@ class ImageConfig:
             out["Volumes"] = {v: {} for v in self.volumes}
         if self.stop_signal:
             out["StopSignal"] = self.stop_signal
+        if self.healthcheck:
+            out["Healthcheck"] = dict(self.healthcheck)
         return out
 
 

@@ -28,6 +28,8 @@ import structlog
 from services.common import reference
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.image import archive, export
+from services.image import commit as commit_mod
+from services.image.usage import DiskUsage, PruneResult, Usage
 from services.image.content import CHUNK, ContentStore
 from services.image.distribution import Credentials, Repository
 from services.image.model import Progress
@@ -35,7 +37,7 @@ from services.image.pull import LEASE_MAX_AGE, Leases, Platform, Puller, stream
 from services.image.push import Pusher
 from services.image.registries import RegistriesConfig
 from services.image.model import (
-    Image, ImageConfig, ImageRecord, PreparedSnapshot, Snapshot, SnapshotRecord,
+    MEDIA_LAYER, Image, ImageConfig, ImageRecord, Layer, PreparedSnapshot, Snapshot, SnapshotRecord,
 )
 from services.image.snapshotter import Snapshotter, chain_ids, check_key
 from services.image.store import ImageStore, Store
@@ -79,6 +81,7 @@ class ImageService:
         self.content = ContentStore(state_dir)
         self.store: Store = store or ImageStore(os.path.join(state_dir, "images.db"))
         self.snapshotter = Snapshotter(state_dir, self.content.open)
+        self.usage = Usage(self.content.size, self.snapshotter.layer_dir)
         # Held by whatever writes, reads for saving, or deletes blobs.
         self._content_lock = threading.Lock()
         # Guards the leases and the decision to delete unpacked layers.
@@ -430,6 +433,93 @@ class ImageService:
             return self.snapshotter.usage(key)
         except OSError:
             return 0
+
+    # -- commit, diff, disk usage ---------------------------------------------------
+
+    async def commit(self, key: str, config: ImageConfig, name: str = "", comment: str = "",
+                     author: str = "") -> Image:
+        """A new image: the snapshot's image plus its writable layer as one more layer."""
+        check_key(key)
+        target = str(reference.parse(name)) if name else ""
+        if target and reference.parse(target).digest:
+            raise InvalidArgument(f"refusing to create a tag with a digest reference: {name}")
+        snap = self.store.get_snapshot(key)
+        if snap is None:
+            raise NotFound(f"snapshot {key} not found")
+        record = await asyncio.to_thread(self._commit, snap, config, comment, author, target)
+        log.info("snapshot_committed", key=key, image_id=record.id, name=target)
+        return self._image(record.id)
+
+    def _commit(self, snap: SnapshotRecord, config: ImageConfig, comment: str, author: str,
+                target: str) -> ImageRecord:
+        parent = self.store.get_image(snap.image_id)
+        if parent is None:
+            raise FailedPrecondition(
+                f"the image {snap.image_id} of this container was removed: it cannot be committed")
+        upper = os.path.join(self.snapshotter.snapshot_dir(snap.key), "upper")
+        with tempfile.TemporaryFile(dir=self.tmp_dir) as f:
+            # Tarred outside the lock: a big layer must not hold up pulls and loads.
+            commit_mod.write_layer(upper, f)
+            f.seek(0)
+            with self._content_lock:
+                try:
+                    digest, size = self.content.write_file(f)
+                    layers = (*parent.layers, Layer(diff_id=digest, digest=digest, size=size,
+                                                    media_type=MEDIA_LAYER))
+                    config_bytes = commit_mod.config_document(
+                        parent.config_json, config.to_oci(), digest, comment, author)
+                    config_digest, config_size = self.content.write_bytes(config_bytes)
+                    manifest_digest, _ = self.content.write_bytes(
+                        archive._oci_manifest(config_digest, config_size, list(layers)))
+                    record = ImageRecord(id=config_digest, manifest_digest=manifest_digest,
+                                         config_json=config_bytes, layers=layers,
+                                         stored_at=datetime.now(timezone.utc))
+                    self.store.put_images([(record, [target] if target else [])])
+                    return record
+                except BaseException:
+                    self._gc_locked()
+                    raise
+
+    async def diff(self, key: str) -> list[commit_mod.Change]:
+        check_key(key)
+        snap = self.store.get_snapshot(key)
+        if snap is None:
+            raise NotFound(f"snapshot {key} not found")
+        upper = os.path.join(self.snapshotter.snapshot_dir(key), "upper")
+        # Stored lowest first; overlayfs (and the diff) look from the top down.
+        lowers = [self.snapshotter.layer_fs(c) for c in reversed(snap.chain_ids)]
+        return await asyncio.to_thread(commit_mod.diff, upper, lowers)
+
+    async def disk_usage(self) -> DiskUsage:
+        return await asyncio.to_thread(self._disk_usage)
+
+    def _disk_usage(self) -> DiskUsage:
+        records, snaps = self.store.list_images(), self.store.list_snapshots()
+        images = self.usage.images(records, snaps)
+        unused = {u.id for u in images if not u.snapshots}
+        return DiskUsage(images=images, snapshots=[(s.key, self._usage(s.key)) for s in snaps],
+                         images_size=self.usage.total(records),
+                         images_reclaimable=self.usage.freed(records, snaps, unused))
+
+    async def prune_images(self, all: bool) -> PruneResult:
+        result = await asyncio.to_thread(self._prune_images, all)
+        log.info("images_pruned", deleted=result.deleted, space_reclaimed=result.space_reclaimed)
+        return result
+
+    def _prune_images(self, all: bool) -> PruneResult:
+        with self._content_lock:
+            records, snaps = self.store.list_images(), self.store.list_snapshots()
+            tags = self.store.all_tags()
+            used = {s.image_id for s in snaps}
+            removed = {r.id for r in records if r.id not in used and (all or not tags.get(r.id))}
+            # Measured before anything goes, the same way DiskUsage measures reclaimable.
+            freed = self.usage.freed(records, snaps, removed)
+            untagged: list[str] = []
+            for image_id in sorted(removed):
+                untagged.extend(self.store.delete_image(image_id))
+            self._gc_locked()
+            self.usage.forget_layers(self.snapshotter.unpacked_layers())
+        return PruneResult(untagged=untagged, deleted=sorted(removed), space_reclaimed=freed)
 
     # -- garbage ------------------------------------------------------------------
 
