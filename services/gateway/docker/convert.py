@@ -315,7 +315,9 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
                       for m in info.mounts if m.type == "bind"] or None,
             "PortBindings": ports_json(cfg.ports),
             "PublishAllPorts": cfg.publish_all,
-            "LogConfig": {"Type": "k8s-file", "Config": {}},
+            # conmon writes k8s-file logs, but clients (docker-py's run) read logs back only when
+            # they see "json-file": the name that means "the logs endpoint has everything".
+            "LogConfig": {"Type": "json-file", "Config": {}},
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": [mount_point_json(m) for m in info.mounts],

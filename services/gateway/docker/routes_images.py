@@ -133,12 +133,12 @@ async def push(request: web.Request) -> web.StreamResponse:
 
 async def load(request: web.Request) -> web.Response:
     images = await gateway(request).load_images(_body_chunks(request))
-    quiet = convert.flag(request.query, "quiet")
+    # `quiet` only turns off progress bars (berth sends none): "Loaded image" lines always go out.
     lines = []
     for info in images:
         names = [convert.familiar(t) for t in info.repo_tags] or [info.id]
         lines += [{"stream": f"Loaded image{'' if info.repo_tags else ' ID'}: {n}\n"} for n in names]
-    body = b"".join(json.dumps(line).encode() + b"\n" for line in ([] if quiet else lines))
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
     return web.Response(body=body, content_type="application/json")
 
 

@@ -1,0 +1,83 @@
+"""The Docker SDK for Python against berthd's Docker Engine API socket."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+docker = pytest.importorskip("docker")
+
+
+@pytest.fixture
+def client(engine, busybox_image):
+    c = docker.DockerClient(base_url=f"unix://{engine.docker_socket}", version="auto", timeout=60)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_ping_and_version_negotiation(client):
+    assert client.ping()
+    assert client.api.api_version == "1.47"
+    assert client.version()["ApiVersion"] == "1.47"
+
+
+def test_run_returns_output_and_raises_on_failure(client):
+    assert client.containers.run("busybox", ["echo", "hello sdk"], remove=True) == b"hello sdk\n"
+    with pytest.raises(docker.errors.ContainerError) as err:
+        client.containers.run("busybox", ["sh", "-c", "exit 4"], remove=True)
+    assert err.value.exit_status == 4
+
+
+def test_detached_lifecycle_and_filters(client):
+    name = f"sdk-{uuid.uuid4().hex[:8]}"
+    c = client.containers.run("busybox", ["sh", "-c", "echo up; exec sleep 60"], detach=True, name=name,
+                              labels={"suite": name}, environment={"A": "1"})
+    try:
+        c.reload()
+        assert c.status == "running"
+        assert "A=1" in c.attrs["Config"]["Env"]
+        assert [x.id for x in client.containers.list(filters={"label": f"suite={name}"})] == [c.id]
+        assert client.containers.list(filters={"name": name, "status": "exited"}) == []
+        assert b"up\n" in c.logs()
+        c.stop(timeout=1)
+        assert c.wait()["StatusCode"] == 137
+        c.reload()
+        assert c.status == "exited"
+    finally:
+        c.remove(force=True)
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(name)
+
+
+def test_images_list_inspect_tag_remove(client):
+    image = client.images.get("busybox")
+    assert "busybox:latest" in image.tags
+    tag = f"sdk-tag:{uuid.uuid4().hex[:6]}"
+    assert image.tag(*tag.split(":"))
+    assert tag in client.images.get(tag).tags
+    assert any(tag in i.tags for i in client.images.list(filters={"reference": "sdk-tag"}))
+    client.images.remove(tag)
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(tag)
+
+
+def test_events_since_until(client):
+    import time
+    start = time.time()
+    client.containers.run("busybox", "true", remove=True)
+    events = list(client.events(since=start, until=time.time() + 0.5, decode=True,
+                                filters={"type": "container", "event": "start"}))
+    assert events and all(e["Action"] == "start" for e in events)
+
+
+def test_volumes(client):
+    name = f"sdk-vol-{uuid.uuid4().hex[:6]}"
+    v = client.volumes.create(name, labels={"k": "v"})
+    try:
+        assert client.volumes.get(name).attrs["Labels"] == {"k": "v"}
+        assert name in [x.name for x in client.volumes.list()]
+    finally:
+        v.remove()
