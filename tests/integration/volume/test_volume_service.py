@@ -101,3 +101,104 @@ def test_restart_keeps_volumes_and_data():
             assert f.read() == "still here"
     finally:
         eng.stop()
+
+
+def _populate(stub, name: str, data: bytes) -> bool:
+    def requests():
+        yield pb.PopulateRequest(header=pb.PopulateHeader(name=name))
+        for i in range(0, len(data), 1000):
+            yield pb.PopulateRequest(chunk=data[i:i + 1000])
+    return stub.Populate(requests()).populated
+
+
+def _tar(members) -> bytes:
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, mode, uid, payload in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.uid, info.gid = kind, mode, uid, uid
+            if kind == tarfile.SYMTYPE:
+                info.linkname = payload
+                tar.addfile(info)
+            else:
+                info.size = len(payload or b"")
+                tar.addfile(info, io.BytesIO(payload or b""))
+    return buf.getvalue()
+
+
+def test_refs_make_a_volume_in_use_until_released(vol):
+    vol.CreateVolume(pb.CreateVolumeRequest(name="used"))
+    vol.Acquire(pb.AcquireRequest(name="used", ref="c1"))
+    vol.Acquire(pb.AcquireRequest(name="used", ref="c2"))
+    vol.Acquire(pb.AcquireRequest(name="used", ref="c2"))
+    assert list(vol.GetVolume(pb.GetVolumeRequest(name="used")).refs) == ["c1", "c2"]
+    with pytest.raises(grpc.RpcError) as err:
+        vol.RemoveVolume(pb.RemoveVolumeRequest(name="used"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "volume is in use - [c1, c2]" in err.value.details()
+    assert not vol.PruneVolumes(pb.PruneVolumesRequest(all=True)).deleted
+    assert [v.name for v in vol.ListVolumes(pb.ListVolumesRequest(ref="c1")).volumes] == ["used"]
+    released = vol.Release(pb.ReleaseRequest(ref="c1")).volumes
+    assert [(v.name, list(v.refs)) for v in released] == [("used", ["c2"])]
+    vol.Release(pb.ReleaseRequest(ref="c2", names=["used"]))
+    assert vol.PruneVolumes(pb.PruneVolumesRequest(all=True)).deleted == ["used"]
+
+
+def test_prune_takes_anonymous_unless_all(vol):
+    vol.CreateVolume(pb.CreateVolumeRequest(name="named"))
+    anon = vol.CreateVolume(pb.CreateVolumeRequest(labels={"com.docker.volume.anonymous": ""}))
+    assert list(vol.PruneVolumes(pb.PruneVolumesRequest()).deleted) == [anon.name]
+    assert list(vol.PruneVolumes(pb.PruneVolumesRequest(labels={"x": ""})).deleted) == []
+    assert list(vol.PruneVolumes(pb.PruneVolumesRequest(all=True)).deleted) == ["named"]
+
+
+def test_populate_fills_only_an_empty_volume_keeping_modes(vol):
+    import tarfile
+    v = vol.CreateVolume(pb.CreateVolumeRequest(name="filled"))
+    data = _tar([(".", tarfile.DIRTYPE, 0o750, 1000, None),
+                 ("run", tarfile.DIRTYPE, 0o1777, 0, None),
+                 ("bin", tarfile.REGTYPE, 0o4755, 0, b"x"),
+                 ("link", tarfile.SYMTYPE, 0o777, 0, "/etc/passwd")])
+    assert _populate(vol, "filled", data)
+    assert stat.S_IMODE(os.stat(v.mountpoint).st_mode) == 0o750
+    assert os.stat(v.mountpoint).st_uid == 1000
+    assert stat.S_IMODE(os.stat(os.path.join(v.mountpoint, "run")).st_mode) == 0o1777
+    assert stat.S_IMODE(os.stat(os.path.join(v.mountpoint, "bin")).st_mode) == 0o4755
+    assert os.readlink(os.path.join(v.mountpoint, "link")) == "/etc/passwd"
+    assert not _populate(vol, "filled", _tar([("other", tarfile.REGTYPE, 0o644, 0, b"y")]))
+    assert not os.path.exists(os.path.join(v.mountpoint, "other"))
+
+
+def test_populate_refuses_members_outside_the_volume(vol, tmp_path):
+    import tarfile
+    vol.CreateVolume(pb.CreateVolumeRequest(name="hostile"))
+    for members in ([("../escape", tarfile.REGTYPE, 0o644, 0, b"x")],
+                    [("l", tarfile.SYMTYPE, 0o777, 0, str(tmp_path)),
+                     ("l/escape", tarfile.REGTYPE, 0o644, 0, b"x")]):
+        with pytest.raises(grpc.RpcError):
+            _populate(vol, "hostile", _tar(members))
+    assert os.listdir(tmp_path) == []
+
+
+def test_tmpfs_volume_is_mounted_while_held_across_restarts():
+    from tests.support.engine import mounts_under
+    eng = Engine(services=("volume",)).start()
+    try:
+        stub = pb_grpc.VolumeServiceStub(eng.channel("volume"))
+        v = stub.CreateVolume(pb.CreateVolumeRequest(name="tmp", options={"type": "tmpfs", "size": "1m"}))
+        assert dict(v.options) == {"type": "tmpfs", "o": "size=1m", "device": "tmpfs"}
+        assert v.mountpoint not in mounts_under(eng.root)
+        stub.Acquire(pb.AcquireRequest(name="tmp", ref="c"))
+        assert v.mountpoint in mounts_under(eng.root)
+        eng.kill_service("volume")
+        eng.wait_serving("volume")
+        stub = pb_grpc.VolumeServiceStub(eng.channel("volume"))
+        assert v.mountpoint in mounts_under(eng.root)
+        assert list(stub.GetVolume(pb.GetVolumeRequest(name="tmp")).refs) == ["c"]
+        stub.Release(pb.ReleaseRequest(ref="c"))
+        assert v.mountpoint not in mounts_under(eng.root)
+        stub.RemoveVolume(pb.RemoveVolumeRequest(name="tmp"))
+    finally:
+        eng.stop()
