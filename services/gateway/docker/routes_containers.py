@@ -11,7 +11,7 @@ from aiohttp import web
 from berth.container.v1 import container_pb2
 from services.common import errors
 from services.gateway.docker import convert
-from services.gateway.docker.context import gateway, json_body, json_response, long_lived
+from services.gateway.docker.context import API_VERSION_KEY, gateway, json_body, json_response, long_lived
 from services.gateway.docker.errors import not_implemented
 from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, stream_content_type
 
@@ -189,7 +189,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         info.id, convert.flag(q, "follow"), tail,
         convert.to_pb_time(convert.timestamp(q.get("since"))), convert.to_pb_time(convert.timestamp(q.get("until"))))
     response = web.StreamResponse(headers={
-        "Content-Type": stream_content_type(request["api_version"], tty=False)})
+        "Content-Type": stream_content_type(request[API_VERSION_KEY], tty=False)})
     await response.prepare(request)
     with long_lived(request):
         try:
@@ -218,7 +218,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     if info.state.status == "exited":
         raise errors.Conflict("You cannot attach to a stopped container, start it first")
     output = gw.attach(info.id, logs=convert.flag(q, "logs"))
-    session = await Hijacked.upgrade(request, stream_content_type(request["api_version"], tty=False))
+    session = await Hijacked.upgrade(request, stream_content_type(request[API_VERSION_KEY], tty=False))
     with long_lived(request):
         try:
             await _pump(output, session, wanted)

@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from services.common.config import Config
-from services.gateway.docker.context import GATEWAY_KEY, SESSIONS_KEY
+from services.gateway.docker.context import API_VERSION_KEY, GATEWAY_KEY, SESSIONS_KEY
 from services.gateway.docker import routes_containers, routes_images, routes_objects, routes_system
 from services.gateway.docker.errors import error_middleware, error_response
 
@@ -36,10 +36,10 @@ def api_version_text(version: tuple[int, int]) -> str:
 
 @web.middleware
 async def version_middleware(request: web.Request, handler):
-    """Checks the /vX.Y/ prefix; handlers read the version as request["api_version"]."""
+    """Checks the /vX.Y/ prefix; handlers read the version as request[API_VERSION_KEY]."""
     major, minor = request.match_info.get("major"), request.match_info.get("minor")
     if major is None:
-        request["api_version"] = MAX_API
+        request[API_VERSION_KEY] = MAX_API
     else:
         version = (int(major), int(minor))
         text = f"{major}.{minor}"
@@ -49,7 +49,7 @@ async def version_middleware(request: web.Request, handler):
         if version > MAX_API:
             return error_response(400, f"client version {text} is too new. Maximum supported API version is "
                                        f"{api_version_text(MAX_API)}")
-        request["api_version"] = version
+        request[API_VERSION_KEY] = version
     return await handler(request)
 
 
