@@ -24,6 +24,7 @@ if ! "$BERTH" version >/dev/null 2>&1; then
 fi
 cleanup() {
   "$BERTH" rm -f demo-web >/dev/null 2>&1 || true
+  "$BERTH" rm -f web >/dev/null 2>&1 || true
   if [ -n "$started" ] && [ -z "${BERTH_DEMO_KEEP:-}" ]; then
     step "Stopping berthd"; kill -TERM "$started"; wait "$started" || true
   fi
@@ -72,5 +73,13 @@ step "Stopping and removing it"
 show "$BERTH" stop demo-web
 show "$BERTH" ps -a --filter name=demo-web
 show "$BERTH" rm demo-web
+
+step "Publishing a web server on port 8080 (bridge network, nftables DNAT)"
+show "$BERTH" run -d -p 8080:80 --name web berth-demo/busybox httpd -f -p 80 -h /etc
+show "$BERTH" ps
+for _ in $(seq 50); do busybox wget -q -O /dev/null http://127.0.0.1:8080/hosts 2>/dev/null && break; sleep 0.1; done
+show busybox wget -q -O - http://127.0.0.1:8080/hosts
+show "$BERTH" stop web
+show "$BERTH" rm web
 
 step "Done: imported an image, ran a foreground and a background container, listed, read logs, stopped and removed."
