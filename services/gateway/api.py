@@ -8,6 +8,7 @@ from berth.engine.v1 import engine_pb2, engine_pb2_grpc
 from services.common import errors
 from services.gateway import events as events_mod
 from services.gateway import registry
+from services.gateway import restart, system
 from services.gateway.service import Gateway
 
 _EMPTY = empty_pb2.Empty()
@@ -171,6 +172,31 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
         response = await self._gw.prune_volumes(request.all, list(request.labels))
         return engine_pb2.PruneVolumesResponse(deleted=response.deleted,
                                                space_reclaimed=response.space_reclaimed)
+
+    async def RenameContainer(self, request, context):
+        await system.rename(self._gw, request.id, request.new_name)
+        return _EMPTY
+
+    async def CommitContainer(self, request, context):
+        image_id = await system.commit(self._gw, request.container, request.reference,
+                                       list(request.changes), request.message, request.author)
+        return engine_pb2.CommitContainerResponse(id=image_id)
+
+    async def ContainerDiff(self, request, context):
+        return engine_pb2.ContainerDiffResponse(changes=await system.diff(self._gw, request.id))
+
+    async def PruneContainers(self, request, context):
+        return await system.prune_containers(self._gw)
+
+    async def UpdateRestartPolicy(self, request, context):
+        await restart.update_policy(self._gw, request.id, request.restart_policy)
+        return _EMPTY
+
+    async def SystemDf(self, request, context):
+        return await system.df(self._gw)
+
+    async def SystemPrune(self, request, context):
+        return await system.system_prune(self._gw, request.all, request.volumes)
 
     async def Events(self, request, context):
         async for event in self._gw.subscribe_events(

@@ -92,6 +92,9 @@ class Metadata:
     stop_timeout: int
     # The container's mounts as resolved (volume names included), for inspect and --volumes-from.
     mounts: tuple[engine_pb2.MountPoint, ...] = ()
+    # Restart state (services.gateway.restart): kept with the record so it survives engine restarts.
+    restart_count: int = 0
+    manually_stopped: bool = False
 
     def encode(self) -> bytes:
         return json.dumps({
@@ -102,6 +105,8 @@ class Metadata:
             "auto_remove": self.auto_remove,
             "stop_timeout": self.stop_timeout,
             "mounts": [json_format.MessageToDict(m) for m in self.mounts],
+            "restart_count": self.restart_count,
+            "manually_stopped": self.manually_stopped,
         }, separators=(",", ":")).encode()
 
     @classmethod
@@ -119,6 +124,8 @@ class Metadata:
             stop_timeout=int(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
             mounts=tuple(json_format.ParseDict(m, engine_pb2.MountPoint(), ignore_unknown_fields=True)
                          for m in data.get("mounts", ())),
+            restart_count=int(data.get("restart_count", 0)),
+            manually_stopped=bool(data.get("manually_stopped", False)),
         )
 
 
@@ -149,7 +156,7 @@ def container_info(c: container_pb2.Container, meta: Metadata | None = None) -> 
         path=args[0] if args else "", args=args[1:], state=state, config=meta.config,
         env=list(c.spec.process.env), working_dir=c.spec.process.cwd, hostname=c.spec.hostname,
         log_path=c.log_path, network_mode=meta.network_mode, netns_path=c.spec.netns_path,
-        mounts=meta.mounts)
+        mounts=meta.mounts, restart_count=meta.restart_count)
     if c.HasField("created_at"):
         info.created.CopyFrom(c.created_at)
     return info

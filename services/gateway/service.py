@@ -37,6 +37,7 @@ from services.common.config import Config
 from services.gateway import convert, names
 from services.gateway.compat import CompatMixin
 from services.gateway import networks as networks_mod
+from services.gateway import restart as restart_mod
 from services.gateway import volumes as volumes_mod
 from services.gateway.events import Event, EventLog, unknown_filters
 
@@ -89,6 +90,9 @@ class Gateway(CompatMixin):
         self._starting: set[str] = set()
         self._early_exits: dict[str, container_pb2.TaskEvent] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.restarts = restart_mod.Restarts(self)
+        # Containers between Delete and Create in _recreate, set when they exist again.
+        self._recreating: dict[str, asyncio.Event] = {}
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -171,6 +175,7 @@ class Gateway(CompatMixin):
                 f"Invalid container name ({cfg.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         if not cfg.image:
             raise errors.InvalidArgument("no image specified")
+        restart_mod.validate(cfg.restart_policy, cfg.auto_remove)
         image_id, image_config = await self._resolve_image(cfg.image)
         process = convert.resolve_process(image_config, cfg)
         network_mode = cfg.network_mode or networks_mod.DEFAULT_NETWORK
@@ -338,6 +343,13 @@ class Gateway(CompatMixin):
         try:
             return await self._container.Get(container_pb2.GetRequest(id=ref))
         except errors.NotFound:
+            if not self._recreating:
+                raise errors.NotFound(f"No such container: {ref}") from None
+        # A recreate (Delete, then Create) hides the container for a moment: look again after it.
+        await asyncio.gather(*(done.wait() for done in list(self._recreating.values())))
+        try:
+            return await self._container.Get(container_pb2.GetRequest(id=ref))
+        except errors.NotFound:
             raise errors.NotFound(f"No such container: {ref}") from None
 
     async def start_container(self, ref: str) -> None:
@@ -345,6 +357,7 @@ class Gateway(CompatMixin):
         if c.status == container_pb2.STATUS_RUNNING:
             return
         self._remember(c)
+        c = await self.restarts.user_started(c)
         if c.status == container_pb2.STATUS_STOPPED:
             await self._recreate(c)
         if convert.Metadata.decode(c.metadata).auto_remove:
@@ -354,6 +367,7 @@ class Gateway(CompatMixin):
 
     async def stop(self, ref: str, timeout: int | None) -> None:
         c = await self._get(ref)
+        await self.restarts.user_stopped(c)
         await self._stop(c, timeout)
 
     async def _stop(self, c: container_pb2.Container, timeout: int | None) -> None:
@@ -374,19 +388,25 @@ class Gateway(CompatMixin):
         """
         if c.status != container_pb2.STATUS_STOPPED:
             return
-        await self._container.Delete(container_pb2.DeleteRequest(id=c.id, force=True))
-        snapshot = await self._image.SnapshotMounts(image_pb2.SnapshotMountsRequest(key=c.id))
-        spec = container_pb2.Spec()
-        spec.CopyFrom(c.spec)
-        del spec.rootfs[:]
-        spec.rootfs.extend(snapshot.mounts)
-        await self._container.Create(container_pb2.CreateRequest(
-            id=c.id, name=c.name.lstrip("/"), labels=c.labels, spec=spec, metadata=c.metadata))
+        done = self._recreating[c.id] = asyncio.Event()
+        try:
+            await self._container.Delete(container_pb2.DeleteRequest(id=c.id, force=True))
+            snapshot = await self._image.SnapshotMounts(image_pb2.SnapshotMountsRequest(key=c.id))
+            spec = container_pb2.Spec()
+            spec.CopyFrom(c.spec)
+            del spec.rootfs[:]
+            spec.rootfs.extend(snapshot.mounts)
+            await self._container.Create(container_pb2.CreateRequest(
+                id=c.id, name=c.name.lstrip("/"), labels=c.labels, spec=spec, metadata=c.metadata))
+        finally:
+            self._recreating.pop(c.id, None)
+            done.set()
 
     async def restart(self, ref: str, timeout: int | None) -> None:
         c = await self._get(ref)
+        await self.restarts.user_stopped(c)
         await self._stop(c, timeout)
-        await self._recreate(await self._get(c.id))
+        await self._recreate(await self.restarts.user_started(await self._get(c.id)))
         await self._start(c.id)
         self._publish_container("restart", c.id)
 
@@ -395,6 +415,7 @@ class Gateway(CompatMixin):
         if c.status != container_pb2.STATUS_RUNNING:
             raise errors.Conflict(f"Container {c.id} is not running")
         signal = signal or "SIGKILL"
+        await self.restarts.user_stopped(c)
         await self._container.Kill(container_pb2.KillRequest(id=c.id, signal=signal))
         self._remember(c)
         self._publish_container("kill", c.id, signal=_signal_number(signal))
@@ -414,6 +435,7 @@ class Gateway(CompatMixin):
         """Delete the container, then its endpoint and snapshot (idempotent both, so a
         second remove finishes what a failed one left)."""
         self._removing.add(cid)
+        self.restarts.removed(cid)
         try:
             async def delete_then_snapshot():
                 await self._container.Delete(container_pb2.DeleteRequest(id=cid, force=force))
@@ -457,8 +479,15 @@ class Gateway(CompatMixin):
         c = await self._get(ref)
         return await self._container.Wait(container_pb2.WaitRequest(id=c.id))
 
+    def _live_state(self, info: engine_pb2.ContainerInfo) -> engine_pb2.ContainerInfo:
+        """What only the gateway knows: a pending policy restart, the healthcheck's state."""
+        if self.restarts.restarting(info.id):
+            info.state.restarting = True
+            info.state.status = "restarting"
+        return info
+
     async def inspect(self, ref: str) -> engine_pb2.ContainerInfo:
-        info = convert.container_info(await self._get(ref))
+        info = self._live_state(convert.container_info(await self._get(ref)))
         await networks_mod.add_endpoints(self._network, [info])
         return info
 
@@ -486,8 +515,8 @@ class Gateway(CompatMixin):
         all_ = all_ or bool(filters.get("status"))
         infos = []
         for c in response.containers:
-            info = convert.container_info(c)
-            if not all_ and not info.state.running:
+            info = self._live_state(convert.container_info(c))
+            if not all_ and not (info.state.running or info.state.restarting):
                 continue
             if _matches(info, c.labels, filters, ancestors):
                 infos.append(info)
@@ -656,6 +685,7 @@ class Gateway(CompatMixin):
             response = await self._container.List(container_pb2.ListRequest())
         except errors.BerthError:
             return
+        await self.restarts.reconcile(list(response.containers))
         for c in response.containers:
             self._remember(c)
             if not convert.Metadata.decode(c.metadata).auto_remove:
@@ -678,6 +708,8 @@ class Gateway(CompatMixin):
             self._publish_container("die", cid, exitCode=str(event.exit_code))
             if cid in self._auto_remove:
                 self._spawn(self._remove_quietly(cid))
+            else:
+                self._spawn(self.restarts.on_exit(cid))
         elif event.type == container_pb2.TaskEvent.TYPE_OOM:
             self._publish_container("oom", cid)
 

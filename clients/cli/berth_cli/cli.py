@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from berth_cli import registry
 from berth_cli import networks, volumes
+from berth_cli import lifecycle
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
 USAGE_ERROR = 125
@@ -51,6 +52,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     volumes.add_run_flags(p)
     networks.add_run_flags(p)
+    lifecycle.add_run_flags(p)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -58,7 +60,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "pull", "push", "login", "logout",
          "run", "create", "start",
          "stop", "restart", "kill", "rm", "ps", "logs", "inspect", "wait", "events", "volume",
-         "network", "port")
+         "network", "port", *lifecycle.VERBS)
 
 
 class _Ignored:
@@ -172,6 +174,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         networks.add_parser(p)
     p = add_verb("port", help="list a container's published ports")
     networks.add_port_parser(p)
+    lifecycle.add_parsers(add_verb, only)
     return parser
 
 

@@ -14,6 +14,7 @@ from berth.engine.v1 import engine_pb2, engine_pb2_grpc
 from berth_cli import format as fmt
 from berth_cli import registry
 from berth_cli import networks, volumes
+from berth_cli import lifecycle
 
 ENGINE_ERROR = 125
 CANNOT_INVOKE = 126
@@ -280,6 +281,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
     if ns.stop_timeout is not None:
         config.stop_timeout = ns.stop_timeout
     networks.apply_run_flags(ns, config)
+    lifecycle.apply_run_flags(ns, config)
     return config
 
 
@@ -455,7 +457,8 @@ def container_row(c, now: float, no_trunc: bool = False) -> dict:
         "RunningFor": fmt.ago(created, now),
         "State": c.state.status,
         "Status": fmt.status_line(c.state.status, c.state.exit_code, _seconds(c.state.started_at),
-                                  _seconds(c.state.finished_at), now),
+                                  _seconds(c.state.finished_at), now)
+        + (f" ({c.state.health.status})" if c.state.running and c.state.health.status else ""),
     }
 
 
@@ -525,7 +528,7 @@ def container_json(c) -> dict:
             "Status": c.state.status,
             "Running": c.state.running,
             "Paused": False,
-            "Restarting": False,
+            "Restarting": c.state.restarting,
             "OOMKilled": c.state.oom_killed,
             "Dead": False,
             "Pid": c.state.pid,
@@ -533,7 +536,9 @@ def container_json(c) -> dict:
             "Error": c.state.error,
             "StartedAt": _time_or_none(c.state.started_at),
             "FinishedAt": _time_or_none(c.state.finished_at),
+            **lifecycle.health_json(c.state),
         },
+        "RestartCount": c.restart_count,
         "Image": c.image_id,
         "LogPath": c.log_path,
         "Name": f"/{c.name}",
@@ -548,6 +553,7 @@ def container_json(c) -> dict:
             "Labels": dict(cfg.labels),
             "StopSignal": cfg.stop_signal or None,
             "StopTimeout": cfg.stop_timeout if cfg.HasField("stop_timeout") else None,
+            **lifecycle.healthcheck_json(cfg),
         },
         "HostConfig": {
             "NetworkMode": c.network_mode,
@@ -557,6 +563,8 @@ def container_json(c) -> dict:
             "NanoCpus": cfg.nano_cpus,
             "CpuShares": cfg.cpu_shares,
             "PidsLimit": cfg.pids_limit or None,
+            "RestartPolicy": {"Name": cfg.restart_policy.name or "no",
+                              "MaximumRetryCount": cfg.restart_policy.maximum_retry_count},
         },
         "NetworkSettings": {"SandboxKey": c.netns_path, "Ports": networks.ports_json(c.ports),
                             "Networks": networks.networks_json(c)},
@@ -643,4 +651,6 @@ VERBS = {
     "restart": stop, "kill": kill, "rm": rm, "wait": wait, "ps": ps, "logs": logs,
     "inspect": inspect, "events": events, "volume": volumes.dispatch,
     "network": networks.dispatch, "port": networks.port,
+    "rename": lifecycle.rename, "commit": lifecycle.commit, "diff": lifecycle.diff,
+    "update": lifecycle.update, "container": lifecycle.container, "system": lifecycle.system,
 }

@@ -73,6 +73,8 @@ def status_line(status: str, exit_code: int, started: float | None, finished: fl
         return f"Up {human_duration(max(0.0, now - (started or now)))}"
     if status == "exited":
         return f"Exited ({exit_code}) {ago(finished, now)}" if finished else f"Exited ({exit_code})"
+    if status == "restarting":
+        return f"Restarting ({exit_code}) {ago(finished, now)}"
     if status == "removing":
         return "Removal In Progress"
     return "Created"

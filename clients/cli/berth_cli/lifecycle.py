@@ -1,0 +1,282 @@
+"""`berth` verbs for containers in depth: restart policy and healthcheck flags of run/create,
+rename, commit, diff, update --restart, container prune, system df and system prune.
+
+Parsers import nothing heavy; the verbs load gRPC when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from berth_cli import format as fmt
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+
+
+def parse_duration(text: str, flag: str) -> int:
+    """Go's duration syntax as docker takes it ("30s", "1m30s", "250ms"), in nanoseconds."""
+    text = text.strip()
+    if text == "0":
+        return 0
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise ValueError(f'invalid argument "{text}" for "{flag}" flag: time: invalid duration "{text}"')
+    return int(total)
+
+
+# -- run/create flags -----------------------------------------------------------------
+
+def add_run_flags(p) -> None:
+    p.add_argument("--restart", default="", metavar="POLICY",
+                   help="no, on-failure[:max-retries], always or unless-stopped")
+    p.add_argument("--health-cmd", default=None, help="command to run to check health")
+    p.add_argument("--health-interval", default="", help="time between checks (ms|s|m|h)")
+    p.add_argument("--health-timeout", default="", help="maximum time to allow one check to run")
+    p.add_argument("--health-retries", type=int, default=0, help="failures in a row to be unhealthy")
+    p.add_argument("--health-start-period", default="", help="time to initialize before failures count")
+    p.add_argument("--health-start-interval", default="", help="time between checks in the start period")
+    p.add_argument("--no-healthcheck", action="store_true", help="disable any container-specified HEALTHCHECK")
+
+
+def restart_policy(text: str):
+    from berth.engine.v1 import engine_pb2
+    name, colon, count = text.partition(":")
+    policy = engine_pb2.RestartPolicy(name=name)
+    if colon:
+        try:
+            policy.maximum_retry_count = int(count)
+        except ValueError:
+            raise ValueError(f"invalid restart policy format: maximum retry count must be an integer: {text}") from None
+    return policy
+
+
+def apply_run_flags(ns, config) -> None:
+    """--restart and --health-* onto an engine ContainerConfig (the engine validates them)."""
+    if ns.restart:
+        config.restart_policy.CopyFrom(restart_policy(ns.restart))
+    health_set = (ns.health_cmd is not None or ns.health_interval or ns.health_timeout
+                  or ns.health_retries or ns.health_start_period or ns.health_start_interval)
+    if ns.no_healthcheck:
+        if health_set:
+            raise ValueError("--no-healthcheck conflicts with --health-* options")
+        config.healthcheck.test.append("NONE")
+        return
+    if not health_set:
+        return
+    h = config.healthcheck
+    if ns.health_cmd is not None:
+        h.test.extend(["CMD-SHELL", ns.health_cmd])
+    for flag, name in (("--health-interval", "interval"), ("--health-timeout", "timeout"),
+                       ("--health-start-period", "start_period"),
+                       ("--health-start-interval", "start_interval")):
+        value = getattr(ns, f"health_{name}")
+        if value:
+            setattr(h, name, parse_duration(value, flag))
+    if ns.health_retries < 0:
+        raise ValueError("--health-retries cannot be negative")
+    h.retries = ns.health_retries
+
+
+# -- parsers -----------------------------------------------------------------------------
+
+VERBS = ("rename", "commit", "diff", "update", "container", "system")
+
+
+def add_parsers(add_verb, only: str | None) -> None:
+    p = add_verb("rename", help="rename a container")
+    p.add_argument("container")
+    p.add_argument("new_name")
+
+    p = add_verb("commit", help="create a new image from a container's changes")
+    p.add_argument("-a", "--author", default="")
+    p.add_argument("-c", "--change", action="append", default=[], help="apply a Dockerfile instruction")
+    p.add_argument("-m", "--message", default="")
+    p.add_argument("-p", "--pause", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("container")
+    p.add_argument("reference", nargs="?", default="")
+
+    p = add_verb("diff", help="list the changes to a container's filesystem")
+    p.add_argument("container")
+
+    p = add_verb("update", help="update the configuration of containers")
+    p.add_argument("--restart", default="", metavar="POLICY")
+    p.add_argument("containers", nargs="+")
+
+    p = add_verb("container", help="manage containers", add_help=False)
+    if only == "container":
+        p.add_argument("--help", action="help", help="show this help")
+        sub = p.add_subparsers(dest="container_verb", metavar="COMMAND", parser_class=type(p))
+        sub.required = True
+        c = sub.add_parser("prune", help="remove all stopped containers")
+        c.add_argument("-f", "--force", action="store_true", help="do not prompt")
+
+    p = add_verb("system", help="manage the engine", add_help=False)
+    if only == "system":
+        p.add_argument("--help", action="help", help="show this help")
+        sub = p.add_subparsers(dest="system_verb", metavar="COMMAND", parser_class=type(p))
+        sub.required = True
+        c = sub.add_parser("df", help="show disk usage")
+        c.add_argument("-v", "--verbose", action="store_true")
+        c.add_argument("--format", default="")
+        c = sub.add_parser("prune", help="remove unused data")
+        c.add_argument("-a", "--all", action="store_true", help="remove all unused images, not just dangling ones")
+        c.add_argument("--volumes", action="store_true", help="prune anonymous volumes")
+        c.add_argument("-f", "--force", action="store_true", help="do not prompt")
+
+
+# -- verbs -----------------------------------------------------------------------------------
+
+def rename(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
+    client.stub.RenameContainer(engine_pb2.RenameContainerRequest(id=ns.container, new_name=ns.new_name))
+    return 0
+
+
+def commit(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
+    response = client.stub.CommitContainer(engine_pb2.CommitContainerRequest(
+        container=ns.container, reference=ns.reference, changes=ns.change, message=ns.message,
+        author=ns.author))
+    print(response.id)
+    return 0
+
+
+def diff(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
+    response = client.stub.ContainerDiff(engine_pb2.ContainerRef(id=ns.container))
+    for change in response.changes:
+        print(f"{change.kind} {change.path}")
+    return 0
+
+
+def update(client, ns) -> int:
+    import sys
+
+    import grpc
+
+    from berth.engine.v1 import engine_pb2
+    if not ns.restart:
+        raise ValueError("you must provide one or more flags when using this command")
+    policy = restart_policy(ns.restart)
+    status = 0
+    for ref in ns.containers:
+        try:
+            client.stub.UpdateRestartPolicy(engine_pb2.UpdateRestartPolicyRequest(id=ref, restart_policy=policy))
+        except grpc.RpcError as err:
+            print(client.describe(err), file=sys.stderr)
+            status = 1
+            continue
+        print(ref)
+    return status
+
+
+def _reclaimed(response) -> None:
+    print(f"Total reclaimed space: {fmt.human_size(response.space_reclaimed)}")
+
+
+def container(client, ns) -> int:
+    from google.protobuf import empty_pb2
+    response = client.stub.PruneContainers(empty_pb2.Empty())
+    if response.containers_deleted:
+        print("Deleted Containers:")
+        for cid in response.containers_deleted:
+            print(cid)
+        print()
+    _reclaimed(response)
+    return 0
+
+
+def system(client, ns) -> int:
+    return {"df": df, "prune": system_prune}[ns.system_verb](client, ns)
+
+
+def system_prune(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
+    response = client.stub.SystemPrune(engine_pb2.SystemPruneRequest(all=ns.all, volumes=ns.volumes))
+    for title, items in (("Deleted Containers:", response.containers_deleted),
+                         ("Deleted Networks:", response.networks_deleted),
+                         ("Deleted Volumes:", response.volumes_deleted)):
+        if items:
+            print(title)
+            print("\n".join(items))
+            print()
+    if response.images_untagged or response.images_deleted:
+        print("Deleted Images:")
+        for name in response.images_untagged:
+            print(f"untagged: {fmt.familiar(name)}")
+        for image_id in response.images_deleted:
+            print(f"deleted: {image_id}")
+        print()
+    _reclaimed(response)
+    return 0
+
+
+def _percent(part: int, whole: int) -> str:
+    return f" ({round(100 * part / whole)}%)" if whole else ""
+
+
+def df(client, ns) -> int:
+    import json
+
+    from google.protobuf import empty_pb2
+    response = client.stub.SystemDf(empty_pb2.Empty())
+    if ns.format == "json":
+        for s in response.summary:
+            print(json.dumps({
+                "Type": s.type, "TotalCount": str(s.total), "Active": str(s.active),
+                "Size": fmt.human_size(s.size),
+                "Reclaimable": fmt.human_size(s.reclaimable) + _percent(s.reclaimable, s.size),
+                # Exact numbers, for scripts that add them up.
+                "SizeBytes": s.size, "ReclaimableBytes": s.reclaimable}))
+        return 0
+    print(fmt.table(("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"), [
+        (s.type, str(s.total), str(s.active), fmt.human_size(s.size),
+         fmt.human_size(s.reclaimable) + _percent(s.reclaimable, s.size))
+        for s in response.summary]))
+    if not ns.verbose:
+        return 0
+    print("\nImages space usage:\n")
+    print(fmt.table(("REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"), [
+        (*(fmt.split_repo_tag(i.repo_tags[0]) if i.repo_tags else ("<none>", "<none>")),
+         fmt.short_id(i.id), fmt.human_size(i.size), fmt.human_size(i.shared_size),
+         fmt.human_size(i.size - i.shared_size), str(i.containers))
+        for i in response.images]))
+    print("\nContainers space usage:\n")
+    print(fmt.table(("CONTAINER ID", "IMAGE", "STATUS", "SIZE", "LOG SIZE", "NAMES"), [
+        (c.id[:12], c.image, c.status, fmt.human_size(c.size_rw), fmt.human_size(c.log_size), c.name)
+        for c in response.containers]))
+    print("\nLocal Volumes space usage:\n")
+    print(fmt.table(("VOLUME NAME", "LINKS", "SIZE"), [
+        (v.name, str(v.ref_count), fmt.human_size(v.size)) for v in response.volumes]))
+    return 0
+
+
+# -- inspect ------------------------------------------------------------------------------
+
+def health_json(state) -> dict:
+    """State.Health, present only while the container has a healthcheck (as docker)."""
+    h = state.health
+    if not h.status:
+        return {}
+    return {"Health": {"Status": h.status, "FailingStreak": h.failing_streak, "Log": [
+        {"Start": fmt.rfc3339(e.start.seconds, e.start.nanos), "End": fmt.rfc3339(e.end.seconds, e.end.nanos),
+         "ExitCode": e.exit_code, "Output": e.output} for e in h.log]}}
+
+
+def healthcheck_json(cfg) -> dict:
+    if not cfg.HasField("healthcheck"):
+        return {}
+    h = cfg.healthcheck
+    out = {"Test": list(h.test)}
+    for key, name in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                      ("StartInterval", "start_interval"), ("Retries", "retries")):
+        if getattr(h, name):
+            out[key] = getattr(h, name)
+    return {"Healthcheck": out}

@@ -1,0 +1,222 @@
+"""Restart policies: starting a container again after it exited, as docker's restart manager does.
+
+Driven by the container service's exit events (the gateway's watcher calls
+`on_exit`), and at engine start by `reconcile`. The policy lives in the
+container's config; what the policy has done (restart count, whether the user
+stopped the container) lives in the gateway's metadata on the container
+record, so it survives any restart of the engine.
+
+    exit ──► should_restart? ──► wait (100 ms, 200 ms, ... 1 min) ──► recreate + start
+                                  ▲ back to 100 ms once a run lasted 10 s
+
+A restart reuses the container's snapshot (its writable layer) and network
+endpoint: it is the same container, started again.
+
+`stop`, `kill` and `rm` end the policy: a pending restart is cancelled and
+`manually_stopped` recorded. At engine start docker's rule holds: `always`
+containers are started whatever happened, `unless-stopped` ones only when the
+user did not stop them, `on-failure` ones when their last exit was a failure
+with retries left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+
+import structlog
+
+from berth.container.v1 import container_pb2
+from berth.engine.v1 import engine_pb2
+from services.common import errors
+from services.gateway import convert
+
+log = structlog.get_logger(__name__)
+
+POLICIES = ("no", "on-failure", "always", "unless-stopped")
+FIRST_DELAY = 0.1
+MAX_DELAY = 60.0
+# A run this long proves the container healthy again: the back-off starts over.
+GOOD_RUN = 10.0
+
+
+def parse(text: str) -> engine_pb2.RestartPolicy:
+    """`--restart` as docker spells it: "no", "always", "unless-stopped", "on-failure[:N]"."""
+    name, colon, count = text.partition(":")
+    policy = engine_pb2.RestartPolicy(name=name)
+    if colon:
+        try:
+            policy.maximum_retry_count = int(count)
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid restart policy format: maximum retry count must be an integer") from None
+    validate(policy)
+    return policy
+
+
+def validate(policy: engine_pb2.RestartPolicy, auto_remove: bool = False) -> None:
+    name = policy.name or "no"
+    if name not in POLICIES:
+        raise errors.InvalidArgument(f"invalid restart policy '{name}'")
+    if policy.maximum_retry_count < 0:
+        raise errors.InvalidArgument("invalid restart policy: maximum retry count can't be negative")
+    if policy.maximum_retry_count and name != "on-failure":
+        raise errors.InvalidArgument(
+            f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+    if auto_remove and name != "no":
+        raise errors.InvalidArgument("conflicting options: cannot specify both --restart and --rm")
+
+
+def should_restart(policy: engine_pb2.RestartPolicy, exit_code: int, manually_stopped: bool,
+                   restart_count: int, engine_start: bool = False) -> bool:
+    name = policy.name or "no"
+    if name == "always":
+        return engine_start or not manually_stopped
+    if manually_stopped:
+        return False
+    if name == "unless-stopped":
+        return True
+    if name == "on-failure":
+        limit = policy.maximum_retry_count
+        return exit_code != 0 and (limit == 0 or restart_count < limit)
+    return False
+
+
+def next_delay(previous: float, ran_for: float) -> float:
+    if ran_for >= GOOD_RUN or previous <= 0:
+        return FIRST_DELAY
+    return min(previous * 2, MAX_DELAY)
+
+
+class Restarts:
+    """The restart manager of one gateway. `gw` is the Gateway (its node clients and steps)."""
+
+    def __init__(self, gw):
+        self._gw = gw
+        self._delays: dict[str, float] = {}
+        self._pending: dict[str, asyncio.Task] = {}
+        # Stopped by the user in this run: an exit arriving now must not restart them.
+        self._stopped: set[str] = set()
+        self._engine_started = False
+
+    def restarting(self, cid: str) -> bool:
+        return cid in self._pending
+
+    # -- what the user did ----------------------------------------------------------
+
+    async def user_stopped(self, c: container_pb2.Container) -> None:
+        """stop/kill: cancel a pending restart and remember it across engine restarts."""
+        self._stopped.add(c.id)
+        self._cancel(c.id)
+        meta = convert.Metadata.decode(c.metadata)
+        if (meta.config.restart_policy.name or "no") != "no" and not meta.manually_stopped:
+            await self._set(c.id, lambda m: dataclasses.replace(m, manually_stopped=True))
+
+    async def user_started(self, c: container_pb2.Container) -> container_pb2.Container:
+        """start/restart by the user: the policy applies again, counting from zero.
+        Returns the container as it is now (its metadata may have changed)."""
+        self._stopped.discard(c.id)
+        self._cancel(c.id)
+        self._delays.pop(c.id, None)
+        meta = convert.Metadata.decode(c.metadata)
+        if meta.manually_stopped or meta.restart_count:
+            return await self._set(
+                c.id, lambda m: dataclasses.replace(m, manually_stopped=False, restart_count=0))
+        return c
+
+    def removed(self, cid: str) -> None:
+        self._cancel(cid)
+        self._stopped.discard(cid)
+        self._delays.pop(cid, None)
+
+    def _cancel(self, cid: str) -> None:
+        task = self._pending.pop(cid, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _set(self, cid: str, change: Callable[[convert.Metadata], convert.Metadata]) -> container_pb2.Container:
+        c = await self._gw._container.Get(container_pb2.GetRequest(id=cid))
+        meta = change(convert.Metadata.decode(c.metadata))
+        return await self._gw._container.SetMetadata(
+            container_pb2.SetMetadataRequest(id=cid, metadata=meta.encode()))
+
+    # -- what the containers did ----------------------------------------------------
+
+    async def on_exit(self, cid: str) -> None:
+        if cid in self._stopped or cid in self._pending:
+            return
+        try:
+            c = await self._gw._container.Get(container_pb2.GetRequest(id=cid))
+        except errors.BerthError:
+            return
+        self._consider(c, engine_start=False)
+
+    async def reconcile(self, containers: list[container_pb2.Container]) -> None:
+        """After (re)connecting to the container service: exits missed meanwhile, and at
+        engine start docker's start-up rule."""
+        engine_start, self._engine_started = not self._engine_started, True
+        for c in containers:
+            if c.status == container_pb2.STATUS_STOPPED and c.id not in self._stopped:
+                self._consider(c, engine_start)
+
+    def _consider(self, c: container_pb2.Container, engine_start: bool) -> None:
+        if c.id in self._pending or c.id in self._gw._removing or c.id in self._gw._auto_remove:
+            return
+        if c.status != container_pb2.STATUS_STOPPED:
+            return
+        meta = convert.Metadata.decode(c.metadata)
+        policy = meta.config.restart_policy
+        if not should_restart(policy, c.exit_code, meta.manually_stopped, meta.restart_count,
+                              engine_start):
+            return
+        ran_for = 0.0
+        if c.HasField("started_at") and c.HasField("finished_at"):
+            ran_for = (c.finished_at.ToNanoseconds() - c.started_at.ToNanoseconds()) / 1e9
+        delay = next_delay(self._delays.get(c.id, 0.0), ran_for)
+        self._delays[c.id] = delay
+        log.info("container_restart_scheduled", container_id=c.id, policy=policy.name,
+                 delay=delay, restart_count=meta.restart_count)
+        self._pending[c.id] = self._gw._spawn(self._restart_later(c.id, delay))
+
+    async def _restart_later(self, cid: str, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            if cid in self._stopped or cid in self._gw._removing:
+                return
+            c = await self._set(cid, lambda m: dataclasses.replace(m, restart_count=m.restart_count + 1))
+            if c.status != container_pb2.STATUS_STOPPED:
+                return
+            self._gw._remember(c)
+            await self._gw._recreate(c)
+            # The container counts as restarting until its start was announced.
+            self._pending.pop(cid, None)
+            await self._gw._start(cid)
+            self._gw._publish_container("restart", cid)
+            log.info("container_restarted", container_id=cid,
+                     restart_count=convert.Metadata.decode(c.metadata).restart_count)
+        except asyncio.CancelledError:
+            raise
+        except errors.NotFound:
+            pass  # removed meanwhile
+        except errors.BerthError as exc:
+            log.warning("container_restart_failed", container_id=cid, error=exc.message)
+        finally:
+            if self._pending.get(cid) is asyncio.current_task():
+                del self._pending[cid]
+
+
+async def update_policy(gw, ref: str, policy: engine_pb2.RestartPolicy) -> None:
+    """`update --restart`: a new policy for an existing container, running or not."""
+    validate(policy)
+    c = await gw._get(ref)
+    meta = convert.Metadata.decode(c.metadata)
+    validate(policy, meta.auto_remove)
+    config = engine_pb2.ContainerConfig()
+    config.CopyFrom(meta.config)
+    config.restart_policy.CopyFrom(policy)
+    await gw._container.SetMetadata(container_pb2.SetMetadataRequest(
+        id=c.id, metadata=dataclasses.replace(meta, config=config).encode()))
+    gw._remember(c)
+    gw._publish_container("update", c.id)
+    log.info("restart_policy_updated", container_id=c.id, policy=policy.name,
+             maximum_retry_count=policy.maximum_retry_count)
