@@ -155,7 +155,7 @@ def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
             if not quiet:
                 printer.show(message)
     except grpc.RpcError as err:
-        print(client.describe(err), file=sys.stderr)
+        print(describe(client, err), file=sys.stderr)
         return 1 if out is sys.stdout else ENGINE_ERROR
     try:
         name = str(reference.parse(image))
@@ -163,6 +163,15 @@ def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
         name = image
     print(name, file=out if not quiet else sys.stdout)
     return 0
+
+
+def describe(client, err) -> str:
+    """Like Client.describe, but an unreachable registry is not an unreachable daemon."""
+    import grpc
+    details = err.details() or ""
+    if err.code() == grpc.StatusCode.UNAVAILABLE and not details.startswith("failed to connect to all"):
+        return f"Error response from daemon: {details}"
+    return client.describe(err)
 
 
 def pull(client, ns) -> int:
@@ -239,6 +248,13 @@ def pull_if_missing(client, ns, err) -> bool:
         return False
     print(f"Unable to find image '{shown}' locally", file=sys.stderr)
     request = engine_pb2.PullImageRequest(reference=ns.image, auth=auth_for(_domain(ns.image)))
-    if _transfer(client, client.stub.PullImage, request, ns.image, False, sys.stderr) != 0:
-        raise Failed(ENGINE_ERROR)
+    printer = ProgressPrinter(sys.stderr)
+    try:
+        for message in client.stub.PullImage(request):
+            printer.show(message)
+    except grpc.RpcError as pull_err:
+        # The image is still missing: say so, then why the pull could not fetch it.
+        print(f"Error response from daemon: No such image: {shown}: pull failed: {pull_err.details()}",
+              file=sys.stderr)
+        raise Failed(ENGINE_ERROR) from None
     return True
