@@ -37,6 +37,7 @@ from services.common.config import Config
 from services.gateway import convert, names
 from services.gateway.compat import CompatMixin
 from services.gateway import networks as networks_mod
+from services.gateway import health as health_mod
 from services.gateway import restart as restart_mod
 from services.gateway import volumes as volumes_mod
 from services.gateway.events import Event, EventLog, unknown_filters
@@ -93,6 +94,11 @@ class Gateway(CompatMixin):
         self.restarts = restart_mod.Restarts(self)
         # Containers between Delete and Create in _recreate, set when they exist again.
         self._recreating: dict[str, asyncio.Event] = {}
+        self.health = health_mod.Monitors(
+            lambda cid, argv, timeout: health_mod.run_probe(self, cid, argv, timeout),
+            lambda cid, status: self._publish_container(f"health_status: {status}", cid), self._spawn)
+        # Probes run as execs: without exec in the container contract there are none.
+        self._probes = health_mod.exec_available()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -166,6 +172,8 @@ class Gateway(CompatMixin):
             self._starting.discard(cid)
             early = self._early_exits.pop(cid, None)
         self._publish_container("start", cid)
+        if self._probes:
+            self._spawn(health_mod.watch(self, cid))
         if early is not None:
             await self._on_task_event(early)
 
@@ -436,6 +444,7 @@ class Gateway(CompatMixin):
         second remove finishes what a failed one left)."""
         self._removing.add(cid)
         self.restarts.removed(cid)
+        self.health.stop(cid, forget=True)
         try:
             async def delete_then_snapshot():
                 await self._container.Delete(container_pb2.DeleteRequest(id=cid, force=force))
@@ -484,6 +493,9 @@ class Gateway(CompatMixin):
         if self.restarts.restarting(info.id):
             info.state.restarting = True
             info.state.status = "restarting"
+        health = self.health.state(info.id)
+        if health is not None:
+            info.state.health.CopyFrom(health)
         return info
 
     async def inspect(self, ref: str) -> engine_pb2.ContainerInfo:
@@ -688,6 +700,8 @@ class Gateway(CompatMixin):
         await self.restarts.reconcile(list(response.containers))
         for c in response.containers:
             self._remember(c)
+            if self._probes and c.status == container_pb2.STATUS_RUNNING and self.health.state(c.id) is None:
+                self._spawn(health_mod.watch(self, c.id))
             if not convert.Metadata.decode(c.metadata).auto_remove:
                 continue
             if c.status == container_pb2.STATUS_STOPPED:
@@ -706,6 +720,7 @@ class Gateway(CompatMixin):
             return
         if event.type == container_pb2.TaskEvent.TYPE_EXIT:
             self._publish_container("die", cid, exitCode=str(event.exit_code))
+            self.health.stop(cid)
             if cid in self._auto_remove:
                 self._spawn(self._remove_quietly(cid))
             else:
