@@ -36,6 +36,8 @@ class _StatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Status.ValueTy
     STATUS_CREATED: _Status.ValueType  # 1
     STATUS_RUNNING: _Status.ValueType  # 2
     STATUS_STOPPED: _Status.ValueType  # 3
+    STATUS_PAUSED: _Status.ValueType  # 4
+    """Running, with every process frozen (Pause)."""
 
 class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
 
@@ -43,6 +45,8 @@ STATUS_UNSPECIFIED: Status.ValueType  # 0
 STATUS_CREATED: Status.ValueType  # 1
 STATUS_RUNNING: Status.ValueType  # 2
 STATUS_STOPPED: Status.ValueType  # 3
+STATUS_PAUSED: Status.ValueType  # 4
+"""Running, with every process frozen (Pause)."""
 Global___Status: _TypeAlias = Status  # noqa: Y015
 
 @_typing.final
@@ -139,12 +143,23 @@ class Spec(_message.Message):
     RESOURCES_FIELD_NUMBER: _builtins.int
     STOP_SIGNAL_FIELD_NUMBER: _builtins.int
     READONLY_ROOTFS_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    OPEN_STDIN_FIELD_NUMBER: _builtins.int
+    STDIN_ONCE_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
     """Network namespace to join; empty shares the host's network."""
     hostname: _builtins.str
     stop_signal: _builtins.str
     """Signal `Stop` sends first, by name ("SIGTERM") or number; default SIGTERM."""
     readonly_rootfs: _builtins.bool
+    tty: _builtins.bool
+    """Give the process a pseudo-terminal (`-t`)."""
+    open_stdin: _builtins.bool
+    """Keep a stdin pipe the caller can write to through Attach (`-i`)."""
+    stdin_once: _builtins.bool
+    """Close the process's stdin when the first attached caller leaves (`run -i`
+    without -t); otherwise stdin stays open for the next attach.
+    """
     @_builtins.property
     def rootfs(self) -> _containers.RepeatedCompositeFieldContainer[_mount_pb2.Mount]:
         """Mounts that make the root filesystem (from the image service)."""
@@ -168,10 +183,13 @@ class Spec(_message.Message):
         resources: Global___Resources | None = ...,
         stop_signal: _builtins.str = ...,
         readonly_rootfs: _builtins.bool = ...,
+        tty: _builtins.bool = ...,
+        open_stdin: _builtins.bool = ...,
+        stdin_once: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["process", b"process", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "mounts", b"mounts", "netns_path", b"netns_path", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "stop_signal", b"stop_signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "tty", b"tty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -661,6 +679,10 @@ class TaskEvent(_message.Message):
         TYPE_EXIT: TaskEvent._Type.ValueType  # 3
         TYPE_OOM: TaskEvent._Type.ValueType  # 4
         TYPE_DELETE: TaskEvent._Type.ValueType  # 5
+        TYPE_PAUSE: TaskEvent._Type.ValueType  # 6
+        TYPE_RESUME: TaskEvent._Type.ValueType  # 7
+        TYPE_EXEC_EXIT: TaskEvent._Type.ValueType  # 8
+        """An exec ended; exec_id says which, exit_code how."""
 
     class Type(_Type, metaclass=_TypeEnumTypeWrapper): ...
     TYPE_UNSPECIFIED: TaskEvent.Type.ValueType  # 0
@@ -669,14 +691,20 @@ class TaskEvent(_message.Message):
     TYPE_EXIT: TaskEvent.Type.ValueType  # 3
     TYPE_OOM: TaskEvent.Type.ValueType  # 4
     TYPE_DELETE: TaskEvent.Type.ValueType  # 5
+    TYPE_PAUSE: TaskEvent.Type.ValueType  # 6
+    TYPE_RESUME: TaskEvent.Type.ValueType  # 7
+    TYPE_EXEC_EXIT: TaskEvent.Type.ValueType  # 8
+    """An exec ended; exec_id says which, exit_code how."""
 
     TYPE_FIELD_NUMBER: _builtins.int
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    EXEC_ID_FIELD_NUMBER: _builtins.int
     type: Global___TaskEvent.Type.ValueType
     container_id: _builtins.str
     exit_code: _builtins.int
+    exec_id: _builtins.str
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -686,14 +714,674 @@ class TaskEvent(_message.Message):
         container_id: _builtins.str = ...,
         exit_code: _builtins.int = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        exec_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "exit_code", b"exit_code", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "exec_id", b"exec_id", "exit_code", b"exit_code", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
+
+@_typing.final
+class TerminalSize(_message.Message):
+    """Rows and columns of a terminal."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    height: _builtins.int
+    width: _builtins.int
+    def __init__(
+        self,
+        *,
+        height: _builtins.int = ...,
+        width: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminalSize: _TypeAlias = TerminalSize  # noqa: Y015
+
+@_typing.final
+class Output(_message.Message):
+    """Output of an attached process. With a terminal everything is stdout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    stream: Global___LogEntry.Stream.ValueType
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        stream: Global___LogEntry.Stream.ValueType = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Output: _TypeAlias = Output  # noqa: Y015
+
+@_typing.final
+class ExecStart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    EXEC_ID_FIELD_NUMBER: _builtins.int
+    PROCESS_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    DETACH_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    exec_id: _builtins.str
+    """Chosen by the caller: 64 lowercase hex characters."""
+    tty: _builtins.bool
+    stdin: _builtins.bool
+    """Pass stdin; the process sees EOF after close_stdin (or the caller leaving)."""
+    detach: _builtins.bool
+    """Start it and return at once; it runs on, its output goes to its log."""
+    @_builtins.property
+    def process(self) -> Global___Process:
+        """args, env (added to the container's), cwd (default: the container's), user."""
+
+    @_builtins.property
+    def size(self) -> Global___TerminalSize:
+        """Initial terminal size (tty only)."""
+
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+        exec_id: _builtins.str = ...,
+        process: Global___Process | None = ...,
+        tty: _builtins.bool = ...,
+        stdin: _builtins.bool = ...,
+        detach: _builtins.bool = ...,
+        size: Global___TerminalSize | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["process", b"process", "size", b"size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "detach", b"detach", "exec_id", b"exec_id", "process", b"process", "size", b"size", "stdin", b"stdin", "tty", b"tty"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecStart: _TypeAlias = ExecStart  # noqa: Y015
+
+@_typing.final
+class ExecRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    RESIZE_FIELD_NUMBER: _builtins.int
+    CLOSE_STDIN_FIELD_NUMBER: _builtins.int
+    stdin: _builtins.bytes
+    close_stdin: _builtins.bool
+    @_builtins.property
+    def start(self) -> Global___ExecStart: ...
+    @_builtins.property
+    def resize(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        start: Global___ExecStart | None = ...,
+        stdin: _builtins.bytes = ...,
+        resize: Global___TerminalSize | None = ...,
+        close_stdin: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["start", "stdin", "resize", "close_stdin"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___ExecRequest: _TypeAlias = ExecRequest  # noqa: Y015
+
+@_typing.final
+class ExecResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    started: _builtins.int
+    """The exec runs, as this host pid."""
+    exit_code: _builtins.int
+    @_builtins.property
+    def output(self) -> Global___Output: ...
+    def __init__(
+        self,
+        *,
+        started: _builtins.int = ...,
+        output: Global___Output | None = ...,
+        exit_code: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "msg", b"msg", "output", b"output", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "msg", b"msg", "output", b"output", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["started", "output", "exit_code"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___ExecResponse: _TypeAlias = ExecResponse  # noqa: Y015
+
+@_typing.final
+class ExecInspectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXEC_ID_FIELD_NUMBER: _builtins.int
+    exec_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        exec_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exec_id", b"exec_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecInspectRequest: _TypeAlias = ExecInspectRequest  # noqa: Y015
+
+@_typing.final
+class ExecInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    PROCESS_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    EXITED_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    container_id: _builtins.str
+    tty: _builtins.bool
+    stdin: _builtins.bool
+    running: _builtins.bool
+    pid: _builtins.int
+    """Host pid while it runs."""
+    exited: _builtins.bool
+    """Set once it exited."""
+    exit_code: _builtins.int
+    @_builtins.property
+    def process(self) -> Global___Process: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        container_id: _builtins.str = ...,
+        process: Global___Process | None = ...,
+        tty: _builtins.bool = ...,
+        stdin: _builtins.bool = ...,
+        running: _builtins.bool = ...,
+        pid: _builtins.int = ...,
+        exited: _builtins.bool = ...,
+        exit_code: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["process", b"process"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "exit_code", b"exit_code", "exited", b"exited", "id", b"id", "pid", b"pid", "process", b"process", "running", b"running", "stdin", b"stdin", "tty", b"tty"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecInfo: _TypeAlias = ExecInfo  # noqa: Y015
+
+@_typing.final
+class ListExecsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    """Only this container's execs; empty lists all."""
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListExecsRequest: _TypeAlias = ListExecsRequest  # noqa: Y015
+
+@_typing.final
+class ListExecsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def execs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExecInfo]: ...
+    def __init__(
+        self,
+        *,
+        execs: _abc.Iterable[Global___ExecInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execs", b"execs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListExecsResponse: _TypeAlias = ListExecsResponse  # noqa: Y015
+
+@_typing.final
+class AttachStart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    stdin: _builtins.bool
+    """Forward stdin (the container must have open_stdin)."""
+    @_builtins.property
+    def size(self) -> Global___TerminalSize:
+        """Set the terminal to this size first (tty only)."""
+
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+        stdin: _builtins.bool = ...,
+        size: Global___TerminalSize | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "size", b"size", "stdin", b"stdin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachStart: _TypeAlias = AttachStart  # noqa: Y015
+
+@_typing.final
+class AttachRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    RESIZE_FIELD_NUMBER: _builtins.int
+    CLOSE_STDIN_FIELD_NUMBER: _builtins.int
+    stdin: _builtins.bytes
+    close_stdin: _builtins.bool
+    @_builtins.property
+    def start(self) -> Global___AttachStart: ...
+    @_builtins.property
+    def resize(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        start: Global___AttachStart | None = ...,
+        stdin: _builtins.bytes = ...,
+        resize: Global___TerminalSize | None = ...,
+        close_stdin: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["start", "stdin", "resize", "close_stdin"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___AttachRequest: _TypeAlias = AttachRequest  # noqa: Y015
+
+@_typing.final
+class AttachResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHED_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    attached: _builtins.bool
+    """First reply: the attach is in place."""
+    @_builtins.property
+    def output(self) -> Global___Output: ...
+    def __init__(
+        self,
+        *,
+        attached: _builtins.bool = ...,
+        output: Global___Output | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "msg", b"msg", "output", b"output"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "msg", b"msg", "output", b"output"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["attached", "output"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___AttachResponse: _TypeAlias = AttachResponse  # noqa: Y015
+
+@_typing.final
+class PauseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseRequest: _TypeAlias = PauseRequest  # noqa: Y015
+
+@_typing.final
+class TopRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PS_ARGS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    @_builtins.property
+    def ps_args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ps options ("-ef" when empty); the columns follow from them."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        ps_args: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "ps_args", b"ps_args"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopRequest: _TypeAlias = TopRequest  # noqa: Y015
+
+@_typing.final
+class TopResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TITLES_FIELD_NUMBER: _builtins.int
+    PROCESSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def titles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessRow]: ...
+    def __init__(
+        self,
+        *,
+        titles: _abc.Iterable[_builtins.str] | None = ...,
+        processes: _abc.Iterable[Global___ProcessRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["processes", b"processes", "titles", b"titles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopResponse: _TypeAlias = TopResponse  # noqa: Y015
+
+@_typing.final
+class ProcessRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        columns: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessRow: _TypeAlias = ProcessRow  # noqa: Y015
+
+@_typing.final
+class StatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    interval_ms: _builtins.int
+    """Keep sending a sample every this many milliseconds while it runs; 0 sends one."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        interval_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "interval_ms", b"interval_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatsRequest: _TypeAlias = StatsRequest  # noqa: Y015
+
+@_typing.final
+class Stats(_message.Message):
+    """One sample. CPU figures are cumulative: a rate needs two samples."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    CPU_USAGE_NS_FIELD_NUMBER: _builtins.int
+    SYSTEM_CPU_NS_FIELD_NUMBER: _builtins.int
+    ONLINE_CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_USAGE_FIELD_NUMBER: _builtins.int
+    MEMORY_LIMIT_FIELD_NUMBER: _builtins.int
+    MEMORY_CACHE_FIELD_NUMBER: _builtins.int
+    PIDS_FIELD_NUMBER: _builtins.int
+    PIDS_LIMIT_FIELD_NUMBER: _builtins.int
+    NET_RX_BYTES_FIELD_NUMBER: _builtins.int
+    NET_TX_BYTES_FIELD_NUMBER: _builtins.int
+    BLOCK_READ_BYTES_FIELD_NUMBER: _builtins.int
+    BLOCK_WRITE_BYTES_FIELD_NUMBER: _builtins.int
+    cpu_usage_ns: _builtins.int
+    """Nanoseconds of CPU the container used since it started."""
+    system_cpu_ns: _builtins.int
+    """Nanoseconds of CPU the host used (all CPUs), same clock as cpu_usage_ns."""
+    online_cpus: _builtins.int
+    memory_usage: _builtins.int
+    memory_limit: _builtins.int
+    """The limit, or the host's memory when there is none."""
+    memory_cache: _builtins.int
+    pids: _builtins.int
+    pids_limit: _builtins.int
+    net_rx_bytes: _builtins.int
+    net_tx_bytes: _builtins.int
+    block_read_bytes: _builtins.int
+    block_write_bytes: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        cpu_usage_ns: _builtins.int = ...,
+        system_cpu_ns: _builtins.int = ...,
+        online_cpus: _builtins.int = ...,
+        memory_usage: _builtins.int = ...,
+        memory_limit: _builtins.int = ...,
+        memory_cache: _builtins.int = ...,
+        pids: _builtins.int = ...,
+        pids_limit: _builtins.int = ...,
+        net_rx_bytes: _builtins.int = ...,
+        net_tx_bytes: _builtins.int = ...,
+        block_read_bytes: _builtins.int = ...,
+        block_write_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_read_bytes", b"block_read_bytes", "block_write_bytes", b"block_write_bytes", "cpu_usage_ns", b"cpu_usage_ns", "memory_cache", b"memory_cache", "memory_limit", b"memory_limit", "memory_usage", b"memory_usage", "net_rx_bytes", b"net_rx_bytes", "net_tx_bytes", b"net_tx_bytes", "online_cpus", b"online_cpus", "pids", b"pids", "pids_limit", b"pids_limit", "system_cpu_ns", b"system_cpu_ns", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Stats: _TypeAlias = Stats  # noqa: Y015
+
+@_typing.final
+class UpdateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    @_builtins.property
+    def resources(self) -> Global___Resources:
+        """Only the fields named in `fields` ("memory_bytes", "nano_cpus",
+        "cpu_shares", "pids_limit") change; 0 lifts a limit.
+        """
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        resources: Global___Resources | None = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "id", b"id", "resources", b"resources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRequest: _TypeAlias = UpdateRequest  # noqa: Y015
+
+@_typing.final
+class CopyOutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    path: _builtins.str
+    """Absolute path inside the container."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyOutRequest: _TypeAlias = CopyOutRequest  # noqa: Y015
+
+@_typing.final
+class DataChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataChunk: _TypeAlias = DataChunk  # noqa: Y015
+
+@_typing.final
+class CopyInHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    path: _builtins.str
+    """Existing directory inside the container to extract into."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyInHeader: _TypeAlias = CopyInHeader  # noqa: Y015
+
+@_typing.final
+class CopyInRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___CopyInHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___CopyInHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "msg", b"msg"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "msg", b"msg"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___CopyInRequest: _TypeAlias = CopyInRequest  # noqa: Y015
+
+@_typing.final
+class ExportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportRequest: _TypeAlias = ExportRequest  # noqa: Y015
 
 @_typing.final
 class RenameRequest(_message.Message):
