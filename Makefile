@@ -27,10 +27,14 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 # Generated code is committed; regenerate after editing protos/.
+# Generated into a fresh directory and swapped in, so running processes never
+# see a half-empty package.
 protos: venv
-	rm -rf $(GEN_DIR)/berth
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN_DIR) --grpc_python_out=$(GEN_DIR) \
-	  --mypy_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) $(PROTO_FILES)
+	@tmp=$$(mktemp -d $(GEN_DIR)/.gen.XXXXXX) && \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp \
+	  --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_FILES) && \
+	rm -rf $(GEN_DIR)/.old && { [ ! -d $(GEN_DIR)/berth ] || mv $(GEN_DIR)/berth $(GEN_DIR)/.old; } && \
+	mv $$tmp/berth $(GEN_DIR)/berth && rm -rf $$tmp $(GEN_DIR)/.old
 
 # Fails when the committed generated code is not what `make protos` makes.
 check-protos: venv
