@@ -115,6 +115,9 @@ class ContainerConfig(_message.Message):
     IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
     RESTART_POLICY_FIELD_NUMBER: _builtins.int
     HEALTHCHECK_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    OPEN_STDIN_FIELD_NUMBER: _builtins.int
+    STDIN_ONCE_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Image reference or id: "busybox", "registry:5000/team/app:1.2", "sha256:..."."""
     name: _builtins.str
@@ -139,6 +142,12 @@ class ContainerConfig(_message.Message):
     """`-P`: publish every port the image exposes on an ephemeral host port."""
     ipv4_address: _builtins.str
     """The IPv4 address asked for on its network (`--ip`)."""
+    tty: _builtins.bool
+    """A pseudo-terminal for the process (`-t`)."""
+    open_stdin: _builtins.bool
+    """Keep stdin open for attaching (`-i`)."""
+    stdin_once: _builtins.bool
+    """Close stdin once the first attached client leaves (`run -i` in the foreground)."""
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Replaces the image's CMD when not empty."""
@@ -206,10 +215,13 @@ class ContainerConfig(_message.Message):
         ipv4_address: _builtins.str = ...,
         restart_policy: Global___RestartPolicy | None = ...,
         healthcheck: Global___HealthConfig | None = ...,
+        tty: _builtins.bool = ...,
+        open_stdin: _builtins.bool = ...,
+        stdin_once: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "entrypoint", b"entrypoint", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "ipv4_address", b"ipv4_address", "labels", b"labels", "memory_bytes", b"memory_bytes", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "pids_limit", b"pids_limit", "ports", b"ports", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "user", b"user", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "entrypoint", b"entrypoint", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "ipv4_address", b"ipv4_address", "labels", b"labels", "memory_bytes", b"memory_bytes", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "open_stdin", b"open_stdin", "pids_limit", b"pids_limit", "ports", b"ports", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "tty", b"tty", "user", b"user", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
@@ -870,6 +882,7 @@ class ContainerState(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
     RESTARTING_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """"created", "running", "exited", "removing"."""
     running: _builtins.bool
@@ -879,6 +892,8 @@ class ContainerState(_message.Message):
     error: _builtins.str
     restarting: _builtins.bool
     """Waiting to be started again by its restart policy."""
+    paused: _builtins.bool
+    """Frozen by PauseContainer."""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -900,10 +915,11 @@ class ContainerState(_message.Message):
         error: _builtins.str = ...,
         health: Global___Health | None = ...,
         restarting: _builtins.bool = ...,
+        paused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "health", b"health", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "health", b"health", "oom_killed", b"oom_killed", "pid", b"pid", "restarting", b"restarting", "running", b"running", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "exit_code", b"exit_code", "finished_at", b"finished_at", "health", b"health", "oom_killed", b"oom_killed", "paused", b"paused", "pid", b"pid", "restarting", b"restarting", "running", b"running", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2519,3 +2535,585 @@ class SystemDfResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SystemDfResponse: _TypeAlias = SystemDfResponse  # noqa: Y015
+
+@_typing.final
+class TerminalSize(_message.Message):
+    """-- processes, terminals and files --------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    height: _builtins.int
+    width: _builtins.int
+    def __init__(
+        self,
+        *,
+        height: _builtins.int = ...,
+        width: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminalSize: _TypeAlias = TerminalSize  # noqa: Y015
+
+@_typing.final
+class ExecCreateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    CMD_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    ATTACH_STDIN_FIELD_NUMBER: _builtins.int
+    container: _builtins.str
+    working_dir: _builtins.str
+    """Default: the container's working directory."""
+    user: _builtins.str
+    """Default: the container's user."""
+    tty: _builtins.bool
+    attach_stdin: _builtins.bool
+    @_builtins.property
+    def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """KEY=VALUE added to the container's env."""
+
+    def __init__(
+        self,
+        *,
+        container: _builtins.str = ...,
+        cmd: _abc.Iterable[_builtins.str] | None = ...,
+        env: _abc.Iterable[_builtins.str] | None = ...,
+        working_dir: _builtins.str = ...,
+        user: _builtins.str = ...,
+        tty: _builtins.bool = ...,
+        attach_stdin: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach_stdin", b"attach_stdin", "cmd", b"cmd", "container", b"container", "env", b"env", "tty", b"tty", "user", b"user", "working_dir", b"working_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecCreateRequest: _TypeAlias = ExecCreateRequest  # noqa: Y015
+
+@_typing.final
+class ExecCreateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecCreateResponse: _TypeAlias = ExecCreateResponse  # noqa: Y015
+
+@_typing.final
+class ExecRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecRef: _TypeAlias = ExecRef  # noqa: Y015
+
+@_typing.final
+class ExecStartParams(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXEC_ID_FIELD_NUMBER: _builtins.int
+    DETACH_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    exec_id: _builtins.str
+    detach: _builtins.bool
+    """Start and return at once."""
+    @_builtins.property
+    def size(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        exec_id: _builtins.str = ...,
+        detach: _builtins.bool = ...,
+        size: Global___TerminalSize | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detach", b"detach", "exec_id", b"exec_id", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecStartParams: _TypeAlias = ExecStartParams  # noqa: Y015
+
+@_typing.final
+class ExecStartRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    RESIZE_FIELD_NUMBER: _builtins.int
+    CLOSE_STDIN_FIELD_NUMBER: _builtins.int
+    stdin: _builtins.bytes
+    close_stdin: _builtins.bool
+    @_builtins.property
+    def start(self) -> Global___ExecStartParams: ...
+    @_builtins.property
+    def resize(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        start: Global___ExecStartParams | None = ...,
+        stdin: _builtins.bytes = ...,
+        resize: Global___TerminalSize | None = ...,
+        close_stdin: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["start", "stdin", "resize", "close_stdin"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___ExecStartRequest: _TypeAlias = ExecStartRequest  # noqa: Y015
+
+@_typing.final
+class ExecStartResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    exit_code: _builtins.int
+    @_builtins.property
+    def output(self) -> Global___LogChunk: ...
+    def __init__(
+        self,
+        *,
+        output: Global___LogChunk | None = ...,
+        exit_code: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "msg", b"msg", "output", b"output"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "msg", b"msg", "output", b"output"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["output", "exit_code"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___ExecStartResponse: _TypeAlias = ExecStartResponse  # noqa: Y015
+
+@_typing.final
+class ExecInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    CMD_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    OPEN_STDIN_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    EXITED_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    container_id: _builtins.str
+    tty: _builtins.bool
+    open_stdin: _builtins.bool
+    running: _builtins.bool
+    """Not started yet, running, or exited with exit_code."""
+    exited: _builtins.bool
+    exit_code: _builtins.int
+    pid: _builtins.int
+    user: _builtins.str
+    working_dir: _builtins.str
+    @_builtins.property
+    def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        container_id: _builtins.str = ...,
+        cmd: _abc.Iterable[_builtins.str] | None = ...,
+        tty: _builtins.bool = ...,
+        open_stdin: _builtins.bool = ...,
+        running: _builtins.bool = ...,
+        exited: _builtins.bool = ...,
+        exit_code: _builtins.int = ...,
+        pid: _builtins.int = ...,
+        user: _builtins.str = ...,
+        working_dir: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cmd", b"cmd", "container_id", b"container_id", "exit_code", b"exit_code", "exited", b"exited", "id", b"id", "open_stdin", b"open_stdin", "pid", b"pid", "running", b"running", "tty", b"tty", "user", b"user", "working_dir", b"working_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecInfo: _TypeAlias = ExecInfo  # noqa: Y015
+
+@_typing.final
+class AttachParams(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    START_CONTAINER_FIELD_NUMBER: _builtins.int
+    container: _builtins.str
+    stdin: _builtins.bool
+    """Forward stdin (the container needs open_stdin)."""
+    start_container: _builtins.bool
+    """Start the container once attached (`run -it`, `start -a`), remove it after
+    it exited when it has auto_remove, and end with its exit status.
+    """
+    @_builtins.property
+    def size(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        container: _builtins.str = ...,
+        stdin: _builtins.bool = ...,
+        size: Global___TerminalSize | None = ...,
+        start_container: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "size", b"size", "start_container", b"start_container", "stdin", b"stdin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachParams: _TypeAlias = AttachParams  # noqa: Y015
+
+@_typing.final
+class AttachRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    RESIZE_FIELD_NUMBER: _builtins.int
+    CLOSE_STDIN_FIELD_NUMBER: _builtins.int
+    stdin: _builtins.bytes
+    close_stdin: _builtins.bool
+    @_builtins.property
+    def start(self) -> Global___AttachParams: ...
+    @_builtins.property
+    def resize(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        start: Global___AttachParams | None = ...,
+        stdin: _builtins.bytes = ...,
+        resize: Global___TerminalSize | None = ...,
+        close_stdin: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["start", "stdin", "resize", "close_stdin"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___AttachRequest: _TypeAlias = AttachRequest  # noqa: Y015
+
+@_typing.final
+class AttachResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHED_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    EXIT_FIELD_NUMBER: _builtins.int
+    attached: _builtins.str
+    """The container's id, once attached."""
+    @_builtins.property
+    def output(self) -> Global___LogChunk: ...
+    @_builtins.property
+    def exit(self) -> Global___ExitStatus: ...
+    def __init__(
+        self,
+        *,
+        attached: _builtins.str = ...,
+        output: Global___LogChunk | None = ...,
+        exit: Global___ExitStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "exit", b"exit", "msg", b"msg", "output", b"output"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "exit", b"exit", "msg", b"msg", "output", b"output"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["attached", "output", "exit"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___AttachResponse: _TypeAlias = AttachResponse  # noqa: Y015
+
+@_typing.final
+class TopRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PS_ARGS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    @_builtins.property
+    def ps_args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ps options, default "-ef"."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        ps_args: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "ps_args", b"ps_args"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopRequest: _TypeAlias = TopRequest  # noqa: Y015
+
+@_typing.final
+class TopResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TITLES_FIELD_NUMBER: _builtins.int
+    PROCESSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def titles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StringList]: ...
+    def __init__(
+        self,
+        *,
+        titles: _abc.Iterable[_builtins.str] | None = ...,
+        processes: _abc.Iterable[Global___StringList] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["processes", b"processes", "titles", b"titles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopResponse: _TypeAlias = TopResponse  # noqa: Y015
+
+@_typing.final
+class ContainerStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    stream: _builtins.bool
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        stream: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerStatsRequest: _TypeAlias = ContainerStatsRequest  # noqa: Y015
+
+@_typing.final
+class ContainerStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    CPU_PERCENT_FIELD_NUMBER: _builtins.int
+    MEMORY_USAGE_FIELD_NUMBER: _builtins.int
+    MEMORY_LIMIT_FIELD_NUMBER: _builtins.int
+    PIDS_FIELD_NUMBER: _builtins.int
+    NET_RX_BYTES_FIELD_NUMBER: _builtins.int
+    NET_TX_BYTES_FIELD_NUMBER: _builtins.int
+    BLOCK_READ_BYTES_FIELD_NUMBER: _builtins.int
+    BLOCK_WRITE_BYTES_FIELD_NUMBER: _builtins.int
+    CPU_USAGE_NS_FIELD_NUMBER: _builtins.int
+    SYSTEM_CPU_NS_FIELD_NUMBER: _builtins.int
+    ONLINE_CPUS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    cpu_percent: _builtins.float
+    """Percent of one CPU (100 per busy CPU), over the time since the last sample."""
+    memory_usage: _builtins.int
+    memory_limit: _builtins.int
+    pids: _builtins.int
+    net_rx_bytes: _builtins.int
+    net_tx_bytes: _builtins.int
+    block_read_bytes: _builtins.int
+    block_write_bytes: _builtins.int
+    cpu_usage_ns: _builtins.int
+    system_cpu_ns: _builtins.int
+    online_cpus: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        cpu_percent: _builtins.float = ...,
+        memory_usage: _builtins.int = ...,
+        memory_limit: _builtins.int = ...,
+        pids: _builtins.int = ...,
+        net_rx_bytes: _builtins.int = ...,
+        net_tx_bytes: _builtins.int = ...,
+        block_read_bytes: _builtins.int = ...,
+        block_write_bytes: _builtins.int = ...,
+        cpu_usage_ns: _builtins.int = ...,
+        system_cpu_ns: _builtins.int = ...,
+        online_cpus: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_read_bytes", b"block_read_bytes", "block_write_bytes", b"block_write_bytes", "cpu_percent", b"cpu_percent", "cpu_usage_ns", b"cpu_usage_ns", "id", b"id", "memory_limit", b"memory_limit", "memory_usage", b"memory_usage", "name", b"name", "net_rx_bytes", b"net_rx_bytes", "net_tx_bytes", b"net_tx_bytes", "online_cpus", b"online_cpus", "pids", b"pids", "system_cpu_ns", b"system_cpu_ns", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerStats: _TypeAlias = ContainerStats  # noqa: Y015
+
+@_typing.final
+class UpdateResourcesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    NANO_CPUS_FIELD_NUMBER: _builtins.int
+    CPU_SHARES_FIELD_NUMBER: _builtins.int
+    PIDS_LIMIT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    memory_bytes: _builtins.int
+    nano_cpus: _builtins.int
+    cpu_shares: _builtins.int
+    pids_limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        memory_bytes: _builtins.int | None = ...,
+        nano_cpus: _builtins.int | None = ...,
+        cpu_shares: _builtins.int | None = ...,
+        pids_limit: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_shares", b"_cpu_shares", "_memory_bytes", b"_memory_bytes", "_nano_cpus", b"_nano_cpus", "_pids_limit", b"_pids_limit", "cpu_shares", b"cpu_shares", "memory_bytes", b"memory_bytes", "nano_cpus", b"nano_cpus", "pids_limit", b"pids_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_shares", b"_cpu_shares", "_memory_bytes", b"_memory_bytes", "_nano_cpus", b"_nano_cpus", "_pids_limit", b"_pids_limit", "cpu_shares", b"cpu_shares", "id", b"id", "memory_bytes", b"memory_bytes", "nano_cpus", b"nano_cpus", "pids_limit", b"pids_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu_shares: _TypeAlias = _typing.Literal["cpu_shares"]  # noqa: Y015
+    _WhichOneofArgType__cpu_shares: _TypeAlias = _typing.Literal["_cpu_shares", b"_cpu_shares"]  # noqa: Y015
+    _WhichOneofReturnType__memory_bytes: _TypeAlias = _typing.Literal["memory_bytes"]  # noqa: Y015
+    _WhichOneofArgType__memory_bytes: _TypeAlias = _typing.Literal["_memory_bytes", b"_memory_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__nano_cpus: _TypeAlias = _typing.Literal["nano_cpus"]  # noqa: Y015
+    _WhichOneofArgType__nano_cpus: _TypeAlias = _typing.Literal["_nano_cpus", b"_nano_cpus"]  # noqa: Y015
+    _WhichOneofReturnType__pids_limit: _TypeAlias = _typing.Literal["pids_limit"]  # noqa: Y015
+    _WhichOneofArgType__pids_limit: _TypeAlias = _typing.Literal["_pids_limit", b"_pids_limit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_shares) -> _WhichOneofReturnType__cpu_shares | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_bytes) -> _WhichOneofReturnType__memory_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__nano_cpus) -> _WhichOneofReturnType__nano_cpus | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pids_limit) -> _WhichOneofReturnType__pids_limit | None: ...
+
+Global___UpdateResourcesRequest: _TypeAlias = UpdateResourcesRequest  # noqa: Y015
+
+@_typing.final
+class CopyFromContainerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    path: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyFromContainerRequest: _TypeAlias = CopyFromContainerRequest  # noqa: Y015
+
+@_typing.final
+class CopyToContainerHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    path: _builtins.str
+    """Directory in the container the archive is extracted into."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyToContainerHeader: _TypeAlias = CopyToContainerHeader  # noqa: Y015
+
+@_typing.final
+class CopyToContainerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___CopyToContainerHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___CopyToContainerHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "msg", b"msg"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "msg", b"msg"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___CopyToContainerRequest: _TypeAlias = CopyToContainerRequest  # noqa: Y015

@@ -240,6 +240,66 @@ class EngineStub:
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemPruneRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
                 _registered_method=True)
+        self.ExecCreate = channel.unary_unary(
+                '/berth.engine.v1.Engine/ExecCreate',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateResponse.FromString,
+                _registered_method=True)
+        self.ExecStart = channel.stream_stream(
+                '/berth.engine.v1.Engine/ExecStart',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartResponse.FromString,
+                _registered_method=True)
+        self.ExecInspect = channel.unary_unary(
+                '/berth.engine.v1.Engine/ExecInspect',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecRef.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecInfo.FromString,
+                _registered_method=True)
+        self.AttachContainer = channel.stream_stream(
+                '/berth.engine.v1.Engine/AttachContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachResponse.FromString,
+                _registered_method=True)
+        self.PauseContainer = channel.unary_unary(
+                '/berth.engine.v1.Engine/PauseContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.UnpauseContainer = channel.unary_unary(
+                '/berth.engine.v1.Engine/UnpauseContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.TopContainer = channel.unary_unary(
+                '/berth.engine.v1.Engine/TopContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.TopRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.TopResponse.FromString,
+                _registered_method=True)
+        self.StatsContainer = channel.unary_stream(
+                '/berth.engine.v1.Engine/StatsContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStatsRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStats.FromString,
+                _registered_method=True)
+        self.UpdateResources = channel.unary_unary(
+                '/berth.engine.v1.Engine/UpdateResources',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateResourcesRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CopyFromContainer = channel.unary_stream(
+                '/berth.engine.v1.Engine/CopyFromContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyFromContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+                _registered_method=True)
+        self.CopyToContainer = channel.stream_unary(
+                '/berth.engine.v1.Engine/CopyToContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyToContainerRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ExportContainer = channel.unary_stream(
+                '/berth.engine.v1.Engine/ExportContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+                _registered_method=True)
         self.Events = channel.unary_stream(
                 '/berth.engine.v1.Engine/Events',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.EventsRequest.SerializeToString,
@@ -526,6 +586,92 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecCreate(self, request, context):
+        """Processes, terminals and files of a container (exec, attach, cp...).
+        Record a command to run in a running container; ExecStart runs it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecStart(self, request_iterator, context):
+        """Run a recorded exec. First request `start`; then stdin, resize,
+        close_stdin. Replies: its output, then `exit_code` (detach: none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecInspect(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachContainer(self, request_iterator, context):
+        """Attach to a container's stdio. First request `start`; the first reply
+        (`attached`) comes once nothing of its output can be missed, then output;
+        with start.start_container the container is started after attaching and
+        the last reply carries its exit status. Ending the stream detaches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpauseContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TopContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StatsContainer(self, request, context):
+        """Usage samples; with stream, one a second while it runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateResources(self, request, context):
+        """Change memory, CPU and pids limits of a container, running or not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyFromContainer(self, request, context):
+        """A path in a container as a tar archive / a tar archive into a directory
+        of a container. Paths never resolve outside the container's root.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyToContainer(self, request_iterator, context):
+        """First request carries `header`, then chunks of the tar archive.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportContainer(self, request, context):
+        """The container's filesystem as a tar archive.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Events(self, request, context):
         """Engine events (container create/start/die/destroy..., image load/tag/delete...),
         in the order they happened, from `since` on and, with follow, as they happen.
@@ -741,6 +887,66 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.SystemPrune,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemPruneRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.SerializeToString,
+            ),
+            'ExecCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecCreate,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateResponse.SerializeToString,
+            ),
+            'ExecStart': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecStart,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartResponse.SerializeToString,
+            ),
+            'ExecInspect': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecInspect,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecRef.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecInfo.SerializeToString,
+            ),
+            'AttachContainer': grpc.stream_stream_rpc_method_handler(
+                    servicer.AttachContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachResponse.SerializeToString,
+            ),
+            'PauseContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'UnpauseContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpauseContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'TopContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.TopContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.TopRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.TopResponse.SerializeToString,
+            ),
+            'StatsContainer': grpc.unary_stream_rpc_method_handler(
+                    servicer.StatsContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStatsRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStats.SerializeToString,
+            ),
+            'UpdateResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateResources,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateResourcesRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CopyFromContainer': grpc.unary_stream_rpc_method_handler(
+                    servicer.CopyFromContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyFromContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.SerializeToString,
+            ),
+            'CopyToContainer': grpc.stream_unary_rpc_method_handler(
+                    servicer.CopyToContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyToContainerRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ExportContainer': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.SerializeToString,
             ),
             'Events': grpc.unary_stream_rpc_method_handler(
                     servicer.Events,
@@ -1855,6 +2061,330 @@ class Engine:
             '/berth.engine.v1.Engine/SystemPrune',
             berth_dot_engine_dot_v1_dot_engine__pb2.SystemPruneRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/ExecCreate',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecStart(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/berth.engine.v1.Engine/ExecStart',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecInspect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/ExecInspect',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ExecRef.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ExecInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachContainer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/berth.engine.v1.Engine/AttachContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.AttachRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.AttachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/PauseContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpauseContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/UnpauseContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TopContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/TopContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.TopRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.TopResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatsContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.engine.v1.Engine/StatsContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStatsRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.Engine/UpdateResources',
+            berth_dot_engine_dot_v1_dot_engine__pb2.UpdateResourcesRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyFromContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.engine.v1.Engine/CopyFromContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.CopyFromContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyToContainer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/berth.engine.v1.Engine/CopyToContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.CopyToContainerRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.engine.v1.Engine/ExportContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -121,6 +121,36 @@ class EngineStub:
     """Remove stopped containers, unused networks, dangling (with all: every
     unused) images and, with volumes, unused anonymous volumes.
     """
+    ExecCreate: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ExecCreateRequest, _engine_pb2.ExecCreateResponse]
+    """Processes, terminals and files of a container (exec, attach, cp...).
+    Record a command to run in a running container; ExecStart runs it.
+    """
+    ExecStart: _grpc.StreamStreamMultiCallable[_engine_pb2.ExecStartRequest, _engine_pb2.ExecStartResponse]
+    """Run a recorded exec. First request `start`; then stdin, resize,
+    close_stdin. Replies: its output, then `exit_code` (detach: none).
+    """
+    ExecInspect: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ExecRef, _engine_pb2.ExecInfo]
+    AttachContainer: _grpc.StreamStreamMultiCallable[_engine_pb2.AttachRequest, _engine_pb2.AttachResponse]
+    """Attach to a container's stdio. First request `start`; the first reply
+    (`attached`) comes once nothing of its output can be missed, then output;
+    with start.start_container the container is started after attaching and
+    the last reply carries its exit status. Ending the stream detaches.
+    """
+    PauseContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]
+    UnpauseContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]
+    TopContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.TopRequest, _engine_pb2.TopResponse]
+    StatsContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.ContainerStatsRequest, _engine_pb2.ContainerStats]
+    """Usage samples; with stream, one a second while it runs."""
+    UpdateResources: _grpc.UnaryUnaryMultiCallable[_engine_pb2.UpdateResourcesRequest, _empty_pb2.Empty]
+    """Change memory, CPU and pids limits of a container, running or not."""
+    CopyFromContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.CopyFromContainerRequest, _engine_pb2.DataChunk]
+    """A path in a container as a tar archive / a tar archive into a directory
+    of a container. Paths never resolve outside the container's root.
+    """
+    CopyToContainer: _grpc.StreamUnaryMultiCallable[_engine_pb2.CopyToContainerRequest, _empty_pb2.Empty]
+    """First request carries `header`, then chunks of the tar archive."""
+    ExportContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.DataChunk]
+    """The container's filesystem as a tar archive."""
     Events: _grpc.UnaryStreamMultiCallable[_engine_pb2.EventsRequest, _engine_pb2.Event]
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
@@ -209,6 +239,36 @@ class EngineAsyncStub(EngineStub):
     """Remove stopped containers, unused networks, dangling (with all: every
     unused) images and, with volumes, unused anonymous volumes.
     """
+    ExecCreate: _aio.UnaryUnaryMultiCallable[_engine_pb2.ExecCreateRequest, _engine_pb2.ExecCreateResponse]  # type: ignore[assignment]
+    """Processes, terminals and files of a container (exec, attach, cp...).
+    Record a command to run in a running container; ExecStart runs it.
+    """
+    ExecStart: _aio.StreamStreamMultiCallable[_engine_pb2.ExecStartRequest, _engine_pb2.ExecStartResponse]  # type: ignore[assignment]
+    """Run a recorded exec. First request `start`; then stdin, resize,
+    close_stdin. Replies: its output, then `exit_code` (detach: none).
+    """
+    ExecInspect: _aio.UnaryUnaryMultiCallable[_engine_pb2.ExecRef, _engine_pb2.ExecInfo]  # type: ignore[assignment]
+    AttachContainer: _aio.StreamStreamMultiCallable[_engine_pb2.AttachRequest, _engine_pb2.AttachResponse]  # type: ignore[assignment]
+    """Attach to a container's stdio. First request `start`; the first reply
+    (`attached`) comes once nothing of its output can be missed, then output;
+    with start.start_container the container is started after attaching and
+    the last reply carries its exit status. Ending the stream detaches.
+    """
+    PauseContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]  # type: ignore[assignment]
+    UnpauseContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]  # type: ignore[assignment]
+    TopContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.TopRequest, _engine_pb2.TopResponse]  # type: ignore[assignment]
+    StatsContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.ContainerStatsRequest, _engine_pb2.ContainerStats]  # type: ignore[assignment]
+    """Usage samples; with stream, one a second while it runs."""
+    UpdateResources: _aio.UnaryUnaryMultiCallable[_engine_pb2.UpdateResourcesRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Change memory, CPU and pids limits of a container, running or not."""
+    CopyFromContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.CopyFromContainerRequest, _engine_pb2.DataChunk]  # type: ignore[assignment]
+    """A path in a container as a tar archive / a tar archive into a directory
+    of a container. Paths never resolve outside the container's root.
+    """
+    CopyToContainer: _aio.StreamUnaryMultiCallable[_engine_pb2.CopyToContainerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """First request carries `header`, then chunks of the tar archive."""
+    ExportContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.DataChunk]  # type: ignore[assignment]
+    """The container's filesystem as a tar archive."""
     Events: _aio.UnaryStreamMultiCallable[_engine_pb2.EventsRequest, _engine_pb2.Event]  # type: ignore[assignment]
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
@@ -540,6 +600,108 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         """Remove stopped containers, unused networks, dangling (with all: every
         unused) images and, with volumes, unused anonymous volumes.
         """
+
+    @_abc_1.abstractmethod
+    def ExecCreate(
+        self,
+        request: _engine_pb2.ExecCreateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.ExecCreateResponse, _abc.Awaitable[_engine_pb2.ExecCreateResponse]]:
+        """Processes, terminals and files of a container (exec, attach, cp...).
+        Record a command to run in a running container; ExecStart runs it.
+        """
+
+    @_abc_1.abstractmethod
+    def ExecStart(
+        self,
+        request_iterator: _MaybeAsyncIterator[_engine_pb2.ExecStartRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.ExecStartResponse], _abc.AsyncIterator[_engine_pb2.ExecStartResponse]]:
+        """Run a recorded exec. First request `start`; then stdin, resize,
+        close_stdin. Replies: its output, then `exit_code` (detach: none).
+        """
+
+    @_abc_1.abstractmethod
+    def ExecInspect(
+        self,
+        request: _engine_pb2.ExecRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.ExecInfo, _abc.Awaitable[_engine_pb2.ExecInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def AttachContainer(
+        self,
+        request_iterator: _MaybeAsyncIterator[_engine_pb2.AttachRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.AttachResponse], _abc.AsyncIterator[_engine_pb2.AttachResponse]]:
+        """Attach to a container's stdio. First request `start`; the first reply
+        (`attached`) comes once nothing of its output can be missed, then output;
+        with start.start_container the container is started after attaching and
+        the last reply carries its exit status. Ending the stream detaches.
+        """
+
+    @_abc_1.abstractmethod
+    def PauseContainer(
+        self,
+        request: _engine_pb2.ContainerRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def UnpauseContainer(
+        self,
+        request: _engine_pb2.ContainerRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def TopContainer(
+        self,
+        request: _engine_pb2.TopRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.TopResponse, _abc.Awaitable[_engine_pb2.TopResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StatsContainer(
+        self,
+        request: _engine_pb2.ContainerStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.ContainerStats], _abc.AsyncIterator[_engine_pb2.ContainerStats]]:
+        """Usage samples; with stream, one a second while it runs."""
+
+    @_abc_1.abstractmethod
+    def UpdateResources(
+        self,
+        request: _engine_pb2.UpdateResourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Change memory, CPU and pids limits of a container, running or not."""
+
+    @_abc_1.abstractmethod
+    def CopyFromContainer(
+        self,
+        request: _engine_pb2.CopyFromContainerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.DataChunk], _abc.AsyncIterator[_engine_pb2.DataChunk]]:
+        """A path in a container as a tar archive / a tar archive into a directory
+        of a container. Paths never resolve outside the container's root.
+        """
+
+    @_abc_1.abstractmethod
+    def CopyToContainer(
+        self,
+        request_iterator: _MaybeAsyncIterator[_engine_pb2.CopyToContainerRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """First request carries `header`, then chunks of the tar archive."""
+
+    @_abc_1.abstractmethod
+    def ExportContainer(
+        self,
+        request: _engine_pb2.ContainerRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.DataChunk], _abc.AsyncIterator[_engine_pb2.DataChunk]]:
+        """The container's filesystem as a tar archive."""
 
     @_abc_1.abstractmethod
     def Events(
