@@ -1183,7 +1183,7 @@ class StatsRequest(_message.Message):
 Global___StatsRequest: _TypeAlias = StatsRequest  # noqa: Y015
 
 @_typing.final
-class Stats(_message.Message):
+class StatsSample(_message.Message):
     """One sample. CPU figures are cumulative: a rate needs two samples."""
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1241,7 +1241,7 @@ class Stats(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Stats: _TypeAlias = Stats  # noqa: Y015
+Global___StatsSample: _TypeAlias = StatsSample  # noqa: Y015
 
 @_typing.final
 class UpdateRequest(_message.Message):
@@ -1324,7 +1324,9 @@ class CopyInHeader(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     path: _builtins.str
-    """Existing directory inside the container to extract into."""
+    """Absolute path inside the container: a directory to extract into, or the
+    name the archive's top entry gets (its parent must exist).
+    """
     def __init__(
         self,
         *,

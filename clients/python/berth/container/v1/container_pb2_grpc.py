@@ -95,6 +95,66 @@ class ContainerServiceStub:
                 request_serializer=berth_dot_container_dot_v1_dot_container__pb2.SetMetadataRequest.SerializeToString,
                 response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
                 _registered_method=True)
+        self.Exec = channel.stream_stream(
+                '/berth.container.v1.ContainerService/Exec',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecResponse.FromString,
+                _registered_method=True)
+        self.ExecInspect = channel.unary_unary(
+                '/berth.container.v1.ContainerService/ExecInspect',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecInspectRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecInfo.FromString,
+                _registered_method=True)
+        self.ListExecs = channel.unary_unary(
+                '/berth.container.v1.ContainerService/ListExecs',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListExecsRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListExecsResponse.FromString,
+                _registered_method=True)
+        self.Attach = channel.stream_stream(
+                '/berth.container.v1.ContainerService/Attach',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.AttachRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.AttachResponse.FromString,
+                _registered_method=True)
+        self.Pause = channel.unary_unary(
+                '/berth.container.v1.ContainerService/Pause',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+                _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/berth.container.v1.ContainerService/Resume',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+                _registered_method=True)
+        self.Top = channel.unary_unary(
+                '/berth.container.v1.ContainerService/Top',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.TopRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.TopResponse.FromString,
+                _registered_method=True)
+        self.Stats = channel.unary_stream(
+                '/berth.container.v1.ContainerService/Stats',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.StatsRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StatsSample.FromString,
+                _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/berth.container.v1.ContainerService/Update',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.UpdateRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+                _registered_method=True)
+        self.CopyOut = channel.unary_stream(
+                '/berth.container.v1.ContainerService/CopyOut',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.CopyOutRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.DataChunk.FromString,
+                _registered_method=True)
+        self.CopyIn = channel.stream_unary(
+                '/berth.container.v1.ContainerService/CopyIn',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.CopyInRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/berth.container.v1.ContainerService/Export',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExportRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.DataChunk.FromString,
+                _registered_method=True)
 
 
 class ContainerServiceServicer:
@@ -184,6 +244,97 @@ class ContainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exec(self, request_iterator, context):
+        """Run a further process in a running container, under a monitor (conmon) of
+        its own, so its exit code is recorded even across a restart of berth. The
+        first request is `start`; then stdin, resizes and close_stdin may follow.
+        Replies: `started` (its pid) once it runs, its output, then `exit_code`.
+        With start.detach the stream ends after `started`. FAILED_PRECONDITION
+        when the container is not running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecInspect(self, request, context):
+        """An exec by id, while it runs and after it exited (until its container goes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExecs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Attach(self, request_iterator, context):
+        """Attach to the container's own stdio: its output as it happens and, when it
+        was created with open_stdin, its input. The first request is `start`; the
+        first reply says the attach is in place (before Start, nothing is lost).
+        The stream ends when the container exits or the caller ends it (detach).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pause(self, request, context):
+        """Freeze and thaw all processes of the container (freezer cgroup).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Top(self, request, context):
+        """The container's processes as `ps` shows them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stats(self, request, context):
+        """Resource usage samples: one, or one every `interval_ms` while it runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Change the cgroup limits of a created or running container; kept in its spec.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyOut(self, request, context):
+        """A path in the container as a tar archive (symlinks never lead out of its root).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyIn(self, request_iterator, context):
+        """Extract a tar archive at a path in the container (into it when it is a
+        directory, else as it); the first request is `header`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """The container's whole filesystem as a tar archive.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -246,6 +397,66 @@ def add_ContainerServiceServicer_to_server(servicer, server):
                     servicer.SetMetadata,
                     request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.SetMetadataRequest.FromString,
                     response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            ),
+            'Exec': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecResponse.SerializeToString,
+            ),
+            'ExecInspect': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecInspect,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecInspectRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecInfo.SerializeToString,
+            ),
+            'ListExecs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecs,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListExecsRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListExecsResponse.SerializeToString,
+            ),
+            'Attach': grpc.stream_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.AttachRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.AttachResponse.SerializeToString,
+            ),
+            'Pause': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pause,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            ),
+            'Top': grpc.unary_unary_rpc_method_handler(
+                    servicer.Top,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.TopRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.TopResponse.SerializeToString,
+            ),
+            'Stats': grpc.unary_stream_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StatsRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.StatsSample.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.UpdateRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            ),
+            'CopyOut': grpc.unary_stream_rpc_method_handler(
+                    servicer.CopyOut,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CopyOutRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.DataChunk.SerializeToString,
+            ),
+            'CopyIn': grpc.stream_unary_rpc_method_handler(
+                    servicer.CopyIn,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CopyInRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExportRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.DataChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -572,6 +783,330 @@ class ContainerService:
             '/berth.container.v1.ContainerService/SetMetadata',
             berth_dot_container_dot_v1_dot_container__pb2.SetMetadataRequest.SerializeToString,
             berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/berth.container.v1.ContainerService/Exec',
+            berth_dot_container_dot_v1_dot_container__pb2.ExecRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecInspect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/ExecInspect',
+            berth_dot_container_dot_v1_dot_container__pb2.ExecInspectRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.ExecInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/ListExecs',
+            berth_dot_container_dot_v1_dot_container__pb2.ListExecsRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.ListExecsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/berth.container.v1.ContainerService/Attach',
+            berth_dot_container_dot_v1_dot_container__pb2.AttachRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.AttachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pause(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/Pause',
+            berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/Resume',
+            berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Top(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/Top',
+            berth_dot_container_dot_v1_dot_container__pb2.TopRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.TopResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/Stats',
+            berth_dot_container_dot_v1_dot_container__pb2.StatsRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.StatsSample.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/Update',
+            berth_dot_container_dot_v1_dot_container__pb2.UpdateRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/CopyOut',
+            berth_dot_container_dot_v1_dot_container__pb2.CopyOutRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.DataChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyIn(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/berth.container.v1.ContainerService/CopyIn',
+            berth_dot_container_dot_v1_dot_container__pb2.CopyInRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/Export',
+            berth_dot_container_dot_v1_dot_container__pb2.ExportRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.DataChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,40 @@ class ContainerServiceStub:
     """Give a container another name; ALREADY_EXISTS when another container has it."""
     SetMetadata: _grpc.UnaryUnaryMultiCallable[_container_pb2.SetMetadataRequest, _container_pb2.Container]
     """Replace the caller's opaque metadata on a container (e.g. restart state)."""
+    Exec: _grpc.StreamStreamMultiCallable[_container_pb2.ExecRequest, _container_pb2.ExecResponse]
+    """Run a further process in a running container, under a monitor (conmon) of
+    its own, so its exit code is recorded even across a restart of berth. The
+    first request is `start`; then stdin, resizes and close_stdin may follow.
+    Replies: `started` (its pid) once it runs, its output, then `exit_code`.
+    With start.detach the stream ends after `started`. FAILED_PRECONDITION
+    when the container is not running.
+    """
+    ExecInspect: _grpc.UnaryUnaryMultiCallable[_container_pb2.ExecInspectRequest, _container_pb2.ExecInfo]
+    """An exec by id, while it runs and after it exited (until its container goes)."""
+    ListExecs: _grpc.UnaryUnaryMultiCallable[_container_pb2.ListExecsRequest, _container_pb2.ListExecsResponse]
+    Attach: _grpc.StreamStreamMultiCallable[_container_pb2.AttachRequest, _container_pb2.AttachResponse]
+    """Attach to the container's own stdio: its output as it happens and, when it
+    was created with open_stdin, its input. The first request is `start`; the
+    first reply says the attach is in place (before Start, nothing is lost).
+    The stream ends when the container exits or the caller ends it (detach).
+    """
+    Pause: _grpc.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]
+    """Freeze and thaw all processes of the container (freezer cgroup)."""
+    Resume: _grpc.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]
+    Top: _grpc.UnaryUnaryMultiCallable[_container_pb2.TopRequest, _container_pb2.TopResponse]
+    """The container's processes as `ps` shows them."""
+    Stats: _grpc.UnaryStreamMultiCallable[_container_pb2.StatsRequest, _container_pb2.StatsSample]
+    """Resource usage samples: one, or one every `interval_ms` while it runs."""
+    Update: _grpc.UnaryUnaryMultiCallable[_container_pb2.UpdateRequest, _container_pb2.Container]
+    """Change the cgroup limits of a created or running container; kept in its spec."""
+    CopyOut: _grpc.UnaryStreamMultiCallable[_container_pb2.CopyOutRequest, _container_pb2.DataChunk]
+    """A path in the container as a tar archive (symlinks never lead out of its root)."""
+    CopyIn: _grpc.StreamUnaryMultiCallable[_container_pb2.CopyInRequest, _empty_pb2.Empty]
+    """Extract a tar archive at a path in the container (into it when it is a
+    directory, else as it); the first request is `header`.
+    """
+    Export: _grpc.UnaryStreamMultiCallable[_container_pb2.ExportRequest, _container_pb2.DataChunk]
+    """The container's whole filesystem as a tar archive."""
 
 @_typing.type_check_only
 class ContainerServiceAsyncStub(ContainerServiceStub):
@@ -91,6 +125,40 @@ class ContainerServiceAsyncStub(ContainerServiceStub):
     """Give a container another name; ALREADY_EXISTS when another container has it."""
     SetMetadata: _aio.UnaryUnaryMultiCallable[_container_pb2.SetMetadataRequest, _container_pb2.Container]  # type: ignore[assignment]
     """Replace the caller's opaque metadata on a container (e.g. restart state)."""
+    Exec: _aio.StreamStreamMultiCallable[_container_pb2.ExecRequest, _container_pb2.ExecResponse]  # type: ignore[assignment]
+    """Run a further process in a running container, under a monitor (conmon) of
+    its own, so its exit code is recorded even across a restart of berth. The
+    first request is `start`; then stdin, resizes and close_stdin may follow.
+    Replies: `started` (its pid) once it runs, its output, then `exit_code`.
+    With start.detach the stream ends after `started`. FAILED_PRECONDITION
+    when the container is not running.
+    """
+    ExecInspect: _aio.UnaryUnaryMultiCallable[_container_pb2.ExecInspectRequest, _container_pb2.ExecInfo]  # type: ignore[assignment]
+    """An exec by id, while it runs and after it exited (until its container goes)."""
+    ListExecs: _aio.UnaryUnaryMultiCallable[_container_pb2.ListExecsRequest, _container_pb2.ListExecsResponse]  # type: ignore[assignment]
+    Attach: _aio.StreamStreamMultiCallable[_container_pb2.AttachRequest, _container_pb2.AttachResponse]  # type: ignore[assignment]
+    """Attach to the container's own stdio: its output as it happens and, when it
+    was created with open_stdin, its input. The first request is `start`; the
+    first reply says the attach is in place (before Start, nothing is lost).
+    The stream ends when the container exits or the caller ends it (detach).
+    """
+    Pause: _aio.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]  # type: ignore[assignment]
+    """Freeze and thaw all processes of the container (freezer cgroup)."""
+    Resume: _aio.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]  # type: ignore[assignment]
+    Top: _aio.UnaryUnaryMultiCallable[_container_pb2.TopRequest, _container_pb2.TopResponse]  # type: ignore[assignment]
+    """The container's processes as `ps` shows them."""
+    Stats: _aio.UnaryStreamMultiCallable[_container_pb2.StatsRequest, _container_pb2.StatsSample]  # type: ignore[assignment]
+    """Resource usage samples: one, or one every `interval_ms` while it runs."""
+    Update: _aio.UnaryUnaryMultiCallable[_container_pb2.UpdateRequest, _container_pb2.Container]  # type: ignore[assignment]
+    """Change the cgroup limits of a created or running container; kept in its spec."""
+    CopyOut: _aio.UnaryStreamMultiCallable[_container_pb2.CopyOutRequest, _container_pb2.DataChunk]  # type: ignore[assignment]
+    """A path in the container as a tar archive (symlinks never lead out of its root)."""
+    CopyIn: _aio.StreamUnaryMultiCallable[_container_pb2.CopyInRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Extract a tar archive at a path in the container (into it when it is a
+    directory, else as it); the first request is `header`.
+    """
+    Export: _aio.UnaryStreamMultiCallable[_container_pb2.ExportRequest, _container_pb2.DataChunk]  # type: ignore[assignment]
+    """The container's whole filesystem as a tar archive."""
 
 class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -189,5 +257,111 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
         """Replace the caller's opaque metadata on a container (e.g. restart state)."""
+
+    @_abc_1.abstractmethod
+    def Exec(
+        self,
+        request_iterator: _MaybeAsyncIterator[_container_pb2.ExecRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.ExecResponse], _abc.AsyncIterator[_container_pb2.ExecResponse]]:
+        """Run a further process in a running container, under a monitor (conmon) of
+        its own, so its exit code is recorded even across a restart of berth. The
+        first request is `start`; then stdin, resizes and close_stdin may follow.
+        Replies: `started` (its pid) once it runs, its output, then `exit_code`.
+        With start.detach the stream ends after `started`. FAILED_PRECONDITION
+        when the container is not running.
+        """
+
+    @_abc_1.abstractmethod
+    def ExecInspect(
+        self,
+        request: _container_pb2.ExecInspectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.ExecInfo, _abc.Awaitable[_container_pb2.ExecInfo]]:
+        """An exec by id, while it runs and after it exited (until its container goes)."""
+
+    @_abc_1.abstractmethod
+    def ListExecs(
+        self,
+        request: _container_pb2.ListExecsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.ListExecsResponse, _abc.Awaitable[_container_pb2.ListExecsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Attach(
+        self,
+        request_iterator: _MaybeAsyncIterator[_container_pb2.AttachRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.AttachResponse], _abc.AsyncIterator[_container_pb2.AttachResponse]]:
+        """Attach to the container's own stdio: its output as it happens and, when it
+        was created with open_stdin, its input. The first request is `start`; the
+        first reply says the attach is in place (before Start, nothing is lost).
+        The stream ends when the container exits or the caller ends it (detach).
+        """
+
+    @_abc_1.abstractmethod
+    def Pause(
+        self,
+        request: _container_pb2.PauseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
+        """Freeze and thaw all processes of the container (freezer cgroup)."""
+
+    @_abc_1.abstractmethod
+    def Resume(
+        self,
+        request: _container_pb2.PauseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]: ...
+
+    @_abc_1.abstractmethod
+    def Top(
+        self,
+        request: _container_pb2.TopRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.TopResponse, _abc.Awaitable[_container_pb2.TopResponse]]:
+        """The container's processes as `ps` shows them."""
+
+    @_abc_1.abstractmethod
+    def Stats(
+        self,
+        request: _container_pb2.StatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.StatsSample], _abc.AsyncIterator[_container_pb2.StatsSample]]:
+        """Resource usage samples: one, or one every `interval_ms` while it runs."""
+
+    @_abc_1.abstractmethod
+    def Update(
+        self,
+        request: _container_pb2.UpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
+        """Change the cgroup limits of a created or running container; kept in its spec."""
+
+    @_abc_1.abstractmethod
+    def CopyOut(
+        self,
+        request: _container_pb2.CopyOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.DataChunk], _abc.AsyncIterator[_container_pb2.DataChunk]]:
+        """A path in the container as a tar archive (symlinks never lead out of its root)."""
+
+    @_abc_1.abstractmethod
+    def CopyIn(
+        self,
+        request_iterator: _MaybeAsyncIterator[_container_pb2.CopyInRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Extract a tar archive at a path in the container (into it when it is a
+        directory, else as it); the first request is `header`.
+        """
+
+    @_abc_1.abstractmethod
+    def Export(
+        self,
+        request: _container_pb2.ExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.DataChunk], _abc.AsyncIterator[_container_pb2.DataChunk]]:
+        """The container's whole filesystem as a tar archive."""
 
 def add_ContainerServiceServicer_to_server(servicer: ContainerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
