@@ -7,6 +7,7 @@ from google.protobuf import empty_pb2
 from berth.container.v1 import container_pb2 as pb
 from berth.container.v1 import container_pb2_grpc
 from services.container import convert
+from services.container import depth
 from services.container.service import ContainerService
 
 
@@ -58,6 +59,50 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
 
     async def SetMetadata(self, request: pb.SetMetadataRequest, context) -> pb.Container:
         return convert.container_to_pb(await self.service.set_metadata(request.id, request.metadata))
+
+    # Processes, terminals and files: decoding lives in depth.py.
+    async def Exec(self, request_iterator, context):
+        async for reply in depth.exec_(self.service, request_iterator):
+            yield reply
+
+    async def ExecInspect(self, request, context):
+        return depth.exec_info_to_pb(self.service.execs.inspect(request.exec_id))
+
+    async def ListExecs(self, request, context):
+        return pb.ListExecsResponse(execs=[depth.exec_info_to_pb(e)
+                                           for e in self.service.execs.list(request.container_id)])
+
+    async def Attach(self, request_iterator, context):
+        async for reply in depth.attach(self.service, request_iterator):
+            yield reply
+
+    async def Pause(self, request, context):
+        return await depth.pause(self.service, request.id)
+
+    async def Resume(self, request, context):
+        return await depth.resume(self.service, request.id)
+
+    async def Top(self, request, context):
+        return await depth.top(self.service, request)
+
+    async def Stats(self, request, context):
+        async for reply in depth.stats(self.service, request):
+            yield reply
+
+    async def Update(self, request, context):
+        return await depth.update(self.service, request)
+
+    async def CopyOut(self, request, context):
+        async for reply in depth.copy_out(self.service, request):
+            yield reply
+
+    async def CopyIn(self, request_iterator, context):
+        await depth.copy_in(self.service, request_iterator)
+        return empty_pb2.Empty()
+
+    async def Export(self, request, context):
+        async for reply in depth.export(self.service, request):
+            yield reply
 
 
 def register(service: ContainerService):

@@ -14,10 +14,11 @@ from services.container.model import (Container, Event, EventType, Exit, LogLine
                                       Resources, Spec, Status)
 
 _STATUS = {Status.CREATED: pb.STATUS_CREATED, Status.RUNNING: pb.STATUS_RUNNING,
-           Status.STOPPED: pb.STATUS_STOPPED}
+           Status.STOPPED: pb.STATUS_STOPPED, Status.PAUSED: pb.STATUS_PAUSED}
 _EVENT = {EventType.CREATE: pb.TaskEvent.TYPE_CREATE, EventType.START: pb.TaskEvent.TYPE_START,
           EventType.EXIT: pb.TaskEvent.TYPE_EXIT, EventType.OOM: pb.TaskEvent.TYPE_OOM,
-          EventType.DELETE: pb.TaskEvent.TYPE_DELETE}
+          EventType.DELETE: pb.TaskEvent.TYPE_DELETE, EventType.PAUSE: pb.TaskEvent.TYPE_PAUSE,
+          EventType.RESUME: pb.TaskEvent.TYPE_RESUME, EventType.EXEC_EXIT: pb.TaskEvent.TYPE_EXEC_EXIT}
 _STREAM = {"stdout": pb.LogEntry.STREAM_STDOUT, "stderr": pb.LogEntry.STREAM_STDERR}
 
 
@@ -58,7 +59,8 @@ def spec_from_pb(s: pb.Spec) -> Spec:
         netns_path=s.netns_path, hostname=s.hostname,
         resources=Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
                             cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
-        stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs)
+        stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
+        open_stdin=s.open_stdin, stdin_once=s.stdin_once)
 
 
 def spec_to_pb(s: Spec) -> pb.Spec:
@@ -70,7 +72,8 @@ def spec_to_pb(s: Spec) -> pb.Spec:
                            additional_gids=list(p.additional_gids), user=p.user),
         resources=pb.Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
                                cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
-        stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs)
+        stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
+        open_stdin=s.open_stdin, stdin_once=s.stdin_once)
 
 
 def container_to_pb(c: Container) -> pb.Container:
@@ -118,4 +121,4 @@ def log_line_to_pb(line: LogLine) -> pb.LogEntry:
 
 def event_to_pb(e: Event) -> pb.TaskEvent:
     return pb.TaskEvent(type=_EVENT[e.type], container_id=e.container_id, exit_code=e.exit_code,
-                        time=_ts(e.time))
+                        time=_ts(e.time), exec_id=e.exec_id)

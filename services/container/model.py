@@ -44,12 +44,16 @@ class Spec:
     resources: Resources = field(default_factory=Resources)
     stop_signal: str = ""
     readonly_rootfs: bool = False
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
 
 
 class Status(enum.Enum):
     CREATED = "created"
     RUNNING = "running"
     STOPPED = "stopped"
+    PAUSED = "paused"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class EventType(enum.Enum):
     EXIT = "exit"
     OOM = "oom"
     DELETE = "delete"
+    PAUSE = "pause"
+    RESUME = "resume"
+    EXEC_EXIT = "exec_exit"
 
 
 @dataclass(frozen=True)
@@ -116,3 +123,4 @@ class Event:
     container_id: str
     time: float
     exit_code: int = 0
+    exec_id: str = ""

@@ -143,8 +143,10 @@ class Runtime:
     def _runc(self, *args: str) -> list[str]:
         return [self.runc_path, "--root", self.runc_root, *args]
 
-    async def create(self, bundle: Bundle) -> tuple[int, int]:
-        """Starts conmon, which runs `runc create`; returns (container pid, conmon pid)."""
+    async def create(self, bundle: Bundle, stdio: tuple[str, ...] = ()) -> tuple[int, int]:
+        """Starts conmon, which runs `runc create`; returns (container pid, conmon pid).
+
+        `stdio` are conmon's terminal and stdin flags (see stdio_flags)."""
         os.makedirs(bundle.persist, exist_ok=True)
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
@@ -157,7 +159,7 @@ class Runtime:
                 "--socket-dir-path", self.socket_dir,
                 "-l", f"k8s-file:{bundle.log}", "--log-size-max", str(self.config.log_max_bytes),
                 "--log-level", "warning",
-                "--runtime-arg", "--root", "--runtime-arg", self.runc_root,
+                "--runtime-arg", "--root", "--runtime-arg", self.runc_root, *stdio,
             ]
             env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                    "_OCI_SYNCPIPE": str(write_end)}
@@ -186,6 +188,15 @@ class Runtime:
 
     async def start(self, id: str) -> None:
         await self._run("start", id)
+
+    async def pause(self, id: str) -> None:
+        await self._run("pause", id)
+
+    async def resume(self, id: str) -> None:
+        await self._run("resume", id)
+
+    async def update(self, id: str, *args: str) -> None:
+        await self._run("update", *args, id)
 
     async def delete(self, id: str) -> None:
         """Removes runc's state and the cgroup; a container runc no longer knows is fine."""
@@ -252,6 +263,29 @@ async def _read_sync(fd: int) -> dict | None:
         buf += chunk
     line = buf.split(b"\n", 1)[0].strip()
     return json.loads(line) if line else None
+
+
+def frozen(id: str) -> bool:
+    """Whether the container's freezer cgroup holds it frozen (paused)."""
+    try:
+        with open(f"/sys/fs/cgroup/freezer/berth/{id}/freezer.state") as f:
+            return f.read().strip() != "THAWED"
+    except OSError:
+        return False
+
+
+def stdio_flags(tty: bool, open_stdin: bool, stdin_once: bool) -> tuple[str, ...]:
+    """conmon's flags: -t gives a pseudo-terminal (conmon owns the console socket),
+    -i a stdin pipe fed from the attach socket. Without --leave-stdin-open conmon
+    closes that pipe when an attached client leaves, which is how EOF arrives."""
+    flags = []
+    if tty:
+        flags.append("-t")
+    if open_stdin:
+        flags.append("-i")
+        if not stdin_once:
+            flags.append("--leave-stdin-open")
+    return tuple(flags)
 
 
 def process_alive(pid: int, *needles: str) -> bool:

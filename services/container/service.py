@@ -79,6 +79,8 @@ class ContainerService:
         self.broker = broker or Broker()
         self.tasks: dict[str, Task] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        from services.container.exec import Execs
+        self.execs = Execs(self)
 
     # -- lifecycle of the service ------------------------------------------------
 
@@ -112,10 +114,12 @@ class ContainerService:
                 if id not in records:
                     log.warning("orphan_bundle_removed", container_id=id)
                     await self._teardown(id)
+        self.execs.reconcile()
 
     def close(self) -> None:
         for task in self.tasks.values():
             self._unwatch(task)
+        self.execs.close()
 
     # -- the API -----------------------------------------------------------------
 
@@ -149,7 +153,8 @@ class ContainerService:
                 user = spec_mod.resolve_user(b.rootfs, spec)
                 with open(b.config, "w") as f:
                     json.dump(spec_mod.oci_config(id, spec, b.rootfs, user), f)
-                pid, conmon_pid = await self.runtime.create(b)
+                pid, conmon_pid = await self.runtime.create(
+                    b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once))
                 self._watch(id, conmon_pid, pid)
         except BaseException as exc:
             log.info("container_create_failed", container_id=id, error=str(exc))
@@ -164,7 +169,7 @@ class ContainerService:
         c = self.get(ref)
         async with self._lock(c.id):
             c = self.get(c.id)
-            if c.status is Status.RUNNING:
+            if c.status in (Status.RUNNING, Status.PAUSED):
                 raise errors.FailedPrecondition(f'container "/{c.name}" is already running')
             if c.status is Status.STOPPED:
                 raise errors.FailedPrecondition(
@@ -178,7 +183,7 @@ class ContainerService:
     async def kill(self, ref: str, sig: str) -> None:
         c = self.get(ref)
         signum = parse_signal(sig, signal.SIGKILL)
-        if c.status is not Status.RUNNING:
+        if c.status not in (Status.RUNNING, Status.PAUSED):
             raise errors.FailedPrecondition(f'container "/{c.name}" is not running')
         self._signal(c.id, signum)
         log.info("container_signalled", container_id=c.id, signal=signum)
@@ -186,8 +191,12 @@ class ContainerService:
     async def stop(self, ref: str, timeout: int, sig: str) -> Container:
         c = self.get(ref)
         signum = parse_signal(sig or c.record.spec.stop_signal, signal.SIGTERM)
-        if c.status is not Status.RUNNING:
+        if c.status not in (Status.RUNNING, Status.PAUSED):
             return c
+        if c.status is Status.PAUSED:
+            # A frozen process cannot act on the stop signal.
+            await self.runtime.resume(c.id)
+            self.broker.publish(Event(EventType.RESUME, c.id, time.time()))
         task = self.tasks.get(c.id)
         timeout = DEFAULT_STOP_TIMEOUT if timeout < 0 else timeout
         self._signal(c.id, signum)
@@ -213,12 +222,14 @@ class ContainerService:
         c = self.get(ref)
         async with self._lock(c.id):
             c = self.get(c.id)
-            if c.status is Status.RUNNING and not force:
+            if c.status in (Status.RUNNING, Status.PAUSED) and not force:
                 raise errors.FailedPrecondition(
                     f'cannot remove container "/{c.name}": container is running: '
                     "stop the container before removing or force remove")
             task = self.tasks.get(c.id)
-            if task is not None and c.status is Status.RUNNING:
+            if task is not None and c.status in (Status.RUNNING, Status.PAUSED):
+                if c.status is Status.PAUSED:
+                    await self.runtime.resume(c.id)
                 self._signal(c.id, signal.SIGKILL)
                 # Let the exit (and any OOM) be recorded before runc removes the cgroup.
                 await _wait_event(task.exited, KILL_GRACE)
@@ -302,6 +313,8 @@ class ContainerService:
         if record.exit is not None or task is None or task.exited.is_set():
             return Container(record, Status.STOPPED, 0, log_path)
         status = Status.RUNNING if record.started_at else Status.CREATED
+        if status is Status.RUNNING and rt.frozen(record.id):
+            status = Status.PAUSED
         return Container(record, status, task.pid, log_path)
 
     def _lock(self, id: str) -> asyncio.Lock:

@@ -78,7 +78,7 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
     return {
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False,
+            "terminal": spec.tty,
             "user": {"uid": user.uid, "gid": user.gid,
                      **({"additionalGids": list(user.additional_gids)} if user.additional_gids else {})},
             "args": list(proc.args),

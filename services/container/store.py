@@ -105,6 +105,15 @@ class ContainerStore:
         with Transaction(self.db) as db:
             db.execute("UPDATE containers SET started_at = ? WHERE id = ?", (at, id))
 
+    def set_resources(self, id: str, resources: Resources) -> None:
+        """Keeps limits changed by Update in the spec, so a restart of the container keeps them."""
+        row = self.db.execute("SELECT spec FROM containers WHERE id = ?", (id,)).fetchone()
+        if row is None:
+            return
+        spec = dataclasses.replace(spec_from_json(row["spec"]), resources=resources)
+        with Transaction(self.db) as db:
+            db.execute("UPDATE containers SET spec = ? WHERE id = ?", (spec_to_json(spec), id))
+
     def set_exit(self, id: str, exit: Exit) -> bool:
         """Records the exit once; False when it was already recorded or the row is gone."""
         with Transaction(self.db) as db:
@@ -156,7 +165,8 @@ def spec_from_json(text: str) -> Spec:
         mounts=tuple(_mount(m) for m in d["mounts"]),
         netns_path=d["netns_path"], hostname=d["hostname"],
         resources=Resources(**d["resources"]), stop_signal=d["stop_signal"],
-        readonly_rootfs=d["readonly_rootfs"])
+        readonly_rootfs=d["readonly_rootfs"], tty=d.get("tty", False),
+        open_stdin=d.get("open_stdin", False), stdin_once=d.get("stdin_once", False))
 
 
 def _mount(d: dict) -> Mount:

@@ -1,0 +1,133 @@
+"""Protobuf edge of exec, attach, pause, top, stats, update, cp and export.
+
+Kept apart from api.py/convert.py so the lifecycle servicer stays small; like
+them, this is where protobuf stops: the work is in exec.py, control.py and
+archive.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from berth.container.v1 import container_pb2 as pb
+from services.common import errors
+from services.container import archive, control, convert
+from services.container.exec import ExecConfig, ExecInfo
+from services.container.model import Resources
+from services.container.stdio import STDERR
+
+CHUNK = 1 << 20
+
+
+def _stream(n: int) -> int:
+    return pb.LogEntry.STREAM_STDERR if n == STDERR else pb.LogEntry.STREAM_STDOUT
+
+
+async def _first(requests, field: str):
+    first = await anext(aiter(requests), None)
+    if first is None or first.WhichOneof("msg") != field:
+        raise errors.InvalidArgument(f"the first message must be {field}")
+    return getattr(first, field)
+
+
+def exec_info_to_pb(e: ExecInfo) -> pb.ExecInfo:
+    c = e.config
+    return pb.ExecInfo(id=e.id, container_id=e.container_id,
+                       process=pb.Process(args=list(c.args), env=list(c.env), cwd=c.cwd, user=c.user),
+                       tty=c.tty, stdin=c.stdin, running=e.running, pid=e.pid, exited=e.exited,
+                       exit_code=e.exit_code)
+
+
+async def exec_(service, requests):
+    start = await _first(requests, "start")
+    p = start.process
+    cfg = ExecConfig(args=tuple(p.args), env=tuple(p.env), cwd=p.cwd, user=p.user, tty=start.tty,
+                     stdin=start.stdin, height=start.size.height, width=start.size.width)
+    async for kind, value in service.execs.run(start.container_id, start.exec_id, cfg, start.detach,
+                                               requests):
+        if kind == "started":
+            yield pb.ExecResponse(started=value)
+        elif kind == "output":
+            stream, data = value
+            yield pb.ExecResponse(output=pb.Output(stream=_stream(stream), data=data))
+        else:
+            yield pb.ExecResponse(exit_code=value)
+
+
+async def attach(service, requests):
+    start = await _first(requests, "start")
+    async for kind, value in control.attach(service, start.container_id, start.stdin,
+                                            start.size.height, start.size.width, requests):
+        if kind == "attached":
+            yield pb.AttachResponse(attached=True)
+        else:
+            stream, data = value
+            yield pb.AttachResponse(output=pb.Output(stream=_stream(stream), data=data))
+
+
+async def pause(service, ref: str) -> pb.Container:
+    return convert.container_to_pb(await control.pause(service, ref))
+
+
+async def resume(service, ref: str) -> pb.Container:
+    return convert.container_to_pb(await control.resume(service, ref))
+
+
+async def top(service, request: pb.TopRequest) -> pb.TopResponse:
+    titles, rows = await control.top(service, request.id, list(request.ps_args))
+    return pb.TopResponse(titles=titles, processes=[pb.ProcessRow(columns=r) for r in rows])
+
+
+async def stats(service, request: pb.StatsRequest):
+    async for s in control.stats(service, request.id, request.interval_ms / 1000):
+        ts = Timestamp()
+        ts.FromNanoseconds(int(s.time * 1e9))
+        yield pb.StatsSample(time=ts, cpu_usage_ns=s.cpu_usage_ns, system_cpu_ns=s.system_cpu_ns,
+                       online_cpus=s.online_cpus, memory_usage=s.memory_usage,
+                       memory_limit=s.memory_limit, memory_cache=s.memory_cache, pids=s.pids,
+                       pids_limit=s.pids_limit, net_rx_bytes=s.net_rx, net_tx_bytes=s.net_tx,
+                       block_read_bytes=s.block_read, block_write_bytes=s.block_write)
+
+
+async def update(service, request: pb.UpdateRequest) -> pb.Container:
+    r = request.resources
+    resources = Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
+                          cpu_shares=r.cpu_shares, pids_limit=r.pids_limit)
+    return convert.container_to_pb(await control.update(service, request.id, resources,
+                                                        list(request.fields)))
+
+
+async def _send_file(f):
+    f.seek(0)
+    while data := await asyncio.to_thread(f.read, CHUNK):
+        yield pb.DataChunk(data=data)
+
+
+async def copy_out(service, request: pb.CopyOutRequest):
+    root = control.root_of(service, request.id)
+    with archive.spooled() as f:
+        await asyncio.to_thread(archive.archive_path, root, request.path, f)
+        async for chunk in _send_file(f):
+            yield chunk
+
+
+async def copy_in(service, requests) -> None:
+    header = await _first(requests, "header")
+    root = control.root_of(service, header.id)
+    with archive.spooled() as f:
+        async for req in requests:
+            if req.WhichOneof("msg") != "chunk":
+                raise errors.InvalidArgument("one header, then chunks")
+            f.write(req.chunk)
+        f.seek(0)
+        await asyncio.to_thread(archive.extract, root, header.path, f)
+
+
+async def export(service, request: pb.ExportRequest):
+    c = service.get(request.id)
+    with archive.spooled() as f:
+        await asyncio.to_thread(archive.export_root, service.runtime.bundle(c.id).rootfs, f)
+        async for chunk in _send_file(f):
+            yield chunk

@@ -1,0 +1,120 @@
+"""A connection to one process's stdio through its conmon.
+
+conmon serves every process it monitors on a SOCK_SEQPACKET attach socket
+(<socket dir>/<uuid>/attach, the uuid entry being a symlink to the process's
+bundle or exec directory, which keeps the path short of the 108-byte limit):
+
+    conmon -> client   one packet per read of the process's output; the first
+                       byte says which stream: 2 stdout, 3 stderr (a terminal
+                       is all stdout)
+    client -> conmon   stdin bytes; ending the connection (or shutting down its
+                       write side) closes the process's stdin unless conmon runs
+                       with --leave-stdin-open
+
+Resizes go to the `ctl` fifo beside the socket as "1 <rows> <cols>\\n" (1 is
+conmon's window-resize message). Checked by experiment with conmon 2.1.6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import structlog
+
+from services.common import errors
+
+log = structlog.get_logger(__name__)
+
+STDOUT, STDERR = 2, 3
+# conmon reads stdin from the socket in buffers of this size; a larger packet
+# would be cut short.
+STDIN_PACKET = 8192
+
+
+class Stdio:
+    def __init__(self, sock: socket.socket, ctl_path: str):
+        self._sock = sock
+        self._ctl_path = ctl_path
+        self._stdin_closed = False
+
+    @classmethod
+    async def connect(cls, socket_dir: str, uuid: str, ctl_path: str) -> "Stdio":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, os.path.join(socket_dir, uuid, "attach"))
+        except OSError as exc:
+            sock.close()
+            raise errors.FailedPrecondition(f"cannot attach: {exc.strerror}") from None
+        return cls(sock, ctl_path)
+
+    async def read(self) -> tuple[int, bytes] | None:
+        """The next piece of output as (stream, data); None once conmon closed the socket."""
+        while True:
+            try:
+                data = await asyncio.get_running_loop().sock_recv(self._sock, 65536)
+            except (ConnectionResetError, OSError):
+                return None
+            if not data:
+                return None
+            if len(data) > 1:
+                return data[0], data[1:]
+
+    async def write(self, data: bytes) -> None:
+        if self._stdin_closed:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            for i in range(0, len(data), STDIN_PACKET):
+                await loop.sock_sendall(self._sock, data[i:i + STDIN_PACKET])
+        except OSError as exc:
+            log.info("stdin_write_failed", error=str(exc))
+
+    def close_stdin(self) -> None:
+        """EOF for the process (when conmon runs without --leave-stdin-open)."""
+        if not self._stdin_closed:
+            self._stdin_closed = True
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def resize(self, height: int, width: int) -> None:
+        resize(self._ctl_path, height, width)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def resize(ctl_path: str, height: int, width: int) -> None:
+    if not height or not width:
+        return
+    try:
+        # Non-blocking: a monitor that is gone must not hang the caller.
+        fd = os.open(ctl_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        log.info("resize_failed", error=str(exc))
+        return
+    try:
+        os.write(fd, f"1 {height} {width}\n".encode())
+    except OSError as exc:
+        log.info("resize_failed", error=str(exc))
+    finally:
+        os.close(fd)
+
+
+async def pump_requests(requests, conn: Stdio, want_stdin: bool) -> None:
+    """Feeds stdin, resizes and close_stdin from a request stream into `conn`.
+
+    When the caller's stream ends without close_stdin it detached: stdin is left
+    alone so that conmon's --leave-stdin-open (or not) decides."""
+    async for req in requests:
+        kind = req.WhichOneof("msg")
+        if kind == "stdin" and want_stdin:
+            await conn.write(req.stdin)
+        elif kind == "resize":
+            conn.resize(req.resize.height, req.resize.width)
+        elif kind == "close_stdin" and want_stdin:
+            conn.close_stdin()
