@@ -234,3 +234,32 @@ def test_published_port_reachable_from_another_host(engine, busybox_image, other
         assert r.returncode == 0, r.stderr
     finally:
         engine.cli("rm", "-f", "pub")
+
+
+def test_network_service_kill_keeps_containers_connected(engine, busybox_image):
+    engine.cli("run", "-d", "-p", "18083:80", "--name", "survivor", busybox_image, *HTTPD,
+               check=True)
+    try:
+        http_get("http://127.0.0.1:18083/hosts")
+        before = nft_table(engine)
+        engine.kill_service("network")
+        engine.wait_serving("network")
+        assert "survivor" in http_get("http://127.0.0.1:18083/hosts")
+        assert nft_table(engine) == before
+        assert "0.0.0.0:18083->80/tcp" in engine.cli("ps", check=True).stdout
+    finally:
+        engine.cli("rm", "-f", "survivor")
+
+
+def test_cycles_leave_no_veths_leases_or_rules(engine, busybox_image):
+    def census():
+        links = subprocess.run(["ip", "-o", "link", "show", "master", engine.config.bridge_name],
+                               capture_output=True, text=True).stdout
+        return (links.count("\n"), nft_table(engine).count("dnat"),
+                engine.cli("network", "inspect", "bridge", check=True).stdout.count('": {}'))
+    before = census()
+    for i in range(20):
+        engine.cli("create", "-p", f"{18100 + i}:80", "--name", f"cyc{i}", busybox_image, "true",
+                   check=True)
+        engine.cli("rm", f"cyc{i}", check=True)
+    assert census() == before

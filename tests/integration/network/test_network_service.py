@@ -43,7 +43,8 @@ def addresses_in(netns_path: str) -> str:
 
 def test_builtin_networks_have_stable_ids(net, net_engine):
     first = {n.name: (n.id, n.driver) for n in net.ListNetworks(pb.ListNetworksRequest()).networks}
-    assert first.keys() == {"none", "host"}
+    assert first.keys() == {"none", "host", "bridge"}
+    assert first["bridge"][1] == "bridge"
     assert first["none"][1] == "null" and first["host"][1] == "host"
     assert net.GetNetwork(pb.GetNetworkRequest(name=first["none"][0])).name == "none"
     assert net.GetNetwork(pb.GetNetworkRequest(name=first["host"][0][:12])).name == "host"
