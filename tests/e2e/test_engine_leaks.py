@@ -18,8 +18,14 @@ pytestmark = pytest.mark.slow
 CYCLES = 200
 
 
+def cgroups() -> set[str]:
+    """Container cgroup directories on the machine (every engine's: compare by id)."""
+    return {os.path.basename(p) for p in glob.glob("/sys/fs/cgroup/*/berth/*") if os.path.isdir(p)}
+
+
 def census(engine) -> dict[str, int]:
-    """Everything a container could leak, counted."""
+    """Everything a container of this engine could leak, counted (cgroups apart:
+    they are machine-wide, so the tests compare them by container id)."""
     root = engine.root
     conmons = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -38,7 +44,6 @@ def census(engine) -> dict[str, int]:
         network_pb2.ListEndpointsRequest()).endpoints
     return {
         "mounts": len(mounts_under(root)),
-        "cgroups": len([p for p in glob.glob("/sys/fs/cgroup/*/berth/*") if os.path.isdir(p)]),
         "conmon": conmons,
         "netns": len(os.listdir(os.path.join(engine.config.run_root, "netns")))
         if os.path.isdir(os.path.join(engine.config.run_root, "netns")) else 0,
@@ -59,6 +64,7 @@ def test_run_rm_cycles_leave_nothing_behind(engine, busybox_image):
     stub = engine.engine_stub()
     warm_up(stub, busybox_image)
     before = census(engine)
+    ids = set()
     for i in range(CYCLES):
         # Alternate foreground --rm runs and explicit create/start/wait/rm cycles.
         if i % 2:
@@ -66,20 +72,24 @@ def test_run_rm_cycles_leave_nothing_behind(engine, busybox_image):
                 config=pb.ContainerConfig(image=busybox_image, cmd=["true"], auto_remove=True),
                 attach=True)))
             assert replies[-1].exit.exit_code == 0
+            ids.add(replies[0].id)
         else:
             created = stub.CreateContainer(pb.CreateContainerRequest(
                 config=pb.ContainerConfig(image=busybox_image, cmd=["true"])))
             stub.StartContainer(pb.ContainerRef(id=created.id))
             assert stub.WaitContainer(pb.ContainerRef(id=created.id)).exit_code == 0
             stub.RemoveContainer(pb.RemoveContainerRequest(id=created.id))
+            ids.add(created.id)
     after = census(engine)
     assert after == before
+    assert len(ids) == CYCLES
+    assert not ids & cgroups()
 
 
 def test_failed_runs_leave_nothing_behind(engine, busybox_image):
     stub = engine.engine_stub()
     warm_up(stub, busybox_image)
-    before = census(engine)
+    before, cgroups_before = census(engine), cgroups()
     bad = [
         pb.ContainerConfig(image=busybox_image, cmd=["/no/such/binary"]),
         pb.ContainerConfig(image=busybox_image, cmd=["true"], name="bad/name"),
@@ -95,4 +105,7 @@ def test_failed_runs_leave_nothing_behind(engine, busybox_image):
     assert codes[1:] == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND]
     assert census(engine) == before
-    del stub
+    # New cgroups of failed containers would be empty ones left behind.
+    for name in cgroups() - cgroups_before:
+        with open(f"/sys/fs/cgroup/pids/berth/{name}/cgroup.procs") as f:
+            assert f.read().strip(), f"cgroup of failed container {name} left behind"
