@@ -154,6 +154,9 @@ def extract(root: str, path: str, src) -> None:
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
                 raise _not_found(path, exc) from None
+            if path.endswith("/"):
+                # A trailing slash names a directory: it must be one, not a name to create.
+                raise errors.NotFound(f"no such directory: {path} in container") from None
             parent, _, rename_to = path.rstrip("/").rpartition("/")
             try:
                 dest_fd = open_in_root(root_fd, parent or "/", os.O_RDONLY | os.O_DIRECTORY)

@@ -202,3 +202,50 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
         async for event in self._gw.subscribe_events(
                 _seconds(request, "since"), _seconds(request, "until"), _filters(request.filters)):
             yield event_to_pb(event)
+
+    # -- processes, terminals and files (services/gateway/depth.py) ----------------
+
+    async def ExecCreate(self, request, context):
+        return engine_pb2.ExecCreateResponse(id=await self._gw.depth.exec_create(request))
+
+    async def ExecStart(self, request_iterator, context):
+        async for response in self._gw.depth.exec_start(request_iterator):
+            yield response
+
+    async def ExecInspect(self, request, context):
+        return await self._gw.depth.exec_inspect(request.id)
+
+    async def AttachContainer(self, request_iterator, context):
+        async for response in self._gw.depth.attach(request_iterator):
+            yield response
+
+    async def PauseContainer(self, request, context):
+        await self._gw.depth.pause(request.id)
+        return _EMPTY
+
+    async def UnpauseContainer(self, request, context):
+        await self._gw.depth.unpause(request.id)
+        return _EMPTY
+
+    async def TopContainer(self, request, context):
+        return await self._gw.depth.top(request)
+
+    async def StatsContainer(self, request, context):
+        async for sample in self._gw.depth.stats(request.id, request.stream):
+            yield sample
+
+    async def UpdateResources(self, request, context):
+        await self._gw.depth.update(request)
+        return _EMPTY
+
+    async def CopyFromContainer(self, request, context):
+        async for data in self._gw.depth.copy_from(request.id, request.path):
+            yield engine_pb2.DataChunk(data=data)
+
+    async def CopyToContainer(self, request_iterator, context):
+        await self._gw.depth.copy_to(request_iterator)
+        return _EMPTY
+
+    async def ExportContainer(self, request, context):
+        async for data in self._gw.depth.export(request.id):
+            yield engine_pb2.DataChunk(data=data)

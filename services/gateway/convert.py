@@ -133,6 +133,7 @@ _STATUS = {
     container_pb2.STATUS_CREATED: "created",
     container_pb2.STATUS_RUNNING: "running",
     container_pb2.STATUS_STOPPED: "exited",
+    container_pb2.STATUS_PAUSED: "paused",
 }
 
 
@@ -145,8 +146,9 @@ def container_info(c: container_pb2.Container, meta: Metadata | None = None) -> 
     status = status_name(c.status)
     args = list(c.spec.process.args)
     state = engine_pb2.ContainerState(
-        status=status, running=status == "running", pid=c.pid if status == "running" else 0,
-        exit_code=c.exit_code, oom_killed=c.oom_killed)
+        status=status, running=status in ("running", "paused"),
+        pid=c.pid if status in ("running", "paused") else 0,
+        exit_code=c.exit_code, oom_killed=c.oom_killed, paused=status == "paused")
     if c.HasField("started_at"):
         state.started_at.CopyFrom(c.started_at)
     if c.HasField("finished_at"):

@@ -37,6 +37,7 @@ from services.common.config import Config
 from services.gateway import convert, names
 from services.gateway.compat import CompatMixin
 from services.gateway import networks as networks_mod
+from services.gateway import depth as depth_mod
 from services.gateway import health as health_mod
 from services.gateway import restart as restart_mod
 from services.gateway import volumes as volumes_mod
@@ -92,6 +93,8 @@ class Gateway(CompatMixin):
         self._early_exits: dict[str, container_pb2.TaskEvent] = {}
         self._tasks: set[asyncio.Task] = set()
         self.restarts = restart_mod.Restarts(self)
+        # exec, attach, pause, top, stats, update, cp, export (services/gateway/depth.py).
+        self.depth = depth_mod.Depth(self)
         # Containers between Delete and Create in _recreate, set when they exist again.
         self._recreating: dict[str, asyncio.Event] = {}
         self.health = health_mod.Monitors(
@@ -214,7 +217,8 @@ class Gateway(CompatMixin):
                 memory_bytes=cfg.memory_bytes, nano_cpus=cfg.nano_cpus,
                 cpu_shares=cfg.cpu_shares, pids_limit=cfg.pids_limit),
             stop_signal=cfg.stop_signal or image_config.stop_signal,
-            readonly_rootfs=cfg.readonly_rootfs)
+            readonly_rootfs=cfg.readonly_rootfs, tty=cfg.tty, open_stdin=cfg.open_stdin,
+            stdin_once=cfg.stdin_once)
         # /etc/hosts and /etc/resolv.conf from the network service.
         spec.mounts.extend(endpoint.mounts)
         request = container_pb2.CreateRequest(
@@ -381,7 +385,7 @@ class Gateway(CompatMixin):
     async def _stop(self, c: container_pb2.Container, timeout: int | None) -> None:
         meta = convert.Metadata.decode(c.metadata)
         self._remember(c)
-        if c.status != container_pb2.STATUS_RUNNING:
+        if c.status not in (container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED):
             return
         await self._container.Stop(container_pb2.StopRequest(
             id=c.id, timeout_seconds=meta.stop_timeout if timeout is None else timeout))
@@ -420,9 +424,11 @@ class Gateway(CompatMixin):
 
     async def kill(self, ref: str, signal: str) -> None:
         c = await self._get(ref)
-        if c.status != container_pb2.STATUS_RUNNING:
+        if c.status not in (container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED):
             raise errors.Conflict(f"Container {c.id} is not running")
         signal = signal or "SIGKILL"
+        # Refused before anything changes (the restart policy below included).
+        depth_mod.check_signal(signal)
         await self.restarts.user_stopped(c)
         await self._container.Kill(container_pb2.KillRequest(id=c.id, signal=signal))
         self._remember(c)
@@ -430,12 +436,13 @@ class Gateway(CompatMixin):
 
     async def remove(self, ref: str, force: bool, remove_volumes: bool = False) -> None:
         c = await self._get(ref)
-        if c.status == container_pb2.STATUS_RUNNING and not force:
+        if c.status in (container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED) and not force:
             raise errors.FailedPrecondition(
                 f"cannot remove container \"/{c.name}\": container is running: "
                 "stop the container before removing or force remove")
         self._remember(c)
-        await self._remove(c.id, force=True, exited=c.status != container_pb2.STATUS_RUNNING,
+        await self._remove(c.id, force=True, exited=c.status not in (
+            container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED),
                            remove_volumes=remove_volumes)
 
     async def _remove(self, cid: str, force: bool, exited: bool = False,
@@ -727,6 +734,8 @@ class Gateway(CompatMixin):
                 self._spawn(self.restarts.on_exit(cid))
         elif event.type == container_pb2.TaskEvent.TYPE_OOM:
             self._publish_container("oom", cid)
+        elif event.type == container_pb2.TaskEvent.TYPE_EXEC_EXIT:
+            self.depth.on_exec_exit(event)
 
 
 def _log_chunk(entry: container_pb2.LogEntry) -> engine_pb2.LogChunk:

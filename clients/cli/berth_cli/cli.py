@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from berth_cli import registry
 from berth_cli import networks, volumes
-from berth_cli import lifecycle
+from berth_cli import depth, lifecycle
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
 USAGE_ERROR = 125
@@ -60,7 +60,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "pull", "push", "login", "logout",
          "run", "create", "start",
          "stop", "restart", "kill", "rm", "ps", "logs", "inspect", "wait", "events", "volume",
-         "network", "port", *lifecycle.VERBS)
+         "network", "port", *lifecycle.VERBS, *depth.VERBS)
 
 
 class _Ignored:
@@ -175,6 +175,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = add_verb("port", help="list a container's published ports")
     networks.add_port_parser(p)
     lifecycle.add_parsers(add_verb, only)
+    depth.add_parsers(add_verb)
     return parser
 
 
@@ -208,7 +209,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         i += 2 if argv[i] in ("-H", "--host") else 1
     parser = build_parser(argv[i] if i < len(argv) and argv[i] in VERBS else None)
     sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if i < len(argv) and argv[i] in ("run", "create"):
+    if i < len(argv) and argv[i] in ("run", "create", "exec"):
         verb_parser = sub_action.choices[argv[i]]
         flags, command = _split_command(argv[i + 1:], verb_parser)
         ns = parser.parse_args(argv[:i + 1] + flags)

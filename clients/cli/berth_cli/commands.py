@@ -13,7 +13,7 @@ import grpc
 from berth.engine.v1 import engine_pb2, engine_pb2_grpc
 from berth_cli import format as fmt
 from berth_cli import registry
-from berth_cli import networks, volumes
+from berth_cli import depth, networks, volumes
 from berth_cli import lifecycle
 
 ENGINE_ERROR = 125
@@ -282,6 +282,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
         config.stop_timeout = ns.stop_timeout
     networks.apply_run_flags(ns, config)
     lifecycle.apply_run_flags(ns, config)
+    depth.add_run_config(ns, config)
     return config
 
 
@@ -344,6 +345,9 @@ def run(client: Client, ns) -> int:
             _error(client, err)
             return _exec_status(err.details() or "")
         return 0
+    if ns.tty or ns.interactive:
+        # Create, attach, start: the stdio streams are in place before the process runs.
+        return depth.run_attached(client, ns, config)
     with _SignalProxy(client) as proxy:
         try:
             for response in client.stub.Run(engine_pb2.RunRequest(config=config, attach=True)):
@@ -527,7 +531,7 @@ def container_json(c) -> dict:
         "State": {
             "Status": c.state.status,
             "Running": c.state.running,
-            "Paused": False,
+            "Paused": c.state.paused,
             "Restarting": c.state.restarting,
             "OOMKilled": c.state.oom_killed,
             "Dead": False,
@@ -652,5 +656,5 @@ VERBS = {
     "inspect": inspect, "events": events, "volume": volumes.dispatch,
     "network": networks.dispatch, "port": networks.port,
     "rename": lifecycle.rename, "commit": lifecycle.commit, "diff": lifecycle.diff,
-    "update": lifecycle.update, "container": lifecycle.container, "system": lifecycle.system,
+    **depth.HANDLERS, "update": lifecycle.update, "container": lifecycle.container, "system": lifecycle.system,
 }

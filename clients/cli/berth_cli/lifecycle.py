@@ -107,6 +107,8 @@ def add_parsers(add_verb, only: str | None) -> None:
 
     p = add_verb("update", help="update the configuration of containers")
     p.add_argument("--restart", default="", metavar="POLICY")
+    from berth_cli import depth
+    depth.add_update_flags(p)
     p.add_argument("containers", nargs="+")
 
     p = add_verb("container", help="manage containers", add_help=False)
@@ -162,6 +164,12 @@ def update(client, ns) -> int:
     import grpc
 
     from berth.engine.v1 import engine_pb2
+    from berth_cli import depth
+    if depth.has_update_flags(ns):
+        # Memory, CPU and pids limits (the container service applies them with runc update).
+        status = depth.update_resources(client, ns)
+        if status or not ns.restart:
+            return status
     if not ns.restart:
         raise ValueError("you must provide one or more flags when using this command")
     policy = restart_policy(ns.restart)
