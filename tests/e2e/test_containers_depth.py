@@ -386,3 +386,51 @@ def test_export_is_the_containers_filesystem(engine, ctr, tmp_path):
         assert {"bin/busybox", "etc/passwd", "marker"} <= names
         assert tar.extractfile("marker").read() == b"exported\n"
         assert tar.getmember("bin/sh").issym()
+
+
+# -- restarts -------------------------------------------------------------------------------
+
+def test_exec_exit_code_survives_a_container_service_restart(fresh_engine, tmp_path):
+    from berth.engine.v1 import engine_pb2 as pb
+    from tests.e2e.test_engine_resilience import import_busybox
+    engine = fresh_engine
+    image = import_busybox(engine, tmp_path)
+    cid = engine.cli("run", "-d", image, "sleep", "600", check=True).stdout.strip()
+    stub = engine.engine_stub()
+    exec_id = stub.ExecCreate(pb.ExecCreateRequest(container=cid, cmd=["sh", "-c", "sleep 3; exit 4"])).id
+    list(stub.ExecStart(iter([pb.ExecStartRequest(start=pb.ExecStartParams(exec_id=exec_id, detach=True))])))
+    since = time.time()
+    old = engine.kill_service("container", signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if engine.pid_of("container") != old:
+                break
+        except Exception:  # noqa: BLE001 - between the kill and the respawn
+            pass
+        time.sleep(0.1)
+    engine.wait_serving("container", 30)
+    stub = engine.engine_stub()
+    import grpc
+    deadline = time.time() + 20
+    info = None
+    while time.time() < deadline:
+        try:
+            info = stub.ExecInspect(pb.ExecRef(id=exec_id))
+        except grpc.RpcError as err:  # the gateway reconnecting to the new service
+            assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            info = None
+        if info is not None and info.exited:
+            break
+        time.sleep(0.2)
+    assert info is not None and info.exited and info.exit_code == 4
+    # The restarted service watched the exec's monitor and reported its end.
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        events = engine.cli("events", "--since", str(since), "--until", str(time.time()),
+                            "--filter", "event=exec_die", "--format", "json", check=True).stdout
+        if events.strip():
+            break
+        time.sleep(0.3)
+    attrs = json.loads(events.splitlines()[0])["Actor"]["Attributes"]
+    assert attrs["execID"] == exec_id and attrs["exitCode"] == "4"
