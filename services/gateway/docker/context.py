@@ -12,6 +12,8 @@ from services.common import errors
 
 GATEWAY_KEY = web.AppKey("gateway", object)
 SESSIONS_KEY = web.AppKey("sessions", set)
+# Open exec/attach streams by exec or container id, so a resize request reaches its terminal.
+RESIZE_KEY = web.AppKey("resize", dict)
 # The API version a request asked for (its /vX.Y/ prefix, or the newest one).
 API_VERSION_KEY = web.RequestKey("api_version", tuple)
 

@@ -135,7 +135,49 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
         cfg.network_aliases.extend(endpoint.get("Aliases") or [])
         cfg.ipv4_address = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or cfg.ipv4_address
     cfg.volumes_from.extend(_strings(host.get("VolumesFrom"), "VolumesFrom"))
+    cfg.tty = bool(body.get("Tty"))
+    cfg.open_stdin = bool(body.get("OpenStdin"))
+    cfg.stdin_once = bool(body.get("StdinOnce"))
+    policy = host.get("RestartPolicy") or {}
+    cfg.restart_policy.name = policy.get("Name") or ""
+    cfg.restart_policy.maximum_retry_count = int(policy.get("MaximumRetryCount") or 0)
+    if body.get("Healthcheck"):
+        cfg.healthcheck.CopyFrom(healthcheck(body["Healthcheck"]))
     return cfg
+
+
+def healthcheck(h: Mapping) -> engine_pb2.HealthConfig:
+    """Config.Healthcheck: Test (["CMD", ...], ["CMD-SHELL", "..."], ["NONE"]), durations in ns."""
+    if not isinstance(h, Mapping):
+        raise errors.InvalidArgument("invalid Healthcheck: expected an object")
+    out = engine_pb2.HealthConfig(test=_strings(h.get("Test"), "Healthcheck.Test"))
+    for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                       ("StartInterval", "start_interval")):
+        value = int(h.get(key) or 0)
+        if value < 0:
+            raise errors.InvalidArgument(f"Healthcheck.{key} can't be negative")
+        setattr(out, field, value)
+    retries = int(h.get("Retries") or 0)
+    if retries < 0:
+        raise errors.InvalidArgument("Healthcheck.Retries can't be negative")
+    out.retries = retries
+    return out
+
+
+def healthcheck_json(h: engine_pb2.HealthConfig) -> dict:
+    out = {"Test": list(h.test)}
+    for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                       ("StartInterval", "start_interval"), ("Retries", "retries")):
+        if getattr(h, field):
+            out[key] = getattr(h, field)
+    return out
+
+
+def health_json(h: engine_pb2.Health) -> dict:
+    """State.Health: what `docker ps` shows as "(healthy)" and `inspect` prints."""
+    return {"Status": h.status, "FailingStreak": h.failing_streak,
+            "Log": [{"Start": rfc3339(e.start), "End": rfc3339(e.end), "ExitCode": e.exit_code,
+                     "Output": e.output} for e in h.log]}
 
 
 _MODES = {"ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate"}
@@ -242,13 +284,6 @@ def _strings(value, field: str) -> list[str]:
 
 
 def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
-    if body.get("Tty"):
-        raise not_implemented("a TTY for containers (-t)")
-    if body.get("OpenStdin") or body.get("AttachStdin"):
-        raise not_implemented("container stdin (-i)")
-    restart = (host.get("RestartPolicy") or {}).get("Name") or "no"
-    if restart != "no":
-        raise not_implemented(f"restart policy {restart!r}")
     endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
     mode = host.get("NetworkMode") or ""
     extra = [n for n in endpoints if n not in (mode, "default", "bridge")]
@@ -259,8 +294,6 @@ def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
     for key in ("Privileged", "CapAdd", "Devices", "Dns", "ExtraHosts", "Links", "Sysctls"):
         if host.get(key):
             raise not_implemented(f"HostConfig.{key}")
-    if body.get("Healthcheck") and (body["Healthcheck"].get("Test") or []) not in ([], ["NONE"]):
-        raise not_implemented("healthchecks")
 
 
 # -- containers: inspect and list -----------------------------------------------------------
@@ -279,8 +312,8 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
         "State": {
             "Status": state.status,
             "Running": state.running,
-            "Paused": False,
-            "Restarting": False,
+            "Paused": state.paused,
+            "Restarting": state.restarting,
             "OOMKilled": state.oom_killed,
             "Dead": False,
             "Pid": state.pid,
@@ -288,6 +321,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "Error": state.error,
             "StartedAt": rfc3339(state.started_at if state.HasField("started_at") else None),
             "FinishedAt": rfc3339(state.finished_at if state.HasField("finished_at") else None),
+            **({"Health": health_json(state.health)} if state.HasField("health") else {}),
         },
         "Image": info.image_id,
         "ResolvConfPath": "",
@@ -295,7 +329,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
         "HostsPath": "",
         "LogPath": info.log_path,
         "Name": "/" + info.name,
-        "RestartCount": 0,
+        "RestartCount": info.restart_count,
         "Driver": "overlay",
         "Platform": "linux",
         "MountLabel": "",
@@ -305,7 +339,8 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
         "HostConfig": {
             "NetworkMode": network,
             "AutoRemove": cfg.auto_remove,
-            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "RestartPolicy": {"Name": cfg.restart_policy.name or "no",
+                              "MaximumRetryCount": cfg.restart_policy.maximum_retry_count},
             "Memory": cfg.memory_bytes,
             "NanoCpus": cfg.nano_cpus,
             "CpuShares": cfg.cpu_shares,
@@ -325,12 +360,12 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "Hostname": info.hostname,
             "Domainname": "",
             "User": cfg.user,
-            "AttachStdin": False,
+            "AttachStdin": cfg.open_stdin and cfg.stdin_once,
             "AttachStdout": False,
             "AttachStderr": False,
-            "Tty": False,
-            "OpenStdin": False,
-            "StdinOnce": False,
+            "Tty": cfg.tty,
+            "OpenStdin": cfg.open_stdin,
+            "StdinOnce": cfg.stdin_once,
             "Env": list(info.env),
             "Cmd": list(cfg.cmd) or None,
             "Image": info.image,
@@ -341,6 +376,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "Labels": dict(cfg.labels),
             "StopSignal": cfg.stop_signal or None,
             "StopTimeout": stop_timeout,
+            **({"Healthcheck": healthcheck_json(cfg.healthcheck)} if cfg.HasField("healthcheck") else {}),
         },
         "NetworkSettings": {
             "Bridge": "",
@@ -389,8 +425,16 @@ def mount_point_json(m: engine_pb2.MountPoint) -> dict:
 
 def status_text(state: engine_pb2.ContainerState, now: float | None = None) -> str:
     now = time.time() if now is None else now
-    if state.status == "running":
-        return f"Up {human_duration(now - state.started_at.seconds)}"
+    if state.status == "restarting":
+        return f"Restarting ({state.exit_code}) {human_duration(now - state.finished_at.seconds)} ago"
+    if state.status in ("running", "paused"):
+        up = f"Up {human_duration(now - state.started_at.seconds)}"
+        if state.status == "paused":
+            return up + " (Paused)"
+        health = state.health.status if state.HasField("health") else ""
+        if health == "starting":
+            return up + " (health: starting)"
+        return up + (f" ({health})" if health in ("healthy", "unhealthy") else "")
     if state.status == "exited":
         if not state.HasField("finished_at"):
             return f"Exited ({state.exit_code})"
@@ -589,3 +633,124 @@ def volume_json(v: engine_pb2.VolumeInfo) -> dict:
     if v.size >= 0 and v.HasField("created_at"):
         out["UsageData"] = {"Size": v.size, "RefCount": v.ref_count}
     return out
+
+
+# -- exec, stats, files, update ---------------------------------------------------------------
+
+def exec_json(info: engine_pb2.ExecInfo) -> dict:
+    """`GET /exec/{id}/json`; ExitCode is null until the process ended, as in docker."""
+    cmd = list(info.cmd)
+    return {
+        "ID": info.id, "ContainerID": info.container_id, "Running": info.running,
+        "ExitCode": info.exit_code if info.exited else None, "Pid": info.pid,
+        "OpenStdin": info.open_stdin, "OpenStdout": True, "OpenStderr": True,
+        "CanRemove": False, "DetachKeys": "",
+        "ProcessConfig": {"tty": info.tty, "entrypoint": cmd[0] if cmd else "", "arguments": cmd[1:],
+                          "privileged": False, "user": info.user},
+    }
+
+
+def _stats_time(s: engine_pb2.ContainerStats | None) -> str:
+    return rfc3339(s.time if s is not None and s.HasField("time") else None)
+
+
+def _cpu_json(s: engine_pb2.ContainerStats | None) -> dict:
+    if s is None:
+        return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+                "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+    return {"cpu_usage": {"total_usage": s.cpu_usage_ns, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+            "system_cpu_usage": s.system_cpu_ns, "online_cpus": s.online_cpus,
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+
+
+def stats_json(s: engine_pb2.ContainerStats, previous: engine_pb2.ContainerStats | None) -> dict:
+    """One message of `GET /containers/{id}/stats` in docker's (cgroup v2) shape.
+
+    The CLI computes CPU % as Δcpu_usage.total_usage / Δsystem_cpu_usage × online_cpus × 100
+    between cpu_stats and precpu_stats, and memory % as usage / limit."""
+    return {
+        "name": "/" + s.name.lstrip("/"), "id": s.id,
+        "read": _stats_time(s), "preread": _stats_time(previous),
+        "pids_stats": {"current": s.pids},
+        "blkio_stats": {"io_service_bytes_recursive": [
+            {"major": 0, "minor": 0, "op": "read", "value": s.block_read_bytes},
+            {"major": 0, "minor": 0, "op": "write", "value": s.block_write_bytes}],
+            "io_serviced_recursive": None, "io_queue_recursive": None, "io_service_time_recursive": None,
+            "io_wait_time_recursive": None, "io_merged_recursive": None, "io_time_recursive": None,
+            "sectors_recursive": None},
+        "num_procs": 0, "storage_stats": {},
+        "cpu_stats": _cpu_json(s),
+        "precpu_stats": _cpu_json(previous),
+        "memory_stats": {"usage": s.memory_usage, "limit": s.memory_limit, "stats": {}},
+        "networks": {"eth0": {"rx_bytes": s.net_rx_bytes, "rx_packets": 0, "rx_errors": 0, "rx_dropped": 0,
+                              "tx_bytes": s.net_tx_bytes, "tx_packets": 0, "tx_errors": 0, "tx_dropped": 0}},
+    }
+
+
+# Go's os.FileMode type bits, which X-Docker-Container-Path-Stat carries (not unix st_mode).
+_GO_DIR, _GO_SYMLINK, _GO_DEVICE, _GO_PIPE = 1 << 31, 1 << 27, 1 << 26, 1 << 25
+_GO_SETUID, _GO_SETGID, _GO_CHARDEV, _GO_STICKY = 1 << 23, 1 << 22, 1 << 21, 1 << 20
+
+
+def path_stat(member) -> dict:
+    """The stat of a copied path from its archive's first member (a tarfile.TarInfo)."""
+    mode = member.mode & 0o777
+    if member.isdir():
+        mode |= _GO_DIR
+    elif member.issym():
+        mode |= _GO_SYMLINK
+    elif member.ischr():
+        mode |= _GO_DEVICE | _GO_CHARDEV
+    elif member.isblk():
+        mode |= _GO_DEVICE
+    elif member.isfifo():
+        mode |= _GO_PIPE
+    for bit, go in ((0o4000, _GO_SETUID), (0o2000, _GO_SETGID), (0o1000, _GO_STICKY)):
+        if member.mode & bit:
+            mode |= go
+    when = to_pb_time(float(member.mtime))
+    return {"name": member.name.rstrip("/").rsplit("/", 1)[-1] or "/", "size": member.size, "mode": mode,
+            "mtime": rfc3339(when), "linkTarget": member.linkname if member.issym() else ""}
+
+
+_CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}
+
+
+def change_json(change: engine_pb2.FileChange) -> dict:
+    """`GET /containers/{id}/changes`: Kind 0 modified, 1 added, 2 deleted."""
+    return {"Path": change.path, "Kind": _CHANGE_KINDS.get(change.kind, 0)}
+
+
+_UPDATE_FIELDS = {"Memory": "memory_bytes", "NanoCpus": "nano_cpus", "CpuShares": "cpu_shares",
+                  "PidsLimit": "pids_limit"}
+# Sent by the CLI with every update; zero means "leave as it is", as in docker.
+_UPDATE_IGNORED = {"RestartPolicy", "MemorySwap", "MemoryReservation", "KernelMemory", "BlkioWeight",
+                   "CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus",
+                   "CpusetMems", "Devices", "DeviceCgroupRules", "DeviceRequests", "MemorySwappiness",
+                   "OomKillDisable", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps",
+                   "IOMaximumBandwidth", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
+                   "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CgroupParent", "KernelMemoryTCP"}
+
+
+def update_request(ref: str, body: Mapping) -> tuple[engine_pb2.UpdateResourcesRequest | None,
+                                                     engine_pb2.RestartPolicy | None]:
+    """`POST /containers/{id}/update`: the resources to change (None: none) and a new restart policy."""
+    for key, value in body.items():
+        if key not in _UPDATE_FIELDS and key not in _UPDATE_IGNORED and value not in (None, 0, "", [], {}, False):
+            raise errors.InvalidArgument(f"unknown update field {key!r}")
+        if key in _UPDATE_IGNORED and key != "RestartPolicy" and value not in (None, 0, "", [], {}, False):
+            raise not_implemented(f"updating {key}")
+    request = engine_pb2.UpdateResourcesRequest(id=ref)
+    changed = False
+    for key, field in _UPDATE_FIELDS.items():
+        value = body.get(key)
+        if value is None or (value == 0 and key != "PidsLimit"):
+            continue
+        # PidsLimit 0 or -1 means unlimited in docker; berth spells unlimited 0.
+        setattr(request, field, max(int(value), 0) if key == "PidsLimit" else int(value))
+        changed = True
+    policy = None
+    raw = body.get("RestartPolicy") or {}
+    if raw.get("Name"):
+        policy = engine_pb2.RestartPolicy(name=raw["Name"], maximum_retry_count=int(raw.get("MaximumRetryCount") or 0))
+    return (request if changed else None), policy

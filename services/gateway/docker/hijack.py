@@ -8,6 +8,7 @@ keeps the write side open on EOF (`eof_received` returns True), and the session 
 when we close the transport after the last output byte.
 
     session = await Hijacked.upgrade(request, content_type)
+    data = await session.read_stdin()        # None once the client half-closed
     await session.write(frame(1, b"hi\n"))
     await session.close()
     return session.response
@@ -44,20 +45,36 @@ def stream_content_type(api_version: tuple[int, int], tty: bool) -> str:
 class _Protocol(asyncio.Protocol):
     """Owns the transport after the upgrade; forwards loss to aiohttp's handler for its bookkeeping."""
 
-    def __init__(self, original: asyncio.BaseProtocol):
+    def __init__(self, original: asyncio.BaseProtocol, transport: asyncio.Transport):
         self._original = original
+        self._transport = transport
         self.closed = asyncio.get_running_loop().create_future()
         self._writable = asyncio.Event()
         self._writable.set()
-        self.stdin = bytearray()
+        # What the client sent (stdin), then None at its half-close.
+        self.stdin: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._queued = 0
+        self._reading_paused = False
         self.stdin_closed = False
 
     def data_received(self, data: bytes) -> None:
-        # berth has no container stdin yet: bytes a client sends are dropped.
-        pass
+        self.stdin.put_nowait(data)
+        self._queued += len(data)
+        if self._queued > HIGH_WATER and not self._reading_paused:
+            # The process reads slower than the client writes: let TCP/unix backpressure work.
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def consumed(self, n: int) -> None:
+        self._queued -= n
+        if self._reading_paused and self._queued <= HIGH_WATER // 2:
+            self._reading_paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
 
     def eof_received(self) -> bool:
         self.stdin_closed = True
+        self.stdin.put_nowait(None)
         return True  # keep our write side open: output still has to go out
 
     def pause_writing(self) -> None:
@@ -68,6 +85,9 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._writable.set()
+        if not self.stdin_closed:
+            self.stdin_closed = True
+            self.stdin.put_nowait(None)
         if not self.closed.done():
             self.closed.set_result(exc)
         self._original.connection_lost(exc)
@@ -94,7 +114,7 @@ class Hijacked:
             response = _CloseDelimited(status=200, headers={"Content-Type": RAW_STREAM})
         response.force_close()
         transport = request.transport
-        protocol = _Protocol(request.protocol)
+        protocol = _Protocol(request.protocol, transport)
         # Swap before prepare() so not a byte the client sends after the head reaches aiohttp's parser.
         transport.set_protocol(protocol)
         await response.prepare(request)
@@ -106,6 +126,15 @@ class Hijacked:
 
     def wait_closed(self) -> asyncio.Future:
         return self._protocol.closed
+
+    async def read_stdin(self) -> bytes | None:
+        """The next bytes the client sent; None once it half-closed (or went away)."""
+        data = await self._protocol.stdin.get()
+        if data is None:
+            self._protocol.stdin.put_nowait(None)  # every later read sees the end too
+            return None
+        self._protocol.consumed(len(data))
+        return data
 
     async def write(self, data: bytes) -> None:
         if self.gone:

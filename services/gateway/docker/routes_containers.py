@@ -10,7 +10,8 @@ from aiohttp import web
 
 from berth.container.v1 import container_pb2
 from services.common import errors
-from services.gateway.docker import convert
+from services.gateway import system
+from services.gateway.docker import convert, routes_depth
 from services.gateway.docker.context import API_VERSION_KEY, gateway, json_body, json_response, long_lived
 from services.gateway.docker.errors import not_implemented
 from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, stream_content_type
@@ -21,24 +22,7 @@ _STREAMS = {1: STDOUT, 2: STDERR}
 
 # Not in the backend yet: each answers 501 with what is missing.
 _NOT_YET = {
-    ("POST", "/containers/{id}/exec"): "exec",
-    ("GET", "/containers/{id}/top"): "top",
-    ("GET", "/containers/{id}/stats"): "stats",
-    ("GET", "/containers/{id}/archive"): "copying files (archive)",
-    ("PUT", "/containers/{id}/archive"): "copying files (archive)",
-    ("HEAD", "/containers/{id}/archive"): "copying files (archive)",
-    ("POST", "/containers/{id}/pause"): "pause",
-    ("POST", "/containers/{id}/unpause"): "unpause",
-    ("GET", "/containers/{id}/export"): "export",
-    ("GET", "/containers/{id}/changes"): "changes",
-    ("POST", "/containers/{id}/update"): "update",
-    ("POST", "/containers/{id}/resize"): "resize (containers have no TTY yet)",
-    ("POST", "/containers/{id}/rename"): "rename",
     ("GET", "/containers/{id}/attach/ws"): "attach over websocket",
-    ("POST", "/exec/{id}/start"): "exec",
-    ("POST", "/exec/{id}/resize"): "exec",
-    ("GET", "/exec/{id}/json"): "exec",
-    ("POST", "/commit"): "commit",
 }
 
 
@@ -134,8 +118,16 @@ async def remove(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
-    removed = await gateway(request).prune_containers(convert.filters(request.query))
-    return json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": 0})
+    gw, flt = gateway(request), convert.filters(request.query)
+    if not flt:
+        # The engine's own prune: what it reclaimed is what `system df` counted for those containers.
+        response = await system.prune_containers(gw)
+        return json_response({"ContainersDeleted": list(response.containers_deleted) or None,
+                              "SpaceReclaimed": response.space_reclaimed})
+    usage = {c.id: c.size_rw + c.log_size for c in (await system.df(gw)).containers}
+    removed = await gw.prune_containers(flt)
+    return json_response({"ContainersDeleted": removed or None,
+                          "SpaceReclaimed": sum(usage.get(cid, 0) for cid in removed)})
 
 
 async def wait(request: web.Request) -> web.StreamResponse:
@@ -207,8 +199,6 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
 async def attach(request: web.Request) -> web.StreamResponse:
     q = request.query
-    if convert.flag(q, "stdin"):
-        raise not_implemented("container stdin (attach with stdin)")
     wanted = {s for s, on in ((STDOUT, convert.flag(q, "stdout")), (STDERR, convert.flag(q, "stderr"))) if on}
     if not convert.flag(q, "stream") and not convert.flag(q, "logs"):
         raise errors.InvalidArgument("Bad parameters: you must choose at least one of stream or logs")
@@ -217,6 +207,9 @@ async def attach(request: web.Request) -> web.StreamResponse:
     info = await gw.inspect(ref)
     if info.state.status == "exited":
         raise errors.Conflict("You cannot attach to a stopped container, start it first")
+    if convert.flag(q, "stdin") or info.config.tty:
+        # stdin or a terminal: the container's own stdio (conmon's attach socket), not its log.
+        return await routes_depth.attach_interactive(request, info, convert.flag(q, "stdin"), wanted)
     output = gw.attach(info.id, logs=convert.flag(q, "logs"))
     session = await Hijacked.upgrade(request, stream_content_type(request[API_VERSION_KEY], tty=False))
     with long_lived(request):

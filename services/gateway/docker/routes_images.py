@@ -9,6 +9,7 @@ from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
 from services.common import errors
+from services.gateway import system
 from services.gateway.docker import convert
 from services.gateway.docker.context import gateway, json_response, long_lived
 from services.gateway.docker.errors import not_implemented
@@ -204,5 +205,13 @@ async def remove(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
-    report = await gateway(request).prune_images(False, convert.filters(request.query))
+    gw, flt = gateway(request), convert.filters(request.query)
+    if set(flt) <= {"dangling"}:
+        # The image service's prune (reachability over blobs and layers) reports what it freed.
+        all_ = any(v.lower() in ("0", "false") for v in flt.get("dangling", []))
+        response = await system.prune_images(gw, all_)
+        report = [{"Untagged": convert.familiar(u)} for u in response.untagged]
+        report += [{"Deleted": d} for d in response.deleted]
+        return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": response.space_reclaimed})
+    report = await gw.prune_images(False, flt)
     return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": 0})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -9,7 +10,9 @@ import time
 
 from aiohttp import web
 
+from berth.engine.v1 import engine_pb2
 from services.common import errors
+from services.gateway import system
 from services.gateway.docker import convert
 from services.gateway.docker.context import gateway, json_body, json_response, long_lived
 
@@ -118,21 +121,38 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def disk_usage(request: web.Request) -> web.Response:
+    """`docker system df [-v]`: the engine's own count (services/gateway/system.py), in docker's shape."""
     gw = gateway(request)
-    images = await gw.list_images(True, "")
-    containers = await gw.list(True, {})
-    volumes = await gw.list_volumes()
-    return json_response({
-        "LayersSize": sum(i.size for i in images),
-        "Images": [convert.image_summary(i) for i in images],
-        "Containers": [{**convert.container_summary(c), "SizeRw": 0, "SizeRootFs": 0} for c in containers],
-        "Volumes": [convert.volume_json(v) for v in volumes],
-        "BuildCache": [],
-    })
+    usage, images, containers, volumes = await asyncio.gather(
+        system.df(gw), gw.list_images(True, ""), gw.list(True, {}), gw.list_volumes())
+    by_image = {u.id: u for u in usage.images}
+    by_container = {c.id: c for c in usage.containers}
+    by_volume = {v.name: v for v in usage.volumes}
+    layers = next((s.size for s in usage.summary if s.type == "Images"), 0)
+    image_rows = []
+    for i in images:
+        row = convert.image_summary(i)
+        u = by_image.get(i.id)
+        if u is not None:
+            row.update(Size=u.size, VirtualSize=u.size, SharedSize=u.shared_size, Containers=u.containers)
+        image_rows.append(row)
+    container_rows = []
+    for c in containers:
+        u = by_container.get(c.id)
+        size_rw = u.size_rw if u is not None else 0
+        container_rows.append({**convert.container_summary(c), "SizeRw": size_rw,
+                               "SizeRootFs": size_rw + by_image.get(c.image_id, engine_pb2.ImageUsage()).size})
+    volume_rows = []
+    for v in volumes:
+        row = convert.volume_json(v)
+        u = by_volume.get(v.name)
+        row["UsageData"] = {"Size": u.size if u is not None else -1, "RefCount": u.ref_count if u is not None else 0}
+        volume_rows.append(row)
+    return json_response({"LayersSize": layers, "Images": image_rows, "Containers": container_rows,
+                          "Volumes": volume_rows, "BuildCache": []})
 
 
 async def auth(request: web.Request) -> web.Response:
-    from berth.engine.v1 import engine_pb2
     from services.gateway import registry
     body = await json_body(request)
     if not isinstance(body, dict):

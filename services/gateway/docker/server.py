@@ -19,8 +19,9 @@ import structlog
 from aiohttp import web
 
 from services.common.config import Config
-from services.gateway.docker.context import API_VERSION_KEY, GATEWAY_KEY, SESSIONS_KEY
-from services.gateway.docker import routes_containers, routes_images, routes_objects, routes_system
+from services.gateway.docker.context import API_VERSION_KEY, GATEWAY_KEY, RESIZE_KEY, SESSIONS_KEY
+from services.gateway.docker import (routes_containers, routes_depth, routes_images, routes_objects,
+                                     routes_system)
 from services.gateway.docker.errors import error_middleware, error_response
 
 log = structlog.get_logger(__name__)
@@ -80,9 +81,10 @@ def make_app(gateway) -> web.Application:
                           client_max_size=1 << 40, handler_args={"max_field_size": 1 << 16})
     app[GATEWAY_KEY] = gateway
     app[SESSIONS_KEY] = set()
+    app[RESIZE_KEY] = {}
     app.on_response_prepare.append(_headers)
     router = Router(app)
-    for module in (routes_system, routes_containers, routes_images, routes_objects):
+    for module in (routes_system, routes_containers, routes_depth, routes_images, routes_objects):
         module.register(router)
     app.on_shutdown.append(_close_sessions)
     return app

@@ -27,9 +27,8 @@ def test_create_body_maps_config_and_host_config():
     assert [(p.container_port, p.host_port, p.protocol) for p in cfg.ports] == [(80, 8080, "tcp")]
 
 
-@pytest.mark.parametrize("body", [{"Image": "b", "Tty": True}, {"Image": "b", "OpenStdin": True},
-                                  {"Image": "b", "HostConfig": {"RestartPolicy": {"Name": "always"}}},
-                                  {"Image": "b", "HostConfig": {"Privileged": True}}])
+@pytest.mark.parametrize("body", [{"Image": "b", "HostConfig": {"Privileged": True}},
+                                  {"Image": "b", "HostConfig": {"CapAdd": ["NET_ADMIN"]}}])
 def test_what_berth_cannot_do_is_refused_not_ignored(body):
     with pytest.raises(errors.NotImplementedYet):
         convert.container_config(body, "")
@@ -53,3 +52,78 @@ def test_timestamps_unix_and_rfc3339():
     assert convert.timestamp("1700000000.5") == 1700000000.5
     assert convert.timestamp("2023-11-14T22:13:20Z") == 1700000000.0
     assert convert.timestamp("0") is None
+
+
+def test_terminal_stdin_restart_policy_and_healthcheck_reach_the_engine_config():
+    cfg = convert.container_config({
+        "Image": "b", "Tty": True, "OpenStdin": True, "StdinOnce": True, "AttachStdin": True,
+        "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 2_000_000_000, "Retries": 3,
+                        "StartPeriod": 1_000_000_000},
+        "HostConfig": {"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}}}, "")
+    assert (cfg.tty, cfg.open_stdin, cfg.stdin_once) == (True, True, True)
+    assert (cfg.restart_policy.name, cfg.restart_policy.maximum_retry_count) == ("on-failure", 2)
+    assert list(cfg.healthcheck.test) == ["CMD-SHELL", "true"]
+    assert (cfg.healthcheck.interval, cfg.healthcheck.retries, cfg.healthcheck.start_period) == (
+        2_000_000_000, 3, 1_000_000_000)
+    with pytest.raises(errors.InvalidArgument):
+        convert.container_config({"Image": "b", "Healthcheck": {"Test": ["CMD", "x"], "Interval": -1}}, "")
+
+
+def test_inspect_shows_policy_terminal_and_health():
+    from berth.engine.v1 import engine_pb2
+    info = engine_pb2.ContainerInfo(id="c", name="n", restart_count=2, state=engine_pb2.ContainerState(
+        status="running", running=True, health=engine_pb2.Health(status="healthy", failing_streak=0)),
+        config=engine_pb2.ContainerConfig(tty=True, open_stdin=True, restart_policy=engine_pb2.RestartPolicy(
+            name="always"), healthcheck=engine_pb2.HealthConfig(test=["CMD", "true"], retries=1)))
+    out = convert.container_json(info)
+    assert out["State"]["Health"] == {"Status": "healthy", "FailingStreak": 0, "Log": []}
+    assert out["HostConfig"]["RestartPolicy"] == {"Name": "always", "MaximumRetryCount": 0}
+    assert out["RestartCount"] == 2 and out["Config"]["Tty"] and out["Config"]["OpenStdin"]
+    assert out["Config"]["Healthcheck"] == {"Test": ["CMD", "true"], "Retries": 1}
+    assert convert.container_summary(info, now=info.state.started_at.seconds + 5)["Status"] == "Up 5 seconds (healthy)"
+
+
+def test_stats_carry_both_samples_so_the_cli_can_compute_cpu_percent():
+    from berth.engine.v1 import engine_pb2
+    pre = engine_pb2.ContainerStats(id="c", name="n", cpu_usage_ns=1_000, system_cpu_ns=10_000, online_cpus=2)
+    cur = engine_pb2.ContainerStats(id="c", name="n", cpu_usage_ns=3_000, system_cpu_ns=20_000, online_cpus=2,
+                                    memory_usage=5, memory_limit=10, pids=3)
+    out = convert.stats_json(cur, pre)
+    cpu, precpu = out["cpu_stats"], out["precpu_stats"]
+    percent = ((cpu["cpu_usage"]["total_usage"] - precpu["cpu_usage"]["total_usage"])
+               / (cpu["system_cpu_usage"] - precpu["system_cpu_usage"]) * cpu["online_cpus"] * 100)
+    assert percent == 40.0
+    assert out["name"] == "/n" and out["pids_stats"] == {"current": 3}
+    assert out["memory_stats"]["usage"] == 5 and out["memory_stats"]["limit"] == 10
+    assert convert.stats_json(cur, None)["precpu_stats"]["cpu_usage"]["total_usage"] == 0
+
+
+def test_path_stat_uses_go_file_mode_bits():
+    import tarfile
+    d = tarfile.TarInfo("etc/")
+    d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, 1700000000
+    assert convert.path_stat(d) == {"name": "etc", "size": 0, "mode": (1 << 31) | 0o755,
+                                    "mtime": "2023-11-14T22:13:20.000000000Z", "linkTarget": ""}
+    link = tarfile.TarInfo("sh")
+    link.type, link.linkname, link.mode = tarfile.SYMTYPE, "/bin/busybox", 0o777
+    assert convert.path_stat(link)["mode"] == (1 << 27) | 0o777
+    assert convert.path_stat(link)["linkTarget"] == "/bin/busybox"
+
+
+def test_changes_kinds_and_exec_exit_code_null_while_running():
+    from berth.engine.v1 import engine_pb2
+    assert [convert.change_json(engine_pb2.FileChange(kind=k, path="/x"))["Kind"] for k in "CAD"] == [0, 1, 2]
+    running = convert.exec_json(engine_pb2.ExecInfo(id="e", cmd=["sh", "-c", "x"], running=True))
+    assert running["ExitCode"] is None and running["ProcessConfig"]["entrypoint"] == "sh"
+    assert convert.exec_json(engine_pb2.ExecInfo(id="e", exited=True, exit_code=3))["ExitCode"] == 3
+
+
+def test_update_takes_docker_zeros_as_unchanged_and_refuses_what_it_cannot_change():
+    resources, policy = convert.update_request("c", {"Memory": 64 << 20, "MemorySwap": 0, "NanoCpus": 0,
+                                                     "PidsLimit": None, "RestartPolicy": {"Name": ""}})
+    assert resources.memory_bytes == 64 << 20 and not resources.HasField("nano_cpus") and policy is None
+    resources, policy = convert.update_request("c", {"RestartPolicy": {"Name": "on-failure",
+                                                                       "MaximumRetryCount": 3}})
+    assert resources is None and (policy.name, policy.maximum_retry_count) == ("on-failure", 3)
+    with pytest.raises(errors.NotImplementedYet):
+        convert.update_request("c", {"CpusetCpus": "0"})

@@ -152,7 +152,7 @@ async def test_attach_to_unknown_container_is_a_plain_404(server):
 
 async def test_not_yet_implemented_routes_answer_501(server):
     path, _ = server
-    head, body = _split(await _request(path, "POST /v1.47/containers/web/pause HTTP/1.1\r\nHost: d\r\n"
-                                             "Connection: close\r\nContent-Length: 0\r\n\r\n"))
+    head, body = _split(await _request(path, "GET /v1.47/containers/web/attach/ws HTTP/1.1\r\nHost: d\r\n"
+                                             "Connection: close\r\n\r\n"))
     assert head.startswith("HTTP/1.1 501")
     assert "not implemented" in json.loads(body)["message"]
