@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
+import select
+import time
 import shutil
 import subprocess
 import tarfile
@@ -103,10 +106,10 @@ def test_save_and_load_round_trip(docker, tmp_path):
 
 
 def test_not_yet_implemented_features_are_refused_clearly(docker):
-    r = docker("run", "--rm", "-t", "busybox", "true")
+    r = docker("run", "--rm", "--privileged", "busybox", "true")
     assert r.returncode != 0
     assert "not implemented" in r.stderr.decode()
-    r = docker("create", "--restart", "always", "busybox", "true")
+    r = docker("run", "--rm", "--cap-add", "NET_ADMIN", "busybox", "true")
     assert "not implemented" in r.stderr.decode()
 
 
@@ -128,3 +131,207 @@ def test_version_and_info(docker):
     assert r.stdout.strip() == b"1.47"
     info = json.loads(docker("info", "--format", "{{json .}}").stdout)
     assert info["Images"] >= 1 and info["OSType"] == "linux"
+
+
+@pytest.fixture
+def running(docker):
+    """A running container and its name, removed afterwards."""
+    name = _name()
+    r = docker("run", "-d", "--name", name, "busybox", "sleep", "300")
+    assert r.returncode == 0, r.stderr
+    try:
+        yield name
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_exec_exit_code_output_and_stdin(docker, running):
+    r = docker("exec", running, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+    r = docker("exec", "-i", running, "sh", "-c", "tr a-z A-Z; echo done", input=b"")
+    assert (r.returncode, r.stdout) == (0, b"done\n"), r.stderr  # empty stdin: EOF at once
+    r = docker("exec", "-i", running, "sh", "-c", "tr a-z A-Z; echo done", input=b"piped\n")
+    assert (r.returncode, r.stdout) == (0, b"PIPED\ndone\n"), r.stderr
+    r = docker("exec", "-d", running, "sh", "-c", "echo bg > /tmp/bg")
+    assert r.returncode == 0, r.stderr
+    for _ in range(50):
+        if docker("exec", running, "cat", "/tmp/bg").stdout == b"bg\n":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("exec -d never ran")
+    r = docker("exec", "-e", "A=1", "-w", "/tmp", running, "sh", "-c", "echo $A $(pwd)")
+    assert r.stdout == b"1 /tmp\n"
+
+
+def test_run_i_pipes_stdin_to_the_process(docker):
+    r = docker("run", "-i", "--rm", "busybox", "cat", input=b"hi\n")
+    assert (r.returncode, r.stdout) == (0, b"hi\n"), r.stderr
+    big = os.urandom(1 << 20)
+    r = docker("run", "-i", "--rm", "busybox", "sh", "-c", "cat | md5sum", input=big)
+    import hashlib
+    assert r.stdout.split()[0].decode() == hashlib.md5(big).hexdigest(), r.stderr
+
+
+def _in_pty(argv, env, timeout=30.0, send: bytes = b""):
+    """Runs argv on a pseudo-terminal: (exit code, everything it printed)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(argv[0], argv, env)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        if send:
+            time.sleep(0.5)  # let the CLI put the terminal in raw mode first
+            os.write(fd, send)
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 4096)
+            except OSError:  # EIO: the child is gone and the terminal closed
+                break
+            if not data:
+                break
+            out += data
+        else:
+            os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), out
+    finally:
+        os.close(fd)
+
+
+def test_run_t_on_a_terminal(docker, engine):
+    env = {**os.environ, "DOCKER_HOST": f"unix://{engine.docker_socket}",
+           "DOCKER_CONFIG": "/nonexistent-berth-docker-config", "TERM": "xterm"}
+    code, out = _in_pty([DOCKER, "run", "-t", "--rm", "busybox", "sh", "-c", "tty; stty size; exit 5"], env)
+    assert code == 5, out
+    assert b"/dev/pts/" in out or b"/dev/console" in out, out
+    code, out = _in_pty([DOCKER, "run", "-it", "--rm", "busybox", "sh", "-c", "read x; echo got-$x"], env,
+                        send=b"abc\r")
+    assert code == 0, out
+    assert b"got-abc" in out, out
+
+
+def test_exec_t_on_a_terminal(docker, engine, running):
+    env = {**os.environ, "DOCKER_HOST": f"unix://{engine.docker_socket}",
+           "DOCKER_CONFIG": "/nonexistent-berth-docker-config", "TERM": "xterm"}
+    code, out = _in_pty([DOCKER, "exec", "-t", running, "sh", "-c", "tty; exit 4"], env)
+    assert code == 4, out
+    assert b"/dev/pts/" in out, out
+
+
+def test_cp_both_ways(docker, running, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"to the container\n")
+    r = docker("cp", str(src), f"{running}:/tmp/")
+    assert r.returncode == 0, r.stderr
+    assert docker("exec", running, "cat", "/tmp/in.txt").stdout == b"to the container\n"
+    r = docker("cp", str(src), f"{running}:/tmp/renamed.txt")
+    assert r.returncode == 0, r.stderr
+    assert docker("exec", running, "cat", "/tmp/renamed.txt").stdout == b"to the container\n"
+    docker("exec", running, "sh", "-c", "mkdir -p /data/sub && echo deep > /data/sub/f")
+    r = docker("cp", f"{running}:/data", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "sub" / "f").read_bytes() == b"deep\n"
+    r = docker("cp", f"{running}:/tmp/in.txt", str(tmp_path / "back.txt"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "back.txt").read_bytes() == b"to the container\n"
+    r = docker("cp", f"{running}:/no/such", str(tmp_path / "x"))
+    assert r.returncode != 0 and b"Could not find the file" in r.stderr
+
+
+def test_pause_unpause_top_stats(docker, running):
+    assert docker("pause", running).returncode == 0
+    state = json.loads(docker("inspect", running).stdout)[0]["State"]
+    assert state["Status"] == "paused" and state["Paused"]
+    assert b"Paused" in docker("ps", "--filter", f"name={running}", "--format", "{{.Status}}").stdout
+    r = docker("unpause", running)
+    assert r.returncode == 0, r.stderr
+    top = docker("top", running)
+    assert top.returncode == 0, top.stderr
+    assert b"PID" in top.stdout and b"sleep 300" in top.stdout
+    stats = docker("stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}", running)
+    assert stats.returncode == 0, stats.stderr
+    name, cpu, *_rest, pids = stats.stdout.decode().split()
+    assert name == running and cpu.endswith("%") and pids == "1"
+
+
+def test_update_memory_rename_and_changes(docker, running):
+    r = docker("update", "--memory", "64m", running)
+    assert r.returncode == 0, r.stderr
+    stats = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", running)
+    assert stats.stdout.decode().strip().endswith("/ 64MiB"), stats.stdout
+    new = _name()
+    assert docker("rename", running, new).returncode == 0
+    try:
+        assert docker("inspect", "--format", "{{.Name}}", new).stdout.strip() == f"/{new}".encode()
+        docker("exec", new, "sh", "-c", "echo x > /added")
+        diff = docker("diff", new).stdout.decode().splitlines()
+        assert "A /added" in diff
+    finally:
+        docker("rm", "-f", new)
+
+
+def test_commit_then_run(docker, running):
+    docker("exec", running, "sh", "-c", "echo committed > /marker")
+    tag = f"dk-commit:{uuid.uuid4().hex[:6]}"
+    r = docker("commit", "-c", 'CMD ["cat", "/marker"]', "-m", "msg", running, tag)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip().startswith("sha256:")
+    try:
+        run = docker("run", "--rm", tag)
+        assert run.stdout == b"committed\n", run.stderr
+    finally:
+        docker("rmi", "-f", tag)
+
+
+def test_restart_on_failure_restarts_twice(docker):
+    name = _name()
+    r = docker("run", "-d", "--name", name, "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1")
+    assert r.returncode == 0, r.stderr
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            info = json.loads(docker("inspect", name).stdout)[0]
+            if info["RestartCount"] == 2 and info["State"]["Status"] == "exited":
+                break
+            time.sleep(0.2)
+        assert info["RestartCount"] == 2 and info["State"]["Status"] == "exited", info["State"]
+        assert info["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_healthcheck_in_run_shows_in_inspect(docker):
+    name = _name()
+    r = docker("run", "-d", "--name", name, "--health-cmd", "true", "--health-interval", "1s",
+               "--health-start-period", "0s", "busybox", "sleep", "60")
+    assert r.returncode == 0, r.stderr
+    try:
+        deadline = time.monotonic() + 15
+        health = {}
+        while time.monotonic() < deadline:
+            health = json.loads(docker("inspect", name).stdout)[0]["State"].get("Health") or {}
+            if health.get("Status") == "healthy":
+                break
+            time.sleep(0.3)
+        assert health.get("Status") == "healthy", health
+        assert b"(healthy)" in docker("ps", "--filter", f"name={name}", "--format", "{{.Status}}").stdout
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_export_and_system_df(docker, running, tmp_path):
+    out = tmp_path / "fs.tar"
+    r = docker("export", "-o", str(out), running)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(out) as tar:
+        assert any(n.lstrip("./").startswith("bin/busybox") for n in tar.getnames())
+    df = docker("system", "df", "--format", "{{json .}}")
+    assert df.returncode == 0, df.stderr
+    rows = {row["Type"]: row for row in map(json.loads, df.stdout.decode().splitlines())}
+    assert int(rows["Images"]["TotalCount"]) >= 1 and rows["Images"]["Size"] != "0B"
+    assert int(rows["Containers"]["Active"]) >= 1
