@@ -160,6 +160,8 @@ def test_exec_exit_code_output_and_stdin(docker, running):
         time.sleep(0.1)
     else:
         pytest.fail("exec -d never ran")
+    r = docker("exec", running, "no-such-command")
+    assert r.returncode == 127 and b"no-such-command" in r.stdout + r.stderr
     r = docker("exec", "-e", "A=1", "-w", "/tmp", running, "sh", "-c", "echo $A $(pwd)")
     assert r.stdout == b"1 /tmp\n"
 
@@ -335,3 +337,34 @@ def test_export_and_system_df(docker, running, tmp_path):
     rows = {row["Type"]: row for row in map(json.loads, df.stdout.decode().splitlines())}
     assert int(rows["Images"]["TotalCount"]) >= 1 and rows["Images"]["Size"] != "0B"
     assert int(rows["Containers"]["Active"]) >= 1
+
+
+def test_login_push_and_pull_through_a_registry(engine, busybox_image, tmp_path):
+    from tests.support.registries import DOCKER_REGISTRY, DockerRegistry
+    if not os.path.exists(DOCKER_REGISTRY):
+        pytest.skip("docker-registry not installed")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{engine.docker_socket}", "DOCKER_CONFIG": str(tmp_path)}
+    env.pop("DOCKER_CONTEXT", None)
+
+    def docker(*args, input=None):
+        return subprocess.run([DOCKER, *args], env=env, input=input, capture_output=True, timeout=120)
+
+    with DockerRegistry(htpasswd={"dk": "secret"}) as reg:
+        name = f"{reg.host}/dk/busybox:1"
+        assert docker("tag", "busybox", name).returncode == 0
+        denied = docker("push", name)
+        assert denied.returncode != 0
+        login = docker("login", "-u", "dk", "--password-stdin", reg.host, input=b"secret\n")
+        assert login.returncode == 0, login.stderr
+        pushed = docker("push", name)
+        assert pushed.returncode == 0, pushed.stderr
+        assert b"digest: sha256:" in pushed.stdout
+        assert docker("rmi", name).returncode == 0
+        pulled = docker("pull", name)
+        assert pulled.returncode == 0, pulled.stderr
+        text = pulled.stdout.decode()
+        assert "1: Pulling from dk/busybox" in text and "Digest: sha256:" in text
+        assert f"Status: Downloaded newer image for {name}" in text or f"Status: Image is up to date for {name}" in text
+        run = docker("run", "--rm", name, "echo", "pulled")
+        assert run.stdout == b"pulled\n", run.stderr
+        docker("rmi", name)

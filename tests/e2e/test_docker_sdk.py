@@ -81,3 +81,55 @@ def test_volumes(client):
         assert name in [x.name for x in client.volumes.list()]
     finally:
         v.remove()
+
+
+def test_exec_run_exit_code_output_and_demux(client):
+    c = client.containers.run("busybox", ["sleep", "120"], detach=True)
+    try:
+        result = c.exec_run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        assert result.exit_code == 3 and b"out\n" in result.output and b"err\n" in result.output
+        result = c.exec_run(["sh", "-c", "echo out; echo err >&2"], demux=True)
+        assert result.exit_code == 0 and result.output == (b"out\n", b"err\n")
+        result = c.exec_run(["sh", "-c", "test -t 1 && echo is-a-tty"], tty=True)
+        assert result.output == b"is-a-tty\r\n"
+        result = c.exec_run(["no-such-command"])
+        assert result.exit_code == 127 and b"no-such-command" in result.output
+        assert c.top()["Processes"] and "PID" in c.top()["Titles"]
+        stats = c.stats(stream=False)
+        assert stats["cpu_stats"]["online_cpus"] >= 1 and stats["precpu_stats"]["cpu_usage"]["total_usage"] > 0
+        bits, stat = c.get_archive("/bin/busybox")
+        assert stat["name"] == "busybox" and stat["size"] > 0
+        assert sum(len(b) for b in bits) > stat["size"]
+    finally:
+        c.remove(force=True)
+
+
+def test_attach_socket_with_stdin_reaches_a_stdin_once_container(client):
+    import socket
+    c = client.containers.create("busybox", ["sh", "-c", "read line; echo got-$line"],
+                                 stdin_open=True, tty=False)
+    try:
+        sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        c.start()
+        raw.sendall(b"hello\n")
+        out = b""
+        raw.settimeout(10)
+        while True:
+            try:
+                data = raw.recv(4096)
+            except socket.timeout:
+                break
+            if not data:
+                break
+            out += data
+        raw.close()
+        assert out == _frame(b"got-hello\n")
+        assert c.wait()["StatusCode"] == 0
+    finally:
+        c.remove(force=True)
+
+
+def _frame(data: bytes) -> bytes:
+    import struct
+    return struct.pack(">BxxxI", 1, len(data)) + data

@@ -14,6 +14,8 @@ GATEWAY_KEY = web.AppKey("gateway", object)
 SESSIONS_KEY = web.AppKey("sessions", set)
 # Open exec/attach streams by exec or container id, so a resize request reaches its terminal.
 RESIZE_KEY = web.AppKey("resize", dict)
+# Execs that failed to start, by id (routes_depth keeps their exit code for /exec/{id}/json).
+FAILED_EXECS_KEY = web.AppKey("failed_execs", dict)
 # The API version a request asked for (its /vX.Y/ prefix, or the newest one).
 API_VERSION_KEY = web.RequestKey("api_version", tuple)
 

@@ -34,7 +34,7 @@ from services.common import errors
 from services.gateway import restart as restart_mod
 from services.gateway import system
 from services.gateway.docker import convert
-from services.gateway.docker.context import (API_VERSION_KEY, RESIZE_KEY, gateway, json_body,
+from services.gateway.docker.context import (API_VERSION_KEY, FAILED_EXECS_KEY, RESIZE_KEY, gateway, json_body,
                                              json_response, long_lived)
 from services.gateway.docker.errors import not_implemented
 from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, stream_content_type
@@ -43,6 +43,8 @@ log = structlog.get_logger(__name__)
 
 _END = object()
 _STREAMS = {1: STDOUT, 2: STDERR}
+# Execs whose start failed (command not found...), kept for their exit code; the oldest go first.
+_FAILED_EXECS_KEPT = 1000
 # How much of an archive may precede the first member's header (PAX/long-name records).
 _STAT_PREFIX_LIMIT = 1 << 20
 
@@ -140,7 +142,7 @@ async def _relay(responses, hijacked: Hijacked, tty: bool, wanted: set[int]) -> 
 
 
 async def _interactive(request: web.Request, session: _Session, responses, tty: bool, wanted: set[int],
-                       stdin: bool, close_on_eof: bool, what: str) -> web.StreamResponse:
+                       stdin: bool, close_on_eof: bool, what: str, on_error=None) -> web.StreamResponse:
     hijacked = await Hijacked.upgrade(request, stream_content_type(request[API_VERSION_KEY], tty))
     pump = asyncio.ensure_future(session.pump_stdin(hijacked, close_on_eof)) if stdin else None
     with long_lived(request):
@@ -150,6 +152,11 @@ async def _interactive(request: web.Request, session: _Session, responses, tty: 
             pass
         except errors.BerthError as exc:
             log.warning(f"{what}_failed", path=request.path, error=exc.message)
+            if on_error is not None:
+                # After the 101 there is no JSON: the message goes on the stream, as moby writes it.
+                message = on_error(exc).encode() + b"\r\n"
+                with contextlib.suppress(ConnectionResetError, ConnectionError):
+                    await hijacked.write(message if tty else frame(STDOUT, message))
         finally:
             if pump is not None:
                 pump.cancel()
@@ -176,6 +183,9 @@ async def exec_create(request: web.Request) -> web.Response:
 
 
 async def exec_inspect(request: web.Request) -> web.Response:
+    failed = request.app[FAILED_EXECS_KEY].get(request.match_info["id"])
+    if failed is not None:
+        return json_response(convert.exec_json(failed))
     info = await gateway(request).depth.exec_inspect(request.match_info["id"])
     return json_response(convert.exec_json(info))
 
@@ -205,9 +215,23 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
         finally:
             await responses.aclose()
         return web.Response(status=200)
+    failed = request.app[FAILED_EXECS_KEY]
+
+    def on_error(exc: errors.BerthError) -> str:
+        # The exec never ran, so the container service has no record: keep its end here,
+        # with the code a shell would give (127 not found, 126 cannot run), as docker does.
+        not_found = "not found" in exc.message or "no such file" in exc.message.lower()
+        failed[exec_id] = engine_pb2.ExecInfo(
+            id=exec_id, container_id=info.container_id, cmd=info.cmd, tty=info.tty,
+            open_stdin=info.open_stdin, exited=True, exit_code=127 if not_found else 126,
+            user=info.user, working_dir=info.working_dir)
+        while len(failed) > _FAILED_EXECS_KEPT:
+            failed.pop(next(iter(failed)))
+        return exc.message
+
     with _registered(request, exec_id, session):
         return await _interactive(request, session, responses, info.tty, {STDOUT, STDERR},
-                                  stdin=info.open_stdin, close_on_eof=True, what="exec")
+                                  stdin=info.open_stdin, close_on_eof=True, what="exec", on_error=on_error)
 
 
 async def exec_resize(request: web.Request) -> web.Response:

@@ -19,7 +19,8 @@ import structlog
 from aiohttp import web
 
 from services.common.config import Config
-from services.gateway.docker.context import API_VERSION_KEY, GATEWAY_KEY, RESIZE_KEY, SESSIONS_KEY
+from services.gateway.docker.context import (API_VERSION_KEY, FAILED_EXECS_KEY, GATEWAY_KEY, RESIZE_KEY,
+                                             SESSIONS_KEY)
 from services.gateway.docker import (routes_containers, routes_depth, routes_images, routes_objects,
                                      routes_system)
 from services.gateway.docker.errors import error_middleware, error_response
@@ -82,6 +83,7 @@ def make_app(gateway) -> web.Application:
     app[GATEWAY_KEY] = gateway
     app[SESSIONS_KEY] = set()
     app[RESIZE_KEY] = {}
+    app[FAILED_EXECS_KEY] = {}
     app.on_response_prepare.append(_headers)
     router = Router(app)
     for module in (routes_system, routes_containers, routes_depth, routes_images, routes_objects):

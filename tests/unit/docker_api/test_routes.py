@@ -19,9 +19,32 @@ from services.gateway.docker.server import make_app
 CID = "c" * 64
 
 
+class FakeDepth:
+    """Exec start as the gateway's stream sees it: start, stdin chunks, resizes, close_stdin."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    async def exec_inspect(self, exec_id):
+        if exec_id != "e1":
+            raise errors.NotFound(f"No such exec instance: {exec_id}")
+        return engine_pb2.ExecInfo(id="e1", container_id=CID, cmd=["cat"], open_stdin=True)
+
+    async def exec_start(self, requests):
+        async for req in requests:
+            kind = req.WhichOneof("msg")
+            self.seen.append(kind)
+            if kind == "stdin":
+                yield engine_pb2.ExecStartResponse(output=engine_pb2.LogChunk(stream=1, data=req.stdin.upper()))
+            elif kind == "close_stdin":
+                yield engine_pb2.ExecStartResponse(exit_code=0)
+                return
+
+
 class FakeGateway:
     def __init__(self):
         self.started = asyncio.Event()
+        self.depth = FakeDepth()
 
     def version(self):
         return engine_pb2.VersionResponse(version="0.1.0", os="linux", arch="x86_64", runtime="runc")
@@ -156,3 +179,35 @@ async def test_not_yet_implemented_routes_answer_501(server):
                                              "Connection: close\r\n\r\n"))
     assert head.startswith("HTTP/1.1 501")
     assert "not implemented" in json.loads(body)["message"]
+
+
+async def test_exec_start_forwards_stdin_resize_and_the_half_close(server):
+    """stdin after the 101 reaches the exec; a resize on another connection joins the same stream;
+    the client's half-close becomes close_stdin; output comes back framed."""
+    path, gw = server
+    reader, writer = await asyncio.open_unix_connection(path)
+    body = b'{"Detach":false,"Tty":false}'
+    writer.write(b"POST /v1.47/exec/e1/start HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101 UPGRADED")
+    writer.write(b"hello\n")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readexactly(14), 5) == frame(1, b"HELLO\n")
+    resize, _ = _split(await _request(path, "POST /v1.47/exec/e1/resize?h=40&w=100 HTTP/1.1\r\nHost: d\r\n"
+                                            "Connection: close\r\nContent-Length: 0\r\n\r\n"))
+    assert resize.startswith("HTTP/1.1 200")
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closes when the exec ends
+    writer.close()
+    assert gw.depth.seen == ["start", "stdin", "resize", "close_stdin"]
+
+
+async def test_exec_start_of_unknown_exec_is_a_plain_404(server):
+    path, _ = server
+    reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(b"POST /v1.47/exec/nope/start HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                 b"Content-Length: 2\r\n\r\n{}")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 404")
