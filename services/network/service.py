@@ -90,6 +90,8 @@ class NetworkService:
         # One change at a time: changes are quick, and leases, ports and the
         # ruleset are all derived from the same rows.
         self._lock = asyncio.Lock()
+        # Host ends of detached veths still being deleted, by container id (see detach).
+        self._deleting_links: dict[str, asyncio.Task] = {}
 
     # -- start ------------------------------------------------------------------------
 
@@ -257,6 +259,10 @@ class NetworkService:
                      ports: tuple[PortRequest, ...] = ()) -> EndpointView:
         _check_container_id(container_id)
         network = self.get_network(network_name or "none")
+        pending = self._deleting_links.get(container_id)
+        if pending is not None:
+            # The same container back before its old veths went: their names are its new ones.
+            await pending
         async with self._lock:
             existing = self.store.get_endpoint(container_id)
             if existing is not None:
@@ -355,13 +361,21 @@ class NetworkService:
             endpoint = self.store.get_endpoint(container_id)
             if endpoint is None:
                 return
-            had_rules = bool(self.store.attachments(container_id=container_id))
+            host_links = [a.host_ifname for a in self.store.attachments(container_id=container_id)]
             # Rows first: a crash after it leaves kernel objects with no endpoint,
             # which start() removes; the other order could leave rows that point at nothing.
             self.store.remove_endpoint(container_id)
-            if had_rules:
+            if host_links:
                 await self._apply_firewall()
-            await asyncio.to_thread(self._unplumb_all, container_id)
+            await asyncio.to_thread(self._release_namespace, container_id)
+            if host_links:
+                # Deleting a veth waits for the kernel's RCU grace periods (~20 ms
+                # measured), and once the namespace is released the kernel tears
+                # the pairs down by itself: the explicit delete, for a namespace
+                # something still holds, runs after the reply.
+                task = asyncio.create_task(asyncio.to_thread(_delete_links, host_links))
+                self._deleting_links[container_id] = task
+                task.add_done_callback(lambda _: self._deleting_links.pop(container_id, None))
         log.info("endpoint_detached", container_id=container_id, network=endpoint.network_name)
 
     # -- pieces -------------------------------------------------------------------------
@@ -399,6 +413,9 @@ class NetworkService:
         for network_id in digest_ids:
             digest = hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
             kernel.delete_link(f"vb{digest[:11]}")
+        self._release_namespace(container_id)
+
+    def _release_namespace(self, container_id: str) -> None:
         self.namespaces.remove(container_id)
         d = self._files(container_id)
         for fname in ("hosts", "resolv.conf"):
@@ -615,3 +632,8 @@ def _check_container_id(container_id: str) -> None:
     if not _CONTAINER_ID.fullmatch(container_id or ""):
         raise InvalidArgument(
             f"invalid container id {container_id!r}: want letters, digits, '_', '.' or '-'")
+
+
+def _delete_links(names: list[str]) -> None:
+    for name in names:
+        kernel.delete_link(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 from google.protobuf import empty_pb2
@@ -49,7 +50,11 @@ def test_create_connect_remove_cycles_leave_nothing(engine, busybox_image):
                 # Some run for real, so their veths and rules are live when removed.
                 stub.StartContainer(pb.ContainerRef(id=cid))
             stub.RemoveContainer(pb.RemoveContainerRequest(id=cid, force=True))
-        after = census(engine, bridges)
+        # Host ends of removed veths go shortly after the reply (the kernel's
+        # namespace teardown, or berth's deferred delete): give them a moment.
+        deadline = time.monotonic() + 10
+        while (after := census(engine, bridges)) != before and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert after == before
         leases = stub.InspectNetwork(pb.NetworkRef(name="cycles-net"))
         assert not leases.containers
