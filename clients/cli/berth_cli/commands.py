@@ -8,9 +8,9 @@ import sys
 import threading
 import time
 
-import grpc
+from berth_cli.transport import RpcError, StatusCode, Unreachable
 
-from berth.engine.v1 import engine_pb2, engine_pb2_grpc
+from berth.engine.v1 import engine_pb2
 from berth_cli import format as fmt
 from berth_cli import registry
 from berth_cli import depth, networks, volumes
@@ -20,7 +20,6 @@ ENGINE_ERROR = 125
 CANNOT_INVOKE = 126
 NOT_FOUND = 127
 CHUNK = 1 << 20
-MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class Failed(Exception):
@@ -38,7 +37,7 @@ def dispatch(ns) -> int:
         return handler(client, ns) or 0
     except Failed as exc:
         return exc.status
-    except grpc.RpcError as err:
+    except RpcError as err:
         print(client.describe(err), file=sys.stderr)
         return ENGINE_ERROR if ns.verb in ("run", "create", "start") else 1
     except ValueError as exc:
@@ -63,15 +62,12 @@ class Client:
         self._stub = None
 
     @property
-    def stub(self) -> engine_pb2_grpc.EngineStub:
+    def stub(self):
+        """An Engine stub on the CLI's light transport (see transport.py for why)."""
         if self._stub is None:
-            target = self.host
-            if target.startswith("tcp://"):
-                target = target[len("tcp://"):]
-            self._channel = grpc.insecure_channel(target, options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-                ("grpc.max_receive_message_length", MAX_MESSAGE)])
-            self._stub = engine_pb2_grpc.EngineStub(self._channel)
+            from berth_cli import transport
+            self._channel = transport.Channel(self.host)
+            self._stub = transport.Stub(self._channel, engine_pb2.DESCRIPTOR.services_by_name["Engine"])
         return self._stub
 
     def close(self) -> None:
@@ -79,14 +75,14 @@ class Client:
         # process exits right after (see __main__), which releases the socket.
         pass
 
-    def describe(self, err: grpc.RpcError) -> str:
+    def describe(self, err: RpcError) -> str:
         details = err.details() if hasattr(err, "details") else str(err)
-        if err.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (details or ""):
+        if isinstance(err, Unreachable):
             return f"Cannot connect to the berth daemon at {self.host}. Is berthd running?"
         return f"Error response from daemon: {details}"
 
 
-def _error(client: Client, err: grpc.RpcError) -> None:
+def _error(client: Client, err: RpcError) -> None:
     print(client.describe(err), file=sys.stderr)
 
 
@@ -231,7 +227,7 @@ def rmi(client: Client, ns) -> int:
     for ref in ns.images:
         try:
             response = client.stub.RemoveImage(engine_pb2.RemoveImageRequest(reference=ref, force=ns.force))
-        except grpc.RpcError as err:
+        except RpcError as err:
             _error(client, err)
             status = 1
             continue
@@ -289,7 +285,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
 def create(client: Client, ns) -> int:
     try:
         response = client.stub.CreateContainer(engine_pb2.CreateContainerRequest(config=container_config(ns)))
-    except grpc.RpcError as err:
+    except RpcError as err:
         if registry.pull_if_missing(client, ns, err):
             return create(client, ns)
         _error(client, err)
@@ -328,7 +324,7 @@ class _SignalProxy:
     def _kill(self, request) -> None:
         try:
             self._client.stub.KillContainer(request)
-        except grpc.RpcError:
+        except RpcError:
             pass
 
 
@@ -339,7 +335,7 @@ def run(client: Client, ns) -> int:
             for response in client.stub.Run(engine_pb2.RunRequest(config=config, attach=False)):
                 if response.WhichOneof("event") == "id":
                     print(response.id)
-        except grpc.RpcError as err:
+        except RpcError as err:
             if registry.pull_if_missing(client, ns, err):
                 return run(client, ns)
             _error(client, err)
@@ -358,7 +354,7 @@ def run(client: Client, ns) -> int:
                     proxy.container_id = response.id
                 elif kind == "exit":
                     return response.exit.exit_code
-        except grpc.RpcError as err:
+        except RpcError as err:
             if not proxy.container_id and registry.pull_if_missing(client, ns, err):
                 return run(client, ns)
             _error(client, err)
@@ -375,7 +371,7 @@ def _each(client: Client, refs, call) -> int:
     for ref in refs:
         try:
             call(ref)
-        except grpc.RpcError as err:
+        except RpcError as err:
             _error(client, err)
             status = 1
             continue
@@ -395,7 +391,7 @@ def start(client: Client, ns) -> int:
         since.GetCurrentTime()
         try:
             client.stub.StartContainer(engine_pb2.ContainerRef(id=ref))
-        except grpc.RpcError as err:
+        except RpcError as err:
             _error(client, err)
             return _exec_status(err.details() or "")
         proxy.container_id = ref
@@ -429,7 +425,7 @@ def wait(client: Client, ns) -> int:
     for ref in ns.containers:
         try:
             print(client.stub.WaitContainer(engine_pb2.ContainerRef(id=ref)).exit_code, flush=True)
-        except grpc.RpcError as err:
+        except RpcError as err:
             _error(client, err)
             status = 1
     return status
@@ -604,14 +600,14 @@ def inspect(client: Client, ns) -> int:
         if ns.type in (None, "container"):
             try:
                 obj = container_json(client.stub.InspectContainer(engine_pb2.ContainerRef(id=name)))
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.NOT_FOUND:
+            except RpcError as err:
+                if err.code() != StatusCode.NOT_FOUND:
                     raise
         if obj is None and ns.type in (None, "image"):
             try:
                 obj = image_json(client.stub.InspectImage(engine_pb2.ImageRef(reference=name)))
-            except grpc.RpcError as err:
-                if err.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            except RpcError as err:
+                if err.code() not in (StatusCode.NOT_FOUND, StatusCode.INVALID_ARGUMENT):
                     raise
         if obj is None:
             kind = {"container": "container", "image": "image"}.get(ns.type, "object")

@@ -187,7 +187,7 @@ def _write(pb, chunk) -> None:
 
 def _stream(session: Session, call_fn, pb, on_first=None):
     """Runs the call with the session's requests; returns the exit code or None (detached)."""
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
     call = call_fn(session.requests())
     session.call = call
     exit_code = None
@@ -202,8 +202,8 @@ def _stream(session: Session, call_fn, pb, on_first=None):
                 exit_code = reply.exit.exit_code
             elif kind == "attached" and on_first is not None:
                 on_first(reply.attached)
-    except grpc.RpcError as err:
-        if session.detached and err.code() == grpc.StatusCode.CANCELLED:
+    except RpcError as err:
+        if session.detached and err.code() == StatusCode.CANCELLED:
             return None
         raise
     return exit_code
@@ -218,7 +218,7 @@ def _detached_note(session: Session) -> None:
 # -- exec ---------------------------------------------------------------------------------
 
 def exec_(client, ns) -> int:
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
 
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli.commands import ENGINE_ERROR, _exec_status
@@ -243,10 +243,10 @@ def exec_(client, ns) -> int:
     try:
         with session:
             code = _stream(session, client.stub.ExecStart, pb)
-    except grpc.RpcError as err:
+    except RpcError as err:
         print(client.describe(err), file=sys.stderr)
         return _exec_status(err.details() or "") if "OCI runtime exec failed" in (err.details() or "") \
-            else ENGINE_ERROR if err.code() != grpc.StatusCode.FAILED_PRECONDITION else 1
+            else ENGINE_ERROR if err.code() != StatusCode.FAILED_PRECONDITION else 1
     _detached_note(session)
     return 0 if code is None else code
 
@@ -275,7 +275,7 @@ def attach(client, ns) -> int:
 def run_attached(client, ns, config) -> int:
     """`run -i`/`run -t` in the foreground: create, attach, then start (in the gateway) so
     no early output is lost; the exit status ends the stream."""
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
 
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli import registry
@@ -289,7 +289,7 @@ def run_attached(client, ns, config) -> int:
     config.stdin_once = ns.interactive and not ns.tty
     try:
         cid = client.stub.CreateContainer(pb.CreateContainerRequest(config=config)).id
-    except grpc.RpcError as err:
+    except RpcError as err:
         if registry.pull_if_missing(client, ns, err):
             return run_attached(client, ns, config)
         _error(client, err)
@@ -302,7 +302,7 @@ def run_attached(client, ns, config) -> int:
     try:
         with session:
             code = _stream(session, client.stub.AttachContainer, pb)
-    except grpc.RpcError as err:
+    except RpcError as err:
         _error(client, err)
         return _exec_status(err.details() or "")
     if session.detached:
@@ -320,12 +320,12 @@ def add_run_config(ns, config) -> None:
 # -- pause, top, stats, update ------------------------------------------------------------
 
 def _each(client, refs, call) -> int:
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
     status = 0
     for ref in refs:
         try:
             call(ref)
-        except grpc.RpcError as err:
+        except RpcError as err:
             print(client.describe(err), file=sys.stderr)
             status = 1
             continue
@@ -369,7 +369,7 @@ STATS_TITLES = ("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "
 
 
 def stats(client, ns) -> int:
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
 
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli import format as fmt
@@ -379,7 +379,7 @@ def stats(client, ns) -> int:
             try:
                 for s in client.stub.StatsContainer(pb.ContainerStatsRequest(id=ref)):
                     rows.append(_stats_row(s))
-            except grpc.RpcError as err:
+            except RpcError as err:
                 print(client.describe(err), file=sys.stderr)
                 status = 1
         print(fmt.table(STATS_TITLES, rows))
@@ -391,7 +391,7 @@ def stats(client, ns) -> int:
         try:
             for s in client.stub.StatsContainer(pb.ContainerStatsRequest(id=ref, stream=True)):
                 latest[ref] = _stats_row(s)
-        except grpc.RpcError as err:
+        except RpcError as err:
             errors.append(client.describe(err))
         latest.pop(ref, None)
 

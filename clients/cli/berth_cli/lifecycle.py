@@ -161,7 +161,7 @@ def diff(client, ns) -> int:
 def update(client, ns) -> int:
     import sys
 
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
 
     from berth.engine.v1 import engine_pb2
     from berth_cli import depth
@@ -177,7 +177,7 @@ def update(client, ns) -> int:
     for ref in ns.containers:
         try:
             client.stub.UpdateRestartPolicy(engine_pb2.UpdateRestartPolicyRequest(id=ref, restart_policy=policy))
-        except grpc.RpcError as err:
+        except RpcError as err:
             print(client.describe(err), file=sys.stderr)
             status = 1
             continue

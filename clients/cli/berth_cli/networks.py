@@ -206,14 +206,14 @@ def network_json(n) -> dict:
 
 
 def inspect(client, ns) -> int:
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
 
     from berth.engine.v1 import engine_pb2
     out, status = [], 0
     for name in ns.names:
         try:
             out.append(network_json(client.stub.InspectNetwork(engine_pb2.NetworkRef(name=name))))
-        except grpc.RpcError as err:
+        except RpcError as err:
             print(f"Error response from daemon: {err.details()}", file=sys.stderr)
             status = 1
     print(json.dumps(out, indent=4))
@@ -221,7 +221,7 @@ def inspect(client, ns) -> int:
 
 
 def rm(client, ns) -> int:
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
 
     from berth.engine.v1 import engine_pb2
     status = 0
@@ -229,7 +229,7 @@ def rm(client, ns) -> int:
         try:
             client.stub.RemoveNetwork(engine_pb2.NetworkRef(name=name))
             print(name)
-        except grpc.RpcError as err:
+        except RpcError as err:
             print(f"Error response from daemon: {err.details()}", file=sys.stderr)
             status = 1
     return status

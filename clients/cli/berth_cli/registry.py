@@ -146,7 +146,7 @@ def _bar(current: int, total: int, width: int = 40) -> str:
 # -- verbs -----------------------------------------------------------------------------
 
 def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
     from berth_cli.commands import ENGINE_ERROR
     from services.common import reference
     printer = ProgressPrinter(out)
@@ -154,7 +154,7 @@ def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
         for message in call(request):
             if not quiet:
                 printer.show(message)
-    except grpc.RpcError as err:
+    except RpcError as err:
         print(describe(client, err), file=sys.stderr)
         return 1 if out is sys.stdout else ENGINE_ERROR
     try:
@@ -167,9 +167,9 @@ def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
 
 def describe(client, err) -> str:
     """Like Client.describe, but an unreachable registry is not an unreachable daemon."""
-    import grpc
+    from berth_cli.transport import StatusCode, Unreachable
     details = err.details() or ""
-    if err.code() == grpc.StatusCode.UNAVAILABLE and not details.startswith("failed to connect to all"):
+    if err.code() == StatusCode.UNAVAILABLE and not isinstance(err, Unreachable):
         return f"Error response from daemon: {details}"
     return client.describe(err)
 
@@ -190,7 +190,7 @@ def push(client, ns) -> int:
 def login(client, ns) -> int:
     import getpass
 
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
     from berth.engine.v1 import engine_pb2
     username, password = ns.username, ns.password
     if ns.password_stdin:
@@ -208,7 +208,7 @@ def login(client, ns) -> int:
     try:
         response = client.stub.Login(engine_pb2.LoginRequest(
             server=ns.server, auth=engine_pb2.RegistryAuth(username=username, password=password)))
-    except grpc.RpcError as err:
+    except RpcError as err:
         print(client.describe(err), file=sys.stderr)
         return 1
     doc = _load_config()
@@ -234,11 +234,11 @@ def logout(client, ns) -> int:
 
 def pull_if_missing(client, ns, err) -> bool:
     """For run/create: when the image is missing, pull it as docker does; True to retry."""
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
     from berth.engine.v1 import engine_pb2
     from berth_cli.commands import ENGINE_ERROR, Failed
     from services.common import reference
-    if getattr(ns, "pulled", False) or err.code() != grpc.StatusCode.NOT_FOUND \
+    if getattr(ns, "pulled", False) or err.code() != StatusCode.NOT_FOUND \
             or "No such image" not in (err.details() or "") or reference.looks_like_id(ns.image):
         return False
     ns.pulled = True
@@ -252,7 +252,7 @@ def pull_if_missing(client, ns, err) -> bool:
     try:
         for message in client.stub.PullImage(request):
             printer.show(message)
-    except grpc.RpcError as pull_err:
+    except RpcError as pull_err:
         # The image is still missing: say so, then why the pull could not fetch it.
         print(f"Error response from daemon: No such image: {shown}: pull failed: {pull_err.details()}",
               file=sys.stderr)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -67,6 +68,13 @@ class RpcError(Exception):
         return self._details
 
 
+class Unreachable(RpcError):
+    """The daemon's socket could not be reached at all (nothing was sent)."""
+
+    def __init__(self, details: str):
+        super().__init__(StatusCode.UNAVAILABLE, details)
+
+
 class Channel:
     """One HTTP/2 connection to the gateway; calls run one at a time per stream."""
 
@@ -96,7 +104,7 @@ class Channel:
                 sock = socket.create_connection((host or "localhost", int(port)))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, ValueError) as exc:
-            raise RpcError(StatusCode.UNAVAILABLE, f"failed to connect to {self.target}: {exc}") from None
+            raise Unreachable(f"failed to connect to {self.target}: {exc}") from None
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         conn.initiate_connection()
         conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW})
@@ -111,16 +119,20 @@ class Channel:
 
     # -- calls ------------------------------------------------------------
 
-    def call(self, path: str, requests: Iterable, response_type, pump: bool = False) -> Iterator:
-        """Send `requests` and yield the decoded responses; raises RpcError on a bad status.
+    def call(self, path: str, requests: Iterable, response_type, pump: bool = False) -> Call:
+        """Start a call; iterate the result for the responses (RpcError on a bad status).
 
         With `pump`, requests are sent from a thread while responses arrive
         (bidirectional streams such as an interactive stdin)."""
+        return Call(self, path, requests, response_type, pump)
+
+    def _run(self, call: Call, path: str, requests: Iterable, response_type, pump: bool) -> Iterator:
         with self._lock:
             if self._conn is None:
                 self._connect()
             stream_id = self._conn.get_next_available_stream_id()
             stream = self._streams[stream_id] = _Stream()
+            call.stream_id, call.stream = stream_id, stream
             self._conn.send_headers(stream_id, [
                 (b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()),
                 (b":authority", b"localhost"), (b"content-type", b"application/grpc"),
@@ -212,7 +224,11 @@ class Channel:
                 if stream:
                     stream.end()
             elif isinstance(event, h2.events.StreamReset):
-                if stream:
+                # A server that has sent its status may reset the stream with
+                # NO_ERROR to stop a client that is still sending: that is an end.
+                if stream and stream.status is not None and event.error_code == 0:
+                    stream.end()
+                elif stream:
                     stream.fail(StatusCode.UNAVAILABLE, f"stream reset by the daemon (code {event.error_code})")
             elif isinstance(event, h2.events.ConnectionTerminated):
                 for s in self._streams.values():
@@ -220,6 +236,40 @@ class Channel:
             elif isinstance(event, h2.events.WindowUpdated):
                 self._window_opened.notify_all()
         self._flush()
+
+
+class Call:
+    """One call in flight: iterate it for the responses; `cancel()` ends it from any thread."""
+
+    def __init__(self, channel: Channel, path: str, requests: Iterable, response_type, pump: bool):
+        self._channel = channel
+        self.stream_id = 0
+        self.stream: _Stream | None = None
+        self._responses = channel._run(self, path, requests, response_type, pump)
+
+    def __iter__(self) -> Iterator:
+        return self._responses
+
+    def __next__(self):
+        return next(self._responses)
+
+    def cancel(self) -> None:
+        channel = self._channel
+        with channel._lock:
+            if self.stream is None or self.stream.ended:
+                return
+            self.stream.fail(StatusCode.CANCELLED, "cancelled by the client")
+            try:
+                channel._conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
+                channel._flush()
+            except (h2.exceptions.ProtocolError, OSError):
+                pass
+        # Wake the receiving thread, which may be blocked reading: the call
+        # is over and this process leaves right after.
+        try:
+            channel._sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 class _Stream:

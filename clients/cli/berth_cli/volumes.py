@@ -238,15 +238,15 @@ def volume_json(v) -> dict:
 def inspect(client, ns) -> int:
     import json
 
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
 
     from berth.engine.v1 import engine_pb2
     found, status = [], 0
     for name in ns.names:
         try:
             found.append(volume_json(client.stub.InspectVolume(engine_pb2.VolumeRef(name=name))))
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
+        except RpcError as err:
+            if err.code() != StatusCode.NOT_FOUND:
                 raise
             print(f"Error: No such volume: {name}", file=sys.stderr)
             status = 1
@@ -255,7 +255,7 @@ def inspect(client, ns) -> int:
 
 
 def rm(client, ns) -> int:
-    import grpc
+    from berth_cli.transport import RpcError, StatusCode
 
     from berth.engine.v1 import engine_pb2
     status = 0
@@ -263,8 +263,8 @@ def rm(client, ns) -> int:
         try:
             client.stub.RemoveVolume(engine_pb2.VolumeRef(name=name))
             print(name)
-        except grpc.RpcError as err:
-            if ns.force and err.code() == grpc.StatusCode.NOT_FOUND:
+        except RpcError as err:
+            if ns.force and err.code() == StatusCode.NOT_FOUND:
                 continue
             print(client.describe(err), file=sys.stderr)
             status = 1
