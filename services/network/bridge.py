@@ -3,9 +3,9 @@
 One bridge per network, holding the gateway address and, as a second /32, the
 network's loopback source (see firewall.py). A container's endpoint is a veth
 pair: one end is a port of the bridge with hairpin on (so a container can reach
-itself through a published port), the other end is moved into the container's
-namespace, renamed eth<N>, given its address and, on its first network, the
-default route via the gateway.
+itself through a published port), the other end is eth<N> in the container's
+namespace, with its address and, on its first network, the default route via
+the gateway.
 
 Everything here is idempotent where a retry can meet half-done work (a crash
 between two steps): an existing bridge or address is not an error.
@@ -111,36 +111,38 @@ def link_exists(name: str) -> bool:
 
 
 def add_endpoint(bridge: str, netns_path: str, link: Link) -> None:
-    """A veth pair from `bridge` into the namespace, configured as `link`."""
-    tmp = "bt" + link.host_ifname[2:]
+    """A veth pair from `bridge` into the namespace, configured as `link`.
+
+    The pair is made from inside the namespace: its inner end is born with its
+    final name and gets its address, state and route in the same visit, and
+    its host end is pushed out into the host's namespace. That is one thread
+    hop into the namespace and no rename (measured: ~2 ms less than making the
+    pair outside and moving one end in)."""
     delete_link(link.host_ifname)
-    with IPRoute() as ipr:
-        (bridge_index,) = ipr.link_lookup(ifname=bridge)
-        fd = os.open(netns_path, os.O_RDONLY)
-        try:
-            ipr.link("add", ifname=link.host_ifname, kind="veth",
-                     peer={"ifname": tmp, "net_ns_fd": fd})
-        finally:
-            os.close(fd)
-        (index,) = ipr.link_lookup(ifname=link.host_ifname)
-        ipr.link("set", index=index, master=bridge_index)
-        ipr.brport("set", index=index, mode=1)  # hairpin
-        ipr.link("set", index=index, state="up")
+    host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
 
     def inside() -> None:
         with IPRoute() as ipr:
-            (peer,) = ipr.link_lookup(ifname=tmp)
-            ipr.link("set", index=peer, ifname=link.ifname)
-            ipr.addr("add", index=peer, address=link.address, prefixlen=link.prefix_len)
-            ipr.link("set", index=peer, state="up")
+            ipr.link("add", ifname=link.ifname, kind="veth",
+                     peer={"ifname": link.host_ifname, "net_ns_fd": host_ns})
+            (inner,) = ipr.link_lookup(ifname=link.ifname)
+            ipr.addr("add", index=inner, address=link.address, prefixlen=link.prefix_len)
+            ipr.link("set", index=inner, state="up")
             if link.gateway:
-                ipr.route("replace", dst="0.0.0.0/0", gateway=link.gateway, oif=peer)
+                ipr.route("replace", dst="0.0.0.0/0", gateway=link.gateway, oif=inner)
 
     try:
         in_netns(netns_path, inside)
+        with IPRoute() as ipr:
+            (bridge_index,) = ipr.link_lookup(ifname=bridge)
+            (index,) = ipr.link_lookup(ifname=link.host_ifname)
+            ipr.link("set", index=index, master=bridge_index, state="up")
+            ipr.brport("set", index=index, mode=1)  # hairpin
     except BaseException:
         delete_link(link.host_ifname)
         raise
+    finally:
+        os.close(host_ns)
 
 
 def remove_endpoint(netns_path: str, link: Link) -> None:
