@@ -53,6 +53,9 @@ class ServiceSpec:
     name: str
     # Services that must answer health SERVING before this one starts.
     requires: tuple[str, ...] = ()
+    # Modules the service imports beyond services.<name>.api, preloaded so the
+    # forked service shares their pages (the gateway's Docker API pulls in aiohttp).
+    preload: tuple[str, ...] = ()
 
 
 # In start order; stopped in the reverse order.
@@ -61,7 +64,8 @@ REGISTRY = (
     ServiceSpec("network"),
     ServiceSpec("volume"),
     ServiceSpec("container", requires=("image", "network", "volume")),
-    ServiceSpec("gateway", requires=("image", "network", "volume", "container")),
+    ServiceSpec("gateway", requires=("image", "network", "volume", "container"),
+                preload=("services.gateway.__main__", "services.gateway.docker.server")),
 )
 
 
@@ -106,7 +110,8 @@ class Supervisor:
             import grpc  # noqa: F401
             from grpc_health.v1 import health_pb2_grpc  # noqa: F401
             for spec in self.specs:
-                importlib.import_module(f"services.{spec.name}.api")
+                for module in (f"services.{spec.name}.api", *spec.preload):
+                    importlib.import_module(module)
         except Exception as exc:  # a broken service must not stop the others
             log.warning("preload_failed", error=str(exc),
                         consequence="services are started with exec")
