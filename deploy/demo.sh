@@ -70,7 +70,7 @@ show "$BERTH" ps
 show "$BERTH" logs --tail 2 demo-web
 
 step "Stopping and removing it"
-show "$BERTH" stop demo-web
+show "$BERTH" stop -t 2 demo-web
 show "$BERTH" ps -a --filter name=demo-web
 show "$BERTH" rm demo-web
 
@@ -82,4 +82,4 @@ show busybox wget -q -O - http://127.0.0.1:8080/hosts
 show "$BERTH" stop web
 show "$BERTH" rm web
 
-step "Done: imported an image, ran a foreground and a background container, listed, read logs, stopped and removed."
+step "Done: imported an image, pushed it to a registry and pulled it back, ran a foreground and a background container, listed them, read logs, published a web server on 127.0.0.1:8080 and fetched a page, stopped and removed everything."
