@@ -12,6 +12,12 @@ Every container has a bundle directory, laid out as conmon and runc expect:
       persist/oom    present when the kernel OOM-killed in the container (--persist-dir)
 
 conmon double-forks into its own session, so containers outlive berth.
+
+A bundle outlives its task: to run a stopped container again, `runc delete`
+drops the old runtime state and cgroup, `clear_run` the old run's pid and exit
+files, and conmon runs again on the same bundle and rootfs. conmon opens the
+k8s-file log for append (checked with conmon 2.1.6), so every run's output
+stays in ctr.log; `log_room` keeps the file within the cap across runs.
 """
 
 from __future__ import annotations
@@ -116,6 +122,49 @@ def remove_bundle(bundle: Bundle) -> None:
     shutil.rmtree(bundle.dir, ignore_errors=True)
 
 
+def clear_run(bundle: Bundle) -> None:
+    """Removes what the last run left (pid files, exit file, OOM markers), so that
+    none of it can be mistaken for the next run's."""
+    for path in (bundle.exit_file, bundle.pidfile, bundle.conmon_pidfile, bundle.oom_file,
+                 os.path.join(bundle.dir, "oom")):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def log_room(path: str, cap: int) -> int:
+    """The --log-size-max for a run that appends to the log at `path`.
+
+    conmon counts only the bytes it wrote itself, so a run appending to earlier
+    runs' output would let the file grow to old size + cap. The run gets what is
+    left under the cap instead; when that is under half the cap, the oldest lines
+    go first (the newest half-cap is kept, cut at a line), so that every run can
+    write at least half the cap before conmon rotates the file. A cap of 0 or
+    less means no cap."""
+    if cap <= 0:
+        return cap
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return cap
+    if size > cap // 2:
+        keep = cap // 2
+        with open(path, "rb") as f:
+            f.seek(size - keep)
+            data = f.read()
+        # Drop the partial line the cut starts in.
+        nl = data.find(b"\n")
+        data = data[nl + 1:] if nl >= 0 else b""
+        tmp = path + ".trim"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        # Renamed over, as conmon rotates: a reader still on the old file finishes it.
+        os.replace(tmp, path)
+        size = len(data)
+    return cap - size
+
+
 _RUNC_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 
 
@@ -143,10 +192,12 @@ class Runtime:
     def _runc(self, *args: str) -> list[str]:
         return [self.runc_path, "--root", self.runc_root, *args]
 
-    async def create(self, bundle: Bundle, stdio: tuple[str, ...] = ()) -> tuple[int, int]:
+    async def create(self, bundle: Bundle, stdio: tuple[str, ...] = (),
+                     log_max: int | None = None) -> tuple[int, int]:
         """Starts conmon, which runs `runc create`; returns (container pid, conmon pid).
 
-        `stdio` are conmon's terminal and stdin flags (see stdio_flags)."""
+        `stdio` are conmon's terminal and stdin flags (see stdio_flags); `log_max` is
+        what this run may add to the log before conmon rotates it (see log_room)."""
         os.makedirs(bundle.persist, exist_ok=True)
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
@@ -157,7 +208,8 @@ class Runtime:
                 "--conmon-pidfile", bundle.conmon_pidfile,
                 "--exit-dir", bundle.dir, "--persist-dir", bundle.persist,
                 "--socket-dir-path", self.socket_dir,
-                "-l", f"k8s-file:{bundle.log}", "--log-size-max", str(self.config.log_max_bytes),
+                "-l", f"k8s-file:{bundle.log}", "--log-size-max",
+                str(self.config.log_max_bytes if log_max is None else log_max),
                 "--log-level", "warning",
                 "--runtime-arg", "--root", "--runtime-arg", self.runc_root, *stdio,
             ]

@@ -5,6 +5,13 @@ means created or running (started_at tells which), an exit recorded from
 conmon's exit file means stopped. Exits are noticed without polling: a pidfd on
 the conmon process becomes readable when conmon exits, which it does right
 after writing the exit file.
+
+The row outlives its task, as in containerd: Start of a stopped container runs
+a new task (runc delete of the old state, conmon again on the same bundle and
+rootfs, the log appended to) for the same id, name, created time and metadata.
+The row's exit is cleared only once the new conmon runs, so a crash of this
+service in between leaves the container stopped with its last exit, and
+reconcile finds a new conmon that started before the row said so.
 """
 
 from __future__ import annotations
@@ -88,10 +95,14 @@ class ContainerService:
         """Brings memory in line with disk after a (re)start: watch, record or clean up."""
         records = {r.id: r for r in self.store.all()}
         for record in records.values():
-            if record.exit is not None:
-                continue
             b = self.runtime.bundle(record.id)
             conmon_pid = rt.read_int(b.conmon_pidfile)
+            if record.exit is not None:
+                if not (conmon_pid and rt.process_alive(conmon_pid, "conmon", record.id)):
+                    continue
+                # A new run began (start of a stopped container) just before a crash.
+                self.store.clear_run(record.id)
+                record = replace(record, exit=None, started_at=0.0)
             if conmon_pid and rt.process_alive(conmon_pid, "conmon", record.id):
                 self._watch(record.id, conmon_pid, rt.read_int(b.pidfile) or 0)
                 if not record.started_at:
@@ -172,13 +183,43 @@ class ContainerService:
             if c.status in (Status.RUNNING, Status.PAUSED):
                 raise errors.FailedPrecondition(f'container "/{c.name}" is already running')
             if c.status is Status.STOPPED:
-                raise errors.FailedPrecondition(
-                    f'container "/{c.name}" has exited; it cannot be started again')
+                await self._new_task(c.record)
             await self.runtime.start(c.id)
             self.store.set_started(c.id, time.time())
+            c = self.get(c.id)
         log.info("container_started", container_id=c.id, pid=c.pid)
         self.broker.publish(Event(EventType.START, c.id, time.time()))
-        return self.get(c.id)
+        return c
+
+    async def _new_task(self, record: Record) -> None:
+        """Creates a new task (conmon, `runc create`) for a stopped container's record.
+
+        Until the new conmon runs, the row keeps the last exit: a failure (or a crash)
+        on the way leaves the container stopped as it was."""
+        id = record.id
+        b = self.runtime.bundle(id)
+        old = self.tasks.pop(id, None)
+        if old is not None:
+            self._unwatch(old)
+        # runc keeps an exited container's state and cgroup until it is deleted.
+        await self.runtime.delete(id)
+        rt.clear_run(b)
+        if not os.path.ismount(b.rootfs):
+            # Only a reboot or a hand unmounts it; the record has the mounts.
+            rt.mount_rootfs(record.spec.rootfs, b.rootfs)
+        # Written again: Update may have changed limits, the image's users may have changed.
+        user = spec_mod.resolve_user(b.rootfs, record.spec)
+        with open(b.config, "w") as f:
+            json.dump(spec_mod.oci_config(id, record.spec, b.rootfs, user), f)
+        spec = record.spec
+        pid, conmon_pid = await self.runtime.create(
+            b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once),
+            log_max=rt.log_room(b.log, self.runtime.config.log_max_bytes))
+        # No await from here on: the row and the task change together (the row first,
+        # so that an exit noticed at once by _watch is recorded as this run's).
+        self.store.clear_run(id)
+        self._watch(id, conmon_pid, pid)
+        log.info("container_task_created", container_id=id, pid=pid)
 
     async def kill(self, ref: str, sig: str) -> None:
         c = self.get(ref)

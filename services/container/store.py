@@ -12,6 +12,8 @@ exit file, so nothing here can go stale):
       created_at  REAL               -- unix seconds
       started_at  REAL               -- set once `runc start` returned
       exit_code   INTEGER            -- NULL until the exit was recorded
+                                     -- (started_at and the exit are the latest run's:
+                                     -- starting a stopped container clears them)
       finished_at REAL
       oom_killed  INTEGER
       note        TEXT               -- why an exit was inferred rather than read
@@ -60,6 +62,7 @@ class Store(Protocol):
     def all(self) -> list[Record]: ...
     def set_started(self, id: str, at: float) -> None: ...
     def set_exit(self, id: str, exit: Exit) -> bool: ...
+    def clear_run(self, id: str) -> None: ...
     def delete(self, id: str) -> None: ...
     def rename(self, id: str, name: str) -> None: ...
     def set_metadata(self, id: str, metadata: bytes) -> None: ...
@@ -122,6 +125,12 @@ class ContainerStore:
                 " WHERE id = ? AND exit_code IS NULL",
                 (exit.code, exit.finished_at, int(exit.oom_killed), exit.note, id))
             return cur.rowcount == 1
+
+    def clear_run(self, id: str) -> None:
+        """A new run of a stopped container began: forget the last run's start and exit."""
+        with Transaction(self.db) as db:
+            db.execute("UPDATE containers SET started_at = 0, exit_code = NULL, finished_at = NULL,"
+                       " oom_killed = 0, note = '' WHERE id = ?", (id,))
 
     def delete(self, id: str) -> None:
         with Transaction(self.db) as db:

@@ -205,11 +205,95 @@ async def test_follow_streams_until_exit_without_losing_output(client, roots):
     assert [e.data for e in last2] == [b"last\n", b"tail"]
 
 
-async def test_start_of_stopped_container_is_refused(client, roots):
-    id = await run(client, roots, "true")
-    await client.Wait(pb.WaitRequest(id=id))
-    with pytest.raises(errors.FailedPrecondition, match="cannot be started again"):
+# Each run counts itself in its writable layer, says so and exits with its number.
+COUNTING = "echo x >> /runs; n=$(wc -l < /runs); echo run $n; echo err $n >&2; exit $n"
+
+
+async def test_start_of_stopped_container_runs_it_again_as_the_same_record(client, roots):
+    from tests.integration.container.conftest import cgroup_dirs, conmon_pids, mounts_under
+    id = new_id()
+    created = await client.Create(pb.CreateRequest(
+        id=id, name="again", labels={"a": "1"}, metadata=b'{"m": 1}',
+        spec=roots.spec("sh", "-c", COUNTING)))
+    seen: list[tuple[int, int]] = []
+
+    async def collect():
+        async for e in client.Events(pb.EventsRequest()):
+            if e.container_id == id:
+                seen.append((e.type, e.exit_code))
+    collector = asyncio.create_task(collect())
+    await asyncio.sleep(0.05)
+    await client.Start(pb.StartRequest(id=id))
+    assert (await client.Wait(pb.WaitRequest(id=id))).exit_code == 1
+    first = await client.Get(pb.GetRequest(id=id))
+    assert first.status == pb.STATUS_STOPPED and first.exit_code == 1
+
+    second = await client.Start(pb.StartRequest(id="again"))
+    assert second.id == id and second.started_at.ToNanoseconds() > first.finished_at.ToNanoseconds()
+    assert (await client.Wait(pb.WaitRequest(id=id))).exit_code == 2
+    after = await client.Get(pb.GetRequest(id=id))
+    assert (after.status, after.exit_code) == (pb.STATUS_STOPPED, 2)
+    assert (after.name, dict(after.labels), after.metadata) == ("/again", {"a": "1"}, b'{"m": 1}')
+    assert after.created_at == created.created_at and after.log_path == first.log_path
+    assert after.started_at.ToNanoseconds() > first.started_at.ToNanoseconds()
+    assert after.finished_at.ToNanoseconds() > first.finished_at.ToNanoseconds()
+    # Both runs' output, in order, in the one log; the writable layer was kept.
+    assert [e.data for e in await logs(client, id, stdout=True)] == [b"run 1\n", b"run 2\n"]
+    assert [e.data for e in await logs(client, id, stderr=True)] == [b"err 1\n", b"err 2\n"]
+    last = [e async for e in client.Logs(pb.LogsRequest(id=id, tail=1, stdout=True))]
+    assert [e.data for e in last] == [b"run 2\n"]
+
+    await asyncio.sleep(0.05)
+    collector.cancel()
+    T = pb.TaskEvent
+    # A new task, not a new container: no create (nor delete) between the runs.
+    assert seen == [(T.TYPE_START, 0), (T.TYPE_EXIT, 1), (T.TYPE_START, 0), (T.TYPE_EXIT, 2)]
+
+    await client.Delete(pb.DeleteRequest(id=id))
+    assert conmon_pids(roots.data_root) == []
+    assert mounts_under(roots.base) == 0 and cgroup_dirs({id}) == 0
+    assert os.listdir(os.path.join(roots.run_root, "runc")) == []
+
+
+async def test_stopped_then_started_container_is_watched_and_followed_again(client, roots):
+    id = await run(client, roots, "sh", "-c", "echo up; trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done")
+    stopped = await client.Stop(pb.StopRequest(id=id, timeout_seconds=5))
+    assert stopped.exit_code == 0
+    with pytest.raises(errors.FailedPrecondition, match="is not running"):
+        await client.Kill(pb.KillRequest(id=id, signal="TERM"))
+
+    again = await client.Start(pb.StartRequest(id=id))
+    assert again.status == pb.STATUS_RUNNING and again.pid > 0 and again.pid != stopped.pid
+    assert not again.HasField("finished_at") and again.exit_code == 0
+    with pytest.raises(errors.FailedPrecondition, match="already running"):
         await client.Start(pb.StartRequest(id=id))
+    # Follow sees the earlier run, then this one, and ends at this run's exit.
+    stream = client.Logs(pb.LogsRequest(id=id, follow=True, tail=-1))
+    await asyncio.sleep(0.3)
+    await client.Kill(pb.KillRequest(id=id, signal="9"))
+    got = [e.data async for e in stream]
+    assert got == [b"up\n", b"bye\n", b"up\n"]
+    assert (await client.Wait(pb.WaitRequest(id=id))).exit_code == 137
+    await client.Delete(pb.DeleteRequest(id=id))
+
+
+async def test_runs_appending_to_the_log_keep_it_under_the_cap(client, roots, service):
+    cap = service.config.log_max_bytes
+    # About 0.4 of the cap a run (86-byte records): three runs appended in full would pass it.
+    id = await run(client, roots, "sh", "-c",
+                   "n=$(cat /n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /n; "
+                   "yes 0123456789012345678901234567890123456789 | head -n 5000; echo end $n")
+    for n in (1, 2, 3):
+        await client.Wait(pb.WaitRequest(id=id))
+        c = await client.Get(pb.GetRequest(id=id))
+        assert os.path.getsize(c.log_path) <= cap
+        kept = await logs(client, id)
+        assert kept[-1].data == f"end {n}\n".encode()
+        if n > 1:
+            # The newest half of the earlier output is kept before this run's.
+            assert f"end {n - 1}\n".encode() in [e.data for e in kept]
+        if n < 3:
+            await client.Start(pb.StartRequest(id=id))
 
 
 async def test_log_cap_keeps_the_file_small_and_follow_sees_the_end(client, roots, service):

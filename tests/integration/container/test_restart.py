@@ -50,3 +50,70 @@ async def test_sigkill_and_restart_reconciles_running_and_exited_containers(root
     finally:
         await client.channel.close()
         restarted.stop()
+
+
+async def test_start_again_across_sigkills_of_the_service(roots, service):
+    """A stopped container is started again by a new service process, and a run begun
+    by one service process is reattached by the next."""
+    client = service.client()
+    id = await run(client, roots, "sh", "-c",
+                   "echo x >> /runs; echo run $(wc -l < /runs); [ $(wc -l < /runs) -gt 1 ] && sleep 1000; exit 3",
+                   name="twice")
+    assert (await client.Wait(pb.WaitRequest(id=id))).exit_code == 3
+    created = (await client.Get(pb.GetRequest(id=id))).created_at
+    await client.channel.close()
+    service.kill9()
+
+    second = ServiceProcess(roots.run_root, roots.data_root).start()
+    third = None
+    client = second.client()
+    try:
+        c = await client.Start(pb.StartRequest(id="twice"))
+        assert c.status == pb.STATUS_RUNNING and c.created_at == created
+        await client.channel.close()
+        second.kill9()
+        third = ServiceProcess(roots.run_root, roots.data_root).start()
+        client = third.client()
+        got = await client.Get(pb.GetRequest(id=id))
+        assert (got.status, got.pid) == (pb.STATUS_RUNNING, c.pid)
+        assert not got.HasField("finished_at")
+        stopped = await client.Stop(pb.StopRequest(id=id, timeout_seconds=0))
+        assert stopped.status == pb.STATUS_STOPPED and stopped.exit_code == 137
+        assert [e.data for e in await logs(client, id)] == [b"run 1\n", b"run 2\n"]
+        await client.Delete(pb.DeleteRequest(id=id))
+        assert conmon_pids(roots.data_root) == [] and mounts_under(roots.data_root) == 0
+        assert cgroup_dirs({id}) == 0
+    finally:
+        await client.channel.close()
+        second.stop()
+        if third is not None:
+            third.stop()
+
+
+async def test_run_begun_just_before_a_crash_is_found_running(roots, service):
+    """The row keeps the last exit until the new conmon runs: a crash right after conmon
+    started (simulated by writing the old exit back) must not hide the new run."""
+    import sqlite3
+    client = service.client()
+    id = await run(client, roots, "sh", "-c", "echo hi; sleep 1000", name="racer")
+    await client.Stop(pb.StopRequest(id=id, timeout_seconds=0))
+    await client.Start(pb.StartRequest(id=id))
+    await client.channel.close()
+    service.kill9()
+    db = sqlite3.connect(os.path.join(roots.data_root, "container", "containers.db"))
+    with db:
+        db.execute("UPDATE containers SET exit_code = 137, finished_at = 1 WHERE id = ?", (id,))
+    db.close()
+
+    restarted = ServiceProcess(roots.run_root, roots.data_root).start()
+    client = restarted.client()
+    try:
+        got = await client.Get(pb.GetRequest(id=id))
+        assert got.status == pb.STATUS_RUNNING and not got.HasField("finished_at")
+        stopped = await client.Stop(pb.StopRequest(id=id, timeout_seconds=0))
+        assert stopped.status == pb.STATUS_STOPPED and stopped.finished_at.seconds > 1
+        await client.Delete(pb.DeleteRequest(id=id))
+        assert conmon_pids(roots.data_root) == []
+    finally:
+        await client.channel.close()
+        restarted.stop()

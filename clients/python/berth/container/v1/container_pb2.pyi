@@ -243,9 +243,12 @@ class Container(_message.Message):
     pid: _builtins.int
     """Host pid of the container's process while it runs."""
     exit_code: _builtins.int
+    """exit_code, oom_killed, started_at and finished_at are the latest run's;
+    starting a stopped container clears them until the new run starts and ends.
+    """
     oom_killed: _builtins.bool
     log_path: _builtins.str
-    """Path of the log file on the node."""
+    """Path of the log file on the node: the output of every run of the container."""
     note: _builtins.str
     """Set when the exit code was inferred rather than read from the monitor's
     exit file (e.g. conmon died while berth was down: exit_code is then 255).

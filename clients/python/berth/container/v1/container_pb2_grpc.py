@@ -168,7 +168,10 @@ class ContainerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Start(self, request, context):
-        """Start the created container's process.
+        """Start the created container's process. A stopped container gets a new task
+        for the same record (runtime state renewed, same rootfs and log, output
+        appended): id, name, created_at, labels and metadata stay; started_at and
+        the exit then describe the new run. FAILED_PRECONDITION while it runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,7 +199,8 @@ class ContainerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Delete the container from the runtime and the store; unmounts its rootfs.
+        """Delete the container from the runtime and the store; unmounts its rootfs,
+        removes its log.
         Refused while it runs unless force is set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

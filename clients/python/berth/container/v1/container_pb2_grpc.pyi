@@ -40,7 +40,11 @@ class ContainerServiceStub:
     Create: _grpc.UnaryUnaryMultiCallable[_container_pb2.CreateRequest, _container_pb2.Container]
     """Record a container and create it in the runtime (process not yet started)."""
     Start: _grpc.UnaryUnaryMultiCallable[_container_pb2.StartRequest, _container_pb2.Container]
-    """Start the created container's process."""
+    """Start the created container's process. A stopped container gets a new task
+    for the same record (runtime state renewed, same rootfs and log, output
+    appended): id, name, created_at, labels and metadata stay; started_at and
+    the exit then describe the new run. FAILED_PRECONDITION while it runs.
+    """
     Kill: _grpc.UnaryUnaryMultiCallable[_container_pb2.KillRequest, _empty_pb2.Empty]
     """Send a signal to the container's process."""
     Stop: _grpc.UnaryUnaryMultiCallable[_container_pb2.StopRequest, _container_pb2.Container]
@@ -48,7 +52,8 @@ class ContainerServiceStub:
     Wait: _grpc.UnaryUnaryMultiCallable[_container_pb2.WaitRequest, _container_pb2.WaitResponse]
     """Wait for the container's process to exit (at once if it already has)."""
     Delete: _grpc.UnaryUnaryMultiCallable[_container_pb2.DeleteRequest, _empty_pb2.Empty]
-    """Delete the container from the runtime and the store; unmounts its rootfs.
+    """Delete the container from the runtime and the store; unmounts its rootfs,
+    removes its log.
     Refused while it runs unless force is set.
     """
     Get: _grpc.UnaryUnaryMultiCallable[_container_pb2.GetRequest, _container_pb2.Container]
@@ -103,7 +108,11 @@ class ContainerServiceAsyncStub(ContainerServiceStub):
     Create: _aio.UnaryUnaryMultiCallable[_container_pb2.CreateRequest, _container_pb2.Container]  # type: ignore[assignment]
     """Record a container and create it in the runtime (process not yet started)."""
     Start: _aio.UnaryUnaryMultiCallable[_container_pb2.StartRequest, _container_pb2.Container]  # type: ignore[assignment]
-    """Start the created container's process."""
+    """Start the created container's process. A stopped container gets a new task
+    for the same record (runtime state renewed, same rootfs and log, output
+    appended): id, name, created_at, labels and metadata stay; started_at and
+    the exit then describe the new run. FAILED_PRECONDITION while it runs.
+    """
     Kill: _aio.UnaryUnaryMultiCallable[_container_pb2.KillRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Send a signal to the container's process."""
     Stop: _aio.UnaryUnaryMultiCallable[_container_pb2.StopRequest, _container_pb2.Container]  # type: ignore[assignment]
@@ -111,7 +120,8 @@ class ContainerServiceAsyncStub(ContainerServiceStub):
     Wait: _aio.UnaryUnaryMultiCallable[_container_pb2.WaitRequest, _container_pb2.WaitResponse]  # type: ignore[assignment]
     """Wait for the container's process to exit (at once if it already has)."""
     Delete: _aio.UnaryUnaryMultiCallable[_container_pb2.DeleteRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Delete the container from the runtime and the store; unmounts its rootfs.
+    """Delete the container from the runtime and the store; unmounts its rootfs,
+    removes its log.
     Refused while it runs unless force is set.
     """
     Get: _aio.UnaryUnaryMultiCallable[_container_pb2.GetRequest, _container_pb2.Container]  # type: ignore[assignment]
@@ -175,7 +185,11 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _container_pb2.StartRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
-        """Start the created container's process."""
+        """Start the created container's process. A stopped container gets a new task
+        for the same record (runtime state renewed, same rootfs and log, output
+        appended): id, name, created_at, labels and metadata stay; started_at and
+        the exit then describe the new run. FAILED_PRECONDITION while it runs.
+        """
 
     @_abc_1.abstractmethod
     def Kill(
@@ -207,7 +221,8 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _container_pb2.DeleteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Delete the container from the runtime and the store; unmounts its rootfs.
+        """Delete the container from the runtime and the store; unmounts its rootfs,
+        removes its log.
         Refused while it runs unless force is set.
         """
 
