@@ -6,11 +6,12 @@ container's config; what the policy has done (restart count, whether the user
 stopped the container) lives in the gateway's metadata on the container
 record, so it survives any restart of the engine.
 
-    exit ──► should_restart? ──► wait (100 ms, 200 ms, ... 1 min) ──► recreate + start
+    exit ──► should_restart? ──► wait (100 ms, 200 ms, ... 1 min) ──► start
                                   ▲ back to 100 ms once a run lasted 10 s
 
-A restart reuses the container's snapshot (its writable layer) and network
-endpoint: it is the same container, started again.
+A restart is a Start of the stopped container: the container service runs a
+new task for the same record, so the writable layer, network endpoint, log
+(every run's output) and Created time are the container's own throughout.
 
 `stop`, `kill` and `rm` end the policy: a pending restart is cancelled and
 `manually_stopped` recorded. At engine start docker's rule holds: `always`
@@ -187,7 +188,6 @@ class Restarts:
             if c.status != container_pb2.STATUS_STOPPED:
                 return
             self._gw._remember(c)
-            await self._gw._recreate(c)
             # The container counts as restarting until its start was announced.
             self._pending.pop(cid, None)
             await self._gw._start(cid)

@@ -95,8 +95,6 @@ class Gateway(CompatMixin):
         self.restarts = restart_mod.Restarts(self)
         # exec, attach, pause, top, stats, update, cp, export (services/gateway/depth.py).
         self.depth = depth_mod.Depth(self)
-        # Containers between Delete and Create in _recreate, set when they exist again.
-        self._recreating: dict[str, asyncio.Event] = {}
         self.health = health_mod.Monitors(
             lambda cid, argv, timeout: health_mod.run_probe(self, cid, argv, timeout),
             lambda cid, status: self._publish_container(f"health_status: {status}", cid), self._spawn)
@@ -355,13 +353,6 @@ class Gateway(CompatMixin):
         try:
             return await self._container.Get(container_pb2.GetRequest(id=ref))
         except errors.NotFound:
-            if not self._recreating:
-                raise errors.NotFound(f"No such container: {ref}") from None
-        # A recreate (Delete, then Create) hides the container for a moment: look again after it.
-        await asyncio.gather(*(done.wait() for done in list(self._recreating.values())))
-        try:
-            return await self._container.Get(container_pb2.GetRequest(id=ref))
-        except errors.NotFound:
             raise errors.NotFound(f"No such container: {ref}") from None
 
     async def start_container(self, ref: str) -> None:
@@ -369,9 +360,9 @@ class Gateway(CompatMixin):
         if c.status == container_pb2.STATUS_RUNNING:
             return
         self._remember(c)
+        # A stopped container runs again as the same record: the container service
+        # keeps its writable layer, network endpoint, log and Created time.
         c = await self.restarts.user_started(c)
-        if c.status == container_pb2.STATUS_STOPPED:
-            await self._recreate(c)
         if convert.Metadata.decode(c.metadata).auto_remove:
             # Created with --rm and started apart (docker create + start): removed at exit too.
             self._auto_remove.add(c.id)
@@ -391,34 +382,11 @@ class Gateway(CompatMixin):
             id=c.id, timeout_seconds=meta.stop_timeout if timeout is None else timeout))
         self._publish_container("stop", c.id)
 
-    async def _recreate(self, c: container_pb2.Container) -> None:
-        """Make an exited container startable again, as docker allows.
-
-        The container service runs a runtime container once; starting it again means
-        creating it again from the same record. The snapshot (the container's writable
-        layer) and the network endpoint are kept, so files written survive, as in docker.
-        """
-        if c.status != container_pb2.STATUS_STOPPED:
-            return
-        done = self._recreating[c.id] = asyncio.Event()
-        try:
-            await self._container.Delete(container_pb2.DeleteRequest(id=c.id, force=True))
-            snapshot = await self._image.SnapshotMounts(image_pb2.SnapshotMountsRequest(key=c.id))
-            spec = container_pb2.Spec()
-            spec.CopyFrom(c.spec)
-            del spec.rootfs[:]
-            spec.rootfs.extend(snapshot.mounts)
-            await self._container.Create(container_pb2.CreateRequest(
-                id=c.id, name=c.name.lstrip("/"), labels=c.labels, spec=spec, metadata=c.metadata))
-        finally:
-            self._recreating.pop(c.id, None)
-            done.set()
-
     async def restart(self, ref: str, timeout: int | None) -> None:
         c = await self._get(ref)
         await self.restarts.user_stopped(c)
         await self._stop(c, timeout)
-        await self._recreate(await self.restarts.user_started(await self._get(c.id)))
+        await self.restarts.user_started(await self._get(c.id))
         await self._start(c.id)
         self._publish_container("restart", c.id)
 

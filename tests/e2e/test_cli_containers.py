@@ -148,12 +148,42 @@ def test_sigint_during_foreground_run_reaches_the_container(engine, busybox_imag
 def test_restart_and_start_again_keep_the_writable_layer(engine, busybox_image):
     name = _name("again")
     engine.cli("run", "-d", "--name", name, busybox_image, "sh", "-c",
-               "echo run >> /count; sleep 30", check=True)
+               "echo run >> /count; echo run $(wc -l < /count); sleep 30", check=True)
     try:
         assert engine.cli("restart", "-t", "0", name).returncode == 0
         assert _ps(engine, "-f", f"name={name}")[0]["State"] == "running"
         engine.cli("stop", "-t", "0", name, check=True)
         assert engine.cli("start", name).returncode == 0
         assert _ps(engine, "-f", f"name={name}")[0]["State"] == "running"
+    finally:
+        engine.cli("rm", "-f", name)
+
+
+def _wait_for(what, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (value := what()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def test_start_and_restart_keep_earlier_logs_and_created_time(engine, busybox_image):
+    """Docker keeps every run's output and the Created time: the same container runs again."""
+    name = _name("keeps")
+    engine.cli("run", "-d", "--name", name, busybox_image, "sh", "-c",
+               "echo run >> /count; echo run $(wc -l < /count); exec sleep 30", check=True)
+    try:
+        before = json.loads(engine.cli("inspect", name, check=True).stdout)[0]
+        assert _wait_for(lambda: engine.cli("logs", name).stdout == "run 1\n")
+        engine.cli("stop", "-t", "0", name, check=True)
+        assert engine.cli("start", name).returncode == 0
+        assert _wait_for(lambda: engine.cli("logs", name).stdout == "run 1\nrun 2\n")
+        assert engine.cli("restart", "-t", "0", name).returncode == 0
+        assert _wait_for(lambda: engine.cli("logs", name).stdout == "run 1\nrun 2\nrun 3\n")
+        assert engine.cli("logs", "--tail", "1", name, check=True).stdout == "run 3\n"
+        after = json.loads(engine.cli("inspect", name, check=True).stdout)[0]
+        assert after["Id"] == before["Id"] and after["Created"] == before["Created"]
+        assert after["State"]["Running"] and after["State"]["StartedAt"] > before["State"]["StartedAt"]
+        assert after["State"]["Pid"] != before["State"]["Pid"]
+        assert [c["Names"] for c in _ps(engine, "-a", "-f", f"name={name}")] == [name]
     finally:
         engine.cli("rm", "-f", name)

@@ -151,5 +151,30 @@ def test_store_round_trip_and_name_conflict(tmp_path):
     assert store.set_exit(rec.id, Exit(3, 2.0, True)) is True
     assert store.set_exit(rec.id, Exit(4, 3.0)) is False
     assert store.get(rec.id).exit == Exit(3, 2.0, True)
+    store.set_started(rec.id, 1.75)
+    # A new run: the last one's start and exit go, the rest of the row stays.
+    store.clear_run(rec.id)
+    assert store.get(rec.id) == rec
+    assert store.set_exit(rec.id, Exit(4, 3.0)) is True
     store.delete(rec.id)
     assert store.all() == []
+
+
+def test_log_room_keeps_runs_appending_to_a_log_under_the_cap(tmp_path):
+    from services.container.runtime import log_room
+    path = str(tmp_path / "ctr.log")
+    assert log_room(path, 1000) == 1000
+    with open(path, "wb") as f:
+        f.write(b"a" * 99 + b"\n")
+    # Under half the cap: kept whole, the run gets what is left.
+    assert log_room(path, 1000) == 900 and os.path.getsize(path) == 100
+    lines = [b"%03d" % i + b"x" * 96 + b"\n" for i in range(8)]  # 100 bytes each
+    with open(path, "wb") as f:
+        f.write(b"".join(lines))
+    ino = os.stat(path).st_ino
+    # Over half: the newest whole lines within half the cap stay, in a new file.
+    room = log_room(path, 1000)
+    with open(path, "rb") as f:
+        assert f.read() == b"".join(lines[-4:])
+    assert room == 600 and os.stat(path).st_ino != ino
+    assert log_room(path, 0) == 0 and log_room(path, -1) == -1
