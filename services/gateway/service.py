@@ -22,6 +22,7 @@ import platform
 import re
 import secrets
 import signal as signal_mod
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -378,8 +379,15 @@ class Gateway(CompatMixin):
         self._remember(c)
         if c.status not in (container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED):
             return
+        since = time.time()
         await self._container.Stop(container_pb2.StopRequest(
             id=c.id, timeout_seconds=meta.stop_timeout if timeout is None else timeout))
+        # Docker's order is die, then stop; "die" comes from the container
+        # service's event stream, which may still be on its way.
+        try:
+            await asyncio.wait_for(self._next_event(c.id, ("die",), since), 2)
+        except asyncio.TimeoutError:
+            pass
         self._publish_container("stop", c.id)
 
     async def restart(self, ref: str, timeout: int | None) -> None:

@@ -123,6 +123,19 @@ def test_images_and_events(engine, busybox_image):
     assert "exitCode=2" in events[2]
 
 
+def test_stop_events_come_in_dockers_order(engine, busybox_image):
+    name = _name("stopev")
+    engine.cli("run", "-d", "--name", name, busybox_image, "sleep", "30", check=True)
+    try:
+        engine.cli("stop", "-t", "0", name, check=True)
+        events = engine.cli("events", "--since", "1m", "--until", "0s", "-f", f"container={name}",
+                            check=True).stdout.splitlines()
+        actions = [line.split()[2] for line in events]
+        assert actions[-2:] == ["die", "stop"], actions
+    finally:
+        engine.cli("rm", "-f", name)
+
+
 def test_sigint_during_foreground_run_reaches_the_container(engine, busybox_image):
     import signal
     import subprocess
