@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -297,6 +298,15 @@ class Depth:
             raise errors.InvalidArgument("you must provide one or more flags when using this command")
         c = await self._gw._get(request.id)
         await self._c.Update(container_pb2.UpdateRequest(id=c.id, resources=resources, fields=fields))
+        # The new limits are the container's config from now on: inspect shows
+        # them and a later start applies them.
+        meta = convert.Metadata.decode(c.metadata)
+        config = engine_pb2.ContainerConfig()
+        config.CopyFrom(meta.config)
+        for field in fields:
+            setattr(config, field, getattr(request, field))
+        await self._c.SetMetadata(container_pb2.SetMetadataRequest(
+            id=c.id, metadata=dataclasses.replace(meta, config=config).encode()))
         self._gw._remember(c)
         self._publish("update", c.id)
 

@@ -299,6 +299,10 @@ def test_update_limits_and_bad_input_changes_nothing(engine, ctr):
         assert f.read().strip() == "30"
     info = json.loads(engine.cli("inspect", ctr, check=True).stdout)[0]
     assert info["State"]["Running"]
+    # inspect tells the limits now in force
+    assert info["HostConfig"]["Memory"] == 64 * 1024 * 1024
+    assert info["HostConfig"]["PidsLimit"] == 30
+    assert info["HostConfig"]["NanoCpus"] == 500_000_000
 
 
 def test_kill_with_an_unknown_signal_changes_nothing(engine, ctr):
