@@ -7,63 +7,75 @@ same kind on the client side, so the gateway can re-raise what a node said.
 
 from __future__ import annotations
 
-import grpc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
+
+# Kinds name their gRPC status code, and grpc is imported only where a code is
+# needed: the CLI raises and catches these kinds too (reference parsing), and
+# importing grpcio costs it ~50 ms.
 
 
 class BerthError(Exception):
     """Base of all errors that reach a client with a meaningful status code."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    status: str = "UNKNOWN"
 
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
 
+    @property
+    def code(self) -> grpc.StatusCode:
+        import grpc
+        return grpc.StatusCode[self.status]
+
 
 class NotFound(BerthError):
-    code = grpc.StatusCode.NOT_FOUND
+    status = "NOT_FOUND"
 
 
 class AlreadyExists(BerthError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    status = "ALREADY_EXISTS"
 
 
 class InvalidArgument(BerthError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    status = "INVALID_ARGUMENT"
 
 
 class FailedPrecondition(BerthError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class Conflict(BerthError):
-    code = grpc.StatusCode.ABORTED
+    status = "ABORTED"
 
 
 class Unavailable(BerthError):
-    code = grpc.StatusCode.UNAVAILABLE
+    status = "UNAVAILABLE"
 
 
 class NotImplementedYet(BerthError):
-    code = grpc.StatusCode.UNIMPLEMENTED
+    status = "UNIMPLEMENTED"
 
 
 class DeadlineExceeded(BerthError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    status = "DEADLINE_EXCEEDED"
 
 
 class Internal(BerthError):
-    code = grpc.StatusCode.INTERNAL
+    status = "INTERNAL"
 
 
 class Unauthorized(BerthError):
     """A registry refused the credentials given (or wanted some)."""
 
-    code = grpc.StatusCode.UNAUTHENTICATED
+    status = "UNAUTHENTICATED"
 
 
-_BY_CODE = {
-    cls.code: cls
+_BY_STATUS = {
+    cls.status: cls
     for cls in (NotFound, AlreadyExists, InvalidArgument, FailedPrecondition, Conflict,
                 Unavailable, NotImplementedYet, DeadlineExceeded, Internal, Unauthorized)
 }
@@ -71,7 +83,7 @@ _BY_CODE = {
 
 def from_rpc_error(err: grpc.RpcError) -> BerthError:
     """The domain error a failed call stands for (Internal for codes without a kind)."""
-    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    status = err.code().name if hasattr(err, "code") else "UNKNOWN"
     details = err.details() if hasattr(err, "details") else str(err)
-    cls = _BY_CODE.get(code, Internal)
-    return cls(details or code.name.lower())
+    cls = _BY_STATUS.get(status, Internal)
+    return cls(details or status.lower())
