@@ -56,12 +56,15 @@ def test_start_period_uses_start_interval_and_no_healthcheck(engine, busybox_ima
     # and failures there do not make it unhealthy.
     engine.cli("run", "-d", "--name", name, "--health-cmd", "test -f /tmp/ready",
                "--health-interval", "1h", "--health-start-period", "30s", "--health-start-interval", "200ms",
-               "--health-retries", "1", busybox_image, "sh", "-c", "sleep 1; touch /tmp/ready; sleep 300",
-               check=True)
+               "--health-retries", "1", busybox_image, "sleep", "300", check=True)
     engine.cli("run", "-d", "--name", off, "--no-healthcheck", busybox_image, "sleep", "300", check=True)
     try:
-        time.sleep(0.7)
+        # Failed probes inside the start period leave it "starting" (retries is 1).
+        assert _wait_for(lambda: any(e["ExitCode"] == 1 for e in _health(engine, name).get("Log", [])),
+                         timeout=10)
         assert _health(engine, name)["Status"] == "starting"
+        engine.cli("exec", name, "touch", "/tmp/ready", check=True)
+        # Probed at the start interval, not the 1 h interval: healthy soon after.
         assert _wait_for(lambda: _health(engine, name).get("Status") == "healthy", timeout=10)
         log = _health(engine, name)["Log"]
         assert any(e["ExitCode"] == 1 for e in log) and log[-1]["ExitCode"] == 0
