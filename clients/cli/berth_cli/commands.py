@@ -161,18 +161,24 @@ def import_(client: Client, ns) -> int:
 
 
 def save(client: Client, ns) -> int:
-    if not ns.output and sys.stdout.isatty():
+    return write_archive(ns.output, lambda: client.stub.SaveImages(
+        engine_pb2.SaveImagesRequest(references=ns.images)))
+
+
+def write_archive(output: str, open_stream) -> int:
+    """A tarball from the engine to `output` (atomically) or to stdout, never to a terminal."""
+    if not output and sys.stdout.isatty():
         print("berth: cowardly refusing to save to a terminal. Use the -o flag or redirect",
               file=sys.stderr)
         return 1
-    stream = client.stub.SaveImages(engine_pb2.SaveImagesRequest(references=ns.images))
-    if ns.output:
-        tmp = f"{ns.output}.tmp{os.getpid()}"
+    stream = open_stream()
+    if output:
+        tmp = f"{output}.tmp{os.getpid()}"
         try:
             with open(tmp, "wb") as out:
                 for chunk in stream:
                     out.write(chunk.data)
-            os.replace(tmp, ns.output)
+            os.replace(tmp, output)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -509,26 +509,8 @@ def _copy_in(client, source: str, container: str, path: str) -> int:
 
 def export(client, ns) -> int:
     from berth.engine.v1 import engine_pb2 as pb
-    if not ns.output and sys.stdout.isatty():
-        print("berth: cowardly refusing to save to a terminal. Use the -o flag or redirect",
-              file=sys.stderr)
-        return 1
-    stream = client.stub.ExportContainer(pb.ContainerRef(id=ns.container))
-    if ns.output:
-        tmp = f"{ns.output}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as out:
-                for chunk in stream:
-                    out.write(chunk.data)
-            os.replace(tmp, ns.output)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    else:
-        for chunk in stream:
-            sys.stdout.buffer.write(chunk.data)
-        sys.stdout.buffer.flush()
-    return 0
+    from berth_cli.commands import write_archive
+    return write_archive(ns.output, lambda: client.stub.ExportContainer(pb.ContainerRef(id=ns.container)))
 
 
 HANDLERS = {"exec": exec_, "attach": attach, "pause": pause, "unpause": pause, "top": top,

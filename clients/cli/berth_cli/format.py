@@ -6,6 +6,8 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 
+from services.common.humanize import human_duration
+
 # "docker.io/library/busybox:latest" -> "busybox:latest", kept here (not imported from
 # services.common.reference) so the CLI stays a client that starts fast.
 _DEFAULT_DOMAIN = "docker.io/"
@@ -30,34 +32,6 @@ def split_repo_tag(name: str) -> tuple[str, str]:
     if colon > name.rfind("/"):
         return name[:colon], name[colon + 1:]
     return name, "<none>"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, which docker uses for "5 seconds ago" and "Up 3 hours"."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def ago(then: float | None, now: float) -> str:

@@ -17,6 +17,7 @@ from google.protobuf import timestamp_pb2
 
 from berth.engine.v1 import engine_pb2
 from services.common import errors
+from services.common.humanize import human_duration
 from services.common.reference import familiar
 from services.gateway.docker.errors import not_implemented
 
@@ -440,34 +441,6 @@ def status_text(state: engine_pb2.ContainerState, now: float | None = None) -> s
             return f"Exited ({state.exit_code})"
         return f"Exited ({state.exit_code}) {human_duration(now - state.finished_at.seconds)} ago"
     return state.status.capitalize()
-
-
-def human_duration(seconds: float) -> str:
-    """The wording docker uses in `docker ps` ("Less than a second", "5 minutes", ...)."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // (24 * 7)} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // (24 * 30)} months"
-    return f"{hours // (24 * 365)} years"
 
 
 def log_line(chunk: engine_pb2.LogChunk, timestamps: bool) -> bytes:
