@@ -63,9 +63,9 @@ def _wrap_unary(fn, method):
     async def wrapped(request, context):
         try:
             return await fn(request, context)
-        except (errors.BerthError, Exception) as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
             await _abort(context, exc, method)
     return wrapped
 
@@ -75,9 +75,9 @@ def _wrap_stream(fn, method):
         try:
             async for item in fn(request, context):
                 yield item
-        except (errors.BerthError, Exception) as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
             await _abort(context, exc, method)
     return wrapped
 
