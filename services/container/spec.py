@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from services.common import errors
+from services.common.paths import secure_join
 from services.container.model import Spec
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -165,34 +165,3 @@ def _read_db(rootfs: str, path: str) -> list[list[str]]:
                     if line.strip() and not line.startswith("#")]
     except (FileNotFoundError, NotADirectoryError):
         return []
-
-
-def secure_join(root: str, path: str) -> str:
-    """`path` inside `root`, with symlinks resolved as if `root` were `/`.
-
-    An image's /etc/passwd may be a symlink such as `/etc/passwd -> /host/secret`;
-    following it on the host would read outside the container.
-    """
-    parts = [p for p in path.split("/") if p]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                raise errors.InvalidArgument(f"too many symlinks resolving {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)

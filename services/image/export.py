@@ -20,6 +20,8 @@ import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 
+from services.common.paths import secure_join
+
 CHUNK = 256 * 1024
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_REC, MS_PRIVATE = 1, 16384, 1 << 18
@@ -50,33 +52,6 @@ async def export_path(layer_dirs: Sequence[str], path: str, tmp_dir: str) -> Asy
             await proc.wait()
 
 
-def _resolve(root: str, path: str) -> str:
-    """`path` under `root` with symlinks resolved as if `root` were `/`."""
-    parts = [p for p in path.split("/") if p]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part in (".", ""):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                raise OSError(f"too many symlinks resolving {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
-
-
 def _no_whiteouts(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     # A single layer is read without overlayfs: its whiteouts (0/0 char devices) are no files.
     if info.ischr() and info.devmajor == 0 and info.devminor == 0:
@@ -101,7 +76,7 @@ def _main(path: str, tmp_dir: str, layers: list[str]) -> int:
             return 1
         root = mnt
     try:
-        source = _resolve(root, path)
+        source = secure_join(root, path)
         is_dir = stat.S_ISDIR(os.lstat(source).st_mode) if os.path.lexists(source) else False
         if is_dir:
             with tarfile.open(fileobj=sys.stdout.buffer, mode="w|", format=tarfile.PAX_FORMAT) as tar:

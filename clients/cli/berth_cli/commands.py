@@ -251,16 +251,6 @@ def tag(client: Client, ns) -> int:
 
 # -- run and create -----------------------------------------------------------------
 
-def _pairs(values, what: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        key, _, value = v.partition("=")
-        if not key:
-            raise ValueError(f"invalid {what}: {v!r}")
-        out[key] = value
-    return out
-
-
 def container_config(ns) -> engine_pb2.ContainerConfig:
     env = []
     for e in ns.env:
@@ -271,7 +261,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
             env.append(f"{e}={os.environ[e]}")
     config = engine_pb2.ContainerConfig(
         image=ns.image, name=ns.name, cmd=ns.command, env=env, working_dir=ns.workdir,
-        user=ns.user, hostname=ns.hostname, labels=_pairs(ns.label, "label"),
+        user=ns.user, hostname=ns.hostname, labels=fmt.key_values(ns.label, "label"),
         network_mode=ns.network, memory_bytes=fmt.parse_bytes(ns.memory) if ns.memory else 0,
         nano_cpus=fmt.parse_cpus(ns.cpus) if ns.cpus else 0, cpu_shares=ns.cpu_shares,
         pids_limit=ns.pids_limit, auto_remove=ns.rm, stop_signal=ns.stop_signal,

@@ -275,7 +275,7 @@ def attach(client, ns) -> int:
 def run_attached(client, ns, config) -> int:
     """`run -i`/`run -t` in the foreground: create, attach, then start (in the gateway) so
     no early output is lost; the exit status ends the stream."""
-    from berth_cli.transport import RpcError, StatusCode
+    from berth_cli.transport import RpcError
 
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli import registry
@@ -320,7 +320,7 @@ def add_run_config(ns, config) -> None:
 # -- pause, top, stats, update ------------------------------------------------------------
 
 def _each(client, refs, call) -> int:
-    from berth_cli.transport import RpcError, StatusCode
+    from berth_cli.transport import RpcError
     status = 0
     for ref in refs:
         try:
@@ -369,7 +369,7 @@ STATS_TITLES = ("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "
 
 
 def stats(client, ns) -> int:
-    from berth_cli.transport import RpcError, StatusCode
+    from berth_cli.transport import RpcError
 
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli import format as fmt

@@ -171,3 +171,14 @@ def parse_cpus(text: str) -> int:
     if value < 0:
         raise ValueError("--cpus must not be negative")
     return int(round(value * 1e9))
+
+
+def key_values(values: Sequence[str], what: str) -> dict[str, str]:
+    """Repeated KEY=VALUE flags (--label, --opt) as a dict; a missing key is an error."""
+    out = {}
+    for v in values:
+        key, _, value = v.partition("=")
+        if not key:
+            raise ValueError(f"invalid {what}: {v!r}")
+        out[key] = value
+    return out

@@ -161,7 +161,7 @@ def diff(client, ns) -> int:
 def update(client, ns) -> int:
     import sys
 
-    from berth_cli.transport import RpcError, StatusCode
+    from berth_cli.transport import RpcError
 
     from berth.engine.v1 import engine_pb2
     from berth_cli import depth

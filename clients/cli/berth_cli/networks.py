@@ -206,7 +206,7 @@ def network_json(n) -> dict:
 
 
 def inspect(client, ns) -> int:
-    from berth_cli.transport import RpcError, StatusCode
+    from berth_cli.transport import RpcError
 
     from berth.engine.v1 import engine_pb2
     out, status = [], 0
@@ -221,7 +221,7 @@ def inspect(client, ns) -> int:
 
 
 def rm(client, ns) -> int:
-    from berth_cli.transport import RpcError, StatusCode
+    from berth_cli.transport import RpcError
 
     from berth.engine.v1 import engine_pb2
     status = 0

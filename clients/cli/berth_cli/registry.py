@@ -146,7 +146,7 @@ def _bar(current: int, total: int, width: int = 40) -> str:
 # -- verbs -----------------------------------------------------------------------------
 
 def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
-    from berth_cli.transport import RpcError, StatusCode
+    from berth_cli.transport import RpcError
     from berth_cli.commands import ENGINE_ERROR
     from services.common import reference
     printer = ProgressPrinter(out)
@@ -190,7 +190,7 @@ def push(client, ns) -> int:
 def login(client, ns) -> int:
     import getpass
 
-    from berth_cli.transport import RpcError, StatusCode
+    from berth_cli.transport import RpcError
     from berth.engine.v1 import engine_pb2
     username, password = ns.username, ns.password
     if ns.password_stdin:

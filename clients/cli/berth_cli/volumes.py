@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from berth_cli import format as fmt
+
 _MODES = {"ro", "rw", "z", "Z", "nocopy", "private", "rprivate", "shared", "rshared",
           "slave", "rslave", "consistent", "cached", "delegated"}
 _PROPAGATIONS = {"private", "rprivate", "shared", "rshared", "slave", "rslave"}
@@ -113,7 +115,6 @@ def parse_mount(spec: str):
             label_key, _, label_value = value.partition("=")
             m.volume_labels[label_key] = label_value
         elif key == "tmpfs-size":
-            from berth_cli import format as fmt
             m.options.append(f"size={fmt.parse_bytes(value)}")
         elif key == "tmpfs-mode":
             try:
@@ -160,23 +161,13 @@ def dispatch(client, ns) -> int:
             "prune": prune}[ns.volume_verb](client, ns)
 
 
-def _pairs(values, what: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        key, _, value = v.partition("=")
-        if not key:
-            raise ValueError(f"invalid {what}: {v!r}")
-        out[key] = value
-    return out
-
-
 def create(client, ns) -> int:
     from berth.engine.v1 import engine_pb2
     if ns.name and ns.name_flag and ns.name != ns.name_flag:
-        raise ValueError(f"conflicting options: either specify --name or provide positional arg, not both")
+        raise ValueError("conflicting options: either specify --name or provide positional arg, not both")
     volume = client.stub.CreateVolume(engine_pb2.CreateVolumeRequest(
-        name=ns.name or ns.name_flag, driver=ns.driver, labels=_pairs(ns.label, "label"),
-        options=_pairs(ns.opt, "option")))
+        name=ns.name or ns.name_flag, driver=ns.driver, labels=fmt.key_values(ns.label, "label"),
+        options=fmt.key_values(ns.opt, "option")))
     print(volume.name)
     return 0
 
@@ -184,7 +175,6 @@ def create(client, ns) -> int:
 def ls(client, ns) -> int:
     from google.protobuf import empty_pb2
 
-    from berth_cli import format as fmt
     filters: dict[str, list[str]] = {}
     for f in ns.filter:
         key, eq, value = f.partition("=")
@@ -222,7 +212,6 @@ def _matches(v, filters) -> bool:
 
 
 def volume_json(v) -> dict:
-    from berth_cli import format as fmt
     return {
         "CreatedAt": fmt.rfc3339(v.created_at.seconds) if v.created_at.seconds else "",
         "Driver": v.driver,
@@ -273,7 +262,6 @@ def rm(client, ns) -> int:
 
 def prune(client, ns) -> int:
     from berth.engine.v1 import engine_pb2
-    from berth_cli import format as fmt
     labels = []
     for f in ns.filter:
         key, eq, value = f.partition("=")
