@@ -53,14 +53,14 @@ class Berth:
         subprocess.run([*self.cli, "run", "--rm", IMAGE, "/bin/true"], check=True, cwd=REPO)
 
     def api_run(self) -> None:
-        replies = list(self.stub.Run(pb.RunRequest(
+        replies = list(self.stub.RunContainer(pb.RunContainerRequest(
             config=pb.ContainerConfig(image=IMAGE, cmd=["/bin/true"], auto_remove=True), attach=True)))
         assert replies[-1].exit.exit_code == 0
 
     def cycle(self) -> None:
         created = self.stub.CreateContainer(pb.CreateContainerRequest(config=pb.ContainerConfig(
             image=IMAGE, cmd=["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.01; done"])))
-        self.stub.StartContainer(pb.ContainerRef(id=created.id))
+        self.stub.StartContainer(pb.StartContainerRequest(id=created.id))
         self.stub.StopContainer(pb.StopContainerRequest(id=created.id, timeout=5))
         self.stub.RemoveContainer(pb.RemoveContainerRequest(id=created.id))
 
@@ -69,7 +69,7 @@ class Berth:
         ids = [self.stub.CreateContainer(pb.CreateContainerRequest(config=pb.ContainerConfig(
             image=IMAGE, cmd=["sleep", "1000"]))).id for _ in range(containers)]
         for cid in ids:
-            self.stub.StartContainer(pb.ContainerRef(id=cid))
+            self.stub.StartContainer(pb.StartContainerRequest(id=cid))
         time.sleep(1)
         monitors = sum(_pss(pid) for pid in _monitor_pids(self.engine.root)) / 1024
         busy = sum(self.engine.pss_kib().values()) / 1024

@@ -15,92 +15,92 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
     def __init__(self, service: ContainerService):
         self.service = service
 
-    async def Create(self, request: pb.CreateRequest, context) -> pb.Container:
+    async def CreateContainer(self, request: pb.CreateContainerRequest, context) -> pb.CreateContainerResponse:
         c = await self.service.create(request.id, request.name, dict(request.labels),
                                       convert.spec_from_pb(request.spec), request.metadata)
-        return convert.container_to_pb(c)
+        return pb.CreateContainerResponse(container=convert.container_to_pb(c))
 
-    async def Start(self, request: pb.StartRequest, context) -> pb.Container:
-        return convert.container_to_pb(await self.service.start(request.id))
+    async def StartContainer(self, request: pb.StartContainerRequest, context) -> pb.StartContainerResponse:
+        return pb.StartContainerResponse(container=convert.container_to_pb(await self.service.start(request.id)))
 
-    async def Kill(self, request: pb.KillRequest, context) -> empty_pb2.Empty:
+    async def KillContainer(self, request: pb.KillContainerRequest, context) -> pb.KillContainerResponse:
         await self.service.kill(request.id, request.signal)
-        return empty_pb2.Empty()
+        return pb.KillContainerResponse()
 
-    async def Stop(self, request: pb.StopRequest, context) -> pb.Container:
+    async def StopContainer(self, request: pb.StopContainerRequest, context) -> pb.StopContainerResponse:
         c = await self.service.stop(request.id, request.timeout_seconds, request.signal)
-        return convert.container_to_pb(c)
+        return pb.StopContainerResponse(container=convert.container_to_pb(c))
 
-    async def Wait(self, request: pb.WaitRequest, context) -> pb.WaitResponse:
+    async def WaitContainer(self, request: pb.WaitContainerRequest, context) -> pb.WaitContainerResponse:
         return convert.exit_to_pb(await self.service.wait(request.id))
 
-    async def Delete(self, request: pb.DeleteRequest, context) -> empty_pb2.Empty:
+    async def RemoveContainer(self, request: pb.RemoveContainerRequest, context) -> empty_pb2.Empty:
         await self.service.delete(request.id, request.force)
         return empty_pb2.Empty()
 
-    async def Get(self, request: pb.GetRequest, context) -> pb.Container:
-        return convert.container_to_pb(self.service.get(request.id))
+    async def GetContainer(self, request: pb.GetContainerRequest, context) -> pb.GetContainerResponse:
+        return pb.GetContainerResponse(container=convert.container_to_pb(self.service.get(request.id)))
 
-    async def List(self, request: pb.ListRequest, context) -> pb.ListResponse:
+    async def ListContainers(self, request: pb.ListContainersRequest, context) -> pb.ListContainersResponse:
         containers = self.service.list(dict(request.labels))
-        return pb.ListResponse(containers=[convert.container_to_pb(c) for c in containers])
+        return pb.ListContainersResponse(containers=[convert.container_to_pb(c) for c in containers])
 
-    async def Logs(self, request: pb.LogsRequest, context):
+    async def GetContainerLogs(self, request: pb.GetContainerLogsRequest, context):
         flt = convert.log_filter_from_pb(request)
         async for line in self.service.logs(request.id, request.follow, flt):
-            yield convert.log_line_to_pb(line)
+            yield pb.GetContainerLogsResponse(chunk=convert.log_line_to_pb(line))
 
-    async def Events(self, request: pb.EventsRequest, context):
+    async def SubscribeTaskEvents(self, request: pb.SubscribeTaskEventsRequest, context):
         async for event in self.service.events():
-            yield convert.event_to_pb(event)
+            yield pb.SubscribeTaskEventsResponse(event=convert.event_to_pb(event))
 
-    async def Rename(self, request: pb.RenameRequest, context) -> pb.Container:
-        return convert.container_to_pb(await self.service.rename(request.id, request.new_name))
+    async def RenameContainer(self, request: pb.RenameContainerRequest, context) -> pb.RenameContainerResponse:
+        return pb.RenameContainerResponse(container=convert.container_to_pb(await self.service.rename(request.id, request.new_name)))
 
-    async def SetMetadata(self, request: pb.SetMetadataRequest, context) -> pb.Container:
-        return convert.container_to_pb(await self.service.set_metadata(request.id, request.metadata))
+    async def SetContainerMetadata(self, request: pb.SetContainerMetadataRequest, context) -> pb.SetContainerMetadataResponse:
+        return pb.SetContainerMetadataResponse(container=convert.container_to_pb(await self.service.set_metadata(request.id, request.metadata)))
 
     # Processes, terminals and files: decoding lives in depth.py.
-    async def Exec(self, request_iterator, context):
+    async def ExecProcess(self, request_iterator, context):
         async for reply in depth.exec_(self.service, request_iterator):
             yield reply
 
-    async def ExecInspect(self, request, context):
-        return depth.exec_info_to_pb(self.service.execs.inspect(request.exec_id))
+    async def GetExec(self, request, context):
+        return pb.GetExecResponse(exec=depth.exec_info_to_pb(self.service.execs.inspect(request.exec_id)))
 
     async def ListExecs(self, request, context):
         return pb.ListExecsResponse(execs=[depth.exec_info_to_pb(e)
                                            for e in self.service.execs.list(request.container_id)])
 
-    async def Attach(self, request_iterator, context):
+    async def AttachContainer(self, request_iterator, context):
         async for reply in depth.attach(self.service, request_iterator):
             yield reply
 
-    async def Pause(self, request, context):
-        return await depth.pause(self.service, request.id)
+    async def PauseContainer(self, request, context):
+        return pb.PauseContainerResponse(container=await depth.pause(self.service, request.id))
 
-    async def Resume(self, request, context):
-        return await depth.resume(self.service, request.id)
+    async def ResumeContainer(self, request, context):
+        return pb.ResumeContainerResponse(container=await depth.resume(self.service, request.id))
 
-    async def Top(self, request, context):
+    async def ListContainerProcesses(self, request, context):
         return await depth.top(self.service, request)
 
-    async def Stats(self, request, context):
+    async def GetContainerStats(self, request, context):
         async for reply in depth.stats(self.service, request):
             yield reply
 
-    async def Update(self, request, context):
-        return await depth.update(self.service, request)
+    async def UpdateContainerResources(self, request, context):
+        return pb.UpdateContainerResourcesResponse(container=await depth.update(self.service, request))
 
-    async def CopyOut(self, request, context):
+    async def CopyFromContainer(self, request, context):
         async for reply in depth.copy_out(self.service, request):
             yield reply
 
-    async def CopyIn(self, request_iterator, context):
+    async def CopyToContainer(self, request_iterator, context):
         await depth.copy_in(self.service, request_iterator)
-        return empty_pb2.Empty()
+        return pb.CopyToContainerResponse()
 
-    async def Export(self, request, context):
+    async def ExportContainer(self, request, context):
         async for reply in depth.export(self.service, request):
             yield reply
 

@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.container.v1 import container_pb2 as pb
 from berth.types.v1 import mount_pb2
+from berth.types.v1 import stdio_pb2
 from services.container import logs as logs_mod
 from services.container.model import (Container, Event, EventType, Exit, LogLine, Mount, Process,
                                       Resources, Spec, Status)
@@ -19,7 +20,7 @@ _EVENT = {EventType.CREATE: pb.TaskEvent.TYPE_CREATE, EventType.START: pb.TaskEv
           EventType.EXIT: pb.TaskEvent.TYPE_EXIT, EventType.OOM: pb.TaskEvent.TYPE_OOM,
           EventType.DELETE: pb.TaskEvent.TYPE_DELETE, EventType.PAUSE: pb.TaskEvent.TYPE_PAUSE,
           EventType.RESUME: pb.TaskEvent.TYPE_RESUME, EventType.EXEC_EXIT: pb.TaskEvent.TYPE_EXEC_EXIT}
-_STREAM = {"stdout": pb.LogEntry.STREAM_STDOUT, "stderr": pb.LogEntry.STREAM_STDERR}
+_STREAM = {"stdout": stdio_pb2.OUTPUT_STREAM_STDOUT, "stderr": stdio_pb2.OUTPUT_STREAM_STDERR}
 
 
 def _ts(seconds: float) -> Timestamp | None:
@@ -101,11 +102,11 @@ def _file_size(path: str) -> int:
     return total
 
 
-def exit_to_pb(e: Exit) -> pb.WaitResponse:
-    return pb.WaitResponse(exit_code=e.code, oom_killed=e.oom_killed, finished_at=_ts(e.finished_at))
+def exit_to_pb(e: Exit) -> pb.WaitContainerResponse:
+    return pb.WaitContainerResponse(exit_code=e.code, oom_killed=e.oom_killed, finished_at=_ts(e.finished_at))
 
 
-def log_filter_from_pb(req: pb.LogsRequest) -> logs_mod.LogFilter:
+def log_filter_from_pb(req: pb.GetContainerLogsRequest) -> logs_mod.LogFilter:
     streams = {name for name, wanted in (("stdout", req.stdout), ("stderr", req.stderr)) if wanted}
     return logs_mod.LogFilter(
         tail=req.tail if req.tail >= 0 else -1,
@@ -114,8 +115,8 @@ def log_filter_from_pb(req: pb.LogsRequest) -> logs_mod.LogFilter:
         streams=frozenset(streams or {"stdout", "stderr"}))
 
 
-def log_line_to_pb(line: LogLine) -> pb.LogEntry:
-    return pb.LogEntry(stream=_STREAM.get(line.stream, pb.LogEntry.STREAM_UNSPECIFIED),
+def log_line_to_pb(line: LogLine) -> stdio_pb2.OutputChunk:
+    return stdio_pb2.OutputChunk(stream=_STREAM.get(line.stream, stdio_pb2.OUTPUT_STREAM_UNSPECIFIED),
                        time=_ts_ns(line.time_ns), data=line.data)
 
 

@@ -12,6 +12,7 @@ import asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.container.v1 import container_pb2 as pb
+from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.container import archive, control, convert
 from services.container.exec import ExecConfig, ExecInfo
@@ -22,7 +23,7 @@ CHUNK = 1 << 20
 
 
 def _stream(n: int) -> int:
-    return pb.LogEntry.STREAM_STDERR if n == STDERR else pb.LogEntry.STREAM_STDOUT
+    return stdio_pb2.OUTPUT_STREAM_STDERR if n == STDERR else stdio_pb2.OUTPUT_STREAM_STDOUT
 
 
 async def _first(requests, field: str):
@@ -48,12 +49,12 @@ async def exec_(service, requests):
     async for kind, value in service.execs.run(start.container_id, start.exec_id, cfg, start.detach,
                                                requests):
         if kind == "started":
-            yield pb.ExecResponse(started=value)
+            yield pb.ExecProcessResponse(started=value)
         elif kind == "output":
             stream, data = value
-            yield pb.ExecResponse(output=pb.Output(stream=_stream(stream), data=data))
+            yield pb.ExecProcessResponse(output=stdio_pb2.OutputChunk(stream=_stream(stream), data=data))
         else:
-            yield pb.ExecResponse(exit_code=value)
+            yield pb.ExecProcessResponse(exit_code=value)
 
 
 async def attach(service, requests):
@@ -61,10 +62,10 @@ async def attach(service, requests):
     async for kind, value in control.attach(service, start.container_id, start.stdin,
                                             start.size.height, start.size.width, requests):
         if kind == "attached":
-            yield pb.AttachResponse(attached=True)
+            yield pb.AttachContainerResponse(attached=True)
         else:
             stream, data = value
-            yield pb.AttachResponse(output=pb.Output(stream=_stream(stream), data=data))
+            yield pb.AttachContainerResponse(output=stdio_pb2.OutputChunk(stream=_stream(stream), data=data))
 
 
 async def pause(service, ref: str) -> pb.Container:
@@ -75,23 +76,23 @@ async def resume(service, ref: str) -> pb.Container:
     return convert.container_to_pb(await control.resume(service, ref))
 
 
-async def top(service, request: pb.TopRequest) -> pb.TopResponse:
+async def top(service, request: pb.ListContainerProcessesRequest) -> pb.ListContainerProcessesResponse:
     titles, rows = await control.top(service, request.id, list(request.ps_args))
-    return pb.TopResponse(titles=titles, processes=[pb.ProcessRow(columns=r) for r in rows])
+    return pb.ListContainerProcessesResponse(titles=titles, processes=[pb.ProcessRow(columns=r) for r in rows])
 
 
-async def stats(service, request: pb.StatsRequest):
+async def stats(service, request: pb.GetContainerStatsRequest):
     async for s in control.stats(service, request.id, request.interval_ms / 1000):
         ts = Timestamp()
         ts.FromNanoseconds(int(s.time * 1e9))
-        yield pb.StatsSample(time=ts, cpu_usage_ns=s.cpu_usage_ns, system_cpu_ns=s.system_cpu_ns,
+        yield pb.GetContainerStatsResponse(time=ts, cpu_usage_ns=s.cpu_usage_ns, system_cpu_ns=s.system_cpu_ns,
                        online_cpus=s.online_cpus, memory_usage=s.memory_usage,
                        memory_limit=s.memory_limit, memory_cache=s.memory_cache, pids=s.pids,
                        pids_limit=s.pids_limit, net_rx_bytes=s.net_rx, net_tx_bytes=s.net_tx,
                        block_read_bytes=s.block_read, block_write_bytes=s.block_write)
 
 
-async def update(service, request: pb.UpdateRequest) -> pb.Container:
+async def update(service, request: pb.UpdateContainerResourcesRequest) -> pb.Container:
     r = request.resources
     resources = Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
                           cpu_shares=r.cpu_shares, pids_limit=r.pids_limit)
@@ -99,17 +100,18 @@ async def update(service, request: pb.UpdateRequest) -> pb.Container:
                                                         list(request.fields)))
 
 
-async def _send_file(f):
+async def _send_file(f, reply):
+    """The file's bytes as `reply` messages (CopyFromContainerResponse, ExportContainerResponse)."""
     f.seek(0)
     while data := await asyncio.to_thread(f.read, CHUNK):
-        yield pb.DataChunk(data=data)
+        yield reply(data=data)
 
 
-async def copy_out(service, request: pb.CopyOutRequest):
+async def copy_out(service, request: pb.CopyFromContainerRequest):
     root = control.root_of(service, request.id)
     with archive.spooled() as f:
         await asyncio.to_thread(archive.archive_path, root, request.path, f)
-        async for chunk in _send_file(f):
+        async for chunk in _send_file(f, pb.CopyFromContainerResponse):
             yield chunk
 
 
@@ -125,9 +127,9 @@ async def copy_in(service, requests) -> None:
         await asyncio.to_thread(archive.extract, root, header.path, f)
 
 
-async def export(service, request: pb.ExportRequest):
+async def export(service, request: pb.ExportContainerRequest):
     c = service.get(request.id)
     with archive.spooled() as f:
         await asyncio.to_thread(archive.export_root, service.runtime.bundle(c.id).rootfs, f)
-        async for chunk in _send_file(f):
+        async for chunk in _send_file(f, pb.ExportContainerResponse):
             yield chunk

@@ -29,8 +29,8 @@ async def build(config: Config):
     await docker_api.start()
 
     def register(server):
-        engine_pb2_grpc.add_EngineServicer_to_server(EngineApi(gateway), server)
-        return [engine_pb2.DESCRIPTOR.services_by_name["Engine"].full_name]
+        engine_pb2_grpc.add_EngineServiceServicer_to_server(EngineApi(gateway), server)
+        return [engine_pb2.DESCRIPTOR.services_by_name["EngineService"].full_name]
 
     async def on_stop():
         await docker_api.stop()

@@ -32,35 +32,35 @@ def event_to_pb(event: events_mod.Event) -> engine_pb2.Event:
                             attributes=dict(event.attributes), time=ts)
 
 
-class EngineApi(engine_pb2_grpc.EngineServicer):
+class EngineApi(engine_pb2_grpc.EngineServiceServicer):
     def __init__(self, gateway: Gateway):
         self._gw = gateway
 
-    async def Version(self, request, context):
+    async def GetVersion(self, request, context):
         return self._gw.version()
 
     async def CreateContainer(self, request, context):
         return engine_pb2.CreateContainerResponse(id=await self._gw.create(request.config))
 
-    async def Run(self, request, context):
+    async def RunContainer(self, request, context):
         async for response in self._gw.run(request.config, request.attach):
             yield response
 
     async def StartContainer(self, request, context):
         await self._gw.start_container(request.id)
-        return _EMPTY
+        return engine_pb2.StartContainerResponse()
 
     async def StopContainer(self, request, context):
         await self._gw.stop(request.id, request.timeout if request.HasField("timeout") else None)
-        return _EMPTY
+        return engine_pb2.StopContainerResponse()
 
     async def RestartContainer(self, request, context):
         await self._gw.restart(request.id, request.timeout if request.HasField("timeout") else None)
-        return _EMPTY
+        return engine_pb2.RestartContainerResponse()
 
     async def KillContainer(self, request, context):
         await self._gw.kill(request.id, request.signal)
-        return _EMPTY
+        return engine_pb2.KillContainerResponse()
 
     async def RemoveContainer(self, request, context):
         await self._gw.remove(request.id, request.force, request.remove_volumes)
@@ -75,13 +75,13 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
         return engine_pb2.ListContainersResponse(containers=containers)
 
     async def InspectContainer(self, request, context):
-        return await self._gw.inspect(request.id)
+        return engine_pb2.InspectContainerResponse(container=await self._gw.inspect(request.id))
 
-    async def ContainerLogs(self, request, context):
+    async def GetContainerLogs(self, request, context):
         since = request.since if request.HasField("since") else None
         until = request.until if request.HasField("until") else None
         async for chunk in self._gw.logs(request.id, request.follow, request.tail, since, until):
-            yield chunk
+            yield engine_pb2.GetContainerLogsResponse(chunk=chunk)
 
     async def LoadImages(self, request_iterator, context):
         async def chunks():
@@ -100,17 +100,17 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
                     raise errors.InvalidArgument("import takes one header, first")
                 yield part.chunk
         header = first.header
-        return await self._gw.import_image(header.reference, list(header.changes), header.message, chunks())
+        return engine_pb2.ImportImageResponse(image=await self._gw.import_image(header.reference, list(header.changes), header.message, chunks()))
 
     async def SaveImages(self, request, context):
         async for data in self._gw.save_images(list(request.references)):
-            yield engine_pb2.DataChunk(data=data)
+            yield engine_pb2.SaveImagesResponse(data=data)
 
     async def ListImages(self, request, context):
         return engine_pb2.ListImagesResponse(images=await self._gw.list_images(request.all, request.reference))
 
     async def InspectImage(self, request, context):
-        return await self._gw.inspect_image(request.reference)
+        return engine_pb2.InspectImageResponse(image=await self._gw.inspect_image(request.reference))
 
     async def TagImage(self, request, context):
         await self._gw.tag_image(request.source, request.target)
@@ -122,23 +122,23 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
 
     async def PullImage(self, request, context):
         async for message in registry.pull(self._gw, request):
-            yield message
+            yield engine_pb2.PullImageResponse(progress=message)
 
     async def PushImage(self, request, context):
         async for message in registry.push(self._gw, request):
-            yield message
+            yield engine_pb2.PushImageResponse(progress=message)
 
-    async def Login(self, request, context):
+    async def CheckRegistryAuth(self, request, context):
         return await registry.login(self._gw, request)
 
     async def ListNetworks(self, request, context):
         return engine_pb2.ListNetworksResponse(networks=await self._gw.list_networks())
 
     async def CreateNetwork(self, request, context):
-        return await self._gw.networks.create(request)
+        return engine_pb2.CreateNetworkResponse(network=await self._gw.networks.create(request))
 
     async def InspectNetwork(self, request, context):
-        return await self._gw.networks.inspect(request.name)
+        return engine_pb2.InspectNetworkResponse(network=await self._gw.networks.inspect(request.name))
 
     async def RemoveNetwork(self, request, context):
         await self._gw.networks.remove(request.name)
@@ -149,7 +149,7 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
 
     async def ConnectNetwork(self, request, context):
         await self._gw.networks.connect(request)
-        return _EMPTY
+        return engine_pb2.ConnectNetworkResponse()
 
     async def DisconnectNetwork(self, request, context):
         await self._gw.networks.disconnect(request)
@@ -159,10 +159,10 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
         return engine_pb2.ListVolumesResponse(volumes=await self._gw.list_volumes())
 
     async def CreateVolume(self, request, context):
-        return await self._gw.create_volume(request)
+        return engine_pb2.CreateVolumeResponse(volume=await self._gw.create_volume(request))
 
     async def InspectVolume(self, request, context):
-        return await self._gw.inspect_volume(request.name)
+        return engine_pb2.InspectVolumeResponse(volume=await self._gw.inspect_volume(request.name))
 
     async def RemoveVolume(self, request, context):
         await self._gw.remove_volume(request.name)
@@ -182,38 +182,38 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
                                        list(request.changes), request.message, request.author)
         return engine_pb2.CommitContainerResponse(id=image_id)
 
-    async def ContainerDiff(self, request, context):
-        return engine_pb2.ContainerDiffResponse(changes=await system.diff(self._gw, request.id))
+    async def DiffContainer(self, request, context):
+        return engine_pb2.DiffContainerResponse(changes=await system.diff(self._gw, request.id))
 
     async def PruneContainers(self, request, context):
         return await system.prune_containers(self._gw)
 
-    async def UpdateRestartPolicy(self, request, context):
+    async def UpdateContainerRestartPolicy(self, request, context):
         await restart.update_policy(self._gw, request.id, request.restart_policy)
         return _EMPTY
 
-    async def SystemDf(self, request, context):
+    async def GetDiskUsage(self, request, context):
         return await system.df(self._gw)
 
-    async def SystemPrune(self, request, context):
+    async def PruneSystem(self, request, context):
         return await system.system_prune(self._gw, request.all, request.volumes)
 
-    async def Events(self, request, context):
+    async def SubscribeEvents(self, request, context):
         async for event in self._gw.subscribe_events(
                 _seconds(request, "since"), _seconds(request, "until"), _filters(request.filters)):
-            yield event_to_pb(event)
+            yield engine_pb2.SubscribeEventsResponse(event=event_to_pb(event))
 
     # -- processes, terminals and files (services/gateway/depth.py) ----------------
 
-    async def ExecCreate(self, request, context):
-        return engine_pb2.ExecCreateResponse(id=await self._gw.depth.exec_create(request))
+    async def CreateExec(self, request, context):
+        return engine_pb2.CreateExecResponse(id=await self._gw.depth.exec_create(request))
 
-    async def ExecStart(self, request_iterator, context):
+    async def StartExec(self, request_iterator, context):
         async for response in self._gw.depth.exec_start(request_iterator):
             yield response
 
-    async def ExecInspect(self, request, context):
-        return await self._gw.depth.exec_inspect(request.id)
+    async def InspectExec(self, request, context):
+        return engine_pb2.InspectExecResponse(exec=await self._gw.depth.exec_inspect(request.id))
 
     async def AttachContainer(self, request_iterator, context):
         async for response in self._gw.depth.attach(request_iterator):
@@ -221,31 +221,31 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
 
     async def PauseContainer(self, request, context):
         await self._gw.depth.pause(request.id)
-        return _EMPTY
+        return engine_pb2.PauseContainerResponse()
 
     async def UnpauseContainer(self, request, context):
         await self._gw.depth.unpause(request.id)
-        return _EMPTY
+        return engine_pb2.UnpauseContainerResponse()
 
-    async def TopContainer(self, request, context):
+    async def ListContainerProcesses(self, request, context):
         return await self._gw.depth.top(request)
 
-    async def StatsContainer(self, request, context):
+    async def GetContainerStats(self, request, context):
         async for sample in self._gw.depth.stats(request.id, request.stream):
             yield sample
 
-    async def UpdateResources(self, request, context):
+    async def UpdateContainerResources(self, request, context):
         await self._gw.depth.update(request)
         return _EMPTY
 
     async def CopyFromContainer(self, request, context):
         async for data in self._gw.depth.copy_from(request.id, request.path):
-            yield engine_pb2.DataChunk(data=data)
+            yield engine_pb2.CopyFromContainerResponse(data=data)
 
     async def CopyToContainer(self, request_iterator, context):
         await self._gw.depth.copy_to(request_iterator)
-        return _EMPTY
+        return engine_pb2.CopyToContainerResponse()
 
     async def ExportContainer(self, request, context):
         async for data in self._gw.depth.export(request.id):
-            yield engine_pb2.DataChunk(data=data)
+            yield engine_pb2.ExportContainerResponse(data=data)

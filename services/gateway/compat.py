@@ -35,7 +35,7 @@ class CompatMixin:
         async for item in self._attach(c.id, tail=tail):
             yield item
 
-    async def wait_until(self, ref: str, condition: str) -> container_pb2.WaitResponse:
+    async def wait_until(self, ref: str, condition: str) -> container_pb2.WaitContainerResponse:
         """Docker's `/wait`: the exit status once `condition` holds.
 
         "removed" also waits for the container to be deleted (by --rm or by a user),
@@ -49,10 +49,10 @@ class CompatMixin:
         since = time.time()
         if c.status == container_pb2.STATUS_STOPPED and condition == "next-exit":
             await self._next_event(c.id, ("die",), since)
-        status = await self._container.Wait(container_pb2.WaitRequest(id=c.id))
+        status = await self._container.WaitContainer(container_pb2.WaitContainerRequest(id=c.id))
         if condition == "removed":
             try:
-                await self._container.Get(container_pb2.GetRequest(id=c.id))
+                await self._container.GetContainer(container_pb2.GetContainerRequest(id=c.id))
             except errors.NotFound:
                 return status
             await self._next_event(c.id, ("destroy",), since)

@@ -31,6 +31,7 @@ import structlog
 
 from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
+from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.gateway import convert
 
@@ -45,7 +46,7 @@ STATS_INTERVAL_MS = 1000
 @dataclass
 class _PendingExec:
     container_id: str
-    request: engine_pb2.ExecCreateRequest
+    request: engine_pb2.CreateExecRequest
 
 
 class Depth:
@@ -65,7 +66,7 @@ class Depth:
 
     # -- exec -------------------------------------------------------------------------
 
-    async def exec_create(self, request: engine_pb2.ExecCreateRequest) -> str:
+    async def exec_create(self, request: engine_pb2.CreateExecRequest) -> str:
         c = await self._gw._get(request.container)
         if c.status != container_pb2.STATUS_RUNNING:
             if c.status == container_pb2.STATUS_PAUSED:
@@ -89,14 +90,14 @@ class Depth:
             return engine_pb2.ExecInfo(id=exec_id, container_id=pending.container_id, cmd=r.cmd,
                                        tty=r.tty, open_stdin=r.attach_stdin, user=r.user,
                                        working_dir=r.working_dir)
-        info = await self._c.ExecInspect(container_pb2.ExecInspectRequest(exec_id=exec_id))
+        info = (await self._c.GetExec(container_pb2.GetExecRequest(exec_id=exec_id))).exec
         return engine_pb2.ExecInfo(
             id=info.id, container_id=info.container_id, cmd=info.process.args, tty=info.tty,
             open_stdin=info.stdin, running=info.running, exited=info.exited,
             exit_code=info.exit_code, pid=info.pid, user=info.process.user,
             working_dir=info.process.cwd)
 
-    async def exec_start(self, requests) -> AsyncIterator[engine_pb2.ExecStartResponse]:
+    async def exec_start(self, requests) -> AsyncIterator[engine_pb2.StartExecResponse]:
         first = await anext(aiter(requests), None)
         if first is None or first.WhichOneof("msg") != "start":
             raise errors.InvalidArgument("the first message must be start")
@@ -104,7 +105,7 @@ class Depth:
         pending = self._pending.pop(params.exec_id, None)
         if pending is None:
             with contextlib.suppress(errors.NotFound):
-                await self._c.ExecInspect(container_pb2.ExecInspectRequest(exec_id=params.exec_id))
+                await self._c.GetExec(container_pb2.GetExecRequest(exec_id=params.exec_id))
                 raise errors.Conflict(f"Exec {params.exec_id} has already been started")
             raise errors.NotFound(f"No such exec instance: {params.exec_id}")
         r = pending.request
@@ -112,36 +113,36 @@ class Depth:
             container_id=pending.container_id, exec_id=params.exec_id,
             process=container_pb2.Process(args=r.cmd, env=r.env, cwd=r.working_dir, user=r.user),
             tty=r.tty, stdin=r.attach_stdin, detach=params.detach,
-            size=container_pb2.TerminalSize(height=params.size.height, width=params.size.width))
+            size=stdio_pb2.TerminalSize(height=params.size.height, width=params.size.width))
         async for kind, value in self._exec(start, requests):
             if kind == "output":
-                yield engine_pb2.ExecStartResponse(output=value)
+                yield engine_pb2.StartExecResponse(output=value)
             elif kind == "exit":
-                yield engine_pb2.ExecStartResponse(exit_code=value)
+                yield engine_pb2.StartExecResponse(exit_code=value)
 
     async def _exec(self, start: container_pb2.ExecStart, requests, quiet: bool = False):
         """Runs an exec on the container service; yields ("output", LogChunk) and ("exit", code)."""
         outgoing: asyncio.Queue = asyncio.Queue()
-        outgoing.put_nowait(container_pb2.ExecRequest(start=start))
+        outgoing.put_nowait(container_pb2.ExecProcessRequest(start=start))
 
         async def node_requests():
             while (item := await outgoing.get()) is not _END:
                 yield item
 
-        forward = asyncio.ensure_future(_forward(requests, outgoing, container_pb2.ExecRequest))
+        forward = asyncio.ensure_future(_forward(requests, outgoing, container_pb2.ExecProcessRequest))
         exec_id = start.exec_id
         if quiet:
             self._quiet.add(exec_id)
         self._starting.add(exec_id)
         started = False
         try:
-            async for reply in self._c.Exec(node_requests()):
+            async for reply in self._c.ExecProcess(node_requests()):
                 kind = reply.WhichOneof("msg")
                 if kind == "started":
                     started = True
                     self._announce_start(exec_id, start.container_id)
                 elif kind == "output":
-                    yield "output", engine_pb2.LogChunk(stream=reply.output.stream, data=reply.output.data)
+                    yield "output", stdio_pb2.OutputChunk(stream=reply.output.stream, data=reply.output.data)
                 elif kind == "exit_code":
                     yield "exit", reply.exit_code
         finally:
@@ -195,7 +196,7 @@ class Depth:
 
     # -- attach -------------------------------------------------------------------------
 
-    async def attach(self, requests) -> AsyncIterator[engine_pb2.AttachResponse]:
+    async def attach(self, requests) -> AsyncIterator[engine_pb2.AttachContainerResponse]:
         first = await anext(aiter(requests), None)
         if first is None or first.WhichOneof("msg") != "start":
             raise errors.InvalidArgument("the first message must be start")
@@ -204,33 +205,33 @@ class Depth:
         cid = c.id
         meta = convert.Metadata.decode(c.metadata)
         outgoing: asyncio.Queue = asyncio.Queue()
-        outgoing.put_nowait(container_pb2.AttachRequest(start=container_pb2.AttachStart(
+        outgoing.put_nowait(container_pb2.AttachContainerRequest(start=container_pb2.AttachStart(
             container_id=cid, stdin=params.stdin,
-            size=container_pb2.TerminalSize(height=params.size.height, width=params.size.width))))
+            size=stdio_pb2.TerminalSize(height=params.size.height, width=params.size.width))))
 
         async def node_requests():
             while (item := await outgoing.get()) is not _END:
                 yield item
 
-        forward = asyncio.ensure_future(_forward(requests, outgoing, container_pb2.AttachRequest))
+        forward = asyncio.ensure_future(_forward(requests, outgoing, container_pb2.AttachContainerRequest))
         finished = False
         try:
-            async for reply in self._c.Attach(node_requests()):
+            async for reply in self._c.AttachContainer(node_requests()):
                 if reply.WhichOneof("msg") == "attached":
                     self._gw._remember(c)
                     self._publish("attach", cid)
-                    yield engine_pb2.AttachResponse(attached=cid)
+                    yield engine_pb2.AttachContainerResponse(attached=cid)
                     if params.start_container:
                         await self._gw._start(cid)
                 else:
-                    yield engine_pb2.AttachResponse(output=engine_pb2.LogChunk(
+                    yield engine_pb2.AttachContainerResponse(output=stdio_pb2.OutputChunk(
                         stream=reply.output.stream, data=reply.output.data))
             if params.start_container:
-                status = await self._c.Wait(container_pb2.WaitRequest(id=cid))
+                status = await self._c.WaitContainer(container_pb2.WaitContainerRequest(id=cid))
                 if meta.auto_remove:
                     await self._gw._remove_quietly(cid)
                 finished = True
-                yield engine_pb2.AttachResponse(exit=engine_pb2.ExitStatus(
+                yield engine_pb2.AttachContainerResponse(exit=engine_pb2.ExitStatus(
                     exit_code=status.exit_code, oom_killed=status.oom_killed))
             finished = True
         finally:
@@ -247,32 +248,32 @@ class Depth:
 
     async def pause(self, ref: str) -> None:
         c = await self._gw._get(ref)
-        await self._c.Pause(container_pb2.PauseRequest(id=c.id))
+        await self._c.PauseContainer(container_pb2.PauseContainerRequest(id=c.id))
         self._gw._remember(c)
         self._publish("pause", c.id)
 
     async def unpause(self, ref: str) -> None:
         c = await self._gw._get(ref)
-        await self._c.Resume(container_pb2.PauseRequest(id=c.id))
+        await self._c.ResumeContainer(container_pb2.ResumeContainerRequest(id=c.id))
         self._gw._remember(c)
         self._publish("unpause", c.id)
 
-    async def top(self, request: engine_pb2.TopRequest) -> engine_pb2.TopResponse:
+    async def top(self, request: engine_pb2.ListContainerProcessesRequest) -> engine_pb2.ListContainerProcessesResponse:
         c = await self._gw._get(request.id)
         if c.status not in (container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED):
             raise errors.FailedPrecondition(f"container {c.id} is not running")
-        reply = await self._c.Top(container_pb2.TopRequest(id=c.id, ps_args=request.ps_args))
+        reply = await self._c.ListContainerProcesses(container_pb2.ListContainerProcessesRequest(id=c.id, ps_args=request.ps_args))
         self._publish("top", c.id)
-        return engine_pb2.TopResponse(titles=reply.titles, processes=[
+        return engine_pb2.ListContainerProcessesResponse(titles=reply.titles, processes=[
             engine_pb2.StringList(values=row.columns) for row in reply.processes])
 
-    async def stats(self, ref: str, stream: bool) -> AsyncIterator[engine_pb2.ContainerStats]:
+    async def stats(self, ref: str, stream: bool) -> AsyncIterator[engine_pb2.GetContainerStatsResponse]:
         c = await self._gw._get(ref)
         name = convert.display_name(c.name)
         previous = None
         interval = STATS_INTERVAL_MS if stream else int(STATS_PREREAD * 1000)
         count = 0
-        async for s in self._c.Stats(container_pb2.StatsRequest(id=c.id, interval_ms=interval)):
+        async for s in self._c.GetContainerStats(container_pb2.GetContainerStatsRequest(id=c.id, interval_ms=interval)):
             count += 1
             out = _stats(c.id, name, s, previous)
             previous = s
@@ -284,7 +285,7 @@ class Depth:
         if not stream and count == 1:
             yield out
 
-    async def update(self, request: engine_pb2.UpdateResourcesRequest) -> None:
+    async def update(self, request: engine_pb2.UpdateContainerResourcesRequest) -> None:
         fields, resources = [], container_pb2.Resources()
         for field in ("memory_bytes", "nano_cpus", "cpu_shares", "pids_limit"):
             if request.HasField(field):
@@ -297,7 +298,7 @@ class Depth:
         if not fields:
             raise errors.InvalidArgument("you must provide one or more flags when using this command")
         c = await self._gw._get(request.id)
-        await self._c.Update(container_pb2.UpdateRequest(id=c.id, resources=resources, fields=fields))
+        await self._c.UpdateContainerResources(container_pb2.UpdateContainerResourcesRequest(id=c.id, resources=resources, fields=fields))
         # The new limits are the container's config from now on: inspect shows
         # them and a later start applies them.
         meta = convert.Metadata.decode(c.metadata)
@@ -305,7 +306,7 @@ class Depth:
         config.CopyFrom(meta.config)
         for field in fields:
             setattr(config, field, getattr(request, field))
-        await self._c.SetMetadata(container_pb2.SetMetadataRequest(
+        await self._c.SetContainerMetadata(container_pb2.SetContainerMetadataRequest(
             id=c.id, metadata=dataclasses.replace(meta, config=config).encode()))
         self._gw._remember(c)
         self._publish("update", c.id)
@@ -314,7 +315,7 @@ class Depth:
 
     async def copy_from(self, ref: str, path: str) -> AsyncIterator[bytes]:
         c = await self._gw._get(ref)
-        async for chunk in self._c.CopyOut(container_pb2.CopyOutRequest(id=c.id, path=path)):
+        async for chunk in self._c.CopyFromContainer(container_pb2.CopyFromContainerRequest(id=c.id, path=path)):
             yield chunk.data
         self._gw._remember(c)
         self._publish("archive-path", c.id)
@@ -326,30 +327,30 @@ class Depth:
         c = await self._gw._get(first.header.id)
 
         async def node_requests():
-            yield container_pb2.CopyInRequest(header=container_pb2.CopyInHeader(
+            yield container_pb2.CopyToContainerRequest(header=container_pb2.CopyToContainerHeader(
                 id=c.id, path=first.header.path))
             async for req in requests:
-                yield container_pb2.CopyInRequest(chunk=req.chunk)
-        await self._c.CopyIn(node_requests())
+                yield container_pb2.CopyToContainerRequest(chunk=req.chunk)
+        await self._c.CopyToContainer(node_requests())
         self._gw._remember(c)
         self._publish("extract-to-dir", c.id)
 
     async def export(self, ref: str) -> AsyncIterator[bytes]:
         c = await self._gw._get(ref)
-        async for chunk in self._c.Export(container_pb2.ExportRequest(id=c.id)):
+        async for chunk in self._c.ExportContainer(container_pb2.ExportContainerRequest(id=c.id)):
             yield chunk.data
         self._gw._remember(c)
         self._publish("export", c.id)
 
 
-def _stats(cid: str, name: str, s, previous) -> engine_pb2.ContainerStats:
+def _stats(cid: str, name: str, s, previous) -> engine_pb2.GetContainerStatsResponse:
     cpu = 0.0
     if previous is not None:
         d_cpu = s.cpu_usage_ns - previous.cpu_usage_ns
         d_sys = s.system_cpu_ns - previous.system_cpu_ns
         if d_cpu > 0 and d_sys > 0:
             cpu = d_cpu / d_sys * (s.online_cpus or 1) * 100.0
-    return engine_pb2.ContainerStats(
+    return engine_pb2.GetContainerStatsResponse(
         id=cid, name=name, time=s.time, cpu_percent=cpu, memory_usage=s.memory_usage,
         memory_limit=s.memory_limit, pids=s.pids, net_rx_bytes=s.net_rx_bytes,
         net_tx_bytes=s.net_tx_bytes, block_read_bytes=s.block_read_bytes,
@@ -365,7 +366,7 @@ async def _forward(requests, outgoing: asyncio.Queue, message) -> None:
             if kind == "stdin":
                 outgoing.put_nowait(message(stdin=req.stdin))
             elif kind == "resize":
-                outgoing.put_nowait(message(resize=container_pb2.TerminalSize(
+                outgoing.put_nowait(message(resize=stdio_pb2.TerminalSize(
                     height=req.resize.height, width=req.resize.width)))
             elif kind == "close_stdin":
                 outgoing.put_nowait(message(close_stdin=True))

@@ -191,7 +191,7 @@ async def watch(gw, cid: str) -> None:
     from services.common import errors
     from services.gateway import convert
     try:
-        c = await gw._container.Get(container_pb2.GetRequest(id=cid))
+        c = (await gw._container.GetContainer(container_pb2.GetContainerRequest(id=cid))).container
     except errors.BerthError:
         return
     if c.status != container_pb2.STATUS_RUNNING:

@@ -12,15 +12,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from berth.network.v1 import network_pb2
+from berth.types.v1 import port_pb2
 from services.common import errors
 
 DEFAULT_NETWORK = "bridge"
 
 
 def attach_request(cid: str, name: str, cfg: engine_pb2.ContainerConfig,
-                   image_config: image_pb2.ImageConfig) -> network_pb2.AttachRequest:
+                   image_config: image_pb2.ImageConfig) -> network_pb2.CreateEndpointRequest:
     """The Attach a `run` makes: first network, names, --ip, aliases, -p and -P."""
-    ports = [network_pb2.PortBinding(protocol=p.protocol or "tcp", host_ip=p.host_ip,
+    ports = [port_pb2.PortBinding(protocol=p.protocol or "tcp", host_ip=p.host_ip,
                                      host_port=p.host_port, container_port=p.container_port)
              for p in cfg.ports]
     if cfg.publish_all:
@@ -29,8 +30,8 @@ def attach_request(cid: str, name: str, cfg: engine_pb2.ContainerConfig,
             number, _, proto = spec.partition("/")
             proto = proto or "tcp"
             if number.isdigit() and (int(number), proto) not in asked and proto in ("tcp", "udp"):
-                ports.append(network_pb2.PortBinding(protocol=proto, container_port=int(number)))
-    return network_pb2.AttachRequest(
+                ports.append(port_pb2.PortBinding(protocol=proto, container_port=int(number)))
+    return network_pb2.CreateEndpointRequest(
         container_id=cid, network=cfg.network_mode or DEFAULT_NETWORK, name=name,
         hostname=cfg.hostname or cid[:12], ipv4_address=cfg.ipv4_address,
         aliases=list(cfg.network_aliases), ports=ports)
@@ -57,7 +58,7 @@ async def add_endpoints(network_client, infos: Sequence[engine_pb2.ContainerInfo
         if endpoint is None:
             continue
         for p in endpoint.ports:
-            info.ports.append(engine_pb2.PortBinding(
+            info.ports.append(port_pb2.PortBinding(
                 protocol=p.protocol, host_ip=p.host_ip, host_port=p.host_port,
                 container_port=p.container_port))
         for a in endpoint.attachments:
@@ -76,9 +77,9 @@ class Networks:
         self._publish = publish
 
     async def create(self, r: engine_pb2.CreateNetworkRequest) -> engine_pb2.NetworkInfo:
-        n = await self._network.CreateNetwork(network_pb2.CreateNetworkRequest(
+        n = (await self._network.CreateNetwork(network_pb2.CreateNetworkRequest(
             name=r.name, driver=r.driver, subnet=r.subnet, gateway=r.gateway,
-            ip_range=r.ip_range, internal=r.internal, labels=dict(r.labels)))
+            ip_range=r.ip_range, internal=r.internal, labels=dict(r.labels)))).network
         self._publish("create", n.id, {"name": n.name, "type": n.driver})
         return network_info(n)
 
@@ -87,7 +88,7 @@ class Networks:
 
     async def _get(self, name: str) -> network_pb2.Network:
         try:
-            return await self._network.GetNetwork(network_pb2.GetNetworkRequest(name=name))
+            return (await self._network.GetNetwork(network_pb2.GetNetworkRequest(name=name))).network
         except errors.NotFound:
             raise errors.NotFound(f"network {name} not found") from None
 
@@ -105,12 +106,12 @@ class Networks:
     async def connect(self, r: engine_pb2.ConnectNetworkRequest) -> None:
         cid = await self._resolve(r.container)
         n = await self._get(r.network)
-        await self._network.Connect(network_pb2.ConnectRequest(
+        await self._network.ConnectNetwork(network_pb2.ConnectNetworkRequest(
             container_id=cid, network=n.id, ipv4_address=r.ipv4_address, aliases=list(r.aliases)))
         self._publish("connect", n.id, {"name": n.name, "type": n.driver, "container": cid})
 
-    async def disconnect(self, r: engine_pb2.ConnectNetworkRequest) -> None:
+    async def disconnect(self, r: engine_pb2.DisconnectNetworkRequest) -> None:
         cid = await self._resolve(r.container)
         n = await self._get(r.network)
-        await self._network.Disconnect(network_pb2.DisconnectRequest(container_id=cid, network=n.id))
+        await self._network.DisconnectNetwork(network_pb2.DisconnectNetworkRequest(container_id=cid, network=n.id))
         self._publish("disconnect", n.id, {"name": n.name, "type": n.driver, "container": cid})

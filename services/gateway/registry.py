@@ -8,39 +8,30 @@ from collections.abc import AsyncIterator
 
 from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
+from berth.types.v1 import registry_pb2
 
 
-def _auth(auth: engine_pb2.RegistryAuth) -> image_pb2.RegistryAuth:
-    return image_pb2.RegistryAuth(username=auth.username, password=auth.password,
-                                  identity_token=auth.identity_token)
-
-
-def _progress(p: image_pb2.Progress) -> engine_pb2.ProgressMessage:
-    return engine_pb2.ProgressMessage(id=p.id, status=p.status, current=p.current, total=p.total,
-                                      image_id=p.image_id, digest=p.digest)
-
-
-async def pull(gateway, request: engine_pb2.PullImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+async def pull(gateway, request: engine_pb2.PullImageRequest) -> AsyncIterator[registry_pb2.Progress]:
     image_id = ""
-    async for p in gateway._image.Pull(image_pb2.PullRequest(
-            reference=request.reference, platform=request.platform, auth=_auth(request.auth))):
-        image_id = p.image_id or image_id
-        yield _progress(p)
+    async for reply in gateway._image.PullImage(image_pb2.PullImageRequest(
+            reference=request.reference, platform=request.platform, auth=request.auth)):
+        image_id = reply.progress.image_id or image_id
+        yield reply.progress
     if image_id:
         gateway._publish_image("pull", image_id, request.reference)
 
 
-async def push(gateway, request: engine_pb2.PushImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+async def push(gateway, request: engine_pb2.PushImageRequest) -> AsyncIterator[registry_pb2.Progress]:
     image_id = ""
-    async for p in gateway._image.Push(image_pb2.PushRequest(
-            reference=request.reference, auth=_auth(request.auth))):
-        image_id = p.image_id or image_id
-        yield _progress(p)
+    async for reply in gateway._image.PushImage(image_pb2.PushImageRequest(
+            reference=request.reference, auth=request.auth)):
+        image_id = reply.progress.image_id or image_id
+        yield reply.progress
     if image_id:
         gateway._publish_image("push", image_id, request.reference)
 
 
-async def login(gateway, request: engine_pb2.LoginRequest) -> engine_pb2.LoginResponse:
-    response = await gateway._image.Login(image_pb2.LoginRequest(
-        server=request.server, auth=_auth(request.auth)))
-    return engine_pb2.LoginResponse(status=response.status)
+async def login(gateway, request: engine_pb2.CheckRegistryAuthRequest) -> engine_pb2.CheckRegistryAuthResponse:
+    response = await gateway._image.CheckRegistryAuth(image_pb2.CheckRegistryAuthRequest(
+        server=request.server, auth=request.auth))
+    return engine_pb2.CheckRegistryAuthResponse(status=response.status)

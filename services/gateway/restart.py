@@ -136,10 +136,10 @@ class Restarts:
             task.cancel()
 
     async def _set(self, cid: str, change: Callable[[convert.Metadata], convert.Metadata]) -> container_pb2.Container:
-        c = await self._gw._container.Get(container_pb2.GetRequest(id=cid))
+        c = (await self._gw._container.GetContainer(container_pb2.GetContainerRequest(id=cid))).container
         meta = change(convert.Metadata.decode(c.metadata))
-        return await self._gw._container.SetMetadata(
-            container_pb2.SetMetadataRequest(id=cid, metadata=meta.encode()))
+        return (await self._gw._container.SetContainerMetadata(
+            container_pb2.SetContainerMetadataRequest(id=cid, metadata=meta.encode()))).container
 
     # -- what the containers did ----------------------------------------------------
 
@@ -147,7 +147,7 @@ class Restarts:
         if cid in self._stopped or cid in self._pending:
             return
         try:
-            c = await self._gw._container.Get(container_pb2.GetRequest(id=cid))
+            c = (await self._gw._container.GetContainer(container_pb2.GetContainerRequest(id=cid))).container
         except errors.BerthError:
             return
         self._consider(c, engine_start=False)
@@ -214,7 +214,7 @@ async def update_policy(gw, ref: str, policy: engine_pb2.RestartPolicy) -> None:
     config = engine_pb2.ContainerConfig()
     config.CopyFrom(meta.config)
     config.restart_policy.CopyFrom(policy)
-    await gw._container.SetMetadata(container_pb2.SetMetadataRequest(
+    await gw._container.SetContainerMetadata(container_pb2.SetContainerMetadataRequest(
         id=c.id, metadata=dataclasses.replace(meta, config=config).encode()))
     gw._remember(c)
     gw._publish_container("update", c.id)

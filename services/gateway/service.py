@@ -33,6 +33,7 @@ from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from berth.network.v1 import network_pb2
 from berth.volume.v1 import volume_pb2
+from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.common.config import Config
 from services.gateway import convert, names
@@ -120,8 +121,8 @@ class Gateway(CompatMixin):
 
     # -- version ------------------------------------------------------------------
 
-    def version(self) -> engine_pb2.VersionResponse:
-        return engine_pb2.VersionResponse(
+    def version(self) -> engine_pb2.GetVersionResponse:
+        return engine_pb2.GetVersionResponse(
             version=VERSION, api_version=API_VERSION, os=platform.system().lower(),
             arch=platform.machine(), kernel_version=platform.release(),
             runtime=os.path.basename(self._config.runtime))
@@ -132,7 +133,7 @@ class Gateway(CompatMixin):
         cid, _ = await self._create(cfg)
         return cid
 
-    async def run(self, cfg: engine_pb2.ContainerConfig, attach: bool) -> AsyncIterator[engine_pb2.RunResponse]:
+    async def run(self, cfg: engine_pb2.ContainerConfig, attach: bool) -> AsyncIterator[engine_pb2.RunContainerResponse]:
         cid, meta = await self._create(cfg)
         if not attach and meta.auto_remove:
             self._auto_remove.add(cid)
@@ -143,22 +144,22 @@ class Gateway(CompatMixin):
             await self._undo_container(cid, published=True)
             raise
         if not attach:
-            yield engine_pb2.RunResponse(id=cid)
+            yield engine_pb2.RunContainerResponse(id=cid)
             return
 
         finished = False
         try:
-            yield engine_pb2.RunResponse(id=cid)
+            yield engine_pb2.RunContainerResponse(id=cid)
             status = None
             async for item in self._attach(cid):
-                if isinstance(item, container_pb2.WaitResponse):
+                if isinstance(item, container_pb2.WaitContainerResponse):
                     status = item
                 else:
-                    yield engine_pb2.RunResponse(output=item)
+                    yield engine_pb2.RunContainerResponse(output=item)
             if meta.auto_remove:
                 await self._remove_quietly(cid)
             finished = True
-            yield engine_pb2.RunResponse(exit=engine_pb2.ExitStatus(
+            yield engine_pb2.RunContainerResponse(exit=engine_pb2.ExitStatus(
                 exit_code=status.exit_code, oom_killed=status.oom_killed))
         finally:
             if not finished and meta.auto_remove:
@@ -169,7 +170,7 @@ class Gateway(CompatMixin):
     async def _start(self, cid: str) -> None:
         self._starting.add(cid)
         try:
-            await self._container.Start(container_pb2.StartRequest(id=cid))
+            await self._container.StartContainer(container_pb2.StartContainerRequest(id=cid))
         finally:
             self._starting.discard(cid)
             early = self._early_exits.pop(cid, None)
@@ -220,17 +221,17 @@ class Gateway(CompatMixin):
             stdin_once=cfg.stdin_once)
         # /etc/hosts and /etc/resolv.conf from the network service.
         spec.mounts.extend(endpoint.mounts)
-        request = container_pb2.CreateRequest(
+        request = container_pb2.CreateContainerRequest(
             id=cid, name=name, labels=labels, spec=spec, metadata=meta.encode())
         try:
             try:
-                created = await self._container.Create(request)
+                created = (await self._container.CreateContainer(request)).container
             except errors.AlreadyExists:
                 if cfg.name:
                     raise
                 # A generated name collided: the user asked for no name in particular.
                 request.name = names.generate(taken=lambda n: True)
-                created = await self._container.Create(request)
+                created = (await self._container.CreateContainer(request)).container
         except BaseException:
             await self._mounter.undo(cid, mounts)
             await self._undo_prepare(cid)
@@ -253,39 +254,42 @@ class Gateway(CompatMixin):
             image_id = ref if ref.startswith("sha256:") else f"sha256:{ref}"
             if image_id in self._image_configs:
                 return image_id, self._image_configs[image_id]
-        image = await self._image.GetImage(image_pb2.GetImageRequest(reference=ref))
+        image = (await self._image.GetImage(image_pb2.GetImageRequest(reference=ref))).image
         self._image_configs[image.id] = image.config
         return image.id, image.config
 
     async def _prepare(self, cid: str, image_id: str, network_mode: str,
-                       attach: network_pb2.AttachRequest | None = None):
+                       attach: network_pb2.CreateEndpointRequest | None = None):
         """Snapshot and network namespace at once; undo whichever succeeded when the other failed."""
         snapshot, endpoint = await asyncio.gather(
             self._image.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
                 key=cid, image=image_id, labels={convert.CONTAINER_LABEL: cid})),
-            self._network.Attach(attach or network_pb2.AttachRequest(container_id=cid, network=network_mode)),
+            self._network.CreateEndpoint(
+                attach or network_pb2.CreateEndpointRequest(container_id=cid, network=network_mode)),
             return_exceptions=True)
         failed = [r for r in (snapshot, endpoint) if isinstance(r, BaseException)]
         if failed:
             undo = []
             if not isinstance(endpoint, BaseException):
-                undo.append(self._quietly("detach", self._network.Detach(
-                    network_pb2.DetachRequest(container_id=cid))))
+                undo.append(self._quietly("detach", self._network.DeleteEndpoint(
+                    network_pb2.DeleteEndpointRequest(container_id=cid))))
             if not isinstance(snapshot, BaseException):
                 undo.append(self._quietly("remove_snapshot", self._image.RemoveSnapshot(
                     image_pb2.RemoveSnapshotRequest(key=cid))))
             await asyncio.gather(*undo)
             raise failed[0]
-        return snapshot, endpoint
+        return snapshot, endpoint.endpoint
 
     async def _undo_prepare(self, cid: str) -> None:
         await asyncio.gather(
-            self._quietly("detach", self._network.Detach(network_pb2.DetachRequest(container_id=cid))),
+            self._quietly("detach", self._network.DeleteEndpoint(
+                network_pb2.DeleteEndpointRequest(container_id=cid))),
             self._quietly("remove_snapshot", self._image.RemoveSnapshot(
                 image_pb2.RemoveSnapshotRequest(key=cid))))
 
     async def _undo_container(self, cid: str, published: bool) -> None:
-        await self._quietly("delete", self._container.Delete(container_pb2.DeleteRequest(id=cid, force=True)))
+        await self._quietly("delete", self._container.RemoveContainer(
+            container_pb2.RemoveContainerRequest(id=cid, force=True)))
         await self._quietly("release_volumes", self._mounter.release(cid, remove_anonymous=True))
         await self._undo_prepare(cid)
         if published:
@@ -301,7 +305,7 @@ class Gateway(CompatMixin):
             log.warning("undo_failed", step=step, error=str(exc))
 
     async def _attach(self, cid: str, tail: int = -1) -> AsyncIterator[object]:
-        """The container's output from the start (LogChunk), then its WaitResponse.
+        """The container's output from the start (OutputChunk), then its WaitContainerResponse.
 
         The log stream should end when the process exits; in case it lags, it gets
         LOG_DRAIN_SECONDS after Wait returned to deliver the rest.
@@ -310,16 +314,16 @@ class Gateway(CompatMixin):
 
         async def pump() -> None:
             try:
-                async for entry in self._container.Logs(container_pb2.LogsRequest(
+                async for reply in self._container.GetContainerLogs(container_pb2.GetContainerLogsRequest(
                         id=cid, follow=True, tail=tail)):
-                    queue.put_nowait(_log_chunk(entry))
+                    queue.put_nowait(reply.chunk)
             except errors.BerthError as exc:
                 log.warning("attach_logs_failed", container_id=cid, error=exc.message)
             finally:
                 queue.put_nowait(_LOGS_ENDED)
 
         pump_task = asyncio.ensure_future(pump())
-        wait_task = asyncio.ensure_future(self._container.Wait(container_pb2.WaitRequest(id=cid)))
+        wait_task = asyncio.ensure_future(self._container.WaitContainer(container_pb2.WaitContainerRequest(id=cid)))
         wait_task.add_done_callback(lambda _: queue.put_nowait(_WAITED))
         loop = asyncio.get_running_loop()
         deadline = None
@@ -352,7 +356,7 @@ class Gateway(CompatMixin):
 
     async def _get(self, ref: str) -> container_pb2.Container:
         try:
-            return await self._container.Get(container_pb2.GetRequest(id=ref))
+            return (await self._container.GetContainer(container_pb2.GetContainerRequest(id=ref))).container
         except errors.NotFound:
             raise errors.NotFound(f"No such container: {ref}") from None
 
@@ -380,7 +384,7 @@ class Gateway(CompatMixin):
         if c.status not in (container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED):
             return
         since = time.time()
-        await self._container.Stop(container_pb2.StopRequest(
+        await self._container.StopContainer(container_pb2.StopContainerRequest(
             id=c.id, timeout_seconds=meta.stop_timeout if timeout is None else timeout))
         # Docker's order is die, then stop; "die" comes from the container
         # service's event stream, which may still be on its way.
@@ -406,7 +410,7 @@ class Gateway(CompatMixin):
         # Refused before anything changes (the restart policy below included).
         depth_mod.check_signal(signal)
         await self.restarts.user_stopped(c)
-        await self._container.Kill(container_pb2.KillRequest(id=c.id, signal=signal))
+        await self._container.KillContainer(container_pb2.KillContainerRequest(id=c.id, signal=signal))
         self._remember(c)
         self._publish_container("kill", c.id, signal=_signal_number(signal))
 
@@ -430,11 +434,11 @@ class Gateway(CompatMixin):
         self.health.stop(cid, forget=True)
         try:
             async def delete_then_snapshot():
-                await self._container.Delete(container_pb2.DeleteRequest(id=cid, force=force))
+                await self._container.RemoveContainer(container_pb2.RemoveContainerRequest(id=cid, force=force))
                 # The snapshot is the rootfs: only once the runtime let go of it.
                 await self._image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid))
                 await self._mounter.release(cid, remove_anonymous=remove_volumes)
-            detach = self._network.Detach(network_pb2.DetachRequest(container_id=cid))
+            detach = self._network.DeleteEndpoint(network_pb2.DeleteEndpointRequest(container_id=cid))
             if exited:
                 # Nothing runs in the namespace any more, so it can go while the runtime
                 # deletes: this is the --rm hot path.
@@ -464,12 +468,12 @@ class Gateway(CompatMixin):
 
     async def _remove_when_exited(self, cid: str) -> None:
         with contextlib.suppress(errors.NotFound):
-            await self._container.Wait(container_pb2.WaitRequest(id=cid))
+            await self._container.WaitContainer(container_pb2.WaitContainerRequest(id=cid))
             await self._remove_quietly(cid)
 
-    async def wait(self, ref: str) -> container_pb2.WaitResponse:
+    async def wait(self, ref: str) -> container_pb2.WaitContainerResponse:
         c = await self._get(ref)
-        return await self._container.Wait(container_pb2.WaitRequest(id=c.id))
+        return await self._container.WaitContainer(container_pb2.WaitContainerRequest(id=c.id))
 
     def _live_state(self, info: engine_pb2.ContainerInfo) -> engine_pb2.ContainerInfo:
         """What only the gateway knows: a pending policy restart, the healthcheck's state."""
@@ -489,22 +493,22 @@ class Gateway(CompatMixin):
     async def _container_id(self, ref: str) -> str:
         return (await self._get(ref)).id
 
-    async def logs(self, ref: str, follow: bool, tail: int, since, until) -> AsyncIterator[engine_pb2.LogChunk]:
+    async def logs(self, ref: str, follow: bool, tail: int, since, until) -> AsyncIterator[stdio_pb2.OutputChunk]:
         c = await self._get(ref)
-        request = container_pb2.LogsRequest(id=c.id, follow=follow, tail=tail)
+        request = container_pb2.GetContainerLogsRequest(id=c.id, follow=follow, tail=tail)
         if since is not None:
             request.since.CopyFrom(since)
         if until is not None:
             request.until.CopyFrom(until)
-        async for entry in self._container.Logs(request):
-            yield _log_chunk(entry)
+        async for reply in self._container.GetContainerLogs(request):
+            yield reply.chunk
 
     async def list(self, all_: bool, filters: Mapping[str, Sequence[str]]) -> list[engine_pb2.ContainerInfo]:
         unknown = sorted(set(filters) - set(_LIST_FILTERS))
         if unknown:
             raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
         exact_labels = dict(v.split("=", 1) for v in filters.get("label", ()) if "=" in v)
-        response = await self._container.List(container_pb2.ListRequest(labels=exact_labels))
+        response = await self._container.ListContainers(container_pb2.ListContainersRequest(labels=exact_labels))
         ancestors = await self._ancestor_ids(filters.get("ancestor", ()))
         # Asking for a status means asking for containers in it, running or not (as docker).
         all_ = all_ or bool(filters.get("status"))
@@ -533,8 +537,8 @@ class Gateway(CompatMixin):
     async def load_images(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
         async def requests():
             async for data in chunks:
-                yield image_pb2.LoadRequest(chunk=data)
-        response = await self._image.Load(requests())
+                yield image_pb2.LoadImagesRequest(chunk=data)
+        response = await self._image.LoadImages(requests())
         for image in response.images:
             self._publish_image("load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
         return [convert.image_info(i) for i in response.images]
@@ -544,16 +548,16 @@ class Gateway(CompatMixin):
         config = convert.parse_changes(changes)
 
         async def requests():
-            yield image_pb2.ImportRequest(header=image_pb2.ImportHeader(
+            yield image_pb2.ImportImageRequest(header=image_pb2.ImportHeader(
                 reference=reference, config=config, message=message))
             async for data in chunks:
-                yield image_pb2.ImportRequest(chunk=data)
-        image = await self._image.Import(requests())
+                yield image_pb2.ImportImageRequest(chunk=data)
+        image = (await self._image.ImportImage(requests())).image
         self._publish_image("import", image.id, image.repo_tags[0] if image.repo_tags else image.id)
         return convert.image_info(image)
 
     async def save_images(self, references: Sequence[str]) -> AsyncIterator[bytes]:
-        async for response in self._image.Save(image_pb2.SaveRequest(references=list(references))):
+        async for response in self._image.SaveImages(image_pb2.SaveImagesRequest(references=list(references))):
             yield response.chunk
 
     async def list_images(self, all_: bool, reference: str) -> list[engine_pb2.ImageInfo]:
@@ -565,14 +569,15 @@ class Gateway(CompatMixin):
         return infos
 
     async def inspect_image(self, reference: str) -> engine_pb2.ImageInfo:
-        image, counts = await asyncio.gather(
+        reply, counts = await asyncio.gather(
             self._image.GetImage(image_pb2.GetImageRequest(reference=reference)),
             self._containers_per_image())
+        image = reply.image
         self._image_configs[image.id] = image.config
         return convert.image_info(image, counts.get(image.id, 0))
 
     async def _containers_per_image(self) -> dict[str, int]:
-        response = await self._container.List(container_pb2.ListRequest())
+        response = await self._container.ListContainers(container_pb2.ListContainersRequest())
         counts: dict[str, int] = {}
         for c in response.containers:
             image_id = convert.Metadata.decode(c.metadata).image_id
@@ -580,7 +585,7 @@ class Gateway(CompatMixin):
         return counts
 
     async def tag_image(self, source: str, target: str) -> None:
-        image = await self._image.Tag(image_pb2.TagRequest(source=source, target=target))
+        image = (await self._image.TagImage(image_pb2.TagImageRequest(source=source, target=target))).image
         self._publish_image("tag", image.id, target)
 
     async def remove_image(self, reference: str, force: bool) -> image_pb2.RemoveImageResponse:
@@ -603,14 +608,14 @@ class Gateway(CompatMixin):
         return [volumes_mod.volume_info(v) for v in response.volumes]
 
     async def create_volume(self, request: engine_pb2.CreateVolumeRequest) -> engine_pb2.VolumeInfo:
-        volume = await self._volume.CreateVolume(volume_pb2.CreateVolumeRequest(
-            name=request.name, driver=request.driver, labels=request.labels, options=request.options))
+        volume = (await self._volume.CreateVolume(volume_pb2.CreateVolumeRequest(
+            name=request.name, driver=request.driver, labels=request.labels, options=request.options))).volume
         self.events.publish("volume", "create", volume.name, {"driver": volume.driver})
         return volumes_mod.volume_info(volume)
 
     async def inspect_volume(self, name: str) -> engine_pb2.VolumeInfo:
         try:
-            volume = await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=name, with_size=True))
+            volume = (await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=name, with_size=True))).volume
         except errors.NotFound:
             raise errors.NotFound(f"get {name}: no such volume") from None
         return volumes_mod.volume_info(volume)
@@ -658,12 +663,12 @@ class Gateway(CompatMixin):
         delay = EVENTS_RETRY[0]
         quiet = False
         while True:
-            stream = self._container.Events(container_pb2.EventsRequest())
+            stream = self._container.SubscribeTaskEvents(container_pb2.SubscribeTaskEventsRequest())
             rescan = self._spawn(self._reconcile())
             try:
-                async for event in stream:
+                async for reply in stream:
                     delay, quiet = EVENTS_RETRY[0], False
-                    await self._on_task_event(event)
+                    await self._on_task_event(reply.event)
             except errors.BerthError as exc:
                 # Said once per outage, not once per retry.
                 if not quiet:
@@ -677,7 +682,7 @@ class Gateway(CompatMixin):
 
     async def _reconcile(self) -> None:
         try:
-            response = await self._container.List(container_pb2.ListRequest())
+            response = await self._container.ListContainers(container_pb2.ListContainersRequest())
         except errors.BerthError:
             return
         await self.restarts.reconcile(list(response.containers))
@@ -712,13 +717,6 @@ class Gateway(CompatMixin):
             self._publish_container("oom", cid)
         elif event.type == container_pb2.TaskEvent.TYPE_EXEC_EXIT:
             self.depth.on_exec_exit(event)
-
-
-def _log_chunk(entry: container_pb2.LogEntry) -> engine_pb2.LogChunk:
-    chunk = engine_pb2.LogChunk(stream=entry.stream, data=entry.data)
-    if entry.HasField("time"):
-        chunk.time.CopyFrom(entry.time)
-    return chunk
 
 
 def _signal_number(signal: str) -> str:

@@ -20,12 +20,13 @@ import asyncio
 from collections.abc import Sequence
 
 import structlog
-from google.protobuf import empty_pb2
 
 from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from berth.volume.v1 import volume_pb2
+from berth.types.v1 import file_change_pb2
+from berth.types.v1 import healthcheck_pb2
 from services.common import errors
 from services.gateway import convert
 
@@ -45,7 +46,7 @@ async def rename(gw, ref: str, new_name: str) -> None:
             f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     c = await gw._get(ref)
     old_name = convert.display_name(c.name)
-    await gw._container.Rename(container_pb2.RenameRequest(id=c.id, new_name=new_name))
+    await gw._container.RenameContainer(container_pb2.RenameContainerRequest(id=c.id, new_name=new_name))
     image = convert.Metadata.decode(c.metadata).image
     gw._known[c.id] = (new_name, image)
     gw._publish_container("rename", c.id, oldName=f"/{old_name}")
@@ -57,8 +58,8 @@ async def commit(gw, ref: str, reference: str, changes: Sequence[str], message: 
     c = await gw._get(ref)
     config = await _container_image_config(gw, c)
     _apply_changes(config, convert.parse_changes(changes))
-    image = await gw._image.Commit(image_pb2.CommitRequest(
-        key=c.id, config=config, reference=reference, comment=message, author=author))
+    image = (await gw._image.CommitSnapshot(image_pb2.CommitSnapshotRequest(
+        key=c.id, config=config, reference=reference, comment=message, author=author))).image
     gw._image_configs[image.id] = image.config
     gw._remember(c)
     gw._publish_container("commit", c.id, comment=message, imageID=image.id,
@@ -97,7 +98,7 @@ async def _container_image_config(gw, c: container_pb2.Container) -> image_pb2.I
         config.stop_signal = cfg.stop_signal
     if cfg.HasField("healthcheck"):
         h = cfg.healthcheck
-        config.healthcheck.CopyFrom(image_pb2.HealthConfig(
+        config.healthcheck.CopyFrom(healthcheck_pb2.HealthConfig(
             test=h.test, interval=h.interval, timeout=h.timeout, retries=h.retries,
             start_period=h.start_period, start_interval=h.start_interval))
     return config
@@ -124,20 +125,20 @@ def _apply_changes(config: image_pb2.ImageConfig, changes: image_pb2.ImageConfig
         have.extend(v for v in getattr(changes, name) if v not in have)
 
 
-async def diff(gw, ref: str) -> list[engine_pb2.FileChange]:
+async def diff(gw, ref: str) -> list[file_change_pb2.FileChange]:
     c = await gw._get(ref)
-    response = await gw._image.Diff(image_pb2.DiffRequest(key=c.id))
-    return [engine_pb2.FileChange(kind=ch.kind, path=ch.path) for ch in response.changes]
+    response = await gw._image.DiffSnapshot(image_pb2.DiffSnapshotRequest(key=c.id))
+    return [file_change_pb2.FileChange(kind=ch.kind, path=ch.path) for ch in response.changes]
 
 
 # -- prune and df ------------------------------------------------------------------------
 
 async def _containers(gw) -> list[container_pb2.Container]:
-    return list((await gw._container.List(container_pb2.ListRequest())).containers)
+    return list((await gw._container.ListContainers(container_pb2.ListContainersRequest())).containers)
 
 
-async def _snapshot_sizes(gw) -> tuple[image_pb2.DiskUsageResponse, dict[str, int]]:
-    usage = await gw._image.DiskUsage(empty_pb2.Empty())
+async def _snapshot_sizes(gw) -> tuple[image_pb2.GetDiskUsageResponse, dict[str, int]]:
+    usage = await gw._image.GetDiskUsage(image_pb2.GetDiskUsageRequest())
     return usage, {s.key: s.size for s in usage.snapshots}
 
 
@@ -146,9 +147,9 @@ def _prunable(gw, c: container_pb2.Container) -> bool:
     return c.status != container_pb2.STATUS_RUNNING and not gw.restarts.restarting(c.id)
 
 
-async def prune_containers(gw) -> engine_pb2.PruneResponse:
+async def prune_containers(gw) -> engine_pb2.PruneSystemResponse:
     (_, sizes), containers = await asyncio.gather(_snapshot_sizes(gw), _containers(gw))
-    response = engine_pb2.PruneResponse()
+    response = engine_pb2.PruneSystemResponse()
     for c in containers:
         if not _prunable(gw, c):
             continue
@@ -177,7 +178,7 @@ async def prune_images(gw, all_: bool) -> image_pb2.PruneImagesResponse:
     return response
 
 
-async def system_prune(gw, all_: bool, volumes: bool) -> engine_pb2.PruneResponse:
+async def system_prune(gw, all_: bool, volumes: bool) -> engine_pb2.PruneSystemResponse:
     # Containers first: what they used becomes unused for the steps after.
     response = await prune_containers(gw)
     response.networks_deleted.extend(await gw.networks.prune())
@@ -192,12 +193,12 @@ async def system_prune(gw, all_: bool, volumes: bool) -> engine_pb2.PruneRespons
     return response
 
 
-async def df(gw) -> engine_pb2.SystemDfResponse:
+async def df(gw) -> engine_pb2.GetDiskUsageResponse:
     (usage, sizes), containers, images, volumes = await asyncio.gather(
         _snapshot_sizes(gw), _containers(gw),
         gw._image.ListImages(image_pb2.ListImagesRequest(all=True)),
         gw._volume.ListVolumes(volume_pb2.ListVolumesRequest()))
-    out = engine_pb2.SystemDfResponse()
+    out = engine_pb2.GetDiskUsageResponse()
     per_image: dict[str, int] = {}
     for c in containers:
         meta = convert.Metadata.decode(c.metadata)
@@ -216,6 +217,7 @@ async def df(gw) -> engine_pb2.SystemDfResponse:
     sized = await asyncio.gather(*(
         gw._volume.GetVolume(volume_pb2.GetVolumeRequest(name=v.name, with_size=True))
         for v in volumes.volumes), return_exceptions=True)
+    sized = [r if isinstance(r, BaseException) else r.volume for r in sized]
     for v in sized:
         if isinstance(v, BaseException):
             continue  # removed meanwhile

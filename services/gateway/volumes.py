@@ -150,7 +150,7 @@ class Mounter:
             volume, created = await self._volume_for(spec)
             if created:
                 out.created.append(volume.name)
-            volume = await self._volume.Acquire(volume_pb2.AcquireRequest(name=volume.name, ref=cid))
+            volume = (await self._volume.AcquireVolume(volume_pb2.AcquireVolumeRequest(name=volume.name, ref=cid))).volume
             out.acquired.append(volume.name)
             if created and not spec.volume_nocopy:
                 await self._copy_up(image_id, spec.target, volume.name)
@@ -166,30 +166,30 @@ class Mounter:
         new anonymous one."""
         if spec.source:
             try:
-                return await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=spec.source)), False
+                return (await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=spec.source))).volume, False
             except errors.NotFound:
                 pass
             labels = dict(spec.volume_labels)
         else:
             labels = {**spec.volume_labels, ANONYMOUS_LABEL: ""}
-        volume = await self._volume.CreateVolume(volume_pb2.CreateVolumeRequest(
-            name=spec.source, labels=labels))
+        volume = (await self._volume.CreateVolume(volume_pb2.CreateVolumeRequest(
+            name=spec.source, labels=labels))).volume
         log.info("volume_created_for_mount", name=volume.name, target=spec.target)
         return volume, True
 
     async def _copy_up(self, image_id: str, target: str, name: str) -> None:
-        exported = self._image.ExportPath(image_pb2.ExportPathRequest(image=image_id, path=target))
+        exported = self._image.ExportImagePath(image_pb2.ExportImagePathRequest(image=image_id, path=target))
 
         async def requests():
-            yield volume_pb2.PopulateRequest(header=volume_pb2.PopulateHeader(name=name))
+            yield volume_pb2.PopulateVolumeRequest(header=volume_pb2.PopulateVolumeHeader(name=name))
             async for part in exported:
-                yield volume_pb2.PopulateRequest(chunk=part.chunk)
-        await self._volume.Populate(requests())
+                yield volume_pb2.PopulateVolumeRequest(chunk=part.chunk)
+        await self._volume.PopulateVolume(requests())
 
     async def release(self, cid: str, remove_anonymous: bool) -> None:
         """Drop the container's references; with remove_anonymous, remove its anonymous
         volumes that nothing else uses (`rm -v`, `--rm`)."""
-        response = await self._volume.Release(volume_pb2.ReleaseRequest(ref=cid))
+        response = await self._volume.ReleaseVolumes(volume_pb2.ReleaseVolumesRequest(ref=cid))
         if not remove_anonymous:
             return
         for volume in response.volumes:
@@ -198,7 +198,7 @@ class Mounter:
 
     async def undo(self, cid: str, resolved: Resolved) -> None:
         if resolved.acquired:
-            await _quietly(self._volume.Release(volume_pb2.ReleaseRequest(ref=cid, names=resolved.acquired)))
+            await _quietly(self._volume.ReleaseVolumes(volume_pb2.ReleaseVolumesRequest(ref=cid, names=resolved.acquired)))
         for name in resolved.created:
             await _quietly(self._volume.RemoveVolume(volume_pb2.RemoveVolumeRequest(name=name)))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from berth.image.v1 import image_pb2, image_pb2_grpc
+from berth.types.v1 import file_change_pb2
 from google.protobuf import empty_pb2
 
 from services.common.config import Config
@@ -16,14 +17,14 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     def __init__(self, service: ImageService):
         self.service = service
 
-    async def Load(self, request_iterator, context):
+    async def LoadImages(self, request_iterator, context):
         async def chunks():
             async for request in request_iterator:
                 yield request.chunk
         images = await self.service.load(chunks())
-        return image_pb2.LoadResponse(images=[convert.image_to_pb(i) for i in images])
+        return image_pb2.LoadImagesResponse(images=[convert.image_to_pb(i) for i in images])
 
-    async def Import(self, request_iterator, context):
+    async def ImportImage(self, request_iterator, context):
         iterator = request_iterator.__aiter__()
         try:
             first = await iterator.__anext__()
@@ -41,21 +42,21 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         image = await self.service.import_image(
             chunks(), name=header.reference, config=convert.config_from_pb(header.config),
             message=header.message)
-        return convert.image_to_pb(image)
+        return image_pb2.ImportImageResponse(image=convert.image_to_pb(image))
 
-    async def Save(self, request, context):
+    async def SaveImages(self, request, context):
         async for chunk in self.service.save(list(request.references)):
-            yield image_pb2.SaveResponse(chunk=chunk)
+            yield image_pb2.SaveImagesResponse(chunk=chunk)
 
-    async def Tag(self, request, context):
-        return convert.image_to_pb(await self.service.tag(request.source, request.target))
+    async def TagImage(self, request, context):
+        return image_pb2.TagImageResponse(image=convert.image_to_pb(await self.service.tag(request.source, request.target)))
 
     async def ListImages(self, request, context):
         images = await self.service.list_images(request.reference, request.all)
         return image_pb2.ListImagesResponse(images=[convert.image_to_pb(i) for i in images])
 
     async def GetImage(self, request, context):
-        return convert.image_to_pb(await self.service.get_image(request.reference))
+        return image_pb2.GetImageResponse(image=convert.image_to_pb(await self.service.get_image(request.reference)))
 
     async def RemoveImage(self, request, context):
         result = await self.service.remove_image(request.reference, request.force)
@@ -66,8 +67,9 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             request.key, request.image, dict(request.labels))
         return convert.prepared_to_pb(prepared)
 
-    async def SnapshotMounts(self, request, context):
-        return convert.prepared_to_pb(await self.service.snapshot_mounts(request.key))
+    async def GetSnapshotMounts(self, request, context):
+        return convert.prepared_to_pb(await self.service.snapshot_mounts(request.key),
+                                      image_pb2.GetSnapshotMountsResponse)
 
     async def RemoveSnapshot(self, request, context):
         await self.service.remove_snapshot(request.key)
@@ -78,20 +80,20 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         return image_pb2.ListSnapshotsResponse(
             snapshots=[convert.snapshot_to_pb(s) for s in snapshots])
 
-    async def Commit(self, request, context):
+    async def CommitSnapshot(self, request, context):
         image = await self.service.commit(
             request.key, convert.config_from_pb(request.config), name=request.reference,
             comment=request.comment, author=request.author)
-        return convert.image_to_pb(image)
+        return image_pb2.CommitSnapshotResponse(image=convert.image_to_pb(image))
 
-    async def Diff(self, request, context):
+    async def DiffSnapshot(self, request, context):
         changes = await self.service.diff(request.key)
-        return image_pb2.DiffResponse(
-            changes=[image_pb2.Change(kind=c.kind, path=c.path) for c in changes])
+        return image_pb2.DiffSnapshotResponse(
+            changes=[file_change_pb2.FileChange(kind=c.kind, path=c.path) for c in changes])
 
-    async def DiskUsage(self, request, context):
+    async def GetDiskUsage(self, request, context):
         usage = await self.service.disk_usage()
-        return image_pb2.DiskUsageResponse(
+        return image_pb2.GetDiskUsageResponse(
             images=[image_pb2.ImageUsage(id=u.id, size=u.size, shared_size=u.shared_size,
                                          snapshots=u.snapshots) for u in usage.images],
             snapshots=[image_pb2.SnapshotUsage(key=k, size=n) for k, n in usage.snapshots],
@@ -103,22 +105,22 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
                                              space_reclaimed=result.space_reclaimed)
 
 
-    async def ExportPath(self, request, context):
+    async def ExportImagePath(self, request, context):
         async for chunk in self.service.export_path(request.image, request.path):
-            yield image_pb2.ExportPathResponse(chunk=chunk)
+            yield image_pb2.ExportImagePathResponse(chunk=chunk)
 
 
-    async def Pull(self, request, context):
+    async def PullImage(self, request, context):
         async for p in self.service.pull(request.reference, request.platform, convert.auth_from_pb(request.auth)):
-            yield convert.progress_to_pb(p)
+            yield image_pb2.PullImageResponse(progress=convert.progress_to_pb(p))
 
-    async def Push(self, request, context):
+    async def PushImage(self, request, context):
         async for p in self.service.push(request.reference, convert.auth_from_pb(request.auth)):
-            yield convert.progress_to_pb(p)
+            yield image_pb2.PushImageResponse(progress=convert.progress_to_pb(p))
 
-    async def Login(self, request, context):
+    async def CheckRegistryAuth(self, request, context):
         status = await self.service.login(request.server, convert.auth_from_pb(request.auth))
-        return image_pb2.LoginResponse(status=status)
+        return image_pb2.CheckRegistryAuthResponse(status=status)
 
 
 def register(service: ImageService):

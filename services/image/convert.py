@@ -6,6 +6,8 @@ from datetime import datetime
 
 from berth.image.v1 import image_pb2
 from berth.types.v1 import mount_pb2
+from berth.types.v1 import healthcheck_pb2
+from berth.types.v1 import registry_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.image.distribution import Credentials
@@ -40,10 +42,10 @@ _HEALTH_FIELDS = (("Interval", "interval"), ("Timeout", "timeout"), ("Retries", 
                   ("StartPeriod", "start_period"), ("StartInterval", "start_interval"))
 
 
-def health_to_pb(health: dict) -> image_pb2.HealthConfig | None:
+def health_to_pb(health: dict) -> healthcheck_pb2.HealthConfig | None:
     if not health:
         return None
-    out = image_pb2.HealthConfig(test=[str(t) for t in health.get("Test") or ()])
+    out = healthcheck_pb2.HealthConfig(test=[str(t) for t in health.get("Test") or ()])
     for key, name in _HEALTH_FIELDS:
         value = health.get(key)
         if isinstance(value, int):
@@ -51,7 +53,7 @@ def health_to_pb(health: dict) -> image_pb2.HealthConfig | None:
     return out
 
 
-def health_from_pb(pb: image_pb2.HealthConfig) -> dict:
+def health_from_pb(pb: healthcheck_pb2.HealthConfig) -> dict:
     out: dict = {"Test": list(pb.test)} if pb.test else {}
     for key, name in _HEALTH_FIELDS:
         if getattr(pb, name):
@@ -73,9 +75,9 @@ def mount_to_pb(mount: Mount) -> mount_pb2.Mount:
                            options=mount.options)
 
 
-def prepared_to_pb(prepared: PreparedSnapshot) -> image_pb2.PrepareSnapshotResponse:
-    return image_pb2.PrepareSnapshotResponse(
-        mounts=[mount_to_pb(m) for m in prepared.mounts], image_id=prepared.image_id)
+def prepared_to_pb(prepared: PreparedSnapshot, reply=image_pb2.PrepareSnapshotResponse):
+    """A snapshot's mounts as the reply of PrepareSnapshot (or, with `reply`, GetSnapshotMounts)."""
+    return reply(mounts=[mount_to_pb(m) for m in prepared.mounts], image_id=prepared.image_id)
 
 
 def snapshot_to_pb(snap: Snapshot) -> image_pb2.Snapshot:
@@ -83,10 +85,10 @@ def snapshot_to_pb(snap: Snapshot) -> image_pb2.Snapshot:
                               created=_timestamp(snap.created), size=snap.size)
 
 
-def auth_from_pb(auth: image_pb2.RegistryAuth) -> Credentials:
+def auth_from_pb(auth: registry_pb2.RegistryAuth) -> Credentials:
     return Credentials(auth.username, auth.password, auth.identity_token)
 
 
-def progress_to_pb(p: Progress) -> image_pb2.Progress:
-    return image_pb2.Progress(id=p.id, status=p.status, current=p.current, total=p.total,
+def progress_to_pb(p: Progress) -> registry_pb2.Progress:
+    return registry_pb2.Progress(id=p.id, status=p.status, current=p.current, total=p.total,
                               image_id=p.image_id, digest=p.digest)

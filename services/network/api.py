@@ -26,9 +26,9 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         return convert.network_to_pb(network, self.service.network_containers(network))
 
     async def CreateNetwork(self, request, context):
-        return self._network(await self.service.create_network(
+        return pb.CreateNetworkResponse(network=self._network(await self.service.create_network(
             request.name, request.driver, request.subnet, request.gateway, request.ip_range,
-            request.internal, dict(request.labels)))
+            request.internal, dict(request.labels))))
 
     async def RemoveNetwork(self, request, context):
         await self.service.remove_network(request.name)
@@ -42,23 +42,23 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
             networks=[self._network(n) for n in self.service.list_networks()])
 
     async def GetNetwork(self, request, context):
-        return self._network(self.service.get_network(request.name))
+        return pb.GetNetworkResponse(network=self._network(self.service.get_network(request.name)))
 
-    async def Attach(self, request, context):
-        return convert.endpoint_to_pb(await self.service.attach(
+    async def CreateEndpoint(self, request, context):
+        return pb.CreateEndpointResponse(endpoint=convert.endpoint_to_pb(await self.service.attach(
             request.container_id, request.network, name=request.name, hostname=request.hostname,
             ipv4_address=request.ipv4_address, aliases=tuple(request.aliases),
-            ports=convert.ports_from_pb(request.ports)))
+            ports=convert.ports_from_pb(request.ports))))
 
-    async def Connect(self, request, context):
-        return convert.endpoint_to_pb(await self.service.connect(
-            request.container_id, request.network, request.ipv4_address, tuple(request.aliases)))
+    async def ConnectNetwork(self, request, context):
+        return pb.ConnectNetworkResponse(endpoint=convert.endpoint_to_pb(await self.service.connect(
+            request.container_id, request.network, request.ipv4_address, tuple(request.aliases))))
 
-    async def Disconnect(self, request, context):
+    async def DisconnectNetwork(self, request, context):
         await self.service.disconnect(request.container_id, request.network)
         return empty_pb2.Empty()
 
-    async def Detach(self, request, context):
+    async def DeleteEndpoint(self, request, context):
         await self.service.detach(request.container_id)
         return empty_pb2.Empty()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from berth.network.v1 import network_pb2 as pb
 from berth.types.v1 import mount_pb2
+from berth.types.v1 import port_pb2
 
 from services.network.service import EndpointView, PortRequest, parse_port_request
 from services.network.store import Network
@@ -29,7 +30,7 @@ def endpoint_to_pb(view: EndpointView) -> pb.Endpoint:
             ipv4_address=a.address, prefix_len=int(options.get("subnet", "0/0").split("/")[1]),
             gateway=options.get("gateway", ""), aliases=list(a.aliases)))
     for p in view.ports:
-        out.ports.append(pb.PortBinding(protocol=p.protocol, host_ip=p.host_ip,
+        out.ports.append(port_pb2.PortBinding(protocol=p.protocol, host_ip=p.host_ip,
                                         host_port=p.host_port, container_port=p.container_port))
     for source, target in view.mounts:
         out.mounts.append(mount_pb2.Mount(type="bind", source=source, target=target,

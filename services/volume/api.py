@@ -21,11 +21,11 @@ class VolumeServicer(pb_grpc.VolumeServiceServicer):
         self.service = service
 
     async def CreateVolume(self, request, context):
-        return convert.volume_to_pb(await self.service.create(
-            request.name, dict(request.labels), request.driver, dict(request.options)))
+        return pb.CreateVolumeResponse(volume=convert.volume_to_pb(await self.service.create(
+            request.name, dict(request.labels), request.driver, dict(request.options))))
 
     async def GetVolume(self, request, context):
-        return convert.volume_to_pb(self.service.get(request.name, request.with_size))
+        return pb.GetVolumeResponse(volume=convert.volume_to_pb(self.service.get(request.name, request.with_size)))
 
     async def ListVolumes(self, request, context):
         volumes = self.service.list(dict(request.labels), request.ref, request.dangling)
@@ -39,14 +39,14 @@ class VolumeServicer(pb_grpc.VolumeServiceServicer):
         deleted, reclaimed = await self.service.prune(request.all, dict(request.labels))
         return pb.PruneVolumesResponse(deleted=deleted, space_reclaimed=reclaimed)
 
-    async def Acquire(self, request, context):
-        return convert.volume_to_pb(await self.service.acquire(request.name, request.ref))
+    async def AcquireVolume(self, request, context):
+        return pb.AcquireVolumeResponse(volume=convert.volume_to_pb(await self.service.acquire(request.name, request.ref)))
 
-    async def Release(self, request, context):
+    async def ReleaseVolumes(self, request, context):
         released = await self.service.release(request.ref, list(request.names))
-        return pb.ReleaseResponse(volumes=[convert.volume_to_pb(v) for v in released])
+        return pb.ReleaseVolumesResponse(volumes=[convert.volume_to_pb(v) for v in released])
 
-    async def Populate(self, request_iterator, context):
+    async def PopulateVolume(self, request_iterator, context):
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("header"):
             raise InvalidArgument("populate must start with a header")
@@ -56,7 +56,7 @@ class VolumeServicer(pb_grpc.VolumeServiceServicer):
                 if part.HasField("header"):
                     raise InvalidArgument("populate takes one header, first")
                 yield part.chunk
-        return pb.PopulateResponse(populated=await self.service.populate(first.header.name, chunks()))
+        return pb.PopulateVolumeResponse(populated=await self.service.populate(first.header.name, chunks()))
 
 
 async def build(config: Config):

@@ -58,15 +58,15 @@ def test_exec_exit_codes_output_env_workdir_user(engine, ctr):
 def test_exec_detached_is_listed_while_it_runs_and_keeps_its_exit_code(engine, ctr):
     from berth.engine.v1 import engine_pb2 as pb
     stub = engine.engine_stub()
-    exec_id = stub.ExecCreate(pb.ExecCreateRequest(container=ctr, cmd=["sh", "-c", "sleep 1; exit 4"])).id
-    before = stub.ExecInspect(pb.ExecRef(id=exec_id))
+    exec_id = stub.CreateExec(pb.CreateExecRequest(container=ctr, cmd=["sh", "-c", "sleep 1; exit 4"])).id
+    before = stub.InspectExec(pb.InspectExecRequest(id=exec_id)).exec
     assert not before.running and not before.exited
-    list(stub.ExecStart(iter([pb.ExecStartRequest(start=pb.ExecStartParams(exec_id=exec_id, detach=True))])))
-    running = stub.ExecInspect(pb.ExecRef(id=exec_id))
+    list(stub.StartExec(iter([pb.StartExecRequest(start=pb.ExecStartParams(exec_id=exec_id, detach=True))])))
+    running = stub.InspectExec(pb.InspectExecRequest(id=exec_id)).exec
     assert running.running and running.pid > 0 and list(running.cmd) == ["sh", "-c", "sleep 1; exit 4"]
     deadline = time.time() + 10
     while time.time() < deadline:
-        info = stub.ExecInspect(pb.ExecRef(id=exec_id))
+        info = stub.InspectExec(pb.InspectExecRequest(id=exec_id)).exec
         if info.exited:
             break
         time.sleep(0.1)
@@ -257,7 +257,7 @@ def test_stats_move_when_the_container_allocates_memory(engine, ctr):
     stub = engine.engine_stub()
 
     def sample():
-        return list(stub.StatsContainer(pb.ContainerStatsRequest(id=ctr)))[-1]
+        return list(stub.GetContainerStats(pb.GetContainerStatsRequest(id=ctr)))[-1]
 
     before = sample()
     assert before.pids == 1 and before.memory_limit > 0
@@ -401,8 +401,8 @@ def test_exec_exit_code_survives_a_container_service_restart(fresh_engine, tmp_p
     image = import_busybox(engine, tmp_path)
     cid = engine.cli("run", "-d", image, "sleep", "600", check=True).stdout.strip()
     stub = engine.engine_stub()
-    exec_id = stub.ExecCreate(pb.ExecCreateRequest(container=cid, cmd=["sh", "-c", "sleep 3; exit 4"])).id
-    list(stub.ExecStart(iter([pb.ExecStartRequest(start=pb.ExecStartParams(exec_id=exec_id, detach=True))])))
+    exec_id = stub.CreateExec(pb.CreateExecRequest(container=cid, cmd=["sh", "-c", "sleep 3; exit 4"])).id
+    list(stub.StartExec(iter([pb.StartExecRequest(start=pb.ExecStartParams(exec_id=exec_id, detach=True))])))
     since = time.time()
     old = engine.kill_service("container", signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -420,7 +420,7 @@ def test_exec_exit_code_survives_a_container_service_restart(fresh_engine, tmp_p
     info = None
     while time.time() < deadline:
         try:
-            info = stub.ExecInspect(pb.ExecRef(id=exec_id))
+            info = stub.InspectExec(pb.InspectExecRequest(id=exec_id)).exec
         except grpc.RpcError as err:  # the gateway reconnecting to the new service
             assert err.code() == grpc.StatusCode.UNAVAILABLE, err
             info = None

@@ -36,8 +36,8 @@ def census(engine) -> dict[str, int]:
             continue
         if b"conmon" in argv.split(b"\0")[0] and root.encode() in argv:
             conmons += 1
-    containers = container_pb2_grpc.ContainerServiceStub(engine.channel("container")).List(
-        container_pb2.ListRequest()).containers
+    containers = container_pb2_grpc.ContainerServiceStub(engine.channel("container")).ListContainers(
+        container_pb2.ListContainersRequest()).containers
     snapshots = image_pb2_grpc.ImageServiceStub(engine.channel("image")).ListSnapshots(
         image_pb2.ListSnapshotsRequest()).snapshots
     endpoints = network_pb2_grpc.NetworkServiceStub(engine.channel("network")).ListEndpoints(
@@ -56,7 +56,7 @@ def census(engine) -> dict[str, int]:
 
 def warm_up(stub, image) -> None:
     """One run first: the first namespace makes the netns dir a mount point, once."""
-    list(stub.Run(pb.RunRequest(config=pb.ContainerConfig(image=image, cmd=["true"], auto_remove=True),
+    list(stub.RunContainer(pb.RunContainerRequest(config=pb.ContainerConfig(image=image, cmd=["true"], auto_remove=True),
                                 attach=True)))
 
 
@@ -68,7 +68,7 @@ def test_run_rm_cycles_leave_nothing_behind(engine, busybox_image):
     for i in range(CYCLES):
         # Alternate foreground --rm runs and explicit create/start/wait/rm cycles.
         if i % 2:
-            replies = list(stub.Run(pb.RunRequest(
+            replies = list(stub.RunContainer(pb.RunContainerRequest(
                 config=pb.ContainerConfig(image=busybox_image, cmd=["true"], auto_remove=True),
                 attach=True)))
             assert replies[-1].exit.exit_code == 0
@@ -76,8 +76,8 @@ def test_run_rm_cycles_leave_nothing_behind(engine, busybox_image):
         else:
             created = stub.CreateContainer(pb.CreateContainerRequest(
                 config=pb.ContainerConfig(image=busybox_image, cmd=["true"])))
-            stub.StartContainer(pb.ContainerRef(id=created.id))
-            assert stub.WaitContainer(pb.ContainerRef(id=created.id)).exit_code == 0
+            stub.StartContainer(pb.StartContainerRequest(id=created.id))
+            assert stub.WaitContainer(pb.WaitContainerRequest(id=created.id)).exit_code == 0
             stub.RemoveContainer(pb.RemoveContainerRequest(id=created.id))
             ids.add(created.id)
     after = census(engine)
@@ -100,7 +100,7 @@ def test_failed_runs_leave_nothing_behind(engine, busybox_image):
     codes = []
     for config in bad:
         with pytest.raises(grpc.RpcError) as err:
-            list(engine.engine_stub().Run(pb.RunRequest(config=config, attach=True)))
+            list(engine.engine_stub().RunContainer(pb.RunContainerRequest(config=config, attach=True)))
         codes.append(err.value.code())
     assert codes[1:] == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND]

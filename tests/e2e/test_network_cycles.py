@@ -9,10 +9,10 @@ import subprocess
 import time
 
 import pytest
-from google.protobuf import empty_pb2
 
 from berth.engine.v1 import engine_pb2 as pb
 from berth.network.v1 import network_pb2, network_pb2_grpc
+from berth.types.v1 import port_pb2
 
 pytestmark = pytest.mark.slow
 CYCLES = 200
@@ -36,19 +36,19 @@ def census(engine, bridges: set[str]) -> dict[str, object]:
 
 def test_create_connect_remove_cycles_leave_nothing(engine, busybox_image):
     stub = engine.engine_stub()
-    net = stub.CreateNetwork(pb.CreateNetworkRequest(name="cycles-net"))
+    net = stub.CreateNetwork(pb.CreateNetworkRequest(name="cycles-net")).network
     bridges = {engine.config.bridge_name, net.bridge}
     try:
         before = census(engine, bridges)
         for i in range(CYCLES):
             cid = stub.CreateContainer(pb.CreateContainerRequest(config=pb.ContainerConfig(
                 image=busybox_image, cmd=["sleep", "30"], name=f"cycle{i}",
-                ports=[pb.PortBinding(protocol="tcp", container_port=80)]))).id
+                ports=[port_pb2.PortBinding(protocol="tcp", container_port=80)]))).id
             stub.ConnectNetwork(pb.ConnectNetworkRequest(network="cycles-net", container=cid,
                                                          aliases=[f"alias{i}"]))
             if i % 10 == 0:
                 # Some run for real, so their veths and rules are live when removed.
-                stub.StartContainer(pb.ContainerRef(id=cid))
+                stub.StartContainer(pb.StartContainerRequest(id=cid))
             stub.RemoveContainer(pb.RemoveContainerRequest(id=cid, force=True))
         # Host ends of removed veths go shortly after the reply (the kernel's
         # namespace teardown, or berth's deferred delete): give them a moment.
@@ -56,8 +56,8 @@ def test_create_connect_remove_cycles_leave_nothing(engine, busybox_image):
         while (after := census(engine, bridges)) != before and time.monotonic() < deadline:
             time.sleep(0.1)
         assert after == before
-        leases = stub.InspectNetwork(pb.NetworkRef(name="cycles-net"))
+        leases = stub.InspectNetwork(pb.InspectNetworkRequest(name="cycles-net")).network
         assert not leases.containers
     finally:
-        stub.RemoveNetwork(pb.NetworkRef(name="cycles-net"))
-    assert "cycles-net" not in [n.name for n in stub.ListNetworks(empty_pb2.Empty()).networks]
+        stub.RemoveNetwork(pb.RemoveNetworkRequest(name="cycles-net"))
+    assert "cycles-net" not in [n.name for n in stub.ListNetworks(pb.ListNetworksRequest()).networks]

@@ -46,11 +46,11 @@ def test_a_run_is_one_trace_across_services(traced_engine, tmp_path):
     by_name: dict[str, set[str]] = {}
     for span in spans(engine.log_text()):
         by_name.setdefault(span["name"], set()).add(span["context"]["trace_id"])
-    run_traces = by_name.get("/berth.engine.v1.Engine/Run")
+    run_traces = by_name.get("/berth.engine.v1.EngineService/RunContainer")
     assert run_traces and len(run_traces) == 1, sorted(by_name)
     trace_id = next(iter(run_traces))
-    for node_call in ("/berth.container.v1.ContainerService/Create",
+    for node_call in ("/berth.container.v1.ContainerService/CreateContainer",
                       "/berth.image.v1.ImageService/PrepareSnapshot",
-                      "/berth.network.v1.NetworkService/Attach"):
+                      "/berth.network.v1.NetworkService/CreateEndpoint"):
         assert trace_id in by_name.get(node_call, set()), (node_call, sorted(by_name))
     assert re.fullmatch(r"0x[0-9a-f]{32}", trace_id)

@@ -247,7 +247,7 @@ class Engine:
 
     def engine_stub(self):
         from berth.engine.v1 import engine_pb2_grpc
-        return engine_pb2_grpc.EngineStub(self.channel("gateway"))
+        return engine_pb2_grpc.EngineServiceStub(self.channel("gateway"))
 
     def pid_of(self, service: str) -> int:
         """The pid of berthd's child running `service` (forked: named berth-<service>)."""

@@ -11,6 +11,7 @@ import time
 from berth_cli.transport import RpcError, StatusCode, Unreachable
 
 from berth.engine.v1 import engine_pb2
+from berth.types.v1 import stdio_pb2
 from berth_cli import format as fmt
 from berth_cli import registry
 from berth_cli import depth, networks, volumes
@@ -67,7 +68,7 @@ class Client:
         if self._stub is None:
             from berth_cli import transport
             self._channel = transport.Channel(self.host)
-            self._stub = transport.Stub(self._channel, engine_pb2.DESCRIPTOR.services_by_name["Engine"])
+            self._stub = transport.Stub(self._channel, engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
         return self._stub
 
     def close(self) -> None:
@@ -101,7 +102,7 @@ def _seconds(ts) -> float:
 
 
 def _write(stream: int, data: bytes) -> None:
-    out = sys.stderr.buffer if stream == engine_pb2.LogChunk.STREAM_STDERR else sys.stdout.buffer
+    out = sys.stderr.buffer if stream == stdio_pb2.OUTPUT_STREAM_STDERR else sys.stdout.buffer
     out.write(data)
     out.flush()
 
@@ -109,9 +110,8 @@ def _write(stream: int, data: bytes) -> None:
 # -- version ------------------------------------------------------------------------
 
 def version(client: Client, ns) -> int:
-    from google.protobuf import empty_pb2
     print("Client:\n Version:      0.1.0\n API version:  1.0")
-    v = client.stub.Version(empty_pb2.Empty())
+    v = client.stub.GetVersion(engine_pb2.GetVersionRequest())
     print(f"\nServer:\n Engine:\n  Version:      {v.version}\n  API version:  {v.api_version}\n"
           f"  OS/Arch:      {v.os}/{v.arch}\n  Kernel:       {v.kernel_version}\n"
           f" Runtime:\n  Name:         {v.runtime}")
@@ -138,7 +138,7 @@ def _open_input(path: str):
 
 def load(client: Client, ns) -> int:
     with _open_input(ns.input) as f:
-        response = client.stub.LoadImages(engine_pb2.DataChunk(data=d) for d in _chunks(f))
+        response = client.stub.LoadImages(engine_pb2.LoadImagesRequest(data=d) for d in _chunks(f))
     for image in response.images:
         if image.repo_tags:
             for tag in image.repo_tags:
@@ -155,7 +155,7 @@ def import_(client: Client, ns) -> int:
                 reference=ns.reference, changes=ns.change, message=ns.message))
             for data in _chunks(f):
                 yield engine_pb2.ImportImageRequest(chunk=data)
-        image = client.stub.ImportImage(requests())
+        image = client.stub.ImportImage(requests()).image
     print(image.id)
     return 0
 
@@ -328,7 +328,7 @@ def run(client: Client, ns) -> int:
     config = container_config(ns)
     if ns.detach:
         try:
-            for response in client.stub.Run(engine_pb2.RunRequest(config=config, attach=False)):
+            for response in client.stub.RunContainer(engine_pb2.RunContainerRequest(config=config, attach=False)):
                 if response.WhichOneof("event") == "id":
                     print(response.id)
         except RpcError as err:
@@ -342,7 +342,7 @@ def run(client: Client, ns) -> int:
         return depth.run_attached(client, ns, config)
     with _SignalProxy(client) as proxy:
         try:
-            for response in client.stub.Run(engine_pb2.RunRequest(config=config, attach=True)):
+            for response in client.stub.RunContainer(engine_pb2.RunContainerRequest(config=config, attach=True)):
                 kind = response.WhichOneof("event")
                 if kind == "output":
                     _write(response.output.stream, response.output.data)
@@ -378,7 +378,7 @@ def _each(client: Client, refs, call) -> int:
 def start(client: Client, ns) -> int:
     if not ns.attach:
         status = _each(client, ns.containers,
-                       lambda ref: client.stub.StartContainer(engine_pb2.ContainerRef(id=ref)))
+                       lambda ref: client.stub.StartContainer(engine_pb2.StartContainerRequest(id=ref)))
         return status
     ref = ns.containers[0]
     with _SignalProxy(client) as proxy:
@@ -386,23 +386,25 @@ def start(client: Client, ns) -> int:
         since = timestamp_pb2.Timestamp()
         since.GetCurrentTime()
         try:
-            client.stub.StartContainer(engine_pb2.ContainerRef(id=ref))
+            client.stub.StartContainer(engine_pb2.StartContainerRequest(id=ref))
         except RpcError as err:
             _error(client, err)
             return _exec_status(err.details() or "")
         proxy.container_id = ref
-        for chunk in client.stub.ContainerLogs(engine_pb2.ContainerLogsRequest(
-                id=ref, follow=True, tail=-1, since=since)):
+        for chunk in (reply.chunk for reply in client.stub.GetContainerLogs(engine_pb2.GetContainerLogsRequest(
+                id=ref, follow=True, tail=-1, since=since))):
             _write(chunk.stream, chunk.data)
-        return client.stub.WaitContainer(engine_pb2.ContainerRef(id=ref)).exit_code
+        return client.stub.WaitContainer(engine_pb2.WaitContainerRequest(id=ref)).exit_code
 
 
 def stop(client: Client, ns) -> int:
+    restart = ns.verb == "restart"
+
     def call(ref):
-        request = engine_pb2.StopContainerRequest(id=ref)
+        request = (engine_pb2.RestartContainerRequest if restart else engine_pb2.StopContainerRequest)(id=ref)
         if ns.time is not None:
             request.timeout = ns.time
-        (client.stub.RestartContainer if ns.verb == "restart" else client.stub.StopContainer)(request)
+        (client.stub.RestartContainer if restart else client.stub.StopContainer)(request)
     return _each(client, ns.containers, call)
 
 
@@ -420,7 +422,7 @@ def wait(client: Client, ns) -> int:
     status = 0
     for ref in ns.containers:
         try:
-            print(client.stub.WaitContainer(engine_pb2.ContainerRef(id=ref)).exit_code, flush=True)
+            print(client.stub.WaitContainer(engine_pb2.WaitContainerRequest(id=ref)).exit_code, flush=True)
         except RpcError as err:
             _error(client, err)
             status = 1
@@ -494,13 +496,13 @@ def logs(client: Client, ns) -> int:
             tail = int(ns.tail)
         except ValueError:
             raise ValueError(f"invalid value {ns.tail!r} for --tail: a number or \"all\"") from None
-    request = engine_pb2.ContainerLogsRequest(id=ns.container, follow=ns.follow, tail=tail,
+    request = engine_pb2.GetContainerLogsRequest(id=ns.container, follow=ns.follow, tail=tail,
                                               timestamps=ns.timestamps)
     if ns.since:
         request.since.CopyFrom(_timestamp(fmt.parse_time(ns.since, now)))
     if ns.until:
         request.until.CopyFrom(_timestamp(fmt.parse_time(ns.until, now)))
-    for chunk in client.stub.ContainerLogs(request):
+    for chunk in (reply.chunk for reply in client.stub.GetContainerLogs(request)):
         data = chunk.data
         if ns.timestamps:
             data = fmt.rfc3339(chunk.time.seconds, chunk.time.nanos).encode() + b" " + data
@@ -595,13 +597,13 @@ def inspect(client: Client, ns) -> int:
         obj = None
         if ns.type in (None, "container"):
             try:
-                obj = container_json(client.stub.InspectContainer(engine_pb2.ContainerRef(id=name)))
+                obj = container_json(client.stub.InspectContainer(engine_pb2.InspectContainerRequest(id=name)).container)
             except RpcError as err:
                 if err.code() != StatusCode.NOT_FOUND:
                     raise
         if obj is None and ns.type in (None, "image"):
             try:
-                obj = image_json(client.stub.InspectImage(engine_pb2.ImageRef(reference=name)))
+                obj = image_json(client.stub.InspectImage(engine_pb2.InspectImageRequest(reference=name)).image)
             except RpcError as err:
                 if err.code() not in (StatusCode.NOT_FOUND, StatusCode.INVALID_ARGUMENT):
                     raise
@@ -624,12 +626,12 @@ def event_line(event) -> str:
 def events(client: Client, ns) -> int:
     import json
     now = time.time()
-    request = engine_pb2.EventsRequest(filters=_parse_filters(ns.filter))
+    request = engine_pb2.SubscribeEventsRequest(filters=_parse_filters(ns.filter))
     if ns.since:
         request.since.CopyFrom(_timestamp(fmt.parse_time(ns.since, now)))
     if ns.until:
         request.until.CopyFrom(_timestamp(fmt.parse_time(ns.until, now)))
-    for event in client.stub.Events(request):
+    for event in (reply.event for reply in client.stub.SubscribeEvents(request)):
         if ns.format == "json":
             print(json.dumps({"Type": event.type, "Action": event.action, "Actor": {
                 "ID": event.actor_id, "Attributes": dict(event.attributes)},

@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 
+from berth.types.v1 import stdio_pb2
+
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 _END = object()
 
@@ -180,7 +182,7 @@ class Session:
 
 
 def _write(pb, chunk) -> None:
-    out = sys.stderr.buffer if chunk.stream == pb.LogChunk.STREAM_STDERR else sys.stdout.buffer
+    out = sys.stderr.buffer if chunk.stream == stdio_pb2.OUTPUT_STREAM_STDERR else sys.stdout.buffer
     out.write(chunk.data)
     out.flush()
 
@@ -228,21 +230,21 @@ def exec_(client, ns) -> int:
         print("the input device is not a TTY", file=sys.stderr)
         return 1
     env = [e if "=" in e else f"{e}={os.environ[e]}" for e in ns.env if "=" in e or e in os.environ]
-    exec_id = client.stub.ExecCreate(pb.ExecCreateRequest(
+    exec_id = client.stub.CreateExec(pb.CreateExecRequest(
         container=ns.container, cmd=ns.command, env=env, working_dir=ns.workdir, user=ns.user,
         tty=ns.tty, attach_stdin=ns.interactive and not ns.detach)).id
     height, width = terminal_size() if ns.tty else (0, 0)
     start = pb.ExecStartParams(exec_id=exec_id, detach=ns.detach,
-                               size=pb.TerminalSize(height=height, width=width))
+                               size=stdio_pb2.TerminalSize(height=height, width=width))
     if ns.detach:
-        for _ in client.stub.ExecStart(iter([pb.ExecStartRequest(start=start)])):
+        for _ in client.stub.StartExec(iter([pb.StartExecRequest(start=start)])):
             pass
         return 0
-    session = Session(pb, pb.ExecStartRequest, start, ns.tty, ns.interactive,
+    session = Session(pb, pb.StartExecRequest, start, ns.tty, ns.interactive,
                       parse_detach_keys(ns.detach_keys))
     try:
         with session:
-            code = _stream(session, client.stub.ExecStart, pb)
+            code = _stream(session, client.stub.StartExec, pb)
     except RpcError as err:
         print(client.describe(err), file=sys.stderr)
         return _exec_status(err.details() or "") if "OCI runtime exec failed" in (err.details() or "") \
@@ -255,21 +257,21 @@ def exec_(client, ns) -> int:
 
 def attach(client, ns) -> int:
     from berth.engine.v1 import engine_pb2 as pb
-    info = client.stub.InspectContainer(pb.ContainerRef(id=ns.container))
+    info = client.stub.InspectContainer(pb.InspectContainerRequest(id=ns.container)).container
     tty = info.config.tty
     stdin = info.config.open_stdin and not ns.no_stdin
     if tty and stdin and not sys.stdin.isatty():
         print("the input device is not a TTY", file=sys.stderr)
         return 1
     height, width = terminal_size() if tty else (0, 0)
-    start = pb.AttachParams(container=info.id, stdin=stdin, size=pb.TerminalSize(height=height, width=width))
-    session = Session(pb, pb.AttachRequest, start, tty, stdin, parse_detach_keys(ns.detach_keys))
+    start = pb.AttachParams(container=info.id, stdin=stdin, size=stdio_pb2.TerminalSize(height=height, width=width))
+    session = Session(pb, pb.AttachContainerRequest, start, tty, stdin, parse_detach_keys(ns.detach_keys))
     with session:
         _stream(session, client.stub.AttachContainer, pb)
     if session.detached:
         _detached_note(session)
         return 0
-    return client.stub.WaitContainer(pb.ContainerRef(id=info.id)).exit_code
+    return client.stub.WaitContainer(pb.WaitContainerRequest(id=info.id)).exit_code
 
 
 def run_attached(client, ns, config) -> int:
@@ -296,8 +298,8 @@ def run_attached(client, ns, config) -> int:
         return ENGINE_ERROR
     height, width = terminal_size() if ns.tty else (0, 0)
     start = pb.AttachParams(container=cid, stdin=ns.interactive, start_container=True,
-                            size=pb.TerminalSize(height=height, width=width))
-    session = Session(pb, pb.AttachRequest, start, ns.tty, ns.interactive,
+                            size=stdio_pb2.TerminalSize(height=height, width=width))
+    session = Session(pb, pb.AttachContainerRequest, start, ns.tty, ns.interactive,
                       parse_detach_keys(DEFAULT_DETACH_KEYS))
     try:
         with session:
@@ -335,14 +337,17 @@ def _each(client, refs, call) -> int:
 
 def pause(client, ns) -> int:
     from berth.engine.v1 import engine_pb2 as pb
-    rpc = client.stub.PauseContainer if ns.verb == "pause" else client.stub.UnpauseContainer
-    return _each(client, ns.containers, lambda ref: rpc(pb.ContainerRef(id=ref)))
+    if ns.verb == "pause":
+        rpc, request = client.stub.PauseContainer, pb.PauseContainerRequest
+    else:
+        rpc, request = client.stub.UnpauseContainer, pb.UnpauseContainerRequest
+    return _each(client, ns.containers, lambda ref: rpc(request(id=ref)))
 
 
 def top(client, ns) -> int:
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli import format as fmt
-    reply = client.stub.TopContainer(pb.TopRequest(id=ns.container, ps_args=ns.ps_args))
+    reply = client.stub.ListContainerProcesses(pb.ListContainerProcessesRequest(id=ns.container, ps_args=ns.ps_args))
     print(fmt.table(tuple(reply.titles), [tuple(row.values) for row in reply.processes]))
     return 0
 
@@ -377,7 +382,7 @@ def stats(client, ns) -> int:
         rows, status = [], 0
         for ref in ns.containers:
             try:
-                for s in client.stub.StatsContainer(pb.ContainerStatsRequest(id=ref)):
+                for s in client.stub.GetContainerStats(pb.GetContainerStatsRequest(id=ref)):
                     rows.append(_stats_row(s))
             except RpcError as err:
                 print(client.describe(err), file=sys.stderr)
@@ -389,7 +394,7 @@ def stats(client, ns) -> int:
 
     def follow(ref):
         try:
-            for s in client.stub.StatsContainer(pb.ContainerStatsRequest(id=ref, stream=True)):
+            for s in client.stub.GetContainerStats(pb.GetContainerStatsRequest(id=ref, stream=True)):
                 latest[ref] = _stats_row(s)
         except RpcError as err:
             errors.append(client.describe(err))
@@ -421,7 +426,7 @@ def update_resources(client, ns) -> int:
     if ns.pids_limit is not None:
         fields["pids_limit"] = ns.pids_limit
     return _each(client, ns.containers,
-                 lambda ref: client.stub.UpdateResources(pb.UpdateResourcesRequest(id=ref, **fields)))
+                 lambda ref: client.stub.UpdateContainerResources(pb.UpdateContainerResourcesRequest(id=ref, **fields)))
 
 
 # -- cp and export ----------------------------------------------------------------------------
@@ -510,7 +515,7 @@ def _copy_in(client, source: str, container: str, path: str) -> int:
 def export(client, ns) -> int:
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli.commands import write_archive
-    return write_archive(ns.output, lambda: client.stub.ExportContainer(pb.ContainerRef(id=ns.container)))
+    return write_archive(ns.output, lambda: client.stub.ExportContainer(pb.ExportContainerRequest(id=ns.container)))
 
 
 HANDLERS = {"exec": exec_, "attach": attach, "pause": pause, "unpause": pause, "top": top,

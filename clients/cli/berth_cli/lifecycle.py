@@ -152,7 +152,7 @@ def commit(client, ns) -> int:
 
 def diff(client, ns) -> int:
     from berth.engine.v1 import engine_pb2
-    response = client.stub.ContainerDiff(engine_pb2.ContainerRef(id=ns.container))
+    response = client.stub.DiffContainer(engine_pb2.DiffContainerRequest(id=ns.container))
     for change in response.changes:
         print(f"{change.kind} {change.path}")
     return 0
@@ -176,7 +176,7 @@ def update(client, ns) -> int:
     status = 0
     for ref in ns.containers:
         try:
-            client.stub.UpdateRestartPolicy(engine_pb2.UpdateRestartPolicyRequest(id=ref, restart_policy=policy))
+            client.stub.UpdateContainerRestartPolicy(engine_pb2.UpdateContainerRestartPolicyRequest(id=ref, restart_policy=policy))
         except RpcError as err:
             print(client.describe(err), file=sys.stderr)
             status = 1
@@ -190,8 +190,8 @@ def _reclaimed(response) -> None:
 
 
 def container(client, ns) -> int:
-    from google.protobuf import empty_pb2
-    response = client.stub.PruneContainers(empty_pb2.Empty())
+    from berth.engine.v1 import engine_pb2
+    response = client.stub.PruneContainers(engine_pb2.PruneContainersRequest())
     if response.containers_deleted:
         print("Deleted Containers:")
         for cid in response.containers_deleted:
@@ -207,7 +207,7 @@ def system(client, ns) -> int:
 
 def system_prune(client, ns) -> int:
     from berth.engine.v1 import engine_pb2
-    response = client.stub.SystemPrune(engine_pb2.SystemPruneRequest(all=ns.all, volumes=ns.volumes))
+    response = client.stub.PruneSystem(engine_pb2.PruneSystemRequest(all=ns.all, volumes=ns.volumes))
     for title, items in (("Deleted Containers:", response.containers_deleted),
                          ("Deleted Networks:", response.networks_deleted),
                          ("Deleted Volumes:", response.volumes_deleted)):
@@ -231,10 +231,10 @@ def _percent(part: int, whole: int) -> str:
 
 
 def df(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
     import json
 
-    from google.protobuf import empty_pb2
-    response = client.stub.SystemDf(empty_pb2.Empty())
+    response = client.stub.GetDiskUsage(engine_pb2.GetDiskUsageRequest())
     if ns.format == "json":
         for s in response.summary:
             print(json.dumps({

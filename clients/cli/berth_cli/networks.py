@@ -12,6 +12,8 @@ import json
 import sys
 from dataclasses import dataclass
 
+from berth.types.v1 import port_pb2
+
 
 def add_run_flags(p) -> None:
     p.add_argument("-p", "--publish", action="append", default=[],
@@ -108,10 +110,9 @@ def parse_publish(spec: str) -> Publish:
 
 def apply_run_flags(ns, config) -> None:
     """Add -p/-P/--ip/--network-alias to an engine ContainerConfig."""
-    from berth.engine.v1 import engine_pb2
     for spec in ns.publish:
         p = parse_publish(spec)
-        config.ports.append(engine_pb2.PortBinding(
+        config.ports.append(port_pb2.PortBinding(
             protocol=p.protocol, host_ip=p.host_ip, host_port=p.host_port,
             container_port=p.container_port))
     config.publish_all = ns.publish_all
@@ -141,7 +142,7 @@ def networks_json(c) -> dict:
 
 def port(client, ns) -> int:
     from berth.engine.v1 import engine_pb2
-    c = client.stub.InspectContainer(engine_pb2.ContainerRef(id=ns.container))
+    c = client.stub.InspectContainer(engine_pb2.InspectContainerRequest(id=ns.container)).container
     want_port, _, want_proto = ns.private_port.partition("/")
     shown = 0
     for p in c.ports:
@@ -171,16 +172,16 @@ def create(client, ns) -> int:
         labels[key] = value
     n = client.stub.CreateNetwork(engine_pb2.CreateNetworkRequest(
         name=ns.name, driver=ns.driver, subnet=ns.subnet, gateway=ns.gateway,
-        ip_range=ns.ip_range, internal=ns.internal, labels=labels))
+        ip_range=ns.ip_range, internal=ns.internal, labels=labels)).network
     print(n.id)
     return 0
 
 
 def ls(client, ns) -> int:
-    from google.protobuf import empty_pb2
+    from berth.engine.v1 import engine_pb2
 
     from berth_cli import format as fmt
-    networks = client.stub.ListNetworks(empty_pb2.Empty()).networks
+    networks = client.stub.ListNetworks(engine_pb2.ListNetworksRequest()).networks
     if ns.quiet:
         for n in networks:
             print(n.id if ns.no_trunc else n.id[:12])
@@ -212,7 +213,7 @@ def inspect(client, ns) -> int:
     out, status = [], 0
     for name in ns.names:
         try:
-            out.append(network_json(client.stub.InspectNetwork(engine_pb2.NetworkRef(name=name))))
+            out.append(network_json(client.stub.InspectNetwork(engine_pb2.InspectNetworkRequest(name=name)).network))
         except RpcError as err:
             print(f"Error response from daemon: {err.details()}", file=sys.stderr)
             status = 1
@@ -227,7 +228,7 @@ def rm(client, ns) -> int:
     status = 0
     for name in ns.names:
         try:
-            client.stub.RemoveNetwork(engine_pb2.NetworkRef(name=name))
+            client.stub.RemoveNetwork(engine_pb2.RemoveNetworkRequest(name=name))
             print(name)
         except RpcError as err:
             print(f"Error response from daemon: {err.details()}", file=sys.stderr)
@@ -236,8 +237,8 @@ def rm(client, ns) -> int:
 
 
 def prune(client, ns) -> int:
-    from google.protobuf import empty_pb2
-    removed = client.stub.PruneNetworks(empty_pb2.Empty()).removed
+    from berth.engine.v1 import engine_pb2
+    removed = client.stub.PruneNetworks(engine_pb2.PruneNetworksRequest()).removed
     if removed:
         print("Deleted Networks:")
         for name in removed:
@@ -254,6 +255,6 @@ def connect(client, ns) -> int:
 
 def disconnect(client, ns) -> int:
     from berth.engine.v1 import engine_pb2
-    client.stub.DisconnectNetwork(engine_pb2.ConnectNetworkRequest(
+    client.stub.DisconnectNetwork(engine_pb2.DisconnectNetworkRequest(
         network=ns.network, container=ns.container))
     return 0

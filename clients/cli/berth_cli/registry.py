@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from berth.types.v1 import registry_pb2
+
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _PROGRESS = ("Downloading", "Extracting", "Pushing")
 
@@ -86,7 +88,6 @@ def _domain(image: str) -> str:
 
 def auth_for(server: str):
     """The engine_pb2.RegistryAuth config.json holds for a registry (empty when none)."""
-    from berth.engine.v1 import engine_pb2
     entry = (_load_config().get("auths") or {}).get(server_key(server)) or {}
     username = entry.get("username", "")
     password = entry.get("password", "")
@@ -95,7 +96,7 @@ def auth_for(server: str):
             username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             raise ValueError(f"{config_path()}: the auth of {server_key(server)} is not base64 user:password")
-    return engine_pb2.RegistryAuth(username=username, password=password,
+    return registry_pb2.RegistryAuth(username=username, password=password,
                                    identity_token=entry.get("identitytoken", ""))
 
 
@@ -206,8 +207,8 @@ def login(client, ns) -> int:
     if ns.password and not ns.password_stdin:
         print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)
     try:
-        response = client.stub.Login(engine_pb2.LoginRequest(
-            server=ns.server, auth=engine_pb2.RegistryAuth(username=username, password=password)))
+        response = client.stub.CheckRegistryAuth(engine_pb2.CheckRegistryAuthRequest(
+            server=ns.server, auth=registry_pb2.RegistryAuth(username=username, password=password)))
     except RpcError as err:
         print(client.describe(err), file=sys.stderr)
         return 1
@@ -250,7 +251,7 @@ def pull_if_missing(client, ns, err) -> bool:
     request = engine_pb2.PullImageRequest(reference=ns.image, auth=auth_for(_domain(ns.image)))
     printer = ProgressPrinter(sys.stderr)
     try:
-        for message in client.stub.PullImage(request):
+        for message in (reply.progress for reply in client.stub.PullImage(request)):
             printer.show(message)
     except RpcError as pull_err:
         # The image is still missing: say so, then why the pull could not fetch it.

@@ -167,13 +167,13 @@ def create(client, ns) -> int:
         raise ValueError("conflicting options: either specify --name or provide positional arg, not both")
     volume = client.stub.CreateVolume(engine_pb2.CreateVolumeRequest(
         name=ns.name or ns.name_flag, driver=ns.driver, labels=fmt.key_values(ns.label, "label"),
-        options=fmt.key_values(ns.opt, "option")))
+        options=fmt.key_values(ns.opt, "option"))).volume
     print(volume.name)
     return 0
 
 
 def ls(client, ns) -> int:
-    from google.protobuf import empty_pb2
+    from berth.engine.v1 import engine_pb2
 
     filters: dict[str, list[str]] = {}
     for f in ns.filter:
@@ -181,7 +181,7 @@ def ls(client, ns) -> int:
         if not eq or key not in ("name", "label", "dangling", "driver"):
             raise ValueError(f"invalid filter '{f}'")
         filters.setdefault(key, []).append(value)
-    volumes = client.stub.ListVolumes(empty_pb2.Empty()).volumes
+    volumes = client.stub.ListVolumes(engine_pb2.ListVolumesRequest()).volumes
     rows = [v for v in volumes if _matches(v, filters)]
     if ns.quiet:
         for v in rows:
@@ -233,7 +233,7 @@ def inspect(client, ns) -> int:
     found, status = [], 0
     for name in ns.names:
         try:
-            found.append(volume_json(client.stub.InspectVolume(engine_pb2.VolumeRef(name=name))))
+            found.append(volume_json(client.stub.InspectVolume(engine_pb2.InspectVolumeRequest(name=name)).volume))
         except RpcError as err:
             if err.code() != StatusCode.NOT_FOUND:
                 raise
@@ -250,7 +250,7 @@ def rm(client, ns) -> int:
     status = 0
     for name in ns.names:
         try:
-            client.stub.RemoveVolume(engine_pb2.VolumeRef(name=name))
+            client.stub.RemoveVolume(engine_pb2.RemoveVolumeRequest(name=name))
             print(name)
         except RpcError as err:
             if ns.force and err.code() == StatusCode.NOT_FOUND:

@@ -16,6 +16,10 @@ from collections.abc import Mapping, Sequence
 from google.protobuf import timestamp_pb2
 
 from berth.engine.v1 import engine_pb2
+from berth.types.v1 import file_change_pb2
+from berth.types.v1 import healthcheck_pb2
+from berth.types.v1 import port_pb2
+from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.common.humanize import human_duration
 from services.common.reference import familiar
@@ -147,11 +151,11 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     return cfg
 
 
-def healthcheck(h: Mapping) -> engine_pb2.HealthConfig:
+def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:
     """Config.Healthcheck: Test (["CMD", ...], ["CMD-SHELL", "..."], ["NONE"]), durations in ns."""
     if not isinstance(h, Mapping):
         raise errors.InvalidArgument("invalid Healthcheck: expected an object")
-    out = engine_pb2.HealthConfig(test=_strings(h.get("Test"), "Healthcheck.Test"))
+    out = healthcheck_pb2.HealthConfig(test=_strings(h.get("Test"), "Healthcheck.Test"))
     for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
                        ("StartInterval", "start_interval")):
         value = int(h.get(key) or 0)
@@ -165,7 +169,7 @@ def healthcheck(h: Mapping) -> engine_pb2.HealthConfig:
     return out
 
 
-def healthcheck_json(h: engine_pb2.HealthConfig) -> dict:
+def healthcheck_json(h: healthcheck_pb2.HealthConfig) -> dict:
     out = {"Test": list(h.test)}
     for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
                        ("StartInterval", "start_interval"), ("Retries", "retries")):
@@ -185,7 +189,7 @@ _MODES = {"ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave"
 _PROPAGATIONS = {"shared", "rshared", "slave", "rslave", "private", "rprivate"}
 
 
-def port_bindings(bindings: Mapping) -> list[engine_pb2.PortBinding]:
+def port_bindings(bindings: Mapping) -> list[port_pb2.PortBinding]:
     """{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}; an empty HostPort asks for an ephemeral one."""
     out = []
     for key, hosts in bindings.items():
@@ -198,7 +202,7 @@ def port_bindings(bindings: Mapping) -> list[engine_pb2.PortBinding]:
                 raise not_implemented("host port ranges")
             if not host_port.isdigit():
                 raise errors.InvalidArgument(f"invalid host port: {host_port!r}")
-            out.append(engine_pb2.PortBinding(protocol=proto or "tcp", host_ip=(h or {}).get("HostIp") or "",
+            out.append(port_pb2.PortBinding(protocol=proto or "tcp", host_ip=(h or {}).get("HostIp") or "",
                                               host_port=int(host_port), container_port=int(number)))
     return out
 
@@ -443,7 +447,7 @@ def status_text(state: engine_pb2.ContainerState, now: float | None = None) -> s
     return state.status.capitalize()
 
 
-def log_line(chunk: engine_pb2.LogChunk, timestamps: bool) -> bytes:
+def log_line(chunk: stdio_pb2.OutputChunk, timestamps: bool) -> bytes:
     if not timestamps:
         return chunk.data
     return rfc3339(chunk.time if chunk.HasField("time") else None).encode() + b" " + chunk.data
@@ -623,11 +627,11 @@ def exec_json(info: engine_pb2.ExecInfo) -> dict:
     }
 
 
-def _stats_time(s: engine_pb2.ContainerStats | None) -> str:
+def _stats_time(s: engine_pb2.GetContainerStatsResponse | None) -> str:
     return rfc3339(s.time if s is not None and s.HasField("time") else None)
 
 
-def _cpu_json(s: engine_pb2.ContainerStats | None) -> dict:
+def _cpu_json(s: engine_pb2.GetContainerStatsResponse | None) -> dict:
     if s is None:
         return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
                 "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
@@ -636,7 +640,7 @@ def _cpu_json(s: engine_pb2.ContainerStats | None) -> dict:
             "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
 
 
-def stats_json(s: engine_pb2.ContainerStats, previous: engine_pb2.ContainerStats | None) -> dict:
+def stats_json(s: engine_pb2.GetContainerStatsResponse, previous: engine_pb2.GetContainerStatsResponse | None) -> dict:
     """One message of `GET /containers/{id}/stats` in docker's (cgroup v2) shape.
 
     The CLI computes CPU % as Δcpu_usage.total_usage / Δsystem_cpu_usage × online_cpus × 100
@@ -689,7 +693,7 @@ def path_stat(member) -> dict:
 _CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}
 
 
-def change_json(change: engine_pb2.FileChange) -> dict:
+def change_json(change: file_change_pb2.FileChange) -> dict:
     """`GET /containers/{id}/changes`: Kind 0 modified, 1 added, 2 deleted."""
     return {"Path": change.path, "Kind": _CHANGE_KINDS.get(change.kind, 0)}
 
@@ -705,7 +709,7 @@ _UPDATE_IGNORED = {"RestartPolicy", "MemorySwap", "MemoryReservation", "KernelMe
                    "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CgroupParent", "KernelMemoryTCP"}
 
 
-def update_request(ref: str, body: Mapping) -> tuple[engine_pb2.UpdateResourcesRequest | None,
+def update_request(ref: str, body: Mapping) -> tuple[engine_pb2.UpdateContainerResourcesRequest | None,
                                                      engine_pb2.RestartPolicy | None]:
     """`POST /containers/{id}/update`: the resources to change (None: none) and a new restart policy."""
     for key, value in body.items():
@@ -713,7 +717,7 @@ def update_request(ref: str, body: Mapping) -> tuple[engine_pb2.UpdateResourcesR
             raise errors.InvalidArgument(f"unknown update field {key!r}")
         if key in _UPDATE_IGNORED and key != "RestartPolicy" and value not in (None, 0, "", [], {}, False):
             raise not_implemented(f"updating {key}")
-    request = engine_pb2.UpdateResourcesRequest(id=ref)
+    request = engine_pb2.UpdateContainerResourcesRequest(id=ref)
     changed = False
     for key, field in _UPDATE_FIELDS.items():
         value = body.get(key)

@@ -234,7 +234,7 @@ async def _pump(output, session: Hijacked, wanted: set[int]) -> None:
             nxt.cancel()
             return
         item = nxt.result()
-        if item is None or isinstance(item, container_pb2.WaitResponse):
+        if item is None or isinstance(item, container_pb2.WaitContainerResponse):
             return
         stream = _STREAMS.get(item.stream, STDOUT)
         if stream in wanted:

@@ -30,6 +30,7 @@ import structlog
 from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
+from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.gateway import restart as restart_mod
 from services.gateway import system
@@ -83,7 +84,7 @@ class _Session:
             yield item
 
     def resize(self, height: int, width: int) -> None:
-        self._queue.put_nowait(self._message(resize=engine_pb2.TerminalSize(height=height, width=width)))
+        self._queue.put_nowait(self._message(resize=stdio_pb2.TerminalSize(height=height, width=width)))
 
     def end(self) -> None:
         self._queue.put_nowait(_END)
@@ -175,7 +176,7 @@ async def exec_create(request: web.Request) -> web.Response:
     if body.get("Privileged"):
         raise not_implemented("privileged exec")
     cmd = body.get("Cmd")
-    exec_id = await gateway(request).depth.exec_create(engine_pb2.ExecCreateRequest(
+    exec_id = await gateway(request).depth.exec_create(engine_pb2.CreateExecRequest(
         container=request.match_info["id"], cmd=[cmd] if isinstance(cmd, str) else (cmd or []),
         env=body.get("Env") or [], working_dir=body.get("WorkingDir") or "", user=body.get("User") or "",
         tty=bool(body.get("Tty")), attach_stdin=bool(body.get("AttachStdin"))))
@@ -204,7 +205,7 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     params = engine_pb2.ExecStartParams(exec_id=exec_id, detach=detach)
     if len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
         params.size.height, params.size.width = size
-    session = _Session(engine_pb2.ExecStartRequest, engine_pb2.ExecStartRequest(start=params))
+    session = _Session(engine_pb2.StartExecRequest, engine_pb2.StartExecRequest(start=params))
     responses = gw.depth.exec_start(session.requests())
     if detach:
         # `docker exec -d`: a plain 200 once it runs; nothing is hijacked.
@@ -258,7 +259,7 @@ async def attach_interactive(request: web.Request, info: engine_pb2.ContainerInf
     container only after the 101, so no output is lost."""
     gw, cfg = gateway(request), info.config
     stdin = stdin and cfg.open_stdin
-    session = _Session(engine_pb2.AttachRequest, engine_pb2.AttachRequest(
+    session = _Session(engine_pb2.AttachContainerRequest, engine_pb2.AttachContainerRequest(
         start=engine_pb2.AttachParams(container=info.id, stdin=stdin)))
     responses = gw.depth.attach(session.requests())
     try:
@@ -288,8 +289,8 @@ async def container_resize(request: web.Request) -> web.Response:
             s.resize(height, width)
     elif info.config.tty:
         # No session of ours: a short attach carries the size to conmon, then detaches.
-        responses = gw.depth.attach(_once(engine_pb2.AttachRequest(start=engine_pb2.AttachParams(
-            container=info.id, size=engine_pb2.TerminalSize(height=height, width=width)))))
+        responses = gw.depth.attach(_once(engine_pb2.AttachContainerRequest(start=engine_pb2.AttachParams(
+            container=info.id, size=stdio_pb2.TerminalSize(height=height, width=width)))))
         try:
             await anext(responses, None)
         finally:
@@ -315,7 +316,7 @@ async def unpause(request: web.Request) -> web.Response:
 
 async def top(request: web.Request) -> web.Response:
     ps_args = request.query.get("ps_args", "").split()
-    reply = await gateway(request).depth.top(engine_pb2.TopRequest(id=request.match_info["id"], ps_args=ps_args))
+    reply = await gateway(request).depth.top(engine_pb2.ListContainerProcessesRequest(id=request.match_info["id"], ps_args=ps_args))
     return json_response({"Titles": list(reply.titles), "Processes": [list(p.values) for p in reply.processes]})
 
 
@@ -338,7 +339,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
                     return json_response(convert.stats_json(s, previous if not one_shot else None))
                 previous = s
             return json_response(convert.stats_json(previous, None) if previous is not None
-                                 else convert.stats_json(engine_pb2.ContainerStats(
+                                 else convert.stats_json(engine_pb2.GetContainerStatsResponse(
                                      id=info.id, name=info.name), None))
         first = await anext(samples, None)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})

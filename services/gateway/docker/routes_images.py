@@ -8,6 +8,7 @@ import json
 from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
+from berth.types.v1 import registry_pb2
 from services.common import errors
 from services.gateway import system
 from services.gateway.docker import convert
@@ -49,16 +50,16 @@ async def _body_chunks(request: web.Request):
         yield data
 
 
-def _auth(request: web.Request) -> engine_pb2.RegistryAuth:
+def _auth(request: web.Request) -> registry_pb2.RegistryAuth:
     """X-Registry-Auth: base64url JSON of {username, password, identitytoken}."""
     raw = request.headers.get("X-Registry-Auth", "")
     if not raw:
-        return engine_pb2.RegistryAuth()
+        return registry_pb2.RegistryAuth()
     try:
         data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (ValueError, json.JSONDecodeError):
         raise errors.InvalidArgument("invalid X-Registry-Auth header") from None
-    return engine_pb2.RegistryAuth(username=data.get("username") or "", password=data.get("password") or "",
+    return registry_pb2.RegistryAuth(username=data.get("username") or "", password=data.get("password") or "",
                                    identity_token=data.get("identitytoken") or "")
 
 

@@ -89,7 +89,7 @@ async def network_connect(request: web.Request) -> web.Response:
 
 async def network_disconnect(request: web.Request) -> web.Response:
     body = _object(await json_body(request))
-    await gateway(request).networks.disconnect(engine_pb2.ConnectNetworkRequest(
+    await gateway(request).networks.disconnect(engine_pb2.DisconnectNetworkRequest(
         network=request.match_info["id"], container=body.get("Container") or ""))
     return web.Response(status=200)
 

@@ -11,6 +11,7 @@ import time
 from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
+from berth.types.v1 import registry_pb2
 from services.common import errors
 from services.gateway import system
 from services.gateway.docker import convert
@@ -157,8 +158,8 @@ async def auth(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not isinstance(body, dict):
         raise errors.InvalidArgument("invalid JSON: the body must be an object")
-    response = await registry.login(gateway(request), engine_pb2.LoginRequest(
-        server=body.get("serveraddress") or "", auth=engine_pb2.RegistryAuth(
+    response = await registry.login(gateway(request), engine_pb2.CheckRegistryAuthRequest(
+        server=body.get("serveraddress") or "", auth=registry_pb2.RegistryAuth(
             username=body.get("username") or "", password=body.get("password") or "",
             identity_token=body.get("identitytoken") or "")))
     return json_response({"Status": response.status or "Login Succeeded", "IdentityToken": ""})

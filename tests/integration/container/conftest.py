@@ -18,6 +18,7 @@ import pytest
 from berth.container.v1 import container_pb2 as pb
 from berth.container.v1 import container_pb2_grpc
 from berth.types.v1 import mount_pb2
+from berth.types.v1 import stdio_pb2
 from services.common import rpc
 from services.common.config import Config
 from tests.support.rootfs import busybox_available, make_busybox_rootfs
@@ -197,10 +198,10 @@ def new_id() -> str:
 async def run(client, roots, *args, name=None, **kw):
     """Create + start; returns the id."""
     id = new_id()
-    await client.Create(pb.CreateRequest(id=id, name=name or f"t{id[:10]}", spec=roots.spec(*args, **kw)))
-    await client.Start(pb.StartRequest(id=id))
+    await client.CreateContainer(pb.CreateContainerRequest(id=id, name=name or f"t{id[:10]}", spec=roots.spec(*args, **kw)))
+    await client.StartContainer(pb.StartContainerRequest(id=id))
     return id
 
 
-async def logs(client, id, **kw) -> list[pb.LogEntry]:
-    return [e async for e in client.Logs(pb.LogsRequest(id=id, tail=-1, **kw))]
+async def logs(client, id, **kw) -> list[stdio_pb2.OutputChunk]:
+    return [e.chunk async for e in client.GetContainerLogs(pb.GetContainerLogsRequest(id=id, tail=-1, **kw))]

@@ -28,7 +28,7 @@ async def test_sigkill_and_restart_reconciles_running_and_exited_containers(root
     restarted = ServiceProcess(roots.run_root, roots.data_root).start()
     client = restarted.client()
     try:
-        got = {x.name: x for x in (await client.List(pb.ListRequest())).containers}
+        got = {x.name: x for x in (await client.ListContainers(pb.ListContainersRequest())).containers}
         assert got["/a"].status == pb.STATUS_RUNNING and got["/a"].pid > 0
         assert (got["/b"].status, got["/b"].exit_code) == (pb.STATUS_STOPPED, 5)
         assert (got["/c"].status, got["/c"].exit_code) == (pb.STATUS_STOPPED, 255)
@@ -37,12 +37,12 @@ async def test_sigkill_and_restart_reconciles_running_and_exited_containers(root
         assert [e.data for e in await logs(client, b)] == [b"b-done\n"]
 
         # The reattached container is watched again: stop returns on its exit.
-        stopped = await client.Stop(pb.StopRequest(id="a", timeout_seconds=5))
+        stopped = (await client.StopContainer(pb.StopContainerRequest(id="a", timeout_seconds=5))).container
         assert stopped.status == pb.STATUS_STOPPED and stopped.exit_code in (137, 143)
-        assert (await client.Wait(pb.WaitRequest(id=a))).exit_code == stopped.exit_code
+        assert (await client.WaitContainer(pb.WaitContainerRequest(id=a))).exit_code == stopped.exit_code
         for id in (a, b, c):
-            await client.Delete(pb.DeleteRequest(id=id, force=True))
-        assert (await client.List(pb.ListRequest())).containers == []
+            await client.RemoveContainer(pb.RemoveContainerRequest(id=id, force=True))
+        assert (await client.ListContainers(pb.ListContainersRequest())).containers == []
         assert conmon_pids(roots.data_root) == []
         assert mounts_under(roots.data_root) == 0
         assert cgroup_dirs({a, b, c}) == 0
@@ -59,8 +59,8 @@ async def test_start_again_across_sigkills_of_the_service(roots, service):
     id = await run(client, roots, "sh", "-c",
                    "echo x >> /runs; echo run $(wc -l < /runs); [ $(wc -l < /runs) -gt 1 ] && sleep 1000; exit 3",
                    name="twice")
-    assert (await client.Wait(pb.WaitRequest(id=id))).exit_code == 3
-    created = (await client.Get(pb.GetRequest(id=id))).created_at
+    assert (await client.WaitContainer(pb.WaitContainerRequest(id=id))).exit_code == 3
+    created = ((await client.GetContainer(pb.GetContainerRequest(id=id))).container).created_at
     await client.channel.close()
     service.kill9()
 
@@ -68,19 +68,19 @@ async def test_start_again_across_sigkills_of_the_service(roots, service):
     third = None
     client = second.client()
     try:
-        c = await client.Start(pb.StartRequest(id="twice"))
+        c = (await client.StartContainer(pb.StartContainerRequest(id="twice"))).container
         assert c.status == pb.STATUS_RUNNING and c.created_at == created
         await client.channel.close()
         second.kill9()
         third = ServiceProcess(roots.run_root, roots.data_root).start()
         client = third.client()
-        got = await client.Get(pb.GetRequest(id=id))
+        got = (await client.GetContainer(pb.GetContainerRequest(id=id))).container
         assert (got.status, got.pid) == (pb.STATUS_RUNNING, c.pid)
         assert not got.HasField("finished_at")
-        stopped = await client.Stop(pb.StopRequest(id=id, timeout_seconds=0))
+        stopped = (await client.StopContainer(pb.StopContainerRequest(id=id, timeout_seconds=0))).container
         assert stopped.status == pb.STATUS_STOPPED and stopped.exit_code == 137
         assert [e.data for e in await logs(client, id)] == [b"run 1\n", b"run 2\n"]
-        await client.Delete(pb.DeleteRequest(id=id))
+        await client.RemoveContainer(pb.RemoveContainerRequest(id=id))
         assert conmon_pids(roots.data_root) == [] and mounts_under(roots.data_root) == 0
         assert cgroup_dirs({id}) == 0
     finally:
@@ -96,8 +96,8 @@ async def test_run_begun_just_before_a_crash_is_found_running(roots, service):
     import sqlite3
     client = service.client()
     id = await run(client, roots, "sh", "-c", "echo hi; sleep 1000", name="racer")
-    await client.Stop(pb.StopRequest(id=id, timeout_seconds=0))
-    await client.Start(pb.StartRequest(id=id))
+    await client.StopContainer(pb.StopContainerRequest(id=id, timeout_seconds=0))
+    await client.StartContainer(pb.StartContainerRequest(id=id))
     await client.channel.close()
     service.kill9()
     db = sqlite3.connect(os.path.join(roots.data_root, "container", "containers.db"))
@@ -108,11 +108,11 @@ async def test_run_begun_just_before_a_crash_is_found_running(roots, service):
     restarted = ServiceProcess(roots.run_root, roots.data_root).start()
     client = restarted.client()
     try:
-        got = await client.Get(pb.GetRequest(id=id))
+        got = (await client.GetContainer(pb.GetContainerRequest(id=id))).container
         assert got.status == pb.STATUS_RUNNING and not got.HasField("finished_at")
-        stopped = await client.Stop(pb.StopRequest(id=id, timeout_seconds=0))
+        stopped = (await client.StopContainer(pb.StopContainerRequest(id=id, timeout_seconds=0))).container
         assert stopped.status == pb.STATUS_STOPPED and stopped.finished_at.seconds > 1
-        await client.Delete(pb.DeleteRequest(id=id))
+        await client.RemoveContainer(pb.RemoveContainerRequest(id=id))
         assert conmon_pids(roots.data_root) == []
     finally:
         await client.channel.close()

@@ -46,27 +46,27 @@ async def test_load_get_snapshot_save_over_grpc(image_process):
 
         async def requests():
             for i in range(0, len(data), 256 * 1024):
-                yield image_pb2.LoadRequest(chunk=data[i:i + 256 * 1024])
-        loaded = await client.Load(requests())
+                yield image_pb2.LoadImagesRequest(chunk=data[i:i + 256 * 1024])
+        loaded = await client.LoadImages(requests())
         [img] = loaded.images
         assert list(img.repo_tags) == ["docker.io/library/busybox:latest"]
-        got = await client.GetImage(image_pb2.GetImageRequest(reference="busybox"))
+        got = (await client.GetImage(image_pb2.GetImageRequest(reference="busybox"))).image
         assert got.id == img.id and list(got.config.cmd) == ["echo", "hi"]
 
         with pytest.raises(NotFound, match="No such image: nope:latest"):
             await client.GetImage(image_pb2.GetImageRequest(reference="nope"))
 
         async def import_requests():
-            yield image_pb2.ImportRequest(header=image_pb2.ImportHeader(
+            yield image_pb2.ImportImageRequest(header=image_pb2.ImportHeader(
                 reference="imp:1", config=image_pb2.ImageConfig(cmd=["sh"])))
-            yield image_pb2.ImportRequest(chunk=ti.layer_bytes({"x": b"y"}))
-        imported = await client.Import(import_requests())
+            yield image_pb2.ImportImageRequest(chunk=ti.layer_bytes({"x": b"y"}))
+        imported = (await client.ImportImage(import_requests())).image
         assert list(imported.repo_tags) == ["docker.io/library/imp:1"]
 
         async def bad_import():
-            yield image_pb2.ImportRequest(chunk=b"no header")
+            yield image_pb2.ImportImageRequest(chunk=b"no header")
         with pytest.raises(InvalidArgument, match="header"):
-            await client.Import(bad_import())
+            await client.ImportImage(bad_import())
 
         prepared = await client.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
             key="abc123", image=img.id, labels={"berth.container": "abc123"}))
@@ -77,14 +77,14 @@ async def test_load_get_snapshot_save_over_grpc(image_process):
         assert [s.key for s in listed.snapshots] == ["abc123"]
         await client.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key="abc123"))
 
-        saved = b"".join([r.chunk async for r in client.Save(image_pb2.SaveRequest(references=["busybox"]))])
+        saved = b"".join([r.chunk async for r in client.SaveImages(image_pb2.SaveImagesRequest(references=["busybox"]))])
         assert len(saved) > 1_000_000
         removed = await client.RemoveImage(image_pb2.RemoveImageRequest(reference="busybox"))
         assert list(removed.deleted) == [img.id]
 
         async def reload():
-            yield image_pb2.LoadRequest(chunk=saved)
-        again = await client.Load(reload())
+            yield image_pb2.LoadImagesRequest(chunk=saved)
+        again = await client.LoadImages(reload())
         assert again.images[0].id == img.id
     finally:
         await client.channel.close()

@@ -29,7 +29,7 @@ def net(net_engine):
     stub = pb_grpc.NetworkServiceStub(net_engine.channel("network"))
     yield stub
     for endpoint in stub.ListEndpoints(pb.ListEndpointsRequest()).endpoints:
-        stub.Detach(pb.DetachRequest(container_id=endpoint.container_id))
+        stub.DeleteEndpoint(pb.DeleteEndpointRequest(container_id=endpoint.container_id))
 
 
 def netns_dir(engine: Engine) -> str:
@@ -46,13 +46,13 @@ def test_builtin_networks_have_stable_ids(net, net_engine):
     assert first.keys() == {"none", "host", "bridge"}
     assert first["bridge"][1] == "bridge"
     assert first["none"][1] == "null" and first["host"][1] == "host"
-    assert net.GetNetwork(pb.GetNetworkRequest(name=first["none"][0])).name == "none"
-    assert net.GetNetwork(pb.GetNetworkRequest(name=first["host"][0][:12])).name == "host"
+    assert net.GetNetwork(pb.GetNetworkRequest(name=first["none"][0])).network.name == "none"
+    assert net.GetNetwork(pb.GetNetworkRequest(name=first["host"][0][:12])).network.name == "host"
 
 
 def test_unknown_network_is_not_found(net):
     with pytest.raises(grpc.RpcError) as err:
-        net.Attach(pb.AttachRequest(container_id="c1", network="foo"))
+        net.CreateEndpoint(pb.CreateEndpointRequest(container_id="c1", network="foo"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert err.value.details() == "network foo not found"
     with pytest.raises(grpc.RpcError) as err:
@@ -61,7 +61,7 @@ def test_unknown_network_is_not_found(net):
 
 
 def test_none_gives_a_namespace_with_loopback_up(net, net_engine):
-    endpoint = net.Attach(pb.AttachRequest(container_id="c-none", network="none"))
+    endpoint = net.CreateEndpoint(pb.CreateEndpointRequest(container_id="c-none", network="none")).endpoint
     assert endpoint.netns_path == os.path.join(netns_dir(net_engine), "c-none")
     assert os.stat(endpoint.netns_path).st_ino != os.stat("/proc/self/ns/net").st_ino
     out = addresses_in(endpoint.netns_path)
@@ -70,36 +70,36 @@ def test_none_gives_a_namespace_with_loopback_up(net, net_engine):
 
 
 def test_attach_is_idempotent(net):
-    first = net.Attach(pb.AttachRequest(container_id="c-idem", network="none"))
+    first = net.CreateEndpoint(pb.CreateEndpointRequest(container_id="c-idem", network="none")).endpoint
     inode = os.stat(first.netns_path).st_ino
-    again = net.Attach(pb.AttachRequest(container_id="c-idem", network="none"))
+    again = net.CreateEndpoint(pb.CreateEndpointRequest(container_id="c-idem", network="none")).endpoint
     assert again == first and os.stat(again.netns_path).st_ino == inode
     with pytest.raises(grpc.RpcError) as err:
-        net.Attach(pb.AttachRequest(container_id="c-idem", network="host"))
+        net.CreateEndpoint(pb.CreateEndpointRequest(container_id="c-idem", network="host"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_host_shares_the_host_namespace(net):
-    endpoint = net.Attach(pb.AttachRequest(container_id="c-host", network="host"))
+    endpoint = net.CreateEndpoint(pb.CreateEndpointRequest(container_id="c-host", network="host")).endpoint
     assert endpoint.netns_path == "" and endpoint.network == "host"
     listed = {e.container_id: e for e in net.ListEndpoints(pb.ListEndpointsRequest()).endpoints}
     assert listed["c-host"] == endpoint
 
 
 def test_detach_removes_namespace_and_endpoint(net, net_engine):
-    endpoint = net.Attach(pb.AttachRequest(container_id="c-det", network="none"))
-    net.Detach(pb.DetachRequest(container_id="c-det"))
+    endpoint = net.CreateEndpoint(pb.CreateEndpointRequest(container_id="c-det", network="none")).endpoint
+    net.DeleteEndpoint(pb.DeleteEndpointRequest(container_id="c-det"))
     assert not os.path.exists(endpoint.netns_path)
     assert endpoint.netns_path not in mounts_under(netns_dir(net_engine))
     assert not net.ListEndpoints(pb.ListEndpointsRequest()).endpoints
-    net.Detach(pb.DetachRequest(container_id="c-det"))  # unknown is fine
-    net.Detach(pb.DetachRequest(container_id="never-attached"))
+    net.DeleteEndpoint(pb.DeleteEndpointRequest(container_id="c-det"))  # unknown is fine
+    net.DeleteEndpoint(pb.DeleteEndpointRequest(container_id="never-attached"))
 
 
 def test_bad_container_id_is_rejected(net, net_engine):
     for bad in ("", "../escape", "a/b"):
         with pytest.raises(grpc.RpcError) as err:
-            net.Attach(pb.AttachRequest(container_id=bad, network="none"))
+            net.CreateEndpoint(pb.CreateEndpointRequest(container_id=bad, network="none"))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert os.listdir(netns_dir(net_engine)) == []
 
@@ -108,8 +108,8 @@ def test_bad_container_id_is_rejected(net, net_engine):
 def test_100_attach_detach_cycles_leave_nothing(net, net_engine):
     directory = netns_dir(net_engine)
     for i in range(100):
-        net.Attach(pb.AttachRequest(container_id=f"cycle{i % 7}", network="none"))
-        net.Detach(pb.DetachRequest(container_id=f"cycle{i % 7}"))
+        net.CreateEndpoint(pb.CreateEndpointRequest(container_id=f"cycle{i % 7}", network="none"))
+        net.DeleteEndpoint(pb.DeleteEndpointRequest(container_id=f"cycle{i % 7}"))
     assert os.listdir(directory) == []
     assert mounts_under(directory) == [directory]  # only the shared bind of the directory
 
@@ -117,7 +117,7 @@ def test_100_attach_detach_cycles_leave_nothing(net, net_engine):
 def test_sigkill_and_restart_keep_namespace_and_endpoint(fresh_network_engine):
     eng = fresh_network_engine
     net = pb_grpc.NetworkServiceStub(eng.channel("network"))
-    endpoint = net.Attach(pb.AttachRequest(container_id="survivor", network="none"))
+    endpoint = net.CreateEndpoint(pb.CreateEndpointRequest(container_id="survivor", network="none")).endpoint
     inode = os.stat(endpoint.netns_path).st_ino
     # A process inside the namespace stands for a running container.
     sleeper = subprocess.Popen(["nsenter", f"--net={endpoint.netns_path}", "sleep", "60"])
@@ -143,8 +143,8 @@ def test_sigkill_and_restart_keep_namespace_and_endpoint(fresh_network_engine):
 def test_reconcile_recreates_vanished_and_removes_strays(fresh_network_engine):
     eng = fresh_network_engine
     net = pb_grpc.NetworkServiceStub(eng.channel("network"))
-    kept = net.Attach(pb.AttachRequest(container_id="kept", network="none"))
-    lost = net.Attach(pb.AttachRequest(container_id="lost", network="none"))
+    kept = net.CreateEndpoint(pb.CreateEndpointRequest(container_id="kept", network="none")).endpoint
+    lost = net.CreateEndpoint(pb.CreateEndpointRequest(container_id="lost", network="none")).endpoint
     eng.terminate()
     # Someone removed one namespace by hand and left a stray of their own.
     subprocess.run(["umount", lost.netns_path], check=True)

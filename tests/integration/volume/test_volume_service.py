@@ -35,7 +35,7 @@ def volumes_dir(engine: Engine) -> str:
 
 
 def test_create_get_list_remove(vol, vol_engine):
-    created = vol.CreateVolume(pb.CreateVolumeRequest(name="data", labels={"app": "web"}))
+    created = vol.CreateVolume(pb.CreateVolumeRequest(name="data", labels={"app": "web"})).volume
     assert created.name == "data" and created.driver == "local"
     assert created.mountpoint == os.path.join(volumes_dir(vol_engine), "data", "_data")
     assert os.path.isdir(created.mountpoint)
@@ -44,7 +44,7 @@ def test_create_get_list_remove(vol, vol_engine):
     assert stat.S_IMODE(os.stat(volumes_dir(vol_engine)).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(os.path.dirname(created.mountpoint)).st_mode) == 0o700
 
-    assert vol.GetVolume(pb.GetVolumeRequest(name="data")) == created
+    assert vol.GetVolume(pb.GetVolumeRequest(name="data")).volume == created
     assert [v.name for v in vol.ListVolumes(pb.ListVolumesRequest()).volumes] == ["data"]
 
     with open(os.path.join(created.mountpoint, "file"), "w") as f:
@@ -58,13 +58,13 @@ def test_create_get_list_remove(vol, vol_engine):
 
 
 def test_create_existing_returns_it_unchanged(vol):
-    first = vol.CreateVolume(pb.CreateVolumeRequest(name="same", labels={"v": "1"}))
-    again = vol.CreateVolume(pb.CreateVolumeRequest(name="same", labels={"v": "2"}))
+    first = vol.CreateVolume(pb.CreateVolumeRequest(name="same", labels={"v": "1"})).volume
+    again = vol.CreateVolume(pb.CreateVolumeRequest(name="same", labels={"v": "2"})).volume
     assert again == first and again.labels == {"v": "1"}
 
 
 def test_empty_name_is_generated(vol):
-    created = vol.CreateVolume(pb.CreateVolumeRequest())
+    created = vol.CreateVolume(pb.CreateVolumeRequest()).volume
     assert len(created.name) == 64 and all(c in "0123456789abcdef" for c in created.name)
     assert os.path.isdir(created.mountpoint)
 
@@ -91,12 +91,12 @@ def test_restart_keeps_volumes_and_data():
     eng = Engine(services=("volume",)).start()
     try:
         stub = pb_grpc.VolumeServiceStub(eng.channel("volume"))
-        created = stub.CreateVolume(pb.CreateVolumeRequest(name="durable"))
+        created = stub.CreateVolume(pb.CreateVolumeRequest(name="durable")).volume
         with open(os.path.join(created.mountpoint, "f"), "w") as f:
             f.write("still here")
         eng.restart()
         stub = pb_grpc.VolumeServiceStub(eng.channel("volume"))
-        assert stub.GetVolume(pb.GetVolumeRequest(name="durable")) == created
+        assert stub.GetVolume(pb.GetVolumeRequest(name="durable")).volume == created
         with open(os.path.join(created.mountpoint, "f")) as f:
             assert f.read() == "still here"
     finally:
@@ -105,10 +105,10 @@ def test_restart_keeps_volumes_and_data():
 
 def _populate(stub, name: str, data: bytes) -> bool:
     def requests():
-        yield pb.PopulateRequest(header=pb.PopulateHeader(name=name))
+        yield pb.PopulateVolumeRequest(header=pb.PopulateVolumeHeader(name=name))
         for i in range(0, len(data), 1000):
-            yield pb.PopulateRequest(chunk=data[i:i + 1000])
-    return stub.Populate(requests()).populated
+            yield pb.PopulateVolumeRequest(chunk=data[i:i + 1000])
+    return stub.PopulateVolume(requests()).populated
 
 
 def _tar(members) -> bytes:
@@ -130,25 +130,25 @@ def _tar(members) -> bytes:
 
 def test_refs_make_a_volume_in_use_until_released(vol):
     vol.CreateVolume(pb.CreateVolumeRequest(name="used"))
-    vol.Acquire(pb.AcquireRequest(name="used", ref="c1"))
-    vol.Acquire(pb.AcquireRequest(name="used", ref="c2"))
-    vol.Acquire(pb.AcquireRequest(name="used", ref="c2"))
-    assert list(vol.GetVolume(pb.GetVolumeRequest(name="used")).refs) == ["c1", "c2"]
+    vol.AcquireVolume(pb.AcquireVolumeRequest(name="used", ref="c1"))
+    vol.AcquireVolume(pb.AcquireVolumeRequest(name="used", ref="c2"))
+    vol.AcquireVolume(pb.AcquireVolumeRequest(name="used", ref="c2"))
+    assert list(vol.GetVolume(pb.GetVolumeRequest(name="used")).volume.refs) == ["c1", "c2"]
     with pytest.raises(grpc.RpcError) as err:
         vol.RemoveVolume(pb.RemoveVolumeRequest(name="used"))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "volume is in use - [c1, c2]" in err.value.details()
     assert not vol.PruneVolumes(pb.PruneVolumesRequest(all=True)).deleted
     assert [v.name for v in vol.ListVolumes(pb.ListVolumesRequest(ref="c1")).volumes] == ["used"]
-    released = vol.Release(pb.ReleaseRequest(ref="c1")).volumes
+    released = vol.ReleaseVolumes(pb.ReleaseVolumesRequest(ref="c1")).volumes
     assert [(v.name, list(v.refs)) for v in released] == [("used", ["c2"])]
-    vol.Release(pb.ReleaseRequest(ref="c2", names=["used"]))
+    vol.ReleaseVolumes(pb.ReleaseVolumesRequest(ref="c2", names=["used"]))
     assert vol.PruneVolumes(pb.PruneVolumesRequest(all=True)).deleted == ["used"]
 
 
 def test_prune_takes_anonymous_unless_all(vol):
     vol.CreateVolume(pb.CreateVolumeRequest(name="named"))
-    anon = vol.CreateVolume(pb.CreateVolumeRequest(labels={"com.docker.volume.anonymous": ""}))
+    anon = vol.CreateVolume(pb.CreateVolumeRequest(labels={"com.docker.volume.anonymous": ""})).volume
     assert list(vol.PruneVolumes(pb.PruneVolumesRequest()).deleted) == [anon.name]
     assert list(vol.PruneVolumes(pb.PruneVolumesRequest(labels={"x": ""})).deleted) == []
     assert list(vol.PruneVolumes(pb.PruneVolumesRequest(all=True)).deleted) == ["named"]
@@ -156,7 +156,7 @@ def test_prune_takes_anonymous_unless_all(vol):
 
 def test_populate_fills_only_an_empty_volume_keeping_modes(vol):
     import tarfile
-    v = vol.CreateVolume(pb.CreateVolumeRequest(name="filled"))
+    v = vol.CreateVolume(pb.CreateVolumeRequest(name="filled")).volume
     data = _tar([(".", tarfile.DIRTYPE, 0o750, 1000, None),
                  ("run", tarfile.DIRTYPE, 0o1777, 0, None),
                  ("bin", tarfile.REGTYPE, 0o4755, 0, b"x"),
@@ -187,17 +187,17 @@ def test_tmpfs_volume_is_mounted_while_held_across_restarts():
     eng = Engine(services=("volume",)).start()
     try:
         stub = pb_grpc.VolumeServiceStub(eng.channel("volume"))
-        v = stub.CreateVolume(pb.CreateVolumeRequest(name="tmp", options={"type": "tmpfs", "size": "1m"}))
+        v = stub.CreateVolume(pb.CreateVolumeRequest(name="tmp", options={"type": "tmpfs", "size": "1m"})).volume
         assert dict(v.options) == {"type": "tmpfs", "o": "size=1m", "device": "tmpfs"}
         assert v.mountpoint not in mounts_under(eng.root)
-        stub.Acquire(pb.AcquireRequest(name="tmp", ref="c"))
+        stub.AcquireVolume(pb.AcquireVolumeRequest(name="tmp", ref="c"))
         assert v.mountpoint in mounts_under(eng.root)
         eng.kill_service("volume")
         eng.wait_serving("volume")
         stub = pb_grpc.VolumeServiceStub(eng.channel("volume"))
         assert v.mountpoint in mounts_under(eng.root)
-        assert list(stub.GetVolume(pb.GetVolumeRequest(name="tmp")).refs) == ["c"]
-        stub.Release(pb.ReleaseRequest(ref="c"))
+        assert list(stub.GetVolume(pb.GetVolumeRequest(name="tmp")).volume.refs) == ["c"]
+        stub.ReleaseVolumes(pb.ReleaseVolumesRequest(ref="c"))
         assert v.mountpoint not in mounts_under(eng.root)
         stub.RemoveVolume(pb.RemoveVolumeRequest(name="tmp"))
     finally:

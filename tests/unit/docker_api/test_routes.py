@@ -12,6 +12,7 @@ from aiohttp import web
 
 from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
+from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.gateway.docker.hijack import frame
 from services.gateway.docker.server import make_app
@@ -35,9 +36,9 @@ class FakeDepth:
             kind = req.WhichOneof("msg")
             self.seen.append(kind)
             if kind == "stdin":
-                yield engine_pb2.ExecStartResponse(output=engine_pb2.LogChunk(stream=1, data=req.stdin.upper()))
+                yield engine_pb2.StartExecResponse(output=stdio_pb2.OutputChunk(stream=1, data=req.stdin.upper()))
             elif kind == "close_stdin":
-                yield engine_pb2.ExecStartResponse(exit_code=0)
+                yield engine_pb2.StartExecResponse(exit_code=0)
                 return
 
 
@@ -47,7 +48,7 @@ class FakeGateway:
         self.depth = FakeDepth()
 
     def version(self):
-        return engine_pb2.VersionResponse(version="0.1.0", os="linux", arch="x86_64", runtime="runc")
+        return engine_pb2.GetVersionResponse(version="0.1.0", os="linux", arch="x86_64", runtime="runc")
 
     async def inspect(self, ref):
         if ref not in ("web", CID):
@@ -57,16 +58,16 @@ class FakeGateway:
     async def attach(self, ref, logs):
         # Output only after start, as a real container: attach must already be in place.
         await self.started.wait()
-        yield engine_pb2.LogChunk(stream=1, data=b"out\n")
-        yield engine_pb2.LogChunk(stream=2, data=b"err\n")
-        yield container_pb2.WaitResponse(exit_code=3)
+        yield stdio_pb2.OutputChunk(stream=1, data=b"out\n")
+        yield stdio_pb2.OutputChunk(stream=2, data=b"err\n")
+        yield container_pb2.WaitContainerResponse(exit_code=3)
 
     async def start_container(self, ref):
         self.started.set()
 
     async def logs(self, ref, follow, tail, since, until):
-        yield engine_pb2.LogChunk(stream=1, data=b"a\n")
-        yield engine_pb2.LogChunk(stream=2, data=b"b\n")
+        yield stdio_pb2.OutputChunk(stream=1, data=b"a\n")
+        yield stdio_pb2.OutputChunk(stream=2, data=b"b\n")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from berth.image.v1 import image_pb2
 from berth.network.v1 import network_pb2
 from berth.types.v1 import mount_pb2
 from berth.volume.v1 import volume_pb2
+from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.common.config import Config
 from services.gateway.events import EventLog
@@ -35,8 +36,8 @@ class Fake:
 class FakeImage(Fake):
     async def GetImage(self, request):
         self._record("GetImage", request)
-        return image_pb2.Image(id=IMAGE_ID, repo_tags=["docker.io/library/busybox:latest"],
-                               config=image_pb2.ImageConfig(cmd=["sh"], env=["A=1"]))
+        return image_pb2.GetImageResponse(image=image_pb2.Image(id=IMAGE_ID, repo_tags=["docker.io/library/busybox:latest"],
+                               config=image_pb2.ImageConfig(cmd=["sh"], env=["A=1"])))
 
     async def PrepareSnapshot(self, request):
         self._record("PrepareSnapshot", request)
@@ -48,41 +49,41 @@ class FakeImage(Fake):
 
 
 class FakeNetwork(Fake):
-    async def Attach(self, request):
-        self._record("Attach", request)
-        return network_pb2.Endpoint(container_id=request.container_id, netns_path="/run/netns/x")
+    async def CreateEndpoint(self, request):
+        self._record("CreateEndpoint", request)
+        return network_pb2.CreateEndpointResponse(endpoint=network_pb2.Endpoint(container_id=request.container_id, netns_path="/run/netns/x"))
 
-    async def Detach(self, request):
-        self._record("Detach", request)
+    async def DeleteEndpoint(self, request):
+        self._record("DeleteEndpoint", request)
 
 
 class FakeContainer(Fake):
     def __init__(self, *args):
         super().__init__(*args)
-        self.created: container_pb2.CreateRequest | None = None
+        self.created: container_pb2.CreateContainerRequest | None = None
 
-    async def Create(self, request):
-        self._record("Create", request)
+    async def CreateContainer(self, request):
+        self._record("CreateContainer", request)
         self.created = request
-        return container_pb2.Container(id=request.id, name="/" + request.name, metadata=request.metadata)
+        return container_pb2.CreateContainerResponse(container=container_pb2.Container(id=request.id, name="/" + request.name, metadata=request.metadata))
 
-    async def Start(self, request):
-        self._record("Start", request)
-        return container_pb2.Container(id=request.id)
+    async def StartContainer(self, request):
+        self._record("StartContainer", request)
+        return container_pb2.StartContainerResponse(container=container_pb2.Container(id=request.id))
 
-    async def Wait(self, request):
-        self._record("Wait", request)
+    async def WaitContainer(self, request):
+        self._record("WaitContainer", request)
         await asyncio.sleep(0.01)
-        return container_pb2.WaitResponse(exit_code=3)
+        return container_pb2.WaitContainerResponse(exit_code=3)
 
-    async def Logs(self, request):
-        self._record("Logs", request)
-        yield container_pb2.LogEntry(stream=container_pb2.LogEntry.STREAM_STDOUT, data=b"hi\n")
+    async def GetContainerLogs(self, request):
+        self._record("GetContainerLogs", request)
+        yield container_pb2.GetContainerLogsResponse(chunk=stdio_pb2.OutputChunk(stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"hi\n"))
 
-    async def Delete(self, request):
-        self._record("Delete", request)
+    async def RemoveContainer(self, request):
+        self._record("RemoveContainer", request)
 
-    async def Events(self, request):
+    async def SubscribeTaskEvents(self, request):
         if False:
             yield
 
@@ -90,8 +91,8 @@ class FakeContainer(Fake):
 class FakeVolume:
     """No container here has volumes: removal's Release finds nothing to drop."""
 
-    async def Release(self, request):
-        return volume_pb2.ReleaseResponse()
+    async def ReleaseVolumes(self, request):
+        return volume_pb2.ReleaseVolumesResponse()
 
 
 @pytest.fixture
@@ -117,8 +118,8 @@ async def test_run_detached_builds_the_spec(world):
     out = await _run(gw, _cfg(cmd=["echo", "x"], env=["B=2"], name="web", memory_bytes=1 << 26))
     cid = out[0].id
     assert len(cid) == 64
-    assert calls == ["image.GetImage", "image.PrepareSnapshot", "network.Attach",
-                     "container.Create", "container.Start"]
+    assert calls == ["image.GetImage", "image.PrepareSnapshot", "network.CreateEndpoint",
+                     "container.CreateContainer", "container.StartContainer"]
     req = nodes.container.created
     assert req.name == "web"
     assert list(req.spec.process.args) == ["echo", "x"]
@@ -157,10 +158,10 @@ async def test_no_command(world):
 
 
 @pytest.mark.parametrize("failing,undone", [
-    ("image.PrepareSnapshot", ["network.Detach"]),
-    ("network.Attach", ["image.RemoveSnapshot"]),
-    ("container.Create", ["network.Detach", "image.RemoveSnapshot"]),
-    ("container.Start", ["container.Delete", "network.Detach", "image.RemoveSnapshot"]),
+    ("image.PrepareSnapshot", ["network.DeleteEndpoint"]),
+    ("network.CreateEndpoint", ["image.RemoveSnapshot"]),
+    ("container.CreateContainer", ["network.DeleteEndpoint", "image.RemoveSnapshot"]),
+    ("container.StartContainer", ["container.RemoveContainer", "network.DeleteEndpoint", "image.RemoveSnapshot"]),
 ])
 async def test_failed_step_undoes_the_ones_before(world, failing, undone):
     gw, _, calls, fail = world
@@ -168,7 +169,7 @@ async def test_failed_step_undoes_the_ones_before(world, failing, undone):
     with pytest.raises(errors.AlreadyExists, match="original error"):
         await _run(gw, _cfg(name="web"))
     after = calls[calls.index(failing) + 1:] if failing != "image.PrepareSnapshot" else [
-        c for c in calls if c not in ("image.GetImage", "image.PrepareSnapshot", "network.Attach")]
+        c for c in calls if c not in ("image.GetImage", "image.PrepareSnapshot", "network.CreateEndpoint")]
     assert sorted(after) == sorted(undone)
     actions = [e.action for e in gw.events.snapshot()]
     assert "start" not in actions
@@ -177,8 +178,8 @@ async def test_failed_step_undoes_the_ones_before(world, failing, undone):
 
 async def test_undo_failure_does_not_hide_the_original_error(world):
     gw, _, _, fail = world
-    fail["container.Create"] = errors.InvalidArgument("bad spec")
-    fail["network.Detach"] = errors.Unavailable("network down")
+    fail["container.CreateContainer"] = errors.InvalidArgument("bad spec")
+    fail["network.DeleteEndpoint"] = errors.Unavailable("network down")
     with pytest.raises(errors.InvalidArgument, match="bad spec"):
         await _run(gw, _cfg())
 
@@ -190,19 +191,19 @@ async def test_attached_rm_streams_output_then_removes_then_exits(world):
     assert kinds == ["id", "output", "exit"]
     assert out[1].output.data == b"hi\n"
     assert out[2].exit.exit_code == 3
-    assert {"container.Delete", "network.Detach", "image.RemoveSnapshot"} <= set(calls)
+    assert {"container.RemoveContainer", "network.DeleteEndpoint", "image.RemoveSnapshot"} <= set(calls)
     assert gw.events.snapshot()[-1].action == "destroy"
 
 
 async def test_exit_event_before_start_returns_is_published_after_start(world):
     gw, nodes, _, _ = world
-    start = nodes.container.Start
+    start = nodes.container.StartContainer
 
     async def start_and_exit(request):
         await gw._on_task_event(container_pb2.TaskEvent(
             type=container_pb2.TaskEvent.TYPE_EXIT, container_id=request.id, exit_code=0))
         return await start(request)
-    nodes.container.Start = start_and_exit
+    nodes.container.StartContainer = start_and_exit
     await _run(gw, _cfg())
     assert [e.action for e in gw.events.snapshot()] == ["create", "start", "die"]
     assert gw.events.snapshot()[-1].attributes["exitCode"] == "0"
@@ -214,5 +215,5 @@ async def test_detached_rm_is_removed_on_exit_event(world):
     await gw._on_task_event(container_pb2.TaskEvent(
         type=container_pb2.TaskEvent.TYPE_EXIT, container_id=cid, exit_code=0))
     await asyncio.sleep(0.01)
-    assert "container.Delete" in calls
+    assert "container.RemoveContainer" in calls
     assert [e.action for e in gw.events.snapshot()][-2:] == ["die", "destroy"]

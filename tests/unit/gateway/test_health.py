@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
-from berth.engine.v1 import engine_pb2
-from berth.image.v1 import image_pb2
+from berth.types.v1 import healthcheck_pb2
 from services.gateway import health
 
 MS = 1_000_000
 
 
 def test_settings_merge_image_and_container():
-    image = image_pb2.HealthConfig(test=["CMD", "check"], interval=2000 * MS, retries=5)
-    mine = engine_pb2.HealthConfig(test=["CMD-SHELL", "test -f /ok"], interval=200 * MS)
+    image = healthcheck_pb2.HealthConfig(test=["CMD", "check"], interval=2000 * MS, retries=5)
+    mine = healthcheck_pb2.HealthConfig(test=["CMD-SHELL", "test -f /ok"], interval=200 * MS)
     s = health.settings(image, mine)
     assert s.argv == ("/bin/sh", "-c", "test -f /ok")
     assert (s.interval, s.retries, s.timeout, s.start_interval) == (0.2, 5, 30.0, 5.0)
     assert health.settings(image, None).argv == ("check",)
-    assert health.settings(image, engine_pb2.HealthConfig(test=["NONE"])) is None
+    assert health.settings(image, healthcheck_pb2.HealthConfig(test=["NONE"])) is None
     assert health.settings(None, None) is None
 
 

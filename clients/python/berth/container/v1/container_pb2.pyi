@@ -9,6 +9,7 @@ process. It does not know images, networks or volumes.
 """
 
 from berth.types.v1 import mount_pb2 as _mount_pb2
+from berth.types.v1 import stdio_pb2 as _stdio_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -33,25 +34,36 @@ class _Status:
 class _StatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Status.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     STATUS_UNSPECIFIED: _Status.ValueType  # 0
+    """Not set; never sent by the service."""
     STATUS_CREATED: _Status.ValueType  # 1
+    """Created in the runtime; its process has not started."""
     STATUS_RUNNING: _Status.ValueType  # 2
+    """Its process runs."""
     STATUS_STOPPED: _Status.ValueType  # 3
+    """Its process ran and exited (see exit_code)."""
     STATUS_PAUSED: _Status.ValueType  # 4
-    """Running, with every process frozen (Pause)."""
+    """Running, with every process frozen (PauseContainer)."""
 
-class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
+class Status(_Status, metaclass=_StatusEnumTypeWrapper):
+    """Status is where a container is in its life, derived from its monitor."""
 
 STATUS_UNSPECIFIED: Status.ValueType  # 0
+"""Not set; never sent by the service."""
 STATUS_CREATED: Status.ValueType  # 1
+"""Created in the runtime; its process has not started."""
 STATUS_RUNNING: Status.ValueType  # 2
+"""Its process runs."""
 STATUS_STOPPED: Status.ValueType  # 3
+"""Its process ran and exited (see exit_code)."""
 STATUS_PAUSED: Status.ValueType  # 4
-"""Running, with every process frozen (Pause)."""
+"""Running, with every process frozen (PauseContainer)."""
 Global___Status: _TypeAlias = Status  # noqa: Y015
 
 @_typing.final
 class Process(_message.Message):
-    """Process is what runs as the container's pid 1."""
+    """Process is what runs as the container's pid 1 (or, for an exec, the
+    further process). Set by the caller at create; never changed afterwards.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -63,21 +75,29 @@ class Process(_message.Message):
     ADDITIONAL_GIDS_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     cwd: _builtins.str
-    """Absolute working directory inside the container."""
+    """Absolute working directory inside the container; empty is "/" (for an
+    exec: the container's).
+    """
     uid: _builtins.int
+    """Numeric user id the process runs as; 0 is root. Ignored when `user` is set."""
     gid: _builtins.int
+    """Numeric group id; ignored when `user` is set."""
     user: _builtins.str
     """When set, replaces uid/gid: "name", "uid", "name:group" or "uid:gid",
     looked up in the container's own /etc/passwd and /etc/group.
     """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """argv; args[0] is looked up in the container's PATH."""
+        """argv; args[0] is looked up in the container's PATH. Must not be empty."""
 
     @_builtins.property
-    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Environment as KEY=VALUE. For an exec: added to the container's."""
+
     @_builtins.property
-    def additional_gids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def additional_gids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Supplementary group ids."""
+
     def __init__(
         self,
         *,
@@ -108,11 +128,13 @@ class Resources(_message.Message):
     CPU_SHARES_FIELD_NUMBER: _builtins.int
     PIDS_LIMIT_FIELD_NUMBER: _builtins.int
     memory_bytes: _builtins.int
+    """Memory limit in bytes (memory.max)."""
     nano_cpus: _builtins.int
-    """CPU bandwidth in billionths of a CPU (docker's NanoCpus)."""
+    """CPU bandwidth in billionths of a CPU (docker's NanoCpus): 1500000000 is 1.5 CPUs."""
     cpu_shares: _builtins.int
-    """Relative CPU weight (docker's CpuShares)."""
+    """Relative CPU weight (docker's CpuShares, 2-262144; 1024 is the usual default)."""
     pids_limit: _builtins.int
+    """Most processes the container may have at once (pids.max)."""
     def __init__(
         self,
         *,
@@ -131,7 +153,10 @@ Global___Resources: _TypeAlias = Resources  # noqa: Y015
 
 @_typing.final
 class Spec(_message.Message):
-    """Spec is a resolved container: everything the runtime needs, nothing to look up."""
+    """Spec is a resolved container: everything the runtime needs, nothing to look
+    up. Set by the caller at create; only `resources` changes afterwards
+    (UpdateContainerResources).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -147,31 +172,41 @@ class Spec(_message.Message):
     OPEN_STDIN_FIELD_NUMBER: _builtins.int
     STDIN_ONCE_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
-    """Network namespace to join; empty shares the host's network."""
+    """Network namespace to join (from the network service); empty shares the
+    host's network.
+    """
     hostname: _builtins.str
+    """The container's hostname; empty leaves the runtime's default."""
     stop_signal: _builtins.str
-    """Signal `Stop` sends first, by name ("SIGTERM") or number; default SIGTERM."""
+    """Signal StopContainer sends first, by name ("SIGTERM") or number; empty is SIGTERM."""
     readonly_rootfs: _builtins.bool
+    """Mount the root filesystem read-only."""
     tty: _builtins.bool
     """Give the process a pseudo-terminal (`-t`)."""
     open_stdin: _builtins.bool
-    """Keep a stdin pipe the caller can write to through Attach (`-i`)."""
+    """Keep a stdin pipe the caller can write to through AttachContainer (`-i`)."""
     stdin_once: _builtins.bool
     """Close the process's stdin when the first attached caller leaves (`run -i`
     without -t); otherwise stdin stays open for the next attach.
     """
     @_builtins.property
     def rootfs(self) -> _containers.RepeatedCompositeFieldContainer[_mount_pb2.Mount]:
-        """Mounts that make the root filesystem (from the image service)."""
+        """Mounts that make the root filesystem (from the image service), in order."""
 
     @_builtins.property
     def mounts(self) -> _containers.RepeatedCompositeFieldContainer[_mount_pb2.Mount]:
-        """Further mounts (volumes, binds, tmpfs), performed after the defaults."""
+        """Further mounts (volumes, binds, tmpfs, /etc/hosts...), performed after the
+        runtime's defaults (/proc, /dev, ...), in order.
+        """
 
     @_builtins.property
-    def process(self) -> Global___Process: ...
+    def process(self) -> Global___Process:
+        """The container's main process."""
+
     @_builtins.property
-    def resources(self) -> Global___Resources: ...
+    def resources(self) -> Global___Resources:
+        """cgroup limits; absent means none."""
+
     def __init__(
         self,
         *,
@@ -197,6 +232,8 @@ Global___Spec: _TypeAlias = Spec  # noqa: Y015
 
 @_typing.final
 class Container(_message.Message):
+    """Container is a container's record and the state of its latest task."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -235,18 +272,23 @@ class Container(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     LOG_SIZE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """64 lowercase hex characters, chosen by the caller at create; never changes."""
     name: _builtins.str
+    """Unique among containers; changes only through RenameContainer."""
     metadata: _builtins.bytes
-    """Opaque bytes kept for the caller (the gateway keeps its own view here)."""
+    """Opaque bytes kept for the caller (the gateway keeps its own view here);
+    replaced only by SetContainerMetadata.
+    """
     status: Global___Status.ValueType
     """Derived from the monitor and its exit file, never stored as truth."""
     pid: _builtins.int
-    """Host pid of the container's process while it runs."""
+    """Host pid of the container's process while it runs; 0 otherwise."""
     exit_code: _builtins.int
     """exit_code, oom_killed, started_at and finished_at are the latest run's;
     starting a stopped container clears them until the new run starts and ends.
     """
     oom_killed: _builtins.bool
+    """The kernel's OOM killer ended the latest run."""
     log_path: _builtins.str
     """Path of the log file on the node: the output of every run of the container."""
     note: _builtins.str
@@ -256,15 +298,25 @@ class Container(_message.Message):
     log_size: _builtins.int
     """Bytes in the container's log file(s) now."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Set at create; never changes."""
+
     @_builtins.property
-    def spec(self) -> Global___Spec: ...
+    def spec(self) -> Global___Spec:
+        """What runs; set at create, only its resources change afterwards."""
+
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the record was created; never changes."""
+
     @_builtins.property
-    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the latest run started; unset before the first start."""
+
     @_builtins.property
-    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When the latest run ended; unset while it runs or before it ran."""
+
     def __init__(
         self,
         *,
@@ -293,7 +345,9 @@ class Container(_message.Message):
 Global___Container: _TypeAlias = Container  # noqa: Y015
 
 @_typing.final
-class CreateRequest(_message.Message):
+class CreateContainerRequest(_message.Message):
+    """CreateContainerRequest describes the container to record and create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -326,10 +380,15 @@ class CreateRequest(_message.Message):
     name: _builtins.str
     """Unique among containers; [a-zA-Z0-9][a-zA-Z0-9_.-]*."""
     metadata: _builtins.bytes
+    """Opaque bytes kept for the caller; may be empty."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels kept on the record; ListContainers filters by them."""
+
     @_builtins.property
-    def spec(self) -> Global___Spec: ...
+    def spec(self) -> Global___Spec:
+        """What to run, fully resolved."""
+
     def __init__(
         self,
         *,
@@ -345,14 +404,41 @@ class CreateRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CreateRequest: _TypeAlias = CreateRequest  # noqa: Y015
+Global___CreateContainerRequest: _TypeAlias = CreateContainerRequest  # noqa: Y015
 
 @_typing.final
-class StartRequest(_message.Message):
+class CreateContainerResponse(_message.Message):
+    """CreateContainerResponse carries the container as recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container:
+        """The new container, status STATUS_CREATED."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateContainerResponse: _TypeAlias = CreateContainerResponse  # noqa: Y015
+
+@_typing.final
+class StartContainerRequest(_message.Message):
+    """StartContainerRequest names the container to start."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     def __init__(
         self,
         *,
@@ -364,17 +450,44 @@ class StartRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___StartRequest: _TypeAlias = StartRequest  # noqa: Y015
+Global___StartContainerRequest: _TypeAlias = StartContainerRequest  # noqa: Y015
 
 @_typing.final
-class KillRequest(_message.Message):
+class StartContainerResponse(_message.Message):
+    """StartContainerResponse carries the container once its process runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container:
+        """The container, status STATUS_RUNNING (or STATUS_STOPPED when it exited at once)."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartContainerResponse: _TypeAlias = StartContainerResponse  # noqa: Y015
+
+@_typing.final
+class KillContainerRequest(_message.Message):
+    """KillContainerRequest names the container and the signal."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     signal: _builtins.str
-    """Signal by name ("SIGKILL", "KILL") or number ("9"); default SIGKILL."""
+    """Signal by name ("SIGKILL", "KILL") or number ("9"); empty is SIGKILL."""
     def __init__(
         self,
         *,
@@ -387,16 +500,36 @@ class KillRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___KillRequest: _TypeAlias = KillRequest  # noqa: Y015
+Global___KillContainerRequest: _TypeAlias = KillContainerRequest  # noqa: Y015
 
 @_typing.final
-class StopRequest(_message.Message):
+class KillContainerResponse(_message.Message):
+    """KillContainerResponse is empty: the signal was delivered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KillContainerResponse: _TypeAlias = KillContainerResponse  # noqa: Y015
+
+@_typing.final
+class StopContainerRequest(_message.Message):
+    """StopContainerRequest names the container and how to stop it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     timeout_seconds: _builtins.int
     """Seconds between the stop signal and SIGKILL; negative uses the default (10)."""
     signal: _builtins.str
@@ -414,14 +547,41 @@ class StopRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___StopRequest: _TypeAlias = StopRequest  # noqa: Y015
+Global___StopContainerRequest: _TypeAlias = StopContainerRequest  # noqa: Y015
 
 @_typing.final
-class WaitRequest(_message.Message):
+class StopContainerResponse(_message.Message):
+    """StopContainerResponse carries the container once its process exited."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container:
+        """The container, status STATUS_STOPPED."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopContainerResponse: _TypeAlias = StopContainerResponse  # noqa: Y015
+
+@_typing.final
+class WaitContainerRequest(_message.Message):
+    """WaitContainerRequest names the container to wait for."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     def __init__(
         self,
         *,
@@ -433,19 +593,25 @@ class WaitRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WaitRequest: _TypeAlias = WaitRequest  # noqa: Y015
+Global___WaitContainerRequest: _TypeAlias = WaitContainerRequest  # noqa: Y015
 
 @_typing.final
-class WaitResponse(_message.Message):
+class WaitContainerResponse(_message.Message):
+    """WaitContainerResponse says how the container's process ended."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     OOM_KILLED_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     exit_code: _builtins.int
+    """The process's exit code (128+n for signal n)."""
     oom_killed: _builtins.bool
+    """The kernel's OOM killer ended it."""
     @_builtins.property
-    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When it exited."""
+
     def __init__(
         self,
         *,
@@ -459,16 +625,20 @@ class WaitResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WaitResponse: _TypeAlias = WaitResponse  # noqa: Y015
+Global___WaitContainerResponse: _TypeAlias = WaitContainerResponse  # noqa: Y015
 
 @_typing.final
-class DeleteRequest(_message.Message):
+class RemoveContainerRequest(_message.Message):
+    """RemoveContainerRequest names the container to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     force: _builtins.bool
+    """Kill it first when it runs; without it a running container is refused."""
     def __init__(
         self,
         *,
@@ -481,14 +651,17 @@ class DeleteRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DeleteRequest: _TypeAlias = DeleteRequest  # noqa: Y015
+Global___RemoveContainerRequest: _TypeAlias = RemoveContainerRequest  # noqa: Y015
 
 @_typing.final
-class GetRequest(_message.Message):
+class GetContainerRequest(_message.Message):
+    """GetContainerRequest names the container to look up."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     def __init__(
         self,
         *,
@@ -500,10 +673,36 @@ class GetRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetRequest: _TypeAlias = GetRequest  # noqa: Y015
+Global___GetContainerRequest: _TypeAlias = GetContainerRequest  # noqa: Y015
 
 @_typing.final
-class ListRequest(_message.Message):
+class GetContainerResponse(_message.Message):
+    """GetContainerResponse carries the container found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container:
+        """The container's record and current state."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContainerResponse: _TypeAlias = GetContainerResponse  # noqa: Y015
+
+@_typing.final
+class ListContainersRequest(_message.Message):
+    """ListContainersRequest filters the containers listed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -529,7 +728,7 @@ class ListRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Only containers whose labels include all of these."""
+        """Only containers whose labels include all of these; empty lists all."""
 
     def __init__(
         self,
@@ -542,15 +741,19 @@ class ListRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListRequest: _TypeAlias = ListRequest  # noqa: Y015
+Global___ListContainersRequest: _TypeAlias = ListContainersRequest  # noqa: Y015
 
 @_typing.final
-class ListResponse(_message.Message):
+class ListContainersResponse(_message.Message):
+    """ListContainersResponse carries the containers found."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Container]: ...
+    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Container]:
+        """In no particular order."""
+
     def __init__(
         self,
         *,
@@ -562,10 +765,12 @@ class ListResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListResponse: _TypeAlias = ListResponse  # noqa: Y015
+Global___ListContainersResponse: _TypeAlias = ListContainersResponse  # noqa: Y015
 
 @_typing.final
-class LogsRequest(_message.Message):
+class GetContainerLogsRequest(_message.Message):
+    """GetContainerLogsRequest says which container's log and which part of it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -576,19 +781,22 @@ class LogsRequest(_message.Message):
     STDOUT_FIELD_NUMBER: _builtins.int
     STDERR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     follow: _builtins.bool
+    """Keep the stream open and send new lines until the container exits."""
     tail: _builtins.int
     """Only the last `tail` lines; negative means all."""
     stdout: _builtins.bool
-    """Which streams; when both are false, both are sent."""
+    """Send stdout lines. When both stdout and stderr are false, both are sent."""
     stderr: _builtins.bool
+    """Send stderr lines."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
-        """Only entries at or after this time."""
+        """Only entries at or after this time; unset means from the start."""
 
     @_builtins.property
     def until(self) -> _timestamp_pb2.Timestamp:
-        """Only entries before this time."""
+        """Only entries before this time; unset means up to now (or on, with follow)."""
 
     def __init__(
         self,
@@ -607,52 +815,36 @@ class LogsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LogsRequest: _TypeAlias = LogsRequest  # noqa: Y015
+Global___GetContainerLogsRequest: _TypeAlias = GetContainerLogsRequest  # noqa: Y015
 
 @_typing.final
-class LogEntry(_message.Message):
+class GetContainerLogsResponse(_message.Message):
+    """GetContainerLogsResponse is one line of the log."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    class _Stream:
-        ValueType = _typing.NewType("ValueType", _builtins.int)
-        V: _TypeAlias = ValueType  # noqa: Y015
-
-    class _StreamEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[LogEntry._Stream.ValueType], _builtins.type):
-        DESCRIPTOR: _descriptor.EnumDescriptor
-        STREAM_UNSPECIFIED: LogEntry._Stream.ValueType  # 0
-        STREAM_STDOUT: LogEntry._Stream.ValueType  # 1
-        STREAM_STDERR: LogEntry._Stream.ValueType  # 2
-
-    class Stream(_Stream, metaclass=_StreamEnumTypeWrapper): ...
-    STREAM_UNSPECIFIED: LogEntry.Stream.ValueType  # 0
-    STREAM_STDOUT: LogEntry.Stream.ValueType  # 1
-    STREAM_STDERR: LogEntry.Stream.ValueType  # 2
-
-    STREAM_FIELD_NUMBER: _builtins.int
-    TIME_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
-    stream: Global___LogEntry.Stream.ValueType
-    data: _builtins.bytes
-    """One line, with its newline when it had one."""
+    CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def chunk(self) -> _stdio_pb2.OutputChunk:
+        """The line, its stream and the time it was written."""
+
     def __init__(
         self,
         *,
-        stream: Global___LogEntry.Stream.ValueType = ...,
-        time: _timestamp_pb2.Timestamp | None = ...,
-        data: _builtins.bytes = ...,
+        chunk: _stdio_pb2.OutputChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "stream", b"stream", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LogEntry: _TypeAlias = LogEntry  # noqa: Y015
+Global___GetContainerLogsResponse: _TypeAlias = GetContainerLogsResponse  # noqa: Y015
 
 @_typing.final
-class EventsRequest(_message.Message):
+class SubscribeTaskEventsRequest(_message.Message):
+    """SubscribeTaskEventsRequest starts a subscription to task events."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -664,10 +856,38 @@ class EventsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___EventsRequest: _TypeAlias = EventsRequest  # noqa: Y015
+Global___SubscribeTaskEventsRequest: _TypeAlias = SubscribeTaskEventsRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeTaskEventsResponse(_message.Message):
+    """SubscribeTaskEventsResponse is one task event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___TaskEvent:
+        """What happened."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___TaskEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeTaskEventsResponse: _TypeAlias = SubscribeTaskEventsResponse  # noqa: Y015
 
 @_typing.final
 class TaskEvent(_message.Message):
+    """TaskEvent is one change of a container's task, published after the
+    service committed it.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     class _Type:
@@ -677,25 +897,43 @@ class TaskEvent(_message.Message):
     class _TypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[TaskEvent._Type.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
         TYPE_UNSPECIFIED: TaskEvent._Type.ValueType  # 0
+        """Not set; never sent by the service."""
         TYPE_CREATE: TaskEvent._Type.ValueType  # 1
+        """A container was created."""
         TYPE_START: TaskEvent._Type.ValueType  # 2
+        """A container's process started."""
         TYPE_EXIT: TaskEvent._Type.ValueType  # 3
+        """A container's process exited; exit_code says how."""
         TYPE_OOM: TaskEvent._Type.ValueType  # 4
+        """The OOM killer killed a process of the container."""
         TYPE_DELETE: TaskEvent._Type.ValueType  # 5
+        """A container was removed."""
         TYPE_PAUSE: TaskEvent._Type.ValueType  # 6
+        """A container was paused."""
         TYPE_RESUME: TaskEvent._Type.ValueType  # 7
+        """A paused container was resumed."""
         TYPE_EXEC_EXIT: TaskEvent._Type.ValueType  # 8
         """An exec ended; exec_id says which, exit_code how."""
 
-    class Type(_Type, metaclass=_TypeEnumTypeWrapper): ...
+    class Type(_Type, metaclass=_TypeEnumTypeWrapper):
+        """What kind of change."""
+
     TYPE_UNSPECIFIED: TaskEvent.Type.ValueType  # 0
+    """Not set; never sent by the service."""
     TYPE_CREATE: TaskEvent.Type.ValueType  # 1
+    """A container was created."""
     TYPE_START: TaskEvent.Type.ValueType  # 2
+    """A container's process started."""
     TYPE_EXIT: TaskEvent.Type.ValueType  # 3
+    """A container's process exited; exit_code says how."""
     TYPE_OOM: TaskEvent.Type.ValueType  # 4
+    """The OOM killer killed a process of the container."""
     TYPE_DELETE: TaskEvent.Type.ValueType  # 5
+    """A container was removed."""
     TYPE_PAUSE: TaskEvent.Type.ValueType  # 6
+    """A container was paused."""
     TYPE_RESUME: TaskEvent.Type.ValueType  # 7
+    """A paused container was resumed."""
     TYPE_EXEC_EXIT: TaskEvent.Type.ValueType  # 8
     """An exec ended; exec_id says which, exit_code how."""
 
@@ -705,11 +943,17 @@ class TaskEvent(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     EXEC_ID_FIELD_NUMBER: _builtins.int
     type: Global___TaskEvent.Type.ValueType
+    """What kind of change."""
     container_id: _builtins.str
+    """The container's full id."""
     exit_code: _builtins.int
+    """For TYPE_EXIT and TYPE_EXEC_EXIT: the exit code; 0 otherwise."""
     exec_id: _builtins.str
+    """For exec events: the exec's id; empty otherwise."""
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -728,55 +972,9 @@ class TaskEvent(_message.Message):
 Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
 
 @_typing.final
-class TerminalSize(_message.Message):
-    """Rows and columns of a terminal."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HEIGHT_FIELD_NUMBER: _builtins.int
-    WIDTH_FIELD_NUMBER: _builtins.int
-    height: _builtins.int
-    width: _builtins.int
-    def __init__(
-        self,
-        *,
-        height: _builtins.int = ...,
-        width: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "width", b"width"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___TerminalSize: _TypeAlias = TerminalSize  # noqa: Y015
-
-@_typing.final
-class Output(_message.Message):
-    """Output of an attached process. With a terminal everything is stdout."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    STREAM_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
-    stream: Global___LogEntry.Stream.ValueType
-    data: _builtins.bytes
-    def __init__(
-        self,
-        *,
-        stream: Global___LogEntry.Stream.ValueType = ...,
-        data: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "stream", b"stream"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Output: _TypeAlias = Output  # noqa: Y015
-
-@_typing.final
 class ExecStart(_message.Message):
+    """ExecStart is the first message of an ExecProcess call: what to run."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -787,9 +985,11 @@ class ExecStart(_message.Message):
     DETACH_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
+    """The running container's full id."""
     exec_id: _builtins.str
     """Chosen by the caller: 64 lowercase hex characters."""
     tty: _builtins.bool
+    """Give the process a pseudo-terminal."""
     stdin: _builtins.bool
     """Pass stdin; the process sees EOF after close_stdin (or the caller leaving)."""
     detach: _builtins.bool
@@ -799,8 +999,8 @@ class ExecStart(_message.Message):
         """args, env (added to the container's), cwd (default: the container's), user."""
 
     @_builtins.property
-    def size(self) -> Global___TerminalSize:
-        """Initial terminal size (tty only)."""
+    def size(self) -> _stdio_pb2.TerminalSize:
+        """Initial terminal size (tty only); absent leaves the runtime's default."""
 
     def __init__(
         self,
@@ -811,7 +1011,7 @@ class ExecStart(_message.Message):
         tty: _builtins.bool = ...,
         stdin: _builtins.bool = ...,
         detach: _builtins.bool = ...,
-        size: Global___TerminalSize | None = ...,
+        size: _stdio_pb2.TerminalSize | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["process", b"process", "size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -822,7 +1022,9 @@ class ExecStart(_message.Message):
 Global___ExecStart: _TypeAlias = ExecStart  # noqa: Y015
 
 @_typing.final
-class ExecRequest(_message.Message):
+class ExecProcessRequest(_message.Message):
+    """ExecProcessRequest is one message from the caller of ExecProcess."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     START_FIELD_NUMBER: _builtins.int
@@ -830,17 +1032,23 @@ class ExecRequest(_message.Message):
     RESIZE_FIELD_NUMBER: _builtins.int
     CLOSE_STDIN_FIELD_NUMBER: _builtins.int
     stdin: _builtins.bytes
+    """Bytes for the process's stdin (needs start.stdin)."""
     close_stdin: _builtins.bool
+    """Close the process's stdin (it sees EOF)."""
     @_builtins.property
-    def start(self) -> Global___ExecStart: ...
+    def start(self) -> Global___ExecStart:
+        """What to run (first message)."""
+
     @_builtins.property
-    def resize(self) -> Global___TerminalSize: ...
+    def resize(self) -> _stdio_pb2.TerminalSize:
+        """The caller's terminal changed size (tty only)."""
+
     def __init__(
         self,
         *,
         start: Global___ExecStart | None = ...,
         stdin: _builtins.bytes = ...,
-        resize: Global___TerminalSize | None = ...,
+        resize: _stdio_pb2.TerminalSize | None = ...,
         close_stdin: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
@@ -851,10 +1059,12 @@ class ExecRequest(_message.Message):
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
-Global___ExecRequest: _TypeAlias = ExecRequest  # noqa: Y015
+Global___ExecProcessRequest: _TypeAlias = ExecProcessRequest  # noqa: Y015
 
 @_typing.final
-class ExecResponse(_message.Message):
+class ExecProcessResponse(_message.Message):
+    """ExecProcessResponse is one message to the caller of ExecProcess."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STARTED_FIELD_NUMBER: _builtins.int
@@ -863,13 +1073,16 @@ class ExecResponse(_message.Message):
     started: _builtins.int
     """The exec runs, as this host pid."""
     exit_code: _builtins.int
+    """The process exited with this code; the stream ends."""
     @_builtins.property
-    def output(self) -> Global___Output: ...
+    def output(self) -> _stdio_pb2.OutputChunk:
+        """Output of the process (time unset)."""
+
     def __init__(
         self,
         *,
         started: _builtins.int = ...,
-        output: Global___Output | None = ...,
+        output: _stdio_pb2.OutputChunk | None = ...,
         exit_code: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "msg", b"msg", "output", b"output", "started", b"started"]  # noqa: Y015
@@ -880,14 +1093,17 @@ class ExecResponse(_message.Message):
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
-Global___ExecResponse: _TypeAlias = ExecResponse  # noqa: Y015
+Global___ExecProcessResponse: _TypeAlias = ExecProcessResponse  # noqa: Y015
 
 @_typing.final
-class ExecInspectRequest(_message.Message):
+class GetExecRequest(_message.Message):
+    """GetExecRequest names the exec to look up."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXEC_ID_FIELD_NUMBER: _builtins.int
     exec_id: _builtins.str
+    """The exec's id as given in ExecStart."""
     def __init__(
         self,
         *,
@@ -899,10 +1115,36 @@ class ExecInspectRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ExecInspectRequest: _TypeAlias = ExecInspectRequest  # noqa: Y015
+Global___GetExecRequest: _TypeAlias = GetExecRequest  # noqa: Y015
+
+@_typing.final
+class GetExecResponse(_message.Message):
+    """GetExecResponse carries the exec found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def exec(self) -> Global___ExecInfo:
+        """The exec and its state."""
+
+    def __init__(
+        self,
+        *,
+        exec: Global___ExecInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exec", b"exec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exec", b"exec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExecResponse: _TypeAlias = GetExecResponse  # noqa: Y015
 
 @_typing.final
 class ExecInfo(_message.Message):
+    """ExecInfo is an exec and its state."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -915,17 +1157,25 @@ class ExecInfo(_message.Message):
     EXITED_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The exec's id, as the caller chose it."""
     container_id: _builtins.str
+    """The container it runs in."""
     tty: _builtins.bool
+    """It has a pseudo-terminal."""
     stdin: _builtins.bool
+    """Its stdin is passed from the caller."""
     running: _builtins.bool
+    """It runs now."""
     pid: _builtins.int
-    """Host pid while it runs."""
+    """Host pid while it runs; 0 otherwise."""
     exited: _builtins.bool
     """Set once it exited."""
     exit_code: _builtins.int
+    """Its exit code, once exited."""
     @_builtins.property
-    def process(self) -> Global___Process: ...
+    def process(self) -> Global___Process:
+        """What it runs."""
+
     def __init__(
         self,
         *,
@@ -949,11 +1199,13 @@ Global___ExecInfo: _TypeAlias = ExecInfo  # noqa: Y015
 
 @_typing.final
 class ListExecsRequest(_message.Message):
+    """ListExecsRequest filters the execs listed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
-    """Only this container's execs; empty lists all."""
+    """Only this container's execs (full id); empty lists all."""
     def __init__(
         self,
         *,
@@ -969,11 +1221,15 @@ Global___ListExecsRequest: _TypeAlias = ListExecsRequest  # noqa: Y015
 
 @_typing.final
 class ListExecsResponse(_message.Message):
+    """ListExecsResponse carries the execs found."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXECS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def execs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExecInfo]: ...
+    def execs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExecInfo]:
+        """Running and exited execs whose container still exists."""
+
     def __init__(
         self,
         *,
@@ -989,24 +1245,27 @@ Global___ListExecsResponse: _TypeAlias = ListExecsResponse  # noqa: Y015
 
 @_typing.final
 class AttachStart(_message.Message):
+    """AttachStart is the first message of an AttachContainer call."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     STDIN_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
+    """The container's full id."""
     stdin: _builtins.bool
     """Forward stdin (the container must have open_stdin)."""
     @_builtins.property
-    def size(self) -> Global___TerminalSize:
-        """Set the terminal to this size first (tty only)."""
+    def size(self) -> _stdio_pb2.TerminalSize:
+        """Set the terminal to this size first (tty only); absent leaves it as it is."""
 
     def __init__(
         self,
         *,
         container_id: _builtins.str = ...,
         stdin: _builtins.bool = ...,
-        size: Global___TerminalSize | None = ...,
+        size: _stdio_pb2.TerminalSize | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1017,7 +1276,9 @@ class AttachStart(_message.Message):
 Global___AttachStart: _TypeAlias = AttachStart  # noqa: Y015
 
 @_typing.final
-class AttachRequest(_message.Message):
+class AttachContainerRequest(_message.Message):
+    """AttachContainerRequest is one message from the caller of AttachContainer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     START_FIELD_NUMBER: _builtins.int
@@ -1025,17 +1286,23 @@ class AttachRequest(_message.Message):
     RESIZE_FIELD_NUMBER: _builtins.int
     CLOSE_STDIN_FIELD_NUMBER: _builtins.int
     stdin: _builtins.bytes
+    """Bytes for the container's stdin (needs start.stdin)."""
     close_stdin: _builtins.bool
+    """Close the container's stdin (it sees EOF)."""
     @_builtins.property
-    def start(self) -> Global___AttachStart: ...
+    def start(self) -> Global___AttachStart:
+        """Which container and how (first message)."""
+
     @_builtins.property
-    def resize(self) -> Global___TerminalSize: ...
+    def resize(self) -> _stdio_pb2.TerminalSize:
+        """The caller's terminal changed size (tty only)."""
+
     def __init__(
         self,
         *,
         start: Global___AttachStart | None = ...,
         stdin: _builtins.bytes = ...,
-        resize: Global___TerminalSize | None = ...,
+        resize: _stdio_pb2.TerminalSize | None = ...,
         close_stdin: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
@@ -1046,23 +1313,27 @@ class AttachRequest(_message.Message):
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
-Global___AttachRequest: _TypeAlias = AttachRequest  # noqa: Y015
+Global___AttachContainerRequest: _TypeAlias = AttachContainerRequest  # noqa: Y015
 
 @_typing.final
-class AttachResponse(_message.Message):
+class AttachContainerResponse(_message.Message):
+    """AttachContainerResponse is one message to the caller of AttachContainer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTACHED_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     attached: _builtins.bool
-    """First reply: the attach is in place."""
+    """First reply: the attach is in place; always true."""
     @_builtins.property
-    def output(self) -> Global___Output: ...
+    def output(self) -> _stdio_pb2.OutputChunk:
+        """Output of the container's process (time unset)."""
+
     def __init__(
         self,
         *,
         attached: _builtins.bool = ...,
-        output: Global___Output | None = ...,
+        output: _stdio_pb2.OutputChunk | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "msg", b"msg", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1072,14 +1343,17 @@ class AttachResponse(_message.Message):
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
-Global___AttachResponse: _TypeAlias = AttachResponse  # noqa: Y015
+Global___AttachContainerResponse: _TypeAlias = AttachContainerResponse  # noqa: Y015
 
 @_typing.final
-class PauseRequest(_message.Message):
+class PauseContainerRequest(_message.Message):
+    """PauseContainerRequest names the container to pause."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     def __init__(
         self,
         *,
@@ -1091,15 +1365,88 @@ class PauseRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PauseRequest: _TypeAlias = PauseRequest  # noqa: Y015
+Global___PauseContainerRequest: _TypeAlias = PauseContainerRequest  # noqa: Y015
 
 @_typing.final
-class TopRequest(_message.Message):
+class PauseContainerResponse(_message.Message):
+    """PauseContainerResponse carries the paused container."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container:
+        """The container, status STATUS_PAUSED."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseContainerResponse: _TypeAlias = PauseContainerResponse  # noqa: Y015
+
+@_typing.final
+class ResumeContainerRequest(_message.Message):
+    """ResumeContainerRequest names the container to resume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, unique id prefix or name."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeContainerRequest: _TypeAlias = ResumeContainerRequest  # noqa: Y015
+
+@_typing.final
+class ResumeContainerResponse(_message.Message):
+    """ResumeContainerResponse carries the resumed container."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container:
+        """The container, status STATUS_RUNNING."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeContainerResponse: _TypeAlias = ResumeContainerResponse  # noqa: Y015
+
+@_typing.final
+class ListContainerProcessesRequest(_message.Message):
+    """ListContainerProcessesRequest names the container and the ps options."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     PS_ARGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     @_builtins.property
     def ps_args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """ps options ("-ef" when empty); the columns follow from them."""
@@ -1116,18 +1463,24 @@ class TopRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___TopRequest: _TypeAlias = TopRequest  # noqa: Y015
+Global___ListContainerProcessesRequest: _TypeAlias = ListContainerProcessesRequest  # noqa: Y015
 
 @_typing.final
-class TopResponse(_message.Message):
+class ListContainerProcessesResponse(_message.Message):
+    """ListContainerProcessesResponse is a ps table of the container's processes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TITLES_FIELD_NUMBER: _builtins.int
     PROCESSES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def titles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def titles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Column headers as ps prints them ("UID", "PID", "CMD", ...)."""
+
     @_builtins.property
-    def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessRow]: ...
+    def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessRow]:
+        """One row per process, one column per title."""
+
     def __init__(
         self,
         *,
@@ -1140,15 +1493,19 @@ class TopResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___TopResponse: _TypeAlias = TopResponse  # noqa: Y015
+Global___ListContainerProcessesResponse: _TypeAlias = ListContainerProcessesResponse  # noqa: Y015
 
 @_typing.final
 class ProcessRow(_message.Message):
+    """ProcessRow is one line of a ps table."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     COLUMNS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The row's cells, in the order of the titles."""
+
     def __init__(
         self,
         *,
@@ -1163,12 +1520,15 @@ class ProcessRow(_message.Message):
 Global___ProcessRow: _TypeAlias = ProcessRow  # noqa: Y015
 
 @_typing.final
-class StatsRequest(_message.Message):
+class GetContainerStatsRequest(_message.Message):
+    """GetContainerStatsRequest names the container and how often to sample."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     INTERVAL_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     interval_ms: _builtins.int
     """Keep sending a sample every this many milliseconds while it runs; 0 sends one."""
     def __init__(
@@ -1183,11 +1543,13 @@ class StatsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___StatsRequest: _TypeAlias = StatsRequest  # noqa: Y015
+Global___GetContainerStatsRequest: _TypeAlias = GetContainerStatsRequest  # noqa: Y015
 
 @_typing.final
-class StatsSample(_message.Message):
-    """One sample. CPU figures are cumulative: a rate needs two samples."""
+class GetContainerStatsResponse(_message.Message):
+    """GetContainerStatsResponse is one usage sample. CPU figures are cumulative:
+    a rate needs two samples.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1209,18 +1571,29 @@ class StatsSample(_message.Message):
     system_cpu_ns: _builtins.int
     """Nanoseconds of CPU the host used (all CPUs), same clock as cpu_usage_ns."""
     online_cpus: _builtins.int
+    """CPUs the host has online."""
     memory_usage: _builtins.int
+    """Bytes of memory the container uses now."""
     memory_limit: _builtins.int
-    """The limit, or the host's memory when there is none."""
+    """The limit in bytes, or the host's memory when there is none."""
     memory_cache: _builtins.int
+    """Of memory_usage, bytes of page cache."""
     pids: _builtins.int
+    """Processes in the container now."""
     pids_limit: _builtins.int
+    """The pids limit; 0 when there is none."""
     net_rx_bytes: _builtins.int
+    """Bytes received on the container's network interfaces."""
     net_tx_bytes: _builtins.int
+    """Bytes sent on the container's network interfaces."""
     block_read_bytes: _builtins.int
+    """Bytes read from block devices."""
     block_write_bytes: _builtins.int
+    """Bytes written to block devices."""
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the sample was taken."""
+
     def __init__(
         self,
         *,
@@ -1244,24 +1617,29 @@ class StatsSample(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___StatsSample: _TypeAlias = StatsSample  # noqa: Y015
+Global___GetContainerStatsResponse: _TypeAlias = GetContainerStatsResponse  # noqa: Y015
 
 @_typing.final
-class UpdateRequest(_message.Message):
+class UpdateContainerResourcesRequest(_message.Message):
+    """UpdateContainerResourcesRequest names the container and the limits to change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     @_builtins.property
     def resources(self) -> Global___Resources:
-        """Only the fields named in `fields` ("memory_bytes", "nano_cpus",
-        "cpu_shares", "pids_limit") change; 0 lifts a limit.
-        """
+        """New values for the fields named in `fields`; 0 lifts a limit."""
 
     @_builtins.property
-    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which fields of `resources` change: "memory_bytes", "nano_cpus",
+        "cpu_shares", "pids_limit". Others keep their value.
+        """
+
     def __init__(
         self,
         *,
@@ -1275,15 +1653,42 @@ class UpdateRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___UpdateRequest: _TypeAlias = UpdateRequest  # noqa: Y015
+Global___UpdateContainerResourcesRequest: _TypeAlias = UpdateContainerResourcesRequest  # noqa: Y015
 
 @_typing.final
-class CopyOutRequest(_message.Message):
+class UpdateContainerResourcesResponse(_message.Message):
+    """UpdateContainerResourcesResponse carries the container with its new limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container:
+        """The container; spec.resources holds the limits now in force."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateContainerResourcesResponse: _TypeAlias = UpdateContainerResourcesResponse  # noqa: Y015
+
+@_typing.final
+class CopyFromContainerRequest(_message.Message):
+    """CopyFromContainerRequest names the container and the path to archive."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     path: _builtins.str
     """Absolute path inside the container."""
     def __init__(
@@ -1298,14 +1703,17 @@ class CopyOutRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CopyOutRequest: _TypeAlias = CopyOutRequest  # noqa: Y015
+Global___CopyFromContainerRequest: _TypeAlias = CopyFromContainerRequest  # noqa: Y015
 
 @_typing.final
-class DataChunk(_message.Message):
+class CopyFromContainerResponse(_message.Message):
+    """CopyFromContainerResponse is one chunk of the tar archive."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
+    """The next bytes of the archive."""
     def __init__(
         self,
         *,
@@ -1317,15 +1725,18 @@ class DataChunk(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DataChunk: _TypeAlias = DataChunk  # noqa: Y015
+Global___CopyFromContainerResponse: _TypeAlias = CopyFromContainerResponse  # noqa: Y015
 
 @_typing.final
-class CopyInHeader(_message.Message):
+class CopyToContainerHeader(_message.Message):
+    """CopyToContainerHeader is the first message of CopyToContainer: where to extract."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     path: _builtins.str
     """Absolute path inside the container: a directory to extract into, or the
     name the archive's top entry gets (its parent must exist).
@@ -1342,21 +1753,26 @@ class CopyInHeader(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CopyInHeader: _TypeAlias = CopyInHeader  # noqa: Y015
+Global___CopyToContainerHeader: _TypeAlias = CopyToContainerHeader  # noqa: Y015
 
 @_typing.final
-class CopyInRequest(_message.Message):
+class CopyToContainerRequest(_message.Message):
+    """CopyToContainerRequest is one message of a CopyToContainer call."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the tar archive."""
     @_builtins.property
-    def header(self) -> Global___CopyInHeader: ...
+    def header(self) -> Global___CopyToContainerHeader:
+        """Where to extract (first message)."""
+
     def __init__(
         self,
         *,
-        header: Global___CopyInHeader | None = ...,
+        header: Global___CopyToContainerHeader | None = ...,
         chunk: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "msg", b"msg"]  # noqa: Y015
@@ -1367,14 +1783,34 @@ class CopyInRequest(_message.Message):
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
-Global___CopyInRequest: _TypeAlias = CopyInRequest  # noqa: Y015
+Global___CopyToContainerRequest: _TypeAlias = CopyToContainerRequest  # noqa: Y015
 
 @_typing.final
-class ExportRequest(_message.Message):
+class CopyToContainerResponse(_message.Message):
+    """CopyToContainerResponse is empty: the archive was extracted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyToContainerResponse: _TypeAlias = CopyToContainerResponse  # noqa: Y015
+
+@_typing.final
+class ExportContainerRequest(_message.Message):
+    """ExportContainerRequest names the container to export."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     def __init__(
         self,
         *,
@@ -1386,10 +1822,34 @@ class ExportRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ExportRequest: _TypeAlias = ExportRequest  # noqa: Y015
+Global___ExportContainerRequest: _TypeAlias = ExportContainerRequest  # noqa: Y015
 
 @_typing.final
-class RenameRequest(_message.Message):
+class ExportContainerResponse(_message.Message):
+    """ExportContainerResponse is one chunk of the tar archive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the archive."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportContainerResponse: _TypeAlias = ExportContainerResponse  # noqa: Y015
+
+@_typing.final
+class RenameContainerRequest(_message.Message):
+    """RenameContainerRequest names the container and its new name."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -1410,16 +1870,44 @@ class RenameRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RenameRequest: _TypeAlias = RenameRequest  # noqa: Y015
+Global___RenameContainerRequest: _TypeAlias = RenameContainerRequest  # noqa: Y015
 
 @_typing.final
-class SetMetadataRequest(_message.Message):
+class RenameContainerResponse(_message.Message):
+    """RenameContainerResponse carries the renamed container."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container:
+        """The container under its new name."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenameContainerResponse: _TypeAlias = RenameContainerResponse  # noqa: Y015
+
+@_typing.final
+class SetContainerMetadataRequest(_message.Message):
+    """SetContainerMetadataRequest names the container and its new metadata."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     metadata: _builtins.bytes
+    """Replaces the container's metadata entirely."""
     def __init__(
         self,
         *,
@@ -1432,4 +1920,28 @@ class SetMetadataRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SetMetadataRequest: _TypeAlias = SetMetadataRequest  # noqa: Y015
+Global___SetContainerMetadataRequest: _TypeAlias = SetContainerMetadataRequest  # noqa: Y015
+
+@_typing.final
+class SetContainerMetadataResponse(_message.Message):
+    """SetContainerMetadataResponse carries the container with its new metadata."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___Container:
+        """The container as stored now."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___Container | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetContainerMetadataResponse: _TypeAlias = SetContainerMetadataResponse  # noqa: Y015

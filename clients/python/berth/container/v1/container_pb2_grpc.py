@@ -27,7 +27,13 @@ if _version_not_supported:
 
 
 class ContainerServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """ContainerService keeps container records in its own store and runs their
+    tasks. Its only caller is the gateway, which composes it with the image,
+    network and volume services. A container is named in requests by `id`: its
+    full id, a unique prefix of it, or its name, unless a field says otherwise.
+    NOT_FOUND for an unknown container, FAILED_PRECONDITION when its state does
+    not allow the call.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -35,139 +41,146 @@ class ContainerServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Create = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Create',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.CreateRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+        self.CreateContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/CreateContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.CreateContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CreateContainerResponse.FromString,
                 _registered_method=True)
-        self.Start = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Start',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.StartRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+        self.StartContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/StartContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.StartContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StartContainerResponse.FromString,
                 _registered_method=True)
-        self.Kill = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Kill',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.KillRequest.SerializeToString,
+        self.KillContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/KillContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.KillContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.KillContainerResponse.FromString,
+                _registered_method=True)
+        self.StopContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/StopContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.StopContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StopContainerResponse.FromString,
+                _registered_method=True)
+        self.WaitContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/WaitContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.WaitContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.WaitContainerResponse.FromString,
+                _registered_method=True)
+        self.RemoveContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/RemoveContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.RemoveContainerRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
-        self.Stop = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Stop',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.StopRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+        self.GetContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/GetContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerResponse.FromString,
                 _registered_method=True)
-        self.Wait = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Wait',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.WaitRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.WaitResponse.FromString,
+        self.ListContainers = channel.unary_unary(
+                '/berth.container.v1.ContainerService/ListContainers',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListContainersRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListContainersResponse.FromString,
                 _registered_method=True)
-        self.Delete = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Delete',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.DeleteRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+        self.GetContainerLogs = channel.unary_stream(
+                '/berth.container.v1.ContainerService/GetContainerLogs',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerLogsRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerLogsResponse.FromString,
                 _registered_method=True)
-        self.Get = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Get',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.GetRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+        self.SubscribeTaskEvents = channel.unary_stream(
+                '/berth.container.v1.ContainerService/SubscribeTaskEvents',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.SubscribeTaskEventsRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.SubscribeTaskEventsResponse.FromString,
                 _registered_method=True)
-        self.List = channel.unary_unary(
-                '/berth.container.v1.ContainerService/List',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListResponse.FromString,
+        self.RenameContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/RenameContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.RenameContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.RenameContainerResponse.FromString,
                 _registered_method=True)
-        self.Logs = channel.unary_stream(
-                '/berth.container.v1.ContainerService/Logs',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.LogsRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.LogEntry.FromString,
+        self.SetContainerMetadata = channel.unary_unary(
+                '/berth.container.v1.ContainerService/SetContainerMetadata',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.SetContainerMetadataRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.SetContainerMetadataResponse.FromString,
                 _registered_method=True)
-        self.Events = channel.unary_stream(
-                '/berth.container.v1.ContainerService/Events',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.EventsRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.TaskEvent.FromString,
+        self.ExecProcess = channel.stream_stream(
+                '/berth.container.v1.ContainerService/ExecProcess',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecProcessRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecProcessResponse.FromString,
                 _registered_method=True)
-        self.Rename = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Rename',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.RenameRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
-                _registered_method=True)
-        self.SetMetadata = channel.unary_unary(
-                '/berth.container.v1.ContainerService/SetMetadata',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.SetMetadataRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
-                _registered_method=True)
-        self.Exec = channel.stream_stream(
-                '/berth.container.v1.ContainerService/Exec',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecResponse.FromString,
-                _registered_method=True)
-        self.ExecInspect = channel.unary_unary(
-                '/berth.container.v1.ContainerService/ExecInspect',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecInspectRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecInfo.FromString,
+        self.GetExec = channel.unary_unary(
+                '/berth.container.v1.ContainerService/GetExec',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.GetExecRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.GetExecResponse.FromString,
                 _registered_method=True)
         self.ListExecs = channel.unary_unary(
                 '/berth.container.v1.ContainerService/ListExecs',
                 request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListExecsRequest.SerializeToString,
                 response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListExecsResponse.FromString,
                 _registered_method=True)
-        self.Attach = channel.stream_stream(
-                '/berth.container.v1.ContainerService/Attach',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.AttachRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.AttachResponse.FromString,
+        self.AttachContainer = channel.stream_stream(
+                '/berth.container.v1.ContainerService/AttachContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.AttachContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.AttachContainerResponse.FromString,
                 _registered_method=True)
-        self.Pause = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Pause',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+        self.PauseContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/PauseContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.PauseContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.PauseContainerResponse.FromString,
                 _registered_method=True)
-        self.Resume = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Resume',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+        self.ResumeContainer = channel.unary_unary(
+                '/berth.container.v1.ContainerService/ResumeContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ResumeContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ResumeContainerResponse.FromString,
                 _registered_method=True)
-        self.Top = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Top',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.TopRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.TopResponse.FromString,
+        self.ListContainerProcesses = channel.unary_unary(
+                '/berth.container.v1.ContainerService/ListContainerProcesses',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListContainerProcessesRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListContainerProcessesResponse.FromString,
                 _registered_method=True)
-        self.Stats = channel.unary_stream(
-                '/berth.container.v1.ContainerService/Stats',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.StatsRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StatsSample.FromString,
+        self.GetContainerStats = channel.unary_stream(
+                '/berth.container.v1.ContainerService/GetContainerStats',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerStatsRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerStatsResponse.FromString,
                 _registered_method=True)
-        self.Update = channel.unary_unary(
-                '/berth.container.v1.ContainerService/Update',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.UpdateRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+        self.UpdateContainerResources = channel.unary_unary(
+                '/berth.container.v1.ContainerService/UpdateContainerResources',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.UpdateContainerResourcesRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.UpdateContainerResourcesResponse.FromString,
                 _registered_method=True)
-        self.CopyOut = channel.unary_stream(
-                '/berth.container.v1.ContainerService/CopyOut',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.CopyOutRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.DataChunk.FromString,
+        self.CopyFromContainer = channel.unary_stream(
+                '/berth.container.v1.ContainerService/CopyFromContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.CopyFromContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CopyFromContainerResponse.FromString,
                 _registered_method=True)
-        self.CopyIn = channel.stream_unary(
-                '/berth.container.v1.ContainerService/CopyIn',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.CopyInRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+        self.CopyToContainer = channel.stream_unary(
+                '/berth.container.v1.ContainerService/CopyToContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.CopyToContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CopyToContainerResponse.FromString,
                 _registered_method=True)
-        self.Export = channel.unary_stream(
-                '/berth.container.v1.ContainerService/Export',
-                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExportRequest.SerializeToString,
-                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.DataChunk.FromString,
+        self.ExportContainer = channel.unary_stream(
+                '/berth.container.v1.ContainerService/ExportContainer',
+                request_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExportContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExportContainerResponse.FromString,
                 _registered_method=True)
 
 
 class ContainerServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """ContainerService keeps container records in its own store and runs their
+    tasks. Its only caller is the gateway, which composes it with the image,
+    network and volume services. A container is named in requests by `id`: its
+    full id, a unique prefix of it, or its name, unless a field says otherwise.
+    NOT_FOUND for an unknown container, FAILED_PRECONDITION when its state does
+    not allow the call.
+    """
 
-    def Create(self, request, context):
-        """Record a container and create it in the runtime (process not yet started).
+    def CreateContainer(self, request, context):
+        """Record a container and create it in the runtime; its process is not yet
+        started. ALREADY_EXISTS when the id or name is taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Start(self, request, context):
+    def StartContainer(self, request, context):
         """Start the created container's process. A stopped container gets a new task
         for the same record (runtime state renewed, same rootfs and log, output
         appended): id, name, created_at, labels and metadata stay; started_at and
@@ -177,78 +190,82 @@ class ContainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Kill(self, request, context):
-        """Send a signal to the container's process.
+    def KillContainer(self, request, context):
+        """Send a signal to the container's process. FAILED_PRECONDITION when it
+        does not run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Stop(self, request, context):
-        """Send the stop signal, then SIGKILL after the timeout; returns once it exited.
+    def StopContainer(self, request, context):
+        """Send the stop signal, then SIGKILL after the timeout; answers once the
+        process exited. Stopping a container that does not run is not an error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Wait(self, request, context):
-        """Wait for the container's process to exit (at once if it already has).
+    def WaitContainer(self, request, context):
+        """Wait for the container's process to exit (answers at once if it already has).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Delete(self, request, context):
-        """Delete the container from the runtime and the store; unmounts its rootfs,
-        removes its log.
-        Refused while it runs unless force is set.
+    def RemoveContainer(self, request, context):
+        """Delete the container from the runtime and the store; unmounts its rootfs
+        and removes its log. Refused while it runs unless force is set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Get(self, request, context):
+    def GetContainer(self, request, context):
         """Look a container up by id, unique id prefix or name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def List(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Logs(self, request, context):
-        """The container's output, from its log file.
+    def ListContainers(self, request, context):
+        """Every container, or those with the given labels.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Events(self, request, context):
-        """Task events (start, exit, oom) as they happen.
+    def GetContainerLogs(self, request, context):
+        """The container's output, read back from its log file, one line per message;
+        with follow, new lines as they are written until the container exits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Rename(self, request, context):
+    def SubscribeTaskEvents(self, request, context):
+        """Task events (create, start, exit, oom, pause, exec exit, ...) as they
+        happen, in the order the service committed them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameContainer(self, request, context):
         """Give a container another name; ALREADY_EXISTS when another container has it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def SetMetadata(self, request, context):
+    def SetContainerMetadata(self, request, context):
         """Replace the caller's opaque metadata on a container (e.g. restart state).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Exec(self, request_iterator, context):
+    def ExecProcess(self, request_iterator, context):
         """Run a further process in a running container, under a monitor (conmon) of
         its own, so its exit code is recorded even across a restart of berth. The
         first request is `start`; then stdin, resizes and close_stdin may follow.
@@ -260,7 +277,7 @@ class ContainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExecInspect(self, request, context):
+    def GetExec(self, request, context):
         """An exec by id, while it runs and after it exited (until its container goes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -268,72 +285,76 @@ class ContainerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListExecs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The execs the service knows, of one container or of all.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Attach(self, request_iterator, context):
+    def AttachContainer(self, request_iterator, context):
         """Attach to the container's own stdio: its output as it happens and, when it
         was created with open_stdin, its input. The first request is `start`; the
-        first reply says the attach is in place (before Start, nothing is lost).
-        The stream ends when the container exits or the caller ends it (detach).
+        first reply says the attach is in place (before StartContainer, nothing is
+        lost). The stream ends when the container exits or the caller ends it (detach).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Pause(self, request, context):
-        """Freeze and thaw all processes of the container (freezer cgroup).
+    def PauseContainer(self, request, context):
+        """Freeze all processes of the container (freezer cgroup).
+        FAILED_PRECONDITION when it does not run or is paused already.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Resume(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def ResumeContainer(self, request, context):
+        """Thaw a paused container. FAILED_PRECONDITION when it is not paused.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Top(self, request, context):
+    def ListContainerProcesses(self, request, context):
         """The container's processes as `ps` shows them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Stats(self, request, context):
+    def GetContainerStats(self, request, context):
         """Resource usage samples: one, or one every `interval_ms` while it runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Update(self, request, context):
+    def UpdateContainerResources(self, request, context):
         """Change the cgroup limits of a created or running container; kept in its spec.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CopyOut(self, request, context):
-        """A path in the container as a tar archive (symlinks never lead out of its root).
+    def CopyFromContainer(self, request, context):
+        """A path in the container as a tar archive, in chunks (symlinks never lead
+        out of its root).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CopyIn(self, request_iterator, context):
+    def CopyToContainer(self, request_iterator, context):
         """Extract a tar archive at a path in the container (into it when it is a
-        directory, else as it); the first request is `header`.
+        directory, else as it); the first request is `header`, then chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Export(self, request, context):
-        """The container's whole filesystem as a tar archive.
+    def ExportContainer(self, request, context):
+        """The container's whole filesystem as a tar archive, in chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -342,125 +363,125 @@ class ContainerServiceServicer:
 
 def add_ContainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Create': grpc.unary_unary_rpc_method_handler(
-                    servicer.Create,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CreateRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            'CreateContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CreateContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.CreateContainerResponse.SerializeToString,
             ),
-            'Start': grpc.unary_unary_rpc_method_handler(
-                    servicer.Start,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StartRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            'StartContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StartContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.StartContainerResponse.SerializeToString,
             ),
-            'Kill': grpc.unary_unary_rpc_method_handler(
-                    servicer.Kill,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.KillRequest.FromString,
+            'KillContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.KillContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.KillContainerResponse.SerializeToString,
+            ),
+            'StopContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StopContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.StopContainerResponse.SerializeToString,
+            ),
+            'WaitContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.WaitContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.WaitContainerResponse.SerializeToString,
+            ),
+            'RemoveContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.RemoveContainerRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
-            'Stop': grpc.unary_unary_rpc_method_handler(
-                    servicer.Stop,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StopRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            'GetContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerResponse.SerializeToString,
             ),
-            'Wait': grpc.unary_unary_rpc_method_handler(
-                    servicer.Wait,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.WaitRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.WaitResponse.SerializeToString,
+            'ListContainers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContainers,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListContainersRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListContainersResponse.SerializeToString,
             ),
-            'Delete': grpc.unary_unary_rpc_method_handler(
-                    servicer.Delete,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.DeleteRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            'GetContainerLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetContainerLogs,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerLogsRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerLogsResponse.SerializeToString,
             ),
-            'Get': grpc.unary_unary_rpc_method_handler(
-                    servicer.Get,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.GetRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            'SubscribeTaskEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeTaskEvents,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.SubscribeTaskEventsRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.SubscribeTaskEventsResponse.SerializeToString,
             ),
-            'List': grpc.unary_unary_rpc_method_handler(
-                    servicer.List,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListResponse.SerializeToString,
+            'RenameContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.RenameContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.RenameContainerResponse.SerializeToString,
             ),
-            'Logs': grpc.unary_stream_rpc_method_handler(
-                    servicer.Logs,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.LogsRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.LogEntry.SerializeToString,
+            'SetContainerMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetContainerMetadata,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.SetContainerMetadataRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.SetContainerMetadataResponse.SerializeToString,
             ),
-            'Events': grpc.unary_stream_rpc_method_handler(
-                    servicer.Events,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.EventsRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.TaskEvent.SerializeToString,
+            'ExecProcess': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecProcess,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecProcessRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecProcessResponse.SerializeToString,
             ),
-            'Rename': grpc.unary_unary_rpc_method_handler(
-                    servicer.Rename,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.RenameRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
-            ),
-            'SetMetadata': grpc.unary_unary_rpc_method_handler(
-                    servicer.SetMetadata,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.SetMetadataRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
-            ),
-            'Exec': grpc.stream_stream_rpc_method_handler(
-                    servicer.Exec,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecResponse.SerializeToString,
-            ),
-            'ExecInspect': grpc.unary_unary_rpc_method_handler(
-                    servicer.ExecInspect,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExecInspectRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExecInfo.SerializeToString,
+            'GetExec': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExec,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.GetExecRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.GetExecResponse.SerializeToString,
             ),
             'ListExecs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListExecs,
                     request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListExecsRequest.FromString,
                     response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListExecsResponse.SerializeToString,
             ),
-            'Attach': grpc.stream_stream_rpc_method_handler(
-                    servicer.Attach,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.AttachRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.AttachResponse.SerializeToString,
+            'AttachContainer': grpc.stream_stream_rpc_method_handler(
+                    servicer.AttachContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.AttachContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.AttachContainerResponse.SerializeToString,
             ),
-            'Pause': grpc.unary_unary_rpc_method_handler(
-                    servicer.Pause,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            'PauseContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.PauseContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.PauseContainerResponse.SerializeToString,
             ),
-            'Resume': grpc.unary_unary_rpc_method_handler(
-                    servicer.Resume,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            'ResumeContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ResumeContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ResumeContainerResponse.SerializeToString,
             ),
-            'Top': grpc.unary_unary_rpc_method_handler(
-                    servicer.Top,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.TopRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.TopResponse.SerializeToString,
+            'ListContainerProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContainerProcesses,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ListContainerProcessesRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ListContainerProcessesResponse.SerializeToString,
             ),
-            'Stats': grpc.unary_stream_rpc_method_handler(
-                    servicer.Stats,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.StatsRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.StatsSample.SerializeToString,
+            'GetContainerStats': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetContainerStats,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerStatsRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.GetContainerStatsResponse.SerializeToString,
             ),
-            'Update': grpc.unary_unary_rpc_method_handler(
-                    servicer.Update,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.UpdateRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.Container.SerializeToString,
+            'UpdateContainerResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContainerResources,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.UpdateContainerResourcesRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.UpdateContainerResourcesResponse.SerializeToString,
             ),
-            'CopyOut': grpc.unary_stream_rpc_method_handler(
-                    servicer.CopyOut,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CopyOutRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.DataChunk.SerializeToString,
+            'CopyFromContainer': grpc.unary_stream_rpc_method_handler(
+                    servicer.CopyFromContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CopyFromContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.CopyFromContainerResponse.SerializeToString,
             ),
-            'CopyIn': grpc.stream_unary_rpc_method_handler(
-                    servicer.CopyIn,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CopyInRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            'CopyToContainer': grpc.stream_unary_rpc_method_handler(
+                    servicer.CopyToContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.CopyToContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.CopyToContainerResponse.SerializeToString,
             ),
-            'Export': grpc.unary_stream_rpc_method_handler(
-                    servicer.Export,
-                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExportRequest.FromString,
-                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.DataChunk.SerializeToString,
+            'ExportContainer': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportContainer,
+                    request_deserializer=berth_dot_container_dot_v1_dot_container__pb2.ExportContainerRequest.FromString,
+                    response_serializer=berth_dot_container_dot_v1_dot_container__pb2.ExportContainerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -471,10 +492,16 @@ def add_ContainerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ContainerService:
-    """Missing associated documentation comment in .proto file."""
+    """ContainerService keeps container records in its own store and runs their
+    tasks. Its only caller is the gateway, which composes it with the image,
+    network and volume services. A container is named in requests by `id`: its
+    full id, a unique prefix of it, or its name, unless a field says otherwise.
+    NOT_FOUND for an unknown container, FAILED_PRECONDITION when its state does
+    not allow the call.
+    """
 
     @staticmethod
-    def Create(request,
+    def CreateContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -487,9 +514,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Create',
-            berth_dot_container_dot_v1_dot_container__pb2.CreateRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            '/berth.container.v1.ContainerService/CreateContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.CreateContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.CreateContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -501,7 +528,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Start(request,
+    def StartContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -514,9 +541,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Start',
-            berth_dot_container_dot_v1_dot_container__pb2.StartRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            '/berth.container.v1.ContainerService/StartContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.StartContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.StartContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -528,7 +555,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Kill(request,
+    def KillContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -541,8 +568,89 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Kill',
-            berth_dot_container_dot_v1_dot_container__pb2.KillRequest.SerializeToString,
+            '/berth.container.v1.ContainerService/KillContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.KillContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.KillContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/StopContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.StopContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.StopContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/WaitContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.WaitContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.WaitContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.container.v1.ContainerService/RemoveContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.RemoveContainerRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -555,7 +663,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Stop(request,
+    def GetContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -568,9 +676,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Stop',
-            berth_dot_container_dot_v1_dot_container__pb2.StopRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            '/berth.container.v1.ContainerService/GetContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.GetContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.GetContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -582,7 +690,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Wait(request,
+    def ListContainers(request,
             target,
             options=(),
             channel_credentials=None,
@@ -595,9 +703,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Wait',
-            berth_dot_container_dot_v1_dot_container__pb2.WaitRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.WaitResponse.FromString,
+            '/berth.container.v1.ContainerService/ListContainers',
+            berth_dot_container_dot_v1_dot_container__pb2.ListContainersRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.ListContainersResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -609,88 +717,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Delete(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/berth.container.v1.ContainerService/Delete',
-            berth_dot_container_dot_v1_dot_container__pb2.DeleteRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Get(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/berth.container.v1.ContainerService/Get',
-            berth_dot_container_dot_v1_dot_container__pb2.GetRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def List(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/berth.container.v1.ContainerService/List',
-            berth_dot_container_dot_v1_dot_container__pb2.ListRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.ListResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Logs(request,
+    def GetContainerLogs(request,
             target,
             options=(),
             channel_credentials=None,
@@ -703,9 +730,9 @@ class ContainerService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.container.v1.ContainerService/Logs',
-            berth_dot_container_dot_v1_dot_container__pb2.LogsRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.LogEntry.FromString,
+            '/berth.container.v1.ContainerService/GetContainerLogs',
+            berth_dot_container_dot_v1_dot_container__pb2.GetContainerLogsRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.GetContainerLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -717,7 +744,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Events(request,
+    def SubscribeTaskEvents(request,
             target,
             options=(),
             channel_credentials=None,
@@ -730,9 +757,9 @@ class ContainerService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.container.v1.ContainerService/Events',
-            berth_dot_container_dot_v1_dot_container__pb2.EventsRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.TaskEvent.FromString,
+            '/berth.container.v1.ContainerService/SubscribeTaskEvents',
+            berth_dot_container_dot_v1_dot_container__pb2.SubscribeTaskEventsRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.SubscribeTaskEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -744,7 +771,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Rename(request,
+    def RenameContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -757,9 +784,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Rename',
-            berth_dot_container_dot_v1_dot_container__pb2.RenameRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            '/berth.container.v1.ContainerService/RenameContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.RenameContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.RenameContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -771,7 +798,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def SetMetadata(request,
+    def SetContainerMetadata(request,
             target,
             options=(),
             channel_credentials=None,
@@ -784,9 +811,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/SetMetadata',
-            berth_dot_container_dot_v1_dot_container__pb2.SetMetadataRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            '/berth.container.v1.ContainerService/SetContainerMetadata',
+            berth_dot_container_dot_v1_dot_container__pb2.SetContainerMetadataRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.SetContainerMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -798,7 +825,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Exec(request_iterator,
+    def ExecProcess(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -811,9 +838,9 @@ class ContainerService:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/berth.container.v1.ContainerService/Exec',
-            berth_dot_container_dot_v1_dot_container__pb2.ExecRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.ExecResponse.FromString,
+            '/berth.container.v1.ContainerService/ExecProcess',
+            berth_dot_container_dot_v1_dot_container__pb2.ExecProcessRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.ExecProcessResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -825,7 +852,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def ExecInspect(request,
+    def GetExec(request,
             target,
             options=(),
             channel_credentials=None,
@@ -838,9 +865,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/ExecInspect',
-            berth_dot_container_dot_v1_dot_container__pb2.ExecInspectRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.ExecInfo.FromString,
+            '/berth.container.v1.ContainerService/GetExec',
+            berth_dot_container_dot_v1_dot_container__pb2.GetExecRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.GetExecResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -879,7 +906,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Attach(request_iterator,
+    def AttachContainer(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -892,9 +919,9 @@ class ContainerService:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/berth.container.v1.ContainerService/Attach',
-            berth_dot_container_dot_v1_dot_container__pb2.AttachRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.AttachResponse.FromString,
+            '/berth.container.v1.ContainerService/AttachContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.AttachContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.AttachContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -906,7 +933,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Pause(request,
+    def PauseContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -919,9 +946,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Pause',
-            berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            '/berth.container.v1.ContainerService/PauseContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.PauseContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.PauseContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -933,7 +960,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Resume(request,
+    def ResumeContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -946,9 +973,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Resume',
-            berth_dot_container_dot_v1_dot_container__pb2.PauseRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            '/berth.container.v1.ContainerService/ResumeContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.ResumeContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.ResumeContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -960,7 +987,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Top(request,
+    def ListContainerProcesses(request,
             target,
             options=(),
             channel_credentials=None,
@@ -973,9 +1000,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Top',
-            berth_dot_container_dot_v1_dot_container__pb2.TopRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.TopResponse.FromString,
+            '/berth.container.v1.ContainerService/ListContainerProcesses',
+            berth_dot_container_dot_v1_dot_container__pb2.ListContainerProcessesRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.ListContainerProcessesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -987,7 +1014,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Stats(request,
+    def GetContainerStats(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1000,9 +1027,9 @@ class ContainerService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.container.v1.ContainerService/Stats',
-            berth_dot_container_dot_v1_dot_container__pb2.StatsRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.StatsSample.FromString,
+            '/berth.container.v1.ContainerService/GetContainerStats',
+            berth_dot_container_dot_v1_dot_container__pb2.GetContainerStatsRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.GetContainerStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1014,7 +1041,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Update(request,
+    def UpdateContainerResources(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1027,9 +1054,9 @@ class ContainerService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.container.v1.ContainerService/Update',
-            berth_dot_container_dot_v1_dot_container__pb2.UpdateRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.Container.FromString,
+            '/berth.container.v1.ContainerService/UpdateContainerResources',
+            berth_dot_container_dot_v1_dot_container__pb2.UpdateContainerResourcesRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.UpdateContainerResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1041,7 +1068,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def CopyOut(request,
+    def CopyFromContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1054,9 +1081,9 @@ class ContainerService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.container.v1.ContainerService/CopyOut',
-            berth_dot_container_dot_v1_dot_container__pb2.CopyOutRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.DataChunk.FromString,
+            '/berth.container.v1.ContainerService/CopyFromContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.CopyFromContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.CopyFromContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1068,7 +1095,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def CopyIn(request_iterator,
+    def CopyToContainer(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -1081,9 +1108,9 @@ class ContainerService:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/berth.container.v1.ContainerService/CopyIn',
-            berth_dot_container_dot_v1_dot_container__pb2.CopyInRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            '/berth.container.v1.ContainerService/CopyToContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.CopyToContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.CopyToContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1095,7 +1122,7 @@ class ContainerService:
             _registered_method=True)
 
     @staticmethod
-    def Export(request,
+    def ExportContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1108,9 +1135,9 @@ class ContainerService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.container.v1.ContainerService/Export',
-            berth_dot_container_dot_v1_dot_container__pb2.ExportRequest.SerializeToString,
-            berth_dot_container_dot_v1_dot_container__pb2.DataChunk.FromString,
+            '/berth.container.v1.ContainerService/ExportContainer',
+            berth_dot_container_dot_v1_dot_container__pb2.ExportContainerRequest.SerializeToString,
+            berth_dot_container_dot_v1_dot_container__pb2.ExportContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,41 +33,59 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ContainerServiceStub:
+    """ContainerService keeps container records in its own store and runs their
+    tasks. Its only caller is the gateway, which composes it with the image,
+    network and volume services. A container is named in requests by `id`: its
+    full id, a unique prefix of it, or its name, unless a field says otherwise.
+    NOT_FOUND for an unknown container, FAILED_PRECONDITION when its state does
+    not allow the call.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ContainerServiceAsyncStub: ...
-    Create: _grpc.UnaryUnaryMultiCallable[_container_pb2.CreateRequest, _container_pb2.Container]
-    """Record a container and create it in the runtime (process not yet started)."""
-    Start: _grpc.UnaryUnaryMultiCallable[_container_pb2.StartRequest, _container_pb2.Container]
+    CreateContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.CreateContainerRequest, _container_pb2.CreateContainerResponse]
+    """Record a container and create it in the runtime; its process is not yet
+    started. ALREADY_EXISTS when the id or name is taken.
+    """
+    StartContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.StartContainerRequest, _container_pb2.StartContainerResponse]
     """Start the created container's process. A stopped container gets a new task
     for the same record (runtime state renewed, same rootfs and log, output
     appended): id, name, created_at, labels and metadata stay; started_at and
     the exit then describe the new run. FAILED_PRECONDITION while it runs.
     """
-    Kill: _grpc.UnaryUnaryMultiCallable[_container_pb2.KillRequest, _empty_pb2.Empty]
-    """Send a signal to the container's process."""
-    Stop: _grpc.UnaryUnaryMultiCallable[_container_pb2.StopRequest, _container_pb2.Container]
-    """Send the stop signal, then SIGKILL after the timeout; returns once it exited."""
-    Wait: _grpc.UnaryUnaryMultiCallable[_container_pb2.WaitRequest, _container_pb2.WaitResponse]
-    """Wait for the container's process to exit (at once if it already has)."""
-    Delete: _grpc.UnaryUnaryMultiCallable[_container_pb2.DeleteRequest, _empty_pb2.Empty]
-    """Delete the container from the runtime and the store; unmounts its rootfs,
-    removes its log.
-    Refused while it runs unless force is set.
+    KillContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.KillContainerRequest, _container_pb2.KillContainerResponse]
+    """Send a signal to the container's process. FAILED_PRECONDITION when it
+    does not run.
     """
-    Get: _grpc.UnaryUnaryMultiCallable[_container_pb2.GetRequest, _container_pb2.Container]
+    StopContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.StopContainerRequest, _container_pb2.StopContainerResponse]
+    """Send the stop signal, then SIGKILL after the timeout; answers once the
+    process exited. Stopping a container that does not run is not an error.
+    """
+    WaitContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.WaitContainerRequest, _container_pb2.WaitContainerResponse]
+    """Wait for the container's process to exit (answers at once if it already has)."""
+    RemoveContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.RemoveContainerRequest, _empty_pb2.Empty]
+    """Delete the container from the runtime and the store; unmounts its rootfs
+    and removes its log. Refused while it runs unless force is set.
+    """
+    GetContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.GetContainerRequest, _container_pb2.GetContainerResponse]
     """Look a container up by id, unique id prefix or name."""
-    List: _grpc.UnaryUnaryMultiCallable[_container_pb2.ListRequest, _container_pb2.ListResponse]
-    Logs: _grpc.UnaryStreamMultiCallable[_container_pb2.LogsRequest, _container_pb2.LogEntry]
-    """The container's output, from its log file."""
-    Events: _grpc.UnaryStreamMultiCallable[_container_pb2.EventsRequest, _container_pb2.TaskEvent]
-    """Task events (start, exit, oom) as they happen."""
-    Rename: _grpc.UnaryUnaryMultiCallable[_container_pb2.RenameRequest, _container_pb2.Container]
+    ListContainers: _grpc.UnaryUnaryMultiCallable[_container_pb2.ListContainersRequest, _container_pb2.ListContainersResponse]
+    """Every container, or those with the given labels."""
+    GetContainerLogs: _grpc.UnaryStreamMultiCallable[_container_pb2.GetContainerLogsRequest, _container_pb2.GetContainerLogsResponse]
+    """The container's output, read back from its log file, one line per message;
+    with follow, new lines as they are written until the container exits.
+    """
+    SubscribeTaskEvents: _grpc.UnaryStreamMultiCallable[_container_pb2.SubscribeTaskEventsRequest, _container_pb2.SubscribeTaskEventsResponse]
+    """Task events (create, start, exit, oom, pause, exec exit, ...) as they
+    happen, in the order the service committed them.
+    """
+    RenameContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.RenameContainerRequest, _container_pb2.RenameContainerResponse]
     """Give a container another name; ALREADY_EXISTS when another container has it."""
-    SetMetadata: _grpc.UnaryUnaryMultiCallable[_container_pb2.SetMetadataRequest, _container_pb2.Container]
+    SetContainerMetadata: _grpc.UnaryUnaryMultiCallable[_container_pb2.SetContainerMetadataRequest, _container_pb2.SetContainerMetadataResponse]
     """Replace the caller's opaque metadata on a container (e.g. restart state)."""
-    Exec: _grpc.StreamStreamMultiCallable[_container_pb2.ExecRequest, _container_pb2.ExecResponse]
+    ExecProcess: _grpc.StreamStreamMultiCallable[_container_pb2.ExecProcessRequest, _container_pb2.ExecProcessResponse]
     """Run a further process in a running container, under a monitor (conmon) of
     its own, so its exit code is recorded even across a restart of berth. The
     first request is `start`; then stdin, resizes and close_stdin may follow.
@@ -75,67 +93,91 @@ class ContainerServiceStub:
     With start.detach the stream ends after `started`. FAILED_PRECONDITION
     when the container is not running.
     """
-    ExecInspect: _grpc.UnaryUnaryMultiCallable[_container_pb2.ExecInspectRequest, _container_pb2.ExecInfo]
+    GetExec: _grpc.UnaryUnaryMultiCallable[_container_pb2.GetExecRequest, _container_pb2.GetExecResponse]
     """An exec by id, while it runs and after it exited (until its container goes)."""
     ListExecs: _grpc.UnaryUnaryMultiCallable[_container_pb2.ListExecsRequest, _container_pb2.ListExecsResponse]
-    Attach: _grpc.StreamStreamMultiCallable[_container_pb2.AttachRequest, _container_pb2.AttachResponse]
+    """The execs the service knows, of one container or of all."""
+    AttachContainer: _grpc.StreamStreamMultiCallable[_container_pb2.AttachContainerRequest, _container_pb2.AttachContainerResponse]
     """Attach to the container's own stdio: its output as it happens and, when it
     was created with open_stdin, its input. The first request is `start`; the
-    first reply says the attach is in place (before Start, nothing is lost).
-    The stream ends when the container exits or the caller ends it (detach).
+    first reply says the attach is in place (before StartContainer, nothing is
+    lost). The stream ends when the container exits or the caller ends it (detach).
     """
-    Pause: _grpc.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]
-    """Freeze and thaw all processes of the container (freezer cgroup)."""
-    Resume: _grpc.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]
-    Top: _grpc.UnaryUnaryMultiCallable[_container_pb2.TopRequest, _container_pb2.TopResponse]
+    PauseContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.PauseContainerRequest, _container_pb2.PauseContainerResponse]
+    """Freeze all processes of the container (freezer cgroup).
+    FAILED_PRECONDITION when it does not run or is paused already.
+    """
+    ResumeContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.ResumeContainerRequest, _container_pb2.ResumeContainerResponse]
+    """Thaw a paused container. FAILED_PRECONDITION when it is not paused."""
+    ListContainerProcesses: _grpc.UnaryUnaryMultiCallable[_container_pb2.ListContainerProcessesRequest, _container_pb2.ListContainerProcessesResponse]
     """The container's processes as `ps` shows them."""
-    Stats: _grpc.UnaryStreamMultiCallable[_container_pb2.StatsRequest, _container_pb2.StatsSample]
+    GetContainerStats: _grpc.UnaryStreamMultiCallable[_container_pb2.GetContainerStatsRequest, _container_pb2.GetContainerStatsResponse]
     """Resource usage samples: one, or one every `interval_ms` while it runs."""
-    Update: _grpc.UnaryUnaryMultiCallable[_container_pb2.UpdateRequest, _container_pb2.Container]
+    UpdateContainerResources: _grpc.UnaryUnaryMultiCallable[_container_pb2.UpdateContainerResourcesRequest, _container_pb2.UpdateContainerResourcesResponse]
     """Change the cgroup limits of a created or running container; kept in its spec."""
-    CopyOut: _grpc.UnaryStreamMultiCallable[_container_pb2.CopyOutRequest, _container_pb2.DataChunk]
-    """A path in the container as a tar archive (symlinks never lead out of its root)."""
-    CopyIn: _grpc.StreamUnaryMultiCallable[_container_pb2.CopyInRequest, _empty_pb2.Empty]
-    """Extract a tar archive at a path in the container (into it when it is a
-    directory, else as it); the first request is `header`.
+    CopyFromContainer: _grpc.UnaryStreamMultiCallable[_container_pb2.CopyFromContainerRequest, _container_pb2.CopyFromContainerResponse]
+    """A path in the container as a tar archive, in chunks (symlinks never lead
+    out of its root).
     """
-    Export: _grpc.UnaryStreamMultiCallable[_container_pb2.ExportRequest, _container_pb2.DataChunk]
-    """The container's whole filesystem as a tar archive."""
+    CopyToContainer: _grpc.StreamUnaryMultiCallable[_container_pb2.CopyToContainerRequest, _container_pb2.CopyToContainerResponse]
+    """Extract a tar archive at a path in the container (into it when it is a
+    directory, else as it); the first request is `header`, then chunks.
+    """
+    ExportContainer: _grpc.UnaryStreamMultiCallable[_container_pb2.ExportContainerRequest, _container_pb2.ExportContainerResponse]
+    """The container's whole filesystem as a tar archive, in chunks."""
 
 @_typing.type_check_only
 class ContainerServiceAsyncStub(ContainerServiceStub):
+    """ContainerService keeps container records in its own store and runs their
+    tasks. Its only caller is the gateway, which composes it with the image,
+    network and volume services. A container is named in requests by `id`: its
+    full id, a unique prefix of it, or its name, unless a field says otherwise.
+    NOT_FOUND for an unknown container, FAILED_PRECONDITION when its state does
+    not allow the call.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Create: _aio.UnaryUnaryMultiCallable[_container_pb2.CreateRequest, _container_pb2.Container]  # type: ignore[assignment]
-    """Record a container and create it in the runtime (process not yet started)."""
-    Start: _aio.UnaryUnaryMultiCallable[_container_pb2.StartRequest, _container_pb2.Container]  # type: ignore[assignment]
+    CreateContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.CreateContainerRequest, _container_pb2.CreateContainerResponse]  # type: ignore[assignment]
+    """Record a container and create it in the runtime; its process is not yet
+    started. ALREADY_EXISTS when the id or name is taken.
+    """
+    StartContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.StartContainerRequest, _container_pb2.StartContainerResponse]  # type: ignore[assignment]
     """Start the created container's process. A stopped container gets a new task
     for the same record (runtime state renewed, same rootfs and log, output
     appended): id, name, created_at, labels and metadata stay; started_at and
     the exit then describe the new run. FAILED_PRECONDITION while it runs.
     """
-    Kill: _aio.UnaryUnaryMultiCallable[_container_pb2.KillRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Send a signal to the container's process."""
-    Stop: _aio.UnaryUnaryMultiCallable[_container_pb2.StopRequest, _container_pb2.Container]  # type: ignore[assignment]
-    """Send the stop signal, then SIGKILL after the timeout; returns once it exited."""
-    Wait: _aio.UnaryUnaryMultiCallable[_container_pb2.WaitRequest, _container_pb2.WaitResponse]  # type: ignore[assignment]
-    """Wait for the container's process to exit (at once if it already has)."""
-    Delete: _aio.UnaryUnaryMultiCallable[_container_pb2.DeleteRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Delete the container from the runtime and the store; unmounts its rootfs,
-    removes its log.
-    Refused while it runs unless force is set.
+    KillContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.KillContainerRequest, _container_pb2.KillContainerResponse]  # type: ignore[assignment]
+    """Send a signal to the container's process. FAILED_PRECONDITION when it
+    does not run.
     """
-    Get: _aio.UnaryUnaryMultiCallable[_container_pb2.GetRequest, _container_pb2.Container]  # type: ignore[assignment]
+    StopContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.StopContainerRequest, _container_pb2.StopContainerResponse]  # type: ignore[assignment]
+    """Send the stop signal, then SIGKILL after the timeout; answers once the
+    process exited. Stopping a container that does not run is not an error.
+    """
+    WaitContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.WaitContainerRequest, _container_pb2.WaitContainerResponse]  # type: ignore[assignment]
+    """Wait for the container's process to exit (answers at once if it already has)."""
+    RemoveContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.RemoveContainerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Delete the container from the runtime and the store; unmounts its rootfs
+    and removes its log. Refused while it runs unless force is set.
+    """
+    GetContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.GetContainerRequest, _container_pb2.GetContainerResponse]  # type: ignore[assignment]
     """Look a container up by id, unique id prefix or name."""
-    List: _aio.UnaryUnaryMultiCallable[_container_pb2.ListRequest, _container_pb2.ListResponse]  # type: ignore[assignment]
-    Logs: _aio.UnaryStreamMultiCallable[_container_pb2.LogsRequest, _container_pb2.LogEntry]  # type: ignore[assignment]
-    """The container's output, from its log file."""
-    Events: _aio.UnaryStreamMultiCallable[_container_pb2.EventsRequest, _container_pb2.TaskEvent]  # type: ignore[assignment]
-    """Task events (start, exit, oom) as they happen."""
-    Rename: _aio.UnaryUnaryMultiCallable[_container_pb2.RenameRequest, _container_pb2.Container]  # type: ignore[assignment]
+    ListContainers: _aio.UnaryUnaryMultiCallable[_container_pb2.ListContainersRequest, _container_pb2.ListContainersResponse]  # type: ignore[assignment]
+    """Every container, or those with the given labels."""
+    GetContainerLogs: _aio.UnaryStreamMultiCallable[_container_pb2.GetContainerLogsRequest, _container_pb2.GetContainerLogsResponse]  # type: ignore[assignment]
+    """The container's output, read back from its log file, one line per message;
+    with follow, new lines as they are written until the container exits.
+    """
+    SubscribeTaskEvents: _aio.UnaryStreamMultiCallable[_container_pb2.SubscribeTaskEventsRequest, _container_pb2.SubscribeTaskEventsResponse]  # type: ignore[assignment]
+    """Task events (create, start, exit, oom, pause, exec exit, ...) as they
+    happen, in the order the service committed them.
+    """
+    RenameContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.RenameContainerRequest, _container_pb2.RenameContainerResponse]  # type: ignore[assignment]
     """Give a container another name; ALREADY_EXISTS when another container has it."""
-    SetMetadata: _aio.UnaryUnaryMultiCallable[_container_pb2.SetMetadataRequest, _container_pb2.Container]  # type: ignore[assignment]
+    SetContainerMetadata: _aio.UnaryUnaryMultiCallable[_container_pb2.SetContainerMetadataRequest, _container_pb2.SetContainerMetadataResponse]  # type: ignore[assignment]
     """Replace the caller's opaque metadata on a container (e.g. restart state)."""
-    Exec: _aio.StreamStreamMultiCallable[_container_pb2.ExecRequest, _container_pb2.ExecResponse]  # type: ignore[assignment]
+    ExecProcess: _aio.StreamStreamMultiCallable[_container_pb2.ExecProcessRequest, _container_pb2.ExecProcessResponse]  # type: ignore[assignment]
     """Run a further process in a running container, under a monitor (conmon) of
     its own, so its exit code is recorded even across a restart of berth. The
     first request is `start`; then stdin, resizes and close_stdin may follow.
@@ -143,48 +185,64 @@ class ContainerServiceAsyncStub(ContainerServiceStub):
     With start.detach the stream ends after `started`. FAILED_PRECONDITION
     when the container is not running.
     """
-    ExecInspect: _aio.UnaryUnaryMultiCallable[_container_pb2.ExecInspectRequest, _container_pb2.ExecInfo]  # type: ignore[assignment]
+    GetExec: _aio.UnaryUnaryMultiCallable[_container_pb2.GetExecRequest, _container_pb2.GetExecResponse]  # type: ignore[assignment]
     """An exec by id, while it runs and after it exited (until its container goes)."""
     ListExecs: _aio.UnaryUnaryMultiCallable[_container_pb2.ListExecsRequest, _container_pb2.ListExecsResponse]  # type: ignore[assignment]
-    Attach: _aio.StreamStreamMultiCallable[_container_pb2.AttachRequest, _container_pb2.AttachResponse]  # type: ignore[assignment]
+    """The execs the service knows, of one container or of all."""
+    AttachContainer: _aio.StreamStreamMultiCallable[_container_pb2.AttachContainerRequest, _container_pb2.AttachContainerResponse]  # type: ignore[assignment]
     """Attach to the container's own stdio: its output as it happens and, when it
     was created with open_stdin, its input. The first request is `start`; the
-    first reply says the attach is in place (before Start, nothing is lost).
-    The stream ends when the container exits or the caller ends it (detach).
+    first reply says the attach is in place (before StartContainer, nothing is
+    lost). The stream ends when the container exits or the caller ends it (detach).
     """
-    Pause: _aio.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]  # type: ignore[assignment]
-    """Freeze and thaw all processes of the container (freezer cgroup)."""
-    Resume: _aio.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]  # type: ignore[assignment]
-    Top: _aio.UnaryUnaryMultiCallable[_container_pb2.TopRequest, _container_pb2.TopResponse]  # type: ignore[assignment]
+    PauseContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.PauseContainerRequest, _container_pb2.PauseContainerResponse]  # type: ignore[assignment]
+    """Freeze all processes of the container (freezer cgroup).
+    FAILED_PRECONDITION when it does not run or is paused already.
+    """
+    ResumeContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.ResumeContainerRequest, _container_pb2.ResumeContainerResponse]  # type: ignore[assignment]
+    """Thaw a paused container. FAILED_PRECONDITION when it is not paused."""
+    ListContainerProcesses: _aio.UnaryUnaryMultiCallable[_container_pb2.ListContainerProcessesRequest, _container_pb2.ListContainerProcessesResponse]  # type: ignore[assignment]
     """The container's processes as `ps` shows them."""
-    Stats: _aio.UnaryStreamMultiCallable[_container_pb2.StatsRequest, _container_pb2.StatsSample]  # type: ignore[assignment]
+    GetContainerStats: _aio.UnaryStreamMultiCallable[_container_pb2.GetContainerStatsRequest, _container_pb2.GetContainerStatsResponse]  # type: ignore[assignment]
     """Resource usage samples: one, or one every `interval_ms` while it runs."""
-    Update: _aio.UnaryUnaryMultiCallable[_container_pb2.UpdateRequest, _container_pb2.Container]  # type: ignore[assignment]
+    UpdateContainerResources: _aio.UnaryUnaryMultiCallable[_container_pb2.UpdateContainerResourcesRequest, _container_pb2.UpdateContainerResourcesResponse]  # type: ignore[assignment]
     """Change the cgroup limits of a created or running container; kept in its spec."""
-    CopyOut: _aio.UnaryStreamMultiCallable[_container_pb2.CopyOutRequest, _container_pb2.DataChunk]  # type: ignore[assignment]
-    """A path in the container as a tar archive (symlinks never lead out of its root)."""
-    CopyIn: _aio.StreamUnaryMultiCallable[_container_pb2.CopyInRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Extract a tar archive at a path in the container (into it when it is a
-    directory, else as it); the first request is `header`.
+    CopyFromContainer: _aio.UnaryStreamMultiCallable[_container_pb2.CopyFromContainerRequest, _container_pb2.CopyFromContainerResponse]  # type: ignore[assignment]
+    """A path in the container as a tar archive, in chunks (symlinks never lead
+    out of its root).
     """
-    Export: _aio.UnaryStreamMultiCallable[_container_pb2.ExportRequest, _container_pb2.DataChunk]  # type: ignore[assignment]
-    """The container's whole filesystem as a tar archive."""
+    CopyToContainer: _aio.StreamUnaryMultiCallable[_container_pb2.CopyToContainerRequest, _container_pb2.CopyToContainerResponse]  # type: ignore[assignment]
+    """Extract a tar archive at a path in the container (into it when it is a
+    directory, else as it); the first request is `header`, then chunks.
+    """
+    ExportContainer: _aio.UnaryStreamMultiCallable[_container_pb2.ExportContainerRequest, _container_pb2.ExportContainerResponse]  # type: ignore[assignment]
+    """The container's whole filesystem as a tar archive, in chunks."""
 
 class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
-    @_abc_1.abstractmethod
-    def Create(
-        self,
-        request: _container_pb2.CreateRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
-        """Record a container and create it in the runtime (process not yet started)."""
+    """ContainerService keeps container records in its own store and runs their
+    tasks. Its only caller is the gateway, which composes it with the image,
+    network and volume services. A container is named in requests by `id`: its
+    full id, a unique prefix of it, or its name, unless a field says otherwise.
+    NOT_FOUND for an unknown container, FAILED_PRECONDITION when its state does
+    not allow the call.
+    """
 
     @_abc_1.abstractmethod
-    def Start(
+    def CreateContainer(
         self,
-        request: _container_pb2.StartRequest,
+        request: _container_pb2.CreateContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
+    ) -> _typing.Union[_container_pb2.CreateContainerResponse, _abc.Awaitable[_container_pb2.CreateContainerResponse]]:
+        """Record a container and create it in the runtime; its process is not yet
+        started. ALREADY_EXISTS when the id or name is taken.
+        """
+
+    @_abc_1.abstractmethod
+    def StartContainer(
+        self,
+        request: _container_pb2.StartContainerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.StartContainerResponse, _abc.Awaitable[_container_pb2.StartContainerResponse]]:
         """Start the created container's process. A stopped container gets a new task
         for the same record (runtime state renewed, same rootfs and log, output
         appended): id, name, created_at, labels and metadata stay; started_at and
@@ -192,93 +250,101 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def Kill(
+    def KillContainer(
         self,
-        request: _container_pb2.KillRequest,
+        request: _container_pb2.KillContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Send a signal to the container's process."""
-
-    @_abc_1.abstractmethod
-    def Stop(
-        self,
-        request: _container_pb2.StopRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
-        """Send the stop signal, then SIGKILL after the timeout; returns once it exited."""
-
-    @_abc_1.abstractmethod
-    def Wait(
-        self,
-        request: _container_pb2.WaitRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.WaitResponse, _abc.Awaitable[_container_pb2.WaitResponse]]:
-        """Wait for the container's process to exit (at once if it already has)."""
-
-    @_abc_1.abstractmethod
-    def Delete(
-        self,
-        request: _container_pb2.DeleteRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Delete the container from the runtime and the store; unmounts its rootfs,
-        removes its log.
-        Refused while it runs unless force is set.
+    ) -> _typing.Union[_container_pb2.KillContainerResponse, _abc.Awaitable[_container_pb2.KillContainerResponse]]:
+        """Send a signal to the container's process. FAILED_PRECONDITION when it
+        does not run.
         """
 
     @_abc_1.abstractmethod
-    def Get(
+    def StopContainer(
         self,
-        request: _container_pb2.GetRequest,
+        request: _container_pb2.StopContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
+    ) -> _typing.Union[_container_pb2.StopContainerResponse, _abc.Awaitable[_container_pb2.StopContainerResponse]]:
+        """Send the stop signal, then SIGKILL after the timeout; answers once the
+        process exited. Stopping a container that does not run is not an error.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitContainer(
+        self,
+        request: _container_pb2.WaitContainerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.WaitContainerResponse, _abc.Awaitable[_container_pb2.WaitContainerResponse]]:
+        """Wait for the container's process to exit (answers at once if it already has)."""
+
+    @_abc_1.abstractmethod
+    def RemoveContainer(
+        self,
+        request: _container_pb2.RemoveContainerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Delete the container from the runtime and the store; unmounts its rootfs
+        and removes its log. Refused while it runs unless force is set.
+        """
+
+    @_abc_1.abstractmethod
+    def GetContainer(
+        self,
+        request: _container_pb2.GetContainerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_container_pb2.GetContainerResponse, _abc.Awaitable[_container_pb2.GetContainerResponse]]:
         """Look a container up by id, unique id prefix or name."""
 
     @_abc_1.abstractmethod
-    def List(
+    def ListContainers(
         self,
-        request: _container_pb2.ListRequest,
+        request: _container_pb2.ListContainersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.ListResponse, _abc.Awaitable[_container_pb2.ListResponse]]: ...
+    ) -> _typing.Union[_container_pb2.ListContainersResponse, _abc.Awaitable[_container_pb2.ListContainersResponse]]:
+        """Every container, or those with the given labels."""
 
     @_abc_1.abstractmethod
-    def Logs(
+    def GetContainerLogs(
         self,
-        request: _container_pb2.LogsRequest,
+        request: _container_pb2.GetContainerLogsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_container_pb2.LogEntry], _abc.AsyncIterator[_container_pb2.LogEntry]]:
-        """The container's output, from its log file."""
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.GetContainerLogsResponse], _abc.AsyncIterator[_container_pb2.GetContainerLogsResponse]]:
+        """The container's output, read back from its log file, one line per message;
+        with follow, new lines as they are written until the container exits.
+        """
 
     @_abc_1.abstractmethod
-    def Events(
+    def SubscribeTaskEvents(
         self,
-        request: _container_pb2.EventsRequest,
+        request: _container_pb2.SubscribeTaskEventsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_container_pb2.TaskEvent], _abc.AsyncIterator[_container_pb2.TaskEvent]]:
-        """Task events (start, exit, oom) as they happen."""
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.SubscribeTaskEventsResponse], _abc.AsyncIterator[_container_pb2.SubscribeTaskEventsResponse]]:
+        """Task events (create, start, exit, oom, pause, exec exit, ...) as they
+        happen, in the order the service committed them.
+        """
 
     @_abc_1.abstractmethod
-    def Rename(
+    def RenameContainer(
         self,
-        request: _container_pb2.RenameRequest,
+        request: _container_pb2.RenameContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
+    ) -> _typing.Union[_container_pb2.RenameContainerResponse, _abc.Awaitable[_container_pb2.RenameContainerResponse]]:
         """Give a container another name; ALREADY_EXISTS when another container has it."""
 
     @_abc_1.abstractmethod
-    def SetMetadata(
+    def SetContainerMetadata(
         self,
-        request: _container_pb2.SetMetadataRequest,
+        request: _container_pb2.SetContainerMetadataRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
+    ) -> _typing.Union[_container_pb2.SetContainerMetadataResponse, _abc.Awaitable[_container_pb2.SetContainerMetadataResponse]]:
         """Replace the caller's opaque metadata on a container (e.g. restart state)."""
 
     @_abc_1.abstractmethod
-    def Exec(
+    def ExecProcess(
         self,
-        request_iterator: _MaybeAsyncIterator[_container_pb2.ExecRequest],
+        request_iterator: _MaybeAsyncIterator[_container_pb2.ExecProcessRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_container_pb2.ExecResponse], _abc.AsyncIterator[_container_pb2.ExecResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.ExecProcessResponse], _abc.AsyncIterator[_container_pb2.ExecProcessResponse]]:
         """Run a further process in a running container, under a monitor (conmon) of
         its own, so its exit code is recorded even across a restart of berth. The
         first request is `start`; then stdin, resizes and close_stdin may follow.
@@ -288,11 +354,11 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def ExecInspect(
+    def GetExec(
         self,
-        request: _container_pb2.ExecInspectRequest,
+        request: _container_pb2.GetExecRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.ExecInfo, _abc.Awaitable[_container_pb2.ExecInfo]]:
+    ) -> _typing.Union[_container_pb2.GetExecResponse, _abc.Awaitable[_container_pb2.GetExecResponse]]:
         """An exec by id, while it runs and after it exited (until its container goes)."""
 
     @_abc_1.abstractmethod
@@ -300,83 +366,89 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _container_pb2.ListExecsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.ListExecsResponse, _abc.Awaitable[_container_pb2.ListExecsResponse]]: ...
+    ) -> _typing.Union[_container_pb2.ListExecsResponse, _abc.Awaitable[_container_pb2.ListExecsResponse]]:
+        """The execs the service knows, of one container or of all."""
 
     @_abc_1.abstractmethod
-    def Attach(
+    def AttachContainer(
         self,
-        request_iterator: _MaybeAsyncIterator[_container_pb2.AttachRequest],
+        request_iterator: _MaybeAsyncIterator[_container_pb2.AttachContainerRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_container_pb2.AttachResponse], _abc.AsyncIterator[_container_pb2.AttachResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.AttachContainerResponse], _abc.AsyncIterator[_container_pb2.AttachContainerResponse]]:
         """Attach to the container's own stdio: its output as it happens and, when it
         was created with open_stdin, its input. The first request is `start`; the
-        first reply says the attach is in place (before Start, nothing is lost).
-        The stream ends when the container exits or the caller ends it (detach).
+        first reply says the attach is in place (before StartContainer, nothing is
+        lost). The stream ends when the container exits or the caller ends it (detach).
         """
 
     @_abc_1.abstractmethod
-    def Pause(
+    def PauseContainer(
         self,
-        request: _container_pb2.PauseRequest,
+        request: _container_pb2.PauseContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
-        """Freeze and thaw all processes of the container (freezer cgroup)."""
+    ) -> _typing.Union[_container_pb2.PauseContainerResponse, _abc.Awaitable[_container_pb2.PauseContainerResponse]]:
+        """Freeze all processes of the container (freezer cgroup).
+        FAILED_PRECONDITION when it does not run or is paused already.
+        """
 
     @_abc_1.abstractmethod
-    def Resume(
+    def ResumeContainer(
         self,
-        request: _container_pb2.PauseRequest,
+        request: _container_pb2.ResumeContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]: ...
+    ) -> _typing.Union[_container_pb2.ResumeContainerResponse, _abc.Awaitable[_container_pb2.ResumeContainerResponse]]:
+        """Thaw a paused container. FAILED_PRECONDITION when it is not paused."""
 
     @_abc_1.abstractmethod
-    def Top(
+    def ListContainerProcesses(
         self,
-        request: _container_pb2.TopRequest,
+        request: _container_pb2.ListContainerProcessesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.TopResponse, _abc.Awaitable[_container_pb2.TopResponse]]:
+    ) -> _typing.Union[_container_pb2.ListContainerProcessesResponse, _abc.Awaitable[_container_pb2.ListContainerProcessesResponse]]:
         """The container's processes as `ps` shows them."""
 
     @_abc_1.abstractmethod
-    def Stats(
+    def GetContainerStats(
         self,
-        request: _container_pb2.StatsRequest,
+        request: _container_pb2.GetContainerStatsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_container_pb2.StatsSample], _abc.AsyncIterator[_container_pb2.StatsSample]]:
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.GetContainerStatsResponse], _abc.AsyncIterator[_container_pb2.GetContainerStatsResponse]]:
         """Resource usage samples: one, or one every `interval_ms` while it runs."""
 
     @_abc_1.abstractmethod
-    def Update(
+    def UpdateContainerResources(
         self,
-        request: _container_pb2.UpdateRequest,
+        request: _container_pb2.UpdateContainerResourcesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_container_pb2.Container, _abc.Awaitable[_container_pb2.Container]]:
+    ) -> _typing.Union[_container_pb2.UpdateContainerResourcesResponse, _abc.Awaitable[_container_pb2.UpdateContainerResourcesResponse]]:
         """Change the cgroup limits of a created or running container; kept in its spec."""
 
     @_abc_1.abstractmethod
-    def CopyOut(
+    def CopyFromContainer(
         self,
-        request: _container_pb2.CopyOutRequest,
+        request: _container_pb2.CopyFromContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_container_pb2.DataChunk], _abc.AsyncIterator[_container_pb2.DataChunk]]:
-        """A path in the container as a tar archive (symlinks never lead out of its root)."""
-
-    @_abc_1.abstractmethod
-    def CopyIn(
-        self,
-        request_iterator: _MaybeAsyncIterator[_container_pb2.CopyInRequest],
-        context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Extract a tar archive at a path in the container (into it when it is a
-        directory, else as it); the first request is `header`.
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.CopyFromContainerResponse], _abc.AsyncIterator[_container_pb2.CopyFromContainerResponse]]:
+        """A path in the container as a tar archive, in chunks (symlinks never lead
+        out of its root).
         """
 
     @_abc_1.abstractmethod
-    def Export(
+    def CopyToContainer(
         self,
-        request: _container_pb2.ExportRequest,
+        request_iterator: _MaybeAsyncIterator[_container_pb2.CopyToContainerRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_container_pb2.DataChunk], _abc.AsyncIterator[_container_pb2.DataChunk]]:
-        """The container's whole filesystem as a tar archive."""
+    ) -> _typing.Union[_container_pb2.CopyToContainerResponse, _abc.Awaitable[_container_pb2.CopyToContainerResponse]]:
+        """Extract a tar archive at a path in the container (into it when it is a
+        directory, else as it); the first request is `header`, then chunks.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportContainer(
+        self,
+        request: _container_pb2.ExportContainerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_container_pb2.ExportContainerResponse], _abc.AsyncIterator[_container_pb2.ExportContainerResponse]]:
+        """The container's whole filesystem as a tar archive, in chunks."""
 
 def add_ContainerServiceServicer_to_server(servicer: ContainerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

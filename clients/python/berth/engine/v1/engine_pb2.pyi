@@ -7,17 +7,25 @@ name; the gateway composes the node services (image, network, volume,
 container) to do it and undoes its steps when one fails.
 
 Errors are gRPC status codes with a message for a person:
-NOT_FOUND (unknown container or image), ALREADY_EXISTS (name taken),
-INVALID_ARGUMENT (bad reference, name or spec), FAILED_PRECONDITION
-(e.g. removing a running container without force).
+NOT_FOUND (unknown container, image, network, volume or exec),
+ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad reference, name or spec),
+FAILED_PRECONDITION (e.g. removing a running container without force).
+
+Names follow Docker's words where a Docker user would look for them:
+Inspect* (not Get*) for one object, Remove* for deletes, Prune* for
+removing every unused object of a kind.
 """
 
+from berth.types.v1 import file_change_pb2 as _file_change_pb2
+from berth.types.v1 import healthcheck_pb2 as _healthcheck_pb2
+from berth.types.v1 import port_pb2 as _port_pb2
+from berth.types.v1 import registry_pb2 as _registry_pb2
+from berth.types.v1 import stdio_pb2 as _stdio_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -30,7 +38,26 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class VersionResponse(_message.Message):
+class GetVersionRequest(_message.Message):
+    """GetVersionRequest asks for the engine's version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVersionRequest: _TypeAlias = GetVersionRequest  # noqa: Y015
+
+@_typing.final
+class GetVersionResponse(_message.Message):
+    """GetVersionResponse describes the engine and its host."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
@@ -40,11 +67,17 @@ class VersionResponse(_message.Message):
     KERNEL_VERSION_FIELD_NUMBER: _builtins.int
     RUNTIME_FIELD_NUMBER: _builtins.int
     version: _builtins.str
+    """berth's version ("0.1.0")."""
     api_version: _builtins.str
+    """Highest Docker Engine API version the Docker endpoint serves ("1.45")."""
     os: _builtins.str
+    """The host's OS ("linux")."""
     arch: _builtins.str
+    """The host's architecture, Go-style ("amd64", "arm64")."""
     kernel_version: _builtins.str
+    """The host's kernel release (uname -r)."""
     runtime: _builtins.str
+    """The OCI runtime containers run with ("runc 1.1.5")."""
     def __init__(
         self,
         *,
@@ -61,11 +94,14 @@ class VersionResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___VersionResponse: _TypeAlias = VersionResponse  # noqa: Y015
+Global___GetVersionResponse: _TypeAlias = GetVersionResponse  # noqa: Y015
 
 @_typing.final
 class ContainerConfig(_message.Message):
-    """ContainerConfig is what a user asks for, as `docker run` takes it."""
+    """ContainerConfig is what a user asks for, as `docker run` takes it. Set by
+    the client at create; afterwards only the restart policy and resources
+    change (UpdateContainerRestartPolicy, UpdateContainerResources).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -123,25 +159,40 @@ class ContainerConfig(_message.Message):
     name: _builtins.str
     """Unique container name; empty asks for a generated one."""
     working_dir: _builtins.str
+    """Absolute working directory; empty takes the image's (or "/")."""
     user: _builtins.str
-    """"user", "uid", "user:group" or "uid:gid", looked up in the image."""
+    """"user", "uid", "user:group" or "uid:gid", looked up in the image; empty
+    takes the image's user (or root).
+    """
     hostname: _builtins.str
+    """The container's hostname; empty is the first 12 characters of its id."""
     network_mode: _builtins.str
-    """"none" or "host" (default "none" until bridge networks exist)."""
+    """The network the container starts on: "none" (only loopback), "host" (the
+    host's network), "bridge" or a user-defined network by name or id.
+    Empty is "bridge".
+    """
     memory_bytes: _builtins.int
+    """Memory limit in bytes; 0 is no limit."""
     nano_cpus: _builtins.int
+    """CPU limit in billionths of a CPU (1500000000 is 1.5 CPUs); 0 is no limit."""
     cpu_shares: _builtins.int
+    """Relative CPU weight (docker's --cpu-shares); 0 is the default (1024)."""
     pids_limit: _builtins.int
+    """Most processes at once; 0 is no limit."""
     auto_remove: _builtins.bool
     """Remove the container when it exits (`--rm`)."""
     stop_signal: _builtins.str
+    """Signal StopContainer sends first, by name or number; empty takes the
+    image's STOPSIGNAL, or SIGTERM.
+    """
     stop_timeout: _builtins.int
     """Seconds `stop` waits before SIGKILL; unset uses 10."""
     readonly_rootfs: _builtins.bool
+    """Mount the root filesystem read-only."""
     publish_all: _builtins.bool
     """`-P`: publish every port the image exposes on an ephemeral host port."""
     ipv4_address: _builtins.str
-    """The IPv4 address asked for on its network (`--ip`)."""
+    """The IPv4 address asked for on its network (`--ip`); empty takes a free one."""
     tty: _builtins.bool
     """A pseudo-terminal for the process (`-t`)."""
     open_stdin: _builtins.bool
@@ -154,14 +205,18 @@ class ContainerConfig(_message.Message):
 
     @_builtins.property
     def entrypoint(self) -> Global___StringList:
-        """Replaces the image's ENTRYPOINT when set (an empty list clears it)."""
+        """Replaces the image's ENTRYPOINT when set (an empty list clears it);
+        absent keeps the image's.
+        """
 
     @_builtins.property
     def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """KEY=VALUE, added to and overriding the image's env."""
 
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels on the container, added to the image's."""
+
     @_builtins.property
     def mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___MountSpec]:
         """Volumes, bind mounts and tmpfs (`-v`, `--mount`, `--tmpfs`), in order."""
@@ -171,7 +226,7 @@ class ContainerConfig(_message.Message):
         """Containers whose mounts this one shares: "name[:ro|:rw]" (`--volumes-from`)."""
 
     @_builtins.property
-    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]:
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[_port_pb2.PortBinding]:
         """Published ports (`-p [ip:]hostPort:containerPort[/proto]`, `-p containerPort`)."""
 
     @_builtins.property
@@ -180,11 +235,15 @@ class ContainerConfig(_message.Message):
 
     @_builtins.property
     def restart_policy(self) -> Global___RestartPolicy:
-        """When the engine starts the container again after it exited (`--restart`)."""
+        """When the engine starts the container again after it exited (`--restart`);
+        absent is "no".
+        """
 
     @_builtins.property
-    def healthcheck(self) -> Global___HealthConfig:
-        """Overrides the image's healthcheck (`--health-*`); test ["NONE"] disables it."""
+    def healthcheck(self) -> _healthcheck_pb2.HealthConfig:
+        """Overrides the image's healthcheck (`--health-*`); test ["NONE"] disables
+        it; absent keeps the image's.
+        """
 
     def __init__(
         self,
@@ -209,12 +268,12 @@ class ContainerConfig(_message.Message):
         readonly_rootfs: _builtins.bool = ...,
         mounts: _abc.Iterable[Global___MountSpec] | None = ...,
         volumes_from: _abc.Iterable[_builtins.str] | None = ...,
-        ports: _abc.Iterable[Global___PortBinding] | None = ...,
+        ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
         publish_all: _builtins.bool = ...,
         network_aliases: _abc.Iterable[_builtins.str] | None = ...,
         ipv4_address: _builtins.str = ...,
         restart_policy: Global___RestartPolicy | None = ...,
-        healthcheck: Global___HealthConfig | None = ...,
+        healthcheck: _healthcheck_pb2.HealthConfig | None = ...,
         tty: _builtins.bool = ...,
         open_stdin: _builtins.bool = ...,
         stdin_once: _builtins.bool = ...,
@@ -230,42 +289,11 @@ class ContainerConfig(_message.Message):
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
 
 @_typing.final
-class PortBinding(_message.Message):
-    """A published port. host_port 0 asks for an ephemeral port; ContainerInfo
-    carries the one chosen.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PROTOCOL_FIELD_NUMBER: _builtins.int
-    HOST_IP_FIELD_NUMBER: _builtins.int
-    HOST_PORT_FIELD_NUMBER: _builtins.int
-    CONTAINER_PORT_FIELD_NUMBER: _builtins.int
-    protocol: _builtins.str
-    """"tcp" or "udp"."""
-    host_ip: _builtins.str
-    """"" (every address) or an IPv4 address of the host."""
-    host_port: _builtins.int
-    container_port: _builtins.int
-    def __init__(
-        self,
-        *,
-        protocol: _builtins.str = ...,
-        host_ip: _builtins.str = ...,
-        host_port: _builtins.int = ...,
-        container_port: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_port", b"container_port", "host_ip", b"host_ip", "host_port", b"host_port", "protocol", b"protocol"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PortBinding: _TypeAlias = PortBinding  # noqa: Y015
-
-@_typing.final
 class ContainerNetwork(_message.Message):
-    """A network a container is on (docker inspect's NetworkSettings.Networks)."""
+    """ContainerNetwork is a network a container is on (docker inspect's
+    NetworkSettings.Networks). Set by the network service when the container
+    is connected; gone when it is disconnected.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -276,12 +304,19 @@ class ContainerNetwork(_message.Message):
     GATEWAY_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
     network: _builtins.str
+    """The network's name."""
     network_id: _builtins.str
+    """The network's id."""
     ipv4_address: _builtins.str
+    """The container's IPv4 address on it."""
     prefix_len: _builtins.int
+    """Prefix length of the network's subnet."""
     gateway: _builtins.str
+    """The network's gateway address (the container's default route)."""
     @_builtins.property
-    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names the container answers to on it, besides its name."""
+
     def __init__(
         self,
         *,
@@ -342,10 +377,13 @@ class MountSpec(_message.Message):
     type: _builtins.str
     """"volume", "bind" or "tmpfs"."""
     source: _builtins.str
-    """Volume name (empty: a new anonymous volume) or absolute host path for "bind"."""
+    """Volume name (empty: a new anonymous volume) or absolute host path for
+    "bind"; empty for "tmpfs".
+    """
     target: _builtins.str
     """Absolute path in the container."""
     readonly: _builtins.bool
+    """Mount it read-only."""
     volume_nocopy: _builtins.bool
     """Do not fill a new volume from the image's content at the target."""
     create_source: _builtins.bool
@@ -356,7 +394,7 @@ class MountSpec(_message.Message):
 
     @_builtins.property
     def volume_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Labels for a volume this mount creates."""
+        """Labels for a volume this mount creates; ignored for an existing volume."""
 
     def __init__(
         self,
@@ -380,7 +418,9 @@ Global___MountSpec: _TypeAlias = MountSpec  # noqa: Y015
 
 @_typing.final
 class MountPoint(_message.Message):
-    """MountPoint is a mount as a container has it (docker inspect's "Mounts")."""
+    """MountPoint is a mount as a container has it (docker inspect's "Mounts").
+    Set by the engine at create; never changes.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -395,16 +435,19 @@ class MountPoint(_message.Message):
     type: _builtins.str
     """"volume", "bind" or "tmpfs"."""
     name: _builtins.str
-    """Volume name, for volumes."""
+    """Volume name, for volumes; empty otherwise."""
     source: _builtins.str
-    """Host path: the volume's data or the bind source."""
+    """Host path: the volume's data or the bind source; empty for tmpfs."""
     destination: _builtins.str
+    """Absolute path in the container."""
     driver: _builtins.str
-    """"local" for volumes."""
+    """"local" for volumes; empty otherwise."""
     mode: _builtins.str
     """"ro", "z", ... as given; "" for defaults."""
     rw: _builtins.bool
+    """Mounted read-write."""
     propagation: _builtins.str
+    """Bind propagation ("rprivate", ...); empty for volumes and tmpfs."""
     def __init__(
         self,
         *,
@@ -427,11 +470,17 @@ Global___MountPoint: _TypeAlias = MountPoint  # noqa: Y015
 
 @_typing.final
 class StringList(_message.Message):
+    """StringList is a list of strings where absent and empty differ (a map value,
+    or an override such as ContainerConfig.entrypoint).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The strings, in order."""
+
     def __init__(
         self,
         *,
@@ -459,7 +508,7 @@ class RestartPolicy(_message.Message):
     name: _builtins.str
     """"no" (or empty), "on-failure", "always", "unless-stopped"."""
     maximum_retry_count: _builtins.int
-    """on-failure only: give up after this many restarts; 0 means never."""
+    """on-failure only: give up after this many restarts; 0 means never give up."""
     def __init__(
         self,
         *,
@@ -475,51 +524,8 @@ class RestartPolicy(_message.Message):
 Global___RestartPolicy: _TypeAlias = RestartPolicy  # noqa: Y015
 
 @_typing.final
-class HealthConfig(_message.Message):
-    """HealthConfig is docker's Healthcheck: a command run in the container.
-    Durations are in nanoseconds; 0 takes the default (30 s interval, 30 s
-    timeout, 3 retries, no start period, 5 s start interval).
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    TEST_FIELD_NUMBER: _builtins.int
-    INTERVAL_FIELD_NUMBER: _builtins.int
-    TIMEOUT_FIELD_NUMBER: _builtins.int
-    RETRIES_FIELD_NUMBER: _builtins.int
-    START_PERIOD_FIELD_NUMBER: _builtins.int
-    START_INTERVAL_FIELD_NUMBER: _builtins.int
-    interval: _builtins.int
-    timeout: _builtins.int
-    retries: _builtins.int
-    start_period: _builtins.int
-    """Failures during the start period do not count; the start interval applies then."""
-    start_interval: _builtins.int
-    @_builtins.property
-    def test(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """["CMD", args...], ["CMD-SHELL", "command"], or ["NONE"] (no healthcheck)."""
-
-    def __init__(
-        self,
-        *,
-        test: _abc.Iterable[_builtins.str] | None = ...,
-        interval: _builtins.int = ...,
-        timeout: _builtins.int = ...,
-        retries: _builtins.int = ...,
-        start_period: _builtins.int = ...,
-        start_interval: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "retries", b"retries", "start_interval", b"start_interval", "start_period", b"start_period", "test", b"test", "timeout", b"timeout"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___HealthConfig: _TypeAlias = HealthConfig  # noqa: Y015
-
-@_typing.final
 class HealthLog(_message.Message):
-    """One healthcheck run."""
+    """HealthLog is one healthcheck run."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -528,11 +534,17 @@ class HealthLog(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     exit_code: _builtins.int
+    """The check's exit code: 0 healthy, anything else a failure (-1: timed out)."""
     output: _builtins.str
+    """The start of the check's output (at most 4 KiB)."""
     @_builtins.property
-    def start(self) -> _timestamp_pb2.Timestamp: ...
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When the run started."""
+
     @_builtins.property
-    def end(self) -> _timestamp_pb2.Timestamp: ...
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """When it ended."""
+
     def __init__(
         self,
         *,
@@ -551,7 +563,9 @@ Global___HealthLog: _TypeAlias = HealthLog  # noqa: Y015
 
 @_typing.final
 class Health(_message.Message):
-    """A container's health as its healthcheck reports it (State.Health)."""
+    """Health is a container's health as its healthcheck reports it (State.Health).
+    Set by the engine after each run; starts over when the container starts.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -561,6 +575,7 @@ class Health(_message.Message):
     status: _builtins.str
     """"starting", "healthy", "unhealthy"; empty when there is no healthcheck."""
     failing_streak: _builtins.int
+    """Failed runs in a row."""
     @_builtins.property
     def log(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthLog]:
         """The last five runs, oldest first."""
@@ -582,11 +597,15 @@ Global___Health: _TypeAlias = Health  # noqa: Y015
 
 @_typing.final
 class CreateContainerRequest(_message.Message):
+    """CreateContainerRequest describes the container to create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def config(self) -> Global___ContainerConfig: ...
+    def config(self) -> Global___ContainerConfig:
+        """What to create."""
+
     def __init__(
         self,
         *,
@@ -602,13 +621,18 @@ Global___CreateContainerRequest: _TypeAlias = CreateContainerRequest  # noqa: Y0
 
 @_typing.final
 class CreateContainerResponse(_message.Message):
+    """CreateContainerResponse identifies the new container."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The new container's full id (64 hex)."""
     @_builtins.property
-    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Things the engine noticed but did not refuse, for a person to read."""
+
     def __init__(
         self,
         *,
@@ -624,7 +648,9 @@ class CreateContainerResponse(_message.Message):
 Global___CreateContainerResponse: _TypeAlias = CreateContainerResponse  # noqa: Y015
 
 @_typing.final
-class RunRequest(_message.Message):
+class RunContainerRequest(_message.Message):
+    """RunContainerRequest describes the container to create and start."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
@@ -632,7 +658,9 @@ class RunRequest(_message.Message):
     attach: _builtins.bool
     """Stream the container's output and end with its exit status."""
     @_builtins.property
-    def config(self) -> Global___ContainerConfig: ...
+    def config(self) -> Global___ContainerConfig:
+        """What to run."""
+
     def __init__(
         self,
         *,
@@ -645,30 +673,32 @@ class RunRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RunRequest: _TypeAlias = RunRequest  # noqa: Y015
+Global___RunContainerRequest: _TypeAlias = RunContainerRequest  # noqa: Y015
 
 @_typing.final
-class RunResponse(_message.Message):
+class RunContainerResponse(_message.Message):
+    """RunContainerResponse is one message of a run."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     EXIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """First message: the container was created and started."""
+    """First message: the container was created and started; its full id."""
     @_builtins.property
-    def output(self) -> Global___LogChunk:
-        """Output while attached."""
+    def output(self) -> _stdio_pb2.OutputChunk:
+        """Output while attached (time unset)."""
 
     @_builtins.property
     def exit(self) -> Global___ExitStatus:
-        """Last message when attached."""
+        """Last message when attached: how the container ended."""
 
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
-        output: Global___LogChunk | None = ...,
+        output: _stdio_pb2.OutputChunk | None = ...,
         exit: Global___ExitStatus | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "exit", b"exit", "id", b"id", "output", b"output"]  # noqa: Y015
@@ -679,16 +709,20 @@ class RunResponse(_message.Message):
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
-Global___RunResponse: _TypeAlias = RunResponse  # noqa: Y015
+Global___RunContainerResponse: _TypeAlias = RunContainerResponse  # noqa: Y015
 
 @_typing.final
 class ExitStatus(_message.Message):
+    """ExitStatus is how a container's process ended."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     OOM_KILLED_FIELD_NUMBER: _builtins.int
     exit_code: _builtins.int
+    """Its exit code (128+n for signal n)."""
     oom_killed: _builtins.bool
+    """The kernel's OOM killer ended it."""
     def __init__(
         self,
         *,
@@ -704,13 +738,14 @@ class ExitStatus(_message.Message):
 Global___ExitStatus: _TypeAlias = ExitStatus  # noqa: Y015
 
 @_typing.final
-class ContainerRef(_message.Message):
-    """A container by id, unique id prefix or name."""
+class StartContainerRequest(_message.Message):
+    """StartContainerRequest names the container to start."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     def __init__(
         self,
         *,
@@ -722,15 +757,35 @@ class ContainerRef(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ContainerRef: _TypeAlias = ContainerRef  # noqa: Y015
+Global___StartContainerRequest: _TypeAlias = StartContainerRequest  # noqa: Y015
+
+@_typing.final
+class StartContainerResponse(_message.Message):
+    """StartContainerResponse is empty: the container runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartContainerResponse: _TypeAlias = StartContainerResponse  # noqa: Y015
 
 @_typing.final
 class StopContainerRequest(_message.Message):
+    """StopContainerRequest names the container to stop."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     timeout: _builtins.int
     """Seconds before SIGKILL; unset uses the container's stop timeout."""
     def __init__(
@@ -750,14 +805,79 @@ class StopContainerRequest(_message.Message):
 Global___StopContainerRequest: _TypeAlias = StopContainerRequest  # noqa: Y015
 
 @_typing.final
+class StopContainerResponse(_message.Message):
+    """StopContainerResponse is empty: the container no longer runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopContainerResponse: _TypeAlias = StopContainerResponse  # noqa: Y015
+
+@_typing.final
+class RestartContainerRequest(_message.Message):
+    """RestartContainerRequest names the container to restart."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, unique id prefix or name."""
+    timeout: _builtins.int
+    """Seconds the stop waits before SIGKILL; unset uses the container's stop timeout."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        timeout: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout", b"_timeout", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout", b"_timeout", "id", b"id", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__timeout: _TypeAlias = _typing.Literal["timeout"]  # noqa: Y015
+    _WhichOneofArgType__timeout: _TypeAlias = _typing.Literal["_timeout", b"_timeout"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout) -> _WhichOneofReturnType__timeout | None: ...
+
+Global___RestartContainerRequest: _TypeAlias = RestartContainerRequest  # noqa: Y015
+
+@_typing.final
+class RestartContainerResponse(_message.Message):
+    """RestartContainerResponse is empty: the container runs again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestartContainerResponse: _TypeAlias = RestartContainerResponse  # noqa: Y015
+
+@_typing.final
 class KillContainerRequest(_message.Message):
+    """KillContainerRequest names the container and the signal."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     signal: _builtins.str
-    """"KILL", "SIGTERM", "15", ...; default SIGKILL."""
+    """"KILL", "SIGTERM", "15", ...; empty is SIGKILL."""
     def __init__(
         self,
         *,
@@ -773,13 +893,33 @@ class KillContainerRequest(_message.Message):
 Global___KillContainerRequest: _TypeAlias = KillContainerRequest  # noqa: Y015
 
 @_typing.final
+class KillContainerResponse(_message.Message):
+    """KillContainerResponse is empty: the signal was delivered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KillContainerResponse: _TypeAlias = KillContainerResponse  # noqa: Y015
+
+@_typing.final
 class RemoveContainerRequest(_message.Message):
+    """RemoveContainerRequest names the container to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
     REMOVE_VOLUMES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     force: _builtins.bool
     """Kill a running container first."""
     remove_volumes: _builtins.bool
@@ -800,13 +940,39 @@ class RemoveContainerRequest(_message.Message):
 Global___RemoveContainerRequest: _TypeAlias = RemoveContainerRequest  # noqa: Y015
 
 @_typing.final
+class WaitContainerRequest(_message.Message):
+    """WaitContainerRequest names the container to wait for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, unique id prefix or name."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitContainerRequest: _TypeAlias = WaitContainerRequest  # noqa: Y015
+
+@_typing.final
 class WaitContainerResponse(_message.Message):
+    """WaitContainerResponse is how the container ended."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     OOM_KILLED_FIELD_NUMBER: _builtins.int
     exit_code: _builtins.int
+    """Its exit code (128+n for signal n)."""
     oom_killed: _builtins.bool
+    """The kernel's OOM killer ended it."""
     def __init__(
         self,
         *,
@@ -823,6 +989,8 @@ Global___WaitContainerResponse: _TypeAlias = WaitContainerResponse  # noqa: Y015
 
 @_typing.final
 class ListContainersRequest(_message.Message):
+    """ListContainersRequest filters the containers listed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -849,10 +1017,12 @@ class ListContainersRequest(_message.Message):
     ALL_FIELD_NUMBER: _builtins.int
     FILTERS_FIELD_NUMBER: _builtins.int
     all: _builtins.bool
-    """Include stopped containers (`ps -a`)."""
+    """Include stopped containers (`ps -a`); without it only running ones."""
     @_builtins.property
     def filters(self) -> _containers.MessageMap[_builtins.str, Global___StringList]:
-        """Docker's filters: id, name, label (key or key=value), status, ancestor."""
+        """Docker's filters: id, name, label (key or key=value), status, ancestor.
+        Values of one key are ORed, keys ANDed; empty lists all.
+        """
 
     def __init__(
         self,
@@ -870,6 +1040,10 @@ Global___ListContainersRequest: _TypeAlias = ListContainersRequest  # noqa: Y015
 
 @_typing.final
 class ContainerState(_message.Message):
+    """ContainerState is where a container is in its life (docker's State).
+    Derived by the engine at each call; never stored.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
@@ -884,20 +1058,29 @@ class ContainerState(_message.Message):
     RESTARTING_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """"created", "running", "exited", "removing"."""
+    """"created", "running", "paused", "restarting", "exited", "removing"."""
     running: _builtins.bool
+    """Its process runs (also while paused)."""
     pid: _builtins.int
+    """Host pid of its process while it runs; 0 otherwise."""
     exit_code: _builtins.int
+    """Exit code of the latest run; 0 before the first exit."""
     oom_killed: _builtins.bool
+    """The OOM killer ended the latest run."""
     error: _builtins.str
+    """Why the latest start failed, or how its exit code was inferred; empty otherwise."""
     restarting: _builtins.bool
     """Waiting to be started again by its restart policy."""
     paused: _builtins.bool
     """Frozen by PauseContainer."""
     @_builtins.property
-    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the latest run started; unset before the first start."""
+
     @_builtins.property
-    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When the latest run ended; unset while it runs or before it ran."""
+
     @_builtins.property
     def health(self) -> Global___Health:
         """Set while the container has a healthcheck."""
@@ -927,6 +1110,10 @@ Global___ContainerState: _TypeAlias = ContainerState  # noqa: Y015
 
 @_typing.final
 class ContainerInfo(_message.Message):
+    """ContainerInfo is a container in full (docker inspect), or one line of
+    ListContainers.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -949,39 +1136,59 @@ class ContainerInfo(_message.Message):
     NETWORKS_FIELD_NUMBER: _builtins.int
     RESTART_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Full id (64 hex); never changes."""
     name: _builtins.str
+    """Name without a leading "/"; changes only through RenameContainer."""
     image: _builtins.str
-    """The reference the user asked for, and the image id it resolved to."""
+    """The reference the user asked for."""
     image_id: _builtins.str
+    """The image id it resolved to at create ("sha256:<hex>")."""
     path: _builtins.str
-    """The resolved process: path and args after entrypoint/cmd merging."""
+    """The resolved process: path after entrypoint/cmd merging."""
     working_dir: _builtins.str
+    """Resolved working directory of the process."""
     hostname: _builtins.str
+    """The container's hostname."""
     log_path: _builtins.str
+    """Path of the container's log file on the node."""
     network_mode: _builtins.str
+    """The network it was created on ("none", "host", "bridge", a network name)."""
     netns_path: _builtins.str
+    """Its network namespace on the node; empty for the host network."""
     restart_count: _builtins.int
     """Times the restart policy started the container again since the user last did."""
     @_builtins.property
-    def created(self) -> _timestamp_pb2.Timestamp: ...
-    @_builtins.property
-    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def state(self) -> Global___ContainerState: ...
-    @_builtins.property
-    def config(self) -> Global___ContainerConfig: ...
-    @_builtins.property
-    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Resolved environment, working dir, user of the process."""
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
 
     @_builtins.property
-    def mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___MountPoint]: ...
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The resolved process: its arguments after path."""
+
     @_builtins.property
-    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]:
+    def state(self) -> Global___ContainerState:
+        """Whether it runs, and how its latest run ended."""
+
+    @_builtins.property
+    def config(self) -> Global___ContainerConfig:
+        """What the user asked for at create (restart policy and resources as now)."""
+
+    @_builtins.property
+    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Resolved environment of the process (image's and the user's, KEY=VALUE)."""
+
+    @_builtins.property
+    def mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___MountPoint]:
+        """Its mounts, in the order they are made."""
+
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[_port_pb2.PortBinding]:
         """Ports published now, with the host ports chosen (from the network service)."""
 
     @_builtins.property
-    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerNetwork]: ...
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerNetwork]:
+        """The networks it is on now."""
+
     def __init__(
         self,
         *,
@@ -1001,7 +1208,7 @@ class ContainerInfo(_message.Message):
         network_mode: _builtins.str = ...,
         netns_path: _builtins.str = ...,
         mounts: _abc.Iterable[Global___MountPoint] | None = ...,
-        ports: _abc.Iterable[Global___PortBinding] | None = ...,
+        ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
         networks: _abc.Iterable[Global___ContainerNetwork] | None = ...,
         restart_count: _builtins.int = ...,
     ) -> None: ...
@@ -1015,11 +1222,15 @@ Global___ContainerInfo: _TypeAlias = ContainerInfo  # noqa: Y015
 
 @_typing.final
 class ListContainersResponse(_message.Message):
+    """ListContainersResponse carries the containers found."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerInfo]: ...
+    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerInfo]:
+        """Newest first."""
+
     def __init__(
         self,
         *,
@@ -1034,7 +1245,55 @@ class ListContainersResponse(_message.Message):
 Global___ListContainersResponse: _TypeAlias = ListContainersResponse  # noqa: Y015
 
 @_typing.final
-class ContainerLogsRequest(_message.Message):
+class InspectContainerRequest(_message.Message):
+    """InspectContainerRequest names the container to inspect."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, unique id prefix or name."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectContainerRequest: _TypeAlias = InspectContainerRequest  # noqa: Y015
+
+@_typing.final
+class InspectContainerResponse(_message.Message):
+    """InspectContainerResponse carries the container found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def container(self) -> Global___ContainerInfo:
+        """The container in full."""
+
+    def __init__(
+        self,
+        *,
+        container: Global___ContainerInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectContainerResponse: _TypeAlias = InspectContainerResponse  # noqa: Y015
+
+@_typing.final
+class GetContainerLogsRequest(_message.Message):
+    """GetContainerLogsRequest says which container's log and which part of it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -1044,14 +1303,23 @@ class ContainerLogsRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     TIMESTAMPS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     follow: _builtins.bool
+    """Keep the stream open and send new lines until the container exits."""
     tail: _builtins.int
     """Last N lines; negative means all."""
     timestamps: _builtins.bool
+    """Kept for the Docker API's shape; every line carries its time anyway, and
+    printing it is the client's choice.
+    """
     @_builtins.property
-    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only lines written at or after this time; unset means from the start."""
+
     @_builtins.property
-    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Only lines written before this time; unset means no end."""
+
     def __init__(
         self,
         *,
@@ -1068,70 +1336,36 @@ class ContainerLogsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ContainerLogsRequest: _TypeAlias = ContainerLogsRequest  # noqa: Y015
+Global___GetContainerLogsRequest: _TypeAlias = GetContainerLogsRequest  # noqa: Y015
 
 @_typing.final
-class LogChunk(_message.Message):
+class GetContainerLogsResponse(_message.Message):
+    """GetContainerLogsResponse is one line of the log."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    class _Stream:
-        ValueType = _typing.NewType("ValueType", _builtins.int)
-        V: _TypeAlias = ValueType  # noqa: Y015
-
-    class _StreamEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[LogChunk._Stream.ValueType], _builtins.type):
-        DESCRIPTOR: _descriptor.EnumDescriptor
-        STREAM_UNSPECIFIED: LogChunk._Stream.ValueType  # 0
-        STREAM_STDOUT: LogChunk._Stream.ValueType  # 1
-        STREAM_STDERR: LogChunk._Stream.ValueType  # 2
-
-    class Stream(_Stream, metaclass=_StreamEnumTypeWrapper): ...
-    STREAM_UNSPECIFIED: LogChunk.Stream.ValueType  # 0
-    STREAM_STDOUT: LogChunk.Stream.ValueType  # 1
-    STREAM_STDERR: LogChunk.Stream.ValueType  # 2
-
-    STREAM_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
-    TIME_FIELD_NUMBER: _builtins.int
-    stream: Global___LogChunk.Stream.ValueType
-    data: _builtins.bytes
+    CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def chunk(self) -> _stdio_pb2.OutputChunk:
+        """The line, its stream and when it was written."""
+
     def __init__(
         self,
         *,
-        stream: Global___LogChunk.Stream.ValueType = ...,
-        data: _builtins.bytes = ...,
-        time: _timestamp_pb2.Timestamp | None = ...,
+        chunk: _stdio_pb2.OutputChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "stream", b"stream", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LogChunk: _TypeAlias = LogChunk  # noqa: Y015
-
-@_typing.final
-class DataChunk(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    DATA_FIELD_NUMBER: _builtins.int
-    data: _builtins.bytes
-    def __init__(
-        self,
-        *,
-        data: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___DataChunk: _TypeAlias = DataChunk  # noqa: Y015
+Global___GetContainerLogsResponse: _TypeAlias = GetContainerLogsResponse  # noqa: Y015
 
 @_typing.final
 class ImageInfo(_message.Message):
+    """ImageInfo is an image as `berth images` and `berth image inspect` show it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -1145,21 +1379,33 @@ class ImageInfo(_message.Message):
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """"sha256:<hex>" of the image config: the image's identity; never changes."""
     size: _builtins.int
+    """Bytes: the sum of its compressed layer sizes."""
     architecture: _builtins.str
+    """"amd64", "arm64", ..."""
     os: _builtins.str
+    """"linux"."""
     config_json: _builtins.bytes
     """Image config as stored (JSON)."""
     containers: _builtins.int
-    """Containers that use this image."""
+    """Containers that use this image now."""
     @_builtins.property
-    def repo_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def repo_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names that point at it ("busybox:latest"); changes with tag and untag."""
+
     @_builtins.property
-    def repo_digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def repo_digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"name@sha256:<manifest digest>" for each repository it is known in."""
+
     @_builtins.property
-    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """When the image was built (from its config)."""
+
     @_builtins.property
-    def diff_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def diff_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Uncompressed layer digests, lowest first."""
+
     def __init__(
         self,
         *,
@@ -1183,12 +1429,38 @@ class ImageInfo(_message.Message):
 Global___ImageInfo: _TypeAlias = ImageInfo  # noqa: Y015
 
 @_typing.final
+class LoadImagesRequest(_message.Message):
+    """LoadImagesRequest is one chunk of the tarball."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the tarball."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadImagesRequest: _TypeAlias = LoadImagesRequest  # noqa: Y015
+
+@_typing.final
 class LoadImagesResponse(_message.Message):
+    """LoadImagesResponse carries the images loaded."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageInfo]: ...
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageInfo]:
+        """Every image the tarball held, as stored now."""
+
     def __init__(
         self,
         *,
@@ -1204,13 +1476,18 @@ Global___LoadImagesResponse: _TypeAlias = LoadImagesResponse  # noqa: Y015
 
 @_typing.final
 class ImportImageRequest(_message.Message):
+    """ImportImageRequest is one message of an ImportImage call."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the root filesystem tarball (plain or gzip)."""
     @_builtins.property
-    def header(self) -> Global___ImportHeader: ...
+    def header(self) -> Global___ImportHeader:
+        """What to call the image and how to run it (first message)."""
+
     def __init__(
         self,
         *,
@@ -1229,13 +1506,17 @@ Global___ImportImageRequest: _TypeAlias = ImportImageRequest  # noqa: Y015
 
 @_typing.final
 class ImportHeader(_message.Message):
+    """ImportHeader is the first message of ImportImage."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
+    """Name for the new image; empty leaves it untagged."""
     message: _builtins.str
+    """Comment kept in the image's history."""
     @_builtins.property
     def changes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Dockerfile-like changes: "CMD [\\"sh\\"]", "ENV K=V", "WORKDIR /x", "ENTRYPOINT ..."."""
@@ -1256,12 +1537,40 @@ class ImportHeader(_message.Message):
 Global___ImportHeader: _TypeAlias = ImportHeader  # noqa: Y015
 
 @_typing.final
+class ImportImageResponse(_message.Message):
+    """ImportImageResponse carries the new image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___ImageInfo:
+        """The imported image."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___ImageInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportImageResponse: _TypeAlias = ImportImageResponse  # noqa: Y015
+
+@_typing.final
 class SaveImagesRequest(_message.Message):
+    """SaveImagesRequest names the images to save."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Image references or ids; at least one."""
+
     def __init__(
         self,
         *,
@@ -1276,13 +1585,41 @@ class SaveImagesRequest(_message.Message):
 Global___SaveImagesRequest: _TypeAlias = SaveImagesRequest  # noqa: Y015
 
 @_typing.final
+class SaveImagesResponse(_message.Message):
+    """SaveImagesResponse is one chunk of the tarball."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the tarball."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveImagesResponse: _TypeAlias = SaveImagesResponse  # noqa: Y015
+
+@_typing.final
 class ListImagesRequest(_message.Message):
+    """ListImagesRequest filters the images listed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ALL_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
     all: _builtins.bool
+    """Include images without a name."""
     reference: _builtins.str
+    """Only images with a name matching this pattern ("busybox", "busybox:*");
+    empty lists all.
+    """
     def __init__(
         self,
         *,
@@ -1299,11 +1636,15 @@ Global___ListImagesRequest: _TypeAlias = ListImagesRequest  # noqa: Y015
 
 @_typing.final
 class ListImagesResponse(_message.Message):
+    """ListImagesResponse carries the images found."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageInfo]: ...
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageInfo]:
+        """Newest first."""
+
     def __init__(
         self,
         *,
@@ -1318,11 +1659,14 @@ class ListImagesResponse(_message.Message):
 Global___ListImagesResponse: _TypeAlias = ListImagesResponse  # noqa: Y015
 
 @_typing.final
-class ImageRef(_message.Message):
+class InspectImageRequest(_message.Message):
+    """InspectImageRequest names the image to inspect."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
+    """Image reference or id."""
     def __init__(
         self,
         *,
@@ -1334,16 +1678,44 @@ class ImageRef(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ImageRef: _TypeAlias = ImageRef  # noqa: Y015
+Global___InspectImageRequest: _TypeAlias = InspectImageRequest  # noqa: Y015
+
+@_typing.final
+class InspectImageResponse(_message.Message):
+    """InspectImageResponse carries the image found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___ImageInfo:
+        """The image in full."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___ImageInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectImageResponse: _TypeAlias = InspectImageResponse  # noqa: Y015
 
 @_typing.final
 class TagImageRequest(_message.Message):
+    """TagImageRequest names the image and its new name."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SOURCE_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     source: _builtins.str
+    """The image: reference or id."""
     target: _builtins.str
+    """The new name: "name[:tag]"; no tag is "latest"."""
     def __init__(
         self,
         *,
@@ -1360,12 +1732,16 @@ Global___TagImageRequest: _TypeAlias = TagImageRequest  # noqa: Y015
 
 @_typing.final
 class RemoveImageRequest(_message.Message):
+    """RemoveImageRequest names the image to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
+    """A name (removes that name) or an id (removes the image)."""
     force: _builtins.bool
+    """Remove it even when containers use it, and every name of an image given by id."""
     def __init__(
         self,
         *,
@@ -1382,14 +1758,20 @@ Global___RemoveImageRequest: _TypeAlias = RemoveImageRequest  # noqa: Y015
 
 @_typing.final
 class RemoveImageResponse(_message.Message):
+    """RemoveImageResponse says what was removed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     UNTAGGED_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def untagged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def untagged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names removed."""
+
     @_builtins.property
-    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Image ids deleted (their last name was gone)."""
+
     def __init__(
         self,
         *,
@@ -1405,34 +1787,9 @@ class RemoveImageResponse(_message.Message):
 Global___RemoveImageResponse: _TypeAlias = RemoveImageResponse  # noqa: Y015
 
 @_typing.final
-class RegistryAuth(_message.Message):
-    """Credentials for one registry; the CLI reads them from its config.json."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    USERNAME_FIELD_NUMBER: _builtins.int
-    PASSWORD_FIELD_NUMBER: _builtins.int
-    IDENTITY_TOKEN_FIELD_NUMBER: _builtins.int
-    username: _builtins.str
-    password: _builtins.str
-    identity_token: _builtins.str
-    def __init__(
-        self,
-        *,
-        username: _builtins.str = ...,
-        password: _builtins.str = ...,
-        identity_token: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_token", b"identity_token", "password", b"password", "username", b"username"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RegistryAuth: _TypeAlias = RegistryAuth  # noqa: Y015
-
-@_typing.final
 class PullImageRequest(_message.Message):
+    """PullImageRequest names the image to pull."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
@@ -1441,15 +1798,17 @@ class PullImageRequest(_message.Message):
     reference: _builtins.str
     """"busybox", "host:5000/team/app:1.2", "app@sha256:..."."""
     platform: _builtins.str
-    """"os/arch[/variant]" from a manifest list; empty is linux/amd64."""
+    """"os/arch[/variant]" chosen from a manifest list; empty is linux/amd64."""
     @_builtins.property
-    def auth(self) -> Global___RegistryAuth: ...
+    def auth(self) -> _registry_pb2.RegistryAuth:
+        """Credentials for the image's registry; absent pulls anonymously."""
+
     def __init__(
         self,
         *,
         reference: _builtins.str = ...,
         platform: _builtins.str = ...,
-        auth: Global___RegistryAuth | None = ...,
+        auth: _registry_pb2.RegistryAuth | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1460,19 +1819,48 @@ class PullImageRequest(_message.Message):
 Global___PullImageRequest: _TypeAlias = PullImageRequest  # noqa: Y015
 
 @_typing.final
+class PullImageResponse(_message.Message):
+    """PullImageResponse is one progress line of the pull."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> _registry_pb2.Progress:
+        """The progress line; its last one carries image_id and digest."""
+
+    def __init__(
+        self,
+        *,
+        progress: _registry_pb2.Progress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullImageResponse: _TypeAlias = PullImageResponse  # noqa: Y015
+
+@_typing.final
 class PushImageRequest(_message.Message):
+    """PushImageRequest names the image to push."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
     AUTH_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
+    """The local image name, which also says where it goes: "host:5000/team/app:1.2"."""
     @_builtins.property
-    def auth(self) -> Global___RegistryAuth: ...
+    def auth(self) -> _registry_pb2.RegistryAuth:
+        """Credentials for that registry; absent pushes anonymously."""
+
     def __init__(
         self,
         *,
         reference: _builtins.str = ...,
-        auth: Global___RegistryAuth | None = ...,
+        auth: _registry_pb2.RegistryAuth | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1483,45 +1871,33 @@ class PushImageRequest(_message.Message):
 Global___PushImageRequest: _TypeAlias = PushImageRequest  # noqa: Y015
 
 @_typing.final
-class ProgressMessage(_message.Message):
-    """One progress line, like docker's JSON progress messages."""
+class PushImageResponse(_message.Message):
+    """PushImageResponse is one progress line of the push."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
-    CURRENT_FIELD_NUMBER: _builtins.int
-    TOTAL_FIELD_NUMBER: _builtins.int
-    IMAGE_ID_FIELD_NUMBER: _builtins.int
-    DIGEST_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
-    """Short layer id, or empty for a line about the whole image."""
-    status: _builtins.str
-    current: _builtins.int
-    total: _builtins.int
-    image_id: _builtins.str
-    """Set on the last message of a success."""
-    digest: _builtins.str
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> _registry_pb2.Progress:
+        """The progress line; its last one carries the manifest digest."""
+
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
-        status: _builtins.str = ...,
-        current: _builtins.int = ...,
-        total: _builtins.int = ...,
-        image_id: _builtins.str = ...,
-        digest: _builtins.str = ...,
+        progress: _registry_pb2.Progress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "digest", b"digest", "id", b"id", "image_id", b"image_id", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ProgressMessage: _TypeAlias = ProgressMessage  # noqa: Y015
+Global___PushImageResponse: _TypeAlias = PushImageResponse  # noqa: Y015
 
 @_typing.final
-class LoginRequest(_message.Message):
+class CheckRegistryAuthRequest(_message.Message):
+    """CheckRegistryAuthRequest names the registry and the credentials to check."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_FIELD_NUMBER: _builtins.int
@@ -1529,12 +1905,14 @@ class LoginRequest(_message.Message):
     server: _builtins.str
     """Registry host[:port]; empty is Docker Hub."""
     @_builtins.property
-    def auth(self) -> Global___RegistryAuth: ...
+    def auth(self) -> _registry_pb2.RegistryAuth:
+        """The credentials to check."""
+
     def __init__(
         self,
         *,
         server: _builtins.str = ...,
-        auth: Global___RegistryAuth | None = ...,
+        auth: _registry_pb2.RegistryAuth | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1542,14 +1920,17 @@ class LoginRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LoginRequest: _TypeAlias = LoginRequest  # noqa: Y015
+Global___CheckRegistryAuthRequest: _TypeAlias = CheckRegistryAuthRequest  # noqa: Y015
 
 @_typing.final
-class LoginResponse(_message.Message):
+class CheckRegistryAuthResponse(_message.Message):
+    """CheckRegistryAuthResponse says the credentials were accepted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
     status: _builtins.str
+    """For a person: "Login Succeeded"."""
     def __init__(
         self,
         *,
@@ -1561,10 +1942,12 @@ class LoginResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LoginResponse: _TypeAlias = LoginResponse  # noqa: Y015
+Global___CheckRegistryAuthResponse: _TypeAlias = CheckRegistryAuthResponse  # noqa: Y015
 
 @_typing.final
 class NetworkInfo(_message.Message):
+    """NetworkInfo is a network as `berth network inspect` shows it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1599,18 +1982,27 @@ class NetworkInfo(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The network's id; never changes."""
     name: _builtins.str
+    """Its name, unique among networks; never changes."""
     driver: _builtins.str
+    """"null" (none), "host" or "bridge"."""
     subnet: _builtins.str
-    """Bridge networks: IPv4 subnet, gateway, the range addresses come from, the Linux bridge."""
+    """Bridge networks: the IPv4 subnet "a.b.c.d/len"; empty otherwise."""
     gateway: _builtins.str
+    """Bridge networks: the gateway address (the bridge's own)."""
     ip_range: _builtins.str
+    """Bridge networks: the range container addresses come from."""
     internal: _builtins.bool
+    """No route out of the network and no published ports."""
     bridge: _builtins.str
+    """Bridge networks: the Linux bridge's name."""
     created: _builtins.str
-    """RFC 3339."""
+    """RFC 3339 time of creation."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels given at create."""
+
     @_builtins.property
     def containers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the containers connected now."""
@@ -1639,7 +2031,50 @@ class NetworkInfo(_message.Message):
 Global___NetworkInfo: _TypeAlias = NetworkInfo  # noqa: Y015
 
 @_typing.final
+class ListNetworksRequest(_message.Message):
+    """ListNetworksRequest asks for every network."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNetworksRequest: _TypeAlias = ListNetworksRequest  # noqa: Y015
+
+@_typing.final
+class ListNetworksResponse(_message.Message):
+    """ListNetworksResponse carries the networks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkInfo]:
+        """Built-in networks first, then user-defined ones by name."""
+
+    def __init__(
+        self,
+        *,
+        networks: _abc.Iterable[Global___NetworkInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["networks", b"networks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNetworksResponse: _TypeAlias = ListNetworksResponse  # noqa: Y015
+
+@_typing.final
 class CreateNetworkRequest(_message.Message):
+    """CreateNetworkRequest describes the network to create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1670,15 +2105,21 @@ class CreateNetworkRequest(_message.Message):
     INTERNAL_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Unique among networks; [a-zA-Z0-9][a-zA-Z0-9_.-]*."""
     driver: _builtins.str
-    """"bridge" (the default when empty)."""
+    """"bridge" (the default when empty); nothing else."""
     subnet: _builtins.str
-    """Empty picks a free subnet."""
+    """IPv4 subnet "a.b.c.d/len"; empty picks a free one from the default pools."""
     gateway: _builtins.str
+    """Gateway address in the subnet; empty takes its first address."""
     ip_range: _builtins.str
+    """Range in the subnet addresses are given from; empty is the whole subnet."""
     internal: _builtins.bool
+    """No route out of the network and no published ports."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels on the network."""
+
     def __init__(
         self,
         *,
@@ -1699,13 +2140,38 @@ class CreateNetworkRequest(_message.Message):
 Global___CreateNetworkRequest: _TypeAlias = CreateNetworkRequest  # noqa: Y015
 
 @_typing.final
-class NetworkRef(_message.Message):
-    """A network by name, id or unique id prefix."""
+class CreateNetworkResponse(_message.Message):
+    """CreateNetworkResponse carries the new network."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def network(self) -> Global___NetworkInfo:
+        """The network as created."""
+
+    def __init__(
+        self,
+        *,
+        network: Global___NetworkInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNetworkResponse: _TypeAlias = CreateNetworkResponse  # noqa: Y015
+
+@_typing.final
+class InspectNetworkRequest(_message.Message):
+    """InspectNetworkRequest names the network to inspect."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """A network by name, id or unique id prefix."""
     def __init__(
         self,
         *,
@@ -1717,15 +2183,82 @@ class NetworkRef(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___NetworkRef: _TypeAlias = NetworkRef  # noqa: Y015
+Global___InspectNetworkRequest: _TypeAlias = InspectNetworkRequest  # noqa: Y015
+
+@_typing.final
+class InspectNetworkResponse(_message.Message):
+    """InspectNetworkResponse carries the network found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def network(self) -> Global___NetworkInfo:
+        """The network in full."""
+
+    def __init__(
+        self,
+        *,
+        network: Global___NetworkInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectNetworkResponse: _TypeAlias = InspectNetworkResponse  # noqa: Y015
+
+@_typing.final
+class RemoveNetworkRequest(_message.Message):
+    """RemoveNetworkRequest names the network to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A network by name, id or unique id prefix."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveNetworkRequest: _TypeAlias = RemoveNetworkRequest  # noqa: Y015
+
+@_typing.final
+class PruneNetworksRequest(_message.Message):
+    """PruneNetworksRequest asks to remove every unused user-defined network."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneNetworksRequest: _TypeAlias = PruneNetworksRequest  # noqa: Y015
 
 @_typing.final
 class PruneNetworksResponse(_message.Message):
+    """PruneNetworksResponse says what was removed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REMOVED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def removed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def removed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the networks removed."""
+
     def __init__(
         self,
         *,
@@ -1741,6 +2274,8 @@ Global___PruneNetworksResponse: _TypeAlias = PruneNetworksResponse  # noqa: Y015
 
 @_typing.final
 class ConnectNetworkRequest(_message.Message):
+    """ConnectNetworkRequest names the network and the container to connect."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NETWORK_FIELD_NUMBER: _builtins.int
@@ -1748,12 +2283,15 @@ class ConnectNetworkRequest(_message.Message):
     IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
     network: _builtins.str
+    """A network by name, id or unique id prefix."""
     container: _builtins.str
     """Container id, id prefix or name."""
     ipv4_address: _builtins.str
-    """Connect only: address asked for, and more names on the network."""
+    """Address asked for (`--ip`); empty takes the next free one."""
     @_builtins.property
-    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """More names for the container on this network (`--alias`)."""
+
     def __init__(
         self,
         *,
@@ -1771,27 +2309,52 @@ class ConnectNetworkRequest(_message.Message):
 Global___ConnectNetworkRequest: _TypeAlias = ConnectNetworkRequest  # noqa: Y015
 
 @_typing.final
-class ListNetworksResponse(_message.Message):
+class ConnectNetworkResponse(_message.Message):
+    """ConnectNetworkResponse is empty: the container is on the network."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    NETWORKS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkInfo]: ...
     def __init__(
         self,
-        *,
-        networks: _abc.Iterable[Global___NetworkInfo] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["networks", b"networks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListNetworksResponse: _TypeAlias = ListNetworksResponse  # noqa: Y015
+Global___ConnectNetworkResponse: _TypeAlias = ConnectNetworkResponse  # noqa: Y015
+
+@_typing.final
+class DisconnectNetworkRequest(_message.Message):
+    """DisconnectNetworkRequest names the network and the container to disconnect."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    network: _builtins.str
+    """A network by name, id or unique id prefix."""
+    container: _builtins.str
+    """Container id, id prefix or name."""
+    def __init__(
+        self,
+        *,
+        network: _builtins.str = ...,
+        container: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "network", b"network"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisconnectNetworkRequest: _TypeAlias = DisconnectNetworkRequest  # noqa: Y015
 
 @_typing.final
 class VolumeInfo(_message.Message):
+    """VolumeInfo is a volume as `berth volume inspect` shows it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1844,22 +2407,29 @@ class VolumeInfo(_message.Message):
     REF_COUNT_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Unique among volumes; never changes."""
     driver: _builtins.str
+    """"local"."""
     mountpoint: _builtins.str
+    """Host path of the volume's data."""
     scope: _builtins.str
     """"local": volumes belong to this node."""
     ref_count: _builtins.int
-    """Containers using it."""
+    """Containers using it now."""
     size: _builtins.int
-    """Bytes used (inspect only; -1 when not computed)."""
+    """Bytes used (InspectVolume only; -1 when not computed)."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels given at create."""
+
     @_builtins.property
     def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Driver options as given ("type", "o", "device")."""
 
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
     def __init__(
         self,
         *,
@@ -1882,7 +2452,50 @@ class VolumeInfo(_message.Message):
 Global___VolumeInfo: _TypeAlias = VolumeInfo  # noqa: Y015
 
 @_typing.final
+class ListVolumesRequest(_message.Message):
+    """ListVolumesRequest asks for every volume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVolumesRequest: _TypeAlias = ListVolumesRequest  # noqa: Y015
+
+@_typing.final
+class ListVolumesResponse(_message.Message):
+    """ListVolumesResponse carries the volumes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeInfo]:
+        """By name."""
+
+    def __init__(
+        self,
+        *,
+        volumes: _abc.Iterable[Global___VolumeInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volumes", b"volumes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVolumesResponse: _TypeAlias = ListVolumesResponse  # noqa: Y015
+
+@_typing.final
 class CreateVolumeRequest(_message.Message):
+    """CreateVolumeRequest describes the volume to create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1934,7 +2547,9 @@ class CreateVolumeRequest(_message.Message):
     driver: _builtins.str
     """"local" or empty."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels on the volume."""
+
     @_builtins.property
     def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """docker's local driver options: type, o, device (`-o type=tmpfs -o o=size=64m`)."""
@@ -1956,11 +2571,38 @@ class CreateVolumeRequest(_message.Message):
 Global___CreateVolumeRequest: _TypeAlias = CreateVolumeRequest  # noqa: Y015
 
 @_typing.final
-class VolumeRef(_message.Message):
+class CreateVolumeResponse(_message.Message):
+    """CreateVolumeResponse carries the volume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volume(self) -> Global___VolumeInfo:
+        """The new volume, or the existing one of that name."""
+
+    def __init__(
+        self,
+        *,
+        volume: Global___VolumeInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateVolumeResponse: _TypeAlias = CreateVolumeResponse  # noqa: Y015
+
+@_typing.final
+class InspectVolumeRequest(_message.Message):
+    """InspectVolumeRequest names the volume to inspect."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The volume's name."""
     def __init__(
         self,
         *,
@@ -1972,10 +2614,58 @@ class VolumeRef(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___VolumeRef: _TypeAlias = VolumeRef  # noqa: Y015
+Global___InspectVolumeRequest: _TypeAlias = InspectVolumeRequest  # noqa: Y015
+
+@_typing.final
+class InspectVolumeResponse(_message.Message):
+    """InspectVolumeResponse carries the volume found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volume(self) -> Global___VolumeInfo:
+        """The volume, with its size."""
+
+    def __init__(
+        self,
+        *,
+        volume: Global___VolumeInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectVolumeResponse: _TypeAlias = InspectVolumeResponse  # noqa: Y015
+
+@_typing.final
+class RemoveVolumeRequest(_message.Message):
+    """RemoveVolumeRequest names the volume to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The volume's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveVolumeRequest: _TypeAlias = RemoveVolumeRequest  # noqa: Y015
 
 @_typing.final
 class PruneVolumesRequest(_message.Message):
+    """PruneVolumesRequest says which unused volumes to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ALL_FIELD_NUMBER: _builtins.int
@@ -2002,13 +2692,18 @@ Global___PruneVolumesRequest: _TypeAlias = PruneVolumesRequest  # noqa: Y015
 
 @_typing.final
 class PruneVolumesResponse(_message.Message):
+    """PruneVolumesResponse says what was removed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_FIELD_NUMBER: _builtins.int
     SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
     space_reclaimed: _builtins.int
+    """Bytes freed."""
     @_builtins.property
-    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the volumes removed."""
+
     def __init__(
         self,
         *,
@@ -2024,27 +2719,9 @@ class PruneVolumesResponse(_message.Message):
 Global___PruneVolumesResponse: _TypeAlias = PruneVolumesResponse  # noqa: Y015
 
 @_typing.final
-class ListVolumesResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
+class SubscribeEventsRequest(_message.Message):
+    """SubscribeEventsRequest says which events to send and for how long."""
 
-    VOLUMES_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeInfo]: ...
-    def __init__(
-        self,
-        *,
-        volumes: _abc.Iterable[Global___VolumeInfo] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["volumes", b"volumes"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListVolumesResponse: _TypeAlias = ListVolumesResponse  # noqa: Y015
-
-@_typing.final
-class EventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -2073,7 +2750,9 @@ class EventsRequest(_message.Message):
     FILTERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
-        """Past events from this time on (kept in memory by the gateway)."""
+        """Past events from this time on (kept in memory by the gateway); unset
+        sends none of the past.
+        """
 
     @_builtins.property
     def until(self) -> _timestamp_pb2.Timestamp:
@@ -2081,7 +2760,9 @@ class EventsRequest(_message.Message):
 
     @_builtins.property
     def filters(self) -> _containers.MessageMap[_builtins.str, Global___StringList]:
-        """type=container|image, container=<id or name>, event=<action>, image=<ref>."""
+        """type=container|image|network|volume, container=<id or name>,
+        event=<action>, image=<ref>. Values of one key are ORed, keys ANDed.
+        """
 
     def __init__(
         self,
@@ -2096,10 +2777,36 @@ class EventsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___EventsRequest: _TypeAlias = EventsRequest  # noqa: Y015
+Global___SubscribeEventsRequest: _TypeAlias = SubscribeEventsRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeEventsResponse(_message.Message):
+    """SubscribeEventsResponse is one engine event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___Event:
+        """What happened."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___Event | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeEventsResponse: _TypeAlias = SubscribeEventsResponse  # noqa: Y015
 
 @_typing.final
 class Event(_message.Message):
+    """Event is one thing that happened in the engine, in Docker's words."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -2134,13 +2841,15 @@ class Event(_message.Message):
     "restart", "rename", "commit", "health_status: healthy", "prune".
     """
     actor_id: _builtins.str
-    """Id of what the event is about."""
+    """Id of what the event is about (container or image id, network or volume name)."""
     @_builtins.property
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """name, image, exitCode, signal, ..."""
 
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -2160,6 +2869,8 @@ Global___Event: _TypeAlias = Event  # noqa: Y015
 
 @_typing.final
 class RenameContainerRequest(_message.Message):
+    """RenameContainerRequest names the container and its new name."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -2167,6 +2878,7 @@ class RenameContainerRequest(_message.Message):
     id: _builtins.str
     """Container id, id prefix or name."""
     new_name: _builtins.str
+    """[a-zA-Z0-9][a-zA-Z0-9_.-]*, with or without a leading "/"."""
     def __init__(
         self,
         *,
@@ -2183,6 +2895,8 @@ Global___RenameContainerRequest: _TypeAlias = RenameContainerRequest  # noqa: Y0
 
 @_typing.final
 class CommitContainerRequest(_message.Message):
+    """CommitContainerRequest names the container and the image to make of it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_FIELD_NUMBER: _builtins.int
@@ -2191,11 +2905,13 @@ class CommitContainerRequest(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     AUTHOR_FIELD_NUMBER: _builtins.int
     container: _builtins.str
+    """Container id, id prefix or name."""
     reference: _builtins.str
     """Name for the new image; empty leaves it untagged."""
     message: _builtins.str
-    """Commit message and author, kept in the image's history."""
+    """Commit message, kept in the image's history."""
     author: _builtins.str
+    """Author, kept in the image's config."""
     @_builtins.property
     def changes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Dockerfile instructions applied to the container's config: CMD, ENTRYPOINT,
@@ -2221,10 +2937,13 @@ Global___CommitContainerRequest: _TypeAlias = CommitContainerRequest  # noqa: Y0
 
 @_typing.final
 class CommitContainerResponse(_message.Message):
+    """CommitContainerResponse identifies the new image."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The new image's id ("sha256:<hex>")."""
     def __init__(
         self,
         *,
@@ -2239,42 +2958,42 @@ class CommitContainerResponse(_message.Message):
 Global___CommitContainerResponse: _TypeAlias = CommitContainerResponse  # noqa: Y015
 
 @_typing.final
-class FileChange(_message.Message):
-    """One path a container changed, as `docker diff` prints it."""
+class DiffContainerRequest(_message.Message):
+    """DiffContainerRequest names the container."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    KIND_FIELD_NUMBER: _builtins.int
-    PATH_FIELD_NUMBER: _builtins.int
-    kind: _builtins.str
-    """"A" added, "C" changed, "D" deleted."""
-    path: _builtins.str
-    """Absolute path in the container."""
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, unique id prefix or name."""
     def __init__(
         self,
         *,
-        kind: _builtins.str = ...,
-        path: _builtins.str = ...,
+        id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___FileChange: _TypeAlias = FileChange  # noqa: Y015
+Global___DiffContainerRequest: _TypeAlias = DiffContainerRequest  # noqa: Y015
 
 @_typing.final
-class ContainerDiffResponse(_message.Message):
+class DiffContainerResponse(_message.Message):
+    """DiffContainerResponse lists what the container changed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileChange]: ...
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[_file_change_pb2.FileChange]:
+        """Changed paths, sorted by path."""
+
     def __init__(
         self,
         *,
-        changes: _abc.Iterable[Global___FileChange] | None = ...,
+        changes: _abc.Iterable[_file_change_pb2.FileChange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -2282,17 +3001,67 @@ class ContainerDiffResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ContainerDiffResponse: _TypeAlias = ContainerDiffResponse  # noqa: Y015
+Global___DiffContainerResponse: _TypeAlias = DiffContainerResponse  # noqa: Y015
 
 @_typing.final
-class UpdateRestartPolicyRequest(_message.Message):
+class PruneContainersRequest(_message.Message):
+    """PruneContainersRequest asks to remove every container that is not running."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneContainersRequest: _TypeAlias = PruneContainersRequest  # noqa: Y015
+
+@_typing.final
+class PruneContainersResponse(_message.Message):
+    """PruneContainersResponse says what was removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINERS_DELETED_FIELD_NUMBER: _builtins.int
+    SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
+    space_reclaimed: _builtins.int
+    """Bytes freed (writable layers and logs)."""
+    @_builtins.property
+    def containers_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the containers removed."""
+
+    def __init__(
+        self,
+        *,
+        containers_deleted: _abc.Iterable[_builtins.str] | None = ...,
+        space_reclaimed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers_deleted", b"containers_deleted", "space_reclaimed", b"space_reclaimed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneContainersResponse: _TypeAlias = PruneContainersResponse  # noqa: Y015
+
+@_typing.final
+class UpdateContainerRestartPolicyRequest(_message.Message):
+    """UpdateContainerRestartPolicyRequest names the container and its new policy."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     RESTART_POLICY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     @_builtins.property
-    def restart_policy(self) -> Global___RestartPolicy: ...
+    def restart_policy(self) -> Global___RestartPolicy:
+        """Replaces the container's restart policy."""
+
     def __init__(
         self,
         *,
@@ -2305,51 +3074,14 @@ class UpdateRestartPolicyRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___UpdateRestartPolicyRequest: _TypeAlias = UpdateRestartPolicyRequest  # noqa: Y015
+Global___UpdateContainerRestartPolicyRequest: _TypeAlias = UpdateContainerRestartPolicyRequest  # noqa: Y015
 
 @_typing.final
-class PruneResponse(_message.Message):
-    """What a prune removed and the bytes it freed (what `system df` counted for it)."""
+class PruneSystemRequest(_message.Message):
+    """PruneSystemRequest says what PruneSystem removes besides stopped containers
+    and unused networks.
+    """
 
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CONTAINERS_DELETED_FIELD_NUMBER: _builtins.int
-    IMAGES_DELETED_FIELD_NUMBER: _builtins.int
-    IMAGES_UNTAGGED_FIELD_NUMBER: _builtins.int
-    NETWORKS_DELETED_FIELD_NUMBER: _builtins.int
-    VOLUMES_DELETED_FIELD_NUMBER: _builtins.int
-    SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
-    space_reclaimed: _builtins.int
-    @_builtins.property
-    def containers_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def images_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def images_untagged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def networks_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def volumes_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    def __init__(
-        self,
-        *,
-        containers_deleted: _abc.Iterable[_builtins.str] | None = ...,
-        images_deleted: _abc.Iterable[_builtins.str] | None = ...,
-        images_untagged: _abc.Iterable[_builtins.str] | None = ...,
-        networks_deleted: _abc.Iterable[_builtins.str] | None = ...,
-        volumes_deleted: _abc.Iterable[_builtins.str] | None = ...,
-        space_reclaimed: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers_deleted", b"containers_deleted", "images_deleted", b"images_deleted", "images_untagged", b"images_untagged", "networks_deleted", b"networks_deleted", "space_reclaimed", b"space_reclaimed", "volumes_deleted", b"volumes_deleted"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PruneResponse: _TypeAlias = PruneResponse  # noqa: Y015
-
-@_typing.final
-class SystemPruneRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ALL_FIELD_NUMBER: _builtins.int
@@ -2370,11 +3102,65 @@ class SystemPruneRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SystemPruneRequest: _TypeAlias = SystemPruneRequest  # noqa: Y015
+Global___PruneSystemRequest: _TypeAlias = PruneSystemRequest  # noqa: Y015
+
+@_typing.final
+class PruneSystemResponse(_message.Message):
+    """PruneSystemResponse says what was removed and the bytes it freed (what
+    GetDiskUsage counted for it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINERS_DELETED_FIELD_NUMBER: _builtins.int
+    IMAGES_DELETED_FIELD_NUMBER: _builtins.int
+    IMAGES_UNTAGGED_FIELD_NUMBER: _builtins.int
+    NETWORKS_DELETED_FIELD_NUMBER: _builtins.int
+    VOLUMES_DELETED_FIELD_NUMBER: _builtins.int
+    SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
+    space_reclaimed: _builtins.int
+    """Bytes freed."""
+    @_builtins.property
+    def containers_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the containers removed."""
+
+    @_builtins.property
+    def images_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the images deleted."""
+
+    @_builtins.property
+    def images_untagged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names removed from images."""
+
+    @_builtins.property
+    def networks_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the networks removed."""
+
+    @_builtins.property
+    def volumes_deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the volumes removed."""
+
+    def __init__(
+        self,
+        *,
+        containers_deleted: _abc.Iterable[_builtins.str] | None = ...,
+        images_deleted: _abc.Iterable[_builtins.str] | None = ...,
+        images_untagged: _abc.Iterable[_builtins.str] | None = ...,
+        networks_deleted: _abc.Iterable[_builtins.str] | None = ...,
+        volumes_deleted: _abc.Iterable[_builtins.str] | None = ...,
+        space_reclaimed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers_deleted", b"containers_deleted", "images_deleted", b"images_deleted", "images_untagged", b"images_untagged", "networks_deleted", b"networks_deleted", "space_reclaimed", b"space_reclaimed", "volumes_deleted", b"volumes_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneSystemResponse: _TypeAlias = PruneSystemResponse  # noqa: Y015
 
 @_typing.final
 class DiskUsageSummary(_message.Message):
-    """One line of `system df`."""
+    """DiskUsageSummary is one line of `system df`."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2386,9 +3172,13 @@ class DiskUsageSummary(_message.Message):
     type: _builtins.str
     """"Images", "Containers", "Logs", "Local Volumes"."""
     total: _builtins.int
+    """Objects of the kind."""
     active: _builtins.int
+    """Of total, those in use (by a container, or running)."""
     size: _builtins.int
+    """Bytes they take."""
     reclaimable: _builtins.int
+    """Of size, bytes PruneSystem with all and volumes would free."""
     def __init__(
         self,
         *,
@@ -2408,6 +3198,8 @@ Global___DiskUsageSummary: _TypeAlias = DiskUsageSummary  # noqa: Y015
 
 @_typing.final
 class ImageUsage(_message.Message):
+    """ImageUsage is one image's disk use."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -2417,15 +3209,21 @@ class ImageUsage(_message.Message):
     SHARED_SIZE_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The image's id."""
     size: _builtins.int
     """Bytes on disk for this image: blobs and unpacked layers."""
     shared_size: _builtins.int
     """Of size, bytes also used by another image."""
     containers: _builtins.int
+    """Containers using it."""
     @_builtins.property
-    def repo_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def repo_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its names."""
+
     @_builtins.property
-    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """When it was built."""
+
     def __init__(
         self,
         *,
@@ -2446,6 +3244,8 @@ Global___ImageUsage: _TypeAlias = ImageUsage  # noqa: Y015
 
 @_typing.final
 class ContainerUsage(_message.Message):
+    """ContainerUsage is one container's disk use."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -2455,12 +3255,17 @@ class ContainerUsage(_message.Message):
     SIZE_RW_FIELD_NUMBER: _builtins.int
     LOG_SIZE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The container's full id."""
     name: _builtins.str
+    """Its name."""
     image: _builtins.str
+    """The image reference it was created from."""
     status: _builtins.str
+    """Its ContainerState.status."""
     size_rw: _builtins.int
-    """Bytes in the container's writable layer, and in its log file."""
+    """Bytes in the container's writable layer."""
     log_size: _builtins.int
+    """Bytes in its log file."""
     def __init__(
         self,
         *,
@@ -2481,14 +3286,19 @@ Global___ContainerUsage: _TypeAlias = ContainerUsage  # noqa: Y015
 
 @_typing.final
 class VolumeUsage(_message.Message):
+    """VolumeUsage is one volume's disk use."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     REF_COUNT_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The volume's name."""
     ref_count: _builtins.int
+    """Containers using it."""
     size: _builtins.int
+    """Bytes its data takes."""
     def __init__(
         self,
         *,
@@ -2505,7 +3315,26 @@ class VolumeUsage(_message.Message):
 Global___VolumeUsage: _TypeAlias = VolumeUsage  # noqa: Y015
 
 @_typing.final
-class SystemDfResponse(_message.Message):
+class GetDiskUsageRequest(_message.Message):
+    """GetDiskUsageRequest asks for the disk use of everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDiskUsageRequest: _TypeAlias = GetDiskUsageRequest  # noqa: Y015
+
+@_typing.final
+class GetDiskUsageResponse(_message.Message):
+    """GetDiskUsageResponse is `system df`: a summary, then each object."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUMMARY_FIELD_NUMBER: _builtins.int
@@ -2513,13 +3342,21 @@ class SystemDfResponse(_message.Message):
     CONTAINERS_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def summary(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskUsageSummary]: ...
+    def summary(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskUsageSummary]:
+        """One line per kind."""
+
     @_builtins.property
-    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageUsage]: ...
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageUsage]:
+        """Every image."""
+
     @_builtins.property
-    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerUsage]: ...
+    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerUsage]:
+        """Every container."""
+
     @_builtins.property
-    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeUsage]: ...
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeUsage]:
+        """Every volume."""
+
     def __init__(
         self,
         *,
@@ -2534,34 +3371,15 @@ class SystemDfResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SystemDfResponse: _TypeAlias = SystemDfResponse  # noqa: Y015
+Global___GetDiskUsageResponse: _TypeAlias = GetDiskUsageResponse  # noqa: Y015
 
 @_typing.final
-class TerminalSize(_message.Message):
-    """-- processes, terminals and files --------------------------------------------"""
+class CreateExecRequest(_message.Message):
+    """-- processes, terminals and files --------------------------------------------
 
-    DESCRIPTOR: _descriptor.Descriptor
+    CreateExecRequest describes the command to run in a container.
+    """
 
-    HEIGHT_FIELD_NUMBER: _builtins.int
-    WIDTH_FIELD_NUMBER: _builtins.int
-    height: _builtins.int
-    width: _builtins.int
-    def __init__(
-        self,
-        *,
-        height: _builtins.int = ...,
-        width: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "width", b"width"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___TerminalSize: _TypeAlias = TerminalSize  # noqa: Y015
-
-@_typing.final
-class ExecCreateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_FIELD_NUMBER: _builtins.int
@@ -2572,14 +3390,19 @@ class ExecCreateRequest(_message.Message):
     TTY_FIELD_NUMBER: _builtins.int
     ATTACH_STDIN_FIELD_NUMBER: _builtins.int
     container: _builtins.str
+    """Container id, unique id prefix or name; it must run."""
     working_dir: _builtins.str
     """Default: the container's working directory."""
     user: _builtins.str
     """Default: the container's user."""
     tty: _builtins.bool
+    """Give it a pseudo-terminal."""
     attach_stdin: _builtins.bool
+    """Pass the client's stdin (StartExec's stdin messages)."""
     @_builtins.property
-    def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """argv; must not be empty."""
+
     @_builtins.property
     def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """KEY=VALUE added to the container's env."""
@@ -2601,14 +3424,17 @@ class ExecCreateRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ExecCreateRequest: _TypeAlias = ExecCreateRequest  # noqa: Y015
+Global___CreateExecRequest: _TypeAlias = CreateExecRequest  # noqa: Y015
 
 @_typing.final
-class ExecCreateResponse(_message.Message):
+class CreateExecResponse(_message.Message):
+    """CreateExecResponse identifies the new exec."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The exec's id (64 hex), for StartExec and InspectExec."""
     def __init__(
         self,
         *,
@@ -2620,14 +3446,17 @@ class ExecCreateResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ExecCreateResponse: _TypeAlias = ExecCreateResponse  # noqa: Y015
+Global___CreateExecResponse: _TypeAlias = CreateExecResponse  # noqa: Y015
 
 @_typing.final
-class ExecRef(_message.Message):
+class InspectExecRequest(_message.Message):
+    """InspectExecRequest names the exec to inspect."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The exec's id."""
     def __init__(
         self,
         *,
@@ -2639,26 +3468,55 @@ class ExecRef(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ExecRef: _TypeAlias = ExecRef  # noqa: Y015
+Global___InspectExecRequest: _TypeAlias = InspectExecRequest  # noqa: Y015
+
+@_typing.final
+class InspectExecResponse(_message.Message):
+    """InspectExecResponse carries the exec found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def exec(self) -> Global___ExecInfo:
+        """The exec and its state."""
+
+    def __init__(
+        self,
+        *,
+        exec: Global___ExecInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exec", b"exec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exec", b"exec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectExecResponse: _TypeAlias = InspectExecResponse  # noqa: Y015
 
 @_typing.final
 class ExecStartParams(_message.Message):
+    """ExecStartParams is the first message of StartExec."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXEC_ID_FIELD_NUMBER: _builtins.int
     DETACH_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     exec_id: _builtins.str
+    """The exec's id, from CreateExec."""
     detach: _builtins.bool
-    """Start and return at once."""
+    """Start and return at once: no output, no exit code."""
     @_builtins.property
-    def size(self) -> Global___TerminalSize: ...
+    def size(self) -> _stdio_pb2.TerminalSize:
+        """Initial terminal size (tty only); absent leaves the default."""
+
     def __init__(
         self,
         *,
         exec_id: _builtins.str = ...,
         detach: _builtins.bool = ...,
-        size: Global___TerminalSize | None = ...,
+        size: _stdio_pb2.TerminalSize | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -2669,7 +3527,9 @@ class ExecStartParams(_message.Message):
 Global___ExecStartParams: _TypeAlias = ExecStartParams  # noqa: Y015
 
 @_typing.final
-class ExecStartRequest(_message.Message):
+class StartExecRequest(_message.Message):
+    """StartExecRequest is one message from the caller of StartExec."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     START_FIELD_NUMBER: _builtins.int
@@ -2677,17 +3537,23 @@ class ExecStartRequest(_message.Message):
     RESIZE_FIELD_NUMBER: _builtins.int
     CLOSE_STDIN_FIELD_NUMBER: _builtins.int
     stdin: _builtins.bytes
+    """Bytes for the process's stdin (needs attach_stdin)."""
     close_stdin: _builtins.bool
+    """Close the process's stdin (it sees EOF)."""
     @_builtins.property
-    def start(self) -> Global___ExecStartParams: ...
+    def start(self) -> Global___ExecStartParams:
+        """Which exec and how (first message)."""
+
     @_builtins.property
-    def resize(self) -> Global___TerminalSize: ...
+    def resize(self) -> _stdio_pb2.TerminalSize:
+        """The client's terminal changed size (tty only)."""
+
     def __init__(
         self,
         *,
         start: Global___ExecStartParams | None = ...,
         stdin: _builtins.bytes = ...,
-        resize: Global___TerminalSize | None = ...,
+        resize: _stdio_pb2.TerminalSize | None = ...,
         close_stdin: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
@@ -2698,21 +3564,26 @@ class ExecStartRequest(_message.Message):
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
-Global___ExecStartRequest: _TypeAlias = ExecStartRequest  # noqa: Y015
+Global___StartExecRequest: _TypeAlias = StartExecRequest  # noqa: Y015
 
 @_typing.final
-class ExecStartResponse(_message.Message):
+class StartExecResponse(_message.Message):
+    """StartExecResponse is one message to the caller of StartExec."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OUTPUT_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     exit_code: _builtins.int
+    """The process exited with this code; the stream ends."""
     @_builtins.property
-    def output(self) -> Global___LogChunk: ...
+    def output(self) -> _stdio_pb2.OutputChunk:
+        """Output of the process (time unset)."""
+
     def __init__(
         self,
         *,
-        output: Global___LogChunk | None = ...,
+        output: _stdio_pb2.OutputChunk | None = ...,
         exit_code: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "msg", b"msg", "output", b"output"]  # noqa: Y015
@@ -2723,10 +3594,12 @@ class ExecStartResponse(_message.Message):
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
-Global___ExecStartResponse: _TypeAlias = ExecStartResponse  # noqa: Y015
+Global___StartExecResponse: _TypeAlias = StartExecResponse  # noqa: Y015
 
 @_typing.final
 class ExecInfo(_message.Message):
+    """ExecInfo is an exec and its state (docker exec inspect)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -2741,18 +3614,29 @@ class ExecInfo(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     WORKING_DIR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The exec's id."""
     container_id: _builtins.str
+    """The container's full id."""
     tty: _builtins.bool
+    """It has a pseudo-terminal."""
     open_stdin: _builtins.bool
+    """Its stdin is passed from the client."""
     running: _builtins.bool
-    """Not started yet, running, or exited with exit_code."""
+    """Not started yet (both false), running, or exited with exit_code."""
     exited: _builtins.bool
+    """It ran and exited."""
     exit_code: _builtins.int
+    """Its exit code, once exited."""
     pid: _builtins.int
+    """Host pid while it runs; 0 otherwise."""
     user: _builtins.str
+    """The user it runs as, as given (empty: the container's)."""
     working_dir: _builtins.str
+    """Its working directory, as given (empty: the container's)."""
     @_builtins.property
-    def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """argv."""
+
     def __init__(
         self,
         *,
@@ -2778,6 +3662,8 @@ Global___ExecInfo: _TypeAlias = ExecInfo  # noqa: Y015
 
 @_typing.final
 class AttachParams(_message.Message):
+    """AttachParams is the first message of AttachContainer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_FIELD_NUMBER: _builtins.int
@@ -2785,6 +3671,7 @@ class AttachParams(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     START_CONTAINER_FIELD_NUMBER: _builtins.int
     container: _builtins.str
+    """Container id, unique id prefix or name."""
     stdin: _builtins.bool
     """Forward stdin (the container needs open_stdin)."""
     start_container: _builtins.bool
@@ -2792,13 +3679,15 @@ class AttachParams(_message.Message):
     it exited when it has auto_remove, and end with its exit status.
     """
     @_builtins.property
-    def size(self) -> Global___TerminalSize: ...
+    def size(self) -> _stdio_pb2.TerminalSize:
+        """Set the terminal to this size first (tty only); absent leaves it as it is."""
+
     def __init__(
         self,
         *,
         container: _builtins.str = ...,
         stdin: _builtins.bool = ...,
-        size: Global___TerminalSize | None = ...,
+        size: _stdio_pb2.TerminalSize | None = ...,
         start_container: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
@@ -2810,7 +3699,9 @@ class AttachParams(_message.Message):
 Global___AttachParams: _TypeAlias = AttachParams  # noqa: Y015
 
 @_typing.final
-class AttachRequest(_message.Message):
+class AttachContainerRequest(_message.Message):
+    """AttachContainerRequest is one message from the caller of AttachContainer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     START_FIELD_NUMBER: _builtins.int
@@ -2818,17 +3709,23 @@ class AttachRequest(_message.Message):
     RESIZE_FIELD_NUMBER: _builtins.int
     CLOSE_STDIN_FIELD_NUMBER: _builtins.int
     stdin: _builtins.bytes
+    """Bytes for the container's stdin (needs start.stdin)."""
     close_stdin: _builtins.bool
+    """Close the container's stdin (it sees EOF)."""
     @_builtins.property
-    def start(self) -> Global___AttachParams: ...
+    def start(self) -> Global___AttachParams:
+        """Which container and how (first message)."""
+
     @_builtins.property
-    def resize(self) -> Global___TerminalSize: ...
+    def resize(self) -> _stdio_pb2.TerminalSize:
+        """The client's terminal changed size (tty only)."""
+
     def __init__(
         self,
         *,
         start: Global___AttachParams | None = ...,
         stdin: _builtins.bytes = ...,
-        resize: Global___TerminalSize | None = ...,
+        resize: _stdio_pb2.TerminalSize | None = ...,
         close_stdin: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "msg", b"msg", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
@@ -2839,26 +3736,32 @@ class AttachRequest(_message.Message):
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
-Global___AttachRequest: _TypeAlias = AttachRequest  # noqa: Y015
+Global___AttachContainerRequest: _TypeAlias = AttachContainerRequest  # noqa: Y015
 
 @_typing.final
-class AttachResponse(_message.Message):
+class AttachContainerResponse(_message.Message):
+    """AttachContainerResponse is one message to the caller of AttachContainer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTACHED_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     EXIT_FIELD_NUMBER: _builtins.int
     attached: _builtins.str
-    """The container's id, once attached."""
+    """The container's full id, once attached."""
     @_builtins.property
-    def output(self) -> Global___LogChunk: ...
+    def output(self) -> _stdio_pb2.OutputChunk:
+        """Output of the container's process (time unset)."""
+
     @_builtins.property
-    def exit(self) -> Global___ExitStatus: ...
+    def exit(self) -> Global___ExitStatus:
+        """With start_container: how the container ended; the stream ends."""
+
     def __init__(
         self,
         *,
         attached: _builtins.str = ...,
-        output: Global___LogChunk | None = ...,
+        output: _stdio_pb2.OutputChunk | None = ...,
         exit: Global___ExitStatus | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "exit", b"exit", "msg", b"msg", "output", b"output"]  # noqa: Y015
@@ -2869,15 +3772,96 @@ class AttachResponse(_message.Message):
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
-Global___AttachResponse: _TypeAlias = AttachResponse  # noqa: Y015
+Global___AttachContainerResponse: _TypeAlias = AttachContainerResponse  # noqa: Y015
 
 @_typing.final
-class TopRequest(_message.Message):
+class PauseContainerRequest(_message.Message):
+    """PauseContainerRequest names the container to pause."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, unique id prefix or name."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseContainerRequest: _TypeAlias = PauseContainerRequest  # noqa: Y015
+
+@_typing.final
+class PauseContainerResponse(_message.Message):
+    """PauseContainerResponse is empty: the container is frozen."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseContainerResponse: _TypeAlias = PauseContainerResponse  # noqa: Y015
+
+@_typing.final
+class UnpauseContainerRequest(_message.Message):
+    """UnpauseContainerRequest names the container to unpause."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, unique id prefix or name."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnpauseContainerRequest: _TypeAlias = UnpauseContainerRequest  # noqa: Y015
+
+@_typing.final
+class UnpauseContainerResponse(_message.Message):
+    """UnpauseContainerResponse is empty: the container runs again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnpauseContainerResponse: _TypeAlias = UnpauseContainerResponse  # noqa: Y015
+
+@_typing.final
+class ListContainerProcessesRequest(_message.Message):
+    """ListContainerProcessesRequest names the container and the ps options."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     PS_ARGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     @_builtins.property
     def ps_args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """ps options, default "-ef"."""
@@ -2894,18 +3878,24 @@ class TopRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___TopRequest: _TypeAlias = TopRequest  # noqa: Y015
+Global___ListContainerProcessesRequest: _TypeAlias = ListContainerProcessesRequest  # noqa: Y015
 
 @_typing.final
-class TopResponse(_message.Message):
+class ListContainerProcessesResponse(_message.Message):
+    """ListContainerProcessesResponse is a ps table of the container's processes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TITLES_FIELD_NUMBER: _builtins.int
     PROCESSES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def titles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def titles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Column headers as ps prints them ("UID", "PID", "CMD", ...)."""
+
     @_builtins.property
-    def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StringList]: ...
+    def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StringList]:
+        """One row per process, one value per title."""
+
     def __init__(
         self,
         *,
@@ -2918,16 +3908,20 @@ class TopResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___TopResponse: _TypeAlias = TopResponse  # noqa: Y015
+Global___ListContainerProcessesResponse: _TypeAlias = ListContainerProcessesResponse  # noqa: Y015
 
 @_typing.final
-class ContainerStatsRequest(_message.Message):
+class GetContainerStatsRequest(_message.Message):
+    """GetContainerStatsRequest names the container and whether to keep sampling."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     STREAM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     stream: _builtins.bool
+    """Keep sending a sample a second while it runs; without it one sample."""
     def __init__(
         self,
         *,
@@ -2940,10 +3934,12 @@ class ContainerStatsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ContainerStatsRequest: _TypeAlias = ContainerStatsRequest  # noqa: Y015
+Global___GetContainerStatsRequest: _TypeAlias = GetContainerStatsRequest  # noqa: Y015
 
 @_typing.final
-class ContainerStats(_message.Message):
+class GetContainerStatsResponse(_message.Message):
+    """GetContainerStatsResponse is one usage sample."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -2961,21 +3957,35 @@ class ContainerStats(_message.Message):
     SYSTEM_CPU_NS_FIELD_NUMBER: _builtins.int
     ONLINE_CPUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The container's full id."""
     name: _builtins.str
+    """The container's name."""
     cpu_percent: _builtins.float
     """Percent of one CPU (100 per busy CPU), over the time since the last sample."""
     memory_usage: _builtins.int
+    """Bytes of memory it uses now."""
     memory_limit: _builtins.int
+    """Its memory limit in bytes, or the host's memory when there is none."""
     pids: _builtins.int
+    """Processes in it now."""
     net_rx_bytes: _builtins.int
+    """Bytes received on its network interfaces."""
     net_tx_bytes: _builtins.int
+    """Bytes sent on its network interfaces."""
     block_read_bytes: _builtins.int
+    """Bytes read from block devices."""
     block_write_bytes: _builtins.int
+    """Bytes written to block devices."""
     cpu_usage_ns: _builtins.int
+    """Nanoseconds of CPU it used since it started."""
     system_cpu_ns: _builtins.int
+    """Nanoseconds of CPU the host used (all CPUs), same clock as cpu_usage_ns."""
     online_cpus: _builtins.int
+    """CPUs the host has online."""
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the sample was taken."""
+
     def __init__(
         self,
         *,
@@ -3000,10 +4010,14 @@ class ContainerStats(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ContainerStats: _TypeAlias = ContainerStats  # noqa: Y015
+Global___GetContainerStatsResponse: _TypeAlias = GetContainerStatsResponse  # noqa: Y015
 
 @_typing.final
-class UpdateResourcesRequest(_message.Message):
+class UpdateContainerResourcesRequest(_message.Message):
+    """UpdateContainerResourcesRequest names the container and the limits to
+    change; fields left unset keep their value, 0 lifts a limit.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -3012,10 +4026,15 @@ class UpdateResourcesRequest(_message.Message):
     CPU_SHARES_FIELD_NUMBER: _builtins.int
     PIDS_LIMIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     memory_bytes: _builtins.int
+    """Memory limit in bytes."""
     nano_cpus: _builtins.int
+    """CPU limit in billionths of a CPU."""
     cpu_shares: _builtins.int
+    """Relative CPU weight."""
     pids_limit: _builtins.int
+    """Most processes at once."""
     def __init__(
         self,
         *,
@@ -3046,16 +4065,20 @@ class UpdateResourcesRequest(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pids_limit) -> _WhichOneofReturnType__pids_limit | None: ...
 
-Global___UpdateResourcesRequest: _TypeAlias = UpdateResourcesRequest  # noqa: Y015
+Global___UpdateContainerResourcesRequest: _TypeAlias = UpdateContainerResourcesRequest  # noqa: Y015
 
 @_typing.final
 class CopyFromContainerRequest(_message.Message):
+    """CopyFromContainerRequest names the container and the path to archive."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     path: _builtins.str
+    """Absolute path in the container."""
     def __init__(
         self,
         *,
@@ -3071,12 +4094,37 @@ class CopyFromContainerRequest(_message.Message):
 Global___CopyFromContainerRequest: _TypeAlias = CopyFromContainerRequest  # noqa: Y015
 
 @_typing.final
+class CopyFromContainerResponse(_message.Message):
+    """CopyFromContainerResponse is one chunk of the tar archive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the archive."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyFromContainerResponse: _TypeAlias = CopyFromContainerResponse  # noqa: Y015
+
+@_typing.final
 class CopyToContainerHeader(_message.Message):
+    """CopyToContainerHeader is the first message of CopyToContainer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Container id, unique id prefix or name."""
     path: _builtins.str
     """Directory in the container the archive is extracted into."""
     def __init__(
@@ -3095,13 +4143,18 @@ Global___CopyToContainerHeader: _TypeAlias = CopyToContainerHeader  # noqa: Y015
 
 @_typing.final
 class CopyToContainerRequest(_message.Message):
+    """CopyToContainerRequest is one message of a CopyToContainer call."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the tar archive."""
     @_builtins.property
-    def header(self) -> Global___CopyToContainerHeader: ...
+    def header(self) -> Global___CopyToContainerHeader:
+        """Where to extract (first message)."""
+
     def __init__(
         self,
         *,
@@ -3117,3 +4170,64 @@ class CopyToContainerRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
 Global___CopyToContainerRequest: _TypeAlias = CopyToContainerRequest  # noqa: Y015
+
+@_typing.final
+class CopyToContainerResponse(_message.Message):
+    """CopyToContainerResponse is empty: the archive was extracted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyToContainerResponse: _TypeAlias = CopyToContainerResponse  # noqa: Y015
+
+@_typing.final
+class ExportContainerRequest(_message.Message):
+    """ExportContainerRequest names the container to export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Container id, unique id prefix or name."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportContainerRequest: _TypeAlias = ExportContainerRequest  # noqa: Y015
+
+@_typing.final
+class ExportContainerResponse(_message.Message):
+    """ExportContainerResponse is one chunk of the tar archive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the archive."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportContainerResponse: _TypeAlias = ExportContainerResponse  # noqa: Y015

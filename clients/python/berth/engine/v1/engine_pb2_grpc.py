@@ -26,8 +26,13 @@ if _version_not_supported:
     )
 
 
-class EngineStub:
-    """Missing associated documentation comment in .proto file."""
+class EngineServiceStub:
+    """EngineService is everything a berth client does: containers and their
+    processes, images and registries, networks, volumes, disk use and events.
+    Where a request names a container it takes its id, a unique id prefix or its
+    name; an image, its reference ("busybox", "busybox:1.36", "host:5000/a/b:1")
+    or its id (full or short).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -35,298 +40,305 @@ class EngineStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Version = channel.unary_unary(
-                '/berth.engine.v1.Engine/Version',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.VersionResponse.FromString,
+        self.GetVersion = channel.unary_unary(
+                '/berth.engine.v1.EngineService/GetVersion',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetVersionRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetVersionResponse.FromString,
                 _registered_method=True)
         self.CreateContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/CreateContainer',
+                '/berth.engine.v1.EngineService/CreateContainer',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateContainerRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateContainerResponse.FromString,
                 _registered_method=True)
-        self.Run = channel.unary_stream(
-                '/berth.engine.v1.Engine/Run',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RunRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RunResponse.FromString,
+        self.RunContainer = channel.unary_stream(
+                '/berth.engine.v1.EngineService/RunContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RunContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RunContainerResponse.FromString,
                 _registered_method=True)
         self.StartContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/StartContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                '/berth.engine.v1.EngineService/StartContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.StartContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.StartContainerResponse.FromString,
                 _registered_method=True)
         self.StopContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/StopContainer',
+                '/berth.engine.v1.EngineService/StopContainer',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.StopContainerRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.StopContainerResponse.FromString,
                 _registered_method=True)
         self.RestartContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/RestartContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.StopContainerRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                '/berth.engine.v1.EngineService/RestartContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RestartContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RestartContainerResponse.FromString,
                 _registered_method=True)
         self.KillContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/KillContainer',
+                '/berth.engine.v1.EngineService/KillContainer',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.KillContainerRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.KillContainerResponse.FromString,
                 _registered_method=True)
         self.RemoveContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/RemoveContainer',
+                '/berth.engine.v1.EngineService/RemoveContainer',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveContainerRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.WaitContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/WaitContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+                '/berth.engine.v1.EngineService/WaitContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.WaitContainerRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.WaitContainerResponse.FromString,
                 _registered_method=True)
         self.ListContainers = channel.unary_unary(
-                '/berth.engine.v1.Engine/ListContainers',
+                '/berth.engine.v1.EngineService/ListContainers',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListContainersRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListContainersResponse.FromString,
                 _registered_method=True)
         self.InspectContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/InspectContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerInfo.FromString,
+                '/berth.engine.v1.EngineService/InspectContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectContainerResponse.FromString,
                 _registered_method=True)
-        self.ContainerLogs = channel.unary_stream(
-                '/berth.engine.v1.Engine/ContainerLogs',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerLogsRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.LogChunk.FromString,
+        self.GetContainerLogs = channel.unary_stream(
+                '/berth.engine.v1.EngineService/GetContainerLogs',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerLogsRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerLogsResponse.FromString,
                 _registered_method=True)
         self.LoadImages = channel.stream_unary(
-                '/berth.engine.v1.Engine/LoadImages',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.SerializeToString,
+                '/berth.engine.v1.EngineService/LoadImages',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoadImagesRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoadImagesResponse.FromString,
                 _registered_method=True)
         self.ImportImage = channel.stream_unary(
-                '/berth.engine.v1.Engine/ImportImage',
+                '/berth.engine.v1.EngineService/ImportImage',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImportImageRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImageInfo.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImportImageResponse.FromString,
                 _registered_method=True)
         self.SaveImages = channel.unary_stream(
-                '/berth.engine.v1.Engine/SaveImages',
+                '/berth.engine.v1.EngineService/SaveImages',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SaveImagesRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SaveImagesResponse.FromString,
                 _registered_method=True)
         self.ListImages = channel.unary_unary(
-                '/berth.engine.v1.Engine/ListImages',
+                '/berth.engine.v1.EngineService/ListImages',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListImagesRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListImagesResponse.FromString,
                 _registered_method=True)
         self.InspectImage = channel.unary_unary(
-                '/berth.engine.v1.Engine/InspectImage',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImageRef.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImageInfo.FromString,
+                '/berth.engine.v1.EngineService/InspectImage',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectImageRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectImageResponse.FromString,
                 _registered_method=True)
         self.TagImage = channel.unary_unary(
-                '/berth.engine.v1.Engine/TagImage',
+                '/berth.engine.v1.EngineService/TagImage',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.TagImageRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.RemoveImage = channel.unary_unary(
-                '/berth.engine.v1.Engine/RemoveImage',
+                '/berth.engine.v1.EngineService/RemoveImage',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveImageRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveImageResponse.FromString,
                 _registered_method=True)
         self.PullImage = channel.unary_stream(
-                '/berth.engine.v1.Engine/PullImage',
+                '/berth.engine.v1.EngineService/PullImage',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PullImageRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PullImageResponse.FromString,
                 _registered_method=True)
         self.PushImage = channel.unary_stream(
-                '/berth.engine.v1.Engine/PushImage',
+                '/berth.engine.v1.EngineService/PushImage',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PushImageRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PushImageResponse.FromString,
                 _registered_method=True)
-        self.Login = channel.unary_unary(
-                '/berth.engine.v1.Engine/Login',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoginRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoginResponse.FromString,
+        self.CheckRegistryAuth = channel.unary_unary(
+                '/berth.engine.v1.EngineService/CheckRegistryAuth',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CheckRegistryAuthRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CheckRegistryAuthResponse.FromString,
                 _registered_method=True)
         self.ListNetworks = channel.unary_unary(
-                '/berth.engine.v1.Engine/ListNetworks',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                '/berth.engine.v1.EngineService/ListNetworks',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNetworksRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNetworksResponse.FromString,
                 _registered_method=True)
         self.CreateNetwork = channel.unary_unary(
-                '/berth.engine.v1.Engine/CreateNetwork',
+                '/berth.engine.v1.EngineService/CreateNetwork',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateNetworkRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateNetworkResponse.FromString,
                 _registered_method=True)
         self.InspectNetwork = channel.unary_unary(
-                '/berth.engine.v1.Engine/InspectNetwork',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.FromString,
+                '/berth.engine.v1.EngineService/InspectNetwork',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectNetworkRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectNetworkResponse.FromString,
                 _registered_method=True)
         self.RemoveNetwork = channel.unary_unary(
-                '/berth.engine.v1.Engine/RemoveNetwork',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.SerializeToString,
+                '/berth.engine.v1.EngineService/RemoveNetwork',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveNetworkRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.PruneNetworks = channel.unary_unary(
-                '/berth.engine.v1.Engine/PruneNetworks',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                '/berth.engine.v1.EngineService/PruneNetworks',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneNetworksRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneNetworksResponse.FromString,
                 _registered_method=True)
         self.ConnectNetwork = channel.unary_unary(
-                '/berth.engine.v1.Engine/ConnectNetwork',
+                '/berth.engine.v1.EngineService/ConnectNetwork',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkResponse.FromString,
                 _registered_method=True)
         self.DisconnectNetwork = channel.unary_unary(
-                '/berth.engine.v1.Engine/DisconnectNetwork',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.SerializeToString,
+                '/berth.engine.v1.EngineService/DisconnectNetwork',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.DisconnectNetworkRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.ListVolumes = channel.unary_unary(
-                '/berth.engine.v1.Engine/ListVolumes',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                '/berth.engine.v1.EngineService/ListVolumes',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListVolumesRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListVolumesResponse.FromString,
                 _registered_method=True)
         self.CreateVolume = channel.unary_unary(
-                '/berth.engine.v1.Engine/CreateVolume',
+                '/berth.engine.v1.EngineService/CreateVolume',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateVolumeRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateVolumeResponse.FromString,
                 _registered_method=True)
         self.InspectVolume = channel.unary_unary(
-                '/berth.engine.v1.Engine/InspectVolume',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.FromString,
+                '/berth.engine.v1.EngineService/InspectVolume',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectVolumeRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectVolumeResponse.FromString,
                 _registered_method=True)
         self.RemoveVolume = channel.unary_unary(
-                '/berth.engine.v1.Engine/RemoveVolume',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.SerializeToString,
+                '/berth.engine.v1.EngineService/RemoveVolume',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveVolumeRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.PruneVolumes = channel.unary_unary(
-                '/berth.engine.v1.Engine/PruneVolumes',
+                '/berth.engine.v1.EngineService/PruneVolumes',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesResponse.FromString,
                 _registered_method=True)
         self.RenameContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/RenameContainer',
+                '/berth.engine.v1.EngineService/RenameContainer',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RenameContainerRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.CommitContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/CommitContainer',
+                '/berth.engine.v1.EngineService/CommitContainer',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerResponse.FromString,
                 _registered_method=True)
-        self.ContainerDiff = channel.unary_unary(
-                '/berth.engine.v1.Engine/ContainerDiff',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerDiffResponse.FromString,
+        self.DiffContainer = channel.unary_unary(
+                '/berth.engine.v1.EngineService/DiffContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.DiffContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.DiffContainerResponse.FromString,
                 _registered_method=True)
         self.PruneContainers = channel.unary_unary(
-                '/berth.engine.v1.Engine/PruneContainers',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
+                '/berth.engine.v1.EngineService/PruneContainers',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneContainersRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneContainersResponse.FromString,
                 _registered_method=True)
-        self.UpdateRestartPolicy = channel.unary_unary(
-                '/berth.engine.v1.Engine/UpdateRestartPolicy',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateRestartPolicyRequest.SerializeToString,
+        self.UpdateContainerRestartPolicy = channel.unary_unary(
+                '/berth.engine.v1.EngineService/UpdateContainerRestartPolicy',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateContainerRestartPolicyRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
-        self.SystemDf = channel.unary_unary(
-                '/berth.engine.v1.Engine/SystemDf',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemDfResponse.FromString,
+        self.GetDiskUsage = channel.unary_unary(
+                '/berth.engine.v1.EngineService/GetDiskUsage',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetDiskUsageRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetDiskUsageResponse.FromString,
                 _registered_method=True)
-        self.SystemPrune = channel.unary_unary(
-                '/berth.engine.v1.Engine/SystemPrune',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemPruneRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
+        self.PruneSystem = channel.unary_unary(
+                '/berth.engine.v1.EngineService/PruneSystem',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneSystemRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneSystemResponse.FromString,
                 _registered_method=True)
-        self.ExecCreate = channel.unary_unary(
-                '/berth.engine.v1.Engine/ExecCreate',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateResponse.FromString,
+        self.CreateExec = channel.unary_unary(
+                '/berth.engine.v1.EngineService/CreateExec',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateExecRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateExecResponse.FromString,
                 _registered_method=True)
-        self.ExecStart = channel.stream_stream(
-                '/berth.engine.v1.Engine/ExecStart',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartResponse.FromString,
+        self.StartExec = channel.stream_stream(
+                '/berth.engine.v1.EngineService/StartExec',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.StartExecRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.StartExecResponse.FromString,
                 _registered_method=True)
-        self.ExecInspect = channel.unary_unary(
-                '/berth.engine.v1.Engine/ExecInspect',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecRef.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecInfo.FromString,
+        self.InspectExec = channel.unary_unary(
+                '/berth.engine.v1.EngineService/InspectExec',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectExecRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectExecResponse.FromString,
                 _registered_method=True)
         self.AttachContainer = channel.stream_stream(
-                '/berth.engine.v1.Engine/AttachContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachResponse.FromString,
+                '/berth.engine.v1.EngineService/AttachContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachContainerResponse.FromString,
                 _registered_method=True)
         self.PauseContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/PauseContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                '/berth.engine.v1.EngineService/PauseContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PauseContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PauseContainerResponse.FromString,
                 _registered_method=True)
         self.UnpauseContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/UnpauseContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                '/berth.engine.v1.EngineService/UnpauseContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.UnpauseContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.UnpauseContainerResponse.FromString,
                 _registered_method=True)
-        self.TopContainer = channel.unary_unary(
-                '/berth.engine.v1.Engine/TopContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.TopRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.TopResponse.FromString,
+        self.ListContainerProcesses = channel.unary_unary(
+                '/berth.engine.v1.EngineService/ListContainerProcesses',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListContainerProcessesRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListContainerProcessesResponse.FromString,
                 _registered_method=True)
-        self.StatsContainer = channel.unary_stream(
-                '/berth.engine.v1.Engine/StatsContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStatsRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStats.FromString,
+        self.GetContainerStats = channel.unary_stream(
+                '/berth.engine.v1.EngineService/GetContainerStats',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerStatsRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerStatsResponse.FromString,
                 _registered_method=True)
-        self.UpdateResources = channel.unary_unary(
-                '/berth.engine.v1.Engine/UpdateResources',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateResourcesRequest.SerializeToString,
+        self.UpdateContainerResources = channel.unary_unary(
+                '/berth.engine.v1.EngineService/UpdateContainerResources',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateContainerResourcesRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.CopyFromContainer = channel.unary_stream(
-                '/berth.engine.v1.Engine/CopyFromContainer',
+                '/berth.engine.v1.EngineService/CopyFromContainer',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyFromContainerRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyFromContainerResponse.FromString,
                 _registered_method=True)
         self.CopyToContainer = channel.stream_unary(
-                '/berth.engine.v1.Engine/CopyToContainer',
+                '/berth.engine.v1.EngineService/CopyToContainer',
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyToContainerRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyToContainerResponse.FromString,
                 _registered_method=True)
         self.ExportContainer = channel.unary_stream(
-                '/berth.engine.v1.Engine/ExportContainer',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+                '/berth.engine.v1.EngineService/ExportContainer',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExportContainerRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExportContainerResponse.FromString,
                 _registered_method=True)
-        self.Events = channel.unary_stream(
-                '/berth.engine.v1.Engine/Events',
-                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.EventsRequest.SerializeToString,
-                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.Event.FromString,
+        self.SubscribeEvents = channel.unary_stream(
+                '/berth.engine.v1.EngineService/SubscribeEvents',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsResponse.FromString,
                 _registered_method=True)
 
 
-class EngineServicer:
-    """Missing associated documentation comment in .proto file."""
+class EngineServiceServicer:
+    """EngineService is everything a berth client does: containers and their
+    processes, images and registries, networks, volumes, disk use and events.
+    Where a request names a container it takes its id, a unique id prefix or its
+    name; an image, its reference ("busybox", "busybox:1.36", "host:5000/a/b:1")
+    or its id (full or short).
+    """
 
-    def Version(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def GetVersion(self, request, context):
+        """The engine's version and the host it runs on (`berth version`).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateContainer(self, request, context):
         """Containers.
-        Create a container from an image; it is not started.
+        Create a container from an image; it is not started. The image must be
+        present (NOT_FOUND otherwise: the engine does not pull on its own).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Run(self, request, context):
-        """Create and start a container. The first message carries the id; when
-        attach is set, the container's output follows and the last message
+    def RunContainer(self, request, context):
+        """Create and start a container (`berth run`). The first message carries the
+        id; when attach is set, the container's output follows and the last message
         carries the exit status. auto_remove removes the container once it exits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -334,193 +346,225 @@ class EngineServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StartContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Start a created or stopped container. Starting a running one is not an error.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StopContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Send the container's stop signal, then SIGKILL after its stop timeout;
+        answers once it exited. Stopping a stopped container is not an error.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RestartContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stop the container (as StopContainer) when it runs, then start it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def KillContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Send a signal to the container's process. FAILED_PRECONDITION when it does not run.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Remove a container, its writable layer and log (and, with
+        remove_volumes, its anonymous volumes). FAILED_PRECONDITION while it runs
+        unless force is set.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WaitContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Wait for the container to exit (answers at once if it is not running).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListContainers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Containers, as `berth ps` lists them.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def InspectContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One container in full, as `berth inspect` shows it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ContainerLogs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def GetContainerLogs(self, request, context):
+        """The container's output from its log, one message per line; with follow,
+        new lines as they come until the container exits.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LoadImages(self, request_iterator, context):
         """Images.
+        Load images from a `docker save` or OCI image-layout tarball streamed in
+        chunks. All or nothing: a corrupt tarball stores no image.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ImportImage(self, request_iterator, context):
-        """First message: ImportImageRequest with header set; then chunks.
+        """Import a root filesystem tarball as a one-layer image. First message:
+        `header`; then chunks of the tarball.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SaveImages(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Images as a tarball that `docker load` and LoadImages accept, in chunks.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListImages(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Images, as `berth images` lists them.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def InspectImage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One image in full, as `berth image inspect` shows it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TagImage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Give an image one more name; a name another image had moves to this one.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveImage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Untag an image by name, and delete it once no name is left (by id: delete
+        it). FAILED_PRECONDITION while a container uses it, unless force is set.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PullImage(self, request, context):
-        """Pull from or push to a registry, with per-layer progress as it happens;
-        the last message of a success carries image_id and digest.
+        """Pull an image from a registry, with per-layer progress as it happens; the
+        last message of a success carries image_id and digest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PushImage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Push an image to the registry its name says, with per-layer progress.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Login(self, request, context):
-        """Check credentials against a registry (`berth login`); the client keeps them.
+    def CheckRegistryAuth(self, request, context):
+        """Check credentials against a registry (`berth login`). Nothing is stored:
+        the client keeps them and sends them with each pull and push.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListNetworks(self, request, context):
-        """Networks and volumes known to the node.
+        """Networks (`network ls|create|inspect|rm|prune|connect|disconnect`).
+        Every network: the built-in "none", "host" and "bridge", and user-defined ones.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateNetwork(self, request, context):
-        """Bridge networks (`network create|inspect|rm|prune|connect|disconnect`).
-        CreateNetwork: ALREADY_EXISTS for a taken name, INVALID_ARGUMENT for a
-        subnet that overlaps another network or a host route. RemoveNetwork:
-        FAILED_PRECONDITION while containers are connected.
+        """Create a bridge network. ALREADY_EXISTS for a taken name, INVALID_ARGUMENT
+        for a subnet that overlaps another network or a host route.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def InspectNetwork(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One network and the containers connected to it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveNetwork(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Remove a user-defined network. FAILED_PRECONDITION while containers are
+        connected, and for the built-in networks.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PruneNetworks(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Remove every user-defined network no container is connected to.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ConnectNetwork(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Connect a container to one more bridge network.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DisconnectNetwork(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Disconnect a container from a network.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListVolumes(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Volumes (`volume ls|create|inspect|rm|prune`).
+        Every volume on the node.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateVolume(self, request, context):
-        """Create a named (or, with an empty name, anonymous-style generated) volume;
-        an existing name is returned unchanged.
+        """Create a named (or, with an empty name, generated) volume; an existing
+        name is returned unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def InspectVolume(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One volume, with its size and the containers using it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveVolume(self, request, context):
-        """FAILED_PRECONDITION while a container uses the volume.
+        """Remove a volume and its data. FAILED_PRECONDITION while a container uses it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -549,8 +593,8 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ContainerDiff(self, request, context):
-        """What a container changed in its root filesystem, path by path.
+    def DiffContainer(self, request, context):
+        """What a container changed in its root filesystem, path by path (`berth diff`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -563,47 +607,50 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def UpdateRestartPolicy(self, request, context):
+    def UpdateContainerRestartPolicy(self, request, context):
         """Set a container's restart policy, running or not (`update --restart`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def SystemDf(self, request, context):
+    def GetDiskUsage(self, request, context):
         """Disk used by images, containers, their logs, and volumes (`system df`).
-        Reclaimable counts what SystemPrune with all and volumes would free.
+        Reclaimable counts what PruneSystem with all and volumes would free.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def SystemPrune(self, request, context):
+    def PruneSystem(self, request, context):
         """Remove stopped containers, unused networks, dangling (with all: every
-        unused) images and, with volumes, unused anonymous volumes.
+        unused) images and, with volumes, unused anonymous volumes (`system prune`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExecCreate(self, request, context):
+    def CreateExec(self, request, context):
         """Processes, terminals and files of a container (exec, attach, cp...).
-        Record a command to run in a running container; ExecStart runs it.
+        Record a command to run in a running container; StartExec runs it.
+        FAILED_PRECONDITION when the container does not run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExecStart(self, request_iterator, context):
+    def StartExec(self, request_iterator, context):
         """Run a recorded exec. First request `start`; then stdin, resize,
-        close_stdin. Replies: its output, then `exit_code` (detach: none).
+        close_stdin. Replies: its output, then `exit_code` (with detach: none, the
+        stream ends once it runs).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExecInspect(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def InspectExec(self, request, context):
+        """An exec and its state, while it runs and after it exited.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -619,31 +666,34 @@ class EngineServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PauseContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def UnpauseContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def TopContainer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def StatsContainer(self, request, context):
-        """Usage samples; with stream, one a second while it runs.
+        """Freeze every process of a running container.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def UpdateResources(self, request, context):
+    def UnpauseContainer(self, request, context):
+        """Thaw a paused container.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContainerProcesses(self, request, context):
+        """The container's processes as `ps` shows them (`berth top`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetContainerStats(self, request, context):
+        """Usage samples; with stream, one a second while it runs (`berth stats`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateContainerResources(self, request, context):
         """Change memory, CPU and pids limits of a container, running or not.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -651,28 +701,29 @@ class EngineServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CopyFromContainer(self, request, context):
-        """A path in a container as a tar archive / a tar archive into a directory
-        of a container. Paths never resolve outside the container's root.
+        """A path in a container as a tar archive, in chunks. Paths never resolve
+        outside the container's root.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CopyToContainer(self, request_iterator, context):
-        """First request carries `header`, then chunks of the tar archive.
+        """Extract a tar archive into a directory of a container. First request
+        carries `header`, then chunks of the archive.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportContainer(self, request, context):
-        """The container's filesystem as a tar archive.
+        """The container's whole filesystem as a tar archive, in chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Events(self, request, context):
+    def SubscribeEvents(self, request, context):
         """Engine events (container create/start/die/destroy..., image load/tag/delete...),
         in the order they happened, from `since` on and, with follow, as they happen.
         """
@@ -681,42 +732,42 @@ class EngineServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_EngineServicer_to_server(servicer, server):
+def add_EngineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Version': grpc.unary_unary_rpc_method_handler(
-                    servicer.Version,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.VersionResponse.SerializeToString,
+            'GetVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVersion,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetVersionRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetVersionResponse.SerializeToString,
             ),
             'CreateContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateContainer,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateContainerRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateContainerResponse.SerializeToString,
             ),
-            'Run': grpc.unary_stream_rpc_method_handler(
-                    servicer.Run,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RunRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RunResponse.SerializeToString,
+            'RunContainer': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RunContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RunContainerResponse.SerializeToString,
             ),
             'StartContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.StartContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.StartContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.StartContainerResponse.SerializeToString,
             ),
             'StopContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.StopContainer,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.StopContainerRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.StopContainerResponse.SerializeToString,
             ),
             'RestartContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.RestartContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.StopContainerRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RestartContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.RestartContainerResponse.SerializeToString,
             ),
             'KillContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.KillContainer,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.KillContainerRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.KillContainerResponse.SerializeToString,
             ),
             'RemoveContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveContainer,
@@ -725,7 +776,7 @@ def add_EngineServicer_to_server(servicer, server):
             ),
             'WaitContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.WaitContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.WaitContainerRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.WaitContainerResponse.SerializeToString,
             ),
             'ListContainers': grpc.unary_unary_rpc_method_handler(
@@ -735,28 +786,28 @@ def add_EngineServicer_to_server(servicer, server):
             ),
             'InspectContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.InspectContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerInfo.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectContainerResponse.SerializeToString,
             ),
-            'ContainerLogs': grpc.unary_stream_rpc_method_handler(
-                    servicer.ContainerLogs,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerLogsRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.LogChunk.SerializeToString,
+            'GetContainerLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetContainerLogs,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerLogsRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerLogsResponse.SerializeToString,
             ),
             'LoadImages': grpc.stream_unary_rpc_method_handler(
                     servicer.LoadImages,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoadImagesRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoadImagesResponse.SerializeToString,
             ),
             'ImportImage': grpc.stream_unary_rpc_method_handler(
                     servicer.ImportImage,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImportImageRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImageInfo.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImportImageResponse.SerializeToString,
             ),
             'SaveImages': grpc.unary_stream_rpc_method_handler(
                     servicer.SaveImages,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SaveImagesRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SaveImagesResponse.SerializeToString,
             ),
             'ListImages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListImages,
@@ -765,8 +816,8 @@ def add_EngineServicer_to_server(servicer, server):
             ),
             'InspectImage': grpc.unary_unary_rpc_method_handler(
                     servicer.InspectImage,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImageRef.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ImageInfo.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectImageRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectImageResponse.SerializeToString,
             ),
             'TagImage': grpc.unary_unary_rpc_method_handler(
                     servicer.TagImage,
@@ -781,71 +832,71 @@ def add_EngineServicer_to_server(servicer, server):
             'PullImage': grpc.unary_stream_rpc_method_handler(
                     servicer.PullImage,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PullImageRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PullImageResponse.SerializeToString,
             ),
             'PushImage': grpc.unary_stream_rpc_method_handler(
                     servicer.PushImage,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PushImageRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PushImageResponse.SerializeToString,
             ),
-            'Login': grpc.unary_unary_rpc_method_handler(
-                    servicer.Login,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoginRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.LoginResponse.SerializeToString,
+            'CheckRegistryAuth': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckRegistryAuth,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CheckRegistryAuthRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CheckRegistryAuthResponse.SerializeToString,
             ),
             'ListNetworks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNetworks,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNetworksRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNetworksResponse.SerializeToString,
             ),
             'CreateNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateNetwork,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateNetworkRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateNetworkResponse.SerializeToString,
             ),
             'InspectNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.InspectNetwork,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectNetworkRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectNetworkResponse.SerializeToString,
             ),
             'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveNetwork,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.FromString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveNetworkRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'PruneNetworks': grpc.unary_unary_rpc_method_handler(
                     servicer.PruneNetworks,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneNetworksRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneNetworksResponse.SerializeToString,
             ),
             'ConnectNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.ConnectNetwork,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkResponse.SerializeToString,
             ),
             'DisconnectNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.DisconnectNetwork,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.FromString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.DisconnectNetworkRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'ListVolumes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVolumes,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListVolumesRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListVolumesResponse.SerializeToString,
             ),
             'CreateVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateVolume,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateVolumeRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateVolumeResponse.SerializeToString,
             ),
             'InspectVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.InspectVolume,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectVolumeRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectVolumeResponse.SerializeToString,
             ),
             'RemoveVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveVolume,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.FromString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.RemoveVolumeRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'PruneVolumes': grpc.unary_unary_rpc_method_handler(
@@ -863,109 +914,114 @@ def add_EngineServicer_to_server(servicer, server):
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerResponse.SerializeToString,
             ),
-            'ContainerDiff': grpc.unary_unary_rpc_method_handler(
-                    servicer.ContainerDiff,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerDiffResponse.SerializeToString,
+            'DiffContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffContainer,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.DiffContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.DiffContainerResponse.SerializeToString,
             ),
             'PruneContainers': grpc.unary_unary_rpc_method_handler(
                     servicer.PruneContainers,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneContainersRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneContainersResponse.SerializeToString,
             ),
-            'UpdateRestartPolicy': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpdateRestartPolicy,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateRestartPolicyRequest.FromString,
+            'UpdateContainerRestartPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContainerRestartPolicy,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateContainerRestartPolicyRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
-            'SystemDf': grpc.unary_unary_rpc_method_handler(
-                    servicer.SystemDf,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemDfResponse.SerializeToString,
+            'GetDiskUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDiskUsage,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetDiskUsageRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetDiskUsageResponse.SerializeToString,
             ),
-            'SystemPrune': grpc.unary_unary_rpc_method_handler(
-                    servicer.SystemPrune,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SystemPruneRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.SerializeToString,
+            'PruneSystem': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneSystem,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneSystemRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneSystemResponse.SerializeToString,
             ),
-            'ExecCreate': grpc.unary_unary_rpc_method_handler(
-                    servicer.ExecCreate,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateResponse.SerializeToString,
+            'CreateExec': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExec,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateExecRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CreateExecResponse.SerializeToString,
             ),
-            'ExecStart': grpc.stream_stream_rpc_method_handler(
-                    servicer.ExecStart,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartResponse.SerializeToString,
+            'StartExec': grpc.stream_stream_rpc_method_handler(
+                    servicer.StartExec,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.StartExecRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.StartExecResponse.SerializeToString,
             ),
-            'ExecInspect': grpc.unary_unary_rpc_method_handler(
-                    servicer.ExecInspect,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecRef.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExecInfo.SerializeToString,
+            'InspectExec': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectExec,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectExecRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.InspectExecResponse.SerializeToString,
             ),
             'AttachContainer': grpc.stream_stream_rpc_method_handler(
                     servicer.AttachContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachResponse.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.AttachContainerResponse.SerializeToString,
             ),
             'PauseContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.PauseContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PauseContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PauseContainerResponse.SerializeToString,
             ),
             'UnpauseContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.UnpauseContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.UnpauseContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.UnpauseContainerResponse.SerializeToString,
             ),
-            'TopContainer': grpc.unary_unary_rpc_method_handler(
-                    servicer.TopContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.TopRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.TopResponse.SerializeToString,
+            'ListContainerProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContainerProcesses,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListContainerProcessesRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListContainerProcessesResponse.SerializeToString,
             ),
-            'StatsContainer': grpc.unary_stream_rpc_method_handler(
-                    servicer.StatsContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStatsRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStats.SerializeToString,
+            'GetContainerStats': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetContainerStats,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerStatsRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerStatsResponse.SerializeToString,
             ),
-            'UpdateResources': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpdateResources,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateResourcesRequest.FromString,
+            'UpdateContainerResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContainerResources,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.UpdateContainerResourcesRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'CopyFromContainer': grpc.unary_stream_rpc_method_handler(
                     servicer.CopyFromContainer,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyFromContainerRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyFromContainerResponse.SerializeToString,
             ),
             'CopyToContainer': grpc.stream_unary_rpc_method_handler(
                     servicer.CopyToContainer,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyToContainerRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.CopyToContainerResponse.SerializeToString,
             ),
             'ExportContainer': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportContainer,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.SerializeToString,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExportContainerRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ExportContainerResponse.SerializeToString,
             ),
-            'Events': grpc.unary_stream_rpc_method_handler(
-                    servicer.Events,
-                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.EventsRequest.FromString,
-                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.Event.SerializeToString,
+            'SubscribeEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeEvents,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'berth.engine.v1.Engine', rpc_method_handlers)
+            'berth.engine.v1.EngineService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('berth.engine.v1.Engine', rpc_method_handlers)
+    server.add_registered_method_handlers('berth.engine.v1.EngineService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Engine:
-    """Missing associated documentation comment in .proto file."""
+class EngineService:
+    """EngineService is everything a berth client does: containers and their
+    processes, images and registries, networks, volumes, disk use and events.
+    Where a request names a container it takes its id, a unique id prefix or its
+    name; an image, its reference ("busybox", "busybox:1.36", "host:5000/a/b:1")
+    or its id (full or short).
+    """
 
     @staticmethod
-    def Version(request,
+    def GetVersion(request,
             target,
             options=(),
             channel_credentials=None,
@@ -978,9 +1034,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/Version',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.VersionResponse.FromString,
+            '/berth.engine.v1.EngineService/GetVersion',
+            berth_dot_engine_dot_v1_dot_engine__pb2.GetVersionRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.GetVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1005,7 +1061,7 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/CreateContainer',
+            '/berth.engine.v1.EngineService/CreateContainer',
             berth_dot_engine_dot_v1_dot_engine__pb2.CreateContainerRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.CreateContainerResponse.FromString,
             options,
@@ -1019,7 +1075,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def Run(request,
+    def RunContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1032,9 +1088,9 @@ class Engine:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.engine.v1.Engine/Run',
-            berth_dot_engine_dot_v1_dot_engine__pb2.RunRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.RunResponse.FromString,
+            '/berth.engine.v1.EngineService/RunContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.RunContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.RunContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1059,9 +1115,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/StartContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            '/berth.engine.v1.EngineService/StartContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.StartContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.StartContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1086,9 +1142,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/StopContainer',
+            '/berth.engine.v1.EngineService/StopContainer',
             berth_dot_engine_dot_v1_dot_engine__pb2.StopContainerRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.StopContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1113,9 +1169,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/RestartContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.StopContainerRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            '/berth.engine.v1.EngineService/RestartContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.RestartContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.RestartContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1140,9 +1196,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/KillContainer',
+            '/berth.engine.v1.EngineService/KillContainer',
             berth_dot_engine_dot_v1_dot_engine__pb2.KillContainerRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.KillContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1167,7 +1223,7 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/RemoveContainer',
+            '/berth.engine.v1.EngineService/RemoveContainer',
             berth_dot_engine_dot_v1_dot_engine__pb2.RemoveContainerRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
@@ -1194,8 +1250,8 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/WaitContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
+            '/berth.engine.v1.EngineService/WaitContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.WaitContainerRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.WaitContainerResponse.FromString,
             options,
             channel_credentials,
@@ -1221,7 +1277,7 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/ListContainers',
+            '/berth.engine.v1.EngineService/ListContainers',
             berth_dot_engine_dot_v1_dot_engine__pb2.ListContainersRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.ListContainersResponse.FromString,
             options,
@@ -1248,9 +1304,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/InspectContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerInfo.FromString,
+            '/berth.engine.v1.EngineService/InspectContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1262,7 +1318,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def ContainerLogs(request,
+    def GetContainerLogs(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1275,9 +1331,9 @@ class Engine:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.engine.v1.Engine/ContainerLogs',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerLogsRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.LogChunk.FromString,
+            '/berth.engine.v1.EngineService/GetContainerLogs',
+            berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerLogsRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1302,8 +1358,8 @@ class Engine:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/berth.engine.v1.Engine/LoadImages',
-            berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.SerializeToString,
+            '/berth.engine.v1.EngineService/LoadImages',
+            berth_dot_engine_dot_v1_dot_engine__pb2.LoadImagesRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.LoadImagesResponse.FromString,
             options,
             channel_credentials,
@@ -1329,9 +1385,9 @@ class Engine:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/berth.engine.v1.Engine/ImportImage',
+            '/berth.engine.v1.EngineService/ImportImage',
             berth_dot_engine_dot_v1_dot_engine__pb2.ImportImageRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ImageInfo.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ImportImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1356,9 +1412,9 @@ class Engine:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.engine.v1.Engine/SaveImages',
+            '/berth.engine.v1.EngineService/SaveImages',
             berth_dot_engine_dot_v1_dot_engine__pb2.SaveImagesRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.SaveImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1383,7 +1439,7 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/ListImages',
+            '/berth.engine.v1.EngineService/ListImages',
             berth_dot_engine_dot_v1_dot_engine__pb2.ListImagesRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.ListImagesResponse.FromString,
             options,
@@ -1410,9 +1466,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/InspectImage',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ImageRef.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ImageInfo.FromString,
+            '/berth.engine.v1.EngineService/InspectImage',
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectImageRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1437,7 +1493,7 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/TagImage',
+            '/berth.engine.v1.EngineService/TagImage',
             berth_dot_engine_dot_v1_dot_engine__pb2.TagImageRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
@@ -1464,7 +1520,7 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/RemoveImage',
+            '/berth.engine.v1.EngineService/RemoveImage',
             berth_dot_engine_dot_v1_dot_engine__pb2.RemoveImageRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.RemoveImageResponse.FromString,
             options,
@@ -1491,9 +1547,9 @@ class Engine:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.engine.v1.Engine/PullImage',
+            '/berth.engine.v1.EngineService/PullImage',
             berth_dot_engine_dot_v1_dot_engine__pb2.PullImageRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PullImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1518,9 +1574,9 @@ class Engine:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.engine.v1.Engine/PushImage',
+            '/berth.engine.v1.EngineService/PushImage',
             berth_dot_engine_dot_v1_dot_engine__pb2.PushImageRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ProgressMessage.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PushImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1532,7 +1588,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def Login(request,
+    def CheckRegistryAuth(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1545,9 +1601,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/Login',
-            berth_dot_engine_dot_v1_dot_engine__pb2.LoginRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.LoginResponse.FromString,
+            '/berth.engine.v1.EngineService/CheckRegistryAuth',
+            berth_dot_engine_dot_v1_dot_engine__pb2.CheckRegistryAuthRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.CheckRegistryAuthResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1572,8 +1628,8 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/ListNetworks',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            '/berth.engine.v1.EngineService/ListNetworks',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ListNetworksRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.ListNetworksResponse.FromString,
             options,
             channel_credentials,
@@ -1599,9 +1655,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/CreateNetwork',
+            '/berth.engine.v1.EngineService/CreateNetwork',
             berth_dot_engine_dot_v1_dot_engine__pb2.CreateNetworkRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.CreateNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1626,9 +1682,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/InspectNetwork',
-            berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.NetworkInfo.FromString,
+            '/berth.engine.v1.EngineService/InspectNetwork',
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectNetworkRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1653,8 +1709,8 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/RemoveNetwork',
-            berth_dot_engine_dot_v1_dot_engine__pb2.NetworkRef.SerializeToString,
+            '/berth.engine.v1.EngineService/RemoveNetwork',
+            berth_dot_engine_dot_v1_dot_engine__pb2.RemoveNetworkRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -1680,8 +1736,8 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/PruneNetworks',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            '/berth.engine.v1.EngineService/PruneNetworks',
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneNetworksRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.PruneNetworksResponse.FromString,
             options,
             channel_credentials,
@@ -1707,9 +1763,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/ConnectNetwork',
+            '/berth.engine.v1.EngineService/ConnectNetwork',
             berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1734,8 +1790,8 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/DisconnectNetwork',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ConnectNetworkRequest.SerializeToString,
+            '/berth.engine.v1.EngineService/DisconnectNetwork',
+            berth_dot_engine_dot_v1_dot_engine__pb2.DisconnectNetworkRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -1761,8 +1817,8 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/ListVolumes',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            '/berth.engine.v1.EngineService/ListVolumes',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ListVolumesRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.ListVolumesResponse.FromString,
             options,
             channel_credentials,
@@ -1788,9 +1844,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/CreateVolume',
+            '/berth.engine.v1.EngineService/CreateVolume',
             berth_dot_engine_dot_v1_dot_engine__pb2.CreateVolumeRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.CreateVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1815,9 +1871,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/InspectVolume',
-            berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.VolumeInfo.FromString,
+            '/berth.engine.v1.EngineService/InspectVolume',
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectVolumeRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1842,8 +1898,8 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/RemoveVolume',
-            berth_dot_engine_dot_v1_dot_engine__pb2.VolumeRef.SerializeToString,
+            '/berth.engine.v1.EngineService/RemoveVolume',
+            berth_dot_engine_dot_v1_dot_engine__pb2.RemoveVolumeRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -1869,7 +1925,7 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/PruneVolumes',
+            '/berth.engine.v1.EngineService/PruneVolumes',
             berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.PruneVolumesResponse.FromString,
             options,
@@ -1896,7 +1952,7 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/RenameContainer',
+            '/berth.engine.v1.EngineService/RenameContainer',
             berth_dot_engine_dot_v1_dot_engine__pb2.RenameContainerRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
@@ -1923,7 +1979,7 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/CommitContainer',
+            '/berth.engine.v1.EngineService/CommitContainer',
             berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.CommitContainerResponse.FromString,
             options,
@@ -1937,7 +1993,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def ContainerDiff(request,
+    def DiffContainer(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1950,9 +2006,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/ContainerDiff',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerDiffResponse.FromString,
+            '/berth.engine.v1.EngineService/DiffContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.DiffContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.DiffContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1977,9 +2033,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/PruneContainers',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
+            '/berth.engine.v1.EngineService/PruneContainers',
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneContainersRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneContainersResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1991,7 +2047,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def UpdateRestartPolicy(request,
+    def UpdateContainerRestartPolicy(request,
             target,
             options=(),
             channel_credentials=None,
@@ -2004,8 +2060,8 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/UpdateRestartPolicy',
-            berth_dot_engine_dot_v1_dot_engine__pb2.UpdateRestartPolicyRequest.SerializeToString,
+            '/berth.engine.v1.EngineService/UpdateContainerRestartPolicy',
+            berth_dot_engine_dot_v1_dot_engine__pb2.UpdateContainerRestartPolicyRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -2018,7 +2074,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def SystemDf(request,
+    def GetDiskUsage(request,
             target,
             options=(),
             channel_credentials=None,
@@ -2031,9 +2087,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/SystemDf',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.SystemDfResponse.FromString,
+            '/berth.engine.v1.EngineService/GetDiskUsage',
+            berth_dot_engine_dot_v1_dot_engine__pb2.GetDiskUsageRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.GetDiskUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2045,7 +2101,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def SystemPrune(request,
+    def PruneSystem(request,
             target,
             options=(),
             channel_credentials=None,
@@ -2058,9 +2114,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/SystemPrune',
-            berth_dot_engine_dot_v1_dot_engine__pb2.SystemPruneRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.PruneResponse.FromString,
+            '/berth.engine.v1.EngineService/PruneSystem',
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneSystemRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneSystemResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2072,7 +2128,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def ExecCreate(request,
+    def CreateExec(request,
             target,
             options=(),
             channel_credentials=None,
@@ -2085,9 +2141,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/ExecCreate',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ExecCreateResponse.FromString,
+            '/berth.engine.v1.EngineService/CreateExec',
+            berth_dot_engine_dot_v1_dot_engine__pb2.CreateExecRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.CreateExecResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2099,7 +2155,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def ExecStart(request_iterator,
+    def StartExec(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -2112,9 +2168,9 @@ class Engine:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/berth.engine.v1.Engine/ExecStart',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ExecStartResponse.FromString,
+            '/berth.engine.v1.EngineService/StartExec',
+            berth_dot_engine_dot_v1_dot_engine__pb2.StartExecRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.StartExecResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2126,7 +2182,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def ExecInspect(request,
+    def InspectExec(request,
             target,
             options=(),
             channel_credentials=None,
@@ -2139,9 +2195,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/ExecInspect',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ExecRef.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ExecInfo.FromString,
+            '/berth.engine.v1.EngineService/InspectExec',
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectExecRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.InspectExecResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2166,9 +2222,9 @@ class Engine:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/berth.engine.v1.Engine/AttachContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.AttachRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.AttachResponse.FromString,
+            '/berth.engine.v1.EngineService/AttachContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.AttachContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.AttachContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2193,9 +2249,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/PauseContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            '/berth.engine.v1.EngineService/PauseContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.PauseContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PauseContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2220,9 +2276,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/UnpauseContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            '/berth.engine.v1.EngineService/UnpauseContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.UnpauseContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.UnpauseContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2234,7 +2290,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def TopContainer(request,
+    def ListContainerProcesses(request,
             target,
             options=(),
             channel_credentials=None,
@@ -2247,9 +2303,9 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/TopContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.TopRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.TopResponse.FromString,
+            '/berth.engine.v1.EngineService/ListContainerProcesses',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ListContainerProcessesRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ListContainerProcessesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2261,7 +2317,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def StatsContainer(request,
+    def GetContainerStats(request,
             target,
             options=(),
             channel_credentials=None,
@@ -2274,9 +2330,9 @@ class Engine:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.engine.v1.Engine/StatsContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStatsRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerStats.FromString,
+            '/berth.engine.v1.EngineService/GetContainerStats',
+            berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerStatsRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.GetContainerStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2288,7 +2344,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def UpdateResources(request,
+    def UpdateContainerResources(request,
             target,
             options=(),
             channel_credentials=None,
@@ -2301,8 +2357,8 @@ class Engine:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.engine.v1.Engine/UpdateResources',
-            berth_dot_engine_dot_v1_dot_engine__pb2.UpdateResourcesRequest.SerializeToString,
+            '/berth.engine.v1.EngineService/UpdateContainerResources',
+            berth_dot_engine_dot_v1_dot_engine__pb2.UpdateContainerResourcesRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -2328,9 +2384,9 @@ class Engine:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.engine.v1.Engine/CopyFromContainer',
+            '/berth.engine.v1.EngineService/CopyFromContainer',
             berth_dot_engine_dot_v1_dot_engine__pb2.CopyFromContainerRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.CopyFromContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2355,9 +2411,9 @@ class Engine:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/berth.engine.v1.Engine/CopyToContainer',
+            '/berth.engine.v1.EngineService/CopyToContainer',
             berth_dot_engine_dot_v1_dot_engine__pb2.CopyToContainerRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.CopyToContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2382,9 +2438,9 @@ class Engine:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.engine.v1.Engine/ExportContainer',
-            berth_dot_engine_dot_v1_dot_engine__pb2.ContainerRef.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.DataChunk.FromString,
+            '/berth.engine.v1.EngineService/ExportContainer',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ExportContainerRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ExportContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2396,7 +2452,7 @@ class Engine:
             _registered_method=True)
 
     @staticmethod
-    def Events(request,
+    def SubscribeEvents(request,
             target,
             options=(),
             channel_credentials=None,
@@ -2409,9 +2465,9 @@ class Engine:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.engine.v1.Engine/Events',
-            berth_dot_engine_dot_v1_dot_engine__pb2.EventsRequest.SerializeToString,
-            berth_dot_engine_dot_v1_dot_engine__pb2.Event.FromString,
+            '/berth.engine.v1.EngineService/SubscribeEvents',
+            berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

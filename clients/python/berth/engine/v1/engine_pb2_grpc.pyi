@@ -7,9 +7,13 @@ name; the gateway composes the node services (image, network, volume,
 container) to do it and undoes its steps when one fails.
 
 Errors are gRPC status codes with a message for a person:
-NOT_FOUND (unknown container or image), ALREADY_EXISTS (name taken),
-INVALID_ARGUMENT (bad reference, name or spec), FAILED_PRECONDITION
-(e.g. removing a running container without force).
+NOT_FOUND (unknown container, image, network, volume or exec),
+ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad reference, name or spec),
+FAILED_PRECONDITION (e.g. removing a running container without force).
+
+Names follow Docker's words where a Docker user would look for them:
+Inspect* (not Get*) for one object, Remove* for deletes, Prune* for
+removing every unused object of a kind.
 """
 
 from berth.engine.v1 import engine_pb2 as _engine_pb2
@@ -36,67 +40,118 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
-class EngineStub:
+class EngineServiceStub:
+    """EngineService is everything a berth client does: containers and their
+    processes, images and registries, networks, volumes, disk use and events.
+    Where a request names a container it takes its id, a unique id prefix or its
+    name; an image, its reference ("busybox", "busybox:1.36", "host:5000/a/b:1")
+    or its id (full or short).
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
-    def __new__(cls, channel: _aio.Channel) -> EngineAsyncStub: ...
-    Version: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.VersionResponse]
+    def __new__(cls, channel: _aio.Channel) -> EngineServiceAsyncStub: ...
+    GetVersion: _grpc.UnaryUnaryMultiCallable[_engine_pb2.GetVersionRequest, _engine_pb2.GetVersionResponse]
+    """The engine's version and the host it runs on (`berth version`)."""
     CreateContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateContainerRequest, _engine_pb2.CreateContainerResponse]
     """Containers.
-    Create a container from an image; it is not started.
+    Create a container from an image; it is not started. The image must be
+    present (NOT_FOUND otherwise: the engine does not pull on its own).
     """
-    Run: _grpc.UnaryStreamMultiCallable[_engine_pb2.RunRequest, _engine_pb2.RunResponse]
-    """Create and start a container. The first message carries the id; when
-    attach is set, the container's output follows and the last message
+    RunContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.RunContainerRequest, _engine_pb2.RunContainerResponse]
+    """Create and start a container (`berth run`). The first message carries the
+    id; when attach is set, the container's output follows and the last message
     carries the exit status. auto_remove removes the container once it exits.
     """
-    StartContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]
-    StopContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.StopContainerRequest, _empty_pb2.Empty]
-    RestartContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.StopContainerRequest, _empty_pb2.Empty]
-    KillContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.KillContainerRequest, _empty_pb2.Empty]
+    StartContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.StartContainerRequest, _engine_pb2.StartContainerResponse]
+    """Start a created or stopped container. Starting a running one is not an error."""
+    StopContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.StopContainerRequest, _engine_pb2.StopContainerResponse]
+    """Send the container's stop signal, then SIGKILL after its stop timeout;
+    answers once it exited. Stopping a stopped container is not an error.
+    """
+    RestartContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RestartContainerRequest, _engine_pb2.RestartContainerResponse]
+    """Stop the container (as StopContainer) when it runs, then start it."""
+    KillContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.KillContainerRequest, _engine_pb2.KillContainerResponse]
+    """Send a signal to the container's process. FAILED_PRECONDITION when it does not run."""
     RemoveContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RemoveContainerRequest, _empty_pb2.Empty]
-    WaitContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.WaitContainerResponse]
+    """Remove a container, its writable layer and log (and, with
+    remove_volumes, its anonymous volumes). FAILED_PRECONDITION while it runs
+    unless force is set.
+    """
+    WaitContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.WaitContainerRequest, _engine_pb2.WaitContainerResponse]
+    """Wait for the container to exit (answers at once if it is not running)."""
     ListContainers: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListContainersRequest, _engine_pb2.ListContainersResponse]
-    InspectContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.ContainerInfo]
-    ContainerLogs: _grpc.UnaryStreamMultiCallable[_engine_pb2.ContainerLogsRequest, _engine_pb2.LogChunk]
-    LoadImages: _grpc.StreamUnaryMultiCallable[_engine_pb2.DataChunk, _engine_pb2.LoadImagesResponse]
-    """Images."""
-    ImportImage: _grpc.StreamUnaryMultiCallable[_engine_pb2.ImportImageRequest, _engine_pb2.ImageInfo]
-    """First message: ImportImageRequest with header set; then chunks."""
-    SaveImages: _grpc.UnaryStreamMultiCallable[_engine_pb2.SaveImagesRequest, _engine_pb2.DataChunk]
+    """Containers, as `berth ps` lists them."""
+    InspectContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.InspectContainerRequest, _engine_pb2.InspectContainerResponse]
+    """One container in full, as `berth inspect` shows it."""
+    GetContainerLogs: _grpc.UnaryStreamMultiCallable[_engine_pb2.GetContainerLogsRequest, _engine_pb2.GetContainerLogsResponse]
+    """The container's output from its log, one message per line; with follow,
+    new lines as they come until the container exits.
+    """
+    LoadImages: _grpc.StreamUnaryMultiCallable[_engine_pb2.LoadImagesRequest, _engine_pb2.LoadImagesResponse]
+    """Images.
+    Load images from a `docker save` or OCI image-layout tarball streamed in
+    chunks. All or nothing: a corrupt tarball stores no image.
+    """
+    ImportImage: _grpc.StreamUnaryMultiCallable[_engine_pb2.ImportImageRequest, _engine_pb2.ImportImageResponse]
+    """Import a root filesystem tarball as a one-layer image. First message:
+    `header`; then chunks of the tarball.
+    """
+    SaveImages: _grpc.UnaryStreamMultiCallable[_engine_pb2.SaveImagesRequest, _engine_pb2.SaveImagesResponse]
+    """Images as a tarball that `docker load` and LoadImages accept, in chunks."""
     ListImages: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListImagesRequest, _engine_pb2.ListImagesResponse]
-    InspectImage: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ImageRef, _engine_pb2.ImageInfo]
+    """Images, as `berth images` lists them."""
+    InspectImage: _grpc.UnaryUnaryMultiCallable[_engine_pb2.InspectImageRequest, _engine_pb2.InspectImageResponse]
+    """One image in full, as `berth image inspect` shows it."""
     TagImage: _grpc.UnaryUnaryMultiCallable[_engine_pb2.TagImageRequest, _empty_pb2.Empty]
+    """Give an image one more name; a name another image had moves to this one."""
     RemoveImage: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RemoveImageRequest, _engine_pb2.RemoveImageResponse]
-    PullImage: _grpc.UnaryStreamMultiCallable[_engine_pb2.PullImageRequest, _engine_pb2.ProgressMessage]
-    """Pull from or push to a registry, with per-layer progress as it happens;
-    the last message of a success carries image_id and digest.
+    """Untag an image by name, and delete it once no name is left (by id: delete
+    it). FAILED_PRECONDITION while a container uses it, unless force is set.
     """
-    PushImage: _grpc.UnaryStreamMultiCallable[_engine_pb2.PushImageRequest, _engine_pb2.ProgressMessage]
-    Login: _grpc.UnaryUnaryMultiCallable[_engine_pb2.LoginRequest, _engine_pb2.LoginResponse]
-    """Check credentials against a registry (`berth login`); the client keeps them."""
-    ListNetworks: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListNetworksResponse]
-    """Networks and volumes known to the node."""
-    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateNetworkRequest, _engine_pb2.NetworkInfo]
-    """Bridge networks (`network create|inspect|rm|prune|connect|disconnect`).
-    CreateNetwork: ALREADY_EXISTS for a taken name, INVALID_ARGUMENT for a
-    subnet that overlaps another network or a host route. RemoveNetwork:
-    FAILED_PRECONDITION while containers are connected.
+    PullImage: _grpc.UnaryStreamMultiCallable[_engine_pb2.PullImageRequest, _engine_pb2.PullImageResponse]
+    """Pull an image from a registry, with per-layer progress as it happens; the
+    last message of a success carries image_id and digest.
     """
-    InspectNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.NetworkRef, _engine_pb2.NetworkInfo]
-    RemoveNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.NetworkRef, _empty_pb2.Empty]
-    PruneNetworks: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.PruneNetworksResponse]
-    ConnectNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _empty_pb2.Empty]
-    DisconnectNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _empty_pb2.Empty]
-    ListVolumes: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListVolumesResponse]
-    CreateVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateVolumeRequest, _engine_pb2.VolumeInfo]
-    """Create a named (or, with an empty name, anonymous-style generated) volume;
-    an existing name is returned unchanged.
+    PushImage: _grpc.UnaryStreamMultiCallable[_engine_pb2.PushImageRequest, _engine_pb2.PushImageResponse]
+    """Push an image to the registry its name says, with per-layer progress."""
+    CheckRegistryAuth: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CheckRegistryAuthRequest, _engine_pb2.CheckRegistryAuthResponse]
+    """Check credentials against a registry (`berth login`). Nothing is stored:
+    the client keeps them and sends them with each pull and push.
     """
-    InspectVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _engine_pb2.VolumeInfo]
-    RemoveVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _empty_pb2.Empty]
-    """FAILED_PRECONDITION while a container uses the volume."""
+    ListNetworks: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListNetworksRequest, _engine_pb2.ListNetworksResponse]
+    """Networks (`network ls|create|inspect|rm|prune|connect|disconnect`).
+    Every network: the built-in "none", "host" and "bridge", and user-defined ones.
+    """
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateNetworkRequest, _engine_pb2.CreateNetworkResponse]
+    """Create a bridge network. ALREADY_EXISTS for a taken name, INVALID_ARGUMENT
+    for a subnet that overlaps another network or a host route.
+    """
+    InspectNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.InspectNetworkRequest, _engine_pb2.InspectNetworkResponse]
+    """One network and the containers connected to it."""
+    RemoveNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RemoveNetworkRequest, _empty_pb2.Empty]
+    """Remove a user-defined network. FAILED_PRECONDITION while containers are
+    connected, and for the built-in networks.
+    """
+    PruneNetworks: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PruneNetworksRequest, _engine_pb2.PruneNetworksResponse]
+    """Remove every user-defined network no container is connected to."""
+    ConnectNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _engine_pb2.ConnectNetworkResponse]
+    """Connect a container to one more bridge network."""
+    DisconnectNetwork: _grpc.UnaryUnaryMultiCallable[_engine_pb2.DisconnectNetworkRequest, _empty_pb2.Empty]
+    """Disconnect a container from a network."""
+    ListVolumes: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListVolumesRequest, _engine_pb2.ListVolumesResponse]
+    """Volumes (`volume ls|create|inspect|rm|prune`).
+    Every volume on the node.
+    """
+    CreateVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateVolumeRequest, _engine_pb2.CreateVolumeResponse]
+    """Create a named (or, with an empty name, generated) volume; an existing
+    name is returned unchanged.
+    """
+    InspectVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.InspectVolumeRequest, _engine_pb2.InspectVolumeResponse]
+    """One volume, with its size and the containers using it."""
+    RemoveVolume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RemoveVolumeRequest, _empty_pb2.Empty]
+    """Remove a volume and its data. FAILED_PRECONDITION while a container uses it."""
     PruneVolumes: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PruneVolumesRequest, _engine_pb2.PruneVolumesResponse]
     """Remove volumes no container uses: anonymous ones, or all with `all`."""
     RenameContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RenameContainerRequest, _empty_pb2.Empty]
@@ -107,114 +162,173 @@ class EngineStub:
     """Make an image of a container: its writable layer becomes a new layer on
     top of its image's, with the container's config changed by `changes`.
     """
-    ContainerDiff: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.ContainerDiffResponse]
-    """What a container changed in its root filesystem, path by path."""
-    PruneContainers: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.PruneResponse]
+    DiffContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.DiffContainerRequest, _engine_pb2.DiffContainerResponse]
+    """What a container changed in its root filesystem, path by path (`berth diff`)."""
+    PruneContainers: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PruneContainersRequest, _engine_pb2.PruneContainersResponse]
     """Remove every container that is not running."""
-    UpdateRestartPolicy: _grpc.UnaryUnaryMultiCallable[_engine_pb2.UpdateRestartPolicyRequest, _empty_pb2.Empty]
+    UpdateContainerRestartPolicy: _grpc.UnaryUnaryMultiCallable[_engine_pb2.UpdateContainerRestartPolicyRequest, _empty_pb2.Empty]
     """Set a container's restart policy, running or not (`update --restart`)."""
-    SystemDf: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.SystemDfResponse]
+    GetDiskUsage: _grpc.UnaryUnaryMultiCallable[_engine_pb2.GetDiskUsageRequest, _engine_pb2.GetDiskUsageResponse]
     """Disk used by images, containers, their logs, and volumes (`system df`).
-    Reclaimable counts what SystemPrune with all and volumes would free.
+    Reclaimable counts what PruneSystem with all and volumes would free.
     """
-    SystemPrune: _grpc.UnaryUnaryMultiCallable[_engine_pb2.SystemPruneRequest, _engine_pb2.PruneResponse]
+    PruneSystem: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PruneSystemRequest, _engine_pb2.PruneSystemResponse]
     """Remove stopped containers, unused networks, dangling (with all: every
-    unused) images and, with volumes, unused anonymous volumes.
+    unused) images and, with volumes, unused anonymous volumes (`system prune`).
     """
-    ExecCreate: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ExecCreateRequest, _engine_pb2.ExecCreateResponse]
+    CreateExec: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateExecRequest, _engine_pb2.CreateExecResponse]
     """Processes, terminals and files of a container (exec, attach, cp...).
-    Record a command to run in a running container; ExecStart runs it.
+    Record a command to run in a running container; StartExec runs it.
+    FAILED_PRECONDITION when the container does not run.
     """
-    ExecStart: _grpc.StreamStreamMultiCallable[_engine_pb2.ExecStartRequest, _engine_pb2.ExecStartResponse]
+    StartExec: _grpc.StreamStreamMultiCallable[_engine_pb2.StartExecRequest, _engine_pb2.StartExecResponse]
     """Run a recorded exec. First request `start`; then stdin, resize,
-    close_stdin. Replies: its output, then `exit_code` (detach: none).
+    close_stdin. Replies: its output, then `exit_code` (with detach: none, the
+    stream ends once it runs).
     """
-    ExecInspect: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ExecRef, _engine_pb2.ExecInfo]
-    AttachContainer: _grpc.StreamStreamMultiCallable[_engine_pb2.AttachRequest, _engine_pb2.AttachResponse]
+    InspectExec: _grpc.UnaryUnaryMultiCallable[_engine_pb2.InspectExecRequest, _engine_pb2.InspectExecResponse]
+    """An exec and its state, while it runs and after it exited."""
+    AttachContainer: _grpc.StreamStreamMultiCallable[_engine_pb2.AttachContainerRequest, _engine_pb2.AttachContainerResponse]
     """Attach to a container's stdio. First request `start`; the first reply
     (`attached`) comes once nothing of its output can be missed, then output;
     with start.start_container the container is started after attaching and
     the last reply carries its exit status. Ending the stream detaches.
     """
-    PauseContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]
-    UnpauseContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]
-    TopContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.TopRequest, _engine_pb2.TopResponse]
-    StatsContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.ContainerStatsRequest, _engine_pb2.ContainerStats]
-    """Usage samples; with stream, one a second while it runs."""
-    UpdateResources: _grpc.UnaryUnaryMultiCallable[_engine_pb2.UpdateResourcesRequest, _empty_pb2.Empty]
+    PauseContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PauseContainerRequest, _engine_pb2.PauseContainerResponse]
+    """Freeze every process of a running container."""
+    UnpauseContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.UnpauseContainerRequest, _engine_pb2.UnpauseContainerResponse]
+    """Thaw a paused container."""
+    ListContainerProcesses: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListContainerProcessesRequest, _engine_pb2.ListContainerProcessesResponse]
+    """The container's processes as `ps` shows them (`berth top`)."""
+    GetContainerStats: _grpc.UnaryStreamMultiCallable[_engine_pb2.GetContainerStatsRequest, _engine_pb2.GetContainerStatsResponse]
+    """Usage samples; with stream, one a second while it runs (`berth stats`)."""
+    UpdateContainerResources: _grpc.UnaryUnaryMultiCallable[_engine_pb2.UpdateContainerResourcesRequest, _empty_pb2.Empty]
     """Change memory, CPU and pids limits of a container, running or not."""
-    CopyFromContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.CopyFromContainerRequest, _engine_pb2.DataChunk]
-    """A path in a container as a tar archive / a tar archive into a directory
-    of a container. Paths never resolve outside the container's root.
+    CopyFromContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.CopyFromContainerRequest, _engine_pb2.CopyFromContainerResponse]
+    """A path in a container as a tar archive, in chunks. Paths never resolve
+    outside the container's root.
     """
-    CopyToContainer: _grpc.StreamUnaryMultiCallable[_engine_pb2.CopyToContainerRequest, _empty_pb2.Empty]
-    """First request carries `header`, then chunks of the tar archive."""
-    ExportContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.DataChunk]
-    """The container's filesystem as a tar archive."""
-    Events: _grpc.UnaryStreamMultiCallable[_engine_pb2.EventsRequest, _engine_pb2.Event]
+    CopyToContainer: _grpc.StreamUnaryMultiCallable[_engine_pb2.CopyToContainerRequest, _engine_pb2.CopyToContainerResponse]
+    """Extract a tar archive into a directory of a container. First request
+    carries `header`, then chunks of the archive.
+    """
+    ExportContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.ExportContainerRequest, _engine_pb2.ExportContainerResponse]
+    """The container's whole filesystem as a tar archive, in chunks."""
+    SubscribeEvents: _grpc.UnaryStreamMultiCallable[_engine_pb2.SubscribeEventsRequest, _engine_pb2.SubscribeEventsResponse]
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
     """
 
 @_typing.type_check_only
-class EngineAsyncStub(EngineStub):
+class EngineServiceAsyncStub(EngineServiceStub):
+    """EngineService is everything a berth client does: containers and their
+    processes, images and registries, networks, volumes, disk use and events.
+    Where a request names a container it takes its id, a unique id prefix or its
+    name; an image, its reference ("busybox", "busybox:1.36", "host:5000/a/b:1")
+    or its id (full or short).
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Version: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.VersionResponse]  # type: ignore[assignment]
+    GetVersion: _aio.UnaryUnaryMultiCallable[_engine_pb2.GetVersionRequest, _engine_pb2.GetVersionResponse]  # type: ignore[assignment]
+    """The engine's version and the host it runs on (`berth version`)."""
     CreateContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateContainerRequest, _engine_pb2.CreateContainerResponse]  # type: ignore[assignment]
     """Containers.
-    Create a container from an image; it is not started.
+    Create a container from an image; it is not started. The image must be
+    present (NOT_FOUND otherwise: the engine does not pull on its own).
     """
-    Run: _aio.UnaryStreamMultiCallable[_engine_pb2.RunRequest, _engine_pb2.RunResponse]  # type: ignore[assignment]
-    """Create and start a container. The first message carries the id; when
-    attach is set, the container's output follows and the last message
+    RunContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.RunContainerRequest, _engine_pb2.RunContainerResponse]  # type: ignore[assignment]
+    """Create and start a container (`berth run`). The first message carries the
+    id; when attach is set, the container's output follows and the last message
     carries the exit status. auto_remove removes the container once it exits.
     """
-    StartContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]  # type: ignore[assignment]
-    StopContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.StopContainerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    RestartContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.StopContainerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    KillContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.KillContainerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    StartContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.StartContainerRequest, _engine_pb2.StartContainerResponse]  # type: ignore[assignment]
+    """Start a created or stopped container. Starting a running one is not an error."""
+    StopContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.StopContainerRequest, _engine_pb2.StopContainerResponse]  # type: ignore[assignment]
+    """Send the container's stop signal, then SIGKILL after its stop timeout;
+    answers once it exited. Stopping a stopped container is not an error.
+    """
+    RestartContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.RestartContainerRequest, _engine_pb2.RestartContainerResponse]  # type: ignore[assignment]
+    """Stop the container (as StopContainer) when it runs, then start it."""
+    KillContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.KillContainerRequest, _engine_pb2.KillContainerResponse]  # type: ignore[assignment]
+    """Send a signal to the container's process. FAILED_PRECONDITION when it does not run."""
     RemoveContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.RemoveContainerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    WaitContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.WaitContainerResponse]  # type: ignore[assignment]
+    """Remove a container, its writable layer and log (and, with
+    remove_volumes, its anonymous volumes). FAILED_PRECONDITION while it runs
+    unless force is set.
+    """
+    WaitContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.WaitContainerRequest, _engine_pb2.WaitContainerResponse]  # type: ignore[assignment]
+    """Wait for the container to exit (answers at once if it is not running)."""
     ListContainers: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListContainersRequest, _engine_pb2.ListContainersResponse]  # type: ignore[assignment]
-    InspectContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.ContainerInfo]  # type: ignore[assignment]
-    ContainerLogs: _aio.UnaryStreamMultiCallable[_engine_pb2.ContainerLogsRequest, _engine_pb2.LogChunk]  # type: ignore[assignment]
-    LoadImages: _aio.StreamUnaryMultiCallable[_engine_pb2.DataChunk, _engine_pb2.LoadImagesResponse]  # type: ignore[assignment]
-    """Images."""
-    ImportImage: _aio.StreamUnaryMultiCallable[_engine_pb2.ImportImageRequest, _engine_pb2.ImageInfo]  # type: ignore[assignment]
-    """First message: ImportImageRequest with header set; then chunks."""
-    SaveImages: _aio.UnaryStreamMultiCallable[_engine_pb2.SaveImagesRequest, _engine_pb2.DataChunk]  # type: ignore[assignment]
+    """Containers, as `berth ps` lists them."""
+    InspectContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.InspectContainerRequest, _engine_pb2.InspectContainerResponse]  # type: ignore[assignment]
+    """One container in full, as `berth inspect` shows it."""
+    GetContainerLogs: _aio.UnaryStreamMultiCallable[_engine_pb2.GetContainerLogsRequest, _engine_pb2.GetContainerLogsResponse]  # type: ignore[assignment]
+    """The container's output from its log, one message per line; with follow,
+    new lines as they come until the container exits.
+    """
+    LoadImages: _aio.StreamUnaryMultiCallable[_engine_pb2.LoadImagesRequest, _engine_pb2.LoadImagesResponse]  # type: ignore[assignment]
+    """Images.
+    Load images from a `docker save` or OCI image-layout tarball streamed in
+    chunks. All or nothing: a corrupt tarball stores no image.
+    """
+    ImportImage: _aio.StreamUnaryMultiCallable[_engine_pb2.ImportImageRequest, _engine_pb2.ImportImageResponse]  # type: ignore[assignment]
+    """Import a root filesystem tarball as a one-layer image. First message:
+    `header`; then chunks of the tarball.
+    """
+    SaveImages: _aio.UnaryStreamMultiCallable[_engine_pb2.SaveImagesRequest, _engine_pb2.SaveImagesResponse]  # type: ignore[assignment]
+    """Images as a tarball that `docker load` and LoadImages accept, in chunks."""
     ListImages: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListImagesRequest, _engine_pb2.ListImagesResponse]  # type: ignore[assignment]
-    InspectImage: _aio.UnaryUnaryMultiCallable[_engine_pb2.ImageRef, _engine_pb2.ImageInfo]  # type: ignore[assignment]
+    """Images, as `berth images` lists them."""
+    InspectImage: _aio.UnaryUnaryMultiCallable[_engine_pb2.InspectImageRequest, _engine_pb2.InspectImageResponse]  # type: ignore[assignment]
+    """One image in full, as `berth image inspect` shows it."""
     TagImage: _aio.UnaryUnaryMultiCallable[_engine_pb2.TagImageRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Give an image one more name; a name another image had moves to this one."""
     RemoveImage: _aio.UnaryUnaryMultiCallable[_engine_pb2.RemoveImageRequest, _engine_pb2.RemoveImageResponse]  # type: ignore[assignment]
-    PullImage: _aio.UnaryStreamMultiCallable[_engine_pb2.PullImageRequest, _engine_pb2.ProgressMessage]  # type: ignore[assignment]
-    """Pull from or push to a registry, with per-layer progress as it happens;
-    the last message of a success carries image_id and digest.
+    """Untag an image by name, and delete it once no name is left (by id: delete
+    it). FAILED_PRECONDITION while a container uses it, unless force is set.
     """
-    PushImage: _aio.UnaryStreamMultiCallable[_engine_pb2.PushImageRequest, _engine_pb2.ProgressMessage]  # type: ignore[assignment]
-    Login: _aio.UnaryUnaryMultiCallable[_engine_pb2.LoginRequest, _engine_pb2.LoginResponse]  # type: ignore[assignment]
-    """Check credentials against a registry (`berth login`); the client keeps them."""
-    ListNetworks: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListNetworksResponse]  # type: ignore[assignment]
-    """Networks and volumes known to the node."""
-    CreateNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateNetworkRequest, _engine_pb2.NetworkInfo]  # type: ignore[assignment]
-    """Bridge networks (`network create|inspect|rm|prune|connect|disconnect`).
-    CreateNetwork: ALREADY_EXISTS for a taken name, INVALID_ARGUMENT for a
-    subnet that overlaps another network or a host route. RemoveNetwork:
-    FAILED_PRECONDITION while containers are connected.
+    PullImage: _aio.UnaryStreamMultiCallable[_engine_pb2.PullImageRequest, _engine_pb2.PullImageResponse]  # type: ignore[assignment]
+    """Pull an image from a registry, with per-layer progress as it happens; the
+    last message of a success carries image_id and digest.
     """
-    InspectNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.NetworkRef, _engine_pb2.NetworkInfo]  # type: ignore[assignment]
-    RemoveNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.NetworkRef, _empty_pb2.Empty]  # type: ignore[assignment]
-    PruneNetworks: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.PruneNetworksResponse]  # type: ignore[assignment]
-    ConnectNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    DisconnectNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    ListVolumes: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.ListVolumesResponse]  # type: ignore[assignment]
-    CreateVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateVolumeRequest, _engine_pb2.VolumeInfo]  # type: ignore[assignment]
-    """Create a named (or, with an empty name, anonymous-style generated) volume;
-    an existing name is returned unchanged.
+    PushImage: _aio.UnaryStreamMultiCallable[_engine_pb2.PushImageRequest, _engine_pb2.PushImageResponse]  # type: ignore[assignment]
+    """Push an image to the registry its name says, with per-layer progress."""
+    CheckRegistryAuth: _aio.UnaryUnaryMultiCallable[_engine_pb2.CheckRegistryAuthRequest, _engine_pb2.CheckRegistryAuthResponse]  # type: ignore[assignment]
+    """Check credentials against a registry (`berth login`). Nothing is stored:
+    the client keeps them and sends them with each pull and push.
     """
-    InspectVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _engine_pb2.VolumeInfo]  # type: ignore[assignment]
-    RemoveVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _empty_pb2.Empty]  # type: ignore[assignment]
-    """FAILED_PRECONDITION while a container uses the volume."""
+    ListNetworks: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListNetworksRequest, _engine_pb2.ListNetworksResponse]  # type: ignore[assignment]
+    """Networks (`network ls|create|inspect|rm|prune|connect|disconnect`).
+    Every network: the built-in "none", "host" and "bridge", and user-defined ones.
+    """
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateNetworkRequest, _engine_pb2.CreateNetworkResponse]  # type: ignore[assignment]
+    """Create a bridge network. ALREADY_EXISTS for a taken name, INVALID_ARGUMENT
+    for a subnet that overlaps another network or a host route.
+    """
+    InspectNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.InspectNetworkRequest, _engine_pb2.InspectNetworkResponse]  # type: ignore[assignment]
+    """One network and the containers connected to it."""
+    RemoveNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.RemoveNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Remove a user-defined network. FAILED_PRECONDITION while containers are
+    connected, and for the built-in networks.
+    """
+    PruneNetworks: _aio.UnaryUnaryMultiCallable[_engine_pb2.PruneNetworksRequest, _engine_pb2.PruneNetworksResponse]  # type: ignore[assignment]
+    """Remove every user-defined network no container is connected to."""
+    ConnectNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.ConnectNetworkRequest, _engine_pb2.ConnectNetworkResponse]  # type: ignore[assignment]
+    """Connect a container to one more bridge network."""
+    DisconnectNetwork: _aio.UnaryUnaryMultiCallable[_engine_pb2.DisconnectNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Disconnect a container from a network."""
+    ListVolumes: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListVolumesRequest, _engine_pb2.ListVolumesResponse]  # type: ignore[assignment]
+    """Volumes (`volume ls|create|inspect|rm|prune`).
+    Every volume on the node.
+    """
+    CreateVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateVolumeRequest, _engine_pb2.CreateVolumeResponse]  # type: ignore[assignment]
+    """Create a named (or, with an empty name, generated) volume; an existing
+    name is returned unchanged.
+    """
+    InspectVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.InspectVolumeRequest, _engine_pb2.InspectVolumeResponse]  # type: ignore[assignment]
+    """One volume, with its size and the containers using it."""
+    RemoveVolume: _aio.UnaryUnaryMultiCallable[_engine_pb2.RemoveVolumeRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Remove a volume and its data. FAILED_PRECONDITION while a container uses it."""
     PruneVolumes: _aio.UnaryUnaryMultiCallable[_engine_pb2.PruneVolumesRequest, _engine_pb2.PruneVolumesResponse]  # type: ignore[assignment]
     """Remove volumes no container uses: anonymous ones, or all with `all`."""
     RenameContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.RenameContainerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
@@ -225,62 +339,78 @@ class EngineAsyncStub(EngineStub):
     """Make an image of a container: its writable layer becomes a new layer on
     top of its image's, with the container's config changed by `changes`.
     """
-    ContainerDiff: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.ContainerDiffResponse]  # type: ignore[assignment]
-    """What a container changed in its root filesystem, path by path."""
-    PruneContainers: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.PruneResponse]  # type: ignore[assignment]
+    DiffContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.DiffContainerRequest, _engine_pb2.DiffContainerResponse]  # type: ignore[assignment]
+    """What a container changed in its root filesystem, path by path (`berth diff`)."""
+    PruneContainers: _aio.UnaryUnaryMultiCallable[_engine_pb2.PruneContainersRequest, _engine_pb2.PruneContainersResponse]  # type: ignore[assignment]
     """Remove every container that is not running."""
-    UpdateRestartPolicy: _aio.UnaryUnaryMultiCallable[_engine_pb2.UpdateRestartPolicyRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    UpdateContainerRestartPolicy: _aio.UnaryUnaryMultiCallable[_engine_pb2.UpdateContainerRestartPolicyRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Set a container's restart policy, running or not (`update --restart`)."""
-    SystemDf: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _engine_pb2.SystemDfResponse]  # type: ignore[assignment]
+    GetDiskUsage: _aio.UnaryUnaryMultiCallable[_engine_pb2.GetDiskUsageRequest, _engine_pb2.GetDiskUsageResponse]  # type: ignore[assignment]
     """Disk used by images, containers, their logs, and volumes (`system df`).
-    Reclaimable counts what SystemPrune with all and volumes would free.
+    Reclaimable counts what PruneSystem with all and volumes would free.
     """
-    SystemPrune: _aio.UnaryUnaryMultiCallable[_engine_pb2.SystemPruneRequest, _engine_pb2.PruneResponse]  # type: ignore[assignment]
+    PruneSystem: _aio.UnaryUnaryMultiCallable[_engine_pb2.PruneSystemRequest, _engine_pb2.PruneSystemResponse]  # type: ignore[assignment]
     """Remove stopped containers, unused networks, dangling (with all: every
-    unused) images and, with volumes, unused anonymous volumes.
+    unused) images and, with volumes, unused anonymous volumes (`system prune`).
     """
-    ExecCreate: _aio.UnaryUnaryMultiCallable[_engine_pb2.ExecCreateRequest, _engine_pb2.ExecCreateResponse]  # type: ignore[assignment]
+    CreateExec: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateExecRequest, _engine_pb2.CreateExecResponse]  # type: ignore[assignment]
     """Processes, terminals and files of a container (exec, attach, cp...).
-    Record a command to run in a running container; ExecStart runs it.
+    Record a command to run in a running container; StartExec runs it.
+    FAILED_PRECONDITION when the container does not run.
     """
-    ExecStart: _aio.StreamStreamMultiCallable[_engine_pb2.ExecStartRequest, _engine_pb2.ExecStartResponse]  # type: ignore[assignment]
+    StartExec: _aio.StreamStreamMultiCallable[_engine_pb2.StartExecRequest, _engine_pb2.StartExecResponse]  # type: ignore[assignment]
     """Run a recorded exec. First request `start`; then stdin, resize,
-    close_stdin. Replies: its output, then `exit_code` (detach: none).
+    close_stdin. Replies: its output, then `exit_code` (with detach: none, the
+    stream ends once it runs).
     """
-    ExecInspect: _aio.UnaryUnaryMultiCallable[_engine_pb2.ExecRef, _engine_pb2.ExecInfo]  # type: ignore[assignment]
-    AttachContainer: _aio.StreamStreamMultiCallable[_engine_pb2.AttachRequest, _engine_pb2.AttachResponse]  # type: ignore[assignment]
+    InspectExec: _aio.UnaryUnaryMultiCallable[_engine_pb2.InspectExecRequest, _engine_pb2.InspectExecResponse]  # type: ignore[assignment]
+    """An exec and its state, while it runs and after it exited."""
+    AttachContainer: _aio.StreamStreamMultiCallable[_engine_pb2.AttachContainerRequest, _engine_pb2.AttachContainerResponse]  # type: ignore[assignment]
     """Attach to a container's stdio. First request `start`; the first reply
     (`attached`) comes once nothing of its output can be missed, then output;
     with start.start_container the container is started after attaching and
     the last reply carries its exit status. Ending the stream detaches.
     """
-    PauseContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]  # type: ignore[assignment]
-    UnpauseContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _empty_pb2.Empty]  # type: ignore[assignment]
-    TopContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.TopRequest, _engine_pb2.TopResponse]  # type: ignore[assignment]
-    StatsContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.ContainerStatsRequest, _engine_pb2.ContainerStats]  # type: ignore[assignment]
-    """Usage samples; with stream, one a second while it runs."""
-    UpdateResources: _aio.UnaryUnaryMultiCallable[_engine_pb2.UpdateResourcesRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    PauseContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.PauseContainerRequest, _engine_pb2.PauseContainerResponse]  # type: ignore[assignment]
+    """Freeze every process of a running container."""
+    UnpauseContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.UnpauseContainerRequest, _engine_pb2.UnpauseContainerResponse]  # type: ignore[assignment]
+    """Thaw a paused container."""
+    ListContainerProcesses: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListContainerProcessesRequest, _engine_pb2.ListContainerProcessesResponse]  # type: ignore[assignment]
+    """The container's processes as `ps` shows them (`berth top`)."""
+    GetContainerStats: _aio.UnaryStreamMultiCallable[_engine_pb2.GetContainerStatsRequest, _engine_pb2.GetContainerStatsResponse]  # type: ignore[assignment]
+    """Usage samples; with stream, one a second while it runs (`berth stats`)."""
+    UpdateContainerResources: _aio.UnaryUnaryMultiCallable[_engine_pb2.UpdateContainerResourcesRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Change memory, CPU and pids limits of a container, running or not."""
-    CopyFromContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.CopyFromContainerRequest, _engine_pb2.DataChunk]  # type: ignore[assignment]
-    """A path in a container as a tar archive / a tar archive into a directory
-    of a container. Paths never resolve outside the container's root.
+    CopyFromContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.CopyFromContainerRequest, _engine_pb2.CopyFromContainerResponse]  # type: ignore[assignment]
+    """A path in a container as a tar archive, in chunks. Paths never resolve
+    outside the container's root.
     """
-    CopyToContainer: _aio.StreamUnaryMultiCallable[_engine_pb2.CopyToContainerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """First request carries `header`, then chunks of the tar archive."""
-    ExportContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.DataChunk]  # type: ignore[assignment]
-    """The container's filesystem as a tar archive."""
-    Events: _aio.UnaryStreamMultiCallable[_engine_pb2.EventsRequest, _engine_pb2.Event]  # type: ignore[assignment]
+    CopyToContainer: _aio.StreamUnaryMultiCallable[_engine_pb2.CopyToContainerRequest, _engine_pb2.CopyToContainerResponse]  # type: ignore[assignment]
+    """Extract a tar archive into a directory of a container. First request
+    carries `header`, then chunks of the archive.
+    """
+    ExportContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.ExportContainerRequest, _engine_pb2.ExportContainerResponse]  # type: ignore[assignment]
+    """The container's whole filesystem as a tar archive, in chunks."""
+    SubscribeEvents: _aio.UnaryStreamMultiCallable[_engine_pb2.SubscribeEventsRequest, _engine_pb2.SubscribeEventsResponse]  # type: ignore[assignment]
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
     """
 
-class EngineServicer(metaclass=_abc_1.ABCMeta):
+class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
+    """EngineService is everything a berth client does: containers and their
+    processes, images and registries, networks, volumes, disk use and events.
+    Where a request names a container it takes its id, a unique id prefix or its
+    name; an image, its reference ("busybox", "busybox:1.36", "host:5000/a/b:1")
+    or its id (full or short).
+    """
+
     @_abc_1.abstractmethod
-    def Version(
+    def GetVersion(
         self,
-        request: _empty_pb2.Empty,
+        request: _engine_pb2.GetVersionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.VersionResponse, _abc.Awaitable[_engine_pb2.VersionResponse]]: ...
+    ) -> _typing.Union[_engine_pb2.GetVersionResponse, _abc.Awaitable[_engine_pb2.GetVersionResponse]]:
+        """The engine's version and the host it runs on (`berth version`)."""
 
     @_abc_1.abstractmethod
     def CreateContainer(
@@ -289,142 +419,171 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.CreateContainerResponse, _abc.Awaitable[_engine_pb2.CreateContainerResponse]]:
         """Containers.
-        Create a container from an image; it is not started.
+        Create a container from an image; it is not started. The image must be
+        present (NOT_FOUND otherwise: the engine does not pull on its own).
         """
 
     @_abc_1.abstractmethod
-    def Run(
+    def RunContainer(
         self,
-        request: _engine_pb2.RunRequest,
+        request: _engine_pb2.RunContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.RunResponse], _abc.AsyncIterator[_engine_pb2.RunResponse]]:
-        """Create and start a container. The first message carries the id; when
-        attach is set, the container's output follows and the last message
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.RunContainerResponse], _abc.AsyncIterator[_engine_pb2.RunContainerResponse]]:
+        """Create and start a container (`berth run`). The first message carries the
+        id; when attach is set, the container's output follows and the last message
         carries the exit status. auto_remove removes the container once it exits.
         """
 
     @_abc_1.abstractmethod
     def StartContainer(
         self,
-        request: _engine_pb2.ContainerRef,
+        request: _engine_pb2.StartContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_engine_pb2.StartContainerResponse, _abc.Awaitable[_engine_pb2.StartContainerResponse]]:
+        """Start a created or stopped container. Starting a running one is not an error."""
 
     @_abc_1.abstractmethod
     def StopContainer(
         self,
         request: _engine_pb2.StopContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_engine_pb2.StopContainerResponse, _abc.Awaitable[_engine_pb2.StopContainerResponse]]:
+        """Send the container's stop signal, then SIGKILL after its stop timeout;
+        answers once it exited. Stopping a stopped container is not an error.
+        """
 
     @_abc_1.abstractmethod
     def RestartContainer(
         self,
-        request: _engine_pb2.StopContainerRequest,
+        request: _engine_pb2.RestartContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_engine_pb2.RestartContainerResponse, _abc.Awaitable[_engine_pb2.RestartContainerResponse]]:
+        """Stop the container (as StopContainer) when it runs, then start it."""
 
     @_abc_1.abstractmethod
     def KillContainer(
         self,
         request: _engine_pb2.KillContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_engine_pb2.KillContainerResponse, _abc.Awaitable[_engine_pb2.KillContainerResponse]]:
+        """Send a signal to the container's process. FAILED_PRECONDITION when it does not run."""
 
     @_abc_1.abstractmethod
     def RemoveContainer(
         self,
         request: _engine_pb2.RemoveContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Remove a container, its writable layer and log (and, with
+        remove_volumes, its anonymous volumes). FAILED_PRECONDITION while it runs
+        unless force is set.
+        """
 
     @_abc_1.abstractmethod
     def WaitContainer(
         self,
-        request: _engine_pb2.ContainerRef,
+        request: _engine_pb2.WaitContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.WaitContainerResponse, _abc.Awaitable[_engine_pb2.WaitContainerResponse]]: ...
+    ) -> _typing.Union[_engine_pb2.WaitContainerResponse, _abc.Awaitable[_engine_pb2.WaitContainerResponse]]:
+        """Wait for the container to exit (answers at once if it is not running)."""
 
     @_abc_1.abstractmethod
     def ListContainers(
         self,
         request: _engine_pb2.ListContainersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.ListContainersResponse, _abc.Awaitable[_engine_pb2.ListContainersResponse]]: ...
+    ) -> _typing.Union[_engine_pb2.ListContainersResponse, _abc.Awaitable[_engine_pb2.ListContainersResponse]]:
+        """Containers, as `berth ps` lists them."""
 
     @_abc_1.abstractmethod
     def InspectContainer(
         self,
-        request: _engine_pb2.ContainerRef,
+        request: _engine_pb2.InspectContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.ContainerInfo, _abc.Awaitable[_engine_pb2.ContainerInfo]]: ...
+    ) -> _typing.Union[_engine_pb2.InspectContainerResponse, _abc.Awaitable[_engine_pb2.InspectContainerResponse]]:
+        """One container in full, as `berth inspect` shows it."""
 
     @_abc_1.abstractmethod
-    def ContainerLogs(
+    def GetContainerLogs(
         self,
-        request: _engine_pb2.ContainerLogsRequest,
+        request: _engine_pb2.GetContainerLogsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.LogChunk], _abc.AsyncIterator[_engine_pb2.LogChunk]]: ...
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.GetContainerLogsResponse], _abc.AsyncIterator[_engine_pb2.GetContainerLogsResponse]]:
+        """The container's output from its log, one message per line; with follow,
+        new lines as they come until the container exits.
+        """
 
     @_abc_1.abstractmethod
     def LoadImages(
         self,
-        request_iterator: _MaybeAsyncIterator[_engine_pb2.DataChunk],
+        request_iterator: _MaybeAsyncIterator[_engine_pb2.LoadImagesRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.LoadImagesResponse, _abc.Awaitable[_engine_pb2.LoadImagesResponse]]:
-        """Images."""
+        """Images.
+        Load images from a `docker save` or OCI image-layout tarball streamed in
+        chunks. All or nothing: a corrupt tarball stores no image.
+        """
 
     @_abc_1.abstractmethod
     def ImportImage(
         self,
         request_iterator: _MaybeAsyncIterator[_engine_pb2.ImportImageRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.ImageInfo, _abc.Awaitable[_engine_pb2.ImageInfo]]:
-        """First message: ImportImageRequest with header set; then chunks."""
+    ) -> _typing.Union[_engine_pb2.ImportImageResponse, _abc.Awaitable[_engine_pb2.ImportImageResponse]]:
+        """Import a root filesystem tarball as a one-layer image. First message:
+        `header`; then chunks of the tarball.
+        """
 
     @_abc_1.abstractmethod
     def SaveImages(
         self,
         request: _engine_pb2.SaveImagesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.DataChunk], _abc.AsyncIterator[_engine_pb2.DataChunk]]: ...
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.SaveImagesResponse], _abc.AsyncIterator[_engine_pb2.SaveImagesResponse]]:
+        """Images as a tarball that `docker load` and LoadImages accept, in chunks."""
 
     @_abc_1.abstractmethod
     def ListImages(
         self,
         request: _engine_pb2.ListImagesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.ListImagesResponse, _abc.Awaitable[_engine_pb2.ListImagesResponse]]: ...
+    ) -> _typing.Union[_engine_pb2.ListImagesResponse, _abc.Awaitable[_engine_pb2.ListImagesResponse]]:
+        """Images, as `berth images` lists them."""
 
     @_abc_1.abstractmethod
     def InspectImage(
         self,
-        request: _engine_pb2.ImageRef,
+        request: _engine_pb2.InspectImageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.ImageInfo, _abc.Awaitable[_engine_pb2.ImageInfo]]: ...
+    ) -> _typing.Union[_engine_pb2.InspectImageResponse, _abc.Awaitable[_engine_pb2.InspectImageResponse]]:
+        """One image in full, as `berth image inspect` shows it."""
 
     @_abc_1.abstractmethod
     def TagImage(
         self,
         request: _engine_pb2.TagImageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Give an image one more name; a name another image had moves to this one."""
 
     @_abc_1.abstractmethod
     def RemoveImage(
         self,
         request: _engine_pb2.RemoveImageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.RemoveImageResponse, _abc.Awaitable[_engine_pb2.RemoveImageResponse]]: ...
+    ) -> _typing.Union[_engine_pb2.RemoveImageResponse, _abc.Awaitable[_engine_pb2.RemoveImageResponse]]:
+        """Untag an image by name, and delete it once no name is left (by id: delete
+        it). FAILED_PRECONDITION while a container uses it, unless force is set.
+        """
 
     @_abc_1.abstractmethod
     def PullImage(
         self,
         request: _engine_pb2.PullImageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.ProgressMessage], _abc.AsyncIterator[_engine_pb2.ProgressMessage]]:
-        """Pull from or push to a registry, with per-layer progress as it happens;
-        the last message of a success carries image_id and digest.
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.PullImageResponse], _abc.AsyncIterator[_engine_pb2.PullImageResponse]]:
+        """Pull an image from a registry, with per-layer progress as it happens; the
+        last message of a success carries image_id and digest.
         """
 
     @_abc_1.abstractmethod
@@ -432,102 +591,116 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _engine_pb2.PushImageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.ProgressMessage], _abc.AsyncIterator[_engine_pb2.ProgressMessage]]: ...
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.PushImageResponse], _abc.AsyncIterator[_engine_pb2.PushImageResponse]]:
+        """Push an image to the registry its name says, with per-layer progress."""
 
     @_abc_1.abstractmethod
-    def Login(
+    def CheckRegistryAuth(
         self,
-        request: _engine_pb2.LoginRequest,
+        request: _engine_pb2.CheckRegistryAuthRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.LoginResponse, _abc.Awaitable[_engine_pb2.LoginResponse]]:
-        """Check credentials against a registry (`berth login`); the client keeps them."""
+    ) -> _typing.Union[_engine_pb2.CheckRegistryAuthResponse, _abc.Awaitable[_engine_pb2.CheckRegistryAuthResponse]]:
+        """Check credentials against a registry (`berth login`). Nothing is stored:
+        the client keeps them and sends them with each pull and push.
+        """
 
     @_abc_1.abstractmethod
     def ListNetworks(
         self,
-        request: _empty_pb2.Empty,
+        request: _engine_pb2.ListNetworksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.ListNetworksResponse, _abc.Awaitable[_engine_pb2.ListNetworksResponse]]:
-        """Networks and volumes known to the node."""
+        """Networks (`network ls|create|inspect|rm|prune|connect|disconnect`).
+        Every network: the built-in "none", "host" and "bridge", and user-defined ones.
+        """
 
     @_abc_1.abstractmethod
     def CreateNetwork(
         self,
         request: _engine_pb2.CreateNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.NetworkInfo, _abc.Awaitable[_engine_pb2.NetworkInfo]]:
-        """Bridge networks (`network create|inspect|rm|prune|connect|disconnect`).
-        CreateNetwork: ALREADY_EXISTS for a taken name, INVALID_ARGUMENT for a
-        subnet that overlaps another network or a host route. RemoveNetwork:
-        FAILED_PRECONDITION while containers are connected.
+    ) -> _typing.Union[_engine_pb2.CreateNetworkResponse, _abc.Awaitable[_engine_pb2.CreateNetworkResponse]]:
+        """Create a bridge network. ALREADY_EXISTS for a taken name, INVALID_ARGUMENT
+        for a subnet that overlaps another network or a host route.
         """
 
     @_abc_1.abstractmethod
     def InspectNetwork(
         self,
-        request: _engine_pb2.NetworkRef,
+        request: _engine_pb2.InspectNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.NetworkInfo, _abc.Awaitable[_engine_pb2.NetworkInfo]]: ...
+    ) -> _typing.Union[_engine_pb2.InspectNetworkResponse, _abc.Awaitable[_engine_pb2.InspectNetworkResponse]]:
+        """One network and the containers connected to it."""
 
     @_abc_1.abstractmethod
     def RemoveNetwork(
         self,
-        request: _engine_pb2.NetworkRef,
+        request: _engine_pb2.RemoveNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Remove a user-defined network. FAILED_PRECONDITION while containers are
+        connected, and for the built-in networks.
+        """
 
     @_abc_1.abstractmethod
     def PruneNetworks(
         self,
-        request: _empty_pb2.Empty,
+        request: _engine_pb2.PruneNetworksRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.PruneNetworksResponse, _abc.Awaitable[_engine_pb2.PruneNetworksResponse]]: ...
+    ) -> _typing.Union[_engine_pb2.PruneNetworksResponse, _abc.Awaitable[_engine_pb2.PruneNetworksResponse]]:
+        """Remove every user-defined network no container is connected to."""
 
     @_abc_1.abstractmethod
     def ConnectNetwork(
         self,
         request: _engine_pb2.ConnectNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_engine_pb2.ConnectNetworkResponse, _abc.Awaitable[_engine_pb2.ConnectNetworkResponse]]:
+        """Connect a container to one more bridge network."""
 
     @_abc_1.abstractmethod
     def DisconnectNetwork(
         self,
-        request: _engine_pb2.ConnectNetworkRequest,
+        request: _engine_pb2.DisconnectNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Disconnect a container from a network."""
 
     @_abc_1.abstractmethod
     def ListVolumes(
         self,
-        request: _empty_pb2.Empty,
+        request: _engine_pb2.ListVolumesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.ListVolumesResponse, _abc.Awaitable[_engine_pb2.ListVolumesResponse]]: ...
+    ) -> _typing.Union[_engine_pb2.ListVolumesResponse, _abc.Awaitable[_engine_pb2.ListVolumesResponse]]:
+        """Volumes (`volume ls|create|inspect|rm|prune`).
+        Every volume on the node.
+        """
 
     @_abc_1.abstractmethod
     def CreateVolume(
         self,
         request: _engine_pb2.CreateVolumeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.VolumeInfo, _abc.Awaitable[_engine_pb2.VolumeInfo]]:
-        """Create a named (or, with an empty name, anonymous-style generated) volume;
-        an existing name is returned unchanged.
+    ) -> _typing.Union[_engine_pb2.CreateVolumeResponse, _abc.Awaitable[_engine_pb2.CreateVolumeResponse]]:
+        """Create a named (or, with an empty name, generated) volume; an existing
+        name is returned unchanged.
         """
 
     @_abc_1.abstractmethod
     def InspectVolume(
         self,
-        request: _engine_pb2.VolumeRef,
+        request: _engine_pb2.InspectVolumeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.VolumeInfo, _abc.Awaitable[_engine_pb2.VolumeInfo]]: ...
+    ) -> _typing.Union[_engine_pb2.InspectVolumeResponse, _abc.Awaitable[_engine_pb2.InspectVolumeResponse]]:
+        """One volume, with its size and the containers using it."""
 
     @_abc_1.abstractmethod
     def RemoveVolume(
         self,
-        request: _engine_pb2.VolumeRef,
+        request: _engine_pb2.RemoveVolumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """FAILED_PRECONDITION while a container uses the volume."""
+        """Remove a volume and its data. FAILED_PRECONDITION while a container uses it."""
 
     @_abc_1.abstractmethod
     def PruneVolumes(
@@ -558,82 +731,85 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def ContainerDiff(
+    def DiffContainer(
         self,
-        request: _engine_pb2.ContainerRef,
+        request: _engine_pb2.DiffContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.ContainerDiffResponse, _abc.Awaitable[_engine_pb2.ContainerDiffResponse]]:
-        """What a container changed in its root filesystem, path by path."""
+    ) -> _typing.Union[_engine_pb2.DiffContainerResponse, _abc.Awaitable[_engine_pb2.DiffContainerResponse]]:
+        """What a container changed in its root filesystem, path by path (`berth diff`)."""
 
     @_abc_1.abstractmethod
     def PruneContainers(
         self,
-        request: _empty_pb2.Empty,
+        request: _engine_pb2.PruneContainersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.PruneResponse, _abc.Awaitable[_engine_pb2.PruneResponse]]:
+    ) -> _typing.Union[_engine_pb2.PruneContainersResponse, _abc.Awaitable[_engine_pb2.PruneContainersResponse]]:
         """Remove every container that is not running."""
 
     @_abc_1.abstractmethod
-    def UpdateRestartPolicy(
+    def UpdateContainerRestartPolicy(
         self,
-        request: _engine_pb2.UpdateRestartPolicyRequest,
+        request: _engine_pb2.UpdateContainerRestartPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Set a container's restart policy, running or not (`update --restart`)."""
 
     @_abc_1.abstractmethod
-    def SystemDf(
+    def GetDiskUsage(
         self,
-        request: _empty_pb2.Empty,
+        request: _engine_pb2.GetDiskUsageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.SystemDfResponse, _abc.Awaitable[_engine_pb2.SystemDfResponse]]:
+    ) -> _typing.Union[_engine_pb2.GetDiskUsageResponse, _abc.Awaitable[_engine_pb2.GetDiskUsageResponse]]:
         """Disk used by images, containers, their logs, and volumes (`system df`).
-        Reclaimable counts what SystemPrune with all and volumes would free.
+        Reclaimable counts what PruneSystem with all and volumes would free.
         """
 
     @_abc_1.abstractmethod
-    def SystemPrune(
+    def PruneSystem(
         self,
-        request: _engine_pb2.SystemPruneRequest,
+        request: _engine_pb2.PruneSystemRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.PruneResponse, _abc.Awaitable[_engine_pb2.PruneResponse]]:
+    ) -> _typing.Union[_engine_pb2.PruneSystemResponse, _abc.Awaitable[_engine_pb2.PruneSystemResponse]]:
         """Remove stopped containers, unused networks, dangling (with all: every
-        unused) images and, with volumes, unused anonymous volumes.
+        unused) images and, with volumes, unused anonymous volumes (`system prune`).
         """
 
     @_abc_1.abstractmethod
-    def ExecCreate(
+    def CreateExec(
         self,
-        request: _engine_pb2.ExecCreateRequest,
+        request: _engine_pb2.CreateExecRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.ExecCreateResponse, _abc.Awaitable[_engine_pb2.ExecCreateResponse]]:
+    ) -> _typing.Union[_engine_pb2.CreateExecResponse, _abc.Awaitable[_engine_pb2.CreateExecResponse]]:
         """Processes, terminals and files of a container (exec, attach, cp...).
-        Record a command to run in a running container; ExecStart runs it.
+        Record a command to run in a running container; StartExec runs it.
+        FAILED_PRECONDITION when the container does not run.
         """
 
     @_abc_1.abstractmethod
-    def ExecStart(
+    def StartExec(
         self,
-        request_iterator: _MaybeAsyncIterator[_engine_pb2.ExecStartRequest],
+        request_iterator: _MaybeAsyncIterator[_engine_pb2.StartExecRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.ExecStartResponse], _abc.AsyncIterator[_engine_pb2.ExecStartResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.StartExecResponse], _abc.AsyncIterator[_engine_pb2.StartExecResponse]]:
         """Run a recorded exec. First request `start`; then stdin, resize,
-        close_stdin. Replies: its output, then `exit_code` (detach: none).
+        close_stdin. Replies: its output, then `exit_code` (with detach: none, the
+        stream ends once it runs).
         """
 
     @_abc_1.abstractmethod
-    def ExecInspect(
+    def InspectExec(
         self,
-        request: _engine_pb2.ExecRef,
+        request: _engine_pb2.InspectExecRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.ExecInfo, _abc.Awaitable[_engine_pb2.ExecInfo]]: ...
+    ) -> _typing.Union[_engine_pb2.InspectExecResponse, _abc.Awaitable[_engine_pb2.InspectExecResponse]]:
+        """An exec and its state, while it runs and after it exited."""
 
     @_abc_1.abstractmethod
     def AttachContainer(
         self,
-        request_iterator: _MaybeAsyncIterator[_engine_pb2.AttachRequest],
+        request_iterator: _MaybeAsyncIterator[_engine_pb2.AttachContainerRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.AttachResponse], _abc.AsyncIterator[_engine_pb2.AttachResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.AttachContainerResponse], _abc.AsyncIterator[_engine_pb2.AttachContainerResponse]]:
         """Attach to a container's stdio. First request `start`; the first reply
         (`attached`) comes once nothing of its output can be missed, then output;
         with start.start_container the container is started after attaching and
@@ -643,36 +819,39 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def PauseContainer(
         self,
-        request: _engine_pb2.ContainerRef,
+        request: _engine_pb2.PauseContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_engine_pb2.PauseContainerResponse, _abc.Awaitable[_engine_pb2.PauseContainerResponse]]:
+        """Freeze every process of a running container."""
 
     @_abc_1.abstractmethod
     def UnpauseContainer(
         self,
-        request: _engine_pb2.ContainerRef,
+        request: _engine_pb2.UnpauseContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_engine_pb2.UnpauseContainerResponse, _abc.Awaitable[_engine_pb2.UnpauseContainerResponse]]:
+        """Thaw a paused container."""
 
     @_abc_1.abstractmethod
-    def TopContainer(
+    def ListContainerProcesses(
         self,
-        request: _engine_pb2.TopRequest,
+        request: _engine_pb2.ListContainerProcessesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_engine_pb2.TopResponse, _abc.Awaitable[_engine_pb2.TopResponse]]: ...
+    ) -> _typing.Union[_engine_pb2.ListContainerProcessesResponse, _abc.Awaitable[_engine_pb2.ListContainerProcessesResponse]]:
+        """The container's processes as `ps` shows them (`berth top`)."""
 
     @_abc_1.abstractmethod
-    def StatsContainer(
+    def GetContainerStats(
         self,
-        request: _engine_pb2.ContainerStatsRequest,
+        request: _engine_pb2.GetContainerStatsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.ContainerStats], _abc.AsyncIterator[_engine_pb2.ContainerStats]]:
-        """Usage samples; with stream, one a second while it runs."""
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.GetContainerStatsResponse], _abc.AsyncIterator[_engine_pb2.GetContainerStatsResponse]]:
+        """Usage samples; with stream, one a second while it runs (`berth stats`)."""
 
     @_abc_1.abstractmethod
-    def UpdateResources(
+    def UpdateContainerResources(
         self,
-        request: _engine_pb2.UpdateResourcesRequest,
+        request: _engine_pb2.UpdateContainerResourcesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Change memory, CPU and pids limits of a container, running or not."""
@@ -682,9 +861,9 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _engine_pb2.CopyFromContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.DataChunk], _abc.AsyncIterator[_engine_pb2.DataChunk]]:
-        """A path in a container as a tar archive / a tar archive into a directory
-        of a container. Paths never resolve outside the container's root.
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.CopyFromContainerResponse], _abc.AsyncIterator[_engine_pb2.CopyFromContainerResponse]]:
+        """A path in a container as a tar archive, in chunks. Paths never resolve
+        outside the container's root.
         """
 
     @_abc_1.abstractmethod
@@ -692,25 +871,27 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_engine_pb2.CopyToContainerRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """First request carries `header`, then chunks of the tar archive."""
+    ) -> _typing.Union[_engine_pb2.CopyToContainerResponse, _abc.Awaitable[_engine_pb2.CopyToContainerResponse]]:
+        """Extract a tar archive into a directory of a container. First request
+        carries `header`, then chunks of the archive.
+        """
 
     @_abc_1.abstractmethod
     def ExportContainer(
         self,
-        request: _engine_pb2.ContainerRef,
+        request: _engine_pb2.ExportContainerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.DataChunk], _abc.AsyncIterator[_engine_pb2.DataChunk]]:
-        """The container's filesystem as a tar archive."""
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.ExportContainerResponse], _abc.AsyncIterator[_engine_pb2.ExportContainerResponse]]:
+        """The container's whole filesystem as a tar archive, in chunks."""
 
     @_abc_1.abstractmethod
-    def Events(
+    def SubscribeEvents(
         self,
-        request: _engine_pb2.EventsRequest,
+        request: _engine_pb2.SubscribeEventsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_engine_pb2.Event], _abc.AsyncIterator[_engine_pb2.Event]]:
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.SubscribeEventsResponse], _abc.AsyncIterator[_engine_pb2.SubscribeEventsResponse]]:
         """Engine events (container create/start/die/destroy..., image load/tag/delete...),
         in the order they happened, from `since` on and, with follow, as they happen.
         """
 
-def add_EngineServicer_to_server(servicer: EngineServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+def add_EngineServiceServicer_to_server(servicer: EngineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,7 +8,10 @@ Like containerd's content, images and snapshots services, it knows nothing
 about containers beyond the snapshot keys it is given.
 """
 
+from berth.types.v1 import file_change_pb2 as _file_change_pb2
+from berth.types.v1 import healthcheck_pb2 as _healthcheck_pb2
 from berth.types.v1 import mount_pb2 as _mount_pb2
+from berth.types.v1 import registry_pb2 as _registry_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -26,35 +29,9 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class RegistryAuth(_message.Message):
-    """Credentials for one registry, sent with each request that needs them."""
+class PullImageRequest(_message.Message):
+    """PullImageRequest names the image to pull."""
 
-    DESCRIPTOR: _descriptor.Descriptor
-
-    USERNAME_FIELD_NUMBER: _builtins.int
-    PASSWORD_FIELD_NUMBER: _builtins.int
-    IDENTITY_TOKEN_FIELD_NUMBER: _builtins.int
-    username: _builtins.str
-    password: _builtins.str
-    identity_token: _builtins.str
-    """A token the registry's token server issued, used instead of the password."""
-    def __init__(
-        self,
-        *,
-        username: _builtins.str = ...,
-        password: _builtins.str = ...,
-        identity_token: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_token", b"identity_token", "password", b"password", "username", b"username"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RegistryAuth: _TypeAlias = RegistryAuth  # noqa: Y015
-
-@_typing.final
-class PullRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
@@ -65,13 +42,15 @@ class PullRequest(_message.Message):
     platform: _builtins.str
     """"os/arch[/variant]" chosen from a manifest list; empty is linux/amd64."""
     @_builtins.property
-    def auth(self) -> Global___RegistryAuth: ...
+    def auth(self) -> _registry_pb2.RegistryAuth:
+        """Credentials for the image's registry; absent pulls anonymously."""
+
     def __init__(
         self,
         *,
         reference: _builtins.str = ...,
         platform: _builtins.str = ...,
-        auth: Global___RegistryAuth | None = ...,
+        auth: _registry_pb2.RegistryAuth | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -79,10 +58,36 @@ class PullRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PullRequest: _TypeAlias = PullRequest  # noqa: Y015
+Global___PullImageRequest: _TypeAlias = PullImageRequest  # noqa: Y015
 
 @_typing.final
-class PushRequest(_message.Message):
+class PullImageResponse(_message.Message):
+    """PullImageResponse is one progress line of the pull."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> _registry_pb2.Progress:
+        """The progress line; the last one of a success carries image_id and digest."""
+
+    def __init__(
+        self,
+        *,
+        progress: _registry_pb2.Progress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullImageResponse: _TypeAlias = PullImageResponse  # noqa: Y015
+
+@_typing.final
+class PushImageRequest(_message.Message):
+    """PushImageRequest names the image to push."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
@@ -90,12 +95,14 @@ class PushRequest(_message.Message):
     reference: _builtins.str
     """The local image name, which also says where it goes: "host:5000/team/app:1.2"."""
     @_builtins.property
-    def auth(self) -> Global___RegistryAuth: ...
+    def auth(self) -> _registry_pb2.RegistryAuth:
+        """Credentials for that registry; absent pushes anonymously."""
+
     def __init__(
         self,
         *,
         reference: _builtins.str = ...,
-        auth: Global___RegistryAuth | None = ...,
+        auth: _registry_pb2.RegistryAuth | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -103,50 +110,36 @@ class PushRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PushRequest: _TypeAlias = PushRequest  # noqa: Y015
+Global___PushImageRequest: _TypeAlias = PushImageRequest  # noqa: Y015
 
 @_typing.final
-class Progress(_message.Message):
-    """One progress line, shaped like docker's JSON progress messages."""
+class PushImageResponse(_message.Message):
+    """PushImageResponse is one progress line of the push."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
-    CURRENT_FIELD_NUMBER: _builtins.int
-    TOTAL_FIELD_NUMBER: _builtins.int
-    IMAGE_ID_FIELD_NUMBER: _builtins.int
-    DIGEST_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
-    """Short layer id (12 hex), or empty for a line about the whole image."""
-    status: _builtins.str
-    """"Pulling fs layer", "Downloading", "Pull complete", "Digest: sha256:...", ..."""
-    current: _builtins.int
-    """Bytes done and total, for Downloading/Pushing/Extracting."""
-    total: _builtins.int
-    image_id: _builtins.str
-    """Set on the last message of a successful pull or push."""
-    digest: _builtins.str
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> _registry_pb2.Progress:
+        """The progress line; the last one of a success carries the digest."""
+
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
-        status: _builtins.str = ...,
-        current: _builtins.int = ...,
-        total: _builtins.int = ...,
-        image_id: _builtins.str = ...,
-        digest: _builtins.str = ...,
+        progress: _registry_pb2.Progress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "digest", b"digest", "id", b"id", "image_id", b"image_id", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Progress: _TypeAlias = Progress  # noqa: Y015
+Global___PushImageResponse: _TypeAlias = PushImageResponse  # noqa: Y015
 
 @_typing.final
-class LoginRequest(_message.Message):
+class CheckRegistryAuthRequest(_message.Message):
+    """CheckRegistryAuthRequest names the registry and the credentials to check."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_FIELD_NUMBER: _builtins.int
@@ -154,12 +147,14 @@ class LoginRequest(_message.Message):
     server: _builtins.str
     """Registry host[:port]; empty is Docker Hub."""
     @_builtins.property
-    def auth(self) -> Global___RegistryAuth: ...
+    def auth(self) -> _registry_pb2.RegistryAuth:
+        """The credentials to check."""
+
     def __init__(
         self,
         *,
         server: _builtins.str = ...,
-        auth: Global___RegistryAuth | None = ...,
+        auth: _registry_pb2.RegistryAuth | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -167,14 +162,17 @@ class LoginRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LoginRequest: _TypeAlias = LoginRequest  # noqa: Y015
+Global___CheckRegistryAuthRequest: _TypeAlias = CheckRegistryAuthRequest  # noqa: Y015
 
 @_typing.final
-class LoginResponse(_message.Message):
+class CheckRegistryAuthResponse(_message.Message):
+    """CheckRegistryAuthResponse says the credentials were accepted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
     status: _builtins.str
+    """For a person: "Login Succeeded"."""
     def __init__(
         self,
         *,
@@ -186,7 +184,7 @@ class LoginResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LoginResponse: _TypeAlias = LoginResponse  # noqa: Y015
+Global___CheckRegistryAuthResponse: _TypeAlias = CheckRegistryAuthResponse  # noqa: Y015
 
 @_typing.final
 class ImageConfig(_message.Message):
@@ -227,22 +225,37 @@ class ImageConfig(_message.Message):
     STOP_SIGNAL_FIELD_NUMBER: _builtins.int
     HEALTHCHECK_FIELD_NUMBER: _builtins.int
     working_dir: _builtins.str
+    """WORKDIR; empty is "/"."""
     user: _builtins.str
+    """USER ("name", "uid", "name:group", "uid:gid"); empty is root."""
     stop_signal: _builtins.str
+    """STOPSIGNAL; empty is SIGTERM."""
     @_builtins.property
-    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Environment as KEY=VALUE."""
+
     @_builtins.property
-    def entrypoint(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def entrypoint(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ENTRYPOINT: argv the CMD is appended to; empty when the image has none."""
+
     @_builtins.property
-    def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """CMD: the default arguments."""
+
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """LABELs."""
+
     @_builtins.property
-    def exposed_ports(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def exposed_ports(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """EXPOSEd ports, "80/tcp" form."""
+
     @_builtins.property
-    def volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """VOLUMEs: absolute paths that get an anonymous volume."""
+
     @_builtins.property
-    def healthcheck(self) -> Global___HealthConfig:
+    def healthcheck(self) -> _healthcheck_pb2.HealthConfig:
         """The image's Healthcheck, when it has one."""
 
     def __init__(
@@ -257,7 +270,7 @@ class ImageConfig(_message.Message):
         exposed_ports: _abc.Iterable[_builtins.str] | None = ...,
         volumes: _abc.Iterable[_builtins.str] | None = ...,
         stop_signal: _builtins.str = ...,
-        healthcheck: Global___HealthConfig | None = ...,
+        healthcheck: _healthcheck_pb2.HealthConfig | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["healthcheck", b"healthcheck"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -268,46 +281,11 @@ class ImageConfig(_message.Message):
 Global___ImageConfig: _TypeAlias = ImageConfig  # noqa: Y015
 
 @_typing.final
-class HealthConfig(_message.Message):
-    """docker's Healthcheck in an image config. Durations in nanoseconds; 0 is unset."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    TEST_FIELD_NUMBER: _builtins.int
-    INTERVAL_FIELD_NUMBER: _builtins.int
-    TIMEOUT_FIELD_NUMBER: _builtins.int
-    RETRIES_FIELD_NUMBER: _builtins.int
-    START_PERIOD_FIELD_NUMBER: _builtins.int
-    START_INTERVAL_FIELD_NUMBER: _builtins.int
-    interval: _builtins.int
-    timeout: _builtins.int
-    retries: _builtins.int
-    start_period: _builtins.int
-    start_interval: _builtins.int
-    @_builtins.property
-    def test(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]."""
-
-    def __init__(
-        self,
-        *,
-        test: _abc.Iterable[_builtins.str] | None = ...,
-        interval: _builtins.int = ...,
-        timeout: _builtins.int = ...,
-        retries: _builtins.int = ...,
-        start_period: _builtins.int = ...,
-        start_interval: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "retries", b"retries", "start_interval", b"start_interval", "start_period", b"start_period", "test", b"test", "timeout", b"timeout"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___HealthConfig: _TypeAlias = HealthConfig  # noqa: Y015
-
-@_typing.final
 class Image(_message.Message):
+    """Image is an image record: a manifest and config in the content store, and
+    the names pointing at it.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -343,31 +321,39 @@ class Image(_message.Message):
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """"sha256:<hex>" of the image config: the image's identity."""
+    """"sha256:<hex>" of the image config: the image's identity; never changes."""
     manifest_digest: _builtins.str
     """Digest of the manifest the image was stored from."""
     size: _builtins.int
-    """Sum of the compressed layer sizes."""
+    """Sum of the compressed layer sizes, in bytes."""
     architecture: _builtins.str
+    """"amd64", "arm64", ..."""
     os: _builtins.str
+    """"linux"."""
     config_json: _builtins.bytes
     """The config blob as stored, for `inspect`."""
     @_builtins.property
     def repo_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Names that point at this image, "docker.io/library/busybox:latest" form."""
+        """Names that point at this image, "docker.io/library/busybox:latest" form;
+        change with tag and untag.
+        """
 
     @_builtins.property
     def repo_digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """"name@sha256:<manifest digest>" for each repository the manifest is known in."""
 
     @_builtins.property
-    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """When the image was built (from its config)."""
+
     @_builtins.property
     def diff_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Uncompressed layer digests, lowest first."""
 
     @_builtins.property
-    def config(self) -> Global___ImageConfig: ...
+    def config(self) -> Global___ImageConfig:
+        """How a container of it runs."""
+
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels berth keeps about the image (not from the image config)."""
@@ -397,11 +383,14 @@ class Image(_message.Message):
 Global___Image: _TypeAlias = Image  # noqa: Y015
 
 @_typing.final
-class LoadRequest(_message.Message):
+class LoadImagesRequest(_message.Message):
+    """LoadImagesRequest is one chunk of the tarball."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the tarball."""
     def __init__(
         self,
         *,
@@ -413,15 +402,19 @@ class LoadRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LoadRequest: _TypeAlias = LoadRequest  # noqa: Y015
+Global___LoadImagesRequest: _TypeAlias = LoadImagesRequest  # noqa: Y015
 
 @_typing.final
-class LoadResponse(_message.Message):
+class LoadImagesResponse(_message.Message):
+    """LoadImagesResponse carries the images loaded."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]: ...
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]:
+        """Every image the tarball held, as stored now."""
+
     def __init__(
         self,
         *,
@@ -433,10 +426,12 @@ class LoadResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LoadResponse: _TypeAlias = LoadResponse  # noqa: Y015
+Global___LoadImagesResponse: _TypeAlias = LoadImagesResponse  # noqa: Y015
 
 @_typing.final
-class ImportRequest(_message.Message):
+class ImportImageRequest(_message.Message):
+    """ImportImageRequest is one message of an ImportImage call."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
@@ -461,10 +456,12 @@ class ImportRequest(_message.Message):
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
-Global___ImportRequest: _TypeAlias = ImportRequest  # noqa: Y015
+Global___ImportImageRequest: _TypeAlias = ImportImageRequest  # noqa: Y015
 
 @_typing.final
 class ImportHeader(_message.Message):
+    """ImportHeader is the first message of ImportImage."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
@@ -494,12 +491,40 @@ class ImportHeader(_message.Message):
 Global___ImportHeader: _TypeAlias = ImportHeader  # noqa: Y015
 
 @_typing.final
-class SaveRequest(_message.Message):
+class ImportImageResponse(_message.Message):
+    """ImportImageResponse carries the new image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """The imported image."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___Image | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportImageResponse: _TypeAlias = ImportImageResponse  # noqa: Y015
+
+@_typing.final
+class SaveImagesRequest(_message.Message):
+    """SaveImagesRequest names the images to save."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Image references or ids; at least one."""
+
     def __init__(
         self,
         *,
@@ -511,14 +536,17 @@ class SaveRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SaveRequest: _TypeAlias = SaveRequest  # noqa: Y015
+Global___SaveImagesRequest: _TypeAlias = SaveImagesRequest  # noqa: Y015
 
 @_typing.final
-class SaveResponse(_message.Message):
+class SaveImagesResponse(_message.Message):
+    """SaveImagesResponse is one chunk of the tarball."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the tarball."""
     def __init__(
         self,
         *,
@@ -530,16 +558,20 @@ class SaveResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SaveResponse: _TypeAlias = SaveResponse  # noqa: Y015
+Global___SaveImagesResponse: _TypeAlias = SaveImagesResponse  # noqa: Y015
 
 @_typing.final
-class TagRequest(_message.Message):
+class TagImageRequest(_message.Message):
+    """TagImageRequest names the image and its new name."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SOURCE_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     source: _builtins.str
+    """The image: reference or id."""
     target: _builtins.str
+    """The new name: "name[:tag]"; no tag is "latest"."""
     def __init__(
         self,
         *,
@@ -552,10 +584,36 @@ class TagRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___TagRequest: _TypeAlias = TagRequest  # noqa: Y015
+Global___TagImageRequest: _TypeAlias = TagImageRequest  # noqa: Y015
+
+@_typing.final
+class TagImageResponse(_message.Message):
+    """TagImageResponse carries the image with its new name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """The image as stored now."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___Image | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TagImageResponse: _TypeAlias = TagImageResponse  # noqa: Y015
 
 @_typing.final
 class ListImagesRequest(_message.Message):
+    """ListImagesRequest filters the images listed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
@@ -580,11 +638,15 @@ Global___ListImagesRequest: _TypeAlias = ListImagesRequest  # noqa: Y015
 
 @_typing.final
 class ListImagesResponse(_message.Message):
+    """ListImagesResponse carries the images found."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]: ...
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]:
+        """The images, in no particular order."""
+
     def __init__(
         self,
         *,
@@ -600,10 +662,13 @@ Global___ListImagesResponse: _TypeAlias = ListImagesResponse  # noqa: Y015
 
 @_typing.final
 class GetImageRequest(_message.Message):
+    """GetImageRequest names the image to look up."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
+    """Image reference or id."""
     def __init__(
         self,
         *,
@@ -618,13 +683,41 @@ class GetImageRequest(_message.Message):
 Global___GetImageRequest: _TypeAlias = GetImageRequest  # noqa: Y015
 
 @_typing.final
+class GetImageResponse(_message.Message):
+    """GetImageResponse carries the image found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """The image record."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___Image | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetImageResponse: _TypeAlias = GetImageResponse  # noqa: Y015
+
+@_typing.final
 class RemoveImageRequest(_message.Message):
+    """RemoveImageRequest names the image to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFERENCE_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
+    """A name (removes that name) or an id (removes the image)."""
     force: _builtins.bool
+    """Remove it even while a snapshot made from it exists."""
     def __init__(
         self,
         *,
@@ -641,14 +734,20 @@ Global___RemoveImageRequest: _TypeAlias = RemoveImageRequest  # noqa: Y015
 
 @_typing.final
 class RemoveImageResponse(_message.Message):
+    """RemoveImageResponse says what was removed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     UNTAGGED_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def untagged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def untagged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names removed."""
+
     @_builtins.property
-    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Image ids deleted (their last name was gone)."""
+
     def __init__(
         self,
         *,
@@ -665,6 +764,8 @@ Global___RemoveImageResponse: _TypeAlias = RemoveImageResponse  # noqa: Y015
 
 @_typing.final
 class PrepareSnapshotRequest(_message.Message):
+    """PrepareSnapshotRequest names the snapshot to make and its image."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -695,7 +796,9 @@ class PrepareSnapshotRequest(_message.Message):
     image: _builtins.str
     """Image reference or id whose layers become the read-only lower layers."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels kept on the snapshot."""
+
     def __init__(
         self,
         *,
@@ -713,6 +816,8 @@ Global___PrepareSnapshotRequest: _TypeAlias = PrepareSnapshotRequest  # noqa: Y0
 
 @_typing.final
 class PrepareSnapshotResponse(_message.Message):
+    """PrepareSnapshotResponse carries the mounts of the new snapshot."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MOUNTS_FIELD_NUMBER: _builtins.int
@@ -738,11 +843,14 @@ class PrepareSnapshotResponse(_message.Message):
 Global___PrepareSnapshotResponse: _TypeAlias = PrepareSnapshotResponse  # noqa: Y015
 
 @_typing.final
-class SnapshotMountsRequest(_message.Message):
+class GetSnapshotMountsRequest(_message.Message):
+    """GetSnapshotMountsRequest names the snapshot."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The snapshot's key."""
     def __init__(
         self,
         *,
@@ -754,14 +862,45 @@ class SnapshotMountsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SnapshotMountsRequest: _TypeAlias = SnapshotMountsRequest  # noqa: Y015
+Global___GetSnapshotMountsRequest: _TypeAlias = GetSnapshotMountsRequest  # noqa: Y015
+
+@_typing.final
+class GetSnapshotMountsResponse(_message.Message):
+    """GetSnapshotMountsResponse carries the mounts of the snapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOUNTS_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The image the snapshot was made from."""
+    @_builtins.property
+    def mounts(self) -> _containers.RepeatedCompositeFieldContainer[_mount_pb2.Mount]:
+        """Mounts that, performed in order, make the root filesystem."""
+
+    def __init__(
+        self,
+        *,
+        mounts: _abc.Iterable[_mount_pb2.Mount] | None = ...,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "mounts", b"mounts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSnapshotMountsResponse: _TypeAlias = GetSnapshotMountsResponse  # noqa: Y015
 
 @_typing.final
 class RemoveSnapshotRequest(_message.Message):
+    """RemoveSnapshotRequest names the snapshot to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The snapshot's key."""
     def __init__(
         self,
         *,
@@ -777,6 +916,8 @@ Global___RemoveSnapshotRequest: _TypeAlias = RemoveSnapshotRequest  # noqa: Y015
 
 @_typing.final
 class ListSnapshotsRequest(_message.Message):
+    """ListSnapshotsRequest asks for every snapshot."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -792,6 +933,8 @@ Global___ListSnapshotsRequest: _TypeAlias = ListSnapshotsRequest  # noqa: Y015
 
 @_typing.final
 class Snapshot(_message.Message):
+    """Snapshot is a writable layer on top of an image's layers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -820,13 +963,19 @@ class Snapshot(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The caller's key; never changes."""
     image_id: _builtins.str
+    """The image it was made from."""
     size: _builtins.int
     """Bytes used by the writable layer."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels given at prepare."""
+
     @_builtins.property
-    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """When it was prepared."""
+
     def __init__(
         self,
         *,
@@ -846,11 +995,15 @@ Global___Snapshot: _TypeAlias = Snapshot  # noqa: Y015
 
 @_typing.final
 class ListSnapshotsResponse(_message.Message):
+    """ListSnapshotsResponse carries the snapshots."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SNAPSHOTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def snapshots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Snapshot]: ...
+    def snapshots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Snapshot]:
+        """In no particular order."""
+
     def __init__(
         self,
         *,
@@ -865,7 +1018,9 @@ class ListSnapshotsResponse(_message.Message):
 Global___ListSnapshotsResponse: _TypeAlias = ListSnapshotsResponse  # noqa: Y015
 
 @_typing.final
-class ExportPathRequest(_message.Message):
+class ExportImagePathRequest(_message.Message):
+    """ExportImagePathRequest names the image and the directory to export."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGE_FIELD_NUMBER: _builtins.int
@@ -886,14 +1041,17 @@ class ExportPathRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ExportPathRequest: _TypeAlias = ExportPathRequest  # noqa: Y015
+Global___ExportImagePathRequest: _TypeAlias = ExportImagePathRequest  # noqa: Y015
 
 @_typing.final
-class ExportPathResponse(_message.Message):
+class ExportImagePathResponse(_message.Message):
+    """ExportImagePathResponse is one chunk of the tar stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the tar stream."""
     def __init__(
         self,
         *,
@@ -905,10 +1063,12 @@ class ExportPathResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ExportPathResponse: _TypeAlias = ExportPathResponse  # noqa: Y015
+Global___ExportImagePathResponse: _TypeAlias = ExportImagePathResponse  # noqa: Y015
 
 @_typing.final
-class CommitRequest(_message.Message):
+class CommitSnapshotRequest(_message.Message):
+    """CommitSnapshotRequest names the snapshot and the image to make of it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -921,8 +1081,9 @@ class CommitRequest(_message.Message):
     reference: _builtins.str
     """Optional name for the new image."""
     comment: _builtins.str
-    """History comment and author."""
+    """History comment."""
     author: _builtins.str
+    """Author, kept in the image config."""
     @_builtins.property
     def config(self) -> Global___ImageConfig:
         """The whole config of the new image."""
@@ -942,14 +1103,41 @@ class CommitRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CommitRequest: _TypeAlias = CommitRequest  # noqa: Y015
+Global___CommitSnapshotRequest: _TypeAlias = CommitSnapshotRequest  # noqa: Y015
 
 @_typing.final
-class DiffRequest(_message.Message):
+class CommitSnapshotResponse(_message.Message):
+    """CommitSnapshotResponse carries the new image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """The new image."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___Image | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitSnapshotResponse: _TypeAlias = CommitSnapshotResponse  # noqa: Y015
+
+@_typing.final
+class DiffSnapshotRequest(_message.Message):
+    """DiffSnapshotRequest names the snapshot."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The snapshot's key."""
     def __init__(
         self,
         *,
@@ -961,42 +1149,23 @@ class DiffRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DiffRequest: _TypeAlias = DiffRequest  # noqa: Y015
+Global___DiffSnapshotRequest: _TypeAlias = DiffSnapshotRequest  # noqa: Y015
 
 @_typing.final
-class Change(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
+class DiffSnapshotResponse(_message.Message):
+    """DiffSnapshotResponse lists what the snapshot changed."""
 
-    KIND_FIELD_NUMBER: _builtins.int
-    PATH_FIELD_NUMBER: _builtins.int
-    kind: _builtins.str
-    """"A", "C" or "D"."""
-    path: _builtins.str
-    def __init__(
-        self,
-        *,
-        kind: _builtins.str = ...,
-        path: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "path", b"path"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Change: _TypeAlias = Change  # noqa: Y015
-
-@_typing.final
-class DiffResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Change]: ...
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[_file_change_pb2.FileChange]:
+        """Changed paths, sorted by path."""
+
     def __init__(
         self,
         *,
-        changes: _abc.Iterable[Global___Change] | None = ...,
+        changes: _abc.Iterable[_file_change_pb2.FileChange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1004,10 +1173,12 @@ class DiffResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DiffResponse: _TypeAlias = DiffResponse  # noqa: Y015
+Global___DiffSnapshotResponse: _TypeAlias = DiffSnapshotResponse  # noqa: Y015
 
 @_typing.final
 class ImageUsage(_message.Message):
+    """ImageUsage is one image's disk use."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -1015,6 +1186,7 @@ class ImageUsage(_message.Message):
     SHARED_SIZE_FIELD_NUMBER: _builtins.int
     SNAPSHOTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The image's id."""
     size: _builtins.int
     """Bytes of blobs and unpacked layers this image needs."""
     shared_size: _builtins.int
@@ -1039,12 +1211,16 @@ Global___ImageUsage: _TypeAlias = ImageUsage  # noqa: Y015
 
 @_typing.final
 class SnapshotUsage(_message.Message):
+    """SnapshotUsage is one snapshot's disk use."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The snapshot's key."""
     size: _builtins.int
+    """Bytes in its writable layer."""
     def __init__(
         self,
         *,
@@ -1060,7 +1236,26 @@ class SnapshotUsage(_message.Message):
 Global___SnapshotUsage: _TypeAlias = SnapshotUsage  # noqa: Y015
 
 @_typing.final
-class DiskUsageResponse(_message.Message):
+class GetDiskUsageRequest(_message.Message):
+    """GetDiskUsageRequest asks for the disk use of every image and snapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDiskUsageRequest: _TypeAlias = GetDiskUsageRequest  # noqa: Y015
+
+@_typing.final
+class GetDiskUsageResponse(_message.Message):
+    """GetDiskUsageResponse is the disk use of every image and snapshot."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_FIELD_NUMBER: _builtins.int
@@ -1072,9 +1267,13 @@ class DiskUsageResponse(_message.Message):
     images_reclaimable: _builtins.int
     """Bytes removing every image no snapshot uses would free."""
     @_builtins.property
-    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageUsage]: ...
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageUsage]:
+        """Every image."""
+
     @_builtins.property
-    def snapshots(self) -> _containers.RepeatedCompositeFieldContainer[Global___SnapshotUsage]: ...
+    def snapshots(self) -> _containers.RepeatedCompositeFieldContainer[Global___SnapshotUsage]:
+        """Every snapshot."""
+
     def __init__(
         self,
         *,
@@ -1089,10 +1288,12 @@ class DiskUsageResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DiskUsageResponse: _TypeAlias = DiskUsageResponse  # noqa: Y015
+Global___GetDiskUsageResponse: _TypeAlias = GetDiskUsageResponse  # noqa: Y015
 
 @_typing.final
 class PruneImagesRequest(_message.Message):
+    """PruneImagesRequest says which unused images to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ALL_FIELD_NUMBER: _builtins.int
@@ -1113,16 +1314,23 @@ Global___PruneImagesRequest: _TypeAlias = PruneImagesRequest  # noqa: Y015
 
 @_typing.final
 class PruneImagesResponse(_message.Message):
+    """PruneImagesResponse says what was removed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     UNTAGGED_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
     SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
     space_reclaimed: _builtins.int
+    """Bytes freed."""
     @_builtins.property
-    def untagged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def untagged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names removed."""
+
     @_builtins.property
-    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Image ids deleted."""
+
     def __init__(
         self,
         *,

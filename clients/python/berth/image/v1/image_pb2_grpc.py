@@ -27,7 +27,10 @@ if _version_not_supported:
 
 
 class ImageServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """ImageService stores images and makes root filesystems of them. Its only
+    caller is the gateway. Where a request names an image it takes a reference
+    (name[:tag], name@digest) or an id (full or short); NOT_FOUND when none matches.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -35,25 +38,25 @@ class ImageServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Load = channel.stream_unary(
-                '/berth.image.v1.ImageService/Load',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoadRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoadResponse.FromString,
+        self.LoadImages = channel.stream_unary(
+                '/berth.image.v1.ImageService/LoadImages',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoadImagesRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoadImagesResponse.FromString,
                 _registered_method=True)
-        self.Import = channel.stream_unary(
-                '/berth.image.v1.ImageService/Import',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.ImportRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+        self.ImportImage = channel.stream_unary(
+                '/berth.image.v1.ImageService/ImportImage',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.ImportImageRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ImportImageResponse.FromString,
                 _registered_method=True)
-        self.Save = channel.unary_stream(
-                '/berth.image.v1.ImageService/Save',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.SaveRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.SaveResponse.FromString,
+        self.SaveImages = channel.unary_stream(
+                '/berth.image.v1.ImageService/SaveImages',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.SaveImagesRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.SaveImagesResponse.FromString,
                 _registered_method=True)
-        self.Tag = channel.unary_unary(
-                '/berth.image.v1.ImageService/Tag',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.TagRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+        self.TagImage = channel.unary_unary(
+                '/berth.image.v1.ImageService/TagImage',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.TagImageRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.TagImageResponse.FromString,
                 _registered_method=True)
         self.ListImages = channel.unary_unary(
                 '/berth.image.v1.ImageService/ListImages',
@@ -63,7 +66,7 @@ class ImageServiceStub:
         self.GetImage = channel.unary_unary(
                 '/berth.image.v1.ImageService/GetImage',
                 request_serializer=berth_dot_image_dot_v1_dot_image__pb2.GetImageRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.GetImageResponse.FromString,
                 _registered_method=True)
         self.RemoveImage = channel.unary_unary(
                 '/berth.image.v1.ImageService/RemoveImage',
@@ -75,10 +78,10 @@ class ImageServiceStub:
                 request_serializer=berth_dot_image_dot_v1_dot_image__pb2.PrepareSnapshotRequest.SerializeToString,
                 response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PrepareSnapshotResponse.FromString,
                 _registered_method=True)
-        self.SnapshotMounts = channel.unary_unary(
-                '/berth.image.v1.ImageService/SnapshotMounts',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.SnapshotMountsRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PrepareSnapshotResponse.FromString,
+        self.GetSnapshotMounts = channel.unary_unary(
+                '/berth.image.v1.ImageService/GetSnapshotMounts',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.GetSnapshotMountsRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.GetSnapshotMountsResponse.FromString,
                 _registered_method=True)
         self.RemoveSnapshot = channel.unary_unary(
                 '/berth.image.v1.ImageService/RemoveSnapshot',
@@ -90,40 +93,40 @@ class ImageServiceStub:
                 request_serializer=berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsRequest.SerializeToString,
                 response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsResponse.FromString,
                 _registered_method=True)
-        self.ExportPath = channel.unary_stream(
-                '/berth.image.v1.ImageService/ExportPath',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathResponse.FromString,
+        self.ExportImagePath = channel.unary_stream(
+                '/berth.image.v1.ImageService/ExportImagePath',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.ExportImagePathRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ExportImagePathResponse.FromString,
                 _registered_method=True)
-        self.Pull = channel.unary_stream(
-                '/berth.image.v1.ImageService/Pull',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.PullRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.Progress.FromString,
+        self.PullImage = channel.unary_stream(
+                '/berth.image.v1.ImageService/PullImage',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.PullImageRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PullImageResponse.FromString,
                 _registered_method=True)
-        self.Push = channel.unary_stream(
-                '/berth.image.v1.ImageService/Push',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.PushRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.Progress.FromString,
+        self.PushImage = channel.unary_stream(
+                '/berth.image.v1.ImageService/PushImage',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.PushImageRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PushImageResponse.FromString,
                 _registered_method=True)
-        self.Login = channel.unary_unary(
-                '/berth.image.v1.ImageService/Login',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoginRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoginResponse.FromString,
+        self.CheckRegistryAuth = channel.unary_unary(
+                '/berth.image.v1.ImageService/CheckRegistryAuth',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.CheckRegistryAuthRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.CheckRegistryAuthResponse.FromString,
                 _registered_method=True)
-        self.Commit = channel.unary_unary(
-                '/berth.image.v1.ImageService/Commit',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.CommitRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+        self.CommitSnapshot = channel.unary_unary(
+                '/berth.image.v1.ImageService/CommitSnapshot',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.CommitSnapshotRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.CommitSnapshotResponse.FromString,
                 _registered_method=True)
-        self.Diff = channel.unary_unary(
-                '/berth.image.v1.ImageService/Diff',
-                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.DiffRequest.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.DiffResponse.FromString,
+        self.DiffSnapshot = channel.unary_unary(
+                '/berth.image.v1.ImageService/DiffSnapshot',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.DiffSnapshotRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.DiffSnapshotResponse.FromString,
                 _registered_method=True)
-        self.DiskUsage = channel.unary_unary(
-                '/berth.image.v1.ImageService/DiskUsage',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.DiskUsageResponse.FromString,
+        self.GetDiskUsage = channel.unary_unary(
+                '/berth.image.v1.ImageService/GetDiskUsage',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.GetDiskUsageRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.GetDiskUsageResponse.FromString,
                 _registered_method=True)
         self.PruneImages = channel.unary_unary(
                 '/berth.image.v1.ImageService/PruneImages',
@@ -133,9 +136,12 @@ class ImageServiceStub:
 
 
 class ImageServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """ImageService stores images and makes root filesystems of them. Its only
+    caller is the gateway. Where a request names an image it takes a reference
+    (name[:tag], name@digest) or an id (full or short); NOT_FOUND when none matches.
+    """
 
-    def Load(self, request_iterator, context):
+    def LoadImages(self, request_iterator, context):
         """Load images from a `docker save` tarball or an OCI image-layout tarball,
         streamed in chunks. All or nothing: a corrupt tarball stores no image.
         """
@@ -143,29 +149,30 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Import(self, request_iterator, context):
+    def ImportImage(self, request_iterator, context):
         """Import a root filesystem tarball as a one-layer image.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Save(self, request, context):
+    def SaveImages(self, request, context):
         """Save images as a tarball that `docker load` and `berth load` accept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Tag(self, request, context):
-        """Give an image one more name.
+    def TagImage(self, request, context):
+        """Give an image one more name; a name another image had moves to this one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListImages(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Images, named or (with all) every one.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -188,12 +195,13 @@ class ImageServiceServicer:
     def PrepareSnapshot(self, request, context):
         """Prepare a writable snapshot on top of an image's layers and return the
         mounts that make it a root filesystem. Unpacks layers not yet unpacked.
+        ALREADY_EXISTS when the key is taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def SnapshotMounts(self, request, context):
+    def GetSnapshotMounts(self, request, context):
         """The mounts of an existing snapshot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -208,22 +216,23 @@ class ImageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSnapshots(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ExportPath(self, request, context):
-        """A tar stream of the directory at `path` in an image (its layers merged,
-        symlinks resolved inside the image), members relative to that directory,
-        ownership and modes as in the image. Empty when the path is missing or not
-        a directory. The gateway feeds it to VolumeService.Populate (copy-up).
+        """Every writable snapshot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Pull(self, request, context):
+    def ExportImagePath(self, request, context):
+        """A tar stream of the directory at `path` in an image (its layers merged,
+        symlinks resolved inside the image), members relative to that directory,
+        ownership and modes as in the image. Empty when the path is missing or not
+        a directory. The gateway feeds it to VolumeService.PopulateVolume (copy-up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullImage(self, request, context):
         """Pull an image from a registry (OCI distribution API), streaming progress
         per layer. The last message carries image_id and digest. Blobs already
         stored are not fetched; an interrupted download resumes where it stopped.
@@ -232,21 +241,21 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Push(self, request, context):
+    def PushImage(self, request, context):
         """Push an image to a registry, streaming progress per layer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Login(self, request, context):
+    def CheckRegistryAuth(self, request, context):
         """Check credentials against a registry. Nothing is stored: callers keep them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Commit(self, request, context):
+    def CommitSnapshot(self, request, context):
         """Make an image from a snapshot: its upper dir becomes a new layer (overlay
         whiteouts turned into .wh. entries) on top of the snapshot's image, with
         the config given. The snapshot stays as it is.
@@ -255,14 +264,14 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Diff(self, request, context):
+    def DiffSnapshot(self, request, context):
         """What a snapshot changed against its image, path by path.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def DiskUsage(self, request, context):
+    def GetDiskUsage(self, request, context):
         """Bytes on disk per image (shared and not) and per snapshot: what
         PruneImages would free is computed the same way.
         """
@@ -280,25 +289,25 @@ class ImageServiceServicer:
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Load': grpc.stream_unary_rpc_method_handler(
-                    servicer.Load,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoadRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoadResponse.SerializeToString,
+            'LoadImages': grpc.stream_unary_rpc_method_handler(
+                    servicer.LoadImages,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoadImagesRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoadImagesResponse.SerializeToString,
             ),
-            'Import': grpc.stream_unary_rpc_method_handler(
-                    servicer.Import,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ImportRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.Image.SerializeToString,
+            'ImportImage': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportImage,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ImportImageRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.ImportImageResponse.SerializeToString,
             ),
-            'Save': grpc.unary_stream_rpc_method_handler(
-                    servicer.Save,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.SaveRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.SaveResponse.SerializeToString,
+            'SaveImages': grpc.unary_stream_rpc_method_handler(
+                    servicer.SaveImages,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.SaveImagesRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.SaveImagesResponse.SerializeToString,
             ),
-            'Tag': grpc.unary_unary_rpc_method_handler(
-                    servicer.Tag,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.TagRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.Image.SerializeToString,
+            'TagImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.TagImage,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.TagImageRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.TagImageResponse.SerializeToString,
             ),
             'ListImages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListImages,
@@ -308,7 +317,7 @@ def add_ImageServiceServicer_to_server(servicer, server):
             'GetImage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImage,
                     request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.GetImageRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.Image.SerializeToString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.GetImageResponse.SerializeToString,
             ),
             'RemoveImage': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveImage,
@@ -320,10 +329,10 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PrepareSnapshotRequest.FromString,
                     response_serializer=berth_dot_image_dot_v1_dot_image__pb2.PrepareSnapshotResponse.SerializeToString,
             ),
-            'SnapshotMounts': grpc.unary_unary_rpc_method_handler(
-                    servicer.SnapshotMounts,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.SnapshotMountsRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.PrepareSnapshotResponse.SerializeToString,
+            'GetSnapshotMounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSnapshotMounts,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.GetSnapshotMountsRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.GetSnapshotMountsResponse.SerializeToString,
             ),
             'RemoveSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveSnapshot,
@@ -335,40 +344,40 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsRequest.FromString,
                     response_serializer=berth_dot_image_dot_v1_dot_image__pb2.ListSnapshotsResponse.SerializeToString,
             ),
-            'ExportPath': grpc.unary_stream_rpc_method_handler(
-                    servicer.ExportPath,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.ExportPathResponse.SerializeToString,
+            'ExportImagePath': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportImagePath,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.ExportImagePathRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.ExportImagePathResponse.SerializeToString,
             ),
-            'Pull': grpc.unary_stream_rpc_method_handler(
-                    servicer.Pull,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PullRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.Progress.SerializeToString,
+            'PullImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullImage,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PullImageRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.PullImageResponse.SerializeToString,
             ),
-            'Push': grpc.unary_stream_rpc_method_handler(
-                    servicer.Push,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PushRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.Progress.SerializeToString,
+            'PushImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.PushImage,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PushImageRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.PushImageResponse.SerializeToString,
             ),
-            'Login': grpc.unary_unary_rpc_method_handler(
-                    servicer.Login,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.LoginRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.LoginResponse.SerializeToString,
+            'CheckRegistryAuth': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckRegistryAuth,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.CheckRegistryAuthRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.CheckRegistryAuthResponse.SerializeToString,
             ),
-            'Commit': grpc.unary_unary_rpc_method_handler(
-                    servicer.Commit,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.CommitRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.Image.SerializeToString,
+            'CommitSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitSnapshot,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.CommitSnapshotRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.CommitSnapshotResponse.SerializeToString,
             ),
-            'Diff': grpc.unary_unary_rpc_method_handler(
-                    servicer.Diff,
-                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.DiffRequest.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.DiffResponse.SerializeToString,
+            'DiffSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffSnapshot,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.DiffSnapshotRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.DiffSnapshotResponse.SerializeToString,
             ),
-            'DiskUsage': grpc.unary_unary_rpc_method_handler(
-                    servicer.DiskUsage,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.DiskUsageResponse.SerializeToString,
+            'GetDiskUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDiskUsage,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.GetDiskUsageRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.GetDiskUsageResponse.SerializeToString,
             ),
             'PruneImages': grpc.unary_unary_rpc_method_handler(
                     servicer.PruneImages,
@@ -384,10 +393,13 @@ def add_ImageServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ImageService:
-    """Missing associated documentation comment in .proto file."""
+    """ImageService stores images and makes root filesystems of them. Its only
+    caller is the gateway. Where a request names an image it takes a reference
+    (name[:tag], name@digest) or an id (full or short); NOT_FOUND when none matches.
+    """
 
     @staticmethod
-    def Load(request_iterator,
+    def LoadImages(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -400,9 +412,9 @@ class ImageService:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/berth.image.v1.ImageService/Load',
-            berth_dot_image_dot_v1_dot_image__pb2.LoadRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.LoadResponse.FromString,
+            '/berth.image.v1.ImageService/LoadImages',
+            berth_dot_image_dot_v1_dot_image__pb2.LoadImagesRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.LoadImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -414,7 +426,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def Import(request_iterator,
+    def ImportImage(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -427,9 +439,9 @@ class ImageService:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/berth.image.v1.ImageService/Import',
-            berth_dot_image_dot_v1_dot_image__pb2.ImportRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+            '/berth.image.v1.ImageService/ImportImage',
+            berth_dot_image_dot_v1_dot_image__pb2.ImportImageRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.ImportImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -441,7 +453,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def Save(request,
+    def SaveImages(request,
             target,
             options=(),
             channel_credentials=None,
@@ -454,9 +466,9 @@ class ImageService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.image.v1.ImageService/Save',
-            berth_dot_image_dot_v1_dot_image__pb2.SaveRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.SaveResponse.FromString,
+            '/berth.image.v1.ImageService/SaveImages',
+            berth_dot_image_dot_v1_dot_image__pb2.SaveImagesRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.SaveImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -468,7 +480,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def Tag(request,
+    def TagImage(request,
             target,
             options=(),
             channel_credentials=None,
@@ -481,9 +493,9 @@ class ImageService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.image.v1.ImageService/Tag',
-            berth_dot_image_dot_v1_dot_image__pb2.TagRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+            '/berth.image.v1.ImageService/TagImage',
+            berth_dot_image_dot_v1_dot_image__pb2.TagImageRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.TagImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -537,7 +549,7 @@ class ImageService:
             target,
             '/berth.image.v1.ImageService/GetImage',
             berth_dot_image_dot_v1_dot_image__pb2.GetImageRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+            berth_dot_image_dot_v1_dot_image__pb2.GetImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -603,7 +615,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def SnapshotMounts(request,
+    def GetSnapshotMounts(request,
             target,
             options=(),
             channel_credentials=None,
@@ -616,9 +628,9 @@ class ImageService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.image.v1.ImageService/SnapshotMounts',
-            berth_dot_image_dot_v1_dot_image__pb2.SnapshotMountsRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.PrepareSnapshotResponse.FromString,
+            '/berth.image.v1.ImageService/GetSnapshotMounts',
+            berth_dot_image_dot_v1_dot_image__pb2.GetSnapshotMountsRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.GetSnapshotMountsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -684,7 +696,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def ExportPath(request,
+    def ExportImagePath(request,
             target,
             options=(),
             channel_credentials=None,
@@ -697,9 +709,9 @@ class ImageService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.image.v1.ImageService/ExportPath',
-            berth_dot_image_dot_v1_dot_image__pb2.ExportPathRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.ExportPathResponse.FromString,
+            '/berth.image.v1.ImageService/ExportImagePath',
+            berth_dot_image_dot_v1_dot_image__pb2.ExportImagePathRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.ExportImagePathResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -711,7 +723,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def Pull(request,
+    def PullImage(request,
             target,
             options=(),
             channel_credentials=None,
@@ -724,9 +736,9 @@ class ImageService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.image.v1.ImageService/Pull',
-            berth_dot_image_dot_v1_dot_image__pb2.PullRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.Progress.FromString,
+            '/berth.image.v1.ImageService/PullImage',
+            berth_dot_image_dot_v1_dot_image__pb2.PullImageRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.PullImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -738,7 +750,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def Push(request,
+    def PushImage(request,
             target,
             options=(),
             channel_credentials=None,
@@ -751,9 +763,9 @@ class ImageService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/berth.image.v1.ImageService/Push',
-            berth_dot_image_dot_v1_dot_image__pb2.PushRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.Progress.FromString,
+            '/berth.image.v1.ImageService/PushImage',
+            berth_dot_image_dot_v1_dot_image__pb2.PushImageRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.PushImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -765,7 +777,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def Login(request,
+    def CheckRegistryAuth(request,
             target,
             options=(),
             channel_credentials=None,
@@ -778,9 +790,9 @@ class ImageService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.image.v1.ImageService/Login',
-            berth_dot_image_dot_v1_dot_image__pb2.LoginRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.LoginResponse.FromString,
+            '/berth.image.v1.ImageService/CheckRegistryAuth',
+            berth_dot_image_dot_v1_dot_image__pb2.CheckRegistryAuthRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.CheckRegistryAuthResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -792,7 +804,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def Commit(request,
+    def CommitSnapshot(request,
             target,
             options=(),
             channel_credentials=None,
@@ -805,9 +817,9 @@ class ImageService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.image.v1.ImageService/Commit',
-            berth_dot_image_dot_v1_dot_image__pb2.CommitRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.Image.FromString,
+            '/berth.image.v1.ImageService/CommitSnapshot',
+            berth_dot_image_dot_v1_dot_image__pb2.CommitSnapshotRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.CommitSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -819,7 +831,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def Diff(request,
+    def DiffSnapshot(request,
             target,
             options=(),
             channel_credentials=None,
@@ -832,9 +844,9 @@ class ImageService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.image.v1.ImageService/Diff',
-            berth_dot_image_dot_v1_dot_image__pb2.DiffRequest.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.DiffResponse.FromString,
+            '/berth.image.v1.ImageService/DiffSnapshot',
+            berth_dot_image_dot_v1_dot_image__pb2.DiffSnapshotRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.DiffSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -846,7 +858,7 @@ class ImageService:
             _registered_method=True)
 
     @staticmethod
-    def DiskUsage(request,
+    def GetDiskUsage(request,
             target,
             options=(),
             channel_credentials=None,
@@ -859,9 +871,9 @@ class ImageService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.image.v1.ImageService/DiskUsage',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            berth_dot_image_dot_v1_dot_image__pb2.DiskUsageResponse.FromString,
+            '/berth.image.v1.ImageService/GetDiskUsage',
+            berth_dot_image_dot_v1_dot_image__pb2.GetDiskUsageRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.GetDiskUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,22 +33,28 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ImageServiceStub:
+    """ImageService stores images and makes root filesystems of them. Its only
+    caller is the gateway. Where a request names an image it takes a reference
+    (name[:tag], name@digest) or an id (full or short); NOT_FOUND when none matches.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ImageServiceAsyncStub: ...
-    Load: _grpc.StreamUnaryMultiCallable[_image_pb2.LoadRequest, _image_pb2.LoadResponse]
+    LoadImages: _grpc.StreamUnaryMultiCallable[_image_pb2.LoadImagesRequest, _image_pb2.LoadImagesResponse]
     """Load images from a `docker save` tarball or an OCI image-layout tarball,
     streamed in chunks. All or nothing: a corrupt tarball stores no image.
     """
-    Import: _grpc.StreamUnaryMultiCallable[_image_pb2.ImportRequest, _image_pb2.Image]
+    ImportImage: _grpc.StreamUnaryMultiCallable[_image_pb2.ImportImageRequest, _image_pb2.ImportImageResponse]
     """Import a root filesystem tarball as a one-layer image."""
-    Save: _grpc.UnaryStreamMultiCallable[_image_pb2.SaveRequest, _image_pb2.SaveResponse]
+    SaveImages: _grpc.UnaryStreamMultiCallable[_image_pb2.SaveImagesRequest, _image_pb2.SaveImagesResponse]
     """Save images as a tarball that `docker load` and `berth load` accept."""
-    Tag: _grpc.UnaryUnaryMultiCallable[_image_pb2.TagRequest, _image_pb2.Image]
-    """Give an image one more name."""
+    TagImage: _grpc.UnaryUnaryMultiCallable[_image_pb2.TagImageRequest, _image_pb2.TagImageResponse]
+    """Give an image one more name; a name another image had moves to this one."""
     ListImages: _grpc.UnaryUnaryMultiCallable[_image_pb2.ListImagesRequest, _image_pb2.ListImagesResponse]
-    GetImage: _grpc.UnaryUnaryMultiCallable[_image_pb2.GetImageRequest, _image_pb2.Image]
+    """Images, named or (with all) every one."""
+    GetImage: _grpc.UnaryUnaryMultiCallable[_image_pb2.GetImageRequest, _image_pb2.GetImageResponse]
     """Resolve a reference (name[:tag], name@digest, full or short id) to an image."""
     RemoveImage: _grpc.UnaryUnaryMultiCallable[_image_pb2.RemoveImageRequest, _image_pb2.RemoveImageResponse]
     """Untag, and delete the image once no name is left. Refused while a
@@ -57,35 +63,37 @@ class ImageServiceStub:
     PrepareSnapshot: _grpc.UnaryUnaryMultiCallable[_image_pb2.PrepareSnapshotRequest, _image_pb2.PrepareSnapshotResponse]
     """Prepare a writable snapshot on top of an image's layers and return the
     mounts that make it a root filesystem. Unpacks layers not yet unpacked.
+    ALREADY_EXISTS when the key is taken.
     """
-    SnapshotMounts: _grpc.UnaryUnaryMultiCallable[_image_pb2.SnapshotMountsRequest, _image_pb2.PrepareSnapshotResponse]
+    GetSnapshotMounts: _grpc.UnaryUnaryMultiCallable[_image_pb2.GetSnapshotMountsRequest, _image_pb2.GetSnapshotMountsResponse]
     """The mounts of an existing snapshot."""
     RemoveSnapshot: _grpc.UnaryUnaryMultiCallable[_image_pb2.RemoveSnapshotRequest, _empty_pb2.Empty]
     """Remove a writable snapshot and its data. Removing an unknown key is not an error."""
     ListSnapshots: _grpc.UnaryUnaryMultiCallable[_image_pb2.ListSnapshotsRequest, _image_pb2.ListSnapshotsResponse]
-    ExportPath: _grpc.UnaryStreamMultiCallable[_image_pb2.ExportPathRequest, _image_pb2.ExportPathResponse]
+    """Every writable snapshot."""
+    ExportImagePath: _grpc.UnaryStreamMultiCallable[_image_pb2.ExportImagePathRequest, _image_pb2.ExportImagePathResponse]
     """A tar stream of the directory at `path` in an image (its layers merged,
     symlinks resolved inside the image), members relative to that directory,
     ownership and modes as in the image. Empty when the path is missing or not
-    a directory. The gateway feeds it to VolumeService.Populate (copy-up).
+    a directory. The gateway feeds it to VolumeService.PopulateVolume (copy-up).
     """
-    Pull: _grpc.UnaryStreamMultiCallable[_image_pb2.PullRequest, _image_pb2.Progress]
+    PullImage: _grpc.UnaryStreamMultiCallable[_image_pb2.PullImageRequest, _image_pb2.PullImageResponse]
     """Pull an image from a registry (OCI distribution API), streaming progress
     per layer. The last message carries image_id and digest. Blobs already
     stored are not fetched; an interrupted download resumes where it stopped.
     """
-    Push: _grpc.UnaryStreamMultiCallable[_image_pb2.PushRequest, _image_pb2.Progress]
+    PushImage: _grpc.UnaryStreamMultiCallable[_image_pb2.PushImageRequest, _image_pb2.PushImageResponse]
     """Push an image to a registry, streaming progress per layer."""
-    Login: _grpc.UnaryUnaryMultiCallable[_image_pb2.LoginRequest, _image_pb2.LoginResponse]
+    CheckRegistryAuth: _grpc.UnaryUnaryMultiCallable[_image_pb2.CheckRegistryAuthRequest, _image_pb2.CheckRegistryAuthResponse]
     """Check credentials against a registry. Nothing is stored: callers keep them."""
-    Commit: _grpc.UnaryUnaryMultiCallable[_image_pb2.CommitRequest, _image_pb2.Image]
+    CommitSnapshot: _grpc.UnaryUnaryMultiCallable[_image_pb2.CommitSnapshotRequest, _image_pb2.CommitSnapshotResponse]
     """Make an image from a snapshot: its upper dir becomes a new layer (overlay
     whiteouts turned into .wh. entries) on top of the snapshot's image, with
     the config given. The snapshot stays as it is.
     """
-    Diff: _grpc.UnaryUnaryMultiCallable[_image_pb2.DiffRequest, _image_pb2.DiffResponse]
+    DiffSnapshot: _grpc.UnaryUnaryMultiCallable[_image_pb2.DiffSnapshotRequest, _image_pb2.DiffSnapshotResponse]
     """What a snapshot changed against its image, path by path."""
-    DiskUsage: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _image_pb2.DiskUsageResponse]
+    GetDiskUsage: _grpc.UnaryUnaryMultiCallable[_image_pb2.GetDiskUsageRequest, _image_pb2.GetDiskUsageResponse]
     """Bytes on disk per image (shared and not) and per snapshot: what
     PruneImages would free is computed the same way.
     """
@@ -94,19 +102,25 @@ class ImageServiceStub:
 
 @_typing.type_check_only
 class ImageServiceAsyncStub(ImageServiceStub):
+    """ImageService stores images and makes root filesystems of them. Its only
+    caller is the gateway. Where a request names an image it takes a reference
+    (name[:tag], name@digest) or an id (full or short); NOT_FOUND when none matches.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Load: _aio.StreamUnaryMultiCallable[_image_pb2.LoadRequest, _image_pb2.LoadResponse]  # type: ignore[assignment]
+    LoadImages: _aio.StreamUnaryMultiCallable[_image_pb2.LoadImagesRequest, _image_pb2.LoadImagesResponse]  # type: ignore[assignment]
     """Load images from a `docker save` tarball or an OCI image-layout tarball,
     streamed in chunks. All or nothing: a corrupt tarball stores no image.
     """
-    Import: _aio.StreamUnaryMultiCallable[_image_pb2.ImportRequest, _image_pb2.Image]  # type: ignore[assignment]
+    ImportImage: _aio.StreamUnaryMultiCallable[_image_pb2.ImportImageRequest, _image_pb2.ImportImageResponse]  # type: ignore[assignment]
     """Import a root filesystem tarball as a one-layer image."""
-    Save: _aio.UnaryStreamMultiCallable[_image_pb2.SaveRequest, _image_pb2.SaveResponse]  # type: ignore[assignment]
+    SaveImages: _aio.UnaryStreamMultiCallable[_image_pb2.SaveImagesRequest, _image_pb2.SaveImagesResponse]  # type: ignore[assignment]
     """Save images as a tarball that `docker load` and `berth load` accept."""
-    Tag: _aio.UnaryUnaryMultiCallable[_image_pb2.TagRequest, _image_pb2.Image]  # type: ignore[assignment]
-    """Give an image one more name."""
+    TagImage: _aio.UnaryUnaryMultiCallable[_image_pb2.TagImageRequest, _image_pb2.TagImageResponse]  # type: ignore[assignment]
+    """Give an image one more name; a name another image had moves to this one."""
     ListImages: _aio.UnaryUnaryMultiCallable[_image_pb2.ListImagesRequest, _image_pb2.ListImagesResponse]  # type: ignore[assignment]
-    GetImage: _aio.UnaryUnaryMultiCallable[_image_pb2.GetImageRequest, _image_pb2.Image]  # type: ignore[assignment]
+    """Images, named or (with all) every one."""
+    GetImage: _aio.UnaryUnaryMultiCallable[_image_pb2.GetImageRequest, _image_pb2.GetImageResponse]  # type: ignore[assignment]
     """Resolve a reference (name[:tag], name@digest, full or short id) to an image."""
     RemoveImage: _aio.UnaryUnaryMultiCallable[_image_pb2.RemoveImageRequest, _image_pb2.RemoveImageResponse]  # type: ignore[assignment]
     """Untag, and delete the image once no name is left. Refused while a
@@ -115,35 +129,37 @@ class ImageServiceAsyncStub(ImageServiceStub):
     PrepareSnapshot: _aio.UnaryUnaryMultiCallable[_image_pb2.PrepareSnapshotRequest, _image_pb2.PrepareSnapshotResponse]  # type: ignore[assignment]
     """Prepare a writable snapshot on top of an image's layers and return the
     mounts that make it a root filesystem. Unpacks layers not yet unpacked.
+    ALREADY_EXISTS when the key is taken.
     """
-    SnapshotMounts: _aio.UnaryUnaryMultiCallable[_image_pb2.SnapshotMountsRequest, _image_pb2.PrepareSnapshotResponse]  # type: ignore[assignment]
+    GetSnapshotMounts: _aio.UnaryUnaryMultiCallable[_image_pb2.GetSnapshotMountsRequest, _image_pb2.GetSnapshotMountsResponse]  # type: ignore[assignment]
     """The mounts of an existing snapshot."""
     RemoveSnapshot: _aio.UnaryUnaryMultiCallable[_image_pb2.RemoveSnapshotRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Remove a writable snapshot and its data. Removing an unknown key is not an error."""
     ListSnapshots: _aio.UnaryUnaryMultiCallable[_image_pb2.ListSnapshotsRequest, _image_pb2.ListSnapshotsResponse]  # type: ignore[assignment]
-    ExportPath: _aio.UnaryStreamMultiCallable[_image_pb2.ExportPathRequest, _image_pb2.ExportPathResponse]  # type: ignore[assignment]
+    """Every writable snapshot."""
+    ExportImagePath: _aio.UnaryStreamMultiCallable[_image_pb2.ExportImagePathRequest, _image_pb2.ExportImagePathResponse]  # type: ignore[assignment]
     """A tar stream of the directory at `path` in an image (its layers merged,
     symlinks resolved inside the image), members relative to that directory,
     ownership and modes as in the image. Empty when the path is missing or not
-    a directory. The gateway feeds it to VolumeService.Populate (copy-up).
+    a directory. The gateway feeds it to VolumeService.PopulateVolume (copy-up).
     """
-    Pull: _aio.UnaryStreamMultiCallable[_image_pb2.PullRequest, _image_pb2.Progress]  # type: ignore[assignment]
+    PullImage: _aio.UnaryStreamMultiCallable[_image_pb2.PullImageRequest, _image_pb2.PullImageResponse]  # type: ignore[assignment]
     """Pull an image from a registry (OCI distribution API), streaming progress
     per layer. The last message carries image_id and digest. Blobs already
     stored are not fetched; an interrupted download resumes where it stopped.
     """
-    Push: _aio.UnaryStreamMultiCallable[_image_pb2.PushRequest, _image_pb2.Progress]  # type: ignore[assignment]
+    PushImage: _aio.UnaryStreamMultiCallable[_image_pb2.PushImageRequest, _image_pb2.PushImageResponse]  # type: ignore[assignment]
     """Push an image to a registry, streaming progress per layer."""
-    Login: _aio.UnaryUnaryMultiCallable[_image_pb2.LoginRequest, _image_pb2.LoginResponse]  # type: ignore[assignment]
+    CheckRegistryAuth: _aio.UnaryUnaryMultiCallable[_image_pb2.CheckRegistryAuthRequest, _image_pb2.CheckRegistryAuthResponse]  # type: ignore[assignment]
     """Check credentials against a registry. Nothing is stored: callers keep them."""
-    Commit: _aio.UnaryUnaryMultiCallable[_image_pb2.CommitRequest, _image_pb2.Image]  # type: ignore[assignment]
+    CommitSnapshot: _aio.UnaryUnaryMultiCallable[_image_pb2.CommitSnapshotRequest, _image_pb2.CommitSnapshotResponse]  # type: ignore[assignment]
     """Make an image from a snapshot: its upper dir becomes a new layer (overlay
     whiteouts turned into .wh. entries) on top of the snapshot's image, with
     the config given. The snapshot stays as it is.
     """
-    Diff: _aio.UnaryUnaryMultiCallable[_image_pb2.DiffRequest, _image_pb2.DiffResponse]  # type: ignore[assignment]
+    DiffSnapshot: _aio.UnaryUnaryMultiCallable[_image_pb2.DiffSnapshotRequest, _image_pb2.DiffSnapshotResponse]  # type: ignore[assignment]
     """What a snapshot changed against its image, path by path."""
-    DiskUsage: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _image_pb2.DiskUsageResponse]  # type: ignore[assignment]
+    GetDiskUsage: _aio.UnaryUnaryMultiCallable[_image_pb2.GetDiskUsageRequest, _image_pb2.GetDiskUsageResponse]  # type: ignore[assignment]
     """Bytes on disk per image (shared and not) and per snapshot: what
     PruneImages would free is computed the same way.
     """
@@ -151,53 +167,59 @@ class ImageServiceAsyncStub(ImageServiceStub):
     """Remove images no snapshot uses: dangling ones, or with all every one."""
 
 class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
+    """ImageService stores images and makes root filesystems of them. Its only
+    caller is the gateway. Where a request names an image it takes a reference
+    (name[:tag], name@digest) or an id (full or short); NOT_FOUND when none matches.
+    """
+
     @_abc_1.abstractmethod
-    def Load(
+    def LoadImages(
         self,
-        request_iterator: _MaybeAsyncIterator[_image_pb2.LoadRequest],
+        request_iterator: _MaybeAsyncIterator[_image_pb2.LoadImagesRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.LoadResponse, _abc.Awaitable[_image_pb2.LoadResponse]]:
+    ) -> _typing.Union[_image_pb2.LoadImagesResponse, _abc.Awaitable[_image_pb2.LoadImagesResponse]]:
         """Load images from a `docker save` tarball or an OCI image-layout tarball,
         streamed in chunks. All or nothing: a corrupt tarball stores no image.
         """
 
     @_abc_1.abstractmethod
-    def Import(
+    def ImportImage(
         self,
-        request_iterator: _MaybeAsyncIterator[_image_pb2.ImportRequest],
+        request_iterator: _MaybeAsyncIterator[_image_pb2.ImportImageRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.Image, _abc.Awaitable[_image_pb2.Image]]:
+    ) -> _typing.Union[_image_pb2.ImportImageResponse, _abc.Awaitable[_image_pb2.ImportImageResponse]]:
         """Import a root filesystem tarball as a one-layer image."""
 
     @_abc_1.abstractmethod
-    def Save(
+    def SaveImages(
         self,
-        request: _image_pb2.SaveRequest,
+        request: _image_pb2.SaveImagesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_image_pb2.SaveResponse], _abc.AsyncIterator[_image_pb2.SaveResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_image_pb2.SaveImagesResponse], _abc.AsyncIterator[_image_pb2.SaveImagesResponse]]:
         """Save images as a tarball that `docker load` and `berth load` accept."""
 
     @_abc_1.abstractmethod
-    def Tag(
+    def TagImage(
         self,
-        request: _image_pb2.TagRequest,
+        request: _image_pb2.TagImageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.Image, _abc.Awaitable[_image_pb2.Image]]:
-        """Give an image one more name."""
+    ) -> _typing.Union[_image_pb2.TagImageResponse, _abc.Awaitable[_image_pb2.TagImageResponse]]:
+        """Give an image one more name; a name another image had moves to this one."""
 
     @_abc_1.abstractmethod
     def ListImages(
         self,
         request: _image_pb2.ListImagesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.ListImagesResponse, _abc.Awaitable[_image_pb2.ListImagesResponse]]: ...
+    ) -> _typing.Union[_image_pb2.ListImagesResponse, _abc.Awaitable[_image_pb2.ListImagesResponse]]:
+        """Images, named or (with all) every one."""
 
     @_abc_1.abstractmethod
     def GetImage(
         self,
         request: _image_pb2.GetImageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.Image, _abc.Awaitable[_image_pb2.Image]]:
+    ) -> _typing.Union[_image_pb2.GetImageResponse, _abc.Awaitable[_image_pb2.GetImageResponse]]:
         """Resolve a reference (name[:tag], name@digest, full or short id) to an image."""
 
     @_abc_1.abstractmethod
@@ -218,14 +240,15 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_image_pb2.PrepareSnapshotResponse, _abc.Awaitable[_image_pb2.PrepareSnapshotResponse]]:
         """Prepare a writable snapshot on top of an image's layers and return the
         mounts that make it a root filesystem. Unpacks layers not yet unpacked.
+        ALREADY_EXISTS when the key is taken.
         """
 
     @_abc_1.abstractmethod
-    def SnapshotMounts(
+    def GetSnapshotMounts(
         self,
-        request: _image_pb2.SnapshotMountsRequest,
+        request: _image_pb2.GetSnapshotMountsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.PrepareSnapshotResponse, _abc.Awaitable[_image_pb2.PrepareSnapshotResponse]]:
+    ) -> _typing.Union[_image_pb2.GetSnapshotMountsResponse, _abc.Awaitable[_image_pb2.GetSnapshotMountsResponse]]:
         """The mounts of an existing snapshot."""
 
     @_abc_1.abstractmethod
@@ -241,72 +264,73 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _image_pb2.ListSnapshotsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.ListSnapshotsResponse, _abc.Awaitable[_image_pb2.ListSnapshotsResponse]]: ...
+    ) -> _typing.Union[_image_pb2.ListSnapshotsResponse, _abc.Awaitable[_image_pb2.ListSnapshotsResponse]]:
+        """Every writable snapshot."""
 
     @_abc_1.abstractmethod
-    def ExportPath(
+    def ExportImagePath(
         self,
-        request: _image_pb2.ExportPathRequest,
+        request: _image_pb2.ExportImagePathRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_image_pb2.ExportPathResponse], _abc.AsyncIterator[_image_pb2.ExportPathResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_image_pb2.ExportImagePathResponse], _abc.AsyncIterator[_image_pb2.ExportImagePathResponse]]:
         """A tar stream of the directory at `path` in an image (its layers merged,
         symlinks resolved inside the image), members relative to that directory,
         ownership and modes as in the image. Empty when the path is missing or not
-        a directory. The gateway feeds it to VolumeService.Populate (copy-up).
+        a directory. The gateway feeds it to VolumeService.PopulateVolume (copy-up).
         """
 
     @_abc_1.abstractmethod
-    def Pull(
+    def PullImage(
         self,
-        request: _image_pb2.PullRequest,
+        request: _image_pb2.PullImageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_image_pb2.Progress], _abc.AsyncIterator[_image_pb2.Progress]]:
+    ) -> _typing.Union[_abc.Iterator[_image_pb2.PullImageResponse], _abc.AsyncIterator[_image_pb2.PullImageResponse]]:
         """Pull an image from a registry (OCI distribution API), streaming progress
         per layer. The last message carries image_id and digest. Blobs already
         stored are not fetched; an interrupted download resumes where it stopped.
         """
 
     @_abc_1.abstractmethod
-    def Push(
+    def PushImage(
         self,
-        request: _image_pb2.PushRequest,
+        request: _image_pb2.PushImageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_image_pb2.Progress], _abc.AsyncIterator[_image_pb2.Progress]]:
+    ) -> _typing.Union[_abc.Iterator[_image_pb2.PushImageResponse], _abc.AsyncIterator[_image_pb2.PushImageResponse]]:
         """Push an image to a registry, streaming progress per layer."""
 
     @_abc_1.abstractmethod
-    def Login(
+    def CheckRegistryAuth(
         self,
-        request: _image_pb2.LoginRequest,
+        request: _image_pb2.CheckRegistryAuthRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.LoginResponse, _abc.Awaitable[_image_pb2.LoginResponse]]:
+    ) -> _typing.Union[_image_pb2.CheckRegistryAuthResponse, _abc.Awaitable[_image_pb2.CheckRegistryAuthResponse]]:
         """Check credentials against a registry. Nothing is stored: callers keep them."""
 
     @_abc_1.abstractmethod
-    def Commit(
+    def CommitSnapshot(
         self,
-        request: _image_pb2.CommitRequest,
+        request: _image_pb2.CommitSnapshotRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.Image, _abc.Awaitable[_image_pb2.Image]]:
+    ) -> _typing.Union[_image_pb2.CommitSnapshotResponse, _abc.Awaitable[_image_pb2.CommitSnapshotResponse]]:
         """Make an image from a snapshot: its upper dir becomes a new layer (overlay
         whiteouts turned into .wh. entries) on top of the snapshot's image, with
         the config given. The snapshot stays as it is.
         """
 
     @_abc_1.abstractmethod
-    def Diff(
+    def DiffSnapshot(
         self,
-        request: _image_pb2.DiffRequest,
+        request: _image_pb2.DiffSnapshotRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.DiffResponse, _abc.Awaitable[_image_pb2.DiffResponse]]:
+    ) -> _typing.Union[_image_pb2.DiffSnapshotResponse, _abc.Awaitable[_image_pb2.DiffSnapshotResponse]]:
         """What a snapshot changed against its image, path by path."""
 
     @_abc_1.abstractmethod
-    def DiskUsage(
+    def GetDiskUsage(
         self,
-        request: _empty_pb2.Empty,
+        request: _image_pb2.GetDiskUsageRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_image_pb2.DiskUsageResponse, _abc.Awaitable[_image_pb2.DiskUsageResponse]]:
+    ) -> _typing.Union[_image_pb2.GetDiskUsageResponse, _abc.Awaitable[_image_pb2.GetDiskUsageResponse]]:
         """Bytes on disk per image (shared and not) and per snapshot: what
         PruneImages would free is computed the same way.
         """

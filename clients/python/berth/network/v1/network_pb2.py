@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from berth.types.v1 import mount_pb2 as berth_dot_types_dot_v1_dot_mount__pb2
+from berth.types.v1 import port_pb2 as berth_dot_types_dot_v1_dot_port__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x65rth/network/v1/network.proto\x12\x10\x62\x65rth.network.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1a\x62\x65rth/types/v1/mount.proto\"\x93\x02\n\x07Network\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x64river\x18\x03 \x01(\t\x12\x35\n\x06labels\x18\x04 \x03(\x0b\x32%.berth.network.v1.Network.LabelsEntry\x12\x0e\n\x06subnet\x18\x05 \x01(\t\x12\x0f\n\x07gateway\x18\x06 \x01(\t\x12\x10\n\x08ip_range\x18\x07 \x01(\t\x12\x10\n\x08internal\x18\x08 \x01(\x08\x12\x0e\n\x06\x62ridge\x18\t \x01(\t\x12\x0f\n\x07\x63reated\x18\n \x01(\t\x12\x12\n\ncontainers\x18\x0b \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xec\x01\n\x14\x43reateNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x0e\n\x06subnet\x18\x03 \x01(\t\x12\x0f\n\x07gateway\x18\x04 \x01(\t\x12\x10\n\x08ip_range\x18\x05 \x01(\t\x12\x10\n\x08internal\x18\x06 \x01(\x08\x12\x42\n\x06labels\x18\x07 \x03(\x0b\x32\x32.berth.network.v1.CreateNetworkRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x14RemoveNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14PruneNetworksRequest\"(\n\x15PruneNetworksResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\"\x15\n\x13ListNetworksRequest\"C\n\x14ListNetworksResponse\x12+\n\x08networks\x18\x01 \x03(\x0b\x32\x19.berth.network.v1.Network\"!\n\x11GetNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"[\n\x0bPortBinding\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x0f\n\x07host_ip\x18\x02 \x01(\t\x12\x11\n\thost_port\x18\x03 \x01(\r\x12\x16\n\x0e\x63ontainer_port\x18\x04 \x01(\r\"\xab\x01\n\rAttachRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x14\n\x0cipv4_address\x18\x05 \x01(\t\x12\x0f\n\x07\x61liases\x18\x06 \x03(\t\x12,\n\x05ports\x18\x07 \x03(\x0b\x32\x1d.berth.network.v1.PortBinding\"^\n\x0e\x43onnectRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x14\n\x0cipv4_address\x18\x03 \x01(\t\x12\x0f\n\x07\x61liases\x18\x04 \x03(\t\":\n\x11\x44isconnectRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\"\x8d\x01\n\nAttachment\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x0e\n\x06ifname\x18\x03 \x01(\t\x12\x14\n\x0cipv4_address\x18\x04 \x01(\t\x12\x12\n\nprefix_len\x18\x05 \x01(\x05\x12\x0f\n\x07gateway\x18\x06 \x01(\t\x12\x0f\n\x07\x61liases\x18\x07 \x03(\t\"\xcd\x01\n\x08\x45ndpoint\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x12\n\nnetns_path\x18\x03 \x01(\t\x12\x31\n\x0b\x61ttachments\x18\x04 \x03(\x0b\x32\x1c.berth.network.v1.Attachment\x12,\n\x05ports\x18\x05 \x03(\x0b\x32\x1d.berth.network.v1.PortBinding\x12%\n\x06mounts\x18\x06 \x03(\x0b\x32\x15.berth.types.v1.Mount\"%\n\rDetachRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"\x16\n\x14ListEndpointsRequest\"F\n\x15ListEndpointsResponse\x12-\n\tendpoints\x18\x01 \x03(\x0b\x32\x1a.berth.network.v1.Endpoint2\xc4\x06\n\x0eNetworkService\x12R\n\rCreateNetwork\x12&.berth.network.v1.CreateNetworkRequest\x1a\x19.berth.network.v1.Network\x12O\n\rRemoveNetwork\x12&.berth.network.v1.RemoveNetworkRequest\x1a\x16.google.protobuf.Empty\x12`\n\rPruneNetworks\x12&.berth.network.v1.PruneNetworksRequest\x1a\'.berth.network.v1.PruneNetworksResponse\x12]\n\x0cListNetworks\x12%.berth.network.v1.ListNetworksRequest\x1a&.berth.network.v1.ListNetworksResponse\x12L\n\nGetNetwork\x12#.berth.network.v1.GetNetworkRequest\x1a\x19.berth.network.v1.Network\x12\x45\n\x06\x41ttach\x12\x1f.berth.network.v1.AttachRequest\x1a\x1a.berth.network.v1.Endpoint\x12G\n\x07\x43onnect\x12 .berth.network.v1.ConnectRequest\x1a\x1a.berth.network.v1.Endpoint\x12I\n\nDisconnect\x12#.berth.network.v1.DisconnectRequest\x1a\x16.google.protobuf.Empty\x12\x41\n\x06\x44\x65tach\x12\x1f.berth.network.v1.DetachRequest\x1a\x16.google.protobuf.Empty\x12`\n\rListEndpoints\x12&.berth.network.v1.ListEndpointsRequest\x1a\'.berth.network.v1.ListEndpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x65rth/network/v1/network.proto\x12\x10\x62\x65rth.network.v1\x1a\x1a\x62\x65rth/types/v1/mount.proto\x1a\x19\x62\x65rth/types/v1/port.proto\x1a\x1bgoogle/protobuf/empty.proto\"\x93\x02\n\x07Network\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x64river\x18\x03 \x01(\t\x12\x35\n\x06labels\x18\x04 \x03(\x0b\x32%.berth.network.v1.Network.LabelsEntry\x12\x0e\n\x06subnet\x18\x05 \x01(\t\x12\x0f\n\x07gateway\x18\x06 \x01(\t\x12\x10\n\x08ip_range\x18\x07 \x01(\t\x12\x10\n\x08internal\x18\x08 \x01(\x08\x12\x0e\n\x06\x62ridge\x18\t \x01(\t\x12\x0f\n\x07\x63reated\x18\n \x01(\t\x12\x12\n\ncontainers\x18\x0b \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xec\x01\n\x14\x43reateNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x0e\n\x06subnet\x18\x03 \x01(\t\x12\x0f\n\x07gateway\x18\x04 \x01(\t\x12\x10\n\x08ip_range\x18\x05 \x01(\t\x12\x10\n\x08internal\x18\x06 \x01(\x08\x12\x42\n\x06labels\x18\x07 \x03(\x0b\x32\x32.berth.network.v1.CreateNetworkRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x15\x43reateNetworkResponse\x12*\n\x07network\x18\x01 \x01(\x0b\x32\x19.berth.network.v1.Network\"$\n\x14RemoveNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14PruneNetworksRequest\"(\n\x15PruneNetworksResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\"\x15\n\x13ListNetworksRequest\"C\n\x14ListNetworksResponse\x12+\n\x08networks\x18\x01 \x03(\x0b\x32\x19.berth.network.v1.Network\"!\n\x11GetNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x12GetNetworkResponse\x12*\n\x07network\x18\x01 \x01(\x0b\x32\x19.berth.network.v1.Network\"\xb1\x01\n\x15\x43reateEndpointRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x14\n\x0cipv4_address\x18\x05 \x01(\t\x12\x0f\n\x07\x61liases\x18\x06 \x03(\t\x12*\n\x05ports\x18\x07 \x03(\x0b\x32\x1b.berth.types.v1.PortBinding\"F\n\x16\x43reateEndpointResponse\x12,\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1a.berth.network.v1.Endpoint\"e\n\x15\x43onnectNetworkRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x14\n\x0cipv4_address\x18\x03 \x01(\t\x12\x0f\n\x07\x61liases\x18\x04 \x03(\t\"F\n\x16\x43onnectNetworkResponse\x12,\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1a.berth.network.v1.Endpoint\"A\n\x18\x44isconnectNetworkRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\"\x8d\x01\n\nAttachment\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x0e\n\x06ifname\x18\x03 \x01(\t\x12\x14\n\x0cipv4_address\x18\x04 \x01(\t\x12\x12\n\nprefix_len\x18\x05 \x01(\x05\x12\x0f\n\x07gateway\x18\x06 \x01(\t\x12\x0f\n\x07\x61liases\x18\x07 \x03(\t\"\xcb\x01\n\x08\x45ndpoint\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x12\n\nnetns_path\x18\x03 \x01(\t\x12\x31\n\x0b\x61ttachments\x18\x04 \x03(\x0b\x32\x1c.berth.network.v1.Attachment\x12*\n\x05ports\x18\x05 \x03(\x0b\x32\x1b.berth.types.v1.PortBinding\x12%\n\x06mounts\x18\x06 \x03(\x0b\x32\x15.berth.types.v1.Mount\"-\n\x15\x44\x65leteEndpointRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"\x16\n\x14ListEndpointsRequest\"F\n\x15ListEndpointsResponse\x12-\n\tendpoints\x18\x01 \x03(\x0b\x32\x1a.berth.network.v1.Endpoint2\xb5\x07\n\x0eNetworkService\x12`\n\rCreateNetwork\x12&.berth.network.v1.CreateNetworkRequest\x1a\'.berth.network.v1.CreateNetworkResponse\x12O\n\rRemoveNetwork\x12&.berth.network.v1.RemoveNetworkRequest\x1a\x16.google.protobuf.Empty\x12`\n\rPruneNetworks\x12&.berth.network.v1.PruneNetworksRequest\x1a\'.berth.network.v1.PruneNetworksResponse\x12]\n\x0cListNetworks\x12%.berth.network.v1.ListNetworksRequest\x1a&.berth.network.v1.ListNetworksResponse\x12W\n\nGetNetwork\x12#.berth.network.v1.GetNetworkRequest\x1a$.berth.network.v1.GetNetworkResponse\x12\x63\n\x0e\x43reateEndpoint\x12\'.berth.network.v1.CreateEndpointRequest\x1a(.berth.network.v1.CreateEndpointResponse\x12\x63\n\x0e\x43onnectNetwork\x12\'.berth.network.v1.ConnectNetworkRequest\x1a(.berth.network.v1.ConnectNetworkResponse\x12W\n\x11\x44isconnectNetwork\x12*.berth.network.v1.DisconnectNetworkRequest\x1a\x16.google.protobuf.Empty\x12Q\n\x0e\x44\x65leteEndpoint\x12\'.berth.network.v1.DeleteEndpointRequest\x1a\x16.google.protobuf.Empty\x12`\n\rListEndpoints\x12&.berth.network.v1.ListEndpointsRequest\x1a\'.berth.network.v1.ListEndpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,44 +38,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NETWORK_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CREATENETWORKREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_CREATENETWORKREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_NETWORK']._serialized_start=110
-  _globals['_NETWORK']._serialized_end=385
-  _globals['_NETWORK_LABELSENTRY']._serialized_start=340
-  _globals['_NETWORK_LABELSENTRY']._serialized_end=385
-  _globals['_CREATENETWORKREQUEST']._serialized_start=388
-  _globals['_CREATENETWORKREQUEST']._serialized_end=624
-  _globals['_CREATENETWORKREQUEST_LABELSENTRY']._serialized_start=340
-  _globals['_CREATENETWORKREQUEST_LABELSENTRY']._serialized_end=385
-  _globals['_REMOVENETWORKREQUEST']._serialized_start=626
-  _globals['_REMOVENETWORKREQUEST']._serialized_end=662
-  _globals['_PRUNENETWORKSREQUEST']._serialized_start=664
-  _globals['_PRUNENETWORKSREQUEST']._serialized_end=686
-  _globals['_PRUNENETWORKSRESPONSE']._serialized_start=688
-  _globals['_PRUNENETWORKSRESPONSE']._serialized_end=728
-  _globals['_LISTNETWORKSREQUEST']._serialized_start=730
-  _globals['_LISTNETWORKSREQUEST']._serialized_end=751
-  _globals['_LISTNETWORKSRESPONSE']._serialized_start=753
-  _globals['_LISTNETWORKSRESPONSE']._serialized_end=820
-  _globals['_GETNETWORKREQUEST']._serialized_start=822
-  _globals['_GETNETWORKREQUEST']._serialized_end=855
-  _globals['_PORTBINDING']._serialized_start=857
-  _globals['_PORTBINDING']._serialized_end=948
-  _globals['_ATTACHREQUEST']._serialized_start=951
-  _globals['_ATTACHREQUEST']._serialized_end=1122
-  _globals['_CONNECTREQUEST']._serialized_start=1124
-  _globals['_CONNECTREQUEST']._serialized_end=1218
-  _globals['_DISCONNECTREQUEST']._serialized_start=1220
-  _globals['_DISCONNECTREQUEST']._serialized_end=1278
-  _globals['_ATTACHMENT']._serialized_start=1281
-  _globals['_ATTACHMENT']._serialized_end=1422
-  _globals['_ENDPOINT']._serialized_start=1425
-  _globals['_ENDPOINT']._serialized_end=1630
-  _globals['_DETACHREQUEST']._serialized_start=1632
-  _globals['_DETACHREQUEST']._serialized_end=1669
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1671
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1693
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1695
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1765
-  _globals['_NETWORKSERVICE']._serialized_start=1768
-  _globals['_NETWORKSERVICE']._serialized_end=2604
+  _globals['_NETWORK']._serialized_start=137
+  _globals['_NETWORK']._serialized_end=412
+  _globals['_NETWORK_LABELSENTRY']._serialized_start=367
+  _globals['_NETWORK_LABELSENTRY']._serialized_end=412
+  _globals['_CREATENETWORKREQUEST']._serialized_start=415
+  _globals['_CREATENETWORKREQUEST']._serialized_end=651
+  _globals['_CREATENETWORKREQUEST_LABELSENTRY']._serialized_start=367
+  _globals['_CREATENETWORKREQUEST_LABELSENTRY']._serialized_end=412
+  _globals['_CREATENETWORKRESPONSE']._serialized_start=653
+  _globals['_CREATENETWORKRESPONSE']._serialized_end=720
+  _globals['_REMOVENETWORKREQUEST']._serialized_start=722
+  _globals['_REMOVENETWORKREQUEST']._serialized_end=758
+  _globals['_PRUNENETWORKSREQUEST']._serialized_start=760
+  _globals['_PRUNENETWORKSREQUEST']._serialized_end=782
+  _globals['_PRUNENETWORKSRESPONSE']._serialized_start=784
+  _globals['_PRUNENETWORKSRESPONSE']._serialized_end=824
+  _globals['_LISTNETWORKSREQUEST']._serialized_start=826
+  _globals['_LISTNETWORKSREQUEST']._serialized_end=847
+  _globals['_LISTNETWORKSRESPONSE']._serialized_start=849
+  _globals['_LISTNETWORKSRESPONSE']._serialized_end=916
+  _globals['_GETNETWORKREQUEST']._serialized_start=918
+  _globals['_GETNETWORKREQUEST']._serialized_end=951
+  _globals['_GETNETWORKRESPONSE']._serialized_start=953
+  _globals['_GETNETWORKRESPONSE']._serialized_end=1017
+  _globals['_CREATEENDPOINTREQUEST']._serialized_start=1020
+  _globals['_CREATEENDPOINTREQUEST']._serialized_end=1197
+  _globals['_CREATEENDPOINTRESPONSE']._serialized_start=1199
+  _globals['_CREATEENDPOINTRESPONSE']._serialized_end=1269
+  _globals['_CONNECTNETWORKREQUEST']._serialized_start=1271
+  _globals['_CONNECTNETWORKREQUEST']._serialized_end=1372
+  _globals['_CONNECTNETWORKRESPONSE']._serialized_start=1374
+  _globals['_CONNECTNETWORKRESPONSE']._serialized_end=1444
+  _globals['_DISCONNECTNETWORKREQUEST']._serialized_start=1446
+  _globals['_DISCONNECTNETWORKREQUEST']._serialized_end=1511
+  _globals['_ATTACHMENT']._serialized_start=1514
+  _globals['_ATTACHMENT']._serialized_end=1655
+  _globals['_ENDPOINT']._serialized_start=1658
+  _globals['_ENDPOINT']._serialized_end=1861
+  _globals['_DELETEENDPOINTREQUEST']._serialized_start=1863
+  _globals['_DELETEENDPOINTREQUEST']._serialized_end=1908
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1910
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1932
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1934
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=2004
+  _globals['_NETWORKSERVICE']._serialized_start=2007
+  _globals['_NETWORKSERVICE']._serialized_end=2956
 # @@protoc_insertion_point(module_scope)

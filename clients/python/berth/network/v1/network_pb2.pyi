@@ -14,6 +14,7 @@ DNS resolver on the network's gateway address.
 """
 
 from berth.types.v1 import mount_pb2 as _mount_pb2
+from berth.types.v1 import port_pb2 as _port_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -31,6 +32,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Network(_message.Message):
+    """Network is a network and who is on it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -65,21 +68,27 @@ class Network(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The network's id (64 hex); never changes."""
     name: _builtins.str
+    """Unique among networks; never changes."""
     driver: _builtins.str
     """"null", "host" or "bridge"."""
     subnet: _builtins.str
-    """Bridge networks only: the IPv4 subnet "a.b.c.d/len", its gateway, the
-    range addresses are given from, and the Linux bridge's name.
-    """
+    """Bridge networks only: the IPv4 subnet "a.b.c.d/len"."""
     gateway: _builtins.str
+    """Bridge networks only: the gateway address (the bridge's own)."""
     ip_range: _builtins.str
+    """Bridge networks only: the range addresses are given from."""
     internal: _builtins.bool
+    """No route out of the network, no published ports."""
     bridge: _builtins.str
+    """Bridge networks only: the Linux bridge's name."""
     created: _builtins.str
     """RFC 3339 time of creation."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels given at create."""
+
     @_builtins.property
     def containers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Containers connected now (ids)."""
@@ -109,6 +118,8 @@ Global___Network: _TypeAlias = Network  # noqa: Y015
 
 @_typing.final
 class CreateNetworkRequest(_message.Message):
+    """CreateNetworkRequest describes the network to create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -139,16 +150,21 @@ class CreateNetworkRequest(_message.Message):
     INTERNAL_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Unique among networks."""
     driver: _builtins.str
     """Only "bridge" (the default when empty)."""
     subnet: _builtins.str
-    """Empty picks a free subnet from the default pools."""
+    """IPv4 subnet "a.b.c.d/len"; empty picks a free subnet from the default pools."""
     gateway: _builtins.str
+    """Gateway address in the subnet; empty takes its first address."""
     ip_range: _builtins.str
+    """Range in the subnet addresses are given from; empty is the whole subnet."""
     internal: _builtins.bool
     """No route out of the network, no published ports."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels on the network."""
+
     def __init__(
         self,
         *,
@@ -169,11 +185,38 @@ class CreateNetworkRequest(_message.Message):
 Global___CreateNetworkRequest: _TypeAlias = CreateNetworkRequest  # noqa: Y015
 
 @_typing.final
+class CreateNetworkResponse(_message.Message):
+    """CreateNetworkResponse carries the new network."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def network(self) -> Global___Network:
+        """The network as created."""
+
+    def __init__(
+        self,
+        *,
+        network: Global___Network | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNetworkResponse: _TypeAlias = CreateNetworkResponse  # noqa: Y015
+
+@_typing.final
 class RemoveNetworkRequest(_message.Message):
+    """RemoveNetworkRequest names the network to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Name, id or unique id prefix."""
     def __init__(
         self,
         *,
@@ -189,6 +232,8 @@ Global___RemoveNetworkRequest: _TypeAlias = RemoveNetworkRequest  # noqa: Y015
 
 @_typing.final
 class PruneNetworksRequest(_message.Message):
+    """PruneNetworksRequest asks to remove every unused user-defined network."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -204,11 +249,15 @@ Global___PruneNetworksRequest: _TypeAlias = PruneNetworksRequest  # noqa: Y015
 
 @_typing.final
 class PruneNetworksResponse(_message.Message):
+    """PruneNetworksResponse says what was removed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REMOVED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def removed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def removed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the networks removed."""
+
     def __init__(
         self,
         *,
@@ -224,6 +273,8 @@ Global___PruneNetworksResponse: _TypeAlias = PruneNetworksResponse  # noqa: Y015
 
 @_typing.final
 class ListNetworksRequest(_message.Message):
+    """ListNetworksRequest asks for every network."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -239,11 +290,15 @@ Global___ListNetworksRequest: _TypeAlias = ListNetworksRequest  # noqa: Y015
 
 @_typing.final
 class ListNetworksResponse(_message.Message):
+    """ListNetworksResponse carries the networks."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NETWORKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Network]: ...
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Network]:
+        """Every network."""
+
     def __init__(
         self,
         *,
@@ -259,10 +314,13 @@ Global___ListNetworksResponse: _TypeAlias = ListNetworksResponse  # noqa: Y015
 
 @_typing.final
 class GetNetworkRequest(_message.Message):
+    """GetNetworkRequest names the network to look up."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Name, id or unique id prefix."""
     def __init__(
         self,
         *,
@@ -277,40 +335,33 @@ class GetNetworkRequest(_message.Message):
 Global___GetNetworkRequest: _TypeAlias = GetNetworkRequest  # noqa: Y015
 
 @_typing.final
-class PortBinding(_message.Message):
-    """A port to publish: traffic to host_ip:host_port goes to the container's port."""
+class GetNetworkResponse(_message.Message):
+    """GetNetworkResponse carries the network found."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    PROTOCOL_FIELD_NUMBER: _builtins.int
-    HOST_IP_FIELD_NUMBER: _builtins.int
-    HOST_PORT_FIELD_NUMBER: _builtins.int
-    CONTAINER_PORT_FIELD_NUMBER: _builtins.int
-    protocol: _builtins.str
-    """"tcp" or "udp"."""
-    host_ip: _builtins.str
-    """"" or "0.0.0.0": every address of the host."""
-    host_port: _builtins.int
-    """0 asks for an ephemeral port; the Endpoint carries the one chosen."""
-    container_port: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def network(self) -> Global___Network:
+        """The network."""
+
     def __init__(
         self,
         *,
-        protocol: _builtins.str = ...,
-        host_ip: _builtins.str = ...,
-        host_port: _builtins.int = ...,
-        container_port: _builtins.int = ...,
+        network: Global___Network | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_port", b"container_port", "host_ip", b"host_ip", "host_port", b"host_port", "protocol", b"protocol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PortBinding: _TypeAlias = PortBinding  # noqa: Y015
+Global___GetNetworkResponse: _TypeAlias = GetNetworkResponse  # noqa: Y015
 
 @_typing.final
-class AttachRequest(_message.Message):
+class CreateEndpointRequest(_message.Message):
+    """CreateEndpointRequest describes a container's first network connection."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -321,11 +372,13 @@ class AttachRequest(_message.Message):
     ALIASES_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
+    """The container's full id; one endpoint per container."""
     network: _builtins.str
     """Network name or id: "none", "host", "bridge" or a user-defined network."""
     name: _builtins.str
-    """The container's name and hostname, for /etc/hosts and the DNS resolver."""
+    """The container's name, for /etc/hosts and the DNS resolver."""
     hostname: _builtins.str
+    """The container's hostname, for /etc/hosts."""
     ipv4_address: _builtins.str
     """Address asked for (--ip); empty takes the next free one."""
     @_builtins.property
@@ -333,7 +386,9 @@ class AttachRequest(_message.Message):
         """More names on this network (--network-alias)."""
 
     @_builtins.property
-    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]: ...
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[_port_pb2.PortBinding]:
+        """Ports to publish; host_port 0 takes an ephemeral port."""
+
     def __init__(
         self,
         *,
@@ -343,7 +398,7 @@ class AttachRequest(_message.Message):
         hostname: _builtins.str = ...,
         ipv4_address: _builtins.str = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
-        ports: _abc.Iterable[Global___PortBinding] | None = ...,
+        ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -351,10 +406,36 @@ class AttachRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AttachRequest: _TypeAlias = AttachRequest  # noqa: Y015
+Global___CreateEndpointRequest: _TypeAlias = CreateEndpointRequest  # noqa: Y015
 
 @_typing.final
-class ConnectRequest(_message.Message):
+class CreateEndpointResponse(_message.Message):
+    """CreateEndpointResponse carries the container's endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoint(self) -> Global___Endpoint:
+        """The endpoint, with its namespace, address and chosen ports."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Global___Endpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateEndpointResponse: _TypeAlias = CreateEndpointResponse  # noqa: Y015
+
+@_typing.final
+class ConnectNetworkRequest(_message.Message):
+    """ConnectNetworkRequest names the container and the extra network."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -362,10 +443,15 @@ class ConnectRequest(_message.Message):
     IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
+    """The container's full id; it must have an endpoint."""
     network: _builtins.str
+    """Name, id or unique id prefix of a bridge network."""
     ipv4_address: _builtins.str
+    """Address asked for; empty takes the next free one."""
     @_builtins.property
-    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """More names for the container on this network."""
+
     def __init__(
         self,
         *,
@@ -380,16 +466,44 @@ class ConnectRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+Global___ConnectNetworkRequest: _TypeAlias = ConnectNetworkRequest  # noqa: Y015
 
 @_typing.final
-class DisconnectRequest(_message.Message):
+class ConnectNetworkResponse(_message.Message):
+    """ConnectNetworkResponse carries the container's endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoint(self) -> Global___Endpoint:
+        """The endpoint, with the new attachment."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Global___Endpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectNetworkResponse: _TypeAlias = ConnectNetworkResponse  # noqa: Y015
+
+@_typing.final
+class DisconnectNetworkRequest(_message.Message):
+    """DisconnectNetworkRequest names the container and the network."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
+    """The container's full id."""
     network: _builtins.str
+    """Name, id or unique id prefix."""
     def __init__(
         self,
         *,
@@ -402,11 +516,11 @@ class DisconnectRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DisconnectRequest: _TypeAlias = DisconnectRequest  # noqa: Y015
+Global___DisconnectNetworkRequest: _TypeAlias = DisconnectNetworkRequest  # noqa: Y015
 
 @_typing.final
 class Attachment(_message.Message):
-    """One network a container is on."""
+    """Attachment is one network a container is on."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -418,14 +532,21 @@ class Attachment(_message.Message):
     GATEWAY_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
     network: _builtins.str
+    """The network's name."""
     network_id: _builtins.str
+    """The network's id."""
     ifname: _builtins.str
-    """Interface inside the container ("eth0") and its address."""
+    """Interface inside the container ("eth0")."""
     ipv4_address: _builtins.str
+    """The container's IPv4 address on the network."""
     prefix_len: _builtins.int
+    """Prefix length of the network's subnet."""
     gateway: _builtins.str
+    """The network's gateway address."""
     @_builtins.property
-    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names the container answers to on the network, besides its name."""
+
     def __init__(
         self,
         *,
@@ -447,6 +568,11 @@ Global___Attachment: _TypeAlias = Attachment  # noqa: Y015
 
 @_typing.final
 class Endpoint(_message.Message):
+    """Endpoint is a container's place on the node's networks: its namespace,
+    attachments and published ports. Made by CreateEndpoint, changed by
+    ConnectNetwork and DisconnectNetwork, gone after DeleteEndpoint.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
@@ -456,14 +582,17 @@ class Endpoint(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     MOUNTS_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
+    """The container's full id."""
     network: _builtins.str
     """The first network the container was attached to."""
     netns_path: _builtins.str
     """Network namespace to join; empty for the host network."""
     @_builtins.property
-    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attachment]: ...
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attachment]:
+        """Every network the container is on now."""
+
     @_builtins.property
-    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]:
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[_port_pb2.PortBinding]:
         """Published ports with the host ports chosen."""
 
     @_builtins.property
@@ -477,7 +606,7 @@ class Endpoint(_message.Message):
         network: _builtins.str = ...,
         netns_path: _builtins.str = ...,
         attachments: _abc.Iterable[Global___Attachment] | None = ...,
-        ports: _abc.Iterable[Global___PortBinding] | None = ...,
+        ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
         mounts: _abc.Iterable[_mount_pb2.Mount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -489,11 +618,14 @@ class Endpoint(_message.Message):
 Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
 
 @_typing.final
-class DetachRequest(_message.Message):
+class DeleteEndpointRequest(_message.Message):
+    """DeleteEndpointRequest names the container whose endpoint goes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
+    """The container's full id."""
     def __init__(
         self,
         *,
@@ -505,10 +637,12 @@ class DetachRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DetachRequest: _TypeAlias = DetachRequest  # noqa: Y015
+Global___DeleteEndpointRequest: _TypeAlias = DeleteEndpointRequest  # noqa: Y015
 
 @_typing.final
 class ListEndpointsRequest(_message.Message):
+    """ListEndpointsRequest asks for every endpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -524,11 +658,15 @@ Global___ListEndpointsRequest: _TypeAlias = ListEndpointsRequest  # noqa: Y015
 
 @_typing.final
 class ListEndpointsResponse(_message.Message):
+    """ListEndpointsResponse carries the endpoints."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]: ...
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]:
+        """Every endpoint."""
+
     def __init__(
         self,
         *,

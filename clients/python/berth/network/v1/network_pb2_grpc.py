@@ -27,7 +27,10 @@ if _version_not_supported:
 
 
 class NetworkServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """NetworkService owns networks, endpoints and published ports. Its only
+    caller is the gateway. Where a request names a network it takes its name,
+    id or a unique id prefix; NOT_FOUND when none matches.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -38,7 +41,7 @@ class NetworkServiceStub:
         self.CreateNetwork = channel.unary_unary(
                 '/berth.network.v1.NetworkService/CreateNetwork',
                 request_serializer=berth_dot_network_dot_v1_dot_network__pb2.CreateNetworkRequest.SerializeToString,
-                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.Network.FromString,
+                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.CreateNetworkResponse.FromString,
                 _registered_method=True)
         self.RemoveNetwork = channel.unary_unary(
                 '/berth.network.v1.NetworkService/RemoveNetwork',
@@ -58,26 +61,26 @@ class NetworkServiceStub:
         self.GetNetwork = channel.unary_unary(
                 '/berth.network.v1.NetworkService/GetNetwork',
                 request_serializer=berth_dot_network_dot_v1_dot_network__pb2.GetNetworkRequest.SerializeToString,
-                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.Network.FromString,
+                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.GetNetworkResponse.FromString,
                 _registered_method=True)
-        self.Attach = channel.unary_unary(
-                '/berth.network.v1.NetworkService/Attach',
-                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.AttachRequest.SerializeToString,
-                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.Endpoint.FromString,
+        self.CreateEndpoint = channel.unary_unary(
+                '/berth.network.v1.NetworkService/CreateEndpoint',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointRequest.SerializeToString,
+                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointResponse.FromString,
                 _registered_method=True)
-        self.Connect = channel.unary_unary(
-                '/berth.network.v1.NetworkService/Connect',
-                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.ConnectRequest.SerializeToString,
-                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.Endpoint.FromString,
+        self.ConnectNetwork = channel.unary_unary(
+                '/berth.network.v1.NetworkService/ConnectNetwork',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.ConnectNetworkRequest.SerializeToString,
+                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ConnectNetworkResponse.FromString,
                 _registered_method=True)
-        self.Disconnect = channel.unary_unary(
-                '/berth.network.v1.NetworkService/Disconnect',
-                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.DisconnectRequest.SerializeToString,
+        self.DisconnectNetwork = channel.unary_unary(
+                '/berth.network.v1.NetworkService/DisconnectNetwork',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.DisconnectNetworkRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
-        self.Detach = channel.unary_unary(
-                '/berth.network.v1.NetworkService/Detach',
-                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.DetachRequest.SerializeToString,
+        self.DeleteEndpoint = channel.unary_unary(
+                '/berth.network.v1.NetworkService/DeleteEndpoint',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.DeleteEndpointRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.ListEndpoints = channel.unary_unary(
@@ -88,7 +91,10 @@ class NetworkServiceStub:
 
 
 class NetworkServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """NetworkService owns networks, endpoints and published ports. Its only
+    caller is the gateway. Where a request names a network it takes its name,
+    id or a unique id prefix; NOT_FOUND when none matches.
+    """
 
     def CreateNetwork(self, request, context):
         """Create a bridge network. ALREADY_EXISTS when the name is taken,
@@ -114,48 +120,53 @@ class NetworkServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListNetworks(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every network, built-in ones included.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetNetwork(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One network and the containers connected to it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Attach(self, request, context):
+    def CreateEndpoint(self, request, context):
         """Give a container a network namespace on its first network, with its
-        published ports; idempotent per container.
+        published ports; idempotent per container (a second call returns the
+        endpoint made by the first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Connect(self, request, context):
-        """Connect an attached container to one more bridge network.
+    def ConnectNetwork(self, request, context):
+        """Connect a container that has an endpoint to one more bridge network.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Disconnect(self, request, context):
+    def DisconnectNetwork(self, request, context):
         """Disconnect a container from one network (it keeps its namespace).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Detach(self, request, context):
-        """Remove a container's endpoints, ports and namespace. Unknown ids are not an error.
+    def DeleteEndpoint(self, request, context):
+        """Remove a container's endpoint: its attachments, ports and namespace.
+        Unknown ids are not an error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListEndpoints(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every endpoint.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -166,7 +177,7 @@ def add_NetworkServiceServicer_to_server(servicer, server):
             'CreateNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateNetwork,
                     request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.CreateNetworkRequest.FromString,
-                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.Network.SerializeToString,
+                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.CreateNetworkResponse.SerializeToString,
             ),
             'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveNetwork,
@@ -186,26 +197,26 @@ def add_NetworkServiceServicer_to_server(servicer, server):
             'GetNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNetwork,
                     request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.GetNetworkRequest.FromString,
-                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.Network.SerializeToString,
+                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.GetNetworkResponse.SerializeToString,
             ),
-            'Attach': grpc.unary_unary_rpc_method_handler(
-                    servicer.Attach,
-                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.AttachRequest.FromString,
-                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.Endpoint.SerializeToString,
+            'CreateEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEndpoint,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointRequest.FromString,
+                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointResponse.SerializeToString,
             ),
-            'Connect': grpc.unary_unary_rpc_method_handler(
-                    servicer.Connect,
-                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ConnectRequest.FromString,
-                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.Endpoint.SerializeToString,
+            'ConnectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConnectNetwork,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ConnectNetworkRequest.FromString,
+                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.ConnectNetworkResponse.SerializeToString,
             ),
-            'Disconnect': grpc.unary_unary_rpc_method_handler(
-                    servicer.Disconnect,
-                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.DisconnectRequest.FromString,
+            'DisconnectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisconnectNetwork,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.DisconnectNetworkRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
-            'Detach': grpc.unary_unary_rpc_method_handler(
-                    servicer.Detach,
-                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.DetachRequest.FromString,
+            'DeleteEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEndpoint,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.DeleteEndpointRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'ListEndpoints': grpc.unary_unary_rpc_method_handler(
@@ -222,7 +233,10 @@ def add_NetworkServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NetworkService:
-    """Missing associated documentation comment in .proto file."""
+    """NetworkService owns networks, endpoints and published ports. Its only
+    caller is the gateway. Where a request names a network it takes its name,
+    id or a unique id prefix; NOT_FOUND when none matches.
+    """
 
     @staticmethod
     def CreateNetwork(request,
@@ -240,7 +254,7 @@ class NetworkService:
             target,
             '/berth.network.v1.NetworkService/CreateNetwork',
             berth_dot_network_dot_v1_dot_network__pb2.CreateNetworkRequest.SerializeToString,
-            berth_dot_network_dot_v1_dot_network__pb2.Network.FromString,
+            berth_dot_network_dot_v1_dot_network__pb2.CreateNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -348,7 +362,7 @@ class NetworkService:
             target,
             '/berth.network.v1.NetworkService/GetNetwork',
             berth_dot_network_dot_v1_dot_network__pb2.GetNetworkRequest.SerializeToString,
-            berth_dot_network_dot_v1_dot_network__pb2.Network.FromString,
+            berth_dot_network_dot_v1_dot_network__pb2.GetNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -360,7 +374,7 @@ class NetworkService:
             _registered_method=True)
 
     @staticmethod
-    def Attach(request,
+    def CreateEndpoint(request,
             target,
             options=(),
             channel_credentials=None,
@@ -373,9 +387,9 @@ class NetworkService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.network.v1.NetworkService/Attach',
-            berth_dot_network_dot_v1_dot_network__pb2.AttachRequest.SerializeToString,
-            berth_dot_network_dot_v1_dot_network__pb2.Endpoint.FromString,
+            '/berth.network.v1.NetworkService/CreateEndpoint',
+            berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointRequest.SerializeToString,
+            berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -387,7 +401,7 @@ class NetworkService:
             _registered_method=True)
 
     @staticmethod
-    def Connect(request,
+    def ConnectNetwork(request,
             target,
             options=(),
             channel_credentials=None,
@@ -400,9 +414,9 @@ class NetworkService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.network.v1.NetworkService/Connect',
-            berth_dot_network_dot_v1_dot_network__pb2.ConnectRequest.SerializeToString,
-            berth_dot_network_dot_v1_dot_network__pb2.Endpoint.FromString,
+            '/berth.network.v1.NetworkService/ConnectNetwork',
+            berth_dot_network_dot_v1_dot_network__pb2.ConnectNetworkRequest.SerializeToString,
+            berth_dot_network_dot_v1_dot_network__pb2.ConnectNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -414,7 +428,7 @@ class NetworkService:
             _registered_method=True)
 
     @staticmethod
-    def Disconnect(request,
+    def DisconnectNetwork(request,
             target,
             options=(),
             channel_credentials=None,
@@ -427,8 +441,8 @@ class NetworkService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.network.v1.NetworkService/Disconnect',
-            berth_dot_network_dot_v1_dot_network__pb2.DisconnectRequest.SerializeToString,
+            '/berth.network.v1.NetworkService/DisconnectNetwork',
+            berth_dot_network_dot_v1_dot_network__pb2.DisconnectNetworkRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -441,7 +455,7 @@ class NetworkService:
             _registered_method=True)
 
     @staticmethod
-    def Detach(request,
+    def DeleteEndpoint(request,
             target,
             options=(),
             channel_credentials=None,
@@ -454,8 +468,8 @@ class NetworkService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.network.v1.NetworkService/Detach',
-            berth_dot_network_dot_v1_dot_network__pb2.DetachRequest.SerializeToString,
+            '/berth.network.v1.NetworkService/DeleteEndpoint',
+            berth_dot_network_dot_v1_dot_network__pb2.DeleteEndpointRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

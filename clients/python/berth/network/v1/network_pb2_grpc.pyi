@@ -38,11 +38,16 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class NetworkServiceStub:
+    """NetworkService owns networks, endpoints and published ports. Its only
+    caller is the gateway. Where a request names a network it takes its name,
+    id or a unique id prefix; NOT_FOUND when none matches.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NetworkServiceAsyncStub: ...
-    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.CreateNetworkRequest, _network_pb2.Network]
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.CreateNetworkRequest, _network_pb2.CreateNetworkResponse]
     """Create a bridge network. ALREADY_EXISTS when the name is taken,
     INVALID_ARGUMENT for a subnet that overlaps another network or a host route.
     """
@@ -53,23 +58,34 @@ class NetworkServiceStub:
     PruneNetworks: _grpc.UnaryUnaryMultiCallable[_network_pb2.PruneNetworksRequest, _network_pb2.PruneNetworksResponse]
     """Remove the user-defined networks that no container is connected to."""
     ListNetworks: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListNetworksRequest, _network_pb2.ListNetworksResponse]
-    GetNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.GetNetworkRequest, _network_pb2.Network]
-    Attach: _grpc.UnaryUnaryMultiCallable[_network_pb2.AttachRequest, _network_pb2.Endpoint]
+    """Every network, built-in ones included."""
+    GetNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.GetNetworkRequest, _network_pb2.GetNetworkResponse]
+    """One network and the containers connected to it."""
+    CreateEndpoint: _grpc.UnaryUnaryMultiCallable[_network_pb2.CreateEndpointRequest, _network_pb2.CreateEndpointResponse]
     """Give a container a network namespace on its first network, with its
-    published ports; idempotent per container.
+    published ports; idempotent per container (a second call returns the
+    endpoint made by the first).
     """
-    Connect: _grpc.UnaryUnaryMultiCallable[_network_pb2.ConnectRequest, _network_pb2.Endpoint]
-    """Connect an attached container to one more bridge network."""
-    Disconnect: _grpc.UnaryUnaryMultiCallable[_network_pb2.DisconnectRequest, _empty_pb2.Empty]
+    ConnectNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.ConnectNetworkRequest, _network_pb2.ConnectNetworkResponse]
+    """Connect a container that has an endpoint to one more bridge network."""
+    DisconnectNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.DisconnectNetworkRequest, _empty_pb2.Empty]
     """Disconnect a container from one network (it keeps its namespace)."""
-    Detach: _grpc.UnaryUnaryMultiCallable[_network_pb2.DetachRequest, _empty_pb2.Empty]
-    """Remove a container's endpoints, ports and namespace. Unknown ids are not an error."""
+    DeleteEndpoint: _grpc.UnaryUnaryMultiCallable[_network_pb2.DeleteEndpointRequest, _empty_pb2.Empty]
+    """Remove a container's endpoint: its attachments, ports and namespace.
+    Unknown ids are not an error.
+    """
     ListEndpoints: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListEndpointsRequest, _network_pb2.ListEndpointsResponse]
+    """Every endpoint."""
 
 @_typing.type_check_only
 class NetworkServiceAsyncStub(NetworkServiceStub):
+    """NetworkService owns networks, endpoints and published ports. Its only
+    caller is the gateway. Where a request names a network it takes its name,
+    id or a unique id prefix; NOT_FOUND when none matches.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.CreateNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.CreateNetworkRequest, _network_pb2.CreateNetworkResponse]  # type: ignore[assignment]
     """Create a bridge network. ALREADY_EXISTS when the name is taken,
     INVALID_ARGUMENT for a subnet that overlaps another network or a host route.
     """
@@ -80,26 +96,37 @@ class NetworkServiceAsyncStub(NetworkServiceStub):
     PruneNetworks: _aio.UnaryUnaryMultiCallable[_network_pb2.PruneNetworksRequest, _network_pb2.PruneNetworksResponse]  # type: ignore[assignment]
     """Remove the user-defined networks that no container is connected to."""
     ListNetworks: _aio.UnaryUnaryMultiCallable[_network_pb2.ListNetworksRequest, _network_pb2.ListNetworksResponse]  # type: ignore[assignment]
-    GetNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.GetNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
-    Attach: _aio.UnaryUnaryMultiCallable[_network_pb2.AttachRequest, _network_pb2.Endpoint]  # type: ignore[assignment]
+    """Every network, built-in ones included."""
+    GetNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.GetNetworkRequest, _network_pb2.GetNetworkResponse]  # type: ignore[assignment]
+    """One network and the containers connected to it."""
+    CreateEndpoint: _aio.UnaryUnaryMultiCallable[_network_pb2.CreateEndpointRequest, _network_pb2.CreateEndpointResponse]  # type: ignore[assignment]
     """Give a container a network namespace on its first network, with its
-    published ports; idempotent per container.
+    published ports; idempotent per container (a second call returns the
+    endpoint made by the first).
     """
-    Connect: _aio.UnaryUnaryMultiCallable[_network_pb2.ConnectRequest, _network_pb2.Endpoint]  # type: ignore[assignment]
-    """Connect an attached container to one more bridge network."""
-    Disconnect: _aio.UnaryUnaryMultiCallable[_network_pb2.DisconnectRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    ConnectNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.ConnectNetworkRequest, _network_pb2.ConnectNetworkResponse]  # type: ignore[assignment]
+    """Connect a container that has an endpoint to one more bridge network."""
+    DisconnectNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.DisconnectNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Disconnect a container from one network (it keeps its namespace)."""
-    Detach: _aio.UnaryUnaryMultiCallable[_network_pb2.DetachRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Remove a container's endpoints, ports and namespace. Unknown ids are not an error."""
+    DeleteEndpoint: _aio.UnaryUnaryMultiCallable[_network_pb2.DeleteEndpointRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Remove a container's endpoint: its attachments, ports and namespace.
+    Unknown ids are not an error.
+    """
     ListEndpoints: _aio.UnaryUnaryMultiCallable[_network_pb2.ListEndpointsRequest, _network_pb2.ListEndpointsResponse]  # type: ignore[assignment]
+    """Every endpoint."""
 
 class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
+    """NetworkService owns networks, endpoints and published ports. Its only
+    caller is the gateway. Where a request names a network it takes its name,
+    id or a unique id prefix; NOT_FOUND when none matches.
+    """
+
     @_abc_1.abstractmethod
     def CreateNetwork(
         self,
         request: _network_pb2.CreateNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]:
+    ) -> _typing.Union[_network_pb2.CreateNetworkResponse, _abc.Awaitable[_network_pb2.CreateNetworkResponse]]:
         """Create a bridge network. ALREADY_EXISTS when the name is taken,
         INVALID_ARGUMENT for a subnet that overlaps another network or a host route.
         """
@@ -127,54 +154,60 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _network_pb2.ListNetworksRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_network_pb2.ListNetworksResponse, _abc.Awaitable[_network_pb2.ListNetworksResponse]]: ...
+    ) -> _typing.Union[_network_pb2.ListNetworksResponse, _abc.Awaitable[_network_pb2.ListNetworksResponse]]:
+        """Every network, built-in ones included."""
 
     @_abc_1.abstractmethod
     def GetNetwork(
         self,
         request: _network_pb2.GetNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]: ...
+    ) -> _typing.Union[_network_pb2.GetNetworkResponse, _abc.Awaitable[_network_pb2.GetNetworkResponse]]:
+        """One network and the containers connected to it."""
 
     @_abc_1.abstractmethod
-    def Attach(
+    def CreateEndpoint(
         self,
-        request: _network_pb2.AttachRequest,
+        request: _network_pb2.CreateEndpointRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_network_pb2.Endpoint, _abc.Awaitable[_network_pb2.Endpoint]]:
+    ) -> _typing.Union[_network_pb2.CreateEndpointResponse, _abc.Awaitable[_network_pb2.CreateEndpointResponse]]:
         """Give a container a network namespace on its first network, with its
-        published ports; idempotent per container.
+        published ports; idempotent per container (a second call returns the
+        endpoint made by the first).
         """
 
     @_abc_1.abstractmethod
-    def Connect(
+    def ConnectNetwork(
         self,
-        request: _network_pb2.ConnectRequest,
+        request: _network_pb2.ConnectNetworkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_network_pb2.Endpoint, _abc.Awaitable[_network_pb2.Endpoint]]:
-        """Connect an attached container to one more bridge network."""
+    ) -> _typing.Union[_network_pb2.ConnectNetworkResponse, _abc.Awaitable[_network_pb2.ConnectNetworkResponse]]:
+        """Connect a container that has an endpoint to one more bridge network."""
 
     @_abc_1.abstractmethod
-    def Disconnect(
+    def DisconnectNetwork(
         self,
-        request: _network_pb2.DisconnectRequest,
+        request: _network_pb2.DisconnectNetworkRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Disconnect a container from one network (it keeps its namespace)."""
 
     @_abc_1.abstractmethod
-    def Detach(
+    def DeleteEndpoint(
         self,
-        request: _network_pb2.DetachRequest,
+        request: _network_pb2.DeleteEndpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Remove a container's endpoints, ports and namespace. Unknown ids are not an error."""
+        """Remove a container's endpoint: its attachments, ports and namespace.
+        Unknown ids are not an error.
+        """
 
     @_abc_1.abstractmethod
     def ListEndpoints(
         self,
         request: _network_pb2.ListEndpointsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_network_pb2.ListEndpointsResponse, _abc.Awaitable[_network_pb2.ListEndpointsResponse]]: ...
+    ) -> _typing.Union[_network_pb2.ListEndpointsResponse, _abc.Awaitable[_network_pb2.ListEndpointsResponse]]:
+        """Every endpoint."""
 
 def add_NetworkServiceServicer_to_server(servicer: NetworkServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

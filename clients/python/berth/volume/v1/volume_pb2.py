@@ -22,12 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from berth.types.v1 import mount_pb2 as berth_dot_types_dot_v1_dot_mount__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from berth.types.v1 import mount_pb2 as berth_dot_types_dot_v1_dot_mount__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rth/volume/v1/volume.proto\x12\x0f\x62\x65rth.volume.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1a\x62\x65rth/types/v1/mount.proto\"\xf7\x02\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x12\n\nmountpoint\x18\x03 \x01(\t\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.berth.volume.v1.Volume.LabelsEntry\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05mount\x18\x06 \x01(\x0b\x32\x15.berth.types.v1.Mount\x12\x35\n\x07options\x18\x07 \x03(\x0b\x32$.berth.volume.v1.Volume.OptionsEntry\x12\x0c\n\x04refs\x18\x08 \x03(\t\x12\x0c\n\x04size\x18\t \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x02\n\x13\x43reateVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.berth.volume.v1.CreateVolumeRequest.LabelsEntry\x12\x0e\n\x06\x64river\x18\x03 \x01(\t\x12\x42\n\x07options\x18\x04 \x03(\x0b\x32\x31.berth.volume.v1.CreateVolumeRequest.OptionsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10GetVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\twith_size\x18\x02 \x01(\x08\"\xa3\x01\n\x12ListVolumesRequest\x12?\n\x06labels\x18\x01 \x03(\x0b\x32/.berth.volume.v1.ListVolumesRequest.LabelsEntry\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61ngling\x18\x03 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x13ListVolumesResponse\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.berth.volume.v1.Volume\"#\n\x13RemoveVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x93\x01\n\x13PruneVolumesRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.berth.volume.v1.PruneVolumesRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x14PruneVolumesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\t\x12\x17\n\x0fspace_reclaimed\x18\x02 \x01(\x03\"+\n\x0e\x41\x63quireRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\",\n\x0eReleaseRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\";\n\x0fReleaseResponse\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.berth.volume.v1.Volume\"]\n\x0fPopulateRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.berth.volume.v1.PopulateHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x1e\n\x0ePopulateHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\"%\n\x10PopulateResponse\x12\x11\n\tpopulated\x18\x01 \x01(\x08\x32\x92\x05\n\rVolumeService\x12M\n\x0c\x43reateVolume\x12$.berth.volume.v1.CreateVolumeRequest\x1a\x17.berth.volume.v1.Volume\x12G\n\tGetVolume\x12!.berth.volume.v1.GetVolumeRequest\x1a\x17.berth.volume.v1.Volume\x12X\n\x0bListVolumes\x12#.berth.volume.v1.ListVolumesRequest\x1a$.berth.volume.v1.ListVolumesResponse\x12L\n\x0cRemoveVolume\x12$.berth.volume.v1.RemoveVolumeRequest\x1a\x16.google.protobuf.Empty\x12[\n\x0cPruneVolumes\x12$.berth.volume.v1.PruneVolumesRequest\x1a%.berth.volume.v1.PruneVolumesResponse\x12\x43\n\x07\x41\x63quire\x12\x1f.berth.volume.v1.AcquireRequest\x1a\x17.berth.volume.v1.Volume\x12L\n\x07Release\x12\x1f.berth.volume.v1.ReleaseRequest\x1a .berth.volume.v1.ReleaseResponse\x12Q\n\x08Populate\x12 .berth.volume.v1.PopulateRequest\x1a!.berth.volume.v1.PopulateResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rth/volume/v1/volume.proto\x12\x0f\x62\x65rth.volume.v1\x1a\x1a\x62\x65rth/types/v1/mount.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x02\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x12\n\nmountpoint\x18\x03 \x01(\t\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.berth.volume.v1.Volume.LabelsEntry\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05mount\x18\x06 \x01(\x0b\x32\x15.berth.types.v1.Mount\x12\x35\n\x07options\x18\x07 \x03(\x0b\x32$.berth.volume.v1.Volume.OptionsEntry\x12\x0c\n\x04refs\x18\x08 \x03(\t\x12\x0c\n\x04size\x18\t \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x02\n\x13\x43reateVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.berth.volume.v1.CreateVolumeRequest.LabelsEntry\x12\x0e\n\x06\x64river\x18\x03 \x01(\t\x12\x42\n\x07options\x18\x04 \x03(\x0b\x32\x31.berth.volume.v1.CreateVolumeRequest.OptionsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x14\x43reateVolumeResponse\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.berth.volume.v1.Volume\"3\n\x10GetVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\twith_size\x18\x02 \x01(\x08\"<\n\x11GetVolumeResponse\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.berth.volume.v1.Volume\"\xa3\x01\n\x12ListVolumesRequest\x12?\n\x06labels\x18\x01 \x03(\x0b\x32/.berth.volume.v1.ListVolumesRequest.LabelsEntry\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61ngling\x18\x03 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x13ListVolumesResponse\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.berth.volume.v1.Volume\"#\n\x13RemoveVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x93\x01\n\x13PruneVolumesRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.berth.volume.v1.PruneVolumesRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x14PruneVolumesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\t\x12\x17\n\x0fspace_reclaimed\x18\x02 \x01(\x03\"1\n\x14\x41\x63quireVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\"@\n\x15\x41\x63quireVolumeResponse\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.berth.volume.v1.Volume\"3\n\x15ReleaseVolumesRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\"B\n\x16ReleaseVolumesResponse\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.berth.volume.v1.Volume\"i\n\x15PopulateVolumeRequest\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.berth.volume.v1.PopulateVolumeHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"$\n\x14PopulateVolumeHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\"+\n\x16PopulateVolumeResponse\x12\x11\n\tpopulated\x18\x01 \x01(\x08\x32\xed\x05\n\rVolumeService\x12[\n\x0c\x43reateVolume\x12$.berth.volume.v1.CreateVolumeRequest\x1a%.berth.volume.v1.CreateVolumeResponse\x12R\n\tGetVolume\x12!.berth.volume.v1.GetVolumeRequest\x1a\".berth.volume.v1.GetVolumeResponse\x12X\n\x0bListVolumes\x12#.berth.volume.v1.ListVolumesRequest\x1a$.berth.volume.v1.ListVolumesResponse\x12L\n\x0cRemoveVolume\x12$.berth.volume.v1.RemoveVolumeRequest\x1a\x16.google.protobuf.Empty\x12[\n\x0cPruneVolumes\x12$.berth.volume.v1.PruneVolumesRequest\x1a%.berth.volume.v1.PruneVolumesResponse\x12^\n\rAcquireVolume\x12%.berth.volume.v1.AcquireVolumeRequest\x1a&.berth.volume.v1.AcquireVolumeResponse\x12\x61\n\x0eReleaseVolumes\x12&.berth.volume.v1.ReleaseVolumesRequest\x1a\'.berth.volume.v1.ReleaseVolumesResponse\x12\x63\n\x0ePopulateVolume\x12&.berth.volume.v1.PopulateVolumeRequest\x1a\'.berth.volume.v1.PopulateVolumeResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,34 +58,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_end=467
   _globals['_CREATEVOLUMEREQUEST_OPTIONSENTRY']._serialized_start=469
   _globals['_CREATEVOLUMEREQUEST_OPTIONSENTRY']._serialized_end=515
-  _globals['_GETVOLUMEREQUEST']._serialized_start=800
-  _globals['_GETVOLUMEREQUEST']._serialized_end=851
-  _globals['_LISTVOLUMESREQUEST']._serialized_start=854
-  _globals['_LISTVOLUMESREQUEST']._serialized_end=1017
+  _globals['_CREATEVOLUMERESPONSE']._serialized_start=800
+  _globals['_CREATEVOLUMERESPONSE']._serialized_end=863
+  _globals['_GETVOLUMEREQUEST']._serialized_start=865
+  _globals['_GETVOLUMEREQUEST']._serialized_end=916
+  _globals['_GETVOLUMERESPONSE']._serialized_start=918
+  _globals['_GETVOLUMERESPONSE']._serialized_end=978
+  _globals['_LISTVOLUMESREQUEST']._serialized_start=981
+  _globals['_LISTVOLUMESREQUEST']._serialized_end=1144
   _globals['_LISTVOLUMESREQUEST_LABELSENTRY']._serialized_start=422
   _globals['_LISTVOLUMESREQUEST_LABELSENTRY']._serialized_end=467
-  _globals['_LISTVOLUMESRESPONSE']._serialized_start=1019
-  _globals['_LISTVOLUMESRESPONSE']._serialized_end=1082
-  _globals['_REMOVEVOLUMEREQUEST']._serialized_start=1084
-  _globals['_REMOVEVOLUMEREQUEST']._serialized_end=1119
-  _globals['_PRUNEVOLUMESREQUEST']._serialized_start=1122
-  _globals['_PRUNEVOLUMESREQUEST']._serialized_end=1269
+  _globals['_LISTVOLUMESRESPONSE']._serialized_start=1146
+  _globals['_LISTVOLUMESRESPONSE']._serialized_end=1209
+  _globals['_REMOVEVOLUMEREQUEST']._serialized_start=1211
+  _globals['_REMOVEVOLUMEREQUEST']._serialized_end=1246
+  _globals['_PRUNEVOLUMESREQUEST']._serialized_start=1249
+  _globals['_PRUNEVOLUMESREQUEST']._serialized_end=1396
   _globals['_PRUNEVOLUMESREQUEST_LABELSENTRY']._serialized_start=422
   _globals['_PRUNEVOLUMESREQUEST_LABELSENTRY']._serialized_end=467
-  _globals['_PRUNEVOLUMESRESPONSE']._serialized_start=1271
-  _globals['_PRUNEVOLUMESRESPONSE']._serialized_end=1335
-  _globals['_ACQUIREREQUEST']._serialized_start=1337
-  _globals['_ACQUIREREQUEST']._serialized_end=1380
-  _globals['_RELEASEREQUEST']._serialized_start=1382
-  _globals['_RELEASEREQUEST']._serialized_end=1426
-  _globals['_RELEASERESPONSE']._serialized_start=1428
-  _globals['_RELEASERESPONSE']._serialized_end=1487
-  _globals['_POPULATEREQUEST']._serialized_start=1489
-  _globals['_POPULATEREQUEST']._serialized_end=1582
-  _globals['_POPULATEHEADER']._serialized_start=1584
-  _globals['_POPULATEHEADER']._serialized_end=1614
-  _globals['_POPULATERESPONSE']._serialized_start=1616
-  _globals['_POPULATERESPONSE']._serialized_end=1653
-  _globals['_VOLUMESERVICE']._serialized_start=1656
-  _globals['_VOLUMESERVICE']._serialized_end=2314
+  _globals['_PRUNEVOLUMESRESPONSE']._serialized_start=1398
+  _globals['_PRUNEVOLUMESRESPONSE']._serialized_end=1462
+  _globals['_ACQUIREVOLUMEREQUEST']._serialized_start=1464
+  _globals['_ACQUIREVOLUMEREQUEST']._serialized_end=1513
+  _globals['_ACQUIREVOLUMERESPONSE']._serialized_start=1515
+  _globals['_ACQUIREVOLUMERESPONSE']._serialized_end=1579
+  _globals['_RELEASEVOLUMESREQUEST']._serialized_start=1581
+  _globals['_RELEASEVOLUMESREQUEST']._serialized_end=1632
+  _globals['_RELEASEVOLUMESRESPONSE']._serialized_start=1634
+  _globals['_RELEASEVOLUMESRESPONSE']._serialized_end=1700
+  _globals['_POPULATEVOLUMEREQUEST']._serialized_start=1702
+  _globals['_POPULATEVOLUMEREQUEST']._serialized_end=1807
+  _globals['_POPULATEVOLUMEHEADER']._serialized_start=1809
+  _globals['_POPULATEVOLUMEHEADER']._serialized_end=1845
+  _globals['_POPULATEVOLUMERESPONSE']._serialized_start=1847
+  _globals['_POPULATEVOLUMERESPONSE']._serialized_end=1890
+  _globals['_VOLUMESERVICE']._serialized_start=1893
+  _globals['_VOLUMESERVICE']._serialized_end=2642
 # @@protoc_insertion_point(module_scope)

@@ -5,9 +5,10 @@ The node-level volume service: named volumes whose data lives under the
 service's own root and outlives containers.
 
 It knows nothing about containers. Whoever mounts a volume (the gateway)
-records a reference with Acquire and drops it with Release; a volume with
-references is "in use": it cannot be removed or pruned. References are the
-volume service's own durable state, so "in use" survives any restart.
+records a reference with AcquireVolume and drops it with ReleaseVolumes; a
+volume with references is "in use": it cannot be removed or pruned.
+References are the volume service's own durable state, so "in use" survives
+any restart.
 """
 
 from berth.types.v1 import mount_pb2 as _mount_pb2
@@ -29,6 +30,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Volume(_message.Message):
+    """Volume is a volume and who uses it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -81,15 +84,21 @@ class Volume(_message.Message):
     REFS_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Unique among volumes; never changes."""
     driver: _builtins.str
+    """"local"."""
     mountpoint: _builtins.str
     """Host path of the data (root-only parents; never exposed unless mounted)."""
     size: _builtins.int
     """Bytes used by the data, hardlinks counted once; -1 when not computed."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels given at create; never change."""
+
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
     @_builtins.property
     def mount(self) -> _mount_pb2.Mount:
         """How a container mounts it: a bind of the mountpoint; the caller sets target
@@ -102,7 +111,7 @@ class Volume(_message.Message):
 
     @_builtins.property
     def refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """References held (set by Acquire, dropped by Release), sorted."""
+        """References held (set by AcquireVolume, dropped by ReleaseVolumes), sorted."""
 
     def __init__(
         self,
@@ -127,6 +136,8 @@ Global___Volume: _TypeAlias = Volume  # noqa: Y015
 
 @_typing.final
 class CreateVolumeRequest(_message.Message):
+    """CreateVolumeRequest describes the volume to create."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -178,7 +189,9 @@ class CreateVolumeRequest(_message.Message):
     driver: _builtins.str
     """"local" (or empty): the only driver."""
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels on the volume."""
+
     @_builtins.property
     def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """docker's local driver options: type=tmpfs,o=size=64m; type=none,o=bind,device=/path."""
@@ -200,12 +213,39 @@ class CreateVolumeRequest(_message.Message):
 Global___CreateVolumeRequest: _TypeAlias = CreateVolumeRequest  # noqa: Y015
 
 @_typing.final
+class CreateVolumeResponse(_message.Message):
+    """CreateVolumeResponse carries the volume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volume(self) -> Global___Volume:
+        """The new volume, or the existing one of that name."""
+
+    def __init__(
+        self,
+        *,
+        volume: Global___Volume | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateVolumeResponse: _TypeAlias = CreateVolumeResponse  # noqa: Y015
+
+@_typing.final
 class GetVolumeRequest(_message.Message):
+    """GetVolumeRequest names the volume to look up."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     WITH_SIZE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The volume's name."""
     with_size: _builtins.bool
     """Compute Volume.size (walks the data)."""
     def __init__(
@@ -223,7 +263,33 @@ class GetVolumeRequest(_message.Message):
 Global___GetVolumeRequest: _TypeAlias = GetVolumeRequest  # noqa: Y015
 
 @_typing.final
+class GetVolumeResponse(_message.Message):
+    """GetVolumeResponse carries the volume found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volume(self) -> Global___Volume:
+        """The volume; size is -1 unless with_size was set."""
+
+    def __init__(
+        self,
+        *,
+        volume: Global___Volume | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVolumeResponse: _TypeAlias = GetVolumeResponse  # noqa: Y015
+
+@_typing.final
 class ListVolumesRequest(_message.Message):
+    """ListVolumesRequest filters the volumes listed; every filter given must match."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -274,11 +340,15 @@ Global___ListVolumesRequest: _TypeAlias = ListVolumesRequest  # noqa: Y015
 
 @_typing.final
 class ListVolumesResponse(_message.Message):
+    """ListVolumesResponse carries the volumes found."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VOLUMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]: ...
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]:
+        """Size is -1 for each."""
+
     def __init__(
         self,
         *,
@@ -294,10 +364,13 @@ Global___ListVolumesResponse: _TypeAlias = ListVolumesResponse  # noqa: Y015
 
 @_typing.final
 class RemoveVolumeRequest(_message.Message):
+    """RemoveVolumeRequest names the volume to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The volume's name."""
     def __init__(
         self,
         *,
@@ -313,6 +386,8 @@ Global___RemoveVolumeRequest: _TypeAlias = RemoveVolumeRequest  # noqa: Y015
 
 @_typing.final
 class PruneVolumesRequest(_message.Message):
+    """PruneVolumesRequest says which unreferenced volumes to remove."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -361,13 +436,18 @@ Global___PruneVolumesRequest: _TypeAlias = PruneVolumesRequest  # noqa: Y015
 
 @_typing.final
 class PruneVolumesResponse(_message.Message):
+    """PruneVolumesResponse says what was removed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_FIELD_NUMBER: _builtins.int
     SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
     space_reclaimed: _builtins.int
+    """Bytes freed."""
     @_builtins.property
-    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the volumes removed."""
+
     def __init__(
         self,
         *,
@@ -383,12 +463,15 @@ class PruneVolumesResponse(_message.Message):
 Global___PruneVolumesResponse: _TypeAlias = PruneVolumesResponse  # noqa: Y015
 
 @_typing.final
-class AcquireRequest(_message.Message):
+class AcquireVolumeRequest(_message.Message):
+    """AcquireVolumeRequest names the volume and who uses it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     REF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The volume's name."""
     ref: _builtins.str
     """Who uses it, e.g. a container id. Opaque to the volume service."""
     def __init__(
@@ -403,15 +486,42 @@ class AcquireRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AcquireRequest: _TypeAlias = AcquireRequest  # noqa: Y015
+Global___AcquireVolumeRequest: _TypeAlias = AcquireVolumeRequest  # noqa: Y015
 
 @_typing.final
-class ReleaseRequest(_message.Message):
+class AcquireVolumeResponse(_message.Message):
+    """AcquireVolumeResponse carries the volume, ready to mount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volume(self) -> Global___Volume:
+        """The volume, its refs including the new one."""
+
+    def __init__(
+        self,
+        *,
+        volume: Global___Volume | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireVolumeResponse: _TypeAlias = AcquireVolumeResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseVolumesRequest(_message.Message):
+    """ReleaseVolumesRequest names the reference and the volumes it lets go."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REF_FIELD_NUMBER: _builtins.int
     NAMES_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
+    """The reference given to AcquireVolume."""
     @_builtins.property
     def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Volumes to release; empty releases every volume `ref` holds."""
@@ -428,10 +538,12 @@ class ReleaseRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
+Global___ReleaseVolumesRequest: _TypeAlias = ReleaseVolumesRequest  # noqa: Y015
 
 @_typing.final
-class ReleaseResponse(_message.Message):
+class ReleaseVolumesResponse(_message.Message):
+    """ReleaseVolumesResponse carries the volumes released."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VOLUMES_FIELD_NUMBER: _builtins.int
@@ -450,21 +562,26 @@ class ReleaseResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ReleaseResponse: _TypeAlias = ReleaseResponse  # noqa: Y015
+Global___ReleaseVolumesResponse: _TypeAlias = ReleaseVolumesResponse  # noqa: Y015
 
 @_typing.final
-class PopulateRequest(_message.Message):
+class PopulateVolumeRequest(_message.Message):
+    """PopulateVolumeRequest is one message of a PopulateVolume call."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
+    """The next bytes of the tar stream."""
     @_builtins.property
-    def header(self) -> Global___PopulateHeader: ...
+    def header(self) -> Global___PopulateVolumeHeader:
+        """Which volume (first message)."""
+
     def __init__(
         self,
         *,
-        header: Global___PopulateHeader | None = ...,
+        header: Global___PopulateVolumeHeader | None = ...,
         chunk: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
@@ -475,14 +592,17 @@ class PopulateRequest(_message.Message):
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
-Global___PopulateRequest: _TypeAlias = PopulateRequest  # noqa: Y015
+Global___PopulateVolumeRequest: _TypeAlias = PopulateVolumeRequest  # noqa: Y015
 
 @_typing.final
-class PopulateHeader(_message.Message):
+class PopulateVolumeHeader(_message.Message):
+    """PopulateVolumeHeader is the first message of PopulateVolume."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The volume's name."""
     def __init__(
         self,
         *,
@@ -494,10 +614,12 @@ class PopulateHeader(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PopulateHeader: _TypeAlias = PopulateHeader  # noqa: Y015
+Global___PopulateVolumeHeader: _TypeAlias = PopulateVolumeHeader  # noqa: Y015
 
 @_typing.final
-class PopulateResponse(_message.Message):
+class PopulateVolumeResponse(_message.Message):
+    """PopulateVolumeResponse says whether the volume was filled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POPULATED_FIELD_NUMBER: _builtins.int
@@ -514,4 +636,4 @@ class PopulateResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PopulateResponse: _TypeAlias = PopulateResponse  # noqa: Y015
+Global___PopulateVolumeResponse: _TypeAlias = PopulateVolumeResponse  # noqa: Y015

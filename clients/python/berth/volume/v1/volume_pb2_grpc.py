@@ -27,7 +27,9 @@ if _version_not_supported:
 
 
 class VolumeServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """VolumeService owns volumes and their references. Its only caller is the
+    gateway. Volumes are named by name; NOT_FOUND for an unknown one.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -38,12 +40,12 @@ class VolumeServiceStub:
         self.CreateVolume = channel.unary_unary(
                 '/berth.volume.v1.VolumeService/CreateVolume',
                 request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.CreateVolumeRequest.SerializeToString,
-                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.Volume.FromString,
+                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.CreateVolumeResponse.FromString,
                 _registered_method=True)
         self.GetVolume = channel.unary_unary(
                 '/berth.volume.v1.VolumeService/GetVolume',
                 request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.GetVolumeRequest.SerializeToString,
-                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.Volume.FromString,
+                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.GetVolumeResponse.FromString,
                 _registered_method=True)
         self.ListVolumes = channel.unary_unary(
                 '/berth.volume.v1.VolumeService/ListVolumes',
@@ -60,25 +62,27 @@ class VolumeServiceStub:
                 request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesRequest.SerializeToString,
                 response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesResponse.FromString,
                 _registered_method=True)
-        self.Acquire = channel.unary_unary(
-                '/berth.volume.v1.VolumeService/Acquire',
-                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.AcquireRequest.SerializeToString,
-                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.Volume.FromString,
+        self.AcquireVolume = channel.unary_unary(
+                '/berth.volume.v1.VolumeService/AcquireVolume',
+                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.AcquireVolumeRequest.SerializeToString,
+                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.AcquireVolumeResponse.FromString,
                 _registered_method=True)
-        self.Release = channel.unary_unary(
-                '/berth.volume.v1.VolumeService/Release',
-                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseRequest.SerializeToString,
-                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseResponse.FromString,
+        self.ReleaseVolumes = channel.unary_unary(
+                '/berth.volume.v1.VolumeService/ReleaseVolumes',
+                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseVolumesRequest.SerializeToString,
+                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseVolumesResponse.FromString,
                 _registered_method=True)
-        self.Populate = channel.stream_unary(
-                '/berth.volume.v1.VolumeService/Populate',
-                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateRequest.SerializeToString,
-                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateResponse.FromString,
+        self.PopulateVolume = channel.stream_unary(
+                '/berth.volume.v1.VolumeService/PopulateVolume',
+                request_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateVolumeRequest.SerializeToString,
+                response_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateVolumeResponse.FromString,
                 _registered_method=True)
 
 
 class VolumeServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """VolumeService owns volumes and their references. Its only caller is the
+    gateway. Volumes are named by name; NOT_FOUND for an unknown one.
+    """
 
     def CreateVolume(self, request, context):
         """Create a volume; creating an existing name returns it unchanged (as docker),
@@ -89,13 +93,15 @@ class VolumeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetVolume(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One volume, with its size when asked.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListVolumes(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Volumes, all or filtered.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -114,7 +120,7 @@ class VolumeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Acquire(self, request, context):
+    def AcquireVolume(self, request, context):
         """Record that `ref` uses the volume (idempotent) and make its data mountable:
         a volume with a device option (tmpfs, bind device) is mounted on its
         mountpoint when its first reference arrives.
@@ -123,14 +129,14 @@ class VolumeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Release(self, request, context):
+    def ReleaseVolumes(self, request, context):
         """Drop references; the last one unmounts a device-backed volume.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Populate(self, request_iterator, context):
+    def PopulateVolume(self, request_iterator, context):
         """Fill a volume from a tar stream (first message: header, then chunks) when,
         and only when, its data directory is empty: docker's copy-up of the image
         content at a volume's mount point. Ownership and modes are kept.
@@ -145,12 +151,12 @@ def add_VolumeServiceServicer_to_server(servicer, server):
             'CreateVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateVolume,
                     request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.CreateVolumeRequest.FromString,
-                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.Volume.SerializeToString,
+                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.CreateVolumeResponse.SerializeToString,
             ),
             'GetVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVolume,
                     request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.GetVolumeRequest.FromString,
-                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.Volume.SerializeToString,
+                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.GetVolumeResponse.SerializeToString,
             ),
             'ListVolumes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVolumes,
@@ -167,20 +173,20 @@ def add_VolumeServiceServicer_to_server(servicer, server):
                     request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesRequest.FromString,
                     response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PruneVolumesResponse.SerializeToString,
             ),
-            'Acquire': grpc.unary_unary_rpc_method_handler(
-                    servicer.Acquire,
-                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.AcquireRequest.FromString,
-                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.Volume.SerializeToString,
+            'AcquireVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcquireVolume,
+                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.AcquireVolumeRequest.FromString,
+                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.AcquireVolumeResponse.SerializeToString,
             ),
-            'Release': grpc.unary_unary_rpc_method_handler(
-                    servicer.Release,
-                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseRequest.FromString,
-                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseResponse.SerializeToString,
+            'ReleaseVolumes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseVolumes,
+                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseVolumesRequest.FromString,
+                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseVolumesResponse.SerializeToString,
             ),
-            'Populate': grpc.stream_unary_rpc_method_handler(
-                    servicer.Populate,
-                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateRequest.FromString,
-                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateResponse.SerializeToString,
+            'PopulateVolume': grpc.stream_unary_rpc_method_handler(
+                    servicer.PopulateVolume,
+                    request_deserializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateVolumeRequest.FromString,
+                    response_serializer=berth_dot_volume_dot_v1_dot_volume__pb2.PopulateVolumeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -191,7 +197,9 @@ def add_VolumeServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class VolumeService:
-    """Missing associated documentation comment in .proto file."""
+    """VolumeService owns volumes and their references. Its only caller is the
+    gateway. Volumes are named by name; NOT_FOUND for an unknown one.
+    """
 
     @staticmethod
     def CreateVolume(request,
@@ -209,7 +217,7 @@ class VolumeService:
             target,
             '/berth.volume.v1.VolumeService/CreateVolume',
             berth_dot_volume_dot_v1_dot_volume__pb2.CreateVolumeRequest.SerializeToString,
-            berth_dot_volume_dot_v1_dot_volume__pb2.Volume.FromString,
+            berth_dot_volume_dot_v1_dot_volume__pb2.CreateVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -236,7 +244,7 @@ class VolumeService:
             target,
             '/berth.volume.v1.VolumeService/GetVolume',
             berth_dot_volume_dot_v1_dot_volume__pb2.GetVolumeRequest.SerializeToString,
-            berth_dot_volume_dot_v1_dot_volume__pb2.Volume.FromString,
+            berth_dot_volume_dot_v1_dot_volume__pb2.GetVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -329,7 +337,7 @@ class VolumeService:
             _registered_method=True)
 
     @staticmethod
-    def Acquire(request,
+    def AcquireVolume(request,
             target,
             options=(),
             channel_credentials=None,
@@ -342,9 +350,9 @@ class VolumeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.volume.v1.VolumeService/Acquire',
-            berth_dot_volume_dot_v1_dot_volume__pb2.AcquireRequest.SerializeToString,
-            berth_dot_volume_dot_v1_dot_volume__pb2.Volume.FromString,
+            '/berth.volume.v1.VolumeService/AcquireVolume',
+            berth_dot_volume_dot_v1_dot_volume__pb2.AcquireVolumeRequest.SerializeToString,
+            berth_dot_volume_dot_v1_dot_volume__pb2.AcquireVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -356,7 +364,7 @@ class VolumeService:
             _registered_method=True)
 
     @staticmethod
-    def Release(request,
+    def ReleaseVolumes(request,
             target,
             options=(),
             channel_credentials=None,
@@ -369,9 +377,9 @@ class VolumeService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/berth.volume.v1.VolumeService/Release',
-            berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseRequest.SerializeToString,
-            berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseResponse.FromString,
+            '/berth.volume.v1.VolumeService/ReleaseVolumes',
+            berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseVolumesRequest.SerializeToString,
+            berth_dot_volume_dot_v1_dot_volume__pb2.ReleaseVolumesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -383,7 +391,7 @@ class VolumeService:
             _registered_method=True)
 
     @staticmethod
-    def Populate(request_iterator,
+    def PopulateVolume(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -396,9 +404,9 @@ class VolumeService:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/berth.volume.v1.VolumeService/Populate',
-            berth_dot_volume_dot_v1_dot_volume__pb2.PopulateRequest.SerializeToString,
-            berth_dot_volume_dot_v1_dot_volume__pb2.PopulateResponse.FromString,
+            '/berth.volume.v1.VolumeService/PopulateVolume',
+            berth_dot_volume_dot_v1_dot_volume__pb2.PopulateVolumeRequest.SerializeToString,
+            berth_dot_volume_dot_v1_dot_volume__pb2.PopulateVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,

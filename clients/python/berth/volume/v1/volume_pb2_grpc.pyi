@@ -5,9 +5,10 @@ The node-level volume service: named volumes whose data lives under the
 service's own root and outlives containers.
 
 It knows nothing about containers. Whoever mounts a volume (the gateway)
-records a reference with Acquire and drops it with Release; a volume with
-references is "in use": it cannot be removed or pruned. References are the
-volume service's own durable state, so "in use" survives any restart.
+records a reference with AcquireVolume and drops it with ReleaseVolumes; a
+volume with references is "in use": it cannot be removed or pruned.
+References are the volume service's own durable state, so "in use" survives
+any restart.
 """
 
 from berth.volume.v1 import volume_pb2 as _volume_pb2
@@ -35,28 +36,34 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class VolumeServiceStub:
+    """VolumeService owns volumes and their references. Its only caller is the
+    gateway. Volumes are named by name; NOT_FOUND for an unknown one.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> VolumeServiceAsyncStub: ...
-    CreateVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.CreateVolumeRequest, _volume_pb2.Volume]
+    CreateVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.CreateVolumeRequest, _volume_pb2.CreateVolumeResponse]
     """Create a volume; creating an existing name returns it unchanged (as docker),
     unless the request asks for another driver or other options (ALREADY_EXISTS).
     """
-    GetVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.GetVolumeRequest, _volume_pb2.Volume]
+    GetVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.GetVolumeRequest, _volume_pb2.GetVolumeResponse]
+    """One volume, with its size when asked."""
     ListVolumes: _grpc.UnaryUnaryMultiCallable[_volume_pb2.ListVolumesRequest, _volume_pb2.ListVolumesResponse]
+    """Volumes, all or filtered."""
     RemoveVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.RemoveVolumeRequest, _empty_pb2.Empty]
     """Remove a volume and its data. FAILED_PRECONDITION while it has references."""
     PruneVolumes: _grpc.UnaryUnaryMultiCallable[_volume_pb2.PruneVolumesRequest, _volume_pb2.PruneVolumesResponse]
     """Remove volumes without references (only anonymous ones unless `all`)."""
-    Acquire: _grpc.UnaryUnaryMultiCallable[_volume_pb2.AcquireRequest, _volume_pb2.Volume]
+    AcquireVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.AcquireVolumeRequest, _volume_pb2.AcquireVolumeResponse]
     """Record that `ref` uses the volume (idempotent) and make its data mountable:
     a volume with a device option (tmpfs, bind device) is mounted on its
     mountpoint when its first reference arrives.
     """
-    Release: _grpc.UnaryUnaryMultiCallable[_volume_pb2.ReleaseRequest, _volume_pb2.ReleaseResponse]
+    ReleaseVolumes: _grpc.UnaryUnaryMultiCallable[_volume_pb2.ReleaseVolumesRequest, _volume_pb2.ReleaseVolumesResponse]
     """Drop references; the last one unmounts a device-backed volume."""
-    Populate: _grpc.StreamUnaryMultiCallable[_volume_pb2.PopulateRequest, _volume_pb2.PopulateResponse]
+    PopulateVolume: _grpc.StreamUnaryMultiCallable[_volume_pb2.PopulateVolumeRequest, _volume_pb2.PopulateVolumeResponse]
     """Fill a volume from a tar stream (first message: header, then chunks) when,
     and only when, its data directory is empty: docker's copy-up of the image
     content at a volume's mount point. Ownership and modes are kept.
@@ -64,37 +71,47 @@ class VolumeServiceStub:
 
 @_typing.type_check_only
 class VolumeServiceAsyncStub(VolumeServiceStub):
+    """VolumeService owns volumes and their references. Its only caller is the
+    gateway. Volumes are named by name; NOT_FOUND for an unknown one.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.CreateVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
+    CreateVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.CreateVolumeRequest, _volume_pb2.CreateVolumeResponse]  # type: ignore[assignment]
     """Create a volume; creating an existing name returns it unchanged (as docker),
     unless the request asks for another driver or other options (ALREADY_EXISTS).
     """
-    GetVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.GetVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
+    GetVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.GetVolumeRequest, _volume_pb2.GetVolumeResponse]  # type: ignore[assignment]
+    """One volume, with its size when asked."""
     ListVolumes: _aio.UnaryUnaryMultiCallable[_volume_pb2.ListVolumesRequest, _volume_pb2.ListVolumesResponse]  # type: ignore[assignment]
+    """Volumes, all or filtered."""
     RemoveVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.RemoveVolumeRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Remove a volume and its data. FAILED_PRECONDITION while it has references."""
     PruneVolumes: _aio.UnaryUnaryMultiCallable[_volume_pb2.PruneVolumesRequest, _volume_pb2.PruneVolumesResponse]  # type: ignore[assignment]
     """Remove volumes without references (only anonymous ones unless `all`)."""
-    Acquire: _aio.UnaryUnaryMultiCallable[_volume_pb2.AcquireRequest, _volume_pb2.Volume]  # type: ignore[assignment]
+    AcquireVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.AcquireVolumeRequest, _volume_pb2.AcquireVolumeResponse]  # type: ignore[assignment]
     """Record that `ref` uses the volume (idempotent) and make its data mountable:
     a volume with a device option (tmpfs, bind device) is mounted on its
     mountpoint when its first reference arrives.
     """
-    Release: _aio.UnaryUnaryMultiCallable[_volume_pb2.ReleaseRequest, _volume_pb2.ReleaseResponse]  # type: ignore[assignment]
+    ReleaseVolumes: _aio.UnaryUnaryMultiCallable[_volume_pb2.ReleaseVolumesRequest, _volume_pb2.ReleaseVolumesResponse]  # type: ignore[assignment]
     """Drop references; the last one unmounts a device-backed volume."""
-    Populate: _aio.StreamUnaryMultiCallable[_volume_pb2.PopulateRequest, _volume_pb2.PopulateResponse]  # type: ignore[assignment]
+    PopulateVolume: _aio.StreamUnaryMultiCallable[_volume_pb2.PopulateVolumeRequest, _volume_pb2.PopulateVolumeResponse]  # type: ignore[assignment]
     """Fill a volume from a tar stream (first message: header, then chunks) when,
     and only when, its data directory is empty: docker's copy-up of the image
     content at a volume's mount point. Ownership and modes are kept.
     """
 
 class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
+    """VolumeService owns volumes and their references. Its only caller is the
+    gateway. Volumes are named by name; NOT_FOUND for an unknown one.
+    """
+
     @_abc_1.abstractmethod
     def CreateVolume(
         self,
         request: _volume_pb2.CreateVolumeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_volume_pb2.Volume, _abc.Awaitable[_volume_pb2.Volume]]:
+    ) -> _typing.Union[_volume_pb2.CreateVolumeResponse, _abc.Awaitable[_volume_pb2.CreateVolumeResponse]]:
         """Create a volume; creating an existing name returns it unchanged (as docker),
         unless the request asks for another driver or other options (ALREADY_EXISTS).
         """
@@ -104,14 +121,16 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _volume_pb2.GetVolumeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_volume_pb2.Volume, _abc.Awaitable[_volume_pb2.Volume]]: ...
+    ) -> _typing.Union[_volume_pb2.GetVolumeResponse, _abc.Awaitable[_volume_pb2.GetVolumeResponse]]:
+        """One volume, with its size when asked."""
 
     @_abc_1.abstractmethod
     def ListVolumes(
         self,
         request: _volume_pb2.ListVolumesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_volume_pb2.ListVolumesResponse, _abc.Awaitable[_volume_pb2.ListVolumesResponse]]: ...
+    ) -> _typing.Union[_volume_pb2.ListVolumesResponse, _abc.Awaitable[_volume_pb2.ListVolumesResponse]]:
+        """Volumes, all or filtered."""
 
     @_abc_1.abstractmethod
     def RemoveVolume(
@@ -130,30 +149,30 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Remove volumes without references (only anonymous ones unless `all`)."""
 
     @_abc_1.abstractmethod
-    def Acquire(
+    def AcquireVolume(
         self,
-        request: _volume_pb2.AcquireRequest,
+        request: _volume_pb2.AcquireVolumeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_volume_pb2.Volume, _abc.Awaitable[_volume_pb2.Volume]]:
+    ) -> _typing.Union[_volume_pb2.AcquireVolumeResponse, _abc.Awaitable[_volume_pb2.AcquireVolumeResponse]]:
         """Record that `ref` uses the volume (idempotent) and make its data mountable:
         a volume with a device option (tmpfs, bind device) is mounted on its
         mountpoint when its first reference arrives.
         """
 
     @_abc_1.abstractmethod
-    def Release(
+    def ReleaseVolumes(
         self,
-        request: _volume_pb2.ReleaseRequest,
+        request: _volume_pb2.ReleaseVolumesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_volume_pb2.ReleaseResponse, _abc.Awaitable[_volume_pb2.ReleaseResponse]]:
+    ) -> _typing.Union[_volume_pb2.ReleaseVolumesResponse, _abc.Awaitable[_volume_pb2.ReleaseVolumesResponse]]:
         """Drop references; the last one unmounts a device-backed volume."""
 
     @_abc_1.abstractmethod
-    def Populate(
+    def PopulateVolume(
         self,
-        request_iterator: _MaybeAsyncIterator[_volume_pb2.PopulateRequest],
+        request_iterator: _MaybeAsyncIterator[_volume_pb2.PopulateVolumeRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_volume_pb2.PopulateResponse, _abc.Awaitable[_volume_pb2.PopulateResponse]]:
+    ) -> _typing.Union[_volume_pb2.PopulateVolumeResponse, _abc.Awaitable[_volume_pb2.PopulateVolumeResponse]]:
         """Fill a volume from a tar stream (first message: header, then chunks) when,
         and only when, its data directory is empty: docker's copy-up of the image
         content at a volume's mount point. Ownership and modes are kept.
