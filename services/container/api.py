@@ -15,13 +15,15 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
     def __init__(self, service: ContainerService):
         self.service = service
 
-    async def CreateContainer(self, request: pb.CreateContainerRequest, context) -> pb.CreateContainerResponse:
+    async def CreateContainer(
+            self, request: pb.CreateContainerRequest, context) -> pb.CreateContainerResponse:
         c = await self.service.create(request.id, request.name, dict(request.labels),
                                       convert.spec_from_pb(request.spec), request.metadata)
         return pb.CreateContainerResponse(container=convert.container_to_pb(c))
 
     async def StartContainer(self, request: pb.StartContainerRequest, context) -> pb.StartContainerResponse:
-        return pb.StartContainerResponse(container=convert.container_to_pb(await self.service.start(request.id)))
+        return pb.StartContainerResponse(
+            container=convert.container_to_pb(await self.service.start(request.id)))
 
     async def KillContainer(self, request: pb.KillContainerRequest, context) -> pb.KillContainerResponse:
         await self.service.kill(request.id, request.signal)
@@ -54,11 +56,15 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
         async for event in self.service.events():
             yield pb.SubscribeTaskEventsResponse(event=convert.event_to_pb(event))
 
-    async def RenameContainer(self, request: pb.RenameContainerRequest, context) -> pb.RenameContainerResponse:
-        return pb.RenameContainerResponse(container=convert.container_to_pb(await self.service.rename(request.id, request.new_name)))
+    async def RenameContainer(
+        self, request: pb.RenameContainerRequest, context) -> pb.RenameContainerResponse:
+        return pb.RenameContainerResponse(
+            container=convert.container_to_pb(await self.service.rename(request.id, request.new_name)))
 
-    async def SetContainerMetadata(self, request: pb.SetContainerMetadataRequest, context) -> pb.SetContainerMetadataResponse:
-        return pb.SetContainerMetadataResponse(container=convert.container_to_pb(await self.service.set_metadata(request.id, request.metadata)))
+    async def SetContainerMetadata(
+        self, request: pb.SetContainerMetadataRequest, context) -> pb.SetContainerMetadataResponse:
+        return pb.SetContainerMetadataResponse(
+            container=convert.container_to_pb(await self.service.set_metadata(request.id, request.metadata)))
 
     # Processes, terminals and files: decoding lives in depth.py.
     async def ExecProcess(self, request_iterator, context):

@@ -117,7 +117,7 @@ def log_filter_from_pb(req: pb.GetContainerLogsRequest) -> logs_mod.LogFilter:
 
 def log_line_to_pb(line: LogLine) -> stdio_pb2.OutputChunk:
     return stdio_pb2.OutputChunk(stream=_STREAM.get(line.stream, stdio_pb2.OUTPUT_STREAM_UNSPECIFIED),
-                       time=_ts_ns(line.time_ns), data=line.data)
+                                 time=_ts_ns(line.time_ns), data=line.data)
 
 
 def event_to_pb(e: Event) -> pb.TaskEvent:

@@ -78,14 +78,16 @@ async def resume(service, ref: str) -> pb.Container:
 
 async def top(service, request: pb.ListContainerProcessesRequest) -> pb.ListContainerProcessesResponse:
     titles, rows = await control.top(service, request.id, list(request.ps_args))
-    return pb.ListContainerProcessesResponse(titles=titles, processes=[pb.ProcessRow(columns=r) for r in rows])
+    return pb.ListContainerProcessesResponse(
+        titles=titles, processes=[pb.ProcessRow(columns=r) for r in rows])
 
 
 async def stats(service, request: pb.GetContainerStatsRequest):
     async for s in control.stats(service, request.id, request.interval_ms / 1000):
         ts = Timestamp()
         ts.FromNanoseconds(int(s.time * 1e9))
-        yield pb.GetContainerStatsResponse(time=ts, cpu_usage_ns=s.cpu_usage_ns, system_cpu_ns=s.system_cpu_ns,
+        yield pb.GetContainerStatsResponse(
+            time=ts, cpu_usage_ns=s.cpu_usage_ns, system_cpu_ns=s.system_cpu_ns,
                        online_cpus=s.online_cpus, memory_usage=s.memory_usage,
                        memory_limit=s.memory_limit, memory_cache=s.memory_cache, pids=s.pids,
                        pids_limit=s.pids_limit, net_rx_bytes=s.net_rx, net_tx_bytes=s.net_tx,

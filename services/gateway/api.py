@@ -100,7 +100,8 @@ class EngineApi(engine_pb2_grpc.EngineServiceServicer):
                     raise errors.InvalidArgument("import takes one header, first")
                 yield part.chunk
         header = first.header
-        return engine_pb2.ImportImageResponse(image=await self._gw.import_image(header.reference, list(header.changes), header.message, chunks()))
+        return engine_pb2.ImportImageResponse(image=await self._gw.import_image(
+            header.reference, list(header.changes), header.message, chunks()))
 
     async def SaveImages(self, request, context):
         async for data in self._gw.save_images(list(request.references)):

@@ -258,11 +258,13 @@ class Depth:
         self._gw._remember(c)
         self._publish("unpause", c.id)
 
-    async def top(self, request: engine_pb2.ListContainerProcessesRequest) -> engine_pb2.ListContainerProcessesResponse:
+    async def top(
+        self, request: engine_pb2.ListContainerProcessesRequest) -> engine_pb2.ListContainerProcessesResponse:
         c = await self._gw._get(request.id)
         if c.status not in (container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED):
             raise errors.FailedPrecondition(f"container {c.id} is not running")
-        reply = await self._c.ListContainerProcesses(container_pb2.ListContainerProcessesRequest(id=c.id, ps_args=request.ps_args))
+        reply = await self._c.ListContainerProcesses(
+            container_pb2.ListContainerProcessesRequest(id=c.id, ps_args=request.ps_args))
         self._publish("top", c.id)
         return engine_pb2.ListContainerProcessesResponse(titles=reply.titles, processes=[
             engine_pb2.StringList(values=row.columns) for row in reply.processes])
@@ -273,7 +275,8 @@ class Depth:
         previous = None
         interval = STATS_INTERVAL_MS if stream else int(STATS_PREREAD * 1000)
         count = 0
-        async for s in self._c.GetContainerStats(container_pb2.GetContainerStatsRequest(id=c.id, interval_ms=interval)):
+        async for s in self._c.GetContainerStats(
+            container_pb2.GetContainerStatsRequest(id=c.id, interval_ms=interval)):
             count += 1
             out = _stats(c.id, name, s, previous)
             previous = s
@@ -298,7 +301,8 @@ class Depth:
         if not fields:
             raise errors.InvalidArgument("you must provide one or more flags when using this command")
         c = await self._gw._get(request.id)
-        await self._c.UpdateContainerResources(container_pb2.UpdateContainerResourcesRequest(id=c.id, resources=resources, fields=fields))
+        await self._c.UpdateContainerResources(
+            container_pb2.UpdateContainerResourcesRequest(id=c.id, resources=resources, fields=fields))
         # The new limits are the container's config from now on: inspect shows
         # them and a later start applies them.
         meta = convert.Metadata.decode(c.metadata)
@@ -315,7 +319,8 @@ class Depth:
 
     async def copy_from(self, ref: str, path: str) -> AsyncIterator[bytes]:
         c = await self._gw._get(ref)
-        async for chunk in self._c.CopyFromContainer(container_pb2.CopyFromContainerRequest(id=c.id, path=path)):
+        async for chunk in self._c.CopyFromContainer(
+            container_pb2.CopyFromContainerRequest(id=c.id, path=path)):
             yield chunk.data
         self._gw._remember(c)
         self._publish("archive-path", c.id)

@@ -22,7 +22,7 @@ def attach_request(cid: str, name: str, cfg: engine_pb2.ContainerConfig,
                    image_config: image_pb2.ImageConfig) -> network_pb2.CreateEndpointRequest:
     """The Attach a `run` makes: first network, names, --ip, aliases, -p and -P."""
     ports = [port_pb2.PortBinding(protocol=p.protocol or "tcp", host_ip=p.host_ip,
-                                     host_port=p.host_port, container_port=p.container_port)
+                                  host_port=p.host_port, container_port=p.container_port)
              for p in cfg.ports]
     if cfg.publish_all:
         asked = {(p.container_port, p.protocol) for p in ports}
@@ -113,5 +113,6 @@ class Networks:
     async def disconnect(self, r: engine_pb2.DisconnectNetworkRequest) -> None:
         cid = await self._resolve(r.container)
         n = await self._get(r.network)
-        await self._network.DisconnectNetwork(network_pb2.DisconnectNetworkRequest(container_id=cid, network=n.id))
+        await self._network.DisconnectNetwork(
+            network_pb2.DisconnectNetworkRequest(container_id=cid, network=n.id))
         self._publish("disconnect", n.id, {"name": n.name, "type": n.driver, "container": cid})

@@ -31,7 +31,8 @@ async def push(gateway, request: engine_pb2.PushImageRequest) -> AsyncIterator[r
         gateway._publish_image("push", image_id, request.reference)
 
 
-async def login(gateway, request: engine_pb2.CheckRegistryAuthRequest) -> engine_pb2.CheckRegistryAuthResponse:
+async def login(
+    gateway, request: engine_pb2.CheckRegistryAuthRequest) -> engine_pb2.CheckRegistryAuthResponse:
     response = await gateway._image.CheckRegistryAuth(image_pb2.CheckRegistryAuthRequest(
         server=request.server, auth=request.auth))
     return engine_pb2.CheckRegistryAuthResponse(status=response.status)

@@ -133,7 +133,8 @@ class Gateway(CompatMixin):
         cid, _ = await self._create(cfg)
         return cid
 
-    async def run(self, cfg: engine_pb2.ContainerConfig, attach: bool) -> AsyncIterator[engine_pb2.RunContainerResponse]:
+    async def run(self, cfg: engine_pb2.ContainerConfig, attach: bool) -> AsyncIterator[
+        engine_pb2.RunContainerResponse]:
         cid, meta = await self._create(cfg)
         if not attach and meta.auto_remove:
             self._auto_remove.add(cid)
@@ -323,7 +324,8 @@ class Gateway(CompatMixin):
                 queue.put_nowait(_LOGS_ENDED)
 
         pump_task = asyncio.ensure_future(pump())
-        wait_task = asyncio.ensure_future(self._container.WaitContainer(container_pb2.WaitContainerRequest(id=cid)))
+        wait_task = asyncio.ensure_future(
+            self._container.WaitContainer(container_pb2.WaitContainerRequest(id=cid)))
         wait_task.add_done_callback(lambda _: queue.put_nowait(_WAITED))
         loop = asyncio.get_running_loop()
         deadline = None
@@ -434,7 +436,8 @@ class Gateway(CompatMixin):
         self.health.stop(cid, forget=True)
         try:
             async def delete_then_snapshot():
-                await self._container.RemoveContainer(container_pb2.RemoveContainerRequest(id=cid, force=force))
+                await self._container.RemoveContainer(
+                    container_pb2.RemoveContainerRequest(id=cid, force=force))
                 # The snapshot is the rootfs: only once the runtime let go of it.
                 await self._image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid))
                 await self._mounter.release(cid, remove_anonymous=remove_volumes)
@@ -493,7 +496,8 @@ class Gateway(CompatMixin):
     async def _container_id(self, ref: str) -> str:
         return (await self._get(ref)).id
 
-    async def logs(self, ref: str, follow: bool, tail: int, since, until) -> AsyncIterator[stdio_pb2.OutputChunk]:
+    async def logs(
+        self, ref: str, follow: bool, tail: int, since, until) -> AsyncIterator[stdio_pb2.OutputChunk]:
         c = await self._get(ref)
         request = container_pb2.GetContainerLogsRequest(id=c.id, follow=follow, tail=tail)
         if since is not None:
@@ -508,7 +512,8 @@ class Gateway(CompatMixin):
         if unknown:
             raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
         exact_labels = dict(v.split("=", 1) for v in filters.get("label", ()) if "=" in v)
-        response = await self._container.ListContainers(container_pb2.ListContainersRequest(labels=exact_labels))
+        response = await self._container.ListContainers(
+            container_pb2.ListContainersRequest(labels=exact_labels))
         ancestors = await self._ancestor_ids(filters.get("ancestor", ()))
         # Asking for a status means asking for containers in it, running or not (as docker).
         all_ = all_ or bool(filters.get("status"))
@@ -557,7 +562,8 @@ class Gateway(CompatMixin):
         return convert.image_info(image)
 
     async def save_images(self, references: Sequence[str]) -> AsyncIterator[bytes]:
-        async for response in self._image.SaveImages(image_pb2.SaveImagesRequest(references=list(references))):
+        async for response in self._image.SaveImages(
+            image_pb2.SaveImagesRequest(references=list(references))):
             yield response.chunk
 
     async def list_images(self, all_: bool, reference: str) -> list[engine_pb2.ImageInfo]:
@@ -615,7 +621,8 @@ class Gateway(CompatMixin):
 
     async def inspect_volume(self, name: str) -> engine_pb2.VolumeInfo:
         try:
-            volume = (await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=name, with_size=True))).volume
+            volume = (
+                await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=name, with_size=True))).volume
         except errors.NotFound:
             raise errors.NotFound(f"get {name}: no such volume") from None
         return volumes_mod.volume_info(volume)

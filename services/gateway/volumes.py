@@ -150,7 +150,8 @@ class Mounter:
             volume, created = await self._volume_for(spec)
             if created:
                 out.created.append(volume.name)
-            volume = (await self._volume.AcquireVolume(volume_pb2.AcquireVolumeRequest(name=volume.name, ref=cid))).volume
+            volume = (await self._volume.AcquireVolume(
+                volume_pb2.AcquireVolumeRequest(name=volume.name, ref=cid))).volume
             out.acquired.append(volume.name)
             if created and not spec.volume_nocopy:
                 await self._copy_up(image_id, spec.target, volume.name)
@@ -166,7 +167,8 @@ class Mounter:
         new anonymous one."""
         if spec.source:
             try:
-                return (await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=spec.source))).volume, False
+                return (
+                    await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=spec.source))).volume, False
             except errors.NotFound:
                 pass
             labels = dict(spec.volume_labels)
@@ -198,7 +200,8 @@ class Mounter:
 
     async def undo(self, cid: str, resolved: Resolved) -> None:
         if resolved.acquired:
-            await _quietly(self._volume.ReleaseVolumes(volume_pb2.ReleaseVolumesRequest(ref=cid, names=resolved.acquired)))
+            await _quietly(self._volume.ReleaseVolumes(
+                volume_pb2.ReleaseVolumesRequest(ref=cid, names=resolved.acquired)))
         for name in resolved.created:
             await _quietly(self._volume.RemoveVolume(volume_pb2.RemoveVolumeRequest(name=name)))
 

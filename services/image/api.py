@@ -49,14 +49,16 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             yield image_pb2.SaveImagesResponse(chunk=chunk)
 
     async def TagImage(self, request, context):
-        return image_pb2.TagImageResponse(image=convert.image_to_pb(await self.service.tag(request.source, request.target)))
+        return image_pb2.TagImageResponse(
+            image=convert.image_to_pb(await self.service.tag(request.source, request.target)))
 
     async def ListImages(self, request, context):
         images = await self.service.list_images(request.reference, request.all)
         return image_pb2.ListImagesResponse(images=[convert.image_to_pb(i) for i in images])
 
     async def GetImage(self, request, context):
-        return image_pb2.GetImageResponse(image=convert.image_to_pb(await self.service.get_image(request.reference)))
+        return image_pb2.GetImageResponse(
+            image=convert.image_to_pb(await self.service.get_image(request.reference)))
 
     async def RemoveImage(self, request, context):
         result = await self.service.remove_image(request.reference, request.force)

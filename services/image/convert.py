@@ -91,4 +91,4 @@ def auth_from_pb(auth: registry_pb2.RegistryAuth) -> Credentials:
 
 def progress_to_pb(p: Progress) -> registry_pb2.Progress:
     return registry_pb2.Progress(id=p.id, status=p.status, current=p.current, total=p.total,
-                              image_id=p.image_id, digest=p.digest)
+                                 image_id=p.image_id, digest=p.digest)

@@ -31,7 +31,7 @@ def endpoint_to_pb(view: EndpointView) -> pb.Endpoint:
             gateway=options.get("gateway", ""), aliases=list(a.aliases)))
     for p in view.ports:
         out.ports.append(port_pb2.PortBinding(protocol=p.protocol, host_ip=p.host_ip,
-                                        host_port=p.host_port, container_port=p.container_port))
+                                              host_port=p.host_port, container_port=p.container_port))
     for source, target in view.mounts:
         out.mounts.append(mount_pb2.Mount(type="bind", source=source, target=target,
                                           options=["rbind", "rw"]))

@@ -25,7 +25,8 @@ class VolumeServicer(pb_grpc.VolumeServiceServicer):
             request.name, dict(request.labels), request.driver, dict(request.options))))
 
     async def GetVolume(self, request, context):
-        return pb.GetVolumeResponse(volume=convert.volume_to_pb(self.service.get(request.name, request.with_size)))
+        return pb.GetVolumeResponse(
+            volume=convert.volume_to_pb(self.service.get(request.name, request.with_size)))
 
     async def ListVolumes(self, request, context):
         volumes = self.service.list(dict(request.labels), request.ref, request.dangling)
@@ -40,7 +41,8 @@ class VolumeServicer(pb_grpc.VolumeServiceServicer):
         return pb.PruneVolumesResponse(deleted=deleted, space_reclaimed=reclaimed)
 
     async def AcquireVolume(self, request, context):
-        return pb.AcquireVolumeResponse(volume=convert.volume_to_pb(await self.service.acquire(request.name, request.ref)))
+        return pb.AcquireVolumeResponse(
+            volume=convert.volume_to_pb(await self.service.acquire(request.name, request.ref)))
 
     async def ReleaseVolumes(self, request, context):
         released = await self.service.release(request.ref, list(request.names))

@@ -56,8 +56,8 @@ def census(engine) -> dict[str, int]:
 
 def warm_up(stub, image) -> None:
     """One run first: the first namespace makes the netns dir a mount point, once."""
-    list(stub.RunContainer(pb.RunContainerRequest(config=pb.ContainerConfig(image=image, cmd=["true"], auto_remove=True),
-                                attach=True)))
+    list(stub.RunContainer(pb.RunContainerRequest(
+        config=pb.ContainerConfig(image=image, cmd=["true"], auto_remove=True), attach=True)))
 
 
 def test_run_rm_cycles_leave_nothing_behind(engine, busybox_image):

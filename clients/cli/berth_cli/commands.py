@@ -68,7 +68,8 @@ class Client:
         if self._stub is None:
             from berth_cli import transport
             self._channel = transport.Channel(self.host)
-            self._stub = transport.Stub(self._channel, engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
+            self._stub = transport.Stub(
+                self._channel, engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
         return self._stub
 
     def close(self) -> None:
@@ -328,7 +329,8 @@ def run(client: Client, ns) -> int:
     config = container_config(ns)
     if ns.detach:
         try:
-            for response in client.stub.RunContainer(engine_pb2.RunContainerRequest(config=config, attach=False)):
+            for response in client.stub.RunContainer(
+                engine_pb2.RunContainerRequest(config=config, attach=False)):
                 if response.WhichOneof("event") == "id":
                     print(response.id)
         except RpcError as err:
@@ -342,7 +344,8 @@ def run(client: Client, ns) -> int:
         return depth.run_attached(client, ns, config)
     with _SignalProxy(client) as proxy:
         try:
-            for response in client.stub.RunContainer(engine_pb2.RunContainerRequest(config=config, attach=True)):
+            for response in client.stub.RunContainer(
+                engine_pb2.RunContainerRequest(config=config, attach=True)):
                 kind = response.WhichOneof("event")
                 if kind == "output":
                     _write(response.output.stream, response.output.data)
@@ -391,7 +394,8 @@ def start(client: Client, ns) -> int:
             _error(client, err)
             return _exec_status(err.details() or "")
         proxy.container_id = ref
-        for chunk in (reply.chunk for reply in client.stub.GetContainerLogs(engine_pb2.GetContainerLogsRequest(
+        for chunk in (
+            reply.chunk for reply in client.stub.GetContainerLogs(engine_pb2.GetContainerLogsRequest(
                 id=ref, follow=True, tail=-1, since=since))):
             _write(chunk.stream, chunk.data)
         return client.stub.WaitContainer(engine_pb2.WaitContainerRequest(id=ref)).exit_code
@@ -497,7 +501,7 @@ def logs(client: Client, ns) -> int:
         except ValueError:
             raise ValueError(f"invalid value {ns.tail!r} for --tail: a number or \"all\"") from None
     request = engine_pb2.GetContainerLogsRequest(id=ns.container, follow=ns.follow, tail=tail,
-                                              timestamps=ns.timestamps)
+                                                 timestamps=ns.timestamps)
     if ns.since:
         request.since.CopyFrom(_timestamp(fmt.parse_time(ns.since, now)))
     if ns.until:
@@ -597,13 +601,15 @@ def inspect(client: Client, ns) -> int:
         obj = None
         if ns.type in (None, "container"):
             try:
-                obj = container_json(client.stub.InspectContainer(engine_pb2.InspectContainerRequest(id=name)).container)
+                obj = container_json(
+                    client.stub.InspectContainer(engine_pb2.InspectContainerRequest(id=name)).container)
             except RpcError as err:
                 if err.code() != StatusCode.NOT_FOUND:
                     raise
         if obj is None and ns.type in (None, "image"):
             try:
-                obj = image_json(client.stub.InspectImage(engine_pb2.InspectImageRequest(reference=name)).image)
+                obj = image_json(
+                    client.stub.InspectImage(engine_pb2.InspectImageRequest(reference=name)).image)
             except RpcError as err:
                 if err.code() not in (StatusCode.NOT_FOUND, StatusCode.INVALID_ARGUMENT):
                     raise

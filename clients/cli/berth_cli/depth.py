@@ -107,8 +107,7 @@ def terminal_size():
 class Session:
     """Feeds one bidirectional stream: stdin, resizes and close_stdin as request messages."""
 
-    def __init__(self, pb, message, start, tty: bool, stdin: bool, detach_keys: bytes):
-        self._pb = pb
+    def __init__(self, message, start, tty: bool, stdin: bool, detach_keys: bytes):
         self._message = message
         self._queue: queue.Queue = queue.Queue()
         self._queue.put(message(start=start))
@@ -147,7 +146,7 @@ class Session:
     def _on_winch(self, signum, frame):
         height, width = terminal_size()
         if height and width:
-            self._queue.put(self._message(resize=self._pb.TerminalSize(height=height, width=width)))
+            self._queue.put(self._message(resize=stdio_pb2.TerminalSize(height=height, width=width)))
 
     def _read_stdin(self):
         matched = 0
@@ -181,13 +180,13 @@ class Session:
             self._queue.put(self._message(stdin=data))
 
 
-def _write(pb, chunk) -> None:
+def _write(chunk) -> None:
     out = sys.stderr.buffer if chunk.stream == stdio_pb2.OUTPUT_STREAM_STDERR else sys.stdout.buffer
     out.write(chunk.data)
     out.flush()
 
 
-def _stream(session: Session, call_fn, pb, on_first=None):
+def _stream(session: Session, call_fn, on_first=None):
     """Runs the call with the session's requests; returns the exit code or None (detached)."""
     from berth_cli.transport import RpcError, StatusCode
     call = call_fn(session.requests())
@@ -197,7 +196,7 @@ def _stream(session: Session, call_fn, pb, on_first=None):
         for reply in call:
             kind = reply.WhichOneof("msg")
             if kind == "output":
-                _write(pb, reply.output)
+                _write(reply.output)
             elif kind == "exit_code":
                 exit_code = reply.exit_code
             elif kind == "exit":
@@ -240,11 +239,11 @@ def exec_(client, ns) -> int:
         for _ in client.stub.StartExec(iter([pb.StartExecRequest(start=start)])):
             pass
         return 0
-    session = Session(pb, pb.StartExecRequest, start, ns.tty, ns.interactive,
+    session = Session(pb.StartExecRequest, start, ns.tty, ns.interactive,
                       parse_detach_keys(ns.detach_keys))
     try:
         with session:
-            code = _stream(session, client.stub.StartExec, pb)
+            code = _stream(session, client.stub.StartExec)
     except RpcError as err:
         print(client.describe(err), file=sys.stderr)
         return _exec_status(err.details() or "") if "OCI runtime exec failed" in (err.details() or "") \
@@ -264,10 +263,11 @@ def attach(client, ns) -> int:
         print("the input device is not a TTY", file=sys.stderr)
         return 1
     height, width = terminal_size() if tty else (0, 0)
-    start = pb.AttachParams(container=info.id, stdin=stdin, size=stdio_pb2.TerminalSize(height=height, width=width))
-    session = Session(pb, pb.AttachContainerRequest, start, tty, stdin, parse_detach_keys(ns.detach_keys))
+    start = pb.AttachParams(
+        container=info.id, stdin=stdin, size=stdio_pb2.TerminalSize(height=height, width=width))
+    session = Session(pb.AttachContainerRequest, start, tty, stdin, parse_detach_keys(ns.detach_keys))
     with session:
-        _stream(session, client.stub.AttachContainer, pb)
+        _stream(session, client.stub.AttachContainer)
     if session.detached:
         _detached_note(session)
         return 0
@@ -299,11 +299,11 @@ def run_attached(client, ns, config) -> int:
     height, width = terminal_size() if ns.tty else (0, 0)
     start = pb.AttachParams(container=cid, stdin=ns.interactive, start_container=True,
                             size=stdio_pb2.TerminalSize(height=height, width=width))
-    session = Session(pb, pb.AttachContainerRequest, start, ns.tty, ns.interactive,
+    session = Session(pb.AttachContainerRequest, start, ns.tty, ns.interactive,
                       parse_detach_keys(DEFAULT_DETACH_KEYS))
     try:
         with session:
-            code = _stream(session, client.stub.AttachContainer, pb)
+            code = _stream(session, client.stub.AttachContainer)
     except RpcError as err:
         _error(client, err)
         return _exec_status(err.details() or "")
@@ -347,7 +347,8 @@ def pause(client, ns) -> int:
 def top(client, ns) -> int:
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli import format as fmt
-    reply = client.stub.ListContainerProcesses(pb.ListContainerProcessesRequest(id=ns.container, ps_args=ns.ps_args))
+    reply = client.stub.ListContainerProcesses(
+        pb.ListContainerProcessesRequest(id=ns.container, ps_args=ns.ps_args))
     print(fmt.table(tuple(reply.titles), [tuple(row.values) for row in reply.processes]))
     return 0
 
@@ -426,7 +427,8 @@ def update_resources(client, ns) -> int:
     if ns.pids_limit is not None:
         fields["pids_limit"] = ns.pids_limit
     return _each(client, ns.containers,
-                 lambda ref: client.stub.UpdateContainerResources(pb.UpdateContainerResourcesRequest(id=ref, **fields)))
+                 lambda ref: client.stub.UpdateContainerResources(
+                     pb.UpdateContainerResourcesRequest(id=ref, **fields)))
 
 
 # -- cp and export ----------------------------------------------------------------------------
@@ -515,7 +517,8 @@ def _copy_in(client, source: str, container: str, path: str) -> int:
 def export(client, ns) -> int:
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli.commands import write_archive
-    return write_archive(ns.output, lambda: client.stub.ExportContainer(pb.ExportContainerRequest(id=ns.container)))
+    return write_archive(
+        ns.output, lambda: client.stub.ExportContainer(pb.ExportContainerRequest(id=ns.container)))
 
 
 HANDLERS = {"exec": exec_, "attach": attach, "pause": pause, "unpause": pause, "top": top,

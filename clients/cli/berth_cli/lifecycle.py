@@ -176,7 +176,8 @@ def update(client, ns) -> int:
     status = 0
     for ref in ns.containers:
         try:
-            client.stub.UpdateContainerRestartPolicy(engine_pb2.UpdateContainerRestartPolicyRequest(id=ref, restart_policy=policy))
+            client.stub.UpdateContainerRestartPolicy(
+                engine_pb2.UpdateContainerRestartPolicyRequest(id=ref, restart_policy=policy))
         except RpcError as err:
             print(client.describe(err), file=sys.stderr)
             status = 1

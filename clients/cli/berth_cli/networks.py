@@ -213,7 +213,8 @@ def inspect(client, ns) -> int:
     out, status = [], 0
     for name in ns.names:
         try:
-            out.append(network_json(client.stub.InspectNetwork(engine_pb2.InspectNetworkRequest(name=name)).network))
+            out.append(
+                network_json(client.stub.InspectNetwork(engine_pb2.InspectNetworkRequest(name=name)).network))
         except RpcError as err:
             print(f"Error response from daemon: {err.details()}", file=sys.stderr)
             status = 1

@@ -97,7 +97,7 @@ def auth_for(server: str):
         except (ValueError, UnicodeDecodeError):
             raise ValueError(f"{config_path()}: the auth of {server_key(server)} is not base64 user:password")
     return registry_pb2.RegistryAuth(username=username, password=password,
-                                   identity_token=entry.get("identitytoken", ""))
+                                     identity_token=entry.get("identitytoken", ""))
 
 
 # -- progress ---------------------------------------------------------------------------
@@ -152,9 +152,9 @@ def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
     from services.common import reference
     printer = ProgressPrinter(out)
     try:
-        for message in call(request):
+        for reply in call(request):
             if not quiet:
-                printer.show(message)
+                printer.show(reply.progress)
     except RpcError as err:
         print(describe(client, err), file=sys.stderr)
         return 1 if out is sys.stdout else ENGINE_ERROR

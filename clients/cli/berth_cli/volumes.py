@@ -233,7 +233,8 @@ def inspect(client, ns) -> int:
     found, status = [], 0
     for name in ns.names:
         try:
-            found.append(volume_json(client.stub.InspectVolume(engine_pb2.InspectVolumeRequest(name=name)).volume))
+            found.append(
+                volume_json(client.stub.InspectVolume(engine_pb2.InspectVolumeRequest(name=name)).volume))
         except RpcError as err:
             if err.code() != StatusCode.NOT_FOUND:
                 raise

@@ -203,7 +203,7 @@ def port_bindings(bindings: Mapping) -> list[port_pb2.PortBinding]:
             if not host_port.isdigit():
                 raise errors.InvalidArgument(f"invalid host port: {host_port!r}")
             out.append(port_pb2.PortBinding(protocol=proto or "tcp", host_ip=(h or {}).get("HostIp") or "",
-                                              host_port=int(host_port), container_port=int(number)))
+                                            host_port=int(host_port), container_port=int(number)))
     return out
 
 
@@ -640,7 +640,8 @@ def _cpu_json(s: engine_pb2.GetContainerStatsResponse | None) -> dict:
             "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
 
 
-def stats_json(s: engine_pb2.GetContainerStatsResponse, previous: engine_pb2.GetContainerStatsResponse | None) -> dict:
+def stats_json(
+    s: engine_pb2.GetContainerStatsResponse, previous: engine_pb2.GetContainerStatsResponse | None) -> dict:
     """One message of `GET /containers/{id}/stats` in docker's (cgroup v2) shape.
 
     The CLI computes CPU % as Δcpu_usage.total_usage / Δsystem_cpu_usage × online_cpus × 100

@@ -316,7 +316,8 @@ async def unpause(request: web.Request) -> web.Response:
 
 async def top(request: web.Request) -> web.Response:
     ps_args = request.query.get("ps_args", "").split()
-    reply = await gateway(request).depth.top(engine_pb2.ListContainerProcessesRequest(id=request.match_info["id"], ps_args=ps_args))
+    reply = await gateway(request).depth.top(
+        engine_pb2.ListContainerProcessesRequest(id=request.match_info["id"], ps_args=ps_args))
     return json_response({"Titles": list(reply.titles), "Processes": [list(p.values) for p in reply.processes]})
 
 

@@ -60,7 +60,7 @@ def _auth(request: web.Request) -> registry_pb2.RegistryAuth:
     except (ValueError, json.JSONDecodeError):
         raise errors.InvalidArgument("invalid X-Registry-Auth header") from None
     return registry_pb2.RegistryAuth(username=data.get("username") or "", password=data.get("password") or "",
-                                   identity_token=data.get("identitytoken") or "")
+                                     identity_token=data.get("identitytoken") or "")
 
 
 def _reference(name: str, tag: str) -> str:

@@ -198,7 +198,8 @@ def new_id() -> str:
 async def run(client, roots, *args, name=None, **kw):
     """Create + start; returns the id."""
     id = new_id()
-    await client.CreateContainer(pb.CreateContainerRequest(id=id, name=name or f"t{id[:10]}", spec=roots.spec(*args, **kw)))
+    await client.CreateContainer(
+        pb.CreateContainerRequest(id=id, name=name or f"t{id[:10]}", spec=roots.spec(*args, **kw)))
     await client.StartContainer(pb.StartContainerRequest(id=id))
     return id
 

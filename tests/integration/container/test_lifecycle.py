@@ -143,10 +143,12 @@ async def test_bad_input_changes_nothing(client, roots):
     mounts = mounts_under(roots.data_root)
 
     with pytest.raises(errors.InvalidArgument) as exc:
-        await client.CreateContainer(pb.CreateContainerRequest(id=new_id(), name="a/b", spec=roots.spec("true")))
+        await client.CreateContainer(
+            pb.CreateContainerRequest(id=new_id(), name="a/b", spec=roots.spec("true")))
     assert exc.value.message == 'Invalid container name ("a/b"), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
     with pytest.raises(errors.AlreadyExists) as exc:
-        await client.CreateContainer(pb.CreateContainerRequest(id=new_id(), name="web", spec=roots.spec("true")))
+        await client.CreateContainer(
+            pb.CreateContainerRequest(id=new_id(), name="web", spec=roots.spec("true")))
     assert exc.value.message == (
         f'Conflict. The container name "/web" is already in use by container "{id}". '
         "You have to remove (or rename) that container to be able to reuse that name.")
@@ -219,7 +221,8 @@ async def test_start_of_stopped_container_runs_it_again_as_the_same_record(clien
     seen: list[tuple[int, int]] = []
 
     async def collect():
-        async for e in (reply.event async for reply in client.SubscribeTaskEvents(pb.SubscribeTaskEventsRequest())):
+        async for e in (
+            reply.event async for reply in client.SubscribeTaskEvents(pb.SubscribeTaskEventsRequest())):
             if e.container_id == id:
                 seen.append((e.type, e.exit_code))
     collector = asyncio.create_task(collect())
@@ -241,7 +244,8 @@ async def test_start_of_stopped_container_runs_it_again_as_the_same_record(clien
     # Both runs' output, in order, in the one log; the writable layer was kept.
     assert [e.data for e in await logs(client, id, stdout=True)] == [b"run 1\n", b"run 2\n"]
     assert [e.data for e in await logs(client, id, stderr=True)] == [b"err 1\n", b"err 2\n"]
-    last = [e.chunk async for e in client.GetContainerLogs(pb.GetContainerLogsRequest(id=id, tail=1, stdout=True))]
+    last = [e.chunk async for e in client.GetContainerLogs(
+        pb.GetContainerLogsRequest(id=id, tail=1, stdout=True))]
     assert [e.data for e in last] == [b"run 2\n"]
 
     await asyncio.sleep(0.05)
@@ -316,10 +320,11 @@ async def test_log_cap_keeps_the_file_small_and_follow_sees_the_end(client, root
 async def test_created_but_never_started_container_is_removed_cleanly(client, roots):
     from tests.integration.container.conftest import cgroup_dirs, conmon_pids, mounts_under
     id = new_id()
-    c = (await client.CreateContainer(pb.CreateContainerRequest(id=id, name="idle", labels={"a": "1"},
-                                             spec=roots.spec("sleep", "1000"), metadata=b"{}"))).container
+    c = (await client.CreateContainer(pb.CreateContainerRequest(
+        id=id, name="idle", labels={"a": "1"}, spec=roots.spec("sleep", "1000"), metadata=b"{}"))).container
     assert c.status == pb.STATUS_CREATED and c.pid > 0 and c.metadata == b"{}"
-    assert [x.id for x in (await client.ListContainers(pb.ListContainersRequest(labels={"a": "1"}))).containers] == [id]
+    assert [x.id for x in (
+        await client.ListContainers(pb.ListContainersRequest(labels={"a": "1"}))).containers] == [id]
     assert (await client.ListContainers(pb.ListContainersRequest(labels={"a": "2"}))).containers == []
     await client.RemoveContainer(pb.RemoveContainerRequest(id=id))
     assert conmon_pids(roots.data_root) == []

@@ -77,7 +77,8 @@ async def test_load_get_snapshot_save_over_grpc(image_process):
         assert [s.key for s in listed.snapshots] == ["abc123"]
         await client.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key="abc123"))
 
-        saved = b"".join([r.chunk async for r in client.SaveImages(image_pb2.SaveImagesRequest(references=["busybox"]))])
+        saved = b"".join(
+            [r.chunk async for r in client.SaveImages(image_pb2.SaveImagesRequest(references=["busybox"]))])
         assert len(saved) > 1_000_000
         removed = await client.RemoveImage(image_pb2.RemoveImageRequest(reference="busybox"))
         assert list(removed.deleted) == [img.id]

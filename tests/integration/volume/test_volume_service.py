@@ -187,7 +187,8 @@ def test_tmpfs_volume_is_mounted_while_held_across_restarts():
     eng = Engine(services=("volume",)).start()
     try:
         stub = pb_grpc.VolumeServiceStub(eng.channel("volume"))
-        v = stub.CreateVolume(pb.CreateVolumeRequest(name="tmp", options={"type": "tmpfs", "size": "1m"})).volume
+        v = stub.CreateVolume(
+            pb.CreateVolumeRequest(name="tmp", options={"type": "tmpfs", "size": "1m"})).volume
         assert dict(v.options) == {"type": "tmpfs", "o": "size=1m", "device": "tmpfs"}
         assert v.mountpoint not in mounts_under(eng.root)
         stub.AcquireVolume(pb.AcquireVolumeRequest(name="tmp", ref="c"))

@@ -27,7 +27,8 @@ class FakeEngine(engine_pb2_grpc.EngineServiceServicer):
 
     def GetContainerLogs(self, request, context):
         for i in range(request.tail):
-            yield engine_pb2.GetContainerLogsResponse(chunk=stdio_pb2.OutputChunk(stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=f"line {i}\n".encode()))
+            yield engine_pb2.GetContainerLogsResponse(chunk=stdio_pb2.OutputChunk(
+                stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=f"line {i}\n".encode()))
         if request.follow:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "ended on purpose")
 
@@ -68,7 +69,8 @@ def test_error_status_and_message(stub):
 def test_server_stream_then_error(stub):
     got = []
     with pytest.raises(transport.RpcError) as err:
-        for chunk in (reply.chunk for reply in stub.GetContainerLogs(engine_pb2.GetContainerLogsRequest(tail=3, follow=True))):
+        for chunk in (reply.chunk for reply in stub.GetContainerLogs(
+            engine_pb2.GetContainerLogsRequest(tail=3, follow=True))):
             got.append(chunk.data)
     assert got == [b"line 0\n", b"line 1\n", b"line 2\n"]
     assert err.value.code() == transport.StatusCode.FAILED_PRECONDITION

@@ -88,9 +88,11 @@ def test_inspect_shows_policy_terminal_and_health():
 
 def test_stats_carry_both_samples_so_the_cli_can_compute_cpu_percent():
     from berth.engine.v1 import engine_pb2
-    pre = engine_pb2.GetContainerStatsResponse(id="c", name="n", cpu_usage_ns=1_000, system_cpu_ns=10_000, online_cpus=2)
-    cur = engine_pb2.GetContainerStatsResponse(id="c", name="n", cpu_usage_ns=3_000, system_cpu_ns=20_000, online_cpus=2,
-                                    memory_usage=5, memory_limit=10, pids=3)
+    pre = engine_pb2.GetContainerStatsResponse(
+        id="c", name="n", cpu_usage_ns=1_000, system_cpu_ns=10_000, online_cpus=2)
+    cur = engine_pb2.GetContainerStatsResponse(
+        id="c", name="n", cpu_usage_ns=3_000, system_cpu_ns=20_000, online_cpus=2,
+        memory_usage=5, memory_limit=10, pids=3)
     out = convert.stats_json(cur, pre)
     cpu, precpu = out["cpu_stats"], out["precpu_stats"]
     percent = ((cpu["cpu_usage"]["total_usage"] - precpu["cpu_usage"]["total_usage"])
@@ -115,7 +117,8 @@ def test_path_stat_uses_go_file_mode_bits():
 
 def test_changes_kinds_and_exec_exit_code_null_while_running():
     from berth.engine.v1 import engine_pb2
-    assert [convert.change_json(file_change_pb2.FileChange(kind=k, path="/x"))["Kind"] for k in "CAD"] == [0, 1, 2]
+    assert [convert.change_json(
+        file_change_pb2.FileChange(kind=k, path="/x"))["Kind"] for k in "CAD"] == [0, 1, 2]
     running = convert.exec_json(engine_pb2.ExecInfo(id="e", cmd=["sh", "-c", "x"], running=True))
     assert running["ExitCode"] is None and running["ProcessConfig"]["entrypoint"] == "sh"
     assert convert.exec_json(engine_pb2.ExecInfo(id="e", exited=True, exit_code=3))["ExitCode"] == 3

@@ -36,7 +36,8 @@ class FakeDepth:
             kind = req.WhichOneof("msg")
             self.seen.append(kind)
             if kind == "stdin":
-                yield engine_pb2.StartExecResponse(output=stdio_pb2.OutputChunk(stream=1, data=req.stdin.upper()))
+                yield engine_pb2.StartExecResponse(
+                    output=stdio_pb2.OutputChunk(stream=1, data=req.stdin.upper()))
             elif kind == "close_stdin":
                 yield engine_pb2.StartExecResponse(exit_code=0)
                 return

@@ -36,8 +36,9 @@ class Fake:
 class FakeImage(Fake):
     async def GetImage(self, request):
         self._record("GetImage", request)
-        return image_pb2.GetImageResponse(image=image_pb2.Image(id=IMAGE_ID, repo_tags=["docker.io/library/busybox:latest"],
-                               config=image_pb2.ImageConfig(cmd=["sh"], env=["A=1"])))
+        return image_pb2.GetImageResponse(image=image_pb2.Image(
+            id=IMAGE_ID, repo_tags=["docker.io/library/busybox:latest"],
+            config=image_pb2.ImageConfig(cmd=["sh"], env=["A=1"])))
 
     async def PrepareSnapshot(self, request):
         self._record("PrepareSnapshot", request)
@@ -51,7 +52,8 @@ class FakeImage(Fake):
 class FakeNetwork(Fake):
     async def CreateEndpoint(self, request):
         self._record("CreateEndpoint", request)
-        return network_pb2.CreateEndpointResponse(endpoint=network_pb2.Endpoint(container_id=request.container_id, netns_path="/run/netns/x"))
+        return network_pb2.CreateEndpointResponse(
+            endpoint=network_pb2.Endpoint(container_id=request.container_id, netns_path="/run/netns/x"))
 
     async def DeleteEndpoint(self, request):
         self._record("DeleteEndpoint", request)
@@ -65,7 +67,8 @@ class FakeContainer(Fake):
     async def CreateContainer(self, request):
         self._record("CreateContainer", request)
         self.created = request
-        return container_pb2.CreateContainerResponse(container=container_pb2.Container(id=request.id, name="/" + request.name, metadata=request.metadata))
+        return container_pb2.CreateContainerResponse(container=container_pb2.Container(
+            id=request.id, name="/" + request.name, metadata=request.metadata))
 
     async def StartContainer(self, request):
         self._record("StartContainer", request)
@@ -78,7 +81,8 @@ class FakeContainer(Fake):
 
     async def GetContainerLogs(self, request):
         self._record("GetContainerLogs", request)
-        yield container_pb2.GetContainerLogsResponse(chunk=stdio_pb2.OutputChunk(stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"hi\n"))
+        yield container_pb2.GetContainerLogsResponse(
+            chunk=stdio_pb2.OutputChunk(stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"hi\n"))
 
     async def RemoveContainer(self, request):
         self._record("RemoveContainer", request)
@@ -161,7 +165,8 @@ async def test_no_command(world):
     ("image.PrepareSnapshot", ["network.DeleteEndpoint"]),
     ("network.CreateEndpoint", ["image.RemoveSnapshot"]),
     ("container.CreateContainer", ["network.DeleteEndpoint", "image.RemoveSnapshot"]),
-    ("container.StartContainer", ["container.RemoveContainer", "network.DeleteEndpoint", "image.RemoveSnapshot"]),
+    ("container.StartContainer", [
+        "container.RemoveContainer", "network.DeleteEndpoint", "image.RemoveSnapshot"]),
 ])
 async def test_failed_step_undoes_the_ones_before(world, failing, undone):
     gw, _, calls, fail = world

@@ -69,15 +69,17 @@ class GetVersionResponse(_message.Message):
     version: _builtins.str
     """berth's version ("0.1.0")."""
     api_version: _builtins.str
-    """Highest Docker Engine API version the Docker endpoint serves ("1.45")."""
+    """Version of this API, berth.engine.v1 ("1.0"); the Docker endpoint says
+    its own Docker API versions.
+    """
     os: _builtins.str
     """The host's OS ("linux")."""
     arch: _builtins.str
-    """The host's architecture, Go-style ("amd64", "arm64")."""
+    """The host's machine type as `uname -m` says it ("x86_64", "aarch64")."""
     kernel_version: _builtins.str
     """The host's kernel release (uname -r)."""
     runtime: _builtins.str
-    """The OCI runtime containers run with ("runc 1.1.5")."""
+    """The OCI runtime containers run with, by its program name ("runc")."""
     def __init__(
         self,
         *,
@@ -536,7 +538,7 @@ class HealthLog(_message.Message):
     exit_code: _builtins.int
     """The check's exit code: 0 healthy, anything else a failure (-1: timed out)."""
     output: _builtins.str
-    """The start of the check's output (at most 4 KiB)."""
+    """The start of the check's output (at most 4096 characters)."""
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """When the run started."""
@@ -1058,7 +1060,9 @@ class ContainerState(_message.Message):
     RESTARTING_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """"created", "running", "paused", "restarting", "exited", "removing"."""
+    """"created", "running", "paused", "restarting" (waiting for its restart
+    policy) or "exited".
+    """
     running: _builtins.bool
     """Its process runs (also while paused)."""
     pid: _builtins.int
@@ -1068,7 +1072,7 @@ class ContainerState(_message.Message):
     oom_killed: _builtins.bool
     """The OOM killer ended the latest run."""
     error: _builtins.str
-    """Why the latest start failed, or how its exit code was inferred; empty otherwise."""
+    """Docker's State.Error, for its shape; berth leaves it empty."""
     restarting: _builtins.bool
     """Waiting to be started again by its restart policy."""
     paused: _builtins.bool
@@ -2056,7 +2060,7 @@ class ListNetworksResponse(_message.Message):
     NETWORKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkInfo]:
-        """Built-in networks first, then user-defined ones by name."""
+        """In no particular order."""
 
     def __init__(
         self,
@@ -2477,7 +2481,7 @@ class ListVolumesResponse(_message.Message):
     VOLUMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeInfo]:
-        """By name."""
+        """In no particular order."""
 
     def __init__(
         self,

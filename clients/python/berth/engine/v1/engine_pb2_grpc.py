@@ -384,7 +384,7 @@ class EngineServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WaitContainer(self, request, context):
-        """Wait for the container to exit (answers at once if it is not running).
+        """Wait for the container to exit (answers at once if it already exited).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -80,7 +80,7 @@ class EngineServiceStub:
     unless force is set.
     """
     WaitContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.WaitContainerRequest, _engine_pb2.WaitContainerResponse]
-    """Wait for the container to exit (answers at once if it is not running)."""
+    """Wait for the container to exit (answers at once if it already exited)."""
     ListContainers: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListContainersRequest, _engine_pb2.ListContainersResponse]
     """Containers, as `berth ps` lists them."""
     InspectContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.InspectContainerRequest, _engine_pb2.InspectContainerResponse]
@@ -257,7 +257,7 @@ class EngineServiceAsyncStub(EngineServiceStub):
     unless force is set.
     """
     WaitContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.WaitContainerRequest, _engine_pb2.WaitContainerResponse]  # type: ignore[assignment]
-    """Wait for the container to exit (answers at once if it is not running)."""
+    """Wait for the container to exit (answers at once if it already exited)."""
     ListContainers: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListContainersRequest, _engine_pb2.ListContainersResponse]  # type: ignore[assignment]
     """Containers, as `berth ps` lists them."""
     InspectContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.InspectContainerRequest, _engine_pb2.InspectContainerResponse]  # type: ignore[assignment]
@@ -485,7 +485,7 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _engine_pb2.WaitContainerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.WaitContainerResponse, _abc.Awaitable[_engine_pb2.WaitContainerResponse]]:
-        """Wait for the container to exit (answers at once if it is not running)."""
+        """Wait for the container to exit (answers at once if it already exited)."""
 
     @_abc_1.abstractmethod
     def ListContainers(
