@@ -99,7 +99,7 @@ async def update(service, request: pb.UpdateContainerResourcesRequest) -> pb.Con
     resources = Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
                           cpu_shares=r.cpu_shares, pids_limit=r.pids_limit)
     return convert.container_to_pb(await control.update(service, request.id, resources,
-                                                        list(request.fields)))
+                                                        list(request.update_mask.paths)))
 
 
 async def _send_file(f, reply):

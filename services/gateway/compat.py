@@ -22,7 +22,7 @@ WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 
 class CompatMixin:
     async def attach(self, ref: str, logs: bool) -> AsyncIterator[object]:
-        """LogChunks, then the container's WaitResponse.
+        """OutputChunks, then the container's WaitContainerResponse.
 
         A container that has not started yet is followed from its first byte, so an
         attach made before start (what `docker run` does) loses no output; on a running

@@ -1,13 +1,13 @@
 """Containers in depth at the Engine API: exec, attach, pause, top, stats, update, cp, export.
 
 The container service does the work; the gateway adds what users see: names
-resolved to ids, exec records between ExecCreate and ExecStart (nothing runs
+resolved to ids, exec records between CreateExec and StartExec (nothing runs
 yet, so nothing is on the node), docker's event names, CPU percentages from
 two samples, auto-removal after an attached `run -it --rm`.
 
 Events, in the order they happen for one exec:
 
-    exec_create: <cmd>   ExecCreate recorded it
+    exec_create: <cmd>   CreateExec recorded it
     exec_start: <cmd>    the container service reported it running
     exec_die             its monitor recorded the exit (attributes: execID, exitCode)
 
@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import structlog
+from google.protobuf import field_mask_pb2
 
 from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
@@ -121,7 +122,7 @@ class Depth:
                 yield engine_pb2.StartExecResponse(exit_code=value)
 
     async def _exec(self, start: container_pb2.ExecStart, requests, quiet: bool = False):
-        """Runs an exec on the container service; yields ("output", LogChunk) and ("exit", code)."""
+        """Runs an exec on the container service; yields ("output", OutputChunk) and ("exit", code)."""
         outgoing: asyncio.Queue = asyncio.Queue()
         outgoing.put_nowait(container_pb2.ExecProcessRequest(start=start))
 
@@ -302,7 +303,8 @@ class Depth:
             raise errors.InvalidArgument("you must provide one or more flags when using this command")
         c = await self._gw._get(request.id)
         await self._c.UpdateContainerResources(
-            container_pb2.UpdateContainerResourcesRequest(id=c.id, resources=resources, fields=fields))
+            container_pb2.UpdateContainerResourcesRequest(
+                id=c.id, resources=resources, update_mask=field_mask_pb2.FieldMask(paths=fields)))
         # The new limits are the container's config from now on: inspect shows
         # them and a later start applies them.
         meta = convert.Metadata.decode(c.metadata)

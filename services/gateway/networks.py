@@ -20,7 +20,7 @@ DEFAULT_NETWORK = "bridge"
 
 def attach_request(cid: str, name: str, cfg: engine_pb2.ContainerConfig,
                    image_config: image_pb2.ImageConfig) -> network_pb2.CreateEndpointRequest:
-    """The Attach a `run` makes: first network, names, --ip, aliases, -p and -P."""
+    """The CreateEndpoint request a `run` makes: first network, names, --ip, aliases, -p and -P."""
     ports = [port_pb2.PortBinding(protocol=p.protocol or "tcp", host_ip=p.host_ip,
                                   host_port=p.host_port, container_port=p.container_port)
              for p in cfg.ports]

@@ -2,10 +2,10 @@
 
 A container is made in steps, each on another service:
 
-    GetImage(ref)                        image:     what to run and how
-    PrepareSnapshot(cid) || Attach(cid)  image, network (independent: run concurrently)
-    Create(cid, spec)                    container: record + runtime create
-    Start(cid)                           container
+    GetImage(ref)                                image:     what to run and how
+    PrepareSnapshot(cid) || CreateEndpoint(cid)  image, network (independent: run concurrently)
+    CreateContainer(cid, spec)                   container: record + runtime create
+    StartContainer(cid)                          container
 
 When a step fails, the steps before it are undone in reverse order and the
 original error is what the caller sees, so a failed `run` leaves nothing behind.

@@ -6,8 +6,8 @@ its event only after the step succeeded.
 Disk use is counted once, in one place per kind of thing, and prune reports what
 that count said about what it removed:
 
-    images       ImageService.DiskUsage / PruneImages (reachability over blobs and layers)
-    containers   the writable layer of each snapshot (ImageService.DiskUsage)
+    images       ImageService.GetDiskUsage / PruneImages (reachability over blobs and layers)
+    containers   the writable layer of each snapshot (ImageService.GetDiskUsage)
     logs         each container's log file (Container.log_size)
     volumes      VolumeService sizes; prune frees unused anonymous ones
 

@@ -5,9 +5,9 @@ containers share (`--volumes-from`) and what the image declares (VOLUME) become
 OCI mounts for the container service, which only performs them:
 
     GetVolume/CreateVolume(name)    volume: a new one gets the anonymous label when unnamed
-    Acquire(name, cid)              volume: the container's reference, durable
-    ExportPath(image, target)       image:  the image's content at the target, as tar ...
-      -> Populate(name, tar)        volume: ... copied into a new volume (docker's copy-up)
+    AcquireVolume(name, cid)        volume: the container's reference, durable
+    ExportImagePath(image, target)  image:  the image's content at the target, as tar ...
+      -> PopulateVolume(name, tar)  volume: ... copied into a new volume (docker's copy-up)
 
 The gateway never reads the files of either service: the tar stream passes
 through it. Undo releases what was acquired and removes the volumes this

@@ -8,7 +8,7 @@ container's users see.
 
 Driver options follow docker's local driver: `type=tmpfs,o=size=64m` or
 `type=none,o=bind,device=/srv/x` make a device-backed volume, whose device is
-mounted on _data while the volume has references (Acquire/Release) and is
+mounted on _data while the volume has references (AcquireVolume/ReleaseVolumes) and is
 unmounted when the last one goes, so several containers share one instance.
 """
 

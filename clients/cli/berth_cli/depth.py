@@ -1,7 +1,7 @@
 """Verbs for processes, terminals and files of containers: exec, attach, run -i/-t,
 pause, unpause, top, stats, update (resources), cp, export.
 
-An interactive session is one bidirectional Engine stream (ExecStart or
+An interactive session is one bidirectional Engine stream (StartExec or
 AttachContainer): requests carry stdin, window sizes and close_stdin, replies
 carry output and, at the end, the exit code. With -t the local terminal is put
 in raw mode, so keys (Ctrl-C included) go to the process; Ctrl-P Ctrl-Q

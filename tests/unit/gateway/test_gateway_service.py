@@ -93,7 +93,7 @@ class FakeContainer(Fake):
 
 
 class FakeVolume:
-    """No container here has volumes: removal's Release finds nothing to drop."""
+    """No container here has volumes: removal's ReleaseVolumes finds nothing to drop."""
 
     async def ReleaseVolumes(self, request):
         return volume_pb2.ReleaseVolumesResponse()

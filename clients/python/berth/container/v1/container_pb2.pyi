@@ -12,6 +12,7 @@ from berth.types.v1 import mount_pb2 as _mount_pb2
 from berth.types.v1 import stdio_pb2 as _stdio_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -1627,17 +1628,18 @@ class UpdateContainerResourcesRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
-    FIELDS_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Container id, unique id prefix or name."""
     @_builtins.property
     def resources(self) -> Global___Resources:
-        """New values for the fields named in `fields`; 0 lifts a limit."""
+        """New values for the fields named in `update_mask`; 0 lifts a limit."""
 
     @_builtins.property
-    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Which fields of `resources` change: "memory_bytes", "nano_cpus",
-        "cpu_shares", "pids_limit". Others keep their value.
+        "cpu_shares", "pids_limit" (another: INVALID_ARGUMENT). Others keep their
+        value; empty changes nothing.
         """
 
     def __init__(
@@ -1645,11 +1647,11 @@ class UpdateContainerResourcesRequest(_message.Message):
         *,
         id: _builtins.str = ...,
         resources: Global___Resources | None = ...,
-        fields: _abc.Iterable[_builtins.str] | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "id", b"id", "resources", b"resources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "resources", b"resources", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
