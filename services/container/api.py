@@ -51,7 +51,8 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
             yield convert.log_line_to_pb(line)
 
     async def Events(self, request: pb.EventsRequest, context):
-        async for event in self.service.events():
+        after_seq = request.after_seq if request.HasField("after_seq") else None
+        async for event in self.service.events(after_seq):
             yield convert.event_to_pb(event)
 
     async def Rename(self, request: pb.RenameRequest, context) -> pb.Container:
