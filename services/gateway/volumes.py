@@ -205,6 +205,22 @@ class Mounter:
             await _quietly(self._volume.RemoveVolume(volume_pb2.RemoveVolumeRequest(name=name)))
 
 
+def with_mounted_sources(points: Sequence[engine_pb2.MountPoint],
+                         mounted: Sequence[mount_pb2.Mount]) -> list[engine_pb2.MountPoint]:
+    """The mount points with each bind's source as the container service resolved it
+    (symlinks followed on the node that mounts), matched by destination."""
+    sources = {m.target: m.source for m in mounted if m.type == "bind"}
+    out = []
+    for p in points:
+        if p.type == "bind" and sources.get(p.destination, p.source) != p.source:
+            resolved = engine_pb2.MountPoint()
+            resolved.CopyFrom(p)
+            resolved.source = sources[p.destination]
+            p = resolved
+        out.append(p)
+    return out
+
+
 def shared_specs(points: Sequence[engine_pb2.MountPoint], mode: str) -> list[engine_pb2.MountSpec]:
     """`--volumes-from c[:ro|:rw]`: c's volumes and binds, read-only when asked, else as c has them."""
     if mode not in ("", "ro", "rw"):
