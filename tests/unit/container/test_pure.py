@@ -191,11 +191,12 @@ def test_event_log_seq_survives_reopen_and_pruning(tmp_path, monkeypatch):
 def test_exec_exit_is_committed_once(tmp_path):
     store = ContainerStore(str(tmp_path / "c.db"))
     store.insert(Record(id="a" * 64, name="web", spec=_spec()))
+    assert store.exec_exit_committed("e1") is None
     start = store.exec_started(Event(EventType.EXEC_START, "a" * 64, 1.0, exec_id="e1"))
-    assert store.exec_exit_pending("e1")
+    assert store.exec_exit_committed("e1") is False
     exit = store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 2.0, 7, "e1"))
     assert start.seq < exit.seq and exit.exit_code == 7
-    assert not store.exec_exit_pending("e1")
+    assert store.exec_exit_committed("e1") is True
     assert store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 3.0, 7, "e1")) is None
     # An exec whose start predates the table still gets its exit announced, once.
     assert store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 3.0, 0, "e0")) is not None
