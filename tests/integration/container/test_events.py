@@ -77,6 +77,8 @@ async def test_instant_exit_is_announced_after_its_start(client, roots):
     assert seqs == sorted(set(seqs)) and seqs[0] == 1
     for id in ids:
         assert by_container(events, id) == [(T.TYPE_CREATE, 0), (T.TYPE_START, 0), (T.TYPE_EXIT, 0)]
+    for id in ids:
+        await client.Delete(pb.DeleteRequest(id=id))
 
 
 async def test_replay_after_a_seq_runs_into_live_without_gap_or_duplicate(client, roots):
