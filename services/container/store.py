@@ -82,10 +82,11 @@ CREATE TABLE IF NOT EXISTS execs (
 );
 """
 
-# The event log keeps this many newest events: a subscriber (the gateway) may be
-# away for that many events and still resume without loss. About 100 bytes a row.
+# The event log keeps at least this many newest events (and at most PRUNE_EVERY
+# more): a subscriber (the gateway) may miss that many and still resume without
+# loss. About 100 bytes a row, so some 5 MB on disk.
 EVENT_RETENTION = 50_000
-# Pruning runs once per this many commits, not on every one.
+# Pruning runs once per this many commits of a service process, not on every one.
 PRUNE_EVERY = 500
 
 
@@ -217,7 +218,6 @@ class ContainerStore:
         with Transaction(self.db) as db:
             db.execute("UPDATE containers SET metadata = ? WHERE id = ?", (metadata, id))
 
-
     # -- the event log ------------------------------------------------------------
 
     def append(self, event: Event) -> Event:
@@ -264,8 +264,9 @@ class ContainerStore:
         if seq > last:
             raise Pruned(f"event position {seq} is ahead of the newest event {last}: "
                          "the event log was replaced")
-        if first is not None and seq < first - 1:
-            raise Pruned(f"events after {seq} were pruned; the oldest retained event is {first}")
+        if seq < last and (first is None or seq < first - 1):
+            raise Pruned(f"events after {seq} were pruned; the oldest retained event is "
+                         f"{first or last + 1}")
         return [_event(r) for r in rows]
 
     def last_seq(self) -> int:

@@ -184,6 +184,9 @@ def test_event_log_seq_survives_reopen_and_pruning(tmp_path, monkeypatch):
     # Pruning every row there is never reuses a seq.
     monkeypatch.setattr(store_mod, "EVENT_RETENTION", 0)
     assert store.append(Event(EventType.PAUSE, "c", 0.0)).seq == 10
+    with pytest.raises(Pruned, match="events after 9 were pruned"):
+        store.events_after(9, 100)
+    assert store.events_after(10, 100) == []
     store.close()
     assert ContainerStore(path).append(Event(EventType.PAUSE, "c", 0.0)).seq == 11
 
