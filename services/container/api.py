@@ -7,7 +7,7 @@ from google.protobuf import empty_pb2
 from berth.container.v1 import container_pb2 as pb
 from berth.container.v1 import container_pb2_grpc
 from services.container import convert
-from services.container import depth
+from services.container import task_api
 from services.container.service import ContainerService
 
 
@@ -53,61 +53,62 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
             yield pb.GetContainerLogsResponse(chunk=convert.log_line_to_pb(line))
 
     async def SubscribeTaskEvents(self, request: pb.SubscribeTaskEventsRequest, context):
-        async for event in self.service.events():
+        after_seq = request.after_seq if request.HasField("after_seq") else None
+        async for event in self.service.events(after_seq):
             yield pb.SubscribeTaskEventsResponse(event=convert.event_to_pb(event))
 
     async def RenameContainer(
-        self, request: pb.RenameContainerRequest, context) -> pb.RenameContainerResponse:
+            self, request: pb.RenameContainerRequest, context) -> pb.RenameContainerResponse:
         return pb.RenameContainerResponse(
             container=convert.container_to_pb(await self.service.rename(request.id, request.new_name)))
 
     async def SetContainerMetadata(
-        self, request: pb.SetContainerMetadataRequest, context) -> pb.SetContainerMetadataResponse:
+            self, request: pb.SetContainerMetadataRequest, context) -> pb.SetContainerMetadataResponse:
         return pb.SetContainerMetadataResponse(
             container=convert.container_to_pb(await self.service.set_metadata(request.id, request.metadata)))
 
-    # Processes, terminals and files: decoding lives in depth.py.
+    # Processes, terminals and files: decoding lives in task_api.py.
     async def ExecProcess(self, request_iterator, context):
-        async for reply in depth.exec_(self.service, request_iterator):
+        async for reply in task_api.exec_(self.service, request_iterator):
             yield reply
 
     async def GetExec(self, request, context):
-        return pb.GetExecResponse(exec=depth.exec_info_to_pb(self.service.execs.inspect(request.exec_id)))
+        return pb.GetExecResponse(exec=task_api.exec_info_to_pb(self.service.execs.inspect(request.exec_id)))
 
     async def ListExecs(self, request, context):
-        return pb.ListExecsResponse(execs=[depth.exec_info_to_pb(e)
+        return pb.ListExecsResponse(execs=[task_api.exec_info_to_pb(e)
                                            for e in self.service.execs.list(request.container_id)])
 
     async def AttachContainer(self, request_iterator, context):
-        async for reply in depth.attach(self.service, request_iterator):
+        async for reply in task_api.attach(self.service, request_iterator):
             yield reply
 
     async def PauseContainer(self, request, context):
-        return pb.PauseContainerResponse(container=await depth.pause(self.service, request.id))
+        return pb.PauseContainerResponse(container=await task_api.pause(self.service, request.id))
 
     async def ResumeContainer(self, request, context):
-        return pb.ResumeContainerResponse(container=await depth.resume(self.service, request.id))
+        return pb.ResumeContainerResponse(container=await task_api.resume(self.service, request.id))
 
     async def ListContainerProcesses(self, request, context):
-        return await depth.top(self.service, request)
+        return await task_api.top(self.service, request)
 
     async def GetContainerStats(self, request, context):
-        async for reply in depth.stats(self.service, request):
+        async for reply in task_api.stats(self.service, request):
             yield reply
 
     async def UpdateContainerResources(self, request, context):
-        return pb.UpdateContainerResourcesResponse(container=await depth.update(self.service, request))
+        return pb.UpdateContainerResourcesResponse(container=await task_api.update(self.service, request))
 
     async def CopyFromContainer(self, request, context):
-        async for reply in depth.copy_out(self.service, request):
+        async for reply in task_api.copy_out(self.service, request):
             yield reply
 
     async def CopyToContainer(self, request_iterator, context):
-        await depth.copy_in(self.service, request_iterator)
+        await task_api.copy_in(self.service, request_iterator)
         return pb.CopyToContainerResponse()
 
     async def ExportContainer(self, request, context):
-        async for reply in depth.export(self.service, request):
+        async for reply in task_api.export(self.service, request):
             yield reply
 
 

@@ -260,7 +260,7 @@ class Depth:
         self._publish("unpause", c.id)
 
     async def top(
-        self, request: engine_pb2.ListContainerProcessesRequest) -> engine_pb2.ListContainerProcessesResponse:
+            self, request: engine_pb2.ListContainerProcessesRequest) -> engine_pb2.ListContainerProcessesResponse:
         c = await self._gw._get(request.id)
         if c.status not in (container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED):
             raise errors.FailedPrecondition(f"container {c.id} is not running")

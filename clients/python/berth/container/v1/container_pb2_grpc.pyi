@@ -78,8 +78,14 @@ class ContainerServiceStub:
     with follow, new lines as they are written until the container exits.
     """
     SubscribeTaskEvents: _grpc.UnaryStreamMultiCallable[_container_pb2.SubscribeTaskEventsRequest, _container_pb2.SubscribeTaskEventsResponse]
-    """Task events (create, start, exit, oom, pause, exec exit, ...) as they
-    happen, in the order the service committed them.
+    """Task events (create, start, exit, oom, exec start/exit, ...) in the order
+    they were committed to the service's event log. Without after_seq: live
+    events only. With after_seq: the retained events after it, then live ones,
+    with no gap and no duplicate between the two. FAILED_PRECONDITION when
+    events after after_seq were already pruned, or after_seq is ahead of the
+    newest seq (the data root was replaced): the caller has missed events and
+    must reconcile by listing, then subscribe again. A subscriber that falls so
+    far behind that its position is pruned gets the same error mid-stream.
     """
     RenameContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.RenameContainerRequest, _container_pb2.RenameContainerResponse]
     """Give a container another name; ALREADY_EXISTS when another container has it."""
@@ -170,8 +176,14 @@ class ContainerServiceAsyncStub(ContainerServiceStub):
     with follow, new lines as they are written until the container exits.
     """
     SubscribeTaskEvents: _aio.UnaryStreamMultiCallable[_container_pb2.SubscribeTaskEventsRequest, _container_pb2.SubscribeTaskEventsResponse]  # type: ignore[assignment]
-    """Task events (create, start, exit, oom, pause, exec exit, ...) as they
-    happen, in the order the service committed them.
+    """Task events (create, start, exit, oom, exec start/exit, ...) in the order
+    they were committed to the service's event log. Without after_seq: live
+    events only. With after_seq: the retained events after it, then live ones,
+    with no gap and no duplicate between the two. FAILED_PRECONDITION when
+    events after after_seq were already pruned, or after_seq is ahead of the
+    newest seq (the data root was replaced): the caller has missed events and
+    must reconcile by listing, then subscribe again. A subscriber that falls so
+    far behind that its position is pruned gets the same error mid-stream.
     """
     RenameContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.RenameContainerRequest, _container_pb2.RenameContainerResponse]  # type: ignore[assignment]
     """Give a container another name; ALREADY_EXISTS when another container has it."""
@@ -319,8 +331,14 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _container_pb2.SubscribeTaskEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_container_pb2.SubscribeTaskEventsResponse], _abc.AsyncIterator[_container_pb2.SubscribeTaskEventsResponse]]:
-        """Task events (create, start, exit, oom, pause, exec exit, ...) as they
-        happen, in the order the service committed them.
+        """Task events (create, start, exit, oom, exec start/exit, ...) in the order
+        they were committed to the service's event log. Without after_seq: live
+        events only. With after_seq: the retained events after it, then live ones,
+        with no gap and no duplicate between the two. FAILED_PRECONDITION when
+        events after after_seq were already pruned, or after_seq is ahead of the
+        newest seq (the data root was replaced): the caller has missed events and
+        must reconcile by listing, then subscribe again. A subscriber that falls so
+        far behind that its position is pruned gets the same error mid-stream.
         """
 
     @_abc_1.abstractmethod
