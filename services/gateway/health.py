@@ -182,7 +182,7 @@ def exec_available() -> bool:
     """Whether the container service's contract has an exec to run probes with."""
     from berth.container.v1 import container_pb2
     methods = container_pb2.DESCRIPTOR.services_by_name["ContainerService"].methods_by_name
-    return "Exec" in methods
+    return "ExecProcess" in methods
 
 
 async def watch(gw, cid: str) -> None:
