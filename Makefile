@@ -37,7 +37,8 @@ GO_PKG_OPTS := $(subst $(space),,$(foreach f,$(CLIENT_PROTO_FILES:protos/%=%),$(
 # registry on :5000), and the services it installed disabled so that none starts
 # at boot either.
 define apt_install
-missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+missing=""; for p in $(1); do dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q ' installed$$' || \
+  missing="$$missing $$p"; done; \
 if [ -n "$$missing" ]; then echo "installing:$$missing"; \
   policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
     trap 'rm -f $$policy' EXIT; printf '#!/bin/sh\nexit 101\n' >$$policy; chmod +x $$policy; fi; \
