@@ -109,8 +109,10 @@ protos: venv client-tools
 # Fails when the committed generated code is not what `make protos` makes (the
 # generated files only, so caches beside them do not count), when buf lint
 # finds a fault, or when the contracts break compatibility with $(BREAKING_AGAINST)
-# (a git ref, main by default; on main itself, as in CI, that compares HEAD with
-# itself, so there it guards the working tree; on a branch it is main).
+# (a git ref, main by default, or origin/main in a clone without a local main).
+# On a branch that is the change about to be merged; on main itself, as in CI,
+# main is HEAD, so it compares the contracts with themselves as committed and
+# passes unless the working tree changed them.
 # `make check-protos BREAKING_AGAINST=<ref>` compares with another ref.
 check-protos: venv client-tools
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
