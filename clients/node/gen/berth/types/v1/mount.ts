@@ -25,10 +25,20 @@ export interface Mount {
   target: string;
   /** Mount options as mount(8) spells them: "ro", "lowerdir=...", "nosuid", ... */
   options: string[];
+  /**
+   * "bind" only, set by the caller (the gateway, for `-v /host:/ctr`): the
+   * container service creates a missing source directory (mkdir -p, mode
+   * 0755) when it creates the container, as docker's -v does. Unset, a missing
+   * bind source fails Create with INVALID_ARGUMENT (docker's --mount).
+   * Ignored for other types; never changes once the container exists. (The
+   * container's spec, as Get returns it, holds a bind's source with symlinks
+   * resolved at Create: the path that was checked is the path mounted.)
+   */
+  createSource: boolean;
 }
 
 function createBaseMount(): Mount {
-  return { type: "", source: "", target: "", options: [] };
+  return { type: "", source: "", target: "", options: [], createSource: false };
 }
 
 export const Mount: MessageFns<Mount> = {
@@ -44,6 +54,9 @@ export const Mount: MessageFns<Mount> = {
     }
     for (const v of message.options) {
       writer.uint32(34).string(v!);
+    }
+    if (message.createSource !== false) {
+      writer.uint32(40).bool(message.createSource);
     }
     return writer;
   },
@@ -93,6 +106,14 @@ export const Mount: MessageFns<Mount> = {
             message.options.push(reader.string());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.createSource = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -111,6 +132,11 @@ export const Mount: MessageFns<Mount> = {
       source: isSet(object.source) ? globalThis.String(object.source) : "",
       target: isSet(object.target) ? globalThis.String(object.target) : "",
       options: globalThis.Array.isArray(object?.options) ? object.options.map((e: any) => globalThis.String(e)) : [],
+      createSource: isSet(object.createSource)
+        ? globalThis.Boolean(object.createSource)
+        : isSet(object.create_source)
+        ? globalThis.Boolean(object.create_source)
+        : false,
     };
   },
 
@@ -128,6 +154,9 @@ export const Mount: MessageFns<Mount> = {
     if (message.options?.length) {
       obj.options = message.options;
     }
+    if (message.createSource !== false) {
+      obj.createSource = message.createSource;
+    }
     return obj;
   },
 
@@ -140,6 +169,7 @@ export const Mount: MessageFns<Mount> = {
     message.source = object.source ?? "";
     message.target = object.target ?? "";
     message.options = object.options?.map((e) => e) || [];
+    message.createSource = object.createSource ?? false;
     return message;
   },
 };
