@@ -143,7 +143,7 @@ class Depth:
                     started = True
                     self._announce_start(exec_id, start.container_id)
                 elif kind == "output":
-                    yield "output", stdio_pb2.OutputChunk(stream=reply.output.stream, data=reply.output.data)
+                    yield "output", reply.output
                 elif kind == "exit_code":
                     yield "exit", reply.exit_code
         finally:
@@ -225,8 +225,7 @@ class Depth:
                     if params.start_container:
                         await self._gw._start(cid)
                 else:
-                    yield engine_pb2.AttachContainerResponse(output=stdio_pb2.OutputChunk(
-                        stream=reply.output.stream, data=reply.output.data))
+                    yield engine_pb2.AttachContainerResponse(output=reply.output)
             if params.start_container:
                 status = await self._c.WaitContainer(container_pb2.WaitContainerRequest(id=cid))
                 if meta.auto_remove:
@@ -277,7 +276,7 @@ class Depth:
         interval = STATS_INTERVAL_MS if stream else int(STATS_PREREAD * 1000)
         count = 0
         async for s in self._c.GetContainerStats(
-            container_pb2.GetContainerStatsRequest(id=c.id, interval_ms=interval)):
+                container_pb2.GetContainerStatsRequest(id=c.id, interval_ms=interval)):
             count += 1
             out = _stats(c.id, name, s, previous)
             previous = s
@@ -322,7 +321,7 @@ class Depth:
     async def copy_from(self, ref: str, path: str) -> AsyncIterator[bytes]:
         c = await self._gw._get(ref)
         async for chunk in self._c.CopyFromContainer(
-            container_pb2.CopyFromContainerRequest(id=c.id, path=path)):
+                container_pb2.CopyFromContainerRequest(id=c.id, path=path)):
             yield chunk.data
         self._gw._remember(c)
         self._publish("archive-path", c.id)

@@ -569,7 +569,7 @@ class Gateway(CompatMixin):
 
     async def save_images(self, references: Sequence[str]) -> AsyncIterator[bytes]:
         async for response in self._image.SaveImages(
-            image_pb2.SaveImagesRequest(references=list(references))):
+                image_pb2.SaveImagesRequest(references=list(references))):
             yield response.chunk
 
     async def list_images(self, all_: bool, reference: str) -> list[engine_pb2.ImageInfo]:

@@ -221,8 +221,8 @@ async def test_start_of_stopped_container_runs_it_again_as_the_same_record(clien
     seen: list[tuple[int, int]] = []
 
     async def collect():
-        async for e in (
-            reply.event async for reply in client.SubscribeTaskEvents(pb.SubscribeTaskEventsRequest())):
+        async for e in (reply.event async for reply in
+                        client.SubscribeTaskEvents(pb.SubscribeTaskEventsRequest())):
             if e.container_id == id:
                 seen.append((e.type, e.exit_code))
     collector = asyncio.create_task(collect())
