@@ -1,0 +1,53 @@
+"""Registry: pull, push and login through the gateway (the RegistryBackend).
+
+The image service does the transfer; this relays its progress to the caller and
+publishes the engine events (image pull / push) once the transfer succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from berth.engine.v1 import engine_pb2
+from berth.image.v1 import image_pb2
+from services.gateway.backends.images import publish_image
+from services.gateway.backends.interfaces import Publish
+
+
+def _auth(auth: engine_pb2.RegistryAuth) -> image_pb2.RegistryAuth:
+    return image_pb2.RegistryAuth(username=auth.username, password=auth.password,
+                                  identity_token=auth.identity_token)
+
+
+def _progress(p: image_pb2.Progress) -> engine_pb2.ProgressMessage:
+    return engine_pb2.ProgressMessage(id=p.id, status=p.status, current=p.current, total=p.total,
+                                      image_id=p.image_id, digest=p.digest)
+
+
+class Registry:
+    def __init__(self, image_client, publish: Publish):
+        self._image = image_client
+        self._publish = publish
+
+    async def pull(self, request: engine_pb2.PullImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+        image_id = ""
+        async for p in self._image.Pull(image_pb2.PullRequest(
+                reference=request.reference, platform=request.platform, auth=_auth(request.auth))):
+            image_id = p.image_id or image_id
+            yield _progress(p)
+        if image_id:
+            publish_image(self._publish, "pull", image_id, request.reference)
+
+    async def push(self, request: engine_pb2.PushImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+        image_id = ""
+        async for p in self._image.Push(image_pb2.PushRequest(
+                reference=request.reference, auth=_auth(request.auth))):
+            image_id = p.image_id or image_id
+            yield _progress(p)
+        if image_id:
+            publish_image(self._publish, "push", image_id, request.reference)
+
+    async def login(self, request: engine_pb2.LoginRequest) -> engine_pb2.LoginResponse:
+        response = await self._image.Login(image_pb2.LoginRequest(
+            server=request.server, auth=_auth(request.auth)))
+        return engine_pb2.LoginResponse(status=response.status)
