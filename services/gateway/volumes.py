@@ -238,4 +238,3 @@ async def _quietly(call: Awaitable) -> None:
         await call
     except errors.BerthError as exc:
         log.warning("volume_undo_failed", error=exc.message)
-
