@@ -99,6 +99,7 @@ async def test_image_prune_without_until_asks_for_reachability_and_reports_space
     ({"until": ["200", "100"]}, ("prune", False, 100.0)),
     ({"until": ["100"], "dangling": ["false"]}, ("prune", True, 100.0)),
     ({"until": ["100"], "dangling": ["true"]}, ("prune", False, 100.0)),
+    ({"until": ["1970-01-01T00:01:40Z"]}, ("prune", False, 100.0)),
 ])
 async def test_image_prune_until_passes_the_earliest_time(api, filters, called):
     call, b = api
@@ -109,7 +110,7 @@ async def test_image_prune_until_passes_the_earliest_time(api, filters, called):
 
 @pytest.mark.parametrize("filters, message", [
     ({"label": ["a"]}, "invalid filter 'label'"),
-    ({"until": ["soon"]}, "invalid until value: 'soon'"),
+    ({"until": ["soon"]}, "invalid time value: 'soon'"),
 ])
 async def test_image_prune_bad_filters_are_400_and_remove_nothing(api, filters, message):
     call, b = api

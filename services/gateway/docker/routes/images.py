@@ -219,19 +219,13 @@ async def prune(request: web.Request) -> web.Response:
     if unknown:
         raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
     dangling = flt.get("dangling", [])
-    if flt.get("until"):
+    until = min((t for t in map(convert.timestamp, flt.get("until", [])) if t is not None), default=None)
+    if until is not None:
         # dangling=false (or anything but true) widens it to every unused image, as docker does.
         all_ = bool(dangling) and not any(v.lower() in ("1", "true") for v in dangling)
-        response = await _images(request).prune(all_, min(_seconds(u) for u in flt["until"]))
+        response = await _images(request).prune(all_, until)
     else:
         response = await _images(request).prune(any(v.lower() in ("0", "false") for v in dangling))
     report = [{"Untagged": convert.familiar(u)} for u in response.images_untagged]
     report += [{"Deleted": d} for d in response.images_deleted]
     return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": response.space_reclaimed})
-
-
-def _seconds(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid until value: {value!r}") from None
