@@ -12,9 +12,8 @@ from services.common.config import Config
 from services.gateway.api import EngineApi
 from services.gateway.backends import Backends
 from services.gateway.backends.image_configs import ImageConfigs
-from services.gateway.backends.images import Images
+from services.gateway.backends.images import Images, Registry
 from services.gateway.backends.networks import Networks
-from services.gateway.backends.registry import Registry
 from services.gateway.backends.volumes import Volumes
 from services.gateway.docker.server import DockerApiServer
 from services.gateway.events import EventLog

@@ -1,8 +1,10 @@
-"""Images: the ImageBackend over the image service.
+"""Images and Registry: the ImageBackend and the RegistryBackend over the image service.
 
-The image service stores and counts; this adds what only the gateway knows (how many
-containers use each image), keeps the shared ImageConfigs current, and publishes the
-engine's image events once the image service made the change.
+The image service stores, counts and talks to registries; Images adds what only the
+gateway knows (how many containers use each image) and keeps the shared ImageConfigs
+current; Registry relays a pull's or push's progress to the caller. Both publish the
+engine's image events once the image service made the change (a pull or push only once
+the transfer succeeded).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from services.gateway.backends.image_configs import ImageConfigs
 from services.gateway.backends.interfaces import ImageUsage, Publish
 
 
-def publish_image(publish: Publish, action: str, image_id: str, name: str) -> None:
+def _publish_image(publish: Publish, action: str, image_id: str, name: str) -> None:
     """Docker's image events name the image as its user wrote it (familiar form)."""
     publish("image", action, image_id, {"name": familiar(name)})
 
@@ -37,7 +39,7 @@ class Images:
                 yield image_pb2.LoadRequest(chunk=data)
         response = await self._image.Load(requests())
         for image in response.images:
-            publish_image(self._publish, "load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
+            _publish_image(self._publish, "load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
         return [convert.image_info(i) for i in response.images]
 
     async def import_(self, reference: str, changes: Sequence[str], message: str,
@@ -50,7 +52,7 @@ class Images:
             async for data in chunks:
                 yield image_pb2.ImportRequest(chunk=data)
         image = await self._image.Import(requests())
-        publish_image(self._publish, "import", image.id, image.repo_tags[0] if image.repo_tags else image.id)
+        _publish_image(self._publish, "import", image.id, image.repo_tags[0] if image.repo_tags else image.id)
         return convert.image_info(image)
 
     async def save(self, references: Sequence[str]) -> AsyncIterator[bytes]:
@@ -73,7 +75,7 @@ class Images:
 
     async def tag(self, source: str, target: str) -> None:
         image = await self._image.Tag(image_pb2.TagRequest(source=source, target=target))
-        publish_image(self._publish, "tag", image.id, target)
+        _publish_image(self._publish, "tag", image.id, target)
 
     async def remove(self, reference: str, force: bool) -> engine_pb2.RemoveImageResponse:
         response = await self._image.RemoveImage(image_pb2.RemoveImageRequest(reference=reference, force=force))
@@ -82,10 +84,10 @@ class Images:
 
     def _removed(self, untagged: Sequence[str], deleted: Sequence[str]) -> None:
         for name in untagged:
-            publish_image(self._publish, "untag", "", name)
+            _publish_image(self._publish, "untag", "", name)
         for image_id in deleted:
             self._configs.forget(image_id)
-            publish_image(self._publish, "delete", image_id, image_id)
+            _publish_image(self._publish, "delete", image_id, image_id)
 
     async def prune(self, all_: bool, until: float | None = None) -> engine_pb2.PruneResponse:
         if until is not None:
@@ -112,3 +114,42 @@ class Images:
             out.images_untagged.extend(response.untagged)
             out.images_deleted.extend(response.deleted)
         return out
+
+
+def _auth(auth: engine_pb2.RegistryAuth) -> image_pb2.RegistryAuth:
+    return image_pb2.RegistryAuth(username=auth.username, password=auth.password,
+                                  identity_token=auth.identity_token)
+
+
+def _progress(p: image_pb2.Progress) -> engine_pb2.ProgressMessage:
+    return engine_pb2.ProgressMessage(id=p.id, status=p.status, current=p.current, total=p.total,
+                                      image_id=p.image_id, digest=p.digest)
+
+
+class Registry:
+    def __init__(self, image_client, publish: Publish):
+        self._image = image_client
+        self._publish = publish
+
+    async def pull(self, request: engine_pb2.PullImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+        image_id = ""
+        async for p in self._image.Pull(image_pb2.PullRequest(
+                reference=request.reference, platform=request.platform, auth=_auth(request.auth))):
+            image_id = p.image_id or image_id
+            yield _progress(p)
+        if image_id:
+            _publish_image(self._publish, "pull", image_id, request.reference)
+
+    async def push(self, request: engine_pb2.PushImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+        image_id = ""
+        async for p in self._image.Push(image_pb2.PushRequest(
+                reference=request.reference, auth=_auth(request.auth))):
+            image_id = p.image_id or image_id
+            yield _progress(p)
+        if image_id:
+            _publish_image(self._publish, "push", image_id, request.reference)
+
+    async def login(self, request: engine_pb2.LoginRequest) -> engine_pb2.LoginResponse:
+        response = await self._image.Login(image_pb2.LoginRequest(
+            server=request.server, auth=_auth(request.auth)))
+        return engine_pb2.LoginResponse(status=response.status)

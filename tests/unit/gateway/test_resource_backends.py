@@ -12,10 +12,9 @@ from berth.network.v1 import network_pb2
 from berth.volume.v1 import volume_pb2
 from services.common import errors
 from services.gateway.backends.image_configs import ImageConfigs
-from services.gateway.backends.images import Images
+from services.gateway.backends.images import Images, Registry
 from services.gateway.backends.interfaces import ImageBackend, NetworkBackend, RegistryBackend, VolumeBackend
 from services.gateway.backends.networks import Networks
-from services.gateway.backends.registry import Registry
 from services.gateway.backends.volumes import Volumes
 from services.gateway.events import EventLog
 
