@@ -2,10 +2,10 @@
 
 A container is made in steps, each on another service:
 
-    GetImage(ref)                                image:     what to run and how
-    PrepareSnapshot(cid) || CreateEndpoint(cid)  image, network (independent: run concurrently)
-    CreateContainer(cid, spec)                   container: record + runtime create
-    StartContainer(cid)                          container
+    GetImage(ref)                        image:     what to run and how
+    PrepareSnapshot(cid) || Attach(cid)  image, network (independent: run concurrently)
+    Create(cid, spec)                    container: record + runtime create
+    Start(cid)                           container
 
 When a step fails, the steps before it are undone in reverse order and the
 original error is what the caller sees, so a failed `run` leaves nothing behind.
@@ -32,7 +32,6 @@ from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from berth.network.v1 import network_pb2
-from berth.volume.v1 import volume_pb2
 from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.common.config import Config
@@ -43,6 +42,7 @@ from services.gateway import depth as depth_mod
 from services.gateway import health as health_mod
 from services.gateway import restart as restart_mod
 from services.gateway import volumes as volumes_mod
+from services.gateway.backends.image_configs import ImageConfigs
 from services.gateway.events import Event, EventLog, unknown_filters
 
 log = structlog.get_logger(__name__)
@@ -53,7 +53,6 @@ API_VERSION = "1.0"
 LOG_DRAIN_SECONDS = 2.0
 # Reconnect delay for the container service's event stream, growing to the cap.
 EVENTS_RETRY = (0.1, 5.0)
-_FULL_ID = re.compile(r"(sha256:)?[a-f0-9]{64}")
 _LIST_FILTERS = ("id", "name", "label", "status", "ancestor")
 
 _WAITED = object()
@@ -71,19 +70,16 @@ class Nodes:
 
 
 class Gateway(CompatMixin):
-    def __init__(self, config: Config, nodes: Nodes, events: EventLog):
+    def __init__(self, config: Config, nodes: Nodes, events: EventLog, image_configs: ImageConfigs):
         self._config = config
         self._image = nodes.image
         self._network = nodes.network
         self._volume = nodes.volume
         self._container = nodes.container
-        self.networks = networks_mod.Networks(
-            self._network, self._container_id,
-            lambda action, actor, attrs: self.events.publish("network", action, actor, attrs))
         self._mounter = volumes_mod.Mounter(nodes.volume, nodes.image)
         self.events = events
-        # Image ids are content digests, so what an id names never changes.
-        self._image_configs: dict[str, image_pb2.ImageConfig] = {}
+        # Shared with the images backend, which forgets what it deletes.
+        self._image_configs = image_configs
         # Name and image of every container we know, for event attributes.
         self._known: dict[str, tuple[str, str]] = {}
         # Detached --rm containers, removed when their exit event arrives.
@@ -134,7 +130,7 @@ class Gateway(CompatMixin):
         return cid
 
     async def run(self, cfg: engine_pb2.ContainerConfig, attach: bool) -> AsyncIterator[
-        engine_pb2.RunContainerResponse]:
+            engine_pb2.RunContainerResponse]:
         cid, meta = await self._create(cfg)
         if not attach and meta.auto_remove:
             self._auto_remove.add(cid)
@@ -257,13 +253,7 @@ class Gateway(CompatMixin):
         return shared
 
     async def _resolve_image(self, ref: str) -> tuple[str, image_pb2.ImageConfig]:
-        if _FULL_ID.fullmatch(ref):
-            image_id = ref if ref.startswith("sha256:") else f"sha256:{ref}"
-            if image_id in self._image_configs:
-                return image_id, self._image_configs[image_id]
-        image = (await self._image.GetImage(image_pb2.GetImageRequest(reference=ref))).image
-        self._image_configs[image.id] = image.config
-        return image.id, image.config
+        return await self._image_configs.resolve(ref)
 
     async def _prepare(self, cid: str, image_id: str, network_mode: str,
                        attach: network_pb2.CreateEndpointRequest | None = None):
@@ -289,8 +279,8 @@ class Gateway(CompatMixin):
 
     async def _undo_prepare(self, cid: str) -> None:
         await asyncio.gather(
-            self._quietly("detach", self._network.DeleteEndpoint(
-                network_pb2.DeleteEndpointRequest(container_id=cid))),
+            self._quietly(
+                "detach", self._network.DeleteEndpoint(network_pb2.DeleteEndpointRequest(container_id=cid))),
             self._quietly("remove_snapshot", self._image.RemoveSnapshot(
                 image_pb2.RemoveSnapshotRequest(key=cid))))
 
@@ -312,7 +302,7 @@ class Gateway(CompatMixin):
             log.warning("undo_failed", step=step, error=str(exc))
 
     async def _attach(self, cid: str, tail: int = -1) -> AsyncIterator[object]:
-        """The container's output from the start (OutputChunk), then its WaitContainerResponse.
+        """The container's output from the start (LogChunk), then its WaitResponse.
 
         The log stream should end when the process exits; in case it lags, it gets
         LOG_DRAIN_SECONDS after Wait returned to deliver the rest.
@@ -321,9 +311,10 @@ class Gateway(CompatMixin):
 
         async def pump() -> None:
             try:
-                async for reply in self._container.GetContainerLogs(container_pb2.GetContainerLogsRequest(
-                        id=cid, follow=True, tail=tail)):
-                    queue.put_nowait(reply.chunk)
+                async for entry in (reply.chunk async for reply in self._container.GetContainerLogs(
+                    container_pb2.GetContainerLogsRequest(
+                        id=cid, follow=True, tail=tail))):
+                    queue.put_nowait(_log_chunk(entry))
             except errors.BerthError as exc:
                 log.warning("attach_logs_failed", container_id=cid, error=exc.message)
             finally:
@@ -499,7 +490,8 @@ class Gateway(CompatMixin):
         await networks_mod.add_endpoints(self._network, [info])
         return info
 
-    async def _container_id(self, ref: str) -> str:
+    async def resolve_id(self, ref: str) -> str:
+        """A container reference to its id (the networks backend's ResolveContainer)."""
         return (await self._get(ref)).id
 
     async def logs(
@@ -510,8 +502,8 @@ class Gateway(CompatMixin):
             request.since.CopyFrom(since)
         if until is not None:
             request.until.CopyFrom(until)
-        async for reply in self._container.GetContainerLogs(request):
-            yield reply.chunk
+        async for entry in (reply.chunk async for reply in self._container.GetContainerLogs(request)):
+            yield _log_chunk(entry)
 
     async def list(self, all_: bool, filters: Mapping[str, Sequence[str]]) -> list[engine_pb2.ContainerInfo]:
         unknown = sorted(set(filters) - set(_LIST_FILTERS))
@@ -543,109 +535,14 @@ class Gateway(CompatMixin):
                 pass
         return ids
 
-    # -- images ---------------------------------------------------------------------
-
-    async def load_images(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
-        async def requests():
-            async for data in chunks:
-                yield image_pb2.LoadImagesRequest(chunk=data)
-        response = await self._image.LoadImages(requests())
-        for image in response.images:
-            self._publish_image("load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
-        return [convert.image_info(i) for i in response.images]
-
-    async def import_image(self, reference: str, changes: Sequence[str], message: str,
-                           chunks: AsyncIterator[bytes]) -> engine_pb2.ImageInfo:
-        config = convert.parse_changes(changes)
-
-        async def requests():
-            yield image_pb2.ImportImageRequest(header=image_pb2.ImportHeader(
-                reference=reference, config=config, message=message))
-            async for data in chunks:
-                yield image_pb2.ImportImageRequest(chunk=data)
-        image = (await self._image.ImportImage(requests())).image
-        self._publish_image("import", image.id, image.repo_tags[0] if image.repo_tags else image.id)
-        return convert.image_info(image)
-
-    async def save_images(self, references: Sequence[str]) -> AsyncIterator[bytes]:
-        async for response in self._image.SaveImages(
-                image_pb2.SaveImagesRequest(references=list(references))):
-            yield response.chunk
-
-    async def list_images(self, all_: bool, reference: str) -> list[engine_pb2.ImageInfo]:
-        images, counts = await asyncio.gather(
-            self._image.ListImages(image_pb2.ListImagesRequest(all=all_, reference=reference)),
-            self._containers_per_image())
-        infos = [convert.image_info(i, counts.get(i.id, 0)) for i in images.images]
-        infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
-        return infos
-
-    async def inspect_image(self, reference: str) -> engine_pb2.ImageInfo:
-        reply, counts = await asyncio.gather(
-            self._image.GetImage(image_pb2.GetImageRequest(reference=reference)),
-            self._containers_per_image())
-        image = reply.image
-        self._image_configs[image.id] = image.config
-        return convert.image_info(image, counts.get(image.id, 0))
-
-    async def _containers_per_image(self) -> dict[str, int]:
+    async def image_usage(self) -> dict[str, int]:
+        """Containers per image id (the images backend's ImageUsage)."""
         response = await self._container.ListContainers(container_pb2.ListContainersRequest())
         counts: dict[str, int] = {}
         for c in response.containers:
             image_id = convert.Metadata.decode(c.metadata).image_id
             counts[image_id] = counts.get(image_id, 0) + 1
         return counts
-
-    async def tag_image(self, source: str, target: str) -> None:
-        image = (await self._image.TagImage(image_pb2.TagImageRequest(source=source, target=target))).image
-        self._publish_image("tag", image.id, target)
-
-    async def remove_image(self, reference: str, force: bool) -> image_pb2.RemoveImageResponse:
-        response = await self._image.RemoveImage(image_pb2.RemoveImageRequest(reference=reference, force=force))
-        for name in response.untagged:
-            self._publish_image("untag", "", name)
-        for image_id in response.deleted:
-            self._image_configs.pop(image_id, None)
-            self._publish_image("delete", image_id, image_id)
-        return response
-
-    # -- networks and volumes ---------------------------------------------------------
-
-    async def list_networks(self) -> list[engine_pb2.NetworkInfo]:
-        response = await self._network.ListNetworks(network_pb2.ListNetworksRequest())
-        return [networks_mod.network_info(n) for n in response.networks]
-
-    async def list_volumes(self) -> list[engine_pb2.VolumeInfo]:
-        response = await self._volume.ListVolumes(volume_pb2.ListVolumesRequest())
-        return [volumes_mod.volume_info(v) for v in response.volumes]
-
-    async def create_volume(self, request: engine_pb2.CreateVolumeRequest) -> engine_pb2.VolumeInfo:
-        volume = (await self._volume.CreateVolume(volume_pb2.CreateVolumeRequest(
-            name=request.name, driver=request.driver, labels=request.labels, options=request.options))).volume
-        self.events.publish("volume", "create", volume.name, {"driver": volume.driver})
-        return volumes_mod.volume_info(volume)
-
-    async def inspect_volume(self, name: str) -> engine_pb2.VolumeInfo:
-        try:
-            volume = (
-                await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=name, with_size=True))).volume
-        except errors.NotFound:
-            raise errors.NotFound(f"get {name}: no such volume") from None
-        return volumes_mod.volume_info(volume)
-
-    async def remove_volume(self, name: str) -> None:
-        try:
-            await self._volume.RemoveVolume(volume_pb2.RemoveVolumeRequest(name=name))
-        except errors.NotFound:
-            raise errors.NotFound(f"get {name}: no such volume") from None
-        self.events.publish("volume", "destroy", name, {"driver": "local"})
-
-    async def prune_volumes(self, all_: bool, labels: Sequence[str]) -> volume_pb2.PruneVolumesResponse:
-        response = await self._volume.PruneVolumes(volume_pb2.PruneVolumesRequest(
-            all=all_, labels=volumes_mod.label_filters(labels)))
-        for name in response.deleted:
-            self.events.publish("volume", "destroy", name, {"driver": "local"})
-        return response
 
     # -- events -----------------------------------------------------------------------
 
@@ -664,9 +561,6 @@ class Gateway(CompatMixin):
         name, image = self._known.get(cid, ("", ""))
         self.events.publish("container", action, cid, {"name": name, "image": image, **attributes})
 
-    def _publish_image(self, action: str, image_id: str, name: str) -> None:
-        self.events.publish("image", action, image_id, {"name": _familiar(name)})
-
     async def _watch_container_events(self) -> None:
         """Follow the container service's task events for die/oom and detached --rm.
 
@@ -679,9 +573,9 @@ class Gateway(CompatMixin):
             stream = self._container.SubscribeTaskEvents(container_pb2.SubscribeTaskEventsRequest())
             rescan = self._spawn(self._reconcile())
             try:
-                async for reply in stream:
+                async for event in (reply.event async for reply in stream):
                     delay, quiet = EVENTS_RETRY[0], False
-                    await self._on_task_event(reply.event)
+                    await self._on_task_event(event)
             except errors.BerthError as exc:
                 # Said once per outage, not once per retry.
                 if not quiet:
@@ -732,6 +626,13 @@ class Gateway(CompatMixin):
             self.depth.on_exec_exit(event)
 
 
+def _log_chunk(entry: stdio_pb2.OutputChunk) -> stdio_pb2.OutputChunk:
+    chunk = entry
+    if entry.HasField("time"):
+        chunk.time.CopyFrom(entry.time)
+    return chunk
+
+
 def _signal_number(signal: str) -> str:
     """Docker's kill event carries the signal as a number."""
     if signal.isdigit():
@@ -741,11 +642,6 @@ def _signal_number(signal: str) -> str:
         return str(int(signal_mod.Signals[name if name.startswith("SIG") else f"SIG{name}"]))
     except KeyError:
         return signal
-
-
-def _familiar(name: str) -> str:
-    from services.common.reference import familiar
-    return familiar(name)
 
 
 def _matches(info: engine_pb2.ContainerInfo, labels: Mapping[str, str],

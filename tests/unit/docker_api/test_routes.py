@@ -14,6 +14,7 @@ from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
 from berth.types.v1 import stdio_pb2
 from services.common import errors
+from services.gateway.backends import Backends
 from services.gateway.docker.hijack import frame
 from services.gateway.docker.server import make_app
 
@@ -74,7 +75,9 @@ class FakeGateway:
 @pytest.fixture
 async def server(tmp_path):
     gw = FakeGateway()
-    runner = web.AppRunner(make_app(gw), handle_signals=False, shutdown_timeout=1)
+    backends = Backends(containers=gw, execs=gw.depth, system=gw, images=None, networks=None, volumes=None,
+                        registry=None)
+    runner = web.AppRunner(make_app(backends), handle_signals=False, shutdown_timeout=1)
     await runner.setup()
     path = str(tmp_path / "d.sock")
     await web.UnixSite(runner, path).start()
