@@ -733,7 +733,7 @@ def _signal_number(signal: str) -> str:
 
 
 def _familiar(name: str) -> str:
-    from services.common.reference import familiar
+    from berth_docker.reference import familiar
     return familiar(name)
 
 

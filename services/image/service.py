@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import structlog
 
-from services.common import reference
+from berth_docker import reference
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.image import archive, export
 from services.image import commit as commit_mod
