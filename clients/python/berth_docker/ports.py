@@ -40,7 +40,7 @@ def port_key(key: str) -> tuple[int, str]:
 
 def binding(key: str, host_ip: str, host_port: str, spec: str | None = None) -> engine_pb2.PortBinding:
     """One binding of container port `key` ("80/tcp") to host_ip:host_port; an empty
-    host_ip is every address, an empty host_port (or "0") an ephemeral port."""
+    host_ip is every address, an empty host_port an ephemeral port."""
     container_port, proto = port_key(key)
     spec = spec or key
     if host_ip:
@@ -48,7 +48,7 @@ def binding(key: str, host_ip: str, host_port: str, spec: str | None = None) -> 
             ipaddress.IPv4Address(host_ip.strip("[]"))
         except ValueError:
             raise InvalidArgument(f"invalid IP address {host_ip!r} in port spec {spec!r}") from None
-    number = 0 if host_port in ("", "0") else _number(host_port, "hostPort", spec)
+    number = _number(host_port, "hostPort", spec) if host_port else 0
     return engine_pb2.PortBinding(protocol=proto, host_ip=host_ip.strip("[]"), host_port=number,
                                   container_port=container_port)
 
