@@ -269,9 +269,8 @@ def run(client: Client, ns) -> int:
 
 def start(client: Client, ns) -> int:
     if not ns.attach:
-        status = each(client, ns.containers,
-                       lambda ref: client.stub.StartContainer(engine_pb2.ContainerRef(id=ref)))
-        return status
+        return each(client, ns.containers,
+                    lambda ref: client.stub.StartContainer(engine_pb2.ContainerRef(id=ref)))
     ref = ns.containers[0]
     with _SignalProxy(client) as proxy:
         from google.protobuf import timestamp_pb2
