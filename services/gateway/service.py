@@ -235,6 +235,12 @@ class Gateway(CompatMixin):
             await self._mounter.undo(cid, mounts)
             await self._undo_prepare(cid)
             raise
+        points = volumes_mod.with_mounted_sources(meta.mounts, created.spec.mounts)
+        if points != list(meta.mounts):
+            # A bind source was a symlink: show where it led, as the node resolved it.
+            meta = dataclasses.replace(meta, mounts=tuple(points))
+            await self._container.SetMetadata(container_pb2.SetMetadataRequest(
+                id=cid, metadata=meta.encode()))
         self._known[cid] = (convert.display_name(created.name), cfg.image)
         self._publish_container("create", cid)
         log.info("container_created", container_id=cid, name=created.name, image=cfg.image)
