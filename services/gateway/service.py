@@ -2,10 +2,10 @@
 
 A container is made in steps, each on another service:
 
-    GetImage(ref)                        image:     what to run and how
-    PrepareSnapshot(cid) || Attach(cid)  image, network (independent: run concurrently)
-    Create(cid, spec)                    container: record + runtime create
-    Start(cid)                           container
+    GetImage(ref)                                image:     what to run and how
+    PrepareSnapshot(cid) || CreateEndpoint(cid)  image, network (independent: run concurrently)
+    CreateContainer(cid, spec)                   container: record + runtime create
+    StartContainer(cid)                          container
 
 When a step fails, the steps before it are undone in reverse order and the
 original error is what the caller sees, so a failed `run` leaves nothing behind.
@@ -302,7 +302,7 @@ class Gateway(CompatMixin):
             log.warning("undo_failed", step=step, error=str(exc))
 
     async def _attach(self, cid: str, tail: int = -1) -> AsyncIterator[object]:
-        """The container's output from the start (LogChunk), then its WaitResponse.
+        """The container's output from the start (OutputChunk), then its WaitContainerResponse.
 
         The log stream should end when the process exits; in case it lags, it gets
         LOG_DRAIN_SECONDS after Wait returned to deliver the rest.

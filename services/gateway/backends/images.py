@@ -16,7 +16,7 @@ from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import registry_pb2
 from services.common import errors
-from services.common.reference import familiar
+from berth_docker.reference import familiar
 from services.gateway import convert
 from services.gateway.backends.image_configs import ImageConfigs
 from services.gateway.backends.interfaces import ImageUsage, Publish

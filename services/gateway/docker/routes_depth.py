@@ -34,10 +34,10 @@ from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.gateway import restart as restart_mod
 from services.gateway import system
-from services.gateway.docker import convert
+from berth_docker import api as convert
 from services.gateway.docker.context import (API_VERSION_KEY, FAILED_EXECS_KEY, RESIZE_KEY, gateway, json_body,
                                              json_response, long_lived)
-from services.gateway.docker.errors import not_implemented
+from berth_errors import not_implemented
 from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, stream_content_type
 
 log = structlog.get_logger(__name__)

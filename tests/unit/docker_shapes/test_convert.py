@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.common import errors
-from services.gateway.docker import convert
+from berth_docker import api as convert
 
 from berth.types.v1 import file_change_pb2
 from berth.types.v1 import healthcheck_pb2
