@@ -106,8 +106,13 @@ class ContainerServiceStub:
     AttachContainer: _grpc.StreamStreamMultiCallable[_container_pb2.AttachContainerRequest, _container_pb2.AttachContainerResponse]
     """Attach to the container's own stdio: its output as it happens and, when it
     was created with open_stdin, its input. The first request is `start`; the
-    first reply says the attach is in place (before StartContainer, nothing is
-    lost). The stream ends when the container exits or the caller ends it (detach).
+    first reply says the attach is in place. Attached after CreateContainer and
+    before StartContainer, the caller sees every byte of output from the first.
+    The stream is read from conmon's attach socket, with back-pressure: conmon
+    blocks on a reader that does not keep up (it never drops), so a slow caller
+    slows the container's writes. When the process has exited and its last
+    byte was sent, the last reply is `exit`, then the stream ends: a stream
+    that ends without `exit` was cut short (detach, or the monitor died).
     """
     PauseContainer: _grpc.UnaryUnaryMultiCallable[_container_pb2.PauseContainerRequest, _container_pb2.PauseContainerResponse]
     """Freeze all processes of the container (freezer cgroup).
@@ -204,8 +209,13 @@ class ContainerServiceAsyncStub(ContainerServiceStub):
     AttachContainer: _aio.StreamStreamMultiCallable[_container_pb2.AttachContainerRequest, _container_pb2.AttachContainerResponse]  # type: ignore[assignment]
     """Attach to the container's own stdio: its output as it happens and, when it
     was created with open_stdin, its input. The first request is `start`; the
-    first reply says the attach is in place (before StartContainer, nothing is
-    lost). The stream ends when the container exits or the caller ends it (detach).
+    first reply says the attach is in place. Attached after CreateContainer and
+    before StartContainer, the caller sees every byte of output from the first.
+    The stream is read from conmon's attach socket, with back-pressure: conmon
+    blocks on a reader that does not keep up (it never drops), so a slow caller
+    slows the container's writes. When the process has exited and its last
+    byte was sent, the last reply is `exit`, then the stream ends: a stream
+    that ends without `exit` was cut short (detach, or the monitor died).
     """
     PauseContainer: _aio.UnaryUnaryMultiCallable[_container_pb2.PauseContainerRequest, _container_pb2.PauseContainerResponse]  # type: ignore[assignment]
     """Freeze all processes of the container (freezer cgroup).
@@ -395,8 +405,13 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_container_pb2.AttachContainerResponse], _abc.AsyncIterator[_container_pb2.AttachContainerResponse]]:
         """Attach to the container's own stdio: its output as it happens and, when it
         was created with open_stdin, its input. The first request is `start`; the
-        first reply says the attach is in place (before StartContainer, nothing is
-        lost). The stream ends when the container exits or the caller ends it (detach).
+        first reply says the attach is in place. Attached after CreateContainer and
+        before StartContainer, the caller sees every byte of output from the first.
+        The stream is read from conmon's attach socket, with back-pressure: conmon
+        blocks on a reader that does not keep up (it never drops), so a slow caller
+        slows the container's writes. When the process has exited and its last
+        byte was sent, the last reply is `exit`, then the stream ends: a stream
+        that ends without `exit` was cut short (detach, or the monitor died).
         """
 
     @_abc_1.abstractmethod
