@@ -78,11 +78,12 @@ def valid_name(name: str) -> bool:
     return all(c.isascii() and (c.isalnum() or c in "_.-") for c in name)
 
 
-# -- metadata the gateway keeps on the node's container record ---------------------
+# -- metadata the gateway kept on the node's container record -------------------------
 
 @dataclass(frozen=True)
 class Metadata:
-    """What the gateway needs later about a container, kept in the node's opaque metadata."""
+    """What the gateway kept about a container in the node's opaque metadata before it had
+    its own store (services/gateway/store.py). Read only to import such containers."""
 
     image: str
     image_id: str
@@ -92,7 +93,7 @@ class Metadata:
     stop_timeout: int
     # The container's mounts as resolved (volume names included), for inspect and --volumes-from.
     mounts: tuple[engine_pb2.MountPoint, ...] = ()
-    # Restart state (services.gateway.restart): kept with the record so it survives engine restarts.
+    # Restart state (services.gateway.backends.restarts).
     restart_count: int = 0
     manually_stopped: bool = False
 
@@ -141,7 +142,8 @@ def status_name(status: int) -> str:
     return _STATUS.get(status, "created")
 
 
-def container_info(c: container_pb2.Container, meta: Metadata | None = None) -> engine_pb2.ContainerInfo:
+def container_info(c: container_pb2.Container, meta=None) -> engine_pb2.ContainerInfo:
+    """`meta` is the container's store.ContainerRecord (or a Metadata: the same fields)."""
     meta = meta or Metadata.decode(c.metadata)
     status = status_name(c.status)
     args = list(c.spec.process.args)

@@ -20,27 +20,27 @@ def _progress(p: image_pb2.Progress) -> engine_pb2.ProgressMessage:
                                       image_id=p.image_id, digest=p.digest)
 
 
-async def pull(gateway, request: engine_pb2.PullImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+async def pull(image_client, publish_image, request: engine_pb2.PullImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
     image_id = ""
-    async for p in gateway._image.Pull(image_pb2.PullRequest(
+    async for p in image_client.Pull(image_pb2.PullRequest(
             reference=request.reference, platform=request.platform, auth=_auth(request.auth))):
         image_id = p.image_id or image_id
         yield _progress(p)
     if image_id:
-        gateway._publish_image("pull", image_id, request.reference)
+        publish_image("pull", image_id, request.reference)
 
 
-async def push(gateway, request: engine_pb2.PushImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+async def push(image_client, publish_image, request: engine_pb2.PushImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
     image_id = ""
-    async for p in gateway._image.Push(image_pb2.PushRequest(
+    async for p in image_client.Push(image_pb2.PushRequest(
             reference=request.reference, auth=_auth(request.auth))):
         image_id = p.image_id or image_id
         yield _progress(p)
     if image_id:
-        gateway._publish_image("push", image_id, request.reference)
+        publish_image("push", image_id, request.reference)
 
 
-async def login(gateway, request: engine_pb2.LoginRequest) -> engine_pb2.LoginResponse:
-    response = await gateway._image.Login(image_pb2.LoginRequest(
+async def login(image_client, request: engine_pb2.LoginRequest) -> engine_pb2.LoginResponse:
+    response = await image_client.Login(image_pb2.LoginRequest(
         server=request.server, auth=_auth(request.auth)))
     return engine_pb2.LoginResponse(status=response.status)

@@ -1,4 +1,5 @@
-"""The gateway's composition against fake node services: steps, undo, --rm, events."""
+"""The gateway's backends, wired as __main__ wires them, against fake node services:
+steps, undo, --rm, events from the ordered task event stream, the store."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from berth.types.v1 import mount_pb2
 from berth.volume.v1 import volume_pb2
 from services.common import errors
 from services.common.config import Config
-from services.gateway.events import EventLog
-from services.gateway.service import Gateway, Nodes
+from services.gateway.__main__ import wire
+from services.gateway.store import GatewayStore
 
 IMAGE_ID = "sha256:" + "1" * 64
 
@@ -57,17 +58,30 @@ class FakeNetwork(Fake):
 
 
 class FakeContainer(Fake):
+    """Start reports the task's START on the event stream before it answers, as the
+    container service commits it before runc start returns to it."""
+
     def __init__(self, *args):
         super().__init__(*args)
         self.created: container_pb2.CreateRequest | None = None
+        self.task_events = None
+        self.seq = 0
+
+    def emit(self, type_, cid, **fields):
+        self.seq += 1
+        self.task_events.handle(container_pb2.TaskEvent(type=type_, container_id=cid, seq=self.seq, **fields))
 
     async def Create(self, request):
         self._record("Create", request)
         self.created = request
         return container_pb2.Container(id=request.id, name="/" + request.name, metadata=request.metadata)
 
+    async def Get(self, request):
+        return container_pb2.Container(id=request.id, name="/x", status=container_pb2.STATUS_STOPPED)
+
     async def Start(self, request):
         self._record("Start", request)
+        self.emit(container_pb2.TaskEvent.TYPE_START, request.id)
         return container_pb2.Container(id=request.id)
 
     async def Wait(self, request):
@@ -94,14 +108,34 @@ class FakeVolume:
         return volume_pb2.ReleaseResponse()
 
 
+class Nodes:
+    def __init__(self, calls, fail):
+        self.image = FakeImage("image", calls, fail)
+        self.network = FakeNetwork("network", calls, fail)
+        self.volume = FakeVolume()
+        self.container = FakeContainer("container", calls, fail)
+
+
+class World:
+    def __init__(self, wiring, store):
+        self.events, self.store = wiring.events, store
+        self.containers = wiring.backends.containers
+
+    def run(self, cfg, attach):
+        return self.containers.run(cfg, attach)
+
+
 @pytest.fixture
-def world():
+async def world(tmp_path):
     calls: list[str] = []
     fail: dict[str, Exception] = {}
-    nodes = Nodes(FakeImage("image", calls, fail), FakeNetwork("network", calls, fail),
-                  FakeVolume(), FakeContainer("container", calls, fail))
-    gw = Gateway(Config(), nodes, EventLog())
-    return gw, nodes, calls, fail
+    nodes = Nodes(calls, fail)
+    store = GatewayStore(str(tmp_path / "gateway.db"))
+    wiring = wire(Config(), nodes.image, nodes.network, nodes.volume, nodes.container, store)
+    nodes.container.task_events = wiring.task_events
+    yield World(wiring, store), nodes, calls, fail
+    await wiring.tasks.close()
+    store.close()
 
 
 def _cfg(**kw):
@@ -194,14 +228,15 @@ async def test_attached_rm_streams_output_then_removes_then_exits(world):
     assert gw.events.snapshot()[-1].action == "destroy"
 
 
-async def test_exit_event_before_start_returns_is_published_after_start(world):
+async def test_exit_before_start_returns_is_published_after_start(world):
+    """A process that exits at once: the stream has its START before its EXIT."""
     gw, nodes, _, _ = world
     start = nodes.container.Start
 
     async def start_and_exit(request):
-        await gw._on_task_event(container_pb2.TaskEvent(
-            type=container_pb2.TaskEvent.TYPE_EXIT, container_id=request.id, exit_code=0))
-        return await start(request)
+        reply = await start(request)
+        nodes.container.emit(container_pb2.TaskEvent.TYPE_EXIT, request.id, exit_code=0)
+        return reply
     nodes.container.Start = start_and_exit
     await _run(gw, _cfg())
     assert [e.action for e in gw.events.snapshot()] == ["create", "start", "die"]
@@ -209,10 +244,9 @@ async def test_exit_event_before_start_returns_is_published_after_start(world):
 
 
 async def test_detached_rm_is_removed_on_exit_event(world):
-    gw, _, calls, _ = world
+    gw, nodes, calls, _ = world
     cid = (await _run(gw, _cfg(auto_remove=True)))[0].id
-    await gw._on_task_event(container_pb2.TaskEvent(
-        type=container_pb2.TaskEvent.TYPE_EXIT, container_id=cid, exit_code=0))
+    nodes.container.emit(container_pb2.TaskEvent.TYPE_EXIT, cid, exit_code=0)
     await asyncio.sleep(0.01)
     assert "container.Delete" in calls
     assert [e.action for e in gw.events.snapshot()][-2:] == ["die", "destroy"]

@@ -6,7 +6,7 @@ import asyncio
 
 from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
-from services.gateway import health
+from services.gateway.backends import health
 
 MS = 1_000_000
 

@@ -2071,9 +2071,18 @@ class EventsRequest(_message.Message):
     SINCE_FIELD_NUMBER: _builtins.int
     UNTIL_FIELD_NUMBER: _builtins.int
     FILTERS_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    after_seq: _builtins.int
+    """Set by a client that resumes: every retained event with a seq greater than this
+    (the last Event.seq it handled), in order, then new ones, with no gap and no
+    duplicate between the two; also across a gateway restart. Combined with `since`,
+    both must hold. Unset: as `since` says (no past events without it).
+    """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
-        """Past events from this time on (kept in memory by the gateway)."""
+        """Past events from this time on (the gateway keeps the newest 10,000 in its store,
+        across its restarts).
+        """
 
     @_builtins.property
     def until(self) -> _timestamp_pb2.Timestamp:
@@ -2089,12 +2098,15 @@ class EventsRequest(_message.Message):
         since: _timestamp_pb2.Timestamp | None = ...,
         until: _timestamp_pb2.Timestamp | None = ...,
         filters: _abc.Mapping[_builtins.str, Global___StringList] | None = ...,
+        after_seq: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "since", b"since", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "filters", b"filters", "since", b"since", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__after_seq: _TypeAlias = _typing.Literal["after_seq"]  # noqa: Y015
+    _WhichOneofArgType__after_seq: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_seq) -> _WhichOneofReturnType__after_seq | None: ...
 
 Global___EventsRequest: _TypeAlias = EventsRequest  # noqa: Y015
 
@@ -2127,6 +2139,7 @@ class Event(_message.Message):
     ACTOR_ID_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """"container", "image", "network", "volume"."""
     action: _builtins.str
@@ -2135,6 +2148,12 @@ class Event(_message.Message):
     """
     actor_id: _builtins.str
     """Id of what the event is about."""
+    seq: _builtins.int
+    """Set by the gateway when it commits the event to its log; never changes. Strictly
+    increasing for the life of the gateway's data root, across restarts and crashes
+    (not necessarily contiguous: filters skip events). Pass the last one handled as
+    EventsRequest.after_seq to resume without loss or repetition.
+    """
     @_builtins.property
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """name, image, exitCode, signal, ..."""
@@ -2149,10 +2168,11 @@ class Event(_message.Message):
         actor_id: _builtins.str = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_id", b"actor_id", "attributes", b"attributes", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_id", b"actor_id", "attributes", b"attributes", "seq", b"seq", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

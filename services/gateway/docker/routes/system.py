@@ -12,9 +12,9 @@ from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
 from services.common import errors
-from services.gateway import system
 from services.gateway.docker import convert
-from services.gateway.docker.context import gateway, json_body, json_response, long_lived
+from services.gateway.docker.context import backends, json_body, json_response, long_lived
+from services.gateway.docker.versions import MAX_API, MIN_API, api_version_text
 
 
 def register(router) -> None:
@@ -32,19 +32,14 @@ async def ping(request: web.Request) -> web.Response:
                                             "Pragma": "no-cache"})
 
 
-def _api(version) -> str:
-    return f"{version[0]}.{version[1]}"
-
-
 async def version(request: web.Request) -> web.Response:
-    from services.gateway.docker.server import MAX_API, MIN_API
-    v = gateway(request).version()
+    v = backends(request).system.version()
     return json_response({
         "Platform": {"Name": "berth"},
         "Components": [{"Name": "Engine", "Version": v.version,
-                        "Details": {"ApiVersion": _api(MAX_API), "MinAPIVersion": _api(MIN_API),
+                        "Details": {"ApiVersion": api_version_text(MAX_API), "MinAPIVersion": api_version_text(MIN_API),
                                     "Os": v.os, "Arch": _arch(v.arch), "KernelVersion": v.kernel_version}}],
-        "Version": v.version, "ApiVersion": _api(MAX_API), "MinAPIVersion": _api(MIN_API),
+        "Version": v.version, "ApiVersion": api_version_text(MAX_API), "MinAPIVersion": api_version_text(MIN_API),
         "GitCommit": "", "GoVersion": "", "Os": v.os, "Arch": _arch(v.arch),
         "KernelVersion": v.kernel_version, "BuildTime": "",
     })
@@ -56,10 +51,10 @@ def _arch(machine: str) -> str:
 
 
 async def info(request: web.Request) -> web.Response:
-    gw = gateway(request)
-    containers = await gw.list(True, {})
-    images = await gw.list_images(False, "")
-    v = gw.version()
+    b = backends(request)
+    containers = await b.containers.list(True, {})
+    images = await b.images.list(False, "")
+    v = b.system.version()
     running = sum(1 for c in containers if c.state.running)
     stopped = len(containers) - running
     return json_response({
@@ -106,7 +101,7 @@ def _mem_total() -> int:
 async def events(request: web.Request) -> web.StreamResponse:
     q = request.query
     since, until = convert.timestamp(q.get("since")), convert.timestamp(q.get("until"))
-    stream = gateway(request).subscribe_events(since, until, convert.filters(q))
+    stream = backends(request).system.subscribe_events(since, until, convert.filters(q))
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     # Headers at once: the CLI waits for them before it prints anything.
     await response.prepare(request)
@@ -121,10 +116,10 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def disk_usage(request: web.Request) -> web.Response:
-    """`docker system df [-v]`: the engine's own count (services/gateway/system.py), in docker's shape."""
-    gw = gateway(request)
+    """`docker system df [-v]`: the engine's own count (backends/system.py), in docker's shape."""
+    b = backends(request)
     usage, images, containers, volumes = await asyncio.gather(
-        system.df(gw), gw.list_images(True, ""), gw.list(True, {}), gw.list_volumes())
+        b.system.df(), b.images.list(True, ""), b.containers.list(True, {}), b.volumes.list())
     by_image = {u.id: u for u in usage.images}
     by_container = {c.id: c for c in usage.containers}
     by_volume = {v.name: v for v in usage.volumes}
@@ -153,11 +148,10 @@ async def disk_usage(request: web.Request) -> web.Response:
 
 
 async def auth(request: web.Request) -> web.Response:
-    from services.gateway import registry
     body = await json_body(request)
     if not isinstance(body, dict):
         raise errors.InvalidArgument("invalid JSON: the body must be an object")
-    response = await registry.login(gateway(request), engine_pb2.LoginRequest(
+    response = await backends(request).registry.login(engine_pb2.LoginRequest(
         server=body.get("serveraddress") or "", auth=engine_pb2.RegistryAuth(
             username=body.get("username") or "", password=body.get("password") or "",
             identity_token=body.get("identitytoken") or "")))
