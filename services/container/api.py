@@ -7,7 +7,7 @@ from google.protobuf import empty_pb2
 from berth.container.v1 import container_pb2 as pb
 from berth.container.v1 import container_pb2_grpc
 from services.container import convert
-from services.container import depth
+from services.container import task_api
 from services.container.service import ContainerService
 
 
@@ -51,7 +51,8 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
             yield convert.log_line_to_pb(line)
 
     async def Events(self, request: pb.EventsRequest, context):
-        async for event in self.service.events():
+        after_seq = request.after_seq if request.HasField("after_seq") else None
+        async for event in self.service.events(after_seq):
             yield convert.event_to_pb(event)
 
     async def Rename(self, request: pb.RenameRequest, context) -> pb.Container:
@@ -60,48 +61,48 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
     async def SetMetadata(self, request: pb.SetMetadataRequest, context) -> pb.Container:
         return convert.container_to_pb(await self.service.set_metadata(request.id, request.metadata))
 
-    # Processes, terminals and files: decoding lives in depth.py.
+    # Processes, terminals and files: decoding lives in task_api.py.
     async def Exec(self, request_iterator, context):
-        async for reply in depth.exec_(self.service, request_iterator):
+        async for reply in task_api.exec_(self.service, request_iterator):
             yield reply
 
     async def ExecInspect(self, request, context):
-        return depth.exec_info_to_pb(self.service.execs.inspect(request.exec_id))
+        return task_api.exec_info_to_pb(self.service.execs.inspect(request.exec_id))
 
     async def ListExecs(self, request, context):
-        return pb.ListExecsResponse(execs=[depth.exec_info_to_pb(e)
+        return pb.ListExecsResponse(execs=[task_api.exec_info_to_pb(e)
                                            for e in self.service.execs.list(request.container_id)])
 
     async def Attach(self, request_iterator, context):
-        async for reply in depth.attach(self.service, request_iterator):
+        async for reply in task_api.attach(self.service, request_iterator):
             yield reply
 
     async def Pause(self, request, context):
-        return await depth.pause(self.service, request.id)
+        return await task_api.pause(self.service, request.id)
 
     async def Resume(self, request, context):
-        return await depth.resume(self.service, request.id)
+        return await task_api.resume(self.service, request.id)
 
     async def Top(self, request, context):
-        return await depth.top(self.service, request)
+        return await task_api.top(self.service, request)
 
     async def Stats(self, request, context):
-        async for reply in depth.stats(self.service, request):
+        async for reply in task_api.stats(self.service, request):
             yield reply
 
     async def Update(self, request, context):
-        return await depth.update(self.service, request)
+        return await task_api.update(self.service, request)
 
     async def CopyOut(self, request, context):
-        async for reply in depth.copy_out(self.service, request):
+        async for reply in task_api.copy_out(self.service, request):
             yield reply
 
     async def CopyIn(self, request_iterator, context):
-        await depth.copy_in(self.service, request_iterator)
+        await task_api.copy_in(self.service, request_iterator)
         return empty_pb2.Empty()
 
     async def Export(self, request, context):
-        async for reply in depth.export(self.service, request):
+        async for reply in task_api.export(self.service, request):
             yield reply
 
 

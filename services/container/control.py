@@ -75,7 +75,7 @@ async def pause(service, ref: str):
             raise errors.FailedPrecondition(f"Container {c.id} is not running")
         await service.runtime.pause(c.id)
     log.info("container_paused", container_id=c.id)
-    service.broker.publish(Event(EventType.PAUSE, c.id, time.time()))
+    service.broker.publish(service.store.append(Event(EventType.PAUSE, c.id, time.time())))
     return service.get(c.id)
 
 
@@ -87,7 +87,7 @@ async def resume(service, ref: str):
             raise errors.FailedPrecondition(f"Container {c.id} is not paused")
         await service.runtime.resume(c.id)
     log.info("container_resumed", container_id=c.id)
-    service.broker.publish(Event(EventType.RESUME, c.id, time.time()))
+    service.broker.publish(service.store.append(Event(EventType.RESUME, c.id, time.time())))
     return service.get(c.id)
 
 

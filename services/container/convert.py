@@ -18,7 +18,8 @@ _STATUS = {Status.CREATED: pb.STATUS_CREATED, Status.RUNNING: pb.STATUS_RUNNING,
 _EVENT = {EventType.CREATE: pb.TaskEvent.TYPE_CREATE, EventType.START: pb.TaskEvent.TYPE_START,
           EventType.EXIT: pb.TaskEvent.TYPE_EXIT, EventType.OOM: pb.TaskEvent.TYPE_OOM,
           EventType.DELETE: pb.TaskEvent.TYPE_DELETE, EventType.PAUSE: pb.TaskEvent.TYPE_PAUSE,
-          EventType.RESUME: pb.TaskEvent.TYPE_RESUME, EventType.EXEC_EXIT: pb.TaskEvent.TYPE_EXEC_EXIT}
+          EventType.RESUME: pb.TaskEvent.TYPE_RESUME, EventType.EXEC_EXIT: pb.TaskEvent.TYPE_EXEC_EXIT,
+          EventType.EXEC_START: pb.TaskEvent.TYPE_EXEC_START}
 _STREAM = {"stdout": pb.LogEntry.STREAM_STDOUT, "stderr": pb.LogEntry.STREAM_STDERR}
 
 
@@ -42,11 +43,13 @@ def _ns(ts: Timestamp) -> int:
 
 
 def mount_from_pb(m: mount_pb2.Mount) -> Mount:
-    return Mount(type=m.type, source=m.source, target=m.target, options=tuple(m.options))
+    return Mount(type=m.type, source=m.source, target=m.target, options=tuple(m.options),
+                 create_source=m.create_source)
 
 
 def mount_to_pb(m: Mount) -> mount_pb2.Mount:
-    return mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=list(m.options))
+    return mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=list(m.options),
+                           create_source=m.create_source)
 
 
 def spec_from_pb(s: pb.Spec) -> Spec:
@@ -121,4 +124,4 @@ def log_line_to_pb(line: LogLine) -> pb.LogEntry:
 
 def event_to_pb(e: Event) -> pb.TaskEvent:
     return pb.TaskEvent(type=_EVENT[e.type], container_id=e.container_id, exit_code=e.exit_code,
-                        time=_ts(e.time), exec_id=e.exec_id)
+                        time=_ts(e.time), exec_id=e.exec_id, seq=e.seq)

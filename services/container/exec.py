@@ -114,6 +114,9 @@ class Execs:
             self._runtime.remove_socket_link(exec_id)
             raise
         log.info("exec_started", container_id=c.id, exec_id=exec_id, pid=pid)
+        # Committed before the exit is watched for, so EXEC_START precedes EXEC_EXIT.
+        self._service.broker.publish(self._service.store.exec_started(
+            Event(EventType.EXEC_START, c.id, time.time(), exec_id=exec_id)))
         live = self._watch(c.id, exec_id, d)
         yield "started", pid
         if conn is None:
@@ -260,14 +263,20 @@ class Execs:
         live.exited.set()
         self._runtime.remove_socket_link(exec_id)
         log.info("exec_exited", container_id=cid, exec_id=exec_id, exit_code=code)
-        self._service.broker.publish(Event(EventType.EXEC_EXIT, cid, time.time(), code, exec_id))
+        exited = self._service.store.exec_exited(Event(EventType.EXEC_EXIT, cid, time.time(), code, exec_id))
+        if exited is not None:
+            self._service.broker.publish(exited)
         # Only the record on disk is needed from now on.
         self._live.pop(exec_id, None)
 
     def reconcile(self) -> None:
-        """After a restart: watch the monitors of execs that still run."""
+        """After a restart: watch the monitors of execs that still run, and commit the exits
+        of those that ended while the service was down."""
         for cid, exec_id, d in self._all():
             if rt.read_int(os.path.join(d, cid)) is not None:
+                if self._service.store.exec_exit_pending(exec_id):
+                    self._live[exec_id] = _Live(conmon_fd=-1)
+                    self._on_exit(cid, exec_id, d)
                 continue
             conmon_pid = rt.read_int(os.path.join(d, "conmon.pid"))
             if conmon_pid and rt.process_alive(conmon_pid, "conmon", exec_id):

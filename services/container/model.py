@@ -12,6 +12,8 @@ class Mount:
     source: str
     target: str = ""
     options: tuple[str, ...] = ()
+    # bind only: make a missing source directory at create (docker's -v).
+    create_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class EventType(enum.Enum):
     DELETE = "delete"
     PAUSE = "pause"
     RESUME = "resume"
+    EXEC_START = "exec_start"
     EXEC_EXIT = "exec_exit"
 
 
@@ -124,3 +127,5 @@ class Event:
     time: float
     exit_code: int = 0
     exec_id: str = ""
+    # Given by the event log when the event is committed (0 before).
+    seq: int = 0

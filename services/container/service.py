@@ -74,6 +74,10 @@ class Task:
     pid: int
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     exit: Exit | None = None
+    # While set, an exit is noticed but not yet committed: create and start commit
+    # their own event first, so CREATE < START < EXIT in the log even for a process
+    # that exits at once.
+    hold_exit: bool = False
     # pidfds: conmon's is watched for exit; the container's is signalled race-free.
     conmon_fd: int = -1
     pid_fd: int = -1
@@ -83,7 +87,7 @@ class ContainerService:
     def __init__(self, store: Store, runtime: rt.Runtime, broker: Broker | None = None):
         self.store = store
         self.runtime = runtime
-        self.broker = broker or Broker()
+        self.broker = broker or Broker(store)
         self.tasks: dict[str, Task] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         from services.container.exec import Execs
@@ -109,14 +113,16 @@ class ContainerService:
                     # Off the hot path: only a restart can leave this in doubt.
                     state = await self.runtime.state(record.id)
                     if state and state.get("status") in ("running", "paused"):
-                        self.store.set_started(record.id, time.time())
+                        self.broker.publish(self.store.set_started(record.id, time.time()))
                 log.info("container_reattached", container_id=record.id, conmon_pid=conmon_pid)
                 continue
             exit = self._read_exit(record.id)
             if exit is None:
                 exit = Exit(code=255, finished_at=time.time(),
                             note="the monitor (conmon) exited without recording an exit code")
-            self.store.set_exit(record.id, exit)
+            # The exit happened while the service was down: committed (with its
+            # event) once, as set_exit records an exit only when none is.
+            self.broker.publish(*self.store.set_exit(record.id, exit))
             log.info("container_exit_reconciled", container_id=record.id, exit_code=exit.code,
                      note=exit.note)
         # Bundles without a row are left from a create that never finished.
@@ -146,6 +152,7 @@ class ContainerService:
             raise errors.InvalidArgument("no command specified")
         if not spec.rootfs:
             raise errors.InvalidArgument("no root filesystem mounts given")
+        spec = spec_mod.bind_sources(spec)
         record = Record(id=id, name=name, spec=spec, labels=dict(labels), metadata=metadata,
                         created_at=time.time())
         try:
@@ -166,14 +173,15 @@ class ContainerService:
                     json.dump(spec_mod.oci_config(id, spec, b.rootfs, user), f)
                 pid, conmon_pid = await self.runtime.create(
                     b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once))
-                self._watch(id, conmon_pid, pid)
+                self._watch(id, conmon_pid, pid, hold_exit=True)
         except BaseException as exc:
             log.info("container_create_failed", container_id=id, error=str(exc))
             await self._teardown(id)
-            self.store.delete(id)
+            self.store.forget(id)
             raise
         log.info("container_created", container_id=id, name=name, pid=pid)
-        self.broker.publish(Event(EventType.CREATE, id, time.time()))
+        self.broker.publish(self.store.append(Event(EventType.CREATE, id, time.time())))
+        self._release_exit(id)
         return self._view(record)
 
     async def start(self, ref: str) -> Container:
@@ -184,11 +192,16 @@ class ContainerService:
                 raise errors.FailedPrecondition(f'container "/{c.name}" is already running')
             if c.status is Status.STOPPED:
                 await self._new_task(c.record)
-            await self.runtime.start(c.id)
-            self.store.set_started(c.id, time.time())
+            task = self.tasks.get(c.id)
+            if task is not None:
+                task.hold_exit = True
+            try:
+                await self.runtime.start(c.id)
+                self.broker.publish(self.store.set_started(c.id, time.time()))
+            finally:
+                self._release_exit(c.id)
             c = self.get(c.id)
         log.info("container_started", container_id=c.id, pid=c.pid)
-        self.broker.publish(Event(EventType.START, c.id, time.time()))
         return c
 
     async def _new_task(self, record: Record) -> None:
@@ -237,7 +250,7 @@ class ContainerService:
         if c.status is Status.PAUSED:
             # A frozen process cannot act on the stop signal.
             await self.runtime.resume(c.id)
-            self.broker.publish(Event(EventType.RESUME, c.id, time.time()))
+            self.broker.publish(self.store.append(Event(EventType.RESUME, c.id, time.time())))
         task = self.tasks.get(c.id)
         timeout = DEFAULT_STOP_TIMEOUT if timeout < 0 else timeout
         self._signal(c.id, signum)
@@ -275,10 +288,10 @@ class ContainerService:
                 # Let the exit (and any OOM) be recorded before runc removes the cgroup.
                 await _wait_event(task.exited, KILL_GRACE)
             await self._teardown(c.id)
-            self.store.delete(c.id)
+            deleted = self.store.delete(c.id)
         self._locks.pop(c.id, None)
         log.info("container_deleted", container_id=c.id)
-        self.broker.publish(Event(EventType.DELETE, c.id, time.time()))
+        self.broker.publish(deleted)
 
     async def rename(self, ref: str, new_name: str) -> Container:
         c = self.get(ref)
@@ -324,8 +337,9 @@ class ContainerService:
         async for line in logs_mod.follow(path, flt, task.exited.is_set, wait_exit):
             yield line
 
-    async def events(self) -> AsyncIterator[Event]:
-        async for event in self.broker.subscribe():
+    async def events(self, after_seq: int | None) -> AsyncIterator[Event]:
+        """Committed events after after_seq (None: from now), then live ones, in seq order."""
+        async for event in self.broker.subscribe(after_seq):
             yield event
 
     # -- internals ---------------------------------------------------------------
@@ -368,8 +382,8 @@ class ContainerService:
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(task.pid_fd, signum)
 
-    def _watch(self, id: str, conmon_pid: int, pid: int) -> None:
-        task = Task(conmon_pid=conmon_pid, pid=pid)
+    def _watch(self, id: str, conmon_pid: int, pid: int, hold_exit: bool = False) -> None:
+        task = Task(conmon_pid=conmon_pid, pid=pid, hold_exit=hold_exit)
         self.tasks[id] = task
         try:
             task.conmon_fd = os.pidfd_open(conmon_pid)
@@ -399,13 +413,19 @@ class ContainerService:
             code=255, finished_at=time.time(),
             note="the monitor (conmon) exited without recording an exit code")
         task.exit = exit
-        recorded = self.store.set_exit(id, exit)
+        if not task.hold_exit:
+            self.broker.publish(*self.store.set_exit(id, exit))
         task.exited.set()
         log.info("container_exited", container_id=id, exit_code=exit.code, oom_killed=exit.oom_killed)
-        if recorded:
-            if exit.oom_killed:
-                self.broker.publish(Event(EventType.OOM, id, exit.finished_at))
-            self.broker.publish(Event(EventType.EXIT, id, exit.finished_at, exit.code))
+
+    def _release_exit(self, id: str) -> None:
+        """Ends hold_exit: commits an exit noticed meanwhile (after the holder's event)."""
+        task = self.tasks.get(id)
+        if task is None or not task.hold_exit:
+            return
+        task.hold_exit = False
+        if task.exit is not None:
+            self.broker.publish(*self.store.set_exit(id, task.exit))
 
     def _read_exit(self, id: str) -> Exit | None:
         b = self.runtime.bundle(id)

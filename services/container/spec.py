@@ -1,8 +1,10 @@
-"""The OCI runtime spec (1.0.2) berth writes for a container, and user lookup in its rootfs."""
+"""The OCI runtime spec (1.0.2) berth writes for a container, user lookup in its rootfs,
+and the host side of its bind mounts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 
 from services.common import errors
 from services.common.paths import secure_join
@@ -165,3 +167,30 @@ def _read_db(rootfs: str, path: str) -> list[list[str]]:
                     if line.strip() and not line.startswith("#")]
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def bind_sources(spec: Spec) -> Spec:
+    """The spec with each bind source checked on this node and its symlinks resolved now,
+    so the path runc mounts is the one checked; a missing source is made when the mount
+    asks for it (docker's -v: mkdir -p, 0755, through existing symlinks as docker's
+    MkdirAll goes) and refused otherwise (docker's --mount)."""
+    mounts = []
+    for m in spec.mounts:
+        if m.type == "bind":
+            if not os.path.isabs(m.source):
+                raise errors.InvalidArgument(
+                    f'invalid mount config for type "bind": invalid mount path: {m.source!r} '
+                    "mount path must be absolute")
+            if not os.path.lexists(m.source) and m.create_source:
+                try:
+                    os.makedirs(m.source, mode=0o755, exist_ok=True)
+                except OSError as exc:
+                    raise errors.InvalidArgument(f"error while creating mount source path "
+                                                 f"'{m.source}': {exc.strerror}") from None
+            source = os.path.realpath(m.source)
+            if not os.path.exists(source):
+                raise errors.InvalidArgument(
+                    f'invalid mount config for type "bind": bind source path does not exist: {m.source}')
+            m = replace(m, source=source)
+        mounts.append(m)
+    return replace(spec, mounts=tuple(mounts))

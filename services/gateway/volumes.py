@@ -130,10 +130,12 @@ class Mounter:
                            out: Resolved) -> None:
         mode = "ro" if spec.readonly else "rw"
         if spec.type == "bind":
-            source = await _bind_source(spec)
+            # The container service checks the source (and makes it for -v) where it mounts.
+            source = spec.source
             propagation = spec.options[0] if spec.options else "rprivate"
             out.mounts.append(mount_pb2.Mount(type="bind", source=source, target=spec.target,
-                                              options=["rbind", mode, propagation]))
+                                              options=["rbind", mode, propagation],
+                                              create_source=spec.create_source))
             out.points.append(engine_pb2.MountPoint(
                 type="bind", source=source, destination=spec.target, mode="ro" if spec.readonly else "",
                 rw=not spec.readonly, propagation=propagation))
@@ -203,18 +205,20 @@ class Mounter:
             await _quietly(self._volume.RemoveVolume(volume_pb2.RemoveVolumeRequest(name=name)))
 
 
-async def _bind_source(spec: engine_pb2.MountSpec) -> str:
-    """The host path, symlinks resolved now, so the path handed to the runtime is the one
-    checked (a symlink swapped later does not redirect the mount through berth's view)."""
-    if not os.path.lexists(spec.source):
-        if not spec.create_source:
-            raise _fail(f"invalid mount config for type \"bind\": bind source path does not exist: {spec.source}")
-        # -v makes a missing host directory, as docker does.
-        os.makedirs(spec.source, mode=0o755, exist_ok=True)
-    source = os.path.realpath(spec.source)
-    if not os.path.exists(source):
-        raise _fail(f"invalid mount config for type \"bind\": bind source path does not exist: {spec.source}")
-    return source
+def with_mounted_sources(points: Sequence[engine_pb2.MountPoint],
+                         mounted: Sequence[mount_pb2.Mount]) -> list[engine_pb2.MountPoint]:
+    """The mount points with each bind's source as the container service resolved it
+    (symlinks followed on the node that mounts), matched by destination."""
+    sources = {m.target: m.source for m in mounted if m.type == "bind"}
+    out = []
+    for p in points:
+        if p.type == "bind" and sources.get(p.destination, p.source) != p.source:
+            resolved = engine_pb2.MountPoint()
+            resolved.CopyFrom(p)
+            resolved.source = sources[p.destination]
+            p = resolved
+        out.append(p)
+    return out
 
 
 def shared_specs(points: Sequence[engine_pb2.MountPoint], mode: str) -> list[engine_pb2.MountSpec]:

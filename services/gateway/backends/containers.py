@@ -254,6 +254,11 @@ class Containers:
             raise
         finally:
             self._creating.discard(cid)
+        points = volumes_mod.with_mounted_sources(record.mounts, created.spec.mounts)
+        if points != list(record.mounts):
+            # A bind source was a symlink: show where it led, as the node resolved it.
+            record = record.replace(mounts=tuple(points))
+            self._store.put(record)
         self.publish("create", cid)
         log.info("container_created", container_id=cid, name=created.name, image=cfg.image)
         return record

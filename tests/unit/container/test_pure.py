@@ -9,10 +9,10 @@ import pytest
 
 from services.common import errors
 from services.container import logs, spec
-from services.container.model import Exit, Mount, Process, Record, Resources, Spec
+from services.container.model import Event, EventType, Exit, Mount, Process, Record, Resources, Spec
 from services.container.runtime import runtime_message
 from services.container.service import parse_signal
-from services.container.store import ContainerStore, NameTaken
+from services.container.store import ContainerStore, NameTaken, Pruned
 
 
 @pytest.mark.parametrize("text,want", [
@@ -148,16 +148,58 @@ def test_store_round_trip_and_name_conflict(tmp_path):
     with pytest.raises(NameTaken) as exc:
         store.insert(Record(id="b" * 64, name="web", spec=_spec()))
     assert exc.value.owner == "a" * 64
-    assert store.set_exit(rec.id, Exit(3, 2.0, True)) is True
-    assert store.set_exit(rec.id, Exit(4, 3.0)) is False
+    assert [(e.type, e.exit_code) for e in store.set_exit(rec.id, Exit(3, 2.0, True))] == [
+        (EventType.OOM, 0), (EventType.EXIT, 3)]
+    assert store.set_exit(rec.id, Exit(4, 3.0)) == []
     assert store.get(rec.id).exit == Exit(3, 2.0, True)
-    store.set_started(rec.id, 1.75)
+    assert store.set_started(rec.id, 1.75).type is EventType.START
     # A new run: the last one's start and exit go, the rest of the row stays.
     store.clear_run(rec.id)
     assert store.get(rec.id) == rec
-    assert store.set_exit(rec.id, Exit(4, 3.0)) is True
-    store.delete(rec.id)
+    assert [e.type for e in store.set_exit(rec.id, Exit(4, 3.0))] == [EventType.EXIT]
+    assert store.delete(rec.id).type is EventType.DELETE
     assert store.all() == []
+    assert [e.seq for e in store.events_after(0, 100)] == [1, 2, 3, 4, 5]
+
+
+def test_event_log_seq_survives_reopen_and_pruning(tmp_path, monkeypatch):
+    from services.container import store as store_mod
+    monkeypatch.setattr(store_mod, "EVENT_RETENTION", 5)
+    monkeypatch.setattr(store_mod, "PRUNE_EVERY", 1)
+    path = str(tmp_path / "c.db")
+    store = ContainerStore(path)
+    seqs = [store.append(Event(EventType.PAUSE, "c", float(i))).seq for i in range(3)]
+    store.close()
+    store = ContainerStore(path)
+    seqs += [store.append(Event(EventType.RESUME, "c", float(i))).seq for i in range(6)]
+    assert seqs == list(range(1, 10))
+    # Only the newest 5 are kept; a position among them (or just before them) replays.
+    assert [e.seq for e in store.events_after(4, 100)] == [5, 6, 7, 8, 9]
+    assert [e.seq for e in store.events_after(7, 1)] == [8]
+    assert store.events_after(9, 100) == []
+    with pytest.raises(Pruned, match="events after 3 were pruned; the oldest retained event is 5"):
+        store.events_after(3, 100)
+    with pytest.raises(Pruned, match="ahead of the newest event 9"):
+        store.events_after(10, 100)
+    # Pruning every row there is never reuses a seq.
+    monkeypatch.setattr(store_mod, "EVENT_RETENTION", 0)
+    assert store.append(Event(EventType.PAUSE, "c", 0.0)).seq == 10
+    store.close()
+    assert ContainerStore(path).append(Event(EventType.PAUSE, "c", 0.0)).seq == 11
+
+
+def test_exec_exit_is_committed_once(tmp_path):
+    store = ContainerStore(str(tmp_path / "c.db"))
+    store.insert(Record(id="a" * 64, name="web", spec=_spec()))
+    start = store.exec_started(Event(EventType.EXEC_START, "a" * 64, 1.0, exec_id="e1"))
+    assert store.exec_exit_pending("e1")
+    exit = store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 2.0, 7, "e1"))
+    assert start.seq < exit.seq and exit.exit_code == 7
+    assert not store.exec_exit_pending("e1")
+    assert store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 3.0, 7, "e1")) is None
+    # An exec whose start predates the table still gets its exit announced, once.
+    assert store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 3.0, 0, "e0")) is not None
+    assert store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 3.0, 0, "e0")) is None
 
 
 def test_log_room_keeps_runs_appending_to_a_log_under_the_cap(tmp_path):

@@ -655,14 +655,26 @@ Global___LogEntry: _TypeAlias = LogEntry  # noqa: Y015
 class EventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    after_seq: _builtins.int
+    """Set by the caller. Absent: live events only (those committed after the
+    call began). Present: first every retained event with seq > after_seq, in
+    seq order, then live events; 0 means "from the oldest retained event".
+    The log keeps the newest 50,000 events; an after_seq older than that (or
+    newer than the newest seq) fails the call with FAILED_PRECONDITION.
+    """
     def __init__(
         self,
+        *,
+        after_seq: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__after_seq: _TypeAlias = _typing.Literal["after_seq"]  # noqa: Y015
+    _WhichOneofArgType__after_seq: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_seq) -> _WhichOneofReturnType__after_seq | None: ...
 
 Global___EventsRequest: _TypeAlias = EventsRequest  # noqa: Y015
 
@@ -686,6 +698,10 @@ class TaskEvent(_message.Message):
         TYPE_RESUME: TaskEvent._Type.ValueType  # 7
         TYPE_EXEC_EXIT: TaskEvent._Type.ValueType  # 8
         """An exec ended; exec_id says which, exit_code how."""
+        TYPE_EXEC_START: TaskEvent._Type.ValueType  # 9
+        """An exec's process runs (conmon reported its pid); exec_id says which.
+        Always committed before that exec's TYPE_EXEC_EXIT.
+        """
 
     class Type(_Type, metaclass=_TypeEnumTypeWrapper): ...
     TYPE_UNSPECIFIED: TaskEvent.Type.ValueType  # 0
@@ -698,18 +714,39 @@ class TaskEvent(_message.Message):
     TYPE_RESUME: TaskEvent.Type.ValueType  # 7
     TYPE_EXEC_EXIT: TaskEvent.Type.ValueType  # 8
     """An exec ended; exec_id says which, exit_code how."""
+    TYPE_EXEC_START: TaskEvent.Type.ValueType  # 9
+    """An exec's process runs (conmon reported its pid); exec_id says which.
+    Always committed before that exec's TYPE_EXEC_EXIT.
+    """
 
     TYPE_FIELD_NUMBER: _builtins.int
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     EXEC_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
     type: Global___TaskEvent.Type.ValueType
+    """Set by the container service; never changes. For one task TYPE_START
+    always has a smaller seq than its TYPE_EXIT/TYPE_OOM, even for a process
+    that exits at once.
+    """
     container_id: _builtins.str
+    """The container the event is about; set on every event."""
     exit_code: _builtins.int
+    """TYPE_EXIT and TYPE_EXEC_EXIT only: the process's exit code; 0 otherwise."""
     exec_id: _builtins.str
+    """TYPE_EXEC_START and TYPE_EXEC_EXIT only: the exec's id; empty otherwise."""
+    seq: _builtins.int
+    """Set by the container service when the event is committed to its event
+    log; never changes. Strictly increasing (not necessarily contiguous) for
+    the life of the service's data root, across restarts and crashes; the
+    first event has seq 1. Pass the last seq handled as
+    EventsRequest.after_seq to resume without loss or repetition.
+    """
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened (for an exit: when conmon recorded it), by the node's clock."""
+
     def __init__(
         self,
         *,
@@ -718,10 +755,11 @@ class TaskEvent(_message.Message):
         exit_code: _builtins.int = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
         exec_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "exec_id", b"exec_id", "exit_code", b"exit_code", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "exec_id", b"exec_id", "exit_code", b"exit_code", "seq", b"seq", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

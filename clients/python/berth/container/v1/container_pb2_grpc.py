@@ -228,7 +228,14 @@ class ContainerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Events(self, request, context):
-        """Task events (start, exit, oom) as they happen.
+        """Task events (create, start, exit, oom, exec start/exit, ...) in the order
+        they were committed to the service's event log. Without after_seq: live
+        events only. With after_seq: the retained events after it, then live ones,
+        with no gap and no duplicate between the two. FAILED_PRECONDITION when
+        events after after_seq were already pruned, or after_seq is ahead of the
+        newest seq (the data root was replaced): the caller has missed events and
+        must reconcile by listing, then subscribe again. A subscriber that falls so
+        far behind that its position is pruned gets the same error mid-stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

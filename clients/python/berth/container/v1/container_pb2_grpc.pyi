@@ -62,7 +62,15 @@ class ContainerServiceStub:
     Logs: _grpc.UnaryStreamMultiCallable[_container_pb2.LogsRequest, _container_pb2.LogEntry]
     """The container's output, from its log file."""
     Events: _grpc.UnaryStreamMultiCallable[_container_pb2.EventsRequest, _container_pb2.TaskEvent]
-    """Task events (start, exit, oom) as they happen."""
+    """Task events (create, start, exit, oom, exec start/exit, ...) in the order
+    they were committed to the service's event log. Without after_seq: live
+    events only. With after_seq: the retained events after it, then live ones,
+    with no gap and no duplicate between the two. FAILED_PRECONDITION when
+    events after after_seq were already pruned, or after_seq is ahead of the
+    newest seq (the data root was replaced): the caller has missed events and
+    must reconcile by listing, then subscribe again. A subscriber that falls so
+    far behind that its position is pruned gets the same error mid-stream.
+    """
     Rename: _grpc.UnaryUnaryMultiCallable[_container_pb2.RenameRequest, _container_pb2.Container]
     """Give a container another name; ALREADY_EXISTS when another container has it."""
     SetMetadata: _grpc.UnaryUnaryMultiCallable[_container_pb2.SetMetadataRequest, _container_pb2.Container]
@@ -130,7 +138,15 @@ class ContainerServiceAsyncStub(ContainerServiceStub):
     Logs: _aio.UnaryStreamMultiCallable[_container_pb2.LogsRequest, _container_pb2.LogEntry]  # type: ignore[assignment]
     """The container's output, from its log file."""
     Events: _aio.UnaryStreamMultiCallable[_container_pb2.EventsRequest, _container_pb2.TaskEvent]  # type: ignore[assignment]
-    """Task events (start, exit, oom) as they happen."""
+    """Task events (create, start, exit, oom, exec start/exit, ...) in the order
+    they were committed to the service's event log. Without after_seq: live
+    events only. With after_seq: the retained events after it, then live ones,
+    with no gap and no duplicate between the two. FAILED_PRECONDITION when
+    events after after_seq were already pruned, or after_seq is ahead of the
+    newest seq (the data root was replaced): the caller has missed events and
+    must reconcile by listing, then subscribe again. A subscriber that falls so
+    far behind that its position is pruned gets the same error mid-stream.
+    """
     Rename: _aio.UnaryUnaryMultiCallable[_container_pb2.RenameRequest, _container_pb2.Container]  # type: ignore[assignment]
     """Give a container another name; ALREADY_EXISTS when another container has it."""
     SetMetadata: _aio.UnaryUnaryMultiCallable[_container_pb2.SetMetadataRequest, _container_pb2.Container]  # type: ignore[assignment]
@@ -255,7 +271,15 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _container_pb2.EventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_container_pb2.TaskEvent], _abc.AsyncIterator[_container_pb2.TaskEvent]]:
-        """Task events (start, exit, oom) as they happen."""
+        """Task events (create, start, exit, oom, exec start/exit, ...) in the order
+        they were committed to the service's event log. Without after_seq: live
+        events only. With after_seq: the retained events after it, then live ones,
+        with no gap and no duplicate between the two. FAILED_PRECONDITION when
+        events after after_seq were already pruned, or after_seq is ahead of the
+        newest seq (the data root was replaced): the caller has missed events and
+        must reconcile by listing, then subscribe again. A subscriber that falls so
+        far behind that its position is pruned gets the same error mid-stream.
+        """
 
     @_abc_1.abstractmethod
     def Rename(

@@ -31,12 +31,20 @@ class Mount(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    CREATE_SOURCE_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Filesystem type: "overlay", "bind", "tmpfs", "proc", ..."""
     source: _builtins.str
     """What to mount: a path for "bind", a device name ("overlay", "tmpfs") otherwise."""
     target: _builtins.str
     """Where to mount it inside the container. Empty for a root filesystem mount."""
+    create_source: _builtins.bool
+    """"bind" only, set by the caller (the gateway, for `-v /host:/ctr`): the
+    container service creates a missing source directory (mkdir -p, mode
+    0755) when it creates the container, as docker's -v does. Unset, a missing
+    bind source fails Create with INVALID_ARGUMENT (docker's --mount).
+    Ignored for other types; never changes once the container exists.
+    """
     @_builtins.property
     def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Mount options as mount(8) spells them: "ro", "lowerdir=...", "nosuid", ..."""
@@ -48,10 +56,11 @@ class Mount(_message.Message):
         source: _builtins.str = ...,
         target: _builtins.str = ...,
         options: _abc.Iterable[_builtins.str] | None = ...,
+        create_source: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "source", b"source", "target", b"target", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_source", b"create_source", "options", b"options", "source", b"source", "target", b"target", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

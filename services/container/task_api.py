@@ -1,4 +1,5 @@
-"""Protobuf edge of exec, attach, pause, top, stats, update, cp and export.
+"""Protobuf edge of the RPCs that act on a task and its files: exec, attach, pause,
+top, stats, update, cp and export.
 
 Kept apart from api.py/convert.py so the lifecycle servicer stays small; like
 them, this is where protobuf stops: the work is in exec.py, control.py and
