@@ -81,7 +81,7 @@ def wire(config: Config, image, network, volume, container, store: GatewayStore 
     containers = Containers(image, network, container, store, events, image_configs,
                             Mounter(volume, image), restarts, health, task_events, tasks.spawn,
                             probes=exec_available())
-    execs = Execs(container, containers, task_events)
+    execs = Execs(container, containers, task_events, store)
     images = Images(image, events.publish, image_configs, containers.image_usage)
     networks = Networks(network, events.publish, containers.resolve_id)
     volumes = Volumes(volume, events.publish)

@@ -23,6 +23,11 @@ Schema (PRAGMA user_version is the schema version; MIGRATIONS brings an older fi
       type, action, actor_id TEXT NOT NULL
       attributes       TEXT NOT NULL             -- JSON object
 
+    execs                                        -- users' execs, for their events' command
+      exec_id          TEXT PRIMARY KEY          -- after a gateway restart too (healthcheck
+      container_id     TEXT NOT NULL             -- probes are not kept: an exec not found
+      cmd              TEXT NOT NULL             -- here is one of those, and has no events)
+
     cursors                                      -- how far an upstream stream was handled
       stream           TEXT PRIMARY KEY          -- "container": the container service's task events
       seq              INTEGER NOT NULL          -- the last TaskEvent.seq handled
@@ -69,6 +74,11 @@ CREATE TABLE IF NOT EXISTS events (
     action     TEXT NOT NULL,
     actor_id   TEXT NOT NULL,
     attributes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS execs (
+    exec_id      TEXT PRIMARY KEY,
+    container_id TEXT NOT NULL,
+    cmd          TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cursors (
     stream TEXT PRIMARY KEY,
@@ -157,8 +167,26 @@ class GatewayStore:
         return [_record(r) for r in self._db.execute("SELECT * FROM containers")]
 
     def delete(self, cid: str) -> None:
+        """The container's record and its execs' rows."""
         with Transaction(self._db) as db:
             db.execute("DELETE FROM containers WHERE id = ?", (cid,))
+            db.execute("DELETE FROM execs WHERE container_id = ?", (cid,))
+
+    # -- execs ------------------------------------------------------------------------
+
+    def put_exec(self, exec_id: str, container_id: str, cmd: str) -> None:
+        with Transaction(self._db) as db:
+            db.execute("INSERT OR REPLACE INTO execs (exec_id, container_id, cmd) VALUES (?, ?, ?)",
+                       (exec_id, container_id, cmd))
+
+    def get_exec(self, exec_id: str) -> tuple[str, str] | None:
+        """(container id, command) of a user's exec."""
+        row = self._db.execute("SELECT container_id, cmd FROM execs WHERE exec_id = ?", (exec_id,)).fetchone()
+        return (row[0], row[1]) if row is not None else None
+
+    def delete_exec(self, exec_id: str) -> None:
+        with Transaction(self._db) as db:
+            db.execute("DELETE FROM execs WHERE exec_id = ?", (exec_id,))
 
     # -- events -----------------------------------------------------------------------
 

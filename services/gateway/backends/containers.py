@@ -640,7 +640,12 @@ class Containers:
         if not stream and count == 1:
             yield out
 
-    async def update(self, request: engine_pb2.UpdateResourcesRequest) -> None:
+    async def update(self, request: engine_pb2.UpdateResourcesRequest,
+                     policy: engine_pb2.RestartPolicy | None = None) -> None:
+        """New resource limits (the fields set in `request`) and/or a new restart policy: both
+        are checked before either is applied, so a bad one changes nothing."""
+        if policy is not None:
+            restarts_mod.validate(policy)
         fields, resources = [], container_pb2.Resources()
         for field in ("memory_bytes", "nano_cpus", "cpu_shares", "pids_limit"):
             if request.HasField(field):
@@ -650,8 +655,11 @@ class Containers:
                         f"invalid {field.replace('_', ' ')} {value}: must not be negative")
                 fields.append(field)
                 setattr(resources, field, value)
-        if not fields:
+        if not fields and policy is None:
             raise errors.InvalidArgument("you must provide one or more flags when using this command")
+        if not fields:
+            await self.update_restart_policy(request.id, policy)
+            return
         c, record = await self.record(request.id)
         await self._container.Update(container_pb2.UpdateRequest(id=c.id, resources=resources, fields=fields))
         # The new limits are the container's config from now on: inspect shows
@@ -662,6 +670,8 @@ class Containers:
             setattr(config, field, getattr(request, field))
         self._store.put(record.replace(config=config))
         self.publish("update", c.id)
+        if policy is not None:
+            await self.update_restart_policy(c.id, policy)
 
     async def update_restart_policy(self, ref: str, policy: engine_pb2.RestartPolicy) -> None:
         """`update --restart`: a new policy for an existing container, running or not."""

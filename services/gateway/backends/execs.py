@@ -47,21 +47,30 @@ class _PendingExec:
 class Execs:
     """`container` is the container service client; `containers` the containers backend
     (get, record, start, publish, attached/detached, remove_quietly); `task_events` the
-    follower whose exec events ExecStart waits for."""
+    follower whose exec events ExecStart waits for; `store` keeps users' execs."""
 
-    def __init__(self, container, containers, task_events):
+    def __init__(self, container, containers, task_events, store):
         self._c = container
         self._containers = containers
         self._task_events = task_events
+        self._store = store
         self._pending: dict[str, _PendingExec] = {}
         # Execs the task events may still report: for their event's command, or silence.
         self._known: dict[str, ExecInfo] = {}
 
     def info(self, exec_id: str) -> ExecInfo | None:
-        return self._known.get(exec_id)
+        known = self._known.get(exec_id)
+        if known is None and self._store is not None:
+            # Started before a gateway restart: its events are replayed now.
+            row = self._store.get_exec(exec_id)
+            if row is not None:
+                known = ExecInfo(row[0], row[1], quiet=False)
+        return known
 
     def ended(self, exec_id: str) -> None:
-        self._known.pop(exec_id, None)
+        info = self._known.pop(exec_id, None)
+        if self._store is not None and (info is None or not info.quiet):
+            self._store.delete_exec(exec_id)
 
     # -- exec -------------------------------------------------------------------------
 
@@ -78,6 +87,8 @@ class Execs:
         self._pending[exec_id] = _PendingExec(c.id, request)
         cmd = " ".join(request.cmd)
         self._known[exec_id] = ExecInfo(c.id, cmd, quiet=False)
+        if self._store is not None:
+            self._store.put_exec(exec_id, c.id, cmd)
         self._containers.publish(f"exec_create: {cmd}", c.id, execID=exec_id)
         return exec_id
 
@@ -151,7 +162,7 @@ class Execs:
             forward.cancel()
             outgoing.put_nowait(_END)
             if not started:
-                self._known.pop(exec_id, None)
+                self.ended(exec_id)
             self._task_events.forget(exec_id)
 
     async def run_exec(self, cid: str, argv: list[str], timeout: float) -> tuple[int, str]:

@@ -14,7 +14,6 @@ from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
 from services.common import errors
-from services.gateway.backends import restarts as restart_policy
 from services.gateway.docker import convert
 from services.gateway.docker.context import API_VERSION_KEY, backends, json_body, json_response, long_lived
 from services.gateway.docker.errors import not_implemented
@@ -361,14 +360,7 @@ async def update(request: web.Request) -> web.Response:
         raise errors.InvalidArgument("invalid JSON: the body must be an object")
     containers, ref = backends(request).containers, request.match_info["id"]
     resources, policy = convert.update_request(ref, body)
-    if resources is None and policy is None:
-        raise errors.InvalidArgument("you must provide one or more flags when using this command")
-    if policy is not None:
-        restart_policy.validate(policy)
-    if resources is not None:
-        await containers.update(resources)
-    if policy is not None:
-        await containers.update_restart_policy(ref, policy)
+    await containers.update(resources or engine_pb2.UpdateResourcesRequest(id=ref), policy)
     return json_response({"Warnings": []})
 
 

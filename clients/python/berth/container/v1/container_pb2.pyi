@@ -659,7 +659,7 @@ class EventsRequest(_message.Message):
     after_seq: _builtins.int
     """Set by the caller. Absent: live events only (those committed after the
     call began). Present: first every retained event with seq > after_seq, in
-    seq order, then live events; 0 means "from the oldest retained event".
+    seq order, then live events; 0 means from the very first event.
     The log keeps the newest 50,000 events; an after_seq older than that (or
     newer than the newest seq) fails the call with FAILED_PRECONDITION.
     """
