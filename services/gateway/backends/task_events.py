@@ -175,35 +175,40 @@ class TaskEvents:
 
     def handle(self, event: container_pb2.TaskEvent) -> None:
         """One task event: derive, commit with the cursor, then react."""
-        cid = event.container_id
-        derived: list[tuple[str, str, str, dict]] = []
-        after = None
-        if event.type == _T.TYPE_START:
-            derived.append(("container", "start", cid, self._attributes(cid)))
-            after = lambda: (self._count(cid, 0), self._on_start(cid))  # noqa: E731
-        elif event.type == _T.TYPE_EXIT:
-            derived.append(("container", "die", cid,
-                            {**self._attributes(cid), "exitCode": str(event.exit_code)}))
-            after = lambda: (self._count(cid, 1), self._on_exit(cid))  # noqa: E731
-        elif event.type == _T.TYPE_OOM:
-            derived.append(("container", "oom", cid, self._attributes(cid)))
-        elif event.type == _T.TYPE_EXEC_START:
-            info = self._exec_info(event.exec_id)
-            if info is not None and not info.quiet:
-                derived.append(("container", f"exec_start: {info.cmd}", cid,
-                                {**self._attributes(cid), "execID": event.exec_id}))
-            after = lambda: self._count(event.exec_id, 0)  # noqa: E731
-        elif event.type == _T.TYPE_EXEC_EXIT:
-            info = self._exec_info(event.exec_id)
-            if info is not None and not info.quiet:
-                derived.append(("container", "exec_die", cid, {
-                    **self._attributes(cid), "execID": event.exec_id, "exitCode": str(event.exit_code)}))
-
-            def after():
-                self._count(event.exec_id, 1)
-                self._exec_ended(event.exec_id)
+        derived = self._derive(event)
         cursor = (STREAM, event.seq) if event.seq else None
         if derived or cursor is not None:
             self._events.publish_batch(derived, cursor=cursor)
-        if after is not None:
-            after()
+        cid, exec_id = event.container_id, event.exec_id
+        if event.type == _T.TYPE_START:
+            self._count(cid, 0)
+            self._on_start(cid)
+        elif event.type == _T.TYPE_EXIT:
+            self._count(cid, 1)
+            self._on_exit(cid)
+        elif event.type == _T.TYPE_EXEC_START:
+            self._count(exec_id, 0)
+        elif event.type == _T.TYPE_EXEC_EXIT:
+            self._count(exec_id, 1)
+            self._exec_ended(exec_id)
+
+    def _derive(self, event: container_pb2.TaskEvent) -> list[tuple[str, str, str, dict]]:
+        """Docker's events for one task event (none for create, delete, pause, resume: the
+        gateway publishes those itself, after its call succeeded)."""
+        cid = event.container_id
+        if event.type == _T.TYPE_START:
+            return [("container", "start", cid, self._attributes(cid))]
+        if event.type == _T.TYPE_EXIT:
+            return [("container", "die", cid, {**self._attributes(cid), "exitCode": str(event.exit_code)})]
+        if event.type == _T.TYPE_OOM:
+            return [("container", "oom", cid, self._attributes(cid))]
+        if event.type in (_T.TYPE_EXEC_START, _T.TYPE_EXEC_EXIT):
+            info = self._exec_info(event.exec_id)
+            if info is None or info.quiet:
+                # A healthcheck probe (or an exec no one here made): no events, as docker.
+                return []
+            attributes = {**self._attributes(cid), "execID": event.exec_id}
+            if event.type == _T.TYPE_EXEC_START:
+                return [("container", f"exec_start: {info.cmd}", cid, attributes)]
+            return [("container", "exec_die", cid, {**attributes, "exitCode": str(event.exit_code)})]
+        return []
