@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import secrets
 import signal as signal_mod
 import time
@@ -587,7 +586,7 @@ class Containers:
             info = self._info(c)
             if not all_ and not (info.state.running or info.state.restarting):
                 continue
-            if _matches(info, c.labels, filters, ancestors):
+            if convert.matches_filters(info, c.labels, filters, ancestors):
                 infos.append(info)
         await networks_mod.add_endpoints(self._network, infos)
         infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
@@ -631,7 +630,7 @@ class Containers:
         count = 0
         async for s in self._container.Stats(container_pb2.StatsRequest(id=c.id, interval_ms=interval)):
             count += 1
-            out = _stats(c.id, name, s, previous)
+            out = convert.stats_from_node(c.id, name, s, previous)
             previous = s
             if stream or count == 2 or c.status not in _RUNNING:
                 yield out
@@ -734,7 +733,7 @@ class Containers:
                      author: str) -> str:
         c, record = await self.record(ref)
         config = await self._image_config_of(c, record)
-        _apply_changes(config, convert.parse_changes(changes))
+        convert.apply_changes(config, convert.parse_changes(changes))
         image = await self._image.Commit(image_pb2.CommitRequest(
             key=c.id, config=config, reference=reference, comment=message, author=author))
         self._image_configs.remember(image)
@@ -875,72 +874,3 @@ def _until_seconds(value: str) -> float:
         return float(value)
     except ValueError:
         raise errors.InvalidArgument(f"invalid until value: {value!r}") from None
-
-
-def _stats(cid: str, name: str, s, previous) -> engine_pb2.ContainerStats:
-    cpu = 0.0
-    if previous is not None:
-        d_cpu = s.cpu_usage_ns - previous.cpu_usage_ns
-        d_sys = s.system_cpu_ns - previous.system_cpu_ns
-        if d_cpu > 0 and d_sys > 0:
-            cpu = d_cpu / d_sys * (s.online_cpus or 1) * 100.0
-    return engine_pb2.ContainerStats(
-        id=cid, name=name, time=s.time, cpu_percent=cpu, memory_usage=s.memory_usage,
-        memory_limit=s.memory_limit, pids=s.pids, net_rx_bytes=s.net_rx_bytes,
-        net_tx_bytes=s.net_tx_bytes, block_read_bytes=s.block_read_bytes,
-        block_write_bytes=s.block_write_bytes, cpu_usage_ns=s.cpu_usage_ns,
-        system_cpu_ns=s.system_cpu_ns, online_cpus=s.online_cpus)
-
-
-def _apply_changes(config: image_pb2.ImageConfig, changes: image_pb2.ImageConfig) -> None:
-    """`--change` lines over the container's config: what they set wins, lists are added to."""
-    if changes.cmd:
-        del config.cmd[:]
-        config.cmd.extend(changes.cmd)
-    if changes.entrypoint:
-        del config.entrypoint[:]
-        config.entrypoint.extend(changes.entrypoint)
-    if changes.env:
-        env = convert.merge_env(config.env, changes.env, default_path=False)
-        del config.env[:]
-        config.env.extend(env)
-    for name in ("working_dir", "user", "stop_signal"):
-        if getattr(changes, name):
-            setattr(config, name, getattr(changes, name))
-    config.labels.update(changes.labels)
-    for name in ("exposed_ports", "volumes"):
-        have = getattr(config, name)
-        have.extend(v for v in getattr(changes, name) if v not in have)
-
-
-def _matches(info: engine_pb2.ContainerInfo, labels: Mapping[str, str],
-             filters: Mapping[str, Sequence[str]], ancestors: set[str]) -> bool:
-    """docker ps filters: values of one key are OR-ed, keys AND-ed."""
-    for key, values in filters.items():
-        if not values:
-            continue
-        if key == "id":
-            ok = any(info.id.startswith(v) for v in values)
-        elif key == "name":
-            ok = any(_name_matches(v, info.name) for v in values)
-        elif key == "label":
-            # Every label filter must hold, as docker does for labels.
-            ok = all(labels.get(k) == v if eq else k in labels
-                     for k, eq, v in (f.partition("=") for f in values))
-        elif key == "status":
-            ok = info.state.status in values
-        elif key == "ancestor":
-            ok = info.image_id in ancestors or info.image in values
-        else:
-            ok = False
-        if not ok:
-            return False
-    return True
-
-
-def _name_matches(pattern: str, name: str) -> bool:
-    pattern = pattern.removeprefix("/")
-    try:
-        return re.search(pattern, name) is not None
-    except re.error:
-        return pattern in name

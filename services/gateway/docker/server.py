@@ -12,7 +12,6 @@ reading `API-Version` from /_ping and then using min(theirs, ours).
 from __future__ import annotations
 
 import os
-import re
 import ssl
 
 import structlog

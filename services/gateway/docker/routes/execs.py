@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 import structlog
 from aiohttp import web
@@ -30,6 +29,7 @@ from berth.engine.v1 import engine_pb2
 from services.common import errors
 from services.gateway.docker import convert
 from services.gateway.docker.context import API_VERSION_KEY, FAILED_EXECS_KEY, RESIZE_KEY, backends, json_body, json_response, long_lived
+from services.gateway.docker.errors import not_implemented
 from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, stream_content_type
 
 log = structlog.get_logger(__name__)
