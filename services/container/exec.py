@@ -270,14 +270,20 @@ class Execs:
         self._live.pop(exec_id, None)
 
     def reconcile(self) -> None:
-        """After a restart: watch the monitors of execs that still run, and commit the exits
-        of those that ended while the service was down."""
+        """After a restart: watch the monitors of execs that still run, and commit the events
+        the service was not there to commit (an exit while it was down; a start it died
+        before announcing, so that the exit never comes without its start)."""
+        store = self._service.store
         for cid, exec_id, d in self._all():
+            committed = store.exec_exit_committed(exec_id)
             if rt.read_int(os.path.join(d, cid)) is not None:
-                if self._service.store.exec_exit_pending(exec_id):
+                if committed is False:
                     self._live[exec_id] = _Live(conmon_fd=-1)
                     self._on_exit(cid, exec_id, d)
                 continue
+            if committed is None:
+                self._service.broker.publish(store.exec_started(
+                    Event(EventType.EXEC_START, cid, time.time(), exec_id=exec_id)))
             conmon_pid = rt.read_int(os.path.join(d, "conmon.pid"))
             if conmon_pid and rt.process_alive(conmon_pid, "conmon", exec_id):
                 self._watch(cid, exec_id, d)

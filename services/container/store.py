@@ -82,10 +82,11 @@ CREATE TABLE IF NOT EXISTS execs (
 );
 """
 
-# The event log keeps this many newest events: a subscriber (the gateway) may be
-# away for that many events and still resume without loss. About 100 bytes a row.
+# The event log keeps at least this many newest events (and at most PRUNE_EVERY
+# more): a subscriber (the gateway) may miss that many and still resume without
+# loss. About 100 bytes a row, so some 5 MB on disk.
 EVENT_RETENTION = 50_000
-# Pruning runs once per this many commits, not on every one.
+# Pruning runs once per this many commits of a service process, not on every one.
 PRUNE_EVERY = 500
 
 
@@ -111,12 +112,13 @@ class Store(Protocol):
     def set_exit(self, id: str, exit: Exit) -> list[Event]: ...
     def clear_run(self, id: str) -> None: ...
     def delete(self, id: str) -> Event: ...
+    def forget(self, id: str) -> None: ...
     def rename(self, id: str, name: str) -> None: ...
     def set_metadata(self, id: str, metadata: bytes) -> None: ...
     def append(self, event: Event) -> Event: ...
     def exec_started(self, event: Event) -> Event: ...
     def exec_exited(self, event: Event) -> Event | None: ...
-    def exec_exit_pending(self, exec_id: str) -> bool: ...
+    def exec_exit_committed(self, exec_id: str) -> bool | None: ...
     def events_after(self, seq: int, limit: int) -> list[Event]: ...
     def last_seq(self) -> int: ...
 
@@ -216,7 +218,6 @@ class ContainerStore:
         with Transaction(self.db) as db:
             db.execute("UPDATE containers SET metadata = ? WHERE id = ?", (metadata, id))
 
-
     # -- the event log ------------------------------------------------------------
 
     def append(self, event: Event) -> Event:
@@ -244,10 +245,10 @@ class ContainerStore:
                        " (SELECT id FROM containers)", (event.exec_id,))
             return self._append(db, event)
 
-    def exec_exit_pending(self, exec_id: str) -> bool:
-        """True when the exec's start was committed but its exit not yet."""
+    def exec_exit_committed(self, exec_id: str) -> bool | None:
+        """Whether the exec's exit was committed; None when not even its start was."""
         row = self.db.execute("SELECT exited FROM execs WHERE exec_id = ?", (exec_id,)).fetchone()
-        return row is not None and not row["exited"]
+        return None if row is None else bool(row["exited"])
 
     def events_after(self, seq: int, limit: int) -> list[Event]:
         """Up to `limit` events with a seq above `seq`, oldest first. Raises Pruned when some
@@ -263,8 +264,9 @@ class ContainerStore:
         if seq > last:
             raise Pruned(f"event position {seq} is ahead of the newest event {last}: "
                          "the event log was replaced")
-        if first is not None and seq < first - 1:
-            raise Pruned(f"events after {seq} were pruned; the oldest retained event is {first}")
+        if seq < last and (first is None or seq < first - 1):
+            raise Pruned(f"events after {seq} were pruned; the oldest retained event is "
+                         f"{first or last + 1}")
         return [_event(r) for r in rows]
 
     def last_seq(self) -> int:

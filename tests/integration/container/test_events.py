@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import sqlite3
-import time
 
 import pytest
 
@@ -28,16 +28,16 @@ async def take(client, n: int, after_seq: int | None = None, timeout: float = 15
         await stream.aclose()
 
 
-async def history(client) -> list[pb.TaskEvent]:
-    """Every event in the log, from a stream that is closed once it would wait for live ones."""
+async def history(client, marker: int, count: int = 1) -> list[pb.TaskEvent]:
+    """The log from its first event through the count-th event of type `marker`: the test
+    commits such a marker last, so the read knows where the log ends."""
     out: list[pb.TaskEvent] = []
     stream = client.Events(pb.EventsRequest(after_seq=0))
     try:
-        while True:
-            try:
-                out.append(await asyncio.wait_for(anext(stream), 1.0))
-            except asyncio.TimeoutError:
-                return out
+        while count:
+            out.append(await asyncio.wait_for(anext(stream), 15))
+            count -= out[-1].type == marker
+        return out
     finally:
         await stream.aclose()
 
@@ -46,11 +46,23 @@ def by_container(events, cid):
     return [(e.type, e.exit_code) for e in events if e.container_id == cid]
 
 
+def read_pid(roots, cid: str, name: str) -> int:
+    with open(os.path.join(roots.data_root, "container", "bundles", cid, name)) as f:
+        return int(f.read())
+
+
 def touch_in(roots, cid: str, path: str) -> None:
     """Makes a file inside a running container, seen through its process's root."""
-    with open(os.path.join(roots.data_root, "container", "bundles", cid, "pidfile")) as f:
-        pid = int(f.read())
-    open(f"/proc/{pid}/root{path}", "w").close()
+    open(f"/proc/{read_pid(roots, cid, 'pidfile')}/root{path}", "w").close()
+
+
+def wait_gone(pid: int) -> None:
+    """Waits for a process (a monitor, while the service is down) to exit."""
+    fd = os.pidfd_open(pid)
+    try:
+        assert select.select([fd], [], [], 15)[0], f"process {pid} still runs"
+    finally:
+        os.close(fd)
 
 
 async def test_instant_exit_is_announced_after_its_start(client, roots):
@@ -65,6 +77,8 @@ async def test_instant_exit_is_announced_after_its_start(client, roots):
     assert seqs == sorted(set(seqs)) and seqs[0] == 1
     for id in ids:
         assert by_container(events, id) == [(T.TYPE_CREATE, 0), (T.TYPE_START, 0), (T.TYPE_EXIT, 0)]
+    for id in ids:
+        await client.Delete(pb.DeleteRequest(id=id))
 
 
 async def test_replay_after_a_seq_runs_into_live_without_gap_or_duplicate(client, roots):
@@ -132,9 +146,7 @@ async def test_events_survive_sigkill_and_exits_while_down_are_committed_once(ro
     service.kill9()
     # While the service is down the container exits on its own; conmon records it.
     touch_in(roots, waiter, "/go")
-    deadline = time.monotonic() + 15
-    while conmon_pids(roots.data_root) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    wait_gone(read_pid(roots, waiter, "conmon.pid"))
     assert conmon_pids(roots.data_root) == []
 
     restarted = ServiceProcess(roots.run_root, roots.data_root).start()
@@ -151,12 +163,11 @@ async def test_events_survive_sigkill_and_exits_while_down_are_committed_once(ro
     again = ServiceProcess(roots.run_root, roots.data_root).start()
     client = again.client()
     try:
-        log = await history(client)
-        assert [(e.seq, e.type) for e in log] == [(e.seq, e.type) for e in before + after]
-        # New events go on from the old seq.
         await client.Delete(pb.DeleteRequest(id=waiter))
-        deleted = await take(client, 1, after_seq=after[0].seq)
-        assert (deleted[0].type, deleted[0].seq) == (T.TYPE_DELETE, after[0].seq + 1)
+        log = await history(client, T.TYPE_DELETE)
+        # The exit once, and new events go on from the old seq.
+        assert [(e.seq, e.type) for e in log] == [(e.seq, e.type) for e in before + after] + [
+            (after[0].seq + 1, T.TYPE_DELETE)]
     finally:
         await client.channel.close()
         again.stop()
@@ -177,23 +188,24 @@ async def test_exec_exit_while_down_is_committed_once(roots, service):
     await client.channel.close()
 
     service.kill9()
-    exec_conmon = os.path.join(roots.data_root, "container", "bundles", cid, "exec", exec_id, "conmon.pid")
-    pid = int(open(exec_conmon).read())
     # The exec runs in the container: its /go is the container's.
     touch_in(roots, cid, "/go")
-    deadline = time.monotonic() + 15
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    wait_gone(read_pid(roots, cid, f"exec/{exec_id}/conmon.pid"))
 
-    for _ in range(2):
+    for restart in (1, 2):
         svc = ServiceProcess(roots.run_root, roots.data_root).start()
         client = svc.client()
         try:
-            log = await history(client)
+            await client.Pause(pb.PauseRequest(id=cid))
+            await client.Resume(pb.PauseRequest(id=cid))
+            log = await history(client, T.TYPE_PAUSE, count=restart)
         finally:
             await client.channel.close()
             svc.stop()
-        assert [(e.type, e.exec_id, e.exit_code) for e in log[3:]] == [(T.TYPE_EXEC_EXIT, exec_id, 9)]
+        # Committed by the first restart, not again by the second.
+        assert [(e.type, e.exec_id, e.exit_code) for e in log[3:]] == [
+            (T.TYPE_EXEC_EXIT, exec_id, 9), (T.TYPE_PAUSE, "", 0), (T.TYPE_RESUME, "", 0),
+            (T.TYPE_PAUSE, "", 0)][:2 + 2 * (restart - 1)]
 
     svc = ServiceProcess(roots.run_root, roots.data_root).start()
     client = svc.client()

@@ -184,6 +184,9 @@ def test_event_log_seq_survives_reopen_and_pruning(tmp_path, monkeypatch):
     # Pruning every row there is never reuses a seq.
     monkeypatch.setattr(store_mod, "EVENT_RETENTION", 0)
     assert store.append(Event(EventType.PAUSE, "c", 0.0)).seq == 10
+    with pytest.raises(Pruned, match="events after 9 were pruned"):
+        store.events_after(9, 100)
+    assert store.events_after(10, 100) == []
     store.close()
     assert ContainerStore(path).append(Event(EventType.PAUSE, "c", 0.0)).seq == 11
 
@@ -191,11 +194,12 @@ def test_event_log_seq_survives_reopen_and_pruning(tmp_path, monkeypatch):
 def test_exec_exit_is_committed_once(tmp_path):
     store = ContainerStore(str(tmp_path / "c.db"))
     store.insert(Record(id="a" * 64, name="web", spec=_spec()))
+    assert store.exec_exit_committed("e1") is None
     start = store.exec_started(Event(EventType.EXEC_START, "a" * 64, 1.0, exec_id="e1"))
-    assert store.exec_exit_pending("e1")
+    assert store.exec_exit_committed("e1") is False
     exit = store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 2.0, 7, "e1"))
     assert start.seq < exit.seq and exit.exit_code == 7
-    assert not store.exec_exit_pending("e1")
+    assert store.exec_exit_committed("e1") is True
     assert store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 3.0, 7, "e1")) is None
     # An exec whose start predates the table still gets its exit announced, once.
     assert store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 3.0, 0, "e0")) is not None

@@ -43,7 +43,9 @@ class Mount(_message.Message):
     container service creates a missing source directory (mkdir -p, mode
     0755) when it creates the container, as docker's -v does. Unset, a missing
     bind source fails Create with INVALID_ARGUMENT (docker's --mount).
-    Ignored for other types; never changes once the container exists.
+    Ignored for other types; never changes once the container exists. (The
+    container's spec, as Get returns it, holds a bind's source with symlinks
+    resolved at Create: the path that was checked is the path mounted.)
     """
     @_builtins.property
     def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
