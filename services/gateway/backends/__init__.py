@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.gateway.backends.interfaces import ContainerBackend, ExecBackend, SystemBackend
+
 
 @dataclass(frozen=True)
 class Backends:
-    containers: object  # interfaces.ContainerBackend
-    execs: object       # interfaces.ExecBackend
-    system: object      # interfaces.SystemBackend
+    containers: ContainerBackend
+    execs: ExecBackend
+    system: SystemBackend
     images: object
     networks: object
     volumes: object

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import secrets
 import signal as signal_mod
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import structlog
@@ -108,9 +107,11 @@ class Containers:
     def record_of(self, c: container_pb2.Container) -> ContainerRecord:
         record = self._store.get(c.id)
         if record is None:
-            # Made before the store existed (or by someone else): imported once.
             record = record_from_metadata(c)
-            self._store.put(record)
+            if c.metadata:
+                # Made before the store existed: imported once. Without metadata it is
+                # one being removed right now (or not the API's): nothing to keep.
+                self._store.put(record)
         return record
 
     async def get(self, ref: str) -> container_pb2.Container:
@@ -146,7 +147,7 @@ class Containers:
         record = await self._create(cfg)
         cid = record.id
         if attach and record.auto_remove:
-            self._attached.add(cid)
+            self.attached(cid)
         try:
             await self._start(cid)
         except BaseException:
@@ -487,8 +488,8 @@ class Containers:
         if condition not in WAIT_CONDITIONS:
             raise errors.InvalidArgument(f"invalid condition: {condition!r}")
         c = await self.get(ref)
-        # Subscribed before anything can happen, replaying from now, so no event slips by.
-        since = time.time()
+        # Events after this position are replayed to the waits below, so none slips by.
+        since = self._events.last_seq
         if c.status == container_pb2.STATUS_STOPPED and condition == "next-exit":
             await self._next_event(c.id, ("die",), since)
         status = await self._container.Wait(container_pb2.WaitRequest(id=c.id))
@@ -500,8 +501,8 @@ class Containers:
             await self._next_event(c.id, ("destroy",), since)
         return _exit_status(status)
 
-    async def _next_event(self, cid: str, actions: Sequence[str], since: float) -> None:
-        async for _ in self._events.subscribe(since=since, filters={
+    async def _next_event(self, cid: str, actions: Sequence[str], after_seq: int) -> None:
+        async for _ in self._events.subscribe(after_seq=after_seq, filters={
                 "type": ["container"], "container": [cid], "event": list(actions)}):
             return
 

@@ -150,7 +150,7 @@ async def test_a_pruned_position_is_reconciled_by_listing_then_followed_live(sto
     await _until(lambda: len(node.requests) >= 2)
     assert node.requests[0].after_seq == 1
     assert not node.requests[1].HasField("after_seq")
-    assert f.reconciled >= 1 and node.listed >= 1
+    await _until(lambda: f.reconciled >= 1 and node.listed >= 1)
     node.add(T.TYPE_START, "new")
     await _until(lambda: f.started == ["new"])
     assert store.cursor("container") == 6
