@@ -250,3 +250,23 @@ async def test_detached_rm_is_removed_on_exit_event(world):
     await asyncio.sleep(0.01)
     assert "container.Delete" in calls
     assert [e.action for e in gw.events.snapshot()][-2:] == ["die", "destroy"]
+
+
+async def test_reconcile_imports_old_containers_and_drops_rows_without_one(world):
+    """A data root from before the store: the record is read from the node's metadata once;
+    a row whose container is gone (a create or remove cut short) is dropped."""
+    from services.gateway import convert
+    from services.gateway.store import ContainerRecord
+    gw, _, _, _ = world
+    cfg = engine_pb2.ContainerConfig(image="busybox", labels={"a": "b"})
+    meta = convert.Metadata("busybox", IMAGE_ID, cfg, "bridge", False, 7, restart_count=2)
+    old = container_pb2.Container(id="d" * 64, name="/old", metadata=meta.encode(),
+                                  status=container_pb2.STATUS_RUNNING)
+    gw.store.put(ContainerRecord(id="e" * 64, name="gone", image="busybox", image_id=IMAGE_ID,
+                                 config=cfg, network_mode="bridge"))
+    await gw.containers.reconcile([old])
+    record = gw.store.get("d" * 64)
+    assert (record.name, record.image_id, record.stop_timeout, record.restart_count) == (
+        "old", IMAGE_ID, 7, 2)
+    assert record.config == cfg
+    assert gw.store.get("e" * 64) is None
