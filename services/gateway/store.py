@@ -91,6 +91,9 @@ CREATE TABLE IF NOT EXISTS cursors (
 MIGRATIONS: dict[int, str] = {}
 
 DEFAULT_STOP_TIMEOUT = 10
+# The event log is cut back to its bound once every this many events, not on each one:
+# between two cuts it holds up to this many more.
+TRIM_EVERY = 256
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,8 @@ class GatewayStore:
     def append_events(self, events: Sequence[tuple[float, str, str, str, dict]],
                       cursor: tuple[str, int] | None = None, keep: int = 0) -> list[int]:
         """Appends (time, type, action, actor_id, attributes) rows and, in the same
-        transaction, moves `cursor` (stream, seq); keeps the newest `keep` rows. Returns the seqs."""
+        transaction, moves `cursor` (stream, seq); keeps (about) the newest `keep` rows.
+        Returns the seqs."""
         seqs = []
         with Transaction(self._db) as db:
             for time, type_, action, actor_id, attributes in events:
@@ -203,7 +207,7 @@ class GatewayStore:
                 seqs.append(cur.lastrowid)
             if cursor is not None:
                 db.execute("INSERT OR REPLACE INTO cursors (stream, seq) VALUES (?, ?)", cursor)
-            if keep and seqs:
+            if keep and any(seq % TRIM_EVERY == 0 for seq in seqs):
                 db.execute("DELETE FROM events WHERE seq <= ?", (seqs[-1] - keep,))
         return seqs
 

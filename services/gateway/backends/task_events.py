@@ -176,9 +176,10 @@ class TaskEvents:
     def handle(self, event: container_pb2.TaskEvent) -> None:
         """One task event: derive, commit with the cursor, then react."""
         derived = self._derive(event)
-        cursor = (STREAM, event.seq) if event.seq else None
-        if derived or cursor is not None:
-            self._events.publish_batch(derived, cursor=cursor)
+        if derived:
+            # An event that derives nothing does not move the cursor: replayed after a
+            # restart it derives nothing again, and a commit per create or delete is saved.
+            self._events.publish_batch(derived, cursor=(STREAM, event.seq) if event.seq else None)
         cid, exec_id = event.container_id, event.exec_id
         if event.type == _T.TYPE_START:
             self._count(cid, 0)

@@ -12,7 +12,7 @@ from berth.engine.v1 import engine_pb2
 from services.gateway import convert
 from services.gateway.backends.containers import record_from_metadata
 from services.gateway.events import EventLog
-from services.gateway.store import SCHEMA_VERSION, ContainerRecord, GatewayStore
+from services.gateway.store import SCHEMA_VERSION, TRIM_EVERY, ContainerRecord, GatewayStore
 
 
 def _record(cid="a" * 64, **kw) -> ContainerRecord:
@@ -55,15 +55,18 @@ def test_event_log_survives_a_restart_with_its_seqs_and_bound(tmp_path):
     path = str(tmp_path / "gateway.db")
     store = GatewayStore(path)
     log = EventLog(store, capacity=3)
-    for i in range(5):
+    for i in range(TRIM_EVERY + 2):
         log.publish("container", "create", f"c{i}", {"name": f"n{i}"})
     store.close()
 
     store = GatewayStore(path)
     again = EventLog(store, capacity=3)
-    assert [(e.seq, e.actor_id) for e in again.snapshot()] == [(3, "c2"), (4, "c3"), (5, "c4")]
-    assert len(store.events()) == 3
-    assert again.publish("container", "start", "c5").seq == 6
+    last = TRIM_EVERY + 2
+    assert [e.seq for e in again.snapshot()] == [last - 2, last - 1, last]
+    assert again.snapshot()[-1].actor_id == f"c{last - 1}"
+    # Cut back to the bound at the last multiple of TRIM_EVERY, and growing since.
+    assert len(store.events()) == 3 + 2
+    assert again.publish("container", "start", "new").seq == last + 1
     store.close()
 
 
