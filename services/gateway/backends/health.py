@@ -11,8 +11,9 @@ off). While a container runs, one monitor task per container probes it:
 
 Each status change is published as a `health_status: <status>` event; the last
 five probes are kept for inspect (State.Health.Log). The state is saved in the
-gateway store's container record after every probe, so inspect shows it after a
-gateway restart too; a container that starts again starts "starting" again.
+gateway store's container record at each change of status (not at every probe: a
+commit is a disk flush), so inspect shows it after a gateway restart too; a
+container that starts again starts "starting" again.
 
 Probes run as execs in the container through the container service (`run_probe`,
 the exec backend's run_exec), so the gateway never enters a container itself.
@@ -215,8 +216,8 @@ class Monitors:
                 state.failing_streak += 1
                 if state.failing_streak >= check.retries:
                     state.status = UNHEALTHY
-            self._save(cid, state)
             if state.status != before:
+                self._save(cid, state)
                 log.info("container_health_changed", container_id=cid, status=state.status,
                          failing_streak=state.failing_streak)
                 self._publish(cid, state.status)
