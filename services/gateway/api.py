@@ -174,9 +174,7 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
         return _EMPTY
 
     async def PruneVolumes(self, request, context):
-        response = await self._volumes.prune(request.all, list(request.labels))
-        return engine_pb2.PruneVolumesResponse(deleted=response.deleted,
-                                               space_reclaimed=response.space_reclaimed)
+        return await self._volumes.prune(request.all, list(request.labels))
 
     async def RenameContainer(self, request, context):
         await self._containers.rename(request.id, request.new_name)

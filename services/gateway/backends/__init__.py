@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.gateway.backends.interfaces import ContainerBackend, ExecBackend, SystemBackend
+from services.gateway.backends.interfaces import (ContainerBackend, ExecBackend, ImageBackend,
+                                                  NetworkBackend, RegistryBackend, SystemBackend,
+                                                  VolumeBackend)
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,7 @@ class Backends:
     containers: ContainerBackend
     execs: ExecBackend
     system: SystemBackend
-    images: object
-    networks: object
-    volumes: object
-    registry: object
+    images: ImageBackend
+    networks: NetworkBackend
+    volumes: VolumeBackend
+    registry: RegistryBackend

@@ -1,33 +1,37 @@
-"""Images: load, import, save, list, inspect, tag, remove, prune, and pull/push/login.
+"""Images and Registry: the ImageBackend and the RegistryBackend over the image service.
 
-(gwres owns this module; this is the code moved out of the old Gateway object, so the
-branch keeps working until gwres's version replaces it.)
+The image service stores, counts and talks to registries; Images adds what only the
+gateway knows (how many containers use each image) and keeps the shared ImageConfigs
+current; Registry relays a pull's or push's progress to the caller. Both publish the
+engine's image events once the image service made the change (a pull or push only once
+the transfer succeeded).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 
 from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from services.common import errors
 from services.common.reference import familiar
-from services.gateway import convert, registry
+from services.gateway import convert
+from services.gateway.backends.image_configs import ImageConfigs
+from services.gateway.backends.interfaces import ImageUsage, Publish
+
+
+def _publish_image(publish: Publish, action: str, image_id: str, name: str) -> None:
+    """Docker's image events name the image as its user wrote it (familiar form)."""
+    publish("image", action, image_id, {"name": familiar(name)})
 
 
 class Images:
-    """`image` is the image service client; `publish` the event log's; `image_configs` the
-    shared ImageConfigs; `image_usage()` containers per image id (the containers backend)."""
-
-    def __init__(self, image, publish, image_configs,
-                 image_usage: Callable[[], Awaitable[dict[str, int]]]):
-        self._image = image
+    def __init__(self, image_client, publish: Publish, image_configs: ImageConfigs, image_usage: ImageUsage):
+        self._image = image_client
         self._publish = publish
-        self._image_configs = image_configs
-        self._image_usage = image_usage
-
-    def publish(self, action: str, image_id: str, name: str) -> None:
-        self._publish("image", action, image_id, {"name": familiar(name)})
+        self._configs = image_configs
+        self._usage = image_usage
 
     async def load(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
         async def requests():
@@ -35,7 +39,7 @@ class Images:
                 yield image_pb2.LoadRequest(chunk=data)
         response = await self._image.Load(requests())
         for image in response.images:
-            self.publish("load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
+            _publish_image(self._publish, "load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
         return [convert.image_info(i) for i in response.images]
 
     async def import_(self, reference: str, changes: Sequence[str], message: str,
@@ -48,7 +52,7 @@ class Images:
             async for data in chunks:
                 yield image_pb2.ImportRequest(chunk=data)
         image = await self._image.Import(requests())
-        self.publish("import", image.id, image.repo_tags[0] if image.repo_tags else image.id)
+        _publish_image(self._publish, "import", image.id, image.repo_tags[0] if image.repo_tags else image.id)
         return convert.image_info(image)
 
     async def save(self, references: Sequence[str]) -> AsyncIterator[bytes]:
@@ -56,86 +60,96 @@ class Images:
             yield response.chunk
 
     async def list(self, all_: bool, reference: str) -> list[engine_pb2.ImageInfo]:
-        images = await self._image.ListImages(image_pb2.ListImagesRequest(all=all_, reference=reference))
-        counts = await self._image_usage()
+        images, counts = await asyncio.gather(
+            self._image.ListImages(image_pb2.ListImagesRequest(all=all_, reference=reference)),
+            self._usage())
         infos = [convert.image_info(i, counts.get(i.id, 0)) for i in images.images]
         infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
         return infos
 
     async def inspect(self, reference: str) -> engine_pb2.ImageInfo:
-        image = await self._image.GetImage(image_pb2.GetImageRequest(reference=reference))
-        self._image_configs.remember(image)
-        return convert.image_info(image, (await self._image_usage()).get(image.id, 0))
+        image, counts = await asyncio.gather(
+            self._image.GetImage(image_pb2.GetImageRequest(reference=reference)), self._usage())
+        self._configs.remember(image)
+        return convert.image_info(image, counts.get(image.id, 0))
 
     async def tag(self, source: str, target: str) -> None:
         image = await self._image.Tag(image_pb2.TagRequest(source=source, target=target))
-        self.publish("tag", image.id, target)
+        _publish_image(self._publish, "tag", image.id, target)
 
     async def remove(self, reference: str, force: bool) -> engine_pb2.RemoveImageResponse:
         response = await self._image.RemoveImage(image_pb2.RemoveImageRequest(reference=reference, force=force))
-        for name in response.untagged:
-            self.publish("untag", "", name)
-        for image_id in response.deleted:
-            self._image_configs.forget(image_id)
-            self.publish("delete", image_id, image_id)
+        self._removed(response.untagged, response.deleted)
         return engine_pb2.RemoveImageResponse(untagged=response.untagged, deleted=response.deleted)
 
-    async def prune(self, all_: bool) -> engine_pb2.PruneResponse:
+    def _removed(self, untagged: Sequence[str], deleted: Sequence[str]) -> None:
+        for name in untagged:
+            _publish_image(self._publish, "untag", "", name)
+        for image_id in deleted:
+            self._configs.forget(image_id)
+            _publish_image(self._publish, "delete", image_id, image_id)
+
+    async def prune(self, all_: bool, until: float | None = None) -> engine_pb2.PruneResponse:
+        if until is not None:
+            return await self._prune_older(all_, until)
+        # The image service's prune (reachability over blobs and layers) reports what it freed.
         response = await self._image.PruneImages(image_pb2.PruneImagesRequest(all=all_))
-        for name in response.untagged:
-            self.publish("untag", "", name)
-        for image_id in response.deleted:
-            self._image_configs.forget(image_id)
-            self.publish("delete", image_id, image_id)
+        self._removed(response.untagged, response.deleted)
         self._publish("image", "prune", "", {"reclaimed": str(response.space_reclaimed)})
         return engine_pb2.PruneResponse(images_untagged=response.untagged, images_deleted=response.deleted,
                                         space_reclaimed=response.space_reclaimed)
 
-    async def prune_filtered(self, all_: bool, filters: Mapping[str, Sequence[str]]) -> list[dict]:
-        """Remove dangling images (all unused ones with `all_`); images in use stay."""
-        unknown = sorted(set(filters) - {"dangling", "until"})
-        if unknown:
-            raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
-        if filters.get("dangling"):
-            all_ = all_ or not any(v.lower() in ("1", "true") for v in filters["dangling"])
-        until = min((_seconds(u) for u in filters.get("until", ())), default=None)
-        report = []
+    async def _prune_older(self, all_: bool, until: float) -> engine_pb2.PruneResponse:
+        """Unused images created before `until`, removed one by one (images in use stay)."""
+        out = engine_pb2.PruneResponse()
         for info in await self.list(True, ""):
             if info.containers or (info.repo_tags and not all_):
                 continue
-            if until is not None and info.created.seconds >= until:
+            if info.created.seconds >= until:
                 continue
             try:
                 response = await self.remove(info.id, force=bool(info.repo_tags))
             except (errors.Conflict, errors.FailedPrecondition, errors.NotFound):
                 continue
-            report += [{"Untagged": u} for u in response.untagged]
-            report += [{"Deleted": d} for d in response.deleted]
-        return report
+            out.images_untagged.extend(response.untagged)
+            out.images_deleted.extend(response.deleted)
+        return out
+
+
+def _auth(auth: engine_pb2.RegistryAuth) -> image_pb2.RegistryAuth:
+    return image_pb2.RegistryAuth(username=auth.username, password=auth.password,
+                                  identity_token=auth.identity_token)
+
+
+def _progress(p: image_pb2.Progress) -> engine_pb2.ProgressMessage:
+    return engine_pb2.ProgressMessage(id=p.id, status=p.status, current=p.current, total=p.total,
+                                      image_id=p.image_id, digest=p.digest)
 
 
 class Registry:
-    """pull, push, login through the image service (services/gateway/registry.py)."""
-
-    def __init__(self, image, publish):
-        self._image = image
+    def __init__(self, image_client, publish: Publish):
+        self._image = image_client
         self._publish = publish
 
-    def _publish_image(self, action: str, image_id: str, name: str) -> None:
-        self._publish("image", action, image_id, {"name": familiar(name)})
+    async def pull(self, request: engine_pb2.PullImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+        image_id = ""
+        async for p in self._image.Pull(image_pb2.PullRequest(
+                reference=request.reference, platform=request.platform, auth=_auth(request.auth))):
+            image_id = p.image_id or image_id
+            yield _progress(p)
+        if image_id:
+            _publish_image(self._publish, "pull", image_id, request.reference)
 
-    def pull(self, request: engine_pb2.PullImageRequest):
-        return registry.pull(self._image, self._publish_image, request)
-
-    def push(self, request: engine_pb2.PushImageRequest):
-        return registry.push(self._image, self._publish_image, request)
+    async def push(self, request: engine_pb2.PushImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+        image_id = ""
+        async for p in self._image.Push(image_pb2.PushRequest(
+                reference=request.reference, auth=_auth(request.auth))):
+            image_id = p.image_id or image_id
+            yield _progress(p)
+        if image_id:
+            _publish_image(self._publish, "push", image_id, request.reference)
 
     async def login(self, request: engine_pb2.LoginRequest) -> engine_pb2.LoginResponse:
-        return await registry.login(self._image, request)
-
-
-def _seconds(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid until value: {value!r}") from None
+        response = await self._image.Login(image_pb2.LoginRequest(
+            server=request.server, auth=_auth(request.auth)))
+        return engine_pb2.LoginResponse(status=response.status)

@@ -1,6 +1,7 @@
-"""Volumes: list, create, inspect, remove, prune over the volume service.
+"""Volumes: the VolumeBackend (the volume API) over the volume service.
 
-(gwres owns this module; this is the code moved out of the old Gateway object.)
+A container's mounts are resolved at create by services/gateway/volumes.py (the Mounter);
+this is what users do with volumes themselves, each change published as a volume event.
 """
 
 from __future__ import annotations
@@ -10,30 +11,44 @@ from collections.abc import Sequence
 from berth.engine.v1 import engine_pb2
 from berth.volume.v1 import volume_pb2
 from services.common import errors
-from services.gateway import volumes as volumes_mod
+from services.gateway.backends.interfaces import Publish
+
+
+def volume_info(v: volume_pb2.Volume) -> engine_pb2.VolumeInfo:
+    info = engine_pb2.VolumeInfo(name=v.name, driver=v.driver, mountpoint=v.mountpoint,
+                                 labels=dict(v.labels), options=dict(v.options), scope="local",
+                                 ref_count=len(v.refs), size=v.size)
+    if v.HasField("created_at"):
+        info.created_at.CopyFrom(v.created_at)
+    return info
+
+
+def label_filters(labels: Sequence[str]) -> dict[str, str]:
+    """"key" or "key=value", as docker's label filter takes them."""
+    return dict((item.split("=", 1) + [""])[:2] for item in labels)
 
 
 class Volumes:
-    def __init__(self, volume, publish):
-        self._volume = volume
+    def __init__(self, volume_client, publish: Publish):
+        self._volume = volume_client
         self._publish = publish
-
-    async def list(self) -> list[engine_pb2.VolumeInfo]:
-        response = await self._volume.ListVolumes(volume_pb2.ListVolumesRequest())
-        return [volumes_mod.volume_info(v) for v in response.volumes]
 
     async def create(self, request: engine_pb2.CreateVolumeRequest) -> engine_pb2.VolumeInfo:
         volume = await self._volume.CreateVolume(volume_pb2.CreateVolumeRequest(
             name=request.name, driver=request.driver, labels=request.labels, options=request.options))
         self._publish("volume", "create", volume.name, {"driver": volume.driver})
-        return volumes_mod.volume_info(volume)
+        return volume_info(volume)
 
     async def inspect(self, name: str) -> engine_pb2.VolumeInfo:
         try:
             volume = await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=name, with_size=True))
         except errors.NotFound:
             raise errors.NotFound(f"get {name}: no such volume") from None
-        return volumes_mod.volume_info(volume)
+        return volume_info(volume)
+
+    async def list(self) -> list[engine_pb2.VolumeInfo]:
+        response = await self._volume.ListVolumes(volume_pb2.ListVolumesRequest())
+        return [volume_info(v) for v in response.volumes]
 
     async def remove(self, name: str) -> None:
         try:
@@ -42,9 +57,10 @@ class Volumes:
             raise errors.NotFound(f"get {name}: no such volume") from None
         self._publish("volume", "destroy", name, {"driver": "local"})
 
-    async def prune(self, all_: bool, labels: Sequence[str]) -> volume_pb2.PruneVolumesResponse:
+    async def prune(self, all_: bool, labels: Sequence[str]) -> engine_pb2.PruneVolumesResponse:
         response = await self._volume.PruneVolumes(volume_pb2.PruneVolumesRequest(
-            all=all_, labels=volumes_mod.label_filters(labels)))
+            all=all_, labels=label_filters(labels)))
         for name in response.deleted:
             self._publish("volume", "destroy", name, {"driver": "local"})
-        return response
+        return engine_pb2.PruneVolumesResponse(deleted=response.deleted,
+                                               space_reclaimed=response.space_reclaimed)

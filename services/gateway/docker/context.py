@@ -35,6 +35,14 @@ async def json_body(request: web.Request, default=None):
         raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
 
 
+async def json_object(request: web.Request) -> dict:
+    """A body that must be a JSON object (empty: {})."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("invalid JSON: the body must be an object")
+    return body
+
+
 @contextlib.contextmanager
 def long_lived(request: web.Request):
     """Marks a handler (attach, wait, follow) that a server stop must cancel, not wait for."""

@@ -1,4 +1,4 @@
-"""Volume routes over the volumes backend."""
+"""Volume routes: list, create, inspect, remove, prune (the VolumeBackend only)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,30 @@ from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
 from services.common import errors
+from services.gateway.backends.interfaces import VolumeBackend
 from services.gateway.docker import convert
-from services.gateway.docker.context import backends, json_body, json_response
+from services.gateway.docker.context import backends, json_object, json_response
 
 
 def register(router) -> None:
-    router.add("GET", "/volumes", volumes_list)
-    router.add("POST", "/volumes/create", volume_create)
-    router.add("POST", "/volumes/prune", volumes_prune)
-    router.add("GET", "/volumes/{name}", volume_inspect)
-    router.add("DELETE", "/volumes/{name}", volume_remove)
+    router.add("GET", "/volumes", list_)
+    router.add("POST", "/volumes/create", create)
+    router.add("POST", "/volumes/prune", prune)
+    router.add("GET", "/volumes/{name}", inspect)
+    router.add("DELETE", "/volumes/{name}", remove)
 
 
-def _object(body) -> dict:
-    if not isinstance(body, dict):
-        raise errors.InvalidArgument("invalid JSON: the body must be an object")
-    return body
+def _volumes(request: web.Request) -> VolumeBackend:
+    return backends(request).volumes
 
 
-async def volumes_list(request: web.Request) -> web.Response:
+async def list_(request: web.Request) -> web.Response:
     flt = convert.filters(request.query)
     unknown = sorted(set(flt) - {"name", "label", "driver", "dangling"})
     if unknown:
         raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
     out = []
-    for v in await backends(request).volumes.list():
+    for v in await _volumes(request).list():
         if flt.get("name") and not any(x in v.name for x in flt["name"]):
             continue
         if flt.get("driver") and v.driver not in flt["driver"]:
@@ -46,33 +45,33 @@ async def volumes_list(request: web.Request) -> web.Response:
     return json_response({"Volumes": out, "Warnings": None})
 
 
-async def volume_create(request: web.Request) -> web.Response:
-    body = _object(await json_body(request))
-    info = await backends(request).volumes.create(engine_pb2.CreateVolumeRequest(
+async def create(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    info = await _volumes(request).create(engine_pb2.CreateVolumeRequest(
         name=body.get("Name") or "", driver=body.get("Driver") or "",
         labels=body.get("Labels") or {}, options=body.get("DriverOpts") or {}))
     return json_response(convert.volume_json(info), status=201)
 
 
-async def volume_inspect(request: web.Request) -> web.Response:
-    return json_response(convert.volume_json(await backends(request).volumes.inspect(request.match_info["name"])))
+async def inspect(request: web.Request) -> web.Response:
+    return json_response(convert.volume_json(await _volumes(request).inspect(request.match_info["name"])))
 
 
-async def volume_remove(request: web.Request) -> web.Response:
+async def remove(request: web.Request) -> web.Response:
     try:
-        await backends(request).volumes.remove(request.match_info["name"])
+        await _volumes(request).remove(request.match_info["name"])
     except errors.NotFound:
         if not convert.flag(request.query, "force"):
             raise
     return web.Response(status=204)
 
 
-async def volumes_prune(request: web.Request) -> web.Response:
+async def prune(request: web.Request) -> web.Response:
     flt = convert.filters(request.query)
     unknown = sorted(set(flt) - {"label", "all"})
     if unknown:
         raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
     all_ = any(v.lower() in ("1", "true") for v in flt.get("all", []))
-    response = await backends(request).volumes.prune(all_, flt.get("label", []))
+    response = await _volumes(request).prune(all_, flt.get("label", []))
     return json_response({"VolumesDeleted": list(response.deleted) or None,
                           "SpaceReclaimed": response.space_reclaimed})
