@@ -649,7 +649,10 @@ export interface ListVolumesResponse {
 }
 
 export interface EventsRequest {
-  /** Past events from this time on (kept in memory by the gateway). */
+  /**
+   * Past events from this time on (the gateway keeps the newest 10,000 in its store,
+   * across its restarts).
+   */
   since:
     | Date
     | undefined;
@@ -659,6 +662,13 @@ export interface EventsRequest {
     | undefined;
   /** type=container|image, container=<id or name>, event=<action>, image=<ref>. */
   filters: { [key: string]: StringList };
+  /**
+   * Set by a client that resumes: every retained event with a seq greater than this
+   * (the last Event.seq it handled), in order, then new ones, with no gap and no
+   * duplicate between the two; also across a gateway restart. Combined with `since`,
+   * both must hold. Unset: as `since` says (no past events without it).
+   */
+  afterSeq?: number | undefined;
 }
 
 export interface EventsRequest_FiltersEntry {
@@ -678,7 +688,16 @@ export interface Event {
   actorId: string;
   /** name, image, exitCode, signal, ... */
   attributes: { [key: string]: string };
-  time: Date | undefined;
+  time:
+    | Date
+    | undefined;
+  /**
+   * Set by the gateway when it commits the event to its log; never changes. Strictly
+   * increasing for the life of the gateway's data root, across restarts and crashes
+   * (not necessarily contiguous: filters skip events). Pass the last one handled as
+   * EventsRequest.after_seq to resume without loss or repetition.
+   */
+  seq: number;
 }
 
 export interface Event_AttributesEntry {
@@ -9046,7 +9065,7 @@ export const ListVolumesResponse: MessageFns<ListVolumesResponse> = {
 };
 
 function createBaseEventsRequest(): EventsRequest {
-  return { since: undefined, until: undefined, filters: {} };
+  return { since: undefined, until: undefined, filters: {}, afterSeq: undefined };
 }
 
 export const EventsRequest: MessageFns<EventsRequest> = {
@@ -9060,6 +9079,9 @@ export const EventsRequest: MessageFns<EventsRequest> = {
     globalThis.Object.entries(message.filters).forEach(([key, value]: [string, StringList]) => {
       EventsRequest_FiltersEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
     });
+    if (message.afterSeq !== undefined) {
+      writer.uint32(32).uint64(message.afterSeq);
+    }
     return writer;
   },
 
@@ -9103,6 +9125,14 @@ export const EventsRequest: MessageFns<EventsRequest> = {
             }
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.afterSeq = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -9133,6 +9163,11 @@ export const EventsRequest: MessageFns<EventsRequest> = {
           {},
         )
         : {},
+      afterSeq: isSet(object.afterSeq)
+        ? globalThis.Number(object.afterSeq)
+        : isSet(object.after_seq)
+        ? globalThis.Number(object.after_seq)
+        : undefined,
     };
   },
 
@@ -9153,6 +9188,9 @@ export const EventsRequest: MessageFns<EventsRequest> = {
         });
       }
     }
+    if (message.afterSeq !== undefined) {
+      obj.afterSeq = Math.round(message.afterSeq);
+    }
     return obj;
   },
 
@@ -9172,6 +9210,7 @@ export const EventsRequest: MessageFns<EventsRequest> = {
       },
       {},
     );
+    message.afterSeq = object.afterSeq ?? undefined;
     return message;
   },
 };
@@ -9264,7 +9303,7 @@ export const EventsRequest_FiltersEntry: MessageFns<EventsRequest_FiltersEntry> 
 };
 
 function createBaseEvent(): Event {
-  return { type: "", action: "", actorId: "", attributes: {}, time: undefined };
+  return { type: "", action: "", actorId: "", attributes: {}, time: undefined, seq: 0 };
 }
 
 export const Event: MessageFns<Event> = {
@@ -9283,6 +9322,9 @@ export const Event: MessageFns<Event> = {
     });
     if (message.time !== undefined) {
       Timestamp.encode(toTimestamp(message.time), writer.uint32(42).fork()).join();
+    }
+    if (message.seq !== 0) {
+      writer.uint32(48).uint64(message.seq);
     }
     return writer;
   },
@@ -9343,6 +9385,14 @@ export const Event: MessageFns<Event> = {
             message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -9379,6 +9429,7 @@ export const Event: MessageFns<Event> = {
         )
         : {},
       time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
     };
   },
 
@@ -9405,6 +9456,9 @@ export const Event: MessageFns<Event> = {
     if (message.time !== undefined) {
       obj.time = message.time.toISOString();
     }
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
     return obj;
   },
 
@@ -9426,6 +9480,7 @@ export const Event: MessageFns<Event> = {
       {},
     );
     message.time = object.time ?? undefined;
+    message.seq = object.seq ?? 0;
     return message;
   },
 };
