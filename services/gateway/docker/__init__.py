@@ -2,7 +2,7 @@
 
 Routes (routes/<resource>.py) are thin: parse the request, call the backend the gRPC
 Engine API uses too (through its Protocol, services/gateway/backends/interfaces.py),
-encode the answer as docker does. `errors` maps domain errors to HTTP once, `convert`
-holds every docker JSON shape, `hijack` the attach connections, `versions` the API
-versions spoken.
+encode the answer as docker does. `errors` maps domain errors to HTTP once, `hijack`
+holds the attach connections, `versions` the API versions spoken; the docker JSON
+shapes and request parsing live in berth_docker (clients/python), shared with the CLI.
 """

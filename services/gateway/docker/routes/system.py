@@ -11,8 +11,8 @@ import time
 from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
+from berth_docker import api as convert
 from services.common import errors
-from services.gateway.docker import convert
 from services.gateway.docker.context import backends, json_body, json_response, long_lived
 from services.gateway.docker.versions import MAX_API, MIN_API, api_version_text
 
