@@ -16,6 +16,7 @@ import structlog
 
 from services.common import errors
 from services.container.model import Event, EventType, Resources, Status
+from services.container.service import settled
 from services.container.stdio import Stdio, pump_requests
 
 log = structlog.get_logger(__name__)
@@ -60,7 +61,7 @@ async def attach(service, ref: str, stdin: bool, height: int, width: int, reques
         conn.close()
     # This run's exit, even if a restart begins a new run meanwhile.
     if task is not None:
-        await task.exited.wait()
+        await settled(task)
         if task.exit is not None:
             yield "exit", task.exit
 

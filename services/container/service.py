@@ -279,7 +279,7 @@ class ContainerService:
         c = self.get(ref)
         task = self.tasks.get(c.id)
         if task is not None:
-            await task.exited.wait()
+            await settled(task)
             if task.exit is not None:
                 return task.exit
         record = self.store.get(c.id)
@@ -489,6 +489,14 @@ class ContainerService:
         self.tasks.pop(id, None)
         rt.remove_bundle(self.runtime.bundle(id))
         self.runtime.remove_socket_link(id)
+
+
+async def settled(task: Task) -> None:
+    """Returns once the task exited and a rotation of its log under way is done, so
+    that from then on its log files stay as they are."""
+    await task.exited.wait()
+    if task.rotator is not None:
+        await asyncio.wait([task.rotator])
 
 
 def _batch(lines, size: int = 4 << 20, count: int = 20000) -> list[LogLine]:
