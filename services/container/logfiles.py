@@ -159,8 +159,10 @@ class Snapshot:
     """Open files to read in order: rotated ones after some n, then the live one."""
 
     rotated: list[tuple[int, object]]
+    # The file conmon writes to: the live one, or while a rotation waits for
+    # conmon's reopen, the newest rotated one.
     live: object | None
-    # The n the live file will get when it is rotated.
+    # The n the live file has or will get when it is rotated.
     live_n: int
 
     def close(self) -> None:
@@ -192,6 +194,10 @@ def snapshot(live: str, after: int = 0) -> Snapshot:
         again = [(n, p) for n, p in segments(live) if n > after]
         top = max([after] + [n for n, _ in listed])
         if max([after] + [n for n, _ in again]) == top:
+            if live_f is None and opened:
+                # Renamed, conmon not reopened yet (or it exited first): the newest
+                # rotated file is the one still written to.
+                return Snapshot(opened[:-1], opened[-1][1], top)
             return Snapshot(opened, live_f, top + 1)
         for _, f in opened:
             f.close()

@@ -459,56 +459,100 @@ def _history(snap: logfiles.Snapshot, flt: LogFilter, chunked: bool
     return out, decoder, readers[-1] if snap.live is not None else None
 
 
+class _Follower:
+    """The blocking half of follow (run in a thread): reads what was written since
+    the last step, across rotations."""
+
+    # Blocks read in one step: a writer faster than the reader gets steps back to back.
+    STEP_BLOCKS = 8
+
+    def __init__(self, path: str, flt: LogFilter, chunked: bool):
+        self.path = path
+        self.flt = flt
+        self.chunked = chunked
+        self.live: Records | None = None
+
+    def history(self) -> list[LogLine]:
+        snap = logfiles.snapshot(self.path)
+        try:
+            out, self.decoder, self.live = _history(snap, self.flt, self.chunked)
+            snap.live = None  # now owned by self.live
+            self.live_n = snap.live_n
+            return out
+        finally:
+            snap.close()
+
+    def step(self, done: bool) -> tuple[list[LogLine], bool]:
+        """(entries, whether more is waiting). With `done` (conmon has exited, so
+        the files are complete) it reads to the end and flushes."""
+        out: list[LogLine] = []
+        feed = self.decoder.feed
+        if self.live is not None:
+            for _ in range(self.STEP_BLOCKS):
+                block = self.live.read()
+                if block is None:
+                    break
+                out += feed(block)
+            else:
+                if not done:
+                    return out, True
+                out += [line for block in self.live.all() for line in feed(block)]
+        if self.live is None or _replaced(self.path, self.live.f):
+            # Rotated (or not made yet): the files after ours, then the new live one.
+            # conmon closes the old file before it makes the new one, so ours is
+            # drained then; until the new one exists, ours may still grow.
+            nxt = logfiles.snapshot(self.path, after=self.live_n)
+            if nxt.live is None:
+                nxt.close()  # nothing after ours yet
+            else:
+                if self.live is not None:
+                    out += [line for block in self.live.all() for line in feed(block)]
+                    self.live.f.close()
+                if nxt.rotated and nxt.rotated[0][0] > self.live_n + 1:
+                    # max-file pruned files this reader had not got to: a line in
+                    # progress is not joined across the gap.
+                    out += self.decoder.flush()
+                for _, f in nxt.rotated:
+                    out += [line for block in Records(f).all() for line in feed(block)]
+                nxt.live, new_live = None, nxt.live
+                nxt.close()
+                self.live_n = nxt.live_n
+                self.live = Records(new_live)
+                return out, True
+        if done:
+            out += self.decoder.flush()
+        return out, False
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.f.close()
+            self.live = None
+
+
 async def follow(path: str, flt: LogFilter, chunked: bool, exited: Callable[[], bool],
                  wait_exit: Callable[[float], "asyncio.Future | asyncio.Task"]) -> AsyncIterator[list[LogLine]]:
     """What the files hold now (after tail), then what is written, across rotations,
     until the container has exited and the files are drained. Yields lists of entries.
-    `wait_exit(timeout)` returns when it exits or the timeout passes."""
-    snap = logfiles.snapshot(path)
-    live: Records | None = None
+    `wait_exit(timeout)` returns when it exits or the timeout passes. Files are read
+    in a thread, so the event loop (and the rotator on it) never waits for a reader."""
+    f = _Follower(path, flt, chunked)
     try:
-        out, decoder, live = _history(snap, flt, chunked)
-        snap.live = None  # now owned by `live`
+        out = await asyncio.to_thread(f.history)
         if out:
             yield out
-        live_n = snap.live_n
         while True:
-            # Check before reading: output written before the exit is in the files
-            # once conmon has exited, so one more read after this drains it all.
+            # Checked before reading: output written before the exit is in the files
+            # once conmon has exited, so a read after this drains it all.
             done = exited()
-            out = []
-            if live is not None:
-                out += [line for block in live.all() for line in decoder.feed(block)]
-            if live is None or _replaced(path, live.f):
-                # Rotated (or not made yet): the files after ours, then the new live one.
-                # conmon closes the old file before it makes the new one, so ours is
-                # drained; until the new one exists, ours may still grow.
-                nxt = logfiles.snapshot(path, after=live_n)
-                if nxt.live is None and not done:
-                    nxt.close()
-                else:
-                    if live is not None:
-                        out += [line for block in live.all() for line in decoder.feed(block)]
-                        live.f.close()
-                    for _, f in nxt.rotated:
-                        out += [line for block in Records(f).all() for line in decoder.feed(block)]
-                    nxt.live, new_live = None, nxt.live
-                    nxt.close()
-                    live_n = nxt.live_n
-                    live = Records(new_live) if new_live is not None else None
-                    if live is not None:
-                        out += [line for block in live.all() for line in decoder.feed(block)]
-            if done:
-                out += decoder.flush()
+            out, more = await asyncio.to_thread(f.step, done)
             if out:
                 yield out
-            if done:
+            if done and not more:
                 return
-            await wait_exit(FOLLOW_INTERVAL)
+            if not more:
+                await wait_exit(FOLLOW_INTERVAL)
     finally:
-        snap.close()
-        if live is not None:
-            live.f.close()
+        f.close()
 
 
 def _decode_open(readers: list[Records], decoder: Decoder) -> Iterator[LogLine]:

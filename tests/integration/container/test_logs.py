@@ -81,7 +81,8 @@ def rchar(pid: int) -> int:
 def file_contents(live: str) -> tuple[bytes, bytes]:
     """What the log files hold, read directly: (stdout, stderr) joined in file order."""
     out, err = bytearray(), bytearray()
-    paths = [p for _, p in logfiles.segments(live)] + [live]
+    # No live file when the last rotation came as conmon exited (before a reopen).
+    paths = [p for _, p in logfiles.segments(live)] + ([live] if os.path.exists(live) else [])
     for p in paths:
         with (gzip.open(p) if p.endswith(".gz") else open(p, "rb")) as f:
             data = f.read()
@@ -108,8 +109,8 @@ async def test_50mb_of_short_lines_every_byte_by_attach_and_by_logs_and_tail_rea
     assert entries < 200  # bulk: about 1 MiB an entry, not one per line
 
     c = await client.Get(pb.GetRequest(id=id))
-    assert c.log_size > MB50 and list(c.spec.log_config.options.items()) == [
-        ("compress", "false"), ("max-file", "1"), ("max-size", "-1")]
+    assert c.log_size > MB50 and dict(c.spec.log_config.options) == {
+        "compress": "false", "max-file": "1", "max-size": "-1"}
     before = rchar(service.proc.pid)
     last = [e async for e in client.Logs(pb.LogsRequest(id=id, tail=3))]
     read = rchar(service.proc.pid) - before
