@@ -335,8 +335,6 @@ def _backward(f, block: int = 1 << 16) -> Iterator[tuple[int, bytes]]:
             off += len(line) + 1
         for i in range(len(lines) - 1, -1, -1):
             yield offsets[i], lines[i]
-        if start > 0 and not lines and carry:
-            continue
 
 
 def tail_start(files: list, flt: LogFilter) -> tuple[int, int]:
