@@ -33,12 +33,7 @@ trap cleanup EXIT
 
 step "Building a demo image from Debian's busybox-static and importing it"
 TAR=$(mktemp /tmp/berth-demo-rootfs.XXXXXX.tar)
-"$ROOT/.venv/bin/python" - "$TAR" <<'PY'
-import sys, tempfile
-from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
-with tempfile.TemporaryDirectory() as d:
-    open(sys.argv[1], "wb").write(rootfs_tar_bytes(make_busybox_rootfs(d)))
-PY
+"$ROOT/deploy/busybox-rootfs.sh" "$TAR"
 show "$BERTH" import "$TAR" berth-demo/busybox:latest -c 'CMD ["sh"]'
 rm -f "$TAR"
 show "$BERTH" images

@@ -53,9 +53,6 @@ class ServiceSpec:
     name: str
     # Services that must answer health SERVING before this one starts.
     requires: tuple[str, ...] = ()
-    # Modules the service imports beyond services.<name>.api, preloaded so the
-    # forked service shares their pages (the gateway's Docker API pulls in aiohttp).
-    preload: tuple[str, ...] = ()
 
 
 # In start order; stopped in the reverse order.
@@ -64,8 +61,7 @@ REGISTRY = (
     ServiceSpec("network"),
     ServiceSpec("volume"),
     ServiceSpec("container", requires=("image", "network", "volume")),
-    ServiceSpec("gateway", requires=("image", "network", "volume", "container"),
-                preload=("services.gateway.__main__", "services.gateway.docker.server")),
+    ServiceSpec("gateway", requires=("image", "network", "volume", "container")),
 )
 
 
@@ -110,8 +106,10 @@ class Supervisor:
             import grpc  # noqa: F401
             from grpc_health.v1 import health_pb2_grpc  # noqa: F401
             for spec in self.specs:
-                for module in (f"services.{spec.name}.api", *spec.preload):
-                    importlib.import_module(module)
+                # The entry module imports all the service runs on (the
+                # gateway's Docker API pulls in aiohttp); its `if __name__`
+                # guard keeps the import from starting the service.
+                importlib.import_module(f"services.{spec.name}.__main__")
         except Exception as exc:  # a broken service must not stop the others
             log.warning("preload_failed", error=str(exc),
                         consequence="services are started with exec")
@@ -257,8 +255,11 @@ def _become_child(env: dict[str, str], title: str) -> None:
 
 
 def _serve(name: str, config: Config) -> int:
-    import runpy
-    runpy.run_module(f"services.{name}", run_name="__main__", alter_sys=True)
+    # The preloaded entry module's `build`, called, rather than the module run
+    # again as __main__ with runpy: that executes a second copy of a module
+    # berthd already holds (runpy's RuntimeWarning) and shares none of it.
+    from services.common.process import run_service
+    run_service(name, importlib.import_module(f"services.{name}.__main__").build)
     return 0
 
 

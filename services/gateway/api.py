@@ -1,4 +1,4 @@
-"""The Engine servicer: decode the request, call the Gateway, encode the reply. Nothing else."""
+"""The Engine servicer: decode the request, call a backend, encode the reply. Nothing else."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from google.protobuf import empty_pb2, timestamp_pb2
 from berth.engine.v1 import engine_pb2, engine_pb2_grpc
 from services.common import errors
 from services.gateway import events as events_mod
-from services.gateway import registry
 from services.gateway import restart, system
-from services.gateway.service import Gateway
+from services.gateway.backends import Backends
 
 _EMPTY = empty_pb2.Empty()
 
@@ -33,8 +32,9 @@ def event_to_pb(event: events_mod.Event) -> engine_pb2.Event:
 
 
 class EngineApi(engine_pb2_grpc.EngineServicer):
-    def __init__(self, gateway: Gateway):
-        self._gw = gateway
+    def __init__(self, backends: Backends):
+        self._b = backends
+        self._gw = backends.containers
 
     async def Version(self, request, context):
         return self._gw.version()
@@ -87,7 +87,7 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
         async def chunks():
             async for chunk in request_iterator:
                 yield chunk.data
-        return engine_pb2.LoadImagesResponse(images=await self._gw.load_images(chunks()))
+        return engine_pb2.LoadImagesResponse(images=await self._b.images.load(chunks()))
 
     async def ImportImage(self, request_iterator, context):
         first = await anext(aiter(request_iterator), None)
@@ -100,78 +100,75 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
                     raise errors.InvalidArgument("import takes one header, first")
                 yield part.chunk
         header = first.header
-        return await self._gw.import_image(header.reference, list(header.changes), header.message, chunks())
+        return await self._b.images.import_(header.reference, list(header.changes), header.message, chunks())
 
     async def SaveImages(self, request, context):
-        async for data in self._gw.save_images(list(request.references)):
+        async for data in self._b.images.save(list(request.references)):
             yield engine_pb2.DataChunk(data=data)
 
     async def ListImages(self, request, context):
-        return engine_pb2.ListImagesResponse(images=await self._gw.list_images(request.all, request.reference))
+        return engine_pb2.ListImagesResponse(images=await self._b.images.list(request.all, request.reference))
 
     async def InspectImage(self, request, context):
-        return await self._gw.inspect_image(request.reference)
+        return await self._b.images.inspect(request.reference)
 
     async def TagImage(self, request, context):
-        await self._gw.tag_image(request.source, request.target)
+        await self._b.images.tag(request.source, request.target)
         return _EMPTY
 
     async def RemoveImage(self, request, context):
-        response = await self._gw.remove_image(request.reference, request.force)
-        return engine_pb2.RemoveImageResponse(untagged=response.untagged, deleted=response.deleted)
+        return await self._b.images.remove(request.reference, request.force)
 
     async def PullImage(self, request, context):
-        async for message in registry.pull(self._gw, request):
+        async for message in self._b.registry.pull(request):
             yield message
 
     async def PushImage(self, request, context):
-        async for message in registry.push(self._gw, request):
+        async for message in self._b.registry.push(request):
             yield message
 
     async def Login(self, request, context):
-        return await registry.login(self._gw, request)
+        return await self._b.registry.login(request)
 
     async def ListNetworks(self, request, context):
-        return engine_pb2.ListNetworksResponse(networks=await self._gw.list_networks())
+        return engine_pb2.ListNetworksResponse(networks=await self._b.networks.list())
 
     async def CreateNetwork(self, request, context):
-        return await self._gw.networks.create(request)
+        return await self._b.networks.create(request)
 
     async def InspectNetwork(self, request, context):
-        return await self._gw.networks.inspect(request.name)
+        return await self._b.networks.inspect(request.name)
 
     async def RemoveNetwork(self, request, context):
-        await self._gw.networks.remove(request.name)
+        await self._b.networks.remove(request.name)
         return _EMPTY
 
     async def PruneNetworks(self, request, context):
-        return engine_pb2.PruneNetworksResponse(removed=await self._gw.networks.prune())
+        return engine_pb2.PruneNetworksResponse(removed=await self._b.networks.prune())
 
     async def ConnectNetwork(self, request, context):
-        await self._gw.networks.connect(request)
+        await self._b.networks.connect(request)
         return _EMPTY
 
     async def DisconnectNetwork(self, request, context):
-        await self._gw.networks.disconnect(request)
+        await self._b.networks.disconnect(request)
         return _EMPTY
 
     async def ListVolumes(self, request, context):
-        return engine_pb2.ListVolumesResponse(volumes=await self._gw.list_volumes())
+        return engine_pb2.ListVolumesResponse(volumes=await self._b.volumes.list())
 
     async def CreateVolume(self, request, context):
-        return await self._gw.create_volume(request)
+        return await self._b.volumes.create(request)
 
     async def InspectVolume(self, request, context):
-        return await self._gw.inspect_volume(request.name)
+        return await self._b.volumes.inspect(request.name)
 
     async def RemoveVolume(self, request, context):
-        await self._gw.remove_volume(request.name)
+        await self._b.volumes.remove(request.name)
         return _EMPTY
 
     async def PruneVolumes(self, request, context):
-        response = await self._gw.prune_volumes(request.all, list(request.labels))
-        return engine_pb2.PruneVolumesResponse(deleted=response.deleted,
-                                               space_reclaimed=response.space_reclaimed)
+        return await self._b.volumes.prune(request.all, list(request.labels))
 
     async def RenameContainer(self, request, context):
         await system.rename(self._gw, request.id, request.new_name)
@@ -196,7 +193,7 @@ class EngineApi(engine_pb2_grpc.EngineServicer):
         return await system.df(self._gw)
 
     async def SystemPrune(self, request, context):
-        return await system.system_prune(self._gw, request.all, request.volumes)
+        return await system.system_prune(self._gw, self._b, request.all, request.volumes)
 
     async def Events(self, request, context):
         async for event in self._gw.subscribe_events(

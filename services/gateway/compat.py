@@ -6,7 +6,6 @@ own module so the Docker-compatible surface is in one place:
     attach(ref, logs)           output while attached, then the exit (docker attach / run)
     wait_until(ref, condition)  docker's wait conditions: not-running, next-exit, removed
     prune_containers(filters)   remove every container that is not running
-    prune_images(all_, filters) remove dangling (or all unused) images
 """
 
 from __future__ import annotations
@@ -82,28 +81,6 @@ class CompatMixin:
                 continue
             removed.append(info.id)
         return removed
-
-    async def prune_images(self, all_: bool, filters: Mapping[str, Sequence[str]]) -> list[dict]:
-        """Remove dangling images (all unused ones with `all_`); images in use stay."""
-        unknown = sorted(set(filters) - {"dangling", "until"})
-        if unknown:
-            raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
-        if filters.get("dangling"):
-            all_ = all_ or not any(v.lower() in ("1", "true") for v in filters["dangling"])
-        until = min((_seconds(u) for u in filters.get("until", ())), default=None)
-        report = []
-        for info in await self.list_images(True, ""):
-            if info.containers or (info.repo_tags and not all_):
-                continue
-            if until is not None and info.created.seconds >= until:
-                continue
-            try:
-                response = await self.remove_image(info.id, force=bool(info.repo_tags))
-            except (errors.Conflict, errors.FailedPrecondition, errors.NotFound):
-                continue
-            report += [{"Untagged": u} for u in response.untagged]
-            report += [{"Deleted": d} for d in response.deleted]
-        return report
 
 
 def _seconds(value: str) -> float:

@@ -32,7 +32,6 @@ from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from berth.network.v1 import network_pb2
-from berth.volume.v1 import volume_pb2
 from services.common import errors
 from services.common.config import Config
 from services.gateway import convert, names
@@ -42,6 +41,7 @@ from services.gateway import depth as depth_mod
 from services.gateway import health as health_mod
 from services.gateway import restart as restart_mod
 from services.gateway import volumes as volumes_mod
+from services.gateway.backends.image_configs import ImageConfigs
 from services.gateway.events import Event, EventLog, unknown_filters
 
 log = structlog.get_logger(__name__)
@@ -52,7 +52,6 @@ API_VERSION = "1.0"
 LOG_DRAIN_SECONDS = 2.0
 # Reconnect delay for the container service's event stream, growing to the cap.
 EVENTS_RETRY = (0.1, 5.0)
-_FULL_ID = re.compile(r"(sha256:)?[a-f0-9]{64}")
 _LIST_FILTERS = ("id", "name", "label", "status", "ancestor")
 
 _WAITED = object()
@@ -70,19 +69,16 @@ class Nodes:
 
 
 class Gateway(CompatMixin):
-    def __init__(self, config: Config, nodes: Nodes, events: EventLog):
+    def __init__(self, config: Config, nodes: Nodes, events: EventLog, image_configs: ImageConfigs):
         self._config = config
         self._image = nodes.image
         self._network = nodes.network
         self._volume = nodes.volume
         self._container = nodes.container
-        self.networks = networks_mod.Networks(
-            self._network, self._container_id,
-            lambda action, actor, attrs: self.events.publish("network", action, actor, attrs))
         self._mounter = volumes_mod.Mounter(nodes.volume, nodes.image)
         self.events = events
-        # Image ids are content digests, so what an id names never changes.
-        self._image_configs: dict[str, image_pb2.ImageConfig] = {}
+        # Shared with the images backend, which forgets what it deletes.
+        self._image_configs = image_configs
         # Name and image of every container we know, for event attributes.
         self._known: dict[str, tuple[str, str]] = {}
         # Detached --rm containers, removed when their exit event arrives.
@@ -255,13 +251,7 @@ class Gateway(CompatMixin):
         return shared
 
     async def _resolve_image(self, ref: str) -> tuple[str, image_pb2.ImageConfig]:
-        if _FULL_ID.fullmatch(ref):
-            image_id = ref if ref.startswith("sha256:") else f"sha256:{ref}"
-            if image_id in self._image_configs:
-                return image_id, self._image_configs[image_id]
-        image = await self._image.GetImage(image_pb2.GetImageRequest(reference=ref))
-        self._image_configs[image.id] = image.config
-        return image.id, image.config
+        return await self._image_configs.resolve(ref)
 
     async def _prepare(self, cid: str, image_id: str, network_mode: str,
                        attach: network_pb2.AttachRequest | None = None):
@@ -492,7 +482,8 @@ class Gateway(CompatMixin):
         await networks_mod.add_endpoints(self._network, [info])
         return info
 
-    async def _container_id(self, ref: str) -> str:
+    async def resolve_id(self, ref: str) -> str:
+        """A container reference to its id (the networks backend's ResolveContainer)."""
         return (await self._get(ref)).id
 
     async def logs(self, ref: str, follow: bool, tail: int, since, until) -> AsyncIterator[engine_pb2.LogChunk]:
@@ -534,106 +525,14 @@ class Gateway(CompatMixin):
                 pass
         return ids
 
-    # -- images ---------------------------------------------------------------------
-
-    async def load_images(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
-        async def requests():
-            async for data in chunks:
-                yield image_pb2.LoadRequest(chunk=data)
-        response = await self._image.Load(requests())
-        for image in response.images:
-            self._publish_image("load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
-        return [convert.image_info(i) for i in response.images]
-
-    async def import_image(self, reference: str, changes: Sequence[str], message: str,
-                           chunks: AsyncIterator[bytes]) -> engine_pb2.ImageInfo:
-        config = convert.parse_changes(changes)
-
-        async def requests():
-            yield image_pb2.ImportRequest(header=image_pb2.ImportHeader(
-                reference=reference, config=config, message=message))
-            async for data in chunks:
-                yield image_pb2.ImportRequest(chunk=data)
-        image = await self._image.Import(requests())
-        self._publish_image("import", image.id, image.repo_tags[0] if image.repo_tags else image.id)
-        return convert.image_info(image)
-
-    async def save_images(self, references: Sequence[str]) -> AsyncIterator[bytes]:
-        async for response in self._image.Save(image_pb2.SaveRequest(references=list(references))):
-            yield response.chunk
-
-    async def list_images(self, all_: bool, reference: str) -> list[engine_pb2.ImageInfo]:
-        images, counts = await asyncio.gather(
-            self._image.ListImages(image_pb2.ListImagesRequest(all=all_, reference=reference)),
-            self._containers_per_image())
-        infos = [convert.image_info(i, counts.get(i.id, 0)) for i in images.images]
-        infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
-        return infos
-
-    async def inspect_image(self, reference: str) -> engine_pb2.ImageInfo:
-        image, counts = await asyncio.gather(
-            self._image.GetImage(image_pb2.GetImageRequest(reference=reference)),
-            self._containers_per_image())
-        self._image_configs[image.id] = image.config
-        return convert.image_info(image, counts.get(image.id, 0))
-
-    async def _containers_per_image(self) -> dict[str, int]:
+    async def image_usage(self) -> dict[str, int]:
+        """Containers per image id (the images backend's ImageUsage)."""
         response = await self._container.List(container_pb2.ListRequest())
         counts: dict[str, int] = {}
         for c in response.containers:
             image_id = convert.Metadata.decode(c.metadata).image_id
             counts[image_id] = counts.get(image_id, 0) + 1
         return counts
-
-    async def tag_image(self, source: str, target: str) -> None:
-        image = await self._image.Tag(image_pb2.TagRequest(source=source, target=target))
-        self._publish_image("tag", image.id, target)
-
-    async def remove_image(self, reference: str, force: bool) -> image_pb2.RemoveImageResponse:
-        response = await self._image.RemoveImage(image_pb2.RemoveImageRequest(reference=reference, force=force))
-        for name in response.untagged:
-            self._publish_image("untag", "", name)
-        for image_id in response.deleted:
-            self._image_configs.pop(image_id, None)
-            self._publish_image("delete", image_id, image_id)
-        return response
-
-    # -- networks and volumes ---------------------------------------------------------
-
-    async def list_networks(self) -> list[engine_pb2.NetworkInfo]:
-        response = await self._network.ListNetworks(network_pb2.ListNetworksRequest())
-        return [networks_mod.network_info(n) for n in response.networks]
-
-    async def list_volumes(self) -> list[engine_pb2.VolumeInfo]:
-        response = await self._volume.ListVolumes(volume_pb2.ListVolumesRequest())
-        return [volumes_mod.volume_info(v) for v in response.volumes]
-
-    async def create_volume(self, request: engine_pb2.CreateVolumeRequest) -> engine_pb2.VolumeInfo:
-        volume = await self._volume.CreateVolume(volume_pb2.CreateVolumeRequest(
-            name=request.name, driver=request.driver, labels=request.labels, options=request.options))
-        self.events.publish("volume", "create", volume.name, {"driver": volume.driver})
-        return volumes_mod.volume_info(volume)
-
-    async def inspect_volume(self, name: str) -> engine_pb2.VolumeInfo:
-        try:
-            volume = await self._volume.GetVolume(volume_pb2.GetVolumeRequest(name=name, with_size=True))
-        except errors.NotFound:
-            raise errors.NotFound(f"get {name}: no such volume") from None
-        return volumes_mod.volume_info(volume)
-
-    async def remove_volume(self, name: str) -> None:
-        try:
-            await self._volume.RemoveVolume(volume_pb2.RemoveVolumeRequest(name=name))
-        except errors.NotFound:
-            raise errors.NotFound(f"get {name}: no such volume") from None
-        self.events.publish("volume", "destroy", name, {"driver": "local"})
-
-    async def prune_volumes(self, all_: bool, labels: Sequence[str]) -> volume_pb2.PruneVolumesResponse:
-        response = await self._volume.PruneVolumes(volume_pb2.PruneVolumesRequest(
-            all=all_, labels=volumes_mod.label_filters(labels)))
-        for name in response.deleted:
-            self.events.publish("volume", "destroy", name, {"driver": "local"})
-        return response
 
     # -- events -----------------------------------------------------------------------
 
@@ -651,9 +550,6 @@ class Gateway(CompatMixin):
     def _publish_container(self, action: str, cid: str, **attributes: str) -> None:
         name, image = self._known.get(cid, ("", ""))
         self.events.publish("container", action, cid, {"name": name, "image": image, **attributes})
-
-    def _publish_image(self, action: str, image_id: str, name: str) -> None:
-        self.events.publish("image", action, image_id, {"name": _familiar(name)})
 
     async def _watch_container_events(self) -> None:
         """Follow the container service's task events for die/oom and detached --rm.
@@ -736,11 +632,6 @@ def _signal_number(signal: str) -> str:
         return str(int(signal_mod.Signals[name if name.startswith("SIG") else f"SIG{name}"]))
     except KeyError:
         return signal
-
-
-def _familiar(name: str) -> str:
-    from services.common.reference import familiar
-    return familiar(name)
 
 
 def _matches(info: engine_pb2.ContainerInfo, labels: Mapping[str, str],

@@ -59,7 +59,7 @@ async def commit(gw, ref: str, reference: str, changes: Sequence[str], message: 
     _apply_changes(config, convert.parse_changes(changes))
     image = await gw._image.Commit(image_pb2.CommitRequest(
         key=c.id, config=config, reference=reference, comment=message, author=author))
-    gw._image_configs[image.id] = image.config
+    gw._image_configs.remember(image)
     gw._remember(c)
     gw._publish_container("commit", c.id, comment=message, imageID=image.id,
                           imageRef=reference or image.id)
@@ -166,28 +166,17 @@ async def prune_containers(gw) -> engine_pb2.PruneResponse:
     return response
 
 
-async def prune_images(gw, all_: bool) -> image_pb2.PruneImagesResponse:
-    response = await gw._image.PruneImages(image_pb2.PruneImagesRequest(all=all_))
-    for name in response.untagged:
-        gw._publish_image("untag", "", name)
-    for image_id in response.deleted:
-        gw._image_configs.pop(image_id, None)
-        gw._publish_image("delete", image_id, image_id)
-    gw.events.publish("image", "prune", "", {"reclaimed": str(response.space_reclaimed)})
-    return response
-
-
-async def system_prune(gw, all_: bool, volumes: bool) -> engine_pb2.PruneResponse:
+async def system_prune(gw, backends, all_: bool, volumes: bool) -> engine_pb2.PruneResponse:
     # Containers first: what they used becomes unused for the steps after.
     response = await prune_containers(gw)
-    response.networks_deleted.extend(await gw.networks.prune())
+    response.networks_deleted.extend(await backends.networks.prune())
     if volumes:
-        pruned = await gw.prune_volumes(False, [])
+        pruned = await backends.volumes.prune(False, [])
         response.volumes_deleted.extend(pruned.deleted)
         response.space_reclaimed += pruned.space_reclaimed
-    images = await prune_images(gw, all_)
-    response.images_untagged.extend(images.untagged)
-    response.images_deleted.extend(images.deleted)
+    images = await backends.images.prune(all_)
+    response.images_untagged.extend(images.images_untagged)
+    response.images_deleted.extend(images.images_deleted)
     response.space_reclaimed += images.space_reclaimed
     return response
 

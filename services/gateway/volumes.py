@@ -242,17 +242,3 @@ async def _quietly(call: Awaitable) -> None:
         await call
     except errors.BerthError as exc:
         log.warning("volume_undo_failed", error=exc.message)
-
-
-def volume_info(v: volume_pb2.Volume) -> engine_pb2.VolumeInfo:
-    info = engine_pb2.VolumeInfo(name=v.name, driver=v.driver, mountpoint=v.mountpoint,
-                                 labels=dict(v.labels), options=dict(v.options), scope="local",
-                                 ref_count=len(v.refs), size=v.size)
-    if v.HasField("created_at"):
-        info.created_at.CopyFrom(v.created_at)
-    return info
-
-
-def label_filters(labels: Sequence[str]) -> dict[str, str]:
-    """"key" or "key=value", as docker's label filter takes them."""
-    return dict((item.split("=", 1) + [""])[:2] for item in labels)

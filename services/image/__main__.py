@@ -1,4 +1,5 @@
 from services.common.process import run_service
 from services.image.api import build
 
-run_service("image", build)
+if __name__ == "__main__":
+    run_service("image", build)

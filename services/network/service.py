@@ -218,6 +218,10 @@ class NetworkService:
             await self._remove_network(network)
 
     async def _remove_network(self, network: Network) -> None:
+        # Endpoints that left it under an older berth still name it (disconnect re-points them now).
+        for endpoint in self.store.list_endpoints():
+            if endpoint.network_id == network.id:
+                self._repoint_endpoint(endpoint.container_id)
         if self.resolver is not None:
             self.resolver.stop(network.options["gateway"])
         self.store.remove_network(network.id)
@@ -351,10 +355,19 @@ class NetworkService:
                 raise NotFound(f"container {container_id[:12]} is not connected to network "
                                f"{network.name}")
             self.store.remove_attachment(container_id, network.id)
+            endpoint = self.store.get_endpoint(container_id)
+            if endpoint is not None and endpoint.network_id == network.id:
+                self._repoint_endpoint(container_id)
             await asyncio.to_thread(kernel.delete_link, match[0].host_ifname)
             self._write_files(container_id)
             await self._apply_firewall()
         log.info("endpoint_disconnected", container_id=container_id, network=network.name)
+
+    def _repoint_endpoint(self, container_id: str) -> None:
+        """An endpoint names the network it is on first. Once it left that one it names the next
+        it is on, or "none" (only loopback is left), so the network it left can be removed."""
+        rest = self.store.attachments(container_id=container_id)
+        self.store.set_endpoint_network(container_id, rest[0].network_id if rest else _builtin_id("none"))
 
     async def detach(self, container_id: str) -> None:
         async with self._lock:

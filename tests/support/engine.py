@@ -86,17 +86,21 @@ class Engine:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> Engine:
+    def start(self, argv: list[str] | None = None) -> Engine:
+        """Start berthd; `argv` starts it with that command line (run in the repo),
+        which then gets all of this engine's config from the environment."""
         if not self.root:
             self.root = tempfile.mkdtemp(prefix="/tmp/bt-")
         self._log = open(self.log_path, "ab")
+        env = self.config.env()
+        if argv is None:
+            argv = [PYTHON, "-m", "services.berthd", "--run-root", self.config.run_root,
+                    "--data-root", self.config.data_root, "--log-format", "json",
+                    "--services", ",".join(self.services)]
+            env = {k: v for k, v in env.items() if k.startswith(("BERTH_BRIDGE", "BERTH_NFT", "BERTH_DNS"))}
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "services.berthd", "--run-root", self.config.run_root,
-             "--data-root", self.config.data_root, "--log-format", "json",
-             "--services", ",".join(self.services)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, **{k: v for k, v in self.config.env().items()
-                                  if k.startswith(("BERTH_BRIDGE", "BERTH_NFT", "BERTH_DNS"))}},
+            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+            env={**os.environ, **env},
             # A Ctrl-C on pytest must not reach berthd before stop() does.
             start_new_session=True,
         )

@@ -1,4 +1,4 @@
-"""What every route needs from the app: the Gateway backend, JSON bodies, long-lived sessions."""
+"""What every route needs from the app: the backends, JSON bodies, long-lived sessions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from aiohttp import web
 from services.common import errors
 
 GATEWAY_KEY = web.AppKey("gateway", object)
+# services.gateway.backends.Backends: each route uses only its resource's Protocol.
+BACKENDS_KEY = web.AppKey("backends", object)
 SESSIONS_KEY = web.AppKey("sessions", set)
 # Open exec/attach streams by exec or container id, so a resize request reaches its terminal.
 RESIZE_KEY = web.AppKey("resize", dict)
@@ -24,6 +26,10 @@ def gateway(request: web.Request):
     return request.app[GATEWAY_KEY]
 
 
+def backends(request: web.Request):
+    return request.app[BACKENDS_KEY]
+
+
 async def json_body(request: web.Request, default=None):
     raw = await request.read()
     if not raw.strip():
@@ -32,6 +38,14 @@ async def json_body(request: web.Request, default=None):
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
+
+
+async def json_object(request: web.Request) -> dict:
+    """A body that must be a JSON object (empty: {})."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("invalid JSON: the body must be an object")
+    return body
 
 
 @contextlib.contextmanager

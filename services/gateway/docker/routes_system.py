@@ -14,7 +14,7 @@ from berth.engine.v1 import engine_pb2
 from services.common import errors
 from services.gateway import system
 from services.gateway.docker import convert
-from services.gateway.docker.context import gateway, json_body, json_response, long_lived
+from services.gateway.docker.context import backends, gateway, json_body, json_response, long_lived
 
 
 def register(router) -> None:
@@ -58,7 +58,7 @@ def _arch(machine: str) -> str:
 async def info(request: web.Request) -> web.Response:
     gw = gateway(request)
     containers = await gw.list(True, {})
-    images = await gw.list_images(False, "")
+    images = await backends(request).images.list(False, "")
     v = gw.version()
     running = sum(1 for c in containers if c.state.running)
     stopped = len(containers) - running
@@ -122,9 +122,9 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 async def disk_usage(request: web.Request) -> web.Response:
     """`docker system df [-v]`: the engine's own count (services/gateway/system.py), in docker's shape."""
-    gw = gateway(request)
+    gw, b = gateway(request), backends(request)
     usage, images, containers, volumes = await asyncio.gather(
-        system.df(gw), gw.list_images(True, ""), gw.list(True, {}), gw.list_volumes())
+        system.df(gw), b.images.list(True, ""), gw.list(True, {}), b.volumes.list())
     by_image = {u.id: u for u in usage.images}
     by_container = {c.id: c for c in usage.containers}
     by_volume = {v.name: v for v in usage.volumes}
@@ -153,11 +153,10 @@ async def disk_usage(request: web.Request) -> web.Response:
 
 
 async def auth(request: web.Request) -> web.Response:
-    from services.gateway import registry
     body = await json_body(request)
     if not isinstance(body, dict):
         raise errors.InvalidArgument("invalid JSON: the body must be an object")
-    response = await registry.login(gateway(request), engine_pb2.LoginRequest(
+    response = await backends(request).registry.login(engine_pb2.LoginRequest(
         server=body.get("serveraddress") or "", auth=engine_pb2.RegistryAuth(
             username=body.get("username") or "", password=body.get("password") or "",
             identity_token=body.get("identitytoken") or "")))

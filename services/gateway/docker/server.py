@@ -1,6 +1,6 @@
 """The Docker Engine API server: aiohttp in the gateway's event loop, on its own socket.
 
-    server = DockerApiServer(config, gateway)
+    server = DockerApiServer(config, backends)
     await server.start()      # <run_root>/docker.sock (root-only), and TCP only with mutual TLS
     await server.stop()       # closes attach sessions and long waits first
 
@@ -19,10 +19,10 @@ import structlog
 from aiohttp import web
 
 from services.common.config import Config
-from services.gateway.docker.context import (API_VERSION_KEY, FAILED_EXECS_KEY, GATEWAY_KEY, RESIZE_KEY,
-                                             SESSIONS_KEY)
-from services.gateway.docker import (routes_containers, routes_depth, routes_images, routes_objects,
-                                     routes_system)
+from services.gateway.docker.context import (API_VERSION_KEY, BACKENDS_KEY, FAILED_EXECS_KEY, GATEWAY_KEY,
+                                             RESIZE_KEY, SESSIONS_KEY)
+from services.gateway.docker import routes_containers, routes_depth, routes_system
+from services.gateway.docker.routes import images, networks, volumes
 from services.gateway.docker.errors import error_middleware, error_response
 
 log = structlog.get_logger(__name__)
@@ -77,16 +77,17 @@ class Router:
                 self._app.router.add_route(method, prefix + path, handler)
 
 
-def make_app(gateway) -> web.Application:
+def make_app(backends) -> web.Application:
     app = web.Application(middlewares=[version_middleware, error_middleware],
                           client_max_size=1 << 40, handler_args={"max_field_size": 1 << 16})
-    app[GATEWAY_KEY] = gateway
+    app[BACKENDS_KEY] = backends
+    app[GATEWAY_KEY] = backends.containers
     app[SESSIONS_KEY] = set()
     app[RESIZE_KEY] = {}
     app[FAILED_EXECS_KEY] = {}
     app.on_response_prepare.append(_headers)
     router = Router(app)
-    for module in (routes_system, routes_containers, routes_depth, routes_images, routes_objects):
+    for module in (routes_system, routes_containers, routes_depth, images, networks, volumes):
         module.register(router)
     app.on_shutdown.append(_close_sessions)
     return app
@@ -99,9 +100,9 @@ async def _close_sessions(app: web.Application) -> None:
 
 
 class DockerApiServer:
-    def __init__(self, config: Config, gateway):
+    def __init__(self, config: Config, backends):
         self._config = config
-        self._app = make_app(gateway)
+        self._app = make_app(backends)
         self._runner: web.AppRunner | None = None
 
     @property

@@ -96,6 +96,35 @@ def test_detach_removes_namespace_and_endpoint(net, net_engine):
     net.Detach(pb.DetachRequest(container_id="never-attached"))
 
 
+def test_a_network_its_containers_left_can_be_pruned_and_removed(net):
+    """Regression: the endpoint still named the network it was attached to first, and prune
+    (then rm) failed on the foreign key with a 500."""
+    for name in ("left-a", "left-b"):
+        net.CreateNetwork(pb.CreateNetworkRequest(name=name))
+    try:
+        # On left-a first, then left-b too; leaves left-a: its endpoint moves to left-b.
+        net.Attach(pb.AttachRequest(container_id="c-left", network="left-a"))
+        net.Connect(pb.ConnectRequest(container_id="c-left", network="left-b"))
+        net.Disconnect(pb.DisconnectRequest(container_id="c-left", network="left-a"))
+        [endpoint] = net.ListEndpoints(pb.ListEndpointsRequest()).endpoints
+        assert endpoint.network == "left-b"
+        assert list(net.PruneNetworks(pb.PruneNetworksRequest()).removed) == ["left-a"]
+        # Leaves its only network: only loopback is left, as on "none"; left-b can go.
+        net.Disconnect(pb.DisconnectRequest(container_id="c-left", network="left-b"))
+        [endpoint] = net.ListEndpoints(pb.ListEndpointsRequest()).endpoints
+        assert endpoint.network == "none"
+        net.RemoveNetwork(pb.RemoveNetworkRequest(name="left-b"))
+        names = {n.name for n in net.ListNetworks(pb.ListNetworksRequest()).networks}
+        assert names == {"none", "host", "bridge"}
+    finally:
+        net.Detach(pb.DetachRequest(container_id="c-left"))
+        for name in ("left-a", "left-b"):
+            try:
+                net.RemoveNetwork(pb.RemoveNetworkRequest(name=name))
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_bad_container_id_is_rejected(net, net_engine):
     for bad in ("", "../escape", "a/b"):
         with pytest.raises(grpc.RpcError) as err:

@@ -13,6 +13,7 @@ from aiohttp import web
 from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
 from services.common import errors
+from services.gateway.backends import Backends
 from services.gateway.docker.hijack import frame
 from services.gateway.docker.server import make_app
 
@@ -72,7 +73,9 @@ class FakeGateway:
 @pytest.fixture
 async def server(tmp_path):
     gw = FakeGateway()
-    runner = web.AppRunner(make_app(gw), handle_signals=False, shutdown_timeout=1)
+    backends = Backends(containers=gw, execs=gw.depth, system=gw, images=None, networks=None, volumes=None,
+                        registry=None)
+    runner = web.AppRunner(make_app(backends), handle_signals=False, shutdown_timeout=1)
     await runner.setup()
     path = str(tmp_path / "d.sock")
     await web.UnixSite(runner, path).start()

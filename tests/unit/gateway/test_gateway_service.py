@@ -14,6 +14,7 @@ from berth.types.v1 import mount_pb2
 from berth.volume.v1 import volume_pb2
 from services.common import errors
 from services.common.config import Config
+from services.gateway.backends.image_configs import ImageConfigs
 from services.gateway.events import EventLog
 from services.gateway.service import Gateway, Nodes
 
@@ -100,7 +101,7 @@ def world():
     fail: dict[str, Exception] = {}
     nodes = Nodes(FakeImage("image", calls, fail), FakeNetwork("network", calls, fail),
                   FakeVolume(), FakeContainer("container", calls, fail))
-    gw = Gateway(Config(), nodes, EventLog())
+    gw = Gateway(Config(), nodes, EventLog(), ImageConfigs(nodes.image))
     return gw, nodes, calls, fail
 
 

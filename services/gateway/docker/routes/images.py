@@ -1,4 +1,7 @@
-"""Image routes: create (pull / import), push, load, get (save), list, inspect, history, tag, delete, prune."""
+"""Image routes: create (pull / import), push, load, get (save), list, inspect, history, tag, delete, prune.
+
+They use only the ImageBackend and RegistryBackend (services/gateway/backends/interfaces.py).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,20 @@ from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
 from services.common import errors
-from services.gateway import system
+from services.gateway.backends.interfaces import ImageBackend, RegistryBackend
 from services.gateway.docker import convert
-from services.gateway.docker.context import gateway, json_response, long_lived
+from services.gateway.docker.context import backends, json_response, long_lived
 from services.gateway.docker.errors import not_implemented
 
 CHUNK = 1 << 20
+
+
+def _images(request: web.Request) -> ImageBackend:
+    return backends(request).images
+
+
+def _registry(request: web.Request) -> RegistryBackend:
+    return backends(request).registry
 
 
 def register(router) -> None:
@@ -95,8 +106,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     if not q.get("fromImage"):
         raise errors.InvalidArgument("fromImage or fromSrc is required")
     reference = _reference(q["fromImage"], q.get("tag", ""))
-    from services.gateway import registry
-    stream = registry.pull(gateway(request), engine_pb2.PullImageRequest(
+    stream = _registry(request).pull(engine_pb2.PullImageRequest(
         reference=reference, platform=q.get("platform", ""), auth=_auth(request)))
     return await _progress(request, _progress_json(stream))
 
@@ -117,8 +127,8 @@ async def _import(request: web.Request) -> web.StreamResponse:
         raise not_implemented("import from a URL (fromSrc other than \"-\")")
     repo = q.get("repo", "")
     reference = _reference(repo, q.get("tag", "")) if repo else ""
-    info = await gateway(request).import_image(reference, q.getall("changes", []), q.get("message", ""),
-                                               _body_chunks(request))
+    info = await _images(request).import_(reference, q.getall("changes", []), q.get("message", ""),
+                                          _body_chunks(request))
 
     async def done():
         yield {"status": info.id}
@@ -126,14 +136,13 @@ async def _import(request: web.Request) -> web.StreamResponse:
 
 
 async def push(request: web.Request) -> web.StreamResponse:
-    from services.gateway import registry
     reference = _reference(request.match_info["name"], request.query.get("tag", ""))
-    stream = registry.push(gateway(request), engine_pb2.PushImageRequest(reference=reference, auth=_auth(request)))
+    stream = _registry(request).push(engine_pb2.PushImageRequest(reference=reference, auth=_auth(request)))
     return await _progress(request, _progress_json(stream))
 
 
 async def load(request: web.Request) -> web.Response:
-    images = await gateway(request).load_images(_body_chunks(request))
+    images = await _images(request).load(_body_chunks(request))
     # `quiet` only turns off progress bars (berth sends none): "Loaded image" lines always go out.
     lines = []
     for info in images:
@@ -146,7 +155,7 @@ async def load(request: web.Request) -> web.Response:
 async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
     if not names:
         raise errors.InvalidArgument("no image names given")
-    chunks = gateway(request).save_images(names)
+    chunks = _images(request).save(names)
     first = await anext(chunks, None)  # unknown images fail as JSON before the tar starts
     response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
     await response.prepare(request)
@@ -172,46 +181,51 @@ async def list_(request: web.Request) -> web.Response:
     flt = convert.filters(q)
     if q.get("filter"):  # the pre-1.25 spelling
         flt.setdefault("reference", []).append(q["filter"])
-    gw = gateway(request)
-    infos = await gw.list_images(convert.flag(q, "all"), "")
+    images = _images(request)
+    infos = await images.list(convert.flag(q, "all"), "")
     pivots = {}
     for ref in [*flt.get("before", []), *flt.get("since", [])]:
-        pivots[ref] = (await gw.inspect_image(ref)).id
+        pivots[ref] = (await images.inspect(ref)).id
     infos = convert.filter_images(infos, flt, pivots)
     return json_response([convert.image_summary(i) for i in infos])
 
 
 async def inspect(request: web.Request) -> web.Response:
-    return json_response(convert.image_json(await gateway(request).inspect_image(request.match_info["name"])))
+    return json_response(convert.image_json(await _images(request).inspect(request.match_info["name"])))
 
 
 async def history(request: web.Request) -> web.Response:
-    return json_response(convert.image_history(await gateway(request).inspect_image(request.match_info["name"])))
+    return json_response(convert.image_history(await _images(request).inspect(request.match_info["name"])))
 
 
 async def tag(request: web.Request) -> web.Response:
     q = request.query
     if not q.get("repo"):
         raise errors.InvalidArgument("repository name (repo) is required")
-    await gateway(request).tag_image(request.match_info["name"], _reference(q["repo"], q.get("tag", "")))
+    await _images(request).tag(request.match_info["name"], _reference(q["repo"], q.get("tag", "")))
     return web.Response(status=201)
 
 
 async def remove(request: web.Request) -> web.Response:
-    response = await gateway(request).remove_image(request.match_info["name"], convert.flag(request.query, "force"))
+    response = await _images(request).remove(request.match_info["name"], convert.flag(request.query, "force"))
     report = [{"Untagged": convert.familiar(u)} for u in response.untagged]
     report += [{"Deleted": d} for d in response.deleted]
     return json_response(report)
 
 
 async def prune(request: web.Request) -> web.Response:
-    gw, flt = gateway(request), convert.filters(request.query)
-    if set(flt) <= {"dangling"}:
-        # The image service's prune (reachability over blobs and layers) reports what it freed.
-        all_ = any(v.lower() in ("0", "false") for v in flt.get("dangling", []))
-        response = await system.prune_images(gw, all_)
-        report = [{"Untagged": convert.familiar(u)} for u in response.untagged]
-        report += [{"Deleted": d} for d in response.deleted]
-        return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": response.space_reclaimed})
-    report = await gw.prune_images(False, flt)
-    return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": 0})
+    flt = convert.filters(request.query)
+    unknown = sorted(set(flt) - {"dangling", "until"})
+    if unknown:
+        raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
+    dangling = flt.get("dangling", [])
+    until = min((t for t in map(convert.timestamp, flt.get("until", [])) if t is not None), default=None)
+    if until is not None:
+        # dangling=false (or anything but true) widens it to every unused image, as docker does.
+        all_ = bool(dangling) and not any(v.lower() in ("1", "true") for v in dangling)
+        response = await _images(request).prune(all_, until)
+    else:
+        response = await _images(request).prune(any(v.lower() in ("0", "false") for v in dangling))
+    report = [{"Untagged": convert.familiar(u)} for u in response.images_untagged]
+    report += [{"Deleted": d} for d in response.images_deleted]
+    return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": response.space_reclaimed})

@@ -1,0 +1,21 @@
+"""The gateway's backends, one per resource, each behind a Protocol in interfaces.py.
+
+Both API edges (the gRPC Engine servicer, services/gateway/api.py, and the Docker
+routes, services/gateway/docker/routes/) take one `Backends` and use only those
+Protocols; services/gateway/__main__.py builds each backend with its collaborators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Backends:
+    containers: object  # interfaces.ContainerBackend
+    execs: object       # interfaces.ExecBackend
+    system: object      # interfaces.SystemBackend
+    images: object
+    networks: object
+    volumes: object
+    registry: object

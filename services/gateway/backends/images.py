@@ -1,0 +1,155 @@
+"""Images and Registry: the ImageBackend and the RegistryBackend over the image service.
+
+The image service stores, counts and talks to registries; Images adds what only the
+gateway knows (how many containers use each image) and keeps the shared ImageConfigs
+current; Registry relays a pull's or push's progress to the caller. Both publish the
+engine's image events once the image service made the change (a pull or push only once
+the transfer succeeded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from berth.engine.v1 import engine_pb2
+from berth.image.v1 import image_pb2
+from services.common import errors
+from services.common.reference import familiar
+from services.gateway import convert
+from services.gateway.backends.image_configs import ImageConfigs
+from services.gateway.backends.interfaces import ImageUsage, Publish
+
+
+def _publish_image(publish: Publish, action: str, image_id: str, name: str) -> None:
+    """Docker's image events name the image as its user wrote it (familiar form)."""
+    publish("image", action, image_id, {"name": familiar(name)})
+
+
+class Images:
+    def __init__(self, image_client, publish: Publish, image_configs: ImageConfigs, image_usage: ImageUsage):
+        self._image = image_client
+        self._publish = publish
+        self._configs = image_configs
+        self._usage = image_usage
+
+    async def load(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
+        async def requests():
+            async for data in chunks:
+                yield image_pb2.LoadRequest(chunk=data)
+        response = await self._image.Load(requests())
+        for image in response.images:
+            _publish_image(self._publish, "load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
+        return [convert.image_info(i) for i in response.images]
+
+    async def import_(self, reference: str, changes: Sequence[str], message: str,
+                      chunks: AsyncIterator[bytes]) -> engine_pb2.ImageInfo:
+        config = convert.parse_changes(changes)
+
+        async def requests():
+            yield image_pb2.ImportRequest(header=image_pb2.ImportHeader(
+                reference=reference, config=config, message=message))
+            async for data in chunks:
+                yield image_pb2.ImportRequest(chunk=data)
+        image = await self._image.Import(requests())
+        _publish_image(self._publish, "import", image.id, image.repo_tags[0] if image.repo_tags else image.id)
+        return convert.image_info(image)
+
+    async def save(self, references: Sequence[str]) -> AsyncIterator[bytes]:
+        async for response in self._image.Save(image_pb2.SaveRequest(references=list(references))):
+            yield response.chunk
+
+    async def list(self, all_: bool, reference: str) -> list[engine_pb2.ImageInfo]:
+        images, counts = await asyncio.gather(
+            self._image.ListImages(image_pb2.ListImagesRequest(all=all_, reference=reference)),
+            self._usage())
+        infos = [convert.image_info(i, counts.get(i.id, 0)) for i in images.images]
+        infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
+        return infos
+
+    async def inspect(self, reference: str) -> engine_pb2.ImageInfo:
+        image, counts = await asyncio.gather(
+            self._image.GetImage(image_pb2.GetImageRequest(reference=reference)), self._usage())
+        self._configs.remember(image)
+        return convert.image_info(image, counts.get(image.id, 0))
+
+    async def tag(self, source: str, target: str) -> None:
+        image = await self._image.Tag(image_pb2.TagRequest(source=source, target=target))
+        _publish_image(self._publish, "tag", image.id, target)
+
+    async def remove(self, reference: str, force: bool) -> engine_pb2.RemoveImageResponse:
+        response = await self._image.RemoveImage(image_pb2.RemoveImageRequest(reference=reference, force=force))
+        self._removed(response.untagged, response.deleted)
+        return engine_pb2.RemoveImageResponse(untagged=response.untagged, deleted=response.deleted)
+
+    def _removed(self, untagged: Sequence[str], deleted: Sequence[str]) -> None:
+        for name in untagged:
+            _publish_image(self._publish, "untag", "", name)
+        for image_id in deleted:
+            self._configs.forget(image_id)
+            _publish_image(self._publish, "delete", image_id, image_id)
+
+    async def prune(self, all_: bool, until: float | None = None) -> engine_pb2.PruneResponse:
+        if until is not None:
+            return await self._prune_older(all_, until)
+        # The image service's prune (reachability over blobs and layers) reports what it freed.
+        response = await self._image.PruneImages(image_pb2.PruneImagesRequest(all=all_))
+        self._removed(response.untagged, response.deleted)
+        self._publish("image", "prune", "", {"reclaimed": str(response.space_reclaimed)})
+        return engine_pb2.PruneResponse(images_untagged=response.untagged, images_deleted=response.deleted,
+                                        space_reclaimed=response.space_reclaimed)
+
+    async def _prune_older(self, all_: bool, until: float) -> engine_pb2.PruneResponse:
+        """Unused images created before `until`, removed one by one (images in use stay)."""
+        out = engine_pb2.PruneResponse()
+        for info in await self.list(True, ""):
+            if info.containers or (info.repo_tags and not all_):
+                continue
+            if info.created.seconds >= until:
+                continue
+            try:
+                response = await self.remove(info.id, force=bool(info.repo_tags))
+            except (errors.Conflict, errors.FailedPrecondition, errors.NotFound):
+                continue
+            out.images_untagged.extend(response.untagged)
+            out.images_deleted.extend(response.deleted)
+        return out
+
+
+def _auth(auth: engine_pb2.RegistryAuth) -> image_pb2.RegistryAuth:
+    return image_pb2.RegistryAuth(username=auth.username, password=auth.password,
+                                  identity_token=auth.identity_token)
+
+
+def _progress(p: image_pb2.Progress) -> engine_pb2.ProgressMessage:
+    return engine_pb2.ProgressMessage(id=p.id, status=p.status, current=p.current, total=p.total,
+                                      image_id=p.image_id, digest=p.digest)
+
+
+class Registry:
+    def __init__(self, image_client, publish: Publish):
+        self._image = image_client
+        self._publish = publish
+
+    async def pull(self, request: engine_pb2.PullImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+        image_id = ""
+        async for p in self._image.Pull(image_pb2.PullRequest(
+                reference=request.reference, platform=request.platform, auth=_auth(request.auth))):
+            image_id = p.image_id or image_id
+            yield _progress(p)
+        if image_id:
+            _publish_image(self._publish, "pull", image_id, request.reference)
+
+    async def push(self, request: engine_pb2.PushImageRequest) -> AsyncIterator[engine_pb2.ProgressMessage]:
+        image_id = ""
+        async for p in self._image.Push(image_pb2.PushRequest(
+                reference=request.reference, auth=_auth(request.auth))):
+            image_id = p.image_id or image_id
+            yield _progress(p)
+        if image_id:
+            _publish_image(self._publish, "push", image_id, request.reference)
+
+    async def login(self, request: engine_pb2.LoginRequest) -> engine_pb2.LoginResponse:
+        response = await self._image.Login(image_pb2.LoginRequest(
+            server=request.server, auth=_auth(request.auth)))
+        return engine_pb2.LoginResponse(status=response.status)
