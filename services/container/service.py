@@ -486,6 +486,8 @@ class ContainerService:
                 os.kill(conmon_pid, signal.SIGKILL)
         if task is not None:
             self._unwatch(task)
+            if task.rotator is not None and task.exited.is_set():
+                await asyncio.wait([task.rotator])  # it may still compress in the bundle
         self.tasks.pop(id, None)
         rt.remove_bundle(self.runtime.bundle(id))
         self.runtime.remove_socket_link(id)

@@ -97,7 +97,9 @@ async def test_50mb_of_short_lines_every_byte_by_attach_and_by_logs_and_tail_rea
     want = (SHORT * (MB50 // len(SHORT) + 1))[:MB50]
     id = await create(client, roots, f"yes abcdefghijklmnopqrstuvwxyz | head -c {MB50}",
                       log_config=json_file())
+    t = time.monotonic()
     out, err, exit = await attach_and_start(client, id)
+    print(f"Attach from before Start: {len(out)} bytes in {time.monotonic() - t:.2f} s")
     assert exit is not None and exit.exit_code == 0
     assert len(out) == MB50 and out == want and err == b""
 
