@@ -137,7 +137,8 @@ class Decoder:
         if not records:
             return out
         check_time = self.flt.timed and not self._block_in_time(records)
-        if self.chunked and not check_time and self._feed_bulk(records, out):
+        if not check_time and (self._feed_bulk(records, out) if self.chunked
+                               else self._feed_whole_lines(records, out)):
             return out
         wanted = self.flt.streams
         opened = self._open
@@ -232,6 +233,22 @@ class Decoder:
             out.append(self._take())
         return True
 
+    def _feed_whole_lines(self, records: list[bytes], out: list[LogLine]) -> bool:
+        """Line mode without a time filter for a block of whole lines (F records of
+        conmon's form, no line in progress): one slice and one time a record. False
+        (nothing done) otherwise."""
+        if self._open:
+            return False
+        heads = {r[35:45] for r in records}
+        if not heads <= _WHOLE or any(len(r) < 45 or r[34] == 32 for r in (records[0], records[-1])):
+            return False
+        wanted = self.flt.streams
+        for r in records:
+            stream = _NAMES[r[36:42]]
+            if stream in wanted:
+                out.append(LogLine(stream, _time(r[:_TS]) or 0, r[45:] + b"\n"))
+        return True
+
     def flush(self) -> list[LogLine]:
         """Output left without a newline when the log ends (line mode; bulk mode sent it)."""
         out = []
@@ -271,6 +288,7 @@ class Decoder:
 _NAMES = {b"stdout": STDOUT, b"stderr": STDERR}
 _HEADS = {b" stdout F ", b" stdout P ", b" stderr F ", b" stderr P "}
 _PARTIAL = {b" stdout P ", b" stderr P "}
+_WHOLE = _HEADS - _PARTIAL
 
 
 class Records:
