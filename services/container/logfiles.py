@@ -313,7 +313,6 @@ class Rotator:
         self.live = live
         self.ctl = ctl
         self.policy = p
-        self.rotations = 0
 
     async def run(self, exited: asyncio.Event) -> None:
         fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
@@ -360,14 +359,17 @@ class Rotator:
         os.rename(self.live, path)
         # The rotated file is complete once conmon has made the new live file (it
         # closes the old one first) or has exited (without a reader on the fifo).
+        # conmon handles the fifo between writes; it can be held up for long by an
+        # attached reader that does not read, hence the backing off.
         reopening = await send_ctl(self.ctl, "2 0 0\n")
+        pause = 0.001
         while reopening and not exited.is_set():
             try:
                 if os.stat(self.live).st_ino != old:
                     break
             except FileNotFoundError:
                 pass
-            await asyncio.sleep(0.002)
-        self.rotations += 1
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
         await asyncio.to_thread(_finish, self.live, path, self.policy)
         log.debug("log_rotated", path=path)

@@ -210,6 +210,8 @@ async def test_follow_across_rotations_and_compression_misses_nothing(client, ro
         (out if e.stream == pb.LogEntry.STREAM_STDOUT else err).extend(e.data)
     assert bytes(out) == b"".join(b"line %d\n" % i for i in range(1, 30001))
     assert bytes(err) == b"".join(b"e%d\n" % i for i in range(1, 30001))
+    # Wait returns once a rotation under way at the exit (compressing) is done.
+    await client.Wait(pb.WaitRequest(id=id))
     c = await client.Get(pb.GetRequest(id=id))
     rotated = logfiles.segments(c.log_path)
     assert len(rotated) > 5 and all(p.endswith(".gz") for _, p in rotated)
