@@ -194,7 +194,8 @@ async def test_rotation_keeps_max_file_files_and_logs_returns_exactly_what_they_
     assert logged == held_out and logged_err == held_err == b""
     # The newest output is kept whole, the oldest was rotated away.
     assert want.endswith(logged) and logged.endswith(b"end") and len(logged) < len(want)
-    assert logged.startswith(b"line ")  # a rotation starts a file at a record
+    # (The oldest kept file may begin inside a line: conmon cuts lines at its 8 KiB
+    # reads, and a rotation falls between records, not between lines.)
     by_line = [e.data for e in await logs(client, id)]
     assert b"".join(by_line) == held_out
     await client.Delete(pb.DeleteRequest(id=id))
