@@ -1,89 +1,38 @@
-"""Domain errors shared by every berth service, and their one mapping to gRPC.
+"""The error kinds every berth service raises, and their one mapping to gRPC.
 
-Domain code raises these; the server interceptor turns them into status codes
-with the message as written, and `from_rpc_error` turns a status back into the
-same kind on the client side, so the gateway can re-raise what a node said.
+The kinds themselves live in berth_errors (clients/python), shared with the clients,
+which classify failures by the reason those kinds carry on the wire. This module adds
+what only a gRPC peer needs: a kind's status code, and a failed call turned back into
+the same kind, so the gateway re-raises what a node said, reason and metadata included.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import grpc
 
-if TYPE_CHECKING:
-    import grpc
-
-# Kinds name their gRPC status code, and grpc is imported only where a code is
-# needed: the CLI raises and catches these kinds too (reference parsing), and
-# importing grpcio costs it ~50 ms.
-
-
-class BerthError(Exception):
-    """Base of all errors that reach a client with a meaningful status code."""
-
-    status: str = "UNKNOWN"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-    @property
-    def code(self) -> grpc.StatusCode:
-        import grpc
-        return grpc.StatusCode[self.status]
+from berth_errors import (  # noqa: F401 - the kinds, as services import them
+    AlreadyExists, BerthError, Conflict, DeadlineExceeded, FailedPrecondition, Internal,
+    InvalidArgument, NotFound, NotImplementedYet, Unauthorized, Unavailable, from_status,
+    not_implemented, status_details)
+from berth_errors import DETAILS_KEY
 
 
-class NotFound(BerthError):
-    status = "NOT_FOUND"
+def grpc_code(exc: BerthError) -> grpc.StatusCode:
+    return grpc.StatusCode[exc.status]
 
 
-class AlreadyExists(BerthError):
-    status = "ALREADY_EXISTS"
-
-
-class InvalidArgument(BerthError):
-    status = "INVALID_ARGUMENT"
-
-
-class FailedPrecondition(BerthError):
-    status = "FAILED_PRECONDITION"
-
-
-class Conflict(BerthError):
-    status = "ABORTED"
-
-
-class Unavailable(BerthError):
-    status = "UNAVAILABLE"
-
-
-class NotImplementedYet(BerthError):
-    status = "UNIMPLEMENTED"
-
-
-class DeadlineExceeded(BerthError):
-    status = "DEADLINE_EXCEEDED"
-
-
-class Internal(BerthError):
-    status = "INTERNAL"
-
-
-class Unauthorized(BerthError):
-    """A registry refused the credentials given (or wanted some)."""
-
-    status = "UNAUTHENTICATED"
-
-
-_BY_STATUS = {
-    cls.status: cls
-    for cls in (NotFound, AlreadyExists, InvalidArgument, FailedPrecondition, Conflict,
-                Unavailable, NotImplementedYet, DeadlineExceeded, Internal, Unauthorized)
-}
+def trailing_metadata(exc: BerthError) -> tuple[tuple[str, bytes], ...]:
+    """The rich-status trailer (google.rpc.Status with berth's ErrorInfo) for a failed call."""
+    return ((DETAILS_KEY, status_details(exc, grpc_code(exc).value[0])),)
 
 
 def from_rpc_error(err: grpc.RpcError) -> BerthError:
     """The domain error a failed call stands for (Internal for codes without a kind)."""
     status = err.code().name if hasattr(err, "code") else "UNKNOWN"
-    details = err.details() if hasattr(err, "details") else str(err)
-    cls = _BY_STATUS.get(status, Internal)
-    return cls(details or status.lower())
+    message = err.details() if hasattr(err, "details") else str(err)
+    details = None
+    if hasattr(err, "trailing_metadata"):
+        for key, value in err.trailing_metadata() or ():
+            if key == DETAILS_KEY:
+                details = value
+    return from_status(status, message or "", details)

@@ -54,7 +54,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 async def _abort(context, exc: BaseException, method: str):
     if isinstance(exc, errors.BerthError):
-        await context.abort(exc.code, exc.message)
+        # The kind travels as the status code and, for clients that act on it, as the
+        # ErrorInfo reason in the details trailer (see berth_errors).
+        await context.abort(errors.grpc_code(exc), exc.message, errors.trailing_metadata(exc))
     log.exception("unexpected_error", method=method)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
 

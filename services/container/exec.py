@@ -228,7 +228,7 @@ class Execs:
         if not isinstance(pid, int) or pid <= 0:
             if conn is not None:
                 conn.close()
-            raise errors.InvalidArgument(
+            raise rt.process_failure(
                 "OCI runtime exec failed: " + rt.runtime_message(reply.get("message", "runc exec failed")))
         return pid, conn
 

@@ -32,6 +32,7 @@ import shutil
 
 import structlog
 
+from berth_errors import COMMAND_FAILED, COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND
 from services.common import errors
 from services.common.config import Config
 from services.container.model import Mount
@@ -143,6 +144,20 @@ def runtime_message(text: str) -> str:
     return "; ".join(msgs) if msgs else text.strip()
 
 
+def process_failure(message: str) -> errors.InvalidArgument:
+    """runc could not start a container's or an exec's process. runc says why only in words,
+    so they are read here, once, and the cause travels as data (berth_errors.CAUSE): docker's
+    CLI exits 127 for a command that is not there and 126 for one that cannot be run."""
+    lowered = message.lower()
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
+        cause = COMMAND_NOT_FOUND
+    elif "permission denied" in lowered:
+        cause = COMMAND_NOT_EXECUTABLE
+    else:
+        cause = COMMAND_FAILED
+    return errors.InvalidArgument(message, cause=cause)
+
+
 class Runtime:
     """Runs conmon and runc for containers whose bundles live under `bundles`."""
 
@@ -204,7 +219,7 @@ class Runtime:
             raise errors.Internal("conmon exited without reporting the container's creation")
         pid = reply.get("data", -1)
         if not isinstance(pid, int) or pid <= 0:
-            raise errors.InvalidArgument(runtime_message(reply.get("message", "runc create failed")))
+            raise process_failure(runtime_message(reply.get("message", "runc create failed")))
         with open(bundle.conmon_pidfile) as f:
             conmon_pid = int(f.read().strip())
         return pid, conmon_pid

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import BinaryIO
 
-from services.common import reference
+from berth_docker import reference
 from services.common.errors import InvalidArgument
 from services.image import model
 from services.image.content import CHUNK, ContentStore

@@ -28,7 +28,8 @@ from datetime import datetime, timezone
 
 import structlog
 
-from services.common import reference, tracing
+from berth_docker import reference
+from services.common import tracing
 from services.common.errors import (
     BerthError, DeadlineExceeded, InvalidArgument, NotFound, Unavailable,
 )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
-from services.common import reference
+from berth_docker import reference
 from services.common.errors import InvalidArgument
 from services.image import model
 from services.image.distribution import Credentials, Repository

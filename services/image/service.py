@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import structlog
 
-from services.common import reference
+from berth_docker import reference
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.image import archive, export
 from services.image import commit as commit_mod
@@ -104,11 +104,11 @@ class ImageService:
             if not reference.looks_like_id(text):
                 raise InvalidArgument(f"invalid image id {text!r}: want sha256:<64 hex>")
             if self.store.get_image(text) is None:
-                raise NotFound(f"No such image: {text}")
+                raise NotFound(f"No such image: {text}", resource="image")
             return _Resolved(text, None, text)
         if len(text) == 64 and reference.looks_like_id(text):
             if self.store.get_image("sha256:" + text) is None:
-                raise NotFound(f"No such image: {text}")
+                raise NotFound(f"No such image: {text}", resource="image")
             return _Resolved("sha256:" + text, None, text)
         display = text
         parse_error: InvalidArgument | None = None
@@ -134,12 +134,12 @@ class ImageService:
                     f"short id {text!r} is ambiguous: it matches {len(ids)} images; use more characters")
         if parse_error is not None:
             raise parse_error
-        raise NotFound(f"No such image: {display}")
+        raise NotFound(f"No such image: {display}", resource="image")
 
     def _image(self, image_id: str) -> Image:
         record = self.store.get_image(image_id)
         if record is None:
-            raise NotFound(f"No such image: {image_id}")
+            raise NotFound(f"No such image: {image_id}", resource="image")
         return Image.from_record(record, self.store.tags_of(image_id))
 
     async def get_image(self, text: str) -> Image:
@@ -283,7 +283,7 @@ class ImageService:
             for image_id, names in wanted.items():
                 record = self.store.get_image(image_id)
                 if record is None:
-                    raise NotFound(f"No such image: {image_id}")
+                    raise NotFound(f"No such image: {image_id}", resource="image")
                 images.append((record, names))
             archive.write_archive(f, images, self.content)
 
@@ -365,7 +365,7 @@ class ImageService:
         if record is None:
             record = self.store.get_image(self._resolve(image).image_id)
         if record is None:
-            raise NotFound(f"No such image: {image}")
+            raise NotFound(f"No such image: {image}", resource="image")
         image_id = record.id
         chains = chain_ids(record.diff_ids)
         with self._lease(chains):
@@ -412,7 +412,7 @@ class ImageService:
         """The directory at `path` in an image as a tar stream (copy-up into volumes)."""
         record = self.store.get_image(self._resolve(image).image_id)
         if record is None:
-            raise NotFound(f"No such image: {image}")
+            raise NotFound(f"No such image: {image}", resource="image")
         chains = chain_ids(record.diff_ids)
         # The lease keeps a concurrent rmi from deleting the layers being read.
         with self._lease(chains):

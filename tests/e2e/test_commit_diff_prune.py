@@ -119,8 +119,8 @@ def test_container_prune_and_system_df_agree_with_prune(fresh_engine, fresh_busy
     freed = _total(df) - _total(after)
     assert freed >= 64 * 1024
     # What prune printed is what df stopped counting (printed rounded, as docker does).
-    from berth_cli import format as fmt
-    assert reported == f"Total reclaimed space: {fmt.human_size(freed)}"
+    from berth_docker.units import human_size
+    assert reported == f"Total reclaimed space: {human_size(freed)}"
     assert after["Containers"]["TotalCount"] == "1" and after["Containers"]["ReclaimableBytes"] == 0
     assert after["Images"]["TotalCount"] == "1"
     assert eng.cli("inspect", "--type", "container", "running", check=True).returncode == 0

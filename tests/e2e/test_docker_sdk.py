@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -50,6 +51,28 @@ def test_detached_lifecycle_and_filters(client):
         c.remove(force=True)
     with pytest.raises(docker.errors.NotFound):
         client.containers.get(name)
+
+
+def test_a_cached_bind_works_and_the_cli_inspect_is_the_api_inspect(client, engine, tmp_path):
+    """`-v /a:/b:cached` (here as the SDK's Binds) is a bind mount from either edge, and
+    `berth inspect` prints exactly what GET /containers/{id}/json answers."""
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "f").write_text("hi")
+    name = f"sdk-{uuid.uuid4().hex[:8]}"
+    c = client.containers.run("busybox", ["sleep", "60"], detach=True, name=name, tty=True,
+                              volumes={str(src): {"bind": "/b", "mode": "cached"}}, ports={"80/tcp": None})
+    try:
+        assert c.exec_run(["cat", "/b/f"]).output == b"hi"
+        api = client.api.inspect_container(c.id)
+        assert json.loads(engine.cli("inspect", name, check=True).stdout) == [api]
+        assert api["HostConfig"]["Binds"] == [f"{src}:/b"]
+        assert list(api["HostConfig"]["PortBindings"]) == ["80/tcp"]
+        assert api["Config"]["Tty"] is True and api["NetworkSettings"]["IPAddress"]
+        cli_run = engine.cli("run", "--rm", "-v", f"{src}:/b:cached", "busybox", "cat", "/b/f", check=True)
+        assert cli_run.stdout == "hi"
+    finally:
+        c.remove(force=True)
 
 
 def test_images_list_inspect_tag_remove(client):

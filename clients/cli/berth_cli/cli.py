@@ -12,9 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from berth_cli import registry
-from berth_cli import networks, volumes
-from berth_cli import depth, lifecycle
+from berth_cli import files, interactive, lifecycle, networks, registry, usage, volumes
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
 USAGE_ERROR = 125
@@ -37,6 +35,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("--name", default="")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read environment variables from a file")
     p.add_argument("-w", "--workdir", default="")
     p.add_argument("-u", "--user", default="")
     p.add_argument("-m", "--memory", default="", help="memory limit, e.g. 64m")
@@ -59,8 +59,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
 VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "pull", "push", "login", "logout",
          "run", "create", "start",
-         "stop", "restart", "kill", "rm", "ps", "logs", "inspect", "wait", "events", "volume",
-         "network", "port", *lifecycle.VERBS, *depth.VERBS)
+         "stop", "restart", "kill", "rm", "pause", "unpause", "ps", "logs", "inspect", "wait", "events",
+         "volume", "network", "port", *lifecycle.VERBS, *interactive.VERBS, *usage.VERBS, *files.VERBS)
 
 
 class _Ignored:
@@ -132,6 +132,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-s", "--signal", default="KILL")
     p.add_argument("containers", nargs="+")
 
+    p = add_verb("pause", help="pause all processes within containers")
+    p.add_argument("containers", nargs="+")
+    p = add_verb("unpause", help="unpause all processes within containers")
+    p.add_argument("containers", nargs="+")
+
     p = add_verb("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("-v", "--volumes", action="store_true", help="also remove anonymous volumes")
@@ -175,7 +180,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = add_verb("port", help="list a container's published ports")
     networks.add_port_parser(p)
     lifecycle.add_parsers(add_verb, only)
-    depth.add_parsers(add_verb)
+    interactive.add_parsers(add_verb)
+    usage.add_parsers(add_verb)
+    files.add_parsers(add_verb)
     return parser
 
 

@@ -1,4 +1,9 @@
-"""The verbs: each makes its Engine calls over sync gRPC and prints like docker."""
+"""The verbs: each makes its Engine calls and prints like docker. `dispatch` runs one.
+
+The verbs of images, containers' lifecycle, ps, logs, inspect and events live here;
+the others in the modules named in VERBS, which import only the shared pieces
+(engine, errors, archives, format), never this module.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,14 @@ import sys
 import threading
 import time
 
-from berth_cli.transport import RpcError, StatusCode, Unreachable
+import berth_errors
 
 from berth.engine.v1 import engine_pb2
+from berth_cli import files, interactive, lifecycle, networks, registry, usage, volumes
 from berth_cli import format as fmt
-from berth_cli import registry
-from berth_cli import depth, networks, volumes
-from berth_cli import lifecycle
-
-ENGINE_ERROR = 125
-CANNOT_INVOKE = 126
-NOT_FOUND = 127
-CHUNK = 1 << 20
-
-
-class Failed(Exception):
-    """Stop the verb with this exit status; the message is already printed."""
-
-    def __init__(self, status: int):
-        super().__init__(status)
-        self.status = status
+from berth_cli.archives import chunks, open_input, write_archive
+from berth_cli.engine import Client, each, write_output
+from berth_cli.errors import ENGINE_ERROR, Failed, RpcError, StatusCode, command_status
 
 
 def dispatch(ns) -> int:
@@ -38,9 +31,11 @@ def dispatch(ns) -> int:
     except Failed as exc:
         return exc.status
     except RpcError as err:
-        print(client.describe(err), file=sys.stderr)
+        client.report(err)
         return ENGINE_ERROR if ns.verb in ("run", "create", "start") else 1
-    except ValueError as exc:
+    except (ValueError, berth_errors.BerthError) as exc:
+        # Bad flags found after parsing (berth_docker's InvalidArgument is a ValueError too),
+        # or what berth cannot do yet: refused before anything was sent.
         print(f"berth: {exc}", file=sys.stderr)
         return ENGINE_ERROR
     except KeyboardInterrupt:
@@ -51,59 +46,6 @@ def dispatch(ns) -> int:
         return 0
     finally:
         client.close()
-
-
-class Client:
-    """A sync channel to the gateway, opened on first use."""
-
-    def __init__(self, host: str):
-        self.host = host
-        self._channel = None
-        self._stub = None
-
-    @property
-    def stub(self):
-        """An Engine stub on the CLI's light transport (see transport.py for why)."""
-        if self._stub is None:
-            from berth_cli import transport
-            self._channel = transport.Channel(self.host)
-            self._stub = transport.Stub(self._channel, engine_pb2.DESCRIPTOR.services_by_name["Engine"])
-        return self._stub
-
-    def close(self) -> None:
-        # Deliberately not channel.close(): closing costs ~90 ms and the
-        # process exits right after (see __main__), which releases the socket.
-        pass
-
-    def describe(self, err: RpcError) -> str:
-        details = err.details() if hasattr(err, "details") else str(err)
-        if isinstance(err, Unreachable):
-            return f"Cannot connect to the berth daemon at {self.host}. Is berthd running?"
-        return f"Error response from daemon: {details}"
-
-
-def _error(client: Client, err: RpcError) -> None:
-    print(client.describe(err), file=sys.stderr)
-
-
-def _exec_status(message: str) -> int:
-    """Docker's codes for a command that could not run: 126 cannot invoke, 127 not found."""
-    lowered = message.lower()
-    if "executable file not found" in lowered or "no such file or directory" in lowered:
-        return NOT_FOUND
-    if "permission denied" in lowered:
-        return CANNOT_INVOKE
-    return ENGINE_ERROR
-
-
-def _seconds(ts) -> float:
-    return ts.seconds + ts.nanos / 1e9 if ts is not None and (ts.seconds or ts.nanos) else 0.0
-
-
-def _write(stream: int, data: bytes) -> None:
-    out = sys.stderr.buffer if stream == engine_pb2.LogChunk.STREAM_STDERR else sys.stdout.buffer
-    out.write(data)
-    out.flush()
 
 
 # -- version ------------------------------------------------------------------------
@@ -120,40 +62,25 @@ def version(client: Client, ns) -> int:
 
 # -- images ---------------------------------------------------------------------------
 
-def _chunks(f):
-    while True:
-        data = f.read(CHUNK)
-        if not data:
-            return
-        yield data
-
-
-def _open_input(path: str):
-    if path and path != "-":
-        return open(path, "rb")
-    if sys.stdin.isatty():
-        raise ValueError("requested load from stdin, but stdin is empty")
-    return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
-
-
 def load(client: Client, ns) -> int:
-    with _open_input(ns.input) as f:
-        response = client.stub.LoadImages(engine_pb2.DataChunk(data=d) for d in _chunks(f))
+    from berth_docker.reference import familiar
+    with open_input(ns.input) as f:
+        response = client.stub.LoadImages(engine_pb2.DataChunk(data=d) for d in chunks(f))
     for image in response.images:
         if image.repo_tags:
             for tag in image.repo_tags:
-                print(f"Loaded image: {fmt.familiar(tag)}")
+                print(f"Loaded image: {familiar(tag)}")
         else:
             print(f"Loaded image ID: {image.id}")
     return 0
 
 
 def import_(client: Client, ns) -> int:
-    with _open_input(ns.file) as f:
+    with open_input(ns.file) as f:
         def requests():
             yield engine_pb2.ImportImageRequest(header=engine_pb2.ImportHeader(
                 reference=ns.reference, changes=ns.change, message=ns.message))
-            for data in _chunks(f):
+            for data in chunks(f):
                 yield engine_pb2.ImportImageRequest(chunk=data)
         image = client.stub.ImportImage(requests())
     print(image.id)
@@ -165,45 +92,23 @@ def save(client: Client, ns) -> int:
         engine_pb2.SaveImagesRequest(references=ns.images)))
 
 
-def write_archive(output: str, open_stream) -> int:
-    """A tarball from the engine to `output` (atomically) or to stdout, never to a terminal."""
-    if not output and sys.stdout.isatty():
-        print("berth: cowardly refusing to save to a terminal. Use the -o flag or redirect",
-              file=sys.stderr)
-        return 1
-    stream = open_stream()
-    if output:
-        tmp = f"{output}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as out:
-                for chunk in stream:
-                    out.write(chunk.data)
-            os.replace(tmp, output)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    else:
-        for chunk in stream:
-            sys.stdout.buffer.write(chunk.data)
-        sys.stdout.buffer.flush()
-    return 0
-
-
 def image_rows(images, now: float, no_trunc: bool = False) -> list[dict]:
     """One row per name, as `docker images` shows them; nameless images as <none>."""
+    from berth_docker.times import ago, local_created, seconds
+    from berth_docker.units import human_size
     rows = []
     for image in images:
-        created = _seconds(image.created)
+        created = seconds(image.created)
         names = [fmt.split_repo_tag(t) for t in image.repo_tags] or [("<none>", "<none>")]
         for repo, tag in names:
             rows.append({
                 "Containers": str(image.containers),
-                "CreatedAt": fmt.local_created(created) if created else "",
-                "CreatedSince": fmt.ago(created, now),
+                "CreatedAt": local_created(created) if created else "",
+                "CreatedSince": ago(created, now),
                 "Digest": "<none>",
                 "ID": image.id if no_trunc else fmt.short_id(image.id),
                 "Repository": repo,
-                "Size": fmt.human_size(image.size),
+                "Size": human_size(image.size),
                 "Tag": tag,
             })
     return rows
@@ -229,16 +134,17 @@ def images(client: Client, ns) -> int:
 
 
 def rmi(client: Client, ns) -> int:
+    from berth_docker.reference import familiar
     status = 0
     for ref in ns.images:
         try:
             response = client.stub.RemoveImage(engine_pb2.RemoveImageRequest(reference=ref, force=ns.force))
         except RpcError as err:
-            _error(client, err)
+            client.report(err)
             status = 1
             continue
         for name in response.untagged:
-            print(f"Untagged: {fmt.familiar(name)}")
+            print(f"Untagged: {familiar(name)}")
         for image_id in response.deleted:
             print(f"Deleted: {image_id}")
     return status
@@ -252,18 +158,18 @@ def tag(client: Client, ns) -> int:
 # -- run and create -----------------------------------------------------------------
 
 def container_config(ns) -> engine_pb2.ContainerConfig:
-    env = []
-    for e in ns.env:
-        if "=" in e:
-            env.append(e)
-        elif e in os.environ:
-            # `-e NAME` takes the value from the client's environment, as docker does.
-            env.append(f"{e}={os.environ[e]}")
+    """run/create's flags as the engine's ContainerConfig: the same one the Docker API's
+    create body makes (berth_docker parses both)."""
+    from berth_docker import keyvalues
+    from berth_docker.units import parse_bytes, parse_cpus
+    # --env-file first, then -e, so a flag overrides the file (docker's order).
+    env = [e for path in ns.env_file for e in keyvalues.env_file(path, os.environ)]
+    env += keyvalues.env(ns.env, os.environ)
     config = engine_pb2.ContainerConfig(
         image=ns.image, name=ns.name, cmd=ns.command, env=env, working_dir=ns.workdir,
-        user=ns.user, hostname=ns.hostname, labels=fmt.key_values(ns.label, "label"),
-        network_mode=ns.network, memory_bytes=fmt.parse_bytes(ns.memory) if ns.memory else 0,
-        nano_cpus=fmt.parse_cpus(ns.cpus) if ns.cpus else 0, cpu_shares=ns.cpu_shares,
+        user=ns.user, hostname=ns.hostname, labels=keyvalues.key_values(ns.label, "label"),
+        network_mode=ns.network, memory_bytes=parse_bytes(ns.memory) if ns.memory else 0,
+        nano_cpus=parse_cpus(ns.cpus) if ns.cpus else 0, cpu_shares=ns.cpu_shares,
         pids_limit=ns.pids_limit, auto_remove=ns.rm, stop_signal=ns.stop_signal,
         readonly_rootfs=ns.read_only, mounts=volumes.mount_specs(ns), volumes_from=ns.volumes_from)
     if ns.entrypoint is not None:
@@ -274,7 +180,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
         config.stop_timeout = ns.stop_timeout
     networks.apply_run_flags(ns, config)
     lifecycle.apply_run_flags(ns, config)
-    depth.add_run_config(ns, config)
+    interactive.add_run_config(ns, config)
     return config
 
 
@@ -284,7 +190,7 @@ def create(client: Client, ns) -> int:
     except RpcError as err:
         if registry.pull_if_missing(client, ns, err):
             return create(client, ns)
-        _error(client, err)
+        client.report(err)
         return ENGINE_ERROR
     for warning in response.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
@@ -334,18 +240,18 @@ def run(client: Client, ns) -> int:
         except RpcError as err:
             if registry.pull_if_missing(client, ns, err):
                 return run(client, ns)
-            _error(client, err)
-            return _exec_status(err.details() or "")
+            client.report(err)
+            return command_status(err)
         return 0
     if ns.tty or ns.interactive:
         # Create, attach, start: the stdio streams are in place before the process runs.
-        return depth.run_attached(client, ns, config)
+        return interactive.run_attached(client, ns, config)
     with _SignalProxy(client) as proxy:
         try:
             for response in client.stub.Run(engine_pb2.RunRequest(config=config, attach=True)):
                 kind = response.WhichOneof("event")
                 if kind == "output":
-                    _write(response.output.stream, response.output.data)
+                    write_output(response.output.stream, response.output.data)
                 elif kind == "id":
                     proxy.container_id = response.id
                 elif kind == "exit":
@@ -353,33 +259,18 @@ def run(client: Client, ns) -> int:
         except RpcError as err:
             if not proxy.container_id and registry.pull_if_missing(client, ns, err):
                 return run(client, ns)
-            _error(client, err)
-            return _exec_status(err.details() or "") if not proxy.container_id else ENGINE_ERROR
+            client.report(err)
+            return command_status(err) if not proxy.container_id else ENGINE_ERROR
     print("Error response from daemon: the engine ended the run without an exit status", file=sys.stderr)
     return ENGINE_ERROR
 
 
 # -- lifecycle ------------------------------------------------------------------------
 
-def _each(client: Client, refs, call) -> int:
-    """Docker's way with several containers: report each failure, go on, exit 1 at the end."""
-    status = 0
-    for ref in refs:
-        try:
-            call(ref)
-        except RpcError as err:
-            _error(client, err)
-            status = 1
-            continue
-        print(ref)
-    return status
-
-
 def start(client: Client, ns) -> int:
     if not ns.attach:
-        status = _each(client, ns.containers,
-                       lambda ref: client.stub.StartContainer(engine_pb2.ContainerRef(id=ref)))
-        return status
+        return each(client, ns.containers,
+                    lambda ref: client.stub.StartContainer(engine_pb2.ContainerRef(id=ref)))
     ref = ns.containers[0]
     with _SignalProxy(client) as proxy:
         from google.protobuf import timestamp_pb2
@@ -388,12 +279,12 @@ def start(client: Client, ns) -> int:
         try:
             client.stub.StartContainer(engine_pb2.ContainerRef(id=ref))
         except RpcError as err:
-            _error(client, err)
-            return _exec_status(err.details() or "")
+            client.report(err)
+            return command_status(err)
         proxy.container_id = ref
         for chunk in client.stub.ContainerLogs(engine_pb2.ContainerLogsRequest(
                 id=ref, follow=True, tail=-1, since=since)):
-            _write(chunk.stream, chunk.data)
+            write_output(chunk.stream, chunk.data)
         return client.stub.WaitContainer(engine_pb2.ContainerRef(id=ref)).exit_code
 
 
@@ -403,17 +294,22 @@ def stop(client: Client, ns) -> int:
         if ns.time is not None:
             request.timeout = ns.time
         (client.stub.RestartContainer if ns.verb == "restart" else client.stub.StopContainer)(request)
-    return _each(client, ns.containers, call)
+    return each(client, ns.containers, call)
 
 
 def kill(client: Client, ns) -> int:
-    return _each(client, ns.containers, lambda ref: client.stub.KillContainer(
+    return each(client, ns.containers, lambda ref: client.stub.KillContainer(
         engine_pb2.KillContainerRequest(id=ref, signal=ns.signal)))
 
 
 def rm(client: Client, ns) -> int:
-    return _each(client, ns.containers, lambda ref: client.stub.RemoveContainer(
+    return each(client, ns.containers, lambda ref: client.stub.RemoveContainer(
         engine_pb2.RemoveContainerRequest(id=ref, force=ns.force, remove_volumes=ns.volumes)))
+
+
+def pause(client: Client, ns) -> int:
+    rpc = client.stub.PauseContainer if ns.verb == "pause" else client.stub.UnpauseContainer
+    return each(client, ns.containers, lambda ref: rpc(engine_pb2.ContainerRef(id=ref)))
 
 
 def wait(client: Client, ns) -> int:
@@ -422,7 +318,7 @@ def wait(client: Client, ns) -> int:
         try:
             print(client.stub.WaitContainer(engine_pb2.ContainerRef(id=ref)).exit_code, flush=True)
         except RpcError as err:
-            _error(client, err)
+            client.report(err)
             status = 1
     return status
 
@@ -430,31 +326,28 @@ def wait(client: Client, ns) -> int:
 # -- ps, logs, inspect, events --------------------------------------------------------
 
 def _parse_filters(values) -> dict[str, engine_pb2.StringList]:
-    filters: dict[str, list[str]] = {}
-    for v in values:
-        key, eq, value = v.partition("=")
-        if not eq or not key:
-            raise ValueError(f"bad format of filter (expected name=value): {v}")
-        filters.setdefault(key.strip().lower(), []).append(value)
-    return {k: engine_pb2.StringList(values=v) for k, v in filters.items()}
+    from berth_docker.query import filter_flags
+    return {k: engine_pb2.StringList(values=v) for k, v in filter_flags(values).items()}
 
 
 def container_row(c, now: float, no_trunc: bool = False) -> dict:
-    created = _seconds(c.created)
+    """One row of `ps`, with the keys of docker's `ps --format json`."""
+    from berth_docker.ports import ports_column
+    from berth_docker.shapes.containers import status_text
+    from berth_docker.times import ago, local_created, seconds
+    created = seconds(c.created)
     return {
         "Command": fmt.command_column(c.path, list(c.args), truncate=not no_trunc),
-        "CreatedAt": fmt.local_created(created) if created else "",
+        "CreatedAt": local_created(created) if created else "",
         "ID": c.id if no_trunc else c.id[:12],
         "Image": c.image or fmt.short_id(c.image_id),
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.config.labels.items())),
         "Names": c.name,
         "Networks": c.network_mode,
-        "Ports": networks.ports_column(c.ports),
-        "RunningFor": fmt.ago(created, now),
+        "Ports": ports_column(c.ports),
+        "RunningFor": ago(created, now),
         "State": c.state.status,
-        "Status": fmt.status_line(c.state.status, c.state.exit_code, _seconds(c.state.started_at),
-                                  _seconds(c.state.finished_at), now)
-        + (f" ({c.state.health.status})" if c.state.running and c.state.health.status else ""),
+        "Status": status_text(c.state, now),
     }
 
 
@@ -478,14 +371,9 @@ def ps(client: Client, ns) -> int:
     return 0
 
 
-def _timestamp(seconds: float):
-    from google.protobuf import timestamp_pb2
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
 def logs(client: Client, ns) -> int:
+    from berth_docker.shapes.containers import log_line
+    from berth_docker.times import parse_since, to_pb_time
     now = time.time()
     if ns.tail == "all":
         tail = -1
@@ -497,99 +385,20 @@ def logs(client: Client, ns) -> int:
     request = engine_pb2.ContainerLogsRequest(id=ns.container, follow=ns.follow, tail=tail,
                                               timestamps=ns.timestamps)
     if ns.since:
-        request.since.CopyFrom(_timestamp(fmt.parse_time(ns.since, now)))
+        request.since.CopyFrom(to_pb_time(parse_since(ns.since, now)))
     if ns.until:
-        request.until.CopyFrom(_timestamp(fmt.parse_time(ns.until, now)))
+        request.until.CopyFrom(to_pb_time(parse_since(ns.until, now)))
     for chunk in client.stub.ContainerLogs(request):
-        data = chunk.data
-        if ns.timestamps:
-            data = fmt.rfc3339(chunk.time.seconds, chunk.time.nanos).encode() + b" " + data
-        _write(chunk.stream, data)
+        write_output(chunk.stream, log_line(chunk, ns.timestamps))
     return 0
 
 
-def _time_or_none(ts) -> str:
-    return fmt.rfc3339(ts.seconds, ts.nanos) if ts.seconds or ts.nanos else "0001-01-01T00:00:00Z"
-
-
-def container_json(c) -> dict:
-    cfg = c.config
-    entrypoint = list(cfg.entrypoint.values) if cfg.HasField("entrypoint") else None
-    return {
-        "Id": c.id,
-        "Created": _time_or_none(c.created),
-        "Path": c.path,
-        "Args": list(c.args),
-        "State": {
-            "Status": c.state.status,
-            "Running": c.state.running,
-            "Paused": c.state.paused,
-            "Restarting": c.state.restarting,
-            "OOMKilled": c.state.oom_killed,
-            "Dead": False,
-            "Pid": c.state.pid,
-            "ExitCode": c.state.exit_code,
-            "Error": c.state.error,
-            "StartedAt": _time_or_none(c.state.started_at),
-            "FinishedAt": _time_or_none(c.state.finished_at),
-            **lifecycle.health_json(c.state),
-        },
-        "RestartCount": c.restart_count,
-        "Image": c.image_id,
-        "LogPath": c.log_path,
-        "Name": f"/{c.name}",
-        "Config": {
-            "Hostname": c.hostname,
-            "User": cfg.user,
-            "Env": list(c.env),
-            "Cmd": list(cfg.cmd) or None,
-            "Image": c.image,
-            "WorkingDir": c.working_dir,
-            "Entrypoint": entrypoint,
-            "Labels": dict(cfg.labels),
-            "StopSignal": cfg.stop_signal or None,
-            "StopTimeout": cfg.stop_timeout if cfg.HasField("stop_timeout") else None,
-            **lifecycle.healthcheck_json(cfg),
-        },
-        "HostConfig": {
-            "NetworkMode": c.network_mode,
-            "AutoRemove": cfg.auto_remove,
-            "ReadonlyRootfs": cfg.readonly_rootfs,
-            "Memory": cfg.memory_bytes,
-            "NanoCpus": cfg.nano_cpus,
-            "CpuShares": cfg.cpu_shares,
-            "PidsLimit": cfg.pids_limit or None,
-            "RestartPolicy": {"Name": cfg.restart_policy.name or "no",
-                              "MaximumRetryCount": cfg.restart_policy.maximum_retry_count},
-        },
-        "NetworkSettings": {"SandboxKey": c.netns_path, "Ports": networks.ports_json(c.ports),
-                            "Networks": networks.networks_json(c)},
-        "Mounts": [volumes.mount_json(m) for m in c.mounts],
-    }
-
-
-def image_json(image) -> dict:
-    import json
-    try:
-        config = json.loads(image.config_json or b"{}")
-    except ValueError:
-        config = {}
-    return {
-        "Id": image.id,
-        "RepoTags": [fmt.familiar(t) for t in image.repo_tags],
-        "RepoDigests": [fmt.familiar(d) for d in image.repo_digests],
-        "Created": _time_or_none(image.created),
-        "Config": config.get("config", {}),
-        "Architecture": image.architecture,
-        "Os": image.os,
-        "Size": image.size,
-        "RootFS": {"Type": "layers", "Layers": list(image.diff_ids)},
-        "Containers": image.containers,
-    }
-
-
 def inspect(client: Client, ns) -> int:
+    """Containers and images as the Docker API's inspect answers them."""
     import json
+
+    from berth_docker.shapes.containers import container_json
+    from berth_docker.shapes.images import image_json
     found, status = [], 0
     for name in ns.names:
         obj = None
@@ -616,19 +425,22 @@ def inspect(client: Client, ns) -> int:
 
 
 def event_line(event) -> str:
+    from berth_docker.times import rfc3339
     attrs = ", ".join(f"{k}={v}" for k, v in sorted(event.attributes.items()))
-    when = fmt.rfc3339(event.time.seconds, event.time.nanos)
+    when = rfc3339(event.time)
     return f"{when} {event.type} {event.action} {event.actor_id}" + (f" ({attrs})" if attrs else "")
 
 
 def events(client: Client, ns) -> int:
     import json
+
+    from berth_docker.times import parse_since, to_pb_time
     now = time.time()
     request = engine_pb2.EventsRequest(filters=_parse_filters(ns.filter))
     if ns.since:
-        request.since.CopyFrom(_timestamp(fmt.parse_time(ns.since, now)))
+        request.since.CopyFrom(to_pb_time(parse_since(ns.since, now)))
     if ns.until:
-        request.until.CopyFrom(_timestamp(fmt.parse_time(ns.until, now)))
+        request.until.CopyFrom(to_pb_time(parse_since(ns.until, now)))
     for event in client.stub.Events(request):
         if ns.format == "json":
             print(json.dumps({"Type": event.type, "Action": event.action, "Actor": {
@@ -647,6 +459,8 @@ VERBS = {
     "restart": stop, "kill": kill, "rm": rm, "wait": wait, "ps": ps, "logs": logs,
     "inspect": inspect, "events": events, "volume": volumes.dispatch,
     "network": networks.dispatch, "port": networks.port,
+    "pause": pause, "unpause": pause,
     "rename": lifecycle.rename, "commit": lifecycle.commit, "diff": lifecycle.diff,
-    **depth.HANDLERS, "update": lifecycle.update, "container": lifecycle.container, "system": lifecycle.system,
+    "update": lifecycle.update, "container": lifecycle.container, "system": lifecycle.system,
+    **interactive.HANDLERS, **usage.HANDLERS, **files.HANDLERS,
 }

@@ -1,34 +1,16 @@
-"""`berth` verbs for containers in depth: restart policy and healthcheck flags of run/create,
-rename, commit, diff, update --restart, container prune, system df and system prune.
+"""`berth` verbs for a container's life beyond run and stop: the restart policy and healthcheck
+flags of run/create, rename, commit, diff, update (resources and restart policy), container
+prune, system df and system prune.
 
-Parsers import nothing heavy; the verbs load gRPC when they run.
+Parsers import nothing heavy; the verbs load the generated code when they run.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 
 from berth_cli import format as fmt
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-
-
-def parse_duration(text: str, flag: str) -> int:
-    """Go's duration syntax as docker takes it ("30s", "1m30s", "250ms"), in nanoseconds."""
-    text = text.strip()
-    if text == "0":
-        return 0
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
-        pos = m.end()
-    if not text or pos != len(text):
-        raise ValueError(f'invalid argument "{text}" for "{flag}" flag: time: invalid duration "{text}"')
-    return int(total)
+from berth_cli.engine import each
 
 
 # -- run/create flags -----------------------------------------------------------------
@@ -45,20 +27,10 @@ def add_run_flags(p) -> None:
     p.add_argument("--no-healthcheck", action="store_true", help="disable any container-specified HEALTHCHECK")
 
 
-def restart_policy(text: str):
-    from berth.engine.v1 import engine_pb2
-    name, colon, count = text.partition(":")
-    policy = engine_pb2.RestartPolicy(name=name)
-    if colon:
-        try:
-            policy.maximum_retry_count = int(count)
-        except ValueError:
-            raise ValueError(f"invalid restart policy format: maximum retry count must be an integer: {text}") from None
-    return policy
-
-
 def apply_run_flags(ns, config) -> None:
     """--restart and --health-* onto an engine ContainerConfig (the engine validates them)."""
+    from berth_docker.create import restart_policy
+    from berth_docker.units import parse_duration
     if ns.restart:
         config.restart_policy.CopyFrom(restart_policy(ns.restart))
     health_set = (ns.health_cmd is not None or ns.health_interval or ns.health_timeout
@@ -107,8 +79,10 @@ def add_parsers(add_verb, only: str | None) -> None:
 
     p = add_verb("update", help="update the configuration of containers")
     p.add_argument("--restart", default="", metavar="POLICY")
-    from berth_cli import depth
-    depth.add_update_flags(p)
+    p.add_argument("-m", "--memory", default=None, help="memory limit, e.g. 64m (0: none)")
+    p.add_argument("--cpus", default=None, help="number of CPUs (0: no limit)")
+    p.add_argument("-c", "--cpu-shares", type=int, default=None)
+    p.add_argument("--pids-limit", type=int, default=None)
     p.add_argument("containers", nargs="+")
 
     p = add_verb("container", help="manage containers", add_help=False)
@@ -158,35 +132,43 @@ def diff(client, ns) -> int:
     return 0
 
 
+_RESOURCE_FLAGS = ("memory", "cpus", "cpu_shares", "pids_limit")
+
+
 def update(client, ns) -> int:
-    import sys
-
-    from berth_cli.transport import RpcError
-
     from berth.engine.v1 import engine_pb2
-    from berth_cli import depth
-    if depth.has_update_flags(ns):
+    from berth_docker.create import restart_policy
+    if any(getattr(ns, k) is not None for k in _RESOURCE_FLAGS):
         # Memory, CPU and pids limits (the container service applies them with runc update).
-        status = depth.update_resources(client, ns)
+        status = update_resources(client, ns)
         if status or not ns.restart:
             return status
     if not ns.restart:
         raise ValueError("you must provide one or more flags when using this command")
     policy = restart_policy(ns.restart)
-    status = 0
-    for ref in ns.containers:
-        try:
-            client.stub.UpdateRestartPolicy(engine_pb2.UpdateRestartPolicyRequest(id=ref, restart_policy=policy))
-        except RpcError as err:
-            print(client.describe(err), file=sys.stderr)
-            status = 1
-            continue
-        print(ref)
-    return status
+    return each(client, ns.containers, lambda ref: client.stub.UpdateRestartPolicy(
+        engine_pb2.UpdateRestartPolicyRequest(id=ref, restart_policy=policy)))
+
+
+def update_resources(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
+    from berth_docker.units import parse_bytes, parse_cpus
+    fields = {}
+    if ns.memory is not None:
+        fields["memory_bytes"] = parse_bytes(ns.memory) if ns.memory not in ("0", "") else 0
+    if ns.cpus is not None:
+        fields["nano_cpus"] = parse_cpus(ns.cpus) if ns.cpus not in ("0", "") else 0
+    if ns.cpu_shares is not None:
+        fields["cpu_shares"] = ns.cpu_shares
+    if ns.pids_limit is not None:
+        fields["pids_limit"] = ns.pids_limit
+    return each(client, ns.containers,
+                lambda ref: client.stub.UpdateResources(engine_pb2.UpdateResourcesRequest(id=ref, **fields)))
 
 
 def _reclaimed(response) -> None:
-    print(f"Total reclaimed space: {fmt.human_size(response.space_reclaimed)}")
+    from berth_docker.units import human_size
+    print(f"Total reclaimed space: {human_size(response.space_reclaimed)}")
 
 
 def container(client, ns) -> int:
@@ -207,6 +189,7 @@ def system(client, ns) -> int:
 
 def system_prune(client, ns) -> int:
     from berth.engine.v1 import engine_pb2
+    from berth_docker.reference import familiar
     response = client.stub.SystemPrune(engine_pb2.SystemPruneRequest(all=ns.all, volumes=ns.volumes))
     for title, items in (("Deleted Containers:", response.containers_deleted),
                          ("Deleted Networks:", response.networks_deleted),
@@ -218,7 +201,7 @@ def system_prune(client, ns) -> int:
     if response.images_untagged or response.images_deleted:
         print("Deleted Images:")
         for name in response.images_untagged:
-            print(f"untagged: {fmt.familiar(name)}")
+            print(f"untagged: {familiar(name)}")
         for image_id in response.images_deleted:
             print(f"deleted: {image_id}")
         print()
@@ -234,57 +217,35 @@ def df(client, ns) -> int:
     import json
 
     from google.protobuf import empty_pb2
+
+    from berth_docker.units import human_size
     response = client.stub.SystemDf(empty_pb2.Empty())
     if ns.format == "json":
         for s in response.summary:
             print(json.dumps({
                 "Type": s.type, "TotalCount": str(s.total), "Active": str(s.active),
-                "Size": fmt.human_size(s.size),
-                "Reclaimable": fmt.human_size(s.reclaimable) + _percent(s.reclaimable, s.size),
+                "Size": human_size(s.size),
+                "Reclaimable": human_size(s.reclaimable) + _percent(s.reclaimable, s.size),
                 # Exact numbers, for scripts that add them up.
                 "SizeBytes": s.size, "ReclaimableBytes": s.reclaimable}))
         return 0
     print(fmt.table(("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"), [
-        (s.type, str(s.total), str(s.active), fmt.human_size(s.size),
-         fmt.human_size(s.reclaimable) + _percent(s.reclaimable, s.size))
+        (s.type, str(s.total), str(s.active), human_size(s.size),
+         human_size(s.reclaimable) + _percent(s.reclaimable, s.size))
         for s in response.summary]))
     if not ns.verbose:
         return 0
     print("\nImages space usage:\n")
     print(fmt.table(("REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"), [
         (*(fmt.split_repo_tag(i.repo_tags[0]) if i.repo_tags else ("<none>", "<none>")),
-         fmt.short_id(i.id), fmt.human_size(i.size), fmt.human_size(i.shared_size),
-         fmt.human_size(i.size - i.shared_size), str(i.containers))
+         fmt.short_id(i.id), human_size(i.size), human_size(i.shared_size),
+         human_size(i.size - i.shared_size), str(i.containers))
         for i in response.images]))
     print("\nContainers space usage:\n")
     print(fmt.table(("CONTAINER ID", "IMAGE", "STATUS", "SIZE", "LOG SIZE", "NAMES"), [
-        (c.id[:12], c.image, c.status, fmt.human_size(c.size_rw), fmt.human_size(c.log_size), c.name)
+        (c.id[:12], c.image, c.status, human_size(c.size_rw), human_size(c.log_size), c.name)
         for c in response.containers]))
     print("\nLocal Volumes space usage:\n")
     print(fmt.table(("VOLUME NAME", "LINKS", "SIZE"), [
-        (v.name, str(v.ref_count), fmt.human_size(v.size)) for v in response.volumes]))
+        (v.name, str(v.ref_count), human_size(v.size)) for v in response.volumes]))
     return 0
-
-
-# -- inspect ------------------------------------------------------------------------------
-
-def health_json(state) -> dict:
-    """State.Health, present only while the container has a healthcheck (as docker)."""
-    h = state.health
-    if not h.status:
-        return {}
-    return {"Health": {"Status": h.status, "FailingStreak": h.failing_streak, "Log": [
-        {"Start": fmt.rfc3339(e.start.seconds, e.start.nanos), "End": fmt.rfc3339(e.end.seconds, e.end.nanos),
-         "ExitCode": e.exit_code, "Output": e.output} for e in h.log]}}
-
-
-def healthcheck_json(cfg) -> dict:
-    if not cfg.HasField("healthcheck"):
-        return {}
-    h = cfg.healthcheck
-    out = {"Test": list(h.test)}
-    for key, name in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
-                      ("StartInterval", "start_interval"), ("Retries", "retries")):
-        if getattr(h, name):
-            out[key] = getattr(h, name)
-    return {"Healthcheck": out}

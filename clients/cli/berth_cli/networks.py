@@ -1,16 +1,17 @@
 """`berth network ...`, `berth port`, and the network flags of run/create (-p, -P, --ip, --network-alias).
 
-Port specs are parsed here, as docker's CLI does, so a bad one is a usage
-error before anything is sent. Importing this module is cheap: gRPC and
-generated code are loaded by the functions that need them.
+-p is parsed and checked by berth_docker.ports, as the Docker API's PortBindings are,
+so a bad one is refused before anything is sent. Importing this module is cheap: the
+generated code is loaded by the functions that need it.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
-from dataclasses import dataclass
+
+from berth_cli import format as fmt
+from berth_cli.errors import RpcError
 
 
 def add_run_flags(p) -> None:
@@ -61,82 +62,13 @@ def add_port_parser(p) -> None:
     p.add_argument("private_port", nargs="?", default="", metavar="PRIVATE_PORT[/PROTO]")
 
 
-@dataclass(frozen=True)
-class Publish:
-    protocol: str
-    host_ip: str
-    host_port: int
-    container_port: int
-
-
-def _port(text: str, what: str, allow_zero: bool = False) -> int:
-    if not text.isdigit():
-        raise ValueError(f"invalid {what}: {text!r}")
-    port = int(text)
-    if not (0 if allow_zero else 1) <= port <= 65535:
-        raise ValueError(f"invalid {what}: {port} is out of range 1-65535")
-    return port
-
-
-def parse_publish(spec: str) -> Publish:
-    """docker's -p: [ip:][hostPort:]containerPort[/proto]; an empty hostPort is ephemeral.
-
-    >>> parse_publish("127.0.0.1:8080:80/udp")
-    Publish(protocol='udp', host_ip='127.0.0.1', host_port=8080, container_port=80)
-    """
-    rest, _, proto = spec.partition("/")
-    proto = (proto or "tcp").lower()
-    if proto not in ("tcp", "udp"):
-        raise ValueError(f"invalid proto: {proto} in port spec {spec!r}")
-    parts = rest.rsplit(":", 2)
-    host_ip, host_port = "", ""
-    if len(parts) == 3:
-        host_ip, host_port, container = parts
-    elif len(parts) == 2:
-        host_port, container = parts
-    else:
-        (container,) = parts
-    if host_ip:
-        try:
-            ipaddress.IPv4Address(host_ip.strip("[]"))
-        except ValueError:
-            raise ValueError(f"invalid IP address {host_ip!r} in port spec {spec!r}") from None
-    return Publish(protocol=proto, host_ip=host_ip,
-                   host_port=_port(host_port, "hostPort") if host_port else 0,
-                   container_port=_port(container, "containerPort"))
-
-
 def apply_run_flags(ns, config) -> None:
     """Add -p/-P/--ip/--network-alias to an engine ContainerConfig."""
-    from berth.engine.v1 import engine_pb2
-    for spec in ns.publish:
-        p = parse_publish(spec)
-        config.ports.append(engine_pb2.PortBinding(
-            protocol=p.protocol, host_ip=p.host_ip, host_port=p.host_port,
-            container_port=p.container_port))
+    from berth_docker.ports import publish_flag
+    config.ports.extend(publish_flag(spec) for spec in ns.publish)
     config.publish_all = ns.publish_all
     config.network_aliases.extend(ns.network_alias)
     config.ipv4_address = ns.ip
-
-
-def ports_column(ports) -> str:
-    """docker ps's PORTS: 0.0.0.0:8080->80/tcp, ..."""
-    return ", ".join(f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/{p.protocol}"
-                     for p in ports)
-
-
-def ports_json(ports) -> dict:
-    out: dict[str, list] = {}
-    for p in ports:
-        out.setdefault(f"{p.container_port}/{p.protocol}", []).append(
-            {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)})
-    return out
-
-
-def networks_json(c) -> dict:
-    return {n.network: {"NetworkID": n.network_id, "IPAddress": n.ipv4_address,
-                        "IPPrefixLen": n.prefix_len, "Gateway": n.gateway,
-                        "Aliases": list(n.aliases) or None} for n in c.networks}
 
 
 def port(client, ns) -> int:
@@ -165,21 +97,16 @@ def dispatch(client, ns) -> int:
 
 def create(client, ns) -> int:
     from berth.engine.v1 import engine_pb2
-    labels = {}
-    for v in ns.label:
-        key, _, value = v.partition("=")
-        labels[key] = value
+    from berth_docker.keyvalues import key_values
     n = client.stub.CreateNetwork(engine_pb2.CreateNetworkRequest(
         name=ns.name, driver=ns.driver, subnet=ns.subnet, gateway=ns.gateway,
-        ip_range=ns.ip_range, internal=ns.internal, labels=labels))
+        ip_range=ns.ip_range, internal=ns.internal, labels=key_values(ns.label, "label")))
     print(n.id)
     return 0
 
 
 def ls(client, ns) -> int:
     from google.protobuf import empty_pb2
-
-    from berth_cli import format as fmt
     networks = client.stub.ListNetworks(empty_pb2.Empty()).networks
     if ns.quiet:
         for n in networks:
@@ -191,38 +118,21 @@ def ls(client, ns) -> int:
     return 0
 
 
-def network_json(n) -> dict:
-    return {
-        "Name": n.name, "Id": n.id, "Created": n.created, "Scope": "local", "Driver": n.driver,
-        "EnableIPv6": False,
-        "IPAM": {"Driver": "default", "Config": [
-            {"Subnet": n.subnet, "Gateway": n.gateway, **({"IPRange": n.ip_range} if n.ip_range else {})}
-        ] if n.subnet else []},
-        "Internal": n.internal,
-        "Containers": {cid: {} for cid in n.containers},
-        "Options": {"com.docker.network.bridge.name": n.bridge} if n.bridge else {},
-        "Labels": dict(n.labels),
-    }
-
-
 def inspect(client, ns) -> int:
-    from berth_cli.transport import RpcError
-
     from berth.engine.v1 import engine_pb2
+    from berth_docker.shapes.networks import network_json
     out, status = [], 0
     for name in ns.names:
         try:
             out.append(network_json(client.stub.InspectNetwork(engine_pb2.NetworkRef(name=name))))
         except RpcError as err:
-            print(f"Error response from daemon: {err.details()}", file=sys.stderr)
+            client.report(err)
             status = 1
     print(json.dumps(out, indent=4))
     return status
 
 
 def rm(client, ns) -> int:
-    from berth_cli.transport import RpcError
-
     from berth.engine.v1 import engine_pb2
     status = 0
     for name in ns.names:
@@ -230,7 +140,7 @@ def rm(client, ns) -> int:
             client.stub.RemoveNetwork(engine_pb2.NetworkRef(name=name))
             print(name)
         except RpcError as err:
-            print(f"Error response from daemon: {err.details()}", file=sys.stderr)
+            client.report(err)
             status = 1
     return status
 

@@ -15,6 +15,10 @@ import json
 import os
 import sys
 
+from berth_errors import IMAGE
+
+from berth_cli.errors import ENGINE_ERROR, Failed, RpcError, StatusCode, Unreachable
+
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _PROGRESS = ("Downloading", "Extracting", "Pushing")
 
@@ -77,10 +81,10 @@ def server_key(server: str) -> str:
 
 
 def _domain(image: str) -> str:
-    from services.common import reference
+    from berth_docker import reference
     try:
         return reference.parse(image).domain
-    except Exception:
+    except ValueError:
         return ""
 
 
@@ -129,26 +133,17 @@ class ProgressPrinter:
         self.out.flush()
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n}"
-
-
 def _bar(current: int, total: int, width: int = 40) -> str:
+    from berth_docker.units import human_size
     filled = min(width, int(width * current / total)) if total else 0
     arrow = ">" if filled < width else ""
-    return f"[{'=' * max(filled - 1, 0)}{arrow}{' ' * (width - filled)}] {_size(current)}/{_size(total)}"
+    return f"[{'=' * max(filled - 1, 0)}{arrow}{' ' * (width - filled)}] {human_size(current)}/{human_size(total)}"
 
 
 # -- verbs -----------------------------------------------------------------------------
 
 def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
-    from berth_cli.transport import RpcError
-    from berth_cli.commands import ENGINE_ERROR
-    from services.common import reference
+    from berth_docker import reference
     printer = ProgressPrinter(out)
     try:
         for message in call(request):
@@ -159,7 +154,7 @@ def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
         return 1 if out is sys.stdout else ENGINE_ERROR
     try:
         name = str(reference.parse(image))
-    except Exception:
+    except ValueError:
         name = image
     print(name, file=out if not quiet else sys.stdout)
     return 0
@@ -167,7 +162,6 @@ def _transfer(client, call, request, image: str, quiet: bool, out) -> int:
 
 def describe(client, err) -> str:
     """Like Client.describe, but an unreachable registry is not an unreachable daemon."""
-    from berth_cli.transport import StatusCode, Unreachable
     details = err.details() or ""
     if err.code() == StatusCode.UNAVAILABLE and not isinstance(err, Unreachable):
         return f"Error response from daemon: {details}"
@@ -190,7 +184,6 @@ def push(client, ns) -> int:
 def login(client, ns) -> int:
     import getpass
 
-    from berth_cli.transport import RpcError
     from berth.engine.v1 import engine_pb2
     username, password = ns.username, ns.password
     if ns.password_stdin:
@@ -209,7 +202,7 @@ def login(client, ns) -> int:
         response = client.stub.Login(engine_pb2.LoginRequest(
             server=ns.server, auth=engine_pb2.RegistryAuth(username=username, password=password)))
     except RpcError as err:
-        print(client.describe(err), file=sys.stderr)
+        client.report(err)
         return 1
     doc = _load_config()
     auth = base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -233,18 +226,15 @@ def logout(client, ns) -> int:
 
 
 def pull_if_missing(client, ns, err) -> bool:
-    """For run/create: when the image is missing, pull it as docker does; True to retry."""
-    from berth_cli.transport import RpcError, StatusCode
+    """For run/create: when the engine says the image is missing, pull it as docker does; True to retry."""
     from berth.engine.v1 import engine_pb2
-    from berth_cli.commands import ENGINE_ERROR, Failed
-    from services.common import reference
-    if getattr(ns, "pulled", False) or err.code() != StatusCode.NOT_FOUND \
-            or "No such image" not in (err.details() or "") or reference.looks_like_id(ns.image):
+    from berth_docker import reference
+    if getattr(ns, "pulled", False) or not err.is_missing(IMAGE) or reference.looks_like_id(ns.image):
         return False
     ns.pulled = True
     try:
         shown = reference.familiar(str(reference.parse(ns.image)))
-    except Exception:
+    except ValueError:
         return False
     print(f"Unable to find image '{shown}' locally", file=sys.stderr)
     request = engine_pb2.PullImageRequest(reference=ns.image, auth=auth_for(_domain(ns.image)))

@@ -8,12 +8,13 @@ status in trailers). The services themselves use grpcio.
 
 Stubs are built from the generated service descriptors, so a CLI verb calls
 `stub.Run(request)` exactly as it would on a grpcio stub, and errors carry the
-same `code()`/`details()`.
+same `code()`/`details()`, plus the rich status (grpc-status-details-bin) from which
+berth_cli.errors reads the engine's reason.
 """
 
 from __future__ import annotations
 
-import enum
+import base64
 import socket
 import struct
 import threading
@@ -27,52 +28,12 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from berth_cli.errors import RpcError, StatusCode, Unreachable
+
 MAX_MESSAGE = 64 * 1024 * 1024
 # Large windows: image tarballs stream through here and acknowledging every
 # 64 KiB would cost a round trip each.
 WINDOW = 16 * 1024 * 1024
-
-
-class StatusCode(enum.IntEnum):
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
-
-
-class RpcError(Exception):
-    """A call that ended with a status other than OK."""
-
-    def __init__(self, code: StatusCode, details: str):
-        super().__init__(f"{code.name}: {details}")
-        self._code = code
-        self._details = details
-
-    def code(self) -> StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
-class Unreachable(RpcError):
-    """The daemon's socket could not be reached at all (nothing was sent)."""
-
-    def __init__(self, details: str):
-        super().__init__(StatusCode.UNAVAILABLE, details)
 
 
 class Channel:
@@ -202,7 +163,7 @@ class Channel:
         while stream.messages:
             yield response_type.FromString(stream.messages.pop(0))
         if stream.status != StatusCode.OK:
-            raise RpcError(stream.status, stream.details)
+            raise RpcError(stream.status, stream.details, stream.status_details)
 
     def _dispatch(self, data: bytes) -> None:
         try:
@@ -280,6 +241,7 @@ class _Stream:
         self.messages: list[bytes] = []
         self.status: StatusCode | None = None
         self.details = ""
+        self.status_details = b""
         self.ended = False
 
     def feed(self, data: bytes) -> None:
@@ -302,6 +264,12 @@ class _Stream:
         if b"grpc-status" in found:
             self.status = StatusCode(int(found[b"grpc-status"]))
             self.details = urllib.parse.unquote(found.get(b"grpc-message", b"").decode("utf-8", "replace"))
+            # Binary headers travel base64-encoded, padding optional (gRPC over HTTP/2).
+            encoded = found.get(b"grpc-status-details-bin", b"")
+            try:
+                self.status_details = base64.b64decode(encoded + b"=" * (-len(encoded) % 4))
+            except ValueError:
+                self.status_details = b""
         elif found.get(b":status", b"200") != b"200":
             self.fail(StatusCode.UNAVAILABLE, f"the daemon answered HTTP {found[b':status'].decode()}")
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from services.common import errors
-from services.common.reference import familiar
+from berth_docker.reference import familiar
 from services.gateway import convert
 from services.gateway.backends.image_configs import ImageConfigs
 from services.gateway.backends.interfaces import ImageUsage, Publish

@@ -2,5 +2,6 @@
 
 Routes are thin: parse the request, call the same Gateway method the gRPC Engine API
 uses, encode the answer as docker does. `errors` maps domain errors to HTTP once,
-`convert` holds every docker JSON shape, `hijack` the attach connections.
+`hijack` holds the attach connections; the docker JSON shapes and request parsing
+live in berth_docker (clients/python), shared with the CLI.
 """

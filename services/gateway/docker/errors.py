@@ -34,18 +34,13 @@ _STATUS = {
 
 
 def status_of(exc: errors.BerthError) -> int:
-    return _STATUS.get(exc.code, 500)
+    return _STATUS.get(errors.grpc_code(exc), 500)
 
 
 def error_response(status: int, message: str) -> web.Response:
     # Exactly "application/json" (no charset): the Go client only decodes the message then.
     return web.Response(status=status, body=json.dumps({"message": message}).encode(),
                         content_type="application/json")
-
-
-def not_implemented(what: str) -> errors.NotImplementedYet:
-    """The one wording for what the engine cannot do yet (answered as 501)."""
-    return errors.NotImplementedYet(f"{what} is not implemented by berth yet")
 
 
 @web.middleware

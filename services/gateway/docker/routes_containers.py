@@ -11,9 +11,10 @@ from aiohttp import web
 from berth.container.v1 import container_pb2
 from services.common import errors
 from services.gateway import system
-from services.gateway.docker import convert, routes_depth
+from berth_docker import api as convert
+from services.gateway.docker import routes_depth
 from services.gateway.docker.context import API_VERSION_KEY, gateway, json_body, json_response, long_lived
-from services.gateway.docker.errors import not_implemented
+from berth_errors import not_implemented
 from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, stream_content_type
 
 log = structlog.get_logger(__name__)

@@ -33,10 +33,10 @@ from berth.engine.v1 import engine_pb2
 from services.common import errors
 from services.gateway import restart as restart_mod
 from services.gateway import system
-from services.gateway.docker import convert
+from berth_docker import api as convert
 from services.gateway.docker.context import (API_VERSION_KEY, FAILED_EXECS_KEY, RESIZE_KEY, gateway, json_body,
                                              json_response, long_lived)
-from services.gateway.docker.errors import not_implemented
+from berth_errors import not_implemented
 from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, stream_content_type
 
 log = structlog.get_logger(__name__)

@@ -39,6 +39,19 @@ def test_usage_error():
     assert cli.main(["nosuchverb"]) == cli.USAGE_ERROR
 
 
+def test_env_file_then_env_flags(monkeypatch, tmp_path):
+    monkeypatch.setenv("FROM_CLIENT", "yes")
+    env_file = tmp_path / "env"
+    env_file.write_text("# a comment\n\nA=from-file\nFROM_CLIENT\nUNSET_HERE_X\nQ='kept as is'\n")
+    cfg = commands.container_config(cli.parse(["run", "--env-file", str(env_file), "-e", "A=flag", "busybox"]))
+    assert list(cfg.env) == ["A=from-file", "FROM_CLIENT=yes", "Q='kept as is'", "A=flag"]
+    (tmp_path / "bad").write_text("MY VAR=1\n")
+    with pytest.raises(ValueError):
+        commands.container_config(cli.parse(["run", "--env-file", str(tmp_path / "bad"), "busybox"]))
+    with pytest.raises(ValueError):
+        commands.container_config(cli.parse(["run", "--env-file", str(tmp_path / "none"), "busybox"]))
+
+
 def test_container_config_from_flags(monkeypatch):
     monkeypatch.setenv("FROM_CLIENT", "yes")
     ns = cli.parse(["run", "-e", "A=1", "-e", "FROM_CLIENT", "-e", "UNSET_HERE_X", "-m", "64m",
@@ -54,16 +67,6 @@ def test_container_config_from_flags(monkeypatch):
     assert not commands.container_config(cli.parse(["run", "busybox"])).HasField("entrypoint")
     cleared = commands.container_config(cli.parse(["run", "--entrypoint", "", "busybox"]))
     assert cleared.HasField("entrypoint") and list(cleared.entrypoint.values) == []
-
-
-@pytest.mark.parametrize("message,code", [
-    ('exec: "nosuch": executable file not found in $PATH', 127),
-    ("exec: /etc/passwd: permission denied", 126),
-    ("open /x: no such file or directory", 127),
-    ("No such image: nosuch:latest", 125),
-])
-def test_exec_status(message, code):
-    assert commands._exec_status(message) == code
 
 
 def test_filters():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.common import reference
+from berth_docker import reference
 from services.common.errors import InvalidArgument
 
 HEX = "a" * 64

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from berth_cli.networks import parse_publish
+from berth_docker.ports import publish_flag as parse_publish
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.network import ipam
 

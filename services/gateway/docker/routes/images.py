@@ -13,9 +13,9 @@ from aiohttp import web
 from berth.engine.v1 import engine_pb2
 from services.common import errors
 from services.gateway.backends.interfaces import ImageBackend, RegistryBackend
-from services.gateway.docker import convert
+from berth_docker import api as convert
 from services.gateway.docker.context import backends, json_response, long_lived
-from services.gateway.docker.errors import not_implemented
+from berth_errors import not_implemented
 
 CHUNK = 1 << 20
 

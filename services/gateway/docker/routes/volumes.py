@@ -7,7 +7,7 @@ from aiohttp import web
 from berth.engine.v1 import engine_pb2
 from services.common import errors
 from services.gateway.backends.interfaces import VolumeBackend
-from services.gateway.docker import convert
+from berth_docker import api as convert
 from services.gateway.docker.context import backends, json_object, json_response
 
 

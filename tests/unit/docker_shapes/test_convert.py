@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.common import errors
-from services.gateway.docker import convert
+from berth_docker import api as convert
 
 
 def test_create_body_maps_config_and_host_config():

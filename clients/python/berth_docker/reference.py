@@ -17,7 +17,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument
+from berth_errors import InvalidArgument
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAIN = "index.docker.io"

@@ -1,0 +1,66 @@
+"""The CLI's connection to the engine, and how each verb reports what the engine answered.
+
+Opening the connection loads the transport and the generated code; importing this
+module does not, so the parsers that live beside the verbs stay cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+
+from berth_cli.errors import RpcError, Unreachable
+
+
+class Client:
+    """The engine API over the CLI's light transport, connected on first use."""
+
+    def __init__(self, host: str):
+        self.host = host
+        self._stub = None
+
+    @property
+    def stub(self):
+        """An Engine stub (see transport.py for why it is not grpcio's)."""
+        if self._stub is None:
+            from berth.engine.v1 import engine_pb2
+            from berth_cli import transport
+            channel = transport.Channel(self.host)
+            self._stub = transport.Stub(channel, engine_pb2.DESCRIPTOR.services_by_name["Engine"])
+        return self._stub
+
+    def close(self) -> None:
+        # Deliberately not closing the channel: that costs ~90 ms and the process exits
+        # right after (see __main__), which releases the socket.
+        pass
+
+    def describe(self, err: RpcError) -> str:
+        if isinstance(err, Unreachable):
+            return f"Cannot connect to the berth daemon at {self.host}. Is berthd running?"
+        return f"Error response from daemon: {err.details()}"
+
+    def report(self, err: RpcError) -> None:
+        print(self.describe(err), file=sys.stderr)
+
+
+def each(client: Client, refs: Iterable[str], call: Callable[[str], object]) -> int:
+    """Docker's way with several objects: report each failure, go on, exit 1 at the end;
+    print each name that succeeded."""
+    status = 0
+    for ref in refs:
+        try:
+            call(ref)
+        except RpcError as err:
+            client.report(err)
+            status = 1
+            continue
+        print(ref)
+    return status
+
+
+def write_output(stream: int, data: bytes) -> None:
+    """A container's output to our stdout or stderr, as it came (LogChunk.stream)."""
+    from berth.engine.v1 import engine_pb2
+    out = sys.stderr.buffer if stream == engine_pb2.LogChunk.STREAM_STDERR else sys.stdout.buffer
+    out.write(data)
+    out.flush()

@@ -1,0 +1,98 @@
+"""How a call can fail, and the exit statuses the CLI gives failures, as docker's CLI does.
+
+The transport raises RpcError; the engine's reason for a failure (berth_errors: the
+ErrorInfo in the status details) is read from it, never from the message text.
+Imports nothing heavy: the parsers' modules import this.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import berth_errors
+
+ENGINE_ERROR = 125      # the engine refused or failed (docker: the daemon's error)
+CANNOT_INVOKE = 126     # the container's command could not be run
+COMMAND_NOT_FOUND = 127  # the container's command does not exist
+
+
+class StatusCode(enum.IntEnum):
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class RpcError(Exception):
+    """A call that ended with a status other than OK; `code()`/`details()` as grpcio's, plus
+    the engine's `reason` and `metadata` when the status carried berth's ErrorInfo."""
+
+    def __init__(self, code: StatusCode, details: str, status_details: bytes = b""):
+        super().__init__(f"{code.name}: {details}")
+        self._code = code
+        self._details = details
+        self._status_details = status_details
+        self._info: tuple[str, dict[str, str]] | None = None
+
+    def code(self) -> StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def _error_info(self) -> tuple[str, dict[str, str]]:
+        if self._info is None:
+            self._info = berth_errors.error_info(self._status_details) or ("", {})
+        return self._info
+
+    @property
+    def reason(self) -> str:
+        """The ErrorInfo reason ("NOT_FOUND", ...); "" when the failure did not come from berth's engine."""
+        return self._error_info()[0]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self._error_info()[1]
+
+    def is_missing(self, resource: str) -> bool:
+        """Whether the engine said that `resource` (berth_errors.IMAGE, ...) does not exist."""
+        return self.reason == berth_errors.NotFound.reason and self.metadata.get(berth_errors.RESOURCE) == resource
+
+
+class Unreachable(RpcError):
+    """The daemon's socket could not be reached at all (nothing was sent)."""
+
+    def __init__(self, details: str):
+        super().__init__(StatusCode.UNAVAILABLE, details)
+
+
+class Failed(Exception):
+    """Stop the verb with this exit status; the message is already printed."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+def command_status(err: RpcError) -> int:
+    """Docker's exit status for a container command that could not run: 127 not found,
+    126 cannot be invoked, else 125."""
+    cause = err.metadata.get(berth_errors.CAUSE)
+    if cause == berth_errors.COMMAND_NOT_FOUND:
+        return COMMAND_NOT_FOUND
+    if cause == berth_errors.COMMAND_NOT_EXECUTABLE:
+        return CANNOT_INVOKE
+    return ENGINE_ERROR

@@ -1,0 +1,157 @@
+"""Docker API request bodies -> engine requests: container create and update.
+
+What berth cannot do yet is refused here with a clear error (never accepted and
+silently ignored): a `docker run --privileged` that answered 201 but ran unprivileged
+would be a lie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from berth.engine.v1 import engine_pb2
+from berth_errors import InvalidArgument, not_implemented
+from berth_docker import mounts as mounts_mod
+from berth_docker import ports as ports_mod
+
+# "default" is the engine's default network, whichever that is: the gateway picks it.
+_NETWORK_DEFAULTS = ("", "default")
+
+
+def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
+    """A create request's JSON body (Config with HostConfig and NetworkingConfig inside)."""
+    if not isinstance(body, Mapping):
+        raise InvalidArgument("invalid JSON: the body must be an object")
+    host = body.get("HostConfig") or {}
+    _refuse_unsupported(body, host)
+    cfg = engine_pb2.ContainerConfig(image=body.get("Image") or "", name=name)
+    cfg.cmd.extend(_strings(body.get("Cmd"), "Cmd"))
+    if body.get("Entrypoint") is not None:
+        cfg.entrypoint.values.extend(_strings(body.get("Entrypoint"), "Entrypoint"))
+    cfg.env.extend(_strings(body.get("Env"), "Env"))
+    cfg.working_dir = body.get("WorkingDir") or ""
+    cfg.user = body.get("User") or ""
+    cfg.hostname = body.get("Hostname") or ""
+    cfg.labels.update({str(k): str(v) for k, v in (body.get("Labels") or {}).items()})
+    mode = host.get("NetworkMode") or ""
+    cfg.network_mode = "" if mode in _NETWORK_DEFAULTS else mode
+    cfg.memory_bytes = int(host.get("Memory") or 0)
+    cfg.nano_cpus = int(host.get("NanoCpus") or 0)
+    cfg.cpu_shares = int(host.get("CpuShares") or 0)
+    cfg.pids_limit = int(host.get("PidsLimit") or 0)
+    cfg.auto_remove = bool(host.get("AutoRemove"))
+    cfg.readonly_rootfs = bool(host.get("ReadonlyRootfs"))
+    cfg.stop_signal = body.get("StopSignal") or ""
+    if body.get("StopTimeout") is not None:
+        cfg.stop_timeout = int(body["StopTimeout"])
+    cfg.mounts.extend(mounts_mod.host_config_mounts(host, body.get("Volumes")))
+    cfg.ports.extend(ports_mod.port_bindings(host.get("PortBindings") or {}))
+    # ExposedPorts are read for what they must be; exposing without publishing changes
+    # nothing on berth's bridge, where every port of a container is reachable.
+    for key in body.get("ExposedPorts") or {}:
+        ports_mod.port_key(key)
+    cfg.publish_all = bool(host.get("PublishAllPorts"))
+    for endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():
+        endpoint = endpoint or {}
+        cfg.network_aliases.extend(endpoint.get("Aliases") or [])
+        cfg.ipv4_address = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or cfg.ipv4_address
+    cfg.volumes_from.extend(_strings(host.get("VolumesFrom"), "VolumesFrom"))
+    cfg.tty = bool(body.get("Tty"))
+    cfg.open_stdin = bool(body.get("OpenStdin"))
+    cfg.stdin_once = bool(body.get("StdinOnce"))
+    policy = host.get("RestartPolicy") or {}
+    cfg.restart_policy.name = policy.get("Name") or ""
+    cfg.restart_policy.maximum_retry_count = int(policy.get("MaximumRetryCount") or 0)
+    if body.get("Healthcheck"):
+        cfg.healthcheck.CopyFrom(healthcheck(body["Healthcheck"]))
+    return cfg
+
+
+def healthcheck(h: Mapping) -> engine_pb2.HealthConfig:
+    """Config.Healthcheck: Test (["CMD", ...], ["CMD-SHELL", "..."], ["NONE"]), durations in ns."""
+    if not isinstance(h, Mapping):
+        raise InvalidArgument("invalid Healthcheck: expected an object")
+    out = engine_pb2.HealthConfig(test=_strings(h.get("Test"), "Healthcheck.Test"))
+    for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                       ("StartInterval", "start_interval")):
+        value = int(h.get(key) or 0)
+        if value < 0:
+            raise InvalidArgument(f"Healthcheck.{key} can't be negative")
+        setattr(out, field, value)
+    retries = int(h.get("Retries") or 0)
+    if retries < 0:
+        raise InvalidArgument("Healthcheck.Retries can't be negative")
+    out.retries = retries
+    return out
+
+
+def restart_policy(text: str) -> engine_pb2.RestartPolicy:
+    """The CLI's --restart: no, always, unless-stopped, on-failure[:max-retries]."""
+    name, colon, count = text.partition(":")
+    policy = engine_pb2.RestartPolicy(name=name)
+    if colon:
+        try:
+            policy.maximum_retry_count = int(count)
+        except ValueError:
+            raise InvalidArgument("invalid restart policy format: maximum retry count must be an "
+                                  f"integer: {text}") from None
+    return policy
+
+
+def _strings(value, field: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        # docker accepts a bare string for Cmd/Entrypoint (one word each).
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"invalid {field}: expected a list of strings")
+    return value
+
+
+def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    mode = host.get("NetworkMode") or ""
+    extra = [n for n in endpoints if n not in (mode, "default", "bridge")]
+    if extra:
+        raise not_implemented("creating a container on more than one network (connect it afterwards)")
+    if any((e or {}).get("Links") for e in endpoints.values()):
+        raise not_implemented("links")
+    for key in ("Privileged", "CapAdd", "Devices", "Dns", "ExtraHosts", "Links", "Sysctls"):
+        if host.get(key):
+            raise not_implemented(f"HostConfig.{key}")
+
+
+_UPDATE_FIELDS = {"Memory": "memory_bytes", "NanoCpus": "nano_cpus", "CpuShares": "cpu_shares",
+                  "PidsLimit": "pids_limit"}
+# Sent by the CLI with every update; zero means "leave as it is", as in docker.
+_UPDATE_IGNORED = {"RestartPolicy", "MemorySwap", "MemoryReservation", "KernelMemory", "BlkioWeight",
+                   "CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus",
+                   "CpusetMems", "Devices", "DeviceCgroupRules", "DeviceRequests", "MemorySwappiness",
+                   "OomKillDisable", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps",
+                   "IOMaximumBandwidth", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
+                   "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CgroupParent", "KernelMemoryTCP"}
+
+
+def update_request(ref: str, body: Mapping) -> tuple[engine_pb2.UpdateResourcesRequest | None,
+                                                     engine_pb2.RestartPolicy | None]:
+    """`POST /containers/{id}/update`: the resources to change (None: none) and a new restart policy."""
+    for key, value in body.items():
+        if key not in _UPDATE_FIELDS and key not in _UPDATE_IGNORED and value not in (None, 0, "", [], {}, False):
+            raise InvalidArgument(f"unknown update field {key!r}")
+        if key in _UPDATE_IGNORED and key != "RestartPolicy" and value not in (None, 0, "", [], {}, False):
+            raise not_implemented(f"updating {key}")
+    request = engine_pb2.UpdateResourcesRequest(id=ref)
+    changed = False
+    for key, field in _UPDATE_FIELDS.items():
+        value = body.get(key)
+        if value is None or (value == 0 and key != "PidsLimit"):
+            continue
+        # PidsLimit 0 or -1 means unlimited in docker; berth spells unlimited 0.
+        setattr(request, field, max(int(value), 0) if key == "PidsLimit" else int(value))
+        changed = True
+    policy = None
+    raw = body.get("RestartPolicy") or {}
+    if raw.get("Name"):
+        policy = engine_pb2.RestartPolicy(name=raw["Name"], maximum_retry_count=int(raw.get("MaximumRetryCount") or 0))
+    return (request if changed else None), policy

@@ -1,0 +1,181 @@
+"""Containers as docker shows them: inspect, the ps summary, its STATUS text, health, logs."""
+
+from __future__ import annotations
+
+import time
+
+from berth.engine.v1 import engine_pb2
+from berth_docker.ports import ports_json
+from berth_docker.times import human_duration, rfc3339
+
+
+def container_json(info: engine_pb2.ContainerInfo) -> dict:
+    """`GET /containers/{id}/json` and `berth inspect`: the fields the docker CLI and the SDKs read."""
+    cfg = info.config
+    state = info.state
+    network = info.network_mode or "none"
+    stop_timeout = cfg.stop_timeout if cfg.HasField("stop_timeout") else None
+    return {
+        "Id": info.id,
+        "Created": rfc3339(info.created),
+        "Path": info.path,
+        "Args": list(info.args),
+        "State": {
+            "Status": state.status,
+            "Running": state.running,
+            "Paused": state.paused,
+            "Restarting": state.restarting,
+            "OOMKilled": state.oom_killed,
+            "Dead": False,
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": rfc3339(state.started_at if state.HasField("started_at") else None),
+            "FinishedAt": rfc3339(state.finished_at if state.HasField("finished_at") else None),
+            **({"Health": health_json(state.health)} if state.HasField("health") else {}),
+        },
+        "Image": info.image_id,
+        "ResolvConfPath": "",
+        "HostnamePath": "",
+        "HostsPath": "",
+        "LogPath": info.log_path,
+        "Name": "/" + info.name,
+        "RestartCount": info.restart_count,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": None,
+        "HostConfig": {
+            "NetworkMode": network,
+            "AutoRemove": cfg.auto_remove,
+            "RestartPolicy": {"Name": cfg.restart_policy.name or "no",
+                              "MaximumRetryCount": cfg.restart_policy.maximum_retry_count},
+            "Memory": cfg.memory_bytes,
+            "NanoCpus": cfg.nano_cpus,
+            "CpuShares": cfg.cpu_shares,
+            "PidsLimit": cfg.pids_limit or None,
+            "ReadonlyRootfs": cfg.readonly_rootfs,
+            "Binds": [f"{m.source}:{m.destination}" + ("" if m.rw else ":ro")
+                      for m in info.mounts if m.type == "bind"] or None,
+            "PortBindings": ports_json(cfg.ports),
+            "PublishAllPorts": cfg.publish_all,
+            # conmon writes k8s-file logs, but clients (docker-py's run) read logs back only when
+            # they see "json-file": the name that means "the logs endpoint has everything".
+            "LogConfig": {"Type": "json-file", "Config": {}},
+        },
+        "GraphDriver": {"Name": "overlay", "Data": None},
+        "Mounts": [mount_point_json(m) for m in info.mounts],
+        "Config": {
+            "Hostname": info.hostname,
+            "Domainname": "",
+            "User": cfg.user,
+            "AttachStdin": cfg.open_stdin and cfg.stdin_once,
+            "AttachStdout": False,
+            "AttachStderr": False,
+            "Tty": cfg.tty,
+            "OpenStdin": cfg.open_stdin,
+            "StdinOnce": cfg.stdin_once,
+            "Env": list(info.env),
+            "Cmd": list(cfg.cmd) or None,
+            "Image": info.image,
+            "Volumes": None,
+            "WorkingDir": info.working_dir,
+            "Entrypoint": list(cfg.entrypoint.values) if cfg.HasField("entrypoint") else None,
+            "OnBuild": None,
+            "Labels": dict(cfg.labels),
+            "StopSignal": cfg.stop_signal or None,
+            "StopTimeout": stop_timeout,
+            **({"Healthcheck": healthcheck_json(cfg.healthcheck)} if cfg.HasField("healthcheck") else {}),
+        },
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": "",
+            "SandboxKey": info.netns_path,
+            "Ports": ports_json(info.ports),
+            "IPAddress": info.networks[0].ipv4_address if info.networks else "",
+            "Gateway": info.networks[0].gateway if info.networks else "",
+            "Networks": {n.network: {"NetworkID": n.network_id, "EndpointID": "", "Gateway": n.gateway,
+                                     "IPAddress": n.ipv4_address, "IPPrefixLen": n.prefix_len,
+                                     "MacAddress": "", "Aliases": list(n.aliases) or None}
+                         for n in info.networks} or {network: {}},
+        },
+    }
+
+
+def container_summary(info: engine_pb2.ContainerInfo, now: float | None = None) -> dict:
+    """One entry of `GET /containers/json` (what `docker ps` prints)."""
+    command = " ".join([info.path, *info.args]).strip()
+    return {
+        "Id": info.id,
+        "Names": ["/" + info.name],
+        "Image": info.image,
+        "ImageID": info.image_id,
+        "Command": command,
+        "Created": info.created.seconds,
+        "Ports": [{"IP": p.host_ip or "0.0.0.0", "PrivatePort": p.container_port, "PublicPort": p.host_port,
+                   "Type": p.protocol or "tcp"} for p in info.ports],
+        "Labels": dict(info.config.labels),
+        "State": info.state.status,
+        "Status": status_text(info.state, now),
+        "HostConfig": {"NetworkMode": info.network_mode or "none"},
+        "NetworkSettings": {"Networks": {n.network: {"NetworkID": n.network_id, "IPAddress": n.ipv4_address,
+                                                     "Gateway": n.gateway} for n in info.networks}},
+        "Mounts": [mount_point_json(m) for m in info.mounts],
+    }
+
+
+def mount_point_json(m: engine_pb2.MountPoint) -> dict:
+    """One entry of inspect's "Mounts"."""
+    out = {"Type": m.type, "Source": m.source, "Destination": m.destination, "Mode": m.mode,
+           "RW": m.rw, "Propagation": m.propagation}
+    if m.type == "volume":
+        out.update(Name=m.name, Driver=m.driver)
+    return out
+
+
+def status_text(state: engine_pb2.ContainerState, now: float | None = None) -> str:
+    """The STATUS column: "Up 3 seconds (healthy)", "Exited (0) 2 seconds ago", "Created"."""
+    now = time.time() if now is None else now
+    if state.status == "restarting":
+        return f"Restarting ({state.exit_code}) {human_duration(now - state.finished_at.seconds)} ago"
+    if state.status in ("running", "paused"):
+        up = f"Up {human_duration(max(0.0, now - state.started_at.seconds))}"
+        if state.status == "paused":
+            return up + " (Paused)"
+        health = state.health.status if state.HasField("health") else ""
+        if health == "starting":
+            return up + " (health: starting)"
+        return up + (f" ({health})" if health in ("healthy", "unhealthy") else "")
+    if state.status == "exited":
+        if not state.HasField("finished_at"):
+            return f"Exited ({state.exit_code})"
+        return f"Exited ({state.exit_code}) {human_duration(max(0.0, now - state.finished_at.seconds))} ago"
+    if state.status == "removing":
+        return "Removal In Progress"
+    return state.status.capitalize()
+
+
+def healthcheck_json(h: engine_pb2.HealthConfig) -> dict:
+    """Config.Healthcheck; durations in nanoseconds, unset ones left out."""
+    out = {"Test": list(h.test)}
+    for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                       ("StartInterval", "start_interval"), ("Retries", "retries")):
+        if getattr(h, field):
+            out[key] = getattr(h, field)
+    return out
+
+
+def health_json(h: engine_pb2.Health) -> dict:
+    """State.Health: what `docker ps` shows as "(healthy)" and `inspect` prints."""
+    return {"Status": h.status, "FailingStreak": h.failing_streak,
+            "Log": [{"Start": rfc3339(e.start), "End": rfc3339(e.end), "ExitCode": e.exit_code,
+                     "Output": e.output} for e in h.log]}
+
+
+def log_line(chunk: engine_pb2.LogChunk, timestamps: bool) -> bytes:
+    """One line of `logs`, with `-t` its time first, as docker writes it."""
+    if not timestamps:
+        return chunk.data
+    return rfc3339(chunk.time if chunk.HasField("time") else None).encode() + b" " + chunk.data
