@@ -47,7 +47,7 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
 
     async def Logs(self, request: pb.LogsRequest, context):
         flt = convert.log_filter_from_pb(request)
-        async for line in self.service.logs(request.id, request.follow, flt):
+        async for line in self.service.logs(request.id, request.follow, flt, request.chunked):
             yield convert.log_line_to_pb(line)
 
     async def Events(self, request: pb.EventsRequest, context):

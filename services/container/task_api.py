@@ -63,6 +63,8 @@ async def attach(service, requests):
                                             start.size.height, start.size.width, requests):
         if kind == "attached":
             yield pb.AttachResponse(attached=True)
+        elif kind == "exit":
+            yield pb.AttachResponse(exit=convert.exit_to_pb(value))
         else:
             stream, data = value
             yield pb.AttachResponse(output=pb.Output(stream=_stream(stream), data=data))

@@ -215,7 +215,7 @@ class Execs:
                     yield engine_pb2.AttachResponse(attached=cid)
                     if params.start_container:
                         await self._containers.start(cid)
-                else:
+                elif reply.WhichOneof("msg") == "output":
                     yield engine_pb2.AttachResponse(output=engine_pb2.LogChunk(
                         stream=reply.output.stream, data=reply.output.data))
             if params.start_container:

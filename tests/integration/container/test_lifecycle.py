@@ -277,38 +277,58 @@ async def test_stopped_then_started_container_is_watched_and_followed_again(clie
     await client.Delete(pb.DeleteRequest(id=id))
 
 
-async def test_runs_appending_to_the_log_keep_it_under_the_cap(client, roots, service):
-    cap = service.config.log_max_bytes
-    # About 0.4 of the cap a run (86-byte records): three runs appended in full would pass it.
+async def test_runs_appending_to_the_log_keep_it_within_max_size_times_max_file(client, roots):
+    from services.container import logfiles
+    from tests.integration.container.test_logs import file_contents
+    cap, files = 256 * 1024, 2
+    # About 430 KB of records a run: each run passes max-size.
     id = await run(client, roots, "sh", "-c",
                    "n=$(cat /n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /n; "
-                   "yes 0123456789012345678901234567890123456789 | head -n 5000; echo end $n")
+                   "yes 0123456789012345678901234567890123456789 | head -n 5000; echo end $n",
+                   log_config=pb.LogConfig(driver="json-file",
+                                           options={"max-size": "256k", "max-file": str(files)}))
     for n in (1, 2, 3):
         await client.Wait(pb.WaitRequest(id=id))
         c = await client.Get(pb.GetRequest(id=id))
-        assert os.path.getsize(c.log_path) <= cap
+        # max-file counts the live file; a file is rotated only once past max-size (it
+        # passes it by what is written before the check sees it).
+        rotated = logfiles.segments(c.log_path)
+        assert len(rotated) <= files - 1 and all(os.path.getsize(p) >= cap for _, p in rotated)
+        assert c.log_size == logfiles.total_size(c.log_path)
         kept = await logs(client, id)
         assert kept[-1].data == f"end {n}\n".encode()
-        if n > 1:
-            # The newest half of the earlier output is kept before this run's.
-            assert f"end {n - 1}\n".encode() in [e.data for e in kept]
+        assert b"".join(e.data for e in kept) == file_contents(c.log_path)[0]
         if n < 3:
             await client.Start(pb.StartRequest(id=id))
 
 
-async def test_log_cap_keeps_the_file_small_and_follow_sees_the_end(client, roots, service):
-    cap = service.config.log_max_bytes
+async def test_log_rotation_keeps_the_newest_and_follow_sees_everything(client, roots):
+    from services.container import logfiles
+    from tests.integration.container.test_logs import file_contents
     id = new_id()
     await client.Create(pb.CreateRequest(id=id, name="big", spec=roots.spec(
-        "sh", "-c", "yes 0123456789012345678901234567890123456789 | head -n 100000; echo last")))
+        "sh", "-c", "yes 0123456789012345678901234567890123456789 | head -n 100000; echo last",
+        log_config=pb.LogConfig(driver="json-file", options={"max-size": "1m", "max-file": "100"}))))
     stream = client.Logs(pb.LogsRequest(id=id, follow=True, tail=-1))
     await client.Start(pb.StartRequest(id=id))
     got = [e.data async for e in stream]
-    assert got[-1] == b"last\n"
     c = await client.Get(pb.GetRequest(id=id))
-    assert os.path.getsize(c.log_path) <= cap
-    # Only the newest part is kept: older output was dropped at the cap.
-    kept = await logs(client, id)
+    want = [b"0123456789012345678901234567890123456789\n"] * 100000 + [b"last\n"]
+    # The files hold every byte (nothing is pruned at this max-file) ...
+    assert file_contents(c.log_path)[0] == b"".join(want)
+    # ... and rotation never cuts a follower short: it sees all of it (while max-file
+    # keeps the files it has not read yet: a follower slower than pruning misses those).
+    assert got == want
+    assert len(logfiles.segments(c.log_path)) >= 3
+
+    id2 = await run(client, roots, "sh", "-c",
+                    "yes 0123456789012345678901234567890123456789 | head -n 100000; echo last",
+                    log_config=pb.LogConfig(driver="json-file", options={"max-size": "128k", "max-file": "2"}))
+    await client.Wait(pb.WaitRequest(id=id2))
+    c = await client.Get(pb.GetRequest(id=id2))
+    assert len(logfiles.segments(c.log_path)) == 1
+    # Only the newest part is kept: older output was rotated away (max-file 2).
+    kept = await logs(client, id2)
     assert kept[-1].data == b"last\n" and len(kept) < 100000
 
 

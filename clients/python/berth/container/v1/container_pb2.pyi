@@ -146,6 +146,7 @@ class Spec(_message.Message):
     TTY_FIELD_NUMBER: _builtins.int
     OPEN_STDIN_FIELD_NUMBER: _builtins.int
     STDIN_ONCE_FIELD_NUMBER: _builtins.int
+    LOG_CONFIG_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
     """Network namespace to join; empty shares the host's network."""
     hostname: _builtins.str
@@ -172,6 +173,13 @@ class Spec(_message.Message):
     def process(self) -> Global___Process: ...
     @_builtins.property
     def resources(self) -> Global___Resources: ...
+    @_builtins.property
+    def log_config(self) -> Global___LogConfig:
+        """How the container's output is kept (docker's --log-driver/--log-opt). Set
+        by the caller at Create; when absent the service fills in its daemon
+        default, and the Spec it returns always holds the configuration in force.
+        """
+
     def __init__(
         self,
         *,
@@ -186,14 +194,91 @@ class Spec(_message.Message):
         tty: _builtins.bool = ...,
         open_stdin: _builtins.bool = ...,
         stdin_once: _builtins.bool = ...,
+        log_config: Global___LogConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["process", b"process", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "tty", b"tty"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "tty", b"tty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Spec: _TypeAlias = Spec  # noqa: Y015
+
+@_typing.final
+class LogConfig(_message.Message):
+    """A log driver with docker's names and options. Every driver keeps the
+    output in conmon's k8s-file records (time, stream, full/partial tag,
+    bytes), which Logs reads back byte for byte; the drivers differ in what
+    they keep:
+      "json-file"  everything, unless max-size is set: then the live file is
+                   rotated into numbered files once it passed max-size, and the
+                   newest max-file files (the live one included) are kept.
+      "local"      the same with docker's local-driver defaults: max-size 20m,
+                   max-file 5, compress true (at most about 100 MB a container).
+      "none"       no log file at all; Logs fails with UNIMPLEMENTED ("configured
+                   logging driver does not support reading"). Attach still
+                   sees all output.
+    Rotation never loses a byte that is within the limits: the live file is
+    renamed away and conmon is told to reopen it, so writes in between land in
+    the renamed file. max-size is checked as the file grows (inotify), so a file
+    can pass it by what the container writes before the check (it is a bound on
+    when a rotation starts, not a truncation point).
+    The daemon default (BERTH_LOG_DRIVER, BERTH_LOG_OPTS) is "local": capped
+    and rotated, so a chatty container cannot fill the node's disk (moby#40207),
+    and a user who wants everything kept asks for json-file without max-size.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DRIVER_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    driver: _builtins.str
+    """"json-file", "local" or "none"; empty takes the daemon default driver
+    with its options.
+    """
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """docker's --log-opt keys: "max-size" (bytes with an optional k/m/g unit,
+        e.g. "10m"; -1 or absent = no limit), "max-file" (a count >= 1, needs
+        max-size when > 1), "compress" ("true"/"false": gzip rotated files, read
+        transparently). Any other key, or any option for "none", is
+        INVALID_ARGUMENT and nothing is created. The returned Spec lists every
+        option in force, defaults included.
+        """
+
+    def __init__(
+        self,
+        *,
+        driver: _builtins.str = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogConfig: _TypeAlias = LogConfig  # noqa: Y015
 
 @_typing.final
 class Container(_message.Message):
@@ -575,6 +660,7 @@ class LogsRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     STDOUT_FIELD_NUMBER: _builtins.int
     STDERR_FIELD_NUMBER: _builtins.int
+    CHUNKED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     follow: _builtins.bool
     tail: _builtins.int
@@ -582,6 +668,13 @@ class LogsRequest(_message.Message):
     stdout: _builtins.bool
     """Which streams; when both are false, both are sent."""
     stderr: _builtins.bool
+    chunked: _builtins.bool
+    """Bulk mode: each LogEntry carries as many consecutive bytes of one stream
+    as fit in about 1 MiB (many lines, or part of a line that has no newline
+    yet), and `time` is the time of the first line in it. Concatenating the
+    entries of one stream gives exactly the bytes the container wrote on it.
+    Off: one entry per line, each with its own time (for timestamps).
+    """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Only entries at or after this time."""
@@ -600,10 +693,11 @@ class LogsRequest(_message.Message):
         until: _timestamp_pb2.Timestamp | None = ...,
         stdout: _builtins.bool = ...,
         stderr: _builtins.bool = ...,
+        chunked: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "id", b"id", "since", b"since", "stderr", b"stderr", "stdout", b"stdout", "tail", b"tail", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunked", b"chunked", "follow", b"follow", "id", b"id", "since", b"since", "stderr", b"stderr", "stdout", b"stdout", "tail", b"tail", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -633,7 +727,10 @@ class LogEntry(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     stream: Global___LogEntry.Stream.ValueType
     data: _builtins.bytes
-    """One line, with its newline when it had one."""
+    """One line, with its newline when it had one (the last line of a stream may
+    have none; a line over 1 MiB comes in pieces of 1 MiB, stamped alike);
+    with LogsRequest.chunked, consecutive bytes of one stream.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1092,21 +1189,33 @@ class AttachResponse(_message.Message):
 
     ATTACHED_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    EXIT_FIELD_NUMBER: _builtins.int
     attached: _builtins.bool
     """First reply: the attach is in place."""
     @_builtins.property
-    def output(self) -> Global___Output: ...
+    def output(self) -> Global___Output:
+        """Output in order; consecutive packets of one stream are joined into one
+        message of up to about 1 MiB.
+        """
+
+    @_builtins.property
+    def exit(self) -> Global___WaitResponse:
+        """Last reply: the process exited and every byte of its output was sent
+        before this; how it exited, as Wait reports it.
+        """
+
     def __init__(
         self,
         *,
         attached: _builtins.bool = ...,
         output: Global___Output | None = ...,
+        exit: Global___WaitResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "msg", b"msg", "output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "exit", b"exit", "msg", b"msg", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "msg", b"msg", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "exit", b"exit", "msg", b"msg", "output", b"output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["attached", "output"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["attached", "output", "exit"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 

@@ -283,8 +283,13 @@ class ContainerServiceServicer:
     def Attach(self, request_iterator, context):
         """Attach to the container's own stdio: its output as it happens and, when it
         was created with open_stdin, its input. The first request is `start`; the
-        first reply says the attach is in place (before Start, nothing is lost).
-        The stream ends when the container exits or the caller ends it (detach).
+        first reply says the attach is in place. Attached after Create and before
+        Start, the caller sees every byte of output from the first. The stream is
+        read from conmon's attach socket, with back-pressure: conmon blocks on a
+        reader that does not keep up (it never drops), so a slow caller slows the
+        container's writes. When the process has exited and its last byte was
+        sent, the last reply is `exit`, then the stream ends: a stream that ends
+        without `exit` was cut short (detach, or the monitor died).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

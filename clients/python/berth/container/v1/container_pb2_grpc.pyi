@@ -89,8 +89,13 @@ class ContainerServiceStub:
     Attach: _grpc.StreamStreamMultiCallable[_container_pb2.AttachRequest, _container_pb2.AttachResponse]
     """Attach to the container's own stdio: its output as it happens and, when it
     was created with open_stdin, its input. The first request is `start`; the
-    first reply says the attach is in place (before Start, nothing is lost).
-    The stream ends when the container exits or the caller ends it (detach).
+    first reply says the attach is in place. Attached after Create and before
+    Start, the caller sees every byte of output from the first. The stream is
+    read from conmon's attach socket, with back-pressure: conmon blocks on a
+    reader that does not keep up (it never drops), so a slow caller slows the
+    container's writes. When the process has exited and its last byte was
+    sent, the last reply is `exit`, then the stream ends: a stream that ends
+    without `exit` was cut short (detach, or the monitor died).
     """
     Pause: _grpc.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]
     """Freeze and thaw all processes of the container (freezer cgroup)."""
@@ -165,8 +170,13 @@ class ContainerServiceAsyncStub(ContainerServiceStub):
     Attach: _aio.StreamStreamMultiCallable[_container_pb2.AttachRequest, _container_pb2.AttachResponse]  # type: ignore[assignment]
     """Attach to the container's own stdio: its output as it happens and, when it
     was created with open_stdin, its input. The first request is `start`; the
-    first reply says the attach is in place (before Start, nothing is lost).
-    The stream ends when the container exits or the caller ends it (detach).
+    first reply says the attach is in place. Attached after Create and before
+    Start, the caller sees every byte of output from the first. The stream is
+    read from conmon's attach socket, with back-pressure: conmon blocks on a
+    reader that does not keep up (it never drops), so a slow caller slows the
+    container's writes. When the process has exited and its last byte was
+    sent, the last reply is `exit`, then the stream ends: a stream that ends
+    without `exit` was cut short (detach, or the monitor died).
     """
     Pause: _aio.UnaryUnaryMultiCallable[_container_pb2.PauseRequest, _container_pb2.Container]  # type: ignore[assignment]
     """Freeze and thaw all processes of the container (freezer cgroup)."""
@@ -334,8 +344,13 @@ class ContainerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_container_pb2.AttachResponse], _abc.AsyncIterator[_container_pb2.AttachResponse]]:
         """Attach to the container's own stdio: its output as it happens and, when it
         was created with open_stdin, its input. The first request is `start`; the
-        first reply says the attach is in place (before Start, nothing is lost).
-        The stream ends when the container exits or the caller ends it (detach).
+        first reply says the attach is in place. Attached after Create and before
+        Start, the caller sees every byte of output from the first. The stream is
+        read from conmon's attach socket, with back-pressure: conmon blocks on a
+        reader that does not keep up (it never drops), so a slow caller slows the
+        container's writes. When the process has exited and its last byte was
+        sent, the last reply is `exit`, then the stream ends: a stream that ends
+        without `exit` was cut short (detach, or the monitor died).
         """
 
     @_abc_1.abstractmethod
