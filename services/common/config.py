@@ -22,8 +22,12 @@ class Config:
     # OCI runtime binary and per-container monitor.
     runtime: str = "runc"
     conmon: str = "conmon"
-    # Container log files are capped at this size (conmon rotates them).
-    log_max_bytes: int = 10 * 1024 * 1024
+    # The log driver of containers created without one (docker's daemon.json
+    # "log-driver"/"log-opts"): "local" caps and rotates each container's log
+    # (docker's local defaults, about 100 MB), "json-file" without max-size keeps
+    # everything. Options as "key=value,..." (e.g. "max-size=10m,max-file=3").
+    log_driver: str = "local"
+    log_opts: str = ""
     # Log output of the services: "json", "console" or "auto" (console on a tty).
     log_format: str = "auto"
     log_level: str = "info"
@@ -65,7 +69,8 @@ class Config:
             "BERTH_DATA_ROOT": self.data_root,
             "BERTH_RUNTIME": self.runtime,
             "BERTH_CONMON": self.conmon,
-            "BERTH_LOG_MAX_BYTES": str(self.log_max_bytes),
+            "BERTH_LOG_DRIVER": self.log_driver,
+            "BERTH_LOG_OPTS": self.log_opts,
             "BERTH_LOG_FORMAT": self.log_format,
             "BERTH_LOG_LEVEL": self.log_level,
             "BERTH_BRIDGE_NAME": self.bridge_name,
@@ -92,7 +97,8 @@ def load(environ: dict[str, str] | None = None) -> Config:
         data_root=env.get("BERTH_DATA_ROOT", defaults.data_root),
         runtime=env.get("BERTH_RUNTIME", defaults.runtime),
         conmon=env.get("BERTH_CONMON", defaults.conmon),
-        log_max_bytes=int(env.get("BERTH_LOG_MAX_BYTES", defaults.log_max_bytes)),
+        log_driver=env.get("BERTH_LOG_DRIVER", defaults.log_driver),
+        log_opts=env.get("BERTH_LOG_OPTS", defaults.log_opts),
         log_format=env.get("BERTH_LOG_FORMAT", defaults.log_format),
         log_level=env.get("BERTH_LOG_LEVEL", defaults.log_level),
         registries_file=env.get("BERTH_REGISTRIES_FILE", defaults.registries_file),

@@ -49,7 +49,7 @@ class ContainerApi(container_pb2_grpc.ContainerServiceServicer):
 
     async def GetContainerLogs(self, request: pb.GetContainerLogsRequest, context):
         flt = convert.log_filter_from_pb(request)
-        async for line in self.service.logs(request.id, request.follow, flt):
+        async for line in self.service.logs(request.id, request.follow, flt, request.chunked):
             yield pb.GetContainerLogsResponse(chunk=convert.log_line_to_pb(line))
 
     async def SubscribeTaskEvents(self, request: pb.SubscribeTaskEventsRequest, context):

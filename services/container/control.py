@@ -16,8 +16,8 @@ import structlog
 
 from services.common import errors
 from services.container.model import Event, EventType, Resources, Status
+from services.container.service import settled
 from services.container.stdio import Stdio, pump_requests
-from services.container.stdio import resize as resize_ctl
 
 log = structlog.get_logger(__name__)
 
@@ -36,17 +36,20 @@ def _running(service, ref: str):
 # -- attach -----------------------------------------------------------------------------
 
 async def attach(service, ref: str, stdin: bool, height: int, width: int, requests):
-    """Yields ("attached", id), then ("output", (stream, data)) until conmon closes the socket."""
+    """Yields ("attached", id), then ("output", (stream, data)) until conmon closes the
+    socket, then ("exit", Exit) once the exit is recorded: conmon closes the socket
+    after the last byte and before it exits, so the exit follows without a timer."""
     c = service.get(ref)
     if c.status is Status.STOPPED:
         raise errors.FailedPrecondition(
             "You cannot attach to a stopped container, start it first")
     b = service.runtime.bundle(c.id)
+    task = service.tasks.get(c.id)
     conn = await Stdio.connect(service.runtime.socket_dir, c.id, os.path.join(b.dir, "ctl"))
     want_stdin = stdin and c.record.spec.open_stdin
     try:
         if c.record.spec.tty and height and width:
-            conn.resize(height, width)
+            await conn.resize(height, width)
         yield "attached", c.id
         pump = asyncio.ensure_future(pump_requests(requests, conn, want_stdin))
         try:
@@ -56,11 +59,11 @@ async def attach(service, ref: str, stdin: bool, height: int, width: int, reques
             pump.cancel()
     finally:
         conn.close()
-
-
-def resize(service, ref: str, height: int, width: int) -> None:
-    c = service.get(ref)
-    resize_ctl(os.path.join(service.runtime.bundle(c.id).dir, "ctl"), height, width)
+    # This run's exit, even if a restart begins a new run meanwhile.
+    if task is not None:
+        await settled(task)
+        if task.exit is not None:
+            yield "exit", task.exit
 
 
 # -- pause, resume, update --------------------------------------------------------------

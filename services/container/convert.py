@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import glob
-import os
-
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.container.v1 import container_pb2 as pb
 from berth.types.v1 import mount_pb2
 from berth.types.v1 import stdio_pb2
+from services.container import logfiles
 from services.container import logs as logs_mod
-from services.container.model import (Container, Event, EventType, Exit, LogLine, Mount, Process,
+from services.container.model import (Container, Event, EventType, Exit, LogConfig, LogLine, Mount, Process,
                                       Resources, Spec, Status)
 
 _STATUS = {Status.CREATED: pb.STATUS_CREATED, Status.RUNNING: pb.STATUS_RUNNING,
@@ -64,7 +62,8 @@ def spec_from_pb(s: pb.Spec) -> Spec:
         resources=Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
                             cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
         stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
-        open_stdin=s.open_stdin, stdin_once=s.stdin_once)
+        open_stdin=s.open_stdin, stdin_once=s.stdin_once,
+        log_config=LogConfig(s.log_config.driver, tuple(sorted(s.log_config.options.items()))))
 
 
 def spec_to_pb(s: Spec) -> pb.Spec:
@@ -77,7 +76,8 @@ def spec_to_pb(s: Spec) -> pb.Spec:
         resources=pb.Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
                                cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
         stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
-        open_stdin=s.open_stdin, stdin_once=s.stdin_once)
+        open_stdin=s.open_stdin, stdin_once=s.stdin_once,
+        log_config=pb.LogConfig(driver=s.log_config.driver, options=dict(s.log_config.options)))
 
 
 def container_to_pb(c: Container) -> pb.Container:
@@ -85,24 +85,13 @@ def container_to_pb(c: Container) -> pb.Container:
     out = pb.Container(id=r.id, name="/" + r.name, labels=r.labels, spec=spec_to_pb(r.spec),
                        metadata=r.metadata, created_at=_ts(r.created_at), status=_STATUS[c.status],
                        pid=c.pid, started_at=_ts(r.started_at), log_path=c.log_path,
-                       log_size=_file_size(c.log_path))
+                       log_size=logfiles.total_size(c.log_path) if c.log_path else 0)
     if r.exit is not None:
         out.exit_code = r.exit.code
         out.oom_killed = r.exit.oom_killed
         out.finished_at.CopyFrom(_ts(r.exit.finished_at))
         out.note = r.exit.note
     return out
-
-
-def _file_size(path: str) -> int:
-    """The log and its rotated predecessors (path.1, ...), as `system df` counts them."""
-    total = 0
-    for p in [path, *glob.glob(glob.escape(path) + ".*")] if path else ():
-        try:
-            total += os.stat(p).st_size
-        except OSError:
-            pass
-    return total
 
 
 def exit_to_pb(e: Exit) -> pb.WaitContainerResponse:

@@ -42,6 +42,10 @@ from services.container.stdio import Stdio, pump_requests
 
 log = structlog.get_logger(__name__)
 
+# A detached exec's output is kept for inspection only (docker keeps none of it):
+# conmon may truncate it at this size.
+EXEC_LOG_MAX = 10 * 1024 * 1024
+
 EXEC_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -166,7 +170,7 @@ class Execs:
             "-p", os.path.join(d, "pidfile"), "--conmon-pidfile", os.path.join(d, "conmon.pid"),
             "--exit-dir", d, "--socket-dir-path", runtime.socket_dir,
             "-l", f"k8s-file:{os.path.join(d, 'exec.log')}",
-            "--log-size-max", str(runtime.config.log_max_bytes), "--log-level", "warning",
+            "--log-size-max", str(EXEC_LOG_MAX), "--log-level", "warning",
             "--runtime-arg", "--root", "--runtime-arg", runtime.runc_root,
             "--exec", "--exec-process-spec", os.path.join(d, "process.json"),
         ]

@@ -1,32 +1,46 @@
-"""Reading conmon's k8s-file logs.
+"""Reading a container's output back from its k8s-file logs, in bulk.
 
-Each line conmon writes is `<RFC3339Nano time> <stdout|stderr> <P|F> <content>\n`:
-F ends a line of the container's output, P is a piece of a longer line (or of
-output without a newline yet) to be joined with what follows on that stream.
+Each record conmon writes is `<RFC3339Nano time> <stdout|stderr> <P|F> <content>\\n`:
+F ends a line of the container's output (its content holds the line's newline,
+which is the record's), P is a piece without a newline (output not ended by
+one, or a line longer than conmon's 8 KiB read) to be joined with what follows
+on that stream. conmon 2.1 always writes the time as 35 bytes
+(`2026-01-02T03:04:05.123456789+00:00`), so the content starts at byte 45 and
+a record is taken apart by slicing; anything else goes the slow way.
 
-At the size cap (--log-size-max) conmon does not keep older files: it writes a
-fresh file beside the log and renames it over the log, so the log then starts
-again from empty and earlier output is gone (checked: a 2000-byte cap keeps
-only the newest lines, the file never exceeds the cap). A follower still holds
-the old file open, drains it, notices the new inode and continues from the
-start of the new file; it loses lines only if the log rotates twice between two
-of its reads (every FOLLOW_INTERVAL).
+The files are read in 1 MiB blocks, split into records with one bytes.split.
+Bulk (chunked) output joins the contents of consecutive records of one stream,
+so the bytes of each stream come back exactly as written. A time filter is
+applied line by line only in blocks whose first or last record is outside it
+(records are in time order: conmon stamps them as it writes). `tail` is found
+by reading backwards from the end of the newest file, then older files, so it
+reads about what it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 
+from services.container import logfiles
 from services.container.model import LogLine
 
 # Follow re-reads the file this often while the container runs; its end is
 # signalled at once by the exit watcher.
 FOLLOW_INTERVAL = 0.05
+BLOCK = 1 << 20
+# Bulk entries end at a stream change or at about this size.
+CHUNK = 1 << 20
+_TS = 35
+_HEADER = _TS + 10  # time, " stdout ", tag, " "
+STDOUT, STDERR = "stdout", "stderr"
 
 
 @dataclass(frozen=True)
@@ -34,16 +48,14 @@ class LogFilter:
     tail: int = -1
     since_ns: int = 0
     until_ns: int = 0
-    streams: frozenset[str] = frozenset({"stdout", "stderr"})
+    streams: frozenset[str] = frozenset({STDOUT, STDERR})
 
-    def admits(self, line: LogLine) -> bool:
-        if line.stream not in self.streams:
-            return False
-        if self.since_ns and line.time_ns < self.since_ns:
-            return False
-        if self.until_ns and line.time_ns >= self.until_ns:
-            return False
-        return True
+    @property
+    def timed(self) -> bool:
+        return bool(self.since_ns or self.until_ns)
+
+    def in_time(self, t: int) -> bool:
+        return (not self.since_ns or t >= self.since_ns) and (not self.until_ns or t < self.until_ns)
 
 
 def parse_time(text: bytes) -> int:
@@ -63,136 +75,510 @@ def parse_time(text: bytes) -> int:
     return int(whole.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
 
 
-class Parser:
-    """Turns k8s-file records into whole lines, joining partial (P) pieces per stream."""
+def fields(r: bytes) -> tuple[bytes, str, bool, bytes] | None:
+    """(time, stream, partial, content) of one record (without its newline);
+    None for what is not a record."""
+    if len(r) >= _HEADER - 1 and r[_TS] == 32 and r[_TS + 7] == 32 and r[_TS + 9:_TS + 10] in (b" ", b""):
+        name = r[_TS + 1:_TS + 7]
+        tag = r[_TS + 8]
+        if name in (b"stdout", b"stderr") and tag in (70, 80):
+            return r[:_TS], name.decode(), tag == 80, r[_HEADER:]
+    parts = r.split(b" ", 3)
+    if len(parts) == 3:
+        parts.append(b"")
+    if len(parts) != 4 or parts[1] not in (b"stdout", b"stderr") or parts[2] not in (b"P", b"F"):
+        return None
+    return parts[0], parts[1].decode(), parts[2] == b"P", parts[3]
 
-    def __init__(self) -> None:
-        self._pending: dict[str, tuple[int, bytes]] = {}
 
-    def feed(self, record: bytes) -> LogLine | None:
-        try:
-            ts, stream, tag, content = record.split(b" ", 3)
-        except ValueError:
-            # A tag with empty content has no trailing space after the tag.
-            parts = record.split(b" ")
-            if len(parts) != 3:
+_SECONDS: dict[bytes, int] = {}
+
+
+def _time(ts: bytes) -> int | None:
+    # conmon's form: the second (date, time and zone) is parsed once per second.
+    if len(ts) == _TS and ts[19] == 46 and ts[20:29].isdigit():
+        key = ts[:19] + ts[29:]
+        sec = _SECONDS.get(key)
+        if sec is None:
+            try:
+                sec = parse_time(key[:19] + b".0" + key[19:]) // 1_000_000_000
+            except ValueError:
                 return None
-            ts, stream, tag = parts
-            content = b""
-        try:
-            time_ns = parse_time(ts)
-        except ValueError:
-            return None
-        name = stream.decode(errors="replace")
-        started, before = self._pending.pop(name, (time_ns, b""))
-        if tag == b"P":
-            self._pending[name] = (started, before + content)
-            return None
-        return LogLine(name, started, before + content + b"\n")
-
-    def flush(self) -> Iterator[LogLine]:
-        """Output left without a newline when the container exited."""
-        for name, (started, data) in sorted(self._pending.items(), key=lambda kv: kv[1][0]):
-            if data:
-                yield LogLine(name, started, data)
-        self._pending.clear()
+            if len(_SECONDS) > 4096:
+                _SECONDS.clear()
+            _SECONDS[key] = sec
+        return sec * 1_000_000_000 + int(ts[20:29])
+    try:
+        return parse_time(ts)
+    except ValueError:
+        return None
 
 
-class LogReader:
-    """Reads whole records from a log file that conmon may replace at its size cap."""
+class Decoder:
+    """Records -> output, in file order. Per stream it keeps the line in progress
+    (joined P pieces): its start time decides whether the whole line is admitted.
 
-    def __init__(self, path: str):
+    Bulk mode yields LogLine entries of many lines (stamped with their first
+    line's time); line mode one per line, stamped with its first piece's time."""
+
+    def __init__(self, flt: LogFilter, chunked: bool):
+        self.flt = flt
+        self.chunked = chunked
+        # stream -> (start time, or its text while not needed yet; admitted;
+        # the line so far, line mode only)
+        self._open: dict[str, tuple[int | bytes, bool, bytearray]] = {}
+        self._buf: list[bytes] = []
+        self._buf_stream = ""
+        self._buf_time = 0
+        self._buf_len = 0
+
+    def feed(self, records: list[bytes]) -> list[LogLine]:
+        out: list[LogLine] = []
+        if not records:
+            return out
+        check_time = self.flt.timed and not self._block_in_time(records)
+        if not check_time and (self._feed_bulk(records, out) if self.chunked
+                               else self._feed_whole_lines(records, out)):
+            return out
+        wanted = self.flt.streams
+        opened = self._open
+        for r in records:
+            # Inline form of fields() for conmon's fixed-width header.
+            if len(r) >= 44 and r[35] == 32 and r[42] == 32 and r[36:42] in _NAMES and r[43] in (70, 80) \
+                    and (len(r) == 44 or r[44] == 32):
+                stream = _NAMES[r[36:42]]
+                if stream not in wanted:
+                    continue
+                partial = r[43] == 80
+                ts, content = r, r[45:]
+            else:
+                f = fields(r)
+                if f is None or f[1] not in wanted:
+                    continue
+                ts, stream, partial, content = f
+            line = opened.get(stream)
+            if line is None:
+                # The time is parsed only when needed: to filter, for line mode,
+                # or (in _put) for the first line of a bulk entry.
+                t: int | bytes = ts[:_TS] if ts is r else ts
+                if check_time or not self.chunked:
+                    t = _time(t) or 0
+                admitted = self.flt.in_time(t) if check_time else True
+                line = (t, admitted, bytearray())
+            t, admitted, pieces = line
+            if partial:
+                opened[stream] = line
+                if not admitted:
+                    continue
+                if self.chunked:
+                    self._put(out, stream, t, content)
+                    continue
+                pieces += content
+                if len(pieces) >= CHUNK:
+                    # A line this long goes out in pieces (a message must stay small).
+                    out.append(LogLine(stream, t, bytes(pieces)))
+                    del pieces[:]
+            else:
+                if line is opened.get(stream):
+                    del opened[stream]
+                if not admitted:
+                    continue
+                if self.chunked:
+                    self._put(out, stream, t, content + b"\n")
+                else:
+                    pieces += content
+                    pieces += b"\n"
+                    out.append(LogLine(stream, t, bytes(pieces)))
+        if self.chunked and self._buf_len:
+            out.append(self._take())
+        return out
+
+    def _feed_bulk(self, records: list[bytes], out: list[LogLine]) -> bool:
+        """Bulk mode without a time filter for a block of conmon's fixed-width
+        records, a run of one stream at a time: no per-record Python beyond a
+        slice. False (nothing done) when a record is of another form."""
+        heads = [r[35:45] for r in records]
+        kinds = set(heads)
+        if not kinds <= _HEADS or any(len(r) < 45 or r[34] == 32 for r in (records[0], records[-1])):
+            return False
+        partials = bool(kinds & _PARTIAL)
+        if len({h[1:7] for h in kinds}) == 1:
+            runs = [(heads[0][1:7], records)]
+        else:
+            runs = [(k, [r for _, r in g]) for k, g in groupby(zip([h[1:7] for h in heads], records),
+                                                             key=itemgetter(0))]
+        for name, rs in runs:
+            stream = _NAMES[name]
+            if stream not in self.flt.streams:
+                continue
+            if partials:
+                data = b"".join([r[45:] + b"\n" if r[43] == 70 else r[45:] for r in rs])
+            else:
+                data = b"\n".join([r[45:] for r in rs]) + b"\n"
+            line = self._open.get(stream)
+            self._put(out, stream, line[0] if line else rs[0][:_TS], data)
+        # The line each stream is in the middle of, for the next block.
+        present = {h[1:7] for h in kinds}
+        for name, stream in _NAMES.items():
+            if name not in present:
+                continue
+            for i in range(len(heads) - 1, -1, -1):
+                if heads[i][1:7] == name:
+                    if heads[i][8] == 80:
+                        self._open.setdefault(stream, (records[i][:_TS], True, bytearray()))
+                    else:
+                        self._open.pop(stream, None)
+                    break
+        if self._buf_len:
+            out.append(self._take())
+        return True
+
+    def _feed_whole_lines(self, records: list[bytes], out: list[LogLine]) -> bool:
+        """Line mode without a time filter for a block of whole lines (F records of
+        conmon's form, no line in progress): one slice and one time a record. False
+        (nothing done) otherwise."""
+        if self._open:
+            return False
+        heads = {r[35:45] for r in records}
+        if not heads <= _WHOLE or any(len(r) < 45 or r[34] == 32 for r in (records[0], records[-1])):
+            return False
+        wanted = self.flt.streams
+        for r in records:
+            stream = _NAMES[r[36:42]]
+            if stream in wanted:
+                out.append(LogLine(stream, _time(r[:_TS]) or 0, r[45:] + b"\n"))
+        return True
+
+    def flush(self) -> list[LogLine]:
+        """Output left without a newline when the log ends (line mode; bulk mode sent it)."""
+        out = []
+        if not self.chunked:
+            for stream, (t, admitted, pieces) in sorted(self._open.items(), key=lambda kv: kv[1][0]):
+                if admitted and pieces:
+                    out.append(LogLine(stream, t, bytes(pieces)))
+        self._open.clear()
+        return out
+
+    def _put(self, out: list[LogLine], stream: str, t: int | bytes, data: bytes) -> None:
+        if self._buf_len and (self._buf_stream != stream or self._buf_len >= CHUNK):
+            out.append(self._take())
+        if not self._buf_len:
+            self._buf_stream = stream
+            self._buf_time = t if isinstance(t, int) else _time(t) or 0
+        self._buf.append(data)
+        self._buf_len += len(data)
+
+    def _take(self) -> LogLine:
+        line = LogLine(self._buf_stream, self._buf_time, b"".join(self._buf))
+        self._buf, self._buf_len = [], 0
+        return line
+
+    def _block_in_time(self, records: list[bytes]) -> bool:
+        """Whether every line starting in this block is within the time filter, judged
+        by its first and last record (and no line in progress was refused)."""
+        if any(not admitted for _, admitted, _ in self._open.values()):
+            return False
+        first, last = fields(records[0]), fields(records[-1])
+        if first is None or last is None:
+            return False
+        a, b = _time(first[0]), _time(last[0])
+        return a is not None and b is not None and a <= b and self.flt.in_time(a) and self.flt.in_time(b)
+
+
+_NAMES = {b"stdout": STDOUT, b"stderr": STDERR}
+_HEADS = {b" stdout F ", b" stdout P ", b" stderr F ", b" stderr P "}
+_PARTIAL = {b" stdout P ", b" stderr P "}
+_WHOLE = _HEADS - _PARTIAL
+
+
+class Records:
+    """Whole records from one open file, block by block; a record still being
+    written (no newline yet) stays for the next read."""
+
+    def __init__(self, f):
+        self.f = f
+        self.rest = b""
+        self.bytes_read = 0
+
+    def read(self) -> list[bytes] | None:
+        """The next block's records; None at the end of what the file holds now."""
+        while True:
+            data = self.f.read(BLOCK)
+            if not data:
+                return None
+            self.bytes_read += len(data)
+            if self.rest:
+                data = self.rest + data
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                self.rest = data
+                continue
+            self.rest = data[cut + 1:]
+            return data[:cut].split(b"\n")
+
+    def all(self) -> Iterator[list[bytes]]:
+        while (block := self.read()) is not None:
+            yield block
+
+
+def _backward(f, block: int = 1 << 16) -> Iterator[tuple[int, bytes]]:
+    """(offset, record) of one file's whole records, from the last to the first."""
+    if isinstance(f, gzip.GzipFile):  # at most about max-size: read whole
+        f.seek(0)
+        whole = f.read()
+        size = len(whole)
+
+        def pread(n: int, off: int) -> bytes:
+            return whole[off:off + n]
+    else:
+        size = os.fstat(f.fileno()).st_size
+
+        def pread(n: int, off: int) -> bytes:
+            return os.pread(f.fileno(), n, off)
+    pos, carry, last = size, b"", True
+    while pos > 0:
+        start = max(0, pos - block)
+        data = pread(pos - start, start) + carry
+        pos = start
+        lines = data.split(b"\n")
+        if last:
+            # After the last newline: nothing, or a record still being written.
+            lines.pop()
+            last = False
+        carry = lines.pop(0) if start > 0 and lines else b""
+        off = start + (len(carry) + 1 if start > 0 else 0)
+        offsets = []
+        for line in lines:
+            offsets.append(off)
+            off += len(line) + 1
+        for i in range(len(lines) - 1, -1, -1):
+            yield offsets[i], lines[i]
+
+
+def tail_start(files: list, flt: LogFilter) -> tuple[int, int]:
+    """(index in files, offset) from which decoding forward gives the last flt.tail
+    lines whole: past the line end before the window of every stream whose
+    earliest line in the window began in a piece (P) further back."""
+    n = flt.tail
+    count = 0
+    seen: set[str] = set()
+    unclosed: set[str] = set()
+    for i in range(len(files) - 1, -1, -1):
+        for off, r in _backward(files[i]):
+            f = fields(r)
+            if f is None or f[1] not in flt.streams:
+                continue
+            ts, stream, partial, _ = f
+            if flt.timed:
+                t = _time(ts)
+                if t is None or (flt.until_ns and t >= flt.until_ns):
+                    continue
+                if flt.since_ns and t < flt.since_ns:
+                    count = max(count, n)  # nothing before this is admitted
+            first = stream not in seen
+            seen.add(stream)
+            if partial:
+                if first and count < n:
+                    count += 1
+                    unclosed.add(stream)
+            elif count < n:
+                count += 1
+                unclosed.add(stream)
+            else:
+                unclosed.discard(stream)
+            if count >= n and not unclosed:
+                return i, off + len(r) + 1
+    return 0, 0
+
+
+def read(snap: logfiles.Snapshot, flt: LogFilter, chunked: bool,
+         stats: dict | None = None) -> Iterator[LogLine]:
+    """Everything the files of `snap` hold now that passes the filter, in order."""
+    files = [f for _, f in snap.rotated] + ([snap.live] if snap.live is not None else [])
+    readers = [Records(f) for f in files]
+    decoder = Decoder(flt, chunked and flt.tail < 0)
+    try:
+        if flt.tail == 0:
+            return
+        start = 0
+        if flt.tail > 0:
+            start, off = tail_start(files, flt)
+            files[start].seek(off)
+        lines = _decode(readers[start:], decoder)
+        if flt.tail > 0:
+            kept = deque(lines, maxlen=flt.tail)
+            yield from (_rechunk(kept) if chunked else kept)
+        else:
+            yield from lines
+    finally:
+        if stats is not None:
+            stats["bytes_read"] = sum(r.bytes_read for r in readers)
+
+
+def _decode(readers: list[Records], decoder: Decoder) -> Iterator[LogLine]:
+    for r in readers:
+        for block in r.all():
+            yield from decoder.feed(block)
+    yield from decoder.flush()
+
+
+def _rechunk(lines: Iterable[LogLine]) -> Iterator[LogLine]:
+    """Consecutive lines of one stream as bulk entries."""
+    buf: list[LogLine] = []
+    size = 0
+    for line in lines:
+        if buf and (buf[0].stream != line.stream or size >= CHUNK):
+            yield LogLine(buf[0].stream, buf[0].time_ns, b"".join(x.data for x in buf))
+            buf, size = [], 0
+        buf.append(line)
+        size += len(line.data)
+    if buf:
+        yield LogLine(buf[0].stream, buf[0].time_ns, b"".join(x.data for x in buf))
+
+
+def read_all(path: str, flt: LogFilter, chunked: bool = False,
+             stats: dict | None = None) -> list[LogLine]:
+    snap = logfiles.snapshot(path)
+    try:
+        return list(read(snap, flt, chunked, stats))
+    finally:
+        snap.close()
+
+
+def _history(snap: logfiles.Snapshot, flt: LogFilter, chunked: bool
+             ) -> tuple[list[LogLine], Decoder, Records | None]:
+    """What follow sends first: as read() would, except that lines still in progress
+    stay open in the returned decoder (tail counts them, as read() does), and the
+    reader of the live file, positioned after what was read."""
+    files = [f for _, f in snap.rotated] + ([snap.live] if snap.live is not None else [])
+    decoder = Decoder(flt, chunked)
+    if not files:
+        return [], decoder, None
+    if flt.tail < 0:
+        readers = [Records(f) for f in files]
+        out = [line for line in _decode_open(readers, decoder)]
+    else:
+        start, off = tail_start(files, flt)
+        files[start].seek(off)
+        readers = [Records(f) for f in files[start:]]
+        hist = Decoder(flt, False)
+        complete = list(_decode_open(readers, hist))
+        in_progress = [(s, line) for s, line in hist._open.items() if line[1]]
+        kept = deque(complete, maxlen=max(0, flt.tail - len(in_progress)))
+        if chunked:
+            kept.extend(LogLine(s, t, bytes(p)) for s, (t, _, p) in in_progress if p)
+            out = list(_rechunk(kept))
+            decoder._open = {s: (t, a, bytearray()) for s, (t, a, _) in hist._open.items()}
+        else:
+            out = list(kept)
+            decoder._open = hist._open
+    return out, decoder, readers[-1] if snap.live is not None else None
+
+
+class _Follower:
+    """The blocking half of follow (run in a thread): reads what was written since
+    the last step, across rotations."""
+
+    # Blocks read in one step: a writer faster than the reader gets steps back to back.
+    STEP_BLOCKS = 8
+
+    def __init__(self, path: str, flt: LogFilter, chunked: bool):
         self.path = path
-        self._file = None
-        self._ino = None
-        self._rest = b""
+        self.flt = flt
+        self.chunked = chunked
+        self.live: Records | None = None
+
+    def history(self) -> list[LogLine]:
+        snap = logfiles.snapshot(self.path)
+        try:
+            out, self.decoder, self.live = _history(snap, self.flt, self.chunked)
+            snap.live = None  # now owned by self.live
+            self.live_n = snap.live_n
+            return out
+        finally:
+            snap.close()
+
+    def step(self, done: bool) -> tuple[list[LogLine], bool]:
+        """(entries, whether more is waiting). With `done` (conmon has exited, so
+        the files are complete) it reads to the end and flushes."""
+        out: list[LogLine] = []
+        feed = self.decoder.feed
+        if self.live is not None:
+            for _ in range(self.STEP_BLOCKS):
+                block = self.live.read()
+                if block is None:
+                    break
+                out += feed(block)
+            else:
+                if not done:
+                    return out, True
+                out += [line for block in self.live.all() for line in feed(block)]
+        if self.live is None or _replaced(self.path, self.live.f):
+            # Rotated (or not made yet): the files after ours, then the new live one.
+            # conmon closes the old file before it makes the new one, so ours is
+            # drained then; until the new one exists, ours may still grow.
+            nxt = logfiles.snapshot(self.path, after=self.live_n)
+            if nxt.live is None:
+                nxt.close()  # nothing after ours yet
+            else:
+                if self.live is not None:
+                    out += [line for block in self.live.all() for line in feed(block)]
+                    self.live.f.close()
+                if nxt.rotated and nxt.rotated[0][0] > self.live_n + 1:
+                    # max-file pruned files this reader had not got to: a line in
+                    # progress is not joined across the gap.
+                    out += self.decoder.flush()
+                for _, f in nxt.rotated:
+                    out += [line for block in Records(f).all() for line in feed(block)]
+                nxt.live, new_live = None, nxt.live
+                nxt.close()
+                self.live_n = nxt.live_n
+                self.live = Records(new_live)
+                return out, True
+        if done:
+            out += self.decoder.flush()
+        return out, False
 
     def close(self) -> None:
-        if self._file:
-            self._file.close()
-            self._file = None
-
-    def read(self) -> list[bytes]:
-        """Complete records written since the last call."""
-        if self._file is None:
-            try:
-                self._file = open(self.path, "rb")
-            except FileNotFoundError:
-                return []
-            self._ino = os.fstat(self._file.fileno()).st_ino
-        records = self._drain()
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return records
-        if st.st_ino == self._ino and st.st_size < self._file.tell():
-            # Truncated in place (not what conmon 2.1 does, but cheap to survive).
-            self._file.seek(0)
-            self._rest = b""
-            return records + self._drain()
-        if st.st_ino != self._ino:
-            # conmon rotated: finish the old file, then start on the new one.
-            records += self._drain()
-            self.close()
-            self._rest = b""
-            self._file = open(self.path, "rb")
-            self._ino = os.fstat(self._file.fileno()).st_ino
-            records += self._drain()
-        return records
-
-    def _drain(self) -> list[bytes]:
-        data = self._file.read()
-        if not data:
-            return []
-        data = self._rest + data
-        lines = data.split(b"\n")
-        self._rest = lines.pop()
-        return lines
+        if self.live is not None:
+            self.live.f.close()
+            self.live = None
 
 
-def read_all(path: str, flt: LogFilter) -> list[LogLine]:
-    reader = LogReader(path)
+async def follow(path: str, flt: LogFilter, chunked: bool, exited: Callable[[], bool],
+                 wait_exit: Callable[[float], "asyncio.Future | asyncio.Task"]) -> AsyncIterator[list[LogLine]]:
+    """What the files hold now (after tail), then what is written, across rotations,
+    until the container has exited and the files are drained. Yields lists of entries.
+    `wait_exit(timeout)` returns when it exits or the timeout passes. Files are read
+    in a thread, so the event loop (and the rotator on it) never waits for a reader."""
+    f = _Follower(path, flt, chunked)
     try:
-        return list(_select(_lines(reader.read(), Parser(), final=True), flt))
-    finally:
-        reader.close()
-
-
-def _lines(records: Iterable[bytes], parser: Parser, final: bool) -> Iterator[LogLine]:
-    for record in records:
-        line = parser.feed(record)
-        if line is not None:
-            yield line
-    if final:
-        yield from parser.flush()
-
-
-def _select(lines: Iterable[LogLine], flt: LogFilter) -> Iterator[LogLine]:
-    admitted = (line for line in lines if flt.admits(line))
-    if flt.tail >= 0:
-        return iter(deque(admitted, maxlen=flt.tail)) if flt.tail else iter(())
-    return admitted
-
-
-async def follow(path: str, flt: LogFilter, exited: Callable[[], bool],
-                 wait_exit: Callable[[float], "asyncio.Future | asyncio.Task"]) -> AsyncIterator[LogLine]:
-    """Existing lines (after tail), then new ones until the container has exited and
-    the file is drained. `wait_exit(timeout)` returns when it exits or the timeout passes.
-    """
-    reader = LogReader(path)
-    parser = Parser()
-    try:
-        for line in _select(_lines(reader.read(), parser, final=False), flt):
-            yield line
+        out = await asyncio.to_thread(f.history)
+        if out:
+            yield out
         while True:
-            # Check before reading: output written before the exit is in the file
-            # once conmon has exited, so one more read after this drains it all.
+            # Checked before reading: output written before the exit is in the files
+            # once conmon has exited, so a read after this drains it all.
             done = exited()
-            for line in _lines(reader.read(), parser, final=done):
-                if flt.admits(line):
-                    yield line
-            if done:
+            out, more = await asyncio.to_thread(f.step, done)
+            if out:
+                yield out
+            if done and not more:
                 return
-            await wait_exit(FOLLOW_INTERVAL)
+            if not more:
+                await wait_exit(FOLLOW_INTERVAL)
     finally:
-        reader.close()
+        f.close()
+
+
+def _decode_open(readers: list[Records], decoder: Decoder) -> Iterator[LogLine]:
+    for r in readers:
+        for block in r.all():
+            yield from decoder.feed(block)
+
+
+def _replaced(path: str, f) -> bool:
+    try:
+        return os.stat(path).st_ino != os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return True

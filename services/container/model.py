@@ -37,6 +37,14 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """A log driver and its docker options, as given (validated by logfiles.policy)."""
+
+    driver: str = ""
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Spec:
     process: Process
     rootfs: tuple[Mount, ...] = ()
@@ -49,6 +57,8 @@ class Spec:
     tty: bool = False
     open_stdin: bool = False
     stdin_once: bool = False
+    # Filled in at create from the daemon default when the caller gave none.
+    log_config: LogConfig = field(default_factory=LogConfig)
 
 
 class Status(enum.Enum):

@@ -7,7 +7,8 @@ Every container has a bundle directory, laid out as conmon and runc expect:
       rootfs/        the rootfs mounts are stacked here by berth
       pidfile        the container's pid (written by runc)
       conmon.pid     the monitor's pid (written by conmon)
-      ctr.log        output in k8s-file format, capped at log_max_bytes
+      ctr.log        output in k8s-file format, rotated into ctr.log.<n> (logfiles.py)
+      ctl            conmon's control fifo (resize, reopen the log)
       <id>           exit file: the exit code, written by conmon (--exit-dir)
       persist/oom    present when the kernel OOM-killed in the container (--persist-dir)
 
@@ -17,7 +18,7 @@ A bundle outlives its task: to run a stopped container again, `runc delete`
 drops the old runtime state and cgroup, `clear_run` the old run's pid and exit
 files, and conmon runs again on the same bundle and rootfs. conmon opens the
 k8s-file log for append (checked with conmon 2.1.6), so every run's output
-stays in ctr.log; `log_room` keeps the file within the cap across runs.
+stays in the log; a log past max-size is rotated before the next run.
 """
 
 from __future__ import annotations
@@ -134,38 +135,6 @@ def clear_run(bundle: Bundle) -> None:
             pass
 
 
-def log_room(path: str, cap: int) -> int:
-    """The --log-size-max for a run that appends to the log at `path`.
-
-    conmon counts only the bytes it wrote itself, so a run appending to earlier
-    runs' output would let the file grow to old size + cap. The run gets what is
-    left under the cap instead; when that is under half the cap, the oldest lines
-    go first (the newest half-cap is kept, cut at a line), so that every run can
-    write at least half the cap before conmon rotates the file. A cap of 0 or
-    less means no cap."""
-    if cap <= 0:
-        return cap
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        return cap
-    if size > cap // 2:
-        keep = cap // 2
-        with open(path, "rb") as f:
-            f.seek(size - keep)
-            data = f.read()
-        # Drop the partial line the cut starts in.
-        nl = data.find(b"\n")
-        data = data[nl + 1:] if nl >= 0 else b""
-        tmp = path + ".trim"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        # Renamed over, as conmon rotates: a reader still on the old file finishes it.
-        os.replace(tmp, path)
-        size = len(data)
-    return cap - size
-
-
 _RUNC_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 
 
@@ -208,12 +177,16 @@ class Runtime:
         return [self.runc_path, "--root", self.runc_root, *args]
 
     async def create(self, bundle: Bundle, stdio: tuple[str, ...] = (),
-                     log_max: int | None = None) -> tuple[int, int]:
+                     log: bool = True) -> tuple[int, int]:
         """Starts conmon, which runs `runc create`; returns (container pid, conmon pid).
 
-        `stdio` are conmon's terminal and stdin flags (see stdio_flags); `log_max` is
-        what this run may add to the log before conmon rotates it (see log_room)."""
+        `stdio` are conmon's terminal and stdin flags (see stdio_flags); without `log`
+        (driver none) conmon writes no log file. conmon gets no --log-size-max: at
+        that size it would replace the file and lose it (logfiles rotates instead)."""
         os.makedirs(bundle.persist, exist_ok=True)
+        if log:
+            # There before conmon opens it (for append), so the rotator can watch it.
+            os.close(os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             args = [
@@ -223,9 +196,7 @@ class Runtime:
                 "--conmon-pidfile", bundle.conmon_pidfile,
                 "--exit-dir", bundle.dir, "--persist-dir", bundle.persist,
                 "--socket-dir-path", self.socket_dir,
-                "-l", f"k8s-file:{bundle.log}", "--log-size-max",
-                str(self.config.log_max_bytes if log_max is None else log_max),
-                "--log-level", "warning",
+                "-l", f"k8s-file:{bundle.log}" if log else "none", "--log-level", "warning",
                 "--runtime-arg", "--root", "--runtime-arg", self.runc_root, *stdio,
             ]
             env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),

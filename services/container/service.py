@@ -29,12 +29,13 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from services.common import errors
+from services.container import logfiles
 from services.container import logs as logs_mod
 from services.container import runtime as rt
 from services.container import spec as spec_mod
 from services.container.events import Broker
-from services.container.model import (Container, Event, EventType, Exit, LogLine, Record, Spec,
-                                      Status)
+from services.container.model import (Container, Event, EventType, Exit, LogConfig, LogLine, Record,
+                                      Spec, Status)
 from services.container.store import NameTaken, Store
 
 log = structlog.get_logger(__name__)
@@ -81,6 +82,8 @@ class Task:
     # pidfds: conmon's is watched for exit; the container's is signalled race-free.
     conmon_fd: int = -1
     pid_fd: int = -1
+    # Rotates the log past max-size while conmon runs (logfiles.Rotator).
+    rotator: asyncio.Task | None = None
 
 
 class ContainerService:
@@ -88,6 +91,10 @@ class ContainerService:
         self.store = store
         self.runtime = runtime
         self.broker = broker or Broker(store)
+        cfg = runtime.config
+        # Checked at start-up: a bad daemon default fails the service, not a create.
+        self.default_log = logfiles.resolve(
+            LogConfig(cfg.log_driver, logfiles.parse_options(cfg.log_opts)), LogConfig("local"))
         self.tasks: dict[str, Task] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         from services.container.exec import Execs
@@ -136,6 +143,10 @@ class ContainerService:
     def close(self) -> None:
         for task in self.tasks.values():
             self._unwatch(task)
+            if task.rotator is not None:
+                # A rotation cut short leaves a complete renamed file: the
+                # next one compresses and prunes it.
+                task.rotator.cancel()
         self.execs.close()
 
     # -- the API -----------------------------------------------------------------
@@ -152,7 +163,8 @@ class ContainerService:
             raise errors.InvalidArgument("no command specified")
         if not spec.rootfs:
             raise errors.InvalidArgument("no root filesystem mounts given")
-        spec = spec_mod.bind_sources(spec)
+        spec = replace(spec_mod.bind_sources(spec),
+                       log_config=logfiles.resolve(spec.log_config, self.default_log))
         record = Record(id=id, name=name, spec=spec, labels=dict(labels), metadata=metadata,
                         created_at=time.time())
         try:
@@ -172,7 +184,8 @@ class ContainerService:
                 with open(b.config, "w") as f:
                     json.dump(spec_mod.oci_config(id, spec, b.rootfs, user), f)
                 pid, conmon_pid = await self.runtime.create(
-                    b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once))
+                    b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once),
+                    self._log_policy(record).reads)
                 self._watch(id, conmon_pid, pid, hold_exit=True)
         except BaseException as exc:
             log.info("container_create_failed", container_id=id, error=str(exc))
@@ -225,9 +238,11 @@ class ContainerService:
         with open(b.config, "w") as f:
             json.dump(spec_mod.oci_config(id, record.spec, b.rootfs, user), f)
         spec = record.spec
+        policy = self._log_policy(record)
+        # This run appends to the log: one already past max-size is rotated first.
+        await asyncio.to_thread(logfiles.rotate_closed, b.log, policy)
         pid, conmon_pid = await self.runtime.create(
-            b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once),
-            log_max=rt.log_room(b.log, self.runtime.config.log_max_bytes))
+            b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once), policy.reads)
         # No await from here on: the row and the task change together (the row first,
         # so that an exit noticed at once by _watch is recorded as this run's).
         self.store.clear_run(id)
@@ -264,7 +279,7 @@ class ContainerService:
         c = self.get(ref)
         task = self.tasks.get(c.id)
         if task is not None:
-            await task.exited.wait()
+            await settled(task)
             if task.exit is not None:
                 return task.exit
         record = self.store.get(c.id)
@@ -322,20 +337,31 @@ class ContainerService:
         return [self._view(r) for r in self.store.all()
                 if all(r.labels.get(k) == v for k, v in labels.items())]
 
-    async def logs(self, ref: str, follow: bool, flt: logs_mod.LogFilter) -> AsyncIterator[LogLine]:
+    async def logs(self, ref: str, follow: bool, flt: logs_mod.LogFilter,
+                   chunked: bool = False) -> AsyncIterator[LogLine]:
         c = self.get(ref)
+        if not self._log_policy(c.record).reads:
+            raise errors.NotImplementedYet("configured logging driver does not support reading")
         path = self.runtime.bundle(c.id).log
         task = self.tasks.get(c.id)
         if not follow or task is None or task.exited.is_set():
-            for line in logs_mod.read_all(path, flt):
-                yield line
+            snap = await asyncio.to_thread(logfiles.snapshot, path)
+            try:
+                # Read and parsed off the event loop, a few MiB at a time.
+                lines = logs_mod.read(snap, flt, chunked)
+                while batch := await asyncio.to_thread(_batch, lines):
+                    for line in batch:
+                        yield line
+            finally:
+                snap.close()
             return
 
         async def wait_exit(timeout: float) -> None:
             await _wait_event(task.exited, timeout)
 
-        async for line in logs_mod.follow(path, flt, task.exited.is_set, wait_exit):
-            yield line
+        async for batch in logs_mod.follow(path, flt, chunked, task.exited.is_set, wait_exit):
+            for line in batch:
+                yield line
 
     async def events(self, after_seq: int | None) -> AsyncIterator[Event]:
         """Committed events after after_seq (None: from now), then live ones, in seq order."""
@@ -360,9 +386,13 @@ class ContainerService:
             raise errors.NotFound(f"No such container: {ref}")
         return record
 
+    def _log_policy(self, record: Record) -> logfiles.LogPolicy:
+        # Rows from before log drivers carry none: the daemon default applies.
+        return logfiles.policy(logfiles.resolve(record.spec.log_config, self.default_log))
+
     def _view(self, record: Record) -> Container:
         task = self.tasks.get(record.id)
-        log_path = self.runtime.bundle(record.id).log
+        log_path = self.runtime.bundle(record.id).log if self._log_policy(record).reads else ""
         if task is not None and task.exit is not None and record.exit is None:
             record = replace(record, exit=task.exit)
         if record.exit is not None or task is None or task.exited.is_set():
@@ -394,6 +424,13 @@ class ContainerService:
             with contextlib.suppress(ProcessLookupError):
                 task.pid_fd = os.pidfd_open(pid)
         asyncio.get_running_loop().add_reader(task.conmon_fd, self._on_exit, id)
+        record = self.store.get(id)
+        policy = self._log_policy(record) if record else None
+        if policy is not None and policy.max_size > 0:
+            b = self.runtime.bundle(id)
+            rotator = logfiles.Rotator(b.log, os.path.join(b.dir, "ctl"), policy)
+            task.rotator = asyncio.ensure_future(rotator.run(task.exited))
+            task.rotator.add_done_callback(_log_rotator_end)
 
     def _unwatch(self, task: Task) -> None:
         if task.conmon_fd >= 0:
@@ -449,9 +486,34 @@ class ContainerService:
                 os.kill(conmon_pid, signal.SIGKILL)
         if task is not None:
             self._unwatch(task)
+            if task.rotator is not None and task.exited.is_set():
+                await asyncio.wait([task.rotator])  # it may still compress in the bundle
         self.tasks.pop(id, None)
         rt.remove_bundle(self.runtime.bundle(id))
         self.runtime.remove_socket_link(id)
+
+
+async def settled(task: Task) -> None:
+    """Returns once the task exited and a rotation of its log under way is done, so
+    that from then on its log files stay as they are."""
+    await task.exited.wait()
+    if task.rotator is not None:
+        await asyncio.wait([task.rotator])
+
+
+def _batch(lines, size: int = 4 << 20, count: int = 20000) -> list[LogLine]:
+    out, n = [], 0
+    for line in lines:
+        out.append(line)
+        n += len(line.data)
+        if n >= size or len(out) >= count:
+            break
+    return out
+
+
+def _log_rotator_end(fut: asyncio.Future) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("log_rotation_failed", error=repr(fut.exception()))
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> bool:

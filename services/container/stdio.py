@@ -12,7 +12,15 @@ bundle or exec directory, which keeps the path short of the 108-byte limit):
                        with --leave-stdin-open
 
 Resizes go to the `ctl` fifo beside the socket as "1 <rows> <cols>\\n" (1 is
-conmon's window-resize message). Checked by experiment with conmon 2.1.6.
+conmon's window-resize message), through logfiles.send_ctl like the log's
+reopen, so that two messages never share a read. Checked by experiment with
+conmon 2.1.6.
+
+A reader that does not keep up is never dropped: conmon accepts the attach
+connection as a blocking socket and writes each packet whole (write_all), so it
+waits, and with it the container's writes. conmon sends the last of the output
+(it drains the process's pipes at exit) before it closes the socket, and closes
+it before it writes the exit file: EOF here comes after the last byte.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import socket
 import structlog
 
 from services.common import errors
+from services.container.logfiles import send_ctl
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +40,9 @@ STDOUT, STDERR = 2, 3
 # conmon reads stdin from the socket in buffers of this size; a larger packet
 # would be cut short.
 STDIN_PACKET = 8192
+# conmon sends a packet per 8 KiB read of the output; read() joins what is
+# already waiting into one piece of up to this much.
+JOIN = 1 << 20
 
 
 class Stdio:
@@ -38,6 +50,7 @@ class Stdio:
         self._sock = sock
         self._ctl_path = ctl_path
         self._stdin_closed = False
+        self._held: tuple[int, bytes] | None = None
 
     @classmethod
     async def connect(cls, socket_dir: str, uuid: str, ctl_path: str) -> "Stdio":
@@ -51,16 +64,40 @@ class Stdio:
         return cls(sock, ctl_path)
 
     async def read(self) -> tuple[int, bytes] | None:
-        """The next piece of output as (stream, data); None once conmon closed the socket."""
-        while True:
+        """The next piece of output as (stream, data); None once conmon closed the socket.
+
+        Packets already waiting are joined while they are of the same stream."""
+        if self._held is not None:
+            first, self._held = self._held, None
+        else:
+            while True:
+                try:
+                    data = await asyncio.get_running_loop().sock_recv(self._sock, 65536)
+                except OSError:
+                    return None
+                if not data:
+                    return None
+                if len(data) > 1:
+                    first = data[0], data[1:]
+                    break
+        stream, pieces, size = first[0], [first[1]], len(first[1])
+        while size < JOIN:
             try:
-                data = await asyncio.get_running_loop().sock_recv(self._sock, 65536)
-            except (ConnectionResetError, OSError):
-                return None
+                data = self._sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break  # the next read() reports the end
             if not data:
-                return None
-            if len(data) > 1:
-                return data[0], data[1:]
+                break
+            if len(data) <= 1:
+                continue
+            if data[0] != stream:
+                self._held = data[0], data[1:]
+                break
+            pieces.append(data[1:])
+            size += len(data) - 1
+        return stream, b"".join(pieces)
 
     async def write(self, data: bytes) -> None:
         if self._stdin_closed:
@@ -81,28 +118,16 @@ class Stdio:
             except OSError:
                 pass
 
-    def resize(self, height: int, width: int) -> None:
-        resize(self._ctl_path, height, width)
+    async def resize(self, height: int, width: int) -> None:
+        await resize(self._ctl_path, height, width)
 
     def close(self) -> None:
         self._sock.close()
 
 
-def resize(ctl_path: str, height: int, width: int) -> None:
-    if not height or not width:
-        return
-    try:
-        # Non-blocking: a monitor that is gone must not hang the caller.
-        fd = os.open(ctl_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        log.info("resize_failed", error=str(exc))
-        return
-    try:
-        os.write(fd, f"1 {height} {width}\n".encode())
-    except OSError as exc:
-        log.info("resize_failed", error=str(exc))
-    finally:
-        os.close(fd)
+async def resize(ctl_path: str, height: int, width: int) -> None:
+    if height and width and not await send_ctl(ctl_path, f"1 {height} {width}\n"):
+        log.info("resize_failed", ctl=ctl_path)
 
 
 async def pump_requests(requests, conn: Stdio, want_stdin: bool) -> None:
@@ -115,6 +140,6 @@ async def pump_requests(requests, conn: Stdio, want_stdin: bool) -> None:
         if kind == "stdin" and want_stdin:
             await conn.write(req.stdin)
         elif kind == "resize":
-            conn.resize(req.resize.height, req.resize.width)
+            await conn.resize(req.resize.height, req.resize.width)
         elif kind == "close_stdin" and want_stdin:
             conn.close_stdin()

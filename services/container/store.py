@@ -50,7 +50,7 @@ import time
 from typing import Protocol
 
 from services.common.sqlite import Transaction, open_db
-from services.container.model import (Event, EventType, Exit, Mount, Process, Record, Resources,
+from services.container.model import (Event, EventType, Exit, LogConfig, Mount, Process, Record, Resources,
                                       Spec)
 
 SCHEMA = """
@@ -315,7 +315,11 @@ def spec_from_json(text: str) -> Spec:
         netns_path=d["netns_path"], hostname=d["hostname"],
         resources=Resources(**d["resources"]), stop_signal=d["stop_signal"],
         readonly_rootfs=d["readonly_rootfs"], tty=d.get("tty", False),
-        open_stdin=d.get("open_stdin", False), stdin_once=d.get("stdin_once", False))
+        open_stdin=d.get("open_stdin", False), stdin_once=d.get("stdin_once", False),
+        # Rows from before log drivers have none: they get the daemon default.
+        log_config=LogConfig(driver=lc.get("driver", ""),
+                             options=tuple(tuple(o) for o in lc.get("options", ())))
+        if (lc := d.get("log_config")) else LogConfig())
 
 
 def _mount(d: dict) -> Mount:

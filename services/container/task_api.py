@@ -64,6 +64,8 @@ async def attach(service, requests):
                                             start.size.height, start.size.width, requests):
         if kind == "attached":
             yield pb.AttachContainerResponse(attached=True)
+        elif kind == "exit":
+            yield pb.AttachContainerResponse(exit=convert.exit_to_pb(value))
         else:
             stream, data = value
             yield pb.AttachContainerResponse(output=stdio_pb2.OutputChunk(stream=_stream(stream), data=data))

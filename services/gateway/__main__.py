@@ -1,6 +1,11 @@
-"""Entry point: `python -m services.gateway`."""
+"""Entry point: `python -m services.gateway`. The wiring: every backend and what it is given."""
 
 from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable
+from dataclasses import dataclass
 
 from berth.container.v1 import container_pb2_grpc
 from berth.engine.v1 import engine_pb2, engine_pb2_grpc
@@ -11,32 +16,93 @@ from services.common import process, rpc
 from services.common.config import Config
 from services.gateway.api import EngineApi
 from services.gateway.backends import Backends
+from services.gateway.backends.containers import Containers
+from services.gateway.backends.execs import Execs
+from services.gateway.backends.health import Monitors, exec_available
 from services.gateway.backends.image_configs import ImageConfigs
 from services.gateway.backends.images import Images, Registry
 from services.gateway.backends.networks import Networks
+from services.gateway.backends.restarts import Restarts
+from services.gateway.backends.system import System
+from services.gateway.backends.task_events import TaskEvents
 from services.gateway.backends.volumes import Volumes
 from services.gateway.docker.server import DockerApiServer
 from services.gateway.events import EventLog
-from services.gateway.service import Gateway, Nodes
+from services.gateway.store import GatewayStore
+from services.gateway.volumes import Mounter
+
+
+class Tasks:
+    """The gateway's own background tasks (followers, monitors, removals), cancelled at stop."""
+
+    def __init__(self):
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro: Awaitable) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    backends: Backends
+    events: EventLog
+    task_events: TaskEvents
+    tasks: Tasks
+
+
+def wire(config: Config, image, network, volume, container, store: GatewayStore | None) -> Wiring:
+    """Every backend, given only its collaborators. Late-bound lambdas break the cycles
+    (the restart policy starts containers; the containers backend cancels policies)."""
+    tasks = Tasks()
+    events = EventLog(store)
+    image_configs = ImageConfigs(image)
+    containers: Containers
+    execs: Execs
+    restarts = Restarts(container, store, start=lambda cid: containers.start_for_policy(cid),
+                        busy=lambda cid: containers.busy(cid), spawn=tasks.spawn)
+    health = Monitors(
+        run_probe=lambda cid, argv, timeout: execs.run_exec(cid, argv, timeout),
+        publish=lambda cid, status: containers.publish(f"health_status: {status}", cid),
+        spawn=tasks.spawn, container=container, store=store, image_configs=image_configs)
+    task_events = TaskEvents(
+        container, store, events, attributes=lambda cid: containers.attributes(cid),
+        on_start=lambda cid: containers.on_task_start(cid),
+        on_exit=lambda cid: containers.on_task_exit(cid),
+        exec_info=lambda exec_id: execs.info(exec_id), exec_ended=lambda exec_id: execs.ended(exec_id),
+        reconcile=lambda listed: containers.reconcile(listed), spawn=tasks.spawn)
+    containers = Containers(image, network, container, store, events, image_configs,
+                            Mounter(volume, image), restarts, health, task_events, tasks.spawn,
+                            probes=exec_available())
+    execs = Execs(container, containers, task_events, store)
+    images = Images(image, events.publish, image_configs, containers.image_usage)
+    networks = Networks(network, events.publish, containers.resolve_id)
+    volumes = Volumes(volume, events.publish)
+    system = System(config.runtime, image, container, volume, containers, images, networks,
+                    volumes, events)
+    backends = Backends(containers=containers, execs=execs, system=system, images=images,
+                        networks=networks, volumes=volumes, registry=Registry(image, events.publish))
+    return Wiring(backends, events, task_events, tasks)
 
 
 async def build(config: Config):
-    nodes = Nodes(
-        image=rpc.connect(config, "image", image_pb2_grpc.ImageServiceStub),
-        network=rpc.connect(config, "network", network_pb2_grpc.NetworkServiceStub),
-        volume=rpc.connect(config, "volume", volume_pb2_grpc.VolumeServiceStub),
-        container=rpc.connect(config, "container", container_pb2_grpc.ContainerServiceStub),
-    )
-    events = EventLog()
-    image_configs = ImageConfigs(nodes.image)
-    gateway = Gateway(config, nodes, events, image_configs)
-    backends = Backends(
-        containers=gateway, execs=gateway.depth, system=gateway,
-        images=Images(nodes.image, events.publish, image_configs, gateway.image_usage),
-        networks=Networks(nodes.network, events.publish, gateway.resolve_id),
-        volumes=Volumes(nodes.volume, events.publish),
-        registry=Registry(nodes.image, events.publish))
-    gateway.start()
+    clients = [
+        image := rpc.connect(config, "image", image_pb2_grpc.ImageServiceStub),
+        network := rpc.connect(config, "network", network_pb2_grpc.NetworkServiceStub),
+        volume := rpc.connect(config, "volume", volume_pb2_grpc.VolumeServiceStub),
+        container := rpc.connect(config, "container", container_pb2_grpc.ContainerServiceStub),
+    ]
+    store = GatewayStore(os.path.join(config.state_dir("gateway"), "gateway.db"))
+    wiring = wire(config, image, network, volume, container, store)
+    backends, tasks = wiring.backends, wiring.tasks
+    tasks.spawn(wiring.task_events.follow())
     # The Docker Engine API in this same loop, over the same backends the gRPC API uses.
     docker_api = DockerApiServer(config, backends)
     await docker_api.start()
@@ -47,9 +113,10 @@ async def build(config: Config):
 
     async def on_stop():
         await docker_api.stop()
-        await gateway.close()
-        for client in (nodes.image, nodes.network, nodes.volume, nodes.container):
+        await tasks.close()
+        for client in clients:
             await client.channel.close()
+        store.close()
 
     return register, on_stop
 

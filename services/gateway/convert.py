@@ -9,8 +9,9 @@ becomes the engine's ContainerInfo.
 from __future__ import annotations
 
 import json
+import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import json_format
@@ -78,11 +79,12 @@ def valid_name(name: str) -> bool:
     return all(c.isascii() and (c.isalnum() or c in "_.-") for c in name)
 
 
-# -- metadata the gateway keeps on the node's container record ---------------------
+# -- metadata the gateway kept on the node's container record -------------------------
 
 @dataclass(frozen=True)
 class Metadata:
-    """What the gateway needs later about a container, kept in the node's opaque metadata."""
+    """What the gateway kept about a container in the node's opaque metadata before it had
+    its own store (services/gateway/store.py). Read only to import such containers."""
 
     image: str
     image_id: str
@@ -92,7 +94,7 @@ class Metadata:
     stop_timeout: int
     # The container's mounts as resolved (volume names included), for inspect and --volumes-from.
     mounts: tuple[engine_pb2.MountPoint, ...] = ()
-    # Restart state (services.gateway.restart): kept with the record so it survives engine restarts.
+    # Restart state (services.gateway.backends.restarts).
     restart_count: int = 0
     manually_stopped: bool = False
 
@@ -141,7 +143,8 @@ def status_name(status: int) -> str:
     return _STATUS.get(status, "created")
 
 
-def container_info(c: container_pb2.Container, meta: Metadata | None = None) -> engine_pb2.ContainerInfo:
+def container_info(c: container_pb2.Container, meta=None) -> engine_pb2.ContainerInfo:
+    """`meta` is the container's store.ContainerRecord (or a Metadata: the same fields)."""
     meta = meta or Metadata.decode(c.metadata)
     status = status_name(c.status)
     args = list(c.spec.process.args)
@@ -177,6 +180,77 @@ def image_info(image: image_pb2.Image, containers: int = 0) -> engine_pb2.ImageI
     if image.HasField("created"):
         info.created.CopyFrom(image.created)
     return info
+
+
+# -- docker's rules over containers: ps filters, stats, commit --change ------------------
+
+def stats_from_node(cid: str, name: str, s, previous) -> engine_pb2.GetContainerStatsResponse:
+    cpu = 0.0
+    if previous is not None:
+        d_cpu = s.cpu_usage_ns - previous.cpu_usage_ns
+        d_sys = s.system_cpu_ns - previous.system_cpu_ns
+        if d_cpu > 0 and d_sys > 0:
+            cpu = d_cpu / d_sys * (s.online_cpus or 1) * 100.0
+    return engine_pb2.GetContainerStatsResponse(
+        id=cid, name=name, time=s.time, cpu_percent=cpu, memory_usage=s.memory_usage,
+        memory_limit=s.memory_limit, pids=s.pids, net_rx_bytes=s.net_rx_bytes,
+        net_tx_bytes=s.net_tx_bytes, block_read_bytes=s.block_read_bytes,
+        block_write_bytes=s.block_write_bytes, cpu_usage_ns=s.cpu_usage_ns,
+        system_cpu_ns=s.system_cpu_ns, online_cpus=s.online_cpus)
+
+
+def apply_changes(config: image_pb2.ImageConfig, changes: image_pb2.ImageConfig) -> None:
+    """`--change` lines over the container's config: what they set wins, lists are added to."""
+    if changes.cmd:
+        del config.cmd[:]
+        config.cmd.extend(changes.cmd)
+    if changes.entrypoint:
+        del config.entrypoint[:]
+        config.entrypoint.extend(changes.entrypoint)
+    if changes.env:
+        env = merge_env(config.env, changes.env, default_path=False)
+        del config.env[:]
+        config.env.extend(env)
+    for name in ("working_dir", "user", "stop_signal"):
+        if getattr(changes, name):
+            setattr(config, name, getattr(changes, name))
+    config.labels.update(changes.labels)
+    for name in ("exposed_ports", "volumes"):
+        have = getattr(config, name)
+        have.extend(v for v in getattr(changes, name) if v not in have)
+
+
+def matches_filters(info: engine_pb2.ContainerInfo, labels: Mapping[str, str],
+             filters: Mapping[str, Sequence[str]], ancestors: set[str]) -> bool:
+    """docker ps filters: values of one key are OR-ed, keys AND-ed."""
+    for key, values in filters.items():
+        if not values:
+            continue
+        if key == "id":
+            ok = any(info.id.startswith(v) for v in values)
+        elif key == "name":
+            ok = any(_name_matches(v, info.name) for v in values)
+        elif key == "label":
+            # Every label filter must hold, as docker does for labels.
+            ok = all(labels.get(k) == v if eq else k in labels
+                     for k, eq, v in (f.partition("=") for f in values))
+        elif key == "status":
+            ok = info.state.status in values
+        elif key == "ancestor":
+            ok = info.image_id in ancestors or info.image in values
+        else:
+            ok = False
+        if not ok:
+            return False
+    return True
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    pattern = pattern.removeprefix("/")
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return pattern in name
 
 
 # -- `import --change` ------------------------------------------------------------

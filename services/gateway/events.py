@@ -1,13 +1,18 @@
-"""The engine's event log: what happened, in order, kept in memory for `berth events`.
+"""The engine's event log: what happened, in order, for `berth events` and docker's /events.
 
 The gateway publishes an event only after the step it reports succeeded, so a
 reader never sees a container "create" that was then rolled back. The log is
-bounded: old events fall off the front, like dockerd's in-memory event buffer.
+bounded: old events fall off the front, like dockerd's event buffer. With a
+store (services.gateway.store) every event is committed there before readers
+see it, so `since` and `after_seq` reach back across a gateway restart; the
+newest `capacity` events are also kept in memory for readers.
 
-    log = EventLog()
+    log = EventLog(store)
     log.publish("container", "create", cid, {"name": "web", "image": "busybox"})
     async for event in log.subscribe(since=t0, until=None, filters={"type": ["container"]}):
         ...  # past events from t0 on, then new ones as they are published
+    log.publish_batch([("container", "die", cid, {...})], cursor=("container", task_seq))
+        # the events and how far the upstream stream was handled, in one transaction
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ class Event:
     actor_id: str
     attributes: Mapping[str, str] = field(default_factory=dict)
     time: float = 0.0
-    # Position in the log; orders events published within the same clock tick.
+    # Position in the log (Engine Event.seq): strictly increasing, also across restarts
+    # when the log has a store; orders events published within the same clock tick.
     seq: int = 0
 
 
@@ -81,41 +87,70 @@ def _strip_latest(name: str) -> str:
 
 
 class EventLog:
-    """Bounded, ordered, in-memory; many readers may follow it at once."""
+    """Bounded, ordered; many readers may follow it at once. `store` is a GatewayStore or None
+    (memory only)."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, clock=time.time):
+    def __init__(self, store=None, capacity: int = DEFAULT_CAPACITY, clock=time.time):
+        self._store = store
+        self._capacity = capacity
         self._events: deque[Event] = deque(maxlen=capacity)
         self._seq = 0
         self._clock = clock
         # Replaced on every publish: waiting readers hold the old one, which is set.
         self._changed = asyncio.Event()
+        if store is not None:
+            for e in store.last_events(capacity):
+                self._events.append(Event(e.type, e.action, e.actor_id, e.attributes, e.time, e.seq))
+            self._seq = self._events[-1].seq if self._events else 0
 
     def publish(self, type_: str, action: str, actor_id: str,
                 attributes: Mapping[str, str] | None = None) -> Event:
-        self._seq += 1
-        event = Event(type_, action, actor_id, dict(attributes or {}), self._clock(), self._seq)
-        self._events.append(event)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-        return event
+        return self.publish_batch([(type_, action, actor_id, attributes)])[-1]
+
+    def publish_batch(self, items: Sequence[tuple[str, str, str, Mapping[str, str] | None]],
+                      cursor: tuple[str, int] | None = None) -> list[Event]:
+        """Publishes `items` (type, action, actor id, attributes) in order, and with a store
+        commits them together with `cursor` (stream, seq) first."""
+        now = self._clock()
+        rows = [(now, t, a, actor, dict(attrs or {})) for t, a, actor, attrs in items]
+        if self._store is not None:
+            seqs = self._store.append_events(rows, cursor=cursor, keep=self._capacity)
+        else:
+            seqs = list(range(self._seq + 1, self._seq + 1 + len(rows)))
+        published = [Event(t, a, actor, attrs, when, seq)
+                     for (when, t, a, actor, attrs), seq in zip(rows, seqs)]
+        if published:
+            self._events.extend(published)
+            self._seq = published[-1].seq
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+        return published
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
 
     def snapshot(self) -> list[Event]:
         return list(self._events)
 
     async def subscribe(self, since: float | None = None, until: float | None = None,
-                        filters: Filters | None = None, follow: bool = True) -> AsyncIterator[Event]:
-        """Events from `since` on (none of the past without it), then new ones while following.
+                        filters: Filters | None = None, follow: bool = True,
+                        after_seq: int | None = None) -> AsyncIterator[Event]:
+        """Events from `since` on (none of the past without it), or every retained one with a
+        seq after `after_seq`, then new ones while following.
 
         Stops once `until` has passed; without `until`, follows until the reader goes away.
         """
         filters = filters or {}
         changed = self._changed
         last_seq = self._seq
-        if since is not None:
+        if since is not None or after_seq is not None:
             for event in list(self._events):
+                if after_seq is not None and event.seq <= after_seq:
+                    continue
                 if until is not None and event.time > until:
                     return
-                if event.time >= since and matches(event, filters):
+                if (since is None or event.time >= since) and matches(event, filters):
                     yield event
         if not follow or (until is not None and until <= self._clock()):
             return

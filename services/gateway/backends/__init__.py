@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.gateway.backends.interfaces import (ContainerBackend, ExecBackend, ImageBackend,
+                                                  NetworkBackend, RegistryBackend, SystemBackend,
+                                                  VolumeBackend)
+
 
 @dataclass(frozen=True)
 class Backends:
-    containers: object  # interfaces.ContainerBackend
-    execs: object       # interfaces.ExecBackend
-    system: object      # interfaces.SystemBackend
-    images: object
-    networks: object
-    volumes: object
-    registry: object
+    containers: ContainerBackend
+    execs: ExecBackend
+    system: SystemBackend
+    images: ImageBackend
+    networks: NetworkBackend
+    volumes: VolumeBackend
+    registry: RegistryBackend

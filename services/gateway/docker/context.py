@@ -10,20 +10,15 @@ from aiohttp import web
 
 from services.common import errors
 
-GATEWAY_KEY = web.AppKey("gateway", object)
-# services.gateway.backends.Backends: each route uses only its resource's Protocol.
+# services.gateway.backends.Backends: one backend per resource, each behind its Protocol.
 BACKENDS_KEY = web.AppKey("backends", object)
 SESSIONS_KEY = web.AppKey("sessions", set)
 # Open exec/attach streams by exec or container id, so a resize request reaches its terminal.
 RESIZE_KEY = web.AppKey("resize", dict)
-# Execs that failed to start, by id (routes_depth keeps their exit code for /exec/{id}/json).
+# Execs that failed to start, by id (routes/execs.py keeps their exit code for /exec/{id}/json).
 FAILED_EXECS_KEY = web.AppKey("failed_execs", dict)
 # The API version a request asked for (its /vX.Y/ prefix, or the newest one).
 API_VERSION_KEY = web.RequestKey("api_version", tuple)
-
-
-def gateway(request: web.Request):
-    return request.app[GATEWAY_KEY]
 
 
 def backends(request: web.Request):

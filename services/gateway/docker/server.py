@@ -12,28 +12,19 @@ reading `API-Version` from /_ping and then using min(theirs, ours).
 from __future__ import annotations
 
 import os
-import re
 import ssl
 
 import structlog
 from aiohttp import web
 
 from services.common.config import Config
-from services.gateway.docker.context import (API_VERSION_KEY, BACKENDS_KEY, FAILED_EXECS_KEY, GATEWAY_KEY,
-                                             RESIZE_KEY, SESSIONS_KEY)
-from services.gateway.docker import routes_containers, routes_depth, routes_system
-from services.gateway.docker.routes import images, networks, volumes
+from services.gateway.docker.context import (API_VERSION_KEY, BACKENDS_KEY, FAILED_EXECS_KEY, RESIZE_KEY,
+                                             SESSIONS_KEY)
 from services.gateway.docker.errors import error_middleware, error_response
+from services.gateway.docker.routes import containers, execs, images, networks, system, volumes
+from services.gateway.docker.versions import MAX_API, MIN_API, api_version_text
 
 log = structlog.get_logger(__name__)
-
-MIN_API = (1, 41)
-MAX_API = (1, 47)
-_VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
-
-
-def api_version_text(version: tuple[int, int]) -> str:
-    return f"{version[0]}.{version[1]}"
 
 
 @web.middleware
@@ -81,13 +72,12 @@ def make_app(backends) -> web.Application:
     app = web.Application(middlewares=[version_middleware, error_middleware],
                           client_max_size=1 << 40, handler_args={"max_field_size": 1 << 16})
     app[BACKENDS_KEY] = backends
-    app[GATEWAY_KEY] = backends.containers
     app[SESSIONS_KEY] = set()
     app[RESIZE_KEY] = {}
     app[FAILED_EXECS_KEY] = {}
     app.on_response_prepare.append(_headers)
     router = Router(app)
-    for module in (routes_system, routes_containers, routes_depth, images, networks, volumes):
+    for module in (system, containers, execs, images, networks, volumes):
         module.register(router)
     app.on_shutdown.append(_close_sessions)
     return app

@@ -33,7 +33,7 @@ class ServiceProcess:
     """`python -m services.container` on its own run and data roots."""
 
     def __init__(self, run_root: str, data_root: str):
-        self.config = Config(run_root=run_root, data_root=data_root, log_max_bytes=1024 * 1024,
+        self.config = Config(run_root=run_root, data_root=data_root,
                              log_format="json")
         self.proc: subprocess.Popen | None = None
 

@@ -72,8 +72,8 @@ async def test_memory_limit_reports_oom(client, roots):
     seen: list[pb.TaskEvent] = []
 
     async def collect():
-        async for reply in events:
-            seen.append(reply.event)
+        async for ev in (reply.event async for reply in events):
+            seen.append(ev)
     collector = asyncio.create_task(collect())
     await asyncio.sleep(0.05)
     id = await run(client, roots, "sh", "-c",
@@ -221,8 +221,8 @@ async def test_start_of_stopped_container_runs_it_again_as_the_same_record(clien
     seen: list[tuple[int, int]] = []
 
     async def collect():
-        async for e in (reply.event async for reply in
-                        client.SubscribeTaskEvents(pb.SubscribeTaskEventsRequest())):
+        async for e in (
+                reply.event async for reply in client.SubscribeTaskEvents(pb.SubscribeTaskEventsRequest())):
             if e.container_id == id:
                 seen.append((e.type, e.exit_code))
     collector = asyncio.create_task(collect())
@@ -282,46 +282,66 @@ async def test_stopped_then_started_container_is_watched_and_followed_again(clie
     await client.RemoveContainer(pb.RemoveContainerRequest(id=id))
 
 
-async def test_runs_appending_to_the_log_keep_it_under_the_cap(client, roots, service):
-    cap = service.config.log_max_bytes
-    # About 0.4 of the cap a run (86-byte records): three runs appended in full would pass it.
+async def test_runs_appending_to_the_log_keep_it_within_max_size_times_max_file(client, roots):
+    from services.container import logfiles
+    from tests.integration.container.test_logs import file_contents
+    cap, files = 256 * 1024, 2
+    # About 430 KB of records a run: each run passes max-size.
     id = await run(client, roots, "sh", "-c",
                    "n=$(cat /n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /n; "
-                   "yes 0123456789012345678901234567890123456789 | head -n 5000; echo end $n")
+                   "yes 0123456789012345678901234567890123456789 | head -n 5000; echo end $n",
+                   log_config=pb.LogConfig(driver="json-file",
+                                           options={"max-size": "256k", "max-file": str(files)}))
     for n in (1, 2, 3):
         await client.WaitContainer(pb.WaitContainerRequest(id=id))
         c = (await client.GetContainer(pb.GetContainerRequest(id=id))).container
-        assert os.path.getsize(c.log_path) <= cap
+        # max-file counts the live file; a file is rotated only once past max-size (it
+        # passes it by what is written before the check sees it).
+        rotated = logfiles.segments(c.log_path)
+        assert len(rotated) <= files - 1 and all(os.path.getsize(p) >= cap for _, p in rotated)
+        assert c.log_size == logfiles.total_size(c.log_path)
         kept = await logs(client, id)
         assert kept[-1].data == f"end {n}\n".encode()
-        if n > 1:
-            # The newest half of the earlier output is kept before this run's.
-            assert f"end {n - 1}\n".encode() in [e.data for e in kept]
+        assert b"".join(e.data for e in kept) == file_contents(c.log_path)[0]
         if n < 3:
             await client.StartContainer(pb.StartContainerRequest(id=id))
 
 
-async def test_log_cap_keeps_the_file_small_and_follow_sees_the_end(client, roots, service):
-    cap = service.config.log_max_bytes
+async def test_log_rotation_keeps_the_newest_and_follow_sees_everything(client, roots):
+    from services.container import logfiles
+    from tests.integration.container.test_logs import file_contents
     id = new_id()
     await client.CreateContainer(pb.CreateContainerRequest(id=id, name="big", spec=roots.spec(
-        "sh", "-c", "yes 0123456789012345678901234567890123456789 | head -n 100000; echo last")))
+        "sh", "-c", "yes 0123456789012345678901234567890123456789 | head -n 100000; echo last",
+        log_config=pb.LogConfig(driver="json-file", options={"max-size": "1m", "max-file": "100"}))))
     stream = client.GetContainerLogs(pb.GetContainerLogsRequest(id=id, follow=True, tail=-1))
     await client.StartContainer(pb.StartContainerRequest(id=id))
     got = [e.chunk.data async for e in stream]
-    assert got[-1] == b"last\n"
     c = (await client.GetContainer(pb.GetContainerRequest(id=id))).container
-    assert os.path.getsize(c.log_path) <= cap
-    # Only the newest part is kept: older output was dropped at the cap.
-    kept = await logs(client, id)
+    want = [b"0123456789012345678901234567890123456789\n"] * 100000 + [b"last\n"]
+    # The files hold every byte (nothing is pruned at this max-file) ...
+    assert file_contents(c.log_path)[0] == b"".join(want)
+    # ... and rotation never cuts a follower short: it sees all of it (while max-file
+    # keeps the files it has not read yet: a follower slower than pruning misses those).
+    assert got == want
+    assert len(logfiles.segments(c.log_path)) >= 3
+
+    id2 = await run(client, roots, "sh", "-c",
+                    "yes 0123456789012345678901234567890123456789 | head -n 100000; echo last",
+                    log_config=pb.LogConfig(driver="json-file", options={"max-size": "128k", "max-file": "2"}))
+    await client.WaitContainer(pb.WaitContainerRequest(id=id2))
+    c = (await client.GetContainer(pb.GetContainerRequest(id=id2))).container
+    assert len(logfiles.segments(c.log_path)) == 1
+    # Only the newest part is kept: older output was rotated away (max-file 2).
+    kept = await logs(client, id2)
     assert kept[-1].data == b"last\n" and len(kept) < 100000
 
 
 async def test_created_but_never_started_container_is_removed_cleanly(client, roots):
     from tests.integration.container.conftest import cgroup_dirs, conmon_pids, mounts_under
     id = new_id()
-    c = (await client.CreateContainer(pb.CreateContainerRequest(
-        id=id, name="idle", labels={"a": "1"}, spec=roots.spec("sleep", "1000"), metadata=b"{}"))).container
+    c = (await client.CreateContainer(pb.CreateContainerRequest(id=id, name="idle", labels={"a": "1"},
+                                                                spec=roots.spec("sleep", "1000"), metadata=b"{}"))).container
     assert c.status == pb.STATUS_CREATED and c.pid > 0 and c.metadata == b"{}"
     assert [x.id for x in (
         await client.ListContainers(pb.ListContainersRequest(labels={"a": "1"}))).containers] == [id]

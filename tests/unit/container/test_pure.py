@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import signal
 
@@ -53,16 +54,110 @@ def test_k8s_file_parsing_joins_partials_per_stream(tmp_path):
         b"err line\n"]
 
 
-def test_reader_follows_rotation_by_rename(tmp_path):
-    path = tmp_path / "ctr.log"
-    path.write_bytes(b"2026-01-02T03:04:05Z stdout F one\n")
-    reader = logs.LogReader(str(path))
-    assert reader.read() == [b"2026-01-02T03:04:05Z stdout F one"]
-    new = tmp_path / "ctr.log.tmp"
-    new.write_bytes(b"2026-01-02T03:04:06Z stdout F two\n")
-    os.rename(new, path)
-    assert reader.read() == [b"2026-01-02T03:04:06Z stdout F two"]
-    reader.close()
+def _records(*recs: tuple[str, str, bytes], t0: int = 0) -> bytes:
+    """k8s-file records as conmon writes them (35-byte times)."""
+    return b"".join(b"2026-01-02T03:04:%02d.%09d+00:00 %s %s %s\n" % (
+        5 + (t0 + i) // 1000, (t0 + i) % 1000, stream.encode(), tag.encode(), content)
+        for i, (stream, tag, content) in enumerate(recs))
+
+
+def test_follower_reads_across_rotations_in_order_without_a_gap(tmp_path):
+    live = str(tmp_path / "ctr.log")
+    with open(live, "wb") as f:
+        f.write(_records(("stdout", "F", b"one"), ("stdout", "P", b"tw")))
+    follower = logs._Follower(live, logs.LogFilter(), chunked=True)
+    assert [x.data for x in follower.history()] == [b"one\ntw"]
+    # Rotated twice before the follower looks again; the second file starts mid-line.
+    os.rename(live, live + ".1")
+    with open(live + ".1", "ab") as f:
+        f.write(_records(("stdout", "P", b"o-"), t0=2))
+    with open(live + ".2", "wb") as f:
+        f.write(_records(("stdout", "F", b"end of two"), ("stderr", "F", b"e"), t0=3))
+    with open(live, "wb") as f:
+        f.write(_records(("stdout", "F", b"three"), t0=5))
+    got = []
+    more = True
+    while more:
+        out, more = follower.step(done=True)
+        got += out
+    # Bulk entries: the bytes of each stream exactly, the pieces of a line as they came.
+    assert b"".join(x.data for x in got if x.stream == "stdout") == b"o-end of two\nthree\n"
+    assert [x.data for x in got if x.stream == "stderr"] == [b"e\n"]
+    assert [x.stream for x in got].index("stderr") == 2
+    follower.close()
+
+
+def test_follower_that_starts_while_conmon_has_not_reopened_reads_the_renamed_file_on(tmp_path):
+    live = str(tmp_path / "ctr.log")
+    with open(live + ".1", "wb") as f:  # renamed away; conmon still writes to it
+        f.write(_records(("stdout", "F", b"a")))
+    follower = logs._Follower(live, logs.LogFilter(), chunked=True)
+    assert [x.data for x in follower.history()] == [b"a\n"]
+    with open(live + ".1", "ab") as f:
+        f.write(_records(("stdout", "F", b"b"), t0=1))
+    with open(live, "wb") as f:
+        f.write(_records(("stdout", "F", b"c"), t0=2))
+    got, more = [], True
+    while more:
+        out, more = follower.step(done=True)
+        got += out
+    assert b"".join(x.data for x in got) == b"b\nc\n"
+    follower.close()
+
+
+def test_bulk_and_by_line_reads_agree_and_tail_reads_backwards(tmp_path):
+    live = str(tmp_path / "ctr.log")
+    recs = []
+    for i in range(3000):
+        recs.append(("stdout", "F", b"line %d" % i))
+        if i % 7 == 0:
+            recs += [("stderr", "P", b"x" * 10), ("stderr", "F", b"y %d" % i)]
+    with open(live + ".1", "wb") as f:
+        f.write(_records(*recs[:1500]))
+    with open(live, "wb") as f:
+        f.write(_records(*recs[1500:], t0=1500) + b"2026-01-02T03:04:09.000000000+00:00 stdout F unfini")
+    with gzip.open(live + ".1.gz", "wb") as f:  # mid-compression: both are complete
+        f.write(open(live + ".1", "rb").read())
+    by_line = logs.read_all(live, logs.LogFilter())
+    bulk = logs.read_all(live, logs.LogFilter(), chunked=True)
+    for stream in ("stdout", "stderr"):
+        joined = b"".join(x.data for x in by_line if x.stream == stream)
+        assert joined == b"".join(x.data for x in bulk if x.stream == stream)
+    assert b"".join(x.data for x in by_line if x.stream == "stdout") == b"".join(
+        b"line %d\n" % i for i in range(3000))
+    stats: dict = {}
+    tail = logs.read_all(live, logs.LogFilter(tail=3), stats=stats)
+    assert [x.data for x in tail] == [x.data for x in by_line[-3:]] == [
+        b"line 2997\n", b"line 2998\n", b"line 2999\n"]
+    # From the end backwards: the last records, not the 150 KB of the files.
+    assert stats["bytes_read"] < 1000
+    only_err = logs.read_all(live, logs.LogFilter(tail=2, streams=frozenset({"stderr"})))
+    assert [x.data for x in only_err] == [b"x" * 10 + b"y 2989\n", b"x" * 10 + b"y 2996\n"]
+    t = by_line[100].time_ns
+    until = by_line[2000].time_ns
+    since = logs.read_all(live, logs.LogFilter(since_ns=t, until_ns=until), chunked=True)
+    for stream in ("stdout", "stderr"):
+        assert b"".join(x.data for x in since if x.stream == stream) == b"".join(
+            x.data for x in by_line if x.stream == stream and t <= x.time_ns < until)
+    assert since[0].time_ns == t and since[-1].time_ns < until
+
+
+def test_log_config_resolution_and_rotation_of_a_closed_log(tmp_path):
+    from services.container import logfiles
+    from services.container.model import LogConfig
+    local = logfiles.resolve(LogConfig(), LogConfig("local"))
+    assert local == LogConfig("local", (("compress", "true"), ("max-file", "5"), ("max-size", "20m")))
+    p = logfiles.policy(logfiles.resolve(LogConfig("json-file", (("max-size", "1k"), ("max-file", "2"))),
+                                         local))
+    assert (p.max_size, p.max_file, p.compress) == (1024, 2, False)
+    assert logfiles.policy(logfiles.resolve(LogConfig("json-file"), local)).max_size == -1
+    live = str(tmp_path / "ctr.log")
+    for run in range(3):
+        with open(live, "wb") as f:
+            f.write(b"r%d" % run * 600)
+        logfiles.rotate_closed(live, p)
+    # Each full log was rotated; max-file 2 keeps one rotated file beside the live one.
+    assert [n for n, _ in logfiles.segments(live)] == [3] and not os.path.exists(live)
 
 
 def _spec(**kw) -> Spec:
@@ -206,21 +301,3 @@ def test_exec_exit_is_committed_once(tmp_path):
     assert store.exec_exited(Event(EventType.EXEC_EXIT, "a" * 64, 3.0, 0, "e0")) is None
 
 
-def test_log_room_keeps_runs_appending_to_a_log_under_the_cap(tmp_path):
-    from services.container.runtime import log_room
-    path = str(tmp_path / "ctr.log")
-    assert log_room(path, 1000) == 1000
-    with open(path, "wb") as f:
-        f.write(b"a" * 99 + b"\n")
-    # Under half the cap: kept whole, the run gets what is left.
-    assert log_room(path, 1000) == 900 and os.path.getsize(path) == 100
-    lines = [b"%03d" % i + b"x" * 96 + b"\n" for i in range(8)]  # 100 bytes each
-    with open(path, "wb") as f:
-        f.write(b"".join(lines))
-    ino = os.stat(path).st_ino
-    # Over half: the newest whole lines within half the cap stay, in a new file.
-    room = log_room(path, 1000)
-    with open(path, "rb") as f:
-        assert f.read() == b"".join(lines[-4:])
-    assert room == 600 and os.stat(path).st_ino != ino
-    assert log_room(path, 0) == 0 and log_room(path, -1) == -1

@@ -1,4 +1,4 @@
-"""Route-level checks of the Docker API server against a fake Gateway: versions, framing, the hijack."""
+"""Route-level checks of the Docker API server against fake backends: versions, framing, the hijack."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import struct
 import pytest
 from aiohttp import web
 
-from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
 from berth.types.v1 import stdio_pb2
 from services.common import errors
@@ -21,18 +20,18 @@ from services.gateway.docker.server import make_app
 CID = "c" * 64
 
 
-class FakeDepth:
+class FakeExecs:
     """Exec start as the gateway's stream sees it: start, stdin chunks, resizes, close_stdin."""
 
     def __init__(self):
         self.seen: list[str] = []
 
-    async def exec_inspect(self, exec_id):
+    async def inspect(self, exec_id):
         if exec_id != "e1":
             raise errors.NotFound(f"No such exec instance: {exec_id}")
         return engine_pb2.ExecInfo(id="e1", container_id=CID, cmd=["cat"], open_stdin=True)
 
-    async def exec_start(self, requests):
+    async def start(self, requests):
         async for req in requests:
             kind = req.WhichOneof("msg")
             self.seen.append(kind)
@@ -44,27 +43,28 @@ class FakeDepth:
                 return
 
 
-class FakeGateway:
-    def __init__(self):
-        self.started = asyncio.Event()
-        self.depth = FakeDepth()
-
+class FakeSystem:
     def version(self):
         return engine_pb2.GetVersionResponse(version="0.1.0", os="linux", arch="x86_64", runtime="runc")
+
+
+class FakeContainers:
+    def __init__(self):
+        self.started = asyncio.Event()
 
     async def inspect(self, ref):
         if ref not in ("web", CID):
             raise errors.NotFound(f"No such container: {ref}")
         return engine_pb2.ContainerInfo(id=CID, name="web", state=engine_pb2.ContainerState(status="created"))
 
-    async def attach(self, ref, logs):
+    async def follow_output(self, ref, logs):
         # Output only after start, as a real container: attach must already be in place.
         await self.started.wait()
         yield stdio_pb2.OutputChunk(stream=1, data=b"out\n")
         yield stdio_pb2.OutputChunk(stream=2, data=b"err\n")
-        yield container_pb2.WaitContainerResponse(exit_code=3)
+        yield engine_pb2.ExitStatus(exit_code=3)
 
-    async def start_container(self, ref):
+    async def start(self, ref):
         self.started.set()
 
     async def logs(self, ref, follow, tail, since, until):
@@ -74,10 +74,9 @@ class FakeGateway:
 
 @pytest.fixture
 async def server(tmp_path):
-    gw = FakeGateway()
-    backends = Backends(containers=gw, execs=gw.depth, system=gw, images=None, networks=None, volumes=None,
-                        registry=None)
-    runner = web.AppRunner(make_app(backends), handle_signals=False, shutdown_timeout=1)
+    gw = Backends(containers=FakeContainers(), execs=FakeExecs(), system=FakeSystem(), images=None,
+                  networks=None, volumes=None, registry=None)
+    runner = web.AppRunner(make_app(gw), handle_signals=False, shutdown_timeout=1)
     await runner.setup()
     path = str(tmp_path / "d.sock")
     await web.UnixSite(runner, path).start()
@@ -156,9 +155,9 @@ async def test_attach_upgrades_before_start_and_survives_the_clients_half_close(
     head, _, rest = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101 UPGRADED")
     assert b"Upgrade: tcp" in head
-    assert not gw.started.is_set()
+    assert not gw.containers.started.is_set()
     sock.shutdown(socket.SHUT_WR)
-    await gw.start_container("web")
+    await gw.containers.start("web")
     while True:
         chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
         if not chunk:
@@ -205,7 +204,7 @@ async def test_exec_start_forwards_stdin_resize_and_the_half_close(server):
     writer.write_eof()
     assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closes when the exec ends
     writer.close()
-    assert gw.depth.seen == ["start", "stdin", "resize", "close_stdin"]
+    assert gw.execs.seen == ["start", "stdin", "resize", "close_stdin"]
 
 
 async def test_exec_start_of_unknown_exec_is_a_plain_404(server):

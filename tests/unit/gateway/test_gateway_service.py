@@ -1,4 +1,5 @@
-"""The gateway's composition against fake node services: steps, undo, --rm, events."""
+"""The gateway's backends, wired as __main__ wires them, against fake node services:
+steps, undo, --rm, events from the ordered task event stream, the store."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from berth.volume.v1 import volume_pb2
 from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.common.config import Config
-from services.gateway.backends.image_configs import ImageConfigs
-from services.gateway.events import EventLog
-from services.gateway.service import Gateway, Nodes
+from services.gateway.__main__ import wire
+from services.gateway.store import GatewayStore
 
 IMAGE_ID = "sha256:" + "1" * 64
 
@@ -37,9 +37,9 @@ class Fake:
 class FakeImage(Fake):
     async def GetImage(self, request):
         self._record("GetImage", request)
-        return image_pb2.GetImageResponse(image=image_pb2.Image(
-            id=IMAGE_ID, repo_tags=["docker.io/library/busybox:latest"],
-            config=image_pb2.ImageConfig(cmd=["sh"], env=["A=1"])))
+        return image_pb2.GetImageResponse(
+            image=image_pb2.Image(id=IMAGE_ID, repo_tags=["docker.io/library/busybox:latest"],
+                                  config=image_pb2.ImageConfig(cmd=["sh"], env=["A=1"])))
 
     async def PrepareSnapshot(self, request):
         self._record("PrepareSnapshot", request)
@@ -61,9 +61,18 @@ class FakeNetwork(Fake):
 
 
 class FakeContainer(Fake):
+    """Start reports the task's START on the event stream before it answers, as the
+    container service commits it before runc start returns to it."""
+
     def __init__(self, *args):
         super().__init__(*args)
         self.created: container_pb2.CreateContainerRequest | None = None
+        self.task_events = None
+        self.seq = 0
+
+    def emit(self, type_, cid, **fields):
+        self.seq += 1
+        self.task_events.handle(container_pb2.TaskEvent(type=type_, container_id=cid, seq=self.seq, **fields))
 
     async def CreateContainer(self, request):
         self._record("CreateContainer", request)
@@ -71,8 +80,13 @@ class FakeContainer(Fake):
         return container_pb2.CreateContainerResponse(container=container_pb2.Container(
             id=request.id, name="/" + request.name, metadata=request.metadata))
 
+    async def GetContainer(self, request):
+        return container_pb2.GetContainerResponse(
+            container=container_pb2.Container(id=request.id, name="/x", status=container_pb2.STATUS_STOPPED))
+
     async def StartContainer(self, request):
         self._record("StartContainer", request)
+        self.emit(container_pb2.TaskEvent.TYPE_START, request.id)
         return container_pb2.StartContainerResponse(container=container_pb2.Container(id=request.id))
 
     async def WaitContainer(self, request):
@@ -94,20 +108,40 @@ class FakeContainer(Fake):
 
 
 class FakeVolume:
-    """No container here has volumes: removal's ReleaseVolumes finds nothing to drop."""
+    """No container here has volumes: removal's Release finds nothing to drop."""
 
     async def ReleaseVolumes(self, request):
         return volume_pb2.ReleaseVolumesResponse()
 
 
+class Nodes:
+    def __init__(self, calls, fail):
+        self.image = FakeImage("image", calls, fail)
+        self.network = FakeNetwork("network", calls, fail)
+        self.volume = FakeVolume()
+        self.container = FakeContainer("container", calls, fail)
+
+
+class World:
+    def __init__(self, wiring, store):
+        self.events, self.store = wiring.events, store
+        self.containers = wiring.backends.containers
+
+    def run(self, cfg, attach):
+        return self.containers.run(cfg, attach)
+
+
 @pytest.fixture
-def world():
+async def world(tmp_path):
     calls: list[str] = []
     fail: dict[str, Exception] = {}
-    nodes = Nodes(FakeImage("image", calls, fail), FakeNetwork("network", calls, fail),
-                  FakeVolume(), FakeContainer("container", calls, fail))
-    gw = Gateway(Config(), nodes, EventLog(), ImageConfigs(nodes.image))
-    return gw, nodes, calls, fail
+    nodes = Nodes(calls, fail)
+    store = GatewayStore(str(tmp_path / "gateway.db"))
+    wiring = wire(Config(), nodes.image, nodes.network, nodes.volume, nodes.container, store)
+    nodes.container.task_events = wiring.task_events
+    yield World(wiring, store), nodes, calls, fail
+    await wiring.tasks.close()
+    store.close()
 
 
 def _cfg(**kw):
@@ -201,14 +235,15 @@ async def test_attached_rm_streams_output_then_removes_then_exits(world):
     assert gw.events.snapshot()[-1].action == "destroy"
 
 
-async def test_exit_event_before_start_returns_is_published_after_start(world):
+async def test_exit_before_start_returns_is_published_after_start(world):
+    """A process that exits at once: the stream has its START before its EXIT."""
     gw, nodes, _, _ = world
     start = nodes.container.StartContainer
 
     async def start_and_exit(request):
-        await gw._on_task_event(container_pb2.TaskEvent(
-            type=container_pb2.TaskEvent.TYPE_EXIT, container_id=request.id, exit_code=0))
-        return await start(request)
+        reply = await start(request)
+        nodes.container.emit(container_pb2.TaskEvent.TYPE_EXIT, request.id, exit_code=0)
+        return reply
     nodes.container.StartContainer = start_and_exit
     await _run(gw, _cfg())
     assert [e.action for e in gw.events.snapshot()] == ["create", "start", "die"]
@@ -216,10 +251,29 @@ async def test_exit_event_before_start_returns_is_published_after_start(world):
 
 
 async def test_detached_rm_is_removed_on_exit_event(world):
-    gw, _, calls, _ = world
+    gw, nodes, calls, _ = world
     cid = (await _run(gw, _cfg(auto_remove=True)))[0].id
-    await gw._on_task_event(container_pb2.TaskEvent(
-        type=container_pb2.TaskEvent.TYPE_EXIT, container_id=cid, exit_code=0))
+    nodes.container.emit(container_pb2.TaskEvent.TYPE_EXIT, cid, exit_code=0)
     await asyncio.sleep(0.01)
     assert "container.RemoveContainer" in calls
     assert [e.action for e in gw.events.snapshot()][-2:] == ["die", "destroy"]
+
+
+async def test_reconcile_imports_old_containers_and_drops_rows_without_one(world):
+    """A data root from before the store: the record is read from the node's metadata once;
+    a row whose container is gone (a create or remove cut short) is dropped."""
+    from services.gateway import convert
+    from services.gateway.store import ContainerRecord
+    gw, _, _, _ = world
+    cfg = engine_pb2.ContainerConfig(image="busybox", labels={"a": "b"})
+    meta = convert.Metadata("busybox", IMAGE_ID, cfg, "bridge", False, 7, restart_count=2)
+    old = container_pb2.Container(id="d" * 64, name="/old", metadata=meta.encode(),
+                                  status=container_pb2.STATUS_RUNNING)
+    gw.store.put(ContainerRecord(id="e" * 64, name="gone", image="busybox", image_id=IMAGE_ID,
+                                 config=cfg, network_mode="bridge"))
+    await gw.containers.reconcile([old])
+    record = gw.store.get("d" * 64)
+    assert (record.name, record.image_id, record.stop_timeout, record.restart_count) == (
+        "old", IMAGE_ID, 7, 2)
+    assert record.config == cfg
+    assert gw.store.get("e" * 64) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from berth.types.v1 import healthcheck_pb2
-from services.gateway import health
+from services.gateway.backends import health
 
 MS = 1_000_000
 

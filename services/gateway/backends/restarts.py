@@ -1,10 +1,10 @@
 """Restart policies: starting a container again after it exited, as docker's restart manager does.
 
-Driven by the container service's exit events (the gateway's watcher calls
-`on_exit`), and at engine start by `reconcile`. The policy lives in the
-container's config; what the policy has done (restart count, whether the user
-stopped the container) lives in the gateway's metadata on the container
-record, so it survives any restart of the engine.
+Driven by the container service's exit events (services.gateway.backends.task_events
+calls `on_exit`, in stream order, replayed exits after a gateway restart included),
+and at engine start by `reconcile`. The policy lives in the container's config;
+what the policy has done (restart count, whether the user stopped the container)
+lives in the gateway store's container record, so it survives any restart of the engine.
 
     exit ──► should_restart? ──► wait (100 ms, 200 ms, ... 1 min) ──► start
                                   ▲ back to 100 ms once a run lasted 10 s
@@ -23,15 +23,13 @@ with retries left.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
 from services.common import errors
-from services.gateway import convert
 
 log = structlog.get_logger(__name__)
 
@@ -90,10 +88,20 @@ def next_delay(previous: float, ran_for: float) -> float:
 
 
 class Restarts:
-    """The restart manager of one gateway. `gw` is the Gateway (its node clients and steps)."""
+    """The restart manager of one gateway.
 
-    def __init__(self, gw):
-        self._gw = gw
+    `container` is the container service client, `store` the GatewayStore, `start(cid)`
+    starts a stopped container again as a policy restart (the containers backend), `busy(cid)`
+    says a container is being removed or is left to --rm, `spawn` runs a task the gateway owns.
+    """
+
+    def __init__(self, container, store, start: Callable[[str], Awaitable[None]],
+                 busy: Callable[[str], bool], spawn: Callable[[Awaitable], asyncio.Task]):
+        self._container = container
+        self._store = store
+        self._start = start
+        self._busy = busy
+        self._spawn = spawn
         self._delays: dict[str, float] = {}
         self._pending: dict[str, asyncio.Task] = {}
         # Stopped by the user in this run: an exit arriving now must not restart them.
@@ -105,25 +113,23 @@ class Restarts:
 
     # -- what the user did ----------------------------------------------------------
 
-    async def user_stopped(self, c: container_pb2.Container) -> None:
+    def user_stopped(self, cid: str) -> None:
         """stop/kill: cancel a pending restart and remember it across engine restarts."""
-        self._stopped.add(c.id)
-        self._cancel(c.id)
-        meta = convert.Metadata.decode(c.metadata)
-        if (meta.config.restart_policy.name or "no") != "no" and not meta.manually_stopped:
-            await self._set(c.id, lambda m: dataclasses.replace(m, manually_stopped=True))
+        self._stopped.add(cid)
+        self._cancel(cid)
+        record = self._store.get(cid)
+        if (record is not None and (record.config.restart_policy.name or "no") != "no"
+                and not record.manually_stopped):
+            self._store.put(record.replace(manually_stopped=True))
 
-    async def user_started(self, c: container_pb2.Container) -> container_pb2.Container:
-        """start/restart by the user: the policy applies again, counting from zero.
-        Returns the container as it is now (its metadata may have changed)."""
-        self._stopped.discard(c.id)
-        self._cancel(c.id)
-        self._delays.pop(c.id, None)
-        meta = convert.Metadata.decode(c.metadata)
-        if meta.manually_stopped or meta.restart_count:
-            return await self._set(
-                c.id, lambda m: dataclasses.replace(m, manually_stopped=False, restart_count=0))
-        return c
+    def user_started(self, cid: str) -> None:
+        """start/restart by the user: the policy applies again, counting from zero."""
+        self._stopped.discard(cid)
+        self._cancel(cid)
+        self._delays.pop(cid, None)
+        record = self._store.get(cid)
+        if record is not None and (record.manually_stopped or record.restart_count):
+            self._store.put(record.replace(manually_stopped=False, restart_count=0))
 
     def removed(self, cid: str) -> None:
         self._cancel(cid)
@@ -135,24 +141,18 @@ class Restarts:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _set(self, cid: str, change: Callable[[convert.Metadata], convert.Metadata]) -> container_pb2.Container:
-        c = (await self._gw._container.GetContainer(container_pb2.GetContainerRequest(id=cid))).container
-        meta = change(convert.Metadata.decode(c.metadata))
-        return (await self._gw._container.SetContainerMetadata(
-            container_pb2.SetContainerMetadataRequest(id=cid, metadata=meta.encode()))).container
-
     # -- what the containers did ----------------------------------------------------
 
     async def on_exit(self, cid: str) -> None:
         if cid in self._stopped or cid in self._pending:
             return
         try:
-            c = (await self._gw._container.GetContainer(container_pb2.GetContainerRequest(id=cid))).container
+            c = (await self._container.GetContainer(container_pb2.GetContainerRequest(id=cid))).container
         except errors.BerthError:
             return
         self._consider(c, engine_start=False)
 
-    async def reconcile(self, containers: list[container_pb2.Container]) -> None:
+    def reconcile(self, containers: list[container_pb2.Container]) -> None:
         """After (re)connecting to the container service: exits missed meanwhile, and at
         engine start docker's start-up rule."""
         engine_start, self._engine_started = not self._engine_started, True
@@ -161,13 +161,15 @@ class Restarts:
                 self._consider(c, engine_start)
 
     def _consider(self, c: container_pb2.Container, engine_start: bool) -> None:
-        if c.id in self._pending or c.id in self._gw._removing or c.id in self._gw._auto_remove:
+        if c.id in self._pending or self._busy(c.id):
             return
         if c.status != container_pb2.STATUS_STOPPED:
             return
-        meta = convert.Metadata.decode(c.metadata)
-        policy = meta.config.restart_policy
-        if not should_restart(policy, c.exit_code, meta.manually_stopped, meta.restart_count,
+        record = self._store.get(c.id)
+        if record is None:
+            return
+        policy = record.config.restart_policy
+        if not should_restart(policy, c.exit_code, record.manually_stopped, record.restart_count,
                               engine_start):
             return
         ran_for = 0.0
@@ -176,24 +178,26 @@ class Restarts:
         delay = next_delay(self._delays.get(c.id, 0.0), ran_for)
         self._delays[c.id] = delay
         log.info("container_restart_scheduled", container_id=c.id, policy=policy.name,
-                 delay=delay, restart_count=meta.restart_count)
-        self._pending[c.id] = self._gw._spawn(self._restart_later(c.id, delay))
+                 delay=delay, restart_count=record.restart_count)
+        self._pending[c.id] = self._spawn(self._restart_later(c.id, delay))
 
     async def _restart_later(self, cid: str, delay: float) -> None:
         try:
             await asyncio.sleep(delay)
-            if cid in self._stopped or cid in self._gw._removing:
+            if cid in self._stopped or self._busy(cid):
                 return
-            c = await self._set(cid, lambda m: dataclasses.replace(m, restart_count=m.restart_count + 1))
+            record = self._store.get(cid)
+            if record is None:
+                return
+            c = (await self._container.GetContainer(container_pb2.GetContainerRequest(id=cid))).container
             if c.status != container_pb2.STATUS_STOPPED:
                 return
-            self._gw._remember(c)
+            record = record.replace(restart_count=record.restart_count + 1)
+            self._store.put(record)
             # The container counts as restarting until its start was announced.
             self._pending.pop(cid, None)
-            await self._gw._start(cid)
-            self._gw._publish_container("restart", cid)
-            log.info("container_restarted", container_id=cid,
-                     restart_count=convert.Metadata.decode(c.metadata).restart_count)
+            await self._start(cid)
+            log.info("container_restarted", container_id=cid, restart_count=record.restart_count)
         except asyncio.CancelledError:
             raise
         except errors.NotFound:
@@ -203,20 +207,3 @@ class Restarts:
         finally:
             if self._pending.get(cid) is asyncio.current_task():
                 del self._pending[cid]
-
-
-async def update_policy(gw, ref: str, policy: engine_pb2.RestartPolicy) -> None:
-    """`update --restart`: a new policy for an existing container, running or not."""
-    validate(policy)
-    c = await gw._get(ref)
-    meta = convert.Metadata.decode(c.metadata)
-    validate(policy, meta.auto_remove)
-    config = engine_pb2.ContainerConfig()
-    config.CopyFrom(meta.config)
-    config.restart_policy.CopyFrom(policy)
-    await gw._container.SetContainerMetadata(container_pb2.SetContainerMetadataRequest(
-        id=c.id, metadata=dataclasses.replace(meta, config=config).encode()))
-    gw._remember(c)
-    gw._publish_container("update", c.id)
-    log.info("restart_policy_updated", container_id=c.id, policy=policy.name,
-             maximum_retry_count=policy.maximum_retry_count)

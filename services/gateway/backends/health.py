@@ -10,16 +10,19 @@ off). While a container runs, one monitor task per container probes it:
                └─ afterwards every interval
 
 Each status change is published as a `health_status: <status>` event; the last
-five probes are kept for inspect (State.Health.Log). Health is in memory only,
-like the task itself: a container that starts again starts "starting" again.
+five probes are kept for inspect (State.Health.Log). The state is saved in the
+gateway store's container record at each change of status (not at every probe: a
+commit is a disk flush), so inspect shows it after a gateway restart too; a
+container that starts again starts "starting" again.
 
-Probes run as execs in the container through the container service (`run_probe`),
-so the gateway never enters a container itself.
+Probes run as execs in the container through the container service (`run_probe`,
+the exec backend's run_exec), so the gateway never enters a container itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -28,7 +31,9 @@ from dataclasses import dataclass, field
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
+from services.common import errors
 
 log = structlog.get_logger(__name__)
 
@@ -108,21 +113,48 @@ class State:
             engine_pb2.HealthLog(start=_ts(s), end=_ts(e), exit_code=code, output=out)
             for s, e, code, out in self.log])
 
+    def to_json(self) -> str:
+        return json.dumps({"status": self.status, "failing_streak": self.failing_streak,
+                           "log": [list(entry) for entry in self.log]})
+
+    @classmethod
+    def from_json(cls, text: str) -> State:
+        data = json.loads(text)
+        state = cls(status=data["status"], failing_streak=data["failing_streak"])
+        state.log.extend(tuple(entry) for entry in data["log"])
+        return state
+
 
 class Monitors:
-    """One probing task per running container that has a healthcheck."""
+    """One probing task per running container that has a healthcheck.
+
+    `run_probe` runs a probe (the exec backend), `publish(cid, status)` announces a change,
+    `spawn` runs a task the gateway owns; `container`, `store` and `image_configs` are what
+    `watch` needs to find a container's effective check.
+    """
 
     def __init__(self, run_probe: ProbeRunner, publish: Callable[[str, str], None],
-                 spawn: Callable[[Awaitable], asyncio.Task]):
+                 spawn: Callable[[Awaitable], asyncio.Task], container=None, store=None,
+                 image_configs=None):
         self._run_probe = run_probe
         self._publish = publish     # (container id, new status)
         self._spawn = spawn
+        self._container = container
+        self._store = store
+        self._image_configs = image_configs
         self._states: dict[str, State] = {}
         self._tasks: dict[str, asyncio.Task] = {}
 
     def state(self, cid: str) -> engine_pb2.Health | None:
         s = self._states.get(cid)
+        if s is None and self._store is not None:
+            record = self._store.get(cid)
+            if record is not None and record.health:
+                s = State.from_json(record.health)
         return s.to_pb() if s is not None else None
+
+    def watching(self, cid: str) -> bool:
+        return cid in self._tasks
 
     def start(self, cid: str, check: Settings | None) -> None:
         """The container started: probe it afresh (a previous monitor is replaced)."""
@@ -130,6 +162,7 @@ class Monitors:
         if check is None:
             return
         self._states[cid] = State()
+        self._save(cid, self._states[cid])
         self._tasks[cid] = self._spawn(self._monitor(cid, check, self._states[cid]))
 
     def stop(self, cid: str, forget: bool = False) -> None:
@@ -139,6 +172,32 @@ class Monitors:
             task.cancel()
         if forget:
             self._states.pop(cid, None)
+
+    def _save(self, cid: str, state: State) -> None:
+        if self._store is None:
+            return
+        record = self._store.get(cid)
+        if record is not None:
+            self._store.put(record.replace(health=state.to_json()))
+
+    async def watch(self, cid: str) -> None:
+        """Start probing a container that just started (or was found running at engine start)."""
+        try:
+            c = (await self._container.GetContainer(container_pb2.GetContainerRequest(id=cid))).container
+        except errors.BerthError:
+            return
+        record = self._store.get(cid)
+        if c.status != container_pb2.STATUS_RUNNING or record is None:
+            return
+        image_check = None
+        try:
+            _, image_config = await self._image_configs.resolve(record.image_id)
+            if image_config.HasField("healthcheck"):
+                image_check = image_config.healthcheck
+        except errors.BerthError:
+            pass  # image removed by force: only the container's own check is left
+        mine = record.config.healthcheck if record.config.HasField("healthcheck") else None
+        self.start(cid, settings(image_check, mine))
 
     async def _monitor(self, cid: str, check: Settings, state: State) -> None:
         loop = asyncio.get_running_loop()
@@ -158,6 +217,7 @@ class Monitors:
                 if state.failing_streak >= check.retries:
                     state.status = UNHEALTHY
             if state.status != before:
+                self._save(cid, state)
                 log.info("container_health_changed", container_id=cid, status=state.status,
                          failing_streak=state.failing_streak)
                 self._publish(cid, state.status)
@@ -176,38 +236,7 @@ class Monitors:
         return code, output[:MAX_OUTPUT], begin, time.time()
 
 
-# -- wiring into the gateway ----------------------------------------------------------------
-
 def exec_available() -> bool:
     """Whether the container service's contract has an exec to run probes with."""
-    from berth.container.v1 import container_pb2
     methods = container_pb2.DESCRIPTOR.services_by_name["ContainerService"].methods_by_name
     return "ExecProcess" in methods
-
-
-async def watch(gw, cid: str) -> None:
-    """Start probing a container that just started (or was found running at engine start)."""
-    from berth.container.v1 import container_pb2
-    from services.common import errors
-    from services.gateway import convert
-    try:
-        c = (await gw._container.GetContainer(container_pb2.GetContainerRequest(id=cid))).container
-    except errors.BerthError:
-        return
-    if c.status != container_pb2.STATUS_RUNNING:
-        return
-    meta = convert.Metadata.decode(c.metadata)
-    image_check = None
-    try:
-        _, image_config = await gw._resolve_image(meta.image_id)
-        if image_config.HasField("healthcheck"):
-            image_check = image_config.healthcheck
-    except errors.BerthError:
-        pass  # image removed by force: only the container's own check is left
-    mine = meta.config.healthcheck if meta.config.HasField("healthcheck") else None
-    gw.health.start(cid, settings(image_check, mine))
-
-
-async def run_probe(gw, cid: str, argv: list[str], timeout: float) -> tuple[int, str]:
-    """One probe as an exec in the container, through the container service."""
-    return await gw.depth.run_exec(cid, argv, timeout)

@@ -12,10 +12,10 @@ from aiohttp import web
 
 from berth.engine.v1 import engine_pb2
 from berth.types.v1 import registry_pb2
-from services.common import errors
-from services.gateway import system
 from berth_docker import api as convert
-from services.gateway.docker.context import backends, gateway, json_body, json_response, long_lived
+from services.common import errors
+from services.gateway.docker.context import backends, json_body, json_response, long_lived
+from services.gateway.docker.versions import MAX_API, MIN_API, api_version_text
 
 
 def register(router) -> None:
@@ -33,19 +33,14 @@ async def ping(request: web.Request) -> web.Response:
                                             "Pragma": "no-cache"})
 
 
-def _api(version) -> str:
-    return f"{version[0]}.{version[1]}"
-
-
 async def version(request: web.Request) -> web.Response:
-    from services.gateway.docker.server import MAX_API, MIN_API
-    v = gateway(request).version()
+    v = backends(request).system.version()
     return json_response({
         "Platform": {"Name": "berth"},
         "Components": [{"Name": "Engine", "Version": v.version,
-                        "Details": {"ApiVersion": _api(MAX_API), "MinAPIVersion": _api(MIN_API),
+                        "Details": {"ApiVersion": api_version_text(MAX_API), "MinAPIVersion": api_version_text(MIN_API),
                                     "Os": v.os, "Arch": _arch(v.arch), "KernelVersion": v.kernel_version}}],
-        "Version": v.version, "ApiVersion": _api(MAX_API), "MinAPIVersion": _api(MIN_API),
+        "Version": v.version, "ApiVersion": api_version_text(MAX_API), "MinAPIVersion": api_version_text(MIN_API),
         "GitCommit": "", "GoVersion": "", "Os": v.os, "Arch": _arch(v.arch),
         "KernelVersion": v.kernel_version, "BuildTime": "",
     })
@@ -57,10 +52,10 @@ def _arch(machine: str) -> str:
 
 
 async def info(request: web.Request) -> web.Response:
-    gw = gateway(request)
-    containers = await gw.list(True, {})
-    images = await backends(request).images.list(False, "")
-    v = gw.version()
+    b = backends(request)
+    containers = await b.containers.list(True, {})
+    images = await b.images.list(False, "")
+    v = b.system.version()
     running = sum(1 for c in containers if c.state.running)
     stopped = len(containers) - running
     return json_response({
@@ -107,7 +102,7 @@ def _mem_total() -> int:
 async def events(request: web.Request) -> web.StreamResponse:
     q = request.query
     since, until = convert.timestamp(q.get("since")), convert.timestamp(q.get("until"))
-    stream = gateway(request).subscribe_events(since, until, convert.filters(q))
+    stream = backends(request).system.subscribe_events(since, until, convert.filters(q))
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     # Headers at once: the CLI waits for them before it prints anything.
     await response.prepare(request)
@@ -122,10 +117,10 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def disk_usage(request: web.Request) -> web.Response:
-    """`docker system df [-v]`: the engine's own count (services/gateway/system.py), in docker's shape."""
-    gw, b = gateway(request), backends(request)
+    """`docker system df [-v]`: the engine's own count (backends/system.py), in docker's shape."""
+    b = backends(request)
     usage, images, containers, volumes = await asyncio.gather(
-        system.df(gw), b.images.list(True, ""), gw.list(True, {}), b.volumes.list())
+        b.system.df(), b.images.list(True, ""), b.containers.list(True, {}), b.volumes.list())
     by_image = {u.id: u for u in usage.images}
     by_container = {c.id: c for c in usage.containers}
     by_volume = {v.name: v for v in usage.volumes}
