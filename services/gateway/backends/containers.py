@@ -626,7 +626,8 @@ class Containers:
         await self._container.ResumeContainer(container_pb2.ResumeContainerRequest(id=c.id))
         self.publish("unpause", c.id)
 
-    async def top(self, request: engine_pb2.ListContainerProcessesRequest) -> engine_pb2.ListContainerProcessesResponse:
+    async def top(self, request: engine_pb2.ListContainerProcessesRequest
+                  ) -> engine_pb2.ListContainerProcessesResponse:
         c = await self.get(request.id)
         if c.status not in _RUNNING:
             raise errors.FailedPrecondition(f"container {c.id} is not running")

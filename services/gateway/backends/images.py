@@ -99,8 +99,9 @@ class Images:
         response = await self._image.PruneImages(image_pb2.PruneImagesRequest(all=all_))
         self._removed(response.untagged, response.deleted)
         self._publish("image", "prune", "", {"reclaimed": str(response.space_reclaimed)})
-        return engine_pb2.PruneSystemResponse(images_untagged=response.untagged, images_deleted=response.deleted,
-                                              space_reclaimed=response.space_reclaimed)
+        return engine_pb2.PruneSystemResponse(
+            images_untagged=response.untagged, images_deleted=response.deleted,
+            space_reclaimed=response.space_reclaimed)
 
     async def _prune_older(self, all_: bool, until: float) -> engine_pb2.PruneSystemResponse:
         """Unused images created before `until`, removed one by one (images in use stay)."""

@@ -340,8 +340,8 @@ async def test_log_rotation_keeps_the_newest_and_follow_sees_everything(client, 
 async def test_created_but_never_started_container_is_removed_cleanly(client, roots):
     from tests.integration.container.conftest import cgroup_dirs, conmon_pids, mounts_under
     id = new_id()
-    c = (await client.CreateContainer(pb.CreateContainerRequest(id=id, name="idle", labels={"a": "1"},
-                                                                spec=roots.spec("sleep", "1000"), metadata=b"{}"))).container
+    c = (await client.CreateContainer(pb.CreateContainerRequest(
+        id=id, name="idle", labels={"a": "1"}, spec=roots.spec("sleep", "1000"), metadata=b"{}"))).container
     assert c.status == pb.STATUS_CREATED and c.pid > 0 and c.metadata == b"{}"
     assert [x.id for x in (
         await client.ListContainers(pb.ListContainersRequest(labels={"a": "1"}))).containers] == [id]

@@ -19,7 +19,8 @@ def _cpu_json(s: engine_pb2.GetContainerStatsResponse | None) -> dict:
             "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
 
 
-def stats_json(s: engine_pb2.GetContainerStatsResponse, previous: engine_pb2.GetContainerStatsResponse | None) -> dict:
+def stats_json(s: engine_pb2.GetContainerStatsResponse,
+               previous: engine_pb2.GetContainerStatsResponse | None) -> dict:
     """One message of `GET /containers/{id}/stats` in docker's (cgroup v2) shape.
 
     The CLI computes CPU % as Δcpu_usage.total_usage / Δsystem_cpu_usage × online_cpus × 100
