@@ -274,9 +274,11 @@ async def test_stopped_then_started_container_is_watched_and_followed_again(clie
         await client.StartContainer(pb.StartContainerRequest(id=id))
     # Follow sees the earlier run, then this one, and ends at this run's exit.
     stream = client.GetContainerLogs(pb.GetContainerLogsRequest(id=id, follow=True, tail=-1))
-    await asyncio.sleep(0.3)
-    await client.KillContainer(pb.KillContainerRequest(id=id, signal="9"))
-    got = [e.chunk.data async for e in stream]
+    got = []
+    async for e in stream:
+        got.append(e.chunk.data)
+        if len(got) == 3:  # this run's "up" is in: kill it, follow must end
+            await client.KillContainer(pb.KillContainerRequest(id=id, signal="9"))
     assert got == [b"up\n", b"bye\n", b"up\n"]
     assert (await client.WaitContainer(pb.WaitContainerRequest(id=id))).exit_code == 137
     await client.RemoveContainer(pb.RemoveContainerRequest(id=id))
@@ -324,7 +326,10 @@ async def test_log_rotation_keeps_the_newest_and_follow_sees_everything(client, 
     # ... and rotation never cuts a follower short: it sees all of it (while max-file
     # keeps the files it has not read yet: a follower slower than pruning misses those).
     assert got == want
-    assert len(logfiles.segments(c.log_path)) >= 3
+    # It was rotated while written (how often depends on how far the writer outruns the
+    # checks: a file passes max-size by what is written before the rotation is seen).
+    rotated = logfiles.segments(c.log_path)
+    assert rotated and all(os.path.getsize(p) >= 1 << 20 for _, p in rotated)
 
     id2 = await run(client, roots, "sh", "-c",
                     "yes 0123456789012345678901234567890123456789 | head -n 100000; echo last",
