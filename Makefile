@@ -11,7 +11,7 @@ GO_MODULE := berth/clients/go
 NODE_DIR := clients/node
 NODE_BIN := $(NODE_DIR)/node_modules/.bin
 # What berth runs on.
-APT_PACKAGES := runc conmon busybox-static nftables iproute2 procps util-linux
+APT_PACKAGES := runc conmon busybox-static nftables iproute2 procps util-linux tini
 # What only the tests need: the reference registry and skopeo (the client
 # toolchains come with client-tools).
 TEST_APT_PACKAGES := docker-registry skopeo
