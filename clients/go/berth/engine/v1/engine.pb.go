@@ -256,7 +256,8 @@ type ContainerConfig struct {
 	// "CAP_NET_ADMIN", any case, or "ALL". Drops apply first, so
 	// `--cap-drop ALL --cap-add NET_RAW` leaves NET_RAW alone. Unknown names
 	// are INVALID_ARGUMENT.
-	CapAdd  []string `protobuf:"bytes,71,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
+	CapAdd []string `protobuf:"bytes,71,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
+	// Capabilities dropped (`--cap-drop`), with the same names.
 	CapDrop []string `protobuf:"bytes,72,rep,name=cap_drop,json=capDrop,proto3" json:"cap_drop,omitempty"`
 	// Host devices made available (`--device`).
 	Devices []*v1.DeviceMapping `protobuf:"bytes,73,rep,name=devices,proto3" json:"devices,omitempty"`
@@ -278,10 +279,13 @@ type ContainerConfig struct {
 	// "container:<name or id>" of a running container (`--pid`, `--ipc`,
 	// `--uts`). ipc also takes "private" and "shareable" (both a new one).
 	PidMode string `protobuf:"bytes,78,opt,name=pid_mode,json=pidMode,proto3" json:"pid_mode,omitempty"`
+	// The IPC namespace, as pid_mode.
 	IpcMode string `protobuf:"bytes,79,opt,name=ipc_mode,json=ipcMode,proto3" json:"ipc_mode,omitempty"`
+	// The UTS namespace (hostname), as pid_mode.
 	UtsMode string `protobuf:"bytes,80,opt,name=uts_mode,json=utsMode,proto3" json:"uts_mode,omitempty"`
 	// CPUs and memory nodes the container may use ("0-1", "0,1") (`--cpuset-*`).
 	CpusetCpus string `protobuf:"bytes,81,opt,name=cpuset_cpus,json=cpusetCpus,proto3" json:"cpuset_cpus,omitempty"`
+	// Memory nodes, as cpuset_cpus.
 	CpusetMems string `protobuf:"bytes,82,opt,name=cpuset_mems,json=cpusetMems,proto3" json:"cpuset_mems,omitempty"`
 	// Memory plus swap in bytes (`--memory-swap`), at least memory_bytes,
 	// which it needs; -1 is unlimited swap; 0 is docker's default (twice the

@@ -150,6 +150,7 @@ class Resources(_message.Message):
     empty is all. Must be among the host's.
     """
     cpuset_mems: _builtins.str
+    """Memory nodes, as cpuset_cpus."""
     memory_swap: _builtins.int
     """Memory plus swap (memory.memsw.limit_in_bytes); needs memory_bytes and is
     at least it; -1 is unlimited; 0 is twice memory_bytes (docker's default).
@@ -234,7 +235,9 @@ class Security(_message.Message):
     running container of this service) for the PID, IPC and UTS namespaces.
     """
     ipc_mode: _builtins.str
+    """The IPC namespace, as pid_mode."""
     uts_mode: _builtins.str
+    """The UTS namespace (hostname), as pid_mode."""
     oom_score_adj: _builtins.int
     """oom_score_adj of the processes; never below the service's own (lowering
     needs CAP_SYS_RESOURCE); 0 keeps the service's.
@@ -262,7 +265,9 @@ class Security(_message.Message):
         """
 
     @_builtins.property
-    def cap_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def cap_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capabilities dropped, with the same names."""
+
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[_security_pb2.DeviceMapping]:
         """Host devices created in the container and allowed by its device cgroup."""

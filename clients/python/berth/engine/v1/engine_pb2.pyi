@@ -259,10 +259,13 @@ class ContainerConfig(_message.Message):
     `--uts`). ipc also takes "private" and "shareable" (both a new one).
     """
     ipc_mode: _builtins.str
+    """The IPC namespace, as pid_mode."""
     uts_mode: _builtins.str
+    """The UTS namespace (hostname), as pid_mode."""
     cpuset_cpus: _builtins.str
     """CPUs and memory nodes the container may use ("0-1", "0,1") (`--cpuset-*`)."""
     cpuset_mems: _builtins.str
+    """Memory nodes, as cpuset_cpus."""
     memory_swap: _builtins.int
     """Memory plus swap in bytes (`--memory-swap`), at least memory_bytes,
     which it needs; -1 is unlimited swap; 0 is docker's default (twice the
@@ -340,7 +343,9 @@ class ContainerConfig(_message.Message):
         """
 
     @_builtins.property
-    def cap_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def cap_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capabilities dropped (`--cap-drop`), with the same names."""
+
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[_security_pb2.DeviceMapping]:
         """Host devices made available (`--device`)."""

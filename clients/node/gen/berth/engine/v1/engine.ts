@@ -170,6 +170,7 @@ export interface ContainerConfig {
    * are INVALID_ARGUMENT.
    */
   capAdd: string[];
+  /** Capabilities dropped (`--cap-drop`), with the same names. */
   capDrop: string[];
   /** Host devices made available (`--device`). */
   devices: DeviceMapping[];
@@ -201,10 +202,13 @@ export interface ContainerConfig {
    * `--uts`). ipc also takes "private" and "shareable" (both a new one).
    */
   pidMode: string;
+  /** The IPC namespace, as pid_mode. */
   ipcMode: string;
+  /** The UTS namespace (hostname), as pid_mode. */
   utsMode: string;
   /** CPUs and memory nodes the container may use ("0-1", "0,1") (`--cpuset-*`). */
   cpusetCpus: string;
+  /** Memory nodes, as cpuset_cpus. */
   cpusetMems: string;
   /**
    * Memory plus swap in bytes (`--memory-swap`), at least memory_bytes,
