@@ -122,7 +122,7 @@ def resolve(spec: Spec, h: Host) -> Spec:
     for rule in s.device_cgroup_rules:
         parse_rule(rule)
     for mode, name in ((s.pid_mode, "PID"), (s.ipc_mode, "IPC"), (s.uts_mode, "UTS")):
-        if mode not in ("", "host") and not _MODE.match(mode):
+        if mode not in ("", "host") and not (name == "IPC" and mode == "shareable") and not _MODE.match(mode):
             raise errors.InvalidArgument(f"invalid {name} mode: {mode!r}: expected host or container:<id>")
     for key, _ in s.sysctls:
         check_sysctl(key, host_network=not spec.netns_path, host_ipc=s.ipc_mode == "host",
@@ -277,8 +277,11 @@ def _check_ulimit(u: Ulimit, h: Host) -> None:
 
 # -- apply: config.json edited ------------------------------------------------------------
 
-def apply(config: dict, spec: Spec, rootfs: str, h: Host, pid_of: Callable[[str], int]) -> None:
-    """Edits the OCI config oci_config made for `spec` (which resolve checked)."""
+def apply(config: dict, spec: Spec, rootfs: str, h: Host, donor: Callable[[str], "Donor"],
+          shm_dir: str = "") -> None:
+    """Edits the OCI config oci_config made for `spec` (which resolve checked). `donor`
+    tells about a container whose namespaces this one joins; `shm_dir` is this
+    container's host-side /dev/shm when its IPC is shareable (prepare_shm)."""
     s = spec.security
     proc, linux = config["process"], config["linux"]
     caps = capabilities(s.cap_add, s.cap_drop, s.privileged, h)
@@ -313,8 +316,8 @@ def apply(config: dict, spec: Spec, rootfs: str, h: Host, pid_of: Callable[[str]
         for m in config["mounts"]:
             if m["destination"] == "/sys":
                 m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
-    _namespaces(config, s, pid_of)
-    _shm(config, s, pid_of)
+    _namespaces(config, s, donor)
+    _shm(config, s, donor, shm_dir)
     _devices(config, spec, h)
     if s.sysctls:
         linux["sysctl"] = dict(s.sysctls)
@@ -333,39 +336,69 @@ def _rlimits(ulimits, h: Host) -> list[dict]:
              "hard": _UNLIMITED if hard_ == -1 else hard_} for name, (soft, hard_) in sorted(wanted.items())]
 
 
-def _namespaces(config: dict, s, pid_of: Callable[[str], int]) -> None:
+@dataclass(frozen=True)
+class Donor:
+    """A container another joins: its pid (0 when it does not run) and its host-side
+    /dev/shm ("" unless its IPC is shareable)."""
+
+    pid: int = 0
+    shm_dir: str = ""
+
+
+def prepare_shm(spec: Spec, shm_dir: str) -> None:
+    """A shareable IPC's /dev/shm: a tmpfs on the host side, in the bundle, so that
+    containers joining the IPC namespace can bind the same one (docker's shareable)."""
+    from services.container import runtime as rt
+    from services.container.model import Mount
+    if spec.security.ipc_mode != "shareable" or os.path.ismount(shm_dir):
+        return
+    os.makedirs(shm_dir, mode=0o700, exist_ok=True)
+    size = spec.security.shm_size or SHM_DEFAULT
+    rt.mount_rootfs((Mount(type="tmpfs", source="shm", options=(
+        "nosuid", "nodev", "noexec", "mode=1777", f"size={size}")),), shm_dir)
+
+
+def _namespaces(config: dict, s, donor: Callable[[str], Donor]) -> None:
     linux = config["linux"]
     for kind, mode, name in (("pid", s.pid_mode, "PID"), ("ipc", s.ipc_mode, "IPC"), ("uts", s.uts_mode, "UTS")):
-        if not mode:
+        if not mode or mode == "shareable":
             continue
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != kind]
-        if mode != "host":
-            pid = _joined(pid_of, mode, name)
+        if mode not in ("host", "shareable"):
+            pid = _joined(donor, mode, name).pid
             linux["namespaces"].append({"type": kind, "path": f"/proc/{pid}/ns/{kind}"})
         if kind == "uts":
             # The hostname belongs to the UTS namespace joined: the runtime may not set it.
             config.pop("hostname", None)
 
 
-def _joined(pid_of: Callable[[str], int], mode: str, name: str) -> int:
+def _joined(donor: Callable[[str], Donor], mode: str, name: str) -> Donor:
     cid = mode.split(":", 1)[1]
-    pid = pid_of(cid)
-    if not pid:
+    d = donor(cid)
+    if not d.pid:
         raise errors.FailedPrecondition(f"cannot join {name} namespace of a non running container: {cid[:12]}")
-    return pid
+    return d
 
 
-def _shm(config: dict, s, pid_of: Callable[[str], int]) -> None:
-    """/dev/shm: a tmpfs of --shm-size, or the host's with the host's IPC namespace.
-
-    Joining another container's IPC namespace shares its System V objects and message
-    queues; its /dev/shm lives in that container's mount namespace, which the kernel
-    does not let another namespace bind from, so the joiner keeps a tmpfs of its own."""
+def _shm(config: dict, s, donor: Callable[[str], Donor], shm_dir: str) -> None:
+    """/dev/shm: a tmpfs of --shm-size; the host's with the host's IPC; the donor's
+    host-side one when joining a shareable container's IPC (docker's rules)."""
+    bind = ""
+    if s.ipc_mode == "host":
+        bind = "/dev/shm"
+    elif s.ipc_mode == "shareable":
+        bind = shm_dir
+    elif s.ipc_mode.startswith("container:"):
+        bind = _joined(donor, s.ipc_mode, "IPC").shm_dir
+        if not bind:
+            raise errors.FailedPrecondition(
+                "cannot join IPC namespace of a non-shareable container "
+                "(hint: use --ipc shareable for the donor container)")
     for m in config["mounts"]:
         if m["destination"] != "/dev/shm":
             continue
-        if s.ipc_mode == "host":
-            m.update(type="bind", source="/dev/shm", options=["rbind", "nosuid", "noexec", "nodev"])
+        if bind:
+            m.update(type="bind", source=bind, options=["rbind", "nosuid", "noexec", "nodev"])
         elif s.shm_size:
             m["options"] = [o for o in m["options"] if not o.startswith("size=")] + [f"size={s.shm_size}"]
 

@@ -388,17 +388,25 @@ class ContainerService:
         """config.json for the next `runc create`: the OCI spec, then its confinement."""
         user = spec_mod.resolve_user(b.rootfs, spec)
         config = spec_mod.oci_config(id, spec, b.rootfs, user)
-        security.apply(config, spec, b.rootfs, self.host, self._running_pid)
+        shm_dir = self._shm_dir(id)
+        security.prepare_shm(spec, shm_dir)
+        security.apply(config, spec, b.rootfs, self.host, self._donor, shm_dir)
         with open(b.config, "w") as f:
             json.dump(config, f)
 
-    def _running_pid(self, id: str) -> int:
-        """The pid of a running container (whose namespaces another may join), else 0."""
+    def _shm_dir(self, id: str) -> str:
+        return os.path.join(self.runtime.bundle(id).dir, "shm")
+
+    def _donor(self, id: str) -> security.Donor:
+        """A container whose namespaces another joins: its pid while it runs."""
         try:
             c = self.get(id)
         except errors.NotFound:
-            return 0
-        return c.pid if c.status in (Status.RUNNING, Status.PAUSED) else 0
+            return security.Donor()
+        if c.status not in (Status.RUNNING, Status.PAUSED):
+            return security.Donor()
+        shareable = c.record.spec.security.ipc_mode == "shareable" and os.path.ismount(self._shm_dir(id))
+        return security.Donor(c.pid, self._shm_dir(id) if shareable else "")
 
     def _log_policy(self, record: Record) -> logfiles.LogPolicy:
         # Rows from before log drivers carry none: the daemon default applies.

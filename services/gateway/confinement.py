@@ -29,8 +29,8 @@ async def security(cfg: engine_pb2.ContainerConfig,
         device_cgroup_rules=cfg.device_cgroup_rules, sysctls=cfg.sysctls, ulimits=cfg.ulimits,
         group_add=cfg.group_add, oom_score_adj=cfg.oom_score_adj, shm_size=cfg.shm_size, init=cfg.init)
     out.pid_mode = await _mode(cfg.pid_mode, "PID", resolve_id)
-    out.ipc_mode = await _mode("" if cfg.ipc_mode in ("private", "shareable") else cfg.ipc_mode, "IPC",
-                               resolve_id)
+    out.ipc_mode = ("shareable" if cfg.ipc_mode == "shareable" else
+                    await _mode("" if cfg.ipc_mode == "private" else cfg.ipc_mode, "IPC", resolve_id))
     out.uts_mode = await _mode(cfg.uts_mode, "UTS", resolve_id)
     if cfg.uts_mode and cfg.hostname:
         raise errors.InvalidArgument("Conflicting options: hostname and the UTS mode")

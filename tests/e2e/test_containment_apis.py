@@ -108,11 +108,13 @@ def test_cli_raw_sockets_devices_sysctls_limits(engine, busybox_image):
 
 
 def test_cli_namespaces_and_cgroup_limits(engine, busybox_image):
-    target = berth(engine, "run", "-d", "--hostname", "donor", "busybox", "sleep", "300").stdout.strip()
+    target = berth(engine, "run", "-d", "--hostname", "donor", "--ipc", "shareable", "busybox", "sh", "-c",
+                   "echo from-donor > /dev/shm/n; exec sleep 300").stdout.strip()
     try:
         out = run_out(engine, "--pid", f"container:{target}", "--uts", f"container:{target}",
-                      "--ipc", f"container:{target}", "busybox", "sh", "-c", "hostname; ps")
-        assert out.splitlines()[0] == "donor" and "sleep 300" in out
+                      "--ipc", f"container:{target}", "busybox", "sh", "-c",
+                      "hostname; ps; while [ ! -e /dev/shm/n ]; do sleep 0.1; done; cat /dev/shm/n")
+        assert out.splitlines()[0] == "donor" and "sleep 300" in out and "from-donor" in out
         out = run_out(engine, "--pid", "host", "busybox", "busybox", "readlink", "/proc/self/ns/pid")
         assert out.strip() == os.readlink("/proc/self/ns/pid")
         out = run_out(engine, "--uts", "host", "busybox", "hostname")

@@ -209,19 +209,24 @@ async def test_sysctls_ulimits_groups_shm_oom(client, roots, tmp_path):
 
 
 async def test_shared_namespaces(client, roots):
-    target = await run(client, roots, "sleep", "300", hostname="target1")
+    target = await run(client, roots, "sh", "-c", "echo shared > /dev/shm/note; exec sleep 300", hostname="target1",
+                       security=pb.Security(ipc_mode="shareable"))
+    private = await run(client, roots, "sleep", "300")
     try:
         mode = f"container:{target}"
-        _, text = await output(client, roots, "sh", "-c", "hostname; ps -o pid,args | grep -c 'sleep 300'",
+        script = ("hostname; ps -o pid,args | grep -c 'sleep 300'; "
+                  "while [ ! -e /dev/shm/note ]; do sleep 0.1; done; cat /dev/shm/note")
+        _, text = await output(client, roots, "sh", "-c", script,
                                security=pb.Security(pid_mode=mode, uts_mode=mode, ipc_mode=mode))
-        assert text.split()[0] == "target1" and int(text.split()[1]) >= 1, text
+        assert text.split()[0] == "target1" and int(text.split()[1]) >= 1 and text.split()[2] == "shared", text
+        with pytest.raises(errors.FailedPrecondition, match="non-shareable"):
+            await run(client, roots, "true", security=pb.Security(ipc_mode=f"container:{private}"))
         _, text = await output(client, roots, BB, "readlink", "/proc/self/ns/pid",
                                security=pb.Security(pid_mode="host"))
         assert text.strip() == os.readlink("/proc/self/ns/pid")
     finally:
-        await client.KillContainer(pb.KillContainerRequest(id=target, signal="KILL"))
-        await client.WaitContainer(pb.WaitContainerRequest(id=target))
-        await client.RemoveContainer(pb.RemoveContainerRequest(id=target))
+        for id in (target, private):
+            await client.RemoveContainer(pb.RemoveContainerRequest(id=id, force=True))
     with pytest.raises(errors.FailedPrecondition, match="non running container"):
         await run(client, roots, "true", security=pb.Security(pid_mode=f"container:{target}"))
 

@@ -134,7 +134,7 @@ def test_apply_edits_the_oci_config(tmp_path):
              resources=Resources(memory_bytes=8 << 20, memory_reservation=4 << 20, oom_kill_disable=True))
     user = spec_mod.User(0, 0, (), "/root")
     config = spec_mod.oci_config("a" * 64, s, str(tmp_path), user)
-    security.apply(config, s, str(tmp_path), HOST, lambda cid: 0)
+    security.apply(config, s, str(tmp_path), HOST, lambda cid: security.Donor())
     proc, linux = config["process"], config["linux"]
     assert proc["capabilities"]["effective"] == ["CAP_NET_RAW"] and proc["noNewPrivileges"]
     assert proc["oomScoreAdj"] == 10 and proc["user"]["additionalGids"] == [29, 99]
@@ -152,7 +152,7 @@ def test_apply_edits_the_oci_config(tmp_path):
                                             "disableOOMKiller": True}
     privileged = spec(privileged=True)
     config = spec_mod.oci_config("a" * 64, privileged, str(tmp_path), user)
-    security.apply(config, privileged, str(tmp_path), HOST, lambda cid: 0)
+    security.apply(config, privileged, str(tmp_path), HOST, lambda cid: security.Donor())
     assert "seccomp" not in config["linux"] and config["linux"]["maskedPaths"] == []
     assert "rw" in next(m for m in config["mounts"] if m["destination"] == "/sys")["options"]
     assert {"allow": True, "access": "rwm"} in config["linux"]["resources"]["devices"]

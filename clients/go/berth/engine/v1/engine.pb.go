@@ -277,7 +277,9 @@ type ContainerConfig struct {
 	GroupAdd []string `protobuf:"bytes,77,rep,name=group_add,json=groupAdd,proto3" json:"group_add,omitempty"`
 	// Namespaces shared instead of made: "" (a new one), "host", or
 	// "container:<name or id>" of a running container (`--pid`, `--ipc`,
-	// `--uts`). ipc also takes "private" and "shareable" (both a new one).
+	// `--uts`). ipc also takes "private" (the default) and "shareable" (a new
+	// one others may join, /dev/shm included; a container:<id> donor must be
+	// shareable).
 	PidMode string `protobuf:"bytes,78,opt,name=pid_mode,json=pidMode,proto3" json:"pid_mode,omitempty"`
 	// The IPC namespace, as pid_mode.
 	IpcMode string `protobuf:"bytes,79,opt,name=ipc_mode,json=ipcMode,proto3" json:"ipc_mode,omitempty"`

@@ -235,7 +235,10 @@ class Security(_message.Message):
     running container of this service) for the PID, IPC and UTS namespaces.
     """
     ipc_mode: _builtins.str
-    """The IPC namespace, as pid_mode."""
+    """The IPC namespace, as pid_mode, or "shareable": a new one whose /dev/shm
+    is kept on the host side so that others may join it with its /dev/shm
+    (joining needs a shareable donor).
+    """
     uts_mode: _builtins.str
     """The UTS namespace (hostname), as pid_mode."""
     oom_score_adj: _builtins.int

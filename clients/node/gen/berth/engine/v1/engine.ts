@@ -199,7 +199,9 @@ export interface ContainerConfig {
   /**
    * Namespaces shared instead of made: "" (a new one), "host", or
    * "container:<name or id>" of a running container (`--pid`, `--ipc`,
-   * `--uts`). ipc also takes "private" and "shareable" (both a new one).
+   * `--uts`). ipc also takes "private" (the default) and "shareable" (a new
+   * one others may join, /dev/shm included; a container:<id> donor must be
+   * shareable).
    */
   pidMode: string;
   /** The IPC namespace, as pid_mode. */
