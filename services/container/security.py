@@ -31,8 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from services.common import errors
+from services.container import runtime as rt
 from services.container import seccomp
-from services.container.model import Device, Spec, Ulimit
+from services.container import spec as spec_mod
+from services.container.model import Device, Mount, Spec, Ulimit
+from services.container.spec import DEFAULT_CAPABILITIES
 
 # Bit n of a capability mask is the capability numbered n (linux/capability.h).
 ALL_CAPABILITIES = (
@@ -46,12 +49,6 @@ ALL_CAPABILITIES = (
     "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 )
 
-# docker's default capability set.
-DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-)
 
 # Sysctls that belong to a namespace (docker's list): IPC ones, and net.* below.
 _IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
@@ -348,8 +345,6 @@ class Donor:
 def prepare_shm(spec: Spec, shm_dir: str) -> None:
     """A shareable IPC's /dev/shm: a tmpfs on the host side, in the bundle, so that
     containers joining the IPC namespace can bind the same one (docker's shareable)."""
-    from services.container import runtime as rt
-    from services.container.model import Mount
     if spec.security.ipc_mode != "shareable" or os.path.ismount(shm_dir):
         return
     os.makedirs(shm_dir, mode=0o700, exist_ok=True)
@@ -470,7 +465,6 @@ def _host_devices(root: str) -> list[str]:
 
 
 def _group_ids(rootfs: str, groups) -> list[int]:
-    from services.container import spec as spec_mod
     entries = spec_mod._read_db(rootfs, "/etc/group")
     out = []
     for g in groups:
