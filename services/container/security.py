@@ -290,7 +290,7 @@ def apply(config: dict, spec: Spec, rootfs: str, h: Host, donor: Callable[[str],
     proc["rlimits"] = _rlimits(s.ulimits, h)
     if s.group_add:
         gids = list(proc["user"].get("additionalGids", ()))
-        gids += [g for g in _group_ids(rootfs, s.group_add) if g not in gids]
+        gids += [g for g in group_ids(rootfs, s.group_add) if g not in gids]
         proc["user"]["additionalGids"] = gids
     if s.init:
         config["mounts"].append({"destination": INIT_PATH, "type": "bind", "source": h.init_binary,
@@ -464,7 +464,8 @@ def _host_devices(root: str) -> list[str]:
     return sorted(out)
 
 
-def _group_ids(rootfs: str, groups) -> list[int]:
+def group_ids(rootfs: str, groups) -> list[int]:
+    """--group-add's groups as gids: names from the rootfs's /etc/group, or numbers."""
     entries = spec_mod._read_db(rootfs, "/etc/group")
     out = []
     for g in groups:

@@ -224,3 +224,16 @@ def test_grpc_engine_options(engine, busybox_image):
     with pytest.raises(grpc.RpcError) as err:
         run(cmd=["true"], pid_mode="container:no-such-container")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_exec_keeps_the_containers_confinement(engine, busybox_image):
+    cid = berth(engine, "run", "-d", "--cap-drop", "ALL", "--group-add", "777", "--security-opt",
+                "no-new-privileges", "busybox", "sleep", "300").stdout.strip()
+    try:
+        r = berth(engine, "exec", cid, "cat", "/proc/self/status")
+        assert r.returncode == 0, r.stderr
+        assert caps(r.stdout) == set() and "NoNewPrivs:\t1" in r.stdout and "Seccomp:\t2" in r.stdout
+        r = berth(engine, "exec", "-u", "app", cid, "id", "-G")
+        assert r.returncode == 0 and set(r.stdout.split()) == {"1000", "777"}, r.stdout + r.stderr
+    finally:
+        berth(engine, "rm", "-f", cid)
