@@ -122,8 +122,7 @@ def resolve(spec: Spec, h: Host) -> Spec:
         if mode not in ("", "host") and not (name == "IPC" and mode == "shareable") and not _MODE.match(mode):
             raise errors.InvalidArgument(f"invalid {name} mode: {mode!r}: expected host or container:<id>")
     for key, _ in s.sysctls:
-        check_sysctl(key, host_network=not spec.netns_path, host_ipc=s.ipc_mode == "host",
-                     host_uts=s.uts_mode == "host")
+        check_sysctl(key, host_network=not spec.netns_path, host_ipc=s.ipc_mode == "host")
     for u in s.ulimits:
         _check_ulimit(u, h)
     if s.oom_score_adj < -1000 or s.oom_score_adj > 1000:
@@ -205,7 +204,7 @@ def _normalize(names) -> list[str]:
     return out
 
 
-def check_sysctl(key: str, host_network: bool, host_ipc: bool, host_uts: bool) -> None:
+def check_sysctl(key: str, host_network: bool, host_ipc: bool) -> None:
     if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
         if host_ipc:
             raise errors.InvalidArgument(f"sysctl {key!r} is not allowed in host IPC namespace")
