@@ -127,7 +127,10 @@ def _endpoint_settings(body: Mapping, host: Mapping, cfg: engine_pb2.ContainerCo
             raise InvalidArgument("invalid DriverOpts: expected an object of strings")
         settings.driver_opts.update({str(k): str(v) for k, v in opts.items()})
     # Legacy links: on a user-defined network docker treats them as the endpoint's links.
-    settings.links.extend(_strings(host.get("Links"), "HostConfig.Links"))
+    # (the docker CLI sends them in both places).
+    links = [*settings.links, *_strings(host.get("Links"), "HostConfig.Links")]
+    del settings.links[:]
+    settings.links.extend(dict.fromkeys(links))
     settings.mac_address = settings.mac_address or body.get("MacAddress") or ""
     if cfg.network_mode.startswith("container:") and (
             cfg.network_aliases or cfg.ipv4_address or settings.ByteSize() or body.get("Hostname")):
