@@ -1,4 +1,4 @@
-"""NetworkStore: networks and the endpoints that attach containers to them.
+r"""NetworkStore: networks and the endpoints that attach containers to them.
 
     networks                               endpoints
     +------------+------------------+      +--------------+---------------------------+
