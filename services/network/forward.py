@@ -85,6 +85,8 @@ class HostForward:
         trusts the rules' shapes in an nftables chain when all are there."""
         with self._lock:
             if bridges is not None:
+                # The same bridges as last time (a container came or went): only check.
+                quick = quick or tuple(sorted(bridges)) == self._bridges
                 self._bridges = tuple(sorted(bridges))
             for family, tool in (("ip", "iptables"), ("ip6", "ip6tables")):
                 for backend in ("nft", "legacy"):

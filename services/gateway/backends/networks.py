@@ -10,6 +10,7 @@ from datetime import datetime
 
 from berth.engine.v1 import engine_pb2
 from berth.network.v1 import network_pb2
+from berth_docker.query import label_matches
 from services.common import errors
 from services.gateway.backends.interfaces import Publish, ResolveContainer
 
@@ -32,11 +33,6 @@ def endpoint_settings(s: engine_pb2.NetworkEndpointSettings) -> network_pb2.Endp
     return network_pb2.EndpointSettings(
         ipv6_address=s.ipv6_address, links=list(s.links), mac_address=s.mac_address,
         driver_opts=dict(s.driver_opts), link_local_ips=list(s.link_local_ips))
-
-
-def _label_matches(labels: dict[str, str], want: str) -> bool:
-    key, eq, value = want.partition("=")
-    return key in labels and (not eq or labels[key] == value)
 
 
 class Networks:
@@ -91,9 +87,9 @@ class Networks:
             labels = dict(n.labels)
             if n.driver != "bridge" or n.containers or n.name == "bridge":
                 continue
-            if not all(_label_matches(labels, x) for x in r.labels):
+            if not all(label_matches(labels, x) for x in r.labels):
                 continue
-            if any(_label_matches(labels, x) for x in r.not_labels):
+            if any(label_matches(labels, x) for x in r.not_labels):
                 continue
             if until is not None and _time(n.created) >= until:
                 continue

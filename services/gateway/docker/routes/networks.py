@@ -15,6 +15,7 @@ from berth.engine.v1 import engine_pb2
 from services.common import errors
 from services.gateway.backends.interfaces import NetworkBackend
 from berth_docker import api as convert
+from berth_docker.query import label_matches
 from berth_docker.times import parse_since
 from services.gateway.docker.context import backends, json_object, json_response
 
@@ -37,11 +38,6 @@ def _networks(request: web.Request) -> NetworkBackend:
     return backends(request).networks
 
 
-def _label_matches(labels: Mapping[str, str], want: str) -> bool:
-    key, eq, value = want.partition("=")
-    return key in labels and (not eq or labels[key] == value)
-
-
 def _bool_filter(values: list[str], name: str) -> bool | None:
     if not values:
         return None
@@ -57,7 +53,7 @@ def _matches(n: engine_pb2.NetworkInfo, flt: dict[str, list[str]]) -> bool:
         return False
     if flt.get("driver") and n.driver not in flt["driver"]:
         return False
-    if flt.get("label") and not all(_label_matches(n.labels, v) for v in flt["label"]):
+    if flt.get("label") and not all(label_matches(n.labels, v) for v in flt["label"]):
         return False
     if flt.get("scope") and "local" not in flt["scope"]:
         return False

@@ -200,7 +200,8 @@ type ContainerConfig struct {
 	// Labels on the container, added to the image's.
 	Labels map[string]string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"bytes,2,opt,name=value,proto3"`
 	// The network the container starts on: "none" (only loopback), "host" (the
-	// host's network), "bridge" or a user-defined network by name or id.
+	// host's network), "bridge" or a user-defined network by name or id, or
+	// "container:<name or id>" (the namespace of that container, shared).
 	// Empty is "bridge".
 	NetworkMode string `protobuf:"bytes,10,opt,name=network_mode,json=networkMode,proto3" json:"network_mode,omitempty"`
 	// Memory limit in bytes; 0 is no limit.

@@ -171,7 +171,8 @@ class ContainerConfig(_message.Message):
     """The container's hostname; empty is the first 12 characters of its id."""
     network_mode: _builtins.str
     """The network the container starts on: "none" (only loopback), "host" (the
-    host's network), "bridge" or a user-defined network by name or id.
+    host's network), "bridge" or a user-defined network by name or id, or
+    "container:<name or id>" (the namespace of that container, shared).
     Empty is "bridge".
     """
     memory_bytes: _builtins.int

@@ -93,7 +93,8 @@ export interface ContainerConfig {
   labels: { [key: string]: string };
   /**
    * The network the container starts on: "none" (only loopback), "host" (the
-   * host's network), "bridge" or a user-defined network by name or id.
+   * host's network), "bridge" or a user-defined network by name or id, or
+   * "container:<name or id>" (the namespace of that container, shared).
    * Empty is "bridge".
    */
   networkMode: string;
