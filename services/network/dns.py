@@ -177,7 +177,9 @@ class _Client(asyncio.DatagramProtocol):
             self.future.set_result(data)
 
     def error_received(self, exc):
-        pass
+        # ICMP port unreachable: this upstream refuses, ask the next one now rather than time out.
+        if not self.future.done():
+            self.future.set_exception(exc)
 
 
 class _Served:
