@@ -50,6 +50,7 @@ def docker(engine, busybox_image):
             assert r.returncode == 0, (args, r.stdout, r.stderr)
         return r
     run.made = made
+    run.engine = engine
     yield run
     for kind, name in reversed(made):
         if kind == "container":
@@ -115,6 +116,12 @@ def test_connected_container_resolves_names_aliases_and_links_over_udp_and_tcp(d
     r = _nslookup(docker, linked, "upstream")
     assert r.returncode == 0 and server_ip in r.stdout, (r.stdout, r.stderr)
     assert _nslookup(docker, client, "upstream").returncode == 1
+
+    # The resolver's sockets live in the network service: a restarted one opens them again.
+    docker.engine.kill_service("network")
+    docker.engine.wait_serving("network")
+    r = _nslookup(docker, client, "svc")
+    assert r.returncode == 0 and server_ip in r.stdout, (r.stdout, r.stderr)
 
     docker("network", "disconnect", net, client, check=True)
     assert _nslookup(docker, client, server).returncode == 1

@@ -93,7 +93,7 @@ def forward_rules(ns: str) -> str:
     return in_ns(ns, IPTABLES, "-S", "FORWARD").stdout
 
 
-def wget(engine, container: str, url: str, limit: int = 10) -> subprocess.CompletedProcess:
+def wget(engine, container: str, url: str, limit: int = 30) -> subprocess.CompletedProcess:
     # busybox's wget has no working timeout: the shell bounds it.
     return engine.cli("exec", container, "sh", "-c",
                       f"wget -q -O - {url} & p=$!; (sleep {limit}; kill $p) >/dev/null 2>&1 & wait $p")
