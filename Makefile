@@ -95,13 +95,14 @@ $(PY) -m grpc_tools.protoc -Iprotos \
 endef
 
 # Generated code is committed; regenerate after editing protos/: Python (all
-# contracts) in clients/python/berth, Go in clients/go/berth, TypeScript in
+# contracts) in clients/python/berth (and the vendored Kubernetes CRI in
+# clients/python/k8s), Go in clients/go/berth, TypeScript in
 # clients/node/gen (the public API). Generated into a fresh directory and
 # swapped in, so running processes never see a half-empty package.
 protos: venv client-tools
 	@tmp=$$(mktemp -d clients/.gen.XXXXXX) && trap 'rm -rf $$tmp' EXIT && \
 	$(call generate,$$tmp) && \
-	for pair in python/berth:$(GEN_DIR)/berth go/berth:$(GO_DIR)/berth node:$(NODE_DIR)/gen; do \
+	for pair in python/berth:$(GEN_DIR)/berth python/k8s:$(GEN_DIR)/k8s go/berth:$(GO_DIR)/berth node:$(NODE_DIR)/gen; do \
 	  new=$$tmp/$${pair%%:*} dest=$${pair#*:}; \
 	  { [ ! -d $$dest ] || mv $$dest $$tmp/old; } && mv $$new $$dest && rm -rf $$tmp/old || exit 1; \
 	done
@@ -118,7 +119,7 @@ check-protos: venv client-tools
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	$(call generate,$$tmp/fresh) && \
 	mkdir -p $$tmp/committed/python $$tmp/committed/go $$tmp/committed/node && \
-	(cd $(GEN_DIR) && find berth -type f \( -name '*_pb2.py' -o -name '*_pb2.pyi' -o -name '*_pb2_grpc.py' \
+	(cd $(GEN_DIR) && find berth k8s -type f \( -name '*_pb2.py' -o -name '*_pb2.pyi' -o -name '*_pb2_grpc.py' \
 	  -o -name '*_pb2_grpc.pyi' \) -exec cp --parents {} $$tmp/committed/python \;) && \
 	(cd $(GO_DIR) && find berth -type f -name '*.pb.go' -exec cp --parents {} $$tmp/committed/go \;) && \
 	(cd $(NODE_DIR)/gen && find . -type f -name '*.ts' -exec cp --parents {} $$tmp/committed/node \;) && \

@@ -63,7 +63,9 @@ def spec_from_pb(s: pb.Spec) -> Spec:
                             cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
         stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
         open_stdin=s.open_stdin, stdin_once=s.stdin_once,
-        log_config=LogConfig(s.log_config.driver, tuple(sorted(s.log_config.options.items()))))
+        log_config=LogConfig(s.log_config.driver, tuple(sorted(s.log_config.options.items()))),
+        namespaces=tuple((n.type, n.path) for n in s.namespaces),
+        sysctls=tuple(sorted(s.sysctls.items())))
 
 
 def spec_to_pb(s: Spec) -> pb.Spec:
@@ -77,7 +79,9 @@ def spec_to_pb(s: Spec) -> pb.Spec:
                                cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
         stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
         open_stdin=s.open_stdin, stdin_once=s.stdin_once,
-        log_config=pb.LogConfig(driver=s.log_config.driver, options=dict(s.log_config.options)))
+        log_config=pb.LogConfig(driver=s.log_config.driver, options=dict(s.log_config.options)),
+        namespaces=[pb.NamespaceJoin(type=t, path=p) for t, p in s.namespaces],
+        sysctls=dict(s.sysctls))
 
 
 def container_to_pb(c: Container) -> pb.Container:

@@ -59,6 +59,10 @@ class Spec:
     stdin_once: bool = False
     # Filled in at create from the daemon default when the caller gave none.
     log_config: LogConfig = field(default_factory=LogConfig)
+    # (type, path) of namespaces joined instead of made; path "" is the host's.
+    namespaces: tuple[tuple[str, str], ...] = ()
+    # Namespaced kernel parameters, (name, value), sorted.
+    sysctls: tuple[tuple[str, str], ...] = ()
 
 
 class Status(enum.Enum):

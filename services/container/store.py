@@ -319,7 +319,9 @@ def spec_from_json(text: str) -> Spec:
         # Rows from before log drivers have none: they get the daemon default.
         log_config=LogConfig(driver=lc.get("driver", ""),
                              options=tuple(tuple(o) for o in lc.get("options", ())))
-        if (lc := d.get("log_config")) else LogConfig())
+        if (lc := d.get("log_config")) else LogConfig(),
+        namespaces=tuple(tuple(n) for n in d.get("namespaces", ())),
+        sysctls=tuple(tuple(kv) for kv in d.get("sysctls", ())))
 
 
 def _mount(d: dict) -> Mount:

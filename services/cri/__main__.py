@@ -1,0 +1,59 @@
+"""Entry point: `python -m services.cri`. The wiring: the CRI's parts and the node services they use."""
+
+from __future__ import annotations
+
+import os
+
+from berth.container.v1 import container_pb2, container_pb2_grpc
+from berth.image.v1 import image_pb2_grpc
+from berth.network.v1 import network_pb2_grpc
+from k8s.cri.runtime.v1 import api_pb2 as cri
+from k8s.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+from services.common import process, rpc
+from services.common.config import Config
+from services.cri.api import ImageApi, RuntimeApi
+from services.cri.containers import CONTAINER_LABEL, Containers
+from services.cri.images import Images
+from services.cri.logs import LogRelays
+from services.cri.sandboxes import Sandboxes
+from services.cri.store import CriStore
+
+
+async def build(config: Config):
+    clients = [
+        image := rpc.connect(config, "image", image_pb2_grpc.ImageServiceStub),
+        network := rpc.connect(config, "network", network_pb2_grpc.NetworkServiceStub),
+        container := rpc.connect(config, "container", container_pb2_grpc.ContainerServiceStub),
+    ]
+    state_dir = config.state_dir("cri")
+    store = CriStore(os.path.join(state_dir, "cri.db"))
+    relays = LogRelays(container)
+    sandboxes = Sandboxes(store, image, network, container, state_dir, config.cri_sandbox_image)
+    containers = Containers(store, image, container, sandboxes, relays)
+    sandboxes.containers = containers
+    images = Images(image, config.state_dir("image"))
+    runtime = RuntimeApi(sandboxes, containers, network)
+
+    async def ready():
+        listed = (await container.ListContainers(container_pb2.ListContainersRequest(
+            labels={}))).containers
+        containers.resume_logs({c.id for c in listed if c.labels.get(CONTAINER_LABEL)
+                                and c.status == container_pb2.STATUS_RUNNING})
+
+    def register(server):
+        cri_grpc.add_RuntimeServiceServicer_to_server(runtime, server)
+        cri_grpc.add_ImageServiceServicer_to_server(ImageApi(images), server)
+        return [cri.DESCRIPTOR.services_by_name["RuntimeService"].full_name,
+                cri.DESCRIPTOR.services_by_name["ImageService"].full_name]
+
+    async def on_stop():
+        await relays.close()
+        for client in clients:
+            await client.channel.close()
+        store.close()
+
+    return register, on_stop, ready
+
+
+if __name__ == "__main__":
+    process.run_service("cri", build)
