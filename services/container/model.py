@@ -63,6 +63,8 @@ class Spec:
     namespaces: tuple[tuple[str, str], ...] = ()
     # Namespaced kernel parameters, (name, value), sorted.
     sysctls: tuple[tuple[str, str], ...] = ()
+    # (masked, readonly) replacing the default system paths; None keeps the defaults.
+    system_paths: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
 class Status(enum.Enum):

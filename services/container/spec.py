@@ -102,8 +102,8 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
             "namespaces": namespaces,
             "cgroupsPath": f"/berth/{id}",
             "resources": _resources(spec),
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+            "maskedPaths": list(spec.system_paths[0]) if spec.system_paths is not None else MASKED_PATHS,
+            "readonlyPaths": list(spec.system_paths[1]) if spec.system_paths is not None else READONLY_PATHS,
             **({"sysctl": dict(spec.sysctls)} if spec.sysctls else {}),
         },
     }
@@ -143,6 +143,9 @@ def check_namespaces(spec: Spec) -> None:
         seen.add(kind)
         if path and not os.path.isabs(path):
             raise errors.InvalidArgument(f"namespace path for {kind} must be absolute: {path!r}")
+    for path in (spec.system_paths or ((), ()))[0] + (spec.system_paths or ((), ()))[1]:
+        if not os.path.isabs(path):
+            raise errors.InvalidArgument(f"masked and read-only paths must be absolute: {path!r}")
 
 
 def resolve_user(rootfs: str, spec: Spec) -> User:

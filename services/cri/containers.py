@@ -39,12 +39,8 @@ LOG_DRAIN_WAIT = 5.0
 CPU_PERIOD = 100_000
 PROPAGATION = {cri.PROPAGATION_PRIVATE: "rprivate", cri.PROPAGATION_HOST_TO_CONTAINER: "rslave",
                cri.PROPAGATION_BIDIRECTIONAL: "rshared"}
-# The paths berth masks and makes read-only in every container (services/container/spec.py);
-# a CRI request asking for those or fewer is honoured, anything else refused.
-MASKED_PATHS = {"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-                "/sys/firmware", "/sys/devices/virtual/powercap"}
-READONLY_PATHS = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+# Relabelling a mount means something only where SELinux is on; this node has it or not.
+SELINUX = os.path.exists("/sys/fs/selinux/enforce")
 
 
 class Containers:
@@ -94,7 +90,9 @@ class Containers:
                 nano_cpus=r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD) if r.cpu_quota > 0 else 0),
             stop_signal=ic.stop_signal, readonly_rootfs=sc.readonly_rootfs, tty=config.tty,
             open_stdin=config.stdin, stdin_once=config.stdin_once,
-            log_config=container_pb2.LogConfig(driver="json-file"), namespaces=namespaces)
+            log_config=container_pb2.LogConfig(driver="json-file"), namespaces=namespaces,
+            # As containerd: the CRI's lists, exactly (the kubelet sends the defaults).
+            system_paths=container_pb2.SystemPaths(masked=sc.masked_paths, readonly=sc.readonly_paths))
         log_path = ""
         if pod.log_directory and config.log_path:
             log_path = os.path.join(pod.log_directory, config.log_path)
@@ -363,6 +361,8 @@ class Containers:
 def check_config(config: cri.ContainerConfig) -> None:
     """Refuse, by name, the fields the container service's Spec has no place for yet."""
     sc = config.linux.security_context
+    if sc.HasField("run_as_group") and not sc.HasField("run_as_user") and not sc.run_as_username:
+        raise errors.InvalidArgument("security_context.run_as_group needs run_as_user or run_as_username")
     unsupported = []
     if sc.privileged:
         unsupported.append("security_context.privileged")
@@ -381,17 +381,13 @@ def check_config(config: cri.ContainerConfig) -> None:
     if any((sc.selinux_options.user, sc.selinux_options.role, sc.selinux_options.type,
             sc.selinux_options.level)):
         unsupported.append("security_context.selinux_options")
-    if set(sc.masked_paths) - MASKED_PATHS:
-        unsupported.append(f"security_context.masked_paths {sorted(set(sc.masked_paths) - MASKED_PATHS)}")
-    if set(sc.readonly_paths) - READONLY_PATHS:
-        unsupported.append(f"security_context.readonly_paths {sorted(set(sc.readonly_paths) - READONLY_PATHS)}")
     if sc.namespace_options.network not in (cri.POD, cri.NODE):
         unsupported.append("security_context.namespace_options.network (only POD or NODE)")
     if config.devices:
         unsupported.append("devices")
     for m in config.mounts:
-        if m.selinux_relabel:
-            unsupported.append("mounts.selinux_relabel")
+        if m.selinux_relabel and SELINUX:
+            unsupported.append("mounts.selinux_relabel (SELinux labels)")
         if not os.path.isabs(m.container_path) or not os.path.isabs(m.host_path):
             raise errors.InvalidArgument(f"mount paths must be absolute: {m.host_path!r} -> {m.container_path!r}")
     if config.HasField("windows"):

@@ -195,6 +195,7 @@ class Spec(_message.Message):
     LOG_CONFIG_FIELD_NUMBER: _builtins.int
     NAMESPACES_FIELD_NUMBER: _builtins.int
     SYSCTLS_FIELD_NUMBER: _builtins.int
+    SYSTEM_PATHS_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
     """Network namespace to join (from the network service); empty shares the
     host's network.
@@ -256,6 +257,13 @@ class Spec(_message.Message):
         fails the create for others. Set by the caller at create; never changes.
         """
 
+    @_builtins.property
+    def system_paths(self) -> Global___SystemPaths:
+        """The paths masked and made read-only in the container, exactly (the CRI
+        gives both lists in full); absent: the service's defaults (docker's).
+        Set by the caller at create; never changes.
+        """
+
     def __init__(
         self,
         *,
@@ -273,14 +281,47 @@ class Spec(_message.Message):
         log_config: Global___LogConfig | None = ...,
         namespaces: _abc.Iterable[Global___NamespaceJoin] | None = ...,
         sysctls: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        system_paths: Global___SystemPaths | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources", "system_paths", b"system_paths"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "namespaces", b"namespaces", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "sysctls", b"sysctls", "tty", b"tty"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "namespaces", b"namespaces", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "sysctls", b"sysctls", "system_paths", b"system_paths", "tty", b"tty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Spec: _TypeAlias = Spec  # noqa: Y015
+
+@_typing.final
+class SystemPaths(_message.Message):
+    """SystemPaths are the paths of /proc and /sys (or any) hidden from a container
+    and those it may only read.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MASKED_FIELD_NUMBER: _builtins.int
+    READONLY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def masked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Absolute paths hidden (a directory gets an empty read-only tmpfs, a file /dev/null)."""
+
+    @_builtins.property
+    def readonly(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Absolute paths remounted read-only."""
+
+    def __init__(
+        self,
+        *,
+        masked: _abc.Iterable[_builtins.str] | None = ...,
+        readonly: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["masked", b"masked", "readonly", b"readonly"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SystemPaths: _TypeAlias = SystemPaths  # noqa: Y015
 
 @_typing.final
 class NamespaceJoin(_message.Message):
