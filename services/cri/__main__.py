@@ -17,6 +17,7 @@ from services.cri.images import Images
 from services.cri.logs import LogRelays
 from services.cri.sandboxes import Sandboxes
 from services.cri.store import CriStore
+from services.cri.streaming import StreamingServer
 
 
 async def build(config: Config):
@@ -32,7 +33,9 @@ async def build(config: Config):
     containers = Containers(store, image, container, sandboxes, relays)
     sandboxes.containers = containers
     images = Images(image, config.state_dir("image"))
-    runtime = RuntimeApi(sandboxes, containers, network)
+    streaming = StreamingServer(container)
+    await streaming.start()
+    runtime = RuntimeApi(sandboxes, containers, network, streaming)
 
     async def ready():
         listed = (await container.ListContainers(container_pb2.ListContainersRequest(
@@ -47,6 +50,7 @@ async def build(config: Config):
                 cri.DESCRIPTOR.services_by_name["ImageService"].full_name]
 
     async def on_stop():
+        await streaming.close()
         await relays.close()
         for client in clients:
             await client.channel.close()

@@ -11,6 +11,7 @@ from services.common import errors
 from services.cri.containers import Containers
 from services.cri.images import Images
 from services.cri.sandboxes import Sandboxes
+from services.cri.streaming import StreamingServer
 
 RUNTIME_NAME = "berth"
 RUNTIME_VERSION = "0.1.0"
@@ -20,7 +21,7 @@ KUBE_API_VERSION = "0.1.0"
 
 
 class RuntimeApi(cri_grpc.RuntimeServiceServicer):
-    def __init__(self, sandboxes: Sandboxes, containers: Containers, network, streaming=None):
+    def __init__(self, sandboxes: Sandboxes, containers: Containers, network, streaming: StreamingServer):
         self.sandboxes = sandboxes
         self.containers = containers
         self.network = network
@@ -140,19 +141,18 @@ class RuntimeApi(cri_grpc.RuntimeServiceServicer):
     # -- streaming ----------------------------------------------------------------------
 
     async def Exec(self, request, context):
-        if self.streaming is None:
-            raise errors.NotImplementedYet("streaming exec is not served by this node yet; use ExecSync")
-        return cri.ExecResponse(url=await self.streaming.exec_url(request))
+        record = self.containers.record(request.container_id)
+        return cri.ExecResponse(url=self.streaming.exec_url(request, record.id))
 
     async def Attach(self, request, context):
-        if self.streaming is None:
-            raise errors.NotImplementedYet("attach is not served by this node yet")
-        return cri.AttachResponse(url=await self.streaming.attach_url(request))
+        record = self.containers.record(request.container_id)
+        return cri.AttachResponse(url=self.streaming.attach_url(request, record.id))
 
     async def PortForward(self, request, context):
-        if self.streaming is None:
-            raise errors.NotImplementedYet("port-forward is not served by this node yet")
-        return cri.PortForwardResponse(url=await self.streaming.port_forward_url(request))
+        record = self.sandboxes.ready(request.pod_sandbox_id)
+        # A pod on the host's network has no address of its own: its ports are the host's.
+        address = record.network.ip or "127.0.0.1"
+        return cri.PortForwardResponse(url=self.streaming.port_forward_url(request, address))
 
     # -- not offered --------------------------------------------------------------------
 
