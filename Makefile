@@ -30,7 +30,7 @@ space := $(subst ,, )
 # Each client proto's Go package: berth/engine/v1/engine.proto -> berth/clients/go/berth/engine/v1;enginev1.
 GO_PKG_OPTS := $(subst $(space),,$(foreach f,$(CLIENT_PROTO_FILES:protos/%=%),$(comma)M$(f)=$(GO_MODULE)/$(patsubst %/,%,$(dir $(f)));$(subst /,,$(patsubst berth/%/,%,$(dir $(f))))))
 
-.PHONY: deps test-deps client-tools venv protos check-protos client-examples test unit demo bench clean
+.PHONY: deps test-deps client-tools venv protos check-protos client-examples test unit demo bench clean conformance
 
 # apt-get install of the missing ones among $(1), starting nothing: a policy-rc.d
 # that denies starts while it runs (Debian's docker-registry would start a
@@ -145,6 +145,15 @@ unit: venv
 
 test: test-deps venv check-protos
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# critest (cri-tools v1.26's CRI validation suite, not built here) against a
+# fresh engine's cri.sock: `make conformance CRITEST=/path/critest CRI_IMAGES=DIR`,
+# DIR holding docker-archive tarballs of the images critest uses (pause,
+# e2e-test-images busybox/nginx/httpd/nonewprivs, ...). Report in critest-report/.
+CRITEST ?= critest
+CRI_IMAGES ?= cri-images
+conformance: deps venv
+	$(PY) -m tests.conformance.critest --critest $(CRITEST) --images $(CRI_IMAGES) --report critest-report
 
 demo: deps venv
 	bash deploy/demo.sh
