@@ -8,11 +8,13 @@ service; exec and port-forward through the streaming server (SPDY). Clients are 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -22,7 +24,9 @@ import pytest
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from k8s.cri.runtime.v1 import api_pb2 as cri
 from k8s.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+from tests.support.engine import PYTHON, REPO
 from tests.support.images import busybox_docker_archive
+from tests.support.registries import BerthRegistry
 from tests.support.rootfs import busybox_available
 from tests.support.spdy_client import SpdyClient
 
@@ -318,3 +322,30 @@ def test_restart_of_the_cri_service_keeps_pods_and_their_logs(engine, rt, pod):
     got = numbers()
     # Resumed after the last record written: nothing twice, nothing missing.
     assert got == list(range(got[0], got[0] + len(got)))
+
+
+def test_pull_with_auth_and_remove(engine, rt, tmp_path):
+    _, images, _ = rt
+    with BerthRegistry(htpasswd={"kube": "pw-1"}) as reg:
+        name = f"{reg.host}/cri/busybox:1"
+        env = {**os.environ, "BERTH_CONFIG": str(tmp_path)}
+        berth = [PYTHON, "-m", "berth_cli", "-H", f"unix://{engine.gateway_socket}"]
+        for args, stdin in ((["tag", IMAGE, name], None), (["login", "-u", "kube", "--password-stdin", reg.host],
+                                                          "pw-1\n"), (["push", "-q", name], None), (["rmi", name], None)):
+            done = subprocess.run(berth + args, input=stdin, capture_output=True, text=True, env=env, cwd=REPO,
+                                  timeout=120)
+            assert done.returncode == 0, (args, done.stderr)
+        spec = cri.ImageSpec(image=name)
+        with pytest.raises(grpc.RpcError) as err:
+            images.PullImage(cri.PullImageRequest(image=spec), timeout=120)
+        assert "auth" in err.value.details().lower() or err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        ref = images.PullImage(cri.PullImageRequest(image=spec, auth=cri.AuthConfig(
+            auth=base64.b64encode(b"kube:pw-1").decode())), timeout=120).image_ref
+        assert ref.startswith("sha256:")
+        assert images.ImageStatus(cri.ImageStatusRequest(image=spec), timeout=30).image.id == ref
+        images.RemoveImage(cri.RemoveImageRequest(image=spec), timeout=60)
+        assert not images.ImageStatus(cri.ImageStatusRequest(image=spec), timeout=30).HasField("image")
+        ref2 = images.PullImage(cri.PullImageRequest(image=spec, auth=cri.AuthConfig(
+            username="kube", password="pw-1")), timeout=120).image_ref
+        assert ref2 == ref
+        images.RemoveImage(cri.RemoveImageRequest(image=cri.ImageSpec(image=ref)), timeout=60)
