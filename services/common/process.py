@@ -13,9 +13,8 @@ from services.common import errors
 from services.common import logging as logging_mod
 from services.common import rpc, tracing
 
-# build(config) -> (register, on_stop[, ready]): constructs the service with its
-# dependencies, and returns how to add its servicers, how to close it and,
-# optionally, what to do once it serves.
+# build(config) -> (register, on_stop): constructs the service with its
+# dependencies, and returns how to add its servicers and how to close it.
 Builder = Callable[[config_mod.Config], Awaitable[tuple[rpc.Registrar, Callable[[], Any] | None]]]
 
 
@@ -25,8 +24,8 @@ def run_service(service: str, build: Builder) -> None:
     tracing.setup(service)
 
     async def main() -> None:
-        register, on_stop, *ready = await build(config)
-        await rpc.serve(service, config, register, on_stop=on_stop, ready=ready[0] if ready else None)
+        register, on_stop = await build(config)
+        await rpc.serve(service, config, register, on_stop=on_stop)
 
     try:
         asyncio.run(main())

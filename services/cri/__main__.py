@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from berth.container.v1 import container_pb2, container_pb2_grpc
+from berth.container.v1 import container_pb2_grpc
 from berth.image.v1 import image_pb2_grpc
 from berth.network.v1 import network_pb2_grpc
 from k8s.cri.runtime.v1 import api_pb2 as cri
@@ -12,9 +12,10 @@ from k8s.cri.runtime.v1 import api_pb2_grpc as cri_grpc
 from services.common import process, rpc
 from services.common.config import Config
 from services.cri.api import ImageApi, RuntimeApi
-from services.cri.containers import CONTAINER_LABEL, Containers
+from services.cri.containers import Containers
 from services.cri.images import Images
 from services.cri.logs import LogRelays
+from services.cri.reconcile import reconcile
 from services.cri.sandboxes import Sandboxes
 from services.cri.store import CriStore
 from services.cri.streaming import StreamingServer
@@ -37,11 +38,8 @@ async def build(config: Config):
     await streaming.start()
     runtime = RuntimeApi(sandboxes, containers, network, streaming)
 
-    async def ready():
-        listed = (await container.ListContainers(container_pb2.ListContainersRequest(
-            labels={}))).containers
-        containers.resume_logs({c.id for c in listed if c.labels.get(CONTAINER_LABEL)
-                                and c.status == container_pb2.STATUS_RUNNING})
+    # Before serving: no request can be midway while orphans are looked for.
+    containers.resume_logs(await reconcile(store, image, network, container))
 
     def register(server):
         cri_grpc.add_RuntimeServiceServicer_to_server(runtime, server)
@@ -56,7 +54,7 @@ async def build(config: Config):
             await client.channel.close()
         store.close()
 
-    return register, on_stop, ready
+    return register, on_stop
 
 
 if __name__ == "__main__":

@@ -178,7 +178,7 @@ class Containers:
         await asyncio.gather(*(self._remove(r) for r in self._store.containers(sandbox_id)))
 
     def resume_logs(self, running: set[str]) -> None:
-        """After a restart of the CRI service: the relays of containers that still run."""
+        """After a restart of the CRI service: the relays of the containers that still run."""
         for record in self._store.containers():
             if record.id in running:
                 self._relays.start(record.id, record.log_path, resume=True)

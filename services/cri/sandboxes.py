@@ -3,10 +3,11 @@
 A sandbox is made of three things from the node services, made in this order
 and undone in the reverse order when a step fails:
 
-    1. an endpoint on the "bridge" network (or the host's network) from the
+    1. a snapshot of the sandbox image (pause) from the image service,
+       labelled with the sandbox id (reconcile.py finds orphans by it);
+    2. an endpoint on the "bridge" network (or the host's network) from the
        network service, keyed by the sandbox id: the pod's network namespace,
        its IP, its published ports, /etc/hosts and /etc/resolv.conf;
-    2. a snapshot of the sandbox image (pause) from the image service;
     3. the sandbox container, running the image's command in that namespace,
        whose pid, ipc and uts namespaces the pod's containers join (as
        containerd's CRI plugin does with its pause container).
@@ -61,6 +62,15 @@ class Sandboxes:
     async def run(self, config: cri.PodSandboxConfig, runtime_handler: str) -> str:
         check_config(config, runtime_handler)
         name = convert.sandbox_name(config.metadata)
+        # One RunPodSandbox per pod name at a time: the name is checked, then taken, below.
+        lock = self.lock(f"name:{name}")
+        async with lock:
+            sid = await self._run(config, name)
+        if not lock.locked():
+            self._locks.pop(f"name:{name}", None)
+        return sid
+
+    async def _run(self, config: cri.PodSandboxConfig, name: str) -> str:
         for other in self._store.sandboxes():
             if convert.sandbox_name(_config(other).metadata) == name:
                 raise errors.AlreadyExists(
@@ -71,6 +81,10 @@ class Sandboxes:
         host_network = ns.network == cri.NODE
         undo = []
         try:
+            # The labelled snapshot first: after a crash it is what marks the rest as ours.
+            snapshot = await self._image.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
+                key=sid, image=image_id, labels={SANDBOX_LABEL: sid}))
+            undo.append(lambda: self._image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=sid)))
             endpoint = (await self._network.CreateEndpoint(network_pb2.CreateEndpointRequest(
                 container_id=sid, network="host" if host_network else "bridge",
                 name=convert.valid_name(config.metadata.name) or sid[:12],
@@ -78,9 +92,6 @@ class Sandboxes:
                 ports=[] if host_network else [_port(p) for p in config.port_mappings]))).endpoint
             undo.append(lambda: self._network.DeleteEndpoint(network_pb2.DeleteEndpointRequest(container_id=sid)))
             mounts = self._pod_files(sid, config, endpoint)
-            snapshot = await self._image.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
-                key=sid, image=image_id, labels={SANDBOX_LABEL: sid}))
-            undo.append(lambda: self._image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=sid)))
             args = list(image_config.entrypoint) + list(image_config.cmd)
             if not args:
                 raise errors.FailedPrecondition(f"sandbox image {self._sandbox_image} has no command")

@@ -305,6 +305,12 @@ def test_restart_of_the_cri_service_keeps_pods_and_their_logs(engine, rt, pod):
             return [int(m.group(3)[5:]) for line in f.read().splitlines() if (m := CRI_LINE.match(line))]
 
     wait_for(lambda: os.path.exists(path) and len(numbers()) >= 5, what="the first lines")
+    # What a CreateContainer cut short by a crash leaves: a labelled snapshot and no CRI record.
+    orphan = secrets.token_hex(32)
+    image_stub = image_pb2_grpc.ImageServiceStub(engine.channel("image"))
+    image_id = image_stub.GetImage(image_pb2.GetImageRequest(reference=IMAGE), timeout=10).image.id
+    image_stub.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
+        key=orphan, image=image_id, labels={"io.berth.cri.container": orphan}), timeout=30)
     engine.kill_service("cri")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -322,6 +328,8 @@ def test_restart_of_the_cri_service_keeps_pods_and_their_logs(engine, rt, pod):
     got = numbers()
     # Resumed after the last record written: nothing twice, nothing missing.
     assert got == list(range(got[0], got[0] + len(got)))
+    keys = {s.key for s in image_stub.ListSnapshots(image_pb2.ListSnapshotsRequest(), timeout=10).snapshots}
+    assert orphan not in keys and cid in keys
 
 
 def test_pull_with_auth_and_remove(engine, rt, tmp_path):
