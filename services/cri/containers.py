@@ -37,6 +37,10 @@ CONTAINER_LABEL = "io.berth.cri.container"
 # How long ContainerStatus waits for the log relay to write an exited container's last lines.
 LOG_DRAIN_WAIT = 5.0
 CPU_PERIOD = 100_000
+# The container service's own copy of the output is only what the log relay reads from
+# (the kubelet's file is the one kept and rotated by the kubelet): capped, so a chatty
+# container costs at most 30 MB there.
+RELAY_BUFFER = container_pb2.LogConfig(driver="json-file", options={"max-size": "10m", "max-file": "3"})
 PROPAGATION = {cri.PROPAGATION_PRIVATE: "rprivate", cri.PROPAGATION_HOST_TO_CONTAINER: "rslave",
                cri.PROPAGATION_BIDIRECTIONAL: "rshared"}
 # Relabelling a mount means something only where SELinux is on; this node has it or not.
@@ -90,7 +94,7 @@ class Containers:
                 nano_cpus=r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD) if r.cpu_quota > 0 else 0),
             stop_signal=ic.stop_signal, readonly_rootfs=sc.readonly_rootfs, tty=config.tty,
             open_stdin=config.stdin, stdin_once=config.stdin_once,
-            log_config=container_pb2.LogConfig(driver="json-file"), namespaces=namespaces,
+            log_config=RELAY_BUFFER, namespaces=namespaces,
             # As containerd: the CRI's lists, exactly (the kubelet sends the defaults).
             system_paths=container_pb2.SystemPaths(masked=sc.masked_paths, readonly=sc.readonly_paths))
         log_path = ""

@@ -27,8 +27,6 @@ class Images:
             return (await self._image.GetImage(image_pb2.GetImageRequest(reference=ref))).image
         except errors.NotFound:
             return None
-        except errors.InvalidArgument:
-            return None
 
     async def list(self, flt: cri.ImageFilter | None) -> list[cri.Image]:
         if flt is not None and flt.image.image:

@@ -100,7 +100,8 @@ class Sandboxes:
                 hostname="" if host_network else (config.hostname or config.metadata.name)[:63],
                 process=container_pb2.Process(
                     args=args, env=list(image_config.env), cwd=image_config.working_dir or "/",
-                    user=convert.user_of(config.linux.security_context, image_config.user)),
+                    user=convert.user_of(config.linux.security_context, image_config.user),
+                    additional_gids=list(config.linux.security_context.supplemental_groups)),
                 readonly_rootfs=config.linux.security_context.readonly_rootfs,
                 log_config=container_pb2.LogConfig(driver="none"),
                 namespaces=_host_namespaces(ns), sysctls=dict(config.linux.sysctls))
@@ -273,11 +274,20 @@ def check_config(config: cri.PodSandboxConfig, runtime_handler: str) -> None:
     if sc.HasField("selinux_options") and any((sc.selinux_options.user, sc.selinux_options.role,
                                                sc.selinux_options.type, sc.selinux_options.level)):
         raise errors.InvalidArgument("selinux_options are not supported: this node has no SELinux")
+    if sc.HasField("seccomp") and sc.seccomp.profile_type != cri.SecurityProfile.Unconfined or \
+            sc.seccomp_profile_path not in ("", "unconfined"):
+        raise errors.InvalidArgument("pod seccomp profiles are not supported by this node's container "
+                                     "service (only unconfined)")
+    if sc.HasField("apparmor") and sc.apparmor.profile_type != cri.SecurityProfile.Unconfined:
+        raise errors.InvalidArgument("pod AppArmor profiles are not supported: this node has no AppArmor")
     if sc.namespace_options.HasField("userns_options") and \
             sc.namespace_options.userns_options.mode not in (cri.NODE,):
         raise errors.InvalidArgument("user namespaces for pods are not supported")
     if sc.namespace_options.pid == cri.TARGET or sc.namespace_options.ipc == cri.TARGET:
         raise errors.InvalidArgument("namespace mode TARGET is for containers, not pod sandboxes")
+    if config.HasField("windows"):
+        raise errors.InvalidArgument("windows sandbox config given to a Linux node")
+    # linux.overhead and linux.resources are sizing hints for VM runtimes: informational here.
     if config.linux.cgroup_parent:
         raise errors.InvalidArgument(
             f"cgroup_parent {config.linux.cgroup_parent!r} is not supported: "
@@ -323,7 +333,7 @@ def _remove_files(d: str) -> None:
     shutil.rmtree(d, ignore_errors=True)
 
 
-# Kept for the binds: a (source, target) pair as the container service's Mount.
 def bind(source: str, target: str, readonly: bool = False) -> mount_pb2.Mount:
+    """A bind mount for the container service (the pod's files, the CRI's mounts)."""
     return mount_pb2.Mount(type="bind", source=source, target=target,
                            options=["rbind", "ro" if readonly else "rw", "rprivate"])
