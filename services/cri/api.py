@@ -87,7 +87,8 @@ class RuntimeApi(cri_grpc.RuntimeServiceServicer):
         out.linux.containers.extend(stats)
         if stats:
             out.linux.cpu.timestamp = max(s.cpu.timestamp for s in stats)
-            out.linux.cpu.usage_core_nano_seconds.value = sum(s.cpu.usage_core_nano_seconds.value for s in stats)
+            out.linux.cpu.usage_core_nano_seconds.value = sum(
+                s.cpu.usage_core_nano_seconds.value for s in stats)
             out.linux.memory.timestamp = max(s.memory.timestamp for s in stats)
             out.linux.memory.working_set_bytes.value = sum(s.memory.working_set_bytes.value for s in stats)
             out.linux.memory.usage_bytes.value = sum(s.memory.usage_bytes.value for s in stats)

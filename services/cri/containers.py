@@ -65,7 +65,8 @@ class Containers:
         if not config.image.image:
             raise errors.InvalidArgument("container config has no image")
         try:
-            image = (await self._image.GetImage(image_pb2.GetImageRequest(reference=config.image.image))).image
+            image = (await self._image.GetImage(
+                image_pb2.GetImageRequest(reference=config.image.image))).image
         except errors.NotFound:
             raise errors.NotFound(f"image {config.image.image!r} not found: pull it first") from None
         ic = image.config
@@ -83,15 +84,12 @@ class Containers:
             spec_mount.create_source = True
         taken = {m.container_path for m in config.mounts}
         mounts.extend(bind(src, dst) for src, dst in sandbox.network.mounts if dst not in taken)
-        r = config.linux.resources
         spec = container_pb2.Spec(
             rootfs=[], mounts=mounts, netns_path=sandbox.network.netns_path, hostname="",
             process=container_pb2.Process(
                 args=args, env=env, cwd=config.working_dir or ic.working_dir or "/",
                 user=convert.user_of(sc, ic.user), additional_gids=list(sc.supplemental_groups)),
-            resources=container_pb2.Resources(
-                memory_bytes=r.memory_limit_in_bytes, cpu_shares=r.cpu_shares,
-                nano_cpus=r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD) if r.cpu_quota > 0 else 0),
+            resources=_resources(config.linux.resources),
             stop_signal=ic.stop_signal, readonly_rootfs=sc.readonly_rootfs, tty=config.tty,
             open_stdin=config.stdin, stdin_once=config.stdin_once,
             log_config=RELAY_BUFFER, namespaces=namespaces,
@@ -126,9 +124,10 @@ class Containers:
             joins.append(container_pb2.NamespaceJoin(type="pid"))
         elif ns.pid == cri.TARGET:
             target = self._store.container(ns.target_id)
-            c = (await self._container.GetContainer(container_pb2.GetContainerRequest(id=target.id))).container
-            if c.status != container_pb2.STATUS_RUNNING:
-                raise errors.FailedPrecondition(f"target container {target.id} of the pid namespace is not running")
+            c = await self._node(target.id)
+            if c is None or c.status != container_pb2.STATUS_RUNNING:
+                raise errors.FailedPrecondition(
+                    f"target container {target.id} of the pid namespace is not running")
             joins.append(container_pb2.NamespaceJoin(type="pid", path=f"/proc/{c.pid}/ns/pid"))
         if ns.ipc == cri.NODE:
             joins.append(container_pb2.NamespaceJoin(type="ipc"))
@@ -167,7 +166,8 @@ class Containers:
 
     async def _remove(self, record: ContainerRecord) -> None:
         try:
-            await self._container.RemoveContainer(container_pb2.RemoveContainerRequest(id=record.id, force=True))
+            await self._container.RemoveContainer(
+                container_pb2.RemoveContainerRequest(id=record.id, force=True))
         except errors.NotFound:
             pass
         await self._relays.drained(record.id, LOG_DRAIN_WAIT)
@@ -215,7 +215,8 @@ class Containers:
                 if c.HasField("finished_at"):
                     status.finished_at = c.finished_at.seconds * 1_000_000_000 + c.finished_at.nanos
                 status.exit_code = c.exit_code
-                status.reason = "OOMKilled" if c.oom_killed else ("Completed" if c.exit_code == 0 else "Error")
+                status.reason = "OOMKilled" if c.oom_killed else (
+                    "Completed" if c.exit_code == 0 else "Error")
                 status.message = c.note
             r = c.spec.resources
             status.resources.linux.CopyFrom(cri.LinuxContainerResources(
@@ -303,11 +304,8 @@ class Containers:
     async def update_resources(self, ref: str, resources: cri.LinuxContainerResources) -> None:
         record = self._store.container(ref)
         check_resources(resources)
-        r = resources
         await self._container.UpdateContainerResources(container_pb2.UpdateContainerResourcesRequest(
-            id=record.id, resources=container_pb2.Resources(
-                memory_bytes=r.memory_limit_in_bytes, cpu_shares=r.cpu_shares,
-                nano_cpus=r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD) if r.cpu_quota > 0 else 0),
+            id=record.id, resources=_resources(resources),
             update_mask=field_mask_pb2.FieldMask(paths=["memory_bytes", "cpu_shares", "nano_cpus"])))
 
     def reopen_log(self, ref: str) -> None:
@@ -375,7 +373,8 @@ def check_config(config: cri.ContainerConfig) -> None:
     if sc.no_new_privs:
         unsupported.append("security_context.no_new_privs")
     if sc.HasField("seccomp") and sc.seccomp.profile_type != cri.SecurityProfile.Unconfined:
-        unsupported.append(f"security_context.seccomp ({cri.SecurityProfile.ProfileType.Name(sc.seccomp.profile_type)})")
+        kind = cri.SecurityProfile.ProfileType.Name(sc.seccomp.profile_type)
+        unsupported.append(f"security_context.seccomp ({kind})")
     if sc.seccomp_profile_path and sc.seccomp_profile_path != "unconfined":
         unsupported.append("security_context.seccomp_profile_path")
     if sc.HasField("apparmor") and sc.apparmor.profile_type != cri.SecurityProfile.Unconfined:
@@ -393,7 +392,8 @@ def check_config(config: cri.ContainerConfig) -> None:
         if m.selinux_relabel and SELINUX:
             unsupported.append("mounts.selinux_relabel (SELinux labels)")
         if not os.path.isabs(m.container_path) or not os.path.isabs(m.host_path):
-            raise errors.InvalidArgument(f"mount paths must be absolute: {m.host_path!r} -> {m.container_path!r}")
+            raise errors.InvalidArgument(
+                f"mount paths must be absolute: {m.host_path!r} -> {m.container_path!r}")
     if config.HasField("windows"):
         unsupported.append("windows")
     if unsupported:
@@ -410,6 +410,13 @@ def check_resources(r: cri.LinuxContainerResources) -> None:
     if unsupported:
         raise errors.InvalidArgument(
             "container resources not supported by this node's container service: " + ", ".join(unsupported))
+
+
+def _resources(r: cri.LinuxContainerResources) -> container_pb2.Resources:
+    # berth keeps CPU bandwidth as a share of CPUs (quota/period) over a fixed period.
+    nano = r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD) if r.cpu_quota > 0 else 0
+    return container_pb2.Resources(memory_bytes=r.memory_limit_in_bytes, cpu_shares=r.cpu_shares,
+                                   nano_cpus=nano)
 
 
 def _args(entrypoint: list[str], cmd: list[str], command: list[str], args: list[str]) -> list[str]:

@@ -66,7 +66,8 @@ class Images:
 
     async def fs_info(self) -> cri.ImageFsInfoResponse:
         usage = await self._image.GetDiskUsage(image_pb2.GetDiskUsageRequest())
-        fs = cri.FilesystemUsage(timestamp=time.time_ns(), fs_id=cri.FilesystemIdentifier(mountpoint=self._image_root))
+        fs = cri.FilesystemUsage(timestamp=time.time_ns(),
+                                 fs_id=cri.FilesystemIdentifier(mountpoint=self._image_root))
         # Images (shared bytes once) plus the containers' writable layers.
         fs.used_bytes.value = usage.images_size + sum(s.size for s in usage.snapshots)
         # The image service counts bytes, not inodes.

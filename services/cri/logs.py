@@ -115,7 +115,8 @@ class LogRelays:
     async def _run(self, relay: Relay, since_ns: int) -> None:
         request = container_pb2.GetContainerLogsRequest(id=relay.container_id, follow=True, tail=-1)
         if since_ns:
-            request.since.CopyFrom(Timestamp(seconds=since_ns // 1_000_000_000, nanos=since_ns % 1_000_000_000))
+            seconds, nanos = divmod(since_ns, 1_000_000_000)
+            request.since.CopyFrom(Timestamp(seconds=seconds, nanos=nanos))
         try:
             async for reply in self._container.GetContainerLogs(request):
                 chunk = reply.chunk

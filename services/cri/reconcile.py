@@ -34,7 +34,8 @@ async def reconcile(store: Store, image, network, container) -> set[str]:
             running.add(cid)
         if (cid and cid not in containers) or (not cid and sid and sid not in sandboxes):
             log.info("orphan_removed", kind="container", id=c.id)
-            await _quietly(container.RemoveContainer(container_pb2.RemoveContainerRequest(id=c.id, force=True)))
+            await _quietly(container.RemoveContainer(
+                container_pb2.RemoveContainerRequest(id=c.id, force=True)))
     for s in (await image.ListSnapshots(image_pb2.ListSnapshotsRequest())).snapshots:
         cid, sid = s.labels.get(CONTAINER_LABEL), s.labels.get(SANDBOX_LABEL)
         if cid and cid not in containers:

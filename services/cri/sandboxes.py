@@ -90,7 +90,8 @@ class Sandboxes:
                 name=convert.valid_name(config.metadata.name) or sid[:12],
                 hostname=config.hostname or config.metadata.name,
                 ports=[] if host_network else [_port(p) for p in config.port_mappings]))).endpoint
-            undo.append(lambda: self._network.DeleteEndpoint(network_pb2.DeleteEndpointRequest(container_id=sid)))
+            undo.append(lambda: self._network.DeleteEndpoint(
+                network_pb2.DeleteEndpointRequest(container_id=sid)))
             mounts = self._pod_files(sid, config, endpoint)
             args = list(image_config.entrypoint) + list(image_config.cmd)
             if not args:
@@ -133,12 +134,13 @@ class Sandboxes:
         return sid
 
     async def _sandbox_image_config(self):
+        ref = self._sandbox_image
         try:
-            image = (await self._image.GetImage(image_pb2.GetImageRequest(reference=self._sandbox_image))).image
+            image = (await self._image.GetImage(image_pb2.GetImageRequest(reference=ref))).image
         except errors.NotFound:
-            async for _ in self._image.PullImage(image_pb2.PullImageRequest(reference=self._sandbox_image)):
+            async for _ in self._image.PullImage(image_pb2.PullImageRequest(reference=ref)):
                 pass
-            image = (await self._image.GetImage(image_pb2.GetImageRequest(reference=self._sandbox_image))).image
+            image = (await self._image.GetImage(image_pb2.GetImageRequest(reference=ref))).image
         return image.id, image.config
 
     def _files_dir(self, sid: str) -> str:
@@ -196,7 +198,8 @@ class Sandboxes:
             for step in (
                 lambda: self._container.RemoveContainer(
                     container_pb2.RemoveContainerRequest(id=record.id, force=True)),
-                lambda: self._network.DeleteEndpoint(network_pb2.DeleteEndpointRequest(container_id=record.id)),
+                lambda: self._network.DeleteEndpoint(
+                    network_pb2.DeleteEndpointRequest(container_id=record.id)),
                 lambda: self._image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=record.id)),
             ):
                 try:
@@ -270,7 +273,8 @@ def check_config(config: cri.PodSandboxConfig, runtime_handler: str) -> None:
         raise errors.InvalidArgument(f"runtime handler {runtime_handler!r} is not known (only runc)")
     sc = config.linux.security_context
     if sc.privileged:
-        raise errors.InvalidArgument("privileged pod sandboxes are not supported by this node's container service")
+        raise errors.InvalidArgument(
+            "privileged pod sandboxes are not supported by this node's container service")
     if sc.HasField("selinux_options") and any((sc.selinux_options.user, sc.selinux_options.role,
                                                sc.selinux_options.type, sc.selinux_options.level)):
         raise errors.InvalidArgument("selinux_options are not supported: this node has no SELinux")
@@ -294,7 +298,8 @@ def check_config(config: cri.PodSandboxConfig, runtime_handler: str) -> None:
             "this node places each container in its own cgroup")
     for p in config.port_mappings:
         if p.protocol not in PROTOCOLS:
-            raise errors.InvalidArgument(f"port mapping protocol {cri.Protocol.Name(p.protocol)} is not supported")
+            raise errors.InvalidArgument(
+                f"port mapping protocol {cri.Protocol.Name(p.protocol)} is not supported")
         if not 0 < p.container_port < 65536:
             raise errors.InvalidArgument(f"port mapping container_port {p.container_port} is out of range")
 

@@ -3,7 +3,8 @@
 One pod with two containers that share its network, exec, logs in the CRI
 format at the kubelet's path, stop and remove with nothing left behind; then
 what the node cannot honour, refused by name; ExecSync's timeout; the image
-service; exec and port-forward through the streaming server (SPDY). Clients are generated from the vendored cri-api proto.
+service; exec and port-forward through the streaming server (SPDY). Clients are
+generated from the vendored cri-api proto.
 """
 
 from __future__ import annotations
@@ -148,8 +149,9 @@ def test_pod_with_two_containers_sharing_its_network(engine, rt, pod):
     runtime.ReopenContainerLog(cri.ReopenContainerLogRequest(container_id=server), timeout=10)
     assert os.path.exists(web_log)
 
-    running = runtime.ListContainers(cri.ListContainersRequest(filter=cri.ContainerFilter(
-        pod_sandbox_id=sid, state=cri.ContainerStateValue(state=cri.CONTAINER_RUNNING))), timeout=10).containers
+    only_running = cri.ContainerFilter(pod_sandbox_id=sid,
+                                       state=cri.ContainerStateValue(state=cri.CONTAINER_RUNNING))
+    running = runtime.ListContainers(cri.ListContainersRequest(filter=only_running), timeout=10).containers
     assert {c.id for c in running} == {server, client}
     stats = runtime.ListContainerStats(cri.ListContainerStatsRequest(
         filter=cri.ContainerStatsFilter(pod_sandbox_id=sid)), timeout=30).stats
@@ -186,7 +188,8 @@ def test_unsupported_fields_are_refused_by_name(rt, pod):
     run, _ = pod
     sid, config = run()
     before = len(runtime.ListContainers(cri.ListContainersRequest(), timeout=10).containers)
-    bad = container_config("bad", ["true"], devices=[cri.Device(container_path="/dev/x", host_path="/dev/null")])
+    bad = container_config("bad", ["true"],
+                           devices=[cri.Device(container_path="/dev/x", host_path="/dev/null")])
     with pytest.raises(grpc.RpcError) as err:
         runtime.CreateContainer(cri.CreateContainerRequest(pod_sandbox_id=sid, sandbox_config=config,
                                                            config=bad), timeout=60)
@@ -338,10 +341,12 @@ def test_pull_with_auth_and_remove(engine, rt, tmp_path):
         name = f"{reg.host}/cri/busybox:1"
         env = {**os.environ, "BERTH_CONFIG": str(tmp_path)}
         berth = [PYTHON, "-m", "berth_cli", "-H", f"unix://{engine.gateway_socket}"]
-        for args, stdin in ((["tag", IMAGE, name], None), (["login", "-u", "kube", "--password-stdin", reg.host],
-                                                          "pw-1\n"), (["push", "-q", name], None), (["rmi", name], None)):
-            done = subprocess.run(berth + args, input=stdin, capture_output=True, text=True, env=env, cwd=REPO,
-                                  timeout=120)
+        login = ["login", "-u", "kube", "--password-stdin", reg.host]
+        steps = ((["tag", IMAGE, name], None), (login, "pw-1\n"), (["push", "-q", name], None),
+                 (["rmi", name], None))
+        for args, stdin in steps:
+            done = subprocess.run(berth + args, input=stdin, capture_output=True, text=True, env=env,
+                                  cwd=REPO, timeout=120)
             assert done.returncode == 0, (args, done.stderr)
         spec = cri.ImageSpec(image=name)
         with pytest.raises(grpc.RpcError) as err:

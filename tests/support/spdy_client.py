@@ -49,7 +49,8 @@ class SpdyClient:
             block += struct.pack(">I", len(k)) + k.encode() + struct.pack(">I", len(v)) + v.encode()
         block = self._deflate.compress(block) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
         data = struct.pack(">IIH", sid, 0, 0) + block
-        self.sock.sendall(struct.pack(">HHI", 0x8003, SYN_STREAM, ((FIN if fin else 0) << 24) | len(data)) + data)
+        head = struct.pack(">HHI", 0x8003, SYN_STREAM, ((FIN if fin else 0) << 24) | len(data))
+        self.sock.sendall(head + data)
         return sid
 
     def send(self, sid: int, data: bytes, fin: bool = False) -> None:

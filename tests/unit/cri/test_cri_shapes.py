@@ -80,7 +80,8 @@ def test_store_finds_by_unique_prefix(tmp_path):
     a, b = "ab" + "0" * 62, "ac" + "0" * 62
     for sid in (a, b):
         store.put_sandbox(SandboxRecord(id=sid, config=b"", state="ready", created_ns=1,
-                                        network=SandboxNetwork(ip="10.0.0.2", mounts=(("/h", "/etc/hosts"),))))
+                                        network=SandboxNetwork(ip="10.0.0.2",
+                                                               mounts=(("/h", "/etc/hosts"),))))
     assert store.sandbox("ab").id == a
     assert store.sandbox(b).network.mounts == (("/h", "/etc/hosts"),)
     with pytest.raises(errors.InvalidArgument, match="ambiguous"):
