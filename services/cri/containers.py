@@ -142,8 +142,13 @@ class Containers:
 
     async def start(self, ref: str) -> None:
         record = self._store.container(ref)
-        await self._container.StartContainer(container_pb2.StartContainerRequest(id=record.id))
-        self._relays.start(record.id, record.log_path)
+        self._relays.open(record.id, record.log_path)
+        try:
+            await self._container.StartContainer(container_pb2.StartContainerRequest(id=record.id))
+        except BaseException:
+            self._relays.discard(record.id)
+            raise
+        self._relays.follow(record.id)
         log.info("container_started", container_id=record.id)
 
     async def stop(self, ref: str, timeout: int) -> None:
@@ -184,8 +189,13 @@ class Containers:
     def resume_logs(self, running: set[str]) -> None:
         """After a restart of the CRI service: the relays of the containers that still run."""
         for record in self._store.containers():
-            if record.id in running:
-                self._relays.start(record.id, record.log_path, resume=True)
+            if record.id in running and record.log_path:
+                try:
+                    self._relays.open(record.id, record.log_path)
+                except errors.InvalidArgument as exc:
+                    log.warning("log_relay_not_resumed", container_id=record.id, error=exc.message)
+                    continue
+                self._relays.follow(record.id, resume=True)
 
     # -- status, list, stats -----------------------------------------------------------
 

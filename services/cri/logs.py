@@ -103,14 +103,26 @@ class LogRelays:
         self._container = container
         self._relays: dict[str, Relay] = {}
 
-    def start(self, container_id: str, path: str, resume: bool = False) -> None:
-        """Relay the container's output to `path` until its process exits."""
-        if container_id in self._relays or not path:
-            return
-        since = last_record_ns(path) + 1 if resume else 0
-        relay = Relay(container_id, path)
-        self._relays[container_id] = relay
-        relay.task = asyncio.create_task(self._run(relay, since))
+    def open(self, container_id: str, path: str) -> None:
+        """Make (or append to) the container's log file; fails before anything runs."""
+        if container_id not in self._relays and path:
+            try:
+                self._relays[container_id] = Relay(container_id, path)
+            except OSError as exc:
+                raise errors.InvalidArgument(f"cannot open the container log {path}: {exc.strerror}") from None
+
+    def discard(self, container_id: str) -> None:
+        relay = self._relays.pop(container_id, None)
+        if relay is not None and relay.task is None:
+            relay.close()
+
+    def follow(self, container_id: str, resume: bool = False) -> None:
+        """Relay the container's output to its file until its process exits (after a restart
+        of this service, from the time of the last record in the file)."""
+        relay = self._relays.get(container_id)
+        if relay is not None and relay.task is None:
+            since = last_record_ns(relay.path) + 1 if resume else 0
+            relay.task = asyncio.create_task(self._run(relay, since))
 
     async def _run(self, relay: Relay, since_ns: int) -> None:
         request = container_pb2.GetContainerLogsRequest(id=relay.container_id, follow=True, tail=-1)
@@ -121,8 +133,8 @@ class LogRelays:
             async for reply in self._container.GetContainerLogs(request):
                 chunk = reply.chunk
                 ns = chunk.time.seconds * 1_000_000_000 + chunk.time.nanos or time.time_ns()
-                await asyncio.to_thread(relay.write, cri_record(ns, STREAMS.get(chunk.stream, b"stdout"),
-                                                                chunk.data))
+                # On the loop, not in a thread: a ReopenContainerLog never swaps the file mid-write.
+                relay.write(cri_record(ns, STREAMS.get(chunk.stream, b"stdout"), chunk.data))
         except errors.NotFound:
             pass
         except errors.BerthError as exc:
