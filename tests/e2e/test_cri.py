@@ -238,7 +238,7 @@ def test_image_service(rt):
 
 
 def test_streaming_exec_and_port_forward(rt, pod):
-    """Exec and port-forward over SPDY as kubectl/crictl speak them; each URL serves once."""
+    """Exec, attach and port-forward over SPDY as kubectl/crictl speak them; each URL serves once."""
     runtime, _, _ = rt
     run, _ = pod
     sid, config = run()
@@ -263,6 +263,24 @@ def test_streaming_exec_and_port_forward(rt, pod):
     again = SpdyClient(url, "v4.channel.k8s.io")
     again.close()
     assert again.status == 404
+
+    # Attach to a shell's own stdio: what it is given on stdin, it runs; closing stdin ends it.
+    shell = runtime.CreateContainer(cri.CreateContainerRequest(
+        pod_sandbox_id=sid, sandbox_config=config, config=container_config(
+            "shell", ["sh"], stdin=True, stdin_once=True)), timeout=60).container_id
+    runtime.StartContainer(cri.StartContainerRequest(container_id=shell), timeout=60)
+    url = runtime.Attach(cri.AttachRequest(container_id=shell, stdin=True, stdout=True, stderr=True),
+                         timeout=10).url
+    client = SpdyClient(url, "v4.channel.k8s.io")
+    try:
+        err, stdin, out, errout = (client.open({"streamtype": t})
+                                   for t in ("error", "stdin", "stdout", "stderr"))
+        client.send(stdin, b"echo attached-$((40+2)); echo oops >&2\n", fin=True)
+        got = client.collect({err, out, errout})
+    finally:
+        client.close()
+    assert (got[out], got[errout]) == (b"attached-42\n", b"oops\n")
+    assert json.loads(got[err])["status"] == "Success"
 
     url = runtime.PortForward(cri.PortForwardRequest(pod_sandbox_id=sid), timeout=10).url
 
