@@ -31,9 +31,11 @@ async def build(config: Config):
     store = CriStore(os.path.join(state_dir, "cri.db"))
     relays = LogRelays(container)
     sandboxes = Sandboxes(store, image, network, container, state_dir, config.cri_sandbox_image)
-    containers = Containers(store, image, container, sandboxes, relays)
+    # Image and writable-layer usage are reported on the image service's filesystem.
+    image_root = config.state_dir("image")
+    containers = Containers(store, image, container, sandboxes, relays, image_root)
     sandboxes.containers = containers
-    images = Images(image, config.state_dir("image"))
+    images = Images(image, image_root)
     streaming = StreamingServer(container)
     await streaming.start()
     runtime = RuntimeApi(sandboxes, containers, network, streaming)

@@ -48,8 +48,10 @@ SELINUX = os.path.exists("/sys/fs/selinux/enforce")
 
 
 class Containers:
-    def __init__(self, store: Store, image, container, sandboxes: Sandboxes, relays: LogRelays):
+    def __init__(self, store: Store, image, container, sandboxes: Sandboxes, relays: LogRelays,
+                 image_root: str):
         self._store = store
+        self._image_root = image_root
         self._image = image
         self._container = container
         self._sandboxes = sandboxes
@@ -267,9 +269,14 @@ class Containers:
 
     async def stats(self, ref: str) -> cri.ContainerStats:
         record = self._store.container(ref)
-        return await self._stats(record)
+        return await self._stats(record, await self._layer_sizes())
 
-    async def _stats(self, record: ContainerRecord) -> cri.ContainerStats:
+    async def _layer_sizes(self) -> dict[str, int]:
+        """Bytes in each container's writable layer (the image service's snapshot usage)."""
+        usage = await self._image.GetDiskUsage(image_pb2.GetDiskUsageRequest())
+        return {s.key: s.size for s in usage.snapshots}
+
+    async def _stats(self, record: ContainerRecord, layers: dict[str, int]) -> cri.ContainerStats:
         config = cri.ContainerConfig.FromString(record.config)
         out = cri.ContainerStats(attributes=cri.ContainerAttributes(
             id=record.id, metadata=config.metadata, labels=config.labels, annotations=config.annotations))
@@ -295,6 +302,11 @@ class Containers:
             # Not running: a sample of nothing, stamped now, as containerd reports one.
             out.cpu.timestamp = now
             out.memory.timestamp = now
+        if record.id in layers:
+            # On the image service's filesystem: the fs_id ImageFsInfo reports.
+            out.writable_layer.timestamp = now
+            out.writable_layer.fs_id.mountpoint = self._image_root
+            out.writable_layer.used_bytes.value = layers[record.id]
         return out
 
     async def list_stats(self, flt: cri.ContainerStatsFilter | None) -> list[cri.ContainerStats]:
@@ -309,7 +321,8 @@ class Containers:
                 if not convert.labels_match(config.labels, flt.label_selector):
                     continue
             records.append(record)
-        return list(await asyncio.gather(*(self._stats(r) for r in records)))
+        layers = await self._layer_sizes() if records else {}
+        return list(await asyncio.gather(*(self._stats(r, layers) for r in records)))
 
     async def update_resources(self, ref: str, resources: cri.LinuxContainerResources) -> None:
         record = self._store.container(ref)

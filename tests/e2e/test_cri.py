@@ -157,6 +157,7 @@ def test_pod_with_two_containers_sharing_its_network(engine, rt, pod):
         filter=cri.ContainerStatsFilter(pod_sandbox_id=sid)), timeout=30).stats
     assert {s.attributes.id for s in stats} == {server, client}
     assert all(s.cpu.timestamp and s.memory.timestamp for s in stats)
+    assert all(s.writable_layer.fs_id.mountpoint for s in stats)
 
     runtime.StopContainer(cri.StopContainerRequest(container_id=server, timeout=5), timeout=60)
     st = runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=server), timeout=30).status
