@@ -62,6 +62,8 @@ REGISTRY = (
     ServiceSpec("volume"),
     ServiceSpec("container", requires=("image", "network", "volume")),
     ServiceSpec("gateway", requires=("image", "network", "volume", "container")),
+    # The Kubernetes CRI: a second edge over the same node services, beside the gateway.
+    ServiceSpec("cri", requires=("image", "network", "container")),
 )
 
 
