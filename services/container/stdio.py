@@ -63,6 +63,11 @@ class Stdio:
             raise errors.FailedPrecondition(f"cannot attach: {exc.strerror}") from None
         return cls(sock, ctl_path)
 
+    @classmethod
+    async def of(cls, runtime, cid: str) -> "Stdio":
+        """The stdio of container `cid`'s current task (runtime: runtime.Runtime)."""
+        return await cls.connect(runtime.socket_dir, cid, os.path.join(runtime.bundle(cid).dir, "ctl"))
+
     async def read(self) -> tuple[int, bytes] | None:
         """The next piece of output as (stream, data); None once conmon closed the socket.
 

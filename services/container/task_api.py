@@ -61,7 +61,8 @@ async def exec_(service, requests):
 async def attach(service, requests):
     start = await _first(requests, "start")
     async for kind, value in control.attach(service, start.container_id, start.stdin,
-                                            start.size.height, start.size.width, requests):
+                                            start.size.height, start.size.width, requests,
+                                            next_run=start.next_run):
         if kind == "attached":
             yield pb.AttachContainerResponse(attached=True)
         elif kind == "exit":

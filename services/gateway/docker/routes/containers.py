@@ -194,7 +194,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     info = await containers.inspect(request.match_info["id"])
     chunks = containers.logs(
         info.id, convert.flag(q, "follow"), tail,
-        convert.to_pb_time(convert.timestamp(q.get("since"))), convert.to_pb_time(convert.timestamp(q.get("until"))))
+        convert.to_pb_time(convert.timestamp(q.get("since"))), convert.to_pb_time(convert.timestamp(q.get("until"))),
+        chunked=not timestamps)
     response = web.StreamResponse(headers={
         "Content-Type": stream_content_type(request[API_VERSION_KEY], tty=False)})
     await response.prepare(request)

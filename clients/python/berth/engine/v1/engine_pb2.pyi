@@ -156,6 +156,7 @@ class ContainerConfig(_message.Message):
     TTY_FIELD_NUMBER: _builtins.int
     OPEN_STDIN_FIELD_NUMBER: _builtins.int
     STDIN_ONCE_FIELD_NUMBER: _builtins.int
+    LOG_CONFIG_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Image reference or id: "busybox", "registry:5000/team/app:1.2", "sha256:..."."""
     name: _builtins.str
@@ -247,6 +248,13 @@ class ContainerConfig(_message.Message):
         it; absent keeps the image's.
         """
 
+    @_builtins.property
+    def log_config(self) -> Global___LogConfig:
+        """How the container's output is kept (`--log-driver`, `--log-opt`; docker's
+        HostConfig.LogConfig); absent takes the daemon default. An unknown driver
+        or option is INVALID_ARGUMENT, naming it.
+        """
+
     def __init__(
         self,
         *,
@@ -279,16 +287,72 @@ class ContainerConfig(_message.Message):
         tty: _builtins.bool = ...,
         open_stdin: _builtins.bool = ...,
         stdin_once: _builtins.bool = ...,
+        log_config: Global___LogConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "log_config", b"log_config", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "entrypoint", b"entrypoint", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "ipv4_address", b"ipv4_address", "labels", b"labels", "memory_bytes", b"memory_bytes", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "open_stdin", b"open_stdin", "pids_limit", b"pids_limit", "ports", b"ports", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "tty", b"tty", "user", b"user", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "entrypoint", b"entrypoint", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "ipv4_address", b"ipv4_address", "labels", b"labels", "log_config", b"log_config", "memory_bytes", b"memory_bytes", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "open_stdin", b"open_stdin", "pids_limit", b"pids_limit", "ports", b"ports", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "tty", b"tty", "user", b"user", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_timeout) -> _WhichOneofReturnType__stop_timeout | None: ...
 
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
+
+@_typing.final
+class LogConfig(_message.Message):
+    """LogConfig is a log driver with docker's names and options: "json-file"
+    (everything, or rotated by max-size/max-file/compress), "local" (rotated,
+    docker's defaults max-size 20m, max-file 5, compress true) or "none" (no
+    log; attach still sees all output). Every driver's log reads back byte for
+    byte with GetContainerLogs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DRIVER_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    driver: _builtins.str
+    """The driver; empty takes the daemon default driver with its options."""
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """docker's --log-opt keys: "max-size" ("10m"; -1 = no limit), "max-file"
+        (>= 1), "compress" ("true"/"false").
+        """
+
+    def __init__(
+        self,
+        *,
+        driver: _builtins.str = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogConfig: _TypeAlias = LogConfig  # noqa: Y015
 
 @_typing.final
 class ContainerNetwork(_message.Message):
@@ -1139,6 +1203,7 @@ class ContainerInfo(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     NETWORKS_FIELD_NUMBER: _builtins.int
     RESTART_COUNT_FIELD_NUMBER: _builtins.int
+    LOG_CONFIG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Full id (64 hex); never changes."""
     name: _builtins.str
@@ -1193,6 +1258,10 @@ class ContainerInfo(_message.Message):
     def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerNetwork]:
         """The networks it is on now."""
 
+    @_builtins.property
+    def log_config(self) -> Global___LogConfig:
+        """The log driver and options in force (the daemon default filled in)."""
+
     def __init__(
         self,
         *,
@@ -1215,10 +1284,11 @@ class ContainerInfo(_message.Message):
         ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
         networks: _abc.Iterable[Global___ContainerNetwork] | None = ...,
         restart_count: _builtins.int = ...,
+        log_config: Global___LogConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created", b"created", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created", b"created", "log_config", b"log_config", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "networks", b"networks", "path", b"path", "ports", b"ports", "restart_count", b"restart_count", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_config", b"log_config", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "networks", b"networks", "path", b"path", "ports", b"ports", "restart_count", b"restart_count", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3779,7 +3849,9 @@ class AttachContainerResponse(_message.Message):
 
     @_builtins.property
     def exit(self) -> Global___ExitStatus:
-        """With start_container: how the container ended; the stream ends."""
+        """How the container ended, after its last byte of output: always with
+        start_container, and without it when the process exited while attached.
+        """
 
     def __init__(
         self,

@@ -150,9 +150,37 @@ export interface ContainerConfig {
   openStdin: boolean;
   /** Close stdin once the first attached client leaves (`run -i` in the foreground). */
   stdinOnce: boolean;
+  /**
+   * How the container's output is kept (`--log-driver`, `--log-opt`; docker's
+   * HostConfig.LogConfig); absent takes the daemon default. An unknown driver
+   * or option is INVALID_ARGUMENT, naming it.
+   */
+  logConfig: LogConfig | undefined;
 }
 
 export interface ContainerConfig_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+/**
+ * LogConfig is a log driver with docker's names and options: "json-file"
+ * (everything, or rotated by max-size/max-file/compress), "local" (rotated,
+ * docker's defaults max-size 20m, max-file 5, compress true) or "none" (no
+ * log; attach still sees all output). Every driver's log reads back byte for
+ * byte with GetContainerLogs.
+ */
+export interface LogConfig {
+  /** The driver; empty takes the daemon default driver with its options. */
+  driver: string;
+  /**
+   * docker's --log-opt keys: "max-size" ("10m"; -1 = no limit), "max-file"
+   * (>= 1), "compress" ("true"/"false").
+   */
+  options: { [key: string]: string };
+}
+
+export interface LogConfig_OptionsEntry {
   key: string;
   value: string;
 }
@@ -503,6 +531,8 @@ export interface ContainerInfo {
   networks: ContainerNetwork[];
   /** Times the restart policy started the container again since the user last did. */
   restartCount: number;
+  /** The log driver and options in force (the daemon default filled in). */
+  logConfig: LogConfig | undefined;
 }
 
 /** ListContainersResponse carries the containers found. */
@@ -1336,7 +1366,10 @@ export interface AttachContainerResponse {
   output?:
     | OutputChunk
     | undefined;
-  /** With start_container: how the container ended; the stream ends. */
+  /**
+   * How the container ended, after its last byte of output: always with
+   * start_container, and without it when the process exited while attached.
+   */
   exit?: ExitStatus | undefined;
 }
 
@@ -1729,6 +1762,7 @@ function createBaseContainerConfig(): ContainerConfig {
     tty: false,
     openStdin: false,
     stdinOnce: false,
+    logConfig: undefined,
   };
 }
 
@@ -1820,6 +1854,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.stdinOnce !== false) {
       writer.uint32(496).bool(message.stdinOnce);
+    }
+    if (message.logConfig !== undefined) {
+      LogConfig.encode(message.logConfig, writer.uint32(882).fork()).join();
     }
     return writer;
   },
@@ -2072,6 +2109,14 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.stdinOnce = reader.bool();
             continue;
           }
+          case 110: {
+            if (tag !== 882) {
+              break;
+            }
+
+            message.logConfig = LogConfig.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2200,6 +2245,11 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.stdin_once)
         ? globalThis.Boolean(object.stdin_once)
         : false,
+      logConfig: isSet(object.logConfig)
+        ? LogConfig.fromJSON(object.logConfig)
+        : isSet(object.log_config)
+        ? LogConfig.fromJSON(object.log_config)
+        : undefined,
     };
   },
 
@@ -2298,6 +2348,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.stdinOnce !== false) {
       obj.stdinOnce = message.stdinOnce;
     }
+    if (message.logConfig !== undefined) {
+      obj.logConfig = LogConfig.toJSON(message.logConfig);
+    }
     return obj;
   },
 
@@ -2349,6 +2402,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.tty = object.tty ?? false;
     message.openStdin = object.openStdin ?? false;
     message.stdinOnce = object.stdinOnce ?? false;
+    message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
+      ? LogConfig.fromPartial(object.logConfig)
+      : undefined;
     return message;
   },
 };
@@ -2432,6 +2488,206 @@ export const ContainerConfig_LabelsEntry: MessageFns<ContainerConfig_LabelsEntry
   },
   fromPartial<I extends Exact<DeepPartial<ContainerConfig_LabelsEntry>, I>>(object: I): ContainerConfig_LabelsEntry {
     const message = createBaseContainerConfig_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseLogConfig(): LogConfig {
+  return { driver: "", options: {} };
+}
+
+export const LogConfig: MessageFns<LogConfig> = {
+  encode(message: LogConfig, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.driver !== "") {
+      writer.uint32(10).string(message.driver);
+    }
+    globalThis.Object.entries(message.options).forEach(([key, value]: [string, string]) => {
+      LogConfig_OptionsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogConfig {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogConfig();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = LogConfig_OptionsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.options[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogConfig {
+    return {
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      options: isObject(object.options)
+        ? (globalThis.Object.entries(object.options) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: LogConfig): unknown {
+    const obj: any = {};
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    if (message.options) {
+      const entries = globalThis.Object.entries(message.options) as [string, string][];
+      if (entries.length > 0) {
+        obj.options = {};
+        entries.forEach(([k, v]) => {
+          obj.options[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogConfig>, I>>(base?: I): LogConfig {
+    return LogConfig.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogConfig>, I>>(object: I): LogConfig {
+    const message = createBaseLogConfig();
+    message.driver = object.driver ?? "";
+    message.options = (globalThis.Object.entries(object.options ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseLogConfig_OptionsEntry(): LogConfig_OptionsEntry {
+  return { key: "", value: "" };
+}
+
+export const LogConfig_OptionsEntry: MessageFns<LogConfig_OptionsEntry> = {
+  encode(message: LogConfig_OptionsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogConfig_OptionsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogConfig_OptionsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogConfig_OptionsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: LogConfig_OptionsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogConfig_OptionsEntry>, I>>(base?: I): LogConfig_OptionsEntry {
+    return LogConfig_OptionsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogConfig_OptionsEntry>, I>>(object: I): LogConfig_OptionsEntry {
+    const message = createBaseLogConfig_OptionsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
@@ -5212,6 +5468,7 @@ function createBaseContainerInfo(): ContainerInfo {
     ports: [],
     networks: [],
     restartCount: 0,
+    logConfig: undefined,
   };
 }
 
@@ -5273,6 +5530,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     }
     if (message.restartCount !== 0) {
       writer.uint32(400).int32(message.restartCount);
+    }
+    if (message.logConfig !== undefined) {
+      LogConfig.encode(message.logConfig, writer.uint32(890).fork()).join();
     }
     return writer;
   },
@@ -5442,6 +5702,14 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
             message.restartCount = reader.int32();
             continue;
           }
+          case 111: {
+            if (tag !== 890) {
+              break;
+            }
+
+            message.logConfig = LogConfig.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5505,6 +5773,11 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
         : isSet(object.restart_count)
         ? globalThis.Number(object.restart_count)
         : 0,
+      logConfig: isSet(object.logConfig)
+        ? LogConfig.fromJSON(object.logConfig)
+        : isSet(object.log_config)
+        ? LogConfig.fromJSON(object.log_config)
+        : undefined,
     };
   },
 
@@ -5567,6 +5840,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     if (message.restartCount !== 0) {
       obj.restartCount = Math.round(message.restartCount);
     }
+    if (message.logConfig !== undefined) {
+      obj.logConfig = LogConfig.toJSON(message.logConfig);
+    }
     return obj;
   },
 
@@ -5598,6 +5874,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     message.ports = object.ports?.map((e) => PortBinding.fromPartial(e)) || [];
     message.networks = object.networks?.map((e) => ContainerNetwork.fromPartial(e)) || [];
     message.restartCount = object.restartCount ?? 0;
+    message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
+      ? LogConfig.fromPartial(object.logConfig)
+      : undefined;
     return message;
   },
 };
@@ -15686,8 +15965,11 @@ export const EngineServiceService = {
   },
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer: {
     path: "/berth.engine.v1.EngineService/RunContainer" as const,
@@ -15799,8 +16081,9 @@ export const EngineServiceService = {
     responseDeserialize: (value: Buffer): InspectContainerResponse => InspectContainerResponse.decode(value),
   },
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs: {
     path: "/berth.engine.v1.EngineService/GetContainerLogs" as const,
@@ -16209,9 +16492,11 @@ export const EngineServiceService = {
   },
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer: {
     path: "/berth.engine.v1.EngineService/AttachContainer" as const,
@@ -16355,8 +16640,11 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   createContainer: handleUnaryCall<CreateContainerRequest, CreateContainerResponse>;
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer: handleServerStreamingCall<RunContainerRequest, RunContainerResponse>;
   /** Start a created or stopped container. Starting a running one is not an error. */
@@ -16383,8 +16671,9 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   /** One container in full, as `berth inspect` shows it. */
   inspectContainer: handleUnaryCall<InspectContainerRequest, InspectContainerResponse>;
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs: handleServerStreamingCall<GetContainerLogsRequest, GetContainerLogsResponse>;
   /**
@@ -16504,9 +16793,11 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   inspectExec: handleUnaryCall<InspectExecRequest, InspectExecResponse>;
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer: handleBidiStreamingCall<AttachContainerRequest, AttachContainerResponse>;
   /** Freeze every process of a running container. */
@@ -16577,8 +16868,11 @@ export interface EngineServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer(
     request: RunContainerRequest,
@@ -16725,8 +17019,9 @@ export interface EngineServiceClient extends Client {
     callback: (error: ServiceError | null, response: InspectContainerResponse) => void,
   ): ClientUnaryCall;
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs(
     request: GetContainerLogsRequest,
@@ -17265,9 +17560,11 @@ export interface EngineServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer(): ClientDuplexStream<AttachContainerRequest, AttachContainerResponse>;
   attachContainer(options: Partial<CallOptions>): ClientDuplexStream<AttachContainerRequest, AttachContainerResponse>;
