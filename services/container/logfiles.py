@@ -85,7 +85,8 @@ def resolve(cfg: LogConfig, default: LogConfig) -> LogConfig:
     """The configuration in force: the daemon default for an empty driver, then the
     driver's defaults under the given options; refused when anything is unknown."""
     if not cfg.driver:
-        cfg = default
+        # Options without a driver are the default driver's, over the daemon's (docker merges so).
+        cfg = LogConfig(default.driver, tuple({**dict(default.options), **dict(cfg.options)}.items()))
     if cfg.driver not in DRIVERS:
         raise errors.InvalidArgument(
             f'logger: no log driver named "{cfg.driver}" is registered (berth has '
