@@ -13,9 +13,13 @@ own mounts: volumes, tmpfs) and the bundle's rootfs otherwise.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import errno
+import io
 import os
+import queue
 import stat
 import tarfile
 import tempfile
@@ -239,6 +243,58 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest_fd: int,
             pass
     finally:
         os.close(fd)
+
+
+class ChunkReader(io.RawIOBase):
+    """A file the extracting thread reads while the event loop hands it the upload's chunks,
+    so a `cp` into a container is extracted as it arrives rather than spooled first.
+
+    At most QUEUED chunks wait: put() holds the upload back when extraction is slower."""
+
+    QUEUED = 8
+
+    def __init__(self):
+        super().__init__()
+        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUED)
+        self._data = memoryview(b"")
+        self._failed: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._data:
+            if self._failed is not None:
+                raise self._failed
+            item = self._queue.get()
+            if item is None:
+                if self._failed is not None:
+                    raise self._failed
+                return 0
+            self._data = memoryview(item)
+        n = min(len(b), len(self._data))
+        b[:n] = self._data[:n]
+        self._data = self._data[n:]
+        return n
+
+    async def put(self, chunk: bytes | None, reader: asyncio.Future) -> bool:
+        """Hands a chunk over (None: the end); False when the reader has ended (the rest is
+        not wanted)."""
+        while True:
+            if reader.done():
+                return False
+            try:
+                self._queue.put_nowait(chunk)
+                return True
+            except queue.Full:
+                await asyncio.sleep(0.002)
+
+    def fail(self, failure: BaseException) -> None:
+        """The upload failed: the reader's next read raises `failure`."""
+        self._failed = failure
+        with contextlib.suppress(queue.Full):
+            # A reader waiting for a chunk wakes; one that is not sees the failure first.
+            self._queue.put_nowait(None)
 
 
 def spooled() -> tempfile.SpooledTemporaryFile:

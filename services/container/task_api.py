@@ -9,6 +9,8 @@ archive.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -124,13 +126,23 @@ async def copy_out(service, request: pb.CopyFromContainerRequest):
 async def copy_in(service, requests) -> None:
     header = await _first(requests, "header")
     root = control.root_of(service, header.id)
-    with archive.spooled() as f:
+    chunks = archive.ChunkReader()
+    # Extracted as it arrives: the transfer and the writes to the container's files overlap.
+    extracting = asyncio.ensure_future(asyncio.to_thread(
+        archive.extract, root, header.path, io.BufferedReader(chunks, CHUNK)))
+    try:
         async for req in requests:
             if req.WhichOneof("msg") != "chunk":
                 raise errors.InvalidArgument("one header, then chunks")
-            f.write(req.chunk)
-        f.seek(0)
-        await asyncio.to_thread(archive.extract, root, header.path, f)
+            if not await chunks.put(req.chunk, extracting):
+                break  # the extraction ended (the archive's end, or an error it raises below)
+        await chunks.put(None, extracting)
+    except BaseException:
+        chunks.fail(errors.InvalidArgument("the archive was cut short"))
+        with contextlib.suppress(Exception):
+            await extracting
+        raise
+    await extracting
 
 
 async def export(service, request: pb.ExportContainerRequest):
