@@ -297,6 +297,51 @@ class ChunkReader(io.RawIOBase):
             self._queue.put_nowait(None)
 
 
+class ChunkWriter:
+    """A file an archiving thread writes while the event loop sends what it wrote, so a
+    `cp` out of a container streams as the tar is made rather than after it was spooled.
+
+    Whole chunks of `size` travel through an asyncio queue of QUEUED: the thread waits
+    when the reader is slower. `next()` gives the chunks, then None after `finish()`."""
+
+    QUEUED = 8
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int):
+        self._loop = loop
+        self._size = size
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=self.QUEUED)
+        self._buf = bytearray()
+        self._gone = False
+
+    def write(self, b) -> int:
+        if self._gone:
+            raise BrokenPipeError("the reader went away")
+        self._buf += b
+        if len(self._buf) >= self._size:
+            self._send(bytes(self._buf))
+            self._buf.clear()
+        return len(b)
+
+    def finish(self) -> None:
+        """From the thread, at its end (after an error too): the rest, then the end mark."""
+        if self._buf and not self._gone:
+            self._send(bytes(self._buf))
+        self._send(None)
+
+    def _send(self, item: bytes | None) -> None:
+        if not self._gone:
+            asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop).result()
+
+    async def next(self) -> bytes | None:
+        return await self._queue.get()
+
+    def abandon(self) -> None:
+        """The reader stops: the thread's next write fails, a put it waits on completes."""
+        self._gone = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+
 def spooled() -> tempfile.SpooledTemporaryFile:
     """A buffer for an archive: memory for small ones, a temporary file past 8 MiB."""
     return tempfile.SpooledTemporaryFile(max_size=8 << 20)

@@ -117,10 +117,24 @@ async def _send_file(f, reply):
 
 async def copy_out(service, request: pb.CopyFromContainerRequest):
     root = control.root_of(service, request.id)
-    with archive.spooled() as f:
-        await asyncio.to_thread(archive.archive_path, root, request.path, f)
-        async for chunk in _send_file(f, pb.CopyFromContainerResponse):
-            yield chunk
+    out = archive.ChunkWriter(asyncio.get_running_loop(), CHUNK)
+
+    def make() -> None:
+        try:
+            archive.archive_path(root, request.path, out)
+        finally:
+            out.finish()
+    # Sent as it is made: reading the container's files and the transfer overlap.
+    making = asyncio.ensure_future(asyncio.to_thread(make))
+    try:
+        while (data := await out.next()) is not None:
+            yield pb.CopyFromContainerResponse(data=data)
+        await making  # its error, if it had one
+    finally:
+        out.abandon()
+        if not making.done():
+            with contextlib.suppress(Exception):
+                await making
 
 
 async def copy_in(service, requests) -> None:
