@@ -55,7 +55,7 @@ def measure(cli: list[str], image: str, tmp: str, env=None, keep_all: tuple[str,
     runs = int(os.environ.get("BENCH_BULK_RUNS", "3"))
     out: dict[str, float] = {}
 
-    def run(*args: str, capture: bool = False) -> str:
+    def run(*args: str) -> str:
         r = subprocess.run([*cli, *args], check=True, capture_output=True, text=True, env=env)
         return r.stdout.strip()
 
