@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from berth.engine.v1 import engine_pb2 as pb
+from tests import bench_output
 from tests.support.engine import PYTHON, REPO, Engine, _pss
 from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
 
@@ -135,13 +136,21 @@ def main() -> None:
         results["idle_after_runs_mib"], results["per_container_mib"] = berth.memory()
         results["idle_mib"] = idle_fresh
 
+        bulk = bench_output.measure(berth.cli, IMAGE, tmp, keep_all=bench_output.BERTH_KEEP_ALL)
+
         docker: dict[str, float] = {}
-        measured = Docker.available()
-        if measured:
-            d = Docker(tar_path)
-            docker = {"cli_run_ms": median_ms(d.cli_run, runs), "cycle_ms": median_ms(d.cycle, runs),
-                      "throughput_per_s": throughput(d.cli_run)}
+        docker_bulk = None
+        with bench_output.throwaway_dockerd() as docker_env:
+            if docker_env is not None:
+                os.environ.update(docker_env)
+            measured = Docker.available()
+            if measured:
+                d = Docker(tar_path)
+                docker = {"cli_run_ms": median_ms(d.cli_run, runs), "cycle_ms": median_ms(d.cycle, runs),
+                          "throughput_per_s": throughput(d.cli_run)}
+                docker_bulk = bench_output.measure(["docker"], "berth-bench-busybox", tmp)
         report(results, docker, measured)
+        bench_output.report(bulk, docker_bulk)
     finally:
         engine.stop()
         shutil.rmtree(tmp, ignore_errors=True)

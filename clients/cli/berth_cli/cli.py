@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from berth_cli import files, interactive, lifecycle, networks, registry, security, usage, volumes
+from berth_cli import files, interactive, lifecycle, logopts, networks, registry, security, usage, volumes
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
 USAGE_ERROR = 125
@@ -54,6 +54,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     networks.add_run_flags(p)
     lifecycle.add_run_flags(p)
     security.add_run_flags(p)
+    logopts.add_run_flags(p)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 

@@ -25,8 +25,11 @@ type EngineServiceClient interface {
 	// present (NOT_FOUND otherwise: the engine does not pull on its own).
 	CreateContainer(ctx context.Context, in *CreateContainerRequest, opts ...grpc.CallOption) (*CreateContainerResponse, error)
 	// Create and start a container (`berth run`). The first message carries the
-	// id; when attach is set, the container's output follows and the last message
-	// carries the exit status. auto_remove removes the container once it exits.
+	// id; when attach is set, the container's output follows, every byte of it,
+	// read from its stdio (attached before the process starts, never from its
+	// log), with back-pressure: a reader that stalls stalls the container's
+	// writes. The last message carries the exit status, after the last byte.
+	// auto_remove removes the container once it exits.
 	RunContainer(ctx context.Context, in *RunContainerRequest, opts ...grpc.CallOption) (EngineService_RunContainerClient, error)
 	// Start a created or stopped container. Starting a running one is not an error.
 	StartContainer(ctx context.Context, in *StartContainerRequest, opts ...grpc.CallOption) (*StartContainerResponse, error)
@@ -47,8 +50,9 @@ type EngineServiceClient interface {
 	ListContainers(ctx context.Context, in *ListContainersRequest, opts ...grpc.CallOption) (*ListContainersResponse, error)
 	// One container in full, as `berth inspect` shows it.
 	InspectContainer(ctx context.Context, in *InspectContainerRequest, opts ...grpc.CallOption) (*InspectContainerResponse, error)
-	// The container's output from its log, one message per line; with follow,
-	// new lines as they come until the container exits.
+	// The container's output from its log, one message per line with
+	// timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+	// written). With follow, new output as it comes until the container exits.
 	GetContainerLogs(ctx context.Context, in *GetContainerLogsRequest, opts ...grpc.CallOption) (EngineService_GetContainerLogsClient, error)
 	// Images.
 	// Load images from a `docker save` or OCI image-layout tarball streamed in
@@ -134,9 +138,11 @@ type EngineServiceClient interface {
 	// An exec and its state, while it runs and after it exited.
 	InspectExec(ctx context.Context, in *InspectExecRequest, opts ...grpc.CallOption) (*InspectExecResponse, error)
 	// Attach to a container's stdio. First request `start`; the first reply
-	// (`attached`) comes once nothing of its output can be missed, then output;
-	// with start.start_container the container is started after attaching and
-	// the last reply carries its exit status. Ending the stream detaches.
+	// (`attached`) comes once nothing of its output can be missed, then output
+	// (from the container's stdio, with back-pressure); with
+	// start.start_container the container is started after attaching (a stopped
+	// one is attached to its new run before its process starts) and the last
+	// reply carries its exit status. Ending the stream detaches.
 	AttachContainer(ctx context.Context, opts ...grpc.CallOption) (EngineService_AttachContainerClient, error)
 	// Freeze every process of a running container.
 	PauseContainer(ctx context.Context, in *PauseContainerRequest, opts ...grpc.CallOption) (*PauseContainerResponse, error)
@@ -992,8 +998,11 @@ type EngineServiceServer interface {
 	// present (NOT_FOUND otherwise: the engine does not pull on its own).
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
 	// Create and start a container (`berth run`). The first message carries the
-	// id; when attach is set, the container's output follows and the last message
-	// carries the exit status. auto_remove removes the container once it exits.
+	// id; when attach is set, the container's output follows, every byte of it,
+	// read from its stdio (attached before the process starts, never from its
+	// log), with back-pressure: a reader that stalls stalls the container's
+	// writes. The last message carries the exit status, after the last byte.
+	// auto_remove removes the container once it exits.
 	RunContainer(*RunContainerRequest, EngineService_RunContainerServer) error
 	// Start a created or stopped container. Starting a running one is not an error.
 	StartContainer(context.Context, *StartContainerRequest) (*StartContainerResponse, error)
@@ -1014,8 +1023,9 @@ type EngineServiceServer interface {
 	ListContainers(context.Context, *ListContainersRequest) (*ListContainersResponse, error)
 	// One container in full, as `berth inspect` shows it.
 	InspectContainer(context.Context, *InspectContainerRequest) (*InspectContainerResponse, error)
-	// The container's output from its log, one message per line; with follow,
-	// new lines as they come until the container exits.
+	// The container's output from its log, one message per line with
+	// timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+	// written). With follow, new output as it comes until the container exits.
 	GetContainerLogs(*GetContainerLogsRequest, EngineService_GetContainerLogsServer) error
 	// Images.
 	// Load images from a `docker save` or OCI image-layout tarball streamed in
@@ -1101,9 +1111,11 @@ type EngineServiceServer interface {
 	// An exec and its state, while it runs and after it exited.
 	InspectExec(context.Context, *InspectExecRequest) (*InspectExecResponse, error)
 	// Attach to a container's stdio. First request `start`; the first reply
-	// (`attached`) comes once nothing of its output can be missed, then output;
-	// with start.start_container the container is started after attaching and
-	// the last reply carries its exit status. Ending the stream detaches.
+	// (`attached`) comes once nothing of its output can be missed, then output
+	// (from the container's stdio, with back-pressure); with
+	// start.start_container the container is started after attaching (a stopped
+	// one is attached to its new run before its process starts) and the last
+	// reply carries its exit status. Ending the stream detaches.
 	AttachContainer(EngineService_AttachContainerServer) error
 	// Freeze every process of a running container.
 	PauseContainer(context.Context, *PauseContainerRequest) (*PauseContainerResponse, error)

@@ -338,8 +338,11 @@ class EngineServiceServicer:
 
     def RunContainer(self, request, context):
         """Create and start a container (`berth run`). The first message carries the
-        id; when attach is set, the container's output follows and the last message
-        carries the exit status. auto_remove removes the container once it exits.
+        id; when attach is set, the container's output follows, every byte of it,
+        read from its stdio (attached before the process starts, never from its
+        log), with back-pressure: a reader that stalls stalls the container's
+        writes. The last message carries the exit status, after the last byte.
+        auto_remove removes the container once it exits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -405,8 +408,9 @@ class EngineServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetContainerLogs(self, request, context):
-        """The container's output from its log, one message per line; with follow,
-        new lines as they come until the container exits.
+        """The container's output from its log, one message per line with
+        timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+        written). With follow, new output as it comes until the container exits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -657,9 +661,11 @@ class EngineServiceServicer:
 
     def AttachContainer(self, request_iterator, context):
         """Attach to a container's stdio. First request `start`; the first reply
-        (`attached`) comes once nothing of its output can be missed, then output;
-        with start.start_container the container is started after attaching and
-        the last reply carries its exit status. Ending the stream detaches.
+        (`attached`) comes once nothing of its output can be missed, then output
+        (from the container's stdio, with back-pressure); with
+        start.start_container the container is started after attaching (a stopped
+        one is attached to its new run before its process starts) and the last
+        reply carries its exit status. Ending the stream detaches.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

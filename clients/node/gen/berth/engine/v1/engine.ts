@@ -247,7 +247,15 @@ export interface ContainerConfig {
    */
   securityOpt: string[];
   /** Links, MAC, IPv6 address ... asked for on its network (NetworkingConfig). */
-  endpointSettings: NetworkEndpointSettings | undefined;
+  endpointSettings:
+    | NetworkEndpointSettings
+    | undefined;
+  /**
+   * How the container's output is kept (`--log-driver`, `--log-opt`; docker's
+   * HostConfig.LogConfig); absent takes the daemon default. An unknown driver
+   * or option is INVALID_ARGUMENT, naming it.
+   */
+  logConfig: LogConfig | undefined;
 }
 
 export interface ContainerConfig_LabelsEntry {
@@ -256,6 +264,28 @@ export interface ContainerConfig_LabelsEntry {
 }
 
 export interface ContainerConfig_SysctlsEntry {
+  key: string;
+  value: string;
+}
+
+/**
+ * LogConfig is a log driver with docker's names and options: "json-file"
+ * (everything, or rotated by max-size/max-file/compress), "local" (rotated,
+ * docker's defaults max-size 20m, max-file 5, compress true) or "none" (no
+ * log; attach still sees all output). Every driver's log reads back byte for
+ * byte with GetContainerLogs.
+ */
+export interface LogConfig {
+  /** The driver; empty takes the daemon default driver with its options. */
+  driver: string;
+  /**
+   * docker's --log-opt keys: "max-size" ("10m"; -1 = no limit), "max-file"
+   * (>= 1), "compress" ("true"/"false").
+   */
+  options: { [key: string]: string };
+}
+
+export interface LogConfig_OptionsEntry {
   key: string;
   value: string;
 }
@@ -677,6 +707,8 @@ export interface ContainerInfo {
   networks: ContainerNetwork[];
   /** Times the restart policy started the container again since the user last did. */
   restartCount: number;
+  /** The log driver and options in force (the daemon default filled in). */
+  logConfig: LogConfig | undefined;
 }
 
 /** ListContainersResponse carries the containers found. */
@@ -1551,7 +1583,10 @@ export interface AttachContainerResponse {
   output?:
     | OutputChunk
     | undefined;
-  /** With start_container: how the container ended; the stream ends. */
+  /**
+   * How the container ended, after its last byte of output: always with
+   * start_container, and without it when the process exited while attached.
+   */
   exit?: ExitStatus | undefined;
 }
 
@@ -1966,6 +2001,7 @@ function createBaseContainerConfig(): ContainerConfig {
     runtime: "",
     securityOpt: [],
     endpointSettings: undefined,
+    logConfig: undefined,
   };
 }
 
@@ -2123,6 +2159,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.endpointSettings !== undefined) {
       NetworkEndpointSettings.encode(message.endpointSettings, writer.uint32(1042).fork()).join();
+    }
+    if (message.logConfig !== undefined) {
+      LogConfig.encode(message.logConfig, writer.uint32(882).fork()).join();
     }
     return writer;
   },
@@ -2554,6 +2593,14 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.endpointSettings = NetworkEndpointSettings.decode(reader, reader.uint32());
             continue;
           }
+          case 110: {
+            if (tag !== 882) {
+              break;
+            }
+
+            message.logConfig = LogConfig.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2785,6 +2832,11 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.endpoint_settings)
         ? NetworkEndpointSettings.fromJSON(object.endpoint_settings)
         : undefined,
+      logConfig: isSet(object.logConfig)
+        ? LogConfig.fromJSON(object.logConfig)
+        : isSet(object.log_config)
+        ? LogConfig.fromJSON(object.log_config)
+        : undefined,
     };
   },
 
@@ -2955,6 +3007,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.endpointSettings !== undefined) {
       obj.endpointSettings = NetworkEndpointSettings.toJSON(message.endpointSettings);
     }
+    if (message.logConfig !== undefined) {
+      obj.logConfig = LogConfig.toJSON(message.logConfig);
+    }
     return obj;
   },
 
@@ -3037,6 +3092,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.securityOpt = object.securityOpt?.map((e) => e) || [];
     message.endpointSettings = (object.endpointSettings !== undefined && object.endpointSettings !== null)
       ? NetworkEndpointSettings.fromPartial(object.endpointSettings)
+      : undefined;
+    message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
+      ? LogConfig.fromPartial(object.logConfig)
       : undefined;
     return message;
   },
@@ -3206,6 +3264,206 @@ export const ContainerConfig_SysctlsEntry: MessageFns<ContainerConfig_SysctlsEnt
   },
   fromPartial<I extends Exact<DeepPartial<ContainerConfig_SysctlsEntry>, I>>(object: I): ContainerConfig_SysctlsEntry {
     const message = createBaseContainerConfig_SysctlsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseLogConfig(): LogConfig {
+  return { driver: "", options: {} };
+}
+
+export const LogConfig: MessageFns<LogConfig> = {
+  encode(message: LogConfig, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.driver !== "") {
+      writer.uint32(10).string(message.driver);
+    }
+    globalThis.Object.entries(message.options).forEach(([key, value]: [string, string]) => {
+      LogConfig_OptionsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogConfig {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogConfig();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = LogConfig_OptionsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.options[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogConfig {
+    return {
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      options: isObject(object.options)
+        ? (globalThis.Object.entries(object.options) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: LogConfig): unknown {
+    const obj: any = {};
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    if (message.options) {
+      const entries = globalThis.Object.entries(message.options) as [string, string][];
+      if (entries.length > 0) {
+        obj.options = {};
+        entries.forEach(([k, v]) => {
+          obj.options[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogConfig>, I>>(base?: I): LogConfig {
+    return LogConfig.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogConfig>, I>>(object: I): LogConfig {
+    const message = createBaseLogConfig();
+    message.driver = object.driver ?? "";
+    message.options = (globalThis.Object.entries(object.options ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseLogConfig_OptionsEntry(): LogConfig_OptionsEntry {
+  return { key: "", value: "" };
+}
+
+export const LogConfig_OptionsEntry: MessageFns<LogConfig_OptionsEntry> = {
+  encode(message: LogConfig_OptionsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogConfig_OptionsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogConfig_OptionsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogConfig_OptionsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: LogConfig_OptionsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogConfig_OptionsEntry>, I>>(base?: I): LogConfig_OptionsEntry {
+    return LogConfig_OptionsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogConfig_OptionsEntry>, I>>(object: I): LogConfig_OptionsEntry {
+    const message = createBaseLogConfig_OptionsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
@@ -6835,6 +7093,7 @@ function createBaseContainerInfo(): ContainerInfo {
     ports: [],
     networks: [],
     restartCount: 0,
+    logConfig: undefined,
   };
 }
 
@@ -6896,6 +7155,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     }
     if (message.restartCount !== 0) {
       writer.uint32(400).int32(message.restartCount);
+    }
+    if (message.logConfig !== undefined) {
+      LogConfig.encode(message.logConfig, writer.uint32(890).fork()).join();
     }
     return writer;
   },
@@ -7065,6 +7327,14 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
             message.restartCount = reader.int32();
             continue;
           }
+          case 111: {
+            if (tag !== 890) {
+              break;
+            }
+
+            message.logConfig = LogConfig.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7128,6 +7398,11 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
         : isSet(object.restart_count)
         ? globalThis.Number(object.restart_count)
         : 0,
+      logConfig: isSet(object.logConfig)
+        ? LogConfig.fromJSON(object.logConfig)
+        : isSet(object.log_config)
+        ? LogConfig.fromJSON(object.log_config)
+        : undefined,
     };
   },
 
@@ -7190,6 +7465,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     if (message.restartCount !== 0) {
       obj.restartCount = Math.round(message.restartCount);
     }
+    if (message.logConfig !== undefined) {
+      obj.logConfig = LogConfig.toJSON(message.logConfig);
+    }
     return obj;
   },
 
@@ -7221,6 +7499,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     message.ports = object.ports?.map((e) => PortBinding.fromPartial(e)) || [];
     message.networks = object.networks?.map((e) => ContainerNetwork.fromPartial(e)) || [];
     message.restartCount = object.restartCount ?? 0;
+    message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
+      ? LogConfig.fromPartial(object.logConfig)
+      : undefined;
     return message;
   },
 };
@@ -17801,8 +18082,11 @@ export const EngineServiceService = {
   },
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer: {
     path: "/berth.engine.v1.EngineService/RunContainer" as const,
@@ -17914,8 +18198,9 @@ export const EngineServiceService = {
     responseDeserialize: (value: Buffer): InspectContainerResponse => InspectContainerResponse.decode(value),
   },
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs: {
     path: "/berth.engine.v1.EngineService/GetContainerLogs" as const,
@@ -18324,9 +18609,11 @@ export const EngineServiceService = {
   },
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer: {
     path: "/berth.engine.v1.EngineService/AttachContainer" as const,
@@ -18470,8 +18757,11 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   createContainer: handleUnaryCall<CreateContainerRequest, CreateContainerResponse>;
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer: handleServerStreamingCall<RunContainerRequest, RunContainerResponse>;
   /** Start a created or stopped container. Starting a running one is not an error. */
@@ -18498,8 +18788,9 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   /** One container in full, as `berth inspect` shows it. */
   inspectContainer: handleUnaryCall<InspectContainerRequest, InspectContainerResponse>;
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs: handleServerStreamingCall<GetContainerLogsRequest, GetContainerLogsResponse>;
   /**
@@ -18619,9 +18910,11 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   inspectExec: handleUnaryCall<InspectExecRequest, InspectExecResponse>;
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer: handleBidiStreamingCall<AttachContainerRequest, AttachContainerResponse>;
   /** Freeze every process of a running container. */
@@ -18692,8 +18985,11 @@ export interface EngineServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer(
     request: RunContainerRequest,
@@ -18840,8 +19136,9 @@ export interface EngineServiceClient extends Client {
     callback: (error: ServiceError | null, response: InspectContainerResponse) => void,
   ): ClientUnaryCall;
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs(
     request: GetContainerLogsRequest,
@@ -19380,9 +19677,11 @@ export interface EngineServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer(): ClientDuplexStream<AttachContainerRequest, AttachContainerResponse>;
   attachContainer(options: Partial<CallOptions>): ClientDuplexStream<AttachContainerRequest, AttachContainerResponse>;
