@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.gateway.backends.interfaces import (ContainerBackend, ExecBackend, ImageBackend,
-                                                  NetworkBackend, RegistryBackend, SystemBackend,
-                                                  VolumeBackend)
+from services.gateway.backends.interfaces import (BuildBackend, ContainerBackend, ExecBackend,
+                                                  ImageBackend, NetworkBackend, RegistryBackend,
+                                                  SystemBackend, VolumeBackend)
 
 
 @dataclass(frozen=True)
@@ -23,3 +23,4 @@ class Backends:
     networks: NetworkBackend
     volumes: VolumeBackend
     registry: RegistryBackend
+    builds: BuildBackend
