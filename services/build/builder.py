@@ -645,8 +645,9 @@ class Build:
         else:
             plan = []
             for src in sources:
-                if src in heredoc_files:
-                    plan.append(("heredoc", src))
+                here = re.fullmatch(r"<<-?['\"]?(\w+)['\"]?", src)
+                if here and here.group(1) in heredoc_files:
+                    plan.append(("heredoc", here.group(1)))
                 elif kw == "ADD" and re.match(r"^https?://", src):
                     plan.append(("url", src))
                 elif kw == "ADD" and re.match(r"^git@|\.git(#.*)?$", src):

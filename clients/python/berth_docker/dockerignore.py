@@ -56,7 +56,7 @@ class Matcher:
         parts = path.split("/")
         matched = False
         for p in self.patterns:
-            if p.exclusion != matched:
+            if p.exclusion == matched:
                 # Only a pattern that could change the answer is worth trying.
                 hit = bool(p.regex.fullmatch(path))
                 if not hit:
