@@ -64,7 +64,7 @@ def test_words_quotes_and_substitution():
 
 
 def test_exec_form_and_key_values():
-    ins = df.parse('FROM b\nCMD ["a", "b c"]\nENV K=v "Q=x y" \\\n  R=$K\nENV OLD form value\n').stages[0].instructions
+    ins = df.parse('FROM b\nCMD ["a", "b c"]\nENV K=v Q="x y" \\\n  R=$K\nENV OLD form value\n').stages[0].instructions
     assert ins[0].json_args() == ["a", "b c"]
     assert df.key_values(ins[1], "\\", {"K": "v0"}) == [("K", "v"), ("Q", "x y"), ("R", "v0")]
     assert df.key_values(ins[2], "\\", {}) == [("OLD", "form value")]

@@ -33,7 +33,13 @@ from berth_docker.reference import familiar
 from berth_errors import not_implemented
 
 CHUNK = 1 << 20
-_TRUE = ("1", "true", "True")
+def _flag(request: web.Request, name: str, default: bool = False) -> bool:
+    """A boolean parameter as the SDKs spell it: 1/0, true/false, True/False."""
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    return value.lower() in ("1", "true")
+
 # Parameters the legacy CLI always sends; any value but these is a request berth refuses.
 _ZERO = {"memory": "0", "memswap": "0", "cpushares": "0", "cpuperiod": "0", "cpuquota": "0",
          "cpusetcpus": "", "cpusetmems": "", "cgroupparent": "", "ulimits": "null", "squash": "0",
@@ -67,7 +73,7 @@ def options_from_query(request: web.Request) -> build_pb2.BuildOptions:
     q = request.query
     for name, zero in _ZERO.items():
         value = q.get(name, zero)
-        if value not in (zero, "", "0", "false", "[]", "{}", "null"):
+        if value not in (zero, "", "0", "false", "False", "[]", "{}", "null"):
             raise not_implemented(f"build parameter {name}={value}")
     if q.get("version", "1") != "1":
         raise not_implemented("BuildKit builds (version=2): use the legacy builder (DOCKER_BUILDKIT=0)")
@@ -88,7 +94,7 @@ def options_from_query(request: web.Request) -> build_pb2.BuildOptions:
         extra_hosts.extend(h for h in value.split(",") if h)
     return build_pb2.BuildOptions(
         dockerfile=q.get("dockerfile", ""), tags=q.getall("t", []), build_args=build_args,
-        no_cache=q.get("nocache", "") in _TRUE, pull=q.get("pull", "") not in ("", "0", "false"),
+        no_cache=_flag(request, "nocache"), pull=_flag(request, "pull"),
         target=q.get("target", ""), labels=labels,
         network_mode="" if network == "default" else network, platform=q.get("platform", ""),
         cache_from=cache_from, extra_hosts=extra_hosts, shm_size=shm_size)
@@ -146,9 +152,9 @@ def _short(image_id: str) -> str:
 
 async def build(request: web.Request) -> web.StreamResponse:
     options = options_from_query(request)
-    quiet = request.query.get("q", "") in _TRUE
+    quiet = _flag(request, "q")
     warnings = []
-    if request.query.get("rm", "1") in ("0", "false") and request.query.get("forcerm", "") not in _TRUE:
+    if not _flag(request, "rm", True) and not _flag(request, "forcerm"):
         warnings.append({"stream": "[Warning] berth removes the container of every RUN step once it "
                                    "ran: rm=false keeps none\n"})
     events = _builds(request).build(options, _body(request))
@@ -187,5 +193,5 @@ async def prune(request: web.Request) -> web.Response:
         raise not_implemented(f"build cache prune filters ({', '.join(sorted(filters))})")
     if q.get("keep-storage", "0") not in ("", "0"):
         raise not_implemented("build cache prune keep-storage")
-    deleted, reclaimed = await _builds(request).prune(q.get("all", "") in _TRUE)
+    deleted, reclaimed = await _builds(request).prune(_flag(request, "all"))
     return json_response({"CachesDeleted": deleted, "SpaceReclaimed": reclaimed})
