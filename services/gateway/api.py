@@ -198,7 +198,10 @@ class EngineApi(engine_pb2_grpc.EngineServiceServicer):
         return _EMPTY
 
     async def GetDiskUsage(self, request, context):
-        return await self._system.df()
+        usage = await self._system.df()
+        if self._builds is not None:
+            usage.build_cache.extend(await self._builds.cache())
+        return usage
 
     async def PruneSystem(self, request, context):
         return await self._system.prune(request.all, request.volumes)

@@ -65,6 +65,15 @@ def test_docker_build_runs_copies_and_caches(docker, tmp_path):
     # --no-cache re-uses nothing.
     fresh = docker("build", "--no-cache", "-t", tag, ".", cwd=ctx).stdout.decode()
     assert "Using cache" not in fresh and "Running in" in fresh
+
+    # The cache is counted by system df and emptied by builder prune.
+    df = json.loads(docker("system", "df", "--format", "{{json .}}").stdout.splitlines()[-1])
+    assert df["Type"] == "Build Cache" and int(df["TotalCount"]) >= 3
+    docker("rmi", tag)
+    pruned = docker("builder", "prune", "-af")
+    assert pruned.returncode == 0, pruned.stderr.decode()
+    rebuilt = docker("build", "-t", tag, ".", cwd=ctx).stdout.decode()
+    assert "Using cache" not in rebuilt
     docker("rmi", tag)
 
 
@@ -181,4 +190,11 @@ def test_berth_build_with_a_dockerfile_outside_the_context_and_target(engine, bu
     assert image_id.startswith("sha256:")
     out = engine.cli("run", "--rm", tag, "cat", "/in/data.txt")
     assert out.stdout == "data\n"
+
+    # The cache outlives the build service: killed, restarted, every step still cached.
+    engine.kill_service("build")
+    engine.wait_serving("build", timeout=60)
+    again = engine.cli("build", "-f", str(dockerfile), "--target", "base", "-t", tag, str(ctx))
+    assert again.returncode == 0, again.stderr
+    assert "#2 CACHED" in again.stderr
     assert engine.cli("rmi", tag).returncode == 0

@@ -28,7 +28,8 @@ class Builds:
             yield build_pb2.BuildRequest(options=options)
             async for chunk in chunks:
                 yield build_pb2.BuildRequest(chunk=chunk)
-        async for reply in self._build.Build(requests()):
+        # A build waits for a build service that is restarting rather than fail at once.
+        async for reply in self._build.Build(requests(), wait_for_ready=True):
             if reply.event.HasField("result"):
                 for name in reply.event.result.tags:
                     self._publish("image", "tag", reply.event.result.image_id, {"name": familiar(name)})

@@ -48,7 +48,10 @@ _RED, _RESET = "\x1b[91m", "\x1b[0m"
 
 
 def _builds(request: web.Request) -> BuildBackend:
-    return backends(request).builds
+    builds = backends(request).builds
+    if builds is None:
+        raise not_implemented("build (this gateway runs without the build service)")
+    return builds
 
 
 def register(router) -> None:

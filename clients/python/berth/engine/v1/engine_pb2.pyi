@@ -3366,6 +3366,7 @@ class GetDiskUsageResponse(_message.Message):
     IMAGES_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
+    BUILD_CACHE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def summary(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskUsageSummary]:
         """One line per kind."""
@@ -3382,6 +3383,10 @@ class GetDiskUsageResponse(_message.Message):
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeUsage]:
         """Every volume."""
 
+    @_builtins.property
+    def build_cache(self) -> _containers.RepeatedCompositeFieldContainer[_build_pb2.BuildCacheEntry]:
+        """Every build cache entry (the build service's)."""
+
     def __init__(
         self,
         *,
@@ -3389,10 +3394,11 @@ class GetDiskUsageResponse(_message.Message):
         images: _abc.Iterable[Global___ImageUsage] | None = ...,
         containers: _abc.Iterable[Global___ContainerUsage] | None = ...,
         volumes: _abc.Iterable[Global___VolumeUsage] | None = ...,
+        build_cache: _abc.Iterable[_build_pb2.BuildCacheEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "images", b"images", "summary", b"summary", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_cache", b"build_cache", "containers", b"containers", "images", b"images", "summary", b"summary", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

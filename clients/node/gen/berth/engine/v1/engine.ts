@@ -26,7 +26,7 @@ import {
 } from "@grpc/grpc-js";
 import { Empty } from "../../../google/protobuf/empty";
 import { Timestamp } from "../../../google/protobuf/timestamp";
-import { BuildEvent, BuildOptions } from "../../types/v1/build";
+import { BuildCacheEntry, BuildEvent, BuildOptions } from "../../types/v1/build";
 import { FileChange } from "../../types/v1/file_change";
 import { HealthConfig } from "../../types/v1/healthcheck";
 import { PortBinding } from "../../types/v1/port";
@@ -1190,6 +1190,8 @@ export interface GetDiskUsageResponse {
   containers: ContainerUsage[];
   /** Every volume. */
   volumes: VolumeUsage[];
+  /** Every build cache entry (the build service's). */
+  buildCache: BuildCacheEntry[];
 }
 
 /** CreateExecRequest describes the command to run in a container. */
@@ -12757,7 +12759,7 @@ export const GetDiskUsageRequest: MessageFns<GetDiskUsageRequest> = {
 };
 
 function createBaseGetDiskUsageResponse(): GetDiskUsageResponse {
-  return { summary: [], images: [], containers: [], volumes: [] };
+  return { summary: [], images: [], containers: [], volumes: [], buildCache: [] };
 }
 
 export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
@@ -12773,6 +12775,9 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     }
     for (const v of message.volumes) {
       VolumeUsage.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.buildCache) {
+      BuildCacheEntry.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -12822,6 +12827,14 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
             message.volumes.push(VolumeUsage.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.buildCache.push(BuildCacheEntry.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -12844,6 +12857,11 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
         ? object.containers.map((e: any) => ContainerUsage.fromJSON(e))
         : [],
       volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => VolumeUsage.fromJSON(e)) : [],
+      buildCache: globalThis.Array.isArray(object?.buildCache)
+        ? object.buildCache.map((e: any) => BuildCacheEntry.fromJSON(e))
+        : globalThis.Array.isArray(object?.build_cache)
+        ? object.build_cache.map((e: any) => BuildCacheEntry.fromJSON(e))
+        : [],
     };
   },
 
@@ -12861,6 +12879,9 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     if (message.volumes?.length) {
       obj.volumes = message.volumes.map((e) => VolumeUsage.toJSON(e));
     }
+    if (message.buildCache?.length) {
+      obj.buildCache = message.buildCache.map((e) => BuildCacheEntry.toJSON(e));
+    }
     return obj;
   },
 
@@ -12873,6 +12894,7 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     message.images = object.images?.map((e) => ImageUsage.fromPartial(e)) || [];
     message.containers = object.containers?.map((e) => ContainerUsage.fromPartial(e)) || [];
     message.volumes = object.volumes?.map((e) => VolumeUsage.fromPartial(e)) || [];
+    message.buildCache = object.buildCache?.map((e) => BuildCacheEntry.fromPartial(e)) || [];
     return message;
   },
 };
