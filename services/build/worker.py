@@ -169,12 +169,12 @@ class Worker:
             mounts = list(endpoint.mounts)
             if opts.extra_hosts:
                 hosts_dir, mounts = self._with_extra_hosts(cid, mounts, opts.extra_hosts)
-            if opts.shm_size:
-                mounts.append(mount_pb2.Mount(type="tmpfs", source="shm", target="/dev/shm", options=[
-                    "nosuid", "noexec", "nodev", "mode=1777", f"size={opts.shm_size}"]))
             mounts.extend(opts.mounts)
+            # Security left as it comes: the container service's defaults (capabilities,
+            # seccomp, masked paths), as for `docker run` without options.
             spec = container_pb2.Spec(
                 rootfs=rootfs, mounts=mounts, netns_path=endpoint.netns_path, hostname=cid[:12],
+                security=container_pb2.Security(shm_size=opts.shm_size),
                 process=container_pb2.Process(args=opts.argv, env=opts.env, cwd=opts.cwd or "/",
                                               user=opts.user))
             await self.container.CreateContainer(container_pb2.CreateContainerRequest(

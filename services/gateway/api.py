@@ -152,7 +152,7 @@ class EngineApi(engine_pb2_grpc.EngineServiceServicer):
         return _EMPTY
 
     async def PruneNetworks(self, request, context):
-        return engine_pb2.PruneNetworksResponse(removed=await self._networks.prune())
+        return engine_pb2.PruneNetworksResponse(removed=await self._networks.prune(request))
 
     async def ConnectNetwork(self, request, context):
         await self._networks.connect(request)

@@ -51,10 +51,7 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     for key in body.get("ExposedPorts") or {}:
         ports_mod.port_key(key)
     cfg.publish_all = bool(host.get("PublishAllPorts"))
-    for endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():
-        endpoint = endpoint or {}
-        cfg.network_aliases.extend(endpoint.get("Aliases") or [])
-        cfg.ipv4_address = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or cfg.ipv4_address
+    _endpoint_settings(body, host, cfg)
     cfg.volumes_from.extend(_strings(host.get("VolumesFrom"), "VolumesFrom"))
     cfg.tty = bool(body.get("Tty"))
     cfg.open_stdin = bool(body.get("OpenStdin"))
@@ -192,15 +189,44 @@ def _strings(value, field: str) -> list[str]:
     return value
 
 
+def _endpoint_settings(body: Mapping, host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
+    """NetworkingConfig's endpoint (its first network), HostConfig.Links and the old
+    Config.MacAddress, into the container's network settings."""
+    settings = cfg.endpoint_settings
+    for endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():
+        endpoint = endpoint or {}
+        if not isinstance(endpoint, Mapping):
+            raise InvalidArgument("invalid EndpointsConfig entry: expected an object")
+        ipam = endpoint.get("IPAMConfig") or {}
+        cfg.network_aliases.extend(_strings(endpoint.get("Aliases"), "Aliases"))
+        cfg.ipv4_address = ipam.get("IPv4Address") or cfg.ipv4_address
+        settings.ipv6_address = ipam.get("IPv6Address") or settings.ipv6_address
+        settings.link_local_ips.extend(_strings(ipam.get("LinkLocalIPs"), "LinkLocalIPs"))
+        settings.links.extend(_strings(endpoint.get("Links"), "Links"))
+        settings.mac_address = endpoint.get("MacAddress") or settings.mac_address
+        opts = endpoint.get("DriverOpts") or {}
+        if not isinstance(opts, Mapping):
+            raise InvalidArgument("invalid DriverOpts: expected an object of strings")
+        settings.driver_opts.update({str(k): str(v) for k, v in opts.items()})
+    # Legacy links: on a user-defined network docker treats them as the endpoint's links.
+    # (the docker CLI sends them in both places).
+    links = [*settings.links, *_strings(host.get("Links"), "HostConfig.Links")]
+    del settings.links[:]
+    settings.links.extend(dict.fromkeys(links))
+    settings.mac_address = settings.mac_address or body.get("MacAddress") or ""
+    if cfg.network_mode.startswith("container:") and (
+            cfg.network_aliases or cfg.ipv4_address or settings.ByteSize() or body.get("Hostname")):
+        raise InvalidArgument("conflicting options: a container that shares another container's "
+                              "network cannot set its own hostname, address, aliases, links or MAC")
+
+
 def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
     endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
     mode = host.get("NetworkMode") or ""
     extra = [n for n in endpoints if n not in (mode, "default", "bridge")]
     if extra:
         raise not_implemented("creating a container on more than one network (connect it afterwards)")
-    if any((e or {}).get("Links") for e in endpoints.values()):
-        raise not_implemented("links")
-    for key in ("Dns", "ExtraHosts", "Links"):
+    for key in ("Dns", "ExtraHosts"):
         if host.get(key):
             raise not_implemented(f"HostConfig.{key}")
 

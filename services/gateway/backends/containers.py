@@ -209,6 +209,12 @@ class Containers:
         image_id, image_config = await self._image_configs.resolve(cfg.image)
         process = convert.resolve_process(image_config, cfg)
         network_mode = cfg.network_mode or networks_mod.DEFAULT_NETWORK
+        shared_endpoint = None
+        if network_mode.startswith(networks_mod.CONTAINER_MODE):
+            # `--network container:<ref>` (compose's `network_mode: service:x`): its namespace.
+            target, _ = await self.record(network_mode.removeprefix(networks_mod.CONTAINER_MODE))
+            network_mode = networks_mod.CONTAINER_MODE + target.id
+            shared_endpoint = await networks_mod.shared_endpoint(self._network, target.id)
         cid = secrets.token_hex(32)
         labels = {**image_config.labels, **cfg.labels}
         name = cfg.name or names.generate()
@@ -219,7 +225,7 @@ class Containers:
 
         shared = await self._volumes_from(cfg.volumes_from)
         attach = networks_mod.attach_request(cid, name, cfg, image_config)
-        snapshot, endpoint = await self._prepare(cid, image_id, network_mode, attach)
+        snapshot, endpoint = await self._prepare(cid, image_id, network_mode, attach, shared_endpoint)
         try:
             mounts = await self._mounter.resolve(cid, image_id, cfg.mounts, shared, image_config.volumes)
         except BaseException:
@@ -277,11 +283,14 @@ class Containers:
         return shared
 
     async def _prepare(self, cid: str, image_id: str, network_mode: str,
-                       attach: network_pb2.CreateEndpointRequest | None = None):
-        """Snapshot and network namespace at once; undo whichever succeeded when the other failed."""
+                       attach: network_pb2.CreateEndpointRequest | None = None,
+                       shared_endpoint: network_pb2.Endpoint | None = None):
+        """Snapshot and network namespace at once; undo whichever succeeded when the other failed.
+        A container that shares another's namespace gets that one's (and no endpoint of its own)."""
         snapshot, endpoint = await asyncio.gather(
             self._image.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
                 key=cid, image=image_id, labels={convert.CONTAINER_LABEL: cid})),
+            networks_mod.given(shared_endpoint) if shared_endpoint is not None else
             self._network.CreateEndpoint(
                 attach or network_pb2.CreateEndpointRequest(container_id=cid, network=network_mode)),
             return_exceptions=True)

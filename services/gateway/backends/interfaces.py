@@ -162,8 +162,9 @@ class NetworkBackend(Protocol):
     async def remove(self, name: str) -> None: ...
 
     # Quoted: in this class body `list` is the method above.
-    async def prune(self) -> "list[str]":
-        """Remove every user network no container uses; the names of those removed."""
+    async def prune(self, request: engine_pb2.PruneNetworksRequest | None = None) -> "list[str]":
+        """Remove every user network no container uses (that matches the request's filters);
+        the names of those removed."""
 
     async def connect(self, request: engine_pb2.ConnectNetworkRequest) -> None: ...
 

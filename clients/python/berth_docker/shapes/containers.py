@@ -8,6 +8,7 @@ from berth.engine.v1 import engine_pb2
 from berth.types.v1 import healthcheck_pb2
 from berth.types.v1 import stdio_pb2
 from berth_docker.ports import ports_json
+from berth_docker.shapes.networks import endpoint_json
 from berth_docker.times import human_duration, rfc3339
 
 
@@ -98,10 +99,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "Ports": ports_json(info.ports),
             "IPAddress": info.networks[0].ipv4_address if info.networks else "",
             "Gateway": info.networks[0].gateway if info.networks else "",
-            "Networks": {n.network: {"NetworkID": n.network_id, "EndpointID": "", "Gateway": n.gateway,
-                                     "IPAddress": n.ipv4_address, "IPPrefixLen": n.prefix_len,
-                                     "MacAddress": "", "Aliases": list(n.aliases) or None}
-                         for n in info.networks} or {network: {}},
+            "Networks": {n.network: endpoint_json(n) for n in info.networks} or {network: {}},
         },
     }
 
