@@ -249,7 +249,8 @@ class Build:
         else:
             image = None if self.options.pull else await self.worker.get_image(base)
             if image is None:
-                image = await self.worker.pull(base, platform, lambda line: self._output(number, line + "\n"))
+                image = await self.worker.pull(base, platform, lambda line: self._output(number, line + "\n"),
+                                               self.options.registry_auths)
             state = StageState(image.id, _copy(image.config))
         self._step_event(stage, number, 1, stage.original, stage.line, build_pb2.BUILD_STEP_STATE_DONE,
                          image_id=state.image_id, elapsed=_duration(started))
@@ -638,7 +639,8 @@ class Build:
                 src_image = (await self.results[dep.index]).image_id
             else:
                 image = await self.worker.get_image(ref) or await self.worker.pull(
-                    ref, self.options.platform, lambda line: self._output(number, line + "\n"))
+                    ref, self.options.platform, lambda line: self._output(number, line + "\n"),
+                    self.options.registry_auths)
                 src_image = image.id
             inputs = json.dumps(["image", src_image, sources])
             plan = None

@@ -14,11 +14,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
+from datetime import datetime
 
 import structlog
+from google.protobuf import timestamp_pb2
 
 from berth.image.v1 import image_pb2
 from berth.types.v1 import build_pb2
+from berth_docker import reference
 from services.build import context as context_mod
 from services.build import dockerfile as df
 from services.build.builder import Build
@@ -129,8 +132,6 @@ def _named_chain(images: dict, parents: dict[str, str]) -> set[str]:
 
 
 def _entry_pb(e, images, in_use: bool) -> build_pb2.BuildCacheEntry:
-    from datetime import datetime
-    from google.protobuf import timestamp_pb2
     created = timestamp_pb2.Timestamp()
     created.FromDatetime(datetime.fromisoformat(e.created))
     out = build_pb2.BuildCacheEntry(key=e.key, image_id=e.image_id, description=e.description,
@@ -150,7 +151,6 @@ def _check_options(options: build_pb2.BuildOptions) -> None:
             raise errors.InvalidArgument(f"invalid platform {options.platform!r}: unknown operating system "
                                          "or architecture: berth builds linux images")
     for tag in options.tags:
-        from berth_docker import reference
         try:
             reference.parse(tag)
         except ValueError as exc:

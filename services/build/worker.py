@@ -32,6 +32,7 @@ from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.network.v1 import network_pb2
 from berth.types.v1 import mount_pb2
+from berth_docker import reference
 from services.common import errors
 
 log = structlog.get_logger(__name__)
@@ -83,9 +84,19 @@ class Worker:
         except errors.NotFound:
             return None
 
-    async def pull(self, ref: str, platform: str, on_progress: Callable[[str], None]) -> image_pb2.Image:
+    async def pull(self, ref: str, platform: str, on_progress: Callable[[str], None],
+                   auths=None) -> image_pb2.Image:
         image_id = ""
-        async for reply in self.image.PullImage(image_pb2.PullImageRequest(reference=ref, platform=platform)):
+        try:
+            domain = reference.parse(ref).domain
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"invalid image reference {ref!r}: {exc}") from None
+        auth = (auths or {}).get(domain)
+        if auth is None and domain == "docker.io":
+            # docker's config names Docker Hub by its old index address.
+            auth = (auths or {}).get("https://index.docker.io/v1/")
+        request = image_pb2.PullImageRequest(reference=ref, platform=platform, auth=auth)
+        async for reply in self.image.PullImage(request):
             p = reply.progress
             if p.image_id:
                 image_id = p.image_id
@@ -103,9 +114,9 @@ class Worker:
         return (await self.image.CreateImage(requests())).image.id
 
     async def tag(self, image_id: str, name: str) -> str:
-        image = (await self.image.TagImage(image_pb2.TagImageRequest(source=image_id, target=name))).image
-        full = [t for t in image.repo_tags if t.endswith(name) or name in t]
-        return full[0] if full else name
+        """Names the image; returns the name in full ("docker.io/library/app:latest")."""
+        await self.image.TagImage(image_pb2.TagImageRequest(source=image_id, target=name))
+        return str(reference.parse(name))
 
     # -- snapshots ------------------------------------------------------------------
 

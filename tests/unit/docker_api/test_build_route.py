@@ -55,3 +55,16 @@ def test_query_as_the_sdk_and_the_cli_send_it():
 def test_what_berth_cannot_do_is_refused(query, kind):
     with pytest.raises(kind):
         options_from_query(make_mocked_request("POST", "/build?" + query))
+
+
+def test_registry_config_header_gives_credentials_per_registry():
+    import base64
+    import json
+    header = base64.urlsafe_b64encode(json.dumps({
+        "https://index.docker.io/v1/": {"username": "u", "password": "p"},
+        "https://reg.example:5000": {"identitytoken": "t"}}).encode()).decode()
+    o = options_from_query(make_mocked_request("POST", "/build", headers={"X-Registry-Config": header}))
+    assert o.registry_auths["https://index.docker.io/v1/"].username == "u"
+    assert o.registry_auths["reg.example:5000"].identity_token == "t"
+    with pytest.raises(errors.InvalidArgument):
+        options_from_query(make_mocked_request("POST", "/build", headers={"X-Registry-Config": base64.b64encode(b"not json").decode()}))

@@ -21,11 +21,12 @@ HTTP errors, as dockerd answers them. They use only the BuildBackend.
 
 from __future__ import annotations
 
+import base64
 import json
 
 from aiohttp import web
 
-from berth.types.v1 import build_pb2
+from berth.types.v1 import build_pb2, registry_pb2
 from services.common import errors
 from services.gateway.backends.interfaces import BuildBackend
 from services.gateway.docker.context import backends, json_response, long_lived
@@ -100,7 +101,30 @@ def options_from_query(request: web.Request) -> build_pb2.BuildOptions:
         no_cache=_flag(request, "nocache"), pull=_flag(request, "pull"),
         target=q.get("target", ""), labels=labels,
         network_mode="" if network == "default" else network, platform=q.get("platform", ""),
-        cache_from=cache_from, extra_hosts=extra_hosts, shm_size=shm_size)
+        cache_from=cache_from, extra_hosts=extra_hosts, shm_size=shm_size,
+        registry_auths=_registry_config(request))
+
+
+def _registry_config(request: web.Request) -> dict[str, registry_pb2.RegistryAuth]:
+    """X-Registry-Config: base64url JSON of {registry: {username, password, identitytoken}}."""
+    raw = request.headers.get("X-Registry-Config", "")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)) or b"{}")
+    except ValueError:
+        raise errors.InvalidArgument("invalid X-Registry-Config header") from None
+    if not isinstance(data, dict):
+        raise errors.InvalidArgument("invalid X-Registry-Config header: not a JSON object")
+    out = {}
+    for server, entry in data.items():
+        if not isinstance(entry, dict):
+            continue
+        out[server.removeprefix("https://").removeprefix("http://").rstrip("/")
+            if server != "https://index.docker.io/v1/" else server] = registry_pb2.RegistryAuth(
+            username=entry.get("username") or "", password=entry.get("password") or "",
+            identity_token=entry.get("identitytoken") or "")
+    return out
 
 
 async def _body(request: web.Request):

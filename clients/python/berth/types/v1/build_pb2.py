@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from berth.types.v1 import registry_pb2 as berth_dot_types_dot_v1_dot_registry__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62\x65rth/types/v1/build.proto\x12\x0e\x62\x65rth.types.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x03\n\x0c\x42uildOptions\x12\x12\n\ndockerfile\x18\x01 \x01(\t\x12\x1a\n\x12\x64ockerfile_content\x18\x02 \x01(\x0c\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12?\n\nbuild_args\x18\x04 \x03(\x0b\x32+.berth.types.v1.BuildOptions.BuildArgsEntry\x12\x10\n\x08no_cache\x18\x05 \x01(\x08\x12\x0c\n\x04pull\x18\x06 \x01(\x08\x12\x0e\n\x06target\x18\x07 \x01(\t\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.berth.types.v1.BuildOptions.LabelsEntry\x12\x14\n\x0cnetwork_mode\x18\t \x01(\t\x12\x10\n\x08platform\x18\n \x01(\t\x12\x12\n\ncache_from\x18\x0b \x03(\t\x12\x13\n\x0b\x65xtra_hosts\x18\x0c \x03(\t\x12\x10\n\x08shm_size\x18\r \x01(\x03\x1a\x30\n\x0e\x42uildArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa7\x02\n\tBuildStep\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05stage\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x12\x13\n\x0binstruction\x18\x05 \x01(\t\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.berth.types.v1.BuildStepState\x12\x10\n\x08image_id\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x08 \x01(\t\x12*\n\x07\x65lapsed\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04line\x18\x0b \x01(\x05\x12\r\n\x05total\x18\x0c \x01(\x05\";\n\x0b\x42uildOutput\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06stderr\x18\x03 \x01(\x08\"V\n\x0b\x42uildResult\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x14\n\x0c\x63\x61\x63hed_steps\x18\x03 \x01(\x05\x12\x11\n\trun_steps\x18\x04 \x01(\x05\"\xb1\x01\n\nBuildEvent\x12)\n\x04step\x18\x01 \x01(\x0b\x32\x19.berth.types.v1.BuildStepH\x00\x12-\n\x06output\x18\x02 \x01(\x0b\x32\x1b.berth.types.v1.BuildOutputH\x00\x12\x11\n\x07warning\x18\x03 \x01(\tH\x00\x12-\n\x06result\x18\x04 \x01(\x0b\x32\x1b.berth.types.v1.BuildResultH\x00\x42\x07\n\x05\x65vent\"\xd4\x01\n\x0f\x42uildCacheEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_used\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0busage_count\x18\x06 \x01(\x03\x12\x0c\n\x04size\x18\x07 \x01(\x03\x12\x0e\n\x06in_use\x18\x08 \x01(\x08*\xa5\x01\n\x0e\x42uildStepState\x12 \n\x1c\x42UILD_STEP_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42UILD_STEP_STATE_STARTED\x10\x01\x12\x1b\n\x17\x42UILD_STEP_STATE_CACHED\x10\x02\x12\x19\n\x15\x42UILD_STEP_STATE_DONE\x10\x03\x12\x1b\n\x17\x42UILD_STEP_STATE_FAILED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62\x65rth/types/v1/build.proto\x12\x0e\x62\x65rth.types.v1\x1a\x1d\x62\x65rth/types/v1/registry.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x04\n\x0c\x42uildOptions\x12\x12\n\ndockerfile\x18\x01 \x01(\t\x12\x1a\n\x12\x64ockerfile_content\x18\x02 \x01(\x0c\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12?\n\nbuild_args\x18\x04 \x03(\x0b\x32+.berth.types.v1.BuildOptions.BuildArgsEntry\x12\x10\n\x08no_cache\x18\x05 \x01(\x08\x12\x0c\n\x04pull\x18\x06 \x01(\x08\x12\x0e\n\x06target\x18\x07 \x01(\t\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.berth.types.v1.BuildOptions.LabelsEntry\x12\x14\n\x0cnetwork_mode\x18\t \x01(\t\x12\x10\n\x08platform\x18\n \x01(\t\x12\x12\n\ncache_from\x18\x0b \x03(\t\x12\x13\n\x0b\x65xtra_hosts\x18\x0c \x03(\t\x12\x10\n\x08shm_size\x18\r \x01(\x03\x12G\n\x0eregistry_auths\x18\x0e \x03(\x0b\x32/.berth.types.v1.BuildOptions.RegistryAuthsEntry\x1a\x30\n\x0e\x42uildArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aR\n\x12RegistryAuthsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.berth.types.v1.RegistryAuth:\x02\x38\x01\"\xa7\x02\n\tBuildStep\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05stage\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x12\x13\n\x0binstruction\x18\x05 \x01(\t\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.berth.types.v1.BuildStepState\x12\x10\n\x08image_id\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x08 \x01(\t\x12*\n\x07\x65lapsed\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04line\x18\x0b \x01(\x05\x12\r\n\x05total\x18\x0c \x01(\x05\";\n\x0b\x42uildOutput\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06stderr\x18\x03 \x01(\x08\"V\n\x0b\x42uildResult\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x14\n\x0c\x63\x61\x63hed_steps\x18\x03 \x01(\x05\x12\x11\n\trun_steps\x18\x04 \x01(\x05\"\xb1\x01\n\nBuildEvent\x12)\n\x04step\x18\x01 \x01(\x0b\x32\x19.berth.types.v1.BuildStepH\x00\x12-\n\x06output\x18\x02 \x01(\x0b\x32\x1b.berth.types.v1.BuildOutputH\x00\x12\x11\n\x07warning\x18\x03 \x01(\tH\x00\x12-\n\x06result\x18\x04 \x01(\x0b\x32\x1b.berth.types.v1.BuildResultH\x00\x42\x07\n\x05\x65vent\"\xd4\x01\n\x0f\x42uildCacheEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_used\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0busage_count\x18\x06 \x01(\x03\x12\x0c\n\x04size\x18\x07 \x01(\x03\x12\x0e\n\x06in_use\x18\x08 \x01(\x08*\xa5\x01\n\x0e\x42uildStepState\x12 \n\x1c\x42UILD_STEP_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42UILD_STEP_STATE_STARTED\x10\x01\x12\x1b\n\x17\x42UILD_STEP_STATE_CACHED\x10\x02\x12\x19\n\x15\x42UILD_STEP_STATE_DONE\x10\x03\x12\x1b\n\x17\x42UILD_STEP_STATE_FAILED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,22 +38,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUILDOPTIONS_BUILDARGSENTRY']._serialized_options = b'8\001'
   _globals['_BUILDOPTIONS_LABELSENTRY']._loaded_options = None
   _globals['_BUILDOPTIONS_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_BUILDSTEPSTATE']._serialized_start=1400
-  _globals['_BUILDSTEPSTATE']._serialized_end=1565
-  _globals['_BUILDOPTIONS']._serialized_start=112
-  _globals['_BUILDOPTIONS']._serialized_end=555
-  _globals['_BUILDOPTIONS_BUILDARGSENTRY']._serialized_start=460
-  _globals['_BUILDOPTIONS_BUILDARGSENTRY']._serialized_end=508
-  _globals['_BUILDOPTIONS_LABELSENTRY']._serialized_start=510
-  _globals['_BUILDOPTIONS_LABELSENTRY']._serialized_end=555
-  _globals['_BUILDSTEP']._serialized_start=558
-  _globals['_BUILDSTEP']._serialized_end=853
-  _globals['_BUILDOUTPUT']._serialized_start=855
-  _globals['_BUILDOUTPUT']._serialized_end=914
-  _globals['_BUILDRESULT']._serialized_start=916
-  _globals['_BUILDRESULT']._serialized_end=1002
-  _globals['_BUILDEVENT']._serialized_start=1005
-  _globals['_BUILDEVENT']._serialized_end=1182
-  _globals['_BUILDCACHEENTRY']._serialized_start=1185
-  _globals['_BUILDCACHEENTRY']._serialized_end=1397
+  _globals['_BUILDOPTIONS_REGISTRYAUTHSENTRY']._loaded_options = None
+  _globals['_BUILDOPTIONS_REGISTRYAUTHSENTRY']._serialized_options = b'8\001'
+  _globals['_BUILDSTEPSTATE']._serialized_start=1588
+  _globals['_BUILDSTEPSTATE']._serialized_end=1753
+  _globals['_BUILDOPTIONS']._serialized_start=143
+  _globals['_BUILDOPTIONS']._serialized_end=743
+  _globals['_BUILDOPTIONS_BUILDARGSENTRY']._serialized_start=564
+  _globals['_BUILDOPTIONS_BUILDARGSENTRY']._serialized_end=612
+  _globals['_BUILDOPTIONS_LABELSENTRY']._serialized_start=614
+  _globals['_BUILDOPTIONS_LABELSENTRY']._serialized_end=659
+  _globals['_BUILDOPTIONS_REGISTRYAUTHSENTRY']._serialized_start=661
+  _globals['_BUILDOPTIONS_REGISTRYAUTHSENTRY']._serialized_end=743
+  _globals['_BUILDSTEP']._serialized_start=746
+  _globals['_BUILDSTEP']._serialized_end=1041
+  _globals['_BUILDOUTPUT']._serialized_start=1043
+  _globals['_BUILDOUTPUT']._serialized_end=1102
+  _globals['_BUILDRESULT']._serialized_start=1104
+  _globals['_BUILDRESULT']._serialized_end=1190
+  _globals['_BUILDEVENT']._serialized_start=1193
+  _globals['_BUILDEVENT']._serialized_end=1370
+  _globals['_BUILDCACHEENTRY']._serialized_start=1373
+  _globals['_BUILDCACHEENTRY']._serialized_end=1585
 # @@protoc_insertion_point(module_scope)

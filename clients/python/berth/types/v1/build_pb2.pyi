@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from berth.types.v1 import registry_pb2 as _registry_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -101,6 +102,27 @@ class BuildOptions(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RegistryAuthsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _registry_pb2.RegistryAuth: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _registry_pb2.RegistryAuth | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DOCKERFILE_FIELD_NUMBER: _builtins.int
     DOCKERFILE_CONTENT_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
@@ -114,6 +136,7 @@ class BuildOptions(_message.Message):
     CACHE_FROM_FIELD_NUMBER: _builtins.int
     EXTRA_HOSTS_FIELD_NUMBER: _builtins.int
     SHM_SIZE_FIELD_NUMBER: _builtins.int
+    REGISTRY_AUTHS_FIELD_NUMBER: _builtins.int
     dockerfile: _builtins.str
     """Path of the Dockerfile inside the context; empty is "Dockerfile". Ignored
     when dockerfile_content is set.
@@ -154,6 +177,12 @@ class BuildOptions(_message.Message):
     def extra_hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """"host:ip" entries added to /etc/hosts of RUN steps (`--add-host`)."""
 
+    @_builtins.property
+    def registry_auths(self) -> _containers.MessageMap[_builtins.str, _registry_pb2.RegistryAuth]:
+        """Credentials for pulling FROM and COPY --from images, by registry host
+        ("docker.io", "host:5000"); a registry not listed is pulled from anonymously.
+        """
+
     def __init__(
         self,
         *,
@@ -170,10 +199,11 @@ class BuildOptions(_message.Message):
         cache_from: _abc.Iterable[_builtins.str] | None = ...,
         extra_hosts: _abc.Iterable[_builtins.str] | None = ...,
         shm_size: _builtins.int = ...,
+        registry_auths: _abc.Mapping[_builtins.str, _registry_pb2.RegistryAuth] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_args", b"build_args", "cache_from", b"cache_from", "dockerfile", b"dockerfile", "dockerfile_content", b"dockerfile_content", "extra_hosts", b"extra_hosts", "labels", b"labels", "network_mode", b"network_mode", "no_cache", b"no_cache", "platform", b"platform", "pull", b"pull", "shm_size", b"shm_size", "tags", b"tags", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_args", b"build_args", "cache_from", b"cache_from", "dockerfile", b"dockerfile", "dockerfile_content", b"dockerfile_content", "extra_hosts", b"extra_hosts", "labels", b"labels", "network_mode", b"network_mode", "no_cache", b"no_cache", "platform", b"platform", "pull", b"pull", "registry_auths", b"registry_auths", "shm_size", b"shm_size", "tags", b"tags", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

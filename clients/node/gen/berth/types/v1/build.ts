@@ -8,6 +8,7 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Duration } from "../../../google/protobuf/duration";
 import { Timestamp } from "../../../google/protobuf/timestamp";
+import { RegistryAuth } from "./registry";
 
 export const protobufPackage = "berth.types.v1";
 
@@ -107,6 +108,11 @@ export interface BuildOptions {
   extraHosts: string[];
   /** Bytes of /dev/shm of RUN steps; 0 is the default. */
   shmSize: number;
+  /**
+   * Credentials for pulling FROM and COPY --from images, by registry host
+   * ("docker.io", "host:5000"); a registry not listed is pulled from anonymously.
+   */
+  registryAuths: { [key: string]: RegistryAuth };
 }
 
 export interface BuildOptions_BuildArgsEntry {
@@ -117,6 +123,11 @@ export interface BuildOptions_BuildArgsEntry {
 export interface BuildOptions_LabelsEntry {
   key: string;
   value: string;
+}
+
+export interface BuildOptions_RegistryAuthsEntry {
+  key: string;
+  value: RegistryAuth | undefined;
 }
 
 /** BuildStep is one change of state of one step (one instruction of one stage). */
@@ -230,6 +241,7 @@ function createBaseBuildOptions(): BuildOptions {
     cacheFrom: [],
     extraHosts: [],
     shmSize: 0,
+    registryAuths: {},
   };
 }
 
@@ -274,6 +286,9 @@ export const BuildOptions: MessageFns<BuildOptions> = {
     if (message.shmSize !== 0) {
       writer.uint32(104).int64(message.shmSize);
     }
+    globalThis.Object.entries(message.registryAuths).forEach(([key, value]: [string, RegistryAuth]) => {
+      BuildOptions_RegistryAuthsEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
     return writer;
   },
 
@@ -400,6 +415,17 @@ export const BuildOptions: MessageFns<BuildOptions> = {
             message.shmSize = longToNumber(reader.int64());
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = BuildOptions_RegistryAuthsEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.registryAuths[entry14.key] = entry14.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -490,6 +516,33 @@ export const BuildOptions: MessageFns<BuildOptions> = {
         : isSet(object.shm_size)
         ? globalThis.Number(object.shm_size)
         : 0,
+      registryAuths: isObject(object.registryAuths)
+        ? (globalThis.Object.entries(object.registryAuths) as [string, any][]).reduce(
+          (acc: { [key: string]: RegistryAuth }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: RegistryAuth.fromJSON(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.registry_auths)
+        ? (globalThis.Object.entries(object.registry_auths) as [string, any][]).reduce(
+          (acc: { [key: string]: RegistryAuth }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: RegistryAuth.fromJSON(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -546,6 +599,15 @@ export const BuildOptions: MessageFns<BuildOptions> = {
     if (message.shmSize !== 0) {
       obj.shmSize = Math.round(message.shmSize);
     }
+    if (message.registryAuths) {
+      const entries = globalThis.Object.entries(message.registryAuths) as [string, RegistryAuth][];
+      if (entries.length > 0) {
+        obj.registryAuths = {};
+        entries.forEach(([k, v]) => {
+          obj.registryAuths[k] = RegistryAuth.toJSON(v);
+        });
+      }
+    }
     return obj;
   },
 
@@ -583,6 +645,15 @@ export const BuildOptions: MessageFns<BuildOptions> = {
     message.cacheFrom = object.cacheFrom?.map((e) => e) || [];
     message.extraHosts = object.extraHosts?.map((e) => e) || [];
     message.shmSize = object.shmSize ?? 0;
+    message.registryAuths = (globalThis.Object.entries(object.registryAuths ?? {}) as [string, RegistryAuth][]).reduce(
+      (acc: { [key: string]: RegistryAuth }, [key, value]: [string, RegistryAuth]) => {
+        if (value !== undefined) {
+          acc[key] = RegistryAuth.fromPartial(value);
+        }
+        return acc;
+      },
+      {},
+    );
     return message;
   },
 };
@@ -753,6 +824,95 @@ export const BuildOptions_LabelsEntry: MessageFns<BuildOptions_LabelsEntry> = {
     const message = createBaseBuildOptions_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseBuildOptions_RegistryAuthsEntry(): BuildOptions_RegistryAuthsEntry {
+  return { key: "", value: undefined };
+}
+
+export const BuildOptions_RegistryAuthsEntry: MessageFns<BuildOptions_RegistryAuthsEntry> = {
+  encode(message: BuildOptions_RegistryAuthsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      RegistryAuth.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildOptions_RegistryAuthsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildOptions_RegistryAuthsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = RegistryAuth.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildOptions_RegistryAuthsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? RegistryAuth.fromJSON(object.value) : undefined,
+    };
+  },
+
+  toJSON(message: BuildOptions_RegistryAuthsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== undefined) {
+      obj.value = RegistryAuth.toJSON(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildOptions_RegistryAuthsEntry>, I>>(base?: I): BuildOptions_RegistryAuthsEntry {
+    return BuildOptions_RegistryAuthsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildOptions_RegistryAuthsEntry>, I>>(
+    object: I,
+  ): BuildOptions_RegistryAuthsEntry {
+    const message = createBaseBuildOptions_RegistryAuthsEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? RegistryAuth.fromPartial(object.value)
+      : undefined;
     return message;
   },
 };
