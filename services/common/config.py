@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-SERVICES = ("image", "network", "volume", "container", "gateway", "cri")
+SERVICES = ("image", "network", "volume", "container", "build", "gateway", "cri")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import time
 import berth_errors
 
 from berth.engine.v1 import engine_pb2
-from berth_cli import files, interactive, lifecycle, logopts, networks, registry, security, usage, volumes
+from berth_cli import build, files, interactive, lifecycle, logopts, networks, registry, security, usage, volumes
 from berth_cli import format as fmt
 from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
@@ -462,5 +462,5 @@ VERBS = {
     "pause": pause, "unpause": pause,
     "rename": lifecycle.rename, "commit": lifecycle.commit, "diff": lifecycle.diff,
     "update": lifecycle.update, "container": lifecycle.container, "system": lifecycle.system,
-    **interactive.HANDLERS, **usage.HANDLERS, **files.HANDLERS,
+    **interactive.HANDLERS, **usage.HANDLERS, **files.HANDLERS, **build.HANDLERS,
 }

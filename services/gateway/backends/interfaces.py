@@ -14,6 +14,7 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.engine.v1 import engine_pb2
+from berth.types.v1 import build_pb2
 from berth.types.v1 import file_change_pb2
 from berth.types.v1 import registry_pb2
 from berth.types.v1 import stdio_pb2
@@ -183,3 +184,14 @@ class VolumeBackend(Protocol):
     async def prune(self, all_: bool, labels: Sequence[str]) -> engine_pb2.PruneVolumesResponse:
         """Remove unused anonymous volumes (every unused one with `all_`) carrying all `labels`
         ("key" or "key=value")."""
+
+
+class BuildBackend(Protocol):
+    """Image builds (the build service) and their cache."""
+
+    def build(self, options: build_pb2.BuildOptions,
+              chunks: AsyncIterator[bytes]) -> AsyncIterator[build_pb2.BuildEvent]:
+        """The build's events, the last one the result; a failure raises its error kind."""
+    async def prune(self, all_: bool) -> tuple[list[str], int]:
+        """Cache entries forgotten and bytes freed."""
+    async def cache(self) -> list[build_pb2.BuildCacheEntry]: ...

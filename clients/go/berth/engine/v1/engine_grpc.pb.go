@@ -165,6 +165,13 @@ type EngineServiceClient interface {
 	// Engine events (container create/start/die/destroy..., image load/tag/delete...),
 	// in the order they happened, from `since` on and, with follow, as they happen.
 	SubscribeEvents(ctx context.Context, in *SubscribeEventsRequest, opts ...grpc.CallOption) (EngineService_SubscribeEventsClient, error)
+	// Build an image from a Dockerfile: `options` first, then the context as a
+	// tar stream (plain or gzip) in chunks, then half-close. Replies with each
+	// step's progress and, last, the result. INVALID_ARGUMENT for a bad
+	// Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+	BuildImage(ctx context.Context, opts ...grpc.CallOption) (EngineService_BuildImageClient, error)
+	// Forget build cache entries and remove the images only they kept.
+	PruneBuildCache(ctx context.Context, in *PruneBuildCacheRequest, opts ...grpc.CallOption) (*PruneBuildCacheResponse, error)
 }
 
 type engineServiceClient struct {
@@ -987,6 +994,46 @@ func (x *engineServiceSubscribeEventsClient) Recv() (*SubscribeEventsResponse, e
 	return m, nil
 }
 
+func (c *engineServiceClient) BuildImage(ctx context.Context, opts ...grpc.CallOption) (EngineService_BuildImageClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_EngineService_serviceDesc.Streams[14], "/berth.engine.v1.EngineService/BuildImage", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &engineServiceBuildImageClient{stream}
+	return x, nil
+}
+
+type EngineService_BuildImageClient interface {
+	Send(*BuildImageRequest) error
+	Recv() (*BuildImageResponse, error)
+	grpc.ClientStream
+}
+
+type engineServiceBuildImageClient struct {
+	grpc.ClientStream
+}
+
+func (x *engineServiceBuildImageClient) Send(m *BuildImageRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *engineServiceBuildImageClient) Recv() (*BuildImageResponse, error) {
+	m := new(BuildImageResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *engineServiceClient) PruneBuildCache(ctx context.Context, in *PruneBuildCacheRequest, opts ...grpc.CallOption) (*PruneBuildCacheResponse, error) {
+	out := new(PruneBuildCacheResponse)
+	err := c.cc.Invoke(ctx, "/berth.engine.v1.EngineService/PruneBuildCache", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EngineServiceServer is the server API for EngineService service.
 // All implementations must embed UnimplementedEngineServiceServer
 // for forward compatibility
@@ -1138,6 +1185,13 @@ type EngineServiceServer interface {
 	// Engine events (container create/start/die/destroy..., image load/tag/delete...),
 	// in the order they happened, from `since` on and, with follow, as they happen.
 	SubscribeEvents(*SubscribeEventsRequest, EngineService_SubscribeEventsServer) error
+	// Build an image from a Dockerfile: `options` first, then the context as a
+	// tar stream (plain or gzip) in chunks, then half-close. Replies with each
+	// step's progress and, last, the result. INVALID_ARGUMENT for a bad
+	// Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+	BuildImage(EngineService_BuildImageServer) error
+	// Forget build cache entries and remove the images only they kept.
+	PruneBuildCache(context.Context, *PruneBuildCacheRequest) (*PruneBuildCacheResponse, error)
 	mustEmbedUnimplementedEngineServiceServer()
 }
 
@@ -1306,6 +1360,12 @@ func (UnimplementedEngineServiceServer) ExportContainer(*ExportContainerRequest,
 }
 func (UnimplementedEngineServiceServer) SubscribeEvents(*SubscribeEventsRequest, EngineService_SubscribeEventsServer) error {
 	return status.Errorf(codes.Unimplemented, "method SubscribeEvents not implemented")
+}
+func (UnimplementedEngineServiceServer) BuildImage(EngineService_BuildImageServer) error {
+	return status.Errorf(codes.Unimplemented, "method BuildImage not implemented")
+}
+func (UnimplementedEngineServiceServer) PruneBuildCache(context.Context, *PruneBuildCacheRequest) (*PruneBuildCacheResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PruneBuildCache not implemented")
 }
 func (UnimplementedEngineServiceServer) mustEmbedUnimplementedEngineServiceServer() {}
 
@@ -2359,6 +2419,50 @@ func (x *engineServiceSubscribeEventsServer) Send(m *SubscribeEventsResponse) er
 	return x.ServerStream.SendMsg(m)
 }
 
+func _EngineService_BuildImage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(EngineServiceServer).BuildImage(&engineServiceBuildImageServer{stream})
+}
+
+type EngineService_BuildImageServer interface {
+	Send(*BuildImageResponse) error
+	Recv() (*BuildImageRequest, error)
+	grpc.ServerStream
+}
+
+type engineServiceBuildImageServer struct {
+	grpc.ServerStream
+}
+
+func (x *engineServiceBuildImageServer) Send(m *BuildImageResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *engineServiceBuildImageServer) Recv() (*BuildImageRequest, error) {
+	m := new(BuildImageRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func _EngineService_PruneBuildCache_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PruneBuildCacheRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EngineServiceServer).PruneBuildCache(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/berth.engine.v1.EngineService/PruneBuildCache",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EngineServiceServer).PruneBuildCache(ctx, req.(*PruneBuildCacheRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _EngineService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "berth.engine.v1.EngineService",
 	HandlerType: (*EngineServiceServer)(nil),
@@ -2523,6 +2627,10 @@ var _EngineService_serviceDesc = grpc.ServiceDesc{
 			MethodName: "UpdateContainerResources",
 			Handler:    _EngineService_UpdateContainerResources_Handler,
 		},
+		{
+			MethodName: "PruneBuildCache",
+			Handler:    _EngineService_PruneBuildCache_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -2596,6 +2704,12 @@ var _EngineService_serviceDesc = grpc.ServiceDesc{
 			StreamName:    "SubscribeEvents",
 			Handler:       _EngineService_SubscribeEvents_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "BuildImage",
+			Handler:       _EngineService_BuildImage_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "berth/engine/v1/engine.proto",

@@ -16,6 +16,7 @@ Inspect* (not Get*) for one object, Remove* for deletes, Prune* for
 removing every unused object of a kind.
 """
 
+from berth.types.v1 import build_pb2 as _build_pb2
 from berth.types.v1 import file_change_pb2 as _file_change_pb2
 from berth.types.v1 import healthcheck_pb2 as _healthcheck_pb2
 from berth.types.v1 import port_pb2 as _port_pb2
@@ -3912,6 +3913,7 @@ class GetDiskUsageResponse(_message.Message):
     IMAGES_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
+    BUILD_CACHE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def summary(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskUsageSummary]:
         """One line per kind."""
@@ -3928,6 +3930,10 @@ class GetDiskUsageResponse(_message.Message):
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeUsage]:
         """Every volume."""
 
+    @_builtins.property
+    def build_cache(self) -> _containers.RepeatedCompositeFieldContainer[_build_pb2.BuildCacheEntry]:
+        """Every build cache entry (the build service's)."""
+
     def __init__(
         self,
         *,
@@ -3935,10 +3941,11 @@ class GetDiskUsageResponse(_message.Message):
         images: _abc.Iterable[Global___ImageUsage] | None = ...,
         containers: _abc.Iterable[Global___ContainerUsage] | None = ...,
         volumes: _abc.Iterable[Global___VolumeUsage] | None = ...,
+        build_cache: _abc.Iterable[_build_pb2.BuildCacheEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "images", b"images", "summary", b"summary", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_cache", b"build_cache", "containers", b"containers", "images", b"images", "summary", b"summary", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -4804,3 +4811,107 @@ class ExportContainerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportContainerResponse: _TypeAlias = ExportContainerResponse  # noqa: Y015
+
+@_typing.final
+class BuildImageRequest(_message.Message):
+    """BuildImageRequest is one message of a BuildImage call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Then the context tarball, in chunks."""
+    @_builtins.property
+    def options(self) -> _build_pb2.BuildOptions:
+        """First message: what to build."""
+
+    def __init__(
+        self,
+        *,
+        options: _build_pb2.BuildOptions | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "options", b"options", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "options", b"options", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["options", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___BuildImageRequest: _TypeAlias = BuildImageRequest  # noqa: Y015
+
+@_typing.final
+class BuildImageResponse(_message.Message):
+    """BuildImageResponse is one progress message of a build."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _build_pb2.BuildEvent:
+        """What happened."""
+
+    def __init__(
+        self,
+        *,
+        event: _build_pb2.BuildEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BuildImageResponse: _TypeAlias = BuildImageResponse  # noqa: Y015
+
+@_typing.final
+class PruneBuildCacheRequest(_message.Message):
+    """PruneBuildCacheRequest says which build cache entries to forget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALL_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    """Every entry; without it only those no named image uses."""
+    def __init__(
+        self,
+        *,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneBuildCacheRequest: _TypeAlias = PruneBuildCacheRequest  # noqa: Y015
+
+@_typing.final
+class PruneBuildCacheResponse(_message.Message):
+    """PruneBuildCacheResponse says what was removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
+    space_reclaimed: _builtins.int
+    """Bytes freed."""
+    @_builtins.property
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Keys of the entries forgotten."""
+
+    def __init__(
+        self,
+        *,
+        deleted: _abc.Iterable[_builtins.str] | None = ...,
+        space_reclaimed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "space_reclaimed", b"space_reclaimed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneBuildCacheResponse: _TypeAlias = PruneBuildCacheResponse  # noqa: Y015

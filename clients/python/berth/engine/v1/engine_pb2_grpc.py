@@ -310,6 +310,16 @@ class EngineServiceStub:
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsResponse.FromString,
                 _registered_method=True)
+        self.BuildImage = channel.stream_stream(
+                '/berth.engine.v1.EngineService/BuildImage',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageResponse.FromString,
+                _registered_method=True)
+        self.PruneBuildCache = channel.unary_unary(
+                '/berth.engine.v1.EngineService/PruneBuildCache',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServiceServicer:
@@ -737,6 +747,23 @@ class EngineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BuildImage(self, request_iterator, context):
+        """Build an image from a Dockerfile: `options` first, then the context as a
+        tar stream (plain or gzip) in chunks, then half-close. Replies with each
+        step's progress and, last, the result. INVALID_ARGUMENT for a bad
+        Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneBuildCache(self, request, context):
+        """Forget build cache entries and remove the images only they kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1009,6 +1036,16 @@ def add_EngineServiceServicer_to_server(servicer, server):
                     servicer.SubscribeEvents,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsResponse.SerializeToString,
+            ),
+            'BuildImage': grpc.stream_stream_rpc_method_handler(
+                    servicer.BuildImage,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageResponse.SerializeToString,
+            ),
+            'PruneBuildCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneBuildCache,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2474,6 +2511,60 @@ class EngineService:
             '/berth.engine.v1.EngineService/SubscribeEvents',
             berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildImage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/berth.engine.v1.EngineService/BuildImage',
+            berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneBuildCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.EngineService/PruneBuildCache',
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

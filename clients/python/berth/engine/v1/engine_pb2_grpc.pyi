@@ -224,6 +224,14 @@ class EngineServiceStub:
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
     """
+    BuildImage: _grpc.StreamStreamMultiCallable[_engine_pb2.BuildImageRequest, _engine_pb2.BuildImageResponse]
+    """Build an image from a Dockerfile: `options` first, then the context as a
+    tar stream (plain or gzip) in chunks, then half-close. Replies with each
+    step's progress and, last, the result. INVALID_ARGUMENT for a bad
+    Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+    """
+    PruneBuildCache: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PruneBuildCacheRequest, _engine_pb2.PruneBuildCacheResponse]
+    """Forget build cache entries and remove the images only they kept."""
 
 @_typing.type_check_only
 class EngineServiceAsyncStub(EngineServiceStub):
@@ -407,6 +415,14 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
     """
+    BuildImage: _aio.StreamStreamMultiCallable[_engine_pb2.BuildImageRequest, _engine_pb2.BuildImageResponse]  # type: ignore[assignment]
+    """Build an image from a Dockerfile: `options` first, then the context as a
+    tar stream (plain or gzip) in chunks, then half-close. Replies with each
+    step's progress and, last, the result. INVALID_ARGUMENT for a bad
+    Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+    """
+    PruneBuildCache: _aio.UnaryUnaryMultiCallable[_engine_pb2.PruneBuildCacheRequest, _engine_pb2.PruneBuildCacheResponse]  # type: ignore[assignment]
+    """Forget build cache entries and remove the images only they kept."""
 
 class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
     """EngineService is everything a berth client does: containers and their
@@ -911,5 +927,25 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Engine events (container create/start/die/destroy..., image load/tag/delete...),
         in the order they happened, from `since` on and, with follow, as they happen.
         """
+
+    @_abc_1.abstractmethod
+    def BuildImage(
+        self,
+        request_iterator: _MaybeAsyncIterator[_engine_pb2.BuildImageRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.BuildImageResponse], _abc.AsyncIterator[_engine_pb2.BuildImageResponse]]:
+        """Build an image from a Dockerfile: `options` first, then the context as a
+        tar stream (plain or gzip) in chunks, then half-close. Replies with each
+        step's progress and, last, the result. INVALID_ARGUMENT for a bad
+        Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+        """
+
+    @_abc_1.abstractmethod
+    def PruneBuildCache(
+        self,
+        request: _engine_pb2.PruneBuildCacheRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.PruneBuildCacheResponse, _abc.Awaitable[_engine_pb2.PruneBuildCacheResponse]]:
+        """Forget build cache entries and remove the images only they kept."""
 
 def add_EngineServiceServicer_to_server(servicer: EngineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

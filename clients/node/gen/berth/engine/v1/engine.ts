@@ -26,6 +26,7 @@ import {
 } from "@grpc/grpc-js";
 import { Empty } from "../../../google/protobuf/empty";
 import { Timestamp } from "../../../google/protobuf/timestamp";
+import { BuildCacheEntry, BuildEvent, BuildOptions } from "../../types/v1/build";
 import { FileChange } from "../../types/v1/file_change";
 import { HealthConfig } from "../../types/v1/healthcheck";
 import { PortBinding } from "../../types/v1/port";
@@ -1436,6 +1437,8 @@ export interface GetDiskUsageResponse {
   containers: ContainerUsage[];
   /** Every volume. */
   volumes: VolumeUsage[];
+  /** Every build cache entry (the build service's). */
+  buildCache: BuildCacheEntry[];
 }
 
 /** CreateExecRequest describes the command to run in a container. */
@@ -1737,6 +1740,36 @@ export interface ExportContainerRequest {
 export interface ExportContainerResponse {
   /** The next bytes of the archive. */
   data: Buffer;
+}
+
+/** BuildImageRequest is one message of a BuildImage call. */
+export interface BuildImageRequest {
+  /** First message: what to build. */
+  options?:
+    | BuildOptions
+    | undefined;
+  /** Then the context tarball, in chunks. */
+  chunk?: Buffer | undefined;
+}
+
+/** BuildImageResponse is one progress message of a build. */
+export interface BuildImageResponse {
+  /** What happened. */
+  event: BuildEvent | undefined;
+}
+
+/** PruneBuildCacheRequest says which build cache entries to forget. */
+export interface PruneBuildCacheRequest {
+  /** Every entry; without it only those no named image uses. */
+  all: boolean;
+}
+
+/** PruneBuildCacheResponse says what was removed. */
+export interface PruneBuildCacheResponse {
+  /** Keys of the entries forgotten. */
+  deleted: string[];
+  /** Bytes freed. */
+  spaceReclaimed: number;
 }
 
 function createBaseGetVersionRequest(): GetVersionRequest {
@@ -15122,7 +15155,7 @@ export const GetDiskUsageRequest: MessageFns<GetDiskUsageRequest> = {
 };
 
 function createBaseGetDiskUsageResponse(): GetDiskUsageResponse {
-  return { summary: [], images: [], containers: [], volumes: [] };
+  return { summary: [], images: [], containers: [], volumes: [], buildCache: [] };
 }
 
 export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
@@ -15138,6 +15171,9 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     }
     for (const v of message.volumes) {
       VolumeUsage.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.buildCache) {
+      BuildCacheEntry.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -15187,6 +15223,14 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
             message.volumes.push(VolumeUsage.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.buildCache.push(BuildCacheEntry.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -15209,6 +15253,11 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
         ? object.containers.map((e: any) => ContainerUsage.fromJSON(e))
         : [],
       volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => VolumeUsage.fromJSON(e)) : [],
+      buildCache: globalThis.Array.isArray(object?.buildCache)
+        ? object.buildCache.map((e: any) => BuildCacheEntry.fromJSON(e))
+        : globalThis.Array.isArray(object?.build_cache)
+        ? object.build_cache.map((e: any) => BuildCacheEntry.fromJSON(e))
+        : [],
     };
   },
 
@@ -15226,6 +15275,9 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     if (message.volumes?.length) {
       obj.volumes = message.volumes.map((e) => VolumeUsage.toJSON(e));
     }
+    if (message.buildCache?.length) {
+      obj.buildCache = message.buildCache.map((e) => BuildCacheEntry.toJSON(e));
+    }
     return obj;
   },
 
@@ -15238,6 +15290,7 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     message.images = object.images?.map((e) => ImageUsage.fromPartial(e)) || [];
     message.containers = object.containers?.map((e) => ContainerUsage.fromPartial(e)) || [];
     message.volumes = object.volumes?.map((e) => VolumeUsage.fromPartial(e)) || [];
+    message.buildCache = object.buildCache?.map((e) => BuildCacheEntry.fromPartial(e)) || [];
     return message;
   },
 };
@@ -18045,6 +18098,318 @@ export const ExportContainerResponse: MessageFns<ExportContainerResponse> = {
   },
 };
 
+function createBaseBuildImageRequest(): BuildImageRequest {
+  return { options: undefined, chunk: undefined };
+}
+
+export const BuildImageRequest: MessageFns<BuildImageRequest> = {
+  encode(message: BuildImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.options !== undefined) {
+      BuildOptions.encode(message.options, writer.uint32(10).fork()).join();
+    }
+    if (message.chunk !== undefined) {
+      writer.uint32(18).bytes(message.chunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.options = BuildOptions.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.chunk = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageRequest {
+    return {
+      options: isSet(object.options) ? BuildOptions.fromJSON(object.options) : undefined,
+      chunk: isSet(object.chunk) ? Buffer.from(bytesFromBase64(object.chunk)) : undefined,
+    };
+  },
+
+  toJSON(message: BuildImageRequest): unknown {
+    const obj: any = {};
+    if (message.options !== undefined) {
+      obj.options = BuildOptions.toJSON(message.options);
+    }
+    if (message.chunk !== undefined) {
+      obj.chunk = base64FromBytes(message.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildImageRequest>, I>>(base?: I): BuildImageRequest {
+    return BuildImageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildImageRequest>, I>>(object: I): BuildImageRequest {
+    const message = createBaseBuildImageRequest();
+    message.options = (object.options !== undefined && object.options !== null)
+      ? BuildOptions.fromPartial(object.options)
+      : undefined;
+    message.chunk = object.chunk ?? undefined;
+    return message;
+  },
+};
+
+function createBaseBuildImageResponse(): BuildImageResponse {
+  return { event: undefined };
+}
+
+export const BuildImageResponse: MessageFns<BuildImageResponse> = {
+  encode(message: BuildImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.event !== undefined) {
+      BuildEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = BuildEvent.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageResponse {
+    return { event: isSet(object.event) ? BuildEvent.fromJSON(object.event) : undefined };
+  },
+
+  toJSON(message: BuildImageResponse): unknown {
+    const obj: any = {};
+    if (message.event !== undefined) {
+      obj.event = BuildEvent.toJSON(message.event);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildImageResponse>, I>>(base?: I): BuildImageResponse {
+    return BuildImageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildImageResponse>, I>>(object: I): BuildImageResponse {
+    const message = createBaseBuildImageResponse();
+    message.event = (object.event !== undefined && object.event !== null)
+      ? BuildEvent.fromPartial(object.event)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePruneBuildCacheRequest(): PruneBuildCacheRequest {
+  return { all: false };
+}
+
+export const PruneBuildCacheRequest: MessageFns<PruneBuildCacheRequest> = {
+  encode(message: PruneBuildCacheRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.all !== false) {
+      writer.uint32(8).bool(message.all);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneBuildCacheRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneBuildCacheRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PruneBuildCacheRequest {
+    return { all: isSet(object.all) ? globalThis.Boolean(object.all) : false };
+  },
+
+  toJSON(message: PruneBuildCacheRequest): unknown {
+    const obj: any = {};
+    if (message.all !== false) {
+      obj.all = message.all;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PruneBuildCacheRequest>, I>>(base?: I): PruneBuildCacheRequest {
+    return PruneBuildCacheRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PruneBuildCacheRequest>, I>>(object: I): PruneBuildCacheRequest {
+    const message = createBasePruneBuildCacheRequest();
+    message.all = object.all ?? false;
+    return message;
+  },
+};
+
+function createBasePruneBuildCacheResponse(): PruneBuildCacheResponse {
+  return { deleted: [], spaceReclaimed: 0 };
+}
+
+export const PruneBuildCacheResponse: MessageFns<PruneBuildCacheResponse> = {
+  encode(message: PruneBuildCacheResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.deleted) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.spaceReclaimed !== 0) {
+      writer.uint32(16).int64(message.spaceReclaimed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneBuildCacheResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneBuildCacheResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deleted.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.spaceReclaimed = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PruneBuildCacheResponse {
+    return {
+      deleted: globalThis.Array.isArray(object?.deleted) ? object.deleted.map((e: any) => globalThis.String(e)) : [],
+      spaceReclaimed: isSet(object.spaceReclaimed)
+        ? globalThis.Number(object.spaceReclaimed)
+        : isSet(object.space_reclaimed)
+        ? globalThis.Number(object.space_reclaimed)
+        : 0,
+    };
+  },
+
+  toJSON(message: PruneBuildCacheResponse): unknown {
+    const obj: any = {};
+    if (message.deleted?.length) {
+      obj.deleted = message.deleted;
+    }
+    if (message.spaceReclaimed !== 0) {
+      obj.spaceReclaimed = Math.round(message.spaceReclaimed);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PruneBuildCacheResponse>, I>>(base?: I): PruneBuildCacheResponse {
+    return PruneBuildCacheResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PruneBuildCacheResponse>, I>>(object: I): PruneBuildCacheResponse {
+    const message = createBasePruneBuildCacheResponse();
+    message.deleted = object.deleted?.map((e) => e) || [];
+    message.spaceReclaimed = object.spaceReclaimed ?? 0;
+    return message;
+  },
+};
+
 /**
  * EngineService is everything a berth client does: containers and their
  * processes, images and registries, networks, volumes, disk use and events.
@@ -18744,6 +19109,33 @@ export const EngineServiceService = {
       Buffer.from(SubscribeEventsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubscribeEventsResponse => SubscribeEventsResponse.decode(value),
   },
+  /**
+   * Build an image from a Dockerfile: `options` first, then the context as a
+   * tar stream (plain or gzip) in chunks, then half-close. Replies with each
+   * step's progress and, last, the result. INVALID_ARGUMENT for a bad
+   * Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+   */
+  buildImage: {
+    path: "/berth.engine.v1.EngineService/BuildImage" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: BuildImageRequest): Buffer => Buffer.from(BuildImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildImageRequest => BuildImageRequest.decode(value),
+    responseSerialize: (value: BuildImageResponse): Buffer => Buffer.from(BuildImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildImageResponse => BuildImageResponse.decode(value),
+  },
+  /** Forget build cache entries and remove the images only they kept. */
+  pruneBuildCache: {
+    path: "/berth.engine.v1.EngineService/PruneBuildCache" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PruneBuildCacheRequest): Buffer =>
+      Buffer.from(PruneBuildCacheRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PruneBuildCacheRequest => PruneBuildCacheRequest.decode(value),
+    responseSerialize: (value: PruneBuildCacheResponse): Buffer =>
+      Buffer.from(PruneBuildCacheResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PruneBuildCacheResponse => PruneBuildCacheResponse.decode(value),
+  },
 } as const;
 
 export interface EngineServiceServer extends UntypedServiceImplementation {
@@ -18944,6 +19336,15 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
    * in the order they happened, from `since` on and, with follow, as they happen.
    */
   subscribeEvents: handleServerStreamingCall<SubscribeEventsRequest, SubscribeEventsResponse>;
+  /**
+   * Build an image from a Dockerfile: `options` first, then the context as a
+   * tar stream (plain or gzip) in chunks, then half-close. Replies with each
+   * step's progress and, last, the result. INVALID_ARGUMENT for a bad
+   * Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+   */
+  buildImage: handleBidiStreamingCall<BuildImageRequest, BuildImageResponse>;
+  /** Forget build cache entries and remove the images only they kept. */
+  pruneBuildCache: handleUnaryCall<PruneBuildCacheRequest, PruneBuildCacheResponse>;
 }
 
 export interface EngineServiceClient extends Client {
@@ -19819,6 +20220,34 @@ export interface EngineServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<SubscribeEventsResponse>;
+  /**
+   * Build an image from a Dockerfile: `options` first, then the context as a
+   * tar stream (plain or gzip) in chunks, then half-close. Replies with each
+   * step's progress and, last, the result. INVALID_ARGUMENT for a bad
+   * Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+   */
+  buildImage(): ClientDuplexStream<BuildImageRequest, BuildImageResponse>;
+  buildImage(options: Partial<CallOptions>): ClientDuplexStream<BuildImageRequest, BuildImageResponse>;
+  buildImage(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<BuildImageRequest, BuildImageResponse>;
+  /** Forget build cache entries and remove the images only they kept. */
+  pruneBuildCache(
+    request: PruneBuildCacheRequest,
+    callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
+  pruneBuildCache(
+    request: PruneBuildCacheRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
+  pruneBuildCache(
+    request: PruneBuildCacheRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const EngineServiceClient = makeGenericClientConstructor(
