@@ -4,6 +4,10 @@ Callers pass plain values and get model types back; protobuf stays in api.py.
 Blocking work (tar, hashing, unpacking, fsync) runs in threads so the server
 keeps answering while a large image loads.
 
+Every layer is unpacked before its image is recorded (load, import and pull
+alike): an image either unpacks whole or is refused, at the door, with the
+entry that could not be unpacked named.
+
 Garbage: a blob is kept while an image names it; an unpacked layer while an
 image or a snapshot needs it, or while a PrepareSnapshot in flight holds a
 lease on it. Everything else is removed after each deletion and at start.
@@ -227,6 +231,8 @@ class ImageService:
         with self._content_lock:
             try:
                 loaded = archive.read_archive(path, self.content)
+                for img in loaded:
+                    self.snapshotter.unpack(img.record.layers)
                 self.store.put_images([(img.record, img.tags) for img in loaded])
                 return loaded
             except BaseException:
@@ -252,6 +258,7 @@ class ImageService:
         with self._content_lock:
             try:
                 record = archive.import_rootfs(path, self.content, config, message)
+                self.snapshotter.unpack(record.layers)
                 self.store.put_images([(record, [target] if target else [])])
                 return record
             except BaseException:
