@@ -254,6 +254,7 @@ class Execs:
             return
         if live.conmon_fd >= 0:
             asyncio.get_running_loop().remove_reader(live.conmon_fd)
+            rt.reap(live.conmon_fd)  # this service's child, as the container's conmon is
             os.close(live.conmon_fd)
             live.conmon_fd = -1
         code = rt.read_int(os.path.join(d, cid))

@@ -6,6 +6,16 @@ conmon's exit file means stopped. Exits are noticed without polling: a pidfd on
 the conmon process becomes readable when conmon exits, which it does right
 after writing the exit file.
 
+A monitor can die before its container (SIGKILL, OOM killer): conmon gone with
+no exit file while the container's process lives. The container is then still
+running, and is reported so (its monitor lost, in the log); the pidfd on the
+container's process, held since create, is watched instead, and signals,
+stop and delete act on that process directly. Its exit, once it comes, is
+read from the same pidfd (PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15+:
+the wait status, once init has reaped the orphan); where the kernel cannot
+tell, the exit is recorded as 255 with a note that says so. Without conmon
+nothing more is written to the log and attach has nothing to connect to.
+
 The row outlives its task, as in containerd: Start of a stopped container runs
 a new task (runc delete of the old state, conmon again on the same bundle and
 rootfs, the log appended to) for the same id, name, created time and metadata.
@@ -84,6 +94,10 @@ class Task:
     pid_fd: int = -1
     # Rotates the log past max-size while conmon runs (logfiles.Rotator).
     rotator: asyncio.Task | None = None
+    # conmon died while the process lived: the process's pidfd is watched instead,
+    # and its exit code is collected from it (None until then, or when unknowable).
+    monitor_lost: bool = False
+    orphan_code: int | None = None
 
 
 class ContainerService:
@@ -122,6 +136,11 @@ class ContainerService:
                     if state and state.get("status") in ("running", "paused"):
                         self.broker.publish(self.store.set_started(record.id, time.time()))
                 log.info("container_reattached", container_id=record.id, conmon_pid=conmon_pid)
+                continue
+            pid = rt.read_int(b.pidfile)
+            if self._read_exit(record.id) is None and pid and rt.in_cgroup(pid, record.id):
+                # Its monitor died (before or while this service was down); it did not.
+                self._watch(record.id, 0, pid)
                 continue
             exit = self._read_exit(record.id)
             if exit is None:
@@ -415,14 +434,17 @@ class ContainerService:
     def _watch(self, id: str, conmon_pid: int, pid: int, hold_exit: bool = False) -> None:
         task = Task(conmon_pid=conmon_pid, pid=pid, hold_exit=hold_exit)
         self.tasks[id] = task
+        # The process's pidfd first: it is what is left to watch if conmon is gone.
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                task.pid_fd = os.pidfd_open(pid)
         try:
+            if conmon_pid <= 0:
+                raise ProcessLookupError(conmon_pid)
             task.conmon_fd = os.pidfd_open(conmon_pid)
         except ProcessLookupError:
             self._on_exit(id)
             return
-        if pid:
-            with contextlib.suppress(ProcessLookupError):
-                task.pid_fd = os.pidfd_open(pid)
         asyncio.get_running_loop().add_reader(task.conmon_fd, self._on_exit, id)
         record = self.store.get(id)
         policy = self._log_policy(record) if record else None
@@ -433,11 +455,13 @@ class ContainerService:
             task.rotator.add_done_callback(_log_rotator_end)
 
     def _unwatch(self, task: Task) -> None:
+        loop = asyncio.get_running_loop()
         if task.conmon_fd >= 0:
-            asyncio.get_running_loop().remove_reader(task.conmon_fd)
+            loop.remove_reader(task.conmon_fd)
             os.close(task.conmon_fd)
             task.conmon_fd = -1
         if task.pid_fd >= 0:
+            loop.remove_reader(task.pid_fd)
             os.close(task.pid_fd)
             task.pid_fd = -1
 
@@ -445,8 +469,16 @@ class ContainerService:
         task = self.tasks.get(id)
         if task is None or task.exited.is_set():
             return
+        # conmon is this service's child (see rt.become_subreaper): collected, not a zombie.
+        rt.reap(task.conmon_fd)
+        exit = self._read_exit(id)
+        if exit is None and not task.monitor_lost and rt.pidfd_alive(task.pid_fd):
+            self._monitor_lost(id, task)
+            return
+        if exit is None and task.monitor_lost:
+            exit = self._orphan_exit(id, task)
         self._unwatch(task)
-        exit = self._read_exit(id) or Exit(
+        exit = exit or Exit(
             code=255, finished_at=time.time(),
             note="the monitor (conmon) exited without recording an exit code")
         task.exit = exit
@@ -454,6 +486,47 @@ class ContainerService:
             self.broker.publish(*self.store.set_exit(id, exit))
         task.exited.set()
         log.info("container_exited", container_id=id, exit_code=exit.code, oom_killed=exit.oom_killed)
+
+    def _monitor_lost(self, id: str, task: Task) -> None:
+        """conmon is gone, its container's process is not: watch the process itself."""
+        loop = asyncio.get_running_loop()
+        if task.conmon_fd >= 0:
+            loop.remove_reader(task.conmon_fd)
+            os.close(task.conmon_fd)
+            task.conmon_fd = -1
+        task.monitor_lost = True
+        loop.add_reader(task.pid_fd, self._on_process_exit, id)
+        log.warning("container_monitor_lost", container_id=id, conmon_pid=task.conmon_pid,
+                    pid=task.pid)
+
+    def _on_process_exit(self, id: str) -> None:
+        task = self.tasks.get(id)
+        if task is None or task.pid_fd < 0:
+            return
+        asyncio.get_running_loop().remove_reader(task.pid_fd)
+        # The orphan is this service's child (a subreaper): reaping it gives its status.
+        task.orphan_code = rt.reap(task.pid_fd)
+        if task.orphan_code is not None:
+            self._on_exit(id)
+        else:
+            # Not our child (this service restarted since): init reaps it, and the kernel
+            # keeps the status for the pidfd then; look a few times.
+            asyncio.ensure_future(self._settle_orphan(id, task))
+
+    async def _settle_orphan(self, id: str, task: Task) -> None:
+        for _ in range(50):
+            task.orphan_code = rt.pidfd_exit_code(task.pid_fd)
+            if task.orphan_code is not None:
+                break
+            await asyncio.sleep(0.02)
+        self._on_exit(id)
+
+    def _orphan_exit(self, id: str, task: Task) -> Exit | None:
+        if task.orphan_code is None:
+            return None
+        return Exit(code=task.orphan_code, finished_at=time.time(),
+                    oom_killed=self.runtime.oom_killed(self.runtime.bundle(id)),
+                    note="the monitor (conmon) was gone: the status was collected from the process")
 
     def _release_exit(self, id: str) -> None:
         """Ends hold_exit: commits an exit noticed meanwhile (after the holder's event)."""
@@ -491,6 +564,7 @@ class ContainerService:
         self.tasks.pop(id, None)
         rt.remove_bundle(self.runtime.bundle(id))
         self.runtime.remove_socket_link(id)
+        rt.reap_dead_monitors()
 
 
 async def settled(task: Task) -> None:
