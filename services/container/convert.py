@@ -9,8 +9,8 @@ from berth.types.v1 import mount_pb2
 from berth.types.v1 import stdio_pb2
 from services.container import logfiles
 from services.container import logs as logs_mod
-from services.container.model import (Container, Event, EventType, Exit, LogConfig, LogLine, Mount, Process,
-                                      Resources, Spec, Status)
+from services.container.model import (Container, Event, EventType, Exit, IdMapping, LogConfig, LogLine,
+                                      Mount, Process, Resources, Spec, Status, UserNamespace)
 
 _STATUS = {Status.CREATED: pb.STATUS_CREATED, Status.RUNNING: pb.STATUS_RUNNING,
            Status.STOPPED: pb.STATUS_STOPPED, Status.PAUSED: pb.STATUS_PAUSED}
@@ -63,7 +63,8 @@ def spec_from_pb(s: pb.Spec) -> Spec:
                             cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
         stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
         open_stdin=s.open_stdin, stdin_once=s.stdin_once,
-        log_config=LogConfig(s.log_config.driver, tuple(sorted(s.log_config.options.items()))))
+        log_config=LogConfig(s.log_config.driver, tuple(sorted(s.log_config.options.items()))),
+        userns=userns_from_pb(s.userns))
 
 
 def spec_to_pb(s: Spec) -> pb.Spec:
@@ -77,7 +78,24 @@ def spec_to_pb(s: Spec) -> pb.Spec:
                                cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
         stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
         open_stdin=s.open_stdin, stdin_once=s.stdin_once,
-        log_config=pb.LogConfig(driver=s.log_config.driver, options=dict(s.log_config.options)))
+        log_config=pb.LogConfig(driver=s.log_config.driver, options=dict(s.log_config.options)),
+        userns=userns_to_pb(s.userns))
+
+
+def userns_from_pb(u: pb.UserNamespace) -> UserNamespace:
+    return UserNamespace(
+        mode=u.mode,
+        uid_mappings=tuple(IdMapping(m.container_id, m.host_id, m.size) for m in u.uid_mappings),
+        gid_mappings=tuple(IdMapping(m.container_id, m.host_id, m.size) for m in u.gid_mappings))
+
+
+def userns_to_pb(u: UserNamespace) -> pb.UserNamespace:
+    return pb.UserNamespace(
+        mode=u.mode,
+        uid_mappings=[pb.IdMapping(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                      for m in u.uid_mappings],
+        gid_mappings=[pb.IdMapping(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                      for m in u.gid_mappings])
 
 
 def container_to_pb(c: Container) -> pb.Container:

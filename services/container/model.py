@@ -45,6 +45,22 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class IdMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass(frozen=True)
+class UserNamespace:
+    """"" (the daemon's, resolved at create), "host", or "remap" with its mappings."""
+
+    mode: str = ""
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
+
+
+@dataclass(frozen=True)
 class Spec:
     process: Process
     rootfs: tuple[Mount, ...] = ()
@@ -59,6 +75,7 @@ class Spec:
     stdin_once: bool = False
     # Filled in at create from the daemon default when the caller gave none.
     log_config: LogConfig = field(default_factory=LogConfig)
+    userns: UserNamespace = field(default_factory=UserNamespace)
 
 
 class Status(enum.Enum):

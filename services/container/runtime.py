@@ -121,11 +121,29 @@ def unmount_all(target: str) -> None:
             return
 
 
+def mounts_under(path: str) -> list[str]:
+    """Mount points at or under `path`, from the mount table (os.path.ismount cannot see
+    a bind mount of a directory of the same filesystem)."""
+    prefix = path.rstrip("/") + "/"
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == path or point.startswith(prefix):
+                out.append(point)
+    return out
+
+
 def remove_bundle(bundle: Bundle) -> None:
     unmount_all(bundle.rootfs)
-    if os.path.ismount(bundle.rootfs):
-        # Never rmtree through a mount: that would delete the image's files.
-        raise errors.Internal(f"cannot unmount {bundle.rootfs}")
+    # The idmapped volumes under idmap/ (userns.mapped_mounts), deepest first.
+    for point in sorted(mounts_under(bundle.dir), key=len, reverse=True):
+        while _libc.umount2(point.encode(), MNT_DETACH) == 0:
+            pass
+    left = mounts_under(bundle.dir)
+    if left:
+        # Never rmtree through a mount: that would delete the image's or a volume's files.
+        raise errors.Internal(f"cannot unmount {left[0]}")
     shutil.rmtree(bundle.dir, ignore_errors=True)
 
 

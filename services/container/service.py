@@ -43,6 +43,7 @@ from services.container import logfiles
 from services.container import logs as logs_mod
 from services.container import runtime as rt
 from services.container import spec as spec_mod
+from services.container import userns as userns_mod
 from services.container.events import Broker
 from services.container.model import (Container, Event, EventType, Exit, LogConfig, LogLine, Record,
                                       Spec, Status)
@@ -109,6 +110,14 @@ class ContainerService:
         # Checked at start-up: a bad daemon default fails the service, not a create.
         self.default_log = logfiles.resolve(
             LogConfig(cfg.log_driver, logfiles.parse_options(cfg.log_opts)), LogConfig("local"))
+        # docker's userns-remap, checked at start-up like the log default; its namespace
+        # (for idmapped mounts) made now, before the server's threads run.
+        self.remap = userns_mod.daemon_remap(cfg)
+        self.namespaces = userns_mod.Namespaces()
+        if self.remap is not None:
+            self.namespaces.fd(self.remap)
+            os.makedirs(runtime.bundles, mode=0o700, exist_ok=True)
+            userns_mod.make_traversable(runtime.bundles)
         self.tasks: dict[str, Task] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         from services.container.exec import Execs
@@ -160,6 +169,7 @@ class ContainerService:
         self.execs.reconcile()
 
     def close(self) -> None:
+        self.namespaces.close()
         for task in self.tasks.values():
             self._unwatch(task)
             if task.rotator is not None:
@@ -182,7 +192,7 @@ class ContainerService:
             raise errors.InvalidArgument("no command specified")
         if not spec.rootfs:
             raise errors.InvalidArgument("no root filesystem mounts given")
-        spec = replace(spec_mod.bind_sources(spec),
+        spec = replace(userns_mod.resolve(spec_mod.bind_sources(spec), self.remap),
                        log_config=logfiles.resolve(spec.log_config, self.default_log))
         record = Record(id=id, name=name, spec=spec, labels=dict(labels), metadata=metadata,
                         created_at=time.time())
@@ -198,10 +208,10 @@ class ContainerService:
         try:
             async with self._lock(id):
                 os.makedirs(b.rootfs, mode=0o700)
-                rt.mount_rootfs(spec.rootfs, b.rootfs)
-                user = spec_mod.resolve_user(b.rootfs, spec)
-                with open(b.config, "w") as f:
-                    json.dump(spec_mod.oci_config(id, spec, b.rootfs, user), f)
+                if spec.userns.uid_mappings:
+                    os.chmod(b.dir, 0o711)  # see userns_mod.make_traversable
+                self._mount_rootfs(spec, b)
+                self._write_config(id, spec, b)
                 pid, conmon_pid = await self.runtime.create(
                     b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once),
                     self._log_policy(record).reads)
@@ -251,11 +261,9 @@ class ContainerService:
         rt.clear_run(b)
         if not os.path.ismount(b.rootfs):
             # Only a reboot or a hand unmounts it; the record has the mounts.
-            rt.mount_rootfs(record.spec.rootfs, b.rootfs)
+            self._mount_rootfs(record.spec, b)
         # Written again: Update may have changed limits, the image's users may have changed.
-        user = spec_mod.resolve_user(b.rootfs, record.spec)
-        with open(b.config, "w") as f:
-            json.dump(spec_mod.oci_config(id, record.spec, b.rootfs, user), f)
+        self._write_config(id, record.spec, b)
         spec = record.spec
         policy = self._log_policy(record)
         # This run appends to the log: one already past max-size is rotated first.
@@ -420,6 +428,25 @@ class ContainerService:
         if status is Status.RUNNING and rt.frozen(record.id):
             status = Status.PAUSED
         return Container(record, status, task.pid, log_path)
+
+    def _mount_rootfs(self, spec: Spec, b: rt.Bundle) -> None:
+        if not spec.userns.uid_mappings:
+            rt.mount_rootfs(spec.rootfs, b.rootfs)
+            return
+        with userns_mod.mapped_rootfs(spec.rootfs, spec.userns,
+                                      self.namespaces.fd(spec.userns)) as mounts:
+            rt.mount_rootfs(mounts, b.rootfs)
+
+    def _write_config(self, id: str, spec: Spec, b: rt.Bundle) -> None:
+        """config.json: the OCI spec, its user namespace, the mounts as runc does them."""
+        user = spec_mod.resolve_user(b.rootfs, spec)
+        try:
+            mounts = userns_mod.mapped_mounts(spec, b.dir, self.namespaces)
+        except OSError as exc:
+            raise errors.FailedPrecondition(f"user namespace: a volume cannot be mapped: {exc}") from None
+        config = spec_mod.oci_config(id, replace(spec, mounts=mounts), b.rootfs, user)
+        with open(b.config, "w") as f:
+            json.dump(userns_mod.oci_userns(config, spec.userns), f)
 
     def _lock(self, id: str) -> asyncio.Lock:
         return self._locks.setdefault(id, asyncio.Lock())

@@ -50,8 +50,8 @@ import time
 from typing import Protocol
 
 from services.common.sqlite import Transaction, open_db
-from services.container.model import (Event, EventType, Exit, LogConfig, Mount, Process, Record, Resources,
-                                      Spec)
+from services.container.model import (Event, EventType, Exit, IdMapping, LogConfig, Mount, Process, Record,
+                                      Resources, Spec, UserNamespace)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -319,7 +319,17 @@ def spec_from_json(text: str) -> Spec:
         # Rows from before log drivers have none: they get the daemon default.
         log_config=LogConfig(driver=lc.get("driver", ""),
                              options=tuple(tuple(o) for o in lc.get("options", ())))
-        if (lc := d.get("log_config")) else LogConfig())
+        if (lc := d.get("log_config")) else LogConfig(),
+        userns=_userns(d.get("userns")))
+
+
+def _userns(d: dict | None) -> UserNamespace:
+    # Rows from before user namespaces ran in the host's.
+    if not d:
+        return UserNamespace(mode="host")
+    return UserNamespace(mode=d["mode"],
+                         uid_mappings=tuple(IdMapping(**m) for m in d["uid_mappings"]),
+                         gid_mappings=tuple(IdMapping(**m) for m in d["gid_mappings"]))
 
 
 def _mount(d: dict) -> Mount:

@@ -160,8 +160,9 @@ class Mounter:
             out.acquired.append(volume.name)
             if created and not spec.volume_nocopy:
                 await self._copy_up(image_id, spec.target, volume.name)
+            # "idmap": in a remapped container a volume's files keep their owners' meaning.
             out.mounts.append(mount_pb2.Mount(type="bind", source=volume.mountpoint, target=spec.target,
-                                              options=["rbind", *bind_modes, "rprivate"]))
+                                              options=["rbind", *bind_modes, "rprivate", "idmap"]))
             out.points.append(engine_pb2.MountPoint(
                 type="volume", name=volume.name, source=volume.mountpoint, destination=spec.target,
                 driver=volume.driver, mode="ro" if spec.readonly else "",

@@ -235,7 +235,9 @@ class Containers:
                 cpu_shares=cfg.cpu_shares, pids_limit=cfg.pids_limit),
             stop_signal=cfg.stop_signal or image_config.stop_signal,
             readonly_rootfs=cfg.readonly_rootfs, tty=cfg.tty, open_stdin=cfg.open_stdin,
-            stdin_once=cfg.stdin_once)
+            stdin_once=cfg.stdin_once,
+            # The container service resolves "" to the daemon's mode and refuses the unknown.
+            userns=container_pb2.UserNamespace(mode=cfg.userns_mode))
         # /etc/hosts and /etc/resolv.conf from the network service.
         spec.mounts.extend(endpoint.mounts)
         request = container_pb2.CreateContainerRequest(id=cid, name=name, labels=labels, spec=spec)

@@ -150,6 +150,13 @@ export interface ContainerConfig {
   openStdin: boolean;
   /** Close stdin once the first attached client leaves (`run -i` in the foreground). */
   stdinOnce: boolean;
+  /**
+   * The user namespace (`--userns`, docker's HostConfig.UsernsMode): empty takes the
+   * daemon's (remapped when the daemon runs with userns-remap, else the host's);
+   * "host" runs in the host's user namespace even when the daemon remaps. Any other
+   * value is refused with INVALID_ARGUMENT. Set at create; never changes.
+   */
+  usernsMode: string;
 }
 
 export interface ContainerConfig_LabelsEntry {
@@ -1729,6 +1736,7 @@ function createBaseContainerConfig(): ContainerConfig {
     tty: false,
     openStdin: false,
     stdinOnce: false,
+    usernsMode: "",
   };
 }
 
@@ -1820,6 +1828,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.stdinOnce !== false) {
       writer.uint32(496).bool(message.stdinOnce);
+    }
+    if (message.usernsMode !== "") {
+      writer.uint32(802).string(message.usernsMode);
     }
     return writer;
   },
@@ -2072,6 +2083,14 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.stdinOnce = reader.bool();
             continue;
           }
+          case 100: {
+            if (tag !== 802) {
+              break;
+            }
+
+            message.usernsMode = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2200,6 +2219,11 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.stdin_once)
         ? globalThis.Boolean(object.stdin_once)
         : false,
+      usernsMode: isSet(object.usernsMode)
+        ? globalThis.String(object.usernsMode)
+        : isSet(object.userns_mode)
+        ? globalThis.String(object.userns_mode)
+        : "",
     };
   },
 
@@ -2298,6 +2322,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.stdinOnce !== false) {
       obj.stdinOnce = message.stdinOnce;
     }
+    if (message.usernsMode !== "") {
+      obj.usernsMode = message.usernsMode;
+    }
     return obj;
   },
 
@@ -2349,6 +2376,7 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.tty = object.tty ?? false;
     message.openStdin = object.openStdin ?? false;
     message.stdinOnce = object.stdinOnce ?? false;
+    message.usernsMode = object.usernsMode ?? "";
     return message;
   },
 };
