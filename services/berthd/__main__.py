@@ -2,6 +2,7 @@
 
     python -m services.berthd [--run-root DIR] [--data-root DIR] [--runtime runc]
                               [--log-format json|console] [--services image,network,...] [--exec]
+                              [--userns-remap USER[:GROUP]|default]
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--services", default=",".join(s.name for s in REGISTRY),
                         help="the services to run here; the others run elsewhere "
                              "(see BERTH_<SERVICE>_ADDRESS)")
+    parser.add_argument("--userns-remap", default=defaults.userns_remap, metavar="USER[:GROUP]",
+                        help="run containers in a user namespace mapping root onto the "
+                             "subordinate ids of USER (/etc/subuid, /etc/subgid); \"default\" "
+                             "makes and uses the user \"berth\" (docker's userns-remap)")
     parser.add_argument("--exec", dest="warm", action="store_false",
                         help="start each service with exec instead of forking it from "
                              "berthd's preloaded modules (more memory; for debugging)")
@@ -40,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     config = dataclasses.replace(
         config_mod.load(), run_root=args.run_root, data_root=args.data_root,
-        runtime=args.runtime, log_format=args.log_format, log_level=args.log_level)
+        runtime=args.runtime, log_format=args.log_format, log_level=args.log_level,
+        userns_remap=args.userns_remap)
     logging_mod.setup("berthd", config.log_format, config.log_level)
     names = [s for s in args.services.split(",") if s]
     unknown = sorted(set(names) - {s.name for s in REGISTRY})

@@ -65,7 +65,16 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     cfg.restart_policy.maximum_retry_count = int(policy.get("MaximumRetryCount") or 0)
     if body.get("Healthcheck"):
         cfg.healthcheck.CopyFrom(healthcheck(body["Healthcheck"]))
+    _isolation(cfg, host)
     return cfg
+
+
+def _isolation(cfg: engine_pb2.ContainerConfig, host: Mapping) -> None:
+    """HostConfig.UsernsMode: "" (the daemon's) or "host"; the engine refuses the rest."""
+    mode = host.get("UsernsMode") or ""
+    if not isinstance(mode, str):
+        raise InvalidArgument("invalid HostConfig.UsernsMode: expected a string")
+    cfg.userns_mode = mode
 
 
 def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:
