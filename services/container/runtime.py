@@ -408,20 +408,19 @@ def reap_dead_monitors() -> None:
     """Collects exited conmons this service is the parent of that no watch collected
     (a create that failed, a monitor killed by teardown). Only those: other children
     belong to asyncio, which waits for each by its pid."""
-    me = str(os.getpid())
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    children: set[str] = set()
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as f:
+            children.update(f.read().split())
+    for pid in children:
         try:
-            with open(f"/proc/{entry}/stat") as f:
+            with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)
         except OSError:
             continue
-        comm = fields[0].partition("(")[2]
-        state, ppid = fields[1].split()[:2]
-        if state == "Z" and ppid == me and comm == "conmon":
+        if fields[0].partition("(")[2] == "conmon" and fields[1].split()[0] == "Z":
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(int(entry), os.WNOHANG)
+                os.waitpid(int(pid), os.WNOHANG)
 
 
 def pidfd_exit_status(fd: int) -> int | None:
