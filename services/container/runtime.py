@@ -404,23 +404,19 @@ def reap(fd: int) -> int | None:
     return 128 + result.si_status
 
 
-def reap_dead_monitors() -> None:
-    """Collects exited conmons this service is the parent of that no watch collected
-    (a create that failed, a monitor killed by teardown). Only those: other children
-    belong to asyncio, which waits for each by its pid."""
-    children: set[str] = set()
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as f:
-            children.update(f.read().split())
-    for pid in children:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)
-        except OSError:
-            continue
-        if fields[0].partition("(")[2] == "conmon" and fields[1].split()[0] == "Z":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(int(pid), os.WNOHANG)
+def reap_monitor(pid: int) -> None:
+    """Collects conmon `pid` if it is this service's exited child that no watch collected
+    (a create that failed, a monitor teardown killed). Only a conmon monitor: the other
+    children belong to asyncio, which waits for each by its pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, _, rest = f.read().rpartition(")")
+    except OSError:
+        return
+    state, ppid = rest.split()[:2]
+    if head.partition("(")[2] == "conmon" and state == "Z" and ppid == str(os.getpid()):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def pidfd_exit_status(fd: int) -> int | None:

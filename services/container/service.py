@@ -10,11 +10,14 @@ A monitor can die before its container (SIGKILL, OOM killer): conmon gone with
 no exit file while the container's process lives. The container is then still
 running, and is reported so (its monitor lost, in the log); the pidfd on the
 container's process, held since create, is watched instead, and signals,
-stop and delete act on that process directly. Its exit, once it comes, is
-read from the same pidfd (PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15+:
-the wait status, once init has reaped the orphan); where the kernel cannot
-tell, the exit is recorded as 255 with a note that says so. Without conmon
-nothing more is written to the log and attach has nothing to connect to.
+stop and delete act on that process directly. The service is a child
+subreaper, so conmon is its child and so is the orphan conmon leaves: its exit
+status is collected exactly (waitid on the pidfd). An orphan of a monitor that
+died while the service was down is init's: its status is read from the pidfd
+(PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15+) once init reaped it; where
+nothing reaps it, the exit is recorded as 255 with a note that says so.
+Without conmon nothing more is written to the log and attach has nothing to
+connect to.
 
 The row outlives its task, as in containerd: Start of a stopped container runs
 a new task (runc delete of the old state, conmon again on the same bundle and
@@ -482,13 +485,9 @@ class ContainerService:
             task.rotator.add_done_callback(_log_rotator_end)
 
     def _unwatch(self, task: Task) -> None:
-        loop = asyncio.get_running_loop()
-        if task.conmon_fd >= 0:
-            loop.remove_reader(task.conmon_fd)
-            os.close(task.conmon_fd)
-            task.conmon_fd = -1
+        _close_conmon_fd(task)
         if task.pid_fd >= 0:
-            loop.remove_reader(task.pid_fd)
+            asyncio.get_running_loop().remove_reader(task.pid_fd)
             os.close(task.pid_fd)
             task.pid_fd = -1
 
@@ -516,13 +515,9 @@ class ContainerService:
 
     def _monitor_lost(self, id: str, task: Task) -> None:
         """conmon is gone, its container's process is not: watch the process itself."""
-        loop = asyncio.get_running_loop()
-        if task.conmon_fd >= 0:
-            loop.remove_reader(task.conmon_fd)
-            os.close(task.conmon_fd)
-            task.conmon_fd = -1
+        _close_conmon_fd(task)
         task.monitor_lost = True
-        loop.add_reader(task.pid_fd, self._on_process_exit, id)
+        asyncio.get_running_loop().add_reader(task.pid_fd, self._on_process_exit, id)
         log.warning("container_monitor_lost", container_id=id, conmon_pid=task.conmon_pid,
                     pid=task.pid)
 
@@ -589,9 +584,18 @@ class ContainerService:
             if task.rotator is not None and task.exited.is_set():
                 await asyncio.wait([task.rotator])  # it may still compress in the bundle
         self.tasks.pop(id, None)
+        monitor = rt.read_int(self.runtime.bundle(id).conmon_pidfile)
         rt.remove_bundle(self.runtime.bundle(id))
         self.runtime.remove_socket_link(id)
-        rt.reap_dead_monitors()
+        if monitor:
+            rt.reap_monitor(monitor)
+
+
+def _close_conmon_fd(task: Task) -> None:
+    if task.conmon_fd >= 0:
+        asyncio.get_running_loop().remove_reader(task.conmon_fd)
+        os.close(task.conmon_fd)
+        task.conmon_fd = -1
 
 
 async def settled(task: Task) -> None:

@@ -444,7 +444,8 @@ class ImageService:
     # -- commit, diff, disk usage ---------------------------------------------------
 
     async def commit(self, key: str, config: ImageConfig, name: str = "", comment: str = "",
-                     author: str = "") -> Image:
+                     author: str = "", uid_map: commit_mod.IdRanges = (),
+                     gid_map: commit_mod.IdRanges = ()) -> Image:
         """A new image: the snapshot's image plus its writable layer as one more layer."""
         check_key(key)
         target = str(reference.parse(name)) if name else ""
@@ -453,12 +454,13 @@ class ImageService:
         snap = self.store.get_snapshot(key)
         if snap is None:
             raise NotFound(f"snapshot {key} not found")
-        record = await asyncio.to_thread(self._commit, snap, config, comment, author, target)
+        record = await asyncio.to_thread(self._commit, snap, config, comment, author, target,
+                                         uid_map, gid_map)
         log.info("snapshot_committed", key=key, image_id=record.id, name=target)
         return self._image(record.id)
 
     def _commit(self, snap: SnapshotRecord, config: ImageConfig, comment: str, author: str,
-                target: str) -> ImageRecord:
+                target: str, uid_map: commit_mod.IdRanges, gid_map: commit_mod.IdRanges) -> ImageRecord:
         parent = self.store.get_image(snap.image_id)
         if parent is None:
             raise FailedPrecondition(
@@ -466,7 +468,7 @@ class ImageService:
         upper = os.path.join(self.snapshotter.snapshot_dir(snap.key), "upper")
         with tempfile.TemporaryFile(dir=self.tmp_dir) as f:
             # Tarred outside the lock: a big layer must not hold up pulls and loads.
-            commit_mod.write_layer(upper, f)
+            commit_mod.write_layer(upper, f, uid_map, gid_map)
             f.seek(0)
             with self._content_lock:
                 try:

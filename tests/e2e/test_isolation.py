@@ -69,6 +69,20 @@ def test_a_volume_is_written_as_root_inside_and_out(remapped):
         remapped.cli("volume", "rm", name)
 
 
+def test_commit_of_a_remapped_container_records_the_containers_ids(remapped):
+    name = f"c{uuid.uuid4().hex[:8]}"
+    image = f"committed-{name}:1"
+    try:
+        remapped.cli("run", "--name", name, "busybox", "sh", "-c", "touch /made; chown 7:8 /made",
+                     check=True)
+        remapped.cli("commit", name, image, check=True)
+        run = remapped.cli("run", "--rm", image, "stat", "-c", "%u:%g", "/made", check=True)
+        assert run.stdout.strip() == "7:8"
+    finally:
+        remapped.cli("rm", "-f", name)
+        remapped.cli("rmi", "-f", image)
+
+
 def test_userns_host_through_the_docker_api(remapped):
     client = docker.DockerClient(base_url=f"unix://{remapped.docker_socket}", version="auto", timeout=60)
     try:

@@ -756,8 +756,13 @@ class Containers:
         c, record = await self.record(ref)
         config = await self._image_config_of(c, record)
         convert.apply_changes(config, convert.parse_changes(changes))
+        userns = c.spec.userns
         image = (await self._image.CommitSnapshot(image_pb2.CommitSnapshotRequest(
-            key=c.id, config=config, reference=reference, comment=message, author=author))).image
+            key=c.id, config=config, reference=reference, comment=message, author=author,
+            uid_mappings=[image_pb2.IdRange(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                          for m in userns.uid_mappings],
+            gid_mappings=[image_pb2.IdRange(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                          for m in userns.gid_mappings]))).image
         self._image_configs.remember(image)
         self.publish("commit", c.id, comment=message, imageID=image.id, imageRef=reference or image.id)
         log.info("container_committed", container_id=c.id, image_id=image.id, reference=reference)
