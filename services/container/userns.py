@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import grp
 import os
 import pwd
-import grp
 import subprocess
 import threading
 import time

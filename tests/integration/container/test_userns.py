@@ -11,7 +11,7 @@ from berth.container.v1 import container_pb2 as pb
 from berth.types.v1 import mount_pb2
 from services.common.errors import InvalidArgument
 from tests.integration.container.conftest import ServiceProcess, new_id, run
-from tests.integration.container.test_events import read_pid, take
+from tests.integration.container.test_events import read_pid
 
 BASE = 300000
 
