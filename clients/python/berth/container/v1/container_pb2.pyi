@@ -271,10 +271,12 @@ class UserNamespace(_message.Message):
     """
     @_builtins.property
     def uid_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdMapping]:
-        """Container id ranges onto host ids ("remap" only; filled in by the service)."""
+        """Container uid ranges onto host uids ("remap" only; filled in by the service)."""
 
     @_builtins.property
-    def gid_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdMapping]: ...
+    def gid_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdMapping]:
+        """Container gid ranges onto host gids, as uid_mappings."""
+
     def __init__(
         self,
         *,
@@ -300,8 +302,11 @@ class IdMapping(_message.Message):
     HOST_ID_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     container_id: _builtins.int
+    """First id of the range in the container."""
     host_id: _builtins.int
+    """The host id container_id is."""
     size: _builtins.int
+    """How many ids the range has."""
     def __init__(
         self,
         *,

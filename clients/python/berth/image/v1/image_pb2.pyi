@@ -1098,7 +1098,9 @@ class CommitSnapshotRequest(_message.Message):
         """
 
     @_builtins.property
-    def gid_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdRange]: ...
+    def gid_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdRange]:
+        """The gid ranges of that namespace, as uid_mappings."""
+
     def __init__(
         self,
         *,
@@ -1128,8 +1130,11 @@ class IdRange(_message.Message):
     HOST_ID_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     container_id: _builtins.int
+    """First id of the range in the container."""
     host_id: _builtins.int
+    """The host id container_id is."""
     size: _builtins.int
+    """How many ids the range has."""
     def __init__(
         self,
         *,
