@@ -36,6 +36,7 @@ import structlog
 
 from services.common import errors
 from services.container import runtime as rt
+from services.container import userns
 from services.container import spec as spec_mod
 from services.container.model import Event, EventType, Process, Status
 from services.container.stdio import Stdio, pump_requests
@@ -102,6 +103,7 @@ class Execs:
             raise errors.InvalidArgument(f'invalid exec id "{exec_id}": must be 64 lowercase hex characters')
         if not cfg.args:
             raise errors.InvalidArgument("No exec command specified")
+        userns.check_exec(c.record.spec)
         d = self._dir(c.id, exec_id)
         try:
             os.makedirs(d, mode=0o700)

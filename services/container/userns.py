@@ -167,6 +167,17 @@ def resolve(spec: Spec, remap: UserNamespace | None) -> Spec:
     return replace(spec, userns=remap)
 
 
+def check_exec(spec: Spec) -> None:
+    """An exec joins every namespace of the container, the user namespace first (runc 1.1),
+    and then may not join a network namespace that the host's user namespace owns, as
+    the network service's are: refused here in words instead of runc's."""
+    if spec.userns.uid_mappings and spec.netns_path:
+        raise errors.FailedPrecondition(
+            "exec into a container with a remapped user namespace is not supported with this "
+            "OCI runtime (runc 1.1 cannot join the container's network namespace from its user "
+            "namespace; runc >= 1.2 can): run the container with --userns host to exec into it")
+
+
 def host_root(userns: UserNamespace) -> tuple[int, int]:
     """The host uid and gid of the container's root."""
     def to_host(maps: tuple[IdMapping, ...]) -> int:

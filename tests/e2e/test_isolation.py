@@ -55,6 +55,19 @@ def test_root_inside_cannot_read_a_root_only_host_file(remapped, tmp_path):
     assert "Permission denied" in run.stderr, run.stderr
 
 
+def test_exec_into_a_remapped_container_is_refused_in_words(remapped):
+    """runc 1.1 joins the user namespace first and then may not join the network
+    namespace, which the host's user namespace owns (runc >= 1.2 can)."""
+    name = f"e{uuid.uuid4().hex[:8]}"
+    try:
+        remapped.cli("run", "-d", "--name", name, "busybox", "sleep", "1000", check=True)
+        run = remapped.cli("exec", name, "id", "-u")
+        assert run.returncode != 0 and "--userns host" in run.stderr, run.stderr
+        assert "nsexec" not in run.stderr
+    finally:
+        remapped.cli("rm", "-f", name)
+
+
 def test_a_volume_is_written_as_root_inside_and_out(remapped):
     name = f"v{uuid.uuid4().hex[:8]}"
     try:
