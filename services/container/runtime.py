@@ -136,6 +136,8 @@ def mounts_under(path: str) -> list[str]:
 
 def remove_bundle(bundle: Bundle) -> None:
     unmount_all(bundle.rootfs)
+    # A shareable IPC's /dev/shm (security.prepare_shm).
+    unmount_all(os.path.join(bundle.dir, "shm"))
     # The idmapped volumes under idmap/ (userns.mapped_mounts), deepest first.
     for point in sorted(mounts_under(bundle.dir), key=len, reverse=True):
         while _libc.umount2(point.encode(), MNT_DETACH) == 0:

@@ -46,6 +46,7 @@ from services.container import logfiles
 from services.container import logs as logs_mod
 from services.container import runtime as rt
 from services.container import spec as spec_mod
+from services.container import security
 from services.container import userns as userns_mod
 from services.container.events import Broker
 from services.container.model import (Container, Event, EventType, Exit, LogConfig, LogLine, Record,
@@ -113,6 +114,7 @@ class ContainerService:
         # Checked at start-up: a bad daemon default fails the service, not a create.
         self.default_log = logfiles.resolve(
             LogConfig(cfg.log_driver, logfiles.parse_options(cfg.log_opts)), LogConfig("local"))
+        self.host = security.host(cfg.default_pids_limit)
         # docker's userns-remap, checked at start-up like the log default; its namespace
         # (for idmapped mounts) made now, before the server's threads run.
         self.remap = userns_mod.daemon_remap(cfg)
@@ -195,7 +197,8 @@ class ContainerService:
             raise errors.InvalidArgument("no command specified")
         if not spec.rootfs:
             raise errors.InvalidArgument("no root filesystem mounts given")
-        spec = replace(userns_mod.resolve(spec_mod.bind_sources(spec), self.remap),
+        spec = replace(userns_mod.resolve(spec_mod.bind_sources(security.resolve(spec, self.host)),
+                                          self.remap),
                        log_config=logfiles.resolve(spec.log_config, self.default_log))
         record = Record(id=id, name=name, spec=spec, labels=dict(labels), metadata=metadata,
                         created_at=time.time())
@@ -416,6 +419,21 @@ class ContainerService:
             raise errors.NotFound(f"No such container: {ref}")
         return record
 
+
+    def _shm_dir(self, id: str) -> str:
+        return os.path.join(self.runtime.bundle(id).dir, "shm")
+
+    def _donor(self, id: str) -> security.Donor:
+        """A container whose namespaces another joins: its pid while it runs."""
+        try:
+            c = self.get(id)
+        except errors.NotFound:
+            return security.Donor()
+        if c.status not in (Status.RUNNING, Status.PAUSED):
+            return security.Donor()
+        shareable = c.record.spec.security.ipc_mode == "shareable" and os.path.ismount(self._shm_dir(id))
+        return security.Donor(c.pid, self._shm_dir(id) if shareable else "")
+
     def _log_policy(self, record: Record) -> logfiles.LogPolicy:
         # Rows from before log drivers carry none: the daemon default applies.
         return logfiles.policy(logfiles.resolve(record.spec.log_config, self.default_log))
@@ -441,13 +459,17 @@ class ContainerService:
             rt.mount_rootfs(mounts, b.rootfs)
 
     def _write_config(self, id: str, spec: Spec, b: rt.Bundle) -> None:
-        """config.json: the OCI spec, its user namespace, the mounts as runc does them."""
+        """config.json for the next `runc create`: the OCI spec (with the mounts as runc
+        does them), then its confinement, then its user namespace."""
         user = spec_mod.resolve_user(b.rootfs, spec)
         try:
             mounts = userns_mod.mapped_mounts(spec, b.dir, self.namespaces)
         except OSError as exc:
             raise errors.FailedPrecondition(f"user namespace: a volume cannot be mapped: {exc}") from None
         config = spec_mod.oci_config(id, replace(spec, mounts=mounts), b.rootfs, user)
+        shm_dir = self._shm_dir(id)
+        security.prepare_shm(spec, shm_dir)
+        security.apply(config, spec, b.rootfs, self.host, self._donor, shm_dir)
         with open(b.config, "w") as f:
             json.dump(userns_mod.oci_userns(config, spec.userns), f)
 

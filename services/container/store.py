@@ -50,8 +50,8 @@ import time
 from typing import Protocol
 
 from services.common.sqlite import Transaction, open_db
-from services.container.model import (Event, EventType, Exit, IdMapping, LogConfig, Mount, Process, Record,
-                                      Resources, Spec, UserNamespace)
+from services.container.model import (Device, Event, EventType, Exit, IdMapping, LogConfig, Mount, Process,
+                                      Record, Resources, Security, Spec, Ulimit, UserNamespace)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -320,7 +320,20 @@ def spec_from_json(text: str) -> Spec:
         log_config=LogConfig(driver=lc.get("driver", ""),
                              options=tuple(tuple(o) for o in lc.get("options", ())))
         if (lc := d.get("log_config")) else LogConfig(),
+        # Rows from before confinement options have none: docker's defaults.
+        security=_security(d.get("security") or {}), runtime=d.get("runtime", ""),
         userns=_userns(d.get("userns")))
+
+
+def _security(d: dict) -> Security:
+    fields = {f.name for f in dataclasses.fields(Security)}
+    d = {k: v for k, v in d.items() if k in fields}
+    for key in ("cap_add", "cap_drop", "device_cgroup_rules", "group_add"):
+        d[key] = tuple(d.get(key, ()))
+    d["sysctls"] = tuple(tuple(kv) for kv in d.get("sysctls", ()))
+    d["devices"] = tuple(Device(**x) for x in d.get("devices", ()))
+    d["ulimits"] = tuple(Ulimit(**x) for x in d.get("ulimits", ()))
+    return Security(**d)
 
 
 def _userns(d: dict | None) -> UserNamespace:

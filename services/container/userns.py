@@ -164,6 +164,14 @@ def resolve(spec: Spec, remap: UserNamespace | None) -> Spec:
     if remap is None:
         raise errors.InvalidArgument(
             'user namespace mode "remap" needs the daemon to run with userns-remap')
+    # dockerd's rules and words, for what a remapped root cannot be given.
+    if spec.security.privileged:
+        raise errors.InvalidArgument(
+            "privileged mode is incompatible with user namespaces. You must run the container "
+            "in the host namespace when running privileged mode (--userns host)")
+    if spec.security.pid_mode == "host":
+        raise errors.InvalidArgument(
+            "cannot share the host PID namespace when user namespaces are enabled (--userns host)")
     return replace(spec, userns=remap)
 
 

@@ -57,7 +57,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "Memory": cfg.memory_bytes,
             "NanoCpus": cfg.nano_cpus,
             "CpuShares": cfg.cpu_shares,
-            "PidsLimit": cfg.pids_limit or None,
+            **confinement_json(cfg),
             "ReadonlyRootfs": cfg.readonly_rootfs,
             "UsernsMode": cfg.userns_mode,
             "Binds": [f"{m.source}:{m.destination}" + ("" if m.rw else ":ro")
@@ -104,6 +104,36 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
                                      "MacAddress": "", "Aliases": list(n.aliases) or None}
                          for n in info.networks} or {network: {}},
         },
+    }
+
+
+def confinement_json(cfg: engine_pb2.ContainerConfig) -> dict:
+    """HostConfig's security and further resource keys, as they were asked for (docker's
+    shapes: null where docker shows null for "not set")."""
+    return {
+        "PidsLimit": (cfg.pids_limit if cfg.pids_limit > 0 else 0) if cfg.pids_limit else None,
+        "Privileged": cfg.privileged,
+        "CapAdd": list(cfg.cap_add) or None,
+        "CapDrop": list(cfg.cap_drop) or None,
+        "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container or d.path_on_host,
+                     "CgroupPermissions": d.cgroup_permissions or "rwm"} for d in cfg.devices],
+        "DeviceCgroupRules": list(cfg.device_cgroup_rules) or None,
+        "Sysctls": dict(cfg.sysctls) or None,
+        "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in cfg.ulimits] or None,
+        "GroupAdd": list(cfg.group_add) or None,
+        "PidMode": cfg.pid_mode,
+        "IpcMode": cfg.ipc_mode or "private",
+        "UTSMode": cfg.uts_mode,
+        "CpusetCpus": cfg.cpuset_cpus,
+        "CpusetMems": cfg.cpuset_mems,
+        "MemorySwap": cfg.memory_swap,
+        "MemoryReservation": cfg.memory_reservation,
+        "OomKillDisable": cfg.oom_kill_disable,
+        "OomScoreAdj": cfg.oom_score_adj,
+        "ShmSize": cfg.shm_size or 64 << 20,
+        "Init": cfg.init or None,
+        "Runtime": cfg.runtime or "runc",
+        "SecurityOpt": list(cfg.security_opt) or None,
     }
 
 
