@@ -81,6 +81,10 @@ async def test_userns_host_opts_out_and_the_unknown_is_refused(roots, remapped):
         with pytest.raises(InvalidArgument, match='--userns.*"keep-id"'):
             await client.CreateContainer(pb.CreateContainerRequest(
                 id=new_id(), name="bad", spec=roots.spec("true", userns=pb.UserNamespace(mode="keep-id"))))
+        # A remapped root cannot be given the host (dockerd's rule): --userns host can.
+        with pytest.raises(InvalidArgument, match="privileged mode is incompatible with user namespaces"):
+            await client.CreateContainer(pb.CreateContainerRequest(
+                id=new_id(), name="priv", spec=roots.spec("true", security=pb.Security(privileged=True))))
         assert (await client.ListContainers(pb.ListContainersRequest())).containers == []
     finally:
         await client.channel.close()
