@@ -18,3 +18,9 @@ def test_userns_host_and_default():
     assert config_for("--userns", "host").userns_mode == "host"
     assert config_for("--userns=keep-id").userns_mode == "keep-id"
     assert config_for().userns_mode == ""
+
+
+def test_userns_through_the_run_parser():
+    from berth_cli import cli, commands
+    ns = cli.parse(["run", "--userns", "host", "busybox", "true"])
+    assert commands.container_config(ns).userns_mode == "host"
