@@ -55,6 +55,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     lifecycle.add_run_flags(p)
     security.add_run_flags(p)
     logopts.add_run_flags(p)
+    from berth_cli.runflags import isolation  # --userns (to runflags.GROUPS once that lands)
+    isolation.add_flags(p)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 

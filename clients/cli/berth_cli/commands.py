@@ -181,6 +181,8 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
     lifecycle.apply_run_flags(ns, config)
     security.apply_run_flags(ns, config)
     logopts.apply_run_flags(ns, config)
+    from berth_cli.runflags import isolation
+    isolation.apply(ns, config)
     interactive.add_run_config(ns, config)
     return config
 

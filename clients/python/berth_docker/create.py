@@ -63,7 +63,16 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
         cfg.healthcheck.CopyFrom(healthcheck(body["Healthcheck"]))
     confinement(host, cfg)
     _log_config(cfg, host.get("LogConfig"))
+    _isolation(cfg, host)
     return cfg
+
+
+def _isolation(cfg: engine_pb2.ContainerConfig, host: Mapping) -> None:
+    """HostConfig.UsernsMode: "" (the daemon's) or "host"; the engine refuses the rest."""
+    mode = host.get("UsernsMode") or ""
+    if not isinstance(mode, str):
+        raise InvalidArgument("invalid HostConfig.UsernsMode: expected a string")
+    cfg.userns_mode = mode
 
 
 def confinement(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:

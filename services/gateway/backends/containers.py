@@ -271,7 +271,9 @@ class Containers:
             resources=confinement.resources(cfg),
             stop_signal=cfg.stop_signal or image_config.stop_signal,
             readonly_rootfs=cfg.readonly_rootfs, tty=cfg.tty, open_stdin=cfg.open_stdin,
-            stdin_once=cfg.stdin_once, security=security, runtime=cfg.runtime)
+            stdin_once=cfg.stdin_once, security=security, runtime=cfg.runtime,
+            # The container service resolves "" to the daemon's mode and refuses the unknown.
+            userns=container_pb2.UserNamespace(mode=cfg.userns_mode))
         if cfg.HasField("log_config"):
             # Checked by the container service against its drivers (INVALID_ARGUMENT naming
             # what it does not know); absent takes its daemon default.
@@ -738,8 +740,13 @@ class Containers:
         c, record = await self.record(ref)
         config = await self._image_config_of(c, record)
         convert.apply_changes(config, convert.parse_changes(changes))
+        userns = c.spec.userns
         image = (await self._image.CommitSnapshot(image_pb2.CommitSnapshotRequest(
-            key=c.id, config=config, reference=reference, comment=message, author=author))).image
+            key=c.id, config=config, reference=reference, comment=message, author=author,
+            uid_mappings=[image_pb2.IdRange(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                          for m in userns.uid_mappings],
+            gid_mappings=[image_pb2.IdRange(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                          for m in userns.gid_mappings]))).image
         self._image_configs.remember(image)
         self.publish("commit", c.id, comment=message, imageID=image.id, imageRef=reference or image.id)
         log.info("container_committed", container_id=c.id, image_id=image.id, reference=reference)

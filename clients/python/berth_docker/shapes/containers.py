@@ -60,6 +60,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "CpuShares": cfg.cpu_shares,
             **confinement_json(cfg),
             "ReadonlyRootfs": cfg.readonly_rootfs,
+            "UsernsMode": cfg.userns_mode,
             "Binds": [f"{m.source}:{m.destination}" + ("" if m.rw else ":ro")
                       for m in info.mounts if m.type == "bind"] or None,
             "PortBindings": ports_json(cfg.ports),

@@ -256,7 +256,16 @@ export interface ContainerConfig {
    * HostConfig.LogConfig); absent takes the daemon default. An unknown driver
    * or option is INVALID_ARGUMENT, naming it.
    */
-  logConfig: LogConfig | undefined;
+  logConfig:
+    | LogConfig
+    | undefined;
+  /**
+   * The user namespace (`--userns`, docker's HostConfig.UsernsMode): empty takes the
+   * daemon's (remapped when the daemon runs with userns-remap, else the host's);
+   * "host" runs in the host's user namespace even when the daemon remaps. Any other
+   * value is refused with INVALID_ARGUMENT. Set at create; never changes.
+   */
+  usernsMode: string;
 }
 
 export interface ContainerConfig_LabelsEntry {
@@ -2035,6 +2044,7 @@ function createBaseContainerConfig(): ContainerConfig {
     securityOpt: [],
     endpointSettings: undefined,
     logConfig: undefined,
+    usernsMode: "",
   };
 }
 
@@ -2195,6 +2205,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.logConfig !== undefined) {
       LogConfig.encode(message.logConfig, writer.uint32(882).fork()).join();
+    }
+    if (message.usernsMode !== "") {
+      writer.uint32(802).string(message.usernsMode);
     }
     return writer;
   },
@@ -2634,6 +2647,14 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.logConfig = LogConfig.decode(reader, reader.uint32());
             continue;
           }
+          case 100: {
+            if (tag !== 802) {
+              break;
+            }
+
+            message.usernsMode = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2870,6 +2891,11 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.log_config)
         ? LogConfig.fromJSON(object.log_config)
         : undefined,
+      usernsMode: isSet(object.usernsMode)
+        ? globalThis.String(object.usernsMode)
+        : isSet(object.userns_mode)
+        ? globalThis.String(object.userns_mode)
+        : "",
     };
   },
 
@@ -3043,6 +3069,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.logConfig !== undefined) {
       obj.logConfig = LogConfig.toJSON(message.logConfig);
     }
+    if (message.usernsMode !== "") {
+      obj.usernsMode = message.usernsMode;
+    }
     return obj;
   },
 
@@ -3129,6 +3158,7 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
       ? LogConfig.fromPartial(object.logConfig)
       : undefined;
+    message.usernsMode = object.usernsMode ?? "";
     return message;
   },
 };
