@@ -1,7 +1,11 @@
 import os
 import sys
 
-from berth_cli.cli import main
+from berth_cli import messages
+
+messages.install()
+
+from berth_cli.cli import main  # noqa: E402 — after install, so the verbs' imports are cheap
 
 code = main()
 # Leave without the interpreter's shutdown: grpc's channel teardown at exit

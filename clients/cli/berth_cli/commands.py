@@ -7,24 +7,32 @@ the others in the modules named in VERBS, which import only the shared pieces
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
 import time
 
 import berth_errors
 
 from berth.engine.v1 import engine_pb2
-from berth_cli import files, interactive, lifecycle, networks, registry, usage, volumes
+from berth_cli import registry
 from berth_cli import format as fmt
 from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
+from berth_cli.runflags import client as client_flags
 from berth_cli.errors import ENGINE_ERROR, Failed, RpcError, StatusCode, command_status
 
 
+def _handler(verb: str):
+    handler = VERBS[verb]
+    if isinstance(handler, str):
+        # "module:function": the verbs of other modules, imported only when run.
+        import importlib
+        module, _, name = handler.partition(":")
+        handler = getattr(importlib.import_module(f"berth_cli.{module}"), name)
+    return handler
+
+
 def dispatch(ns) -> int:
-    handler = VERBS[ns.verb]
+    handler = _handler(ns.verb)
     client = Client(ns.host)
     try:
         return handler(client, ns) or 0
@@ -51,7 +59,8 @@ def dispatch(ns) -> int:
 # -- version ------------------------------------------------------------------------
 
 def version(client: Client, ns) -> int:
-    print("Client:\n Version:      0.1.0\n API version:  1.0")
+    from berth_cli import VERSION
+    print(f"Client:\n Version:      {VERSION}\n API version:  1.0")
     v = client.stub.GetVersion(engine_pb2.GetVersionRequest())
     print(f"\nServer:\n Engine:\n  Version:      {v.version}\n  API version:  {v.api_version}\n"
           f"  OS/Arch:      {v.os}/{v.arch}\n  Kernel:       {v.kernel_version}\n"
@@ -158,32 +167,15 @@ def tag(client: Client, ns) -> int:
 
 def container_config(ns) -> engine_pb2.ContainerConfig:
     """run/create's flags as the engine's ContainerConfig: the same one the Docker API's
-    create body makes (berth_docker parses both)."""
-    from berth_docker import keyvalues
-    from berth_docker.units import parse_bytes, parse_cpus
-    # --env-file first, then -e, so a flag overrides the file (docker's order).
-    env = [e for path in ns.env_file for e in keyvalues.env_file(path, os.environ)]
-    env += keyvalues.env(ns.env, os.environ)
-    config = engine_pb2.ContainerConfig(
-        image=ns.image, name=ns.name, cmd=ns.command, env=env, working_dir=ns.workdir,
-        user=ns.user, hostname=ns.hostname, labels=keyvalues.key_values(ns.label, "label"),
-        network_mode=ns.network, memory_bytes=parse_bytes(ns.memory) if ns.memory else 0,
-        nano_cpus=parse_cpus(ns.cpus) if ns.cpus else 0, cpu_shares=ns.cpu_shares,
-        pids_limit=ns.pids_limit, auto_remove=ns.rm, stop_signal=ns.stop_signal,
-        readonly_rootfs=ns.read_only, mounts=volumes.mount_specs(ns), volumes_from=ns.volumes_from)
-    if ns.entrypoint is not None:
-        config.entrypoint.SetInParent()
-        if ns.entrypoint:
-            config.entrypoint.values.append(ns.entrypoint)
-    if ns.stop_timeout is not None:
-        config.stop_timeout = ns.stop_timeout
-    networks.apply_run_flags(ns, config)
-    lifecycle.apply_run_flags(ns, config)
-    interactive.add_run_config(ns, config)
+    create body makes (berth_docker parses both). The flag groups are runflags'."""
+    from berth_cli import runflags
+    config = engine_pb2.ContainerConfig()
+    runflags.apply(ns, config)
     return config
 
 
 def create(client: Client, ns) -> int:
+    registry.pull_if_always(client, ns)
     try:
         response = client.stub.CreateContainer(engine_pb2.CreateContainerRequest(config=container_config(ns)))
     except RpcError as err:
@@ -193,6 +185,7 @@ def create(client: Client, ns) -> int:
         return ENGINE_ERROR
     for warning in response.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
+    client_flags.write_cidfile(ns, response.id)
     print(response.id)
     return 0
 
@@ -206,11 +199,13 @@ class _SignalProxy:
         self._previous = {}
 
     def __enter__(self):
+        import signal
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._forward)
         return self
 
     def __exit__(self, *exc):
+        import signal
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -219,6 +214,8 @@ class _SignalProxy:
             # Nothing to forward to yet: give up the way the signal asks.
             raise KeyboardInterrupt
         # Off the main thread: it is busy in the stream, and a handler must not block on I/O.
+        import signal
+        import threading
         request = engine_pb2.KillContainerRequest(id=self.container_id, signal=signal.Signals(signum).name)
         threading.Thread(target=self._kill, args=(request,), daemon=True).start()
 
@@ -231,11 +228,13 @@ class _SignalProxy:
 
 def run(client: Client, ns) -> int:
     config = container_config(ns)
+    registry.pull_if_always(client, ns)
     if ns.detach:
         try:
             for response in client.stub.RunContainer(
                     engine_pb2.RunContainerRequest(config=config, attach=False)):
                 if response.WhichOneof("event") == "id":
+                    client_flags.write_cidfile(ns, response.id)
                     print(response.id)
         except RpcError as err:
             if registry.pull_if_missing(client, ns, err):
@@ -245,6 +244,7 @@ def run(client: Client, ns) -> int:
         return 0
     if ns.tty or ns.interactive:
         # Create, attach, start: the stdio streams are in place before the process runs.
+        from berth_cli import interactive
         return interactive.run_attached(client, ns, config)
     with _SignalProxy(client) as proxy:
         try:
@@ -255,6 +255,7 @@ def run(client: Client, ns) -> int:
                     write_output(response.output.stream, response.output.data)
                 elif kind == "id":
                     proxy.container_id = response.id
+                    client_flags.write_cidfile(ns, response.id)
                 elif kind == "exit":
                     return response.exit.exit_code
         except RpcError as err:
@@ -463,10 +464,11 @@ VERBS = {
     "version": version, "load": load, "import": import_, "save": save, "images": images,
     "rmi": rmi, "tag": tag, "run": run, "create": create, "start": start, "stop": stop,
     "restart": stop, "kill": kill, "rm": rm, "wait": wait, "ps": ps, "logs": logs,
-    "inspect": inspect, "events": events, "volume": volumes.dispatch,
-    "network": networks.dispatch, "port": networks.port,
+    "inspect": inspect, "events": events, "volume": "volumes:dispatch",
+    "network": "networks:dispatch", "port": "networks:port",
     "pause": pause, "unpause": pause,
-    "rename": lifecycle.rename, "commit": lifecycle.commit, "diff": lifecycle.diff,
-    "update": lifecycle.update, "container": lifecycle.container, "system": lifecycle.system,
-    **interactive.HANDLERS, **usage.HANDLERS, **files.HANDLERS,
+    "rename": "lifecycle:rename", "commit": "lifecycle:commit", "diff": "lifecycle:diff",
+    "update": "lifecycle:update", "container": "lifecycle:container", "system": "lifecycle:system",
+    "exec": "interactive:exec_", "attach": "interactive:attach",
+    "top": "usage:top", "stats": "usage:stats", "cp": "files:cp", "export": "files:export",
 }

@@ -14,16 +14,6 @@ from berth_cli import format as fmt
 from berth_cli.errors import RpcError
 
 
-def add_run_flags(p) -> None:
-    p.add_argument("-p", "--publish", action="append", default=[],
-                   metavar="[IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]",
-                   help="publish a container's port on the host")
-    p.add_argument("-P", "--publish-all", action="store_true",
-                   help="publish every exposed port on an ephemeral host port")
-    p.add_argument("--network-alias", action="append", default=[], metavar="NAME")
-    p.add_argument("--ip", default="", help="IPv4 address on the container's network")
-
-
 def add_parser(p) -> None:
     """`berth network` and its subcommands."""
     p.add_argument("--help", action="help", help="show this help")
@@ -60,15 +50,6 @@ def add_parser(p) -> None:
 def add_port_parser(p) -> None:
     p.add_argument("container")
     p.add_argument("private_port", nargs="?", default="", metavar="PRIVATE_PORT[/PROTO]")
-
-
-def apply_run_flags(ns, config) -> None:
-    """Add -p/-P/--ip/--network-alias to an engine ContainerConfig."""
-    from berth_docker.ports import publish_flag
-    config.ports.extend(publish_flag(spec) for spec in ns.publish)
-    config.publish_all = ns.publish_all
-    config.network_aliases.extend(ns.network_alias)
-    config.ipv4_address = ns.ip
 
 
 def port(client, ns) -> int:

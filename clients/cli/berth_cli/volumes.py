@@ -13,15 +13,6 @@ from berth_cli import format as fmt
 from berth_cli.errors import RpcError, StatusCode
 
 
-def add_run_flags(p) -> None:
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DST[:MODE]",
-                   help="bind mount a host path or mount a volume")
-    p.add_argument("--mount", action="append", default=[], metavar="type=...,dst=...",
-                   help="attach a volume, bind or tmpfs mount")
-    p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:OPTS]")
-    p.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]")
-
-
 def add_parser(p) -> None:
     """`berth volume` and its subcommands."""
     p.add_argument("--help", action="help", help="show this help")
@@ -46,11 +37,6 @@ def add_parser(p) -> None:
     c.add_argument("-a", "--all", action="store_true")
     c.add_argument("-f", "--force", action="store_true", help="do not prompt")
     c.add_argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]")
-
-
-def mount_specs(ns) -> list:
-    from berth_docker.mounts import flag_mounts
-    return flag_mounts(ns.volume, ns.mount, ns.tmpfs)
 
 
 # -- berth volume ---------------------------------------------------------------
