@@ -156,6 +156,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = add_verb("inspect", help="show containers or images as JSON")
     p.add_argument("--type", choices=("container", "image"), default=None)
+    p.add_argument("-f", "--format", default="", help="format the output with a Go template")
+    p.add_argument("-s", "--size", action="store_true", help="show sizes (always shown)")
     p.add_argument("names", nargs="+")
 
     p = add_verb("wait", help="wait for containers to exit and print their exit codes")

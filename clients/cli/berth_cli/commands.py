@@ -15,6 +15,7 @@ import berth_errors
 from berth.engine.v1 import engine_pb2
 from berth_cli import registry
 from berth_cli import format as fmt
+from berth_cli import templates
 from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
 from berth_cli.runflags import client as client_flags
@@ -41,11 +42,20 @@ def dispatch(ns) -> int:
     except RpcError as err:
         client.report(err)
         return ENGINE_ERROR if ns.verb in ("run", "create", "start") else 1
+    except templates.TemplateError as exc:
+        return template_failed(ns.verb, exc)
     except (ValueError, berth_errors.BerthError) as exc:
         # Bad flags found after parsing (berth_docker's InvalidArgument is a ValueError too),
         # or what berth cannot do yet: refused before anything was sent.
         print(f"berth: {exc}", file=sys.stderr)
         return ENGINE_ERROR
+    except FileNotFoundError as exc:
+        # A file named on the command line (import, load -i, --env-file ...): docker's words.
+        print(f"open {exc.filename}: no such file or directory", file=sys.stderr)
+        return 1
+    except (IsADirectoryError, PermissionError) as exc:
+        print(f"open {exc.filename}: {exc.strerror.lower()}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -54,6 +64,18 @@ def dispatch(ns) -> int:
         return 0
     finally:
         client.close()
+
+
+def template_failed(verb: str, exc) -> int:
+    """A --format/-f template that did not parse or run: docker's words and statuses per verb."""
+    if verb == "inspect":
+        print(f"template parsing error: {exc}", file=sys.stderr)
+        return 64 if exc.parsing else 1
+    if verb == "events":
+        print(f"Error parsing format: {exc}", file=sys.stderr)
+        return 64
+    print(f"failed to {'parse' if exc.parsing else 'execute'} template: {exc}", file=sys.stderr)
+    return 1
 
 
 # -- version ------------------------------------------------------------------------
@@ -109,21 +131,29 @@ def image_rows(images, now: float, no_trunc: bool = False) -> list[dict]:
         created = seconds(image.created)
         names = [fmt.split_repo_tag(t) for t in image.repo_tags] or [("<none>", "<none>")]
         for repo, tag in names:
-            rows.append({
-                "Containers": str(image.containers),
+            rows.append(templates.Struct(type_name="*formatter.imageContext", **{
+                "Containers": str(image.containers) if image.containers >= 0 else "N/A",
                 "CreatedAt": local_created(created) if created else "",
                 "CreatedSince": ago(created, now),
                 "Digest": "<none>",
                 "ID": image.id if no_trunc else fmt.short_id(image.id),
                 "Repository": repo,
+                "SharedSize": "N/A",
                 "Size": human_size(image.size),
                 "Tag": tag,
-            })
+                "UniqueSize": "N/A",
+                "VirtualSize": human_size(image.size),
+            }))
     return rows
 
 
+IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+                 "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                 "Containers": "CONTAINERS", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
+                 "VirtualSize": "VIRTUAL SIZE"}
+
+
 def images(client: Client, ns) -> int:
-    import json
     response = client.stub.ListImages(engine_pb2.ListImagesRequest(all=ns.all, reference=ns.reference))
     rows = image_rows(response.images, time.time(), ns.no_trunc)
     if ns.quiet:
@@ -132,9 +162,8 @@ def images(client: Client, ns) -> int:
             if row["ID"] not in seen:
                 seen.append(row["ID"])
         print("\n".join(seen)) if seen else None
-    elif ns.format == "json":
-        for row in rows:
-            print(json.dumps(row))
+    elif (out := fmt.formatted(ns.format, rows, IMAGE_HEADERS)) is not None:
+        sys.stdout.write(out)
     else:
         print(fmt.table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"),
                         [(r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]) for r in rows]))
@@ -341,23 +370,34 @@ def container_row(c, now: float, no_trunc: bool = False) -> dict:
     from berth_docker.shapes.containers import status_text
     from berth_docker.times import ago, local_created, seconds
     created = seconds(c.created)
-    return {
+    labels = dict(c.config.labels)
+    return templates.Struct(type_name="*formatter.ContainerContext", **{
         "Command": fmt.command_column(c.path, list(c.args), truncate=not no_trunc),
         "CreatedAt": local_created(created) if created else "",
         "ID": c.id if no_trunc else c.id[:12],
         "Image": c.image or fmt.short_id(c.image_id),
-        "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.config.labels.items())),
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "LocalVolumes": str(sum(1 for m in c.mounts if m.type == "volume")) if hasattr(c, "mounts") else "0",
+        "Mounts": ",".join(m.name or m.source for m in getattr(c, "mounts", ())),
         "Names": c.name,
         "Networks": c.network_mode,
         "Ports": ports_column(c.ports),
         "RunningFor": ago(created, now),
+        "Size": "0B",
         "State": c.state.status,
         "Status": status_text(c.state, now),
-    }
+        # A method in docker's template context: {{.Label "com.example.key"}}.
+        "Label": lambda key: labels.get(key, ""),
+    })
+
+
+PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+              "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",
+              "Size": "SIZE", "Names": "NAMES", "Labels": "LABELS", "Label": "LABEL",
+              "Mounts": "MOUNTS", "Networks": "NETWORKS", "LocalVolumes": "LOCAL VOLUMES"}
 
 
 def ps(client: Client, ns) -> int:
-    import json
     response = client.stub.ListContainers(engine_pb2.ListContainersRequest(
         all=ns.all, filters=_parse_filters(ns.filter)))
     now = time.time()
@@ -366,9 +406,8 @@ def ps(client: Client, ns) -> int:
             print(c.id if ns.no_trunc else c.id[:12])
         return 0
     rows = [container_row(c, now, ns.no_trunc) for c in response.containers]
-    if ns.format == "json":
-        for row in rows:
-            print(json.dumps(row))
+    if (out := fmt.formatted(ns.format, rows, PS_HEADERS)) is not None:
+        sys.stdout.write(out)
         return 0
     print(fmt.table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"),
                     [(r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"],
@@ -400,13 +439,16 @@ def logs(client: Client, ns) -> int:
 
 def inspect(client: Client, ns) -> int:
     """Containers and images as the Docker API's inspect answers them."""
-    import json
-
     from berth_docker.shapes.containers import container_json
     from berth_docker.shapes.images import image_json
+    template = fmt.inspect_template(ns.format)
     found, status = [], 0
     for name in ns.names:
         obj = None
+        if not name:
+            print("invalid container name or ID: value is empty", file=sys.stderr)
+            status = 1
+            continue
         if ns.type in (None, "container"):
             try:
                 obj = container_json(
@@ -427,7 +469,7 @@ def inspect(client: Client, ns) -> int:
             status = 1
         else:
             found.append(obj)
-    print(json.dumps(found, indent=4))
+    fmt.write_inspect(found, template)
     return status
 
 
@@ -448,12 +490,12 @@ def events(client: Client, ns) -> int:
         request.since.CopyFrom(to_pb_time(parse_since(ns.since, now)))
     if ns.until:
         request.until.CopyFrom(to_pb_time(parse_since(ns.until, now)))
+    template = None
+    if ns.format and ns.format != "table":
+        template = templates.parse("{{json .}}" if ns.format == "json" else ns.format)
     for event in (reply.event for reply in client.stub.SubscribeEvents(request)):
-        if ns.format == "json":
-            print(json.dumps({"Type": event.type, "Action": event.action, "Actor": {
-                "ID": event.actor_id, "Attributes": dict(event.attributes)},
-                "time": event.time.seconds, "timeNano": event.time.seconds * 10**9 + event.time.nanos}),
-                flush=True)
+        if template is not None:
+            print(template.render(event_object(event)), flush=True)
         else:
             print(event_line(event), flush=True)
     return 0

@@ -29,6 +29,7 @@ def add_parser(p) -> None:
     c.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--format", default="")
     c = sub.add_parser("inspect", help="show volumes as JSON")
+    c.add_argument("-f", "--format", default="", help="format the output with a Go template")
     c.add_argument("names", nargs="+")
     c = sub.add_parser("rm", aliases=["remove"], help="remove volumes")
     c.add_argument("-f", "--force", action="store_true")
@@ -72,13 +73,27 @@ def ls(client, ns) -> int:
     if ns.quiet:
         for v in rows:
             print(v.name)
-    elif ns.format:
-        for v in rows:
-            print(ns.format.replace("{{.Name}}", v.name).replace("{{.Driver}}", v.driver)
-                  .replace("{{.Mountpoint}}", v.mountpoint).replace("\\t", "\t"))
+    elif (out := fmt.formatted(ns.format, [volume_row(v) for v in rows], VOLUME_HEADERS)) is not None:
+        sys.stdout.write(out)
     else:
         print(fmt.table(("DRIVER", "VOLUME NAME"), [(v.driver, v.name) for v in rows]))
     return 0
+
+
+VOLUME_HEADERS = {"Name": "VOLUME NAME", "Driver": "DRIVER", "Scope": "SCOPE", "Mountpoint": "MOUNTPOINT",
+                  "Labels": "LABELS", "Label": "LABEL", "Links": "LINKS", "Size": "SIZE"}
+
+
+def volume_row(v) -> dict:
+    """What `volume ls --format` sees: docker's volume context fields."""
+    from berth_cli.templates import Struct
+    from berth_docker.units import human_size
+    labels = dict(v.labels)
+    return Struct(type_name="*formatter.volumeContext", **{
+        "Driver": v.driver, "Labels": ",".join(f"{k}={val}" for k, val in sorted(labels.items())),
+        "Links": str(v.ref_count) if v.ref_count >= 0 else "N/A", "Mountpoint": v.mountpoint,
+        "Name": v.name, "Scope": v.scope or "local", "Size": human_size(v.size) if v.size >= 0 else "N/A",
+        "Label": lambda key: labels.get(key, "")})
 
 
 def _matches(v, filters) -> bool:
@@ -98,10 +113,9 @@ def _matches(v, filters) -> bool:
 
 
 def inspect(client, ns) -> int:
-    import json
-
     from berth.engine.v1 import engine_pb2
     from berth_docker.shapes.volumes import volume_json
+    template = fmt.inspect_template(ns.format)
     found, status = [], 0
     for name in ns.names:
         try:
@@ -112,7 +126,7 @@ def inspect(client, ns) -> int:
                 raise
             print(f"Error: No such volume: {name}", file=sys.stderr)
             status = 1
-    print(json.dumps(found, indent=4))
+    fmt.write_inspect(found, template)
     return status
 
 
