@@ -109,7 +109,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     for verb, text in (("run", "run a command in a new container"), ("create", "create a container")):
         p = add_verb(verb, help=text, add_help=False)
-        if only == verb:
+        if only in (verb, None):
             from berth_cli import runflags
             runflags.add_flags(p)
 

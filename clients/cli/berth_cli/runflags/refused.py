@@ -61,6 +61,5 @@ def add_flags(p) -> None:
         names = [n for n in (short, long) if n and n not in defined]
         if long in defined or not names:
             continue
-        # Booleans may still be written --flag=value; both kinds are refused the same way.
-        p.add_argument(*names, dest=long, action=_Refuse, nargs=None if takes_value else "?",
+        p.add_argument(*names, dest=long, action=_Refuse, nargs=None if takes_value else 0,
                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
