@@ -10,9 +10,9 @@ from berth_cli.cli import main  # noqa: E402 — after install, so the verbs' im
 code = main()
 # Leave without the interpreter's shutdown: grpc's channel teardown at exit
 # costs ~90 ms per command and nothing is left to clean up.
-try:
-    sys.stdout.flush()
-    sys.stderr.flush()
-except BrokenPipeError:
-    pass
+for stream in (sys.stdout, sys.stderr):
+    try:
+        stream.flush()
+    except (OSError, ValueError):  # the reader left (`berth ... | head -1`): nothing to tell it
+        pass
 os._exit(code)

@@ -60,10 +60,18 @@ def dispatch(ns) -> int:
         return 130
     except BrokenPipeError:
         # `berth ps | head`: the reader left; nothing more to say.
-        sys.stderr.close()
+        _discard_stdout()
         return 0
     finally:
         client.close()
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so what is still buffered cannot fail again at exit."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def template_failed(verb: str, exc) -> int:
