@@ -16,8 +16,9 @@ berth_cli.errors reads the engine's reason.
 
 from __future__ import annotations
 
+# _socket, not socket: the socket module turns its constants into enums at import (~5 ms).
+import _socket as socket
 import binascii
-import socket
 import struct
 import threading
 from collections.abc import Iterable, Iterator
@@ -43,6 +44,20 @@ CANCEL = 0x8
 
 class ProtocolError(Exception):
     """The daemon broke HTTP/2's rules; every call on the connection fails with it."""
+
+
+def _tcp_connection(host: str, port: int):
+    """socket.create_connection's loop: the first address that answers."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError(f"no address for {host}")
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
@@ -83,7 +98,7 @@ class Channel:
                 if target.startswith("tcp://"):
                     target = target[len("tcp://"):]
                 host, _, port = target.rpartition(":")
-                sock = socket.create_connection((host or "localhost", int(port)))
+                sock = _tcp_connection(host or "localhost", int(port))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, ValueError) as exc:
             raise Unreachable(f"failed to connect to {self.target}: {exc}") from None
