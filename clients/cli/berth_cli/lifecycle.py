@@ -1,6 +1,6 @@
-"""`berth` verbs for a container's life beyond run and stop: the restart policy and healthcheck
-flags of run/create, rename, commit, diff, update (resources and restart policy), container
-prune, system df and system prune.
+"""`berth` verbs for a container's life beyond run and stop: rename, commit, diff, update
+(resources and restart policy), container prune, system df and system prune (run/create's
+restart and healthcheck flags are runflags/lifecycle.py's).
 
 Parsers import nothing heavy; the verbs load the generated code when they run.
 """

@@ -1,8 +1,6 @@
-"""`berth network ...`, `berth port`, and the network flags of run/create (-p, -P, --ip, --network-alias).
+"""`berth network ...` and `berth port` (run/create's network flags are runflags/network.py's).
 
--p is parsed and checked by berth_docker.ports, as the Docker API's PortBindings are,
-so a bad one is refused before anything is sent. Importing this module is cheap: the
-generated code is loaded by the functions that need it.
+Importing this module is cheap: the generated code is loaded by the functions that need it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""`berth volume ...` and the mount flags of run/create (-v, --mount, --tmpfs).
+"""`berth volume ...` (run/create's mount flags are runflags/storage.py's).
 
-The flags mean what berth_docker.mounts says, the same as the Docker API's Binds,
-Mounts and Tmpfs. Importing this module is cheap: the generated code is loaded by
-the functions that need it.
+Importing this module is cheap: the generated code is loaded by the functions that need it.
 """
 
 from __future__ import annotations
