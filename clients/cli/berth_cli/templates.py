@@ -397,8 +397,6 @@ class _Exec:
             if fn is None:
                 self.fail(f'function "{head[1]}" not defined')
             values = [self.operand(a, dot, scope) for a in args] + list(piped or ())
-            if head[1] in ("and", "or"):
-                return fn(*values)
             try:
                 return fn(*values)
             except TemplateError:
@@ -517,8 +515,9 @@ def text(value) -> str:
 
 
 def _go_float(value: float) -> str:
-    if value == int(value) and abs(value) < 1e21:
-        return str(int(value)) if abs(value) < 1e21 and "e" not in repr(value) else repr(value)
+    # Go's %v of a float64: 1 for 1.0, 1.5 for 1.5 (the shortest form that reads back).
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
     return repr(value)
 
 
