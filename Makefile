@@ -31,7 +31,7 @@ space := $(subst ,, )
 # Each client proto's Go package: berth/engine/v1/engine.proto -> berth/clients/go/berth/engine/v1;enginev1.
 GO_PKG_OPTS := $(subst $(space),,$(foreach f,$(CLIENT_PROTO_FILES:protos/%=%),$(comma)M$(f)=$(GO_MODULE)/$(patsubst %/,%,$(dir $(f)));$(subst /,,$(patsubst berth/%/,%,$(dir $(f))))))
 
-.PHONY: deps test-deps client-tools venv protos check-protos client-examples test unit demo bench clean conformance
+.PHONY: deps test-deps client-tools venv bytecode protos check-protos client-examples test unit demo bench clean conformance
 
 # apt-get install of the missing ones among $(1), starting nothing: a policy-rc.d
 # that denies starts while it runs (Debian's docker-registry would start a
@@ -67,14 +67,18 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	cd $(NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed bytecode
+# The CLI's modules precompiled: a process that lives for one call should not compile
+# its sources each time (Python does not write bytecode when PYTHONDONTWRITEBYTECODE is set).
+bytecode: $(VENV)/.installed
+	@$(PY) -m compileall -q -j 0 clients/cli/berth_cli clients/python/berth_docker clients/python/berth_errors.py $(GEN_DIR)/berth >/dev/null
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
 	echo "$(CURDIR)" > $(VENV)/lib/python3.11/site-packages/berth-src.pth
 	echo "$(CURDIR)/$(GEN_DIR)" >> $(VENV)/lib/python3.11/site-packages/berth-src.pth
 	echo "$(CURDIR)/clients/cli" >> $(VENV)/lib/python3.11/site-packages/berth-src.pth
-	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m berth_cli "$$@"\n' > $(VENV)/bin/berth && chmod +x $(VENV)/bin/berth
+	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -c "import berth_cli.__main__" "$$@"\n' > $(VENV)/bin/berth && chmod +x $(VENV)/bin/berth
 	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m services.berthd "$$@"\n' > $(VENV)/bin/berthd && chmod +x $(VENV)/bin/berthd
 	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m services.registry "$$@"\n' > $(VENV)/bin/berth-registry && chmod +x $(VENV)/bin/berth-registry
 	touch $@
