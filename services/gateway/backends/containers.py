@@ -101,9 +101,12 @@ class Containers:
     # -- records and events ---------------------------------------------------------------
 
     def attributes(self, cid: str) -> dict[str, str]:
-        """name and image, as every container event carries them."""
+        """The container's labels, name and image, as every container event carries them (and
+        `/events?filters={"label":...}`, which compose's `logs` sends, matches)."""
         record = self._store.get(cid)
-        return {"name": record.name, "image": record.image} if record else {"name": "", "image": ""}
+        if record is None:
+            return {"name": "", "image": ""}
+        return {**record.config.labels, "name": record.name, "image": record.image}
 
     def publish(self, action: str, cid: str, **attributes: str) -> None:
         self._events.publish("container", action, cid, {**self.attributes(cid), **attributes})
