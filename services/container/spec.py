@@ -55,8 +55,10 @@ class User:
 def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
     """The complete config.json for `spec`. No rlimits: the container inherits berth's."""
     proc = spec.process
-    env = list(proc.env)
-    keys = {e.split("=", 1)[0] for e in env}
+    # "FOO" without "=" unsets FOO (the image's too, merged before): dockerd keeps it in the
+    # container's config and leaves it out of the process's environment, which runc requires.
+    env = [e for e in proc.env if "=" in e]
+    keys = {e.split("=", 1)[0] for e in proc.env}
     if "PATH" not in keys:
         env.insert(0, DEFAULT_PATH)
     if "HOSTNAME" not in keys and spec.hostname:

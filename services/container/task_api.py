@@ -113,23 +113,23 @@ async def _send_file(f, reply):
 
 
 async def copy_out(service, request: pb.CopyFromContainerRequest):
-    root = control.root_of(service, request.id)
+    root, path, root_name = control.place_of(service, request.id, request.path)
     with archive.spooled() as f:
-        await asyncio.to_thread(archive.archive_path, root, request.path, f)
+        await asyncio.to_thread(archive.archive_path, root, path, f, root_name)
         async for chunk in _send_file(f, pb.CopyFromContainerResponse):
             yield chunk
 
 
 async def copy_in(service, requests) -> None:
     header = await _first(requests, "header")
-    root = control.root_of(service, header.id)
+    root, path, _ = control.place_of(service, header.id, header.path, write=True)
     with archive.spooled() as f:
         async for req in requests:
             if req.WhichOneof("msg") != "chunk":
                 raise errors.InvalidArgument("one header, then chunks")
             f.write(req.chunk)
         f.seek(0)
-        await asyncio.to_thread(archive.extract, root, header.path, f)
+        await asyncio.to_thread(archive.extract, root, path, f)
 
 
 async def export(service, request: pb.ExportContainerRequest):

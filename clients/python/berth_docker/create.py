@@ -7,6 +7,7 @@ would be a lie.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from berth.engine.v1 import engine_pb2
@@ -23,7 +24,9 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     """A create request's JSON body (Config with HostConfig and NetworkingConfig inside)."""
     if not isinstance(body, Mapping):
         raise InvalidArgument("invalid JSON: the body must be an object")
-    host = body.get("HostConfig") or {}
+    host = _object(body, "HostConfig", "")
+    _check_types(body, _CONFIG_TYPES, "")
+    _check_types(host, _HOST_TYPES, "HostConfig.")
     _refuse_unsupported(body, host)
     cfg = engine_pb2.ContainerConfig(image=body.get("Image") or "", name=name)
     cfg.cmd.extend(_strings(body.get("Cmd"), "Cmd"))
@@ -33,18 +36,18 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     cfg.working_dir = body.get("WorkingDir") or ""
     cfg.user = body.get("User") or ""
     cfg.hostname = body.get("Hostname") or ""
-    cfg.labels.update({str(k): str(v) for k, v in (body.get("Labels") or {}).items()})
+    cfg.labels.update(_string_map(body.get("Labels"), "Labels"))
     mode = host.get("NetworkMode") or ""
     cfg.network_mode = "" if mode in _NETWORK_DEFAULTS else mode
-    cfg.memory_bytes = int(host.get("Memory") or 0)
-    cfg.nano_cpus = int(host.get("NanoCpus") or 0)
-    cfg.cpu_shares = int(host.get("CpuShares") or 0)
-    cfg.pids_limit = int(host.get("PidsLimit") or 0)
+    cfg.memory_bytes = host.get("Memory") or 0
+    cfg.nano_cpus = host.get("NanoCpus") or 0
+    cfg.cpu_shares = host.get("CpuShares") or 0
+    cfg.pids_limit = host.get("PidsLimit") or 0
     cfg.auto_remove = bool(host.get("AutoRemove"))
     cfg.readonly_rootfs = bool(host.get("ReadonlyRootfs"))
     cfg.stop_signal = body.get("StopSignal") or ""
     if body.get("StopTimeout") is not None:
-        cfg.stop_timeout = int(body["StopTimeout"])
+        cfg.stop_timeout = body["StopTimeout"]
     cfg.mounts.extend(mounts_mod.host_config_mounts(host, body.get("Volumes")))
     cfg.ports.extend(ports_mod.port_bindings(host.get("PortBindings") or {}))
     # ExposedPorts are read for what they must be; exposing without publishing changes
@@ -56,16 +59,55 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
         endpoint = endpoint or {}
         cfg.network_aliases.extend(endpoint.get("Aliases") or [])
         cfg.ipv4_address = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or cfg.ipv4_address
-    cfg.volumes_from.extend(_strings(host.get("VolumesFrom"), "VolumesFrom"))
+    cfg.volumes_from.extend(_strings(host.get("VolumesFrom"), "HostConfig.VolumesFrom"))
     cfg.tty = bool(body.get("Tty"))
     cfg.open_stdin = bool(body.get("OpenStdin"))
     cfg.stdin_once = bool(body.get("StdinOnce"))
-    policy = host.get("RestartPolicy") or {}
+    policy = _object(host, "RestartPolicy", "HostConfig.")
+    _check_types(policy, {"Name": str, "MaximumRetryCount": int}, "HostConfig.RestartPolicy.")
     cfg.restart_policy.name = policy.get("Name") or ""
-    cfg.restart_policy.maximum_retry_count = int(policy.get("MaximumRetryCount") or 0)
+    cfg.restart_policy.maximum_retry_count = policy.get("MaximumRetryCount") or 0
     if body.get("Healthcheck"):
         cfg.healthcheck.CopyFrom(healthcheck(body["Healthcheck"]))
+    _isolation(host, cfg)
     return cfg
+
+
+def create_warnings(body: Mapping) -> list[str]:
+    """What a create asked for that this kernel cannot give and dockerd, on the same kernel,
+    discards with a warning in the create answer (cgroup v2 has no swappiness or kernel memory)."""
+    host = body.get("HostConfig") or {}
+    out = []
+    if host.get("MemorySwappiness") not in (None, -1):
+        out.append("Your kernel does not support memory swappiness capabilities or the cgroup is not "
+                   "mounted. Memory swappiness discarded.")
+    if host.get("KernelMemory"):
+        out.append("Your kernel does not support kernel memory limit capabilities or the cgroup is not "
+                   "mounted. Limitation discarded.")
+    if host.get("KernelMemoryTCP"):
+        out.append("Your kernel does not support kernel memory TCP limit capabilities or the cgroup is "
+                   "not mounted. Limitation discarded.")
+    return out
+
+
+def _isolation(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
+    isolation = host.get("Isolation") or ""
+    if isolation not in ("", "default"):
+        # dockerd's answer on Linux, where namespaces are the only isolation.
+        raise InvalidArgument(f"invalid isolation: {isolation!r} - linux only supports 'default'")
+    cfg.isolation = isolation
+    cgroupns = host.get("CgroupnsMode") or ""
+    if cgroupns not in ("", "host", "private"):
+        raise InvalidArgument(f"invalid cgroup namespace mode: {cgroupns}")
+    if cgroupns == "private":
+        raise not_implemented("HostConfig.CgroupnsMode \"private\" (containers share the host's cgroup namespace)")
+    cfg.cgroupns_mode = cgroupns
+    driver = host.get("VolumeDriver") or ""
+    # dockerd uses the container's volume driver only for the volumes the container makes:
+    # with none to make, any name is kept and means nothing, as there.
+    if driver not in ("", "local") and any(m.type == "volume" for m in cfg.mounts):
+        raise InvalidArgument(f"volume driver {driver!r} is not supported (only \"local\")")
+    cfg.volume_driver = driver
 
 
 def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:
@@ -110,6 +152,103 @@ def _strings(value, field: str) -> list[str]:
     return value
 
 
+def _string_map(value, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidArgument(f"invalid {field}: expected an object of strings")
+    return dict(value)
+
+
+def _object(body: Mapping, key: str, prefix: str) -> Mapping:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"invalid {prefix}{key}: expected an object, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+_TYPE_NAMES = {int: "an integer", str: "a string", bool: "a boolean", list: "an array", dict: "an object"}
+
+
+def _check_types(obj: Mapping, types: Mapping[str, type], prefix: str) -> None:
+    """JSON types as docker's decoder wants them: a wrong one is a 400 naming the field,
+    never a Python error (`{"HostConfig": {"Memory": "x"}}`). null is the zero value."""
+    for key, want in types.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        ok = (isinstance(value, want) and not (want is int and isinstance(value, bool))) or (
+            want is dict and isinstance(value, Mapping))
+        if not ok:
+            raise InvalidArgument(f"invalid {prefix}{key}: expected {_TYPE_NAMES[want]}, got {_json_type(value)}")
+
+
+# The Docker API's create body, field by field: the JSON type each must have (values of
+# other types are 400), and below what berth does not honour yet.
+_CONFIG_TYPES = {
+    "Hostname": str, "Domainname": str, "User": str, "AttachStdin": bool, "AttachStdout": bool,
+    "AttachStderr": bool, "ExposedPorts": dict, "Tty": bool, "OpenStdin": bool, "StdinOnce": bool,
+    "Healthcheck": dict, "ArgsEscaped": bool, "Image": str, "Volumes": dict, "WorkingDir": str,
+    "NetworkDisabled": bool, "MacAddress": str, "OnBuild": list, "Labels": dict, "StopSignal": str,
+    "StopTimeout": int, "Shell": list, "NetworkingConfig": dict, "Env": list,
+}
+_HOST_TYPES = {
+    "CpuShares": int, "Memory": int, "CgroupParent": str, "BlkioWeight": int, "BlkioWeightDevice": list,
+    "BlkioDeviceReadBps": list, "BlkioDeviceWriteBps": list, "BlkioDeviceReadIOps": list,
+    "BlkioDeviceWriteIOps": list, "CpuPeriod": int, "CpuQuota": int, "CpuRealtimePeriod": int,
+    "CpuRealtimeRuntime": int, "CpusetCpus": str, "CpusetMems": str, "Devices": list,
+    "DeviceCgroupRules": list, "DeviceRequests": list, "KernelMemory": int, "KernelMemoryTCP": int,
+    "MemoryReservation": int, "MemorySwap": int, "MemorySwappiness": int, "NanoCpus": int,
+    "OomKillDisable": bool, "Init": bool, "PidsLimit": int, "Ulimits": list, "CpuCount": int,
+    "CpuPercent": int, "IOMaximumIOps": int, "IOMaximumBandwidth": int, "Binds": list,
+    "ContainerIDFile": str, "LogConfig": dict, "NetworkMode": str, "PortBindings": dict,
+    "RestartPolicy": dict, "AutoRemove": bool, "VolumeDriver": str, "VolumesFrom": list, "Mounts": list,
+    "ConsoleSize": list, "Annotations": dict, "CapAdd": list, "CapDrop": list, "CgroupnsMode": str,
+    "Dns": list, "DnsOptions": list, "DnsSearch": list, "ExtraHosts": list, "GroupAdd": list,
+    "IpcMode": str, "Cgroup": str, "Links": list, "OomScoreAdj": int, "PidMode": str, "Privileged": bool,
+    "PublishAllPorts": bool, "ReadonlyRootfs": bool, "SecurityOpt": list, "StorageOpt": dict,
+    "Tmpfs": dict, "UTSMode": str, "UsernsMode": str, "ShmSize": int, "Sysctls": dict, "Runtime": str,
+    "Isolation": str, "MaskedPaths": list, "ReadonlyPaths": list,
+}
+
+# What berth does not honour yet: a value other than the field's default answers 501
+# naming the field, never a container that silently lacks it. Whoever implements one
+# parses it in their own helper and deletes its line here.
+_UNHONOURED_CONFIG = ("Domainname", "NetworkDisabled", "MacAddress", "OnBuild", "Shell")
+_UNHONOURED_HOST = (
+    "Privileged", "CapAdd", "CapDrop", "Devices", "DeviceCgroupRules", "DeviceRequests", "Sysctls",
+    "Ulimits", "GroupAdd", "SecurityOpt", "CgroupParent", "BlkioWeight", "BlkioWeightDevice",
+    "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
+    "CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems",
+    "MemoryReservation", "MemorySwap", "OomKillDisable", "OomScoreAdj", "Init", "CpuCount", "CpuPercent",
+    "IOMaximumIOps", "IOMaximumBandwidth", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "Links",
+    "Cgroup", "UsernsMode", "ShmSize", "StorageOpt", "MaskedPaths", "ReadonlyPaths", "Annotations",
+)
+# Fields whose defaults are spelled out: any of these values means "as berth does anyway".
+_DEFAULTS = {
+    "PidMode": ("",), "UTSMode": ("",), "IpcMode": ("", "private", "shareable"),
+    "Runtime": ("", "runc"),
+    # An unset LogConfig, or the CLI's {"Type": "", "Config": {}}; drivers are not chosen yet.
+    "LogConfig": ({}, {"Type": "", "Config": {}}, {"Type": "", "Config": None}),
+}
+
+
+def _unset(value) -> bool:
+    return value in (None, "", 0, False, [], {})
+
+
 def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
     endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
     mode = host.get("NetworkMode") or ""
@@ -118,9 +257,16 @@ def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
         raise not_implemented("creating a container on more than one network (connect it afterwards)")
     if any((e or {}).get("Links") for e in endpoints.values()):
         raise not_implemented("links")
-    for key in ("Privileged", "CapAdd", "Devices", "Dns", "ExtraHosts", "Links", "Sysctls"):
-        if host.get(key):
+    for key in _UNHONOURED_CONFIG:
+        if not _unset(body.get(key)):
+            raise not_implemented(f"Config.{key}")
+    for key in _UNHONOURED_HOST:
+        if not _unset(host.get(key)):
             raise not_implemented(f"HostConfig.{key}")
+    for key, defaults in _DEFAULTS.items():
+        value = host.get(key)
+        if value is not None and value not in defaults:
+            raise not_implemented(f"HostConfig.{key} {json.dumps(value)}")
 
 
 _UPDATE_FIELDS = {"Memory": "memory_bytes", "NanoCpus": "nano_cpus", "CpuShares": "cpu_shares",

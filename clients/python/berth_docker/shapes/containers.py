@@ -49,24 +49,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": None,
-        "HostConfig": {
-            "NetworkMode": network,
-            "AutoRemove": cfg.auto_remove,
-            "RestartPolicy": {"Name": cfg.restart_policy.name or "no",
-                              "MaximumRetryCount": cfg.restart_policy.maximum_retry_count},
-            "Memory": cfg.memory_bytes,
-            "NanoCpus": cfg.nano_cpus,
-            "CpuShares": cfg.cpu_shares,
-            "PidsLimit": cfg.pids_limit or None,
-            "ReadonlyRootfs": cfg.readonly_rootfs,
-            "Binds": [f"{m.source}:{m.destination}" + ("" if m.rw else ":ro")
-                      for m in info.mounts if m.type == "bind"] or None,
-            "PortBindings": ports_json(cfg.ports),
-            "PublishAllPorts": cfg.publish_all,
-            # conmon writes k8s-file logs, but clients (docker-py's run) read logs back only when
-            # they see "json-file": the name that means "the logs endpoint has everything".
-            "LogConfig": {"Type": "json-file", "Config": {}},
-        },
+        "HostConfig": _host_config(info),
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": [mount_point_json(m) for m in info.mounts],
         "Config": {
@@ -103,6 +86,87 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
                                      "MacAddress": "", "Aliases": list(n.aliases) or None}
                          for n in info.networks} or {network: {}},
         },
+    }
+
+
+def _host_config(info: engine_pb2.ContainerInfo) -> dict:
+    """inspect's HostConfig: every key docker has (the SDKs and compose read them), each with what
+    the container has. Fields berth refuses at create (berth_docker/create.py) keep docker's zero value,
+    which is then what the container truly has."""
+    cfg = info.config
+    tmpfs = {m.target: ",".join([*m.options, *(["ro"] if m.readonly else [])])
+             for m in cfg.mounts if m.type == "tmpfs"}
+    return {
+        "Binds": [f"{m.source}:{m.destination}" + ("" if m.rw else ":ro")
+                  for m in info.mounts if m.type == "bind"] or None,
+        "ContainerIDFile": "",
+        # conmon writes k8s-file logs, but clients (docker-py's run) read logs back only when
+        # they see "json-file": the name that means "the logs endpoint has everything".
+        "LogConfig": {"Type": "json-file", "Config": {}},
+        "NetworkMode": info.network_mode or "none",
+        "PortBindings": ports_json(cfg.ports),
+        "RestartPolicy": {"Name": cfg.restart_policy.name or "no",
+                          "MaximumRetryCount": cfg.restart_policy.maximum_retry_count},
+        "AutoRemove": cfg.auto_remove,
+        "VolumeDriver": cfg.volume_driver,
+        "VolumesFrom": list(cfg.volumes_from) or None,
+        "ConsoleSize": [0, 0],
+        "CapAdd": None,
+        "CapDrop": None,
+        "CgroupnsMode": cfg.cgroupns_mode or "host",
+        "Dns": [],
+        "DnsOptions": [],
+        "DnsSearch": [],
+        "ExtraHosts": None,
+        "GroupAdd": None,
+        "IpcMode": "private",
+        "Cgroup": "",
+        "Links": None,
+        "OomScoreAdj": 0,
+        "PidMode": "",
+        "Privileged": False,
+        "PublishAllPorts": cfg.publish_all,
+        "ReadonlyRootfs": cfg.readonly_rootfs,
+        "SecurityOpt": None,
+        **({"Tmpfs": tmpfs} if tmpfs else {}),
+        "UTSMode": "",
+        "UsernsMode": "",
+        "ShmSize": 64 * 1024 * 1024,
+        "Runtime": "runc",
+        "Isolation": cfg.isolation,
+        "CpuShares": cfg.cpu_shares,
+        "Memory": cfg.memory_bytes,
+        "NanoCpus": cfg.nano_cpus,
+        "CgroupParent": "",
+        "BlkioWeight": 0,
+        "BlkioWeightDevice": [],
+        "BlkioDeviceReadBps": [],
+        "BlkioDeviceWriteBps": [],
+        "BlkioDeviceReadIOps": [],
+        "BlkioDeviceWriteIOps": [],
+        "CpuPeriod": 0,
+        "CpuQuota": 0,
+        "CpuRealtimePeriod": 0,
+        "CpuRealtimeRuntime": 0,
+        "CpusetCpus": "",
+        "CpusetMems": "",
+        "Devices": [],
+        "DeviceCgroupRules": None,
+        "DeviceRequests": None,
+        "MemoryReservation": 0,
+        "MemorySwap": 0,
+        # Discarded with a warning at create, as dockerd does on cgroup v2.
+        "MemorySwappiness": None,
+        "OomKillDisable": False,
+        "PidsLimit": cfg.pids_limit or None,
+        "Ulimits": None,
+        "CpuCount": 0,
+        "CpuPercent": 0,
+        "IOMaximumIOps": 0,
+        "IOMaximumBandwidth": 0,
+        "Init": None,
+        "MaskedPaths": None,
+        "ReadonlyPaths": None,
     }
 
 

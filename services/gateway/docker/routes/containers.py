@@ -68,7 +68,7 @@ async def create(request: web.Request) -> web.Response:
     body = await json_body(request)
     cfg = convert.container_config(body, request.query.get("name", ""))
     cid = await backends(request).containers.create(cfg)
-    return json_response({"Id": cid, "Warnings": []}, status=201)
+    return json_response({"Id": cid, "Warnings": convert.create_warnings(body)}, status=201)
 
 
 async def list_(request: web.Request) -> web.Response:

@@ -142,15 +142,28 @@ async def push(request: web.Request) -> web.StreamResponse:
     return await _progress(request, _progress_json(stream))
 
 
-async def load(request: web.Request) -> web.Response:
-    images = await _images(request).load(_body_chunks(request))
-    # `quiet` only turns off progress bars (berth sends none): "Loaded image" lines always go out.
-    lines = []
-    for info in images:
-        names = [convert.familiar(t) for t in info.repo_tags] or [info.id]
-        lines += [{"stream": f"Loaded image{'' if info.repo_tags else ' ID'}: {n}\n"} for n in names]
-    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-    return web.Response(body=body, content_type="application/json")
+async def load(request: web.Request) -> web.StreamResponse:
+    """JSON messages one per line, chunked as dockerd sends them (the SDKs parse a chunked
+    answer line by line, any other as one document); a tarball that cannot be loaded is an
+    `error` message after the 200, which is where docker's clients look for it."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    with long_lived(request):
+        try:
+            images = await _images(request).load(_body_chunks(request))
+        except errors.BerthError as exc:
+            await response.write(json.dumps({"errorDetail": {"message": exc.message},
+                                             "error": exc.message}).encode() + b"\n")
+            images = []
+        # `quiet` only turns off progress bars (berth sends none): "Loaded image" lines always go out.
+        for info in images:
+            names = [convert.familiar(t) for t in info.repo_tags] or [info.id]
+            for n in names:
+                line = {"stream": f"Loaded image{'' if info.repo_tags else ' ID'}: {n}\n"}
+                await response.write(json.dumps(line).encode() + b"\n")
+    await response.write_eof()
+    return response
 
 
 async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:

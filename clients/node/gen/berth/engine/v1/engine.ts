@@ -150,6 +150,23 @@ export interface ContainerConfig {
   openStdin: boolean;
   /** Close stdin once the first attached client leaves (`run -i` in the foreground). */
   stdinOnce: boolean;
+  /**
+   * How the container is isolated, as the Docker API names it: "" or "default"
+   * (Linux namespaces, the only kind berth has); set at create, never changed.
+   */
+  isolation: string;
+  /**
+   * The cgroup namespace as asked at create: "" or "host" (the container sees
+   * the host's cgroup tree, which is what berth gives today). "private" is
+   * refused until the container service makes cgroup namespaces.
+   */
+  cgroupnsMode: string;
+  /**
+   * The driver for the volumes this container makes (docker's --volume-driver):
+   * "" or "local"; another name only when the container makes no volume,
+   * where docker keeps it without effect.
+   */
+  volumeDriver: string;
 }
 
 export interface ContainerConfig_LabelsEntry {
@@ -1729,6 +1746,9 @@ function createBaseContainerConfig(): ContainerConfig {
     tty: false,
     openStdin: false,
     stdinOnce: false,
+    isolation: "",
+    cgroupnsMode: "",
+    volumeDriver: "",
   };
 }
 
@@ -1820,6 +1840,15 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.stdinOnce !== false) {
       writer.uint32(496).bool(message.stdinOnce);
+    }
+    if (message.isolation !== "") {
+      writer.uint32(922).string(message.isolation);
+    }
+    if (message.cgroupnsMode !== "") {
+      writer.uint32(930).string(message.cgroupnsMode);
+    }
+    if (message.volumeDriver !== "") {
+      writer.uint32(938).string(message.volumeDriver);
     }
     return writer;
   },
@@ -2072,6 +2101,30 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.stdinOnce = reader.bool();
             continue;
           }
+          case 115: {
+            if (tag !== 922) {
+              break;
+            }
+
+            message.isolation = reader.string();
+            continue;
+          }
+          case 116: {
+            if (tag !== 930) {
+              break;
+            }
+
+            message.cgroupnsMode = reader.string();
+            continue;
+          }
+          case 117: {
+            if (tag !== 938) {
+              break;
+            }
+
+            message.volumeDriver = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2200,6 +2253,17 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.stdin_once)
         ? globalThis.Boolean(object.stdin_once)
         : false,
+      isolation: isSet(object.isolation) ? globalThis.String(object.isolation) : "",
+      cgroupnsMode: isSet(object.cgroupnsMode)
+        ? globalThis.String(object.cgroupnsMode)
+        : isSet(object.cgroupns_mode)
+        ? globalThis.String(object.cgroupns_mode)
+        : "",
+      volumeDriver: isSet(object.volumeDriver)
+        ? globalThis.String(object.volumeDriver)
+        : isSet(object.volume_driver)
+        ? globalThis.String(object.volume_driver)
+        : "",
     };
   },
 
@@ -2298,6 +2362,15 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.stdinOnce !== false) {
       obj.stdinOnce = message.stdinOnce;
     }
+    if (message.isolation !== "") {
+      obj.isolation = message.isolation;
+    }
+    if (message.cgroupnsMode !== "") {
+      obj.cgroupnsMode = message.cgroupnsMode;
+    }
+    if (message.volumeDriver !== "") {
+      obj.volumeDriver = message.volumeDriver;
+    }
     return obj;
   },
 
@@ -2349,6 +2422,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.tty = object.tty ?? false;
     message.openStdin = object.openStdin ?? false;
     message.stdinOnce = object.stdinOnce ?? false;
+    message.isolation = object.isolation ?? "";
+    message.cgroupnsMode = object.cgroupnsMode ?? "";
+    message.volumeDriver = object.volumeDriver ?? "";
     return message;
   },
 };
