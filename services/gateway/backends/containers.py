@@ -48,7 +48,9 @@ log = structlog.get_logger(__name__)
 
 # After the process exited, how long its log stream may take to deliver the rest.
 LOG_DRAIN_SECONDS = 2.0
-_LIST_FILTERS = ("id", "name", "label", "status", "ancestor")
+# Every filter docker documents for GET /containers/json (before/since: the route).
+_LIST_FILTERS = ("id", "name", "label", "status", "ancestor", "exited", "health", "network", "publish",
+                 "expose", "volume", "is-task", "isolation")
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 # Stats: the pause between the two samples a single (--no-stream) figure needs.
 STATS_PREREAD = 0.5
@@ -597,14 +599,13 @@ class Containers:
         ancestors = await self._ancestor_ids(filters.get("ancestor", ()))
         # Asking for a status means asking for containers in it, running or not (as docker).
         all_ = all_ or bool(filters.get("status"))
-        infos = []
+        candidates = []
         for c in response.containers:
             info = self._info(c)
-            if not all_ and not (info.state.running or info.state.restarting):
-                continue
-            if convert.matches_filters(info, c.labels, filters, ancestors):
-                infos.append(info)
-        await networks_mod.add_endpoints(self._network, infos)
+            if all_ or info.state.running or info.state.restarting:
+                candidates.append((info, c.labels))
+        await networks_mod.add_endpoints(self._network, [info for info, _ in candidates])
+        infos = [info for info, labels in candidates if convert.matches_filters(info, labels, filters, ancestors)]
         infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
         return infos
 

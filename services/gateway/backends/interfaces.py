@@ -123,7 +123,8 @@ class ImageBackend(Protocol):
 
     async def remove(self, reference: str, force: bool) -> engine_pb2.RemoveImageResponse: ...
 
-    async def prune(self, all_: bool, until: float | None = None) -> engine_pb2.PruneSystemResponse:
+    async def prune(self, all_: bool, until: float | None = None, labels: Sequence[str] = (),
+                    not_labels: Sequence[str] = ()) -> engine_pb2.PruneSystemResponse:
         """Remove dangling images (every unused one with `all_`).
 
         Without `until` the image service decides by reachability and reports the space it

@@ -21,7 +21,10 @@ class FakeImages:
     def __init__(self):
         self.calls: list[tuple] = []
 
-    async def prune(self, all_, until=None):
+    async def prune(self, all_, until=None, labels=(), not_labels=()):
+        if labels or not_labels:
+            self.calls.append(("prune", all_, until, list(labels), list(not_labels)))
+            return engine_pb2.PruneSystemResponse()
         self.calls.append(("prune", all_, until))
         return engine_pb2.PruneSystemResponse(
             images_untagged=["docker.io/library/old:1"], images_deleted=[IMAGE],
@@ -109,8 +112,15 @@ async def test_image_prune_until_passes_the_earliest_time(api, filters, called):
     assert body["SpaceReclaimed"] == 0
 
 
+async def test_image_prune_by_label(api):
+    call, b = api
+    status, body = await call("POST", "/images/prune", **{"label": ["a=1"], "label!": ["keep"]})
+    assert (status, body) == (200, {"ImagesDeleted": None, "SpaceReclaimed": 0})
+    assert b.images.calls == [("prune", False, None, ["a=1"], ["keep"])]
+
+
 @pytest.mark.parametrize("filters, message", [
-    ({"label": ["a"]}, "invalid filter 'label'"),
+    ({"colour": ["a"]}, "invalid filter 'colour'"),
     ({"until": ["soon"]}, "invalid time value: 'soon'"),
 ])
 async def test_image_prune_bad_filters_are_400_and_remove_nothing(api, filters, message):

@@ -229,15 +229,17 @@ async def remove(request: web.Request) -> web.Response:
 
 async def prune(request: web.Request) -> web.Response:
     flt = convert.filters(request.query)
-    unknown = sorted(set(flt) - {"dangling", "until"})
+    unknown = sorted(set(flt) - {"dangling", "until", "label", "label!"})
     if unknown:
         raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
     dangling = flt.get("dangling", [])
     until = min((t for t in map(convert.timestamp, flt.get("until", [])) if t is not None), default=None)
-    if until is not None:
+    labels, not_labels = flt.get("label", []), flt.get("label!", [])
+    if until is not None or labels or not_labels:
         # dangling=false (or anything but true) widens it to every unused image, as docker does.
         all_ = bool(dangling) and not any(v.lower() in ("1", "true") for v in dangling)
-        response = await _images(request).prune(all_, until)
+        response = (await _images(request).prune(all_, until, labels, not_labels) if labels or not_labels
+                    else await _images(request).prune(all_, until))
     else:
         response = await _images(request).prune(any(v.lower() in ("0", "false") for v in dangling))
     report = [{"Untagged": convert.familiar(u)} for u in response.images_untagged]
