@@ -32,11 +32,13 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     cfg.cmd.extend(_strings(body.get("Cmd"), "Cmd"))
     if body.get("Entrypoint") is not None:
         cfg.entrypoint.values.extend(_strings(body.get("Entrypoint"), "Entrypoint"))
-    cfg.env.extend(_strings(body.get("Env"), "Env"))
+    cfg.env.extend(_bounded(_strings(body.get("Env"), "Env"), "Env", MAX_ENV_BYTES))
     cfg.working_dir = body.get("WorkingDir") or ""
     cfg.user = body.get("User") or ""
     cfg.hostname = body.get("Hostname") or ""
-    cfg.labels.update(_string_map(body.get("Labels"), "Labels"))
+    labels = _string_map(body.get("Labels"), "Labels")
+    _bounded([*labels, *labels.values()], "Labels", MAX_LABEL_BYTES)
+    cfg.labels.update(labels)
     mode = host.get("NetworkMode") or ""
     cfg.network_mode = "" if mode in _NETWORK_DEFAULTS else mode
     cfg.memory_bytes = host.get("Memory") or 0
@@ -47,6 +49,8 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     cfg.readonly_rootfs = bool(host.get("ReadonlyRootfs"))
     cfg.stop_signal = body.get("StopSignal") or ""
     if body.get("StopTimeout") is not None:
+        if not -(1 << 31) <= body["StopTimeout"] < (1 << 31):
+            raise InvalidArgument(f"invalid StopTimeout: {body['StopTimeout']} seconds is out of range")
         cfg.stop_timeout = body["StopTimeout"]
     cfg.mounts.extend(mounts_mod.host_config_mounts(host, body.get("Volumes")))
     cfg.ports.extend(ports_mod.port_bindings(host.get("PortBindings") or {}))
@@ -114,6 +118,8 @@ def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:
     """Config.Healthcheck: Test (["CMD", ...], ["CMD-SHELL", "..."], ["NONE"]), durations in ns."""
     if not isinstance(h, Mapping):
         raise InvalidArgument("invalid Healthcheck: expected an object")
+    _check_types(h, {"Interval": int, "Timeout": int, "StartPeriod": int, "StartInterval": int, "Retries": int},
+                 "Healthcheck.")
     out = healthcheck_pb2.HealthConfig(test=_strings(h.get("Test"), "Healthcheck.Test"))
     for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
                        ("StartInterval", "start_interval")):
@@ -122,8 +128,9 @@ def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:
             raise InvalidArgument(f"Healthcheck.{key} can't be negative")
         setattr(out, field, value)
     retries = int(h.get("Retries") or 0)
-    if retries < 0:
-        raise InvalidArgument("Healthcheck.Retries can't be negative")
+    if not 0 <= retries < (1 << 31):
+        raise InvalidArgument("Healthcheck.Retries can't be negative" if retries < 0
+                              else f"Healthcheck.Retries {retries} is out of range")
     out.retries = retries
     return out
 
@@ -150,6 +157,20 @@ def _strings(value, field: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidArgument(f"invalid {field}: expected a list of strings")
     return value
+
+
+# Legal but huge values are bounded, so that every listing that carries them stays fast:
+# labels as a whole (docker has no limit; 11 MB of them made `ps -a` take 48 s), and the
+# environment at what execve takes anyway (the kernel's ARG_MAX, shared with the arguments).
+MAX_LABEL_BYTES = 256 << 10
+MAX_ENV_BYTES = 1 << 20
+
+
+def _bounded(values: list[str], field: str, limit: int) -> list[str]:
+    size = sum(len(v.encode()) for v in values)
+    if size > limit:
+        raise InvalidArgument(f"invalid {field}: {size} bytes in all, at most {limit} are accepted")
+    return values
 
 
 def _string_map(value, field: str) -> dict[str, str]:
@@ -193,6 +214,8 @@ def _check_types(obj: Mapping, types: Mapping[str, type], prefix: str) -> None:
             want is dict and isinstance(value, Mapping))
         if not ok:
             raise InvalidArgument(f"invalid {prefix}{key}: expected {_TYPE_NAMES[want]}, got {_json_type(value)}")
+        if want is int and not -(1 << 63) <= value < (1 << 63):
+            raise InvalidArgument(f"invalid {prefix}{key}: {value} is out of range for a 64-bit integer")
 
 
 # The Docker API's create body, field by field: the JSON type each must have (values of

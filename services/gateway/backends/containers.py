@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import signal as signal_mod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -70,6 +71,19 @@ def record_from_metadata(c: container_pb2.Container) -> ContainerRecord:
         config=meta.config, network_mode=meta.network_mode, auto_remove=meta.auto_remove,
         stop_timeout=meta.stop_timeout, mounts=meta.mounts, restart_count=meta.restart_count,
         manually_stopped=meta.manually_stopped)
+
+
+# Files the engine makes in every container's writable layer, as mount points for what the
+# network service writes: docker keeps them in an init layer, so `diff` never shows them.
+ENGINE_FILES = frozenset({"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"})
+
+
+def without_engine_files(changes):
+    """`changes` without the engine's own files, nor their directory when nothing else in it changed."""
+    kept = [ch for ch in changes if ch.path not in ENGINE_FILES]
+    dirs = {os.path.dirname(p) for p in ENGINE_FILES}
+    return [ch for ch in kept
+            if not (ch.path in dirs and ch.kind == "C" and not any(c.path.startswith(ch.path + "/") for c in kept))]
 
 
 class Containers:
@@ -439,6 +453,11 @@ class Containers:
             raise errors.FailedPrecondition(
                 f"cannot remove container \"/{c.name}\": container is running: "
                 "stop the container before removing or force remove")
+        if not force and self._restarts.restarting(c.id):
+            # Between two runs of its restart policy it is still a running container to docker.
+            raise errors.FailedPrecondition(
+                f"cannot remove container \"/{c.name}\": container is restarting: "
+                "stop the container before removing or force remove")
         await self._remove(c.id, force=True, exited=c.status not in _RUNNING,
                            remove_volumes=remove_volumes)
 
@@ -802,7 +821,8 @@ class Containers:
     async def diff(self, ref: str) -> list[file_change_pb2.FileChange]:
         c = await self.get(ref)
         response = await self._image.DiffSnapshot(image_pb2.DiffSnapshotRequest(key=c.id))
-        return [file_change_pb2.FileChange(kind=ch.kind, path=ch.path) for ch in response.changes]
+        return [file_change_pb2.FileChange(kind=ch.kind, path=ch.path)
+                for ch in without_engine_files(response.changes)]
 
     # -- prune ----------------------------------------------------------------------------
 

@@ -59,3 +59,16 @@ def test_health_filter_reads_the_health_state():
 def test_bad_filter_values_are_invalid_arguments(filters):
     with pytest.raises(errors.InvalidArgument):
         matches_filters(_info(**EXITED), {}, filters, set())
+
+
+def test_diff_leaves_out_the_engines_own_files():
+    from berth.types.v1 import file_change_pb2
+    from services.gateway.backends.containers import without_engine_files
+
+    def changes(*pairs):
+        return [file_change_pb2.FileChange(kind=k, path=p) for k, p in pairs]
+    made = changes(("C", "/etc"), ("A", "/etc/hosts"), ("A", "/etc/resolv.conf"), ("A", "/etc/hostname"),
+                   ("A", "/test"))
+    assert without_engine_files(made) == changes(("A", "/test"))
+    mine = changes(("C", "/etc"), ("A", "/etc/hosts"), ("A", "/etc/app.conf"))
+    assert without_engine_files(mine) == changes(("C", "/etc"), ("A", "/etc/app.conf"))

@@ -105,8 +105,11 @@ async def start(request: web.Request) -> web.Response:
 
 def _timeout(request: web.Request) -> int | None:
     # "t" in every version; "timeout" is what the SDKs send too.
-    value = convert.integer(request.query, "t")
-    return value if value is not None else convert.integer(request.query, "timeout")
+    name = "t" if request.query.get("t") not in (None, "") else "timeout"
+    value = convert.integer(request.query, name)
+    if value is not None and not -(1 << 31) <= value < (1 << 31):
+        raise errors.InvalidArgument(f"invalid value for {name}: {value} seconds is out of range")
+    return value
 
 
 async def stop(request: web.Request) -> web.Response:
@@ -188,6 +191,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
     wanted = _log_options(request)
     tail_text = q.get("tail", "all")
     tail = -1 if tail_text in ("", "all") else convert.integer(q, "tail")
+    if tail < 0 or tail >= 1 << 31:
+        # More lines than any log holds is all of them; docker reads a negative count so too.
+        tail = -1
     timestamps = convert.flag(q, "timestamps")
     containers = backends(request).containers
     # Errors (no such container) as JSON before the header; output may be a long time coming.
