@@ -295,7 +295,7 @@ def place_of(service, ref: str, path: str, write: bool = False) -> tuple[str, st
         return root, path, ""
     clean = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
     best = None
-    for m in c.spec.mounts:
+    for m in c.record.spec.mounts:
         target = "/" + "/".join(p for p in m.target.split("/") if p)
         if m.type != "bind" or not m.source:
             continue

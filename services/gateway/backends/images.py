@@ -35,14 +35,16 @@ class Images:
         self._configs = image_configs
         self._usage = image_usage
 
-    async def load(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
+    async def load(self, chunks: AsyncIterator[bytes]) -> engine_pb2.LoadImagesResponse:
         async def requests():
             async for data in chunks:
                 yield image_pb2.LoadImagesRequest(chunk=data)
         response = await self._image.LoadImages(requests())
         for image in response.images:
             _publish_image(self._publish, "load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
-        return [convert.image_info(i) for i in response.images]
+        return engine_pb2.LoadImagesResponse(
+            images=[convert.image_info(i) for i in response.images],
+            loaded_names=[engine_pb2.LoadedNames(names=n.names) for n in response.loaded_names])
 
     async def import_(self, reference: str, changes: Sequence[str], message: str,
                       chunks: AsyncIterator[bytes]) -> engine_pb2.ImageInfo:

@@ -104,8 +104,8 @@ class ImageBackend(Protocol):
         # events: image untag (name app:1), then image delete (the id)
     """
 
-    async def load(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
-        """Images from a `docker save` tar stream."""
+    async def load(self, chunks: AsyncIterator[bytes]) -> engine_pb2.LoadImagesResponse:
+        """Images from a `docker save` tar stream, with the names the stream gave them."""
 
     async def import_(self, reference: str, changes: Sequence[str], message: str,
                       chunks: AsyncIterator[bytes]) -> engine_pb2.ImageInfo:

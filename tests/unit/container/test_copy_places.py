@@ -20,7 +20,7 @@ def _service(tmp_path, status=Status.CREATED):
         d.mkdir(parents=True)
     spec = SimpleNamespace(mounts=(Mount("bind", str(vol), "/vol1"), Mount("bind", str(ro), "/data/ro", ("ro",)),
                                    Mount("tmpfs", "tmpfs", "/run")))
-    c = SimpleNamespace(id="c1", status=status, pid=0, spec=spec)
+    c = SimpleNamespace(id="c1", status=status, pid=0, record=SimpleNamespace(spec=spec))
     runtime = SimpleNamespace(bundle=lambda cid: SimpleNamespace(rootfs=str(rootfs)))
     return SimpleNamespace(get=lambda ref: c, runtime=runtime), rootfs, vol
 

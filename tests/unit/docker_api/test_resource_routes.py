@@ -38,6 +38,15 @@ class FakeImages:
         self.calls.append(("remove", reference, force))
         return engine_pb2.RemoveImageResponse(untagged=["docker.io/library/app:1"], deleted=[IMAGE])
 
+    async def load(self, chunks):
+        data = b"".join([c async for c in chunks])
+        if data == b"abc":
+            raise errors.InvalidArgument("not a valid image tarball")
+        tags = ["docker.io/library/alpine:3.10", "docker.io/library/busybox:latest"]
+        return engine_pb2.LoadImagesResponse(
+            images=[engine_pb2.ImageInfo(id=IMAGE, repo_tags=tags), engine_pb2.ImageInfo(id="sha256:" + "2" * 64)],
+            loaded_names=[engine_pb2.LoadedNames(names=tags[:1]), engine_pb2.LoadedNames()])
+
 
 class FakeNetworks:
     def __init__(self):
@@ -128,6 +137,18 @@ async def test_image_prune_bad_filters_are_400_and_remove_nothing(api, filters, 
     status, body = await call("POST", "/images/prune", **filters)
     assert (status, body["message"]) == (400, message)
     assert b.images.calls == []
+
+
+async def test_load_answers_one_json_message_per_line_for_the_names_loaded(api, tmp_path):
+    call, b = api
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(tmp_path / "d.sock"))) as s:
+        async with s.post("http://d/v1.45/images/load", data=b"tar") as r:
+            assert r.status == 200 and r.headers["Transfer-Encoding"] == "chunked"
+            lines = [json.loads(line) for line in (await r.read()).splitlines()]
+        assert lines == [{"stream": "Loaded image: alpine:3.10\n"}, {"stream": f"Loaded image ID: {'sha256:' + '2' * 64}\n"}]
+        async with s.post("http://d/images/load", data=b"abc") as r:
+            assert r.status == 200
+            assert json.loads(await r.read())["error"] == "not a valid image tarball"
 
 
 async def test_image_remove_answers_familiar_names(api):

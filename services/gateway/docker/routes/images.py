@@ -151,16 +151,17 @@ async def load(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     with long_lived(request):
         try:
-            images = await _images(request).load(_body_chunks(request))
+            loaded = await _images(request).load(_body_chunks(request))
         except errors.BerthError as exc:
             await response.write(json.dumps({"errorDetail": {"message": exc.message},
                                              "error": exc.message}).encode() + b"\n")
-            images = []
-        # `quiet` only turns off progress bars (berth sends none): "Loaded image" lines always go out.
-        for info in images:
-            names = [convert.familiar(t) for t in info.repo_tags] or [info.id]
-            for n in names:
-                line = {"stream": f"Loaded image{'' if info.repo_tags else ' ID'}: {n}\n"}
+            loaded = engine_pb2.LoadImagesResponse()
+        # `quiet` only turns off progress bars (berth sends none): "Loaded image" lines always go out,
+        # one per name the tarball gave (an image saved by id: its id), as dockerd reports them.
+        for info, given in zip(loaded.images, loaded.loaded_names):
+            names = [convert.familiar(t) for t in given.names]
+            for n in names or [info.id]:
+                line = {"stream": f"Loaded image{'' if names else ' ID'}: {n}\n"}
                 await response.write(json.dumps(line).encode() + b"\n")
     await response.write_eof()
     return response

@@ -605,6 +605,16 @@ export interface LoadImagesRequest {
 export interface LoadImagesResponse {
   /** Every image the tarball held, as stored now. */
   images: ImageInfo[];
+  /**
+   * The names the tarball gave each image (its RepoTags), index for index with
+   * `images`; none for an image saved by id.
+   */
+  loadedNames: LoadedNames[];
+}
+
+/** LoadedNames are the names a tarball gave one image. */
+export interface LoadedNames {
+  names: string[];
 }
 
 /** ImportImageRequest is one message of an ImportImage call. */
@@ -6411,13 +6421,16 @@ export const LoadImagesRequest: MessageFns<LoadImagesRequest> = {
 };
 
 function createBaseLoadImagesResponse(): LoadImagesResponse {
-  return { images: [] };
+  return { images: [], loadedNames: [] };
 }
 
 export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
   encode(message: LoadImagesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.images) {
       ImageInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.loadedNames) {
+      LoadedNames.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -6443,6 +6456,14 @@ export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
             message.images.push(ImageInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.loadedNames.push(LoadedNames.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6458,6 +6479,11 @@ export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
   fromJSON(object: any): LoadImagesResponse {
     return {
       images: globalThis.Array.isArray(object?.images) ? object.images.map((e: any) => ImageInfo.fromJSON(e)) : [],
+      loadedNames: globalThis.Array.isArray(object?.loadedNames)
+        ? object.loadedNames.map((e: any) => LoadedNames.fromJSON(e))
+        : globalThis.Array.isArray(object?.loaded_names)
+        ? object.loaded_names.map((e: any) => LoadedNames.fromJSON(e))
+        : [],
     };
   },
 
@@ -6465,6 +6491,9 @@ export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
     const obj: any = {};
     if (message.images?.length) {
       obj.images = message.images.map((e) => ImageInfo.toJSON(e));
+    }
+    if (message.loadedNames?.length) {
+      obj.loadedNames = message.loadedNames.map((e) => LoadedNames.toJSON(e));
     }
     return obj;
   },
@@ -6475,6 +6504,74 @@ export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
   fromPartial<I extends Exact<DeepPartial<LoadImagesResponse>, I>>(object: I): LoadImagesResponse {
     const message = createBaseLoadImagesResponse();
     message.images = object.images?.map((e) => ImageInfo.fromPartial(e)) || [];
+    message.loadedNames = object.loadedNames?.map((e) => LoadedNames.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseLoadedNames(): LoadedNames {
+  return { names: [] };
+}
+
+export const LoadedNames: MessageFns<LoadedNames> = {
+  encode(message: LoadedNames, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.names) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoadedNames {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoadedNames();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.names.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoadedNames {
+    return { names: globalThis.Array.isArray(object?.names) ? object.names.map((e: any) => globalThis.String(e)) : [] };
+  },
+
+  toJSON(message: LoadedNames): unknown {
+    const obj: any = {};
+    if (message.names?.length) {
+      obj.names = message.names;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LoadedNames>, I>>(base?: I): LoadedNames {
+    return LoadedNames.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LoadedNames>, I>>(object: I): LoadedNames {
+    const message = createBaseLoadedNames();
+    message.names = object.names?.map((e) => e) || [];
     return message;
   },
 };
