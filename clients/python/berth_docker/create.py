@@ -263,9 +263,21 @@ _UNHONOURED_HOST = (
 _DEFAULTS = {
     "PidMode": ("",), "UTSMode": ("",), "IpcMode": ("", "private", "shareable"),
     "Runtime": ("", "runc"),
-    # An unset LogConfig, or the CLI's {"Type": "", "Config": {}}; drivers are not chosen yet.
-    "LogConfig": ({}, {"Type": "", "Config": {}}, {"Type": "", "Config": None}),
 }
+# dockerd's log drivers. Logs are kept whole for the logs endpoint, which is what json-file
+# promises without options (inspect says so); every other choice is not made yet.
+_LOG_DRIVERS = ("json-file", "local", "journald", "syslog", "gelf", "fluentd", "awslogs", "splunk",
+                "etwlogs", "gcplogs", "logentries", "none")
+
+
+def _log_config(host: Mapping) -> None:
+    log_config = _object(host, "LogConfig", "HostConfig.")
+    _check_types(log_config, {"Type": str, "Config": dict}, "HostConfig.LogConfig.")
+    driver, options = log_config.get("Type") or "", log_config.get("Config") or {}
+    if driver and driver not in _LOG_DRIVERS:
+        raise InvalidArgument(f"logger: no log driver named '{driver}' is registered")
+    if driver not in ("", "json-file") or options:
+        raise not_implemented(f"HostConfig.LogConfig {json.dumps({'Type': driver, 'Config': options})}")
 
 
 def _unset(value) -> bool:
@@ -286,6 +298,7 @@ def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
     for key in _UNHONOURED_HOST:
         if not _unset(host.get(key)):
             raise not_implemented(f"HostConfig.{key}")
+    _log_config(host)
     for key, defaults in _DEFAULTS.items():
         value = host.get(key)
         if value is not None and value not in defaults:

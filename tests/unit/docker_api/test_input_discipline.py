@@ -75,6 +75,9 @@ async def call(tmp_path):
     ({"Image": "busybox", "HostConfig": {"CapDrop": ["ALL"]}}, 501, "HostConfig.CapDrop is not implemented"),
     ({"Image": "busybox", "HostConfig": {"PidMode": "host"}}, 501, 'HostConfig.PidMode "host"'),
     ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "syslog", "Config": {}}}}, 501, "HostConfig.LogConfig"),
+    ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "", "Config": {"max-file": "3"}}}}, 501,
+     "HostConfig.LogConfig"),
+    ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "asdf"}}}, 400, "no log driver named 'asdf'"),
     ({"Image": "busybox", "HostConfig": {"CgroupnsMode": "private"}}, 501, "CgroupnsMode"),
     ({"Image": "busybox", "HostConfig": {"Isolation": "hyperv"}}, 400, "invalid isolation"),
     ({"Image": "busybox", "Domainname": "example.com"}, 501, "Config.Domainname"),
@@ -93,7 +96,7 @@ async def test_defaults_as_clients_send_them_are_accepted(call):
     request, containers = call
     host = {k: None for k in create._HOST_TYPES} | {
         "IpcMode": "private", "Runtime": "runc", "CgroupnsMode": "host", "Isolation": "default",
-        "LogConfig": {"Type": "", "Config": {}}, "MemorySwappiness": 40, "VolumeDriver": "foo",
+        "LogConfig": {"Type": "json-file", "Config": {}}, "MemorySwappiness": 40, "VolumeDriver": "foo",
         "ConsoleSize": [24, 80], "CapDrop": [], "ShmSize": 0}
     status, answer = await request("POST", "/containers/create", {"Image": "busybox", "Env": ["Foo"], "HostConfig": host})
     assert status == 201 and "swappiness" in answer["Warnings"][0]
