@@ -1,4 +1,4 @@
-"""`docker ps --filter`: every filter the Engine API documents for /containers/json."""
+"""`docker ps --filter`: every filter the Engine API documents for /containers/json; and `diff` without the engine's own files."""
 
 from __future__ import annotations
 
