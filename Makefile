@@ -10,11 +10,12 @@ GO_DIR := clients/go
 GO_MODULE := berth/clients/go
 NODE_DIR := clients/node
 NODE_BIN := $(NODE_DIR)/node_modules/.bin
-# What berth runs on.
-APT_PACKAGES := runc conmon busybox-static nftables iproute2 procps util-linux
-# What only the tests need: the reference registry and skopeo (the client
+# What berth runs on (tini: the init of `run --init`).
+APT_PACKAGES := runc conmon busybox-static nftables iproute2 procps util-linux tini
+# What only the tests need: the reference registry and skopeo, and gcc with
+# libc6-dev for the containment suite's static syscall probe (the client
 # toolchains come with client-tools).
-TEST_APT_PACKAGES := docker-registry skopeo
+TEST_APT_PACKAGES := docker-registry skopeo gcc libc6-dev
 # Debian's docker CLI and docker-compose, for the tests that drive berth's Docker
 # API with them. Only their clients are used: dockerd and containerd come as
 # dependencies and are kept from starting (see apt_install); without recommends,

@@ -28,6 +28,10 @@ class Config:
     # everything. Options as "key=value,..." (e.g. "max-size=10m,max-file=3").
     log_driver: str = "local"
     log_opts: str = ""
+    # Most processes a container may have when it asks for no limit of its own
+    # (docker's daemon.json "default-pids-limit"); 0 is none. Bounded by default
+    # so that a fork bomb in one container cannot starve the node.
+    default_pids_limit: int = 4096
     # Log output of the services: "json", "console" or "auto" (console on a tty).
     log_format: str = "auto"
     log_level: str = "info"
@@ -71,6 +75,7 @@ class Config:
             "BERTH_CONMON": self.conmon,
             "BERTH_LOG_DRIVER": self.log_driver,
             "BERTH_LOG_OPTS": self.log_opts,
+            "BERTH_DEFAULT_PIDS_LIMIT": str(self.default_pids_limit),
             "BERTH_LOG_FORMAT": self.log_format,
             "BERTH_LOG_LEVEL": self.log_level,
             "BERTH_BRIDGE_NAME": self.bridge_name,
@@ -99,6 +104,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
         conmon=env.get("BERTH_CONMON", defaults.conmon),
         log_driver=env.get("BERTH_LOG_DRIVER", defaults.log_driver),
         log_opts=env.get("BERTH_LOG_OPTS", defaults.log_opts),
+        default_pids_limit=int(env.get("BERTH_DEFAULT_PIDS_LIMIT") or defaults.default_pids_limit),
         log_format=env.get("BERTH_LOG_FORMAT", defaults.log_format),
         log_level=env.get("BERTH_LOG_LEVEL", defaults.log_level),
         registries_file=env.get("BERTH_REGISTRIES_FILE", defaults.registries_file),

@@ -6,7 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
+
 from services.common import config as config_mod
+from services.common import errors
 from services.common import logging as logging_mod
 from services.common import rpc, tracing
 
@@ -26,5 +29,9 @@ def run_service(service: str, build: Builder) -> None:
 
     try:
         asyncio.run(main())
+    except errors.BerthError as exc:
+        # A service that cannot start says why in one line (its supervisor retries it).
+        structlog.get_logger(service).error("service_cannot_start", error=exc.message)
+        raise SystemExit(1) from None
     finally:
         tracing.shutdown()

@@ -6,11 +6,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.container.v1 import container_pb2 as pb
 from berth.types.v1 import mount_pb2
+from berth.types.v1 import security_pb2
 from berth.types.v1 import stdio_pb2
 from services.container import logfiles
 from services.container import logs as logs_mod
-from services.container.model import (Container, Event, EventType, Exit, LogConfig, LogLine, Mount, Process,
-                                      Resources, Spec, Status)
+from services.container.model import (Container, Device, Event, EventType, Exit, LogConfig, LogLine, Mount,
+                                      Process, Resources, Security, Spec, Status, Ulimit)
 
 _STATUS = {Status.CREATED: pb.STATUS_CREATED, Status.RUNNING: pb.STATUS_RUNNING,
            Status.STOPPED: pb.STATUS_STOPPED, Status.PAUSED: pb.STATUS_PAUSED}
@@ -59,11 +60,11 @@ def spec_from_pb(s: pb.Spec) -> Spec:
         rootfs=tuple(mount_from_pb(m) for m in s.rootfs),
         mounts=tuple(mount_from_pb(m) for m in s.mounts),
         netns_path=s.netns_path, hostname=s.hostname,
-        resources=Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
-                            cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
+        resources=resources_from_pb(r),
         stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
         open_stdin=s.open_stdin, stdin_once=s.stdin_once,
-        log_config=LogConfig(s.log_config.driver, tuple(sorted(s.log_config.options.items()))))
+        log_config=LogConfig(s.log_config.driver, tuple(sorted(s.log_config.options.items()))),
+        security=security_from_pb(s.security), runtime=s.runtime)
 
 
 def spec_to_pb(s: Spec) -> pb.Spec:
@@ -73,11 +74,48 @@ def spec_to_pb(s: Spec) -> pb.Spec:
         netns_path=s.netns_path, hostname=s.hostname,
         process=pb.Process(args=list(p.args), env=list(p.env), cwd=p.cwd, uid=p.uid, gid=p.gid,
                            additional_gids=list(p.additional_gids), user=p.user),
-        resources=pb.Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
-                               cpu_shares=r.cpu_shares, pids_limit=r.pids_limit),
+        resources=resources_to_pb(r),
         stop_signal=s.stop_signal, readonly_rootfs=s.readonly_rootfs, tty=s.tty,
         open_stdin=s.open_stdin, stdin_once=s.stdin_once,
-        log_config=pb.LogConfig(driver=s.log_config.driver, options=dict(s.log_config.options)))
+        log_config=pb.LogConfig(driver=s.log_config.driver, options=dict(s.log_config.options)),
+        security=security_to_pb(s.security), runtime=s.runtime)
+
+
+def resources_from_pb(r: pb.Resources) -> Resources:
+    return Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus, cpu_shares=r.cpu_shares,
+                     pids_limit=r.pids_limit, cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
+                     memory_swap=r.memory_swap, memory_reservation=r.memory_reservation,
+                     oom_kill_disable=r.oom_kill_disable)
+
+
+def resources_to_pb(r: Resources) -> pb.Resources:
+    return pb.Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus, cpu_shares=r.cpu_shares,
+                        pids_limit=r.pids_limit, cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
+                        memory_swap=r.memory_swap, memory_reservation=r.memory_reservation,
+                        oom_kill_disable=r.oom_kill_disable)
+
+
+def security_from_pb(s: pb.Security) -> Security:
+    return Security(
+        privileged=s.privileged, cap_add=tuple(s.cap_add), cap_drop=tuple(s.cap_drop),
+        devices=tuple(Device(d.path_on_host, d.path_in_container, d.cgroup_permissions) for d in s.devices),
+        device_cgroup_rules=tuple(s.device_cgroup_rules), sysctls=tuple(sorted(s.sysctls.items())),
+        ulimits=tuple(Ulimit(u.name, u.soft, u.hard) for u in s.ulimits), group_add=tuple(s.group_add),
+        pid_mode=s.pid_mode, ipc_mode=s.ipc_mode, uts_mode=s.uts_mode, oom_score_adj=s.oom_score_adj,
+        shm_size=s.shm_size, init=s.init, seccomp_profile=s.seccomp_profile,
+        no_new_privileges=s.no_new_privileges, unmasked_paths=s.unmasked_paths)
+
+
+def security_to_pb(s: Security) -> pb.Security:
+    return pb.Security(
+        privileged=s.privileged, cap_add=list(s.cap_add), cap_drop=list(s.cap_drop),
+        devices=[security_pb2.DeviceMapping(path_on_host=d.path_on_host, path_in_container=d.path_in_container,
+                                            cgroup_permissions=d.permissions) for d in s.devices],
+        device_cgroup_rules=list(s.device_cgroup_rules), sysctls=dict(s.sysctls),
+        ulimits=[security_pb2.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in s.ulimits],
+        group_add=list(s.group_add), pid_mode=s.pid_mode, ipc_mode=s.ipc_mode, uts_mode=s.uts_mode,
+        oom_score_adj=s.oom_score_adj, shm_size=s.shm_size, init=s.init, seccomp_profile=s.seccomp_profile,
+        no_new_privileges=s.no_new_privileges, unmasked_paths=s.unmasked_paths)
 
 
 def container_to_pb(c: Container) -> pb.Container:

@@ -36,6 +36,7 @@ import structlog
 
 from services.common import errors
 from services.container import runtime as rt
+from services.container import security
 from services.container import spec as spec_mod
 from services.container.model import Event, EventType, Process, Status
 from services.container.stdio import Stdio, pump_requests
@@ -142,8 +143,10 @@ class Execs:
         if cfg.user:
             spec = replace(c.record.spec, process=Process(args=cfg.args, user=cfg.user))
             user = spec_mod.resolve_user(b.rootfs, spec)
-            process["user"] = {"uid": user.uid, "gid": user.gid,
-                               **({"additionalGids": list(user.additional_gids)} if user.additional_gids else {})}
+            # The container's --group-add holds for every user an exec runs as (docker's).
+            gids = list(dict.fromkeys([*user.additional_gids,
+                                       *security.group_ids(b.rootfs, c.record.spec.security.group_add)]))
+            process["user"] = {"uid": user.uid, "gid": user.gid, **({"additionalGids": gids} if gids else {})}
         env = [e for e in process.get("env", [])]
         if cfg.env:
             keys = {e.split("=", 1)[0] for e in cfg.env}

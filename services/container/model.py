@@ -34,6 +34,12 @@ class Resources:
     nano_cpus: int = 0
     cpu_shares: int = 0
     pids_limit: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+    # -1: unlimited swap; 0: docker's default (twice memory_bytes).
+    memory_swap: int = 0
+    memory_reservation: int = 0
+    oom_kill_disable: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,45 @@ class LogConfig:
 
     driver: str = ""
     options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Device:
+    path_on_host: str
+    path_in_container: str = ""
+    permissions: str = "rwm"
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class Security:
+    """How the container is confined beyond its namespaces (checked by security.validate)."""
+
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    devices: tuple[Device, ...] = ()
+    device_cgroup_rules: tuple[str, ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()
+    ulimits: tuple[Ulimit, ...] = ()
+    group_add: tuple[str, ...] = ()
+    # "", "host" or "container:<id>".
+    pid_mode: str = ""
+    ipc_mode: str = ""
+    uts_mode: str = ""
+    oom_score_adj: int = 0
+    shm_size: int = 0
+    init: bool = False
+    # "" docker's default profile, "unconfined", or a profile's JSON.
+    seccomp_profile: str = ""
+    no_new_privileges: bool = False
+    unmasked_paths: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +104,8 @@ class Spec:
     stdin_once: bool = False
     # Filled in at create from the daemon default when the caller gave none.
     log_config: LogConfig = field(default_factory=LogConfig)
+    security: Security = field(default_factory=Security)
+    runtime: str = ""
 
 
 class Status(enum.Enum):

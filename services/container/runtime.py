@@ -118,6 +118,8 @@ def unmount_all(target: str) -> None:
 
 def remove_bundle(bundle: Bundle) -> None:
     unmount_all(bundle.rootfs)
+    # A shareable IPC's /dev/shm (security.prepare_shm).
+    unmount_all(os.path.join(bundle.dir, "shm"))
     if os.path.ismount(bundle.rootfs):
         # Never rmtree through a mount: that would delete the image's files.
         raise errors.Internal(f"cannot unmount {bundle.rootfs}")

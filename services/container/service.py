@@ -33,6 +33,7 @@ from services.container import logfiles
 from services.container import logs as logs_mod
 from services.container import runtime as rt
 from services.container import spec as spec_mod
+from services.container import security
 from services.container.events import Broker
 from services.container.model import (Container, Event, EventType, Exit, LogConfig, LogLine, Record,
                                       Spec, Status)
@@ -95,6 +96,7 @@ class ContainerService:
         # Checked at start-up: a bad daemon default fails the service, not a create.
         self.default_log = logfiles.resolve(
             LogConfig(cfg.log_driver, logfiles.parse_options(cfg.log_opts)), LogConfig("local"))
+        self.host = security.host(cfg.default_pids_limit)
         self.tasks: dict[str, Task] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         from services.container.exec import Execs
@@ -163,7 +165,7 @@ class ContainerService:
             raise errors.InvalidArgument("no command specified")
         if not spec.rootfs:
             raise errors.InvalidArgument("no root filesystem mounts given")
-        spec = replace(spec_mod.bind_sources(spec),
+        spec = replace(spec_mod.bind_sources(security.resolve(spec, self.host)),
                        log_config=logfiles.resolve(spec.log_config, self.default_log))
         record = Record(id=id, name=name, spec=spec, labels=dict(labels), metadata=metadata,
                         created_at=time.time())
@@ -180,9 +182,7 @@ class ContainerService:
             async with self._lock(id):
                 os.makedirs(b.rootfs, mode=0o700)
                 rt.mount_rootfs(spec.rootfs, b.rootfs)
-                user = spec_mod.resolve_user(b.rootfs, spec)
-                with open(b.config, "w") as f:
-                    json.dump(spec_mod.oci_config(id, spec, b.rootfs, user), f)
+                self._write_config(id, spec, b)
                 pid, conmon_pid = await self.runtime.create(
                     b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once),
                     self._log_policy(record).reads)
@@ -234,9 +234,7 @@ class ContainerService:
             # Only a reboot or a hand unmounts it; the record has the mounts.
             rt.mount_rootfs(record.spec.rootfs, b.rootfs)
         # Written again: Update may have changed limits, the image's users may have changed.
-        user = spec_mod.resolve_user(b.rootfs, record.spec)
-        with open(b.config, "w") as f:
-            json.dump(spec_mod.oci_config(id, record.spec, b.rootfs, user), f)
+        self._write_config(id, record.spec, b)
         spec = record.spec
         policy = self._log_policy(record)
         # This run appends to the log: one already past max-size is rotated first.
@@ -385,6 +383,30 @@ class ContainerService:
         if record is None:
             raise errors.NotFound(f"No such container: {ref}")
         return record
+
+    def _write_config(self, id: str, spec: Spec, b) -> None:
+        """config.json for the next `runc create`: the OCI spec, then its confinement."""
+        user = spec_mod.resolve_user(b.rootfs, spec)
+        config = spec_mod.oci_config(id, spec, b.rootfs, user)
+        shm_dir = self._shm_dir(id)
+        security.prepare_shm(spec, shm_dir)
+        security.apply(config, spec, b.rootfs, self.host, self._donor, shm_dir)
+        with open(b.config, "w") as f:
+            json.dump(config, f)
+
+    def _shm_dir(self, id: str) -> str:
+        return os.path.join(self.runtime.bundle(id).dir, "shm")
+
+    def _donor(self, id: str) -> security.Donor:
+        """A container whose namespaces another joins: its pid while it runs."""
+        try:
+            c = self.get(id)
+        except errors.NotFound:
+            return security.Donor()
+        if c.status not in (Status.RUNNING, Status.PAUSED):
+            return security.Donor()
+        shareable = c.record.spec.security.ipc_mode == "shareable" and os.path.ismount(self._shm_dir(id))
+        return security.Donor(c.pid, self._shm_dir(id) if shareable else "")
 
     def _log_policy(self, record: Record) -> logfiles.LogPolicy:
         # Rows from before log drivers carry none: the daemon default applies.

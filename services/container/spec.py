@@ -13,11 +13,11 @@ from services.container.model import Spec
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Docker's default capability set.
-CAPABILITIES = [
+DEFAULT_CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-]
+)
 
 MASKED_PATHS = [
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -53,7 +53,8 @@ class User:
 
 
 def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
-    """The complete config.json for `spec`. No rlimits: the container inherits berth's."""
+    """The config.json for `spec` before its confinement (security.apply adds capabilities,
+    seccomp, rlimits, devices and the rest)."""
     proc = spec.process
     # "FOO" without "=" unsets FOO (the image's too, merged before): dockerd keeps it in the
     # container's config and leaves it out of the process's environment, which runc requires.
@@ -78,7 +79,8 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
             options.append("rbind")
         mounts.append({"destination": m.target, "type": m.type, "source": m.source, "options": options})
 
-    caps = list(CAPABILITIES)
+    # docker's default set; security.apply replaces it with what the options give.
+    caps = list(DEFAULT_CAPABILITIES)
     return {
         "ociVersion": "1.0.2",
         "process": {

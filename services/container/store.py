@@ -50,8 +50,8 @@ import time
 from typing import Protocol
 
 from services.common.sqlite import Transaction, open_db
-from services.container.model import (Event, EventType, Exit, LogConfig, Mount, Process, Record, Resources,
-                                      Spec)
+from services.container.model import (Device, Event, EventType, Exit, LogConfig, Mount, Process, Record,
+                                      Resources, Security, Spec, Ulimit)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -319,7 +319,20 @@ def spec_from_json(text: str) -> Spec:
         # Rows from before log drivers have none: they get the daemon default.
         log_config=LogConfig(driver=lc.get("driver", ""),
                              options=tuple(tuple(o) for o in lc.get("options", ())))
-        if (lc := d.get("log_config")) else LogConfig())
+        if (lc := d.get("log_config")) else LogConfig(),
+        # Rows from before confinement options have none: docker's defaults.
+        security=_security(d.get("security") or {}), runtime=d.get("runtime", ""))
+
+
+def _security(d: dict) -> Security:
+    fields = {f.name for f in dataclasses.fields(Security)}
+    d = {k: v for k, v in d.items() if k in fields}
+    for key in ("cap_add", "cap_drop", "device_cgroup_rules", "group_add"):
+        d[key] = tuple(d.get(key, ()))
+    d["sysctls"] = tuple(tuple(kv) for kv in d.get("sysctls", ()))
+    d["devices"] = tuple(Device(**x) for x in d.get("devices", ()))
+    d["ulimits"] = tuple(Ulimit(**x) for x in d.get("ulimits", ()))
+    return Security(**d)
 
 
 def _mount(d: dict) -> Mount:

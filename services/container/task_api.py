@@ -17,7 +17,6 @@ from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.container import archive, control, convert
 from services.container.exec import ExecConfig, ExecInfo
-from services.container.model import Resources
 from services.container.stdio import STDERR
 
 CHUNK = 1 << 20
@@ -99,8 +98,7 @@ async def stats(service, request: pb.GetContainerStatsRequest):
 
 async def update(service, request: pb.UpdateContainerResourcesRequest) -> pb.Container:
     r = request.resources
-    resources = Resources(memory_bytes=r.memory_bytes, nano_cpus=r.nano_cpus,
-                          cpu_shares=r.cpu_shares, pids_limit=r.pids_limit)
+    resources = convert.resources_from_pb(r)
     return convert.container_to_pb(await control.update(service, request.id, resources,
                                                         list(request.update_mask.paths)))
 

@@ -108,10 +108,8 @@ def test_save_and_load_round_trip(docker, tmp_path):
 
 
 def test_not_yet_implemented_features_are_refused_clearly(docker):
-    r = docker("run", "--rm", "--privileged", "busybox", "true")
+    r = docker("run", "--rm", "--dns", "192.0.2.1", "busybox", "true")
     assert r.returncode != 0
-    assert "not implemented" in r.stderr.decode()
-    r = docker("run", "--rm", "--cap-add", "NET_ADMIN", "busybox", "true")
     assert "not implemented" in r.stderr.decode()
 
 

@@ -20,21 +20,24 @@ def _health(engine, name: str) -> dict:
 def test_health_turns_healthy_then_unhealthy(engine, busybox_image):
     name = _name("hc")
     since = time.time()
-    # The container's own loop creates /tmp/ok, then deletes it after a while.
+    # The container creates /tmp/ok, and deletes it once the test has seen it healthy.
     engine.cli("run", "-d", "--name", name, "--health-cmd", "test -f /tmp/ok && echo fine",
                "--health-interval", "200ms", "--health-retries", "2", "--health-timeout", "2s",
-               busybox_image, "sh", "-c", "touch /tmp/ok; sleep 3; rm /tmp/ok; sleep 300", check=True)
+               busybox_image, "sh", "-c",
+               "touch /tmp/ok; while [ ! -f /tmp/flip ]; do sleep 0.1; done; rm /tmp/ok; sleep 300",
+               check=True)
     try:
         first = _health(engine, name)
         assert first.get("Status") in ("starting", "healthy")
-        assert _wait_for(lambda: _health(engine, name).get("Status") == "healthy", timeout=10)
+        assert _wait_for(lambda: _health(engine, name).get("Status") == "healthy", timeout=60)
         healthy = _health(engine, name)
         assert healthy["FailingStreak"] == 0
         assert healthy["Log"][-1]["ExitCode"] == 0 and healthy["Log"][-1]["Output"] == "fine\n"
         row = json.loads(engine.cli("ps", "--format", "json", "-f", f"name={name}", check=True).stdout)
         assert row["Status"].startswith("Up ") and row["Status"].endswith("(healthy)")
 
-        assert _wait_for(lambda: _health(engine, name).get("Status") == "unhealthy", timeout=15)
+        engine.cli("exec", name, "touch", "/tmp/flip", check=True)
+        assert _wait_for(lambda: _health(engine, name).get("Status") == "unhealthy", timeout=60)
         unhealthy = _health(engine, name)
         assert unhealthy["FailingStreak"] >= 2
         assert len(unhealthy["Log"]) == 5
@@ -55,17 +58,17 @@ def test_start_period_uses_start_interval_and_no_healthcheck(engine, busybox_ima
     # Long interval, short start interval: within the start period it is probed quickly,
     # and failures there do not make it unhealthy.
     engine.cli("run", "-d", "--name", name, "--health-cmd", "test -f /tmp/ready",
-               "--health-interval", "1h", "--health-start-period", "30s", "--health-start-interval", "200ms",
+               "--health-interval", "1h", "--health-start-period", "300s", "--health-start-interval", "200ms",
                "--health-retries", "1", busybox_image, "sleep", "300", check=True)
     engine.cli("run", "-d", "--name", off, "--no-healthcheck", busybox_image, "sleep", "300", check=True)
     try:
         # Failed probes inside the start period leave it "starting" (retries is 1).
         assert _wait_for(lambda: any(e["ExitCode"] == 1 for e in _health(engine, name).get("Log", [])),
-                         timeout=10)
+                         timeout=60)
         assert _health(engine, name)["Status"] == "starting"
         engine.cli("exec", name, "touch", "/tmp/ready", check=True)
         # Probed at the start interval, not the 1 h interval: healthy soon after.
-        assert _wait_for(lambda: _health(engine, name).get("Status") == "healthy", timeout=10)
+        assert _wait_for(lambda: _health(engine, name).get("Status") == "healthy", timeout=60)
         log = _health(engine, name)["Log"]
         assert any(e["ExitCode"] == 1 for e in log) and log[-1]["ExitCode"] == 0
         assert "Health" not in _inspect(engine, off)["State"]

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from berth_cli import files, interactive, lifecycle, networks, registry, usage, volumes
+from berth_cli import files, interactive, lifecycle, networks, registry, security, usage, volumes
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
 USAGE_ERROR = 125
@@ -42,7 +42,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--memory", default="", help="memory limit, e.g. 64m")
     p.add_argument("--cpus", default="", help="number of CPUs, e.g. 0.5")
     p.add_argument("-c", "--cpu-shares", type=int, default=0)
-    p.add_argument("--pids-limit", type=int, default=0)
+    p.add_argument("--pids-limit", type=int, default=None)
     p.add_argument("--network", "--net", default="", help="bridge (default), host, none or a network's name")
     p.add_argument("-h", "--hostname", default="")
     p.add_argument("--entrypoint", default=None)
@@ -53,6 +53,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     volumes.add_run_flags(p)
     networks.add_run_flags(p)
     lifecycle.add_run_flags(p)
+    security.add_run_flags(p)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 

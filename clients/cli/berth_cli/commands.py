@@ -16,7 +16,7 @@ import time
 import berth_errors
 
 from berth.engine.v1 import engine_pb2
-from berth_cli import files, interactive, lifecycle, networks, registry, usage, volumes
+from berth_cli import files, interactive, lifecycle, networks, registry, security, usage, volumes
 from berth_cli import format as fmt
 from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
@@ -169,7 +169,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
         user=ns.user, hostname=ns.hostname, labels=keyvalues.key_values(ns.label, "label"),
         network_mode=ns.network, memory_bytes=parse_bytes(ns.memory) if ns.memory else 0,
         nano_cpus=parse_cpus(ns.cpus) if ns.cpus else 0, cpu_shares=ns.cpu_shares,
-        pids_limit=ns.pids_limit, auto_remove=ns.rm, stop_signal=ns.stop_signal,
+        auto_remove=ns.rm, stop_signal=ns.stop_signal,
         readonly_rootfs=ns.read_only, mounts=volumes.mount_specs(ns), volumes_from=ns.volumes_from)
     if ns.entrypoint is not None:
         config.entrypoint.SetInParent()
@@ -179,6 +179,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
         config.stop_timeout = ns.stop_timeout
     networks.apply_run_flags(ns, config)
     lifecycle.apply_run_flags(ns, config)
+    security.apply_run_flags(ns, config)
     interactive.add_run_config(ns, config)
     return config
 

@@ -1,7 +1,7 @@
 """Docker API request bodies -> engine requests: container create and update.
 
 What berth cannot do yet is refused here with a clear error (never accepted and
-silently ignored): a `docker run --privileged` that answered 201 but ran unprivileged
+silently ignored): a `docker run --dns` that answered 201 but used no such server
 would be a lie.
 """
 
@@ -44,7 +44,6 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     cfg.memory_bytes = host.get("Memory") or 0
     cfg.nano_cpus = host.get("NanoCpus") or 0
     cfg.cpu_shares = host.get("CpuShares") or 0
-    cfg.pids_limit = host.get("PidsLimit") or 0
     cfg.auto_remove = bool(host.get("AutoRemove"))
     cfg.readonly_rootfs = bool(host.get("ReadonlyRootfs"))
     cfg.stop_signal = body.get("StopSignal") or ""
@@ -74,6 +73,7 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     if body.get("Healthcheck"):
         cfg.healthcheck.CopyFrom(healthcheck(body["Healthcheck"]))
     _isolation(host, cfg)
+    confinement(host, cfg)
     return cfg
 
 
@@ -112,6 +112,88 @@ def _isolation(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
     if driver not in ("", "local") and any(m.type == "volume" for m in cfg.mounts):
         raise InvalidArgument(f"volume driver {driver!r} is not supported (only \"local\")")
     cfg.volume_driver = driver
+
+
+def confinement(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
+    """HostConfig's security and further resource keys onto `cfg` (the engine checks values)."""
+    # PidsLimit: absent takes the engine's default; 0 and -1 are unlimited, as in docker.
+    if host.get("PidsLimit") is not None:
+        limit = _int(host, "PidsLimit")
+        cfg.pids_limit = limit if limit > 0 else -1
+    cfg.privileged = _bool(host, "Privileged")
+    cfg.cap_add.extend(_strings(host.get("CapAdd"), "HostConfig.CapAdd"))
+    cfg.cap_drop.extend(_strings(host.get("CapDrop"), "HostConfig.CapDrop"))
+    for d in host.get("Devices") or []:
+        if not isinstance(d, Mapping) or not d.get("PathOnHost"):
+            raise InvalidArgument("invalid HostConfig.Devices: each needs PathOnHost")
+        cfg.devices.add(path_on_host=d["PathOnHost"], path_in_container=d.get("PathInContainer") or "",
+                        cgroup_permissions=d.get("CgroupPermissions") or "rwm")
+    cfg.device_cgroup_rules.extend(_strings(host.get("DeviceCgroupRules"), "HostConfig.DeviceCgroupRules"))
+    sysctls = host.get("Sysctls") or {}
+    if not isinstance(sysctls, Mapping):
+        raise InvalidArgument("invalid HostConfig.Sysctls: expected an object")
+    cfg.sysctls.update({str(k): str(v) for k, v in sysctls.items()})
+    for u in host.get("Ulimits") or []:
+        if not isinstance(u, Mapping) or not u.get("Name"):
+            raise InvalidArgument("invalid HostConfig.Ulimits: each needs Name, Soft and Hard")
+        cfg.ulimits.add(name=u["Name"], soft=int(u.get("Soft") or 0), hard=int(u.get("Hard") or 0))
+    cfg.group_add.extend(_strings(host.get("GroupAdd"), "HostConfig.GroupAdd"))
+    cfg.pid_mode = host.get("PidMode") or ""
+    cfg.ipc_mode = host.get("IpcMode") or ""
+    cfg.uts_mode = host.get("UTSMode") or ""
+    cfg.cpuset_cpus = host.get("CpusetCpus") or ""
+    cfg.cpuset_mems = host.get("CpusetMems") or ""
+    cfg.memory_swap = _int(host, "MemorySwap")
+    cfg.memory_reservation = _int(host, "MemoryReservation")
+    cfg.oom_kill_disable = _bool(host, "OomKillDisable")
+    cfg.oom_score_adj = _int(host, "OomScoreAdj")
+    cfg.shm_size = _int(host, "ShmSize")
+    cfg.init = _bool(host, "Init")
+    cfg.runtime = host.get("Runtime") or ""
+    cfg.security_opt.extend(_strings(host.get("SecurityOpt"), "HostConfig.SecurityOpt"))
+
+
+def ulimit(text: str):
+    """The CLI's --ulimit name=soft[:hard] (-1 is unlimited)."""
+    from berth.types.v1 import security_pb2
+    name, eq, limits = text.partition("=")
+    soft, _, hard = limits.partition(":")
+    try:
+        values = (int(soft), int(hard or soft))
+    except ValueError:
+        raise InvalidArgument(f"invalid ulimit argument: {text}") from None
+    if not name or not eq:
+        raise InvalidArgument(f"invalid ulimit argument: {text}")
+    return security_pb2.Ulimit(name=name, soft=values[0], hard=values[1])
+
+
+def device(text: str):
+    """The CLI's --device host[:container][:permissions]."""
+    from berth.types.v1 import security_pb2
+    parts = text.split(":")
+    perms = "rwm"
+    if len(parts) > 1 and parts[-1] and set(parts[-1]) <= set("rwm") and not parts[-1].startswith("/"):
+        perms = parts.pop()
+    if len(parts) > 2 or not parts[0]:
+        raise InvalidArgument(f"invalid device specification: {text}")
+    return security_pb2.DeviceMapping(path_on_host=parts[0], path_in_container=parts[1] if len(parts) > 1 else "",
+                                      cgroup_permissions=perms)
+
+
+def _int(host: Mapping, key: str) -> int:
+    value = host.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"invalid HostConfig.{key}: expected an integer")
+    return value
+
+
+def _bool(host: Mapping, key: str) -> bool:
+    value = host.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidArgument(f"invalid HostConfig.{key}: expected a boolean")
+    return bool(value)
 
 
 def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:
@@ -251,19 +333,12 @@ _HOST_TYPES = {
 # parses it in their own helper and deletes its line here.
 _UNHONOURED_CONFIG = ("Domainname", "NetworkDisabled", "MacAddress", "OnBuild", "Shell")
 _UNHONOURED_HOST = (
-    "Privileged", "CapAdd", "CapDrop", "Devices", "DeviceCgroupRules", "DeviceRequests", "Sysctls",
-    "Ulimits", "GroupAdd", "SecurityOpt", "CgroupParent", "BlkioWeight", "BlkioWeightDevice",
-    "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
-    "CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems",
-    "MemoryReservation", "MemorySwap", "OomKillDisable", "OomScoreAdj", "Init", "CpuCount", "CpuPercent",
-    "IOMaximumIOps", "IOMaximumBandwidth", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "Links",
-    "Cgroup", "UsernsMode", "ShmSize", "StorageOpt", "MaskedPaths", "ReadonlyPaths", "Annotations",
+    "DeviceRequests", "CgroupParent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
+    "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota",
+    "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpuCount", "CpuPercent", "IOMaximumIOps",
+    "IOMaximumBandwidth", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "Links", "Cgroup", "UsernsMode",
+    "StorageOpt", "MaskedPaths", "ReadonlyPaths", "Annotations",
 )
-# Fields whose defaults are spelled out: any of these values means "as berth does anyway".
-_DEFAULTS = {
-    "PidMode": ("",), "UTSMode": ("",), "IpcMode": ("", "private", "shareable"),
-    "Runtime": ("", "runc"),
-}
 # dockerd's log drivers. Logs are kept whole for the logs endpoint, which is what json-file
 # promises without options (inspect says so); every other choice is not made yet.
 _LOG_DRIVERS = ("json-file", "local", "journald", "syslog", "gelf", "fluentd", "awslogs", "splunk",
@@ -299,10 +374,6 @@ def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
         if not _unset(host.get(key)):
             raise not_implemented(f"HostConfig.{key}")
     _log_config(host)
-    for key, defaults in _DEFAULTS.items():
-        value = host.get(key)
-        if value is not None and value not in defaults:
-            raise not_implemented(f"HostConfig.{key} {json.dumps(value)}")
 
 
 _UPDATE_FIELDS = {"Memory": "memory_bytes", "NanoCpus": "nano_cpus", "CpuShares": "cpu_shares",

@@ -39,7 +39,7 @@ from berth.types.v1 import file_change_pb2
 from berth.types.v1 import healthcheck_pb2
 from berth.types.v1 import stdio_pb2
 from services.common import errors
-from services.gateway import convert, names
+from services.gateway import confinement, convert, names
 from services.gateway import networks as networks_mod
 from services.gateway import volumes as volumes_mod
 from services.gateway.backends import restarts as restarts_mod
@@ -223,6 +223,8 @@ class Containers:
         if not cfg.image:
             raise errors.InvalidArgument("no image specified")
         restarts_mod.validate(cfg.restart_policy, cfg.auto_remove)
+        # Before anything is made: a bad option or a missing container changes nothing.
+        security = await confinement.security(cfg, self.resolve_id)
         image_id, image_config = await self._image_configs.resolve(cfg.image)
         process = convert.resolve_process(image_config, cfg)
         network_mode = cfg.network_mode or networks_mod.DEFAULT_NETWORK
@@ -246,15 +248,13 @@ class Containers:
         spec = container_pb2.Spec(
             mounts=mounts.mounts,
             rootfs=snapshot.mounts, netns_path=endpoint.netns_path,
-            hostname=cfg.hostname or cid[:12],
+            hostname=confinement.hostname(cfg, cid),
             process=container_pb2.Process(
                 args=process.args, env=process.env, cwd=process.cwd, user=process.user),
-            resources=container_pb2.Resources(
-                memory_bytes=cfg.memory_bytes, nano_cpus=cfg.nano_cpus,
-                cpu_shares=cfg.cpu_shares, pids_limit=cfg.pids_limit),
+            resources=confinement.resources(cfg),
             stop_signal=cfg.stop_signal or image_config.stop_signal,
             readonly_rootfs=cfg.readonly_rootfs, tty=cfg.tty, open_stdin=cfg.open_stdin,
-            stdin_once=cfg.stdin_once)
+            stdin_once=cfg.stdin_once, security=security, runtime=cfg.runtime)
         # /etc/hosts and /etc/resolv.conf from the network service.
         spec.mounts.extend(endpoint.mounts)
         request = container_pb2.CreateContainerRequest(id=cid, name=name, labels=labels, spec=spec)

@@ -5,9 +5,9 @@ container's `--health-*` flags (`--no-healthcheck`, i.e. test ["NONE"], turns it
 off). While a container runs, one monitor task per container probes it:
 
     start ──► "starting" ──probe ok──► "healthy" ──retries failures in a row──► "unhealthy"
-               │ probes every start_interval while the start period lasts;
-               │ failures then do not count (Docker 25 semantics)
-               └─ afterwards every interval
+               │ probes every start_interval while the start period lasts and it is
+               │ still starting; failures then do not count (Docker 25 semantics)
+               └─ afterwards (or once healthy) every interval
 
 Each status change is published as a `health_status: <status>` event; the last
 five probes are kept for inspect (State.Health.Log). The state is saved in the
@@ -204,7 +204,10 @@ class Monitors:
         started = loop.time()
         while True:
             in_start_period = loop.time() - started < check.start_period
-            await asyncio.sleep(check.start_interval if in_start_period else check.interval)
+            # The start interval only while still "starting" in the start period (as
+            # docker): once healthy it is probed at the interval.
+            quick = in_start_period and state.status == STARTING
+            await asyncio.sleep(check.start_interval if quick else check.interval)
             in_start_period = loop.time() - started < check.start_period
             code, output, begin, end = await self._probe(cid, check)
             state.log.append((begin, end, code, output))

@@ -75,3 +75,32 @@ def test_filters():
     assert list(filters["label"].values) == ["a=b", "c"]
     with pytest.raises(ValueError):
         commands._parse_filters(["nokey"])
+
+
+def test_security_flags(tmp_path):
+    profile = tmp_path / "p.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
+    ns = cli.parse(["run", "--privileged", "--cap-add", "NET_ADMIN", "--cap-drop", "ALL", "--device",
+                    "/dev/fuse:/dev/f:rw", "--device", "/dev/kvm", "--device-cgroup-rule", "c 1:3 r",
+                    "--sysctl", "net.core.somaxconn=5", "--ulimit", "nofile=10:20", "--ulimit", "nproc=7",
+                    "--group-add", "audio", "--pid", "host", "--ipc", "private", "--uts", "container:x",
+                    "--cpuset-cpus", "0", "--cpuset-mems", "0", "-m", "8m", "--memory-swap", "-1",
+                    "--memory-reservation", "4m", "--oom-kill-disable", "--oom-score-adj", "5", "--shm-size",
+                    "1m", "--init", "--runtime", "runc", "--pids-limit", "-1", "--security-opt",
+                    f"seccomp={profile}", "--security-opt", "no-new-privileges", "busybox"])
+    cfg = commands.container_config(ns)
+    assert cfg.privileged and list(cfg.cap_add) == ["NET_ADMIN"] and list(cfg.cap_drop) == ["ALL"]
+    assert [(d.path_on_host, d.path_in_container, d.cgroup_permissions) for d in cfg.devices] == [
+        ("/dev/fuse", "/dev/f", "rw"), ("/dev/kvm", "", "rwm")]
+    assert list(cfg.device_cgroup_rules) == ["c 1:3 r"] and dict(cfg.sysctls) == {"net.core.somaxconn": "5"}
+    assert [(u.name, u.soft, u.hard) for u in cfg.ulimits] == [("nofile", 10, 20), ("nproc", 7, 7)]
+    assert (cfg.pid_mode, cfg.ipc_mode, cfg.uts_mode, list(cfg.group_add)) == ("host", "private", "container:x",
+                                                                              ["audio"])
+    assert (cfg.memory_swap, cfg.memory_reservation, cfg.oom_kill_disable, cfg.oom_score_adj) == (
+        -1, 4 << 20, True, 5)
+    assert (cfg.shm_size, cfg.init, cfg.runtime, cfg.pids_limit) == (1 << 20, True, "runc", -1)
+    # The profile file is read by the client: the engine gets its content.
+    assert list(cfg.security_opt) == ['seccomp={"defaultAction": "SCMP_ACT_ALLOW"}', "no-new-privileges"]
+    assert commands.container_config(cli.parse(["run", "busybox"])).pids_limit == 0
+    with pytest.raises(ValueError, match="opening seccomp profile"):
+        commands.container_config(cli.parse(["run", "--security-opt", "seccomp=/nonexistent.json", "busybox"]))

@@ -72,8 +72,8 @@ async def call(tmp_path):
     ({"Image": "busybox", "StopTimeout": 1 << 40}, 400, "StopTimeout"),
     ({"Image": "busybox", "HostConfig": {"Memory": 1 << 64}}, 400, "out of range"),
     ({"Image": "busybox", "Healthcheck": {"Test": ["CMD", "true"], "Interval": "5s"}}, 400, "Healthcheck.Interval"),
-    ({"Image": "busybox", "HostConfig": {"CapDrop": ["ALL"]}}, 501, "HostConfig.CapDrop is not implemented"),
-    ({"Image": "busybox", "HostConfig": {"PidMode": "host"}}, 501, 'HostConfig.PidMode "host"'),
+    ({"Image": "busybox", "HostConfig": {"CpuQuota": 50000}}, 501, "HostConfig.CpuQuota is not implemented"),
+    ({"Image": "busybox", "HostConfig": {"Dns": ["1.1.1.1"]}}, 501, "HostConfig.Dns is not implemented"),
     ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "syslog", "Config": {}}}}, 501, "HostConfig.LogConfig"),
     ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "", "Config": {"max-file": "3"}}}}, 501,
      "HostConfig.LogConfig"),
@@ -95,7 +95,7 @@ async def test_defaults_as_clients_send_them_are_accepted(call):
     """The docker CLI and the SDK send every field, mostly with zero values: those are no request."""
     request, containers = call
     host = {k: None for k in create._HOST_TYPES} | {
-        "IpcMode": "private", "Runtime": "runc", "CgroupnsMode": "host", "Isolation": "default",
+        "CgroupnsMode": "host", "Isolation": "default",
         "LogConfig": {"Type": "json-file", "Config": {}}, "MemorySwappiness": 40, "VolumeDriver": "foo",
         "ConsoleSize": [24, 80], "CapDrop": [], "ShmSize": 0}
     status, answer = await request("POST", "/containers/create", {"Image": "busybox", "Env": ["Foo"], "HostConfig": host})

@@ -30,11 +30,35 @@ def test_create_body_maps_config_and_host_config():
     assert [(p.container_port, p.host_port, p.protocol) for p in cfg.ports] == [(80, 8080, "tcp")]
 
 
-@pytest.mark.parametrize("body", [{"Image": "b", "HostConfig": {"Privileged": True}},
-                                  {"Image": "b", "HostConfig": {"CapAdd": ["NET_ADMIN"]}}])
+@pytest.mark.parametrize("body", [{"Image": "b", "HostConfig": {"Dns": ["192.0.2.1"]}},
+                                  {"Image": "b", "HostConfig": {"ExtraHosts": ["h:192.0.2.1"]}}])
 def test_what_berth_cannot_do_is_refused_not_ignored(body):
     with pytest.raises(errors.NotImplementedYet):
         convert.container_config(body, "")
+
+
+def test_security_and_resource_keys_reach_the_config():
+    cfg = convert.container_config({"Image": "b", "HostConfig": {
+        "Privileged": True, "CapAdd": ["NET_ADMIN"], "CapDrop": ["ALL"], "PidsLimit": -1,
+        "Devices": [{"PathOnHost": "/dev/fuse", "PathInContainer": "", "CgroupPermissions": "rw"}],
+        "DeviceCgroupRules": ["c 1:3 r"], "Sysctls": {"net.core.somaxconn": "10"},
+        "Ulimits": [{"Name": "nofile", "Soft": 1, "Hard": 2}], "GroupAdd": ["audio"], "PidMode": "host",
+        "IpcMode": "shareable", "UTSMode": "host", "CpusetCpus": "0", "CpusetMems": "0", "MemorySwap": -1,
+        "MemoryReservation": 5, "OomKillDisable": True, "OomScoreAdj": 7, "ShmSize": 9, "Init": True,
+        "Runtime": "runc", "SecurityOpt": ["no-new-privileges", "seccomp=unconfined"]}}, "")
+    assert cfg.privileged and list(cfg.cap_add) == ["NET_ADMIN"] and list(cfg.cap_drop) == ["ALL"]
+    assert cfg.pids_limit == -1 and cfg.devices[0].path_on_host == "/dev/fuse"
+    assert cfg.devices[0].cgroup_permissions == "rw" and list(cfg.device_cgroup_rules) == ["c 1:3 r"]
+    assert dict(cfg.sysctls) == {"net.core.somaxconn": "10"} and cfg.ulimits[0].hard == 2
+    assert (cfg.pid_mode, cfg.ipc_mode, cfg.uts_mode) == ("host", "shareable", "host")
+    assert (cfg.cpuset_cpus, cfg.memory_swap, cfg.memory_reservation, cfg.oom_kill_disable) == ("0", -1, 5, True)
+    assert (cfg.oom_score_adj, cfg.shm_size, cfg.init, cfg.runtime) == (7, 9, True, "runc")
+    assert list(cfg.security_opt) == ["no-new-privileges", "seccomp=unconfined"]
+    # PidsLimit absent: the engine's default (0); 0 means unlimited, as in docker.
+    assert convert.container_config({"Image": "b"}, "").pids_limit == 0
+    assert convert.container_config({"Image": "b", "HostConfig": {"PidsLimit": 0}}, "").pids_limit == -1
+    with pytest.raises(errors.InvalidArgument, match="OomScoreAdj"):
+        convert.container_config({"Image": "b", "HostConfig": {"OomScoreAdj": "7"}}, "")
 
 
 def test_filters_accept_both_json_shapes():

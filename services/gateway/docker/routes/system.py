@@ -65,8 +65,8 @@ async def info(request: web.Request) -> web.Response:
         "ContainersStopped": stopped, "Images": len(images),
         "Driver": "overlay", "DriverStatus": [], "DockerRootDir": "",
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Log": ["k8s-file"]},
-        "MemoryLimit": True, "SwapLimit": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
-        "CPUShares": True, "PidsLimit": True, "OomKillDisable": False, "IPv4Forwarding": True,
+        "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+        "CPUShares": True, "PidsLimit": True, "OomKillDisable": True, "IPv4Forwarding": True,
         "Debug": False, "NFd": 0, "NGoroutines": 0, "SystemTime": convert.rfc3339(convert.to_pb_time(time.time())),
         "LoggingDriver": "k8s-file", "CgroupDriver": "cgroupfs", "CgroupVersion": "2",
         "KernelVersion": v.kernel_version, "OperatingSystem": _os_name(), "OSType": "linux",
@@ -76,7 +76,8 @@ async def info(request: web.Request) -> web.Response:
         "Runtimes": {v.runtime: {"path": v.runtime}}, "DefaultRuntime": v.runtime, "Swarm": {
             "LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": False,
             "Error": "", "RemoteManagers": None},
-        "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "", "SecurityOptions": [],
+        "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "docker-init",
+        "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Warnings": [],
     })
 

@@ -9,6 +9,7 @@ process. It does not know images, networks or volumes.
 """
 
 from berth.types.v1 import mount_pb2 as _mount_pb2
+from berth.types.v1 import security_pb2 as _security_pb2
 from berth.types.v1 import stdio_pb2 as _stdio_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -128,6 +129,11 @@ class Resources(_message.Message):
     NANO_CPUS_FIELD_NUMBER: _builtins.int
     CPU_SHARES_FIELD_NUMBER: _builtins.int
     PIDS_LIMIT_FIELD_NUMBER: _builtins.int
+    CPUSET_CPUS_FIELD_NUMBER: _builtins.int
+    CPUSET_MEMS_FIELD_NUMBER: _builtins.int
+    MEMORY_SWAP_FIELD_NUMBER: _builtins.int
+    MEMORY_RESERVATION_FIELD_NUMBER: _builtins.int
+    OOM_KILL_DISABLE_FIELD_NUMBER: _builtins.int
     memory_bytes: _builtins.int
     """Memory limit in bytes (memory.max)."""
     nano_cpus: _builtins.int
@@ -135,7 +141,24 @@ class Resources(_message.Message):
     cpu_shares: _builtins.int
     """Relative CPU weight (docker's CpuShares, 2-262144; 1024 is the usual default)."""
     pids_limit: _builtins.int
-    """Most processes the container may have at once (pids.max)."""
+    """Most processes the container may have at once (pids.max). At
+    CreateContainer 0 takes the service's default (BERTH_DEFAULT_PIDS_LIMIT)
+    and -1 is no limit; the Spec returned holds the limit in force (0: none).
+    """
+    cpuset_cpus: _builtins.str
+    """CPUs and memory nodes the container may use (cpuset.cpus/.mems: "0-1");
+    empty is all. Must be among the host's.
+    """
+    cpuset_mems: _builtins.str
+    """Memory nodes, as cpuset_cpus."""
+    memory_swap: _builtins.int
+    """Memory plus swap (memory.memsw.limit_in_bytes); needs memory_bytes and is
+    at least it; -1 is unlimited; 0 is twice memory_bytes (docker's default).
+    """
+    memory_reservation: _builtins.int
+    """Soft memory limit (memory.soft_limit_in_bytes); 0 is none."""
+    oom_kill_disable: _builtins.bool
+    """Disable the OOM killer for the container's cgroup (memory.oom_control)."""
     def __init__(
         self,
         *,
@@ -143,14 +166,164 @@ class Resources(_message.Message):
         nano_cpus: _builtins.int = ...,
         cpu_shares: _builtins.int = ...,
         pids_limit: _builtins.int = ...,
+        cpuset_cpus: _builtins.str = ...,
+        cpuset_mems: _builtins.str = ...,
+        memory_swap: _builtins.int = ...,
+        memory_reservation: _builtins.int = ...,
+        oom_kill_disable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_shares", b"cpu_shares", "memory_bytes", b"memory_bytes", "nano_cpus", b"nano_cpus", "pids_limit", b"pids_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "nano_cpus", b"nano_cpus", "oom_kill_disable", b"oom_kill_disable", "pids_limit", b"pids_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Resources: _TypeAlias = Resources  # noqa: Y015
+
+@_typing.final
+class Security(_message.Message):
+    """Security is how a container is confined beyond its namespaces: every
+    field is honoured or CreateContainer fails with INVALID_ARGUMENT naming it.
+    Set by the caller at create; never changes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SysctlsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PRIVILEGED_FIELD_NUMBER: _builtins.int
+    CAP_ADD_FIELD_NUMBER: _builtins.int
+    CAP_DROP_FIELD_NUMBER: _builtins.int
+    DEVICES_FIELD_NUMBER: _builtins.int
+    DEVICE_CGROUP_RULES_FIELD_NUMBER: _builtins.int
+    SYSCTLS_FIELD_NUMBER: _builtins.int
+    ULIMITS_FIELD_NUMBER: _builtins.int
+    GROUP_ADD_FIELD_NUMBER: _builtins.int
+    PID_MODE_FIELD_NUMBER: _builtins.int
+    IPC_MODE_FIELD_NUMBER: _builtins.int
+    UTS_MODE_FIELD_NUMBER: _builtins.int
+    OOM_SCORE_ADJ_FIELD_NUMBER: _builtins.int
+    SHM_SIZE_FIELD_NUMBER: _builtins.int
+    INIT_FIELD_NUMBER: _builtins.int
+    SECCOMP_PROFILE_FIELD_NUMBER: _builtins.int
+    NO_NEW_PRIVILEGES_FIELD_NUMBER: _builtins.int
+    UNMASKED_PATHS_FIELD_NUMBER: _builtins.int
+    privileged: _builtins.bool
+    """All capabilities of the service's bounding set, every host device, no
+    seccomp filter, no masked or read-only paths, /sys read-write.
+    """
+    pid_mode: _builtins.str
+    """"" (a new namespace), "host", or "container:<id>" (the full id of a
+    running container of this service) for the PID, IPC and UTS namespaces.
+    """
+    ipc_mode: _builtins.str
+    """The IPC namespace, as pid_mode, or "shareable": a new one whose /dev/shm
+    is kept on the host side so that others may join it with its /dev/shm
+    (joining needs a shareable donor).
+    """
+    uts_mode: _builtins.str
+    """The UTS namespace (hostname), as pid_mode."""
+    oom_score_adj: _builtins.int
+    """oom_score_adj of the processes; never below the service's own (lowering
+    needs CAP_SYS_RESOURCE); 0 keeps the service's.
+    """
+    shm_size: _builtins.int
+    """/dev/shm size in bytes; 0 is 64 MiB."""
+    init: _builtins.bool
+    """Run tini (bound in at /sbin/docker-init) as PID 1 before the process."""
+    seccomp_profile: _builtins.str
+    """"" is the default profile (docker's), "unconfined" none, otherwise a
+    profile in docker's JSON format.
+    """
+    no_new_privileges: _builtins.bool
+    """Set the no_new_privs bit: setuid binaries and file capabilities give
+    nothing.
+    """
+    unmasked_paths: _builtins.bool
+    """Leave /proc and /sys paths unmasked and writable (docker's
+    --security-opt systempaths=unconfined).
+    """
+    @_builtins.property
+    def cap_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capability names ("NET_ADMIN", "CAP_NET_ADMIN", any case, or "ALL")
+        added to and dropped from docker's default 14; drops first.
+        """
+
+    @_builtins.property
+    def cap_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capabilities dropped, with the same names."""
+
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[_security_pb2.DeviceMapping]:
+        """Host devices created in the container and allowed by its device cgroup."""
+
+    @_builtins.property
+    def device_cgroup_rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Further device cgroup rules: "c 1:3 rwm", "b *:* m", "a"."""
+
+    @_builtins.property
+    def sysctls(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Namespaced sysctls only (docker's rules: net.* with a network namespace
+        of its own, fs.mqueue.* and kernel.{msgmax,msgmnb,msgmni,sem,shmall,
+        shmmax,shmmni,shm_rmid_forced} with an IPC namespace of its own).
+        """
+
+    @_builtins.property
+    def ulimits(self) -> _containers.RepeatedCompositeFieldContainer[_security_pb2.Ulimit]:
+        """Resource limits replacing the defaults by name (the default: nofile at
+        the service's own hard limit, soft and hard).
+        """
+
+    @_builtins.property
+    def group_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Supplementary groups: names looked up in the rootfs's /etc/group, or numbers."""
+
+    def __init__(
+        self,
+        *,
+        privileged: _builtins.bool = ...,
+        cap_add: _abc.Iterable[_builtins.str] | None = ...,
+        cap_drop: _abc.Iterable[_builtins.str] | None = ...,
+        devices: _abc.Iterable[_security_pb2.DeviceMapping] | None = ...,
+        device_cgroup_rules: _abc.Iterable[_builtins.str] | None = ...,
+        sysctls: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        ulimits: _abc.Iterable[_security_pb2.Ulimit] | None = ...,
+        group_add: _abc.Iterable[_builtins.str] | None = ...,
+        pid_mode: _builtins.str = ...,
+        ipc_mode: _builtins.str = ...,
+        uts_mode: _builtins.str = ...,
+        oom_score_adj: _builtins.int = ...,
+        shm_size: _builtins.int = ...,
+        init: _builtins.bool = ...,
+        seccomp_profile: _builtins.str = ...,
+        no_new_privileges: _builtins.bool = ...,
+        unmasked_paths: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap_add", b"cap_add", "cap_drop", b"cap_drop", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "group_add", b"group_add", "init", b"init", "ipc_mode", b"ipc_mode", "no_new_privileges", b"no_new_privileges", "oom_score_adj", b"oom_score_adj", "pid_mode", b"pid_mode", "privileged", b"privileged", "seccomp_profile", b"seccomp_profile", "shm_size", b"shm_size", "sysctls", b"sysctls", "ulimits", b"ulimits", "unmasked_paths", b"unmasked_paths", "uts_mode", b"uts_mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Security: _TypeAlias = Security  # noqa: Y015
 
 @_typing.final
 class Spec(_message.Message):
@@ -173,6 +346,8 @@ class Spec(_message.Message):
     OPEN_STDIN_FIELD_NUMBER: _builtins.int
     STDIN_ONCE_FIELD_NUMBER: _builtins.int
     LOG_CONFIG_FIELD_NUMBER: _builtins.int
+    SECURITY_FIELD_NUMBER: _builtins.int
+    RUNTIME_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
     """Network namespace to join (from the network service); empty shares the
     host's network.
@@ -190,6 +365,10 @@ class Spec(_message.Message):
     stdin_once: _builtins.bool
     """Close the process's stdin when the first attached caller leaves (`run -i`
     without -t); otherwise stdin stays open for the next attach.
+    """
+    runtime: _builtins.str
+    """The OCI runtime by name: "" or "runc" (the runtime this service is
+    configured with); any other is INVALID_ARGUMENT.
     """
     @_builtins.property
     def rootfs(self) -> _containers.RepeatedCompositeFieldContainer[_mount_pb2.Mount]:
@@ -217,6 +396,12 @@ class Spec(_message.Message):
         force.
         """
 
+    @_builtins.property
+    def security(self) -> Global___Security:
+        """How the container is confined (capabilities, seccomp, devices, ...);
+        absent is docker's default confinement.
+        """
+
     def __init__(
         self,
         *,
@@ -232,10 +417,12 @@ class Spec(_message.Message):
         open_stdin: _builtins.bool = ...,
         stdin_once: _builtins.bool = ...,
         log_config: Global___LogConfig | None = ...,
+        security: Global___Security | None = ...,
+        runtime: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources", "security", b"security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "tty", b"tty"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "tty", b"tty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

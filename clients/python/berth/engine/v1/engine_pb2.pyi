@@ -20,6 +20,7 @@ from berth.types.v1 import file_change_pb2 as _file_change_pb2
 from berth.types.v1 import healthcheck_pb2 as _healthcheck_pb2
 from berth.types.v1 import port_pb2 as _port_pb2
 from berth.types.v1 import registry_pb2 as _registry_pb2
+from berth.types.v1 import security_pb2 as _security_pb2
 from berth.types.v1 import stdio_pb2 as _stdio_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -127,6 +128,26 @@ class ContainerConfig(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SysctlsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     IMAGE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     CMD_FIELD_NUMBER: _builtins.int
@@ -159,6 +180,27 @@ class ContainerConfig(_message.Message):
     ISOLATION_FIELD_NUMBER: _builtins.int
     CGROUPNS_MODE_FIELD_NUMBER: _builtins.int
     VOLUME_DRIVER_FIELD_NUMBER: _builtins.int
+    PRIVILEGED_FIELD_NUMBER: _builtins.int
+    CAP_ADD_FIELD_NUMBER: _builtins.int
+    CAP_DROP_FIELD_NUMBER: _builtins.int
+    DEVICES_FIELD_NUMBER: _builtins.int
+    DEVICE_CGROUP_RULES_FIELD_NUMBER: _builtins.int
+    SYSCTLS_FIELD_NUMBER: _builtins.int
+    ULIMITS_FIELD_NUMBER: _builtins.int
+    GROUP_ADD_FIELD_NUMBER: _builtins.int
+    PID_MODE_FIELD_NUMBER: _builtins.int
+    IPC_MODE_FIELD_NUMBER: _builtins.int
+    UTS_MODE_FIELD_NUMBER: _builtins.int
+    CPUSET_CPUS_FIELD_NUMBER: _builtins.int
+    CPUSET_MEMS_FIELD_NUMBER: _builtins.int
+    MEMORY_SWAP_FIELD_NUMBER: _builtins.int
+    MEMORY_RESERVATION_FIELD_NUMBER: _builtins.int
+    OOM_KILL_DISABLE_FIELD_NUMBER: _builtins.int
+    OOM_SCORE_ADJ_FIELD_NUMBER: _builtins.int
+    SHM_SIZE_FIELD_NUMBER: _builtins.int
+    INIT_FIELD_NUMBER: _builtins.int
+    RUNTIME_FIELD_NUMBER: _builtins.int
+    SECURITY_OPT_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Image reference or id: "busybox", "registry:5000/team/app:1.2", "sha256:..."."""
     name: _builtins.str
@@ -183,7 +225,9 @@ class ContainerConfig(_message.Message):
     cpu_shares: _builtins.int
     """Relative CPU weight (docker's --cpu-shares); 0 is the default (1024)."""
     pids_limit: _builtins.int
-    """Most processes at once; 0 is no limit."""
+    """Most processes at once; 0 takes the engine's default
+    (BERTH_DEFAULT_PIDS_LIMIT), -1 is no limit.
+    """
     auto_remove: _builtins.bool
     """Remove the container when it exits (`--rm`)."""
     stop_signal: _builtins.str
@@ -218,6 +262,51 @@ class ContainerConfig(_message.Message):
     "" or "local"; another name only when the container makes no volume,
     where docker keeps it without effect.
     """
+    privileged: _builtins.bool
+    """Confinement and further resources (docker's security and resource flags).
+    Every field is honoured or refused with INVALID_ARGUMENT naming it.
+
+    All the capabilities the host's bounding set holds, every host device,
+    no seccomp filter, no masked or read-only /proc paths, /sys writable
+    (`--privileged`).
+    """
+    pid_mode: _builtins.str
+    """Namespaces shared instead of made: "" (a new one), "host", or
+    "container:<name or id>" of a running container (`--pid`, `--ipc`,
+    `--uts`). ipc also takes "private" (the default) and "shareable" (a new
+    one others may join, /dev/shm included; a container:<id> donor must be
+    shareable).
+    """
+    ipc_mode: _builtins.str
+    """The IPC namespace, as pid_mode."""
+    uts_mode: _builtins.str
+    """The UTS namespace (hostname), as pid_mode."""
+    cpuset_cpus: _builtins.str
+    """CPUs and memory nodes the container may use ("0-1", "0,1") (`--cpuset-*`)."""
+    cpuset_mems: _builtins.str
+    """Memory nodes, as cpuset_cpus."""
+    memory_swap: _builtins.int
+    """Memory plus swap in bytes (`--memory-swap`), at least memory_bytes,
+    which it needs; -1 is unlimited swap; 0 is docker's default (twice the
+    memory limit).
+    """
+    memory_reservation: _builtins.int
+    """Soft memory limit in bytes (`--memory-reservation`); 0 is none."""
+    oom_kill_disable: _builtins.bool
+    """Do not OOM-kill the container's processes (`--oom-kill-disable`)."""
+    oom_score_adj: _builtins.int
+    """The processes' oom_score_adj (`--oom-score-adj`), -1000..1000. Only
+    raising it above the engine's own is permitted: lowering needs
+    CAP_SYS_RESOURCE, which the engine's hosts do not grant.
+    """
+    shm_size: _builtins.int
+    """Size of /dev/shm in bytes (`--shm-size`); 0 is 64 MiB."""
+    init: _builtins.bool
+    """Run an init (tini) as PID 1 that reaps zombies and forwards signals
+    (`--init`).
+    """
+    runtime: _builtins.str
+    """The OCI runtime (`--runtime`): "" or "runc", the one runtime configured."""
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Replaces the image's CMD when not empty."""
@@ -264,6 +353,57 @@ class ContainerConfig(_message.Message):
         it; absent keeps the image's.
         """
 
+    @_builtins.property
+    def cap_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capabilities added to or dropped from docker's default 14: "NET_ADMIN" or
+        "CAP_NET_ADMIN", any case, or "ALL". Drops apply first, so
+        `--cap-drop ALL --cap-add NET_RAW` leaves NET_RAW alone. Unknown names
+        are INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def cap_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capabilities dropped (`--cap-drop`), with the same names."""
+
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[_security_pb2.DeviceMapping]:
+        """Host devices made available (`--device`)."""
+
+    @_builtins.property
+    def device_cgroup_rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Device cgroup rules (`--device-cgroup-rule 'c 10:200 rwm'`): type
+        a|b|c, major and minor numbers or "*", permissions of r, w, m.
+        """
+
+    @_builtins.property
+    def sysctls(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Namespaced kernel parameters (`--sysctl net.ipv4.ip_forward=1`): net.*
+        (not with the host's network), fs.mqueue.* and the IPC kernel.msg*/
+        kernel.sem/kernel.shm* (not with the host's IPC namespace). Others are
+        INVALID_ARGUMENT, as in docker.
+        """
+
+    @_builtins.property
+    def ulimits(self) -> _containers.RepeatedCompositeFieldContainer[_security_pb2.Ulimit]:
+        """Resource limits (`--ulimit`); each replaces the daemon default for its
+        name (nofile: the daemon's hard limit for soft and hard).
+        """
+
+    @_builtins.property
+    def group_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Supplementary groups by name (looked up in the image's /etc/group) or
+        number (`--group-add`).
+        """
+
+    @_builtins.property
+    def security_opt(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """docker's --security-opt, as the docker CLI sends them:
+        "seccomp=unconfined", "seccomp=<profile JSON content>",
+        "no-new-privileges[=true|false]", "label=...", "apparmor=..." (accepted
+        without effect where the host has no SELinux or AppArmor, as docker
+        does), "systempaths=unconfined". Anything else is INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
@@ -299,10 +439,31 @@ class ContainerConfig(_message.Message):
         isolation: _builtins.str = ...,
         cgroupns_mode: _builtins.str = ...,
         volume_driver: _builtins.str = ...,
+        privileged: _builtins.bool = ...,
+        cap_add: _abc.Iterable[_builtins.str] | None = ...,
+        cap_drop: _abc.Iterable[_builtins.str] | None = ...,
+        devices: _abc.Iterable[_security_pb2.DeviceMapping] | None = ...,
+        device_cgroup_rules: _abc.Iterable[_builtins.str] | None = ...,
+        sysctls: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        ulimits: _abc.Iterable[_security_pb2.Ulimit] | None = ...,
+        group_add: _abc.Iterable[_builtins.str] | None = ...,
+        pid_mode: _builtins.str = ...,
+        ipc_mode: _builtins.str = ...,
+        uts_mode: _builtins.str = ...,
+        cpuset_cpus: _builtins.str = ...,
+        cpuset_mems: _builtins.str = ...,
+        memory_swap: _builtins.int = ...,
+        memory_reservation: _builtins.int = ...,
+        oom_kill_disable: _builtins.bool = ...,
+        oom_score_adj: _builtins.int = ...,
+        shm_size: _builtins.int = ...,
+        init: _builtins.bool = ...,
+        runtime: _builtins.str = ...,
+        security_opt: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cgroupns_mode", b"cgroupns_mode", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "entrypoint", b"entrypoint", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "ipv4_address", b"ipv4_address", "isolation", b"isolation", "labels", b"labels", "memory_bytes", b"memory_bytes", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "open_stdin", b"open_stdin", "pids_limit", b"pids_limit", "ports", b"ports", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "tty", b"tty", "user", b"user", "volume_driver", b"volume_driver", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cgroupns_mode", b"cgroupns_mode", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "entrypoint", b"entrypoint", "env", b"env", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "init", b"init", "ipc_mode", b"ipc_mode", "ipv4_address", b"ipv4_address", "isolation", b"isolation", "labels", b"labels", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "oom_kill_disable", b"oom_kill_disable", "oom_score_adj", b"oom_score_adj", "open_stdin", b"open_stdin", "pid_mode", b"pid_mode", "pids_limit", b"pids_limit", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "runtime", b"runtime", "security_opt", b"security_opt", "shm_size", b"shm_size", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "uts_mode", b"uts_mode", "volume_driver", b"volume_driver", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015

@@ -30,6 +30,7 @@ import { FileChange } from "../../types/v1/file_change";
 import { HealthConfig } from "../../types/v1/healthcheck";
 import { PortBinding } from "../../types/v1/port";
 import { Progress, RegistryAuth } from "../../types/v1/registry";
+import { DeviceMapping, Ulimit } from "../../types/v1/security";
 import { OutputChunk, TerminalSize } from "../../types/v1/stdio";
 
 export const protobufPackage = "berth.engine.v1";
@@ -103,7 +104,10 @@ export interface ContainerConfig {
   nanoCpus: number;
   /** Relative CPU weight (docker's --cpu-shares); 0 is the default (1024). */
   cpuShares: number;
-  /** Most processes at once; 0 is no limit. */
+  /**
+   * Most processes at once; 0 takes the engine's default
+   * (BERTH_DEFAULT_PIDS_LIMIT), -1 is no limit.
+   */
   pidsLimit: number;
   /** Remove the container when it exits (`--rm`). */
   autoRemove: boolean;
@@ -167,9 +171,105 @@ export interface ContainerConfig {
    * where docker keeps it without effect.
    */
   volumeDriver: string;
+  /**
+   * Confinement and further resources (docker's security and resource flags).
+   * Every field is honoured or refused with INVALID_ARGUMENT naming it.
+   *
+   * All the capabilities the host's bounding set holds, every host device,
+   * no seccomp filter, no masked or read-only /proc paths, /sys writable
+   * (`--privileged`).
+   */
+  privileged: boolean;
+  /**
+   * Capabilities added to or dropped from docker's default 14: "NET_ADMIN" or
+   * "CAP_NET_ADMIN", any case, or "ALL". Drops apply first, so
+   * `--cap-drop ALL --cap-add NET_RAW` leaves NET_RAW alone. Unknown names
+   * are INVALID_ARGUMENT.
+   */
+  capAdd: string[];
+  /** Capabilities dropped (`--cap-drop`), with the same names. */
+  capDrop: string[];
+  /** Host devices made available (`--device`). */
+  devices: DeviceMapping[];
+  /**
+   * Device cgroup rules (`--device-cgroup-rule 'c 10:200 rwm'`): type
+   * a|b|c, major and minor numbers or "*", permissions of r, w, m.
+   */
+  deviceCgroupRules: string[];
+  /**
+   * Namespaced kernel parameters (`--sysctl net.ipv4.ip_forward=1`): net.*
+   * (not with the host's network), fs.mqueue.* and the IPC kernel.msg* /
+   * kernel.sem/kernel.shm* (not with the host's IPC namespace). Others are
+   * INVALID_ARGUMENT, as in docker.
+   */
+  sysctls: { [key: string]: string };
+  /**
+   * Resource limits (`--ulimit`); each replaces the daemon default for its
+   * name (nofile: the daemon's hard limit for soft and hard).
+   */
+  ulimits: Ulimit[];
+  /**
+   * Supplementary groups by name (looked up in the image's /etc/group) or
+   * number (`--group-add`).
+   */
+  groupAdd: string[];
+  /**
+   * Namespaces shared instead of made: "" (a new one), "host", or
+   * "container:<name or id>" of a running container (`--pid`, `--ipc`,
+   * `--uts`). ipc also takes "private" (the default) and "shareable" (a new
+   * one others may join, /dev/shm included; a container:<id> donor must be
+   * shareable).
+   */
+  pidMode: string;
+  /** The IPC namespace, as pid_mode. */
+  ipcMode: string;
+  /** The UTS namespace (hostname), as pid_mode. */
+  utsMode: string;
+  /** CPUs and memory nodes the container may use ("0-1", "0,1") (`--cpuset-*`). */
+  cpusetCpus: string;
+  /** Memory nodes, as cpuset_cpus. */
+  cpusetMems: string;
+  /**
+   * Memory plus swap in bytes (`--memory-swap`), at least memory_bytes,
+   * which it needs; -1 is unlimited swap; 0 is docker's default (twice the
+   * memory limit).
+   */
+  memorySwap: number;
+  /** Soft memory limit in bytes (`--memory-reservation`); 0 is none. */
+  memoryReservation: number;
+  /** Do not OOM-kill the container's processes (`--oom-kill-disable`). */
+  oomKillDisable: boolean;
+  /**
+   * The processes' oom_score_adj (`--oom-score-adj`), -1000..1000. Only
+   * raising it above the engine's own is permitted: lowering needs
+   * CAP_SYS_RESOURCE, which the engine's hosts do not grant.
+   */
+  oomScoreAdj: number;
+  /** Size of /dev/shm in bytes (`--shm-size`); 0 is 64 MiB. */
+  shmSize: number;
+  /**
+   * Run an init (tini) as PID 1 that reaps zombies and forwards signals
+   * (`--init`).
+   */
+  init: boolean;
+  /** The OCI runtime (`--runtime`): "" or "runc", the one runtime configured. */
+  runtime: string;
+  /**
+   * docker's --security-opt, as the docker CLI sends them:
+   * "seccomp=unconfined", "seccomp=<profile JSON content>",
+   * "no-new-privileges[=true|false]", "label=...", "apparmor=..." (accepted
+   * without effect where the host has no SELinux or AppArmor, as docker
+   * does), "systempaths=unconfined". Anything else is INVALID_ARGUMENT.
+   */
+  securityOpt: string[];
 }
 
 export interface ContainerConfig_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface ContainerConfig_SysctlsEntry {
   key: string;
   value: string;
 }
@@ -1759,6 +1859,27 @@ function createBaseContainerConfig(): ContainerConfig {
     isolation: "",
     cgroupnsMode: "",
     volumeDriver: "",
+    privileged: false,
+    capAdd: [],
+    capDrop: [],
+    devices: [],
+    deviceCgroupRules: [],
+    sysctls: {},
+    ulimits: [],
+    groupAdd: [],
+    pidMode: "",
+    ipcMode: "",
+    utsMode: "",
+    cpusetCpus: "",
+    cpusetMems: "",
+    memorySwap: 0,
+    memoryReservation: 0,
+    oomKillDisable: false,
+    oomScoreAdj: 0,
+    shmSize: 0,
+    init: false,
+    runtime: "",
+    securityOpt: [],
   };
 }
 
@@ -1859,6 +1980,69 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.volumeDriver !== "") {
       writer.uint32(938).string(message.volumeDriver);
+    }
+    if (message.privileged !== false) {
+      writer.uint32(560).bool(message.privileged);
+    }
+    for (const v of message.capAdd) {
+      writer.uint32(570).string(v!);
+    }
+    for (const v of message.capDrop) {
+      writer.uint32(578).string(v!);
+    }
+    for (const v of message.devices) {
+      DeviceMapping.encode(v!, writer.uint32(586).fork()).join();
+    }
+    for (const v of message.deviceCgroupRules) {
+      writer.uint32(594).string(v!);
+    }
+    globalThis.Object.entries(message.sysctls).forEach(([key, value]: [string, string]) => {
+      ContainerConfig_SysctlsEntry.encode({ key: key as any, value }, writer.uint32(602).fork()).join();
+    });
+    for (const v of message.ulimits) {
+      Ulimit.encode(v!, writer.uint32(610).fork()).join();
+    }
+    for (const v of message.groupAdd) {
+      writer.uint32(618).string(v!);
+    }
+    if (message.pidMode !== "") {
+      writer.uint32(626).string(message.pidMode);
+    }
+    if (message.ipcMode !== "") {
+      writer.uint32(634).string(message.ipcMode);
+    }
+    if (message.utsMode !== "") {
+      writer.uint32(642).string(message.utsMode);
+    }
+    if (message.cpusetCpus !== "") {
+      writer.uint32(650).string(message.cpusetCpus);
+    }
+    if (message.cpusetMems !== "") {
+      writer.uint32(658).string(message.cpusetMems);
+    }
+    if (message.memorySwap !== 0) {
+      writer.uint32(664).int64(message.memorySwap);
+    }
+    if (message.memoryReservation !== 0) {
+      writer.uint32(672).int64(message.memoryReservation);
+    }
+    if (message.oomKillDisable !== false) {
+      writer.uint32(680).bool(message.oomKillDisable);
+    }
+    if (message.oomScoreAdj !== 0) {
+      writer.uint32(688).int32(message.oomScoreAdj);
+    }
+    if (message.shmSize !== 0) {
+      writer.uint32(696).int64(message.shmSize);
+    }
+    if (message.init !== false) {
+      writer.uint32(704).bool(message.init);
+    }
+    if (message.runtime !== "") {
+      writer.uint32(714).string(message.runtime);
+    }
+    for (const v of message.securityOpt) {
+      writer.uint32(722).string(v!);
     }
     return writer;
   },
@@ -2135,6 +2319,177 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.volumeDriver = reader.string();
             continue;
           }
+          case 70: {
+            if (tag !== 560) {
+              break;
+            }
+
+            message.privileged = reader.bool();
+            continue;
+          }
+          case 71: {
+            if (tag !== 570) {
+              break;
+            }
+
+            message.capAdd.push(reader.string());
+            continue;
+          }
+          case 72: {
+            if (tag !== 578) {
+              break;
+            }
+
+            message.capDrop.push(reader.string());
+            continue;
+          }
+          case 73: {
+            if (tag !== 586) {
+              break;
+            }
+
+            message.devices.push(DeviceMapping.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 74: {
+            if (tag !== 594) {
+              break;
+            }
+
+            message.deviceCgroupRules.push(reader.string());
+            continue;
+          }
+          case 75: {
+            if (tag !== 602) {
+              break;
+            }
+
+            const entry75 = ContainerConfig_SysctlsEntry.decode(reader, reader.uint32());
+            if (entry75.value !== undefined) {
+              message.sysctls[entry75.key] = entry75.value;
+            }
+            continue;
+          }
+          case 76: {
+            if (tag !== 610) {
+              break;
+            }
+
+            message.ulimits.push(Ulimit.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 77: {
+            if (tag !== 618) {
+              break;
+            }
+
+            message.groupAdd.push(reader.string());
+            continue;
+          }
+          case 78: {
+            if (tag !== 626) {
+              break;
+            }
+
+            message.pidMode = reader.string();
+            continue;
+          }
+          case 79: {
+            if (tag !== 634) {
+              break;
+            }
+
+            message.ipcMode = reader.string();
+            continue;
+          }
+          case 80: {
+            if (tag !== 642) {
+              break;
+            }
+
+            message.utsMode = reader.string();
+            continue;
+          }
+          case 81: {
+            if (tag !== 650) {
+              break;
+            }
+
+            message.cpusetCpus = reader.string();
+            continue;
+          }
+          case 82: {
+            if (tag !== 658) {
+              break;
+            }
+
+            message.cpusetMems = reader.string();
+            continue;
+          }
+          case 83: {
+            if (tag !== 664) {
+              break;
+            }
+
+            message.memorySwap = longToNumber(reader.int64());
+            continue;
+          }
+          case 84: {
+            if (tag !== 672) {
+              break;
+            }
+
+            message.memoryReservation = longToNumber(reader.int64());
+            continue;
+          }
+          case 85: {
+            if (tag !== 680) {
+              break;
+            }
+
+            message.oomKillDisable = reader.bool();
+            continue;
+          }
+          case 86: {
+            if (tag !== 688) {
+              break;
+            }
+
+            message.oomScoreAdj = reader.int32();
+            continue;
+          }
+          case 87: {
+            if (tag !== 696) {
+              break;
+            }
+
+            message.shmSize = longToNumber(reader.int64());
+            continue;
+          }
+          case 88: {
+            if (tag !== 704) {
+              break;
+            }
+
+            message.init = reader.bool();
+            continue;
+          }
+          case 89: {
+            if (tag !== 714) {
+              break;
+            }
+
+            message.runtime = reader.string();
+            continue;
+          }
+          case 90: {
+            if (tag !== 722) {
+              break;
+            }
+
+            message.securityOpt.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2274,6 +2629,104 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.volume_driver)
         ? globalThis.String(object.volume_driver)
         : "",
+      privileged: isSet(object.privileged) ? globalThis.Boolean(object.privileged) : false,
+      capAdd: globalThis.Array.isArray(object?.capAdd)
+        ? object.capAdd.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.cap_add)
+        ? object.cap_add.map((e: any) => globalThis.String(e))
+        : [],
+      capDrop: globalThis.Array.isArray(object?.capDrop)
+        ? object.capDrop.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.cap_drop)
+        ? object.cap_drop.map((e: any) => globalThis.String(e))
+        : [],
+      devices: globalThis.Array.isArray(object?.devices)
+        ? object.devices.map((e: any) => DeviceMapping.fromJSON(e))
+        : [],
+      deviceCgroupRules: globalThis.Array.isArray(object?.deviceCgroupRules)
+        ? object.deviceCgroupRules.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.device_cgroup_rules)
+        ? object.device_cgroup_rules.map((e: any) => globalThis.String(e))
+        : [],
+      sysctls: isObject(object.sysctls)
+        ? (globalThis.Object.entries(object.sysctls) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      ulimits: globalThis.Array.isArray(object?.ulimits)
+        ? object.ulimits.map((e: any) => Ulimit.fromJSON(e))
+        : [],
+      groupAdd: globalThis.Array.isArray(object?.groupAdd)
+        ? object.groupAdd.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.group_add)
+        ? object.group_add.map((e: any) => globalThis.String(e))
+        : [],
+      pidMode: isSet(object.pidMode)
+        ? globalThis.String(object.pidMode)
+        : isSet(object.pid_mode)
+        ? globalThis.String(object.pid_mode)
+        : "",
+      ipcMode: isSet(object.ipcMode)
+        ? globalThis.String(object.ipcMode)
+        : isSet(object.ipc_mode)
+        ? globalThis.String(object.ipc_mode)
+        : "",
+      utsMode: isSet(object.utsMode)
+        ? globalThis.String(object.utsMode)
+        : isSet(object.uts_mode)
+        ? globalThis.String(object.uts_mode)
+        : "",
+      cpusetCpus: isSet(object.cpusetCpus)
+        ? globalThis.String(object.cpusetCpus)
+        : isSet(object.cpuset_cpus)
+        ? globalThis.String(object.cpuset_cpus)
+        : "",
+      cpusetMems: isSet(object.cpusetMems)
+        ? globalThis.String(object.cpusetMems)
+        : isSet(object.cpuset_mems)
+        ? globalThis.String(object.cpuset_mems)
+        : "",
+      memorySwap: isSet(object.memorySwap)
+        ? globalThis.Number(object.memorySwap)
+        : isSet(object.memory_swap)
+        ? globalThis.Number(object.memory_swap)
+        : 0,
+      memoryReservation: isSet(object.memoryReservation)
+        ? globalThis.Number(object.memoryReservation)
+        : isSet(object.memory_reservation)
+        ? globalThis.Number(object.memory_reservation)
+        : 0,
+      oomKillDisable: isSet(object.oomKillDisable)
+        ? globalThis.Boolean(object.oomKillDisable)
+        : isSet(object.oom_kill_disable)
+        ? globalThis.Boolean(object.oom_kill_disable)
+        : false,
+      oomScoreAdj: isSet(object.oomScoreAdj)
+        ? globalThis.Number(object.oomScoreAdj)
+        : isSet(object.oom_score_adj)
+        ? globalThis.Number(object.oom_score_adj)
+        : 0,
+      shmSize: isSet(object.shmSize)
+        ? globalThis.Number(object.shmSize)
+        : isSet(object.shm_size)
+        ? globalThis.Number(object.shm_size)
+        : 0,
+      init: isSet(object.init) ? globalThis.Boolean(object.init) : false,
+      runtime: isSet(object.runtime) ? globalThis.String(object.runtime) : "",
+      securityOpt: globalThis.Array.isArray(object?.securityOpt)
+        ? object.securityOpt.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.security_opt)
+        ? object.security_opt.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -2381,6 +2834,75 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.volumeDriver !== "") {
       obj.volumeDriver = message.volumeDriver;
     }
+    if (message.privileged !== false) {
+      obj.privileged = message.privileged;
+    }
+    if (message.capAdd?.length) {
+      obj.capAdd = message.capAdd;
+    }
+    if (message.capDrop?.length) {
+      obj.capDrop = message.capDrop;
+    }
+    if (message.devices?.length) {
+      obj.devices = message.devices.map((e) => DeviceMapping.toJSON(e));
+    }
+    if (message.deviceCgroupRules?.length) {
+      obj.deviceCgroupRules = message.deviceCgroupRules;
+    }
+    if (message.sysctls) {
+      const entries = globalThis.Object.entries(message.sysctls) as [string, string][];
+      if (entries.length > 0) {
+        obj.sysctls = {};
+        entries.forEach(([k, v]) => {
+          obj.sysctls[k] = v;
+        });
+      }
+    }
+    if (message.ulimits?.length) {
+      obj.ulimits = message.ulimits.map((e) => Ulimit.toJSON(e));
+    }
+    if (message.groupAdd?.length) {
+      obj.groupAdd = message.groupAdd;
+    }
+    if (message.pidMode !== "") {
+      obj.pidMode = message.pidMode;
+    }
+    if (message.ipcMode !== "") {
+      obj.ipcMode = message.ipcMode;
+    }
+    if (message.utsMode !== "") {
+      obj.utsMode = message.utsMode;
+    }
+    if (message.cpusetCpus !== "") {
+      obj.cpusetCpus = message.cpusetCpus;
+    }
+    if (message.cpusetMems !== "") {
+      obj.cpusetMems = message.cpusetMems;
+    }
+    if (message.memorySwap !== 0) {
+      obj.memorySwap = Math.round(message.memorySwap);
+    }
+    if (message.memoryReservation !== 0) {
+      obj.memoryReservation = Math.round(message.memoryReservation);
+    }
+    if (message.oomKillDisable !== false) {
+      obj.oomKillDisable = message.oomKillDisable;
+    }
+    if (message.oomScoreAdj !== 0) {
+      obj.oomScoreAdj = Math.round(message.oomScoreAdj);
+    }
+    if (message.shmSize !== 0) {
+      obj.shmSize = Math.round(message.shmSize);
+    }
+    if (message.init !== false) {
+      obj.init = message.init;
+    }
+    if (message.runtime !== "") {
+      obj.runtime = message.runtime;
+    }
+    if (message.securityOpt?.length) {
+      obj.securityOpt = message.securityOpt;
+    }
     return obj;
   },
 
@@ -2435,6 +2957,35 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.isolation = object.isolation ?? "";
     message.cgroupnsMode = object.cgroupnsMode ?? "";
     message.volumeDriver = object.volumeDriver ?? "";
+    message.privileged = object.privileged ?? false;
+    message.capAdd = object.capAdd?.map((e) => e) || [];
+    message.capDrop = object.capDrop?.map((e) => e) || [];
+    message.devices = object.devices?.map((e) => DeviceMapping.fromPartial(e)) || [];
+    message.deviceCgroupRules = object.deviceCgroupRules?.map((e) => e) || [];
+    message.sysctls = (globalThis.Object.entries(object.sysctls ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.ulimits = object.ulimits?.map((e) => Ulimit.fromPartial(e)) || [];
+    message.groupAdd = object.groupAdd?.map((e) => e) || [];
+    message.pidMode = object.pidMode ?? "";
+    message.ipcMode = object.ipcMode ?? "";
+    message.utsMode = object.utsMode ?? "";
+    message.cpusetCpus = object.cpusetCpus ?? "";
+    message.cpusetMems = object.cpusetMems ?? "";
+    message.memorySwap = object.memorySwap ?? 0;
+    message.memoryReservation = object.memoryReservation ?? 0;
+    message.oomKillDisable = object.oomKillDisable ?? false;
+    message.oomScoreAdj = object.oomScoreAdj ?? 0;
+    message.shmSize = object.shmSize ?? 0;
+    message.init = object.init ?? false;
+    message.runtime = object.runtime ?? "";
+    message.securityOpt = object.securityOpt?.map((e) => e) || [];
     return message;
   },
 };
@@ -2518,6 +3069,91 @@ export const ContainerConfig_LabelsEntry: MessageFns<ContainerConfig_LabelsEntry
   },
   fromPartial<I extends Exact<DeepPartial<ContainerConfig_LabelsEntry>, I>>(object: I): ContainerConfig_LabelsEntry {
     const message = createBaseContainerConfig_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseContainerConfig_SysctlsEntry(): ContainerConfig_SysctlsEntry {
+  return { key: "", value: "" };
+}
+
+export const ContainerConfig_SysctlsEntry: MessageFns<ContainerConfig_SysctlsEntry> = {
+  encode(message: ContainerConfig_SysctlsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerConfig_SysctlsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerConfig_SysctlsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerConfig_SysctlsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: ContainerConfig_SysctlsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ContainerConfig_SysctlsEntry>, I>>(base?: I): ContainerConfig_SysctlsEntry {
+    return ContainerConfig_SysctlsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ContainerConfig_SysctlsEntry>, I>>(object: I): ContainerConfig_SysctlsEntry {
+    const message = createBaseContainerConfig_SysctlsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
