@@ -3135,6 +3135,8 @@ type LoadedNames struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
+	// Full image references ("docker.io/library/alpine:3.10"), as the tarball's
+	// manifest gave them.
 	Names []string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
 }
 

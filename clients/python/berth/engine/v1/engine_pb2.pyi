@@ -1675,7 +1675,11 @@ class LoadedNames(_message.Message):
 
     NAMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Full image references ("docker.io/library/alpine:3.10"), as the tarball's
+        manifest gave them.
+        """
+
     def __init__(
         self,
         *,

@@ -714,6 +714,10 @@ export interface LoadImagesResponse {
 
 /** LoadedNames are the names a tarball gave one image. */
 export interface LoadedNames {
+  /**
+   * Full image references ("docker.io/library/alpine:3.10"), as the tarball's
+   * manifest gave them.
+   */
   names: string[];
 }
 
