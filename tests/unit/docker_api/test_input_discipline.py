@@ -37,6 +37,13 @@ class FakeContainers:
     async def stop(self, ref, timeout):
         self.stops.append(timeout)
 
+    async def kill(self, ref, signal):
+        self.stops.append(("kill", signal))
+
+    async def wait_until(self, ref, condition):
+        self.stops.append(("waited", condition))
+        return engine_pb2.ExitStatus(exit_code=137)
+
 
 @pytest.fixture
 async def call(tmp_path):
@@ -117,3 +124,10 @@ async def test_query_bounds(call):
     assert status == 200 and containers.tails == [-1]
     status, answer = await request("POST", "/containers/web/stop?t=99999999999")
     assert status == 400 and "out of range" in answer["message"] and containers.stops == []
+
+
+async def test_a_sigkill_is_answered_once_the_container_stopped(call):
+    request, containers = call
+    assert (await request("POST", "/containers/web/kill"))[0] == 204
+    assert (await request("POST", "/containers/web/kill?signal=HUP"))[0] == 204
+    assert containers.stops == [("kill", ""), ("waited", "not-running"), ("kill", "HUP")]

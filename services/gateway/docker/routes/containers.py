@@ -4,6 +4,7 @@ and what is done to one: pause, top, stats, cp (archive), export, changes, updat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import tarfile
@@ -124,8 +125,18 @@ async def restart(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# How long a SIGKILL's answer waits for the container to be gone.
+_KILL_WAIT = 10.0
+
+
 async def kill(request: web.Request) -> web.Response:
-    await backends(request).containers.kill(request.match_info["id"], request.query.get("signal", ""))
+    containers, ref, signal = backends(request).containers, request.match_info["id"], request.query.get("signal", "")
+    await containers.kill(ref, signal)
+    if signal.upper().removeprefix("SIG") in ("", "KILL", "9"):
+        # dockerd answers a SIGKILL once the container stopped, so that the `rm` clients send
+        # right after finds it exited.
+        with contextlib.suppress(asyncio.TimeoutError, errors.BerthError):
+            await asyncio.wait_for(containers.wait_until(ref, "not-running"), _KILL_WAIT)
     return web.Response(status=204)
 
 
