@@ -36,7 +36,7 @@ space := $(subst ,, )
 # Each client proto's Go package: berth/engine/v1/engine.proto -> berth/clients/go/berth/engine/v1;enginev1.
 GO_PKG_OPTS := $(subst $(space),,$(foreach f,$(CLIENT_PROTO_FILES:protos/%=%),$(comma)M$(f)=$(GO_MODULE)/$(patsubst %/,%,$(dir $(f)));$(subst /,,$(patsubst berth/%/,%,$(dir $(f))))))
 
-.PHONY: deps test-deps client-tools venv protos check-protos client-examples test unit demo bench clean
+.PHONY: deps test-deps client-tools venv protos check-protos client-examples test unit demo bench clean conformance
 
 # apt-get install of the missing ones among $(1) (with apt-get options $(2)),
 # starting nothing: a policy-rc.d that denies starts while it runs (Debian's
@@ -103,13 +103,14 @@ $(PY) -m grpc_tools.protoc -Iprotos \
 endef
 
 # Generated code is committed; regenerate after editing protos/: Python (all
-# contracts) in clients/python/berth, Go in clients/go/berth, TypeScript in
+# contracts) in clients/python/berth (and the vendored Kubernetes CRI in
+# clients/python/k8s), Go in clients/go/berth, TypeScript in
 # clients/node/gen (the public API). Generated into a fresh directory and
 # swapped in, so running processes never see a half-empty package.
 protos: venv client-tools
 	@tmp=$$(mktemp -d clients/.gen.XXXXXX) && trap 'rm -rf $$tmp' EXIT && \
 	$(call generate,$$tmp) && \
-	for pair in python/berth:$(GEN_DIR)/berth go/berth:$(GO_DIR)/berth node:$(NODE_DIR)/gen; do \
+	for pair in python/berth:$(GEN_DIR)/berth python/k8s:$(GEN_DIR)/k8s go/berth:$(GO_DIR)/berth node:$(NODE_DIR)/gen; do \
 	  new=$$tmp/$${pair%%:*} dest=$${pair#*:}; \
 	  { [ ! -d $$dest ] || mv $$dest $$tmp/old; } && mv $$new $$dest && rm -rf $$tmp/old || exit 1; \
 	done
@@ -126,7 +127,7 @@ check-protos: venv client-tools
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	$(call generate,$$tmp/fresh) && \
 	mkdir -p $$tmp/committed/python $$tmp/committed/go $$tmp/committed/node && \
-	(cd $(GEN_DIR) && find berth -type f \( -name '*_pb2.py' -o -name '*_pb2.pyi' -o -name '*_pb2_grpc.py' \
+	(cd $(GEN_DIR) && find berth k8s -type f \( -name '*_pb2.py' -o -name '*_pb2.pyi' -o -name '*_pb2_grpc.py' \
 	  -o -name '*_pb2_grpc.pyi' \) -exec cp --parents {} $$tmp/committed/python \;) && \
 	(cd $(GO_DIR) && find berth -type f -name '*.pb.go' -exec cp --parents {} $$tmp/committed/go \;) && \
 	(cd $(NODE_DIR)/gen && find . -type f -name '*.ts' -exec cp --parents {} $$tmp/committed/node \;) && \
@@ -152,6 +153,15 @@ unit: venv
 
 test: test-deps venv check-protos
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# critest (cri-tools v1.26's CRI validation suite, not built here) against a
+# fresh engine's cri.sock: `make conformance CRITEST=/path/critest CRI_IMAGES=DIR`,
+# DIR holding docker-archive tarballs of the images critest uses (pause,
+# e2e-test-images busybox/nginx/httpd/nonewprivs, ...). Report in critest-report/.
+CRITEST ?= critest
+CRI_IMAGES ?= cri-images
+conformance: deps venv
+	$(PY) -m tests.conformance.critest --critest $(CRITEST) --images $(CRI_IMAGES) --report critest-report
 
 demo: deps venv
 	bash deploy/demo.sh

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-SERVICES = ("image", "network", "volume", "container", "gateway")
+SERVICES = ("image", "network", "volume", "container", "build", "gateway", "cri")
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,13 @@ class Config:
     runtime: str = "runc"
     conmon: str = "conmon"
     # The log driver of containers created without one (docker's daemon.json
-    # "log-driver"/"log-opts"): "local" caps and rotates each container's log
-    # (docker's local defaults, about 100 MB), "json-file" without max-size keeps
-    # everything. Options as "key=value,..." (e.g. "max-size=10m,max-file=3").
-    log_driver: str = "local"
-    log_opts: str = ""
+    # "log-driver"/"log-opts"; berthd's --log-driver/--log-opt): json-file capped and
+    # rotated, 20 MB x 5 files, so a chatty container cannot fill the disk
+    # (moby#40207). json-file rather than local because docker clients (docker-py's
+    # run, compose) read output back only from a "json-file" container; "json-file"
+    # with no max-size keeps everything. Options as "key=value,..." (e.g. "max-size=10m,max-file=3").
+    log_driver: str = "json-file"
+    log_opts: str = "max-size=20m,max-file=5"
     # Most processes a container may have when it asks for no limit of its own
     # (docker's daemon.json "default-pids-limit"); 0 is none. Bounded by default
     # so that a fork bomb in one container cannot starve the node.
@@ -56,6 +58,9 @@ class Config:
     docker_socket: str = ""
     docker_tcp: str = ""
     docker_tls_dir: str = ""
+    # The image the CRI service runs as each pod sandbox's container (it holds the
+    # pod's shared namespaces); containerd's sandbox_image.
+    cri_sandbox_image: str = "registry.k8s.io/pause:3.6"
 
     def socket_path(self, service: str) -> str:
         return os.path.join(self.run_root, f"{service}.sock")
@@ -82,6 +87,7 @@ class Config:
             "BERTH_BRIDGE_SUBNET": self.bridge_subnet,
             "BERTH_NFT_TABLE": self.nft_table,
             "BERTH_DNS_UPSTREAMS": self.dns_upstreams,
+            "BERTH_CRI_SANDBOX_IMAGE": self.cri_sandbox_image,
         }
         if self.registries_file:
             env["BERTH_REGISTRIES_FILE"] = self.registries_file
@@ -115,6 +121,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
         docker_socket=env.get("BERTH_DOCKER_SOCKET", defaults.docker_socket),
         docker_tcp=env.get("BERTH_DOCKER_TCP", defaults.docker_tcp),
         docker_tls_dir=env.get("BERTH_DOCKER_TLS_DIR", defaults.docker_tls_dir),
+        cri_sandbox_image=env.get("BERTH_CRI_SANDBOX_IMAGE", defaults.cri_sandbox_image),
         addresses={s: env[f"BERTH_{s.upper()}_ADDRESS"] for s in SERVICES
                    if env.get(f"BERTH_{s.upper()}_ADDRESS")},
     )

@@ -12,7 +12,9 @@ from berth.network.v1 import network_pb2_grpc as pb_grpc
 from services.common.config import Config
 from services.network import convert
 from services.network.dns import Resolver, parse_upstreams
-from services.network.firewall import NftFirewaller
+from services.network import bridge as kernel
+from services.network.firewall import Nft, NftFirewaller
+from services.network.forward import HostForward
 from services.network.netns import Namespaces
 from services.network.service import NetworkService
 from services.network.store import NetworkStore
@@ -23,12 +25,14 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         self.service = service
 
     def _network(self, network) -> pb.Network:
-        return convert.network_to_pb(network, self.service.network_containers(network))
+        return convert.network_to_pb(network, self.service.network_endpoints(network))
 
     async def CreateNetwork(self, request, context):
         return pb.CreateNetworkResponse(network=self._network(await self.service.create_network(
             request.name, request.driver, request.subnet, request.gateway, request.ip_range,
-            request.internal, dict(request.labels))))
+            request.internal, dict(request.labels), pools=convert.pools_from_pb(request.pools),
+            enable_ipv6=request.enable_ipv6, options=dict(request.options),
+            attachable=request.attachable)))
 
     async def RemoveNetwork(self, request, context):
         await self.service.remove_network(request.name)
@@ -48,11 +52,13 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         return pb.CreateEndpointResponse(endpoint=convert.endpoint_to_pb(await self.service.attach(
             request.container_id, request.network, name=request.name, hostname=request.hostname,
             ipv4_address=request.ipv4_address, aliases=tuple(request.aliases),
-            ports=convert.ports_from_pb(request.ports))))
+            ports=convert.ports_from_pb(request.ports),
+            settings=convert.settings_from_pb(request.settings))))
 
     async def ConnectNetwork(self, request, context):
         return pb.ConnectNetworkResponse(endpoint=convert.endpoint_to_pb(await self.service.connect(
-            request.container_id, request.network, request.ipv4_address, tuple(request.aliases))))
+            request.container_id, request.network, request.ipv4_address, tuple(request.aliases),
+            convert.settings_from_pb(request.settings))))
 
     async def DisconnectNetwork(self, request, context):
         await self.service.disconnect(request.container_id, request.network)
@@ -69,12 +75,14 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
 
 async def build(config: Config):
     store = NetworkStore(os.path.join(config.state_dir("network"), "network.db"))
+    nft = Nft()
     service = NetworkService(
-        store, Namespaces(os.path.join(config.run_root, "netns")), firewall=NftFirewaller(),
-        resolver=Resolver(parse_upstreams(config.dns_upstreams)),
+        store, Namespaces(os.path.join(config.run_root, "netns")), firewall=NftFirewaller(nft),
+        resolver=Resolver(parse_upstreams(config.dns_upstreams), in_netns=kernel.in_netns,
+                          apply_nat=nft.run_once),
         files_dir=os.path.join(config.run_root, "network", "files"),
         bridge_name=config.bridge_name, bridge_subnet=config.bridge_subnet,
-        nft_table=config.nft_table)
+        nft_table=config.nft_table, host_forward=HostForward(config.nft_table, nft))
     await service.start()
 
     def register(server: grpc.aio.Server):

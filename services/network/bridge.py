@@ -39,6 +39,25 @@ class Link:
     prefix_len: int
     gateway: str          # "" for no default route
     host_ifname: str
+    mac_address: str = ""
+    ipv6_address: str = ""
+    ipv6_prefix_len: int = 0
+    ipv6_gateway: str = ""    # "" for no IPv6 default route
+    link_local_ips: tuple[str, ...] = ()
+
+
+# An address usable at once: IPv6 duplicate address detection would leave it
+# "tentative" (unusable) for about a second after the container started.
+IFA_F_NODAD = 0x02
+
+
+def _add_address(ipr: IPRoute, index: int, address: str, prefix_len: int) -> None:
+    flags = IFA_F_NODAD if ":" in address else 0
+    try:
+        ipr.addr("add", index=index, address=address, prefixlen=prefix_len, flags=flags)
+    except NetlinkError as exc:
+        if exc.code != errno_mod.EEXIST:
+            raise
 
 
 def host_routes() -> list[ipaddress.IPv4Network]:
@@ -82,11 +101,7 @@ def ensure_bridge(name: str, addresses: list[str]) -> None:
         index = found[0]
         for cidr in addresses:
             address, prefix = cidr.split("/")
-            try:
-                ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
-            except NetlinkError as exc:
-                if exc.code != errno_mod.EEXIST:
-                    raise
+            _add_address(ipr, index, address, int(prefix))
         ipr.link("set", index=index, state="up")
     # Loopback-sourced traffic DNATed to a container leaves through this bridge;
     # the kernel drops it as martian unless the bridge allows 127/8 (narrowest place).
@@ -123,13 +138,20 @@ def add_endpoint(bridge: str, netns_path: str, link: Link) -> None:
 
     def inside() -> None:
         with IPRoute() as ipr:
+            mac = {"address": link.mac_address} if link.mac_address else {}
             ipr.link("add", ifname=link.ifname, kind="veth",
-                     peer={"ifname": link.host_ifname, "net_ns_fd": host_ns})
+                     peer={"ifname": link.host_ifname, "net_ns_fd": host_ns}, **mac)
             (inner,) = ipr.link_lookup(ifname=link.ifname)
             ipr.addr("add", index=inner, address=link.address, prefixlen=link.prefix_len)
+            if link.ipv6_address:
+                _add_address(ipr, inner, link.ipv6_address, link.ipv6_prefix_len)
+            for address in link.link_local_ips:
+                _add_address(ipr, inner, address, 64 if ":" in address else 16)
             ipr.link("set", index=inner, state="up")
             if link.gateway:
                 ipr.route("replace", dst="0.0.0.0/0", gateway=link.gateway, oif=inner)
+            if link.ipv6_gateway:
+                ipr.route("replace", dst="::/0", gateway=link.ipv6_gateway, oif=inner, family=10)
 
     try:
         in_netns(netns_path, inside)

@@ -37,6 +37,7 @@ class BridgeRules:
     subnet: str
     loopback_source: str
     internal: bool = False
+    subnet6: str = ""      # IPv6 networks: egress masqueraded as for IPv4
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ def render(rules: Ruleset) -> str:
         lines.append(f"\t\toifname {q} ip saddr {b.subnet} ct status dnat masquerade")
         if not b.internal:
             lines.append(f"\t\toifname != {q} ip saddr {b.subnet} masquerade")
+            if b.subnet6:
+                lines.append(f"\t\toifname != {q} ip6 saddr {b.subnet6} masquerade")
     lines += [
         "\t}",
         "\tchain forward {",
@@ -118,38 +121,72 @@ class Firewaller(Protocol):
     async def apply(self, rules: Ruleset) -> None: ...
 
 
-class NftFirewaller:
-    """Applies a rendered ruleset in one atomic libnftables transaction.
+class Nft:
+    """libnftables (Debian's libnftables1, what the `nft` binary itself uses), called in-process.
 
-    libnftables (Debian's libnftables1, what the `nft` binary itself uses) is
-    called in-process through ctypes rather than by running `nft -f -`:
-    measured here, a fork+exec of nft costs ~17 ms, a transaction through the
-    library ~0.3 ms, and every container start and removal applies the table.
-    The library takes the same script, so the golden files stay the contract.
-    """
+    A context talks to the kernel of the network namespace its calling thread
+    was in when it first ran a command, so a script meant for another
+    namespace (the resolver's redirect in a container's) runs in a context of
+    its own, made and freed by a thread inside that namespace (`run_once`)."""
 
     def __init__(self, library: str = "libnftables.so.1"):
         self._lib = ctypes.CDLL(library, use_errno=True)
         self._lib.nft_ctx_new.restype = ctypes.c_void_p
         self._lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        self._lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
         self._lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
         self._lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
         self._lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
         self._lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        self._lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        self._lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
         self._lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        self._ctx = self._lib.nft_ctx_new(0)  # NFT_CTX_DEFAULT
-        if not self._ctx:
+
+    def context(self) -> int:
+        ctx = self._lib.nft_ctx_new(0)  # NFT_CTX_DEFAULT
+        if not ctx:
             raise Internal("libnftables could not make a context")
         # Messages go to buffers we read, not to the service's stdout/stderr.
-        self._lib.nft_ctx_buffer_error(self._ctx)
-        self._lib.nft_ctx_buffer_output(self._ctx)
+        self._lib.nft_ctx_buffer_error(ctx)
+        self._lib.nft_ctx_buffer_output(ctx)
+        return ctx
+
+    def run(self, ctx: int, script: str) -> tuple[bool, str, str]:
+        """(ok, output, error) of one script in one transaction."""
+        failed = self._lib.nft_run_cmd_from_buffer(ctx, script.encode()) != 0
+        output = self._lib.nft_ctx_get_output_buffer(ctx) or b""
+        error = self._lib.nft_ctx_get_error_buffer(ctx) or b""
+        return not failed, output.decode(errors="replace"), error.decode(errors="replace").strip()
+
+    def run_once(self, script: str) -> str:
+        """Run a script in a fresh context in the calling thread's namespace; its output."""
+        ctx = self.context()
+        try:
+            ok, output, error = self.run(ctx, script)
+        finally:
+            self._lib.nft_ctx_free(ctx)
+        if not ok:
+            raise Internal(f"nftables could not load a script: {error}")
+        return output
+
+
+class NftFirewaller:
+    """Applies a rendered ruleset in one atomic libnftables transaction.
+
+    Through the library rather than by running `nft -f -`: measured here, a
+    fork+exec of nft costs ~17 ms, a transaction through the library ~0.3 ms,
+    and every container start and removal applies the table. The library takes
+    the same script, so the golden files stay the contract.
+    """
+
+    def __init__(self, nft: Nft | None = None):
+        self.nft = nft or Nft()
+        self._ctx = self.nft.context()
         self._lock = asyncio.Lock()
 
     async def apply(self, rules: Ruleset) -> None:
-        script = render(rules).encode()
         async with self._lock:
-            failed = self._lib.nft_run_cmd_from_buffer(self._ctx, script) != 0
-            error = self._lib.nft_ctx_get_error_buffer(self._ctx) if failed else b""
-        if failed:
+            ok, _, error = self.nft.run(self._ctx, render(rules))
+        if not ok:
             raise Internal(f"nftables could not load berth's ruleset (table inet {rules.table}): "
-                           f"{(error or b'').decode(errors='replace').strip()}")
+                           f"{error}")

@@ -1,8 +1,10 @@
 """IP address management for bridge networks: pure functions, no kernel, no store.
 
 A network's pool is its subnet (or --ip-range inside it) minus the network
-and broadcast addresses, the gateway and the loopback source (the last usable
-address, which the firewall uses as the source of host-local traffic). Leases
+and broadcast addresses, the gateway, the auxiliary addresses the user
+reserved, and (IPv4) the loopback source (the last usable address, which the
+firewall uses as the source of host-local traffic). An IPv6 pool works the
+same way, without a loopback source. Leases
 live in the store, where a UNIQUE(network, address) constraint makes sure an
 address is never handed out twice, also across restarts.
 
@@ -28,16 +30,19 @@ DEFAULT_POOLS = tuple(ipaddress.ip_network(f"172.{n}.0.0/16") for n in range(17,
 
 @dataclass(frozen=True)
 class Pool:
-    subnet: ipaddress.IPv4Network
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
     gateway: str
-    ip_range: ipaddress.IPv4Network
+    ip_range: ipaddress.IPv4Network | ipaddress.IPv6Network
     loopback_source: str
+    aux: frozenset[str] = frozenset()
 
     @classmethod
-    def make(cls, subnet: str, gateway: str, ip_range: str) -> Pool:
-        net = parse_subnet(subnet)
-        if net.prefixlen > 29:
-            raise InvalidArgument(f"subnet {subnet} is too small: want /29 or larger")
+    def make(cls, subnet: str, gateway: str, ip_range: str, aux: dict[str, str] | None = None,
+             version: int = 4) -> Pool:
+        net = parse_subnet(subnet, version)
+        if net.prefixlen > (29 if version == 4 else 125):
+            raise InvalidArgument(f"subnet {subnet} is too small: want /{29 if version == 4 else 125} "
+                                  "or larger")
         hosts_first = net.network_address + 1
         last = net.broadcast_address - 1
         if gateway:
@@ -49,24 +54,34 @@ class Pool:
                 raise InvalidArgument(f"no matching subnet for gateway {gateway}")
         else:
             gw = hosts_first
-        loopback = last if last != gw else last - 1
+        loopback = (last if last != gw else last - 1) if version == 4 else ""
         if ip_range:
-            rng = parse_subnet(ip_range)
+            rng = parse_subnet(ip_range, version)
             if not rng.subnet_of(net):
                 raise InvalidArgument(f"ip-range {ip_range} is not within subnet {subnet}")
         else:
             rng = net
-        return cls(subnet=net, gateway=str(gw), ip_range=rng, loopback_source=str(loopback))
+        reserved = set()
+        for key, value in (aux or {}).items():
+            try:
+                ip = ipaddress.ip_address(value)
+            except ValueError:
+                raise InvalidArgument(f"invalid auxiliary address {key}={value!r}") from None
+            if ip not in net:
+                raise InvalidArgument(f"auxiliary address {key}={value} is not within subnet {subnet}")
+            reserved.add(str(ip))
+        return cls(subnet=net, gateway=str(gw), ip_range=rng, loopback_source=str(loopback),
+                   aux=frozenset(reserved))
 
     def reserved(self) -> set[str]:
         return {str(self.subnet.network_address), str(self.subnet.broadcast_address),
-                self.gateway, self.loopback_source}
+                self.gateway, self.loopback_source, *self.aux} - {""}
 
     def check_requested(self, address: str) -> str:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            raise InvalidArgument(f"invalid IPv4 address: {address!r}") from None
+            raise InvalidArgument(f"invalid IPv{self.subnet.version} address: {address!r}") from None
         if ip not in self.subnet:
             raise InvalidArgument(
                 f"invalid address {address}: it does not belong to any of this network's "
@@ -80,16 +95,17 @@ class Pool:
         for ip in self.ip_range.hosts() if self.ip_range.prefixlen < 31 else self.ip_range:
             if ip in self.subnet and str(ip) not in taken:
                 return str(ip)
-        raise FailedPrecondition(f"no available IPv4 addresses on this network's address pools ({self.ip_range})")
+        raise FailedPrecondition(f"no available IPv{self.subnet.version} addresses on this network's "
+                                 f"address pools ({self.ip_range})")
 
 
-def parse_subnet(text: str) -> ipaddress.IPv4Network:
+def parse_subnet(text: str, version: int = 4) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise InvalidArgument(f"invalid subnet {text!r}: want a.b.c.d/len") from None
-    if net.version != 4:
-        raise InvalidArgument(f"invalid subnet {text}: only IPv4 is supported")
+        raise InvalidArgument(f"invalid subnet {text!r}: want a.b.c.d/len or an IPv6 prefix/len") from None
+    if net.version != version:
+        raise InvalidArgument(f"invalid subnet {text}: an IPv{version} subnet is wanted here")
     if str(net) != text and "/" in text and ipaddress.ip_interface(text).ip != net.network_address:
         raise InvalidArgument(f"invalid subnet {text}: did you mean {net}?")
     return net

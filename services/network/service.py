@@ -4,15 +4,20 @@
 "host" shares the host's namespace, so its endpoint has no namespace path;
 bridge networks ("bridge", made at start, and user-defined ones) give each
 container a veth into the network's bridge, an address leased from the
-network's pool, its default route, /etc/hosts and /etc/resolv.conf, and the
-ports it publishes.
+network's pool (and one from its IPv6 pool when it has one), its default
+route, /etc/hosts and /etc/resolv.conf, the ports it publishes, and the
+resolver at 127.0.0.11 in its namespace (dns.py). A container connects to and
+disconnects from bridge networks in any order, created or running; one that
+left all its networks keeps its namespace (only loopback) and its name for
+the next one.
 
 State is the store's; the kernel's objects (namespaces pinned by bind mounts,
 bridges, veths, berth's nftables table) outlive this service, so a restart or
 SIGKILL of it disturbs no running container. `start` makes kernel and store
 agree again: bridges re-made when missing, the whole nftables table
 re-rendered from the store, DNS listeners re-opened, endpoints whose namespace
-vanished re-plumbed.
+vanished re-plumbed, the accept rules in other tools' FORWARD chains put back
+(forward.py).
 
 Order of every change: validate everything first (bad input changes nothing),
 then commit the rows, then touch the kernel; a kernel step that fails removes
@@ -42,6 +47,7 @@ from services.network import bridge as kernel
 from services.network import ipam
 from services.network.dns import Resolver
 from services.network.firewall import BridgeRules, Firewaller, PortRule, Ruleset
+from services.network.forward import HostForward
 from services.network.netns import Namespaces
 from services.network.store import Attachment, Endpoint, Network, Port, Store, now
 
@@ -49,7 +55,12 @@ log = structlog.get_logger(__name__)
 
 # Container ids become file names under the netns directory.
 _CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
-_NETWORK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# As dockerd: any name but an empty one; no '/' (it could not be named in a URL
+# path) and no control characters.
+_NETWORK_NAME = re.compile(r"[^/\x00-\x1f\x7f]+")
+# The driver options berth's bridge driver honours (others are refused, never dropped).
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+_LINUX_IFNAME = re.compile(r"[a-zA-Z0-9_.-]{1,15}")
 EPHEMERAL_PORTS = (49153, 60999)
 # Held while a subnet is chosen and its bridge made, so two engines on one host
 # (tests, several data roots) never pick the same free subnet at the same time.
@@ -68,6 +79,25 @@ class EndpointView:
 
 
 @dataclass(frozen=True)
+class EndpointSettings:
+    """What a container asks for on one network beyond its IPv4 address and aliases."""
+
+    ipv6_address: str = ""
+    links: tuple[str, ...] = ()
+    mac_address: str = ""
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    link_local_ips: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PoolRequest:
+    subnet: str
+    gateway: str = ""
+    ip_range: str = ""
+    aux_addresses: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PortRequest:
     protocol: str
     host_ip: str
@@ -78,11 +108,14 @@ class PortRequest:
 class NetworkService:
     def __init__(self, store: Store, namespaces: Namespaces, firewall: Firewaller | None = None,
                  resolver: Resolver | None = None, files_dir: str = "",
-                 bridge_name: str = "berth0", bridge_subnet: str = "", nft_table: str = "berth"):
+                 bridge_name: str = "berth0", bridge_subnet: str = "", nft_table: str = "berth",
+                 host_forward: HostForward | None = None, host_resolv_conf: str = "/etc/resolv.conf"):
         self.store = store
         self.namespaces = namespaces
         self.firewall = firewall
         self.resolver = resolver
+        self.host_forward = host_forward
+        self.host_resolv_conf = host_resolv_conf
         self.files_dir = files_dir
         self.bridge_name = bridge_name
         self.bridge_subnet = bridge_subnet
@@ -99,8 +132,9 @@ class NetworkService:
         """Default bridge, kernel objects, firewall and DNS made to match the store."""
         async with self._lock:
             if self.store.find_network("bridge") is None:
-                await asyncio.to_thread(self._create_bridge_network, "bridge", self.bridge_subnet,
-                                        "", "", False, {}, True)
+                await asyncio.to_thread(self._create_bridge_network, "bridge",
+                                        PoolRequest(self.bridge_subnet) if self.bridge_subnet else None,
+                                        False, {}, True)
             for network in self._bridges():
                 await asyncio.to_thread(self._ensure_bridge, network)
             await asyncio.to_thread(self._reconcile)
@@ -108,12 +142,16 @@ class NetworkService:
                 kernel.enable_ip_forward()
                 log.info("ip_forward_enabled", reason="bridge networks route to the outside")
             await self._apply_firewall()
-            for network in self._bridges():
-                await self._serve_dns(network)
+            if self.host_forward is not None:
+                self.host_forward.watch()
+            for endpoint in self.store.list_endpoints():
+                await self._serve_dns(endpoint.container_id, endpoint.netns_path)
 
     def close(self) -> None:
         if self.resolver is not None:
             self.resolver.close()
+        if self.host_forward is not None:
+            self.host_forward.close()
 
     # -- networks -------------------------------------------------------------------
 
@@ -127,46 +165,66 @@ class NetworkService:
         return network
 
     def network_containers(self, network: Network) -> list[str]:
+        return [a.container_id for a in self.network_endpoints(network)]
+
+    def network_endpoints(self, network: Network) -> list[Attachment]:
+        """The containers on a network; on "none" and "host" without addresses."""
         if network.driver == "bridge":
-            return [a.container_id for a in self.store.attachments(network_id=network.id)]
-        return [e.container_id for e in self.store.list_endpoints() if e.network_id == network.id]
+            return self.store.attachments(network_id=network.id)
+        return [Attachment(container_id=e.container_id, network_id=network.id,
+                           network_name=network.name, address="", ifname="", host_ifname="",
+                           name=e.name) for e in self.store.list_endpoints() if e.network_id == network.id]
 
     async def create_network(self, name: str, driver: str = "", subnet: str = "", gateway: str = "",
                              ip_range: str = "", internal: bool = False,
-                             labels: dict[str, str] | None = None) -> Network:
+                             labels: dict[str, str] | None = None,
+                             pools: tuple[PoolRequest, ...] = (), enable_ipv6: bool = False,
+                             options: dict[str, str] | None = None,
+                             attachable: bool = False) -> Network:
         if not name or not _NETWORK_NAME.fullmatch(name):
-            raise InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
-                                  "are allowed")
+            raise InvalidArgument(f"invalid network name {name!r}: it must not be empty nor hold "
+                                  "'/' or control characters")
+        if driver in ("host", "null"):
+            raise FailedPrecondition(f"only one instance of \"{driver}\" network is allowed")
         if driver not in ("", "bridge"):
             raise InvalidArgument(f"plugin \"{driver}\" not found: only the bridge driver is "
                                   "available")
         if (gateway or ip_range) and not subnet:
             raise InvalidArgument("--gateway and --ip-range need --subnet")
+        if subnet:
+            if pools:
+                raise InvalidArgument("give the subnet either alone or in the pools, not both")
+            pools = (PoolRequest(subnet, gateway, ip_range),)
+        v4, v6 = _split_pools(pools, enable_ipv6)
+        settings = _network_options(options or {})
         async with self._lock:
             if self.store.find_network(name) is not None and \
                     self.store.find_network(name).name == name:
                 raise AlreadyExists(f"network with name {name} already exists")
-            network = await asyncio.to_thread(self._create_bridge_network, name, subnet, gateway,
-                                              ip_range, internal, labels or {}, False)
+            network = await asyncio.to_thread(self._create_bridge_network, name, v4, internal,
+                                              labels or {}, False, v6=v6, options=options or {},
+                                              bridge=settings, attachable=attachable)
             try:
                 await self._apply_firewall()
             except BaseException:
                 await asyncio.to_thread(self._delete_bridge_network, network)
+                await self._apply_firewall_quietly()
                 raise
-            await self._serve_dns(network)
         log.info("network_created", network=name, subnet=network.options["subnet"],
                  bridge=network.options["bridge"])
         return network
 
-    def _create_bridge_network(self, name: str, subnet: str, gateway: str, ip_range: str,
-                               internal: bool, labels: dict[str, str], builtin: bool) -> Network:
+    def _create_bridge_network(self, name: str, v4: PoolRequest | None, internal: bool,
+                               labels: dict[str, str], builtin: bool, v6: PoolRequest | None = None,
+                               options: dict[str, str] | None = None, bridge: str = "",
+                               attachable: bool = False) -> Network:
         os.makedirs(os.path.dirname(SUBNET_LOCK), exist_ok=True)
         with open(SUBNET_LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             taken = [ipam.parse_subnet(n.options["subnet"]) for n in self._bridges()]
             routes = kernel.host_routes()
-            if subnet:
-                net = ipam.parse_subnet(subnet)
+            if v4 is not None:
+                net = ipam.parse_subnet(v4.subnet)
                 clash = ipam.overlapping(net, taken)
                 if clash is not None:
                     raise InvalidArgument(f"invalid pool request: Pool overlaps with other one on "
@@ -176,12 +234,29 @@ class NetworkService:
                     raise InvalidArgument(f"subnet {net} overlaps the host's route to {clash}")
             else:
                 net = ipam.choose_subnet(taken + routes)
-            pool = ipam.Pool.make(str(net), gateway, ip_range)
+                v4 = PoolRequest(str(net))
+            pool = ipam.Pool.make(str(net), v4.gateway, v4.ip_range, v4.aux_addresses)
             network_id = _builtin_id(name) if builtin else secrets.token_hex(32)
-            bridge_name = self.bridge_name if builtin else f"br-{network_id[:12]}"
+            bridge_name = self.bridge_name if builtin else (bridge or f"br-{network_id[:12]}")
+            if bridge and kernel.link_exists(bridge):
+                raise Conflict(f"bridge name {bridge} is taken by another interface")
             options = {"subnet": str(pool.subnet), "gateway": pool.gateway,
-                       "ip_range": ip_range and str(pool.ip_range), "internal": "1" if internal else "",
-                       "bridge": bridge_name, "loopback": pool.loopback_source}
+                       "ip_range": v4.ip_range and str(pool.ip_range), "internal": "1" if internal else "",
+                       "bridge": bridge_name, "loopback": pool.loopback_source,
+                       "aux": dict(v4.aux_addresses), "driver_options": dict(options or {}),
+                       "attachable": "1" if attachable else ""}
+            if v6 is not None:
+                taken6 = [ipam.parse_subnet(n.options["subnet6"], 6) for n in self._bridges()
+                          if n.options.get("subnet6")]
+                net6 = ipam.parse_subnet(v6.subnet, 6)
+                clash = ipam.overlapping(net6, taken6)
+                if clash is not None:
+                    raise InvalidArgument(f"invalid pool request: Pool overlaps with other one on "
+                                          f"this address space ({clash})")
+                pool6 = ipam.Pool.make(str(net6), v6.gateway, v6.ip_range, v6.aux_addresses, version=6)
+                options.update(subnet6=str(pool6.subnet), gateway6=pool6.gateway,
+                               ip_range6=v6.ip_range and str(pool6.ip_range),
+                               aux6=dict(v6.aux_addresses))
             network = Network(id=network_id, name=name, driver="bridge", labels=labels,
                               options=options, builtin=builtin, created_at=now())
             try:
@@ -199,7 +274,10 @@ class NetworkService:
     def _ensure_bridge(self, network: Network) -> None:
         o = network.options
         prefix = o["subnet"].split("/")[1]
-        kernel.ensure_bridge(o["bridge"], [f"{o['gateway']}/{prefix}", f"{o['loopback']}/32"])
+        addresses = [f"{o['gateway']}/{prefix}", f"{o['loopback']}/32"]
+        if o.get("subnet6"):
+            addresses.append(f"{o['gateway6']}/{o['subnet6'].split('/')[1]}")
+        kernel.ensure_bridge(o["bridge"], addresses)
 
     def _delete_bridge_network(self, network: Network) -> None:
         self.store.remove_network(network.id)
@@ -222,8 +300,6 @@ class NetworkService:
         for endpoint in self.store.list_endpoints():
             if endpoint.network_id == network.id:
                 self._repoint_endpoint(endpoint.container_id)
-        if self.resolver is not None:
-            self.resolver.stop(network.options["gateway"])
         self.store.remove_network(network.id)
         await self._apply_firewall()
         await asyncio.to_thread(kernel.delete_link, network.options["bridge"])
@@ -260,7 +336,8 @@ class NetworkService:
 
     async def attach(self, container_id: str, network_name: str, name: str = "",
                      hostname: str = "", ipv4_address: str = "", aliases: tuple[str, ...] = (),
-                     ports: tuple[PortRequest, ...] = ()) -> EndpointView:
+                     ports: tuple[PortRequest, ...] = (),
+                     settings: EndpointSettings = EndpointSettings()) -> EndpointView:
         _check_container_id(container_id)
         network = self.get_network(network_name or "none")
         pending = self._deleting_links.get(container_id)
@@ -276,33 +353,36 @@ class NetworkService:
                         f"{existing.network_name}; detach it first")
                 return self._view(existing)
             bridge_net = network.driver == "bridge"
-            if not bridge_net and (ipv4_address or aliases):
-                raise InvalidArgument("user specified IP address and aliases are supported only "
-                                      "on bridge networks")
+            if not bridge_net and (ipv4_address or aliases or settings != EndpointSettings()):
+                raise InvalidArgument("user specified IP address, aliases, links, MAC address and "
+                                      "driver options are supported only on bridge networks")
             if bridge_net and network.options.get("internal"):
                 ports = ()
             if not bridge_net:
                 ports = ()   # docker ignores published ports on host and none
             if bridge_net:
-                address = self._pick_address(network, ipv4_address)
+                attachment = self._new_attachment(container_id, network, [], name, hostname,
+                                                  ipv4_address, aliases, settings)
                 chosen = self._check_ports(container_id, ports)
             netns_path = ""
             if network.driver in ("null", "bridge"):
                 netns_path = await asyncio.to_thread(self.namespaces.create, container_id)
             endpoint = Endpoint(container_id=container_id, network_id=network.id,
-                                network_name=network.name, netns_path=netns_path, created_at=now())
+                                network_name=network.name, netns_path=netns_path, created_at=now(),
+                                name=name, hostname=hostname)
             try:
                 self.store.add_endpoint(endpoint)
                 if bridge_net:
-                    attachment = self._attachment(container_id, network, address, 0, name,
-                                                  hostname, aliases)
                     self.store.add_attachment(attachment)
                     self.store.add_ports(chosen)
                     await asyncio.to_thread(self._plumb, netns_path, network, attachment, True)
                     self._write_files(container_id)
                     await self._apply_firewall()
+                    await self._serve_dns(container_id, netns_path)
             except BaseException:
                 self.store.remove_endpoint(container_id)
+                if self.resolver is not None:
+                    self.resolver.stop(container_id)
                 if netns_path:
                     await asyncio.to_thread(self._unplumb_all, container_id)
                     await self._apply_firewall_quietly()
@@ -312,39 +392,81 @@ class NetworkService:
         return self._view(endpoint)
 
     async def connect(self, container_id: str, network_name: str, ipv4_address: str = "",
-                      aliases: tuple[str, ...] = ()) -> EndpointView:
+                      aliases: tuple[str, ...] = (),
+                      settings: EndpointSettings = EndpointSettings()) -> EndpointView:
         network = self.get_network(network_name)
         async with self._lock:
             endpoint = self.store.get_endpoint(container_id)
             if endpoint is None:
-                raise NotFound(f"container {container_id} has no network endpoint")
+                raise FailedPrecondition(
+                    f"container {container_id[:12]} has no network namespace of its own: a container "
+                    "sharing another container's network cannot be connected to a network")
             if network.driver != "bridge":
                 raise FailedPrecondition(
                     f"container cannot be connected to network {network.name}: only bridge "
-                    "networks can be added to a running container's networks")
-            if not endpoint.netns_path or not self.store.attachments(container_id=container_id):
+                    "networks can be added to a container's networks")
+            if not endpoint.netns_path:
                 raise FailedPrecondition(
                     f"container cannot be disconnected from host network or connected to "
                     f"{network.name}: it is on network {endpoint.network_name}")
+            if not os.path.exists(os.path.join(self._files(container_id), "resolv.conf")):
+                raise FailedPrecondition(
+                    "container cannot be connected to multiple networks with one of the networks "
+                    "in private (none) mode")
             current = self.store.attachments(container_id=container_id)
             if any(a.network_id == network.id for a in current):
-                raise AlreadyExists(f"endpoint with name {current[0].name or container_id[:12]} "
+                raise AlreadyExists(f"endpoint with name {endpoint.name or container_id[:12]} "
                                     f"already exists in network {network.name}")
-            address = self._pick_address(network, ipv4_address)
-            index = _next_index(current)
-            attachment = self._attachment(container_id, network, address, index, current[0].name,
-                                          current[0].hostname, aliases)
+            attachment = self._new_attachment(container_id, network, current,
+                                              endpoint.name or (current[0].name if current else ""),
+                                              endpoint.hostname or (current[0].hostname if current else ""),
+                                              ipv4_address, aliases, settings)
+            first = attachment.ifname == "eth0"
             self.store.add_attachment(attachment)
             try:
-                await asyncio.to_thread(self._plumb, endpoint.netns_path, network, attachment, False)
+                if first:
+                    # Back on a network after it left all of them: that one is its first.
+                    self.store.set_endpoint_network(container_id, network.id)
+                await asyncio.to_thread(self._plumb, endpoint.netns_path, network, attachment, first)
                 self._write_files(container_id)
                 await self._apply_firewall()
+                await self._serve_dns(container_id, endpoint.netns_path)
             except BaseException:
                 self.store.remove_attachment(container_id, network.id)
+                if first:
+                    self._repoint_endpoint(container_id)
                 await asyncio.to_thread(kernel.delete_link, attachment.host_ifname)
                 raise
         log.info("endpoint_connected", container_id=container_id, network=network.name)
-        return self._view(endpoint)
+        return self._view(self.store.get_endpoint(container_id) or endpoint)
+
+    def _new_attachment(self, container_id: str, network: Network, current: list[Attachment],
+                        name: str, hostname: str, ipv4_address: str, aliases,
+                        settings: EndpointSettings) -> Attachment:
+        """The attachment to add, every request in it checked (nothing is written yet)."""
+        address = self._pick_address(network, ipv4_address)
+        o = network.options
+        ipv6 = ""
+        if settings.ipv6_address and not o.get("subnet6"):
+            raise InvalidArgument(f"invalid IPv6 address {settings.ipv6_address}: network "
+                                  f"{network.name} has no IPv6 subnet (create it with IPv6 enabled)")
+        if o.get("subnet6"):
+            ipv6 = self._pick_address(network, settings.ipv6_address, version=6)
+        mac = _check_mac(settings.mac_address) if settings.mac_address else _mac_for(address)
+        taken = {a.mac_address for a in self.store.attachments(network_id=network.id)}
+        if mac in taken:
+            raise Conflict(f"MAC address {mac} is already in use on network {network.name}")
+        index = _next_index(current)
+        digest = hashlib.sha256(f"{container_id}/{network.id}".encode()).hexdigest()
+        return Attachment(container_id=container_id, network_id=network.id,
+                          network_name=network.name, address=address, ifname=f"eth{index}",
+                          host_ifname=f"vb{digest[:11]}", name=name, hostname=hostname,
+                          aliases=tuple(dict.fromkeys(aliases)), created_at=now(),
+                          ipv6_address=ipv6, mac_address=mac, requested_ipv4=ipv4_address and address,
+                          requested_ipv6=settings.ipv6_address and ipv6,
+                          links=tuple(_check_link(x) for x in settings.links),
+                          driver_opts=dict(settings.driver_opts),
+                          link_local_ips=tuple(_check_link_local(x) for x in settings.link_local_ips))
 
     async def disconnect(self, container_id: str, network_name: str) -> None:
         network = self.get_network(network_name)
@@ -380,6 +502,8 @@ class NetworkService:
             self.store.remove_endpoint(container_id)
             if host_links:
                 await self._apply_firewall()
+            if self.resolver is not None:
+                self.resolver.stop(container_id)
             await asyncio.to_thread(self._release_namespace, container_id)
             if host_links:
                 # Deleting a veth waits for the kernel's RCU grace periods (~20 ms
@@ -393,10 +517,15 @@ class NetworkService:
 
     # -- pieces -------------------------------------------------------------------------
 
-    def _pick_address(self, network: Network, requested: str) -> str:
+    def _pick_address(self, network: Network, requested: str, version: int = 4) -> str:
         o = network.options
-        pool = ipam.Pool.make(o["subnet"], o["gateway"], o.get("ip_range", ""))
-        leased = {a.address for a in self.store.attachments(network_id=network.id)}
+        if version == 4:
+            pool = ipam.Pool.make(o["subnet"], o["gateway"], o.get("ip_range", ""), o.get("aux"))
+            leased = {a.address for a in self.store.attachments(network_id=network.id)}
+        else:
+            pool = ipam.Pool.make(o["subnet6"], o["gateway6"], o.get("ip_range6", ""), o.get("aux6"),
+                                  version=6)
+            leased = {a.ipv6_address for a in self.store.attachments(network_id=network.id)}
         if requested:
             address = pool.check_requested(requested)
             if address in leased:
@@ -404,20 +533,16 @@ class NetworkService:
             return address
         return pool.first_free(leased)
 
-    def _attachment(self, container_id: str, network: Network, address: str, index: int,
-                    name: str, hostname: str, aliases) -> Attachment:
-        digest = hashlib.sha256(f"{container_id}/{network.id}".encode()).hexdigest()
-        return Attachment(container_id=container_id, network_id=network.id,
-                          network_name=network.name, address=address, ifname=f"eth{index}",
-                          host_ifname=f"vb{digest[:11]}", name=name, hostname=hostname,
-                          aliases=tuple(aliases), created_at=now())
-
     def _plumb(self, netns_path: str, network: Network, a: Attachment, first: bool) -> None:
         o = network.options
-        gateway = o["gateway"] if first and not o.get("internal") else ""
+        routed = first and not o.get("internal")
         kernel.add_endpoint(o["bridge"], netns_path, kernel.Link(
             ifname=a.ifname, address=a.address, prefix_len=int(o["subnet"].split("/")[1]),
-            gateway=gateway, host_ifname=a.host_ifname))
+            gateway=o["gateway"] if routed else "", host_ifname=a.host_ifname,
+            mac_address=a.mac_address, ipv6_address=a.ipv6_address,
+            ipv6_prefix_len=int(o["subnet6"].split("/")[1]) if a.ipv6_address else 0,
+            ipv6_gateway=o["gateway6"] if routed and a.ipv6_address else "",
+            link_local_ips=a.link_local_ips))
 
     def _unplumb_all(self, container_id: str) -> None:
         # The veths die with the namespace once nothing holds it; delete the host
@@ -485,7 +610,8 @@ class NetworkService:
         by_id = {n.id: n for n in bridges}
         rules_b = [BridgeRules(bridge=n.options["bridge"], subnet=n.options["subnet"],
                                loopback_source=n.options["loopback"],
-                               internal=bool(n.options.get("internal"))) for n in bridges]
+                               internal=bool(n.options.get("internal")),
+                               subnet6=n.options.get("subnet6", "")) for n in bridges]
         rules_p = []
         for p in self.store.ports():
             target = next((a for a in self.store.attachments(container_id=p.container_id)
@@ -495,6 +621,8 @@ class NetworkService:
             rules_p.append(PortRule(p.protocol, p.host_ip, p.host_port, target.address,
                                     p.container_port))
         await self.firewall.apply(Ruleset(table=self.nft_table, bridges=rules_b, ports=rules_p))
+        if self.host_forward is not None:
+            await asyncio.to_thread(self.host_forward.sync, [b.bridge for b in rules_b])
 
     async def _apply_firewall_quietly(self) -> None:
         try:
@@ -502,24 +630,34 @@ class NetworkService:
         except Exception as exc:  # noqa: BLE001 - the original error wins
             log.warning("firewall_restore_failed", error=str(exc))
 
-    async def _serve_dns(self, network: Network) -> None:
-        if self.resolver is None:
+    async def _serve_dns(self, container_id: str, netns_path: str) -> None:
+        """The resolver at 127.0.0.11 in a container's namespace (once; on bridge networks)."""
+        if self.resolver is None or not netns_path or self.resolver.serving(container_id):
             return
-        network_id = network.id
-        builtin = network.builtin
+        if not self.store.attachments(container_id=container_id):
+            return
+        await self.resolver.serve(container_id, netns_path, lambda q: self._lookup(container_id, q))
 
-        def lookup(qname: str) -> list[str]:
-            if builtin:   # as docker: no name resolution on the default bridge
-                return []
-            name = qname.rstrip(".").lower()
-            out = []
-            for a in self.store.attachments(network_id=network_id):
-                names = {a.name.lower(), a.hostname.lower(), a.container_id[:12],
-                         *(x.lower() for x in a.aliases)}
-                if name in names:
-                    out.append(a.address)
-            return out
-        await self.resolver.serve(network.options["gateway"], lookup)
+    def _lookup(self, container_id: str, qname: str) -> list[str]:
+        """Addresses of `qname` for one container: the containers, aliases and its links on every
+        user-defined network it is on ("name" or "name.network"); none on the default bridge, as
+        docker (its containers find each other by links in /etc/hosts)."""
+        name = qname.rstrip(".").lower()
+        out: list[str] = []
+        networks = {n.id: n for n in self._bridges()}
+        for mine in self.store.attachments(container_id=container_id):
+            network = networks.get(mine.network_id)
+            if network is None or network.builtin:
+                continue
+            short = name.removesuffix("." + network.name.lower())
+            linked = {t.lower() for t, alias in (x.split(":", 1) for x in mine.links)
+                      if short in (t.lower(), alias.lower())}
+            for a in self.store.attachments(network_id=network.id):
+                names = {a.name.lower(), a.hostname.lower(), a.container_id[:12], a.container_id,
+                         *(x.lower() for x in a.aliases)} - {""}
+                if short in names or a.name.lower() in linked:
+                    out += [a.address] + ([a.ipv6_address] if a.ipv6_address else [])
+        return list(dict.fromkeys(out))
 
     # -- files ----------------------------------------------------------------------------
 
@@ -540,11 +678,52 @@ class NetworkService:
                  "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters"]
         for a in attachments:
             hosts.append(f"{a.address}\t{names}" if names else a.address)
+            if a.ipv6_address:
+                hosts.append(f"{a.ipv6_address}\t{names}" if names else a.ipv6_address)
         networks = {n.id: n for n in self._bridges()}
-        resolv = [f"nameserver {networks[first.network_id].options['gateway']}",
-                  "options ndots:0"]
+        # Links on the default bridge live here, as docker writes them (no names there in DNS).
+        for a in attachments:
+            if not networks[a.network_id].builtin:
+                continue
+            peers = {b.name: b for b in self.store.attachments(network_id=a.network_id)}
+            for link in a.links:
+                target, alias = link.split(":", 1)
+                if target in peers:
+                    hosts.append(f"{peers[target].address}\t{' '.join(dict.fromkeys((alias, target)))}")
+        on_user_network = any(not networks[a.network_id].builtin for a in attachments)
         _write_in_place(os.path.join(d, "hosts"), "\n".join(hosts) + "\n")
-        _write_in_place(os.path.join(d, "resolv.conf"), "\n".join(resolv) + "\n")
+        _write_in_place(os.path.join(d, "resolv.conf"), self._resolv_conf(on_user_network))
+
+    def _resolv_conf(self, on_user_network: bool) -> str:
+        """As docker: the embedded resolver on user-defined networks; the host's resolvers on the
+        default bridge, unless they are only on the host's loopback (unreachable from a
+        container; docker then falls back to public resolvers, berth to its own, which forwards
+        from the host)."""
+        search, options = [], []
+        try:
+            with open(self.host_resolv_conf) as f:
+                for line in f:
+                    parts = line.split()
+                    if parts and parts[0] in ("search", "domain"):
+                        search = parts[1:]
+                    elif parts and parts[0] == "options":
+                        options += parts[1:]
+        except OSError:
+            pass
+        upstreams = self.resolver.upstreams if self.resolver is not None else []
+        reachable = [h for h, port in upstreams
+                     if port == 53 and not ipaddress.ip_address(h).is_loopback]
+        if on_user_network or not reachable:
+            servers = ["127.0.0.11"]
+            options = ["ndots:0", *(o for o in options if not o.startswith("ndots:"))]
+        else:
+            servers = reachable
+        lines = [f"nameserver {h}" for h in servers]
+        if search:
+            lines.append("search " + " ".join(search))
+        if options:
+            lines.append("options " + " ".join(dict.fromkeys(options)))
+        return "\n".join(lines) + "\n"
 
     # -- reconcile ------------------------------------------------------------------------
 
@@ -584,6 +763,79 @@ class NetworkService:
                 self.namespaces.remove(name)
                 log.warning("netns_removed", name=name, reason="no endpoint uses it")
         log.info("network_reconciled", endpoints=len(endpoints))
+
+
+def _split_pools(pools, enable_ipv6: bool) -> tuple[PoolRequest | None, PoolRequest | None]:
+    """The IPv4 and the IPv6 pool of a create request (each at most once)."""
+    v4, v6 = [], []
+    for p in pools:
+        try:
+            version = ipaddress.ip_network(p.subnet, strict=False).version
+        except ValueError:
+            raise InvalidArgument(f"invalid subnet {p.subnet!r}") from None
+        (v4 if version == 4 else v6).append(p)
+    if len(v4) > 1 or len(v6) > 1:
+        raise InvalidArgument("more than one IPv4 or IPv6 subnet on one network is not supported "
+                              "by berth's bridge driver")
+    if v6 and not enable_ipv6:
+        raise InvalidArgument(f"IPv6 subnet {v6[0].subnet} given but IPv6 is not enabled "
+                              "(EnableIPv6 / --ipv6)")
+    if enable_ipv6 and not v6:
+        raise InvalidArgument("IPv6 is enabled but no IPv6 subnet is given: berth has no default "
+                              "IPv6 pool (give one with --subnet)")
+    return (v4[0] if v4 else None), (v6[0] if v6 else None)
+
+
+def _network_options(options: dict[str, str]) -> str:
+    """The bridge's name from the driver options; every other option is refused by name."""
+    unknown = sorted(set(options) - {BRIDGE_NAME_OPTION})
+    if unknown:
+        raise InvalidArgument(f"network driver option {unknown[0]} is not supported by berth's "
+                              f"bridge driver (supported: {BRIDGE_NAME_OPTION})")
+    bridge = options.get(BRIDGE_NAME_OPTION, "")
+    if bridge and not _LINUX_IFNAME.fullmatch(bridge):
+        raise InvalidArgument(f"invalid {BRIDGE_NAME_OPTION} {bridge!r}: want 1 to 15 of "
+                              "[a-zA-Z0-9_.-]")
+    return bridge
+
+
+def _mac_for(address: str) -> str:
+    """docker's MAC for an address: 02:42 and the IPv4 address' four bytes."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.ip_address(address).packed)
+
+
+def _check_mac(mac: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", mac):
+        raise InvalidArgument(f"invalid MAC address {mac!r}")
+    if int(mac[:2], 16) & 1:
+        raise InvalidArgument(f"invalid MAC address {mac}: a multicast address")
+    return mac.lower()
+
+
+def _check_link(link: str) -> str:
+    """"name[:alias]" -> "name:alias" (docker strips the leading "/" of names)."""
+    target, _, alias = link.partition(":")
+    target = target.lstrip("/")
+    alias = alias.lstrip("/") or target
+    if not target or not alias:
+        raise InvalidArgument(f"invalid link {link!r}: want container[:alias]")
+    return f"{target}:{alias}"
+
+
+def _check_link_local(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise InvalidArgument(f"invalid link-local address {address!r}") from None
+    if not ip.is_link_local:
+        raise InvalidArgument(f"invalid link-local address {address}: not in 169.254.0.0/16 "
+                              "or fe80::/10")
+    return str(ip)
+
+
+def endpoint_id(container_id: str, network_id: str) -> str:
+    """The stable id docker shows for a container's place on a network."""
+    return hashlib.sha256(f"berth/endpoint/{container_id}/{network_id}".encode()).hexdigest()
 
 
 def _next_index(current: list[Attachment]) -> int:

@@ -1,4 +1,4 @@
-"""NetworkStore: networks and the endpoints that attach containers to them.
+r"""NetworkStore: networks and the endpoints that attach containers to them.
 
     networks                               endpoints
     +------------+------------------+      +--------------+---------------------------+
@@ -6,8 +6,9 @@
     | name       | TEXT UNIQUE      |   +--| network_id   | TEXT -> networks.id       |
     | driver     | "null"|"host"|.. |      | netns_path   | TEXT ("" = host's netns)  |
     | options    | TEXT json        |      | created_at   | TEXT iso-8601 UTC         |
-    | labels     | TEXT json        |      +--------------+---------------------------+
-    | builtin    | INTEGER 0/1      |
+    | labels     | TEXT json        |      | name         | TEXT container name       |
+    | builtin    | INTEGER 0/1      |      | hostname     | TEXT                      |
+    |            |                  |      +--------------+---------------------------+
     | created_at | TEXT iso-8601    |
     +------------+------------------+
 
@@ -21,6 +22,8 @@
     | name         | TEXT  container name, for DNS               |
     | hostname     | TEXT                                        |
     | aliases      | TEXT  json list                             |
+    | extra        | TEXT  json: IPv6 address, MAC, links, what  |
+    |              |       was asked for (see Attachment)        |
     +--------------+---------------------------------------------+
 
     ports (published; UNIQUE(protocol, host_ip, host_port))
@@ -59,7 +62,9 @@ CREATE TABLE IF NOT EXISTS endpoints (
     container_id TEXT PRIMARY KEY,
     network_id   TEXT NOT NULL REFERENCES networks(id),
     netns_path   TEXT NOT NULL,
-    created_at   TEXT NOT NULL
+    created_at   TEXT NOT NULL,
+    name         TEXT NOT NULL DEFAULT '',
+    hostname     TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS attachments (
     container_id TEXT NOT NULL,
@@ -71,6 +76,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     hostname     TEXT NOT NULL DEFAULT '',
     aliases      TEXT NOT NULL DEFAULT '[]',
     created_at   TEXT NOT NULL,
+    extra        TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (container_id, network_id),
     UNIQUE (network_id, address)
 );
@@ -83,6 +89,12 @@ CREATE TABLE IF NOT EXISTS ports (
     UNIQUE (protocol, host_ip, host_port)
 );
 """
+
+# Columns added after the first release, with their definitions: added at open
+# to stores made before them.
+_ADDED_COLUMNS = (("endpoints", "name", "TEXT NOT NULL DEFAULT ''"),
+                  ("endpoints", "hostname", "TEXT NOT NULL DEFAULT ''"),
+                  ("attachments", "extra", "TEXT NOT NULL DEFAULT '{}'"))
 
 # Docker's names for its built-in networks, and the drivers behind them.
 BUILTIN = (("none", "null"), ("host", "host"))
@@ -110,6 +122,9 @@ class Endpoint:
     network_name: str
     netns_path: str
     created_at: str = ""
+    # The container's name and hostname, kept for its next network when it left all of them.
+    name: str = ""
+    hostname: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,20 @@ class Attachment:
     hostname: str = ""
     aliases: tuple[str, ...] = ()
     created_at: str = ""
+    ipv6_address: str = ""
+    mac_address: str = ""
+    # What was asked for, shown as docker's IPAMConfig / Links / DriverOpts.
+    requested_ipv4: str = ""
+    requested_ipv6: str = ""
+    links: tuple[str, ...] = ()          # "container:alias"
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    link_local_ips: tuple[str, ...] = ()
+
+    def extra(self) -> dict:
+        return {"ipv6_address": self.ipv6_address, "mac_address": self.mac_address,
+                "requested_ipv4": self.requested_ipv4, "requested_ipv6": self.requested_ipv6,
+                "links": list(self.links), "driver_opts": self.driver_opts,
+                "link_local_ips": list(self.link_local_ips)}
 
 
 @dataclass(frozen=True)
@@ -163,6 +192,10 @@ class NetworkStore:
     def __init__(self, path: str):
         self.db = open_db(path, SCHEMA)
         with Transaction(self.db) as tx:
+            for table, column, definition in _ADDED_COLUMNS:
+                have = {r["name"] for r in tx.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             for name, driver in BUILTIN:
                 tx.execute("INSERT OR IGNORE INTO networks (id, name, driver, builtin, created_at)"
                            " VALUES (?, ?, ?, 1, ?)", (builtin_id(name), name, driver, now()))
@@ -193,10 +226,10 @@ class NetworkStore:
 
     def add_endpoint(self, endpoint: Endpoint) -> None:
         with Transaction(self.db) as tx:
-            tx.execute("INSERT INTO endpoints (container_id, network_id, netns_path, created_at)"
-                       " VALUES (?, ?, ?, ?)",
+            tx.execute("INSERT INTO endpoints (container_id, network_id, netns_path, created_at,"
+                       " name, hostname) VALUES (?, ?, ?, ?, ?, ?)",
                        (endpoint.container_id, endpoint.network_id, endpoint.netns_path,
-                        endpoint.created_at or now()))
+                        endpoint.created_at or now(), endpoint.name, endpoint.hostname))
 
     def remove_endpoint(self, container_id: str) -> None:
         """The endpoint with its attachments (leases) and ports, in one transaction."""
@@ -236,10 +269,11 @@ class NetworkStore:
         """Raises sqlite3.IntegrityError when the address is leased already."""
         with Transaction(self.db) as tx:
             tx.execute("INSERT INTO attachments (container_id, network_id, address, ifname,"
-                       " host_ifname, name, hostname, aliases, created_at)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       " host_ifname, name, hostname, aliases, created_at, extra)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (a.container_id, a.network_id, a.address, a.ifname, a.host_ifname,
-                        a.name, a.hostname, json.dumps(list(a.aliases)), a.created_at or now()))
+                        a.name, a.hostname, json.dumps(list(a.aliases)), a.created_at or now(),
+                        json.dumps(a.extra())))
 
     def remove_attachment(self, container_id: str, network_id: str) -> None:
         with Transaction(self.db) as tx:
@@ -264,7 +298,7 @@ class NetworkStore:
 
 
 _ENDPOINTS = ("SELECT e.container_id, e.network_id, n.name AS network_name, e.netns_path,"
-              " e.created_at FROM endpoints e JOIN networks n ON n.id = e.network_id")
+              " e.created_at, e.name, e.hostname FROM endpoints e JOIN networks n ON n.id = e.network_id")
 
 
 _ATTACHMENTS = ("SELECT a.*, n.name AS network_name FROM attachments a"
@@ -276,7 +310,15 @@ def _attachment(row: sqlite3.Row) -> Attachment:
                       network_name=row["network_name"], address=row["address"],
                       ifname=row["ifname"], host_ifname=row["host_ifname"], name=row["name"],
                       hostname=row["hostname"], aliases=tuple(json.loads(row["aliases"])),
-                      created_at=row["created_at"])
+                      created_at=row["created_at"], **_extra(json.loads(row["extra"])))
+
+
+def _extra(extra: dict) -> dict:
+    return {"ipv6_address": extra.get("ipv6_address", ""), "mac_address": extra.get("mac_address", ""),
+            "requested_ipv4": extra.get("requested_ipv4", ""),
+            "requested_ipv6": extra.get("requested_ipv6", ""),
+            "links": tuple(extra.get("links", ())), "driver_opts": dict(extra.get("driver_opts", {})),
+            "link_local_ips": tuple(extra.get("link_local_ips", ()))}
 
 
 def _network(row: sqlite3.Row) -> Network:
@@ -288,4 +330,4 @@ def _network(row: sqlite3.Row) -> Network:
 def _endpoint(row: sqlite3.Row) -> Endpoint:
     return Endpoint(container_id=row["container_id"], network_id=row["network_id"],
                     network_name=row["network_name"], netns_path=row["netns_path"],
-                    created_at=row["created_at"])
+                    created_at=row["created_at"], name=row["name"], hostname=row["hostname"])

@@ -256,7 +256,7 @@ def test_cycles_leave_no_veths_leases_or_rules(engine, busybox_image):
         links = subprocess.run(["ip", "-o", "link", "show", "master", engine.config.bridge_name],
                                capture_output=True, text=True).stdout
         return (links.count("\n"), nft_table(engine).count("dnat"),
-                engine.cli("network", "inspect", "bridge", check=True).stdout.count('": {}'))
+                len(json.loads(engine.cli("network", "inspect", "bridge", check=True).stdout)[0]["Containers"]))
     before = census()
     for i in range(20):
         engine.cli("create", "-p", f"{18100 + i}:80", "--name", f"cyc{i}", busybox_image, "true",

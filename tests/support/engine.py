@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -192,6 +193,21 @@ class Engine:
         for bridge in bridges:
             subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         subprocess.run(["nft", "delete", "table", "inet", self.config.nft_table], capture_output=True)
+        # The accept rules the network service keeps in iptables' FORWARD chains, when the host
+        # has one (dockerd, ufw): the default bridge's stay after its last network went.
+        tag = f"berth:{self.config.nft_table} "
+        for tool in ("iptables-nft", "ip6tables-nft", "iptables-legacy", "ip6tables-legacy"):
+            names = "/proc/net/ip6_tables_names" if tool.startswith("ip6") else "/proc/net/ip_tables_names"
+            if tool.endswith("legacy") and not os.path.exists(names):
+                continue   # listing would load the legacy tables into the kernel
+            try:
+                listed = subprocess.run([tool, "-w", "-S", "FORWARD"], capture_output=True, text=True)
+            except FileNotFoundError:
+                continue
+            for line in listed.stdout.splitlines():
+                if tag in line and line.startswith("-A FORWARD "):
+                    subprocess.run([tool, "-w", "-D", "FORWARD", *shlex.split(line)[2:]],
+                                   capture_output=True)
 
     def _remove_containers(self) -> None:
         if self.proc is None or "gateway" not in self.services:

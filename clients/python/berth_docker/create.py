@@ -7,7 +7,6 @@ would be a lie.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from berth.engine.v1 import engine_pb2
@@ -58,10 +57,7 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     for key in body.get("ExposedPorts") or {}:
         ports_mod.port_key(key)
     cfg.publish_all = bool(host.get("PublishAllPorts"))
-    for endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():
-        endpoint = endpoint or {}
-        cfg.network_aliases.extend(endpoint.get("Aliases") or [])
-        cfg.ipv4_address = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or cfg.ipv4_address
+    _endpoint_settings(body, host, cfg)
     cfg.volumes_from.extend(_strings(host.get("VolumesFrom"), "HostConfig.VolumesFrom"))
     cfg.tty = bool(body.get("Tty"))
     cfg.open_stdin = bool(body.get("OpenStdin"))
@@ -74,6 +70,7 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
         cfg.healthcheck.CopyFrom(healthcheck(body["Healthcheck"]))
     _isolation(host, cfg)
     confinement(host, cfg)
+    _log_config(cfg, host.get("LogConfig"))
     return cfg
 
 
@@ -194,6 +191,23 @@ def _bool(host: Mapping, key: str) -> bool:
     if value is not None and not isinstance(value, bool):
         raise InvalidArgument(f"invalid HostConfig.{key}: expected a boolean")
     return bool(value)
+
+
+def _log_config(cfg: engine_pb2.ContainerConfig, value) -> None:
+    """HostConfig.LogConfig {Type, Config}: the engine checks the driver and its options
+    (an unknown one is refused, naming it); Type "" is the daemon default."""
+    if not value:
+        return
+    if not isinstance(value, Mapping):
+        raise InvalidArgument("invalid HostConfig.LogConfig: expected an object")
+    driver, options = value.get("Type") or "", value.get("Config") or {}
+    if not isinstance(driver, str):
+        raise InvalidArgument("invalid HostConfig.LogConfig.Type: expected a string")
+    if not isinstance(options, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
+        raise InvalidArgument("invalid HostConfig.LogConfig.Config: expected an object of strings")
+    if driver or options:
+        cfg.log_config.CopyFrom(engine_pb2.LogConfig(driver=driver, options=dict(options)))
 
 
 def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:
@@ -331,32 +345,47 @@ _HOST_TYPES = {
 # What berth does not honour yet: a value other than the field's default answers 501
 # naming the field, never a container that silently lacks it. Whoever implements one
 # parses it in their own helper and deletes its line here.
-_UNHONOURED_CONFIG = ("Domainname", "NetworkDisabled", "MacAddress", "OnBuild", "Shell")
+_UNHONOURED_CONFIG = ("Domainname", "NetworkDisabled", "OnBuild", "Shell")
 _UNHONOURED_HOST = (
     "DeviceRequests", "CgroupParent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
     "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota",
     "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpuCount", "CpuPercent", "IOMaximumIOps",
-    "IOMaximumBandwidth", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "Links", "Cgroup", "UsernsMode",
+    "IOMaximumBandwidth", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "Cgroup", "UsernsMode",
     "StorageOpt", "MaskedPaths", "ReadonlyPaths", "Annotations",
 )
-# dockerd's log drivers. Logs are kept whole for the logs endpoint, which is what json-file
-# promises without options (inspect says so); every other choice is not made yet.
-_LOG_DRIVERS = ("json-file", "local", "journald", "syslog", "gelf", "fluentd", "awslogs", "splunk",
-                "etwlogs", "gcplogs", "logentries", "none")
-
-
-def _log_config(host: Mapping) -> None:
-    log_config = _object(host, "LogConfig", "HostConfig.")
-    _check_types(log_config, {"Type": str, "Config": dict}, "HostConfig.LogConfig.")
-    driver, options = log_config.get("Type") or "", log_config.get("Config") or {}
-    if driver and driver not in _LOG_DRIVERS:
-        raise InvalidArgument(f"logger: no log driver named '{driver}' is registered")
-    if driver not in ("", "json-file") or options:
-        raise not_implemented(f"HostConfig.LogConfig {json.dumps({'Type': driver, 'Config': options})}")
-
-
 def _unset(value) -> bool:
     return value in (None, "", 0, False, [], {})
+
+
+def _endpoint_settings(body: Mapping, host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
+    """NetworkingConfig's endpoint (its first network), HostConfig.Links and the old
+    Config.MacAddress, into the container's network settings."""
+    settings = cfg.endpoint_settings
+    for endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():
+        endpoint = endpoint or {}
+        if not isinstance(endpoint, Mapping):
+            raise InvalidArgument("invalid EndpointsConfig entry: expected an object")
+        ipam = endpoint.get("IPAMConfig") or {}
+        cfg.network_aliases.extend(_strings(endpoint.get("Aliases"), "Aliases"))
+        cfg.ipv4_address = ipam.get("IPv4Address") or cfg.ipv4_address
+        settings.ipv6_address = ipam.get("IPv6Address") or settings.ipv6_address
+        settings.link_local_ips.extend(_strings(ipam.get("LinkLocalIPs"), "LinkLocalIPs"))
+        settings.links.extend(_strings(endpoint.get("Links"), "Links"))
+        settings.mac_address = endpoint.get("MacAddress") or settings.mac_address
+        opts = endpoint.get("DriverOpts") or {}
+        if not isinstance(opts, Mapping):
+            raise InvalidArgument("invalid DriverOpts: expected an object of strings")
+        settings.driver_opts.update({str(k): str(v) for k, v in opts.items()})
+    # Legacy links: on a user-defined network docker treats them as the endpoint's links.
+    # (the docker CLI sends them in both places).
+    links = [*settings.links, *_strings(host.get("Links"), "HostConfig.Links")]
+    del settings.links[:]
+    settings.links.extend(dict.fromkeys(links))
+    settings.mac_address = settings.mac_address or body.get("MacAddress") or ""
+    if cfg.network_mode.startswith("container:") and (
+            cfg.network_aliases or cfg.ipv4_address or settings.ByteSize() or body.get("Hostname")):
+        raise InvalidArgument("conflicting options: a container that shares another container's "
+                              "network cannot set its own hostname, address, aliases, links or MAC")
 
 
 def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
@@ -365,15 +394,12 @@ def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
     extra = [n for n in endpoints if n not in (mode, "default", "bridge")]
     if extra:
         raise not_implemented("creating a container on more than one network (connect it afterwards)")
-    if any((e or {}).get("Links") for e in endpoints.values()):
-        raise not_implemented("links")
     for key in _UNHONOURED_CONFIG:
         if not _unset(body.get(key)):
             raise not_implemented(f"Config.{key}")
     for key in _UNHONOURED_HOST:
         if not _unset(host.get(key)):
             raise not_implemented(f"HostConfig.{key}")
-    _log_config(host)
 
 
 _UPDATE_FIELDS = {"Memory": "memory_bytes", "NanoCpus": "nano_cpus", "CpuShares": "cpu_shares",

@@ -57,3 +57,9 @@ def filter_flags(values) -> dict[str, list[str]]:
             raise InvalidArgument(f"bad format of filter (expected name=value): {v}")
         out.setdefault(key.strip().lower(), []).append(value)
     return out
+
+
+def label_matches(labels: Mapping[str, str], want: str) -> bool:
+    """A `label` filter value: "key" (present) or "key=value"."""
+    key, eq, value = want.partition("=")
+    return key in labels and (not eq or labels[key] == value)

@@ -29,7 +29,7 @@ class FakeContainers:
     async def inspect(self, ref):
         return engine_pb2.ContainerInfo(id="c" * 64, name="web")
 
-    async def logs(self, ref, follow, tail, since, until):
+    async def logs(self, ref, follow, tail, since, until, **_):
         self.tails.append(tail)
         return
         yield
@@ -81,10 +81,7 @@ async def call(tmp_path):
     ({"Image": "busybox", "Healthcheck": {"Test": ["CMD", "true"], "Interval": "5s"}}, 400, "Healthcheck.Interval"),
     ({"Image": "busybox", "HostConfig": {"CpuQuota": 50000}}, 501, "HostConfig.CpuQuota is not implemented"),
     ({"Image": "busybox", "HostConfig": {"Dns": ["1.1.1.1"]}}, 501, "HostConfig.Dns is not implemented"),
-    ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "syslog", "Config": {}}}}, 501, "HostConfig.LogConfig"),
-    ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "", "Config": {"max-file": "3"}}}}, 501,
-     "HostConfig.LogConfig"),
-    ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "asdf"}}}, 400, "no log driver named 'asdf'"),
+    ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": 3}}}, 400, "HostConfig.LogConfig.Type"),
     ({"Image": "busybox", "HostConfig": {"CgroupnsMode": "private"}}, 501, "CgroupnsMode"),
     ({"Image": "busybox", "HostConfig": {"Isolation": "hyperv"}}, 400, "invalid isolation"),
     ({"Image": "busybox", "Domainname": "example.com"}, 501, "Config.Domainname"),

@@ -52,12 +52,12 @@ class FakeNetworks:
     def __init__(self):
         self.calls: list[tuple] = []
 
-    async def prune(self):
-        self.calls.append(("prune",))
+    async def prune(self, request=None):
+        self.calls.append(("prune", tuple(request.labels) if request else ()))
         return []
 
     async def create(self, request):
-        self.calls.append(("create", request.name, request.subnet))
+        self.calls.append(("create", request.name, *(p.subnet for p in request.pools)))
         return engine_pb2.NetworkInfo(id="n" * 64, name=request.name)
 
     async def connect(self, request):
@@ -169,10 +169,20 @@ async def test_network_routes(api):
     status, body = await call("POST", "/networks/create", ["not", "an", "object"])
     assert (status, body["message"]) == (400, "invalid JSON: the body must be an object")
     status, body = await call("POST", "/networks/prune", label=["x"])
-    assert status == 501
+    assert (status, body) == (200, {"NetworksDeleted": None})
+    status, body = await call("POST", "/networks/prune", color=["x"])
+    assert (status, body["message"]) == (400, "invalid filter 'color'")
     status, body = await call("POST", "/networks/prune")
     assert (status, body) == (200, {"NetworksDeleted": None})
-    assert len(b.networks.calls) == 3
+    assert b.networks.calls[2:] == [("prune", ("x",)), ("prune", ())]
+    # What berth cannot do is refused by name, never dropped.
+    status, body = await call("POST", "/networks/create", {"Name": "x", "IPAM": {"Driver": "other"}})
+    assert status == 501 and "IPAM driver" in body["message"]
+    status, body = await call("POST", "/networks/create", {"Name": "x", "Scope": "swarm"})
+    assert status == 501 and "scope" in body["message"]
+    # As a dockerd outside swarm mode (docker-py's network tests call it in every tearDown).
+    status, body = await call("POST", "/swarm/leave?force=True")
+    assert (status, body["message"]) == (503, "This node is not part of a swarm")
 
 
 async def test_volume_prune_and_forced_remove_of_a_missing_volume(api):

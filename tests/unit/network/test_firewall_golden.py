@@ -25,6 +25,8 @@ CASES = {
         PortRule("tcp", "127.0.0.1", 8443, "172.17.0.3", 443)]),
     "isolated_and_internal": Ruleset("bt_test", [DEFAULT, USER, INTERNAL], [
         PortRule("tcp", "", 18080, "172.18.0.2", 80)]),
+    "ipv6_egress": Ruleset("berth", [BridgeRules("br-v6", "172.19.0.0/16", "172.19.255.254",
+                                                 subnet6="fd00:1::/64")]),
 }
 
 

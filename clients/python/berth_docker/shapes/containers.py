@@ -8,6 +8,7 @@ from berth.engine.v1 import engine_pb2
 from berth.types.v1 import healthcheck_pb2
 from berth.types.v1 import stdio_pb2
 from berth_docker.ports import ports_json
+from berth_docker.shapes.networks import endpoint_json
 from berth_docker.times import human_duration, rfc3339
 
 
@@ -81,10 +82,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "Ports": ports_json(info.ports),
             "IPAddress": info.networks[0].ipv4_address if info.networks else "",
             "Gateway": info.networks[0].gateway if info.networks else "",
-            "Networks": {n.network: {"NetworkID": n.network_id, "EndpointID": "", "Gateway": n.gateway,
-                                     "IPAddress": n.ipv4_address, "IPPrefixLen": n.prefix_len,
-                                     "MacAddress": "", "Aliases": list(n.aliases) or None}
-                         for n in info.networks} or {network: {}},
+            "Networks": {n.network: endpoint_json(n) for n in info.networks} or {network: {}},
         },
     }
 
@@ -100,9 +98,8 @@ def _host_config(info: engine_pb2.ContainerInfo) -> dict:
         "Binds": [f"{m.source}:{m.destination}" + ("" if m.rw else ":ro")
                   for m in info.mounts if m.type == "bind"] or None,
         "ContainerIDFile": "",
-        # conmon writes k8s-file logs, but clients (docker-py's run) read logs back only when
-        # they see "json-file": the name that means "the logs endpoint has everything".
-        "LogConfig": {"Type": "json-file", "Config": {}},
+        # The driver in force; Config as the client gave it (docker shows no driver defaults).
+        "LogConfig": {"Type": info.log_config.driver or "json-file", "Config": dict(cfg.log_config.options)},
         "NetworkMode": info.network_mode or "none",
         "PortBindings": ports_json(cfg.ports),
         "RestartPolicy": {"Name": cfg.restart_policy.name or "no",

@@ -334,6 +334,26 @@ class Spec(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SysctlsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ROOTFS_FIELD_NUMBER: _builtins.int
     MOUNTS_FIELD_NUMBER: _builtins.int
     NETNS_PATH_FIELD_NUMBER: _builtins.int
@@ -348,6 +368,9 @@ class Spec(_message.Message):
     LOG_CONFIG_FIELD_NUMBER: _builtins.int
     SECURITY_FIELD_NUMBER: _builtins.int
     RUNTIME_FIELD_NUMBER: _builtins.int
+    NAMESPACES_FIELD_NUMBER: _builtins.int
+    SYSCTLS_FIELD_NUMBER: _builtins.int
+    SYSTEM_PATHS_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
     """Network namespace to join (from the network service); empty shares the
     host's network.
@@ -402,6 +425,30 @@ class Spec(_message.Message):
         absent is docker's default confinement.
         """
 
+    @_builtins.property
+    def namespaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___NamespaceJoin]:
+        """Namespaces to join or share instead of getting new ones (the CRI's pod
+        sandboxes: containers of a pod join the pid and ipc namespaces of its
+        sandbox, or the host's). Set by the caller at create; never changes. A
+        type appears at most once; a type not listed gets a new namespace (pid,
+        ipc, uts), or the network from netns_path.
+        """
+
+    @_builtins.property
+    def sysctls(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Kernel parameters set in the container's namespaces ("kernel.shm_rmid_forced"
+        -> "1"), as runc applies them: only namespaced ones (kernel.shm*, kernel.msg*,
+        kernel.sem, fs.mqueue.*, net.* with a network namespace of its own); runc
+        fails the create for others. Set by the caller at create; never changes.
+        """
+
+    @_builtins.property
+    def system_paths(self) -> Global___SystemPaths:
+        """The paths masked and made read-only in the container, exactly (the CRI
+        gives both lists in full); absent: the service's defaults (docker's).
+        Set by the caller at create; never changes.
+        """
+
     def __init__(
         self,
         *,
@@ -419,14 +466,77 @@ class Spec(_message.Message):
         log_config: Global___LogConfig | None = ...,
         security: Global___Security | None = ...,
         runtime: _builtins.str = ...,
+        namespaces: _abc.Iterable[Global___NamespaceJoin] | None = ...,
+        sysctls: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        system_paths: Global___SystemPaths | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources", "security", b"security"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources", "security", b"security", "system_paths", b"system_paths"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "tty", b"tty"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "namespaces", b"namespaces", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "sysctls", b"sysctls", "system_paths", b"system_paths", "tty", b"tty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Spec: _TypeAlias = Spec  # noqa: Y015
+
+@_typing.final
+class SystemPaths(_message.Message):
+    """SystemPaths are the paths of /proc and /sys (or any) hidden from a container
+    and those it may only read.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MASKED_FIELD_NUMBER: _builtins.int
+    READONLY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def masked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Absolute paths hidden (a directory gets an empty read-only tmpfs, a file /dev/null)."""
+
+    @_builtins.property
+    def readonly(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Absolute paths remounted read-only."""
+
+    def __init__(
+        self,
+        *,
+        masked: _abc.Iterable[_builtins.str] | None = ...,
+        readonly: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["masked", b"masked", "readonly", b"readonly"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SystemPaths: _TypeAlias = SystemPaths  # noqa: Y015
+
+@_typing.final
+class NamespaceJoin(_message.Message):
+    """NamespaceJoin says where one namespace of a container comes from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"pid", "ipc" or "uts" (another: INVALID_ARGUMENT)."""
+    path: _builtins.str
+    """Absolute path of the namespace to join (e.g. /proc/<pid>/ns/pid of a
+    running container); empty shares the host's namespace of that type.
+    """
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NamespaceJoin: _TypeAlias = NamespaceJoin  # noqa: Y015
 
 @_typing.final
 class LogConfig(_message.Message):
@@ -447,9 +557,11 @@ class LogConfig(_message.Message):
     the renamed file. max-size is checked as the file grows (inotify), so a file
     can pass it by what the container writes before the check (it is a bound on
     when a rotation starts, not a truncation point).
-    The daemon default (BERTH_LOG_DRIVER, BERTH_LOG_OPTS) is "local": capped
-    and rotated, so a chatty container cannot fill the node's disk (moby#40207),
-    and a user who wants everything kept asks for json-file without max-size.
+    The daemon default (BERTH_LOG_DRIVER, BERTH_LOG_OPTS) is "json-file" with
+    max-size 20m and max-file 5: capped and rotated, so a chatty container
+    cannot fill the node's disk (moby#40207), under the driver name docker
+    clients read output back from; a user who wants everything kept asks for
+    json-file without max-size.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1571,10 +1683,17 @@ class AttachStart(_message.Message):
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     STDIN_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
+    NEXT_RUN_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
     """The container's full id."""
     stdin: _builtins.bool
     """Forward stdin (the container must have open_stdin)."""
+    next_run: _builtins.bool
+    """For a stopped container (otherwise FAILED_PRECONDITION): `attached` comes at
+    once, and the output is that of its next run, connected by StartContainer
+    before the process starts (docker's `start -a`: attach, then start). Ends
+    with NOT_FOUND when the container is removed first.
+    """
     @_builtins.property
     def size(self) -> _stdio_pb2.TerminalSize:
         """Set the terminal to this size first (tty only); absent leaves it as it is."""
@@ -1585,10 +1704,11 @@ class AttachStart(_message.Message):
         container_id: _builtins.str = ...,
         stdin: _builtins.bool = ...,
         size: _stdio_pb2.TerminalSize | None = ...,
+        next_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "size", b"size", "stdin", b"stdin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "next_run", b"next_run", "size", b"size", "stdin", b"stdin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,6 +16,7 @@ Inspect* (not Get*) for one object, Remove* for deletes, Prune* for
 removing every unused object of a kind.
 """
 
+from berth.types.v1 import build_pb2 as _build_pb2
 from berth.types.v1 import file_change_pb2 as _file_change_pb2
 from berth.types.v1 import healthcheck_pb2 as _healthcheck_pb2
 from berth.types.v1 import port_pb2 as _port_pb2
@@ -201,6 +202,8 @@ class ContainerConfig(_message.Message):
     INIT_FIELD_NUMBER: _builtins.int
     RUNTIME_FIELD_NUMBER: _builtins.int
     SECURITY_OPT_FIELD_NUMBER: _builtins.int
+    ENDPOINT_SETTINGS_FIELD_NUMBER: _builtins.int
+    LOG_CONFIG_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Image reference or id: "busybox", "registry:5000/team/app:1.2", "sha256:..."."""
     name: _builtins.str
@@ -215,7 +218,8 @@ class ContainerConfig(_message.Message):
     """The container's hostname; empty is the first 12 characters of its id."""
     network_mode: _builtins.str
     """The network the container starts on: "none" (only loopback), "host" (the
-    host's network), "bridge" or a user-defined network by name or id.
+    host's network), "bridge" or a user-defined network by name or id, or
+    "container:<name or id>" (the namespace of that container, shared).
     Empty is "bridge".
     """
     memory_bytes: _builtins.int
@@ -404,6 +408,17 @@ class ContainerConfig(_message.Message):
         does), "systempaths=unconfined". Anything else is INVALID_ARGUMENT.
         """
 
+    @_builtins.property
+    def endpoint_settings(self) -> Global___NetworkEndpointSettings:
+        """Links, MAC, IPv6 address ... asked for on its network (NetworkingConfig)."""
+
+    @_builtins.property
+    def log_config(self) -> Global___LogConfig:
+        """How the container's output is kept (`--log-driver`, `--log-opt`; docker's
+        HostConfig.LogConfig); absent takes the daemon default. An unknown driver
+        or option is INVALID_ARGUMENT, naming it.
+        """
+
     def __init__(
         self,
         *,
@@ -460,16 +475,73 @@ class ContainerConfig(_message.Message):
         init: _builtins.bool = ...,
         runtime: _builtins.str = ...,
         security_opt: _abc.Iterable[_builtins.str] | None = ...,
+        endpoint_settings: Global___NetworkEndpointSettings | None = ...,
+        log_config: Global___LogConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "log_config", b"log_config", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cgroupns_mode", b"cgroupns_mode", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "entrypoint", b"entrypoint", "env", b"env", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "init", b"init", "ipc_mode", b"ipc_mode", "ipv4_address", b"ipv4_address", "isolation", b"isolation", "labels", b"labels", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "oom_kill_disable", b"oom_kill_disable", "oom_score_adj", b"oom_score_adj", "open_stdin", b"open_stdin", "pid_mode", b"pid_mode", "pids_limit", b"pids_limit", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "runtime", b"runtime", "security_opt", b"security_opt", "shm_size", b"shm_size", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "uts_mode", b"uts_mode", "volume_driver", b"volume_driver", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cgroupns_mode", b"cgroupns_mode", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "env", b"env", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "init", b"init", "ipc_mode", b"ipc_mode", "ipv4_address", b"ipv4_address", "isolation", b"isolation", "labels", b"labels", "log_config", b"log_config", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "oom_kill_disable", b"oom_kill_disable", "oom_score_adj", b"oom_score_adj", "open_stdin", b"open_stdin", "pid_mode", b"pid_mode", "pids_limit", b"pids_limit", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "runtime", b"runtime", "security_opt", b"security_opt", "shm_size", b"shm_size", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "uts_mode", b"uts_mode", "volume_driver", b"volume_driver", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_timeout) -> _WhichOneofReturnType__stop_timeout | None: ...
 
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
+
+@_typing.final
+class LogConfig(_message.Message):
+    """LogConfig is a log driver with docker's names and options: "json-file"
+    (everything, or rotated by max-size/max-file/compress), "local" (rotated,
+    docker's defaults max-size 20m, max-file 5, compress true) or "none" (no
+    log; attach still sees all output). Every driver's log reads back byte for
+    byte with GetContainerLogs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DRIVER_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    driver: _builtins.str
+    """The driver; empty takes the daemon default driver with its options."""
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """docker's --log-opt keys: "max-size" ("10m"; -1 = no limit), "max-file"
+        (>= 1), "compress" ("true"/"false").
+        """
+
+    def __init__(
+        self,
+        *,
+        driver: _builtins.str = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogConfig: _TypeAlias = LogConfig  # noqa: Y015
 
 @_typing.final
 class ContainerNetwork(_message.Message):
@@ -486,6 +558,13 @@ class ContainerNetwork(_message.Message):
     PREFIX_LEN_FIELD_NUMBER: _builtins.int
     GATEWAY_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    REQUESTED_IPV4_FIELD_NUMBER: _builtins.int
+    IPV6_ADDRESS_FIELD_NUMBER: _builtins.int
+    IPV6_PREFIX_LEN_FIELD_NUMBER: _builtins.int
+    IPV6_GATEWAY_FIELD_NUMBER: _builtins.int
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     network: _builtins.str
     """The network's name."""
     network_id: _builtins.str
@@ -496,9 +575,25 @@ class ContainerNetwork(_message.Message):
     """Prefix length of the network's subnet."""
     gateway: _builtins.str
     """The network's gateway address (the container's default route)."""
+    requested_ipv4: _builtins.str
+    """The IPv4 address when one was asked for, else empty."""
+    ipv6_address: _builtins.str
+    """The container's IPv6 address on it, or empty."""
+    ipv6_prefix_len: _builtins.int
+    """Prefix length of the network's IPv6 subnet."""
+    ipv6_gateway: _builtins.str
+    """The network's IPv6 gateway."""
+    mac_address: _builtins.str
+    """The interface's MAC address."""
+    endpoint_id: _builtins.str
+    """Stable id of this attachment (64 hex)."""
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names the container answers to on it, besides its name."""
+
+    @_builtins.property
+    def settings(self) -> Global___NetworkEndpointSettings:
+        """What was asked for on it beyond address and aliases."""
 
     def __init__(
         self,
@@ -509,14 +604,185 @@ class ContainerNetwork(_message.Message):
         prefix_len: _builtins.int = ...,
         gateway: _builtins.str = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
+        settings: Global___NetworkEndpointSettings | None = ...,
+        requested_ipv4: _builtins.str = ...,
+        ipv6_address: _builtins.str = ...,
+        ipv6_prefix_len: _builtins.int = ...,
+        ipv6_gateway: _builtins.str = ...,
+        mac_address: _builtins.str = ...,
+        endpoint_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "gateway", b"gateway", "ipv4_address", b"ipv4_address", "network", b"network", "network_id", b"network_id", "prefix_len", b"prefix_len"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "endpoint_id", b"endpoint_id", "gateway", b"gateway", "ipv4_address", b"ipv4_address", "ipv6_address", b"ipv6_address", "ipv6_gateway", b"ipv6_gateway", "ipv6_prefix_len", b"ipv6_prefix_len", "mac_address", b"mac_address", "network", b"network", "network_id", b"network_id", "prefix_len", b"prefix_len", "requested_ipv4", b"requested_ipv4", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerNetwork: _TypeAlias = ContainerNetwork  # noqa: Y015
+
+@_typing.final
+class NetworkEndpointSettings(_message.Message):
+    """NetworkEndpointSettings are what a container asks for on one network
+    beyond its IPv4 address and aliases (docker's EndpointSettings).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DriverOptsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    IPV6_ADDRESS_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    DRIVER_OPTS_FIELD_NUMBER: _builtins.int
+    LINK_LOCAL_IPS_FIELD_NUMBER: _builtins.int
+    ipv6_address: _builtins.str
+    """IPv6 address asked for; empty takes a free one on IPv6 networks."""
+    mac_address: _builtins.str
+    """MAC address of the interface; empty derives one from the address."""
+    @_builtins.property
+    def links(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Legacy links "container[:alias]", resolved by this container only."""
+
+    @_builtins.property
+    def driver_opts(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Endpoint driver options: recorded and shown (the bridge driver has none)."""
+
+    @_builtins.property
+    def link_local_ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Link-local addresses added to the interface."""
+
+    def __init__(
+        self,
+        *,
+        ipv6_address: _builtins.str = ...,
+        links: _abc.Iterable[_builtins.str] | None = ...,
+        mac_address: _builtins.str = ...,
+        driver_opts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        link_local_ips: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_opts", b"driver_opts", "ipv6_address", b"ipv6_address", "link_local_ips", b"link_local_ips", "links", b"links", "mac_address", b"mac_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkEndpointSettings: _TypeAlias = NetworkEndpointSettings  # noqa: Y015
+
+@_typing.final
+class NetworkPool(_message.Message):
+    """NetworkPool is one address pool of a network (docker's IPAM.Config entry)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AuxAddressesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUBNET_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    IP_RANGE_FIELD_NUMBER: _builtins.int
+    AUX_ADDRESSES_FIELD_NUMBER: _builtins.int
+    subnet: _builtins.str
+    """The subnet, IPv4 or IPv6."""
+    gateway: _builtins.str
+    """The bridge's address in it."""
+    ip_range: _builtins.str
+    """The range container addresses come from; empty is the whole subnet."""
+    @_builtins.property
+    def aux_addresses(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Addresses never given to containers, by name."""
+
+    def __init__(
+        self,
+        *,
+        subnet: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+        ip_range: _builtins.str = ...,
+        aux_addresses: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aux_addresses", b"aux_addresses", "gateway", b"gateway", "ip_range", b"ip_range", "subnet", b"subnet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPool: _TypeAlias = NetworkPool  # noqa: Y015
+
+@_typing.final
+class NetworkContainer(_message.Message):
+    """NetworkContainer is a container on a network (network inspect's Containers)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
+    IPV6_ADDRESS_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    """The container's full id."""
+    name: _builtins.str
+    """Its name."""
+    endpoint_id: _builtins.str
+    """Stable id of the attachment."""
+    mac_address: _builtins.str
+    """The interface's MAC address."""
+    ipv4_address: _builtins.str
+    """"a.b.c.d/len"."""
+    ipv6_address: _builtins.str
+    """"prefix/len" or empty."""
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        endpoint_id: _builtins.str = ...,
+        mac_address: _builtins.str = ...,
+        ipv4_address: _builtins.str = ...,
+        ipv6_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "endpoint_id", b"endpoint_id", "ipv4_address", b"ipv4_address", "ipv6_address", b"ipv6_address", "mac_address", b"mac_address", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkContainer: _TypeAlias = NetworkContainer  # noqa: Y015
 
 @_typing.final
 class MountSpec(_message.Message):
@@ -1320,6 +1586,7 @@ class ContainerInfo(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     NETWORKS_FIELD_NUMBER: _builtins.int
     RESTART_COUNT_FIELD_NUMBER: _builtins.int
+    LOG_CONFIG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Full id (64 hex); never changes."""
     name: _builtins.str
@@ -1374,6 +1641,10 @@ class ContainerInfo(_message.Message):
     def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerNetwork]:
         """The networks it is on now."""
 
+    @_builtins.property
+    def log_config(self) -> Global___LogConfig:
+        """The log driver and options in force (the daemon default filled in)."""
+
     def __init__(
         self,
         *,
@@ -1396,10 +1667,11 @@ class ContainerInfo(_message.Message):
         ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
         networks: _abc.Iterable[Global___ContainerNetwork] | None = ...,
         restart_count: _builtins.int = ...,
+        log_config: Global___LogConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created", b"created", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created", b"created", "log_config", b"log_config", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "networks", b"networks", "path", b"path", "ports", b"ports", "restart_count", b"restart_count", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_config", b"log_config", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "networks", b"networks", "path", b"path", "ports", b"ports", "restart_count", b"restart_count", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2189,6 +2461,26 @@ class NetworkInfo(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     DRIVER_FIELD_NUMBER: _builtins.int
@@ -2200,6 +2492,11 @@ class NetworkInfo(_message.Message):
     BRIDGE_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    ENABLE_IPV6_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    ATTACHABLE_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The network's id; never changes."""
     name: _builtins.str
@@ -2218,6 +2515,10 @@ class NetworkInfo(_message.Message):
     """Bridge networks: the Linux bridge's name."""
     created: _builtins.str
     """RFC 3339 time of creation."""
+    enable_ipv6: _builtins.bool
+    """Containers get IPv6 addresses too."""
+    attachable: _builtins.bool
+    """Given at create; every network on a node can be attached to."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels given at create."""
@@ -2225,6 +2526,18 @@ class NetworkInfo(_message.Message):
     @_builtins.property
     def containers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the containers connected now."""
+
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPool]:
+        """Every address pool (IPv4 first, then IPv6 when enabled)."""
+
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Driver options given at create."""
+
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkContainer]:
+        """The containers connected now, with their addresses."""
 
     def __init__(
         self,
@@ -2240,10 +2553,15 @@ class NetworkInfo(_message.Message):
         bridge: _builtins.str = ...,
         created: _builtins.str = ...,
         containers: _abc.Iterable[_builtins.str] | None = ...,
+        pools: _abc.Iterable[Global___NetworkPool] | None = ...,
+        enable_ipv6: _builtins.bool = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        attachable: _builtins.bool = ...,
+        endpoints: _abc.Iterable[Global___NetworkContainer] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "containers", b"containers", "created", b"created", "driver", b"driver", "gateway", b"gateway", "id", b"id", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "subnet", b"subnet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachable", b"attachable", "bridge", b"bridge", "containers", b"containers", "created", b"created", "driver", b"driver", "enable_ipv6", b"enable_ipv6", "endpoints", b"endpoints", "gateway", b"gateway", "id", b"id", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "options", b"options", "pools", b"pools", "subnet", b"subnet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2316,6 +2634,26 @@ class CreateNetworkRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     DRIVER_FIELD_NUMBER: _builtins.int
     SUBNET_FIELD_NUMBER: _builtins.int
@@ -2323,6 +2661,10 @@ class CreateNetworkRequest(_message.Message):
     IP_RANGE_FIELD_NUMBER: _builtins.int
     INTERNAL_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    ENABLE_IPV6_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    ATTACHABLE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique among networks; [a-zA-Z0-9][a-zA-Z0-9_.-]*."""
     driver: _builtins.str
@@ -2335,9 +2677,23 @@ class CreateNetworkRequest(_message.Message):
     """Range in the subnet addresses are given from; empty is the whole subnet."""
     internal: _builtins.bool
     """No route out of the network and no published ports."""
+    enable_ipv6: _builtins.bool
+    """Give containers IPv6 addresses (needs an IPv6 pool)."""
+    attachable: _builtins.bool
+    """Recorded and shown."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels on the network."""
+
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPool]:
+        """Address pools, at most one IPv4 and one IPv6 (then subnet, gateway and
+        ip_range above stay empty).
+        """
+
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Driver options: com.docker.network.bridge.name is honoured, others refused."""
 
     def __init__(
         self,
@@ -2349,10 +2705,14 @@ class CreateNetworkRequest(_message.Message):
         ip_range: _builtins.str = ...,
         internal: _builtins.bool = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        pools: _abc.Iterable[Global___NetworkPool] | None = ...,
+        enable_ipv6: _builtins.bool = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        attachable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "gateway", b"gateway", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "subnet", b"subnet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachable", b"attachable", "driver", b"driver", "enable_ipv6", b"enable_ipv6", "gateway", b"gateway", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "options", b"options", "pools", b"pools", "subnet", b"subnet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2456,12 +2816,29 @@ class PruneNetworksRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    LABELS_FIELD_NUMBER: _builtins.int
+    NOT_LABELS_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    until: _builtins.str
+    """Only networks created before this RFC 3339 time; empty is any time."""
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only networks with these labels ("key" or "key=value"), all of them."""
+
+    @_builtins.property
+    def not_labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only networks without these labels ("key" or "key=value")."""
+
     def __init__(
         self,
+        *,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
+        not_labels: _abc.Iterable[_builtins.str] | None = ...,
+        until: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "not_labels", b"not_labels", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2501,6 +2878,7 @@ class ConnectNetworkRequest(_message.Message):
     CONTAINER_FIELD_NUMBER: _builtins.int
     IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
     network: _builtins.str
     """A network by name, id or unique id prefix."""
     container: _builtins.str
@@ -2511,6 +2889,10 @@ class ConnectNetworkRequest(_message.Message):
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """More names for the container on this network (`--alias`)."""
 
+    @_builtins.property
+    def settings(self) -> Global___NetworkEndpointSettings:
+        """Links, MAC, IPv6 address ... on this network."""
+
     def __init__(
         self,
         *,
@@ -2518,10 +2900,11 @@ class ConnectNetworkRequest(_message.Message):
         container: _builtins.str = ...,
         ipv4_address: _builtins.str = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
+        settings: Global___NetworkEndpointSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container", b"container", "ipv4_address", b"ipv4_address", "network", b"network"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container", b"container", "ipv4_address", b"ipv4_address", "network", b"network", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2552,19 +2935,23 @@ class DisconnectNetworkRequest(_message.Message):
 
     NETWORK_FIELD_NUMBER: _builtins.int
     CONTAINER_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
     network: _builtins.str
     """A network by name, id or unique id prefix."""
     container: _builtins.str
     """Container id, id prefix or name."""
+    force: _builtins.bool
+    """Docker's --force: on a single node the same as without it."""
     def __init__(
         self,
         *,
         network: _builtins.str = ...,
         container: _builtins.str = ...,
+        force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "network", b"network"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "force", b"force", "network", b"network"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3580,6 +3967,7 @@ class GetDiskUsageResponse(_message.Message):
     IMAGES_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
+    BUILD_CACHE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def summary(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskUsageSummary]:
         """One line per kind."""
@@ -3596,6 +3984,10 @@ class GetDiskUsageResponse(_message.Message):
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeUsage]:
         """Every volume."""
 
+    @_builtins.property
+    def build_cache(self) -> _containers.RepeatedCompositeFieldContainer[_build_pb2.BuildCacheEntry]:
+        """Every build cache entry (the build service's)."""
+
     def __init__(
         self,
         *,
@@ -3603,10 +3995,11 @@ class GetDiskUsageResponse(_message.Message):
         images: _abc.Iterable[Global___ImageUsage] | None = ...,
         containers: _abc.Iterable[Global___ContainerUsage] | None = ...,
         volumes: _abc.Iterable[Global___VolumeUsage] | None = ...,
+        build_cache: _abc.Iterable[_build_pb2.BuildCacheEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "images", b"images", "summary", b"summary", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_cache", b"build_cache", "containers", b"containers", "images", b"images", "summary", b"summary", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3994,7 +4387,9 @@ class AttachContainerResponse(_message.Message):
 
     @_builtins.property
     def exit(self) -> Global___ExitStatus:
-        """With start_container: how the container ended; the stream ends."""
+        """How the container ended, after its last byte of output: always with
+        start_container, and without it when the process exited while attached.
+        """
 
     def __init__(
         self,
@@ -4470,3 +4865,107 @@ class ExportContainerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportContainerResponse: _TypeAlias = ExportContainerResponse  # noqa: Y015
+
+@_typing.final
+class BuildImageRequest(_message.Message):
+    """BuildImageRequest is one message of a BuildImage call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Then the context tarball, in chunks."""
+    @_builtins.property
+    def options(self) -> _build_pb2.BuildOptions:
+        """First message: what to build."""
+
+    def __init__(
+        self,
+        *,
+        options: _build_pb2.BuildOptions | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "options", b"options", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "options", b"options", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["options", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___BuildImageRequest: _TypeAlias = BuildImageRequest  # noqa: Y015
+
+@_typing.final
+class BuildImageResponse(_message.Message):
+    """BuildImageResponse is one progress message of a build."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _build_pb2.BuildEvent:
+        """What happened."""
+
+    def __init__(
+        self,
+        *,
+        event: _build_pb2.BuildEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BuildImageResponse: _TypeAlias = BuildImageResponse  # noqa: Y015
+
+@_typing.final
+class PruneBuildCacheRequest(_message.Message):
+    """PruneBuildCacheRequest says which build cache entries to forget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALL_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    """Every entry; without it only those no named image uses."""
+    def __init__(
+        self,
+        *,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneBuildCacheRequest: _TypeAlias = PruneBuildCacheRequest  # noqa: Y015
+
+@_typing.final
+class PruneBuildCacheResponse(_message.Message):
+    """PruneBuildCacheResponse says what was removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
+    space_reclaimed: _builtins.int
+    """Bytes freed."""
+    @_builtins.property
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Keys of the entries forgotten."""
+
+    def __init__(
+        self,
+        *,
+        deleted: _abc.Iterable[_builtins.str] | None = ...,
+        space_reclaimed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "space_reclaimed", b"space_reclaimed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneBuildCacheResponse: _TypeAlias = PruneBuildCacheResponse  # noqa: Y015

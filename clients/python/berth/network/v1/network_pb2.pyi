@@ -9,8 +9,9 @@ loopback), "host" (the host's namespace) and bridge networks: the default
 network a container gets a veth into the network's Linux bridge, an address
 from the network's pool, its default route, /etc/hosts and /etc/resolv.conf
 (returned as bind mounts), and published ports (berth's nftables table).
-User-defined networks resolve container names and aliases with an embedded
-DNS resolver on the network's gateway address.
+Every container on a bridge network reaches an embedded DNS resolver at
+127.0.0.11 in its own namespace (UDP and TCP), which answers container names,
+aliases and links on the user-defined networks it is on and forwards the rest.
 """
 
 from berth.types.v1 import mount_pb2 as _mount_pb2
@@ -56,6 +57,26 @@ class Network(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     DRIVER_FIELD_NUMBER: _builtins.int
@@ -67,6 +88,11 @@ class Network(_message.Message):
     BRIDGE_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    ENABLE_IPV6_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    ATTACHABLE_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The network's id (64 hex); never changes."""
     name: _builtins.str
@@ -85,6 +111,10 @@ class Network(_message.Message):
     """Bridge networks only: the Linux bridge's name."""
     created: _builtins.str
     """RFC 3339 time of creation."""
+    enable_ipv6: _builtins.bool
+    """Containers get IPv6 addresses from the IPv6 pool too."""
+    attachable: _builtins.bool
+    """Given at create; on a single node every network can be attached to."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels given at create."""
@@ -92,6 +122,21 @@ class Network(_message.Message):
     @_builtins.property
     def containers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Containers connected now (ids)."""
+
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___IpamPool]:
+        """Bridge networks: every address pool (the IPv4 one first, then IPv6 when
+        enabled), with the addresses reserved in each. subnet/gateway/ip_range
+        above repeat the IPv4 pool.
+        """
+
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Driver options given at create (com.docker.network.*), as given."""
+
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkEndpoint]:
+        """The containers connected now, with their addresses on this network."""
 
     def __init__(
         self,
@@ -107,14 +152,117 @@ class Network(_message.Message):
         bridge: _builtins.str = ...,
         created: _builtins.str = ...,
         containers: _abc.Iterable[_builtins.str] | None = ...,
+        pools: _abc.Iterable[Global___IpamPool] | None = ...,
+        enable_ipv6: _builtins.bool = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        attachable: _builtins.bool = ...,
+        endpoints: _abc.Iterable[Global___NetworkEndpoint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "containers", b"containers", "created", b"created", "driver", b"driver", "gateway", b"gateway", "id", b"id", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "subnet", b"subnet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachable", b"attachable", "bridge", b"bridge", "containers", b"containers", "created", b"created", "driver", b"driver", "enable_ipv6", b"enable_ipv6", "endpoints", b"endpoints", "gateway", b"gateway", "id", b"id", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "options", b"options", "pools", b"pools", "subnet", b"subnet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Network: _TypeAlias = Network  # noqa: Y015
+
+@_typing.final
+class IpamPool(_message.Message):
+    """IpamPool is one address pool of a network."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AuxAddressesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUBNET_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    IP_RANGE_FIELD_NUMBER: _builtins.int
+    AUX_ADDRESSES_FIELD_NUMBER: _builtins.int
+    subnet: _builtins.str
+    """"a.b.c.d/len" or an IPv6 "prefix/len"."""
+    gateway: _builtins.str
+    """The bridge's own address in the subnet."""
+    ip_range: _builtins.str
+    """The range container addresses come from; empty is the whole subnet."""
+    @_builtins.property
+    def aux_addresses(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Addresses never given to containers, by the names they were given with."""
+
+    def __init__(
+        self,
+        *,
+        subnet: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+        ip_range: _builtins.str = ...,
+        aux_addresses: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aux_addresses", b"aux_addresses", "gateway", b"gateway", "ip_range", b"ip_range", "subnet", b"subnet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IpamPool: _TypeAlias = IpamPool  # noqa: Y015
+
+@_typing.final
+class NetworkEndpoint(_message.Message):
+    """NetworkEndpoint is a container on a network, as network inspect lists it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
+    IPV6_ADDRESS_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    """The container's full id."""
+    name: _builtins.str
+    """The container's name."""
+    endpoint_id: _builtins.str
+    """Stable id of this attachment (64 hex)."""
+    mac_address: _builtins.str
+    """The container's interface MAC address on this network."""
+    ipv4_address: _builtins.str
+    """"a.b.c.d/len"."""
+    ipv6_address: _builtins.str
+    """"prefix/len", or empty."""
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        endpoint_id: _builtins.str = ...,
+        mac_address: _builtins.str = ...,
+        ipv4_address: _builtins.str = ...,
+        ipv6_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "endpoint_id", b"endpoint_id", "ipv4_address", b"ipv4_address", "ipv6_address", b"ipv6_address", "mac_address", b"mac_address", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkEndpoint: _TypeAlias = NetworkEndpoint  # noqa: Y015
 
 @_typing.final
 class CreateNetworkRequest(_message.Message):
@@ -142,6 +290,26 @@ class CreateNetworkRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     DRIVER_FIELD_NUMBER: _builtins.int
     SUBNET_FIELD_NUMBER: _builtins.int
@@ -149,6 +317,10 @@ class CreateNetworkRequest(_message.Message):
     IP_RANGE_FIELD_NUMBER: _builtins.int
     INTERNAL_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    ENABLE_IPV6_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    ATTACHABLE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique among networks."""
     driver: _builtins.str
@@ -161,9 +333,25 @@ class CreateNetworkRequest(_message.Message):
     """Range in the subnet addresses are given from; empty is the whole subnet."""
     internal: _builtins.bool
     """No route out of the network, no published ports."""
+    enable_ipv6: _builtins.bool
+    """Give containers IPv6 addresses too (an IPv6 pool is then required)."""
+    attachable: _builtins.bool
+    """Recorded and shown; every network on a node can be attached to."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels on the network."""
+
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___IpamPool]:
+        """Address pools: at most one IPv4 and one IPv6 pool. When set, subnet,
+        gateway and ip_range above must be empty. An IPv6 pool needs enable_ipv6.
+        """
+
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Driver options: com.docker.network.bridge.name (the bridge's name) is
+        honoured; any other is refused with INVALID_ARGUMENT naming it.
+        """
 
     def __init__(
         self,
@@ -175,10 +363,14 @@ class CreateNetworkRequest(_message.Message):
         ip_range: _builtins.str = ...,
         internal: _builtins.bool = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        pools: _abc.Iterable[Global___IpamPool] | None = ...,
+        enable_ipv6: _builtins.bool = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        attachable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "gateway", b"gateway", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "subnet", b"subnet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachable", b"attachable", "driver", b"driver", "enable_ipv6", b"enable_ipv6", "gateway", b"gateway", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "options", b"options", "pools", b"pools", "subnet", b"subnet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -371,6 +563,7 @@ class CreateEndpointRequest(_message.Message):
     IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
     """The container's full id; one endpoint per container."""
     network: _builtins.str
@@ -389,6 +582,10 @@ class CreateEndpointRequest(_message.Message):
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[_port_pb2.PortBinding]:
         """Ports to publish; host_port 0 takes an ephemeral port."""
 
+    @_builtins.property
+    def settings(self) -> Global___EndpointSettings:
+        """Everything else asked for on the first network (links, MAC, IPv6 ...)."""
+
     def __init__(
         self,
         *,
@@ -399,14 +596,83 @@ class CreateEndpointRequest(_message.Message):
         ipv4_address: _builtins.str = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
         ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
+        settings: Global___EndpointSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "hostname", b"hostname", "ipv4_address", b"ipv4_address", "name", b"name", "network", b"network", "ports", b"ports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "hostname", b"hostname", "ipv4_address", b"ipv4_address", "name", b"name", "network", b"network", "ports", b"ports", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateEndpointRequest: _TypeAlias = CreateEndpointRequest  # noqa: Y015
+
+@_typing.final
+class EndpointSettings(_message.Message):
+    """EndpointSettings are what a container asks for on one network beyond its
+    address and aliases.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DriverOptsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    IPV6_ADDRESS_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    DRIVER_OPTS_FIELD_NUMBER: _builtins.int
+    LINK_LOCAL_IPS_FIELD_NUMBER: _builtins.int
+    ipv6_address: _builtins.str
+    """IPv6 address asked for; empty takes the next free one on IPv6 networks."""
+    mac_address: _builtins.str
+    """MAC address of the container's interface; empty derives one from the address."""
+    @_builtins.property
+    def links(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Legacy links "container[:alias]": the alias (or name) resolves, for this
+        container only, to the linked container's address on this network.
+        """
+
+    @_builtins.property
+    def driver_opts(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Endpoint driver options: recorded and shown (the bridge driver has none)."""
+
+    @_builtins.property
+    def link_local_ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Link-local (169.254/16, fe80::/10) addresses added to the interface."""
+
+    def __init__(
+        self,
+        *,
+        ipv6_address: _builtins.str = ...,
+        links: _abc.Iterable[_builtins.str] | None = ...,
+        mac_address: _builtins.str = ...,
+        driver_opts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        link_local_ips: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_opts", b"driver_opts", "ipv6_address", b"ipv6_address", "link_local_ips", b"link_local_ips", "links", b"links", "mac_address", b"mac_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndpointSettings: _TypeAlias = EndpointSettings  # noqa: Y015
 
 @_typing.final
 class CreateEndpointResponse(_message.Message):
@@ -442,6 +708,7 @@ class ConnectNetworkRequest(_message.Message):
     NETWORK_FIELD_NUMBER: _builtins.int
     IPV4_ADDRESS_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
     """The container's full id; it must have an endpoint."""
     network: _builtins.str
@@ -452,6 +719,10 @@ class ConnectNetworkRequest(_message.Message):
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """More names for the container on this network."""
 
+    @_builtins.property
+    def settings(self) -> Global___EndpointSettings:
+        """Links, MAC, IPv6 address ... on this network."""
+
     def __init__(
         self,
         *,
@@ -459,10 +730,11 @@ class ConnectNetworkRequest(_message.Message):
         network: _builtins.str = ...,
         ipv4_address: _builtins.str = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
+        settings: Global___EndpointSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "ipv4_address", b"ipv4_address", "network", b"network"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "ipv4_address", b"ipv4_address", "network", b"network", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -531,6 +803,13 @@ class Attachment(_message.Message):
     PREFIX_LEN_FIELD_NUMBER: _builtins.int
     GATEWAY_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    REQUESTED_IPV4_FIELD_NUMBER: _builtins.int
+    IPV6_ADDRESS_FIELD_NUMBER: _builtins.int
+    IPV6_PREFIX_LEN_FIELD_NUMBER: _builtins.int
+    IPV6_GATEWAY_FIELD_NUMBER: _builtins.int
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     network: _builtins.str
     """The network's name."""
     network_id: _builtins.str
@@ -543,9 +822,27 @@ class Attachment(_message.Message):
     """Prefix length of the network's subnet."""
     gateway: _builtins.str
     """The network's gateway address."""
+    requested_ipv4: _builtins.str
+    """The IPv4 address when one was asked for (docker's IPAMConfig), else empty."""
+    ipv6_address: _builtins.str
+    """The container's IPv6 address on the network, or empty."""
+    ipv6_prefix_len: _builtins.int
+    """Prefix length of the network's IPv6 subnet."""
+    ipv6_gateway: _builtins.str
+    """The network's IPv6 gateway."""
+    mac_address: _builtins.str
+    """The interface's MAC address."""
+    endpoint_id: _builtins.str
+    """Stable id of this attachment (64 hex)."""
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names the container answers to on the network, besides its name."""
+
+    @_builtins.property
+    def settings(self) -> Global___EndpointSettings:
+        """What was asked for: links, MAC, driver options, link-local addresses, and
+        the IPv6 address when one was asked for.
+        """
 
     def __init__(
         self,
@@ -557,10 +854,17 @@ class Attachment(_message.Message):
         prefix_len: _builtins.int = ...,
         gateway: _builtins.str = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
+        settings: Global___EndpointSettings | None = ...,
+        requested_ipv4: _builtins.str = ...,
+        ipv6_address: _builtins.str = ...,
+        ipv6_prefix_len: _builtins.int = ...,
+        ipv6_gateway: _builtins.str = ...,
+        mac_address: _builtins.str = ...,
+        endpoint_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "gateway", b"gateway", "ifname", b"ifname", "ipv4_address", b"ipv4_address", "network", b"network", "network_id", b"network_id", "prefix_len", b"prefix_len"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "endpoint_id", b"endpoint_id", "gateway", b"gateway", "ifname", b"ifname", "ipv4_address", b"ipv4_address", "ipv6_address", b"ipv6_address", "ipv6_gateway", b"ipv6_gateway", "ipv6_prefix_len", b"ipv6_prefix_len", "mac_address", b"mac_address", "network", b"network", "network_id", b"network_id", "prefix_len", b"prefix_len", "requested_ipv4", b"requested_ipv4", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

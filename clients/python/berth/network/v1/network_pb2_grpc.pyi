@@ -9,8 +9,9 @@ loopback), "host" (the host's namespace) and bridge networks: the default
 network a container gets a veth into the network's Linux bridge, an address
 from the network's pool, its default route, /etc/hosts and /etc/resolv.conf
 (returned as bind mounts), and published ports (berth's nftables table).
-User-defined networks resolve container names and aliases with an embedded
-DNS resolver on the network's gateway address.
+Every container on a bridge network reaches an embedded DNS resolver at
+127.0.0.11 in its own namespace (UDP and TCP), which answers container names,
+aliases and links on the user-defined networks it is on and forwards the rest.
 """
 
 from berth.network.v1 import network_pb2 as _network_pb2

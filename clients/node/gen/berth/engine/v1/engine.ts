@@ -26,6 +26,7 @@ import {
 } from "@grpc/grpc-js";
 import { Empty } from "../../../google/protobuf/empty";
 import { Timestamp } from "../../../google/protobuf/timestamp";
+import { BuildCacheEntry, BuildEvent, BuildOptions } from "../../types/v1/build";
 import { FileChange } from "../../types/v1/file_change";
 import { HealthConfig } from "../../types/v1/healthcheck";
 import { PortBinding } from "../../types/v1/port";
@@ -94,7 +95,8 @@ export interface ContainerConfig {
   labels: { [key: string]: string };
   /**
    * The network the container starts on: "none" (only loopback), "host" (the
-   * host's network), "bridge" or a user-defined network by name or id.
+   * host's network), "bridge" or a user-defined network by name or id, or
+   * "container:<name or id>" (the namespace of that container, shared).
    * Empty is "bridge".
    */
   networkMode: string;
@@ -262,6 +264,16 @@ export interface ContainerConfig {
    * does), "systempaths=unconfined". Anything else is INVALID_ARGUMENT.
    */
   securityOpt: string[];
+  /** Links, MAC, IPv6 address ... asked for on its network (NetworkingConfig). */
+  endpointSettings:
+    | NetworkEndpointSettings
+    | undefined;
+  /**
+   * How the container's output is kept (`--log-driver`, `--log-opt`; docker's
+   * HostConfig.LogConfig); absent takes the daemon default. An unknown driver
+   * or option is INVALID_ARGUMENT, naming it.
+   */
+  logConfig: LogConfig | undefined;
 }
 
 export interface ContainerConfig_LabelsEntry {
@@ -270,6 +282,28 @@ export interface ContainerConfig_LabelsEntry {
 }
 
 export interface ContainerConfig_SysctlsEntry {
+  key: string;
+  value: string;
+}
+
+/**
+ * LogConfig is a log driver with docker's names and options: "json-file"
+ * (everything, or rotated by max-size/max-file/compress), "local" (rotated,
+ * docker's defaults max-size 20m, max-file 5, compress true) or "none" (no
+ * log; attach still sees all output). Every driver's log reads back byte for
+ * byte with GetContainerLogs.
+ */
+export interface LogConfig {
+  /** The driver; empty takes the daemon default driver with its options. */
+  driver: string;
+  /**
+   * docker's --log-opt keys: "max-size" ("10m"; -1 = no limit), "max-file"
+   * (>= 1), "compress" ("true"/"false").
+   */
+  options: { [key: string]: string };
+}
+
+export interface LogConfig_OptionsEntry {
   key: string;
   value: string;
 }
@@ -292,6 +326,77 @@ export interface ContainerNetwork {
   gateway: string;
   /** Names the container answers to on it, besides its name. */
   aliases: string[];
+  /** What was asked for on it beyond address and aliases. */
+  settings:
+    | NetworkEndpointSettings
+    | undefined;
+  /** The IPv4 address when one was asked for, else empty. */
+  requestedIpv4: string;
+  /** The container's IPv6 address on it, or empty. */
+  ipv6Address: string;
+  /** Prefix length of the network's IPv6 subnet. */
+  ipv6PrefixLen: number;
+  /** The network's IPv6 gateway. */
+  ipv6Gateway: string;
+  /** The interface's MAC address. */
+  macAddress: string;
+  /** Stable id of this attachment (64 hex). */
+  endpointId: string;
+}
+
+/**
+ * NetworkEndpointSettings are what a container asks for on one network
+ * beyond its IPv4 address and aliases (docker's EndpointSettings).
+ */
+export interface NetworkEndpointSettings {
+  /** IPv6 address asked for; empty takes a free one on IPv6 networks. */
+  ipv6Address: string;
+  /** Legacy links "container[:alias]", resolved by this container only. */
+  links: string[];
+  /** MAC address of the interface; empty derives one from the address. */
+  macAddress: string;
+  /** Endpoint driver options: recorded and shown (the bridge driver has none). */
+  driverOpts: { [key: string]: string };
+  /** Link-local addresses added to the interface. */
+  linkLocalIps: string[];
+}
+
+export interface NetworkEndpointSettings_DriverOptsEntry {
+  key: string;
+  value: string;
+}
+
+/** NetworkPool is one address pool of a network (docker's IPAM.Config entry). */
+export interface NetworkPool {
+  /** The subnet, IPv4 or IPv6. */
+  subnet: string;
+  /** The bridge's address in it. */
+  gateway: string;
+  /** The range container addresses come from; empty is the whole subnet. */
+  ipRange: string;
+  /** Addresses never given to containers, by name. */
+  auxAddresses: { [key: string]: string };
+}
+
+export interface NetworkPool_AuxAddressesEntry {
+  key: string;
+  value: string;
+}
+
+/** NetworkContainer is a container on a network (network inspect's Containers). */
+export interface NetworkContainer {
+  /** The container's full id. */
+  containerId: string;
+  /** Its name. */
+  name: string;
+  /** Stable id of the attachment. */
+  endpointId: string;
+  /** The interface's MAC address. */
+  macAddress: string;
+  /** "a.b.c.d/len". */
+  ipv4Address: string;
+  /** "prefix/len" or empty. */
+  ipv6Address: string;
 }
 
 /**
@@ -620,6 +725,8 @@ export interface ContainerInfo {
   networks: ContainerNetwork[];
   /** Times the restart policy started the container again since the user last did. */
   restartCount: number;
+  /** The log driver and options in force (the daemon default filled in). */
+  logConfig: LogConfig | undefined;
 }
 
 /** ListContainersResponse carries the containers found. */
@@ -880,9 +987,24 @@ export interface NetworkInfo {
   created: string;
   /** Ids of the containers connected now. */
   containers: string[];
+  /** Every address pool (IPv4 first, then IPv6 when enabled). */
+  pools: NetworkPool[];
+  /** Containers get IPv6 addresses too. */
+  enableIpv6: boolean;
+  /** Driver options given at create. */
+  options: { [key: string]: string };
+  /** Given at create; every network on a node can be attached to. */
+  attachable: boolean;
+  /** The containers connected now, with their addresses. */
+  endpoints: NetworkContainer[];
 }
 
 export interface NetworkInfo_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface NetworkInfo_OptionsEntry {
   key: string;
   value: string;
 }
@@ -913,9 +1035,25 @@ export interface CreateNetworkRequest {
   internal: boolean;
   /** Labels on the network. */
   labels: { [key: string]: string };
+  /**
+   * Address pools, at most one IPv4 and one IPv6 (then subnet, gateway and
+   * ip_range above stay empty).
+   */
+  pools: NetworkPool[];
+  /** Give containers IPv6 addresses (needs an IPv6 pool). */
+  enableIpv6: boolean;
+  /** Driver options: com.docker.network.bridge.name is honoured, others refused. */
+  options: { [key: string]: string };
+  /** Recorded and shown. */
+  attachable: boolean;
 }
 
 export interface CreateNetworkRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface CreateNetworkRequest_OptionsEntry {
   key: string;
   value: string;
 }
@@ -946,6 +1084,12 @@ export interface RemoveNetworkRequest {
 
 /** PruneNetworksRequest asks to remove every unused user-defined network. */
 export interface PruneNetworksRequest {
+  /** Only networks with these labels ("key" or "key=value"), all of them. */
+  labels: string[];
+  /** Only networks without these labels ("key" or "key=value"). */
+  notLabels: string[];
+  /** Only networks created before this RFC 3339 time; empty is any time. */
+  until: string;
 }
 
 /** PruneNetworksResponse says what was removed. */
@@ -964,6 +1108,8 @@ export interface ConnectNetworkRequest {
   ipv4Address: string;
   /** More names for the container on this network (`--alias`). */
   aliases: string[];
+  /** Links, MAC, IPv6 address ... on this network. */
+  settings: NetworkEndpointSettings | undefined;
 }
 
 /** ConnectNetworkResponse is empty: the container is on the network. */
@@ -976,6 +1122,8 @@ export interface DisconnectNetworkRequest {
   network: string;
   /** Container id, id prefix or name. */
   container: string;
+  /** Docker's --force: on a single node the same as without it. */
+  force: boolean;
 }
 
 /** VolumeInfo is a volume as `berth volume inspect` shows it. */
@@ -1320,6 +1468,8 @@ export interface GetDiskUsageResponse {
   containers: ContainerUsage[];
   /** Every volume. */
   volumes: VolumeUsage[];
+  /** Every build cache entry (the build service's). */
+  buildCache: BuildCacheEntry[];
 }
 
 /** CreateExecRequest describes the command to run in a container. */
@@ -1467,7 +1617,10 @@ export interface AttachContainerResponse {
   output?:
     | OutputChunk
     | undefined;
-  /** With start_container: how the container ended; the stream ends. */
+  /**
+   * How the container ended, after its last byte of output: always with
+   * start_container, and without it when the process exited while attached.
+   */
   exit?: ExitStatus | undefined;
 }
 
@@ -1618,6 +1771,36 @@ export interface ExportContainerRequest {
 export interface ExportContainerResponse {
   /** The next bytes of the archive. */
   data: Buffer;
+}
+
+/** BuildImageRequest is one message of a BuildImage call. */
+export interface BuildImageRequest {
+  /** First message: what to build. */
+  options?:
+    | BuildOptions
+    | undefined;
+  /** Then the context tarball, in chunks. */
+  chunk?: Buffer | undefined;
+}
+
+/** BuildImageResponse is one progress message of a build. */
+export interface BuildImageResponse {
+  /** What happened. */
+  event: BuildEvent | undefined;
+}
+
+/** PruneBuildCacheRequest says which build cache entries to forget. */
+export interface PruneBuildCacheRequest {
+  /** Every entry; without it only those no named image uses. */
+  all: boolean;
+}
+
+/** PruneBuildCacheResponse says what was removed. */
+export interface PruneBuildCacheResponse {
+  /** Keys of the entries forgotten. */
+  deleted: string[];
+  /** Bytes freed. */
+  spaceReclaimed: number;
 }
 
 function createBaseGetVersionRequest(): GetVersionRequest {
@@ -1884,6 +2067,8 @@ function createBaseContainerConfig(): ContainerConfig {
     init: false,
     runtime: "",
     securityOpt: [],
+    endpointSettings: undefined,
+    logConfig: undefined,
   };
 }
 
@@ -2047,6 +2232,12 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     for (const v of message.securityOpt) {
       writer.uint32(722).string(v!);
+    }
+    if (message.endpointSettings !== undefined) {
+      NetworkEndpointSettings.encode(message.endpointSettings, writer.uint32(1042).fork()).join();
+    }
+    if (message.logConfig !== undefined) {
+      LogConfig.encode(message.logConfig, writer.uint32(882).fork()).join();
     }
     return writer;
   },
@@ -2494,6 +2685,22 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.securityOpt.push(reader.string());
             continue;
           }
+          case 130: {
+            if (tag !== 1042) {
+              break;
+            }
+
+            message.endpointSettings = NetworkEndpointSettings.decode(reader, reader.uint32());
+            continue;
+          }
+          case 110: {
+            if (tag !== 882) {
+              break;
+            }
+
+            message.logConfig = LogConfig.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2731,6 +2938,16 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : globalThis.Array.isArray(object?.security_opt)
         ? object.security_opt.map((e: any) => globalThis.String(e))
         : [],
+      endpointSettings: isSet(object.endpointSettings)
+        ? NetworkEndpointSettings.fromJSON(object.endpointSettings)
+        : isSet(object.endpoint_settings)
+        ? NetworkEndpointSettings.fromJSON(object.endpoint_settings)
+        : undefined,
+      logConfig: isSet(object.logConfig)
+        ? LogConfig.fromJSON(object.logConfig)
+        : isSet(object.log_config)
+        ? LogConfig.fromJSON(object.log_config)
+        : undefined,
     };
   },
 
@@ -2907,6 +3124,12 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.securityOpt?.length) {
       obj.securityOpt = message.securityOpt;
     }
+    if (message.endpointSettings !== undefined) {
+      obj.endpointSettings = NetworkEndpointSettings.toJSON(message.endpointSettings);
+    }
+    if (message.logConfig !== undefined) {
+      obj.logConfig = LogConfig.toJSON(message.logConfig);
+    }
     return obj;
   },
 
@@ -2990,6 +3213,12 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.init = object.init ?? false;
     message.runtime = object.runtime ?? "";
     message.securityOpt = object.securityOpt?.map((e) => e) || [];
+    message.endpointSettings = (object.endpointSettings !== undefined && object.endpointSettings !== null)
+      ? NetworkEndpointSettings.fromPartial(object.endpointSettings)
+      : undefined;
+    message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
+      ? LogConfig.fromPartial(object.logConfig)
+      : undefined;
     return message;
   },
 };
@@ -3164,8 +3393,222 @@ export const ContainerConfig_SysctlsEntry: MessageFns<ContainerConfig_SysctlsEnt
   },
 };
 
+function createBaseLogConfig(): LogConfig {
+  return { driver: "", options: {} };
+}
+
+export const LogConfig: MessageFns<LogConfig> = {
+  encode(message: LogConfig, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.driver !== "") {
+      writer.uint32(10).string(message.driver);
+    }
+    globalThis.Object.entries(message.options).forEach(([key, value]: [string, string]) => {
+      LogConfig_OptionsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogConfig {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogConfig();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = LogConfig_OptionsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.options[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogConfig {
+    return {
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      options: isObject(object.options)
+        ? (globalThis.Object.entries(object.options) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: LogConfig): unknown {
+    const obj: any = {};
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    if (message.options) {
+      const entries = globalThis.Object.entries(message.options) as [string, string][];
+      if (entries.length > 0) {
+        obj.options = {};
+        entries.forEach(([k, v]) => {
+          obj.options[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogConfig>, I>>(base?: I): LogConfig {
+    return LogConfig.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogConfig>, I>>(object: I): LogConfig {
+    const message = createBaseLogConfig();
+    message.driver = object.driver ?? "";
+    message.options = (globalThis.Object.entries(object.options ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseLogConfig_OptionsEntry(): LogConfig_OptionsEntry {
+  return { key: "", value: "" };
+}
+
+export const LogConfig_OptionsEntry: MessageFns<LogConfig_OptionsEntry> = {
+  encode(message: LogConfig_OptionsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogConfig_OptionsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogConfig_OptionsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogConfig_OptionsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: LogConfig_OptionsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogConfig_OptionsEntry>, I>>(base?: I): LogConfig_OptionsEntry {
+    return LogConfig_OptionsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogConfig_OptionsEntry>, I>>(object: I): LogConfig_OptionsEntry {
+    const message = createBaseLogConfig_OptionsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
 function createBaseContainerNetwork(): ContainerNetwork {
-  return { network: "", networkId: "", ipv4Address: "", prefixLen: 0, gateway: "", aliases: [] };
+  return {
+    network: "",
+    networkId: "",
+    ipv4Address: "",
+    prefixLen: 0,
+    gateway: "",
+    aliases: [],
+    settings: undefined,
+    requestedIpv4: "",
+    ipv6Address: "",
+    ipv6PrefixLen: 0,
+    ipv6Gateway: "",
+    macAddress: "",
+    endpointId: "",
+  };
 }
 
 export const ContainerNetwork: MessageFns<ContainerNetwork> = {
@@ -3187,6 +3630,27 @@ export const ContainerNetwork: MessageFns<ContainerNetwork> = {
     }
     for (const v of message.aliases) {
       writer.uint32(50).string(v!);
+    }
+    if (message.settings !== undefined) {
+      NetworkEndpointSettings.encode(message.settings, writer.uint32(58).fork()).join();
+    }
+    if (message.requestedIpv4 !== "") {
+      writer.uint32(66).string(message.requestedIpv4);
+    }
+    if (message.ipv6Address !== "") {
+      writer.uint32(74).string(message.ipv6Address);
+    }
+    if (message.ipv6PrefixLen !== 0) {
+      writer.uint32(80).int32(message.ipv6PrefixLen);
+    }
+    if (message.ipv6Gateway !== "") {
+      writer.uint32(90).string(message.ipv6Gateway);
+    }
+    if (message.macAddress !== "") {
+      writer.uint32(98).string(message.macAddress);
+    }
+    if (message.endpointId !== "") {
+      writer.uint32(106).string(message.endpointId);
     }
     return writer;
   },
@@ -3252,6 +3716,62 @@ export const ContainerNetwork: MessageFns<ContainerNetwork> = {
             message.aliases.push(reader.string());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.settings = NetworkEndpointSettings.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.requestedIpv4 = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.ipv6Address = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.ipv6PrefixLen = reader.int32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.ipv6Gateway = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.macAddress = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.endpointId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3286,6 +3806,37 @@ export const ContainerNetwork: MessageFns<ContainerNetwork> = {
       aliases: globalThis.Array.isArray(object?.aliases)
         ? object.aliases.map((e: any) => globalThis.String(e))
         : [],
+      settings: isSet(object.settings) ? NetworkEndpointSettings.fromJSON(object.settings) : undefined,
+      requestedIpv4: isSet(object.requestedIpv4)
+        ? globalThis.String(object.requestedIpv4)
+        : isSet(object.requested_ipv4)
+        ? globalThis.String(object.requested_ipv4)
+        : "",
+      ipv6Address: isSet(object.ipv6Address)
+        ? globalThis.String(object.ipv6Address)
+        : isSet(object.ipv6_address)
+        ? globalThis.String(object.ipv6_address)
+        : "",
+      ipv6PrefixLen: isSet(object.ipv6PrefixLen)
+        ? globalThis.Number(object.ipv6PrefixLen)
+        : isSet(object.ipv6_prefix_len)
+        ? globalThis.Number(object.ipv6_prefix_len)
+        : 0,
+      ipv6Gateway: isSet(object.ipv6Gateway)
+        ? globalThis.String(object.ipv6Gateway)
+        : isSet(object.ipv6_gateway)
+        ? globalThis.String(object.ipv6_gateway)
+        : "",
+      macAddress: isSet(object.macAddress)
+        ? globalThis.String(object.macAddress)
+        : isSet(object.mac_address)
+        ? globalThis.String(object.mac_address)
+        : "",
+      endpointId: isSet(object.endpointId)
+        ? globalThis.String(object.endpointId)
+        : isSet(object.endpoint_id)
+        ? globalThis.String(object.endpoint_id)
+        : "",
     };
   },
 
@@ -3309,6 +3860,27 @@ export const ContainerNetwork: MessageFns<ContainerNetwork> = {
     if (message.aliases?.length) {
       obj.aliases = message.aliases;
     }
+    if (message.settings !== undefined) {
+      obj.settings = NetworkEndpointSettings.toJSON(message.settings);
+    }
+    if (message.requestedIpv4 !== "") {
+      obj.requestedIpv4 = message.requestedIpv4;
+    }
+    if (message.ipv6Address !== "") {
+      obj.ipv6Address = message.ipv6Address;
+    }
+    if (message.ipv6PrefixLen !== 0) {
+      obj.ipv6PrefixLen = Math.round(message.ipv6PrefixLen);
+    }
+    if (message.ipv6Gateway !== "") {
+      obj.ipv6Gateway = message.ipv6Gateway;
+    }
+    if (message.macAddress !== "") {
+      obj.macAddress = message.macAddress;
+    }
+    if (message.endpointId !== "") {
+      obj.endpointId = message.endpointId;
+    }
     return obj;
   },
 
@@ -3323,6 +3895,712 @@ export const ContainerNetwork: MessageFns<ContainerNetwork> = {
     message.prefixLen = object.prefixLen ?? 0;
     message.gateway = object.gateway ?? "";
     message.aliases = object.aliases?.map((e) => e) || [];
+    message.settings = (object.settings !== undefined && object.settings !== null)
+      ? NetworkEndpointSettings.fromPartial(object.settings)
+      : undefined;
+    message.requestedIpv4 = object.requestedIpv4 ?? "";
+    message.ipv6Address = object.ipv6Address ?? "";
+    message.ipv6PrefixLen = object.ipv6PrefixLen ?? 0;
+    message.ipv6Gateway = object.ipv6Gateway ?? "";
+    message.macAddress = object.macAddress ?? "";
+    message.endpointId = object.endpointId ?? "";
+    return message;
+  },
+};
+
+function createBaseNetworkEndpointSettings(): NetworkEndpointSettings {
+  return { ipv6Address: "", links: [], macAddress: "", driverOpts: {}, linkLocalIps: [] };
+}
+
+export const NetworkEndpointSettings: MessageFns<NetworkEndpointSettings> = {
+  encode(message: NetworkEndpointSettings, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ipv6Address !== "") {
+      writer.uint32(10).string(message.ipv6Address);
+    }
+    for (const v of message.links) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.macAddress !== "") {
+      writer.uint32(26).string(message.macAddress);
+    }
+    globalThis.Object.entries(message.driverOpts).forEach(([key, value]: [string, string]) => {
+      NetworkEndpointSettings_DriverOptsEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
+    for (const v of message.linkLocalIps) {
+      writer.uint32(42).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NetworkEndpointSettings {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetworkEndpointSettings();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ipv6Address = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.links.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.macAddress = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = NetworkEndpointSettings_DriverOptsEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.driverOpts[entry4.key] = entry4.value;
+            }
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.linkLocalIps.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NetworkEndpointSettings {
+    return {
+      ipv6Address: isSet(object.ipv6Address)
+        ? globalThis.String(object.ipv6Address)
+        : isSet(object.ipv6_address)
+        ? globalThis.String(object.ipv6_address)
+        : "",
+      links: globalThis.Array.isArray(object?.links) ? object.links.map((e: any) => globalThis.String(e)) : [],
+      macAddress: isSet(object.macAddress)
+        ? globalThis.String(object.macAddress)
+        : isSet(object.mac_address)
+        ? globalThis.String(object.mac_address)
+        : "",
+      driverOpts: isObject(object.driverOpts)
+        ? (globalThis.Object.entries(object.driverOpts) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.driver_opts)
+        ? (globalThis.Object.entries(object.driver_opts) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      linkLocalIps: globalThis.Array.isArray(object?.linkLocalIps)
+        ? object.linkLocalIps.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.link_local_ips)
+        ? object.link_local_ips.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: NetworkEndpointSettings): unknown {
+    const obj: any = {};
+    if (message.ipv6Address !== "") {
+      obj.ipv6Address = message.ipv6Address;
+    }
+    if (message.links?.length) {
+      obj.links = message.links;
+    }
+    if (message.macAddress !== "") {
+      obj.macAddress = message.macAddress;
+    }
+    if (message.driverOpts) {
+      const entries = globalThis.Object.entries(message.driverOpts) as [string, string][];
+      if (entries.length > 0) {
+        obj.driverOpts = {};
+        entries.forEach(([k, v]) => {
+          obj.driverOpts[k] = v;
+        });
+      }
+    }
+    if (message.linkLocalIps?.length) {
+      obj.linkLocalIps = message.linkLocalIps;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkEndpointSettings>, I>>(base?: I): NetworkEndpointSettings {
+    return NetworkEndpointSettings.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkEndpointSettings>, I>>(object: I): NetworkEndpointSettings {
+    const message = createBaseNetworkEndpointSettings();
+    message.ipv6Address = object.ipv6Address ?? "";
+    message.links = object.links?.map((e) => e) || [];
+    message.macAddress = object.macAddress ?? "";
+    message.driverOpts = (globalThis.Object.entries(object.driverOpts ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.linkLocalIps = object.linkLocalIps?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseNetworkEndpointSettings_DriverOptsEntry(): NetworkEndpointSettings_DriverOptsEntry {
+  return { key: "", value: "" };
+}
+
+export const NetworkEndpointSettings_DriverOptsEntry: MessageFns<NetworkEndpointSettings_DriverOptsEntry> = {
+  encode(message: NetworkEndpointSettings_DriverOptsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NetworkEndpointSettings_DriverOptsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetworkEndpointSettings_DriverOptsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NetworkEndpointSettings_DriverOptsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: NetworkEndpointSettings_DriverOptsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkEndpointSettings_DriverOptsEntry>, I>>(
+    base?: I,
+  ): NetworkEndpointSettings_DriverOptsEntry {
+    return NetworkEndpointSettings_DriverOptsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkEndpointSettings_DriverOptsEntry>, I>>(
+    object: I,
+  ): NetworkEndpointSettings_DriverOptsEntry {
+    const message = createBaseNetworkEndpointSettings_DriverOptsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseNetworkPool(): NetworkPool {
+  return { subnet: "", gateway: "", ipRange: "", auxAddresses: {} };
+}
+
+export const NetworkPool: MessageFns<NetworkPool> = {
+  encode(message: NetworkPool, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.subnet !== "") {
+      writer.uint32(10).string(message.subnet);
+    }
+    if (message.gateway !== "") {
+      writer.uint32(18).string(message.gateway);
+    }
+    if (message.ipRange !== "") {
+      writer.uint32(26).string(message.ipRange);
+    }
+    globalThis.Object.entries(message.auxAddresses).forEach(([key, value]: [string, string]) => {
+      NetworkPool_AuxAddressesEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NetworkPool {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetworkPool();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.subnet = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.gateway = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ipRange = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = NetworkPool_AuxAddressesEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.auxAddresses[entry4.key] = entry4.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NetworkPool {
+    return {
+      subnet: isSet(object.subnet) ? globalThis.String(object.subnet) : "",
+      gateway: isSet(object.gateway) ? globalThis.String(object.gateway) : "",
+      ipRange: isSet(object.ipRange)
+        ? globalThis.String(object.ipRange)
+        : isSet(object.ip_range)
+        ? globalThis.String(object.ip_range)
+        : "",
+      auxAddresses: isObject(object.auxAddresses)
+        ? (globalThis.Object.entries(object.auxAddresses) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.aux_addresses)
+        ? (globalThis.Object.entries(object.aux_addresses) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: NetworkPool): unknown {
+    const obj: any = {};
+    if (message.subnet !== "") {
+      obj.subnet = message.subnet;
+    }
+    if (message.gateway !== "") {
+      obj.gateway = message.gateway;
+    }
+    if (message.ipRange !== "") {
+      obj.ipRange = message.ipRange;
+    }
+    if (message.auxAddresses) {
+      const entries = globalThis.Object.entries(message.auxAddresses) as [string, string][];
+      if (entries.length > 0) {
+        obj.auxAddresses = {};
+        entries.forEach(([k, v]) => {
+          obj.auxAddresses[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkPool>, I>>(base?: I): NetworkPool {
+    return NetworkPool.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkPool>, I>>(object: I): NetworkPool {
+    const message = createBaseNetworkPool();
+    message.subnet = object.subnet ?? "";
+    message.gateway = object.gateway ?? "";
+    message.ipRange = object.ipRange ?? "";
+    message.auxAddresses = (globalThis.Object.entries(object.auxAddresses ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseNetworkPool_AuxAddressesEntry(): NetworkPool_AuxAddressesEntry {
+  return { key: "", value: "" };
+}
+
+export const NetworkPool_AuxAddressesEntry: MessageFns<NetworkPool_AuxAddressesEntry> = {
+  encode(message: NetworkPool_AuxAddressesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NetworkPool_AuxAddressesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetworkPool_AuxAddressesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NetworkPool_AuxAddressesEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: NetworkPool_AuxAddressesEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkPool_AuxAddressesEntry>, I>>(base?: I): NetworkPool_AuxAddressesEntry {
+    return NetworkPool_AuxAddressesEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkPool_AuxAddressesEntry>, I>>(
+    object: I,
+  ): NetworkPool_AuxAddressesEntry {
+    const message = createBaseNetworkPool_AuxAddressesEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseNetworkContainer(): NetworkContainer {
+  return { containerId: "", name: "", endpointId: "", macAddress: "", ipv4Address: "", ipv6Address: "" };
+}
+
+export const NetworkContainer: MessageFns<NetworkContainer> = {
+  encode(message: NetworkContainer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerId !== "") {
+      writer.uint32(10).string(message.containerId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.endpointId !== "") {
+      writer.uint32(26).string(message.endpointId);
+    }
+    if (message.macAddress !== "") {
+      writer.uint32(34).string(message.macAddress);
+    }
+    if (message.ipv4Address !== "") {
+      writer.uint32(42).string(message.ipv4Address);
+    }
+    if (message.ipv6Address !== "") {
+      writer.uint32(50).string(message.ipv6Address);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NetworkContainer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetworkContainer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.endpointId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.macAddress = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.ipv4Address = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.ipv6Address = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NetworkContainer {
+    return {
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      endpointId: isSet(object.endpointId)
+        ? globalThis.String(object.endpointId)
+        : isSet(object.endpoint_id)
+        ? globalThis.String(object.endpoint_id)
+        : "",
+      macAddress: isSet(object.macAddress)
+        ? globalThis.String(object.macAddress)
+        : isSet(object.mac_address)
+        ? globalThis.String(object.mac_address)
+        : "",
+      ipv4Address: isSet(object.ipv4Address)
+        ? globalThis.String(object.ipv4Address)
+        : isSet(object.ipv4_address)
+        ? globalThis.String(object.ipv4_address)
+        : "",
+      ipv6Address: isSet(object.ipv6Address)
+        ? globalThis.String(object.ipv6Address)
+        : isSet(object.ipv6_address)
+        ? globalThis.String(object.ipv6_address)
+        : "",
+    };
+  },
+
+  toJSON(message: NetworkContainer): unknown {
+    const obj: any = {};
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.endpointId !== "") {
+      obj.endpointId = message.endpointId;
+    }
+    if (message.macAddress !== "") {
+      obj.macAddress = message.macAddress;
+    }
+    if (message.ipv4Address !== "") {
+      obj.ipv4Address = message.ipv4Address;
+    }
+    if (message.ipv6Address !== "") {
+      obj.ipv6Address = message.ipv6Address;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkContainer>, I>>(base?: I): NetworkContainer {
+    return NetworkContainer.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkContainer>, I>>(object: I): NetworkContainer {
+    const message = createBaseNetworkContainer();
+    message.containerId = object.containerId ?? "";
+    message.name = object.name ?? "";
+    message.endpointId = object.endpointId ?? "";
+    message.macAddress = object.macAddress ?? "";
+    message.ipv4Address = object.ipv4Address ?? "";
+    message.ipv6Address = object.ipv6Address ?? "";
     return message;
   },
 };
@@ -5938,6 +7216,7 @@ function createBaseContainerInfo(): ContainerInfo {
     ports: [],
     networks: [],
     restartCount: 0,
+    logConfig: undefined,
   };
 }
 
@@ -5999,6 +7278,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     }
     if (message.restartCount !== 0) {
       writer.uint32(400).int32(message.restartCount);
+    }
+    if (message.logConfig !== undefined) {
+      LogConfig.encode(message.logConfig, writer.uint32(890).fork()).join();
     }
     return writer;
   },
@@ -6168,6 +7450,14 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
             message.restartCount = reader.int32();
             continue;
           }
+          case 111: {
+            if (tag !== 890) {
+              break;
+            }
+
+            message.logConfig = LogConfig.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6231,6 +7521,11 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
         : isSet(object.restart_count)
         ? globalThis.Number(object.restart_count)
         : 0,
+      logConfig: isSet(object.logConfig)
+        ? LogConfig.fromJSON(object.logConfig)
+        : isSet(object.log_config)
+        ? LogConfig.fromJSON(object.log_config)
+        : undefined,
     };
   },
 
@@ -6293,6 +7588,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     if (message.restartCount !== 0) {
       obj.restartCount = Math.round(message.restartCount);
     }
+    if (message.logConfig !== undefined) {
+      obj.logConfig = LogConfig.toJSON(message.logConfig);
+    }
     return obj;
   },
 
@@ -6324,6 +7622,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     message.ports = object.ports?.map((e) => PortBinding.fromPartial(e)) || [];
     message.networks = object.networks?.map((e) => ContainerNetwork.fromPartial(e)) || [];
     message.restartCount = object.restartCount ?? 0;
+    message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
+      ? LogConfig.fromPartial(object.logConfig)
+      : undefined;
     return message;
   },
 };
@@ -8651,6 +9952,11 @@ function createBaseNetworkInfo(): NetworkInfo {
     bridge: "",
     created: "",
     containers: [],
+    pools: [],
+    enableIpv6: false,
+    options: {},
+    attachable: false,
+    endpoints: [],
   };
 }
 
@@ -8688,6 +9994,21 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
     }
     for (const v of message.containers) {
       writer.uint32(90).string(v!);
+    }
+    for (const v of message.pools) {
+      NetworkPool.encode(v!, writer.uint32(98).fork()).join();
+    }
+    if (message.enableIpv6 !== false) {
+      writer.uint32(104).bool(message.enableIpv6);
+    }
+    globalThis.Object.entries(message.options).forEach(([key, value]: [string, string]) => {
+      NetworkInfo_OptionsEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
+    if (message.attachable !== false) {
+      writer.uint32(120).bool(message.attachable);
+    }
+    for (const v of message.endpoints) {
+      NetworkContainer.encode(v!, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -8796,6 +10117,49 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
             message.containers.push(reader.string());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.pools.push(NetworkPool.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.enableIpv6 = reader.bool();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = NetworkInfo_OptionsEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.options[entry14.key] = entry14.value;
+            }
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.attachable = reader.bool();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.endpoints.push(NetworkContainer.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8839,6 +10203,30 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
       created: isSet(object.created) ? globalThis.String(object.created) : "",
       containers: globalThis.Array.isArray(object?.containers)
         ? object.containers.map((e: any) => globalThis.String(e))
+        : [],
+      pools: globalThis.Array.isArray(object?.pools) ? object.pools.map((e: any) => NetworkPool.fromJSON(e)) : [],
+      enableIpv6: isSet(object.enableIpv6)
+        ? globalThis.Boolean(object.enableIpv6)
+        : isSet(object.enable_ipv6)
+        ? globalThis.Boolean(object.enable_ipv6)
+        : false,
+      options: isObject(object.options)
+        ? (globalThis.Object.entries(object.options) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      attachable: isSet(object.attachable) ? globalThis.Boolean(object.attachable) : false,
+      endpoints: globalThis.Array.isArray(object?.endpoints)
+        ? object.endpoints.map((e: any) => NetworkContainer.fromJSON(e))
         : [],
     };
   },
@@ -8884,6 +10272,27 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
     if (message.containers?.length) {
       obj.containers = message.containers;
     }
+    if (message.pools?.length) {
+      obj.pools = message.pools.map((e) => NetworkPool.toJSON(e));
+    }
+    if (message.enableIpv6 !== false) {
+      obj.enableIpv6 = message.enableIpv6;
+    }
+    if (message.options) {
+      const entries = globalThis.Object.entries(message.options) as [string, string][];
+      if (entries.length > 0) {
+        obj.options = {};
+        entries.forEach(([k, v]) => {
+          obj.options[k] = v;
+        });
+      }
+    }
+    if (message.attachable !== false) {
+      obj.attachable = message.attachable;
+    }
+    if (message.endpoints?.length) {
+      obj.endpoints = message.endpoints.map((e) => NetworkContainer.toJSON(e));
+    }
     return obj;
   },
 
@@ -8911,6 +10320,19 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
     message.bridge = object.bridge ?? "";
     message.created = object.created ?? "";
     message.containers = object.containers?.map((e) => e) || [];
+    message.pools = object.pools?.map((e) => NetworkPool.fromPartial(e)) || [];
+    message.enableIpv6 = object.enableIpv6 ?? false;
+    message.options = (globalThis.Object.entries(object.options ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.attachable = object.attachable ?? false;
+    message.endpoints = object.endpoints?.map((e) => NetworkContainer.fromPartial(e)) || [];
     return message;
   },
 };
@@ -8994,6 +10416,91 @@ export const NetworkInfo_LabelsEntry: MessageFns<NetworkInfo_LabelsEntry> = {
   },
   fromPartial<I extends Exact<DeepPartial<NetworkInfo_LabelsEntry>, I>>(object: I): NetworkInfo_LabelsEntry {
     const message = createBaseNetworkInfo_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseNetworkInfo_OptionsEntry(): NetworkInfo_OptionsEntry {
+  return { key: "", value: "" };
+}
+
+export const NetworkInfo_OptionsEntry: MessageFns<NetworkInfo_OptionsEntry> = {
+  encode(message: NetworkInfo_OptionsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NetworkInfo_OptionsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetworkInfo_OptionsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NetworkInfo_OptionsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: NetworkInfo_OptionsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkInfo_OptionsEntry>, I>>(base?: I): NetworkInfo_OptionsEntry {
+    return NetworkInfo_OptionsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkInfo_OptionsEntry>, I>>(object: I): NetworkInfo_OptionsEntry {
+    const message = createBaseNetworkInfo_OptionsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
@@ -9124,7 +10631,19 @@ export const ListNetworksResponse: MessageFns<ListNetworksResponse> = {
 };
 
 function createBaseCreateNetworkRequest(): CreateNetworkRequest {
-  return { name: "", driver: "", subnet: "", gateway: "", ipRange: "", internal: false, labels: {} };
+  return {
+    name: "",
+    driver: "",
+    subnet: "",
+    gateway: "",
+    ipRange: "",
+    internal: false,
+    labels: {},
+    pools: [],
+    enableIpv6: false,
+    options: {},
+    attachable: false,
+  };
 }
 
 export const CreateNetworkRequest: MessageFns<CreateNetworkRequest> = {
@@ -9150,6 +10669,18 @@ export const CreateNetworkRequest: MessageFns<CreateNetworkRequest> = {
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       CreateNetworkRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(58).fork()).join();
     });
+    for (const v of message.pools) {
+      NetworkPool.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.enableIpv6 !== false) {
+      writer.uint32(72).bool(message.enableIpv6);
+    }
+    globalThis.Object.entries(message.options).forEach(([key, value]: [string, string]) => {
+      CreateNetworkRequest_OptionsEntry.encode({ key: key as any, value }, writer.uint32(82).fork()).join();
+    });
+    if (message.attachable !== false) {
+      writer.uint32(88).bool(message.attachable);
+    }
     return writer;
   },
 
@@ -9225,6 +10756,41 @@ export const CreateNetworkRequest: MessageFns<CreateNetworkRequest> = {
             }
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.pools.push(NetworkPool.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.enableIpv6 = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            const entry10 = CreateNetworkRequest_OptionsEntry.decode(reader, reader.uint32());
+            if (entry10.value !== undefined) {
+              message.options[entry10.key] = entry10.value;
+            }
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.attachable = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -9263,6 +10829,27 @@ export const CreateNetworkRequest: MessageFns<CreateNetworkRequest> = {
           {},
         )
         : {},
+      pools: globalThis.Array.isArray(object?.pools) ? object.pools.map((e: any) => NetworkPool.fromJSON(e)) : [],
+      enableIpv6: isSet(object.enableIpv6)
+        ? globalThis.Boolean(object.enableIpv6)
+        : isSet(object.enable_ipv6)
+        ? globalThis.Boolean(object.enable_ipv6)
+        : false,
+      options: isObject(object.options)
+        ? (globalThis.Object.entries(object.options) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      attachable: isSet(object.attachable) ? globalThis.Boolean(object.attachable) : false,
     };
   },
 
@@ -9295,6 +10882,24 @@ export const CreateNetworkRequest: MessageFns<CreateNetworkRequest> = {
         });
       }
     }
+    if (message.pools?.length) {
+      obj.pools = message.pools.map((e) => NetworkPool.toJSON(e));
+    }
+    if (message.enableIpv6 !== false) {
+      obj.enableIpv6 = message.enableIpv6;
+    }
+    if (message.options) {
+      const entries = globalThis.Object.entries(message.options) as [string, string][];
+      if (entries.length > 0) {
+        obj.options = {};
+        entries.forEach(([k, v]) => {
+          obj.options[k] = v;
+        });
+      }
+    }
+    if (message.attachable !== false) {
+      obj.attachable = message.attachable;
+    }
     return obj;
   },
 
@@ -9318,6 +10923,18 @@ export const CreateNetworkRequest: MessageFns<CreateNetworkRequest> = {
       },
       {},
     );
+    message.pools = object.pools?.map((e) => NetworkPool.fromPartial(e)) || [];
+    message.enableIpv6 = object.enableIpv6 ?? false;
+    message.options = (globalThis.Object.entries(object.options ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.attachable = object.attachable ?? false;
     return message;
   },
 };
@@ -9405,6 +11022,95 @@ export const CreateNetworkRequest_LabelsEntry: MessageFns<CreateNetworkRequest_L
     object: I,
   ): CreateNetworkRequest_LabelsEntry {
     const message = createBaseCreateNetworkRequest_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateNetworkRequest_OptionsEntry(): CreateNetworkRequest_OptionsEntry {
+  return { key: "", value: "" };
+}
+
+export const CreateNetworkRequest_OptionsEntry: MessageFns<CreateNetworkRequest_OptionsEntry> = {
+  encode(message: CreateNetworkRequest_OptionsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateNetworkRequest_OptionsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateNetworkRequest_OptionsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateNetworkRequest_OptionsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: CreateNetworkRequest_OptionsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateNetworkRequest_OptionsEntry>, I>>(
+    base?: I,
+  ): CreateNetworkRequest_OptionsEntry {
+    return CreateNetworkRequest_OptionsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateNetworkRequest_OptionsEntry>, I>>(
+    object: I,
+  ): CreateNetworkRequest_OptionsEntry {
+    const message = createBaseCreateNetworkRequest_OptionsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
@@ -9684,11 +11390,20 @@ export const RemoveNetworkRequest: MessageFns<RemoveNetworkRequest> = {
 };
 
 function createBasePruneNetworksRequest(): PruneNetworksRequest {
-  return {};
+  return { labels: [], notLabels: [], until: "" };
 }
 
 export const PruneNetworksRequest: MessageFns<PruneNetworksRequest> = {
-  encode(_: PruneNetworksRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: PruneNetworksRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.labels) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.notLabels) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.until !== "") {
+      writer.uint32(26).string(message.until);
+    }
     return writer;
   },
 
@@ -9705,6 +11420,30 @@ export const PruneNetworksRequest: MessageFns<PruneNetworksRequest> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.labels.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.notLabels.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.until = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -9717,20 +11456,40 @@ export const PruneNetworksRequest: MessageFns<PruneNetworksRequest> = {
     }
   },
 
-  fromJSON(_: any): PruneNetworksRequest {
-    return {};
+  fromJSON(object: any): PruneNetworksRequest {
+    return {
+      labels: globalThis.Array.isArray(object?.labels) ? object.labels.map((e: any) => globalThis.String(e)) : [],
+      notLabels: globalThis.Array.isArray(object?.notLabels)
+        ? object.notLabels.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.not_labels)
+        ? object.not_labels.map((e: any) => globalThis.String(e))
+        : [],
+      until: isSet(object.until) ? globalThis.String(object.until) : "",
+    };
   },
 
-  toJSON(_: PruneNetworksRequest): unknown {
+  toJSON(message: PruneNetworksRequest): unknown {
     const obj: any = {};
+    if (message.labels?.length) {
+      obj.labels = message.labels;
+    }
+    if (message.notLabels?.length) {
+      obj.notLabels = message.notLabels;
+    }
+    if (message.until !== "") {
+      obj.until = message.until;
+    }
     return obj;
   },
 
   create<I extends Exact<DeepPartial<PruneNetworksRequest>, I>>(base?: I): PruneNetworksRequest {
     return PruneNetworksRequest.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<PruneNetworksRequest>, I>>(_: I): PruneNetworksRequest {
+  fromPartial<I extends Exact<DeepPartial<PruneNetworksRequest>, I>>(object: I): PruneNetworksRequest {
     const message = createBasePruneNetworksRequest();
+    message.labels = object.labels?.map((e) => e) || [];
+    message.notLabels = object.notLabels?.map((e) => e) || [];
+    message.until = object.until ?? "";
     return message;
   },
 };
@@ -9805,7 +11564,7 @@ export const PruneNetworksResponse: MessageFns<PruneNetworksResponse> = {
 };
 
 function createBaseConnectNetworkRequest(): ConnectNetworkRequest {
-  return { network: "", container: "", ipv4Address: "", aliases: [] };
+  return { network: "", container: "", ipv4Address: "", aliases: [], settings: undefined };
 }
 
 export const ConnectNetworkRequest: MessageFns<ConnectNetworkRequest> = {
@@ -9821,6 +11580,9 @@ export const ConnectNetworkRequest: MessageFns<ConnectNetworkRequest> = {
     }
     for (const v of message.aliases) {
       writer.uint32(34).string(v!);
+    }
+    if (message.settings !== undefined) {
+      NetworkEndpointSettings.encode(message.settings, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -9870,6 +11632,14 @@ export const ConnectNetworkRequest: MessageFns<ConnectNetworkRequest> = {
             message.aliases.push(reader.string());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.settings = NetworkEndpointSettings.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -9892,6 +11662,7 @@ export const ConnectNetworkRequest: MessageFns<ConnectNetworkRequest> = {
         ? globalThis.String(object.ipv4_address)
         : "",
       aliases: globalThis.Array.isArray(object?.aliases) ? object.aliases.map((e: any) => globalThis.String(e)) : [],
+      settings: isSet(object.settings) ? NetworkEndpointSettings.fromJSON(object.settings) : undefined,
     };
   },
 
@@ -9909,6 +11680,9 @@ export const ConnectNetworkRequest: MessageFns<ConnectNetworkRequest> = {
     if (message.aliases?.length) {
       obj.aliases = message.aliases;
     }
+    if (message.settings !== undefined) {
+      obj.settings = NetworkEndpointSettings.toJSON(message.settings);
+    }
     return obj;
   },
 
@@ -9921,6 +11695,9 @@ export const ConnectNetworkRequest: MessageFns<ConnectNetworkRequest> = {
     message.container = object.container ?? "";
     message.ipv4Address = object.ipv4Address ?? "";
     message.aliases = object.aliases?.map((e) => e) || [];
+    message.settings = (object.settings !== undefined && object.settings !== null)
+      ? NetworkEndpointSettings.fromPartial(object.settings)
+      : undefined;
     return message;
   },
 };
@@ -9978,7 +11755,7 @@ export const ConnectNetworkResponse: MessageFns<ConnectNetworkResponse> = {
 };
 
 function createBaseDisconnectNetworkRequest(): DisconnectNetworkRequest {
-  return { network: "", container: "" };
+  return { network: "", container: "", force: false };
 }
 
 export const DisconnectNetworkRequest: MessageFns<DisconnectNetworkRequest> = {
@@ -9988,6 +11765,9 @@ export const DisconnectNetworkRequest: MessageFns<DisconnectNetworkRequest> = {
     }
     if (message.container !== "") {
       writer.uint32(18).string(message.container);
+    }
+    if (message.force !== false) {
+      writer.uint32(24).bool(message.force);
     }
     return writer;
   },
@@ -10021,6 +11801,14 @@ export const DisconnectNetworkRequest: MessageFns<DisconnectNetworkRequest> = {
             message.container = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -10037,6 +11825,7 @@ export const DisconnectNetworkRequest: MessageFns<DisconnectNetworkRequest> = {
     return {
       network: isSet(object.network) ? globalThis.String(object.network) : "",
       container: isSet(object.container) ? globalThis.String(object.container) : "",
+      force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
     };
   },
 
@@ -10048,6 +11837,9 @@ export const DisconnectNetworkRequest: MessageFns<DisconnectNetworkRequest> = {
     if (message.container !== "") {
       obj.container = message.container;
     }
+    if (message.force !== false) {
+      obj.force = message.force;
+    }
     return obj;
   },
 
@@ -10058,6 +11850,7 @@ export const DisconnectNetworkRequest: MessageFns<DisconnectNetworkRequest> = {
     const message = createBaseDisconnectNetworkRequest();
     message.network = object.network ?? "";
     message.container = object.container ?? "";
+    message.force = object.force ?? false;
     return message;
   },
 };
@@ -13539,7 +15332,7 @@ export const GetDiskUsageRequest: MessageFns<GetDiskUsageRequest> = {
 };
 
 function createBaseGetDiskUsageResponse(): GetDiskUsageResponse {
-  return { summary: [], images: [], containers: [], volumes: [] };
+  return { summary: [], images: [], containers: [], volumes: [], buildCache: [] };
 }
 
 export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
@@ -13555,6 +15348,9 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     }
     for (const v of message.volumes) {
       VolumeUsage.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.buildCache) {
+      BuildCacheEntry.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -13604,6 +15400,14 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
             message.volumes.push(VolumeUsage.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.buildCache.push(BuildCacheEntry.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -13626,6 +15430,11 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
         ? object.containers.map((e: any) => ContainerUsage.fromJSON(e))
         : [],
       volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => VolumeUsage.fromJSON(e)) : [],
+      buildCache: globalThis.Array.isArray(object?.buildCache)
+        ? object.buildCache.map((e: any) => BuildCacheEntry.fromJSON(e))
+        : globalThis.Array.isArray(object?.build_cache)
+        ? object.build_cache.map((e: any) => BuildCacheEntry.fromJSON(e))
+        : [],
     };
   },
 
@@ -13643,6 +15452,9 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     if (message.volumes?.length) {
       obj.volumes = message.volumes.map((e) => VolumeUsage.toJSON(e));
     }
+    if (message.buildCache?.length) {
+      obj.buildCache = message.buildCache.map((e) => BuildCacheEntry.toJSON(e));
+    }
     return obj;
   },
 
@@ -13655,6 +15467,7 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     message.images = object.images?.map((e) => ImageUsage.fromPartial(e)) || [];
     message.containers = object.containers?.map((e) => ContainerUsage.fromPartial(e)) || [];
     message.volumes = object.volumes?.map((e) => VolumeUsage.fromPartial(e)) || [];
+    message.buildCache = object.buildCache?.map((e) => BuildCacheEntry.fromPartial(e)) || [];
     return message;
   },
 };
@@ -16462,6 +18275,318 @@ export const ExportContainerResponse: MessageFns<ExportContainerResponse> = {
   },
 };
 
+function createBaseBuildImageRequest(): BuildImageRequest {
+  return { options: undefined, chunk: undefined };
+}
+
+export const BuildImageRequest: MessageFns<BuildImageRequest> = {
+  encode(message: BuildImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.options !== undefined) {
+      BuildOptions.encode(message.options, writer.uint32(10).fork()).join();
+    }
+    if (message.chunk !== undefined) {
+      writer.uint32(18).bytes(message.chunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.options = BuildOptions.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.chunk = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageRequest {
+    return {
+      options: isSet(object.options) ? BuildOptions.fromJSON(object.options) : undefined,
+      chunk: isSet(object.chunk) ? Buffer.from(bytesFromBase64(object.chunk)) : undefined,
+    };
+  },
+
+  toJSON(message: BuildImageRequest): unknown {
+    const obj: any = {};
+    if (message.options !== undefined) {
+      obj.options = BuildOptions.toJSON(message.options);
+    }
+    if (message.chunk !== undefined) {
+      obj.chunk = base64FromBytes(message.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildImageRequest>, I>>(base?: I): BuildImageRequest {
+    return BuildImageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildImageRequest>, I>>(object: I): BuildImageRequest {
+    const message = createBaseBuildImageRequest();
+    message.options = (object.options !== undefined && object.options !== null)
+      ? BuildOptions.fromPartial(object.options)
+      : undefined;
+    message.chunk = object.chunk ?? undefined;
+    return message;
+  },
+};
+
+function createBaseBuildImageResponse(): BuildImageResponse {
+  return { event: undefined };
+}
+
+export const BuildImageResponse: MessageFns<BuildImageResponse> = {
+  encode(message: BuildImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.event !== undefined) {
+      BuildEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = BuildEvent.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageResponse {
+    return { event: isSet(object.event) ? BuildEvent.fromJSON(object.event) : undefined };
+  },
+
+  toJSON(message: BuildImageResponse): unknown {
+    const obj: any = {};
+    if (message.event !== undefined) {
+      obj.event = BuildEvent.toJSON(message.event);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildImageResponse>, I>>(base?: I): BuildImageResponse {
+    return BuildImageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildImageResponse>, I>>(object: I): BuildImageResponse {
+    const message = createBaseBuildImageResponse();
+    message.event = (object.event !== undefined && object.event !== null)
+      ? BuildEvent.fromPartial(object.event)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePruneBuildCacheRequest(): PruneBuildCacheRequest {
+  return { all: false };
+}
+
+export const PruneBuildCacheRequest: MessageFns<PruneBuildCacheRequest> = {
+  encode(message: PruneBuildCacheRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.all !== false) {
+      writer.uint32(8).bool(message.all);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneBuildCacheRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneBuildCacheRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PruneBuildCacheRequest {
+    return { all: isSet(object.all) ? globalThis.Boolean(object.all) : false };
+  },
+
+  toJSON(message: PruneBuildCacheRequest): unknown {
+    const obj: any = {};
+    if (message.all !== false) {
+      obj.all = message.all;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PruneBuildCacheRequest>, I>>(base?: I): PruneBuildCacheRequest {
+    return PruneBuildCacheRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PruneBuildCacheRequest>, I>>(object: I): PruneBuildCacheRequest {
+    const message = createBasePruneBuildCacheRequest();
+    message.all = object.all ?? false;
+    return message;
+  },
+};
+
+function createBasePruneBuildCacheResponse(): PruneBuildCacheResponse {
+  return { deleted: [], spaceReclaimed: 0 };
+}
+
+export const PruneBuildCacheResponse: MessageFns<PruneBuildCacheResponse> = {
+  encode(message: PruneBuildCacheResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.deleted) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.spaceReclaimed !== 0) {
+      writer.uint32(16).int64(message.spaceReclaimed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneBuildCacheResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneBuildCacheResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deleted.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.spaceReclaimed = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PruneBuildCacheResponse {
+    return {
+      deleted: globalThis.Array.isArray(object?.deleted) ? object.deleted.map((e: any) => globalThis.String(e)) : [],
+      spaceReclaimed: isSet(object.spaceReclaimed)
+        ? globalThis.Number(object.spaceReclaimed)
+        : isSet(object.space_reclaimed)
+        ? globalThis.Number(object.space_reclaimed)
+        : 0,
+    };
+  },
+
+  toJSON(message: PruneBuildCacheResponse): unknown {
+    const obj: any = {};
+    if (message.deleted?.length) {
+      obj.deleted = message.deleted;
+    }
+    if (message.spaceReclaimed !== 0) {
+      obj.spaceReclaimed = Math.round(message.spaceReclaimed);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PruneBuildCacheResponse>, I>>(base?: I): PruneBuildCacheResponse {
+    return PruneBuildCacheResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PruneBuildCacheResponse>, I>>(object: I): PruneBuildCacheResponse {
+    const message = createBasePruneBuildCacheResponse();
+    message.deleted = object.deleted?.map((e) => e) || [];
+    message.spaceReclaimed = object.spaceReclaimed ?? 0;
+    return message;
+  },
+};
+
 /**
  * EngineService is everything a berth client does: containers and their
  * processes, images and registries, networks, volumes, disk use and events.
@@ -16499,8 +18624,11 @@ export const EngineServiceService = {
   },
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer: {
     path: "/berth.engine.v1.EngineService/RunContainer" as const,
@@ -16612,8 +18740,9 @@ export const EngineServiceService = {
     responseDeserialize: (value: Buffer): InspectContainerResponse => InspectContainerResponse.decode(value),
   },
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs: {
     path: "/berth.engine.v1.EngineService/GetContainerLogs" as const,
@@ -17022,9 +19151,11 @@ export const EngineServiceService = {
   },
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer: {
     path: "/berth.engine.v1.EngineService/AttachContainer" as const,
@@ -17155,6 +19286,33 @@ export const EngineServiceService = {
       Buffer.from(SubscribeEventsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubscribeEventsResponse => SubscribeEventsResponse.decode(value),
   },
+  /**
+   * Build an image from a Dockerfile: `options` first, then the context as a
+   * tar stream (plain or gzip) in chunks, then half-close. Replies with each
+   * step's progress and, last, the result. INVALID_ARGUMENT for a bad
+   * Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+   */
+  buildImage: {
+    path: "/berth.engine.v1.EngineService/BuildImage" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: BuildImageRequest): Buffer => Buffer.from(BuildImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildImageRequest => BuildImageRequest.decode(value),
+    responseSerialize: (value: BuildImageResponse): Buffer => Buffer.from(BuildImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildImageResponse => BuildImageResponse.decode(value),
+  },
+  /** Forget build cache entries and remove the images only they kept. */
+  pruneBuildCache: {
+    path: "/berth.engine.v1.EngineService/PruneBuildCache" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PruneBuildCacheRequest): Buffer =>
+      Buffer.from(PruneBuildCacheRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PruneBuildCacheRequest => PruneBuildCacheRequest.decode(value),
+    responseSerialize: (value: PruneBuildCacheResponse): Buffer =>
+      Buffer.from(PruneBuildCacheResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PruneBuildCacheResponse => PruneBuildCacheResponse.decode(value),
+  },
 } as const;
 
 export interface EngineServiceServer extends UntypedServiceImplementation {
@@ -17168,8 +19326,11 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   createContainer: handleUnaryCall<CreateContainerRequest, CreateContainerResponse>;
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer: handleServerStreamingCall<RunContainerRequest, RunContainerResponse>;
   /** Start a created or stopped container. Starting a running one is not an error. */
@@ -17196,8 +19357,9 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   /** One container in full, as `berth inspect` shows it. */
   inspectContainer: handleUnaryCall<InspectContainerRequest, InspectContainerResponse>;
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs: handleServerStreamingCall<GetContainerLogsRequest, GetContainerLogsResponse>;
   /**
@@ -17317,9 +19479,11 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   inspectExec: handleUnaryCall<InspectExecRequest, InspectExecResponse>;
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer: handleBidiStreamingCall<AttachContainerRequest, AttachContainerResponse>;
   /** Freeze every process of a running container. */
@@ -17349,6 +19513,15 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
    * in the order they happened, from `since` on and, with follow, as they happen.
    */
   subscribeEvents: handleServerStreamingCall<SubscribeEventsRequest, SubscribeEventsResponse>;
+  /**
+   * Build an image from a Dockerfile: `options` first, then the context as a
+   * tar stream (plain or gzip) in chunks, then half-close. Replies with each
+   * step's progress and, last, the result. INVALID_ARGUMENT for a bad
+   * Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+   */
+  buildImage: handleBidiStreamingCall<BuildImageRequest, BuildImageResponse>;
+  /** Forget build cache entries and remove the images only they kept. */
+  pruneBuildCache: handleUnaryCall<PruneBuildCacheRequest, PruneBuildCacheResponse>;
 }
 
 export interface EngineServiceClient extends Client {
@@ -17390,8 +19563,11 @@ export interface EngineServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer(
     request: RunContainerRequest,
@@ -17538,8 +19714,9 @@ export interface EngineServiceClient extends Client {
     callback: (error: ServiceError | null, response: InspectContainerResponse) => void,
   ): ClientUnaryCall;
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs(
     request: GetContainerLogsRequest,
@@ -18078,9 +20255,11 @@ export interface EngineServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer(): ClientDuplexStream<AttachContainerRequest, AttachContainerResponse>;
   attachContainer(options: Partial<CallOptions>): ClientDuplexStream<AttachContainerRequest, AttachContainerResponse>;
@@ -18218,6 +20397,34 @@ export interface EngineServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<SubscribeEventsResponse>;
+  /**
+   * Build an image from a Dockerfile: `options` first, then the context as a
+   * tar stream (plain or gzip) in chunks, then half-close. Replies with each
+   * step's progress and, last, the result. INVALID_ARGUMENT for a bad
+   * Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+   */
+  buildImage(): ClientDuplexStream<BuildImageRequest, BuildImageResponse>;
+  buildImage(options: Partial<CallOptions>): ClientDuplexStream<BuildImageRequest, BuildImageResponse>;
+  buildImage(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<BuildImageRequest, BuildImageResponse>;
+  /** Forget build cache entries and remove the images only they kept. */
+  pruneBuildCache(
+    request: PruneBuildCacheRequest,
+    callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
+  pruneBuildCache(
+    request: PruneBuildCacheRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
+  pruneBuildCache(
+    request: PruneBuildCacheRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const EngineServiceClient = makeGenericClientConstructor(
