@@ -152,7 +152,8 @@ class Execs:
         env = [e for e in process.get("env", [])]
         if cfg.env:
             keys = {e.split("=", 1)[0] for e in cfg.env}
-            env = [e for e in env if e.split("=", 1)[0] not in keys] + list(cfg.env)
+            # An exec's "FOO" without "=" unsets FOO, as in the container's own environment.
+            env = [e for e in env if e.split("=", 1)[0] not in keys] + [e for e in cfg.env if "=" in e]
         process.update(args=list(cfg.args), env=env, terminal=cfg.tty)
         if cfg.cwd:
             process["cwd"] = cfg.cwd

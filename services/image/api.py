@@ -21,8 +21,9 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         async def chunks():
             async for request in request_iterator:
                 yield request.chunk
-        images = await self.service.load(chunks())
-        return image_pb2.LoadImagesResponse(images=[convert.image_to_pb(i) for i in images])
+        images, names = await self.service.load(chunks())
+        return image_pb2.LoadImagesResponse(images=[convert.image_to_pb(i) for i in images],
+                                            loaded_names=[image_pb2.LoadedNames(names=n) for n in names])
 
     async def ImportImage(self, request_iterator, context):
         iterator = request_iterator.__aiter__()

@@ -226,7 +226,7 @@ class ImageService:
         images = [self._image(img.record.id) for img in loaded]
         log.info("images_loaded", ids=[i.id for i in images],
                  names=[t for i in images for t in i.repo_tags])
-        return images
+        return images, [list(img.tags) for img in loaded]
 
     def _load(self, path: str) -> list[archive.LoadedImage]:
         with self._content_lock:

@@ -27,7 +27,8 @@ def layer_dirs(state_dir):
 
 
 async def load(service, data):
-    return await service.load(ti.chunks_of(data))
+    images, _ = await service.load(ti.chunks_of(data))
+    return images
 
 
 async def test_load_docker_archive_and_resolve_every_way(service):

@@ -425,22 +425,56 @@ class LoadImagesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_FIELD_NUMBER: _builtins.int
+    LOADED_NAMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]:
         """Every image the tarball held, as stored now."""
+
+    @_builtins.property
+    def loaded_names(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadedNames]:
+        """The names the tarball gave each image (its RepoTags), index for index with
+        `images`: what `docker load` reports, where an image's other tags are not news.
+        """
 
     def __init__(
         self,
         *,
         images: _abc.Iterable[Global___Image] | None = ...,
+        loaded_names: _abc.Iterable[Global___LoadedNames] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "loaded_names", b"loaded_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LoadImagesResponse: _TypeAlias = LoadImagesResponse  # noqa: Y015
+
+@_typing.final
+class LoadedNames(_message.Message):
+    """LoadedNames are the names a tarball gave one image; none for an image saved by id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Full image references ("docker.io/library/alpine:3.10"), as the tarball's
+        manifest gave them.
+        """
+
+    def __init__(
+        self,
+        *,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["names", b"names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadedNames: _TypeAlias = LoadedNames  # noqa: Y015
 
 @_typing.final
 class ImportImageRequest(_message.Message):
