@@ -481,6 +481,17 @@ def event_line(event) -> str:
     return f"{when} {event.type} {event.action} {event.actor_id}" + (f" ({attrs})" if attrs else "")
 
 
+def event_object(event) -> dict:
+    """An engine event as a docker `events --format` template sees it: the Go field
+    names (.Status, .ID, .From, .Time ...) beside its JSON message's."""
+    from berth_docker.shapes.events import event_json
+    nanos = event.time.seconds * 10**9 + event.time.nanos
+    message = event_json(event, nanos)
+    return templates.Struct(type_name="events.Message", **message, Status=message.get("status", ""),
+                            ID=message.get("id", ""), From=message.get("from", ""), Scope="local",
+                            Time=message["time"], TimeNano=nanos)
+
+
 def events(client: Client, ns) -> int:
     import json
 
@@ -492,10 +503,14 @@ def events(client: Client, ns) -> int:
     if ns.until:
         request.until.CopyFrom(to_pb_time(parse_since(ns.until, now)))
     template = None
-    if ns.format and ns.format != "table":
-        template = templates.parse("{{json .}}" if ns.format == "json" else ns.format)
+    if ns.format and ns.format not in ("table", "json"):
+        template = templates.parse(ns.format)
     for event in (reply.event for reply in client.stub.SubscribeEvents(request)):
-        if template is not None:
+        if ns.format == "json":
+            # docker's JSON message, keys as its json tags name them.
+            from berth_docker.shapes.events import event_json
+            print(json.dumps(event_json(event, event.time.seconds * 10**9 + event.time.nanos)), flush=True)
+        elif template is not None:
             print(template.render(event_object(event)), flush=True)
         else:
             print(event_line(event), flush=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 
-def event_json(event) -> dict:
+def event_json(event, nanos: int | None = None) -> dict:
     """One message of `GET /events`, with the legacy status/id/from keys the old clients read.
-    `event` has `time` in unix seconds (the gateway's event log entries)."""
-    nanos = int(event.time * 1e9)
+    `event` has `time` in unix seconds (the gateway's event log entries) unless `nanos`
+    gives the time."""
+    if nanos is None:
+        nanos = int(event.time * 1e9)
     message = {
         "Type": event.type,
         "Action": event.action,
