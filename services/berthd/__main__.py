@@ -2,6 +2,10 @@
 
     python -m services.berthd [--run-root DIR] [--data-root DIR] [--runtime runc]
                               [--log-format json|console] [--services image,network,...] [--exec]
+                              [--log-driver json-file|local|none] [--log-opt key=value ...]
+
+--log-driver and --log-opt are docker's daemon.json "log-driver" and "log-opts": the
+log driver of containers created without one (BERTH_LOG_DRIVER, BERTH_LOG_OPTS).
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import sys
 
 from services.berthd.supervisor import REGISTRY, Supervisor
 from services.common import config as config_mod
+from services.common import errors
 from services.common import logging as logging_mod
+from services.container import logfiles
+from services.container.model import LogConfig
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -27,6 +34,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--log-format", choices=("json", "console", "auto"),
                         default=defaults.log_format)
     parser.add_argument("--log-level", default=defaults.log_level)
+    parser.add_argument("--log-driver", default=defaults.log_driver,
+                        help="log driver of containers created without one: json-file, local or none "
+                             f"(default {defaults.log_driver})")
+    parser.add_argument("--log-opt", action="append", default=None, metavar="KEY=VALUE",
+                        help="an option of the default log driver (max-size, max-file, compress); "
+                             f"repeatable (default {defaults.log_opts or 'none'})")
     parser.add_argument("--services", default=",".join(s.name for s in REGISTRY),
                         help="the services to run here; the others run elsewhere "
                              "(see BERTH_<SERVICE>_ADDRESS)")
@@ -40,8 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     config = dataclasses.replace(
         config_mod.load(), run_root=args.run_root, data_root=args.data_root,
-        runtime=args.runtime, log_format=args.log_format, log_level=args.log_level)
+        runtime=args.runtime, log_format=args.log_format, log_level=args.log_level,
+        log_driver=args.log_driver,
+        log_opts=",".join(args.log_opt) if args.log_opt is not None else config_mod.load().log_opts)
     logging_mod.setup("berthd", config.log_format, config.log_level)
+    try:
+        # Checked here, where the user can see it, rather than as a failing container service.
+        logfiles.resolve(LogConfig(config.log_driver, logfiles.parse_options(config.log_opts)),
+                         LogConfig())
+    except errors.InvalidArgument as exc:
+        print(f"berthd: --log-driver/--log-opt: {exc.message}", file=sys.stderr)
+        return 2
     names = [s for s in args.services.split(",") if s]
     unknown = sorted(set(names) - {s.name for s in REGISTRY})
     if unknown:

@@ -61,7 +61,9 @@ REGISTRY = (
     ServiceSpec("network"),
     ServiceSpec("volume"),
     ServiceSpec("container", requires=("image", "network", "volume")),
-    ServiceSpec("gateway", requires=("image", "network", "volume", "container")),
+    # Like buildkitd beside containerd: runs RUN steps through the container service.
+    ServiceSpec("build", requires=("image", "network", "container")),
+    ServiceSpec("gateway", requires=("image", "network", "volume", "container", "build")),
     # The Kubernetes CRI: a second edge over the same node services, beside the gateway.
     ServiceSpec("cri", requires=("image", "network", "container")),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-SERVICES = ("image", "network", "volume", "container", "gateway", "cri")
+SERVICES = ("image", "network", "volume", "container", "build", "gateway", "cri")
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,13 @@ class Config:
     runtime: str = "runc"
     conmon: str = "conmon"
     # The log driver of containers created without one (docker's daemon.json
-    # "log-driver"/"log-opts"): "local" caps and rotates each container's log
-    # (docker's local defaults, about 100 MB), "json-file" without max-size keeps
-    # everything. Options as "key=value,..." (e.g. "max-size=10m,max-file=3").
-    log_driver: str = "local"
-    log_opts: str = ""
+    # "log-driver"/"log-opts"; berthd's --log-driver/--log-opt): json-file capped and
+    # rotated, 20 MB x 5 files, so a chatty container cannot fill the disk
+    # (moby#40207). json-file rather than local because docker clients (docker-py's
+    # run, compose) read output back only from a "json-file" container; "json-file"
+    # with no max-size keeps everything. Options as "key=value,..." (e.g. "max-size=10m,max-file=3").
+    log_driver: str = "json-file"
+    log_opts: str = "max-size=20m,max-file=5"
     # Most processes a container may have when it asks for no limit of its own
     # (docker's daemon.json "default-pids-limit"); 0 is none. Bounded by default
     # so that a fork bomb in one container cannot starve the node.

@@ -151,11 +151,15 @@ class Client:
         multicallable = getattr(self._stub, name)
         if isinstance(multicallable, (grpc.aio.UnaryStreamMultiCallable, grpc.aio.StreamStreamMultiCallable)):
             async def streaming(*args, **kwargs):
+                call = multicallable(*args, **kwargs)
                 try:
-                    async for item in multicallable(*args, **kwargs):
+                    async for item in call:
                         yield item
                 except grpc.aio.AioRpcError as err:
                     raise errors.from_rpc_error(err) from None
+                finally:
+                    # A caller that stops reading (aclose) ends the call now, not at GC.
+                    call.cancel()
             return streaming
 
         async def unary(*args, **kwargs):

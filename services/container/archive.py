@@ -13,9 +13,13 @@ own mounts: volumes, tmpfs) and the bundle's rootfs otherwise.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import errno
+import io
 import os
+import queue
 import stat
 import tarfile
 import tempfile
@@ -239,6 +243,103 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest_fd: int,
             pass
     finally:
         os.close(fd)
+
+
+class ChunkReader(io.RawIOBase):
+    """A file the extracting thread reads while the event loop hands it the upload's chunks,
+    so a `cp` into a container is extracted as it arrives rather than spooled first.
+
+    At most QUEUED chunks wait: put() holds the upload back when extraction is slower."""
+
+    QUEUED = 8
+
+    def __init__(self):
+        super().__init__()
+        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUED)
+        self._data = memoryview(b"")
+        self._failed: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._data:
+            if self._failed is not None:
+                raise self._failed
+            item = self._queue.get()
+            if item is None:
+                if self._failed is not None:
+                    raise self._failed
+                return 0
+            self._data = memoryview(item)
+        n = min(len(b), len(self._data))
+        b[:n] = self._data[:n]
+        self._data = self._data[n:]
+        return n
+
+    async def put(self, chunk: bytes | None, reader: asyncio.Future) -> bool:
+        """Hands a chunk over (None: the end); False when the reader has ended (the rest is
+        not wanted)."""
+        while True:
+            if reader.done():
+                return False
+            try:
+                self._queue.put_nowait(chunk)
+                return True
+            except queue.Full:
+                await asyncio.sleep(0.002)
+
+    def fail(self, failure: BaseException) -> None:
+        """The upload failed: the reader's next read raises `failure`."""
+        self._failed = failure
+        with contextlib.suppress(queue.Full):
+            # A reader waiting for a chunk wakes; one that is not sees the failure first.
+            self._queue.put_nowait(None)
+
+
+class ChunkWriter:
+    """A file an archiving thread writes while the event loop sends what it wrote, so a
+    `cp` out of a container streams as the tar is made rather than after it was spooled.
+
+    Whole chunks of `size` travel through an asyncio queue of QUEUED: the thread waits
+    when the reader is slower. `next()` gives the chunks, then None after `finish()`."""
+
+    QUEUED = 8
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int):
+        self._loop = loop
+        self._size = size
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=self.QUEUED)
+        self._buf = bytearray()
+        self._gone = False
+
+    def write(self, b) -> int:
+        if self._gone:
+            raise BrokenPipeError("the reader went away")
+        self._buf += b
+        if len(self._buf) >= self._size:
+            self._send(bytes(self._buf))
+            self._buf.clear()
+        return len(b)
+
+    def finish(self) -> None:
+        """From the thread, at its end (after an error too): the rest, then the end mark."""
+        if self._buf and not self._gone:
+            self._send(bytes(self._buf))
+        self._send(None)
+
+    def _send(self, item: bytes | None) -> None:
+        if not self._gone:
+            asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop).result()
+
+    async def next(self) -> bytes | None:
+        return await self._queue.get()
+
+    def abandon(self) -> None:
+        """The reader stops: the thread's next write fails, a put it waits on completes."""
+        self._gone = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
 
 
 def spooled() -> tempfile.SpooledTemporaryFile:

@@ -35,22 +35,43 @@ def _running(service, ref: str):
 
 # -- attach -----------------------------------------------------------------------------
 
-async def attach(service, ref: str, stdin: bool, height: int, width: int, requests):
+async def attach(service, ref: str, stdin: bool, height: int, width: int, requests,
+                 next_run: bool = False):
     """Yields ("attached", id), then ("output", (stream, data)) until conmon closes the
     socket, then ("exit", Exit) once the exit is recorded: conmon closes the socket
-    after the last byte and before it exits, so the exit follows without a timer."""
+    after the last byte and before it exits, so the exit follows without a timer.
+
+    A stopped container is refused, unless `next_run`: then "attached" comes at
+    once and the output is that of the container's next run, connected by start()
+    before its process runs (docker's `start -a`: attach, then start)."""
     c = service.get(ref)
     if c.status is Status.STOPPED:
-        raise errors.FailedPrecondition(
-            "You cannot attach to a stopped container, start it first")
-    b = service.runtime.bundle(c.id)
+        if not next_run:
+            raise errors.FailedPrecondition(
+                "You cannot attach to a stopped container, start it first")
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = service.next_run_attaches.setdefault(c.id, [])
+        waiters.append(waiter)
+        conn = None
+        try:
+            yield "attached", c.id
+            conn = await waiter
+        finally:
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters and service.next_run_attaches.get(c.id) is waiters:
+                del service.next_run_attaches[c.id]
+            if conn is None and waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                waiter.result().close()  # connected by start() just as the caller went away
+    else:
+        conn = await Stdio.of(service.runtime, c.id)
+        yield "attached", c.id
+    c = service.get(c.id)
     task = service.tasks.get(c.id)
-    conn = await Stdio.connect(service.runtime.socket_dir, c.id, os.path.join(b.dir, "ctl"))
     want_stdin = stdin and c.record.spec.open_stdin
     try:
         if c.record.spec.tty and height and width:
             await conn.resize(height, width)
-        yield "attached", c.id
         pump = asyncio.ensure_future(pump_requests(requests, conn, want_stdin))
         try:
             while (piece := await conn.read()) is not None:

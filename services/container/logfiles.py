@@ -85,7 +85,13 @@ def resolve(cfg: LogConfig, default: LogConfig) -> LogConfig:
     """The configuration in force: the daemon default for an empty driver, then the
     driver's defaults under the given options; refused when anything is unknown."""
     if not cfg.driver:
-        cfg = default
+        # Options without a driver are the default driver's, over the daemon's (docker merges
+        # so); a size or count of the caller's replaces the daemon's rotation as a whole.
+        base = dict(default.options)
+        if {"max-size", "max-file"} & {k for k, _ in cfg.options}:
+            base.pop("max-size", None)
+            base.pop("max-file", None)
+        cfg = LogConfig(default.driver, tuple({**base, **dict(cfg.options)}.items()))
     if cfg.driver not in DRIVERS:
         raise errors.InvalidArgument(
             f'logger: no log driver named "{cfg.driver}" is registered (berth has '

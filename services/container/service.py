@@ -35,6 +35,7 @@ from services.container import runtime as rt
 from services.container import spec as spec_mod
 from services.container import security
 from services.container.events import Broker
+from services.container.stdio import Stdio
 from services.container.model import (Container, Event, EventType, Exit, LogConfig, LogLine, Record,
                                       Spec, Status)
 from services.container.store import NameTaken, Store
@@ -98,6 +99,9 @@ class ContainerService:
             LogConfig(cfg.log_driver, logfiles.parse_options(cfg.log_opts)), LogConfig("local"))
         self.host = security.host(cfg.default_pids_limit)
         self.tasks: dict[str, Task] = {}
+        # Attaches to a stopped container's next run (control.attach with next_run):
+        # start() connects them once the new conmon runs, before the process does.
+        self.next_run_attaches: dict[str, list[asyncio.Future]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         from services.container.exec import Execs
         self.execs = Execs(self)
@@ -206,6 +210,7 @@ class ContainerService:
                 raise errors.FailedPrecondition(f'container "/{c.name}" is already running')
             if c.status is Status.STOPPED:
                 await self._new_task(c.record)
+                await self._connect_next_run(c.id)
             task = self.tasks.get(c.id)
             if task is not None:
                 task.hold_exit = True
@@ -247,6 +252,21 @@ class ContainerService:
         self.store.clear_run(id)
         self._watch(id, conmon_pid, pid)
         log.info("container_task_created", container_id=id, pid=pid)
+
+    async def _connect_next_run(self, id: str) -> None:
+        for waiter in list(self.next_run_attaches.get(id, ())):
+            if waiter.done():
+                continue
+            try:
+                conn = await Stdio.of(self.runtime, id)
+            except errors.BerthError as exc:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+                continue
+            if waiter.done():
+                conn.close()  # the caller went away meanwhile
+            else:
+                waiter.set_result(conn)
 
     async def kill(self, ref: str, sig: str) -> None:
         c = self.get(ref)
@@ -304,6 +324,9 @@ class ContainerService:
             await self._teardown(c.id)
             deleted = self.store.delete(c.id)
         self._locks.pop(c.id, None)
+        for waiter in self.next_run_attaches.pop(c.id, ()):
+            if not waiter.done():
+                waiter.set_exception(errors.NotFound(f"No such container: {c.id}"))
         log.info("container_deleted", container_id=c.id)
         self.broker.publish(deleted)
 

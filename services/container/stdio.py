@@ -43,6 +43,11 @@ STDIN_PACKET = 8192
 # conmon sends a packet per 8 KiB read of the output; read() joins what is
 # already waiting into one piece of up to this much.
 JOIN = 1 << 20
+# conmon reads the process's output in buffers of this size (STDIO_BUF_SIZE): a packet
+# this full says more is waiting.
+PACKET = 8192
+LINGER = 0.001
+HOLD = 0.02
 
 
 class Stdio:
@@ -63,16 +68,26 @@ class Stdio:
             raise errors.FailedPrecondition(f"cannot attach: {exc.strerror}") from None
         return cls(sock, ctl_path)
 
+    @classmethod
+    async def of(cls, runtime, cid: str) -> "Stdio":
+        """The stdio of container `cid`'s current task (runtime: runtime.Runtime)."""
+        return await cls.connect(runtime.socket_dir, cid, os.path.join(runtime.bundle(cid).dir, "ctl"))
+
     async def read(self) -> tuple[int, bytes] | None:
         """The next piece of output as (stream, data); None once conmon closed the socket.
 
-        Packets already waiting are joined while they are of the same stream."""
+        Packets already waiting are joined while they are of the same stream. A full
+        packet (conmon's read filled its buffer) means the process has more ready: then
+        the socket gets a moment (LINGER, at most HOLD in all) to bring it, so a bulk
+        writer travels in pieces of up to JOIN, not a message per 8 KiB, while an
+        interactive one (short packets) is sent at once."""
+        loop = asyncio.get_running_loop()
         if self._held is not None:
             first, self._held = self._held, None
         else:
             while True:
                 try:
-                    data = await asyncio.get_running_loop().sock_recv(self._sock, 65536)
+                    data = await loop.sock_recv(self._sock, 65536)
                 except OSError:
                     return None
                 if not data:
@@ -81,11 +96,20 @@ class Stdio:
                     first = data[0], data[1:]
                     break
         stream, pieces, size = first[0], [first[1]], len(first[1])
+        full = len(first[1]) >= PACKET
+        deadline = None
         while size < JOIN:
             try:
                 data = self._sock.recv(65536)
             except (BlockingIOError, InterruptedError):
-                break
+                if not full:
+                    break
+                now = loop.time()
+                deadline = deadline or now + HOLD
+                if now >= deadline:
+                    break
+                await asyncio.sleep(LINGER)
+                continue
             except OSError:
                 break  # the next read() reports the end
             if not data:
@@ -97,6 +121,7 @@ class Stdio:
                 break
             pieces.append(data[1:])
             size += len(data) - 1
+            full = len(data) - 1 >= PACKET
         return stream, b"".join(pieces)
 
     async def write(self, data: bytes) -> None:

@@ -9,6 +9,8 @@ archive.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -60,7 +62,8 @@ async def exec_(service, requests):
 async def attach(service, requests):
     start = await _first(requests, "start")
     async for kind, value in control.attach(service, start.container_id, start.stdin,
-                                            start.size.height, start.size.width, requests):
+                                            start.size.height, start.size.width, requests,
+                                            next_run=start.next_run):
         if kind == "attached":
             yield pb.AttachContainerResponse(attached=True)
         elif kind == "exit":
@@ -112,22 +115,46 @@ async def _send_file(f, reply):
 
 async def copy_out(service, request: pb.CopyFromContainerRequest):
     root = control.root_of(service, request.id)
-    with archive.spooled() as f:
-        await asyncio.to_thread(archive.archive_path, root, request.path, f)
-        async for chunk in _send_file(f, pb.CopyFromContainerResponse):
-            yield chunk
+    out = archive.ChunkWriter(asyncio.get_running_loop(), CHUNK)
+
+    def make() -> None:
+        try:
+            archive.archive_path(root, request.path, out)
+        finally:
+            out.finish()
+    # Sent as it is made: reading the container's files and the transfer overlap.
+    making = asyncio.ensure_future(asyncio.to_thread(make))
+    try:
+        while (data := await out.next()) is not None:
+            yield pb.CopyFromContainerResponse(data=data)
+        await making  # its error, if it had one
+    finally:
+        out.abandon()
+        if not making.done():
+            with contextlib.suppress(Exception):
+                await making
 
 
 async def copy_in(service, requests) -> None:
     header = await _first(requests, "header")
     root = control.root_of(service, header.id)
-    with archive.spooled() as f:
+    chunks = archive.ChunkReader()
+    # Extracted as it arrives: the transfer and the writes to the container's files overlap.
+    extracting = asyncio.ensure_future(asyncio.to_thread(
+        archive.extract, root, header.path, io.BufferedReader(chunks, CHUNK)))
+    try:
         async for req in requests:
             if req.WhichOneof("msg") != "chunk":
                 raise errors.InvalidArgument("one header, then chunks")
-            f.write(req.chunk)
-        f.seek(0)
-        await asyncio.to_thread(archive.extract, root, header.path, f)
+            if not await chunks.put(req.chunk, extracting):
+                break  # the extraction ended (the archive's end, or an error it raises below)
+        await chunks.put(None, extracting)
+    except BaseException:
+        chunks.fail(errors.InvalidArgument("the archive was cut short"))
+        with contextlib.suppress(Exception):
+            await extracting
+        raise
+    await extracting
 
 
 async def export(service, request: pb.ExportContainerRequest):

@@ -7,6 +7,7 @@ import os
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
+from berth.build.v1 import build_pb2_grpc
 from berth.container.v1 import container_pb2_grpc
 from berth.engine.v1 import engine_pb2, engine_pb2_grpc
 from berth.image.v1 import image_pb2_grpc
@@ -16,6 +17,7 @@ from services.common import process, rpc
 from services.common.config import Config
 from services.gateway.api import EngineApi
 from services.gateway.backends import Backends
+from services.gateway.backends.build import Builds
 from services.gateway.backends.containers import Containers
 from services.gateway.backends.execs import Execs
 from services.gateway.backends.health import Monitors, exec_available
@@ -58,7 +60,8 @@ class Wiring:
     tasks: Tasks
 
 
-def wire(config: Config, image, network, volume, container, store: GatewayStore | None) -> Wiring:
+def wire(config: Config, image, network, volume, container, store: GatewayStore | None,
+         build=None) -> Wiring:
     """Every backend, given only its collaborators. Late-bound lambdas break the cycles
     (the restart policy starts containers; the containers backend cancels policies)."""
     tasks = Tasks()
@@ -88,7 +91,8 @@ def wire(config: Config, image, network, volume, container, store: GatewayStore 
     system = System(config.runtime, image, container, volume, containers, images, networks,
                     volumes, events)
     backends = Backends(containers=containers, execs=execs, system=system, images=images,
-                        networks=networks, volumes=volumes, registry=Registry(image, events.publish))
+                        networks=networks, volumes=volumes, registry=Registry(image, events.publish),
+                        builds=Builds(build, events.publish))
     return Wiring(backends, events, task_events, tasks)
 
 
@@ -98,9 +102,10 @@ async def build(config: Config):
         network := rpc.connect(config, "network", network_pb2_grpc.NetworkServiceStub),
         volume := rpc.connect(config, "volume", volume_pb2_grpc.VolumeServiceStub),
         container := rpc.connect(config, "container", container_pb2_grpc.ContainerServiceStub),
+        build_client := rpc.connect(config, "build", build_pb2_grpc.BuildServiceStub),
     ]
     store = GatewayStore(os.path.join(config.state_dir("gateway"), "gateway.db"))
-    wiring = wire(config, image, network, volume, container, store)
+    wiring = wire(config, image, network, volume, container, store, build_client)
     backends, tasks = wiring.backends, wiring.tasks
     tasks.spawn(wiring.task_events.follow())
     # The Docker Engine API in this same loop, over the same backends the gRPC API uses.

@@ -161,7 +161,8 @@ def container_info(c: container_pb2.Container, meta=None) -> engine_pb2.Containe
         path=args[0] if args else "", args=args[1:], state=state, config=meta.config,
         env=list(c.spec.process.env), working_dir=c.spec.process.cwd, hostname=c.spec.hostname,
         log_path=c.log_path, network_mode=meta.network_mode, netns_path=c.spec.netns_path,
-        mounts=meta.mounts, restart_count=meta.restart_count)
+        mounts=meta.mounts, restart_count=meta.restart_count,
+        log_config=engine_pb2.LogConfig(driver=c.spec.log_config.driver, options=c.spec.log_config.options))
     if c.HasField("created_at"):
         info.created.CopyFrom(c.created_at)
     return info

@@ -85,8 +85,24 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     async def CommitSnapshot(self, request, context):
         image = await self.service.commit(
             request.key, convert.config_from_pb(request.config), name=request.reference,
-            comment=request.comment, author=request.author)
+            comment=request.comment, author=request.author, created_by=request.created_by)
         return image_pb2.CommitSnapshotResponse(image=convert.image_to_pb(image))
+
+    async def CreateImage(self, request_iterator, context):
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("create image: the first message must be the header")
+        header = first.header
+
+        async def chunks():
+            async for request in request_iterator:
+                if request.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("create image: only one header is allowed")
+                yield request.chunk
+        image = await self.service.create_image(
+            header.parent, convert.config_from_pb(header.config), chunks(),
+            created_by=header.created_by, name=header.reference)
+        return image_pb2.CreateImageResponse(image=convert.image_to_pb(image))
 
     async def DiffSnapshot(self, request, context):
         changes = await self.service.diff(request.key)

@@ -142,13 +142,19 @@ def write_layer(upper: str, out: BinaryIO) -> None:
                 tar.addfile(marker)
 
 
-def config_document(parent_config_json: bytes, config: dict, diff_id: str,
-                    comment: str, author: str) -> bytes:
-    """The new image's config: the parent's, one more layer and history entry, the new run config."""
-    parent = json.loads(parent_config_json)
+def config_document(parent_config_json: bytes | None, config: dict, diff_id: str | None,
+                    comment: str, author: str, created_by: str = "") -> bytes:
+    """The new image's config: the parent's, one more layer and history entry, the new run config.
+
+    Without a diff_id the history entry is an empty layer (a step that changed only
+    the config); without a parent the image starts from nothing (FROM scratch).
+    """
+    parent = json.loads(parent_config_json) if parent_config_json else {}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     history = list(parent.get("history") or [])
-    entry = {"created": now, "created_by": "berth commit"}
+    entry: dict = {"created": now, "created_by": created_by or "berth commit"}
+    if diff_id is None:
+        entry["empty_layer"] = True
     if comment:
         entry["comment"] = comment
     if author:
@@ -160,7 +166,8 @@ def config_document(parent_config_json: bytes, config: dict, diff_id: str,
         "os": parent.get("os") or "linux",
         "created": now,
         "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [*(rootfs.get("diff_ids") or []), diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": [*(rootfs.get("diff_ids") or []),
+                                                  *([diff_id] if diff_id else [])]},
         "history": history,
     }
     if author:

@@ -25,7 +25,8 @@ def config_to_pb(config: ImageConfig) -> image_pb2.ImageConfig:
         env=config.env, entrypoint=config.entrypoint, cmd=config.cmd,
         working_dir=config.working_dir, user=config.user, labels=config.labels,
         exposed_ports=config.exposed_ports, volumes=config.volumes,
-        stop_signal=config.stop_signal, healthcheck=health_to_pb(config.healthcheck))
+        stop_signal=config.stop_signal, healthcheck=health_to_pb(config.healthcheck),
+        shell=config.shell, on_build=config.on_build)
 
 
 def config_from_pb(pb: image_pb2.ImageConfig) -> ImageConfig:
@@ -34,7 +35,8 @@ def config_from_pb(pb: image_pb2.ImageConfig) -> ImageConfig:
         working_dir=pb.working_dir, user=pb.user, labels=dict(pb.labels),
         exposed_ports=tuple(pb.exposed_ports), volumes=tuple(pb.volumes),
         stop_signal=pb.stop_signal,
-        healthcheck=health_from_pb(pb.healthcheck) if pb.HasField("healthcheck") else {})
+        healthcheck=health_from_pb(pb.healthcheck) if pb.HasField("healthcheck") else {},
+        shell=tuple(pb.shell), on_build=tuple(pb.on_build))
 
 
 # docker's Healthcheck keys and the proto's fields; durations are nanoseconds in both.

@@ -48,6 +48,9 @@ class ImageConfig:
     stop_signal: str = ""
     # docker's Healthcheck object as the config spells it: Test, Interval (ns), Timeout, ...
     healthcheck: dict = field(default_factory=dict)
+    # SHELL and ONBUILD, as docker's config keeps them (Shell, OnBuild).
+    shell: tuple[str, ...] = ()
+    on_build: tuple[str, ...] = ()
 
     @classmethod
     def from_oci(cls, section: dict | None) -> ImageConfig:
@@ -64,6 +67,8 @@ class ImageConfig:
             volumes=tuple(sorted(c.get("Volumes") or {})),
             stop_signal=c.get("StopSignal") or "",
             healthcheck=dict(c.get("Healthcheck") or {}),
+            shell=tuple(c.get("Shell") or ()),
+            on_build=tuple(c.get("OnBuild") or ()),
         )
 
     def to_oci(self) -> dict:
@@ -88,6 +93,10 @@ class ImageConfig:
             out["StopSignal"] = self.stop_signal
         if self.healthcheck:
             out["Healthcheck"] = dict(self.healthcheck)
+        if self.shell:
+            out["Shell"] = list(self.shell)
+        if self.on_build:
+            out["OnBuild"] = list(self.on_build)
         return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tarfile
 import tempfile
 import threading
 import weakref
@@ -437,7 +438,7 @@ class ImageService:
     # -- commit, diff, disk usage ---------------------------------------------------
 
     async def commit(self, key: str, config: ImageConfig, name: str = "", comment: str = "",
-                     author: str = "") -> Image:
+                     author: str = "", created_by: str = "") -> Image:
         """A new image: the snapshot's image plus its writable layer as one more layer."""
         check_key(key)
         target = str(reference.parse(name)) if name else ""
@@ -446,12 +447,13 @@ class ImageService:
         snap = self.store.get_snapshot(key)
         if snap is None:
             raise NotFound(f"snapshot {key} not found")
-        record = await asyncio.to_thread(self._commit, snap, config, comment, author, target)
+        record = await asyncio.to_thread(self._commit, snap, config, comment, author, target,
+                                         created_by)
         log.info("snapshot_committed", key=key, image_id=record.id, name=target)
         return self._image(record.id)
 
     def _commit(self, snap: SnapshotRecord, config: ImageConfig, comment: str, author: str,
-                target: str) -> ImageRecord:
+                target: str, created_by: str) -> ImageRecord:
         parent = self.store.get_image(snap.image_id)
         if parent is None:
             raise FailedPrecondition(
@@ -461,24 +463,60 @@ class ImageService:
             # Tarred outside the lock: a big layer must not hold up pulls and loads.
             commit_mod.write_layer(upper, f)
             f.seek(0)
-            with self._content_lock:
-                try:
-                    digest, size = self.content.write_file(f)
-                    layers = (*parent.layers, Layer(diff_id=digest, digest=digest, size=size,
-                                                    media_type=MEDIA_LAYER))
-                    config_bytes = commit_mod.config_document(
-                        parent.config_json, config.to_oci(), digest, comment, author)
-                    config_digest, config_size = self.content.write_bytes(config_bytes)
-                    manifest_digest, _ = self.content.write_bytes(
-                        archive._oci_manifest(config_digest, config_size, list(layers)))
-                    record = ImageRecord(id=config_digest, manifest_digest=manifest_digest,
-                                         config_json=config_bytes, layers=layers,
-                                         stored_at=datetime.now(timezone.utc))
-                    self.store.put_images([(record, [target] if target else [])])
-                    return record
-                except BaseException:
-                    self._gc_locked()
-                    raise
+            return self._store_child(parent, config, f, target, comment, author, created_by)
+
+    def _store_child(self, parent: ImageRecord | None, config: ImageConfig, layer: BinaryIO | None,
+                     target: str, comment: str = "", author: str = "",
+                     created_by: str = "") -> ImageRecord:
+        """A new image record: the parent's layers, plus `layer` (an uncompressed tar) if
+        given, with `config`; stored and named `target`."""
+        with self._content_lock:
+            try:
+                layers = parent.layers if parent else ()
+                diff_id = None
+                if layer is not None:
+                    diff_id, size = self.content.write_file(layer)
+                    layers = (*layers, Layer(diff_id=diff_id, digest=diff_id, size=size,
+                                             media_type=MEDIA_LAYER))
+                config_bytes = commit_mod.config_document(
+                    parent.config_json if parent else None, config.to_oci(), diff_id, comment,
+                    author, created_by)
+                config_digest, config_size = self.content.write_bytes(config_bytes)
+                manifest_digest, _ = self.content.write_bytes(
+                    archive._oci_manifest(config_digest, config_size, list(layers)))
+                record = ImageRecord(id=config_digest, manifest_digest=manifest_digest,
+                                     config_json=config_bytes, layers=layers,
+                                     stored_at=datetime.now(timezone.utc))
+                self.store.put_images([(record, [target] if target else [])])
+                return record
+            except BaseException:
+                self._gc_locked()
+                raise
+
+    async def create_image(self, parent: str, config: ImageConfig, chunks: AsyncIterable[bytes],
+                           created_by: str = "", name: str = "") -> Image:
+        """A child of `parent` (none: an image of no layers) with a new config and, when
+        chunks come, the tar they make as one more layer."""
+        target = str(reference.parse(name)) if name else ""
+        if target and reference.parse(target).digest:
+            raise InvalidArgument(f"refusing to create a tag with a digest reference: {name}")
+        record = None
+        if parent:
+            record = self.store.get_image(self._resolve(parent).image_id)
+            if record is None:
+                raise NotFound(f"No such image: {parent}", resource="image")
+        with self._spool() as f:
+            total = await self._spool_chunks(f, chunks)
+            layer = None
+            if total:
+                f.seek(0)
+                await asyncio.to_thread(_check_tar, f)
+                f.seek(0)
+                layer = f
+            new = await asyncio.to_thread(self._store_child, record, config, layer, target,
+                                          created_by=created_by)
+        log.info("image_created", image_id=new.id, parent=parent, name=target)
+        return self._image(new.id)
 
     async def diff(self, key: str) -> list[commit_mod.Change]:
         check_key(key)
@@ -560,3 +598,12 @@ class ImageService:
                 log.warning("snapshot_dirs_recreated", key=key)
                 self.snapshotter.create(key)
         self.gc()
+
+
+def _check_tar(f: BinaryIO) -> None:
+    try:
+        with tarfile.open(fileobj=f, mode="r|") as tar:
+            for _ in tar:
+                pass
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InvalidArgument(f"create image: the layer is not a valid tar archive: {exc}") from None

@@ -142,6 +142,11 @@ class Snapshotter:
     def mounts(self, key: str, chains: Sequence[str]) -> tuple[Mount, ...]:
         """The overlay mount: lowerdir lists the top layer first, as overlayfs wants."""
         d = self.snapshot_dir(key)
+        if not chains:
+            # An image of no layers (FROM scratch): overlayfs needs a lower dir,
+            # and there is nothing to lie under the writable one anyway.
+            return (Mount(type="bind", source=os.path.join(d, "upper"), target="",
+                          options=("rbind", "rw")),)
         lower = ":".join(self.layer_fs(c) for c in reversed(chains))
         return (Mount(type="overlay", source="overlay", target="", options=(
             f"lowerdir={lower}",

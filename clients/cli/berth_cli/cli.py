@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from berth_cli import files, interactive, lifecycle, networks, registry, security, usage, volumes
+from berth_cli import build, files, interactive, lifecycle, logopts, networks, registry, security, usage, volumes
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
 USAGE_ERROR = 125
@@ -54,6 +54,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     networks.add_run_flags(p)
     lifecycle.add_run_flags(p)
     security.add_run_flags(p)
+    logopts.add_run_flags(p)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -61,7 +62,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "pull", "push", "login", "logout",
          "run", "create", "start",
          "stop", "restart", "kill", "rm", "pause", "unpause", "ps", "logs", "inspect", "wait", "events",
-         "volume", "network", "port", *lifecycle.VERBS, *interactive.VERBS, *usage.VERBS, *files.VERBS)
+         "volume", "network", "port", *lifecycle.VERBS, *interactive.VERBS, *usage.VERBS, *files.VERBS, *build.VERBS)
 
 
 class _Ignored:
@@ -184,6 +185,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     interactive.add_parsers(add_verb)
     usage.add_parsers(add_verb)
     files.add_parsers(add_verb)
+    build.add_parsers(add_verb)
     return parser
 
 

@@ -16,7 +16,7 @@ import time
 import berth_errors
 
 from berth.engine.v1 import engine_pb2
-from berth_cli import files, interactive, lifecycle, networks, registry, security, usage, volumes
+from berth_cli import build, files, interactive, lifecycle, logopts, networks, registry, security, usage, volumes
 from berth_cli import format as fmt
 from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
@@ -180,6 +180,7 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
     networks.apply_run_flags(ns, config)
     lifecycle.apply_run_flags(ns, config)
     security.apply_run_flags(ns, config)
+    logopts.apply_run_flags(ns, config)
     interactive.add_run_config(ns, config)
     return config
 
@@ -275,20 +276,12 @@ def start(client: Client, ns) -> int:
                     lambda ref: client.stub.StartContainer(engine_pb2.StartContainerRequest(id=ref)))
     ref = ns.containers[0]
     with _SignalProxy(client) as proxy:
-        from google.protobuf import timestamp_pb2
-        since = timestamp_pb2.Timestamp()
-        since.GetCurrentTime()
+        proxy.container_id = ref
         try:
-            client.stub.StartContainer(engine_pb2.StartContainerRequest(id=ref))
+            return interactive.start_attached(client, ref)
         except RpcError as err:
             client.report(err)
             return command_status(err)
-        proxy.container_id = ref
-        for chunk in (
-            reply.chunk for reply in client.stub.GetContainerLogs(engine_pb2.GetContainerLogsRequest(
-                id=ref, follow=True, tail=-1, since=since))):
-            write_output(chunk.stream, chunk.data)
-        return client.stub.WaitContainer(engine_pb2.WaitContainerRequest(id=ref)).exit_code
 
 
 def stop(client: Client, ns) -> int:
@@ -469,5 +462,5 @@ VERBS = {
     "pause": pause, "unpause": pause,
     "rename": lifecycle.rename, "commit": lifecycle.commit, "diff": lifecycle.diff,
     "update": lifecycle.update, "container": lifecycle.container, "system": lifecycle.system,
-    **interactive.HANDLERS, **usage.HANDLERS, **files.HANDLERS,
+    **interactive.HANDLERS, **usage.HANDLERS, **files.HANDLERS, **build.HANDLERS,
 }

@@ -237,6 +237,21 @@ def attach(client, ns) -> int:
     return client.stub.WaitContainer(pb.WaitContainerRequest(id=info.id)).exit_code
 
 
+def start_attached(client, ref: str) -> int:
+    """`start -a`: attached to the container's stdio, then started (in the gateway), so the
+    new run's output comes whole from its first byte; the exit status ends the stream."""
+    from berth.engine.v1 import engine_pb2 as pb
+    info = client.stub.InspectContainer(pb.InspectContainerRequest(id=ref)).container
+    height, width = terminal_size() if info.config.tty else (0, 0)
+    start = pb.AttachParams(container=info.id, start_container=True,
+                            size=stdio_pb2.TerminalSize(height=height, width=width))
+    session = Session(pb.AttachContainerRequest, start, info.config.tty, False,
+                      parse_detach_keys(DEFAULT_DETACH_KEYS))
+    with session:
+        code = _stream(session, client.stub.AttachContainer)
+    return ENGINE_ERROR if code is None else code
+
+
 def run_attached(client, ns, config) -> int:
     """`run -i`/`run -t` in the foreground: create, attach, then start (in the gateway) so
     no early output is lost; the exit status ends the stream."""

@@ -237,7 +237,9 @@ class _Stream:
     """What arrived for one call: whole messages, then the status."""
 
     def __init__(self):
-        self.buffer = b""
+        # A bytearray: a 1 MiB message comes in 16 KiB frames, and joining bytes with +=
+        # would copy the whole buffer at each one.
+        self.buffer = bytearray()
         self.messages: list[bytes] = []
         self.status: StatusCode | None = None
         self.details = ""
@@ -256,8 +258,8 @@ class _Stream:
             if compressed:
                 self.fail(StatusCode.INTERNAL, "compressed messages are not supported")
                 return
-            self.messages.append(self.buffer[5:5 + length])
-            self.buffer = self.buffer[5 + length:]
+            self.messages.append(bytes(self.buffer[5:5 + length]))
+            del self.buffer[:5 + length]
 
     def headers(self, headers) -> None:
         found = dict(headers)

@@ -62,6 +62,7 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     if body.get("Healthcheck"):
         cfg.healthcheck.CopyFrom(healthcheck(body["Healthcheck"]))
     confinement(host, cfg)
+    _log_config(cfg, host.get("LogConfig"))
     return cfg
 
 
@@ -145,6 +146,23 @@ def _bool(host: Mapping, key: str) -> bool:
     if value is not None and not isinstance(value, bool):
         raise InvalidArgument(f"invalid HostConfig.{key}: expected a boolean")
     return bool(value)
+
+
+def _log_config(cfg: engine_pb2.ContainerConfig, value) -> None:
+    """HostConfig.LogConfig {Type, Config}: the engine checks the driver and its options
+    (an unknown one is refused, naming it); Type "" is the daemon default."""
+    if not value:
+        return
+    if not isinstance(value, Mapping):
+        raise InvalidArgument("invalid HostConfig.LogConfig: expected an object")
+    driver, options = value.get("Type") or "", value.get("Config") or {}
+    if not isinstance(driver, str):
+        raise InvalidArgument("invalid HostConfig.LogConfig.Type: expected a string")
+    if not isinstance(options, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
+        raise InvalidArgument("invalid HostConfig.LogConfig.Config: expected an object of strings")
+    if driver or options:
+        cfg.log_config.CopyFrom(engine_pb2.LogConfig(driver=driver, options=dict(options)))
 
 
 def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.gateway.backends.interfaces import (ContainerBackend, ExecBackend, ImageBackend,
-                                                  NetworkBackend, RegistryBackend, SystemBackend,
-                                                  VolumeBackend)
+from services.gateway.backends.interfaces import (BuildBackend, ContainerBackend, ExecBackend,
+                                                  ImageBackend, NetworkBackend, RegistryBackend,
+                                                  SystemBackend, VolumeBackend)
 
 
 @dataclass(frozen=True)
@@ -23,3 +23,5 @@ class Backends:
     networks: NetworkBackend
     volumes: VolumeBackend
     registry: RegistryBackend
+    # None only where a gateway is put together without the build service (unit tests).
+    builds: BuildBackend | None = None

@@ -46,16 +46,12 @@ from services.gateway.store import ContainerRecord
 
 log = structlog.get_logger(__name__)
 
-# After the process exited, how long its log stream may take to deliver the rest.
-LOG_DRAIN_SECONDS = 2.0
 _LIST_FILTERS = ("id", "name", "label", "status", "ancestor")
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 # Stats: the pause between the two samples a single (--no-stream) figure needs.
 STATS_PREREAD = 0.5
 STATS_INTERVAL_MS = 1000
 
-_WAITED = object()
-_LOGS_ENDED = object()
 _RUNNING = (container_pb2.STATUS_RUNNING, container_pb2.STATUS_PAUSED)
 
 
@@ -151,34 +147,68 @@ class Containers:
             engine_pb2.RunContainerResponse]:
         record = await self._create(cfg)
         cid = record.id
-        if attach and record.auto_remove:
+        if not attach:
+            try:
+                await self._start(cid)
+            except BaseException:
+                await self._undo_container(cid, published=True)
+                raise
+            yield engine_pb2.RunContainerResponse(id=cid)
+            return
+        if record.auto_remove:
             self.attached(cid)
+        # Attached before the process starts: its output from the first byte, from its
+        # stdio (not its log), with back-pressure all the way to this stream's reader.
+        output = self.stdio(cid)
         try:
+            await anext(output)  # "attached"
             await self._start(cid)
         except BaseException:
             self._attached.discard(cid)
+            await output.aclose()
             await self._undo_container(cid, published=True)
             raise
-        if not attach:
-            yield engine_pb2.RunContainerResponse(id=cid)
-            return
-
         finished = False
         try:
             yield engine_pb2.RunContainerResponse(id=cid)
             status = None
-            async for item in self._follow_output(cid):
-                if isinstance(item, engine_pb2.ExitStatus):
-                    status = item
-                else:
-                    yield engine_pb2.RunContainerResponse(output=item)
+            async for reply in output:
+                kind = reply.WhichOneof("msg")
+                if kind == "output":
+                    yield engine_pb2.RunContainerResponse(output=reply.output)
+                elif kind == "exit":
+                    status = _exit_status(reply.exit)
+            if status is None:
+                # The stream was cut short (its monitor died): the exit as recorded.
+                status = await self.wait(cid)
             if record.auto_remove:
                 await self.remove_quietly(cid)
             finished = True
             yield engine_pb2.RunContainerResponse(exit=status)
         finally:
+            await output.aclose()
             if record.auto_remove:
                 self.detached(cid, remove_at_exit=not finished)
+
+    async def stdio(self, cid: str, requests: AsyncIterator[container_pb2.AttachContainerRequest] | None = None,
+                    stdin: bool = False, size: stdio_pb2.TerminalSize | None = None,
+                    next_run: bool = False) -> AsyncIterator[container_pb2.AttachContainerResponse]:
+        """The container's own stdio, from the container service (conmon's attach socket):
+        `attached`, then its output as written, then `exit` after the last byte.
+
+        Nothing is buffered here: each reply is asked for when the last one was taken,
+        so a reader that stalls stalls the container's writes, and loses nothing.
+        `requests` (stdin, resize, close_stdin) follow the start message; `next_run`
+        attaches a stopped container to its next start (docker's start -a)."""
+        async def node_requests():
+            yield container_pb2.AttachContainerRequest(start=container_pb2.AttachStart(
+                container_id=cid, stdin=stdin, size=size, next_run=next_run))
+            if requests is not None:
+                async for request in requests:
+                    yield request
+
+        async for reply in self._container.AttachContainer(node_requests()):
+            yield reply
 
     def attached(self, cid: str) -> None:
         """An attach session that will remove this --rm container itself when it ends."""
@@ -242,6 +272,11 @@ class Containers:
             stop_signal=cfg.stop_signal or image_config.stop_signal,
             readonly_rootfs=cfg.readonly_rootfs, tty=cfg.tty, open_stdin=cfg.open_stdin,
             stdin_once=cfg.stdin_once, security=security, runtime=cfg.runtime)
+        if cfg.HasField("log_config"):
+            # Checked by the container service against its drivers (INVALID_ARGUMENT naming
+            # what it does not know); absent takes its daemon default.
+            spec.log_config.CopyFrom(container_pb2.LogConfig(
+                driver=cfg.log_config.driver, options=cfg.log_config.options))
         # /etc/hosts and /etc/resolv.conf from the network service.
         spec.mounts.extend(endpoint.mounts)
         request = container_pb2.CreateContainerRequest(id=cid, name=name, labels=labels, spec=spec)
@@ -322,69 +357,6 @@ class Containers:
         if published:
             self.publish("destroy", cid)
         self._store.delete(cid)
-
-    async def follow_output(self, ref: str, logs: bool) -> AsyncIterator[object]:
-        """LogChunks, then the container's ExitStatus (docker attach without stdin).
-
-        A container that has not started yet is followed from its first byte, so an
-        attach made before start (what `docker run` does) loses no output; on a running
-        one, `logs` asks for what it printed so far as well.
-        """
-        c = await self.get(ref)
-        if c.status == container_pb2.STATUS_STOPPED:
-            raise errors.Conflict("You cannot attach to a stopped container, start it first")
-        tail = -1 if logs or c.status == container_pb2.STATUS_CREATED else 0
-        async for item in self._follow_output(c.id, tail=tail):
-            yield item
-
-    async def _follow_output(self, cid: str, tail: int = -1) -> AsyncIterator[object]:
-        """The container's output from the start (LogChunk), then its ExitStatus.
-
-        The log stream should end when the process exits; in case it lags, it gets
-        LOG_DRAIN_SECONDS after Wait returned to deliver the rest.
-        """
-        queue: asyncio.Queue = asyncio.Queue()
-
-        async def pump() -> None:
-            try:
-                async for reply in self._container.GetContainerLogs(container_pb2.GetContainerLogsRequest(
-                        id=cid, follow=True, tail=tail)):
-                    queue.put_nowait(reply.chunk)
-            except errors.BerthError as exc:
-                log.warning("attach_logs_failed", container_id=cid, error=exc.message)
-            finally:
-                queue.put_nowait(_LOGS_ENDED)
-
-        pump_task = asyncio.ensure_future(pump())
-        wait_task = asyncio.ensure_future(
-            self._container.WaitContainer(container_pb2.WaitContainerRequest(id=cid)))
-        wait_task.add_done_callback(lambda _: queue.put_nowait(_WAITED))
-        loop = asyncio.get_running_loop()
-        deadline = None
-        logs_ended = False
-        try:
-            while not (logs_ended and wait_task.done()):
-                if deadline is None:
-                    item = await queue.get()
-                else:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
-                    except TimeoutError:
-                        log.warning("attach_logs_lagging", container_id=cid)
-                        break
-                if item is _WAITED:
-                    if wait_task.exception() is not None:
-                        raise wait_task.exception()
-                    deadline = loop.time() + LOG_DRAIN_SECONDS
-                elif item is _LOGS_ENDED:
-                    logs_ended = True
-                else:
-                    yield item
-            yield _exit_status(wait_task.result())
-        finally:
-            pump_task.cancel()
-            if not wait_task.done():
-                wait_task.cancel()
 
     # -- lifecycle of existing containers -------------------------------------------
 
@@ -583,9 +555,12 @@ class Containers:
         return info
 
     async def logs(
-            self, ref: str, follow: bool, tail: int, since, until) -> AsyncIterator[stdio_pb2.OutputChunk]:
+            self, ref: str, follow: bool, tail: int, since, until,
+            chunked: bool = False) -> AsyncIterator[stdio_pb2.OutputChunk]:
+        """The container's log; `chunked` (when no line needs its own time) in blocks of
+        up to 1 MiB of one stream rather than a message a line."""
         c = await self.get(ref)
-        request = container_pb2.GetContainerLogsRequest(id=c.id, follow=follow, tail=tail)
+        request = container_pb2.GetContainerLogsRequest(id=c.id, follow=follow, tail=tail, chunked=chunked)
         if since is not None:
             request.since.CopyFrom(since)
         if until is not None:

@@ -189,46 +189,64 @@ class Execs:
 
     # -- attach -------------------------------------------------------------------------
 
-    async def attach(self, requests) -> AsyncIterator[engine_pb2.AttachContainerResponse]:
+    async def attach(self, requests, next_run: bool = False
+                     ) -> AsyncIterator[engine_pb2.AttachContainerResponse]:
+        """The container's own stdio (containers.stdio): `attached`, its output, and `exit`
+        when its process ended while attached.
+
+        With start_container the container is started once the attach is in place (a
+        stopped one is attached to its next run first, so no byte is missed), removed
+        after its exit when it has auto_remove, and the stream always ends with `exit`.
+        `next_run` (docker's attach, which `docker start -a` sends before its start)
+        attaches a stopped container to its next run instead of refusing it."""
         first = await anext(aiter(requests), None)
         if first is None or first.WhichOneof("msg") != "start":
             raise errors.InvalidArgument("the first message must be start")
         params = first.start
         c, record = await self._containers.record(params.container)
         cid = c.id
+        stopped = c.status == container_pb2.STATUS_STOPPED
         outgoing: asyncio.Queue = asyncio.Queue()
-        outgoing.put_nowait(container_pb2.AttachContainerRequest(start=container_pb2.AttachStart(
-            container_id=cid, stdin=params.stdin,
-            size=stdio_pb2.TerminalSize(height=params.size.height, width=params.size.width))))
 
         async def node_requests():
             while (item := await outgoing.get()) is not _END:
                 yield item
 
         forward = asyncio.ensure_future(_forward(requests, outgoing, container_pb2.AttachContainerRequest))
+        output = self._containers.stdio(
+            cid, node_requests(), stdin=params.stdin,
+            size=stdio_pb2.TerminalSize(height=params.size.height, width=params.size.width),
+            next_run=stopped and (params.start_container or next_run))
         finished = False
         if params.start_container and record.auto_remove:
             self._containers.attached(cid)
         try:
-            async for reply in self._c.AttachContainer(node_requests()):
-                if reply.WhichOneof("msg") == "attached":
+            status = None
+            async for reply in output:
+                kind = reply.WhichOneof("msg")
+                if kind == "attached":
                     self._containers.publish("attach", cid)
                     yield engine_pb2.AttachContainerResponse(attached=cid)
                     if params.start_container:
                         await self._containers.start(cid)
-                elif reply.WhichOneof("msg") == "output":
+                elif kind == "output":
                     yield engine_pb2.AttachContainerResponse(output=reply.output)
+                elif kind == "exit":
+                    status = engine_pb2.ExitStatus(exit_code=reply.exit.exit_code,
+                                                   oom_killed=reply.exit.oom_killed)
             if params.start_container:
-                status = await self._c.WaitContainer(container_pb2.WaitContainerRequest(id=cid))
+                if status is None:
+                    # Cut short (the monitor died): the exit as recorded.
+                    status = await self._containers.wait(cid)
                 if record.auto_remove:
                     await self._containers.remove_quietly(cid)
-                finished = True
-                yield engine_pb2.AttachContainerResponse(exit=engine_pb2.ExitStatus(
-                    exit_code=status.exit_code, oom_killed=status.oom_killed))
             finished = True
+            if status is not None:
+                yield engine_pb2.AttachContainerResponse(exit=status)
         finally:
             forward.cancel()
             outgoing.put_nowait(_END)
+            await output.aclose()
             if params.start_container and not finished:
                 self._containers.publish("detach", cid)
             if params.start_container and record.auto_remove:

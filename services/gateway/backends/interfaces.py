@@ -14,6 +14,7 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.engine.v1 import engine_pb2
+from berth.types.v1 import build_pb2
 from berth.types.v1 import file_change_pb2
 from berth.types.v1 import registry_pb2
 from berth.types.v1 import stdio_pb2
@@ -38,10 +39,7 @@ class ContainerBackend(Protocol):
     async def inspect(self, ref: str) -> engine_pb2.ContainerInfo: ...
     async def list(self, all_: bool, filters: Filters) -> list[engine_pb2.ContainerInfo]: ...
     def logs(self, ref: str, follow: bool, tail: int, since: Timestamp | None,
-             until: Timestamp | None) -> AsyncIterator[stdio_pb2.OutputChunk]: ...
-    def follow_output(
-            self, ref: str, logs: bool) -> AsyncIterator[stdio_pb2.OutputChunk | engine_pb2.ExitStatus]:
-        """Output while attached (no stdin), then the ExitStatus."""
+             until: Timestamp | None, chunked: bool = False) -> AsyncIterator[stdio_pb2.OutputChunk]: ...
     async def pause(self, ref: str) -> None: ...
     async def unpause(self, ref: str) -> None: ...
     async def top(self, request: engine_pb2.ListContainerProcessesRequest
@@ -68,9 +66,10 @@ class ExecBackend(Protocol):
     def start(self, requests: AsyncIterator[
             engine_pb2.StartExecRequest]) -> AsyncIterator[engine_pb2.StartExecResponse]:
         """The first request is `start`; then stdin, resize, close_stdin."""
-    def attach(self, requests: AsyncIterator[
-            engine_pb2.AttachContainerRequest]) -> AsyncIterator[engine_pb2.AttachContainerResponse]:
-        """The container's own stdio (a terminal, stdin); the first request is `start`."""
+    def attach(self, requests: AsyncIterator[engine_pb2.AttachContainerRequest], next_run: bool = False
+               ) -> AsyncIterator[engine_pb2.AttachContainerResponse]:
+        """The container's own stdio; the first request is `start`; `next_run` attaches a
+        stopped container to its next run."""
 
 
 class SystemBackend(Protocol):
@@ -185,3 +184,14 @@ class VolumeBackend(Protocol):
     async def prune(self, all_: bool, labels: Sequence[str]) -> engine_pb2.PruneVolumesResponse:
         """Remove unused anonymous volumes (every unused one with `all_`) carrying all `labels`
         ("key" or "key=value")."""
+
+
+class BuildBackend(Protocol):
+    """Image builds (the build service) and their cache."""
+
+    def build(self, options: build_pb2.BuildOptions,
+              chunks: AsyncIterator[bytes]) -> AsyncIterator[build_pb2.BuildEvent]:
+        """The build's events, the last one the result; a failure raises its error kind."""
+    async def prune(self, all_: bool) -> tuple[list[str], int]:
+        """Cache entries forgotten and bytes freed."""
+    async def cache(self) -> list[build_pb2.BuildCacheEntry]: ...

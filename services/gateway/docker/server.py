@@ -21,7 +21,7 @@ from services.common.config import Config
 from services.gateway.docker.context import (API_VERSION_KEY, BACKENDS_KEY, FAILED_EXECS_KEY, RESIZE_KEY,
                                              SESSIONS_KEY)
 from services.gateway.docker.errors import error_middleware, error_response
-from services.gateway.docker.routes import containers, execs, images, networks, system, volumes
+from services.gateway.docker.routes import build, containers, execs, images, networks, system, volumes
 from services.gateway.docker.versions import MAX_API, MIN_API, api_version_text
 
 log = structlog.get_logger(__name__)
@@ -77,7 +77,7 @@ def make_app(backends) -> web.Application:
     app[FAILED_EXECS_KEY] = {}
     app.on_response_prepare.append(_headers)
     router = Router(app)
-    for module in (system, containers, execs, images, networks, volumes):
+    for module in (system, containers, execs, images, networks, volumes, build):
         module.register(router)
     app.on_shutdown.append(_close_sessions)
     return app

@@ -238,11 +238,11 @@ async def test_runs_of_a_restarted_container_append_and_rotate(client, roots):
     await client.RemoveContainer(pb.RemoveContainerRequest(id=id))
 
 
-async def test_default_driver_is_local_capped_and_rotated(client, roots):
+async def test_default_driver_is_json_file_capped_and_rotated(client, roots):
     id = await run(client, roots, "true")
     c = (await client.GetContainer(pb.GetContainerRequest(id=id))).container
-    assert c.spec.log_config.driver == "local"
-    assert dict(c.spec.log_config.options) == {"max-size": "20m", "max-file": "5", "compress": "true"}
+    assert c.spec.log_config.driver == "json-file"
+    assert dict(c.spec.log_config.options) == {"max-size": "20m", "max-file": "5", "compress": "false"}
     await client.WaitContainer(pb.WaitContainerRequest(id=id))
     await client.RemoveContainer(pb.RemoveContainerRequest(id=id))
 

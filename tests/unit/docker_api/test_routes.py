@@ -43,6 +43,16 @@ class FakeExecs:
                 return
 
 
+    async def attach(self, requests, next_run=False):
+        """The container's stdio: attached at once, output only after start, as a real one."""
+        first = await anext(aiter(requests))
+        yield engine_pb2.AttachContainerResponse(attached=first.start.container)
+        await self.containers.started.wait()
+        yield engine_pb2.AttachContainerResponse(output=stdio_pb2.OutputChunk(stream=1, data=b"out\n"))
+        yield engine_pb2.AttachContainerResponse(output=stdio_pb2.OutputChunk(stream=2, data=b"err\n"))
+        yield engine_pb2.AttachContainerResponse(exit=engine_pb2.ExitStatus(exit_code=3))
+
+
 class FakeSystem:
     def version(self):
         return engine_pb2.GetVersionResponse(version="0.1.0", os="linux", arch="x86_64", runtime="runc")
@@ -57,24 +67,19 @@ class FakeContainers:
             raise errors.NotFound(f"No such container: {ref}")
         return engine_pb2.ContainerInfo(id=CID, name="web", state=engine_pb2.ContainerState(status="created"))
 
-    async def follow_output(self, ref, logs):
-        # Output only after start, as a real container: attach must already be in place.
-        await self.started.wait()
-        yield stdio_pb2.OutputChunk(stream=1, data=b"out\n")
-        yield stdio_pb2.OutputChunk(stream=2, data=b"err\n")
-        yield engine_pb2.ExitStatus(exit_code=3)
-
     async def start(self, ref):
         self.started.set()
 
-    async def logs(self, ref, follow, tail, since, until):
+    async def logs(self, ref, follow, tail, since, until, chunked=False):
         yield stdio_pb2.OutputChunk(stream=1, data=b"a\n")
         yield stdio_pb2.OutputChunk(stream=2, data=b"b\n")
 
 
 @pytest.fixture
 async def server(tmp_path):
-    gw = Backends(containers=FakeContainers(), execs=FakeExecs(), system=FakeSystem(), images=None,
+    execs = FakeExecs()
+    execs.containers = FakeContainers()
+    gw = Backends(containers=execs.containers, execs=execs, system=FakeSystem(), images=None,
                   networks=None, volumes=None, registry=None)
     runner = web.AppRunner(make_app(gw), handle_signals=False, shutdown_timeout=1)
     await runner.setup()

@@ -94,10 +94,16 @@ class FakeContainer(Fake):
         await asyncio.sleep(0.01)
         return container_pb2.WaitContainerResponse(exit_code=3)
 
-    async def GetContainerLogs(self, request):
-        self._record("GetContainerLogs", request)
-        yield container_pb2.GetContainerLogsResponse(
-            chunk=stdio_pb2.OutputChunk(stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"hi\n"))
+    async def AttachContainer(self, requests):
+        """Attached, then (once started) the output and the exit, as conmon's socket gives them."""
+        first = await anext(aiter(requests))
+        self._record("AttachContainer", first)
+        yield container_pb2.AttachContainerResponse(attached=True)
+        while "container.StartContainer" not in self._calls:
+            await asyncio.sleep(0.01)
+        yield container_pb2.AttachContainerResponse(
+            output=stdio_pb2.OutputChunk(stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"hi\n"))
+        yield container_pb2.AttachContainerResponse(exit=container_pb2.WaitContainerResponse(exit_code=3))
 
     async def RemoveContainer(self, request):
         self._record("RemoveContainer", request)

@@ -64,9 +64,9 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
                       for m in info.mounts if m.type == "bind"] or None,
             "PortBindings": ports_json(cfg.ports),
             "PublishAllPorts": cfg.publish_all,
-            # conmon writes k8s-file logs, but clients (docker-py's run) read logs back only when
-            # they see "json-file": the name that means "the logs endpoint has everything".
-            "LogConfig": {"Type": "json-file", "Config": {}},
+            # The driver in force; Config as the client gave it (docker shows no driver defaults).
+            "LogConfig": {"Type": info.log_config.driver or "json-file",
+                          "Config": dict(cfg.log_config.options)},
         },
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": [mount_point_json(m) for m in info.mounts],

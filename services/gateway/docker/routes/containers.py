@@ -194,13 +194,18 @@ async def logs(request: web.Request) -> web.StreamResponse:
     info = await containers.inspect(request.match_info["id"])
     chunks = containers.logs(
         info.id, convert.flag(q, "follow"), tail,
-        convert.to_pb_time(convert.timestamp(q.get("since"))), convert.to_pb_time(convert.timestamp(q.get("until"))))
+        convert.to_pb_time(convert.timestamp(q.get("since"))), convert.to_pb_time(convert.timestamp(q.get("until"))),
+        chunked=not timestamps)
     response = web.StreamResponse(headers={
-        "Content-Type": stream_content_type(request[API_VERSION_KEY], tty=False)})
+        "Content-Type": stream_content_type(request[API_VERSION_KEY], tty=info.config.tty)})
     await response.prepare(request)
     with long_lived(request):
         try:
             async for chunk in chunks:
+                if info.config.tty:
+                    # A terminal's output is one stream, sent raw (as its attach is).
+                    await response.write(convert.log_line(chunk, timestamps))
+                    continue
                 stream = _STREAMS.get(chunk.stream, STDOUT)
                 if stream in wanted:
                     await response.write(frame(stream, convert.log_line(chunk, timestamps)))

@@ -13,8 +13,10 @@ stream handed to the backend is read from it:
     client half-close       ──► close_stdin (exec -i, and containers created with StdinOnce)
 
 A stream that ends without close_stdin means "detached" to the backend, so the queue
-ends only when the session does. An attach without stdin or terminal follows the
-container's log instead (`containers.follow_output`).
+ends only when the session does. Every attach, with stdin or not, reads the
+container's own stdio (never its log), so `docker run` gets every byte, at the
+pace the client reads: the hijacked socket's write buffer, the gRPC streams and
+conmon's blocking attach socket pass the back-pressure along.
 """
 
 from __future__ import annotations
@@ -122,11 +124,15 @@ async def _relay(responses, hijacked: Hijacked, tty: bool, wanted: set[int]) -> 
 
 
 async def _interactive(request: web.Request, session: _Session, responses, tty: bool, wanted: set[int],
-                       stdin: bool, close_on_eof: bool, what: str, on_error=None) -> web.StreamResponse:
+                       stdin: bool, close_on_eof: bool, what: str, on_error=None,
+                       before=None) -> web.StreamResponse:
+    """`before(hijacked)`, when given, writes first (attach's logs=1)."""
     hijacked = await Hijacked.upgrade(request, stream_content_type(request[API_VERSION_KEY], tty))
     pump = asyncio.ensure_future(session.pump_stdin(hijacked, close_on_eof)) if stdin else None
     with long_lived(request):
         try:
+            if before is not None:
+                await before(hijacked)
             await _relay(responses, hijacked, tty, wanted)
         except (ConnectionResetError, ConnectionError):
             pass
@@ -229,58 +235,54 @@ async def exec_resize(request: web.Request) -> web.Response:
 async def attach(request: web.Request) -> web.StreamResponse:
     q = request.query
     wanted = {s for s, on in ((STDOUT, convert.flag(q, "stdout")), (STDERR, convert.flag(q, "stderr"))) if on}
-    if not convert.flag(q, "stream") and not convert.flag(q, "logs"):
+    stream, logs = convert.flag(q, "stream"), convert.flag(q, "logs")
+    if not stream and not logs:
         raise errors.InvalidArgument("Bad parameters: you must choose at least one of stream or logs")
     b, ref = backends(request), request.match_info["id"]
-    # Known errors (no such container, stopped) before the upgrade: after it, they have no JSON.
+    # Known errors (no such container) before the upgrade: after it, they have no JSON.
     info = await b.containers.inspect(ref)
-    if info.state.status == "exited":
-        raise errors.Conflict("You cannot attach to a stopped container, start it first")
-    if convert.flag(q, "stdin") or info.config.tty:
-        # stdin or a terminal: the container's own stdio (conmon's attach socket), not its log.
-        return await attach_interactive(request, info, convert.flag(q, "stdin"), wanted)
-    output = b.containers.follow_output(info.id, logs=convert.flag(q, "logs"))
-    session = await Hijacked.upgrade(request, stream_content_type(request[API_VERSION_KEY], tty=False))
-    with long_lived(request):
-        try:
-            await _pump(output, session, wanted)
-        except (ConnectionResetError, ConnectionError):
-            pass
-        except errors.BerthError as exc:
-            log.warning("attach_failed", container_id=request.match_info["id"], error=exc.message)
-        finally:
-            await output.aclose()
-            await session.close()
-    return session.response
+    if not stream:
+        hijacked = await Hijacked.upgrade(request, stream_content_type(request[API_VERSION_KEY], info.config.tty))
+        with long_lived(request):
+            try:
+                await _replay_log(b.containers, info, hijacked, wanted)
+            except (ConnectionResetError, ConnectionError):
+                pass
+            finally:
+                await hijacked.close()
+        return hijacked.response
+    return await attach_interactive(request, info, convert.flag(q, "stdin"), wanted, logs=logs)
 
 
-async def _pump(output, session: Hijacked, wanted: set[int]) -> None:
-    while True:
-        # A client that went away ends the session even while the container is silent.
-        nxt = asyncio.ensure_future(anext(output, None))
-        done, _ = await asyncio.wait([nxt, session.wait_closed()], return_when=asyncio.FIRST_COMPLETED)
-        if nxt not in done:
-            nxt.cancel()
-            return
-        item = nxt.result()
-        if item is None or isinstance(item, engine_pb2.ExitStatus):
-            return
-        stream = _STREAMS.get(item.stream, STDOUT)
-        if stream in wanted:
-            await session.write(frame(stream, item.data))
+async def _replay_log(containers, info: engine_pb2.ContainerInfo, hijacked: Hijacked, wanted: set[int]) -> None:
+    """attach's logs=1: what the container wrote so far, from its log."""
+    chunks = containers.logs(info.id, False, -1, None, None, chunked=True)
+    try:
+        async for chunk in chunks:
+            stream = _STREAMS.get(chunk.stream, STDOUT)
+            if info.config.tty:
+                await hijacked.write(chunk.data)
+            elif stream in wanted:
+                await hijacked.write(frame(stream, chunk.data))
+    except errors.NotImplementedYet:
+        pass  # log driver "none": nothing to replay, the stream still comes
+    finally:
+        await chunks.aclose()
 
 
 async def attach_interactive(request: web.Request, info: engine_pb2.ContainerInfo, stdin: bool,
-                             wanted: set[int]) -> web.StreamResponse:
-    """`docker run -i/-t`, `docker attach`: the container's own stdio through conmon.
+                             wanted: set[int], logs: bool = False) -> web.StreamResponse:
+    """`docker run`, `docker start -a`, `docker attach`: the container's own stdio through
+    conmon, with back-pressure (a client that reads slowly slows the container).
 
     The node attach is in place before the 101 goes out, and the CLI starts the
-    container only after the 101, so no output is lost."""
+    container only after the 101, so no output is lost; a stopped container is
+    attached to its next run (`docker start -a` attaches, then starts)."""
     cfg = info.config
     stdin = stdin and cfg.open_stdin
     session = _Session(engine_pb2.AttachContainerRequest, engine_pb2.AttachContainerRequest(
         start=engine_pb2.AttachParams(container=info.id, stdin=stdin)))
-    responses = backends(request).execs.attach(session.requests())
+    responses = backends(request).execs.attach(session.requests(), next_run=True)
     try:
         first = await anext(responses, None)  # "attached", or an error as JSON
     except BaseException:
@@ -289,11 +291,12 @@ async def attach_interactive(request: web.Request, info: engine_pb2.ContainerInf
         raise
     if first is None:
         raise errors.Conflict("You cannot attach to a stopped container, start it first")
+    replay = (lambda hijacked: _replay_log(backends(request).containers, info, hijacked, wanted)) if logs else None
     with _registered(request, info.id, session):
         # docker closes the process's stdin at the client's EOF only for StdinOnce containers
         # (`run -i`); `docker attach` to a `run -d -i` one leaves it open for the next client.
         return await _interactive(request, session, responses, cfg.tty, wanted,
-                                  stdin=stdin, close_on_eof=cfg.stdin_once, what="attach")
+                                  stdin=stdin, close_on_eof=cfg.stdin_once, what="attach", before=replay)
 
 
 async def container_resize(request: web.Request) -> web.Response:

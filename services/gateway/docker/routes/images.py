@@ -36,7 +36,6 @@ def register(router) -> None:
     router.add("GET", "/images/json", list_)
     router.add("POST", "/images/prune", prune)
     router.add("GET", "/images/search", _search)
-    router.add("POST", "/build", _build)
     router.add("GET", "/images/{name:.+}/json", inspect)
     router.add("GET", "/images/{name:.+}/history", history)
     router.add("GET", "/images/{name:.+}/get", save_one)
@@ -47,10 +46,6 @@ def register(router) -> None:
 
 async def _search(request: web.Request):
     raise not_implemented("image search")
-
-
-async def _build(request: web.Request):
-    raise not_implemented("build")
 
 
 async def _body_chunks(request: web.Request):

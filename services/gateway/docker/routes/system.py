@@ -13,6 +13,7 @@ from aiohttp import web
 from berth.engine.v1 import engine_pb2
 from berth.types.v1 import registry_pb2
 from berth_docker import api as convert
+from berth_docker.times import rfc3339
 from services.common import errors
 from services.gateway.docker.context import backends, json_body, json_response, long_lived
 from services.gateway.docker.versions import MAX_API, MIN_API, api_version_text
@@ -146,7 +147,22 @@ async def disk_usage(request: web.Request) -> web.Response:
         row["UsageData"] = {"Size": u.size if u is not None else -1, "RefCount": u.ref_count if u is not None else 0}
         volume_rows.append(row)
     return json_response({"LayersSize": layers, "Images": image_rows, "Containers": container_rows,
-                          "Volumes": volume_rows, "BuildCache": []})
+                          "Volumes": volume_rows, "BuildCache": await _build_cache_rows(request)})
+
+
+async def _build_cache_rows(request: web.Request) -> list[dict]:
+    """The build service's cache entries, as docker's BuildCache records."""
+    builds = backends(request).builds
+    if builds is None:
+        return []
+    rows = []
+    for e in await builds.cache():
+        rows.append({"ID": e.key.split(":", 1)[-1][:25], "Parents": [], "Type": "regular",
+                     "Description": e.description, "InUse": e.in_use, "Shared": False, "Size": e.size,
+                     "CreatedAt": rfc3339(e.created),
+                     "LastUsedAt": rfc3339(e.last_used) if e.HasField("last_used") else None,
+                     "UsageCount": e.usage_count})
+    return rows
 
 
 async def auth(request: web.Request) -> web.Response:

@@ -25,8 +25,11 @@ type EngineServiceClient interface {
 	// present (NOT_FOUND otherwise: the engine does not pull on its own).
 	CreateContainer(ctx context.Context, in *CreateContainerRequest, opts ...grpc.CallOption) (*CreateContainerResponse, error)
 	// Create and start a container (`berth run`). The first message carries the
-	// id; when attach is set, the container's output follows and the last message
-	// carries the exit status. auto_remove removes the container once it exits.
+	// id; when attach is set, the container's output follows, every byte of it,
+	// read from its stdio (attached before the process starts, never from its
+	// log), with back-pressure: a reader that stalls stalls the container's
+	// writes. The last message carries the exit status, after the last byte.
+	// auto_remove removes the container once it exits.
 	RunContainer(ctx context.Context, in *RunContainerRequest, opts ...grpc.CallOption) (EngineService_RunContainerClient, error)
 	// Start a created or stopped container. Starting a running one is not an error.
 	StartContainer(ctx context.Context, in *StartContainerRequest, opts ...grpc.CallOption) (*StartContainerResponse, error)
@@ -47,8 +50,9 @@ type EngineServiceClient interface {
 	ListContainers(ctx context.Context, in *ListContainersRequest, opts ...grpc.CallOption) (*ListContainersResponse, error)
 	// One container in full, as `berth inspect` shows it.
 	InspectContainer(ctx context.Context, in *InspectContainerRequest, opts ...grpc.CallOption) (*InspectContainerResponse, error)
-	// The container's output from its log, one message per line; with follow,
-	// new lines as they come until the container exits.
+	// The container's output from its log, one message per line with
+	// timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+	// written). With follow, new output as it comes until the container exits.
 	GetContainerLogs(ctx context.Context, in *GetContainerLogsRequest, opts ...grpc.CallOption) (EngineService_GetContainerLogsClient, error)
 	// Images.
 	// Load images from a `docker save` or OCI image-layout tarball streamed in
@@ -134,9 +138,11 @@ type EngineServiceClient interface {
 	// An exec and its state, while it runs and after it exited.
 	InspectExec(ctx context.Context, in *InspectExecRequest, opts ...grpc.CallOption) (*InspectExecResponse, error)
 	// Attach to a container's stdio. First request `start`; the first reply
-	// (`attached`) comes once nothing of its output can be missed, then output;
-	// with start.start_container the container is started after attaching and
-	// the last reply carries its exit status. Ending the stream detaches.
+	// (`attached`) comes once nothing of its output can be missed, then output
+	// (from the container's stdio, with back-pressure); with
+	// start.start_container the container is started after attaching (a stopped
+	// one is attached to its new run before its process starts) and the last
+	// reply carries its exit status. Ending the stream detaches.
 	AttachContainer(ctx context.Context, opts ...grpc.CallOption) (EngineService_AttachContainerClient, error)
 	// Freeze every process of a running container.
 	PauseContainer(ctx context.Context, in *PauseContainerRequest, opts ...grpc.CallOption) (*PauseContainerResponse, error)
@@ -159,6 +165,13 @@ type EngineServiceClient interface {
 	// Engine events (container create/start/die/destroy..., image load/tag/delete...),
 	// in the order they happened, from `since` on and, with follow, as they happen.
 	SubscribeEvents(ctx context.Context, in *SubscribeEventsRequest, opts ...grpc.CallOption) (EngineService_SubscribeEventsClient, error)
+	// Build an image from a Dockerfile: `options` first, then the context as a
+	// tar stream (plain or gzip) in chunks, then half-close. Replies with each
+	// step's progress and, last, the result. INVALID_ARGUMENT for a bad
+	// Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+	BuildImage(ctx context.Context, opts ...grpc.CallOption) (EngineService_BuildImageClient, error)
+	// Forget build cache entries and remove the images only they kept.
+	PruneBuildCache(ctx context.Context, in *PruneBuildCacheRequest, opts ...grpc.CallOption) (*PruneBuildCacheResponse, error)
 }
 
 type engineServiceClient struct {
@@ -981,6 +994,46 @@ func (x *engineServiceSubscribeEventsClient) Recv() (*SubscribeEventsResponse, e
 	return m, nil
 }
 
+func (c *engineServiceClient) BuildImage(ctx context.Context, opts ...grpc.CallOption) (EngineService_BuildImageClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_EngineService_serviceDesc.Streams[14], "/berth.engine.v1.EngineService/BuildImage", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &engineServiceBuildImageClient{stream}
+	return x, nil
+}
+
+type EngineService_BuildImageClient interface {
+	Send(*BuildImageRequest) error
+	Recv() (*BuildImageResponse, error)
+	grpc.ClientStream
+}
+
+type engineServiceBuildImageClient struct {
+	grpc.ClientStream
+}
+
+func (x *engineServiceBuildImageClient) Send(m *BuildImageRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *engineServiceBuildImageClient) Recv() (*BuildImageResponse, error) {
+	m := new(BuildImageResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *engineServiceClient) PruneBuildCache(ctx context.Context, in *PruneBuildCacheRequest, opts ...grpc.CallOption) (*PruneBuildCacheResponse, error) {
+	out := new(PruneBuildCacheResponse)
+	err := c.cc.Invoke(ctx, "/berth.engine.v1.EngineService/PruneBuildCache", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EngineServiceServer is the server API for EngineService service.
 // All implementations must embed UnimplementedEngineServiceServer
 // for forward compatibility
@@ -992,8 +1045,11 @@ type EngineServiceServer interface {
 	// present (NOT_FOUND otherwise: the engine does not pull on its own).
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
 	// Create and start a container (`berth run`). The first message carries the
-	// id; when attach is set, the container's output follows and the last message
-	// carries the exit status. auto_remove removes the container once it exits.
+	// id; when attach is set, the container's output follows, every byte of it,
+	// read from its stdio (attached before the process starts, never from its
+	// log), with back-pressure: a reader that stalls stalls the container's
+	// writes. The last message carries the exit status, after the last byte.
+	// auto_remove removes the container once it exits.
 	RunContainer(*RunContainerRequest, EngineService_RunContainerServer) error
 	// Start a created or stopped container. Starting a running one is not an error.
 	StartContainer(context.Context, *StartContainerRequest) (*StartContainerResponse, error)
@@ -1014,8 +1070,9 @@ type EngineServiceServer interface {
 	ListContainers(context.Context, *ListContainersRequest) (*ListContainersResponse, error)
 	// One container in full, as `berth inspect` shows it.
 	InspectContainer(context.Context, *InspectContainerRequest) (*InspectContainerResponse, error)
-	// The container's output from its log, one message per line; with follow,
-	// new lines as they come until the container exits.
+	// The container's output from its log, one message per line with
+	// timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+	// written). With follow, new output as it comes until the container exits.
 	GetContainerLogs(*GetContainerLogsRequest, EngineService_GetContainerLogsServer) error
 	// Images.
 	// Load images from a `docker save` or OCI image-layout tarball streamed in
@@ -1101,9 +1158,11 @@ type EngineServiceServer interface {
 	// An exec and its state, while it runs and after it exited.
 	InspectExec(context.Context, *InspectExecRequest) (*InspectExecResponse, error)
 	// Attach to a container's stdio. First request `start`; the first reply
-	// (`attached`) comes once nothing of its output can be missed, then output;
-	// with start.start_container the container is started after attaching and
-	// the last reply carries its exit status. Ending the stream detaches.
+	// (`attached`) comes once nothing of its output can be missed, then output
+	// (from the container's stdio, with back-pressure); with
+	// start.start_container the container is started after attaching (a stopped
+	// one is attached to its new run before its process starts) and the last
+	// reply carries its exit status. Ending the stream detaches.
 	AttachContainer(EngineService_AttachContainerServer) error
 	// Freeze every process of a running container.
 	PauseContainer(context.Context, *PauseContainerRequest) (*PauseContainerResponse, error)
@@ -1126,6 +1185,13 @@ type EngineServiceServer interface {
 	// Engine events (container create/start/die/destroy..., image load/tag/delete...),
 	// in the order they happened, from `since` on and, with follow, as they happen.
 	SubscribeEvents(*SubscribeEventsRequest, EngineService_SubscribeEventsServer) error
+	// Build an image from a Dockerfile: `options` first, then the context as a
+	// tar stream (plain or gzip) in chunks, then half-close. Replies with each
+	// step's progress and, last, the result. INVALID_ARGUMENT for a bad
+	// Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+	BuildImage(EngineService_BuildImageServer) error
+	// Forget build cache entries and remove the images only they kept.
+	PruneBuildCache(context.Context, *PruneBuildCacheRequest) (*PruneBuildCacheResponse, error)
 	mustEmbedUnimplementedEngineServiceServer()
 }
 
@@ -1294,6 +1360,12 @@ func (UnimplementedEngineServiceServer) ExportContainer(*ExportContainerRequest,
 }
 func (UnimplementedEngineServiceServer) SubscribeEvents(*SubscribeEventsRequest, EngineService_SubscribeEventsServer) error {
 	return status.Errorf(codes.Unimplemented, "method SubscribeEvents not implemented")
+}
+func (UnimplementedEngineServiceServer) BuildImage(EngineService_BuildImageServer) error {
+	return status.Errorf(codes.Unimplemented, "method BuildImage not implemented")
+}
+func (UnimplementedEngineServiceServer) PruneBuildCache(context.Context, *PruneBuildCacheRequest) (*PruneBuildCacheResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PruneBuildCache not implemented")
 }
 func (UnimplementedEngineServiceServer) mustEmbedUnimplementedEngineServiceServer() {}
 
@@ -2347,6 +2419,50 @@ func (x *engineServiceSubscribeEventsServer) Send(m *SubscribeEventsResponse) er
 	return x.ServerStream.SendMsg(m)
 }
 
+func _EngineService_BuildImage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(EngineServiceServer).BuildImage(&engineServiceBuildImageServer{stream})
+}
+
+type EngineService_BuildImageServer interface {
+	Send(*BuildImageResponse) error
+	Recv() (*BuildImageRequest, error)
+	grpc.ServerStream
+}
+
+type engineServiceBuildImageServer struct {
+	grpc.ServerStream
+}
+
+func (x *engineServiceBuildImageServer) Send(m *BuildImageResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *engineServiceBuildImageServer) Recv() (*BuildImageRequest, error) {
+	m := new(BuildImageRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func _EngineService_PruneBuildCache_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PruneBuildCacheRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EngineServiceServer).PruneBuildCache(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/berth.engine.v1.EngineService/PruneBuildCache",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EngineServiceServer).PruneBuildCache(ctx, req.(*PruneBuildCacheRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _EngineService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "berth.engine.v1.EngineService",
 	HandlerType: (*EngineServiceServer)(nil),
@@ -2511,6 +2627,10 @@ var _EngineService_serviceDesc = grpc.ServiceDesc{
 			MethodName: "UpdateContainerResources",
 			Handler:    _EngineService_UpdateContainerResources_Handler,
 		},
+		{
+			MethodName: "PruneBuildCache",
+			Handler:    _EngineService_PruneBuildCache_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -2584,6 +2704,12 @@ var _EngineService_serviceDesc = grpc.ServiceDesc{
 			StreamName:    "SubscribeEvents",
 			Handler:       _EngineService_SubscribeEvents_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "BuildImage",
+			Handler:       _EngineService_BuildImage_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "berth/engine/v1/engine.proto",

@@ -488,9 +488,11 @@ class LogConfig(_message.Message):
     the renamed file. max-size is checked as the file grows (inotify), so a file
     can pass it by what the container writes before the check (it is a bound on
     when a rotation starts, not a truncation point).
-    The daemon default (BERTH_LOG_DRIVER, BERTH_LOG_OPTS) is "local": capped
-    and rotated, so a chatty container cannot fill the node's disk (moby#40207),
-    and a user who wants everything kept asks for json-file without max-size.
+    The daemon default (BERTH_LOG_DRIVER, BERTH_LOG_OPTS) is "json-file" with
+    max-size 20m and max-file 5: capped and rotated, so a chatty container
+    cannot fill the node's disk (moby#40207), under the driver name docker
+    clients read output back from; a user who wants everything kept asks for
+    json-file without max-size.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1612,10 +1614,17 @@ class AttachStart(_message.Message):
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     STDIN_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
+    NEXT_RUN_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
     """The container's full id."""
     stdin: _builtins.bool
     """Forward stdin (the container must have open_stdin)."""
+    next_run: _builtins.bool
+    """For a stopped container (otherwise FAILED_PRECONDITION): `attached` comes at
+    once, and the output is that of its next run, connected by StartContainer
+    before the process starts (docker's `start -a`: attach, then start). Ends
+    with NOT_FOUND when the container is removed first.
+    """
     @_builtins.property
     def size(self) -> _stdio_pb2.TerminalSize:
         """Set the terminal to this size first (tty only); absent leaves it as it is."""
@@ -1626,10 +1635,11 @@ class AttachStart(_message.Message):
         container_id: _builtins.str = ...,
         stdin: _builtins.bool = ...,
         size: _stdio_pb2.TerminalSize | None = ...,
+        next_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "size", b"size", "stdin", b"stdin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "next_run", b"next_run", "size", b"size", "stdin", b"stdin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,6 +16,7 @@ Inspect* (not Get*) for one object, Remove* for deletes, Prune* for
 removing every unused object of a kind.
 """
 
+from berth.types.v1 import build_pb2 as _build_pb2
 from berth.types.v1 import file_change_pb2 as _file_change_pb2
 from berth.types.v1 import healthcheck_pb2 as _healthcheck_pb2
 from berth.types.v1 import port_pb2 as _port_pb2
@@ -199,6 +200,7 @@ class ContainerConfig(_message.Message):
     RUNTIME_FIELD_NUMBER: _builtins.int
     SECURITY_OPT_FIELD_NUMBER: _builtins.int
     ENDPOINT_SETTINGS_FIELD_NUMBER: _builtins.int
+    LOG_CONFIG_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Image reference or id: "busybox", "registry:5000/team/app:1.2", "sha256:..."."""
     name: _builtins.str
@@ -393,6 +395,13 @@ class ContainerConfig(_message.Message):
     def endpoint_settings(self) -> Global___NetworkEndpointSettings:
         """Links, MAC, IPv6 address ... asked for on its network (NetworkingConfig)."""
 
+    @_builtins.property
+    def log_config(self) -> Global___LogConfig:
+        """How the container's output is kept (`--log-driver`, `--log-opt`; docker's
+        HostConfig.LogConfig); absent takes the daemon default. An unknown driver
+        or option is INVALID_ARGUMENT, naming it.
+        """
+
     def __init__(
         self,
         *,
@@ -447,16 +456,72 @@ class ContainerConfig(_message.Message):
         runtime: _builtins.str = ...,
         security_opt: _abc.Iterable[_builtins.str] | None = ...,
         endpoint_settings: Global___NetworkEndpointSettings | None = ...,
+        log_config: Global___LogConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "log_config", b"log_config", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "env", b"env", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "init", b"init", "ipc_mode", b"ipc_mode", "ipv4_address", b"ipv4_address", "labels", b"labels", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "oom_kill_disable", b"oom_kill_disable", "oom_score_adj", b"oom_score_adj", "open_stdin", b"open_stdin", "pid_mode", b"pid_mode", "pids_limit", b"pids_limit", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "runtime", b"runtime", "security_opt", b"security_opt", "shm_size", b"shm_size", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "uts_mode", b"uts_mode", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "env", b"env", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "init", b"init", "ipc_mode", b"ipc_mode", "ipv4_address", b"ipv4_address", "labels", b"labels", "log_config", b"log_config", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "oom_kill_disable", b"oom_kill_disable", "oom_score_adj", b"oom_score_adj", "open_stdin", b"open_stdin", "pid_mode", b"pid_mode", "pids_limit", b"pids_limit", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "runtime", b"runtime", "security_opt", b"security_opt", "shm_size", b"shm_size", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "uts_mode", b"uts_mode", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_timeout) -> _WhichOneofReturnType__stop_timeout | None: ...
 
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
+
+@_typing.final
+class LogConfig(_message.Message):
+    """LogConfig is a log driver with docker's names and options: "json-file"
+    (everything, or rotated by max-size/max-file/compress), "local" (rotated,
+    docker's defaults max-size 20m, max-file 5, compress true) or "none" (no
+    log; attach still sees all output). Every driver's log reads back byte for
+    byte with GetContainerLogs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DRIVER_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    driver: _builtins.str
+    """The driver; empty takes the daemon default driver with its options."""
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """docker's --log-opt keys: "max-size" ("10m"; -1 = no limit), "max-file"
+        (>= 1), "compress" ("true"/"false").
+        """
+
+    def __init__(
+        self,
+        *,
+        driver: _builtins.str = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogConfig: _TypeAlias = LogConfig  # noqa: Y015
 
 @_typing.final
 class ContainerNetwork(_message.Message):
@@ -1501,6 +1566,7 @@ class ContainerInfo(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     NETWORKS_FIELD_NUMBER: _builtins.int
     RESTART_COUNT_FIELD_NUMBER: _builtins.int
+    LOG_CONFIG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Full id (64 hex); never changes."""
     name: _builtins.str
@@ -1555,6 +1621,10 @@ class ContainerInfo(_message.Message):
     def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerNetwork]:
         """The networks it is on now."""
 
+    @_builtins.property
+    def log_config(self) -> Global___LogConfig:
+        """The log driver and options in force (the daemon default filled in)."""
+
     def __init__(
         self,
         *,
@@ -1577,10 +1647,11 @@ class ContainerInfo(_message.Message):
         ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
         networks: _abc.Iterable[Global___ContainerNetwork] | None = ...,
         restart_count: _builtins.int = ...,
+        log_config: Global___LogConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created", b"created", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created", b"created", "log_config", b"log_config", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "networks", b"networks", "path", b"path", "ports", b"ports", "restart_count", b"restart_count", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "config", b"config", "created", b"created", "env", b"env", "hostname", b"hostname", "id", b"id", "image", b"image", "image_id", b"image_id", "log_config", b"log_config", "log_path", b"log_path", "mounts", b"mounts", "name", b"name", "netns_path", b"netns_path", "network_mode", b"network_mode", "networks", b"networks", "path", b"path", "ports", b"ports", "restart_count", b"restart_count", "state", b"state", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3842,6 +3913,7 @@ class GetDiskUsageResponse(_message.Message):
     IMAGES_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
+    BUILD_CACHE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def summary(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskUsageSummary]:
         """One line per kind."""
@@ -3858,6 +3930,10 @@ class GetDiskUsageResponse(_message.Message):
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeUsage]:
         """Every volume."""
 
+    @_builtins.property
+    def build_cache(self) -> _containers.RepeatedCompositeFieldContainer[_build_pb2.BuildCacheEntry]:
+        """Every build cache entry (the build service's)."""
+
     def __init__(
         self,
         *,
@@ -3865,10 +3941,11 @@ class GetDiskUsageResponse(_message.Message):
         images: _abc.Iterable[Global___ImageUsage] | None = ...,
         containers: _abc.Iterable[Global___ContainerUsage] | None = ...,
         volumes: _abc.Iterable[Global___VolumeUsage] | None = ...,
+        build_cache: _abc.Iterable[_build_pb2.BuildCacheEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "images", b"images", "summary", b"summary", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_cache", b"build_cache", "containers", b"containers", "images", b"images", "summary", b"summary", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -4256,7 +4333,9 @@ class AttachContainerResponse(_message.Message):
 
     @_builtins.property
     def exit(self) -> Global___ExitStatus:
-        """With start_container: how the container ended; the stream ends."""
+        """How the container ended, after its last byte of output: always with
+        start_container, and without it when the process exited while attached.
+        """
 
     def __init__(
         self,
@@ -4732,3 +4811,107 @@ class ExportContainerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportContainerResponse: _TypeAlias = ExportContainerResponse  # noqa: Y015
+
+@_typing.final
+class BuildImageRequest(_message.Message):
+    """BuildImageRequest is one message of a BuildImage call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Then the context tarball, in chunks."""
+    @_builtins.property
+    def options(self) -> _build_pb2.BuildOptions:
+        """First message: what to build."""
+
+    def __init__(
+        self,
+        *,
+        options: _build_pb2.BuildOptions | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "options", b"options", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "options", b"options", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["options", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___BuildImageRequest: _TypeAlias = BuildImageRequest  # noqa: Y015
+
+@_typing.final
+class BuildImageResponse(_message.Message):
+    """BuildImageResponse is one progress message of a build."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _build_pb2.BuildEvent:
+        """What happened."""
+
+    def __init__(
+        self,
+        *,
+        event: _build_pb2.BuildEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BuildImageResponse: _TypeAlias = BuildImageResponse  # noqa: Y015
+
+@_typing.final
+class PruneBuildCacheRequest(_message.Message):
+    """PruneBuildCacheRequest says which build cache entries to forget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALL_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    """Every entry; without it only those no named image uses."""
+    def __init__(
+        self,
+        *,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneBuildCacheRequest: _TypeAlias = PruneBuildCacheRequest  # noqa: Y015
+
+@_typing.final
+class PruneBuildCacheResponse(_message.Message):
+    """PruneBuildCacheResponse says what was removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    SPACE_RECLAIMED_FIELD_NUMBER: _builtins.int
+    space_reclaimed: _builtins.int
+    """Bytes freed."""
+    @_builtins.property
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Keys of the entries forgotten."""
+
+    def __init__(
+        self,
+        *,
+        deleted: _abc.Iterable[_builtins.str] | None = ...,
+        space_reclaimed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "space_reclaimed", b"space_reclaimed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneBuildCacheResponse: _TypeAlias = PruneBuildCacheResponse  # noqa: Y015

@@ -310,6 +310,16 @@ class EngineServiceStub:
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsResponse.FromString,
                 _registered_method=True)
+        self.BuildImage = channel.stream_stream(
+                '/berth.engine.v1.EngineService/BuildImage',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageResponse.FromString,
+                _registered_method=True)
+        self.PruneBuildCache = channel.unary_unary(
+                '/berth.engine.v1.EngineService/PruneBuildCache',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServiceServicer:
@@ -338,8 +348,11 @@ class EngineServiceServicer:
 
     def RunContainer(self, request, context):
         """Create and start a container (`berth run`). The first message carries the
-        id; when attach is set, the container's output follows and the last message
-        carries the exit status. auto_remove removes the container once it exits.
+        id; when attach is set, the container's output follows, every byte of it,
+        read from its stdio (attached before the process starts, never from its
+        log), with back-pressure: a reader that stalls stalls the container's
+        writes. The last message carries the exit status, after the last byte.
+        auto_remove removes the container once it exits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -405,8 +418,9 @@ class EngineServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetContainerLogs(self, request, context):
-        """The container's output from its log, one message per line; with follow,
-        new lines as they come until the container exits.
+        """The container's output from its log, one message per line with
+        timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+        written). With follow, new output as it comes until the container exits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -657,9 +671,11 @@ class EngineServiceServicer:
 
     def AttachContainer(self, request_iterator, context):
         """Attach to a container's stdio. First request `start`; the first reply
-        (`attached`) comes once nothing of its output can be missed, then output;
-        with start.start_container the container is started after attaching and
-        the last reply carries its exit status. Ending the stream detaches.
+        (`attached`) comes once nothing of its output can be missed, then output
+        (from the container's stdio, with back-pressure); with
+        start.start_container the container is started after attaching (a stopped
+        one is attached to its new run before its process starts) and the last
+        reply carries its exit status. Ending the stream detaches.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -726,6 +742,23 @@ class EngineServiceServicer:
     def SubscribeEvents(self, request, context):
         """Engine events (container create/start/die/destroy..., image load/tag/delete...),
         in the order they happened, from `since` on and, with follow, as they happen.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildImage(self, request_iterator, context):
+        """Build an image from a Dockerfile: `options` first, then the context as a
+        tar stream (plain or gzip) in chunks, then half-close. Replies with each
+        step's progress and, last, the result. INVALID_ARGUMENT for a bad
+        Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneBuildCache(self, request, context):
+        """Forget build cache entries and remove the images only they kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1003,6 +1036,16 @@ def add_EngineServiceServicer_to_server(servicer, server):
                     servicer.SubscribeEvents,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsResponse.SerializeToString,
+            ),
+            'BuildImage': grpc.stream_stream_rpc_method_handler(
+                    servicer.BuildImage,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageResponse.SerializeToString,
+            ),
+            'PruneBuildCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneBuildCache,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2468,6 +2511,60 @@ class EngineService:
             '/berth.engine.v1.EngineService/SubscribeEvents',
             berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.SubscribeEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildImage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/berth.engine.v1.EngineService/BuildImage',
+            berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.BuildImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneBuildCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.EngineService/PruneBuildCache',
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

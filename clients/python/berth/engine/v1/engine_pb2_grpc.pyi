@@ -61,8 +61,11 @@ class EngineServiceStub:
     """
     RunContainer: _grpc.UnaryStreamMultiCallable[_engine_pb2.RunContainerRequest, _engine_pb2.RunContainerResponse]
     """Create and start a container (`berth run`). The first message carries the
-    id; when attach is set, the container's output follows and the last message
-    carries the exit status. auto_remove removes the container once it exits.
+    id; when attach is set, the container's output follows, every byte of it,
+    read from its stdio (attached before the process starts, never from its
+    log), with back-pressure: a reader that stalls stalls the container's
+    writes. The last message carries the exit status, after the last byte.
+    auto_remove removes the container once it exits.
     """
     StartContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.StartContainerRequest, _engine_pb2.StartContainerResponse]
     """Start a created or stopped container. Starting a running one is not an error."""
@@ -86,8 +89,9 @@ class EngineServiceStub:
     InspectContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.InspectContainerRequest, _engine_pb2.InspectContainerResponse]
     """One container in full, as `berth inspect` shows it."""
     GetContainerLogs: _grpc.UnaryStreamMultiCallable[_engine_pb2.GetContainerLogsRequest, _engine_pb2.GetContainerLogsResponse]
-    """The container's output from its log, one message per line; with follow,
-    new lines as they come until the container exits.
+    """The container's output from its log, one message per line with
+    timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+    written). With follow, new output as it comes until the container exits.
     """
     LoadImages: _grpc.StreamUnaryMultiCallable[_engine_pb2.LoadImagesRequest, _engine_pb2.LoadImagesResponse]
     """Images.
@@ -190,9 +194,11 @@ class EngineServiceStub:
     """An exec and its state, while it runs and after it exited."""
     AttachContainer: _grpc.StreamStreamMultiCallable[_engine_pb2.AttachContainerRequest, _engine_pb2.AttachContainerResponse]
     """Attach to a container's stdio. First request `start`; the first reply
-    (`attached`) comes once nothing of its output can be missed, then output;
-    with start.start_container the container is started after attaching and
-    the last reply carries its exit status. Ending the stream detaches.
+    (`attached`) comes once nothing of its output can be missed, then output
+    (from the container's stdio, with back-pressure); with
+    start.start_container the container is started after attaching (a stopped
+    one is attached to its new run before its process starts) and the last
+    reply carries its exit status. Ending the stream detaches.
     """
     PauseContainer: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PauseContainerRequest, _engine_pb2.PauseContainerResponse]
     """Freeze every process of a running container."""
@@ -218,6 +224,14 @@ class EngineServiceStub:
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
     """
+    BuildImage: _grpc.StreamStreamMultiCallable[_engine_pb2.BuildImageRequest, _engine_pb2.BuildImageResponse]
+    """Build an image from a Dockerfile: `options` first, then the context as a
+    tar stream (plain or gzip) in chunks, then half-close. Replies with each
+    step's progress and, last, the result. INVALID_ARGUMENT for a bad
+    Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+    """
+    PruneBuildCache: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PruneBuildCacheRequest, _engine_pb2.PruneBuildCacheResponse]
+    """Forget build cache entries and remove the images only they kept."""
 
 @_typing.type_check_only
 class EngineServiceAsyncStub(EngineServiceStub):
@@ -238,8 +252,11 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """
     RunContainer: _aio.UnaryStreamMultiCallable[_engine_pb2.RunContainerRequest, _engine_pb2.RunContainerResponse]  # type: ignore[assignment]
     """Create and start a container (`berth run`). The first message carries the
-    id; when attach is set, the container's output follows and the last message
-    carries the exit status. auto_remove removes the container once it exits.
+    id; when attach is set, the container's output follows, every byte of it,
+    read from its stdio (attached before the process starts, never from its
+    log), with back-pressure: a reader that stalls stalls the container's
+    writes. The last message carries the exit status, after the last byte.
+    auto_remove removes the container once it exits.
     """
     StartContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.StartContainerRequest, _engine_pb2.StartContainerResponse]  # type: ignore[assignment]
     """Start a created or stopped container. Starting a running one is not an error."""
@@ -263,8 +280,9 @@ class EngineServiceAsyncStub(EngineServiceStub):
     InspectContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.InspectContainerRequest, _engine_pb2.InspectContainerResponse]  # type: ignore[assignment]
     """One container in full, as `berth inspect` shows it."""
     GetContainerLogs: _aio.UnaryStreamMultiCallable[_engine_pb2.GetContainerLogsRequest, _engine_pb2.GetContainerLogsResponse]  # type: ignore[assignment]
-    """The container's output from its log, one message per line; with follow,
-    new lines as they come until the container exits.
+    """The container's output from its log, one message per line with
+    timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+    written). With follow, new output as it comes until the container exits.
     """
     LoadImages: _aio.StreamUnaryMultiCallable[_engine_pb2.LoadImagesRequest, _engine_pb2.LoadImagesResponse]  # type: ignore[assignment]
     """Images.
@@ -367,9 +385,11 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """An exec and its state, while it runs and after it exited."""
     AttachContainer: _aio.StreamStreamMultiCallable[_engine_pb2.AttachContainerRequest, _engine_pb2.AttachContainerResponse]  # type: ignore[assignment]
     """Attach to a container's stdio. First request `start`; the first reply
-    (`attached`) comes once nothing of its output can be missed, then output;
-    with start.start_container the container is started after attaching and
-    the last reply carries its exit status. Ending the stream detaches.
+    (`attached`) comes once nothing of its output can be missed, then output
+    (from the container's stdio, with back-pressure); with
+    start.start_container the container is started after attaching (a stopped
+    one is attached to its new run before its process starts) and the last
+    reply carries its exit status. Ending the stream detaches.
     """
     PauseContainer: _aio.UnaryUnaryMultiCallable[_engine_pb2.PauseContainerRequest, _engine_pb2.PauseContainerResponse]  # type: ignore[assignment]
     """Freeze every process of a running container."""
@@ -395,6 +415,14 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """Engine events (container create/start/die/destroy..., image load/tag/delete...),
     in the order they happened, from `since` on and, with follow, as they happen.
     """
+    BuildImage: _aio.StreamStreamMultiCallable[_engine_pb2.BuildImageRequest, _engine_pb2.BuildImageResponse]  # type: ignore[assignment]
+    """Build an image from a Dockerfile: `options` first, then the context as a
+    tar stream (plain or gzip) in chunks, then half-close. Replies with each
+    step's progress and, last, the result. INVALID_ARGUMENT for a bad
+    Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+    """
+    PruneBuildCache: _aio.UnaryUnaryMultiCallable[_engine_pb2.PruneBuildCacheRequest, _engine_pb2.PruneBuildCacheResponse]  # type: ignore[assignment]
+    """Forget build cache entries and remove the images only they kept."""
 
 class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
     """EngineService is everything a berth client does: containers and their
@@ -430,8 +458,11 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_engine_pb2.RunContainerResponse], _abc.AsyncIterator[_engine_pb2.RunContainerResponse]]:
         """Create and start a container (`berth run`). The first message carries the
-        id; when attach is set, the container's output follows and the last message
-        carries the exit status. auto_remove removes the container once it exits.
+        id; when attach is set, the container's output follows, every byte of it,
+        read from its stdio (attached before the process starts, never from its
+        log), with back-pressure: a reader that stalls stalls the container's
+        writes. The last message carries the exit status, after the last byte.
+        auto_remove removes the container once it exits.
         """
 
     @_abc_1.abstractmethod
@@ -509,8 +540,9 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _engine_pb2.GetContainerLogsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_engine_pb2.GetContainerLogsResponse], _abc.AsyncIterator[_engine_pb2.GetContainerLogsResponse]]:
-        """The container's output from its log, one message per line; with follow,
-        new lines as they come until the container exits.
+        """The container's output from its log, one message per line with
+        timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+        written). With follow, new output as it comes until the container exits.
         """
 
     @_abc_1.abstractmethod
@@ -811,9 +843,11 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_engine_pb2.AttachContainerResponse], _abc.AsyncIterator[_engine_pb2.AttachContainerResponse]]:
         """Attach to a container's stdio. First request `start`; the first reply
-        (`attached`) comes once nothing of its output can be missed, then output;
-        with start.start_container the container is started after attaching and
-        the last reply carries its exit status. Ending the stream detaches.
+        (`attached`) comes once nothing of its output can be missed, then output
+        (from the container's stdio, with back-pressure); with
+        start.start_container the container is started after attaching (a stopped
+        one is attached to its new run before its process starts) and the last
+        reply carries its exit status. Ending the stream detaches.
         """
 
     @_abc_1.abstractmethod
@@ -893,5 +927,25 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Engine events (container create/start/die/destroy..., image load/tag/delete...),
         in the order they happened, from `since` on and, with follow, as they happen.
         """
+
+    @_abc_1.abstractmethod
+    def BuildImage(
+        self,
+        request_iterator: _MaybeAsyncIterator[_engine_pb2.BuildImageRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.BuildImageResponse], _abc.AsyncIterator[_engine_pb2.BuildImageResponse]]:
+        """Build an image from a Dockerfile: `options` first, then the context as a
+        tar stream (plain or gzip) in chunks, then half-close. Replies with each
+        step's progress and, last, the result. INVALID_ARGUMENT for a bad
+        Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+        """
+
+    @_abc_1.abstractmethod
+    def PruneBuildCache(
+        self,
+        request: _engine_pb2.PruneBuildCacheRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.PruneBuildCacheResponse, _abc.Awaitable[_engine_pb2.PruneBuildCacheResponse]]:
+        """Forget build cache entries and remove the images only they kept."""
 
 def add_EngineServiceServicer_to_server(servicer: EngineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

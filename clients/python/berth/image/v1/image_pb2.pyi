@@ -224,6 +224,8 @@ class ImageConfig(_message.Message):
     VOLUMES_FIELD_NUMBER: _builtins.int
     STOP_SIGNAL_FIELD_NUMBER: _builtins.int
     HEALTHCHECK_FIELD_NUMBER: _builtins.int
+    SHELL_FIELD_NUMBER: _builtins.int
+    ON_BUILD_FIELD_NUMBER: _builtins.int
     working_dir: _builtins.str
     """WORKDIR; empty is "/"."""
     user: _builtins.str
@@ -258,6 +260,16 @@ class ImageConfig(_message.Message):
     def healthcheck(self) -> _healthcheck_pb2.HealthConfig:
         """The image's Healthcheck, when it has one."""
 
+    @_builtins.property
+    def shell(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SHELL: argv that shell-form RUN, CMD and ENTRYPOINT are run with; empty is
+        ["/bin/sh", "-c"].
+        """
+
+    @_builtins.property
+    def on_build(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ONBUILD: instructions run by builds FROM this image, as written."""
+
     def __init__(
         self,
         *,
@@ -271,10 +283,12 @@ class ImageConfig(_message.Message):
         volumes: _abc.Iterable[_builtins.str] | None = ...,
         stop_signal: _builtins.str = ...,
         healthcheck: _healthcheck_pb2.HealthConfig | None = ...,
+        shell: _abc.Iterable[_builtins.str] | None = ...,
+        on_build: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["healthcheck", b"healthcheck"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cmd", b"cmd", "entrypoint", b"entrypoint", "env", b"env", "exposed_ports", b"exposed_ports", "healthcheck", b"healthcheck", "labels", b"labels", "stop_signal", b"stop_signal", "user", b"user", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cmd", b"cmd", "entrypoint", b"entrypoint", "env", b"env", "exposed_ports", b"exposed_ports", "healthcheck", b"healthcheck", "labels", b"labels", "on_build", b"on_build", "shell", b"shell", "stop_signal", b"stop_signal", "user", b"user", "volumes", b"volumes", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1076,6 +1090,7 @@ class CommitSnapshotRequest(_message.Message):
     REFERENCE_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     AUTHOR_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The snapshot whose writable layer becomes the new layer."""
     reference: _builtins.str
@@ -1084,6 +1099,8 @@ class CommitSnapshotRequest(_message.Message):
     """History comment."""
     author: _builtins.str
     """Author, kept in the image config."""
+    created_by: _builtins.str
+    """The history entry's created_by ("/bin/sh -c make"); empty is "berth commit"."""
     @_builtins.property
     def config(self) -> Global___ImageConfig:
         """The whole config of the new image."""
@@ -1096,10 +1113,11 @@ class CommitSnapshotRequest(_message.Message):
         reference: _builtins.str = ...,
         comment: _builtins.str = ...,
         author: _builtins.str = ...,
+        created_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "comment", b"comment", "config", b"config", "key", b"key", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "comment", b"comment", "config", b"config", "created_by", b"created_by", "key", b"key", "reference", b"reference"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1345,3 +1363,93 @@ class PruneImagesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PruneImagesResponse: _TypeAlias = PruneImagesResponse  # noqa: Y015
+
+@_typing.final
+class CreateImageRequest(_message.Message):
+    """CreateImageRequest is one message of a CreateImage call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Then the uncompressed tar of the new layer, in chunks; none adds no layer."""
+    @_builtins.property
+    def header(self) -> Global___CreateImageHeader:
+        """First message: the parent and the new config."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___CreateImageHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___CreateImageRequest: _TypeAlias = CreateImageRequest  # noqa: Y015
+
+@_typing.final
+class CreateImageHeader(_message.Message):
+    """CreateImageHeader says what the new image is made of."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """Parent image id or reference; empty is no parent (no layers)."""
+    created_by: _builtins.str
+    """The history entry's created_by ("ENV A=b")."""
+    reference: _builtins.str
+    """Optional name for the new image."""
+    @_builtins.property
+    def config(self) -> Global___ImageConfig:
+        """The whole config of the new image."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        config: Global___ImageConfig | None = ...,
+        created_by: _builtins.str = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created_by", b"created_by", "parent", b"parent", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateImageHeader: _TypeAlias = CreateImageHeader  # noqa: Y015
+
+@_typing.final
+class CreateImageResponse(_message.Message):
+    """CreateImageResponse carries the new image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """The new image."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___Image | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateImageResponse: _TypeAlias = CreateImageResponse  # noqa: Y015

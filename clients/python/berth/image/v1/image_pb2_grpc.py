@@ -133,6 +133,11 @@ class ImageServiceStub:
                 request_serializer=berth_dot_image_dot_v1_dot_image__pb2.PruneImagesRequest.SerializeToString,
                 response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PruneImagesResponse.FromString,
                 _registered_method=True)
+        self.CreateImage = channel.stream_unary(
+                '/berth.image.v1.ImageService/CreateImage',
+                request_serializer=berth_dot_image_dot_v1_dot_image__pb2.CreateImageRequest.SerializeToString,
+                response_deserializer=berth_dot_image_dot_v1_dot_image__pb2.CreateImageResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -286,6 +291,16 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateImage(self, request_iterator, context):
+        """Make an image from a parent image (or none: `FROM scratch`) and a new
+        config, optionally with one more layer streamed as a tar: `header` first,
+        then the layer's chunks. The build service's way to store the result of a
+        step that changes only the config (ENV, CMD...), or adds files it packed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -383,6 +398,11 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.PruneImages,
                     request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.PruneImagesRequest.FromString,
                     response_serializer=berth_dot_image_dot_v1_dot_image__pb2.PruneImagesResponse.SerializeToString,
+            ),
+            'CreateImage': grpc.stream_unary_rpc_method_handler(
+                    servicer.CreateImage,
+                    request_deserializer=berth_dot_image_dot_v1_dot_image__pb2.CreateImageRequest.FromString,
+                    response_serializer=berth_dot_image_dot_v1_dot_image__pb2.CreateImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -901,6 +921,33 @@ class ImageService:
             '/berth.image.v1.ImageService/PruneImages',
             berth_dot_image_dot_v1_dot_image__pb2.PruneImagesRequest.SerializeToString,
             berth_dot_image_dot_v1_dot_image__pb2.PruneImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateImage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/berth.image.v1.ImageService/CreateImage',
+            berth_dot_image_dot_v1_dot_image__pb2.CreateImageRequest.SerializeToString,
+            berth_dot_image_dot_v1_dot_image__pb2.CreateImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,6 +99,12 @@ class ImageServiceStub:
     """
     PruneImages: _grpc.UnaryUnaryMultiCallable[_image_pb2.PruneImagesRequest, _image_pb2.PruneImagesResponse]
     """Remove images no snapshot uses: dangling ones, or with all every one."""
+    CreateImage: _grpc.StreamUnaryMultiCallable[_image_pb2.CreateImageRequest, _image_pb2.CreateImageResponse]
+    """Make an image from a parent image (or none: `FROM scratch`) and a new
+    config, optionally with one more layer streamed as a tar: `header` first,
+    then the layer's chunks. The build service's way to store the result of a
+    step that changes only the config (ENV, CMD...), or adds files it packed.
+    """
 
 @_typing.type_check_only
 class ImageServiceAsyncStub(ImageServiceStub):
@@ -165,6 +171,12 @@ class ImageServiceAsyncStub(ImageServiceStub):
     """
     PruneImages: _aio.UnaryUnaryMultiCallable[_image_pb2.PruneImagesRequest, _image_pb2.PruneImagesResponse]  # type: ignore[assignment]
     """Remove images no snapshot uses: dangling ones, or with all every one."""
+    CreateImage: _aio.StreamUnaryMultiCallable[_image_pb2.CreateImageRequest, _image_pb2.CreateImageResponse]  # type: ignore[assignment]
+    """Make an image from a parent image (or none: `FROM scratch`) and a new
+    config, optionally with one more layer streamed as a tar: `header` first,
+    then the layer's chunks. The build service's way to store the result of a
+    step that changes only the config (ENV, CMD...), or adds files it packed.
+    """
 
 class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     """ImageService stores images and makes root filesystems of them. Its only
@@ -342,5 +354,17 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_image_pb2.PruneImagesResponse, _abc.Awaitable[_image_pb2.PruneImagesResponse]]:
         """Remove images no snapshot uses: dangling ones, or with all every one."""
+
+    @_abc_1.abstractmethod
+    def CreateImage(
+        self,
+        request_iterator: _MaybeAsyncIterator[_image_pb2.CreateImageRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.CreateImageResponse, _abc.Awaitable[_image_pb2.CreateImageResponse]]:
+        """Make an image from a parent image (or none: `FROM scratch`) and a new
+        config, optionally with one more layer streamed as a tar: `header` first,
+        then the layer's chunks. The build service's way to store the result of a
+        step that changes only the config (ENV, CMD...), or adds files it packed.
+        """
 
 def add_ImageServiceServicer_to_server(servicer: ImageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

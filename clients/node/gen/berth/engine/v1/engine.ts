@@ -26,6 +26,7 @@ import {
 } from "@grpc/grpc-js";
 import { Empty } from "../../../google/protobuf/empty";
 import { Timestamp } from "../../../google/protobuf/timestamp";
+import { BuildCacheEntry, BuildEvent, BuildOptions } from "../../types/v1/build";
 import { FileChange } from "../../types/v1/file_change";
 import { HealthConfig } from "../../types/v1/healthcheck";
 import { PortBinding } from "../../types/v1/port";
@@ -247,7 +248,15 @@ export interface ContainerConfig {
    */
   securityOpt: string[];
   /** Links, MAC, IPv6 address ... asked for on its network (NetworkingConfig). */
-  endpointSettings: NetworkEndpointSettings | undefined;
+  endpointSettings:
+    | NetworkEndpointSettings
+    | undefined;
+  /**
+   * How the container's output is kept (`--log-driver`, `--log-opt`; docker's
+   * HostConfig.LogConfig); absent takes the daemon default. An unknown driver
+   * or option is INVALID_ARGUMENT, naming it.
+   */
+  logConfig: LogConfig | undefined;
 }
 
 export interface ContainerConfig_LabelsEntry {
@@ -256,6 +265,28 @@ export interface ContainerConfig_LabelsEntry {
 }
 
 export interface ContainerConfig_SysctlsEntry {
+  key: string;
+  value: string;
+}
+
+/**
+ * LogConfig is a log driver with docker's names and options: "json-file"
+ * (everything, or rotated by max-size/max-file/compress), "local" (rotated,
+ * docker's defaults max-size 20m, max-file 5, compress true) or "none" (no
+ * log; attach still sees all output). Every driver's log reads back byte for
+ * byte with GetContainerLogs.
+ */
+export interface LogConfig {
+  /** The driver; empty takes the daemon default driver with its options. */
+  driver: string;
+  /**
+   * docker's --log-opt keys: "max-size" ("10m"; -1 = no limit), "max-file"
+   * (>= 1), "compress" ("true"/"false").
+   */
+  options: { [key: string]: string };
+}
+
+export interface LogConfig_OptionsEntry {
   key: string;
   value: string;
 }
@@ -677,6 +708,8 @@ export interface ContainerInfo {
   networks: ContainerNetwork[];
   /** Times the restart policy started the container again since the user last did. */
   restartCount: number;
+  /** The log driver and options in force (the daemon default filled in). */
+  logConfig: LogConfig | undefined;
 }
 
 /** ListContainersResponse carries the containers found. */
@@ -1404,6 +1437,8 @@ export interface GetDiskUsageResponse {
   containers: ContainerUsage[];
   /** Every volume. */
   volumes: VolumeUsage[];
+  /** Every build cache entry (the build service's). */
+  buildCache: BuildCacheEntry[];
 }
 
 /** CreateExecRequest describes the command to run in a container. */
@@ -1551,7 +1586,10 @@ export interface AttachContainerResponse {
   output?:
     | OutputChunk
     | undefined;
-  /** With start_container: how the container ended; the stream ends. */
+  /**
+   * How the container ended, after its last byte of output: always with
+   * start_container, and without it when the process exited while attached.
+   */
   exit?: ExitStatus | undefined;
 }
 
@@ -1702,6 +1740,36 @@ export interface ExportContainerRequest {
 export interface ExportContainerResponse {
   /** The next bytes of the archive. */
   data: Buffer;
+}
+
+/** BuildImageRequest is one message of a BuildImage call. */
+export interface BuildImageRequest {
+  /** First message: what to build. */
+  options?:
+    | BuildOptions
+    | undefined;
+  /** Then the context tarball, in chunks. */
+  chunk?: Buffer | undefined;
+}
+
+/** BuildImageResponse is one progress message of a build. */
+export interface BuildImageResponse {
+  /** What happened. */
+  event: BuildEvent | undefined;
+}
+
+/** PruneBuildCacheRequest says which build cache entries to forget. */
+export interface PruneBuildCacheRequest {
+  /** Every entry; without it only those no named image uses. */
+  all: boolean;
+}
+
+/** PruneBuildCacheResponse says what was removed. */
+export interface PruneBuildCacheResponse {
+  /** Keys of the entries forgotten. */
+  deleted: string[];
+  /** Bytes freed. */
+  spaceReclaimed: number;
 }
 
 function createBaseGetVersionRequest(): GetVersionRequest {
@@ -1966,6 +2034,7 @@ function createBaseContainerConfig(): ContainerConfig {
     runtime: "",
     securityOpt: [],
     endpointSettings: undefined,
+    logConfig: undefined,
   };
 }
 
@@ -2123,6 +2192,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.endpointSettings !== undefined) {
       NetworkEndpointSettings.encode(message.endpointSettings, writer.uint32(1042).fork()).join();
+    }
+    if (message.logConfig !== undefined) {
+      LogConfig.encode(message.logConfig, writer.uint32(882).fork()).join();
     }
     return writer;
   },
@@ -2554,6 +2626,14 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.endpointSettings = NetworkEndpointSettings.decode(reader, reader.uint32());
             continue;
           }
+          case 110: {
+            if (tag !== 882) {
+              break;
+            }
+
+            message.logConfig = LogConfig.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2785,6 +2865,11 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.endpoint_settings)
         ? NetworkEndpointSettings.fromJSON(object.endpoint_settings)
         : undefined,
+      logConfig: isSet(object.logConfig)
+        ? LogConfig.fromJSON(object.logConfig)
+        : isSet(object.log_config)
+        ? LogConfig.fromJSON(object.log_config)
+        : undefined,
     };
   },
 
@@ -2955,6 +3040,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.endpointSettings !== undefined) {
       obj.endpointSettings = NetworkEndpointSettings.toJSON(message.endpointSettings);
     }
+    if (message.logConfig !== undefined) {
+      obj.logConfig = LogConfig.toJSON(message.logConfig);
+    }
     return obj;
   },
 
@@ -3037,6 +3125,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.securityOpt = object.securityOpt?.map((e) => e) || [];
     message.endpointSettings = (object.endpointSettings !== undefined && object.endpointSettings !== null)
       ? NetworkEndpointSettings.fromPartial(object.endpointSettings)
+      : undefined;
+    message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
+      ? LogConfig.fromPartial(object.logConfig)
       : undefined;
     return message;
   },
@@ -3206,6 +3297,206 @@ export const ContainerConfig_SysctlsEntry: MessageFns<ContainerConfig_SysctlsEnt
   },
   fromPartial<I extends Exact<DeepPartial<ContainerConfig_SysctlsEntry>, I>>(object: I): ContainerConfig_SysctlsEntry {
     const message = createBaseContainerConfig_SysctlsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseLogConfig(): LogConfig {
+  return { driver: "", options: {} };
+}
+
+export const LogConfig: MessageFns<LogConfig> = {
+  encode(message: LogConfig, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.driver !== "") {
+      writer.uint32(10).string(message.driver);
+    }
+    globalThis.Object.entries(message.options).forEach(([key, value]: [string, string]) => {
+      LogConfig_OptionsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogConfig {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogConfig();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = LogConfig_OptionsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.options[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogConfig {
+    return {
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      options: isObject(object.options)
+        ? (globalThis.Object.entries(object.options) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: LogConfig): unknown {
+    const obj: any = {};
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    if (message.options) {
+      const entries = globalThis.Object.entries(message.options) as [string, string][];
+      if (entries.length > 0) {
+        obj.options = {};
+        entries.forEach(([k, v]) => {
+          obj.options[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogConfig>, I>>(base?: I): LogConfig {
+    return LogConfig.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogConfig>, I>>(object: I): LogConfig {
+    const message = createBaseLogConfig();
+    message.driver = object.driver ?? "";
+    message.options = (globalThis.Object.entries(object.options ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseLogConfig_OptionsEntry(): LogConfig_OptionsEntry {
+  return { key: "", value: "" };
+}
+
+export const LogConfig_OptionsEntry: MessageFns<LogConfig_OptionsEntry> = {
+  encode(message: LogConfig_OptionsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogConfig_OptionsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogConfig_OptionsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogConfig_OptionsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: LogConfig_OptionsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogConfig_OptionsEntry>, I>>(base?: I): LogConfig_OptionsEntry {
+    return LogConfig_OptionsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogConfig_OptionsEntry>, I>>(object: I): LogConfig_OptionsEntry {
+    const message = createBaseLogConfig_OptionsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
@@ -6835,6 +7126,7 @@ function createBaseContainerInfo(): ContainerInfo {
     ports: [],
     networks: [],
     restartCount: 0,
+    logConfig: undefined,
   };
 }
 
@@ -6896,6 +7188,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     }
     if (message.restartCount !== 0) {
       writer.uint32(400).int32(message.restartCount);
+    }
+    if (message.logConfig !== undefined) {
+      LogConfig.encode(message.logConfig, writer.uint32(890).fork()).join();
     }
     return writer;
   },
@@ -7065,6 +7360,14 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
             message.restartCount = reader.int32();
             continue;
           }
+          case 111: {
+            if (tag !== 890) {
+              break;
+            }
+
+            message.logConfig = LogConfig.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7128,6 +7431,11 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
         : isSet(object.restart_count)
         ? globalThis.Number(object.restart_count)
         : 0,
+      logConfig: isSet(object.logConfig)
+        ? LogConfig.fromJSON(object.logConfig)
+        : isSet(object.log_config)
+        ? LogConfig.fromJSON(object.log_config)
+        : undefined,
     };
   },
 
@@ -7190,6 +7498,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     if (message.restartCount !== 0) {
       obj.restartCount = Math.round(message.restartCount);
     }
+    if (message.logConfig !== undefined) {
+      obj.logConfig = LogConfig.toJSON(message.logConfig);
+    }
     return obj;
   },
 
@@ -7221,6 +7532,9 @@ export const ContainerInfo: MessageFns<ContainerInfo> = {
     message.ports = object.ports?.map((e) => PortBinding.fromPartial(e)) || [];
     message.networks = object.networks?.map((e) => ContainerNetwork.fromPartial(e)) || [];
     message.restartCount = object.restartCount ?? 0;
+    message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
+      ? LogConfig.fromPartial(object.logConfig)
+      : undefined;
     return message;
   },
 };
@@ -14841,7 +15155,7 @@ export const GetDiskUsageRequest: MessageFns<GetDiskUsageRequest> = {
 };
 
 function createBaseGetDiskUsageResponse(): GetDiskUsageResponse {
-  return { summary: [], images: [], containers: [], volumes: [] };
+  return { summary: [], images: [], containers: [], volumes: [], buildCache: [] };
 }
 
 export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
@@ -14857,6 +15171,9 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     }
     for (const v of message.volumes) {
       VolumeUsage.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.buildCache) {
+      BuildCacheEntry.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -14906,6 +15223,14 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
             message.volumes.push(VolumeUsage.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.buildCache.push(BuildCacheEntry.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -14928,6 +15253,11 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
         ? object.containers.map((e: any) => ContainerUsage.fromJSON(e))
         : [],
       volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => VolumeUsage.fromJSON(e)) : [],
+      buildCache: globalThis.Array.isArray(object?.buildCache)
+        ? object.buildCache.map((e: any) => BuildCacheEntry.fromJSON(e))
+        : globalThis.Array.isArray(object?.build_cache)
+        ? object.build_cache.map((e: any) => BuildCacheEntry.fromJSON(e))
+        : [],
     };
   },
 
@@ -14945,6 +15275,9 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     if (message.volumes?.length) {
       obj.volumes = message.volumes.map((e) => VolumeUsage.toJSON(e));
     }
+    if (message.buildCache?.length) {
+      obj.buildCache = message.buildCache.map((e) => BuildCacheEntry.toJSON(e));
+    }
     return obj;
   },
 
@@ -14957,6 +15290,7 @@ export const GetDiskUsageResponse: MessageFns<GetDiskUsageResponse> = {
     message.images = object.images?.map((e) => ImageUsage.fromPartial(e)) || [];
     message.containers = object.containers?.map((e) => ContainerUsage.fromPartial(e)) || [];
     message.volumes = object.volumes?.map((e) => VolumeUsage.fromPartial(e)) || [];
+    message.buildCache = object.buildCache?.map((e) => BuildCacheEntry.fromPartial(e)) || [];
     return message;
   },
 };
@@ -17764,6 +18098,318 @@ export const ExportContainerResponse: MessageFns<ExportContainerResponse> = {
   },
 };
 
+function createBaseBuildImageRequest(): BuildImageRequest {
+  return { options: undefined, chunk: undefined };
+}
+
+export const BuildImageRequest: MessageFns<BuildImageRequest> = {
+  encode(message: BuildImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.options !== undefined) {
+      BuildOptions.encode(message.options, writer.uint32(10).fork()).join();
+    }
+    if (message.chunk !== undefined) {
+      writer.uint32(18).bytes(message.chunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.options = BuildOptions.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.chunk = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageRequest {
+    return {
+      options: isSet(object.options) ? BuildOptions.fromJSON(object.options) : undefined,
+      chunk: isSet(object.chunk) ? Buffer.from(bytesFromBase64(object.chunk)) : undefined,
+    };
+  },
+
+  toJSON(message: BuildImageRequest): unknown {
+    const obj: any = {};
+    if (message.options !== undefined) {
+      obj.options = BuildOptions.toJSON(message.options);
+    }
+    if (message.chunk !== undefined) {
+      obj.chunk = base64FromBytes(message.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildImageRequest>, I>>(base?: I): BuildImageRequest {
+    return BuildImageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildImageRequest>, I>>(object: I): BuildImageRequest {
+    const message = createBaseBuildImageRequest();
+    message.options = (object.options !== undefined && object.options !== null)
+      ? BuildOptions.fromPartial(object.options)
+      : undefined;
+    message.chunk = object.chunk ?? undefined;
+    return message;
+  },
+};
+
+function createBaseBuildImageResponse(): BuildImageResponse {
+  return { event: undefined };
+}
+
+export const BuildImageResponse: MessageFns<BuildImageResponse> = {
+  encode(message: BuildImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.event !== undefined) {
+      BuildEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = BuildEvent.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageResponse {
+    return { event: isSet(object.event) ? BuildEvent.fromJSON(object.event) : undefined };
+  },
+
+  toJSON(message: BuildImageResponse): unknown {
+    const obj: any = {};
+    if (message.event !== undefined) {
+      obj.event = BuildEvent.toJSON(message.event);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildImageResponse>, I>>(base?: I): BuildImageResponse {
+    return BuildImageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildImageResponse>, I>>(object: I): BuildImageResponse {
+    const message = createBaseBuildImageResponse();
+    message.event = (object.event !== undefined && object.event !== null)
+      ? BuildEvent.fromPartial(object.event)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePruneBuildCacheRequest(): PruneBuildCacheRequest {
+  return { all: false };
+}
+
+export const PruneBuildCacheRequest: MessageFns<PruneBuildCacheRequest> = {
+  encode(message: PruneBuildCacheRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.all !== false) {
+      writer.uint32(8).bool(message.all);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneBuildCacheRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneBuildCacheRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PruneBuildCacheRequest {
+    return { all: isSet(object.all) ? globalThis.Boolean(object.all) : false };
+  },
+
+  toJSON(message: PruneBuildCacheRequest): unknown {
+    const obj: any = {};
+    if (message.all !== false) {
+      obj.all = message.all;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PruneBuildCacheRequest>, I>>(base?: I): PruneBuildCacheRequest {
+    return PruneBuildCacheRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PruneBuildCacheRequest>, I>>(object: I): PruneBuildCacheRequest {
+    const message = createBasePruneBuildCacheRequest();
+    message.all = object.all ?? false;
+    return message;
+  },
+};
+
+function createBasePruneBuildCacheResponse(): PruneBuildCacheResponse {
+  return { deleted: [], spaceReclaimed: 0 };
+}
+
+export const PruneBuildCacheResponse: MessageFns<PruneBuildCacheResponse> = {
+  encode(message: PruneBuildCacheResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.deleted) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.spaceReclaimed !== 0) {
+      writer.uint32(16).int64(message.spaceReclaimed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneBuildCacheResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneBuildCacheResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deleted.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.spaceReclaimed = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PruneBuildCacheResponse {
+    return {
+      deleted: globalThis.Array.isArray(object?.deleted) ? object.deleted.map((e: any) => globalThis.String(e)) : [],
+      spaceReclaimed: isSet(object.spaceReclaimed)
+        ? globalThis.Number(object.spaceReclaimed)
+        : isSet(object.space_reclaimed)
+        ? globalThis.Number(object.space_reclaimed)
+        : 0,
+    };
+  },
+
+  toJSON(message: PruneBuildCacheResponse): unknown {
+    const obj: any = {};
+    if (message.deleted?.length) {
+      obj.deleted = message.deleted;
+    }
+    if (message.spaceReclaimed !== 0) {
+      obj.spaceReclaimed = Math.round(message.spaceReclaimed);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PruneBuildCacheResponse>, I>>(base?: I): PruneBuildCacheResponse {
+    return PruneBuildCacheResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PruneBuildCacheResponse>, I>>(object: I): PruneBuildCacheResponse {
+    const message = createBasePruneBuildCacheResponse();
+    message.deleted = object.deleted?.map((e) => e) || [];
+    message.spaceReclaimed = object.spaceReclaimed ?? 0;
+    return message;
+  },
+};
+
 /**
  * EngineService is everything a berth client does: containers and their
  * processes, images and registries, networks, volumes, disk use and events.
@@ -17801,8 +18447,11 @@ export const EngineServiceService = {
   },
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer: {
     path: "/berth.engine.v1.EngineService/RunContainer" as const,
@@ -17914,8 +18563,9 @@ export const EngineServiceService = {
     responseDeserialize: (value: Buffer): InspectContainerResponse => InspectContainerResponse.decode(value),
   },
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs: {
     path: "/berth.engine.v1.EngineService/GetContainerLogs" as const,
@@ -18324,9 +18974,11 @@ export const EngineServiceService = {
   },
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer: {
     path: "/berth.engine.v1.EngineService/AttachContainer" as const,
@@ -18457,6 +19109,33 @@ export const EngineServiceService = {
       Buffer.from(SubscribeEventsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubscribeEventsResponse => SubscribeEventsResponse.decode(value),
   },
+  /**
+   * Build an image from a Dockerfile: `options` first, then the context as a
+   * tar stream (plain or gzip) in chunks, then half-close. Replies with each
+   * step's progress and, last, the result. INVALID_ARGUMENT for a bad
+   * Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+   */
+  buildImage: {
+    path: "/berth.engine.v1.EngineService/BuildImage" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: BuildImageRequest): Buffer => Buffer.from(BuildImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildImageRequest => BuildImageRequest.decode(value),
+    responseSerialize: (value: BuildImageResponse): Buffer => Buffer.from(BuildImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildImageResponse => BuildImageResponse.decode(value),
+  },
+  /** Forget build cache entries and remove the images only they kept. */
+  pruneBuildCache: {
+    path: "/berth.engine.v1.EngineService/PruneBuildCache" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PruneBuildCacheRequest): Buffer =>
+      Buffer.from(PruneBuildCacheRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PruneBuildCacheRequest => PruneBuildCacheRequest.decode(value),
+    responseSerialize: (value: PruneBuildCacheResponse): Buffer =>
+      Buffer.from(PruneBuildCacheResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PruneBuildCacheResponse => PruneBuildCacheResponse.decode(value),
+  },
 } as const;
 
 export interface EngineServiceServer extends UntypedServiceImplementation {
@@ -18470,8 +19149,11 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   createContainer: handleUnaryCall<CreateContainerRequest, CreateContainerResponse>;
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer: handleServerStreamingCall<RunContainerRequest, RunContainerResponse>;
   /** Start a created or stopped container. Starting a running one is not an error. */
@@ -18498,8 +19180,9 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   /** One container in full, as `berth inspect` shows it. */
   inspectContainer: handleUnaryCall<InspectContainerRequest, InspectContainerResponse>;
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs: handleServerStreamingCall<GetContainerLogsRequest, GetContainerLogsResponse>;
   /**
@@ -18619,9 +19302,11 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   inspectExec: handleUnaryCall<InspectExecRequest, InspectExecResponse>;
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer: handleBidiStreamingCall<AttachContainerRequest, AttachContainerResponse>;
   /** Freeze every process of a running container. */
@@ -18651,6 +19336,15 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
    * in the order they happened, from `since` on and, with follow, as they happen.
    */
   subscribeEvents: handleServerStreamingCall<SubscribeEventsRequest, SubscribeEventsResponse>;
+  /**
+   * Build an image from a Dockerfile: `options` first, then the context as a
+   * tar stream (plain or gzip) in chunks, then half-close. Replies with each
+   * step's progress and, last, the result. INVALID_ARGUMENT for a bad
+   * Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+   */
+  buildImage: handleBidiStreamingCall<BuildImageRequest, BuildImageResponse>;
+  /** Forget build cache entries and remove the images only they kept. */
+  pruneBuildCache: handleUnaryCall<PruneBuildCacheRequest, PruneBuildCacheResponse>;
 }
 
 export interface EngineServiceClient extends Client {
@@ -18692,8 +19386,11 @@ export interface EngineServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Create and start a container (`berth run`). The first message carries the
-   * id; when attach is set, the container's output follows and the last message
-   * carries the exit status. auto_remove removes the container once it exits.
+   * id; when attach is set, the container's output follows, every byte of it,
+   * read from its stdio (attached before the process starts, never from its
+   * log), with back-pressure: a reader that stalls stalls the container's
+   * writes. The last message carries the exit status, after the last byte.
+   * auto_remove removes the container once it exits.
    */
   runContainer(
     request: RunContainerRequest,
@@ -18840,8 +19537,9 @@ export interface EngineServiceClient extends Client {
     callback: (error: ServiceError | null, response: InspectContainerResponse) => void,
   ): ClientUnaryCall;
   /**
-   * The container's output from its log, one message per line; with follow,
-   * new lines as they come until the container exits.
+   * The container's output from its log, one message per line with
+   * timestamps; without, in blocks of up to 1 MiB of one stream (the bytes as
+   * written). With follow, new output as it comes until the container exits.
    */
   getContainerLogs(
     request: GetContainerLogsRequest,
@@ -19380,9 +20078,11 @@ export interface EngineServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Attach to a container's stdio. First request `start`; the first reply
-   * (`attached`) comes once nothing of its output can be missed, then output;
-   * with start.start_container the container is started after attaching and
-   * the last reply carries its exit status. Ending the stream detaches.
+   * (`attached`) comes once nothing of its output can be missed, then output
+   * (from the container's stdio, with back-pressure); with
+   * start.start_container the container is started after attaching (a stopped
+   * one is attached to its new run before its process starts) and the last
+   * reply carries its exit status. Ending the stream detaches.
    */
   attachContainer(): ClientDuplexStream<AttachContainerRequest, AttachContainerResponse>;
   attachContainer(options: Partial<CallOptions>): ClientDuplexStream<AttachContainerRequest, AttachContainerResponse>;
@@ -19520,6 +20220,34 @@ export interface EngineServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<SubscribeEventsResponse>;
+  /**
+   * Build an image from a Dockerfile: `options` first, then the context as a
+   * tar stream (plain or gzip) in chunks, then half-close. Replies with each
+   * step's progress and, last, the result. INVALID_ARGUMENT for a bad
+   * Dockerfile (naming its line), FAILED_PRECONDITION when a RUN step fails.
+   */
+  buildImage(): ClientDuplexStream<BuildImageRequest, BuildImageResponse>;
+  buildImage(options: Partial<CallOptions>): ClientDuplexStream<BuildImageRequest, BuildImageResponse>;
+  buildImage(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<BuildImageRequest, BuildImageResponse>;
+  /** Forget build cache entries and remove the images only they kept. */
+  pruneBuildCache(
+    request: PruneBuildCacheRequest,
+    callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
+  pruneBuildCache(
+    request: PruneBuildCacheRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
+  pruneBuildCache(
+    request: PruneBuildCacheRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const EngineServiceClient = makeGenericClientConstructor(

@@ -1,0 +1,205 @@
+"""`berth build`: a directory (or a tar on stdin) sent as a build context, and the
+build's progress printed the way BuildKit's plain output reads:
+
+    #1 [stage-0 1/3] FROM busybox
+    #1 DONE 0.0s
+    #2 [stage-0 2/3] RUN echo hi > /x
+    #2 0.412 hi
+    #2 DONE 0.5s
+    #3 [stage-0 3/3] COPY file /file
+    #3 CACHED
+    #4 writing image sha256:9f8e... done
+    #4 naming to docker.io/library/app:latest done
+
+The context is packed here with .dockerignore applied (what it excludes is never
+sent); the Dockerfile and .dockerignore always go, and the engine applies the
+same rules to them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tarfile
+import tempfile
+import time
+
+VERBS = ("build",)
+CHUNK = 1 << 20
+
+
+def add_parsers(add_verb) -> None:
+    p = add_verb("build", help="build an image from a Dockerfile")
+    p.add_argument("path", help="the context: a directory, or - for a tar archive on stdin")
+    p.add_argument("-t", "--tag", action="append", default=[], help="name:tag for the image (repeatable)")
+    p.add_argument("-f", "--file", default="", help="the Dockerfile (default PATH/Dockerfile; - for stdin)")
+    p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    p.add_argument("--no-cache", action="store_true", help="re-use nothing from the build cache")
+    p.add_argument("--pull", action="store_true", help="pull every FROM image, even when stored")
+    p.add_argument("--target", default="", help="build up to this stage")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--network", default="", help="network of RUN steps: default, host, none or a name")
+    p.add_argument("--platform", default="")
+    p.add_argument("--cache-from", action="append", default=[], metavar="IMAGE")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP")
+    p.add_argument("--shm-size", default="", help="size of /dev/shm of RUN steps, e.g. 64m")
+    p.add_argument("--iidfile", default="", help="write the image id to this file")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    p.add_argument("--progress", default="auto", choices=("auto", "plain", "quiet"))
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        key, eq, value = v.partition("=")
+        if not key:
+            raise ValueError(f"invalid {flag} {v!r}: use KEY=VALUE")
+        out[key] = value if eq else os.environ.get(key, "")
+    return out
+
+
+def _pack(root: str, dockerfile_rel: str | None, out) -> None:
+    from berth_docker import dockerignore
+    patterns: list[str] = []
+    ignore = os.path.join(root, ".dockerignore")
+    if os.path.isfile(ignore):
+        with open(ignore, encoding="utf-8", errors="replace") as f:
+            patterns = dockerignore.parse(f.read())
+    matcher = dockerignore.Matcher(patterns)
+    always = {".dockerignore", dockerfile_rel or "Dockerfile"}
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, root)
+            for name in sorted(dirnames + filenames):
+                full = os.path.join(dirpath, name)
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if matcher.excluded(rel) and rel not in always:
+                    # An excluded directory is still walked when a ! pattern may
+                    # re-include something in it; it is not sent itself.
+                    if name in dirnames and not matcher.exceptions:
+                        dirnames.remove(name)
+                    continue
+                info = tar.gettarinfo(full, arcname=rel)
+                if info is None:
+                    continue
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if info.isreg():
+                    with open(full, "rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
+
+
+def build(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
+    from berth.types.v1 import build_pb2
+    from berth_docker.units import parse_bytes
+
+    dockerfile_rel, dockerfile_content = "", b""
+    if ns.file == "-":
+        dockerfile_content = sys.stdin.buffer.read()
+    elif ns.file and ns.path != "-":
+        full = os.path.abspath(ns.file if os.path.isabs(ns.file) or os.path.exists(ns.file)
+                               else os.path.join(ns.path, ns.file))
+        rel = os.path.relpath(full, os.path.abspath(ns.path))
+        if rel.startswith(".."):
+            with open(full, "rb") as f:
+                dockerfile_content = f.read()
+        else:
+            dockerfile_rel = rel
+    elif ns.file:
+        dockerfile_rel = ns.file
+    options = build_pb2.BuildOptions(
+        dockerfile=dockerfile_rel, dockerfile_content=dockerfile_content, tags=ns.tag,
+        build_args=_pairs(ns.build_arg, "--build-arg"), no_cache=ns.no_cache, pull=ns.pull,
+        target=ns.target, labels=_pairs(ns.label, "--label"), network_mode=ns.network,
+        platform=ns.platform, cache_from=ns.cache_from, extra_hosts=ns.add_host,
+        shm_size=parse_bytes(ns.shm_size) if ns.shm_size else 0)
+
+    with tempfile.TemporaryFile() as spool:
+        if ns.path == "-":
+            if ns.file == "-":
+                raise ValueError("cannot read both the context and the Dockerfile from stdin")
+            source = sys.stdin.buffer
+        else:
+            if not os.path.isdir(ns.path):
+                raise ValueError(f"unable to prepare context: path {ns.path!r} not found")
+            _pack(ns.path, dockerfile_rel or None, spool)
+            spool.seek(0)
+            source = spool
+
+        def requests():
+            yield engine_pb2.BuildImageRequest(options=options)
+            while chunk := source.read(CHUNK):
+                yield engine_pb2.BuildImageRequest(chunk=chunk)
+        quiet = ns.quiet or ns.progress == "quiet"
+        printer = _Plain(quiet)
+        result = None
+        for reply in client.stub.BuildImage(requests()):
+            if reply.event.HasField("result"):
+                result = reply.event.result
+            printer.event(reply.event)
+    if result is None:
+        raise ValueError("the build ended without a result")
+    printer.finish(result)
+    if ns.iidfile:
+        with open(ns.iidfile, "w") as f:
+            f.write(result.image_id)
+    if quiet:
+        print(result.image_id)
+    return 0
+
+
+class _Plain:
+    """BuildKit's plain progress format, step by step."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.started: dict[int, float] = {}
+        self.partial: dict[int, bytes] = {}
+        self.last = 0
+
+    def _print(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def event(self, event) -> None:
+        from berth.types.v1 import build_pb2 as b
+        kind = event.WhichOneof("event")
+        if kind == "warning":
+            self._print(event.warning)
+        elif kind == "output":
+            n = event.output.number
+            data = self.partial.pop(n, b"") + event.output.data
+            *lines, rest = data.split(b"\n")
+            if rest:
+                self.partial[n] = rest
+            since = time.monotonic() - self.started.get(n, time.monotonic())
+            for line in lines:
+                self._print(f"#{n} {since:.3f} {line.decode('utf-8', 'replace')}")
+        elif kind == "step":
+            s = event.step
+            self.last = max(self.last, s.number)
+            if s.state == b.BUILD_STEP_STATE_STARTED and not s.container_id:
+                self.started[s.number] = time.monotonic()
+                self._print(f"#{s.number} [{s.stage} {s.index}/{s.count}] {s.instruction}")
+            elif s.state == b.BUILD_STEP_STATE_CACHED:
+                self._print(f"#{s.number} CACHED")
+            elif s.state == b.BUILD_STEP_STATE_DONE:
+                if s.number in self.partial:
+                    self._print(f"#{s.number} {self.partial.pop(s.number).decode('utf-8', 'replace')}")
+                secs = s.elapsed.seconds + s.elapsed.nanos / 1e9
+                self._print(f"#{s.number} DONE {secs:.1f}s")
+            elif s.state == b.BUILD_STEP_STATE_FAILED:
+                self._print(f"#{s.number} ERROR")
+
+    def finish(self, result) -> None:
+        n = self.last + 1
+        self._print(f"#{n} writing image {result.image_id} done")
+        for tag in result.tags:
+            self._print(f"#{n} naming to {tag} done")
+
+
+HANDLERS = {"build": build}

@@ -1,0 +1,1 @@
+"""The build service: Dockerfiles into images (berth.build.v1)."""

@@ -1,0 +1,304 @@
+"""The build's hands on the node: images from the image service, RUN steps as
+containers of the container service, networks from the network service.
+
+Every step result is an image of the image service:
+
+    metadata step (ENV, CMD, ...)   CreateImage(parent, config)            no layer
+    RUN                             PrepareSnapshot -> CreateEndpoint -> CreateContainer
+                                    -> Start -> Wait -> CommitSnapshot     one layer
+    COPY / ADD                      PrepareSnapshot -> mount its rootfs here, write the
+                                    files -> unmount -> CommitSnapshot     one layer
+
+A RUN step's container is created like any other (the container service's
+default confinement: namespaces, capabilities, seccomp as it applies them);
+the build service never runs a process on its own. For COPY it mounts the
+snapshot's mounts itself, which is what those mounts are for (the container
+service does the same with them), in a directory of its own run root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import secrets
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from berth.container.v1 import container_pb2
+from berth.image.v1 import image_pb2
+from berth.network.v1 import network_pb2
+from berth.types.v1 import mount_pb2
+from berth_docker import reference
+from services.common import errors
+
+log = structlog.get_logger(__name__)
+
+# Labels on what a build makes on the node, so that it can be told apart and cleaned.
+BUILD_LABEL = "berth.build"
+MS_BIND, MS_REC, MS_RDONLY, MNT_DETACH = 4096, 16384, 1, 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    argv: list[str]
+    env: list[str]
+    cwd: str
+    user: str
+    network: str            # "bridge", "host", "none" or a network name
+    extra_hosts: list[str]
+    shm_size: int
+    mounts: list[mount_pb2.Mount]
+
+
+class Worker:
+    def __init__(self, image, container, network, run_dir: str):
+        self.image = image
+        self.container = container
+        self.network = network
+        self.mnt_dir = os.path.join(run_dir, "mnt")
+        self.files_dir = os.path.join(run_dir, "files")
+        os.makedirs(self.mnt_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.files_dir, mode=0o700, exist_ok=True)
+        self._cleanup_stale()
+
+    def _cleanup_stale(self) -> None:
+        """Mounts a killed build left behind are detached; never rmtree through one."""
+        for name in os.listdir(self.mnt_dir):
+            path = os.path.join(self.mnt_dir, name)
+            while os.path.ismount(path):
+                _libc.umount2(path.encode(), MNT_DETACH)
+            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(self.files_dir, ignore_errors=True)
+        os.makedirs(self.files_dir, mode=0o700, exist_ok=True)
+
+    # -- images -------------------------------------------------------------------
+
+    async def get_image(self, ref: str) -> image_pb2.Image | None:
+        try:
+            return (await self.image.GetImage(image_pb2.GetImageRequest(reference=ref))).image
+        except errors.NotFound:
+            return None
+
+    async def pull(self, ref: str, platform: str, on_progress: Callable[[str], None],
+                   auths=None) -> image_pb2.Image:
+        image_id = ""
+        try:
+            domain = reference.parse(ref).domain
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"invalid image reference {ref!r}: {exc}") from None
+        auth = (auths or {}).get(domain)
+        if auth is None and domain == "docker.io":
+            # docker's config names Docker Hub by its old index address.
+            auth = (auths or {}).get("https://index.docker.io/v1/")
+        request = image_pb2.PullImageRequest(reference=ref, platform=platform, auth=auth)
+        async for reply in self.image.PullImage(request):
+            p = reply.progress
+            if p.image_id:
+                image_id = p.image_id
+            if p.status and not p.id:
+                on_progress(p.status)
+        image = await self.get_image(image_id or ref)
+        if image is None:
+            raise errors.NotFound(f"pull of {ref} finished without an image", resource="image")
+        return image
+
+    async def create_image(self, parent: str, config: image_pb2.ImageConfig, created_by: str) -> str:
+        async def requests():
+            yield image_pb2.CreateImageRequest(header=image_pb2.CreateImageHeader(
+                parent=parent, config=config, created_by=created_by))
+        return (await self.image.CreateImage(requests())).image.id
+
+    async def tag(self, image_id: str, name: str) -> str:
+        """Names the image; returns the name in full ("docker.io/library/app:latest")."""
+        await self.image.TagImage(image_pb2.TagImageRequest(source=image_id, target=name))
+        return str(reference.parse(name))
+
+    # -- snapshots ------------------------------------------------------------------
+
+    async def _prepare(self, key: str, image_id: str) -> list[mount_pb2.Mount]:
+        reply = await self.image.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
+            key=key, image=image_id, labels={BUILD_LABEL: "step"}))
+        return list(reply.mounts)
+
+    async def _remove_snapshot(self, key: str) -> None:
+        try:
+            await self.image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=key))
+        except errors.BerthError as exc:
+            log.warning("build_snapshot_remove_failed", key=key, error=exc.message)
+
+    async def _commit(self, key: str, config: image_pb2.ImageConfig, created_by: str) -> str:
+        reply = await self.image.CommitSnapshot(image_pb2.CommitSnapshotRequest(
+            key=key, config=config, created_by=created_by))
+        return reply.image.id
+
+    async def with_rootfs(self, image_id: str, work: Callable[[str], Awaitable[None]],
+                          commit: tuple[image_pb2.ImageConfig, str] | None) -> str:
+        """Mount a fresh snapshot of `image_id`, let `work` change it, and commit it
+        (when `commit` gives the config and created_by) as a new image."""
+        key = "build-" + secrets.token_hex(16)
+        target = os.path.join(self.mnt_dir, key)
+        mounts = await self._prepare(key, image_id)
+        try:
+            os.mkdir(target, 0o700)
+            await asyncio.to_thread(_mount_all, mounts, target)
+            try:
+                await work(target)
+            finally:
+                await asyncio.to_thread(_unmount_all, target)
+                os.rmdir(target)
+            if commit is None:
+                return ""
+            return await self._commit(key, *commit)
+        finally:
+            await self._remove_snapshot(key)
+
+    # -- RUN --------------------------------------------------------------------------
+
+    async def run(self, image_id: str, opts: RunOptions, config: image_pb2.ImageConfig,
+                  created_by: str, on_output: Callable[[bytes, bool], None],
+                  on_container: Callable[[str], None]) -> str:
+        """Run opts.argv in a container of `image_id`; commit its changes as a new image."""
+        cid = secrets.token_hex(32)
+        network = opts.network or "bridge"
+        rootfs, endpoint = await asyncio.gather(
+            self._prepare(cid, image_id),
+            self.network.CreateEndpoint(network_pb2.CreateEndpointRequest(
+                container_id=cid, network=network, name=f"build-{cid[:12]}", hostname=cid[:12])),
+            return_exceptions=True)
+        hosts_dir = ""
+        created = False
+        try:
+            for result in (rootfs, endpoint):
+                if isinstance(result, BaseException):
+                    raise result
+            endpoint = endpoint.endpoint
+            mounts = list(endpoint.mounts)
+            if opts.extra_hosts:
+                hosts_dir, mounts = self._with_extra_hosts(cid, mounts, opts.extra_hosts)
+            mounts.extend(opts.mounts)
+            # Security left as it comes: the container service's defaults (capabilities,
+            # seccomp, masked paths), as for `docker run` without options.
+            spec = container_pb2.Spec(
+                rootfs=rootfs, mounts=mounts, netns_path=endpoint.netns_path, hostname=cid[:12],
+                security=container_pb2.Security(shm_size=opts.shm_size),
+                process=container_pb2.Process(args=opts.argv, env=opts.env, cwd=opts.cwd or "/",
+                                              user=opts.user))
+            await self.container.CreateContainer(container_pb2.CreateContainerRequest(
+                id=cid, name=f"build-{cid[:12]}", labels={BUILD_LABEL: "run"}, spec=spec))
+            created = True
+            on_container(cid)
+            code = await self._start_and_follow(cid, on_output)
+            if code != 0:
+                raise errors.FailedPrecondition(
+                    f"The command '{created_by}' returned a non-zero code: {code}", exit_code=code)
+            return await self._commit(cid, config, created_by)
+        finally:
+            await self._cleanup_run(cid, created, hosts_dir)
+
+    async def _start_and_follow(self, cid: str, on_output: Callable[[bytes, bool], None]) -> int:
+        await self.container.StartContainer(container_pb2.StartContainerRequest(id=cid))
+
+        async def follow():
+            async for reply in self.container.GetContainerLogs(container_pb2.GetContainerLogsRequest(
+                    id=cid, follow=True, tail=-1, chunked=True)):
+                on_output(reply.chunk.data, reply.chunk.stream == 2)
+        follower = asyncio.create_task(follow())
+        try:
+            status = await self.container.WaitContainer(container_pb2.WaitContainerRequest(id=cid))
+            # The log stream ends when the container has exited and its output is read.
+            await asyncio.wait_for(asyncio.shield(follower), 30)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        return status.exit_code
+
+    def _with_extra_hosts(self, cid: str, mounts: list[mount_pb2.Mount], extra: list[str]):
+        """The network service's /etc/hosts, copied with the --add-host lines appended."""
+        d = os.path.join(self.files_dir, cid)
+        os.makedirs(d, mode=0o755)
+        hosts = os.path.join(d, "hosts")
+        base = ""
+        out = []
+        for m in mounts:
+            if m.target == "/etc/hosts":
+                try:
+                    with open(m.source) as f:
+                        base = f.read()
+                except OSError:
+                    base = ""
+                continue
+            out.append(m)
+        lines = []
+        for entry in extra:
+            # "name:ip" (the ip may be IPv6, colons and all) or "name=ip".
+            name, _, ip = entry.partition("=" if "=" in entry else ":")
+            if not name or not ip:
+                raise errors.InvalidArgument(f"invalid extra host {entry!r}: use host:ip")
+            lines.append(f"{ip}\t{name}\n")
+        if not base:
+            base = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        with open(hosts, "w") as f:
+            f.write(base if base.endswith("\n") else base + "\n")
+            f.writelines(lines)
+        os.chmod(hosts, 0o644)
+        out.append(mount_pb2.Mount(type="bind", source=hosts, target="/etc/hosts",
+                                   options=["rbind", "ro"]))
+        return d, out
+
+    async def _cleanup_run(self, cid: str, remove_container: bool, hosts_dir: str) -> None:
+        async def quietly(what: str, call):
+            try:
+                await call
+            except errors.BerthError as exc:
+                if not isinstance(exc, errors.NotFound):
+                    log.warning("build_cleanup_failed", step=what, container_id=cid, error=exc.message)
+        if remove_container:
+            await quietly("container", self.container.RemoveContainer(
+                container_pb2.RemoveContainerRequest(id=cid, force=True)))
+        await asyncio.gather(
+            quietly("endpoint", self.network.DeleteEndpoint(
+                network_pb2.DeleteEndpointRequest(container_id=cid))),
+            quietly("snapshot", self.image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid))))
+        if hosts_dir:
+            shutil.rmtree(hosts_dir, ignore_errors=True)
+
+
+def _mount_all(mounts: list[mount_pb2.Mount], target: str) -> None:
+    done = 0
+    try:
+        for m in mounts:
+            flags, data = 0, []
+            for opt in m.options:
+                if opt == "rbind":
+                    flags |= MS_BIND | MS_REC
+                elif opt == "bind":
+                    flags |= MS_BIND
+                elif opt == "ro":
+                    flags |= MS_RDONLY
+                elif opt != "rw":
+                    data.append(opt)
+            if m.type == "bind":
+                flags |= MS_BIND
+            source = m.source.encode() or None
+            if _libc.mount(source, target.encode(), m.type.encode() if m.type != "bind" else None,
+                           flags, ",".join(data).encode() or None) != 0:
+                err = ctypes.get_errno()
+                raise errors.Internal(f"mounting the step's root filesystem failed: {os.strerror(err)}")
+            done += 1
+    except BaseException:
+        for _ in range(done):
+            _libc.umount2(target.encode(), MNT_DETACH)
+        raise
+
+
+def _unmount_all(target: str) -> None:
+    for _ in range(8):
+        if not os.path.ismount(target):
+            return
+        if _libc.umount2(target.encode(), 0) != 0:
+            _libc.umount2(target.encode(), MNT_DETACH)

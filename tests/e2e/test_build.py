@@ -1,0 +1,200 @@
+"""Image builds end to end: the docker CLI's legacy builder, `berth build`, the cache,
+.dockerignore, stages built at the same time, and errors that name their line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+DOCKER = shutil.which("docker")
+
+
+@pytest.fixture
+def docker(engine, busybox_image):
+    if DOCKER is None:
+        pytest.skip("no docker CLI installed")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{engine.docker_socket}", "DOCKER_BUILDKIT": "0",
+           "DOCKER_CONFIG": "/nonexistent-berth-docker-config"}
+    env.pop("DOCKER_CONTEXT", None)
+
+    def run(*args: str, cwd: str | None = None, input: bytes | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([DOCKER, *args], env=env, cwd=cwd, input=input, capture_output=True,
+                              timeout=180)
+    return run
+
+
+def _tag() -> str:
+    return f"bt-build-{uuid.uuid4().hex[:8]}"
+
+
+def _context(tmp_path, dockerfile: str, files: dict[str, str] | None = None) -> str:
+    for name, text in (files or {}).items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    return str(tmp_path)
+
+
+def test_docker_build_runs_copies_and_caches(docker, tmp_path):
+    ctx = _context(tmp_path, "FROM busybox\nRUN echo hi > /x\nCOPY file /file\nCMD cat /x /file\n",
+                   {"file": "one\n"})
+    tag = _tag()
+    r = docker("build", "-t", tag, ".", cwd=ctx)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode() + out
+    assert "Step 2/4 : RUN echo hi > /x" in out and "Successfully tagged " + tag in out
+    assert docker("run", "--rm", tag).stdout == b"hi\none\n"
+
+    # Nothing changed: every step from the cache, the same image.
+    again = docker("build", "-t", tag, ".", cwd=ctx).stdout.decode()
+    assert again.count("Using cache") == 3
+    assert again.split("Successfully built ")[1][:12] == out.split("Successfully built ")[1][:12]
+
+    # One copied file changed: the steps before it are cached, it and those after it run.
+    (tmp_path / "file").write_text("two\n")
+    changed = docker("build", "-t", tag, ".", cwd=ctx).stdout.decode()
+    assert changed.count("Using cache") == 1
+    assert docker("run", "--rm", tag).stdout == b"hi\ntwo\n"
+
+    # --no-cache re-uses nothing.
+    fresh = docker("build", "--no-cache", "-t", tag, ".", cwd=ctx).stdout.decode()
+    assert "Using cache" not in fresh and "Running in" in fresh
+
+    # The cache is counted by system df and emptied by builder prune.
+    df = json.loads(docker("system", "df", "--format", "{{json .}}").stdout.splitlines()[-1])
+    assert df["Type"] == "Build Cache" and int(df["TotalCount"]) >= 3
+    docker("rmi", tag)
+    pruned = docker("builder", "prune", "-af")
+    assert pruned.returncode == 0, pruned.stderr.decode()
+    rebuilt = docker("build", "-t", tag, ".", cwd=ctx).stdout.decode()
+    assert "Using cache" not in rebuilt
+    docker("rmi", tag)
+
+
+def test_dockerignore_exceptions_and_the_context_boundary(docker, tmp_path):
+    ctx = _context(tmp_path, "FROM busybox\nCOPY . /ctx\nCMD find /ctx -type f\n", {
+        ".dockerignore": "ignored\n**/*.log\n!keep.log\nDockerfile\n",
+        "ignored/secret": "x", "a/b/debug.log": "x", "keep.log": "k", "src/main.c": "c"})
+    os.symlink("/etc/passwd", tmp_path / "link")
+    tag = _tag()
+    r = docker("build", "-q", "-t", tag, ".", cwd=ctx)
+    assert r.returncode == 0, r.stderr.decode()
+    found = sorted(docker("run", "--rm", tag).stdout.decode().split())
+    assert found == ["/ctx/.dockerignore", "/ctx/keep.log", "/ctx/src/main.c"]
+    # The symlink was copied as a link, never followed to the host's file.
+    listing = docker("run", "--rm", tag, "ls", "-l", "/ctx/link").stdout
+    assert listing.startswith(b"l") and listing.rstrip().endswith(b"-> /etc/passwd"), listing
+    docker("rmi", tag)
+
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY ../outside /x\n")
+    r = docker("build", ".", cwd=ctx)
+    assert r.returncode != 0 and b"outside the build context" in r.stderr + r.stdout
+
+
+def test_errors_name_the_dockerfile_line_and_a_failing_run_its_code(docker, tmp_path):
+    ctx = _context(tmp_path, "FROM busybox\n\nFROBNICATE x\n")
+    r = docker("build", ".", cwd=ctx)
+    assert r.returncode != 0 and b"Dockerfile:3: unknown instruction: FROBNICATE" in r.stderr
+
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo before; exit 3\n")
+    r = docker("build", ".", cwd=ctx)
+    assert r.returncode != 0
+    assert b"The command '/bin/sh -c echo before; exit 3' returned a non-zero code: 3" in r.stderr
+    assert b"before" in r.stdout
+
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN --mount=type=secret,id=x cat /run/secrets/x\n")
+    r = docker("build", ".", cwd=ctx)
+    assert r.returncode != 0 and b"Dockerfile:2: RUN --mount=type=secret is not supported" in r.stderr
+
+
+def test_config_instructions_args_and_heredocs(docker, tmp_path):
+    ctx = _context(tmp_path, "\n".join([
+        "ARG BASE=busybox",
+        "FROM $BASE",
+        "ARG WHO=nobody",
+        "ENV GREETING=hello \\",
+        "    PLACE=world",
+        "LABEL a.b=\"c d\"",
+        "WORKDIR /srv",
+        "WORKDIR app",
+        "RUN <<EOF",
+        "echo \"$GREETING $WHO\" > greeting",
+        "EOF",
+        "COPY --chown=1000:1000 --chmod=600 <<EOF /srv/app/note",
+        "note for $PLACE",
+        "EOF",
+        "EXPOSE 80 53/udp",
+        "VOLUME /data",
+        "USER 1000:1000",
+        "STOPSIGNAL SIGINT",
+        "HEALTHCHECK --interval=5s --retries=2 CMD true",
+        "ONBUILD RUN echo child",
+        "ENTRYPOINT [\"cat\"]",
+        "CMD [\"greeting\", \"note\"]",
+    ]) + "\n")
+    tag = _tag()
+    r = docker("build", "--build-arg", "WHO=berth", "-t", tag, ".", cwd=ctx)
+    assert r.returncode == 0, r.stderr.decode() + r.stdout.decode()
+    assert docker("run", "--rm", tag).stdout == b"hello berth\nnote for world\n"
+    cfg = json.loads(docker("image", "inspect", tag).stdout)[0]["Config"]
+    assert cfg["WorkingDir"] == "/srv/app" and cfg["User"] == "1000:1000"
+    assert cfg["Labels"] == {"a.b": "c d"} and cfg["StopSignal"] == "SIGINT"
+    assert set(cfg["ExposedPorts"]) == {"80/tcp", "53/udp"} and set(cfg["Volumes"]) == {"/data"}
+    assert cfg["Healthcheck"]["Test"] == ["CMD-SHELL", "true"] and cfg["Healthcheck"]["Retries"] == 2
+    assert cfg["OnBuild"] == ["RUN echo child"] and cfg["Entrypoint"] == ["cat"]
+    assert "GREETING=hello" in cfg["Env"] and not any(e.startswith("WHO=") for e in cfg["Env"])
+    docker("rmi", tag)
+
+
+def test_independent_stages_run_at_the_same_time(engine, busybox_image, tmp_path):
+    # Each stage waits until it sees the other's mark in a shared cache mount: the
+    # build can only finish if both stages ran at once.
+    wait = ("RUN --mount=type=cache,id=meet,target=/meet echo {me} > /stage && touch /meet/{me}-$RUN_ID && "
+            "for i in $(seq 300); do ls /meet | grep -q {other}-$RUN_ID && exit 0; sleep 0.1; done; exit 1")
+    (tmp_path / "Dockerfile").write_text("\n".join([
+        "FROM busybox AS one", "ARG RUN_ID", wait.format(me="one", other="two"),
+        "FROM busybox AS two", "ARG RUN_ID", wait.format(me="two", other="one"),
+        "FROM busybox",
+        "COPY --from=one /stage /one",
+        "COPY --from=two /stage /two",
+    ]) + "\n")
+    tag = _tag()
+    r = engine.cli("build", "--no-cache", "--build-arg", f"RUN_ID={uuid.uuid4().hex}", "-t", tag,
+                   str(tmp_path))
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "[one 3/3] RUN" in r.stderr and "[two 3/3] RUN" in r.stderr
+    out = engine.cli("run", "--rm", tag, "cat", "/one", "/two")
+    assert out.stdout == "one\ntwo\n"
+    assert engine.cli("rmi", tag).returncode == 0
+
+
+def test_berth_build_with_a_dockerfile_outside_the_context_and_target(engine, busybox_image, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "data.txt").write_text("data\n")
+    dockerfile = tmp_path / "build.Dockerfile"
+    dockerfile.write_text("FROM busybox AS base\nCOPY *.txt /in/\nFROM base AS extra\nRUN false\n")
+    tag = _tag()
+    iid = tmp_path / "iid"
+    r = engine.cli("build", "-f", str(dockerfile), "--target", "base", "-t", tag, "--iidfile", str(iid),
+                   str(ctx))
+    assert r.returncode == 0, r.stderr
+    assert "CACHED" in r.stderr or "DONE" in r.stderr
+    image_id = iid.read_text()
+    assert image_id.startswith("sha256:")
+    out = engine.cli("run", "--rm", tag, "cat", "/in/data.txt")
+    assert out.stdout == "data\n"
+
+    # The cache outlives the build service: killed, restarted, every step still cached.
+    engine.kill_service("build")
+    engine.wait_serving("build", timeout=60)
+    again = engine.cli("build", "-f", str(dockerfile), "--target", "base", "-t", tag, str(ctx))
+    assert again.returncode == 0, again.stderr
+    assert "#2 CACHED" in again.stderr
+    assert engine.cli("rmi", tag).returncode == 0
