@@ -80,8 +80,7 @@ def sandbox_security(config: cri.PodSandboxConfig) -> container_pb2.Security:
     """The Security of a sandbox container: the host's namespaces where the pod asks for
     them, a shareable IPC its containers join, the pod's sysctls and seccomp profile."""
     sc = config.linux.security_context
-    check_apparmor(sc.apparmor if sc.HasField("apparmor") else None, sc.apparmor_profile,
-                   "linux.security_context")
+    check_apparmor(sc.apparmor if sc.HasField("apparmor") else None, "", "linux.security_context")
     ns = sc.namespace_options
     return container_pb2.Security(
         pid_mode="host" if ns.pid == cri.NODE else "",
