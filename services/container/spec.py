@@ -80,6 +80,10 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
 
     # docker's default set; security.apply replaces it with what the options give.
     caps = list(DEFAULT_CAPABILITIES)
+    linux_extra = {}
+    propagation = _rootfs_propagation(mounts)
+    if propagation:
+        linux_extra["rootfsPropagation"] = propagation
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -100,8 +104,21 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
             "resources": _resources(spec),
             "maskedPaths": list(spec.system_paths[0]) if spec.system_paths is not None else MASKED_PATHS,
             "readonlyPaths": list(spec.system_paths[1]) if spec.system_paths is not None else READONLY_PATHS,
+            **linux_extra,
         },
     }
+
+
+def _rootfs_propagation(mounts: list[dict]) -> str:
+    """The propagation of the container's root mount that its mounts' propagation needs
+    (docker's and containerd's rule): runc makes the root rslave by default, under which an
+    rshared bind still receives the host's mounts but can send none back."""
+    options = {o for m in mounts for o in m["options"]}
+    if {"shared", "rshared"} & options:
+        return "rshared"
+    if {"slave", "rslave"} & options:
+        return "rslave"
+    return ""
 
 
 def _resources(spec: Spec) -> dict:

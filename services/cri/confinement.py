@@ -58,8 +58,6 @@ def container_security(sc: cri.LinuxContainerSecurityContext, sandbox_id: str,
     own = f"container:{sandbox_id}"
     pid_mode = {cri.POD: own, cri.NODE: "host", cri.CONTAINER: ""}.get(ns.pid)
     if ns.pid == cri.TARGET:
-        if not target_id:
-            raise errors.InvalidArgument("security_context.namespace_options.target_id is empty")
         pid_mode = f"container:{target_id}"
     if pid_mode is None:
         raise errors.InvalidArgument(f"security_context.namespace_options.pid: unknown mode {ns.pid}")

@@ -4,8 +4,9 @@ What a CRI container is made of, besides its row in the CRI store: a snapshot
 of its image (image service, keyed by the container id) and a container in
 the container service whose spec joins the sandbox's network namespace and,
 as the namespace options say, the sandbox container's pid, ipc and uts
-namespaces (or the host's), confined as its security context says (confinement.py). Whether it runs and how it ended is always asked
-of the container service.
+namespaces (or the host's), confined as its security context says
+(confinement.py). Whether it runs and how it ended is always asked of the
+container service.
 
 What the container service's Spec cannot express is refused by name
 (INVALID_ARGUMENT), never dropped: see `check_config` and confinement.py.

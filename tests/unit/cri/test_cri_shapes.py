@@ -10,7 +10,7 @@ from berth.container.v1 import container_pb2
 from k8s.cri.runtime.v1 import api_pb2 as cri
 from services.common import errors
 from services.container import spec as spec_mod
-from services.container.model import Process, Spec
+from services.container.model import Mount, Process, Spec
 from services.cri import confinement, containers, convert, logs
 from services.cri.store import ContainerRecord, CriStore, SandboxNetwork, SandboxRecord
 
@@ -147,3 +147,15 @@ def test_store_finds_by_unique_prefix(tmp_path):
     store.delete_sandbox(a)
     assert store.containers() == []
     store.close()
+
+
+def test_shared_mounts_make_the_root_shared():
+    def propagation(*options):
+        mounts = tuple(Mount(type="bind", source="/h", target="/c", options=("rbind", o)) for o in options)
+        linux = spec_mod.oci_config("0" * 64, Spec(process=Process(args=("sh",)), mounts=mounts), "/rootfs",
+                                    spec_mod.User(0, 0, (), "/root"))["linux"]
+        return linux.get("rootfsPropagation", "")
+    # runc's default root is rslave: an rshared bind under it could send nothing back to the host.
+    assert propagation("rprivate", "rshared") == "rshared"
+    assert propagation("rslave") == "rslave"
+    assert propagation("rprivate") == ""
