@@ -62,7 +62,8 @@ def container_security(sc: cri.LinuxContainerSecurityContext, sandbox_id: str,
     if pid_mode is None:
         raise errors.InvalidArgument(f"security_context.namespace_options.pid: unknown mode {ns.pid}")
     # The CRI has no private IPC for a container of a pod: CONTAINER is POD (as containerd).
-    ipc_mode = "host" if ns.ipc == cri.NODE else own
+    # A pod on the host's IPC has no shareable /dev/shm to join: its containers are on the host's too.
+    ipc_mode = "host" if cri.NODE in (ns.ipc, pod_sc.namespace_options.ipc) else own
     uts_mode = "host" if pod_sc.namespace_options.network == cri.NODE else own
     return container_pb2.Security(
         privileged=sc.privileged,

@@ -66,6 +66,9 @@ def test_security_context_maps_onto_security():
     assert (s.pid_mode, s.ipc_mode, s.uts_mode) == ("host", "host", "host")
     sc.namespace_options.pid = cri.CONTAINER
     assert confinement.container_security(sc, SANDBOX, pod).pid_mode == ""
+    sc.namespace_options.ipc = cri.POD
+    pod.namespace_options.ipc = cri.NODE
+    assert confinement.container_security(sc, SANDBOX, pod).ipc_mode == "host"
 
 
 def test_privileged_needs_a_privileged_pod_and_drops_seccomp():
