@@ -16,6 +16,11 @@ APT_PACKAGES := runc conmon busybox-static nftables iproute2 procps util-linux t
 # libc6-dev for the containment suite's static syscall probe (the client
 # toolchains come with client-tools).
 TEST_APT_PACKAGES := docker-registry skopeo gcc libc6-dev
+# Debian's docker CLI and docker-compose, for the tests that drive berth's Docker
+# API with them. Only their clients are used: dockerd and containerd come as
+# dependencies and are kept from starting (see apt_install); without recommends,
+# so that needrestart, cgroupfs-mount and apparmor's services do not come along.
+DOCKER_CLIENT_APT_PACKAGES := docker.io docker-compose
 # Go, Debian's protoc plugins, and the Go gRPC/protobuf sources the Go client
 # builds against (golang/protobuf 1.5, whose codec speaks the APIv2 messages
 # protoc-gen-go makes; grpc would accept 1.3, which cannot decode oneofs).
@@ -31,20 +36,21 @@ space := $(subst ,, )
 # Each client proto's Go package: berth/engine/v1/engine.proto -> berth/clients/go/berth/engine/v1;enginev1.
 GO_PKG_OPTS := $(subst $(space),,$(foreach f,$(CLIENT_PROTO_FILES:protos/%=%),$(comma)M$(f)=$(GO_MODULE)/$(patsubst %/,%,$(dir $(f)));$(subst /,,$(patsubst berth/%/,%,$(dir $(f))))))
 
-.PHONY: deps test-deps client-tools venv protos check-protos client-examples test unit demo bench clean conformance
+.PHONY: deps test-deps client-tools venv bytecode protos check-protos client-examples test unit demo bench clean conformance
 
-# apt-get install of the missing ones among $(1), starting nothing: a policy-rc.d
-# that denies starts while it runs (Debian's docker-registry would start a
-# registry on :5000), and the services it installed disabled so that none starts
-# at boot either.
+# apt-get install of the missing ones among $(1) (with apt-get options $(2)),
+# starting nothing: a policy-rc.d that denies starts while it runs (Debian's
+# docker-registry would start a registry on :5000, docker.io dockerd and
+# containerd), and the services and sockets it installed disabled so that none
+# starts at boot either (docker.socket would start dockerd on first use).
 define apt_install
 missing=""; for p in $(1); do dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q ' installed$$' || \
   missing="$$missing $$p"; done; \
 if [ -n "$$missing" ]; then echo "installing:$$missing"; \
   policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
     trap 'rm -f $$policy' EXIT; printf '#!/bin/sh\nexit 101\n' >$$policy; chmod +x $$policy; fi; \
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
-  for unit in $$(dpkg -L $$missing | grep -E '^(/usr)?/lib/systemd/system/[^/@]+\.service$$'); do \
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) $$missing >/dev/null || exit 1; \
+  for unit in $$(dpkg -L $$missing | grep -E '^(/usr)?/lib/systemd/system/[^/@]+\.(service|socket)$$'); do \
     systemctl disable -q "$${unit##*/}" 2>/dev/null || true; done; \
 fi
 endef
@@ -56,6 +62,7 @@ deps:
 # What `make test` needs beyond `make deps`.
 test-deps: deps client-tools
 	@$(call apt_install,$(TEST_APT_PACKAGES))
+	@$(call apt_install,$(DOCKER_CLIENT_APT_PACKAGES),--no-install-recommends)
 
 # The client toolchains: Go and its protoc plugins from Debian, Node's packages
 # (ts-proto, typescript, @grpc/grpc-js, buf) from npm at the versions the
@@ -67,14 +74,18 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	cd $(NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed bytecode
+# The CLI's modules precompiled: a process that lives for one call should not compile
+# its sources each time (Python does not write bytecode when PYTHONDONTWRITEBYTECODE is set).
+bytecode: $(VENV)/.installed
+	@$(PY) -m compileall -q -j 0 clients/cli/berth_cli clients/python/berth_docker clients/python/berth_errors.py $(GEN_DIR)/berth >/dev/null
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
 	echo "$(CURDIR)" > $(VENV)/lib/python3.11/site-packages/berth-src.pth
 	echo "$(CURDIR)/$(GEN_DIR)" >> $(VENV)/lib/python3.11/site-packages/berth-src.pth
 	echo "$(CURDIR)/clients/cli" >> $(VENV)/lib/python3.11/site-packages/berth-src.pth
-	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m berth_cli "$$@"\n' > $(VENV)/bin/berth && chmod +x $(VENV)/bin/berth
+	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -c "import berth_cli.__main__" "$$@"\n' > $(VENV)/bin/berth && chmod +x $(VENV)/bin/berth
 	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m services.berthd "$$@"\n' > $(VENV)/bin/berthd && chmod +x $(VENV)/bin/berthd
 	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m services.registry "$$@"\n' > $(VENV)/bin/berth-registry && chmod +x $(VENV)/bin/berth-registry
 	touch $@

@@ -3,6 +3,7 @@
     python -m services.berthd [--run-root DIR] [--data-root DIR] [--runtime runc]
                               [--log-format json|console] [--services image,network,...] [--exec]
                               [--log-driver json-file|local|none] [--log-opt key=value ...]
+                              [--userns-remap USER[:GROUP]|default]
 
 --log-driver and --log-opt are docker's daemon.json "log-driver" and "log-opts": the
 log driver of containers created without one (BERTH_LOG_DRIVER, BERTH_LOG_OPTS).
@@ -43,6 +44,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--services", default=",".join(s.name for s in REGISTRY),
                         help="the services to run here; the others run elsewhere "
                              "(see BERTH_<SERVICE>_ADDRESS)")
+    parser.add_argument("--userns-remap", default=defaults.userns_remap, metavar="USER[:GROUP]",
+                        help="run containers in a user namespace mapping root onto the "
+                             "subordinate ids of USER (/etc/subuid, /etc/subgid); \"default\" "
+                             "makes and uses the user \"berth\" (docker's userns-remap)")
     parser.add_argument("--exec", dest="warm", action="store_false",
                         help="start each service with exec instead of forking it from "
                              "berthd's preloaded modules (more memory; for debugging)")
@@ -55,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         config_mod.load(), run_root=args.run_root, data_root=args.data_root,
         runtime=args.runtime, log_format=args.log_format, log_level=args.log_level,
         log_driver=args.log_driver,
-        log_opts=",".join(args.log_opt) if args.log_opt is not None else config_mod.load().log_opts)
+        log_opts=",".join(args.log_opt) if args.log_opt is not None else config_mod.load().log_opts,
+        userns_remap=args.userns_remap)
     logging_mod.setup("berthd", config.log_format, config.log_level)
     try:
         # Checked here, where the user can see it, rather than as a failing container service.

@@ -61,6 +61,14 @@ class Config:
     # The image the CRI service runs as each pod sandbox's container (it holds the
     # pod's shared namespaces); containerd's sandbox_image.
     cri_sandbox_image: str = "registry.k8s.io/pause:3.6"
+    # docker's userns-remap: "" runs containers in the host's user namespace; a user
+    # name ("user" or "user:group") maps container root onto that user's subordinate
+    # ranges in subuid_file/subgid_file; "default" is the user "berth", made (with
+    # free ranges) when missing, as docker makes "dockremap". A container can opt out
+    # with --userns host.
+    userns_remap: str = ""
+    subuid_file: str = "/etc/subuid"
+    subgid_file: str = "/etc/subgid"
 
     def socket_path(self, service: str) -> str:
         return os.path.join(self.run_root, f"{service}.sock")
@@ -88,6 +96,9 @@ class Config:
             "BERTH_NFT_TABLE": self.nft_table,
             "BERTH_DNS_UPSTREAMS": self.dns_upstreams,
             "BERTH_CRI_SANDBOX_IMAGE": self.cri_sandbox_image,
+            "BERTH_USERNS_REMAP": self.userns_remap,
+            "BERTH_SUBUID_FILE": self.subuid_file,
+            "BERTH_SUBGID_FILE": self.subgid_file,
         }
         if self.registries_file:
             env["BERTH_REGISTRIES_FILE"] = self.registries_file
@@ -122,6 +133,9 @@ def load(environ: dict[str, str] | None = None) -> Config:
         docker_tcp=env.get("BERTH_DOCKER_TCP", defaults.docker_tcp),
         docker_tls_dir=env.get("BERTH_DOCKER_TLS_DIR", defaults.docker_tls_dir),
         cri_sandbox_image=env.get("BERTH_CRI_SANDBOX_IMAGE", defaults.cri_sandbox_image),
+        userns_remap=env.get("BERTH_USERNS_REMAP", defaults.userns_remap),
+        subuid_file=env.get("BERTH_SUBUID_FILE", defaults.subuid_file),
+        subgid_file=env.get("BERTH_SUBGID_FILE", defaults.subgid_file),
         addresses={s: env[f"BERTH_{s.upper()}_ADDRESS"] for s in SERVICES
                    if env.get(f"BERTH_{s.upper()}_ADDRESS")},
     )

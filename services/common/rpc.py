@@ -34,22 +34,51 @@ CHANNEL_OPTIONS = [
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps domain errors to status codes, once for every method of every service."""
+    """Maps domain errors to status codes, once for every method of every service,
+    and a request that is not a valid protobuf to INVALID_ARGUMENT (gRPC itself would
+    answer UNKNOWN for a deserializer's exception)."""
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None:
             return None
         method = details.method
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_unary:
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method, True))
         if handler.unary_stream:
             return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
         if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
+            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method, True))
         return handler
+
+
+class _Corrupt:
+    """Stands for a request message that did not decode; the handler never sees it."""
+
+    def __init__(self, error: Exception):
+        self.error = errors.InvalidArgument(f"the request is not a valid protobuf message: {error}")
+
+
+def _tolerant(deserialize):
+    if deserialize is None:
+        return None
+
+    def tolerant(raw: bytes):
+        try:
+            return deserialize(raw)
+        except Exception as exc:
+            return _Corrupt(exc)
+    return tolerant
+
+
+async def _checked(requests):
+    async for request in requests:
+        if isinstance(request, _Corrupt):
+            raise request.error
+        yield request
 
 
 async def _abort(context, exc: BaseException, method: str):
@@ -61,10 +90,12 @@ async def _abort(context, exc: BaseException, method: str):
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
 
 
-def _wrap_unary(fn, method):
+def _wrap_unary(fn, method, streaming_request: bool = False):
     async def wrapped(request, context):
         try:
-            return await fn(request, context)
+            if isinstance(request, _Corrupt):
+                raise request.error
+            return await fn(_checked(request) if streaming_request else request, context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
@@ -72,10 +103,12 @@ def _wrap_unary(fn, method):
     return wrapped
 
 
-def _wrap_stream(fn, method):
+def _wrap_stream(fn, method, streaming_request: bool = False):
     async def wrapped(request, context):
         try:
-            async for item in fn(request, context):
+            if isinstance(request, _Corrupt):
+                raise request.error
+            async for item in fn(_checked(request) if streaming_request else request, context):
                 yield item
         except grpc.aio.AbortError:
             raise

@@ -55,8 +55,10 @@ def _clean(path: str) -> str:
 
 # -- out ---------------------------------------------------------------------------------
 
-def archive_path(root: str, path: str, out) -> None:
-    """Writes a tar of `path` (named by its last component) to the file `out`."""
+def archive_path(root: str, path: str, out, root_name: str = "") -> None:
+    """Writes a tar of `path` (named by its last component) to the file `out`. The root
+    itself is archived as its contents, or as the directory `root_name` when given (a
+    volume's directory standing for its mount point in the container)."""
     _clean(path)
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -67,7 +69,9 @@ def archive_path(root: str, path: str, out) -> None:
             raise _not_found(path, exc) from None
         try:
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                if not name:  # the root itself
+                if not name and root_name:
+                    _add(tar, root_fd, ".", root_name)
+                elif not name:  # the root itself
                     _add_dir_contents(tar, parent_fd, ".")
                 else:
                     try:

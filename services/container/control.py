@@ -305,6 +305,36 @@ async def stats(service, ref: str, interval: float):
                 pass
 
 
+def place_of(service, ref: str, path: str, write: bool = False) -> tuple[str, str, str]:
+    """Where `path` of the container is on the host while it is not running: (root, path
+    under that root, name of that root in an archive). A path under a volume or bind mount
+    is in the mount's source, as docker's cp sees it (files put into a created container's
+    volume are there when it starts); any other is in the bundle's rootfs."""
+    root = root_of(service, ref)
+    c = service.get(ref)
+    if root.startswith("/proc/"):
+        return root, path, ""
+    clean = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+    best = None
+    for m in c.record.spec.mounts:
+        target = "/" + "/".join(p for p in m.target.split("/") if p)
+        if m.type != "bind" or not m.source:
+            continue
+        if clean == target or clean.startswith(target.rstrip("/") + "/"):
+            if best is None or len(target) > len(best[0]):
+                best = (target, m.source, "ro" in m.options)
+    if best is None or ".." in clean.split("/"):
+        return root, path, ""
+    target, source, readonly = best
+    if write and readonly:
+        # What a running container's read-only mount would answer (EROFS), said as dockerd does.
+        raise errors.FailedPrecondition(f"mounted volume is marked read-only: {target}")
+    rest = clean[len(target):] or "/"
+    if path.endswith("/") and not rest.endswith("/"):
+        rest += "/"
+    return source, rest, os.path.basename(target) if rest == "/" else ""
+
+
 def root_of(service, ref: str) -> str:
     """Where the container's files are seen: through its process while it runs (mounts
     included), else the bundle's rootfs."""

@@ -10,8 +10,9 @@ from berth.types.v1 import security_pb2
 from berth.types.v1 import stdio_pb2
 from services.container import logfiles
 from services.container import logs as logs_mod
-from services.container.model import (Container, Device, Event, EventType, Exit, LogConfig, LogLine, Mount,
-                                      Process, Resources, Security, Spec, Status, Ulimit)
+from services.container.model import (Container, Device, Event, EventType, Exit, IdMapping, LogConfig,
+                                      LogLine, Mount, Process, Resources, Security, Spec, Status, Ulimit,
+                                      UserNamespace)
 
 _STATUS = {Status.CREATED: pb.STATUS_CREATED, Status.RUNNING: pb.STATUS_RUNNING,
            Status.STOPPED: pb.STATUS_STOPPED, Status.PAUSED: pb.STATUS_PAUSED}
@@ -66,7 +67,8 @@ def spec_from_pb(s: pb.Spec) -> Spec:
         log_config=LogConfig(s.log_config.driver, tuple(sorted(s.log_config.options.items()))),
         security=security_from_pb(s.security), runtime=s.runtime,
         system_paths=(tuple(s.system_paths.masked), tuple(s.system_paths.readonly))
-        if s.HasField("system_paths") else None)
+        if s.HasField("system_paths") else None,
+        userns=userns_from_pb(s.userns))
 
 
 def spec_to_pb(s: Spec) -> pb.Spec:
@@ -82,7 +84,8 @@ def spec_to_pb(s: Spec) -> pb.Spec:
         log_config=pb.LogConfig(driver=s.log_config.driver, options=dict(s.log_config.options)),
         security=security_to_pb(s.security), runtime=s.runtime,
         system_paths=None if s.system_paths is None else pb.SystemPaths(
-            masked=list(s.system_paths[0]), readonly=list(s.system_paths[1])))
+            masked=list(s.system_paths[0]), readonly=list(s.system_paths[1])),
+        userns=userns_to_pb(s.userns))
 
 
 def resources_from_pb(r: pb.Resources) -> Resources:
@@ -120,6 +123,22 @@ def security_to_pb(s: Security) -> pb.Security:
         group_add=list(s.group_add), pid_mode=s.pid_mode, ipc_mode=s.ipc_mode, uts_mode=s.uts_mode,
         oom_score_adj=s.oom_score_adj, shm_size=s.shm_size, init=s.init, seccomp_profile=s.seccomp_profile,
         no_new_privileges=s.no_new_privileges, unmasked_paths=s.unmasked_paths)
+
+
+def userns_from_pb(u: pb.UserNamespace) -> UserNamespace:
+    return UserNamespace(
+        mode=u.mode,
+        uid_mappings=tuple(IdMapping(m.container_id, m.host_id, m.size) for m in u.uid_mappings),
+        gid_mappings=tuple(IdMapping(m.container_id, m.host_id, m.size) for m in u.gid_mappings))
+
+
+def userns_to_pb(u: UserNamespace) -> pb.UserNamespace:
+    return pb.UserNamespace(
+        mode=u.mode,
+        uid_mappings=[pb.IdMapping(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                      for m in u.uid_mappings],
+        gid_mappings=[pb.IdMapping(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                      for m in u.gid_mappings])
 
 
 def container_to_pb(c: Container) -> pb.Container:

@@ -37,6 +37,7 @@ import structlog
 from services.common import errors
 from services.container import runtime as rt
 from services.container import security
+from services.container import userns
 from services.container import spec as spec_mod
 from services.container.model import Event, EventType, Process, Status
 from services.container.stdio import Stdio, pump_requests
@@ -103,6 +104,7 @@ class Execs:
             raise errors.InvalidArgument(f'invalid exec id "{exec_id}": must be 64 lowercase hex characters')
         if not cfg.args:
             raise errors.InvalidArgument("No exec command specified")
+        userns.check_exec(c.record.spec)
         d = self._dir(c.id, exec_id)
         try:
             os.makedirs(d, mode=0o700)
@@ -150,7 +152,8 @@ class Execs:
         env = [e for e in process.get("env", [])]
         if cfg.env:
             keys = {e.split("=", 1)[0] for e in cfg.env}
-            env = [e for e in env if e.split("=", 1)[0] not in keys] + list(cfg.env)
+            # An exec's "FOO" without "=" unsets FOO, as in the container's own environment.
+            env = [e for e in env if e.split("=", 1)[0] not in keys] + [e for e in cfg.env if "=" in e]
         process.update(args=list(cfg.args), env=env, terminal=cfg.tty)
         if cfg.cwd:
             process["cwd"] = cfg.cwd
@@ -257,6 +260,7 @@ class Execs:
             return
         if live.conmon_fd >= 0:
             asyncio.get_running_loop().remove_reader(live.conmon_fd)
+            rt.reap(live.conmon_fd)  # this service's child, as the container's conmon is
             os.close(live.conmon_fd)
             live.conmon_fd = -1
         code = rt.read_int(os.path.join(d, cid))

@@ -51,6 +51,22 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class IdMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass(frozen=True)
+class UserNamespace:
+    """"" (the daemon's, resolved at create), "host", or "remap" with its mappings."""
+
+    mode: str = ""
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
+
+
+@dataclass(frozen=True)
 class Device:
     path_on_host: str
     path_in_container: str = ""
@@ -104,6 +120,7 @@ class Spec:
     stdin_once: bool = False
     # Filled in at create from the daemon default when the caller gave none.
     log_config: LogConfig = field(default_factory=LogConfig)
+    userns: UserNamespace = field(default_factory=UserNamespace)
     security: Security = field(default_factory=Security)
     runtime: str = ""
     # (masked, readonly) replacing the default system paths; None keeps the defaults.

@@ -24,11 +24,15 @@ stays in the log; a log past max-size is rotated before the next run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import re
+import select
 import shutil
+import struct
 
 import structlog
 
@@ -42,6 +46,7 @@ log = structlog.get_logger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
@@ -116,13 +121,31 @@ def unmount_all(target: str) -> None:
             return
 
 
+def mounts_under(path: str) -> list[str]:
+    """Mount points at or under `path`, from the mount table (os.path.ismount cannot see
+    a bind mount of a directory of the same filesystem)."""
+    prefix = path.rstrip("/") + "/"
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == path or point.startswith(prefix):
+                out.append(point)
+    return out
+
+
 def remove_bundle(bundle: Bundle) -> None:
     unmount_all(bundle.rootfs)
     # A shareable IPC's /dev/shm (security.prepare_shm).
     unmount_all(os.path.join(bundle.dir, "shm"))
-    if os.path.ismount(bundle.rootfs):
-        # Never rmtree through a mount: that would delete the image's files.
-        raise errors.Internal(f"cannot unmount {bundle.rootfs}")
+    # The idmapped volumes under idmap/ (userns.mapped_mounts), deepest first.
+    for point in sorted(mounts_under(bundle.dir), key=len, reverse=True):
+        while _libc.umount2(point.encode(), MNT_DETACH) == 0:
+            pass
+    left = mounts_under(bundle.dir)
+    if left:
+        # Never rmtree through a mount: that would delete the image's or a volume's files.
+        raise errors.Internal(f"cannot unmount {left[0]}")
     shutil.rmtree(bundle.dir, ignore_errors=True)
 
 
@@ -336,6 +359,99 @@ def process_alive(pid: int, *needles: str) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return all(n in cmdline for n in needles)
+
+
+# PIDFD_GET_INFO (_IOWR(0xFF, 11, struct pidfd_info), its first 64-byte version) and
+# its PIDFD_INFO_EXIT mask bit: the wait status of a process that has been reaped,
+# kept for whoever holds a pidfd on it (Linux 6.15).
+_PIDFD_GET_INFO = 0xC040FF0B
+_PIDFD_INFO_EXIT = 1 << 3
+_PIDFD_INFO_EXIT_OFFSET = 60
+
+
+def pidfd_alive(fd: int) -> bool:
+    """Whether the process of pidfd `fd` still runs (a pidfd polls readable once it exited)."""
+    if fd < 0:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return not poller.poll(0)
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Makes this process the reaper of its orphaned descendants: conmon, once its first
+    process exits, and a container's process whose conmon died. Their exits are then
+    this service's to collect (reap) with their real status, instead of init's."""
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        log.warning("subreaper_unavailable", error=os.strerror(err))
+
+
+def reap(fd: int) -> int | None:
+    """Collects the exited child of pidfd `fd`; its exit code as docker gives it (128 + n
+    for signal n), or None when it is not this process's child or has not exited."""
+    if fd < 0:
+        return None
+    try:
+        result = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+    except (ChildProcessError, OSError):
+        return None
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return 128 + result.si_status
+
+
+def reap_monitor(pid: int) -> None:
+    """Collects conmon `pid` if it is this service's exited child that no watch collected
+    (a create that failed, a monitor teardown killed). Only a conmon monitor: the other
+    children belong to asyncio, which waits for each by its pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, _, rest = f.read().rpartition(")")
+    except OSError:
+        return
+    state, ppid = rest.split()[:2]
+    if head.partition("(")[2] == "conmon" and state == "Z" and ppid == str(os.getpid()):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def pidfd_exit_status(fd: int) -> int | None:
+    """The wait status of the exited, reaped process of pidfd `fd`; None while it is not
+    reaped yet, or where the kernel does not keep it."""
+    buf = bytearray(struct.pack("Q", _PIDFD_INFO_EXIT) + bytes(56))
+    try:
+        fcntl.ioctl(fd, _PIDFD_GET_INFO, buf)
+    except OSError:
+        return None
+    mask, = struct.unpack_from("Q", buf, 0)
+    if not mask & _PIDFD_INFO_EXIT:
+        return None
+    return struct.unpack_from("i", buf, _PIDFD_INFO_EXIT_OFFSET)[0]
+
+
+def pidfd_exit_code(fd: int) -> int | None:
+    """`pidfd_exit_status` as docker reports an exit: the code, or 128 + the signal."""
+    status = pidfd_exit_status(fd)
+    if status is None:
+        return None
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def in_cgroup(pid: int, id: str) -> bool:
+    """Whether `pid` is a process of container `id` (its cgroup is /berth/<id>): a pid
+    read from a pidfile may have been reused."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return any(line.rstrip("\n").endswith(f"/berth/{id}") for line in f)
+    except OSError:
+        return False
 
 
 def read_int(path: str) -> int | None:

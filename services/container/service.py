@@ -6,6 +6,19 @@ conmon's exit file means stopped. Exits are noticed without polling: a pidfd on
 the conmon process becomes readable when conmon exits, which it does right
 after writing the exit file.
 
+A monitor can die before its container (SIGKILL, OOM killer): conmon gone with
+no exit file while the container's process lives. The container is then still
+running, and is reported so (its monitor lost, in the log); the pidfd on the
+container's process, held since create, is watched instead, and signals,
+stop and delete act on that process directly. The service is a child
+subreaper, so conmon is its child and so is the orphan conmon leaves: its exit
+status is collected exactly (waitid on the pidfd). An orphan of a monitor that
+died while the service was down is init's: its status is read from the pidfd
+(PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15+) once init reaped it; where
+nothing reaps it, the exit is recorded as 255 with a note that says so.
+Without conmon nothing more is written to the log and attach has nothing to
+connect to.
+
 The row outlives its task, as in containerd: Start of a stopped container runs
 a new task (runc delete of the old state, conmon again on the same bundle and
 rootfs, the log appended to) for the same id, name, created time and metadata.
@@ -34,6 +47,7 @@ from services.container import logs as logs_mod
 from services.container import runtime as rt
 from services.container import spec as spec_mod
 from services.container import security
+from services.container import userns as userns_mod
 from services.container.events import Broker
 from services.container.stdio import Stdio
 from services.container.model import (Container, Event, EventType, Exit, LogConfig, LogLine, Record,
@@ -86,6 +100,10 @@ class Task:
     pid_fd: int = -1
     # Rotates the log past max-size while conmon runs (logfiles.Rotator).
     rotator: asyncio.Task | None = None
+    # conmon died while the process lived: the process's pidfd is watched instead,
+    # and its exit code is collected from it (None until then, or when unknowable).
+    monitor_lost: bool = False
+    orphan_code: int | None = None
 
 
 class ContainerService:
@@ -98,6 +116,14 @@ class ContainerService:
         self.default_log = logfiles.resolve(
             LogConfig(cfg.log_driver, logfiles.parse_options(cfg.log_opts)), LogConfig("local"))
         self.host = security.host(cfg.default_pids_limit)
+        # docker's userns-remap, checked at start-up like the log default; its namespace
+        # (for idmapped mounts) made now, before the server's threads run.
+        self.remap = userns_mod.daemon_remap(cfg)
+        self.namespaces = userns_mod.Namespaces()
+        if self.remap is not None:
+            self.namespaces.fd(self.remap)
+            os.makedirs(runtime.bundles, mode=0o700, exist_ok=True)
+            userns_mod.make_traversable(runtime.bundles)
         self.tasks: dict[str, Task] = {}
         # Attaches to a stopped container's next run (control.attach with next_run):
         # start() connects them once the new conmon runs, before the process does.
@@ -129,6 +155,11 @@ class ContainerService:
                         self.broker.publish(self.store.set_started(record.id, time.time()))
                 log.info("container_reattached", container_id=record.id, conmon_pid=conmon_pid)
                 continue
+            pid = rt.read_int(b.pidfile)
+            if self._read_exit(record.id) is None and pid and rt.in_cgroup(pid, record.id):
+                # Its monitor died (before or while this service was down); it did not.
+                self._watch(record.id, 0, pid)
+                continue
             exit = self._read_exit(record.id)
             if exit is None:
                 exit = Exit(code=255, finished_at=time.time(),
@@ -147,6 +178,7 @@ class ContainerService:
         self.execs.reconcile()
 
     def close(self) -> None:
+        self.namespaces.close()
         for task in self.tasks.values():
             self._unwatch(task)
             if task.rotator is not None:
@@ -170,7 +202,8 @@ class ContainerService:
         if not spec.rootfs:
             raise errors.InvalidArgument("no root filesystem mounts given")
         spec_mod.check_system_paths(spec)
-        spec = replace(spec_mod.bind_sources(security.resolve(spec, self.host)),
+        spec = replace(userns_mod.resolve(spec_mod.bind_sources(security.resolve(spec, self.host)),
+                                          self.remap),
                        log_config=logfiles.resolve(spec.log_config, self.default_log))
         record = Record(id=id, name=name, spec=spec, labels=dict(labels), metadata=metadata,
                         created_at=time.time())
@@ -186,7 +219,9 @@ class ContainerService:
         try:
             async with self._lock(id):
                 os.makedirs(b.rootfs, mode=0o700)
-                rt.mount_rootfs(spec.rootfs, b.rootfs)
+                if spec.userns.uid_mappings:
+                    os.chmod(b.dir, 0o711)  # see userns_mod.make_traversable
+                self._mount_rootfs(spec, b)
                 self._write_config(id, spec, b)
                 pid, conmon_pid = await self.runtime.create(
                     b, rt.stdio_flags(spec.tty, spec.open_stdin, spec.stdin_once),
@@ -238,7 +273,7 @@ class ContainerService:
         rt.clear_run(b)
         if not os.path.ismount(b.rootfs):
             # Only a reboot or a hand unmounts it; the record has the mounts.
-            rt.mount_rootfs(record.spec.rootfs, b.rootfs)
+            self._mount_rootfs(record.spec, b)
         # Written again: Update may have changed limits, the image's users may have changed.
         self._write_config(id, record.spec, b)
         spec = record.spec
@@ -408,15 +443,6 @@ class ContainerService:
             raise errors.NotFound(f"No such container: {ref}")
         return record
 
-    def _write_config(self, id: str, spec: Spec, b) -> None:
-        """config.json for the next `runc create`: the OCI spec, then its confinement."""
-        user = spec_mod.resolve_user(b.rootfs, spec)
-        config = spec_mod.oci_config(id, spec, b.rootfs, user)
-        shm_dir = self._shm_dir(id)
-        security.prepare_shm(spec, shm_dir)
-        security.apply(config, spec, b.rootfs, self.host, self._donor, shm_dir)
-        with open(b.config, "w") as f:
-            json.dump(config, f)
 
     def _shm_dir(self, id: str) -> str:
         return os.path.join(self.runtime.bundle(id).dir, "shm")
@@ -448,6 +474,29 @@ class ContainerService:
             status = Status.PAUSED
         return Container(record, status, task.pid, log_path)
 
+    def _mount_rootfs(self, spec: Spec, b: rt.Bundle) -> None:
+        if not spec.userns.uid_mappings:
+            rt.mount_rootfs(spec.rootfs, b.rootfs)
+            return
+        with userns_mod.mapped_rootfs(spec.rootfs, spec.userns,
+                                      self.namespaces.fd(spec.userns)) as mounts:
+            rt.mount_rootfs(mounts, b.rootfs)
+
+    def _write_config(self, id: str, spec: Spec, b: rt.Bundle) -> None:
+        """config.json for the next `runc create`: the OCI spec (with the mounts as runc
+        does them), then its confinement, then its user namespace."""
+        user = spec_mod.resolve_user(b.rootfs, spec)
+        try:
+            mounts = userns_mod.mapped_mounts(spec, b.dir, self.namespaces)
+        except OSError as exc:
+            raise errors.FailedPrecondition(f"user namespace: a volume cannot be mapped: {exc}") from None
+        config = spec_mod.oci_config(id, replace(spec, mounts=mounts), b.rootfs, user)
+        shm_dir = self._shm_dir(id)
+        security.prepare_shm(spec, shm_dir)
+        security.apply(config, spec, b.rootfs, self.host, self._donor, shm_dir)
+        with open(b.config, "w") as f:
+            json.dump(userns_mod.oci_userns(config, spec.userns), f)
+
     def _lock(self, id: str) -> asyncio.Lock:
         return self._locks.setdefault(id, asyncio.Lock())
 
@@ -461,14 +510,17 @@ class ContainerService:
     def _watch(self, id: str, conmon_pid: int, pid: int, hold_exit: bool = False) -> None:
         task = Task(conmon_pid=conmon_pid, pid=pid, hold_exit=hold_exit)
         self.tasks[id] = task
+        # The process's pidfd first: it is what is left to watch if conmon is gone.
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                task.pid_fd = os.pidfd_open(pid)
         try:
+            if conmon_pid <= 0:
+                raise ProcessLookupError(conmon_pid)
             task.conmon_fd = os.pidfd_open(conmon_pid)
         except ProcessLookupError:
             self._on_exit(id)
             return
-        if pid:
-            with contextlib.suppress(ProcessLookupError):
-                task.pid_fd = os.pidfd_open(pid)
         asyncio.get_running_loop().add_reader(task.conmon_fd, self._on_exit, id)
         record = self.store.get(id)
         policy = self._log_policy(record) if record else None
@@ -479,11 +531,9 @@ class ContainerService:
             task.rotator.add_done_callback(_log_rotator_end)
 
     def _unwatch(self, task: Task) -> None:
-        if task.conmon_fd >= 0:
-            asyncio.get_running_loop().remove_reader(task.conmon_fd)
-            os.close(task.conmon_fd)
-            task.conmon_fd = -1
+        _close_conmon_fd(task)
         if task.pid_fd >= 0:
+            asyncio.get_running_loop().remove_reader(task.pid_fd)
             os.close(task.pid_fd)
             task.pid_fd = -1
 
@@ -491,8 +541,16 @@ class ContainerService:
         task = self.tasks.get(id)
         if task is None or task.exited.is_set():
             return
+        # conmon is this service's child (see rt.become_subreaper): collected, not a zombie.
+        rt.reap(task.conmon_fd)
+        exit = self._read_exit(id)
+        if exit is None and not task.monitor_lost and rt.pidfd_alive(task.pid_fd):
+            self._monitor_lost(id, task)
+            return
+        if exit is None and task.monitor_lost:
+            exit = self._orphan_exit(id, task)
         self._unwatch(task)
-        exit = self._read_exit(id) or Exit(
+        exit = exit or Exit(
             code=255, finished_at=time.time(),
             note="the monitor (conmon) exited without recording an exit code")
         task.exit = exit
@@ -500,6 +558,43 @@ class ContainerService:
             self.broker.publish(*self.store.set_exit(id, exit))
         task.exited.set()
         log.info("container_exited", container_id=id, exit_code=exit.code, oom_killed=exit.oom_killed)
+
+    def _monitor_lost(self, id: str, task: Task) -> None:
+        """conmon is gone, its container's process is not: watch the process itself."""
+        _close_conmon_fd(task)
+        task.monitor_lost = True
+        asyncio.get_running_loop().add_reader(task.pid_fd, self._on_process_exit, id)
+        log.warning("container_monitor_lost", container_id=id, conmon_pid=task.conmon_pid,
+                    pid=task.pid)
+
+    def _on_process_exit(self, id: str) -> None:
+        task = self.tasks.get(id)
+        if task is None or task.pid_fd < 0:
+            return
+        asyncio.get_running_loop().remove_reader(task.pid_fd)
+        # The orphan is this service's child (a subreaper): reaping it gives its status.
+        task.orphan_code = rt.reap(task.pid_fd)
+        if task.orphan_code is not None:
+            self._on_exit(id)
+        else:
+            # Not our child (this service restarted since): init reaps it, and the kernel
+            # keeps the status for the pidfd then; look a few times.
+            asyncio.ensure_future(self._settle_orphan(id, task))
+
+    async def _settle_orphan(self, id: str, task: Task) -> None:
+        for _ in range(50):
+            task.orphan_code = rt.pidfd_exit_code(task.pid_fd)
+            if task.orphan_code is not None:
+                break
+            await asyncio.sleep(0.02)
+        self._on_exit(id)
+
+    def _orphan_exit(self, id: str, task: Task) -> Exit | None:
+        if task.orphan_code is None:
+            return None
+        return Exit(code=task.orphan_code, finished_at=time.time(),
+                    oom_killed=self.runtime.oom_killed(self.runtime.bundle(id)),
+                    note="the monitor (conmon) was gone: the status was collected from the process")
 
     def _release_exit(self, id: str) -> None:
         """Ends hold_exit: commits an exit noticed meanwhile (after the holder's event)."""
@@ -535,8 +630,18 @@ class ContainerService:
             if task.rotator is not None and task.exited.is_set():
                 await asyncio.wait([task.rotator])  # it may still compress in the bundle
         self.tasks.pop(id, None)
+        monitor = rt.read_int(self.runtime.bundle(id).conmon_pidfile)
         rt.remove_bundle(self.runtime.bundle(id))
         self.runtime.remove_socket_link(id)
+        if monitor:
+            rt.reap_monitor(monitor)
+
+
+def _close_conmon_fd(task: Task) -> None:
+    if task.conmon_fd >= 0:
+        asyncio.get_running_loop().remove_reader(task.conmon_fd)
+        os.close(task.conmon_fd)
+        task.conmon_fd = -1
 
 
 async def settled(task: Task) -> None:

@@ -56,8 +56,10 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
     """The config.json for `spec` before its confinement (security.apply adds capabilities,
     seccomp, rlimits, devices and the rest)."""
     proc = spec.process
-    env = list(proc.env)
-    keys = {e.split("=", 1)[0] for e in env}
+    # "FOO" without "=" unsets FOO (the image's too, merged before): dockerd keeps it in the
+    # container's config and leaves it out of the process's environment, which runc requires.
+    env = [e for e in proc.env if "=" in e]
+    keys = {e.split("=", 1)[0] for e in proc.env}
     if "PATH" not in keys:
         env.insert(0, DEFAULT_PATH)
     if "HOSTNAME" not in keys and spec.hostname:

@@ -50,8 +50,8 @@ import time
 from typing import Protocol
 
 from services.common.sqlite import Transaction, open_db
-from services.container.model import (Device, Event, EventType, Exit, LogConfig, Mount, Process, Record,
-                                      Resources, Security, Spec, Ulimit)
+from services.container.model import (Device, Event, EventType, Exit, IdMapping, LogConfig, Mount, Process,
+                                      Record, Resources, Security, Spec, Ulimit, UserNamespace)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -322,7 +322,8 @@ def spec_from_json(text: str) -> Spec:
         if (lc := d.get("log_config")) else LogConfig(),
         # Rows from before confinement options have none: docker's defaults.
         security=_security(d.get("security") or {}), runtime=d.get("runtime", ""),
-        system_paths=(tuple(sp[0]), tuple(sp[1])) if (sp := d.get("system_paths")) is not None else None)
+        system_paths=(tuple(sp[0]), tuple(sp[1])) if (sp := d.get("system_paths")) is not None else None,
+        userns=_userns(d.get("userns")))
 
 
 def _security(d: dict) -> Security:
@@ -334,6 +335,15 @@ def _security(d: dict) -> Security:
     d["devices"] = tuple(Device(**x) for x in d.get("devices", ()))
     d["ulimits"] = tuple(Ulimit(**x) for x in d.get("ulimits", ()))
     return Security(**d)
+
+
+def _userns(d: dict | None) -> UserNamespace:
+    # Rows from before user namespaces ran in the host's.
+    if not d:
+        return UserNamespace(mode="host")
+    return UserNamespace(mode=d["mode"],
+                         uid_mappings=tuple(IdMapping(**m) for m in d["uid_mappings"]),
+                         gid_mappings=tuple(IdMapping(**m) for m in d["gid_mappings"]))
 
 
 def _mount(d: dict) -> Mount:

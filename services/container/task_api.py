@@ -114,12 +114,12 @@ async def _send_file(f, reply):
 
 
 async def copy_out(service, request: pb.CopyFromContainerRequest):
-    root = control.root_of(service, request.id)
+    root, path, root_name = control.place_of(service, request.id, request.path)
     out = archive.ChunkWriter(asyncio.get_running_loop(), CHUNK)
 
     def make() -> None:
         try:
-            archive.archive_path(root, request.path, out)
+            archive.archive_path(root, path, out, root_name)
         finally:
             out.finish()
     # Sent as it is made: reading the container's files and the transfer overlap.
@@ -137,11 +137,11 @@ async def copy_out(service, request: pb.CopyFromContainerRequest):
 
 async def copy_in(service, requests) -> None:
     header = await _first(requests, "header")
-    root = control.root_of(service, header.id)
+    root, path, _ = control.place_of(service, header.id, header.path, write=True)
     chunks = archive.ChunkReader()
     # Extracted as it arrives: the transfer and the writes to the container's files overlap.
     extracting = asyncio.ensure_future(asyncio.to_thread(
-        archive.extract, root, header.path, io.BufferedReader(chunks, CHUNK)))
+        archive.extract, root, path, io.BufferedReader(chunks, CHUNK)))
     try:
         async for req in requests:
             if req.WhichOneof("msg") != "chunk":

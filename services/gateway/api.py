@@ -96,7 +96,7 @@ class EngineApi(engine_pb2_grpc.EngineServiceServicer):
         async def chunks():
             async for chunk in request_iterator:
                 yield chunk.data
-        return engine_pb2.LoadImagesResponse(images=await self._images.load(chunks()))
+        return await self._images.load(chunks())
 
     async def ImportImage(self, request_iterator, context):
         first = await anext(aiter(request_iterator), None)

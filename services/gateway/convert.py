@@ -223,7 +223,8 @@ def apply_changes(config: image_pb2.ImageConfig, changes: image_pb2.ImageConfig)
 
 def matches_filters(info: engine_pb2.ContainerInfo, labels: Mapping[str, str],
              filters: Mapping[str, Sequence[str]], ancestors: set[str]) -> bool:
-    """docker ps filters: values of one key are OR-ed, keys AND-ed."""
+    """docker ps filters: values of one key are OR-ed, keys AND-ed (labels AND-ed too).
+    `info` has its networks filled (the network filter reads them)."""
     for key, values in filters.items():
         if not values:
             continue
@@ -239,11 +240,56 @@ def matches_filters(info: engine_pb2.ContainerInfo, labels: Mapping[str, str],
             ok = info.state.status in values
         elif key == "ancestor":
             ok = info.image_id in ancestors or info.image in values
+        elif key == "exited":
+            ok = info.state.status == "exited" and info.state.exit_code in _exit_codes(values)
+        elif key == "health":
+            ok = (info.state.health.status if info.state.HasField("health") else "none") in values
+        elif key == "network":
+            ok = any(v in (n.network, n.network_id) or (len(v) >= 1 and n.network_id.startswith(v))
+                     for n in info.networks for v in values)
+        elif key in ("publish", "expose"):
+            # Container-side ports: published ones (publish), and those a port is bound for
+            # (expose; berth reaches every port of a container on its networks).
+            ok = any(_port_in(p.container_port, p.protocol or "tcp", v) for p in info.config.ports
+                     for v in values)
+        elif key == "volume":
+            ok = any(v in (m.name, m.destination, m.source) for m in info.mounts for v in values)
+        elif key == "is-task":
+            # No swarm, so no container is a task.
+            ok = not _true(values[-1])
+        elif key == "isolation":
+            ok = (info.config.isolation or "default") in values
         else:
             ok = False
         if not ok:
             return False
     return True
+
+
+def _true(value: str) -> bool:
+    if value.lower() in ("1", "true"):
+        return True
+    if value.lower() in ("0", "false"):
+        return False
+    raise InvalidArgument(f"invalid filter 'is-task={value}'")
+
+
+def _exit_codes(values: Sequence[str]) -> set[int]:
+    try:
+        return {int(v) for v in values}
+    except ValueError:
+        raise InvalidArgument(f"invalid filter 'exited={values[0]}'") from None
+
+
+def _port_in(port: int, proto: str, wanted: str) -> bool:
+    """Docker's `80`, `80/udp`, `8000-8080/tcp` (tcp when no protocol is given)."""
+    text, _, want_proto = wanted.partition("/")
+    low, _, high = text.partition("-")
+    try:
+        lo, hi = int(low), int(high or low)
+    except ValueError:
+        raise InvalidArgument(f"invalid filter value: {wanted!r} is not a port or port range") from None
+    return lo <= port <= hi and proto == (want_proto or "tcp")
 
 
 def _name_matches(pattern: str, name: str) -> bool:

@@ -42,7 +42,16 @@ class Event:
 
 Filters = Mapping[str, Sequence[str]]
 
-_KNOWN_FILTERS = ("type", "container", "event", "action", "image")
+# Every filter the Engine API documents for /events. node, service, secret, config and
+# plugin events never happen on berth (no swarm, no plugins): such a filter matches nothing
+# of their kind, and only what carries that name otherwise, as in dockerd.
+_KNOWN_FILTERS = ("type", "container", "event", "action", "image", "label", "network", "volume",
+                  "daemon", "scope", "node", "service", "secret", "config", "plugin")
+# The filters that match an event by its actor's id or name prefix, whatever its type (dockerd's
+# fuzzyMatchName: `--filter network=app` also matches a container named "app...").
+_FUZZY_NAME = ("network", "volume", "node", "service", "secret", "config", "plugin")
+# Every berth event is a local one (docker's "swarm" scope is for cluster events).
+SCOPE = "local"
 
 
 def unknown_filters(filters: Filters) -> list[str]:
@@ -50,7 +59,7 @@ def unknown_filters(filters: Filters) -> list[str]:
 
 
 def matches(event: Event, filters: Filters) -> bool:
-    """Docker's rule: values of one key are OR-ed, different keys are AND-ed."""
+    """Docker's rule: values of one key are OR-ed, different keys are AND-ed (labels AND-ed too)."""
     for key, values in filters.items():
         if not values:
             continue
@@ -66,11 +75,29 @@ def matches(event: Event, filters: Filters) -> bool:
         elif key == "image":
             image = event.attributes.get("image", "")
             ok = any(_same_image(v, image, event) for v in values)
+        elif key == "label":
+            ok = all(_has_label(event.attributes, v) for v in values)
+        elif key == "scope":
+            ok = SCOPE in values
+        elif key == "daemon":
+            ok = event.type == "daemon" and _fuzzy_name(event, values)
+        elif key in _FUZZY_NAME:
+            ok = _fuzzy_name(event, values)
         else:
             ok = False
         if not ok:
             return False
     return True
+
+
+def _has_label(attributes: Mapping[str, str], wanted: str) -> bool:
+    key, eq, value = wanted.partition("=")
+    return key in attributes and (not eq or attributes[key] == value)
+
+
+def _fuzzy_name(event: Event, values: Sequence[str]) -> bool:
+    name = event.attributes.get("name", "")
+    return any(event.actor_id.startswith(v) or (name and name.startswith(v)) for v in values)
 
 
 def _same_image(wanted: str, image: str, event: Event) -> bool:

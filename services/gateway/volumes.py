@@ -128,13 +128,16 @@ class Mounter:
 
     async def _resolve_one(self, cid: str, image_id: str, spec: engine_pb2.MountSpec,
                            out: Resolved) -> None:
-        mode = "ro" if spec.readonly else "rw"
+        # A read-only bind is read-only all the way down (mount_setattr with AT_RECURSIVE,
+        # runc's "rro"), as docker >= 25 makes it: `-v /:/host:ro` leaves no writable
+        # submount such as /host/dev/shm. The kernel has it since 5.12.
+        bind_modes = ["ro", "rro"] if spec.readonly else ["rw"]
         if spec.type == "bind":
             # The container service checks the source (and makes it for -v) where it mounts.
             source = spec.source
             propagation = spec.options[0] if spec.options else "rprivate"
             out.mounts.append(mount_pb2.Mount(type="bind", source=source, target=spec.target,
-                                              options=["rbind", mode, propagation],
+                                              options=["rbind", *bind_modes, propagation],
                                               create_source=spec.create_source))
             out.points.append(engine_pb2.MountPoint(
                 type="bind", source=source, destination=spec.target, mode="ro" if spec.readonly else "",
@@ -157,8 +160,9 @@ class Mounter:
             out.acquired.append(volume.name)
             if created and not spec.volume_nocopy:
                 await self._copy_up(image_id, spec.target, volume.name)
+            # "idmap": in a remapped container a volume's files keep their owners' meaning.
             out.mounts.append(mount_pb2.Mount(type="bind", source=volume.mountpoint, target=spec.target,
-                                              options=["rbind", mode, "rprivate"]))
+                                              options=["rbind", *bind_modes, "rprivate", "idmap"]))
             out.points.append(engine_pb2.MountPoint(
                 type="volume", name=volume.name, source=volume.mountpoint, destination=spec.target,
                 driver=volume.driver, mode="ro" if spec.readonly else "",

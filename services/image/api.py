@@ -21,8 +21,9 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         async def chunks():
             async for request in request_iterator:
                 yield request.chunk
-        images = await self.service.load(chunks())
-        return image_pb2.LoadImagesResponse(images=[convert.image_to_pb(i) for i in images])
+        images, names = await self.service.load(chunks())
+        return image_pb2.LoadImagesResponse(images=[convert.image_to_pb(i) for i in images],
+                                            loaded_names=[image_pb2.LoadedNames(names=n) for n in names])
 
     async def ImportImage(self, request_iterator, context):
         iterator = request_iterator.__aiter__()
@@ -85,7 +86,9 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     async def CommitSnapshot(self, request, context):
         image = await self.service.commit(
             request.key, convert.config_from_pb(request.config), name=request.reference,
-            comment=request.comment, author=request.author, created_by=request.created_by)
+            comment=request.comment, author=request.author, created_by=request.created_by,
+            uid_map=[(m.container_id, m.host_id, m.size) for m in request.uid_mappings],
+            gid_map=[(m.container_id, m.host_id, m.size) for m in request.gid_mappings])
         return image_pb2.CommitSnapshotResponse(image=convert.image_to_pb(image))
 
     async def CreateImage(self, request_iterator, context):

@@ -115,8 +115,19 @@ def _lower_names(lowers: Sequence[str], rel: str) -> set[str]:
     return names
 
 
-def write_layer(upper: str, out: BinaryIO) -> None:
-    """The upper dir as an OCI layer tar (uncompressed), whiteouts in .wh. form."""
+IdRanges = Sequence[tuple[int, int, int]]  # (container id, host id, size)
+
+
+def _to_container(host_id: int, ranges: IdRanges) -> int:
+    for container_id, start, size in ranges:
+        if start <= host_id < start + size:
+            return host_id - start + container_id
+    return host_id
+
+
+def write_layer(upper: str, out: BinaryIO, uid_map: IdRanges = (), gid_map: IdRanges = ()) -> None:
+    """The upper dir as an OCI layer tar (uncompressed), whiteouts in .wh. form; ids a
+    remapped container wrote (host ids, see uid_map/gid_map) recorded as its own."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for rel, st in _walk(upper):
             path = os.path.join(upper, rel)
@@ -131,6 +142,7 @@ def write_layer(upper: str, out: BinaryIO) -> None:
                 continue  # sockets have no tar form
             # Names, not numbers, would be looked up on the host: the container's own are kept.
             info.uname = info.gname = ""
+            info.uid, info.gid = _to_container(info.uid, uid_map), _to_container(info.gid, gid_map)
             if info.isreg():
                 with open(path, "rb") as f:
                     tar.addfile(info, f)

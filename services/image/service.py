@@ -4,6 +4,10 @@ Callers pass plain values and get model types back; protobuf stays in api.py.
 Blocking work (tar, hashing, unpacking, fsync) runs in threads so the server
 keeps answering while a large image loads.
 
+Every layer is unpacked before its image is recorded (load, import and pull
+alike): an image either unpacks whole or is refused, at the door, with the
+entry that could not be unpacked named.
+
 Garbage: a blob is kept while an image names it; an unpacked layer while an
 image or a snapshot needs it, or while a PrepareSnapshot in flight holds a
 lease on it. Everything else is removed after each deletion and at start.
@@ -222,12 +226,14 @@ class ImageService:
         images = [self._image(img.record.id) for img in loaded]
         log.info("images_loaded", ids=[i.id for i in images],
                  names=[t for i in images for t in i.repo_tags])
-        return images
+        return images, [list(img.tags) for img in loaded]
 
     def _load(self, path: str) -> list[archive.LoadedImage]:
         with self._content_lock:
             try:
                 loaded = archive.read_archive(path, self.content)
+                for img in loaded:
+                    self.snapshotter.unpack(img.record.layers)
                 self.store.put_images([(img.record, img.tags) for img in loaded])
                 return loaded
             except BaseException:
@@ -253,6 +259,7 @@ class ImageService:
         with self._content_lock:
             try:
                 record = archive.import_rootfs(path, self.content, config, message)
+                self.snapshotter.unpack(record.layers)
                 self.store.put_images([(record, [target] if target else [])])
                 return record
             except BaseException:
@@ -438,7 +445,8 @@ class ImageService:
     # -- commit, diff, disk usage ---------------------------------------------------
 
     async def commit(self, key: str, config: ImageConfig, name: str = "", comment: str = "",
-                     author: str = "", created_by: str = "") -> Image:
+                     author: str = "", created_by: str = "", uid_map: commit_mod.IdRanges = (),
+                     gid_map: commit_mod.IdRanges = ()) -> Image:
         """A new image: the snapshot's image plus its writable layer as one more layer."""
         check_key(key)
         target = str(reference.parse(name)) if name else ""
@@ -448,12 +456,13 @@ class ImageService:
         if snap is None:
             raise NotFound(f"snapshot {key} not found")
         record = await asyncio.to_thread(self._commit, snap, config, comment, author, target,
-                                         created_by)
+                                         created_by, uid_map, gid_map)
         log.info("snapshot_committed", key=key, image_id=record.id, name=target)
         return self._image(record.id)
 
     def _commit(self, snap: SnapshotRecord, config: ImageConfig, comment: str, author: str,
-                target: str, created_by: str) -> ImageRecord:
+                target: str, created_by: str, uid_map: commit_mod.IdRanges,
+                gid_map: commit_mod.IdRanges) -> ImageRecord:
         parent = self.store.get_image(snap.image_id)
         if parent is None:
             raise FailedPrecondition(
@@ -461,7 +470,7 @@ class ImageService:
         upper = os.path.join(self.snapshotter.snapshot_dir(snap.key), "upper")
         with tempfile.TemporaryFile(dir=self.tmp_dir) as f:
             # Tarred outside the lock: a big layer must not hold up pulls and loads.
-            commit_mod.write_layer(upper, f)
+            commit_mod.write_layer(upper, f, uid_map, gid_map)
             f.seek(0)
             return self._store_child(parent, config, f, target, comment, author, created_by)
 

@@ -1,12 +1,21 @@
 """Unpack one layer tarball into a directory, safely, as an overlayfs lower layer.
 
 Every path is walked component by component with O_NOFOLLOW relative to the
-layer root, so nothing in the archive can make extraction write outside it:
-`..` and absolute member names are refused, a parent that is a symlink is
-refused, a file written where a symlink stood replaces the symlink instead of
-following it, and hardlinks must name a member already inside the layer.
-Symlink *targets* may be anything (bin/sh -> /bin/busybox is normal): they are
+layer root, so nothing in the archive can make extraction write outside it.
+Where docker contains an odd archive, so does berth, so that images docker
+runs run here too: member names and hardlink targets are clamped into the
+layer as if the layer root were `/` (`/etc/x` and `../../etc/x` both become
+`etc/x`, as docker's chrooted unpack makes them), and device nodes are
+created as they are (the device cgroup denies a container every device it
+was not given, so a node in a layer opens nothing). What cannot be contained
+is refused, naming the entry: a parent that is a symlink, a hardlink to
+something not in the layer, a name the filesystem cannot hold. A file written
+where a symlink stood replaces the symlink instead of following it. Symlink
+*targets* may be anything (bin/sh -> /bin/busybox is normal): they are
 stored, never followed.
+
+Every layer is unpacked before its image is recorded (load, import and pull
+alike), so a layer that is refused is refused at the door.
 
 Docker's whiteouts become overlayfs ones: `.wh.<name>` a 0:0 character
 device named <name>, `.wh..wh..opq` the trusted.overlay.opaque=y xattr on
@@ -19,9 +28,10 @@ import errno
 import os
 import stat
 import tarfile
+from contextlib import contextmanager
 from typing import BinaryIO
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Unavailable
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -37,13 +47,16 @@ def _bad(member: str, why: str) -> InvalidArgument:
     return InvalidArgument(f"refusing to unpack layer: entry {member!r} {why}")
 
 
-def clean_member_name(name: str, what: str = "entry") -> list[str]:
-    """The path components of a member name; refuses absolute names and `..`."""
-    if name.startswith("/"):
-        raise _bad(name, f"is an absolute path ({what} must be relative to the layer root)")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise _bad(name, "contains '..' and would escape the layer root")
+def clean_member_name(name: str) -> list[str]:
+    """The path components of a member name, clamped into the layer: resolved
+    lexically as if the layer root were `/`, so `..` never climbs above it."""
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
     return parts
 
 
@@ -148,13 +161,15 @@ def unpack_layer(fileobj: BinaryIO, root: str) -> None:
     dirs: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
     try:
         for member in tar:
-            _unpack_member(tar, member, handle, dirs)
+            with _naming(member):
+                _unpack_member(tar, member, handle, dirs)
         for parts, member in reversed(dirs):
-            fd = handle.dir_fd(parts, member.name, create=False)
-            os.chown(fd, member.uid, member.gid)
-            os.chmod(fd, member.mode & 0o7777)
-            _set_xattrs(fd, member, True)
-            os.utime(fd, ns=_times(member))
+            with _naming(member):
+                fd = handle.dir_fd(parts, member.name, create=False)
+                os.chown(fd, member.uid, member.gid)
+                os.chmod(fd, member.mode & 0o7777)
+                _set_xattrs(fd, member, True)
+                os.utime(fd, ns=_times(member))
     except tarfile.TarError as exc:
         raise InvalidArgument(f"layer tar archive is corrupt: {exc}") from None
     except EOFError:
@@ -162,6 +177,24 @@ def unpack_layer(fileobj: BinaryIO, root: str) -> None:
     finally:
         handle.close()
         tar.close()
+
+
+# Errors of the host rather than of the archive: they are reported as what they are.
+_HOST_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EIO: "input/output error", errno.ENOMEM: "out of memory"}
+
+
+@contextmanager
+def _naming(member: tarfile.TarInfo):
+    """Turns an OSError on one entry into an error naming that entry: the archive's
+    fault (a name too long, too deep, ...) is InvalidArgument, the host's Unavailable."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _HOST_ERRNOS:
+            raise Unavailable(f"unpacking layer entry {member.name!r} failed: "
+                              f"{_HOST_ERRNOS[exc.errno]}") from None
+        raise _bad(member.name, f"cannot be unpacked: {exc.strerror or exc}") from None
 
 
 def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: _Root,
@@ -183,9 +216,6 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: _Root,
             os.mknod(hidden, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent_fd)
         # Other .wh..wh. names are aufs bookkeeping with no meaning here.
         return
-
-    if member.ischr() or member.isblk():
-        raise _bad(member.name, "is a device node, which image layers may not contain")
 
     if member.isdir():
         _remove_existing(root, parent_fd, parts, keep_dir=True)
@@ -214,8 +244,15 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: _Root,
         os.chown(base, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
         _set_xattrs_at(parent_fd, base, member)
         os.utime(base, ns=_times(member), dir_fd=parent_fd, follow_symlinks=False)
+    elif member.ischr() or member.isblk():
+        kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+        os.mknod(base, kind | (member.mode & 0o7777),
+                 os.makedev(member.devmajor, member.devminor), dir_fd=parent_fd)
+        os.chown(base, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
+        os.utime(base, ns=_times(member), dir_fd=parent_fd, follow_symlinks=False)
     elif member.islnk():
-        target = tuple(clean_member_name(member.linkname, "hardlink target"))
+        # An absolute target names a member of this layer, as docker resolves it.
+        target = tuple(clean_member_name(member.linkname))
         if not target:
             raise _bad(member.name, "is a hardlink to the layer root")
         target_parent = root.dir_fd(target[:-1], member.name, create=False)

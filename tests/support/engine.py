@@ -49,6 +49,8 @@ class Engine:
         self.proc: subprocess.Popen | None = None
         self._log = None
         self._channels: dict[str, grpc.Channel] = {}
+        # More environment for berthd (its config: BERTH_USERNS_REMAP, ...).
+        self.env: dict[str, str] = {}
 
     # -- paths -------------------------------------------------------------
 
@@ -101,7 +103,7 @@ class Engine:
             env = {k: v for k, v in env.items() if k.startswith(("BERTH_BRIDGE", "BERTH_NFT", "BERTH_DNS"))}
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, **env},
+            env={**os.environ, **env, **self.env},
             # A Ctrl-C on pytest must not reach berthd before stop() does.
             start_new_session=True,
         )

@@ -206,6 +206,19 @@ def hostile_hardlink_dotdot_layer() -> bytes:
     return _tar([(_link("passwd", "../../../etc/passwd", tarfile.LNKTYPE), None)])
 
 
+def absolute_hardlink_layer() -> bytes:
+    """bin/link, a hardlink whose target is spelled absolute: /bin/tool of the same layer."""
+    bin_dir = _file("bin", 0o755)
+    bin_dir.type = tarfile.DIRTYPE
+    return _tar([(bin_dir, None), (_file("bin/tool", 0o755), b"tool\n"),
+                 (_link("bin/link", "/bin/tool", tarfile.LNKTYPE), None)])
+
+
+def long_name_layer(length: int = 300) -> bytes:
+    """A file whose name is longer than any Linux filesystem holds (255 bytes)."""
+    return _tar([(_file("x" * length), b"1\n")])
+
+
 def hostile_overwrite_symlink_layer(outside_file: str) -> bytes:
     """A symlink to a file outside, then a regular file with the same name."""
     return _tar([(_link("target", outside_file), None), (_file("target"), b"pwned\n")])

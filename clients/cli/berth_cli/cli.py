@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from berth_cli import build, files, interactive, lifecycle, logopts, networks, registry, security, usage, volumes
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
 USAGE_ERROR = 125
@@ -23,46 +22,31 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def _get_formatter(self):
+        # argparse asks shutil for the terminal's width whenever an argument is added;
+        # importing shutil (and with it bz2, lzma, fnmatch) costs more than the parsing.
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns - 2
+        except (OSError, ValueError):
+            width = 78
+        return self.formatter_class(prog=self.prog, width=width)
+
     def error(self, message):
         raise UsageError(f"{self.prog}: {message}\nSee '{self.prog} --help'.")
 
 
-def _run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--help", action="help", help="show this help")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
-    p.add_argument("-i", "--interactive", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("-t", "--tty", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument("--name", default="")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
-                   help="read environment variables from a file")
-    p.add_argument("-w", "--workdir", default="")
-    p.add_argument("-u", "--user", default="")
-    p.add_argument("-m", "--memory", default="", help="memory limit, e.g. 64m")
-    p.add_argument("--cpus", default="", help="number of CPUs, e.g. 0.5")
-    p.add_argument("-c", "--cpu-shares", type=int, default=0)
-    p.add_argument("--pids-limit", type=int, default=None)
-    p.add_argument("--network", "--net", default="", help="bridge (default), host, none or a network's name")
-    p.add_argument("-h", "--hostname", default="")
-    p.add_argument("--entrypoint", default=None)
-    p.add_argument("-l", "--label", action="append", default=[], metavar="K=V")
-    p.add_argument("--stop-signal", default="")
-    p.add_argument("--stop-timeout", type=int, default=None)
-    p.add_argument("--read-only", action="store_true")
-    volumes.add_run_flags(p)
-    networks.add_run_flags(p)
-    lifecycle.add_run_flags(p)
-    security.add_run_flags(p)
-    logopts.add_run_flags(p)
-    p.add_argument("image")
-    p.add_argument("command", nargs=argparse.REMAINDER)
-
-
-VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "pull", "push", "login", "logout",
-         "run", "create", "start",
+# The verbs whose parsers live beside their code, by module: only the verb at hand's is imported.
+MODULE_VERBS = {
+    "registry": ("pull", "push", "login", "logout"),
+    "lifecycle": ("rename", "commit", "diff", "update", "container", "system"),
+    "interactive": ("exec", "attach"),
+    "usage": ("top", "stats"),
+    "files": ("cp", "export"),
+    "build": ("build",),
+}
+VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "run", "create", "start",
          "stop", "restart", "kill", "rm", "pause", "unpause", "ps", "logs", "inspect", "wait", "events",
-         "volume", "network", "port", *lifecycle.VERBS, *interactive.VERBS, *usage.VERBS, *files.VERBS, *build.VERBS)
+         "volume", "network", "port", "completion", *(v for vs in MODULE_VERBS.values() for v in vs))
 
 
 class _Ignored:
@@ -75,10 +59,10 @@ class _Ignored:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or with `only`, just that verb's part of it."""
     parser = _Parser(prog="berth", description="A container engine.")
+    parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     parser.add_argument("-H", "--host", default=os.environ.get("BERTH_HOST", DEFAULT_HOST),
                         help="daemon socket to connect to (env BERTH_HOST)")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
 
     def add_verb(name: str, **kwargs):
         if only is not None and name != only:
@@ -112,14 +96,23 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("images", nargs="+")
 
-    registry.add_parsers(add_verb)
+    def add_module(name: str) -> None:
+        if only is None or only in MODULE_VERBS[name]:
+            import importlib
+            module = importlib.import_module(f"berth_cli.{name}")
+            module.add_parsers(add_verb, only) if name == "lifecycle" else module.add_parsers(add_verb)
+
+    add_module("registry")
 
     p = add_verb("tag", help="give an image another name")
     p.add_argument("source")
     p.add_argument("target")
 
     for verb, text in (("run", "run a command in a new container"), ("create", "create a container")):
-        _run_flags(add_verb(verb, help=text, add_help=False))
+        p = add_verb(verb, help=text, add_help=False)
+        if only in (verb, None):
+            from berth_cli import runflags
+            runflags.add_flags(p)
 
     p = add_verb("start", help="start containers")
     p.add_argument("-a", "--attach", action="store_true")
@@ -144,6 +137,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-v", "--volumes", action="store_true", help="also remove anonymous volumes")
     p.add_argument("containers", nargs="+")
 
+    p = add_verb("completion", help="print a shell completion script")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))
+
     p = add_verb("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -161,6 +157,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = add_verb("inspect", help="show containers or images as JSON")
     p.add_argument("--type", choices=("container", "image"), default=None)
+    p.add_argument("-f", "--format", default="", help="format the output with a Go template")
+    p.add_argument("-s", "--size", action="store_true", help="show sizes (always shown)")
     p.add_argument("names", nargs="+")
 
     p = add_verb("wait", help="wait for containers to exit and print their exit codes")
@@ -173,19 +171,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--format", default="")
 
     p = add_verb("volume", help="manage volumes", add_help=False)
-    if only == "volume":
+    if only in ("volume", None):
+        from berth_cli import volumes
         volumes.add_parser(p)
 
     p = add_verb("network", help="manage networks", add_help=False)
-    if only == "network":
+    if only in ("network", None):
+        from berth_cli import networks
         networks.add_parser(p)
     p = add_verb("port", help="list a container's published ports")
-    networks.add_port_parser(p)
-    lifecycle.add_parsers(add_verb, only)
-    interactive.add_parsers(add_verb)
-    usage.add_parsers(add_verb)
-    files.add_parsers(add_verb)
-    build.add_parsers(add_verb)
+    if only in ("port", None):
+        from berth_cli import networks
+        networks.add_port_parser(p)
+    for name in MODULE_VERBS:
+        if name != "registry":
+            add_module(name)
     return parser
 
 
@@ -236,5 +236,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    except BrokenPipeError:  # `berth --help | head -1`
+        return 0
+    if ns.version:
+        from berth_cli import VERSION
+        print(f"berth version {VERSION}")
+        return 0
+    if ns.verb is None:
+        # docker with no command prints its usage and succeeds.
+        build_parser().print_help()
+        return 0
+    if ns.verb == "completion":
+        from berth_cli import completion
+        print(completion.script(ns.shell, build_parser()), end="")
+        return 0
     from berth_cli import commands
     return commands.dispatch(ns)

@@ -7,24 +7,33 @@ the others in the modules named in VERBS, which import only the shared pieces
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
 import time
 
 import berth_errors
 
 from berth.engine.v1 import engine_pb2
-from berth_cli import build, files, interactive, lifecycle, logopts, networks, registry, security, usage, volumes
+from berth_cli import registry
 from berth_cli import format as fmt
+from berth_cli import templates
 from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
+from berth_cli.runflags import client as client_flags
 from berth_cli.errors import ENGINE_ERROR, Failed, RpcError, StatusCode, command_status
 
 
+def _handler(verb: str):
+    handler = VERBS[verb]
+    if isinstance(handler, str):
+        # "module:function": the verbs of other modules, imported only when run.
+        import importlib
+        module, _, name = handler.partition(":")
+        handler = getattr(importlib.import_module(f"berth_cli.{module}"), name)
+    return handler
+
+
 def dispatch(ns) -> int:
-    handler = VERBS[ns.verb]
+    handler = _handler(ns.verb)
     client = Client(ns.host)
     try:
         return handler(client, ns) or 0
@@ -33,25 +42,55 @@ def dispatch(ns) -> int:
     except RpcError as err:
         client.report(err)
         return ENGINE_ERROR if ns.verb in ("run", "create", "start") else 1
+    except templates.TemplateError as exc:
+        return template_failed(ns.verb, exc)
     except (ValueError, berth_errors.BerthError) as exc:
         # Bad flags found after parsing (berth_docker's InvalidArgument is a ValueError too),
         # or what berth cannot do yet: refused before anything was sent.
         print(f"berth: {exc}", file=sys.stderr)
         return ENGINE_ERROR
+    except FileNotFoundError as exc:
+        # A file named on the command line (import, load -i, --env-file ...): docker's words.
+        print(f"open {exc.filename}: no such file or directory", file=sys.stderr)
+        return 1
+    except (IsADirectoryError, PermissionError) as exc:
+        print(f"open {exc.filename}: {exc.strerror.lower()}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # `berth ps | head`: the reader left; nothing more to say.
-        sys.stderr.close()
+        _discard_stdout()
         return 0
     finally:
         client.close()
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so what is still buffered cannot fail again at exit."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def template_failed(verb: str, exc) -> int:
+    """A --format/-f template that did not parse or run: docker's words and statuses per verb."""
+    if verb == "inspect":
+        print(f"template parsing error: {exc}", file=sys.stderr)
+        return 64 if exc.parsing else 1
+    if verb == "events":
+        print(f"Error parsing format: {exc}", file=sys.stderr)
+        return 64
+    print(f"failed to {'parse' if exc.parsing else 'execute'} template: {exc}", file=sys.stderr)
+    return 1
+
+
 # -- version ------------------------------------------------------------------------
 
 def version(client: Client, ns) -> int:
-    print("Client:\n Version:      0.1.0\n API version:  1.0")
+    from berth_cli import VERSION
+    print(f"Client:\n Version:      {VERSION}\n API version:  1.0")
     v = client.stub.GetVersion(engine_pb2.GetVersionRequest())
     print(f"\nServer:\n Engine:\n  Version:      {v.version}\n  API version:  {v.api_version}\n"
           f"  OS/Arch:      {v.os}/{v.arch}\n  Kernel:       {v.kernel_version}\n"
@@ -100,21 +139,29 @@ def image_rows(images, now: float, no_trunc: bool = False) -> list[dict]:
         created = seconds(image.created)
         names = [fmt.split_repo_tag(t) for t in image.repo_tags] or [("<none>", "<none>")]
         for repo, tag in names:
-            rows.append({
-                "Containers": str(image.containers),
+            rows.append(templates.Struct(type_name="*formatter.imageContext", **{
+                "Containers": str(image.containers) if image.containers >= 0 else "N/A",
                 "CreatedAt": local_created(created) if created else "",
                 "CreatedSince": ago(created, now),
                 "Digest": "<none>",
                 "ID": image.id if no_trunc else fmt.short_id(image.id),
                 "Repository": repo,
+                "SharedSize": "N/A",
                 "Size": human_size(image.size),
                 "Tag": tag,
-            })
+                "UniqueSize": "N/A",
+                "VirtualSize": human_size(image.size),
+            }))
     return rows
 
 
+IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+                 "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                 "Containers": "CONTAINERS", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
+                 "VirtualSize": "VIRTUAL SIZE"}
+
+
 def images(client: Client, ns) -> int:
-    import json
     response = client.stub.ListImages(engine_pb2.ListImagesRequest(all=ns.all, reference=ns.reference))
     rows = image_rows(response.images, time.time(), ns.no_trunc)
     if ns.quiet:
@@ -123,9 +170,8 @@ def images(client: Client, ns) -> int:
             if row["ID"] not in seen:
                 seen.append(row["ID"])
         print("\n".join(seen)) if seen else None
-    elif ns.format == "json":
-        for row in rows:
-            print(json.dumps(row))
+    elif (out := fmt.formatted(ns.format, rows, IMAGE_HEADERS)) is not None:
+        sys.stdout.write(out)
     else:
         print(fmt.table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"),
                         [(r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]) for r in rows]))
@@ -158,34 +204,15 @@ def tag(client: Client, ns) -> int:
 
 def container_config(ns) -> engine_pb2.ContainerConfig:
     """run/create's flags as the engine's ContainerConfig: the same one the Docker API's
-    create body makes (berth_docker parses both)."""
-    from berth_docker import keyvalues
-    from berth_docker.units import parse_bytes, parse_cpus
-    # --env-file first, then -e, so a flag overrides the file (docker's order).
-    env = [e for path in ns.env_file for e in keyvalues.env_file(path, os.environ)]
-    env += keyvalues.env(ns.env, os.environ)
-    config = engine_pb2.ContainerConfig(
-        image=ns.image, name=ns.name, cmd=ns.command, env=env, working_dir=ns.workdir,
-        user=ns.user, hostname=ns.hostname, labels=keyvalues.key_values(ns.label, "label"),
-        network_mode=ns.network, memory_bytes=parse_bytes(ns.memory) if ns.memory else 0,
-        nano_cpus=parse_cpus(ns.cpus) if ns.cpus else 0, cpu_shares=ns.cpu_shares,
-        auto_remove=ns.rm, stop_signal=ns.stop_signal,
-        readonly_rootfs=ns.read_only, mounts=volumes.mount_specs(ns), volumes_from=ns.volumes_from)
-    if ns.entrypoint is not None:
-        config.entrypoint.SetInParent()
-        if ns.entrypoint:
-            config.entrypoint.values.append(ns.entrypoint)
-    if ns.stop_timeout is not None:
-        config.stop_timeout = ns.stop_timeout
-    networks.apply_run_flags(ns, config)
-    lifecycle.apply_run_flags(ns, config)
-    security.apply_run_flags(ns, config)
-    logopts.apply_run_flags(ns, config)
-    interactive.add_run_config(ns, config)
+    create body makes (berth_docker parses both). The flag groups are runflags'."""
+    from berth_cli import runflags
+    config = engine_pb2.ContainerConfig()
+    runflags.apply(ns, config)
     return config
 
 
 def create(client: Client, ns) -> int:
+    registry.pull_if_always(client, ns)
     try:
         response = client.stub.CreateContainer(engine_pb2.CreateContainerRequest(config=container_config(ns)))
     except RpcError as err:
@@ -195,6 +222,7 @@ def create(client: Client, ns) -> int:
         return ENGINE_ERROR
     for warning in response.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
+    client_flags.write_cidfile(ns, response.id)
     print(response.id)
     return 0
 
@@ -208,11 +236,13 @@ class _SignalProxy:
         self._previous = {}
 
     def __enter__(self):
+        import signal
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._forward)
         return self
 
     def __exit__(self, *exc):
+        import signal
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -221,6 +251,8 @@ class _SignalProxy:
             # Nothing to forward to yet: give up the way the signal asks.
             raise KeyboardInterrupt
         # Off the main thread: it is busy in the stream, and a handler must not block on I/O.
+        import signal
+        import threading
         request = engine_pb2.KillContainerRequest(id=self.container_id, signal=signal.Signals(signum).name)
         threading.Thread(target=self._kill, args=(request,), daemon=True).start()
 
@@ -233,11 +265,13 @@ class _SignalProxy:
 
 def run(client: Client, ns) -> int:
     config = container_config(ns)
+    registry.pull_if_always(client, ns)
     if ns.detach:
         try:
             for response in client.stub.RunContainer(
                     engine_pb2.RunContainerRequest(config=config, attach=False)):
                 if response.WhichOneof("event") == "id":
+                    client_flags.write_cidfile(ns, response.id)
                     print(response.id)
         except RpcError as err:
             if registry.pull_if_missing(client, ns, err):
@@ -247,6 +281,7 @@ def run(client: Client, ns) -> int:
         return 0
     if ns.tty or ns.interactive:
         # Create, attach, start: the stdio streams are in place before the process runs.
+        from berth_cli import interactive
         return interactive.run_attached(client, ns, config)
     with _SignalProxy(client) as proxy:
         try:
@@ -257,6 +292,7 @@ def run(client: Client, ns) -> int:
                     write_output(response.output.stream, response.output.data)
                 elif kind == "id":
                     proxy.container_id = response.id
+                    client_flags.write_cidfile(ns, response.id)
                 elif kind == "exit":
                     return response.exit.exit_code
         except RpcError as err:
@@ -274,6 +310,7 @@ def start(client: Client, ns) -> int:
     if not ns.attach:
         return each(client, ns.containers,
                     lambda ref: client.stub.StartContainer(engine_pb2.StartContainerRequest(id=ref)))
+    from berth_cli import interactive
     ref = ns.containers[0]
     with _SignalProxy(client) as proxy:
         proxy.container_id = ref
@@ -334,23 +371,34 @@ def container_row(c, now: float, no_trunc: bool = False) -> dict:
     from berth_docker.shapes.containers import status_text
     from berth_docker.times import ago, local_created, seconds
     created = seconds(c.created)
-    return {
+    labels = dict(c.config.labels)
+    return templates.Struct(type_name="*formatter.ContainerContext", **{
         "Command": fmt.command_column(c.path, list(c.args), truncate=not no_trunc),
         "CreatedAt": local_created(created) if created else "",
         "ID": c.id if no_trunc else c.id[:12],
         "Image": c.image or fmt.short_id(c.image_id),
-        "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.config.labels.items())),
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "LocalVolumes": str(sum(1 for m in c.mounts if m.type == "volume")) if hasattr(c, "mounts") else "0",
+        "Mounts": ",".join(m.name or m.source for m in getattr(c, "mounts", ())),
         "Names": c.name,
         "Networks": c.network_mode,
         "Ports": ports_column(c.ports),
         "RunningFor": ago(created, now),
+        "Size": "0B",
         "State": c.state.status,
         "Status": status_text(c.state, now),
-    }
+        # A method in docker's template context: {{.Label "com.example.key"}}.
+        "Label": lambda key: labels.get(key, ""),
+    })
+
+
+PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+              "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",
+              "Size": "SIZE", "Names": "NAMES", "Labels": "LABELS", "Label": "LABEL",
+              "Mounts": "MOUNTS", "Networks": "NETWORKS", "LocalVolumes": "LOCAL VOLUMES"}
 
 
 def ps(client: Client, ns) -> int:
-    import json
     response = client.stub.ListContainers(engine_pb2.ListContainersRequest(
         all=ns.all, filters=_parse_filters(ns.filter)))
     now = time.time()
@@ -359,9 +407,8 @@ def ps(client: Client, ns) -> int:
             print(c.id if ns.no_trunc else c.id[:12])
         return 0
     rows = [container_row(c, now, ns.no_trunc) for c in response.containers]
-    if ns.format == "json":
-        for row in rows:
-            print(json.dumps(row))
+    if (out := fmt.formatted(ns.format, rows, PS_HEADERS)) is not None:
+        sys.stdout.write(out)
         return 0
     print(fmt.table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"),
                     [(r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"],
@@ -393,13 +440,16 @@ def logs(client: Client, ns) -> int:
 
 def inspect(client: Client, ns) -> int:
     """Containers and images as the Docker API's inspect answers them."""
-    import json
-
     from berth_docker.shapes.containers import container_json
     from berth_docker.shapes.images import image_json
+    template = fmt.inspect_template(ns.format)
     found, status = [], 0
     for name in ns.names:
         obj = None
+        if not name:
+            print("invalid container name or ID: value is empty", file=sys.stderr)
+            status = 1
+            continue
         if ns.type in (None, "container"):
             try:
                 obj = container_json(
@@ -420,7 +470,7 @@ def inspect(client: Client, ns) -> int:
             status = 1
         else:
             found.append(obj)
-    print(json.dumps(found, indent=4))
+    fmt.write_inspect(found, template)
     return status
 
 
@@ -441,12 +491,12 @@ def events(client: Client, ns) -> int:
         request.since.CopyFrom(to_pb_time(parse_since(ns.since, now)))
     if ns.until:
         request.until.CopyFrom(to_pb_time(parse_since(ns.until, now)))
+    template = None
+    if ns.format and ns.format != "table":
+        template = templates.parse("{{json .}}" if ns.format == "json" else ns.format)
     for event in (reply.event for reply in client.stub.SubscribeEvents(request)):
-        if ns.format == "json":
-            print(json.dumps({"Type": event.type, "Action": event.action, "Actor": {
-                "ID": event.actor_id, "Attributes": dict(event.attributes)},
-                "time": event.time.seconds, "timeNano": event.time.seconds * 10**9 + event.time.nanos}),
-                flush=True)
+        if template is not None:
+            print(template.render(event_object(event)), flush=True)
         else:
             print(event_line(event), flush=True)
     return 0
@@ -457,10 +507,12 @@ VERBS = {
     "version": version, "load": load, "import": import_, "save": save, "images": images,
     "rmi": rmi, "tag": tag, "run": run, "create": create, "start": start, "stop": stop,
     "restart": stop, "kill": kill, "rm": rm, "wait": wait, "ps": ps, "logs": logs,
-    "inspect": inspect, "events": events, "volume": volumes.dispatch,
-    "network": networks.dispatch, "port": networks.port,
+    "inspect": inspect, "events": events, "volume": "volumes:dispatch",
+    "network": "networks:dispatch", "port": "networks:port",
     "pause": pause, "unpause": pause,
-    "rename": lifecycle.rename, "commit": lifecycle.commit, "diff": lifecycle.diff,
-    "update": lifecycle.update, "container": lifecycle.container, "system": lifecycle.system,
-    **interactive.HANDLERS, **usage.HANDLERS, **files.HANDLERS, **build.HANDLERS,
+    "rename": "lifecycle:rename", "commit": "lifecycle:commit", "diff": "lifecycle:diff",
+    "update": "lifecycle:update", "container": "lifecycle:container", "system": "lifecycle:system",
+    "exec": "interactive:exec_", "attach": "interactive:attach",
+    "top": "usage:top", "stats": "usage:stats", "cp": "files:cp", "export": "files:export",
+    "build": "build:build",
 }

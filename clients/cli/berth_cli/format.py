@@ -39,14 +39,62 @@ def short_id(image_or_container_id: str) -> str:
     return image_or_container_id.removeprefix("sha256:")[:12]
 
 
+MIN_WIDTH, PADDING = 10, 3  # docker's tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Go's tabwriter as docker sets it up: columns padded to the widest cell plus 3 spaces."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
+    """Go's tabwriter as docker sets it up: a column is its widest cell plus 3 spaces, at least 10."""
+    return tabwrite(["\t".join(row) for row in [headers, *rows]])
+
+
+def tabwrite(lines: Sequence[str]) -> str:
+    """Tab-separated cells aligned in columns; a line's last cell is not padded."""
+    split = [line.split("\t") for line in lines]
+    widths: list[int] = []
+    for cells in split:
+        for i, cell in enumerate(cells[:-1]):
+            if i == len(widths):
+                widths.append(0)
             widths[i] = max(widths[i], len(cell))
-    lines = []
-    for row in [headers, *rows]:
-        cells = [cell.ljust(widths[i] + 3) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
-        lines.append("".join(cells).rstrip())
-    return "\n".join(lines)
+    widths = [max(w + PADDING, MIN_WIDTH) for w in widths]
+    return "\n".join(("".join(cell.ljust(widths[i]) for i, cell in enumerate(cells[:-1])) + cells[-1]).rstrip()
+                     for cells in split)
+
+
+def formatted(template: str, rows: Sequence[dict], headers: dict[str, str]) -> str | None:
+    """Rows as a --format asks (docker's Go template, "json", "table" or "table TEMPLATE");
+    None when the verb's own table is wanted. `headers` names each field's column."""
+    from berth_cli import templates
+    if template in ("", "table"):
+        return None
+    if template == "json":
+        template = "{{json .}}"
+    is_table = template.startswith("table ")
+    if is_table:
+        template = template[len("table "):]
+    # \t and \n as docker's users write them in a shell's single quotes.
+    template = template.replace("\\t", "\t").replace("\\n", "\n")
+    parsed = templates.parse(template)
+    out = [parsed.render(row) for row in rows]
+    if not is_table:
+        return "".join(line + "\n" for line in out)
+    header = templates.Struct({k: ((lambda *a, h=h: h) if callable(rows[0].get(k) if rows else None) else h)
+                               for k, h in headers.items()})
+    return tabwrite([parsed.render(header), *out]) + "\n"
+
+
+def inspect_template(source: str):
+    """inspect's -f/--format, parsed before anything is asked of the engine (None: JSON)."""
+    from berth_cli import templates
+    return templates.parse("{{json .}}" if source == "json" else source) if source else None
+
+
+def write_inspect(found: list, template) -> None:
+    """inspect's output: the objects as an indented JSON array, or each through the -f template
+    (a missing map key is an error there, as in docker's inspect)."""
+    import json
+    if template is None:
+        print(json.dumps(found, indent=4))
+        return
+    for obj in found:
+        print(template.render(obj, missing_key_error=True))

@@ -1,27 +1,14 @@
-"""`berth network ...`, `berth port`, and the network flags of run/create (-p, -P, --ip, --network-alias).
+"""`berth network ...` and `berth port` (run/create's network flags are runflags/network.py's).
 
--p is parsed and checked by berth_docker.ports, as the Docker API's PortBindings are,
-so a bad one is refused before anything is sent. Importing this module is cheap: the
-generated code is loaded by the functions that need it.
+Importing this module is cheap: the generated code is loaded by the functions that need it.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
 from berth_cli import format as fmt
 from berth_cli.errors import RpcError
-
-
-def add_run_flags(p) -> None:
-    p.add_argument("-p", "--publish", action="append", default=[],
-                   metavar="[IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]",
-                   help="publish a container's port on the host")
-    p.add_argument("-P", "--publish-all", action="store_true",
-                   help="publish every exposed port on an ephemeral host port")
-    p.add_argument("--network-alias", action="append", default=[], metavar="NAME")
-    p.add_argument("--ip", default="", help="IPv4 address on the container's network")
 
 
 def add_parser(p) -> None:
@@ -40,7 +27,9 @@ def add_parser(p) -> None:
     c = sub.add_parser("ls", aliases=["list"], help="list networks")
     c.add_argument("-q", "--quiet", action="store_true")
     c.add_argument("--no-trunc", action="store_true")
+    c.add_argument("--format", default="", help="format the output with a Go template")
     c = sub.add_parser("inspect", help="show networks as JSON")
+    c.add_argument("-f", "--format", default="", help="format the output with a Go template")
     c.add_argument("names", nargs="+")
     c = sub.add_parser("rm", aliases=["remove"], help="remove networks")
     c.add_argument("names", nargs="+")
@@ -60,15 +49,6 @@ def add_parser(p) -> None:
 def add_port_parser(p) -> None:
     p.add_argument("container")
     p.add_argument("private_port", nargs="?", default="", metavar="PRIVATE_PORT[/PROTO]")
-
-
-def apply_run_flags(ns, config) -> None:
-    """Add -p/-P/--ip/--network-alias to an engine ContainerConfig."""
-    from berth_docker.ports import publish_flag
-    config.ports.extend(publish_flag(spec) for spec in ns.publish)
-    config.publish_all = ns.publish_all
-    config.network_aliases.extend(ns.network_alias)
-    config.ipv4_address = ns.ip
 
 
 def port(client, ns) -> int:
@@ -112,15 +92,36 @@ def ls(client, ns) -> int:
         for n in networks:
             print(n.id if ns.no_trunc else n.id[:12])
         return 0
+    rows = [network_row(n, ns.no_trunc) for n in networks]
+    if (out := fmt.formatted(ns.format, rows, NETWORK_HEADERS)) is not None:
+        sys.stdout.write(out)
+        return 0
     print(fmt.table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"),
                     [(n.id if ns.no_trunc else n.id[:12], n.name, n.driver, "local")
                      for n in networks]))
     return 0
 
 
+NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
+                   "IPv6": "IPV6", "Internal": "INTERNAL", "Labels": "LABELS", "Label": "LABEL",
+                   "CreatedAt": "CREATED AT"}
+
+
+def network_row(n, no_trunc: bool = False) -> dict:
+    """What `network ls --format` sees: docker's network context fields."""
+    from berth_cli.templates import Struct
+    labels = dict(n.labels)
+    return Struct(type_name="*formatter.networkContext", **{
+        "CreatedAt": n.created, "Driver": n.driver, "ID": n.id if no_trunc else n.id[:12],
+        "IPv6": "false", "Internal": "true" if n.internal else "false",
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())), "Name": n.name,
+        "Scope": "local", "Label": lambda key: labels.get(key, "")})
+
+
 def inspect(client, ns) -> int:
     from berth.engine.v1 import engine_pb2
     from berth_docker.shapes.networks import network_json
+    template = fmt.inspect_template(ns.format)
     out, status = [], 0
     for name in ns.names:
         try:
@@ -129,7 +130,7 @@ def inspect(client, ns) -> int:
         except RpcError as err:
             client.report(err)
             status = 1
-    print(json.dumps(out, indent=4))
+    fmt.write_inspect(out, template)
     return status
 
 

@@ -10,8 +10,6 @@ Imports nothing heavy at module level: cli.py builds its parsers from here.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import sys
 
@@ -53,6 +51,7 @@ def config_path() -> str:
 
 
 def _load_config() -> dict:
+    import json
     try:
         with open(config_path()) as f:
             doc = json.load(f)
@@ -64,6 +63,7 @@ def _load_config() -> dict:
 
 
 def _save_config(doc: dict) -> None:
+    import json
     path = config_path()
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = path + ".tmp"
@@ -92,6 +92,7 @@ def _domain(image: str) -> str:
 
 def auth_for(server: str):
     """The engine_pb2.RegistryAuth config.json holds for a registry (empty when none)."""
+    import base64
     entry = (_load_config().get("auths") or {}).get(server_key(server)) or {}
     username = entry.get("username", "")
     password = entry.get("password", "")
@@ -183,6 +184,7 @@ def push(client, ns) -> int:
 
 
 def login(client, ns) -> int:
+    import base64
     import getpass
 
     from berth.engine.v1 import engine_pb2
@@ -228,18 +230,38 @@ def logout(client, ns) -> int:
 
 def pull_if_missing(client, ns, err) -> bool:
     """For run/create: when the engine says the image is missing, pull it as docker does; True to retry."""
-    from berth.engine.v1 import engine_pb2
     from berth_docker import reference
     if getattr(ns, "pulled", False) or not err.is_missing(IMAGE) or reference.looks_like_id(ns.image):
         return False
-    ns.pulled = True
     try:
         shown = reference.familiar(str(reference.parse(ns.image)))
     except ValueError:
         return False
+    if getattr(ns, "pull", "missing") == "never":
+        return False
     print(f"Unable to find image '{shown}' locally", file=sys.stderr)
-    request = engine_pb2.PullImageRequest(reference=ns.image, auth=auth_for(_domain(ns.image)))
-    printer = ProgressPrinter(sys.stderr)
+    _pull_for_run(client, ns, shown)
+    return True
+
+
+def pull_if_always(client, ns) -> None:
+    """run/create --pull=always: pull before creating, as docker does."""
+    from berth_docker import reference
+    if getattr(ns, "pull", "missing") != "always" or getattr(ns, "pulled", False):
+        return
+    try:
+        shown = reference.familiar(str(reference.parse(ns.image)))
+    except ValueError:
+        shown = ns.image
+    _pull_for_run(client, ns, shown)
+
+
+def _pull_for_run(client, ns, shown: str) -> None:
+    from berth.engine.v1 import engine_pb2
+    ns.pulled = True
+    request = engine_pb2.PullImageRequest(reference=ns.image, platform=getattr(ns, "platform", ""),
+                                          auth=auth_for(_domain(ns.image)))
+    printer = ProgressPrinter(open(os.devnull, "w") if getattr(ns, "quiet", False) else sys.stderr)
     try:
         for message in (reply.progress for reply in client.stub.PullImage(request)):
             printer.show(message)
@@ -248,4 +270,3 @@ def pull_if_missing(client, ns, err) -> bool:
         print(f"Error response from daemon: No such image: {shown}: pull failed: {pull_err.details()}",
               file=sys.stderr)
         raise Failed(ENGINE_ERROR) from None
-    return True

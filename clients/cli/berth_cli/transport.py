@@ -1,10 +1,12 @@
-"""A small gRPC client for the CLI: HTTP/2 framing by h2, over a unix or TCP socket.
+"""A small gRPC client for the CLI: its own HTTP/2 framing over a unix or TCP socket.
 
 Why not grpcio here: importing grpcio costs ~80 ms and its channel teardown
-~90 ms more, in a process that lives for one call. `berth run --rm` is on the
-benchmark and the CLI's start-up was most of it. h2 (python-hyper) does the
-HTTP/2 protocol; this module only adds gRPC's framing (5-byte message prefix,
-status in trailers). The services themselves use grpcio.
+~90 ms more, in a process that lives for one call. Why not h2 either: importing it
+costs ~60 ms (it loads logging, dataclasses, enum-heavy state machines), more than
+the interpreter's own start. A gRPC client needs little of HTTP/2: one connection,
+client-initiated streams, flow control both ways, SETTINGS/PING/GOAWAY answered;
+headers.py does HPACK. gRPC's own framing is a 5-byte message prefix and the status
+in trailers. The services themselves use grpcio.
 
 Stubs are built from the generated service descriptors, so a CLI verb calls
 `stub.Run(request)` exactly as it would on a grpcio stub, and errors carry the
@@ -14,26 +16,52 @@ berth_cli.errors reads the engine's reason.
 
 from __future__ import annotations
 
-import base64
-import socket
+# _socket, not socket: the socket module turns its constants into enums at import (~5 ms).
+import _socket as socket
+import binascii
 import struct
 import threading
-import urllib.parse
 from collections.abc import Iterable, Iterator
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
+from berth_cli import headers as hpack
 from berth_cli.errors import RpcError, StatusCode, Unreachable
 
 MAX_MESSAGE = 64 * 1024 * 1024
 # Large windows: image tarballs stream through here and acknowledging every
 # 64 KiB would cost a round trip each.
 WINDOW = 16 * 1024 * 1024
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Frame types and flags (RFC 9113 section 6).
+DATA, HEADERS, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
+    0x0, 0x1, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9)
+END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
+SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = (
+    0x1, 0x2, 0x4, 0x5)
+DEFAULT_WINDOW = 65535
+CANCEL = 0x8
+
+
+class ProtocolError(Exception):
+    """The daemon broke HTTP/2's rules; every call on the connection fails with it."""
+
+
+def _tcp_connection(host: str, port: int):
+    """socket.create_connection's loop: the first address that answers."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError(f"no address for {host}")
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream_id) + payload
 
 
 class Channel:
@@ -42,12 +70,20 @@ class Channel:
     def __init__(self, target: str):
         self.target = target
         self._sock: socket.socket | None = None
-        self._conn: h2.connection.H2Connection | None = None
-        # Guards the h2 state machine and the socket's write side: a stdin
+        # Guards the connection state and the socket's write side: a stdin
         # pump thread sends while the main thread receives.
         self._lock = threading.Lock()
         self._window_opened = threading.Condition(self._lock)
         self._streams: dict[int, _Stream] = {}
+        self._out = bytearray()
+        self._in = bytearray()
+        self._decoder = hpack.Decoder()
+        self._next_stream = 1
+        self._send_window = DEFAULT_WINDOW      # the connection's, for what we send
+        self._peer_initial_window = DEFAULT_WINDOW
+        self._peer_max_frame = 16384
+        self._unacked = 0                       # bytes received and not yet acknowledged
+        self._partial: tuple[int, int, bytearray] | None = None  # HEADERS awaiting CONTINUATION
 
     # -- connection -------------------------------------------------------
 
@@ -62,20 +98,18 @@ class Channel:
                 if target.startswith("tcp://"):
                     target = target[len("tcp://"):]
                 host, _, port = target.rpartition(":")
-                sock = socket.create_connection((host or "localhost", int(port)))
+                sock = _tcp_connection(host or "localhost", int(port))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, ValueError) as exc:
             raise Unreachable(f"failed to connect to {self.target}: {exc}") from None
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-        conn.initiate_connection()
-        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW})
-        conn.increment_flow_control_window(WINDOW)
-        sock.sendall(conn.data_to_send())
-        self._sock, self._conn = sock, conn
+        settings = struct.pack(">HIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, WINDOW)
+        self._out += PREFACE + _frame(SETTINGS, 0, 0, settings)
+        self._out += _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW - DEFAULT_WINDOW))
+        self._sock = sock
 
     def _flush(self) -> None:
-        data = self._conn.data_to_send()
-        if data:
+        if self._out:
+            data, self._out = bytes(self._out), bytearray()
             self._sock.sendall(data)
 
     # -- calls ------------------------------------------------------------
@@ -89,52 +123,62 @@ class Channel:
 
     def _run(self, call: Call, path: str, requests: Iterable, response_type, pump: bool) -> Iterator:
         with self._lock:
-            if self._conn is None:
+            if self._sock is None:
                 self._connect()
-            stream_id = self._conn.get_next_available_stream_id()
-            stream = self._streams[stream_id] = _Stream()
+            stream_id = self._next_stream
+            self._next_stream += 2
+            stream = self._streams[stream_id] = _Stream(self._peer_initial_window)
             call.stream_id, call.stream = stream_id, stream
-            self._conn.send_headers(stream_id, [
+            block = hpack.encode([
                 (b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()),
                 (b":authority", b"localhost"), (b"content-type", b"application/grpc"),
                 (b"te", b"trailers"), (b"user-agent", b"berth-cli"),
             ])
-            self._flush()
+            self._out += _frame(HEADERS, END_HEADERS, stream_id, block)
+            try:
+                self._flush()
+            except OSError as exc:
+                raise Unreachable(f"failed to talk to {self.target}: {exc}") from None
         if pump:
-            threading.Thread(target=self._send_all, args=(stream_id, requests), daemon=True).start()
+            threading.Thread(target=self._send_all, args=(stream_id, stream, requests), daemon=True).start()
         else:
-            self._send_all(stream_id, requests)
+            self._send_all(stream_id, stream, requests)
         try:
             yield from self._receive(stream_id, stream, response_type)
         finally:
             self._streams.pop(stream_id, None)
 
-    def _send_all(self, stream_id: int, requests: Iterable) -> None:
+    def _send_all(self, stream_id: int, stream: _Stream, requests: Iterable) -> None:
         try:
             for request in requests:
                 body = request.SerializeToString()
-                self._send(stream_id, struct.pack(">BI", 0, len(body)) + body)
+                self._send(stream, stream_id, struct.pack(">BI", 0, len(body)) + body)
+                if stream.ended:
+                    return
             with self._lock:
-                self._conn.end_stream(stream_id)
-                self._flush()
-        except (h2.exceptions.StreamClosedError, OSError):
+                if not stream.ended:
+                    self._out += _frame(DATA, END_STREAM, stream_id)
+                    self._flush()
+        except OSError:
             pass  # the server ended the call first; its status tells why
 
-    def _send(self, stream_id: int, data: bytes) -> None:
+    def _send(self, stream: _Stream, stream_id: int, data: bytes) -> None:
         pumped = threading.current_thread() is not threading.main_thread()
         view = memoryview(data)
         with self._lock:
-            while view:
-                window = min(self._conn.local_flow_control_window(stream_id),
-                             self._conn.max_outbound_frame_size)
+            while view and not stream.ended:
+                window = min(self._send_window, stream.send_window, self._peer_max_frame)
                 if window <= 0:
                     # A pump thread waits for the receiving thread to read the
                     # WINDOW_UPDATE; a sender with no receiver reads it itself.
                     if not self._window_opened.wait(timeout=0.05) and not pumped:
                         self._pump_once()
                     continue
-                self._conn.send_data(stream_id, view[:window].tobytes())
-                view = view[window:]
+                chunk = view[:window]
+                self._out += _frame(DATA, 0, stream_id, chunk)
+                self._send_window -= len(chunk)
+                stream.send_window -= len(chunk)
+                view = view[len(chunk):]
                 self._flush()
 
     def _pump_once(self) -> None:
@@ -146,6 +190,9 @@ class Channel:
             return
         finally:
             self._sock.settimeout(None)
+        if not data:
+            self._fail_all(StatusCode.UNAVAILABLE, "the daemon closed the connection")
+            return
         self._dispatch(data)
 
     def _receive(self, stream_id: int, stream: _Stream, response_type) -> Iterator:
@@ -154,10 +201,15 @@ class Channel:
                 yield response_type.FromString(stream.messages.pop(0))
             if stream.ended:
                 break
-            data = self._sock.recv(1 << 16)
+            try:
+                data = self._sock.recv(1 << 16)
+            except OSError as exc:
+                data, reason = b"", str(exc)
+            else:
+                reason = "the daemon closed the connection"
             with self._lock:
                 if not data:
-                    stream.fail(StatusCode.UNAVAILABLE, "the daemon closed the connection")
+                    stream.fail(StatusCode.UNAVAILABLE, reason)
                 else:
                     self._dispatch(data)
         while stream.messages:
@@ -165,38 +217,131 @@ class Channel:
         if stream.status != StatusCode.OK:
             raise RpcError(stream.status, stream.details, stream.status_details)
 
+    # -- incoming frames (lock held) --------------------------------------------
+
+    def _fail_all(self, code: StatusCode, details: str, above: int = 0) -> None:
+        for stream_id, stream in self._streams.items():
+            if stream_id > above:
+                stream.fail(code, details)
+        self._window_opened.notify_all()
+
     def _dispatch(self, data: bytes) -> None:
+        self._in += data
         try:
-            events = self._conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            for stream in self._streams.values():
-                stream.fail(StatusCode.INTERNAL, f"protocol error: {exc}")
-            return
-        for event in events:
-            stream = self._streams.get(getattr(event, "stream_id", 0) or 0)
-            if isinstance(event, h2.events.DataReceived):
-                self._conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                if stream:
-                    stream.feed(event.data)
-            elif isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
-                if stream:
-                    stream.headers(event.headers)
-            elif isinstance(event, h2.events.StreamEnded):
-                if stream:
-                    stream.end()
-            elif isinstance(event, h2.events.StreamReset):
-                # A server that has sent its status may reset the stream with
-                # NO_ERROR to stop a client that is still sending: that is an end.
-                if stream and stream.status is not None and event.error_code == 0:
-                    stream.end()
-                elif stream:
-                    stream.fail(StatusCode.UNAVAILABLE, f"stream reset by the daemon (code {event.error_code})")
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                for s in self._streams.values():
-                    s.fail(StatusCode.UNAVAILABLE, "the daemon closed the connection")
-            elif isinstance(event, h2.events.WindowUpdated):
-                self._window_opened.notify_all()
+            while len(self._in) >= 9:
+                length = int.from_bytes(self._in[:3], "big")
+                if len(self._in) < 9 + length:
+                    break
+                kind, flags = self._in[3], self._in[4]
+                stream_id = int.from_bytes(self._in[5:9], "big") & 0x7FFFFFFF
+                payload = bytes(self._in[9:9 + length])
+                del self._in[:9 + length]
+                self._frame(kind, flags, stream_id, payload)
+        except (ProtocolError, hpack.HPACKError) as exc:
+            self._fail_all(StatusCode.INTERNAL, f"protocol error: {exc}")
+            self._in.clear()
         self._flush()
+
+    def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._partial is not None and kind != CONTINUATION:
+            raise ProtocolError("a header block was interrupted")
+        stream = self._streams.get(stream_id)
+        if kind == DATA:
+            self._acknowledge(stream_id, stream, len(payload))
+            if flags & PADDED:
+                payload = _unpad(payload)
+            if stream:
+                stream.feed(payload)
+                if flags & END_STREAM:
+                    stream.end()
+        elif kind == HEADERS:
+            if flags & PADDED:
+                payload = _unpad(payload)
+            if flags & PRIORITY:
+                payload = payload[5:]
+            self._partial = (stream_id, flags, bytearray(payload))
+            if flags & END_HEADERS:
+                self._header_block()
+        elif kind == CONTINUATION:
+            if self._partial is None or self._partial[0] != stream_id:
+                raise ProtocolError("CONTINUATION without its HEADERS")
+            self._partial[2].extend(payload)
+            if flags & END_HEADERS:
+                self._header_block()
+        elif kind == RST_STREAM:
+            code = int.from_bytes(payload[:4], "big")
+            # A server that has sent its status may reset the stream with
+            # NO_ERROR to stop a client that is still sending: that is an end.
+            if stream and stream.status is not None and code == 0:
+                stream.end()
+            elif stream:
+                stream.fail(StatusCode.UNAVAILABLE, f"stream reset by the daemon (code {code})")
+            self._window_opened.notify_all()
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._settings(payload)
+                self._out += _frame(SETTINGS, ACK, 0)
+        elif kind == PING:
+            if not flags & ACK:
+                self._out += _frame(PING, ACK, 0, payload)
+        elif kind == GOAWAY:
+            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            self._fail_all(StatusCode.UNAVAILABLE, "the daemon closed the connection", above=last)
+        elif kind == WINDOW_UPDATE:
+            increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            if stream_id == 0:
+                self._send_window += increment
+            elif stream:
+                stream.send_window += increment
+            self._window_opened.notify_all()
+        elif kind == PUSH_PROMISE:
+            raise ProtocolError("the daemon pushed a stream, which this client disabled")
+        # Other frame types (PRIORITY, unknown extensions) are ignored, as HTTP/2 says.
+
+    def _header_block(self) -> None:
+        stream_id, flags, block = self._partial
+        self._partial = None
+        # Decoded even for a stream already gone: the HPACK table must follow every block.
+        fields = self._decoder.decode(bytes(block))
+        stream = self._streams.get(stream_id)
+        if stream:
+            stream.headers(fields)
+            if flags & END_STREAM:
+                stream.end()
+
+    def _settings(self, payload: bytes) -> None:
+        for i in range(0, len(payload) - len(payload) % 6, 6):
+            key, value = struct.unpack(">HI", payload[i:i + 6])
+            if key == SETTINGS_INITIAL_WINDOW_SIZE:
+                delta = value - self._peer_initial_window
+                self._peer_initial_window = value
+                for stream in self._streams.values():
+                    stream.send_window += delta
+                self._window_opened.notify_all()
+            elif key == SETTINGS_MAX_FRAME_SIZE:
+                self._peer_max_frame = value
+            # HEADER_TABLE_SIZE bounds our encoder's table, which it never uses.
+
+    def _acknowledge(self, stream_id: int, stream: _Stream | None, size: int) -> None:
+        """Give back what was read, in batches, so the server's windows never close."""
+        self._unacked += size
+        if self._unacked >= WINDOW // 2:
+            self._out += _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._unacked))
+            self._unacked = 0
+        if stream and not stream.ended:
+            stream.unacked += size
+            if stream.unacked >= WINDOW // 2:
+                self._out += _frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", stream.unacked))
+                stream.unacked = 0
+
+
+def _unpad(payload: bytes) -> bytes:
+    if not payload:
+        raise ProtocolError("padded frame without its pad length")
+    pad = payload[0]
+    if pad >= len(payload):
+        raise ProtocolError("padding longer than the frame")
+    return payload[1:len(payload) - pad]
 
 
 class Call:
@@ -220,11 +365,12 @@ class Call:
             if self.stream is None or self.stream.ended:
                 return
             self.stream.fail(StatusCode.CANCELLED, "cancelled by the client")
+            channel._out += _frame(RST_STREAM, 0, self.stream_id, struct.pack(">I", CANCEL))
             try:
-                channel._conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
                 channel._flush()
-            except (h2.exceptions.ProtocolError, OSError):
+            except OSError:
                 pass
+            channel._window_opened.notify_all()
         # Wake the receiving thread, which may be blocked reading: the call
         # is over and this process leaves right after.
         try:
@@ -236,7 +382,9 @@ class Call:
 class _Stream:
     """What arrived for one call: whole messages, then the status."""
 
-    def __init__(self):
+    def __init__(self, send_window: int):
+        self.send_window = send_window
+        self.unacked = 0
         # A bytearray: a 1 MiB message comes in 16 KiB frames, and joining bytes with +=
         # would copy the whole buffer at each one.
         self.buffer = bytearray()
@@ -264,13 +412,16 @@ class _Stream:
     def headers(self, headers) -> None:
         found = dict(headers)
         if b"grpc-status" in found:
-            self.status = StatusCode(int(found[b"grpc-status"]))
-            self.details = urllib.parse.unquote(found.get(b"grpc-message", b"").decode("utf-8", "replace"))
+            try:
+                self.status = StatusCode(int(found[b"grpc-status"]))
+            except ValueError:
+                self.status = StatusCode.UNKNOWN
+            self.details = _percent_decode(found.get(b"grpc-message", b""))
             # Binary headers travel base64-encoded, padding optional (gRPC over HTTP/2).
             encoded = found.get(b"grpc-status-details-bin", b"")
             try:
-                self.status_details = base64.b64decode(encoded + b"=" * (-len(encoded) % 4))
-            except ValueError:
+                self.status_details = binascii.a2b_base64(encoded + b"=" * (-len(encoded) % 4))
+            except (binascii.Error, ValueError):
                 self.status_details = b""
         elif found.get(b":status", b"200") != b"200":
             self.fail(StatusCode.UNAVAILABLE, f"the daemon answered HTTP {found[b':status'].decode()}")
@@ -286,21 +437,38 @@ class _Stream:
         self.ended = True
 
 
+def _percent_decode(value: bytes) -> str:
+    """grpc-message is percent-encoded UTF-8 (gRPC over HTTP/2)."""
+    if b"%" in value:
+        parts = value.split(b"%")
+        out = bytearray(parts[0])
+        for part in parts[1:]:
+            try:
+                out += bytes((int(part[:2], 16),)) + part[2:]
+            except ValueError:
+                out += b"%" + part
+        value = bytes(out)
+    return value.decode("utf-8", "replace")
+
+
 class Stub:
-    """Methods of one gRPC service, named as in the proto, built from its descriptor."""
+    """Methods of one gRPC service, named as in the proto, built from its descriptor
+    when first called (a verb calls one or two of the service's ~90)."""
 
     def __init__(self, channel: Channel, service_descriptor):
         self._channel = channel
-        prefix = f"/{service_descriptor.full_name}/"
-        for method in service_descriptor.methods:
-            response_type = _message_class(method.output_type)
-            setattr(self, method.name, _method(channel, prefix + method.name, response_type,
-                                               method.client_streaming, method.server_streaming))
+        self._service = service_descriptor
 
-
-def _message_class(descriptor):
-    from google.protobuf import message_factory
-    return message_factory.GetMessageClass(descriptor)
+    def __getattr__(self, name: str):
+        method = self._service.methods_by_name.get(name)
+        if method is None:
+            raise AttributeError(name)
+        from berth_cli import messages
+        call = _method(self._channel, f"/{self._service.full_name}/{name}",
+                       messages.message_class(method.output_type),
+                       method.client_streaming, method.server_streaming)
+        setattr(self, name, call)
+        return call
 
 
 def _method(channel: Channel, path: str, response_type, client_streaming: bool, server_streaming: bool):

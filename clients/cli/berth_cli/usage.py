@@ -20,7 +20,8 @@ def add_parsers(add_verb) -> None:
 
     p = add_verb("stats", help="show containers' resource usage")
     p.add_argument("--no-stream", action="store_true", help="print one sample and exit")
-    p.add_argument("containers", nargs="+")
+    p.add_argument("-a", "--all", action="store_true", help="all containers (default: the running ones)")
+    p.add_argument("containers", nargs="*")
 
 
 def top(client, ns) -> int:
@@ -45,6 +46,13 @@ STATS_TITLES = ("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "
 
 def stats(client, ns) -> int:
     from berth.engine.v1 import engine_pb2 as pb
+    if not ns.containers:
+        # docker: no names shows every running container (-a: every container).
+        listed = client.stub.ListContainers(pb.ListContainersRequest(all=ns.all)).containers
+        ns.containers = [c.id[:12] for c in listed]
+        if not ns.containers:
+            print(fmt.table(STATS_TITLES, []))
+            return 0
     if ns.no_stream:
         rows, status = [], 0
         for ref in ns.containers:

@@ -1,8 +1,6 @@
-"""`berth volume ...` and the mount flags of run/create (-v, --mount, --tmpfs).
+"""`berth volume ...` (run/create's mount flags are runflags/storage.py's).
 
-The flags mean what berth_docker.mounts says, the same as the Docker API's Binds,
-Mounts and Tmpfs. Importing this module is cheap: the generated code is loaded by
-the functions that need it.
+Importing this module is cheap: the generated code is loaded by the functions that need it.
 """
 
 from __future__ import annotations
@@ -11,15 +9,6 @@ import sys
 
 from berth_cli import format as fmt
 from berth_cli.errors import RpcError, StatusCode
-
-
-def add_run_flags(p) -> None:
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DST[:MODE]",
-                   help="bind mount a host path or mount a volume")
-    p.add_argument("--mount", action="append", default=[], metavar="type=...,dst=...",
-                   help="attach a volume, bind or tmpfs mount")
-    p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:OPTS]")
-    p.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]")
 
 
 def add_parser(p) -> None:
@@ -38,6 +27,7 @@ def add_parser(p) -> None:
     c.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--format", default="")
     c = sub.add_parser("inspect", help="show volumes as JSON")
+    c.add_argument("-f", "--format", default="", help="format the output with a Go template")
     c.add_argument("names", nargs="+")
     c = sub.add_parser("rm", aliases=["remove"], help="remove volumes")
     c.add_argument("-f", "--force", action="store_true")
@@ -46,11 +36,6 @@ def add_parser(p) -> None:
     c.add_argument("-a", "--all", action="store_true")
     c.add_argument("-f", "--force", action="store_true", help="do not prompt")
     c.add_argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]")
-
-
-def mount_specs(ns) -> list:
-    from berth_docker.mounts import flag_mounts
-    return flag_mounts(ns.volume, ns.mount, ns.tmpfs)
 
 
 # -- berth volume ---------------------------------------------------------------
@@ -86,13 +71,27 @@ def ls(client, ns) -> int:
     if ns.quiet:
         for v in rows:
             print(v.name)
-    elif ns.format:
-        for v in rows:
-            print(ns.format.replace("{{.Name}}", v.name).replace("{{.Driver}}", v.driver)
-                  .replace("{{.Mountpoint}}", v.mountpoint).replace("\\t", "\t"))
+    elif (out := fmt.formatted(ns.format, [volume_row(v) for v in rows], VOLUME_HEADERS)) is not None:
+        sys.stdout.write(out)
     else:
         print(fmt.table(("DRIVER", "VOLUME NAME"), [(v.driver, v.name) for v in rows]))
     return 0
+
+
+VOLUME_HEADERS = {"Name": "VOLUME NAME", "Driver": "DRIVER", "Scope": "SCOPE", "Mountpoint": "MOUNTPOINT",
+                  "Labels": "LABELS", "Label": "LABEL", "Links": "LINKS", "Size": "SIZE"}
+
+
+def volume_row(v) -> dict:
+    """What `volume ls --format` sees: docker's volume context fields."""
+    from berth_cli.templates import Struct
+    from berth_docker.units import human_size
+    labels = dict(v.labels)
+    return Struct(type_name="*formatter.volumeContext", **{
+        "Driver": v.driver, "Labels": ",".join(f"{k}={val}" for k, val in sorted(labels.items())),
+        "Links": str(v.ref_count) if v.ref_count >= 0 else "N/A", "Mountpoint": v.mountpoint,
+        "Name": v.name, "Scope": v.scope or "local", "Size": human_size(v.size) if v.size >= 0 else "N/A",
+        "Label": lambda key: labels.get(key, "")})
 
 
 def _matches(v, filters) -> bool:
@@ -112,10 +111,9 @@ def _matches(v, filters) -> bool:
 
 
 def inspect(client, ns) -> int:
-    import json
-
     from berth.engine.v1 import engine_pb2
     from berth_docker.shapes.volumes import volume_json
+    template = fmt.inspect_template(ns.format)
     found, status = [], 0
     for name in ns.names:
         try:
@@ -126,7 +124,7 @@ def inspect(client, ns) -> int:
                 raise
             print(f"Error: No such volume: {name}", file=sys.stderr)
             status = 1
-    print(json.dumps(found, indent=4))
+    fmt.write_inspect(found, template)
     return status
 
 

@@ -3,7 +3,7 @@ under one name (`from berth_docker import api as convert`). Defined in the modul
 for what they hold; this file only gathers them.
 """
 
-from berth_docker.create import container_config, healthcheck, update_request  # noqa: F401
+from berth_docker.create import container_config, create_warnings, healthcheck, update_request  # noqa: F401
 from berth_docker.mounts import host_config_mounts as mounts, mount, volume as bind  # noqa: F401
 from berth_docker.ports import port_bindings, ports_json  # noqa: F401
 from berth_docker.query import filters, flag, integer  # noqa: F401

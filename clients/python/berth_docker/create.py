@@ -23,27 +23,33 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
     """A create request's JSON body (Config with HostConfig and NetworkingConfig inside)."""
     if not isinstance(body, Mapping):
         raise InvalidArgument("invalid JSON: the body must be an object")
-    host = body.get("HostConfig") or {}
+    host = _object(body, "HostConfig", "")
+    _check_types(body, _CONFIG_TYPES, "")
+    _check_types(host, _HOST_TYPES, "HostConfig.")
     _refuse_unsupported(body, host)
     cfg = engine_pb2.ContainerConfig(image=body.get("Image") or "", name=name)
     cfg.cmd.extend(_strings(body.get("Cmd"), "Cmd"))
     if body.get("Entrypoint") is not None:
         cfg.entrypoint.values.extend(_strings(body.get("Entrypoint"), "Entrypoint"))
-    cfg.env.extend(_strings(body.get("Env"), "Env"))
+    cfg.env.extend(_bounded(_strings(body.get("Env"), "Env"), "Env", MAX_ENV_BYTES))
     cfg.working_dir = body.get("WorkingDir") or ""
     cfg.user = body.get("User") or ""
     cfg.hostname = body.get("Hostname") or ""
-    cfg.labels.update({str(k): str(v) for k, v in (body.get("Labels") or {}).items()})
+    labels = _string_map(body.get("Labels"), "Labels")
+    _bounded([*labels, *labels.values()], "Labels", MAX_LABEL_BYTES)
+    cfg.labels.update(labels)
     mode = host.get("NetworkMode") or ""
     cfg.network_mode = "" if mode in _NETWORK_DEFAULTS else mode
-    cfg.memory_bytes = int(host.get("Memory") or 0)
-    cfg.nano_cpus = int(host.get("NanoCpus") or 0)
-    cfg.cpu_shares = int(host.get("CpuShares") or 0)
+    cfg.memory_bytes = host.get("Memory") or 0
+    cfg.nano_cpus = host.get("NanoCpus") or 0
+    cfg.cpu_shares = host.get("CpuShares") or 0
     cfg.auto_remove = bool(host.get("AutoRemove"))
     cfg.readonly_rootfs = bool(host.get("ReadonlyRootfs"))
     cfg.stop_signal = body.get("StopSignal") or ""
     if body.get("StopTimeout") is not None:
-        cfg.stop_timeout = int(body["StopTimeout"])
+        if not -(1 << 31) <= body["StopTimeout"] < (1 << 31):
+            raise InvalidArgument(f"invalid StopTimeout: {body['StopTimeout']} seconds is out of range")
+        cfg.stop_timeout = body["StopTimeout"]
     cfg.mounts.extend(mounts_mod.host_config_mounts(host, body.get("Volumes")))
     cfg.ports.extend(ports_mod.port_bindings(host.get("PortBindings") or {}))
     # ExposedPorts are read for what they must be; exposing without publishing changes
@@ -52,18 +58,66 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
         ports_mod.port_key(key)
     cfg.publish_all = bool(host.get("PublishAllPorts"))
     _endpoint_settings(body, host, cfg)
-    cfg.volumes_from.extend(_strings(host.get("VolumesFrom"), "VolumesFrom"))
+    cfg.volumes_from.extend(_strings(host.get("VolumesFrom"), "HostConfig.VolumesFrom"))
     cfg.tty = bool(body.get("Tty"))
     cfg.open_stdin = bool(body.get("OpenStdin"))
     cfg.stdin_once = bool(body.get("StdinOnce"))
-    policy = host.get("RestartPolicy") or {}
+    policy = _object(host, "RestartPolicy", "HostConfig.")
+    _check_types(policy, {"Name": str, "MaximumRetryCount": int}, "HostConfig.RestartPolicy.")
     cfg.restart_policy.name = policy.get("Name") or ""
-    cfg.restart_policy.maximum_retry_count = int(policy.get("MaximumRetryCount") or 0)
+    cfg.restart_policy.maximum_retry_count = policy.get("MaximumRetryCount") or 0
     if body.get("Healthcheck"):
         cfg.healthcheck.CopyFrom(healthcheck(body["Healthcheck"]))
+    _isolation(host, cfg)
     confinement(host, cfg)
     _log_config(cfg, host.get("LogConfig"))
+    _userns(cfg, host)
     return cfg
+
+
+def _userns(cfg: engine_pb2.ContainerConfig, host: Mapping) -> None:
+    """HostConfig.UsernsMode: "" (the daemon's) or "host"; the engine refuses the rest."""
+    mode = host.get("UsernsMode") or ""
+    if not isinstance(mode, str):
+        raise InvalidArgument("invalid HostConfig.UsernsMode: expected a string")
+    cfg.userns_mode = mode
+
+
+def create_warnings(body: Mapping) -> list[str]:
+    """What a create asked for that this kernel cannot give and dockerd, on the same kernel,
+    discards with a warning in the create answer (cgroup v2 has no swappiness or kernel memory)."""
+    host = body.get("HostConfig") or {}
+    out = []
+    if host.get("MemorySwappiness") not in (None, -1):
+        out.append("Your kernel does not support memory swappiness capabilities or the cgroup is not "
+                   "mounted. Memory swappiness discarded.")
+    if host.get("KernelMemory"):
+        out.append("Your kernel does not support kernel memory limit capabilities or the cgroup is not "
+                   "mounted. Limitation discarded.")
+    if host.get("KernelMemoryTCP"):
+        out.append("Your kernel does not support kernel memory TCP limit capabilities or the cgroup is "
+                   "not mounted. Limitation discarded.")
+    return out
+
+
+def _isolation(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
+    isolation = host.get("Isolation") or ""
+    if isolation not in ("", "default"):
+        # dockerd's answer on Linux, where namespaces are the only isolation.
+        raise InvalidArgument(f"invalid isolation: {isolation!r} - linux only supports 'default'")
+    cfg.isolation = isolation
+    cgroupns = host.get("CgroupnsMode") or ""
+    if cgroupns not in ("", "host", "private"):
+        raise InvalidArgument(f"invalid cgroup namespace mode: {cgroupns}")
+    if cgroupns == "private":
+        raise not_implemented("HostConfig.CgroupnsMode \"private\" (containers share the host's cgroup namespace)")
+    cfg.cgroupns_mode = cgroupns
+    driver = host.get("VolumeDriver") or ""
+    # dockerd uses the container's volume driver only for the volumes the container makes:
+    # with none to make, any name is kept and means nothing, as there.
+    if driver not in ("", "local") and any(m.type == "volume" for m in cfg.mounts):
+        raise InvalidArgument(f"volume driver {driver!r} is not supported (only \"local\")")
+    cfg.volume_driver = driver
 
 
 def confinement(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
@@ -169,6 +223,8 @@ def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:
     """Config.Healthcheck: Test (["CMD", ...], ["CMD-SHELL", "..."], ["NONE"]), durations in ns."""
     if not isinstance(h, Mapping):
         raise InvalidArgument("invalid Healthcheck: expected an object")
+    _check_types(h, {"Interval": int, "Timeout": int, "StartPeriod": int, "StartInterval": int, "Retries": int},
+                 "Healthcheck.")
     out = healthcheck_pb2.HealthConfig(test=_strings(h.get("Test"), "Healthcheck.Test"))
     for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
                        ("StartInterval", "start_interval")):
@@ -177,8 +233,9 @@ def healthcheck(h: Mapping) -> healthcheck_pb2.HealthConfig:
             raise InvalidArgument(f"Healthcheck.{key} can't be negative")
         setattr(out, field, value)
     retries = int(h.get("Retries") or 0)
-    if retries < 0:
-        raise InvalidArgument("Healthcheck.Retries can't be negative")
+    if not 0 <= retries < (1 << 31):
+        raise InvalidArgument("Healthcheck.Retries can't be negative" if retries < 0
+                              else f"Healthcheck.Retries {retries} is out of range")
     out.retries = retries
     return out
 
@@ -205,6 +262,108 @@ def _strings(value, field: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidArgument(f"invalid {field}: expected a list of strings")
     return value
+
+
+# Legal but huge values are bounded, so that every listing that carries them stays fast:
+# labels as a whole (docker has no limit; 11 MB of them made `ps -a` take 48 s), and the
+# environment at what execve takes anyway (the kernel's ARG_MAX, shared with the arguments).
+MAX_LABEL_BYTES = 256 << 10
+MAX_ENV_BYTES = 1 << 20
+
+
+def _bounded(values: list[str], field: str, limit: int) -> list[str]:
+    size = sum(len(v.encode()) for v in values)
+    if size > limit:
+        raise InvalidArgument(f"invalid {field}: {size} bytes in all, at most {limit} are accepted")
+    return values
+
+
+def _string_map(value, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidArgument(f"invalid {field}: expected an object of strings")
+    return dict(value)
+
+
+def _object(body: Mapping, key: str, prefix: str) -> Mapping:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"invalid {prefix}{key}: expected an object, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+_TYPE_NAMES = {int: "an integer", str: "a string", bool: "a boolean", list: "an array", dict: "an object"}
+
+
+def _check_types(obj: Mapping, types: Mapping[str, type], prefix: str) -> None:
+    """JSON types as docker's decoder wants them: a wrong one is a 400 naming the field,
+    never a Python error (`{"HostConfig": {"Memory": "x"}}`). null is the zero value."""
+    for key, want in types.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        ok = (isinstance(value, want) and not (want is int and isinstance(value, bool))) or (
+            want is dict and isinstance(value, Mapping))
+        if not ok:
+            raise InvalidArgument(f"invalid {prefix}{key}: expected {_TYPE_NAMES[want]}, got {_json_type(value)}")
+        if want is int and not -(1 << 63) <= value < (1 << 63):
+            raise InvalidArgument(f"invalid {prefix}{key}: {value} is out of range for a 64-bit integer")
+
+
+# The Docker API's create body, field by field: the JSON type each must have (values of
+# other types are 400), and below what berth does not honour yet.
+_CONFIG_TYPES = {
+    "Hostname": str, "Domainname": str, "User": str, "AttachStdin": bool, "AttachStdout": bool,
+    "AttachStderr": bool, "ExposedPorts": dict, "Tty": bool, "OpenStdin": bool, "StdinOnce": bool,
+    "Healthcheck": dict, "ArgsEscaped": bool, "Image": str, "Volumes": dict, "WorkingDir": str,
+    "NetworkDisabled": bool, "MacAddress": str, "OnBuild": list, "Labels": dict, "StopSignal": str,
+    "StopTimeout": int, "Shell": list, "NetworkingConfig": dict, "Env": list,
+}
+_HOST_TYPES = {
+    "CpuShares": int, "Memory": int, "CgroupParent": str, "BlkioWeight": int, "BlkioWeightDevice": list,
+    "BlkioDeviceReadBps": list, "BlkioDeviceWriteBps": list, "BlkioDeviceReadIOps": list,
+    "BlkioDeviceWriteIOps": list, "CpuPeriod": int, "CpuQuota": int, "CpuRealtimePeriod": int,
+    "CpuRealtimeRuntime": int, "CpusetCpus": str, "CpusetMems": str, "Devices": list,
+    "DeviceCgroupRules": list, "DeviceRequests": list, "KernelMemory": int, "KernelMemoryTCP": int,
+    "MemoryReservation": int, "MemorySwap": int, "MemorySwappiness": int, "NanoCpus": int,
+    "OomKillDisable": bool, "Init": bool, "PidsLimit": int, "Ulimits": list, "CpuCount": int,
+    "CpuPercent": int, "IOMaximumIOps": int, "IOMaximumBandwidth": int, "Binds": list,
+    "ContainerIDFile": str, "LogConfig": dict, "NetworkMode": str, "PortBindings": dict,
+    "RestartPolicy": dict, "AutoRemove": bool, "VolumeDriver": str, "VolumesFrom": list, "Mounts": list,
+    "ConsoleSize": list, "Annotations": dict, "CapAdd": list, "CapDrop": list, "CgroupnsMode": str,
+    "Dns": list, "DnsOptions": list, "DnsSearch": list, "ExtraHosts": list, "GroupAdd": list,
+    "IpcMode": str, "Cgroup": str, "Links": list, "OomScoreAdj": int, "PidMode": str, "Privileged": bool,
+    "PublishAllPorts": bool, "ReadonlyRootfs": bool, "SecurityOpt": list, "StorageOpt": dict,
+    "Tmpfs": dict, "UTSMode": str, "UsernsMode": str, "ShmSize": int, "Sysctls": dict, "Runtime": str,
+    "Isolation": str, "MaskedPaths": list, "ReadonlyPaths": list,
+}
+
+# What berth does not honour yet: a value other than the field's default answers 501
+# naming the field, never a container that silently lacks it. Whoever implements one
+# parses it in their own helper and deletes its line here.
+_UNHONOURED_CONFIG = ("Domainname", "NetworkDisabled", "OnBuild", "Shell")
+_UNHONOURED_HOST = (
+    "DeviceRequests", "CgroupParent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
+    "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota",
+    "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpuCount", "CpuPercent", "IOMaximumIOps",
+    "IOMaximumBandwidth", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "Cgroup", "UsernsMode",
+    "StorageOpt", "MaskedPaths", "ReadonlyPaths", "Annotations",
+)
+def _unset(value) -> bool:
+    return value in (None, "", 0, False, [], {})
 
 
 def _endpoint_settings(body: Mapping, host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
@@ -244,8 +403,11 @@ def _refuse_unsupported(body: Mapping, host: Mapping) -> None:
     extra = [n for n in endpoints if n not in (mode, "default", "bridge")]
     if extra:
         raise not_implemented("creating a container on more than one network (connect it afterwards)")
-    for key in ("Dns", "ExtraHosts"):
-        if host.get(key):
+    for key in _UNHONOURED_CONFIG:
+        if not _unset(body.get(key)):
+            raise not_implemented(f"Config.{key}")
+    for key in _UNHONOURED_HOST:
+        if not _unset(host.get(key)):
             raise not_implemented(f"HostConfig.{key}")
 
 

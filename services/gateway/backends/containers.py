@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import signal as signal_mod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -46,7 +47,11 @@ from services.gateway.store import ContainerRecord
 
 log = structlog.get_logger(__name__)
 
-_LIST_FILTERS = ("id", "name", "label", "status", "ancestor")
+# After the process exited, how long its log stream may take to deliver the rest.
+LOG_DRAIN_SECONDS = 2.0
+# Every filter docker documents for GET /containers/json (before/since: the route).
+_LIST_FILTERS = ("id", "name", "label", "status", "ancestor", "exited", "health", "network", "publish",
+                 "expose", "volume", "is-task", "isolation")
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 # Stats: the pause between the two samples a single (--no-stream) figure needs.
 STATS_PREREAD = 0.5
@@ -64,6 +69,19 @@ def record_from_metadata(c: container_pb2.Container) -> ContainerRecord:
         config=meta.config, network_mode=meta.network_mode, auto_remove=meta.auto_remove,
         stop_timeout=meta.stop_timeout, mounts=meta.mounts, restart_count=meta.restart_count,
         manually_stopped=meta.manually_stopped)
+
+
+# Files the engine makes in every container's writable layer, as mount points for what the
+# network service writes: docker keeps them in an init layer, so `diff` never shows them.
+ENGINE_FILES = frozenset({"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"})
+
+
+def without_engine_files(changes):
+    """`changes` without the engine's own files, nor their directory when nothing else in it changed."""
+    kept = [ch for ch in changes if ch.path not in ENGINE_FILES]
+    dirs = {os.path.dirname(p) for p in ENGINE_FILES}
+    return [ch for ch in kept
+            if not (ch.path in dirs and ch.kind == "C" and not any(c.path.startswith(ch.path + "/") for c in kept))]
 
 
 class Containers:
@@ -97,9 +115,12 @@ class Containers:
     # -- records and events ---------------------------------------------------------------
 
     def attributes(self, cid: str) -> dict[str, str]:
-        """name and image, as every container event carries them."""
+        """The container's labels, name and image, as every container event carries them (and
+        `/events?filters={"label":...}`, which compose's `logs` sends, matches)."""
         record = self._store.get(cid)
-        return {"name": record.name, "image": record.image} if record else {"name": "", "image": ""}
+        if record is None:
+            return {"name": "", "image": ""}
+        return {**record.config.labels, "name": record.name, "image": record.image}
 
     def publish(self, action: str, cid: str, **attributes: str) -> None:
         self._events.publish("container", action, cid, {**self.attributes(cid), **attributes})
@@ -271,7 +292,9 @@ class Containers:
             resources=confinement.resources(cfg),
             stop_signal=cfg.stop_signal or image_config.stop_signal,
             readonly_rootfs=cfg.readonly_rootfs, tty=cfg.tty, open_stdin=cfg.open_stdin,
-            stdin_once=cfg.stdin_once, security=security, runtime=cfg.runtime)
+            stdin_once=cfg.stdin_once, security=security, runtime=cfg.runtime,
+            # The container service resolves "" to the daemon's mode and refuses the unknown.
+            userns=container_pb2.UserNamespace(mode=cfg.userns_mode))
         if cfg.HasField("log_config"):
             # Checked by the container service against its drivers (INVALID_ARGUMENT naming
             # what it does not know); absent takes its daemon default.
@@ -414,6 +437,11 @@ class Containers:
         if c.status in _RUNNING and not force:
             raise errors.FailedPrecondition(
                 f"cannot remove container \"/{c.name}\": container is running: "
+                "stop the container before removing or force remove")
+        if not force and self._restarts.restarting(c.id):
+            # Between two runs of its restart policy it is still a running container to docker.
+            raise errors.FailedPrecondition(
+                f"cannot remove container \"/{c.name}\": container is restarting: "
                 "stop the container before removing or force remove")
         await self._remove(c.id, force=True, exited=c.status not in _RUNNING,
                            remove_volumes=remove_volumes)
@@ -578,14 +606,13 @@ class Containers:
         ancestors = await self._ancestor_ids(filters.get("ancestor", ()))
         # Asking for a status means asking for containers in it, running or not (as docker).
         all_ = all_ or bool(filters.get("status"))
-        infos = []
+        candidates = []
         for c in response.containers:
             info = self._info(c)
-            if not all_ and not (info.state.running or info.state.restarting):
-                continue
-            if convert.matches_filters(info, c.labels, filters, ancestors):
-                infos.append(info)
-        await networks_mod.add_endpoints(self._network, infos)
+            if all_ or info.state.running or info.state.restarting:
+                candidates.append((info, c.labels))
+        await networks_mod.add_endpoints(self._network, [info for info, _ in candidates])
+        infos = [info for info, labels in candidates if convert.matches_filters(info, labels, filters, ancestors)]
         infos.sort(key=lambda i: (i.created.seconds, i.created.nanos), reverse=True)
         return infos
 
@@ -738,8 +765,13 @@ class Containers:
         c, record = await self.record(ref)
         config = await self._image_config_of(c, record)
         convert.apply_changes(config, convert.parse_changes(changes))
+        userns = c.spec.userns
         image = (await self._image.CommitSnapshot(image_pb2.CommitSnapshotRequest(
-            key=c.id, config=config, reference=reference, comment=message, author=author))).image
+            key=c.id, config=config, reference=reference, comment=message, author=author,
+            uid_mappings=[image_pb2.IdRange(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                          for m in userns.uid_mappings],
+            gid_mappings=[image_pb2.IdRange(container_id=m.container_id, host_id=m.host_id, size=m.size)
+                          for m in userns.gid_mappings]))).image
         self._image_configs.remember(image)
         self.publish("commit", c.id, comment=message, imageID=image.id, imageRef=reference or image.id)
         log.info("container_committed", container_id=c.id, image_id=image.id, reference=reference)
@@ -782,7 +814,8 @@ class Containers:
     async def diff(self, ref: str) -> list[file_change_pb2.FileChange]:
         c = await self.get(ref)
         response = await self._image.DiffSnapshot(image_pb2.DiffSnapshotRequest(key=c.id))
-        return [file_change_pb2.FileChange(kind=ch.kind, path=ch.path) for ch in response.changes]
+        return [file_change_pb2.FileChange(kind=ch.kind, path=ch.path)
+                for ch in without_engine_files(response.changes)]
 
     # -- prune ----------------------------------------------------------------------------
 

@@ -45,6 +45,13 @@ class _PendingExec:
     request: engine_pb2.CreateExecRequest
 
 
+def _pending_info(exec_id: str, pending, running: bool) -> engine_pb2.ExecInfo:
+    r = pending.request
+    return engine_pb2.ExecInfo(id=exec_id, container_id=pending.container_id, cmd=r.cmd, tty=r.tty,
+                               open_stdin=r.attach_stdin, user=r.user, working_dir=r.working_dir,
+                               running=running)
+
+
 class Execs:
     """`container` is the container service client; `containers` the containers backend
     (get, record, start, publish, attached/detached, remove_quietly); `task_events` the
@@ -56,6 +63,9 @@ class Execs:
         self._task_events = task_events
         self._store = store
         self._pending: dict[str, _PendingExec] = {}
+        # Started, but perhaps not yet known to the container service: an inspect in that
+        # window (dockerpty's, right after the hijacked start) still finds them.
+        self._starting: dict[str, _PendingExec] = {}
         # Execs the task events may still report: for their event's command, or silence.
         self._known: dict[str, ExecInfo] = {}
 
@@ -96,11 +106,14 @@ class Execs:
     async def inspect(self, exec_id: str) -> engine_pb2.ExecInfo:
         pending = self._pending.get(exec_id)
         if pending is not None:
-            r = pending.request
-            return engine_pb2.ExecInfo(id=exec_id, container_id=pending.container_id, cmd=r.cmd,
-                                       tty=r.tty, open_stdin=r.attach_stdin, user=r.user,
-                                       working_dir=r.working_dir)
-        info = (await self._c.GetExec(container_pb2.GetExecRequest(exec_id=exec_id))).exec
+            return _pending_info(exec_id, pending, running=False)
+        try:
+            info = (await self._c.GetExec(container_pb2.GetExecRequest(exec_id=exec_id))).exec
+        except errors.NotFound:
+            starting = self._starting.get(exec_id)
+            if starting is None:
+                raise
+            return _pending_info(exec_id, starting, running=True)
         return engine_pb2.ExecInfo(
             id=info.id, container_id=info.container_id, cmd=info.process.args, tty=info.tty,
             open_stdin=info.stdin, running=info.running, exited=info.exited,
@@ -118,6 +131,14 @@ class Execs:
                 await self._c.GetExec(container_pb2.GetExecRequest(exec_id=params.exec_id))
                 raise errors.Conflict(f"Exec {params.exec_id} has already been started")
             raise errors.NotFound(f"No such exec instance: {params.exec_id}")
+        self._starting[params.exec_id] = pending
+        try:
+            async for response in self._start(params, pending, requests):
+                yield response
+        finally:
+            self._starting.pop(params.exec_id, None)
+
+    async def _start(self, params, pending, requests) -> AsyncIterator[engine_pb2.StartExecResponse]:
         r = pending.request
         start = container_pb2.ExecStart(
             container_id=pending.container_id, exec_id=params.exec_id,

@@ -17,6 +17,7 @@ from berth.image.v1 import image_pb2
 from berth.types.v1 import registry_pb2
 from services.common import errors
 from berth_docker.reference import familiar
+from berth_docker.shapes import images as shapes_images
 from services.gateway import convert
 from services.gateway.backends.image_configs import ImageConfigs
 from services.gateway.backends.interfaces import ImageUsage, Publish
@@ -34,14 +35,16 @@ class Images:
         self._configs = image_configs
         self._usage = image_usage
 
-    async def load(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
+    async def load(self, chunks: AsyncIterator[bytes]) -> engine_pb2.LoadImagesResponse:
         async def requests():
             async for data in chunks:
                 yield image_pb2.LoadImagesRequest(chunk=data)
         response = await self._image.LoadImages(requests())
         for image in response.images:
             _publish_image(self._publish, "load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
-        return [convert.image_info(i) for i in response.images]
+        return engine_pb2.LoadImagesResponse(
+            images=[convert.image_info(i) for i in response.images],
+            loaded_names=[engine_pb2.LoadedNames(names=n.names) for n in response.loaded_names])
 
     async def import_(self, reference: str, changes: Sequence[str], message: str,
                       chunks: AsyncIterator[bytes]) -> engine_pb2.ImageInfo:
@@ -92,9 +95,10 @@ class Images:
             self._configs.forget(image_id)
             _publish_image(self._publish, "delete", image_id, image_id)
 
-    async def prune(self, all_: bool, until: float | None = None) -> engine_pb2.PruneSystemResponse:
-        if until is not None:
-            return await self._prune_older(all_, until)
+    async def prune(self, all_: bool, until: float | None = None,
+                    labels: Sequence[str] = (), not_labels: Sequence[str] = ()) -> engine_pb2.PruneSystemResponse:
+        if until is not None or labels or not_labels:
+            return await self._prune_matching(all_, until, labels, not_labels)
         # The image service's prune (reachability over blobs and layers) reports what it freed.
         response = await self._image.PruneImages(image_pb2.PruneImagesRequest(all=all_))
         self._removed(response.untagged, response.deleted)
@@ -103,13 +107,18 @@ class Images:
             images_untagged=response.untagged, images_deleted=response.deleted,
             space_reclaimed=response.space_reclaimed)
 
-    async def _prune_older(self, all_: bool, until: float) -> engine_pb2.PruneSystemResponse:
-        """Unused images created before `until`, removed one by one (images in use stay)."""
+    async def _prune_matching(self, all_: bool, until: float | None, labels: Sequence[str],
+                              not_labels: Sequence[str]) -> engine_pb2.PruneSystemResponse:
+        """Unused images created before `until`, with every label of `labels` and none of
+        `not_labels` ("k" or "k=v"), removed one by one (images in use stay)."""
         out = engine_pb2.PruneSystemResponse()
         for info in await self.list(True, ""):
             if info.containers or (info.repo_tags and not all_):
                 continue
-            if info.created.seconds >= until:
+            if until is not None and info.created.seconds >= until:
+                continue
+            have = shapes_images.image_labels(info)
+            if not all(_has_label(have, f) for f in labels) or any(_has_label(have, f) for f in not_labels):
                 continue
             try:
                 response = await self.remove(info.id, force=bool(info.repo_tags))
@@ -118,6 +127,11 @@ class Images:
             out.images_untagged.extend(response.untagged)
             out.images_deleted.extend(response.deleted)
         return out
+
+
+def _has_label(labels: dict, wanted: str) -> bool:
+    key, eq, value = wanted.partition("=")
+    return key in labels and (not eq or labels[key] == value)
 
 
 class Registry:

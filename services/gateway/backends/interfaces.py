@@ -103,8 +103,8 @@ class ImageBackend(Protocol):
         # events: image untag (name app:1), then image delete (the id)
     """
 
-    async def load(self, chunks: AsyncIterator[bytes]) -> list[engine_pb2.ImageInfo]:
-        """Images from a `docker save` tar stream."""
+    async def load(self, chunks: AsyncIterator[bytes]) -> engine_pb2.LoadImagesResponse:
+        """Images from a `docker save` tar stream, with the names the stream gave them."""
 
     async def import_(self, reference: str, changes: Sequence[str], message: str,
                       chunks: AsyncIterator[bytes]) -> engine_pb2.ImageInfo:
@@ -122,7 +122,8 @@ class ImageBackend(Protocol):
 
     async def remove(self, reference: str, force: bool) -> engine_pb2.RemoveImageResponse: ...
 
-    async def prune(self, all_: bool, until: float | None = None) -> engine_pb2.PruneSystemResponse:
+    async def prune(self, all_: bool, until: float | None = None, labels: Sequence[str] = (),
+                    not_labels: Sequence[str] = ()) -> engine_pb2.PruneSystemResponse:
         """Remove dangling images (every unused one with `all_`).
 
         Without `until` the image service decides by reachability and reports the space it

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from services.common import errors
+from services.gateway.docker.context import MAX_JSON_BODY
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,8 @@ async def error_middleware(request: web.Request, handler):
         if status >= 500:
             log.warning("docker_api_error", path=request.path, status=status, error=exc.message)
         return error_response(status, exc.message)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, f"request body too large: at most {MAX_JSON_BODY} bytes of JSON are accepted")
     except web.HTTPException as exc:
         if exc.status in (404, 405) and not exc.text.startswith("{"):
             # aiohttp's own "no such route" answers, in docker's shape.

@@ -18,10 +18,10 @@ import structlog
 from aiohttp import web
 
 from services.common.config import Config
-from services.gateway.docker.context import (API_VERSION_KEY, BACKENDS_KEY, FAILED_EXECS_KEY, RESIZE_KEY,
-                                             SESSIONS_KEY)
+from services.gateway.docker.context import (API_VERSION_KEY, BACKENDS_KEY, FAILED_EXECS_KEY, MAX_JSON_BODY,
+                                             RESIZE_KEY, SESSIONS_KEY)
 from services.gateway.docker.errors import error_middleware, error_response
-from services.gateway.docker.routes import build, containers, execs, images, networks, system, volumes
+from services.gateway.docker.routes import build, cluster, containers, execs, images, networks, system, volumes
 from services.gateway.docker.versions import MAX_API, MIN_API, api_version_text
 
 log = structlog.get_logger(__name__)
@@ -69,15 +69,17 @@ class Router:
 
 
 def make_app(backends) -> web.Application:
+    # client_max_size bounds what request.read() takes, checked as the body arrives: JSON
+    # bodies only (the archive, image and build streams read request.content in chunks).
     app = web.Application(middlewares=[version_middleware, error_middleware],
-                          client_max_size=1 << 40, handler_args={"max_field_size": 1 << 16})
+                          client_max_size=MAX_JSON_BODY, handler_args={"max_field_size": 1 << 16})
     app[BACKENDS_KEY] = backends
     app[SESSIONS_KEY] = set()
     app[RESIZE_KEY] = {}
     app[FAILED_EXECS_KEY] = {}
     app.on_response_prepare.append(_headers)
     router = Router(app)
-    for module in (system, containers, execs, images, networks, volumes, build):
+    for module in (system, containers, execs, images, networks, volumes, build, cluster):
         module.register(router)
     app.on_shutdown.append(_close_sessions)
     return app

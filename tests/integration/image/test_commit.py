@@ -57,3 +57,19 @@ def test_layer_has_whiteouts_and_is_reproducible(tmp_path):
     assert "tmp/gone" not in members
     assert "srv/.wh..wh..opq" in members
     assert members["new/dir/file"].isreg()
+
+
+def test_a_remapped_containers_ids_are_committed_as_its_own(tmp_path):
+    """A remapped container writes host ids into its upper dir; the layer records its ids."""
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "f").write_text("x")
+    os.chown(upper / "f", 400007, 400008)
+    (upper / "outside").write_text("y")
+    os.chown(upper / "outside", 12, 13)  # not in the range: kept as it is
+    buf = io.BytesIO()
+    commit.write_layer(str(upper), buf, [(0, 400000, 65536)], [(0, 400000, 65536)])
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        owners = {m.name: (m.uid, m.gid) for m in tar.getmembers()}
+    assert owners == {"f": (7, 8), "outside": (12, 13)}

@@ -89,3 +89,29 @@ async def test_load_get_snapshot_save_over_grpc(image_process):
         assert again.images[0].id == img.id
     finally:
         await client.channel.close()
+
+
+async def test_a_corrupt_protobuf_is_invalid_argument(image_process):
+    """Bytes that are no protobuf message, on a unary and on a client-streaming call."""
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # field 1, length-delimited, a length past the end
+    async with grpc.aio.insecure_channel(image_process.address("image")) as channel:
+        get = channel.unary_unary("/berth.image.v1.ImageService/GetImage")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await get(garbage)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid protobuf" in err.value.details()
+
+        load = channel.stream_unary("/berth.image.v1.ImageService/LoadImages")
+
+        async def chunks():
+            yield garbage
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await load(chunks())
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # The service is still serving.
+        client = rpc.connect(image_process, "image", image_pb2_grpc.ImageServiceStub)
+        try:
+            with pytest.raises(NotFound):
+                await client.GetImage(image_pb2.GetImageRequest(reference="nope"))
+        finally:
+            await client.channel.close()

@@ -27,7 +27,8 @@ def layer_dirs(state_dir):
 
 
 async def load(service, data):
-    return await service.load(ti.chunks_of(data))
+    images, _ = await service.load(ti.chunks_of(data))
+    return images
 
 
 async def test_load_docker_archive_and_resolve_every_way(service):
@@ -187,6 +188,8 @@ async def test_prepare_snapshot(service, state_dir):
 
 async def test_concurrent_prepares_unpack_once(service, monkeypatch):
     [img] = await load(service, ti.busybox_docker_archive())
+    # As an image recorded before layers were unpacked at load has it.
+    service.snapshotter.remove_layer(img.diff_ids[0])
     calls = []
     real = snapshotter_mod.unpack_layer
 
@@ -199,16 +202,47 @@ async def test_concurrent_prepares_unpack_once(service, monkeypatch):
     assert len({r.mounts[0].options[0] for r in results}) == 1
 
 
-async def test_hostile_layer_fails_prepare_and_leaves_nothing(service, state_dir, tmp_path):
+def _hostile_cases(outside: str) -> dict:
+    """Each hostile layer: (layer, a path the layer must hold, or the error load gives)."""
+    return {
+        "dotdot": (ti.hostile_dotdot_layer(), ("escaped", None)),
+        "absolute": (ti.hostile_absolute_layer(outside + "/abs"), (outside.lstrip("/") + "/abs", None)),
+        "device node": (ti.device_node_layer(), ("dev/sda", None)),
+        "absolute hardlink": (ti.absolute_hardlink_layer(), ("bin/link", None)),
+        "symlink parent": (ti.hostile_symlink_parent_layer(outside), (None, "'evil/pwned'.*symlink")),
+        "hardlink outside": (ti.hostile_hardlink_layer(outside + "/secret"), (None, "'passwd'")),
+        "hardlink dotdot": (ti.hostile_hardlink_dotdot_layer(), (None, "'passwd'")),
+        "long name": (ti.long_name_layer(), (None, "'x{300}' cannot be unpacked: File name too long")),
+    }
+
+
+@pytest.mark.parametrize("case", list(_hostile_cases("/x")))
+async def test_hostile_layers_are_contained_or_refused_at_load(service, state_dir, tmp_path, case):
     outside = tmp_path / "outside"
     outside.mkdir()
-    [img] = await load(service, ti.docker_archive_bytes(
-        [ti.hostile_symlink_parent_layer(str(outside))], {}, ["evil:1"]))
-    with pytest.raises(InvalidArgument, match="symlink"):
-        await service.prepare_snapshot("k", "evil:1")
-    assert list(outside.iterdir()) == []
-    assert os.listdir(os.path.join(state_dir, "layers")) == []
-    assert await service.list_snapshots() == []
+    (outside / "secret").write_text("secret")
+    layer, (inside, error) = _hostile_cases(str(outside))[case]
+    archive = ti.docker_archive_bytes([layer], {}, ["odd:1"])
+    if error:
+        with pytest.raises(InvalidArgument, match=error):
+            await load(service, archive)
+        assert await service.list_images(all=True) == []
+        assert layer_dirs(state_dir) == [] and blobs(state_dir) == []
+    else:
+        [img] = await load(service, archive)
+        # Unpacked at load: a run needs no unpacking, so it cannot fail on the layer.
+        [chain] = layer_dirs(state_dir)
+        assert os.path.lexists(os.path.join(state_dir, "layers", chain, "fs", inside))
+        await service.prepare_snapshot("k", img.id)
+    assert sorted(os.listdir(outside)) == ["secret"]
+    assert os.stat(outside / "secret").st_nlink == 1
+
+
+async def test_hostile_import_is_refused_at_import(service, state_dir):
+    with pytest.raises(InvalidArgument, match="File name too long"):
+        await service.import_image(ti.chunks_of(ti.long_name_layer()), "odd:2")
+    assert await service.list_images(all=True) == []
+    assert layer_dirs(state_dir) == []
 
 
 def _corrupt_archives():

@@ -188,6 +188,15 @@ def test_oci_config_shape():
     assert all(ns["type"] != "network" for ns in host["linux"]["namespaces"])
 
 
+def test_an_env_entry_without_a_value_is_left_out_of_the_process(tmp_path):
+    """dockerd keeps `Foo` in the config (the image's Foo=x merged away) and runs without it:
+    runc refuses an entry without "="."""
+    s = Spec(process=Process(args=("sh",), env=("Foo", "Other=one", "Blank=")), rootfs=(Mount("overlay", "overlay"),))
+    env = spec.oci_config("a" * 64, s, "/r", spec.User(0, 0, (), "/root"))["process"]["env"]
+    assert "Other=one" in env and "Blank=" in env and all(e.split("=", 1)[0] != "Foo" for e in env)
+    assert all("=" in e for e in env)
+
+
 def _rootfs(tmp_path):
     etc = tmp_path / "etc"
     etc.mkdir()

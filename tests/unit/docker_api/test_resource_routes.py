@@ -21,7 +21,10 @@ class FakeImages:
     def __init__(self):
         self.calls: list[tuple] = []
 
-    async def prune(self, all_, until=None):
+    async def prune(self, all_, until=None, labels=(), not_labels=()):
+        if labels or not_labels:
+            self.calls.append(("prune", all_, until, list(labels), list(not_labels)))
+            return engine_pb2.PruneSystemResponse()
         self.calls.append(("prune", all_, until))
         return engine_pb2.PruneSystemResponse(
             images_untagged=["docker.io/library/old:1"], images_deleted=[IMAGE],
@@ -34,6 +37,15 @@ class FakeImages:
     async def remove(self, reference, force):
         self.calls.append(("remove", reference, force))
         return engine_pb2.RemoveImageResponse(untagged=["docker.io/library/app:1"], deleted=[IMAGE])
+
+    async def load(self, chunks):
+        data = b"".join([c async for c in chunks])
+        if data == b"abc":
+            raise errors.InvalidArgument("not a valid image tarball")
+        tags = ["docker.io/library/alpine:3.10", "docker.io/library/busybox:latest"]
+        return engine_pb2.LoadImagesResponse(
+            images=[engine_pb2.ImageInfo(id=IMAGE, repo_tags=tags), engine_pb2.ImageInfo(id="sha256:" + "2" * 64)],
+            loaded_names=[engine_pb2.LoadedNames(names=tags[:1]), engine_pb2.LoadedNames()])
 
 
 class FakeNetworks:
@@ -109,8 +121,15 @@ async def test_image_prune_until_passes_the_earliest_time(api, filters, called):
     assert body["SpaceReclaimed"] == 0
 
 
+async def test_image_prune_by_label(api):
+    call, b = api
+    status, body = await call("POST", "/images/prune", **{"label": ["a=1"], "label!": ["keep"]})
+    assert (status, body) == (200, {"ImagesDeleted": None, "SpaceReclaimed": 0})
+    assert b.images.calls == [("prune", False, None, ["a=1"], ["keep"])]
+
+
 @pytest.mark.parametrize("filters, message", [
-    ({"label": ["a"]}, "invalid filter 'label'"),
+    ({"colour": ["a"]}, "invalid filter 'colour'"),
     ({"until": ["soon"]}, "invalid time value: 'soon'"),
 ])
 async def test_image_prune_bad_filters_are_400_and_remove_nothing(api, filters, message):
@@ -118,6 +137,18 @@ async def test_image_prune_bad_filters_are_400_and_remove_nothing(api, filters, 
     status, body = await call("POST", "/images/prune", **filters)
     assert (status, body["message"]) == (400, message)
     assert b.images.calls == []
+
+
+async def test_load_answers_one_json_message_per_line_for_the_names_loaded(api, tmp_path):
+    call, b = api
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(tmp_path / "d.sock"))) as s:
+        async with s.post("http://d/v1.45/images/load", data=b"tar") as r:
+            assert r.status == 200 and r.headers["Transfer-Encoding"] == "chunked"
+            lines = [json.loads(line) for line in (await r.read()).splitlines()]
+        assert lines == [{"stream": "Loaded image: alpine:3.10\n"}, {"stream": f"Loaded image ID: {'sha256:' + '2' * 64}\n"}]
+        async with s.post("http://d/images/load", data=b"abc") as r:
+            assert r.status == 200
+            assert json.loads(await r.read())["error"] == "not a valid image tarball"
 
 
 async def test_image_remove_answers_familiar_names(api):

@@ -86,3 +86,15 @@ def test_a_mount_flag_is_the_api_mount_object():
 def test_tmpfs_flag_and_host_config_tmpfs_agree():
     from_api = create.container_config({"Image": "b", "HostConfig": {"Tmpfs": {"/run": "size=64m,ro"}}}, "")
     assert list(from_api.mounts) == [tmpfs_flag("/run:size=64m,ro")]
+
+
+@pytest.mark.parametrize("extra, name", [
+    ({"VolumeOptions": {"Subpath": "sub"}}, "VolumeOptions.Subpath"),
+    ({"BindOptions": {"NonRecursive": True}}, "BindOptions.NonRecursive"),
+    ({"TmpfsOptions": {"Options": [["exec"]]}}, "TmpfsOptions.Options"),
+    ({"VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {"type": "nfs"}}}}, "DriverConfig.Options"),
+])
+def test_mount_options_not_honoured_are_refused_by_name(extra, name):
+    from berth_errors import NotImplementedYet
+    with pytest.raises(NotImplementedYet, match=name):
+        mount({"Type": "volume", "Source": "v", "Target": "/mnt", **extra})

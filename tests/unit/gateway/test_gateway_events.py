@@ -35,13 +35,34 @@ def _event(type_="container", action="start", actor="abc123", **attrs):
     ({"image": ["busybox:latest"]}, True),
     ({"image": ["alpine"]}, False),
     ({"type": ["container"], "event": ["die"]}, False),
+    # labels: every one must hold (compose's `logs` filters on its project and service labels)
+    ({"label": ["com.docker.compose.project=app"]}, True),
+    ({"label": ["com.docker.compose.project"]}, True),
+    ({"label": ["com.docker.compose.project=app", "tier=db"]}, False),
+    ({"label": ["com.docker.compose.project=other"]}, False),
+    ({"scope": ["local"]}, True),
+    ({"scope": ["swarm"]}, False),
+    ({"daemon": ["abc"]}, False),
+    # by actor id or name prefix, whatever the type (dockerd's fuzzy name match)
+    ({"network": ["we"]}, True),
+    ({"volume": ["vol"]}, False),
+    ({"service": ["web"]}, True),
+    ({"secret": ["s1"]}, False),
 ])
 def test_matches(filters, want):
-    assert matches(_event(name="web", image="busybox"), filters) is want
+    assert matches(_event(name="web", image="busybox", **{"com.docker.compose.project": "app"}),
+                   filters) is want
+
+
+def test_network_and_volume_filters_match_their_resources():
+    assert matches(_event("network", "connect", "n" * 64, name="app_default", container="c1"),
+                   {"network": ["app_default"], "type": ["network"]})
+    assert matches(_event("volume", "create", "data", driver="local"), {"volume": ["data"]})
+    assert not matches(_event("volume", "create", "data", driver="local"), {"volume": ["logs"]})
 
 
 def test_unknown_filters():
-    assert unknown_filters({"type": [], "colour": []}) == ["colour"]
+    assert unknown_filters({"type": [], "colour": [], "label": [], "network": [], "scope": []}) == ["colour"]
 
 
 async def test_since_until_and_bounded():

@@ -50,24 +50,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": None,
-        "HostConfig": {
-            "NetworkMode": network,
-            "AutoRemove": cfg.auto_remove,
-            "RestartPolicy": {"Name": cfg.restart_policy.name or "no",
-                              "MaximumRetryCount": cfg.restart_policy.maximum_retry_count},
-            "Memory": cfg.memory_bytes,
-            "NanoCpus": cfg.nano_cpus,
-            "CpuShares": cfg.cpu_shares,
-            **confinement_json(cfg),
-            "ReadonlyRootfs": cfg.readonly_rootfs,
-            "Binds": [f"{m.source}:{m.destination}" + ("" if m.rw else ":ro")
-                      for m in info.mounts if m.type == "bind"] or None,
-            "PortBindings": ports_json(cfg.ports),
-            "PublishAllPorts": cfg.publish_all,
-            # The driver in force; Config as the client gave it (docker shows no driver defaults).
-            "LogConfig": {"Type": info.log_config.driver or "json-file",
-                          "Config": dict(cfg.log_config.options)},
-        },
+        "HostConfig": _host_config(info),
         "GraphDriver": {"Name": "overlay", "Data": None},
         "Mounts": [mount_point_json(m) for m in info.mounts],
         "Config": {
@@ -101,6 +84,66 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "Gateway": info.networks[0].gateway if info.networks else "",
             "Networks": {n.network: endpoint_json(n) for n in info.networks} or {network: {}},
         },
+    }
+
+
+def _host_config(info: engine_pb2.ContainerInfo) -> dict:
+    """inspect's HostConfig: every key docker has (the SDKs and compose read them), each with what
+    the container has. Fields berth refuses at create (berth_docker/create.py) keep docker's zero value,
+    which is then what the container truly has."""
+    cfg = info.config
+    tmpfs = {m.target: ",".join([*m.options, *(["ro"] if m.readonly else [])])
+             for m in cfg.mounts if m.type == "tmpfs"}
+    return {
+        "Binds": [f"{m.source}:{m.destination}" + ("" if m.rw else ":ro")
+                  for m in info.mounts if m.type == "bind"] or None,
+        "ContainerIDFile": "",
+        # The driver in force; Config as the client gave it (docker shows no driver defaults).
+        "LogConfig": {"Type": info.log_config.driver or "json-file", "Config": dict(cfg.log_config.options)},
+        "NetworkMode": info.network_mode or "none",
+        "PortBindings": ports_json(cfg.ports),
+        "RestartPolicy": {"Name": cfg.restart_policy.name or "no",
+                          "MaximumRetryCount": cfg.restart_policy.maximum_retry_count},
+        "AutoRemove": cfg.auto_remove,
+        "VolumeDriver": cfg.volume_driver,
+        "VolumesFrom": list(cfg.volumes_from) or None,
+        "ConsoleSize": [0, 0],
+        "CgroupnsMode": cfg.cgroupns_mode or "host",
+        "Dns": [],
+        "DnsOptions": [],
+        "DnsSearch": [],
+        "ExtraHosts": None,
+        "Cgroup": "",
+        "Links": None,
+        "PublishAllPorts": cfg.publish_all,
+        "ReadonlyRootfs": cfg.readonly_rootfs,
+        **({"Tmpfs": tmpfs} if tmpfs else {}),
+        "UsernsMode": cfg.userns_mode,
+        "Isolation": cfg.isolation,
+        "CpuShares": cfg.cpu_shares,
+        "Memory": cfg.memory_bytes,
+        "NanoCpus": cfg.nano_cpus,
+        "CgroupParent": "",
+        "BlkioWeight": 0,
+        "BlkioWeightDevice": [],
+        "BlkioDeviceReadBps": [],
+        "BlkioDeviceWriteBps": [],
+        "BlkioDeviceReadIOps": [],
+        "BlkioDeviceWriteIOps": [],
+        "CpuPeriod": 0,
+        "CpuQuota": 0,
+        "CpuRealtimePeriod": 0,
+        "CpuRealtimeRuntime": 0,
+        "DeviceRequests": None,
+        # Discarded with a warning at create, as dockerd does on cgroup v2.
+        "MemorySwappiness": None,
+        "CpuCount": 0,
+        "CpuPercent": 0,
+        "IOMaximumIOps": 0,
+        "IOMaximumBandwidth": 0,
+        "MaskedPaths": None,
+        "ReadonlyPaths": None,
+        **confinement_json(cfg),
     }
 
 

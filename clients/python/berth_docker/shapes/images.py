@@ -87,7 +87,7 @@ def image_history(info: engine_pb2.ImageInfo) -> list[dict]:
     return entries
 
 
-_IMAGE_FILTERS = ("reference", "dangling", "label", "before", "since")
+_IMAGE_FILTERS = ("reference", "dangling", "label", "before", "since", "until")
 
 
 def filter_images(infos: Sequence[engine_pb2.ImageInfo], flt: Mapping[str, Sequence[str]],
@@ -120,8 +120,19 @@ def filter_images(infos: Sequence[engine_pb2.ImageInfo], flt: Mapping[str, Seque
         if flt.get("since"):
             if not all(info.created.seconds > created.get(by_ref.get(r, ""), 1 << 62) for r in flt["since"]):
                 continue
+        if flt.get("until"):
+            # Created before every `until` given (RFC 3339 or Unix seconds).
+            if not all(info.created.seconds < _until(u) for u in flt["until"]):
+                continue
         out.append(info)
     return out
+
+
+def _until(value: str) -> float:
+    at = timestamp(value)
+    if at is None:
+        raise InvalidArgument(f"invalid filter 'until={value}'")
+    return at
 
 
 def _reference_matches(pattern: str, name: str) -> bool:

@@ -4,6 +4,7 @@ and what is done to one: pause, top, stats, cp (archive), export, changes, updat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import tarfile
@@ -68,7 +69,7 @@ async def create(request: web.Request) -> web.Response:
     body = await json_body(request)
     cfg = convert.container_config(body, request.query.get("name", ""))
     cid = await backends(request).containers.create(cfg)
-    return json_response({"Id": cid, "Warnings": []}, status=201)
+    return json_response({"Id": cid, "Warnings": convert.create_warnings(body)}, status=201)
 
 
 async def list_(request: web.Request) -> web.Response:
@@ -105,8 +106,11 @@ async def start(request: web.Request) -> web.Response:
 
 def _timeout(request: web.Request) -> int | None:
     # "t" in every version; "timeout" is what the SDKs send too.
-    value = convert.integer(request.query, "t")
-    return value if value is not None else convert.integer(request.query, "timeout")
+    name = "t" if request.query.get("t") not in (None, "") else "timeout"
+    value = convert.integer(request.query, name)
+    if value is not None and not -(1 << 31) <= value < (1 << 31):
+        raise errors.InvalidArgument(f"invalid value for {name}: {value} seconds is out of range")
+    return value
 
 
 async def stop(request: web.Request) -> web.Response:
@@ -121,8 +125,18 @@ async def restart(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# How long a SIGKILL's answer waits for the container to be gone.
+_KILL_WAIT = 10.0
+
+
 async def kill(request: web.Request) -> web.Response:
-    await backends(request).containers.kill(request.match_info["id"], request.query.get("signal", ""))
+    containers, ref, signal = backends(request).containers, request.match_info["id"], request.query.get("signal", "")
+    await containers.kill(ref, signal)
+    if signal.upper().removeprefix("SIG") in ("", "KILL", "9"):
+        # dockerd answers a SIGKILL once the container stopped, so that the `rm` clients send
+        # right after finds it exited.
+        with contextlib.suppress(asyncio.TimeoutError, errors.BerthError):
+            await asyncio.wait_for(containers.wait_until(ref, "not-running"), _KILL_WAIT)
     return web.Response(status=204)
 
 
@@ -188,6 +202,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
     wanted = _log_options(request)
     tail_text = q.get("tail", "all")
     tail = -1 if tail_text in ("", "all") else convert.integer(q, "tail")
+    if tail < 0 or tail >= 1 << 31:
+        # More lines than any log holds is all of them; docker reads a negative count so too.
+        tail = -1
     timestamps = convert.flag(q, "timestamps")
     containers = backends(request).containers
     # Errors (no such container) as JSON before the header; output may be a long time coming.

@@ -137,15 +137,29 @@ async def push(request: web.Request) -> web.StreamResponse:
     return await _progress(request, _progress_json(stream))
 
 
-async def load(request: web.Request) -> web.Response:
-    images = await _images(request).load(_body_chunks(request))
-    # `quiet` only turns off progress bars (berth sends none): "Loaded image" lines always go out.
-    lines = []
-    for info in images:
-        names = [convert.familiar(t) for t in info.repo_tags] or [info.id]
-        lines += [{"stream": f"Loaded image{'' if info.repo_tags else ' ID'}: {n}\n"} for n in names]
-    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-    return web.Response(body=body, content_type="application/json")
+async def load(request: web.Request) -> web.StreamResponse:
+    """JSON messages one per line, chunked as dockerd sends them (the SDKs parse a chunked
+    answer line by line, any other as one document); a tarball that cannot be loaded is an
+    `error` message after the 200, which is where docker's clients look for it."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    with long_lived(request):
+        try:
+            loaded = await _images(request).load(_body_chunks(request))
+        except errors.BerthError as exc:
+            await response.write(json.dumps({"errorDetail": {"message": exc.message},
+                                             "error": exc.message}).encode() + b"\n")
+            loaded = engine_pb2.LoadImagesResponse()
+        # `quiet` only turns off progress bars (berth sends none): "Loaded image" lines always go out,
+        # one per name the tarball gave (an image saved by id: its id), as dockerd reports them.
+        for info, given in zip(loaded.images, loaded.loaded_names):
+            names = [convert.familiar(t) for t in given.names]
+            for n in names or [info.id]:
+                line = {"stream": f"Loaded image{'' if names else ' ID'}: {n}\n"}
+                await response.write(json.dumps(line).encode() + b"\n")
+    await response.write_eof()
+    return response
 
 
 async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
@@ -211,15 +225,17 @@ async def remove(request: web.Request) -> web.Response:
 
 async def prune(request: web.Request) -> web.Response:
     flt = convert.filters(request.query)
-    unknown = sorted(set(flt) - {"dangling", "until"})
+    unknown = sorted(set(flt) - {"dangling", "until", "label", "label!"})
     if unknown:
         raise errors.InvalidArgument(f"invalid filter '{unknown[0]}'")
     dangling = flt.get("dangling", [])
     until = min((t for t in map(convert.timestamp, flt.get("until", [])) if t is not None), default=None)
-    if until is not None:
+    labels, not_labels = flt.get("label", []), flt.get("label!", [])
+    if until is not None or labels or not_labels:
         # dangling=false (or anything but true) widens it to every unused image, as docker does.
         all_ = bool(dangling) and not any(v.lower() in ("1", "true") for v in dangling)
-        response = await _images(request).prune(all_, until)
+        response = (await _images(request).prune(all_, until, labels, not_labels) if labels or not_labels
+                    else await _images(request).prune(all_, until))
     else:
         response = await _images(request).prune(any(v.lower() in ("0", "false") for v in dangling))
     report = [{"Untagged": convert.familiar(u)} for u in response.images_untagged]

@@ -1,8 +1,4 @@
-"""Network routes: list, create, inspect, remove, prune, connect, disconnect (the NetworkBackend only).
-
-Also `POST /swarm/leave`, answered as a dockerd outside swarm mode answers it: every docker-py
-network test calls it in its tearDown and ignores a 503 only.
-"""
+"""Network routes: list, create, inspect, remove, prune, connect, disconnect (the NetworkBackend only)."""
 
 from __future__ import annotations
 
@@ -31,7 +27,6 @@ def register(router) -> None:
     router.add("DELETE", "/networks/{id}", remove)
     router.add("POST", "/networks/{id}/connect", connect)
     router.add("POST", "/networks/{id}/disconnect", disconnect)
-    router.add("POST", "/swarm/leave", swarm_leave)
 
 
 def _networks(request: web.Request) -> NetworkBackend:
@@ -182,6 +177,3 @@ async def disconnect(request: web.Request) -> web.Response:
         force=bool(body.get("Force"))))
     return web.Response(status=200)
 
-
-async def swarm_leave(request: web.Request) -> web.Response:
-    raise errors.Unavailable("This node is not part of a swarm")

@@ -55,7 +55,8 @@ def _arch(machine: str) -> str:
 async def info(request: web.Request) -> web.Response:
     b = backends(request)
     containers = await b.containers.list(True, {})
-    images = await b.images.list(False, "")
+    # Every image the store holds, untagged ones too, as dockerd counts them.
+    images = await b.images.list(True, "")
     v = b.system.version()
     running = sum(1 for c in containers if c.state.running)
     stopped = len(containers) - running

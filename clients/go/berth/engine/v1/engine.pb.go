@@ -246,6 +246,17 @@ type ContainerConfig struct {
 	OpenStdin bool `protobuf:"varint,61,opt,name=open_stdin,json=openStdin,proto3" json:"open_stdin,omitempty"`
 	// Close stdin once the first attached client leaves (`run -i` in the foreground).
 	StdinOnce bool `protobuf:"varint,62,opt,name=stdin_once,json=stdinOnce,proto3" json:"stdin_once,omitempty"`
+	// How the container is isolated, as the Docker API names it: "" or "default"
+	// (Linux namespaces, the only kind berth has); set at create, never changed.
+	Isolation string `protobuf:"bytes,115,opt,name=isolation,proto3" json:"isolation,omitempty"`
+	// The cgroup namespace as asked at create: "" or "host" (the container sees
+	// the host's cgroup tree, which is what berth gives today). "private" is
+	// refused until the container service makes cgroup namespaces.
+	CgroupnsMode string `protobuf:"bytes,116,opt,name=cgroupns_mode,json=cgroupnsMode,proto3" json:"cgroupns_mode,omitempty"`
+	// The driver for the volumes this container makes (docker's --volume-driver):
+	// "" or "local"; another name only when the container makes no volume,
+	// where docker keeps it without effect.
+	VolumeDriver string `protobuf:"bytes,117,opt,name=volume_driver,json=volumeDriver,proto3" json:"volume_driver,omitempty"`
 	// Confinement and further resources (docker's security and resource flags).
 	// Every field is honoured or refused with INVALID_ARGUMENT naming it.
 	//
@@ -321,6 +332,11 @@ type ContainerConfig struct {
 	// HostConfig.LogConfig); absent takes the daemon default. An unknown driver
 	// or option is INVALID_ARGUMENT, naming it.
 	LogConfig *LogConfig `protobuf:"bytes,110,opt,name=log_config,json=logConfig,proto3" json:"log_config,omitempty"`
+	// The user namespace (`--userns`, docker's HostConfig.UsernsMode): empty takes the
+	// daemon's (remapped when the daemon runs with userns-remap, else the host's);
+	// "host" runs in the host's user namespace even when the daemon remaps. Any other
+	// value is refused with INVALID_ARGUMENT. Set at create; never changes.
+	UsernsMode string `protobuf:"bytes,100,opt,name=userns_mode,json=usernsMode,proto3" json:"userns_mode,omitempty"`
 }
 
 func (x *ContainerConfig) Reset() {
@@ -558,6 +574,27 @@ func (x *ContainerConfig) GetStdinOnce() bool {
 	return false
 }
 
+func (x *ContainerConfig) GetIsolation() string {
+	if x != nil {
+		return x.Isolation
+	}
+	return ""
+}
+
+func (x *ContainerConfig) GetCgroupnsMode() string {
+	if x != nil {
+		return x.CgroupnsMode
+	}
+	return ""
+}
+
+func (x *ContainerConfig) GetVolumeDriver() string {
+	if x != nil {
+		return x.VolumeDriver
+	}
+	return ""
+}
+
 func (x *ContainerConfig) GetPrivileged() bool {
 	if x != nil {
 		return x.Privileged
@@ -717,6 +754,13 @@ func (x *ContainerConfig) GetLogConfig() *LogConfig {
 		return x.LogConfig
 	}
 	return nil
+}
+
+func (x *ContainerConfig) GetUsernsMode() string {
+	if x != nil {
+		return x.UsernsMode
+	}
+	return ""
 }
 
 // LogConfig is a log driver with docker's names and options: "json-file"
@@ -3458,6 +3502,9 @@ type LoadImagesResponse struct {
 
 	// Every image the tarball held, as stored now.
 	Images []*ImageInfo `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	// The names the tarball gave each image (its RepoTags), index for index with
+	// `images`; none for an image saved by id.
+	LoadedNames []*LoadedNames `protobuf:"bytes,2,rep,name=loaded_names,json=loadedNames,proto3" json:"loaded_names,omitempty"`
 }
 
 func (x *LoadImagesResponse) Reset() {
@@ -3499,6 +3546,63 @@ func (x *LoadImagesResponse) GetImages() []*ImageInfo {
 	return nil
 }
 
+func (x *LoadImagesResponse) GetLoadedNames() []*LoadedNames {
+	if x != nil {
+		return x.LoadedNames
+	}
+	return nil
+}
+
+// LoadedNames are the names a tarball gave one image.
+type LoadedNames struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// Full image references ("docker.io/library/alpine:3.10"), as the tarball's
+	// manifest gave them.
+	Names []string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+}
+
+func (x *LoadedNames) Reset() {
+	*x = LoadedNames{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[41]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *LoadedNames) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadedNames) ProtoMessage() {}
+
+func (x *LoadedNames) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[41]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadedNames.ProtoReflect.Descriptor instead.
+func (*LoadedNames) Descriptor() ([]byte, []int) {
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *LoadedNames) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
 // ImportImageRequest is one message of an ImportImage call.
 type ImportImageRequest struct {
 	state         protoimpl.MessageState
@@ -3517,7 +3621,7 @@ type ImportImageRequest struct {
 func (x *ImportImageRequest) Reset() {
 	*x = ImportImageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[41]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[42]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3530,7 +3634,7 @@ func (x *ImportImageRequest) String() string {
 func (*ImportImageRequest) ProtoMessage() {}
 
 func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[41]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[42]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3647,7 @@ func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
 func (*ImportImageRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{41}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{42}
 }
 
 func (m *ImportImageRequest) GetPart() isImportImageRequest_Part {
@@ -3602,7 +3706,7 @@ type ImportHeader struct {
 func (x *ImportHeader) Reset() {
 	*x = ImportHeader{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[42]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[43]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3615,7 +3719,7 @@ func (x *ImportHeader) String() string {
 func (*ImportHeader) ProtoMessage() {}
 
 func (x *ImportHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[42]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[43]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3628,7 +3732,7 @@ func (x *ImportHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportHeader.ProtoReflect.Descriptor instead.
 func (*ImportHeader) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{42}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ImportHeader) GetReference() string {
@@ -3665,7 +3769,7 @@ type ImportImageResponse struct {
 func (x *ImportImageResponse) Reset() {
 	*x = ImportImageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[43]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[44]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3678,7 +3782,7 @@ func (x *ImportImageResponse) String() string {
 func (*ImportImageResponse) ProtoMessage() {}
 
 func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[43]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[44]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3691,7 +3795,7 @@ func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageResponse.ProtoReflect.Descriptor instead.
 func (*ImportImageResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{43}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ImportImageResponse) GetImage() *ImageInfo {
@@ -3714,7 +3818,7 @@ type SaveImagesRequest struct {
 func (x *SaveImagesRequest) Reset() {
 	*x = SaveImagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[44]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[45]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3727,7 +3831,7 @@ func (x *SaveImagesRequest) String() string {
 func (*SaveImagesRequest) ProtoMessage() {}
 
 func (x *SaveImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[44]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[45]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3740,7 +3844,7 @@ func (x *SaveImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveImagesRequest.ProtoReflect.Descriptor instead.
 func (*SaveImagesRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{44}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SaveImagesRequest) GetReferences() []string {
@@ -3763,7 +3867,7 @@ type SaveImagesResponse struct {
 func (x *SaveImagesResponse) Reset() {
 	*x = SaveImagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[45]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[46]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3776,7 +3880,7 @@ func (x *SaveImagesResponse) String() string {
 func (*SaveImagesResponse) ProtoMessage() {}
 
 func (x *SaveImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[45]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[46]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3789,7 +3893,7 @@ func (x *SaveImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveImagesResponse.ProtoReflect.Descriptor instead.
 func (*SaveImagesResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{45}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SaveImagesResponse) GetData() []byte {
@@ -3815,7 +3919,7 @@ type ListImagesRequest struct {
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[46]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[47]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3828,7 +3932,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[46]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[47]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3841,7 +3945,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{46}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListImagesRequest) GetAll() bool {
@@ -3871,7 +3975,7 @@ type ListImagesResponse struct {
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[47]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[48]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3884,7 +3988,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[47]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[48]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3897,7 +4001,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{47}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListImagesResponse) GetImages() []*ImageInfo {
@@ -3920,7 +4024,7 @@ type InspectImageRequest struct {
 func (x *InspectImageRequest) Reset() {
 	*x = InspectImageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[48]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[49]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3933,7 +4037,7 @@ func (x *InspectImageRequest) String() string {
 func (*InspectImageRequest) ProtoMessage() {}
 
 func (x *InspectImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[48]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[49]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3946,7 +4050,7 @@ func (x *InspectImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectImageRequest.ProtoReflect.Descriptor instead.
 func (*InspectImageRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{48}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *InspectImageRequest) GetReference() string {
@@ -3969,7 +4073,7 @@ type InspectImageResponse struct {
 func (x *InspectImageResponse) Reset() {
 	*x = InspectImageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[49]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[50]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3982,7 +4086,7 @@ func (x *InspectImageResponse) String() string {
 func (*InspectImageResponse) ProtoMessage() {}
 
 func (x *InspectImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[49]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[50]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3995,7 +4099,7 @@ func (x *InspectImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectImageResponse.ProtoReflect.Descriptor instead.
 func (*InspectImageResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{49}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *InspectImageResponse) GetImage() *ImageInfo {
@@ -4020,7 +4124,7 @@ type TagImageRequest struct {
 func (x *TagImageRequest) Reset() {
 	*x = TagImageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[50]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[51]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4033,7 +4137,7 @@ func (x *TagImageRequest) String() string {
 func (*TagImageRequest) ProtoMessage() {}
 
 func (x *TagImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[50]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[51]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4046,7 +4150,7 @@ func (x *TagImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TagImageRequest.ProtoReflect.Descriptor instead.
 func (*TagImageRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{50}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *TagImageRequest) GetSource() string {
@@ -4078,7 +4182,7 @@ type RemoveImageRequest struct {
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[51]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[52]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4091,7 +4195,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[51]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[52]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4104,7 +4208,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{51}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RemoveImageRequest) GetReference() string {
@@ -4136,7 +4240,7 @@ type RemoveImageResponse struct {
 func (x *RemoveImageResponse) Reset() {
 	*x = RemoveImageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[52]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[53]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4149,7 +4253,7 @@ func (x *RemoveImageResponse) String() string {
 func (*RemoveImageResponse) ProtoMessage() {}
 
 func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[52]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[53]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4162,7 +4266,7 @@ func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
 func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{52}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RemoveImageResponse) GetUntagged() []string {
@@ -4196,7 +4300,7 @@ type PullImageRequest struct {
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[53]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[54]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4209,7 +4313,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[53]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[54]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4222,7 +4326,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{53}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PullImageRequest) GetReference() string {
@@ -4259,7 +4363,7 @@ type PullImageResponse struct {
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[54]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[55]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4272,7 +4376,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[54]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[55]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4285,7 +4389,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{54}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PullImageResponse) GetProgress() *v1.Progress {
@@ -4310,7 +4414,7 @@ type PushImageRequest struct {
 func (x *PushImageRequest) Reset() {
 	*x = PushImageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[55]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[56]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4323,7 +4427,7 @@ func (x *PushImageRequest) String() string {
 func (*PushImageRequest) ProtoMessage() {}
 
 func (x *PushImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[55]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[56]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4336,7 +4440,7 @@ func (x *PushImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushImageRequest.ProtoReflect.Descriptor instead.
 func (*PushImageRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{55}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PushImageRequest) GetReference() string {
@@ -4366,7 +4470,7 @@ type PushImageResponse struct {
 func (x *PushImageResponse) Reset() {
 	*x = PushImageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[56]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[57]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4379,7 +4483,7 @@ func (x *PushImageResponse) String() string {
 func (*PushImageResponse) ProtoMessage() {}
 
 func (x *PushImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[56]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[57]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4392,7 +4496,7 @@ func (x *PushImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushImageResponse.ProtoReflect.Descriptor instead.
 func (*PushImageResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{56}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PushImageResponse) GetProgress() *v1.Progress {
@@ -4417,7 +4521,7 @@ type CheckRegistryAuthRequest struct {
 func (x *CheckRegistryAuthRequest) Reset() {
 	*x = CheckRegistryAuthRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[57]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[58]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4430,7 +4534,7 @@ func (x *CheckRegistryAuthRequest) String() string {
 func (*CheckRegistryAuthRequest) ProtoMessage() {}
 
 func (x *CheckRegistryAuthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[57]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[58]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4443,7 +4547,7 @@ func (x *CheckRegistryAuthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRegistryAuthRequest.ProtoReflect.Descriptor instead.
 func (*CheckRegistryAuthRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{57}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CheckRegistryAuthRequest) GetServer() string {
@@ -4473,7 +4577,7 @@ type CheckRegistryAuthResponse struct {
 func (x *CheckRegistryAuthResponse) Reset() {
 	*x = CheckRegistryAuthResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[58]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[59]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4486,7 +4590,7 @@ func (x *CheckRegistryAuthResponse) String() string {
 func (*CheckRegistryAuthResponse) ProtoMessage() {}
 
 func (x *CheckRegistryAuthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[58]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[59]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4499,7 +4603,7 @@ func (x *CheckRegistryAuthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRegistryAuthResponse.ProtoReflect.Descriptor instead.
 func (*CheckRegistryAuthResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{58}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CheckRegistryAuthResponse) GetStatus() string {
@@ -4552,7 +4656,7 @@ type NetworkInfo struct {
 func (x *NetworkInfo) Reset() {
 	*x = NetworkInfo{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[59]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[60]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4565,7 +4669,7 @@ func (x *NetworkInfo) String() string {
 func (*NetworkInfo) ProtoMessage() {}
 
 func (x *NetworkInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[59]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[60]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4578,7 +4682,7 @@ func (x *NetworkInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInfo.ProtoReflect.Descriptor instead.
 func (*NetworkInfo) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{59}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *NetworkInfo) GetId() string {
@@ -4703,7 +4807,7 @@ type ListNetworksRequest struct {
 func (x *ListNetworksRequest) Reset() {
 	*x = ListNetworksRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[60]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[61]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4716,7 +4820,7 @@ func (x *ListNetworksRequest) String() string {
 func (*ListNetworksRequest) ProtoMessage() {}
 
 func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[60]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[61]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4729,7 +4833,7 @@ func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksRequest.ProtoReflect.Descriptor instead.
 func (*ListNetworksRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{60}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{61}
 }
 
 // ListNetworksResponse carries the networks.
@@ -4745,7 +4849,7 @@ type ListNetworksResponse struct {
 func (x *ListNetworksResponse) Reset() {
 	*x = ListNetworksResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[61]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[62]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4758,7 +4862,7 @@ func (x *ListNetworksResponse) String() string {
 func (*ListNetworksResponse) ProtoMessage() {}
 
 func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[61]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[62]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4771,7 +4875,7 @@ func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksResponse.ProtoReflect.Descriptor instead.
 func (*ListNetworksResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{61}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListNetworksResponse) GetNetworks() []*NetworkInfo {
@@ -4815,7 +4919,7 @@ type CreateNetworkRequest struct {
 func (x *CreateNetworkRequest) Reset() {
 	*x = CreateNetworkRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[62]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[63]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4828,7 +4932,7 @@ func (x *CreateNetworkRequest) String() string {
 func (*CreateNetworkRequest) ProtoMessage() {}
 
 func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[62]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[63]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4841,7 +4945,7 @@ func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetworkRequest.ProtoReflect.Descriptor instead.
 func (*CreateNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{62}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CreateNetworkRequest) GetName() string {
@@ -4934,7 +5038,7 @@ type CreateNetworkResponse struct {
 func (x *CreateNetworkResponse) Reset() {
 	*x = CreateNetworkResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[63]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[64]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4947,7 +5051,7 @@ func (x *CreateNetworkResponse) String() string {
 func (*CreateNetworkResponse) ProtoMessage() {}
 
 func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[63]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[64]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4960,7 +5064,7 @@ func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetworkResponse.ProtoReflect.Descriptor instead.
 func (*CreateNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{63}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CreateNetworkResponse) GetNetwork() *NetworkInfo {
@@ -4983,7 +5087,7 @@ type InspectNetworkRequest struct {
 func (x *InspectNetworkRequest) Reset() {
 	*x = InspectNetworkRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[64]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[65]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4996,7 +5100,7 @@ func (x *InspectNetworkRequest) String() string {
 func (*InspectNetworkRequest) ProtoMessage() {}
 
 func (x *InspectNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[64]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[65]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5009,7 +5113,7 @@ func (x *InspectNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectNetworkRequest.ProtoReflect.Descriptor instead.
 func (*InspectNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{64}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *InspectNetworkRequest) GetName() string {
@@ -5032,7 +5136,7 @@ type InspectNetworkResponse struct {
 func (x *InspectNetworkResponse) Reset() {
 	*x = InspectNetworkResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[65]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[66]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5045,7 +5149,7 @@ func (x *InspectNetworkResponse) String() string {
 func (*InspectNetworkResponse) ProtoMessage() {}
 
 func (x *InspectNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[65]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[66]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5058,7 +5162,7 @@ func (x *InspectNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectNetworkResponse.ProtoReflect.Descriptor instead.
 func (*InspectNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{65}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *InspectNetworkResponse) GetNetwork() *NetworkInfo {
@@ -5081,7 +5185,7 @@ type RemoveNetworkRequest struct {
 func (x *RemoveNetworkRequest) Reset() {
 	*x = RemoveNetworkRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[66]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[67]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5094,7 +5198,7 @@ func (x *RemoveNetworkRequest) String() string {
 func (*RemoveNetworkRequest) ProtoMessage() {}
 
 func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[66]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[67]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5107,7 +5211,7 @@ func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNetworkRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{66}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RemoveNetworkRequest) GetName() string {
@@ -5134,7 +5238,7 @@ type PruneNetworksRequest struct {
 func (x *PruneNetworksRequest) Reset() {
 	*x = PruneNetworksRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[67]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[68]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5147,7 +5251,7 @@ func (x *PruneNetworksRequest) String() string {
 func (*PruneNetworksRequest) ProtoMessage() {}
 
 func (x *PruneNetworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[67]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[68]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5160,7 +5264,7 @@ func (x *PruneNetworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneNetworksRequest.ProtoReflect.Descriptor instead.
 func (*PruneNetworksRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{67}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PruneNetworksRequest) GetLabels() []string {
@@ -5197,7 +5301,7 @@ type PruneNetworksResponse struct {
 func (x *PruneNetworksResponse) Reset() {
 	*x = PruneNetworksResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[68]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[69]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5210,7 +5314,7 @@ func (x *PruneNetworksResponse) String() string {
 func (*PruneNetworksResponse) ProtoMessage() {}
 
 func (x *PruneNetworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[68]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[69]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5223,7 +5327,7 @@ func (x *PruneNetworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneNetworksResponse.ProtoReflect.Descriptor instead.
 func (*PruneNetworksResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{68}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PruneNetworksResponse) GetRemoved() []string {
@@ -5254,7 +5358,7 @@ type ConnectNetworkRequest struct {
 func (x *ConnectNetworkRequest) Reset() {
 	*x = ConnectNetworkRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[69]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[70]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5267,7 +5371,7 @@ func (x *ConnectNetworkRequest) String() string {
 func (*ConnectNetworkRequest) ProtoMessage() {}
 
 func (x *ConnectNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[69]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[70]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5280,7 +5384,7 @@ func (x *ConnectNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ConnectNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{69}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ConnectNetworkRequest) GetNetwork() string {
@@ -5328,7 +5432,7 @@ type ConnectNetworkResponse struct {
 func (x *ConnectNetworkResponse) Reset() {
 	*x = ConnectNetworkResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[70]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[71]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5341,7 +5445,7 @@ func (x *ConnectNetworkResponse) String() string {
 func (*ConnectNetworkResponse) ProtoMessage() {}
 
 func (x *ConnectNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[70]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[71]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5354,7 +5458,7 @@ func (x *ConnectNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectNetworkResponse.ProtoReflect.Descriptor instead.
 func (*ConnectNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{70}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{71}
 }
 
 // DisconnectNetworkRequest names the network and the container to disconnect.
@@ -5374,7 +5478,7 @@ type DisconnectNetworkRequest struct {
 func (x *DisconnectNetworkRequest) Reset() {
 	*x = DisconnectNetworkRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[71]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[72]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5387,7 +5491,7 @@ func (x *DisconnectNetworkRequest) String() string {
 func (*DisconnectNetworkRequest) ProtoMessage() {}
 
 func (x *DisconnectNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[71]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[72]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5400,7 +5504,7 @@ func (x *DisconnectNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectNetworkRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{71}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *DisconnectNetworkRequest) GetNetwork() string {
@@ -5453,7 +5557,7 @@ type VolumeInfo struct {
 func (x *VolumeInfo) Reset() {
 	*x = VolumeInfo{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[72]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[73]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5466,7 +5570,7 @@ func (x *VolumeInfo) String() string {
 func (*VolumeInfo) ProtoMessage() {}
 
 func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[72]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[73]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5479,7 +5583,7 @@ func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeInfo.ProtoReflect.Descriptor instead.
 func (*VolumeInfo) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{72}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *VolumeInfo) GetName() string {
@@ -5555,7 +5659,7 @@ type ListVolumesRequest struct {
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[73]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[74]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5568,7 +5672,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[73]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[74]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5581,7 +5685,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{73}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{74}
 }
 
 // ListVolumesResponse carries the volumes.
@@ -5597,7 +5701,7 @@ type ListVolumesResponse struct {
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[74]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[75]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5610,7 +5714,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[74]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[75]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5623,7 +5727,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{74}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*VolumeInfo {
@@ -5652,7 +5756,7 @@ type CreateVolumeRequest struct {
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[75]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[76]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5665,7 +5769,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[75]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[76]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5678,7 +5782,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{75}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -5722,7 +5826,7 @@ type CreateVolumeResponse struct {
 func (x *CreateVolumeResponse) Reset() {
 	*x = CreateVolumeResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[76]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[77]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5735,7 +5839,7 @@ func (x *CreateVolumeResponse) String() string {
 func (*CreateVolumeResponse) ProtoMessage() {}
 
 func (x *CreateVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[76]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[77]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5748,7 +5852,7 @@ func (x *CreateVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeResponse.ProtoReflect.Descriptor instead.
 func (*CreateVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{76}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CreateVolumeResponse) GetVolume() *VolumeInfo {
@@ -5771,7 +5875,7 @@ type InspectVolumeRequest struct {
 func (x *InspectVolumeRequest) Reset() {
 	*x = InspectVolumeRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[77]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[78]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5784,7 +5888,7 @@ func (x *InspectVolumeRequest) String() string {
 func (*InspectVolumeRequest) ProtoMessage() {}
 
 func (x *InspectVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[77]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[78]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5797,7 +5901,7 @@ func (x *InspectVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectVolumeRequest.ProtoReflect.Descriptor instead.
 func (*InspectVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{77}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *InspectVolumeRequest) GetName() string {
@@ -5820,7 +5924,7 @@ type InspectVolumeResponse struct {
 func (x *InspectVolumeResponse) Reset() {
 	*x = InspectVolumeResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[78]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[79]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5833,7 +5937,7 @@ func (x *InspectVolumeResponse) String() string {
 func (*InspectVolumeResponse) ProtoMessage() {}
 
 func (x *InspectVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[78]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[79]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5846,7 +5950,7 @@ func (x *InspectVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectVolumeResponse.ProtoReflect.Descriptor instead.
 func (*InspectVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{78}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *InspectVolumeResponse) GetVolume() *VolumeInfo {
@@ -5869,7 +5973,7 @@ type RemoveVolumeRequest struct {
 func (x *RemoveVolumeRequest) Reset() {
 	*x = RemoveVolumeRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[79]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[80]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5882,7 +5986,7 @@ func (x *RemoveVolumeRequest) String() string {
 func (*RemoveVolumeRequest) ProtoMessage() {}
 
 func (x *RemoveVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[79]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[80]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5895,7 +5999,7 @@ func (x *RemoveVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVolumeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{79}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *RemoveVolumeRequest) GetName() string {
@@ -5920,7 +6024,7 @@ type PruneVolumesRequest struct {
 func (x *PruneVolumesRequest) Reset() {
 	*x = PruneVolumesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[80]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[81]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5933,7 +6037,7 @@ func (x *PruneVolumesRequest) String() string {
 func (*PruneVolumesRequest) ProtoMessage() {}
 
 func (x *PruneVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[80]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[81]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5946,7 +6050,7 @@ func (x *PruneVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneVolumesRequest.ProtoReflect.Descriptor instead.
 func (*PruneVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{80}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PruneVolumesRequest) GetAll() bool {
@@ -5978,7 +6082,7 @@ type PruneVolumesResponse struct {
 func (x *PruneVolumesResponse) Reset() {
 	*x = PruneVolumesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[81]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[82]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5991,7 +6095,7 @@ func (x *PruneVolumesResponse) String() string {
 func (*PruneVolumesResponse) ProtoMessage() {}
 
 func (x *PruneVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[81]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[82]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6004,7 +6108,7 @@ func (x *PruneVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneVolumesResponse.ProtoReflect.Descriptor instead.
 func (*PruneVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{81}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *PruneVolumesResponse) GetDeleted() []string {
@@ -6046,7 +6150,7 @@ type SubscribeEventsRequest struct {
 func (x *SubscribeEventsRequest) Reset() {
 	*x = SubscribeEventsRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[82]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[83]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6059,7 +6163,7 @@ func (x *SubscribeEventsRequest) String() string {
 func (*SubscribeEventsRequest) ProtoMessage() {}
 
 func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[82]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[83]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6072,7 +6176,7 @@ func (x *SubscribeEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{82}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SubscribeEventsRequest) GetSince() *timestamppb.Timestamp {
@@ -6116,7 +6220,7 @@ type SubscribeEventsResponse struct {
 func (x *SubscribeEventsResponse) Reset() {
 	*x = SubscribeEventsResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[83]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[84]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6129,7 +6233,7 @@ func (x *SubscribeEventsResponse) String() string {
 func (*SubscribeEventsResponse) ProtoMessage() {}
 
 func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[83]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[84]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6142,7 +6246,7 @@ func (x *SubscribeEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{83}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *SubscribeEventsResponse) GetEvent() *Event {
@@ -6180,7 +6284,7 @@ type Event struct {
 func (x *Event) Reset() {
 	*x = Event{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[84]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[85]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6193,7 +6297,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[84]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[85]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6206,7 +6310,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{84}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *Event) GetType() string {
@@ -6266,7 +6370,7 @@ type RenameContainerRequest struct {
 func (x *RenameContainerRequest) Reset() {
 	*x = RenameContainerRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[85]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[86]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6279,7 +6383,7 @@ func (x *RenameContainerRequest) String() string {
 func (*RenameContainerRequest) ProtoMessage() {}
 
 func (x *RenameContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[85]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[86]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6292,7 +6396,7 @@ func (x *RenameContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameContainerRequest.ProtoReflect.Descriptor instead.
 func (*RenameContainerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{85}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *RenameContainerRequest) GetId() string {
@@ -6331,7 +6435,7 @@ type CommitContainerRequest struct {
 func (x *CommitContainerRequest) Reset() {
 	*x = CommitContainerRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[86]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[87]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6344,7 +6448,7 @@ func (x *CommitContainerRequest) String() string {
 func (*CommitContainerRequest) ProtoMessage() {}
 
 func (x *CommitContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[86]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[87]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6357,7 +6461,7 @@ func (x *CommitContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitContainerRequest.ProtoReflect.Descriptor instead.
 func (*CommitContainerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{86}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *CommitContainerRequest) GetContainer() string {
@@ -6408,7 +6512,7 @@ type CommitContainerResponse struct {
 func (x *CommitContainerResponse) Reset() {
 	*x = CommitContainerResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[87]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[88]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6421,7 +6525,7 @@ func (x *CommitContainerResponse) String() string {
 func (*CommitContainerResponse) ProtoMessage() {}
 
 func (x *CommitContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[87]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[88]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6434,7 +6538,7 @@ func (x *CommitContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitContainerResponse.ProtoReflect.Descriptor instead.
 func (*CommitContainerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{87}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *CommitContainerResponse) GetId() string {
@@ -6457,7 +6561,7 @@ type DiffContainerRequest struct {
 func (x *DiffContainerRequest) Reset() {
 	*x = DiffContainerRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[88]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[89]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6470,7 +6574,7 @@ func (x *DiffContainerRequest) String() string {
 func (*DiffContainerRequest) ProtoMessage() {}
 
 func (x *DiffContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[88]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[89]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6483,7 +6587,7 @@ func (x *DiffContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffContainerRequest.ProtoReflect.Descriptor instead.
 func (*DiffContainerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{88}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *DiffContainerRequest) GetId() string {
@@ -6506,7 +6610,7 @@ type DiffContainerResponse struct {
 func (x *DiffContainerResponse) Reset() {
 	*x = DiffContainerResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[89]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[90]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6519,7 +6623,7 @@ func (x *DiffContainerResponse) String() string {
 func (*DiffContainerResponse) ProtoMessage() {}
 
 func (x *DiffContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[89]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[90]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6532,7 +6636,7 @@ func (x *DiffContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffContainerResponse.ProtoReflect.Descriptor instead.
 func (*DiffContainerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{89}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *DiffContainerResponse) GetChanges() []*v1.FileChange {
@@ -6552,7 +6656,7 @@ type PruneContainersRequest struct {
 func (x *PruneContainersRequest) Reset() {
 	*x = PruneContainersRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[90]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[91]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6565,7 +6669,7 @@ func (x *PruneContainersRequest) String() string {
 func (*PruneContainersRequest) ProtoMessage() {}
 
 func (x *PruneContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[90]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[91]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6578,7 +6682,7 @@ func (x *PruneContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneContainersRequest.ProtoReflect.Descriptor instead.
 func (*PruneContainersRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{90}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{91}
 }
 
 // PruneContainersResponse says what was removed.
@@ -6596,7 +6700,7 @@ type PruneContainersResponse struct {
 func (x *PruneContainersResponse) Reset() {
 	*x = PruneContainersResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[91]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[92]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6609,7 +6713,7 @@ func (x *PruneContainersResponse) String() string {
 func (*PruneContainersResponse) ProtoMessage() {}
 
 func (x *PruneContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[91]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[92]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6622,7 +6726,7 @@ func (x *PruneContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneContainersResponse.ProtoReflect.Descriptor instead.
 func (*PruneContainersResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{91}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *PruneContainersResponse) GetContainersDeleted() []string {
@@ -6654,7 +6758,7 @@ type UpdateContainerRestartPolicyRequest struct {
 func (x *UpdateContainerRestartPolicyRequest) Reset() {
 	*x = UpdateContainerRestartPolicyRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[92]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[93]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6667,7 +6771,7 @@ func (x *UpdateContainerRestartPolicyRequest) String() string {
 func (*UpdateContainerRestartPolicyRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRestartPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[92]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[93]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6680,7 +6784,7 @@ func (x *UpdateContainerRestartPolicyRequest) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use UpdateContainerRestartPolicyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRestartPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{92}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *UpdateContainerRestartPolicyRequest) GetId() string {
@@ -6713,7 +6817,7 @@ type PruneSystemRequest struct {
 func (x *PruneSystemRequest) Reset() {
 	*x = PruneSystemRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[93]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[94]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6726,7 +6830,7 @@ func (x *PruneSystemRequest) String() string {
 func (*PruneSystemRequest) ProtoMessage() {}
 
 func (x *PruneSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[93]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[94]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6739,7 +6843,7 @@ func (x *PruneSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneSystemRequest.ProtoReflect.Descriptor instead.
 func (*PruneSystemRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{93}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *PruneSystemRequest) GetAll() bool {
@@ -6780,7 +6884,7 @@ type PruneSystemResponse struct {
 func (x *PruneSystemResponse) Reset() {
 	*x = PruneSystemResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[94]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[95]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6793,7 +6897,7 @@ func (x *PruneSystemResponse) String() string {
 func (*PruneSystemResponse) ProtoMessage() {}
 
 func (x *PruneSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[94]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[95]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6806,7 +6910,7 @@ func (x *PruneSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneSystemResponse.ProtoReflect.Descriptor instead.
 func (*PruneSystemResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{94}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *PruneSystemResponse) GetContainersDeleted() []string {
@@ -6872,7 +6976,7 @@ type DiskUsageSummary struct {
 func (x *DiskUsageSummary) Reset() {
 	*x = DiskUsageSummary{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[95]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[96]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6885,7 +6989,7 @@ func (x *DiskUsageSummary) String() string {
 func (*DiskUsageSummary) ProtoMessage() {}
 
 func (x *DiskUsageSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[95]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[96]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6898,7 +7002,7 @@ func (x *DiskUsageSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskUsageSummary.ProtoReflect.Descriptor instead.
 func (*DiskUsageSummary) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{95}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *DiskUsageSummary) GetType() string {
@@ -6959,7 +7063,7 @@ type ImageUsage struct {
 func (x *ImageUsage) Reset() {
 	*x = ImageUsage{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[96]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[97]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -6972,7 +7076,7 @@ func (x *ImageUsage) String() string {
 func (*ImageUsage) ProtoMessage() {}
 
 func (x *ImageUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[96]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[97]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6985,7 +7089,7 @@ func (x *ImageUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageUsage.ProtoReflect.Descriptor instead.
 func (*ImageUsage) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{96}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *ImageUsage) GetId() string {
@@ -7053,7 +7157,7 @@ type ContainerUsage struct {
 func (x *ContainerUsage) Reset() {
 	*x = ContainerUsage{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[97]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[98]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7066,7 +7170,7 @@ func (x *ContainerUsage) String() string {
 func (*ContainerUsage) ProtoMessage() {}
 
 func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[97]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[98]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7079,7 +7183,7 @@ func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerUsage.ProtoReflect.Descriptor instead.
 func (*ContainerUsage) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{97}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *ContainerUsage) GetId() string {
@@ -7141,7 +7245,7 @@ type VolumeUsage struct {
 func (x *VolumeUsage) Reset() {
 	*x = VolumeUsage{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[98]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[99]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7154,7 +7258,7 @@ func (x *VolumeUsage) String() string {
 func (*VolumeUsage) ProtoMessage() {}
 
 func (x *VolumeUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[98]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[99]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7167,7 +7271,7 @@ func (x *VolumeUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeUsage.ProtoReflect.Descriptor instead.
 func (*VolumeUsage) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{98}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *VolumeUsage) GetName() string {
@@ -7201,7 +7305,7 @@ type GetDiskUsageRequest struct {
 func (x *GetDiskUsageRequest) Reset() {
 	*x = GetDiskUsageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[99]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[100]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7214,7 +7318,7 @@ func (x *GetDiskUsageRequest) String() string {
 func (*GetDiskUsageRequest) ProtoMessage() {}
 
 func (x *GetDiskUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[99]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[100]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7227,7 +7331,7 @@ func (x *GetDiskUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDiskUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetDiskUsageRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{99}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{100}
 }
 
 // GetDiskUsageResponse is `system df`: a summary, then each object.
@@ -7251,7 +7355,7 @@ type GetDiskUsageResponse struct {
 func (x *GetDiskUsageResponse) Reset() {
 	*x = GetDiskUsageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[100]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[101]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7264,7 +7368,7 @@ func (x *GetDiskUsageResponse) String() string {
 func (*GetDiskUsageResponse) ProtoMessage() {}
 
 func (x *GetDiskUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[100]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[101]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7277,7 +7381,7 @@ func (x *GetDiskUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDiskUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetDiskUsageResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{100}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *GetDiskUsageResponse) GetSummary() []*DiskUsageSummary {
@@ -7340,7 +7444,7 @@ type CreateExecRequest struct {
 func (x *CreateExecRequest) Reset() {
 	*x = CreateExecRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[101]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[102]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7353,7 +7457,7 @@ func (x *CreateExecRequest) String() string {
 func (*CreateExecRequest) ProtoMessage() {}
 
 func (x *CreateExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[101]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[102]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7366,7 +7470,7 @@ func (x *CreateExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateExecRequest.ProtoReflect.Descriptor instead.
 func (*CreateExecRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{101}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *CreateExecRequest) GetContainer() string {
@@ -7431,7 +7535,7 @@ type CreateExecResponse struct {
 func (x *CreateExecResponse) Reset() {
 	*x = CreateExecResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[102]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[103]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7444,7 +7548,7 @@ func (x *CreateExecResponse) String() string {
 func (*CreateExecResponse) ProtoMessage() {}
 
 func (x *CreateExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[102]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[103]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7457,7 +7561,7 @@ func (x *CreateExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateExecResponse.ProtoReflect.Descriptor instead.
 func (*CreateExecResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{102}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *CreateExecResponse) GetId() string {
@@ -7480,7 +7584,7 @@ type InspectExecRequest struct {
 func (x *InspectExecRequest) Reset() {
 	*x = InspectExecRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[103]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[104]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7493,7 +7597,7 @@ func (x *InspectExecRequest) String() string {
 func (*InspectExecRequest) ProtoMessage() {}
 
 func (x *InspectExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[103]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[104]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7506,7 +7610,7 @@ func (x *InspectExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectExecRequest.ProtoReflect.Descriptor instead.
 func (*InspectExecRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{103}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *InspectExecRequest) GetId() string {
@@ -7529,7 +7633,7 @@ type InspectExecResponse struct {
 func (x *InspectExecResponse) Reset() {
 	*x = InspectExecResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[104]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[105]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7542,7 +7646,7 @@ func (x *InspectExecResponse) String() string {
 func (*InspectExecResponse) ProtoMessage() {}
 
 func (x *InspectExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[104]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[105]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7555,7 +7659,7 @@ func (x *InspectExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectExecResponse.ProtoReflect.Descriptor instead.
 func (*InspectExecResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{104}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *InspectExecResponse) GetExec() *ExecInfo {
@@ -7582,7 +7686,7 @@ type ExecStartParams struct {
 func (x *ExecStartParams) Reset() {
 	*x = ExecStartParams{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[105]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[106]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7595,7 +7699,7 @@ func (x *ExecStartParams) String() string {
 func (*ExecStartParams) ProtoMessage() {}
 
 func (x *ExecStartParams) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[105]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[106]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7608,7 +7712,7 @@ func (x *ExecStartParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStartParams.ProtoReflect.Descriptor instead.
 func (*ExecStartParams) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{105}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *ExecStartParams) GetExecId() string {
@@ -7652,7 +7756,7 @@ type StartExecRequest struct {
 func (x *StartExecRequest) Reset() {
 	*x = StartExecRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[106]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[107]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7665,7 +7769,7 @@ func (x *StartExecRequest) String() string {
 func (*StartExecRequest) ProtoMessage() {}
 
 func (x *StartExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[106]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[107]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7678,7 +7782,7 @@ func (x *StartExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartExecRequest.ProtoReflect.Descriptor instead.
 func (*StartExecRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{106}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{107}
 }
 
 func (m *StartExecRequest) GetMsg() isStartExecRequest_Msg {
@@ -7766,7 +7870,7 @@ type StartExecResponse struct {
 func (x *StartExecResponse) Reset() {
 	*x = StartExecResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[107]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[108]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7779,7 +7883,7 @@ func (x *StartExecResponse) String() string {
 func (*StartExecResponse) ProtoMessage() {}
 
 func (x *StartExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[107]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[108]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7792,7 +7896,7 @@ func (x *StartExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartExecResponse.ProtoReflect.Descriptor instead.
 func (*StartExecResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{107}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{108}
 }
 
 func (m *StartExecResponse) GetMsg() isStartExecResponse_Msg {
@@ -7867,7 +7971,7 @@ type ExecInfo struct {
 func (x *ExecInfo) Reset() {
 	*x = ExecInfo{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[108]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[109]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -7880,7 +7984,7 @@ func (x *ExecInfo) String() string {
 func (*ExecInfo) ProtoMessage() {}
 
 func (x *ExecInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[108]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[109]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7893,7 +7997,7 @@ func (x *ExecInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecInfo.ProtoReflect.Descriptor instead.
 func (*ExecInfo) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{108}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *ExecInfo) GetId() string {
@@ -7993,7 +8097,7 @@ type AttachParams struct {
 func (x *AttachParams) Reset() {
 	*x = AttachParams{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[109]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[110]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8006,7 +8110,7 @@ func (x *AttachParams) String() string {
 func (*AttachParams) ProtoMessage() {}
 
 func (x *AttachParams) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[109]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[110]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8019,7 +8123,7 @@ func (x *AttachParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachParams.ProtoReflect.Descriptor instead.
 func (*AttachParams) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{109}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *AttachParams) GetContainer() string {
@@ -8070,7 +8174,7 @@ type AttachContainerRequest struct {
 func (x *AttachContainerRequest) Reset() {
 	*x = AttachContainerRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[110]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[111]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8083,7 +8187,7 @@ func (x *AttachContainerRequest) String() string {
 func (*AttachContainerRequest) ProtoMessage() {}
 
 func (x *AttachContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[110]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[111]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8096,7 +8200,7 @@ func (x *AttachContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachContainerRequest.ProtoReflect.Descriptor instead.
 func (*AttachContainerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{110}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{111}
 }
 
 func (m *AttachContainerRequest) GetMsg() isAttachContainerRequest_Msg {
@@ -8185,7 +8289,7 @@ type AttachContainerResponse struct {
 func (x *AttachContainerResponse) Reset() {
 	*x = AttachContainerResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[111]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[112]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8198,7 +8302,7 @@ func (x *AttachContainerResponse) String() string {
 func (*AttachContainerResponse) ProtoMessage() {}
 
 func (x *AttachContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[111]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[112]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8211,7 +8315,7 @@ func (x *AttachContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachContainerResponse.ProtoReflect.Descriptor instead.
 func (*AttachContainerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{111}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{112}
 }
 
 func (m *AttachContainerResponse) GetMsg() isAttachContainerResponse_Msg {
@@ -8281,7 +8385,7 @@ type PauseContainerRequest struct {
 func (x *PauseContainerRequest) Reset() {
 	*x = PauseContainerRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[112]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[113]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8294,7 +8398,7 @@ func (x *PauseContainerRequest) String() string {
 func (*PauseContainerRequest) ProtoMessage() {}
 
 func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[112]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[113]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8307,7 +8411,7 @@ func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseContainerRequest.ProtoReflect.Descriptor instead.
 func (*PauseContainerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{112}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *PauseContainerRequest) GetId() string {
@@ -8327,7 +8431,7 @@ type PauseContainerResponse struct {
 func (x *PauseContainerResponse) Reset() {
 	*x = PauseContainerResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[113]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[114]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8340,7 +8444,7 @@ func (x *PauseContainerResponse) String() string {
 func (*PauseContainerResponse) ProtoMessage() {}
 
 func (x *PauseContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[113]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[114]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8353,7 +8457,7 @@ func (x *PauseContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseContainerResponse.ProtoReflect.Descriptor instead.
 func (*PauseContainerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{113}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{114}
 }
 
 // UnpauseContainerRequest names the container to unpause.
@@ -8369,7 +8473,7 @@ type UnpauseContainerRequest struct {
 func (x *UnpauseContainerRequest) Reset() {
 	*x = UnpauseContainerRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[114]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[115]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8382,7 +8486,7 @@ func (x *UnpauseContainerRequest) String() string {
 func (*UnpauseContainerRequest) ProtoMessage() {}
 
 func (x *UnpauseContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[114]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[115]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8395,7 +8499,7 @@ func (x *UnpauseContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpauseContainerRequest.ProtoReflect.Descriptor instead.
 func (*UnpauseContainerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{114}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *UnpauseContainerRequest) GetId() string {
@@ -8415,7 +8519,7 @@ type UnpauseContainerResponse struct {
 func (x *UnpauseContainerResponse) Reset() {
 	*x = UnpauseContainerResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[115]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[116]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8428,7 +8532,7 @@ func (x *UnpauseContainerResponse) String() string {
 func (*UnpauseContainerResponse) ProtoMessage() {}
 
 func (x *UnpauseContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[115]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[116]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8441,7 +8545,7 @@ func (x *UnpauseContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpauseContainerResponse.ProtoReflect.Descriptor instead.
 func (*UnpauseContainerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{115}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{116}
 }
 
 // ListContainerProcessesRequest names the container and the ps options.
@@ -8459,7 +8563,7 @@ type ListContainerProcessesRequest struct {
 func (x *ListContainerProcessesRequest) Reset() {
 	*x = ListContainerProcessesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[116]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[117]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8472,7 +8576,7 @@ func (x *ListContainerProcessesRequest) String() string {
 func (*ListContainerProcessesRequest) ProtoMessage() {}
 
 func (x *ListContainerProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[116]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[117]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8485,7 +8589,7 @@ func (x *ListContainerProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainerProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListContainerProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{116}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *ListContainerProcessesRequest) GetId() string {
@@ -8517,7 +8621,7 @@ type ListContainerProcessesResponse struct {
 func (x *ListContainerProcessesResponse) Reset() {
 	*x = ListContainerProcessesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[117]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[118]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8530,7 +8634,7 @@ func (x *ListContainerProcessesResponse) String() string {
 func (*ListContainerProcessesResponse) ProtoMessage() {}
 
 func (x *ListContainerProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[117]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[118]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8543,7 +8647,7 @@ func (x *ListContainerProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainerProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListContainerProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{117}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *ListContainerProcessesResponse) GetTitles() []string {
@@ -8575,7 +8679,7 @@ type GetContainerStatsRequest struct {
 func (x *GetContainerStatsRequest) Reset() {
 	*x = GetContainerStatsRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[118]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[119]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8588,7 +8692,7 @@ func (x *GetContainerStatsRequest) String() string {
 func (*GetContainerStatsRequest) ProtoMessage() {}
 
 func (x *GetContainerStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[118]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[119]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8601,7 +8705,7 @@ func (x *GetContainerStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetContainerStatsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{118}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *GetContainerStatsRequest) GetId() string {
@@ -8657,7 +8761,7 @@ type GetContainerStatsResponse struct {
 func (x *GetContainerStatsResponse) Reset() {
 	*x = GetContainerStatsResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[119]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[120]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8670,7 +8774,7 @@ func (x *GetContainerStatsResponse) String() string {
 func (*GetContainerStatsResponse) ProtoMessage() {}
 
 func (x *GetContainerStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[119]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[120]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8683,7 +8787,7 @@ func (x *GetContainerStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetContainerStatsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{119}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *GetContainerStatsResponse) GetId() string {
@@ -8806,7 +8910,7 @@ type UpdateContainerResourcesRequest struct {
 func (x *UpdateContainerResourcesRequest) Reset() {
 	*x = UpdateContainerResourcesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[120]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[121]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8819,7 +8923,7 @@ func (x *UpdateContainerResourcesRequest) String() string {
 func (*UpdateContainerResourcesRequest) ProtoMessage() {}
 
 func (x *UpdateContainerResourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[120]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[121]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8832,7 +8936,7 @@ func (x *UpdateContainerResourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerResourcesRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerResourcesRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{120}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *UpdateContainerResourcesRequest) GetId() string {
@@ -8885,7 +8989,7 @@ type CopyFromContainerRequest struct {
 func (x *CopyFromContainerRequest) Reset() {
 	*x = CopyFromContainerRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[121]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[122]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8898,7 +9002,7 @@ func (x *CopyFromContainerRequest) String() string {
 func (*CopyFromContainerRequest) ProtoMessage() {}
 
 func (x *CopyFromContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[121]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[122]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8911,7 +9015,7 @@ func (x *CopyFromContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFromContainerRequest.ProtoReflect.Descriptor instead.
 func (*CopyFromContainerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{121}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *CopyFromContainerRequest) GetId() string {
@@ -8941,7 +9045,7 @@ type CopyFromContainerResponse struct {
 func (x *CopyFromContainerResponse) Reset() {
 	*x = CopyFromContainerResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[122]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[123]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -8954,7 +9058,7 @@ func (x *CopyFromContainerResponse) String() string {
 func (*CopyFromContainerResponse) ProtoMessage() {}
 
 func (x *CopyFromContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[122]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[123]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8967,7 +9071,7 @@ func (x *CopyFromContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFromContainerResponse.ProtoReflect.Descriptor instead.
 func (*CopyFromContainerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{122}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *CopyFromContainerResponse) GetData() []byte {
@@ -8992,7 +9096,7 @@ type CopyToContainerHeader struct {
 func (x *CopyToContainerHeader) Reset() {
 	*x = CopyToContainerHeader{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[123]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[124]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -9005,7 +9109,7 @@ func (x *CopyToContainerHeader) String() string {
 func (*CopyToContainerHeader) ProtoMessage() {}
 
 func (x *CopyToContainerHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[123]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[124]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9018,7 +9122,7 @@ func (x *CopyToContainerHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyToContainerHeader.ProtoReflect.Descriptor instead.
 func (*CopyToContainerHeader) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{123}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *CopyToContainerHeader) GetId() string {
@@ -9053,7 +9157,7 @@ type CopyToContainerRequest struct {
 func (x *CopyToContainerRequest) Reset() {
 	*x = CopyToContainerRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[124]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[125]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -9066,7 +9170,7 @@ func (x *CopyToContainerRequest) String() string {
 func (*CopyToContainerRequest) ProtoMessage() {}
 
 func (x *CopyToContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[124]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[125]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9079,7 +9183,7 @@ func (x *CopyToContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyToContainerRequest.ProtoReflect.Descriptor instead.
 func (*CopyToContainerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{124}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{125}
 }
 
 func (m *CopyToContainerRequest) GetMsg() isCopyToContainerRequest_Msg {
@@ -9131,7 +9235,7 @@ type CopyToContainerResponse struct {
 func (x *CopyToContainerResponse) Reset() {
 	*x = CopyToContainerResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[125]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[126]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -9144,7 +9248,7 @@ func (x *CopyToContainerResponse) String() string {
 func (*CopyToContainerResponse) ProtoMessage() {}
 
 func (x *CopyToContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[125]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[126]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9157,7 +9261,7 @@ func (x *CopyToContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyToContainerResponse.ProtoReflect.Descriptor instead.
 func (*CopyToContainerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{125}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{126}
 }
 
 // ExportContainerRequest names the container to export.
@@ -9173,7 +9277,7 @@ type ExportContainerRequest struct {
 func (x *ExportContainerRequest) Reset() {
 	*x = ExportContainerRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[126]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[127]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -9186,7 +9290,7 @@ func (x *ExportContainerRequest) String() string {
 func (*ExportContainerRequest) ProtoMessage() {}
 
 func (x *ExportContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[126]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[127]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9199,7 +9303,7 @@ func (x *ExportContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportContainerRequest.ProtoReflect.Descriptor instead.
 func (*ExportContainerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{126}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *ExportContainerRequest) GetId() string {
@@ -9222,7 +9326,7 @@ type ExportContainerResponse struct {
 func (x *ExportContainerResponse) Reset() {
 	*x = ExportContainerResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[127]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[128]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -9235,7 +9339,7 @@ func (x *ExportContainerResponse) String() string {
 func (*ExportContainerResponse) ProtoMessage() {}
 
 func (x *ExportContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[127]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[128]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9248,7 +9352,7 @@ func (x *ExportContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportContainerResponse.ProtoReflect.Descriptor instead.
 func (*ExportContainerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{127}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *ExportContainerResponse) GetData() []byte {
@@ -9276,7 +9380,7 @@ type BuildImageRequest struct {
 func (x *BuildImageRequest) Reset() {
 	*x = BuildImageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[128]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[129]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -9289,7 +9393,7 @@ func (x *BuildImageRequest) String() string {
 func (*BuildImageRequest) ProtoMessage() {}
 
 func (x *BuildImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[128]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[129]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9302,7 +9406,7 @@ func (x *BuildImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildImageRequest.ProtoReflect.Descriptor instead.
 func (*BuildImageRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{128}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{129}
 }
 
 func (m *BuildImageRequest) GetPart() isBuildImageRequest_Part {
@@ -9357,7 +9461,7 @@ type BuildImageResponse struct {
 func (x *BuildImageResponse) Reset() {
 	*x = BuildImageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[129]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[130]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -9370,7 +9474,7 @@ func (x *BuildImageResponse) String() string {
 func (*BuildImageResponse) ProtoMessage() {}
 
 func (x *BuildImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[129]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[130]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9383,7 +9487,7 @@ func (x *BuildImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildImageResponse.ProtoReflect.Descriptor instead.
 func (*BuildImageResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{129}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *BuildImageResponse) GetEvent() *v1.BuildEvent {
@@ -9406,7 +9510,7 @@ type PruneBuildCacheRequest struct {
 func (x *PruneBuildCacheRequest) Reset() {
 	*x = PruneBuildCacheRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[130]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[131]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -9419,7 +9523,7 @@ func (x *PruneBuildCacheRequest) String() string {
 func (*PruneBuildCacheRequest) ProtoMessage() {}
 
 func (x *PruneBuildCacheRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[130]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[131]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9432,7 +9536,7 @@ func (x *PruneBuildCacheRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneBuildCacheRequest.ProtoReflect.Descriptor instead.
 func (*PruneBuildCacheRequest) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{130}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *PruneBuildCacheRequest) GetAll() bool {
@@ -9457,7 +9561,7 @@ type PruneBuildCacheResponse struct {
 func (x *PruneBuildCacheResponse) Reset() {
 	*x = PruneBuildCacheResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_berth_engine_v1_engine_proto_msgTypes[131]
+		mi := &file_berth_engine_v1_engine_proto_msgTypes[132]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -9470,7 +9574,7 @@ func (x *PruneBuildCacheResponse) String() string {
 func (*PruneBuildCacheResponse) ProtoMessage() {}
 
 func (x *PruneBuildCacheResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_engine_v1_engine_proto_msgTypes[131]
+	mi := &file_berth_engine_v1_engine_proto_msgTypes[132]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9483,7 +9587,7 @@ func (x *PruneBuildCacheResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneBuildCacheResponse.ProtoReflect.Descriptor instead.
 func (*PruneBuildCacheResponse) Descriptor() ([]byte, []int) {
-	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{131}
+	return file_berth_engine_v1_engine_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *PruneBuildCacheResponse) GetDeleted() []string {
@@ -9535,8 +9639,8 @@ var file_berth_engine_v1_engine_proto_rawDesc = []byte{
 	0x0e, 0x6b, 0x65, 0x72, 0x6e, 0x65, 0x6c, 0x5f, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x18,
 	0x05, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0d, 0x6b, 0x65, 0x72, 0x6e, 0x65, 0x6c, 0x56, 0x65, 0x72,
 	0x73, 0x69, 0x6f, 0x6e, 0x12, 0x18, 0x0a, 0x07, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x18,
-	0x06, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x22, 0xc2,
-	0x10, 0x0a, 0x0f, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x43, 0x6f, 0x6e, 0x66,
+	0x06, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x22, 0xcb,
+	0x11, 0x0a, 0x0f, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x43, 0x6f, 0x6e, 0x66,
 	0x69, 0x67, 0x12, 0x14, 0x0a, 0x05, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28,
 	0x09, 0x52, 0x05, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x12, 0x12, 0x0a, 0x04, 0x6e, 0x61, 0x6d, 0x65,
 	0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x12, 0x10, 0x0a, 0x03,
@@ -9603,433 +9707,448 @@ var file_berth_engine_v1_engine_proto_rawDesc = []byte{
 	0x5f, 0x73, 0x74, 0x64, 0x69, 0x6e, 0x18, 0x3d, 0x20, 0x01, 0x28, 0x08, 0x52, 0x09, 0x6f, 0x70,
 	0x65, 0x6e, 0x53, 0x74, 0x64, 0x69, 0x6e, 0x12, 0x1d, 0x0a, 0x0a, 0x73, 0x74, 0x64, 0x69, 0x6e,
 	0x5f, 0x6f, 0x6e, 0x63, 0x65, 0x18, 0x3e, 0x20, 0x01, 0x28, 0x08, 0x52, 0x09, 0x73, 0x74, 0x64,
-	0x69, 0x6e, 0x4f, 0x6e, 0x63, 0x65, 0x12, 0x1e, 0x0a, 0x0a, 0x70, 0x72, 0x69, 0x76, 0x69, 0x6c,
-	0x65, 0x67, 0x65, 0x64, 0x18, 0x46, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0a, 0x70, 0x72, 0x69, 0x76,
-	0x69, 0x6c, 0x65, 0x67, 0x65, 0x64, 0x12, 0x17, 0x0a, 0x07, 0x63, 0x61, 0x70, 0x5f, 0x61, 0x64,
-	0x64, 0x18, 0x47, 0x20, 0x03, 0x28, 0x09, 0x52, 0x06, 0x63, 0x61, 0x70, 0x41, 0x64, 0x64, 0x12,
-	0x19, 0x0a, 0x08, 0x63, 0x61, 0x70, 0x5f, 0x64, 0x72, 0x6f, 0x70, 0x18, 0x48, 0x20, 0x03, 0x28,
-	0x09, 0x52, 0x07, 0x63, 0x61, 0x70, 0x44, 0x72, 0x6f, 0x70, 0x12, 0x37, 0x0a, 0x07, 0x64, 0x65,
-	0x76, 0x69, 0x63, 0x65, 0x73, 0x18, 0x49, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x1d, 0x2e, 0x62, 0x65,
-	0x72, 0x74, 0x68, 0x2e, 0x74, 0x79, 0x70, 0x65, 0x73, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x76,
-	0x69, 0x63, 0x65, 0x4d, 0x61, 0x70, 0x70, 0x69, 0x6e, 0x67, 0x52, 0x07, 0x64, 0x65, 0x76, 0x69,
-	0x63, 0x65, 0x73, 0x12, 0x2e, 0x0a, 0x13, 0x64, 0x65, 0x76, 0x69, 0x63, 0x65, 0x5f, 0x63, 0x67,
-	0x72, 0x6f, 0x75, 0x70, 0x5f, 0x72, 0x75, 0x6c, 0x65, 0x73, 0x18, 0x4a, 0x20, 0x03, 0x28, 0x09,
-	0x52, 0x11, 0x64, 0x65, 0x76, 0x69, 0x63, 0x65, 0x43, 0x67, 0x72, 0x6f, 0x75, 0x70, 0x52, 0x75,
-	0x6c, 0x65, 0x73, 0x12, 0x47, 0x0a, 0x07, 0x73, 0x79, 0x73, 0x63, 0x74, 0x6c, 0x73, 0x18, 0x4b,
-	0x20, 0x03, 0x28, 0x0b, 0x32, 0x2d, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67,
-	0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
-	0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x2e, 0x53, 0x79, 0x73, 0x63, 0x74, 0x6c, 0x73, 0x45, 0x6e,
-	0x74, 0x72, 0x79, 0x52, 0x07, 0x73, 0x79, 0x73, 0x63, 0x74, 0x6c, 0x73, 0x12, 0x30, 0x0a, 0x07,
-	0x75, 0x6c, 0x69, 0x6d, 0x69, 0x74, 0x73, 0x18, 0x4c, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x16, 0x2e,
-	0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x74, 0x79, 0x70, 0x65, 0x73, 0x2e, 0x76, 0x31, 0x2e, 0x55,
-	0x6c, 0x69, 0x6d, 0x69, 0x74, 0x52, 0x07, 0x75, 0x6c, 0x69, 0x6d, 0x69, 0x74, 0x73, 0x12, 0x1b,
-	0x0a, 0x09, 0x67, 0x72, 0x6f, 0x75, 0x70, 0x5f, 0x61, 0x64, 0x64, 0x18, 0x4d, 0x20, 0x03, 0x28,
-	0x09, 0x52, 0x08, 0x67, 0x72, 0x6f, 0x75, 0x70, 0x41, 0x64, 0x64, 0x12, 0x19, 0x0a, 0x08, 0x70,
-	0x69, 0x64, 0x5f, 0x6d, 0x6f, 0x64, 0x65, 0x18, 0x4e, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x70,
-	0x69, 0x64, 0x4d, 0x6f, 0x64, 0x65, 0x12, 0x19, 0x0a, 0x08, 0x69, 0x70, 0x63, 0x5f, 0x6d, 0x6f,
-	0x64, 0x65, 0x18, 0x4f, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x69, 0x70, 0x63, 0x4d, 0x6f, 0x64,
-	0x65, 0x12, 0x19, 0x0a, 0x08, 0x75, 0x74, 0x73, 0x5f, 0x6d, 0x6f, 0x64, 0x65, 0x18, 0x50, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x07, 0x75, 0x74, 0x73, 0x4d, 0x6f, 0x64, 0x65, 0x12, 0x1f, 0x0a, 0x0b,
-	0x63, 0x70, 0x75, 0x73, 0x65, 0x74, 0x5f, 0x63, 0x70, 0x75, 0x73, 0x18, 0x51, 0x20, 0x01, 0x28,
-	0x09, 0x52, 0x0a, 0x63, 0x70, 0x75, 0x73, 0x65, 0x74, 0x43, 0x70, 0x75, 0x73, 0x12, 0x1f, 0x0a,
-	0x0b, 0x63, 0x70, 0x75, 0x73, 0x65, 0x74, 0x5f, 0x6d, 0x65, 0x6d, 0x73, 0x18, 0x52, 0x20, 0x01,
-	0x28, 0x09, 0x52, 0x0a, 0x63, 0x70, 0x75, 0x73, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x73, 0x12, 0x1f,
-	0x0a, 0x0b, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x5f, 0x73, 0x77, 0x61, 0x70, 0x18, 0x53, 0x20,
-	0x01, 0x28, 0x03, 0x52, 0x0a, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x53, 0x77, 0x61, 0x70, 0x12,
-	0x2d, 0x0a, 0x12, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x5f, 0x72, 0x65, 0x73, 0x65, 0x72, 0x76,
-	0x61, 0x74, 0x69, 0x6f, 0x6e, 0x18, 0x54, 0x20, 0x01, 0x28, 0x03, 0x52, 0x11, 0x6d, 0x65, 0x6d,
-	0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x12, 0x28,
-	0x0a, 0x10, 0x6f, 0x6f, 0x6d, 0x5f, 0x6b, 0x69, 0x6c, 0x6c, 0x5f, 0x64, 0x69, 0x73, 0x61, 0x62,
-	0x6c, 0x65, 0x18, 0x55, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0e, 0x6f, 0x6f, 0x6d, 0x4b, 0x69, 0x6c,
-	0x6c, 0x44, 0x69, 0x73, 0x61, 0x62, 0x6c, 0x65, 0x12, 0x22, 0x0a, 0x0d, 0x6f, 0x6f, 0x6d, 0x5f,
-	0x73, 0x63, 0x6f, 0x72, 0x65, 0x5f, 0x61, 0x64, 0x6a, 0x18, 0x56, 0x20, 0x01, 0x28, 0x05, 0x52,
-	0x0b, 0x6f, 0x6f, 0x6d, 0x53, 0x63, 0x6f, 0x72, 0x65, 0x41, 0x64, 0x6a, 0x12, 0x19, 0x0a, 0x08,
-	0x73, 0x68, 0x6d, 0x5f, 0x73, 0x69, 0x7a, 0x65, 0x18, 0x57, 0x20, 0x01, 0x28, 0x03, 0x52, 0x07,
-	0x73, 0x68, 0x6d, 0x53, 0x69, 0x7a, 0x65, 0x12, 0x12, 0x0a, 0x04, 0x69, 0x6e, 0x69, 0x74, 0x18,
-	0x58, 0x20, 0x01, 0x28, 0x08, 0x52, 0x04, 0x69, 0x6e, 0x69, 0x74, 0x12, 0x18, 0x0a, 0x07, 0x72,
-	0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x18, 0x59, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x72, 0x75,
-	0x6e, 0x74, 0x69, 0x6d, 0x65, 0x12, 0x21, 0x0a, 0x0c, 0x73, 0x65, 0x63, 0x75, 0x72, 0x69, 0x74,
-	0x79, 0x5f, 0x6f, 0x70, 0x74, 0x18, 0x5a, 0x20, 0x03, 0x28, 0x09, 0x52, 0x0b, 0x73, 0x65, 0x63,
-	0x75, 0x72, 0x69, 0x74, 0x79, 0x4f, 0x70, 0x74, 0x12, 0x56, 0x0a, 0x11, 0x65, 0x6e, 0x64, 0x70,
-	0x6f, 0x69, 0x6e, 0x74, 0x5f, 0x73, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x18, 0x82, 0x01,
-	0x20, 0x01, 0x28, 0x0b, 0x32, 0x28, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67,
-	0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x45, 0x6e,
-	0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x53, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x52, 0x10,
-	0x65, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x53, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73,
-	0x12, 0x39, 0x0a, 0x0a, 0x6c, 0x6f, 0x67, 0x5f, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x18, 0x6e,
-	0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67,
-	0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x6f, 0x67, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67,
-	0x52, 0x09, 0x6c, 0x6f, 0x67, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x1a, 0x39, 0x0a, 0x0b, 0x4c,
-	0x61, 0x62, 0x65, 0x6c, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65,
-	0x79, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x14, 0x0a, 0x05,
-	0x76, 0x61, 0x6c, 0x75, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76, 0x61, 0x6c,
-	0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x1a, 0x3a, 0x0a, 0x0c, 0x53, 0x79, 0x73, 0x63, 0x74, 0x6c,
-	0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x14, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75,
-	0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02,
-	0x38, 0x01, 0x42, 0x0f, 0x0a, 0x0d, 0x5f, 0x73, 0x74, 0x6f, 0x70, 0x5f, 0x74, 0x69, 0x6d, 0x65,
-	0x6f, 0x75, 0x74, 0x22, 0xa2, 0x01, 0x0a, 0x09, 0x4c, 0x6f, 0x67, 0x43, 0x6f, 0x6e, 0x66, 0x69,
-	0x67, 0x12, 0x16, 0x0a, 0x06, 0x64, 0x72, 0x69, 0x76, 0x65, 0x72, 0x18, 0x01, 0x20, 0x01, 0x28,
-	0x09, 0x52, 0x06, 0x64, 0x72, 0x69, 0x76, 0x65, 0x72, 0x12, 0x41, 0x0a, 0x07, 0x6f, 0x70, 0x74,
-	0x69, 0x6f, 0x6e, 0x73, 0x18, 0x02, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x27, 0x2e, 0x62, 0x65, 0x72,
-	0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x6f, 0x67,
-	0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x2e, 0x4f, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x73, 0x45, 0x6e,
-	0x74, 0x72, 0x79, 0x52, 0x07, 0x6f, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x73, 0x1a, 0x3a, 0x0a, 0x0c,
-	0x4f, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03,
-	0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x14,
-	0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76,
-	0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x22, 0xde, 0x03, 0x0a, 0x10, 0x43, 0x6f, 0x6e,
-	0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x12, 0x18, 0x0a,
-	0x07, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07,
-	0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x12, 0x1d, 0x0a, 0x0a, 0x6e, 0x65, 0x74, 0x77, 0x6f,
-	0x72, 0x6b, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x6e, 0x65, 0x74,
-	0x77, 0x6f, 0x72, 0x6b, 0x49, 0x64, 0x12, 0x21, 0x0a, 0x0c, 0x69, 0x70, 0x76, 0x34, 0x5f, 0x61,
-	0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x69, 0x70,
-	0x76, 0x34, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x12, 0x1d, 0x0a, 0x0a, 0x70, 0x72, 0x65,
-	0x66, 0x69, 0x78, 0x5f, 0x6c, 0x65, 0x6e, 0x18, 0x04, 0x20, 0x01, 0x28, 0x05, 0x52, 0x09, 0x70,
-	0x72, 0x65, 0x66, 0x69, 0x78, 0x4c, 0x65, 0x6e, 0x12, 0x18, 0x0a, 0x07, 0x67, 0x61, 0x74, 0x65,
-	0x77, 0x61, 0x79, 0x18, 0x05, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x67, 0x61, 0x74, 0x65, 0x77,
-	0x61, 0x79, 0x12, 0x18, 0x0a, 0x07, 0x61, 0x6c, 0x69, 0x61, 0x73, 0x65, 0x73, 0x18, 0x06, 0x20,
-	0x03, 0x28, 0x09, 0x52, 0x07, 0x61, 0x6c, 0x69, 0x61, 0x73, 0x65, 0x73, 0x12, 0x44, 0x0a, 0x08,
-	0x73, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x18, 0x07, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x28,
-	0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31,
-	0x2e, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x45, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74,
-	0x53, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x52, 0x08, 0x73, 0x65, 0x74, 0x74, 0x69, 0x6e,
-	0x67, 0x73, 0x12, 0x25, 0x0a, 0x0e, 0x72, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x65, 0x64, 0x5f,
-	0x69, 0x70, 0x76, 0x34, 0x18, 0x08, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0d, 0x72, 0x65, 0x71, 0x75,
-	0x65, 0x73, 0x74, 0x65, 0x64, 0x49, 0x70, 0x76, 0x34, 0x12, 0x21, 0x0a, 0x0c, 0x69, 0x70, 0x76,
-	0x36, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x09, 0x20, 0x01, 0x28, 0x09, 0x52,
-	0x0b, 0x69, 0x70, 0x76, 0x36, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x12, 0x26, 0x0a, 0x0f,
-	0x69, 0x70, 0x76, 0x36, 0x5f, 0x70, 0x72, 0x65, 0x66, 0x69, 0x78, 0x5f, 0x6c, 0x65, 0x6e, 0x18,
-	0x0a, 0x20, 0x01, 0x28, 0x05, 0x52, 0x0d, 0x69, 0x70, 0x76, 0x36, 0x50, 0x72, 0x65, 0x66, 0x69,
-	0x78, 0x4c, 0x65, 0x6e, 0x12, 0x21, 0x0a, 0x0c, 0x69, 0x70, 0x76, 0x36, 0x5f, 0x67, 0x61, 0x74,
-	0x65, 0x77, 0x61, 0x79, 0x18, 0x0b, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x69, 0x70, 0x76, 0x36,
-	0x47, 0x61, 0x74, 0x65, 0x77, 0x61, 0x79, 0x12, 0x1f, 0x0a, 0x0b, 0x6d, 0x61, 0x63, 0x5f, 0x61,
-	0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x0c, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x6d, 0x61,
-	0x63, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x12, 0x1f, 0x0a, 0x0b, 0x65, 0x6e, 0x64, 0x70,
-	0x6f, 0x69, 0x6e, 0x74, 0x5f, 0x69, 0x64, 0x18, 0x0d, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x65,
-	0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x49, 0x64, 0x22, 0xb3, 0x02, 0x0a, 0x17, 0x4e, 0x65,
-	0x74, 0x77, 0x6f, 0x72, 0x6b, 0x45, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x53, 0x65, 0x74,
-	0x74, 0x69, 0x6e, 0x67, 0x73, 0x12, 0x21, 0x0a, 0x0c, 0x69, 0x70, 0x76, 0x36, 0x5f, 0x61, 0x64,
-	0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x69, 0x70, 0x76,
-	0x36, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x12, 0x14, 0x0a, 0x05, 0x6c, 0x69, 0x6e, 0x6b,
-	0x73, 0x18, 0x02, 0x20, 0x03, 0x28, 0x09, 0x52, 0x05, 0x6c, 0x69, 0x6e, 0x6b, 0x73, 0x12, 0x1f,
-	0x0a, 0x0b, 0x6d, 0x61, 0x63, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x03, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x0a, 0x6d, 0x61, 0x63, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x12,
-	0x59, 0x0a, 0x0b, 0x64, 0x72, 0x69, 0x76, 0x65, 0x72, 0x5f, 0x6f, 0x70, 0x74, 0x73, 0x18, 0x04,
-	0x20, 0x03, 0x28, 0x0b, 0x32, 0x38, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67,
-	0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x45, 0x6e,
-	0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x53, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x2e, 0x44,
-	0x72, 0x69, 0x76, 0x65, 0x72, 0x4f, 0x70, 0x74, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x0a,
-	0x64, 0x72, 0x69, 0x76, 0x65, 0x72, 0x4f, 0x70, 0x74, 0x73, 0x12, 0x24, 0x0a, 0x0e, 0x6c, 0x69,
-	0x6e, 0x6b, 0x5f, 0x6c, 0x6f, 0x63, 0x61, 0x6c, 0x5f, 0x69, 0x70, 0x73, 0x18, 0x05, 0x20, 0x03,
-	0x28, 0x09, 0x52, 0x0c, 0x6c, 0x69, 0x6e, 0x6b, 0x4c, 0x6f, 0x63, 0x61, 0x6c, 0x49, 0x70, 0x73,
-	0x1a, 0x3d, 0x0a, 0x0f, 0x44, 0x72, 0x69, 0x76, 0x65, 0x72, 0x4f, 0x70, 0x74, 0x73, 0x45, 0x6e,
+	0x69, 0x6e, 0x4f, 0x6e, 0x63, 0x65, 0x12, 0x1c, 0x0a, 0x09, 0x69, 0x73, 0x6f, 0x6c, 0x61, 0x74,
+	0x69, 0x6f, 0x6e, 0x18, 0x73, 0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x69, 0x73, 0x6f, 0x6c, 0x61,
+	0x74, 0x69, 0x6f, 0x6e, 0x12, 0x23, 0x0a, 0x0d, 0x63, 0x67, 0x72, 0x6f, 0x75, 0x70, 0x6e, 0x73,
+	0x5f, 0x6d, 0x6f, 0x64, 0x65, 0x18, 0x74, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0c, 0x63, 0x67, 0x72,
+	0x6f, 0x75, 0x70, 0x6e, 0x73, 0x4d, 0x6f, 0x64, 0x65, 0x12, 0x23, 0x0a, 0x0d, 0x76, 0x6f, 0x6c,
+	0x75, 0x6d, 0x65, 0x5f, 0x64, 0x72, 0x69, 0x76, 0x65, 0x72, 0x18, 0x75, 0x20, 0x01, 0x28, 0x09,
+	0x52, 0x0c, 0x76, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x44, 0x72, 0x69, 0x76, 0x65, 0x72, 0x12, 0x1e,
+	0x0a, 0x0a, 0x70, 0x72, 0x69, 0x76, 0x69, 0x6c, 0x65, 0x67, 0x65, 0x64, 0x18, 0x46, 0x20, 0x01,
+	0x28, 0x08, 0x52, 0x0a, 0x70, 0x72, 0x69, 0x76, 0x69, 0x6c, 0x65, 0x67, 0x65, 0x64, 0x12, 0x17,
+	0x0a, 0x07, 0x63, 0x61, 0x70, 0x5f, 0x61, 0x64, 0x64, 0x18, 0x47, 0x20, 0x03, 0x28, 0x09, 0x52,
+	0x06, 0x63, 0x61, 0x70, 0x41, 0x64, 0x64, 0x12, 0x19, 0x0a, 0x08, 0x63, 0x61, 0x70, 0x5f, 0x64,
+	0x72, 0x6f, 0x70, 0x18, 0x48, 0x20, 0x03, 0x28, 0x09, 0x52, 0x07, 0x63, 0x61, 0x70, 0x44, 0x72,
+	0x6f, 0x70, 0x12, 0x37, 0x0a, 0x07, 0x64, 0x65, 0x76, 0x69, 0x63, 0x65, 0x73, 0x18, 0x49, 0x20,
+	0x03, 0x28, 0x0b, 0x32, 0x1d, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x74, 0x79, 0x70, 0x65,
+	0x73, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x76, 0x69, 0x63, 0x65, 0x4d, 0x61, 0x70, 0x70, 0x69,
+	0x6e, 0x67, 0x52, 0x07, 0x64, 0x65, 0x76, 0x69, 0x63, 0x65, 0x73, 0x12, 0x2e, 0x0a, 0x13, 0x64,
+	0x65, 0x76, 0x69, 0x63, 0x65, 0x5f, 0x63, 0x67, 0x72, 0x6f, 0x75, 0x70, 0x5f, 0x72, 0x75, 0x6c,
+	0x65, 0x73, 0x18, 0x4a, 0x20, 0x03, 0x28, 0x09, 0x52, 0x11, 0x64, 0x65, 0x76, 0x69, 0x63, 0x65,
+	0x43, 0x67, 0x72, 0x6f, 0x75, 0x70, 0x52, 0x75, 0x6c, 0x65, 0x73, 0x12, 0x47, 0x0a, 0x07, 0x73,
+	0x79, 0x73, 0x63, 0x74, 0x6c, 0x73, 0x18, 0x4b, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x2d, 0x2e, 0x62,
+	0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43,
+	0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x2e, 0x53,
+	0x79, 0x73, 0x63, 0x74, 0x6c, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x07, 0x73, 0x79, 0x73,
+	0x63, 0x74, 0x6c, 0x73, 0x12, 0x30, 0x0a, 0x07, 0x75, 0x6c, 0x69, 0x6d, 0x69, 0x74, 0x73, 0x18,
+	0x4c, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x16, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x74, 0x79,
+	0x70, 0x65, 0x73, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x6c, 0x69, 0x6d, 0x69, 0x74, 0x52, 0x07, 0x75,
+	0x6c, 0x69, 0x6d, 0x69, 0x74, 0x73, 0x12, 0x1b, 0x0a, 0x09, 0x67, 0x72, 0x6f, 0x75, 0x70, 0x5f,
+	0x61, 0x64, 0x64, 0x18, 0x4d, 0x20, 0x03, 0x28, 0x09, 0x52, 0x08, 0x67, 0x72, 0x6f, 0x75, 0x70,
+	0x41, 0x64, 0x64, 0x12, 0x19, 0x0a, 0x08, 0x70, 0x69, 0x64, 0x5f, 0x6d, 0x6f, 0x64, 0x65, 0x18,
+	0x4e, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x70, 0x69, 0x64, 0x4d, 0x6f, 0x64, 0x65, 0x12, 0x19,
+	0x0a, 0x08, 0x69, 0x70, 0x63, 0x5f, 0x6d, 0x6f, 0x64, 0x65, 0x18, 0x4f, 0x20, 0x01, 0x28, 0x09,
+	0x52, 0x07, 0x69, 0x70, 0x63, 0x4d, 0x6f, 0x64, 0x65, 0x12, 0x19, 0x0a, 0x08, 0x75, 0x74, 0x73,
+	0x5f, 0x6d, 0x6f, 0x64, 0x65, 0x18, 0x50, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x75, 0x74, 0x73,
+	0x4d, 0x6f, 0x64, 0x65, 0x12, 0x1f, 0x0a, 0x0b, 0x63, 0x70, 0x75, 0x73, 0x65, 0x74, 0x5f, 0x63,
+	0x70, 0x75, 0x73, 0x18, 0x51, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x63, 0x70, 0x75, 0x73, 0x65,
+	0x74, 0x43, 0x70, 0x75, 0x73, 0x12, 0x1f, 0x0a, 0x0b, 0x63, 0x70, 0x75, 0x73, 0x65, 0x74, 0x5f,
+	0x6d, 0x65, 0x6d, 0x73, 0x18, 0x52, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x63, 0x70, 0x75, 0x73,
+	0x65, 0x74, 0x4d, 0x65, 0x6d, 0x73, 0x12, 0x1f, 0x0a, 0x0b, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79,
+	0x5f, 0x73, 0x77, 0x61, 0x70, 0x18, 0x53, 0x20, 0x01, 0x28, 0x03, 0x52, 0x0a, 0x6d, 0x65, 0x6d,
+	0x6f, 0x72, 0x79, 0x53, 0x77, 0x61, 0x70, 0x12, 0x2d, 0x0a, 0x12, 0x6d, 0x65, 0x6d, 0x6f, 0x72,
+	0x79, 0x5f, 0x72, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x18, 0x54, 0x20,
+	0x01, 0x28, 0x03, 0x52, 0x11, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x65, 0x72,
+	0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x12, 0x28, 0x0a, 0x10, 0x6f, 0x6f, 0x6d, 0x5f, 0x6b, 0x69,
+	0x6c, 0x6c, 0x5f, 0x64, 0x69, 0x73, 0x61, 0x62, 0x6c, 0x65, 0x18, 0x55, 0x20, 0x01, 0x28, 0x08,
+	0x52, 0x0e, 0x6f, 0x6f, 0x6d, 0x4b, 0x69, 0x6c, 0x6c, 0x44, 0x69, 0x73, 0x61, 0x62, 0x6c, 0x65,
+	0x12, 0x22, 0x0a, 0x0d, 0x6f, 0x6f, 0x6d, 0x5f, 0x73, 0x63, 0x6f, 0x72, 0x65, 0x5f, 0x61, 0x64,
+	0x6a, 0x18, 0x56, 0x20, 0x01, 0x28, 0x05, 0x52, 0x0b, 0x6f, 0x6f, 0x6d, 0x53, 0x63, 0x6f, 0x72,
+	0x65, 0x41, 0x64, 0x6a, 0x12, 0x19, 0x0a, 0x08, 0x73, 0x68, 0x6d, 0x5f, 0x73, 0x69, 0x7a, 0x65,
+	0x18, 0x57, 0x20, 0x01, 0x28, 0x03, 0x52, 0x07, 0x73, 0x68, 0x6d, 0x53, 0x69, 0x7a, 0x65, 0x12,
+	0x12, 0x0a, 0x04, 0x69, 0x6e, 0x69, 0x74, 0x18, 0x58, 0x20, 0x01, 0x28, 0x08, 0x52, 0x04, 0x69,
+	0x6e, 0x69, 0x74, 0x12, 0x18, 0x0a, 0x07, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x18, 0x59,
+	0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x12, 0x21, 0x0a,
+	0x0c, 0x73, 0x65, 0x63, 0x75, 0x72, 0x69, 0x74, 0x79, 0x5f, 0x6f, 0x70, 0x74, 0x18, 0x5a, 0x20,
+	0x03, 0x28, 0x09, 0x52, 0x0b, 0x73, 0x65, 0x63, 0x75, 0x72, 0x69, 0x74, 0x79, 0x4f, 0x70, 0x74,
+	0x12, 0x56, 0x0a, 0x11, 0x65, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x5f, 0x73, 0x65, 0x74,
+	0x74, 0x69, 0x6e, 0x67, 0x73, 0x18, 0x82, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x28, 0x2e, 0x62,
+	0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4e,
+	0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x45, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x53, 0x65,
+	0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x52, 0x10, 0x65, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74,
+	0x53, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x12, 0x39, 0x0a, 0x0a, 0x6c, 0x6f, 0x67, 0x5f,
+	0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x18, 0x6e, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x62,
+	0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c,
+	0x6f, 0x67, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x52, 0x09, 0x6c, 0x6f, 0x67, 0x43, 0x6f, 0x6e,
+	0x66, 0x69, 0x67, 0x12, 0x1f, 0x0a, 0x0b, 0x75, 0x73, 0x65, 0x72, 0x6e, 0x73, 0x5f, 0x6d, 0x6f,
+	0x64, 0x65, 0x18, 0x64, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x75, 0x73, 0x65, 0x72, 0x6e, 0x73,
+	0x4d, 0x6f, 0x64, 0x65, 0x1a, 0x39, 0x0a, 0x0b, 0x4c, 0x61, 0x62, 0x65, 0x6c, 0x73, 0x45, 0x6e,
 	0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09,
 	0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x14, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x18, 0x02,
-	0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x22,
-	0xf0, 0x01, 0x0a, 0x0b, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x50, 0x6f, 0x6f, 0x6c, 0x12,
-	0x16, 0x0a, 0x06, 0x73, 0x75, 0x62, 0x6e, 0x65, 0x74, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52,
-	0x06, 0x73, 0x75, 0x62, 0x6e, 0x65, 0x74, 0x12, 0x18, 0x0a, 0x07, 0x67, 0x61, 0x74, 0x65, 0x77,
-	0x61, 0x79, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x67, 0x61, 0x74, 0x65, 0x77, 0x61,
-	0x79, 0x12, 0x19, 0x0a, 0x08, 0x69, 0x70, 0x5f, 0x72, 0x61, 0x6e, 0x67, 0x65, 0x18, 0x03, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x07, 0x69, 0x70, 0x52, 0x61, 0x6e, 0x67, 0x65, 0x12, 0x53, 0x0a, 0x0d,
-	0x61, 0x75, 0x78, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x65, 0x73, 0x18, 0x04, 0x20,
-	0x03, 0x28, 0x0b, 0x32, 0x2e, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69,
-	0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x50, 0x6f, 0x6f,
-	0x6c, 0x2e, 0x41, 0x75, 0x78, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x65, 0x73, 0x45, 0x6e,
-	0x74, 0x72, 0x79, 0x52, 0x0c, 0x61, 0x75, 0x78, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x65,
-	0x73, 0x1a, 0x3f, 0x0a, 0x11, 0x41, 0x75, 0x78, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x65,
-	0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x14, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75,
-	0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02,
-	0x38, 0x01, 0x22, 0xd1, 0x01, 0x0a, 0x10, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x43, 0x6f,
-	0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x12, 0x21, 0x0a, 0x0c, 0x63, 0x6f, 0x6e, 0x74, 0x61,
-	0x69, 0x6e, 0x65, 0x72, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x63,
-	0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x49, 0x64, 0x12, 0x12, 0x0a, 0x04, 0x6e, 0x61,
-	0x6d, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x12, 0x1f,
-	0x0a, 0x0b, 0x65, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x5f, 0x69, 0x64, 0x18, 0x03, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x0a, 0x65, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x49, 0x64, 0x12,
-	0x1f, 0x0a, 0x0b, 0x6d, 0x61, 0x63, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x04,
-	0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x6d, 0x61, 0x63, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73,
-	0x12, 0x21, 0x0a, 0x0c, 0x69, 0x70, 0x76, 0x34, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73,
-	0x18, 0x05, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x69, 0x70, 0x76, 0x34, 0x41, 0x64, 0x64, 0x72,
-	0x65, 0x73, 0x73, 0x12, 0x21, 0x0a, 0x0c, 0x69, 0x70, 0x76, 0x36, 0x5f, 0x61, 0x64, 0x64, 0x72,
-	0x65, 0x73, 0x73, 0x18, 0x06, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x69, 0x70, 0x76, 0x36, 0x41,
-	0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x22, 0xe3, 0x02, 0x0a, 0x09, 0x4d, 0x6f, 0x75, 0x6e, 0x74,
-	0x53, 0x70, 0x65, 0x63, 0x12, 0x12, 0x0a, 0x04, 0x74, 0x79, 0x70, 0x65, 0x18, 0x01, 0x20, 0x01,
-	0x28, 0x09, 0x52, 0x04, 0x74, 0x79, 0x70, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x73, 0x6f, 0x75, 0x72,
-	0x63, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x73, 0x6f, 0x75, 0x72, 0x63, 0x65,
-	0x12, 0x16, 0x0a, 0x06, 0x74, 0x61, 0x72, 0x67, 0x65, 0x74, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09,
-	0x52, 0x06, 0x74, 0x61, 0x72, 0x67, 0x65, 0x74, 0x12, 0x1a, 0x0a, 0x08, 0x72, 0x65, 0x61, 0x64,
-	0x6f, 0x6e, 0x6c, 0x79, 0x18, 0x04, 0x20, 0x01, 0x28, 0x08, 0x52, 0x08, 0x72, 0x65, 0x61, 0x64,
-	0x6f, 0x6e, 0x6c, 0x79, 0x12, 0x23, 0x0a, 0x0d, 0x76, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x5f, 0x6e,
-	0x6f, 0x63, 0x6f, 0x70, 0x79, 0x18, 0x05, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0c, 0x76, 0x6f, 0x6c,
-	0x75, 0x6d, 0x65, 0x4e, 0x6f, 0x63, 0x6f, 0x70, 0x79, 0x12, 0x23, 0x0a, 0x0d, 0x63, 0x72, 0x65,
-	0x61, 0x74, 0x65, 0x5f, 0x73, 0x6f, 0x75, 0x72, 0x63, 0x65, 0x18, 0x06, 0x20, 0x01, 0x28, 0x08,
-	0x52, 0x0c, 0x63, 0x72, 0x65, 0x61, 0x74, 0x65, 0x53, 0x6f, 0x75, 0x72, 0x63, 0x65, 0x12, 0x18,
-	0x0a, 0x07, 0x6f, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x73, 0x18, 0x07, 0x20, 0x03, 0x28, 0x09, 0x52,
-	0x07, 0x6f, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x73, 0x12, 0x51, 0x0a, 0x0d, 0x76, 0x6f, 0x6c, 0x75,
-	0x6d, 0x65, 0x5f, 0x6c, 0x61, 0x62, 0x65, 0x6c, 0x73, 0x18, 0x08, 0x20, 0x03, 0x28, 0x0b, 0x32,
-	0x2c, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76,
-	0x31, 0x2e, 0x4d, 0x6f, 0x75, 0x6e, 0x74, 0x53, 0x70, 0x65, 0x63, 0x2e, 0x56, 0x6f, 0x6c, 0x75,
-	0x6d, 0x65, 0x4c, 0x61, 0x62, 0x65, 0x6c, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x0c, 0x76,
-	0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x4c, 0x61, 0x62, 0x65, 0x6c, 0x73, 0x1a, 0x3f, 0x0a, 0x11, 0x56,
-	0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x4c, 0x61, 0x62, 0x65, 0x6c, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79,
-	0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x03, 0x6b,
-	0x65, 0x79, 0x12, 0x14, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28,
-	0x09, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x22, 0xcc, 0x01, 0x0a,
-	0x0a, 0x4d, 0x6f, 0x75, 0x6e, 0x74, 0x50, 0x6f, 0x69, 0x6e, 0x74, 0x12, 0x12, 0x0a, 0x04, 0x74,
-	0x79, 0x70, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x74, 0x79, 0x70, 0x65, 0x12,
-	0x12, 0x0a, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x6e,
-	0x61, 0x6d, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x73, 0x6f, 0x75, 0x72, 0x63, 0x65, 0x18, 0x03, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x06, 0x73, 0x6f, 0x75, 0x72, 0x63, 0x65, 0x12, 0x20, 0x0a, 0x0b, 0x64,
-	0x65, 0x73, 0x74, 0x69, 0x6e, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x18, 0x04, 0x20, 0x01, 0x28, 0x09,
-	0x52, 0x0b, 0x64, 0x65, 0x73, 0x74, 0x69, 0x6e, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x12, 0x16, 0x0a,
-	0x06, 0x64, 0x72, 0x69, 0x76, 0x65, 0x72, 0x18, 0x05, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x64,
-	0x72, 0x69, 0x76, 0x65, 0x72, 0x12, 0x12, 0x0a, 0x04, 0x6d, 0x6f, 0x64, 0x65, 0x18, 0x06, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x04, 0x6d, 0x6f, 0x64, 0x65, 0x12, 0x0e, 0x0a, 0x02, 0x72, 0x77, 0x18,
-	0x07, 0x20, 0x01, 0x28, 0x08, 0x52, 0x02, 0x72, 0x77, 0x12, 0x20, 0x0a, 0x0b, 0x70, 0x72, 0x6f,
-	0x70, 0x61, 0x67, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x18, 0x08, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b,
-	0x70, 0x72, 0x6f, 0x70, 0x61, 0x67, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x22, 0x24, 0x0a, 0x0a, 0x53,
-	0x74, 0x72, 0x69, 0x6e, 0x67, 0x4c, 0x69, 0x73, 0x74, 0x12, 0x16, 0x0a, 0x06, 0x76, 0x61, 0x6c,
-	0x75, 0x65, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x09, 0x52, 0x06, 0x76, 0x61, 0x6c, 0x75, 0x65,
-	0x73, 0x22, 0x53, 0x0a, 0x0d, 0x52, 0x65, 0x73, 0x74, 0x61, 0x72, 0x74, 0x50, 0x6f, 0x6c, 0x69,
-	0x63, 0x79, 0x12, 0x12, 0x0a, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09,
-	0x52, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x12, 0x2e, 0x0a, 0x13, 0x6d, 0x61, 0x78, 0x69, 0x6d, 0x75,
-	0x6d, 0x5f, 0x72, 0x65, 0x74, 0x72, 0x79, 0x5f, 0x63, 0x6f, 0x75, 0x6e, 0x74, 0x18, 0x02, 0x20,
-	0x01, 0x28, 0x05, 0x52, 0x11, 0x6d, 0x61, 0x78, 0x69, 0x6d, 0x75, 0x6d, 0x52, 0x65, 0x74, 0x72,
-	0x79, 0x43, 0x6f, 0x75, 0x6e, 0x74, 0x22, 0xa0, 0x01, 0x0a, 0x09, 0x48, 0x65, 0x61, 0x6c, 0x74,
-	0x68, 0x4c, 0x6f, 0x67, 0x12, 0x30, 0x0a, 0x05, 0x73, 0x74, 0x61, 0x72, 0x74, 0x18, 0x01, 0x20,
-	0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f,
-	0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52,
-	0x05, 0x73, 0x74, 0x61, 0x72, 0x74, 0x12, 0x2c, 0x0a, 0x03, 0x65, 0x6e, 0x64, 0x18, 0x02, 0x20,
-	0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f,
-	0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52,
-	0x03, 0x65, 0x6e, 0x64, 0x12, 0x1b, 0x0a, 0x09, 0x65, 0x78, 0x69, 0x74, 0x5f, 0x63, 0x6f, 0x64,
-	0x65, 0x18, 0x03, 0x20, 0x01, 0x28, 0x05, 0x52, 0x08, 0x65, 0x78, 0x69, 0x74, 0x43, 0x6f, 0x64,
-	0x65, 0x12, 0x16, 0x0a, 0x06, 0x6f, 0x75, 0x74, 0x70, 0x75, 0x74, 0x18, 0x04, 0x20, 0x01, 0x28,
-	0x09, 0x52, 0x06, 0x6f, 0x75, 0x74, 0x70, 0x75, 0x74, 0x22, 0x75, 0x0a, 0x06, 0x48, 0x65, 0x61,
-	0x6c, 0x74, 0x68, 0x12, 0x16, 0x0a, 0x06, 0x73, 0x74, 0x61, 0x74, 0x75, 0x73, 0x18, 0x01, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x06, 0x73, 0x74, 0x61, 0x74, 0x75, 0x73, 0x12, 0x25, 0x0a, 0x0e, 0x66,
-	0x61, 0x69, 0x6c, 0x69, 0x6e, 0x67, 0x5f, 0x73, 0x74, 0x72, 0x65, 0x61, 0x6b, 0x18, 0x02, 0x20,
-	0x01, 0x28, 0x05, 0x52, 0x0d, 0x66, 0x61, 0x69, 0x6c, 0x69, 0x6e, 0x67, 0x53, 0x74, 0x72, 0x65,
-	0x61, 0x6b, 0x12, 0x2c, 0x0a, 0x03, 0x6c, 0x6f, 0x67, 0x18, 0x03, 0x20, 0x03, 0x28, 0x0b, 0x32,
-	0x1a, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76,
-	0x31, 0x2e, 0x48, 0x65, 0x61, 0x6c, 0x74, 0x68, 0x4c, 0x6f, 0x67, 0x52, 0x03, 0x6c, 0x6f, 0x67,
-	0x22, 0x52, 0x0a, 0x16, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69,
-	0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x38, 0x0a, 0x06, 0x63, 0x6f,
-	0x6e, 0x66, 0x69, 0x67, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x20, 0x2e, 0x62, 0x65, 0x72,
-	0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e,
-	0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x52, 0x06, 0x63, 0x6f,
-	0x6e, 0x66, 0x69, 0x67, 0x22, 0x45, 0x0a, 0x17, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x43, 0x6f,
-	0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12,
-	0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12,
-	0x1a, 0x0a, 0x08, 0x77, 0x61, 0x72, 0x6e, 0x69, 0x6e, 0x67, 0x73, 0x18, 0x02, 0x20, 0x03, 0x28,
-	0x09, 0x52, 0x08, 0x77, 0x61, 0x72, 0x6e, 0x69, 0x6e, 0x67, 0x73, 0x22, 0x67, 0x0a, 0x13, 0x52,
-	0x75, 0x6e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65,
-	0x73, 0x74, 0x12, 0x38, 0x0a, 0x06, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x18, 0x01, 0x20, 0x01,
-	0x28, 0x0b, 0x32, 0x20, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e,
-	0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x43, 0x6f,
-	0x6e, 0x66, 0x69, 0x67, 0x52, 0x06, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x12, 0x16, 0x0a, 0x06,
-	0x61, 0x74, 0x74, 0x61, 0x63, 0x68, 0x18, 0x02, 0x20, 0x01, 0x28, 0x08, 0x52, 0x06, 0x61, 0x74,
-	0x74, 0x61, 0x63, 0x68, 0x22, 0x9b, 0x01, 0x0a, 0x14, 0x52, 0x75, 0x6e, 0x43, 0x6f, 0x6e, 0x74,
-	0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x10, 0x0a,
-	0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x48, 0x00, 0x52, 0x02, 0x69, 0x64, 0x12,
-	0x35, 0x0a, 0x06, 0x6f, 0x75, 0x74, 0x70, 0x75, 0x74, 0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32,
-	0x1b, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x74, 0x79, 0x70, 0x65, 0x73, 0x2e, 0x76, 0x31,
-	0x2e, 0x4f, 0x75, 0x74, 0x70, 0x75, 0x74, 0x43, 0x68, 0x75, 0x6e, 0x6b, 0x48, 0x00, 0x52, 0x06,
-	0x6f, 0x75, 0x74, 0x70, 0x75, 0x74, 0x12, 0x31, 0x0a, 0x04, 0x65, 0x78, 0x69, 0x74, 0x18, 0x03,
-	0x20, 0x01, 0x28, 0x0b, 0x32, 0x1b, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67,
-	0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x45, 0x78, 0x69, 0x74, 0x53, 0x74, 0x61, 0x74, 0x75,
-	0x73, 0x48, 0x00, 0x52, 0x04, 0x65, 0x78, 0x69, 0x74, 0x42, 0x07, 0x0a, 0x05, 0x65, 0x76, 0x65,
-	0x6e, 0x74, 0x22, 0x48, 0x0a, 0x0a, 0x45, 0x78, 0x69, 0x74, 0x53, 0x74, 0x61, 0x74, 0x75, 0x73,
-	0x12, 0x1b, 0x0a, 0x09, 0x65, 0x78, 0x69, 0x74, 0x5f, 0x63, 0x6f, 0x64, 0x65, 0x18, 0x01, 0x20,
-	0x01, 0x28, 0x05, 0x52, 0x08, 0x65, 0x78, 0x69, 0x74, 0x43, 0x6f, 0x64, 0x65, 0x12, 0x1d, 0x0a,
-	0x0a, 0x6f, 0x6f, 0x6d, 0x5f, 0x6b, 0x69, 0x6c, 0x6c, 0x65, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28,
-	0x08, 0x52, 0x09, 0x6f, 0x6f, 0x6d, 0x4b, 0x69, 0x6c, 0x6c, 0x65, 0x64, 0x22, 0x27, 0x0a, 0x15,
-	0x53, 0x74, 0x61, 0x72, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65,
-	0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28,
-	0x09, 0x52, 0x02, 0x69, 0x64, 0x22, 0x18, 0x0a, 0x16, 0x53, 0x74, 0x61, 0x72, 0x74, 0x43, 0x6f,
-	0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x22,
-	0x51, 0x0a, 0x14, 0x53, 0x74, 0x6f, 0x70, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
-	0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x1d, 0x0a, 0x07, 0x74, 0x69, 0x6d, 0x65, 0x6f,
-	0x75, 0x74, 0x18, 0x02, 0x20, 0x01, 0x28, 0x05, 0x48, 0x00, 0x52, 0x07, 0x74, 0x69, 0x6d, 0x65,
-	0x6f, 0x75, 0x74, 0x88, 0x01, 0x01, 0x42, 0x0a, 0x0a, 0x08, 0x5f, 0x74, 0x69, 0x6d, 0x65, 0x6f,
-	0x75, 0x74, 0x22, 0x17, 0x0a, 0x15, 0x53, 0x74, 0x6f, 0x70, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69,
-	0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x22, 0x54, 0x0a, 0x17, 0x52,
-	0x65, 0x73, 0x74, 0x61, 0x72, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52,
-	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01,
-	0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x1d, 0x0a, 0x07, 0x74, 0x69, 0x6d, 0x65, 0x6f, 0x75,
-	0x74, 0x18, 0x02, 0x20, 0x01, 0x28, 0x05, 0x48, 0x00, 0x52, 0x07, 0x74, 0x69, 0x6d, 0x65, 0x6f,
-	0x75, 0x74, 0x88, 0x01, 0x01, 0x42, 0x0a, 0x0a, 0x08, 0x5f, 0x74, 0x69, 0x6d, 0x65, 0x6f, 0x75,
-	0x74, 0x22, 0x1a, 0x0a, 0x18, 0x52, 0x65, 0x73, 0x74, 0x61, 0x72, 0x74, 0x43, 0x6f, 0x6e, 0x74,
-	0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x22, 0x3e, 0x0a,
-	0x14, 0x4b, 0x69, 0x6c, 0x6c, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65,
-	0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28,
-	0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x16, 0x0a, 0x06, 0x73, 0x69, 0x67, 0x6e, 0x61, 0x6c, 0x18,
-	0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x73, 0x69, 0x67, 0x6e, 0x61, 0x6c, 0x22, 0x17, 0x0a,
-	0x15, 0x4b, 0x69, 0x6c, 0x6c, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65,
-	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x22, 0x65, 0x0a, 0x16, 0x52, 0x65, 0x6d, 0x6f, 0x76, 0x65,
+	0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x1a,
+	0x3a, 0x0a, 0x0c, 0x53, 0x79, 0x73, 0x63, 0x74, 0x6c, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12,
+	0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65,
+	0x79, 0x12, 0x14, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09,
+	0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x42, 0x0f, 0x0a, 0x0d, 0x5f,
+	0x73, 0x74, 0x6f, 0x70, 0x5f, 0x74, 0x69, 0x6d, 0x65, 0x6f, 0x75, 0x74, 0x22, 0xa2, 0x01, 0x0a,
+	0x09, 0x4c, 0x6f, 0x67, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x12, 0x16, 0x0a, 0x06, 0x64, 0x72,
+	0x69, 0x76, 0x65, 0x72, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x64, 0x72, 0x69, 0x76,
+	0x65, 0x72, 0x12, 0x41, 0x0a, 0x07, 0x6f, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x73, 0x18, 0x02, 0x20,
+	0x03, 0x28, 0x0b, 0x32, 0x27, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69,
+	0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x6f, 0x67, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x2e,
+	0x4f, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x07, 0x6f, 0x70,
+	0x74, 0x69, 0x6f, 0x6e, 0x73, 0x1a, 0x3a, 0x0a, 0x0c, 0x4f, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x73,
+	0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01,
+	0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x14, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65,
+	0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38,
+	0x01, 0x22, 0xde, 0x03, 0x0a, 0x10, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x4e,
+	0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x12, 0x18, 0x0a, 0x07, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72,
+	0x6b, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b,
+	0x12, 0x1d, 0x0a, 0x0a, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x5f, 0x69, 0x64, 0x18, 0x02,
+	0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x49, 0x64, 0x12,
+	0x21, 0x0a, 0x0c, 0x69, 0x70, 0x76, 0x34, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18,
+	0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x69, 0x70, 0x76, 0x34, 0x41, 0x64, 0x64, 0x72, 0x65,
+	0x73, 0x73, 0x12, 0x1d, 0x0a, 0x0a, 0x70, 0x72, 0x65, 0x66, 0x69, 0x78, 0x5f, 0x6c, 0x65, 0x6e,
+	0x18, 0x04, 0x20, 0x01, 0x28, 0x05, 0x52, 0x09, 0x70, 0x72, 0x65, 0x66, 0x69, 0x78, 0x4c, 0x65,
+	0x6e, 0x12, 0x18, 0x0a, 0x07, 0x67, 0x61, 0x74, 0x65, 0x77, 0x61, 0x79, 0x18, 0x05, 0x20, 0x01,
+	0x28, 0x09, 0x52, 0x07, 0x67, 0x61, 0x74, 0x65, 0x77, 0x61, 0x79, 0x12, 0x18, 0x0a, 0x07, 0x61,
+	0x6c, 0x69, 0x61, 0x73, 0x65, 0x73, 0x18, 0x06, 0x20, 0x03, 0x28, 0x09, 0x52, 0x07, 0x61, 0x6c,
+	0x69, 0x61, 0x73, 0x65, 0x73, 0x12, 0x44, 0x0a, 0x08, 0x73, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67,
+	0x73, 0x18, 0x07, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x28, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e,
+	0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72,
+	0x6b, 0x45, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x53, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67,
+	0x73, 0x52, 0x08, 0x73, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x12, 0x25, 0x0a, 0x0e, 0x72,
+	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x65, 0x64, 0x5f, 0x69, 0x70, 0x76, 0x34, 0x18, 0x08, 0x20,
+	0x01, 0x28, 0x09, 0x52, 0x0d, 0x72, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x65, 0x64, 0x49, 0x70,
+	0x76, 0x34, 0x12, 0x21, 0x0a, 0x0c, 0x69, 0x70, 0x76, 0x36, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65,
+	0x73, 0x73, 0x18, 0x09, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x69, 0x70, 0x76, 0x36, 0x41, 0x64,
+	0x64, 0x72, 0x65, 0x73, 0x73, 0x12, 0x26, 0x0a, 0x0f, 0x69, 0x70, 0x76, 0x36, 0x5f, 0x70, 0x72,
+	0x65, 0x66, 0x69, 0x78, 0x5f, 0x6c, 0x65, 0x6e, 0x18, 0x0a, 0x20, 0x01, 0x28, 0x05, 0x52, 0x0d,
+	0x69, 0x70, 0x76, 0x36, 0x50, 0x72, 0x65, 0x66, 0x69, 0x78, 0x4c, 0x65, 0x6e, 0x12, 0x21, 0x0a,
+	0x0c, 0x69, 0x70, 0x76, 0x36, 0x5f, 0x67, 0x61, 0x74, 0x65, 0x77, 0x61, 0x79, 0x18, 0x0b, 0x20,
+	0x01, 0x28, 0x09, 0x52, 0x0b, 0x69, 0x70, 0x76, 0x36, 0x47, 0x61, 0x74, 0x65, 0x77, 0x61, 0x79,
+	0x12, 0x1f, 0x0a, 0x0b, 0x6d, 0x61, 0x63, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18,
+	0x0c, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x6d, 0x61, 0x63, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73,
+	0x73, 0x12, 0x1f, 0x0a, 0x0b, 0x65, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x5f, 0x69, 0x64,
+	0x18, 0x0d, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x65, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74,
+	0x49, 0x64, 0x22, 0xb3, 0x02, 0x0a, 0x17, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x45, 0x6e,
+	0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x53, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x12, 0x21,
+	0x0a, 0x0c, 0x69, 0x70, 0x76, 0x36, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x01,
+	0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x69, 0x70, 0x76, 0x36, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73,
+	0x73, 0x12, 0x14, 0x0a, 0x05, 0x6c, 0x69, 0x6e, 0x6b, 0x73, 0x18, 0x02, 0x20, 0x03, 0x28, 0x09,
+	0x52, 0x05, 0x6c, 0x69, 0x6e, 0x6b, 0x73, 0x12, 0x1f, 0x0a, 0x0b, 0x6d, 0x61, 0x63, 0x5f, 0x61,
+	0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x6d, 0x61,
+	0x63, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x12, 0x59, 0x0a, 0x0b, 0x64, 0x72, 0x69, 0x76,
+	0x65, 0x72, 0x5f, 0x6f, 0x70, 0x74, 0x73, 0x18, 0x04, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x38, 0x2e,
+	0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e,
+	0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x45, 0x6e, 0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x53,
+	0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x2e, 0x44, 0x72, 0x69, 0x76, 0x65, 0x72, 0x4f, 0x70,
+	0x74, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x0a, 0x64, 0x72, 0x69, 0x76, 0x65, 0x72, 0x4f,
+	0x70, 0x74, 0x73, 0x12, 0x24, 0x0a, 0x0e, 0x6c, 0x69, 0x6e, 0x6b, 0x5f, 0x6c, 0x6f, 0x63, 0x61,
+	0x6c, 0x5f, 0x69, 0x70, 0x73, 0x18, 0x05, 0x20, 0x03, 0x28, 0x09, 0x52, 0x0c, 0x6c, 0x69, 0x6e,
+	0x6b, 0x4c, 0x6f, 0x63, 0x61, 0x6c, 0x49, 0x70, 0x73, 0x1a, 0x3d, 0x0a, 0x0f, 0x44, 0x72, 0x69,
+	0x76, 0x65, 0x72, 0x4f, 0x70, 0x74, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03,
+	0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x14,
+	0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76,
+	0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x22, 0xf0, 0x01, 0x0a, 0x0b, 0x4e, 0x65, 0x74,
+	0x77, 0x6f, 0x72, 0x6b, 0x50, 0x6f, 0x6f, 0x6c, 0x12, 0x16, 0x0a, 0x06, 0x73, 0x75, 0x62, 0x6e,
+	0x65, 0x74, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x73, 0x75, 0x62, 0x6e, 0x65, 0x74,
+	0x12, 0x18, 0x0a, 0x07, 0x67, 0x61, 0x74, 0x65, 0x77, 0x61, 0x79, 0x18, 0x02, 0x20, 0x01, 0x28,
+	0x09, 0x52, 0x07, 0x67, 0x61, 0x74, 0x65, 0x77, 0x61, 0x79, 0x12, 0x19, 0x0a, 0x08, 0x69, 0x70,
+	0x5f, 0x72, 0x61, 0x6e, 0x67, 0x65, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x69, 0x70,
+	0x52, 0x61, 0x6e, 0x67, 0x65, 0x12, 0x53, 0x0a, 0x0d, 0x61, 0x75, 0x78, 0x5f, 0x61, 0x64, 0x64,
+	0x72, 0x65, 0x73, 0x73, 0x65, 0x73, 0x18, 0x04, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x2e, 0x2e, 0x62,
+	0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4e,
+	0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x50, 0x6f, 0x6f, 0x6c, 0x2e, 0x41, 0x75, 0x78, 0x41, 0x64,
+	0x64, 0x72, 0x65, 0x73, 0x73, 0x65, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x0c, 0x61, 0x75,
+	0x78, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x65, 0x73, 0x1a, 0x3f, 0x0a, 0x11, 0x41, 0x75,
+	0x78, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x65, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12,
+	0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65,
+	0x79, 0x12, 0x14, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09,
+	0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x22, 0xd1, 0x01, 0x0a, 0x10,
+	0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
+	0x12, 0x21, 0x0a, 0x0c, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x5f, 0x69, 0x64,
+	0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65,
+	0x72, 0x49, 0x64, 0x12, 0x12, 0x0a, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28,
+	0x09, 0x52, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x12, 0x1f, 0x0a, 0x0b, 0x65, 0x6e, 0x64, 0x70, 0x6f,
+	0x69, 0x6e, 0x74, 0x5f, 0x69, 0x64, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x65, 0x6e,
+	0x64, 0x70, 0x6f, 0x69, 0x6e, 0x74, 0x49, 0x64, 0x12, 0x1f, 0x0a, 0x0b, 0x6d, 0x61, 0x63, 0x5f,
+	0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x04, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x6d,
+	0x61, 0x63, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x12, 0x21, 0x0a, 0x0c, 0x69, 0x70, 0x76,
+	0x34, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x05, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x0b, 0x69, 0x70, 0x76, 0x34, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x12, 0x21, 0x0a, 0x0c,
+	0x69, 0x70, 0x76, 0x36, 0x5f, 0x61, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x18, 0x06, 0x20, 0x01,
+	0x28, 0x09, 0x52, 0x0b, 0x69, 0x70, 0x76, 0x36, 0x41, 0x64, 0x64, 0x72, 0x65, 0x73, 0x73, 0x22,
+	0xe3, 0x02, 0x0a, 0x09, 0x4d, 0x6f, 0x75, 0x6e, 0x74, 0x53, 0x70, 0x65, 0x63, 0x12, 0x12, 0x0a,
+	0x04, 0x74, 0x79, 0x70, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x74, 0x79, 0x70,
+	0x65, 0x12, 0x16, 0x0a, 0x06, 0x73, 0x6f, 0x75, 0x72, 0x63, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28,
+	0x09, 0x52, 0x06, 0x73, 0x6f, 0x75, 0x72, 0x63, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x74, 0x61, 0x72,
+	0x67, 0x65, 0x74, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x74, 0x61, 0x72, 0x67, 0x65,
+	0x74, 0x12, 0x1a, 0x0a, 0x08, 0x72, 0x65, 0x61, 0x64, 0x6f, 0x6e, 0x6c, 0x79, 0x18, 0x04, 0x20,
+	0x01, 0x28, 0x08, 0x52, 0x08, 0x72, 0x65, 0x61, 0x64, 0x6f, 0x6e, 0x6c, 0x79, 0x12, 0x23, 0x0a,
+	0x0d, 0x76, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x5f, 0x6e, 0x6f, 0x63, 0x6f, 0x70, 0x79, 0x18, 0x05,
+	0x20, 0x01, 0x28, 0x08, 0x52, 0x0c, 0x76, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x4e, 0x6f, 0x63, 0x6f,
+	0x70, 0x79, 0x12, 0x23, 0x0a, 0x0d, 0x63, 0x72, 0x65, 0x61, 0x74, 0x65, 0x5f, 0x73, 0x6f, 0x75,
+	0x72, 0x63, 0x65, 0x18, 0x06, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0c, 0x63, 0x72, 0x65, 0x61, 0x74,
+	0x65, 0x53, 0x6f, 0x75, 0x72, 0x63, 0x65, 0x12, 0x18, 0x0a, 0x07, 0x6f, 0x70, 0x74, 0x69, 0x6f,
+	0x6e, 0x73, 0x18, 0x07, 0x20, 0x03, 0x28, 0x09, 0x52, 0x07, 0x6f, 0x70, 0x74, 0x69, 0x6f, 0x6e,
+	0x73, 0x12, 0x51, 0x0a, 0x0d, 0x76, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x5f, 0x6c, 0x61, 0x62, 0x65,
+	0x6c, 0x73, 0x18, 0x08, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x2c, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68,
+	0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4d, 0x6f, 0x75, 0x6e, 0x74,
+	0x53, 0x70, 0x65, 0x63, 0x2e, 0x56, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x4c, 0x61, 0x62, 0x65, 0x6c,
+	0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x0c, 0x76, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x4c, 0x61,
+	0x62, 0x65, 0x6c, 0x73, 0x1a, 0x3f, 0x0a, 0x11, 0x56, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x4c, 0x61,
+	0x62, 0x65, 0x6c, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79,
+	0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x14, 0x0a, 0x05, 0x76,
+	0x61, 0x6c, 0x75, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75,
+	0x65, 0x3a, 0x02, 0x38, 0x01, 0x22, 0xcc, 0x01, 0x0a, 0x0a, 0x4d, 0x6f, 0x75, 0x6e, 0x74, 0x50,
+	0x6f, 0x69, 0x6e, 0x74, 0x12, 0x12, 0x0a, 0x04, 0x74, 0x79, 0x70, 0x65, 0x18, 0x01, 0x20, 0x01,
+	0x28, 0x09, 0x52, 0x04, 0x74, 0x79, 0x70, 0x65, 0x12, 0x12, 0x0a, 0x04, 0x6e, 0x61, 0x6d, 0x65,
+	0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x12, 0x16, 0x0a, 0x06,
+	0x73, 0x6f, 0x75, 0x72, 0x63, 0x65, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x73, 0x6f,
+	0x75, 0x72, 0x63, 0x65, 0x12, 0x20, 0x0a, 0x0b, 0x64, 0x65, 0x73, 0x74, 0x69, 0x6e, 0x61, 0x74,
+	0x69, 0x6f, 0x6e, 0x18, 0x04, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x64, 0x65, 0x73, 0x74, 0x69,
+	0x6e, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x12, 0x16, 0x0a, 0x06, 0x64, 0x72, 0x69, 0x76, 0x65, 0x72,
+	0x18, 0x05, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x64, 0x72, 0x69, 0x76, 0x65, 0x72, 0x12, 0x12,
+	0x0a, 0x04, 0x6d, 0x6f, 0x64, 0x65, 0x18, 0x06, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x6d, 0x6f,
+	0x64, 0x65, 0x12, 0x0e, 0x0a, 0x02, 0x72, 0x77, 0x18, 0x07, 0x20, 0x01, 0x28, 0x08, 0x52, 0x02,
+	0x72, 0x77, 0x12, 0x20, 0x0a, 0x0b, 0x70, 0x72, 0x6f, 0x70, 0x61, 0x67, 0x61, 0x74, 0x69, 0x6f,
+	0x6e, 0x18, 0x08, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x70, 0x72, 0x6f, 0x70, 0x61, 0x67, 0x61,
+	0x74, 0x69, 0x6f, 0x6e, 0x22, 0x24, 0x0a, 0x0a, 0x53, 0x74, 0x72, 0x69, 0x6e, 0x67, 0x4c, 0x69,
+	0x73, 0x74, 0x12, 0x16, 0x0a, 0x06, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x73, 0x18, 0x01, 0x20, 0x03,
+	0x28, 0x09, 0x52, 0x06, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x73, 0x22, 0x53, 0x0a, 0x0d, 0x52, 0x65,
+	0x73, 0x74, 0x61, 0x72, 0x74, 0x50, 0x6f, 0x6c, 0x69, 0x63, 0x79, 0x12, 0x12, 0x0a, 0x04, 0x6e,
+	0x61, 0x6d, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x12,
+	0x2e, 0x0a, 0x13, 0x6d, 0x61, 0x78, 0x69, 0x6d, 0x75, 0x6d, 0x5f, 0x72, 0x65, 0x74, 0x72, 0x79,
+	0x5f, 0x63, 0x6f, 0x75, 0x6e, 0x74, 0x18, 0x02, 0x20, 0x01, 0x28, 0x05, 0x52, 0x11, 0x6d, 0x61,
+	0x78, 0x69, 0x6d, 0x75, 0x6d, 0x52, 0x65, 0x74, 0x72, 0x79, 0x43, 0x6f, 0x75, 0x6e, 0x74, 0x22,
+	0xa0, 0x01, 0x0a, 0x09, 0x48, 0x65, 0x61, 0x6c, 0x74, 0x68, 0x4c, 0x6f, 0x67, 0x12, 0x30, 0x0a,
+	0x05, 0x73, 0x74, 0x61, 0x72, 0x74, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67,
+	0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54,
+	0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x05, 0x73, 0x74, 0x61, 0x72, 0x74, 0x12,
+	0x2c, 0x0a, 0x03, 0x65, 0x6e, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67,
+	0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54,
+	0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x03, 0x65, 0x6e, 0x64, 0x12, 0x1b, 0x0a,
+	0x09, 0x65, 0x78, 0x69, 0x74, 0x5f, 0x63, 0x6f, 0x64, 0x65, 0x18, 0x03, 0x20, 0x01, 0x28, 0x05,
+	0x52, 0x08, 0x65, 0x78, 0x69, 0x74, 0x43, 0x6f, 0x64, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x6f, 0x75,
+	0x74, 0x70, 0x75, 0x74, 0x18, 0x04, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x6f, 0x75, 0x74, 0x70,
+	0x75, 0x74, 0x22, 0x75, 0x0a, 0x06, 0x48, 0x65, 0x61, 0x6c, 0x74, 0x68, 0x12, 0x16, 0x0a, 0x06,
+	0x73, 0x74, 0x61, 0x74, 0x75, 0x73, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x73, 0x74,
+	0x61, 0x74, 0x75, 0x73, 0x12, 0x25, 0x0a, 0x0e, 0x66, 0x61, 0x69, 0x6c, 0x69, 0x6e, 0x67, 0x5f,
+	0x73, 0x74, 0x72, 0x65, 0x61, 0x6b, 0x18, 0x02, 0x20, 0x01, 0x28, 0x05, 0x52, 0x0d, 0x66, 0x61,
+	0x69, 0x6c, 0x69, 0x6e, 0x67, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6b, 0x12, 0x2c, 0x0a, 0x03, 0x6c,
+	0x6f, 0x67, 0x18, 0x03, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68,
+	0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x48, 0x65, 0x61, 0x6c, 0x74,
+	0x68, 0x4c, 0x6f, 0x67, 0x52, 0x03, 0x6c, 0x6f, 0x67, 0x22, 0x52, 0x0a, 0x16, 0x43, 0x72, 0x65,
+	0x61, 0x74, 0x65, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75,
+	0x65, 0x73, 0x74, 0x12, 0x38, 0x0a, 0x06, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x18, 0x01, 0x20,
+	0x01, 0x28, 0x0b, 0x32, 0x20, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69,
+	0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x43,
+	0x6f, 0x6e, 0x66, 0x69, 0x67, 0x52, 0x06, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x22, 0x45, 0x0a,
+	0x17, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
+	0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01,
+	0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x1a, 0x0a, 0x08, 0x77, 0x61, 0x72, 0x6e,
+	0x69, 0x6e, 0x67, 0x73, 0x18, 0x02, 0x20, 0x03, 0x28, 0x09, 0x52, 0x08, 0x77, 0x61, 0x72, 0x6e,
+	0x69, 0x6e, 0x67, 0x73, 0x22, 0x67, 0x0a, 0x13, 0x52, 0x75, 0x6e, 0x43, 0x6f, 0x6e, 0x74, 0x61,
+	0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x38, 0x0a, 0x06, 0x63,
+	0x6f, 0x6e, 0x66, 0x69, 0x67, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x20, 0x2e, 0x62, 0x65,
+	0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f,
+	0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x52, 0x06, 0x63,
+	0x6f, 0x6e, 0x66, 0x69, 0x67, 0x12, 0x16, 0x0a, 0x06, 0x61, 0x74, 0x74, 0x61, 0x63, 0x68, 0x18,
+	0x02, 0x20, 0x01, 0x28, 0x08, 0x52, 0x06, 0x61, 0x74, 0x74, 0x61, 0x63, 0x68, 0x22, 0x9b, 0x01,
+	0x0a, 0x14, 0x52, 0x75, 0x6e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65,
+	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x10, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01,
+	0x28, 0x09, 0x48, 0x00, 0x52, 0x02, 0x69, 0x64, 0x12, 0x35, 0x0a, 0x06, 0x6f, 0x75, 0x74, 0x70,
+	0x75, 0x74, 0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1b, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68,
+	0x2e, 0x74, 0x79, 0x70, 0x65, 0x73, 0x2e, 0x76, 0x31, 0x2e, 0x4f, 0x75, 0x74, 0x70, 0x75, 0x74,
+	0x43, 0x68, 0x75, 0x6e, 0x6b, 0x48, 0x00, 0x52, 0x06, 0x6f, 0x75, 0x74, 0x70, 0x75, 0x74, 0x12,
+	0x31, 0x0a, 0x04, 0x65, 0x78, 0x69, 0x74, 0x18, 0x03, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1b, 0x2e,
+	0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e,
+	0x45, 0x78, 0x69, 0x74, 0x53, 0x74, 0x61, 0x74, 0x75, 0x73, 0x48, 0x00, 0x52, 0x04, 0x65, 0x78,
+	0x69, 0x74, 0x42, 0x07, 0x0a, 0x05, 0x65, 0x76, 0x65, 0x6e, 0x74, 0x22, 0x48, 0x0a, 0x0a, 0x45,
+	0x78, 0x69, 0x74, 0x53, 0x74, 0x61, 0x74, 0x75, 0x73, 0x12, 0x1b, 0x0a, 0x09, 0x65, 0x78, 0x69,
+	0x74, 0x5f, 0x63, 0x6f, 0x64, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x05, 0x52, 0x08, 0x65, 0x78,
+	0x69, 0x74, 0x43, 0x6f, 0x64, 0x65, 0x12, 0x1d, 0x0a, 0x0a, 0x6f, 0x6f, 0x6d, 0x5f, 0x6b, 0x69,
+	0x6c, 0x6c, 0x65, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x08, 0x52, 0x09, 0x6f, 0x6f, 0x6d, 0x4b,
+	0x69, 0x6c, 0x6c, 0x65, 0x64, 0x22, 0x27, 0x0a, 0x15, 0x53, 0x74, 0x61, 0x72, 0x74, 0x43, 0x6f,
+	0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e,
+	0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x22, 0x18,
+	0x0a, 0x16, 0x53, 0x74, 0x61, 0x72, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
+	0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x22, 0x51, 0x0a, 0x14, 0x53, 0x74, 0x6f, 0x70,
 	0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
 	0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64,
-	0x12, 0x14, 0x0a, 0x05, 0x66, 0x6f, 0x72, 0x63, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x08, 0x52,
-	0x05, 0x66, 0x6f, 0x72, 0x63, 0x65, 0x12, 0x25, 0x0a, 0x0e, 0x72, 0x65, 0x6d, 0x6f, 0x76, 0x65,
-	0x5f, 0x76, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x73, 0x18, 0x03, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0d,
-	0x72, 0x65, 0x6d, 0x6f, 0x76, 0x65, 0x56, 0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x73, 0x22, 0x26, 0x0a,
-	0x14, 0x57, 0x61, 0x69, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65,
-	0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28,
-	0x09, 0x52, 0x02, 0x69, 0x64, 0x22, 0x53, 0x0a, 0x15, 0x57, 0x61, 0x69, 0x74, 0x43, 0x6f, 0x6e,
-	0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x1b,
-	0x0a, 0x09, 0x65, 0x78, 0x69, 0x74, 0x5f, 0x63, 0x6f, 0x64, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28,
+	0x12, 0x1d, 0x0a, 0x07, 0x74, 0x69, 0x6d, 0x65, 0x6f, 0x75, 0x74, 0x18, 0x02, 0x20, 0x01, 0x28,
+	0x05, 0x48, 0x00, 0x52, 0x07, 0x74, 0x69, 0x6d, 0x65, 0x6f, 0x75, 0x74, 0x88, 0x01, 0x01, 0x42,
+	0x0a, 0x0a, 0x08, 0x5f, 0x74, 0x69, 0x6d, 0x65, 0x6f, 0x75, 0x74, 0x22, 0x17, 0x0a, 0x15, 0x53,
+	0x74, 0x6f, 0x70, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70,
+	0x6f, 0x6e, 0x73, 0x65, 0x22, 0x54, 0x0a, 0x17, 0x52, 0x65, 0x73, 0x74, 0x61, 0x72, 0x74, 0x43,
+	0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12,
+	0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12,
+	0x1d, 0x0a, 0x07, 0x74, 0x69, 0x6d, 0x65, 0x6f, 0x75, 0x74, 0x18, 0x02, 0x20, 0x01, 0x28, 0x05,
+	0x48, 0x00, 0x52, 0x07, 0x74, 0x69, 0x6d, 0x65, 0x6f, 0x75, 0x74, 0x88, 0x01, 0x01, 0x42, 0x0a,
+	0x0a, 0x08, 0x5f, 0x74, 0x69, 0x6d, 0x65, 0x6f, 0x75, 0x74, 0x22, 0x1a, 0x0a, 0x18, 0x52, 0x65,
+	0x73, 0x74, 0x61, 0x72, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65,
+	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x22, 0x3e, 0x0a, 0x14, 0x4b, 0x69, 0x6c, 0x6c, 0x43, 0x6f,
+	0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e,
+	0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x16,
+	0x0a, 0x06, 0x73, 0x69, 0x67, 0x6e, 0x61, 0x6c, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06,
+	0x73, 0x69, 0x67, 0x6e, 0x61, 0x6c, 0x22, 0x17, 0x0a, 0x15, 0x4b, 0x69, 0x6c, 0x6c, 0x43, 0x6f,
+	0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x22,
+	0x65, 0x0a, 0x16, 0x52, 0x65, 0x6d, 0x6f, 0x76, 0x65, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e,
+	0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18,
+	0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x14, 0x0a, 0x05, 0x66, 0x6f, 0x72,
+	0x63, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x08, 0x52, 0x05, 0x66, 0x6f, 0x72, 0x63, 0x65, 0x12,
+	0x25, 0x0a, 0x0e, 0x72, 0x65, 0x6d, 0x6f, 0x76, 0x65, 0x5f, 0x76, 0x6f, 0x6c, 0x75, 0x6d, 0x65,
+	0x73, 0x18, 0x03, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0d, 0x72, 0x65, 0x6d, 0x6f, 0x76, 0x65, 0x56,
+	0x6f, 0x6c, 0x75, 0x6d, 0x65, 0x73, 0x22, 0x26, 0x0a, 0x14, 0x57, 0x61, 0x69, 0x74, 0x43, 0x6f,
+	0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e,
+	0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x22, 0x53,
+	0x0a, 0x15, 0x57, 0x61, 0x69, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52,
+	0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x1b, 0x0a, 0x09, 0x65, 0x78, 0x69, 0x74, 0x5f,
+	0x63, 0x6f, 0x64, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x05, 0x52, 0x08, 0x65, 0x78, 0x69, 0x74,
+	0x43, 0x6f, 0x64, 0x65, 0x12, 0x1d, 0x0a, 0x0a, 0x6f, 0x6f, 0x6d, 0x5f, 0x6b, 0x69, 0x6c, 0x6c,
+	0x65, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x08, 0x52, 0x09, 0x6f, 0x6f, 0x6d, 0x4b, 0x69, 0x6c,
+	0x6c, 0x65, 0x64, 0x22, 0xd1, 0x01, 0x0a, 0x15, 0x4c, 0x69, 0x73, 0x74, 0x43, 0x6f, 0x6e, 0x74,
+	0x61, 0x69, 0x6e, 0x65, 0x72, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x10, 0x0a,
+	0x03, 0x61, 0x6c, 0x6c, 0x18, 0x01, 0x20, 0x01, 0x28, 0x08, 0x52, 0x03, 0x61, 0x6c, 0x6c, 0x12,
+	0x4d, 0x0a, 0x07, 0x66, 0x69, 0x6c, 0x74, 0x65, 0x72, 0x73, 0x18, 0x02, 0x20, 0x03, 0x28, 0x0b,
+	0x32, 0x33, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e,
+	0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
+	0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x2e, 0x46, 0x69, 0x6c, 0x74, 0x65, 0x72, 0x73,
+	0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x07, 0x66, 0x69, 0x6c, 0x74, 0x65, 0x72, 0x73, 0x1a, 0x57,
+	0x0a, 0x0c, 0x46, 0x69, 0x6c, 0x74, 0x65, 0x72, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10,
+	0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79,
+	0x12, 0x31, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32,
+	0x1b, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76,
+	0x31, 0x2e, 0x53, 0x74, 0x72, 0x69, 0x6e, 0x67, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x05, 0x76, 0x61,
+	0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x22, 0x87, 0x03, 0x0a, 0x0e, 0x43, 0x6f, 0x6e, 0x74,
+	0x61, 0x69, 0x6e, 0x65, 0x72, 0x53, 0x74, 0x61, 0x74, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x73, 0x74,
+	0x61, 0x74, 0x75, 0x73, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x73, 0x74, 0x61, 0x74,
+	0x75, 0x73, 0x12, 0x18, 0x0a, 0x07, 0x72, 0x75, 0x6e, 0x6e, 0x69, 0x6e, 0x67, 0x18, 0x02, 0x20,
+	0x01, 0x28, 0x08, 0x52, 0x07, 0x72, 0x75, 0x6e, 0x6e, 0x69, 0x6e, 0x67, 0x12, 0x10, 0x0a, 0x03,
+	0x70, 0x69, 0x64, 0x18, 0x03, 0x20, 0x01, 0x28, 0x05, 0x52, 0x03, 0x70, 0x69, 0x64, 0x12, 0x1b,
+	0x0a, 0x09, 0x65, 0x78, 0x69, 0x74, 0x5f, 0x63, 0x6f, 0x64, 0x65, 0x18, 0x04, 0x20, 0x01, 0x28,
 	0x05, 0x52, 0x08, 0x65, 0x78, 0x69, 0x74, 0x43, 0x6f, 0x64, 0x65, 0x12, 0x1d, 0x0a, 0x0a, 0x6f,
-	0x6f, 0x6d, 0x5f, 0x6b, 0x69, 0x6c, 0x6c, 0x65, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x08, 0x52,
-	0x09, 0x6f, 0x6f, 0x6d, 0x4b, 0x69, 0x6c, 0x6c, 0x65, 0x64, 0x22, 0xd1, 0x01, 0x0a, 0x15, 0x4c,
-	0x69, 0x73, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x73, 0x52, 0x65, 0x71,
-	0x75, 0x65, 0x73, 0x74, 0x12, 0x10, 0x0a, 0x03, 0x61, 0x6c, 0x6c, 0x18, 0x01, 0x20, 0x01, 0x28,
-	0x08, 0x52, 0x03, 0x61, 0x6c, 0x6c, 0x12, 0x4d, 0x0a, 0x07, 0x66, 0x69, 0x6c, 0x74, 0x65, 0x72,
-	0x73, 0x18, 0x02, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x33, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e,
-	0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x43, 0x6f,
-	0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x2e,
-	0x46, 0x69, 0x6c, 0x74, 0x65, 0x72, 0x73, 0x45, 0x6e, 0x74, 0x72, 0x79, 0x52, 0x07, 0x66, 0x69,
-	0x6c, 0x74, 0x65, 0x72, 0x73, 0x1a, 0x57, 0x0a, 0x0c, 0x46, 0x69, 0x6c, 0x74, 0x65, 0x72, 0x73,
-	0x45, 0x6e, 0x74, 0x72, 0x79, 0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01,
-	0x28, 0x09, 0x52, 0x03, 0x6b, 0x65, 0x79, 0x12, 0x31, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65,
-	0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1b, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65,
-	0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x74, 0x72, 0x69, 0x6e, 0x67, 0x4c,
-	0x69, 0x73, 0x74, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x22, 0x87,
-	0x03, 0x0a, 0x0e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x53, 0x74, 0x61, 0x74,
-	0x65, 0x12, 0x16, 0x0a, 0x06, 0x73, 0x74, 0x61, 0x74, 0x75, 0x73, 0x18, 0x01, 0x20, 0x01, 0x28,
-	0x09, 0x52, 0x06, 0x73, 0x74, 0x61, 0x74, 0x75, 0x73, 0x12, 0x18, 0x0a, 0x07, 0x72, 0x75, 0x6e,
-	0x6e, 0x69, 0x6e, 0x67, 0x18, 0x02, 0x20, 0x01, 0x28, 0x08, 0x52, 0x07, 0x72, 0x75, 0x6e, 0x6e,
-	0x69, 0x6e, 0x67, 0x12, 0x10, 0x0a, 0x03, 0x70, 0x69, 0x64, 0x18, 0x03, 0x20, 0x01, 0x28, 0x05,
-	0x52, 0x03, 0x70, 0x69, 0x64, 0x12, 0x1b, 0x0a, 0x09, 0x65, 0x78, 0x69, 0x74, 0x5f, 0x63, 0x6f,
-	0x64, 0x65, 0x18, 0x04, 0x20, 0x01, 0x28, 0x05, 0x52, 0x08, 0x65, 0x78, 0x69, 0x74, 0x43, 0x6f,
-	0x64, 0x65, 0x12, 0x1d, 0x0a, 0x0a, 0x6f, 0x6f, 0x6d, 0x5f, 0x6b, 0x69, 0x6c, 0x6c, 0x65, 0x64,
-	0x18, 0x05, 0x20, 0x01, 0x28, 0x08, 0x52, 0x09, 0x6f, 0x6f, 0x6d, 0x4b, 0x69, 0x6c, 0x6c, 0x65,
-	0x64, 0x12, 0x39, 0x0a, 0x0a, 0x73, 0x74, 0x61, 0x72, 0x74, 0x65, 0x64, 0x5f, 0x61, 0x74, 0x18,
-	0x06, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70,
-	0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d,
-	0x70, 0x52, 0x09, 0x73, 0x74, 0x61, 0x72, 0x74, 0x65, 0x64, 0x41, 0x74, 0x12, 0x3b, 0x0a, 0x0b,
-	0x66, 0x69, 0x6e, 0x69, 0x73, 0x68, 0x65, 0x64, 0x5f, 0x61, 0x74, 0x18, 0x07, 0x20, 0x01, 0x28,
-	0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f,
-	0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x0a, 0x66,
-	0x69, 0x6e, 0x69, 0x73, 0x68, 0x65, 0x64, 0x41, 0x74, 0x12, 0x14, 0x0a, 0x05, 0x65, 0x72, 0x72,
-	0x6f, 0x72, 0x18, 0x08, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x65, 0x72, 0x72, 0x6f, 0x72, 0x12,
-	0x2f, 0x0a, 0x06, 0x68, 0x65, 0x61, 0x6c, 0x74, 0x68, 0x18, 0x32, 0x20, 0x01, 0x28, 0x0b, 0x32,
-	0x17, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76,
-	0x31, 0x2e, 0x48, 0x65, 0x61, 0x6c, 0x74, 0x68, 0x52, 0x06, 0x68, 0x65, 0x61, 0x6c, 0x74, 0x68,
-	0x12, 0x1e, 0x0a, 0x0a, 0x72, 0x65, 0x73, 0x74, 0x61, 0x72, 0x74, 0x69, 0x6e, 0x67, 0x18, 0x33,
-	0x20, 0x01, 0x28, 0x08, 0x52, 0x0a, 0x72, 0x65, 0x73, 0x74, 0x61, 0x72, 0x74, 0x69, 0x6e, 0x67,
-	0x12, 0x16, 0x0a, 0x06, 0x70, 0x61, 0x75, 0x73, 0x65, 0x64, 0x18, 0x3c, 0x20, 0x01, 0x28, 0x08,
-	0x52, 0x06, 0x70, 0x61, 0x75, 0x73, 0x65, 0x64, 0x22, 0xe6, 0x05, 0x0a, 0x0d, 0x43, 0x6f, 0x6e,
-	0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x49, 0x6e, 0x66, 0x6f, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64,
-	0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x12, 0x0a, 0x04, 0x6e, 0x61,
-	0x6d, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x12, 0x34,
-	0x0a, 0x07, 0x63, 0x72, 0x65, 0x61, 0x74, 0x65, 0x64, 0x18, 0x03, 0x20, 0x01, 0x28, 0x0b, 0x32,
-	0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75,
-	0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x07, 0x63, 0x72, 0x65,
-	0x61, 0x74, 0x65, 0x64, 0x12, 0x14, 0x0a, 0x05, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x18, 0x04, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x05, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x12, 0x19, 0x0a, 0x08, 0x69, 0x6d,
-	0x61, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18, 0x05, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x69, 0x6d,
-	0x61, 0x67, 0x65, 0x49, 0x64, 0x12, 0x12, 0x0a, 0x04, 0x70, 0x61, 0x74, 0x68, 0x18, 0x06, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x04, 0x70, 0x61, 0x74, 0x68, 0x12, 0x12, 0x0a, 0x04, 0x61, 0x72, 0x67,
-	0x73, 0x18, 0x07, 0x20, 0x03, 0x28, 0x09, 0x52, 0x04, 0x61, 0x72, 0x67, 0x73, 0x12, 0x35, 0x0a,
-	0x05, 0x73, 0x74, 0x61, 0x74, 0x65, 0x18, 0x08, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1f, 0x2e, 0x62,
-	0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43,
-	0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x53, 0x74, 0x61, 0x74, 0x65, 0x52, 0x05, 0x73,
-	0x74, 0x61, 0x74, 0x65, 0x12, 0x38, 0x0a, 0x06, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x18, 0x09,
-	0x20, 0x01, 0x28, 0x0b, 0x32, 0x20, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67,
-	0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
-	0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x52, 0x06, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x12, 0x10,
-	0x0a, 0x03, 0x65, 0x6e, 0x76, 0x18, 0x0a, 0x20, 0x03, 0x28, 0x09, 0x52, 0x03, 0x65, 0x6e, 0x76,
-	0x12, 0x1f, 0x0a, 0x0b, 0x77, 0x6f, 0x72, 0x6b, 0x69, 0x6e, 0x67, 0x5f, 0x64, 0x69, 0x72, 0x18,
-	0x0b, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x77, 0x6f, 0x72, 0x6b, 0x69, 0x6e, 0x67, 0x44, 0x69,
-	0x72, 0x12, 0x1a, 0x0a, 0x08, 0x68, 0x6f, 0x73, 0x74, 0x6e, 0x61, 0x6d, 0x65, 0x18, 0x0c, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x08, 0x68, 0x6f, 0x73, 0x74, 0x6e, 0x61, 0x6d, 0x65, 0x12, 0x19, 0x0a,
-	0x08, 0x6c, 0x6f, 0x67, 0x5f, 0x70, 0x61, 0x74, 0x68, 0x18, 0x0d, 0x20, 0x01, 0x28, 0x09, 0x52,
-	0x07, 0x6c, 0x6f, 0x67, 0x50, 0x61, 0x74, 0x68, 0x12, 0x21, 0x0a, 0x0c, 0x6e, 0x65, 0x74, 0x77,
-	0x6f, 0x72, 0x6b, 0x5f, 0x6d, 0x6f, 0x64, 0x65, 0x18, 0x0e, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b,
-	0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x4d, 0x6f, 0x64, 0x65, 0x12, 0x1d, 0x0a, 0x0a, 0x6e,
-	0x65, 0x74, 0x6e, 0x73, 0x5f, 0x70, 0x61, 0x74, 0x68, 0x18, 0x0f, 0x20, 0x01, 0x28, 0x09, 0x52,
-	0x09, 0x6e, 0x65, 0x74, 0x6e, 0x73, 0x50, 0x61, 0x74, 0x68, 0x12, 0x33, 0x0a, 0x06, 0x6d, 0x6f,
-	0x75, 0x6e, 0x74, 0x73, 0x18, 0x10, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x1b, 0x2e, 0x62, 0x65, 0x72,
-	0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4d, 0x6f, 0x75,
-	0x6e, 0x74, 0x50, 0x6f, 0x69, 0x6e, 0x74, 0x52, 0x06, 0x6d, 0x6f, 0x75, 0x6e, 0x74, 0x73, 0x12,
-	0x31, 0x0a, 0x05, 0x70, 0x6f, 0x72, 0x74, 0x73, 0x18, 0x1e, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x1b,
-	0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x74, 0x79, 0x70, 0x65, 0x73, 0x2e, 0x76, 0x31, 0x2e,
-	0x50, 0x6f, 0x72, 0x74, 0x42, 0x69, 0x6e, 0x64, 0x69, 0x6e, 0x67, 0x52, 0x05, 0x70, 0x6f, 0x72,
-	0x74, 0x73, 0x12, 0x3d, 0x0a, 0x08, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x73, 0x18, 0x1f,
-	0x20, 0x03, 0x28, 0x0b, 0x32, 0x21, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67,
-	0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
-	0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x52, 0x08, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b,
-	0x73, 0x12, 0x23, 0x0a, 0x0d, 0x72, 0x65, 0x73, 0x74, 0x61, 0x72, 0x74, 0x5f, 0x63, 0x6f, 0x75,
-	0x6e, 0x74, 0x18, 0x32, 0x20, 0x01, 0x28, 0x05, 0x52, 0x0c, 0x72, 0x65, 0x73, 0x74, 0x61, 0x72,
-	0x74, 0x43, 0x6f, 0x75, 0x6e, 0x74, 0x12, 0x39, 0x0a, 0x0a, 0x6c, 0x6f, 0x67, 0x5f, 0x63, 0x6f,
-	0x6e, 0x66, 0x69, 0x67, 0x18, 0x6f, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x62, 0x65, 0x72,
-	0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x6f, 0x67,
-	0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x52, 0x09, 0x6c, 0x6f, 0x67, 0x43, 0x6f, 0x6e, 0x66, 0x69,
-	0x67, 0x22, 0x58, 0x0a, 0x16, 0x4c, 0x69, 0x73, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e,
-	0x65, 0x72, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x3e, 0x0a, 0x0a, 0x63,
-	0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x0b, 0x32,
-	0x1e, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76,
-	0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x49, 0x6e, 0x66, 0x6f, 0x52,
-	0x0a, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x73, 0x22, 0x29, 0x0a, 0x17, 0x49,
-	0x6e, 0x73, 0x70, 0x65, 0x63, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52,
-	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01,
-	0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x22, 0x58, 0x0a, 0x18, 0x49, 0x6e, 0x73, 0x70, 0x65, 0x63,
-	0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e,
-	0x73, 0x65, 0x12, 0x3c, 0x0a, 0x09, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x18,
-	0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1e, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e,
-	0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65,
-	0x72, 0x49, 0x6e, 0x66, 0x6f, 0x52, 0x09, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
-	0x22, 0xd9, 0x01, 0x0a, 0x17, 0x47, 0x65, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65,
-	0x72, 0x4c, 0x6f, 0x67, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e, 0x0a, 0x02,
-	0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x16, 0x0a, 0x06,
-	0x66, 0x6f, 0x6c, 0x6c, 0x6f, 0x77, 0x18, 0x02, 0x20, 0x01, 0x28, 0x08, 0x52, 0x06, 0x66, 0x6f,
-	0x6c, 0x6c, 0x6f, 0x77, 0x12, 0x12, 0x0a, 0x04, 0x74, 0x61, 0x69, 0x6c, 0x18, 0x03, 0x20, 0x01,
-	0x28, 0x05, 0x52, 0x04, 0x74, 0x61, 0x69, 0x6c, 0x12, 0x30, 0x0a, 0x05, 0x73, 0x69, 0x6e, 0x63,
-	0x65, 0x18, 0x04, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65,
-	0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74,
-	0x61, 0x6d, 0x70, 0x52, 0x05, 0x73, 0x69, 0x6e, 0x63, 0x65, 0x12, 0x30, 0x0a, 0x05, 0x75, 0x6e,
-	0x74, 0x69, 0x6c, 0x18, 0x05, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67,
-	0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65,
-	0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x05, 0x75, 0x6e, 0x74, 0x69, 0x6c, 0x12, 0x1e, 0x0a, 0x0a,
-	0x74, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x73, 0x18, 0x06, 0x20, 0x01, 0x28, 0x08,
-	0x52, 0x0a, 0x74, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x73, 0x22, 0x4d, 0x0a, 0x18,
-	0x47, 0x65, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x4c, 0x6f, 0x67, 0x73,
-	0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x31, 0x0a, 0x05, 0x63, 0x68, 0x75, 0x6e,
-	0x6b, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1b, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e,
-	0x74, 0x79, 0x70, 0x65, 0x73, 0x2e, 0x76, 0x31, 0x2e, 0x4f, 0x75, 0x74, 0x70, 0x75, 0x74, 0x43,
-	0x68, 0x75, 0x6e, 0x6b, 0x52, 0x05, 0x63, 0x68, 0x75, 0x6e, 0x6b, 0x22, 0xb5, 0x02, 0x0a, 0x09,
-	0x49, 0x6d, 0x61, 0x67, 0x65, 0x49, 0x6e, 0x66, 0x6f, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18,
-	0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x1b, 0x0a, 0x09, 0x72, 0x65, 0x70,
-	0x6f, 0x5f, 0x74, 0x61, 0x67, 0x73, 0x18, 0x02, 0x20, 0x03, 0x28, 0x09, 0x52, 0x08, 0x72, 0x65,
-	0x70, 0x6f, 0x54, 0x61, 0x67, 0x73, 0x12, 0x21, 0x0a, 0x0c, 0x72, 0x65, 0x70, 0x6f, 0x5f, 0x64,
-	0x69, 0x67, 0x65, 0x73, 0x74, 0x73, 0x18, 0x03, 0x20, 0x03, 0x28, 0x09, 0x52, 0x0b, 0x72, 0x65,
-	0x70, 0x6f, 0x44, 0x69, 0x67, 0x65, 0x73, 0x74, 0x73, 0x12, 0x34, 0x0a, 0x07, 0x63, 0x72, 0x65,
-	0x61, 0x74, 0x65, 0x64, 0x18, 0x04, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f,
+	0x6f, 0x6d, 0x5f, 0x6b, 0x69, 0x6c, 0x6c, 0x65, 0x64, 0x18, 0x05, 0x20, 0x01, 0x28, 0x08, 0x52,
+	0x09, 0x6f, 0x6f, 0x6d, 0x4b, 0x69, 0x6c, 0x6c, 0x65, 0x64, 0x12, 0x39, 0x0a, 0x0a, 0x73, 0x74,
+	0x61, 0x72, 0x74, 0x65, 0x64, 0x5f, 0x61, 0x74, 0x18, 0x06, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a,
+	0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66,
+	0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x09, 0x73, 0x74, 0x61, 0x72,
+	0x74, 0x65, 0x64, 0x41, 0x74, 0x12, 0x3b, 0x0a, 0x0b, 0x66, 0x69, 0x6e, 0x69, 0x73, 0x68, 0x65,
+	0x64, 0x5f, 0x61, 0x74, 0x18, 0x07, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f,
 	0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d,
-	0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x07, 0x63, 0x72, 0x65, 0x61, 0x74, 0x65, 0x64, 0x12,
-	0x12, 0x0a, 0x04, 0x73, 0x69, 0x7a, 0x65, 0x18, 0x05, 0x20, 0x01, 0x28, 0x03, 0x52, 0x04, 0x73,
-	0x69, 0x7a, 0x65, 0x12, 0x22, 0x0a, 0x0c, 0x61, 0x72, 0x63, 0x68, 0x69, 0x74, 0x65, 0x63, 0x74,
-	0x75, 0x72, 0x65, 0x18, 0x06, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0c, 0x61, 0x72, 0x63, 0x68, 0x69,
-	0x74, 0x65, 0x63, 0x74, 0x75, 0x72, 0x65, 0x12, 0x0e, 0x0a, 0x02, 0x6f, 0x73, 0x18, 0x07, 0x20,
-	0x01, 0x28, 0x09, 0x52, 0x02, 0x6f, 0x73, 0x12, 0x19, 0x0a, 0x08, 0x64, 0x69, 0x66, 0x66, 0x5f,
-	0x69, 0x64, 0x73, 0x18, 0x08, 0x20, 0x03, 0x28, 0x09, 0x52, 0x07, 0x64, 0x69, 0x66, 0x66, 0x49,
-	0x64, 0x73, 0x12, 0x1f, 0x0a, 0x0b, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x5f, 0x6a, 0x73, 0x6f,
-	0x6e, 0x18, 0x09, 0x20, 0x01, 0x28, 0x0c, 0x52, 0x0a, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x4a,
-	0x73, 0x6f, 0x6e, 0x12, 0x1e, 0x0a, 0x0a, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72,
-	0x73, 0x18, 0x0a, 0x20, 0x01, 0x28, 0x05, 0x52, 0x0a, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e,
-	0x65, 0x72, 0x73, 0x22, 0x27, 0x0a, 0x11, 0x4c, 0x6f, 0x61, 0x64, 0x49, 0x6d, 0x61, 0x67, 0x65,
-	0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x12, 0x0a, 0x04, 0x64, 0x61, 0x74, 0x61,
-	0x18, 0x01, 0x20, 0x01, 0x28, 0x0c, 0x52, 0x04, 0x64, 0x61, 0x74, 0x61, 0x22, 0x48, 0x0a, 0x12,
-	0x4c, 0x6f, 0x61, 0x64, 0x49, 0x6d, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e,
-	0x73, 0x65, 0x12, 0x32, 0x0a, 0x06, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x73, 0x18, 0x01, 0x20, 0x03,
-	0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e,
-	0x65, 0x2e, 0x76, 0x31, 0x2e, 0x49, 0x6d, 0x61, 0x67, 0x65, 0x49, 0x6e, 0x66, 0x6f, 0x52, 0x06,
-	0x69, 0x6d, 0x61, 0x67, 0x65, 0x73, 0x22, 0x6d, 0x0a, 0x12, 0x49, 0x6d, 0x70, 0x6f, 0x72, 0x74,
+	0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x0a, 0x66, 0x69, 0x6e, 0x69, 0x73, 0x68, 0x65, 0x64,
+	0x41, 0x74, 0x12, 0x14, 0x0a, 0x05, 0x65, 0x72, 0x72, 0x6f, 0x72, 0x18, 0x08, 0x20, 0x01, 0x28,
+	0x09, 0x52, 0x05, 0x65, 0x72, 0x72, 0x6f, 0x72, 0x12, 0x2f, 0x0a, 0x06, 0x68, 0x65, 0x61, 0x6c,
+	0x74, 0x68, 0x18, 0x32, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x17, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68,
+	0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x48, 0x65, 0x61, 0x6c, 0x74,
+	0x68, 0x52, 0x06, 0x68, 0x65, 0x61, 0x6c, 0x74, 0x68, 0x12, 0x1e, 0x0a, 0x0a, 0x72, 0x65, 0x73,
+	0x74, 0x61, 0x72, 0x74, 0x69, 0x6e, 0x67, 0x18, 0x33, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0a, 0x72,
+	0x65, 0x73, 0x74, 0x61, 0x72, 0x74, 0x69, 0x6e, 0x67, 0x12, 0x16, 0x0a, 0x06, 0x70, 0x61, 0x75,
+	0x73, 0x65, 0x64, 0x18, 0x3c, 0x20, 0x01, 0x28, 0x08, 0x52, 0x06, 0x70, 0x61, 0x75, 0x73, 0x65,
+	0x64, 0x22, 0xe6, 0x05, 0x0a, 0x0d, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x49,
+	0x6e, 0x66, 0x6f, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x02, 0x69, 0x64, 0x12, 0x12, 0x0a, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28,
+	0x09, 0x52, 0x04, 0x6e, 0x61, 0x6d, 0x65, 0x12, 0x34, 0x0a, 0x07, 0x63, 0x72, 0x65, 0x61, 0x74,
+	0x65, 0x64, 0x18, 0x03, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c,
+	0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73,
+	0x74, 0x61, 0x6d, 0x70, 0x52, 0x07, 0x63, 0x72, 0x65, 0x61, 0x74, 0x65, 0x64, 0x12, 0x14, 0x0a,
+	0x05, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x18, 0x04, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x69, 0x6d,
+	0x61, 0x67, 0x65, 0x12, 0x19, 0x0a, 0x08, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18,
+	0x05, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x49, 0x64, 0x12, 0x12,
+	0x0a, 0x04, 0x70, 0x61, 0x74, 0x68, 0x18, 0x06, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x70, 0x61,
+	0x74, 0x68, 0x12, 0x12, 0x0a, 0x04, 0x61, 0x72, 0x67, 0x73, 0x18, 0x07, 0x20, 0x03, 0x28, 0x09,
+	0x52, 0x04, 0x61, 0x72, 0x67, 0x73, 0x12, 0x35, 0x0a, 0x05, 0x73, 0x74, 0x61, 0x74, 0x65, 0x18,
+	0x08, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1f, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e,
+	0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65,
+	0x72, 0x53, 0x74, 0x61, 0x74, 0x65, 0x52, 0x05, 0x73, 0x74, 0x61, 0x74, 0x65, 0x12, 0x38, 0x0a,
+	0x06, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x18, 0x09, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x20, 0x2e,
+	0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e,
+	0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x52,
+	0x06, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x12, 0x10, 0x0a, 0x03, 0x65, 0x6e, 0x76, 0x18, 0x0a,
+	0x20, 0x03, 0x28, 0x09, 0x52, 0x03, 0x65, 0x6e, 0x76, 0x12, 0x1f, 0x0a, 0x0b, 0x77, 0x6f, 0x72,
+	0x6b, 0x69, 0x6e, 0x67, 0x5f, 0x64, 0x69, 0x72, 0x18, 0x0b, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a,
+	0x77, 0x6f, 0x72, 0x6b, 0x69, 0x6e, 0x67, 0x44, 0x69, 0x72, 0x12, 0x1a, 0x0a, 0x08, 0x68, 0x6f,
+	0x73, 0x74, 0x6e, 0x61, 0x6d, 0x65, 0x18, 0x0c, 0x20, 0x01, 0x28, 0x09, 0x52, 0x08, 0x68, 0x6f,
+	0x73, 0x74, 0x6e, 0x61, 0x6d, 0x65, 0x12, 0x19, 0x0a, 0x08, 0x6c, 0x6f, 0x67, 0x5f, 0x70, 0x61,
+	0x74, 0x68, 0x18, 0x0d, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x6c, 0x6f, 0x67, 0x50, 0x61, 0x74,
+	0x68, 0x12, 0x21, 0x0a, 0x0c, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x5f, 0x6d, 0x6f, 0x64,
+	0x65, 0x18, 0x0e, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b,
+	0x4d, 0x6f, 0x64, 0x65, 0x12, 0x1d, 0x0a, 0x0a, 0x6e, 0x65, 0x74, 0x6e, 0x73, 0x5f, 0x70, 0x61,
+	0x74, 0x68, 0x18, 0x0f, 0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x6e, 0x65, 0x74, 0x6e, 0x73, 0x50,
+	0x61, 0x74, 0x68, 0x12, 0x33, 0x0a, 0x06, 0x6d, 0x6f, 0x75, 0x6e, 0x74, 0x73, 0x18, 0x10, 0x20,
+	0x03, 0x28, 0x0b, 0x32, 0x1b, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69,
+	0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4d, 0x6f, 0x75, 0x6e, 0x74, 0x50, 0x6f, 0x69, 0x6e, 0x74,
+	0x52, 0x06, 0x6d, 0x6f, 0x75, 0x6e, 0x74, 0x73, 0x12, 0x31, 0x0a, 0x05, 0x70, 0x6f, 0x72, 0x74,
+	0x73, 0x18, 0x1e, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x1b, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e,
+	0x74, 0x79, 0x70, 0x65, 0x73, 0x2e, 0x76, 0x31, 0x2e, 0x50, 0x6f, 0x72, 0x74, 0x42, 0x69, 0x6e,
+	0x64, 0x69, 0x6e, 0x67, 0x52, 0x05, 0x70, 0x6f, 0x72, 0x74, 0x73, 0x12, 0x3d, 0x0a, 0x08, 0x6e,
+	0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x73, 0x18, 0x1f, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x21, 0x2e,
+	0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e,
+	0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x4e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b,
+	0x52, 0x08, 0x6e, 0x65, 0x74, 0x77, 0x6f, 0x72, 0x6b, 0x73, 0x12, 0x23, 0x0a, 0x0d, 0x72, 0x65,
+	0x73, 0x74, 0x61, 0x72, 0x74, 0x5f, 0x63, 0x6f, 0x75, 0x6e, 0x74, 0x18, 0x32, 0x20, 0x01, 0x28,
+	0x05, 0x52, 0x0c, 0x72, 0x65, 0x73, 0x74, 0x61, 0x72, 0x74, 0x43, 0x6f, 0x75, 0x6e, 0x74, 0x12,
+	0x39, 0x0a, 0x0a, 0x6c, 0x6f, 0x67, 0x5f, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x18, 0x6f, 0x20,
+	0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69,
+	0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x6f, 0x67, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x52,
+	0x09, 0x6c, 0x6f, 0x67, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x22, 0x58, 0x0a, 0x16, 0x4c, 0x69,
+	0x73, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x73, 0x52, 0x65, 0x73, 0x70,
+	0x6f, 0x6e, 0x73, 0x65, 0x12, 0x3e, 0x0a, 0x0a, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65,
+	0x72, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x1e, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68,
+	0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61,
+	0x69, 0x6e, 0x65, 0x72, 0x49, 0x6e, 0x66, 0x6f, 0x52, 0x0a, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69,
+	0x6e, 0x65, 0x72, 0x73, 0x22, 0x29, 0x0a, 0x17, 0x49, 0x6e, 0x73, 0x70, 0x65, 0x63, 0x74, 0x43,
+	0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12,
+	0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x69, 0x64, 0x22,
+	0x58, 0x0a, 0x18, 0x49, 0x6e, 0x73, 0x70, 0x65, 0x63, 0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69,
+	0x6e, 0x65, 0x72, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x3c, 0x0a, 0x09, 0x63,
+	0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1e,
+	0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31,
+	0x2e, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x49, 0x6e, 0x66, 0x6f, 0x52, 0x09,
+	0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x22, 0xd9, 0x01, 0x0a, 0x17, 0x47, 0x65,
+	0x74, 0x43, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x4c, 0x6f, 0x67, 0x73, 0x52, 0x65,
+	0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28,
+	0x09, 0x52, 0x02, 0x69, 0x64, 0x12, 0x16, 0x0a, 0x06, 0x66, 0x6f, 0x6c, 0x6c, 0x6f, 0x77, 0x18,
+	0x02, 0x20, 0x01, 0x28, 0x08, 0x52, 0x06, 0x66, 0x6f, 0x6c, 0x6c, 0x6f, 0x77, 0x12, 0x12, 0x0a,
+	0x04, 0x74, 0x61, 0x69, 0x6c, 0x18, 0x03, 0x20, 0x01, 0x28, 0x05, 0x52, 0x04, 0x74, 0x61, 0x69,
+	0x6c, 0x12, 0x30, 0x0a, 0x05, 0x73, 0x69, 0x6e, 0x63, 0x65, 0x18, 0x04, 0x20, 0x01, 0x28, 0x0b,
+	0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62,
+	0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x05, 0x73, 0x69,
+	0x6e, 0x63, 0x65, 0x12, 0x30, 0x0a, 0x05, 0x75, 0x6e, 0x74, 0x69, 0x6c, 0x18, 0x05, 0x20, 0x01,
+	0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74,
+	0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x05,
+	0x75, 0x6e, 0x74, 0x69, 0x6c, 0x12, 0x1e, 0x0a, 0x0a, 0x74, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61,
+	0x6d, 0x70, 0x73, 0x18, 0x06, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0a, 0x74, 0x69, 0x6d, 0x65, 0x73,
+	0x74, 0x61, 0x6d, 0x70, 0x73, 0x22, 0x4d, 0x0a, 0x18, 0x47, 0x65, 0x74, 0x43, 0x6f, 0x6e, 0x74,
+	0x61, 0x69, 0x6e, 0x65, 0x72, 0x4c, 0x6f, 0x67, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73,
+	0x65, 0x12, 0x31, 0x0a, 0x05, 0x63, 0x68, 0x75, 0x6e, 0x6b, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b,
+	0x32, 0x1b, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x74, 0x79, 0x70, 0x65, 0x73, 0x2e, 0x76,
+	0x31, 0x2e, 0x4f, 0x75, 0x74, 0x70, 0x75, 0x74, 0x43, 0x68, 0x75, 0x6e, 0x6b, 0x52, 0x05, 0x63,
+	0x68, 0x75, 0x6e, 0x6b, 0x22, 0xb5, 0x02, 0x0a, 0x09, 0x49, 0x6d, 0x61, 0x67, 0x65, 0x49, 0x6e,
+	0x66, 0x6f, 0x12, 0x0e, 0x0a, 0x02, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02,
+	0x69, 0x64, 0x12, 0x1b, 0x0a, 0x09, 0x72, 0x65, 0x70, 0x6f, 0x5f, 0x74, 0x61, 0x67, 0x73, 0x18,
+	0x02, 0x20, 0x03, 0x28, 0x09, 0x52, 0x08, 0x72, 0x65, 0x70, 0x6f, 0x54, 0x61, 0x67, 0x73, 0x12,
+	0x21, 0x0a, 0x0c, 0x72, 0x65, 0x70, 0x6f, 0x5f, 0x64, 0x69, 0x67, 0x65, 0x73, 0x74, 0x73, 0x18,
+	0x03, 0x20, 0x03, 0x28, 0x09, 0x52, 0x0b, 0x72, 0x65, 0x70, 0x6f, 0x44, 0x69, 0x67, 0x65, 0x73,
+	0x74, 0x73, 0x12, 0x34, 0x0a, 0x07, 0x63, 0x72, 0x65, 0x61, 0x74, 0x65, 0x64, 0x18, 0x04, 0x20,
+	0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f,
+	0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52,
+	0x07, 0x63, 0x72, 0x65, 0x61, 0x74, 0x65, 0x64, 0x12, 0x12, 0x0a, 0x04, 0x73, 0x69, 0x7a, 0x65,
+	0x18, 0x05, 0x20, 0x01, 0x28, 0x03, 0x52, 0x04, 0x73, 0x69, 0x7a, 0x65, 0x12, 0x22, 0x0a, 0x0c,
+	0x61, 0x72, 0x63, 0x68, 0x69, 0x74, 0x65, 0x63, 0x74, 0x75, 0x72, 0x65, 0x18, 0x06, 0x20, 0x01,
+	0x28, 0x09, 0x52, 0x0c, 0x61, 0x72, 0x63, 0x68, 0x69, 0x74, 0x65, 0x63, 0x74, 0x75, 0x72, 0x65,
+	0x12, 0x0e, 0x0a, 0x02, 0x6f, 0x73, 0x18, 0x07, 0x20, 0x01, 0x28, 0x09, 0x52, 0x02, 0x6f, 0x73,
+	0x12, 0x19, 0x0a, 0x08, 0x64, 0x69, 0x66, 0x66, 0x5f, 0x69, 0x64, 0x73, 0x18, 0x08, 0x20, 0x03,
+	0x28, 0x09, 0x52, 0x07, 0x64, 0x69, 0x66, 0x66, 0x49, 0x64, 0x73, 0x12, 0x1f, 0x0a, 0x0b, 0x63,
+	0x6f, 0x6e, 0x66, 0x69, 0x67, 0x5f, 0x6a, 0x73, 0x6f, 0x6e, 0x18, 0x09, 0x20, 0x01, 0x28, 0x0c,
+	0x52, 0x0a, 0x63, 0x6f, 0x6e, 0x66, 0x69, 0x67, 0x4a, 0x73, 0x6f, 0x6e, 0x12, 0x1e, 0x0a, 0x0a,
+	0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x73, 0x18, 0x0a, 0x20, 0x01, 0x28, 0x05,
+	0x52, 0x0a, 0x63, 0x6f, 0x6e, 0x74, 0x61, 0x69, 0x6e, 0x65, 0x72, 0x73, 0x22, 0x27, 0x0a, 0x11,
+	0x4c, 0x6f, 0x61, 0x64, 0x49, 0x6d, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
+	0x74, 0x12, 0x12, 0x0a, 0x04, 0x64, 0x61, 0x74, 0x61, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0c, 0x52,
+	0x04, 0x64, 0x61, 0x74, 0x61, 0x22, 0x89, 0x01, 0x0a, 0x12, 0x4c, 0x6f, 0x61, 0x64, 0x49, 0x6d,
+	0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x32, 0x0a, 0x06,
+	0x69, 0x6d, 0x61, 0x67, 0x65, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x62,
+	0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x49,
+	0x6d, 0x61, 0x67, 0x65, 0x49, 0x6e, 0x66, 0x6f, 0x52, 0x06, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x73,
+	0x12, 0x3f, 0x0a, 0x0c, 0x6c, 0x6f, 0x61, 0x64, 0x65, 0x64, 0x5f, 0x6e, 0x61, 0x6d, 0x65, 0x73,
+	0x18, 0x02, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x1c, 0x2e, 0x62, 0x65, 0x72, 0x74, 0x68, 0x2e, 0x65,
+	0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x6f, 0x61, 0x64, 0x65, 0x64, 0x4e,
+	0x61, 0x6d, 0x65, 0x73, 0x52, 0x0b, 0x6c, 0x6f, 0x61, 0x64, 0x65, 0x64, 0x4e, 0x61, 0x6d, 0x65,
+	0x73, 0x22, 0x23, 0x0a, 0x0b, 0x4c, 0x6f, 0x61, 0x64, 0x65, 0x64, 0x4e, 0x61, 0x6d, 0x65, 0x73,
+	0x12, 0x14, 0x0a, 0x05, 0x6e, 0x61, 0x6d, 0x65, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x09, 0x52,
+	0x05, 0x6e, 0x61, 0x6d, 0x65, 0x73, 0x22, 0x6d, 0x0a, 0x12, 0x49, 0x6d, 0x70, 0x6f, 0x72, 0x74,
 	0x49, 0x6d, 0x61, 0x67, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x37, 0x0a, 0x06,
 	0x68, 0x65, 0x61, 0x64, 0x65, 0x72, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1d, 0x2e, 0x62,
 	0x65, 0x72, 0x74, 0x68, 0x2e, 0x65, 0x6e, 0x67, 0x69, 0x6e, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x49,
@@ -11063,7 +11182,7 @@ func file_berth_engine_v1_engine_proto_rawDescGZIP() []byte {
 	return file_berth_engine_v1_engine_proto_rawDescData
 }
 
-var file_berth_engine_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 149)
+var file_berth_engine_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 150)
 var file_berth_engine_v1_engine_proto_goTypes = []interface{}{
 	(*GetVersionRequest)(nil),                   // 0: berth.engine.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),                  // 1: berth.engine.v1.GetVersionResponse
@@ -11106,347 +11225,349 @@ var file_berth_engine_v1_engine_proto_goTypes = []interface{}{
 	(*ImageInfo)(nil),                           // 38: berth.engine.v1.ImageInfo
 	(*LoadImagesRequest)(nil),                   // 39: berth.engine.v1.LoadImagesRequest
 	(*LoadImagesResponse)(nil),                  // 40: berth.engine.v1.LoadImagesResponse
-	(*ImportImageRequest)(nil),                  // 41: berth.engine.v1.ImportImageRequest
-	(*ImportHeader)(nil),                        // 42: berth.engine.v1.ImportHeader
-	(*ImportImageResponse)(nil),                 // 43: berth.engine.v1.ImportImageResponse
-	(*SaveImagesRequest)(nil),                   // 44: berth.engine.v1.SaveImagesRequest
-	(*SaveImagesResponse)(nil),                  // 45: berth.engine.v1.SaveImagesResponse
-	(*ListImagesRequest)(nil),                   // 46: berth.engine.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),                  // 47: berth.engine.v1.ListImagesResponse
-	(*InspectImageRequest)(nil),                 // 48: berth.engine.v1.InspectImageRequest
-	(*InspectImageResponse)(nil),                // 49: berth.engine.v1.InspectImageResponse
-	(*TagImageRequest)(nil),                     // 50: berth.engine.v1.TagImageRequest
-	(*RemoveImageRequest)(nil),                  // 51: berth.engine.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),                 // 52: berth.engine.v1.RemoveImageResponse
-	(*PullImageRequest)(nil),                    // 53: berth.engine.v1.PullImageRequest
-	(*PullImageResponse)(nil),                   // 54: berth.engine.v1.PullImageResponse
-	(*PushImageRequest)(nil),                    // 55: berth.engine.v1.PushImageRequest
-	(*PushImageResponse)(nil),                   // 56: berth.engine.v1.PushImageResponse
-	(*CheckRegistryAuthRequest)(nil),            // 57: berth.engine.v1.CheckRegistryAuthRequest
-	(*CheckRegistryAuthResponse)(nil),           // 58: berth.engine.v1.CheckRegistryAuthResponse
-	(*NetworkInfo)(nil),                         // 59: berth.engine.v1.NetworkInfo
-	(*ListNetworksRequest)(nil),                 // 60: berth.engine.v1.ListNetworksRequest
-	(*ListNetworksResponse)(nil),                // 61: berth.engine.v1.ListNetworksResponse
-	(*CreateNetworkRequest)(nil),                // 62: berth.engine.v1.CreateNetworkRequest
-	(*CreateNetworkResponse)(nil),               // 63: berth.engine.v1.CreateNetworkResponse
-	(*InspectNetworkRequest)(nil),               // 64: berth.engine.v1.InspectNetworkRequest
-	(*InspectNetworkResponse)(nil),              // 65: berth.engine.v1.InspectNetworkResponse
-	(*RemoveNetworkRequest)(nil),                // 66: berth.engine.v1.RemoveNetworkRequest
-	(*PruneNetworksRequest)(nil),                // 67: berth.engine.v1.PruneNetworksRequest
-	(*PruneNetworksResponse)(nil),               // 68: berth.engine.v1.PruneNetworksResponse
-	(*ConnectNetworkRequest)(nil),               // 69: berth.engine.v1.ConnectNetworkRequest
-	(*ConnectNetworkResponse)(nil),              // 70: berth.engine.v1.ConnectNetworkResponse
-	(*DisconnectNetworkRequest)(nil),            // 71: berth.engine.v1.DisconnectNetworkRequest
-	(*VolumeInfo)(nil),                          // 72: berth.engine.v1.VolumeInfo
-	(*ListVolumesRequest)(nil),                  // 73: berth.engine.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),                 // 74: berth.engine.v1.ListVolumesResponse
-	(*CreateVolumeRequest)(nil),                 // 75: berth.engine.v1.CreateVolumeRequest
-	(*CreateVolumeResponse)(nil),                // 76: berth.engine.v1.CreateVolumeResponse
-	(*InspectVolumeRequest)(nil),                // 77: berth.engine.v1.InspectVolumeRequest
-	(*InspectVolumeResponse)(nil),               // 78: berth.engine.v1.InspectVolumeResponse
-	(*RemoveVolumeRequest)(nil),                 // 79: berth.engine.v1.RemoveVolumeRequest
-	(*PruneVolumesRequest)(nil),                 // 80: berth.engine.v1.PruneVolumesRequest
-	(*PruneVolumesResponse)(nil),                // 81: berth.engine.v1.PruneVolumesResponse
-	(*SubscribeEventsRequest)(nil),              // 82: berth.engine.v1.SubscribeEventsRequest
-	(*SubscribeEventsResponse)(nil),             // 83: berth.engine.v1.SubscribeEventsResponse
-	(*Event)(nil),                               // 84: berth.engine.v1.Event
-	(*RenameContainerRequest)(nil),              // 85: berth.engine.v1.RenameContainerRequest
-	(*CommitContainerRequest)(nil),              // 86: berth.engine.v1.CommitContainerRequest
-	(*CommitContainerResponse)(nil),             // 87: berth.engine.v1.CommitContainerResponse
-	(*DiffContainerRequest)(nil),                // 88: berth.engine.v1.DiffContainerRequest
-	(*DiffContainerResponse)(nil),               // 89: berth.engine.v1.DiffContainerResponse
-	(*PruneContainersRequest)(nil),              // 90: berth.engine.v1.PruneContainersRequest
-	(*PruneContainersResponse)(nil),             // 91: berth.engine.v1.PruneContainersResponse
-	(*UpdateContainerRestartPolicyRequest)(nil), // 92: berth.engine.v1.UpdateContainerRestartPolicyRequest
-	(*PruneSystemRequest)(nil),                  // 93: berth.engine.v1.PruneSystemRequest
-	(*PruneSystemResponse)(nil),                 // 94: berth.engine.v1.PruneSystemResponse
-	(*DiskUsageSummary)(nil),                    // 95: berth.engine.v1.DiskUsageSummary
-	(*ImageUsage)(nil),                          // 96: berth.engine.v1.ImageUsage
-	(*ContainerUsage)(nil),                      // 97: berth.engine.v1.ContainerUsage
-	(*VolumeUsage)(nil),                         // 98: berth.engine.v1.VolumeUsage
-	(*GetDiskUsageRequest)(nil),                 // 99: berth.engine.v1.GetDiskUsageRequest
-	(*GetDiskUsageResponse)(nil),                // 100: berth.engine.v1.GetDiskUsageResponse
-	(*CreateExecRequest)(nil),                   // 101: berth.engine.v1.CreateExecRequest
-	(*CreateExecResponse)(nil),                  // 102: berth.engine.v1.CreateExecResponse
-	(*InspectExecRequest)(nil),                  // 103: berth.engine.v1.InspectExecRequest
-	(*InspectExecResponse)(nil),                 // 104: berth.engine.v1.InspectExecResponse
-	(*ExecStartParams)(nil),                     // 105: berth.engine.v1.ExecStartParams
-	(*StartExecRequest)(nil),                    // 106: berth.engine.v1.StartExecRequest
-	(*StartExecResponse)(nil),                   // 107: berth.engine.v1.StartExecResponse
-	(*ExecInfo)(nil),                            // 108: berth.engine.v1.ExecInfo
-	(*AttachParams)(nil),                        // 109: berth.engine.v1.AttachParams
-	(*AttachContainerRequest)(nil),              // 110: berth.engine.v1.AttachContainerRequest
-	(*AttachContainerResponse)(nil),             // 111: berth.engine.v1.AttachContainerResponse
-	(*PauseContainerRequest)(nil),               // 112: berth.engine.v1.PauseContainerRequest
-	(*PauseContainerResponse)(nil),              // 113: berth.engine.v1.PauseContainerResponse
-	(*UnpauseContainerRequest)(nil),             // 114: berth.engine.v1.UnpauseContainerRequest
-	(*UnpauseContainerResponse)(nil),            // 115: berth.engine.v1.UnpauseContainerResponse
-	(*ListContainerProcessesRequest)(nil),       // 116: berth.engine.v1.ListContainerProcessesRequest
-	(*ListContainerProcessesResponse)(nil),      // 117: berth.engine.v1.ListContainerProcessesResponse
-	(*GetContainerStatsRequest)(nil),            // 118: berth.engine.v1.GetContainerStatsRequest
-	(*GetContainerStatsResponse)(nil),           // 119: berth.engine.v1.GetContainerStatsResponse
-	(*UpdateContainerResourcesRequest)(nil),     // 120: berth.engine.v1.UpdateContainerResourcesRequest
-	(*CopyFromContainerRequest)(nil),            // 121: berth.engine.v1.CopyFromContainerRequest
-	(*CopyFromContainerResponse)(nil),           // 122: berth.engine.v1.CopyFromContainerResponse
-	(*CopyToContainerHeader)(nil),               // 123: berth.engine.v1.CopyToContainerHeader
-	(*CopyToContainerRequest)(nil),              // 124: berth.engine.v1.CopyToContainerRequest
-	(*CopyToContainerResponse)(nil),             // 125: berth.engine.v1.CopyToContainerResponse
-	(*ExportContainerRequest)(nil),              // 126: berth.engine.v1.ExportContainerRequest
-	(*ExportContainerResponse)(nil),             // 127: berth.engine.v1.ExportContainerResponse
-	(*BuildImageRequest)(nil),                   // 128: berth.engine.v1.BuildImageRequest
-	(*BuildImageResponse)(nil),                  // 129: berth.engine.v1.BuildImageResponse
-	(*PruneBuildCacheRequest)(nil),              // 130: berth.engine.v1.PruneBuildCacheRequest
-	(*PruneBuildCacheResponse)(nil),             // 131: berth.engine.v1.PruneBuildCacheResponse
-	nil,                                         // 132: berth.engine.v1.ContainerConfig.LabelsEntry
-	nil,                                         // 133: berth.engine.v1.ContainerConfig.SysctlsEntry
-	nil,                                         // 134: berth.engine.v1.LogConfig.OptionsEntry
-	nil,                                         // 135: berth.engine.v1.NetworkEndpointSettings.DriverOptsEntry
-	nil,                                         // 136: berth.engine.v1.NetworkPool.AuxAddressesEntry
-	nil,                                         // 137: berth.engine.v1.MountSpec.VolumeLabelsEntry
-	nil,                                         // 138: berth.engine.v1.ListContainersRequest.FiltersEntry
-	nil,                                         // 139: berth.engine.v1.NetworkInfo.LabelsEntry
-	nil,                                         // 140: berth.engine.v1.NetworkInfo.OptionsEntry
-	nil,                                         // 141: berth.engine.v1.CreateNetworkRequest.LabelsEntry
-	nil,                                         // 142: berth.engine.v1.CreateNetworkRequest.OptionsEntry
-	nil,                                         // 143: berth.engine.v1.VolumeInfo.LabelsEntry
-	nil,                                         // 144: berth.engine.v1.VolumeInfo.OptionsEntry
-	nil,                                         // 145: berth.engine.v1.CreateVolumeRequest.LabelsEntry
-	nil,                                         // 146: berth.engine.v1.CreateVolumeRequest.OptionsEntry
-	nil,                                         // 147: berth.engine.v1.SubscribeEventsRequest.FiltersEntry
-	nil,                                         // 148: berth.engine.v1.Event.AttributesEntry
-	(*v1.PortBinding)(nil),                      // 149: berth.types.v1.PortBinding
-	(*v1.HealthConfig)(nil),                     // 150: berth.types.v1.HealthConfig
-	(*v1.DeviceMapping)(nil),                    // 151: berth.types.v1.DeviceMapping
-	(*v1.Ulimit)(nil),                           // 152: berth.types.v1.Ulimit
-	(*timestamppb.Timestamp)(nil),               // 153: google.protobuf.Timestamp
-	(*v1.OutputChunk)(nil),                      // 154: berth.types.v1.OutputChunk
-	(*v1.RegistryAuth)(nil),                     // 155: berth.types.v1.RegistryAuth
-	(*v1.Progress)(nil),                         // 156: berth.types.v1.Progress
-	(*v1.FileChange)(nil),                       // 157: berth.types.v1.FileChange
-	(*v1.BuildCacheEntry)(nil),                  // 158: berth.types.v1.BuildCacheEntry
-	(*v1.TerminalSize)(nil),                     // 159: berth.types.v1.TerminalSize
-	(*v1.BuildOptions)(nil),                     // 160: berth.types.v1.BuildOptions
-	(*v1.BuildEvent)(nil),                       // 161: berth.types.v1.BuildEvent
-	(*emptypb.Empty)(nil),                       // 162: google.protobuf.Empty
+	(*LoadedNames)(nil),                         // 41: berth.engine.v1.LoadedNames
+	(*ImportImageRequest)(nil),                  // 42: berth.engine.v1.ImportImageRequest
+	(*ImportHeader)(nil),                        // 43: berth.engine.v1.ImportHeader
+	(*ImportImageResponse)(nil),                 // 44: berth.engine.v1.ImportImageResponse
+	(*SaveImagesRequest)(nil),                   // 45: berth.engine.v1.SaveImagesRequest
+	(*SaveImagesResponse)(nil),                  // 46: berth.engine.v1.SaveImagesResponse
+	(*ListImagesRequest)(nil),                   // 47: berth.engine.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),                  // 48: berth.engine.v1.ListImagesResponse
+	(*InspectImageRequest)(nil),                 // 49: berth.engine.v1.InspectImageRequest
+	(*InspectImageResponse)(nil),                // 50: berth.engine.v1.InspectImageResponse
+	(*TagImageRequest)(nil),                     // 51: berth.engine.v1.TagImageRequest
+	(*RemoveImageRequest)(nil),                  // 52: berth.engine.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),                 // 53: berth.engine.v1.RemoveImageResponse
+	(*PullImageRequest)(nil),                    // 54: berth.engine.v1.PullImageRequest
+	(*PullImageResponse)(nil),                   // 55: berth.engine.v1.PullImageResponse
+	(*PushImageRequest)(nil),                    // 56: berth.engine.v1.PushImageRequest
+	(*PushImageResponse)(nil),                   // 57: berth.engine.v1.PushImageResponse
+	(*CheckRegistryAuthRequest)(nil),            // 58: berth.engine.v1.CheckRegistryAuthRequest
+	(*CheckRegistryAuthResponse)(nil),           // 59: berth.engine.v1.CheckRegistryAuthResponse
+	(*NetworkInfo)(nil),                         // 60: berth.engine.v1.NetworkInfo
+	(*ListNetworksRequest)(nil),                 // 61: berth.engine.v1.ListNetworksRequest
+	(*ListNetworksResponse)(nil),                // 62: berth.engine.v1.ListNetworksResponse
+	(*CreateNetworkRequest)(nil),                // 63: berth.engine.v1.CreateNetworkRequest
+	(*CreateNetworkResponse)(nil),               // 64: berth.engine.v1.CreateNetworkResponse
+	(*InspectNetworkRequest)(nil),               // 65: berth.engine.v1.InspectNetworkRequest
+	(*InspectNetworkResponse)(nil),              // 66: berth.engine.v1.InspectNetworkResponse
+	(*RemoveNetworkRequest)(nil),                // 67: berth.engine.v1.RemoveNetworkRequest
+	(*PruneNetworksRequest)(nil),                // 68: berth.engine.v1.PruneNetworksRequest
+	(*PruneNetworksResponse)(nil),               // 69: berth.engine.v1.PruneNetworksResponse
+	(*ConnectNetworkRequest)(nil),               // 70: berth.engine.v1.ConnectNetworkRequest
+	(*ConnectNetworkResponse)(nil),              // 71: berth.engine.v1.ConnectNetworkResponse
+	(*DisconnectNetworkRequest)(nil),            // 72: berth.engine.v1.DisconnectNetworkRequest
+	(*VolumeInfo)(nil),                          // 73: berth.engine.v1.VolumeInfo
+	(*ListVolumesRequest)(nil),                  // 74: berth.engine.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),                 // 75: berth.engine.v1.ListVolumesResponse
+	(*CreateVolumeRequest)(nil),                 // 76: berth.engine.v1.CreateVolumeRequest
+	(*CreateVolumeResponse)(nil),                // 77: berth.engine.v1.CreateVolumeResponse
+	(*InspectVolumeRequest)(nil),                // 78: berth.engine.v1.InspectVolumeRequest
+	(*InspectVolumeResponse)(nil),               // 79: berth.engine.v1.InspectVolumeResponse
+	(*RemoveVolumeRequest)(nil),                 // 80: berth.engine.v1.RemoveVolumeRequest
+	(*PruneVolumesRequest)(nil),                 // 81: berth.engine.v1.PruneVolumesRequest
+	(*PruneVolumesResponse)(nil),                // 82: berth.engine.v1.PruneVolumesResponse
+	(*SubscribeEventsRequest)(nil),              // 83: berth.engine.v1.SubscribeEventsRequest
+	(*SubscribeEventsResponse)(nil),             // 84: berth.engine.v1.SubscribeEventsResponse
+	(*Event)(nil),                               // 85: berth.engine.v1.Event
+	(*RenameContainerRequest)(nil),              // 86: berth.engine.v1.RenameContainerRequest
+	(*CommitContainerRequest)(nil),              // 87: berth.engine.v1.CommitContainerRequest
+	(*CommitContainerResponse)(nil),             // 88: berth.engine.v1.CommitContainerResponse
+	(*DiffContainerRequest)(nil),                // 89: berth.engine.v1.DiffContainerRequest
+	(*DiffContainerResponse)(nil),               // 90: berth.engine.v1.DiffContainerResponse
+	(*PruneContainersRequest)(nil),              // 91: berth.engine.v1.PruneContainersRequest
+	(*PruneContainersResponse)(nil),             // 92: berth.engine.v1.PruneContainersResponse
+	(*UpdateContainerRestartPolicyRequest)(nil), // 93: berth.engine.v1.UpdateContainerRestartPolicyRequest
+	(*PruneSystemRequest)(nil),                  // 94: berth.engine.v1.PruneSystemRequest
+	(*PruneSystemResponse)(nil),                 // 95: berth.engine.v1.PruneSystemResponse
+	(*DiskUsageSummary)(nil),                    // 96: berth.engine.v1.DiskUsageSummary
+	(*ImageUsage)(nil),                          // 97: berth.engine.v1.ImageUsage
+	(*ContainerUsage)(nil),                      // 98: berth.engine.v1.ContainerUsage
+	(*VolumeUsage)(nil),                         // 99: berth.engine.v1.VolumeUsage
+	(*GetDiskUsageRequest)(nil),                 // 100: berth.engine.v1.GetDiskUsageRequest
+	(*GetDiskUsageResponse)(nil),                // 101: berth.engine.v1.GetDiskUsageResponse
+	(*CreateExecRequest)(nil),                   // 102: berth.engine.v1.CreateExecRequest
+	(*CreateExecResponse)(nil),                  // 103: berth.engine.v1.CreateExecResponse
+	(*InspectExecRequest)(nil),                  // 104: berth.engine.v1.InspectExecRequest
+	(*InspectExecResponse)(nil),                 // 105: berth.engine.v1.InspectExecResponse
+	(*ExecStartParams)(nil),                     // 106: berth.engine.v1.ExecStartParams
+	(*StartExecRequest)(nil),                    // 107: berth.engine.v1.StartExecRequest
+	(*StartExecResponse)(nil),                   // 108: berth.engine.v1.StartExecResponse
+	(*ExecInfo)(nil),                            // 109: berth.engine.v1.ExecInfo
+	(*AttachParams)(nil),                        // 110: berth.engine.v1.AttachParams
+	(*AttachContainerRequest)(nil),              // 111: berth.engine.v1.AttachContainerRequest
+	(*AttachContainerResponse)(nil),             // 112: berth.engine.v1.AttachContainerResponse
+	(*PauseContainerRequest)(nil),               // 113: berth.engine.v1.PauseContainerRequest
+	(*PauseContainerResponse)(nil),              // 114: berth.engine.v1.PauseContainerResponse
+	(*UnpauseContainerRequest)(nil),             // 115: berth.engine.v1.UnpauseContainerRequest
+	(*UnpauseContainerResponse)(nil),            // 116: berth.engine.v1.UnpauseContainerResponse
+	(*ListContainerProcessesRequest)(nil),       // 117: berth.engine.v1.ListContainerProcessesRequest
+	(*ListContainerProcessesResponse)(nil),      // 118: berth.engine.v1.ListContainerProcessesResponse
+	(*GetContainerStatsRequest)(nil),            // 119: berth.engine.v1.GetContainerStatsRequest
+	(*GetContainerStatsResponse)(nil),           // 120: berth.engine.v1.GetContainerStatsResponse
+	(*UpdateContainerResourcesRequest)(nil),     // 121: berth.engine.v1.UpdateContainerResourcesRequest
+	(*CopyFromContainerRequest)(nil),            // 122: berth.engine.v1.CopyFromContainerRequest
+	(*CopyFromContainerResponse)(nil),           // 123: berth.engine.v1.CopyFromContainerResponse
+	(*CopyToContainerHeader)(nil),               // 124: berth.engine.v1.CopyToContainerHeader
+	(*CopyToContainerRequest)(nil),              // 125: berth.engine.v1.CopyToContainerRequest
+	(*CopyToContainerResponse)(nil),             // 126: berth.engine.v1.CopyToContainerResponse
+	(*ExportContainerRequest)(nil),              // 127: berth.engine.v1.ExportContainerRequest
+	(*ExportContainerResponse)(nil),             // 128: berth.engine.v1.ExportContainerResponse
+	(*BuildImageRequest)(nil),                   // 129: berth.engine.v1.BuildImageRequest
+	(*BuildImageResponse)(nil),                  // 130: berth.engine.v1.BuildImageResponse
+	(*PruneBuildCacheRequest)(nil),              // 131: berth.engine.v1.PruneBuildCacheRequest
+	(*PruneBuildCacheResponse)(nil),             // 132: berth.engine.v1.PruneBuildCacheResponse
+	nil,                                         // 133: berth.engine.v1.ContainerConfig.LabelsEntry
+	nil,                                         // 134: berth.engine.v1.ContainerConfig.SysctlsEntry
+	nil,                                         // 135: berth.engine.v1.LogConfig.OptionsEntry
+	nil,                                         // 136: berth.engine.v1.NetworkEndpointSettings.DriverOptsEntry
+	nil,                                         // 137: berth.engine.v1.NetworkPool.AuxAddressesEntry
+	nil,                                         // 138: berth.engine.v1.MountSpec.VolumeLabelsEntry
+	nil,                                         // 139: berth.engine.v1.ListContainersRequest.FiltersEntry
+	nil,                                         // 140: berth.engine.v1.NetworkInfo.LabelsEntry
+	nil,                                         // 141: berth.engine.v1.NetworkInfo.OptionsEntry
+	nil,                                         // 142: berth.engine.v1.CreateNetworkRequest.LabelsEntry
+	nil,                                         // 143: berth.engine.v1.CreateNetworkRequest.OptionsEntry
+	nil,                                         // 144: berth.engine.v1.VolumeInfo.LabelsEntry
+	nil,                                         // 145: berth.engine.v1.VolumeInfo.OptionsEntry
+	nil,                                         // 146: berth.engine.v1.CreateVolumeRequest.LabelsEntry
+	nil,                                         // 147: berth.engine.v1.CreateVolumeRequest.OptionsEntry
+	nil,                                         // 148: berth.engine.v1.SubscribeEventsRequest.FiltersEntry
+	nil,                                         // 149: berth.engine.v1.Event.AttributesEntry
+	(*v1.PortBinding)(nil),                      // 150: berth.types.v1.PortBinding
+	(*v1.HealthConfig)(nil),                     // 151: berth.types.v1.HealthConfig
+	(*v1.DeviceMapping)(nil),                    // 152: berth.types.v1.DeviceMapping
+	(*v1.Ulimit)(nil),                           // 153: berth.types.v1.Ulimit
+	(*timestamppb.Timestamp)(nil),               // 154: google.protobuf.Timestamp
+	(*v1.OutputChunk)(nil),                      // 155: berth.types.v1.OutputChunk
+	(*v1.RegistryAuth)(nil),                     // 156: berth.types.v1.RegistryAuth
+	(*v1.Progress)(nil),                         // 157: berth.types.v1.Progress
+	(*v1.FileChange)(nil),                       // 158: berth.types.v1.FileChange
+	(*v1.BuildCacheEntry)(nil),                  // 159: berth.types.v1.BuildCacheEntry
+	(*v1.TerminalSize)(nil),                     // 160: berth.types.v1.TerminalSize
+	(*v1.BuildOptions)(nil),                     // 161: berth.types.v1.BuildOptions
+	(*v1.BuildEvent)(nil),                       // 162: berth.types.v1.BuildEvent
+	(*emptypb.Empty)(nil),                       // 163: google.protobuf.Empty
 }
 var file_berth_engine_v1_engine_proto_depIdxs = []int32{
 	10,  // 0: berth.engine.v1.ContainerConfig.entrypoint:type_name -> berth.engine.v1.StringList
-	132, // 1: berth.engine.v1.ContainerConfig.labels:type_name -> berth.engine.v1.ContainerConfig.LabelsEntry
+	133, // 1: berth.engine.v1.ContainerConfig.labels:type_name -> berth.engine.v1.ContainerConfig.LabelsEntry
 	8,   // 2: berth.engine.v1.ContainerConfig.mounts:type_name -> berth.engine.v1.MountSpec
-	149, // 3: berth.engine.v1.ContainerConfig.ports:type_name -> berth.types.v1.PortBinding
+	150, // 3: berth.engine.v1.ContainerConfig.ports:type_name -> berth.types.v1.PortBinding
 	11,  // 4: berth.engine.v1.ContainerConfig.restart_policy:type_name -> berth.engine.v1.RestartPolicy
-	150, // 5: berth.engine.v1.ContainerConfig.healthcheck:type_name -> berth.types.v1.HealthConfig
-	151, // 6: berth.engine.v1.ContainerConfig.devices:type_name -> berth.types.v1.DeviceMapping
-	133, // 7: berth.engine.v1.ContainerConfig.sysctls:type_name -> berth.engine.v1.ContainerConfig.SysctlsEntry
-	152, // 8: berth.engine.v1.ContainerConfig.ulimits:type_name -> berth.types.v1.Ulimit
+	151, // 5: berth.engine.v1.ContainerConfig.healthcheck:type_name -> berth.types.v1.HealthConfig
+	152, // 6: berth.engine.v1.ContainerConfig.devices:type_name -> berth.types.v1.DeviceMapping
+	134, // 7: berth.engine.v1.ContainerConfig.sysctls:type_name -> berth.engine.v1.ContainerConfig.SysctlsEntry
+	153, // 8: berth.engine.v1.ContainerConfig.ulimits:type_name -> berth.types.v1.Ulimit
 	5,   // 9: berth.engine.v1.ContainerConfig.endpoint_settings:type_name -> berth.engine.v1.NetworkEndpointSettings
 	3,   // 10: berth.engine.v1.ContainerConfig.log_config:type_name -> berth.engine.v1.LogConfig
-	134, // 11: berth.engine.v1.LogConfig.options:type_name -> berth.engine.v1.LogConfig.OptionsEntry
+	135, // 11: berth.engine.v1.LogConfig.options:type_name -> berth.engine.v1.LogConfig.OptionsEntry
 	5,   // 12: berth.engine.v1.ContainerNetwork.settings:type_name -> berth.engine.v1.NetworkEndpointSettings
-	135, // 13: berth.engine.v1.NetworkEndpointSettings.driver_opts:type_name -> berth.engine.v1.NetworkEndpointSettings.DriverOptsEntry
-	136, // 14: berth.engine.v1.NetworkPool.aux_addresses:type_name -> berth.engine.v1.NetworkPool.AuxAddressesEntry
-	137, // 15: berth.engine.v1.MountSpec.volume_labels:type_name -> berth.engine.v1.MountSpec.VolumeLabelsEntry
-	153, // 16: berth.engine.v1.HealthLog.start:type_name -> google.protobuf.Timestamp
-	153, // 17: berth.engine.v1.HealthLog.end:type_name -> google.protobuf.Timestamp
+	136, // 13: berth.engine.v1.NetworkEndpointSettings.driver_opts:type_name -> berth.engine.v1.NetworkEndpointSettings.DriverOptsEntry
+	137, // 14: berth.engine.v1.NetworkPool.aux_addresses:type_name -> berth.engine.v1.NetworkPool.AuxAddressesEntry
+	138, // 15: berth.engine.v1.MountSpec.volume_labels:type_name -> berth.engine.v1.MountSpec.VolumeLabelsEntry
+	154, // 16: berth.engine.v1.HealthLog.start:type_name -> google.protobuf.Timestamp
+	154, // 17: berth.engine.v1.HealthLog.end:type_name -> google.protobuf.Timestamp
 	12,  // 18: berth.engine.v1.Health.log:type_name -> berth.engine.v1.HealthLog
 	2,   // 19: berth.engine.v1.CreateContainerRequest.config:type_name -> berth.engine.v1.ContainerConfig
 	2,   // 20: berth.engine.v1.RunContainerRequest.config:type_name -> berth.engine.v1.ContainerConfig
-	154, // 21: berth.engine.v1.RunContainerResponse.output:type_name -> berth.types.v1.OutputChunk
+	155, // 21: berth.engine.v1.RunContainerResponse.output:type_name -> berth.types.v1.OutputChunk
 	18,  // 22: berth.engine.v1.RunContainerResponse.exit:type_name -> berth.engine.v1.ExitStatus
-	138, // 23: berth.engine.v1.ListContainersRequest.filters:type_name -> berth.engine.v1.ListContainersRequest.FiltersEntry
-	153, // 24: berth.engine.v1.ContainerState.started_at:type_name -> google.protobuf.Timestamp
-	153, // 25: berth.engine.v1.ContainerState.finished_at:type_name -> google.protobuf.Timestamp
+	139, // 23: berth.engine.v1.ListContainersRequest.filters:type_name -> berth.engine.v1.ListContainersRequest.FiltersEntry
+	154, // 24: berth.engine.v1.ContainerState.started_at:type_name -> google.protobuf.Timestamp
+	154, // 25: berth.engine.v1.ContainerState.finished_at:type_name -> google.protobuf.Timestamp
 	13,  // 26: berth.engine.v1.ContainerState.health:type_name -> berth.engine.v1.Health
-	153, // 27: berth.engine.v1.ContainerInfo.created:type_name -> google.protobuf.Timestamp
+	154, // 27: berth.engine.v1.ContainerInfo.created:type_name -> google.protobuf.Timestamp
 	31,  // 28: berth.engine.v1.ContainerInfo.state:type_name -> berth.engine.v1.ContainerState
 	2,   // 29: berth.engine.v1.ContainerInfo.config:type_name -> berth.engine.v1.ContainerConfig
 	9,   // 30: berth.engine.v1.ContainerInfo.mounts:type_name -> berth.engine.v1.MountPoint
-	149, // 31: berth.engine.v1.ContainerInfo.ports:type_name -> berth.types.v1.PortBinding
+	150, // 31: berth.engine.v1.ContainerInfo.ports:type_name -> berth.types.v1.PortBinding
 	4,   // 32: berth.engine.v1.ContainerInfo.networks:type_name -> berth.engine.v1.ContainerNetwork
 	3,   // 33: berth.engine.v1.ContainerInfo.log_config:type_name -> berth.engine.v1.LogConfig
 	32,  // 34: berth.engine.v1.ListContainersResponse.containers:type_name -> berth.engine.v1.ContainerInfo
 	32,  // 35: berth.engine.v1.InspectContainerResponse.container:type_name -> berth.engine.v1.ContainerInfo
-	153, // 36: berth.engine.v1.GetContainerLogsRequest.since:type_name -> google.protobuf.Timestamp
-	153, // 37: berth.engine.v1.GetContainerLogsRequest.until:type_name -> google.protobuf.Timestamp
-	154, // 38: berth.engine.v1.GetContainerLogsResponse.chunk:type_name -> berth.types.v1.OutputChunk
-	153, // 39: berth.engine.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
+	154, // 36: berth.engine.v1.GetContainerLogsRequest.since:type_name -> google.protobuf.Timestamp
+	154, // 37: berth.engine.v1.GetContainerLogsRequest.until:type_name -> google.protobuf.Timestamp
+	155, // 38: berth.engine.v1.GetContainerLogsResponse.chunk:type_name -> berth.types.v1.OutputChunk
+	154, // 39: berth.engine.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 40: berth.engine.v1.LoadImagesResponse.images:type_name -> berth.engine.v1.ImageInfo
-	42,  // 41: berth.engine.v1.ImportImageRequest.header:type_name -> berth.engine.v1.ImportHeader
-	38,  // 42: berth.engine.v1.ImportImageResponse.image:type_name -> berth.engine.v1.ImageInfo
-	38,  // 43: berth.engine.v1.ListImagesResponse.images:type_name -> berth.engine.v1.ImageInfo
-	38,  // 44: berth.engine.v1.InspectImageResponse.image:type_name -> berth.engine.v1.ImageInfo
-	155, // 45: berth.engine.v1.PullImageRequest.auth:type_name -> berth.types.v1.RegistryAuth
-	156, // 46: berth.engine.v1.PullImageResponse.progress:type_name -> berth.types.v1.Progress
-	155, // 47: berth.engine.v1.PushImageRequest.auth:type_name -> berth.types.v1.RegistryAuth
-	156, // 48: berth.engine.v1.PushImageResponse.progress:type_name -> berth.types.v1.Progress
-	155, // 49: berth.engine.v1.CheckRegistryAuthRequest.auth:type_name -> berth.types.v1.RegistryAuth
-	139, // 50: berth.engine.v1.NetworkInfo.labels:type_name -> berth.engine.v1.NetworkInfo.LabelsEntry
-	6,   // 51: berth.engine.v1.NetworkInfo.pools:type_name -> berth.engine.v1.NetworkPool
-	140, // 52: berth.engine.v1.NetworkInfo.options:type_name -> berth.engine.v1.NetworkInfo.OptionsEntry
-	7,   // 53: berth.engine.v1.NetworkInfo.endpoints:type_name -> berth.engine.v1.NetworkContainer
-	59,  // 54: berth.engine.v1.ListNetworksResponse.networks:type_name -> berth.engine.v1.NetworkInfo
-	141, // 55: berth.engine.v1.CreateNetworkRequest.labels:type_name -> berth.engine.v1.CreateNetworkRequest.LabelsEntry
-	6,   // 56: berth.engine.v1.CreateNetworkRequest.pools:type_name -> berth.engine.v1.NetworkPool
-	142, // 57: berth.engine.v1.CreateNetworkRequest.options:type_name -> berth.engine.v1.CreateNetworkRequest.OptionsEntry
-	59,  // 58: berth.engine.v1.CreateNetworkResponse.network:type_name -> berth.engine.v1.NetworkInfo
-	59,  // 59: berth.engine.v1.InspectNetworkResponse.network:type_name -> berth.engine.v1.NetworkInfo
-	5,   // 60: berth.engine.v1.ConnectNetworkRequest.settings:type_name -> berth.engine.v1.NetworkEndpointSettings
-	143, // 61: berth.engine.v1.VolumeInfo.labels:type_name -> berth.engine.v1.VolumeInfo.LabelsEntry
-	144, // 62: berth.engine.v1.VolumeInfo.options:type_name -> berth.engine.v1.VolumeInfo.OptionsEntry
-	153, // 63: berth.engine.v1.VolumeInfo.created_at:type_name -> google.protobuf.Timestamp
-	72,  // 64: berth.engine.v1.ListVolumesResponse.volumes:type_name -> berth.engine.v1.VolumeInfo
-	145, // 65: berth.engine.v1.CreateVolumeRequest.labels:type_name -> berth.engine.v1.CreateVolumeRequest.LabelsEntry
-	146, // 66: berth.engine.v1.CreateVolumeRequest.options:type_name -> berth.engine.v1.CreateVolumeRequest.OptionsEntry
-	72,  // 67: berth.engine.v1.CreateVolumeResponse.volume:type_name -> berth.engine.v1.VolumeInfo
-	72,  // 68: berth.engine.v1.InspectVolumeResponse.volume:type_name -> berth.engine.v1.VolumeInfo
-	153, // 69: berth.engine.v1.SubscribeEventsRequest.since:type_name -> google.protobuf.Timestamp
-	153, // 70: berth.engine.v1.SubscribeEventsRequest.until:type_name -> google.protobuf.Timestamp
-	147, // 71: berth.engine.v1.SubscribeEventsRequest.filters:type_name -> berth.engine.v1.SubscribeEventsRequest.FiltersEntry
-	84,  // 72: berth.engine.v1.SubscribeEventsResponse.event:type_name -> berth.engine.v1.Event
-	148, // 73: berth.engine.v1.Event.attributes:type_name -> berth.engine.v1.Event.AttributesEntry
-	153, // 74: berth.engine.v1.Event.time:type_name -> google.protobuf.Timestamp
-	157, // 75: berth.engine.v1.DiffContainerResponse.changes:type_name -> berth.types.v1.FileChange
-	11,  // 76: berth.engine.v1.UpdateContainerRestartPolicyRequest.restart_policy:type_name -> berth.engine.v1.RestartPolicy
-	153, // 77: berth.engine.v1.ImageUsage.created:type_name -> google.protobuf.Timestamp
-	95,  // 78: berth.engine.v1.GetDiskUsageResponse.summary:type_name -> berth.engine.v1.DiskUsageSummary
-	96,  // 79: berth.engine.v1.GetDiskUsageResponse.images:type_name -> berth.engine.v1.ImageUsage
-	97,  // 80: berth.engine.v1.GetDiskUsageResponse.containers:type_name -> berth.engine.v1.ContainerUsage
-	98,  // 81: berth.engine.v1.GetDiskUsageResponse.volumes:type_name -> berth.engine.v1.VolumeUsage
-	158, // 82: berth.engine.v1.GetDiskUsageResponse.build_cache:type_name -> berth.types.v1.BuildCacheEntry
-	108, // 83: berth.engine.v1.InspectExecResponse.exec:type_name -> berth.engine.v1.ExecInfo
-	159, // 84: berth.engine.v1.ExecStartParams.size:type_name -> berth.types.v1.TerminalSize
-	105, // 85: berth.engine.v1.StartExecRequest.start:type_name -> berth.engine.v1.ExecStartParams
-	159, // 86: berth.engine.v1.StartExecRequest.resize:type_name -> berth.types.v1.TerminalSize
-	154, // 87: berth.engine.v1.StartExecResponse.output:type_name -> berth.types.v1.OutputChunk
-	159, // 88: berth.engine.v1.AttachParams.size:type_name -> berth.types.v1.TerminalSize
-	109, // 89: berth.engine.v1.AttachContainerRequest.start:type_name -> berth.engine.v1.AttachParams
-	159, // 90: berth.engine.v1.AttachContainerRequest.resize:type_name -> berth.types.v1.TerminalSize
-	154, // 91: berth.engine.v1.AttachContainerResponse.output:type_name -> berth.types.v1.OutputChunk
-	18,  // 92: berth.engine.v1.AttachContainerResponse.exit:type_name -> berth.engine.v1.ExitStatus
-	10,  // 93: berth.engine.v1.ListContainerProcessesResponse.processes:type_name -> berth.engine.v1.StringList
-	153, // 94: berth.engine.v1.GetContainerStatsResponse.time:type_name -> google.protobuf.Timestamp
-	123, // 95: berth.engine.v1.CopyToContainerRequest.header:type_name -> berth.engine.v1.CopyToContainerHeader
-	160, // 96: berth.engine.v1.BuildImageRequest.options:type_name -> berth.types.v1.BuildOptions
-	161, // 97: berth.engine.v1.BuildImageResponse.event:type_name -> berth.types.v1.BuildEvent
-	10,  // 98: berth.engine.v1.ListContainersRequest.FiltersEntry.value:type_name -> berth.engine.v1.StringList
-	10,  // 99: berth.engine.v1.SubscribeEventsRequest.FiltersEntry.value:type_name -> berth.engine.v1.StringList
-	0,   // 100: berth.engine.v1.EngineService.GetVersion:input_type -> berth.engine.v1.GetVersionRequest
-	14,  // 101: berth.engine.v1.EngineService.CreateContainer:input_type -> berth.engine.v1.CreateContainerRequest
-	16,  // 102: berth.engine.v1.EngineService.RunContainer:input_type -> berth.engine.v1.RunContainerRequest
-	19,  // 103: berth.engine.v1.EngineService.StartContainer:input_type -> berth.engine.v1.StartContainerRequest
-	21,  // 104: berth.engine.v1.EngineService.StopContainer:input_type -> berth.engine.v1.StopContainerRequest
-	23,  // 105: berth.engine.v1.EngineService.RestartContainer:input_type -> berth.engine.v1.RestartContainerRequest
-	25,  // 106: berth.engine.v1.EngineService.KillContainer:input_type -> berth.engine.v1.KillContainerRequest
-	27,  // 107: berth.engine.v1.EngineService.RemoveContainer:input_type -> berth.engine.v1.RemoveContainerRequest
-	28,  // 108: berth.engine.v1.EngineService.WaitContainer:input_type -> berth.engine.v1.WaitContainerRequest
-	30,  // 109: berth.engine.v1.EngineService.ListContainers:input_type -> berth.engine.v1.ListContainersRequest
-	34,  // 110: berth.engine.v1.EngineService.InspectContainer:input_type -> berth.engine.v1.InspectContainerRequest
-	36,  // 111: berth.engine.v1.EngineService.GetContainerLogs:input_type -> berth.engine.v1.GetContainerLogsRequest
-	39,  // 112: berth.engine.v1.EngineService.LoadImages:input_type -> berth.engine.v1.LoadImagesRequest
-	41,  // 113: berth.engine.v1.EngineService.ImportImage:input_type -> berth.engine.v1.ImportImageRequest
-	44,  // 114: berth.engine.v1.EngineService.SaveImages:input_type -> berth.engine.v1.SaveImagesRequest
-	46,  // 115: berth.engine.v1.EngineService.ListImages:input_type -> berth.engine.v1.ListImagesRequest
-	48,  // 116: berth.engine.v1.EngineService.InspectImage:input_type -> berth.engine.v1.InspectImageRequest
-	50,  // 117: berth.engine.v1.EngineService.TagImage:input_type -> berth.engine.v1.TagImageRequest
-	51,  // 118: berth.engine.v1.EngineService.RemoveImage:input_type -> berth.engine.v1.RemoveImageRequest
-	53,  // 119: berth.engine.v1.EngineService.PullImage:input_type -> berth.engine.v1.PullImageRequest
-	55,  // 120: berth.engine.v1.EngineService.PushImage:input_type -> berth.engine.v1.PushImageRequest
-	57,  // 121: berth.engine.v1.EngineService.CheckRegistryAuth:input_type -> berth.engine.v1.CheckRegistryAuthRequest
-	60,  // 122: berth.engine.v1.EngineService.ListNetworks:input_type -> berth.engine.v1.ListNetworksRequest
-	62,  // 123: berth.engine.v1.EngineService.CreateNetwork:input_type -> berth.engine.v1.CreateNetworkRequest
-	64,  // 124: berth.engine.v1.EngineService.InspectNetwork:input_type -> berth.engine.v1.InspectNetworkRequest
-	66,  // 125: berth.engine.v1.EngineService.RemoveNetwork:input_type -> berth.engine.v1.RemoveNetworkRequest
-	67,  // 126: berth.engine.v1.EngineService.PruneNetworks:input_type -> berth.engine.v1.PruneNetworksRequest
-	69,  // 127: berth.engine.v1.EngineService.ConnectNetwork:input_type -> berth.engine.v1.ConnectNetworkRequest
-	71,  // 128: berth.engine.v1.EngineService.DisconnectNetwork:input_type -> berth.engine.v1.DisconnectNetworkRequest
-	73,  // 129: berth.engine.v1.EngineService.ListVolumes:input_type -> berth.engine.v1.ListVolumesRequest
-	75,  // 130: berth.engine.v1.EngineService.CreateVolume:input_type -> berth.engine.v1.CreateVolumeRequest
-	77,  // 131: berth.engine.v1.EngineService.InspectVolume:input_type -> berth.engine.v1.InspectVolumeRequest
-	79,  // 132: berth.engine.v1.EngineService.RemoveVolume:input_type -> berth.engine.v1.RemoveVolumeRequest
-	80,  // 133: berth.engine.v1.EngineService.PruneVolumes:input_type -> berth.engine.v1.PruneVolumesRequest
-	85,  // 134: berth.engine.v1.EngineService.RenameContainer:input_type -> berth.engine.v1.RenameContainerRequest
-	86,  // 135: berth.engine.v1.EngineService.CommitContainer:input_type -> berth.engine.v1.CommitContainerRequest
-	88,  // 136: berth.engine.v1.EngineService.DiffContainer:input_type -> berth.engine.v1.DiffContainerRequest
-	90,  // 137: berth.engine.v1.EngineService.PruneContainers:input_type -> berth.engine.v1.PruneContainersRequest
-	92,  // 138: berth.engine.v1.EngineService.UpdateContainerRestartPolicy:input_type -> berth.engine.v1.UpdateContainerRestartPolicyRequest
-	99,  // 139: berth.engine.v1.EngineService.GetDiskUsage:input_type -> berth.engine.v1.GetDiskUsageRequest
-	93,  // 140: berth.engine.v1.EngineService.PruneSystem:input_type -> berth.engine.v1.PruneSystemRequest
-	101, // 141: berth.engine.v1.EngineService.CreateExec:input_type -> berth.engine.v1.CreateExecRequest
-	106, // 142: berth.engine.v1.EngineService.StartExec:input_type -> berth.engine.v1.StartExecRequest
-	103, // 143: berth.engine.v1.EngineService.InspectExec:input_type -> berth.engine.v1.InspectExecRequest
-	110, // 144: berth.engine.v1.EngineService.AttachContainer:input_type -> berth.engine.v1.AttachContainerRequest
-	112, // 145: berth.engine.v1.EngineService.PauseContainer:input_type -> berth.engine.v1.PauseContainerRequest
-	114, // 146: berth.engine.v1.EngineService.UnpauseContainer:input_type -> berth.engine.v1.UnpauseContainerRequest
-	116, // 147: berth.engine.v1.EngineService.ListContainerProcesses:input_type -> berth.engine.v1.ListContainerProcessesRequest
-	118, // 148: berth.engine.v1.EngineService.GetContainerStats:input_type -> berth.engine.v1.GetContainerStatsRequest
-	120, // 149: berth.engine.v1.EngineService.UpdateContainerResources:input_type -> berth.engine.v1.UpdateContainerResourcesRequest
-	121, // 150: berth.engine.v1.EngineService.CopyFromContainer:input_type -> berth.engine.v1.CopyFromContainerRequest
-	124, // 151: berth.engine.v1.EngineService.CopyToContainer:input_type -> berth.engine.v1.CopyToContainerRequest
-	126, // 152: berth.engine.v1.EngineService.ExportContainer:input_type -> berth.engine.v1.ExportContainerRequest
-	82,  // 153: berth.engine.v1.EngineService.SubscribeEvents:input_type -> berth.engine.v1.SubscribeEventsRequest
-	128, // 154: berth.engine.v1.EngineService.BuildImage:input_type -> berth.engine.v1.BuildImageRequest
-	130, // 155: berth.engine.v1.EngineService.PruneBuildCache:input_type -> berth.engine.v1.PruneBuildCacheRequest
-	1,   // 156: berth.engine.v1.EngineService.GetVersion:output_type -> berth.engine.v1.GetVersionResponse
-	15,  // 157: berth.engine.v1.EngineService.CreateContainer:output_type -> berth.engine.v1.CreateContainerResponse
-	17,  // 158: berth.engine.v1.EngineService.RunContainer:output_type -> berth.engine.v1.RunContainerResponse
-	20,  // 159: berth.engine.v1.EngineService.StartContainer:output_type -> berth.engine.v1.StartContainerResponse
-	22,  // 160: berth.engine.v1.EngineService.StopContainer:output_type -> berth.engine.v1.StopContainerResponse
-	24,  // 161: berth.engine.v1.EngineService.RestartContainer:output_type -> berth.engine.v1.RestartContainerResponse
-	26,  // 162: berth.engine.v1.EngineService.KillContainer:output_type -> berth.engine.v1.KillContainerResponse
-	162, // 163: berth.engine.v1.EngineService.RemoveContainer:output_type -> google.protobuf.Empty
-	29,  // 164: berth.engine.v1.EngineService.WaitContainer:output_type -> berth.engine.v1.WaitContainerResponse
-	33,  // 165: berth.engine.v1.EngineService.ListContainers:output_type -> berth.engine.v1.ListContainersResponse
-	35,  // 166: berth.engine.v1.EngineService.InspectContainer:output_type -> berth.engine.v1.InspectContainerResponse
-	37,  // 167: berth.engine.v1.EngineService.GetContainerLogs:output_type -> berth.engine.v1.GetContainerLogsResponse
-	40,  // 168: berth.engine.v1.EngineService.LoadImages:output_type -> berth.engine.v1.LoadImagesResponse
-	43,  // 169: berth.engine.v1.EngineService.ImportImage:output_type -> berth.engine.v1.ImportImageResponse
-	45,  // 170: berth.engine.v1.EngineService.SaveImages:output_type -> berth.engine.v1.SaveImagesResponse
-	47,  // 171: berth.engine.v1.EngineService.ListImages:output_type -> berth.engine.v1.ListImagesResponse
-	49,  // 172: berth.engine.v1.EngineService.InspectImage:output_type -> berth.engine.v1.InspectImageResponse
-	162, // 173: berth.engine.v1.EngineService.TagImage:output_type -> google.protobuf.Empty
-	52,  // 174: berth.engine.v1.EngineService.RemoveImage:output_type -> berth.engine.v1.RemoveImageResponse
-	54,  // 175: berth.engine.v1.EngineService.PullImage:output_type -> berth.engine.v1.PullImageResponse
-	56,  // 176: berth.engine.v1.EngineService.PushImage:output_type -> berth.engine.v1.PushImageResponse
-	58,  // 177: berth.engine.v1.EngineService.CheckRegistryAuth:output_type -> berth.engine.v1.CheckRegistryAuthResponse
-	61,  // 178: berth.engine.v1.EngineService.ListNetworks:output_type -> berth.engine.v1.ListNetworksResponse
-	63,  // 179: berth.engine.v1.EngineService.CreateNetwork:output_type -> berth.engine.v1.CreateNetworkResponse
-	65,  // 180: berth.engine.v1.EngineService.InspectNetwork:output_type -> berth.engine.v1.InspectNetworkResponse
-	162, // 181: berth.engine.v1.EngineService.RemoveNetwork:output_type -> google.protobuf.Empty
-	68,  // 182: berth.engine.v1.EngineService.PruneNetworks:output_type -> berth.engine.v1.PruneNetworksResponse
-	70,  // 183: berth.engine.v1.EngineService.ConnectNetwork:output_type -> berth.engine.v1.ConnectNetworkResponse
-	162, // 184: berth.engine.v1.EngineService.DisconnectNetwork:output_type -> google.protobuf.Empty
-	74,  // 185: berth.engine.v1.EngineService.ListVolumes:output_type -> berth.engine.v1.ListVolumesResponse
-	76,  // 186: berth.engine.v1.EngineService.CreateVolume:output_type -> berth.engine.v1.CreateVolumeResponse
-	78,  // 187: berth.engine.v1.EngineService.InspectVolume:output_type -> berth.engine.v1.InspectVolumeResponse
-	162, // 188: berth.engine.v1.EngineService.RemoveVolume:output_type -> google.protobuf.Empty
-	81,  // 189: berth.engine.v1.EngineService.PruneVolumes:output_type -> berth.engine.v1.PruneVolumesResponse
-	162, // 190: berth.engine.v1.EngineService.RenameContainer:output_type -> google.protobuf.Empty
-	87,  // 191: berth.engine.v1.EngineService.CommitContainer:output_type -> berth.engine.v1.CommitContainerResponse
-	89,  // 192: berth.engine.v1.EngineService.DiffContainer:output_type -> berth.engine.v1.DiffContainerResponse
-	91,  // 193: berth.engine.v1.EngineService.PruneContainers:output_type -> berth.engine.v1.PruneContainersResponse
-	162, // 194: berth.engine.v1.EngineService.UpdateContainerRestartPolicy:output_type -> google.protobuf.Empty
-	100, // 195: berth.engine.v1.EngineService.GetDiskUsage:output_type -> berth.engine.v1.GetDiskUsageResponse
-	94,  // 196: berth.engine.v1.EngineService.PruneSystem:output_type -> berth.engine.v1.PruneSystemResponse
-	102, // 197: berth.engine.v1.EngineService.CreateExec:output_type -> berth.engine.v1.CreateExecResponse
-	107, // 198: berth.engine.v1.EngineService.StartExec:output_type -> berth.engine.v1.StartExecResponse
-	104, // 199: berth.engine.v1.EngineService.InspectExec:output_type -> berth.engine.v1.InspectExecResponse
-	111, // 200: berth.engine.v1.EngineService.AttachContainer:output_type -> berth.engine.v1.AttachContainerResponse
-	113, // 201: berth.engine.v1.EngineService.PauseContainer:output_type -> berth.engine.v1.PauseContainerResponse
-	115, // 202: berth.engine.v1.EngineService.UnpauseContainer:output_type -> berth.engine.v1.UnpauseContainerResponse
-	117, // 203: berth.engine.v1.EngineService.ListContainerProcesses:output_type -> berth.engine.v1.ListContainerProcessesResponse
-	119, // 204: berth.engine.v1.EngineService.GetContainerStats:output_type -> berth.engine.v1.GetContainerStatsResponse
-	162, // 205: berth.engine.v1.EngineService.UpdateContainerResources:output_type -> google.protobuf.Empty
-	122, // 206: berth.engine.v1.EngineService.CopyFromContainer:output_type -> berth.engine.v1.CopyFromContainerResponse
-	125, // 207: berth.engine.v1.EngineService.CopyToContainer:output_type -> berth.engine.v1.CopyToContainerResponse
-	127, // 208: berth.engine.v1.EngineService.ExportContainer:output_type -> berth.engine.v1.ExportContainerResponse
-	83,  // 209: berth.engine.v1.EngineService.SubscribeEvents:output_type -> berth.engine.v1.SubscribeEventsResponse
-	129, // 210: berth.engine.v1.EngineService.BuildImage:output_type -> berth.engine.v1.BuildImageResponse
-	131, // 211: berth.engine.v1.EngineService.PruneBuildCache:output_type -> berth.engine.v1.PruneBuildCacheResponse
-	156, // [156:212] is the sub-list for method output_type
-	100, // [100:156] is the sub-list for method input_type
-	100, // [100:100] is the sub-list for extension type_name
-	100, // [100:100] is the sub-list for extension extendee
-	0,   // [0:100] is the sub-list for field type_name
+	41,  // 41: berth.engine.v1.LoadImagesResponse.loaded_names:type_name -> berth.engine.v1.LoadedNames
+	43,  // 42: berth.engine.v1.ImportImageRequest.header:type_name -> berth.engine.v1.ImportHeader
+	38,  // 43: berth.engine.v1.ImportImageResponse.image:type_name -> berth.engine.v1.ImageInfo
+	38,  // 44: berth.engine.v1.ListImagesResponse.images:type_name -> berth.engine.v1.ImageInfo
+	38,  // 45: berth.engine.v1.InspectImageResponse.image:type_name -> berth.engine.v1.ImageInfo
+	156, // 46: berth.engine.v1.PullImageRequest.auth:type_name -> berth.types.v1.RegistryAuth
+	157, // 47: berth.engine.v1.PullImageResponse.progress:type_name -> berth.types.v1.Progress
+	156, // 48: berth.engine.v1.PushImageRequest.auth:type_name -> berth.types.v1.RegistryAuth
+	157, // 49: berth.engine.v1.PushImageResponse.progress:type_name -> berth.types.v1.Progress
+	156, // 50: berth.engine.v1.CheckRegistryAuthRequest.auth:type_name -> berth.types.v1.RegistryAuth
+	140, // 51: berth.engine.v1.NetworkInfo.labels:type_name -> berth.engine.v1.NetworkInfo.LabelsEntry
+	6,   // 52: berth.engine.v1.NetworkInfo.pools:type_name -> berth.engine.v1.NetworkPool
+	141, // 53: berth.engine.v1.NetworkInfo.options:type_name -> berth.engine.v1.NetworkInfo.OptionsEntry
+	7,   // 54: berth.engine.v1.NetworkInfo.endpoints:type_name -> berth.engine.v1.NetworkContainer
+	60,  // 55: berth.engine.v1.ListNetworksResponse.networks:type_name -> berth.engine.v1.NetworkInfo
+	142, // 56: berth.engine.v1.CreateNetworkRequest.labels:type_name -> berth.engine.v1.CreateNetworkRequest.LabelsEntry
+	6,   // 57: berth.engine.v1.CreateNetworkRequest.pools:type_name -> berth.engine.v1.NetworkPool
+	143, // 58: berth.engine.v1.CreateNetworkRequest.options:type_name -> berth.engine.v1.CreateNetworkRequest.OptionsEntry
+	60,  // 59: berth.engine.v1.CreateNetworkResponse.network:type_name -> berth.engine.v1.NetworkInfo
+	60,  // 60: berth.engine.v1.InspectNetworkResponse.network:type_name -> berth.engine.v1.NetworkInfo
+	5,   // 61: berth.engine.v1.ConnectNetworkRequest.settings:type_name -> berth.engine.v1.NetworkEndpointSettings
+	144, // 62: berth.engine.v1.VolumeInfo.labels:type_name -> berth.engine.v1.VolumeInfo.LabelsEntry
+	145, // 63: berth.engine.v1.VolumeInfo.options:type_name -> berth.engine.v1.VolumeInfo.OptionsEntry
+	154, // 64: berth.engine.v1.VolumeInfo.created_at:type_name -> google.protobuf.Timestamp
+	73,  // 65: berth.engine.v1.ListVolumesResponse.volumes:type_name -> berth.engine.v1.VolumeInfo
+	146, // 66: berth.engine.v1.CreateVolumeRequest.labels:type_name -> berth.engine.v1.CreateVolumeRequest.LabelsEntry
+	147, // 67: berth.engine.v1.CreateVolumeRequest.options:type_name -> berth.engine.v1.CreateVolumeRequest.OptionsEntry
+	73,  // 68: berth.engine.v1.CreateVolumeResponse.volume:type_name -> berth.engine.v1.VolumeInfo
+	73,  // 69: berth.engine.v1.InspectVolumeResponse.volume:type_name -> berth.engine.v1.VolumeInfo
+	154, // 70: berth.engine.v1.SubscribeEventsRequest.since:type_name -> google.protobuf.Timestamp
+	154, // 71: berth.engine.v1.SubscribeEventsRequest.until:type_name -> google.protobuf.Timestamp
+	148, // 72: berth.engine.v1.SubscribeEventsRequest.filters:type_name -> berth.engine.v1.SubscribeEventsRequest.FiltersEntry
+	85,  // 73: berth.engine.v1.SubscribeEventsResponse.event:type_name -> berth.engine.v1.Event
+	149, // 74: berth.engine.v1.Event.attributes:type_name -> berth.engine.v1.Event.AttributesEntry
+	154, // 75: berth.engine.v1.Event.time:type_name -> google.protobuf.Timestamp
+	158, // 76: berth.engine.v1.DiffContainerResponse.changes:type_name -> berth.types.v1.FileChange
+	11,  // 77: berth.engine.v1.UpdateContainerRestartPolicyRequest.restart_policy:type_name -> berth.engine.v1.RestartPolicy
+	154, // 78: berth.engine.v1.ImageUsage.created:type_name -> google.protobuf.Timestamp
+	96,  // 79: berth.engine.v1.GetDiskUsageResponse.summary:type_name -> berth.engine.v1.DiskUsageSummary
+	97,  // 80: berth.engine.v1.GetDiskUsageResponse.images:type_name -> berth.engine.v1.ImageUsage
+	98,  // 81: berth.engine.v1.GetDiskUsageResponse.containers:type_name -> berth.engine.v1.ContainerUsage
+	99,  // 82: berth.engine.v1.GetDiskUsageResponse.volumes:type_name -> berth.engine.v1.VolumeUsage
+	159, // 83: berth.engine.v1.GetDiskUsageResponse.build_cache:type_name -> berth.types.v1.BuildCacheEntry
+	109, // 84: berth.engine.v1.InspectExecResponse.exec:type_name -> berth.engine.v1.ExecInfo
+	160, // 85: berth.engine.v1.ExecStartParams.size:type_name -> berth.types.v1.TerminalSize
+	106, // 86: berth.engine.v1.StartExecRequest.start:type_name -> berth.engine.v1.ExecStartParams
+	160, // 87: berth.engine.v1.StartExecRequest.resize:type_name -> berth.types.v1.TerminalSize
+	155, // 88: berth.engine.v1.StartExecResponse.output:type_name -> berth.types.v1.OutputChunk
+	160, // 89: berth.engine.v1.AttachParams.size:type_name -> berth.types.v1.TerminalSize
+	110, // 90: berth.engine.v1.AttachContainerRequest.start:type_name -> berth.engine.v1.AttachParams
+	160, // 91: berth.engine.v1.AttachContainerRequest.resize:type_name -> berth.types.v1.TerminalSize
+	155, // 92: berth.engine.v1.AttachContainerResponse.output:type_name -> berth.types.v1.OutputChunk
+	18,  // 93: berth.engine.v1.AttachContainerResponse.exit:type_name -> berth.engine.v1.ExitStatus
+	10,  // 94: berth.engine.v1.ListContainerProcessesResponse.processes:type_name -> berth.engine.v1.StringList
+	154, // 95: berth.engine.v1.GetContainerStatsResponse.time:type_name -> google.protobuf.Timestamp
+	124, // 96: berth.engine.v1.CopyToContainerRequest.header:type_name -> berth.engine.v1.CopyToContainerHeader
+	161, // 97: berth.engine.v1.BuildImageRequest.options:type_name -> berth.types.v1.BuildOptions
+	162, // 98: berth.engine.v1.BuildImageResponse.event:type_name -> berth.types.v1.BuildEvent
+	10,  // 99: berth.engine.v1.ListContainersRequest.FiltersEntry.value:type_name -> berth.engine.v1.StringList
+	10,  // 100: berth.engine.v1.SubscribeEventsRequest.FiltersEntry.value:type_name -> berth.engine.v1.StringList
+	0,   // 101: berth.engine.v1.EngineService.GetVersion:input_type -> berth.engine.v1.GetVersionRequest
+	14,  // 102: berth.engine.v1.EngineService.CreateContainer:input_type -> berth.engine.v1.CreateContainerRequest
+	16,  // 103: berth.engine.v1.EngineService.RunContainer:input_type -> berth.engine.v1.RunContainerRequest
+	19,  // 104: berth.engine.v1.EngineService.StartContainer:input_type -> berth.engine.v1.StartContainerRequest
+	21,  // 105: berth.engine.v1.EngineService.StopContainer:input_type -> berth.engine.v1.StopContainerRequest
+	23,  // 106: berth.engine.v1.EngineService.RestartContainer:input_type -> berth.engine.v1.RestartContainerRequest
+	25,  // 107: berth.engine.v1.EngineService.KillContainer:input_type -> berth.engine.v1.KillContainerRequest
+	27,  // 108: berth.engine.v1.EngineService.RemoveContainer:input_type -> berth.engine.v1.RemoveContainerRequest
+	28,  // 109: berth.engine.v1.EngineService.WaitContainer:input_type -> berth.engine.v1.WaitContainerRequest
+	30,  // 110: berth.engine.v1.EngineService.ListContainers:input_type -> berth.engine.v1.ListContainersRequest
+	34,  // 111: berth.engine.v1.EngineService.InspectContainer:input_type -> berth.engine.v1.InspectContainerRequest
+	36,  // 112: berth.engine.v1.EngineService.GetContainerLogs:input_type -> berth.engine.v1.GetContainerLogsRequest
+	39,  // 113: berth.engine.v1.EngineService.LoadImages:input_type -> berth.engine.v1.LoadImagesRequest
+	42,  // 114: berth.engine.v1.EngineService.ImportImage:input_type -> berth.engine.v1.ImportImageRequest
+	45,  // 115: berth.engine.v1.EngineService.SaveImages:input_type -> berth.engine.v1.SaveImagesRequest
+	47,  // 116: berth.engine.v1.EngineService.ListImages:input_type -> berth.engine.v1.ListImagesRequest
+	49,  // 117: berth.engine.v1.EngineService.InspectImage:input_type -> berth.engine.v1.InspectImageRequest
+	51,  // 118: berth.engine.v1.EngineService.TagImage:input_type -> berth.engine.v1.TagImageRequest
+	52,  // 119: berth.engine.v1.EngineService.RemoveImage:input_type -> berth.engine.v1.RemoveImageRequest
+	54,  // 120: berth.engine.v1.EngineService.PullImage:input_type -> berth.engine.v1.PullImageRequest
+	56,  // 121: berth.engine.v1.EngineService.PushImage:input_type -> berth.engine.v1.PushImageRequest
+	58,  // 122: berth.engine.v1.EngineService.CheckRegistryAuth:input_type -> berth.engine.v1.CheckRegistryAuthRequest
+	61,  // 123: berth.engine.v1.EngineService.ListNetworks:input_type -> berth.engine.v1.ListNetworksRequest
+	63,  // 124: berth.engine.v1.EngineService.CreateNetwork:input_type -> berth.engine.v1.CreateNetworkRequest
+	65,  // 125: berth.engine.v1.EngineService.InspectNetwork:input_type -> berth.engine.v1.InspectNetworkRequest
+	67,  // 126: berth.engine.v1.EngineService.RemoveNetwork:input_type -> berth.engine.v1.RemoveNetworkRequest
+	68,  // 127: berth.engine.v1.EngineService.PruneNetworks:input_type -> berth.engine.v1.PruneNetworksRequest
+	70,  // 128: berth.engine.v1.EngineService.ConnectNetwork:input_type -> berth.engine.v1.ConnectNetworkRequest
+	72,  // 129: berth.engine.v1.EngineService.DisconnectNetwork:input_type -> berth.engine.v1.DisconnectNetworkRequest
+	74,  // 130: berth.engine.v1.EngineService.ListVolumes:input_type -> berth.engine.v1.ListVolumesRequest
+	76,  // 131: berth.engine.v1.EngineService.CreateVolume:input_type -> berth.engine.v1.CreateVolumeRequest
+	78,  // 132: berth.engine.v1.EngineService.InspectVolume:input_type -> berth.engine.v1.InspectVolumeRequest
+	80,  // 133: berth.engine.v1.EngineService.RemoveVolume:input_type -> berth.engine.v1.RemoveVolumeRequest
+	81,  // 134: berth.engine.v1.EngineService.PruneVolumes:input_type -> berth.engine.v1.PruneVolumesRequest
+	86,  // 135: berth.engine.v1.EngineService.RenameContainer:input_type -> berth.engine.v1.RenameContainerRequest
+	87,  // 136: berth.engine.v1.EngineService.CommitContainer:input_type -> berth.engine.v1.CommitContainerRequest
+	89,  // 137: berth.engine.v1.EngineService.DiffContainer:input_type -> berth.engine.v1.DiffContainerRequest
+	91,  // 138: berth.engine.v1.EngineService.PruneContainers:input_type -> berth.engine.v1.PruneContainersRequest
+	93,  // 139: berth.engine.v1.EngineService.UpdateContainerRestartPolicy:input_type -> berth.engine.v1.UpdateContainerRestartPolicyRequest
+	100, // 140: berth.engine.v1.EngineService.GetDiskUsage:input_type -> berth.engine.v1.GetDiskUsageRequest
+	94,  // 141: berth.engine.v1.EngineService.PruneSystem:input_type -> berth.engine.v1.PruneSystemRequest
+	102, // 142: berth.engine.v1.EngineService.CreateExec:input_type -> berth.engine.v1.CreateExecRequest
+	107, // 143: berth.engine.v1.EngineService.StartExec:input_type -> berth.engine.v1.StartExecRequest
+	104, // 144: berth.engine.v1.EngineService.InspectExec:input_type -> berth.engine.v1.InspectExecRequest
+	111, // 145: berth.engine.v1.EngineService.AttachContainer:input_type -> berth.engine.v1.AttachContainerRequest
+	113, // 146: berth.engine.v1.EngineService.PauseContainer:input_type -> berth.engine.v1.PauseContainerRequest
+	115, // 147: berth.engine.v1.EngineService.UnpauseContainer:input_type -> berth.engine.v1.UnpauseContainerRequest
+	117, // 148: berth.engine.v1.EngineService.ListContainerProcesses:input_type -> berth.engine.v1.ListContainerProcessesRequest
+	119, // 149: berth.engine.v1.EngineService.GetContainerStats:input_type -> berth.engine.v1.GetContainerStatsRequest
+	121, // 150: berth.engine.v1.EngineService.UpdateContainerResources:input_type -> berth.engine.v1.UpdateContainerResourcesRequest
+	122, // 151: berth.engine.v1.EngineService.CopyFromContainer:input_type -> berth.engine.v1.CopyFromContainerRequest
+	125, // 152: berth.engine.v1.EngineService.CopyToContainer:input_type -> berth.engine.v1.CopyToContainerRequest
+	127, // 153: berth.engine.v1.EngineService.ExportContainer:input_type -> berth.engine.v1.ExportContainerRequest
+	83,  // 154: berth.engine.v1.EngineService.SubscribeEvents:input_type -> berth.engine.v1.SubscribeEventsRequest
+	129, // 155: berth.engine.v1.EngineService.BuildImage:input_type -> berth.engine.v1.BuildImageRequest
+	131, // 156: berth.engine.v1.EngineService.PruneBuildCache:input_type -> berth.engine.v1.PruneBuildCacheRequest
+	1,   // 157: berth.engine.v1.EngineService.GetVersion:output_type -> berth.engine.v1.GetVersionResponse
+	15,  // 158: berth.engine.v1.EngineService.CreateContainer:output_type -> berth.engine.v1.CreateContainerResponse
+	17,  // 159: berth.engine.v1.EngineService.RunContainer:output_type -> berth.engine.v1.RunContainerResponse
+	20,  // 160: berth.engine.v1.EngineService.StartContainer:output_type -> berth.engine.v1.StartContainerResponse
+	22,  // 161: berth.engine.v1.EngineService.StopContainer:output_type -> berth.engine.v1.StopContainerResponse
+	24,  // 162: berth.engine.v1.EngineService.RestartContainer:output_type -> berth.engine.v1.RestartContainerResponse
+	26,  // 163: berth.engine.v1.EngineService.KillContainer:output_type -> berth.engine.v1.KillContainerResponse
+	163, // 164: berth.engine.v1.EngineService.RemoveContainer:output_type -> google.protobuf.Empty
+	29,  // 165: berth.engine.v1.EngineService.WaitContainer:output_type -> berth.engine.v1.WaitContainerResponse
+	33,  // 166: berth.engine.v1.EngineService.ListContainers:output_type -> berth.engine.v1.ListContainersResponse
+	35,  // 167: berth.engine.v1.EngineService.InspectContainer:output_type -> berth.engine.v1.InspectContainerResponse
+	37,  // 168: berth.engine.v1.EngineService.GetContainerLogs:output_type -> berth.engine.v1.GetContainerLogsResponse
+	40,  // 169: berth.engine.v1.EngineService.LoadImages:output_type -> berth.engine.v1.LoadImagesResponse
+	44,  // 170: berth.engine.v1.EngineService.ImportImage:output_type -> berth.engine.v1.ImportImageResponse
+	46,  // 171: berth.engine.v1.EngineService.SaveImages:output_type -> berth.engine.v1.SaveImagesResponse
+	48,  // 172: berth.engine.v1.EngineService.ListImages:output_type -> berth.engine.v1.ListImagesResponse
+	50,  // 173: berth.engine.v1.EngineService.InspectImage:output_type -> berth.engine.v1.InspectImageResponse
+	163, // 174: berth.engine.v1.EngineService.TagImage:output_type -> google.protobuf.Empty
+	53,  // 175: berth.engine.v1.EngineService.RemoveImage:output_type -> berth.engine.v1.RemoveImageResponse
+	55,  // 176: berth.engine.v1.EngineService.PullImage:output_type -> berth.engine.v1.PullImageResponse
+	57,  // 177: berth.engine.v1.EngineService.PushImage:output_type -> berth.engine.v1.PushImageResponse
+	59,  // 178: berth.engine.v1.EngineService.CheckRegistryAuth:output_type -> berth.engine.v1.CheckRegistryAuthResponse
+	62,  // 179: berth.engine.v1.EngineService.ListNetworks:output_type -> berth.engine.v1.ListNetworksResponse
+	64,  // 180: berth.engine.v1.EngineService.CreateNetwork:output_type -> berth.engine.v1.CreateNetworkResponse
+	66,  // 181: berth.engine.v1.EngineService.InspectNetwork:output_type -> berth.engine.v1.InspectNetworkResponse
+	163, // 182: berth.engine.v1.EngineService.RemoveNetwork:output_type -> google.protobuf.Empty
+	69,  // 183: berth.engine.v1.EngineService.PruneNetworks:output_type -> berth.engine.v1.PruneNetworksResponse
+	71,  // 184: berth.engine.v1.EngineService.ConnectNetwork:output_type -> berth.engine.v1.ConnectNetworkResponse
+	163, // 185: berth.engine.v1.EngineService.DisconnectNetwork:output_type -> google.protobuf.Empty
+	75,  // 186: berth.engine.v1.EngineService.ListVolumes:output_type -> berth.engine.v1.ListVolumesResponse
+	77,  // 187: berth.engine.v1.EngineService.CreateVolume:output_type -> berth.engine.v1.CreateVolumeResponse
+	79,  // 188: berth.engine.v1.EngineService.InspectVolume:output_type -> berth.engine.v1.InspectVolumeResponse
+	163, // 189: berth.engine.v1.EngineService.RemoveVolume:output_type -> google.protobuf.Empty
+	82,  // 190: berth.engine.v1.EngineService.PruneVolumes:output_type -> berth.engine.v1.PruneVolumesResponse
+	163, // 191: berth.engine.v1.EngineService.RenameContainer:output_type -> google.protobuf.Empty
+	88,  // 192: berth.engine.v1.EngineService.CommitContainer:output_type -> berth.engine.v1.CommitContainerResponse
+	90,  // 193: berth.engine.v1.EngineService.DiffContainer:output_type -> berth.engine.v1.DiffContainerResponse
+	92,  // 194: berth.engine.v1.EngineService.PruneContainers:output_type -> berth.engine.v1.PruneContainersResponse
+	163, // 195: berth.engine.v1.EngineService.UpdateContainerRestartPolicy:output_type -> google.protobuf.Empty
+	101, // 196: berth.engine.v1.EngineService.GetDiskUsage:output_type -> berth.engine.v1.GetDiskUsageResponse
+	95,  // 197: berth.engine.v1.EngineService.PruneSystem:output_type -> berth.engine.v1.PruneSystemResponse
+	103, // 198: berth.engine.v1.EngineService.CreateExec:output_type -> berth.engine.v1.CreateExecResponse
+	108, // 199: berth.engine.v1.EngineService.StartExec:output_type -> berth.engine.v1.StartExecResponse
+	105, // 200: berth.engine.v1.EngineService.InspectExec:output_type -> berth.engine.v1.InspectExecResponse
+	112, // 201: berth.engine.v1.EngineService.AttachContainer:output_type -> berth.engine.v1.AttachContainerResponse
+	114, // 202: berth.engine.v1.EngineService.PauseContainer:output_type -> berth.engine.v1.PauseContainerResponse
+	116, // 203: berth.engine.v1.EngineService.UnpauseContainer:output_type -> berth.engine.v1.UnpauseContainerResponse
+	118, // 204: berth.engine.v1.EngineService.ListContainerProcesses:output_type -> berth.engine.v1.ListContainerProcessesResponse
+	120, // 205: berth.engine.v1.EngineService.GetContainerStats:output_type -> berth.engine.v1.GetContainerStatsResponse
+	163, // 206: berth.engine.v1.EngineService.UpdateContainerResources:output_type -> google.protobuf.Empty
+	123, // 207: berth.engine.v1.EngineService.CopyFromContainer:output_type -> berth.engine.v1.CopyFromContainerResponse
+	126, // 208: berth.engine.v1.EngineService.CopyToContainer:output_type -> berth.engine.v1.CopyToContainerResponse
+	128, // 209: berth.engine.v1.EngineService.ExportContainer:output_type -> berth.engine.v1.ExportContainerResponse
+	84,  // 210: berth.engine.v1.EngineService.SubscribeEvents:output_type -> berth.engine.v1.SubscribeEventsResponse
+	130, // 211: berth.engine.v1.EngineService.BuildImage:output_type -> berth.engine.v1.BuildImageResponse
+	132, // 212: berth.engine.v1.EngineService.PruneBuildCache:output_type -> berth.engine.v1.PruneBuildCacheResponse
+	157, // [157:213] is the sub-list for method output_type
+	101, // [101:157] is the sub-list for method input_type
+	101, // [101:101] is the sub-list for extension type_name
+	101, // [101:101] is the sub-list for extension extendee
+	0,   // [0:101] is the sub-list for field type_name
 }
 
 func init() { file_berth_engine_v1_engine_proto_init() }
@@ -11948,7 +12069,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[41].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ImportImageRequest); i {
+			switch v := v.(*LoadedNames); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -11960,7 +12081,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[42].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ImportHeader); i {
+			switch v := v.(*ImportImageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -11972,7 +12093,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[43].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ImportImageResponse); i {
+			switch v := v.(*ImportHeader); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -11984,7 +12105,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[44].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SaveImagesRequest); i {
+			switch v := v.(*ImportImageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -11996,7 +12117,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[45].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SaveImagesResponse); i {
+			switch v := v.(*SaveImagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12008,7 +12129,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[46].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListImagesRequest); i {
+			switch v := v.(*SaveImagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12020,7 +12141,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[47].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListImagesResponse); i {
+			switch v := v.(*ListImagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12032,7 +12153,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[48].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*InspectImageRequest); i {
+			switch v := v.(*ListImagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12044,7 +12165,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[49].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*InspectImageResponse); i {
+			switch v := v.(*InspectImageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12056,7 +12177,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[50].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*TagImageRequest); i {
+			switch v := v.(*InspectImageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12068,7 +12189,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[51].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*RemoveImageRequest); i {
+			switch v := v.(*TagImageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12080,7 +12201,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[52].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*RemoveImageResponse); i {
+			switch v := v.(*RemoveImageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12092,7 +12213,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[53].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PullImageRequest); i {
+			switch v := v.(*RemoveImageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12104,7 +12225,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[54].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PullImageResponse); i {
+			switch v := v.(*PullImageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12116,7 +12237,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[55].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PushImageRequest); i {
+			switch v := v.(*PullImageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12128,7 +12249,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[56].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PushImageResponse); i {
+			switch v := v.(*PushImageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12140,7 +12261,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[57].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CheckRegistryAuthRequest); i {
+			switch v := v.(*PushImageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12152,7 +12273,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[58].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CheckRegistryAuthResponse); i {
+			switch v := v.(*CheckRegistryAuthRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12164,7 +12285,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[59].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*NetworkInfo); i {
+			switch v := v.(*CheckRegistryAuthResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12176,7 +12297,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[60].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListNetworksRequest); i {
+			switch v := v.(*NetworkInfo); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12188,7 +12309,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[61].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListNetworksResponse); i {
+			switch v := v.(*ListNetworksRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12200,7 +12321,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[62].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateNetworkRequest); i {
+			switch v := v.(*ListNetworksResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12212,7 +12333,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[63].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateNetworkResponse); i {
+			switch v := v.(*CreateNetworkRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12224,7 +12345,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[64].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*InspectNetworkRequest); i {
+			switch v := v.(*CreateNetworkResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12236,7 +12357,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[65].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*InspectNetworkResponse); i {
+			switch v := v.(*InspectNetworkRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12248,7 +12369,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[66].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*RemoveNetworkRequest); i {
+			switch v := v.(*InspectNetworkResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12260,7 +12381,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[67].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PruneNetworksRequest); i {
+			switch v := v.(*RemoveNetworkRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12272,7 +12393,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[68].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PruneNetworksResponse); i {
+			switch v := v.(*PruneNetworksRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12284,7 +12405,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[69].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ConnectNetworkRequest); i {
+			switch v := v.(*PruneNetworksResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12296,7 +12417,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[70].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ConnectNetworkResponse); i {
+			switch v := v.(*ConnectNetworkRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12308,7 +12429,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[71].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DisconnectNetworkRequest); i {
+			switch v := v.(*ConnectNetworkResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12320,7 +12441,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[72].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*VolumeInfo); i {
+			switch v := v.(*DisconnectNetworkRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12332,7 +12453,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[73].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListVolumesRequest); i {
+			switch v := v.(*VolumeInfo); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12344,7 +12465,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[74].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListVolumesResponse); i {
+			switch v := v.(*ListVolumesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12356,7 +12477,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[75].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateVolumeRequest); i {
+			switch v := v.(*ListVolumesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12368,7 +12489,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[76].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateVolumeResponse); i {
+			switch v := v.(*CreateVolumeRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12380,7 +12501,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[77].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*InspectVolumeRequest); i {
+			switch v := v.(*CreateVolumeResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12392,7 +12513,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[78].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*InspectVolumeResponse); i {
+			switch v := v.(*InspectVolumeRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12404,7 +12525,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[79].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*RemoveVolumeRequest); i {
+			switch v := v.(*InspectVolumeResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12416,7 +12537,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[80].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PruneVolumesRequest); i {
+			switch v := v.(*RemoveVolumeRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12428,7 +12549,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[81].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PruneVolumesResponse); i {
+			switch v := v.(*PruneVolumesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12440,7 +12561,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[82].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SubscribeEventsRequest); i {
+			switch v := v.(*PruneVolumesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12452,7 +12573,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[83].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SubscribeEventsResponse); i {
+			switch v := v.(*SubscribeEventsRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12464,7 +12585,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[84].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*Event); i {
+			switch v := v.(*SubscribeEventsResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12476,7 +12597,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[85].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*RenameContainerRequest); i {
+			switch v := v.(*Event); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12488,7 +12609,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[86].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CommitContainerRequest); i {
+			switch v := v.(*RenameContainerRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12500,7 +12621,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[87].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CommitContainerResponse); i {
+			switch v := v.(*CommitContainerRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12512,7 +12633,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[88].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DiffContainerRequest); i {
+			switch v := v.(*CommitContainerResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12524,7 +12645,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[89].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DiffContainerResponse); i {
+			switch v := v.(*DiffContainerRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12536,7 +12657,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[90].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PruneContainersRequest); i {
+			switch v := v.(*DiffContainerResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12548,7 +12669,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[91].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PruneContainersResponse); i {
+			switch v := v.(*PruneContainersRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12560,7 +12681,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[92].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UpdateContainerRestartPolicyRequest); i {
+			switch v := v.(*PruneContainersResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12572,7 +12693,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[93].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PruneSystemRequest); i {
+			switch v := v.(*UpdateContainerRestartPolicyRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12584,7 +12705,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[94].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PruneSystemResponse); i {
+			switch v := v.(*PruneSystemRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12596,7 +12717,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[95].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DiskUsageSummary); i {
+			switch v := v.(*PruneSystemResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12608,7 +12729,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[96].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ImageUsage); i {
+			switch v := v.(*DiskUsageSummary); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12620,7 +12741,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[97].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ContainerUsage); i {
+			switch v := v.(*ImageUsage); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12632,7 +12753,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[98].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*VolumeUsage); i {
+			switch v := v.(*ContainerUsage); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12644,7 +12765,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[99].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetDiskUsageRequest); i {
+			switch v := v.(*VolumeUsage); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12656,7 +12777,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[100].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetDiskUsageResponse); i {
+			switch v := v.(*GetDiskUsageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12668,7 +12789,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[101].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateExecRequest); i {
+			switch v := v.(*GetDiskUsageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12680,7 +12801,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[102].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateExecResponse); i {
+			switch v := v.(*CreateExecRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12692,7 +12813,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[103].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*InspectExecRequest); i {
+			switch v := v.(*CreateExecResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12704,7 +12825,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[104].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*InspectExecResponse); i {
+			switch v := v.(*InspectExecRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12716,7 +12837,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[105].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ExecStartParams); i {
+			switch v := v.(*InspectExecResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12728,7 +12849,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[106].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*StartExecRequest); i {
+			switch v := v.(*ExecStartParams); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12740,7 +12861,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[107].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*StartExecResponse); i {
+			switch v := v.(*StartExecRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12752,7 +12873,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[108].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ExecInfo); i {
+			switch v := v.(*StartExecResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12764,7 +12885,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[109].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AttachParams); i {
+			switch v := v.(*ExecInfo); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12776,7 +12897,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[110].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AttachContainerRequest); i {
+			switch v := v.(*AttachParams); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12788,7 +12909,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[111].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AttachContainerResponse); i {
+			switch v := v.(*AttachContainerRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12800,7 +12921,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[112].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PauseContainerRequest); i {
+			switch v := v.(*AttachContainerResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12812,7 +12933,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[113].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PauseContainerResponse); i {
+			switch v := v.(*PauseContainerRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12824,7 +12945,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[114].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UnpauseContainerRequest); i {
+			switch v := v.(*PauseContainerResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12836,7 +12957,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[115].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UnpauseContainerResponse); i {
+			switch v := v.(*UnpauseContainerRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12848,7 +12969,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[116].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListContainerProcessesRequest); i {
+			switch v := v.(*UnpauseContainerResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12860,7 +12981,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[117].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListContainerProcessesResponse); i {
+			switch v := v.(*ListContainerProcessesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12872,7 +12993,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[118].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetContainerStatsRequest); i {
+			switch v := v.(*ListContainerProcessesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12884,7 +13005,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[119].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetContainerStatsResponse); i {
+			switch v := v.(*GetContainerStatsRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12896,7 +13017,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[120].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UpdateContainerResourcesRequest); i {
+			switch v := v.(*GetContainerStatsResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12908,7 +13029,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[121].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CopyFromContainerRequest); i {
+			switch v := v.(*UpdateContainerResourcesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12920,7 +13041,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[122].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CopyFromContainerResponse); i {
+			switch v := v.(*CopyFromContainerRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12932,7 +13053,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[123].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CopyToContainerHeader); i {
+			switch v := v.(*CopyFromContainerResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12944,7 +13065,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[124].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CopyToContainerRequest); i {
+			switch v := v.(*CopyToContainerHeader); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12956,7 +13077,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[125].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CopyToContainerResponse); i {
+			switch v := v.(*CopyToContainerRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12968,7 +13089,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[126].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ExportContainerRequest); i {
+			switch v := v.(*CopyToContainerResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12980,7 +13101,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[127].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ExportContainerResponse); i {
+			switch v := v.(*ExportContainerRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -12992,7 +13113,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[128].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*BuildImageRequest); i {
+			switch v := v.(*ExportContainerResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -13004,7 +13125,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[129].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*BuildImageResponse); i {
+			switch v := v.(*BuildImageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -13016,7 +13137,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[130].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*PruneBuildCacheRequest); i {
+			switch v := v.(*BuildImageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -13028,6 +13149,18 @@ func file_berth_engine_v1_engine_proto_init() {
 			}
 		}
 		file_berth_engine_v1_engine_proto_msgTypes[131].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*PruneBuildCacheRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_berth_engine_v1_engine_proto_msgTypes[132].Exporter = func(v interface{}, i int) interface{} {
 			switch v := v.(*PruneBuildCacheResponse); i {
 			case 0:
 				return &v.state
@@ -13048,38 +13181,38 @@ func file_berth_engine_v1_engine_proto_init() {
 	}
 	file_berth_engine_v1_engine_proto_msgTypes[21].OneofWrappers = []interface{}{}
 	file_berth_engine_v1_engine_proto_msgTypes[23].OneofWrappers = []interface{}{}
-	file_berth_engine_v1_engine_proto_msgTypes[41].OneofWrappers = []interface{}{
+	file_berth_engine_v1_engine_proto_msgTypes[42].OneofWrappers = []interface{}{
 		(*ImportImageRequest_Header)(nil),
 		(*ImportImageRequest_Chunk)(nil),
 	}
-	file_berth_engine_v1_engine_proto_msgTypes[82].OneofWrappers = []interface{}{}
-	file_berth_engine_v1_engine_proto_msgTypes[106].OneofWrappers = []interface{}{
+	file_berth_engine_v1_engine_proto_msgTypes[83].OneofWrappers = []interface{}{}
+	file_berth_engine_v1_engine_proto_msgTypes[107].OneofWrappers = []interface{}{
 		(*StartExecRequest_Start)(nil),
 		(*StartExecRequest_Stdin)(nil),
 		(*StartExecRequest_Resize)(nil),
 		(*StartExecRequest_CloseStdin)(nil),
 	}
-	file_berth_engine_v1_engine_proto_msgTypes[107].OneofWrappers = []interface{}{
+	file_berth_engine_v1_engine_proto_msgTypes[108].OneofWrappers = []interface{}{
 		(*StartExecResponse_Output)(nil),
 		(*StartExecResponse_ExitCode)(nil),
 	}
-	file_berth_engine_v1_engine_proto_msgTypes[110].OneofWrappers = []interface{}{
+	file_berth_engine_v1_engine_proto_msgTypes[111].OneofWrappers = []interface{}{
 		(*AttachContainerRequest_Start)(nil),
 		(*AttachContainerRequest_Stdin)(nil),
 		(*AttachContainerRequest_Resize)(nil),
 		(*AttachContainerRequest_CloseStdin)(nil),
 	}
-	file_berth_engine_v1_engine_proto_msgTypes[111].OneofWrappers = []interface{}{
+	file_berth_engine_v1_engine_proto_msgTypes[112].OneofWrappers = []interface{}{
 		(*AttachContainerResponse_Attached)(nil),
 		(*AttachContainerResponse_Output)(nil),
 		(*AttachContainerResponse_Exit)(nil),
 	}
-	file_berth_engine_v1_engine_proto_msgTypes[120].OneofWrappers = []interface{}{}
-	file_berth_engine_v1_engine_proto_msgTypes[124].OneofWrappers = []interface{}{
+	file_berth_engine_v1_engine_proto_msgTypes[121].OneofWrappers = []interface{}{}
+	file_berth_engine_v1_engine_proto_msgTypes[125].OneofWrappers = []interface{}{
 		(*CopyToContainerRequest_Header)(nil),
 		(*CopyToContainerRequest_Chunk)(nil),
 	}
-	file_berth_engine_v1_engine_proto_msgTypes[128].OneofWrappers = []interface{}{
+	file_berth_engine_v1_engine_proto_msgTypes[129].OneofWrappers = []interface{}{
 		(*BuildImageRequest_Options)(nil),
 		(*BuildImageRequest_Chunk)(nil),
 	}
@@ -13089,7 +13222,7 @@ func file_berth_engine_v1_engine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: file_berth_engine_v1_engine_proto_rawDesc,
 			NumEnums:      0,
-			NumMessages:   149,
+			NumMessages:   150,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

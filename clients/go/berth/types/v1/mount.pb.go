@@ -41,7 +41,9 @@ type Mount struct {
 	// filesystem mount.
 	Target string `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
 	// Mount options as mount(8) spells them: "ro", "lowerdir=...", "nosuid", ...
-	// Empty takes the filesystem's defaults.
+	// Empty takes the filesystem's defaults. "rro" (bind) makes it read-only
+	// recursively, submounts included. "idmap" (bind) maps the source into the
+	// container's user namespace when it has one (volumes), and is no-op without.
 	Options []string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty"`
 	// "bind" only, set by the caller (the gateway, for `-v /host:/ctr`): the
 	// container service creates a missing source directory (mkdir -p, mode

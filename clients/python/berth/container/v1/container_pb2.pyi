@@ -349,6 +349,7 @@ class Spec(_message.Message):
     SECURITY_FIELD_NUMBER: _builtins.int
     RUNTIME_FIELD_NUMBER: _builtins.int
     SYSTEM_PATHS_FIELD_NUMBER: _builtins.int
+    USERNS_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
     """Network namespace to join (from the network service); empty shares the
     host's network.
@@ -410,6 +411,12 @@ class Spec(_message.Message):
         Set by the caller at create; never changes.
         """
 
+    @_builtins.property
+    def userns(self) -> Global___UserNamespace:
+        """The container's user namespace. Set by the caller's mode at CreateContainer; the
+        Spec the service returns holds the namespace in force (mode and mappings).
+        """
+
     def __init__(
         self,
         *,
@@ -428,14 +435,88 @@ class Spec(_message.Message):
         security: Global___Security | None = ...,
         runtime: _builtins.str = ...,
         system_paths: Global___SystemPaths | None = ...,
+        userns: Global___UserNamespace | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources", "security", b"security", "system_paths", b"system_paths"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources", "security", b"security", "system_paths", b"system_paths", "userns", b"userns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "system_paths", b"system_paths", "tty", b"tty"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "system_paths", b"system_paths", "tty", b"tty", "userns", b"userns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Spec: _TypeAlias = Spec  # noqa: Y015
+
+@_typing.final
+class UserNamespace(_message.Message):
+    """UserNamespace says which user namespace a container's processes run in. With
+    mappings, root in the container is an unprivileged uid on the host: the image's
+    layers are seen through idmapped mounts (files owned by 0 on disk are the
+    container's root), bind mounts are not (a host file keeps its host owner, so a
+    root-only host file stays unreadable), volumes are (their files belong to the
+    container's users as they do without remapping).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    UID_MAPPINGS_FIELD_NUMBER: _builtins.int
+    GID_MAPPINGS_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """"" at create takes the service's daemon mode (userns-remap configured: "remap",
+    otherwise "host"); "host" is the host's namespace; "remap" the daemon's ranges.
+    Anything else is INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def uid_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdMapping]:
+        """Container uid ranges onto host uids ("remap" only; filled in by the service)."""
+
+    @_builtins.property
+    def gid_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdMapping]:
+        """Container gid ranges onto host gids, as uid_mappings."""
+
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        uid_mappings: _abc.Iterable[Global___IdMapping] | None = ...,
+        gid_mappings: _abc.Iterable[Global___IdMapping] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gid_mappings", b"gid_mappings", "mode", b"mode", "uid_mappings", b"uid_mappings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserNamespace: _TypeAlias = UserNamespace  # noqa: Y015
+
+@_typing.final
+class IdMapping(_message.Message):
+    """IdMapping maps `size` ids from container_id in the container onto host_id on the host."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.int
+    """First id of the range in the container."""
+    host_id: _builtins.int
+    """The host id container_id is."""
+    size: _builtins.int
+    """How many ids the range has."""
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.int = ...,
+        host_id: _builtins.int = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "host_id", b"host_id", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdMapping: _TypeAlias = IdMapping  # noqa: Y015
 
 @_typing.final
 class SystemPaths(_message.Message):

@@ -178,6 +178,9 @@ class ContainerConfig(_message.Message):
     TTY_FIELD_NUMBER: _builtins.int
     OPEN_STDIN_FIELD_NUMBER: _builtins.int
     STDIN_ONCE_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    CGROUPNS_MODE_FIELD_NUMBER: _builtins.int
+    VOLUME_DRIVER_FIELD_NUMBER: _builtins.int
     PRIVILEGED_FIELD_NUMBER: _builtins.int
     CAP_ADD_FIELD_NUMBER: _builtins.int
     CAP_DROP_FIELD_NUMBER: _builtins.int
@@ -201,6 +204,7 @@ class ContainerConfig(_message.Message):
     SECURITY_OPT_FIELD_NUMBER: _builtins.int
     ENDPOINT_SETTINGS_FIELD_NUMBER: _builtins.int
     LOG_CONFIG_FIELD_NUMBER: _builtins.int
+    USERNS_MODE_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Image reference or id: "busybox", "registry:5000/team/app:1.2", "sha256:..."."""
     name: _builtins.str
@@ -249,6 +253,20 @@ class ContainerConfig(_message.Message):
     """Keep stdin open for attaching (`-i`)."""
     stdin_once: _builtins.bool
     """Close stdin once the first attached client leaves (`run -i` in the foreground)."""
+    isolation: _builtins.str
+    """How the container is isolated, as the Docker API names it: "" or "default"
+    (Linux namespaces, the only kind berth has); set at create, never changed.
+    """
+    cgroupns_mode: _builtins.str
+    """The cgroup namespace as asked at create: "" or "host" (the container sees
+    the host's cgroup tree, which is what berth gives today). "private" is
+    refused until the container service makes cgroup namespaces.
+    """
+    volume_driver: _builtins.str
+    """The driver for the volumes this container makes (docker's --volume-driver):
+    "" or "local"; another name only when the container makes no volume,
+    where docker keeps it without effect.
+    """
     privileged: _builtins.bool
     """Confinement and further resources (docker's security and resource flags).
     Every field is honoured or refused with INVALID_ARGUMENT naming it.
@@ -294,6 +312,12 @@ class ContainerConfig(_message.Message):
     """
     runtime: _builtins.str
     """The OCI runtime (`--runtime`): "" or "runc", the one runtime configured."""
+    userns_mode: _builtins.str
+    """The user namespace (`--userns`, docker's HostConfig.UsernsMode): empty takes the
+    daemon's (remapped when the daemon runs with userns-remap, else the host's);
+    "host" runs in the host's user namespace even when the daemon remaps. Any other
+    value is refused with INVALID_ARGUMENT. Set at create; never changes.
+    """
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Replaces the image's CMD when not empty."""
@@ -434,6 +458,9 @@ class ContainerConfig(_message.Message):
         tty: _builtins.bool = ...,
         open_stdin: _builtins.bool = ...,
         stdin_once: _builtins.bool = ...,
+        isolation: _builtins.str = ...,
+        cgroupns_mode: _builtins.str = ...,
+        volume_driver: _builtins.str = ...,
         privileged: _builtins.bool = ...,
         cap_add: _abc.Iterable[_builtins.str] | None = ...,
         cap_drop: _abc.Iterable[_builtins.str] | None = ...,
@@ -457,10 +484,11 @@ class ContainerConfig(_message.Message):
         security_opt: _abc.Iterable[_builtins.str] | None = ...,
         endpoint_settings: Global___NetworkEndpointSettings | None = ...,
         log_config: Global___LogConfig | None = ...,
+        userns_mode: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "log_config", b"log_config", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "env", b"env", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "init", b"init", "ipc_mode", b"ipc_mode", "ipv4_address", b"ipv4_address", "labels", b"labels", "log_config", b"log_config", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "oom_kill_disable", b"oom_kill_disable", "oom_score_adj", b"oom_score_adj", "open_stdin", b"open_stdin", "pid_mode", b"pid_mode", "pids_limit", b"pids_limit", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "runtime", b"runtime", "security_opt", b"security_opt", "shm_size", b"shm_size", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "uts_mode", b"uts_mode", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cgroupns_mode", b"cgroupns_mode", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "env", b"env", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "init", b"init", "ipc_mode", b"ipc_mode", "ipv4_address", b"ipv4_address", "isolation", b"isolation", "labels", b"labels", "log_config", b"log_config", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "oom_kill_disable", b"oom_kill_disable", "oom_score_adj", b"oom_score_adj", "open_stdin", b"open_stdin", "pid_mode", b"pid_mode", "pids_limit", b"pids_limit", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "runtime", b"runtime", "security_opt", b"security_opt", "shm_size", b"shm_size", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "userns_mode", b"userns_mode", "uts_mode", b"uts_mode", "volume_driver", b"volume_driver", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015
@@ -1894,22 +1922,56 @@ class LoadImagesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_FIELD_NUMBER: _builtins.int
+    LOADED_NAMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageInfo]:
         """Every image the tarball held, as stored now."""
+
+    @_builtins.property
+    def loaded_names(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadedNames]:
+        """The names the tarball gave each image (its RepoTags), index for index with
+        `images`; none for an image saved by id.
+        """
 
     def __init__(
         self,
         *,
         images: _abc.Iterable[Global___ImageInfo] | None = ...,
+        loaded_names: _abc.Iterable[Global___LoadedNames] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "loaded_names", b"loaded_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LoadImagesResponse: _TypeAlias = LoadImagesResponse  # noqa: Y015
+
+@_typing.final
+class LoadedNames(_message.Message):
+    """LoadedNames are the names a tarball gave one image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Full image references ("docker.io/library/alpine:3.10"), as the tarball's
+        manifest gave them.
+        """
+
+    def __init__(
+        self,
+        *,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["names", b"names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadedNames: _TypeAlias = LoadedNames  # noqa: Y015
 
 @_typing.final
 class ImportImageRequest(_message.Message):

@@ -425,22 +425,56 @@ class LoadImagesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_FIELD_NUMBER: _builtins.int
+    LOADED_NAMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]:
         """Every image the tarball held, as stored now."""
+
+    @_builtins.property
+    def loaded_names(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadedNames]:
+        """The names the tarball gave each image (its RepoTags), index for index with
+        `images`: what `docker load` reports, where an image's other tags are not news.
+        """
 
     def __init__(
         self,
         *,
         images: _abc.Iterable[Global___Image] | None = ...,
+        loaded_names: _abc.Iterable[Global___LoadedNames] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "loaded_names", b"loaded_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LoadImagesResponse: _TypeAlias = LoadImagesResponse  # noqa: Y015
+
+@_typing.final
+class LoadedNames(_message.Message):
+    """LoadedNames are the names a tarball gave one image; none for an image saved by id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Full image references ("docker.io/library/alpine:3.10"), as the tarball's
+        manifest gave them.
+        """
+
+    def __init__(
+        self,
+        *,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["names", b"names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadedNames: _TypeAlias = LoadedNames  # noqa: Y015
 
 @_typing.final
 class ImportImageRequest(_message.Message):
@@ -1091,6 +1125,8 @@ class CommitSnapshotRequest(_message.Message):
     COMMENT_FIELD_NUMBER: _builtins.int
     AUTHOR_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    UID_MAPPINGS_FIELD_NUMBER: _builtins.int
+    GID_MAPPINGS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The snapshot whose writable layer becomes the new layer."""
     reference: _builtins.str
@@ -1105,6 +1141,17 @@ class CommitSnapshotRequest(_message.Message):
     def config(self) -> Global___ImageConfig:
         """The whole config of the new image."""
 
+    @_builtins.property
+    def uid_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdRange]:
+        """The user namespace of the container writing the snapshot, when it has one
+        (set by the gateway from the container's Spec): its writable layer holds host
+        ids, which the new layer records as the container's ids.
+        """
+
+    @_builtins.property
+    def gid_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdRange]:
+        """The gid ranges of that namespace, as uid_mappings."""
+
     def __init__(
         self,
         *,
@@ -1114,14 +1161,46 @@ class CommitSnapshotRequest(_message.Message):
         comment: _builtins.str = ...,
         author: _builtins.str = ...,
         created_by: _builtins.str = ...,
+        uid_mappings: _abc.Iterable[Global___IdRange] | None = ...,
+        gid_mappings: _abc.Iterable[Global___IdRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "comment", b"comment", "config", b"config", "created_by", b"created_by", "key", b"key", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "comment", b"comment", "config", b"config", "created_by", b"created_by", "gid_mappings", b"gid_mappings", "key", b"key", "reference", b"reference", "uid_mappings", b"uid_mappings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommitSnapshotRequest: _TypeAlias = CommitSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class IdRange(_message.Message):
+    """IdRange maps `size` ids from container_id in a container onto host_id on the host."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.int
+    """First id of the range in the container."""
+    host_id: _builtins.int
+    """The host id container_id is."""
+    size: _builtins.int
+    """How many ids the range has."""
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.int = ...,
+        host_id: _builtins.int = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "host_id", b"host_id", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdRange: _TypeAlias = IdRange  # noqa: Y015
 
 @_typing.final
 class CommitSnapshotResponse(_message.Message):

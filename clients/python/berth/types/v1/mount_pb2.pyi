@@ -57,7 +57,9 @@ class Mount(_message.Message):
     @_builtins.property
     def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Mount options as mount(8) spells them: "ro", "lowerdir=...", "nosuid", ...
-        Empty takes the filesystem's defaults.
+        Empty takes the filesystem's defaults. "rro" (bind) makes it read-only
+        recursively, submounts included. "idmap" (bind) maps the source into the
+        container's user namespace when it has one (volumes), and is no-op without.
         """
 
     def __init__(

@@ -157,6 +157,23 @@ export interface ContainerConfig {
   /** Close stdin once the first attached client leaves (`run -i` in the foreground). */
   stdinOnce: boolean;
   /**
+   * How the container is isolated, as the Docker API names it: "" or "default"
+   * (Linux namespaces, the only kind berth has); set at create, never changed.
+   */
+  isolation: string;
+  /**
+   * The cgroup namespace as asked at create: "" or "host" (the container sees
+   * the host's cgroup tree, which is what berth gives today). "private" is
+   * refused until the container service makes cgroup namespaces.
+   */
+  cgroupnsMode: string;
+  /**
+   * The driver for the volumes this container makes (docker's --volume-driver):
+   * "" or "local"; another name only when the container makes no volume,
+   * where docker keeps it without effect.
+   */
+  volumeDriver: string;
+  /**
    * Confinement and further resources (docker's security and resource flags).
    * Every field is honoured or refused with INVALID_ARGUMENT naming it.
    *
@@ -256,7 +273,16 @@ export interface ContainerConfig {
    * HostConfig.LogConfig); absent takes the daemon default. An unknown driver
    * or option is INVALID_ARGUMENT, naming it.
    */
-  logConfig: LogConfig | undefined;
+  logConfig:
+    | LogConfig
+    | undefined;
+  /**
+   * The user namespace (`--userns`, docker's HostConfig.UsernsMode): empty takes the
+   * daemon's (remapped when the daemon runs with userns-remap, else the host's);
+   * "host" runs in the host's user namespace even when the daemon remaps. Any other
+   * value is refused with INVALID_ARGUMENT. Set at create; never changes.
+   */
+  usernsMode: string;
 }
 
 export interface ContainerConfig_LabelsEntry {
@@ -795,6 +821,20 @@ export interface LoadImagesRequest {
 export interface LoadImagesResponse {
   /** Every image the tarball held, as stored now. */
   images: ImageInfo[];
+  /**
+   * The names the tarball gave each image (its RepoTags), index for index with
+   * `images`; none for an image saved by id.
+   */
+  loadedNames: LoadedNames[];
+}
+
+/** LoadedNames are the names a tarball gave one image. */
+export interface LoadedNames {
+  /**
+   * Full image references ("docker.io/library/alpine:3.10"), as the tarball's
+   * manifest gave them.
+   */
+  names: string[];
 }
 
 /** ImportImageRequest is one message of an ImportImage call. */
@@ -2012,6 +2052,9 @@ function createBaseContainerConfig(): ContainerConfig {
     tty: false,
     openStdin: false,
     stdinOnce: false,
+    isolation: "",
+    cgroupnsMode: "",
+    volumeDriver: "",
     privileged: false,
     capAdd: [],
     capDrop: [],
@@ -2035,6 +2078,7 @@ function createBaseContainerConfig(): ContainerConfig {
     securityOpt: [],
     endpointSettings: undefined,
     logConfig: undefined,
+    usernsMode: "",
   };
 }
 
@@ -2127,6 +2171,15 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.stdinOnce !== false) {
       writer.uint32(496).bool(message.stdinOnce);
     }
+    if (message.isolation !== "") {
+      writer.uint32(922).string(message.isolation);
+    }
+    if (message.cgroupnsMode !== "") {
+      writer.uint32(930).string(message.cgroupnsMode);
+    }
+    if (message.volumeDriver !== "") {
+      writer.uint32(938).string(message.volumeDriver);
+    }
     if (message.privileged !== false) {
       writer.uint32(560).bool(message.privileged);
     }
@@ -2195,6 +2248,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.logConfig !== undefined) {
       LogConfig.encode(message.logConfig, writer.uint32(882).fork()).join();
+    }
+    if (message.usernsMode !== "") {
+      writer.uint32(802).string(message.usernsMode);
     }
     return writer;
   },
@@ -2447,6 +2503,30 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.stdinOnce = reader.bool();
             continue;
           }
+          case 115: {
+            if (tag !== 922) {
+              break;
+            }
+
+            message.isolation = reader.string();
+            continue;
+          }
+          case 116: {
+            if (tag !== 930) {
+              break;
+            }
+
+            message.cgroupnsMode = reader.string();
+            continue;
+          }
+          case 117: {
+            if (tag !== 938) {
+              break;
+            }
+
+            message.volumeDriver = reader.string();
+            continue;
+          }
           case 70: {
             if (tag !== 560) {
               break;
@@ -2634,6 +2714,14 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.logConfig = LogConfig.decode(reader, reader.uint32());
             continue;
           }
+          case 100: {
+            if (tag !== 802) {
+              break;
+            }
+
+            message.usernsMode = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2762,6 +2850,17 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.stdin_once)
         ? globalThis.Boolean(object.stdin_once)
         : false,
+      isolation: isSet(object.isolation) ? globalThis.String(object.isolation) : "",
+      cgroupnsMode: isSet(object.cgroupnsMode)
+        ? globalThis.String(object.cgroupnsMode)
+        : isSet(object.cgroupns_mode)
+        ? globalThis.String(object.cgroupns_mode)
+        : "",
+      volumeDriver: isSet(object.volumeDriver)
+        ? globalThis.String(object.volumeDriver)
+        : isSet(object.volume_driver)
+        ? globalThis.String(object.volume_driver)
+        : "",
       privileged: isSet(object.privileged) ? globalThis.Boolean(object.privileged) : false,
       capAdd: globalThis.Array.isArray(object?.capAdd)
         ? object.capAdd.map((e: any) => globalThis.String(e))
@@ -2870,6 +2969,11 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.log_config)
         ? LogConfig.fromJSON(object.log_config)
         : undefined,
+      usernsMode: isSet(object.usernsMode)
+        ? globalThis.String(object.usernsMode)
+        : isSet(object.userns_mode)
+        ? globalThis.String(object.userns_mode)
+        : "",
     };
   },
 
@@ -2968,6 +3072,15 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.stdinOnce !== false) {
       obj.stdinOnce = message.stdinOnce;
     }
+    if (message.isolation !== "") {
+      obj.isolation = message.isolation;
+    }
+    if (message.cgroupnsMode !== "") {
+      obj.cgroupnsMode = message.cgroupnsMode;
+    }
+    if (message.volumeDriver !== "") {
+      obj.volumeDriver = message.volumeDriver;
+    }
     if (message.privileged !== false) {
       obj.privileged = message.privileged;
     }
@@ -3043,6 +3156,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.logConfig !== undefined) {
       obj.logConfig = LogConfig.toJSON(message.logConfig);
     }
+    if (message.usernsMode !== "") {
+      obj.usernsMode = message.usernsMode;
+    }
     return obj;
   },
 
@@ -3094,6 +3210,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.tty = object.tty ?? false;
     message.openStdin = object.openStdin ?? false;
     message.stdinOnce = object.stdinOnce ?? false;
+    message.isolation = object.isolation ?? "";
+    message.cgroupnsMode = object.cgroupnsMode ?? "";
+    message.volumeDriver = object.volumeDriver ?? "";
     message.privileged = object.privileged ?? false;
     message.capAdd = object.capAdd?.map((e) => e) || [];
     message.capDrop = object.capDrop?.map((e) => e) || [];
@@ -3129,6 +3248,7 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     message.logConfig = (object.logConfig !== undefined && object.logConfig !== null)
       ? LogConfig.fromPartial(object.logConfig)
       : undefined;
+    message.usernsMode = object.usernsMode ?? "";
     return message;
   },
 };
@@ -8272,13 +8392,16 @@ export const LoadImagesRequest: MessageFns<LoadImagesRequest> = {
 };
 
 function createBaseLoadImagesResponse(): LoadImagesResponse {
-  return { images: [] };
+  return { images: [], loadedNames: [] };
 }
 
 export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
   encode(message: LoadImagesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.images) {
       ImageInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.loadedNames) {
+      LoadedNames.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -8304,6 +8427,14 @@ export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
             message.images.push(ImageInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.loadedNames.push(LoadedNames.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8319,6 +8450,11 @@ export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
   fromJSON(object: any): LoadImagesResponse {
     return {
       images: globalThis.Array.isArray(object?.images) ? object.images.map((e: any) => ImageInfo.fromJSON(e)) : [],
+      loadedNames: globalThis.Array.isArray(object?.loadedNames)
+        ? object.loadedNames.map((e: any) => LoadedNames.fromJSON(e))
+        : globalThis.Array.isArray(object?.loaded_names)
+        ? object.loaded_names.map((e: any) => LoadedNames.fromJSON(e))
+        : [],
     };
   },
 
@@ -8326,6 +8462,9 @@ export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
     const obj: any = {};
     if (message.images?.length) {
       obj.images = message.images.map((e) => ImageInfo.toJSON(e));
+    }
+    if (message.loadedNames?.length) {
+      obj.loadedNames = message.loadedNames.map((e) => LoadedNames.toJSON(e));
     }
     return obj;
   },
@@ -8336,6 +8475,74 @@ export const LoadImagesResponse: MessageFns<LoadImagesResponse> = {
   fromPartial<I extends Exact<DeepPartial<LoadImagesResponse>, I>>(object: I): LoadImagesResponse {
     const message = createBaseLoadImagesResponse();
     message.images = object.images?.map((e) => ImageInfo.fromPartial(e)) || [];
+    message.loadedNames = object.loadedNames?.map((e) => LoadedNames.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseLoadedNames(): LoadedNames {
+  return { names: [] };
+}
+
+export const LoadedNames: MessageFns<LoadedNames> = {
+  encode(message: LoadedNames, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.names) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoadedNames {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoadedNames();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.names.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoadedNames {
+    return { names: globalThis.Array.isArray(object?.names) ? object.names.map((e: any) => globalThis.String(e)) : [] };
+  },
+
+  toJSON(message: LoadedNames): unknown {
+    const obj: any = {};
+    if (message.names?.length) {
+      obj.names = message.names;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LoadedNames>, I>>(base?: I): LoadedNames {
+    return LoadedNames.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LoadedNames>, I>>(object: I): LoadedNames {
+    const message = createBaseLoadedNames();
+    message.names = object.names?.map((e) => e) || [];
     return message;
   },
 };

@@ -29,7 +29,9 @@ export interface Mount {
   target: string;
   /**
    * Mount options as mount(8) spells them: "ro", "lowerdir=...", "nosuid", ...
-   * Empty takes the filesystem's defaults.
+   * Empty takes the filesystem's defaults. "rro" (bind) makes it read-only
+   * recursively, submounts included. "idmap" (bind) maps the source into the
+   * container's user namespace when it has one (volumes), and is no-op without.
    */
   options: string[];
   /**

@@ -8,14 +8,14 @@ put in the shape docker's CLI gives them.
 from __future__ import annotations
 
 
-def add_run_flags(p) -> None:
+def add_flags(p) -> None:
     p.add_argument("--log-driver", default="", metavar="DRIVER",
                    help="logging driver for the container: json-file, local or none")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="log driver option (max-size, max-file, compress)")
 
 
-def apply_run_flags(ns, config) -> None:
+def apply(ns, config) -> None:
     """--log-driver/--log-opt onto an engine ContainerConfig; absent both, the daemon default."""
     options = {}
     for opt in ns.log_opt:

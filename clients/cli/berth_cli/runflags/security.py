@@ -12,7 +12,7 @@ file's content, so the profile is read where the user is, not where the engine r
 from __future__ import annotations
 
 
-def add_run_flags(p) -> None:
+def add_flags(p) -> None:
     p.add_argument("--privileged", action="store_true", help="give extended privileges to this container")
     p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add Linux capabilities")
     p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop Linux capabilities")
@@ -39,7 +39,7 @@ def add_run_flags(p) -> None:
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT", help="security options")
 
 
-def apply_run_flags(ns, config) -> None:
+def apply(ns, config) -> None:
     from berth_docker.create import device, ulimit
     from berth_docker.keyvalues import key_values
     from berth_docker.units import parse_bytes
