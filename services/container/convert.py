@@ -66,8 +66,6 @@ def spec_from_pb(s: pb.Spec) -> Spec:
         open_stdin=s.open_stdin, stdin_once=s.stdin_once,
         log_config=LogConfig(s.log_config.driver, tuple(sorted(s.log_config.options.items()))),
         security=security_from_pb(s.security), runtime=s.runtime,
-        namespaces=tuple((n.type, n.path) for n in s.namespaces),
-        sysctls=tuple(sorted(s.sysctls.items())),
         system_paths=(tuple(s.system_paths.masked), tuple(s.system_paths.readonly))
         if s.HasField("system_paths") else None,
         userns=userns_from_pb(s.userns))
@@ -85,8 +83,6 @@ def spec_to_pb(s: Spec) -> pb.Spec:
         open_stdin=s.open_stdin, stdin_once=s.stdin_once,
         log_config=pb.LogConfig(driver=s.log_config.driver, options=dict(s.log_config.options)),
         security=security_to_pb(s.security), runtime=s.runtime,
-        namespaces=[pb.NamespaceJoin(type=t, path=p) for t, p in s.namespaces],
-        sysctls=dict(s.sysctls),
         system_paths=None if s.system_paths is None else pb.SystemPaths(
             masked=list(s.system_paths[0]), readonly=list(s.system_paths[1])),
         userns=userns_to_pb(s.userns))

@@ -123,10 +123,6 @@ class Spec:
     userns: UserNamespace = field(default_factory=UserNamespace)
     security: Security = field(default_factory=Security)
     runtime: str = ""
-    # (type, path) of namespaces joined instead of made; path "" is the host's.
-    namespaces: tuple[tuple[str, str], ...] = ()
-    # Namespaced kernel parameters, (name, value), sorted.
-    sysctls: tuple[tuple[str, str], ...] = ()
     # (masked, readonly) replacing the default system paths; None keeps the defaults.
     system_paths: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 

@@ -201,7 +201,7 @@ class ContainerService:
             raise errors.InvalidArgument("no command specified")
         if not spec.rootfs:
             raise errors.InvalidArgument("no root filesystem mounts given")
-        spec_mod.check_namespaces(spec)
+        spec_mod.check_system_paths(spec)
         spec = replace(userns_mod.resolve(spec_mod.bind_sources(security.resolve(spec, self.host)),
                                           self.remap),
                        log_config=logfiles.resolve(spec.log_config, self.default_log))

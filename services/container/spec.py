@@ -67,14 +67,8 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
     if "HOME" not in keys:
         env.append(f"HOME={user.home}")
 
-    joined = dict(spec.namespaces)
-    namespaces = []
-    for t in ("pid", "mount", "uts", "ipc"):
-        if t not in joined:
-            namespaces.append({"type": t})
-        elif joined[t]:
-            namespaces.append({"type": t, "path": joined[t]})
-        # An empty path shares the host's: no namespace entry at all.
+    # security.apply replaces pid, ipc and uts by the host's or another container's.
+    namespaces = [{"type": t} for t in ("pid", "mount", "uts", "ipc")]
     if spec.netns_path:
         namespaces.append({"type": "network", "path": spec.netns_path})
 
@@ -88,6 +82,10 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
 
     # docker's default set; security.apply replaces it with what the options give.
     caps = list(DEFAULT_CAPABILITIES)
+    linux_extra = {}
+    propagation = _rootfs_propagation(mounts)
+    if propagation:
+        linux_extra["rootfsPropagation"] = propagation
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -108,9 +106,21 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
             "resources": _resources(spec),
             "maskedPaths": list(spec.system_paths[0]) if spec.system_paths is not None else MASKED_PATHS,
             "readonlyPaths": list(spec.system_paths[1]) if spec.system_paths is not None else READONLY_PATHS,
-            **({"sysctl": dict(spec.sysctls)} if spec.sysctls else {}),
+            **linux_extra,
         },
     }
+
+
+def _rootfs_propagation(mounts: list[dict]) -> str:
+    """The propagation of the container's root mount that its mounts' propagation needs
+    (docker's and containerd's rule): runc makes the root rslave by default, under which an
+    rshared bind still receives the host's mounts but can send none back."""
+    options = {o for m in mounts for o in m["options"]}
+    if {"shared", "rshared"} & options:
+        return "rshared"
+    if {"slave", "rslave"} & options:
+        return "rslave"
+    return ""
 
 
 def _resources(spec: Spec) -> dict:
@@ -132,21 +142,8 @@ def _resources(spec: Spec) -> dict:
     return out
 
 
-JOINABLE_NAMESPACES = ("pid", "ipc", "uts")
-
-
-def check_namespaces(spec: Spec) -> None:
-    """Refuse namespace joins the spec cannot honour, before anything is created."""
-    seen = set()
-    for kind, path in spec.namespaces:
-        if kind not in JOINABLE_NAMESPACES:
-            raise errors.InvalidArgument(
-                f"namespace type {kind!r} cannot be joined (one of {', '.join(JOINABLE_NAMESPACES)})")
-        if kind in seen:
-            raise errors.InvalidArgument(f"namespace type {kind!r} given twice")
-        seen.add(kind)
-        if path and not os.path.isabs(path):
-            raise errors.InvalidArgument(f"namespace path for {kind} must be absolute: {path!r}")
+def check_system_paths(spec: Spec) -> None:
+    """Refuse masked and read-only paths that are not absolute, before anything is created."""
     for path in (spec.system_paths or ((), ()))[0] + (spec.system_paths or ((), ()))[1]:
         if not os.path.isabs(path):
             raise errors.InvalidArgument(f"masked and read-only paths must be absolute: {path!r}")

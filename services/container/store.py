@@ -322,8 +322,6 @@ def spec_from_json(text: str) -> Spec:
         if (lc := d.get("log_config")) else LogConfig(),
         # Rows from before confinement options have none: docker's defaults.
         security=_security(d.get("security") or {}), runtime=d.get("runtime", ""),
-        namespaces=tuple(tuple(n) for n in d.get("namespaces", ())),
-        sysctls=tuple(tuple(kv) for kv in d.get("sysctls", ())),
         system_paths=(tuple(sp[0]), tuple(sp[1])) if (sp := d.get("system_paths")) is not None else None,
         userns=_userns(d.get("userns")))
 

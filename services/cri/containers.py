@@ -4,11 +4,12 @@ What a CRI container is made of, besides its row in the CRI store: a snapshot
 of its image (image service, keyed by the container id) and a container in
 the container service whose spec joins the sandbox's network namespace and,
 as the namespace options say, the sandbox container's pid, ipc and uts
-namespaces (or the host's). Whether it runs and how it ended is always asked
-of the container service.
+namespaces (or the host's), confined as its security context says
+(confinement.py). Whether it runs and how it ended is always asked of the
+container service.
 
-What the container service's Spec cannot express yet is refused by name
-(INVALID_ARGUMENT), never dropped: see `check_config`.
+What the container service's Spec cannot express is refused by name
+(INVALID_ARGUMENT), never dropped: see `check_config` and confinement.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from berth.image.v1 import image_pb2
 from google.protobuf import field_mask_pb2
 from k8s.cri.runtime.v1 import api_pb2 as cri
 from services.common import errors
-from services.cri import convert
+from services.cri import confinement, convert
 from services.cri.logs import LogRelays
 from services.cri.sandboxes import SANDBOX_LABEL, Sandboxes, bind
 from services.cri.store import ContainerRecord, Store
@@ -36,7 +37,6 @@ log = structlog.get_logger(__name__)
 CONTAINER_LABEL = "io.berth.cri.container"
 # How long ContainerStatus waits for the log relay to write an exited container's last lines.
 LOG_DRAIN_WAIT = 5.0
-CPU_PERIOD = 100_000
 # The container service's own copy of the output is only what the log relay reads from
 # (the kubelet's file is the one kept and rotated by the kubelet): capped, so a chatty
 # container costs at most 30 MB there.
@@ -78,7 +78,10 @@ class Containers:
         sc = config.linux.security_context
         env = _env(list(ic.env), config.envs)
         cid = secrets.token_hex(32)
-        namespaces = await self._namespaces(sandbox, pod, sc.namespace_options)
+        security = confinement.container_security(sc, sandbox.id, pod.linux.security_context,
+                                                  await self._target(sc.namespace_options))
+        security.devices.extend(confinement.devices(config))
+        security.oom_score_adj = config.linux.resources.oom_score_adj
         mounts = [bind(m.host_path, m.container_path, m.readonly) for m in config.mounts]
         for m, spec_mount in zip(config.mounts, mounts):
             spec_mount.options[-1] = PROPAGATION[m.propagation]
@@ -91,10 +94,10 @@ class Containers:
             process=container_pb2.Process(
                 args=args, env=env, cwd=config.working_dir or ic.working_dir or "/",
                 user=convert.user_of(sc, ic.user), additional_gids=list(sc.supplemental_groups)),
-            resources=_resources(config.linux.resources),
+            resources=confinement.resources(config.linux.resources),
             stop_signal=ic.stop_signal, readonly_rootfs=sc.readonly_rootfs, tty=config.tty,
             open_stdin=config.stdin, stdin_once=config.stdin_once,
-            log_config=RELAY_BUFFER, namespaces=namespaces,
+            log_config=RELAY_BUFFER, security=security,
             # As containerd: the CRI's lists, exactly (the kubelet sends the defaults).
             system_paths=container_pb2.SystemPaths(masked=sc.masked_paths, readonly=sc.readonly_paths))
         log_path = ""
@@ -116,31 +119,17 @@ class Containers:
         log.info("container_created", container_id=cid, sandbox_id=sandbox.id, name=config.metadata.name)
         return cid
 
-    async def _namespaces(self, sandbox, pod: cri.PodSandboxConfig,
-                          ns: cri.NamespaceOption) -> list[container_pb2.NamespaceJoin]:
-        pause = await self._sandboxes.sandbox_pid(sandbox)
-        joins = []
-        if ns.pid == cri.POD:
-            joins.append(container_pb2.NamespaceJoin(type="pid", path=f"/proc/{pause}/ns/pid"))
-        elif ns.pid == cri.NODE:
-            joins.append(container_pb2.NamespaceJoin(type="pid"))
-        elif ns.pid == cri.TARGET:
-            target = self._store.container(ns.target_id)
-            c = await self._node(target.id)
-            if c is None or c.status != container_pb2.STATUS_RUNNING:
-                raise errors.FailedPrecondition(
-                    f"target container {target.id} of the pid namespace is not running")
-            joins.append(container_pb2.NamespaceJoin(type="pid", path=f"/proc/{c.pid}/ns/pid"))
-        if ns.ipc == cri.NODE:
-            joins.append(container_pb2.NamespaceJoin(type="ipc"))
-        elif ns.ipc in (cri.POD, cri.CONTAINER):
-            # The CRI has no private ipc for a container of a pod: CONTAINER is POD.
-            joins.append(container_pb2.NamespaceJoin(type="ipc", path=f"/proc/{pause}/ns/ipc"))
-        if pod.linux.security_context.namespace_options.network == cri.NODE:
-            joins.append(container_pb2.NamespaceJoin(type="uts"))
-        else:
-            joins.append(container_pb2.NamespaceJoin(type="uts", path=f"/proc/{pause}/ns/uts"))
-        return joins
+    async def _target(self, ns: cri.NamespaceOption) -> str:
+        """The full id of the container a TARGET pid namespace names ("" for other modes)."""
+        if ns.pid != cri.TARGET:
+            return ""
+        if not ns.target_id:
+            raise errors.InvalidArgument("security_context.namespace_options.target_id is empty")
+        target = self._store.container(ns.target_id)
+        c = await self._node(target.id)
+        if c is None or c.status != container_pb2.STATUS_RUNNING:
+            raise errors.FailedPrecondition(f"target container {target.id} of the pid namespace is not running")
+        return target.id
 
     async def start(self, ref: str) -> None:
         record = self._store.container(ref)
@@ -233,8 +222,10 @@ class Containers:
             r = c.spec.resources
             status.resources.linux.CopyFrom(cri.LinuxContainerResources(
                 memory_limit_in_bytes=r.memory_bytes, cpu_shares=r.cpu_shares,
-                cpu_period=CPU_PERIOD if r.nano_cpus else 0,
-                cpu_quota=r.nano_cpus * CPU_PERIOD // 1_000_000_000))
+                cpu_period=confinement.CPU_PERIOD if r.nano_cpus else 0,
+                cpu_quota=r.nano_cpus * confinement.CPU_PERIOD // 1_000_000_000,
+                cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
+                memory_swap_limit_in_bytes=r.memory_swap, oom_score_adj=c.spec.security.oom_score_adj))
         else:
             status.reason = "Unknown"
             status.message = "the container service no longer has this container"
@@ -326,9 +317,11 @@ class Containers:
 
     async def update_resources(self, ref: str, resources: cri.LinuxContainerResources) -> None:
         record = self._store.container(ref)
-        check_resources(resources)
+        c = await self._node(record.id)
+        if c is None:
+            raise errors.NotFound(f"container {record.id} is gone from the container service")
         await self._container.UpdateContainerResources(container_pb2.UpdateContainerResourcesRequest(
-            id=record.id, resources=_resources(resources),
+            id=record.id, resources=confinement.update_resources(resources, c.spec),
             update_mask=field_mask_pb2.FieldMask(paths=["memory_bytes", "cpu_shares", "nano_cpus"])))
 
     def reopen_log(self, ref: str) -> None:
@@ -384,33 +377,17 @@ class Containers:
 
 
 def check_config(config: cri.ContainerConfig) -> None:
-    """Refuse, by name, the fields the container service's Spec has no place for yet."""
+    """Refuse, by name, what the container service's Spec has no place for (the security
+    context's confinement is confinement.py's)."""
     sc = config.linux.security_context
     if sc.HasField("run_as_group") and not sc.HasField("run_as_user") and not sc.run_as_username:
         raise errors.InvalidArgument("security_context.run_as_group needs run_as_user or run_as_username")
     unsupported = []
-    if sc.privileged:
-        unsupported.append("security_context.privileged")
-    if sc.capabilities.add_capabilities or sc.capabilities.drop_capabilities:
-        unsupported.append("security_context.capabilities")
-    if sc.no_new_privs:
-        unsupported.append("security_context.no_new_privs")
-    if sc.HasField("seccomp") and sc.seccomp.profile_type != cri.SecurityProfile.Unconfined:
-        kind = cri.SecurityProfile.ProfileType.Name(sc.seccomp.profile_type)
-        unsupported.append(f"security_context.seccomp ({kind})")
-    if sc.seccomp_profile_path and sc.seccomp_profile_path != "unconfined":
-        unsupported.append("security_context.seccomp_profile_path")
-    if sc.HasField("apparmor") and sc.apparmor.profile_type != cri.SecurityProfile.Unconfined:
-        unsupported.append("security_context.apparmor")
-    if sc.apparmor_profile and sc.apparmor_profile != "unconfined":
-        unsupported.append("security_context.apparmor_profile")
     if any((sc.selinux_options.user, sc.selinux_options.role, sc.selinux_options.type,
             sc.selinux_options.level)):
         unsupported.append("security_context.selinux_options")
     if sc.namespace_options.network not in (cri.POD, cri.NODE):
         unsupported.append("security_context.namespace_options.network (only POD or NODE)")
-    if config.devices:
-        unsupported.append("devices")
     for m in config.mounts:
         if m.selinux_relabel and SELINUX:
             unsupported.append("mounts.selinux_relabel (SELinux labels)")
@@ -422,24 +399,6 @@ def check_config(config: cri.ContainerConfig) -> None:
     if unsupported:
         raise errors.InvalidArgument(
             "not supported by this node's container service: " + ", ".join(unsupported))
-    check_resources(config.linux.resources)
-
-
-def check_resources(r: cri.LinuxContainerResources) -> None:
-    unsupported = [name for name, value in (
-        ("oom_score_adj", r.oom_score_adj), ("cpuset_cpus", r.cpuset_cpus), ("cpuset_mems", r.cpuset_mems),
-        ("hugepage_limits", list(r.hugepage_limits)), ("unified", dict(r.unified)),
-        ("memory_swap_limit_in_bytes", r.memory_swap_limit_in_bytes)) if value]
-    if unsupported:
-        raise errors.InvalidArgument(
-            "container resources not supported by this node's container service: " + ", ".join(unsupported))
-
-
-def _resources(r: cri.LinuxContainerResources) -> container_pb2.Resources:
-    # berth keeps CPU bandwidth as a share of CPUs (quota/period) over a fixed period.
-    nano = r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD) if r.cpu_quota > 0 else 0
-    return container_pb2.Resources(memory_bytes=r.memory_limit_in_bytes, cpu_shares=r.cpu_shares,
-                                   nano_cpus=nano)
 
 
 def _args(entrypoint: list[str], cmd: list[str], command: list[str], args: list[str]) -> list[str]:

@@ -33,7 +33,7 @@ from berth.network.v1 import network_pb2
 from berth.types.v1 import mount_pb2, port_pb2
 from k8s.cri.runtime.v1 import api_pb2 as cri
 from services.common import errors
-from services.cri import convert
+from services.cri import confinement, convert
 from services.cri.store import NOTREADY, READY, SandboxNetwork, SandboxRecord, Store
 
 log = structlog.get_logger(__name__)
@@ -105,7 +105,7 @@ class Sandboxes:
                     additional_gids=list(config.linux.security_context.supplemental_groups)),
                 readonly_rootfs=config.linux.security_context.readonly_rootfs,
                 log_config=container_pb2.LogConfig(driver="none"),
-                namespaces=_host_namespaces(ns), sysctls=dict(config.linux.sysctls))
+                security=confinement.sandbox_security(config))
             await self._container.CreateContainer(container_pb2.CreateContainerRequest(
                 id=sid, name=f"k8s_POD_{name}_{sid[:8]}", labels={SANDBOX_LABEL: sid}, spec=spec))
             undo.append(lambda: self._container.RemoveContainer(
@@ -272,18 +272,9 @@ def check_config(config: cri.PodSandboxConfig, runtime_handler: str) -> None:
     if runtime_handler and runtime_handler != "runc":
         raise errors.InvalidArgument(f"runtime handler {runtime_handler!r} is not known (only runc)")
     sc = config.linux.security_context
-    if sc.privileged:
-        raise errors.InvalidArgument(
-            "privileged pod sandboxes are not supported by this node's container service")
     if sc.HasField("selinux_options") and any((sc.selinux_options.user, sc.selinux_options.role,
                                                sc.selinux_options.type, sc.selinux_options.level)):
         raise errors.InvalidArgument("selinux_options are not supported: this node has no SELinux")
-    if sc.HasField("seccomp") and sc.seccomp.profile_type != cri.SecurityProfile.Unconfined or \
-            sc.seccomp_profile_path not in ("", "unconfined"):
-        raise errors.InvalidArgument("pod seccomp profiles are not supported by this node's container "
-                                     "service (only unconfined)")
-    if sc.HasField("apparmor") and sc.apparmor.profile_type != cri.SecurityProfile.Unconfined:
-        raise errors.InvalidArgument("pod AppArmor profiles are not supported: this node has no AppArmor")
     if sc.namespace_options.HasField("userns_options") and \
             sc.namespace_options.userns_options.mode not in (cri.NODE,):
         raise errors.InvalidArgument("user namespaces for pods are not supported")
@@ -302,18 +293,6 @@ def check_config(config: cri.PodSandboxConfig, runtime_handler: str) -> None:
                 f"port mapping protocol {cri.Protocol.Name(p.protocol)} is not supported")
         if not 0 < p.container_port < 65536:
             raise errors.InvalidArgument(f"port mapping container_port {p.container_port} is out of range")
-
-
-def _host_namespaces(ns: cri.NamespaceOption) -> list[container_pb2.NamespaceJoin]:
-    """The sandbox container's namespaces: the host's where the pod asks for them."""
-    joins = []
-    if ns.pid == cri.NODE:
-        joins.append(container_pb2.NamespaceJoin(type="pid"))
-    if ns.ipc == cri.NODE:
-        joins.append(container_pb2.NamespaceJoin(type="ipc"))
-    if ns.network == cri.NODE:
-        joins.append(container_pb2.NamespaceJoin(type="uts"))
-    return joins
 
 
 def _port(p: cri.PortMapping) -> port_pb2.PortBinding:

@@ -2,7 +2,8 @@
 
 One pod with two containers that share its network, exec, logs in the CRI
 format at the kubelet's path, stop and remove with nothing left behind; then
-what the node cannot honour, refused by name; ExecSync's timeout; the image
+what the node cannot honour, refused by name; security contexts (privileged,
+capabilities, seccomp, no_new_privs) as the process sees them; ExecSync's timeout; the image
 service; exec and port-forward through the streaming server (SPDY). Clients are
 generated from the vendored cri-api proto.
 """
@@ -53,10 +54,11 @@ def rt(engine):
 
 def pod_config(tmp: str, **extra) -> cri.PodSandboxConfig:
     uid = secrets.token_hex(4)
+    extra.setdefault("linux", cri.LinuxPodSandboxConfig())
     return cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=f"pod-{uid}", namespace="cri-test", uid=uid, attempt=0),
         hostname="cri-test-host", log_directory=tmp, labels={"app": "cri-test", "run": uid},
-        annotations={"note": "kept"}, linux=cri.LinuxPodSandboxConfig(), **extra)
+        annotations={"note": "kept"}, **extra)
 
 
 def container_config(name: str, command: list[str], **extra) -> cri.ContainerConfig:
@@ -189,12 +191,19 @@ def test_unsupported_fields_are_refused_by_name(rt, pod):
     run, _ = pod
     sid, config = run()
     before = len(runtime.ListContainers(cri.ListContainersRequest(), timeout=10).containers)
-    bad = container_config("bad", ["true"],
-                           devices=[cri.Device(container_path="/dev/x", host_path="/dev/null")])
+    bad = container_config("bad", ["true"], linux=cri.LinuxContainerConfig(
+        resources=cri.LinuxContainerResources(hugepage_limits=[cri.HugepageLimit(page_size="2MB", limit=2 << 20)])))
     with pytest.raises(grpc.RpcError) as err:
         runtime.CreateContainer(cri.CreateContainerRequest(pod_sandbox_id=sid, sandbox_config=config,
                                                            config=bad), timeout=60)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "devices" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "hugepage_limits" in err.value.details()
+    # A privileged container needs a privileged pod (containerd's rule).
+    privileged = container_config("priv", ["true"], linux=cri.LinuxContainerConfig(
+        security_context=cri.LinuxContainerSecurityContext(privileged=True)))
+    with pytest.raises(grpc.RpcError) as err:
+        runtime.CreateContainer(cri.CreateContainerRequest(pod_sandbox_id=sid, sandbox_config=config,
+                                                           config=privileged), timeout=60)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "privileged" in err.value.details()
     group_only = container_config("grp", ["true"], linux=cri.LinuxContainerConfig(
         security_context=cri.LinuxContainerSecurityContext(run_as_group=cri.Int64Value(value=5))))
     with pytest.raises(grpc.RpcError) as err:
@@ -205,6 +214,47 @@ def test_unsupported_fields_are_refused_by_name(rt, pod):
     with pytest.raises(grpc.RpcError) as err:
         runtime.Exec(cri.ExecRequest(container_id="0" * 64, cmd=["sh"], stdout=True), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+MOUNT = "mkdir -p /m && mount -t tmpfs t /m"
+
+
+def _status_fields(runtime, cid: str) -> dict[str, str]:
+    out = exec_sync(runtime, cid, "cat", "/proc/self/status").stdout.decode()
+    return dict(line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)
+
+
+def test_security_context_confines_as_asked(rt, pod):
+    runtime, _, _ = rt
+    run, _ = pod
+    sid, config = run(linux=cri.LinuxPodSandboxConfig(
+        security_context=cri.LinuxSandboxSecurityContext(privileged=True)))
+
+    def started(name: str, sc: cri.LinuxContainerSecurityContext) -> str:
+        cid = runtime.CreateContainer(cri.CreateContainerRequest(
+            pod_sandbox_id=sid, sandbox_config=config, config=container_config(
+                name, ["sleep", "3600"], linux=cri.LinuxContainerConfig(security_context=sc))),
+            timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=cid), timeout=60)
+        return cid
+
+    confined = started("confined", cri.LinuxContainerSecurityContext(
+        capabilities=cri.Capability(drop_capabilities=["NET_RAW"]), no_new_privs=True,
+        seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault)))
+    status = _status_fields(runtime, confined)
+    assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1"
+    net_raw, sys_admin = 1 << 13, 1 << 21
+    assert not int(status["CapEff"], 16) & net_raw and int(status["CapEff"], 16) & 1  # CHOWN kept
+    # Without SYS_ADMIN, mounting is refused; the privileged container may.
+    assert exec_sync(runtime, confined, "sh", "-c", MOUNT).exit_code != 0
+
+    privileged = started("privileged", cri.LinuxContainerSecurityContext(
+        privileged=True, seccomp_profile_path="runtime/default"))
+    status = _status_fields(runtime, privileged)
+    # Privileged runs without seccomp whatever the profile says (containerd's rule).
+    assert status["Seccomp"] == "0" and int(status["CapEff"], 16) & sys_admin
+    done = exec_sync(runtime, privileged, "sh", "-c", MOUNT)
+    assert done.exit_code == 0, done.stderr
 
 
 def test_exec_sync_timeout_kills_the_command(rt, pod):

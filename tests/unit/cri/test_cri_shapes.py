@@ -6,11 +6,12 @@ import os
 
 import pytest
 
+from berth.container.v1 import container_pb2
 from k8s.cri.runtime.v1 import api_pb2 as cri
 from services.common import errors
 from services.container import spec as spec_mod
-from services.container.model import Process, Spec
-from services.cri import containers, convert, logs
+from services.container.model import Mount, Process, Spec
+from services.cri import confinement, containers, convert, logs
 from services.cri.store import ContainerRecord, CriStore, SandboxNetwork, SandboxRecord
 
 
@@ -45,34 +46,90 @@ def test_user_from_security_context():
     assert convert.user_of(sc, "nobody") == "1000:50"
 
 
+SANDBOX = "a" * 64
+
+
+def test_security_context_maps_onto_security():
+    sc = cri.LinuxContainerSecurityContext(no_new_privs=True)
+    sc.capabilities.add_capabilities.append("NET_ADMIN")
+    sc.capabilities.drop_capabilities.append("net_raw")
+    pod = cri.LinuxSandboxSecurityContext()
+    s = confinement.container_security(sc, SANDBOX, pod)
+    assert list(s.cap_add) == ["NET_ADMIN"] and list(s.cap_drop) == ["NET_RAW"] and s.no_new_privileges
+    # No profile is unconfined (containerd's default); the pod's namespaces are the sandbox's.
+    assert s.seccomp_profile == "unconfined"
+    assert (s.pid_mode, s.ipc_mode, s.uts_mode) == (f"container:{SANDBOX}",) * 3
+    sc.namespace_options.pid = cri.NODE
+    sc.namespace_options.ipc = cri.NODE
+    pod.namespace_options.network = cri.NODE
+    s = confinement.container_security(sc, SANDBOX, pod)
+    assert (s.pid_mode, s.ipc_mode, s.uts_mode) == ("host", "host", "host")
+    sc.namespace_options.pid = cri.CONTAINER
+    assert confinement.container_security(sc, SANDBOX, pod).pid_mode == ""
+    sc.namespace_options.ipc = cri.POD
+    pod.namespace_options.ipc = cri.NODE
+    assert confinement.container_security(sc, SANDBOX, pod).ipc_mode == "host"
+
+
+def test_privileged_needs_a_privileged_pod_and_drops_seccomp():
+    sc = cri.LinuxContainerSecurityContext(privileged=True, seccomp_profile_path="runtime/default")
+    with pytest.raises(errors.InvalidArgument, match="security_context.privileged"):
+        confinement.container_security(sc, SANDBOX, cri.LinuxSandboxSecurityContext())
+    s = confinement.container_security(sc, SANDBOX, cri.LinuxSandboxSecurityContext(privileged=True))
+    assert s.privileged and s.seccomp_profile == "unconfined"
+
+
+def test_seccomp_profiles(tmp_path):
+    profile = tmp_path / "p.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
+    f = confinement.seccomp_profile
+    for path in ("runtime/default", "docker/default"):
+        assert f(None, path, "sc") == ""
+    assert f(None, "", "sc") == f(None, "unconfined", "sc") == "unconfined"
+    assert f(None, f"localhost/{profile}", "sc") == profile.read_text()
+    typed = cri.SecurityProfile(profile_type=cri.SecurityProfile.Localhost, localhost_ref=str(profile))
+    assert f(typed, "unconfined", "sc") == profile.read_text()  # the typed field wins
+    assert f(cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault), "", "sc") == ""
+    with pytest.raises(errors.InvalidArgument, match="sc.seccomp_profile_path"):
+        f(None, str(profile), "sc")  # a path without localhost/
+    with pytest.raises(errors.InvalidArgument, match="cannot read"):
+        f(None, f"localhost/{tmp_path}/absent.json", "sc")
+
+
 def test_what_the_spec_cannot_express_is_refused_by_name():
-    config = cri.ContainerConfig()
-    config.linux.security_context.capabilities.add_capabilities.append("NET_ADMIN")
-    config.linux.security_context.no_new_privs = True
-    with pytest.raises(errors.InvalidArgument) as err:
-        containers.check_config(config)
-    assert "capabilities" in err.value.message and "no_new_privs" in err.value.message
-    config = cri.ContainerConfig()
-    config.linux.resources.oom_score_adj = 500
+    sc = cri.LinuxContainerSecurityContext()
+    sc.capabilities.add_ambient_capabilities.append("NET_ADMIN")
+    with pytest.raises(errors.InvalidArgument, match="add_ambient_capabilities"):
+        confinement.container_security(sc, SANDBOX, cri.LinuxSandboxSecurityContext())
+    named = cri.SecurityProfile(profile_type=cri.SecurityProfile.Localhost, localhost_ref="p")
+    with pytest.raises(errors.InvalidArgument, match="apparmor"):
+        confinement.check_apparmor(named, "", "security_context")
+    confinement.check_apparmor(cri.SecurityProfile(profile_type=cri.SecurityProfile.Unconfined), "", "sc")
+    r = cri.LinuxContainerResources(cpuset_cpus="0", memory_limit_in_bytes=1 << 30,
+                                    memory_swap_limit_in_bytes=2 << 30)
+    out = confinement.resources(r)
+    assert (out.cpuset_cpus, out.memory_swap) == ("0", 2 << 30)
+    r.hugepage_limits.add(page_size="2MB", limit=1 << 21)
+    with pytest.raises(errors.InvalidArgument, match="hugepage_limits"):
+        confinement.resources(r)
     with pytest.raises(errors.InvalidArgument, match="oom_score_adj"):
-        containers.check_config(config)
+        confinement.update_resources(cri.LinuxContainerResources(oom_score_adj=500), container_pb2.Spec())
+    current = container_pb2.Spec(security=container_pb2.Security(oom_score_adj=500))
+    assert confinement.update_resources(cri.LinuxContainerResources(
+        oom_score_adj=500, memory_limit_in_bytes=1 << 30), current).memory_bytes == 1 << 30
     config = cri.ContainerConfig()
     config.linux.security_context.run_as_group.value = 5
     with pytest.raises(errors.InvalidArgument, match="run_as_group"):
         containers.check_config(config)
 
 
-def test_container_service_joins_namespaces_as_asked():
-    spec = Spec(process=Process(args=("sh",)), namespaces=(("pid", "/proc/7/ns/pid"), ("ipc", "")),
-                system_paths=(("/proc/kcore",), ()), sysctls=(("kernel.shm_rmid_forced", "1"),))
-    spec_mod.check_namespaces(spec)
+def test_system_paths_are_exact_and_absolute():
+    spec = Spec(process=Process(args=("sh",)), system_paths=(("/proc/kcore",), ()))
+    spec_mod.check_system_paths(spec)
     linux = spec_mod.oci_config("0" * 64, spec, "/rootfs", spec_mod.User(0, 0, (), "/root"))["linux"]
-    assert {"type": "pid", "path": "/proc/7/ns/pid"} in linux["namespaces"]
-    assert not [n for n in linux["namespaces"] if n["type"] == "ipc"]  # the host's
     assert linux["maskedPaths"] == ["/proc/kcore"] and linux["readonlyPaths"] == []
-    assert linux["sysctl"] == {"kernel.shm_rmid_forced": "1"}
-    with pytest.raises(errors.InvalidArgument, match="cannot be joined"):
-        spec_mod.check_namespaces(Spec(process=Process(args=("sh",)), namespaces=(("mount", ""),)))
+    with pytest.raises(errors.InvalidArgument, match="absolute"):
+        spec_mod.check_system_paths(Spec(process=Process(args=("sh",)), system_paths=(("proc",), ())))
 
 
 def test_store_finds_by_unique_prefix(tmp_path):
@@ -93,3 +150,15 @@ def test_store_finds_by_unique_prefix(tmp_path):
     store.delete_sandbox(a)
     assert store.containers() == []
     store.close()
+
+
+def test_shared_mounts_make_the_root_shared():
+    def propagation(*options):
+        mounts = tuple(Mount(type="bind", source="/h", target="/c", options=("rbind", o)) for o in options)
+        linux = spec_mod.oci_config("0" * 64, Spec(process=Process(args=("sh",)), mounts=mounts), "/rootfs",
+                                    spec_mod.User(0, 0, (), "/root"))["linux"]
+        return linux.get("rootfsPropagation", "")
+    # runc's default root is rslave: an rshared bind under it could send nothing back to the host.
+    assert propagation("rprivate", "rshared") == "rshared"
+    assert propagation("rslave") == "rslave"
+    assert propagation("rprivate") == ""

@@ -334,26 +334,6 @@ class Spec(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    @_typing.final
-    class SysctlsEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.str
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.str = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
-
     ROOTFS_FIELD_NUMBER: _builtins.int
     MOUNTS_FIELD_NUMBER: _builtins.int
     NETNS_PATH_FIELD_NUMBER: _builtins.int
@@ -368,8 +348,6 @@ class Spec(_message.Message):
     LOG_CONFIG_FIELD_NUMBER: _builtins.int
     SECURITY_FIELD_NUMBER: _builtins.int
     RUNTIME_FIELD_NUMBER: _builtins.int
-    NAMESPACES_FIELD_NUMBER: _builtins.int
-    SYSCTLS_FIELD_NUMBER: _builtins.int
     SYSTEM_PATHS_FIELD_NUMBER: _builtins.int
     USERNS_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
@@ -427,23 +405,6 @@ class Spec(_message.Message):
         """
 
     @_builtins.property
-    def namespaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___NamespaceJoin]:
-        """Namespaces to join or share instead of getting new ones (the CRI's pod
-        sandboxes: containers of a pod join the pid and ipc namespaces of its
-        sandbox, or the host's). Set by the caller at create; never changes. A
-        type appears at most once; a type not listed gets a new namespace (pid,
-        ipc, uts), or the network from netns_path.
-        """
-
-    @_builtins.property
-    def sysctls(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Kernel parameters set in the container's namespaces ("kernel.shm_rmid_forced"
-        -> "1"), as runc applies them: only namespaced ones (kernel.shm*, kernel.msg*,
-        kernel.sem, fs.mqueue.*, net.* with a network namespace of its own); runc
-        fails the create for others. Set by the caller at create; never changes.
-        """
-
-    @_builtins.property
     def system_paths(self) -> Global___SystemPaths:
         """The paths masked and made read-only in the container, exactly (the CRI
         gives both lists in full); absent: the service's defaults (docker's).
@@ -473,14 +434,12 @@ class Spec(_message.Message):
         log_config: Global___LogConfig | None = ...,
         security: Global___Security | None = ...,
         runtime: _builtins.str = ...,
-        namespaces: _abc.Iterable[Global___NamespaceJoin] | None = ...,
-        sysctls: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         system_paths: Global___SystemPaths | None = ...,
         userns: Global___UserNamespace | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources", "security", b"security", "system_paths", b"system_paths", "userns", b"userns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "namespaces", b"namespaces", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "sysctls", b"sysctls", "system_paths", b"system_paths", "tty", b"tty", "userns", b"userns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "system_paths", b"system_paths", "tty", b"tty", "userns", b"userns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -590,34 +549,6 @@ class SystemPaths(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SystemPaths: _TypeAlias = SystemPaths  # noqa: Y015
-
-@_typing.final
-class NamespaceJoin(_message.Message):
-    """NamespaceJoin says where one namespace of a container comes from."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    TYPE_FIELD_NUMBER: _builtins.int
-    PATH_FIELD_NUMBER: _builtins.int
-    type: _builtins.str
-    """"pid", "ipc" or "uts" (another: INVALID_ARGUMENT)."""
-    path: _builtins.str
-    """Absolute path of the namespace to join (e.g. /proc/<pid>/ns/pid of a
-    running container); empty shares the host's namespace of that type.
-    """
-    def __init__(
-        self,
-        *,
-        type: _builtins.str = ...,
-        path: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "type", b"type"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___NamespaceJoin: _TypeAlias = NamespaceJoin  # noqa: Y015
 
 @_typing.final
 class LogConfig(_message.Message):
