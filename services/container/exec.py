@@ -10,7 +10,7 @@ Everything about an exec lives in a directory inside its container's bundle
       process.json  the OCI process runc runs
       conmon.pid    its monitor; pidfile: the process
       <cid>         exit file, written by conmon (it is named by -c)
-      exec.log      its output (k8s-file), for detached execs
+      exec.log      its output (k8s-file), for detached execs only
       attach, ctl   conmon's attach socket and control fifo
 
 An attached exec uses conmon's --exec-attach handshake so no output is lost:
@@ -175,8 +175,11 @@ class Execs:
             "-c", cid, "-u", exec_id, "-n", cid, "-r", runtime.runc_path, "-b", d,
             "-p", os.path.join(d, "pidfile"), "--conmon-pidfile", os.path.join(d, "conmon.pid"),
             "--exit-dir", d, "--socket-dir-path", runtime.socket_dir,
-            "-l", f"k8s-file:{os.path.join(d, 'exec.log')}",
-            "--log-size-max", str(EXEC_LOG_MAX), "--log-level", "warning",
+            # An attached exec's output goes to its caller only (docker logs none of it): a
+            # k8s-file beside it would cost conmon a timestamped record per line.
+            *(["-l", "none"] if attach else
+              ["-l", f"k8s-file:{os.path.join(d, 'exec.log')}", "--log-size-max", str(EXEC_LOG_MAX)]),
+            "--log-level", "warning",
             "--runtime-arg", "--root", "--runtime-arg", runtime.runc_root,
             "--exec", "--exec-process-spec", os.path.join(d, "process.json"),
         ]

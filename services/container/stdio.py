@@ -26,6 +26,7 @@ it before it writes the exit file: EOF here comes after the last byte.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import socket
 
@@ -48,6 +49,10 @@ JOIN = 1 << 20
 PACKET = 8192
 LINGER = 0.001
 HOLD = 0.02
+# The socket holds only a few packets (net.unix.max_dgram_qlen, 10 by default: 80 KiB),
+# so it is drained into a buffer of up to this much while read()'s caller sends what it
+# got; past it the draining stops, and conmon, then the process, wait for the reader.
+BUFFERED = 2 * JOIN
 
 
 class Stdio:
@@ -55,7 +60,12 @@ class Stdio:
         self._sock = sock
         self._ctl_path = ctl_path
         self._stdin_closed = False
-        self._held: tuple[int, bytes] | None = None
+        # (stream, data) packets drained from the socket, then None at its end.
+        self._packets: collections.deque = collections.deque()
+        self._buffered = 0
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._drain: asyncio.Task | None = None
 
     @classmethod
     async def connect(cls, socket_dir: str, uuid: str, ctl_path: str) -> "Stdio":
@@ -73,56 +83,83 @@ class Stdio:
         """The stdio of container `cid`'s current task (runtime: runtime.Runtime)."""
         return await cls.connect(runtime.socket_dir, cid, os.path.join(runtime.bundle(cid).dir, "ctl"))
 
-    async def read(self) -> tuple[int, bytes] | None:
-        """The next piece of output as (stream, data); None once conmon closed the socket.
-
-        Packets already waiting are joined while they are of the same stream. A full
-        packet (conmon's read filled its buffer) means the process has more ready: then
-        the socket gets a moment (LINGER, at most HOLD in all) to bring it, so a bulk
-        writer travels in pieces of up to JOIN, not a message per 8 KiB, while an
-        interactive one (short packets) is sent at once."""
+    async def _drain_socket(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._held is not None:
-            first, self._held = self._held, None
-        else:
+        try:
             while True:
+                while self._buffered >= BUFFERED:
+                    self._room.clear()
+                    await self._room.wait()
                 try:
                     data = await loop.sock_recv(self._sock, 65536)
                 except OSError:
-                    return None
-                if not data:
-                    return None
-                if len(data) > 1:
-                    first = data[0], data[1:]
-                    break
-        stream, pieces, size = first[0], [first[1]], len(first[1])
-        full = len(first[1]) >= PACKET
+                    return
+                while data:
+                    if len(data) > 1:
+                        self._packets.append((data[0], data[1:]))
+                        self._buffered += len(data) - 1
+                        self._arrived.set()
+                    if self._buffered >= BUFFERED:
+                        break
+                    try:
+                        data = self._sock.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        return
+                else:
+                    return  # EOF: conmon closed the socket
+        finally:
+            self._packets.append(None)
+            self._arrived.set()
+
+    async def read(self) -> tuple[int, bytes] | None:
+        """The next piece of output as (stream, data); None once conmon closed the socket.
+
+        Packets already drained are joined while they are of the same stream. A full
+        packet (conmon's read filled its buffer) means the process has more ready: then
+        the drain gets a moment (LINGER, at most HOLD in all) to bring it, so a bulk
+        writer travels in pieces of up to JOIN, not a message per 8 KiB, while an
+        interactive one (short packets) is sent at once."""
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self._drain_socket())
+        packets = self._packets
+        while not packets:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if packets[0] is None:
+            return None
+        loop = asyncio.get_running_loop()
         deadline = None
-        while size < JOIN:
-            try:
-                data = self._sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                if not full:
+        while True:
+            size, full, ended = 0, False, False
+            stream = packets[0][0]
+            for item in packets:
+                if item is None:
+                    ended = True
                     break
-                now = loop.time()
-                deadline = deadline or now + HOLD
-                if now >= deadline:
+                if item[0] != stream:
+                    ended = True  # another stream's piece follows: send this one now
                     break
-                await asyncio.sleep(LINGER)
-                continue
-            except OSError:
-                break  # the next read() reports the end
-            if not data:
+                size += len(item[1])
+                full = len(item[1]) >= PACKET
+                if size >= JOIN:
+                    break
+            if ended or not full or size >= JOIN:
                 break
-            if len(data) <= 1:
-                continue
-            if data[0] != stream:
-                self._held = data[0], data[1:]
+            now = loop.time()
+            deadline = deadline or now + HOLD
+            if now >= deadline:
                 break
-            pieces.append(data[1:])
-            size += len(data) - 1
-            full = len(data) - 1 >= PACKET
-        return stream, b"".join(pieces)
+            await asyncio.sleep(LINGER)
+        pieces, size = [], 0
+        while packets and packets[0] is not None and packets[0][0] == stream and size < JOIN:
+            data = packets.popleft()[1]
+            pieces.append(data)
+            size += len(data)
+        self._buffered -= size
+        self._room.set()
+        return stream, pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def write(self, data: bytes) -> None:
         if self._stdin_closed:
@@ -147,6 +184,8 @@ class Stdio:
         await resize(self._ctl_path, height, width)
 
     def close(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
         self._sock.close()
 
 

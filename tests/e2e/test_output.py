@@ -341,3 +341,28 @@ def test_docker_hostconfig_logconfig_is_honoured_and_unknown_ones_are_400(engine
             data += chunk
         sock.close()
         assert data.startswith(b"HTTP/1.1 400") and word in data, data[:300]
+
+
+def test_an_attached_exec_delivers_every_byte_on_its_own_stream(engine, busybox_image):
+    """An attached exec's output reaches its caller only (conmon logs none of it), whole:
+    50 MB of short lines on stdout beside 50 MB with no newline on stderr, then every byte
+    value and partial lines."""
+    stub = engine.engine_stub()
+    name = _name()
+    engine.cli("run", "-d", "--name", name, busybox_image, "sleep", "600", check=True)
+    try:
+        for script, want_out, want_err, want_code in ((BIG, BIG_OUT, BIG_ERR, 0),
+                                                      (SMALL + "; exit 7", SMALL_OUT, SMALL_ERR, 7)):
+            exec_id = stub.CreateExec(engine_pb2.CreateExecRequest(container=name, cmd=["sh", "-c", script])).id
+            out, err, code = [], [], None
+            for r in stub.StartExec(iter([engine_pb2.StartExecRequest(
+                    start=engine_pb2.ExecStartParams(exec_id=exec_id))]), timeout=300):
+                if r.WhichOneof("msg") == "output":
+                    (err if r.output.stream == stdio_pb2.OUTPUT_STREAM_STDERR else out).append(r.output.data)
+                elif r.WhichOneof("msg") == "exit_code":
+                    code = r.exit_code
+            assert code == want_code
+            same(b"".join(out), want_out, "exec stdout")
+            same(b"".join(err), want_err, "exec stderr")
+    finally:
+        stub.RemoveContainer(engine_pb2.RemoveContainerRequest(id=name, force=True))
