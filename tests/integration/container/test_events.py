@@ -91,11 +91,11 @@ async def test_replay_after_a_seq_runs_into_live_without_gap_or_duplicate(client
 
     stream = client.SubscribeTaskEvents(pb.SubscribeTaskEventsRequest(after_seq=first[0].seq))
     try:
-        replayed = [(await asyncio.wait_for(anext(stream), 10)).event for _ in range(2)]
+        replayed = [(await asyncio.wait_for(anext(stream), 60)).event for _ in range(2)]
         assert [(e.seq, e.type) for e in replayed] == [(e.seq, e.type) for e in first[1:]]
         # Now live: a second container's events follow on the same stream.
         b = await run(client, roots, "sh", "-c", "exit 4", name="b")
-        live = [(await asyncio.wait_for(anext(stream), 10)).event for _ in range(3)]
+        live = [(await asyncio.wait_for(anext(stream), 60)).event for _ in range(3)]
     finally:
         await stream.aclose()
     assert by_container(live, b) == [(T.TYPE_CREATE, 0), (T.TYPE_START, 0), (T.TYPE_EXIT, 4)]
@@ -106,7 +106,7 @@ async def test_replay_after_a_seq_runs_into_live_without_gap_or_duplicate(client
     try:
         pending = asyncio.ensure_future(anext(stream))
         await client.RemoveContainer(pb.RemoveContainerRequest(id=a))
-        got = (await asyncio.wait_for(pending, 10)).event
+        got = (await asyncio.wait_for(pending, 60)).event
     finally:
         await stream.aclose()
     assert (got.type, got.container_id, got.seq) == (T.TYPE_DELETE, a, live[-1].seq + 1)
