@@ -452,10 +452,18 @@ class NetworkService:
                                   f"{network.name} has no IPv6 subnet (create it with IPv6 enabled)")
         if o.get("subnet6"):
             ipv6 = self._pick_address(network, settings.ipv6_address, version=6)
-        mac = _check_mac(settings.mac_address) if settings.mac_address else _mac_for(address)
         taken = {a.mac_address for a in self.store.attachments(network_id=network.id)}
-        if mac in taken:
-            raise Conflict(f"MAC address {mac} is already in use on network {network.name}")
+        if settings.mac_address:
+            mac = _check_mac(settings.mac_address)
+            if mac in taken:
+                raise Conflict(f"MAC address {mac} is already in use on network {network.name}")
+        else:
+            # docker's MAC from the address, unless a container asked for that one: then
+            # another locally administered one, so that a MAC given once never blocks an
+            # address for everyone after it.
+            mac = _mac_for(address)
+            while mac in taken:
+                mac = "02:42:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
         index = _next_index(current)
         digest = hashlib.sha256(f"{container_id}/{network.id}".encode()).hexdigest()
         return Attachment(container_id=container_id, network_id=network.id,

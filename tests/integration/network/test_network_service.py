@@ -213,3 +213,26 @@ def _wait_new_pid(eng: Engine, service: str, old: int, timeout: float = 15) -> i
             pass
         time.sleep(0.05)
     raise AssertionError(f"berthd did not restart {service}:\n{eng.log_text()}")
+
+
+def test_a_mac_asked_for_never_blocks_the_address_it_is_derived_from(net):
+    """Regression: a container given the MAC docker derives from an address made every
+    later container that got that address fail with "MAC address ... already in use"."""
+    net.CreateNetwork(pb.CreateNetworkRequest(name="macs", subnet="10.231.7.0/24"))
+    try:
+        asked = "02:42:0a:e7:07:03"  # what 10.231.7.3 derives
+        first = net.CreateEndpoint(pb.CreateEndpointRequest(
+            container_id="c-mac1", network="macs", settings=pb.EndpointSettings(mac_address=asked))).endpoint
+        assert first.attachments[0].mac_address == asked
+        second = net.CreateEndpoint(pb.CreateEndpointRequest(container_id="c-mac2", network="macs")).endpoint
+        assert second.attachments[0].ipv4_address == "10.231.7.3"
+        assert second.attachments[0].mac_address not in ("", asked)
+        # Asking for a MAC in use is still refused, naming it.
+        with pytest.raises(grpc.RpcError) as err:
+            net.CreateEndpoint(pb.CreateEndpointRequest(
+                container_id="c-mac3", network="macs", settings=pb.EndpointSettings(mac_address=asked)))
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS or "already in use" in err.value.details()
+    finally:
+        for cid in ("c-mac1", "c-mac2", "c-mac3"):
+            net.DeleteEndpoint(pb.DeleteEndpointRequest(container_id=cid))
+        net.RemoveNetwork(pb.RemoveNetworkRequest(name="macs"))
