@@ -94,8 +94,7 @@ def resolve(cfg: LogConfig, default: LogConfig) -> LogConfig:
         cfg = LogConfig(default.driver, tuple({**base, **dict(cfg.options)}.items()))
     if cfg.driver not in DRIVERS:
         raise errors.InvalidArgument(
-            f'logger: no log driver named "{cfg.driver}" is registered (berth has '
-            f"{', '.join(DRIVERS)})")
+            f"logger: no log driver named '{cfg.driver}' is registered")
     given = dict(cfg.options)
     if cfg.driver == "none":
         if given:
@@ -124,8 +123,7 @@ def policy(cfg: LogConfig) -> LogPolicy:
         raise errors.InvalidArgument(f"invalid max-file {opts['max-file']!r}: expected a number") from None
     if max_file < 1:
         raise errors.InvalidArgument("max-file cannot be less than 1")
-    if max_file > 1 and max_size < 0:
-        raise errors.InvalidArgument("max-file cannot be set when max-size is not set")
+    # max-file without max-size is accepted and changes nothing (nothing rotates), as in docker.
     compress = opts.get("compress", "false").lower()
     if compress not in ("true", "false", "1", "0"):
         raise errors.InvalidArgument(f"invalid compress {opts['compress']!r}: expected true or false")
