@@ -359,9 +359,11 @@ _UNHONOURED_HOST = (
     "DeviceRequests", "CgroupParent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
     "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CpuPeriod", "CpuQuota",
     "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpuCount", "CpuPercent", "IOMaximumIOps",
-    "IOMaximumBandwidth", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "Cgroup", "UsernsMode",
+    "IOMaximumBandwidth", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "Cgroup",
     "StorageOpt", "MaskedPaths", "ReadonlyPaths", "Annotations",
 )
+
+
 def _unset(value) -> bool:
     return value in (None, "", 0, False, [], {})
 
