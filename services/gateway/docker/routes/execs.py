@@ -213,8 +213,12 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
             failed.pop(next(iter(failed)))
         return exc.message
 
+    # Framed or raw as the start request says (moby decides by the start's Tty, not the
+    # exec's: docker-py starts a tty exec with Tty false and reads frames); the docker
+    # CLI sends the exec's own value.
+    raw = bool(body["Tty"]) if "Tty" in body else info.tty
     with _registered(request, exec_id, session):
-        return await _interactive(request, session, responses, info.tty, {STDOUT, STDERR},
+        return await _interactive(request, session, responses, raw, {STDOUT, STDERR},
                                   stdin=info.open_stdin, close_on_eof=True, what="exec", on_error=on_error)
 
 
