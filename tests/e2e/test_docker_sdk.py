@@ -115,6 +115,13 @@ def test_exec_run_exit_code_output_and_demux(client):
         assert result.exit_code == 0 and result.output == (b"out\n", b"err\n")
         result = c.exec_run(["sh", "-c", "test -t 1 && echo is-a-tty"], tty=True)
         assert result.output == b"is-a-tty\r\n"
+        # Framed as the start request asks, not as the exec was made (moby): a tty exec
+        # started with Tty false comes in frames, all of it on stdout.
+        api = client.api
+        made = api.exec_create(c.id, ["sh", "-c", "echo hello out; echo hello err >&2"], tty=True)
+        assert api.exec_start(made, demux=True) == (b"hello out\r\nhello err\r\n", None)
+        made = api.exec_create(c.id, ["sh", "-c", "echo hello out"], tty=True)
+        assert api.exec_start(made, tty=True) == b"hello out\r\n"
         result = c.exec_run(["no-such-command"])
         assert result.exit_code == 127 and b"no-such-command" in result.output
         assert c.top()["Processes"] and "PID" in c.top()["Titles"]
