@@ -25,19 +25,11 @@ from berth.container.v1 import container_pb2
 from berth.types.v1 import security_pb2
 from k8s.cri.runtime.v1 import api_pb2 as cri
 from services.common import errors
+from services.common.lsm import apparmor_enabled
 
 CPU_PERIOD = 100_000
 DEFAULT_PROFILES = ("runtime/default", "docker/default")
 LOCALHOST = "localhost/"
-
-
-def apparmor_enabled() -> bool:
-    try:
-        with open("/sys/module/apparmor/parameters/enabled") as f:
-            return f.read().strip() == "Y"
-    except OSError:
-        return False
-
 
 APPARMOR = apparmor_enabled()
 

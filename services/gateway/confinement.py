@@ -11,12 +11,12 @@ since berth applies neither.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 
 from berth.container.v1 import container_pb2
 from berth.engine.v1 import engine_pb2
 from services.common import errors
+from services.common.lsm import apparmor_enabled, selinux_enabled
 
 _LABEL_KINDS = ("user", "role", "type", "level", "filetype")
 
@@ -90,13 +90,3 @@ def _security_opt(opt: str, out: container_pb2.Security) -> None:
                                      "no-new-privileges, label=, apparmor= or systempaths=unconfined")
 
 
-def selinux_enabled() -> bool:
-    return os.path.isdir("/sys/fs/selinux") and os.path.exists("/sys/fs/selinux/enforce")
-
-
-def apparmor_enabled() -> bool:
-    try:
-        with open("/sys/module/apparmor/parameters/enabled") as f:
-            return f.read().strip() == "Y"
-    except OSError:
-        return False
