@@ -88,5 +88,3 @@ def _security_opt(opt: str, out: container_pb2.Security) -> None:
         shown = opt if len(opt) <= 80 else opt[:77] + "..."
         raise errors.InvalidArgument(f"invalid --security-opt: {shown!r}: expected seccomp=, "
                                      "no-new-privileges, label=, apparmor= or systempaths=unconfined")
-
-
