@@ -121,12 +121,13 @@ def _isolation(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
 
 
 def confinement(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
-    """HostConfig's security and further resource keys onto `cfg` (the engine checks values)."""
+    """HostConfig's security and further resource keys onto `cfg` (their JSON types were
+    checked with _HOST_TYPES; the engine checks the values)."""
     # PidsLimit: absent takes the engine's default; 0 and -1 are unlimited, as in docker.
     if host.get("PidsLimit") is not None:
-        limit = _int(host, "PidsLimit")
+        limit = host["PidsLimit"]
         cfg.pids_limit = limit if limit > 0 else -1
-    cfg.privileged = _bool(host, "Privileged")
+    cfg.privileged = bool(host.get("Privileged"))
     cfg.cap_add.extend(_strings(host.get("CapAdd"), "HostConfig.CapAdd"))
     cfg.cap_drop.extend(_strings(host.get("CapDrop"), "HostConfig.CapDrop"))
     for d in host.get("Devices") or []:
@@ -135,10 +136,7 @@ def confinement(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
         cfg.devices.add(path_on_host=d["PathOnHost"], path_in_container=d.get("PathInContainer") or "",
                         cgroup_permissions=d.get("CgroupPermissions") or "rwm")
     cfg.device_cgroup_rules.extend(_strings(host.get("DeviceCgroupRules"), "HostConfig.DeviceCgroupRules"))
-    sysctls = host.get("Sysctls") or {}
-    if not isinstance(sysctls, Mapping):
-        raise InvalidArgument("invalid HostConfig.Sysctls: expected an object")
-    cfg.sysctls.update({str(k): str(v) for k, v in sysctls.items()})
+    cfg.sysctls.update({str(k): str(v) for k, v in (host.get("Sysctls") or {}).items()})
     for u in host.get("Ulimits") or []:
         if not isinstance(u, Mapping) or not u.get("Name"):
             raise InvalidArgument("invalid HostConfig.Ulimits: each needs Name, Soft and Hard")
@@ -149,12 +147,12 @@ def confinement(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
     cfg.uts_mode = host.get("UTSMode") or ""
     cfg.cpuset_cpus = host.get("CpusetCpus") or ""
     cfg.cpuset_mems = host.get("CpusetMems") or ""
-    cfg.memory_swap = _int(host, "MemorySwap")
-    cfg.memory_reservation = _int(host, "MemoryReservation")
-    cfg.oom_kill_disable = _bool(host, "OomKillDisable")
-    cfg.oom_score_adj = _int(host, "OomScoreAdj")
-    cfg.shm_size = _int(host, "ShmSize")
-    cfg.init = _bool(host, "Init")
+    cfg.memory_swap = host.get("MemorySwap") or 0
+    cfg.memory_reservation = host.get("MemoryReservation") or 0
+    cfg.oom_kill_disable = bool(host.get("OomKillDisable"))
+    cfg.oom_score_adj = host.get("OomScoreAdj") or 0
+    cfg.shm_size = host.get("ShmSize") or 0
+    cfg.init = bool(host.get("Init"))
     cfg.runtime = host.get("Runtime") or ""
     cfg.security_opt.extend(_strings(host.get("SecurityOpt"), "HostConfig.SecurityOpt"))
 
@@ -184,22 +182,6 @@ def device(text: str):
         raise InvalidArgument(f"invalid device specification: {text}")
     return security_pb2.DeviceMapping(path_on_host=parts[0], path_in_container=parts[1] if len(parts) > 1 else "",
                                       cgroup_permissions=perms)
-
-
-def _int(host: Mapping, key: str) -> int:
-    value = host.get(key)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"invalid HostConfig.{key}: expected an integer")
-    return value
-
-
-def _bool(host: Mapping, key: str) -> bool:
-    value = host.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise InvalidArgument(f"invalid HostConfig.{key}: expected a boolean")
-    return bool(value)
 
 
 def _log_config(cfg: engine_pb2.ContainerConfig, value) -> None:
