@@ -86,6 +86,9 @@ class Build:
         self.allowed: set[str] | None = None   # --cache-from: the images hits may come from
         self._number: dict[int, int] = {}
         self._total = 0
+        # Removals still going on of what committed steps ran in (containers, endpoints,
+        # snapshots): the next step need not wait for them, the end of the build does.
+        self.cleanups: set[asyncio.Task] = set()
 
     # -- plan ---------------------------------------------------------------------------
 
@@ -150,6 +153,22 @@ class Build:
     # -- run ----------------------------------------------------------------------------
 
     async def run(self) -> build_pb2.BuildResult:
+        try:
+            return await self._run_stages()
+        finally:
+            await self._cleaned()
+
+    async def _cleaned(self) -> None:
+        """Waits for the steps' cleanups (never cancels them: a build cut short
+        still leaves no container behind)."""
+        if not self.cleanups:
+            return
+        done, _ = await asyncio.wait(self.cleanups)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("build_cleanup_failed", error=str(task.exception()))
+
+    async def _run_stages(self) -> build_pb2.BuildResult:
         target = self._target()
         stages = self._needed(target)
         n = 0
@@ -488,7 +507,8 @@ class Build:
                     return False
                 await asyncio.to_thread(_makedirs, rootfs, config.working_dir, 0, 0)
                 return True
-            image_id = await self.worker.with_rootfs(state.image_id, mkdir, (config, description))
+            image_id = await self.worker.with_rootfs(state.image_id, mkdir, (config, description),
+                                                     self.cleanups)
             return image_id or await self.worker.create_image(state.image_id, config, description)
         image_id = await self._step_cached(state.image_id, description, "", make, on_hit=on_hit)
         return StageState(image_id, config, dict(state.args), state.cmd_set)
@@ -549,7 +569,8 @@ class Build:
         async def make():
             return await self.worker.run(
                 state.image_id, opts, state.config, created_by,
-                on_output=lambda data, err: self._output(number, data, err), on_container=started)
+                on_output=lambda data, err: self._output(number, data, err), on_container=started,
+                cleanups=self.cleanups)
         image_id = await self._step_cached(state.image_id, description, inputs, make, on_hit=on_hit)
         return StageState(image_id, _copy(state.config), dict(state.args), state.cmd_set)
 
@@ -698,7 +719,8 @@ class Build:
                     await asyncio.to_thread(_apply, self.root, plan, rootfs, dest_abs, dir_dest, uid, gid,
                                             mode, kw == "ADD", heredoc_files, urls)
                 return True
-            return await self.worker.with_rootfs(state.image_id, fill, (state.config, description))
+            return await self.worker.with_rootfs(state.image_id, fill, (state.config, description),
+                                                 self.cleanups)
         try:
             image_id = await self._step_cached(state.image_id, description, key_inputs, make, on_hit=on_hit)
         finally:

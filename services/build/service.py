@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
 
@@ -46,6 +47,7 @@ class BuildService:
     async def build(self, options: build_pb2.BuildOptions,
                     chunks: AsyncIterable[bytes]) -> AsyncIterator[build_pb2.BuildEvent]:
         _check_options(options)
+        started = time.monotonic()
         work = tempfile.mkdtemp(dir=self.contexts)
         try:
             root = os.path.join(work, "context")
@@ -59,6 +61,7 @@ class BuildService:
             if total:
                 await asyncio.to_thread(context_mod.extract, archive, root)
             os.unlink(archive)
+            received = time.monotonic()
             text = options.dockerfile_content or await asyncio.to_thread(
                 context_mod.read_dockerfile, root, options.dockerfile)
             await asyncio.to_thread(context_mod.apply_dockerignore, root)
@@ -76,8 +79,12 @@ class BuildService:
                 if not task.done():
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
+            result.context_time.FromNanoseconds(int((received - started) * 1e9))
+            result.engine_time.FromNanoseconds(int((time.monotonic() - received) * 1e9))
             log.info("image_built", image_id=result.image_id, tags=list(result.tags),
-                     cached=result.cached_steps, run=result.run_steps)
+                     cached=result.cached_steps, run=result.run_steps,
+                     context_ms=round(result.context_time.ToMilliseconds()),
+                     engine_ms=round(result.engine_time.ToMilliseconds()))
             yield build_pb2.BuildEvent(result=result)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)

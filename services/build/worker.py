@@ -137,9 +137,11 @@ class Worker:
         return reply.image.id
 
     async def with_rootfs(self, image_id: str, work: Callable[[str], Awaitable[None]],
-                          commit: tuple[image_pb2.ImageConfig, str] | None) -> str:
+                          commit: tuple[image_pb2.ImageConfig, str] | None,
+                          cleanups: set[asyncio.Task] | None = None) -> str:
         """Mount a fresh snapshot of `image_id`, let `work` change it, and commit it
-        (when `commit` gives the config and created_by) as a new image."""
+        (when `commit` gives the config and created_by) as a new image. With `cleanups`,
+        the snapshot of a committed step is removed by a task put there (see `run`)."""
         key = "build-" + secrets.token_hex(16)
         target = os.path.join(self.mnt_dir, key)
         mounts = await self._prepare(key, image_id)
@@ -151,18 +153,27 @@ class Worker:
             finally:
                 await asyncio.to_thread(_unmount_all, target)
                 os.rmdir(target)
-            if commit is None:
-                return ""
-            return await self._commit(key, *commit)
-        finally:
+            new_image = await self._commit(key, *commit) if commit is not None else ""
+        except BaseException:
+            await asyncio.shield(self._remove_snapshot(key))
+            raise
+        if cleanups is None:
             await self._remove_snapshot(key)
+        else:
+            cleanups.add(asyncio.create_task(self._remove_snapshot(key)))
+        return new_image
 
     # -- RUN --------------------------------------------------------------------------
 
     async def run(self, image_id: str, opts: RunOptions, config: image_pb2.ImageConfig,
                   created_by: str, on_output: Callable[[bytes, bool], None],
-                  on_container: Callable[[str], None]) -> str:
-        """Run opts.argv in a container of `image_id`; commit its changes as a new image."""
+                  on_container: Callable[[str], None], cleanups: set[asyncio.Task]) -> str:
+        """Run opts.argv in a container of `image_id`; commit its changes as a new image.
+
+        Once the image is committed, removing the container, its endpoint and its
+        snapshot (a good part of a small step's time) is left to a task put in
+        `cleanups`, which the caller awaits before its build ends: the next step
+        need not wait for it. A failed step cleans up before it returns."""
         cid = secrets.token_hex(32)
         network = opts.network or "bridge"
         rootfs, endpoint = await asyncio.gather(
@@ -196,9 +207,13 @@ class Worker:
             if code != 0:
                 raise errors.FailedPrecondition(
                     f"The command '{created_by}' returned a non-zero code: {code}", exit_code=code)
-            return await self._commit(cid, config, created_by)
-        finally:
-            await self._cleanup_run(cid, created, hosts_dir)
+            new_image = await self._commit(cid, config, created_by)
+        except BaseException:
+            await asyncio.shield(self._cleanup_run(cid, created, hosts_dir))
+            raise
+        task = asyncio.create_task(self._cleanup_run(cid, created, hosts_dir))
+        cleanups.add(task)
+        return new_image
 
     async def _start_and_follow(self, cid: str, on_output: Callable[[bytes, bool], None]) -> int:
         await self.container.StartContainer(container_pb2.StartContainerRequest(id=cid))
@@ -257,13 +272,16 @@ class Worker:
             except errors.BerthError as exc:
                 if not isinstance(exc, errors.NotFound):
                     log.warning("build_cleanup_failed", step=what, container_id=cid, error=exc.message)
-        if remove_container:
-            await quietly("container", self.container.RemoveContainer(
-                container_pb2.RemoveContainerRequest(id=cid, force=True)))
+        async def container_then_snapshot():
+            # The container's root filesystem is mounted on the snapshot until it is removed.
+            if remove_container:
+                await quietly("container", self.container.RemoveContainer(
+                    container_pb2.RemoveContainerRequest(id=cid, force=True)))
+            await quietly("snapshot", self.image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid)))
+        # The process is gone (or never started): its network namespace can go meanwhile.
         await asyncio.gather(
-            quietly("endpoint", self.network.DeleteEndpoint(
-                network_pb2.DeleteEndpointRequest(container_id=cid))),
-            quietly("snapshot", self.image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid))))
+            container_then_snapshot(),
+            quietly("endpoint", self.network.DeleteEndpoint(network_pb2.DeleteEndpointRequest(container_id=cid))))
         if hosts_dir:
             shutil.rmtree(hosts_dir, ignore_errors=True)
 

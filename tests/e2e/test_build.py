@@ -41,6 +41,11 @@ def _context(tmp_path, dockerfile: str, files: dict[str, str] | None = None) -> 
     return str(tmp_path)
 
 
+def _build_containers(docker) -> list[str]:
+    names = docker("ps", "-a", "--format", "{{.Names}}").stdout.decode().split()
+    return [n for n in names if n.startswith("build-")]
+
+
 def test_docker_build_runs_copies_and_caches(docker, tmp_path):
     ctx = _context(tmp_path, "FROM busybox\nRUN echo hi > /x\nCOPY file /file\nCMD cat /x /file\n",
                    {"file": "one\n"})
@@ -49,12 +54,19 @@ def test_docker_build_runs_copies_and_caches(docker, tmp_path):
     out = r.stdout.decode()
     assert r.returncode == 0, r.stderr.decode() + out
     assert "Step 2/4 : RUN echo hi > /x" in out and "Successfully tagged " + tag in out
+    # The RUN step's container is removed once the build has ended, not later.
+    assert _build_containers(docker) == []
     assert docker("run", "--rm", tag).stdout == b"hi\none\n"
 
     # Nothing changed: every step from the cache, the same image.
     again = docker("build", "-t", tag, ".", cwd=ctx).stdout.decode()
     assert again.count("Using cache") == 3
     assert again.split("Successfully built ")[1][:12] == out.split("Successfully built ")[1][:12]
+
+    # A file of the context no step takes: nothing to rebuild.
+    (tmp_path / "unused").write_text("not copied\n")
+    unused = docker("build", "-t", tag, ".", cwd=ctx).stdout.decode()
+    assert unused.count("Using cache") == 3
 
     # One copied file changed: the steps before it are cached, it and those after it run.
     (tmp_path / "file").write_text("two\n")
@@ -107,6 +119,7 @@ def test_errors_name_the_dockerfile_line_and_a_failing_run_its_code(docker, tmp_
     assert r.returncode != 0
     assert b"The command '/bin/sh -c echo before; exit 3' returned a non-zero code: 3" in r.stderr
     assert b"before" in r.stdout
+    assert _build_containers(docker) == []
 
     (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN --mount=type=secret,id=x cat /run/secrets/x\n")
     r = docker("build", ".", cwd=ctx)

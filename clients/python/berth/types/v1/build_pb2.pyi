@@ -319,6 +319,8 @@ class BuildResult(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     CACHED_STEPS_FIELD_NUMBER: _builtins.int
     RUN_STEPS_FIELD_NUMBER: _builtins.int
+    CONTEXT_TIME_FIELD_NUMBER: _builtins.int
+    ENGINE_TIME_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """"sha256:<hex>" of the image built."""
     cached_steps: _builtins.int
@@ -329,6 +331,16 @@ class BuildResult(_message.Message):
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The names it was given, in full ("docker.io/library/app:latest")."""
 
+    @_builtins.property
+    def context_time(self) -> _duration_pb2.Duration:
+        """Time the build service spent receiving and unpacking the context."""
+
+    @_builtins.property
+    def engine_time(self) -> _duration_pb2.Duration:
+        """Time from the context unpacked to this result: the build's own work (the
+        Dockerfile read and parsed, every step, cached or run, and the tags).
+        """
+
     def __init__(
         self,
         *,
@@ -336,10 +348,12 @@ class BuildResult(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         cached_steps: _builtins.int = ...,
         run_steps: _builtins.int = ...,
+        context_time: _duration_pb2.Duration | None = ...,
+        engine_time: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context_time", b"context_time", "engine_time", b"engine_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_steps", b"cached_steps", "image_id", b"image_id", "run_steps", b"run_steps", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_steps", b"cached_steps", "context_time", b"context_time", "engine_time", b"engine_time", "image_id", b"image_id", "run_steps", b"run_steps", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -182,6 +182,15 @@ export interface BuildResult {
   cachedSteps: number;
   /** Steps that ran. */
   runSteps: number;
+  /** Time the build service spent receiving and unpacking the context. */
+  contextTime:
+    | Duration
+    | undefined;
+  /**
+   * Time from the context unpacked to this result: the build's own work (the
+   * Dockerfile read and parsed, every step, cached or run, and the tags).
+   */
+  engineTime: Duration | undefined;
 }
 
 /** BuildEvent is one message of a build's progress stream. */
@@ -1287,7 +1296,7 @@ export const BuildOutput: MessageFns<BuildOutput> = {
 };
 
 function createBaseBuildResult(): BuildResult {
-  return { imageId: "", tags: [], cachedSteps: 0, runSteps: 0 };
+  return { imageId: "", tags: [], cachedSteps: 0, runSteps: 0, contextTime: undefined, engineTime: undefined };
 }
 
 export const BuildResult: MessageFns<BuildResult> = {
@@ -1303,6 +1312,12 @@ export const BuildResult: MessageFns<BuildResult> = {
     }
     if (message.runSteps !== 0) {
       writer.uint32(32).int32(message.runSteps);
+    }
+    if (message.contextTime !== undefined) {
+      Duration.encode(message.contextTime, writer.uint32(42).fork()).join();
+    }
+    if (message.engineTime !== undefined) {
+      Duration.encode(message.engineTime, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -1352,6 +1367,22 @@ export const BuildResult: MessageFns<BuildResult> = {
             message.runSteps = reader.int32();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.contextTime = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.engineTime = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1382,6 +1413,16 @@ export const BuildResult: MessageFns<BuildResult> = {
         : isSet(object.run_steps)
         ? globalThis.Number(object.run_steps)
         : 0,
+      contextTime: isSet(object.contextTime)
+        ? Duration.fromJSON(object.contextTime)
+        : isSet(object.context_time)
+        ? Duration.fromJSON(object.context_time)
+        : undefined,
+      engineTime: isSet(object.engineTime)
+        ? Duration.fromJSON(object.engineTime)
+        : isSet(object.engine_time)
+        ? Duration.fromJSON(object.engine_time)
+        : undefined,
     };
   },
 
@@ -1399,6 +1440,12 @@ export const BuildResult: MessageFns<BuildResult> = {
     if (message.runSteps !== 0) {
       obj.runSteps = Math.round(message.runSteps);
     }
+    if (message.contextTime !== undefined) {
+      obj.contextTime = Duration.toJSON(message.contextTime);
+    }
+    if (message.engineTime !== undefined) {
+      obj.engineTime = Duration.toJSON(message.engineTime);
+    }
     return obj;
   },
 
@@ -1411,6 +1458,12 @@ export const BuildResult: MessageFns<BuildResult> = {
     message.tags = object.tags?.map((e) => e) || [];
     message.cachedSteps = object.cachedSteps ?? 0;
     message.runSteps = object.runSteps ?? 0;
+    message.contextTime = (object.contextTime !== undefined && object.contextTime !== null)
+      ? Duration.fromPartial(object.contextTime)
+      : undefined;
+    message.engineTime = (object.engineTime !== undefined && object.engineTime !== null)
+      ? Duration.fromPartial(object.engineTime)
+      : undefined;
     return message;
   },
 };
