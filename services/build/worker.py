@@ -203,11 +203,11 @@ class Worker:
                 id=cid, name=f"build-{cid[:12]}", labels={BUILD_LABEL: "run"}, spec=spec))
             created = True
             on_container(cid)
-            code = await self._start_and_follow(cid, on_output)
+            code, new_image = await self._start_and_follow(
+                cid, on_output, lambda: self._commit(cid, config, created_by))
             if code != 0:
                 raise errors.FailedPrecondition(
                     f"The command '{created_by}' returned a non-zero code: {code}", exit_code=code)
-            new_image = await self._commit(cid, config, created_by)
         except BaseException:
             await asyncio.shield(self._cleanup_run(cid, created, hosts_dir))
             raise
@@ -215,7 +215,10 @@ class Worker:
         cleanups.add(task)
         return new_image
 
-    async def _start_and_follow(self, cid: str, on_output: Callable[[bytes, bool], None]) -> int:
+    async def _start_and_follow(self, cid: str, on_output: Callable[[bytes, bool], None],
+                                commit: Callable[[], Awaitable[str]]) -> tuple[int, str]:
+        """Starts the container, passes its output on and, once it exited 0, commits it
+        (what `commit` returns comes back with the exit code; "" after a failure)."""
         await self.container.StartContainer(container_pb2.StartContainerRequest(id=cid))
 
         async def follow():
@@ -225,12 +228,17 @@ class Worker:
         follower = asyncio.create_task(follow())
         try:
             status = await self.container.WaitContainer(container_pb2.WaitContainerRequest(id=cid))
-            # The log stream ends when the container has exited and its output is read.
-            await asyncio.wait_for(asyncio.shield(follower), 30)
+            # The log stream ends when the container has exited and its output is read;
+            # the commit needs only the exit, so it goes on meanwhile.
+            drained = asyncio.wait_for(asyncio.shield(follower), 30)
+            if status.exit_code != 0:
+                await drained
+                return status.exit_code, ""
+            image_id, _ = await asyncio.gather(commit(), drained)
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
-        return status.exit_code
+        return 0, image_id
 
     def _with_extra_hosts(self, cid: str, mounts: list[mount_pb2.Mount], extra: list[str]):
         """The network service's /etc/hosts, copied with the --add-host lines appended."""
