@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
+import time
 import uuid
 
 import pytest
@@ -211,3 +214,32 @@ def test_berth_build_with_a_dockerfile_outside_the_context_and_target(engine, bu
     assert again.returncode == 0, again.stderr
     assert "#2 CACHED" in again.stderr
     assert engine.cli("rmi", tag).returncode == 0
+
+
+def test_a_build_whose_client_goes_away_leaves_no_container(engine, busybox_image, tmp_path):
+    from berth.engine.v1 import engine_pb2 as pb
+    from berth.types.v1 import build_pb2
+
+    # A RUN step that would outlast the test; the client hangs up once it runs.
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo started; sleep 300\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(tmp_path / "Dockerfile"), arcname="Dockerfile")
+
+    def requests():
+        yield pb.BuildImageRequest(options=build_pb2.BuildOptions(no_cache=True))
+        yield pb.BuildImageRequest(chunk=buf.getvalue())
+    def build_containers() -> list[str]:
+        return [n for n in engine.cli("ps", "-a", "--format", "{{.Names}}").stdout.split()
+                if n.startswith("build-")]
+
+    call = engine.engine_stub().BuildImage(requests())
+    for reply in call:
+        if reply.event.HasField("output") and b"started" in reply.event.output.data:
+            break
+    assert build_containers() != []
+    call.cancel()
+    deadline = time.monotonic() + 120
+    while build_containers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert build_containers() == []
