@@ -89,7 +89,8 @@ class Row:
 
     def build(self, *flags: str) -> float:
         t = time.perf_counter()
-        subprocess.run([*self.argv, "build", "-q", *self.flags, *flags, "-t", "berth-bench/tiny", self.context],
+        subprocess.run([*self.argv, "build", "-q", *self.flags, *flags, "-t", "berth-bench/tiny",
+                        self.context],
                        check=True, capture_output=True, env=self.env, cwd=REPO)
         return (time.perf_counter() - t) * 1000
 

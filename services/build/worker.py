@@ -286,10 +286,10 @@ class Worker:
                 await quietly("container", self.container.RemoveContainer(
                     container_pb2.RemoveContainerRequest(id=cid, force=True)))
             await quietly("snapshot", self.image.RemoveSnapshot(image_pb2.RemoveSnapshotRequest(key=cid)))
-        # The process is gone (or never started): its network namespace can go meanwhile.
-        await asyncio.gather(
-            container_then_snapshot(),
-            quietly("endpoint", self.network.DeleteEndpoint(network_pb2.DeleteEndpointRequest(container_id=cid))))
+        # The endpoint need not wait for the container: a process still running (a build
+        # cut short) only loses its network a moment before it is killed.
+        await asyncio.gather(container_then_snapshot(), quietly("endpoint", self.network.DeleteEndpoint(
+            network_pb2.DeleteEndpointRequest(container_id=cid))))
         if hosts_dir:
             shutil.rmtree(hosts_dir, ignore_errors=True)
 
