@@ -125,6 +125,8 @@ class Spec:
     runtime: str = ""
     # (masked, readonly) replacing the default system paths; None keeps the defaults.
     system_paths: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    # A cgroup namespace of its own, with /sys/fs/cgroup mounted; False shares the host's.
+    cgroupns_private: bool = False
 
 
 class Status(enum.Enum):

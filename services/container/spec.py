@@ -41,6 +41,9 @@ DEFAULT_MOUNTS = [
      "options": ["nosuid", "noexec", "nodev", "ro"]},
 ]
 
+CGROUP_MOUNT = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["ro", "nosuid", "noexec", "nodev"]}
+
 CPU_PERIOD = 100_000
 
 
@@ -73,6 +76,11 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
         namespaces.append({"type": "network", "path": spec.netns_path})
 
     mounts = [dict(m) for m in DEFAULT_MOUNTS]
+    if spec.cgroupns_private:
+        namespaces.append({"type": "cgroup"})
+        # docker's: the container's own cgroups, read-only (runc mounts each v1
+        # hierarchy, or the v2 tree, as seen from inside the namespace).
+        mounts.append(dict(CGROUP_MOUNT))
     for m in spec.mounts:
         options = list(m.options)
         if m.type == "bind" and not {"bind", "rbind"} & set(options):

@@ -495,7 +495,8 @@ class ImageService:
                     archive._oci_manifest(config_digest, config_size, list(layers)))
                 record = ImageRecord(id=config_digest, manifest_digest=manifest_digest,
                                      config_json=config_bytes, layers=layers,
-                                     stored_at=datetime.now(timezone.utc))
+                                     stored_at=datetime.now(timezone.utc),
+                                     parent=parent.id if parent else "")
                 self.store.put_images([(record, [target] if target else [])])
                 return record
             except BaseException:

@@ -303,3 +303,34 @@ async def test_restart_keeps_everything(state_dir):
         assert sorted(os.listdir(os.path.join(state_dir, "snapshots"))) == ["keep"]
     finally:
         second.close()
+
+
+async def test_a_created_image_keeps_its_parent_across_restarts(state_dir):
+    """docker's Parent: kept by the image service for images made from another one."""
+    first = ImageService(state_dir)
+    [base] = await load(first, ti.busybox_docker_archive())
+    assert base.parent == ""
+    child = await first.create_image("busybox", ImageConfig(cmd=("true",)), ti.chunks_of(b""), name="child:1")
+    assert child.parent == base.id
+    first.close()
+    second = ImageService(state_dir)
+    try:
+        assert (await second.get_image("child:1")).parent == base.id
+    finally:
+        second.close()
+
+
+def test_a_store_from_before_parents_opens_with_none(tmp_path):
+    import sqlite3
+    from services.image.store import ImageStore
+    path = str(tmp_path / "images.db")
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE images (id TEXT PRIMARY KEY, manifest_digest TEXT NOT NULL,"
+                     " config_json BLOB NOT NULL, stored_at REAL NOT NULL, labels TEXT NOT NULL DEFAULT '{}');"
+                     "INSERT INTO images VALUES ('sha256:aa', 'sha256:bb', x'7b7d', 0, '{}');")
+    db.close()
+    store = ImageStore(path)
+    try:
+        assert store.get_image("sha256:aa").parent == ""
+    finally:
+        store.close()

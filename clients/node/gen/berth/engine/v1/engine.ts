@@ -163,8 +163,9 @@ export interface ContainerConfig {
   isolation: string;
   /**
    * The cgroup namespace as asked at create: "" or "host" (the container sees
-   * the host's cgroup tree, which is what berth gives today). "private" is
-   * refused until the container service makes cgroup namespaces.
+   * the host's cgroup tree, docker's default on a cgroup v1 host), or "private"
+   * (a namespace of its own, its cgroup seen as the root, /sys/fs/cgroup mounted
+   * read-only); anything else is INVALID_ARGUMENT.
    */
   cgroupnsMode: string;
   /**
@@ -809,6 +810,11 @@ export interface ImageInfo {
   configJson: Buffer;
   /** Containers that use this image now. */
   containers: number;
+  /**
+   * The image it was committed or created from ("sha256:<hex>"); empty for pulled,
+   * loaded and imported ones.
+   */
+  parent: string;
 }
 
 /** LoadImagesRequest is one chunk of the tarball. */
@@ -8096,6 +8102,7 @@ function createBaseImageInfo(): ImageInfo {
     diffIds: [],
     configJson: Buffer.alloc(0),
     containers: 0,
+    parent: "",
   };
 }
 
@@ -8130,6 +8137,9 @@ export const ImageInfo: MessageFns<ImageInfo> = {
     }
     if (message.containers !== 0) {
       writer.uint32(80).int32(message.containers);
+    }
+    if (message.parent !== "") {
+      writer.uint32(90).string(message.parent);
     }
     return writer;
   },
@@ -8227,6 +8237,14 @@ export const ImageInfo: MessageFns<ImageInfo> = {
             message.containers = reader.int32();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8267,6 +8285,7 @@ export const ImageInfo: MessageFns<ImageInfo> = {
         ? Buffer.from(bytesFromBase64(object.config_json))
         : Buffer.alloc(0),
       containers: isSet(object.containers) ? globalThis.Number(object.containers) : 0,
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
     };
   },
 
@@ -8302,6 +8321,9 @@ export const ImageInfo: MessageFns<ImageInfo> = {
     if (message.containers !== 0) {
       obj.containers = Math.round(message.containers);
     }
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
     return obj;
   },
 
@@ -8320,6 +8342,7 @@ export const ImageInfo: MessageFns<ImageInfo> = {
     message.diffIds = object.diffIds?.map((e) => e) || [];
     message.configJson = object.configJson ?? Buffer.alloc(0);
     message.containers = object.containers ?? 0;
+    message.parent = object.parent ?? "";
     return message;
   },
 };
