@@ -35,7 +35,7 @@ from services.common import errors
 from services.gateway.docker import detach_keys
 from services.gateway.docker.context import (API_VERSION_KEY, EXEC_DETACH_KEYS_KEY, FAILED_EXECS_KEY, RESIZE_KEY,
                                              backends, json_body, json_response, long_lived)
-from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, stream_content_type
+from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, line_frames, stream_content_type
 
 log = structlog.get_logger(__name__)
 
@@ -303,7 +303,7 @@ async def _replay_log(containers, info: engine_pb2.ContainerInfo, hijacked: Hija
             if info.config.tty:
                 await hijacked.write(chunk.data)
             elif stream in wanted:
-                await hijacked.write(frame(stream, chunk.data))
+                await hijacked.write(line_frames(stream, chunk.data))
     except errors.NotImplementedYet:
         pass  # log driver "none": nothing to replay, the stream still comes
     finally:
