@@ -45,12 +45,12 @@ def _ns(ts: Timestamp) -> int:
 
 def mount_from_pb(m: mount_pb2.Mount) -> Mount:
     return Mount(type=m.type, source=m.source, target=m.target, options=tuple(m.options),
-                 create_source=m.create_source)
+                 create_source=m.create_source, sub_path=m.sub_path)
 
 
 def mount_to_pb(m: Mount) -> mount_pb2.Mount:
     return mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=list(m.options),
-                           create_source=m.create_source)
+                           create_source=m.create_source, sub_path=m.sub_path)
 
 
 def spec_from_pb(s: pb.Spec) -> Spec:

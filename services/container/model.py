@@ -14,6 +14,8 @@ class Mount:
     options: tuple[str, ...] = ()
     # bind only: make a missing source directory at create (docker's -v).
     create_source: bool = False
+    # bind only: mount this relative path inside source instead (docker's volume subpath).
+    sub_path: str = ""
 
 
 @dataclass(frozen=True)

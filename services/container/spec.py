@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from services.common import errors
 from services.common.paths import secure_join
+from services.container import subpaths
 from services.container.model import Spec
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -228,6 +229,8 @@ def bind_sources(spec: Spec) -> Spec:
             if not os.path.exists(source):
                 raise errors.InvalidArgument(
                     f'invalid mount config for type "bind": bind source path does not exist: {m.source}')
+            # The sub-path itself is resolved at each start (subpaths.attach).
+            subpaths.check(m.sub_path)
             m = replace(m, source=source)
         mounts.append(m)
     return replace(spec, mounts=tuple(mounts))

@@ -255,3 +255,38 @@ def test_an_execs_detach_keys_come_from_its_create(client):
         assert err.value.status_code == 400
     finally:
         c.remove(force=True)
+
+
+def test_a_volume_subpath_mounts_only_that_directory_and_never_leads_out(client):
+    name = f"sub-{uuid.uuid4().hex[:8]}"
+    client.volumes.create(name)
+    made = []
+
+    def run(subpath, cmd, **kw):
+        mount = docker.types.Mount(type="volume", source=name, target="/m", read_only=True, subpath=subpath)
+        c = client.containers.create("busybox", cmd, mounts=[mount], **kw)
+        made.append(c)
+        return c
+    try:
+        client.containers.run("busybox", ["sh", "-c", "mkdir -p /v/sub/deep && echo in > /v/sub/deep/f"
+                                          " && echo top > /v/top && ln -s / /v/sub/out"],
+                              volumes={name: {"bind": "/v"}}, remove=True)
+        c = run("sub", ["sh", "-c", "cat /m/deep/f; ls /m; test -e /m/top || echo no-top"])
+        c.start()
+        assert c.wait()["StatusCode"] == 0
+        assert c.logs() == b"in\ndeep\nout\nno-top\n"
+        c.start()  # a second run resolves it again (and lets go of the first run's mount)
+        assert c.wait()["StatusCode"] == 0
+        assert c.logs() == b"in\ndeep\nout\nno-top\n" * 2
+        # Resolved where the runtime mounts it: berth's runtime create, at container create.
+        for bad, words in (("sub/out", "symlink"), ("sub/nope", "nope"), ("top/x", "not a directory")):
+            with pytest.raises(docker.errors.APIError) as err:
+                run(bad, ["true"]).start()
+            assert err.value.status_code == 409 and words in str(err.value)
+        with pytest.raises(docker.errors.APIError) as err:
+            run("../x", ["true"])
+        assert err.value.status_code == 400 and "relative path within the volume" in str(err.value)
+    finally:
+        for c in made:
+            c.remove(force=True)
+        client.volumes.get(name).remove(force=True)

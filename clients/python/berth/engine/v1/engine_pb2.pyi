@@ -832,6 +832,7 @@ class MountSpec(_message.Message):
     CREATE_SOURCE_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     VOLUME_LABELS_FIELD_NUMBER: _builtins.int
+    VOLUME_SUBPATH_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """"volume", "bind" or "tmpfs"."""
     source: _builtins.str
@@ -846,6 +847,11 @@ class MountSpec(_message.Message):
     """Do not fill a new volume from the image's content at the target."""
     create_source: _builtins.bool
     """Create a missing bind source directory (`-v` does; `--mount` refuses)."""
+    volume_subpath: _builtins.str
+    """"volume" only: mount this relative path inside the volume instead of all of it
+    (docker's VolumeOptions.Subpath); no ".." part. It must exist when the
+    container starts and may not be reached through a symlink.
+    """
     @_builtins.property
     def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """tmpfs: "size=64m", "mode=1777", mount flags; bind: a propagation ("rprivate", ...)."""
@@ -865,10 +871,11 @@ class MountSpec(_message.Message):
         create_source: _builtins.bool = ...,
         options: _abc.Iterable[_builtins.str] | None = ...,
         volume_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        volume_subpath: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_source", b"create_source", "options", b"options", "readonly", b"readonly", "source", b"source", "target", b"target", "type", b"type", "volume_labels", b"volume_labels", "volume_nocopy", b"volume_nocopy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_source", b"create_source", "options", b"options", "readonly", b"readonly", "source", b"source", "target", b"target", "type", b"type", "volume_labels", b"volume_labels", "volume_nocopy", b"volume_nocopy", "volume_subpath", b"volume_subpath"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

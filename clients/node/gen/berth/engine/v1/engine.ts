@@ -436,6 +436,12 @@ export interface MountSpec {
   options: string[];
   /** Labels for a volume this mount creates; ignored for an existing volume. */
   volumeLabels: { [key: string]: string };
+  /**
+   * "volume" only: mount this relative path inside the volume instead of all of it
+   * (docker's VolumeOptions.Subpath); no ".." part. It must exist when the
+   * container starts and may not be reached through a symlink.
+   */
+  volumeSubpath: string;
 }
 
 export interface MountSpec_VolumeLabelsEntry {
@@ -4651,6 +4657,7 @@ function createBaseMountSpec(): MountSpec {
     createSource: false,
     options: [],
     volumeLabels: {},
+    volumeSubpath: "",
   };
 }
 
@@ -4680,6 +4687,9 @@ export const MountSpec: MessageFns<MountSpec> = {
     globalThis.Object.entries(message.volumeLabels).forEach(([key, value]: [string, string]) => {
       MountSpec_VolumeLabelsEntry.encode({ key: key as any, value }, writer.uint32(66).fork()).join();
     });
+    if (message.volumeSubpath !== "") {
+      writer.uint32(74).string(message.volumeSubpath);
+    }
     return writer;
   },
 
@@ -4763,6 +4773,14 @@ export const MountSpec: MessageFns<MountSpec> = {
             }
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.volumeSubpath = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4819,6 +4837,11 @@ export const MountSpec: MessageFns<MountSpec> = {
           {},
         )
         : {},
+      volumeSubpath: isSet(object.volumeSubpath)
+        ? globalThis.String(object.volumeSubpath)
+        : isSet(object.volume_subpath)
+        ? globalThis.String(object.volume_subpath)
+        : "",
     };
   },
 
@@ -4854,6 +4877,9 @@ export const MountSpec: MessageFns<MountSpec> = {
         });
       }
     }
+    if (message.volumeSubpath !== "") {
+      obj.volumeSubpath = message.volumeSubpath;
+    }
     return obj;
   },
 
@@ -4878,6 +4904,7 @@ export const MountSpec: MessageFns<MountSpec> = {
       },
       {},
     );
+    message.volumeSubpath = object.volumeSubpath ?? "";
     return message;
   },
 };
