@@ -27,7 +27,7 @@ def image_summary(info: engine_pb2.ImageInfo) -> dict:
     """One entry of `GET /images/json` (what `docker images` prints)."""
     return {
         "Id": info.id,
-        "ParentId": "",
+        "ParentId": info.parent,
         "RepoTags": [familiar(t) for t in info.repo_tags] or ["<none>:<none>"],
         "RepoDigests": [familiar(d) for d in info.repo_digests] or ["<none>@<none>"],
         "Created": info.created.seconds,
