@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -172,7 +173,6 @@ def test_streamed_run_logs_yield_a_line_per_item(client):
 
 
 def _wait_running(client, exec_id: str, timeout: float = 30) -> None:
-    import time
     deadline = time.monotonic() + timeout
     while not client.api.exec_inspect(exec_id)["Pid"]:  # running on the node, not only starting
         assert time.monotonic() < deadline, "the exec never ran"
@@ -208,6 +208,7 @@ def _read_until_closed(raw, timeout: float = 20) -> bytes:
 def test_detach_keys_close_a_hijacked_attach_and_the_container_runs_on(client):
     """A terminal's attach: ctrl-p ctrl-q by default, `detachKeys` otherwise; a broken
     prefix reaches the process; unknown keys are a 400 before any upgrade."""
+    since = time.time() - 1
     c = client.containers.run("busybox", ["cat"], detach=True, stdin_open=True, tty=True)
     try:
         sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
@@ -227,6 +228,9 @@ def test_detach_keys_close_a_hijacked_attach_and_the_container_runs_on(client):
         raw.close()
         c.reload()
         assert c.status == "running"
+        actions = [e["Action"] for e in client.events(since=since, until=time.time() + 1, decode=True,
+                                                       filters={"container": c.id})]
+        assert actions.count("detach") == 2, actions
         with pytest.raises(docker.errors.APIError) as err:
             client.api.attach_socket(c.id, params={"stdin": 1, "stream": 1, "detachKeys": "ctrl-pq"})
         assert err.value.status_code == 400 and "ctrl-pq" in str(err.value)
@@ -237,12 +241,12 @@ def test_detach_keys_close_a_hijacked_attach_and_the_container_runs_on(client):
 def test_an_execs_detach_keys_come_from_its_create(client):
     c = client.containers.run("busybox", ["sleep", "60"], detach=True)
     try:
-        exec_id = client.api.exec_create(c.id, ["cat"], stdin=True, tty=True)["Id"]
+        plain = client.api.exec_create(c.id, ["cat"], stdin=True, tty=True)["Id"]
         # What docker-py sends from the client config's detachKeys (moby reads names in any case).
         client.api._general_configs["detachKeys"] = "ctrl-a"
         keyed = client.api.exec_create(c.id, ["cat"], stdin=True, tty=True)["Id"]
         del client.api._general_configs["detachKeys"]
-        for exec_id, keys in ((exec_id, b"\x10\x11"), (keyed, b"\x01")):
+        for exec_id, keys in ((plain, b"\x10\x11"), (keyed, b"\x01")):
             sock = client.api.exec_start(exec_id, tty=True, socket=True)
             raw = getattr(sock, "_sock", sock)
             _wait_running(client, exec_id)  # keys typed once it runs (as a user types them)
@@ -250,6 +254,9 @@ def test_an_execs_detach_keys_come_from_its_create(client):
             _read_until_closed(raw)
             raw.close()
             assert client.api.exec_inspect(exec_id)["Running"] is True
+        detached = [e for e in client.events(since=time.time() - 60, until=time.time() + 1, decode=True,
+                                             filters={"container": c.id}) if e["Action"] == "exec_detach"]
+        assert sorted(e["Actor"]["Attributes"]["execID"] for e in detached) == sorted([plain, keyed])
         with pytest.raises(docker.errors.APIError) as err:
             client.api.exec_create(c.id, ["cat"], stdin=True, tty=True, detach_keys="ctrl-")
         assert err.value.status_code == 400

@@ -73,9 +73,10 @@ class _Session:
         self._queue.put_nowait(_END)
 
     async def pump_stdin(self, hijacked: Hijacked, close_on_eof: bool,
-                         scanner: detach_keys.Scanner | None) -> None:
+                         scanner: detach_keys.Scanner | None, on_detach=None) -> None:
         """`scanner` (a terminal's): its key sequence closes the client's connection, which
-        ends the session without close_stdin, so the process runs on (docker's detach)."""
+        ends the session without close_stdin, so the process runs on (docker's detach);
+        `on_detach()` announces it."""
         while (data := await hijacked.read_stdin()) is not None:
             detached = False
             if scanner is not None:
@@ -83,6 +84,8 @@ class _Session:
             if data:
                 self._queue.put_nowait(self._message(stdin=data))
             if detached:
+                if on_detach is not None:
+                    on_detach()
                 await hijacked.close()
                 return
         if close_on_eof:
@@ -137,11 +140,12 @@ async def _relay(responses, hijacked: Hijacked, tty: bool, wanted: set[int]) -> 
 
 async def _interactive(request: web.Request, session: _Session, responses, tty: bool, wanted: set[int],
                        stdin: bool, close_on_eof: bool, what: str, on_error=None,
-                       before=None, scanner: detach_keys.Scanner | None = None) -> web.StreamResponse:
+                       before=None, scanner: detach_keys.Scanner | None = None,
+                       on_detach=None) -> web.StreamResponse:
     """`before(hijacked)`, when given, writes first (attach's logs=1); `scanner` watches
-    stdin for the detach keys."""
+    stdin for the detach keys, `on_detach()` announces them."""
     hijacked = await Hijacked.upgrade(request, stream_content_type(request[API_VERSION_KEY], tty))
-    pump = asyncio.ensure_future(session.pump_stdin(hijacked, close_on_eof, scanner)) if stdin else None
+    pump = asyncio.ensure_future(session.pump_stdin(hijacked, close_on_eof, scanner, on_detach)) if stdin else None
     with long_lived(request):
         try:
             if before is not None:
@@ -254,7 +258,8 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     with _registered(request, exec_id, session):
         return await _interactive(request, session, responses, raw, {STDOUT, STDERR},
                                   stdin=info.open_stdin, close_on_eof=True, what="exec", on_error=on_error,
-                                  scanner=scanner)
+                                  scanner=scanner, on_detach=lambda: backends(request).containers.publish(
+                                      "exec_detach", info.container_id, execID=exec_id))
 
 
 async def exec_resize(request: web.Request) -> web.Response:
@@ -338,7 +343,8 @@ async def attach_interactive(request: web.Request, info: engine_pb2.ContainerInf
         # (`run -i`); `docker attach` to a `run -d -i` one leaves it open for the next client.
         return await _interactive(request, session, responses, cfg.tty, wanted,
                                   stdin=stdin, close_on_eof=cfg.stdin_once, what="attach", before=replay,
-                                  scanner=detach_keys.Scanner(keys) if cfg.tty else None)
+                                  scanner=detach_keys.Scanner(keys) if cfg.tty else None,
+                                  on_detach=lambda: backends(request).containers.publish("detach", info.id))
 
 
 async def container_resize(request: web.Request) -> web.Response:
