@@ -38,6 +38,9 @@ def parse(spec: str, what: str = "detach keys") -> bytes:
     return bytes(keys)
 
 
+DEFAULT_KEYS = parse(DEFAULT)
+
+
 class Scanner:
     """Finds the sequence in a byte stream split anywhere; a partial match that fails
     is passed on with the byte that broke it."""

@@ -253,8 +253,7 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     # CLI sends the exec's own value.
     raw = bool(body["Tty"]) if "Tty" in body else info.tty
     # The exec's terminal, not the start's framing, decides whether keys detach (as moby).
-    scanner = detach_keys.Scanner(keys if keys is not None else detach_keys.parse(detach_keys.DEFAULT)) \
-        if info.tty else None
+    scanner = detach_keys.Scanner(detach_keys.DEFAULT_KEYS if keys is None else keys) if info.tty else None
     with _registered(request, exec_id, session):
         return await _interactive(request, session, responses, raw, {STDOUT, STDERR},
                                   stdin=info.open_stdin, close_on_eof=True, what="exec", on_error=on_error,
@@ -282,7 +281,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     stream, logs = convert.flag(q, "stream"), convert.flag(q, "logs")
     if not stream and not logs:
         raise errors.InvalidArgument("Bad parameters: you must choose at least one of stream or logs")
-    keys = detach_keys.parse(q.get("detachKeys") or detach_keys.DEFAULT)
+    keys = detach_keys.parse(q["detachKeys"]) if q.get("detachKeys") else detach_keys.DEFAULT_KEYS
     b, ref = backends(request), request.match_info["id"]
     # Known errors (no such container) before the upgrade: after it, they have no JSON.
     info = await b.containers.inspect(ref)

@@ -1442,7 +1442,10 @@ class ExecStart(_message.Message):
     tty: _builtins.bool
     """Give the process a pseudo-terminal."""
     stdin: _builtins.bool
-    """Pass stdin; the process sees EOF after close_stdin (or the caller leaving)."""
+    """Pass stdin; the process sees EOF after close_stdin (or the caller leaving).
+    With tty the terminal's input is never closed (as docker's): a caller that
+    leaves or detaches leaves the process running, and close_stdin does nothing.
+    """
     detach: _builtins.bool
     """Start it and return at once; it runs on, its output goes to its log."""
     @_builtins.property
