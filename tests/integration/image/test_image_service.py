@@ -334,3 +334,13 @@ def test_a_store_from_before_parents_opens_with_none(tmp_path):
         assert store.get_image("sha256:aa").parent == ""
     finally:
         store.close()
+
+
+async def test_a_removed_parent_is_not_reported(service):
+    [base] = await load(service, ti.busybox_docker_archive())
+    mid = await service.create_image("busybox", ImageConfig(cmd=("a",)), ti.chunks_of(b""))
+    child = await service.create_image(mid.id, ImageConfig(cmd=("b",)), ti.chunks_of(b""), name="child:2")
+    assert child.parent == mid.id and mid.parent == base.id
+    await service.remove_image(mid.id)
+    assert (await service.get_image("child:2")).parent == ""
+    assert [i.parent for i in await service.list_images("child:2")] == [""]
