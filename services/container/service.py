@@ -47,6 +47,7 @@ from services.container import logs as logs_mod
 from services.container import runtime as rt
 from services.container import spec as spec_mod
 from services.container import security
+from services.container import subpaths
 from services.container import userns as userns_mod
 from services.container.events import Broker
 from services.container.stdio import Stdio
@@ -488,6 +489,7 @@ class ContainerService:
         """config.json for the next `runc create`: the OCI spec (with the mounts as runc
         does them), then its confinement, then its user namespace."""
         user = spec_mod.resolve_user(b.rootfs, spec)
+        spec = replace(spec, mounts=subpaths.attach(spec.mounts, b.dir))
         try:
             mounts = userns_mod.mapped_mounts(spec, b.dir, self.namespaces)
         except OSError as exc:
