@@ -157,3 +157,11 @@ def test_update_takes_docker_zeros_as_unchanged_and_refuses_what_it_cannot_chang
     assert resources is None and (policy.name, policy.maximum_retry_count) == ("on-failure", 3)
     with pytest.raises(errors.NotImplementedYet):
         convert.update_request("c", {"CpusetCpus": "0"})
+
+
+def test_an_images_parent_is_in_inspect_and_list():
+    from berth.engine.v1 import engine_pb2
+    from berth_docker.shapes.images import image_json, image_summary
+    info = engine_pb2.ImageInfo(id="sha256:" + "b" * 64, parent="sha256:" + "a" * 64, config_json=b"{}")
+    assert image_json(info)["Parent"] == image_summary(info)["ParentId"] == "sha256:" + "a" * 64
+    assert image_json(engine_pb2.ImageInfo(id="sha256:" + "c" * 64, config_json=b"{}"))["Parent"] == ""
