@@ -22,6 +22,7 @@ def run_service(service: str, build: Builder) -> None:
     config = config_mod.load()
     logging_mod.setup(service, config.log_format, config.log_level)
     tracing.setup(service)
+    rpc.set_caller(service)
 
     async def main() -> None:
         register, on_stop = await build(config)
