@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,7 +20,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import errors, tls, tracing
+from services.common import errors, metrics, tls, tracing
 from services.common.config import Config
 
 log = structlog.get_logger(__name__)
@@ -90,30 +91,50 @@ async def _abort(context, exc: BaseException, method: str):
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
 
 
+def _status(exc: BaseException | None, context) -> str:
+    """The status a call ended with, as berth.rpc.server.duration labels it."""
+    if exc is None:
+        return "OK"
+    if isinstance(exc, grpc.aio.AbortError):   # the handler aborted with its own code
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    if isinstance(exc, errors.BerthError):
+        return errors.grpc_code(exc).name
+    return "CANCELLED" if isinstance(exc, (asyncio.CancelledError, GeneratorExit)) else "INTERNAL"
+
+
 def _wrap_unary(fn, method, streaming_request: bool = False):
     async def wrapped(request, context):
+        started, failure = time.perf_counter(), None
         try:
             if isinstance(request, _Corrupt):
                 raise request.error
             return await fn(_checked(request) if streaming_request else request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            failure = exc
+            if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+                raise
             await _abort(context, exc, method)
+        finally:
+            metrics.record_rpc(method, _status(failure, context), time.perf_counter() - started)
     return wrapped
 
 
 def _wrap_stream(fn, method, streaming_request: bool = False):
     async def wrapped(request, context):
+        started, failure = time.perf_counter(), None
         try:
             if isinstance(request, _Corrupt):
                 raise request.error
             async for item in fn(_checked(request) if streaming_request else request, context):
                 yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            failure = exc
+            if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+                raise
             await _abort(context, exc, method)
+        finally:
+            metrics.record_rpc(method, _status(failure, context), time.perf_counter() - started)
     return wrapped
 
 
@@ -127,7 +148,7 @@ async def serve(service: str, config: Config, register: Registrar,
         interceptors=[ErrorInterceptor(), *tracing.server_interceptors()],
         options=CHANNEL_OPTIONS,
     )
-    names = list(register(server))
+    names = [*register(server), metrics.add_servicer(server)]
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -30,6 +30,7 @@ from services.gateway.backends.task_events import TaskEvents
 from services.gateway.backends.volumes import Volumes
 from services.gateway.docker.server import DockerApiServer
 from services.gateway.events import EventLog
+from services.gateway.metrics_http import MetricsServer
 from services.gateway.store import GatewayStore
 from services.gateway.volumes import Mounter
 
@@ -111,12 +112,16 @@ async def build(config: Config):
     # The Docker Engine API in this same loop, over the same backends the gRPC API uses.
     docker_api = DockerApiServer(config, backends)
     await docker_api.start()
+    metrics_server = MetricsServer(config.metrics_address, {
+        name: client.channel for name, client in zip(("image", "network", "volume", "container", "build"), clients)})
+    await metrics_server.start()
 
     def register(server):
         engine_pb2_grpc.add_EngineServiceServicer_to_server(EngineApi(backends), server)
         return [engine_pb2.DESCRIPTOR.services_by_name["EngineService"].full_name]
 
     async def on_stop():
+        await metrics_server.stop()
         await docker_api.stop()
         await tasks.close()
         for client in clients:
