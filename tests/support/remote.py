@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
 import tempfile
 
 from pyroute2 import IPRoute, netns
@@ -25,6 +26,8 @@ from tests.support.engine import PYTHON, Engine
 
 NODE_SERVICES = ("image", "network", "volume", "container", "build")
 FIRST_PORT = 7401
+# The gateway's own listeners on A's address: its gRPC Engine API and the Docker API.
+GATEWAY_PORT, DOCKER_PORT = 7400, 2376
 
 
 class RemotePair:
@@ -44,13 +47,27 @@ class RemotePair:
     def addresses(self) -> dict[str, str]:
         return {s: f"{self.ip_b}:{FIRST_PORT + i}" for i, s in enumerate(NODE_SERVICES)}
 
+    @property
+    def gateway_address(self) -> str:
+        return f"{self.ip_a}:{GATEWAY_PORT}"
+
+    @property
+    def docker_address(self) -> str:
+        return f"{self.ip_a}:{DOCKER_PORT}"
+
+    def in_node(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a command in B's namespace (a client on the node's host, reaching A over the link)."""
+        return subprocess.run(["nsenter", f"--net=/run/netns/{self.ns_b}", *argv], capture_output=True,
+                              text=True, timeout=timeout)
+
     def start(self) -> RemotePair:
         try:
             self._link()
             self.tls_dir = tempfile.mkdtemp(prefix="/tmp/bt-tls-")
             tls.issue(self.tls_dir, [*NODE_SERVICES, "gateway", "client"], [self.ip_b, self.ip_a])
             env = {"BERTH_TLS_DIR": self.tls_dir,
-                   **{f"BERTH_{s.upper()}_ADDRESS": a for s, a in self.addresses.items()}}
+                   **{f"BERTH_{s.upper()}_ADDRESS": a for s, a in self.addresses.items()},
+                   "BERTH_GATEWAY_ADDRESS": self.gateway_address, "BERTH_DOCKER_TCP": self.docker_address}
             self.node = self._engine(self.ns_b, NODE_SERVICES, env)
             self.gateway = self._engine(self.ns_a, ("gateway",), env)
         except BaseException:
