@@ -262,5 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from berth_cli import completion
         print(completion.script(ns.shell, build_parser()), end="")
         return 0
+    if not (ns.tls or ns.tlsverify or ns.host.startswith(("unix:", "/"))):
+        # Refused here rather than sent in clear for the engine to refuse.
+        print(f"berth: -H {ns.host}: the engine serves TCP only with mutual TLS; add --tlsverify "
+              "(with --tlscacert, --tlscert and --tlskey, by default ca.pem, cert.pem and key.pem "
+              "in BERTH_CERT_PATH or ~/.berth)", file=sys.stderr)
+        return USAGE_ERROR
     from berth_cli import commands
     return commands.dispatch(ns)

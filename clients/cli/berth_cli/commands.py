@@ -16,7 +16,6 @@ from berth.engine.v1 import engine_pb2
 from berth_cli import registry
 from berth_cli import format as fmt
 from berth_cli import templates
-from berth_cli.cli import USAGE_ERROR
 from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
 from berth_cli.runflags import client as client_flags
@@ -35,14 +34,7 @@ def _handler(verb: str):
 
 def dispatch(ns) -> int:
     handler = _handler(ns.verb)
-    tls = None
-    if ns.tls or ns.tlsverify:
-        tls = (ns.tlscacert, ns.tlscert, ns.tlskey, ns.tlsverify)
-    elif not ns.host.startswith(("unix:", "/")):
-        print(f"berth: -H {ns.host}: the engine serves TCP only with mutual TLS; add --tlsverify "
-              "(with --tlscacert, --tlscert and --tlskey, by default ca.pem, cert.pem and key.pem "
-              "in BERTH_CERT_PATH or ~/.berth)", file=sys.stderr)
-        return USAGE_ERROR
+    tls = (ns.tlscacert, ns.tlscert, ns.tlskey, ns.tlsverify) if ns.tls or ns.tlsverify else None
     client = Client(ns.host, tls)
     try:
         return handler(client, ns) or 0
