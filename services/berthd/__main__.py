@@ -65,7 +65,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def certs(argv: list[str]) -> int:
     """`berthd certs`: a CA and a certificate for each service (and client) of a deployment."""
-    from services.common import tls
     parser = argparse.ArgumentParser(
         prog="berthd certs", description="Make a CA (when DIR has none) and a certificate and key for each "
         "NAME, for mutual TLS between berth's services on TCP and their clients.")

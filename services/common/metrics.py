@@ -4,7 +4,7 @@ Each service records into its own MeterProvider, whose PrometheusMetricReader (t
 OpenTelemetry exporter for Prometheus) renders on demand: nothing is computed between
 scrapes and no thread or port is opened per service. Every service answers
 berth.metrics.v1.MetricsService/ScrapeMetrics with its text (see rpc.serve); the gateway
-merges them, each sample labelled with its service, into one /metrics (gateway_http).
+merges them, each sample labelled with its service, into one /metrics (services/gateway/metrics_http.py).
 
     counter = metrics.meter(__name__).create_counter("berth.image.pull.bytes", unit="By")
     counter.add(len(chunk))
