@@ -54,7 +54,8 @@ class Config:
     dns_upstreams: str = ""
     # The Docker Engine API the gateway serves for the docker CLI and SDKs: a root-only
     # unix socket ("" is <run_root>/docker.sock), and TCP ("host:port", "" is off), which
-    # is served only with mutual TLS from docker_tls_dir (ca.pem, cert.pem, key.pem).
+    # is served only with mutual TLS from docker_tls_dir (ca.pem, cert.pem, key.pem), or
+    # else from tls_dir's ca.pem and gateway-cert.pem/-key.pem.
     docker_socket: str = ""
     docker_tcp: str = ""
     docker_tls_dir: str = ""
