@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -131,5 +132,17 @@ async def build(config: Config):
     return register, on_stop
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+    """`python -m services.gateway [--metrics-addr HOST:PORT]` (as a unit runs it; config from BERTH_*)."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="berth-gateway")
+    parser.add_argument("--metrics-addr", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (BERTH_METRICS_ADDRESS)")
+    args = parser.parse_args(argv)
+    if args.metrics_addr is not None:
+        os.environ["BERTH_METRICS_ADDRESS"] = args.metrics_addr
     process.run_service("gateway", build)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
