@@ -22,6 +22,7 @@ from berth.engine.v1 import engine_pb2 as pb
 from tests import bench_build
 from tests import bench_output
 from tests import bench_cli
+from tests import bench_remote
 from tests.support.engine import PYTHON, REPO, Engine, _pss
 from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
 
@@ -135,6 +136,9 @@ def main() -> None:
         if os.environ.get("BENCH_ONLY") == "build":
             bench_build.report(bench_build.measure(engine, berth.cli, IMAGE, tar_path, tmp, runs))
             return
+        if os.environ.get("BENCH_ONLY") == "remote":
+            bench_remote.report(bench_remote.measure(tar_path, runs))
+            return
         idle_fresh = sum(engine.pss_kib().values()) / 1024
         results = {
             "cli_run_ms": median_ms(berth.cli_run, runs),
@@ -162,6 +166,7 @@ def main() -> None:
         bench_output.report(bulk, docker_bulk)
         bench_cli.report(*bench_cli.measure(engine, IMAGE, tar_path, runs))
         bench_build.report(bench_build.measure(engine, berth.cli, IMAGE, tar_path, tmp, runs))
+        bench_remote.report(bench_remote.measure(tar_path, runs))
     finally:
         engine.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,6 +4,8 @@
                               [--log-format json|console] [--services image,network,...] [--exec]
                               [--log-driver json-file|local|none] [--log-opt key=value ...]
                               [--userns-remap USER[:GROUP]|default]
+                              [--tls-dir DIR] [--metrics-addr HOST:PORT]
+    python -m services.berthd certs DIR [--san HOST_OR_IP ...] [--force] [NAME ...]
 
 --log-driver and --log-opt are docker's daemon.json "log-driver" and "log-opts": the
 log driver of containers created without one (BERTH_LOG_DRIVER, BERTH_LOG_OPTS).
@@ -18,7 +20,7 @@ import sys
 
 from services.berthd.supervisor import REGISTRY, Supervisor
 from services.common import config as config_mod
-from services.common import errors
+from services.common import errors, tls
 from services.common import logging as logging_mod
 from services.container import logfiles
 from services.container.model import LogConfig
@@ -48,20 +50,53 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="run containers in a user namespace mapping root onto the "
                              "subordinate ids of USER (/etc/subuid, /etc/subgid); \"default\" "
                              "makes and uses the user \"berth\" (docker's userns-remap)")
+    parser.add_argument("--tls-dir", default=defaults.tls_dir, metavar="DIR",
+                        help="certificates for services on TCP (ca.pem, <service>-cert.pem, "
+                             "<service>-key.pem; see `berthd certs`): TCP is served and called "
+                             "only with mutual TLS (BERTH_TLS_DIR)")
+    parser.add_argument("--metrics-addr", default=defaults.metrics_address, metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics from the gateway "
+                             "(BERTH_METRICS_ADDRESS; default off)")
     parser.add_argument("--exec", dest="warm", action="store_false",
                         help="start each service with exec instead of forking it from "
                              "berthd's preloaded modules (more memory; for debugging)")
     return parser.parse_args(argv)
 
 
+def certs(argv: list[str]) -> int:
+    """`berthd certs`: a CA and a certificate for each service (and client) of a deployment."""
+    parser = argparse.ArgumentParser(
+        prog="berthd certs", description="Make a CA (when DIR has none) and a certificate and key for each "
+        "NAME, for mutual TLS between berth's services on TCP and their clients.")
+    parser.add_argument("dir", help="where ca.pem, ca-key.pem and NAME-cert.pem/NAME-key.pem go")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="services and clients to certify (default: every service and \"client\")")
+    parser.add_argument("--san", action="append", default=[], metavar="HOST_OR_IP",
+                        help="a host name or IP address the certified services are reached at; "
+                             "repeatable (localhost and 127.0.0.1 are always in)")
+    parser.add_argument("--force", action="store_true", help="replace certificates that exist")
+    args = parser.parse_args(argv)
+    names = args.names or [*config_mod.SERVICES, "client"]
+    try:
+        for path in tls.issue(args.dir, names, args.san, force=args.force):
+            print(path)
+    except errors.BerthError as exc:
+        print(f"berthd certs: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["certs"]:
+        return certs(argv[1:])
+    args = parse_args(argv)
     config = dataclasses.replace(
         config_mod.load(), run_root=args.run_root, data_root=args.data_root,
         runtime=args.runtime, log_format=args.log_format, log_level=args.log_level,
         log_driver=args.log_driver,
         log_opts=",".join(args.log_opt) if args.log_opt is not None else config_mod.load().log_opts,
-        userns_remap=args.userns_remap)
+        userns_remap=args.userns_remap, tls_dir=args.tls_dir, metrics_address=args.metrics_addr)
     logging_mod.setup("berthd", config.log_format, config.log_level)
     try:
         # Checked here, where the user can see it, rather than as a failing container service.
@@ -69,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                          LogConfig())
     except errors.InvalidArgument as exc:
         print(f"berthd: --log-driver/--log-opt: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        tls.check(config)
+    except errors.InvalidArgument as exc:
+        print(f"berthd: {exc.message}", file=sys.stderr)
         return 2
     names = [s for s in args.services.split(",") if s]
     unknown = sorted(set(names) - {s.name for s in REGISTRY})

@@ -194,7 +194,7 @@ class Supervisor:
 
     def _exec_child(self, target, name: str, env: dict[str, str]) -> Child:
         argv = [sys.executable, "-m", f"services.{name}"] if target is _serve else \
-            [sys.executable, "-m", "services.berthd.probe", self.config.address(name)]
+            [sys.executable, "-m", "services.berthd.probe", self.config.local_address(name)]
         popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0,
                                  preexec_fn=_die_with_parent)
         # The Popen object is dropped: Child reaps the pid itself.
@@ -269,7 +269,7 @@ def _serve(name: str, config: Config) -> int:
 
 def _probe(name: str, config: Config) -> int:
     from services.berthd.probe import check
-    return check(config.address(name))
+    return check(config.local_address(name))
 
 
 def _describe(code: int | None) -> str:

@@ -38,10 +38,13 @@ from services.build import context as context_mod
 from services.build import dockerfile as df
 from services.build.store import CacheStore
 from services.build.worker import RunOptions, Worker
-from services.common import errors
+from services.common import errors, metrics
 from services.common.paths import secure_join
 
 log = structlog.get_logger(__name__)
+# Steps that finished, by how: done (ran), cached or failed.
+BUILD_STEPS = metrics.meter(__name__).create_counter(
+    "berth.build.steps", description="Build steps finished, by state (done, cached, failed)")
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 # Build args docker accepts without an ARG, passed to RUN but kept out of the
@@ -244,6 +247,9 @@ class Build:
                     state: int, **kw) -> None:
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
+        if state != build_pb2.BUILD_STEP_STATE_STARTED:
+            BUILD_STEPS.add(1, {"state": build_pb2.BuildStepState.Name(state)
+                                .removeprefix("BUILD_STEP_STATE_").lower()})
         self.emit(build_pb2.BuildEvent(step=build_pb2.BuildStep(
             number=number, stage=stage.label, index=index, count=1 + len(stage.instructions),
             instruction=text, state=state, time=now, line=line, total=self._total, **kw)))

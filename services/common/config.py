@@ -38,7 +38,7 @@ class Config:
     log_format: str = "auto"
     log_level: str = "info"
     # Per-service addresses override the sockets, for services on other hosts:
-    # "unix:///path" or "host:port".
+    # "unix:///path" or "host:port" (also "tcp://host:port"), TCP with mutual TLS only.
     addresses: dict[str, str] = field(default_factory=dict)
     # JSON file of registry settings (default registry, mirrors, insecure
     # registries, CA dirs, pull parallelism, timeouts); empty: built-in defaults.
@@ -54,7 +54,8 @@ class Config:
     dns_upstreams: str = ""
     # The Docker Engine API the gateway serves for the docker CLI and SDKs: a root-only
     # unix socket ("" is <run_root>/docker.sock), and TCP ("host:port", "" is off), which
-    # is served only with mutual TLS from docker_tls_dir (ca.pem, cert.pem, key.pem).
+    # is served only with mutual TLS from docker_tls_dir (ca.pem, cert.pem, key.pem), or
+    # else from tls_dir's ca.pem and gateway-cert.pem/-key.pem.
     docker_socket: str = ""
     docker_tcp: str = ""
     docker_tls_dir: str = ""
@@ -69,12 +70,24 @@ class Config:
     userns_remap: str = ""
     subuid_file: str = "/etc/subuid"
     subgid_file: str = "/etc/subgid"
+    # Certificates for services on TCP (see services/common/tls.py): ca.pem and
+    # <service>-cert.pem/-key.pem. A TCP address is served and called only with
+    # mutual TLS, so a TCP address without them is a config error.
+    tls_dir: str = ""
+    # Where the gateway serves Prometheus' /metrics for itself and the node services it
+    # drives ("host:port"; "" is off); berthd's and the gateway's --metrics-addr.
+    metrics_address: str = ""
 
     def socket_path(self, service: str) -> str:
         return os.path.join(self.run_root, f"{service}.sock")
 
     def address(self, service: str) -> str:
         return self.addresses.get(service) or f"unix://{self.socket_path(service)}"
+
+    def local_address(self, service: str) -> str:
+        """The unix socket a service serves on its own host, also beside a TCP address."""
+        address = self.addresses.get(service, "")
+        return address if address.startswith("unix:") else f"unix://{self.socket_path(service)}"
 
     def state_dir(self, service: str) -> str:
         return os.path.join(self.data_root, service)
@@ -103,7 +116,8 @@ class Config:
         if self.registries_file:
             env["BERTH_REGISTRIES_FILE"] = self.registries_file
         for key, value in (("BERTH_DOCKER_SOCKET", self.docker_socket), ("BERTH_DOCKER_TCP", self.docker_tcp),
-                           ("BERTH_DOCKER_TLS_DIR", self.docker_tls_dir)):
+                           ("BERTH_DOCKER_TLS_DIR", self.docker_tls_dir), ("BERTH_TLS_DIR", self.tls_dir),
+                           ("BERTH_METRICS_ADDRESS", self.metrics_address)):
             if value:
                 env[key] = value
         for service, address in self.addresses.items():
@@ -136,6 +150,8 @@ def load(environ: dict[str, str] | None = None) -> Config:
         userns_remap=env.get("BERTH_USERNS_REMAP", defaults.userns_remap),
         subuid_file=env.get("BERTH_SUBUID_FILE", defaults.subuid_file),
         subgid_file=env.get("BERTH_SUBGID_FILE", defaults.subgid_file),
+        tls_dir=env.get("BERTH_TLS_DIR", defaults.tls_dir),
+        metrics_address=env.get("BERTH_METRICS_ADDRESS", defaults.metrics_address),
         addresses={s: env[f"BERTH_{s.upper()}_ADDRESS"] for s in SERVICES
                    if env.get(f"BERTH_{s.upper()}_ADDRESS")},
     )

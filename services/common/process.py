@@ -11,7 +11,7 @@ import structlog
 from services.common import config as config_mod
 from services.common import errors
 from services.common import logging as logging_mod
-from services.common import rpc, tracing
+from services.common import metrics, rpc, tracing
 
 # build(config) -> (register, on_stop): constructs the service with its
 # dependencies, and returns how to add its servicers and how to close it.
@@ -22,6 +22,8 @@ def run_service(service: str, build: Builder) -> None:
     config = config_mod.load()
     logging_mod.setup(service, config.log_format, config.log_level)
     tracing.setup(service)
+    metrics.setup(service)
+    rpc.set_caller(service)
 
     async def main() -> None:
         register, on_stop = await build(config)

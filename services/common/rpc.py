@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,7 +20,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import errors, tracing
+from services.common import errors, metrics, tls, tracing
 from services.common.config import Config
 
 log = structlog.get_logger(__name__)
@@ -90,30 +91,50 @@ async def _abort(context, exc: BaseException, method: str):
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
 
 
+def _status(exc: BaseException | None, context) -> str:
+    """The status a call ended with, as berth.rpc.server.duration labels it."""
+    if exc is None:
+        return "OK"
+    if isinstance(exc, grpc.aio.AbortError):   # the handler aborted with its own code
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    if isinstance(exc, errors.BerthError):
+        return errors.grpc_code(exc).name
+    return "CANCELLED" if isinstance(exc, (asyncio.CancelledError, GeneratorExit)) else "INTERNAL"
+
+
 def _wrap_unary(fn, method, streaming_request: bool = False):
     async def wrapped(request, context):
+        started, failure = time.perf_counter(), None
         try:
             if isinstance(request, _Corrupt):
                 raise request.error
             return await fn(_checked(request) if streaming_request else request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            failure = exc
+            if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+                raise
             await _abort(context, exc, method)
+        finally:
+            metrics.record_rpc(method, _status(failure, context), time.perf_counter() - started)
     return wrapped
 
 
 def _wrap_stream(fn, method, streaming_request: bool = False):
     async def wrapped(request, context):
+        started, failure = time.perf_counter(), None
         try:
             if isinstance(request, _Corrupt):
                 raise request.error
             async for item in fn(_checked(request) if streaming_request else request, context):
                 yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            failure = exc
+            if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+                raise
             await _abort(context, exc, method)
+        finally:
+            metrics.record_rpc(method, _status(failure, context), time.perf_counter() - started)
     return wrapped
 
 
@@ -127,26 +148,23 @@ async def serve(service: str, config: Config, register: Registrar,
         interceptors=[ErrorInterceptor(), *tracing.server_interceptors()],
         options=CHANNEL_OPTIONS,
     )
-    names = list(register(server))
+    names = [*register(server), metrics.add_servicer(server)]
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
 
     address = config.addresses.get(service)
-    if address and not address.startswith("unix:"):
-        server.add_insecure_port(address)
-    else:
-        path = address[len("unix://"):] if address else config.socket_path(service)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        if os.path.exists(path):
-            os.unlink(path)
-        # Root-only socket: gRPC creates it under this umask.
-        old = os.umask(0o177)
-        try:
-            server.add_insecure_port(f"unix://{path}")
-        finally:
-            os.umask(old)
+    if tls.is_tcp(address):
+        # TCP only with mutual TLS: plain TCP would let anyone who reaches the port act as root here.
+        me = tls.identity(config.tls_dir, service, f"BERTH_{service.upper()}_ADDRESS={address}")
+        if not server.add_secure_port(tls.target(address), grpc.ssl_server_credentials(
+                [(me.key, me.cert)], root_certificates=me.ca, require_client_auth=True)):
+            raise errors.Unavailable(f"cannot listen on BERTH_{service.upper()}_ADDRESS={address}")
+    # The local socket as well, beside a TCP address (as dockerd's -H unix:// -H tcp://):
+    # this host's own callers (berthd's probes, the CLI) keep the fast path and need no certificate.
+    _listen_unix(server, address[len("unix://"):] if address and not tls.is_tcp(address)
+                 else config.socket_path(service))
     await server.start()
     for name in ["", *names]:
         await _set_serving(health_servicer, name)
@@ -165,6 +183,18 @@ async def serve(service: str, config: Config, register: Registrar,
         result = on_stop()
         if inspect.isawaitable(result):
             await result
+
+
+def _listen_unix(server: grpc.aio.Server, path: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)
+    # Root-only socket: gRPC creates it under this umask.
+    old = os.umask(0o177)
+    try:
+        server.add_insecure_port(f"unix://{path}")
+    finally:
+        os.umask(old)
 
 
 async def _set_serving(servicer, name: str) -> None:
@@ -203,10 +233,27 @@ class Client:
         return unary
 
 
+# Whose certificate this process presents when it calls a service over TCP: its own
+# service's (set by process.run_service before the service connects to others).
+_caller = "client"
+
+
+def set_caller(service: str) -> None:
+    global _caller
+    _caller = service
+
+
 def connect(config: Config, service: str, stub_class: type) -> Client:
-    channel = grpc.aio.insecure_channel(
-        config.address(service),
-        options=CHANNEL_OPTIONS,
-        interceptors=tracing.client_interceptors(),
-    )
+    """A client of `service`; over TCP it presents this process's own certificate (set_caller)."""
+    address = config.address(service)
+    if tls.is_tcp(address):
+        me = tls.identity(config.tls_dir, _caller,
+                          f"BERTH_{service.upper()}_ADDRESS={address}")
+        channel = grpc.aio.secure_channel(
+            tls.target(address),
+            grpc.ssl_channel_credentials(root_certificates=me.ca, private_key=me.key, certificate_chain=me.cert),
+            options=CHANNEL_OPTIONS, interceptors=tracing.client_interceptors())
+    else:
+        channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS,
+                                            interceptors=tracing.client_interceptors())
     return Client(stub_class(channel), channel)

@@ -1,7 +1,8 @@
 """OpenTelemetry set up once for every service.
 
 A tracer provider is always installed so that trace context travels over gRPC
-metadata (one client call is one trace across processes); spans are exported
+metadata (one client call is one trace across processes and hosts; the Docker API's
+HTTP edge opens its own server span, see docs/observability.md); spans are exported
 only when the standard OTEL_TRACES_EXPORTER asks for it ("console", or "otlp"
 when the OTLP exporter package is installed). The default exports nothing.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from services.gateway.backends.task_events import TaskEvents
 from services.gateway.backends.volumes import Volumes
 from services.gateway.docker.server import DockerApiServer
 from services.gateway.events import EventLog
+from services.gateway.metrics_http import MetricsServer
 from services.gateway.store import GatewayStore
 from services.gateway.volumes import Mounter
 
@@ -111,12 +113,16 @@ async def build(config: Config):
     # The Docker Engine API in this same loop, over the same backends the gRPC API uses.
     docker_api = DockerApiServer(config, backends)
     await docker_api.start()
+    metrics_server = MetricsServer(config.metrics_address, {
+        name: client.channel for name, client in zip(("image", "network", "volume", "container", "build"), clients)})
+    await metrics_server.start()
 
     def register(server):
         engine_pb2_grpc.add_EngineServiceServicer_to_server(EngineApi(backends), server)
         return [engine_pb2.DESCRIPTOR.services_by_name["EngineService"].full_name]
 
     async def on_stop():
+        await metrics_server.stop()
         await docker_api.stop()
         await tasks.close()
         for client in clients:
@@ -126,5 +132,17 @@ async def build(config: Config):
     return register, on_stop
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+    """`python -m services.gateway [--metrics-addr HOST:PORT]` (as a unit runs it; config from BERTH_*)."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="berth-gateway")
+    parser.add_argument("--metrics-addr", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (BERTH_METRICS_ADDRESS)")
+    args = parser.parse_args(argv)
+    if args.metrics_addr is not None:
+        os.environ["BERTH_METRICS_ADDRESS"] = args.metrics_addr
     process.run_service("gateway", build)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

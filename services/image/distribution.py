@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 
+from services.common import metrics
 from services.common.errors import (
     DeadlineExceeded, InvalidArgument, NotFound, Unauthorized, Unavailable,
 )
@@ -31,6 +32,9 @@ from services.image import model
 from services.image.registries import Endpoint, RegistriesConfig
 
 log = structlog.get_logger(__name__)
+# Blob bytes received from registries (resumed bytes already on disk not counted again).
+PULLED_BYTES = metrics.meter(__name__).create_counter(
+    "berth.image.pull.bytes", unit="By", description="Bytes of image blobs downloaded from registries")
 
 MAX_MANIFEST = 4 * 1024 * 1024
 CHUNK = 256 * 1024
@@ -273,6 +277,7 @@ class Repository:
                         h.update(chunk)
                         out.write(chunk)
                         on_bytes(len(chunk))
+                        PULLED_BYTES.add(len(chunk))
             except asyncio.TimeoutError:
                 raise DeadlineExceeded(
                     f"blob {digest}: no data for {self.config.progress_timeout:g}s, transfer stalled "

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
+# The global flags that take a value (the verb is found past them).
+GLOBAL_VALUE_FLAGS = ("-H", "--host", "--tlscacert", "--tlscert", "--tlskey")
 USAGE_ERROR = 125
 
 
@@ -62,6 +64,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     parser.add_argument("-H", "--host", default=os.environ.get("BERTH_HOST", DEFAULT_HOST),
                         help="daemon socket to connect to (env BERTH_HOST)")
+    # docker's TLS flags: the engine serves tcp:// only with mutual TLS (see `berthd certs`).
+    cert_path = os.environ.get("BERTH_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".berth")
+    parser.add_argument("--tls", action="store_true", help="use TLS; implied by --tlsverify")
+    parser.add_argument("--tlsverify", action="store_true", default=bool(os.environ.get("BERTH_TLS_VERIFY")),
+                        help="use TLS and verify the remote (env BERTH_TLS_VERIFY)")
+    parser.add_argument("--tlscacert", default=os.path.join(cert_path, "ca.pem"),
+                        help="trust certs signed only by this CA (default BERTH_CERT_PATH/ca.pem, ~/.berth)")
+    parser.add_argument("--tlscert", default=os.path.join(cert_path, "cert.pem"),
+                        help="path to TLS certificate file")
+    parser.add_argument("--tlskey", default=os.path.join(cert_path, "key.pem"), help="path to TLS key file")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
 
     def add_verb(name: str, **kwargs):
@@ -216,7 +228,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     # Find the verb; for run/create, keep the container's command away from argparse.
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
-        i += 2 if argv[i] in ("-H", "--host") else 1
+        i += 2 if argv[i] in GLOBAL_VALUE_FLAGS else 1
     parser = build_parser(argv[i] if i < len(argv) and argv[i] in VERBS else None)
     sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if i < len(argv) and argv[i] in ("run", "create", "exec"):
@@ -250,5 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from berth_cli import completion
         print(completion.script(ns.shell, build_parser()), end="")
         return 0
+    if not (ns.tls or ns.tlsverify or ns.host.startswith(("unix:", "/"))):
+        # Refused here rather than sent in clear for the engine to refuse.
+        print(f"berth: -H {ns.host}: the engine serves TCP only with mutual TLS; add --tlsverify "
+              "(with --tlscacert, --tlscert and --tlskey, by default ca.pem, cert.pem and key.pem "
+              "in BERTH_CERT_PATH or ~/.berth)", file=sys.stderr)
+        return USAGE_ERROR
     from berth_cli import commands
     return commands.dispatch(ns)

@@ -34,7 +34,8 @@ def _handler(verb: str):
 
 def dispatch(ns) -> int:
     handler = _handler(ns.verb)
-    client = Client(ns.host)
+    tls = (ns.tlscacert, ns.tlscert, ns.tlskey, ns.tlsverify) if ns.tls or ns.tlsverify else None
+    client = Client(ns.host, tls)
     try:
         return handler(client, ns) or 0
     except Failed as exc:

@@ -17,8 +17,10 @@ from berth.types.v1 import stdio_pb2
 class Client:
     """The engine API over the CLI's light transport, connected on first use."""
 
-    def __init__(self, host: str):
+    def __init__(self, host: str, tls: tuple[str, str, str, bool] | None = None):
         self.host = host
+        # (CA file, certificate file, key file, verify the engine's certificate) for tcp://.
+        self.tls = tls
         self._stub = None
 
     @property
@@ -27,7 +29,7 @@ class Client:
         if self._stub is None:
             from berth.engine.v1 import engine_pb2
             from berth_cli import transport
-            channel = transport.Channel(self.host)
+            channel = transport.Channel(self.host, self.tls)
             self._stub = transport.Stub(channel, engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
         return self._stub
 

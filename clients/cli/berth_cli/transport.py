@@ -60,6 +60,24 @@ def _tcp_connection(host: str, port: int):
     raise error or OSError(f"no address for {host}")
 
 
+def _wrap_tls(sock, host: str, ca: str, cert: str, key: str, verify: bool):
+    """Mutual TLS over a connected TCP socket, speaking h2 as gRPC over TLS must (ALPN).
+    ssl is imported here only: unix-socket calls never pay for it."""
+    import socket as socket_mod
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        ctx.load_verify_locations(cafile=ca)
+    else:
+        # docker's --tls without --tlsverify: encrypted, the engine's certificate not checked.
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["h2"])
+    # The ssl module wraps only socket.socket; _socket's is its base class.
+    return ctx.wrap_socket(socket_mod.socket(fileno=sock.detach()), server_hostname=host)
+
+
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream_id) + payload
 
@@ -67,8 +85,9 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes
 class Channel:
     """One HTTP/2 connection to the gateway; calls run one at a time per stream."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, tls: tuple[str, str, str, bool] | None = None):
         self.target = target
+        self.tls = tls
         self._sock: socket.socket | None = None
         # Guards the connection state and the socket's write side: a stdin
         # pump thread sends while the main thread receives.
@@ -100,6 +119,8 @@ class Channel:
                 host, _, port = target.rpartition(":")
                 sock = _tcp_connection(host or "localhost", int(port))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None:
+                    sock = _wrap_tls(sock, host or "localhost", *self.tls)
         except (OSError, ValueError) as exc:
             raise Unreachable(f"failed to connect to {self.target}: {exc}") from None
         settings = struct.pack(">HIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, WINDOW)
