@@ -69,6 +69,14 @@ class Config:
     userns_remap: str = ""
     subuid_file: str = "/etc/subuid"
     subgid_file: str = "/etc/subgid"
+    # The cluster (docs/cluster.md): etcd's client URLs ("http://host:port,..."; "" is no
+    # cluster, one host as before), this node's name in it (unique; "" is the host name),
+    # the address other nodes reach it at (the VXLAN tunnel source; needed with a store),
+    # and the seconds its lease lives without a refresh (a dead node drops out after it).
+    cluster_store: str = ""
+    node_name: str = ""
+    cluster_advertise: str = ""
+    cluster_ttl: int = 10
 
     def socket_path(self, service: str) -> str:
         return os.path.join(self.run_root, f"{service}.sock")
@@ -102,6 +110,10 @@ class Config:
         }
         if self.registries_file:
             env["BERTH_REGISTRIES_FILE"] = self.registries_file
+        if self.cluster_store:
+            env.update(BERTH_CLUSTER_STORE=self.cluster_store, BERTH_NODE_NAME=self.node_name,
+                       BERTH_CLUSTER_ADVERTISE=self.cluster_advertise,
+                       BERTH_CLUSTER_TTL=str(self.cluster_ttl))
         for key, value in (("BERTH_DOCKER_SOCKET", self.docker_socket), ("BERTH_DOCKER_TCP", self.docker_tcp),
                            ("BERTH_DOCKER_TLS_DIR", self.docker_tls_dir)):
             if value:
@@ -136,6 +148,10 @@ def load(environ: dict[str, str] | None = None) -> Config:
         userns_remap=env.get("BERTH_USERNS_REMAP", defaults.userns_remap),
         subuid_file=env.get("BERTH_SUBUID_FILE", defaults.subuid_file),
         subgid_file=env.get("BERTH_SUBGID_FILE", defaults.subgid_file),
+        cluster_store=env.get("BERTH_CLUSTER_STORE", defaults.cluster_store),
+        node_name=env.get("BERTH_NODE_NAME", defaults.node_name),
+        cluster_advertise=env.get("BERTH_CLUSTER_ADVERTISE", defaults.cluster_advertise),
+        cluster_ttl=int(env.get("BERTH_CLUSTER_TTL") or defaults.cluster_ttl),
         addresses={s: env[f"BERTH_{s.upper()}_ADDRESS"] for s in SERVICES
                    if env.get(f"BERTH_{s.upper()}_ADDRESS")},
     )
