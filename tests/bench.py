@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from berth.engine.v1 import engine_pb2 as pb
 from tests import bench_output
 from tests import bench_cli
+from tests import bench_cluster
 from tests.support.engine import PYTHON, REPO, Engine, _pss
 from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
 
@@ -130,6 +131,9 @@ class Docker:
 
 def main() -> None:
     runs = int(os.environ.get("BENCH_RUNS", "20"))
+    if os.environ.get("BENCH_ONLY") == "cluster":
+        bench_cluster.main()
+        return
     engine = Engine().start()
     tmp = tempfile.mkdtemp(prefix="/tmp/bt-bench-")
     try:
@@ -179,6 +183,7 @@ def main() -> None:
         report(results, docker, measured)
         bench_output.report(bulk, docker_bulk)
         bench_cli.report(*bench_cli.measure(engine, IMAGE, tar_path, runs))
+        bench_cluster.report(bench_cluster.measure())
     finally:
         engine.stop()
         shutil.rmtree(tmp, ignore_errors=True)
