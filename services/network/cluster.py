@@ -25,12 +25,14 @@ get the same name, VNI or subnet.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
 import aetcd
+import aetcd.exceptions
 import structlog
 
 from services.common.errors import Unavailable
@@ -111,6 +113,18 @@ def parse_endpoints(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _store_call(fn):
+    """An etcd failure as Unavailable (503 at the Docker API), naming the store."""
+    @functools.wraps(fn)
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await fn(self, *args, **kwargs)
+        except aetcd.exceptions.ClientError as exc:
+            raise Unavailable(f"cluster store etcd at {self.host}:{self.port} is unreachable: "
+                              f"{exc}") from exc
+    return wrapper
+
+
 def endpoint_key(network_id: str, address: str) -> bytes:
     return ENDPOINTS + f"{network_id}/{address}".encode()
 
@@ -181,16 +195,19 @@ class ClusterStore:
 
     # -- membership -------------------------------------------------------------------
 
+    @_store_call
     async def nodes(self) -> list[Node]:
         response = await self._client.get_prefix(NODES)
         return sorted((Node(**json.loads(kv.value)) for kv in response), key=lambda n: n.name)
 
     # -- networks ---------------------------------------------------------------------
 
+    @_store_call
     async def networks(self) -> list[OverlayRecord]:
         response = await self._client.get_prefix(NETWORKS)
         return [_network(kv.value) for kv in response]
 
+    @_store_call
     async def create_network(self, make: Callable[[list[OverlayRecord]], OverlayRecord]) -> OverlayRecord:
         """Commit the network `make` builds from every existing one, retried while another node's
         create or remove lands between the read and the commit."""
@@ -209,6 +226,7 @@ class ClusterStore:
             if ok:
                 return record
 
+    @_store_call
     async def remove_network(self, record: OverlayRecord) -> bool:
         """Remove a network no endpoint is on anywhere; False when one is."""
         tx = self._client.transactions
@@ -221,6 +239,7 @@ class ClusterStore:
 
     # -- endpoints --------------------------------------------------------------------
 
+    @_store_call
     async def claim(self, network: OverlayRecord, peer: Peer) -> bool:
         """Publish `peer` if its address is free cluster-wide (and its network still exists)."""
         tx = self._client.transactions
@@ -230,6 +249,7 @@ class ClusterStore:
             success=[tx.put(key, _dump(peer), lease=self._lease.id)], failure=[])
         return ok
 
+    @_store_call
     async def republish(self, peer: Peer) -> bool:
         """Publish `peer` again under this lease: free, or already ours (same container)."""
         tx = self._client.transactions
@@ -242,6 +262,7 @@ class ClusterStore:
             compare=compare, success=[tx.put(key, _dump(peer), lease=self._lease.id)], failure=[])
         return ok
 
+    @_store_call
     async def release(self, network_id: str, address: str, container_id: str) -> None:
         """Remove an endpoint record if it is still this container's."""
         tx = self._client.transactions
@@ -252,6 +273,7 @@ class ClusterStore:
         await self._client.transaction(compare=[tx.mod(key) == current.mod_revision],
                                        success=[tx.delete(key)], failure=[])
 
+    @_store_call
     async def peers(self, network_id: str = "") -> list[Peer]:
         prefix = ENDPOINTS + (f"{network_id}/".encode() if network_id else b"")
         return [_peer(kv.value) for kv in await self._client.get_prefix(prefix)]

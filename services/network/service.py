@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from services.common.errors import (AlreadyExists, Conflict, FailedPrecondition, InvalidArgument,
-                                    NotFound)
+                                    NotFound, Unavailable)
 from services.network import bridge as kernel
 from services.network import ipam, overlay as overlay_mod
 from services.network.dns import Resolver
@@ -447,17 +447,23 @@ class NetworkService:
         await self._republish()
 
     async def _republish(self) -> None:
-        """Publish this node's overlay endpoints again (after a restart or a lost lease): the
-        containers still run under their monitors, their peers must find them again."""
+        """After a restart or a lost lease: this node's records in the store made to match its
+        rows again (under the lock, so that no claim in flight is taken for a stale record)."""
         async with self._lock:
-            for network in [n for n in self._bridges() if n.driver == "overlay"]:
-                for a in self.store.attachments(network_id=network.id):
-                    if not await self.overlay.cluster.republish(self.overlay.peer_of(a)):
-                        log.error("overlay_address_conflict", container_id=a.container_id[:12],
-                                  network=network.name, address=a.address,
-                                  reason="another node's container took the address while this "
-                                         "node was away; reconnect the container to get a new one")
+            await self._reconcile_own()
+            await self._publish_own()
         log.info("overlay_endpoints_published")
+
+    async def _publish_own(self) -> None:
+        """Publish this node's overlay endpoints again: the containers still run under their
+        monitors, their peers must find them again."""
+        for network in [n for n in self._bridges() if n.driver == "overlay"]:
+            for a in self.store.attachments(network_id=network.id):
+                if not await self.overlay.cluster.republish(self.overlay.peer_of(a)):
+                    log.error("overlay_address_conflict", container_id=a.container_id[:12],
+                              network=network.name, address=a.address,
+                              reason="another node's container took the address while this "
+                                     "node was away; reconnect the container to get a new one")
 
     async def _claim_attachment(self, container_id: str, network: Network, current: list[Attachment],
                                 name: str, hostname: str, ipv4_address: str, aliases,
@@ -479,11 +485,31 @@ class NetworkService:
                        "concurrent claims")
 
     async def _release(self, a: Attachment) -> None:
+        """Give an overlay address back to the cluster. A store that cannot be reached does not
+        stop the local teardown: the record is dropped by _reconcile_own when the node next
+        (re)joins."""
         network = self.store.find_network(a.network_id)
         if self.overlay is None or (network is not None and network.driver != "overlay") or \
                 (network is None and a.network_id not in self.overlay.records):
             return
-        await self.overlay.cluster.release(a.network_id, a.address, a.container_id)
+        try:
+            await self.overlay.cluster.release(a.network_id, a.address, a.container_id)
+        except Unavailable as exc:
+            log.warning("overlay_release_failed", container_id=a.container_id[:12],
+                        address=a.address, error=exc.message)
+
+    async def _reconcile_own(self) -> None:
+        """This node's endpoint records in the store made to match its rows: the ones no local
+        container holds any more (released while the store was away) are removed."""
+        mine = {(a.network_id, a.address, a.container_id)
+                for n in self._bridges() if n.driver == "overlay"
+                for a in self.store.attachments(network_id=n.id)}
+        for peer in await self.overlay.cluster.peers():
+            if peer.node == self.overlay.node and \
+                    (peer.network_id, peer.address, peer.container_id) not in mine:
+                await self.overlay.cluster.release(peer.network_id, peer.address, peer.container_id)
+                log.info("overlay_stale_endpoint_removed", address=peer.address,
+                         container_id=peer.container_id[:12])
 
     async def list_nodes(self):
         return await self._need_cluster().cluster.nodes()
@@ -540,7 +566,12 @@ class NetworkService:
                                                           ipv4_address, aliases, settings)
             netns_path = ""
             if network.driver in ("null", *BRIDGED):
-                netns_path = await asyncio.to_thread(self.namespaces.create, container_id)
+                try:
+                    netns_path = await asyncio.to_thread(self.namespaces.create, container_id)
+                except BaseException:
+                    if bridge_net:
+                        await self._release(attachment)
+                    raise
             endpoint = Endpoint(container_id=container_id, network_id=network.id,
                                 network_name=network.name, netns_path=netns_path, created_at=now(),
                                 name=name, hostname=hostname)
