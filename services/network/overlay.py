@@ -23,11 +23,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
-from dataclasses import replace
-
 import structlog
 
-from services.common.errors import InvalidArgument
+from services.common.errors import AlreadyExists, InvalidArgument
 from services.network import ipam, vxlan
 from services.network.cluster import Change, ClusterStore, OverlayRecord, Peer
 from services.network.store import Attachment, Network
@@ -86,7 +84,6 @@ def new_record(existing: list[OverlayRecord], name: str, subnet: str, gateway: s
                created: str, taken_locally: list) -> OverlayRecord:
     """The record for a new network, given every overlay network there is (names, VNIs and
     subnets unique across them)."""
-    from services.common.errors import AlreadyExists
     if any(r.name == name for r in existing):
         raise AlreadyExists(f"network with name {name} already exists")
     vnis = {r.vni for r in existing}
@@ -227,7 +224,7 @@ class OverlayDriver:
         """After a lost claim: learn every address on the network now (the watch may lag)."""
         for peer in await self.cluster.peers(network_id):
             if peer.node != self.node:
-                self.remote.setdefault(network_id, {})[peer.address] = replace(peer)
+                self.remote.setdefault(network_id, {})[peer.address] = peer
 
     def lookup(self, network_id: str, name: str) -> list[str]:
         return [p.address for p in self.remote.get(network_id, {}).values() if name in p.names()]

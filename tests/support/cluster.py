@@ -140,7 +140,11 @@ class Cluster:
         if not shutil.which("etcd"):
             raise EngineError("etcd is not installed (make deps installs etcd-server)")
         self.root = tempfile.mkdtemp(prefix=f"/tmp/{self.tag}-")
-        _run("ip", "link", "add", self.tag, "type", "bridge")
+        # The underlay stands for the wire between hosts: frames crossing it skip the host's
+        # netfilter (br_netfilter would run every tunnelled frame through the host's FORWARD
+        # chains, which a real network between hosts does not).
+        _run("ip", "link", "add", self.tag, "type", "bridge", "nf_call_iptables", "0",
+             "nf_call_ip6tables", "0", "nf_call_arptables", "0")
         _run("ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.tag)
         _run("ip", "link", "set", self.tag, "up")
         self._start_etcd()
