@@ -12,26 +12,12 @@ PY="$ROOT/.venv/bin/python"
 TAG=bd$(printf '%04x' $((RANDOM % 65536)))
 WORK=$(mktemp -d "/tmp/$TAG-XXXX")
 TTL=4
-# The underlay: a /24 of 10.224.0.0/12 no route of this host touches.
-SUBNET=$("$PY" - <<'EOF'
-import ipaddress, random, subprocess
-routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-taken = []
-for line in routes.splitlines():
-    words = line.split()
-    word = words[1] if words and words[0] in ("local", "broadcast") else (words[0] if words else "")
-    try:
-        taken.append(ipaddress.ip_network(word, strict=False))
-    except ValueError:
-        pass
-pool = list(ipaddress.ip_network("10.224.0.0/12").subnets(new_prefix=24))
-random.shuffle(pool)
-print(next(n for n in pool if not any(n.overlaps(t) for t in taken if t.prefixlen)))
-EOF
-)
+# The underlay: a /24 no route of this host touches, and free ports for etcd
+# (the same choice the cluster tests make).
+SUBNET=$("$PY" -c 'from tests.support.cluster import free_subnet; print(free_subnet())')
 PREFIX=${SUBNET%.0/24}
-STORE_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-PEER_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+STORE_PORT=$("$PY" -c 'from tests.support.cluster import free_port; print(free_port())')
+PEER_PORT=$("$PY" -c 'from tests.support.cluster import free_port; print(free_port())')
 STORE="http://$PREFIX.1:$STORE_PORT"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -115,7 +101,7 @@ TAR="$WORK/busybox.tar"
 for n in 1 2 3; do berth $n import "$TAR" busybox:latest -c 'CMD ["sh"]' >/dev/null; done
 
 step "An overlay network, made on node 1, present on every node (VXLAN, MTU 1450)"
-show berth 1 network create -d overlay --attachable --subnet 10.231.0.0/24 demo-overlay
+show berth 1 network create -d overlay --attachable demo-overlay
 for _ in $(seq 100); do berth 3 network inspect demo-overlay >/dev/null 2>&1 && break; sleep 0.2; done
 show berth 3 network ls
 

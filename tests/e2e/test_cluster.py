@@ -73,6 +73,13 @@ def test_membership_lists_every_node_and_info_shows_the_cluster(cluster):
     client = docker.DockerClient(base_url=f"unix://{a.docker_socket}")
     try:
         info = client.info()
+        # The Docker API makes overlay networks too, and refuses encryption by name (400).
+        made = client.networks.create("ovdocker", driver="overlay", attachable=True)
+        assert made.attrs["Scope"] == "global" and made.attrs["Attachable"]
+        made.remove()
+        with pytest.raises(docker.errors.APIError) as refused:
+            client.networks.create("ovsecret", driver="overlay", options={"encrypted": ""})
+        assert refused.value.status_code == 400 and "encrypted" in str(refused.value)
     finally:
         client.close()
     assert info["ClusterAdvertise"] == a.address

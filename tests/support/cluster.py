@@ -38,13 +38,13 @@ def _run(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _free_subnet() -> ipaddress.IPv4Network:
+def free_subnet() -> ipaddress.IPv4Network:
     """A /24 in 10.224.0.0/12 that no route of the host touches."""
     out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
                          text=True).stdout
@@ -113,10 +113,10 @@ class Cluster:
         self.size = size
         self.ttl = ttl
         self.tag = f"bc{random.randrange(16 ** 4):04x}"
-        self.subnet = _free_subnet()
+        self.subnet = free_subnet()
         self.gateway = str(self.subnet.network_address + 1)
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
+        self.client_port = free_port()
+        self.peer_port = free_port()
         self.root = ""
         self.etcd: subprocess.Popen | None = None
         self.nodes: list[Node] = []
