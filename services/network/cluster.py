@@ -139,12 +139,8 @@ class ClusterStore:
         self._client: aetcd.Client | None = None
         self._lease = None
         self._tasks: list[asyncio.Task] = []
-        # Called with the new lease's id after the node lost its lease and took a new one.
+        # Called after the node lost its lease and took a new one (its records must be put back).
         self.on_new_lease: Callable[[], Awaitable[None]] | None = None
-
-    @property
-    def lease_id(self) -> int:
-        return self._lease.id
 
     async def connect(self) -> None:
         self._client = aetcd.Client(host=self.host, port=self.port, timeout=max(self.ttl, 5))

@@ -93,6 +93,9 @@ async def _cluster(b) -> dict:
         nodes = await b.networks.nodes()
     except errors.FailedPrecondition:
         return {"Store": "", "Advertise": "", "Section": None}
+    except errors.Unavailable as exc:
+        # /info still answers while the store is away; it says so instead of the nodes.
+        return {"Store": "etcd", "Advertise": "", "Section": {"Error": exc.message}}
     me = next((n for n in nodes.nodes if n.name == nodes.self), None)
     return {"Store": "etcd", "Advertise": me.address if me else "",
             "Section": {"NodeName": nodes.self, "Nodes": [
