@@ -12,10 +12,13 @@ NODE_DIR := clients/node
 NODE_BIN := $(NODE_DIR)/node_modules/.bin
 # What berth runs on (tini: the init of `run --init`).
 APT_PACKAGES := runc conmon busybox-static nftables iproute2 procps util-linux tini
+# The cluster store of multi-node berth (docs/cluster.md): Debian's etcd, whose
+# service apt_install keeps from starting (berthd is pointed at an etcd of the user's).
+CLUSTER_APT_PACKAGES := etcd-server
 # What only the tests need: the reference registry and skopeo, and gcc with
 # libc6-dev for the containment suite's static syscall probe (the client
 # toolchains come with client-tools).
-TEST_APT_PACKAGES := docker-registry skopeo gcc libc6-dev
+TEST_APT_PACKAGES := docker-registry skopeo gcc libc6-dev iperf3
 # Debian's docker CLI and docker-compose, for the tests that drive berth's Docker
 # API with them. Only their clients are used: dockerd and containerd come as
 # dependencies and are kept from starting (see apt_install); without recommends,
@@ -36,7 +39,7 @@ space := $(subst ,, )
 # Each client proto's Go package: berth/engine/v1/engine.proto -> berth/clients/go/berth/engine/v1;enginev1.
 GO_PKG_OPTS := $(subst $(space),,$(foreach f,$(CLIENT_PROTO_FILES:protos/%=%),$(comma)M$(f)=$(GO_MODULE)/$(patsubst %/,%,$(dir $(f)));$(subst /,,$(patsubst berth/%/,%,$(dir $(f))))))
 
-.PHONY: deps test-deps client-tools venv bytecode protos check-protos client-examples test unit demo bench clean conformance
+.PHONY: deps test-deps client-tools venv bytecode protos check-protos client-examples test unit demo demo-cluster bench clean conformance
 
 # apt-get install of the missing ones among $(1) (with apt-get options $(2)),
 # starting nothing: a policy-rc.d that denies starts while it runs (Debian's
@@ -57,7 +60,7 @@ endef
 
 # System packages berth runs on; apt-get runs only when one is missing.
 deps:
-	@$(call apt_install,$(APT_PACKAGES))
+	@$(call apt_install,$(APT_PACKAGES) $(CLUSTER_APT_PACKAGES))
 
 # What `make test` needs beyond `make deps`.
 test-deps: deps client-tools
@@ -169,6 +172,10 @@ conformance: deps venv
 
 demo: deps venv
 	bash deploy/demo.sh
+
+# etcd and three berth nodes in network namespaces of their own: an overlay across them.
+demo-cluster: deps venv
+	bash deploy/demo-cluster.sh
 
 bench: deps venv
 	$(PY) -m tests.bench

@@ -23,6 +23,7 @@ from tests import bench_build
 from tests import bench_output
 from tests import bench_cli
 from tests import bench_remote
+from tests import bench_cluster
 from tests.support.engine import PYTHON, REPO, Engine, _pss
 from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
 
@@ -121,6 +122,9 @@ class Docker:
 
 def main() -> None:
     runs = int(os.environ.get("BENCH_RUNS", "20"))
+    if os.environ.get("BENCH_ONLY") == "cluster":
+        bench_cluster.main()
+        return
     engine = Engine().start()
     tmp = tempfile.mkdtemp(prefix="/tmp/bt-bench-")
     try:
@@ -167,6 +171,7 @@ def main() -> None:
         bench_cli.report(*bench_cli.measure(engine, IMAGE, tar_path, runs))
         bench_build.report(bench_build.measure(engine, berth.cli, IMAGE, tar_path, tmp, runs))
         bench_remote.report(bench_remote.measure(tar_path, runs))
+        bench_cluster.report(bench_cluster.measure())
     finally:
         engine.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -5,6 +5,8 @@
                               [--log-driver json-file|local|none] [--log-opt key=value ...]
                               [--userns-remap USER[:GROUP]|default]
                               [--tls-dir DIR] [--metrics-addr HOST:PORT]
+                              [--cluster-store http://HOST:PORT --cluster-advertise ADDR
+                               [--node-name NAME] [--cluster-ttl SECONDS]]
     python -m services.berthd certs DIR [--san HOST_OR_IP ...] [--force] [NAME ...]
 
 --log-driver and --log-opt are docker's daemon.json "log-driver" and "log-opts": the
@@ -16,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
+import socket
 import sys
 
 from services.berthd.supervisor import REGISTRY, Supervisor
@@ -24,6 +28,7 @@ from services.common import errors, tls
 from services.common import logging as logging_mod
 from services.container import logfiles
 from services.container.model import LogConfig
+from services.network.cluster import parse_endpoints
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -57,6 +62,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--metrics-addr", default=defaults.metrics_address, metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics from the gateway "
                              "(BERTH_METRICS_ADDRESS; default off)")
+    parser.add_argument("--cluster-store", default=defaults.cluster_store, metavar="URL",
+                        help="etcd client URL(s) of the cluster this node joins (overlay "
+                             "networks, berth node ls); empty: no cluster")
+    parser.add_argument("--node-name", default=defaults.node_name,
+                        help="this node's name in the cluster (default: the host name)")
+    parser.add_argument("--cluster-advertise", default=defaults.cluster_advertise, metavar="ADDR",
+                        help="the IPv4 address other nodes reach this one at (VXLAN tunnels)")
+    parser.add_argument("--cluster-ttl", type=int, default=defaults.cluster_ttl, metavar="SECONDS",
+                        help="lease of this node in the cluster store: a node silent that long "
+                             f"drops out (default {defaults.cluster_ttl})")
     parser.add_argument("--exec", dest="warm", action="store_false",
                         help="start each service with exec instead of forking it from "
                              "berthd's preloaded modules (more memory; for debugging)")
@@ -96,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         runtime=args.runtime, log_format=args.log_format, log_level=args.log_level,
         log_driver=args.log_driver,
         log_opts=",".join(args.log_opt) if args.log_opt is not None else config_mod.load().log_opts,
-        userns_remap=args.userns_remap, tls_dir=args.tls_dir, metrics_address=args.metrics_addr)
+        userns_remap=args.userns_remap, tls_dir=args.tls_dir, metrics_address=args.metrics_addr,
+        cluster_store=args.cluster_store,
+        node_name=args.node_name or (socket.gethostname() if args.cluster_store else ""),
+        cluster_advertise=args.cluster_advertise, cluster_ttl=args.cluster_ttl)
     logging_mod.setup("berthd", config.log_format, config.log_level)
     try:
         # Checked here, where the user can see it, rather than as a failing container service.
@@ -110,12 +128,35 @@ def main(argv: list[str] | None = None) -> int:
     except errors.InvalidArgument as exc:
         print(f"berthd: {exc.message}", file=sys.stderr)
         return 2
+    problem = _check_cluster(config)
+    if problem:
+        print(f"berthd: {problem}", file=sys.stderr)
+        return 2
     names = [s for s in args.services.split(",") if s]
     unknown = sorted(set(names) - {s.name for s in REGISTRY})
     if unknown:
         print(f"berthd: unknown service(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
     return asyncio.run(Supervisor(config, names, warm=args.warm).run())
+
+
+def _check_cluster(config: config_mod.Config) -> str:
+    """What is wrong with the cluster flags, or ""."""
+    if not config.cluster_store:
+        return ""
+    try:
+        parse_endpoints(config.cluster_store)
+    except ValueError as exc:
+        return f"--cluster-store: {exc}"
+    try:
+        if ipaddress.ip_address(config.cluster_advertise).version != 4:
+            return "--cluster-advertise: an IPv4 address is wanted (VXLAN over IPv4)"
+    except ValueError:
+        return ("--cluster-advertise: give the IPv4 address other nodes reach this one at "
+                f"(got {config.cluster_advertise!r})")
+    if config.cluster_ttl < 2:
+        return "--cluster-ttl: at least 2 seconds"
+    return ""
 
 
 if __name__ == "__main__":

@@ -77,6 +77,14 @@ class Config:
     # Where the gateway serves Prometheus' /metrics for itself and the node services it
     # drives ("host:port"; "" is off); berthd's and the gateway's --metrics-addr.
     metrics_address: str = ""
+    # The cluster (docs/cluster.md): etcd's client URLs ("http://host:port,..."; "" is no
+    # cluster, one host as before), this node's name in it (unique; "" is the host name),
+    # the address other nodes reach it at (the VXLAN tunnel source; needed with a store),
+    # and the seconds its lease lives without a refresh (a dead node drops out after it).
+    cluster_store: str = ""
+    node_name: str = ""
+    cluster_advertise: str = ""
+    cluster_ttl: int = 10
 
     def socket_path(self, service: str) -> str:
         return os.path.join(self.run_root, f"{service}.sock")
@@ -115,6 +123,10 @@ class Config:
         }
         if self.registries_file:
             env["BERTH_REGISTRIES_FILE"] = self.registries_file
+        if self.cluster_store:
+            env.update(BERTH_CLUSTER_STORE=self.cluster_store, BERTH_NODE_NAME=self.node_name,
+                       BERTH_CLUSTER_ADVERTISE=self.cluster_advertise,
+                       BERTH_CLUSTER_TTL=str(self.cluster_ttl))
         for key, value in (("BERTH_DOCKER_SOCKET", self.docker_socket), ("BERTH_DOCKER_TCP", self.docker_tcp),
                            ("BERTH_DOCKER_TLS_DIR", self.docker_tls_dir), ("BERTH_TLS_DIR", self.tls_dir),
                            ("BERTH_METRICS_ADDRESS", self.metrics_address)):
@@ -152,6 +164,10 @@ def load(environ: dict[str, str] | None = None) -> Config:
         subgid_file=env.get("BERTH_SUBGID_FILE", defaults.subgid_file),
         tls_dir=env.get("BERTH_TLS_DIR", defaults.tls_dir),
         metrics_address=env.get("BERTH_METRICS_ADDRESS", defaults.metrics_address),
+        cluster_store=env.get("BERTH_CLUSTER_STORE", defaults.cluster_store),
+        node_name=env.get("BERTH_NODE_NAME", defaults.node_name),
+        cluster_advertise=env.get("BERTH_CLUSTER_ADVERTISE", defaults.cluster_advertise),
+        cluster_ttl=int(env.get("BERTH_CLUSTER_TTL") or defaults.cluster_ttl),
         addresses={s: env[f"BERTH_{s.upper()}_ADDRESS"] for s in SERVICES
                    if env.get(f"BERTH_{s.upper()}_ADDRESS")},
     )

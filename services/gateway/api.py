@@ -276,6 +276,9 @@ class EngineApi(engine_pb2_grpc.EngineServiceServicer):
         async for event in self._builds.build(first.options, chunks()):
             yield engine_pb2.BuildImageResponse(event=event)
 
+    async def ListNodes(self, request, context):
+        return await self._networks.nodes()
+
     async def PruneBuildCache(self, request, context):
         deleted, reclaimed = await self._builds.prune(request.all)
         return engine_pb2.PruneBuildCacheResponse(deleted=deleted, space_reclaimed=reclaimed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import grpc
@@ -15,9 +16,12 @@ from services.network.dns import Resolver, parse_upstreams
 from services.network import bridge as kernel
 from services.network.firewall import Nft, NftFirewaller
 from services.network.forward import HostForward
+from services.network import vxlan
+from services.network.cluster import ClusterStore, Node, capacity
 from services.network.netns import Namespaces
+from services.network.overlay import OverlayDriver
 from services.network.service import NetworkService
-from services.network.store import NetworkStore
+from services.network.store import NetworkStore, now
 
 
 class NetworkServicer(pb_grpc.NetworkServiceServicer):
@@ -68,6 +72,10 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         await self.service.detach(request.container_id)
         return empty_pb2.Empty()
 
+    async def ListNodes(self, request, context):
+        return pb.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in await self.service.list_nodes()],
+                                    self=self.service.overlay.node)
+
     async def ListEndpoints(self, request, context):
         return pb.ListEndpointsResponse(
             endpoints=[convert.endpoint_to_pb(e) for e in self.service.list_endpoints()])
@@ -75,6 +83,7 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
 
 async def build(config: Config):
     store = NetworkStore(os.path.join(config.state_dir("network"), "network.db"))
+    overlay = await _join_cluster(config) if config.cluster_store else None
     nft = Nft()
     service = NetworkService(
         store, Namespaces(os.path.join(config.run_root, "netns")), firewall=NftFirewaller(nft),
@@ -82,15 +91,28 @@ async def build(config: Config):
                           apply_nat=nft.run_once),
         files_dir=os.path.join(config.run_root, "network", "files"),
         bridge_name=config.bridge_name, bridge_subnet=config.bridge_subnet,
-        nft_table=config.nft_table, host_forward=HostForward(config.nft_table, nft))
+        nft_table=config.nft_table, host_forward=HostForward(config.nft_table, nft), overlay=overlay)
     await service.start()
 
     def register(server: grpc.aio.Server):
         pb_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(service), server)
         return [pb.DESCRIPTOR.services_by_name["NetworkService"].full_name]
 
-    def close():
+    async def close():
         service.close()
         store.close()
+        if overlay is not None:
+            await overlay.cluster.close()
 
     return register, close
+
+
+async def _join_cluster(config: Config) -> OverlayDriver:
+    """This node's session with the cluster store, registered under its lease."""
+    cpus, memory = capacity()
+    node = Node(name=config.node_name, address=config.cluster_advertise, cpus=cpus, memory=memory,
+                started=now())
+    cluster = ClusterStore(config.cluster_store, node, config.cluster_ttl)
+    await cluster.connect()
+    mtu = await asyncio.to_thread(vxlan.underlay_mtu, config.cluster_advertise)
+    return OverlayDriver(cluster, config.cluster_advertise, mtu)

@@ -44,6 +44,7 @@ class Link:
     ipv6_prefix_len: int = 0
     ipv6_gateway: str = ""    # "" for no IPv6 default route
     link_local_ips: tuple[str, ...] = ()
+    mtu: int = 0              # 0: the kernel's default (1500); overlays need less (vxlan.py)
 
 
 # An address usable at once: IPv6 duplicate address detection would leave it
@@ -139,8 +140,9 @@ def add_endpoint(bridge: str, netns_path: str, link: Link) -> None:
     def inside() -> None:
         with IPRoute() as ipr:
             mac = {"address": link.mac_address} if link.mac_address else {}
+            mtu = {"mtu": link.mtu} if link.mtu else {}
             ipr.link("add", ifname=link.ifname, kind="veth",
-                     peer={"ifname": link.host_ifname, "net_ns_fd": host_ns}, **mac)
+                     peer={"ifname": link.host_ifname, "net_ns_fd": host_ns, **mtu}, **mac, **mtu)
             (inner,) = ipr.link_lookup(ifname=link.ifname)
             ipr.addr("add", index=inner, address=link.address, prefixlen=link.prefix_len)
             if link.ipv6_address:

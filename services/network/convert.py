@@ -8,6 +8,7 @@ from berth.types.v1 import port_pb2
 
 from services.network.service import (EndpointSettings, EndpointView, PoolRequest, PortRequest,
                                       endpoint_id, parse_port_request)
+from services.network.cluster import Node
 from services.network.store import Attachment, Network
 
 
@@ -20,7 +21,8 @@ def network_to_pb(network: Network, endpoints: list[Attachment] | None = None) -
                      created=network.created_at,
                      containers=[a.container_id for a in endpoints or []],
                      enable_ipv6=bool(o.get("subnet6")), options=o.get("driver_options", {}),
-                     attachable=bool(o.get("attachable")))
+                     attachable=bool(o.get("attachable")), vni=int(o.get("vni") or 0),
+                     mtu=int(o.get("mtu") or 0))
     if o.get("subnet"):
         out.pools.append(pb.IpamPool(subnet=o["subnet"], gateway=o["gateway"],
                                      ip_range=o.get("ip_range", ""), aux_addresses=o.get("aux", {})))
@@ -74,3 +76,8 @@ def endpoint_to_pb(view: EndpointView) -> pb.Endpoint:
 def ports_from_pb(ports) -> tuple[PortRequest, ...]:
     return tuple(parse_port_request(p.protocol, p.host_ip, p.host_port, p.container_port)
                  for p in ports)
+
+
+def node_to_pb(node: Node) -> pb.Node:
+    return pb.Node(name=node.name, address=node.address, cpus=node.cpus, memory=node.memory,
+                   started=node.started)

@@ -42,13 +42,14 @@ from dataclasses import dataclass, field
 import structlog
 
 from services.common.errors import (AlreadyExists, Conflict, FailedPrecondition, InvalidArgument,
-                                    NotFound)
+                                    NotFound, Unavailable)
 from services.network import bridge as kernel
-from services.network import ipam
+from services.network import ipam, overlay as overlay_mod
 from services.network.dns import Resolver
 from services.network.firewall import BridgeRules, Firewaller, PortRule, Ruleset
 from services.network.forward import HostForward
 from services.network.netns import Namespaces
+from services.network.overlay import OverlayDriver
 from services.network.store import Attachment, Endpoint, Network, Port, Store, now
 
 log = structlog.get_logger(__name__)
@@ -62,6 +63,12 @@ _NETWORK_NAME = re.compile(r"[^/\x00-\x1f\x7f]+")
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 _LINUX_IFNAME = re.compile(r"[a-zA-Z0-9_.-]{1,15}")
 EPHEMERAL_PORTS = (49153, 60999)
+# Drivers whose containers get a veth into a local bridge (overlay: one spanning the nodes).
+BRIDGED = ("bridge", "overlay")
+# How long start waits for the first full read of the cluster store.
+CLUSTER_SYNC_TIMEOUT = 30.0
+# Tries at an overlay address before giving up: each lost claim learns the addresses taken.
+OVERLAY_CLAIM_TRIES = 32
 # Held while a subnet is chosen and its bridge made, so two engines on one host
 # (tests, several data roots) never pick the same free subnet at the same time.
 SUBNET_LOCK = "/run/lock/berth-network-subnets.lock"
@@ -109,8 +116,10 @@ class NetworkService:
     def __init__(self, store: Store, namespaces: Namespaces, firewall: Firewaller | None = None,
                  resolver: Resolver | None = None, files_dir: str = "",
                  bridge_name: str = "berth0", bridge_subnet: str = "", nft_table: str = "berth",
-                 host_forward: HostForward | None = None, host_resolv_conf: str = "/etc/resolv.conf"):
+                 host_forward: HostForward | None = None, host_resolv_conf: str = "/etc/resolv.conf",
+                 overlay: OverlayDriver | None = None):
         self.store = store
+        self.overlay = overlay
         self.namespaces = namespaces
         self.firewall = firewall
         self.resolver = resolver
@@ -146,6 +155,8 @@ class NetworkService:
                 self.host_forward.watch()
             for endpoint in self.store.list_endpoints():
                 await self._serve_dns(endpoint.container_id, endpoint.netns_path)
+        if self.overlay is not None:
+            await self._start_overlay()
 
     def close(self) -> None:
         if self.resolver is not None:
@@ -169,7 +180,7 @@ class NetworkService:
 
     def network_endpoints(self, network: Network) -> list[Attachment]:
         """The containers on a network; on "none" and "host" without addresses."""
-        if network.driver == "bridge":
+        if network.driver in BRIDGED:
             return self.store.attachments(network_id=network.id)
         return [Attachment(container_id=e.container_id, network_id=network.id,
                            network_name=network.name, address="", ifname="", host_ifname="",
@@ -186,9 +197,12 @@ class NetworkService:
                                   "'/' or control characters")
         if driver in ("host", "null"):
             raise FailedPrecondition(f"only one instance of \"{driver}\" network is allowed")
+        if driver == "overlay":
+            return await self._create_overlay(name, subnet, gateway, ip_range, internal, labels or {},
+                                              pools, enable_ipv6, options or {}, attachable)
         if driver not in ("", "bridge"):
-            raise InvalidArgument(f"plugin \"{driver}\" not found: only the bridge driver is "
-                                  "available")
+            raise InvalidArgument(f"plugin \"{driver}\" not found: only the bridge and overlay "
+                                  "drivers are available")
         if (gateway or ip_range) and not subnet:
             raise InvalidArgument("--gateway and --ip-range need --subnet")
         if subnet:
@@ -284,6 +298,10 @@ class NetworkService:
         kernel.delete_link(network.options["bridge"])
 
     async def remove_network(self, name: str) -> None:
+        network = self.get_network(name)
+        if network.driver == "overlay":
+            await self._remove_overlay(network)
+            return
         async with self._lock:
             network = self.get_network(name)
             if network.builtin:
@@ -309,13 +327,195 @@ class NetworkService:
         removed = []
         async with self._lock:
             for network in self._bridges():
-                if not network.builtin and not self.network_containers(network):
+                if network.driver == "bridge" and not network.builtin and \
+                        not self.network_containers(network):
                     await self._remove_network(network)
                     removed.append(network.name)
+        for network in self._bridges():
+            if network.driver == "overlay" and not self.network_containers(network):
+                try:
+                    await self._remove_overlay(network)
+                except FailedPrecondition:
+                    continue   # in use on another node
+                removed.append(network.name)
         return removed
 
+    # -- overlay networks (cluster-wide; overlay.py) ------------------------------------
+
+    def _need_cluster(self) -> OverlayDriver:
+        if self.overlay is None:
+            raise FailedPrecondition(
+                "overlay networks need a cluster store: this node is not in a cluster (start "
+                "berthd with --cluster-store, --node-name and --cluster-advertise)")
+        return self.overlay
+
+    async def _create_overlay(self, name: str, subnet: str, gateway: str, ip_range: str,
+                              internal: bool, labels: dict[str, str], pools, enable_ipv6: bool,
+                              options: dict[str, str], attachable: bool) -> Network:
+        driver = self._need_cluster()
+        if enable_ipv6 or any(":" in p.subnet for p in pools):
+            raise InvalidArgument("IPv6 on overlay networks is not supported by berth's overlay driver")
+        if (gateway or ip_range) and not subnet and not pools:
+            raise InvalidArgument("--gateway and --ip-range need --subnet")
+        if pools:
+            if subnet or len(pools) > 1:
+                raise InvalidArgument("give the subnet either alone or in the pools, not both")
+            subnet, gateway, ip_range = pools[0].subnet, pools[0].gateway, pools[0].ip_range
+            if pools[0].aux_addresses:
+                raise InvalidArgument("auxiliary addresses are not supported on overlay networks")
+        overlay_mod.check_options(options)
+        local = self.store.find_network(name)
+        if local is not None and local.name == name:
+            raise AlreadyExists(f"network with name {name} already exists")
+        routes = await asyncio.to_thread(kernel.host_routes)
+        local_nets = [ipam.parse_subnet(n.options["subnet"]) for n in self._bridges()
+                      if n.driver == "bridge"]
+        created = now()
+        record = await driver.cluster.create_network(
+            lambda existing: overlay_mod.new_record(existing, name, subnet, gateway, ip_range,
+                                                    internal, attachable, labels, options,
+                                                    created, local_nets + routes))
+        await self._mirror(record)
+        network = self.store.find_network(record.id)
+        if network is None:
+            raise Conflict(f"network {name} was made in the cluster but cannot be set up here "
+                           "(see the network service's log)")
+        log.info("network_created", network=name, driver="overlay", subnet=record.subnet,
+                 vni=record.vni)
+        return network
+
+    async def _remove_overlay(self, network: Network) -> None:
+        driver = self._need_cluster()
+        record = driver.records.get(network.id)
+        if record is None:
+            # Already gone from the cluster: only the local mirror is left.
+            await self._unmirror(network.id)
+            return
+        if not await driver.cluster.remove_network(record):
+            raise FailedPrecondition(
+                f"error while removing network: network {network.name} id {network.id} has "
+                "active endpoints (on this or another node)")
+        await self._unmirror(network.id)
+        log.info("network_removed", network=network.name, driver="overlay")
+
+    async def _mirror(self, record) -> None:
+        """An overlay record from the cluster made a local network: row, bridge, VXLAN device."""
+        network = overlay_mod.local_network(record)
+        network.options["mtu"] = str(self.overlay.mtu(network))
+        async with self._lock:
+            existing = self.store.find_network(record.id)
+            if existing is None:
+                clash = self.store.find_network(record.name)
+                if clash is not None and clash.name == record.name:
+                    log.warning("overlay_network_not_mirrored", network=record.name,
+                                reason="a local network has that name")
+                    return
+                self.store.add_network(network)
+            try:
+                await asyncio.to_thread(self._ensure_bridge, network)
+                await asyncio.to_thread(self.overlay.ensure_device, network)
+                if existing is None:
+                    await self._apply_firewall()
+            except BaseException:
+                if existing is None:
+                    self.store.remove_network(network.id)
+                    await asyncio.to_thread(_delete_links, [network.options["vxlan"],
+                                                            network.options["bridge"]])
+                raise
+
+    async def _unmirror(self, network_id: str) -> None:
+        async with self._lock:
+            network = self.store.find_network(network_id)
+            if network is None or network.driver != "overlay":
+                return
+            if self.store.attachments(network_id=network.id):
+                log.warning("overlay_network_kept", network=network.name,
+                            reason="removed from the cluster while containers here are on it")
+                return
+            await self._remove_network(network)
+            await asyncio.to_thread(kernel.delete_link, network.options["vxlan"])
+
+    async def _start_overlay(self) -> None:
+        """Join the cluster's overlays: mirror every network, learn every peer, publish ours."""
+        driver = self.overlay
+        driver.cluster.start_watch(lambda changes: driver.apply(changes, self._mirror, self._unmirror))
+        await driver.wait_synced(CLUSTER_SYNC_TIMEOUT)
+        for network in [n for n in self._bridges() if n.driver == "overlay"]:
+            if network.id not in driver.records:
+                await self._unmirror(network.id)
+        driver.cluster.on_new_lease = self._republish
+        await self._republish()
+
+    async def _republish(self) -> None:
+        """After a restart or a lost lease: this node's records in the store made to match its
+        rows again (under the lock, so that no claim in flight is taken for a stale record)."""
+        async with self._lock:
+            await self._reconcile_own()
+            await self._publish_own()
+        log.info("overlay_endpoints_published")
+
+    async def _publish_own(self) -> None:
+        """Publish this node's overlay endpoints again: the containers still run under their
+        monitors, their peers must find them again."""
+        for network in [n for n in self._bridges() if n.driver == "overlay"]:
+            for a in self.store.attachments(network_id=network.id):
+                if not await self.overlay.cluster.republish(self.overlay.peer_of(a)):
+                    log.error("overlay_address_conflict", container_id=a.container_id[:12],
+                              network=network.name, address=a.address,
+                              reason="another node's container took the address while this "
+                                     "node was away; reconnect the container to get a new one")
+
+    async def _claim_attachment(self, container_id: str, network: Network, current: list[Attachment],
+                                name: str, hostname: str, ipv4_address: str, aliases,
+                                settings: EndpointSettings) -> Attachment:
+        """_new_attachment, and on an overlay network its address claimed cluster-wide."""
+        for _ in range(OVERLAY_CLAIM_TRIES):
+            a = self._new_attachment(container_id, network, current, name, hostname, ipv4_address,
+                                     aliases, settings)
+            if network.driver != "overlay":
+                return a
+            if network.id not in self._need_cluster().records:
+                raise NotFound(f"network {network.name} not found in the cluster")
+            if await self.overlay.claim(network, a):
+                return a
+            if ipv4_address:
+                raise Conflict(f"Address already in use: {a.address} on network {network.name}")
+            await self.overlay.note_taken(network.id)
+        raise Conflict(f"could not claim an address on network {network.name}: too many "
+                       "concurrent claims")
+
+    async def _release(self, a: Attachment) -> None:
+        """Give an overlay address back to the cluster. A store that cannot be reached does not
+        stop the local teardown: the record is dropped by _reconcile_own when the node next
+        (re)joins."""
+        network = self.store.find_network(a.network_id)
+        if self.overlay is None or (network is not None and network.driver != "overlay") or \
+                (network is None and a.network_id not in self.overlay.records):
+            return
+        try:
+            await self.overlay.cluster.release(a.network_id, a.address, a.container_id)
+        except Unavailable as exc:
+            log.warning("overlay_release_failed", container_id=a.container_id[:12],
+                        address=a.address, error=exc.message)
+
+    async def _reconcile_own(self) -> None:
+        """This node's endpoint records in the store made to match its rows: the ones no local
+        container holds any more (released while the store was away) are removed."""
+        mine = {(a.network_id, a.address, a.container_id)
+                for n in self._bridges() if n.driver == "overlay"
+                for a in self.store.attachments(network_id=n.id)}
+        for peer in await self.overlay.cluster.peers():
+            if peer.node == self.overlay.node and \
+                    (peer.network_id, peer.address, peer.container_id) not in mine:
+                await self.overlay.cluster.release(peer.network_id, peer.address, peer.container_id)
+                log.info("overlay_stale_endpoint_removed", address=peer.address,
+                         container_id=peer.container_id[:12])
+
+    async def list_nodes(self):
+        return await self._need_cluster().cluster.nodes()
+
     def _bridges(self) -> list[Network]:
-        return [n for n in self.store.list_networks() if n.driver == "bridge"]
+        return [n for n in self.store.list_networks() if n.driver in BRIDGED]
 
     # -- endpoints --------------------------------------------------------------------
 
@@ -352,7 +552,7 @@ class NetworkService:
                         f"container {container_id} is already attached to network "
                         f"{existing.network_name}; detach it first")
                 return self._view(existing)
-            bridge_net = network.driver == "bridge"
+            bridge_net = network.driver in BRIDGED
             if not bridge_net and (ipv4_address or aliases or settings != EndpointSettings()):
                 raise InvalidArgument("user specified IP address, aliases, links, MAC address and "
                                       "driver options are supported only on bridge networks")
@@ -361,12 +561,17 @@ class NetworkService:
             if not bridge_net:
                 ports = ()   # docker ignores published ports on host and none
             if bridge_net:
-                attachment = self._new_attachment(container_id, network, [], name, hostname,
-                                                  ipv4_address, aliases, settings)
                 chosen = self._check_ports(container_id, ports)
+                attachment = await self._claim_attachment(container_id, network, [], name, hostname,
+                                                          ipv4_address, aliases, settings)
             netns_path = ""
-            if network.driver in ("null", "bridge"):
-                netns_path = await asyncio.to_thread(self.namespaces.create, container_id)
+            if network.driver in ("null", *BRIDGED):
+                try:
+                    netns_path = await asyncio.to_thread(self.namespaces.create, container_id)
+                except BaseException:
+                    if bridge_net:
+                        await self._release(attachment)
+                    raise
             endpoint = Endpoint(container_id=container_id, network_id=network.id,
                                 network_name=network.name, netns_path=netns_path, created_at=now(),
                                 name=name, hostname=hostname)
@@ -381,6 +586,8 @@ class NetworkService:
                     await self._serve_dns(container_id, netns_path)
             except BaseException:
                 self.store.remove_endpoint(container_id)
+                if bridge_net:
+                    await self._release(attachment)
                 if self.resolver is not None:
                     self.resolver.stop(container_id)
                 if netns_path:
@@ -401,7 +608,7 @@ class NetworkService:
                 raise FailedPrecondition(
                     f"container {container_id[:12]} has no network namespace of its own: a container "
                     "sharing another container's network cannot be connected to a network")
-            if network.driver != "bridge":
+            if network.driver not in BRIDGED:
                 raise FailedPrecondition(
                     f"container cannot be connected to network {network.name}: only bridge "
                     "networks can be added to a container's networks")
@@ -417,10 +624,10 @@ class NetworkService:
             if any(a.network_id == network.id for a in current):
                 raise AlreadyExists(f"endpoint with name {endpoint.name or container_id[:12]} "
                                     f"already exists in network {network.name}")
-            attachment = self._new_attachment(container_id, network, current,
-                                              endpoint.name or (current[0].name if current else ""),
-                                              endpoint.hostname or (current[0].hostname if current else ""),
-                                              ipv4_address, aliases, settings)
+            attachment = await self._claim_attachment(
+                container_id, network, current, endpoint.name or (current[0].name if current else ""),
+                endpoint.hostname or (current[0].hostname if current else ""),
+                ipv4_address, aliases, settings)
             first = attachment.ifname == "eth0"
             self.store.add_attachment(attachment)
             try:
@@ -433,6 +640,7 @@ class NetworkService:
                 await self._serve_dns(container_id, endpoint.netns_path)
             except BaseException:
                 self.store.remove_attachment(container_id, network.id)
+                await self._release(attachment)
                 if first:
                     self._repoint_endpoint(container_id)
                 await asyncio.to_thread(kernel.delete_link, attachment.host_ifname)
@@ -491,6 +699,7 @@ class NetworkService:
             await asyncio.to_thread(kernel.delete_link, match[0].host_ifname)
             self._write_files(container_id)
             await self._apply_firewall()
+            await self._release(match[0])
         log.info("endpoint_disconnected", container_id=container_id, network=network.name)
 
     def _repoint_endpoint(self, container_id: str) -> None:
@@ -504,12 +713,15 @@ class NetworkService:
             endpoint = self.store.get_endpoint(container_id)
             if endpoint is None:
                 return
-            host_links = [a.host_ifname for a in self.store.attachments(container_id=container_id)]
+            attachments = self.store.attachments(container_id=container_id)
+            host_links = [a.host_ifname for a in attachments]
             # Rows first: a crash after it leaves kernel objects with no endpoint,
             # which start() removes; the other order could leave rows that point at nothing.
             self.store.remove_endpoint(container_id)
             if host_links:
                 await self._apply_firewall()
+            for a in attachments:
+                await self._release(a)
             if self.resolver is not None:
                 self.resolver.stop(container_id)
             await asyncio.to_thread(self._release_namespace, container_id)
@@ -530,6 +742,8 @@ class NetworkService:
         if version == 4:
             pool = ipam.Pool.make(o["subnet"], o["gateway"], o.get("ip_range", ""), o.get("aux"))
             leased = {a.address for a in self.store.attachments(network_id=network.id)}
+            if network.driver == "overlay" and self.overlay is not None:
+                leased |= self.overlay.taken(network.id)
         else:
             pool = ipam.Pool.make(o["subnet6"], o["gateway6"], o.get("ip_range6", ""), o.get("aux6"),
                                   version=6)
@@ -550,7 +764,8 @@ class NetworkService:
             mac_address=a.mac_address, ipv6_address=a.ipv6_address,
             ipv6_prefix_len=int(o["subnet6"].split("/")[1]) if a.ipv6_address else 0,
             ipv6_gateway=o["gateway6"] if routed and a.ipv6_address else "",
-            link_local_ips=a.link_local_ips))
+            link_local_ips=a.link_local_ips,
+            mtu=self.overlay.mtu(network) if network.driver == "overlay" and self.overlay else 0))
 
     def _unplumb_all(self, container_id: str) -> None:
         # The veths die with the namespace once nothing holds it; delete the host
@@ -665,6 +880,8 @@ class NetworkService:
                          *(x.lower() for x in a.aliases)} - {""}
                 if short in names or a.name.lower() in linked:
                     out += [a.address] + ([a.ipv6_address] if a.ipv6_address else [])
+            if network.driver == "overlay" and self.overlay is not None:
+                out += self.overlay.lookup(network.id, short)
         return list(dict.fromkeys(out))
 
     # -- files ----------------------------------------------------------------------------

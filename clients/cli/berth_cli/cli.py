@@ -48,7 +48,7 @@ MODULE_VERBS = {
 }
 VERBS = ("version", "load", "import", "save", "images", "rmi", "tag", "run", "create", "start",
          "stop", "restart", "kill", "rm", "pause", "unpause", "ps", "logs", "inspect", "wait", "events",
-         "volume", "network", "port", "completion", *(v for vs in MODULE_VERBS.values() for v in vs))
+         "volume", "network", "port", "node", "completion", *(v for vs in MODULE_VERBS.values() for v in vs))
 
 
 class _Ignored:
@@ -191,6 +191,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if only in ("network", None):
         from berth_cli import networks
         networks.add_parser(p)
+    p = add_verb("node", help="list the cluster's nodes")
+    if only in ("node", None):
+        from berth_cli import networks
+        networks.add_node_parser(p)
     p = add_verb("port", help="list a container's published ports")
     if only in ("port", None):
         from berth_cli import networks

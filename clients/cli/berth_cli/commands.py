@@ -524,7 +524,7 @@ VERBS = {
     "rmi": rmi, "tag": tag, "run": run, "create": create, "start": start, "stop": stop,
     "restart": stop, "kill": kill, "rm": rm, "wait": wait, "ps": ps, "logs": logs,
     "inspect": inspect, "events": events, "volume": "volumes:dispatch",
-    "network": "networks:dispatch", "port": "networks:port",
+    "network": "networks:dispatch", "port": "networks:port", "node": "networks:node",
     "pause": pause, "unpause": pause,
     "rename": "lifecycle:rename", "commit": "lifecycle:commit", "diff": "lifecycle:diff",
     "update": "lifecycle:update", "container": "lifecycle:container", "system": "lifecycle:system",

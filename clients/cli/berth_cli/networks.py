@@ -16,9 +16,12 @@ def add_parser(p) -> None:
     p.add_argument("--help", action="help", help="show this help")
     sub = p.add_subparsers(dest="network_verb", metavar="COMMAND", parser_class=type(p))
     sub.required = True
-    c = sub.add_parser("create", help="create a bridge network")
+    c = sub.add_parser("create", help="create a bridge network, or an overlay one across the cluster")
     c.add_argument("name")
-    c.add_argument("-d", "--driver", default="bridge")
+    c.add_argument("-d", "--driver", default="bridge", help="bridge or overlay")
+    c.add_argument("--attachable", action="store_true")
+    c.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a driver option")
     c.add_argument("--subnet", default="")
     c.add_argument("--gateway", default="")
     c.add_argument("--ip-range", default="")
@@ -80,7 +83,8 @@ def create(client, ns) -> int:
     from berth_docker.keyvalues import key_values
     n = client.stub.CreateNetwork(engine_pb2.CreateNetworkRequest(
         name=ns.name, driver=ns.driver, subnet=ns.subnet, gateway=ns.gateway,
-        ip_range=ns.ip_range, internal=ns.internal, labels=key_values(ns.label, "label"))).network
+        ip_range=ns.ip_range, internal=ns.internal, labels=key_values(ns.label, "label"),
+        attachable=ns.attachable, options=key_values(ns.opt, "opt"))).network
     print(n.id)
     return 0
 
@@ -97,7 +101,7 @@ def ls(client, ns) -> int:
         sys.stdout.write(out)
         return 0
     print(fmt.table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"),
-                    [(n.id if ns.no_trunc else n.id[:12], n.name, n.driver, "local")
+                    [(n.id if ns.no_trunc else n.id[:12], n.name, n.driver, _scope(n))
                      for n in networks]))
     return 0
 
@@ -115,7 +119,33 @@ def network_row(n, no_trunc: bool = False) -> dict:
         "CreatedAt": n.created, "Driver": n.driver, "ID": n.id if no_trunc else n.id[:12],
         "IPv6": "false", "Internal": "true" if n.internal else "false",
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())), "Name": n.name,
-        "Scope": "local", "Label": lambda key: labels.get(key, "")})
+        "Scope": _scope(n), "Label": lambda key: labels.get(key, "")})
+
+
+def _scope(n) -> str:
+    return "global" if n.driver == "overlay" else "local"
+
+
+def add_node_parser(p) -> None:
+    """`berth node ls`: the cluster's nodes."""
+    sub = p.add_subparsers(dest="node_verb", metavar="COMMAND", parser_class=type(p))
+    sub.required = True
+    c = sub.add_parser("ls", aliases=["list"], help="list the cluster's nodes")
+    c.add_argument("-q", "--quiet", action="store_true")
+
+
+def node(client, ns) -> int:
+    from berth.engine.v1 import engine_pb2
+    response = client.stub.ListNodes(engine_pb2.ListNodesRequest())
+    if ns.quiet:
+        for n in response.nodes:
+            print(n.name)
+        return 0
+    print(fmt.table(("NAME", "ADDRESS", "STATUS", "CPUS", "MEMORY", "STARTED"),
+                    [(n.name + (" *" if n.name == response.self else ""), n.address, "Ready",
+                      str(n.cpus), f"{n.memory / (1 << 30):.1f}GiB", n.started)
+                     for n in response.nodes]))
+    return 0
 
 
 def inspect(client, ns) -> int:

@@ -171,6 +171,9 @@ class NetworkBackend(Protocol):
 
     async def disconnect(self, request: engine_pb2.DisconnectNetworkRequest) -> None: ...
 
+    async def nodes(self) -> engine_pb2.ListNodesResponse:
+        """The cluster's live nodes; FailedPrecondition when the engine is in no cluster."""
+
 
 class VolumeBackend(Protocol):
     """The volume API over the volume service (a container's mounts are resolved elsewhere, at create)."""

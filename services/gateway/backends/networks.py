@@ -22,7 +22,7 @@ def network_info(n: network_pb2.Network) -> engine_pb2.NetworkInfo:
         created=n.created, containers=list(n.containers),
         pools=[engine_pb2.NetworkPool(subnet=p.subnet, gateway=p.gateway, ip_range=p.ip_range,
                                       aux_addresses=dict(p.aux_addresses)) for p in n.pools],
-        enable_ipv6=n.enable_ipv6, options=dict(n.options), attachable=n.attachable,
+        enable_ipv6=n.enable_ipv6, options=dict(n.options), attachable=n.attachable, vni=n.vni, mtu=n.mtu,
         endpoints=[engine_pb2.NetworkContainer(
             container_id=e.container_id, name=e.name, endpoint_id=e.endpoint_id,
             mac_address=e.mac_address, ipv4_address=e.ipv4_address, ipv6_address=e.ipv6_address)
@@ -108,6 +108,12 @@ class Networks:
             container_id=cid, network=n.id, ipv4_address=r.ipv4_address, aliases=list(r.aliases),
             settings=endpoint_settings(r.settings)))
         self._event("connect", n.id, {"name": n.name, "type": n.driver, "container": cid})
+
+    async def nodes(self) -> engine_pb2.ListNodesResponse:
+        response = await self._network.ListNodes(network_pb2.ListNodesRequest())
+        return engine_pb2.ListNodesResponse(self=response.self, nodes=[engine_pb2.NodeInfo(
+            name=n.name, address=n.address, cpus=n.cpus, memory=n.memory, started=n.started)
+            for n in response.nodes])
 
     async def disconnect(self, r: engine_pb2.DisconnectNetworkRequest) -> None:
         cid = await self._resolve(r.container)

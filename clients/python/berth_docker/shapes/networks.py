@@ -14,7 +14,9 @@ def network_json(n: engine_pb2.NetworkInfo) -> dict:
         if p.aux_addresses:
             pool["AuxiliaryAddresses"] = dict(p.aux_addresses)
         pools.append(pool)
-    return {"Name": n.name, "Id": n.id, "Created": n.created or ZERO_TIME, "Scope": "local", "Driver": n.driver,
+    # An overlay spans the cluster: docker's classic multi-host scope ("global", an external store).
+    scope = "global" if n.driver == "overlay" else "local"
+    return {"Name": n.name, "Id": n.id, "Created": n.created or ZERO_TIME, "Scope": scope, "Driver": n.driver,
             "EnableIPv6": n.enable_ipv6, "IPAM": {"Driver": "default", "Options": None, "Config": pools},
             "Internal": n.internal, "Attachable": n.attachable, "Ingress": False, "ConfigFrom": {"Network": ""},
             "ConfigOnly": False,

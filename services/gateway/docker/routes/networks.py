@@ -101,8 +101,10 @@ def create_request(body: Mapping) -> engine_pb2.CreateNetworkRequest:
         raise errors.NotImplementedYet("ingress networks (swarm mode) are not available on berth")
     if body.get("ConfigOnly") or (body.get("ConfigFrom") or {}).get("Network"):
         raise errors.NotImplementedYet("ConfigOnly/ConfigFrom networks are not available on berth")
-    if (body.get("Scope") or "local") != "local":
-        raise errors.NotImplementedYet(f"network scope {body['Scope']!r}: only local networks exist on berth")
+    scope = body.get("Scope") or ("global" if body.get("Driver") == "overlay" else "local")
+    if scope != ("global" if body.get("Driver") == "overlay" else "local"):
+        raise errors.NotImplementedYet(f"network scope {body['Scope']!r}: bridge networks are local, "
+                                       "overlay networks global (swarm scope is not available on berth)")
     r = engine_pb2.CreateNetworkRequest(
         name=body.get("Name") or "", driver=body.get("Driver") or "", internal=bool(body.get("Internal")),
         labels=_string_map(body.get("Labels"), "Labels"), enable_ipv6=bool(body.get("EnableIPv6")),

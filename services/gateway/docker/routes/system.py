@@ -58,6 +58,7 @@ async def info(request: web.Request) -> web.Response:
     # Every image the store holds, untagged ones too, as dockerd counts them.
     images = await b.images.list(True, "")
     v = b.system.version()
+    cluster = await _cluster(b)
     running = sum(1 for c in containers if c.state.running)
     stopped = len(containers) - running
     return json_response({
@@ -65,7 +66,7 @@ async def info(request: web.Request) -> web.Response:
         "Containers": len(containers), "ContainersRunning": running, "ContainersPaused": 0,
         "ContainersStopped": stopped, "Images": len(images),
         "Driver": "overlay", "DriverStatus": [], "DockerRootDir": "",
-        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Log": ["k8s-file"]},
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none", "overlay"], "Log": ["k8s-file"]},
         "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
         "CPUShares": True, "PidsLimit": True, "OomKillDisable": True, "IPv4Forwarding": True,
         "Debug": False, "NFd": 0, "NGoroutines": 0, "SystemTime": convert.rfc3339(convert.to_pb_time(time.time())),
@@ -80,7 +81,26 @@ async def info(request: web.Request) -> web.Response:
         "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "docker-init",
         "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Warnings": [],
+        # The pre-swarm multi-host fields (an external store, overlay networks over it) and
+        # berth's own section: the cluster's nodes. Swarm stays "inactive": berth is no swarm.
+        "ClusterStore": cluster["Store"], "ClusterAdvertise": cluster["Advertise"],
+        "Berth": {"Cluster": cluster["Section"]},
     })
+
+
+async def _cluster(b) -> dict:
+    try:
+        nodes = await b.networks.nodes()
+    except errors.FailedPrecondition:
+        return {"Store": "", "Advertise": "", "Section": None}
+    except errors.Unavailable as exc:
+        # /info still answers while the store is away; it says so instead of the nodes.
+        return {"Store": "etcd", "Advertise": "", "Section": {"Error": exc.message}}
+    me = next((n for n in nodes.nodes if n.name == nodes.self), None)
+    return {"Store": "etcd", "Advertise": me.address if me else "",
+            "Section": {"NodeName": nodes.self, "Nodes": [
+                {"Name": n.name, "Addr": n.address, "NCPU": n.cpus, "MemTotal": n.memory,
+                 "Started": n.started, "Status": "ready"} for n in nodes.nodes]}}
 
 
 def _os_name() -> str:

@@ -172,6 +172,9 @@ type EngineServiceClient interface {
 	BuildImage(ctx context.Context, opts ...grpc.CallOption) (EngineService_BuildImageClient, error)
 	// Forget build cache entries and remove the images only they kept.
 	PruneBuildCache(ctx context.Context, in *PruneBuildCacheRequest, opts ...grpc.CallOption) (*PruneBuildCacheResponse, error)
+	// The cluster's nodes (berth node ls); FAILED_PRECONDITION when the engine
+	// is in no cluster.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 }
 
 type engineServiceClient struct {
@@ -1034,6 +1037,15 @@ func (c *engineServiceClient) PruneBuildCache(ctx context.Context, in *PruneBuil
 	return out, nil
 }
 
+func (c *engineServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, "/berth.engine.v1.EngineService/ListNodes", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EngineServiceServer is the server API for EngineService service.
 // All implementations must embed UnimplementedEngineServiceServer
 // for forward compatibility
@@ -1192,6 +1204,9 @@ type EngineServiceServer interface {
 	BuildImage(EngineService_BuildImageServer) error
 	// Forget build cache entries and remove the images only they kept.
 	PruneBuildCache(context.Context, *PruneBuildCacheRequest) (*PruneBuildCacheResponse, error)
+	// The cluster's nodes (berth node ls); FAILED_PRECONDITION when the engine
+	// is in no cluster.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	mustEmbedUnimplementedEngineServiceServer()
 }
 
@@ -1366,6 +1381,9 @@ func (UnimplementedEngineServiceServer) BuildImage(EngineService_BuildImageServe
 }
 func (UnimplementedEngineServiceServer) PruneBuildCache(context.Context, *PruneBuildCacheRequest) (*PruneBuildCacheResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method PruneBuildCache not implemented")
+}
+func (UnimplementedEngineServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListNodes not implemented")
 }
 func (UnimplementedEngineServiceServer) mustEmbedUnimplementedEngineServiceServer() {}
 
@@ -2463,6 +2481,24 @@ func _EngineService_PruneBuildCache_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EngineService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EngineServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/berth.engine.v1.EngineService/ListNodes",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EngineServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _EngineService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "berth.engine.v1.EngineService",
 	HandlerType: (*EngineServiceServer)(nil),
@@ -2630,6 +2666,10 @@ var _EngineService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PruneBuildCache",
 			Handler:    _EngineService_PruneBuildCache_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _EngineService_ListNodes_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

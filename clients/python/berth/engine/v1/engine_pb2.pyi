@@ -2519,6 +2519,8 @@ class NetworkInfo(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     ATTACHABLE_FIELD_NUMBER: _builtins.int
     ENDPOINTS_FIELD_NUMBER: _builtins.int
+    VNI_FIELD_NUMBER: _builtins.int
+    MTU_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The network's id; never changes."""
     name: _builtins.str
@@ -2541,6 +2543,10 @@ class NetworkInfo(_message.Message):
     """Containers get IPv6 addresses too."""
     attachable: _builtins.bool
     """Given at create; every network on a node can be attached to."""
+    vni: _builtins.int
+    """Overlay networks: the VXLAN network identifier, the same on every node."""
+    mtu: _builtins.int
+    """Overlay networks: the MTU of its interfaces on this node."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels given at create."""
@@ -2580,10 +2586,12 @@ class NetworkInfo(_message.Message):
         options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         attachable: _builtins.bool = ...,
         endpoints: _abc.Iterable[Global___NetworkContainer] | None = ...,
+        vni: _builtins.int = ...,
+        mtu: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachable", b"attachable", "bridge", b"bridge", "containers", b"containers", "created", b"created", "driver", b"driver", "enable_ipv6", b"enable_ipv6", "endpoints", b"endpoints", "gateway", b"gateway", "id", b"id", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "options", b"options", "pools", b"pools", "subnet", b"subnet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachable", b"attachable", "bridge", b"bridge", "containers", b"containers", "created", b"created", "driver", b"driver", "enable_ipv6", b"enable_ipv6", "endpoints", b"endpoints", "gateway", b"gateway", "id", b"id", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "mtu", b"mtu", "name", b"name", "options", b"options", "pools", b"pools", "subnet", b"subnet", "vni", b"vni"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2690,7 +2698,9 @@ class CreateNetworkRequest(_message.Message):
     name: _builtins.str
     """Unique among networks; [a-zA-Z0-9][a-zA-Z0-9_.-]*."""
     driver: _builtins.str
-    """"bridge" (the default when empty); nothing else."""
+    """"bridge" (the default when empty) or "overlay" (the engine must be in a
+    cluster; the network then exists on every node).
+    """
     subnet: _builtins.str
     """IPv4 subnet "a.b.c.d/len"; empty picks a free one from the default pools."""
     gateway: _builtins.str
@@ -4991,3 +5001,86 @@ class PruneBuildCacheResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PruneBuildCacheResponse: _TypeAlias = PruneBuildCacheResponse  # noqa: Y015
+
+@_typing.final
+class ListNodesRequest(_message.Message):
+    """ListNodesRequest asks for the cluster's nodes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNodesRequest: _TypeAlias = ListNodesRequest  # noqa: Y015
+
+@_typing.final
+class ListNodesResponse(_message.Message):
+    """ListNodesResponse carries the cluster's nodes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODES_FIELD_NUMBER: _builtins.int
+    SELF_FIELD_NUMBER: _builtins.int
+    self: _builtins.str
+    """The name of the node this engine runs on."""
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeInfo]:
+        """Sorted by name; only nodes whose lease is alive."""
+
+    def __init__(
+        self_,  # pyright: ignore[reportSelfClsParameterName]
+        *,
+        nodes: _abc.Iterable[Global___NodeInfo] | None = ...,
+        self: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes", "self", b"self"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNodesResponse: _TypeAlias = ListNodesResponse  # noqa: Y015
+
+@_typing.final
+class NodeInfo(_message.Message):
+    """NodeInfo is one node of the cluster as `berth node ls` shows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique in the cluster."""
+    address: _builtins.str
+    """The address other nodes reach it at."""
+    cpus: _builtins.int
+    """Its CPUs."""
+    memory: _builtins.int
+    """Its memory in bytes."""
+    started: _builtins.str
+    """RFC 3339 time it registered."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        address: _builtins.str = ...,
+        cpus: _builtins.int = ...,
+        memory: _builtins.int = ...,
+        started: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cpus", b"cpus", "memory", b"memory", "name", b"name", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeInfo: _TypeAlias = NodeInfo  # noqa: Y015

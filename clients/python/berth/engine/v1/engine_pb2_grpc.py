@@ -320,6 +320,11 @@ class EngineServiceStub:
                 request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheRequest.SerializeToString,
                 response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheResponse.FromString,
                 _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/berth.engine.v1.EngineService/ListNodes',
+                request_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServiceServicer:
@@ -764,6 +769,14 @@ class EngineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNodes(self, request, context):
+        """The cluster's nodes (berth node ls); FAILED_PRECONDITION when the engine
+        is in no cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1046,6 +1059,11 @@ def add_EngineServiceServicer_to_server(servicer, server):
                     servicer.PruneBuildCache,
                     request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheRequest.FromString,
                     response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheResponse.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNodesRequest.FromString,
+                    response_serializer=berth_dot_engine_dot_v1_dot_engine__pb2.ListNodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2565,6 +2583,33 @@ class EngineService:
             '/berth.engine.v1.EngineService/PruneBuildCache',
             berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheRequest.SerializeToString,
             berth_dot_engine_dot_v1_dot_engine__pb2.PruneBuildCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.engine.v1.EngineService/ListNodes',
+            berth_dot_engine_dot_v1_dot_engine__pb2.ListNodesRequest.SerializeToString,
+            berth_dot_engine_dot_v1_dot_engine__pb2.ListNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

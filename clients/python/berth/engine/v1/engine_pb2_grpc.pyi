@@ -232,6 +232,10 @@ class EngineServiceStub:
     """
     PruneBuildCache: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PruneBuildCacheRequest, _engine_pb2.PruneBuildCacheResponse]
     """Forget build cache entries and remove the images only they kept."""
+    ListNodes: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListNodesRequest, _engine_pb2.ListNodesResponse]
+    """The cluster's nodes (berth node ls); FAILED_PRECONDITION when the engine
+    is in no cluster.
+    """
 
 @_typing.type_check_only
 class EngineServiceAsyncStub(EngineServiceStub):
@@ -423,6 +427,10 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """
     PruneBuildCache: _aio.UnaryUnaryMultiCallable[_engine_pb2.PruneBuildCacheRequest, _engine_pb2.PruneBuildCacheResponse]  # type: ignore[assignment]
     """Forget build cache entries and remove the images only they kept."""
+    ListNodes: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListNodesRequest, _engine_pb2.ListNodesResponse]  # type: ignore[assignment]
+    """The cluster's nodes (berth node ls); FAILED_PRECONDITION when the engine
+    is in no cluster.
+    """
 
 class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
     """EngineService is everything a berth client does: containers and their
@@ -947,5 +955,15 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.PruneBuildCacheResponse, _abc.Awaitable[_engine_pb2.PruneBuildCacheResponse]]:
         """Forget build cache entries and remove the images only they kept."""
+
+    @_abc_1.abstractmethod
+    def ListNodes(
+        self,
+        request: _engine_pb2.ListNodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.ListNodesResponse, _abc.Awaitable[_engine_pb2.ListNodesResponse]]:
+        """The cluster's nodes (berth node ls); FAILED_PRECONDITION when the engine
+        is in no cluster.
+        """
 
 def add_EngineServiceServicer_to_server(servicer: EngineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -93,6 +93,8 @@ class Network(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     ATTACHABLE_FIELD_NUMBER: _builtins.int
     ENDPOINTS_FIELD_NUMBER: _builtins.int
+    VNI_FIELD_NUMBER: _builtins.int
+    MTU_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The network's id (64 hex); never changes."""
     name: _builtins.str
@@ -115,6 +117,12 @@ class Network(_message.Message):
     """Containers get IPv6 addresses from the IPv6 pool too."""
     attachable: _builtins.bool
     """Given at create; on a single node every network can be attached to."""
+    vni: _builtins.int
+    """Overlay networks: the VXLAN network identifier, the same on every node."""
+    mtu: _builtins.int
+    """Overlay networks: the MTU of its interfaces on this node (the underlay's
+    less the 50 bytes of VXLAN encapsulation, or the one given at create).
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels given at create."""
@@ -157,10 +165,12 @@ class Network(_message.Message):
         options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         attachable: _builtins.bool = ...,
         endpoints: _abc.Iterable[Global___NetworkEndpoint] | None = ...,
+        vni: _builtins.int = ...,
+        mtu: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachable", b"attachable", "bridge", b"bridge", "containers", b"containers", "created", b"created", "driver", b"driver", "enable_ipv6", b"enable_ipv6", "endpoints", b"endpoints", "gateway", b"gateway", "id", b"id", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "name", b"name", "options", b"options", "pools", b"pools", "subnet", b"subnet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachable", b"attachable", "bridge", b"bridge", "containers", b"containers", "created", b"created", "driver", b"driver", "enable_ipv6", b"enable_ipv6", "endpoints", b"endpoints", "gateway", b"gateway", "id", b"id", "internal", b"internal", "ip_range", b"ip_range", "labels", b"labels", "mtu", b"mtu", "name", b"name", "options", b"options", "pools", b"pools", "subnet", b"subnet", "vni", b"vni"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -324,7 +334,9 @@ class CreateNetworkRequest(_message.Message):
     name: _builtins.str
     """Unique among networks."""
     driver: _builtins.str
-    """Only "bridge" (the default when empty)."""
+    """"bridge" (the default when empty) or "overlay" (the node must be in a
+    cluster; the network then exists on every node).
+    """
     subnet: _builtins.str
     """IPv4 subnet "a.b.c.d/len"; empty picks a free subnet from the default pools."""
     gateway: _builtins.str
@@ -350,7 +362,9 @@ class CreateNetworkRequest(_message.Message):
     @_builtins.property
     def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Driver options: com.docker.network.bridge.name (the bridge's name) is
-        honoured; any other is refused with INVALID_ARGUMENT naming it.
+        honoured on bridge networks, com.docker.network.driver.mtu on overlay
+        ones ("encrypted" is refused: berth does not encrypt VXLAN); any other is
+        refused with INVALID_ARGUMENT naming it.
         """
 
     def __init__(
@@ -983,3 +997,86 @@ class ListEndpointsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEndpointsResponse: _TypeAlias = ListEndpointsResponse  # noqa: Y015
+
+@_typing.final
+class ListNodesRequest(_message.Message):
+    """ListNodesRequest asks for the cluster's nodes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNodesRequest: _TypeAlias = ListNodesRequest  # noqa: Y015
+
+@_typing.final
+class ListNodesResponse(_message.Message):
+    """ListNodesResponse carries the nodes, by name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODES_FIELD_NUMBER: _builtins.int
+    SELF_FIELD_NUMBER: _builtins.int
+    self: _builtins.str
+    """The name of the node that answered."""
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Node]:
+        """Sorted by name."""
+
+    def __init__(
+        self_,  # pyright: ignore[reportSelfClsParameterName]
+        *,
+        nodes: _abc.Iterable[Global___Node] | None = ...,
+        self: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes", "self", b"self"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNodesResponse: _TypeAlias = ListNodesResponse  # noqa: Y015
+
+@_typing.final
+class Node(_message.Message):
+    """Node is one member of the cluster, as it registered under its lease."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique in the cluster (berthd --node-name)."""
+    address: _builtins.str
+    """The address other nodes reach it at (its VXLAN tunnel source)."""
+    cpus: _builtins.int
+    """Its CPUs."""
+    memory: _builtins.int
+    """Its memory in bytes."""
+    started: _builtins.str
+    """RFC 3339 time this incarnation of the node registered."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        address: _builtins.str = ...,
+        cpus: _builtins.int = ...,
+        memory: _builtins.int = ...,
+        started: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cpus", b"cpus", "memory", b"memory", "name", b"name", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Node: _TypeAlias = Node  # noqa: Y015

@@ -88,6 +88,11 @@ class NetworkServiceStub:
                 request_serializer=berth_dot_network_dot_v1_dot_network__pb2.ListEndpointsRequest.SerializeToString,
                 response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ListEndpointsResponse.FromString,
                 _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/berth.network.v1.NetworkService/ListNodes',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
 
 
 class NetworkServiceServicer:
@@ -171,6 +176,14 @@ class NetworkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNodes(self, request, context):
+        """The cluster's nodes (those whose lease in the cluster store is alive);
+        FAILED_PRECONDITION when this node is in no cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetworkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -223,6 +236,11 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     servicer.ListEndpoints,
                     request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ListEndpointsRequest.FromString,
                     response_serializer=berth_dot_network_dot_v1_dot_network__pb2.ListEndpointsResponse.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ListNodesRequest.FromString,
+                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.ListNodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -498,6 +516,33 @@ class NetworkService:
             '/berth.network.v1.NetworkService/ListEndpoints',
             berth_dot_network_dot_v1_dot_network__pb2.ListEndpointsRequest.SerializeToString,
             berth_dot_network_dot_v1_dot_network__pb2.ListEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/ListNodes',
+            berth_dot_network_dot_v1_dot_network__pb2.ListNodesRequest.SerializeToString,
+            berth_dot_network_dot_v1_dot_network__pb2.ListNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,10 @@ class NetworkServiceStub:
     """
     ListEndpoints: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListEndpointsRequest, _network_pb2.ListEndpointsResponse]
     """Every endpoint."""
+    ListNodes: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListNodesRequest, _network_pb2.ListNodesResponse]
+    """The cluster's nodes (those whose lease in the cluster store is alive);
+    FAILED_PRECONDITION when this node is in no cluster.
+    """
 
 @_typing.type_check_only
 class NetworkServiceAsyncStub(NetworkServiceStub):
@@ -115,6 +119,10 @@ class NetworkServiceAsyncStub(NetworkServiceStub):
     """
     ListEndpoints: _aio.UnaryUnaryMultiCallable[_network_pb2.ListEndpointsRequest, _network_pb2.ListEndpointsResponse]  # type: ignore[assignment]
     """Every endpoint."""
+    ListNodes: _aio.UnaryUnaryMultiCallable[_network_pb2.ListNodesRequest, _network_pb2.ListNodesResponse]  # type: ignore[assignment]
+    """The cluster's nodes (those whose lease in the cluster store is alive);
+    FAILED_PRECONDITION when this node is in no cluster.
+    """
 
 class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
     """NetworkService owns networks, endpoints and published ports. Its only
@@ -210,5 +218,15 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_network_pb2.ListEndpointsResponse, _abc.Awaitable[_network_pb2.ListEndpointsResponse]]:
         """Every endpoint."""
+
+    @_abc_1.abstractmethod
+    def ListNodes(
+        self,
+        request: _network_pb2.ListNodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.ListNodesResponse, _abc.Awaitable[_network_pb2.ListNodesResponse]]:
+        """The cluster's nodes (those whose lease in the cluster store is alive);
+        FAILED_PRECONDITION when this node is in no cluster.
+        """
 
 def add_NetworkServiceServicer_to_server(servicer: NetworkServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1018,6 +1018,10 @@ export interface NetworkInfo {
   attachable: boolean;
   /** The containers connected now, with their addresses. */
   endpoints: NetworkContainer[];
+  /** Overlay networks: the VXLAN network identifier, the same on every node. */
+  vni: number;
+  /** Overlay networks: the MTU of its interfaces on this node. */
+  mtu: number;
 }
 
 export interface NetworkInfo_LabelsEntry {
@@ -1044,7 +1048,10 @@ export interface ListNetworksResponse {
 export interface CreateNetworkRequest {
   /** Unique among networks; [a-zA-Z0-9][a-zA-Z0-9_.-]*. */
   name: string;
-  /** "bridge" (the default when empty); nothing else. */
+  /**
+   * "bridge" (the default when empty) or "overlay" (the engine must be in a
+   * cluster; the network then exists on every node).
+   */
   driver: string;
   /** IPv4 subnet "a.b.c.d/len"; empty picks a free one from the default pools. */
   subnet: string;
@@ -1822,6 +1829,32 @@ export interface PruneBuildCacheResponse {
   deleted: string[];
   /** Bytes freed. */
   spaceReclaimed: number;
+}
+
+/** ListNodesRequest asks for the cluster's nodes. */
+export interface ListNodesRequest {
+}
+
+/** ListNodesResponse carries the cluster's nodes. */
+export interface ListNodesResponse {
+  /** Sorted by name; only nodes whose lease is alive. */
+  nodes: NodeInfo[];
+  /** The name of the node this engine runs on. */
+  self: string;
+}
+
+/** NodeInfo is one node of the cluster as `berth node ls` shows it. */
+export interface NodeInfo {
+  /** Unique in the cluster. */
+  name: string;
+  /** The address other nodes reach it at. */
+  address: string;
+  /** Its CPUs. */
+  cpus: number;
+  /** Its memory in bytes. */
+  memory: number;
+  /** RFC 3339 time it registered. */
+  started: string;
 }
 
 function createBaseGetVersionRequest(): GetVersionRequest {
@@ -10037,6 +10070,8 @@ function createBaseNetworkInfo(): NetworkInfo {
     options: {},
     attachable: false,
     endpoints: [],
+    vni: 0,
+    mtu: 0,
   };
 }
 
@@ -10089,6 +10124,12 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
     }
     for (const v of message.endpoints) {
       NetworkContainer.encode(v!, writer.uint32(130).fork()).join();
+    }
+    if (message.vni !== 0) {
+      writer.uint32(240).uint32(message.vni);
+    }
+    if (message.mtu !== 0) {
+      writer.uint32(248).uint32(message.mtu);
     }
     return writer;
   },
@@ -10240,6 +10281,22 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
             message.endpoints.push(NetworkContainer.decode(reader, reader.uint32()));
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.vni = reader.uint32();
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.mtu = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -10308,6 +10365,8 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
       endpoints: globalThis.Array.isArray(object?.endpoints)
         ? object.endpoints.map((e: any) => NetworkContainer.fromJSON(e))
         : [],
+      vni: isSet(object.vni) ? globalThis.Number(object.vni) : 0,
+      mtu: isSet(object.mtu) ? globalThis.Number(object.mtu) : 0,
     };
   },
 
@@ -10373,6 +10432,12 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
     if (message.endpoints?.length) {
       obj.endpoints = message.endpoints.map((e) => NetworkContainer.toJSON(e));
     }
+    if (message.vni !== 0) {
+      obj.vni = Math.round(message.vni);
+    }
+    if (message.mtu !== 0) {
+      obj.mtu = Math.round(message.mtu);
+    }
     return obj;
   },
 
@@ -10413,6 +10478,8 @@ export const NetworkInfo: MessageFns<NetworkInfo> = {
     );
     message.attachable = object.attachable ?? false;
     message.endpoints = object.endpoints?.map((e) => NetworkContainer.fromPartial(e)) || [];
+    message.vni = object.vni ?? 0;
+    message.mtu = object.mtu ?? 0;
     return message;
   },
 };
@@ -18667,6 +18734,276 @@ export const PruneBuildCacheResponse: MessageFns<PruneBuildCacheResponse> = {
   },
 };
 
+function createBaseListNodesRequest(): ListNodesRequest {
+  return {};
+}
+
+export const ListNodesRequest: MessageFns<ListNodesRequest> = {
+  encode(_: ListNodesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListNodesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListNodesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListNodesRequest {
+    return {};
+  },
+
+  toJSON(_: ListNodesRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListNodesRequest>, I>>(base?: I): ListNodesRequest {
+    return ListNodesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListNodesRequest>, I>>(_: I): ListNodesRequest {
+    const message = createBaseListNodesRequest();
+    return message;
+  },
+};
+
+function createBaseListNodesResponse(): ListNodesResponse {
+  return { nodes: [], self: "" };
+}
+
+export const ListNodesResponse: MessageFns<ListNodesResponse> = {
+  encode(message: ListNodesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.nodes) {
+      NodeInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.self !== "") {
+      writer.uint32(18).string(message.self);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListNodesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListNodesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodes.push(NodeInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.self = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListNodesResponse {
+    return {
+      nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeInfo.fromJSON(e)) : [],
+      self: isSet(object.self) ? globalThis.String(object.self) : "",
+    };
+  },
+
+  toJSON(message: ListNodesResponse): unknown {
+    const obj: any = {};
+    if (message.nodes?.length) {
+      obj.nodes = message.nodes.map((e) => NodeInfo.toJSON(e));
+    }
+    if (message.self !== "") {
+      obj.self = message.self;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListNodesResponse>, I>>(base?: I): ListNodesResponse {
+    return ListNodesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListNodesResponse>, I>>(object: I): ListNodesResponse {
+    const message = createBaseListNodesResponse();
+    message.nodes = object.nodes?.map((e) => NodeInfo.fromPartial(e)) || [];
+    message.self = object.self ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeInfo(): NodeInfo {
+  return { name: "", address: "", cpus: 0, memory: 0, started: "" };
+}
+
+export const NodeInfo: MessageFns<NodeInfo> = {
+  encode(message: NodeInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    if (message.cpus !== 0) {
+      writer.uint32(24).uint32(message.cpus);
+    }
+    if (message.memory !== 0) {
+      writer.uint32(32).uint64(message.memory);
+    }
+    if (message.started !== "") {
+      writer.uint32(42).string(message.started);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.cpus = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.memory = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.started = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeInfo {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+      cpus: isSet(object.cpus) ? globalThis.Number(object.cpus) : 0,
+      memory: isSet(object.memory) ? globalThis.Number(object.memory) : 0,
+      started: isSet(object.started) ? globalThis.String(object.started) : "",
+    };
+  },
+
+  toJSON(message: NodeInfo): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    if (message.cpus !== 0) {
+      obj.cpus = Math.round(message.cpus);
+    }
+    if (message.memory !== 0) {
+      obj.memory = Math.round(message.memory);
+    }
+    if (message.started !== "") {
+      obj.started = message.started;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeInfo>, I>>(base?: I): NodeInfo {
+    return NodeInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeInfo>, I>>(object: I): NodeInfo {
+    const message = createBaseNodeInfo();
+    message.name = object.name ?? "";
+    message.address = object.address ?? "";
+    message.cpus = object.cpus ?? 0;
+    message.memory = object.memory ?? 0;
+    message.started = object.started ?? "";
+    return message;
+  },
+};
+
 /**
  * EngineService is everything a berth client does: containers and their
  * processes, images and registries, networks, volumes, disk use and events.
@@ -19393,6 +19730,19 @@ export const EngineServiceService = {
       Buffer.from(PruneBuildCacheResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PruneBuildCacheResponse => PruneBuildCacheResponse.decode(value),
   },
+  /**
+   * The cluster's nodes (berth node ls); FAILED_PRECONDITION when the engine
+   * is in no cluster.
+   */
+  listNodes: {
+    path: "/berth.engine.v1.EngineService/ListNodes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListNodesRequest): Buffer => Buffer.from(ListNodesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListNodesRequest => ListNodesRequest.decode(value),
+    responseSerialize: (value: ListNodesResponse): Buffer => Buffer.from(ListNodesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListNodesResponse => ListNodesResponse.decode(value),
+  },
 } as const;
 
 export interface EngineServiceServer extends UntypedServiceImplementation {
@@ -19602,6 +19952,11 @@ export interface EngineServiceServer extends UntypedServiceImplementation {
   buildImage: handleBidiStreamingCall<BuildImageRequest, BuildImageResponse>;
   /** Forget build cache entries and remove the images only they kept. */
   pruneBuildCache: handleUnaryCall<PruneBuildCacheRequest, PruneBuildCacheResponse>;
+  /**
+   * The cluster's nodes (berth node ls); FAILED_PRECONDITION when the engine
+   * is in no cluster.
+   */
+  listNodes: handleUnaryCall<ListNodesRequest, ListNodesResponse>;
 }
 
 export interface EngineServiceClient extends Client {
@@ -20504,6 +20859,25 @@ export interface EngineServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PruneBuildCacheResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The cluster's nodes (berth node ls); FAILED_PRECONDITION when the engine
+   * is in no cluster.
+   */
+  listNodes(
+    request: ListNodesRequest,
+    callback: (error: ServiceError | null, response: ListNodesResponse) => void,
+  ): ClientUnaryCall;
+  listNodes(
+    request: ListNodesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListNodesResponse) => void,
+  ): ClientUnaryCall;
+  listNodes(
+    request: ListNodesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListNodesResponse) => void,
   ): ClientUnaryCall;
 }
 
