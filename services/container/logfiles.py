@@ -302,10 +302,71 @@ async def send_ctl(ctl: str, message: str) -> bool:
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
-IN_MODIFY, IN_NONBLOCK, IN_CLOEXEC = 0x2, 0o4000, 0o2000000
+IN_MODIFY, IN_IGNORED, IN_NONBLOCK, IN_CLOEXEC = 0x2, 0x8000, 0o4000, 0o2000000
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 # Checks of the size are at least this far apart while the container writes fast:
 # a file passes max-size by at most what is written in this time.
 MIN_CHECK_INTERVAL = 0.01
+
+
+class _Watches:
+    """One inotify instance for every log this process watches, a watch per file.
+
+    An instance per container would run out at fs.inotify.max_user_instances
+    (128 by default, shared by every process of the user); watches are counted
+    against max_user_watches, which is far larger."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.woken: dict[int, set[asyncio.Event]] = {}
+        loop.add_reader(self.fd, self._read)
+
+    def add(self, path: str, woke: asyncio.Event) -> int:
+        """Sets `woke` whenever `path` is modified; the watch, or -1 when it does not exist."""
+        wd = _libc.inotify_add_watch(self.fd, path.encode(), IN_MODIFY)
+        if wd < 0:
+            if ctypes.get_errno() != errno.ENOENT:
+                raise OSError(ctypes.get_errno(), f"inotify_add_watch {path}")
+            return -1
+        self.woken.setdefault(wd, set()).add(woke)
+        return wd
+
+    def remove(self, wd: int, woke: asyncio.Event) -> None:
+        waiters = self.woken.get(wd)
+        if waiters is None:
+            return
+        waiters.discard(woke)
+        if not waiters:
+            # Two rotators never watch one file, but a watch is per inode: drop it
+            # only when nobody waits on it.
+            del self.woken[wd]
+            _libc.inotify_rm_watch(self.fd, wd)  # fails harmlessly once the file is gone
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            offset += _EVENT.size + length
+            # IN_IGNORED: the kernel dropped the watch (its file is gone).
+            for woke in (self.woken.pop(wd, ()) if mask & IN_IGNORED else self.woken.get(wd, ())):
+                woke.set()
+
+
+_watches: dict[asyncio.AbstractEventLoop, _Watches] = {}
+
+
+def _watches_of(loop: asyncio.AbstractEventLoop) -> _Watches:
+    w = _watches.get(loop)
+    if w is None or w.loop.is_closed():
+        w = _watches[loop] = _Watches(loop)
+    return w
 
 
 class Rotator:
@@ -319,17 +380,11 @@ class Rotator:
         self.policy = p
 
     async def run(self, exited: asyncio.Event) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        loop = asyncio.get_running_loop()
+        watches = _watches_of(asyncio.get_running_loop())
         woke = asyncio.Event()
-        loop.add_reader(fd, woke.set)
-        try:
-            while not exited.is_set():
-                wd = _libc.inotify_add_watch(fd, self.live.encode(), IN_MODIFY)
-                if wd < 0 and ctypes.get_errno() != errno.ENOENT:
-                    raise OSError(ctypes.get_errno(), "inotify_add_watch")
+        while not exited.is_set():
+            wd = watches.add(self.live, woke)
+            try:
                 while not exited.is_set():
                     if self._full():
                         await self._rotate(exited)
@@ -340,16 +395,10 @@ class Rotator:
                     waiter.cancel()
                     done.cancel()
                     woke.clear()
-                    try:
-                        os.read(fd, 65536)
-                    except BlockingIOError:
-                        pass
                     await asyncio.sleep(MIN_CHECK_INTERVAL)
+            finally:
                 if wd >= 0:
-                    _libc.inotify_rm_watch(fd, wd)
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
+                    watches.remove(wd, woke)
 
     def _full(self) -> bool:
         try:
