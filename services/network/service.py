@@ -125,6 +125,9 @@ class NetworkService:
         self._lock = asyncio.Lock()
         # Host ends of detached veths still being deleted, by container id (see detach).
         self._deleting_links: dict[str, asyncio.Task] = {}
+        # The ruleset last loaded: a container without published ports coming or going
+        # changes none of it, and the table is berth's alone, so it is not loaded again.
+        self._applied: Ruleset | None = None
 
     # -- start ------------------------------------------------------------------------
 
@@ -628,9 +631,16 @@ class NetworkService:
                 continue
             rules_p.append(PortRule(p.protocol, p.host_ip, p.host_port, target.address,
                                     p.container_port))
-        await self.firewall.apply(Ruleset(table=self.nft_table, bridges=rules_b, ports=rules_p))
+        ruleset = Ruleset(table=self.nft_table, bridges=rules_b, ports=rules_p)
+        if ruleset == self._applied:
+            # Nothing to change in berth's table nor in the FORWARD chains' accept rules,
+            # which the host-forward watcher keeps in place on its own.
+            return
+        self._applied = None
+        await self.firewall.apply(ruleset)
         if self.host_forward is not None:
             await asyncio.to_thread(self.host_forward.sync, [b.bridge for b in rules_b])
+        self._applied = ruleset
 
     async def _apply_firewall_quietly(self) -> None:
         try:
