@@ -323,16 +323,19 @@ class NetworkService:
     # -- endpoints --------------------------------------------------------------------
 
     def list_endpoints(self) -> list[EndpointView]:
-        return [self._view(e) for e in self.store.list_endpoints()]
+        # The networks read once for all: a listing costs one query per endpoint, not two.
+        networks = {n.id: n for n in self._bridges()}
+        return [self._view(e, networks) for e in self.store.list_endpoints()]
 
-    def _view(self, endpoint: Endpoint) -> EndpointView:
+    def _view(self, endpoint: Endpoint, networks: dict[str, Network] | None = None) -> EndpointView:
         attachments = self.store.attachments(container_id=endpoint.container_id)
         mounts = []
         if attachments:
             d = self._files(endpoint.container_id)
             mounts = [(os.path.join(d, "hosts"), "/etc/hosts"),
                       (os.path.join(d, "resolv.conf"), "/etc/resolv.conf")]
-        networks = {n.id: n for n in self._bridges()}
+        if networks is None:
+            networks = {n.id: n for n in self._bridges()}
         return EndpointView(endpoint=endpoint, attachments=attachments,
                             ports=self.store.ports(endpoint.container_id), mounts=mounts,
                             networks=networks)
