@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from berth.engine.v1 import engine_pb2 as pb
 from tests import bench_output
 from tests import bench_cli
+from tests import bench_scale
 from tests.support.engine import PYTHON, REPO, Engine, _pss
 from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
 
@@ -142,6 +143,11 @@ def main() -> None:
         if os.environ.get("BENCH_ONLY") == "cli":
             bench_cli.report(*bench_cli.measure(engine, IMAGE, tar_path, runs))
             return
+        scale = int(os.environ.get("BENCH_SCALE", "0"))
+        if os.environ.get("BENCH_ONLY") == "scale":
+            bench_scale.report(*bench_scale.measure(engine, IMAGE, tar_path, scale or 100, runs, berth.api_run),
+                               scale or 100)
+            return
         idle_fresh = sum(engine.pss_kib().values()) / 1024
         results = {
             "cli_run_ms": median_ms(berth.cli_run, runs),
@@ -179,6 +185,8 @@ def main() -> None:
         report(results, docker, measured)
         bench_output.report(bulk, docker_bulk)
         bench_cli.report(*bench_cli.measure(engine, IMAGE, tar_path, runs))
+        if scale:
+            bench_scale.report(*bench_scale.measure(engine, IMAGE, tar_path, scale, runs, berth.api_run), scale)
     finally:
         engine.stop()
         shutil.rmtree(tmp, ignore_errors=True)
