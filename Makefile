@@ -171,7 +171,8 @@ demo: deps venv
 	bash deploy/demo.sh
 
 # `make bench BENCH_SCALE=1000` adds the rows measured with that many containers running
-# (BENCH_ONLY=scale: those rows alone); BENCH_RUNS is the samples per median.
+# (BENCH_ONLY=scale: those rows alone; BENCH_ONLY=engine: the engine rows alone); BENCH_RUNS is
+# the samples per median.
 export BENCH_SCALE BENCH_ONLY BENCH_RUNS
 bench: deps venv
 	$(PY) -m tests.bench
