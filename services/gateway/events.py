@@ -188,11 +188,20 @@ class EventLog:
             except TimeoutError:
                 return
             changed = self._changed
-            for event in list(self._events):
-                if event.seq <= last_seq:
-                    continue
+            for event in self._after(last_seq):
                 last_seq = event.seq
                 if until is not None and event.time > until:
                     return
                 if matches(event, filters):
                     yield event
+
+    def _after(self, seq: int) -> list[Event]:
+        """The retained events with a seq above `seq`, oldest first: read from the newest end,
+        so a follower woken by one event looks at that one, not at the whole retained log."""
+        newer = []
+        for event in reversed(self._events):
+            if event.seq <= seq:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer
