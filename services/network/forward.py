@@ -24,9 +24,10 @@ Those tools replace the whole chain when they reload (`ufw reload`,
 `iptables-restore`, dockerd's start), which removes berth's rules. A watcher
 thread listens to the kernel's nftables change notifications and puts the
 rules back after every change it sees; a check every POLL_SECONDS catches
-legacy reloads, which send no notification (so a notification looks at nftables only). A check after a notification is
-one in-process nftables listing (the rules' shapes, since nft does not show
-iptables comments); the tools run only when a rule is missing, and then sync
+legacy reloads, which send no notification (so a notification looks at
+nftables only). A check after a notification is one in-process nftables
+listing (the rules' shapes, since nft does not show iptables comments); the
+tools run only when a rule is missing, and then sync
 by comment (`iptables -S`), which also removes the rules of bridges berth no
 longer has. Every change berth makes to its own networks syncs by comment.
 """
