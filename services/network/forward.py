@@ -27,9 +27,9 @@ rules back after every change it sees; a check every POLL_SECONDS catches
 legacy reloads, which send no notification (so a notification looks at
 nftables only). A check after a notification is one in-process nftables
 listing (the rules' shapes, since nft does not show iptables comments); the
-tools run only when a rule is missing, and then sync
-by comment (`iptables -S`), which also removes the rules of bridges berth no
-longer has. Every change berth makes to its own networks syncs by comment.
+tools run only when a rule is missing, and then sync by comment (`iptables
+-S`), which also removes the rules of bridges berth no longer has. Every
+change berth makes to its own networks syncs by comment.
 """
 
 from __future__ import annotations
