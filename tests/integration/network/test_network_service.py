@@ -260,3 +260,6 @@ def test_a_host_veth_end_left_behind_is_replaced_by_the_new_pair(tmp_path):
         for name in (left, peer, bridge):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
         namespaces.remove("c1")
+        # The directory is made a shared mount of its own for the namespaces under it.
+        for point in mounts_under(str(tmp_path)):
+            subprocess.run(["umount", "-l", point], capture_output=True)
