@@ -177,6 +177,10 @@ demo: deps venv
 demo-cluster: deps venv
 	bash deploy/demo-cluster.sh
 
+# `make bench BENCH_SCALE=1000` adds the rows measured with that many containers running
+# (BENCH_ONLY=scale: those rows alone; BENCH_ONLY=engine: the engine rows alone); BENCH_RUNS is
+# the samples per median.
+export BENCH_SCALE BENCH_ONLY BENCH_RUNS
 bench: deps venv
 	$(PY) -m tests.bench
 

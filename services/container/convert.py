@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.container.v1 import container_pb2 as pb
@@ -141,9 +143,25 @@ def userns_to_pb(u: UserNamespace) -> pb.UserNamespace:
                       for m in u.gid_mappings])
 
 
+# Each Spec's message, for as long as the Spec lives (the store keeps one per row until
+# it changes): a listing converts no spec twice. Keyed by identity; the weak reference
+# drops the entry with its Spec, so an id is never taken for another's.
+_SPEC_PB: dict[int, tuple[weakref.ref, pb.Spec]] = {}
+
+
+def _spec_pb(spec: Spec) -> pb.Spec:
+    key = id(spec)
+    cached = _SPEC_PB.get(key)
+    if cached is not None and cached[0]() is spec:
+        return cached[1]
+    message = spec_to_pb(spec)
+    _SPEC_PB[key] = (weakref.ref(spec, lambda _, key=key: _SPEC_PB.pop(key, None)), message)
+    return message
+
+
 def container_to_pb(c: Container) -> pb.Container:
     r = c.record
-    out = pb.Container(id=r.id, name="/" + r.name, labels=r.labels, spec=spec_to_pb(r.spec),
+    out = pb.Container(id=r.id, name="/" + r.name, labels=r.labels, spec=_spec_pb(r.spec),
                        metadata=r.metadata, created_at=_ts(r.created_at), status=_STATUS[c.status],
                        pid=c.pid, started_at=_ts(r.started_at), log_path=c.log_path,
                        log_size=logfiles.total_size(c.log_path) if c.log_path else 0)

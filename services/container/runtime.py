@@ -125,13 +125,23 @@ def mounts_under(path: str) -> list[str]:
     """Mount points at or under `path`, from the mount table (os.path.ismount cannot see
     a bind mount of a directory of the same filesystem)."""
     prefix = path.rstrip("/") + "/"
+    with open("/proc/self/mountinfo", "rb") as f:
+        table = f.read()
+    # The table holds every mount of the host's containers: looked through for the path
+    # (as the kernel escapes it) at once, and split into lines only when it is there.
+    if _mountinfo_escape(path.rstrip("/") or "/").encode() not in table:
+        return []
     out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point == path or point.startswith(prefix):
-                out.append(point)
+    for line in table.decode(errors="surrogateescape").splitlines():
+        point = line.split()[4].encode(errors="surrogateescape").decode("unicode_escape")
+        if point == path or point.startswith(prefix):
+            out.append(point)
     return out
+
+
+def _mountinfo_escape(path: str) -> str:
+    """`path` as /proc/self/mountinfo writes it (space, tab, newline and backslash in octal)."""
+    return "".join(f"\\{ord(ch):03o}" if ch in " \t\n\\" else ch for ch in path)
 
 
 def remove_bundle(bundle: Bundle) -> None:

@@ -127,6 +127,9 @@ class ContainerStore:
     def __init__(self, path: str):
         self.db = open_db(path, SCHEMA)
         self._commits = 0
+        # Each row's spec as last parsed, with the JSON it came from: a spec changes only
+        # by Update, so a listing parses none again (a Spec is immutable, safe to share).
+        self._specs: dict[str, tuple[str, Spec]] = {}
 
     def close(self) -> None:
         self.db.close()
@@ -146,19 +149,26 @@ class ContainerStore:
 
     def get(self, id: str) -> Record | None:
         row = self.db.execute("SELECT * FROM containers WHERE id = ?", (id,)).fetchone()
-        return _record(row) if row else None
+        return self._record(row) if row else None
 
     def by_name(self, name: str) -> Record | None:
         row = self.db.execute("SELECT * FROM containers WHERE name = ?", (name,)).fetchone()
-        return _record(row) if row else None
+        return self._record(row) if row else None
 
     def by_prefix(self, prefix: str) -> list[Record]:
         # The caller validated the prefix as hex, so it holds no LIKE wildcards.
         rows = self.db.execute("SELECT * FROM containers WHERE id LIKE ? LIMIT 2", (prefix + "%",))
-        return [_record(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     def all(self) -> list[Record]:
-        return [_record(r) for r in self.db.execute("SELECT * FROM containers ORDER BY created_at")]
+        return [self._record(r) for r in self.db.execute("SELECT * FROM containers ORDER BY created_at")]
+
+    def _record(self, row: sqlite3.Row) -> Record:
+        id, text = row["id"], row["spec"]
+        cached = self._specs.get(id)
+        if cached is None or cached[0] != text:
+            cached = self._specs[id] = (text, spec_from_json(text))
+        return _record(row, cached[1])
 
     def set_started(self, id: str, at: float) -> Event:
         with Transaction(self.db) as db:
@@ -198,12 +208,15 @@ class ContainerStore:
         with Transaction(self.db) as db:
             db.execute("DELETE FROM containers WHERE id = ?", (id,))
             db.execute("DELETE FROM execs WHERE container_id = ?", (id,))
-            return self._append(db, Event(EventType.DELETE, id, time.time()))
+            event = self._append(db, Event(EventType.DELETE, id, time.time()))
+        self._specs.pop(id, None)
+        return event
 
     def forget(self, id: str) -> None:
         """Drops the row of a create that failed: nothing was announced, so no event."""
         with Transaction(self.db) as db:
             db.execute("DELETE FROM containers WHERE id = ?", (id,))
+        self._specs.pop(id, None)
 
     def rename(self, id: str, name: str) -> None:
         """Raises NameTaken when another row has the name (the UNIQUE index decides, race-free)."""
@@ -290,12 +303,12 @@ def _event(row: sqlite3.Row) -> Event:
                  exit_code=row["exit_code"], exec_id=row["exec_id"], seq=row["seq"])
 
 
-def _record(row: sqlite3.Row) -> Record:
+def _record(row: sqlite3.Row, spec: Spec) -> Record:
     exit = None
     if row["exit_code"] is not None:
         exit = Exit(code=row["exit_code"], finished_at=row["finished_at"],
                     oom_killed=bool(row["oom_killed"]), note=row["note"])
-    return Record(id=row["id"], name=row["name"], spec=spec_from_json(row["spec"]),
+    return Record(id=row["id"], name=row["name"], spec=spec,
                   labels=json.loads(row["labels"]), metadata=bytes(row["metadata"]),
                   created_at=row["created_at"], started_at=row["started_at"], exit=exit)
 

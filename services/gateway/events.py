@@ -4,8 +4,8 @@ The gateway publishes an event only after the step it reports succeeded, so a
 reader never sees a container "create" that was then rolled back. The log is
 bounded: old events fall off the front, like dockerd's event buffer. With a
 store (services.gateway.store) every event is committed there before readers
-see it, so `since` and `after_seq` reach back across a gateway restart; the
-newest `capacity` events are also kept in memory for readers.
+see it, so `since` and `after_seq` reach back across a gateway restart, and
+only the newest MEMORY_TAIL of the retained events are kept in memory too.
 
     log = EventLog(store)
     log.publish("container", "create", cid, {"name": "web", "image": "busybox"})
@@ -24,6 +24,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 DEFAULT_CAPACITY = 10_000
+# With a store, only the newest events stay in memory too, for live followers: the rest of
+# the retained log is read from the store when a reader asks for the past, so a long
+# workload does not grow the gateway by the whole log (~1 KiB an event; dockerd keeps 256).
+MEMORY_TAIL = 256
 
 
 @dataclass(frozen=True)
@@ -120,14 +124,13 @@ class EventLog:
     def __init__(self, store=None, capacity: int = DEFAULT_CAPACITY, clock=time.time):
         self._store = store
         self._capacity = capacity
-        self._events: deque[Event] = deque(maxlen=capacity)
+        self._events: deque[Event] = deque(maxlen=capacity if store is None else min(capacity, MEMORY_TAIL))
         self._seq = 0
         self._clock = clock
         # Replaced on every publish: waiting readers hold the old one, which is set.
         self._changed = asyncio.Event()
         if store is not None:
-            for e in store.last_events(capacity):
-                self._events.append(Event(e.type, e.action, e.actor_id, e.attributes, e.time, e.seq))
+            self._events.extend(_from_store(store.last_events(self._events.maxlen)))
             self._seq = self._events[-1].seq if self._events else 0
 
     def publish(self, type_: str, action: str, actor_id: str,
@@ -172,7 +175,7 @@ class EventLog:
         changed = self._changed
         last_seq = self._seq
         if since is not None or after_seq is not None:
-            for event in list(self._events):
+            for event in self._retained(after_seq or 0):
                 if after_seq is not None and event.seq <= after_seq:
                     continue
                 if until is not None and event.time > until:
@@ -188,11 +191,34 @@ class EventLog:
             except TimeoutError:
                 return
             changed = self._changed
-            for event in list(self._events):
-                if event.seq <= last_seq:
-                    continue
+            for event in self._after(last_seq):
                 last_seq = event.seq
                 if until is not None and event.time > until:
                     return
                 if matches(event, filters):
                     yield event
+
+    def _retained(self, after_seq: int) -> list[Event]:
+        """The retained events with a seq above `after_seq`, oldest first."""
+        if self._store is None:
+            return [e for e in self._events if e.seq > after_seq]
+        # Committed before it was published, so the store holds all the memory does.
+        return [e for e in _from_store(self._store.events(after_seq)) if e.seq <= self._seq]
+
+    def _after(self, seq: int) -> list[Event]:
+        """The retained events with a seq above `seq`, oldest first: read from the newest end,
+        so a follower woken by one event looks at that one, not at the whole retained log;
+        from the store when more came meanwhile than memory keeps."""
+        if self._store is not None and self._events and self._events[0].seq > seq + 1:
+            return self._retained(seq)
+        newer = []
+        for event in reversed(self._events):
+            if event.seq <= seq:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer
+
+
+def _from_store(rows) -> list[Event]:
+    return [Event(e.type, e.action, e.actor_id, e.attributes, e.time, e.seq) for e in rows]

@@ -24,11 +24,12 @@ Those tools replace the whole chain when they reload (`ufw reload`,
 `iptables-restore`, dockerd's start), which removes berth's rules. A watcher
 thread listens to the kernel's nftables change notifications and puts the
 rules back after every change it sees; a check every POLL_SECONDS catches
-legacy reloads, which send no notification. A check after a notification is
-one in-process nftables listing (the rules' shapes, since nft does not show
-iptables comments); the tools run only when a rule is missing, and then sync
-by comment (`iptables -S`), which also removes the rules of bridges berth no
-longer has. Every change berth makes to its own networks syncs by comment.
+legacy reloads, which send no notification (so a notification looks at
+nftables only). A check after a notification is one in-process nftables
+listing (the rules' shapes, since nft does not show iptables comments); the
+tools run only when a rule is missing, and then sync by comment (`iptables
+-S`), which also removes the rules of bridges berth no longer has. Every
+change berth makes to its own networks syncs by comment.
 """
 
 from __future__ import annotations
@@ -80,16 +81,18 @@ class HostForward:
 
     # -- the rules ---------------------------------------------------------------
 
-    def sync(self, bridges: list[str] | None = None, quick: bool = False) -> None:
+    def sync(self, bridges: list[str] | None = None, quick: bool = False,
+             backends: tuple[str, ...] = ("nft", "legacy")) -> None:
         """Make every FORWARD chain hold exactly the rules of `bridges` (blocking). `quick`
-        trusts the rules' shapes in an nftables chain when all are there."""
+        trusts the rules' shapes in an nftables chain when all are there; `backends` are
+        the ones looked at."""
         with self._lock:
             if bridges is not None:
                 # The same bridges as last time (a container came or went): only check.
                 quick = quick or tuple(sorted(bridges)) == self._bridges
                 self._bridges = tuple(sorted(bridges))
             for family, tool in (("ip", "iptables"), ("ip6", "ip6tables")):
-                for backend in ("nft", "legacy"):
+                for backend in backends:
                     try:
                         self._sync_one(family, f"{tool}-{backend}", backend, quick)
                     except Exception as exc:  # noqa: BLE001 - logged; retried on the next change
@@ -182,6 +185,10 @@ class HostForward:
                 ready, _, _ = select.select(sources, [], [], POLL_SECONDS)
                 if self._stop.is_set():
                     return
+                # A notification says nftables changed (any table of the host's, other
+                # engines' included): the legacy tables send none, so they are looked
+                # at on the poll only, sparing a run of the legacy tools per notification.
+                backends = ("nft",) if ready else ("nft", "legacy")
                 # Let the burst settle, then drain it.
                 while ready:
                     for source in ready:
@@ -190,7 +197,7 @@ class HostForward:
                         else:
                             os.read(self._wake_r, 64)
                     ready, _, _ = select.select(sources, [], [], SETTLE_SECONDS)
-                self.sync(quick=True)
+                self.sync(quick=True, backends=backends)
         finally:
             if sock is not None:
                 sock.close()

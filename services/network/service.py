@@ -134,6 +134,9 @@ class NetworkService:
         self._lock = asyncio.Lock()
         # Host ends of detached veths still being deleted, by container id (see detach).
         self._deleting_links: dict[str, asyncio.Task] = {}
+        # The ruleset last loaded: a container without published ports coming or going
+        # changes none of it, and the table is berth's alone, so it is not loaded again.
+        self._applied: Ruleset | None = None
 
     # -- start ------------------------------------------------------------------------
 
@@ -520,16 +523,19 @@ class NetworkService:
     # -- endpoints --------------------------------------------------------------------
 
     def list_endpoints(self) -> list[EndpointView]:
-        return [self._view(e) for e in self.store.list_endpoints()]
+        # The networks read once for all: a listing costs one query per endpoint, not two.
+        networks = {n.id: n for n in self._bridges()}
+        return [self._view(e, networks) for e in self.store.list_endpoints()]
 
-    def _view(self, endpoint: Endpoint) -> EndpointView:
+    def _view(self, endpoint: Endpoint, networks: dict[str, Network] | None = None) -> EndpointView:
         attachments = self.store.attachments(container_id=endpoint.container_id)
         mounts = []
         if attachments:
             d = self._files(endpoint.container_id)
             mounts = [(os.path.join(d, "hosts"), "/etc/hosts"),
                       (os.path.join(d, "resolv.conf"), "/etc/resolv.conf")]
-        networks = {n.id: n for n in self._bridges()}
+        if networks is None:
+            networks = {n.id: n for n in self._bridges()}
         return EndpointView(endpoint=endpoint, attachments=attachments,
                             ports=self.store.ports(endpoint.container_id), mounts=mounts,
                             networks=networks)
@@ -843,9 +849,16 @@ class NetworkService:
                 continue
             rules_p.append(PortRule(p.protocol, p.host_ip, p.host_port, target.address,
                                     p.container_port))
-        await self.firewall.apply(Ruleset(table=self.nft_table, bridges=rules_b, ports=rules_p))
+        ruleset = Ruleset(table=self.nft_table, bridges=rules_b, ports=rules_p)
+        if ruleset == self._applied:
+            # Nothing to change in berth's table nor in the FORWARD chains' accept rules,
+            # which the host-forward watcher keeps in place on its own.
+            return
+        self._applied = None
+        await self.firewall.apply(ruleset)
         if self.host_forward is not None:
             await asyncio.to_thread(self.host_forward.sync, [b.bridge for b in rules_b])
+        self._applied = ruleset
 
     async def _apply_firewall_quietly(self) -> None:
         try:

@@ -567,18 +567,21 @@ class Containers:
 
     # -- reading ------------------------------------------------------------------------
 
-    def _live_state(self, info: engine_pb2.ContainerInfo) -> engine_pb2.ContainerInfo:
+    def _live_state(self, info: engine_pb2.ContainerInfo,
+                    record: ContainerRecord | None = None) -> engine_pb2.ContainerInfo:
         """What only the gateway knows: a pending policy restart, the healthcheck's state."""
         if self._restarts.restarting(info.id):
             info.state.restarting = True
             info.state.status = "restarting"
-        health = self._health.state(info.id)
+        health = self._health.state(info.id, record)
         if health is not None:
             info.state.health.CopyFrom(health)
         return info
 
-    def _info(self, c: container_pb2.Container) -> engine_pb2.ContainerInfo:
-        return self._live_state(convert.container_info(c, self.record_of(c)))
+    def _info(self, c: container_pb2.Container,
+              record: ContainerRecord | None = None) -> engine_pb2.ContainerInfo:
+        record = record or self.record_of(c)
+        return self._live_state(convert.container_info(c, record), record)
 
     async def inspect(self, ref: str) -> engine_pb2.ContainerInfo:
         info = self._info(await self.get(ref))
@@ -609,9 +612,11 @@ class Containers:
         ancestors = await self._ancestor_ids(filters.get("ancestor", ()))
         # Asking for a status means asking for containers in it, running or not (as docker).
         all_ = all_ or bool(filters.get("status"))
+        # The gateway's records in one query, not one a container.
+        records = {r.id: r for r in self._store.all()}
         candidates = []
         for c in response.containers:
-            info = self._info(c)
+            info = self._info(c, records.get(c.id))
             if all_ or info.state.running or info.state.restarting:
                 candidates.append((info, c.labels))
         await networks_mod.add_endpoints(self._network, [info for info, _ in candidates])

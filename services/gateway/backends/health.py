@@ -145,10 +145,11 @@ class Monitors:
         self._states: dict[str, State] = {}
         self._tasks: dict[str, asyncio.Task] = {}
 
-    def state(self, cid: str) -> engine_pb2.Health | None:
+    def state(self, cid: str, record=None) -> engine_pb2.Health | None:
+        """`record` is the container's store record when the caller has read it already."""
         s = self._states.get(cid)
         if s is None and self._store is not None:
-            record = self._store.get(cid)
+            record = record if record is not None else self._store.get(cid)
             if record is not None and record.health:
                 s = State.from_json(record.health)
         return s.to_pb() if s is not None else None

@@ -92,7 +92,10 @@ class TaskEvents:
     # -- waiting for one's own event ------------------------------------------------------
 
     def mark(self, id_: str) -> Mark:
-        starts, exits = self._counts.get(id_, (0, 0))
+        """Where `id_`'s starts and exits stand; from here until `forget` they are counted
+        (an exec's are counted only then: one nobody waits on, a healthcheck's probe whose
+        events come after its stream ended, leaves nothing behind)."""
+        starts, exits = self._counts.setdefault(id_, [0, 0])
         return Mark(starts, exits)
 
     async def wait(self, id_: str, kind: str, mark: Mark, running_before: bool = True) -> None:
@@ -188,9 +191,11 @@ class TaskEvents:
             self._count(cid, 1)
             self._on_exit(cid)
         elif event.type == _T.TYPE_EXEC_START:
-            self._count(exec_id, 0)
+            if exec_id in self._counts:
+                self._count(exec_id, 0)
         elif event.type == _T.TYPE_EXEC_EXIT:
-            self._count(exec_id, 1)
+            if exec_id in self._counts:
+                self._count(exec_id, 1)
             self._exec_ended(exec_id)
 
     def _derive(self, event: container_pb2.TaskEvent) -> list[tuple[str, str, str, dict]]:

@@ -236,3 +236,30 @@ def test_a_mac_asked_for_never_blocks_the_address_it_is_derived_from(net):
         for cid in ("c-mac1", "c-mac2", "c-mac3"):
             net.DeleteEndpoint(pb.DeleteEndpointRequest(container_id=cid))
         net.RemoveNetwork(pb.RemoveNetworkRequest(name="macs"))
+
+
+def test_a_host_veth_end_left_behind_is_replaced_by_the_new_pair(tmp_path):
+    """A crash can leave a container's host-side veth; the pair is made again under that name."""
+    from services.network import bridge as kernel
+    from services.network.netns import Namespaces
+    tag = f"{os.getpid() % 100000}"
+    bridge, left, peer = f"btlb{tag}", f"btlh{tag}", f"btlp{tag}"
+    namespaces = Namespaces(str(tmp_path))
+    netns = namespaces.create("c1")
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "link", "add", left, "type", "veth", "peer", "name", peer], check=True)
+        kernel.add_endpoint(bridge, netns, kernel.Link(ifname="eth0", address="10.251.0.2", prefix_len=24,
+                                                       gateway="", host_ifname=left))
+        assert kernel.netns_links(netns) == ["lo", "eth0"]
+        shown = subprocess.run(["ip", "-o", "link", "show", left], capture_output=True, text=True).stdout
+        assert f"master {bridge}" in shown
+        # The old pair went with its host end.
+        assert subprocess.run(["ip", "link", "show", peer], capture_output=True).returncode != 0
+    finally:
+        for name in (left, peer, bridge):
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+        namespaces.remove("c1")
+        # The directory is made a shared mount of its own for the namespaces under it.
+        for point in mounts_under(str(tmp_path)):
+            subprocess.run(["umount", "-l", point], capture_output=True)

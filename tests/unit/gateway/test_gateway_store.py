@@ -3,6 +3,7 @@ moves with the events derived from it, and an old data root's containers are imp
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -111,3 +112,23 @@ def test_container_made_before_the_store_is_imported_from_its_metadata():
     assert record.auto_remove and record.stop_timeout == 5
     assert record.restart_count == 1 and record.manually_stopped
     assert record.config == cfg
+
+
+async def test_memory_keeps_the_newest_events_and_the_store_the_rest(store):
+    from services.gateway.events import MEMORY_TAIL
+    log = EventLog(store)
+    total = MEMORY_TAIL + 50
+    follower = log.subscribe()
+    first = asyncio.ensure_future(anext(follower))
+    await asyncio.sleep(0)
+    for i in range(total):   # more than memory keeps before the follower runs again
+        log.publish("container", "create", f"c{i}")
+    assert len(log.snapshot()) == MEMORY_TAIL
+    assert (await first).actor_id == "c0"
+    # The follower fell behind the memory's tail: the rest comes from the store, in order.
+    rest = [(await anext(follower)).actor_id for _ in range(total - 1)]
+    assert rest == [f"c{i}" for i in range(1, total)]
+    await follower.aclose()
+    # A reader of the past gets every retained event, not only memory's.
+    got = [e.actor_id async for e in log.subscribe(since=0, follow=False)]
+    assert got == [f"c{i}" for i in range(total)]

@@ -168,3 +168,18 @@ async def test_waiting_for_ones_own_event(store):
     # An exit that came before the mark counts when the caller did not know it ran.
     f.follower.handle(T(type=T.TYPE_EXIT, container_id="c1", seq=2))
     await asyncio.wait_for(f.follower.wait("c1", "exit", f.follower.mark("c1"), running_before=False), 1)
+
+
+async def test_an_execs_events_are_counted_between_its_mark_and_forget_only(store):
+    f = Follower(FakeContainerService(), store)
+    mark = f.follower.mark("e1")
+    f.follower.handle(T(type=T.TYPE_EXEC_START, container_id="c1", exec_id="e1", seq=1))
+    f.follower.handle(T(type=T.TYPE_EXEC_EXIT, container_id="c1", exec_id="e1", seq=2))
+    await asyncio.wait_for(f.follower.wait("e1", "exit", mark), 1)
+    f.follower.forget("e1")
+    # A healthcheck's probe: its events come after its stream ended (or nobody waits on
+    # them); they are handled, and leave no count behind.
+    f.follower.handle(T(type=T.TYPE_EXEC_START, container_id="c1", exec_id="probe", seq=3))
+    f.follower.handle(T(type=T.TYPE_EXEC_EXIT, container_id="c1", exec_id="probe", seq=4))
+    f.follower.handle(T(type=T.TYPE_EXEC_EXIT, container_id="c1", exec_id="e1", seq=5))
+    assert f.follower._counts == {}
