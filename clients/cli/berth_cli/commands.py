@@ -361,6 +361,8 @@ def wait(client: Client, ns) -> int:
 # -- ps, logs, inspect, events --------------------------------------------------------
 
 def _parse_filters(values) -> dict[str, engine_pb2.StringList]:
+    if not values:
+        return {}
     from berth_docker.query import filter_flags
     return {k: engine_pb2.StringList(values=v) for k, v in filter_flags(values).items()}
 
