@@ -16,6 +16,7 @@ from berth.engine.v1 import engine_pb2
 from berth_cli import registry
 from berth_cli import format as fmt
 from berth_cli import templates
+from berth_cli import wire
 from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
 from berth_cli.runflags import client as client_flags
@@ -309,7 +310,7 @@ def run(client: Client, ns) -> int:
 def start(client: Client, ns) -> int:
     if not ns.attach:
         return each(client, ns.containers,
-                    lambda ref: client.stub.StartContainer(engine_pb2.StartContainerRequest(id=ref)))
+                    lambda ref: client.call("StartContainer", wire.request("StartContainerRequest", id=ref)))
     from berth_cli import interactive
     ref = ns.containers[0]
     with _SignalProxy(client) as proxy:
@@ -324,27 +325,25 @@ def start(client: Client, ns) -> int:
 def stop(client: Client, ns) -> int:
     restart = ns.verb == "restart"
 
-    def call(ref):
-        request = (engine_pb2.RestartContainerRequest if restart else engine_pb2.StopContainerRequest)(id=ref)
-        if ns.time is not None:
-            request.timeout = ns.time
-        (client.stub.RestartContainer if restart else client.stub.StopContainer)(request)
-    return each(client, ns.containers, call)
+    method = "RestartContainer" if restart else "StopContainer"
+    return each(client, ns.containers,
+                lambda ref: client.call(method, wire.request(f"{method}Request", id=ref, timeout=ns.time)))
 
 
 def kill(client: Client, ns) -> int:
-    return each(client, ns.containers, lambda ref: client.stub.KillContainer(
-        engine_pb2.KillContainerRequest(id=ref, signal=ns.signal)))
+    return each(client, ns.containers, lambda ref: client.call(
+        "KillContainer", wire.request("KillContainerRequest", id=ref, signal=ns.signal)))
 
 
 def rm(client: Client, ns) -> int:
-    return each(client, ns.containers, lambda ref: client.stub.RemoveContainer(
-        engine_pb2.RemoveContainerRequest(id=ref, force=ns.force, remove_volumes=ns.volumes)))
+    return each(client, ns.containers, lambda ref: client.call(
+        "RemoveContainer", wire.request("RemoveContainerRequest", id=ref, force=ns.force,
+                                        remove_volumes=ns.volumes)))
 
 
 def pause(client: Client, ns) -> int:
-    rpc = client.stub.PauseContainer if ns.verb == "pause" else client.stub.UnpauseContainer
-    return each(client, ns.containers, lambda ref: rpc(engine_pb2.PauseContainerRequest(id=ref)))
+    method = "PauseContainer" if ns.verb == "pause" else "UnpauseContainer"
+    return each(client, ns.containers, lambda ref: client.call(method, wire.request(f"{method}Request", id=ref)))
 
 
 def wait(client: Client, ns) -> int:

@@ -20,6 +20,14 @@ class Client:
     def __init__(self, host: str):
         self.host = host
         self._stub = None
+        self._channel = None
+
+    @property
+    def channel(self):
+        if self._channel is None:
+            from berth_cli import transport
+            self._channel = transport.Channel(self.host)
+        return self._channel
 
     @property
     def stub(self):
@@ -27,9 +35,13 @@ class Client:
         if self._stub is None:
             from berth.engine.v1 import engine_pb2
             from berth_cli import transport
-            channel = transport.Channel(self.host)
-            self._stub = transport.Stub(channel, engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
+            self._stub = transport.Stub(self.channel, engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
         return self._stub
+
+    def call(self, method: str, request) -> bytes:
+        """A unary Engine call with a request made by berth_cli.wire; the reply's bytes."""
+        from berth_cli import transport, wire
+        return transport.unary(self.channel, f"/{wire.SERVICE}/{method}", wire.Reply)(request)
 
     def close(self) -> None:
         # Deliberately not closing the channel: that costs ~90 ms and the process exits

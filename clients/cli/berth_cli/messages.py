@@ -4,9 +4,9 @@ for one call.
 A generated module, imported as protoc wrote it, loads protobuf's pure-Python descriptor
 machinery (descriptor_pool, python_message, text_format: ~40 ms even on the upb backend)
 and builds a class for every message of the file (engine.proto has hundreds) before the
-verb sends its one request. With `install()`, importing a generated module instead adds
-its serialized descriptor to upb's pool and makes each class, enum or constant when it is
-first used. The classes are upb's own (upb makes one class per descriptor), so messages
+verb sends its one request. With `install()`, importing a generated module costs nothing:
+its serialized descriptor is added to upb's pool when the module is first used, and each
+class, enum or constant is made when first asked for. The classes are upb's own (upb makes one class per descriptor), so messages
 mix freely with code that imported the modules the usual way.
 
 The serialized descriptor is read from the generated file itself, so there is nothing
@@ -26,19 +26,14 @@ _MARK = b"AddSerializedFile(b'"
 _PACKAGES = ("berth.", "google.protobuf.")
 
 
-def upb_available() -> bool:
-    if os.environ.get("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "upb") != "upb":
-        return False
-    try:
-        from google._upb import _message  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def install() -> None:
-    """Load generated modules lazily from now on (in this process: call it from main)."""
-    if not any(isinstance(f, _Finder) for f in sys.meta_path) and upb_available():
+    """Load generated modules lazily from now on (in this process: call it from main).
+
+    Without upb (another backend asked for, or none installed) the first use of a module
+    finds out, and loads it as protoc meant (_register)."""
+    if os.environ.get("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "upb") != "upb":
+        return
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
 
 
@@ -74,12 +69,18 @@ class _Finder:
 
 
 class _LazyModule(type(sys)):
-    """A generated module whose names are made on first use."""
+    """A generated module whose descriptor is added to the pool, and whose names are made,
+    on first use: importing one (commands.py imports engine_pb2) costs nothing, and a verb
+    that sends no generated message never loads upb at all."""
 
     def __getattr__(self, name: str):
-        file = self.__dict__.get("DESCRIPTOR")
-        if file is None or name.startswith("__"):
+        if name.startswith("__"):
             raise AttributeError(name)
+        file = self.__dict__.get("DESCRIPTOR")
+        if file is None:
+            file = _register(self)
+            if name == "DESCRIPTOR":
+                return file
         value = _lookup(file, name)
         setattr(self, name, value)
         return value
@@ -108,23 +109,29 @@ def _lookup(file, name: str):
 
 class _Loader:
     def __init__(self, source: bytes):
-        self._source = source
+        self.source = source
 
     def create_module(self, spec: ModuleSpec):
         return _LazyModule(spec.name)
 
     def exec_module(self, module) -> None:
-        source = self._source
-        try:
-            start = source.index(_MARK) + len(_MARK)
-            serialized = codecs.escape_decode(source[start:source.index(b"')\n", start)])[0]
-            # The files this one imports come first: the pool needs them to resolve it.
-            for line in source.splitlines():
-                if line.startswith(b"from ") and b"_pb2 as " in line:
-                    words = line.split()
-                    importlib.import_module(f"{words[1].decode()}.{words[3].decode()}")
-            from google._upb import _message
-            module.DESCRIPTOR = _message.default_pool.AddSerializedFile(serialized)
-        except Exception:  # noqa: BLE001 — any surprise: load it as protoc meant
-            module.__class__ = type(sys)
-            exec(compile(source, module.__spec__.origin, "exec"), module.__dict__)  # noqa: S102
+        pass  # the work waits for the first name asked of the module (_register)
+
+
+def _register(module):
+    """Add the module's file (after the files it imports) to upb's pool; its DESCRIPTOR."""
+    source = module.__spec__.loader.source
+    try:
+        start = source.index(_MARK) + len(_MARK)
+        serialized = codecs.escape_decode(source[start:source.index(b"')\n", start)])[0]
+        # The files this one imports come first: the pool needs them to resolve it.
+        for line in source.splitlines():
+            if line.startswith(b"from ") and b"_pb2 as " in line:
+                words = line.split()
+                importlib.import_module(f"{words[1].decode()}.{words[3].decode()}").DESCRIPTOR  # noqa: B018
+        from google._upb import _message
+        module.DESCRIPTOR = _message.default_pool.AddSerializedFile(serialized)
+    except Exception:  # noqa: BLE001 — any surprise: load it as protoc meant
+        module.__class__ = type(sys)
+        exec(compile(source, module.__spec__.origin, "exec"), module.__dict__)  # noqa: S102
+    return module.DESCRIPTOR

@@ -471,6 +471,11 @@ class Stub:
         return call
 
 
+def unary(channel: Channel, path: str, response_type):
+    """A unary call of `path`, as a stub's method is."""
+    return _method(channel, path, response_type, False, False)
+
+
 def _method(channel: Channel, path: str, response_type, client_streaming: bool, server_streaming: bool):
     def call(request, timeout=None, metadata=None):
         requests = request if client_streaming else (request,)
