@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
 from berth_cli import argv as arguments
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
+    from collections.abc import Sequence
 
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"

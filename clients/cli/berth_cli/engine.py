@@ -7,11 +7,14 @@ module does not, so the parsers that live beside the verbs stay cheap.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
 
 from berth_cli.errors import RpcError, Unreachable
 
 from berth.types.v1 import stdio_pb2
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
+    from collections.abc import Callable, Iterable
 
 
 class Client:

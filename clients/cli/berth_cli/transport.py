@@ -18,13 +18,17 @@ from __future__ import annotations
 
 # _socket, not socket: the socket module turns its constants into enums at import (~5 ms).
 import _socket as socket
+import _thread
 import binascii
 import struct
-import threading
-from collections.abc import Iterable, Iterator
+import sys
 
 from berth_cli import headers as hpack
 from berth_cli.errors import RpcError, StatusCode, Unreachable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
+    from collections.abc import Iterable, Iterator
 
 MAX_MESSAGE = 64 * 1024 * 1024
 # Large windows: image tarballs stream through here and acknowledging every
@@ -64,6 +68,22 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes
     return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream_id) + payload
 
 
+class _NoWaiters:
+    """The window's Condition while no pump thread runs: with one thread, no other can
+    open a window, so a sender does not wait but reads the update itself."""
+
+    @staticmethod
+    def wait(timeout: float | None = None) -> bool:
+        return False
+
+    @staticmethod
+    def notify_all() -> None:
+        pass
+
+
+_NO_WAITERS = _NoWaiters()
+
+
 class Channel:
     """One HTTP/2 connection to the gateway; calls run one at a time per stream."""
 
@@ -72,8 +92,10 @@ class Channel:
         self._sock: socket.socket | None = None
         # Guards the connection state and the socket's write side: a stdin
         # pump thread sends while the main thread receives.
-        self._lock = threading.Lock()
-        self._window_opened = threading.Condition(self._lock)
+        self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading (~2 ms)
+        # Signalled when a window opens; only a pump thread waits on it, so the Condition
+        # (and the threading module) is made when a pump starts (_run).
+        self._window_opened = _NO_WAITERS
         self._streams: dict[int, _Stream] = {}
         self._out = bytearray()
         self._in = bytearray()
@@ -140,6 +162,10 @@ class Channel:
             except OSError as exc:
                 raise Unreachable(f"failed to talk to {self.target}: {exc}") from None
         if pump:
+            import threading
+            with self._lock:
+                if self._window_opened is _NO_WAITERS:
+                    self._window_opened = threading.Condition(self._lock)
             threading.Thread(target=self._send_all, args=(stream_id, stream, requests), daemon=True).start()
         else:
             self._send_all(stream_id, stream, requests)
@@ -163,7 +189,8 @@ class Channel:
             pass  # the server ended the call first; its status tells why
 
     def _send(self, stream: _Stream, stream_id: int, data: bytes) -> None:
-        pumped = threading.current_thread() is not threading.main_thread()
+        threading = sys.modules.get("threading")  # not imported: no thread but the main one
+        pumped = threading is not None and threading.current_thread() is not threading.main_thread()
         view = memoryview(data)
         with self._lock:
             while view and not stream.ended:
