@@ -115,7 +115,11 @@ class _Loader:
         return _LazyModule(spec.name)
 
     def exec_module(self, module) -> None:
-        pass  # the work waits for the first name asked of the module (_register)
+        # A berth module waits for the first name asked of it (_register). protobuf's own
+        # (timestamp, any, ...) are registered at once: generated modules loaded the usual
+        # way (google.rpc's status) import them and expect them in the pool.
+        if module.__name__.startswith("google.protobuf."):
+            _register(module)
 
 
 def _register(module):
