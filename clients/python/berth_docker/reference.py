@@ -13,9 +13,7 @@ is pure (no I/O) so the gateway and the CLI can import it.
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from dataclasses import dataclass
 
 from berth_errors import InvalidArgument
 
@@ -41,14 +39,35 @@ _HEX64_RE = re.compile(r"[a-f0-9]{64}")
 _SHORT_ID_RE = re.compile(r"[a-f0-9]{1,64}")
 
 
-@dataclass(frozen=True)
 class Reference:
-    """A parsed, normalised reference. `tag` and `digest` may both be empty."""
+    """A parsed, normalised reference (immutable). `tag` and `digest` may both be empty.
 
-    domain: str
-    path: str
-    tag: str = ""
-    digest: str = ""
+    A plain class, not a frozen dataclass: the dataclasses module imports inspect and ast,
+    which costs the CLI's image verbs (they import this module) more than their call.
+    """
+
+    __slots__ = ("domain", "path", "tag", "digest")
+
+    def __init__(self, domain: str, path: str, tag: str = "", digest: str = ""):
+        for field, value in zip(self.__slots__, (domain, path, tag, digest)):
+            object.__setattr__(self, field, value)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    __delattr__ = __setattr__
+
+    def _fields(self) -> tuple[str, str, str, str]:
+        return self.domain, self.path, self.tag, self.digest
+
+    def __eq__(self, other) -> bool:
+        return self._fields() == other._fields() if isinstance(other, Reference) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "Reference(" + ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._fields())) + ")"
 
     @property
     def name(self) -> str:
@@ -170,6 +189,7 @@ def matches(pattern: str, name: str) -> bool:
     "busybox" matches every tag of docker.io/library/busybox; "busybox:1.*"
     matches the tags the glob allows.
     """
+    import fnmatch  # here: only filters need globs
     repo_pattern, _, tag_pattern = pattern.rpartition(":") if _has_tag(pattern) else (pattern, "", "")
     ref = parse(name, default_tag=False)
     try:
