@@ -53,6 +53,11 @@ class _Finder:
     """Claims `*_pb2` modules of berth's and protobuf's packages for _Loader."""
 
     def find_spec(self, name: str, path=None, target=None) -> ModuleSpec | None:
+        if name == WELL_KNOWN_TYPES:
+            spec = PathFinder.find_spec(name, path)
+            if spec is None or not (spec.origin or "").endswith(".py"):
+                return None
+            return ModuleSpec(name, _WellKnownTypesLoader(spec), origin=spec.origin)
         if not name.endswith("_pb2") or not name.startswith(_PACKAGES):
             return None
         spec = PathFinder.find_spec(name, path)
@@ -139,3 +144,84 @@ def _register(module):
         module.__class__ = type(sys)
         exec(compile(source, module.__spec__.origin, "exec"), module.__dict__)  # noqa: S102
     return module.DESCRIPTOR
+
+
+# -- protobuf's well-known types ------------------------------------------------------------
+
+WELL_KNOWN_TYPES = "google.protobuf.internal.well_known_types"
+
+
+class _WellKnownTypesLoader:
+    """protobuf's well_known_types (the Timestamp, Duration, ... mixins), which upb imports
+    when it makes its first message class, loaded without what it needs only in annotations
+    and function bodies: `from typing import Union` (for return annotations) and calendar
+    (for Timestamp.FromDatetime) would import typing, calendar, locale, re and enum, ~half
+    the cost of the first message. The module is protobuf's own source, compiled with its
+    annotations left unevaluated (PEP 563); while it runs, `typing` answers names without
+    being imported, and calendar is imported at its first use. tests/unit/cli/test_messages.py
+    checks that the installed protobuf uses its typing names in annotations only. Anything
+    unexpected: the usual import."""
+
+    def __init__(self, spec: ModuleSpec):
+        self._spec = spec
+
+    def create_module(self, spec: ModuleSpec):
+        return None
+
+    def exec_module(self, module) -> None:
+        import __future__
+        try:
+            with open(self._spec.origin, "rb") as f:
+                code = compile(f.read(), self._spec.origin, "exec",
+                               flags=__future__.annotations.compiler_flag, dont_inherit=True)
+        except (OSError, SyntaxError):
+            self._spec.loader.exec_module(module)
+            return
+        if "calendar" not in sys.modules:
+            sys.modules["calendar"] = _deferred("calendar")
+        standin = "typing" not in sys.modules
+        if standin:
+            sys.modules["typing"] = _AnnotationNames(module.__dict__)
+        try:
+            exec(code, module.__dict__)  # noqa: S102 — protobuf's own module
+        finally:
+            if standin and isinstance(sys.modules.get("typing"), _AnnotationNames):
+                del sys.modules["typing"]
+
+
+class _AnnotationNames(type(sys)):
+    """Stands in for typing while a module whose annotations are strings imports names from
+    it; any other module that asks it for a name (one imported meanwhile) gets typing's own."""
+
+    def __init__(self, for_globals: dict):
+        super().__init__("typing")
+        self._for = for_globals
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if sys._getframe(1).f_globals is self._for:
+            return f"typing.{name}"
+        if sys.modules.get("typing") is self:
+            del sys.modules["typing"]
+        return getattr(importlib.import_module("typing"), name)
+
+
+class _Deferred(type(sys)):
+    """A module of the standard library, executed when first used."""
+
+    def __getattr__(self, name: str):
+        spec = self.__dict__["__spec__"]
+        self.__class__ = type(sys)
+        spec.loader.exec_module(self)
+        return getattr(self, name)
+
+
+def _deferred(name: str):
+    spec = PathFinder.find_spec(name)
+    if spec is None or spec.loader is None:
+        return importlib.import_module(name)
+    module = _Deferred(name)
+    module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, spec.origin
+    module.__package__ = ""
+    return module
