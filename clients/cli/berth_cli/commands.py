@@ -237,13 +237,13 @@ class _SignalProxy:
         self._previous = {}
 
     def __enter__(self):
-        import signal
+        import _signal as signal  # signal's own wrapper makes enums of everything (~3 ms)
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._forward)
         return self
 
     def __exit__(self, *exc):
-        import signal
+        import _signal as signal
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
