@@ -68,20 +68,22 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes
     return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream_id) + payload
 
 
-class _NoWaiters:
-    """The window's Condition while no pump thread runs: with one thread, no other can
-    open a window, so a sender does not wait but reads the update itself."""
+class _WindowOpened:
+    """A channel's window Condition, made (with the threading module, ~2 ms) when something
+    first waits on it; until then there is no waiter to notify. Used with the lock held,
+    as a Condition is."""
 
-    @staticmethod
-    def wait(timeout: float | None = None) -> bool:
-        return False
+    def __init__(self, channel: Channel):
+        self._channel = channel
+
+    def wait(self, timeout: float | None = None) -> bool:
+        import threading
+        condition = self._channel._window_opened = threading.Condition(self._channel._lock)
+        return condition.wait(timeout)
 
     @staticmethod
     def notify_all() -> None:
         pass
-
-
-_NO_WAITERS = _NoWaiters()
 
 
 class Channel:
@@ -92,10 +94,8 @@ class Channel:
         self._sock: socket.socket | None = None
         # Guards the connection state and the socket's write side: a stdin
         # pump thread sends while the main thread receives.
-        self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading (~2 ms)
-        # Signalled when a window opens; only a pump thread waits on it, so the Condition
-        # (and the threading module) is made when a pump starts (_run).
-        self._window_opened = _NO_WAITERS
+        self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
+        self._window_opened = _WindowOpened(self)  # a Condition on _lock once waited on
         self._streams: dict[int, _Stream] = {}
         self._out = bytearray()
         self._in = bytearray()
@@ -163,9 +163,6 @@ class Channel:
                 raise Unreachable(f"failed to talk to {self.target}: {exc}") from None
         if pump:
             import threading
-            with self._lock:
-                if self._window_opened is _NO_WAITERS:
-                    self._window_opened = threading.Condition(self._lock)
             threading.Thread(target=self._send_all, args=(stream_id, stream, requests), daemon=True).start()
         else:
             self._send_all(stream_id, stream, requests)
