@@ -13,8 +13,6 @@ is pure (no I/O) so the gateway and the CLI can import it.
 
 from __future__ import annotations
 
-import re
-
 from berth_errors import InvalidArgument
 
 DEFAULT_DOMAIN = "docker.io"
@@ -31,12 +29,19 @@ _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
-_PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
-_DOMAIN_RE = re.compile(_DOMAIN)
-_TAG_RE = re.compile(_TAG)
-_DIGEST_RE = re.compile(_DIGEST)
-_HEX64_RE = re.compile(r"[a-f0-9]{64}")
-_SHORT_ID_RE = re.compile(r"[a-f0-9]{1,64}")
+# The patterns as text, compiled by re (and cached) at their first match: the CLI's image
+# verbs import this module for `familiar`, which matches nothing, and importing re costs more.
+_PATH_RE = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_DOMAIN_RE = _DOMAIN
+_TAG_RE = _TAG
+_DIGEST_RE = _DIGEST
+_HEX64_RE = r"[a-f0-9]{64}"
+_SHORT_ID_RE = r"[a-f0-9]{1,64}"
+
+
+def _fullmatch(pattern: str, text: str) -> bool:
+    import re
+    return re.fullmatch(pattern, text) is not None
 
 
 class Reference:
@@ -120,33 +125,33 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
         raise _invalid("reference is empty")
     if text != text.strip() or any(c.isspace() for c in text):
         raise _invalid(f"{text!r} contains whitespace")
-    if _HEX64_RE.fullmatch(text):
+    if _fullmatch(_HEX64_RE, text):
         raise InvalidArgument(
             f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings")
 
     remainder, _, digest = text.partition("@")
     if "@" in text:
-        if not _DIGEST_RE.fullmatch(digest):
+        if not _fullmatch(_DIGEST_RE, digest):
             raise _invalid(f"invalid digest {digest!r}")
         algorithm, _, hexpart = digest.partition(":")
-        if algorithm == "sha256" and not _HEX64_RE.fullmatch(hexpart):
+        if algorithm == "sha256" and not _fullmatch(_HEX64_RE, hexpart):
             raise _invalid(f"invalid sha256 digest {digest!r} (want 64 lowercase hex characters)")
     tag = ""
     # A ':' after the last '/' is a tag; before it, it is a registry port.
     colon = remainder.rfind(":")
     if colon > remainder.rfind("/"):
         remainder, tag = remainder[:colon], remainder[colon + 1:]
-        if not _TAG_RE.fullmatch(tag):
+        if not _fullmatch(_TAG_RE, tag):
             raise _invalid(f"invalid tag {tag!r}")
     if not remainder:
         raise _invalid("repository name is empty")
 
     domain, path = _split_domain(remainder)
-    if not _DOMAIN_RE.fullmatch(domain):
+    if not _fullmatch(_DOMAIN_RE, domain):
         raise _invalid(f"invalid registry {domain!r}")
     if path.lower() != path:
         raise _invalid(f"repository name ({path}) must be lowercase")
-    if not _PATH_RE.fullmatch(path):
+    if not _fullmatch(_PATH_RE, path):
         raise _invalid(f"invalid repository name {path!r}")
     if len(domain) + 1 + len(path) > NAME_TOTAL_MAX:
         raise _invalid(f"repository name must not be more than {NAME_TOTAL_MAX} characters")
@@ -179,8 +184,8 @@ def familiar(name: str) -> str:
 def looks_like_id(text: str, min_length: int = 4) -> bool:
     """Whether `text` could be an image id: "sha256:<64 hex>", 64 hex, or a hex prefix."""
     if text.startswith("sha256:"):
-        return bool(_HEX64_RE.fullmatch(text[len("sha256:"):]))
-    return len(text) >= min_length and bool(_SHORT_ID_RE.fullmatch(text))
+        return bool(_fullmatch(_HEX64_RE, text[len("sha256:"):]))
+    return len(text) >= min_length and bool(_fullmatch(_SHORT_ID_RE, text))
 
 
 def matches(pattern: str, name: str) -> bool:
