@@ -57,7 +57,9 @@ class _Finder:
             spec = PathFinder.find_spec(name, path)
             if spec is None or not (spec.origin or "").endswith(".py"):
                 return None
-            return ModuleSpec(name, _WellKnownTypesLoader(spec), origin=spec.origin)
+            ours = ModuleSpec(name, _WellKnownTypesLoader(spec), origin=spec.origin)
+            ours.has_location, ours.cached = True, spec.cached
+            return ours
         if not name.endswith("_pb2") or not name.startswith(_PACKAGES):
             return None
         spec = PathFinder.find_spec(name, path)
@@ -153,14 +155,13 @@ WELL_KNOWN_TYPES = "google.protobuf.internal.well_known_types"
 
 class _WellKnownTypesLoader:
     """protobuf's well_known_types (the Timestamp, Duration, ... mixins), which upb imports
-    when it makes its first message class, loaded without what it needs only in annotations
+    when it makes its first message class, run without what it needs only in annotations
     and function bodies: `from typing import Union` (for return annotations) and calendar
     (for Timestamp.FromDatetime) would import typing, calendar, locale, re and enum, ~half
-    the cost of the first message. The module is protobuf's own source, compiled with its
-    annotations left unevaluated (PEP 563); while it runs, `typing` answers names without
-    being imported, and calendar is imported at its first use. tests/unit/cli/test_messages.py
-    checks that the installed protobuf uses its typing names in annotations only. Anything
-    unexpected: the usual import."""
+    the cost of the first message. While protobuf's own module (its cached bytecode) runs,
+    `typing` answers names with stand-ins that annotations can be made of, and calendar is
+    imported at its first use. tests/unit/cli/test_messages.py checks that the installed
+    protobuf uses its typing names in annotations only."""
 
     def __init__(self, spec: ModuleSpec):
         self._spec = spec
@@ -169,29 +170,21 @@ class _WellKnownTypesLoader:
         return None
 
     def exec_module(self, module) -> None:
-        import __future__
-        try:
-            with open(self._spec.origin, "rb") as f:
-                code = compile(f.read(), self._spec.origin, "exec",
-                               flags=__future__.annotations.compiler_flag, dont_inherit=True)
-        except (OSError, SyntaxError):
-            self._spec.loader.exec_module(module)
-            return
         if "calendar" not in sys.modules:
             sys.modules["calendar"] = _deferred("calendar")
         standin = "typing" not in sys.modules
         if standin:
             sys.modules["typing"] = _AnnotationNames(module.__dict__)
         try:
-            exec(code, module.__dict__)  # noqa: S102 — protobuf's own module
+            self._spec.loader.exec_module(module)
         finally:
             if standin and isinstance(sys.modules.get("typing"), _AnnotationNames):
                 del sys.modules["typing"]
 
 
 class _AnnotationNames(type(sys)):
-    """Stands in for typing while a module whose annotations are strings imports names from
-    it; any other module that asks it for a name (one imported meanwhile) gets typing's own."""
+    """Stands in for typing while a module imports names for its annotations from it; any
+    other module that asks it for a name (one imported meanwhile) gets typing's own."""
 
     def __init__(self, for_globals: dict):
         super().__init__("typing")
@@ -201,10 +194,28 @@ class _AnnotationNames(type(sys)):
         if name.startswith("__"):
             raise AttributeError(name)
         if sys._getframe(1).f_globals is self._for:
-            return f"typing.{name}"
+            return _Unevaluated(name)
         if sys.modules.get("typing") is self:
             del sys.modules["typing"]
         return getattr(importlib.import_module("typing"), name)
+
+
+class _Unevaluated:
+    """A typing name in an annotation: `Union[a, b]` and `a | b` make more of the same."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getitem__(self, item) -> _Unevaluated:
+        return self
+
+    def __or__(self, other) -> _Unevaluated:
+        return self
+
+    __ror__ = __or__
+
+    def __repr__(self) -> str:
+        return f"typing.{self._name}"
 
 
 class _Deferred(type(sys)):
