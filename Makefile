@@ -77,7 +77,14 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	cd $(NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
-venv: $(VENV)/.installed bytecode
+venv: $(VENV)/.installed $(VENV)/bin/berth bytecode
+# `berth` starts its interpreter without site (-S): a command that lives for one call should
+# not pay for site-packages' .pth files (setuptools' distutils shim among them); the paths
+# berth-src.pth adds are written into the launcher instead.
+$(VENV)/bin/berth: $(VENV)/.installed Makefile
+	printf '#!%s -S\nimport sys\nsys.path += ["%s", "%s", "%s", "%s"]\nimport berth_cli.__main__\n' \
+	  $(CURDIR)/$(PY) $(CURDIR)/$(VENV)/lib/python3.11/site-packages $(CURDIR) $(CURDIR)/$(GEN_DIR) \
+	  $(CURDIR)/clients/cli > $@ && chmod +x $@
 # The CLI's modules precompiled: a process that lives for one call should not compile
 # its sources each time (Python does not write bytecode when PYTHONDONTWRITEBYTECODE is set).
 bytecode: $(VENV)/.installed
@@ -88,7 +95,6 @@ $(VENV)/.installed: requirements.txt
 	echo "$(CURDIR)" > $(VENV)/lib/python3.11/site-packages/berth-src.pth
 	echo "$(CURDIR)/$(GEN_DIR)" >> $(VENV)/lib/python3.11/site-packages/berth-src.pth
 	echo "$(CURDIR)/clients/cli" >> $(VENV)/lib/python3.11/site-packages/berth-src.pth
-	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -c "import berth_cli.__main__" "$$@"\n' > $(VENV)/bin/berth && chmod +x $(VENV)/bin/berth
 	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m services.berthd "$$@"\n' > $(VENV)/bin/berthd && chmod +x $(VENV)/bin/berthd
 	printf '#!/bin/sh\nexec $(CURDIR)/$(PY) -m services.registry "$$@"\n' > $(VENV)/bin/berth-registry && chmod +x $(VENV)/bin/berth-registry
 	touch $@

@@ -1,16 +1,21 @@
 """Command-line parsing for `berth`: the verbs and flags docker users know.
 
-Parsing imports nothing heavy; gRPC and the generated code are loaded by the
-verb that needs them (berth_cli.commands), so `berth --help` and argument
-errors are instant and every verb pays only for what it uses.
+Parsing imports nothing heavy: the verb's flags are declared on berth_cli.argv's parser,
+which reads the everyday command lines itself and hands the rest (help, mistakes, rare
+forms) to argparse, imported only then. gRPC and the generated code are loaded by the
+verb that needs them (berth_cli.commands), so every verb pays only for what it uses.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
+
+from berth_cli import argv as arguments
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
+    from collections.abc import Sequence
 
 
 DEFAULT_HOST = "unix:///run/berth/gateway.sock"
@@ -23,18 +28,29 @@ class UsageError(Exception):
     """A bad command line: printed with a hint and exit status 125, as docker does."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def _get_formatter(self):
-        # argparse asks shutil for the terminal's width whenever an argument is added;
-        # importing shutil (and with it bz2, lzma, fnmatch) costs more than the parsing.
-        try:
-            width = os.get_terminal_size(sys.stderr.fileno()).columns - 2
-        except (OSError, ValueError):
-            width = 78
-        return self.formatter_class(prog=self.prog, width=width)
+def _argparse_class():
+    """argparse's parser with docker's usage errors, made when argparse is needed."""
+    import argparse
 
-    def error(self, message):
-        raise UsageError(f"{self.prog}: {message}\nSee '{self.prog} --help'.")
+    class _Parser(argparse.ArgumentParser):
+        def _get_formatter(self):
+            # argparse asks shutil for the terminal's width whenever an argument is added;
+            # importing shutil (and with it bz2, lzma, fnmatch) costs more than the parsing.
+            try:
+                width = os.get_terminal_size(sys.stderr.fileno()).columns - 2
+            except (OSError, ValueError):
+                width = 78
+            return self.formatter_class(prog=self.prog, width=width)
+
+        def error(self, message):
+            raise UsageError(f"{self.prog}: {message}\nSee '{self.prog} --help'.")
+
+    return _Parser
+
+
+def to_argparse(parser: arguments.Parser):
+    """The argparse parser that `parser` declares (for help, errors and completion)."""
+    return parser.to_argparse(_argparse_class())
 
 
 # The verbs whose parsers live beside their code, by module: only the verb at hand's is imported.
@@ -58,9 +74,9 @@ class _Ignored:
         return None
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> arguments.Parser:
     """The whole command line, or with `only`, just that verb's part of it."""
-    parser = _Parser(prog="berth", description="A container engine.")
+    parser = arguments.Parser(prog="berth", description="A container engine.")
     parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     parser.add_argument("-H", "--host", default=os.environ.get("BERTH_HOST", DEFAULT_HOST),
                         help="daemon socket to connect to (env BERTH_HOST)")
@@ -74,7 +90,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--tlscert", default=os.path.join(cert_path, "cert.pem"),
                         help="path to TLS certificate file")
     parser.add_argument("--tlskey", default=os.path.join(cert_path, "key.pem"), help="path to TLS key file")
-    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=arguments.Parser)
 
     def add_verb(name: str, **kwargs):
         if only is not None and name != only:
@@ -205,12 +221,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+def _value_options(parser: arguments.Parser) -> set[str]:
     return {opt for action in parser._actions if action.nargs != 0
             for opt in action.option_strings}
 
 
-def _split_command(args: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+def _split_command(args: list[str], parser: arguments.Parser) -> tuple[list[str], list[str]]:
     """Docker stops reading flags at IMAGE: `run busybox ls -l` passes -l to ls."""
     takes_value = _value_options(parser)
     i = 0
@@ -227,21 +243,25 @@ def _split_command(args: list[str], parser: argparse.ArgumentParser) -> tuple[li
     return args, []
 
 
-def parse(argv: Sequence[str]) -> argparse.Namespace:
+def parse(argv: Sequence[str]):
     argv = list(argv)
-    # Find the verb; for run/create, keep the container's command away from argparse.
+    # Find the verb; for run/create, keep the container's command away from the parser.
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         i += 2 if argv[i] in GLOBAL_VALUE_FLAGS else 1
     parser = build_parser(argv[i] if i < len(argv) and argv[i] in VERBS else None)
-    sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = None
     if i < len(argv) and argv[i] in ("run", "create", "exec"):
-        verb_parser = sub_action.choices[argv[i]]
+        verb_parser = parser.subparsers.choices[argv[i]]
         flags, command = _split_command(argv[i + 1:], verb_parser)
-        ns = parser.parse_args(argv[:i + 1] + flags)
+        argv = argv[:i + 1] + flags
+    try:
+        ns = parser.parse(argv)
+    except arguments.Fallback:
+        ns = to_argparse(parser).parse_args(argv)
+    if command is not None:
         ns.command = command
-        return ns
-    return parser.parse_args(argv)
+    return ns
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,11 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if ns.verb is None:
         # docker with no command prints its usage and succeeds.
-        build_parser().print_help()
+        to_argparse(build_parser()).print_help()
         return 0
     if ns.verb == "completion":
         from berth_cli import completion
-        print(completion.script(ns.shell, build_parser()), end="")
+        print(completion.script(ns.shell, to_argparse(build_parser())), end="")
         return 0
     if not (ns.tls or ns.tlsverify or ns.host.startswith(("unix:", "/"))):
         # Refused here rather than sent in clear for the engine to refuse.

@@ -7,11 +7,14 @@ module does not, so the parsers that live beside the verbs stay cheap.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
 
 from berth_cli.errors import RpcError, Unreachable
 
 from berth.types.v1 import stdio_pb2
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
+    from collections.abc import Callable, Iterable
 
 
 class Client:
@@ -22,6 +25,14 @@ class Client:
         # (CA file, certificate file, key file, verify the engine's certificate) for tcp://.
         self.tls = tls
         self._stub = None
+        self._channel = None
+
+    @property
+    def channel(self):
+        if self._channel is None:
+            from berth_cli import transport
+            self._channel = transport.Channel(self.host, self.tls)
+        return self._channel
 
     @property
     def stub(self):
@@ -29,9 +40,13 @@ class Client:
         if self._stub is None:
             from berth.engine.v1 import engine_pb2
             from berth_cli import transport
-            channel = transport.Channel(self.host, self.tls)
-            self._stub = transport.Stub(channel, engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
+            self._stub = transport.Stub(self.channel, engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
         return self._stub
+
+    def call(self, method: str, request) -> bytes:
+        """A unary Engine call with a request made by berth_cli.wire; the reply's bytes."""
+        from berth_cli import transport, wire
+        return transport.unary(self.channel, f"/{wire.SERVICE}/{method}", wire.Reply)(request)
 
     def close(self) -> None:
         # Deliberately not closing the channel: that costs ~90 ms and the process exits

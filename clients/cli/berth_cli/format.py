@@ -4,7 +4,9 @@ Docker API)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
+    from collections.abc import Sequence
 
 
 def split_repo_tag(name: str) -> tuple[str, str]:

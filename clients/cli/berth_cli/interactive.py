@@ -9,13 +9,13 @@ detaches (--detach-keys changes it), and SIGWINCH sends the new size.
 
 from __future__ import annotations
 
-import argparse
 import os
 import queue
 import signal
 import sys
 import threading
 
+from berth_cli import argv as arguments
 from berth_cli import registry
 from berth_cli.engine import write_output
 from berth_cli.errors import ENGINE_ERROR, RpcError, StatusCode, command_status
@@ -42,7 +42,7 @@ def add_parsers(add_verb) -> None:
     p.add_argument("-u", "--user", default="")
     p.add_argument("--detach-keys", default=DEFAULT_DETACH_KEYS)
     p.add_argument("container")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("command", nargs=arguments.REMAINDER)
 
     p = add_verb("attach", help="attach to a running container's input and output")
     p.add_argument("--no-stdin", action="store_true", help="do not attach stdin")

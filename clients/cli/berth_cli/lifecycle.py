@@ -7,8 +7,7 @@ Parsers import nothing heavy; the verbs load the generated code when they run.
 
 from __future__ import annotations
 
-import argparse
-
+from berth_cli import argv as arguments
 from berth_cli import format as fmt
 from berth_cli.engine import each
 
@@ -27,7 +26,7 @@ def add_parsers(add_verb, only: str | None) -> None:
     p.add_argument("-a", "--author", default="")
     p.add_argument("-c", "--change", action="append", default=[], help="apply a Dockerfile instruction")
     p.add_argument("-m", "--message", default="")
-    p.add_argument("-p", "--pause", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-p", "--pause", action="store_true", help=arguments.SUPPRESS)
     p.add_argument("container")
     p.add_argument("reference", nargs="?", default="")
 

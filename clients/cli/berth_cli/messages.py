@@ -4,9 +4,9 @@ for one call.
 A generated module, imported as protoc wrote it, loads protobuf's pure-Python descriptor
 machinery (descriptor_pool, python_message, text_format: ~40 ms even on the upb backend)
 and builds a class for every message of the file (engine.proto has hundreds) before the
-verb sends its one request. With `install()`, importing a generated module instead adds
-its serialized descriptor to upb's pool and makes each class, enum or constant when it is
-first used. The classes are upb's own (upb makes one class per descriptor), so messages
+verb sends its one request. With `install()`, importing a generated module costs nothing:
+its serialized descriptor is added to upb's pool when the module is first used, and each
+class, enum or constant is made when first asked for. The classes are upb's own (upb makes one class per descriptor), so messages
 mix freely with code that imported the modules the usual way.
 
 The serialized descriptor is read from the generated file itself, so there is nothing
@@ -26,19 +26,14 @@ _MARK = b"AddSerializedFile(b'"
 _PACKAGES = ("berth.", "google.protobuf.")
 
 
-def upb_available() -> bool:
-    if os.environ.get("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "upb") != "upb":
-        return False
-    try:
-        from google._upb import _message  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def install() -> None:
-    """Load generated modules lazily from now on (in this process: call it from main)."""
-    if not any(isinstance(f, _Finder) for f in sys.meta_path) and upb_available():
+    """Load generated modules lazily from now on (in this process: call it from main).
+
+    Without upb (another backend asked for, or none installed) the first use of a module
+    finds out, and loads it as protoc meant (_register)."""
+    if os.environ.get("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "upb") != "upb":
+        return
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
 
 
@@ -58,6 +53,13 @@ class _Finder:
     """Claims `*_pb2` modules of berth's and protobuf's packages for _Loader."""
 
     def find_spec(self, name: str, path=None, target=None) -> ModuleSpec | None:
+        if name == WELL_KNOWN_TYPES:
+            spec = PathFinder.find_spec(name, path)
+            if spec is None or not (spec.origin or "").endswith(".py"):
+                return None
+            ours = ModuleSpec(name, _WellKnownTypesLoader(spec), origin=spec.origin)
+            ours.has_location, ours.cached = True, spec.cached
+            return ours
         if not name.endswith("_pb2") or not name.startswith(_PACKAGES):
             return None
         spec = PathFinder.find_spec(name, path)
@@ -74,12 +76,18 @@ class _Finder:
 
 
 class _LazyModule(type(sys)):
-    """A generated module whose names are made on first use."""
+    """A generated module whose descriptor is added to the pool, and whose names are made,
+    on first use: importing one (commands.py imports engine_pb2) costs nothing, and a verb
+    that sends no generated message never loads upb at all."""
 
     def __getattr__(self, name: str):
-        file = self.__dict__.get("DESCRIPTOR")
-        if file is None or name.startswith("__"):
+        if name.startswith("__"):
             raise AttributeError(name)
+        file = self.__dict__.get("DESCRIPTOR")
+        if file is None:
+            file = _register(self)
+            if name == "DESCRIPTOR":
+                return file
         value = _lookup(file, name)
         setattr(self, name, value)
         return value
@@ -108,23 +116,123 @@ def _lookup(file, name: str):
 
 class _Loader:
     def __init__(self, source: bytes):
-        self._source = source
+        self.source = source
 
     def create_module(self, spec: ModuleSpec):
         return _LazyModule(spec.name)
 
     def exec_module(self, module) -> None:
-        source = self._source
+        # A berth module waits for the first name asked of it (_register). protobuf's own
+        # (timestamp, any, ...) are registered at once: generated modules loaded the usual
+        # way (google.rpc's status) import them and expect them in the pool.
+        if module.__name__.startswith("google.protobuf."):
+            _register(module)
+
+
+def _register(module):
+    """Add the module's file (after the files it imports) to upb's pool; its DESCRIPTOR."""
+    source = module.__spec__.loader.source
+    try:
+        start = source.index(_MARK) + len(_MARK)
+        serialized = codecs.escape_decode(source[start:source.index(b"')\n", start)])[0]
+        # The files this one imports come first: the pool needs them to resolve it.
+        for line in source.splitlines():
+            if line.startswith(b"from ") and b"_pb2 as " in line:
+                words = line.split()
+                importlib.import_module(f"{words[1].decode()}.{words[3].decode()}").DESCRIPTOR  # noqa: B018
+        from google._upb import _message
+        module.DESCRIPTOR = _message.default_pool.AddSerializedFile(serialized)
+    except Exception:  # noqa: BLE001 — any surprise: load it as protoc meant
+        module.__class__ = type(sys)
+        exec(compile(source, module.__spec__.origin, "exec"), module.__dict__)  # noqa: S102
+    return module.DESCRIPTOR
+
+
+# -- protobuf's well-known types ------------------------------------------------------------
+
+WELL_KNOWN_TYPES = "google.protobuf.internal.well_known_types"
+
+
+class _WellKnownTypesLoader:
+    """protobuf's well_known_types (the Timestamp, Duration, ... mixins), which upb imports
+    when it makes its first message class, run without what it needs only in annotations
+    and function bodies: `from typing import Union` (for return annotations) and calendar
+    (for Timestamp.FromDatetime) would import typing, calendar, locale, re and enum, ~half
+    the cost of the first message. While protobuf's own module (its cached bytecode) runs,
+    `typing` answers names with stand-ins that annotations can be made of, and calendar is
+    imported at its first use. tests/unit/cli/test_messages.py checks that the installed
+    protobuf uses its typing names in annotations only."""
+
+    def __init__(self, spec: ModuleSpec):
+        self._spec = spec
+
+    def create_module(self, spec: ModuleSpec):
+        return None
+
+    def exec_module(self, module) -> None:
+        if "calendar" not in sys.modules:
+            sys.modules["calendar"] = _deferred("calendar")
+        standin = "typing" not in sys.modules
+        if standin:
+            sys.modules["typing"] = _AnnotationNames(module.__dict__)
         try:
-            start = source.index(_MARK) + len(_MARK)
-            serialized = codecs.escape_decode(source[start:source.index(b"')\n", start)])[0]
-            # The files this one imports come first: the pool needs them to resolve it.
-            for line in source.splitlines():
-                if line.startswith(b"from ") and b"_pb2 as " in line:
-                    words = line.split()
-                    importlib.import_module(f"{words[1].decode()}.{words[3].decode()}")
-            from google._upb import _message
-            module.DESCRIPTOR = _message.default_pool.AddSerializedFile(serialized)
-        except Exception:  # noqa: BLE001 — any surprise: load it as protoc meant
-            module.__class__ = type(sys)
-            exec(compile(source, module.__spec__.origin, "exec"), module.__dict__)  # noqa: S102
+            self._spec.loader.exec_module(module)
+        finally:
+            if standin and isinstance(sys.modules.get("typing"), _AnnotationNames):
+                del sys.modules["typing"]
+
+
+class _AnnotationNames(type(sys)):
+    """Stands in for typing while a module imports names for its annotations from it; any
+    other module that asks it for a name (one imported meanwhile) gets typing's own."""
+
+    def __init__(self, for_globals: dict):
+        super().__init__("typing")
+        self._for = for_globals
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if sys._getframe(1).f_globals is self._for:
+            return _Unevaluated(name)
+        if sys.modules.get("typing") is self:
+            del sys.modules["typing"]
+        return getattr(importlib.import_module("typing"), name)
+
+
+class _Unevaluated:
+    """A typing name in an annotation: `Union[a, b]` and `a | b` make more of the same."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getitem__(self, item) -> _Unevaluated:
+        return self
+
+    def __or__(self, other) -> _Unevaluated:
+        return self
+
+    __ror__ = __or__
+
+    def __repr__(self) -> str:
+        return f"typing.{self._name}"
+
+
+class _Deferred(type(sys)):
+    """A module of the standard library, executed when first used."""
+
+    def __getattr__(self, name: str):
+        spec = self.__dict__["__spec__"]
+        self.__class__ = type(sys)
+        spec.loader.exec_module(self)
+        return getattr(self, name)
+
+
+def _deferred(name: str):
+    spec = PathFinder.find_spec(name)
+    if spec is None or spec.loader is None:
+        return importlib.import_module(name)
+    module = _Deferred(name)
+    module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, spec.origin
+    module.__package__ = ""
+    return module

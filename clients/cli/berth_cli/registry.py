@@ -246,9 +246,9 @@ def pull_if_missing(client, ns, err) -> bool:
 
 def pull_if_always(client, ns) -> None:
     """run/create --pull=always: pull before creating, as docker does."""
-    from berth_docker import reference
     if getattr(ns, "pull", "missing") != "always" or getattr(ns, "pulled", False):
         return
+    from berth_docker import reference
     try:
         shown = reference.familiar(str(reference.parse(ns.image)))
     except ValueError:

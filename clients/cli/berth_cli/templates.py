@@ -15,7 +15,9 @@ where a missing field is an error as in Go), lists, strings, numbers, booleans, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
+    from collections.abc import Callable
 
 
 class _LazyJson:

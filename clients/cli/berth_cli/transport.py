@@ -18,13 +18,17 @@ from __future__ import annotations
 
 # _socket, not socket: the socket module turns its constants into enums at import (~5 ms).
 import _socket as socket
+import _thread
 import binascii
 import struct
-import threading
-from collections.abc import Iterable, Iterator
+import sys
 
 from berth_cli import headers as hpack
 from berth_cli.errors import RpcError, StatusCode, Unreachable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
+    from collections.abc import Iterable, Iterator
 
 MAX_MESSAGE = 64 * 1024 * 1024
 # Large windows: image tarballs stream through here and acknowledging every
@@ -82,6 +86,24 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes
     return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream_id) + payload
 
 
+class _WindowOpened:
+    """A channel's window Condition, made (with the threading module, ~2 ms) when something
+    first waits on it; until then there is no waiter to notify. Used with the lock held,
+    as a Condition is."""
+
+    def __init__(self, channel: Channel):
+        self._channel = channel
+
+    def wait(self, timeout: float | None = None) -> bool:
+        import threading
+        condition = self._channel._window_opened = threading.Condition(self._channel._lock)
+        return condition.wait(timeout)
+
+    @staticmethod
+    def notify_all() -> None:
+        pass
+
+
 class Channel:
     """One HTTP/2 connection to the gateway; calls run one at a time per stream."""
 
@@ -91,8 +113,8 @@ class Channel:
         self._sock: socket.socket | None = None
         # Guards the connection state and the socket's write side: a stdin
         # pump thread sends while the main thread receives.
-        self._lock = threading.Lock()
-        self._window_opened = threading.Condition(self._lock)
+        self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
+        self._window_opened = _WindowOpened(self)  # a Condition on _lock once waited on
         self._streams: dict[int, _Stream] = {}
         self._out = bytearray()
         self._in = bytearray()
@@ -161,6 +183,7 @@ class Channel:
             except OSError as exc:
                 raise Unreachable(f"failed to talk to {self.target}: {exc}") from None
         if pump:
+            import threading
             threading.Thread(target=self._send_all, args=(stream_id, stream, requests), daemon=True).start()
         else:
             self._send_all(stream_id, stream, requests)
@@ -184,7 +207,8 @@ class Channel:
             pass  # the server ended the call first; its status tells why
 
     def _send(self, stream: _Stream, stream_id: int, data: bytes) -> None:
-        pumped = threading.current_thread() is not threading.main_thread()
+        threading = sys.modules.get("threading")  # not imported: no thread but the main one
+        pumped = threading is not None and threading.current_thread() is not threading.main_thread()
         view = memoryview(data)
         with self._lock:
             while view and not stream.ended:
@@ -490,6 +514,11 @@ class Stub:
                        method.client_streaming, method.server_streaming)
         setattr(self, name, call)
         return call
+
+
+def unary(channel: Channel, path: str, response_type):
+    """A unary call of `path`, as a stub's method is."""
+    return _method(channel, path, response_type, False, False)
 
 
 def _method(channel: Channel, path: str, response_type, client_streaming: bool, server_streaming: bool):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
 
+from berth_cli import argv as arguments
 from berth_cli import format as fmt
 from berth_cli.errors import RpcError
 
@@ -16,7 +16,7 @@ VERBS = ("top", "stats")
 def add_parsers(add_verb) -> None:
     p = add_verb("top", help="show the processes of a container")
     p.add_argument("container")
-    p.add_argument("ps_args", nargs=argparse.REMAINDER)
+    p.add_argument("ps_args", nargs=arguments.REMAINDER)
 
     p = add_verb("stats", help="show containers' resource usage")
     p.add_argument("--no-stream", action="store_true", help="print one sample and exit")

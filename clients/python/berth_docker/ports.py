@@ -9,7 +9,6 @@ And back: the PORTS column of `ps`, NetworkSettings.Ports and HostConfig.PortBin
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 
 from berth.types.v1 import port_pb2
@@ -44,6 +43,7 @@ def binding(key: str, host_ip: str, host_port: str, spec: str | None = None) -> 
     container_port, proto = port_key(key)
     spec = spec or key
     if host_ip:
+        import ipaddress  # here: `ps` imports this module for ports_column alone
         try:
             ipaddress.IPv4Address(host_ip.strip("[]"))
         except ValueError:

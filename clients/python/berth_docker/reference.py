@@ -13,10 +13,6 @@ is pure (no I/O) so the gateway and the CLI can import it.
 
 from __future__ import annotations
 
-import fnmatch
-import re
-from dataclasses import dataclass
-
 from berth_errors import InvalidArgument
 
 DEFAULT_DOMAIN = "docker.io"
@@ -33,22 +29,50 @@ _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
-_PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
-_DOMAIN_RE = re.compile(_DOMAIN)
-_TAG_RE = re.compile(_TAG)
-_DIGEST_RE = re.compile(_DIGEST)
-_HEX64_RE = re.compile(r"[a-f0-9]{64}")
-_SHORT_ID_RE = re.compile(r"[a-f0-9]{1,64}")
+# The patterns as text, compiled by re (and cached) at their first match: the CLI's image
+# verbs import this module for `familiar`, which matches nothing, and importing re costs more.
+_PATH_RE = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_DOMAIN_RE = _DOMAIN
+_TAG_RE = _TAG
+_DIGEST_RE = _DIGEST
+_HEX64_RE = r"[a-f0-9]{64}"
+_SHORT_ID_RE = r"[a-f0-9]{1,64}"
 
 
-@dataclass(frozen=True)
+def _fullmatch(pattern: str, text: str) -> bool:
+    import re
+    return re.fullmatch(pattern, text) is not None
+
+
 class Reference:
-    """A parsed, normalised reference. `tag` and `digest` may both be empty."""
+    """A parsed, normalised reference (immutable). `tag` and `digest` may both be empty.
 
-    domain: str
-    path: str
-    tag: str = ""
-    digest: str = ""
+    A plain class, not a frozen dataclass: the dataclasses module imports inspect and ast,
+    which costs the CLI's image verbs (they import this module) more than their call.
+    """
+
+    __slots__ = ("domain", "path", "tag", "digest")
+
+    def __init__(self, domain: str, path: str, tag: str = "", digest: str = ""):
+        for field, value in zip(self.__slots__, (domain, path, tag, digest)):
+            object.__setattr__(self, field, value)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    __delattr__ = __setattr__
+
+    def _fields(self) -> tuple[str, str, str, str]:
+        return self.domain, self.path, self.tag, self.digest
+
+    def __eq__(self, other) -> bool:
+        return self._fields() == other._fields() if isinstance(other, Reference) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "Reference(" + ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._fields())) + ")"
 
     @property
     def name(self) -> str:
@@ -101,33 +125,33 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
         raise _invalid("reference is empty")
     if text != text.strip() or any(c.isspace() for c in text):
         raise _invalid(f"{text!r} contains whitespace")
-    if _HEX64_RE.fullmatch(text):
+    if _fullmatch(_HEX64_RE, text):
         raise InvalidArgument(
             f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings")
 
     remainder, _, digest = text.partition("@")
     if "@" in text:
-        if not _DIGEST_RE.fullmatch(digest):
+        if not _fullmatch(_DIGEST_RE, digest):
             raise _invalid(f"invalid digest {digest!r}")
         algorithm, _, hexpart = digest.partition(":")
-        if algorithm == "sha256" and not _HEX64_RE.fullmatch(hexpart):
+        if algorithm == "sha256" and not _fullmatch(_HEX64_RE, hexpart):
             raise _invalid(f"invalid sha256 digest {digest!r} (want 64 lowercase hex characters)")
     tag = ""
     # A ':' after the last '/' is a tag; before it, it is a registry port.
     colon = remainder.rfind(":")
     if colon > remainder.rfind("/"):
         remainder, tag = remainder[:colon], remainder[colon + 1:]
-        if not _TAG_RE.fullmatch(tag):
+        if not _fullmatch(_TAG_RE, tag):
             raise _invalid(f"invalid tag {tag!r}")
     if not remainder:
         raise _invalid("repository name is empty")
 
     domain, path = _split_domain(remainder)
-    if not _DOMAIN_RE.fullmatch(domain):
+    if not _fullmatch(_DOMAIN_RE, domain):
         raise _invalid(f"invalid registry {domain!r}")
     if path.lower() != path:
         raise _invalid(f"repository name ({path}) must be lowercase")
-    if not _PATH_RE.fullmatch(path):
+    if not _fullmatch(_PATH_RE, path):
         raise _invalid(f"invalid repository name {path!r}")
     if len(domain) + 1 + len(path) > NAME_TOTAL_MAX:
         raise _invalid(f"repository name must not be more than {NAME_TOTAL_MAX} characters")
@@ -160,8 +184,8 @@ def familiar(name: str) -> str:
 def looks_like_id(text: str, min_length: int = 4) -> bool:
     """Whether `text` could be an image id: "sha256:<64 hex>", 64 hex, or a hex prefix."""
     if text.startswith("sha256:"):
-        return bool(_HEX64_RE.fullmatch(text[len("sha256:"):]))
-    return len(text) >= min_length and bool(_SHORT_ID_RE.fullmatch(text))
+        return bool(_fullmatch(_HEX64_RE, text[len("sha256:"):]))
+    return len(text) >= min_length and bool(_fullmatch(_SHORT_ID_RE, text))
 
 
 def matches(pattern: str, name: str) -> bool:
@@ -170,6 +194,7 @@ def matches(pattern: str, name: str) -> bool:
     "busybox" matches every tag of docker.io/library/busybox; "busybox:1.*"
     matches the tags the glob allows.
     """
+    import fnmatch  # here: only filters need globs
     repo_pattern, _, tag_pattern = pattern.rpartition(":") if _has_tag(pattern) else (pattern, "", "")
     ref = parse(name, default_tag=False)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 from berth_errors import InvalidArgument
 
@@ -49,15 +48,16 @@ def timestamp(value: str | None) -> float | None:
         raise InvalidArgument(f"invalid time value: {value!r}") from None
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(h|m|s|ms))+")
+_DURATION = r"(?:(\d+(?:\.\d+)?)(h|m|s|ms))+"
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 def parse_since(text: str, now: float) -> float:
     """The CLI's --since/--until: a duration back from now ("10m", "1h30m"), a unix
     timestamp ("1700000000.5"), or an RFC 3339 date or date-time."""
+    import re  # here: the CLI's verbs import this module, and most never parse a duration
     text = text.strip()
-    if _DURATION.fullmatch(text):
+    if re.fullmatch(_DURATION, text):
         total = sum(float(n) * _UNIT[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text))
         return now - total
     try:

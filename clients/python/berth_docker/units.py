@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 from berth_errors import InvalidArgument
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?", re.IGNORECASE)
+# Patterns as text, compiled by re (and cached) when first used: the CLI imports this
+# module for human_size, which needs no pattern, and importing re costs more.
+_SIZE = r"(?i)(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?"
 _BINARY = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_bytes(text: str) -> int:
     """Docker's RAMInBytes: "64m" -> 67108864 (binary units; a bare number is bytes)."""
-    m = _SIZE.fullmatch(text.strip())
+    import re
+    m = re.fullmatch(_SIZE, text.strip())
     if not m:
         raise InvalidArgument(f"invalid size: {text!r}")
     return int(float(m.group(1)) * _BINARY[m.group(2).lower()])
@@ -29,7 +30,7 @@ def parse_cpus(text: str) -> int:
     return int(round(value * 1e9))
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION = r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)"
 _UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
@@ -38,8 +39,9 @@ def parse_duration(text: str, flag: str) -> int:
     text = text.strip()
     if text == "0":
         return 0
+    import re
     pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
+    for m in re.finditer(_DURATION, text):
         if m.start() != pos:
             break
         total += float(m.group(1)) * _UNIT_NS[m.group(2)]

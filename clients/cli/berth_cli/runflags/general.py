@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import os
+
+from berth_cli import argv as arguments
 
 
 def add_flags(p) -> None:
@@ -33,7 +34,7 @@ def add_flags(p) -> None:
     p.add_argument("--stop-timeout", type=int, default=None, help="seconds to wait before killing")
     p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
     p.add_argument("image")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("command", nargs=arguments.REMAINDER)
 
 
 def _label_files(paths) -> list[str]:

@@ -7,7 +7,7 @@ a message naming the flag, so a group that later implements a flag only has to d
 
 from __future__ import annotations
 
-import argparse
+from berth_cli import argv as arguments
 
 # (long name, short name or "", takes a value)
 DOCKER_RUN_FLAGS: tuple[tuple[str, str, bool], ...] = (
@@ -50,9 +50,20 @@ DOCKER_RUN_FLAGS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-class _Refuse(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{self.dest} is not supported by berth")
+_ACTION: list[type] = []
+
+
+def _refuse(**kwargs):
+    """argparse's action for a refused flag (argparse reads every line that uses one)."""
+    if not _ACTION:
+        import argparse
+
+        class Refuse(argparse.Action):
+            def __call__(self, parser, namespace, values, option_string=None):
+                parser.error(f"{self.dest} is not supported by berth")
+
+        _ACTION.append(Refuse)
+    return _ACTION[0](**kwargs)
 
 
 def add_flags(p) -> None:
@@ -61,5 +72,5 @@ def add_flags(p) -> None:
         names = [n for n in (short, long) if n and n not in defined]
         if long in defined or not names:
             continue
-        p.add_argument(*names, dest=long, action=_Refuse, nargs=None if takes_value else 0,
-                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument(*names, dest=long, action=_refuse, nargs=None if takes_value else 0,
+                       default=arguments.SUPPRESS, help=arguments.SUPPRESS)
