@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from berth.engine.v1 import engine_pb2 as pb
 from tests import bench_output
 from tests import bench_cli
+from tests.support.dockerd import throwaway_dockerd
 from tests.support.engine import PYTHON, REPO, Engine, _pss
 from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
 
@@ -142,6 +143,9 @@ def main() -> None:
         if os.environ.get("BENCH_ONLY") == "cli":
             bench_cli.report(*bench_cli.measure(engine, IMAGE, tar_path, runs))
             return
+        if os.environ.get("BENCH_ONLY") == "output":
+            output_rows(berth, engine, tar_path, tmp)
+            return
         idle_fresh = sum(engine.pss_kib().values()) / 1024
         results = {
             "cli_run_ms": median_ms(berth.cli_run, runs),
@@ -162,26 +166,45 @@ def main() -> None:
         results["build_nocache_ms"] = median_ms(lambda: berth.build(contexts["berth"], "--no-cache"), runs)
         results["build_cached_ms"] = median_ms(lambda: berth.build(contexts["berth"]), runs)
 
-        bulk = bench_output.measure(berth.cli, IMAGE, tmp, keep_all=bench_output.BERTH_KEEP_ALL)
-
         docker: dict[str, float] = {}
-        docker_bulk = None
-        with bench_output.throwaway_dockerd() as docker_env:
-            if docker_env is not None:
-                os.environ.update(docker_env)
+        with throwaway_dockerd() as dockerd:
+            if dockerd is not None:
+                os.environ.update(dockerd.env)
             measured = Docker.available()
             if measured:
                 d = Docker(tar_path)
                 docker = {"cli_run_ms": median_ms(d.cli_run, runs), "cycle_ms": median_ms(d.cycle, runs),
                           "throughput_per_s": throughput(d.cli_run),
                           "build_nocache_ms": median_ms(lambda: d.build(contexts["docker"]), runs)}
-                docker_bulk = bench_output.measure(["docker"], "berth-bench-busybox", tmp)
+            bulk = bench_output.measure(_output_columns(berth, engine, dockerd), tmp)
         report(results, docker, measured)
-        bench_output.report(bulk, docker_bulk)
+        bench_output.report(bulk)
         bench_cli.report(*bench_cli.measure(engine, IMAGE, tar_path, runs))
     finally:
         engine.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _output_columns(berth: Berth, engine: Engine, dockerd) -> list[bench_output.Column]:
+    """bench_output's columns: the berth CLI and the docker CLI on this berthd, the docker
+    CLI on `dockerd` (a PrivateDockerd with the busybox imported) when there is one."""
+    columns = [bench_output.Column("berth", berth.cli, IMAGE, keep_all=bench_output.BERTH_KEEP_ALL)]
+    if shutil.which("docker"):
+        columns.append(bench_output.Column("docker-berth", ["docker", "-H", f"unix://{engine.docker_socket}"], IMAGE,
+                                           keep_all=bench_output.BERTH_KEEP_ALL))
+    if dockerd is not None:
+        columns.append(bench_output.Column("dockerd", ["docker", "-H", dockerd.host], "berth-bench-busybox:latest"))
+    return columns
+
+
+def output_rows(berth: Berth, engine: Engine, tar_path: str, tmp: str) -> None:
+    """BENCH_ONLY=output: bench_output's rows alone, beside a throwaway dockerd."""
+    with throwaway_dockerd() as dockerd:
+        note = "dockerd: not installed or did not start, no column." if dockerd is None else ""
+        if dockerd is not None:
+            dockerd.cli("import", tar_path, "berth-bench-busybox:latest", check=True)
+        results = bench_output.measure(_output_columns(berth, engine, dockerd), tmp)
+    bench_output.report(results, note)
 
 
 def report(berth: dict[str, float], docker: dict[str, float], measured: bool) -> None:

@@ -16,6 +16,79 @@ def chunks(f):
         yield data
 
 
+class _Spool:
+    """The file a tar is written to by tar_chunks' thread: hands on CHUNK-sized pieces."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+        self.buf = bytearray()
+        self.offset = 0
+
+    def write(self, data) -> int:
+        self.buf += data
+        self.offset += len(data)
+        if len(self.buf) >= CHUNK:
+            self.pieces.put(bytes(self.buf))
+            self.buf.clear()
+        return len(data)
+
+    def tell(self) -> int:
+        return self.offset
+
+    def flush(self) -> None:
+        pass
+
+
+def tar_chunks(source: str, arcname: str):
+    """A tar of `source` (a file or a tree) as pieces of about CHUNK bytes, made while they
+    are sent (a thread writes it, a few pieces ahead), so nothing is spooled to disk."""
+    import queue
+    import tarfile
+    import threading
+    pieces: queue.Queue = queue.Queue(maxsize=4)
+    failed: list[BaseException] = []
+    done = object()
+
+    def make() -> None:
+        spool = _Spool(pieces)
+        try:
+            with tarfile.open(fileobj=spool, mode="w:", copybufsize=CHUNK) as tar:
+                tar.add(source, arcname=arcname)
+            if spool.buf:
+                pieces.put(bytes(spool.buf))
+        except BaseException as exc:  # raised in the sending thread below
+            failed.append(exc)
+        finally:
+            pieces.put(done)
+    threading.Thread(target=make, daemon=True).start()
+    while (piece := pieces.get()) is not done:
+        yield piece
+    if failed:
+        raise failed[0]
+
+
+class StreamReader:
+    """A readable file over an iterator of bytes (what tar's stream mode reads)."""
+
+    def __init__(self, pieces):
+        self._pieces = iter(pieces)
+        self._data = memoryview(b"")
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            rest = bytes(self._data) + b"".join(self._pieces)
+            self._data = memoryview(b"")
+            return rest
+        while not self._data:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return b""
+            self._data = memoryview(piece)
+        out = bytes(self._data[:n])
+        self._data = self._data[n:]
+        return out
+
+
 def open_input(path: str):
     """The file to read an archive from; stdin for "" or "-" (never a terminal)."""
     if path and path != "-":

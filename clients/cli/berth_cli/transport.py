@@ -30,6 +30,8 @@ MAX_MESSAGE = 64 * 1024 * 1024
 # Large windows: image tarballs stream through here and acknowledging every
 # 64 KiB would cost a round trip each.
 WINDOW = 16 * 1024 * 1024
+# What one recv asks for: a large message arrives in a few reads, not in 64 KiB pieces.
+RECV = 1 << 20
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Frame types and flags (RFC 9113 section 6).
@@ -60,8 +62,12 @@ def _tcp_connection(host: str, port: int):
     raise error or OSError(f"no address for {host}")
 
 
+def _frame_header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
+    return struct.pack(">I", length)[1:] + bytes((kind, flags)) + struct.pack(">I", stream_id)
+
+
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream_id) + payload
+    return _frame_header(kind, flags, stream_id, len(payload)) + payload
 
 
 class Channel:
@@ -170,26 +176,26 @@ class Channel:
                 window = min(self._send_window, stream.send_window, self._peer_max_frame)
                 if window <= 0:
                     # A pump thread waits for the receiving thread to read the
-                    # WINDOW_UPDATE; a sender with no receiver reads it itself.
-                    if not self._window_opened.wait(timeout=0.05) and not pumped:
+                    # WINDOW_UPDATE; a sender with no receiver reads it itself, at
+                    # once (waiting first would stall every time the window closes).
+                    if pumped:
+                        self._window_opened.wait(timeout=0.05)
+                    else:
                         self._pump_once()
                     continue
                 chunk = view[:window]
-                self._out += _frame(DATA, 0, stream_id, chunk)
                 self._send_window -= len(chunk)
                 stream.send_window -= len(chunk)
                 view = view[len(chunk):]
+                # The frame's header, then its payload straight from the caller's
+                # buffer: a message of megabytes is not copied into the frame.
+                self._out += _frame_header(DATA, 0, stream_id, len(chunk))
                 self._flush()
+                self._sock.sendall(chunk)
 
     def _pump_once(self) -> None:
         """Read what the server sent (lock held), so window updates are seen."""
-        self._sock.settimeout(0.05)
-        try:
-            data = self._sock.recv(1 << 16)
-        except (socket.timeout, BlockingIOError):
-            return
-        finally:
-            self._sock.settimeout(None)
+        data = self._sock.recv(RECV)
         if not data:
             self._fail_all(StatusCode.UNAVAILABLE, "the daemon closed the connection")
             return
@@ -202,7 +208,7 @@ class Channel:
             if stream.ended:
                 break
             try:
-                data = self._sock.recv(1 << 16)
+                data = self._sock.recv(RECV)
             except OSError as exc:
                 data, reason = b"", str(exc)
             else:
