@@ -25,6 +25,7 @@ from tests import bench_cli
 from tests import bench_remote
 from tests import bench_cluster
 from tests import bench_scale
+from tests.support.dockerd import throwaway_dockerd
 from tests.support.engine import PYTHON, REPO, Engine, _pss
 from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
 
@@ -181,6 +182,9 @@ def main() -> None:
             return
         # BENCH_ONLY=engine: the engine's rows above the byte, build and CLI ones.
         engine_only = os.environ.get("BENCH_ONLY") == "engine"
+        if os.environ.get("BENCH_ONLY") == "output":
+            output_rows(berth, engine, tar_path, tmp)
+            return
         idle_fresh = sum(engine.pss_kib().values()) / 1024
         results = {
             "cli_run_ms": median_ms(berth.cli_run, runs),
@@ -191,14 +195,10 @@ def main() -> None:
         results["idle_after_runs_mib"], results["per_container_mib"] = berth.memory()
         results["idle_mib"] = idle_fresh
 
-        bulk = None if engine_only else bench_output.measure(berth.cli, IMAGE, tmp,
-                                                             keep_all=bench_output.BERTH_KEEP_ALL)
-
         docker: dict[str, float] = {}
-        docker_bulk = None
-        with bench_output.throwaway_dockerd() as docker_env:
-            if docker_env is not None:
-                os.environ.update(docker_env)
+        with throwaway_dockerd() as dockerd:
+            if dockerd is not None:
+                os.environ.update(dockerd.env)
             measured = Docker.available()
             if measured:
                 d = Docker(tar_path)
@@ -207,11 +207,10 @@ def main() -> None:
                           "throughput_per_s": throughput(d.cli_run)}
                 if idle is not None:
                     docker["idle_mib"], docker["idle_after_runs_mib"] = idle, d.engine_pss_mib()
-                if not engine_only:
-                    docker_bulk = bench_output.measure(["docker"], "berth-bench-busybox", tmp)
+            bulk = None if engine_only else bench_output.measure(_output_columns(berth, engine, dockerd), tmp)
         report(results, docker, measured)
         if not engine_only:
-            bench_output.report(bulk, docker_bulk)
+            bench_output.report(bulk)
             bench_cli.report(*bench_cli.measure(engine, IMAGE, tar_path, runs))
             bench_build.report(bench_build.measure(engine, berth.cli, IMAGE, tar_path, tmp, runs))
             bench_remote.report(bench_remote.measure(tar_path, runs))
@@ -221,6 +220,28 @@ def main() -> None:
     finally:
         engine.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _output_columns(berth: Berth, engine: Engine, dockerd) -> list[bench_output.Column]:
+    """bench_output's columns: the berth CLI and the docker CLI on this berthd, the docker
+    CLI on `dockerd` (a PrivateDockerd with the busybox imported) when there is one."""
+    columns = [bench_output.Column("berth", berth.cli, IMAGE, keep_all=bench_output.BERTH_KEEP_ALL)]
+    if shutil.which("docker"):
+        columns.append(bench_output.Column("docker-berth", ["docker", "-H", f"unix://{engine.docker_socket}"], IMAGE,
+                                           keep_all=bench_output.BERTH_KEEP_ALL))
+    if dockerd is not None:
+        columns.append(bench_output.Column("dockerd", ["docker", "-H", dockerd.host], "berth-bench-busybox:latest"))
+    return columns
+
+
+def output_rows(berth: Berth, engine: Engine, tar_path: str, tmp: str) -> None:
+    """BENCH_ONLY=output: bench_output's rows alone, beside a throwaway dockerd."""
+    with throwaway_dockerd() as dockerd:
+        note = "dockerd: not installed or did not start, no column." if dockerd is None else ""
+        if dockerd is not None:
+            dockerd.cli("import", tar_path, "berth-bench-busybox:latest", check=True)
+        results = bench_output.measure(_output_columns(berth, engine, dockerd), tmp)
+    bench_output.report(results, note)
 
 
 def report(berth: dict[str, float], docker: dict[str, float], measured: bool) -> None:

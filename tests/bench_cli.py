@@ -2,8 +2,8 @@
 on the same berthd (its Docker API socket), and through the docker CLI on a dockerd when
 one is installed: the client's own cost beside docker's, and the engines' beside each other.
 
-The dockerd is a private one (its own data and exec roots and socket, no bridge or
-iptables rules), started here and stopped after; the containers of every column run
+The dockerd is a private one (tests/support/dockerd.py: its own roots and socket, no bridge
+or iptables rules), started here and stopped after; the containers of every column run
 with --network none so the three columns do the same work.
 """
 
@@ -15,9 +15,9 @@ import resource
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 
+from tests.support.dockerd import PrivateDockerd
 from tests.support.engine import PYTHON, REPO
 
 VERBS = ("ps", "images", "inspect", "create", "start", "stop", "rm", "run")
@@ -97,63 +97,13 @@ def berth_cli(engine) -> list[str]:
     return [*argv, "-H", f"unix://{engine.gateway_socket}"]
 
 
-class PrivateDockerd:
-    """A dockerd of its own, for the third column, when dockerd is installed."""
-
-    def __init__(self):
-        self.root = ""
-        self.proc: subprocess.Popen | None = None
-
-    @staticmethod
-    def installed() -> bool:
-        return shutil.which("dockerd") is not None and shutil.which("docker") is not None
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.root}/docker.sock"
-
-    def start(self, timeout: float = 90.0) -> PrivateDockerd:
-        self.root = tempfile.mkdtemp(prefix="/tmp/bt-dockerd-")
-        log = open(os.path.join(self.root, "dockerd.log"), "ab")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--data-root", f"{self.root}/data", "--exec-root", f"{self.root}/exec",
-             "--pidfile", f"{self.root}/dockerd.pid", "-H", self.host, "--bridge", "none",
-             "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--userland-proxy=false"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited {self.proc.returncode}; see {self.root}/dockerd.log")
-            if subprocess.run(["docker", "-H", self.host, "info"], capture_output=True).returncode == 0:
-                return self
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("dockerd did not answer in time")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            subprocess.run(["docker", "-H", self.host, "rm", "-f", "-v",
-                            *subprocess.run(["docker", "-H", self.host, "ps", "-aq"], capture_output=True,
-                                            text=True).stdout.split()], capture_output=True)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.root:
-            subprocess.run(["umount", "-R", "-l", self.root], capture_output=True)
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
-def measure(engine, image: str, rootfs_tar: str, runs: int):
-    """Each column's (wall, client CPU) medians by verb: berth CLI, docker CLI on berthd, docker
-    CLI on dockerd (None when not installed), and a note on the third. The columns run in turn
-    round by round, so a machine whose load drifts weighs on all of them alike."""
-    columns = [Column(Cli(berth_cli(engine), image))]
-    if shutil.which("docker"):
-        columns.append(Column(Cli(["docker", "-H", f"unix://{engine.docker_socket}"], image)))
-    dockerd, note = None, "docker CLI on dockerd: dockerd is not installed"
+def measure(engine, image: str, rootfs_tar: str, runs: int) -> tuple[dict, dict, dict | None, str]:
+    """(berth CLI, docker CLI on berthd, docker CLI on dockerd or None, a note on the third)."""
+    berth = Cli([PYTHON, "-c", "import berth_cli.__main__", "-H", f"unix://{engine.gateway_socket}"], image)
+    docker_on_berth = Cli(["docker", "-H", f"unix://{engine.docker_socket}"], image)
+    results = [verb_times(berth, runs)]
+    results.append(verb_times(docker_on_berth, runs) if shutil.which("docker") else {})
+    on_dockerd, note = None, "docker CLI on dockerd: dockerd is not installed"
     if PrivateDockerd.installed():
         try:
             dockerd = PrivateDockerd().start()

@@ -1,11 +1,16 @@
-"""`make bench`'s rows for moving bytes: output, logs, exec, cp and load, beside docker.
+"""`make bench`'s rows for moving bytes: output, logs, exec, cp and load, in three columns.
 
-Each figure is the median of BENCH_BULK_RUNS (default 3) timings of one CLI command
-whose output goes to /dev/null, so what is measured is the engine and the CLI moving
-the bytes, not a terminal drawing them. The docker column is the same command with the
-docker CLI on a Docker engine on this machine: the one that answers, or else (when
-Debian's dockerd is installed) a throwaway one that `throwaway_dockerd` starts on
-its own roots under a temporary directory and stops, with no bridge or firewall rules.
+    berth         the berth CLI on berthd (its own gRPC client)
+    docker-berth  the docker CLI on berthd's Docker API socket
+    dockerd       the docker CLI on a throwaway dockerd (tests/support/dockerd.py)
+
+Each figure is the median of BENCH_BULK_RUNS (default 3) timings of one CLI command whose
+output goes to /dev/null, so what is measured is the engine and the CLI moving the bytes,
+not a terminal drawing them. The columns are interleaved: each repetition of a row runs the
+command once per column in turn, so a load that comes and goes (other work on the machine)
+falls on all of them alike; the ratios are what to read.
+
+`BENCH_ONLY=output make bench` runs these rows alone.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import os
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
+from dataclasses import dataclass, field
 
 MB50 = 50_000_000
 LINES = f"yes abcdefghijklmnopqrstuvwxyz | head -c {MB50}"
@@ -24,144 +29,141 @@ NO_NEWLINE = f"head -c {MB50} /dev/zero | tr '\\0' a"
 BIG_FILE = 100_000_000
 BERTH_KEEP_ALL = ("--log-opt", "max-size=-1")
 # The image `load` moves: busybox plus a layer of this many incompressible bytes.
-IMAGE_LAYER = 200_000_000
+IMAGE_LAYER = 250_000_000
 
 ROWS = [
-    ("run: 50 MB of short lines (foreground), s", "run_lines"),
-    ("run: 50 MB with no newline (foreground), s", "run_no_newline"),
-    ("logs of a 50 MB log (short lines), s", "logs"),
-    ("exec: 50 MB of output, s", "exec"),
-    ("cp of a 100 MB file into a container, s", "cp_in"),
-    ("cp of a 100 MB file out of a container, s", "cp_out"),
-    ("load of a 200 MB image, s", "load"),
+    ("run: 50 MB of short lines (foreground)", "run_lines"),
+    ("run: 50 MB with no newline (foreground)", "run_no_newline"),
+    ("logs of a 50 MB log (short lines)", "logs"),
+    ("logs --tail 10 of that log", "logs_tail"),
+    ("exec: 50 MB of output", "exec"),
+    ("cp of a 100 MB file into a container", "cp_in"),
+    ("cp of a 100 MB file out of a container", "cp_out"),
+    ("load of a 250 MB image", "load"),
 ]
 
 
-def _timed(argv: list[str], env=None, stdin=None) -> float:
-    t = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                   stdin=stdin)
-    return time.perf_counter() - t
+@dataclass
+class Column:
+    """One CLI on one engine, and what the rows set up on it."""
+    name: str
+    cli: list[str]
+    image: str
+    env: dict[str, str] | None = None
+    keep_all: tuple[str, ...] = ()
+    logged: str = ""   # an exited container whose log holds 50 MB of short lines
+    box: str = ""      # a running container for exec and cp
+    archive: str = ""  # an image saved by this engine, for load
+    tag: str = ""
+    times: dict[str, list[float]] = field(default_factory=dict)
 
-
-def _median(fn, runs: int) -> float:
-    return statistics.median(fn() for _ in range(runs))
-
-
-def measure(cli: list[str], image: str, tmp: str, env=None, keep_all: tuple[str, ...] = ()) -> dict[str, float]:
-    """The rows for one engine driven by `cli` (the berth CLI or the docker CLI), on `image`
-    (a busybox); `keep_all` are the run flags with which its log keeps all 50 MB (berth's
-    default driver caps a log, docker's does not). Leaves no container or image behind."""
-    runs = int(os.environ.get("BENCH_BULK_RUNS", "3"))
-    out: dict[str, float] = {}
-
-    def run(*args: str) -> str:
-        r = subprocess.run([*cli, *args], check=True, capture_output=True, text=True, env=env)
+    def __call__(self, *args: str) -> str:
+        r = subprocess.run([*self.cli, *args], check=True, capture_output=True, text=True, env=self.env)
         return r.stdout.strip()
 
-    out["run_lines"] = _median(lambda: _timed([*cli, "run", "--rm", image, "sh", "-c", LINES], env), runs)
-    out["run_no_newline"] = _median(
-        lambda: _timed([*cli, "run", "--rm", image, "sh", "-c", NO_NEWLINE], env), runs)
+    def timed(self, *args: str) -> float:
+        t = time.perf_counter()
+        subprocess.run([*self.cli, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=self.env)
+        return time.perf_counter() - t
 
-    logged = run("run", "-d", *keep_all, image, "sh", "-c", LINES)
-    try:
-        run("wait", logged)
-        out["logs"] = _median(lambda: _timed([*cli, "logs", logged], env), runs)
-    finally:
-        run("rm", "-f", logged)
+    def setup(self, tmp: str, rows: set[str]) -> None:
+        if rows & {"logs", "logs_tail"}:
+            self.logged = self("run", "-d", *self.keep_all, self.image, "sh", "-c", LINES)
+            self("wait", self.logged)
+        if rows & {"exec", "cp_in", "cp_out"}:
+            self.box = self("run", "-d", self.image, "sleep", "1000")
+        if "load" in rows:
+            self.tag = f"bench-load-{self.name}-{os.getpid()}:latest"
+            maker = self("run", "-d", self.image, "sh", "-c", f"head -c {IMAGE_LAYER} /dev/urandom > /big")
+            try:
+                self("wait", maker)
+                self("commit", maker, self.tag)
+            finally:
+                self("rm", "-f", maker)
+            self.archive = os.path.join(tmp, f"image-{self.name}.tar")
+            self("save", "-o", self.archive, self.tag)
 
-    box = run("run", "-d", image, "sleep", "1000")
-    try:
-        out["exec"] = _median(lambda: _timed([*cli, "exec", box, "sh", "-c", LINES], env), runs)
-        big = os.path.join(tmp, "big.bin")
-        with open(big, "wb") as f:
-            f.write(os.urandom(BIG_FILE))
-        out["cp_in"] = _median(lambda: _timed([*cli, "cp", big, f"{box}:/tmp/big.bin"], env), runs)
-        back = os.path.join(tmp, "back")
+    def teardown(self) -> None:
+        for cid in (self.logged, self.box):
+            if cid:
+                subprocess.run([*self.cli, "rm", "-f", cid], capture_output=True, env=self.env)
+        if self.tag:
+            subprocess.run([*self.cli, "rmi", "-f", self.tag], capture_output=True, env=self.env)
+        if self.archive:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.archive)
 
-        def cp_out() -> float:
+    def once(self, row: str, tmp: str, big: str) -> float:
+        if row == "run_lines":
+            return self.timed("run", "--rm", self.image, "sh", "-c", LINES)
+        if row == "run_no_newline":
+            return self.timed("run", "--rm", self.image, "sh", "-c", NO_NEWLINE)
+        if row == "logs":
+            return self.timed("logs", self.logged)
+        if row == "logs_tail":
+            return self.timed("logs", "--tail", "10", self.logged)
+        if row == "exec":
+            return self.timed("exec", self.box, "sh", "-c", LINES)
+        if row == "cp_in":
+            return self.timed("cp", big, f"{self.box}:/tmp/big.bin")
+        if row == "cp_out":
+            back = os.path.join(tmp, f"back-{self.name}")
             shutil.rmtree(back, ignore_errors=True)
             os.mkdir(back)
-            return _timed([*cli, "cp", f"{box}:/tmp/big.bin", back], env)
-        out["cp_out"] = _median(cp_out, runs)
-        shutil.rmtree(back, ignore_errors=True)
+            try:
+                return self.timed("cp", f"{self.box}:/tmp/big.bin", back)
+            finally:
+                shutil.rmtree(back, ignore_errors=True)
+        if row == "load":
+            self("rmi", self.tag)
+            return self.timed("load", "-i", self.archive)
+        raise ValueError(row)
+
+
+def measure(columns: list[Column], tmp: str) -> dict[str, dict[str, float]]:
+    """{column name: {row: median seconds}} with the repetitions of each row interleaved
+    across the columns. BENCH_OUTPUT_ROWS (comma-separated keys) picks rows."""
+    runs = int(os.environ.get("BENCH_BULK_RUNS", "3"))
+    wanted = os.environ.get("BENCH_OUTPUT_ROWS")
+    rows = [key for _, key in ROWS if not wanted or key in wanted.split(",")]
+    big = os.path.join(tmp, "big.bin")
+    with open(big, "wb") as f:
+        f.write(os.urandom(BIG_FILE))
+    try:
+        for col in columns:
+            col.setup(tmp, set(rows))
+        for row in rows:
+            for _ in range(runs):
+                for col in columns:
+                    col.times.setdefault(row, []).append(col.once(row, tmp, big))
+    finally:
+        for col in columns:
+            col.teardown()
         os.unlink(big)
-    finally:
-        run("rm", "-f", box)
-
-    # A large image: busybox with a 200 MB layer, saved by the same engine, loaded back.
-    tag = f"bench-load-{os.getpid()}:latest"
-    maker = run("run", "-d", image, "sh", "-c", f"head -c {IMAGE_LAYER} /dev/urandom > /big")
-    try:
-        run("wait", maker)
-        run("commit", maker, tag)
-    finally:
-        run("rm", "-f", maker)
-    archive = os.path.join(tmp, "image.tar")
-    try:
-        run("save", "-o", archive, tag)
-
-        def load() -> float:
-            run("rmi", tag)
-            return _timed([*cli, "load", "-i", archive], env)
-        out["load"] = _median(load, runs)
-    finally:
-        subprocess.run([*cli, "rmi", "-f", tag], capture_output=True, env=env)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(archive)
-    return out
+    return {col.name: {row: statistics.median(ts) for row, ts in col.times.items()} for col in columns}
 
 
-@contextlib.contextmanager
-def throwaway_dockerd():
-    """A Docker engine for the side-by-side figures: the one that answers, or Debian's dockerd
-    started on temporary roots (no bridge, no iptables) and stopped at the end. Yields the
-    environment for the docker CLI, or None when there is no docker."""
-    if shutil.which("docker") is None:
-        yield None
-        return
-    if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-        yield dict(os.environ)
-        return
-    dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if os.path.exists("/usr/sbin/dockerd") else None)
-    if dockerd is None:
-        yield None
-        return
-    root = tempfile.mkdtemp(prefix="/tmp/bt-dockerd-")
-    sock = os.path.join(root, "docker.sock")
-    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
-    env.pop("DOCKER_CONTEXT", None)
-    with open(os.path.join(root, "dockerd.log"), "wb") as log:
-        proc = subprocess.Popen(
-            [dockerd, "--data-root", os.path.join(root, "data"), "--exec-root", os.path.join(root, "exec"),
-             "--pidfile", os.path.join(root, "dockerd.pid"), "-H", f"unix://{sock}", "--bridge", "none",
-             "--iptables=false", "--ip6tables=false"], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "info"], capture_output=True, env=env).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                yield None
-                return
-            time.sleep(0.5)
-        yield env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        # Its overlay mounts are gone with it; whatever is left is plain files.
-        subprocess.run(["umount", "-R", "-l", os.path.join(root, "data")], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def report(berth: dict[str, float], docker: dict[str, float] | None) -> None:
-    print(f"\n{'bytes moved (median seconds)':44} {'berth':>9} {'docker':>9}   target")
+def report(results: dict[str, dict[str, float]], note: str = "") -> None:
+    names = list(results)
+    base = names[0]
+    ratio_names = [n for n in names[1:]]
+    head = " ".join(f"{n:>12}" for n in names) + "  " + " ".join(f"{base + '/' + n:>18}" for n in ratio_names)
+    print(f"\n{'bytes moved, median s':42} {head}   target")
     for label, key in ROWS:
-        theirs = docker.get(key) if docker else None
-        target = f"<= {theirs:.2f} {'ok' if berth[key] <= theirs else 'MISSED'}" if theirs is not None else ""
-        theirs_s = f"{theirs:9.2f}" if theirs is not None else f"{'-':>9}"
-        print(f"{label:44} {berth[key]:9.2f} {theirs_s}   {target}")
-    print("docker column: " + ("measured now, same commands with the docker CLI." if docker else
-                               "no Docker engine here (install docker.io for it)."))
+        if key not in results[base]:
+            continue
+        mine = results[base][key]
+        cells = " ".join(f"{results[n][key]:12.2f}" if key in results[n] else f"{'-':>12}" for n in names)
+        ratios, verdict = [], ""
+        for n in ratio_names:
+            theirs = results[n].get(key)
+            ratios.append(f"{mine / theirs:18.2f}" if theirs else f"{'-':>18}")
+        reference = results.get("dockerd", {}).get(key)
+        if reference:
+            over = [n for n in names if n != "dockerd" and results[n].get(key, 0) > reference]
+            verdict = "<= dockerd: " + ("ok" if not over else "MISSED by " + ", ".join(over))
+        print(f"{label:42} {cells}  {' '.join(ratios)}   {verdict}")
+    print("berth: the berth CLI on berthd; docker-berth: the docker CLI on berthd's Docker API socket; "
+          "dockerd: the docker CLI on a throwaway dockerd. Runs per median: "
+          f"{os.environ.get('BENCH_BULK_RUNS', '3')} (BENCH_BULK_RUNS), interleaved." + (f"\n{note}" if note else ""))

@@ -44,9 +44,10 @@ STDIN_PACKET = 8192
 # conmon sends a packet per 8 KiB read of the output; read() joins what is
 # already waiting into one piece of up to this much.
 JOIN = 1 << 20
-# conmon reads the process's output in buffers of this size (STDIO_BUF_SIZE): a packet
-# this full says more is waiting.
-PACKET = 8192
+# A packet of at least this much is a bulk writer's: conmon reads up to 8 KiB (its
+# STDIO_BUF_SIZE) and a program writing a pipe through stdio's buffer writes 4 KiB at a
+# time, where a prompt or an echoed line is short.
+BULK = 4096
 LINGER = 0.001
 HOLD = 0.02
 # The socket holds only a few packets (net.unix.max_dgram_qlen, 10 by default: 80 KiB),
@@ -64,8 +65,9 @@ class Stdio:
         self._packets: collections.deque = collections.deque()
         self._buffered = 0
         self._arrived = asyncio.Event()
-        self._room = asyncio.Event()
-        self._drain: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading = False  # the socket is watched (not paused for back-pressure, not ended)
+        self._ended = False
 
     @classmethod
     async def connect(cls, socket_dir: str, uuid: str, ctl_path: str) -> "Stdio":
@@ -83,47 +85,62 @@ class Stdio:
         """The stdio of container `cid`'s current task (runtime: runtime.Runtime)."""
         return await cls.connect(runtime.socket_dir, cid, os.path.join(runtime.bundle(cid).dir, "ctl"))
 
-    async def _drain_socket(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _watch(self) -> None:
+        if not self._reading and not self._ended:
+            self._reading = True
+            self._loop.add_reader(self._sock.fileno(), self._on_readable)
+
+    def _unwatch(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._sock.fileno())
+
+    def _on_readable(self) -> None:
+        """Takes every packet waiting on the socket, in one callback of the loop: a
+        packet is 8 KiB, and an await (a future, two epoll_ctl) per packet would cost
+        more than moving its bytes. Past BUFFERED the socket is no longer watched
+        until read() makes room, so conmon waits, and with it the process."""
+        recv, packets = self._sock.recv, self._packets
+        got = False
         try:
-            while True:
-                while self._buffered >= BUFFERED:
-                    self._room.clear()
-                    await self._room.wait()
+            while self._buffered < BUFFERED:
                 try:
-                    data = await loop.sock_recv(self._sock, 65536)
+                    data = recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
                 except OSError:
+                    data = b""
+                if not data:  # EOF: conmon closed the socket
+                    self._unwatch()
+                    self._ended = True
+                    packets.append(None)
+                    got = True
                     return
-                while data:
-                    if len(data) > 1:
-                        self._packets.append((data[0], data[1:]))
-                        self._buffered += len(data) - 1
-                        self._arrived.set()
-                    if self._buffered >= BUFFERED:
-                        break
-                    try:
-                        data = self._sock.recv(65536)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
-                        return
-                else:
-                    return  # EOF: conmon closed the socket
+                if len(data) > 1:
+                    packets.append((data[0], data[1:]))
+                    self._buffered += len(data) - 1
+                    got = True
+            else:
+                self._unwatch()
         finally:
-            self._packets.append(None)
-            self._arrived.set()
+            if got:
+                self._arrived.set()
 
     async def read(self) -> tuple[int, bytes] | None:
         """The next piece of output as (stream, data); None once conmon closed the socket.
 
-        Packets already drained are joined while they are of the same stream. A full
-        packet (conmon's read filled its buffer) means the process has more ready: then
-        the drain gets a moment (LINGER, at most HOLD in all) to bring it, so a bulk
-        writer travels in pieces of up to JOIN, not a message per 8 KiB, while an
-        interactive one (short packets) is sent at once."""
-        if self._drain is None:
-            self._drain = asyncio.ensure_future(self._drain_socket())
+        Packets already drained are joined while they are of the same stream. When the
+        process has more ready — a large packet (a bulk writer's; see BULK), or
+        output already waiting when this is called (it writes faster than the caller
+        sends, whatever the size of its writes: `head` writes 4 KiB at a time) — the
+        socket gets a moment (LINGER, at most HOLD in all) to bring more, so a bulk
+        writer travels in pieces of up to JOIN, not a message per packet, while an
+        interactive one (a prompt, an echo: nothing waiting) is sent at once."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._watch()
         packets = self._packets
+        backlog = bool(packets)
         while not packets:
             self._arrived.clear()
             await self._arrived.wait()
@@ -142,10 +159,10 @@ class Stdio:
                     ended = True  # another stream's piece follows: send this one now
                     break
                 size += len(item[1])
-                full = len(item[1]) >= PACKET
+                full = len(item[1]) >= BULK
                 if size >= JOIN:
                     break
-            if ended or not full or size >= JOIN:
+            if ended or not (full or backlog) or size >= JOIN:
                 break
             now = loop.time()
             deadline = deadline or now + HOLD
@@ -158,7 +175,8 @@ class Stdio:
             pieces.append(data)
             size += len(data)
         self._buffered -= size
-        self._room.set()
+        if self._buffered < BUFFERED:
+            self._watch()
         return stream, pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def write(self, data: bytes) -> None:
@@ -184,8 +202,9 @@ class Stdio:
         await resize(self._ctl_path, height, width)
 
     def close(self) -> None:
-        if self._drain is not None:
-            self._drain.cancel()
+        if self._loop is not None:
+            self._unwatch()
+            self._ended = True
         self._sock.close()
 
 

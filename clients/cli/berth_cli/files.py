@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from berth_cli.archives import write_archive
+from berth_cli.archives import CHUNK, write_archive
 
 VERBS = ("cp", "export")
 
@@ -42,62 +42,56 @@ def cp(client, ns) -> int:
 
 def _copy_out(client, container: str, path: str, dest: str) -> int:
     import tarfile
-    import tempfile
 
     from berth.engine.v1 import engine_pb2 as pb
+    from berth_cli.archives import ForwardReader
     stream = client.stub.CopyFromContainer(pb.CopyFromContainerRequest(
         id=container, path=path if path.startswith("/") else "/" + path))
     if dest == "-":
+        out = sys.stdout.buffer
         for chunk in stream:
-            sys.stdout.buffer.write(chunk.data)
-        sys.stdout.buffer.flush()
+            out.write(chunk.data)
+        out.flush()
         return 0
-    with tempfile.TemporaryFile() as f:
-        for chunk in stream:
-            f.write(chunk.data)
-        f.seek(0)
-        with tarfile.open(fileobj=f, mode="r:") as tar:
-            members = tar.getmembers()
-            if os.path.isdir(dest):
-                target = dest
-            else:
-                parent = os.path.dirname(os.path.abspath(dest))
-                if not os.path.isdir(parent):
-                    raise ValueError(f"no such directory: {parent}")
-                top = members[0].name.split("/")[0] if members else ""
-                new = os.path.basename(os.path.abspath(dest))
-                for m in members:
-                    head, sep, rest = m.name.partition("/")
-                    if head == top:
-                        m.name = new + sep + rest
-                target = parent
+    if os.path.isdir(dest):
+        target, new = dest, None
+    else:
+        target = os.path.dirname(os.path.abspath(dest))
+        if not os.path.isdir(target):
+            raise ValueError(f"no such directory: {target}")
+        new = os.path.basename(os.path.abspath(dest))
+    # Extracted as it arrives, not spooled to a file first.
+    with tarfile.open(fileobj=ForwardReader(chunk.data for chunk in stream), mode="r:",
+                      copybufsize=CHUNK) as tar:
+        top = None
+        for m in tar:
+            if new is not None:
+                head, sep, rest = m.name.partition("/")
+                if top is None:
+                    top = head
+                if head == top:
+                    m.name = new + sep + rest
             # The "tar" filter refuses members that would land outside `target`.
-            tar.extractall(target, members=members, filter="tar")
+            tar.extract(m, target, filter="tar")
     return 0
 
 
 def _copy_in(client, source: str, container: str, path: str) -> int:
-    import tarfile
-    import tempfile
-
     from berth.engine.v1 import engine_pb2 as pb
-    with tempfile.TemporaryFile() as f:
-        if source == "-":
-            while data := sys.stdin.buffer.read(1 << 20):
-                f.write(data)
-        else:
-            if not os.path.lexists(source):
-                raise ValueError(f"could not find the file {source}: no such file or directory")
-            with tarfile.open(fileobj=f, mode="w:") as tar:
-                tar.add(source, arcname=os.path.basename(os.path.abspath(source)))
-        f.seek(0)
+    from berth_cli.archives import chunks, tar_chunks
+    if source == "-":
+        data = chunks(sys.stdin.buffer)
+    else:
+        if not os.path.lexists(source):
+            raise ValueError(f"could not find the file {source}: no such file or directory")
+        data = tar_chunks(source, os.path.basename(os.path.abspath(source)))
 
-        def requests():
-            yield pb.CopyToContainerRequest(header=pb.CopyToContainerHeader(
-                id=container, path=path if path.startswith("/") else "/" + path))
-            while data := f.read(1 << 20):
-                yield pb.CopyToContainerRequest(chunk=data)
-        client.stub.CopyToContainer(requests())
+    def requests():
+        yield pb.CopyToContainerRequest(header=pb.CopyToContainerHeader(
+            id=container, path=path if path.startswith("/") else "/" + path))
+        for piece in data:
+            yield pb.CopyToContainerRequest(chunk=piece)
+    client.stub.CopyToContainer(requests())
     return 0
 
 

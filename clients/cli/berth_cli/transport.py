@@ -34,6 +34,14 @@ MAX_MESSAGE = 64 * 1024 * 1024
 # Large windows: image tarballs stream through here and acknowledging every
 # 64 KiB would cost a round trip each.
 WINDOW = 16 * 1024 * 1024
+# The largest DATA frame the server may send us (HTTP/2's own limit): a 1 MiB message
+# in one frame rather than 64 of the default 16 KiB, each parsed here in Python.
+MAX_FRAME = (1 << 24) - 1
+# A frame at least this large that a read ends inside of is read into a buffer of its own
+# (recv_into), not gathered from pieces and joined.
+FILL = 1 << 16
+# What one recv asks for: a large message arrives in a few reads, not in 64 KiB pieces.
+RECV = 1 << 20
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Frame types and flags (RFC 9113 section 6).
@@ -80,10 +88,12 @@ def _wrap_tls(sock, host: str, ca: str, cert: str, key: str, verify: bool):
     ctx.set_alpn_protocols(["h2"])
     # The ssl module wraps only socket.socket; _socket's is its base class.
     return ctx.wrap_socket(socket_mod.socket(fileno=sock.detach()), server_hostname=host)
+def _frame_header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
+    return struct.pack(">I", length)[1:] + bytes((kind, flags)) + struct.pack(">I", stream_id)
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream_id) + payload
+    return _frame_header(kind, flags, stream_id, len(payload)) + payload
 
 
 class _WindowOpened:
@@ -117,7 +127,12 @@ class Channel:
         self._window_opened = _WindowOpened(self)  # a Condition on _lock once waited on
         self._streams: dict[int, _Stream] = {}
         self._out = bytearray()
-        self._in = bytearray()
+        # The pieces of a frame not yet whole, their length, and the length it needs.
+        self._in: list[bytes] = []
+        self._in_len = 0
+        self._in_need = 9
+        # A large frame being read straight into its buffer: [buffer, bytes in it, kind, flags, stream].
+        self._fill: list | None = None
         self._decoder = hpack.Decoder()
         self._next_stream = 1
         self._send_window = DEFAULT_WINDOW      # the connection's, for what we send
@@ -145,7 +160,8 @@ class Channel:
                     sock = _wrap_tls(sock, host or "localhost", *self.tls)
         except (OSError, ValueError) as exc:
             raise Unreachable(f"failed to connect to {self.target}: {exc}") from None
-        settings = struct.pack(">HIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, WINDOW)
+        settings = struct.pack(">HIHIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, WINDOW,
+                               SETTINGS_MAX_FRAME_SIZE, MAX_FRAME)
         self._out += PREFACE + _frame(SETTINGS, 0, 0, settings)
         self._out += _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW - DEFAULT_WINDOW))
         self._sock = sock
@@ -215,30 +231,30 @@ class Channel:
                 window = min(self._send_window, stream.send_window, self._peer_max_frame)
                 if window <= 0:
                     # A pump thread waits for the receiving thread to read the
-                    # WINDOW_UPDATE; a sender with no receiver reads it itself.
-                    if not self._window_opened.wait(timeout=0.05) and not pumped:
+                    # WINDOW_UPDATE; a sender with no receiver reads it itself, at
+                    # once (waiting first would stall every time the window closes).
+                    if pumped:
+                        self._window_opened.wait(timeout=0.05)
+                    else:
                         self._pump_once()
                     continue
                 chunk = view[:window]
-                self._out += _frame(DATA, 0, stream_id, chunk)
                 self._send_window -= len(chunk)
                 stream.send_window -= len(chunk)
                 view = view[len(chunk):]
+                # The frame's header, then its payload straight from the caller's
+                # buffer: a message of megabytes is not copied into the frame.
+                self._out += _frame_header(DATA, 0, stream_id, len(chunk))
                 self._flush()
+                self._sock.sendall(chunk)
 
     def _pump_once(self) -> None:
         """Read what the server sent (lock held), so window updates are seen."""
-        self._sock.settimeout(0.05)
-        try:
-            data = self._sock.recv(1 << 16)
-        except (socket.timeout, BlockingIOError):
-            return
-        finally:
-            self._sock.settimeout(None)
-        if not data:
+        got = self._read()
+        if not got:
             self._fail_all(StatusCode.UNAVAILABLE, "the daemon closed the connection")
             return
-        self._dispatch(data)
+        self._take(got)
 
     def _receive(self, stream_id: int, stream: _Stream, response_type) -> Iterator:
         while True:
@@ -247,16 +263,16 @@ class Channel:
             if stream.ended:
                 break
             try:
-                data = self._sock.recv(1 << 16)
+                got = self._read()
             except OSError as exc:
-                data, reason = b"", str(exc)
+                got, reason = b"", str(exc)
             else:
                 reason = "the daemon closed the connection"
             with self._lock:
-                if not data:
+                if not got:
                     stream.fail(StatusCode.UNAVAILABLE, reason)
                 else:
-                    self._dispatch(data)
+                    self._take(got)
         while stream.messages:
             yield response_type.FromString(stream.messages.pop(0))
         if stream.status != StatusCode.OK:
@@ -270,18 +286,64 @@ class Channel:
                 stream.fail(code, details)
         self._window_opened.notify_all()
 
+    def _read(self) -> bytes | int:
+        """One read of the socket: the bytes read, or while a large frame is being
+        filled, how many bytes went straight into it (0 or b"": the daemon hung up).
+        Only the receiving thread reads."""
+        if self._fill is not None:
+            buf, got = self._fill[0], self._fill[1]
+            return self._sock.recv_into(memoryview(buf)[got:])
+        return self._sock.recv(RECV)
+
+    def _take(self, got: bytes | int) -> None:
+        """What _read brought (lock held)."""
+        if isinstance(got, bytes):
+            self._dispatch(got)
+            return
+        fill = self._fill
+        fill[1] += got
+        if fill[1] == len(fill[0]):
+            self._fill = None
+            buf, _, kind, flags, stream_id = fill
+            try:
+                self._frame(kind, flags, stream_id, memoryview(buf))
+            except (ProtocolError, hpack.HPACKError) as exc:
+                self._fail_all(StatusCode.INTERNAL, f"protocol error: {exc}")
+            self._flush()
+
     def _dispatch(self, data: bytes) -> None:
-        self._in += data
+        """Handles the whole frames in what was read. Payloads are views into `data`:
+        a frame of megabytes is not copied on its way to its stream; the pieces of a
+        frame that spans reads wait in a list and are joined once, when it is whole."""
+        if self._in:
+            self._in.append(data)
+            self._in_len += len(data)
+            if self._in_len < self._in_need:
+                return
+            data = b"".join(self._in)
+            self._in.clear()
+        view, pos, end = memoryview(data), 0, len(data)
         try:
-            while len(self._in) >= 9:
-                length = int.from_bytes(self._in[:3], "big")
-                if len(self._in) < 9 + length:
+            while end - pos >= 9:
+                length = int.from_bytes(view[pos:pos + 3], "big")
+                if end - pos < 9 + length:
                     break
-                kind, flags = self._in[3], self._in[4]
-                stream_id = int.from_bytes(self._in[5:9], "big") & 0x7FFFFFFF
-                payload = bytes(self._in[9:9 + length])
-                del self._in[:9 + length]
+                kind, flags = view[pos + 3], view[pos + 4]
+                stream_id = int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+                payload = view[pos + 9:pos + 9 + length]
+                pos += 9 + length
                 self._frame(kind, flags, stream_id, payload)
+            if pos < end and end - pos >= 9 and length >= FILL:
+                # A large frame begun: the rest of it is read into its own buffer.
+                buf = bytearray(length)
+                buf[:end - pos - 9] = view[pos + 9:]
+                self._fill = [buf, end - pos - 9, view[pos + 3], view[pos + 4],
+                              int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF]
+            elif pos < end:
+                rest = data[pos:]
+                self._in.append(rest)
+                self._in_len = len(rest)
+                self._in_need = 9 + int.from_bytes(rest[:3], "big") if len(rest) >= 9 else 9
         except (ProtocolError, hpack.HPACKError) as exc:
             self._fail_all(StatusCode.INTERNAL, f"protocol error: {exc}")
             self._in.clear()
@@ -328,7 +390,7 @@ class Channel:
                 self._out += _frame(SETTINGS, ACK, 0)
         elif kind == PING:
             if not flags & ACK:
-                self._out += _frame(PING, ACK, 0, payload)
+                self._out += _frame(PING, ACK, 0, bytes(payload))
         elif kind == GOAWAY:
             last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
             self._fail_all(StatusCode.UNAVAILABLE, "the daemon closed the connection", above=last)
@@ -430,29 +492,45 @@ class _Stream:
     def __init__(self, send_window: int):
         self.send_window = send_window
         self.unacked = 0
-        # A bytearray: a 1 MiB message comes in 16 KiB frames, and joining bytes with +=
-        # would copy the whole buffer at each one.
-        self.buffer = bytearray()
-        self.messages: list[bytes] = []
+        # The message being read: its 5-byte prefix (it may span frames), then its
+        # body as views of the frames that hold it, joined once when it is whole.
+        self._prefix = bytearray()
+        self._body: list = []
+        self._body_len = 0
+        self._want = -1  # the body's length, -1 while the prefix is read
+        self.messages: list = []  # bytes or memoryviews
         self.status: StatusCode | None = None
         self.details = ""
         self.status_details = b""
         self.ended = False
 
-    def feed(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= 5:
-            compressed, length = struct.unpack(">BI", self.buffer[:5])
-            if length > MAX_MESSAGE:
-                self.fail(StatusCode.RESOURCE_EXHAUSTED, f"message of {length} bytes is too large")
-                return
-            if len(self.buffer) < 5 + length:
-                return
-            if compressed:
-                self.fail(StatusCode.INTERNAL, "compressed messages are not supported")
-                return
-            self.messages.append(bytes(self.buffer[5:5 + length]))
-            del self.buffer[:5 + length]
+    def feed(self, data) -> None:
+        view = memoryview(data)
+        while view:
+            if self._want < 0:
+                take = 5 - len(self._prefix)
+                self._prefix += view[:take]
+                view = view[take:]
+                if len(self._prefix) < 5:
+                    return
+                compressed, length = struct.unpack(">BI", self._prefix)
+                self._prefix.clear()
+                if length > MAX_MESSAGE:
+                    self.fail(StatusCode.RESOURCE_EXHAUSTED, f"message of {length} bytes is too large")
+                    return
+                if compressed:
+                    self.fail(StatusCode.INTERNAL, "compressed messages are not supported")
+                    return
+                self._want = length
+            take = min(len(view), self._want - self._body_len)
+            if take:
+                self._body.append(view[:take])
+                self._body_len += take
+                view = view[take:]
+            if self._body_len == self._want:
+                # A message within one frame stays a view of it (FromString reads views).
+                self.messages.append(self._body[0] if len(self._body) == 1 else b"".join(self._body))
+                self._body, self._body_len, self._want = [], 0, -1
 
     def headers(self, headers) -> None:
         found = dict(headers)

@@ -93,3 +93,87 @@ def test_unreachable_daemon_is_unavailable():
     with pytest.raises(transport.RpcError) as err:
         stub.GetVersion(engine_pb2.GetVersionRequest())
     assert err.value.code() == transport.StatusCode.UNAVAILABLE
+
+
+class _Trickle:
+    """A socket that hands out what it holds a few bytes at a time, in a fixed pattern of
+    sizes, so frames and messages end in every possible place across reads."""
+
+    def __init__(self, data: bytes, sizes=(1, 7, 9, 4096, 70_000, 3, 300_000)):
+        self.data, self.pos, self.sizes, self.i = data, 0, sizes, 0
+
+    def _n(self, limit: int) -> int:
+        n = min(limit, self.sizes[self.i % len(self.sizes)], len(self.data) - self.pos)
+        self.i += 1
+        return n
+
+    def recv(self, limit: int) -> bytes:
+        n = self._n(limit)
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def recv_into(self, view) -> int:
+        n = self._n(len(view))
+        view[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def sendall(self, data) -> None:
+        pass
+
+
+def test_frames_and_messages_split_anywhere_arrive_whole():
+    """Large frames read straight into their buffer, messages across frames, an empty
+    message and small frames between them: every message comes out byte for byte."""
+    messages = [os.urandom(300_000), b"", os.urandom(5), os.urandom(1 << 20), b"tail"]
+    body = b"".join(b"\0" + len(m).to_bytes(4, "big") + m for m in messages)
+    # Cut into DATA frames of awkward sizes (one far above FILL, some tiny).
+    frames, pos = b"", 0
+    for size in (100_000, 3, 250_000, 9, 900_000, 90_000):
+        piece = body[pos:pos + size]
+        pos += len(piece)
+        frames += transport._frame(transport.DATA, 0, 1, piece)
+    frames += transport._frame(transport.DATA, 0, 1, body[pos:])
+    assert pos < len(body)
+    channel = transport.Channel("unix:/nowhere")
+    channel._sock = _Trickle(frames)
+    stream = channel._streams[1] = transport._Stream(transport.DEFAULT_WINDOW)
+    while channel._sock.pos < len(frames):
+        got = channel._read()
+        assert got
+        with channel._lock:
+            channel._take(got)
+    assert channel._fill is None and not channel._in
+    assert [bytes(m) for m in stream.messages] == messages
+
+
+class _Slow(engine_pb2_grpc.EngineServiceServicer):
+    def SaveImages(self, request, context):
+        for i in range(24):
+            yield engine_pb2.SaveImagesResponse(data=bytes([i]) * (1 << 20) + os.urandom(i))
+
+
+def test_a_reader_that_stalls_loses_nothing():
+    """The server writes far more than the windows hold while the reader sleeps: it waits
+    for the reader (flow control), and every byte then arrives in order."""
+    import time
+    tmp = tempfile.mkdtemp(prefix="/tmp/bt-tr-")
+    path = os.path.join(tmp, "s.sock")
+    server = grpc.server(futures.ThreadPoolExecutor(2), options=[("grpc.max_send_message_length", 64 << 20)])
+    engine_pb2_grpc.add_EngineServiceServicer_to_server(_Slow(), server)
+    server.add_insecure_port(f"unix://{path}")
+    server.start()
+    try:
+        stub = transport.Stub(transport.Channel(f"unix://{path}"),
+                              engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
+        replies = iter(stub.SaveImages(engine_pb2.SaveImagesRequest()))
+        first = next(replies)
+        time.sleep(2)  # the server fills every window meanwhile
+        got = [first.data] + [r.data for r in replies]
+        assert len(got) == 24
+        for i, data in enumerate(got):
+            assert len(data) == (1 << 20) + i and data[:1 << 20] == bytes([i]) * (1 << 20)
+    finally:
+        server.stop(0)
+        shutil.rmtree(tmp, ignore_errors=True)
