@@ -125,6 +125,8 @@ class Spec:
     runtime: str = ""
     # (masked, readonly) replacing the default system paths; None keeps the defaults.
     system_paths: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    # Legacy links' environment, under process.env (docker's <ALIAS>_PORT... variables).
+    link_env: tuple[str, ...] = ()
 
 
 class Status(enum.Enum):

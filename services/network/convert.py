@@ -62,9 +62,7 @@ def endpoint_to_pb(view: EndpointView) -> pb.Endpoint:
             ipv6_prefix_len=int(options["subnet6"].split("/")[1]) if a.ipv6_address else 0,
             ipv6_gateway=options.get("gateway6", "") if a.ipv6_address else "",
             mac_address=a.mac_address, endpoint_id=endpoint_id(a.container_id, a.network_id)))
-    for p in view.ports:
-        out.ports.append(port_pb2.PortBinding(protocol=p.protocol, host_ip=p.host_ip,
-                                              host_port=p.host_port, container_port=p.container_port))
+    out.ports.extend(ports_to_pb(view.ports))
     for source, target in view.mounts:
         out.mounts.append(mount_pb2.Mount(type="bind", source=source, target=target,
                                           options=["rbind", "rw"]))
@@ -74,3 +72,8 @@ def endpoint_to_pb(view: EndpointView) -> pb.Endpoint:
 def ports_from_pb(ports) -> tuple[PortRequest, ...]:
     return tuple(parse_port_request(p.protocol, p.host_ip, p.host_port, p.container_port)
                  for p in ports)
+
+
+def ports_to_pb(ports) -> list[port_pb2.PortBinding]:
+    return [port_pb2.PortBinding(protocol=p.protocol, host_ip=p.host_ip, host_port=p.host_port,
+                                 container_port=p.container_port) for p in ports]

@@ -11,12 +11,14 @@ from berth_docker.ports import ports_json
 from berth_docker.shapes.networks import endpoint_json
 from berth_docker.times import human_duration, rfc3339
 
+# docker's default network: the one inspect's legacy top-level address keys describe.
+DEFAULT_BRIDGE = "bridge"
+
 
 def container_json(info: engine_pb2.ContainerInfo) -> dict:
     """`GET /containers/{id}/json` and `berth inspect`: the fields the docker CLI and the SDKs read."""
     cfg = info.config
     state = info.state
-    network = info.network_mode or "none"
     stop_timeout = cfg.stop_timeout if cfg.HasField("stop_timeout") else None
     return {
         "Id": info.id,
@@ -75,15 +77,35 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "StopTimeout": stop_timeout,
             **({"Healthcheck": healthcheck_json(cfg.healthcheck)} if cfg.HasField("healthcheck") else {}),
         },
-        "NetworkSettings": {
-            "Bridge": "",
-            "SandboxID": "",
-            "SandboxKey": info.netns_path,
-            "Ports": ports_json(info.ports),
-            "IPAddress": info.networks[0].ipv4_address if info.networks else "",
-            "Gateway": info.networks[0].gateway if info.networks else "",
-            "Networks": {n.network: endpoint_json(n) for n in info.networks} or {network: {}},
-        },
+        "NetworkSettings": network_settings_json(info),
+    }
+
+
+def network_settings_json(info: engine_pb2.ContainerInfo) -> dict:
+    """inspect's NetworkSettings. The top-level address keys are docker's legacy view of the
+    default bridge network only: empty for a container on user-defined networks alone."""
+    network = info.network_mode or "none"
+    bridge = next((n for n in info.networks if n.network == DEFAULT_BRIDGE), None)
+    legacy = engine_pb2.ContainerNetwork() if bridge is None else bridge
+    return {
+        "Bridge": "",
+        "SandboxID": "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": ports_json(info.ports),
+        "SandboxKey": info.netns_path,
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": legacy.endpoint_id,
+        "Gateway": legacy.gateway,
+        "GlobalIPv6Address": legacy.ipv6_address,
+        "GlobalIPv6PrefixLen": legacy.ipv6_prefix_len,
+        "IPAddress": legacy.ipv4_address,
+        "IPPrefixLen": legacy.prefix_len,
+        "IPv6Gateway": legacy.ipv6_gateway,
+        "MacAddress": legacy.mac_address,
+        "Networks": {n.network: endpoint_json(n) for n in info.networks} or {network: {}},
     }
 
 
@@ -114,7 +136,7 @@ def _host_config(info: engine_pb2.ContainerInfo) -> dict:
         "DnsSearch": [],
         "ExtraHosts": None,
         "Cgroup": "",
-        "Links": None,
+        "Links": _links(info) or None,
         "PublishAllPorts": cfg.publish_all,
         "ReadonlyRootfs": cfg.readonly_rootfs,
         **({"Tmpfs": tmpfs} if tmpfs else {}),
@@ -145,6 +167,16 @@ def _host_config(info: engine_pb2.ContainerInfo) -> dict:
         "ReadonlyPaths": None,
         **confinement_json(cfg),
     }
+
+
+def _links(info: engine_pb2.ContainerInfo) -> list[str]:
+    """HostConfig.Links in docker's stored form, "/target:/container/alias"."""
+    out = []
+    for link in info.config.endpoint_settings.links:
+        target, _, alias = link.partition(":")
+        target = target.lstrip("/")
+        out.append(f"/{target}:/{info.name}/{alias.rsplit('/', 1)[-1] or target}")
+    return out
 
 
 def confinement_json(cfg: engine_pb2.ContainerConfig) -> dict:
