@@ -188,7 +188,7 @@ class NetworkServiceServicer:
 
     def PublishPorts(self, request, context):
         """Bind the host ports an endpoint made with publish_at_start asked for (docker
-        binds them while the container runs): ALREADY_EXISTS ("port is already
+        binds them while the container runs): ABORTED ("port is already
         allocated") when another running container holds one. Idempotent: ports
         already bound stay as they are. A container without an endpoint has none.
         """

@@ -79,7 +79,7 @@ class NetworkServiceStub:
     """Every endpoint."""
     PublishPorts: _grpc.UnaryUnaryMultiCallable[_network_pb2.PublishPortsRequest, _network_pb2.PublishPortsResponse]
     """Bind the host ports an endpoint made with publish_at_start asked for (docker
-    binds them while the container runs): ALREADY_EXISTS ("port is already
+    binds them while the container runs): ABORTED ("port is already
     allocated") when another running container holds one. Idempotent: ports
     already bound stay as they are. A container without an endpoint has none.
     """
@@ -131,7 +131,7 @@ class NetworkServiceAsyncStub(NetworkServiceStub):
     """Every endpoint."""
     PublishPorts: _aio.UnaryUnaryMultiCallable[_network_pb2.PublishPortsRequest, _network_pb2.PublishPortsResponse]  # type: ignore[assignment]
     """Bind the host ports an endpoint made with publish_at_start asked for (docker
-    binds them while the container runs): ALREADY_EXISTS ("port is already
+    binds them while the container runs): ABORTED ("port is already
     allocated") when another running container holds one. Idempotent: ports
     already bound stay as they are. A container without an endpoint has none.
     """
@@ -246,7 +246,7 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_network_pb2.PublishPortsResponse, _abc.Awaitable[_network_pb2.PublishPortsResponse]]:
         """Bind the host ports an endpoint made with publish_at_start asked for (docker
-        binds them while the container runs): ALREADY_EXISTS ("port is already
+        binds them while the container runs): ABORTED ("port is already
         allocated") when another running container holds one. Idempotent: ports
         already bound stay as they are. A container without an endpoint has none.
         """
