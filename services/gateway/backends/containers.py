@@ -281,6 +281,8 @@ class Containers:
             network_mode = networks_mod.CONTAINER_MODE + target.id
             shared_endpoint = await networks_mod.shared_endpoint(self._network, target.id)
         cid = secrets.token_hex(32)
+        # The image's EXPOSE is the container's, as docker merges it into Config.ExposedPorts.
+        cfg.exposed_ports.extend(p for p in image_config.exposed_ports if p not in cfg.exposed_ports)
         labels = {**image_config.labels, **cfg.labels}
         name = cfg.name or names.generate()
         record = ContainerRecord(
@@ -365,7 +367,7 @@ class Containers:
                 raise errors.InvalidArgument(f"cannot link to /{convert.display_name(c.name)} as {alias}: "
                                              "it is not on the default bridge network")
             _, image_config = await self._image_configs.resolve(record.image_id)
-            ports = links_mod.exposed_ports(image_config.exposed_ports,
+            ports = links_mod.exposed_ports([*image_config.exposed_ports, *record.config.exposed_ports],
                                             [(p.container_port, p.protocol or "tcp") for p in record.config.ports])
             env += links_mod.link_env(links_mod.Linked(parent=name, alias=alias, address=addresses[c.id],
                                                        env=c.spec.process.env, ports=ports))

@@ -180,3 +180,23 @@ def test_network_settings_top_level_keys_are_the_default_bridges_as_docker_shows
     s = container_json(only_user)["NetworkSettings"]
     assert (s["MacAddress"], s["IPAddress"], s["Gateway"]) == ("", "", "")
     assert container_json(only_user)["HostConfig"]["Links"] is None
+
+
+def test_exposed_ports_show_in_config_and_while_running_in_ports_as_docker_shows_them():
+    from berth_docker.shapes.containers import container_json, container_summary
+    from berth.types.v1 import port_pb2
+    cfg = convert.container_config({"Image": "busybox", "ExposedPorts": {"9000/tcp": {}, "53/udp": {}},
+                                    "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}, "")
+    assert list(cfg.exposed_ports) == ["9000/tcp", "53/udp"]
+    bound = port_pb2.PortBinding(protocol="tcp", host_ip="0.0.0.0", host_port=8080, container_port=80)
+    running = engine_pb2.ContainerInfo(id="c" * 64, name="w", config=cfg, ports=[bound],
+                                       state=engine_pb2.ContainerState(status="running", running=True))
+    j = container_json(running)
+    assert j["Config"]["ExposedPorts"] == {"53/udp": {}, "80/tcp": {}, "9000/tcp": {}}
+    assert j["NetworkSettings"]["Ports"] == {"53/udp": None, "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+                                             "9000/tcp": None}
+    assert {"PrivatePort": 9000, "Type": "tcp"} in container_summary(running)["Ports"]
+    stopped = engine_pb2.ContainerInfo(id="c" * 64, name="w", config=cfg,
+                                       state=engine_pb2.ContainerState(status="exited"))
+    assert container_json(stopped)["NetworkSettings"]["Ports"] == {}
+    assert container_summary(stopped)["Ports"] == []

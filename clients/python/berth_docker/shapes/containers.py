@@ -62,6 +62,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "AttachStdin": cfg.open_stdin and cfg.stdin_once,
             "AttachStdout": False,
             "AttachStderr": False,
+            "ExposedPorts": {p: {} for p in _exposed(cfg)} or None,
             "Tty": cfg.tty,
             "OpenStdin": cfg.open_stdin,
             "StdinOnce": cfg.stdin_once,
@@ -93,7 +94,7 @@ def network_settings_json(info: engine_pb2.ContainerInfo) -> dict:
         "HairpinMode": False,
         "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0,
-        "Ports": ports_json(info.ports),
+        "Ports": _ports_with_exposed(info),
         "SandboxKey": info.netns_path,
         "SecondaryIPAddresses": None,
         "SecondaryIPv6Addresses": None,
@@ -107,6 +108,31 @@ def network_settings_json(info: engine_pb2.ContainerInfo) -> dict:
         "MacAddress": legacy.mac_address,
         "Networks": {n.network: endpoint_json(n) for n in info.networks} or {network: {}},
     }
+
+
+def _exposed(cfg: engine_pb2.ContainerConfig) -> list[str]:
+    """Config.ExposedPorts: what the image and the client exposed and every port published."""
+    published = [f"{p.container_port}/{p.protocol or 'tcp'}" for p in cfg.ports]
+    return sorted(dict.fromkeys([*cfg.exposed_ports, *published]))
+
+
+def _unpublished(info: engine_pb2.ContainerInfo) -> list[tuple[int, str]]:
+    """Exposed ports with no host port, shown (as docker shows them) while the container runs."""
+    if not info.state.running:
+        return []
+    bound = {(p.container_port, p.protocol or "tcp") for p in info.ports}
+    out = []
+    for spec in _exposed(info.config):
+        number, _, proto = spec.partition("/")
+        if number.isdigit() and (int(number), proto) not in bound:
+            out.append((int(number), proto))
+    return out
+
+
+def _ports_with_exposed(info: engine_pb2.ContainerInfo) -> dict:
+    ports = ports_json(info.ports)
+    ports.update({f"{n}/{proto}": None for n, proto in _unpublished(info)})
+    return dict(sorted(ports.items()))
 
 
 def _host_config(info: engine_pb2.ContainerInfo) -> dict:
@@ -220,7 +246,8 @@ def container_summary(info: engine_pb2.ContainerInfo, now: float | None = None) 
         "Command": command,
         "Created": info.created.seconds,
         "Ports": [{"IP": p.host_ip or "0.0.0.0", "PrivatePort": p.container_port, "PublicPort": p.host_port,
-                   "Type": p.protocol or "tcp"} for p in info.ports],
+                   "Type": p.protocol or "tcp"} for p in info.ports]
+        + [{"PrivatePort": n, "Type": proto} for n, proto in _unpublished(info)],
         "Labels": dict(info.config.labels),
         "State": info.state.status,
         "Status": status_text(info.state, now),

@@ -283,6 +283,12 @@ export interface ContainerConfig {
    * value is refused with INVALID_ARGUMENT. Set at create; never changes.
    */
   usernsMode: string;
+  /**
+   * Ports the container exposes without publishing them ("9000/tcp"; docker's
+   * Config.ExposedPorts, compose's `expose:`), which inspect and ps show while it
+   * runs. The gateway adds the image's EXPOSE at create. Never changes.
+   */
+  exposedPorts: string[];
 }
 
 export interface ContainerConfig_LabelsEntry {
@@ -2079,6 +2085,7 @@ function createBaseContainerConfig(): ContainerConfig {
     endpointSettings: undefined,
     logConfig: undefined,
     usernsMode: "",
+    exposedPorts: [],
   };
 }
 
@@ -2251,6 +2258,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.usernsMode !== "") {
       writer.uint32(802).string(message.usernsMode);
+    }
+    for (const v of message.exposedPorts) {
+      writer.uint32(1202).string(v!);
     }
     return writer;
   },
@@ -2722,6 +2732,14 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.usernsMode = reader.string();
             continue;
           }
+          case 150: {
+            if (tag !== 1202) {
+              break;
+            }
+
+            message.exposedPorts.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2974,6 +2992,11 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.userns_mode)
         ? globalThis.String(object.userns_mode)
         : "",
+      exposedPorts: globalThis.Array.isArray(object?.exposedPorts)
+        ? object.exposedPorts.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.exposed_ports)
+        ? object.exposed_ports.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -3159,6 +3182,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.usernsMode !== "") {
       obj.usernsMode = message.usernsMode;
     }
+    if (message.exposedPorts?.length) {
+      obj.exposedPorts = message.exposedPorts;
+    }
     return obj;
   },
 
@@ -3249,6 +3275,7 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
       ? LogConfig.fromPartial(object.logConfig)
       : undefined;
     message.usernsMode = object.usernsMode ?? "";
+    message.exposedPorts = object.exposedPorts?.map((e) => e) || [];
     return message;
   },
 };
