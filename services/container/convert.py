@@ -45,12 +45,12 @@ def _ns(ts: Timestamp) -> int:
 
 def mount_from_pb(m: mount_pb2.Mount) -> Mount:
     return Mount(type=m.type, source=m.source, target=m.target, options=tuple(m.options),
-                 create_source=m.create_source)
+                 create_source=m.create_source, sub_path=m.sub_path)
 
 
 def mount_to_pb(m: Mount) -> mount_pb2.Mount:
     return mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=list(m.options),
-                           create_source=m.create_source)
+                           create_source=m.create_source, sub_path=m.sub_path)
 
 
 def spec_from_pb(s: pb.Spec) -> Spec:
@@ -68,7 +68,8 @@ def spec_from_pb(s: pb.Spec) -> Spec:
         security=security_from_pb(s.security), runtime=s.runtime,
         system_paths=(tuple(s.system_paths.masked), tuple(s.system_paths.readonly))
         if s.HasField("system_paths") else None,
-        userns=userns_from_pb(s.userns), link_env=tuple(s.link_env))
+        userns=userns_from_pb(s.userns), cgroupns_private=s.cgroupns_private,
+        link_env=tuple(s.link_env))
 
 
 def spec_to_pb(s: Spec) -> pb.Spec:
@@ -85,7 +86,8 @@ def spec_to_pb(s: Spec) -> pb.Spec:
         security=security_to_pb(s.security), runtime=s.runtime,
         system_paths=None if s.system_paths is None else pb.SystemPaths(
             masked=list(s.system_paths[0]), readonly=list(s.system_paths[1])),
-        userns=userns_to_pb(s.userns), link_env=list(s.link_env))
+        userns=userns_to_pb(s.userns), cgroupns_private=s.cgroupns_private,
+        link_env=list(s.link_env))
 
 
 def resources_from_pb(r: pb.Resources) -> Resources:

@@ -187,6 +187,10 @@ class Execs:
             args.append("-t")
         if cfg.stdin and attach:
             args.append("-i")
+            if cfg.tty:
+                # As docker: a terminal's stdin is never closed under the process when its
+                # client leaves (detach keys, a dropped connection); the process runs on.
+                args.append("--leave-stdin-open")
         pipes: list[int] = []
 
         def pipe() -> tuple[int, int]:

@@ -14,6 +14,8 @@ class Mount:
     options: tuple[str, ...] = ()
     # bind only: make a missing source directory at create (docker's -v).
     create_source: bool = False
+    # bind only: mount this relative path inside source instead (docker's volume subpath).
+    sub_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class Spec:
     runtime: str = ""
     # (masked, readonly) replacing the default system paths; None keeps the defaults.
     system_paths: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    # A cgroup namespace of its own, with /sys/fs/cgroup mounted; False shares the host's.
+    cgroupns_private: bool = False
     # Legacy links' environment, under process.env (docker's <ALIAS>_PORT... variables).
     link_env: tuple[str, ...] = ()
 

@@ -47,6 +47,7 @@ from services.container import logs as logs_mod
 from services.container import runtime as rt
 from services.container import spec as spec_mod
 from services.container import security
+from services.container import subpaths
 from services.container import userns as userns_mod
 from services.container.events import Broker
 from services.container.stdio import Stdio
@@ -62,6 +63,8 @@ HEX_RE = re.compile(r"^[0-9a-f]+$")
 DEFAULT_STOP_TIMEOUT = 10
 # How long Delete waits for conmon to go after the container was killed.
 KILL_GRACE = 10.0
+# How long an orphan that init reaps is waited for before its exit is recorded as 255.
+ORPHAN_REAP_SECONDS = 10.0
 
 
 def parse_signal(text: str, default: signal.Signals = signal.SIGKILL) -> int:
@@ -486,6 +489,7 @@ class ContainerService:
         """config.json for the next `runc create`: the OCI spec (with the mounts as runc
         does them), then its confinement, then its user namespace."""
         user = spec_mod.resolve_user(b.rootfs, spec)
+        spec = replace(spec, mounts=subpaths.attach(spec.mounts, b.dir))
         try:
             mounts = userns_mod.mapped_mounts(spec, b.dir, self.namespaces)
         except OSError as exc:
@@ -582,11 +586,15 @@ class ContainerService:
             asyncio.ensure_future(self._settle_orphan(id, task))
 
     async def _settle_orphan(self, id: str, task: Task) -> None:
-        for _ in range(50):
+        # Init reaps when it is scheduled, which on a loaded host can take seconds;
+        # a zombie nothing reaps is given up on (255) after ORPHAN_REAP_SECONDS.
+        deadline, pause = time.monotonic() + ORPHAN_REAP_SECONDS, 0.01
+        while True:
             task.orphan_code = rt.pidfd_exit_code(task.pid_fd)
-            if task.orphan_code is not None:
+            if task.orphan_code is not None or time.monotonic() >= deadline:
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
         self._on_exit(id)
 
     def _orphan_exit(self, id: str, task: Task) -> Exit | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from services.common import errors
 from services.common.paths import secure_join
+from services.container import subpaths
 from services.container.model import Spec
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -40,6 +41,9 @@ DEFAULT_MOUNTS = [
     {"destination": "/sys", "type": "sysfs", "source": "sysfs",
      "options": ["nosuid", "noexec", "nodev", "ro"]},
 ]
+
+CGROUP_MOUNT = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["ro", "nosuid", "noexec", "nodev"]}
 
 CPU_PERIOD = 100_000
 
@@ -75,6 +79,11 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
         namespaces.append({"type": "network", "path": spec.netns_path})
 
     mounts = [dict(m) for m in DEFAULT_MOUNTS]
+    if spec.cgroupns_private:
+        namespaces.append({"type": "cgroup"})
+        # docker's: the container's own cgroups, read-only (runc mounts each v1
+        # hierarchy, or the v2 tree, as seen from inside the namespace).
+        mounts.append(dict(CGROUP_MOUNT))
     for m in spec.mounts:
         options = list(m.options)
         if m.type == "bind" and not {"bind", "rbind"} & set(options):
@@ -222,6 +231,8 @@ def bind_sources(spec: Spec) -> Spec:
             if not os.path.exists(source):
                 raise errors.InvalidArgument(
                     f'invalid mount config for type "bind": bind source path does not exist: {m.source}')
+            # The sub-path itself is resolved at each start (subpaths.attach).
+            subpaths.check(m.sub_path)
             m = replace(m, source=source)
         mounts.append(m)
     return replace(spec, mounts=tuple(mounts))

@@ -323,7 +323,7 @@ def spec_from_json(text: str) -> Spec:
         # Rows from before confinement options have none: docker's defaults.
         security=_security(d.get("security") or {}), runtime=d.get("runtime", ""),
         system_paths=(tuple(sp[0]), tuple(sp[1])) if (sp := d.get("system_paths")) is not None else None,
-        userns=_userns(d.get("userns")))
+        userns=_userns(d.get("userns")), cgroupns_private=d.get("cgroupns_private", False))
 
 
 def _security(d: dict) -> Security:
@@ -348,4 +348,4 @@ def _userns(d: dict | None) -> UserNamespace:
 
 def _mount(d: dict) -> Mount:
     return Mount(type=d["type"], source=d["source"], target=d["target"], options=tuple(d["options"]),
-                 create_source=d.get("create_source", False))
+                 create_source=d.get("create_source", False), sub_path=d.get("sub_path", ""))

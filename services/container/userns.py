@@ -288,6 +288,21 @@ def idmapped_tree(path: str, userns_fd: int, recursive: bool = False) -> int:
     return fd
 
 
+def clone_tree(fd: int, recursive: bool = False) -> int:
+    """A detached bind-mount clone of what the open fd `fd` is (open_tree on it, not on a
+    path that could change); its fd (close it when done)."""
+    rec = _AT_RECURSIVE if recursive else 0
+    tree = _libc.syscall(_SYS_OPEN_TREE, fd, b"", _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_EMPTY_PATH | rec)
+    if tree < 0:
+        _raise("open_tree of an opened path")
+    return tree
+
+
+def attach_tree(fd: int, target: str) -> None:
+    """Attach a detached mount (from open_tree) at `target`."""
+    _attach(fd, target)
+
+
 def _attach(fd: int, target: str) -> None:
     if _libc.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, target.encode(), _MOVE_MOUNT_F_EMPTY_PATH) != 0:
         _raise(f"move_mount onto {target}")

@@ -177,7 +177,8 @@ def image_info(image: image_pb2.Image, containers: int = 0) -> engine_pb2.ImageI
     info = engine_pb2.ImageInfo(
         id=image.id, repo_tags=list(image.repo_tags), repo_digests=list(image.repo_digests),
         size=image.size, architecture=image.architecture, os=image.os,
-        diff_ids=list(image.diff_ids), config_json=image.config_json, containers=containers)
+        diff_ids=list(image.diff_ids), config_json=image.config_json, containers=containers,
+        parent=image.parent)
     if image.HasField("created"):
         info.created.CopyFrom(image.created)
     return info

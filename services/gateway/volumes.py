@@ -100,6 +100,11 @@ def plan(specs: Sequence[engine_pb2.MountSpec], shared: Sequence[engine_pb2.Moun
                 raise _fail("invalid mount config for type \"tmpfs\": field Source must not be specified")
         elif spec.source:
             _check_volume_name(spec.source)
+        if spec.volume_subpath and spec.type != "volume":
+            raise _fail(f"invalid mount config for type \"{spec.type}\": field VolumeOptions must not be specified")
+        if spec.volume_subpath and (spec.volume_subpath.startswith("/") or ".." in spec.volume_subpath.split("/")):
+            raise _fail(f"invalid mount config: subpath {spec.volume_subpath!r} must be a relative path "
+                        "within the volume")
         by_target[target] = checked
     for path in image_volumes:
         target = os.path.normpath(path) if path.startswith("/") else None
@@ -162,7 +167,8 @@ class Mounter:
                 await self._copy_up(image_id, spec.target, volume.name)
             # "idmap": in a remapped container a volume's files keep their owners' meaning.
             out.mounts.append(mount_pb2.Mount(type="bind", source=volume.mountpoint, target=spec.target,
-                                              options=["rbind", *bind_modes, "rprivate", "idmap"]))
+                                              options=["rbind", *bind_modes, "rprivate", "idmap"],
+                                              sub_path=spec.volume_subpath))
             out.points.append(engine_pb2.MountPoint(
                 type="volume", name=volume.name, source=volume.mountpoint, destination=spec.target,
                 driver=volume.driver, mode="ro" if spec.readonly else "",

@@ -69,7 +69,7 @@ def image_to_pb(image: Image) -> image_pb2.Image:
         manifest_digest=image.manifest_digest, created=_timestamp(image.created),
         size=image.size, architecture=image.architecture, os=image.os,
         diff_ids=image.diff_ids, config=config_to_pb(image.config),
-        config_json=image.config_json, labels=image.labels)
+        config_json=image.config_json, labels=image.labels, parent=image.parent)
 
 
 def mount_to_pb(mount: Mount) -> mount_pb2.Mount:

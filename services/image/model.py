@@ -110,6 +110,7 @@ class ImageRecord:
     layers: tuple[Layer, ...]
     stored_at: datetime
     labels: dict[str, str] = field(default_factory=dict)
+    parent: str = ""            # the image committed or created from; "" when pulled or loaded
 
     @property
     def diff_ids(self) -> tuple[str, ...]:
@@ -132,6 +133,7 @@ class Image:
     config: ImageConfig
     config_json: bytes
     labels: dict[str, str]
+    parent: str = ""
 
     @classmethod
     def from_record(cls, record: ImageRecord, tags: list[str]) -> Image:
@@ -150,6 +152,7 @@ class Image:
             config=ImageConfig.from_oci(cfg.get("config")),
             config_json=record.config_json,
             labels=dict(record.labels),
+            parent=record.parent,
         )
 
 

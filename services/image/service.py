@@ -24,7 +24,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import BinaryIO
 
@@ -145,6 +145,8 @@ class ImageService:
         record = self.store.get_image(image_id)
         if record is None:
             raise NotFound(f"No such image: {image_id}", resource="image")
+        if record.parent and not self.store.image_ids_with_prefix(record.parent.removeprefix("sha256:")):
+            record = replace(record, parent="")  # removed since (pruned): no dangling Parent
         return Image.from_record(record, self.store.tags_of(image_id))
 
     async def get_image(self, text: str) -> Image:
@@ -153,7 +155,11 @@ class ImageService:
     async def list_images(self, pattern: str = "", all: bool = False) -> list[Image]:
         tags = self.store.all_tags()
         out = []
-        for record in self.store.list_images():
+        records = self.store.list_images()
+        ids = {r.id for r in records}
+        for record in records:
+            if record.parent and record.parent not in ids:
+                record = replace(record, parent="")
             names = tags.get(record.id, [])
             if pattern:
                 if not any(reference.matches(pattern, n) for n in names):
@@ -495,7 +501,8 @@ class ImageService:
                     archive._oci_manifest(config_digest, config_size, list(layers)))
                 record = ImageRecord(id=config_digest, manifest_digest=manifest_digest,
                                      config_json=config_bytes, layers=layers,
-                                     stored_at=datetime.now(timezone.utc))
+                                     stored_at=datetime.now(timezone.utc),
+                                     parent=parent.id if parent else "")
                 self.store.put_images([(record, [target] if target else [])])
                 return record
             except BaseException:

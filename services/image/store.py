@@ -4,6 +4,7 @@ Schema:
 
     images    id TEXT PK ("sha256:<config hex>") | manifest_digest | config_json BLOB
               | stored_at (unix seconds) | labels (json object)
+              | parent (the image it was committed or created from; '' for pulled/loaded ones)
     layers    image_id -> images.id (cascade) | idx (0 = lowest) | diff_id | digest
               | media_type | size                          PK (image_id, idx)
     tags      name TEXT PK (full "docker.io/library/busybox:latest") | image_id -> images.id (cascade)
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS images (
     manifest_digest TEXT NOT NULL,
     config_json BLOB NOT NULL,
     stored_at REAL NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}'
+    labels TEXT NOT NULL DEFAULT '{}',
+    parent TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS layers (
     image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
@@ -92,6 +94,9 @@ class ImageStore:
     def __init__(self, path: str):
         self._db = open_db(path, SCHEMA)
         self._lock = threading.RLock()
+        if "parent" not in {r["name"] for r in self._db.execute("PRAGMA table_info(images)")}:
+            # Databases made before parents were kept: their images have none.
+            self._db.execute("ALTER TABLE images ADD COLUMN parent TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -109,7 +114,7 @@ class ImageStore:
         return ImageRecord(
             id=row["id"], manifest_digest=row["manifest_digest"],
             config_json=bytes(row["config_json"]), layers=self._layers(row["id"]),
-            stored_at=_dt(row["stored_at"]), labels=json.loads(row["labels"]))
+            stored_at=_dt(row["stored_at"]), labels=json.loads(row["labels"]), parent=row["parent"])
 
     def get_image(self, image_id: str) -> ImageRecord | None:
         with self._lock:
@@ -163,10 +168,10 @@ class ImageStore:
                 exists = db.execute("SELECT 1 FROM images WHERE id=?", (record.id,)).fetchone()
                 if not exists:
                     db.execute(
-                        "INSERT INTO images (id, manifest_digest, config_json, stored_at, labels)"
-                        " VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO images (id, manifest_digest, config_json, stored_at, labels, parent)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
                         (record.id, record.manifest_digest, record.config_json,
-                         _ts(record.stored_at), json.dumps(record.labels, sort_keys=True)))
+                         _ts(record.stored_at), json.dumps(record.labels, sort_keys=True), record.parent))
                     db.executemany(
                         "INSERT INTO layers (image_id, idx, diff_id, digest, media_type, size)"
                         " VALUES (?, ?, ?, ?, ?, ?)",

@@ -56,6 +56,8 @@ def test_diff_and_commit_then_run(engine, busybox_image):
         assert "GREETING=hi" in image["Config"]["Env"]
         base = json.loads(engine.cli("inspect", "--type", "image", busybox_image, check=True).stdout)[0]
         assert len(image["RootFS"]["Layers"]) == len(base["RootFS"]["Layers"]) + 1
+        # The image service keeps what it was committed from, as docker's Parent.
+        assert image["Parent"] == base["Id"] and base["Parent"] == ""
 
         out = engine.cli("run", "--rm", ref, check=True).stdout
         assert out == "hello\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -223,6 +224,70 @@ def test_exec_t_on_a_terminal(docker, engine, running):
     code, out = _in_pty([DOCKER, "exec", "-t", running, "sh", "-c", "tty; exit 4"], env)
     assert code == 4, out
     assert b"/dev/pts/" in out, out
+
+
+def _pty_until(argv, env, steps, timeout=60.0):
+    """Runs argv on a pseudo-terminal; once the CLI has put the terminal in raw mode (it
+    is attached), for each (wanted, send) waits until `wanted` was printed, then types
+    `send`. Returns (exit code, everything printed)."""
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(argv[0], argv, env)
+    out = b""
+    steps = list(steps)
+    deadline = time.monotonic() + timeout
+    raw = False
+    try:
+        while time.monotonic() < deadline:
+            if not raw:
+                with contextlib.suppress(termios.error):
+                    raw = not termios.tcgetattr(fd)[3] & termios.ICANON
+            if raw and steps and steps[0][0] in out:
+                os.write(fd, steps.pop(0)[1])
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        else:
+            os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), out
+    finally:
+        os.close(fd)
+
+
+def test_detach_keys_from_attach_and_exec_leave_the_processes_running(docker, engine):
+    """ctrl-p ctrl-q (or --detach-keys) typed on `docker attach` or `docker exec -it`
+    closes the stream; the container and the exec run on (a terminal's stdin stays open
+    when its client leaves), and a ctrl-p not followed by ctrl-q reaches the process. The
+    engine's own detecting is checked through raw sockets in test_docker_sdk.py."""
+    env = {**os.environ, "DOCKER_HOST": f"unix://{engine.docker_socket}",
+           "DOCKER_CONFIG": "/nonexistent-berth-docker-config", "TERM": "xterm"}
+    name = _name()
+    assert docker("run", "-dit", "--name", name, "busybox", "cat").returncode == 0
+    try:
+        code, out = _pty_until([DOCKER, "attach", name], env, [(b"", b"one\r"), (b"one", b"\x10x\r"),
+                                                                (b"^Px", b"\x10\x11")])
+        # The CLI reports the detach as docker's does ("read escape sequence", status 1).
+        assert b"read escape sequence" in out and b"^Px" in out, out
+        code, out = _pty_until([DOCKER, "attach", "--detach-keys", "ctrl-x", name], env,
+                               [(b"", b"two\r"), (b"two", b"\x18")])
+        assert b"read escape sequence" in out, out
+        assert json.loads(docker("inspect", name).stdout)[0]["State"]["Running"] is True
+        code, out = _pty_until([DOCKER, "exec", "-it", name, "sh", "-c", "echo ready; exec cat"], env,
+                               [(b"ready", b"\x10\x11")])
+        assert b"read escape sequence" in out, out
+        top = docker("top", name).stdout.decode()
+        assert top.count("cat") == 2, top  # the container's cat and the exec's, still there
+    finally:
+        docker("rm", "-f", name)
 
 
 def test_cp_both_ways(docker, running, tmp_path):

@@ -223,3 +223,136 @@ def test_a_stopped_container_holds_no_host_port(client):
         assert first.ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18473"}]}
     finally:
         first.remove(force=True)
+
+
+def test_streamed_run_logs_yield_a_line_per_item(client):
+    """docker-py yields one item per frame: a block of the log must go out a line a frame."""
+    out = client.containers.run("busybox", ["sh", "-c", "echo hello && echo world"], stream=True, remove=False)
+    assert list(out) == [b"hello\n", b"world\n"]
+
+
+def _wait_running(client, exec_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not client.api.exec_inspect(exec_id)["Pid"]:  # running on the node, not only starting
+        assert time.monotonic() < deadline, "the exec never ran"
+        time.sleep(0.1)
+
+
+def _read_until(raw, wanted: bytes, timeout: float = 20) -> bytes:
+    raw.settimeout(timeout)
+    out = b""
+    while wanted not in out:
+        data = raw.recv(4096)
+        assert data, f"closed before {wanted!r}; got {out!r}"
+        out += data
+    return out
+
+
+def _read_until_closed(raw, timeout: float = 20) -> bytes:
+    import socket
+    raw.settimeout(timeout)
+    out = b""
+    while True:
+        try:
+            data = raw.recv(4096)
+        except socket.timeout:
+            raise AssertionError(f"the stream was not closed; got {out!r}")
+        except ConnectionResetError:
+            return out
+        if not data:
+            return out
+        out += data
+
+
+def test_detach_keys_close_a_hijacked_attach_and_the_container_runs_on(client):
+    """A terminal's attach: ctrl-p ctrl-q by default, `detachKeys` otherwise; a broken
+    prefix reaches the process; unknown keys are a 400 before any upgrade."""
+    since = time.time() - 1
+    c = client.containers.run("busybox", ["cat"], detach=True, stdin_open=True, tty=True)
+    try:
+        sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        raw.sendall(b"\x10x\n")  # ctrl-p then x: not the sequence, so the terminal echoes both
+        out = _read_until(raw, b"x")
+        raw.sendall(b"\x10\x11")
+        out += _read_until_closed(raw)
+        raw.close()
+        assert b"^Px" in out, out
+        c.reload()
+        assert c.status == "running"
+        sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1, "detachKeys": "ctrl-x"})
+        raw = getattr(sock, "_sock", sock)
+        raw.sendall(b"\x18")
+        _read_until_closed(raw)
+        raw.close()
+        c.reload()
+        assert c.status == "running"
+        actions = [e["Action"] for e in client.events(since=since, until=time.time() + 1, decode=True,
+                                                       filters={"container": c.id})]
+        assert actions.count("detach") == 2, actions
+        with pytest.raises(docker.errors.APIError) as err:
+            client.api.attach_socket(c.id, params={"stdin": 1, "stream": 1, "detachKeys": "ctrl-pq"})
+        assert err.value.status_code == 400 and "ctrl-pq" in str(err.value)
+    finally:
+        c.remove(force=True)
+
+
+def test_an_execs_detach_keys_come_from_its_create(client):
+    c = client.containers.run("busybox", ["sleep", "60"], detach=True)
+    try:
+        plain = client.api.exec_create(c.id, ["cat"], stdin=True, tty=True)["Id"]
+        # What docker-py sends from the client config's detachKeys (moby reads names in any case).
+        client.api._general_configs["detachKeys"] = "ctrl-a"
+        keyed = client.api.exec_create(c.id, ["cat"], stdin=True, tty=True)["Id"]
+        del client.api._general_configs["detachKeys"]
+        for exec_id, keys in ((plain, b"\x10\x11"), (keyed, b"\x01")):
+            sock = client.api.exec_start(exec_id, tty=True, socket=True)
+            raw = getattr(sock, "_sock", sock)
+            _wait_running(client, exec_id)  # keys typed once it runs (as a user types them)
+            raw.sendall(keys)
+            _read_until_closed(raw)
+            raw.close()
+            assert client.api.exec_inspect(exec_id)["Running"] is True
+        detached = [e for e in client.events(since=time.time() - 60, until=time.time() + 1, decode=True,
+                                             filters={"container": c.id}) if e["Action"] == "exec_detach"]
+        assert sorted(e["Actor"]["Attributes"]["execID"] for e in detached) == sorted([plain, keyed])
+        with pytest.raises(docker.errors.APIError) as err:
+            client.api.exec_create(c.id, ["cat"], stdin=True, tty=True, detach_keys="ctrl-")
+        assert err.value.status_code == 400
+    finally:
+        c.remove(force=True)
+
+
+def test_a_volume_subpath_mounts_only_that_directory_and_never_leads_out(client):
+    name = f"sub-{uuid.uuid4().hex[:8]}"
+    client.volumes.create(name)
+    made = []
+
+    def run(subpath, cmd, **kw):
+        mount = docker.types.Mount(type="volume", source=name, target="/m", read_only=True, subpath=subpath)
+        c = client.containers.create("busybox", cmd, mounts=[mount], **kw)
+        made.append(c)
+        return c
+    try:
+        client.containers.run("busybox", ["sh", "-c", "mkdir -p /v/sub/deep && echo in > /v/sub/deep/f"
+                                          " && echo top > /v/top && ln -s / /v/sub/out"],
+                              volumes={name: {"bind": "/v"}}, remove=True)
+        c = run("sub", ["sh", "-c", "cat /m/deep/f; ls /m; test -e /m/top || echo no-top"])
+        c.start()
+        assert c.wait()["StatusCode"] == 0
+        assert c.logs() == b"in\ndeep\nout\nno-top\n"
+        c.start()  # a second run resolves it again (and lets go of the first run's mount)
+        assert c.wait()["StatusCode"] == 0
+        assert c.logs() == b"in\ndeep\nout\nno-top\n" * 2
+        # Resolved where the runtime mounts it: berth's runtime create, at container create.
+        for bad, words in (("sub/out", "symlink"), ("sub/nope", "nope"), ("top/x", "not a directory")):
+            with pytest.raises(docker.errors.APIError) as err:
+                run(bad, ["true"]).start()
+            assert err.value.status_code == 409 and words in str(err.value)
+        with pytest.raises(docker.errors.APIError) as err:
+            run("../x", ["true"])
+        assert err.value.status_code == 400 and "relative path within the volume" in str(err.value)
+    finally:
+        for c in made:
+            c.remove(force=True)
+        client.volumes.get(name).remove(force=True)

@@ -129,3 +129,27 @@ def test_a_read_only_bind_is_read_only_all_the_way_down(engine, busybox_image, t
         assert os.listdir(outer / "sub") == []
     finally:
         subprocess.run(["umount", str(outer / "sub")], check=True)
+
+
+def test_cgroupns_private_sees_its_own_cgroup_as_the_root(engine, busybox_image):
+    """--cgroupns private: a cgroup namespace of its own (its cgroups read as "/"), a
+    read-only /sys/fs/cgroup, and inspect saying so; host (the default) sees the host's paths."""
+    name = f"cgns-{uuid.uuid4().hex[:8]}"
+    # cgroup v1 (a hierarchy per controller) or v2 (one tree): either way read-only.
+    script = ("cat /proc/self/cgroup; echo ---; d=/sys/fs/cgroup; [ -d $d/memory ] && d=$d/memory;"
+              " mkdir $d/x 2>&1; ls /sys/fs/cgroup")
+    try:
+        r = engine.cli("run", "--name", name, "--cgroupns", "private", busybox_image, "sh", "-c", script, check=True)
+        cgroups, _, rest = r.stdout.partition("---\n")
+        paths = {line.split(":", 2)[2] for line in cgroups.splitlines() if line.count(":") >= 2}
+        assert paths == {"/"}, cgroups
+        assert "Read-only file system" in rest, rest
+        assert "memory" in rest.split() or "cgroup.controllers" in rest.split(), rest
+        info = json.loads(engine.cli("inspect", name, check=True).stdout)[0]
+        assert info["HostConfig"]["CgroupnsMode"] == "private"
+        host = engine.cli("run", "--rm", busybox_image, "cat", "/proc/self/cgroup", check=True).stdout
+        assert any("/berth/" in line for line in host.splitlines()), host
+        bad = engine.cli("create", "--cgroupns", "shared", busybox_image)
+        assert bad.returncode != 0 and "shared" in bad.stderr
+    finally:
+        engine.cli("rm", "-f", name)

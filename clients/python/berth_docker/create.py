@@ -111,8 +111,6 @@ def _isolation(host: Mapping, cfg: engine_pb2.ContainerConfig) -> None:
     cgroupns = host.get("CgroupnsMode") or ""
     if cgroupns not in ("", "host", "private"):
         raise InvalidArgument(f"invalid cgroup namespace mode: {cgroupns}")
-    if cgroupns == "private":
-        raise not_implemented("HostConfig.CgroupnsMode \"private\" (containers share the host's cgroup namespace)")
     cfg.cgroupns_mode = cgroupns
     driver = host.get("VolumeDriver") or ""
     # dockerd uses the container's volume driver only for the volumes the container makes:

@@ -77,6 +77,10 @@ def mount(spec: Mapping) -> engine_pb2.MountSpec:
     vol = spec.get("VolumeOptions") or {}
     m.volume_nocopy = bool(vol.get("NoCopy"))
     m.volume_labels.update(vol.get("Labels") or {})
+    subpath = vol.get("Subpath") or ""
+    if not isinstance(subpath, str):
+        raise InvalidArgument("invalid mount: VolumeOptions.Subpath must be a string")
+    m.volume_subpath = subpath
     driver = (vol.get("DriverConfig") or {}).get("Name") or "local"
     if driver != "local":
         raise InvalidArgument(f"volume driver {driver!r} is not supported (only \"local\")")
@@ -91,8 +95,7 @@ def mount(spec: Mapping) -> engine_pb2.MountSpec:
 # Mount options berth does not honour yet: set, each is refused naming it (never a mount
 # that silently lacks it).
 _UNHONOURED = (("BindOptions", "NonRecursive"), ("BindOptions", "ReadOnlyNonRecursive"),
-               ("BindOptions", "ReadOnlyForceRecursive"), ("VolumeOptions", "Subpath"),
-               ("TmpfsOptions", "Options"))
+               ("BindOptions", "ReadOnlyForceRecursive"), ("TmpfsOptions", "Options"))
 
 
 def _refuse_unhonoured(spec: Mapping) -> None:
@@ -146,6 +149,8 @@ def mount_flag(text: str) -> dict:
             spec.setdefault("VolumeOptions", {}).setdefault("Labels", {})[label_key] = label_value
         elif key == "volume-driver":
             spec.setdefault("VolumeOptions", {})["DriverConfig"] = {"Name": value}
+        elif key == "volume-subpath":
+            spec.setdefault("VolumeOptions", {})["Subpath"] = value
         elif key == "tmpfs-size":
             spec.setdefault("TmpfsOptions", {})["SizeBytes"] = parse_bytes(value)
         elif key == "tmpfs-mode":

@@ -269,6 +269,8 @@ class Containers:
         if not cfg.image:
             raise errors.InvalidArgument("no image specified")
         restarts_mod.validate(cfg.restart_policy, cfg.auto_remove)
+        if cfg.cgroupns_mode not in ("", "host", "private"):
+            raise errors.InvalidArgument(f"invalid cgroup namespace mode: {cfg.cgroupns_mode}")
         # Before anything is made: a bad option or a missing container changes nothing.
         security = await confinement.security(cfg, self.resolve_id)
         image_id, image_config = await self._image_configs.resolve(cfg.image)
@@ -310,6 +312,7 @@ class Containers:
             stop_signal=cfg.stop_signal or image_config.stop_signal,
             readonly_rootfs=cfg.readonly_rootfs, tty=cfg.tty, open_stdin=cfg.open_stdin,
             stdin_once=cfg.stdin_once, security=security, runtime=cfg.runtime,
+            cgroupns_private=cfg.cgroupns_mode == "private",
             # The container service resolves "" to the daemon's mode and refuses the unknown.
             userns=container_pb2.UserNamespace(mode=cfg.userns_mode), link_env=link_env)
         if cfg.HasField("log_config"):

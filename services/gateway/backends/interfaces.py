@@ -62,6 +62,8 @@ class ContainerBackend(Protocol):
     async def diff(self, ref: str) -> list[file_change_pb2.FileChange]: ...
     async def prune_filtered(self, filters: Filters) -> list[str]:
         """Docker's prune with label/until filters: the ids removed."""
+    def publish(self, action: str, cid: str, **attributes: str) -> None:
+        """Announce a container event the API edge saw ("detach", "exec_detach")."""
 
 
 class ExecBackend(Protocol):

@@ -17,6 +17,9 @@ SESSIONS_KEY = web.AppKey("sessions", set)
 RESIZE_KEY = web.AppKey("resize", dict)
 # Execs that failed to start, by id (routes/execs.py keeps their exit code for /exec/{id}/json).
 FAILED_EXECS_KEY = web.AppKey("failed_execs", dict)
+# Detach keys of execs created but not yet started, by id (routes/execs.py: docker takes
+# them at ExecCreate and applies them at ExecStart).
+EXEC_DETACH_KEYS_KEY = web.AppKey("exec_detach_keys", dict)
 # The largest JSON body accepted (413 beyond, refused as it arrives, never read whole):
 # a create body with a seccomp profile inside is tens of KiB.
 MAX_JSON_BODY = 4 << 20

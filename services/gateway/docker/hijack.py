@@ -32,9 +32,23 @@ HIGH_WATER = 1 << 20
 STDOUT, STDERR = 1, 2
 
 
+_HEADER = struct.Struct(">BxxxI")
+
+
 def frame(stream: int, data: bytes) -> bytes:
     """Docker's stdcopy framing: stream byte, three zero bytes, big-endian length, payload."""
-    return struct.pack(">BxxxI", stream, len(data)) + data
+    return _HEADER.pack(stream, len(data)) + data
+
+
+def line_frames(stream: int, data: bytes) -> bytes:
+    """`data` framed a line per frame, as docker sends a log: one frame per message it
+    logged. Clients see the boundaries (docker-py's streamed logs yield one item per
+    frame), so a block of many lines must not go out as one frame."""
+    lines = data.split(b"\n")
+    rest = lines.pop()
+    pack = _HEADER.pack
+    out = b"".join([pack(stream, len(line) + 1) + line + b"\n" for line in lines])
+    return out + frame(stream, rest) if rest else out
 
 
 def stream_content_type(api_version: tuple[int, int], tty: bool) -> str:

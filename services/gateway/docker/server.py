@@ -18,8 +18,8 @@ import structlog
 from aiohttp import web
 
 from services.common.config import Config
-from services.gateway.docker.context import (API_VERSION_KEY, BACKENDS_KEY, FAILED_EXECS_KEY, MAX_JSON_BODY,
-                                             RESIZE_KEY, SESSIONS_KEY)
+from services.gateway.docker.context import (API_VERSION_KEY, BACKENDS_KEY, EXEC_DETACH_KEYS_KEY, FAILED_EXECS_KEY,
+                                             MAX_JSON_BODY, RESIZE_KEY, SESSIONS_KEY)
 from services.gateway.docker.errors import error_middleware, error_response
 from services.gateway.docker.routes import build, cluster, containers, execs, images, networks, system, volumes
 from services.gateway.docker.versions import MAX_API, MIN_API, api_version_text
@@ -77,6 +77,7 @@ def make_app(backends) -> web.Application:
     app[SESSIONS_KEY] = set()
     app[RESIZE_KEY] = {}
     app[FAILED_EXECS_KEY] = {}
+    app[EXEC_DETACH_KEYS_KEY] = {}
     app.on_response_prepare.append(_headers)
     router = Router(app)
     for module in (system, containers, execs, images, networks, volumes, build, cluster):

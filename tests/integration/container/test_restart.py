@@ -11,19 +11,38 @@ from tests.integration.container.conftest import (ServiceProcess, cgroup_dirs, c
                                                   mounts_under, run)
 
 
+
+async def wait_gone(pid: int, timeout: float = 60.0) -> None:
+    """Until process `pid` has exited (gone, or a zombie nobody reaped yet)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs after {timeout} s")
+
 async def test_sigkill_and_restart_reconciles_running_and_exited_containers(roots, service):
     client = service.client()
     a = await run(client, roots, "sh", "-c", "echo a-up; while true; do sleep 0.1; done", name="a")
-    b = await run(client, roots, "sh", "-c", "sleep 0.5; echo b-done; exit 5", name="b")
+    # b exits once the test says so (a file appearing in its rootfs): while the service is down.
+    b = await run(client, roots, "sh", "-c", "while [ ! -e /go ]; do sleep 0.05; done; echo b-done; exit 5",
+                  name="b")
     c = await run(client, roots, "sleep", "1000", name="c")
     await client.channel.close()
-    c_conmon = int(open(os.path.join(roots.data_root, "container", "bundles", c, "conmon.pid")).read())
+    bundles = os.path.join(roots.data_root, "container", "bundles")
+    b_conmon, c_conmon = (int(open(os.path.join(bundles, x, "conmon.pid")).read()) for x in (b, c))
 
     service.kill9()
     assert len(conmon_pids(roots.data_root)) == 3
     # While the service is down: b exits on its own, c loses its monitor and runs on.
+    open(os.path.join(bundles, b, "rootfs", "go"), "w").close()
     os.kill(c_conmon, signal.SIGKILL)
-    await asyncio.sleep(1.0)
+    for pid in (b_conmon, c_conmon):
+        await wait_gone(pid)
 
     restarted = ServiceProcess(roots.run_root, roots.data_root).start()
     client = restarted.client()

@@ -303,3 +303,44 @@ async def test_restart_keeps_everything(state_dir):
         assert sorted(os.listdir(os.path.join(state_dir, "snapshots"))) == ["keep"]
     finally:
         second.close()
+
+
+async def test_a_created_image_keeps_its_parent_across_restarts(state_dir):
+    """docker's Parent: kept by the image service for images made from another one."""
+    first = ImageService(state_dir)
+    [base] = await load(first, ti.busybox_docker_archive())
+    assert base.parent == ""
+    child = await first.create_image("busybox", ImageConfig(cmd=("true",)), ti.chunks_of(b""), name="child:1")
+    assert child.parent == base.id
+    first.close()
+    second = ImageService(state_dir)
+    try:
+        assert (await second.get_image("child:1")).parent == base.id
+    finally:
+        second.close()
+
+
+def test_a_store_from_before_parents_opens_with_none(tmp_path):
+    import sqlite3
+    from services.image.store import ImageStore
+    path = str(tmp_path / "images.db")
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE images (id TEXT PRIMARY KEY, manifest_digest TEXT NOT NULL,"
+                     " config_json BLOB NOT NULL, stored_at REAL NOT NULL, labels TEXT NOT NULL DEFAULT '{}');"
+                     "INSERT INTO images VALUES ('sha256:aa', 'sha256:bb', x'7b7d', 0, '{}');")
+    db.close()
+    store = ImageStore(path)
+    try:
+        assert store.get_image("sha256:aa").parent == ""
+    finally:
+        store.close()
+
+
+async def test_a_removed_parent_is_not_reported(service):
+    [base] = await load(service, ti.busybox_docker_archive())
+    mid = await service.create_image("busybox", ImageConfig(cmd=("a",)), ti.chunks_of(b""))
+    child = await service.create_image(mid.id, ImageConfig(cmd=("b",)), ti.chunks_of(b""), name="child:2")
+    assert child.parent == mid.id and mid.parent == base.id
+    await service.remove_image(mid.id)
+    assert (await service.get_image("child:2")).parent == ""
+    assert [i.parent for i in await service.list_images("child:2")] == [""]

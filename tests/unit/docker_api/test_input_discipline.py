@@ -82,7 +82,7 @@ async def call(tmp_path):
     ({"Image": "busybox", "HostConfig": {"CpuQuota": 50000}}, 501, "HostConfig.CpuQuota is not implemented"),
     ({"Image": "busybox", "HostConfig": {"Dns": ["1.1.1.1"]}}, 501, "HostConfig.Dns is not implemented"),
     ({"Image": "busybox", "HostConfig": {"LogConfig": {"Type": 3}}}, 400, "HostConfig.LogConfig.Type"),
-    ({"Image": "busybox", "HostConfig": {"CgroupnsMode": "private"}}, 501, "CgroupnsMode"),
+    ({"Image": "busybox", "HostConfig": {"CgroupnsMode": "shared"}}, 400, "invalid cgroup namespace mode: shared"),
     ({"Image": "busybox", "HostConfig": {"Isolation": "hyperv"}}, 400, "invalid isolation"),
     ({"Image": "busybox", "Domainname": "example.com"}, 501, "Config.Domainname"),
     ({"Image": "busybox", "Labels": {"big": "x" * (create.MAX_LABEL_BYTES + 1)}}, 400, "invalid Labels"),

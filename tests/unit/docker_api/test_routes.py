@@ -71,8 +71,9 @@ class FakeContainers:
         self.started.set()
 
     async def logs(self, ref, follow, tail, since, until, chunked=False):
-        yield stdio_pb2.OutputChunk(stream=1, data=b"a\n")
-        yield stdio_pb2.OutputChunk(stream=2, data=b"b\n")
+        # The container service's bulk mode: several records of one stream in one chunk.
+        yield stdio_pb2.OutputChunk(stream=1, data=b"a\nhello\n")
+        yield stdio_pb2.OutputChunk(stream=2, data=b"b\npartial")
 
 
 @pytest.fixture
@@ -136,13 +137,14 @@ async def test_unknown_container_is_a_404_json_message(server):
     assert json.loads(body) == {"message": "No such container: nope"}
 
 
-async def test_logs_are_framed_per_stream_and_filtered(server):
+async def test_logs_are_framed_per_line_per_stream_and_filtered(server):
     path, _ = server
     _, body = _split(await _request(
         path, "GET /v1.47/containers/web/logs?stdout=1&stderr=1 HTTP/1.0\r\nHost: d\r\n\r\n"))
-    assert body == frame(1, b"a\n") + frame(2, b"b\n")
+    # A frame per line, as docker sends a frame per logged message (docker-py yields each).
+    assert body == frame(1, b"a\n") + frame(1, b"hello\n") + frame(2, b"b\n") + frame(2, b"partial")
     _, body = _split(await _request(path, "GET /v1.47/containers/web/logs?stderr=1 HTTP/1.0\r\nHost: d\r\n\r\n"))
-    assert body == frame(2, b"b\n")
+    assert body == frame(2, b"b\n") + frame(2, b"partial")
 
 
 async def test_attach_upgrades_before_start_and_survives_the_clients_half_close(server):

@@ -200,3 +200,11 @@ def test_exposed_ports_show_in_config_and_while_running_in_ports_as_docker_shows
                                        state=engine_pb2.ContainerState(status="exited"))
     assert container_json(stopped)["NetworkSettings"]["Ports"] == {}
     assert container_summary(stopped)["Ports"] == []
+
+
+def test_an_images_parent_is_in_inspect_and_list():
+    from berth.engine.v1 import engine_pb2
+    from berth_docker.shapes.images import image_json, image_summary
+    info = engine_pb2.ImageInfo(id="sha256:" + "b" * 64, parent="sha256:" + "a" * 64, config_json=b"{}")
+    assert image_json(info)["Parent"] == image_summary(info)["ParentId"] == "sha256:" + "a" * 64
+    assert image_json(engine_pb2.ImageInfo(id="sha256:" + "c" * 64, config_json=b"{}"))["Parent"] == ""

@@ -83,13 +83,19 @@ def test_a_mount_flag_is_the_api_mount_object():
         mount({"Type": "bind", "Target": "/c", "BindOptions": {"Propagation": "sideways"}})
 
 
+def test_a_volume_subpath_from_the_flag_and_the_api():
+    flag = "type=volume,src=data,dst=/c,volume-subpath=sub/dir"
+    api = {"Type": "volume", "Source": "data", "Target": "/c", "VolumeOptions": {"Subpath": "sub/dir"}}
+    assert mount_flag(flag) == api
+    assert mount(api).volume_subpath == "sub/dir"
+
+
 def test_tmpfs_flag_and_host_config_tmpfs_agree():
     from_api = create.container_config({"Image": "b", "HostConfig": {"Tmpfs": {"/run": "size=64m,ro"}}}, "")
     assert list(from_api.mounts) == [tmpfs_flag("/run:size=64m,ro")]
 
 
 @pytest.mark.parametrize("extra, name", [
-    ({"VolumeOptions": {"Subpath": "sub"}}, "VolumeOptions.Subpath"),
     ({"BindOptions": {"NonRecursive": True}}, "BindOptions.NonRecursive"),
     ({"TmpfsOptions": {"Options": [["exec"]]}}, "TmpfsOptions.Options"),
     ({"VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {"type": "nfs"}}}}, "DriverConfig.Options"),

@@ -27,7 +27,7 @@ def image_summary(info: engine_pb2.ImageInfo) -> dict:
     """One entry of `GET /images/json` (what `docker images` prints)."""
     return {
         "Id": info.id,
-        "ParentId": "",
+        "ParentId": info.parent,
         "RepoTags": [familiar(t) for t in info.repo_tags] or ["<none>:<none>"],
         "RepoDigests": [familiar(d) for d in info.repo_digests] or ["<none>@<none>"],
         "Created": info.created.seconds,
@@ -46,7 +46,7 @@ def image_json(info: engine_pb2.ImageInfo) -> dict:
         "Id": info.id,
         "RepoTags": [familiar(t) for t in info.repo_tags],
         "RepoDigests": [familiar(d) for d in info.repo_digests],
-        "Parent": "",
+        "Parent": info.parent,
         "Comment": _comment(config),
         "Created": rfc3339(info.created if info.HasField("created") else None),
         "DockerVersion": "",

@@ -18,7 +18,7 @@ from berth_docker import api as convert
 from berth_errors import not_implemented
 from services.common import errors
 from services.gateway.docker.context import API_VERSION_KEY, backends, json_body, json_response, long_lived
-from services.gateway.docker.hijack import STDERR, STDOUT, frame, stream_content_type
+from services.gateway.docker.hijack import STDERR, STDOUT, line_frames, stream_content_type
 
 log = structlog.get_logger(__name__)
 
@@ -238,7 +238,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
                     continue
                 stream = _STREAMS.get(chunk.stream, STDOUT)
                 if stream in wanted:
-                    await response.write(frame(stream, convert.log_line(chunk, timestamps)))
+                    await response.write(line_frames(stream, convert.log_line(chunk, timestamps)))
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
             pass

@@ -32,8 +32,10 @@ from berth.types.v1 import stdio_pb2
 from berth_docker import api as convert
 from berth_errors import not_implemented
 from services.common import errors
-from services.gateway.docker.context import API_VERSION_KEY, FAILED_EXECS_KEY, RESIZE_KEY, backends, json_body, json_response, long_lived
-from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, stream_content_type
+from services.gateway.docker import detach_keys
+from services.gateway.docker.context import (API_VERSION_KEY, EXEC_DETACH_KEYS_KEY, FAILED_EXECS_KEY, RESIZE_KEY,
+                                             backends, json_body, json_response, long_lived)
+from services.gateway.docker.hijack import STDERR, STDOUT, Hijacked, frame, line_frames, stream_content_type
 
 log = structlog.get_logger(__name__)
 
@@ -70,9 +72,22 @@ class _Session:
     def end(self) -> None:
         self._queue.put_nowait(_END)
 
-    async def pump_stdin(self, hijacked: Hijacked, close_on_eof: bool) -> None:
+    async def pump_stdin(self, hijacked: Hijacked, close_on_eof: bool,
+                         scanner: detach_keys.Scanner | None, on_detach=None) -> None:
+        """`scanner` (a terminal's): its key sequence closes the client's connection, which
+        ends the session without close_stdin, so the process runs on (docker's detach);
+        `on_detach()` announces it."""
         while (data := await hijacked.read_stdin()) is not None:
-            self._queue.put_nowait(self._message(stdin=data))
+            detached = False
+            if scanner is not None:
+                data, detached = scanner.feed(data)
+            if data:
+                self._queue.put_nowait(self._message(stdin=data))
+            if detached:
+                if on_detach is not None:
+                    on_detach()
+                await hijacked.close()
+                return
         if close_on_eof:
             self._queue.put_nowait(self._message(close_stdin=True))
 
@@ -125,10 +140,12 @@ async def _relay(responses, hijacked: Hijacked, tty: bool, wanted: set[int]) -> 
 
 async def _interactive(request: web.Request, session: _Session, responses, tty: bool, wanted: set[int],
                        stdin: bool, close_on_eof: bool, what: str, on_error=None,
-                       before=None) -> web.StreamResponse:
-    """`before(hijacked)`, when given, writes first (attach's logs=1)."""
+                       before=None, scanner: detach_keys.Scanner | None = None,
+                       on_detach=None) -> web.StreamResponse:
+    """`before(hijacked)`, when given, writes first (attach's logs=1); `scanner` watches
+    stdin for the detach keys, `on_detach()` announces them."""
     hijacked = await Hijacked.upgrade(request, stream_content_type(request[API_VERSION_KEY], tty))
-    pump = asyncio.ensure_future(session.pump_stdin(hijacked, close_on_eof)) if stdin else None
+    pump = asyncio.ensure_future(session.pump_stdin(hijacked, close_on_eof, scanner, on_detach)) if stdin else None
     with long_lived(request):
         try:
             if before is not None:
@@ -159,11 +176,28 @@ async def exec_create(request: web.Request) -> web.Response:
     if body.get("Privileged"):
         raise not_implemented("privileged exec")
     cmd = body.get("Cmd")
+    keys = _exec_detach_keys(body)
     exec_id = await backends(request).execs.create(engine_pb2.CreateExecRequest(
         container=request.match_info["id"], cmd=[cmd] if isinstance(cmd, str) else (cmd or []),
         env=body.get("Env") or [], working_dir=body.get("WorkingDir") or "", user=body.get("User") or "",
         tty=bool(body.get("Tty")), attach_stdin=bool(body.get("AttachStdin"))))
+    if keys is not None:
+        kept = request.app[EXEC_DETACH_KEYS_KEY]
+        kept[exec_id] = keys
+        while len(kept) > _FAILED_EXECS_KEPT:  # created and never started: the oldest go first
+            kept.pop(next(iter(kept)))
     return json_response({"Id": exec_id}, status=201)
+
+
+def _exec_detach_keys(body: dict) -> bytes | None:
+    """The exec's own detach keys, None for the default. moby decodes the body's names
+    without regard to case, and docker-py sends the client config's as `detachKeys`."""
+    spec = next((v for k, v in body.items() if k.lower() == "detachkeys"), None)
+    if spec in (None, ""):
+        return None
+    if not isinstance(spec, str):
+        raise errors.InvalidArgument("DetachKeys must be a string")
+    return detach_keys.parse(spec, "escape keys")
 
 
 async def exec_inspect(request: web.Request) -> web.Response:
@@ -188,6 +222,7 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     params = engine_pb2.ExecStartParams(exec_id=exec_id, detach=detach)
     if len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
         params.size.height, params.size.width = size
+    keys = request.app[EXEC_DETACH_KEYS_KEY].pop(exec_id, None)
     session = _Session(engine_pb2.StartExecRequest, engine_pb2.StartExecRequest(start=params))
     responses = execs.start(session.requests())
     if detach:
@@ -217,9 +252,13 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     # exec's: docker-py starts a tty exec with Tty false and reads frames); the docker
     # CLI sends the exec's own value.
     raw = bool(body["Tty"]) if "Tty" in body else info.tty
+    # The exec's terminal, not the start's framing, decides whether keys detach (as moby).
+    scanner = detach_keys.Scanner(detach_keys.DEFAULT_KEYS if keys is None else keys) if info.tty else None
     with _registered(request, exec_id, session):
         return await _interactive(request, session, responses, raw, {STDOUT, STDERR},
-                                  stdin=info.open_stdin, close_on_eof=True, what="exec", on_error=on_error)
+                                  stdin=info.open_stdin, close_on_eof=True, what="exec", on_error=on_error,
+                                  scanner=scanner, on_detach=lambda: backends(request).containers.publish(
+                                      "exec_detach", info.container_id, execID=exec_id))
 
 
 async def exec_resize(request: web.Request) -> web.Response:
@@ -242,6 +281,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     stream, logs = convert.flag(q, "stream"), convert.flag(q, "logs")
     if not stream and not logs:
         raise errors.InvalidArgument("Bad parameters: you must choose at least one of stream or logs")
+    keys = detach_keys.parse(q["detachKeys"]) if q.get("detachKeys") else detach_keys.DEFAULT_KEYS
     b, ref = backends(request), request.match_info["id"]
     # Known errors (no such container) before the upgrade: after it, they have no JSON.
     info = await b.containers.inspect(ref)
@@ -255,7 +295,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
             finally:
                 await hijacked.close()
         return hijacked.response
-    return await attach_interactive(request, info, convert.flag(q, "stdin"), wanted, logs=logs)
+    return await attach_interactive(request, info, convert.flag(q, "stdin"), wanted, logs=logs, keys=keys)
 
 
 async def _replay_log(containers, info: engine_pb2.ContainerInfo, hijacked: Hijacked, wanted: set[int]) -> None:
@@ -267,7 +307,7 @@ async def _replay_log(containers, info: engine_pb2.ContainerInfo, hijacked: Hija
             if info.config.tty:
                 await hijacked.write(chunk.data)
             elif stream in wanted:
-                await hijacked.write(frame(stream, chunk.data))
+                await hijacked.write(line_frames(stream, chunk.data))
     except errors.NotImplementedYet:
         pass  # log driver "none": nothing to replay, the stream still comes
     finally:
@@ -275,13 +315,14 @@ async def _replay_log(containers, info: engine_pb2.ContainerInfo, hijacked: Hija
 
 
 async def attach_interactive(request: web.Request, info: engine_pb2.ContainerInfo, stdin: bool,
-                             wanted: set[int], logs: bool = False) -> web.StreamResponse:
+                             wanted: set[int], logs: bool = False, keys: bytes = b"") -> web.StreamResponse:
     """`docker run`, `docker start -a`, `docker attach`: the container's own stdio through
     conmon, with back-pressure (a client that reads slowly slows the container).
 
     The node attach is in place before the 101 goes out, and the CLI starts the
     container only after the 101, so no output is lost; a stopped container is
-    attached to its next run (`docker start -a` attaches, then starts)."""
+    attached to its next run (`docker start -a` attaches, then starts). `keys` detach a
+    terminal's client."""
     cfg = info.config
     stdin = stdin and cfg.open_stdin
     session = _Session(engine_pb2.AttachContainerRequest, engine_pb2.AttachContainerRequest(
@@ -300,7 +341,9 @@ async def attach_interactive(request: web.Request, info: engine_pb2.ContainerInf
         # docker closes the process's stdin at the client's EOF only for StdinOnce containers
         # (`run -i`); `docker attach` to a `run -d -i` one leaves it open for the next client.
         return await _interactive(request, session, responses, cfg.tty, wanted,
-                                  stdin=stdin, close_on_eof=cfg.stdin_once, what="attach", before=replay)
+                                  stdin=stdin, close_on_eof=cfg.stdin_once, what="attach", before=replay,
+                                  scanner=detach_keys.Scanner(keys) if cfg.tty else None,
+                                  on_detach=lambda: backends(request).containers.publish("detach", info.id))
 
 
 async def container_resize(request: web.Request) -> web.Response:

@@ -349,6 +349,7 @@ class Spec(_message.Message):
     SECURITY_FIELD_NUMBER: _builtins.int
     RUNTIME_FIELD_NUMBER: _builtins.int
     SYSTEM_PATHS_FIELD_NUMBER: _builtins.int
+    CGROUPNS_PRIVATE_FIELD_NUMBER: _builtins.int
     USERNS_FIELD_NUMBER: _builtins.int
     LINK_ENV_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
@@ -372,6 +373,12 @@ class Spec(_message.Message):
     runtime: _builtins.str
     """The OCI runtime by name: "" or "runc" (the runtime this service is
     configured with); any other is INVALID_ARGUMENT.
+    """
+    cgroupns_private: _builtins.bool
+    """Give the container a cgroup namespace of its own (docker's --cgroupns private):
+    its processes see their own cgroup as the root, in /proc/self/cgroup and at
+    /sys/fs/cgroup (mounted read-only). False shares the host's. Set at create;
+    never changes.
     """
     @_builtins.property
     def rootfs(self) -> _containers.RepeatedCompositeFieldContainer[_mount_pb2.Mount]:
@@ -444,12 +451,13 @@ class Spec(_message.Message):
         security: Global___Security | None = ...,
         runtime: _builtins.str = ...,
         system_paths: Global___SystemPaths | None = ...,
+        cgroupns_private: _builtins.bool = ...,
         userns: Global___UserNamespace | None = ...,
         link_env: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources", "security", b"security", "system_paths", b"system_paths", "userns", b"userns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "link_env", b"link_env", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "system_paths", b"system_paths", "tty", b"tty", "userns", b"userns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cgroupns_private", b"cgroupns_private", "hostname", b"hostname", "link_env", b"link_env", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "system_paths", b"system_paths", "tty", b"tty", "userns", b"userns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1444,7 +1452,10 @@ class ExecStart(_message.Message):
     tty: _builtins.bool
     """Give the process a pseudo-terminal."""
     stdin: _builtins.bool
-    """Pass stdin; the process sees EOF after close_stdin (or the caller leaving)."""
+    """Pass stdin; the process sees EOF after close_stdin (or the caller leaving).
+    With tty the terminal's input is never closed (as docker's): a caller that
+    leaves or detaches leaves the process running, and close_stdin does nothing.
+    """
     detach: _builtins.bool
     """Start it and return at once; it runs on, its output goes to its log."""
     @_builtins.property

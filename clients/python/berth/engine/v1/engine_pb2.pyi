@@ -260,8 +260,9 @@ class ContainerConfig(_message.Message):
     """
     cgroupns_mode: _builtins.str
     """The cgroup namespace as asked at create: "" or "host" (the container sees
-    the host's cgroup tree, which is what berth gives today). "private" is
-    refused until the container service makes cgroup namespaces.
+    the host's cgroup tree, docker's default on a cgroup v1 host), or "private"
+    (a namespace of its own, its cgroup seen as the root, /sys/fs/cgroup mounted
+    read-only); anything else is INVALID_ARGUMENT.
     """
     volume_driver: _builtins.str
     """The driver for the volumes this container makes (docker's --volume-driver):
@@ -840,6 +841,7 @@ class MountSpec(_message.Message):
     CREATE_SOURCE_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     VOLUME_LABELS_FIELD_NUMBER: _builtins.int
+    VOLUME_SUBPATH_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """"volume", "bind" or "tmpfs"."""
     source: _builtins.str
@@ -854,6 +856,11 @@ class MountSpec(_message.Message):
     """Do not fill a new volume from the image's content at the target."""
     create_source: _builtins.bool
     """Create a missing bind source directory (`-v` does; `--mount` refuses)."""
+    volume_subpath: _builtins.str
+    """"volume" only: mount this relative path inside the volume instead of all of it
+    (docker's VolumeOptions.Subpath); no ".." part. It must exist when the
+    container starts and may not be reached through a symlink.
+    """
     @_builtins.property
     def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """tmpfs: "size=64m", "mode=1777", mount flags; bind: a propagation ("rprivate", ...)."""
@@ -873,10 +880,11 @@ class MountSpec(_message.Message):
         create_source: _builtins.bool = ...,
         options: _abc.Iterable[_builtins.str] | None = ...,
         volume_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        volume_subpath: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_source", b"create_source", "options", b"options", "readonly", b"readonly", "source", b"source", "target", b"target", "type", b"type", "volume_labels", b"volume_labels", "volume_nocopy", b"volume_nocopy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_source", b"create_source", "options", b"options", "readonly", b"readonly", "source", b"source", "target", b"target", "type", b"type", "volume_labels", b"volume_labels", "volume_nocopy", b"volume_nocopy", "volume_subpath", b"volume_subpath"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1852,6 +1860,7 @@ class ImageInfo(_message.Message):
     DIFF_IDS_FIELD_NUMBER: _builtins.int
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"sha256:<hex>" of the image config: the image's identity; never changes."""
     size: _builtins.int
@@ -1864,6 +1873,10 @@ class ImageInfo(_message.Message):
     """Image config as stored (JSON)."""
     containers: _builtins.int
     """Containers that use this image now."""
+    parent: _builtins.str
+    """The image it was committed or created from ("sha256:<hex>"); empty for pulled,
+    loaded and imported ones.
+    """
     @_builtins.property
     def repo_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names that point at it ("busybox:latest"); changes with tag and untag."""
@@ -1893,10 +1906,11 @@ class ImageInfo(_message.Message):
         diff_ids: _abc.Iterable[_builtins.str] | None = ...,
         config_json: _builtins.bytes = ...,
         containers: _builtins.int = ...,
+        parent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config_json", b"config_json", "containers", b"containers", "created", b"created", "diff_ids", b"diff_ids", "id", b"id", "os", b"os", "repo_digests", b"repo_digests", "repo_tags", b"repo_tags", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config_json", b"config_json", "containers", b"containers", "created", b"created", "diff_ids", b"diff_ids", "id", b"id", "os", b"os", "parent", b"parent", "repo_digests", b"repo_digests", "repo_tags", b"repo_tags", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -334,6 +334,7 @@ class Image(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"sha256:<hex>" of the image config: the image's identity; never changes."""
     manifest_digest: _builtins.str
@@ -346,6 +347,10 @@ class Image(_message.Message):
     """"linux"."""
     config_json: _builtins.bytes
     """The config blob as stored, for `inspect`."""
+    parent: _builtins.str
+    """The image this one was committed or created from ("sha256:<hex>"), as docker's
+    Parent; empty for pulled, loaded and imported images. Set once, never changes.
+    """
     @_builtins.property
     def repo_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names that point at this image, "docker.io/library/busybox:latest" form;
@@ -387,10 +392,11 @@ class Image(_message.Message):
         config: Global___ImageConfig | None = ...,
         config_json: _builtins.bytes = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        parent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created", b"created"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config", b"config", "config_json", b"config_json", "created", b"created", "diff_ids", b"diff_ids", "id", b"id", "labels", b"labels", "manifest_digest", b"manifest_digest", "os", b"os", "repo_digests", b"repo_digests", "repo_tags", b"repo_tags", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config", b"config", "config_json", b"config_json", "created", b"created", "diff_ids", b"diff_ids", "id", b"id", "labels", b"labels", "manifest_digest", b"manifest_digest", "os", b"os", "parent", b"parent", "repo_digests", b"repo_digests", "repo_tags", b"repo_tags", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

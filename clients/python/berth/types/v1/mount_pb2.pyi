@@ -36,6 +36,7 @@ class Mount(_message.Message):
     TARGET_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     CREATE_SOURCE_FIELD_NUMBER: _builtins.int
+    SUB_PATH_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Filesystem type: "overlay", "bind", "tmpfs", "proc", ..."""
     source: _builtins.str
@@ -54,6 +55,15 @@ class Mount(_message.Message):
     symlinks resolved at CreateContainer: the path that was checked is the
     path mounted.)
     """
+    sub_path: _builtins.str
+    """"bind" only, set by the caller (the gateway, for docker's volume subpath): a
+    relative path inside `source` (no ".." part) mounted instead of `source`
+    itself. Resolved at each start from `source` one component at a time without
+    following a symlink, and mounted from the directory (or file) so opened, so
+    it never leads outside `source` even if the container swaps a component
+    meanwhile; missing, or a symlink, fails the start with FAILED_PRECONDITION
+    naming it. Never changes once the container exists.
+    """
     @_builtins.property
     def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Mount options as mount(8) spells them: "ro", "lowerdir=...", "nosuid", ...
@@ -70,10 +80,11 @@ class Mount(_message.Message):
         target: _builtins.str = ...,
         options: _abc.Iterable[_builtins.str] | None = ...,
         create_source: _builtins.bool = ...,
+        sub_path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_source", b"create_source", "options", b"options", "source", b"source", "target", b"target", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_source", b"create_source", "options", b"options", "source", b"source", "sub_path", b"sub_path", "target", b"target", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -163,8 +163,9 @@ export interface ContainerConfig {
   isolation: string;
   /**
    * The cgroup namespace as asked at create: "" or "host" (the container sees
-   * the host's cgroup tree, which is what berth gives today). "private" is
-   * refused until the container service makes cgroup namespaces.
+   * the host's cgroup tree, docker's default on a cgroup v1 host), or "private"
+   * (a namespace of its own, its cgroup seen as the root, /sys/fs/cgroup mounted
+   * read-only); anything else is INVALID_ARGUMENT.
    */
   cgroupnsMode: string;
   /**
@@ -441,6 +442,12 @@ export interface MountSpec {
   options: string[];
   /** Labels for a volume this mount creates; ignored for an existing volume. */
   volumeLabels: { [key: string]: string };
+  /**
+   * "volume" only: mount this relative path inside the volume instead of all of it
+   * (docker's VolumeOptions.Subpath); no ".." part. It must exist when the
+   * container starts and may not be reached through a symlink.
+   */
+  volumeSubpath: string;
 }
 
 export interface MountSpec_VolumeLabelsEntry {
@@ -815,6 +822,11 @@ export interface ImageInfo {
   configJson: Buffer;
   /** Containers that use this image now. */
   containers: number;
+  /**
+   * The image it was committed or created from ("sha256:<hex>"); empty for pulled,
+   * loaded and imported ones.
+   */
+  parent: string;
 }
 
 /** LoadImagesRequest is one chunk of the tarball. */
@@ -4672,6 +4684,7 @@ function createBaseMountSpec(): MountSpec {
     createSource: false,
     options: [],
     volumeLabels: {},
+    volumeSubpath: "",
   };
 }
 
@@ -4701,6 +4714,9 @@ export const MountSpec: MessageFns<MountSpec> = {
     globalThis.Object.entries(message.volumeLabels).forEach(([key, value]: [string, string]) => {
       MountSpec_VolumeLabelsEntry.encode({ key: key as any, value }, writer.uint32(66).fork()).join();
     });
+    if (message.volumeSubpath !== "") {
+      writer.uint32(74).string(message.volumeSubpath);
+    }
     return writer;
   },
 
@@ -4784,6 +4800,14 @@ export const MountSpec: MessageFns<MountSpec> = {
             }
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.volumeSubpath = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4840,6 +4864,11 @@ export const MountSpec: MessageFns<MountSpec> = {
           {},
         )
         : {},
+      volumeSubpath: isSet(object.volumeSubpath)
+        ? globalThis.String(object.volumeSubpath)
+        : isSet(object.volume_subpath)
+        ? globalThis.String(object.volume_subpath)
+        : "",
     };
   },
 
@@ -4875,6 +4904,9 @@ export const MountSpec: MessageFns<MountSpec> = {
         });
       }
     }
+    if (message.volumeSubpath !== "") {
+      obj.volumeSubpath = message.volumeSubpath;
+    }
     return obj;
   },
 
@@ -4899,6 +4931,7 @@ export const MountSpec: MessageFns<MountSpec> = {
       },
       {},
     );
+    message.volumeSubpath = object.volumeSubpath ?? "";
     return message;
   },
 };
@@ -8123,6 +8156,7 @@ function createBaseImageInfo(): ImageInfo {
     diffIds: [],
     configJson: Buffer.alloc(0),
     containers: 0,
+    parent: "",
   };
 }
 
@@ -8157,6 +8191,9 @@ export const ImageInfo: MessageFns<ImageInfo> = {
     }
     if (message.containers !== 0) {
       writer.uint32(80).int32(message.containers);
+    }
+    if (message.parent !== "") {
+      writer.uint32(90).string(message.parent);
     }
     return writer;
   },
@@ -8254,6 +8291,14 @@ export const ImageInfo: MessageFns<ImageInfo> = {
             message.containers = reader.int32();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8294,6 +8339,7 @@ export const ImageInfo: MessageFns<ImageInfo> = {
         ? Buffer.from(bytesFromBase64(object.config_json))
         : Buffer.alloc(0),
       containers: isSet(object.containers) ? globalThis.Number(object.containers) : 0,
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
     };
   },
 
@@ -8329,6 +8375,9 @@ export const ImageInfo: MessageFns<ImageInfo> = {
     if (message.containers !== 0) {
       obj.containers = Math.round(message.containers);
     }
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
     return obj;
   },
 
@@ -8347,6 +8396,7 @@ export const ImageInfo: MessageFns<ImageInfo> = {
     message.diffIds = object.diffIds?.map((e) => e) || [];
     message.configJson = object.configJson ?? Buffer.alloc(0);
     message.containers = object.containers ?? 0;
+    message.parent = object.parent ?? "";
     return message;
   },
 };

@@ -45,10 +45,20 @@ export interface Mount {
    * path mounted.)
    */
   createSource: boolean;
+  /**
+   * "bind" only, set by the caller (the gateway, for docker's volume subpath): a
+   * relative path inside `source` (no ".." part) mounted instead of `source`
+   * itself. Resolved at each start from `source` one component at a time without
+   * following a symlink, and mounted from the directory (or file) so opened, so
+   * it never leads outside `source` even if the container swaps a component
+   * meanwhile; missing, or a symlink, fails the start with FAILED_PRECONDITION
+   * naming it. Never changes once the container exists.
+   */
+  subPath: string;
 }
 
 function createBaseMount(): Mount {
-  return { type: "", source: "", target: "", options: [], createSource: false };
+  return { type: "", source: "", target: "", options: [], createSource: false, subPath: "" };
 }
 
 export const Mount: MessageFns<Mount> = {
@@ -67,6 +77,9 @@ export const Mount: MessageFns<Mount> = {
     }
     if (message.createSource !== false) {
       writer.uint32(40).bool(message.createSource);
+    }
+    if (message.subPath !== "") {
+      writer.uint32(50).string(message.subPath);
     }
     return writer;
   },
@@ -124,6 +137,14 @@ export const Mount: MessageFns<Mount> = {
             message.createSource = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.subPath = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -147,6 +168,11 @@ export const Mount: MessageFns<Mount> = {
         : isSet(object.create_source)
         ? globalThis.Boolean(object.create_source)
         : false,
+      subPath: isSet(object.subPath)
+        ? globalThis.String(object.subPath)
+        : isSet(object.sub_path)
+        ? globalThis.String(object.sub_path)
+        : "",
     };
   },
 
@@ -167,6 +193,9 @@ export const Mount: MessageFns<Mount> = {
     if (message.createSource !== false) {
       obj.createSource = message.createSource;
     }
+    if (message.subPath !== "") {
+      obj.subPath = message.subPath;
+    }
     return obj;
   },
 
@@ -180,6 +209,7 @@ export const Mount: MessageFns<Mount> = {
     message.target = object.target ?? "";
     message.options = object.options?.map((e) => e) || [];
     message.createSource = object.createSource ?? false;
+    message.subPath = object.subPath ?? "";
     return message;
   },
 };
