@@ -70,7 +70,8 @@ def spec_from_pb(s: pb.Spec) -> Spec:
         security=security_from_pb(s.security), runtime=s.runtime,
         system_paths=(tuple(s.system_paths.masked), tuple(s.system_paths.readonly))
         if s.HasField("system_paths") else None,
-        userns=userns_from_pb(s.userns), cgroupns_private=s.cgroupns_private)
+        userns=userns_from_pb(s.userns), cgroupns_private=s.cgroupns_private,
+        link_env=tuple(s.link_env))
 
 
 def spec_to_pb(s: Spec) -> pb.Spec:
@@ -87,7 +88,8 @@ def spec_to_pb(s: Spec) -> pb.Spec:
         security=security_to_pb(s.security), runtime=s.runtime,
         system_paths=None if s.system_paths is None else pb.SystemPaths(
             masked=list(s.system_paths[0]), readonly=list(s.system_paths[1])),
-        userns=userns_to_pb(s.userns), cgroupns_private=s.cgroupns_private)
+        userns=userns_to_pb(s.userns), cgroupns_private=s.cgroupns_private,
+        link_env=list(s.link_env))
 
 
 def resources_from_pb(r: pb.Resources) -> Resources:

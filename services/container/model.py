@@ -129,6 +129,8 @@ class Spec:
     system_paths: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     # A cgroup namespace of its own, with /sys/fs/cgroup mounted; False shares the host's.
     cgroupns_private: bool = False
+    # Legacy links' environment, under process.env (docker's <ALIAS>_PORT... variables).
+    link_env: tuple[str, ...] = ()
 
 
 class Status(enum.Enum):

@@ -62,8 +62,10 @@ def oci_config(id: str, spec: Spec, rootfs: str, user: User) -> dict:
     proc = spec.process
     # "FOO" without "=" unsets FOO (the image's too, merged before): dockerd keeps it in the
     # container's config and leaves it out of the process's environment, which runc requires.
-    env = [e for e in proc.env if "=" in e]
     keys = {e.split("=", 1)[0] for e in proc.env}
+    # Links' variables first, as docker orders them; the container's own env wins on a key.
+    env = [e for e in spec.link_env if e.split("=", 1)[0] not in keys]
+    env += [e for e in proc.env if "=" in e]
     if "PATH" not in keys:
         env.insert(0, DEFAULT_PATH)
     if "HOSTNAME" not in keys and spec.hostname:

@@ -37,7 +37,7 @@ def attach_request(cid: str, name: str, cfg: engine_pb2.ContainerConfig,
     return network_pb2.CreateEndpointRequest(
         container_id=cid, network=cfg.network_mode or DEFAULT_NETWORK, name=name,
         hostname=cfg.hostname or cid[:12], ipv4_address=cfg.ipv4_address,
-        aliases=list(cfg.network_aliases), ports=ports,
+        aliases=list(cfg.network_aliases), ports=ports, publish_at_start=True,
         settings=network_pb2.EndpointSettings(
             ipv6_address=s.ipv6_address, links=list(s.links), mac_address=s.mac_address,
             driver_opts=dict(s.driver_opts), link_local_ips=list(s.link_local_ips)))

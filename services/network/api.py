@@ -57,7 +57,8 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
             request.container_id, request.network, name=request.name, hostname=request.hostname,
             ipv4_address=request.ipv4_address, aliases=tuple(request.aliases),
             ports=convert.ports_from_pb(request.ports),
-            settings=convert.settings_from_pb(request.settings))))
+            settings=convert.settings_from_pb(request.settings),
+            publish_at_start=request.publish_at_start)))
 
     async def ConnectNetwork(self, request, context):
         return pb.ConnectNetworkResponse(endpoint=convert.endpoint_to_pb(await self.service.connect(
@@ -79,6 +80,18 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
     async def ListEndpoints(self, request, context):
         return pb.ListEndpointsResponse(
             endpoints=[convert.endpoint_to_pb(e) for e in self.service.list_endpoints()])
+
+    async def PublishPorts(self, request, context):
+        return pb.PublishPortsResponse(
+            ports=convert.ports_to_pb(await self.service.publish_ports(request.container_id)))
+
+    async def UnpublishPorts(self, request, context):
+        await self.service.unpublish_ports(request.container_id)
+        return empty_pb2.Empty()
+
+    async def RemoveLink(self, request, context):
+        await self.service.remove_link(request.container_id, request.alias)
+        return empty_pb2.Empty()
 
 
 async def build(config: Config):

@@ -64,9 +64,7 @@ def endpoint_to_pb(view: EndpointView) -> pb.Endpoint:
             ipv6_prefix_len=int(options["subnet6"].split("/")[1]) if a.ipv6_address else 0,
             ipv6_gateway=options.get("gateway6", "") if a.ipv6_address else "",
             mac_address=a.mac_address, endpoint_id=endpoint_id(a.container_id, a.network_id)))
-    for p in view.ports:
-        out.ports.append(port_pb2.PortBinding(protocol=p.protocol, host_ip=p.host_ip,
-                                              host_port=p.host_port, container_port=p.container_port))
+    out.ports.extend(ports_to_pb(view.ports))
     for source, target in view.mounts:
         out.mounts.append(mount_pb2.Mount(type="bind", source=source, target=target,
                                           options=["rbind", "rw"]))
@@ -81,3 +79,8 @@ def ports_from_pb(ports) -> tuple[PortRequest, ...]:
 def node_to_pb(node: Node) -> pb.Node:
     return pb.Node(name=node.name, address=node.address, cpus=node.cpus, memory=node.memory,
                    started=node.started)
+
+
+def ports_to_pb(ports) -> list[port_pb2.PortBinding]:
+    return [port_pb2.PortBinding(protocol=p.protocol, host_ip=p.host_ip, host_port=p.host_port,
+                                 container_port=p.container_port) for p in ports]

@@ -543,7 +543,11 @@ class NetworkService:
     async def attach(self, container_id: str, network_name: str, name: str = "",
                      hostname: str = "", ipv4_address: str = "", aliases: tuple[str, ...] = (),
                      ports: tuple[PortRequest, ...] = (),
-                     settings: EndpointSettings = EndpointSettings()) -> EndpointView:
+                     settings: EndpointSettings = EndpointSettings(),
+                     publish_at_start: bool = False) -> EndpointView:
+        """The container's endpoint on its first network. Its ports are bound now, or with
+        `publish_at_start` kept as asked and bound by publish_ports (docker's way: a port is
+        held while its container runs, not from its create)."""
         _check_container_id(container_id)
         network = self.get_network(network_name or "none")
         pending = self._deleting_links.get(container_id)
@@ -567,7 +571,7 @@ class NetworkService:
             if not bridge_net:
                 ports = ()   # docker ignores published ports on host and none
             if bridge_net:
-                chosen = self._check_ports(container_id, ports)
+                chosen = [] if publish_at_start else self._check_ports(container_id, ports)
                 attachment = await self._claim_attachment(container_id, network, [], name, hostname,
                                                           ipv4_address, aliases, settings)
             netns_path = ""
@@ -586,6 +590,9 @@ class NetworkService:
                 if bridge_net:
                     self.store.add_attachment(attachment)
                     self.store.add_ports(chosen)
+                    if publish_at_start:
+                        self.store.add_port_requests([Port(container_id, r.protocol, r.host_ip, r.host_port,
+                                                           r.container_port) for r in ports])
                     await asyncio.to_thread(self._plumb, netns_path, network, attachment, True)
                     self._write_files(container_id)
                     await self._apply_firewall()
@@ -603,6 +610,51 @@ class NetworkService:
         log.info("endpoint_attached", container_id=container_id, network=network.name,
                  netns_path=netns_path)
         return self._view(endpoint)
+
+    async def publish_ports(self, container_id: str) -> list[Port]:
+        """Bind the ports the container asked for (its container starts); those it holds
+        already stay. Conflict when another container holds one."""
+        async with self._lock:
+            held = self.store.ports(container_id)
+            requests = self.store.port_requests(container_id)
+            if held or not requests:
+                return held
+            chosen = self._check_ports(container_id, [
+                PortRequest(r.protocol, r.host_ip, r.host_port, r.container_port) for r in requests])
+            self.store.add_ports(chosen)
+            try:
+                await self._apply_firewall()
+            except BaseException:
+                self.store.remove_ports(container_id)
+                await self._apply_firewall_quietly()
+                raise
+        log.info("ports_published", container_id=container_id,
+                 ports=[f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.protocol}" for p in chosen])
+        return chosen
+
+    async def unpublish_ports(self, container_id: str) -> None:
+        """Release the host ports bound for the container (it stopped): free at once for
+        another; what it asked for stays for its next start."""
+        async with self._lock:
+            if not self.store.ports(container_id) or not self.store.port_requests(container_id):
+                return   # nothing bound, or bound for the endpoint's life
+            self.store.remove_ports(container_id)
+            await self._apply_firewall()
+        log.info("ports_unpublished", container_id=container_id)
+
+    async def remove_link(self, container_id: str, alias: str) -> None:
+        """Forget the container's link of that alias on every network it is on."""
+        async with self._lock:
+            found = False
+            for a in self.store.attachments(container_id=container_id):
+                kept = tuple(x for x in a.links if x.split(":", 1)[1] != alias)
+                if kept != a.links:
+                    found = True
+                    self.store.set_links(container_id, a.network_id, kept)
+            if not found:
+                raise NotFound(f"container {container_id[:12]} has no link {alias!r}")
+            self._write_files(container_id)
+        log.info("link_removed", container_id=container_id, alias=alias)
 
     async def connect(self, container_id: str, network_name: str, ipv4_address: str = "",
                       aliases: tuple[str, ...] = (),

@@ -26,10 +26,14 @@ r"""NetworkStore: networks and the endpoints that attach containers to them.
     |              |       was asked for (see Attachment)        |
     +--------------+---------------------------------------------+
 
-    ports (published; UNIQUE(protocol, host_ip, host_port))
+    ports (published, bound now; UNIQUE(protocol, host_ip, host_port))
     +--------------+----------------+-----------+-----------+----------------+
     | container_id | protocol       | host_ip   | host_port | container_port |
     +--------------+----------------+-----------+-----------+----------------+
+
+    port_requests (what an endpoint made with publish_at_start asked for, as asked:
+    the same columns, host_ip "" for every address and host_port 0 for an ephemeral
+    one; bound into `ports` while its container runs)
 
 Bridge networks are rows with driver "bridge" and their subnet, gateway,
 ip_range, internal flag and bridge name in `options`. The built-in networks
@@ -87,6 +91,13 @@ CREATE TABLE IF NOT EXISTS ports (
     host_port      INTEGER NOT NULL,
     container_port INTEGER NOT NULL,
     UNIQUE (protocol, host_ip, host_port)
+);
+CREATE TABLE IF NOT EXISTS port_requests (
+    container_id   TEXT NOT NULL,
+    protocol       TEXT NOT NULL,
+    host_ip        TEXT NOT NULL,
+    host_port      INTEGER NOT NULL,
+    container_port INTEGER NOT NULL
 );
 """
 
@@ -180,6 +191,10 @@ class Store(Protocol):
     def remove_attachment(self, container_id: str, network_id: str) -> None: ...
     def ports(self, container_id: str | None = None) -> list[Port]: ...
     def add_ports(self, ports: list[Port]) -> None: ...
+    def remove_ports(self, container_id: str) -> None: ...
+    def port_requests(self, container_id: str) -> list[Port]: ...
+    def add_port_requests(self, ports: list[Port]) -> None: ...
+    def set_links(self, container_id: str, network_id: str, links: tuple[str, ...]) -> None: ...
 
 
 def now() -> str:
@@ -235,6 +250,7 @@ class NetworkStore:
         """The endpoint with its attachments (leases) and ports, in one transaction."""
         with Transaction(self.db) as tx:
             tx.execute("DELETE FROM ports WHERE container_id = ?", (container_id,))
+            tx.execute("DELETE FROM port_requests WHERE container_id = ?", (container_id,))
             tx.execute("DELETE FROM attachments WHERE container_id = ?", (container_id,))
             tx.execute("DELETE FROM endpoints WHERE container_id = ?", (container_id,))
 
@@ -281,18 +297,43 @@ class NetworkStore:
                        (container_id, network_id))
 
     def ports(self, container_id: str | None = None) -> list[Port]:
+        return self._ports("ports", container_id)
+
+    def add_ports(self, ports: list[Port]) -> None:
+        self._add_ports("ports", ports)
+
+    def remove_ports(self, container_id: str) -> None:
+        with Transaction(self.db) as tx:
+            tx.execute("DELETE FROM ports WHERE container_id = ?", (container_id,))
+
+    def port_requests(self, container_id: str) -> list[Port]:
+        return self._ports("port_requests", container_id)
+
+    def add_port_requests(self, ports: list[Port]) -> None:
+        self._add_ports("port_requests", ports)
+
+    def set_links(self, container_id: str, network_id: str, links: tuple[str, ...]) -> None:
+        with Transaction(self.db) as tx:
+            row = tx.execute("SELECT extra FROM attachments WHERE container_id = ? AND network_id = ?",
+                             (container_id, network_id)).fetchone()
+            if row is not None:
+                extra = {**json.loads(row["extra"]), "links": list(links)}
+                tx.execute("UPDATE attachments SET extra = ? WHERE container_id = ? AND network_id = ?",
+                           (json.dumps(extra), container_id, network_id))
+
+    def _ports(self, table: str, container_id: str | None) -> list[Port]:
         if container_id is None:
-            rows = self.db.execute("SELECT * FROM ports ORDER BY rowid")
+            rows = self.db.execute(f"SELECT * FROM {table} ORDER BY rowid")
         else:
-            rows = self.db.execute("SELECT * FROM ports WHERE container_id = ? ORDER BY rowid",
+            rows = self.db.execute(f"SELECT * FROM {table} WHERE container_id = ? ORDER BY rowid",
                                    (container_id,))
         return [Port(container_id=r["container_id"], protocol=r["protocol"], host_ip=r["host_ip"],
                      host_port=r["host_port"], container_port=r["container_port"]) for r in rows]
 
-    def add_ports(self, ports: list[Port]) -> None:
+    def _add_ports(self, table: str, ports: list[Port]) -> None:
         with Transaction(self.db) as tx:
             for p in ports:
-                tx.execute("INSERT INTO ports (container_id, protocol, host_ip, host_port,"
+                tx.execute(f"INSERT INTO {table} (container_id, protocol, host_ip, host_port,"
                            " container_port) VALUES (?, ?, ?, ?, ?)",
                            (p.container_id, p.protocol, p.host_ip, p.host_port, p.container_port))
 

@@ -166,6 +166,65 @@ def _frame(data: bytes) -> bytes:
     return struct.pack(">BxxxI", 1, len(data)) + data
 
 
+def test_legacy_links_give_the_environment_and_rm_link_removes_one(client):
+    tag = uuid.uuid4().hex[:8]
+    target = client.containers.run("busybox", ["sleep", "60"], detach=True, name=f"lt-{tag}",
+                                   environment={"FOO": "1"}, ports={"80/tcp": None})
+    try:
+        api = client.api
+        linker = api.create_container("busybox", ["sh", "-c", "env; cat /etc/hosts; sleep 60"],
+                                      name=f"ll-{tag}", host_config=api.create_host_config(
+                                          links={f"lt-{tag}": "my-db"}, network_mode="bridge"))["Id"]
+        api.start(linker)
+        address = api.inspect_container(target.id)["NetworkSettings"]["IPAddress"]
+
+        def output():
+            return api.logs(linker).decode()
+        deadline = time.monotonic() + 30
+        while "localhost" not in output() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        out = output()
+        assert f"MY_DB_NAME=/ll-{tag}/my-db" in out and "MY_DB_ENV_FOO=1" in out
+        assert f"MY_DB_PORT=tcp://{address}:80" in out and "MY_DB_PORT_80_TCP_PROTO=tcp" in out
+        assert f"{address}\tmy-db lt-{tag}" in out
+        inspected = api.inspect_container(linker)
+        assert inspected["HostConfig"]["Links"] == [f"/lt-{tag}:/ll-{tag}/my-db"]
+        assert not any(e.startswith("MY_DB_") for e in inspected["Config"]["Env"])
+        api.remove_container(f"ll-{tag}/my-db", link=True)
+        assert api.inspect_container(linker)["HostConfig"]["Links"] is None
+        assert "my-db" not in api.exec_start(api.exec_create(linker, ["cat", "/etc/hosts"])).decode()
+        assert target.status and client.containers.get(target.id)   # the linked container stays
+        with pytest.raises(docker.errors.NotFound):
+            api.remove_container(f"ll-{tag}/my-db", link=True)
+        api.remove_container(linker, force=True)
+    finally:
+        target.remove(force=True)
+
+
+def test_a_stopped_container_holds_no_host_port(client):
+    """docker binds published ports while a container runs: the next one may take them at once."""
+    first = client.containers.run("busybox", ["sleep", "60"], detach=True, ports={"80/tcp": 18473})
+    try:
+        first.kill()
+        first.wait()
+        first.reload()
+        assert first.attrs["NetworkSettings"]["Ports"] == {}
+        second = client.containers.run("busybox", ["sleep", "60"], detach=True, ports={"80/tcp": 18473})
+        try:
+            second.reload()
+            assert second.ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18473"}]}
+            # The first one's start now finds the port taken, as docker's does.
+            with pytest.raises(docker.errors.APIError, match="port is already allocated"):
+                first.start()
+        finally:
+            second.remove(force=True)
+        first.start()
+        first.reload()
+        assert first.ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18473"}]}
+    finally:
+        first.remove(force=True)
+
+
 def test_streamed_run_logs_yield_a_line_per_item(client):
     """docker-py yields one item per frame: a block of the log must go out a line a frame."""
     out = client.containers.run("busybox", ["sh", "-c", "echo hello && echo world"], stream=True, remove=False)

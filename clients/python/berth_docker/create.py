@@ -52,10 +52,12 @@ def container_config(body: Mapping, name: str) -> engine_pb2.ContainerConfig:
         cfg.stop_timeout = body["StopTimeout"]
     cfg.mounts.extend(mounts_mod.host_config_mounts(host, body.get("Volumes")))
     cfg.ports.extend(ports_mod.port_bindings(host.get("PortBindings") or {}))
-    # ExposedPorts are read for what they must be; exposing without publishing changes
-    # nothing on berth's bridge, where every port of a container is reachable.
+    # Exposing without publishing opens nothing on berth's bridge (every port of a container
+    # is reachable there): the ports are shown, as docker shows them.
     for key in body.get("ExposedPorts") or {}:
-        ports_mod.port_key(key)
+        number, proto = ports_mod.port_key(key)
+        if f"{number}/{proto}" not in cfg.exposed_ports:
+            cfg.exposed_ports.append(f"{number}/{proto}")
     cfg.publish_all = bool(host.get("PublishAllPorts"))
     _endpoint_settings(body, host, cfg)
     cfg.volumes_from.extend(_strings(host.get("VolumesFrom"), "HostConfig.VolumesFrom"))

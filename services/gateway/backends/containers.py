@@ -40,6 +40,7 @@ from berth.types.v1 import healthcheck_pb2
 from berth.types.v1 import stdio_pb2
 from services.common import errors
 from services.gateway import confinement, convert, names
+from services.gateway import links as links_mod
 from services.gateway import networks as networks_mod
 from services.gateway import volumes as volumes_mod
 from services.gateway.backends import restarts as restarts_mod
@@ -111,6 +112,7 @@ class Containers:
         self._removing: set[str] = set()
         # Rows written, Create not answered yet: a listing does not show them yet.
         self._creating: set[str] = set()
+        self._port_locks: dict[str, asyncio.Lock] = {}
 
     # -- records and events ---------------------------------------------------------------
 
@@ -244,7 +246,19 @@ class Containers:
 
     async def _start(self, cid: str) -> None:
         mark = self._task_events.mark(cid)
-        await self._container.StartContainer(container_pb2.StartContainerRequest(id=cid))
+        # Host ports are bound while the container runs, as docker binds them: a start
+        # finds them taken ("port is already allocated") or binds them, then runs.
+        if not self._publishes(cid):
+            await self._container.StartContainer(container_pb2.StartContainerRequest(id=cid))
+        else:
+            async with self._ports_lock(cid):
+                await self._network.PublishPorts(network_pb2.PublishPortsRequest(container_id=cid))
+                try:
+                    await self._container.StartContainer(container_pb2.StartContainerRequest(id=cid))
+                except BaseException:
+                    await _quietly("unpublish_ports", self._network.UnpublishPorts(
+                        network_pb2.UnpublishPortsRequest(container_id=cid)))
+                    raise
         # "start" comes from the container service's stream; answer once it is published.
         await self._task_events.wait(cid, "start", mark)
 
@@ -269,6 +283,8 @@ class Containers:
             network_mode = networks_mod.CONTAINER_MODE + target.id
             shared_endpoint = await networks_mod.shared_endpoint(self._network, target.id)
         cid = secrets.token_hex(32)
+        # The image's EXPOSE is the container's, as docker merges it into Config.ExposedPorts.
+        cfg.exposed_ports.extend(p for p in image_config.exposed_ports if p not in cfg.exposed_ports)
         labels = {**image_config.labels, **cfg.labels}
         name = cfg.name or names.generate()
         record = ContainerRecord(
@@ -277,6 +293,7 @@ class Containers:
             stop_timeout=cfg.stop_timeout if cfg.HasField("stop_timeout") else convert.DEFAULT_STOP_TIMEOUT)
 
         shared = await self._volumes_from(cfg.volumes_from)
+        link_env = await self._link_env(name, network_mode, cfg)
         attach = networks_mod.attach_request(cid, name, cfg, image_config)
         snapshot, endpoint = await self._prepare(cid, image_id, network_mode, attach, shared_endpoint)
         try:
@@ -297,7 +314,7 @@ class Containers:
             stdin_once=cfg.stdin_once, security=security, runtime=cfg.runtime,
             cgroupns_private=cfg.cgroupns_mode == "private",
             # The container service resolves "" to the daemon's mode and refuses the unknown.
-            userns=container_pb2.UserNamespace(mode=cfg.userns_mode))
+            userns=container_pb2.UserNamespace(mode=cfg.userns_mode), link_env=link_env)
         if cfg.HasField("log_config"):
             # Checked by the container service against its drivers (INVALID_ARGUMENT naming
             # what it does not know); absent takes its daemon default.
@@ -317,6 +334,7 @@ class Containers:
                 # A generated name collided: the user asked for no name in particular.
                 request.name = names.generate(taken=lambda n: True)
                 record = record.replace(name=request.name)
+                request.spec.link_env[:] = await self._link_env(request.name, network_mode, cfg)
                 self._store.put(record)
                 created = (await self._container.CreateContainer(request)).container
         except BaseException:
@@ -334,6 +352,29 @@ class Containers:
         self.publish("create", cid)
         log.info("container_created", container_id=cid, name=created.name, image=cfg.image)
         return record
+
+    async def _link_env(self, name: str, network_mode: str, cfg: engine_pb2.ContainerConfig) -> list[str]:
+        """The environment of the container's legacy links, which docker gives only on the
+        default bridge. Each linked container must be on that network too (docker refuses
+        the start otherwise; berth, which fixes the environment at create, refuses the create)."""
+        wanted = [links_mod.parse(link) for link in cfg.endpoint_settings.links]
+        if network_mode != networks_mod.DEFAULT_NETWORK or not wanted:
+            return []
+        endpoints = (await self._network.ListEndpoints(network_pb2.ListEndpointsRequest())).endpoints
+        addresses = {e.container_id: a.ipv4_address for e in endpoints for a in e.attachments
+                     if a.network == networks_mod.DEFAULT_NETWORK}
+        env = []
+        for target, alias in wanted:
+            c, record = await self.record(target)
+            if c.id not in addresses:
+                raise errors.InvalidArgument(f"cannot link to /{convert.display_name(c.name)} as {alias}: "
+                                             "it is not on the default bridge network")
+            _, image_config = await self._image_configs.resolve(record.image_id)
+            ports = links_mod.exposed_ports([*image_config.exposed_ports, *record.config.exposed_ports],
+                                            [(p.container_port, p.protocol or "tcp") for p in record.config.ports])
+            env += links_mod.link_env(links_mod.Linked(parent=name, alias=alias, address=addresses[c.id],
+                                                       env=c.spec.process.env, ports=ports))
+        return env
 
     async def _volumes_from(self, refs: Sequence[str]) -> list[engine_pb2.MountSpec]:
         shared = []
@@ -449,6 +490,29 @@ class Containers:
         await self._remove(c.id, force=True, exited=c.status not in _RUNNING,
                            remove_volumes=remove_volumes)
 
+    async def linked(self, parent: str, alias: str) -> str:
+        c, record = await self.record(parent)
+        for link in record.config.endpoint_settings.links:
+            target, name = links_mod.parse(link)
+            if name == alias:
+                return await self.resolve_id(target)
+        raise errors.NotFound(f"No such container: {parent}/{alias}")
+
+    async def remove_link(self, parent: str, alias: str) -> None:
+        c, record = await self.record(parent)
+        links = record.config.endpoint_settings.links
+        kept = [link for link in links if links_mod.parse(link)[1] != alias]
+        if len(kept) == len(links):
+            raise errors.NotFound(f"No such container: {parent}/{alias}")
+        # The name stops resolving now; the environment the link gave stays until the
+        # container is made again (berth fixes it at create).
+        with contextlib.suppress(errors.NotFound):
+            await self._network.RemoveLink(network_pb2.RemoveLinkRequest(container_id=c.id, alias=alias))
+        config = engine_pb2.ContainerConfig()
+        config.CopyFrom(record.config)
+        config.endpoint_settings.links[:] = kept
+        self._store.put(record.replace(config=config))
+
     async def _remove(self, cid: str, force: bool, exited: bool = False,
                       remove_volumes: bool = False) -> None:
         """Delete the container, then its endpoint and snapshot (idempotent both, so a
@@ -475,6 +539,7 @@ class Containers:
             self.publish("destroy", cid)
             self._store.delete(cid)
             self._task_events.forget(cid)
+            self._port_locks.pop(cid, None)
             log.info("container_removed", container_id=cid)
         finally:
             self._removing.discard(cid)
@@ -534,8 +599,45 @@ class Containers:
         if self._probes:
             self._spawn(self._health.watch(cid))
 
+    def _publishes(self, cid: str) -> bool:
+        """Whether the container asked for host ports (-p, -P)."""
+        record = self._store.get(cid)
+        return record is not None and bool(record.config.ports or record.config.publish_all)
+
+    def _ports_lock(self, cid: str) -> asyncio.Lock:
+        """Orders a start's binding of host ports and an exit's release of them."""
+        return self._port_locks.setdefault(cid, asyncio.Lock())
+
+    async def _release_ports(self, cid: str) -> None:
+        """The process exited: its host ports are free at once, unless a start (a restart
+        policy's, a user's) ran it again meanwhile."""
+        async with self._ports_lock(cid):
+            try:
+                c = await self.get(cid)
+            except errors.NotFound:
+                self._port_locks.pop(cid, None)
+                return
+            if c.status not in _RUNNING:
+                await _quietly("unpublish_ports", self._network.UnpublishPorts(
+                    network_pb2.UnpublishPortsRequest(container_id=cid)))
+
+    async def _release_ports_of_exited(self, containers: list[container_pb2.Container]) -> None:
+        """Containers that exited while the gateway was away lose their host ports, as their
+        exit would have taken them."""
+        stopped = {c.id for c in containers if c.status not in _RUNNING}
+        try:
+            endpoints = (await self._network.ListEndpoints(network_pb2.ListEndpointsRequest())).endpoints
+        except errors.BerthError as exc:
+            log.warning("release_ports_failed", error=exc.message)
+            return
+        for e in endpoints:
+            if e.ports and e.container_id in stopped:
+                await self._release_ports(e.container_id)
+
     def on_task_exit(self, cid: str) -> None:
         self._health.stop(cid)
+        if self._publishes(cid):
+            self._spawn(self._release_ports(cid))
         record = self._store.get(cid)
         if record is not None and record.auto_remove:
             if cid not in self._attached:
@@ -554,6 +656,7 @@ class Containers:
                 self._store.delete(record.id)
         for c in containers:
             self.record_of(c)
+        self._spawn(self._release_ports_of_exited(containers))
         self._restarts.reconcile(containers)
         for c in containers:
             record = self._store.get(c.id)

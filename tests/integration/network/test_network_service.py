@@ -263,3 +263,55 @@ def test_a_host_veth_end_left_behind_is_replaced_by_the_new_pair(tmp_path):
         # The directory is made a shared mount of its own for the namespaces under it.
         for point in mounts_under(str(tmp_path)):
             subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def test_ports_asked_for_at_create_are_held_only_between_publish_and_unpublish(net):
+    """docker binds host ports while a container runs: one stopped frees its port at once."""
+    asked = [pb_port(host_port=18461, container_port=80)]
+    net.CreateEndpoint(pb.CreateEndpointRequest(container_id="pa", network="bridge", name="pa",
+                                                ports=asked, publish_at_start=True))
+    # A second container asks for the same port: fine while neither runs.
+    net.CreateEndpoint(pb.CreateEndpointRequest(container_id="pb", network="bridge", name="pb",
+                                                ports=asked, publish_at_start=True))
+    assert not _ports_of(net, "pa")
+    bound = net.PublishPorts(pb.PublishPortsRequest(container_id="pa")).ports
+    assert [(p.host_ip, p.host_port) for p in bound] == [("0.0.0.0", 18461)]
+    assert net.PublishPorts(pb.PublishPortsRequest(container_id="pa")).ports == bound  # idempotent
+    with pytest.raises(grpc.RpcError) as err:
+        net.PublishPorts(pb.PublishPortsRequest(container_id="pb"))
+    assert err.value.code() == grpc.StatusCode.ABORTED   # Conflict
+    assert "port is already allocated" in err.value.details()
+    net.UnpublishPorts(pb.UnpublishPortsRequest(container_id="pa"))
+    assert not _ports_of(net, "pa")
+    assert [p.host_port for p in net.PublishPorts(pb.PublishPortsRequest(container_id="pb")).ports] == [18461]
+    # Bound for the endpoint's life without publish_at_start (a pod's hostPort).
+    net.CreateEndpoint(pb.CreateEndpointRequest(container_id="pc", network="bridge", name="pc",
+                                                ports=[pb_port(host_port=18462, container_port=80)]))
+    net.UnpublishPorts(pb.UnpublishPortsRequest(container_id="pc"))
+    assert [p.host_port for p in _ports_of(net, "pc")] == [18462]
+
+
+def test_a_removed_link_no_longer_names_the_container(net):
+    net.CreateEndpoint(pb.CreateEndpointRequest(container_id="target", network="bridge", name="target"))
+    made = net.CreateEndpoint(pb.CreateEndpointRequest(
+        container_id="linker", network="bridge", name="linker",
+        settings=pb.EndpointSettings(links=["target:db", "target:other"]))).endpoint
+    hosts = next(m.source for m in made.mounts if m.target == "/etc/hosts")
+    assert "\tdb target" in open(hosts).read()
+    net.RemoveLink(pb.RemoveLinkRequest(container_id="linker", alias="db"))
+    assert "\tdb target" not in open(hosts).read() and "\tother target" in open(hosts).read()
+    (attachment,) = next(e for e in net.ListEndpoints(pb.ListEndpointsRequest()).endpoints
+                         if e.container_id == "linker").attachments
+    assert list(attachment.settings.links) == ["target:other"]
+    with pytest.raises(grpc.RpcError) as err:
+        net.RemoveLink(pb.RemoveLinkRequest(container_id="linker", alias="db"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def pb_port(**kw):
+    from berth.types.v1 import port_pb2
+    return port_pb2.PortBinding(protocol="tcp", **kw)
+
+
+def _ports_of(net, cid: str):
+    return next(e for e in net.ListEndpoints(pb.ListEndpointsRequest()).endpoints if e.container_id == cid).ports

@@ -9,6 +9,7 @@ from berth_docker import api as convert
 
 from berth.types.v1 import file_change_pb2
 from berth.types.v1 import healthcheck_pb2
+from berth.engine.v1 import engine_pb2
 
 
 def test_create_body_maps_config_and_host_config():
@@ -157,6 +158,48 @@ def test_update_takes_docker_zeros_as_unchanged_and_refuses_what_it_cannot_chang
     assert resources is None and (policy.name, policy.maximum_retry_count) == ("on-failure", 3)
     with pytest.raises(errors.NotImplementedYet):
         convert.update_request("c", {"CpusetCpus": "0"})
+
+
+def test_network_settings_top_level_keys_are_the_default_bridges_as_docker_shows_them():
+    from berth_docker.shapes.containers import container_json
+    bridge = engine_pb2.ContainerNetwork(network="bridge", network_id="n1", ipv4_address="172.17.0.3",
+                                         prefix_len=16, gateway="172.17.0.1", mac_address="02:42:ac:11:00:0a",
+                                         endpoint_id="e" * 64)
+    user = engine_pb2.ContainerNetwork(network="back", network_id="n2", ipv4_address="10.9.0.2",
+                                       prefix_len=24, gateway="10.9.0.1", mac_address="02:42:0a:09:00:02")
+    cfg = engine_pb2.ContainerConfig()
+    cfg.endpoint_settings.links.extend(["db:store", "/cache:/web/c"])
+    on_both = engine_pb2.ContainerInfo(id="c" * 64, name="web", network_mode="bridge", config=cfg,
+                                       networks=[bridge, user])
+    s = container_json(on_both)["NetworkSettings"]
+    assert (s["MacAddress"], s["IPAddress"], s["IPPrefixLen"], s["Gateway"], s["EndpointID"]) == (
+        "02:42:ac:11:00:0a", "172.17.0.3", 16, "172.17.0.1", "e" * 64)
+    assert s["Networks"]["back"]["MacAddress"] == "02:42:0a:09:00:02"
+    assert container_json(on_both)["HostConfig"]["Links"] == ["/db:/web/store", "/cache:/web/c"]
+    only_user = engine_pb2.ContainerInfo(id="d" * 64, name="x", network_mode="back", networks=[user])
+    s = container_json(only_user)["NetworkSettings"]
+    assert (s["MacAddress"], s["IPAddress"], s["Gateway"]) == ("", "", "")
+    assert container_json(only_user)["HostConfig"]["Links"] is None
+
+
+def test_exposed_ports_show_in_config_and_while_running_in_ports_as_docker_shows_them():
+    from berth_docker.shapes.containers import container_json, container_summary
+    from berth.types.v1 import port_pb2
+    cfg = convert.container_config({"Image": "busybox", "ExposedPorts": {"9000/tcp": {}, "53/udp": {}},
+                                    "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}, "")
+    assert list(cfg.exposed_ports) == ["9000/tcp", "53/udp"]
+    bound = port_pb2.PortBinding(protocol="tcp", host_ip="0.0.0.0", host_port=8080, container_port=80)
+    running = engine_pb2.ContainerInfo(id="c" * 64, name="w", config=cfg, ports=[bound],
+                                       state=engine_pb2.ContainerState(status="running", running=True))
+    j = container_json(running)
+    assert j["Config"]["ExposedPorts"] == {"53/udp": {}, "80/tcp": {}, "9000/tcp": {}}
+    assert j["NetworkSettings"]["Ports"] == {"53/udp": None, "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+                                             "9000/tcp": None}
+    assert {"PrivatePort": 9000, "Type": "tcp"} in container_summary(running)["Ports"]
+    stopped = engine_pb2.ContainerInfo(id="c" * 64, name="w", config=cfg,
+                                       state=engine_pb2.ContainerState(status="exited"))
+    assert container_json(stopped)["NetworkSettings"]["Ports"] == {}
+    assert container_summary(stopped)["Ports"] == []
 
 
 def test_an_images_parent_is_in_inspect_and_list():

@@ -59,6 +59,17 @@ class FakeNetwork(Fake):
     async def DeleteEndpoint(self, request):
         self._record("DeleteEndpoint", request)
 
+    async def PublishPorts(self, request):
+        self._record("PublishPorts", request)
+        return network_pb2.PublishPortsResponse()
+
+    async def UnpublishPorts(self, request):
+        self._record("UnpublishPorts", request)
+
+    async def ListEndpoints(self, request):
+        self._record("ListEndpoints", request)
+        return network_pb2.ListEndpointsResponse()
+
 
 class FakeContainer(Fake):
     """Start reports the task's START on the event stream before it answers, as the

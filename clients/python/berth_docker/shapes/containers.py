@@ -11,12 +11,14 @@ from berth_docker.ports import ports_json
 from berth_docker.shapes.networks import endpoint_json
 from berth_docker.times import human_duration, rfc3339
 
+# docker's default network: the one inspect's legacy top-level address keys describe.
+DEFAULT_BRIDGE = "bridge"
+
 
 def container_json(info: engine_pb2.ContainerInfo) -> dict:
     """`GET /containers/{id}/json` and `berth inspect`: the fields the docker CLI and the SDKs read."""
     cfg = info.config
     state = info.state
-    network = info.network_mode or "none"
     stop_timeout = cfg.stop_timeout if cfg.HasField("stop_timeout") else None
     return {
         "Id": info.id,
@@ -60,6 +62,7 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "AttachStdin": cfg.open_stdin and cfg.stdin_once,
             "AttachStdout": False,
             "AttachStderr": False,
+            "ExposedPorts": {p: {} for p in _exposed(cfg)} or None,
             "Tty": cfg.tty,
             "OpenStdin": cfg.open_stdin,
             "StdinOnce": cfg.stdin_once,
@@ -75,16 +78,61 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
             "StopTimeout": stop_timeout,
             **({"Healthcheck": healthcheck_json(cfg.healthcheck)} if cfg.HasField("healthcheck") else {}),
         },
-        "NetworkSettings": {
-            "Bridge": "",
-            "SandboxID": "",
-            "SandboxKey": info.netns_path,
-            "Ports": ports_json(info.ports),
-            "IPAddress": info.networks[0].ipv4_address if info.networks else "",
-            "Gateway": info.networks[0].gateway if info.networks else "",
-            "Networks": {n.network: endpoint_json(n) for n in info.networks} or {network: {}},
-        },
+        "NetworkSettings": network_settings_json(info),
     }
+
+
+def network_settings_json(info: engine_pb2.ContainerInfo) -> dict:
+    """inspect's NetworkSettings. The top-level address keys are docker's legacy view of the
+    default bridge network only: empty for a container on user-defined networks alone."""
+    network = info.network_mode or "none"
+    bridge = next((n for n in info.networks if n.network == DEFAULT_BRIDGE), None)
+    legacy = engine_pb2.ContainerNetwork() if bridge is None else bridge
+    return {
+        "Bridge": "",
+        "SandboxID": "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": _ports_with_exposed(info),
+        "SandboxKey": info.netns_path,
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": legacy.endpoint_id,
+        "Gateway": legacy.gateway,
+        "GlobalIPv6Address": legacy.ipv6_address,
+        "GlobalIPv6PrefixLen": legacy.ipv6_prefix_len,
+        "IPAddress": legacy.ipv4_address,
+        "IPPrefixLen": legacy.prefix_len,
+        "IPv6Gateway": legacy.ipv6_gateway,
+        "MacAddress": legacy.mac_address,
+        "Networks": {n.network: endpoint_json(n) for n in info.networks} or {network: {}},
+    }
+
+
+def _exposed(cfg: engine_pb2.ContainerConfig) -> list[str]:
+    """Config.ExposedPorts: what the image and the client exposed and every port published."""
+    published = [f"{p.container_port}/{p.protocol or 'tcp'}" for p in cfg.ports]
+    return sorted(dict.fromkeys([*cfg.exposed_ports, *published]))
+
+
+def _unpublished(info: engine_pb2.ContainerInfo) -> list[tuple[int, str]]:
+    """Exposed ports with no host port, shown (as docker shows them) while the container runs."""
+    if not info.state.running:
+        return []
+    bound = {(p.container_port, p.protocol or "tcp") for p in info.ports}
+    out = []
+    for spec in _exposed(info.config):
+        number, _, proto = spec.partition("/")
+        if number.isdigit() and (int(number), proto) not in bound:
+            out.append((int(number), proto))
+    return out
+
+
+def _ports_with_exposed(info: engine_pb2.ContainerInfo) -> dict:
+    ports = ports_json(info.ports)
+    ports.update({f"{n}/{proto}": None for n, proto in _unpublished(info)})
+    return dict(sorted(ports.items()))
 
 
 def _host_config(info: engine_pb2.ContainerInfo) -> dict:
@@ -114,7 +162,7 @@ def _host_config(info: engine_pb2.ContainerInfo) -> dict:
         "DnsSearch": [],
         "ExtraHosts": None,
         "Cgroup": "",
-        "Links": None,
+        "Links": _links(info) or None,
         "PublishAllPorts": cfg.publish_all,
         "ReadonlyRootfs": cfg.readonly_rootfs,
         **({"Tmpfs": tmpfs} if tmpfs else {}),
@@ -145,6 +193,16 @@ def _host_config(info: engine_pb2.ContainerInfo) -> dict:
         "ReadonlyPaths": None,
         **confinement_json(cfg),
     }
+
+
+def _links(info: engine_pb2.ContainerInfo) -> list[str]:
+    """HostConfig.Links in docker's stored form, "/target:/container/alias"."""
+    out = []
+    for link in info.config.endpoint_settings.links:
+        target, _, alias = link.partition(":")
+        target = target.lstrip("/")
+        out.append(f"/{target}:/{info.name}/{alias.rsplit('/', 1)[-1] or target}")
+    return out
 
 
 def confinement_json(cfg: engine_pb2.ContainerConfig) -> dict:
@@ -188,7 +246,8 @@ def container_summary(info: engine_pb2.ContainerInfo, now: float | None = None) 
         "Command": command,
         "Created": info.created.seconds,
         "Ports": [{"IP": p.host_ip or "0.0.0.0", "PrivatePort": p.container_port, "PublicPort": p.host_port,
-                   "Type": p.protocol or "tcp"} for p in info.ports],
+                   "Type": p.protocol or "tcp"} for p in info.ports]
+        + [{"PrivatePort": n, "Type": proto} for n, proto in _unpublished(info)],
         "Labels": dict(info.config.labels),
         "State": info.state.status,
         "Status": status_text(info.state, now),

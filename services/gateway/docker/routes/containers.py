@@ -43,6 +43,7 @@ def register(router) -> None:
     router.add("POST", "/containers/{id}/kill", kill)
     router.add("POST", "/containers/{id}/wait", wait)
     router.add("DELETE", "/containers/{id}", remove)
+    router.add("DELETE", "/containers/{id}/{alias}", remove_link)
     router.add("GET", "/containers/{id}/logs", logs)
     router.add("POST", "/containers/{id}/pause", pause)
     router.add("POST", "/containers/{id}/unpause", unpause)
@@ -142,6 +143,18 @@ async def kill(request: web.Request) -> web.Response:
 
 async def remove(request: web.Request) -> web.Response:
     await backends(request).containers.remove(request.match_info["id"], convert.flag(request.query, "force"),
+                                  remove_volumes=convert.flag(request.query, "v"))
+    return web.Response(status=204)
+
+
+async def remove_link(request: web.Request) -> web.Response:
+    """`DELETE /containers/parent/alias`: with link=1 the link goes (docker's `rm --link`);
+    without, the container the link names, as docker resolves a link's name to it."""
+    b, parent, alias = backends(request), request.match_info["id"], request.match_info["alias"]
+    if convert.flag(request.query, "link"):
+        await b.containers.remove_link(parent, alias)
+    else:
+        await b.containers.remove(await b.containers.linked(parent, alias), convert.flag(request.query, "force"),
                                   remove_volumes=convert.flag(request.query, "v"))
     return web.Response(status=204)
 

@@ -351,6 +351,7 @@ class Spec(_message.Message):
     SYSTEM_PATHS_FIELD_NUMBER: _builtins.int
     CGROUPNS_PRIVATE_FIELD_NUMBER: _builtins.int
     USERNS_FIELD_NUMBER: _builtins.int
+    LINK_ENV_FIELD_NUMBER: _builtins.int
     netns_path: _builtins.str
     """Network namespace to join (from the network service); empty shares the
     host's network.
@@ -424,6 +425,14 @@ class Spec(_message.Message):
         Spec the service returns holds the namespace in force (mode and mappings).
         """
 
+    @_builtins.property
+    def link_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Environment from legacy links on the default bridge (docker's <ALIAS>_NAME,
+        <ALIAS>_PORT..., <ALIAS>_ENV_...), set by the caller at create: given to the
+        process and its execs under process.env (which wins on the same key), and no
+        part of the container's own configured environment.
+        """
+
     def __init__(
         self,
         *,
@@ -444,10 +453,11 @@ class Spec(_message.Message):
         system_paths: Global___SystemPaths | None = ...,
         cgroupns_private: _builtins.bool = ...,
         userns: Global___UserNamespace | None = ...,
+        link_env: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["log_config", b"log_config", "process", b"process", "resources", b"resources", "security", b"security", "system_paths", b"system_paths", "userns", b"userns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cgroupns_private", b"cgroupns_private", "hostname", b"hostname", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "system_paths", b"system_paths", "tty", b"tty", "userns", b"userns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cgroupns_private", b"cgroupns_private", "hostname", b"hostname", "link_env", b"link_env", "log_config", b"log_config", "mounts", b"mounts", "netns_path", b"netns_path", "open_stdin", b"open_stdin", "process", b"process", "readonly_rootfs", b"readonly_rootfs", "resources", b"resources", "rootfs", b"rootfs", "runtime", b"runtime", "security", b"security", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "system_paths", b"system_paths", "tty", b"tty", "userns", b"userns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -205,6 +205,7 @@ class ContainerConfig(_message.Message):
     ENDPOINT_SETTINGS_FIELD_NUMBER: _builtins.int
     LOG_CONFIG_FIELD_NUMBER: _builtins.int
     USERNS_MODE_FIELD_NUMBER: _builtins.int
+    EXPOSED_PORTS_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """Image reference or id: "busybox", "registry:5000/team/app:1.2", "sha256:..."."""
     name: _builtins.str
@@ -427,6 +428,13 @@ class ContainerConfig(_message.Message):
         or option is INVALID_ARGUMENT, naming it.
         """
 
+    @_builtins.property
+    def exposed_ports(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ports the container exposes without publishing them ("9000/tcp"; docker's
+        Config.ExposedPorts, compose's `expose:`), which inspect and ps show while it
+        runs. The gateway adds the image's EXPOSE at create. Never changes.
+        """
+
     def __init__(
         self,
         *,
@@ -486,10 +494,11 @@ class ContainerConfig(_message.Message):
         endpoint_settings: Global___NetworkEndpointSettings | None = ...,
         log_config: Global___LogConfig | None = ...,
         userns_mode: _builtins.str = ...,
+        exposed_ports: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "healthcheck", b"healthcheck", "log_config", b"log_config", "restart_policy", b"restart_policy", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cgroupns_mode", b"cgroupns_mode", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "env", b"env", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "init", b"init", "ipc_mode", b"ipc_mode", "ipv4_address", b"ipv4_address", "isolation", b"isolation", "labels", b"labels", "log_config", b"log_config", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "oom_kill_disable", b"oom_kill_disable", "oom_score_adj", b"oom_score_adj", "open_stdin", b"open_stdin", "pid_mode", b"pid_mode", "pids_limit", b"pids_limit", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "runtime", b"runtime", "security_opt", b"security_opt", "shm_size", b"shm_size", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "userns_mode", b"userns_mode", "uts_mode", b"uts_mode", "volume_driver", b"volume_driver", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout", "auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cgroupns_mode", b"cgroupns_mode", "cmd", b"cmd", "cpu_shares", b"cpu_shares", "cpuset_cpus", b"cpuset_cpus", "cpuset_mems", b"cpuset_mems", "device_cgroup_rules", b"device_cgroup_rules", "devices", b"devices", "endpoint_settings", b"endpoint_settings", "entrypoint", b"entrypoint", "env", b"env", "exposed_ports", b"exposed_ports", "group_add", b"group_add", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "init", b"init", "ipc_mode", b"ipc_mode", "ipv4_address", b"ipv4_address", "isolation", b"isolation", "labels", b"labels", "log_config", b"log_config", "memory_bytes", b"memory_bytes", "memory_reservation", b"memory_reservation", "memory_swap", b"memory_swap", "mounts", b"mounts", "name", b"name", "nano_cpus", b"nano_cpus", "network_aliases", b"network_aliases", "network_mode", b"network_mode", "oom_kill_disable", b"oom_kill_disable", "oom_score_adj", b"oom_score_adj", "open_stdin", b"open_stdin", "pid_mode", b"pid_mode", "pids_limit", b"pids_limit", "ports", b"ports", "privileged", b"privileged", "publish_all", b"publish_all", "readonly_rootfs", b"readonly_rootfs", "restart_policy", b"restart_policy", "runtime", b"runtime", "security_opt", b"security_opt", "shm_size", b"shm_size", "stdin_once", b"stdin_once", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "sysctls", b"sysctls", "tty", b"tty", "ulimits", b"ulimits", "user", b"user", "userns_mode", b"userns_mode", "uts_mode", b"uts_mode", "volume_driver", b"volume_driver", "volumes_from", b"volumes_from", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_timeout: _TypeAlias = _typing.Literal["stop_timeout"]  # noqa: Y015
     _WhichOneofArgType__stop_timeout: _TypeAlias = _typing.Literal["_stop_timeout", b"_stop_timeout"]  # noqa: Y015

@@ -578,6 +578,7 @@ class CreateEndpointRequest(_message.Message):
     ALIASES_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
+    PUBLISH_AT_START_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
     """The container's full id; one endpoint per container."""
     network: _builtins.str
@@ -588,6 +589,11 @@ class CreateEndpointRequest(_message.Message):
     """The container's hostname, for /etc/hosts."""
     ipv4_address: _builtins.str
     """Address asked for (--ip); empty takes the next free one."""
+    publish_at_start: _builtins.bool
+    """Keep `ports` as asked and bind them only at PublishPorts (docker's run-time
+    binding: a stopped container holds no host port). False binds them now,
+    for the endpoint's life (a pod's hostPort).
+    """
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """More names on this network (--network-alias)."""
@@ -611,10 +617,11 @@ class CreateEndpointRequest(_message.Message):
         aliases: _abc.Iterable[_builtins.str] | None = ...,
         ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
         settings: Global___EndpointSettings | None = ...,
+        publish_at_start: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "hostname", b"hostname", "ipv4_address", b"ipv4_address", "name", b"name", "network", b"network", "ports", b"ports", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "hostname", b"hostname", "ipv4_address", b"ipv4_address", "name", b"name", "network", b"network", "ports", b"ports", "publish_at_start", b"publish_at_start", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1080,3 +1087,97 @@ class Node(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Node: _TypeAlias = Node  # noqa: Y015
+
+@_typing.final
+class PublishPortsRequest(_message.Message):
+    """PublishPortsRequest names the container whose ports are bound."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    """The container's full id."""
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishPortsRequest: _TypeAlias = PublishPortsRequest  # noqa: Y015
+
+@_typing.final
+class PublishPortsResponse(_message.Message):
+    """PublishPortsResponse carries the ports bound."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[_port_pb2.PortBinding]:
+        """Published ports with the host ports chosen."""
+
+    def __init__(
+        self,
+        *,
+        ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishPortsResponse: _TypeAlias = PublishPortsResponse  # noqa: Y015
+
+@_typing.final
+class UnpublishPortsRequest(_message.Message):
+    """UnpublishPortsRequest names the container whose ports are released."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    """The container's full id."""
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnpublishPortsRequest: _TypeAlias = UnpublishPortsRequest  # noqa: Y015
+
+@_typing.final
+class RemoveLinkRequest(_message.Message):
+    """RemoveLinkRequest names a container and the alias of one of its links."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    """The linking container's full id."""
+    alias: _builtins.str
+    """The link's alias (the name it gives the linked container)."""
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+        alias: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "container_id", b"container_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveLinkRequest: _TypeAlias = RemoveLinkRequest  # noqa: Y015

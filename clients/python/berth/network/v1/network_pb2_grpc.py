@@ -93,6 +93,21 @@ class NetworkServiceStub:
                 request_serializer=berth_dot_network_dot_v1_dot_network__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.PublishPorts = channel.unary_unary(
+                '/berth.network.v1.NetworkService/PublishPorts',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.PublishPortsRequest.SerializeToString,
+                response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.PublishPortsResponse.FromString,
+                _registered_method=True)
+        self.UnpublishPorts = channel.unary_unary(
+                '/berth.network.v1.NetworkService/UnpublishPorts',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.UnpublishPortsRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.RemoveLink = channel.unary_unary(
+                '/berth.network.v1.NetworkService/RemoveLink',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.RemoveLinkRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class NetworkServiceServicer:
@@ -184,6 +199,32 @@ class NetworkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishPorts(self, request, context):
+        """Bind the host ports an endpoint made with publish_at_start asked for (docker
+        binds them while the container runs): ABORTED ("port is already
+        allocated") when another running container holds one. Idempotent: ports
+        already bound stay as they are. A container without an endpoint has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpublishPorts(self, request, context):
+        """Release the host ports bound for a container (it stopped); what it asked
+        for is kept for its next PublishPorts. Unknown ids are not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveLink(self, request, context):
+        """Remove one legacy link of a container (docker's `rm --link parent/alias`):
+        the alias no longer resolves for it. NOT_FOUND when it has no such link.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetworkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +282,21 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.ListNodesRequest.FromString,
                     response_serializer=berth_dot_network_dot_v1_dot_network__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'PublishPorts': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishPorts,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.PublishPortsRequest.FromString,
+                    response_serializer=berth_dot_network_dot_v1_dot_network__pb2.PublishPortsResponse.SerializeToString,
+            ),
+            'UnpublishPorts': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpublishPorts,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.UnpublishPortsRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'RemoveLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveLink,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.RemoveLinkRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -543,6 +599,87 @@ class NetworkService:
             '/berth.network.v1.NetworkService/ListNodes',
             berth_dot_network_dot_v1_dot_network__pb2.ListNodesRequest.SerializeToString,
             berth_dot_network_dot_v1_dot_network__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishPorts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/PublishPorts',
+            berth_dot_network_dot_v1_dot_network__pb2.PublishPortsRequest.SerializeToString,
+            berth_dot_network_dot_v1_dot_network__pb2.PublishPortsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpublishPorts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/UnpublishPorts',
+            berth_dot_network_dot_v1_dot_network__pb2.UnpublishPortsRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/RemoveLink',
+            berth_dot_network_dot_v1_dot_network__pb2.RemoveLinkRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

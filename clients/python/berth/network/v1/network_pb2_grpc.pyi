@@ -81,6 +81,20 @@ class NetworkServiceStub:
     """The cluster's nodes (those whose lease in the cluster store is alive);
     FAILED_PRECONDITION when this node is in no cluster.
     """
+    PublishPorts: _grpc.UnaryUnaryMultiCallable[_network_pb2.PublishPortsRequest, _network_pb2.PublishPortsResponse]
+    """Bind the host ports an endpoint made with publish_at_start asked for (docker
+    binds them while the container runs): ABORTED ("port is already
+    allocated") when another running container holds one. Idempotent: ports
+    already bound stay as they are. A container without an endpoint has none.
+    """
+    UnpublishPorts: _grpc.UnaryUnaryMultiCallable[_network_pb2.UnpublishPortsRequest, _empty_pb2.Empty]
+    """Release the host ports bound for a container (it stopped); what it asked
+    for is kept for its next PublishPorts. Unknown ids are not an error.
+    """
+    RemoveLink: _grpc.UnaryUnaryMultiCallable[_network_pb2.RemoveLinkRequest, _empty_pb2.Empty]
+    """Remove one legacy link of a container (docker's `rm --link parent/alias`):
+    the alias no longer resolves for it. NOT_FOUND when it has no such link.
+    """
 
 @_typing.type_check_only
 class NetworkServiceAsyncStub(NetworkServiceStub):
@@ -122,6 +136,20 @@ class NetworkServiceAsyncStub(NetworkServiceStub):
     ListNodes: _aio.UnaryUnaryMultiCallable[_network_pb2.ListNodesRequest, _network_pb2.ListNodesResponse]  # type: ignore[assignment]
     """The cluster's nodes (those whose lease in the cluster store is alive);
     FAILED_PRECONDITION when this node is in no cluster.
+    """
+    PublishPorts: _aio.UnaryUnaryMultiCallable[_network_pb2.PublishPortsRequest, _network_pb2.PublishPortsResponse]  # type: ignore[assignment]
+    """Bind the host ports an endpoint made with publish_at_start asked for (docker
+    binds them while the container runs): ABORTED ("port is already
+    allocated") when another running container holds one. Idempotent: ports
+    already bound stay as they are. A container without an endpoint has none.
+    """
+    UnpublishPorts: _aio.UnaryUnaryMultiCallable[_network_pb2.UnpublishPortsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Release the host ports bound for a container (it stopped); what it asked
+    for is kept for its next PublishPorts. Unknown ids are not an error.
+    """
+    RemoveLink: _aio.UnaryUnaryMultiCallable[_network_pb2.RemoveLinkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Remove one legacy link of a container (docker's `rm --link parent/alias`):
+    the alias no longer resolves for it. NOT_FOUND when it has no such link.
     """
 
 class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -227,6 +255,38 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_network_pb2.ListNodesResponse, _abc.Awaitable[_network_pb2.ListNodesResponse]]:
         """The cluster's nodes (those whose lease in the cluster store is alive);
         FAILED_PRECONDITION when this node is in no cluster.
+        """
+
+    @_abc_1.abstractmethod
+    def PublishPorts(
+        self,
+        request: _network_pb2.PublishPortsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.PublishPortsResponse, _abc.Awaitable[_network_pb2.PublishPortsResponse]]:
+        """Bind the host ports an endpoint made with publish_at_start asked for (docker
+        binds them while the container runs): ABORTED ("port is already
+        allocated") when another running container holds one. Idempotent: ports
+        already bound stay as they are. A container without an endpoint has none.
+        """
+
+    @_abc_1.abstractmethod
+    def UnpublishPorts(
+        self,
+        request: _network_pb2.UnpublishPortsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Release the host ports bound for a container (it stopped); what it asked
+        for is kept for its next PublishPorts. Unknown ids are not an error.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveLink(
+        self,
+        request: _network_pb2.RemoveLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Remove one legacy link of a container (docker's `rm --link parent/alias`):
+        the alias no longer resolves for it. NOT_FOUND when it has no such link.
         """
 
 def add_NetworkServiceServicer_to_server(servicer: NetworkServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -284,6 +284,12 @@ export interface ContainerConfig {
    * value is refused with INVALID_ARGUMENT. Set at create; never changes.
    */
   usernsMode: string;
+  /**
+   * Ports the container exposes without publishing them ("9000/tcp"; docker's
+   * Config.ExposedPorts, compose's `expose:`), which inspect and ps show while it
+   * runs. The gateway adds the image's EXPOSE at create. Never changes.
+   */
+  exposedPorts: string[];
 }
 
 export interface ContainerConfig_LabelsEntry {
@@ -2124,6 +2130,7 @@ function createBaseContainerConfig(): ContainerConfig {
     endpointSettings: undefined,
     logConfig: undefined,
     usernsMode: "",
+    exposedPorts: [],
   };
 }
 
@@ -2296,6 +2303,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     }
     if (message.usernsMode !== "") {
       writer.uint32(802).string(message.usernsMode);
+    }
+    for (const v of message.exposedPorts) {
+      writer.uint32(1202).string(v!);
     }
     return writer;
   },
@@ -2767,6 +2777,14 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
             message.usernsMode = reader.string();
             continue;
           }
+          case 150: {
+            if (tag !== 1202) {
+              break;
+            }
+
+            message.exposedPorts.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3019,6 +3037,11 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
         : isSet(object.userns_mode)
         ? globalThis.String(object.userns_mode)
         : "",
+      exposedPorts: globalThis.Array.isArray(object?.exposedPorts)
+        ? object.exposedPorts.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.exposed_ports)
+        ? object.exposed_ports.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -3204,6 +3227,9 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
     if (message.usernsMode !== "") {
       obj.usernsMode = message.usernsMode;
     }
+    if (message.exposedPorts?.length) {
+      obj.exposedPorts = message.exposedPorts;
+    }
     return obj;
   },
 
@@ -3294,6 +3320,7 @@ export const ContainerConfig: MessageFns<ContainerConfig> = {
       ? LogConfig.fromPartial(object.logConfig)
       : undefined;
     message.usernsMode = object.usernsMode ?? "";
+    message.exposedPorts = object.exposedPorts?.map((e) => e) || [];
     return message;
   },
 };
