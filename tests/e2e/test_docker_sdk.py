@@ -227,8 +227,13 @@ def test_a_stopped_container_holds_no_host_port(client):
 
 def test_streamed_run_logs_yield_a_line_per_item(client):
     """docker-py yields one item per frame: a block of the log must go out a line a frame."""
-    out = client.containers.run("busybox", ["sh", "-c", "echo hello && echo world"], stream=True, remove=False)
-    assert list(out) == [b"hello\n", b"world\n"]
+    name = f"streamed-{uuid.uuid4().hex[:8]}"
+    try:
+        out = client.containers.run("busybox", ["sh", "-c", "echo hello && echo world"], stream=True,
+                                    remove=False, name=name)
+        assert list(out) == [b"hello\n", b"world\n"]
+    finally:
+        client.containers.get(name).remove(force=True)  # the engine is shared with other tests
 
 
 def _wait_running(client, exec_id: str, timeout: float = 30) -> None:

@@ -40,8 +40,12 @@ def test_health_turns_healthy_then_unhealthy(engine, busybox_image):
         assert _wait_for(lambda: _health(engine, name).get("Status") == "unhealthy", timeout=60)
         unhealthy = _health(engine, name)
         assert unhealthy["FailingStreak"] >= 2
-        assert len(unhealthy["Log"]) == 5
         assert unhealthy["Log"][-1]["ExitCode"] == 1
+        # Probes go on while it is unhealthy; the log keeps the last five (docker's).
+        assert _wait_for(lambda: len(_health(engine, name)["Log"]) == 5, timeout=60)
+        last = _health(engine, name)["Log"][-1]["Start"]
+        assert _wait_for(lambda: _health(engine, name)["Log"][-1]["Start"] != last, timeout=60)
+        assert len(_health(engine, name)["Log"]) == 5
         assert "(unhealthy)" in engine.cli("ps", "-f", f"name={name}", check=True).stdout
 
         out = engine.cli("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
