@@ -71,7 +71,8 @@ cleanup() {
 trap cleanup EXIT
 
 step "Underlay: bridge $TAG ($SUBNET) and three network namespaces, one per node"
-# (the underlay stands for the wire between hosts: its frames skip the host's netfilter)
+# (the underlay stands for the wire between hosts; where the host's bridge-nf-call-iptables is 1
+# its frames still meet the host's netfilter: tests/support/cluster.py puts its wire in a namespace)
 ip link add "$TAG" type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0 && ip addr add "$PREFIX.1/24" dev "$TAG" && ip link set "$TAG" up
 for n in 1 2 3; do
   ip netns add "$TAG-n$n"

@@ -61,7 +61,7 @@ def _address(node, container: str) -> str:
                     container, check=True).stdout.strip()
 
 
-def measure(rounds: int = 3, seconds: int = 4) -> dict[str, float]:
+def measure(rounds: int = 5, seconds: int = 4) -> dict[str, float]:
     tmp = tempfile.mkdtemp(prefix="/tmp/bt-bench-cluster-")
     try:
         tar = rootfs_tar_bytes(_iperf3_rootfs(os.path.join(tmp, "rootfs")))
@@ -94,7 +94,7 @@ def report(r: dict[str, float]) -> None:
     print(f"{'  two nodes, overlay (VXLAN, MTU 1450)':44} {r['overlay_gbps']:9.2f}   "
           f"{ratio:.0%} of bridge, target >= {TARGET:.0%} {ok}")
     print(f"medians of {r['rounds']} interleaved {r['seconds']}s runs each; nodes are network "
-          "namespaces of one machine (the underlay is a veth pair and a bridge).")
+          "namespaces of one machine (the underlay: veths on a bridge in a namespace of its own).")
 
 
 def main() -> None:

@@ -54,6 +54,11 @@ class Ruleset:
     table: str
     bridges: Sequence[BridgeRules] = ()
     ports: Sequence[PortRule] = ()
+    # A cluster node's advertised address: its VXLAN datagrams (UDP 4789 from and to it) skip
+    # conntrack. They are never NATed nor filtered by berth, and tracking them cost every
+    # tunnelled segment and ACK a conntrack lookup on each node (docs/cluster.md).
+    vxlan_local: str = ""
+    vxlan_port: int = 4789
 
 
 def render(rules: Ruleset) -> str:
@@ -113,7 +118,20 @@ def render(rules: Ruleset) -> str:
                          + ", ".join(f'"{n}"' for n in others) + " } drop")
     for b in bridges:
         lines.append(f'\t\tiifname "{b.bridge}" accept')
-    lines += ["\t}", "}", ""]
+    lines.append("\t}")
+    if rules.vxlan_local:
+        port = f"udp dport {rules.vxlan_port}"
+        lines += [
+            "\tchain vxlan_in {",
+            "\t\ttype filter hook prerouting priority raw; policy accept;",
+            f"\t\tip daddr {rules.vxlan_local} {port} notrack",
+            "\t}",
+            "\tchain vxlan_out {",
+            "\t\ttype filter hook output priority raw; policy accept;",
+            f"\t\tip saddr {rules.vxlan_local} {port} notrack",
+            "\t}",
+        ]
+    lines += ["}", ""]
     return "\n".join(lines)
 
 

@@ -901,7 +901,8 @@ class NetworkService:
                 continue
             rules_p.append(PortRule(p.protocol, p.host_ip, p.host_port, target.address,
                                     p.container_port))
-        ruleset = Ruleset(table=self.nft_table, bridges=rules_b, ports=rules_p)
+        ruleset = Ruleset(table=self.nft_table, bridges=rules_b, ports=rules_p,
+                          vxlan_local=self.overlay.advertise if self.overlay else "")
         if ruleset == self._applied:
             # Nothing to change in berth's table nor in the FORWARD chains' accept rules,
             # which the host-forward watcher keeps in place on its own.

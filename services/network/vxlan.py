@@ -64,8 +64,10 @@ def ensure_vxlan(name: str, bridge: str, vni: int, local: str, mtu: int,
         (bridge_index,) = ipr.link_lookup(ifname=bridge)
         ipr.link("set", index=index, master=bridge_index, mtu=mtu, state="up")
         # Frames between endpoints of one overlay meet no rule of berth's table (its rules are
-        # on routed traffic), so where br_netfilter is loaded they skip netfilter on this
-        # bridge: every tunnelled frame would otherwise pay for the host's FORWARD chains.
+        # on routed traffic): this bridge asks br_netfilter for nothing. (Where the namespace's
+        # net.bridge.bridge-nf-call-iptables is 1, the kernel's default once br_netfilter is
+        # in, the frames still go through netfilter: the bridge's option only adds to the
+        # sysctl. berth leaves that host-wide sysctl to the host.)
         ipr.link("set", index=bridge_index, kind="bridge", mtu=mtu, br_nf_call_iptables=0,
                  br_nf_call_ip6tables=0, br_nf_call_arptables=0)
 

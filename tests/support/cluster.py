@@ -8,9 +8,17 @@
 Layout (all names and the subnet are this cluster's own, removed by `close`,
 also after a failure):
 
-    host netns:  bridge bc<tag> 10.<x>.<y>.1/24   etcd listening there (own ports, own data dir)
-                   |  veth bc<tag>v<i>
+    host netns:  veth bc<tag>h 10.<x>.<y>.1/24   etcd listening there (own ports, own data dir)
+                   |
+    netns bc<tag>w (the wire):  bridge bc<tag>, ports bc<tag>hw and bc<tag>v<i>
+                   |
     netns bc<tag>n<i>:  eth0 10.<x>.<y>.<10+i>/24, lo; berthd --cluster-advertise that address
+
+The wire is a namespace of its own so that frames between nodes skip netfilter, as they do on
+a real switch: where br_netfilter is built in or loaded, every bridge of a namespace whose
+`net.bridge.bridge-nf-call-iptables` is 1 (the default, and the host's here) hands its frames to
+that namespace's conntrack and chains; a bridge's own `nf_call_iptables 0` can only add to the
+sysctl, never take away. The wire's sysctls are 0 and concern only the wire.
 
 Each node's engine has its own roots, bridge and nftables table (tests/support/engine.py);
 the VXLAN tunnels between nodes run over the underlay bridge and nowhere else.
@@ -113,6 +121,7 @@ class Cluster:
         self.size = size
         self.ttl = ttl
         self.tag = f"bc{random.randrange(16 ** 4):04x}"
+        self.wire = f"{self.tag}w"
         self.subnet = free_subnet()
         self.gateway = str(self.subnet.network_address + 1)
         self.client_port = free_port()
@@ -140,13 +149,20 @@ class Cluster:
         if not shutil.which("etcd"):
             raise EngineError("etcd is not installed (make deps installs etcd-server)")
         self.root = tempfile.mkdtemp(prefix=f"/tmp/{self.tag}-")
-        # The underlay stands for the wire between hosts: frames crossing it skip the host's
-        # netfilter (br_netfilter would run every tunnelled frame through the host's FORWARD
-        # chains, which a real network between hosts does not).
-        _run("ip", "link", "add", self.tag, "type", "bridge", "nf_call_iptables", "0",
-             "nf_call_ip6tables", "0", "nf_call_arptables", "0")
-        _run("ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.tag)
-        _run("ip", "link", "set", self.tag, "up")
+        # The underlay stands for the wire between hosts, in a namespace of its own (see the
+        # module's doc): the host's netfilter never sees a tunnelled frame.
+        _run("ip", "netns", "add", self.wire)
+        for sysctl in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"):
+            path = f"/proc/sys/net/bridge/{sysctl}"
+            subprocess.run(["nsenter", f"--net=/run/netns/{self.wire}", "sh", "-c",
+                            f"[ ! -e {path} ] || echo 0 > {path}"], check=True, capture_output=True)
+        _run("ip", "-n", self.wire, "link", "add", self.tag, "type", "bridge")
+        _run("ip", "-n", self.wire, "link", "set", self.tag, "up")
+        _run("ip", "link", "add", f"{self.tag}h", "type", "veth", "peer", "name", f"{self.tag}hw",
+             "netns", self.wire)
+        _run("ip", "-n", self.wire, "link", "set", f"{self.tag}hw", "master", self.tag, "up")
+        _run("ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", f"{self.tag}h")
+        _run("ip", "link", "set", f"{self.tag}h", "up")
         self._start_etcd()
         self.nodes = [Node(self, i) for i in range(self.size)]
         for node in self.nodes:
@@ -196,8 +212,9 @@ class Cluster:
     def _plumb(self, node: Node) -> None:
         host_end = f"{self.tag}v{node.index + 1}"
         _run("ip", "netns", "add", node.netns)
-        _run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", node.netns)
-        _run("ip", "link", "set", host_end, "master", self.tag, "up")
+        _run("ip", "-n", self.wire, "link", "add", host_end, "type", "veth", "peer", "name", "eth0",
+             "netns", node.netns)
+        _run("ip", "-n", self.wire, "link", "set", host_end, "master", self.tag, "up")
         _run("ip", "-n", node.netns, "addr", "add", f"{node.address}/{self.subnet.prefixlen}", "dev", "eth0")
         _run("ip", "-n", node.netns, "link", "set", "eth0", "up")
         _run("ip", "-n", node.netns, "link", "set", "lo", "up")
@@ -216,13 +233,14 @@ class Cluster:
                 pass
             # The overlay's devices live in the node's namespace: they go with it.
             subprocess.run(["ip", "netns", "del", node.netns], capture_output=True)
-            subprocess.run(["ip", "link", "del", f"{self.tag}v{node.index + 1}"], capture_output=True)
         if self.etcd is not None:
             self.etcd.kill()
             self.etcd.wait()
             self._etcd_log.close()
             self.etcd = None
-        subprocess.run(["ip", "link", "del", self.tag], capture_output=True)
+        # The wire's bridge and node ports go with its namespace, the host's veth with its peer.
+        subprocess.run(["ip", "netns", "del", self.wire], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"{self.tag}h"], capture_output=True)
         if self.root:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = ""
