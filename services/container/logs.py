@@ -391,8 +391,24 @@ def tail_start(files: list, flt: LogFilter) -> tuple[int, int]:
     count = 0
     seen: set[str] = set()
     unclosed: set[str] = set()
-    for i in range(len(files) - 1, -1, -1):
-        for off, r in _backward(files[i]):
+    last, end = len(files) - 1, None
+    if flt.until_ns:
+        # Files that start at or after --until, and the end of the one left from the
+        # first record known to be, hold nothing to count: seek past them.
+        probe = list(files)
+        last, _ = seek_since(probe, flt.until_ns)
+        end = _first_at(probe[last], flt.until_ns)
+        if isinstance(files[last], gzip.GzipFile):
+            files = files[:last] + [probe[last]]
+        # A line a stream has in progress there began before --until (it is admitted)
+        # and ends after it (it comes out last): the newest of that stream's lines.
+        for stream in sorted(flt.streams):
+            if open_at(files, last, end, stream):
+                count += 1
+                seen.add(stream)
+                unclosed.add(stream)
+    for i in range(last, -1, -1):
+        for off, r in _backward(files[i], end=end if i == last else None):
             f = fields(r)
             if f is None or f[1] not in flt.streams:
                 continue
@@ -471,8 +487,14 @@ def seek_since(files: list, since_ns: int) -> tuple[int, int]:
     if isinstance(files[i], gzip.GzipFile):
         size, pread = _reader(files[i])
         files[i] = io.BytesIO(pread(size, 0))
-    size, pread = _reader(files[i])
-    lo, hi = 0, size
+    return (i, *_bisect(files[i], since_ns))[:2]
+
+
+def _bisect(f, since_ns: int) -> tuple[int, int]:
+    """(lo, upper) record starts in one file: every record before lo is older than
+    since_ns, none from upper on is (upper: the file's size when none is known)."""
+    size, pread = _reader(f)
+    lo, hi, upper = 0, size, size
     while hi - lo > _SEEK_SPAN:
         mid = (lo + hi) // 2
         start, t = _record_at(pread, size, mid)
@@ -481,12 +503,27 @@ def seek_since(files: list, since_ns: int) -> tuple[int, int]:
         elif t < since_ns:
             lo = start
         else:
-            hi = start
-    return i, lo
+            hi = upper = start
+    return lo, upper
 
 
 _HEADER_OF = {name: re.compile(rb"(?:^|\n)[^\n ]+ " + name.encode() + rb" ([PF])(?= |$)", re.M)
               for name in (STDOUT, STDERR)}
+
+
+def _first_at(f, t_ns: int) -> int:
+    """The offset of a file's first record at or after t_ns (its size when none)."""
+    lo, upper = _bisect(f, t_ns)
+    size, pread = _reader(f)
+    data = pread(upper - lo, lo)
+    off = lo
+    for r in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+        fr = fields(r)
+        t = _time(fr[0]) if fr else None
+        if t is not None and t >= t_ns:
+            return off
+        off += len(r) + 1
+    return upper
 
 
 def open_at(files: list, i: int, off: int, stream: str) -> bool:

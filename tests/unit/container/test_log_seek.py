@@ -104,6 +104,11 @@ def test_since_until_by_seeking_match_reading_everything(tmp_path, layout):
             assert got == want, (since, until)
             bulk = logs.read_all(live, flt, chunked=True)
             assert by_stream(bulk) == by_stream(want), (since, until)
+            if until:
+                # --tail with --until: the backward count starts from the seek to --until.
+                flt = logs.LogFilter(tail=5, until_ns=until)
+                got = [(x.stream, x.time_ns, x.data) for x in logs.read_all(live, flt)]
+                assert got == expected(recs, 0, until)[-5:], until
 
 
 def test_a_line_in_pieces_open_at_the_seek_point_is_refused_whole(tmp_path):
