@@ -136,6 +136,8 @@ class Decoder:
         # After a seek: stream -> (files, index, offset) to look back from for
         # whether it has a line in progress there (see _seek).
         self.pending: dict[str, tuple[list, int, int]] = {}
+        # Past --until with no admitted line in progress: nothing more is admitted.
+        self.ended = False
 
     def resolve(self, streams: set[str]) -> None:
         for stream in streams & self.pending.keys():
@@ -146,6 +148,8 @@ class Decoder:
     def past_until(self, records: list[bytes]) -> bool:
         """Whether nothing after this block can be admitted: its last record is at or
         after --until and no admitted line is in progress."""
+        if self.ended:
+            return True
         if not self.flt.until_ns or not records or any(a for _, a, _ in self._open.values()):
             return False
         f = fields(records[-1])
@@ -153,6 +157,43 @@ class Decoder:
         return t is not None and t >= self.flt.until_ns
 
     def feed(self, records: list[bytes]) -> list[LogLine]:
+        """Entries of a block of records. A block that passes --until is cut where it
+        does (found by bisection): what is before goes the way of a block in time, what
+        is after is looked at only for the lines then in progress."""
+        if self.ended:
+            return []
+        if self.flt.until_ns and len(records) > 64:
+            k = self._until_index(records)
+            if k is not None:
+                out = self._feed(records[:k]) if k else []
+                if any(a for _, a, _ in self._open.values()):
+                    return out + self._feed(records[k:])
+                self.ended = True
+                return out
+        return self._feed(records)
+
+    def _until_index(self, records: list[bytes]) -> int | None:
+        """The index of the first record at or after --until in a block that has one;
+        None when it has none or a probed record is not one of conmon's."""
+        def t(i: int) -> int | None:
+            f = fields(records[i])
+            return _time(f[0]) if f else None
+        last = t(len(records) - 1)
+        if last is None or last < self.flt.until_ns:
+            return None
+        lo, hi = 0, len(records) - 1  # records[hi] is at or after --until
+        while lo < hi:
+            mid = (lo + hi) // 2
+            tm = t(mid)
+            if tm is None:
+                return None
+            if tm < self.flt.until_ns:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _feed(self, records: list[bytes]) -> list[LogLine]:
         out: list[LogLine] = []
         if not records:
             return out
