@@ -153,7 +153,7 @@ class Docker:
 
 
 def main() -> None:
-    runs = int(os.environ.get("BENCH_RUNS", "20"))
+    runs = int(os.environ.get("BENCH_RUNS") or "20")
     if os.environ.get("BENCH_ONLY") == "cluster":
         bench_cluster.main()
         return
@@ -175,7 +175,7 @@ def main() -> None:
         if os.environ.get("BENCH_ONLY") == "remote":
             bench_remote.report(bench_remote.measure(tar_path, runs))
             return
-        scale = int(os.environ.get("BENCH_SCALE", "0"))
+        scale = int(os.environ.get("BENCH_SCALE") or "0")
         if os.environ.get("BENCH_ONLY") == "scale":
             bench_scale.report(*bench_scale.measure(engine, IMAGE, tar_path, scale or 100, runs, berth.api_run),
                                scale or 100)

@@ -22,7 +22,7 @@ VARIANTS = {"default seccomp": [], "seccomp=unconfined": ["seccomp=unconfined"]}
 
 
 def main() -> None:
-    runs = int(os.environ.get("BENCH_RUNS", "30"))
+    runs = int(os.environ.get("BENCH_RUNS") or "30")
     engine = Engine().start()
     tmp = tempfile.mkdtemp(prefix="/tmp/bt-bench-")
     try:

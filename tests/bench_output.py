@@ -36,6 +36,8 @@ ROWS = [
     ("run: 50 MB with no newline (foreground)", "run_no_newline"),
     ("logs of a 50 MB log (short lines)", "logs"),
     ("logs --tail 10 of that log", "logs_tail"),
+    ("logs --since its end (seek, ~no output)", "logs_since"),
+    ("logs --until its start (~no output)", "logs_until"),
     ("exec: 50 MB of output", "exec"),
     ("cp of a 100 MB file into a container", "cp_in"),
     ("cp of a 100 MB file out of a container", "cp_out"),
@@ -55,6 +57,8 @@ class Column:
     box: str = ""      # a running container for exec and cp
     archive: str = ""  # an image saved by this engine, for load
     tag: str = ""
+    started: str = ""   # logged's StartedAt and FinishedAt (RFC 3339)
+    finished: str = ""
     times: dict[str, list[float]] = field(default_factory=dict)
 
     def __call__(self, *args: str) -> str:
@@ -68,9 +72,11 @@ class Column:
         return time.perf_counter() - t
 
     def setup(self, tmp: str, rows: set[str]) -> None:
-        if rows & {"logs", "logs_tail"}:
+        if rows & {"logs", "logs_tail", "logs_since", "logs_until"}:
             self.logged = self("run", "-d", *self.keep_all, self.image, "sh", "-c", LINES)
             self("wait", self.logged)
+            self.started = self("inspect", "-f", "{{.State.StartedAt}}", self.logged)
+            self.finished = self("inspect", "-f", "{{.State.FinishedAt}}", self.logged)
         if rows & {"exec", "cp_in", "cp_out"}:
             self.box = self("run", "-d", self.image, "sleep", "1000")
         if "load" in rows:
@@ -103,6 +109,10 @@ class Column:
             return self.timed("logs", self.logged)
         if row == "logs_tail":
             return self.timed("logs", "--tail", "10", self.logged)
+        if row == "logs_since":
+            return self.timed("logs", "--since", self.finished, self.logged)
+        if row == "logs_until":
+            return self.timed("logs", "--until", self.started, self.logged)
         if row == "exec":
             return self.timed("exec", self.box, "sh", "-c", LINES)
         if row == "cp_in":

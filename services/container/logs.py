@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import os
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -131,11 +133,72 @@ class Decoder:
         self._buf_stream = ""
         self._buf_time = 0
         self._buf_len = 0
+        # After a seek: stream -> (files, index, offset) to look back from for
+        # whether it has a line in progress there (see _seek).
+        self.pending: dict[str, tuple[list, int, int]] = {}
+        # Past --until with no admitted line in progress: nothing more is admitted.
+        self.ended = False
+
+    def resolve(self, streams: set[str]) -> None:
+        for stream in streams & self.pending.keys():
+            files, i, off = self.pending.pop(stream)
+            if open_at(files, i, off, stream):
+                self._open[stream] = (0, False, bytearray())
+
+    def past_until(self, records: list[bytes]) -> bool:
+        """Whether nothing after this block can be admitted: its last record is at or
+        after --until and no admitted line is in progress."""
+        if self.ended:
+            return True
+        if not self.flt.until_ns or not records or any(a for _, a, _ in self._open.values()):
+            return False
+        f = fields(records[-1])
+        t = _time(f[0]) if f else None
+        return t is not None and t >= self.flt.until_ns
 
     def feed(self, records: list[bytes]) -> list[LogLine]:
+        """Entries of a block of records. A block that passes --until is cut where it
+        does (found by bisection): what is before goes the way of a block in time, what
+        is after is looked at only for the lines then in progress."""
+        if self.ended:
+            return []
+        if self.flt.until_ns and len(records) > 64:
+            k = self._until_index(records)
+            if k is not None:
+                out = self._feed(records[:k]) if k else []
+                if any(a for _, a, _ in self._open.values()):
+                    return out + self._feed(records[k:])
+                self.ended = True
+                return out
+        return self._feed(records)
+
+    def _until_index(self, records: list[bytes]) -> int | None:
+        """The index of the first record at or after --until in a block that has one;
+        None when it has none or a probed record is not one of conmon's."""
+        def t(i: int) -> int | None:
+            f = fields(records[i])
+            return _time(f[0]) if f else None
+        last = t(len(records) - 1)
+        if last is None or last < self.flt.until_ns:
+            return None
+        lo, hi = 0, len(records) - 1  # records[hi] is at or after --until
+        while lo < hi:
+            mid = (lo + hi) // 2
+            tm = t(mid)
+            if tm is None:
+                return None
+            if tm < self.flt.until_ns:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _feed(self, records: list[bytes]) -> list[LogLine]:
         out: list[LogLine] = []
         if not records:
             return out
+        if self.pending:
+            self.resolve({_NAMES.get(r[36:42]) or (fields(r) or (0, ""))[1] for r in records})
         check_time = self.flt.timed and not self._block_in_time(records)
         if not check_time and (self._feed_bulk(records, out) if self.chunked
                                else self._feed_whole_lines(records, out)):
@@ -321,20 +384,26 @@ class Records:
             yield block
 
 
-def _backward(f, block: int = 1 << 16) -> Iterator[tuple[int, bytes]]:
-    """(offset, record) of one file's whole records, from the last to the first."""
-    if isinstance(f, gzip.GzipFile):  # at most about max-size: read whole
-        f.seek(0)
-        whole = f.read()
-        size = len(whole)
-
-        def pread(n: int, off: int) -> bytes:
-            return whole[off:off + n]
+def _reader(f) -> tuple[int, Callable[[int, int], bytes]]:
+    """(size, pread(n, offset)) of an open file without moving its position. A
+    compressed file (at most about max-size) is read whole, from a copy."""
+    if isinstance(f, io.BytesIO):
+        whole = f.getbuffer()
+    elif isinstance(f, gzip.GzipFile):
+        with gzip.open(f.name, "rb") as g:
+            whole = memoryview(g.read())
     else:
-        size = os.fstat(f.fileno()).st_size
+        fd = f.fileno()
+        return os.fstat(fd).st_size, lambda n, off: os.pread(fd, n, off)
+    return len(whole), lambda n, off: bytes(whole[off:off + n])
 
-        def pread(n: int, off: int) -> bytes:
-            return os.pread(f.fileno(), n, off)
+
+def _backward(f, block: int = 1 << 16, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(offset, record) of one file's whole records before `end` (a record start;
+    default the end of the file), from the last to the first."""
+    size, pread = _reader(f)
+    if end is not None:
+        size = min(size, end)
     pos, carry, last = size, b"", True
     while pos > 0:
         start = max(0, pos - block)
@@ -363,8 +432,24 @@ def tail_start(files: list, flt: LogFilter) -> tuple[int, int]:
     count = 0
     seen: set[str] = set()
     unclosed: set[str] = set()
-    for i in range(len(files) - 1, -1, -1):
-        for off, r in _backward(files[i]):
+    last, end = len(files) - 1, None
+    if flt.until_ns:
+        # Files that start at or after --until, and the end of the one left from the
+        # first record known to be, hold nothing to count: seek past them.
+        probe = list(files)
+        last, _ = seek_since(probe, flt.until_ns)
+        end = _first_at(probe[last], flt.until_ns)
+        if isinstance(files[last], gzip.GzipFile):
+            files = files[:last] + [probe[last]]
+        # A line a stream has in progress there began before --until (it is admitted)
+        # and ends after it (it comes out last): the newest of that stream's lines.
+        for stream in sorted(flt.streams):
+            if open_at(files, last, end, stream):
+                count += 1
+                seen.add(stream)
+                unclosed.add(stream)
+    for i in range(last, -1, -1):
+        for off, r in _backward(files[i], end=end if i == last else None):
             f = fields(r)
             if f is None or f[1] not in flt.streams:
                 continue
@@ -391,6 +476,143 @@ def tail_start(files: list, flt: LogFilter) -> tuple[int, int]:
     return 0, 0
 
 
+# A seek for --since stops bisecting at this span and reads it through.
+_SEEK_SPAN = 1 << 16
+
+
+def _first_time(f) -> int | None:
+    """The time of a file's first record (a compressed file: from its first block)."""
+    if isinstance(f, gzip.GzipFile):
+        with gzip.open(f.name, "rb") as g:
+            head = g.read(256)
+    else:
+        head = _reader(f)[1](256, 0)
+    r = fields(head.split(b"\n", 1)[0]) if b"\n" in head else None
+    return _time(r[0]) if r else None
+
+
+def _record_at(pread: Callable[[int, int], bytes], size: int, pos: int) -> tuple[int, int | None]:
+    """(offset, time) of the first whole record starting at or after pos (time
+    None: not a record of conmon's, or none there)."""
+    start = pos
+    if pos > 0:
+        p = pos - 1
+        while True:
+            chunk = pread(4096, p)
+            if not chunk:
+                return size, None
+            k = chunk.find(b"\n")
+            if k >= 0:
+                start = p + k + 1
+                break
+            p += len(chunk)
+    head = pread(256, start)
+    k = head.find(b"\n")
+    r = fields(head[:k]) if k >= 0 else None
+    return start, (_time(r[0]) if r else None)
+
+
+def seek_since(files: list, since_ns: int) -> tuple[int, int]:
+    """(index in files, offset of a record start) such that every record before it
+    is older than since_ns, near the first that is not: files whose successor starts
+    before since_ns are skipped by their first record's time, the one left is
+    bisected by offset (records are in time order: conmon stamps them as it
+    writes). A compressed one is bisected in memory: files[i] is replaced with
+    io.BytesIO of its content (`files` is the caller's copy)."""
+    i = 0
+    for j in range(len(files) - 1, 0, -1):
+        t = _first_time(files[j])
+        if t is not None and t < since_ns:
+            i = j
+            break
+    if isinstance(files[i], gzip.GzipFile):
+        size, pread = _reader(files[i])
+        files[i] = io.BytesIO(pread(size, 0))
+    return (i, *_bisect(files[i], since_ns))[:2]
+
+
+def _bisect(f, since_ns: int) -> tuple[int, int]:
+    """(lo, upper) record starts in one file: every record before lo is older than
+    since_ns, none from upper on is (upper: the file's size when none is known)."""
+    size, pread = _reader(f)
+    lo, hi, upper = 0, size, size
+    while hi - lo > _SEEK_SPAN:
+        mid = (lo + hi) // 2
+        start, t = _record_at(pread, size, mid)
+        if start >= hi or t is None:
+            hi = mid  # nothing to judge by here: keep the earlier half
+        elif t < since_ns:
+            lo = start
+        else:
+            hi = upper = start
+    return lo, upper
+
+
+_HEADER_OF = {name: re.compile(rb"(?:^|\n)[^\n ]+ " + name.encode() + rb" ([PF])(?= |$)", re.M)
+              for name in (STDOUT, STDERR)}
+
+
+def _first_at(f, t_ns: int) -> int:
+    """The offset of a file's first record at or after t_ns (its size when none)."""
+    lo, upper = _bisect(f, t_ns)
+    size, pread = _reader(f)
+    data = pread(upper - lo, lo)
+    off = lo
+    for r in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+        fr = fields(r)
+        t = _time(fr[0]) if fr else None
+        if t is not None and t >= t_ns:
+            return off
+        off += len(r) + 1
+    return upper
+
+
+def open_at(files: list, i: int, off: int, stream: str) -> bool:
+    """Whether `stream` is in the middle of a line at (files[i], off): its last
+    record before that is a piece (P). Read backwards in blocks as far as that
+    record, each block searched in one regular expression for the stream's record
+    headers (a record starts a line; its content follows the third space)."""
+    rx = _HEADER_OF[stream]
+    for j in range(i, -1, -1):
+        size, pread = _reader(files[j])
+        pos = min(size, off) if j == i else size
+        while pos > 0:
+            start = max(0, pos - BLOCK)
+            data = pread(pos - start, start)
+            if start > 0:
+                # The line cut by the block's start is searched with the next block.
+                cut = data.find(b"\n")
+                if cut < 0:
+                    pos = start
+                    continue
+                data, pos = data[cut:], start + cut
+            else:
+                pos = 0
+            last = None
+            for last in rx.finditer(data):
+                pass
+            if last is not None:
+                return last.group(1) == b"P"
+    return False
+
+
+def _seek(files: list, flt: LogFilter, decoder: "Decoder", lazy: bool = True) -> tuple[list, int]:
+    """For a --since without --tail: (the files to read, the first positioned at
+    the seek; how many of `files` were skipped). Lines a stream has in progress at
+    that point started before --since: the decoder refuses them. Lazily, each
+    stream's state is looked up when it first shows up after the point (a stream
+    that never does costs nothing), else at once."""
+    files = list(files)
+    i, off = seek_since(files, flt.since_ns)
+    files[i].seek(off)
+    if i or off:
+        where = (files[:i + 1], i, off)
+        decoder.pending = {s: where for s in flt.streams}
+        if not lazy:
+            decoder.resolve(set(flt.streams))
+    return files[i:], i
+
+
 def read(snap: logfiles.Snapshot, flt: LogFilter, chunked: bool,
          stats: dict | None = None) -> Iterator[LogLine]:
     """Everything the files of `snap` hold now that passes the filter, in order."""
@@ -404,7 +626,14 @@ def read(snap: logfiles.Snapshot, flt: LogFilter, chunked: bool,
         if flt.tail > 0:
             start, off = tail_start(files, flt)
             files[start].seek(off)
-        lines = _decode(readers[start:], decoder)
+            todo = readers[start:]
+        elif flt.since_ns:
+            seeked, start = _seek(files, flt, decoder)
+            todo = [Records(f) for f in seeked]
+            readers = readers[:start] + todo
+        else:
+            todo = readers
+        lines = _decode(todo, decoder)
         if flt.tail > 0:
             kept = deque(lines, maxlen=flt.tail)
             yield from (_rechunk(kept) if chunked else kept)
@@ -419,6 +648,9 @@ def _decode(readers: list[Records], decoder: Decoder) -> Iterator[LogLine]:
     for r in readers:
         for block in r.all():
             yield from decoder.feed(block)
+            if decoder.past_until(block):
+                yield from decoder.flush()
+                return
     yield from decoder.flush()
 
 
@@ -455,6 +687,9 @@ def _history(snap: logfiles.Snapshot, flt: LogFilter, chunked: bool
     if not files:
         return [], decoder, None
     if flt.tail < 0:
+        if flt.since_ns:
+            # The files are closed after this: the streams' state is found now.
+            files, _ = _seek(files, flt, decoder, lazy=False)
         readers = [Records(f) for f in files]
         out = [line for line in _decode_open(readers, decoder)]
     else:

@@ -67,6 +67,37 @@ def tar_chunks(source: str, arcname: str):
         raise failed[0]
 
 
+def prefetched(pieces, depth: int = 8):
+    """The items of `pieces`, taken from it by a thread up to `depth` ahead: receiving
+    the next chunks overlaps the caller's work on this one (writing a file)."""
+    import queue
+    import threading
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def pull() -> None:
+        try:
+            for piece in pieces:
+                q.put(piece)
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as exc:  # handed to the caller
+            q.put(exc)
+
+    threading.Thread(target=pull, daemon=True).start()
+    try:
+        while (item := q.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not q.empty():  # let a blocked put return
+            q.get_nowait()
+
+
 class ForwardReader:
     """A file over an iterator of bytes that tarfile reads as a seekable one: extracting
     members in order, it only ever seeks forward, which is reading on. (tarfile's own

@@ -44,7 +44,7 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
     import tarfile
 
     from berth.engine.v1 import engine_pb2 as pb
-    from berth_cli.archives import ForwardReader
+    from berth_cli.archives import ForwardReader, prefetched
     stream = client.stub.CopyFromContainer(pb.CopyFromContainerRequest(
         id=container, path=path if path.startswith("/") else "/" + path))
     if dest == "-":
@@ -61,7 +61,7 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
             raise ValueError(f"no such directory: {target}")
         new = os.path.basename(os.path.abspath(dest))
     # Extracted as it arrives, not spooled to a file first.
-    with tarfile.open(fileobj=ForwardReader(chunk.data for chunk in stream), mode="r:",
+    with tarfile.open(fileobj=ForwardReader(prefetched(chunk.data for chunk in stream)), mode="r:",
                       copybufsize=CHUNK) as tar:
         top = None
         for m in tar:
