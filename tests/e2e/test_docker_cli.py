@@ -176,44 +176,14 @@ def test_run_i_pipes_stdin_to_the_process(docker):
     assert r.stdout.split()[0].decode() == hashlib.md5(big).hexdigest(), r.stderr
 
 
-def _in_pty(argv, env, timeout=30.0, send: bytes = b""):
-    """Runs argv on a pseudo-terminal: (exit code, everything it printed)."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(argv[0], argv, env)
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        if send:
-            time.sleep(0.5)  # let the CLI put the terminal in raw mode first
-            os.write(fd, send)
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if not ready:
-                continue
-            try:
-                data = os.read(fd, 4096)
-            except OSError:  # EIO: the child is gone and the terminal closed
-                break
-            if not data:
-                break
-            out += data
-        else:
-            os.kill(pid, 9)
-        _, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status), out
-    finally:
-        os.close(fd)
-
-
 def test_run_t_on_a_terminal(docker, engine):
     env = {**os.environ, "DOCKER_HOST": f"unix://{engine.docker_socket}",
            "DOCKER_CONFIG": "/nonexistent-berth-docker-config", "TERM": "xterm"}
-    code, out = _in_pty([DOCKER, "run", "-t", "--rm", "busybox", "sh", "-c", "tty; stty size; exit 5"], env)
+    code, out = _pty_until([DOCKER, "run", "-t", "--rm", "busybox", "sh", "-c", "tty; stty size; exit 5"], env, [])
     assert code == 5, out
     assert b"/dev/pts/" in out or b"/dev/console" in out, out
-    code, out = _in_pty([DOCKER, "run", "-it", "--rm", "busybox", "sh", "-c", "read x; echo got-$x"], env,
-                        send=b"abc\r")
+    code, out = _pty_until([DOCKER, "run", "-it", "--rm", "busybox", "sh", "-c", "read x; echo got-$x"], env,
+                           [(b"", b"abc\r")])
     assert code == 0, out
     assert b"got-abc" in out, out
 
@@ -221,7 +191,7 @@ def test_run_t_on_a_terminal(docker, engine):
 def test_exec_t_on_a_terminal(docker, engine, running):
     env = {**os.environ, "DOCKER_HOST": f"unix://{engine.docker_socket}",
            "DOCKER_CONFIG": "/nonexistent-berth-docker-config", "TERM": "xterm"}
-    code, out = _in_pty([DOCKER, "exec", "-t", running, "sh", "-c", "tty; exit 4"], env)
+    code, out = _pty_until([DOCKER, "exec", "-t", running, "sh", "-c", "tty; exit 4"], env, [])
     assert code == 4, out
     assert b"/dev/pts/" in out, out
 
