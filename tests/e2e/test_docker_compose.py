@@ -176,7 +176,9 @@ def test_a_project_goes_up_scales_and_comes_down_as_on_dockerd(compose, engine):
     try:
         seen = ""
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not ("db-up" in seen and seen.count("worker-up") >= 2):
+        # Each container's log comes from its own thread of compose's, in any order.
+        while time.monotonic() < deadline and not ("db-up" in seen and seen.count("worker-up") >= 2
+                                                   and "init-done" in seen):
             line = follow.stdout.readline()
             if not line:
                 break
