@@ -97,13 +97,14 @@ def berth_cli(engine) -> list[str]:
     return [*argv, "-H", f"unix://{engine.gateway_socket}"]
 
 
-def measure(engine, image: str, rootfs_tar: str, runs: int) -> tuple[dict, dict, dict | None, str]:
-    """(berth CLI, docker CLI on berthd, docker CLI on dockerd or None, a note on the third)."""
-    berth = Cli([PYTHON, "-c", "import berth_cli.__main__", "-H", f"unix://{engine.gateway_socket}"], image)
-    docker_on_berth = Cli(["docker", "-H", f"unix://{engine.docker_socket}"], image)
-    results = [verb_times(berth, runs)]
-    results.append(verb_times(docker_on_berth, runs) if shutil.which("docker") else {})
-    on_dockerd, note = None, "docker CLI on dockerd: dockerd is not installed"
+def measure(engine, image: str, rootfs_tar: str, runs: int):
+    """Each column's (wall, client CPU) medians by verb: berth CLI, docker CLI on berthd, docker
+    CLI on dockerd (None when not installed), and a note on the third. The columns run in turn
+    round by round, so a machine whose load drifts weighs on all of them alike."""
+    columns = [Column(Cli(berth_cli(engine), image))]
+    if shutil.which("docker"):
+        columns.append(Column(Cli(["docker", "-H", f"unix://{engine.docker_socket}"], image)))
+    dockerd, note = None, "docker CLI on dockerd: dockerd is not installed"
     if PrivateDockerd.installed():
         try:
             dockerd = PrivateDockerd().start()

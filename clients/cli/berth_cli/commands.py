@@ -16,7 +16,6 @@ from berth.engine.v1 import engine_pb2
 from berth_cli import registry
 from berth_cli import format as fmt
 from berth_cli import templates
-from berth_cli import wire
 from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
 from berth_cli.runflags import client as client_flags
@@ -164,7 +163,7 @@ IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Di
 
 
 def images(client: Client, ns) -> int:
-    response = client.stub.ListImages(engine_pb2.ListImagesRequest(all=ns.all, reference=ns.reference))
+    response = client.call("ListImages", all=ns.all, reference=ns.reference)
     rows = image_rows(response.images, time.time(), ns.no_trunc)
     if ns.quiet:
         seen = []
@@ -310,8 +309,7 @@ def run(client: Client, ns) -> int:
 
 def start(client: Client, ns) -> int:
     if not ns.attach:
-        return each(client, ns.containers,
-                    lambda ref: client.call("StartContainer", wire.request("StartContainerRequest", id=ref)))
+        return each(client, ns.containers, lambda ref: client.call("StartContainer", id=ref))
     from berth_cli import interactive
     ref = ns.containers[0]
     with _SignalProxy(client) as proxy:
@@ -327,24 +325,21 @@ def stop(client: Client, ns) -> int:
     restart = ns.verb == "restart"
 
     method = "RestartContainer" if restart else "StopContainer"
-    return each(client, ns.containers,
-                lambda ref: client.call(method, wire.request(f"{method}Request", id=ref, timeout=ns.time)))
+    return each(client, ns.containers, lambda ref: client.call(method, id=ref, timeout=ns.time))
 
 
 def kill(client: Client, ns) -> int:
-    return each(client, ns.containers, lambda ref: client.call(
-        "KillContainer", wire.request("KillContainerRequest", id=ref, signal=ns.signal)))
+    return each(client, ns.containers, lambda ref: client.call("KillContainer", id=ref, signal=ns.signal))
 
 
 def rm(client: Client, ns) -> int:
     return each(client, ns.containers, lambda ref: client.call(
-        "RemoveContainer", wire.request("RemoveContainerRequest", id=ref, force=ns.force,
-                                        remove_volumes=ns.volumes)))
+        "RemoveContainer", id=ref, force=ns.force, remove_volumes=ns.volumes))
 
 
 def pause(client: Client, ns) -> int:
     method = "PauseContainer" if ns.verb == "pause" else "UnpauseContainer"
-    return each(client, ns.containers, lambda ref: client.call(method, wire.request(f"{method}Request", id=ref)))
+    return each(client, ns.containers, lambda ref: client.call(method, id=ref))
 
 
 def wait(client: Client, ns) -> int:
@@ -360,11 +355,12 @@ def wait(client: Client, ns) -> int:
 
 # -- ps, logs, inspect, events --------------------------------------------------------
 
-def _parse_filters(values) -> dict[str, engine_pb2.StringList]:
+def _parse_filters(values) -> dict[str, dict]:
+    """-f KEY=VALUE flags as the requests' `filters` map (StringList values, as dicts for wire)."""
     if not values:
         return {}
     from berth_docker.query import filter_flags
-    return {k: engine_pb2.StringList(values=v) for k, v in filter_flags(values).items()}
+    return {k: {"values": v} for k, v in filter_flags(values).items()}
 
 
 def container_row(c, now: float, no_trunc: bool = False) -> dict:
@@ -401,8 +397,7 @@ PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "Cre
 
 
 def ps(client: Client, ns) -> int:
-    response = client.stub.ListContainers(engine_pb2.ListContainersRequest(
-        all=ns.all, filters=_parse_filters(ns.filter)))
+    response = client.call("ListContainers", all=ns.all, filters=_parse_filters(ns.filter))
     now = time.time()
     if ns.quiet:
         for c in response.containers:
@@ -443,7 +438,6 @@ def logs(client: Client, ns) -> int:
 def inspect(client: Client, ns) -> int:
     """Containers and images as the Docker API's inspect answers them."""
     from berth_docker.shapes.containers import container_json
-    from berth_docker.shapes.images import image_json
     template = fmt.inspect_template(ns.format)
     found, status = [], 0
     for name in ns.names:
@@ -454,15 +448,14 @@ def inspect(client: Client, ns) -> int:
             continue
         if ns.type in (None, "container"):
             try:
-                obj = container_json(
-                    client.stub.InspectContainer(engine_pb2.InspectContainerRequest(id=name)).container)
+                obj = container_json(client.call("InspectContainer", id=name).container)
             except RpcError as err:
                 if err.code() != StatusCode.NOT_FOUND:
                     raise
         if obj is None and ns.type in (None, "image"):
+            from berth_docker.shapes.images import image_json  # here: it imports json (and re)
             try:
-                obj = image_json(
-                    client.stub.InspectImage(engine_pb2.InspectImageRequest(reference=name)).image)
+                obj = image_json(client.call("InspectImage", reference=name).image)
             except RpcError as err:
                 if err.code() not in (StatusCode.NOT_FOUND, StatusCode.INVALID_ARGUMENT):
                     raise
@@ -499,7 +492,8 @@ def events(client: Client, ns) -> int:
 
     from berth_docker.times import parse_since, to_pb_time
     now = time.time()
-    request = engine_pb2.SubscribeEventsRequest(filters=_parse_filters(ns.filter))
+    request = engine_pb2.SubscribeEventsRequest(
+        filters={k: engine_pb2.StringList(**v) for k, v in _parse_filters(ns.filter).items()})
     if ns.since:
         request.since.CopyFrom(to_pb_time(parse_since(ns.since, now)))
     if ns.until:

@@ -43,10 +43,16 @@ class Client:
             self._stub = transport.Stub(self.channel, engine_pb2.DESCRIPTOR.services_by_name["EngineService"])
         return self._stub
 
-    def call(self, method: str, request) -> bytes:
-        """A unary Engine call with a request made by berth_cli.wire; the reply's bytes."""
+    def call(self, method: str, **request):
+        """An Engine call through berth_cli.wire, without protobuf: the request's fields as
+        keywords (a nested message as a dict); the reply decoded, or for a server-streaming
+        method an iterator of replies."""
         from berth_cli import transport, wire
-        return transport.unary(self.channel, f"/{wire.SERVICE}/{method}", wire.Reply)(request)
+        request_type, reply_type, client_streaming, server_streaming = wire.engine().method(wire.SERVICE, method)
+        if client_streaming:
+            raise TypeError(f"{method} streams its requests: call it through the stub")
+        call = transport.rpc(self.channel, f"/{wire.SERVICE}/{method}", reply_type.cls, False, server_streaming)
+        return call(wire.Request(method, wire.encode(request_type, request)))
 
     def close(self) -> None:
         # Deliberately not closing the channel: that costs ~90 ms and the process exits

@@ -68,7 +68,11 @@ class RpcError(Exception):
 
     def _error_info(self) -> tuple[str, dict[str, str]]:
         if self._info is None:
-            self._info = berth_errors.error_info(self._status_details) or ("", {})
+            info = None
+            if self._status_details:
+                from berth_cli import wire  # not berth_errors.error_info: that loads protobuf
+                info = wire.error_info(self._status_details, berth_errors.DOMAIN)
+            self._info = info or ("", {})
         return self._info
 
     @property

@@ -94,9 +94,35 @@ def inspect_template(source: str):
 def write_inspect(found: list, template) -> None:
     """inspect's output: the objects as an indented JSON array, or each through the -f template
     (a missing map key is an error there, as in docker's inspect)."""
-    import json
     if template is None:
-        print(json.dumps(found, indent=4))
+        print(indented_json(found))
         return
     for obj in found:
         print(template.render(obj, missing_key_error=True))
+
+
+def indented_json(value, indent: str = "") -> str:
+    """json.dumps(value, indent=4), without importing json: its package imports re, and with it
+    enum, which together cost `inspect` more than the rest of its work. Strings are escaped by
+    the C function json itself uses; a value JSON has no plain form for is left to json."""
+    import _json
+    inner = indent + "    "
+    if isinstance(value, str):
+        return _json.encode_basestring_ascii(value)
+    if value is None or value is True or value is False:
+        return "null" if value is None else "true" if value else "false"
+    if type(value) is int:
+        return int.__repr__(value)
+    if isinstance(value, dict) and all(type(k) is str for k in value):
+        if not value:
+            return "{}"
+        items = ",\n".join(f"{inner}{_json.encode_basestring_ascii(k)}: {indented_json(v, inner)}"
+                           for k, v in value.items())
+        return f"{{\n{items}\n{indent}}}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        items = ",\n".join(inner + indented_json(v, inner) for v in value)
+        return f"[\n{items}\n{indent}]"
+    import json
+    return json.dumps(value, indent=4).replace("\n", "\n" + indent)

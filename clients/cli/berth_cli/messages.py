@@ -129,12 +129,42 @@ class _Loader:
             _register(module)
 
 
+def _serialized(source: bytes) -> bytes:
+    """The serialized FileDescriptorProto a generated module's source adds to the pool: protoc
+    writes it as one bytes literal, on the call's line or (googleapis' files) the next."""
+    start = source.index(b"AddSerializedFile(") + len(b"AddSerializedFile(")
+    while source[start] in b" \n":
+        start += 1
+    if source[start:start + 2] != b"b'":
+        raise ValueError("the serialized descriptor is not one bytes literal")
+    start += 2
+    end = start
+    while True:
+        end = source.index(b"'", end)
+        escapes = len(source[start:end]) - len(source[start:end].rstrip(b"\\"))
+        if escapes % 2 == 0:
+            break
+        end += 1
+    return codecs.escape_decode(source[start:end])[0]
+
+
+def serialized_file(proto: str) -> bytes:
+    """The serialized FileDescriptorProto of a .proto file ("berth/engine/v1/engine.proto"),
+    read from its generated module's source without running it (berth_cli.wire's schema)."""
+    name = proto.removesuffix(".proto").replace("/", ".") + "_pb2"
+    package = importlib.import_module(name.rpartition(".")[0])
+    spec = PathFinder.find_spec(name, package.__path__)  # importlib.util would import contextlib
+    if spec is None or not (spec.origin or "").endswith(".py"):
+        raise ImportError(f"no generated module {name} for {proto}")
+    with open(spec.origin, "rb") as f:
+        return _serialized(f.read())
+
+
 def _register(module):
     """Add the module's file (after the files it imports) to upb's pool; its DESCRIPTOR."""
     source = module.__spec__.loader.source
     try:
-        start = source.index(_MARK) + len(_MARK)
-        serialized = codecs.escape_decode(source[start:source.index(b"')\n", start)])[0]
+        serialized = _serialized(source)
         # The files this one imports come first: the pool needs them to resolve it.
         for line in source.splitlines():
             if line.startswith(b"from ") and b"_pb2 as " in line:

@@ -129,7 +129,9 @@ def _tokens(text: str) -> list[tuple[str, object]]:
             if j >= len(text):
                 raise TemplateError("template: unterminated quoted string")
             try:
-                toks.append(("str", _json.loads(text[i:j + 1])))
+                # A literal without escapes is itself; json (which imports re) reads the others.
+                literal = text[i + 1:j]
+                toks.append(("str", literal if "\\" not in literal else _json.loads(text[i:j + 1])))
             except ValueError:
                 toks.append(("str", text[i + 1:j].encode().decode("unicode_escape")))
             i = j + 1

@@ -587,19 +587,14 @@ class Stub:
         if method is None:
             raise AttributeError(name)
         from berth_cli import messages
-        call = _method(self._channel, f"/{self._service.full_name}/{name}",
+        call = rpc(self._channel, f"/{self._service.full_name}/{name}",
                        messages.message_class(method.output_type),
                        method.client_streaming, method.server_streaming)
         setattr(self, name, call)
         return call
 
 
-def unary(channel: Channel, path: str, response_type):
-    """A unary call of `path`, as a stub's method is."""
-    return _method(channel, path, response_type, False, False)
-
-
-def _method(channel: Channel, path: str, response_type, client_streaming: bool, server_streaming: bool):
+def rpc(channel: Channel, path: str, response_type, client_streaming: bool, server_streaming: bool):
     def call(request, timeout=None, metadata=None):
         requests = request if client_streaming else (request,)
         responses = channel.call(path, requests, response_type, pump=client_streaming and server_streaming)

@@ -1,43 +1,475 @@
-"""The few flat Engine requests the container-state verbs send, written in protobuf's
-wire format without the generated code.
+"""The Engine API's messages in protobuf's wire format, read and written without protobuf.
 
-`berth start/stop/restart/kill/rm/pause/unpause NAME` sends an id and a flag or two and
-prints the name it was given; it reads nothing of the reply but its status. Loading
-upb, the engine's descriptors and the well-known types for that (~30 ms, more than
-the rest of the command) is most of such a verb's cost, so these requests are encoded
-here, from the field numbers of engine.proto listed in REQUESTS. The wire format
-of a field number never changes; tests/unit/cli/test_wire.py checks every entry against
-the generated descriptors and every encoding against protobuf's own bytes.
+A verb such as `berth ps`, `inspect` or `stop` sends one small request and reads one
+reply. Loading upb (its extension, the engine's descriptors, the well-known types: ~35 ms)
+costs more than the rest of such a command, so those verbs encode their request and
+decode their reply here. The schema is the generated modules' own: each `*_pb2.py` holds
+its file's serialized FileDescriptorProto, which is read here with the few field numbers
+of descriptor.proto listed in _BOOTSTRAP (protobuf never renumbers a field), so there is
+nothing extra to keep in step with `make protos`.
 
-    client.call("StopContainer", wire.request("StopContainerRequest", id="web", timeout=5))
+Replies are decoded lazily: a message's fields are read when one of them is first asked
+for, and a nested message stays bytes until then, so `ps` never reads the configs it does
+not show. What a reply offers is what the CLI reads of protobuf's messages: fields by
+name with proto3's defaults, repeated fields as lists, maps as dicts, HasField and
+WhichOneof. tests/unit/cli/test_wire.py checks both directions against protobuf itself
+on messages with every field set.
+
+    reply = client.call("ListContainers", all=True)           # berth_cli.engine.Client
+    wire.request("StopContainerRequest", id="web", timeout=5)  # the bytes protobuf sends
 """
 
 from __future__ import annotations
 
+import _struct as struct
+
 SERVICE = "berth.engine.v1.EngineService"
+ENGINE_FILE = "berth/engine/v1/engine.proto"
+_ENGINE_PACKAGE = ".berth.engine.v1."
 
-STRING, BOOL, INT32, OPTIONAL_INT32 = "string", "bool", "int32", "optional int32"
+# FieldDescriptorProto.Type and .Label (descriptor.proto).
+DOUBLE, FLOAT, INT64, UINT64, INT32, FIXED64, FIXED32, BOOL, STRING, GROUP, MESSAGE, BYTES, UINT32, ENUM, \
+    SFIXED32, SFIXED64, SINT32, SINT64 = range(1, 19)
+REPEATED = 3
+_VARINTS = (INT64, UINT64, INT32, BOOL, UINT32, ENUM, SINT32, SINT64)
+_FIXED = {DOUBLE: "<d", FLOAT: "<f", FIXED64: "<Q", FIXED32: "<I", SFIXED32: "<i", SFIXED64: "<q"}
+_WIRE_TYPE = {**dict.fromkeys(_VARINTS, 0), DOUBLE: 1, FIXED64: 1, SFIXED64: 1, FLOAT: 5, FIXED32: 5,
+              SFIXED32: 5, STRING: 2, BYTES: 2, MESSAGE: 2}
+_DEFAULTS = {**dict.fromkeys((INT64, UINT64, INT32, UINT32, ENUM, SINT32, SINT64, FIXED64, FIXED32, SFIXED32,
+                              SFIXED64), 0), DOUBLE: 0.0, FLOAT: 0.0, BOOL: False, STRING: "", BYTES: b""}
+_RANGES = {INT32: (-2**31, 2**31), SINT32: (-2**31, 2**31), SFIXED32: (-2**31, 2**31), ENUM: (-2**31, 2**31),
+           UINT32: (0, 2**32), FIXED32: (0, 2**32), INT64: (-2**63, 2**63), SINT64: (-2**63, 2**63),
+           SFIXED64: (-2**63, 2**63), UINT64: (0, 2**64), FIXED64: (0, 2**64)}
 
-# message -> its fields: (name, number, kind), as engine.proto declares them.
-REQUESTS: dict[str, tuple[tuple[str, int, str], ...]] = {
-    "StartContainerRequest": (("id", 1, STRING),),
-    "StopContainerRequest": (("id", 1, STRING), ("timeout", 2, OPTIONAL_INT32)),
-    "RestartContainerRequest": (("id", 1, STRING), ("timeout", 2, OPTIONAL_INT32)),
-    "KillContainerRequest": (("id", 1, STRING), ("signal", 2, STRING)),
-    "RemoveContainerRequest": (("id", 1, STRING), ("force", 2, BOOL), ("remove_volumes", 3, BOOL)),
-    "PauseContainerRequest": (("id", 1, STRING),),
-    "UnpauseContainerRequest": (("id", 1, STRING),),
-}
+
+class DecodeError(ValueError):
+    """Bytes that are not a message of the type they were read as (protobuf's DecodeError)."""
 
 
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # a negative int32 is sent as its 64-bit two's complement
-    out = bytearray()
+# -- the wire format ---------------------------------------------------------------------
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    byte = data[pos]
+    if byte < 0x80:
+        return byte, pos + 1
+    result, shift = byte & 0x7F, 7
+    while True:
+        pos += 1
+        byte = data[pos]
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos + 1
+        shift += 7
+        if shift >= 70:
+            raise DecodeError("a varint longer than 10 bytes")
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    value &= (1 << 64) - 1  # a negative int32 or int64 is sent as its 64-bit two's complement
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
         value >>= 7
     out.append(value)
+
+
+def _scalar(kind: int, value):
+    """A decoded varint or fixed-width value as protobuf shows it."""
+    if kind in (INT32, ENUM):
+        value &= 0xFFFFFFFF
+        return value - (1 << 32) if value >= 1 << 31 else value
+    if kind == INT64:
+        return value - (1 << 64) if value >= 1 << 63 else value
+    if kind == BOOL:
+        return value != 0
+    if kind == UINT32:
+        return value & 0xFFFFFFFF
+    if kind in (SINT32, SINT64):
+        return (value >> 1) ^ -(value & 1)
+    return value
+
+
+def _packed(kind: int, data: bytes) -> list:
+    if kind in _FIXED:
+        fmt = _FIXED[kind]
+        size = struct.calcsize(fmt)
+        if len(data) % size:
+            raise DecodeError("a packed field cut short")
+        return [struct.unpack_from(fmt, data, i)[0] for i in range(0, len(data), size)]
+    out, pos = [], 0
+    while pos < len(data):
+        value, pos = _varint(data, pos)
+        out.append(_scalar(kind, value))
+    return out
+
+
+class Field:
+    """One field of a message type, as its descriptor declares it."""
+
+    __slots__ = ("name", "number", "kind", "repeated", "type_name", "oneof", "presence", "packed",
+                 "message", "map_entry", "others", "schema")
+
+    def __init__(self, name: str, number: int, kind: int, repeated: bool = False, type_name: str = "",
+                 oneof: str | None = None, presence: bool = False, packed: bool = True):
+        self.name, self.number, self.kind, self.repeated = name, number, kind, repeated
+        self.type_name, self.oneof, self.packed = type_name, oneof, packed
+        self.presence = presence or kind == MESSAGE and not repeated
+        self.message: MessageType | None = None  # found on first use (MESSAGE only): link()
+        self.map_entry = False
+        self.schema: Schema | None = None
+        self.others: tuple[str, ...] = ()  # the other members of its oneof
+
+    def link(self) -> MessageType:
+        """The field's message type, looked up when a value of it is first read or written."""
+        if self.message is None:
+            self.message = self.schema.message(self.type_name)
+            self.map_entry = self.repeated and self.message.map_entry
+        return self.message
+
+    def default(self):
+        if self.kind == MESSAGE:
+            self.link()
+        if self.map_entry:
+            return {}
+        if self.repeated:
+            return []
+        if self.kind == MESSAGE:
+            return self.message.cls(b"")
+        return _DEFAULTS[self.kind]
+
+
+class MessageType:
+    """A message type: its fields by number and name, its oneofs, and its class (`cls`)."""
+
+    def __init__(self, schema: Schema | None, name: str, fields: list[Field], map_entry: bool = False):
+        self.schema, self.name, self.map_entry = schema, name, map_entry
+        self.fields = {f.number: f for f in fields}
+        self.by_name = {f.name: f for f in fields}
+        self.oneofs: dict[str, tuple[str, ...]] = {}
+        for f in fields:
+            if f.oneof is not None:
+                self.oneofs[f.oneof] = (*self.oneofs.get(f.oneof, ()), f.name)
+        for f in fields:
+            if f.oneof is not None:
+                f.others = tuple(m for m in self.oneofs[f.oneof] if m != f.name)
+            f.schema = schema
+        self.cls = type(name.rpartition(".")[2], (Message,), {"_type": self, "__slots__": ()})
+
+
+class Message:
+    """A decoded message: read-only, its fields read on first access (see the module docstring)."""
+
+    __slots__ = ("_data", "__dict__")
+    _type: MessageType
+
+    def __init__(self, data: bytes = b""):
+        self._data = data
+
+    @classmethod
+    def FromString(cls, data) -> Message:  # noqa: N802 — protobuf's name, for the transport
+        return cls(bytes(data))
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        values = self.__dict__
+        if self._data is not None:
+            self._scan()
+            if name in values:
+                return values[name]
+        field = self._type.by_name.get(name)
+        if field is None:
+            raise AttributeError(f"{self._type.name} has no field {name!r}")
+        return field.default()
+
+    def HasField(self, name: str) -> bool:  # noqa: N802 — protobuf's name
+        field = self._type.by_name.get(name)
+        if field is None or not field.presence and name not in self._type.oneofs:
+            raise ValueError(f'Protocol message {self._type.name} has no singular "{name}" field.')
+        if self._data is not None:
+            self._scan()
+        if name in self._type.oneofs:
+            return self.WhichOneof(name) is not None
+        return name in self.__dict__
+
+    def WhichOneof(self, oneof: str) -> str | None:  # noqa: N802 — protobuf's name
+        members = self._type.oneofs.get(oneof)
+        if members is None:
+            raise ValueError(f'Protocol message has no oneof "{oneof}" field.')
+        if self._data is not None:
+            self._scan()
+        return next((m for m in members if m in self.__dict__), None)
+
+    def __repr__(self) -> str:
+        if self._data is not None:
+            self._scan()
+        return f"{self._type.name}({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+
+    def _scan(self) -> None:
+        data, self._data = self._data, None
+        values = self.__dict__
+        fields = self._type.fields
+        pos, end = 0, len(data)
+        try:
+            while pos < end:
+                key, pos = _varint(data, pos)
+                wire_type = key & 7
+                if wire_type == 0:
+                    value, pos = _varint(data, pos)
+                elif wire_type == 2:
+                    size, pos = _varint(data, pos)
+                    value = data[pos:pos + size]
+                    pos += size
+                elif wire_type == 1:
+                    value = data[pos:pos + 8]
+                    pos += 8
+                elif wire_type == 5:
+                    value = data[pos:pos + 4]
+                    pos += 4
+                else:
+                    raise DecodeError(f"wire type {wire_type} in {self._type.name}")
+                if pos > end:
+                    raise DecodeError(f"{self._type.name} cut short")
+                field = fields.get(key >> 3)
+                if field is not None:  # an unknown field (a newer engine's) is skipped
+                    _take(values, field, wire_type, value)
+        except IndexError:
+            raise DecodeError(f"{self._type.name} cut short") from None
+
+
+def _value(field: Field, wire_type: int, value):
+    kind = field.kind
+    if wire_type != _WIRE_TYPE.get(kind):
+        raise DecodeError(f"field {field.name} came with wire type {wire_type}")
+    if kind == STRING:
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise DecodeError(f"field {field.name} is not UTF-8") from None
+    if kind == MESSAGE:
+        return field.message.cls(value)
+    if kind == BYTES:
+        return value
+    if kind in _FIXED:
+        return struct.unpack(_FIXED[kind], value)[0]
+    return _scalar(kind, value)
+
+
+def _take(values: dict, field: Field, wire_type: int, value) -> None:
+    name = field.name
+    if field.kind == MESSAGE and field.message is None:
+        field.link()
+    if field.map_entry:
+        entry = field.message.cls(value)
+        values.setdefault(name, {})[entry.key] = entry.value
+    elif field.repeated:
+        if wire_type == 2 and field.kind not in (STRING, BYTES, MESSAGE):
+            values.setdefault(name, []).extend(_packed(field.kind, value))
+        else:
+            values.setdefault(name, []).append(_value(field, wire_type, value))
+    elif field.kind == MESSAGE and name in values:
+        # A message seen twice is merged, which in the wire format is the two joined.
+        previous = values[name]
+        values[name] = field.message.cls((previous._data or b"") + value)
+    else:
+        values[name] = _value(field, wire_type, value)
+        for other in field.others:  # the last member of a oneof seen is the one set
+            values.pop(other, None)
+
+
+def encode(message_type: MessageType, values: dict) -> bytes:
+    """`values` (field name -> value; a nested message as a dict) as protobuf serializes them."""
+    fields = message_type.by_name
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise TypeError(f"{message_type.name} has no field {sorted(unknown)[0]!r}")
+    out = bytearray()
+    for field in sorted((fields[name] for name in values), key=lambda f: f.number):
+        value = values[field.name]
+        if value is None:
+            continue
+        if field.kind == MESSAGE:
+            field.link()
+        if field.map_entry:
+            for key, item in value.items():
+                _put_field(out, field, encode(field.message, {"key": key, "value": item}))
+        elif field.repeated:
+            if field.packed and field.kind not in (STRING, BYTES, MESSAGE):
+                packed = bytearray()
+                for item in value:
+                    _put_scalar(packed, field, item)
+                if packed:
+                    _put_varint(out, field.number << 3 | 2)
+                    _put_varint(out, len(packed))
+                    out += packed
+            else:
+                for item in value:
+                    _put_field(out, field, item)
+        elif field.presence or value != _DEFAULTS.get(field.kind):
+            _put_field(out, field, value)
     return bytes(out)
+
+
+def _put_field(out: bytearray, field: Field, value) -> None:
+    kind = field.kind
+    _put_varint(out, field.number << 3 | _WIRE_TYPE[kind])
+    if kind in (STRING, BYTES, MESSAGE):
+        if kind == STRING:
+            if not isinstance(value, str):
+                raise TypeError(f"field {field.name}: expected a str, got {type(value).__name__}")
+            value = value.encode()
+        elif kind == MESSAGE and not isinstance(value, (bytes, bytearray)):
+            value = encode(field.message, value) if isinstance(value, dict) else value.SerializeToString()
+        _put_varint(out, len(value))
+        out += value
+    else:
+        _put_scalar(out, field, value)
+
+
+def _put_scalar(out: bytearray, field: Field, value) -> None:
+    kind = field.kind
+    if kind in (DOUBLE, FLOAT):
+        out += struct.pack(_FIXED[kind], value)
+        return
+    if kind == BOOL:
+        out.append(1 if value else 0)
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"field {field.name}: expected an int, got {type(value).__name__}")
+    low, high = _RANGES[kind]
+    if not low <= value < high:
+        raise ValueError(f"Value out of range: {value}")  # protobuf's words
+    if kind in _FIXED:
+        out += struct.pack(_FIXED[kind], value)
+    elif kind in (SINT32, SINT64):
+        _put_varint(out, (value << 1) ^ (value >> 63))
+    else:
+        _put_varint(out, value)
+
+
+# -- the schema, from the generated modules' descriptors ---------------------------------------
+
+def _bootstrap(name: str, *fields: tuple) -> MessageType:
+    return MessageType(None, name, [Field(*f) for f in fields])
+
+
+# The parts of descriptor.proto read here, by its field numbers.
+_ONEOF = _bootstrap("OneofDescriptorProto", ("name", 1, STRING))
+_FIELD_OPTIONS = _bootstrap("FieldOptions", ("packed", 2, BOOL, False, "", None, True))
+_MESSAGE_OPTIONS = _bootstrap("MessageOptions", ("map_entry", 7, BOOL))
+_FIELD = _bootstrap("FieldDescriptorProto", ("name", 1, STRING), ("number", 3, INT32), ("label", 4, ENUM),
+                    ("type", 5, ENUM), ("type_name", 6, STRING), ("options", 8, MESSAGE),
+                    ("oneof_index", 9, INT32, False, "", None, True), ("proto3_optional", 17, BOOL))
+_DESCRIPTOR = _bootstrap("DescriptorProto", ("name", 1, STRING), ("field", 2, MESSAGE, True),
+                         ("nested_type", 3, MESSAGE, True), ("options", 7, MESSAGE),
+                         ("oneof_decl", 8, MESSAGE, True))
+_METHOD = _bootstrap("MethodDescriptorProto", ("name", 1, STRING), ("input_type", 2, STRING),
+                     ("output_type", 3, STRING), ("client_streaming", 5, BOOL), ("server_streaming", 6, BOOL))
+_SERVICE = _bootstrap("ServiceDescriptorProto", ("name", 1, STRING), ("method", 2, MESSAGE, True))
+_FILE = _bootstrap("FileDescriptorProto", ("name", 1, STRING), ("package", 2, STRING),
+                   ("dependency", 3, STRING, True), ("message_type", 4, MESSAGE, True),
+                   ("service", 6, MESSAGE, True), ("syntax", 12, STRING))
+for _type, _links in ((_FIELD, {"options": _FIELD_OPTIONS}),
+                      (_DESCRIPTOR, {"field": _FIELD, "nested_type": _DESCRIPTOR, "options": _MESSAGE_OPTIONS,
+                                     "oneof_decl": _ONEOF}),
+                      (_SERVICE, {"method": _METHOD}), (_FILE, {"message_type": _DESCRIPTOR, "service": _SERVICE})):
+    for _name, _linked in _links.items():
+        _type.by_name[_name].message = _linked
+
+
+class Schema:
+    """The message types of a .proto file and of the files it imports, each read when first
+    named. `loader` gives a file's serialized FileDescriptorProto by its name."""
+
+    def __init__(self, loader):
+        self._loader = loader
+        self._raw: dict[str, tuple[Message, bool]] = {}  # full name -> (DescriptorProto, proto3)
+        self._types: dict[str, MessageType] = {}
+        self._files: dict[str, Message] = {}
+        self._pending: list[str] = []  # files named as imports and not read yet
+
+    def add_file(self, name: str) -> Message:
+        file = self._files.get(name)
+        if file is None:
+            file = self._files[name] = _FILE.cls(self._loader(name))
+            proto3 = file.syntax == "proto3"
+            self._index(f".{file.package}" if file.package else "", file.message_type, proto3)
+            self._pending += [d for d in file.dependency if d not in self._files]
+        return file
+
+    def _index(self, prefix: str, messages: list, proto3: bool) -> None:
+        for raw in messages:
+            self._raw[f"{prefix}.{_name_of(raw)}"] = (raw, proto3)
+
+    def _next_file(self, full_name: str) -> str:
+        """The pending import most likely to hold `full_name`: one in its package's directory."""
+        for i, name in enumerate(self._pending):
+            if full_name.startswith("." + name.rpartition("/")[0].replace("/", ".") + "."):
+                return self._pending.pop(i)
+        return self._pending.pop(0)
+
+    def message(self, full_name: str) -> MessageType:
+        """A type by its full name with the leading dot, as descriptors name them."""
+        found = self._types.get(full_name)
+        if found is not None:
+            return found
+        while full_name not in self._raw:
+            parent = full_name.rpartition(".")[0]
+            if parent in self._raw and parent not in self._types:
+                self.message(parent)  # registers its nested types
+            elif self._pending:
+                self.add_file(self._next_file(full_name))
+            else:
+                raise KeyError(f"no message type {full_name} in the loaded descriptors")
+        raw, proto3 = self._raw[full_name]
+        oneofs = [o.name for o in raw.oneof_decl]
+        fields = []
+        for f in raw.field:
+            synthetic = f.proto3_optional  # proto3 `optional`: a oneof of its own, not a real one
+            fields.append(Field(
+                f.name, f.number, f.type, f.label == REPEATED, f.type_name,
+                oneofs[f.oneof_index] if f.HasField("oneof_index") and not synthetic else None,
+                presence=synthetic or f.HasField("oneof_index") or not proto3,
+                packed=f.options.packed if f.options.HasField("packed") else proto3))
+        found = self._types[full_name] = MessageType(self, full_name.lstrip("."), fields, raw.options.map_entry)
+        self._index(full_name, raw.nested_type, proto3)
+        return found
+
+    def method(self, service: str, name: str) -> tuple[MessageType, MessageType, bool, bool]:
+        """(request type, reply type, client streaming, server streaming) of service.name."""
+        package, _, short = service.rpartition(".")
+        for file in list(self._files.values()):
+            if file.package != package:
+                continue
+            for svc in file.service:
+                if _name_of(svc) == short:
+                    for m in svc.method:
+                        if _name_of(m) == name:
+                            return (self.message(m.input_type), self.message(m.output_type),
+                                    m.client_streaming, m.server_streaming)
+        raise KeyError(f"{service} has no method {name}")
+
+
+def _name_of(descriptor: Message) -> str:
+    """A descriptor's name (field 1 of each of them) without reading the rest of it: protoc
+    writes field 1 first."""
+    data = descriptor._data
+    if data and data[0] == 0x0A:
+        size, pos = _varint(data, 1)
+        return data[pos:pos + size].decode()
+    return descriptor.name
+
+
+_engine: Schema | None = None
+
+
+def engine() -> Schema:
+    """The schema of engine.proto and what it imports, read from the generated modules."""
+    global _engine
+    if _engine is None:
+        from berth_cli import messages
+        _engine = Schema(messages.serialized_file)
+        _engine.add_file(ENGINE_FILE)
+    return _engine
 
 
 class Request:
@@ -51,31 +483,29 @@ class Request:
 
 
 def request(name: str, **values) -> Request:
-    """REQUESTS[name] with these values; proto3's defaults (and an unset optional) are not
-    sent, as protobuf does not send them."""
-    fields = REQUESTS[name]
-    unknown = set(values) - {f[0] for f in fields}
-    if unknown:
-        raise TypeError(f"{name} has no field {sorted(unknown)[0]!r}")
-    out = bytearray()
-    for field, number, kind in fields:
-        value = values.get(field)
-        if kind == STRING:
-            if value:
-                data = value.encode()
-                out += _varint(number << 3 | 2) + _varint(len(data)) + data
-        elif kind == OPTIONAL_INT32 and value is None or kind != OPTIONAL_INT32 and not value:
-            continue
-        else:  # bool, int32, optional int32: varints
-            if kind != BOOL and not -2**31 <= value < 2**31:
-                raise ValueError(f"Value out of range: {value}")  # protobuf's words
-            out += _varint(number << 3) + _varint(int(value))
-    return Request(name, bytes(out))
+    """An engine.proto request with these fields; proto3's defaults (and an unset optional)
+    are not sent, as protobuf does not send them."""
+    return Request(name, encode(engine().message(_ENGINE_PACKAGE + name), values))
 
 
-class Reply:
-    """A reply read as the bytes it came in (the state verbs need only its status)."""
+def message(name: str) -> type[Message]:
+    """The class of an engine.proto message (its FromString decodes a reply)."""
+    return engine().message(_ENGINE_PACKAGE + name).cls
 
-    @staticmethod
-    def FromString(data: bytes) -> bytes:  # noqa: N802 — protobuf's name, for the transport
-        return data
+
+def error_info(details: bytes, domain: str) -> tuple[str, dict[str, str]] | None:
+    """(reason, metadata) of the google.rpc.ErrorInfo of `domain` in a status's details
+    (grpc-status-details-bin); None when there is none."""
+    from berth_cli import messages
+    schema = Schema(messages.serialized_file)
+    schema.add_file("google/rpc/status.proto")
+    schema.add_file("google/rpc/error_details.proto")
+    try:
+        for detail in schema.message(".google.rpc.Status").cls(details).details:
+            if detail.type_url.rpartition("/")[2] == "google.rpc.ErrorInfo":
+                info = schema.message(".google.rpc.ErrorInfo").cls(detail.value)
+                if info.domain == domain:
+                    return info.reason, dict(info.metadata)
+    except DecodeError:
+        return None
+    return None

@@ -9,10 +9,12 @@ And back: the PORTS column of `ps`, NetworkSettings.Ports and HostConfig.PortBin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 from berth.types.v1 import port_pb2
 from berth_errors import InvalidArgument, not_implemented
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: collections.abc loads all of collections, and `ps` imports this module
+    from collections.abc import Iterable, Mapping
 
 PROTOCOLS = ("tcp", "udp")
 
@@ -74,6 +76,7 @@ def publish_flag(spec: str) -> port_pb2.PortBinding:
 def port_bindings(bindings: Mapping) -> list[port_pb2.PortBinding]:
     """HostConfig.PortBindings: {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}; no entry
     (or an empty HostPort) asks for an ephemeral host port."""
+    from collections.abc import Mapping
     if not isinstance(bindings, Mapping):
         raise InvalidArgument("invalid PortBindings: expected an object")
     out = []

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the CLI's `ps -f` imports this module, json and collections not
+    from collections.abc import Mapping
 
 from berth_errors import InvalidArgument
 
@@ -31,6 +32,7 @@ def filters(query: Mapping[str, str]) -> dict[str, list[str]]:
     raw = query.get("filters")
     if not raw:
         return {}
+    import json
     try:
         data = json.loads(raw)
     except json.JSONDecodeError:

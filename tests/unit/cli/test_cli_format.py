@@ -39,3 +39,14 @@ def test_table_pads_like_tabwriter():
 
 def test_short_id():
     assert fmt.short_id("sha256:" + "ab" * 32) == "abababababab"
+
+
+def test_inspect_json_is_json_dumps_indented():
+    import json
+
+    from berth_cli import format as fmt
+    value = [{"Id": "x", "Args": [], "Labels": {}, "Env": ["A=ü", 'q"<>&\\'], "Pid": -3, "Big": 2**70,
+              "Ok": True, "No": False, "None": None, "Nested": {"a": [1, {"b": []}], "c": {}},
+              "Float": 1.5}, {}]
+    assert fmt.indented_json(value) == json.dumps(value, indent=4)
+    assert fmt.indented_json([]) == json.dumps([], indent=4)

@@ -48,3 +48,29 @@ def test_garbage_is_an_hpack_error():
         headers.Decoder().decode(b"\xff\xff\xff\xff\xff\xff\xff")
     with pytest.raises(headers.HPACKError):
         headers.Decoder().decode(b"\x00\x05ab")
+
+
+def test_huffman_strings_decode_as_hpack_decodes_them():
+    # grpcio Huffman-codes a failed call's grpc-message: headers.py decodes it itself.
+    import random
+
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+    from hpack.huffman_table import decode_huffman
+
+    from berth_cli.headers import HPACKError, _huffman_decode
+    encoder = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+    for text in (b"", b"No such container: web", bytes(range(256)), "ü 100%".encode()):
+        assert _huffman_decode(encoder.encode(text)) == text
+    rng = random.Random(7)
+    for _ in range(3000):  # arbitrary bytes: the same string, or refused as hpack refuses it
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+        try:
+            expected = decode_huffman(data)
+        except Exception:  # noqa: BLE001 — hpack's own error class
+            expected = None
+        try:
+            got = _huffman_decode(data)
+        except HPACKError:
+            got = None
+        assert got == expected, data

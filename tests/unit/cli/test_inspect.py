@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from berth.engine.v1 import engine_pb2
-from berth_cli import cli, commands
+from berth_cli import cli, commands, wire
 from berth_cli.errors import RpcError, StatusCode
 from berth_docker import api
 
@@ -25,22 +25,18 @@ def _container() -> engine_pb2.ContainerInfo:
     return info
 
 
-class FakeStub:
+class FakeClient:
+    """The engine's replies as the CLI reads them: protobuf's bytes decoded by berth_cli.wire."""
+
     def __init__(self, info):
         self.info = info
 
-    def InspectContainer(self, ref):
-        if ref.id != self.info.name:
-            raise RpcError(StatusCode.NOT_FOUND, f"No such container: {ref.id}")
-        return engine_pb2.InspectContainerResponse(container=self.info)
-
-    def InspectImage(self, ref):
-        raise RpcError(StatusCode.NOT_FOUND, f"No such image: {ref.reference}")
-
-
-class FakeClient:
-    def __init__(self, info):
-        self.stub = FakeStub(info)
+    def call(self, method, **request):
+        if method == "InspectContainer" and request["id"] == self.info.name:
+            reply = engine_pb2.InspectContainerResponse(container=self.info)
+            return wire.message("InspectContainerResponse").FromString(reply.SerializeToString())
+        what = "container" if method == "InspectContainer" else "image"
+        raise RpcError(StatusCode.NOT_FOUND, f"No such {what}: {next(iter(request.values()))}")
 
 
 def test_cli_inspect_is_the_docker_api_inspect(capsys):

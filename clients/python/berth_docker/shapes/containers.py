@@ -82,12 +82,21 @@ def container_json(info: engine_pb2.ContainerInfo) -> dict:
     }
 
 
+# NetworkSettings' legacy keys: (key, the ContainerNetwork field it shows, its zero value).
+_LEGACY_KEYS = (("EndpointID", "endpoint_id", ""), ("Gateway", "gateway", ""),
+                ("GlobalIPv6Address", "ipv6_address", ""), ("GlobalIPv6PrefixLen", "ipv6_prefix_len", 0),
+                ("IPAddress", "ipv4_address", ""), ("IPPrefixLen", "prefix_len", 0),
+                ("IPv6Gateway", "ipv6_gateway", ""), ("MacAddress", "mac_address", ""))
+
+
 def network_settings_json(info: engine_pb2.ContainerInfo) -> dict:
     """inspect's NetworkSettings. The top-level address keys are docker's legacy view of the
     default bridge network only: empty for a container on user-defined networks alone."""
     network = info.network_mode or "none"
     bridge = next((n for n in info.networks if n.network == DEFAULT_BRIDGE), None)
-    legacy = engine_pb2.ContainerNetwork() if bridge is None else bridge
+    # Read off the endpoint, or zero values: no ContainerNetwork() is made, as the CLI reads its
+    # replies without protobuf's classes (berth_cli.wire).
+    legacy = {key: getattr(bridge, field) if bridge is not None else zero for key, field, zero in _LEGACY_KEYS}
     return {
         "Bridge": "",
         "SandboxID": "",
@@ -98,14 +107,7 @@ def network_settings_json(info: engine_pb2.ContainerInfo) -> dict:
         "SandboxKey": info.netns_path,
         "SecondaryIPAddresses": None,
         "SecondaryIPv6Addresses": None,
-        "EndpointID": legacy.endpoint_id,
-        "Gateway": legacy.gateway,
-        "GlobalIPv6Address": legacy.ipv6_address,
-        "GlobalIPv6PrefixLen": legacy.ipv6_prefix_len,
-        "IPAddress": legacy.ipv4_address,
-        "IPPrefixLen": legacy.prefix_len,
-        "IPv6Gateway": legacy.ipv6_gateway,
-        "MacAddress": legacy.mac_address,
+        **legacy,
         "Networks": {n.network: endpoint_json(n) for n in info.networks} or {network: {}},
     }
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
-from collections.abc import Mapping, Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: collections.abc loads all of collections
+    from collections.abc import Mapping, Sequence
 
 from berth.engine.v1 import engine_pb2
 from berth_errors import InvalidArgument
@@ -137,5 +139,6 @@ def _until(value: str) -> float:
 
 def _reference_matches(pattern: str, name: str) -> bool:
     """`reference=busybox` matches busybox:<any tag>; `busybox:1*` globs the tag too."""
+    import fnmatch  # here: it imports re, and `berth inspect` imports this module
     repo, _, _tag = name.rpartition(":")
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(repo, pattern)

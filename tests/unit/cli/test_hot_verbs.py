@@ -1,0 +1,121 @@
+"""The everyday verbs (ps, images, inspect, the state verbs, and their failures) run without
+protobuf's runtime, json or re: berth_cli.wire reads and writes their messages. Each runs as
+the `berth` command does, against a grpcio server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent import futures
+
+import grpc
+import pytest
+
+import berth_errors
+from berth.engine.v1 import engine_pb2, engine_pb2_grpc
+
+# What these verbs must not load: protobuf's runtime (its package's __init__ aside: the
+# well-known types' generated modules are read from there), json (and through it re, enum).
+HEAVY = ("json", "re", "enum", "datetime", "hpack")
+# Runs the CLI as its launcher does, then names the heavy modules it loaded.
+RUN = ("import os, sys\nexit = os._exit\n"
+       "def report(code):\n"
+       f"    bad = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}\n"
+       "                 or m.startswith('google.') and m != 'google.protobuf')\n"
+       "    sys.stderr.write(f'\\nLOADED {bad}\\n'); sys.stderr.flush(); exit(code)\n"
+       "os._exit = report\nimport berth_cli.__main__\n")
+
+
+def _container() -> engine_pb2.ContainerInfo:
+    info = engine_pb2.ContainerInfo(
+        id="c" * 64, name="web", image="busybox", image_id="sha256:" + "a" * 64, path="sleep", args=["9"],
+        network_mode="bridge", state=engine_pb2.ContainerState(status="running", running=True, pid=42),
+        config=engine_pb2.ContainerConfig(labels={"a": "b"}))
+    info.created.FromSeconds(1_700_000_000)
+    info.state.started_at.FromSeconds(1_700_000_001)
+    return info
+
+
+class FakeEngine(engine_pb2_grpc.EngineServiceServicer):
+    def ListContainers(self, request, context):
+        assert request.all and list(request.filters["status"].values) == ["running"]
+        return engine_pb2.ListContainersResponse(containers=[_container()])
+
+    def ListImages(self, request, context):
+        image = engine_pb2.ImageInfo(id="sha256:" + "a" * 64, repo_tags=["busybox:latest"], size=2_000_000)
+        image.created.FromSeconds(1_700_000_000)
+        return engine_pb2.ListImagesResponse(images=[image])
+
+    def InspectContainer(self, request, context):
+        if request.id != "web":
+            context.abort_with_status(_Status(berth_errors.NotFound(f"No such container: {request.id}")))
+        return engine_pb2.InspectContainerResponse(container=_container())
+
+    def InspectImage(self, request, context):
+        context.abort(grpc.StatusCode.NOT_FOUND, f"No such image: {request.reference}")
+
+    def StopContainer(self, request, context):
+        if request.id != "web" or request.timeout != 3:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"No such container: {request.id}")
+        return engine_pb2.StopContainerResponse()
+
+
+class _Status(grpc.Status):
+    """A failure with berth's ErrorInfo in its details, as the services' interceptor sends it."""
+
+    def __init__(self, err):
+        self.code, self.details = grpc.StatusCode.NOT_FOUND, str(err)
+        self.trailing_metadata = (("grpc-status-details-bin", berth_errors.status_details(err, 5)),)
+
+
+@pytest.fixture(scope="module")
+def host():
+    tmp = tempfile.mkdtemp(prefix="/tmp/bt-hot-")
+    path = os.path.join(tmp, "s.sock")
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    engine_pb2_grpc.add_EngineServiceServicer_to_server(FakeEngine(), server)
+    server.add_insecure_port(f"unix://{path}")
+    server.start()
+    yield f"unix://{path}"
+    server.stop(0)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def berth(host: str, *args: str) -> tuple[int, str, str]:
+    out = subprocess.run([sys.executable, "-S", "-c", f"import sys\nsys.path[:0] = {sys.path!r}\n" + RUN,
+                          "-H", host, *args], capture_output=True, text=True)
+    err, _, loaded = out.stderr.rpartition("\nLOADED ")
+    assert loaded.strip() == "[]", f"{args} loaded {loaded.strip()}"
+    return out.returncode, out.stdout, err
+
+
+def test_ps(host):
+    code, out, _ = berth(host, "ps", "-a", "-f", "status=running")
+    assert code == 0
+    assert out.splitlines()[1].split()[:3] == ["cccccccccccc", "busybox", '"sleep']
+    code, out, _ = berth(host, "ps", "-a", "-f", "status=running", "--format", "{{.Names}} {{.Label \"a\"}}")
+    assert out == "web b\n"
+
+
+def test_images(host):
+    code, out, _ = berth(host, "images")
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["busybox", "latest", "aaaaaaaaaaaa"]
+
+
+def test_inspect_and_its_failures(host):
+    code, out, _ = berth(host, "inspect", "web")
+    assert code == 0 and json.loads(out)[0]["Config"]["Labels"] == {"a": "b"}
+    code, out, _ = berth(host, "inspect", "-f", "{{.State.Pid}} {{.Name}}", "web")
+    assert out == "42 /web\n"
+    code, out, err = berth(host, "inspect", "--type", "container", "nope")
+    assert code == 1 and "No such container: nope" in err
+
+
+def test_state_verbs_and_their_failures(host):
+    assert berth(host, "stop", "-t", "3", "web")[:2] == (0, "web\n")
+    code, out, err = berth(host, "stop", "-t", "3", "web", "gone ü")
+    assert (code, out) == (1, "web\n") and "Error response from daemon: No such container: gone ü" in err
