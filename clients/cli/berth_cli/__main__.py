@@ -1,5 +1,10 @@
+import gc
 import os
 import sys
+
+# A command lives for one call: no collection while it imports (cli.main turns the collector
+# back on, for the verbs that stream for long, once what is imported is frozen out of it).
+gc.disable()
 
 from berth_cli import messages
 

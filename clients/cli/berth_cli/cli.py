@@ -264,9 +264,21 @@ def parse(argv: Sequence[str]):
     return ns
 
 
+def _print_version() -> int:
+    from berth_cli import VERSION
+    print(f"berth version {VERSION}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        if args[i] in ("-v", "--version"):
+            return _print_version()  # before parsing: it needs no verb's parser (all of them, unasked)
+        i += 2 if args[i] in GLOBAL_VALUE_FLAGS else 1
     try:
-        ns = parse(sys.argv[1:] if argv is None else argv)
+        ns = parse(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return USAGE_ERROR
@@ -275,9 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `berth --help | head -1`
         return 0
     if ns.version:
-        from berth_cli import VERSION
-        print(f"berth version {VERSION}")
-        return 0
+        return _print_version()
     if ns.verb is None:
         # docker with no command prints its usage and succeeds.
         to_argparse(build_parser()).print_help()
@@ -293,4 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "in BERTH_CERT_PATH or ~/.berth)", file=sys.stderr)
         return USAGE_ERROR
     from berth_cli import commands
+    import gc
+    gc.freeze()  # what is imported lives until exit: no collection need look at it again
+    gc.enable()
     return commands.dispatch(ns)

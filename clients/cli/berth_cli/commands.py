@@ -13,12 +13,9 @@ import time
 import berth_errors
 
 from berth.engine.v1 import engine_pb2
-from berth_cli import registry
 from berth_cli import format as fmt
 from berth_cli import templates
-from berth_cli.archives import chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
-from berth_cli.runflags import client as client_flags
 from berth_cli.errors import ENGINE_ERROR, Failed, RpcError, StatusCode, command_status
 
 
@@ -102,6 +99,7 @@ def version(client: Client, ns) -> int:
 # -- images ---------------------------------------------------------------------------
 
 def load(client: Client, ns) -> int:
+    from berth_cli.archives import chunks, open_input
     from berth_docker.reference import familiar
     with open_input(ns.input) as f:
         response = client.stub.LoadImages(engine_pb2.LoadImagesRequest(data=d) for d in chunks(f))
@@ -115,6 +113,7 @@ def load(client: Client, ns) -> int:
 
 
 def import_(client: Client, ns) -> int:
+    from berth_cli.archives import chunks, open_input
     with open_input(ns.file) as f:
         def requests():
             yield engine_pb2.ImportImageRequest(header=engine_pb2.ImportHeader(
@@ -127,6 +126,7 @@ def import_(client: Client, ns) -> int:
 
 
 def save(client: Client, ns) -> int:
+    from berth_cli.archives import write_archive
     return write_archive(ns.output, lambda: client.stub.SaveImages(
         engine_pb2.SaveImagesRequest(references=ns.images)))
 
@@ -213,6 +213,8 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
 
 
 def create(client: Client, ns) -> int:
+    from berth_cli import registry
+    from berth_cli.runflags import client as client_flags
     registry.pull_if_always(client, ns)
     try:
         response = client.stub.CreateContainer(engine_pb2.CreateContainerRequest(config=container_config(ns)))
@@ -265,6 +267,8 @@ class _SignalProxy:
 
 
 def run(client: Client, ns) -> int:
+    from berth_cli import registry
+    from berth_cli.runflags import client as client_flags
     config = container_config(ns)
     registry.pull_if_always(client, ns)
     if ns.detach:
@@ -514,7 +518,7 @@ def events(client: Client, ns) -> int:
 
 
 VERBS = {
-    "pull": registry.pull, "push": registry.push, "login": registry.login, "logout": registry.logout,
+    "pull": "registry:pull", "push": "registry:push", "login": "registry:login", "logout": "registry:logout",
     "version": version, "load": load, "import": import_, "save": save, "images": images,
     "rmi": rmi, "tag": tag, "run": run, "create": create, "start": start, "stop": stop,
     "restart": stop, "kill": kill, "rm": rm, "wait": wait, "ps": ps, "logs": logs,

@@ -10,8 +10,6 @@ import sys
 
 from berth_cli.errors import RpcError, Unreachable
 
-from berth.types.v1 import stdio_pb2
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
     from collections.abc import Callable, Iterable
@@ -85,6 +83,7 @@ def each(client: Client, refs: Iterable[str], call: Callable[[str], object]) -> 
 
 def write_output(stream: int, data: bytes) -> None:
     """A container's output to our stdout or stderr, as it came (OutputChunk.stream)."""
+    from berth.types.v1 import stdio_pb2
     out = sys.stderr.buffer if stream == stdio_pb2.OUTPUT_STREAM_STDERR else sys.stdout.buffer
     out.write(data)
     out.flush()

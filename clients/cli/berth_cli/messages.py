@@ -152,6 +152,9 @@ def serialized_file(proto: str) -> bytes:
     """The serialized FileDescriptorProto of a .proto file ("berth/engine/v1/engine.proto"),
     read from its generated module's source without running it (berth_cli.wire's schema)."""
     name = proto.removesuffix(".proto").replace("/", ".") + "_pb2"
+    loader = getattr(getattr(sys.modules.get(name), "__spec__", None), "loader", None)
+    if isinstance(loader, _Loader):  # imported already (lazily): its source was read then
+        return _serialized(loader.source)
     package = importlib.import_module(name.rpartition(".")[0])
     spec = PathFinder.find_spec(name, package.__path__)  # importlib.util would import contextlib
     if spec is None or not (spec.origin or "").endswith(".py"):

@@ -19,7 +19,6 @@ from __future__ import annotations
 # _socket, not socket: the socket module turns its constants into enums at import (~5 ms).
 import _socket as socket
 import _thread
-import binascii
 import struct
 import sys
 
@@ -542,6 +541,7 @@ class _Stream:
             self.details = _percent_decode(found.get(b"grpc-message", b""))
             # Binary headers travel base64-encoded, padding optional (gRPC over HTTP/2).
             encoded = found.get(b"grpc-status-details-bin", b"")
+            import binascii  # here: only a failure carries details
             try:
                 self.status_details = binascii.a2b_base64(encoded + b"=" * (-len(encoded) % 4))
             except (binascii.Error, ValueError):

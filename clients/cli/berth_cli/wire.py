@@ -352,28 +352,99 @@ def _bootstrap(name: str, *fields: tuple) -> MessageType:
     return MessageType(None, name, [Field(*f) for f in fields])
 
 
-# The parts of descriptor.proto read here, by its field numbers.
-_ONEOF = _bootstrap("OneofDescriptorProto", ("name", 1, STRING))
-_FIELD_OPTIONS = _bootstrap("FieldOptions", ("packed", 2, BOOL, False, "", None, True))
-_MESSAGE_OPTIONS = _bootstrap("MessageOptions", ("map_entry", 7, BOOL))
-_FIELD = _bootstrap("FieldDescriptorProto", ("name", 1, STRING), ("number", 3, INT32), ("label", 4, ENUM),
-                    ("type", 5, ENUM), ("type_name", 6, STRING), ("options", 8, MESSAGE),
-                    ("oneof_index", 9, INT32, False, "", None, True), ("proto3_optional", 17, BOOL))
-_DESCRIPTOR = _bootstrap("DescriptorProto", ("name", 1, STRING), ("field", 2, MESSAGE, True),
-                         ("nested_type", 3, MESSAGE, True), ("options", 7, MESSAGE),
-                         ("oneof_decl", 8, MESSAGE, True))
+def _fields(data: bytes):
+    """(field number, wire type, value) of each field in `data`: a varint's value, or the
+    bytes of any other field."""
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        wire_type = key & 7
+        if wire_type == 0:
+            value, pos = _varint(data, pos)
+        elif wire_type == 2:
+            size, pos = _varint(data, pos)
+            value = data[pos:pos + size]
+            pos += size
+        elif wire_type in (1, 5):
+            size = 8 if wire_type == 1 else 4
+            value = data[pos:pos + size]
+            pos += size
+        else:
+            raise DecodeError(f"wire type {wire_type} in a descriptor")
+        if pos > end:
+            raise DecodeError("a descriptor cut short")
+        yield key >> 3, wire_type, value
+
+
+# descriptor.proto's field numbers, as read here. FileDescriptorProto, ServiceDescriptorProto and
+# MethodDescriptorProto are read as messages; DescriptorProto and FieldDescriptorProto, of which
+# a verb reads dozens, by _message_descriptor and _field_descriptor directly.
 _METHOD = _bootstrap("MethodDescriptorProto", ("name", 1, STRING), ("input_type", 2, STRING),
                      ("output_type", 3, STRING), ("client_streaming", 5, BOOL), ("server_streaming", 6, BOOL))
 _SERVICE = _bootstrap("ServiceDescriptorProto", ("name", 1, STRING), ("method", 2, MESSAGE, True))
+_SERVICE.by_name["method"].message = _METHOD
 _FILE = _bootstrap("FileDescriptorProto", ("name", 1, STRING), ("package", 2, STRING),
-                   ("dependency", 3, STRING, True), ("message_type", 4, MESSAGE, True),
+                   ("dependency", 3, STRING, True), ("message_type", 4, BYTES, True),
                    ("service", 6, MESSAGE, True), ("syntax", 12, STRING))
-for _type, _links in ((_FIELD, {"options": _FIELD_OPTIONS}),
-                      (_DESCRIPTOR, {"field": _FIELD, "nested_type": _DESCRIPTOR, "options": _MESSAGE_OPTIONS,
-                                     "oneof_decl": _ONEOF}),
-                      (_SERVICE, {"method": _METHOD}), (_FILE, {"message_type": _DESCRIPTOR, "service": _SERVICE})):
-    for _name, _linked in _links.items():
-        _type.by_name[_name].message = _linked
+_FILE.by_name["service"].message = _SERVICE
+
+
+def _message_descriptor(data: bytes) -> tuple[str, list[bytes], list[bytes], bool, list[str]]:
+    """A DescriptorProto: (name, its fields' FieldDescriptorProtos, its nested DescriptorProtos,
+    whether it is a map's entry, the names of its oneofs)."""
+    name, fields, nested, map_entry, oneofs = "", [], [], False, []
+    for number, _, value in _fields(data):
+        if number == 1:
+            name = value.decode()
+        elif number == 2:
+            fields.append(value)
+        elif number == 3:
+            nested.append(value)
+        elif number == 7:  # MessageOptions: map_entry = 7
+            map_entry = any(n == 7 and v for n, _, v in _fields(value))
+        elif number == 8:  # OneofDescriptorProto: name = 1
+            oneofs.append(next((v.decode() for n, _, v in _fields(value) if n == 1), ""))
+    return name, fields, nested, map_entry, oneofs
+
+
+def _field_descriptor(data: bytes, oneofs: list[str], proto3: bool) -> Field:
+    """A FieldDescriptorProto as a Field."""
+    name = type_name = ""
+    number = kind = label = 0
+    oneof_index = packed = None
+    synthetic = False  # proto3 `optional`: a oneof of its own, not a real one
+    for n, _, value in _fields(data):
+        if n == 1:
+            name = value.decode()
+        elif n == 3:
+            number = value
+        elif n == 4:
+            label = value
+        elif n == 5:
+            kind = value
+        elif n == 6:
+            type_name = value.decode()
+        elif n == 8:  # FieldOptions: packed = 2
+            packed = next((bool(v) for o, _, v in _fields(value) if o == 2), None)
+        elif n == 9:
+            oneof_index = value
+        elif n == 17:
+            synthetic = bool(value)
+    return Field(name, number, kind, label == REPEATED, type_name,
+                 oneofs[oneof_index] if oneof_index is not None and not synthetic else None,
+                 presence=synthetic or oneof_index is not None or not proto3,
+                 packed=proto3 if packed is None else packed)
+
+
+# protobuf's well-known types that engine.proto uses, frozen like descriptor.proto (their
+# generated modules are not read for them: that would load protobuf's package).
+WELL_KNOWN = {
+    ".google.protobuf.Timestamp": _bootstrap("google.protobuf.Timestamp", ("seconds", 1, INT64),
+                                             ("nanos", 2, INT32)),
+    ".google.protobuf.Duration": _bootstrap("google.protobuf.Duration", ("seconds", 1, INT64),
+                                            ("nanos", 2, INT32)),
+    ".google.protobuf.Empty": _bootstrap("google.protobuf.Empty"),
+}
 
 
 class Schema:
@@ -382,8 +453,8 @@ class Schema:
 
     def __init__(self, loader):
         self._loader = loader
-        self._raw: dict[str, tuple[Message, bool]] = {}  # full name -> (DescriptorProto, proto3)
-        self._types: dict[str, MessageType] = {}
+        self._raw: dict[str, tuple[bytes, bool]] = {}  # full name -> (DescriptorProto, proto3)
+        self._types: dict[str, MessageType] = dict(WELL_KNOWN)
         self._files: dict[str, Message] = {}
         self._pending: list[str] = []  # files named as imports and not read yet
 
@@ -401,11 +472,17 @@ class Schema:
             self._raw[f"{prefix}.{_name_of(raw)}"] = (raw, proto3)
 
     def _next_file(self, full_name: str) -> str:
-        """The pending import most likely to hold `full_name`: one in its package's directory."""
-        for i, name in enumerate(self._pending):
-            if full_name.startswith("." + name.rpartition("/")[0].replace("/", ".") + "."):
+        """The pending import most likely to hold `full_name`: one named for its start (PortBinding
+        in port.proto, Timestamp in timestamp.proto), else one in its package's directory."""
+        package, _, short = full_name.rpartition(".")
+        snake = "".join("_" + c.lower() if c.isupper() else c for c in short).lstrip("_")
+        in_package = [i for i, name in enumerate(self._pending)
+                      if "." + name.rpartition("/")[0].replace("/", ".") == package]
+        for i in in_package:
+            base = self._pending[i].rpartition("/")[2].removesuffix(".proto")
+            if snake == base or snake.startswith(base + "_"):
                 return self._pending.pop(i)
-        return self._pending.pop(0)
+        return self._pending.pop(in_package[0] if in_package else 0)
 
     def message(self, full_name: str) -> MessageType:
         """A type by its full name with the leading dot, as descriptors name them."""
@@ -421,17 +498,10 @@ class Schema:
             else:
                 raise KeyError(f"no message type {full_name} in the loaded descriptors")
         raw, proto3 = self._raw[full_name]
-        oneofs = [o.name for o in raw.oneof_decl]
-        fields = []
-        for f in raw.field:
-            synthetic = f.proto3_optional  # proto3 `optional`: a oneof of its own, not a real one
-            fields.append(Field(
-                f.name, f.number, f.type, f.label == REPEATED, f.type_name,
-                oneofs[f.oneof_index] if f.HasField("oneof_index") and not synthetic else None,
-                presence=synthetic or f.HasField("oneof_index") or not proto3,
-                packed=f.options.packed if f.options.HasField("packed") else proto3))
-        found = self._types[full_name] = MessageType(self, full_name.lstrip("."), fields, raw.options.map_entry)
-        self._index(full_name, raw.nested_type, proto3)
+        _, field_data, nested, map_entry, oneofs = _message_descriptor(raw)
+        fields = [_field_descriptor(f, oneofs, proto3) for f in field_data]
+        found = self._types[full_name] = MessageType(self, full_name.lstrip("."), fields, map_entry)
+        self._index(full_name, nested, proto3)
         return found
 
     def method(self, service: str, name: str) -> tuple[MessageType, MessageType, bool, bool]:
@@ -449,14 +519,14 @@ class Schema:
         raise KeyError(f"{service} has no method {name}")
 
 
-def _name_of(descriptor: Message) -> str:
+def _name_of(descriptor: Message | bytes) -> str:
     """A descriptor's name (field 1 of each of them) without reading the rest of it: protoc
     writes field 1 first."""
-    data = descriptor._data
+    data = descriptor if isinstance(descriptor, bytes) else descriptor._data
     if data and data[0] == 0x0A:
         size, pos = _varint(data, 1)
         return data[pos:pos + size].decode()
-    return descriptor.name
+    return descriptor.name if isinstance(descriptor, Message) else _message_descriptor(data)[0]
 
 
 _engine: Schema | None = None

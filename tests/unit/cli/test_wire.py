@@ -222,3 +222,12 @@ def test_every_field_is_read_from_the_descriptor_as_protobuf_reads_it(name):
             (f.number, f.type, f.is_repeated, f.has_presence), f.name
         if f.is_repeated and f.type not in (FD.TYPE_STRING, FD.TYPE_BYTES, FD.TYPE_MESSAGE):
             assert mine.packed == f.is_packed, f.name
+
+
+def test_the_well_known_types_are_protobufs():
+    from google.protobuf import duration_pb2, empty_pb2, timestamp_pb2
+    for module in (timestamp_pb2, duration_pb2, empty_pb2):
+        for d in module.DESCRIPTOR.message_types_by_name.values():
+            mine = wire.WELL_KNOWN["." + d.full_name]
+            assert {(f.name, f.number, f.type, f.is_repeated) for f in d.fields} == \
+                {(f.name, f.number, f.kind, f.repeated) for f in mine.fields.values()}
