@@ -194,7 +194,8 @@ class Channel:
             ])
             self._out += _frame(HEADERS, END_HEADERS, stream_id, block)
             try:
-                self._flush()
+                if pump:  # else the headers go with the request, in one write (_send_all)
+                    self._flush()
             except OSError as exc:
                 raise Unreachable(f"failed to talk to {self.target}: {exc}") from None
         if pump:
@@ -209,9 +210,15 @@ class Channel:
 
     def _send_all(self, stream_id: int, stream: _Stream, requests: Iterable) -> None:
         try:
+            # A unary call's one message waits for its end, to go in one write; a stream's
+            # are sent as they come.
+            single = isinstance(requests, tuple) and len(requests) == 1
             for request in requests:
                 body = request.SerializeToString()
                 self._send(stream, stream_id, struct.pack(">BI", 0, len(body)) + body)
+                if not single:
+                    with self._lock:
+                        self._flush()
                 if stream.ended:
                     return
             with self._lock:
@@ -229,6 +236,7 @@ class Channel:
             while view and not stream.ended:
                 window = min(self._send_window, stream.send_window, self._peer_max_frame)
                 if window <= 0:
+                    self._flush()  # what is queued may be what the peer waits for to open it
                     # A pump thread waits for the receiving thread to read the
                     # WINDOW_UPDATE; a sender with no receiver reads it itself, at
                     # once (waiting first would stall every time the window closes).
@@ -241,9 +249,14 @@ class Channel:
                 self._send_window -= len(chunk)
                 stream.send_window -= len(chunk)
                 view = view[len(chunk):]
-                # The frame's header, then its payload straight from the caller's
-                # buffer: a message of megabytes is not copied into the frame.
                 self._out += _frame_header(DATA, 0, stream_id, len(chunk))
+                if len(chunk) < FILL:
+                    # A small message joins what is queued (the call's headers, its end),
+                    # so a unary call is one write.
+                    self._out += chunk
+                    continue
+                # The frame's payload straight from the caller's buffer: a message of
+                # megabytes is not copied into the frame.
                 self._flush()
                 self._sock.sendall(chunk)
 
