@@ -151,7 +151,7 @@ def image_rows(images, now: float, no_trunc: bool = False) -> list[dict]:
                 "Size": human_size(image.size),
                 "Tag": tag,
                 "UniqueSize": "N/A",
-                "VirtualSize": human_size(image.size),
+                "VirtualSize": human_size(image.size, 4),  # docker's VirtualSize is HumanSize
             }))
     return rows
 
@@ -384,6 +384,7 @@ def container_row(c, now: float, no_trunc: bool = False) -> dict:
         "Mounts": ",".join(m.name or m.source for m in getattr(c, "mounts", ())),
         "Names": c.name,
         "Networks": c.network_mode,
+        "Platform": None,  # docker 28's: the image's platform, which the summary does not carry
         "Ports": ports_column(c.ports),
         "RunningFor": ago(created, now),
         "Size": "0B",

@@ -59,7 +59,8 @@ def tabwrite(lines: Sequence[str]) -> str:
                 widths.append(0)
             widths[i] = max(widths[i], len(cell))
     widths = [max(w + PADDING, MIN_WIDTH) for w in widths]
-    return "\n".join(("".join(cell.ljust(widths[i]) for i, cell in enumerate(cells[:-1])) + cells[-1]).rstrip()
+    # Every cell but the last is padded, an empty last one too (Go's tabwriter, as docker prints).
+    return "\n".join("".join(cell.ljust(widths[i]) for i, cell in enumerate(cells[:-1])) + cells[-1]
                      for cells in split)
 
 

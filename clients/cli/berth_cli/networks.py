@@ -111,12 +111,25 @@ NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scop
                    "CreatedAt": "CREATED AT"}
 
 
+def go_time(iso: str) -> str:
+    """An RFC 3339 time as Go prints a time.Time (docker's CreatedAt): "2024-05-01 10:00:00.12 +0000 UTC"."""
+    date, t, clock = iso.partition("T")
+    if not t:
+        return iso
+    zone = "Z" if clock.endswith("Z") else clock[-6:] if clock[-6:-5] in "+-" and clock[-3:-2] == ":" else ""
+    clock = clock[:len(clock) - len(zone)]
+    whole, _, fraction = clock.partition(".")
+    fraction = fraction.rstrip("0")
+    offset = "+0000" if zone in ("Z", "+00:00", "") else zone.replace(":", "")
+    return f"{date} {whole}{'.' + fraction if fraction else ''} {offset} {'UTC' if offset == '+0000' else offset}"
+
+
 def network_row(n, no_trunc: bool = False) -> dict:
     """What `network ls --format` sees: docker's network context fields."""
     from berth_cli.templates import Struct
     labels = dict(n.labels)
     return Struct(type_name="*formatter.networkContext", **{
-        "CreatedAt": n.created, "Driver": n.driver, "ID": n.id if no_trunc else n.id[:12],
+        "CreatedAt": go_time(n.created), "Driver": n.driver, "ID": n.id if no_trunc else n.id[:12],
         "IPv6": "false", "Internal": "true" if n.internal else "false",
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())), "Name": n.name,
         "Scope": _scope(n), "Label": lambda key: labels.get(key, "")})

@@ -312,6 +312,9 @@ def _pipeline(toks, source, pos, allow_decl):
             prev = groups[-1][-1].pop()
             groups[-1][-1].append(("chain", (prev, [p for p in tok[1].split(".") if p])))
         else:
+            if tok[0] == "ident" and tok[1] not in ("true", "false", "nil") and tok[1] not in FUNCS:
+                # Go's parser knows its functions: an unknown one fails before anything runs.
+                raise TemplateError(f'template: :{_line(source, pos)}: function "{tok[1]}" not defined')
             groups[-1][-1].append(tok)
     if depth:
         raise TemplateError(f"template: :{_line(source, pos)}: unclosed left paren")

@@ -88,9 +88,13 @@ def volume_row(v) -> dict:
     from berth_docker.units import human_size
     labels = dict(v.labels)
     return Struct(type_name="*formatter.volumeContext", **{
-        "Driver": v.driver, "Labels": ",".join(f"{k}={val}" for k, val in sorted(labels.items())),
-        "Links": str(v.ref_count) if v.ref_count >= 0 else "N/A", "Mountpoint": v.mountpoint,
+        # docker's ls has no usage data (only `system df -v` has): its Links and Size are N/A;
+        # Availability, Group and Status are a cluster volume's.
+        "Availability": "N/A", "Driver": v.driver, "Group": "N/A",
+        "Labels": ",".join(f"{k}={val}" for k, val in sorted(labels.items())),
+        "Links": "N/A", "Mountpoint": v.mountpoint,
         "Name": v.name, "Scope": v.scope or "local", "Size": human_size(v.size) if v.size >= 0 else "N/A",
+        "Status": "N/A",
         "Label": lambda key: labels.get(key, "")})
 
 

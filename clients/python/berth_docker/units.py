@@ -51,15 +51,16 @@ def parse_duration(text: str, flag: str) -> int:
     return int(total)
 
 
-def human_size(size: float) -> str:
-    """go-units HumanSizeWithPrecision(size, 3): decimal units, "4.26MB", "1.24kB", "216B"."""
+def human_size(size: float, precision: int = 3) -> str:
+    """go-units HumanSizeWithPrecision(size, precision): decimal units, "4.26MB", "1.24kB", "216B"
+    (go-units' HumanSize is precision 4)."""
     units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
     i = 0
     while size >= 1000 and i < len(units) - 1:
         size /= 1000.0
         i += 1
     # Go's %.3g without an exponent for the sizes that occur.
-    text = f"{size:.3g}"
+    text = f"{size:.{precision}g}"
     if "e" in text:
         text = f"{size:.0f}"
     return f"{text}{units[i]}"

@@ -30,9 +30,10 @@ def test_split_repo_tag(name, want):
 
 
 def test_table_pads_like_tabwriter():
-    # docker's tabwriter: widest cell + 3, at least 10 wide; the last column unpadded.
+    # docker's tabwriter: widest cell + 3, at least 10 wide; the last column unpadded, and the
+    # cell before an empty last one padded still (as `docker ps --format 'table {{.ID}}\t{{.Labels}}'`).
     out = fmt.table(("A", "LONGER"), [("xx", "y"), ("x", "")])
-    assert out.splitlines() == ["A         LONGER", "xx        y", "x"]
+    assert out.splitlines() == ["A         LONGER", "xx        y", "x         "]
     out = fmt.table(("NAME", "X"), [("a-rather-long-name", "1")])
     assert out.splitlines() == ["NAME".ljust(21) + "X", "a-rather-long-name   1"]
 

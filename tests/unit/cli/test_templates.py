@@ -133,7 +133,7 @@ def test_table_prints_docker_headers_and_aligns():
             Struct({"ID": "abcdef123456", "Names": "db", "Label": lambda k: ""})]
     out = fmt.formatted('table {{.ID}}\\t{{.Names}}\\t{{.Label "k"}}', rows,
                         {"ID": "CONTAINER ID", "Names": "NAMES", "Label": "LABEL"})
-    assert out.splitlines() == ["CONTAINER ID   NAMES     LABEL", "abc            web       v", "abcdef123456   db"]
+    assert out.splitlines() == ["CONTAINER ID   NAMES     LABEL", "abc            web       v", "abcdef123456   db        "]
 
 
 def test_json_and_plain_formats_per_row():
