@@ -129,3 +129,17 @@ def test_existing_cidfile_is_refused_before_create(tmp_path):
     (tmp_path / "cid").write_text("old")
     with pytest.raises(ValueError, match="Container ID file found"):
         commands.container_config(cli.parse(["create", "--cidfile", f"{tmp_path}/cid", "busybox"]))
+
+
+def test_expose_link_isolation_and_volume_driver_mean_what_the_docker_api_s_do():
+    config = commands.container_config(cli.parse(
+        ["create", "--expose", "80", "--expose", "53/udp", "--expose", "80/tcp", "--link", "db:data",
+         "--isolation", "default", "--volume-driver", "local", "-v", "vol:/v", "busybox"]))
+    assert list(config.exposed_ports) == ["80/tcp", "53/udp"]
+    assert list(config.endpoint_settings.links) == ["db:data"]
+    assert (config.isolation, config.volume_driver) == ("default", "local")
+    for argv, words in ((["--expose", "80-90"], "port ranges"), (["--expose", "80/sctp"], "invalid proto"),
+                        (["--isolation", "hyperv"], "--isolation"), (["--link", ":x"], "--link"),
+                        (["--volume-driver", "nfs", "-v", "vol:/v"], "--volume-driver")):
+        with pytest.raises(Exception, match=words):
+            commands.container_config(cli.parse(["create", *argv, "busybox"]))
