@@ -213,14 +213,21 @@ def container_config(ns) -> engine_pb2.ContainerConfig:
 
 
 def create(client: Client, ns) -> int:
+    # The config is built of berth_cli.wire's messages and sent through wire: upb is not loaded.
+    from berth_cli import messages
+    with messages.wire_classes():
+        return _create(client, ns)
+
+
+def _create(client: Client, ns) -> int:
     from berth_cli import registry
     from berth_cli.runflags import client as client_flags
     registry.pull_if_always(client, ns)
     try:
-        response = client.stub.CreateContainer(engine_pb2.CreateContainerRequest(config=container_config(ns)))
+        response = client.call("CreateContainer", config=container_config(ns))
     except RpcError as err:
         if registry.pull_if_missing(client, ns, err):
-            return create(client, ns)
+            return _create(client, ns)
         client.report(err)
         return ENGINE_ERROR
     for warning in response.warnings:
@@ -256,31 +263,38 @@ class _SignalProxy:
         # Off the main thread: it is busy in the stream, and a handler must not block on I/O.
         import signal
         import threading
-        request = engine_pb2.KillContainerRequest(id=self.container_id, signal=signal.Signals(signum).name)
-        threading.Thread(target=self._kill, args=(request,), daemon=True).start()
+        threading.Thread(target=self._kill, args=(signal.Signals(signum).name,), daemon=True).start()
 
-    def _kill(self, request) -> None:
+    def _kill(self, signal_name: str) -> None:
         try:
-            self._client.stub.KillContainer(request)
+            self._client.call("KillContainer", id=self.container_id, signal=signal_name)
         except RpcError:
             pass
 
 
 def run(client: Client, ns) -> int:
+    if not ns.detach and (ns.tty or ns.interactive):
+        return _run(client, ns)  # berth_cli.interactive's streams speak protobuf's messages
+    # As create: built and sent with berth_cli.wire's messages.
+    from berth_cli import messages
+    with messages.wire_classes():
+        return _run(client, ns)
+
+
+def _run(client: Client, ns) -> int:
     from berth_cli import registry
     from berth_cli.runflags import client as client_flags
     config = container_config(ns)
     registry.pull_if_always(client, ns)
     if ns.detach:
         try:
-            for response in client.stub.RunContainer(
-                    engine_pb2.RunContainerRequest(config=config, attach=False)):
+            for response in client.call("RunContainer", config=config, attach=False):
                 if response.WhichOneof("event") == "id":
                     client_flags.write_cidfile(ns, response.id)
                     print(response.id)
         except RpcError as err:
             if registry.pull_if_missing(client, ns, err):
-                return run(client, ns)
+                return _run(client, ns)
             client.report(err)
             return command_status(err)
         return 0
@@ -290,8 +304,7 @@ def run(client: Client, ns) -> int:
         return interactive.run_attached(client, ns, config)
     with _SignalProxy(client) as proxy:
         try:
-            for response in client.stub.RunContainer(
-                    engine_pb2.RunContainerRequest(config=config, attach=True)):
+            for response in client.call("RunContainer", config=config, attach=True):
                 kind = response.WhichOneof("event")
                 if kind == "output":
                     write_output(response.output.stream, response.output.data)
@@ -302,7 +315,7 @@ def run(client: Client, ns) -> int:
                     return response.exit.exit_code
         except RpcError as err:
             if not proxy.container_id and registry.pull_if_missing(client, ns, err):
-                return run(client, ns)
+                return _run(client, ns)
             client.report(err)
             return command_status(err) if not proxy.container_id else ENGINE_ERROR
     print("Error response from daemon: the engine ended the run without an exit status", file=sys.stderr)

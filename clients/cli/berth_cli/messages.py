@@ -16,7 +16,6 @@ generated file of another shape) leaves the import to Python's usual machinery.
 
 from __future__ import annotations
 
-import codecs
 import importlib
 import os
 import sys
@@ -75,6 +74,39 @@ class _Finder:
         return ModuleSpec(name, _Loader(source), origin=spec.origin)
 
 
+_wire_classes = False
+_wire_names: dict[tuple[str, str], object] = {}
+
+
+class wire_classes:  # noqa: N801 — used as a `with` statement, like a function
+    """While in effect, the generated modules' messages not yet used are berth_cli.wire's
+    classes, not upb's: `berth run` and `create` build their ContainerConfig with them (with
+    berth_docker's helpers, which build engine_pb2 messages) and never load upb. The names
+    handed out meanwhile are not kept in the modules, so code that runs later gets protobuf's;
+    the two kinds mix, as each sends its bytes (SerializeToString)."""
+
+    def __enter__(self):
+        global _wire_classes
+        self._before, _wire_classes = _wire_classes, True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _wire_classes
+        _wire_classes = self._before
+
+
+def _wire_name(module, name: str):
+    key = (module.__name__, name)
+    if key not in _wire_names:
+        from berth_cli import wire
+        proto = module.__name__.removesuffix("_pb2").replace(".", "/") + ".proto"
+        try:
+            _wire_names[key] = wire.engine().top_level(proto, name)
+        except (KeyError, ImportError, ValueError):
+            _wire_names[key] = None
+    return _wire_names[key]
+
+
 class _LazyModule(type(sys)):
     """A generated module whose descriptor is added to the pool, and whose names are made,
     on first use: importing one (commands.py imports engine_pb2) costs nothing, and a verb
@@ -83,6 +115,10 @@ class _LazyModule(type(sys)):
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
+        if _wire_classes and name != "DESCRIPTOR":
+            value = _wire_name(self, name)
+            if value is not None:
+                return value
         file = self.__dict__.get("DESCRIPTOR")
         if file is None:
             file = _register(self)
@@ -129,45 +165,12 @@ class _Loader:
             _register(module)
 
 
-def _serialized(source: bytes) -> bytes:
-    """The serialized FileDescriptorProto a generated module's source adds to the pool: protoc
-    writes it as one bytes literal, on the call's line or (googleapis' files) the next."""
-    start = source.index(b"AddSerializedFile(") + len(b"AddSerializedFile(")
-    while source[start] in b" \n":
-        start += 1
-    if source[start:start + 2] != b"b'":
-        raise ValueError("the serialized descriptor is not one bytes literal")
-    start += 2
-    end = start
-    while True:
-        end = source.index(b"'", end)
-        escapes = len(source[start:end]) - len(source[start:end].rstrip(b"\\"))
-        if escapes % 2 == 0:
-            break
-        end += 1
-    return codecs.escape_decode(source[start:end])[0]
-
-
-def serialized_file(proto: str) -> bytes:
-    """The serialized FileDescriptorProto of a .proto file ("berth/engine/v1/engine.proto"),
-    read from its generated module's source without running it (berth_cli.wire's schema)."""
-    name = proto.removesuffix(".proto").replace("/", ".") + "_pb2"
-    loader = getattr(getattr(sys.modules.get(name), "__spec__", None), "loader", None)
-    if isinstance(loader, _Loader):  # imported already (lazily): its source was read then
-        return _serialized(loader.source)
-    package = importlib.import_module(name.rpartition(".")[0])
-    spec = PathFinder.find_spec(name, package.__path__)  # importlib.util would import contextlib
-    if spec is None or not (spec.origin or "").endswith(".py"):
-        raise ImportError(f"no generated module {name} for {proto}")
-    with open(spec.origin, "rb") as f:
-        return _serialized(f.read())
-
-
 def _register(module):
     """Add the module's file (after the files it imports) to upb's pool; its DESCRIPTOR."""
     source = module.__spec__.loader.source
     try:
-        serialized = _serialized(source)
+        from berth_cli import wire
+        serialized = wire.serialized(source)
         # The files this one imports come first: the pool needs them to resolve it.
         for line in source.splitlines():
             if line.startswith(b"from ") and b"_pb2 as " in line:

@@ -22,6 +22,8 @@ on messages with every field set.
 from __future__ import annotations
 
 import _struct as struct
+import codecs
+import sys
 
 SERVICE = "berth.engine.v1.EngineService"
 ENGINE_FILE = "berth/engine/v1/engine.proto"
@@ -156,13 +158,19 @@ class MessageType:
 
 
 class Message:
-    """A decoded message: read-only, its fields read on first access (see the module docstring)."""
+    """A message: decoded, its fields read on first access (see the module docstring), or made
+    and filled as protobuf's are (`Cls(name=value, ...)`, attributes set, repeated fields
+    appended to, maps updated, SetInParent, CopyFrom) and sent with SerializeToString."""
 
-    __slots__ = ("_data", "__dict__")
+    __slots__ = ("_data", "_present", "__dict__")
     _type: MessageType
 
-    def __init__(self, data: bytes = b""):
-        self._data = data
+    def __init__(self, data: bytes = b"", **values):
+        object.__setattr__(self, "_data", data if not values else None)
+        # Set in its parent (a message field): read off the wire, or given a value since.
+        object.__setattr__(self, "_present", False)
+        for name, value in values.items():
+            self._put(name, value)
 
     @classmethod
     def FromString(cls, data) -> Message:  # noqa: N802 — protobuf's name, for the transport
@@ -179,7 +187,48 @@ class Message:
         field = self._type.by_name.get(name)
         if field is None:
             raise AttributeError(f"{self._type.name} has no field {name!r}")
-        return field.default()
+        value = field.default()
+        if field.repeated or field.kind == MESSAGE:
+            values[name] = value  # kept, so that what is appended to it or set in it stays
+        return value
+
+    def __setattr__(self, name: str, value) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        field = self._field(name)
+        if field.repeated or field.kind == MESSAGE:
+            # protobuf's rule: a message or repeated field is changed in place, never replaced.
+            raise AttributeError(f"assignment not allowed to field {name!r} of {self._type.name}")
+        self._put(name, value)
+
+    def _field(self, name: str) -> Field:
+        field = self._type.by_name.get(name)
+        if field is None:
+            raise AttributeError(f"{self._type.name} has no field {name!r}")
+        if self._data is not None:
+            self._scan()
+        return field
+
+    def _put(self, name: str, value) -> None:
+        field = self._field(name)
+        if field.kind == MESSAGE:
+            field.link()
+        values = self.__dict__
+        if field.map_entry:
+            value_field = field.message.by_name["value"]
+            values[name] = {k: _child(value_field, v) for k, v in dict(value).items()}
+        elif field.repeated:
+            values[name] = [_child(field, v) for v in value]
+        elif field.kind == MESSAGE:
+            values[name] = _child(field, value)
+        else:
+            if field.kind == STRING and not isinstance(value, str):
+                raise TypeError(f"field {name}: expected a str, got {type(value).__name__}")
+            values[name] = value
+        for other in field.others:  # setting a member of a oneof clears the others
+            values.pop(other, None)
+        self._present = True
 
     def HasField(self, name: str) -> bool:  # noqa: N802 — protobuf's name
         field = self._type.by_name.get(name)
@@ -189,7 +238,7 @@ class Message:
             self._scan()
         if name in self._type.oneofs:
             return self.WhichOneof(name) is not None
-        return name in self.__dict__
+        return _is_set(field, self.__dict__.get(name, _UNSET))
 
     def WhichOneof(self, oneof: str) -> str | None:  # noqa: N802 — protobuf's name
         members = self._type.oneofs.get(oneof)
@@ -197,7 +246,42 @@ class Message:
             raise ValueError(f'Protocol message has no oneof "{oneof}" field.')
         if self._data is not None:
             self._scan()
-        return next((m for m in members if m in self.__dict__), None)
+        by_name, values = self._type.by_name, self.__dict__
+        return next((m for m in members if _is_set(by_name[m], values.get(m, _UNSET))), None)
+
+    def SetInParent(self) -> None:  # noqa: N802 — protobuf's name
+        self._present = True
+
+    def CopyFrom(self, other) -> None:  # noqa: N802 — protobuf's name (any message with its bytes)
+        self.__dict__.clear()
+        self._data = other.SerializeToString()
+        self._present = True
+
+    def ClearField(self, name: str) -> None:  # noqa: N802 — protobuf's name
+        self._field(name)
+        self.__dict__.pop(name, None)
+
+    def SerializeToString(self, deterministic: bool = False) -> bytes:  # noqa: N802 — protobuf's name
+        if self._data is not None:
+            return bytes(self._data)
+        by_name = self._type.by_name
+        return encode(self._type, {k: v for k, v in self.__dict__.items() if _is_set(by_name[k], v)})
+
+    def ByteSize(self) -> int:  # noqa: N802 — protobuf's name
+        return len(self.SerializeToString())
+
+    def _has_content(self) -> bool:
+        if self._data is not None:
+            return bool(self._data)
+        by_name = self._type.by_name
+        return any(_is_set(by_name[k], v) for k, v in self.__dict__.items())
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Message) or other._type is not self._type:
+            return NotImplemented
+        return _plain(self) == _plain(other)
+
+    __hash__ = None
 
     def __repr__(self) -> str:
         if self._data is not None:
@@ -236,6 +320,51 @@ class Message:
             raise DecodeError(f"{self._type.name} cut short") from None
 
 
+_UNSET = object()
+
+
+def _is_set(field: Field, value) -> bool:
+    """Whether a field's value is sent: a message set in its parent or with content, a
+    non-empty list or map, a scalar unlike its default (or with presence, any value)."""
+    if value is _UNSET:
+        return False
+    if field.map_entry or field.repeated:
+        return bool(value)
+    if field.kind == MESSAGE:
+        return value._present or value._has_content()
+    return field.presence or value != _DEFAULTS[field.kind]
+
+
+def _child(field: Field, value):
+    """A value given for a field, as it is kept: a message given as a dict, a Message or
+    protobuf's becomes this field's own Message."""
+    if field.kind != MESSAGE:
+        return value
+    cls = field.link().cls
+    if isinstance(value, dict):
+        child = cls(**value)
+    elif type(value) is cls:
+        child = value
+    else:
+        child = cls(value.SerializeToString())
+    child._present = True
+    return child
+
+
+def _plain(value):
+    """A message's set fields as plain values (equality)."""
+    if isinstance(value, Message):
+        if value._data is not None:
+            value._scan()
+        by_name = value._type.by_name
+        return {k: _plain(v) for k, v in value.__dict__.items() if _is_set(by_name[k], v)}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _value(field: Field, wire_type: int, value):
     kind = field.kind
     if wire_type != _WIRE_TYPE.get(kind):
@@ -246,7 +375,9 @@ def _value(field: Field, wire_type: int, value):
         except UnicodeDecodeError:
             raise DecodeError(f"field {field.name} is not UTF-8") from None
     if kind == MESSAGE:
-        return field.message.cls(value)
+        child = field.message.cls(value)
+        child._present = True
+        return child
     if kind == BYTES:
         return value
     if kind in _FIXED:
@@ -270,6 +401,7 @@ def _take(values: dict, field: Field, wire_type: int, value) -> None:
         # A message seen twice is merged, which in the wire format is the two joined.
         previous = values[name]
         values[name] = field.message.cls((previous._data or b"") + value)
+        values[name]._present = True
     else:
         values[name] = _value(field, wire_type, value)
         for other in field.others:  # the last member of a oneof seen is the one set
@@ -385,7 +517,7 @@ _SERVICE = _bootstrap("ServiceDescriptorProto", ("name", 1, STRING), ("method", 
 _SERVICE.by_name["method"].message = _METHOD
 _FILE = _bootstrap("FileDescriptorProto", ("name", 1, STRING), ("package", 2, STRING),
                    ("dependency", 3, STRING, True), ("message_type", 4, BYTES, True),
-                   ("service", 6, MESSAGE, True), ("syntax", 12, STRING))
+                   ("enum_type", 5, BYTES, True), ("service", 6, MESSAGE, True), ("syntax", 12, STRING))
 _FILE.by_name["service"].message = _SERVICE
 
 
@@ -504,6 +636,22 @@ class Schema:
         self._index(full_name, nested, proto3)
         return found
 
+    def top_level(self, file_name: str, name: str):
+        """What a generated module of `file_name` names `name`: a message's class, or an enum
+        value's number (protoc puts a file's enum values at its module's top level); None
+        for anything else (an enum's wrapper, a descriptor)."""
+        file = self.add_file(file_name)
+        full_name = f".{file.package}.{name}" if file.package else f".{name}"
+        if full_name in self._raw or full_name in self._types:
+            return self.message(full_name).cls
+        for enum in file.enum_type:
+            for n, _, value in _fields(enum):
+                if n == 2:  # EnumValueDescriptorProto: name = 1, number = 2
+                    fields = {k: v for k, _, v in _fields(value)}
+                    if fields.get(1, b"").decode() == name:
+                        return _scalar(INT32, fields.get(2, 0))
+        return None
+
     def method(self, service: str, name: str) -> tuple[MessageType, MessageType, bool, bool]:
         """(request type, reply type, client streaming, server streaming) of service.name."""
         package, _, short = service.rpartition(".")
@@ -529,6 +677,42 @@ def _name_of(descriptor: Message | bytes) -> str:
     return descriptor.name if isinstance(descriptor, Message) else _message_descriptor(data)[0]
 
 
+def serialized(source: bytes) -> bytes:
+    """The serialized FileDescriptorProto a generated module's source adds to the pool: protoc
+    writes it as one bytes literal, on the call's line or (googleapis' files) the next."""
+    start = source.index(b"AddSerializedFile(") + len(b"AddSerializedFile(")
+    while source[start] in b" \n":
+        start += 1
+    if source[start:start + 2] != b"b'":
+        raise ValueError("the serialized descriptor is not one bytes literal")
+    start += 2
+    end = start
+    while True:
+        end = source.index(b"'", end)
+        escapes = len(source[start:end]) - len(source[start:end].rstrip(b"\\"))
+        if escapes % 2 == 0:
+            break
+        end += 1
+    return codecs.escape_decode(source[start:end])[0]
+
+
+def serialized_file(proto: str) -> bytes:
+    """The serialized FileDescriptorProto of a .proto file ("berth/engine/v1/engine.proto"),
+    read from its generated module's source without running it."""
+    name = proto.removesuffix(".proto").replace("/", ".") + "_pb2"
+    loader = getattr(getattr(sys.modules.get(name), "__spec__", None), "loader", None)
+    if isinstance(getattr(loader, "source", None), bytes):  # imported lazily (messages): source read then
+        return serialized(loader.source)
+    import importlib
+    from importlib.machinery import PathFinder
+    package = importlib.import_module(name.rpartition(".")[0])
+    spec = PathFinder.find_spec(name, package.__path__)  # importlib.util would import contextlib
+    if spec is None or not (spec.origin or "").endswith(".py"):
+        raise ImportError(f"no generated module {name} for {proto}")
+    with open(spec.origin, "rb") as f:
+        return serialized(f.read())
+
+
 _engine: Schema | None = None
 
 
@@ -536,8 +720,7 @@ def engine() -> Schema:
     """The schema of engine.proto and what it imports, read from the generated modules."""
     global _engine
     if _engine is None:
-        from berth_cli import messages
-        _engine = Schema(messages.serialized_file)
+        _engine = Schema(serialized_file)
         _engine.add_file(ENGINE_FILE)
     return _engine
 
@@ -566,8 +749,7 @@ def message(name: str) -> type[Message]:
 def error_info(details: bytes, domain: str) -> tuple[str, dict[str, str]] | None:
     """(reason, metadata) of the google.rpc.ErrorInfo of `domain` in a status's details
     (grpc-status-details-bin); None when there is none."""
-    from berth_cli import messages
-    schema = Schema(messages.serialized_file)
+    schema = Schema(serialized_file)
     schema.add_file("google/rpc/status.proto")
     schema.add_file("google/rpc/error_details.proto")
     try:

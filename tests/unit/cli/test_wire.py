@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 import berth_errors
 from berth.engine.v1 import engine_pb2
-from berth_cli import messages, wire
+from berth_cli import wire
 
 FD = descriptor.FieldDescriptor
 ENGINE_MESSAGES = sorted(engine_pb2.DESCRIPTOR.message_types_by_name)
@@ -208,7 +208,7 @@ def test_status_details_read_as_berth_errors_reads_them():
 
 def test_the_serialized_descriptors_are_the_generated_modules_own():
     for module in (engine_pb2, status_pb2, error_details_pb2):
-        assert messages.serialized_file(module.DESCRIPTOR.name) == module.DESCRIPTOR.serialized_pb
+        assert wire.serialized_file(module.DESCRIPTOR.name) == module.DESCRIPTOR.serialized_pb
 
 
 @pytest.mark.parametrize("name", ENGINE_MESSAGES)
