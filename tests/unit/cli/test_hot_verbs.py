@@ -58,6 +58,20 @@ class FakeEngine(engine_pb2_grpc.EngineServiceServicer):
     def InspectImage(self, request, context):
         context.abort(grpc.StatusCode.NOT_FOUND, f"No such image: {request.reference}")
 
+    def CreateContainer(self, request, context):
+        assert request.config.image == "busybox" and list(request.config.ports)[0].host_port == 8080
+        return engine_pb2.CreateContainerResponse(id="c" * 64, warnings=["careful"])
+
+    def RunContainer(self, request, context):
+        from berth.types.v1 import stdio_pb2
+        assert request.attach and list(request.config.cmd) == ["sh", "-c", "x"]
+        yield engine_pb2.RunContainerResponse(id="c" * 64)
+        yield engine_pb2.RunContainerResponse(output=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDERR, data=b"to stderr\n"))
+        yield engine_pb2.RunContainerResponse(output=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"to stdout\n"))
+        yield engine_pb2.RunContainerResponse(exit=engine_pb2.ExitStatus(exit_code=3))
+
     def StopContainer(self, request, context):
         if request.id != "web" or request.timeout != 3:
             context.abort(grpc.StatusCode.NOT_FOUND, f"No such container: {request.id}")
@@ -119,3 +133,10 @@ def test_state_verbs_and_their_failures(host):
     assert berth(host, "stop", "-t", "3", "web")[:2] == (0, "web\n")
     code, out, err = berth(host, "stop", "-t", "3", "web", "gone ü")
     assert (code, out) == (1, "web\n") and "Error response from daemon: No such container: gone ü" in err
+
+
+def test_run_and_create(host):
+    code, out, err = berth(host, "run", "--rm", "-e", "A=1", "busybox", "sh", "-c", "x")
+    assert (code, out) == (3, "to stdout\n") and err.startswith("to stderr\n")
+    code, out, err = berth(host, "create", "-p", "8080:80", "busybox")
+    assert (code, out) == (0, "c" * 64 + "\n") and "WARNING: careful" in err

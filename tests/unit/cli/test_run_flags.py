@@ -143,3 +143,37 @@ def test_expose_link_isolation_and_volume_driver_mean_what_the_docker_api_s_do()
                         (["--volume-driver", "nfs", "-v", "vol:/v"], "--volume-driver")):
         with pytest.raises(Exception, match=words):
             commands.container_config(cli.parse(["create", *argv, "busybox"]))
+
+
+def test_the_config_built_of_wire_messages_is_protobufs(tmp_inputs):
+    # `berth run` and `create` build their config with berth_cli.wire's classes (messages.
+    # wire_classes): for every flag, the bytes sent are those protobuf's classes make. In a
+    # process of its own, where no protobuf class was handed out before.
+    import subprocess
+    import sys
+    lines = [_argv(long, tmp_inputs) for long, _, _ in refused.DOCKER_RUN_FLAGS if long != "--help"]
+    code = f"""
+from berth_cli import messages
+messages.install()
+from berth_cli import cli, commands, wire
+built = []
+for flag in {lines!r}:
+    try:
+        ns = cli.parse(["create", *flag, "-p", "80", "-v", "/a:/b", "--health-cmd", "true", "busybox", "sh"])
+    except cli.UsageError:
+        continue
+    with messages.wire_classes():
+        try:
+            built.append((flag, ns, commands.container_config(ns)))
+        except ValueError:  # a flag at odds with the ones added above
+            continue
+assert all(isinstance(c, wire.Message) for _, _, c in built)
+for flag, ns, config in built:
+    ours = commands.container_config(ns)
+    assert not isinstance(ours, wire.Message)
+    assert type(ours).FromString(config.SerializeToString()) == ours, flag
+print(len(built))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 50
