@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: collections.abc loads all of collections (`berth run` imports this)
+    from collections.abc import Mapping, Sequence
 
 from berth_errors import InvalidArgument
 

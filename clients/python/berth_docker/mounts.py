@@ -9,7 +9,9 @@ valid) is checked by the engine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: collections.abc loads all of collections (`berth run` imports this)
+    from collections.abc import Mapping, Sequence
 
 from berth.engine.v1 import engine_pb2
 from berth_errors import InvalidArgument, not_implemented
@@ -58,6 +60,7 @@ def volume(spec: str) -> engine_pb2.MountSpec:
 
 def mount(spec: Mapping) -> engine_pb2.MountSpec:
     """One HostConfig.Mounts entry ({"Type": "bind", "Source": ..., "Target": ..., ...})."""
+    from collections.abc import Mapping
     if not isinstance(spec, Mapping):
         raise InvalidArgument("invalid mount: expected an object")
     kind = spec.get("Type") or "volume"
@@ -99,6 +102,7 @@ _UNHONOURED = (("BindOptions", "NonRecursive"), ("BindOptions", "ReadOnlyNonRecu
 
 
 def _refuse_unhonoured(spec: Mapping) -> None:
+    from collections.abc import Mapping
     for group, key in _UNHONOURED:
         options = spec.get(group) or {}
         if not isinstance(options, Mapping):

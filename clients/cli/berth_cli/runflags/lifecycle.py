@@ -17,9 +17,9 @@ def add_flags(p) -> None:
 
 def apply(ns, config) -> None:
     """--restart and --health-* onto an engine ContainerConfig (the engine validates them)."""
-    from berth_docker.create import restart_policy
     from berth_docker.units import parse_duration
     if ns.restart:
+        from berth_docker.create import restart_policy  # here: a big module most runs do not need
         config.restart_policy.CopyFrom(restart_policy(ns.restart))
     health_set = (ns.health_cmd is not None or ns.health_interval or ns.health_timeout
                   or ns.health_retries or ns.health_start_period or ns.health_start_interval)

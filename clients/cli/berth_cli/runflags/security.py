@@ -40,7 +40,6 @@ def add_flags(p) -> None:
 
 
 def apply(ns, config) -> None:
-    from berth_docker.create import device, ulimit
     from berth_docker.keyvalues import key_values
     from berth_docker.units import parse_bytes
     # --pids-limit (a flag of the general set): unset takes the engine's default; 0
@@ -50,10 +49,12 @@ def apply(ns, config) -> None:
     config.privileged = ns.privileged
     config.cap_add.extend(ns.cap_add)
     config.cap_drop.extend(ns.cap_drop)
-    config.devices.extend(device(d) for d in ns.device)
+    if ns.device or ns.ulimit:
+        from berth_docker.create import device, ulimit  # here: a big module most runs do not need
+        config.devices.extend(device(d) for d in ns.device)
+        config.ulimits.extend(ulimit(u) for u in ns.ulimit)
     config.device_cgroup_rules.extend(ns.device_cgroup_rule)
     config.sysctls.update(key_values(ns.sysctl, "sysctl"))
-    config.ulimits.extend(ulimit(u) for u in ns.ulimit)
     config.group_add.extend(ns.group_add)
     config.pid_mode, config.ipc_mode, config.uts_mode = ns.pid, ns.ipc, ns.uts
     config.cpuset_cpus, config.cpuset_mems = ns.cpuset_cpus, ns.cpuset_mems
