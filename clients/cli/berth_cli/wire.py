@@ -5,15 +5,18 @@ reply. Loading upb (its extension, the engine's descriptors, the well-known type
 costs more than the rest of such a command, so those verbs encode their request and
 decode their reply here. The schema is the generated modules' own: each `*_pb2.py` holds
 its file's serialized FileDescriptorProto, which is read here with the few field numbers
-of descriptor.proto listed in _BOOTSTRAP (protobuf never renumbers a field), so there is
-nothing extra to keep in step with `make protos`.
+of descriptor.proto it needs (_FILE, _SERVICE, _METHOD, _message_descriptor,
+_field_descriptor; protobuf never renumbers a field), so there is nothing extra to keep
+in step with `make protos`.
 
 Replies are decoded lazily: a message's fields are read when one of them is first asked
 for, and a nested message stays bytes until then, so `ps` never reads the configs it does
-not show. What a reply offers is what the CLI reads of protobuf's messages: fields by
-name with proto3's defaults, repeated fields as lists, maps as dicts, HasField and
-WhichOneof. tests/unit/cli/test_wire.py checks both directions against protobuf itself
-on messages with every field set.
+not show. A message offers what the CLI uses of protobuf's: fields by name with proto3's
+defaults, repeated fields as lists, maps as dicts, HasField, WhichOneof, and for the ones
+`run` and `create` build (berth_cli.messages.wire_classes) construction by keywords,
+fields set, appended to and updated in place, SetInParent, CopyFrom, SerializeToString.
+tests/unit/cli/test_wire.py checks both directions against protobuf itself on every
+engine message with every field set.
 
     reply = client.call("ListContainers", all=True)           # berth_cli.engine.Client
     wire.request("StopContainerRequest", id="web", timeout=5)  # the bytes protobuf sends
@@ -726,7 +729,8 @@ def engine() -> Schema:
 
 
 class Request:
-    """An encoded request: what the transport asks of a message (SerializeToString)."""
+    """A request encoded at once (so a bad value fails before anything is sent): what the
+    transport asks of a message (SerializeToString)."""
 
     def __init__(self, name: str, data: bytes):
         self.name, self._data = name, data
