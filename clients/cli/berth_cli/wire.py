@@ -168,8 +168,9 @@ class Message:
     __slots__ = ("_data", "_present", "__dict__")
     _type: MessageType
 
-    def __init__(self, data: bytes = b"", **values):
-        object.__setattr__(self, "_data", data if not values else None)
+    def __init__(self, raw: bytes = b"", /, **values):
+        # `raw` positional only: a field may be named "data" (OutputChunk's, LoadImagesRequest's).
+        object.__setattr__(self, "_data", raw if not values else None)
         # Set in its parent (a message field): read off the wire, or given a value since.
         object.__setattr__(self, "_present", False)
         for name, value in values.items():

@@ -231,3 +231,26 @@ def test_the_well_known_types_are_protobufs():
             mine = wire.WELL_KNOWN["." + d.full_name]
             assert {(f.name, f.number, f.type, f.is_repeated) for f in d.fields} == \
                 {(f.name, f.number, f.kind, f.repeated) for f in mine.fields.values()}
+
+
+def test_messages_are_made_and_filled_as_protobufs():
+    # What run/create do to their config, and a field named as the raw-bytes argument is not.
+    chunk = wire.message("LoadImagesRequest")(data=b"tar bytes")
+    assert chunk.SerializeToString() == engine_pb2.LoadImagesRequest(data=b"tar bytes").SerializeToString()
+    ours, theirs = wire.message("ContainerConfig")(image="busybox", cmd=["sh"]), engine_pb2.ContainerConfig(
+        image="busybox", cmd=["sh"])
+    for config in (ours, theirs):
+        config.labels.update({"a": "b"})
+        config.env.extend(["A=1"])
+        config.entrypoint.SetInParent()
+        config.restart_policy.CopyFrom(engine_pb2.RestartPolicy(name="always"))
+        config.log_config.options.update({})  # an empty update sets nothing
+        config.endpoint_settings.links.append("db:db")
+        config.stop_timeout = 0
+    assert engine_pb2.ContainerConfig.FromString(ours.SerializeToString()) == theirs
+    assert [ours.HasField(f) for f in ("entrypoint", "log_config", "stop_timeout", "healthcheck")] == \
+        [theirs.HasField(f) for f in ("entrypoint", "log_config", "stop_timeout", "healthcheck")]
+    with pytest.raises(AttributeError):
+        ours.cmd = ["x"]
+    with pytest.raises(AttributeError):
+        ours.no_such_field = 1
