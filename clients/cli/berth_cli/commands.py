@@ -14,7 +14,6 @@ import berth_errors
 
 from berth.engine.v1 import engine_pb2
 from berth_cli import format as fmt
-from berth_cli import templates
 from berth_cli.engine import Client, each, write_output
 from berth_cli.errors import ENGINE_ERROR, Failed, RpcError, StatusCode, command_status
 
@@ -40,9 +39,11 @@ def dispatch(ns) -> int:
     except RpcError as err:
         client.report(err)
         return ENGINE_ERROR if ns.verb in ("run", "create", "start") else 1
-    except templates.TemplateError as exc:
-        return template_failed(ns.verb, exc)
     except (ValueError, berth_errors.BerthError) as exc:
+        # A --format/-f template that failed (imported only by the verbs that print one).
+        templates = sys.modules.get("berth_cli.templates")
+        if templates is not None and isinstance(exc, templates.TemplateError):
+            return template_failed(ns.verb, exc)
         # Bad flags found after parsing (berth_docker's InvalidArgument is a ValueError too),
         # or what berth cannot do yet: refused before anything was sent.
         print(f"berth: {exc}", file=sys.stderr)
@@ -133,6 +134,7 @@ def save(client: Client, ns) -> int:
 
 def image_rows(images, now: float, no_trunc: bool = False) -> list[dict]:
     """One row per name, as `docker images` shows them; nameless images as <none>."""
+    from berth_cli.templates import Struct
     from berth_docker.times import ago, local_created, seconds
     from berth_docker.units import human_size
     rows = []
@@ -140,7 +142,7 @@ def image_rows(images, now: float, no_trunc: bool = False) -> list[dict]:
         created = seconds(image.created)
         names = [fmt.split_repo_tag(t) for t in image.repo_tags] or [("<none>", "<none>")]
         for repo, tag in names:
-            rows.append(templates.Struct(type_name="*formatter.imageContext", **{
+            rows.append(Struct(type_name="*formatter.imageContext", **{
                 "Containers": str(image.containers) if image.containers >= 0 else "N/A",
                 "CreatedAt": local_created(created) if created else "",
                 "CreatedSince": ago(created, now),
@@ -382,12 +384,13 @@ def _parse_filters(values) -> dict[str, dict]:
 
 def container_row(c, now: float, no_trunc: bool = False) -> dict:
     """One row of `ps`, with the keys of docker's `ps --format json`."""
+    from berth_cli.templates import Struct
     from berth_docker.ports import ports_column
     from berth_docker.shapes.containers import status_text
     from berth_docker.times import ago, local_created, seconds
     created = seconds(c.created)
     labels = dict(c.config.labels)
-    return templates.Struct(type_name="*formatter.ContainerContext", **{
+    return Struct(type_name="*formatter.ContainerContext", **{
         "Command": fmt.command_column(c.path, list(c.args), truncate=not no_trunc),
         "CreatedAt": local_created(created) if created else "",
         "ID": c.id if no_trunc else c.id[:12],
@@ -500,7 +503,8 @@ def event_object(event) -> dict:
     from berth_docker.shapes.events import event_json
     nanos = event.time.seconds * 10**9 + event.time.nanos
     message = event_json(event, nanos)
-    return templates.Struct(type_name="events.Message", **message, Status=message.get("status", ""),
+    from berth_cli.templates import Struct
+    return Struct(type_name="events.Message", **message, Status=message.get("status", ""),
                             ID=message.get("id", ""), From=message.get("from", ""), Scope="local",
                             Time=message["time"], TimeNano=nanos)
 
@@ -518,6 +522,7 @@ def events(client: Client, ns) -> int:
         request.until.CopyFrom(to_pb_time(parse_since(ns.until, now)))
     template = None
     if ns.format and ns.format not in ("table", "json"):
+        from berth_cli import templates
         template = templates.parse(ns.format)
     for event in (reply.event for reply in client.stub.SubscribeEvents(request)):
         if ns.format == "json":
