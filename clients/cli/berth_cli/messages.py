@@ -16,10 +16,19 @@ generated file of another shape) leaves the import to Python's usual machinery.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-from importlib.machinery import ModuleSpec, PathFinder
+
+# importlib.machinery's classes, from the frozen modules the interpreter itself imports with:
+# importing the importlib package (and with it warnings) costs a command a millisecond.
+ModuleSpec = sys.modules["_frozen_importlib"].ModuleSpec
+PathFinder = sys.modules["_frozen_importlib_external"].PathFinder
+
+
+def _import(name: str):
+    """importlib.import_module for an absolute name."""
+    __import__(name)
+    return sys.modules[name]
 
 _MARK = b"AddSerializedFile(b'"
 _PACKAGES = ("berth.", "google.protobuf.")
@@ -175,7 +184,7 @@ def _register(module):
         for line in source.splitlines():
             if line.startswith(b"from ") and b"_pb2 as " in line:
                 words = line.split()
-                importlib.import_module(f"{words[1].decode()}.{words[3].decode()}").DESCRIPTOR  # noqa: B018
+                _import(f"{words[1].decode()}.{words[3].decode()}").DESCRIPTOR  # noqa: B018
         from google._upb import _message
         module.DESCRIPTOR = _message.default_pool.AddSerializedFile(serialized)
     except Exception:  # noqa: BLE001 — any surprise: load it as protoc meant
@@ -233,7 +242,7 @@ class _AnnotationNames(type(sys)):
             return _Unevaluated(name)
         if sys.modules.get("typing") is self:
             del sys.modules["typing"]
-        return getattr(importlib.import_module("typing"), name)
+        return getattr(_import("typing"), name)
 
 
 class _Unevaluated:
@@ -267,7 +276,7 @@ class _Deferred(type(sys)):
 def _deferred(name: str):
     spec = PathFinder.find_spec(name)
     if spec is None or spec.loader is None:
-        return importlib.import_module(name)
+        return _import(name)
     module = _Deferred(name)
     module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, spec.origin
     module.__package__ = ""

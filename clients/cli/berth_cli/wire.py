@@ -707,10 +707,11 @@ def serialized_file(proto: str) -> bytes:
     loader = getattr(getattr(sys.modules.get(name), "__spec__", None), "loader", None)
     if isinstance(getattr(loader, "source", None), bytes):  # imported lazily (messages): source read then
         return serialized(loader.source)
-    import importlib
-    from importlib.machinery import PathFinder
-    package = importlib.import_module(name.rpartition(".")[0])
-    spec = PathFinder.find_spec(name, package.__path__)  # importlib.util would import contextlib
+    package = name.rpartition(".")[0]
+    __import__(package)
+    # importlib.machinery's PathFinder, without importing importlib (see berth_cli.messages).
+    finder = sys.modules["_frozen_importlib_external"].PathFinder
+    spec = finder.find_spec(name, sys.modules[package].__path__)
     if spec is None or not (spec.origin or "").endswith(".py"):
         raise ImportError(f"no generated module {name} for {proto}")
     with open(spec.origin, "rb") as f:
