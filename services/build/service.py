@@ -87,6 +87,7 @@ class BuildService:
                      engine_ms=round(result.engine_time.ToMilliseconds()))
             yield build_pb2.BuildEvent(result=result)
         finally:
+            self.worker.replenish()
             await asyncio.to_thread(shutil.rmtree, work, True)
 
     async def list_cache(self) -> list[build_pb2.BuildCacheEntry]:

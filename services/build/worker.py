@@ -11,7 +11,12 @@ Every step result is an image of the image service:
 
 A RUN step's container is created like any other (the container service's
 default confinement: namespaces, capabilities, seccomp as it applies them);
-the build service never runs a process on its own. For COPY it mounts the
+the build service never runs a process on its own. On the default bridge, its
+endpoint (namespace, veth, address: a good part of a small step's time) was
+made ahead, while nothing waited for it, as BuildKit keeps a pool of network
+namespaces: the worker keeps one spare, taken by a RUN step and made again when
+that build has ended. Each endpoint serves one container only, never two: a step
+may change its /etc/hosts, which the next must not see. For COPY it mounts the
 snapshot's mounts itself, which is what those mounts are for (the container
 service does the same with them), in a directory of its own run root.
 """
@@ -40,6 +45,8 @@ log = structlog.get_logger(__name__)
 # Labels on what a build makes on the node, so that it can be told apart and cleaned.
 BUILD_LABEL = "berth.build"
 MS_BIND, MS_REC, MS_RDONLY, MNT_DETACH = 4096, 16384, 1, 2
+# The network whose endpoints are made ahead (the one RUN steps use unless told otherwise).
+SPARE_NETWORK = "bridge"
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -65,6 +72,18 @@ class Worker:
         os.makedirs(self.mnt_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.files_dir, mode=0o700, exist_ok=True)
         self._cleanup_stale()
+        # The spare endpoint: its container id and the task making it. Ids of spares
+        # are listed in a file until taken or deleted, so that those a killed service
+        # left are deleted by the next one.
+        self._spare: tuple[str, asyncio.Task] | None = None
+        self._spares_file = os.path.join(run_dir, "spare-endpoints")
+        self._background: set[asyncio.Task] = set()
+        self._want_spare = False
+        try:
+            with open(self._spares_file) as f:
+                self._stale_spares = f.read().split()
+        except FileNotFoundError:
+            self._stale_spares = []
 
     def _cleanup_stale(self) -> None:
         """Mounts a killed build left behind are detached; never rmtree through one."""
@@ -116,7 +135,7 @@ class Worker:
     async def tag(self, image_id: str, name: str) -> str:
         """Names the image; returns the name in full ("docker.io/library/app:latest")."""
         await self.image.TagImage(image_pb2.TagImageRequest(source=image_id, target=name))
-        return str(reference.parse(name))
+        return full_name(name)
 
     # -- snapshots ------------------------------------------------------------------
 
@@ -131,16 +150,19 @@ class Worker:
         except errors.BerthError as exc:
             log.warning("build_snapshot_remove_failed", key=key, error=exc.message)
 
-    async def _commit(self, key: str, config: image_pb2.ImageConfig, created_by: str) -> str:
+    async def _commit(self, key: str, config: image_pb2.ImageConfig, created_by: str,
+                      name: str = "") -> str:
+        """The snapshot as a new image; named `name` (a build's first tag, when this is
+        its last step: one call less than tagging it after)."""
         reply = await self.image.CommitSnapshot(image_pb2.CommitSnapshotRequest(
-            key=key, config=config, created_by=created_by))
+            key=key, config=config, created_by=created_by, reference=name))
         return reply.image.id
 
     async def with_rootfs(self, image_id: str, work: Callable[[str], Awaitable[None]],
-                          commit: tuple[image_pb2.ImageConfig, str] | None,
+                          commit: tuple[image_pb2.ImageConfig, str] | tuple[image_pb2.ImageConfig, str, str] | None,
                           cleanups: set[asyncio.Task] | None = None) -> str:
         """Mount a fresh snapshot of `image_id`, let `work` change it, and commit it
-        (when `commit` gives the config and created_by) as a new image. With `cleanups`,
+        (when `commit` gives the config, created_by and maybe a name) as a new image. With `cleanups`,
         the snapshot of a committed step is removed by a task put there (see `run`)."""
         key = "build-" + secrets.token_hex(16)
         target = os.path.join(self.mnt_dir, key)
@@ -163,24 +185,93 @@ class Worker:
             cleanups.add(asyncio.create_task(self._remove_snapshot(key)))
         return new_image
 
+    # -- endpoints made ahead ----------------------------------------------------------
+
+    def _endpoint(self, network: str) -> tuple[str, Awaitable]:
+        """A container id for a RUN step and (an awaitable of) its endpoint on `network`:
+        the spare when there is one, else one made now."""
+        if network == SPARE_NETWORK:
+            self._want_spare = True
+            if self._stale_spares:
+                stale, self._stale_spares = self._stale_spares, []
+                self._spawn(self._delete_spares(stale))
+            spare, self._spare = self._spare, None
+            if spare is not None:
+                self._write_spares()
+                return spare[0], self._taken(*spare, network)
+        cid = secrets.token_hex(32)
+        return cid, self._create_endpoint(cid, network)
+
+    def replenish(self) -> None:
+        """Makes the spare endpoint when a RUN step took it (or found none). Called when a
+        build has ended: made meanwhile, it would slow the steps it is made for."""
+        if self._want_spare and self._spare is None:
+            self._want_spare = False
+            cid = secrets.token_hex(32)
+            self._spare = (cid, asyncio.create_task(self._create_endpoint(cid, SPARE_NETWORK)))
+            self._write_spares()
+            # A spare that could not be made is made again when it is taken.
+            self._spare[1].add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _create_endpoint(self, cid: str, network: str):
+        return self.network.CreateEndpoint(network_pb2.CreateEndpointRequest(
+            container_id=cid, network=network, name=f"build-{cid[:12]}", hostname=cid[:12]))
+
+    async def _taken(self, cid: str, task: asyncio.Task, network: str):
+        try:
+            return await asyncio.shield(task)
+        except errors.BerthError as exc:
+            # Made while something was wrong (the network service restarting): made again.
+            log.info("build_spare_endpoint_failed", container_id=cid, error=exc.message)
+            return await self._create_endpoint(cid, network)
+
+    def _write_spares(self) -> None:
+        ids = [self._spare[0]] if self._spare else []
+        tmp = self._spares_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("".join(i + "\n" for i in ids))
+        os.replace(tmp, self._spares_file)
+
+    async def _delete_spares(self, ids: list[str]) -> None:
+        for cid in ids:
+            try:
+                await self.network.DeleteEndpoint(network_pb2.DeleteEndpointRequest(container_id=cid))
+            except errors.NotFound:
+                pass
+            except errors.BerthError as exc:
+                log.warning("build_spare_endpoint_delete_failed", container_id=cid, error=exc.message)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Deletes the spare endpoint (the service stops)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await asyncio.gather(spare[1], return_exceptions=True)
+            await self._delete_spares([spare[0]])
+            self._write_spares()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     # -- RUN --------------------------------------------------------------------------
 
     async def run(self, image_id: str, opts: RunOptions, config: image_pb2.ImageConfig,
                   created_by: str, on_output: Callable[[bytes, bool], None],
-                  on_container: Callable[[str], None], cleanups: set[asyncio.Task]) -> str:
-        """Run opts.argv in a container of `image_id`; commit its changes as a new image.
+                  on_container: Callable[[str], None], cleanups: set[asyncio.Task],
+                  name: str = "") -> str:
+        """Run opts.argv in a container of `image_id`; commit its changes as a new image
+        (named `name`, if given).
 
         Once the image is committed, removing the container, its endpoint and its
         snapshot (a good part of a small step's time) is left to a task put in
         `cleanups`, which the caller awaits before its build ends: the next step
         need not wait for it. A failed step cleans up before it returns."""
-        cid = secrets.token_hex(32)
-        network = opts.network or "bridge"
+        cid, endpoint_call = self._endpoint(opts.network or "bridge")
         rootfs, endpoint = await asyncio.gather(
-            self._prepare(cid, image_id),
-            self.network.CreateEndpoint(network_pb2.CreateEndpointRequest(
-                container_id=cid, network=network, name=f"build-{cid[:12]}", hostname=cid[:12])),
-            return_exceptions=True)
+            self._prepare(cid, image_id), endpoint_call, return_exceptions=True)
         hosts_dir = ""
         created = False
         try:
@@ -204,7 +295,7 @@ class Worker:
             created = True
             on_container(cid)
             code, new_image = await self._start_and_follow(
-                cid, on_output, lambda: self._commit(cid, config, created_by))
+                cid, on_output, lambda: self._commit(cid, config, created_by, name))
             if code != 0:
                 raise errors.FailedPrecondition(
                     f"The command '{created_by}' returned a non-zero code: {code}", exit_code=code)
@@ -292,6 +383,11 @@ class Worker:
             network_pb2.DeleteEndpointRequest(container_id=cid))))
         if hosts_dir:
             shutil.rmtree(hosts_dir, ignore_errors=True)
+
+
+def full_name(name: str) -> str:
+    """A name as the image service stores it ("app" is "docker.io/library/app:latest")."""
+    return str(reference.parse(name))
 
 
 def _mount_all(mounts: list[mount_pb2.Mount], target: str) -> None:
