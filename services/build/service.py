@@ -43,6 +43,7 @@ class BuildService:
         os.makedirs(self.cache_mounts, mode=0o700, exist_ok=True)
         shutil.rmtree(self.contexts, ignore_errors=True)
         os.makedirs(self.contexts, mode=0o700)
+        self._removals: set[asyncio.Task] = set()
 
     async def build(self, options: build_pb2.BuildOptions,
                     chunks: AsyncIterable[bytes]) -> AsyncIterator[build_pb2.BuildEvent]:
@@ -88,7 +89,11 @@ class BuildService:
             yield build_pb2.BuildEvent(result=result)
         finally:
             self.worker.replenish()
-            await asyncio.to_thread(shutil.rmtree, work, True)
+            # Removed after the reply has ended: the client need not wait for it (what a
+            # killed service left is removed when the next one starts).
+            task = asyncio.create_task(asyncio.to_thread(shutil.rmtree, work, True))
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
 
     async def list_cache(self) -> list[build_pb2.BuildCacheEntry]:
         entries = self.cache.all()
