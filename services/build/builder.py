@@ -523,12 +523,9 @@ class Build:
         description = "WORKDIR " + config.working_dir
 
         async def make():
-            async def mkdir(rootfs: str) -> bool:
-                target = secure_join(rootfs, config.working_dir)
-                if os.path.isdir(target):
-                    return False
-                await asyncio.to_thread(_makedirs, rootfs, config.working_dir, 0, 0)
-                return True
+            def mkdir(rootfs: str) -> None:
+                if not os.path.isdir(secure_join(rootfs, config.working_dir)):
+                    _makedirs(rootfs, config.working_dir, 0, 0)
             image_id = await self.worker.with_rootfs(state.image_id, mkdir, (config, description),
                                                      self.cleanups)
             return image_id or await self.worker.create_image(state.image_id, config, description)
@@ -725,24 +722,25 @@ class Build:
         key_inputs = json.dumps([inputs, chown, chmod, dir_dest, dest_abs])
 
         async def make():
-            async def fill(rootfs: str) -> bool:
+            async def from_stage(rootfs: str) -> None:
                 uid, gid = _resolve_chown(rootfs, chown, ins.line) if chown else (0, 0)
-                if from_ref:
-                    async def from_image(src_root: str) -> bool:
-                        items = []
-                        for src in sources:
-                            matched = context_mod.glob(src_root, src)
-                            if not matched:
-                                raise df.fail(ins.line, f"COPY --from={from_ref}: {src}: no such file or directory")
-                            items.extend(("path", m) for m in matched)
-                        await asyncio.to_thread(_apply, src_root, items, rootfs, dest_abs,
-                                                dir_dest or len(items) > 1, uid, gid, mode, False, {}, {})
-                        return False
-                    await self.worker.with_rootfs(src_image, from_image, None)
-                else:
-                    await asyncio.to_thread(_apply, self.root, plan, rootfs, dest_abs, dir_dest, uid, gid,
-                                            mode, kw == "ADD", heredoc_files, urls)
-                return True
+
+                def from_image(src_root: str) -> None:
+                    items = []
+                    for src in sources:
+                        matched = context_mod.glob(src_root, src)
+                        if not matched:
+                            raise df.fail(ins.line, f"COPY --from={from_ref}: {src}: no such file or directory")
+                        items.extend(("path", m) for m in matched)
+                    _apply(src_root, items, rootfs, dest_abs, dir_dest or len(items) > 1, uid, gid, mode,
+                           False, {}, {})
+                await self.worker.with_rootfs(src_image, from_image, None)
+
+            def from_context(rootfs: str) -> None:
+                uid, gid = _resolve_chown(rootfs, chown, ins.line) if chown else (0, 0)
+                _apply(self.root, plan, rootfs, dest_abs, dir_dest, uid, gid, mode, kw == "ADD",
+                       heredoc_files, urls)
+            fill = from_stage if from_ref else from_context
             name = self._name_for(ins)
             return self._named_by(name, await self.worker.with_rootfs(
                 state.image_id, fill, (state.config, description, name), self.cleanups))
