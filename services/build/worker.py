@@ -140,9 +140,19 @@ class Worker:
     # -- snapshots ------------------------------------------------------------------
 
     async def _prepare(self, key: str, image_id: str) -> list[mount_pb2.Mount]:
+        """The mounts of a new snapshot for one step. Its overlay is volatile: unmounting
+        overlayfs otherwise syncs the whole filesystem under it, which on a busy disk costs
+        a step milliseconds to tens of them. What a step writes is read back through the
+        page cache by its commit, whose layer the image service writes durably; a crash
+        before that loses only the unfinished step, which the next build runs again."""
         reply = await self.image.PrepareSnapshot(image_pb2.PrepareSnapshotRequest(
             key=key, image=image_id, labels={BUILD_LABEL: "step"}))
-        return list(reply.mounts)
+        mounts = []
+        for m in reply.mounts:
+            if m.type == "overlay" and "volatile" not in m.options:
+                m.options.append("volatile")
+            mounts.append(m)
+        return mounts
 
     async def _remove_snapshot(self, key: str) -> None:
         try:
@@ -402,13 +412,6 @@ def _mount_all(mounts: list[mount_pb2.Mount], target: str) -> None:
     try:
         for m in mounts:
             flags, data = 0, []
-            if m.type == "overlay":
-                # Unmounting overlayfs syncs the whole filesystem under it, which on a busy
-                # disk costs a step milliseconds to tens of them; "volatile" skips that. What
-                # the step wrote is read back through the page cache by the commit, whose
-                # layer the image service writes durably; a crash before it loses the step
-                # only, which the next build runs again.
-                data.append("volatile")
             for opt in m.options:
                 if opt == "rbind":
                     flags |= MS_BIND | MS_REC
