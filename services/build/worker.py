@@ -326,16 +326,20 @@ class Worker:
     async def _start_and_follow(self, cid: str, on_output: Callable[[bytes, bool], None],
                                 commit: Callable[[], Awaitable[str]]) -> tuple[int, str]:
         """Starts the container, passes its output on and, once it exited 0, commits it
-        (what `commit` returns comes back with the exit code; "" after a failure)."""
-        await self.container.StartContainer(container_pb2.StartContainerRequest(id=cid))
+        (what `commit` returns comes back with the exit code; "" after a failure).
 
+        The wait and the log stream are asked for while the start goes on (the created
+        container's task is there to wait on and its log file to follow): their calls'
+        own time is then not added to the step's."""
         async def follow():
             async for reply in self.container.GetContainerLogs(container_pb2.GetContainerLogsRequest(
                     id=cid, follow=True, tail=-1, chunked=True)):
                 on_output(reply.chunk.data, reply.chunk.stream == 2)
         follower = asyncio.create_task(follow())
+        waiter = asyncio.ensure_future(self.container.WaitContainer(container_pb2.WaitContainerRequest(id=cid)))
         try:
-            status = await self.container.WaitContainer(container_pb2.WaitContainerRequest(id=cid))
+            await self.container.StartContainer(container_pb2.StartContainerRequest(id=cid))
+            status = await waiter
             # The log stream ends when the container has exited and its output is read;
             # the commit needs only the exit, so it goes on meanwhile.
             drained = asyncio.wait_for(asyncio.shield(follower), 30)
@@ -345,7 +349,8 @@ class Worker:
             image_id, _ = await asyncio.gather(commit(), drained)
         finally:
             follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
+            waiter.cancel()
+            await asyncio.gather(follower, waiter, return_exceptions=True)
         return 0, image_id
 
     def _with_extra_hosts(self, cid: str, mounts: list[mount_pb2.Mount], extra: list[str]):
