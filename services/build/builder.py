@@ -526,9 +526,9 @@ class Build:
             def mkdir(rootfs: str) -> None:
                 if not os.path.isdir(secure_join(rootfs, config.working_dir)):
                     _makedirs(rootfs, config.working_dir, 0, 0)
-            image_id = await self.worker.with_rootfs(state.image_id, mkdir, (config, description),
-                                                     self.cleanups)
-            return image_id or await self.worker.create_image(state.image_id, config, description)
+            name = self._name_for(ins)
+            return self._named_by(name, await self.worker.with_rootfs(
+                state.image_id, mkdir, (config, description, name), self.cleanups))
         image_id = await self._step_cached(state.image_id, description, "", make, on_hit=on_hit)
         return StageState(image_id, config, dict(state.args), state.cmd_set)
 

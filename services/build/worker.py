@@ -169,10 +169,10 @@ class Worker:
         return reply.image.id
 
     async def with_rootfs(self, image_id: str, work: Callable[[str], Awaitable[object] | object],
-                          commit: tuple[image_pb2.ImageConfig, str] | tuple[image_pb2.ImageConfig, str, str] | None,
+                          commit: tuple[image_pb2.ImageConfig, str, str] | None,
                           cleanups: set[asyncio.Task] | None = None) -> str:
         """Mount a fresh snapshot of `image_id`, let `work` change it, and commit it (when
-        `commit` gives the config, created_by and maybe a name) as a new image. A `work`
+        `commit` gives the config, created_by and name, see _commit) as a new image. A `work`
         that is a plain function runs in the thread that mounts and unmounts (one hop to a
         thread, not three). With `cleanups`, the snapshot of a committed step is removed by
         a task put there (see `run`)."""
@@ -209,9 +209,7 @@ class Worker:
         the spare when there is one, else one made now."""
         if network == SPARE_NETWORK:
             self._want_spare = True
-            if self._stale_spares:
-                stale, self._stale_spares = self._stale_spares, []
-                self._spawn(self._delete_spares(stale))
+            self._sweep()
             spare, self._spare = self._spare, None
             if spare is not None:
                 self._write_spares()
@@ -222,6 +220,7 @@ class Worker:
     def replenish(self) -> None:
         """Makes the spare endpoint when a RUN step took it (or found none). Called when a
         build has ended: made meanwhile, it would slow the steps it is made for."""
+        self._sweep()
         if self._want_spare and self._spare is None:
             self._want_spare = False
             cid = secrets.token_hex(32)
@@ -229,6 +228,12 @@ class Worker:
             self._write_spares()
             # A spare that could not be made is made again when it is taken.
             self._spare[1].add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _sweep(self) -> None:
+        """Deletes (in the background) the spares a killed service left."""
+        if self._stale_spares:
+            stale, self._stale_spares = self._stale_spares, []
+            self._spawn(self._delete_spares(stale))
 
     def _create_endpoint(self, cid: str, network: str):
         return self.network.CreateEndpoint(network_pb2.CreateEndpointRequest(
