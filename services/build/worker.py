@@ -74,11 +74,12 @@ class Worker:
         self._cleanup_stale()
         # The spare endpoint: its container id and the task making it. Ids of spares
         # are listed in a file until taken or deleted, so that those a killed service
-        # left are deleted by the next one.
+        # left (or whose deletion failed) are deleted by the next one.
         self._spare: tuple[str, asyncio.Task] | None = None
         self._spares_file = os.path.join(run_dir, "spare-endpoints")
         self._background: set[asyncio.Task] = set()
         self._want_spare = False
+        self._sweeping = False
         try:
             with open(self._spares_file) as f:
                 self._stale_spares = f.read().split()
@@ -231,9 +232,18 @@ class Worker:
 
     def _sweep(self) -> None:
         """Deletes (in the background) the spares a killed service left."""
-        if self._stale_spares:
-            stale, self._stale_spares = self._stale_spares, []
-            self._spawn(self._delete_spares(stale))
+        if self._stale_spares and not self._sweeping:
+            self._sweeping = True
+            self._spawn(self._delete_stale())
+
+    async def _delete_stale(self) -> None:
+        try:
+            ids = list(self._stale_spares)
+            left = await self._delete_spares(ids)
+            self._stale_spares = [i for i in self._stale_spares if i not in ids] + left
+            self._write_spares()
+        finally:
+            self._sweeping = False
 
     def _create_endpoint(self, cid: str, network: str):
         return self.network.CreateEndpoint(network_pb2.CreateEndpointRequest(
@@ -248,13 +258,15 @@ class Worker:
             return await self._create_endpoint(cid, network)
 
     def _write_spares(self) -> None:
-        ids = [self._spare[0]] if self._spare else []
+        ids = ([self._spare[0]] if self._spare else []) + self._stale_spares
         tmp = self._spares_file + ".tmp"
         with open(tmp, "w") as f:
             f.write("".join(i + "\n" for i in ids))
         os.replace(tmp, self._spares_file)
 
-    async def _delete_spares(self, ids: list[str]) -> None:
+    async def _delete_spares(self, ids: list[str]) -> list[str]:
+        """Deletes the endpoints; returns the ids of those it could not (to try again)."""
+        left = []
         for cid in ids:
             try:
                 await self.network.DeleteEndpoint(network_pb2.DeleteEndpointRequest(container_id=cid))
@@ -262,6 +274,8 @@ class Worker:
                 pass
             except errors.BerthError as exc:
                 log.warning("build_spare_endpoint_delete_failed", container_id=cid, error=exc.message)
+                left.append(cid)
+        return left
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -269,14 +283,16 @@ class Worker:
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        """Deletes the spare endpoint (the service stops)."""
+        """Deletes the spare endpoint (the service stops); an id it could not delete stays
+        in the file for the next service."""
         spare, self._spare = self._spare, None
         if spare is not None:
             await asyncio.gather(spare[1], return_exceptions=True)
-            await self._delete_spares([spare[0]])
-            self._write_spares()
+            self._stale_spares.append(spare[0])
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self._stale_spares = await self._delete_spares(self._stale_spares)
+        self._write_spares()
 
     # -- RUN --------------------------------------------------------------------------
 
