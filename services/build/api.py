@@ -55,6 +55,7 @@ async def build(config: Config):
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     cache = CacheStore(os.path.join(state, "cache.db"))
     worker = Worker(image, container, network, run_dir)
+    worker.start()
     service = BuildService(worker, cache, state, run_dir)
 
     def register(server: grpc.aio.Server):

@@ -230,6 +230,11 @@ class Worker:
             # A spare that could not be made is made again when it is taken.
             self._spare[1].add_done_callback(lambda t: t.cancelled() or t.exception())
 
+    def start(self) -> None:
+        """Called once the service runs: the spares a killed service left are deleted now
+        (and again after a build, if the network service could not be reached)."""
+        self._sweep()
+
     def _sweep(self) -> None:
         """Deletes (in the background) the spares a killed service left."""
         if self._stale_spares and not self._sweeping:

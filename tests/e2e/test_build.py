@@ -299,9 +299,13 @@ def test_run_steps_take_an_endpoint_made_ahead_one_container_each(engine, busybo
     assert second == spare
     spare = one_spare(other_than={second})
 
-    # A spare a killed build service left is deleted by the next one.
+    # A spare a killed build service left is deleted by the next one when it starts.
     engine.kill_service("build")
     engine.wait_serving("build", timeout=60)
+    deadline = time.monotonic() + 60
+    while spares():
+        assert time.monotonic() < deadline, f"the killed service's spare is still there: {spares()}"
+        time.sleep(0.2)
     third, _ = build("FROM busybox\nRUN true\n")
     assert third != spare
     one_spare(other_than={spare, third})
