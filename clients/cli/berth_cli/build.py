@@ -69,6 +69,7 @@ def _pack(root: str, dockerfile_rel: str | None) -> Iterator[bytes]:
             matcher = dockerignore.Matcher(dockerignore.parse(f.read()))
     always = {".dockerignore", dockerfile_rel or "Dockerfile"}
     out = bytearray()
+    linked: dict[tuple[int, int], str] = {}   # files with more than one name: the first sent
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
@@ -82,7 +83,12 @@ def _pack(root: str, dockerfile_rel: str | None) -> Iterator[bytes]:
                     dirnames.remove(name)
                 continue
             st = os.lstat(full)
-            if stat.S_ISREG(st.st_mode):
+            first = linked.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+            if stat.S_ISREG(st.st_mode) and first is not None:
+                out += _tar_header(rel, st, b"1", link=first)   # a hard link, as tarfile sends it
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_nlink > 1:
+                    linked[(st.st_dev, st.st_ino)] = rel
                 out += _tar_header(rel, st, b"0", size=st.st_size)
                 with open(full, "rb") as f:
                     left = st.st_size

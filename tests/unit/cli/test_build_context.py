@@ -34,6 +34,7 @@ def test_files_dirs_links_and_long_names_read_back_as_tarfile_reads_them(tmp_pat
     os.symlink("/etc/passwd", tmp_path / "link")
     os.symlink("t" * 150, tmp_path / "longlink")
     os.mkfifo(tmp_path / "fifo")
+    os.link(tmp_path / "block", tmp_path / "zlink")
     os.utime(tmp_path / "block", (1_000_000, 1_234_567))
     read = _read(str(tmp_path))
     got = {name: info for name, (info, _) in read.items()}
@@ -46,7 +47,8 @@ def test_files_dirs_links_and_long_names_read_back_as_tarfile_reads_them(tmp_pat
     assert got["link"].issym() and got["link"].linkname == "/etc/passwd"
     assert got["longlink"].linkname == "t" * 150
     assert got["fifo"].isfifo()
-    assert sorted(got) == sorted([*files, "d" * 90, long_dir, "link", "longlink", "fifo"])
+    assert got["zlink"].islnk() and got["zlink"].linkname == "block"
+    assert sorted(got) == sorted([*files, "d" * 90, long_dir, "link", "longlink", "fifo", "zlink"])
 
 
 def test_dockerignore_leaves_files_out_but_never_the_dockerfile(tmp_path):
