@@ -54,13 +54,16 @@ async def build(config: Config):
     run_dir = os.path.join(config.run_root, "build")
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     cache = CacheStore(os.path.join(state, "cache.db"))
-    service = BuildService(Worker(image, container, network, run_dir), cache, state, run_dir)
+    worker = Worker(image, container, network, run_dir)
+    worker.start()
+    service = BuildService(worker, cache, state, run_dir)
 
     def register(server: grpc.aio.Server):
         pb_grpc.add_BuildServiceServicer_to_server(BuildServicer(service), server)
         return [pb.DESCRIPTOR.services_by_name["BuildService"].full_name]
 
     async def on_stop():
+        await worker.close()
         for client in clients:
             await client.channel.close()
         cache.close()

@@ -37,7 +37,7 @@ from berth.types.v1 import build_pb2, healthcheck_pb2, mount_pb2
 from services.build import context as context_mod
 from services.build import dockerfile as df
 from services.build.store import CacheStore
-from services.build.worker import RunOptions, Worker
+from services.build.worker import RunOptions, Worker, full_name
 from services.common import errors, metrics
 from services.common.paths import secure_join
 
@@ -92,6 +92,10 @@ class Build:
         # Removals still going on of what committed steps ran in (containers, endpoints,
         # snapshots): the next step need not wait for them, the end of the build does.
         self.cleanups: set[asyncio.Task] = set()
+        # The last instruction of the target, whose commit (when it runs) names the image
+        # with the first tag, and the image it named.
+        self._final: df.Instruction | None = None
+        self._named = ""
 
     # -- plan ---------------------------------------------------------------------------
 
@@ -179,6 +183,8 @@ class Build:
             self._number[s.index] = n
             n += 1 + len(s.instructions)
         self._total = n
+        if self.options.tags and not self.options.labels and target.instructions:
+            self._final = target.instructions[-1]
         if self.options.cache_from:
             await self._allow_cache_from()
         loop = asyncio.get_running_loop()
@@ -204,7 +210,8 @@ class Build:
         if unused:
             self.emit(build_pb2.BuildEvent(
                 warning=f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed"))
-        tags = [await self.worker.tag(image_id, t) for t in self.options.tags]
+        tags = [full_name(t) if i == 0 and self._named == image_id else await self.worker.tag(image_id, t)
+                for i, t in enumerate(self.options.tags)]
         return build_pb2.BuildResult(image_id=image_id, tags=tags, cached_steps=self.cached_steps,
                                      run_steps=self.run_steps)
 
@@ -323,6 +330,15 @@ class Build:
                          build_pb2.BUILD_STEP_STATE_CACHED if hit else build_pb2.BUILD_STEP_STATE_DONE,
                          image_id=new.image_id, elapsed=_duration(started))
         return new
+
+    def _name_for(self, ins: df.Instruction) -> str:
+        """The first tag, for the commit of the target's last instruction (else "")."""
+        return self.options.tags[0] if ins is self._final else ""
+
+    def _named_by(self, name: str, image_id: str) -> str:
+        if name:
+            self._named = image_id
+        return image_id
 
     def _env(self, state: StageState) -> dict[str, str]:
         """What words of an instruction expand with: ARGs, then ENV over them."""
@@ -507,15 +523,12 @@ class Build:
         description = "WORKDIR " + config.working_dir
 
         async def make():
-            async def mkdir(rootfs: str) -> bool:
-                target = secure_join(rootfs, config.working_dir)
-                if os.path.isdir(target):
-                    return False
-                await asyncio.to_thread(_makedirs, rootfs, config.working_dir, 0, 0)
-                return True
-            image_id = await self.worker.with_rootfs(state.image_id, mkdir, (config, description),
-                                                     self.cleanups)
-            return image_id or await self.worker.create_image(state.image_id, config, description)
+            def mkdir(rootfs: str) -> None:
+                if not os.path.isdir(secure_join(rootfs, config.working_dir)):
+                    _makedirs(rootfs, config.working_dir, 0, 0)
+            name = self._name_for(ins)
+            return self._named_by(name, await self.worker.with_rootfs(
+                state.image_id, mkdir, (config, description, name), self.cleanups))
         image_id = await self._step_cached(state.image_id, description, "", make, on_hit=on_hit)
         return StageState(image_id, config, dict(state.args), state.cmd_set)
 
@@ -572,11 +585,13 @@ class Build:
                 number=number, container_id=cid, state=build_pb2.BUILD_STEP_STATE_STARTED,
                 total=self._total, line=ins.line, instruction=ins.original)))
 
+        name = self._name_for(ins)
+
         async def make():
-            return await self.worker.run(
+            return self._named_by(name, await self.worker.run(
                 state.image_id, opts, state.config, created_by,
                 on_output=lambda data, err: self._output(number, data, err), on_container=started,
-                cleanups=self.cleanups)
+                cleanups=self.cleanups, name=name))
         image_id = await self._step_cached(state.image_id, description, inputs, make, on_hit=on_hit)
         return StageState(image_id, _copy(state.config), dict(state.args), state.cmd_set)
 
@@ -707,26 +722,28 @@ class Build:
         key_inputs = json.dumps([inputs, chown, chmod, dir_dest, dest_abs])
 
         async def make():
-            async def fill(rootfs: str) -> bool:
+            async def from_stage(rootfs: str) -> None:
                 uid, gid = _resolve_chown(rootfs, chown, ins.line) if chown else (0, 0)
-                if from_ref:
-                    async def from_image(src_root: str) -> bool:
-                        items = []
-                        for src in sources:
-                            matched = context_mod.glob(src_root, src)
-                            if not matched:
-                                raise df.fail(ins.line, f"COPY --from={from_ref}: {src}: no such file or directory")
-                            items.extend(("path", m) for m in matched)
-                        await asyncio.to_thread(_apply, src_root, items, rootfs, dest_abs,
-                                                dir_dest or len(items) > 1, uid, gid, mode, False, {}, {})
-                        return False
-                    await self.worker.with_rootfs(src_image, from_image, None)
-                else:
-                    await asyncio.to_thread(_apply, self.root, plan, rootfs, dest_abs, dir_dest, uid, gid,
-                                            mode, kw == "ADD", heredoc_files, urls)
-                return True
-            return await self.worker.with_rootfs(state.image_id, fill, (state.config, description),
-                                                 self.cleanups)
+
+                def from_image(src_root: str) -> None:
+                    items = []
+                    for src in sources:
+                        matched = context_mod.glob(src_root, src)
+                        if not matched:
+                            raise df.fail(ins.line, f"COPY --from={from_ref}: {src}: no such file or directory")
+                        items.extend(("path", m) for m in matched)
+                    _apply(src_root, items, rootfs, dest_abs, dir_dest or len(items) > 1, uid, gid, mode,
+                           False, {}, {})
+                await self.worker.with_rootfs(src_image, from_image, None)
+
+            def from_context(rootfs: str) -> None:
+                uid, gid = _resolve_chown(rootfs, chown, ins.line) if chown else (0, 0)
+                _apply(self.root, plan, rootfs, dest_abs, dir_dest, uid, gid, mode, kw == "ADD",
+                       heredoc_files, urls)
+            fill = from_stage if from_ref else from_context
+            name = self._name_for(ins)
+            return self._named_by(name, await self.worker.with_rootfs(
+                state.image_id, fill, (state.config, description, name), self.cleanups))
         try:
             image_id = await self._step_cached(state.image_id, description, key_inputs, make, on_hit=on_hit)
         finally:

@@ -43,6 +43,7 @@ class BuildService:
         os.makedirs(self.cache_mounts, mode=0o700, exist_ok=True)
         shutil.rmtree(self.contexts, ignore_errors=True)
         os.makedirs(self.contexts, mode=0o700)
+        self._removals: set[asyncio.Task] = set()
 
     async def build(self, options: build_pb2.BuildOptions,
                     chunks: AsyncIterable[bytes]) -> AsyncIterator[build_pb2.BuildEvent]:
@@ -58,13 +59,7 @@ class BuildService:
                 async for chunk in chunks:
                     f.write(chunk)
                     total += len(chunk)
-            if total:
-                await asyncio.to_thread(context_mod.extract, archive, root)
-            os.unlink(archive)
-            received = time.monotonic()
-            text = options.dockerfile_content or await asyncio.to_thread(
-                context_mod.read_dockerfile, root, options.dockerfile)
-            await asyncio.to_thread(context_mod.apply_dockerignore, root)
+            received, text = await asyncio.to_thread(_unpack, archive, total, root, options)
             parsed = df.parse(text)
             queue: asyncio.Queue = asyncio.Queue()
             build = Build(self.worker, self.cache, options, root, parsed, queue.put_nowait,
@@ -87,7 +82,12 @@ class BuildService:
                      engine_ms=round(result.engine_time.ToMilliseconds()))
             yield build_pb2.BuildEvent(result=result)
         finally:
-            await asyncio.to_thread(shutil.rmtree, work, True)
+            self.worker.replenish()
+            # Removed after the reply has ended: the client need not wait for it (what a
+            # killed service left is removed when the next one starts).
+            task = asyncio.create_task(asyncio.to_thread(shutil.rmtree, work, True))
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
 
     async def list_cache(self) -> list[build_pb2.BuildCacheEntry]:
         entries = self.cache.all()
@@ -123,6 +123,18 @@ class BuildService:
     async def _images_size(self) -> int:
         usage = await self.worker.image.GetDiskUsage(image_pb2.GetDiskUsageRequest())
         return usage.images_size
+
+
+def _unpack(archive: str, total: int, root: str, options: build_pb2.BuildOptions) -> tuple[float, bytes]:
+    """The context unpacked into `root`, with .dockerignore applied (in one thread hop, not
+    three): when it was received (unpacked) and the Dockerfile's text."""
+    if total:
+        context_mod.extract(archive, root)
+    os.unlink(archive)
+    received = time.monotonic()
+    text = options.dockerfile_content or context_mod.read_dockerfile(root, options.dockerfile)
+    context_mod.apply_dockerignore(root)
+    return received, text
 
 
 def _named_chain(images: dict, parents: dict[str, str]) -> set[str]:

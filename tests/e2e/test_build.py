@@ -243,3 +243,71 @@ def test_a_build_whose_client_goes_away_leaves_no_container(engine, busybox_imag
     while build_containers() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert build_containers() == []
+
+
+def test_run_steps_take_an_endpoint_made_ahead_one_container_each(engine, busybox_image, tmp_path):
+    from berth.engine.v1 import engine_pb2 as pb
+    from berth.network.v1 import network_pb2, network_pb2_grpc
+    from berth.types.v1 import build_pb2
+
+    network = network_pb2_grpc.NetworkServiceStub(engine.channel("network"))
+
+    def spares() -> set[str]:
+        """Endpoints of no container: the build service's spare (made ahead) only."""
+        containers = set(engine.cli("ps", "-aq", "--no-trunc").stdout.split())
+        endpoints = network.ListEndpoints(network_pb2.ListEndpointsRequest()).endpoints
+        return {e.container_id for e in endpoints} - containers
+
+    def one_spare(other_than: set[str] = frozenset()) -> str:
+        deadline = time.monotonic() + 60
+        while (found := spares()) and (len(found) != 1 or found & other_than) or not found:
+            assert time.monotonic() < deadline, f"not one new spare endpoint: {found}"
+            time.sleep(0.2)
+        return found.pop()
+
+    def build(dockerfile: str, *tags: str) -> tuple[str, build_pb2.BuildResult]:
+        """The RUN step's container id and the result."""
+        (tmp_path / "Dockerfile").write_text(dockerfile)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(str(tmp_path / "Dockerfile"), arcname="Dockerfile")
+
+        def requests():
+            yield pb.BuildImageRequest(options=build_pb2.BuildOptions(no_cache=True, tags=tags))
+            yield pb.BuildImageRequest(chunk=buf.getvalue())
+        cid, result = "", None
+        for reply in engine.engine_stub().BuildImage(requests()):
+            if reply.event.step.container_id:
+                cid = reply.event.step.container_id
+            if reply.event.HasField("result"):
+                result = reply.event.result
+        assert cid and result is not None
+        return cid, result
+
+    # A step writes its /etc/hosts; the spare is made once the build has ended, and
+    # the last step's commit named the image with both tags.
+    one, two = _tag(), _tag()
+    first, result = build("FROM busybox\nRUN echo 10.9.9.9 leaked >> /etc/hosts\n", one, two)
+    assert [t.split("/")[-1] for t in result.tags] == [f"{one}:latest", f"{two}:latest"]
+    for tag in (one, two):
+        assert engine.cli("inspect", "-f", "{{.Id}}", tag).stdout.strip() == result.image_id
+    spare = one_spare()
+    assert spare != first
+
+    # The next RUN takes that spare, sees a fresh /etc/hosts, and a new spare is made.
+    second, _ = build("FROM busybox\nRUN ! grep leaked /etc/hosts\n")
+    assert second == spare
+    spare = one_spare(other_than={second})
+
+    # A spare a killed build service left is deleted by the next one when it starts.
+    engine.kill_service("build")
+    engine.wait_serving("build", timeout=60)
+    deadline = time.monotonic() + 60
+    while spares():
+        assert time.monotonic() < deadline, f"the killed service's spare is still there: {spares()}"
+        time.sleep(0.2)
+    third, _ = build("FROM busybox\nRUN true\n")
+    assert third != spare
+    one_spare(other_than={spare, third})
+    for tag in (one, two):
+        engine.cli("rmi", tag)

@@ -19,10 +19,10 @@ same rules to them.
 from __future__ import annotations
 
 import os
+import stat
 import sys
-import tarfile
-import tempfile
 import time
+from collections.abc import Iterator
 
 VERBS = ("build",)
 CHUNK = 1 << 20
@@ -58,38 +58,107 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _pack(root: str, dockerfile_rel: str | None, out) -> None:
-    from berth_docker import dockerignore
-    patterns: list[str] = []
+def _pack(root: str, dockerfile_rel: str | None) -> Iterator[bytes]:
+    """The context directory as a tar stream, in pieces of about CHUNK bytes, made
+    while it is sent (so the engine receives the start of it while the rest is read)."""
+    matcher = None
     ignore = os.path.join(root, ".dockerignore")
     if os.path.isfile(ignore):
+        from berth_docker import dockerignore
         with open(ignore, encoding="utf-8", errors="replace") as f:
-            patterns = dockerignore.parse(f.read())
-    matcher = dockerignore.Matcher(patterns)
+            matcher = dockerignore.Matcher(dockerignore.parse(f.read()))
     always = {".dockerignore", dockerfile_rel or "Dockerfile"}
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, root)
-            for name in sorted(dirnames + filenames):
-                full = os.path.join(dirpath, name)
-                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-                if matcher.excluded(rel) and rel not in always:
-                    # An excluded directory is still walked when a ! pattern may
-                    # re-include something in it; it is not sent itself.
-                    if name in dirnames and not matcher.exceptions:
-                        dirnames.remove(name)
-                    continue
-                info = tar.gettarinfo(full, arcname=rel)
-                if info is None:
-                    continue
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                if info.isreg():
-                    with open(full, "rb") as f:
-                        tar.addfile(info, f)
-                else:
-                    tar.addfile(info)
+    out = bytearray()
+    linked: dict[tuple[int, int], str] = {}   # files with more than one name: the first sent
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(dirnames + filenames):
+            full = os.path.join(dirpath, name)
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if matcher is not None and matcher.excluded(rel) and rel not in always:
+                # An excluded directory is still walked when a ! pattern may
+                # re-include something in it; it is not sent itself.
+                if name in dirnames and not matcher.exceptions:
+                    dirnames.remove(name)
+                continue
+            st = os.lstat(full)
+            first = linked.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+            if stat.S_ISREG(st.st_mode) and first is not None:
+                out += _tar_header(rel, st, b"1", link=first)   # a hard link, as tarfile sends it
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_nlink > 1:
+                    linked[(st.st_dev, st.st_ino)] = rel
+                out += _tar_header(rel, st, b"0", size=st.st_size)
+                with open(full, "rb") as f:
+                    left = st.st_size
+                    while left:
+                        data = f.read(min(left, CHUNK))
+                        if not data:
+                            raise ValueError(f"{full} became shorter while it was being sent")
+                        out += data
+                        left -= len(data)
+                        if len(out) >= CHUNK:
+                            yield bytes(out)
+                            out.clear()
+                out += bytes(-st.st_size % 512)
+            elif stat.S_ISDIR(st.st_mode):
+                out += _tar_header(rel + "/", st, b"5")
+            elif stat.S_ISLNK(st.st_mode):
+                out += _tar_header(rel, st, b"2", link=os.readlink(full))
+            elif stat.S_ISFIFO(st.st_mode):
+                out += _tar_header(rel, st, b"6")
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                out += _tar_header(rel, st, b"3" if stat.S_ISCHR(st.st_mode) else b"4", dev=st.st_rdev)
+            # Sockets have no tar form (tarfile leaves them out too).
+            if len(out) >= CHUNK:
+                yield bytes(out)
+                out.clear()
+    out += bytes(1024)   # the two zero blocks that end an archive
+    yield bytes(out)
+
+
+def _tar_header(name: str, st: os.stat_result, kind: bytes, size: int = 0, link: str = "",
+                dev: int = 0) -> bytes:
+    """A POSIX (ustar) header, after a PAX header when the name, the link or the size
+    does not fit ustar's fields. Owners are root, by number only, as the engine takes them.
+
+    The tar format is written here rather than with tarfile, whose import (with shutil,
+    re and copy) costs a short build a good part of the CLI's whole run."""
+    pax = {}
+    raw_name, raw_link = name.encode("utf-8", "surrogateescape"), link.encode("utf-8", "surrogateescape")
+    if len(raw_name) > 100 or not name.isascii():
+        pax["path"] = raw_name
+    if len(raw_link) > 100 or not link.isascii():
+        pax["linkpath"] = raw_link
+    if size >= 8 ** 11:
+        pax["size"] = str(size).encode()
+    prefix = b""
+    if pax:
+        records = b"".join(_pax_record(k, v) for k, v in pax.items())
+        prefix = _ustar(b"././@PaxHeader", 0o644, len(records), 0, b"x", b"", 0) + records + \
+            bytes(-len(records) % 512)
+    return prefix + _ustar(raw_name[:100], stat.S_IMODE(st.st_mode), size if size < 8 ** 11 else 0,
+                           int(st.st_mtime), kind, raw_link[:100], dev)
+
+
+def _pax_record(key: str, value: bytes) -> bytes:
+    body = f" {key}=".encode() + value + b"\n"
+    n = len(body) + 1
+    while len(str(n)) + len(body) != n:   # the length counts its own digits
+        n = len(str(n)) + len(body)
+    return str(n).encode() + body
+
+
+def _ustar(name: bytes, mode: int, size: int, mtime: int, kind: bytes, link: bytes, dev: int) -> bytes:
+    def num(value: int, width: int) -> bytes:
+        return b"%0*o\0" % (width - 1, value)
+    head = b"".join((
+        name.ljust(100, b"\0"), num(mode, 8), num(0, 8), num(0, 8), num(size, 12),
+        num(max(0, mtime), 12), b" " * 8, kind, link.ljust(100, b"\0"), b"ustar\x0000",
+        bytes(64), num(os.major(dev), 8), num(os.minor(dev), 8), bytes(167)))
+    checksum = b"%06o\0 " % sum(head)
+    return head[:148] + checksum + head[156:]
 
 
 def build(client, ns) -> int:
@@ -118,29 +187,41 @@ def build(client, ns) -> int:
         platform=ns.platform, cache_from=ns.cache_from, extra_hosts=ns.add_host,
         shm_size=parse_bytes(ns.shm_size) if ns.shm_size else 0)
 
-    with tempfile.TemporaryFile() as spool:
-        if ns.path == "-":
-            if ns.file == "-":
-                raise ValueError("cannot read both the context and the Dockerfile from stdin")
-            source = sys.stdin.buffer
-        else:
-            if not os.path.isdir(ns.path):
-                raise ValueError(f"unable to prepare context: path {ns.path!r} not found")
-            _pack(ns.path, dockerfile_rel or None, spool)
-            spool.seek(0)
-            source = spool
+    if ns.path == "-":
+        if ns.file == "-":
+            raise ValueError("cannot read both the context and the Dockerfile from stdin")
+        stdin = sys.stdin.buffer
+        chunks: Iterator[bytes] = iter(lambda: stdin.read(CHUNK), b"")
+    else:
+        if not os.path.isdir(ns.path):
+            raise ValueError(f"unable to prepare context: path {ns.path!r} not found")
+        chunks = _pack(ns.path, dockerfile_rel or None)
 
-        def requests():
-            yield engine_pb2.BuildImageRequest(options=options)
-            while chunk := source.read(CHUNK):
+    failed: list[Exception] = []
+
+    def requests():
+        yield engine_pb2.BuildImageRequest(options=options)
+        try:
+            for chunk in chunks:
                 yield engine_pb2.BuildImageRequest(chunk=chunk)
-        quiet = ns.quiet or ns.progress == "quiet"
-        printer = _Plain(quiet)
-        result = None
-        for reply in client.stub.BuildImage(requests()):
+        except (OSError, ValueError) as exc:
+            # The context is sent while it is read: a file that cannot be read ends the
+            # call unfinished, so the engine never builds from part of a context.
+            failed.append(exc)
+            call.cancel()
+    quiet = ns.quiet or ns.progress == "quiet"
+    printer = _Plain(quiet)
+    result = None
+    call = client.stub.BuildImage(requests())
+    try:
+        for reply in call:
             if reply.event.HasField("result"):
                 result = reply.event.result
             printer.event(reply.event)
+    except Exception:
+        if failed:
+            raise ValueError(f"unable to prepare context: {failed[0]}") from None
+        raise
     if result is None:
         raise ValueError("the build ended without a result")
     printer.finish(result)

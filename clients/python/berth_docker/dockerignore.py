@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
 class _Pattern:
-    regex: re.Pattern
-    exclusion: bool
-    depth: int       # path components in the pattern
+    # A plain class, not a dataclass: the CLI imports this module, and the import of
+    # dataclasses (inspect, ast) would cost every `berth build` with a .dockerignore.
+    __slots__ = ("regex", "exclusion", "depth")
+
+    def __init__(self, regex: re.Pattern, exclusion: bool, depth: int):
+        self.regex = regex
+        self.exclusion = exclusion
+        self.depth = depth       # path components in the pattern
 
 
 def parse(text: str) -> list[str]:
