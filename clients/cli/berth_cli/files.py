@@ -41,10 +41,9 @@ def cp(client, ns) -> int:
 
 
 def _copy_out(client, container: str, path: str, dest: str) -> int:
-    import tarfile
-
     from berth.engine.v1 import engine_pb2 as pb
-    from berth_cli.archives import ForwardReader, prefetched
+    from berth_cli.archives import prefetched
+    from berth_docker.tarstream import ForwardReader
     stream = client.stub.CopyFromContainer(pb.CopyFromContainerRequest(
         id=container, path=path if path.startswith("/") else "/" + path))
     if dest == "-":
@@ -61,8 +60,8 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
             raise ValueError(f"no such directory: {target}")
         new = os.path.basename(os.path.abspath(dest))
     # Extracted as it arrives, not spooled to a file first.
-    with tarfile.open(fileobj=ForwardReader(prefetched(chunk.data for chunk in stream)), mode="r:",
-                      copybufsize=CHUNK) as tar:
+    with _tar_class().open(fileobj=ForwardReader(prefetched(chunk.data for chunk in stream)), mode="r:",
+                           copybufsize=CHUNK) as tar:
         top = None
         for m in tar:
             if new is not None:
@@ -74,6 +73,25 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
             # The "tar" filter refuses members that would land outside `target`.
             tar.extract(m, target, filter="tar")
     return 0
+
+
+def _tar_class():
+    """tarfile's TarFile, but a regular member's data goes from the pieces it arrived in
+    straight to its file, rather than read into new buffers and copied again."""
+    import tarfile
+
+    from berth_docker.tarstream import write_member
+
+    class StreamedTar(tarfile.TarFile):
+        def makefile(self, tarinfo, targetpath):
+            if tarinfo.sparse is not None:
+                return super().makefile(tarinfo, targetpath)
+            with open(targetpath, "wb", buffering=0) as target:
+                try:
+                    write_member(self.fileobj, tarinfo.offset_data, tarinfo.size, target.fileno())
+                except EOFError:
+                    raise tarfile.ReadError("unexpected end of data") from None
+    return StreamedTar
 
 
 def _copy_in(client, source: str, container: str, path: str) -> int:

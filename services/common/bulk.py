@@ -1,0 +1,133 @@
+"""Streams of bytes over gRPC (cp's archives both ways) without protobuf in the way.
+
+A message that is nothing but one bytes field (a chunk of an archive) is kept as the
+serialized message it arrived as: `Raw`. The payload is a view of it (parsing would copy it
+into a message, and reading the field would copy it out again), and a relay sends the same
+serialized message on unchanged when the next hop's message puts those bytes in the same
+field number, which the engine's and the container service's archive messages do. Any
+other message (a header) is parsed as usual, so a handler sees Raw pieces or messages.
+
+`serve_bulk` names, per method, the request field (and the response field) that travel
+raw; rpc's ErrorInterceptor applies them. `bulk_stream_unary`/`bulk_unary_stream` call
+such a method with Raw pieces passed through.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common import errors
+
+# method -> (request bytes field number or 0, response bytes field number or 0)
+_SERVED: dict[str, tuple[int, int]] = {}
+
+
+class Raw:
+    """One serialized message holding just bytes field `field`; `data` views the payload."""
+
+    __slots__ = ("message", "data")
+
+    def __init__(self, message: bytes, data: memoryview):
+        self.message = message
+        self.data = data
+
+    @classmethod
+    def of(cls, field: int, *parts) -> Raw:
+        """The message with `parts`, joined, in bytes field `field` (one copy of the data)."""
+        head = _tag_and_length(field, sum(len(p) for p in parts))
+        message = b"".join((head, *parts))
+        return cls(message, memoryview(message)[len(head):])
+
+
+async def gathered(pieces, field: int, size: int = 1 << 20):
+    """Raw messages of about `size` bytes in bytes field `field`, from the pieces of any size
+    that an HTTP body (aiohttp's iter_any) arrives in."""
+    parts: list[bytes] = []
+    held = 0
+    async for piece in pieces:
+        parts.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield Raw.of(field, *parts)
+            parts, held = [], 0
+    if parts:
+        yield Raw.of(field, *parts)
+
+
+def _tag_and_length(field: int, n: int) -> bytes:
+    out = bytearray(((field << 3) | 2,))
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def parse(raw: bytes, field: int) -> Raw | None:
+    """`raw` as a Raw of bytes field `field` when it is exactly that one field, else None."""
+    if len(raw) < 2 or raw[0] != (field << 3) | 2:
+        return None
+    n, shift, at = 0, 0, 1
+    while at < len(raw) and at < 11:
+        byte = raw[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return Raw(raw, memoryview(raw)[at:]) if at + n == len(raw) else None
+    return None
+
+
+def serve_bulk(method: str, request_field: int = 0, response_field: int = 0) -> None:
+    """Lets `method` (its full path) take and give Raw pieces in these bytes fields."""
+    _SERVED[method] = (request_field, response_field)
+
+
+def served(method: str) -> tuple[int, int]:
+    return _SERVED.get(method, (0, 0))
+
+
+def deserializer(field: int, fallback):
+    def deserialize(raw: bytes):
+        return parse(raw, field) or fallback(raw)
+    return deserialize
+
+
+def serializer(fallback):
+    def serialize(message) -> bytes:
+        return message.message if isinstance(message, Raw) else fallback(message)
+    return serialize
+
+
+def bulk_stream_unary(channel: grpc.aio.Channel, method: str, response_type):
+    """A client-streaming call whose requests may be Raw pieces (sent as they are)."""
+    call = channel.stream_unary(method, request_serializer=serializer(lambda m: m.SerializeToString()),
+                                response_deserializer=response_type.FromString)
+
+    async def invoke(requests):
+        try:
+            return await call(requests)
+        except grpc.aio.AioRpcError as err:
+            raise errors.from_rpc_error(err) from None
+    return invoke
+
+
+def bulk_unary_stream(channel: grpc.aio.Channel, method: str, request, response_type, field: int):
+    """The responses of a server-streaming call, each a Raw piece of bytes field `field` when
+    it is only that, else a parsed `response_type`."""
+    call = channel.unary_stream(method, request_serializer=lambda m: m.SerializeToString(),
+                                response_deserializer=deserializer(field, response_type.FromString))
+
+    async def responses():
+        stream = call(request)
+        try:
+            async for item in stream:
+                yield item
+        except grpc.aio.AioRpcError as err:
+            raise errors.from_rpc_error(err) from None
+        finally:
+            stream.cancel()
+    return responses()
