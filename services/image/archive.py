@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import posixpath
 import re
 import tarfile
@@ -52,6 +53,8 @@ class _Archive:
     def __init__(self, path: str):
         try:
             self.tar = tarfile.open(path, mode="r:*")
+            # An uncompressed tarball's members are read straight from the file by offset.
+            self._fd = self.tar.fileobj.fileno() if type(self.tar.fileobj) is io.BufferedReader else None
             self.members = {}
             for m in self.tar.getmembers():
                 self.members[posixpath.normpath(m.name.lstrip("/"))] = m
@@ -82,6 +85,21 @@ class _Archive:
         f = self.tar.extractfile(self._member(name))
         assert f is not None
         return f  # type: ignore[return-value]
+
+    def chunks(self, name: str):
+        """The member's bytes in pieces of up to CHUNK, each read once from the tarball."""
+        member = self._member(name)
+        if self._fd is None or member.sparse is not None:
+            with self.open(name) as f:
+                yield from iter(lambda: f.read(CHUNK), b"")
+            return
+        at, end = member.offset_data, member.offset_data + member.size
+        while at < end:
+            piece = os.pread(self._fd, min(CHUNK, end - at), at)
+            if not piece:
+                return  # a truncated tarball: the size check of the caller names it
+            at += len(piece)
+            yield piece
 
     def read_json(self, name: str):
         member = self._member(name)
@@ -175,8 +193,7 @@ def _read_docker(archive: _Archive, content: ContentStore) -> list[LoadedImage]:
         for name, diff_id in zip(layer_names, diff_ids):
             if not isinstance(name, str):
                 raise InvalidArgument("invalid image tarball: layer path in manifest.json is not a string")
-            with archive.open(name) as f:
-                digest, size = content.write_file(f, _digest_from_path(name), archive._member(name).size)
+            digest, size = content.write(archive.chunks(name), _digest_from_path(name), archive._member(name).size)
             layers.append(_checked_layer(content, digest, size, None, diff_id, name))
         manifest_doc = _oci_manifest(config_digest, config_size, layers)
         manifest_digest, _ = content.write_bytes(manifest_doc)
@@ -359,8 +376,7 @@ def _read_manifest(archive: _Archive, content: ContentStore, digest: str, doc: d
         layer_digest, path, size = _blob_path(desc, f"manifest {digest}")
         if not archive.has(path):
             raise InvalidArgument(f"invalid image tarball: layer blob {layer_digest} is missing")
-        with archive.open(path) as f:
-            _, stored = content.write_file(f, layer_digest, size)
+        _, stored = content.write(archive.chunks(path), layer_digest, size)
         media_type = desc.get("mediaType") if isinstance(desc.get("mediaType"), str) else None
         layers.append(_checked_layer(content, layer_digest, stored, media_type, diff_id, layer_digest))
     return ImageRecord(id=config_digest, manifest_digest=digest, config_json=config_bytes,
