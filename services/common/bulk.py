@@ -14,9 +14,17 @@ such a method with Raw pieces passed through.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import queue
+from collections.abc import AsyncIterable, Callable
+from typing import TypeVar
+
 import grpc
 
 from services.common import errors
+
+T = TypeVar("T")
 
 # method -> (request bytes field number or 0, response bytes field number or 0)
 _SERVED: dict[str, tuple[int, int]] = {}
@@ -131,3 +139,66 @@ def bulk_unary_stream(channel: grpc.aio.Channel, method: str, request, response_
         finally:
             stream.cancel()
     return responses()
+
+
+class Pieces:
+    """The pieces of an upload, iterated by a worker thread while the event loop hands them
+    over, so an upload is worked on as it arrives rather than spooled first.
+
+    At most QUEUED pieces wait: put() holds the upload back when the worker is slower."""
+
+    QUEUED = 8
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUED)
+        self._failed: BaseException | None = None
+
+    def __iter__(self):
+        while True:
+            if self._failed is not None:
+                raise self._failed
+            item = self._queue.get()
+            if item is None:
+                if self._failed is not None:
+                    raise self._failed
+                return
+            if item:
+                yield item
+
+    async def put(self, piece, worker: asyncio.Future) -> bool:
+        """Hands a piece over (None: the end); False when the worker has ended (the rest is
+        not wanted)."""
+        while True:
+            if worker.done():
+                return False
+            try:
+                self._queue.put_nowait(piece)
+                return True
+            except queue.Full:
+                await asyncio.sleep(0.002)
+
+    def fail(self, failure: BaseException) -> None:
+        """The upload failed: the worker's next read raises `failure`."""
+        self._failed = failure
+        with contextlib.suppress(queue.Full):
+            # A worker waiting for a piece wakes; one that is not sees the failure first.
+            self._queue.put_nowait(None)
+
+
+async def in_thread(pieces: AsyncIterable, work: Callable[[Pieces], T]) -> T:
+    """work(the pieces, as they arrive) in a thread; the upload cut short (its iterator
+    raising) is errors.InvalidArgument in the worker, after which the upload's error is
+    raised. A worker that ends early stops the reading of the rest."""
+    handed = Pieces()
+    worker = asyncio.ensure_future(asyncio.to_thread(work, handed))
+    try:
+        async for piece in pieces:
+            if not await handed.put(piece, worker):
+                break  # the worker ended (the archive's end, or an error it raises below)
+        await handed.put(None, worker)
+    except BaseException:
+        handed.fail(errors.InvalidArgument("the archive was cut short"))
+        with contextlib.suppress(Exception):
+            await worker
+        raise
+    return await worker

@@ -14,12 +14,10 @@ own mounts: volumes, tmpfs) and the bundle's rootfs otherwise.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import errno
 import functools
 import os
-import queue
 import stat
 import tarfile
 import tempfile
@@ -258,51 +256,6 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest_fd: int,
             pass
     finally:
         os.close(fd)
-
-
-class ChunkReader:
-    """The pieces of an upload, iterated by the extracting thread while the event loop hands
-    them over, so a `cp` into a container is extracted as it arrives rather than spooled
-    first (wrapped in a ForwardReader, the pieces are written on as they came).
-
-    At most QUEUED chunks wait: put() holds the upload back when extraction is slower."""
-
-    QUEUED = 8
-
-    def __init__(self):
-        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUED)
-        self._failed: BaseException | None = None
-
-    def __iter__(self):
-        while True:
-            if self._failed is not None:
-                raise self._failed
-            item = self._queue.get()
-            if item is None:
-                if self._failed is not None:
-                    raise self._failed
-                return
-            if item:
-                yield item
-
-    async def put(self, chunk: bytes | None, reader: asyncio.Future) -> bool:
-        """Hands a chunk over (None: the end); False when the reader has ended (the rest is
-        not wanted)."""
-        while True:
-            if reader.done():
-                return False
-            try:
-                self._queue.put_nowait(chunk)
-                return True
-            except queue.Full:
-                await asyncio.sleep(0.002)
-
-    def fail(self, failure: BaseException) -> None:
-        """The upload failed: the reader's next read raises `failure`."""
-        self._failed = failure
-        with contextlib.suppress(queue.Full):
-            # A reader waiting for a chunk wakes; one that is not sees the failure first.
-            self._queue.put_nowait(None)
 
 
 class ChunkWriter:

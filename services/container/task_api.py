@@ -137,27 +137,17 @@ async def copy_out(service, request: pb.CopyFromContainerRequest):
 async def copy_in(service, requests) -> None:
     header = await _first(requests, "header")
     root, path, _ = control.place_of(service, header.id, header.path, write=True)
-    chunks = archive.ChunkReader()
-    # Extracted as it arrives: the transfer and the writes to the container's files overlap.
-    extracting = asyncio.ensure_future(asyncio.to_thread(
-        archive.extract, root, path, archive.ForwardReader(chunks)))
-    try:
+
+    async def pieces():
         async for req in requests:
             if isinstance(req, bulk.Raw):
-                data = req.data
+                yield req.data
             elif req.WhichOneof("msg") == "chunk":
-                data = req.chunk
+                yield req.chunk
             else:
                 raise errors.InvalidArgument("one header, then chunks")
-            if not await chunks.put(data, extracting):
-                break  # the extraction ended (the archive's end, or an error it raises below)
-        await chunks.put(None, extracting)
-    except BaseException:
-        chunks.fail(errors.InvalidArgument("the archive was cut short"))
-        with contextlib.suppress(Exception):
-            await extracting
-        raise
-    await extracting
+    # Extracted as it arrives: the transfer and the writes to the container's files overlap.
+    await bulk.in_thread(pieces(), lambda handed: archive.extract(root, path, archive.ForwardReader(handed)))
 
 
 async def export(service, request: pb.ExportContainerRequest):

@@ -46,6 +46,12 @@ class ForwardReader:
             self._piece, self._at = piece, 0
         return True
 
+    def drain(self) -> None:
+        """Reads on to the end of the pieces (what follows an archive's end blocks)."""
+        for _ in self._pieces:
+            pass
+        self._piece, self._at = b"", 0
+
     def readpiece(self, n: int) -> bytes | memoryview:
         """At most `n` bytes from the current piece, as a view of it (empty at the end)."""
         if n <= 0 or not self._more():
@@ -67,9 +73,9 @@ class ForwardReader:
         return b"".join(out)
 
 
-def write_member(src: ForwardReader, offset: int, size: int, fd: int) -> None:
-    """Writes the `size` bytes at `offset` of the stream (a member's data) to `fd`, piece by
-    piece; an archive that ends before them is an EOFError."""
+def member_pieces(src: ForwardReader, offset: int, size: int):
+    """The `size` bytes at `offset` of the stream (a member's data), as views of the pieces
+    they arrived in; an archive that ends before them is an EOFError."""
     src.seek(offset)
     left = size
     while left:
@@ -77,6 +83,12 @@ def write_member(src: ForwardReader, offset: int, size: int, fd: int) -> None:
         if not piece:
             raise EOFError("the archive ends inside a member's data")
         left -= len(piece)
+        yield piece
+
+
+def write_member(src: ForwardReader, offset: int, size: int, fd: int) -> None:
+    """Writes a member's data (member_pieces) to `fd`."""
+    for piece in member_pieces(src, offset, size):
         view = memoryview(piece)
         while view:
             view = view[os.write(fd, view):]
