@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import grpc
 
+from berth_docker import tarstream
 from services.common import errors
 
 T = TypeVar("T")
@@ -42,9 +43,8 @@ class Raw:
     @classmethod
     def of(cls, field: int, *parts) -> Raw:
         """The message with `parts`, joined, in bytes field `field` (one copy of the data)."""
-        head = _tag_and_length(field, sum(len(p) for p in parts))
-        message = b"".join((head, *parts))
-        return cls(message, memoryview(message)[len(head):])
+        message = tarstream.bytes_field_message(field, *parts)
+        return cls(message, memoryview(message)[len(message) - sum(len(p) for p in parts):])
 
 
 async def gathered(pieces, field: int, size: int = 1 << 20):
@@ -62,31 +62,10 @@ async def gathered(pieces, field: int, size: int = 1 << 20):
         yield Raw.of(field, *parts)
 
 
-def _tag_and_length(field: int, n: int) -> bytes:
-    out = bytearray(((field << 3) | 2,))
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def parse(raw: bytes, field: int) -> Raw | None:
     """`raw` as a Raw of bytes field `field` when it is exactly that one field, else None."""
-    if len(raw) < 2 or raw[0] != (field << 3) | 2:
-        return None
-    n, shift, at = 0, 0, 1
-    while at < len(raw) and at < 11:
-        byte = raw[at]
-        at += 1
-        n |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return Raw(raw, memoryview(raw)[at:]) if at + n == len(raw) else None
-    return None
+    data = tarstream.bytes_field(raw, field)
+    return None if data is None else Raw(raw, data)
 
 
 def serve_bulk(method: str, request_field: int = 0, response_field: int = 0) -> None:

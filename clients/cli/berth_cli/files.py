@@ -44,12 +44,12 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
     from berth.engine.v1 import engine_pb2 as pb
     from berth_cli.archives import prefetched
     from berth_docker.tarstream import ForwardReader
-    stream = client.stub.CopyFromContainer(pb.CopyFromContainerRequest(
-        id=container, path=path if path.startswith("/") else "/" + path))
+    stream = client.channel.call("/berth.engine.v1.EngineService/CopyFromContainer", [pb.CopyFromContainerRequest(
+        id=container, path=path if path.startswith("/") else "/" + path)], _ArchiveChunk)
     if dest == "-":
         out = sys.stdout.buffer
         for chunk in stream:
-            out.write(chunk.data)
+            out.write(chunk)
         out.flush()
         return 0
     if os.path.isdir(dest):
@@ -60,7 +60,7 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
             raise ValueError(f"no such directory: {target}")
         new = os.path.basename(os.path.abspath(dest))
     # Extracted as it arrives, not spooled to a file first.
-    with _tar_class().open(fileobj=ForwardReader(prefetched(chunk.data for chunk in stream)), mode="r:",
+    with _tar_class().open(fileobj=ForwardReader(prefetched(stream)), mode="r:",
                            copybufsize=CHUNK) as tar:
         top = None
         for m in tar:
@@ -73,6 +73,33 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
             # The "tar" filter refuses members that would land outside `target`.
             tar.extract(m, target, filter="tar")
     return 0
+
+
+class _ArchiveChunk:
+    """CopyFromContainerResponse as the response type of the call: each message's bytes as a
+    view of the message (berth_docker.tarstream.bytes_field), not parsed and copied out."""
+
+    @staticmethod
+    def FromString(raw):
+        from berth_docker.tarstream import bytes_field
+        data = bytes_field(raw, 1)
+        if data is None:
+            from berth.engine.v1 import engine_pb2 as pb
+            return pb.CopyFromContainerResponse.FromString(raw).data
+        return data
+
+
+class _Chunk:
+    """A CopyToContainerRequest chunk, serialized without protobuf (one copy of the data)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        from berth_docker.tarstream import bytes_field_message
+        return bytes_field_message(2, self.data)
 
 
 def _tar_class():
@@ -108,7 +135,7 @@ def _copy_in(client, source: str, container: str, path: str) -> int:
         yield pb.CopyToContainerRequest(header=pb.CopyToContainerHeader(
             id=container, path=path if path.startswith("/") else "/" + path))
         for piece in data:
-            yield pb.CopyToContainerRequest(chunk=piece)
+            yield _Chunk(piece)
     client.stub.CopyToContainer(requests())
     return 0
 

@@ -1,4 +1,4 @@
-"""Tar archives that arrive as a stream of pieces (cp's tars, both ways), read without copying.
+"""Tar archives that arrive as a stream of pieces (cp's and load's), read without copying.
 
 tarfile's own stream mode ("r|") copies every block several times through its buffer.
 Members extracted in order only ever seek forward, so a file over the pieces that reads on
@@ -92,3 +92,33 @@ def write_member(src: ForwardReader, offset: int, size: int, fd: int) -> None:
         view = memoryview(piece)
         while view:
             view = view[os.write(fd, view):]
+
+
+def bytes_field(raw, field: int) -> memoryview | None:
+    """The payload of a serialized protobuf message that is exactly one bytes field `field`
+    (an archive's chunk: CopyFromContainerResponse.data, ...), as a view of `raw`; None for
+    any other message. Parsing it as a message would copy the payload in, reading the field
+    would copy it out again."""
+    if len(raw) < 2 or raw[0] != (field << 3) | 2:
+        return None
+    n, shift, at = 0, 0, 1
+    while at < len(raw) and at < 11:
+        byte = raw[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return memoryview(raw)[at:] if at + n == len(raw) else None
+    return None
+
+
+def bytes_field_message(field: int, *parts) -> bytes:
+    """The serialized protobuf message that is just bytes field `field` holding `parts`
+    joined (an archive's chunk), made with one copy of the data rather than a message's two."""
+    n = sum(len(p) for p in parts)
+    head = bytearray(((field << 3) | 2,))
+    while n > 0x7F:
+        head.append((n & 0x7F) | 0x80)
+        n >>= 7
+    head.append(n)
+    return b"".join((head, *parts))
