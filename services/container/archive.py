@@ -188,6 +188,8 @@ def extract(root: str, path: str, src) -> None:
                         if parts[0] == top:
                             parts[0] = rename_to
                     _extract_member(tar, member, dest_fd, parts)
+        except (tarfile.TarError, EOFError) as exc:
+            raise errors.InvalidArgument(f"the archive is not a valid tar: {exc}") from None
         finally:
             os.close(dest_fd)
     finally:
