@@ -16,6 +16,21 @@ def chunks(f):
         yield data
 
 
+class BytesMessage:
+    """A request that is only bytes field `field` holding `data` (a chunk of an archive:
+    CopyToContainerRequest.chunk, LoadImagesRequest.data), serialized without protobuf,
+    with one copy of the data where a message makes two."""
+
+    __slots__ = ("field", "data")
+
+    def __init__(self, field: int, data: bytes):
+        self.field, self.data = field, data
+
+    def SerializeToString(self) -> bytes:
+        from berth_docker.tarstream import bytes_field_message
+        return bytes_field_message(self.field, self.data)
+
+
 class _Spool:
     """The file a tar is written to by tar_chunks' thread: hands on CHUNK-sized pieces."""
 

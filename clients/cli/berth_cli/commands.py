@@ -17,7 +17,7 @@ from berth_cli import registry
 from berth_cli import format as fmt
 from berth_cli import templates
 from berth_cli import wire
-from berth_cli.archives import chunks, open_input, write_archive
+from berth_cli.archives import BytesMessage, chunks, open_input, write_archive
 from berth_cli.engine import Client, each, write_output
 from berth_cli.runflags import client as client_flags
 from berth_cli.errors import ENGINE_ERROR, Failed, RpcError, StatusCode, command_status
@@ -105,7 +105,8 @@ def version(client: Client, ns) -> int:
 def load(client: Client, ns) -> int:
     from berth_docker.reference import familiar
     with open_input(ns.input) as f:
-        response = client.stub.LoadImages(engine_pb2.LoadImagesRequest(data=d) for d in chunks(f))
+        # LoadImagesRequests (data = 1), serialized without protobuf.
+        response = client.stub.LoadImages(BytesMessage(1, d) for d in chunks(f))
     for image in response.images:
         if image.repo_tags:
             for tag in image.repo_tags:

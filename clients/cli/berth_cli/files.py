@@ -89,19 +89,6 @@ class _ArchiveChunk:
         return data
 
 
-class _Chunk:
-    """A CopyToContainerRequest chunk, serialized without protobuf (one copy of the data)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        from berth_docker.tarstream import bytes_field_message
-        return bytes_field_message(2, self.data)
-
-
 def _tar_class():
     """tarfile's TarFile, but a regular member's data goes from the pieces it arrived in
     straight to its file, rather than read into new buffers and copied again."""
@@ -123,7 +110,7 @@ def _tar_class():
 
 def _copy_in(client, source: str, container: str, path: str) -> int:
     from berth.engine.v1 import engine_pb2 as pb
-    from berth_cli.archives import chunks, tar_chunks
+    from berth_cli.archives import BytesMessage, chunks, tar_chunks
     if source == "-":
         data = chunks(sys.stdin.buffer)
     else:
@@ -135,7 +122,7 @@ def _copy_in(client, source: str, container: str, path: str) -> int:
         yield pb.CopyToContainerRequest(header=pb.CopyToContainerHeader(
             id=container, path=path if path.startswith("/") else "/" + path))
         for piece in data:
-            yield _Chunk(piece)
+            yield BytesMessage(2, piece)  # a CopyToContainerRequest chunk
     client.stub.CopyToContainer(requests())
     return 0
 
