@@ -1,4 +1,4 @@
-"""Streams of bytes over gRPC (cp's archives both ways) without protobuf in the way.
+"""Streams of bytes over gRPC (cp's archives both ways, load's tarball) without protobuf in the way.
 
 A message that is nothing but one bytes field (a chunk of an archive) is kept as the
 serialized message it arrived as: `Raw`. The payload is a view of it (parsing would copy it
@@ -32,7 +32,7 @@ _SERVED: dict[str, tuple[int, int]] = {}
 
 
 class Raw:
-    """One serialized message holding just bytes field `field`; `data` views the payload."""
+    """One serialized message that holds just one bytes field; `data` views its payload."""
 
     __slots__ = ("message", "data")
 
