@@ -20,7 +20,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import errors, metrics, tls, tracing
+from services.common import bulk, errors, metrics, tls, tracing
 from services.common.config import Config
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
-        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        request_field, response_field = bulk.served(method)
+        deserialize = handler.request_deserializer
+        if request_field and deserialize is not None:
+            deserialize = bulk.deserializer(request_field, deserialize)
+        handler = handler._replace(request_deserializer=_tolerant(deserialize))
+        if response_field and handler.response_serializer is not None:
+            handler = handler._replace(response_serializer=bulk.serializer(handler.response_serializer))
         if handler.unary_unary:
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.stream_unary:

@@ -6,9 +6,15 @@ from google.protobuf import empty_pb2
 
 from berth.container.v1 import container_pb2 as pb
 from berth.container.v1 import container_pb2_grpc
+from services.common import bulk
 from services.container import convert
 from services.container import task_api
 from services.container.service import ContainerService
+
+
+# cp's archive chunks travel as the serialized messages they are (services.common.bulk).
+bulk.serve_bulk("/berth.container.v1.ContainerService/CopyToContainer", request_field=2)
+bulk.serve_bulk("/berth.container.v1.ContainerService/CopyFromContainer", response_field=1)
 
 
 class ContainerApi(container_pb2_grpc.ContainerServiceServicer):

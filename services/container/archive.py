@@ -14,16 +14,16 @@ own mounts: volumes, tmpfs) and the bundle's rootfs otherwise.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import errno
-import io
+import functools
 import os
-import queue
 import stat
 import tarfile
 import tempfile
 
+from berth_docker import tarstream
+from berth_docker.tarstream import ForwardReader
 from services.common import errors
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -31,6 +31,7 @@ SYS_OPENAT2 = 437  # x86_64 and aarch64
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 O_PATH = 0o10000000
+CHUNK = 1 << 20
 
 
 class _OpenHow(ctypes.Structure):
@@ -68,7 +69,7 @@ def archive_path(root: str, path: str, out, root_name: str = "") -> None:
         except OSError as exc:
             raise _not_found(path, exc) from None
         try:
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
                 if not name and root_name:
                     _add(tar, root_fd, ".", root_name)
                 elif not name:  # the root itself
@@ -88,7 +89,7 @@ def archive_path(root: str, path: str, out, root_name: str = "") -> None:
 def export_root(root: str, out) -> None:
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
             _add_dir_contents(tar, root_fd, "")
     finally:
         os.close(root_fd)
@@ -154,6 +155,8 @@ def extract(root: str, path: str, src) -> None:
     `path` (whose parent must exist). Existing symlinks are replaced, never followed.
     """
     _clean(path)
+    if not isinstance(src, ForwardReader):
+        src = ForwardReader(iter(functools.partial(src.read, CHUNK), b""))
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         rename_to = None
@@ -171,7 +174,7 @@ def extract(root: str, path: str, src) -> None:
             except OSError as exc2:
                 raise _not_found(parent or "/", exc2) from None
         try:
-            with tarfile.open(fileobj=src, mode="r|") as tar:
+            with tarfile.open(fileobj=src, mode="r:") as tar:
                 top = None
                 for member in tar:
                     parts = [p for p in member.name.split("/") if p not in ("", ".")]
@@ -185,6 +188,8 @@ def extract(root: str, path: str, src) -> None:
                         if parts[0] == top:
                             parts[0] = rename_to
                     _extract_member(tar, member, dest_fd, parts)
+        except (tarfile.TarError, EOFError) as exc:
+            raise errors.InvalidArgument(f"the archive is not a valid tar: {exc}") from None
         finally:
             os.close(dest_fd)
     finally:
@@ -230,11 +235,17 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest_fd: int,
             elif member.isfile():
                 out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                               member.mode & 0o7777, dir_fd=fd)
-                with os.fdopen(out, "wb") as f:
-                    data = tar.extractfile(member)
-                    while chunk := data.read(1 << 20):
-                        f.write(chunk)
-                    os.fchmod(f.fileno(), member.mode & 0o7777)
+                try:
+                    if member.sparse is None:
+                        # Straight from the pieces the archive arrived in to the file.
+                        tarstream.write_member(tar.fileobj, member.offset_data, member.size, out)
+                    else:
+                        data = tar.extractfile(member)
+                        while chunk := data.read(CHUNK):
+                            os.write(out, chunk)
+                    os.fchmod(out, member.mode & 0o7777)
+                finally:
+                    os.close(out)
             elif member.islnk():
                 return  # hard links are not recreated (their target may lie anywhere)
             elif member.isfifo():
@@ -247,58 +258,6 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest_fd: int,
             pass
     finally:
         os.close(fd)
-
-
-class ChunkReader(io.RawIOBase):
-    """A file the extracting thread reads while the event loop hands it the upload's chunks,
-    so a `cp` into a container is extracted as it arrives rather than spooled first.
-
-    At most QUEUED chunks wait: put() holds the upload back when extraction is slower."""
-
-    QUEUED = 8
-
-    def __init__(self):
-        super().__init__()
-        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUED)
-        self._data = memoryview(b"")
-        self._failed: BaseException | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        while not self._data:
-            if self._failed is not None:
-                raise self._failed
-            item = self._queue.get()
-            if item is None:
-                if self._failed is not None:
-                    raise self._failed
-                return 0
-            self._data = memoryview(item)
-        n = min(len(b), len(self._data))
-        b[:n] = self._data[:n]
-        self._data = self._data[n:]
-        return n
-
-    async def put(self, chunk: bytes | None, reader: asyncio.Future) -> bool:
-        """Hands a chunk over (None: the end); False when the reader has ended (the rest is
-        not wanted)."""
-        while True:
-            if reader.done():
-                return False
-            try:
-                self._queue.put_nowait(chunk)
-                return True
-            except queue.Full:
-                await asyncio.sleep(0.002)
-
-    def fail(self, failure: BaseException) -> None:
-        """The upload failed: the reader's next read raises `failure`."""
-        self._failed = failure
-        with contextlib.suppress(queue.Full):
-            # A reader waiting for a chunk wakes; one that is not sees the failure first.
-            self._queue.put_nowait(None)
 
 
 class ChunkWriter:
@@ -316,15 +275,29 @@ class ChunkWriter:
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=self.QUEUED)
         self._buf = bytearray()
         self._gone = False
+        self._offset = 0
+
+    def tell(self) -> int:
+        return self._offset
 
     def write(self, b) -> int:
         if self._gone:
             raise BrokenPipeError("the reader went away")
+        n = len(b)
+        self._offset += n
+        if n >= self._size and isinstance(b, bytes):
+            # A file's data as tarfile read it (a new object each time): sent as it is,
+            # after the headers gathered before it, not copied into the buffer.
+            if self._buf:
+                self._send(bytes(self._buf))
+                self._buf.clear()
+            self._send(b)
+            return n
         self._buf += b
         if len(self._buf) >= self._size:
             self._send(bytes(self._buf))
             self._buf.clear()
-        return len(b)
+        return n
 
     def finish(self) -> None:
         """From the thread, at its end (after an error too): the rest, then the end mark."""

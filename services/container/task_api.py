@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.container.v1 import container_pb2 as pb
 from berth.types.v1 import stdio_pb2
-from services.common import errors
+from services.common import bulk, errors
 from services.container import archive, control, convert
 from services.container.exec import ExecConfig, ExecInfo
 from services.container.stdio import STDERR
@@ -30,7 +29,7 @@ def _stream(n: int) -> int:
 
 async def _first(requests, field: str):
     first = await anext(aiter(requests), None)
-    if first is None or first.WhichOneof("msg") != field:
+    if first is None or isinstance(first, bulk.Raw) or first.WhichOneof("msg") != field:
         raise errors.InvalidArgument(f"the first message must be {field}")
     return getattr(first, field)
 
@@ -126,7 +125,7 @@ async def copy_out(service, request: pb.CopyFromContainerRequest):
     making = asyncio.ensure_future(asyncio.to_thread(make))
     try:
         while (data := await out.next()) is not None:
-            yield pb.CopyFromContainerResponse(data=data)
+            yield bulk.Raw.of(1, data)  # a CopyFromContainerResponse, made without protobuf
         await making  # its error, if it had one
     finally:
         out.abandon()
@@ -138,23 +137,17 @@ async def copy_out(service, request: pb.CopyFromContainerRequest):
 async def copy_in(service, requests) -> None:
     header = await _first(requests, "header")
     root, path, _ = control.place_of(service, header.id, header.path, write=True)
-    chunks = archive.ChunkReader()
-    # Extracted as it arrives: the transfer and the writes to the container's files overlap.
-    extracting = asyncio.ensure_future(asyncio.to_thread(
-        archive.extract, root, path, io.BufferedReader(chunks, CHUNK)))
-    try:
+
+    async def pieces():
         async for req in requests:
-            if req.WhichOneof("msg") != "chunk":
+            if isinstance(req, bulk.Raw):
+                yield req.data
+            elif req.WhichOneof("msg") == "chunk":
+                yield req.chunk
+            else:
                 raise errors.InvalidArgument("one header, then chunks")
-            if not await chunks.put(req.chunk, extracting):
-                break  # the extraction ended (the archive's end, or an error it raises below)
-        await chunks.put(None, extracting)
-    except BaseException:
-        chunks.fail(errors.InvalidArgument("the archive was cut short"))
-        with contextlib.suppress(Exception):
-            await extracting
-        raise
-    await extracting
+    # Extracted as it arrives: the transfer and the writes to the container's files overlap.
+    await bulk.in_thread(pieces(), lambda handed: archive.extract(root, path, archive.ForwardReader(handed)))
 
 
 async def export(service, request: pb.ExportContainerRequest):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from berth.engine.v1 import engine_pb2, engine_pb2_grpc
-from services.common import errors
+from services.common import bulk, errors
 from services.gateway import events as events_mod
 from services.gateway.backends import Backends
 
@@ -30,6 +30,12 @@ def event_to_pb(event: events_mod.Event) -> engine_pb2.Event:
     ts.FromNanoseconds(int(event.time * 1e9))
     return engine_pb2.Event(type=event.type, action=event.action, actor_id=event.actor_id,
                             attributes=dict(event.attributes), time=ts, seq=event.seq)
+
+
+# cp's archive chunks and load's tarball are relayed as the serialized messages they are (services.common.bulk).
+bulk.serve_bulk("/berth.engine.v1.EngineService/CopyToContainer", request_field=2)
+bulk.serve_bulk("/berth.engine.v1.EngineService/CopyFromContainer", response_field=1)
+bulk.serve_bulk("/berth.engine.v1.EngineService/LoadImages", request_field=1)
 
 
 class EngineApi(engine_pb2_grpc.EngineServiceServicer):
@@ -95,7 +101,10 @@ class EngineApi(engine_pb2_grpc.EngineServiceServicer):
     async def LoadImages(self, request_iterator, context):
         async def chunks():
             async for chunk in request_iterator:
-                yield chunk.data
+                if isinstance(chunk, bulk.Raw):
+                    yield chunk
+                elif chunk.data:
+                    yield bulk.Raw.of(1, chunk.data)
         return await self._images.load(chunks())
 
     async def ImportImage(self, request_iterator, context):
@@ -250,8 +259,9 @@ class EngineApi(engine_pb2_grpc.EngineServiceServicer):
         return _EMPTY
 
     async def CopyFromContainer(self, request, context):
-        async for data in self._containers.copy_from(request.id, request.path):
-            yield engine_pb2.CopyFromContainerResponse(data=data)
+        # CopyFromContainerResponse messages as the container service serialized them.
+        async for chunk in self._containers.copy_from(request.id, request.path):
+            yield chunk
 
     async def CopyToContainer(self, request_iterator, context):
         await self._containers.copy_to(request_iterator)

@@ -7,10 +7,15 @@ from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.types.v1 import file_change_pb2
 from google.protobuf import empty_pb2
 
+from services.common import bulk
 from services.common.config import Config
 from services.common.errors import InvalidArgument
 from services.image import convert, registries
 from services.image.service import ImageService
+
+
+# load's tarball chunks arrive as the serialized messages they are (services.common.bulk).
+bulk.serve_bulk("/berth.image.v1.ImageService/LoadImages", request_field=1)
 
 
 class ImageServicer(image_pb2_grpc.ImageServiceServicer):
@@ -20,7 +25,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     async def LoadImages(self, request_iterator, context):
         async def chunks():
             async for request in request_iterator:
-                yield request.chunk
+                yield request.data if isinstance(request, bulk.Raw) else request.chunk
         images, names = await self.service.load(chunks())
         return image_pb2.LoadImagesResponse(images=[convert.image_to_pb(i) for i in images],
                                             loaded_names=[image_pb2.LoadedNames(names=n) for n in names])

@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import posixpath
 import re
 import tarfile
@@ -26,6 +27,7 @@ from datetime import datetime, timezone
 from typing import BinaryIO
 
 from berth_docker import reference
+from berth_docker.tarstream import ForwardReader, member_pieces
 from services.common.errors import InvalidArgument
 from services.image import model
 from services.image.content import CHUNK, ContentStore
@@ -52,6 +54,8 @@ class _Archive:
     def __init__(self, path: str):
         try:
             self.tar = tarfile.open(path, mode="r:*")
+            # An uncompressed tarball's members are read straight from the file by offset.
+            self._fd = self.tar.fileobj.fileno() if type(self.tar.fileobj) is io.BufferedReader else None
             self.members = {}
             for m in self.tar.getmembers():
                 self.members[posixpath.normpath(m.name.lstrip("/"))] = m
@@ -83,6 +87,26 @@ class _Archive:
         assert f is not None
         return f  # type: ignore[return-value]
 
+    def chunks(self, name: str):
+        """The member's bytes in pieces of up to CHUNK, each read once from the tarball."""
+        member = self._member(name)
+        if self._fd is None or member.sparse is not None:
+            with self.open(name) as f:
+                yield from iter(lambda: f.read(CHUNK), b"")
+            return
+        at, end = member.offset_data, member.offset_data + member.size
+        while at < end:
+            piece = os.pread(self._fd, min(CHUNK, end - at), at)
+            if not piece:
+                return  # a truncated tarball: the size check of the caller names it
+            at += len(piece)
+            yield piece
+
+    def store(self, content: ContentStore, name: str, expected_digest: str | None,
+              expected_size: int | None) -> tuple[str, int]:
+        """The member as a blob of the content store, checked: (digest, size)."""
+        return content.write(self.chunks(name), expected_digest, expected_size)
+
     def read_json(self, name: str):
         member = self._member(name)
         if member.size > MAX_JSON:
@@ -101,6 +125,94 @@ class _Archive:
         return data
 
 
+class StreamedArchive(_Archive):
+    """A plain tarball read once, as it arrives. A member of more than KEEP bytes (a layer)
+    goes to an ingest file of the content store as it passes, hashed on the way, and becomes
+    a blob when store() checks it; the rest is kept in memory. Nothing here is a blob
+    before store(), so it needs no lock against garbage collection while the bytes arrive."""
+
+    KEEP = 1 << 20
+
+    def __init__(self, reader: ForwardReader, content: ContentStore):
+        self._fd = None
+        self.members = {}
+        self._content = content
+        self._data: dict[str, bytes] = {}
+        self._ingests: dict[str, tuple[str, str, int]] = {}
+        self._stored: dict[str, tuple[str, int]] = {}
+        self.tar = None
+        try:
+            self.tar = tarfile.open(fileobj=reader, mode="r:")
+            for m in self.tar:
+                name = posixpath.normpath(m.name.lstrip("/"))
+                self.members[name] = m
+                self._forget(name)  # a later member of the same name is the one that counts
+                if not m.isreg():
+                    continue
+                if m.size > self.KEEP and m.sparse is None:
+                    self._ingests[name] = content.ingest(member_pieces(reader, m.offset_data, m.size))
+                else:
+                    self._data[name] = self.tar.extractfile(m).read()
+            reader.drain()
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            self.close()
+            raise InvalidArgument(_tar_problem(exc)) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _forget(self, name: str) -> None:
+        self._data.pop(name, None)
+        self._stored.pop(name, None)
+        if name in self._ingests:
+            self._content.discard_ingest(self._ingests.pop(name)[0])
+
+    def _key(self, name: str) -> str:
+        return posixpath.normpath(self._member(name).name.lstrip("/"))
+
+    def close(self) -> None:
+        for tmp, _, _ in self._ingests.values():
+            self._content.discard_ingest(tmp)
+        self._ingests.clear()
+        if self.tar is not None:
+            self.tar.close()
+
+    def open(self, name: str) -> BinaryIO:
+        key = self._key(name)
+        if key in self._data:
+            return io.BytesIO(self._data[key])
+        if key in self._stored:
+            return self._content.open(self._stored[key][0])
+        return open(self._ingests[key][0], "rb")
+
+    def chunks(self, name: str):
+        with self.open(name) as f:
+            yield from iter(lambda: f.read(CHUNK), b"")
+
+    def store(self, content: ContentStore, name: str, expected_digest: str | None,
+              expected_size: int | None) -> tuple[str, int]:
+        key = self._key(name)
+        if key in self._ingests:
+            tmp, digest, size = self._ingests.pop(key)
+            self._stored[key] = content.commit_ingest(tmp, digest, size, expected_digest, expected_size), size
+        elif key not in self._stored:
+            return content.write([self._data[key]], expected_digest, expected_size)
+        digest, size = self._stored[key]
+        # Stored once, perhaps asked for again (a layer two images share): checked each time.
+        if expected_size is not None and size != expected_size:
+            raise InvalidArgument(
+                f"blob {expected_digest or digest}: size is {size} bytes, expected {expected_size}")
+        if expected_digest and digest != expected_digest:
+            raise InvalidArgument(f"blob digest mismatch: expected {expected_digest}, got {digest}")
+        return digest, size
+
+
+def is_plain_tar(head: bytes) -> bool:
+    """Whether a tarball starting with `head` (512 bytes or more) is an uncompressed POSIX
+    or GNU tar, which StreamedArchive reads; any other goes through a spooled file."""
+    return len(head) >= 512 and head[257:262] == b"ustar"
+
+
 def _tar_problem(exc: BaseException) -> str:
     if isinstance(exc, EOFError) or "unexpected end" in str(exc):
         return "not a valid image tarball: it is truncated (unexpected end of data)"
@@ -110,6 +222,14 @@ def _tar_problem(exc: BaseException) -> str:
 def read_archive(path: str, content: ContentStore) -> list[LoadedImage]:
     """The images of a docker-archive or OCI-layout tarball, their blobs stored."""
     archive = _Archive(path)
+    try:
+        return read_images(archive, content)
+    finally:
+        archive.close()
+
+
+def read_images(archive: _Archive, content: ContentStore) -> list[LoadedImage]:
+    """The images of an opened tarball (an _Archive or StreamedArchive), their blobs stored."""
     try:
         if archive.has("index.json") and archive.has("oci-layout"):
             images = _read_oci(archive, content)
@@ -124,8 +244,6 @@ def read_archive(path: str, content: ContentStore) -> list[LoadedImage]:
         return _merge(images)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InvalidArgument(_tar_problem(exc)) from None
-    finally:
-        archive.close()
 
 
 def _merge(images: list[LoadedImage]) -> list[LoadedImage]:
@@ -175,8 +293,7 @@ def _read_docker(archive: _Archive, content: ContentStore) -> list[LoadedImage]:
         for name, diff_id in zip(layer_names, diff_ids):
             if not isinstance(name, str):
                 raise InvalidArgument("invalid image tarball: layer path in manifest.json is not a string")
-            with archive.open(name) as f:
-                digest, size = content.write_file(f, _digest_from_path(name), archive._member(name).size)
+            digest, size = archive.store(content, name, _digest_from_path(name), archive._member(name).size)
             layers.append(_checked_layer(content, digest, size, None, diff_id, name))
         manifest_doc = _oci_manifest(config_digest, config_size, layers)
         manifest_digest, _ = content.write_bytes(manifest_doc)
@@ -359,8 +476,7 @@ def _read_manifest(archive: _Archive, content: ContentStore, digest: str, doc: d
         layer_digest, path, size = _blob_path(desc, f"manifest {digest}")
         if not archive.has(path):
             raise InvalidArgument(f"invalid image tarball: layer blob {layer_digest} is missing")
-        with archive.open(path) as f:
-            _, stored = content.write_file(f, layer_digest, size)
+        _, stored = archive.store(content, path, layer_digest, size)
         media_type = desc.get("mediaType") if isinstance(desc.get("mediaType"), str) else None
         layers.append(_checked_layer(content, layer_digest, stored, media_type, diff_id, layer_digest))
     return ImageRecord(id=config_digest, manifest_digest=digest, config_json=config_bytes,

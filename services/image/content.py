@@ -7,6 +7,7 @@ file (removed at open), never a blob whose content does not match its name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -83,18 +84,34 @@ class ContentStore:
         """Store a blob from chunks; returns (digest, size). Verifies what is expected."""
         if expected_digest:
             check_digest(expected_digest)
+        tmp, digest, size = self.ingest(chunks)
+        return self.commit_ingest(tmp, digest, size, expected_digest, expected_size), size
+
+    def ingest(self, chunks: Iterable[bytes]) -> tuple[str, str, int]:
+        """Writes chunks to a new, fsynced ingest file: (its path, the digest, the size). It is
+        not a blob until commit_ingest (a restart removes it)."""
         fd, tmp = tempfile.mkstemp(dir=self.ingest_dir, prefix="ingest-")
         try:
             h = hashlib.sha256()
             size = 0
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb", buffering=0) as out:
                 for chunk in chunks:
                     h.update(chunk)
                     size += len(chunk)
-                    out.write(chunk)
-                out.flush()
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[out.write(view):]
                 os.fsync(out.fileno())
-            digest = "sha256:" + h.hexdigest()
+            return tmp, "sha256:" + h.hexdigest(), size
+        except BaseException:
+            self.discard_ingest(tmp)
+            raise
+
+    def commit_ingest(self, tmp: str, digest: str, size: int, expected_digest: str | None = None,
+                      expected_size: int | None = None) -> str:
+        """The ingest file, checked against what is expected, renamed into the store as the
+        blob `digest` (returned); on a mismatch it is removed and nothing is stored."""
+        try:
             if expected_size is not None and size != expected_size:
                 raise InvalidArgument(
                     f"blob {expected_digest or digest}: size is {size} bytes, expected {expected_size}")
@@ -107,11 +124,14 @@ class ContentStore:
                 os.chmod(tmp, 0o600)
                 os.rename(tmp, final)
                 fsync_dir(self.blob_dir)
-            return digest, size
+            return digest
         except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            self.discard_ingest(tmp)
             raise
+
+    def discard_ingest(self, tmp: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
     def write_bytes(self, data: bytes, expected_digest: str | None = None) -> tuple[str, int]:
         return self.write([data], expected_digest)

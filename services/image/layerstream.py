@@ -51,6 +51,19 @@ class LayerStream(io.RawIOBase):
         buffer[:len(data)] = data
         return len(data)
 
+    def pieces(self, size: int = 1024 * 1024):
+        """The uncompressed bytes as pieces of up to `size`, hashed as they are read: what
+        unpacking reads (through a ForwardReader), so no piece is copied into a buffer."""
+        while True:
+            try:
+                data = self._src.read(size)
+            except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+                raise InvalidArgument(f"layer is not valid {self.compression}: {exc}") from None
+            if not data:
+                return
+            self._hash.update(data)
+            yield data
+
     def finish(self) -> None:
         while self.read(1024 * 1024):
             pass

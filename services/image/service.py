@@ -31,6 +31,8 @@ from typing import BinaryIO
 import structlog
 
 from berth_docker import reference
+from berth_docker.tarstream import ForwardReader
+from services.common import bulk
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.image import archive, export
 from services.image import commit as commit_mod
@@ -224,11 +226,26 @@ class ImageService:
         return total
 
     async def load(self, chunks: AsyncIterable[bytes]) -> list[Image]:
-        with self._spool() as f:
-            total = await self._spool_chunks(f, chunks)
-            if total == 0:
-                raise InvalidArgument("load: the tarball is empty")
-            loaded = await asyncio.to_thread(self._load, f.name)
+        chunks = aiter(chunks)
+        head: list[bytes] = []
+        while sum(len(c) for c in head) < 512 and (chunk := await anext(chunks, None)) is not None:
+            head.append(chunk)
+        if not any(head):
+            raise InvalidArgument("load: the tarball is empty")
+
+        async def everything():
+            for chunk in head:
+                yield chunk
+            async for chunk in chunks:
+                yield chunk
+        if archive.is_plain_tar(b"".join(head)[:512]):
+            # Read as it arrives: the layers go to the content store on the way, not
+            # through a spooled copy of the tarball first.
+            loaded = await bulk.in_thread(everything(), self._load_streamed)
+        else:  # compressed: tarfile finds out how, reading a spooled file
+            with self._spool() as f:
+                await self._spool_chunks(f, everything())
+                loaded = await asyncio.to_thread(self._load, f.name)
         images = [self._image(img.record.id) for img in loaded]
         log.info("images_loaded", ids=[i.id for i in images],
                  names=[t for i in images for t in i.repo_tags])
@@ -236,16 +253,28 @@ class ImageService:
 
     def _load(self, path: str) -> list[archive.LoadedImage]:
         with self._content_lock:
-            try:
-                loaded = archive.read_archive(path, self.content)
-                for img in loaded:
-                    self.snapshotter.unpack(img.record.layers)
-                self.store.put_images([(img.record, img.tags) for img in loaded])
-                return loaded
-            except BaseException:
-                # Blobs written before the failure are referenced by nothing.
-                self._gc_locked()
-                raise
+            return self._load_locked(lambda: archive.read_archive(path, self.content))
+
+    def _load_streamed(self, pieces) -> list[archive.LoadedImage]:
+        # The bytes arrive (into ingest files, no blobs yet) without the lock held.
+        streamed = archive.StreamedArchive(ForwardReader(pieces), self.content)
+        try:
+            with self._content_lock:
+                return self._load_locked(lambda: archive.read_images(streamed, self.content))
+        finally:
+            streamed.close()
+
+    def _load_locked(self, read) -> list[archive.LoadedImage]:
+        try:
+            loaded = read()
+            for img in loaded:
+                self.snapshotter.unpack(img.record.layers)
+            self.store.put_images([(img.record, img.tags) for img in loaded])
+            return loaded
+        except BaseException:
+            # Blobs written before the failure are referenced by nothing.
+            self._gc_locked()
+            raise
 
     async def import_image(self, chunks: AsyncIterable[bytes], name: str = "",
                            config: ImageConfig | None = None, message: str = "") -> Image:

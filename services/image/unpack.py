@@ -31,7 +31,9 @@ import tarfile
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from berth_docker.tarstream import ForwardReader, write_member
 from services.common.errors import InvalidArgument, Unavailable
+from services.image.layerstream import LayerStream
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -151,11 +153,18 @@ def _times(member: tarfile.TarInfo) -> tuple[int, int]:
 
 
 def unpack_layer(fileobj: BinaryIO, root: str) -> None:
-    """Unpack a (plain or gzip) layer tarball into the existing, empty directory `root`."""
+    """Unpack a (plain, gzip or zstd) layer tarball, a file or a LayerStream (which hashes
+    what is read), into the existing, empty directory `root`."""
+    stream = fileobj if isinstance(fileobj, LayerStream) else LayerStream(fileobj)
+    # Read from the pieces the stream gives: a file's data goes from them to disk as it is,
+    # where tarfile's stream mode would copy every block several times.
+    reader = ForwardReader(stream.pieces(CHUNK))
     try:
-        tar = tarfile.open(fileobj=fileobj, mode="r|*")
+        tar = tarfile.open(fileobj=reader, mode="r:")
     except tarfile.TarError as exc:
         raise InvalidArgument(f"layer is not a tar archive: {exc}") from None
+    except EOFError:
+        raise InvalidArgument("layer tar archive is truncated") from None
     handle = _Root(root)
     # Directory attributes are applied last: creating entries changes a directory's mtime.
     dirs: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
@@ -228,8 +237,10 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: _Root,
         fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                      dir_fd=parent_fd)
         try:
-            src = tar.extractfile(member)
-            if src is not None:
+            if member.sparse is None:
+                write_member(tar.fileobj, member.offset_data, member.size, fd)
+            else:
+                src = tar.extractfile(member)
                 while chunk := src.read(CHUNK):
                     _write_all(fd, chunk)
             # chown first: it clears setuid/setgid bits that chmod then sets.

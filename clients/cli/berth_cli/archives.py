@@ -16,6 +16,21 @@ def chunks(f):
         yield data
 
 
+class BytesMessage:
+    """A request that is only bytes field `field` holding `data` (a chunk of an archive:
+    CopyToContainerRequest.chunk, LoadImagesRequest.data), serialized without protobuf,
+    with one copy of the data where a message makes two."""
+
+    __slots__ = ("field", "data")
+
+    def __init__(self, field: int, data: bytes):
+        self.field, self.data = field, data
+
+    def SerializeToString(self) -> bytes:
+        from berth_docker.tarstream import bytes_field_message
+        return bytes_field_message(self.field, self.data)
+
+
 class _Spool:
     """The file a tar is written to by tar_chunks' thread: hands on CHUNK-sized pieces."""
 
@@ -25,12 +40,21 @@ class _Spool:
         self.offset = 0
 
     def write(self, data) -> int:
+        n = len(data)
+        self.offset += n
+        if n >= CHUNK and isinstance(data, bytes):
+            # A file's data as tarfile read it (a new object each time): handed on as it is,
+            # after the headers gathered before it, not copied into the buffer.
+            if self.buf:
+                self.pieces.put(bytes(self.buf))
+                self.buf.clear()
+            self.pieces.put(data)
+            return n
         self.buf += data
-        self.offset += len(data)
         if len(self.buf) >= CHUNK:
             self.pieces.put(bytes(self.buf))
             self.buf.clear()
-        return len(data)
+        return n
 
     def tell(self) -> int:
         return self.offset
@@ -96,56 +120,6 @@ def prefetched(pieces, depth: int = 8):
         stop.set()
         while not q.empty():  # let a blocked put return
             q.get_nowait()
-
-
-class ForwardReader:
-    """A file over an iterator of bytes that tarfile reads as a seekable one: extracting
-    members in order, it only ever seeks forward, which is reading on. (tarfile's own
-    stream mode would copy every block three times more.) A backward seek fails."""
-
-    def __init__(self, pieces):
-        self._pieces = iter(pieces)
-        self._piece = b""
-        self._at = 0  # in _piece
-        self._pos = 0
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        import io
-        if whence == 1:
-            offset += self._pos
-        elif whence != 0:
-            raise io.UnsupportedOperation("a stream is not seekable from its end")
-        if offset < self._pos:
-            raise io.UnsupportedOperation("a stream cannot seek backwards")
-        while offset > self._pos and self._more():
-            step = min(offset - self._pos, len(self._piece) - self._at)
-            self._at += step
-            self._pos += step
-        return self._pos
-
-    def _more(self) -> bool:
-        while self._at >= len(self._piece):
-            piece = next(self._pieces, None)
-            if piece is None:
-                return False
-            self._piece, self._at = piece, 0
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        out = []
-        while (n < 0 or n > 0) and self._more():
-            piece, at = self._piece, self._at
-            take = len(piece) - at if n < 0 else min(n, len(piece) - at)
-            # A whole piece is handed on as it is, not copied.
-            out.append(piece if at == 0 and take == len(piece) else piece[at:at + take])
-            self._at += take
-            self._pos += take
-            if n > 0:
-                n -= take
-        return out[0] if len(out) == 1 else b"".join(out)
 
 
 def open_input(path: str):

@@ -100,10 +100,11 @@ def version(client: Client, ns) -> int:
 # -- images ---------------------------------------------------------------------------
 
 def load(client: Client, ns) -> int:
-    from berth_cli.archives import chunks, open_input
+    from berth_cli.archives import BytesMessage, chunks, open_input
     from berth_docker.reference import familiar
     with open_input(ns.input) as f:
-        response = client.stub.LoadImages(engine_pb2.LoadImagesRequest(data=d) for d in chunks(f))
+        # LoadImagesRequests (data = 1), serialized without protobuf.
+        response = client.stub.LoadImages(BytesMessage(1, d) for d in chunks(f))
     for image in response.images:
         if image.repo_tags:
             for tag in image.repo_tags:

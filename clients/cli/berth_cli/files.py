@@ -41,16 +41,15 @@ def cp(client, ns) -> int:
 
 
 def _copy_out(client, container: str, path: str, dest: str) -> int:
-    import tarfile
-
     from berth.engine.v1 import engine_pb2 as pb
-    from berth_cli.archives import ForwardReader, prefetched
-    stream = client.stub.CopyFromContainer(pb.CopyFromContainerRequest(
-        id=container, path=path if path.startswith("/") else "/" + path))
+    from berth_cli.archives import prefetched
+    from berth_docker.tarstream import ForwardReader
+    stream = client.channel.call("/berth.engine.v1.EngineService/CopyFromContainer", [pb.CopyFromContainerRequest(
+        id=container, path=path if path.startswith("/") else "/" + path)], _ArchiveChunk)
     if dest == "-":
         out = sys.stdout.buffer
         for chunk in stream:
-            out.write(chunk.data)
+            out.write(chunk)
         out.flush()
         return 0
     if os.path.isdir(dest):
@@ -61,8 +60,8 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
             raise ValueError(f"no such directory: {target}")
         new = os.path.basename(os.path.abspath(dest))
     # Extracted as it arrives, not spooled to a file first.
-    with tarfile.open(fileobj=ForwardReader(prefetched(chunk.data for chunk in stream)), mode="r:",
-                      copybufsize=CHUNK) as tar:
+    with _tar_class().open(fileobj=ForwardReader(prefetched(stream)), mode="r:",
+                           copybufsize=CHUNK) as tar:
         top = None
         for m in tar:
             if new is not None:
@@ -76,9 +75,42 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
     return 0
 
 
+class _ArchiveChunk:
+    """CopyFromContainerResponse as the response type of the call: each message's bytes as a
+    view of the message (berth_docker.tarstream.bytes_field), not parsed and copied out."""
+
+    @staticmethod
+    def FromString(raw):
+        from berth_docker.tarstream import bytes_field
+        data = bytes_field(raw, 1)
+        if data is None:
+            from berth.engine.v1 import engine_pb2 as pb
+            return pb.CopyFromContainerResponse.FromString(raw).data
+        return data
+
+
+def _tar_class():
+    """tarfile's TarFile, but a regular member's data goes from the pieces it arrived in
+    straight to its file, rather than read into new buffers and copied again."""
+    import tarfile
+
+    from berth_docker.tarstream import write_member
+
+    class StreamedTar(tarfile.TarFile):
+        def makefile(self, tarinfo, targetpath):
+            if tarinfo.sparse is not None:
+                return super().makefile(tarinfo, targetpath)
+            with open(targetpath, "wb", buffering=0) as target:
+                try:
+                    write_member(self.fileobj, tarinfo.offset_data, tarinfo.size, target.fileno())
+                except EOFError:
+                    raise tarfile.ReadError("unexpected end of data") from None
+    return StreamedTar
+
+
 def _copy_in(client, source: str, container: str, path: str) -> int:
     from berth.engine.v1 import engine_pb2 as pb
-    from berth_cli.archives import chunks, tar_chunks
+    from berth_cli.archives import BytesMessage, chunks, tar_chunks
     if source == "-":
         data = chunks(sys.stdin.buffer)
     else:
@@ -90,7 +122,7 @@ def _copy_in(client, source: str, container: str, path: str) -> int:
         yield pb.CopyToContainerRequest(header=pb.CopyToContainerHeader(
             id=container, path=path if path.startswith("/") else "/" + path))
         for piece in data:
-            yield pb.CopyToContainerRequest(chunk=piece)
+            yield BytesMessage(2, piece)  # a CopyToContainerRequest chunk
     client.stub.CopyToContainer(requests())
     return 0
 

@@ -38,7 +38,7 @@ from berth.network.v1 import network_pb2
 from berth.types.v1 import file_change_pb2
 from berth.types.v1 import healthcheck_pb2
 from berth.types.v1 import stdio_pb2
-from services.common import errors
+from services.common import bulk, errors
 from services.gateway import confinement, convert, names
 from services.gateway import links as links_mod
 from services.gateway import networks as networks_mod
@@ -827,11 +827,15 @@ class Containers:
 
     # -- files ----------------------------------------------------------------------------
 
-    async def copy_from(self, ref: str, path: str) -> AsyncIterator[bytes]:
+    async def copy_from(self, ref: str, path: str) -> AsyncIterator[bulk.Raw]:
         c = await self.get(ref)
-        async for chunk in self._container.CopyFromContainer(
-                container_pb2.CopyFromContainerRequest(id=c.id, path=path)):
-            yield chunk.data
+        # Each chunk as the serialized message it came in (its bytes in `data`): the engine's
+        # CopyFromContainerResponse is the same message, so it is relayed without protobuf.
+        async for chunk in bulk.bulk_unary_stream(
+                self._container.channel, "/berth.container.v1.ContainerService/CopyFromContainer",
+                container_pb2.CopyFromContainerRequest(id=c.id, path=path),
+                container_pb2.CopyFromContainerResponse, field=1):
+            yield chunk if isinstance(chunk, bulk.Raw) else bulk.Raw.of(1, chunk.data)
         self.publish("archive-path", c.id)
 
     async def copy_to(self, requests) -> None:
@@ -844,8 +848,11 @@ class Containers:
             yield container_pb2.CopyToContainerRequest(header=container_pb2.CopyToContainerHeader(
                 id=c.id, path=first.header.path))
             async for req in requests:
-                yield container_pb2.CopyToContainerRequest(chunk=req.chunk)
-        await self._container.CopyToContainer(node_requests())
+                # A chunk that came as its serialized message goes on as it is: the container
+                # service's CopyToContainerRequest has the chunk in the same field.
+                yield req if isinstance(req, bulk.Raw) else container_pb2.CopyToContainerRequest(chunk=req.chunk)
+        await bulk.bulk_stream_unary(self._container.channel, "/berth.container.v1.ContainerService/CopyToContainer",
+                                     container_pb2.CopyToContainerResponse)(node_requests())
         self.publish("extract-to-dir", c.id)
 
     async def export(self, ref: str) -> AsyncIterator[bytes]:

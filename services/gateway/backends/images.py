@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from berth.engine.v1 import engine_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import registry_pb2
-from services.common import errors
+from services.common import bulk, errors
 from berth_docker.reference import familiar
 from berth_docker.shapes import images as shapes_images
 from services.gateway import convert
@@ -35,11 +35,11 @@ class Images:
         self._configs = image_configs
         self._usage = image_usage
 
-    async def load(self, chunks: AsyncIterator[bytes]) -> engine_pb2.LoadImagesResponse:
-        async def requests():
-            async for data in chunks:
-                yield image_pb2.LoadImagesRequest(chunk=data)
-        response = await self._image.LoadImages(requests())
+    async def load(self, chunks: AsyncIterator[bulk.Raw]) -> engine_pb2.LoadImagesResponse:
+        # The chunks are serialized LoadImagesRequests (the engine's and the image service's
+        # carry the bytes in the same field), relayed without protobuf.
+        response = await bulk.bulk_stream_unary(
+            self._image.channel, "/berth.image.v1.ImageService/LoadImages", image_pb2.LoadImagesResponse)(chunks)
         for image in response.images:
             _publish_image(self._publish, "load", image.id, image.repo_tags[0] if image.repo_tags else image.id)
         return engine_pb2.LoadImagesResponse(

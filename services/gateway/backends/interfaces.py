@@ -18,6 +18,7 @@ from berth.types.v1 import build_pb2
 from berth.types.v1 import file_change_pb2
 from berth.types.v1 import registry_pb2
 from berth.types.v1 import stdio_pb2
+from services.common import bulk
 from services.gateway.events import Event
 
 Filters = Mapping[str, Sequence[str]]
@@ -53,8 +54,10 @@ class ContainerBackend(Protocol):
                      policy: engine_pb2.RestartPolicy | None = None) -> None:
         """The resource fields set in `request` and/or a new restart policy, checked together."""
     async def update_restart_policy(self, ref: str, policy: engine_pb2.RestartPolicy) -> None: ...
-    def copy_from(self, ref: str, path: str) -> AsyncIterator[bytes]: ...
-    async def copy_to(self, requests: AsyncIterator[engine_pb2.CopyToContainerRequest]) -> None: ...
+    # Chunks as bulk.Raw CopyFromContainerResponse / CopyToContainerRequest messages (or, for
+    # copy_to, parsed requests).
+    def copy_from(self, ref: str, path: str) -> AsyncIterator[bulk.Raw]: ...
+    async def copy_to(self, requests: AsyncIterator[engine_pb2.CopyToContainerRequest | bulk.Raw]) -> None: ...
     def export(self, ref: str) -> AsyncIterator[bytes]: ...
     async def rename(self, ref: str, new_name: str) -> None: ...
     async def commit(self, ref: str, reference: str, changes: Sequence[str], message: str,
@@ -109,7 +112,7 @@ class ImageBackend(Protocol):
         # events: image untag (name app:1), then image delete (the id)
     """
 
-    async def load(self, chunks: AsyncIterator[bytes]) -> engine_pb2.LoadImagesResponse:
+    async def load(self, chunks: AsyncIterator[bulk.Raw]) -> engine_pb2.LoadImagesResponse:
         """Images from a `docker save` tar stream, with the names the stream gave them."""
 
     async def import_(self, reference: str, changes: Sequence[str], message: str,

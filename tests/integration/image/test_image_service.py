@@ -344,3 +344,50 @@ async def test_a_removed_parent_is_not_reported(service):
     await service.remove_image(mid.id)
     assert (await service.get_image("child:2")).parent == ""
     assert [i.parent for i in await service.list_images("child:2")] == [""]
+
+
+def _ingests(state_dir):
+    return os.listdir(os.path.join(state_dir, "ingest"))
+
+
+@pytest.mark.parametrize("layout", ["docker", "oci"])
+async def test_a_tarball_with_large_layers_is_read_as_it_arrives(service, state_dir, layout):
+    # Layers past the size kept in memory go through ingest files on the way in.
+    big = os.urandom(3 << 20)
+    layers = [ti.layer_bytes({"big": big}), ti.layer_bytes({"big2": big[::-1]}, gz=True)]
+    data = (ti.docker_archive_bytes(layers, {"Cmd": ["sh"]}, ["big:1"]) if layout == "docker"
+            else ti.oci_layout_bytes(layers, {"Cmd": ["sh"]}, ["example.com/big:1"]))
+    [img] = await load(service, data)
+    assert img.diff_ids == tuple(ti.diff_id(layer) for layer in layers)
+    for layer in layers:
+        with open(os.path.join(state_dir, "blobs", "sha256", ti.sha256(layer)[7:]), "rb") as f:
+            assert f.read() == layer
+    assert _ingests(state_dir) == []
+
+
+async def test_a_large_layer_that_does_not_match_its_digest_stores_nothing(service, state_dir):
+    layer = ti.layer_bytes({"big": os.urandom(2 << 20)})
+    data = bytearray(ti.oci_layout_bytes([layer], {"Cmd": ["sh"]}, ["example.com/bad:1"]))
+    at = bytes(data).index(layer)
+    data[at + len(layer) // 2] ^= 0xFF  # one byte flipped inside the layer blob
+    with pytest.raises(InvalidArgument, match="digest"):
+        await load(service, bytes(data))
+    assert blobs(state_dir) == [] and layer_dirs(state_dir) == [] and _ingests(state_dir) == []
+    assert await service.list_images() == []
+
+
+async def test_a_tarball_cut_short_stores_nothing(service, state_dir):
+    layer = ti.layer_bytes({"big": os.urandom(2 << 20)})
+    data = ti.oci_layout_bytes([layer], {"Cmd": ["sh"]}, ["example.com/cut:1"])
+    with pytest.raises(InvalidArgument):
+        await load(service, data[:len(data) // 2])
+    assert blobs(state_dir) == [] and _ingests(state_dir) == []
+    assert await service.list_images() == []
+
+
+async def test_a_gzip_compressed_tarball_loads(service):
+    import gzip
+    layer = ti.layer_bytes({"big": os.urandom(2 << 20)})
+    [img] = await load(service, gzip.compress(ti.docker_archive_bytes([layer], {"Cmd": ["sh"]}, ["gz:1"]),
+                                              compresslevel=1))
+    assert img.diff_ids == (ti.diff_id(layer),)

@@ -85,3 +85,11 @@ def test_extract_never_writes_through_links(root, tmp_path):
 def test_extract_renames_the_top_entry_when_the_target_does_not_exist(root):
     archive.extract(str(root), "/etc/copied", _tar(("orig/a", b"1"), ("orig/b", b"2")))
     assert sorted(os.listdir(root / "etc" / "copied")) == ["a", "b"]
+
+
+def test_a_truncated_or_foreign_archive_is_invalid_input(root):
+    whole = _tar(("big", b"x" * 5000)).getvalue()
+    with pytest.raises(errors.InvalidArgument):
+        archive.extract(str(root), "/", io.BytesIO(whole[:512 + 1000]))
+    with pytest.raises(errors.InvalidArgument):
+        archive.extract(str(root), "/", io.BytesIO(b"this is not a tar archive" * 40))

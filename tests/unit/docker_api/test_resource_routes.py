@@ -39,7 +39,7 @@ class FakeImages:
         return engine_pb2.RemoveImageResponse(untagged=["docker.io/library/app:1"], deleted=[IMAGE])
 
     async def load(self, chunks):
-        data = b"".join([c async for c in chunks])
+        data = b"".join([bytes(c.data) async for c in chunks])  # serialized LoadImagesRequests (bulk.Raw)
         if data == b"abc":
             raise errors.InvalidArgument("not a valid image tarball")
         tags = ["docker.io/library/alpine:3.10", "docker.io/library/busybox:latest"]

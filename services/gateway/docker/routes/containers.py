@@ -16,7 +16,7 @@ from aiohttp import web
 from berth.engine.v1 import engine_pb2
 from berth_docker import api as convert
 from berth_errors import not_implemented
-from services.common import errors
+from services.common import bulk, errors
 from services.gateway.docker.context import API_VERSION_KEY, backends, json_body, json_response, long_lived
 from services.gateway.docker.hijack import STDERR, STDOUT, line_frames, stream_content_type
 
@@ -329,7 +329,8 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
     path = request.query.get("path", "")
     if not path:
         raise errors.InvalidArgument("path is required")
-    chunks = backends(request).containers.copy_from(request.match_info["id"], path)
+    pieces = backends(request).containers.copy_from(request.match_info["id"], path)
+    chunks = (piece.data async for piece in pieces)
     try:
         member, buffered = await _first_member(chunks)
         headers = {"X-Docker-Container-Path-Stat": _stat_header(member)}
@@ -349,6 +350,7 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
         return response
     finally:
         await chunks.aclose()
+        await pieces.aclose()
 
 
 async def archive_put(request: web.Request) -> web.Response:
@@ -359,8 +361,9 @@ async def archive_put(request: web.Request) -> web.Response:
     async def requests():
         yield engine_pb2.CopyToContainerRequest(header=engine_pb2.CopyToContainerHeader(
             id=request.match_info["id"], path=path))
-        while data := await request.content.read(1 << 20):
-            yield engine_pb2.CopyToContainerRequest(chunk=data)
+        # CopyToContainerRequest chunks of about 1 MiB, made without protobuf.
+        async for chunk in bulk.gathered(request.content.iter_any(), field=2):
+            yield chunk
     await backends(request).containers.copy_to(requests())
     return web.Response(status=200)
 
