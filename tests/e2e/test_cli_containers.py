@@ -71,13 +71,18 @@ def test_foreground_output_goes_to_stdout_and_stderr(engine, busybox_image):
 
 
 def test_rm_leaves_nothing(engine, busybox_image):
+    netns_dir = os.path.join(engine.config.run_root, "netns")
+
+    def namespaces() -> set[str]:
+        return set(os.listdir(netns_dir)) if os.path.isdir(netns_dir) else set()
+
+    # What was there before (other containers, a build's spare endpoint) is not this run's.
+    before = namespaces()
     name = _name("gone")
     assert engine.cli("run", "--rm", "--name", name, busybox_image, "true").returncode == 0
     assert _ps(engine, "-a", "-f", f"name={name}") == []
-    netns_dir = os.path.join(engine.config.run_root, "netns")
-    leftovers = [n for n in os.listdir(netns_dir)] if os.path.isdir(netns_dir) else []
     listed = {r["ID"] for r in _ps(engine, "-a")}
-    assert all(n[:12] in listed for n in leftovers)
+    assert all(n[:12] in listed for n in namespaces() - before)
 
 
 def test_detached_rm_is_removed_after_exit(engine, busybox_image):
