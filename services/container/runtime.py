@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -87,7 +88,13 @@ def mount_rootfs(mounts: tuple[Mount, ...], target: str) -> None:
                     data.append(opt)
             if m.type == "bind":
                 flags |= MS_BIND
-            _mount(m.source, target, m.type, flags, ",".join(data))
+            try:
+                _mount(m.source, target, m.type, flags, ",".join(data))
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or "volatile" not in data:
+                    raise
+                # A kernel before 5.10 has no volatile overlay: the same mount with syncs.
+                _mount(m.source, target, m.type, flags, ",".join(d for d in data if d != "volatile"))
             done += 1
             if flags & MS_BIND and flags & MS_RDONLY:
                 # A bind mount ignores MS_RDONLY until it is remounted.
@@ -201,6 +208,8 @@ class Runtime:
         self.bundles = bundles
         # conmon execs the runtime by path, without a PATH search.
         self.runc_path = shutil.which(config.runtime) or config.runtime
+        # Looked up once, not by a PATH search in every container's exec.
+        self.conmon_path = shutil.which(config.conmon) or config.conmon
         self.runc_root = os.path.join(config.run_root, "runc")
         self.socket_dir = os.path.join(config.run_root, "conmon")
         os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
@@ -225,7 +234,7 @@ class Runtime:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             args = [
-                self.config.conmon, "--api-version", "1",
+                self.conmon_path, "--api-version", "1",
                 "-c", bundle.id, "-u", bundle.id, "-n", bundle.id,
                 "-r", self.runc_path, "-b", bundle.dir, "-p", bundle.pidfile,
                 "--conmon-pidfile", bundle.conmon_pidfile,

@@ -115,6 +115,7 @@ class ContainerService:
         self.runtime = runtime
         self.broker = broker or Broker(store)
         cfg = runtime.config
+        self._log_policies: dict[LogConfig, logfiles.LogPolicy] = {}
         # Checked at start-up: a bad daemon default fails the service, not a create.
         self.default_log = logfiles.resolve(
             LogConfig(cfg.log_driver, logfiles.parse_options(cfg.log_opts)), LogConfig("local"))
@@ -463,7 +464,12 @@ class ContainerService:
 
     def _log_policy(self, record: Record) -> logfiles.LogPolicy:
         # Rows from before log drivers carry none: the daemon default applies.
-        return logfiles.policy(logfiles.resolve(record.spec.log_config, self.default_log))
+        # Asked for every container of every listing: worked out once per configuration.
+        config = record.spec.log_config
+        found = self._log_policies.get(config)
+        if found is None:
+            found = self._log_policies[config] = logfiles.policy(logfiles.resolve(config, self.default_log))
+        return found
 
     def _view(self, record: Record) -> Container:
         task = self.tasks.get(record.id)
@@ -639,7 +645,9 @@ class ContainerService:
                 await asyncio.wait([task.rotator])  # it may still compress in the bundle
         self.tasks.pop(id, None)
         monitor = rt.read_int(self.runtime.bundle(id).conmon_pidfile)
-        rt.remove_bundle(self.runtime.bundle(id))
+        # Off the event loop: unmounting a writable layer syncs its filesystem, which on a
+        # busy disk takes long enough to hold up every other container's calls.
+        await asyncio.to_thread(rt.remove_bundle, self.runtime.bundle(id))
         self.runtime.remove_socket_link(id)
         if monitor:
             rt.reap_monitor(monitor)
