@@ -14,6 +14,10 @@ Every container has a bundle directory, laid out as conmon and runc expect:
 
 conmon double-forks into its own session, so containers outlive berth.
 
+A removed container's bundle is renamed into trash/ beside bundles/ (at once, and
+its id is free again) and deleted from there after the reply; what a crash leaves
+in trash/ is deleted at the next start.
+
 A bundle outlives its task: to run a stopped container again, `runc delete`
 drops the old runtime state and cgroup, `clear_run` the old run's pid and exit
 files, and conmon runs again on the same bundle and rootfs. conmon opens the
@@ -34,6 +38,7 @@ import re
 import select
 import shutil
 import struct
+import time
 
 import structlog
 
@@ -151,7 +156,10 @@ def _mountinfo_escape(path: str) -> str:
     return "".join(f"\\{ord(ch):03o}" if ch in " \t\n\\" else ch for ch in path)
 
 
-def remove_bundle(bundle: Bundle) -> None:
+def remove_bundle(bundle: Bundle, trash: str = "") -> str:
+    """Unmounts what is mounted in the bundle and removes it; with `trash`, renames it
+    into that directory instead and returns the path to delete (see the module's
+    docstring), "" when there was no bundle."""
     unmount_all(bundle.rootfs)
     # A shareable IPC's /dev/shm (security.prepare_shm).
     unmount_all(os.path.join(bundle.dir, "shm"))
@@ -163,7 +171,16 @@ def remove_bundle(bundle: Bundle) -> None:
     if left:
         # Never rmtree through a mount: that would delete the image's or a volume's files.
         raise errors.Internal(f"cannot unmount {left[0]}")
-    shutil.rmtree(bundle.dir, ignore_errors=True)
+    if not trash:
+        shutil.rmtree(bundle.dir, ignore_errors=True)
+        return ""
+    os.makedirs(trash, mode=0o700, exist_ok=True)
+    dest = os.path.join(trash, f"{bundle.id}.{os.getpid()}.{time.monotonic_ns()}")
+    try:
+        os.rename(bundle.dir, dest)
+    except FileNotFoundError:
+        return ""
+    return dest
 
 
 def clear_run(bundle: Bundle) -> None:
@@ -206,6 +223,7 @@ class Runtime:
     def __init__(self, config: Config, bundles: str):
         self.config = config
         self.bundles = bundles
+        self.trash = os.path.join(os.path.dirname(bundles), "trash")
         # conmon execs the runtime by path, without a PATH search.
         self.runc_path = shutil.which(config.runtime) or config.runtime
         # Looked up once, not by a PATH search in every container's exec.

@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -133,6 +134,8 @@ class ContainerService:
         # start() connects them once the new conmon runs, before the process does.
         self.next_run_attaches: dict[str, list[asyncio.Future]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Removed bundles being deleted from the trash (see runtime's docstring).
+        self._emptying: set[asyncio.Future] = set()
         from services.container.exec import Execs
         self.execs = Execs(self)
 
@@ -173,6 +176,9 @@ class ContainerService:
             self.broker.publish(*self.store.set_exit(record.id, exit))
             log.info("container_exit_reconciled", container_id=record.id, exit_code=exit.code,
                      note=exit.note)
+        # Bundles a removal (cut short by a crash) renamed and did not delete yet.
+        if os.path.isdir(self.runtime.trash):
+            self._empty_trash(*(os.path.join(self.runtime.trash, n) for n in os.listdir(self.runtime.trash)))
         # Bundles without a row are left from a create that never finished.
         if os.path.isdir(self.runtime.bundles):
             for id in os.listdir(self.runtime.bundles):
@@ -180,6 +186,12 @@ class ContainerService:
                     log.warning("orphan_bundle_removed", container_id=id)
                     await self._teardown(id)
         self.execs.reconcile()
+
+    def _empty_trash(self, *paths: str) -> None:
+        task = asyncio.ensure_future(asyncio.to_thread(
+            lambda: [shutil.rmtree(p, ignore_errors=True) for p in paths]))
+        self._emptying.add(task)
+        task.add_done_callback(self._emptying.discard)
 
     def close(self) -> None:
         self.namespaces.close()
@@ -646,8 +658,11 @@ class ContainerService:
         self.tasks.pop(id, None)
         monitor = rt.read_int(self.runtime.bundle(id).conmon_pidfile)
         # Off the event loop: unmounting a writable layer syncs its filesystem, which on a
-        # busy disk takes long enough to hold up every other container's calls.
-        await asyncio.to_thread(rt.remove_bundle, self.runtime.bundle(id))
+        # busy disk takes long enough to hold up every other container's calls. Deleting
+        # the files (each unlink a journal write) is left to after the reply.
+        left = await asyncio.to_thread(rt.remove_bundle, self.runtime.bundle(id), self.runtime.trash)
+        if left:
+            self._empty_trash(left)
         self.runtime.remove_socket_link(id)
         if monitor:
             rt.reap_monitor(monitor)
