@@ -517,7 +517,8 @@ class ContainerService:
         security.prepare_shm(spec, shm_dir)
         security.apply(config, spec, b.rootfs, self.host, self._donor, shm_dir)
         with open(b.config, "w") as f:
-            json.dump(userns_mod.oci_userns(config, spec.userns), f)
+            # One write: json.dump writes piece by piece (~1 ms for a spec, dumps ~0.1 ms).
+            f.write(json.dumps(userns_mod.oci_userns(config, spec.userns)))
 
     def _lock(self, id: str) -> asyncio.Lock:
         return self._locks.setdefault(id, asyncio.Lock())
