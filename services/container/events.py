@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from services.common import errors
-from services.container.model import Event
 from services.container import store as store_mod
+from services.container.model import Event
 from services.container.store import Pruned, Store
 
 # Events read from the log per query.
