@@ -35,13 +35,11 @@ DOCKER_REFERENCE = {"cli_run_ms": 311.0, "throughput_per_s": 5.2, "idle_mib": 13
                     "per_container_mib": 13.0}
 
 
-def median_ms(fn, n: int) -> float:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+def _ms(fn) -> float:
+    """The wall time of one call of fn, in ms."""
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
 
 
 def throughput(fn, total: int = 20, concurrency: int = 4) -> float:
@@ -186,27 +184,36 @@ def main() -> None:
             output_rows(berth, engine, tar_path, tmp)
             return
         idle_fresh = sum(engine.pss_kib().values()) / 1024
-        results = {
-            "cli_run_ms": median_ms(berth.cli_run, runs),
-            "api_run_ms": median_ms(berth.api_run, runs * 2),
-            "cycle_ms": median_ms(berth.cycle, runs),
-            "throughput_per_s": throughput(berth.api_run),
-        }
-        results["idle_after_runs_mib"], results["per_container_mib"] = berth.memory()
-        results["idle_mib"] = idle_fresh
-
         docker: dict[str, float] = {}
         with throwaway_dockerd() as dockerd:
             if dockerd is not None:
                 os.environ.update(dockerd.env)
             measured = Docker.available()
-            if measured:
-                d = Docker(tar_path)
-                idle = d.engine_pss_mib()
-                docker = {"cli_run_ms": median_ms(d.cli_run, runs), "cycle_ms": median_ms(d.cycle, runs),
-                          "throughput_per_s": throughput(d.cli_run)}
+            d = Docker(tar_path) if measured else None
+            idle = d.engine_pss_mib() if d is not None else None
+            # Both engines' samples in turn (a b c a b c ...), so that a machine whose speed
+            # drifts (it is shared) moves both columns alike and the ratios hold. The API
+            # run twice a turn: it is the shortest, and the row the engine issue targets.
+            turn = [("berth", "cli_run_ms", berth.cli_run), ("berth", "api_run_ms", berth.api_run),
+                    ("berth", "api_run_ms", berth.api_run), ("berth", "cycle_ms", berth.cycle)]
+            if d is not None:
+                d.cli_run()  # warm
+                turn += [("docker", "cli_run_ms", d.cli_run), ("docker", "cycle_ms", d.cycle)]
+            samples: dict[tuple[str, str], list[float]] = {}
+            for _ in range(runs):
+                for side, key, fn in turn:
+                    samples.setdefault((side, key), []).append(_ms(fn))
+            for _ in range(3):
+                samples.setdefault(("berth", "throughput_per_s"), []).append(throughput(berth.api_run))
+                if d is not None:
+                    samples.setdefault(("docker", "throughput_per_s"), []).append(throughput(d.cli_run))
+            results = {key: statistics.median(v) for (side, key), v in samples.items() if side == "berth"}
+            if d is not None:
+                docker = {key: statistics.median(v) for (side, key), v in samples.items() if side == "docker"}
                 if idle is not None:
                     docker["idle_mib"], docker["idle_after_runs_mib"] = idle, d.engine_pss_mib()
+            results["idle_after_runs_mib"], results["per_container_mib"] = berth.memory()
+            results["idle_mib"] = idle_fresh
             bulk = None if engine_only else bench_output.measure(_output_columns(berth, engine, dockerd), tmp)
         report(results, docker, measured)
         if not engine_only:

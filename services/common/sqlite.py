@@ -2,6 +2,13 @@
 
 WAL journaling and synchronous=FULL: a committed transaction survives a crash
 of the service or of the machine. Schemas are applied idempotently at open.
+
+A transaction may be opened `durable=False` for rows that can be derived again
+from somewhere durable: it commits without an fsync (synchronous=NORMAL). In WAL
+mode such a commit still survives a crash or kill of the service (it is in the
+operating system's page cache); only a crash of the machine can lose it, and
+then only with the commits after the last durable one, because the next FULL
+commit's fsync of the WAL carries every frame before it: the order is kept.
 """
 
 from __future__ import annotations
@@ -22,14 +29,22 @@ def open_db(path: str, schema: str) -> sqlite3.Connection:
 
 
 class Transaction:
-    """`with Transaction(db):` runs the block in one IMMEDIATE transaction."""
+    """`with Transaction(db):` runs the block in one IMMEDIATE transaction; with
+    `durable=False`, committed without an fsync (see the module's docstring)."""
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, durable: bool = True):
         self.db = db
+        self.durable = durable
 
     def __enter__(self) -> sqlite3.Connection:
+        if not self.durable:
+            self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            if not self.durable:
+                self.db.execute("PRAGMA synchronous=FULL")

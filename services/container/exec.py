@@ -171,7 +171,7 @@ class Execs:
                      attach: bool) -> tuple[int, Stdio | None]:
         runtime = self._runtime
         args = [
-            runtime.config.conmon, "--api-version", "1",
+            runtime.conmon_path, "--api-version", "1",
             "-c", cid, "-u", exec_id, "-n", cid, "-r", runtime.runc_path, "-b", d,
             "-p", os.path.join(d, "pidfile"), "--conmon-pidfile", os.path.join(d, "conmon.pid"),
             "--exit-dir", d, "--socket-dir-path", runtime.socket_dir,

@@ -20,6 +20,7 @@ its own rotation renames a new file over the live one and the old one is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -395,7 +396,10 @@ class Rotator:
                     waiter.cancel()
                     done.cancel()
                     woke.clear()
-                    await asyncio.sleep(MIN_CHECK_INTERVAL)
+                    # At most one check per interval, but an exit ends the wait at once:
+                    # a run's exit status is given only after this returns (settled).
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(exited.wait(), MIN_CHECK_INTERVAL)
             finally:
                 if wd >= 0:
                     watches.remove(wd, woke)

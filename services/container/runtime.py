@@ -14,6 +14,10 @@ Every container has a bundle directory, laid out as conmon and runc expect:
 
 conmon double-forks into its own session, so containers outlive berth.
 
+A removed container's bundle is renamed into trash/ beside bundles/ (at once, and
+its id is free again) and deleted from there after the reply; what a crash leaves
+in trash/ is deleted at the next start.
+
 A bundle outlives its task: to run a stopped container again, `runc delete`
 drops the old runtime state and cgroup, `clear_run` the old run's pid and exit
 files, and conmon runs again on the same bundle and rootfs. conmon opens the
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -33,6 +38,7 @@ import re
 import select
 import shutil
 import struct
+import time
 
 import structlog
 
@@ -87,7 +93,13 @@ def mount_rootfs(mounts: tuple[Mount, ...], target: str) -> None:
                     data.append(opt)
             if m.type == "bind":
                 flags |= MS_BIND
-            _mount(m.source, target, m.type, flags, ",".join(data))
+            try:
+                _mount(m.source, target, m.type, flags, ",".join(data))
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or "volatile" not in data:
+                    raise
+                # A kernel before 5.10 has no volatile overlay: the same mount with syncs.
+                _mount(m.source, target, m.type, flags, ",".join(d for d in data if d != "volatile"))
             done += 1
             if flags & MS_BIND and flags & MS_RDONLY:
                 # A bind mount ignores MS_RDONLY until it is remounted.
@@ -144,7 +156,10 @@ def _mountinfo_escape(path: str) -> str:
     return "".join(f"\\{ord(ch):03o}" if ch in " \t\n\\" else ch for ch in path)
 
 
-def remove_bundle(bundle: Bundle) -> None:
+def remove_bundle(bundle: Bundle, trash: str = "") -> str:
+    """Unmounts what is mounted in the bundle and removes it; with `trash`, renames it
+    into that directory instead and returns the path to delete (see the module's
+    docstring), "" when there was no bundle."""
     unmount_all(bundle.rootfs)
     # A shareable IPC's /dev/shm (security.prepare_shm).
     unmount_all(os.path.join(bundle.dir, "shm"))
@@ -156,7 +171,16 @@ def remove_bundle(bundle: Bundle) -> None:
     if left:
         # Never rmtree through a mount: that would delete the image's or a volume's files.
         raise errors.Internal(f"cannot unmount {left[0]}")
-    shutil.rmtree(bundle.dir, ignore_errors=True)
+    if not trash:
+        shutil.rmtree(bundle.dir, ignore_errors=True)
+        return ""
+    os.makedirs(trash, mode=0o700, exist_ok=True)
+    dest = os.path.join(trash, f"{bundle.id}.{os.getpid()}.{time.monotonic_ns()}")
+    try:
+        os.rename(bundle.dir, dest)
+    except FileNotFoundError:
+        return ""
+    return dest
 
 
 def clear_run(bundle: Bundle) -> None:
@@ -199,8 +223,11 @@ class Runtime:
     def __init__(self, config: Config, bundles: str):
         self.config = config
         self.bundles = bundles
+        self.trash = os.path.join(os.path.dirname(bundles), "trash")
         # conmon execs the runtime by path, without a PATH search.
         self.runc_path = shutil.which(config.runtime) or config.runtime
+        # Looked up once, not by a PATH search in every container's exec.
+        self.conmon_path = shutil.which(config.conmon) or config.conmon
         self.runc_root = os.path.join(config.run_root, "runc")
         self.socket_dir = os.path.join(config.run_root, "conmon")
         os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
@@ -225,7 +252,7 @@ class Runtime:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             args = [
-                self.config.conmon, "--api-version", "1",
+                self.conmon_path, "--api-version", "1",
                 "-c", bundle.id, "-u", bundle.id, "-n", bundle.id,
                 "-r", self.runc_path, "-b", bundle.dir, "-p", bundle.pidfile,
                 "--conmon-pidfile", bundle.conmon_pidfile,

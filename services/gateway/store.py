@@ -133,6 +133,11 @@ class GatewayStore:
     def __init__(self, path: str):
         self._db = open_db(path, SCHEMA)
         self._migrate()
+        # Every container row, parsed once: the gateway is the store's only writer, and
+        # events, listings and the run path read records far more often than they change.
+        # Records are frozen; their config is shared, so it is replaced, never changed.
+        self._records: dict[str, ContainerRecord] = {r.id: r for r in map(
+            _record, self._db.execute("SELECT * FROM containers"))}
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -161,19 +166,23 @@ class GatewayStore:
                  record.config.SerializeToString(), record.network_mode,
                  _mounts_bytes(record.mounts), int(record.auto_remove), record.stop_timeout,
                  record.restart_count, int(record.manually_stopped), record.health))
+        self._records[record.id] = record
 
     def get(self, cid: str) -> ContainerRecord | None:
-        row = self._db.execute("SELECT * FROM containers WHERE id = ?", (cid,)).fetchone()
-        return _record(row) if row is not None else None
+        return self._records.get(cid)
 
     def all(self) -> list[ContainerRecord]:
-        return [_record(r) for r in self._db.execute("SELECT * FROM containers")]
+        return list(self._records.values())
 
     def delete(self, cid: str) -> None:
-        """The container's record and its execs' rows."""
-        with Transaction(self._db) as db:
+        """The container's record and its execs' rows.
+
+        Without an fsync: it follows the container service's durable delete, and a row a
+        machine crash brings back has no container, which reconcile drops at start."""
+        with Transaction(self._db, durable=False) as db:
             db.execute("DELETE FROM containers WHERE id = ?", (cid,))
             db.execute("DELETE FROM execs WHERE container_id = ?", (cid,))
+        self._records.pop(cid, None)
 
     # -- execs ------------------------------------------------------------------------
 
@@ -197,9 +206,13 @@ class GatewayStore:
                       cursor: tuple[str, int] | None = None, keep: int = 0) -> list[int]:
         """Appends (time, type, action, actor_id, attributes) rows and, in the same
         transaction, moves `cursor` (stream, seq); keeps (about) the newest `keep` rows.
-        Returns the seqs."""
+        Returns the seqs.
+
+        Committed without an fsync: events are a log, not what a user stored (dockerd keeps
+        them in memory only), and a tail a machine crash takes comes back with its cursor
+        from the container service's durable stream."""
         seqs = []
-        with Transaction(self._db) as db:
+        with Transaction(self._db, durable=False) as db:
             for time, type_, action, actor_id, attributes in events:
                 cur = db.execute(
                     "INSERT INTO events (time, type, action, actor_id, attributes) VALUES (?, ?, ?, ?, ?)",

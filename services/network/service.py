@@ -586,13 +586,13 @@ class NetworkService:
                                 network_name=network.name, netns_path=netns_path, created_at=now(),
                                 name=name, hostname=hostname)
             try:
-                self.store.add_endpoint(endpoint)
-                if bridge_net:
-                    self.store.add_attachment(attachment)
-                    self.store.add_ports(chosen)
-                    if publish_at_start:
-                        self.store.add_port_requests([Port(container_id, r.protocol, r.host_ip, r.host_port,
-                                                           r.container_port) for r in ports])
+                if not bridge_net:
+                    self.store.add_endpoint(endpoint)
+                else:
+                    self.store.add_endpoint(
+                        endpoint, attachment, chosen,
+                        [Port(container_id, r.protocol, r.host_ip, r.host_port, r.container_port)
+                         for r in ports] if publish_at_start else [])
                     await asyncio.to_thread(self._plumb, netns_path, network, attachment, True)
                     self._write_files(container_id)
                     await self._apply_firewall()

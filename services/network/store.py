@@ -180,7 +180,8 @@ class Store(Protocol):
     def find_network(self, name_or_id: str) -> Network | None: ...
     def get_endpoint(self, container_id: str) -> Endpoint | None: ...
     def list_endpoints(self) -> list[Endpoint]: ...
-    def add_endpoint(self, endpoint: Endpoint) -> None: ...
+    def add_endpoint(self, endpoint: Endpoint, attachment: Attachment | None = None,
+                     ports: list[Port] = (), port_requests: list[Port] = ()) -> None: ...
     def remove_endpoint(self, container_id: str) -> None: ...
     def set_endpoint_network(self, container_id: str, network_id: str) -> None: ...
     def add_network(self, network: Network) -> None: ...
@@ -239,12 +240,19 @@ class NetworkStore:
     def list_endpoints(self) -> list[Endpoint]:
         return [_endpoint(r) for r in self.db.execute(_ENDPOINTS + " ORDER BY e.created_at")]
 
-    def add_endpoint(self, endpoint: Endpoint) -> None:
+    def add_endpoint(self, endpoint: Endpoint, attachment: Attachment | None = None,
+                     ports: list[Port] = (), port_requests: list[Port] = ()) -> None:
+        """The endpoint, with its first attachment and ports when given, in one transaction
+        (one commit to wait for on the attach path rather than one per row)."""
         with Transaction(self.db) as tx:
             tx.execute("INSERT INTO endpoints (container_id, network_id, netns_path, created_at,"
                        " name, hostname) VALUES (?, ?, ?, ?, ?, ?)",
                        (endpoint.container_id, endpoint.network_id, endpoint.netns_path,
                         endpoint.created_at or now(), endpoint.name, endpoint.hostname))
+            if attachment is not None:
+                self._insert_attachment(tx, attachment)
+            self._insert_ports(tx, "ports", ports)
+            self._insert_ports(tx, "port_requests", port_requests)
 
     def remove_endpoint(self, container_id: str) -> None:
         """The endpoint with its attachments (leases) and ports, in one transaction."""
@@ -284,12 +292,16 @@ class NetworkStore:
     def add_attachment(self, a: Attachment) -> None:
         """Raises sqlite3.IntegrityError when the address is leased already."""
         with Transaction(self.db) as tx:
-            tx.execute("INSERT INTO attachments (container_id, network_id, address, ifname,"
-                       " host_ifname, name, hostname, aliases, created_at, extra)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (a.container_id, a.network_id, a.address, a.ifname, a.host_ifname,
-                        a.name, a.hostname, json.dumps(list(a.aliases)), a.created_at or now(),
-                        json.dumps(a.extra())))
+            self._insert_attachment(tx, a)
+
+    @staticmethod
+    def _insert_attachment(tx: sqlite3.Connection, a: Attachment) -> None:
+        tx.execute("INSERT INTO attachments (container_id, network_id, address, ifname,"
+                   " host_ifname, name, hostname, aliases, created_at, extra)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (a.container_id, a.network_id, a.address, a.ifname, a.host_ifname,
+                    a.name, a.hostname, json.dumps(list(a.aliases)), a.created_at or now(),
+                    json.dumps(a.extra())))
 
     def remove_attachment(self, container_id: str, network_id: str) -> None:
         with Transaction(self.db) as tx:
@@ -332,10 +344,14 @@ class NetworkStore:
 
     def _add_ports(self, table: str, ports: list[Port]) -> None:
         with Transaction(self.db) as tx:
-            for p in ports:
-                tx.execute(f"INSERT INTO {table} (container_id, protocol, host_ip, host_port,"
-                           " container_port) VALUES (?, ?, ?, ?, ?)",
-                           (p.container_id, p.protocol, p.host_ip, p.host_port, p.container_port))
+            self._insert_ports(tx, table, ports)
+
+    @staticmethod
+    def _insert_ports(tx: sqlite3.Connection, table: str, ports: list[Port]) -> None:
+        for p in ports:
+            tx.execute(f"INSERT INTO {table} (container_id, protocol, host_ip, host_port,"
+                       " container_port) VALUES (?, ?, ?, ?, ?)",
+                       (p.container_id, p.protocol, p.host_ip, p.host_port, p.container_port))
 
 
 _ENDPOINTS = ("SELECT e.container_id, e.network_id, n.name AS network_name, e.netns_path,"

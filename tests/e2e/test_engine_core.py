@@ -30,6 +30,33 @@ def test_pid1_and_hostname_are_the_containers_own(engine, busybox_image):
     assert int(out[2]) <= 5
 
 
+def _rootfs_options(cid: str) -> set[str]:
+    """The overlay options of the container's rootfs mount, from the host's mount table."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4].endswith(f"/{cid}/rootfs"):
+                return set(fields[-1].split(","))
+    raise AssertionError(f"no rootfs mount for {cid}")
+
+
+def test_only_a_rm_container_s_writable_layer_skips_the_syncs(engine, busybox_image):
+    """--rm discards the layer at exit, so overlayfs need not sync it (volatile); a
+    container that is kept must have its writes synced like any file system."""
+    kept = engine.cli("run", "-d", busybox_image, "sleep", "30", check=True).stdout.strip()
+    discarded = engine.cli("run", "-d", "--rm", busybox_image, "sleep", "30", check=True).stdout.strip()
+    try:
+        # Kernels from 6.x on show the option as fsync=volatile.
+        volatile = {"volatile", "fsync=volatile"}
+        assert not volatile & _rootfs_options(kept)
+        assert volatile & _rootfs_options(discarded)
+        # What it writes is there for it (and for cp, diff and commit) while it runs.
+        engine.cli("exec", discarded, "sh", "-c", "echo kept > /written", check=True)
+        assert engine.cli("exec", discarded, "cat", "/written", check=True).stdout == "kept\n"
+    finally:
+        engine.cli("rm", "-f", kept, discarded)
+
+
 def test_memory_cpu_and_pids_limits_reach_the_cgroups(engine, busybox_image):
     cid = engine.cli("run", "-d", "--memory", "32m", "--cpus", "0.5", "--pids-limit", "50",
                      busybox_image, "sleep", "30", check=True).stdout.strip()

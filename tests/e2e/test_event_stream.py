@@ -135,3 +135,30 @@ def test_every_start_and_die_once_and_in_order_across_a_gateway_sigkill(fresh_en
     for cid in ids:
         actions = [e.action for e in follower.events if e.actor_id == cid]
         assert actions == ["create", "start", "die"], (cid, actions)
+
+
+def test_a_run_s_events_and_its_removal_survive_a_sigkill_right_after_it(fresh_engine, tmp_path):
+    """The gateway commits events and a container's removal without an fsync: a SIGKILL
+    the moment `run --rm` has answered loses neither (the commit is in the page cache;
+    only a machine crash could take it, and the container service's stream gives the
+    task events back then)."""
+    engine = fresh_engine
+    tar = rootfs_tar_bytes(make_busybox_rootfs(str(tmp_path / "rootfs")))
+    engine.cli("import", "-", "busybox:latest", "-c", 'CMD ["sh"]', input=tar, check=True)
+    stub = engine.engine_stub()
+    start = time.time()
+    replies = list(stub.RunContainer(pb.RunContainerRequest(
+        config=pb.ContainerConfig(image="busybox:latest", cmd=["true"], auto_remove=True), attach=True)))
+    cid = replies[0].id
+    assert replies[-1].exit.exit_code == 0
+    pid = engine.pid_of("gateway")
+    engine.kill_service("gateway")
+    _restarted(engine, pid)
+
+    request = pb.SubscribeEventsRequest(filters={"container": pb.StringList(values=[cid])})
+    request.since.FromSeconds(int(start) - 1)
+    request.until.FromSeconds(int(time.time()) + 1)
+    actions = [reply.event.action for reply in engine.engine_stub().SubscribeEvents(request, timeout=60)]
+    assert actions == ["create", "start", "die", "destroy"], actions
+    listed = engine.cli("ps", "-a", "-q", "--no-trunc", check=True).stdout.split()
+    assert cid not in listed

@@ -59,7 +59,10 @@ def touch_in(roots, cid: str, path: str) -> None:
 
 def wait_gone(pid: int) -> None:
     """Waits for a process (a monitor, while the service is down) to exit."""
-    fd = os.pidfd_open(pid)
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return   # gone and reaped already (the service reaps its monitors at once)
     try:
         assert select.select([fd], [], [], 15)[0], f"process {pid} still runs"
     finally:

@@ -137,3 +137,30 @@ async def test_run_begun_just_before_a_crash_is_found_running(roots, service):
     finally:
         await client.channel.close()
         restarted.stop()
+
+
+async def test_a_removed_bundle_is_gone_at_once_and_its_files_once_deleted(roots, service):
+    """RemoveContainer renames the bundle into trash/ and deletes it after the reply; what
+    a SIGKILL left in trash/ is deleted at the next start."""
+    client = service.client()
+    cid = await run(client, roots, "true", name="gone")
+    assert (await client.WaitContainer(pb.WaitContainerRequest(id=cid))).exit_code == 0
+    container = os.path.join(roots.data_root, "container")
+    await client.RemoveContainer(pb.RemoveContainerRequest(id=cid))
+    assert not os.path.exists(os.path.join(container, "bundles", cid))
+    await client.channel.close()
+    service.kill9()
+    # As a SIGKILL between the rename and the delete leaves it.
+    left = os.path.join(container, "trash", "left")
+    os.makedirs(os.path.join(left, "rootfs"))
+    open(os.path.join(left, "config.json"), "w").close()
+
+    restarted = ServiceProcess(roots.run_root, roots.data_root).start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while os.listdir(os.path.join(container, "trash")) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert os.listdir(os.path.join(container, "trash")) == []
+    finally:
+        restarted.stop()
