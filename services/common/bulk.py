@@ -107,17 +107,7 @@ def bulk_unary_stream(channel: grpc.aio.Channel, method: str, request, response_
     it is only that, else a parsed `response_type`."""
     call = channel.unary_stream(method, request_serializer=lambda m: m.SerializeToString(),
                                 response_deserializer=deserializer(field, response_type.FromString))
-
-    async def responses():
-        stream = call(request)
-        try:
-            async for item in stream:
-                yield item
-        except grpc.aio.AioRpcError as err:
-            raise errors.from_rpc_error(err) from None
-        finally:
-            stream.cancel()
-    return responses()
+    return errors.stream_items(lambda: call(request))
 
 
 class Pieces:

@@ -36,3 +36,16 @@ def from_rpc_error(err: grpc.RpcError) -> BerthError:
             if key == DETAILS_KEY:
                 details = value
     return from_status(status, message or "", details)
+
+
+async def stream_items(start):
+    """The items of the streaming call `start()` makes (made at the first read), its failures
+    raised as berth's errors; a reader that stops (aclose) ends the call now, not at GC."""
+    call = start()
+    try:
+        async for item in call:
+            yield item
+    except grpc.aio.AioRpcError as err:
+        raise from_rpc_error(err) from None
+    finally:
+        call.cancel()

@@ -219,17 +219,7 @@ class Client:
     def __getattr__(self, name: str):
         multicallable = getattr(self._stub, name)
         if isinstance(multicallable, (grpc.aio.UnaryStreamMultiCallable, grpc.aio.StreamStreamMultiCallable)):
-            async def streaming(*args, **kwargs):
-                call = multicallable(*args, **kwargs)
-                try:
-                    async for item in call:
-                        yield item
-                except grpc.aio.AioRpcError as err:
-                    raise errors.from_rpc_error(err) from None
-                finally:
-                    # A caller that stops reading (aclose) ends the call now, not at GC.
-                    call.cancel()
-            return streaming
+            return lambda *args, **kwargs: errors.stream_items(lambda: multicallable(*args, **kwargs))
 
         async def unary(*args, **kwargs):
             try:
