@@ -38,6 +38,11 @@ class BridgeRules:
     loopback_source: str
     internal: bool = False
     subnet6: str = ""      # IPv6 networks: egress masqueraded as for IPv4
+    # An overlay's bridge: frames between its endpoints (local, or tunnelled to and from other
+    # nodes) skip conntrack, as in docker, whose overlay bridges sit in a namespace without
+    # netfilter rules. Each node would otherwise track every segment of every flow, once on
+    # the sending node and again on the receiving one (docs/cluster.md).
+    untracked: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,15 @@ def render(rules: Ruleset) -> str:
             "\tchain vxlan_in {",
             "\t\ttype filter hook prerouting priority raw; policy accept;",
             f"\t\tip daddr {rules.vxlan_local} {port} notrack",
+        ]
+        # Bridged within the overlay (br_netfilter hands such frames to these hooks with the
+        # bridge as their input device): to an endpoint, not to this node's own addresses,
+        # whose traffic (egress, published ports, hairpin) conntrack must see for its NAT.
+        for b in bridges:
+            if b.untracked:
+                lines.append(f'\t\tiifname "{b.bridge}" ip daddr {b.subnet} '
+                             "fib daddr type != local notrack")
+        lines += [
             "\t}",
             "\tchain vxlan_out {",
             "\t\ttype filter hook output priority raw; policy accept;",

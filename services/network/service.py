@@ -892,7 +892,8 @@ class NetworkService:
         rules_b = [BridgeRules(bridge=n.options["bridge"], subnet=n.options["subnet"],
                                loopback_source=n.options["loopback"],
                                internal=bool(n.options.get("internal")),
-                               subnet6=n.options.get("subnet6", "")) for n in bridges]
+                               subnet6=n.options.get("subnet6", ""),
+                               untracked=n.driver == "overlay") for n in bridges]
         rules_p = []
         for p in self.store.ports():
             target = next((a for a in self.store.attachments(container_id=p.container_id)

@@ -64,7 +64,8 @@ def ensure_vxlan(name: str, bridge: str, vni: int, local: str, mtu: int,
         (bridge_index,) = ipr.link_lookup(ifname=bridge)
         ipr.link("set", index=index, master=bridge_index, mtu=mtu, state="up")
         # Frames between endpoints of one overlay meet no rule of berth's table (its rules are
-        # on routed traffic): this bridge asks br_netfilter for nothing. (Where the namespace's
+        # on routed traffic, and its raw chain untracks them): this bridge asks br_netfilter for
+        # nothing. (Where the namespace's
         # net.bridge.bridge-nf-call-iptables is 1, the kernel's default once br_netfilter is
         # in, the frames still go through netfilter: the bridge's option only adds to the
         # sysctl. berth leaves that host-wide sysctl to the host.)
