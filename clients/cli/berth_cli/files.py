@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 from berth_cli.archives import CHUNK, write_archive
@@ -110,20 +111,37 @@ def _tar_class():
 
 def _copy_in(client, source: str, container: str, path: str) -> int:
     from berth.engine.v1 import engine_pb2 as pb
-    from berth_cli.archives import BytesMessage, chunks, tar_chunks
+    from berth_cli.archives import BytesMessage, chunks, file_tar, tar_chunks
     if source == "-":
         data = chunks(sys.stdin.buffer)
     else:
         if not os.path.lexists(source):
             raise ValueError(f"could not find the file {source}: no such file or directory")
-        data = tar_chunks(source, os.path.basename(os.path.abspath(source)))
+        arcname = os.path.basename(os.path.abspath(source))
+        try:
+            # A regular file (not a link to one: that is copied as the link) goes from the
+            # file to the socket; anything else is archived by tarfile.
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+            data = file_tar(fd, arcname)
+        else:
+            if fd >= 0:
+                os.close(fd)
+            fd = -1
+            data = tar_chunks(source, arcname)
 
     def requests():
         yield pb.CopyToContainerRequest(header=pb.CopyToContainerHeader(
             id=container, path=path if path.startswith("/") else "/" + path))
         for piece in data:
             yield BytesMessage(2, piece)  # a CopyToContainerRequest chunk
-    client.stub.CopyToContainer(requests())
+    try:
+        client.stub.CopyToContainer(requests())
+    finally:
+        if fd >= 0:
+            os.close(fd)
     return 0
 
 

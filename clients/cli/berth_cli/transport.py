@@ -19,6 +19,7 @@ from __future__ import annotations
 # _socket, not socket: the socket module turns its constants into enums at import (~5 ms).
 import _socket as socket
 import _thread
+import os
 import struct
 import sys
 
@@ -93,6 +94,34 @@ def _frame_header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return _frame_header(kind, flags, stream_id, len(payload)) + payload
+
+
+class FileRange:
+    """A piece of a message that is `size` bytes of an open file from `offset`: the
+    transport sends it from the file to the socket (sendfile), never reading it into
+    this process. It must still hold those bytes when sent."""
+
+    __slots__ = ("fd", "offset", "size")
+
+    def __init__(self, fd: int, offset: int, size: int):
+        self.fd, self.offset, self.size = fd, offset, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, part: slice) -> FileRange:
+        start, stop, _ = part.indices(self.size)
+        return FileRange(self.fd, self.offset + start, max(0, stop - start))
+
+    def read(self) -> bytes:
+        data = os.pread(self.fd, self.size, self.offset)
+        if len(data) < self.size:
+            raise _shrunk()
+        return data
+
+
+def _shrunk() -> ValueError:
+    return ValueError("a file became shorter while it was being sent")
 
 
 class _WindowOpened:
@@ -214,8 +243,11 @@ class Channel:
             # are sent as they come.
             single = isinstance(requests, tuple) and len(requests) == 1
             for request in requests:
-                body = request.SerializeToString()
-                self._send(stream, stream_id, struct.pack(">BI", 0, len(body)) + body)
+                # A message that comes in pieces (archives.BytesMessage: a chunk of an
+                # archive) is sent as those pieces, not joined into one first.
+                parts = getattr(request, "wire_parts", None)
+                body = parts() if parts is not None else (request.SerializeToString(),)
+                self._send(stream, stream_id, (struct.pack(">BI", 0, sum(map(len, body))), *body))
                 if not single:
                     with self._lock:
                         self._flush()
@@ -228,12 +260,27 @@ class Channel:
         except OSError:
             pass  # the server ended the call first; its status tells why
 
-    def _send(self, stream: _Stream, stream_id: int, data: bytes) -> None:
+    def _send(self, stream: _Stream, stream_id: int, parts) -> None:
+        """One gRPC message, given as the pieces it is made of, in DATA frames."""
+        try:
+            self._send_frames(stream, stream_id, parts)
+        except ValueError:
+            # A file shorter than promised, inside a frame already begun: the connection's
+            # framing is lost, so the connection goes with the call.
+            with self._lock:
+                self._fail_all(StatusCode.CANCELLED, "the call's input failed")
+                self._out.clear()
+                self._sock.close()
+                self._sock = None
+            raise
+
+    def _send_frames(self, stream: _Stream, stream_id: int, parts) -> None:
         threading = sys.modules.get("threading")  # not imported: no thread but the main one
         pumped = threading is not None and threading.current_thread() is not threading.main_thread()
-        view = memoryview(data)
+        views = [p if isinstance(p, FileRange) else memoryview(p) for p in parts if len(p)]
+        views.reverse()  # taken from the end
         with self._lock:
-            while view and not stream.ended:
+            while views and not stream.ended:
                 window = min(self._send_window, stream.send_window, self._peer_max_frame)
                 if window <= 0:
                     self._flush()  # what is queued may be what the peer waits for to open it
@@ -245,20 +292,58 @@ class Channel:
                     else:
                         self._pump_once()
                     continue
-                chunk = view[:window]
-                self._send_window -= len(chunk)
-                stream.send_window -= len(chunk)
-                view = view[len(chunk):]
-                self._out += _frame_header(DATA, 0, stream_id, len(chunk))
-                if len(chunk) < FILL:
+                frame, size = [], 0
+                while views and size < window:
+                    view = views.pop()
+                    if len(view) > window - size:
+                        views.append(view[window - size:])
+                        view = view[:window - size]
+                    frame.append(view)
+                    size += len(view)
+                self._send_window -= size
+                stream.send_window -= size
+                self._out += _frame_header(DATA, 0, stream_id, size)
+                if size < FILL:
                     # A small message joins what is queued (the call's headers, its end),
                     # so a unary call is one write.
-                    self._out += chunk
+                    for view in frame:
+                        self._out += view.read() if isinstance(view, FileRange) else view
                     continue
-                # The frame's payload straight from the caller's buffer: a message of
+                # The frame's payload straight from the caller's buffers: a message of
                 # megabytes is not copied into the frame.
-                self._flush()
-                self._sock.sendall(chunk)
+                queued, self._out = bytes(self._out), bytearray()
+                self._write([queued, *frame])
+
+    def _write(self, buffers: list) -> None:
+        """All of `buffers` (bytes-like or FileRange), in order, with as few system calls
+        as the socket allows: the bytes before a file's range in one vectored write, the
+        range with sendfile."""
+        if self.tls is not None:  # an SSL socket has no vectored write, nor sendfile
+            for buf in buffers:
+                self._sock.sendall(buf.read() if isinstance(buf, FileRange) else buf)
+            return
+        while buffers:
+            if isinstance(buffers[0], FileRange):
+                self._send_range(buffers.pop(0))
+                continue
+            ahead = next((i for i, buf in enumerate(buffers) if isinstance(buf, FileRange)), len(buffers))
+            sent = self._sock.sendmsg(buffers[:ahead])
+            done = 0
+            while done < ahead and sent >= len(buffers[done]):
+                sent -= len(buffers[done])
+                done += 1
+            del buffers[:done]
+            if sent:
+                buffers[0] = memoryview(buffers[0])[sent:]
+
+    def _send_range(self, part: FileRange) -> None:
+        offset, left = part.offset, part.size
+        while left:
+            sent = os.sendfile(self._sock.fileno(), part.fd, offset, left)
+            if not sent:
+                raise _shrunk()
+            offset += sent
+            left -= sent
 
     def _pump_once(self) -> None:
         """Read what the server sent (lock held), so window updates are seen."""
@@ -493,7 +578,8 @@ class Call:
         # Wake the receiving thread, which may be blocked reading: the call
         # is over and this process leaves right after.
         try:
-            channel._sock.shutdown(socket.SHUT_RD)
+            if channel._sock is not None:
+                channel._sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass
 
