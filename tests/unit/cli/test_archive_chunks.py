@@ -1,5 +1,7 @@
 """The CLI's archive chunks, serialized without protobuf, are the messages protobuf makes."""
 
+import os
+
 import pytest
 
 from berth.engine.v1 import engine_pb2
@@ -20,3 +22,31 @@ def test_an_empty_or_other_response_reads_as_protobuf_does():
     assert bytes(_ArchiveChunk.FromString(b"")) == b""
     with_unknown = engine_pb2.CopyFromContainerResponse(data=b"ab").SerializeToString() + b"\x10\x01"
     assert bytes(_ArchiveChunk.FromString(with_unknown)) == b"ab"
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, (1 << 20) + 3])
+@pytest.mark.parametrize("name", ["f.bin", "ü-" + "n" * 120])
+def test_a_files_tar_is_what_tarfile_reads(tmp_path, size, name):
+    """archives.file_tar (cp of one file): the pieces, its ranges read, are a tar holding
+    the file, its mode and its owner, and nothing else."""
+    import io
+    import tarfile
+
+    from berth_cli.archives import file_tar
+    from berth_cli.transport import FileRange
+    content = os.urandom(size)
+    path = tmp_path / "src"
+    path.write_bytes(content)
+    os.chmod(path, 0o751)
+    os.chown(path, 1234, 3_000_000)  # a gid past ustar's field: carried in a PAX header
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        archive = b"".join(p.read() if isinstance(p, FileRange) else p for p in file_tar(fd, name))
+    finally:
+        os.close(fd)
+    assert len(archive) % 512 == 0
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        members = tar.getmembers()
+        assert [(m.name, m.size, m.mode, m.uid, m.gid, m.isreg()) for m in members] == [
+            (name, size, 0o751, 1234, 3_000_000, True)]
+        assert tar.extractfile(members[0]).read() == content
