@@ -7,6 +7,7 @@ import stat
 import sys
 
 from berth_cli.archives import CHUNK, write_archive
+from berth_cli.tarheaders import read_plain_file
 
 VERBS = ("cp", "export")
 
@@ -43,7 +44,6 @@ def cp(client, ns) -> int:
 
 def _copy_out(client, container: str, path: str, dest: str) -> int:
     from berth.engine.v1 import engine_pb2 as pb
-    from berth_cli.archives import prefetched
     from berth_docker.tarstream import ForwardReader
     stream = client.channel.call("/berth.engine.v1.EngineService/CopyFromContainer", [pb.CopyFromContainerRequest(
         id=container, path=path if path.startswith("/") else "/" + path)], _ArchiveChunk)
@@ -61,9 +61,19 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
             raise ValueError(f"no such directory: {target}")
         new = os.path.basename(os.path.abspath(dest))
     # Extracted as it arrives, not spooled to a file first.
-    with _tar_class().open(fileobj=ForwardReader(prefetched(stream)), mode="r:",
+    reader = ForwardReader(stream)
+    first = reader.read(512)
+    top = None
+    plain = read_plain_file(first)
+    if plain is not None and not os.path.islink(os.path.join(target, new or plain.name)):
+        _write_plain_file(reader, plain, os.path.join(target, new or plain.name))
+        first, top = reader.read(512), plain.name
+        if not first.strip(b"\0"):  # the archive's end
+            reader.drain()
+            return 0
+    from berth_cli.archives import prefetched
+    with _tar_class().open(fileobj=ForwardReader(prefetched(_chain(first, reader.rest()))), mode="r:",
                            copybufsize=CHUNK) as tar:
-        top = None
         for m in tar:
             if new is not None:
                 head, sep, rest = m.name.partition("/")
@@ -74,6 +84,44 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
             # The "tar" filter refuses members that would land outside `target`.
             tar.extract(m, target, filter="tar")
     return 0
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _write_plain_file(reader, plain, targetpath: str) -> None:
+    """A single regular file (the common `cp` out) written as tarfile's extract with the "tar"
+    filter writes it, without tarfile: its data straight from the pieces it arrived in, then
+    its owner (as root: by name where this host knows it), mode and times."""
+    from berth_docker.tarstream import write_member
+    with open(targetpath, "wb", buffering=0) as target:
+        try:
+            write_member(reader, 512, plain.size, target.fileno())
+        except EOFError:
+            raise ValueError("the archive ended inside the file's data") from None
+    reader.seek(512 + plain.size + (-plain.size % 512))
+    if os.geteuid() == 0:
+        import grp
+        import pwd
+        try:
+            gid = grp.getgrnam(plain.gname)[2] if plain.gname else plain.gid
+        except KeyError:
+            gid = plain.gid
+        try:
+            uid = pwd.getpwnam(plain.uname)[2] if plain.uname else plain.uid
+        except KeyError:
+            uid = plain.uid
+        try:
+            os.chown(targetpath, uid, gid)
+        except OSError:
+            pass  # as tarfile: an owner that cannot be set is not an error
+    try:
+        os.chmod(targetpath, plain.mode & 0o755)
+        os.utime(targetpath, (plain.mtime, plain.mtime))
+    except OSError:
+        pass
 
 
 class _ArchiveChunk:

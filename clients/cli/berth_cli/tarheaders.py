@@ -59,3 +59,39 @@ def _ustar(name: bytes, mode: int, size: int, mtime: int, kind: bytes, link: byt
         bytes(64), num(os.major(dev), 8), num(os.minor(dev), 8), bytes(167)))
     checksum = b"%06o\0 " % sum(head)
     return head[:148] + checksum + head[156:]
+
+
+class PlainFile:
+    """A regular file's ustar header, as read_plain_file finds it."""
+
+    __slots__ = ("name", "mode", "uid", "gid", "size", "mtime", "uname", "gname")
+
+    def __init__(self, name, mode, uid, gid, size, mtime, uname, gname):
+        self.name, self.mode, self.uid, self.gid, self.size = name, mode, uid, gid, size
+        self.mtime, self.uname, self.gname = mtime, uname, gname
+
+
+def read_plain_file(block) -> PlainFile | None:
+    """The regular file a 512-byte POSIX (ustar) header block describes, when it is one
+    whose name is a single ASCII component with no prefix and whose fields are plain octal
+    (what a container's single file comes out as); None for anything else (a PAX or GNU
+    header, a directory, a link...), which tarfile then reads."""
+    block = bytes(block)
+    if len(block) != 512 or block[257:265] != b"ustar\x0000" or block[156:157] not in (b"0", b"\0"):
+        return None
+    if block[345:346] != b"\0":  # a prefix: the name is longer than its field
+        return None
+    try:
+        fields = [int(block[a:b].rstrip(b"\0 ").strip() or b"0", 8)
+                  for a, b in ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156))]
+    except ValueError:  # base-256 numbers, garbage
+        return None
+    mode, uid, gid, size, mtime, checksum = fields
+    if checksum != sum(block[:148]) + 8 * 32 + sum(block[156:]):
+        return None
+    name = block[:100].split(b"\0", 1)[0]
+    if not name.isascii() or b"/" in name or name in (b"", b".", b".."):
+        return None
+    return PlainFile(name.decode(), mode, uid, gid, size, mtime,
+                     block[265:297].split(b"\0", 1)[0].decode("ascii", "replace"),
+                     block[297:329].split(b"\0", 1)[0].decode("ascii", "replace"))

@@ -52,6 +52,13 @@ class ForwardReader:
             pass
         self._piece, self._at = b"", 0
 
+    def rest(self):
+        """The pieces not read yet: what is left of the current one, then the others."""
+        if self._at < len(self._piece):
+            yield memoryview(self._piece)[self._at:]
+        self._piece, self._at = b"", 0
+        yield from self._pieces
+
     def readpiece(self, n: int) -> bytes | memoryview:
         """At most `n` bytes from the current piece, as a view of it (empty at the end)."""
         if n <= 0 or not self._more():

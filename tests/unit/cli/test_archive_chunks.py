@@ -50,3 +50,34 @@ def test_a_files_tar_is_what_tarfile_reads(tmp_path, size, name):
         assert [(m.name, m.size, m.mode, m.uid, m.gid, m.isreg()) for m in members] == [
             (name, size, 0o751, 1234, 3_000_000, True)]
         assert tar.extractfile(members[0]).read() == content
+
+
+def _tar_of(info, data=b""):
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data) if data else None)
+    return buf.getvalue()
+
+
+def test_a_plain_files_header_reads_as_tarfile_reads_it_and_anything_else_is_left_to_tarfile():
+    import tarfile
+
+    from berth_cli.tarheaders import read_plain_file
+    info = tarfile.TarInfo("big.bin")
+    info.size, info.mode, info.uid, info.gid, info.mtime = 3, 0o4751, 12, 34, 1_700_000_000
+    info.uname, info.gname = "someone", "staff"
+    archive = _tar_of(info, b"abc")
+    plain = read_plain_file(archive[:512])
+    assert (plain.name, plain.size, plain.mode, plain.uid, plain.gid, plain.mtime, plain.uname, plain.gname) == (
+        "big.bin", 3, 0o4751, 12, 34, 1_700_000_000, "someone", "staff")
+    assert read_plain_file(archive[:511] + b"x") is None  # its checksum no longer holds
+    long = tarfile.TarInfo("n" * 150)  # a PAX header first
+    directory = tarfile.TarInfo("d")
+    directory.type = tarfile.DIRTYPE
+    nested = tarfile.TarInfo("d/f")
+    link = tarfile.TarInfo("l")
+    link.type, link.linkname = tarfile.SYMTYPE, "big.bin"
+    for other in (long, directory, nested, link):
+        assert read_plain_file(_tar_of(other)[:512]) is None, other.name
