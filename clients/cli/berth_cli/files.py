@@ -49,7 +49,7 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
         id=container, path=path if path.startswith("/") else "/" + path)], _ArchiveChunk)
     if dest == "-":
         out = sys.stdout.buffer
-        for chunk in stream:
+        for chunk in _pieces(stream):
             out.write(chunk)
         out.flush()
         return 0
@@ -61,7 +61,7 @@ def _copy_out(client, container: str, path: str, dest: str) -> int:
             raise ValueError(f"no such directory: {target}")
         new = os.path.basename(os.path.abspath(dest))
     # Extracted as it arrives, not spooled to a file first.
-    reader = ForwardReader(stream)
+    reader = ForwardReader(_pieces(stream))
     first = reader.read(512)
     top = None
     plain = read_plain_file(first)
@@ -126,7 +126,8 @@ def _write_plain_file(reader, plain, targetpath: str) -> None:
 
 class _ArchiveChunk:
     """CopyFromContainerResponse as the response type of the call: each message's bytes as a
-    view of the message (berth_docker.tarstream.bytes_field), not parsed and copied out."""
+    view of the message (berth_docker.tarstream.bytes_field), not parsed and copied out;
+    a message that came in several frames as a tuple of views of them, not joined."""
 
     @staticmethod
     def FromString(raw):
@@ -136,6 +137,32 @@ class _ArchiveChunk:
             from berth.engine.v1 import engine_pb2 as pb
             return pb.CopyFromContainerResponse.FromString(raw).data
         return data
+
+    @staticmethod
+    def FromPieces(pieces: tuple):
+        first, total = pieces[0], sum(len(p) for p in pieces)
+        # The field's tag and length (at most 11 bytes), read from the first piece.
+        n, shift, at = 0, 0, 1
+        while 0 < len(first) and first[0] == 0x0A and at < min(len(first), 11):
+            byte = first[at]
+            at += 1
+            n |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                if at + n == total:
+                    return (first[at:], *pieces[1:])
+                break
+        # Anything else (another field, a header split across frames): as protobuf reads it.
+        return (_ArchiveChunk.FromString(b"".join(pieces)),)
+
+
+def _pieces(stream):
+    """The archive's bytes as the views the chunks arrived in."""
+    for chunk in stream:
+        if type(chunk) is tuple:
+            yield from chunk
+        else:
+            yield chunk
 
 
 def _tar_class():

@@ -356,7 +356,7 @@ class Channel:
     def _receive(self, stream_id: int, stream: _Stream, response_type) -> Iterator:
         while True:
             while stream.messages:
-                yield response_type.FromString(stream.messages.pop(0))
+                yield _message(response_type, stream.messages.pop(0))
             if stream.ended:
                 break
             try:
@@ -371,7 +371,7 @@ class Channel:
                 else:
                     self._take(got)
         while stream.messages:
-            yield response_type.FromString(stream.messages.pop(0))
+            yield _message(response_type, stream.messages.pop(0))
         if stream.status != StatusCode.OK:
             raise RpcError(stream.status, stream.details, stream.status_details)
 
@@ -539,6 +539,15 @@ class Channel:
                 stream.unacked = 0
 
 
+def _message(response_type, message):
+    """A response from its bytes, or from the views of the frames it arrived in (a tuple):
+    a type that reads pieces (FromPieces) takes them as they are, any other gets them joined."""
+    if type(message) is tuple:
+        from_pieces = getattr(response_type, "FromPieces", None)
+        return from_pieces(message) if from_pieces else response_type.FromString(b"".join(message))
+    return response_type.FromString(message)
+
+
 def _unpad(payload: bytes) -> bytes:
     if not payload:
         raise ProtocolError("padded frame without its pad length")
@@ -596,7 +605,7 @@ class _Stream:
         self._body: list = []
         self._body_len = 0
         self._want = -1  # the body's length, -1 while the prefix is read
-        self.messages: list = []  # bytes or memoryviews
+        self.messages: list = []  # bytes, memoryviews, or tuples of them (a message across frames)
         self.status: StatusCode | None = None
         self.details = ""
         self.status_details = b""
@@ -626,8 +635,9 @@ class _Stream:
                 self._body_len += take
                 view = view[take:]
             if self._body_len == self._want:
-                # A message within one frame stays a view of it (FromString reads views).
-                self.messages.append(self._body[0] if len(self._body) == 1 else b"".join(self._body))
+                # A message within one frame stays a view of it (FromString reads views); one
+                # across frames, the views of each (_message joins them if it must).
+                self.messages.append(self._body[0] if len(self._body) == 1 else tuple(self._body))
                 self._body, self._body_len, self._want = [], 0, -1
 
     def headers(self, headers) -> None:

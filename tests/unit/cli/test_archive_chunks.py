@@ -81,3 +81,18 @@ def test_a_plain_files_header_reads_as_tarfile_reads_it_and_anything_else_is_lef
     link.type, link.linkname = tarfile.SYMTYPE, "big.bin"
     for other in (long, directory, nested, link):
         assert read_plain_file(_tar_of(other)[:512]) is None, other.name
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 700, 5000])
+def test_a_chunk_across_frames_reads_as_its_bytes_in_views(cut):
+    """A CopyFromContainerResponse that arrived in pieces (frames) cut anywhere: its data,
+    as views of the pieces where the field's header is whole in the first."""
+    data = os.urandom(10_000)
+    raw = engine_pb2.CopyFromContainerResponse(data=data).SerializeToString()
+    pieces = (memoryview(raw)[:cut], memoryview(raw)[cut:cut + 3000], memoryview(raw)[cut + 3000:])
+    got = _ArchiveChunk.FromPieces(pieces)
+    assert b"".join(got) == data
+    if cut >= 3:  # the tag and the two bytes of the length in the first piece
+        assert got[1].obj is raw  # not copied
+    with_unknown = engine_pb2.CopyFromContainerResponse(data=b"ab").SerializeToString() + b"\x10\x01"
+    assert b"".join(_ArchiveChunk.FromPieces((with_unknown[:2], with_unknown[2:]))) == b"ab"
