@@ -159,7 +159,8 @@ class Channel:
         self._in: list[bytes] = []
         self._in_len = 0
         self._in_need = 9
-        # A large frame being read straight into its buffer: [buffer, bytes in it, kind, flags, stream].
+        # A large frame whose rest is being read straight into its buffer:
+        # [buffer, bytes in it, kind, flags, stream, the frame's start (a view of an earlier read)].
         self._fill: list | None = None
         self._decoder = hpack.Decoder()
         self._next_stream = 1
@@ -401,9 +402,13 @@ class Channel:
         fill[1] += got
         if fill[1] == len(fill[0]):
             self._fill = None
-            buf, _, kind, flags, stream_id = fill
+            buf, _, kind, flags, stream_id, start = fill
             try:
-                self._frame(kind, flags, stream_id, memoryview(buf))
+                if kind == DATA and not flags & PADDED:
+                    # The payload in its two pieces, as read: not copied into one.
+                    self._data(flags, stream_id, (start, memoryview(buf)))
+                else:
+                    self._frame(kind, flags, stream_id, memoryview(bytes(start) + buf))
             except (ProtocolError, hpack.HPACKError) as exc:
                 self._fail_all(StatusCode.INTERNAL, f"protocol error: {exc}")
             self._flush()
@@ -432,10 +437,9 @@ class Channel:
                 self._frame(kind, flags, stream_id, payload)
             if pos < end and end - pos >= 9 and length >= FILL:
                 # A large frame begun: the rest of it is read into its own buffer.
-                buf = bytearray(length)
-                buf[:end - pos - 9] = view[pos + 9:]
-                self._fill = [buf, end - pos - 9, view[pos + 3], view[pos + 4],
-                              int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF]
+                start = view[pos + 9:]
+                self._fill = [bytearray(length - len(start)), 0, view[pos + 3], view[pos + 4],
+                              int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF, start]
             elif pos < end:
                 rest = data[pos:]
                 self._in.append(rest)
@@ -449,16 +453,12 @@ class Channel:
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self._partial is not None and kind != CONTINUATION:
             raise ProtocolError("a header block was interrupted")
-        stream = self._streams.get(stream_id)
         if kind == DATA:
-            self._acknowledge(stream_id, stream, len(payload))
-            if flags & PADDED:
-                payload = _unpad(payload)
-            if stream:
-                stream.feed(payload)
-                if flags & END_STREAM:
-                    stream.end()
-        elif kind == HEADERS:
+            self._data(flags, stream_id, (_unpad(payload),) if flags & PADDED else (payload,),
+                       len(payload))
+            return
+        stream = self._streams.get(stream_id)
+        if kind == HEADERS:
             if flags & PADDED:
                 payload = _unpad(payload)
             if flags & PRIORITY:
@@ -501,6 +501,18 @@ class Channel:
         elif kind == PUSH_PROMISE:
             raise ProtocolError("the daemon pushed a stream, which this client disabled")
         # Other frame types (PRIORITY, unknown extensions) are ignored, as HTTP/2 says.
+
+    def _data(self, flags: int, stream_id: int, pieces: tuple, size: int = -1) -> None:
+        """A DATA frame's payload, in `pieces`; `size` the frame's length with its padding."""
+        if self._partial is not None:
+            raise ProtocolError("a header block was interrupted")
+        stream = self._streams.get(stream_id)
+        self._acknowledge(stream_id, stream, size if size >= 0 else sum(len(p) for p in pieces))
+        if stream:
+            for piece in pieces:
+                stream.feed(piece)
+            if flags & END_STREAM:
+                stream.end()
 
     def _header_block(self) -> None:
         stream_id, flags, block = self._partial
