@@ -73,13 +73,9 @@ def file_tar(fd: int, arcname: str):
     data as ranges of the file (sent with sendfile by the transport, never read here), then
     the padding and the archive's end. With no tarfile and no thread: `cp` of a file, the
     common case, pays for neither. The file is sent as large as it was when opened."""
-    import stat
-
     from berth_cli.tarheaders import tar_header
     from berth_cli.transport import FileRange
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{arcname} is not a regular file")
     yield tar_header(arcname, st, b"0", size=st.st_size, owner=(st.st_uid, st.st_gid))
     for offset in range(0, st.st_size, CHUNK):
         yield FileRange(fd, offset, min(CHUNK, st.st_size - offset))
