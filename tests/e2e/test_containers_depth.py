@@ -341,6 +341,56 @@ def test_cp_files_and_directories_both_ways(engine, ctr, tmp_path):
     assert r.returncode != 0 and "Could not find the file /no/such in container" in r.stderr
 
 
+def test_cp_lands_exactly_the_bytes_of_large_files_many_small_ones_and_links(engine, ctr, tmp_path):
+    """A file of many megabytes (not a whole number of chunks), an empty one, a tree of
+    many small files with a symlink: in and back out, byte for byte, modes kept."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 * (1 << 20) + 777))
+    os.chmod(big, 0o640)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    tree = tmp_path / "many"
+    for i in range(300):
+        (tree / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (tree / f"d{i % 7}" / f"f{i}").write_bytes(os.urandom(i * 37))
+    os.symlink("d1/f1", tree / "link")
+    for src in (big, empty, tree):
+        engine.cli("cp", str(src), f"{ctr}:/tmp/", check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("big.bin", "empty", "many"):
+        engine.cli("cp", f"{ctr}:/tmp/{name}", str(out), check=True)
+    assert (out / "big.bin").read_bytes() == big.read_bytes()
+    assert os.stat(out / "big.bin").st_mode & 0o777 == 0o640
+    assert (out / "empty").read_bytes() == b""
+    for i in range(300):
+        assert (out / "many" / f"d{i % 7}" / f"f{i}").read_bytes() == (tree / f"d{i % 7}" / f"f{i}").read_bytes()
+    assert os.readlink(out / "many" / "link") == "d1/f1"
+    # A link given as the source is copied as the link.
+    engine.cli("cp", str(tree / "link"), f"{ctr}:/tmp/alink", check=True)
+    assert engine.cli("exec", ctr, "sh", "-c", "readlink /tmp/alink", check=True).stdout == "d1/f1\n"
+
+
+def test_a_cp_killed_midway_leaves_the_next_cp_whole(engine, ctr, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(64 * (1 << 20)))
+    cli = subprocess.Popen([PYTHON, "-m", "berth_cli", "-H", f"unix://{engine.gateway_socket}", "cp", str(big),
+                            f"{ctr}:/tmp/big.bin"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Killed once the copy has begun to arrive (or, on a fast machine, has finished).
+    deadline = time.monotonic() + 60
+    while cli.poll() is None and time.monotonic() < deadline:
+        if engine.cli("exec", ctr, "sh", "-c", "test -e /tmp/big.bin").returncode == 0:
+            break
+        time.sleep(0.05)
+    cli.kill()
+    cli.wait()
+    engine.cli("cp", str(big), f"{ctr}:/tmp/big.bin", check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    engine.cli("cp", f"{ctr}:/tmp/big.bin", str(out), check=True)
+    assert (out / "big.bin").read_bytes() == big.read_bytes()
+
+
 def test_cp_cannot_reach_host_files_through_symlinks(engine, ctr, tmp_path):
     host = tmp_path / "host"
     host.mkdir()

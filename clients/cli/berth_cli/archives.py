@@ -18,17 +18,22 @@ def chunks(f):
 
 class BytesMessage:
     """A request that is only bytes field `field` holding `data` (a chunk of an archive:
-    CopyToContainerRequest.chunk, LoadImagesRequest.data), serialized without protobuf,
-    with one copy of the data where a message makes two."""
+    CopyToContainerRequest.chunk, LoadImagesRequest.data), serialized without protobuf.
+    The transport sends its `wire_parts` as they are (one vectored write with the frame's
+    header), so the data is never copied into a message."""
 
     __slots__ = ("field", "data")
 
     def __init__(self, field: int, data: bytes):
         self.field, self.data = field, data
 
+    def wire_parts(self) -> tuple:
+        """The serialized message as pieces: the field's tag and length, then the data."""
+        from berth_docker.tarstream import bytes_field_head
+        return bytes_field_head(self.field, len(self.data)), self.data
+
     def SerializeToString(self) -> bytes:
-        from berth_docker.tarstream import bytes_field_message
-        return bytes_field_message(self.field, self.data)
+        return b"".join(self.wire_parts())
 
 
 class _Spool:
@@ -61,6 +66,20 @@ class _Spool:
 
     def flush(self) -> None:
         pass
+
+
+def file_tar(fd: int, arcname: str):
+    """A tar of the one regular file open at `fd`, as CHUNK-sized pieces: its header, its
+    data as ranges of the file (sent with sendfile by the transport, never read here), then
+    the padding and the archive's end. With no tarfile and no thread: `cp` of a file, the
+    common case, pays for neither. The file is sent as large as it was when opened."""
+    from berth_cli.tarheaders import tar_header
+    from berth_cli.transport import FileRange
+    st = os.fstat(fd)
+    yield tar_header(arcname, st, b"0", size=st.st_size, owner=(st.st_uid, st.st_gid))
+    for offset in range(0, st.st_size, CHUNK):
+        yield FileRange(fd, offset, min(CHUNK, st.st_size - offset))
+    yield bytes(-st.st_size % 512 + 1024)  # the data's last block filled, the two zero blocks that end it
 
 
 def tar_chunks(source: str, arcname: str):

@@ -24,6 +24,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from berth_cli.tarheaders import tar_header
+
 VERBS = ("build",)
 CHUNK = 1 << 20
 
@@ -85,11 +87,11 @@ def _pack(root: str, dockerfile_rel: str | None) -> Iterator[bytes]:
             st = os.lstat(full)
             first = linked.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
             if stat.S_ISREG(st.st_mode) and first is not None:
-                out += _tar_header(rel, st, b"1", link=first)   # a hard link, as tarfile sends it
+                out += tar_header(rel, st, b"1", link=first)   # a hard link, as tarfile sends it
             elif stat.S_ISREG(st.st_mode):
                 if st.st_nlink > 1:
                     linked[(st.st_dev, st.st_ino)] = rel
-                out += _tar_header(rel, st, b"0", size=st.st_size)
+                out += tar_header(rel, st, b"0", size=st.st_size)
                 with open(full, "rb") as f:
                     left = st.st_size
                     while left:
@@ -103,62 +105,19 @@ def _pack(root: str, dockerfile_rel: str | None) -> Iterator[bytes]:
                             out.clear()
                 out += bytes(-st.st_size % 512)
             elif stat.S_ISDIR(st.st_mode):
-                out += _tar_header(rel + "/", st, b"5")
+                out += tar_header(rel + "/", st, b"5")
             elif stat.S_ISLNK(st.st_mode):
-                out += _tar_header(rel, st, b"2", link=os.readlink(full))
+                out += tar_header(rel, st, b"2", link=os.readlink(full))
             elif stat.S_ISFIFO(st.st_mode):
-                out += _tar_header(rel, st, b"6")
+                out += tar_header(rel, st, b"6")
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                out += _tar_header(rel, st, b"3" if stat.S_ISCHR(st.st_mode) else b"4", dev=st.st_rdev)
+                out += tar_header(rel, st, b"3" if stat.S_ISCHR(st.st_mode) else b"4", dev=st.st_rdev)
             # Sockets have no tar form (tarfile leaves them out too).
             if len(out) >= CHUNK:
                 yield bytes(out)
                 out.clear()
     out += bytes(1024)   # the two zero blocks that end an archive
     yield bytes(out)
-
-
-def _tar_header(name: str, st: os.stat_result, kind: bytes, size: int = 0, link: str = "",
-                dev: int = 0) -> bytes:
-    """A POSIX (ustar) header, after a PAX header when the name, the link or the size
-    does not fit ustar's fields. Owners are root, by number only, as the engine takes them.
-
-    The tar format is written here rather than with tarfile, whose import (with shutil,
-    re and copy) costs a short build a good part of the CLI's whole run."""
-    pax = {}
-    raw_name, raw_link = name.encode("utf-8", "surrogateescape"), link.encode("utf-8", "surrogateescape")
-    if len(raw_name) > 100 or not name.isascii():
-        pax["path"] = raw_name
-    if len(raw_link) > 100 or not link.isascii():
-        pax["linkpath"] = raw_link
-    if size >= 8 ** 11:
-        pax["size"] = str(size).encode()
-    prefix = b""
-    if pax:
-        records = b"".join(_pax_record(k, v) for k, v in pax.items())
-        prefix = _ustar(b"././@PaxHeader", 0o644, len(records), 0, b"x", b"", 0) + records + \
-            bytes(-len(records) % 512)
-    return prefix + _ustar(raw_name[:100], stat.S_IMODE(st.st_mode), size if size < 8 ** 11 else 0,
-                           int(st.st_mtime), kind, raw_link[:100], dev)
-
-
-def _pax_record(key: str, value: bytes) -> bytes:
-    body = f" {key}=".encode() + value + b"\n"
-    n = len(body) + 1
-    while len(str(n)) + len(body) != n:   # the length counts its own digits
-        n = len(str(n)) + len(body)
-    return str(n).encode() + body
-
-
-def _ustar(name: bytes, mode: int, size: int, mtime: int, kind: bytes, link: bytes, dev: int) -> bytes:
-    def num(value: int, width: int) -> bytes:
-        return b"%0*o\0" % (width - 1, value)
-    head = b"".join((
-        name.ljust(100, b"\0"), num(mode, 8), num(0, 8), num(0, 8), num(size, 12),
-        num(max(0, mtime), 12), b" " * 8, kind, link.ljust(100, b"\0"), b"ustar\x0000",
-        bytes(64), num(os.major(dev), 8), num(os.minor(dev), 8), bytes(167)))
-    checksum = b"%06o\0 " % sum(head)
-    return head[:148] + checksum + head[156:]
 
 
 def build(client, ns) -> int:

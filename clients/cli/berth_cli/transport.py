@@ -19,6 +19,7 @@ from __future__ import annotations
 # _socket, not socket: the socket module turns its constants into enums at import (~5 ms).
 import _socket as socket
 import _thread
+import os
 import struct
 import sys
 
@@ -95,6 +96,34 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes
     return _frame_header(kind, flags, stream_id, len(payload)) + payload
 
 
+class FileRange:
+    """A piece of a message that is `size` bytes of an open file from `offset`: the
+    transport sends it from the file to the socket (sendfile), never reading it into
+    this process. It must still hold those bytes when sent."""
+
+    __slots__ = ("fd", "offset", "size")
+
+    def __init__(self, fd: int, offset: int, size: int):
+        self.fd, self.offset, self.size = fd, offset, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, part: slice) -> FileRange:
+        start, stop, _ = part.indices(self.size)
+        return FileRange(self.fd, self.offset + start, max(0, stop - start))
+
+    def read(self) -> bytes:
+        data = os.pread(self.fd, self.size, self.offset)
+        if len(data) < self.size:
+            raise _shrunk()
+        return data
+
+
+def _shrunk() -> ValueError:
+    return ValueError("a file became shorter while it was being sent")
+
+
 class _WindowOpened:
     """A channel's window Condition, made (with the threading module, ~2 ms) when something
     first waits on it; until then there is no waiter to notify. Used with the lock held,
@@ -130,7 +159,8 @@ class Channel:
         self._in: list[bytes] = []
         self._in_len = 0
         self._in_need = 9
-        # A large frame being read straight into its buffer: [buffer, bytes in it, kind, flags, stream].
+        # A large frame whose rest is being read straight into its buffer:
+        # [buffer, bytes in it, kind, flags, stream, the frame's start (a view of an earlier read)].
         self._fill: list | None = None
         self._decoder = hpack.Decoder()
         self._next_stream = 1
@@ -214,8 +244,11 @@ class Channel:
             # are sent as they come.
             single = isinstance(requests, tuple) and len(requests) == 1
             for request in requests:
-                body = request.SerializeToString()
-                self._send(stream, stream_id, struct.pack(">BI", 0, len(body)) + body)
+                # A message that comes in pieces (archives.BytesMessage: a chunk of an
+                # archive) is sent as those pieces, not joined into one first.
+                parts = getattr(request, "wire_parts", None)
+                body = parts() if parts is not None else (request.SerializeToString(),)
+                self._send(stream, stream_id, (struct.pack(">BI", 0, sum(map(len, body))), *body))
                 if not single:
                     with self._lock:
                         self._flush()
@@ -228,12 +261,27 @@ class Channel:
         except OSError:
             pass  # the server ended the call first; its status tells why
 
-    def _send(self, stream: _Stream, stream_id: int, data: bytes) -> None:
+    def _send(self, stream: _Stream, stream_id: int, parts) -> None:
+        """One gRPC message, given as the pieces it is made of, in DATA frames."""
+        try:
+            self._send_frames(stream, stream_id, parts)
+        except ValueError:
+            # A file shorter than promised, inside a frame already begun: the connection's
+            # framing is lost, so the connection goes with the call.
+            with self._lock:
+                self._fail_all(StatusCode.CANCELLED, "the call's input failed")
+                self._out.clear()
+                self._sock.close()
+                self._sock = None
+            raise
+
+    def _send_frames(self, stream: _Stream, stream_id: int, parts) -> None:
         threading = sys.modules.get("threading")  # not imported: no thread but the main one
         pumped = threading is not None and threading.current_thread() is not threading.main_thread()
-        view = memoryview(data)
+        views = [p if isinstance(p, FileRange) else memoryview(p) for p in parts if len(p)]
+        views.reverse()  # taken from the end
         with self._lock:
-            while view and not stream.ended:
+            while views and not stream.ended:
                 window = min(self._send_window, stream.send_window, self._peer_max_frame)
                 if window <= 0:
                     self._flush()  # what is queued may be what the peer waits for to open it
@@ -245,20 +293,58 @@ class Channel:
                     else:
                         self._pump_once()
                     continue
-                chunk = view[:window]
-                self._send_window -= len(chunk)
-                stream.send_window -= len(chunk)
-                view = view[len(chunk):]
-                self._out += _frame_header(DATA, 0, stream_id, len(chunk))
-                if len(chunk) < FILL:
+                frame, size = [], 0
+                while views and size < window:
+                    view = views.pop()
+                    if len(view) > window - size:
+                        views.append(view[window - size:])
+                        view = view[:window - size]
+                    frame.append(view)
+                    size += len(view)
+                self._send_window -= size
+                stream.send_window -= size
+                self._out += _frame_header(DATA, 0, stream_id, size)
+                if size < FILL:
                     # A small message joins what is queued (the call's headers, its end),
                     # so a unary call is one write.
-                    self._out += chunk
+                    for view in frame:
+                        self._out += view.read() if isinstance(view, FileRange) else view
                     continue
-                # The frame's payload straight from the caller's buffer: a message of
+                # The frame's payload straight from the caller's buffers: a message of
                 # megabytes is not copied into the frame.
-                self._flush()
-                self._sock.sendall(chunk)
+                queued, self._out = bytes(self._out), bytearray()
+                self._write([queued, *frame])
+
+    def _write(self, buffers: list) -> None:
+        """All of `buffers` (bytes-like or FileRange), in order, with as few system calls
+        as the socket allows: the bytes before a file's range in one vectored write, the
+        range with sendfile."""
+        if self.tls is not None:  # an SSL socket has no vectored write, nor sendfile
+            for buf in buffers:
+                self._sock.sendall(buf.read() if isinstance(buf, FileRange) else buf)
+            return
+        while buffers:
+            if isinstance(buffers[0], FileRange):
+                self._send_range(buffers.pop(0))
+                continue
+            ahead = next((i for i, buf in enumerate(buffers) if isinstance(buf, FileRange)), len(buffers))
+            sent = self._sock.sendmsg(buffers[:ahead])
+            done = 0
+            while done < ahead and sent >= len(buffers[done]):
+                sent -= len(buffers[done])
+                done += 1
+            del buffers[:done]
+            if sent:
+                buffers[0] = memoryview(buffers[0])[sent:]
+
+    def _send_range(self, part: FileRange) -> None:
+        offset, left = part.offset, part.size
+        while left:
+            sent = os.sendfile(self._sock.fileno(), part.fd, offset, left)
+            if not sent:
+                raise _shrunk()
+            offset += sent
+            left -= sent
 
     def _pump_once(self) -> None:
         """Read what the server sent (lock held), so window updates are seen."""
@@ -271,7 +357,7 @@ class Channel:
     def _receive(self, stream_id: int, stream: _Stream, response_type) -> Iterator:
         while True:
             while stream.messages:
-                yield response_type.FromString(stream.messages.pop(0))
+                yield _message(response_type, stream.messages.pop(0))
             if stream.ended:
                 break
             try:
@@ -286,7 +372,7 @@ class Channel:
                 else:
                     self._take(got)
         while stream.messages:
-            yield response_type.FromString(stream.messages.pop(0))
+            yield _message(response_type, stream.messages.pop(0))
         if stream.status != StatusCode.OK:
             raise RpcError(stream.status, stream.details, stream.status_details)
 
@@ -316,9 +402,13 @@ class Channel:
         fill[1] += got
         if fill[1] == len(fill[0]):
             self._fill = None
-            buf, _, kind, flags, stream_id = fill
+            buf, _, kind, flags, stream_id, start = fill
             try:
-                self._frame(kind, flags, stream_id, memoryview(buf))
+                if kind == DATA and not flags & PADDED:
+                    # The payload in its two pieces, as read: not copied into one.
+                    self._data(flags, stream_id, (start, memoryview(buf)))
+                else:
+                    self._frame(kind, flags, stream_id, memoryview(bytes(start) + buf))
             except (ProtocolError, hpack.HPACKError) as exc:
                 self._fail_all(StatusCode.INTERNAL, f"protocol error: {exc}")
             self._flush()
@@ -347,10 +437,9 @@ class Channel:
                 self._frame(kind, flags, stream_id, payload)
             if pos < end and end - pos >= 9 and length >= FILL:
                 # A large frame begun: the rest of it is read into its own buffer.
-                buf = bytearray(length)
-                buf[:end - pos - 9] = view[pos + 9:]
-                self._fill = [buf, end - pos - 9, view[pos + 3], view[pos + 4],
-                              int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF]
+                start = view[pos + 9:]
+                self._fill = [bytearray(length - len(start)), 0, view[pos + 3], view[pos + 4],
+                              int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF, start]
             elif pos < end:
                 rest = data[pos:]
                 self._in.append(rest)
@@ -364,16 +453,12 @@ class Channel:
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self._partial is not None and kind != CONTINUATION:
             raise ProtocolError("a header block was interrupted")
-        stream = self._streams.get(stream_id)
         if kind == DATA:
-            self._acknowledge(stream_id, stream, len(payload))
-            if flags & PADDED:
-                payload = _unpad(payload)
-            if stream:
-                stream.feed(payload)
-                if flags & END_STREAM:
-                    stream.end()
-        elif kind == HEADERS:
+            self._data(flags, stream_id, (_unpad(payload),) if flags & PADDED else (payload,),
+                       len(payload))
+            return
+        stream = self._streams.get(stream_id)
+        if kind == HEADERS:
             if flags & PADDED:
                 payload = _unpad(payload)
             if flags & PRIORITY:
@@ -417,6 +502,18 @@ class Channel:
             raise ProtocolError("the daemon pushed a stream, which this client disabled")
         # Other frame types (PRIORITY, unknown extensions) are ignored, as HTTP/2 says.
 
+    def _data(self, flags: int, stream_id: int, pieces: tuple, size: int = -1) -> None:
+        """A DATA frame's payload, in `pieces`; `size` the frame's length with its padding."""
+        if self._partial is not None:
+            raise ProtocolError("a header block was interrupted")
+        stream = self._streams.get(stream_id)
+        self._acknowledge(stream_id, stream, size if size >= 0 else sum(len(p) for p in pieces))
+        if stream:
+            for piece in pieces:
+                stream.feed(piece)
+            if flags & END_STREAM:
+                stream.end()
+
     def _header_block(self) -> None:
         stream_id, flags, block = self._partial
         self._partial = None
@@ -452,6 +549,15 @@ class Channel:
             if stream.unacked >= WINDOW // 2:
                 self._out += _frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", stream.unacked))
                 stream.unacked = 0
+
+
+def _message(response_type, message):
+    """A response from its bytes, or from the views of the frames it arrived in (a tuple):
+    a type that reads pieces (FromPieces) takes them as they are, any other gets them joined."""
+    if type(message) is tuple:
+        from_pieces = getattr(response_type, "FromPieces", None)
+        return from_pieces(message) if from_pieces else response_type.FromString(b"".join(message))
+    return response_type.FromString(message)
 
 
 def _unpad(payload: bytes) -> bytes:
@@ -493,7 +599,8 @@ class Call:
         # Wake the receiving thread, which may be blocked reading: the call
         # is over and this process leaves right after.
         try:
-            channel._sock.shutdown(socket.SHUT_RD)
+            if channel._sock is not None:
+                channel._sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass
 
@@ -510,7 +617,7 @@ class _Stream:
         self._body: list = []
         self._body_len = 0
         self._want = -1  # the body's length, -1 while the prefix is read
-        self.messages: list = []  # bytes or memoryviews
+        self.messages: list = []  # bytes, memoryviews, or tuples of them (a message across frames)
         self.status: StatusCode | None = None
         self.details = ""
         self.status_details = b""
@@ -540,8 +647,9 @@ class _Stream:
                 self._body_len += take
                 view = view[take:]
             if self._body_len == self._want:
-                # A message within one frame stays a view of it (FromString reads views).
-                self.messages.append(self._body[0] if len(self._body) == 1 else b"".join(self._body))
+                # A message within one frame stays a view of it (FromString reads views); one
+                # across frames, the views of each (_message joins them if it must).
+                self.messages.append(self._body[0] if len(self._body) == 1 else tuple(self._body))
                 self._body, self._body_len, self._want = [], 0, -1
 
     def headers(self, headers) -> None:

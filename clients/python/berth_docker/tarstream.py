@@ -52,6 +52,13 @@ class ForwardReader:
             pass
         self._piece, self._at = b"", 0
 
+    def rest(self):
+        """The pieces not read yet: what is left of the current one, then the others."""
+        if self._at < len(self._piece):
+            yield memoryview(self._piece)[self._at:]
+        self._piece, self._at = b"", 0
+        yield from self._pieces
+
     def readpiece(self, n: int) -> bytes | memoryview:
         """At most `n` bytes from the current piece, as a view of it (empty at the end)."""
         if n <= 0 or not self._more():
@@ -112,13 +119,18 @@ def bytes_field(raw, field: int) -> memoryview | None:
     return None
 
 
-def bytes_field_message(field: int, *parts) -> bytes:
-    """The serialized protobuf message that is just bytes field `field` holding `parts`
-    joined (an archive's chunk), made with one copy of the data rather than a message's two."""
-    n = sum(len(p) for p in parts)
+def bytes_field_head(field: int, n: int) -> bytes:
+    """What precedes the `n` bytes of bytes field `field` in a serialized protobuf message:
+    its tag and its length (varints)."""
     head = bytearray(((field << 3) | 2,))
     while n > 0x7F:
         head.append((n & 0x7F) | 0x80)
         n >>= 7
     head.append(n)
-    return b"".join((head, *parts))
+    return bytes(head)
+
+
+def bytes_field_message(field: int, *parts) -> bytes:
+    """The serialized protobuf message that is just bytes field `field` holding `parts`
+    joined (an archive's chunk), made with one copy of the data rather than a message's two."""
+    return b"".join((bytes_field_head(field, sum(len(p) for p in parts)), *parts))

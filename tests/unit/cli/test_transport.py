@@ -3,6 +3,7 @@ and client streams, big messages through flow control, and error statuses."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -33,8 +34,11 @@ class FakeEngine(engine_pb2_grpc.EngineServiceServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "ended on purpose")
 
     def LoadImages(self, request_iterator, context):
-        total = sum(len(chunk.data) for chunk in request_iterator)
-        return engine_pb2.LoadImagesResponse(images=[engine_pb2.ImageInfo(id=str(total), size=total)])
+        digest, total = hashlib.sha256(), 0
+        for chunk in request_iterator:
+            digest.update(chunk.data)
+            total += len(chunk.data)
+        return engine_pb2.LoadImagesResponse(images=[engine_pb2.ImageInfo(id=digest.hexdigest(), size=total)])
 
     def SaveImages(self, request, context):
         yield engine_pb2.SaveImagesResponse(data=b"x" * BIG)
@@ -80,6 +84,39 @@ def test_client_stream_of_many_megabytes(stub):
     chunks = (engine_pb2.LoadImagesRequest(data=os.urandom(1 << 20)) for _ in range(40))
     reply = stub.LoadImages(chunks)
     assert reply.images[0].size == 40 << 20
+
+
+def test_messages_in_pieces_and_file_ranges_arrive_byte_for_byte(stub, tmp_path):
+    """archives.BytesMessage pieces and transport.FileRange pieces (sent with sendfile),
+    cut into frames wherever the windows fall, make the very bytes of the messages."""
+    from berth_cli.archives import BytesMessage
+    content = os.urandom(3 * (1 << 20) + 12345)
+    path = tmp_path / "data"
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ranges = [(0, 1 << 20), (1 << 20, 5), (0, 0), ((1 << 20) + 5, len(content) - (1 << 20) - 5)]
+        pieces = [transport.FileRange(fd, offset, size) for offset, size in ranges] + [b"tail", b""]
+        reply = stub.LoadImages(BytesMessage(1, piece) for piece in pieces)
+    finally:
+        os.close(fd)
+    expected = content[:1 << 20] + content[1 << 20:(1 << 20) + 5] + content[(1 << 20) + 5:] + b"tail"
+    assert reply.images[0].size == len(expected)
+    assert reply.images[0].id == hashlib.sha256(expected).hexdigest()
+
+
+def test_a_file_range_past_the_files_end_is_an_error_not_a_hang(stub, tmp_path):
+    from berth_cli.archives import BytesMessage
+    path = tmp_path / "short"
+    path.write_bytes(b"x" * 100_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(ValueError, match="became shorter"):
+            stub.LoadImages(iter([BytesMessage(1, transport.FileRange(fd, 0, 200_000))]))
+    finally:
+        os.close(fd)
+    # The connection went with the call: the next call has a new one.
+    assert stub.GetVersion(engine_pb2.GetVersionRequest()).version == "test"
 
 
 def test_big_response(stub):
@@ -145,7 +182,7 @@ def test_frames_and_messages_split_anywhere_arrive_whole():
         with channel._lock:
             channel._take(got)
     assert channel._fill is None and not channel._in
-    assert [bytes(m) for m in stream.messages] == messages
+    assert [b"".join(m) if type(m) is tuple else bytes(m) for m in stream.messages] == messages
 
 
 class _Slow(engine_pb2_grpc.EngineServiceServicer):
