@@ -261,7 +261,11 @@ async def test_start_of_stopped_container_runs_it_again_as_the_same_record(clien
 
 
 async def test_stopped_then_started_container_is_watched_and_followed_again(client, roots):
-    id = await run(client, roots, "sh", "-c", "echo up; trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done")
+    id = await run(client, roots, "sh", "-c", "trap 'echo bye; exit 0' TERM; echo up; while :; do sleep 0.05; done")
+    # Stopped once its trap is set ("up" comes after it): a PID 1 without a handler ignores TERM.
+    first = client.GetContainerLogs(pb.GetContainerLogsRequest(id=id, follow=True, tail=-1))
+    assert (await anext(aiter(first))).chunk.data == b"up\n"
+    await first.aclose()
     stopped = (await client.StopContainer(pb.StopContainerRequest(id=id, timeout_seconds=5))).container
     assert stopped.exit_code == 0
     with pytest.raises(errors.FailedPrecondition, match="is not running"):
