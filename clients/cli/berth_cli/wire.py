@@ -296,32 +296,10 @@ class Message:
         data, self._data = self._data, None
         values = self.__dict__
         fields = self._type.fields
-        pos, end = 0, len(data)
-        try:
-            while pos < end:
-                key, pos = _varint(data, pos)
-                wire_type = key & 7
-                if wire_type == 0:
-                    value, pos = _varint(data, pos)
-                elif wire_type == 2:
-                    size, pos = _varint(data, pos)
-                    value = data[pos:pos + size]
-                    pos += size
-                elif wire_type == 1:
-                    value = data[pos:pos + 8]
-                    pos += 8
-                elif wire_type == 5:
-                    value = data[pos:pos + 4]
-                    pos += 4
-                else:
-                    raise DecodeError(f"wire type {wire_type} in {self._type.name}")
-                if pos > end:
-                    raise DecodeError(f"{self._type.name} cut short")
-                field = fields.get(key >> 3)
-                if field is not None:  # an unknown field (a newer engine's) is skipped
-                    _take(values, field, wire_type, value)
-        except IndexError:
-            raise DecodeError(f"{self._type.name} cut short") from None
+        for number, wire_type, value in _fields(data, self._type.name):
+            field = fields.get(number)
+            if field is not None:  # an unknown field (a newer engine's) is skipped
+                _take(values, field, wire_type, value)
 
 
 _UNSET = object()
@@ -488,28 +466,31 @@ def _bootstrap(name: str, *fields: tuple) -> MessageType:
     return MessageType(None, name, [Field(*f) for f in fields])
 
 
-def _fields(data: bytes):
-    """(field number, wire type, value) of each field in `data`: a varint's value, or the
-    bytes of any other field."""
+def _fields(data: bytes, what: str = "a descriptor"):
+    """(field number, wire type, value) of each field in `data`, the message `what`: a varint's
+    value, or the bytes of any other field."""
     pos, end = 0, len(data)
-    while pos < end:
-        key, pos = _varint(data, pos)
-        wire_type = key & 7
-        if wire_type == 0:
-            value, pos = _varint(data, pos)
-        elif wire_type == 2:
-            size, pos = _varint(data, pos)
-            value = data[pos:pos + size]
-            pos += size
-        elif wire_type in (1, 5):
-            size = 8 if wire_type == 1 else 4
-            value = data[pos:pos + size]
-            pos += size
-        else:
-            raise DecodeError(f"wire type {wire_type} in a descriptor")
-        if pos > end:
-            raise DecodeError("a descriptor cut short")
-        yield key >> 3, wire_type, value
+    try:
+        while pos < end:
+            key, pos = _varint(data, pos)
+            wire_type = key & 7
+            if wire_type == 0:
+                value, pos = _varint(data, pos)
+            elif wire_type == 2:
+                size, pos = _varint(data, pos)
+                value = data[pos:pos + size]
+                pos += size
+            elif wire_type in (1, 5):
+                size = 8 if wire_type == 1 else 4
+                value = data[pos:pos + size]
+                pos += size
+            else:
+                raise DecodeError(f"wire type {wire_type} in {what}")
+            if pos > end:
+                raise DecodeError(f"{what} cut short")
+            yield key >> 3, wire_type, value
+    except IndexError:
+        raise DecodeError(f"{what} cut short") from None
 
 
 # descriptor.proto's field numbers, as read here. FileDescriptorProto, ServiceDescriptorProto and
