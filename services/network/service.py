@@ -893,7 +893,8 @@ class NetworkService:
                                loopback_source=n.options["loopback"],
                                internal=bool(n.options.get("internal")),
                                subnet6=n.options.get("subnet6", ""),
-                               untracked=n.driver == "overlay") for n in bridges]
+                               untracked=n.driver == "overlay",
+                               gateway=n.options.get("gateway", "")) for n in bridges]
         rules_p = []
         for p in self.store.ports():
             target = next((a for a in self.store.attachments(container_id=p.container_id)

@@ -28,7 +28,8 @@ CASES = {
     "ipv6_egress": Ruleset("berth", [BridgeRules("br-v6", "172.19.0.0/16", "172.19.255.254",
                                                  subnet6="fd00:1::/64")]),
     "cluster_node": Ruleset("berth", [DEFAULT, BridgeRules("bo-0123456789ab", "10.213.7.0/24",
-                                                           "10.213.7.254", untracked=True)],
+                                                           "10.213.7.254", untracked=True,
+                                                           gateway="10.213.7.1")],
                             vxlan_local="10.224.3.11"),
 }
 
