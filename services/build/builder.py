@@ -528,7 +528,7 @@ class Build:
                     _makedirs(rootfs, config.working_dir, 0, 0)
             name = self._name_for(ins)
             return self._named_by(name, await self.worker.with_rootfs(
-                state.image_id, mkdir, (config, description, name), self.cleanups))
+                state.image_id, mkdir, (config, description, name)))
         image_id = await self._step_cached(state.image_id, description, "", make, on_hit=on_hit)
         return StageState(image_id, config, dict(state.args), state.cmd_set)
 
@@ -743,7 +743,7 @@ class Build:
             fill = from_stage if from_ref else from_context
             name = self._name_for(ins)
             return self._named_by(name, await self.worker.with_rootfs(
-                state.image_id, fill, (state.config, description, name), self.cleanups))
+                state.image_id, fill, (state.config, description, name)))
         try:
             image_id = await self._step_cached(state.image_id, description, key_inputs, make, on_hit=on_hit)
         finally:

@@ -162,21 +162,21 @@ class Worker:
             log.warning("build_snapshot_remove_failed", key=key, error=exc.message)
 
     async def _commit(self, key: str, config: image_pb2.ImageConfig, created_by: str,
-                      name: str = "") -> str:
+                      name: str = "", remove: bool = False) -> str:
         """The snapshot as a new image; named `name` (a build's first tag, when this is
-        its last step: one call less than tagging it after)."""
+        its last step: one call less than tagging it after); with `remove`, the snapshot is
+        removed by the same call (nothing has it mounted any more)."""
         reply = await self.image.CommitSnapshot(image_pb2.CommitSnapshotRequest(
-            key=key, config=config, created_by=created_by, reference=name))
+            key=key, config=config, created_by=created_by, reference=name, remove=remove))
         return reply.image.id
 
     async def with_rootfs(self, image_id: str, work: Callable[[str], Awaitable[object] | object],
-                          commit: tuple[image_pb2.ImageConfig, str, str] | None,
-                          cleanups: set[asyncio.Task] | None = None) -> str:
+                          commit: tuple[image_pb2.ImageConfig, str, str] | None) -> str:
         """Mount a fresh snapshot of `image_id`, let `work` change it, and commit it (when
         `commit` gives the config, created_by and name, see _commit) as a new image. A `work`
         that is a plain function runs in the thread that mounts and unmounts (one hop to a
-        thread, not three). With `cleanups`, the snapshot of a committed step is removed by
-        a task put there (see `run`)."""
+        thread, not three). A committed snapshot is removed by the commit itself: the step
+        leaves no removal behind for the build to wait for."""
         key = "build-" + secrets.token_hex(16)
         target = os.path.join(self.mnt_dir, key)
         mounts = await self._prepare(key, image_id)
@@ -193,15 +193,13 @@ class Worker:
                     await asyncio.to_thread(_mounted, mounts, target, work)
             finally:
                 os.rmdir(target)
-            new_image = await self._commit(key, *commit) if commit is not None else ""
+            if commit is not None:
+                return await self._commit(key, *commit, remove=True)
         except BaseException:
             await asyncio.shield(self._remove_snapshot(key))
             raise
-        if cleanups is None:
-            await self._remove_snapshot(key)
-        else:
-            cleanups.add(asyncio.create_task(self._remove_snapshot(key)))
-        return new_image
+        await self._remove_snapshot(key)
+        return ""
 
     # -- endpoints made ahead ----------------------------------------------------------
 

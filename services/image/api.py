@@ -93,7 +93,8 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             request.key, convert.config_from_pb(request.config), name=request.reference,
             comment=request.comment, author=request.author, created_by=request.created_by,
             uid_map=[(m.container_id, m.host_id, m.size) for m in request.uid_mappings],
-            gid_map=[(m.container_id, m.host_id, m.size) for m in request.gid_mappings])
+            gid_map=[(m.container_id, m.host_id, m.size) for m in request.gid_mappings],
+            remove=request.remove)
         return image_pb2.CommitSnapshotResponse(image=convert.image_to_pb(image))
 
     async def CreateImage(self, request_iterator, context):

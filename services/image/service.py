@@ -481,8 +481,10 @@ class ImageService:
 
     async def commit(self, key: str, config: ImageConfig, name: str = "", comment: str = "",
                      author: str = "", created_by: str = "", uid_map: commit_mod.IdRanges = (),
-                     gid_map: commit_mod.IdRanges = ()) -> Image:
-        """A new image: the snapshot's image plus its writable layer as one more layer."""
+                     gid_map: commit_mod.IdRanges = (), remove: bool = False) -> Image:
+        """A new image: the snapshot's image plus its writable layer as one more layer.
+        With `remove`, the snapshot is removed once the image is stored (the caller is done
+        with it: one call less than RemoveSnapshot after)."""
         check_key(key)
         target = str(reference.parse(name)) if name else ""
         if target and reference.parse(target).digest:
@@ -493,6 +495,12 @@ class ImageService:
         record = await asyncio.to_thread(self._commit, snap, config, comment, author, target,
                                          created_by, uid_map, gid_map)
         log.info("snapshot_committed", key=key, image_id=record.id, name=target)
+        if remove:
+            try:
+                await self.remove_snapshot(key)
+            except OSError as exc:
+                # The image is stored: what is left of the snapshot is garbage, not a failure.
+                log.warning("snapshot_remove_failed", key=key, error=str(exc))
         return self._image(record.id)
 
     def _commit(self, snap: SnapshotRecord, config: ImageConfig, comment: str, author: str,

@@ -22,9 +22,12 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
 
 from berth_cli.tarheaders import tar_header
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing collections.abc loads all of collections
+    from collections.abc import Iterator
 
 VERBS = ("build",)
 CHUNK = 1 << 20
@@ -121,8 +124,18 @@ def _pack(root: str, dockerfile_rel: str | None) -> Iterator[bytes]:
 
 
 def build(client, ns) -> int:
-    from berth.engine.v1 import engine_pb2
+    # Sent and read with berth_cli.wire's messages, as run and create: protobuf (upb, the
+    # descriptors, the well-known types) is never loaded, which was a good part of the
+    # CLI's own time for a small build.
+    from berth_cli import messages
+    with messages.wire_classes():
+        return _build(client, ns)
+
+
+def _build(client, ns) -> int:
     from berth.types.v1 import build_pb2
+    from berth_cli import transport, wire
+    from berth_cli.archives import BytesMessage
     from berth_docker.units import parse_bytes
 
     dockerfile_rel, dockerfile_content = "", b""
@@ -159,10 +172,10 @@ def build(client, ns) -> int:
     failed: list[Exception] = []
 
     def requests():
-        yield engine_pb2.BuildImageRequest(options=options)
+        yield first
         try:
             for chunk in chunks:
-                yield engine_pb2.BuildImageRequest(chunk=chunk)
+                yield BytesMessage(2, chunk)  # BuildImageRequest.chunk, sent as it is
         except (OSError, ValueError) as exc:
             # The context is sent while it is read: a file that cannot be read ends the
             # call unfinished, so the engine never builds from part of a context.
@@ -171,7 +184,10 @@ def build(client, ns) -> int:
     quiet = ns.quiet or ns.progress == "quiet"
     printer = _Plain(quiet)
     result = None
-    call = client.stub.BuildImage(requests())
+    first = wire.request("BuildImageRequest", options=options)
+    _, reply_type, _, _ = wire.engine().method(wire.SERVICE, "BuildImage")
+    call = transport.rpc(client.channel, f"/{wire.SERVICE}/BuildImage", reply_type.cls, True, True)(
+        requests())
     try:
         for reply in call:
             if reply.event.HasField("result"):
@@ -206,7 +222,7 @@ class _Plain:
             print(text, file=sys.stderr, flush=True)
 
     def event(self, event) -> None:
-        from berth.types.v1 import build_pb2 as b
+        from berth.types.v1 import build_pb2 as b  # the enum's numbers (wire's, see build)
         kind = event.WhichOneof("event")
         if kind == "warning":
             self._print(event.warning)

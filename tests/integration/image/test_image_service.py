@@ -186,6 +186,24 @@ async def test_prepare_snapshot(service, state_dir):
     assert (snap.key, snap.image_id, snap.labels, snap.size) == ("k1", img.id, {"a": "b"}, 1000)
 
 
+async def test_a_commit_told_to_remove_its_snapshot_leaves_none(service, state_dir):
+    [img] = await load(service, ti.busybox_docker_archive())
+    await service.prepare_snapshot("step", img.id)
+    with open(f"{state_dir}/snapshots/step/upper/added", "wb") as f:
+        f.write(b"added\n")
+    child = await service.commit("step", ImageConfig(), name="built:1", remove=True)
+    assert await service.list_snapshots() == []
+    assert not os.path.exists(f"{state_dir}/snapshots/step")
+    assert (await service.get_image("built:1")).id == child.id
+    assert len(child.diff_ids) == len(img.diff_ids) + 1
+    # Its layer is the snapshot's writable layer, there for the next step to build on.
+    await service.prepare_snapshot("next", child.id)
+    [mount] = (await service.snapshot_mounts("next")).mounts
+    top = mount.options[0].removeprefix("lowerdir=").split(":")[0]
+    with open(os.path.join(top, "added"), "rb") as f:
+        assert f.read() == b"added\n"
+
+
 async def test_concurrent_prepares_unpack_once(service, monkeypatch):
     [img] = await load(service, ti.busybox_docker_archive())
     # As an image recorded before layers were unpacked at load has it.

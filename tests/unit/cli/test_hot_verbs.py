@@ -1,4 +1,4 @@
-"""The everyday verbs (ps, images, inspect, the state verbs, and their failures) run without
+"""The everyday verbs (ps, images, inspect, the state verbs, build, and their failures) run without
 protobuf's runtime, json or re: berth_cli.wire reads and writes their messages. Each runs as
 the `berth` command does, against a grpcio server."""
 
@@ -72,6 +72,24 @@ class FakeEngine(engine_pb2_grpc.EngineServiceServicer):
             stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"to stdout\n"))
         yield engine_pb2.RunContainerResponse(exit=engine_pb2.ExitStatus(exit_code=3))
 
+    def BuildImage(self, request_iterator, context):
+        from berth.types.v1 import build_pb2
+        first = next(request_iterator)
+        assert first.options.tags == ["app"] and first.options.no_cache
+        assert first.options.network_mode == "none"
+        context_tar = b"".join(r.chunk for r in request_iterator)
+        assert b"Dockerfile" in context_tar and b"FROM busybox" in context_tar
+        step = build_pb2.BuildStep(number=2, stage="0", index=2, count=2, instruction="RUN echo hi",
+                                   state=build_pb2.BUILD_STEP_STATE_STARTED)
+        yield engine_pb2.BuildImageResponse(event=build_pb2.BuildEvent(step=step))
+        yield engine_pb2.BuildImageResponse(event=build_pb2.BuildEvent(
+            output=build_pb2.BuildOutput(number=2, data=b"hi\n")))
+        step.state = build_pb2.BUILD_STEP_STATE_DONE
+        step.elapsed.FromMilliseconds(1500)
+        yield engine_pb2.BuildImageResponse(event=build_pb2.BuildEvent(step=step))
+        yield engine_pb2.BuildImageResponse(event=build_pb2.BuildEvent(result=build_pb2.BuildResult(
+            image_id="sha256:" + "b" * 64, tags=["docker.io/library/app:latest"])))
+
     def StopContainer(self, request, context):
         if request.id != "web" or request.timeout != 3:
             context.abort(grpc.StatusCode.NOT_FOUND, f"No such container: {request.id}")
@@ -140,3 +158,13 @@ def test_run_and_create(host):
     assert (code, out) == (3, "to stdout\n") and err.startswith("to stderr\n")
     code, out, err = berth(host, "create", "-p", "8080:80", "busybox")
     assert (code, out) == (0, "c" * 64 + "\n") and "WARNING: careful" in err
+
+
+def test_build(host, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo hi\n")
+    code, out, err = berth(host, "build", "--no-cache", "--network=none", "-t", "app", str(tmp_path))
+    assert (code, out) == (0, "")
+    assert "#2 [0 2/2] RUN echo hi\n" in err and " hi\n" in err and "#2 DONE 1.5s" in err
+    assert "naming to docker.io/library/app:latest done" in err
+    code, out, err = berth(host, "build", "-q", "-t", "app", "--no-cache", "--network", "none", str(tmp_path))
+    assert (code, out) == (0, "sha256:" + "b" * 64 + "\n")

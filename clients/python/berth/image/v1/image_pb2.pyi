@@ -1133,6 +1133,7 @@ class CommitSnapshotRequest(_message.Message):
     CREATED_BY_FIELD_NUMBER: _builtins.int
     UID_MAPPINGS_FIELD_NUMBER: _builtins.int
     GID_MAPPINGS_FIELD_NUMBER: _builtins.int
+    REMOVE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The snapshot whose writable layer becomes the new layer."""
     reference: _builtins.str
@@ -1143,6 +1144,11 @@ class CommitSnapshotRequest(_message.Message):
     """Author, kept in the image config."""
     created_by: _builtins.str
     """The history entry's created_by ("/bin/sh -c make"); empty is "berth commit"."""
+    remove: _builtins.bool
+    """Set by a caller that is done with the snapshot (the build service, for a COPY
+    step it has unmounted): it is removed once the image is stored, as RemoveSnapshot
+    would, saving that call. Nothing may have it mounted.
+    """
     @_builtins.property
     def config(self) -> Global___ImageConfig:
         """The whole config of the new image."""
@@ -1169,10 +1175,11 @@ class CommitSnapshotRequest(_message.Message):
         created_by: _builtins.str = ...,
         uid_mappings: _abc.Iterable[Global___IdRange] | None = ...,
         gid_mappings: _abc.Iterable[Global___IdRange] | None = ...,
+        remove: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "comment", b"comment", "config", b"config", "created_by", b"created_by", "gid_mappings", b"gid_mappings", "key", b"key", "reference", b"reference", "uid_mappings", b"uid_mappings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "comment", b"comment", "config", b"config", "created_by", b"created_by", "gid_mappings", b"gid_mappings", "key", b"key", "reference", b"reference", "remove", b"remove", "uid_mappings", b"uid_mappings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
