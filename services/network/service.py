@@ -633,18 +633,23 @@ class NetworkService:
 
     def _plumb_after_reply(self, container_id: str, netns_path: str, network: Network,
                            attachment: Attachment) -> None:
-        """attach's plumb_later: the rest of the attach as a task of its own, which takes the
-        lock once attach let it go. A failure undoes the attach and is kept for
+        """attach's plumb_later: the rest of the attach as a task of its own. A failure undoes the attach and is kept for
         await_endpoint. A kill before it finished leaves rows whose veth is missing: the next
         start's reconcile makes it, before anything is served."""
         async def plumb() -> None:
-            async with self._lock:
-                try:
-                    await self._plumb_first(container_id, netns_path, network, attachment)
-                except BaseException as exc:
-                    log.warning("endpoint_plumbing_failed", container_id=container_id, error=str(exc))
+            try:
+                # The veth pair outside the lock: it touches only this endpoint's own
+                # names and namespace (whatever would change the endpoint waits for this
+                # task first), so attaches at once make their pairs at once.
+                await asyncio.to_thread(self._plumb, netns_path, network, attachment, True)
+                async with self._lock:   # (attach wrote /etc/hosts and resolv.conf)
+                    await self._apply_firewall()
+                    await self._serve_dns(container_id, netns_path)
+            except BaseException as exc:
+                log.warning("endpoint_plumbing_failed", container_id=container_id, error=str(exc))
+                async with self._lock:
                     await self._undo_attach(container_id, attachment, netns_path)
-                    raise
+                raise
 
         task = asyncio.create_task(plumb())
         # Its failure is read by await_endpoint (or nobody, when the container went first).
