@@ -59,10 +59,15 @@ class Berth:
     def cli_run(self) -> None:
         subprocess.run([*self.cli, "run", "--rm", IMAGE, "/bin/true"], check=True, cwd=REPO)
 
-    def api_run(self) -> None:
+    def api_run(self, network: str = "") -> None:
+        """One gRPC run --rm; on the default bridge, or on `network` ("none")."""
         replies = list(self.stub.RunContainer(pb.RunContainerRequest(
-            config=pb.ContainerConfig(image=IMAGE, cmd=["/bin/true"], auto_remove=True), attach=True)))
+            config=pb.ContainerConfig(image=IMAGE, cmd=["/bin/true"], auto_remove=True, network_mode=network),
+            attach=True)))
         assert replies[-1].exit.exit_code == 0
+
+    def api_run_none(self) -> None:
+        self.api_run("none")
 
     def cycle(self) -> None:
         created = self.stub.CreateContainer(pb.CreateContainerRequest(config=pb.ContainerConfig(
@@ -110,8 +115,13 @@ class Docker:
         return shutil.which("docker") is not None and subprocess.run(
             ["docker", "info"], capture_output=True).returncode == 0
 
-    def cli_run(self) -> None:
-        subprocess.run(["docker", "run", "--rm", "berth-bench-busybox", "/bin/true"], check=True)
+    def cli_run(self, network: str = "") -> None:
+        """One docker run --rm; on its default bridge, or on `network` ("none")."""
+        subprocess.run(["docker", "run", "--rm", *(["--network", network] if network else []),
+                        "berth-bench-busybox", "/bin/true"], check=True)
+
+    def cli_run_none(self) -> None:
+        self.cli_run("none")
 
     @staticmethod
     def engine_pss_mib() -> float | None:
@@ -194,19 +204,27 @@ def main() -> None:
             # Both engines' samples in turn (a b c a b c ...), so that a machine whose speed
             # drifts (it is shared) moves both columns alike and the ratios hold. The API
             # run twice a turn: it is the shortest, and the row the engine issue targets.
+            # The throwaway dockerd has a bridge of its own, so the default rows compare a
+            # container on each engine's default bridge; the --network none rows compare
+            # containers without a network (what the rows compared when dockerd ran with
+            # --bridge none: the "old" row puts berth's bridge beside docker's none).
             turn = [("berth", "cli_run_ms", berth.cli_run), ("berth", "api_run_ms", berth.api_run),
-                    ("berth", "api_run_ms", berth.api_run), ("berth", "cycle_ms", berth.cycle)]
+                    ("berth", "api_run_ms", berth.api_run), ("berth", "cycle_ms", berth.cycle),
+                    ("berth", "api_run_none_ms", berth.api_run_none)]
             if d is not None:
                 d.cli_run()  # warm
-                turn += [("docker", "cli_run_ms", d.cli_run), ("docker", "cycle_ms", d.cycle)]
+                turn += [("docker", "cli_run_ms", d.cli_run), ("docker", "cycle_ms", d.cycle),
+                         ("docker", "cli_run_none_ms", d.cli_run_none)]
             samples: dict[tuple[str, str], list[float]] = {}
             for _ in range(runs):
                 for side, key, fn in turn:
                     samples.setdefault((side, key), []).append(_ms(fn))
             for _ in range(3):
                 samples.setdefault(("berth", "throughput_per_s"), []).append(throughput(berth.api_run))
+                samples.setdefault(("berth", "throughput_none_per_s"), []).append(throughput(berth.api_run_none))
                 if d is not None:
                     samples.setdefault(("docker", "throughput_per_s"), []).append(throughput(d.cli_run))
+                    samples.setdefault(("docker", "throughput_none_per_s"), []).append(throughput(d.cli_run_none))
             results = {key: statistics.median(v) for (side, key), v in samples.items() if side == "berth"}
             if d is not None:
                 docker = {key: statistics.median(v) for (side, key), v in samples.items() if side == "docker"}
@@ -257,8 +275,11 @@ def report(berth: dict[str, float], docker: dict[str, float], measured: bool) ->
     rows = [
         ("berth run --rm /bin/true (CLI), ms", "cli_run_ms", "cli_run_ms", 0.5, "<="),
         ("run --rm /bin/true (API, one client), ms", "api_run_ms", "cli_run_ms", 0.15, "<="),
+        ("  the same with --network none on both, ms", "api_run_none_ms", "cli_run_none_ms", 0.15, "<="),
+        ("  bridge beside docker --network none, ms", "api_run_ms", "cli_run_none_ms", 0.15, "<="),
         ("create+start+stop+rm cycle, ms", "cycle_ms", "cycle_ms", 0.3, "<="),
         ("20 runs at concurrency 4, containers/s", "throughput_per_s", "throughput_per_s", 3.0, ">="),
+        ("  the same with --network none on both", "throughput_none_per_s", "throughput_none_per_s", 3.0, ">="),
         ("idle memory (PSS, all processes), MiB", "idle_mib", "idle_mib", 1.0, "<="),
         ("  the same after all the runs above, MiB", "idle_after_runs_mib", "idle_after_runs_mib", 1.0, "<="),
         ("added memory per running container, MiB", "per_container_mib", None, None, "<="),

@@ -22,7 +22,8 @@ CONTAINER_MODE = "container:"
 
 def attach_request(cid: str, name: str, cfg: engine_pb2.ContainerConfig,
                    image_config: image_pb2.ImageConfig) -> network_pb2.CreateEndpointRequest:
-    """The Attach a `run` makes: first network, names, --ip, aliases, -p and -P."""
+    """The Attach a `run` makes: first network, names, --ip, aliases, -p and -P; its veth
+    is plumbed while the container is created (the create awaits it, see AwaitEndpoint)."""
     ports = [port_pb2.PortBinding(protocol=p.protocol or "tcp", host_ip=p.host_ip,
                                   host_port=p.host_port, container_port=p.container_port)
              for p in cfg.ports]
@@ -37,7 +38,7 @@ def attach_request(cid: str, name: str, cfg: engine_pb2.ContainerConfig,
     return network_pb2.CreateEndpointRequest(
         container_id=cid, network=cfg.network_mode or DEFAULT_NETWORK, name=name,
         hostname=cfg.hostname or cid[:12], ipv4_address=cfg.ipv4_address,
-        aliases=list(cfg.network_aliases), ports=ports, publish_at_start=True,
+        aliases=list(cfg.network_aliases), ports=ports, publish_at_start=True, plumb_later=True,
         settings=network_pb2.EndpointSettings(
             ipv6_address=s.ipv6_address, links=list(s.links), mac_address=s.mac_address,
             driver_opts=dict(s.driver_opts), link_local_ips=list(s.link_local_ips)))

@@ -58,7 +58,11 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
             ipv4_address=request.ipv4_address, aliases=tuple(request.aliases),
             ports=convert.ports_from_pb(request.ports),
             settings=convert.settings_from_pb(request.settings),
-            publish_at_start=request.publish_at_start)))
+            publish_at_start=request.publish_at_start, plumb_later=request.plumb_later)))
+
+    async def AwaitEndpoint(self, request, context):
+        await self.service.await_endpoint(request.container_id)
+        return empty_pb2.Empty()
 
     async def ConnectNetwork(self, request, context):
         return pb.ConnectNetworkResponse(endpoint=convert.endpoint_to_pb(await self.service.connect(

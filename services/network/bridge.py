@@ -126,6 +126,19 @@ def link_exists(name: str) -> bool:
         return bool(ipr.link_lookup(ifname=name))
 
 
+def endpoint_plumbed(bridge: str, host_ifname: str) -> bool:
+    """The host end of an endpoint's veth is up on `bridge`: add_endpoint's last step, done only
+    after the inner end got its address, state and route. A kill halfway leaves a pair
+    without it (add_endpoint then replaces that pair)."""
+    with IPRoute() as ipr:
+        bridge_index = ipr.link_lookup(ifname=bridge)
+        index = ipr.link_lookup(ifname=host_ifname)
+        if not bridge_index or not index:
+            return False
+        (link,) = ipr.link("get", index=index[0])
+        return link.get_attr("IFLA_MASTER") == bridge_index[0] and bool(link["flags"] & 1)  # IFF_UP
+
+
 def add_endpoint(bridge: str, netns_path: str, link: Link) -> None:
     """A veth pair from `bridge` into the namespace, configured as `link`.
 

@@ -134,6 +134,8 @@ class NetworkService:
         self._lock = asyncio.Lock()
         # Host ends of detached veths still being deleted, by container id (see detach).
         self._deleting_links: dict[str, asyncio.Task] = {}
+        # Endpoints being plumbed after attach replied (plumb_later), by container id.
+        self._plumbing: dict[str, asyncio.Task] = {}
         # The ruleset last loaded: a container without published ports coming or going
         # changes none of it, and the table is berth's alone, so it is not loaded again.
         self._applied: Ruleset | None = None
@@ -544,10 +546,12 @@ class NetworkService:
                      hostname: str = "", ipv4_address: str = "", aliases: tuple[str, ...] = (),
                      ports: tuple[PortRequest, ...] = (),
                      settings: EndpointSettings = EndpointSettings(),
-                     publish_at_start: bool = False) -> EndpointView:
+                     publish_at_start: bool = False, plumb_later: bool = False) -> EndpointView:
         """The container's endpoint on its first network. Its ports are bound now, or with
         `publish_at_start` kept as asked and bound by publish_ports (docker's way: a port is
-        held while its container runs, not from its create)."""
+        held while its container runs, not from its create). With `plumb_later` the reply
+        comes once the rows are written (the address and namespace are the caller's to use),
+        and the veth, firewall and resolver follow (await_endpoint waits for them)."""
         _check_container_id(container_id)
         network = self.get_network(network_name or "none")
         pending = self._deleting_links.get(container_id)
@@ -593,23 +597,82 @@ class NetworkService:
                         endpoint, attachment, chosen,
                         [Port(container_id, r.protocol, r.host_ip, r.host_port, r.container_port)
                          for r in ports] if publish_at_start else [])
-                    await asyncio.to_thread(self._plumb, netns_path, network, attachment, True)
-                    self._write_files(container_id)
+                    if plumb_later:
+                        self._write_files(container_id)
+                    else:
+                        await self._plumb_first(container_id, netns_path, network, attachment)
+            except BaseException:
+                await self._undo_attach(container_id, attachment if bridge_net else None, netns_path)
+                raise
+            if bridge_net and plumb_later:
+                self._plumb_after_reply(container_id, netns_path, network, attachment)
+        log.info("endpoint_attached", container_id=container_id, network=network.name,
+                 netns_path=netns_path, plumbing=bridge_net and plumb_later)
+        return self._view(endpoint)
+
+    async def _plumb_first(self, container_id: str, netns_path: str, network: Network,
+                           attachment: Attachment) -> None:
+        """The veth pair, /etc/hosts and resolv.conf, firewall and resolver of a new endpoint
+        (under the lock; its rows are written)."""
+        await asyncio.to_thread(self._plumb, netns_path, network, attachment, True)
+        self._write_files(container_id)
+        await self._apply_firewall()
+        await self._serve_dns(container_id, netns_path)
+
+    async def _undo_attach(self, container_id: str, attachment: Attachment | None,
+                           netns_path: str) -> None:
+        """Everything an attach made, its rows first (under the lock)."""
+        self.store.remove_endpoint(container_id)
+        if attachment is not None:
+            await self._release(attachment)
+        if self.resolver is not None:
+            self.resolver.stop(container_id)
+        if netns_path:
+            await asyncio.to_thread(self._unplumb_all, container_id)
+            await self._apply_firewall_quietly()
+
+    def _plumb_after_reply(self, container_id: str, netns_path: str, network: Network,
+                           attachment: Attachment) -> None:
+        """attach's plumb_later: the rest of the attach as a task of its own. A failure undoes the attach and is kept for
+        await_endpoint. A kill before it finished leaves rows whose veth is missing: the next
+        start's reconcile makes it, before anything is served."""
+        async def plumb() -> None:
+            try:
+                # The veth pair outside the lock: it touches only this endpoint's own
+                # names and namespace (whatever would change the endpoint waits for this
+                # task first), so attaches at once make their pairs at once.
+                await asyncio.to_thread(self._plumb, netns_path, network, attachment, True)
+                async with self._lock:   # (attach wrote /etc/hosts and resolv.conf)
                     await self._apply_firewall()
                     await self._serve_dns(container_id, netns_path)
-            except BaseException:
-                self.store.remove_endpoint(container_id)
-                if bridge_net:
-                    await self._release(attachment)
-                if self.resolver is not None:
-                    self.resolver.stop(container_id)
-                if netns_path:
-                    await asyncio.to_thread(self._unplumb_all, container_id)
-                    await self._apply_firewall_quietly()
+            except BaseException as exc:
+                log.warning("endpoint_plumbing_failed", container_id=container_id, error=str(exc))
+                async with self._lock:
+                    await self._undo_attach(container_id, attachment, netns_path)
                 raise
-        log.info("endpoint_attached", container_id=container_id, network=network.name,
-                 netns_path=netns_path)
-        return self._view(endpoint)
+
+        task = asyncio.create_task(plumb())
+        # Its failure is read by await_endpoint (or nobody, when the container went first).
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._plumbing[container_id] = task
+
+    async def await_endpoint(self, container_id: str) -> None:
+        """Returns once the endpoint's plumbing (plumb_later) is done; raises its failure."""
+        task = self._plumbing.get(container_id)
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._plumbing.get(container_id) is task:
+                del self._plumbing[container_id]
+
+    async def _plumbed(self, container_id: str, forget: bool = False) -> None:
+        """Waits for an endpoint's plumbing still running (before changing the endpoint);
+        its failure is await_endpoint's to report (`forget`: the endpoint goes, nobody's)."""
+        task = self._plumbing.pop(container_id, None) if forget else self._plumbing.get(container_id)
+        if task is not None:
+            await asyncio.wait([task])
 
     async def publish_ports(self, container_id: str) -> list[Port]:
         """Bind the ports the container asked for (its container starts); those it holds
@@ -660,6 +723,7 @@ class NetworkService:
                       aliases: tuple[str, ...] = (),
                       settings: EndpointSettings = EndpointSettings()) -> EndpointView:
         network = self.get_network(network_name)
+        await self._plumbed(container_id)
         async with self._lock:
             endpoint = self.store.get_endpoint(container_id)
             if endpoint is None:
@@ -744,6 +808,7 @@ class NetworkService:
 
     async def disconnect(self, container_id: str, network_name: str) -> None:
         network = self.get_network(network_name)
+        await self._plumbed(container_id)
         async with self._lock:
             match = [a for a in self.store.attachments(container_id=container_id)
                      if a.network_id == network.id]
@@ -767,6 +832,7 @@ class NetworkService:
         self.store.set_endpoint_network(container_id, rest[0].network_id if rest else _builtin_id("none"))
 
     async def detach(self, container_id: str) -> None:
+        await self._plumbed(container_id, forget=True)
         async with self._lock:
             endpoint = self.store.get_endpoint(container_id)
             if endpoint is None:
@@ -1047,8 +1113,9 @@ class NetworkService:
                             reason="its namespace had vanished (reboot or removed by hand)",
                             netns_path=endpoint.netns_path)
             for a in attachments:
-                if not kernel.link_exists(a.host_ifname):
-                    self._plumb(endpoint.netns_path, networks[a.network_id], a, a.ifname == "eth0")
+                network = networks[a.network_id]
+                if not kernel.endpoint_plumbed(network.options["bridge"], a.host_ifname):
+                    self._plumb(endpoint.netns_path, network, a, a.ifname == "eth0")
                     log.warning("endpoint_replumbed", container_id=cid, network=a.network_name)
             self._write_files(cid)
         for name in self.namespaces.names():

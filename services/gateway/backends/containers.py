@@ -297,9 +297,14 @@ class Containers:
         link_env = await self._link_env(name, network_mode, cfg)
         attach = networks_mod.attach_request(cid, name, cfg, image_config)
         snapshot, endpoint = await self._prepare(cid, image_id, network_mode, attach, shared_endpoint)
+        # The endpoint's veth is made while the container is (plumb_later): awaited once
+        # the container service has the container, before anything can start it.
+        plumbed = asyncio.ensure_future(self._network.AwaitEndpoint(
+            network_pb2.AwaitEndpointRequest(container_id=cid))) if shared_endpoint is None else None
         try:
             mounts = await self._mounter.resolve(cid, image_id, cfg.mounts, shared, image_config.volumes)
         except BaseException:
+            await _settle(plumbed)
             await self._undo_prepare(cid)
             raise
         record = record.replace(mounts=tuple(mounts.points))
@@ -338,7 +343,15 @@ class Containers:
                 request.spec.link_env[:] = await self._link_env(request.name, network_mode, cfg)
                 self._store.put(record)
                 created = (await self._container.CreateContainer(request)).container
+            if plumbed is not None:
+                try:
+                    await plumbed
+                except BaseException:
+                    await _quietly("delete", self._container.RemoveContainer(
+                        container_pb2.RemoveContainerRequest(id=cid, force=True)))
+                    raise
         except BaseException:
+            await _settle(plumbed)
             self._store.delete(cid)
             await self._mounter.undo(cid, mounts)
             await self._undo_prepare(cid)
@@ -1001,6 +1014,16 @@ def _rootfs(mounts, discarded_at_exit: bool) -> list[mount_pb2.Mount]:
             m = copy
         out.append(m)
     return out
+
+
+async def _settle(call: asyncio.Future | None) -> None:
+    """A call whose outcome no longer matters (the create failed first): cancelled, waited
+    for, its error (if any) dropped."""
+    if call is not None:
+        call.cancel()
+        await asyncio.wait([call])
+        if not call.cancelled():
+            call.exception()
 
 
 async def _quietly(step: str, call: Awaitable) -> None:

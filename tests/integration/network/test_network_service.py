@@ -315,3 +315,59 @@ def pb_port(**kw):
 
 def _ports_of(net, cid: str):
     return next(e for e in net.ListEndpoints(pb.ListEndpointsRequest()).endpoints if e.container_id == cid).ports
+
+
+def _bridge_ports(eng: Engine) -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "master", eng.config.bridge_name],
+                         capture_output=True, text=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def _wait_no_bridge_ports(eng: Engine, timeout: float = 10) -> None:
+    """A detach deletes the host veth ends after its reply (see NetworkService.detach)."""
+    deadline = time.monotonic() + timeout
+    while _bridge_ports(eng):
+        assert time.monotonic() < deadline, _bridge_ports(eng)
+        time.sleep(0.05)
+
+
+def test_plumb_later_replies_with_the_address_and_awaits_the_veth(net, net_engine):
+    """plumb_later: the reply has the address and namespace; AwaitEndpoint returns once the
+    veth is in place; a detach before the plumbing finished leaves nothing."""
+    cid = "ab" * 32
+    endpoint = net.CreateEndpoint(pb.CreateEndpointRequest(
+        container_id=cid, network="bridge", plumb_later=True)).endpoint
+    (attachment,) = endpoint.attachments
+    assert attachment.ipv4_address and endpoint.netns_path
+    net.AwaitEndpoint(pb.AwaitEndpointRequest(container_id=cid))
+    assert f"{attachment.ipv4_address}/{attachment.prefix_len}" in addresses_in(endpoint.netns_path)
+    assert len(_bridge_ports(net_engine)) == 1
+    net.AwaitEndpoint(pb.AwaitEndpointRequest(container_id=cid))  # again: at once
+    net.DeleteEndpoint(pb.DeleteEndpointRequest(container_id=cid))
+
+    again = net.CreateEndpoint(pb.CreateEndpointRequest(
+        container_id=cid, network="bridge", plumb_later=True)).endpoint
+    assert again.attachments[0].ipv4_address == attachment.ipv4_address  # the first free one again
+    net.DeleteEndpoint(pb.DeleteEndpointRequest(container_id=cid))
+    _wait_no_bridge_ports(net_engine)
+    assert os.listdir(netns_dir(net_engine)) == []
+    net.AwaitEndpoint(pb.AwaitEndpointRequest(container_id=cid))  # unknown: at once
+
+
+def test_a_kill_before_plumbing_finished_is_plumbed_at_restart(fresh_network_engine):
+    eng = fresh_network_engine
+    net = pb_grpc.NetworkServiceStub(eng.channel("network"))
+    cid = "cd" * 32
+    endpoint = net.CreateEndpoint(pb.CreateEndpointRequest(
+        container_id=cid, network="bridge", plumb_later=True)).endpoint
+    old = eng.kill_service("network", signal.SIGKILL)
+    _wait_new_pid(eng, "network", old)
+    eng.wait_serving("network")
+    net = pb_grpc.NetworkServiceStub(eng.channel("network"))
+    net.AwaitEndpoint(pb.AwaitEndpointRequest(container_id=cid))
+    address = endpoint.attachments[0]
+    assert f"{address.ipv4_address}/{address.prefix_len}" in addresses_in(endpoint.netns_path)
+    assert len(_bridge_ports(eng)) == 1
+    net.DeleteEndpoint(pb.DeleteEndpointRequest(container_id=cid))
+    _wait_no_bridge_ports(eng)
+    assert os.listdir(netns_dir(eng)) == []

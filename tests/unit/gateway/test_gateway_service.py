@@ -56,6 +56,11 @@ class FakeNetwork(Fake):
         return network_pb2.CreateEndpointResponse(
             endpoint=network_pb2.Endpoint(container_id=request.container_id, netns_path="/run/netns/x"))
 
+    async def AwaitEndpoint(self, request):
+        # Not in `calls`: it runs beside CreateContainer, in no fixed order with it.
+        if "network.AwaitEndpoint" in self._fail:
+            raise self._fail["network.AwaitEndpoint"]
+
     async def DeleteEndpoint(self, request):
         self._record("DeleteEndpoint", request)
 
@@ -231,6 +236,18 @@ async def test_failed_step_undoes_the_ones_before(world, failing, undone):
     actions = [e.action for e in gw.events.snapshot()]
     assert "start" not in actions
     assert actions in ([], ["create", "destroy"])
+
+
+async def test_endpoint_plumbing_failure_undoes_the_create(world):
+    """The veth is plumbed while the container is created: its failure removes the container
+    made meanwhile and everything before it, and nothing starts."""
+    gw, _, calls, fail = world
+    fail["network.AwaitEndpoint"] = errors.Internal("no veth")
+    with pytest.raises(errors.Internal, match="no veth"):
+        await _run(gw, _cfg(name="web"))
+    after = calls[calls.index("container.CreateContainer") + 1:]
+    assert sorted(after) == sorted(["container.RemoveContainer", "network.DeleteEndpoint", "image.RemoveSnapshot"])
+    assert [e.action for e in gw.events.snapshot()] == []
 
 
 async def test_undo_failure_does_not_hide_the_original_error(world):

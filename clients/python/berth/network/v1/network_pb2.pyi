@@ -579,6 +579,7 @@ class CreateEndpointRequest(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
     PUBLISH_AT_START_FIELD_NUMBER: _builtins.int
+    PLUMB_LATER_FIELD_NUMBER: _builtins.int
     container_id: _builtins.str
     """The container's full id; one endpoint per container."""
     network: _builtins.str
@@ -593,6 +594,13 @@ class CreateEndpointRequest(_message.Message):
     """Keep `ports` as asked and bind them only at PublishPorts (docker's run-time
     binding: a stopped container holds no host port). False binds them now,
     for the endpoint's life (a pod's hostPort).
+    """
+    plumb_later: _builtins.bool
+    """Reply once the address is taken, the namespace chosen and the endpoint
+    recorded, and make the veth pair, firewall rules and resolver after the
+    reply (on bridge networks; elsewhere there is nothing to wait for): the
+    caller creates the container meanwhile and calls AwaitEndpoint before its
+    process runs. False replies when everything is in place.
     """
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -618,10 +626,11 @@ class CreateEndpointRequest(_message.Message):
         ports: _abc.Iterable[_port_pb2.PortBinding] | None = ...,
         settings: Global___EndpointSettings | None = ...,
         publish_at_start: _builtins.bool = ...,
+        plumb_later: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "hostname", b"hostname", "ipv4_address", b"ipv4_address", "name", b"name", "network", b"network", "ports", b"ports", "publish_at_start", b"publish_at_start", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "hostname", b"hostname", "ipv4_address", b"ipv4_address", "name", b"name", "network", b"network", "plumb_later", b"plumb_later", "ports", b"ports", "publish_at_start", b"publish_at_start", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -941,6 +950,28 @@ class Endpoint(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
+
+@_typing.final
+class AwaitEndpointRequest(_message.Message):
+    """AwaitEndpointRequest names the container whose endpoint is waited for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    """The container's full id."""
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AwaitEndpointRequest: _TypeAlias = AwaitEndpointRequest  # noqa: Y015
 
 @_typing.final
 class DeleteEndpointRequest(_message.Message):

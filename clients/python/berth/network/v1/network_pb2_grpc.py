@@ -68,6 +68,11 @@ class NetworkServiceStub:
                 request_serializer=berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointRequest.SerializeToString,
                 response_deserializer=berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointResponse.FromString,
                 _registered_method=True)
+        self.AwaitEndpoint = channel.unary_unary(
+                '/berth.network.v1.NetworkService/AwaitEndpoint',
+                request_serializer=berth_dot_network_dot_v1_dot_network__pb2.AwaitEndpointRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.ConnectNetwork = channel.unary_unary(
                 '/berth.network.v1.NetworkService/ConnectNetwork',
                 request_serializer=berth_dot_network_dot_v1_dot_network__pb2.ConnectNetworkRequest.SerializeToString,
@@ -157,6 +162,17 @@ class NetworkServiceServicer:
         """Give a container a network namespace on its first network, with its
         published ports; idempotent per container (a second call returns the
         endpoint made by the first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AwaitEndpoint(self, request, context):
+        """Wait until the veth, firewall and resolver of an endpoint made with
+        plumb_later are in place; their failure is the error (the endpoint is
+        then gone, as if CreateEndpoint had failed). Returns at once for an
+        endpoint already plumbed (also across a restart, which plumbs what it
+        finds missing before serving) and for unknown ids.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -257,6 +273,11 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     servicer.CreateEndpoint,
                     request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointRequest.FromString,
                     response_serializer=berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointResponse.SerializeToString,
+            ),
+            'AwaitEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.AwaitEndpoint,
+                    request_deserializer=berth_dot_network_dot_v1_dot_network__pb2.AwaitEndpointRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'ConnectNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.ConnectNetwork,
@@ -464,6 +485,33 @@ class NetworkService:
             '/berth.network.v1.NetworkService/CreateEndpoint',
             berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointRequest.SerializeToString,
             berth_dot_network_dot_v1_dot_network__pb2.CreateEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AwaitEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.NetworkService/AwaitEndpoint',
+            berth_dot_network_dot_v1_dot_network__pb2.AwaitEndpointRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

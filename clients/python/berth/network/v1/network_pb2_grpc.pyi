@@ -67,6 +67,13 @@ class NetworkServiceStub:
     published ports; idempotent per container (a second call returns the
     endpoint made by the first).
     """
+    AwaitEndpoint: _grpc.UnaryUnaryMultiCallable[_network_pb2.AwaitEndpointRequest, _empty_pb2.Empty]
+    """Wait until the veth, firewall and resolver of an endpoint made with
+    plumb_later are in place; their failure is the error (the endpoint is
+    then gone, as if CreateEndpoint had failed). Returns at once for an
+    endpoint already plumbed (also across a restart, which plumbs what it
+    finds missing before serving) and for unknown ids.
+    """
     ConnectNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.ConnectNetworkRequest, _network_pb2.ConnectNetworkResponse]
     """Connect a container that has an endpoint to one more bridge network."""
     DisconnectNetwork: _grpc.UnaryUnaryMultiCallable[_network_pb2.DisconnectNetworkRequest, _empty_pb2.Empty]
@@ -122,6 +129,13 @@ class NetworkServiceAsyncStub(NetworkServiceStub):
     """Give a container a network namespace on its first network, with its
     published ports; idempotent per container (a second call returns the
     endpoint made by the first).
+    """
+    AwaitEndpoint: _aio.UnaryUnaryMultiCallable[_network_pb2.AwaitEndpointRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Wait until the veth, firewall and resolver of an endpoint made with
+    plumb_later are in place; their failure is the error (the endpoint is
+    then gone, as if CreateEndpoint had failed). Returns at once for an
+    endpoint already plumbed (also across a restart, which plumbs what it
+    finds missing before serving) and for unknown ids.
     """
     ConnectNetwork: _aio.UnaryUnaryMultiCallable[_network_pb2.ConnectNetworkRequest, _network_pb2.ConnectNetworkResponse]  # type: ignore[assignment]
     """Connect a container that has an endpoint to one more bridge network."""
@@ -211,6 +225,19 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         """Give a container a network namespace on its first network, with its
         published ports; idempotent per container (a second call returns the
         endpoint made by the first).
+        """
+
+    @_abc_1.abstractmethod
+    def AwaitEndpoint(
+        self,
+        request: _network_pb2.AwaitEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Wait until the veth, firewall and resolver of an endpoint made with
+        plumb_later are in place; their failure is the error (the endpoint is
+        then gone, as if CreateEndpoint had failed). Returns at once for an
+        endpoint already plumbed (also across a restart, which plumbs what it
+        finds missing before serving) and for unknown ids.
         """
 
     @_abc_1.abstractmethod
