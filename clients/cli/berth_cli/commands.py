@@ -437,7 +437,7 @@ def ps(client: Client, ns) -> int:
 
 def logs(client: Client, ns) -> int:
     from berth_docker.shapes.containers import log_line
-    from berth_docker.times import parse_since, to_pb_time
+    from berth_docker.times import parse_since, timestamp_fields
     now = time.time()
     if ns.tail == "all":
         tail = -1
@@ -446,13 +446,12 @@ def logs(client: Client, ns) -> int:
             tail = int(ns.tail)
         except ValueError:
             raise ValueError(f"invalid value {ns.tail!r} for --tail: a number or \"all\"") from None
-    request = engine_pb2.GetContainerLogsRequest(id=ns.container, follow=ns.follow, tail=tail,
-                                                 timestamps=ns.timestamps)
+    request = {"id": ns.container, "follow": ns.follow, "tail": tail, "timestamps": ns.timestamps}
     if ns.since:
-        request.since.CopyFrom(to_pb_time(parse_since(ns.since, now)))
+        request["since"] = timestamp_fields(parse_since(ns.since, now))
     if ns.until:
-        request.until.CopyFrom(to_pb_time(parse_since(ns.until, now)))
-    for chunk in (reply.chunk for reply in client.stub.GetContainerLogs(request)):
+        request["until"] = timestamp_fields(parse_since(ns.until, now))
+    for chunk in (reply.chunk for reply in client.call("GetContainerLogs", **request)):
         write_output(chunk.stream, log_line(chunk, ns.timestamps))
     return 0
 

@@ -81,9 +81,14 @@ def each(client: Client, refs: Iterable[str], call: Callable[[str], object]) -> 
     return status
 
 
+# berth.types.v1.OutputStream's OUTPUT_STREAM_STDERR, written out: asking stdio_pb2 for it
+# would load protobuf into a verb that otherwise runs without it (berth_cli.wire);
+# tests/unit/cli/test_wire.py checks it against the generated module.
+OUTPUT_STREAM_STDERR = 2
+
+
 def write_output(stream: int, data: bytes) -> None:
     """A container's output to our stdout or stderr, as it came (OutputChunk.stream)."""
-    from berth.types.v1 import stdio_pb2
-    out = sys.stderr.buffer if stream == stdio_pb2.OUTPUT_STREAM_STDERR else sys.stdout.buffer
+    out = sys.stderr.buffer if stream == OUTPUT_STREAM_STDERR else sys.stdout.buffer
     out.write(data)
     out.flush()

@@ -1,4 +1,4 @@
-"""The everyday verbs (ps, images, inspect, the state verbs, and their failures) run without
+"""The everyday verbs (ps, images, inspect, the state verbs, logs, and their failures) run without
 protobuf's runtime, json or re: berth_cli.wire reads and writes their messages. Each runs as
 the `berth` command does, against a grpcio server."""
 
@@ -72,6 +72,16 @@ class FakeEngine(engine_pb2_grpc.EngineServiceServicer):
             stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"to stdout\n"))
         yield engine_pb2.RunContainerResponse(exit=engine_pb2.ExitStatus(exit_code=3))
 
+    def GetContainerLogs(self, request, context):
+        from berth.types.v1 import stdio_pb2
+        assert (request.id, request.tail, request.follow) == ("web", 10, False)
+        assert request.since.ToNanoseconds() == 1_700_000_000_500_000_000 and not request.HasField("until")
+        chunk = stdio_pb2.OutputChunk(stream=stdio_pb2.OUTPUT_STREAM_STDERR, data=b"err\n")
+        chunk.time.FromNanoseconds(1_700_000_001_000_000_042)
+        yield engine_pb2.GetContainerLogsResponse(chunk=chunk)
+        yield engine_pb2.GetContainerLogsResponse(chunk=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=bytes(range(256))))
+
     def StopContainer(self, request, context):
         if request.id != "web" or request.timeout != 3:
             context.abort(grpc.StatusCode.NOT_FOUND, f"No such container: {request.id}")
@@ -140,3 +150,13 @@ def test_run_and_create(host):
     assert (code, out) == (3, "to stdout\n") and err.startswith("to stderr\n")
     code, out, err = berth(host, "create", "-p", "8080:80", "busybox")
     assert (code, out) == (0, "c" * 64 + "\n") and "WARNING: careful" in err
+
+
+def test_logs(host):
+    out = subprocess.run([sys.executable, "-S", "-c", f"import sys\nsys.path[:0] = {sys.path!r}\n" + RUN,
+                          "-H", host, "logs", "--tail", "10", "-t", "--since", "1700000000.5", "web"],
+                         capture_output=True)
+    err, _, loaded = out.stderr.rpartition(b"\nLOADED ")
+    assert loaded.strip() == b"[]"
+    assert out.returncode == 0 and out.stdout == b"0001-01-01T00:00:00Z " + bytes(range(256))
+    assert err == b"2023-11-14T22:13:21.000000042Z err\n"
