@@ -436,7 +436,7 @@ def ps(client: Client, ns) -> int:
 
 
 def logs(client: Client, ns) -> int:
-    from berth_docker.shapes.containers import log_line
+    from berth_docker.shapes.logs import log_line
     from berth_docker.times import parse_since, timestamp_fields
     now = time.time()
     if ns.tail == "all":
