@@ -45,12 +45,27 @@ class Client:
         """An Engine call through berth_cli.wire, without protobuf: the request's fields as
         keywords (a nested message as a dict); the reply decoded, or for a server-streaming
         method an iterator of replies."""
+        from berth_cli import wire
+        request_type, call, client_streaming = self._rpc(method)
+        if client_streaming:
+            raise TypeError(f"{method} streams its requests: call it with stream()")
+        return call(wire.Request(method, wire.encode(request_type, request)))
+
+    def stream(self, method: str, requests: Iterable):
+        """A call that streams its requests, through berth_cli.wire: `requests` yields messages
+        of the method's request type (wire.message(...)'s class; anything with
+        SerializeToString); its replies decoded, one or (server streaming) an iterator."""
+        _, call, client_streaming = self._rpc(method)
+        if not client_streaming:
+            raise TypeError(f"{method} takes one request: call it with call()")
+        return call(requests)
+
+    def _rpc(self, method: str):
         from berth_cli import transport, wire
         request_type, reply_type, client_streaming, server_streaming = wire.engine().method(wire.SERVICE, method)
-        if client_streaming:
-            raise TypeError(f"{method} streams its requests: call it through the stub")
-        call = transport.rpc(self.channel, f"/{wire.SERVICE}/{method}", reply_type.cls, False, server_streaming)
-        return call(wire.Request(method, wire.encode(request_type, request)))
+        call = transport.rpc(self.channel, f"/{wire.SERVICE}/{method}", reply_type.cls, client_streaming,
+                             server_streaming)
+        return request_type, call, client_streaming
 
     def close(self) -> None:
         # Deliberately not closing the channel: that costs ~90 ms and the process exits

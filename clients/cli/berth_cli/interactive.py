@@ -9,9 +9,9 @@ detaches (--detach-keys changes it), and SIGWINCH sends the new size.
 
 from __future__ import annotations
 
+import _signal as signal  # signal's own wrapper makes enums of everything (~3 ms)
 import os
 import queue
-import signal
 import sys
 import threading
 
@@ -117,7 +117,7 @@ class Session:
     def _on_winch(self, signum, frame):
         height, width = terminal_size()
         if height and width:
-            self._queue.put(self._message(resize=stdio_pb2.TerminalSize(height=height, width=width)))
+            self._queue.put(self._message(resize={"height": height, "width": width}))
 
     def _read_stdin(self):
         matched = 0
@@ -183,7 +183,8 @@ def _detached_note(session: Session) -> None:
 # -- exec ---------------------------------------------------------------------------------
 
 def exec_(client, ns) -> int:
-    from berth.engine.v1 import engine_pb2 as pb
+    """Its messages are berth_cli.wire's: exec never loads protobuf's runtime."""
+    from berth_cli import wire
     from berth_docker import keyvalues
     if not ns.command:
         raise ValueError("exec needs a command: berth exec [OPTIONS] CONTAINER COMMAND [ARG...]")
@@ -192,21 +193,19 @@ def exec_(client, ns) -> int:
         return 1
     env = [e for path in ns.env_file for e in keyvalues.env_file(path, os.environ)]
     env += keyvalues.env(ns.env, os.environ)
-    exec_id = client.stub.CreateExec(pb.CreateExecRequest(
-        container=ns.container, cmd=ns.command, env=env, working_dir=ns.workdir, user=ns.user,
-        tty=ns.tty, attach_stdin=ns.interactive and not ns.detach)).id
+    exec_id = client.call("CreateExec", container=ns.container, cmd=ns.command, env=env, working_dir=ns.workdir,
+                          user=ns.user, tty=ns.tty, attach_stdin=ns.interactive and not ns.detach).id
     height, width = terminal_size() if ns.tty else (0, 0)
-    start = pb.ExecStartParams(exec_id=exec_id, detach=ns.detach,
-                               size=stdio_pb2.TerminalSize(height=height, width=width))
+    start = {"exec_id": exec_id, "detach": ns.detach, "size": {"height": height, "width": width}}
+    request = wire.message("StartExecRequest")
     if ns.detach:
-        for _ in client.stub.StartExec(iter([pb.StartExecRequest(start=start)])):
+        for _ in client.stream("StartExec", iter([request(start=start)])):
             pass
         return 0
-    session = Session(pb.StartExecRequest, start, ns.tty, ns.interactive,
-                      parse_detach_keys(ns.detach_keys))
+    session = Session(request, start, ns.tty, ns.interactive, parse_detach_keys(ns.detach_keys))
     try:
         with session:
-            code = _stream(session, client.stub.StartExec)
+            code = _stream(session, lambda requests: client.stream("StartExec", requests))
     except RpcError as err:
         client.report(err)
         # A container that is not running is docker's exit 1; a command that cannot run 126/127.

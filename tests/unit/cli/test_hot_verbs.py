@@ -82,6 +82,27 @@ class FakeEngine(engine_pb2_grpc.EngineServiceServicer):
         yield engine_pb2.GetContainerLogsResponse(chunk=stdio_pb2.OutputChunk(
             stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=bytes(range(256))))
 
+    def CreateExec(self, request, context):
+        if request.container != "web":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"No such container: {request.container}")
+        assert list(request.cmd) == ["cat"] and list(request.env) == ["A=1"] and request.attach_stdin
+        return engine_pb2.CreateExecResponse(id="e1")
+
+    def StartExec(self, request_iterator, context):
+        from berth.types.v1 import stdio_pb2
+        first = next(request_iterator)
+        assert first.start.exec_id == "e1" and not first.start.detach
+        got = b""
+        for request in request_iterator:  # stdin until close_stdin, echoed to stdout
+            if request.close_stdin:
+                break
+            got += request.stdin
+        yield engine_pb2.StartExecResponse(output=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDERR, data=b"err\n"))
+        yield engine_pb2.StartExecResponse(output=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=got))
+        yield engine_pb2.StartExecResponse(exit_code=5)
+
     def StopContainer(self, request, context):
         if request.id != "web" or request.timeout != 3:
             context.abort(grpc.StatusCode.NOT_FOUND, f"No such container: {request.id}")
@@ -109,11 +130,11 @@ def host():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def berth(host: str, *args: str) -> tuple[int, str, str]:
+def berth(host: str, *args: str, input: bytes | None = None) -> tuple[int, str, str]:
     out = subprocess.run([sys.executable, "-S", "-c", f"import sys\nsys.path[:0] = {sys.path!r}\n" + RUN,
-                          "-H", host, *args], capture_output=True, text=True)
-    err, _, loaded = out.stderr.rpartition("\nLOADED ")
-    assert loaded.strip() == "[]", f"{args} loaded {loaded.strip()}"
+                          "-H", host, *args], capture_output=True, text=input is None, input=input)
+    err, _, loaded = out.stderr.rpartition("\nLOADED " if input is None else b"\nLOADED ")
+    assert loaded.strip() in ("[]", b"[]"), f"{args} loaded {loaded.strip()}"
     return out.returncode, out.stdout, err
 
 
@@ -160,3 +181,10 @@ def test_logs(host):
     assert loaded.strip() == b"[]"
     assert out.returncode == 0 and out.stdout == b"0001-01-01T00:00:00Z " + bytes(range(256))
     assert err == b"2023-11-14T22:13:21.000000042Z err\n"
+
+
+def test_exec_and_its_failures(host):
+    code, out, err = berth(host, "exec", "-i", "-e", "A=1", "web", "cat", input=bytes(range(256)) * 1000)
+    assert (code, out, err) == (5, bytes(range(256)) * 1000, b"err\n")
+    code, out, err = berth(host, "exec", "gone", "cat")
+    assert code == 1 and "No such container: gone" in err
