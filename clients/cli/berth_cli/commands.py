@@ -276,9 +276,7 @@ class _SignalProxy:
 
 
 def run(client: Client, ns) -> int:
-    if not ns.detach and (ns.tty or ns.interactive):
-        return _run(client, ns)  # berth_cli.interactive's streams speak protobuf's messages
-    # As create: built and sent with berth_cli.wire's messages.
+    # As create: built and sent with berth_cli.wire's messages (-i/-t's streams too).
     from berth_cli import messages
     with messages.wire_classes():
         return _run(client, ns)

@@ -20,7 +20,6 @@ from berth_cli import registry
 from berth_cli.engine import write_output
 from berth_cli.errors import ENGINE_ERROR, RpcError, StatusCode, command_status
 
-from berth.types.v1 import stdio_pb2
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 _END = object()
@@ -217,44 +216,39 @@ def exec_(client, ns) -> int:
 # -- attach and interactive run -------------------------------------------------------------
 
 def attach(client, ns) -> int:
-    from berth.engine.v1 import engine_pb2 as pb
-    info = client.stub.InspectContainer(pb.InspectContainerRequest(id=ns.container)).container
+    info = client.call("InspectContainer", id=ns.container).container
     tty = info.config.tty
     stdin = info.config.open_stdin and not ns.no_stdin
     if tty and stdin and not sys.stdin.isatty():
         print("the input device is not a TTY", file=sys.stderr)
         return 1
     height, width = terminal_size() if tty else (0, 0)
-    start = pb.AttachParams(
-        container=info.id, stdin=stdin, size=stdio_pb2.TerminalSize(height=height, width=width))
-    session = Session(pb.AttachContainerRequest, start, tty, stdin, parse_detach_keys(ns.detach_keys))
+    start = {"container": info.id, "stdin": stdin, "size": {"height": height, "width": width}}
+    session = _attach_session(start, tty, stdin, ns.detach_keys)
     with session:
-        _stream(session, client.stub.AttachContainer)
+        _stream(session, lambda requests: client.stream("AttachContainer", requests))
     if session.detached:
         _detached_note(session)
         return 0
-    return client.stub.WaitContainer(pb.WaitContainerRequest(id=info.id)).exit_code
+    return client.call("WaitContainer", id=info.id).exit_code
 
 
 def start_attached(client, ref: str) -> int:
     """`start -a`: attached to the container's stdio, then started (in the gateway), so the
     new run's output comes whole from its first byte; the exit status ends the stream."""
-    from berth.engine.v1 import engine_pb2 as pb
-    info = client.stub.InspectContainer(pb.InspectContainerRequest(id=ref)).container
+    info = client.call("InspectContainer", id=ref).container
     height, width = terminal_size() if info.config.tty else (0, 0)
-    start = pb.AttachParams(container=info.id, start_container=True,
-                            size=stdio_pb2.TerminalSize(height=height, width=width))
-    session = Session(pb.AttachContainerRequest, start, info.config.tty, False,
-                      parse_detach_keys(DEFAULT_DETACH_KEYS))
+    start = {"container": info.id, "start_container": True, "size": {"height": height, "width": width}}
+    session = _attach_session(start, info.config.tty, False, DEFAULT_DETACH_KEYS)
     with session:
-        code = _stream(session, client.stub.AttachContainer)
+        code = _stream(session, lambda requests: client.stream("AttachContainer", requests))
     return ENGINE_ERROR if code is None else code
 
 
 def run_attached(client, ns, config) -> int:
     """`run -i`/`run -t` in the foreground: create, attach, then start (in the gateway) so
-    no early output is lost; the exit status ends the stream."""
-    from berth.engine.v1 import engine_pb2 as pb
+    no early output is lost; the exit status ends the stream. `config` is a ContainerConfig
+    of berth_cli.wire's (commands.run builds it under messages.wire_classes)."""
     if ns.tty and ns.interactive and not sys.stdin.isatty():
         print("the input device is not a TTY", file=sys.stderr)
         return 1
@@ -263,20 +257,19 @@ def run_attached(client, ns, config) -> int:
     # docker: stdin closes when the client's input ends, unless a terminal keeps it.
     config.stdin_once = ns.interactive and not ns.tty
     try:
-        cid = client.stub.CreateContainer(pb.CreateContainerRequest(config=config)).id
+        cid = client.call("CreateContainer", config=config).id
     except RpcError as err:
         if registry.pull_if_missing(client, ns, err):
             return run_attached(client, ns, config)
         client.report(err)
         return ENGINE_ERROR
     height, width = terminal_size() if ns.tty else (0, 0)
-    start = pb.AttachParams(container=cid, stdin=ns.interactive, start_container=True,
-                            size=stdio_pb2.TerminalSize(height=height, width=width))
-    session = Session(pb.AttachContainerRequest, start, ns.tty, ns.interactive,
-                      parse_detach_keys(DEFAULT_DETACH_KEYS))
+    start = {"container": cid, "stdin": ns.interactive, "start_container": True,
+             "size": {"height": height, "width": width}}
+    session = _attach_session(start, ns.tty, ns.interactive, DEFAULT_DETACH_KEYS)
     try:
         with session:
-            code = _stream(session, client.stub.AttachContainer)
+            code = _stream(session, lambda requests: client.stream("AttachContainer", requests))
     except RpcError as err:
         client.report(err)
         return command_status(err)
@@ -284,6 +277,13 @@ def run_attached(client, ns, config) -> int:
         _detached_note(session)
         return 0
     return ENGINE_ERROR if code is None else code
+
+
+def _attach_session(start: dict, tty: bool, stdin: bool, detach_keys: str) -> Session:
+    """The requests of an AttachContainer call (berth_cli.wire's), the first with `start`
+    (AttachParams' fields)."""
+    from berth_cli import wire
+    return Session(wire.message("AttachContainerRequest"), start, tty, stdin, parse_detach_keys(detach_keys))
 
 
 def add_run_config(ns, config) -> None:

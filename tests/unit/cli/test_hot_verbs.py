@@ -1,4 +1,4 @@
-"""The everyday verbs (ps, images, inspect, the state verbs, logs, and their failures) run without
+"""The everyday verbs (ps, images, inspect, the state verbs, logs, exec, run -i, start -a, and their failures) run without
 protobuf's runtime, json or re: berth_cli.wire reads and writes their messages. Each runs as
 the `berth` command does, against a grpcio server."""
 
@@ -103,6 +103,21 @@ class FakeEngine(engine_pb2_grpc.EngineServiceServicer):
             stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=got))
         yield engine_pb2.StartExecResponse(exit_code=5)
 
+    def AttachContainer(self, request_iterator, context):
+        from berth.types.v1 import stdio_pb2
+        first = next(request_iterator)
+        assert first.start.container == "c" * 64 and first.start.start_container
+        got = b""
+        if first.start.stdin:
+            for request in request_iterator:
+                if request.close_stdin:
+                    break
+                got += request.stdin
+        yield engine_pb2.AttachContainerResponse(attached="c" * 64)
+        yield engine_pb2.AttachContainerResponse(output=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"out:" + got))
+        yield engine_pb2.AttachContainerResponse(exit=engine_pb2.ExitStatus(exit_code=7))
+
     def StopContainer(self, request, context):
         if request.id != "web" or request.timeout != 3:
             context.abort(grpc.StatusCode.NOT_FOUND, f"No such container: {request.id}")
@@ -188,3 +203,10 @@ def test_exec_and_its_failures(host):
     assert (code, out, err) == (5, bytes(range(256)) * 1000, b"err\n")
     code, out, err = berth(host, "exec", "gone", "cat")
     assert code == 1 and "No such container: gone" in err
+
+
+def test_run_interactive_and_start_attached(host):
+    code, out, _ = berth(host, "run", "-i", "--rm", "-p", "8080:80", "busybox", input=b"in\x00put")
+    assert (code, out) == (7, b"out:in\x00put")
+    code, out, _ = berth(host, "start", "-a", "web")
+    assert (code, out) == (7, "out:")
