@@ -1,6 +1,6 @@
-"""The everyday verbs (ps, images, inspect, the state verbs, logs, exec, run -i, start -a, and their failures) run without
-protobuf's runtime, json or re: berth_cli.wire reads and writes their messages. Each runs as
-the `berth` command does, against a grpcio server."""
+"""The everyday verbs (ps, images, inspect, the state verbs, logs, exec, run -i, start -a, and
+their failures) run without protobuf's runtime, json or re: berth_cli.wire reads and writes
+their messages. Each runs as the `berth` command does, against a grpcio server."""
 
 from __future__ import annotations
 
