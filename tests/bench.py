@@ -26,7 +26,7 @@ from tests import bench_remote
 from tests import bench_cluster
 from tests import bench_scale
 from tests.support.dockerd import throwaway_dockerd
-from tests.support.engine import PYTHON, REPO, Engine, _pss
+from tests.support.engine import REPO, Engine, _pss
 from tests.support.rootfs import make_busybox_rootfs, rootfs_tar_bytes
 
 IMAGE = "berth-bench/busybox:latest"
@@ -53,8 +53,8 @@ class Berth:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.stub = engine.engine_stub()
-        # As the `berth` launcher runs it (python -m would add runpy's imports).
-        self.cli = [PYTHON, "-c", "import berth_cli.__main__", "-H", f"unix://{engine.gateway_socket}"]
+        # As users start it: the `berth` launcher (no site), as bench_cli times it.
+        self.cli = bench_cli.berth_cli(engine)
 
     def cli_run(self) -> None:
         subprocess.run([*self.cli, "run", "--rm", IMAGE, "/bin/true"], check=True, cwd=REPO)

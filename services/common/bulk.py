@@ -47,6 +47,22 @@ class Raw:
         return cls(message, memoryview(message)[len(message) - sum(len(p) for p in parts):])
 
 
+def output(field: int, stream: int, data) -> Raw:
+    """The serialized message whose message field `field` is one berth.types.v1.OutputChunk
+    (stream = 1, data = 2, time unset) of `stream` and `data`, made with one copy of the data
+    where building it with protobuf costs three (into the chunk, into its parent, out again):
+    an exec's or attach's output, sent at the speed the process writes it. The bytes are
+    protobuf's own (tests/unit/common/test_bulk.py); `data` views the chunk."""
+    head = bytearray()
+    if stream:  # field 1, a varint of one byte: an OutputStream's values are 0 to 2
+        if not 0 < stream < 0x80:
+            raise ValueError(f"not an OutputStream: {stream}")
+        head += bytes((1 << 3, stream))
+    if len(data):
+        head += tarstream.bytes_field_head(2, len(data))
+    return Raw.of(field, head, data)
+
+
 async def gathered(pieces, field: int, size: int = 1 << 20):
     """Raw messages of about `size` bytes in bytes field `field`, from the pieces of any size
     that an HTTP body (aiohttp's iter_any) arrives in."""

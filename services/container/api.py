@@ -15,6 +15,9 @@ from services.container.service import ContainerService
 # cp's archive chunks travel as the serialized messages they are (services.common.bulk).
 bulk.serve_bulk("/berth.container.v1.ContainerService/CopyToContainer", request_field=2)
 bulk.serve_bulk("/berth.container.v1.ContainerService/CopyFromContainer", response_field=1)
+# An exec's and an attach's output: messages serialized by task_api (bulk.output).
+bulk.serve_bulk("/berth.container.v1.ContainerService/ExecProcess", response_field=2)
+bulk.serve_bulk("/berth.container.v1.ContainerService/AttachContainer", response_field=2)
 
 
 class ContainerApi(container_pb2_grpc.ContainerServiceServicer):

@@ -23,6 +23,12 @@ from services.container.stdio import STDERR
 CHUNK = 1 << 20
 
 
+# ExecProcessResponse's and AttachContainerResponse's `output`, sent serialized (bulk.output;
+# api.py names the methods for bulk.serve_bulk).
+_OUTPUT_FIELD = pb.ExecProcessResponse.DESCRIPTOR.fields_by_name["output"].number
+assert _OUTPUT_FIELD == pb.AttachContainerResponse.DESCRIPTOR.fields_by_name["output"].number
+
+
 def _stream(n: int) -> int:
     return stdio_pb2.OUTPUT_STREAM_STDERR if n == STDERR else stdio_pb2.OUTPUT_STREAM_STDOUT
 
@@ -53,7 +59,7 @@ async def exec_(service, requests):
             yield pb.ExecProcessResponse(started=value)
         elif kind == "output":
             stream, data = value
-            yield pb.ExecProcessResponse(output=stdio_pb2.OutputChunk(stream=_stream(stream), data=data))
+            yield bulk.output(_OUTPUT_FIELD, _stream(stream), data)  # ExecProcessResponse(output=...)
         else:
             yield pb.ExecProcessResponse(exit_code=value)
 
@@ -69,7 +75,7 @@ async def attach(service, requests):
             yield pb.AttachContainerResponse(exit=convert.exit_to_pb(value))
         else:
             stream, data = value
-            yield pb.AttachContainerResponse(output=stdio_pb2.OutputChunk(stream=_stream(stream), data=data))
+            yield bulk.output(_OUTPUT_FIELD, _stream(stream), data)  # AttachContainerResponse(output=...)
 
 
 async def pause(service, ref: str) -> pb.Container:

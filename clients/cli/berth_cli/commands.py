@@ -276,9 +276,7 @@ class _SignalProxy:
 
 
 def run(client: Client, ns) -> int:
-    if not ns.detach and (ns.tty or ns.interactive):
-        return _run(client, ns)  # berth_cli.interactive's streams speak protobuf's messages
-    # As create: built and sent with berth_cli.wire's messages.
+    # As create: built and sent with berth_cli.wire's messages (-i/-t's streams too).
     from berth_cli import messages
     with messages.wire_classes():
         return _run(client, ns)
@@ -436,8 +434,8 @@ def ps(client: Client, ns) -> int:
 
 
 def logs(client: Client, ns) -> int:
-    from berth_docker.shapes.containers import log_line
-    from berth_docker.times import parse_since, to_pb_time
+    from berth_docker.shapes.logs import log_line
+    from berth_docker.times import parse_since, timestamp_fields
     now = time.time()
     if ns.tail == "all":
         tail = -1
@@ -446,13 +444,12 @@ def logs(client: Client, ns) -> int:
             tail = int(ns.tail)
         except ValueError:
             raise ValueError(f"invalid value {ns.tail!r} for --tail: a number or \"all\"") from None
-    request = engine_pb2.GetContainerLogsRequest(id=ns.container, follow=ns.follow, tail=tail,
-                                                 timestamps=ns.timestamps)
+    request = {"id": ns.container, "follow": ns.follow, "tail": tail, "timestamps": ns.timestamps}
     if ns.since:
-        request.since.CopyFrom(to_pb_time(parse_since(ns.since, now)))
+        request["since"] = timestamp_fields(parse_since(ns.since, now))
     if ns.until:
-        request.until.CopyFrom(to_pb_time(parse_since(ns.until, now)))
-    for chunk in (reply.chunk for reply in client.stub.GetContainerLogs(request)):
+        request["until"] = timestamp_fields(parse_since(ns.until, now))
+    for chunk in (reply.chunk for reply in client.call("GetContainerLogs", **request)):
         write_output(chunk.stream, log_line(chunk, ns.timestamps))
     return 0
 

@@ -45,12 +45,27 @@ class Client:
         """An Engine call through berth_cli.wire, without protobuf: the request's fields as
         keywords (a nested message as a dict); the reply decoded, or for a server-streaming
         method an iterator of replies."""
+        from berth_cli import wire
+        request_type, call, client_streaming = self._rpc(method)
+        if client_streaming:
+            raise TypeError(f"{method} streams its requests: call it with stream()")
+        return call(wire.Request(method, wire.encode(request_type, request)))
+
+    def stream(self, method: str, requests: Iterable):
+        """A call that streams its requests, through berth_cli.wire: `requests` yields messages
+        of the method's request type (wire.message(...)'s class; anything with
+        SerializeToString); its replies decoded, one or (server streaming) an iterator."""
+        _, call, client_streaming = self._rpc(method)
+        if not client_streaming:
+            raise TypeError(f"{method} takes one request: call it with call()")
+        return call(requests)
+
+    def _rpc(self, method: str):
         from berth_cli import transport, wire
         request_type, reply_type, client_streaming, server_streaming = wire.engine().method(wire.SERVICE, method)
-        if client_streaming:
-            raise TypeError(f"{method} streams its requests: call it through the stub")
-        call = transport.rpc(self.channel, f"/{wire.SERVICE}/{method}", reply_type.cls, False, server_streaming)
-        return call(wire.Request(method, wire.encode(request_type, request)))
+        call = transport.rpc(self.channel, f"/{wire.SERVICE}/{method}", reply_type.cls, client_streaming,
+                             server_streaming)
+        return request_type, call, client_streaming
 
     def close(self) -> None:
         # Deliberately not closing the channel: that costs ~90 ms and the process exits
@@ -81,9 +96,14 @@ def each(client: Client, refs: Iterable[str], call: Callable[[str], object]) -> 
     return status
 
 
+# berth.types.v1.OutputStream's OUTPUT_STREAM_STDERR, written out: asking stdio_pb2 for it
+# would load protobuf into a verb that otherwise runs without it (berth_cli.wire);
+# tests/unit/cli/test_wire.py checks it against the generated module.
+OUTPUT_STREAM_STDERR = 2
+
+
 def write_output(stream: int, data: bytes) -> None:
     """A container's output to our stdout or stderr, as it came (OutputChunk.stream)."""
-    from berth.types.v1 import stdio_pb2
-    out = sys.stderr.buffer if stream == stdio_pb2.OUTPUT_STREAM_STDERR else sys.stdout.buffer
+    out = sys.stderr.buffer if stream == OUTPUT_STREAM_STDERR else sys.stdout.buffer
     out.write(data)
     out.flush()

@@ -9,9 +9,9 @@ detaches (--detach-keys changes it), and SIGWINCH sends the new size.
 
 from __future__ import annotations
 
+import _signal as signal  # signal's own wrapper makes enums of everything (~3 ms)
 import os
 import queue
-import signal
 import sys
 import threading
 
@@ -20,7 +20,6 @@ from berth_cli import registry
 from berth_cli.engine import write_output
 from berth_cli.errors import ENGINE_ERROR, RpcError, StatusCode, command_status
 
-from berth.types.v1 import stdio_pb2
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 _END = object()
@@ -117,7 +116,7 @@ class Session:
     def _on_winch(self, signum, frame):
         height, width = terminal_size()
         if height and width:
-            self._queue.put(self._message(resize=stdio_pb2.TerminalSize(height=height, width=width)))
+            self._queue.put(self._message(resize={"height": height, "width": width}))
 
     def _read_stdin(self):
         matched = 0
@@ -183,7 +182,8 @@ def _detached_note(session: Session) -> None:
 # -- exec ---------------------------------------------------------------------------------
 
 def exec_(client, ns) -> int:
-    from berth.engine.v1 import engine_pb2 as pb
+    """Its messages are berth_cli.wire's: exec never loads protobuf's runtime."""
+    from berth_cli import wire
     from berth_docker import keyvalues
     if not ns.command:
         raise ValueError("exec needs a command: berth exec [OPTIONS] CONTAINER COMMAND [ARG...]")
@@ -192,21 +192,19 @@ def exec_(client, ns) -> int:
         return 1
     env = [e for path in ns.env_file for e in keyvalues.env_file(path, os.environ)]
     env += keyvalues.env(ns.env, os.environ)
-    exec_id = client.stub.CreateExec(pb.CreateExecRequest(
-        container=ns.container, cmd=ns.command, env=env, working_dir=ns.workdir, user=ns.user,
-        tty=ns.tty, attach_stdin=ns.interactive and not ns.detach)).id
+    exec_id = client.call("CreateExec", container=ns.container, cmd=ns.command, env=env, working_dir=ns.workdir,
+                          user=ns.user, tty=ns.tty, attach_stdin=ns.interactive and not ns.detach).id
     height, width = terminal_size() if ns.tty else (0, 0)
-    start = pb.ExecStartParams(exec_id=exec_id, detach=ns.detach,
-                               size=stdio_pb2.TerminalSize(height=height, width=width))
+    start = {"exec_id": exec_id, "detach": ns.detach, "size": {"height": height, "width": width}}
+    request = wire.message("StartExecRequest")
     if ns.detach:
-        for _ in client.stub.StartExec(iter([pb.StartExecRequest(start=start)])):
+        for _ in client.stream("StartExec", iter([request(start=start)])):
             pass
         return 0
-    session = Session(pb.StartExecRequest, start, ns.tty, ns.interactive,
-                      parse_detach_keys(ns.detach_keys))
+    session = Session(request, start, ns.tty, ns.interactive, parse_detach_keys(ns.detach_keys))
     try:
         with session:
-            code = _stream(session, client.stub.StartExec)
+            code = _stream(session, lambda requests: client.stream("StartExec", requests))
     except RpcError as err:
         client.report(err)
         # A container that is not running is docker's exit 1; a command that cannot run 126/127.
@@ -218,44 +216,39 @@ def exec_(client, ns) -> int:
 # -- attach and interactive run -------------------------------------------------------------
 
 def attach(client, ns) -> int:
-    from berth.engine.v1 import engine_pb2 as pb
-    info = client.stub.InspectContainer(pb.InspectContainerRequest(id=ns.container)).container
+    info = client.call("InspectContainer", id=ns.container).container
     tty = info.config.tty
     stdin = info.config.open_stdin and not ns.no_stdin
     if tty and stdin and not sys.stdin.isatty():
         print("the input device is not a TTY", file=sys.stderr)
         return 1
     height, width = terminal_size() if tty else (0, 0)
-    start = pb.AttachParams(
-        container=info.id, stdin=stdin, size=stdio_pb2.TerminalSize(height=height, width=width))
-    session = Session(pb.AttachContainerRequest, start, tty, stdin, parse_detach_keys(ns.detach_keys))
+    start = {"container": info.id, "stdin": stdin, "size": {"height": height, "width": width}}
+    session = _attach_session(start, tty, stdin, ns.detach_keys)
     with session:
-        _stream(session, client.stub.AttachContainer)
+        _stream(session, lambda requests: client.stream("AttachContainer", requests))
     if session.detached:
         _detached_note(session)
         return 0
-    return client.stub.WaitContainer(pb.WaitContainerRequest(id=info.id)).exit_code
+    return client.call("WaitContainer", id=info.id).exit_code
 
 
 def start_attached(client, ref: str) -> int:
     """`start -a`: attached to the container's stdio, then started (in the gateway), so the
     new run's output comes whole from its first byte; the exit status ends the stream."""
-    from berth.engine.v1 import engine_pb2 as pb
-    info = client.stub.InspectContainer(pb.InspectContainerRequest(id=ref)).container
+    info = client.call("InspectContainer", id=ref).container
     height, width = terminal_size() if info.config.tty else (0, 0)
-    start = pb.AttachParams(container=info.id, start_container=True,
-                            size=stdio_pb2.TerminalSize(height=height, width=width))
-    session = Session(pb.AttachContainerRequest, start, info.config.tty, False,
-                      parse_detach_keys(DEFAULT_DETACH_KEYS))
+    start = {"container": info.id, "start_container": True, "size": {"height": height, "width": width}}
+    session = _attach_session(start, info.config.tty, False, DEFAULT_DETACH_KEYS)
     with session:
-        code = _stream(session, client.stub.AttachContainer)
+        code = _stream(session, lambda requests: client.stream("AttachContainer", requests))
     return ENGINE_ERROR if code is None else code
 
 
 def run_attached(client, ns, config) -> int:
     """`run -i`/`run -t` in the foreground: create, attach, then start (in the gateway) so
-    no early output is lost; the exit status ends the stream."""
-    from berth.engine.v1 import engine_pb2 as pb
+    no early output is lost; the exit status ends the stream. `config` is a ContainerConfig
+    of berth_cli.wire's (commands.run builds it under messages.wire_classes)."""
     if ns.tty and ns.interactive and not sys.stdin.isatty():
         print("the input device is not a TTY", file=sys.stderr)
         return 1
@@ -264,20 +257,19 @@ def run_attached(client, ns, config) -> int:
     # docker: stdin closes when the client's input ends, unless a terminal keeps it.
     config.stdin_once = ns.interactive and not ns.tty
     try:
-        cid = client.stub.CreateContainer(pb.CreateContainerRequest(config=config)).id
+        cid = client.call("CreateContainer", config=config).id
     except RpcError as err:
         if registry.pull_if_missing(client, ns, err):
             return run_attached(client, ns, config)
         client.report(err)
         return ENGINE_ERROR
     height, width = terminal_size() if ns.tty else (0, 0)
-    start = pb.AttachParams(container=cid, stdin=ns.interactive, start_container=True,
-                            size=stdio_pb2.TerminalSize(height=height, width=width))
-    session = Session(pb.AttachContainerRequest, start, ns.tty, ns.interactive,
-                      parse_detach_keys(DEFAULT_DETACH_KEYS))
+    start = {"container": cid, "stdin": ns.interactive, "start_container": True,
+             "size": {"height": height, "width": width}}
+    session = _attach_session(start, ns.tty, ns.interactive, DEFAULT_DETACH_KEYS)
     try:
         with session:
-            code = _stream(session, client.stub.AttachContainer)
+            code = _stream(session, lambda requests: client.stream("AttachContainer", requests))
     except RpcError as err:
         client.report(err)
         return command_status(err)
@@ -285,6 +277,13 @@ def run_attached(client, ns, config) -> int:
         _detached_note(session)
         return 0
     return ENGINE_ERROR if code is None else code
+
+
+def _attach_session(start: dict, tty: bool, stdin: bool, detach_keys: str) -> Session:
+    """The requests of an AttachContainer call (berth_cli.wire's), the first with `start`
+    (AttachParams' fields)."""
+    from berth_cli import wire
+    return Session(wire.message("AttachContainerRequest"), start, tty, stdin, parse_detach_keys(detach_keys))
 
 
 def add_run_config(ns, config) -> None:

@@ -662,11 +662,12 @@ class _Stream:
             self.details = _percent_decode(found.get(b"grpc-message", b""))
             # Binary headers travel base64-encoded, padding optional (gRPC over HTTP/2).
             encoded = found.get(b"grpc-status-details-bin", b"")
-            import binascii  # here: only a failure carries details
-            try:
-                self.status_details = binascii.a2b_base64(encoded + b"=" * (-len(encoded) % 4))
-            except (binascii.Error, ValueError):
-                self.status_details = b""
+            if encoded:
+                import binascii  # here: only a failure carries details (an extension: ~0.5 ms)
+                try:
+                    self.status_details = binascii.a2b_base64(encoded + b"=" * (-len(encoded) % 4))
+                except (binascii.Error, ValueError):
+                    self.status_details = b""
         elif found.get(b":status", b"200") != b"200":
             self.fail(StatusCode.UNAVAILABLE, f"the daemon answered HTTP {found[b':status'].decode()}")
 

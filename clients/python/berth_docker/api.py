@@ -9,7 +9,8 @@ from berth_docker.ports import port_bindings, ports_json  # noqa: F401
 from berth_docker.query import filters, flag, integer  # noqa: F401
 from berth_docker.reference import familiar  # noqa: F401
 from berth_docker.shapes.containers import (  # noqa: F401
-    container_json, container_summary, health_json, healthcheck_json, log_line, mount_point_json, status_text)
+    container_json, container_summary, health_json, healthcheck_json, mount_point_json, status_text)
+from berth_docker.shapes.logs import log_line  # noqa: F401
 from berth_docker.shapes.events import event_json  # noqa: F401
 from berth_docker.shapes.execs import exec_json  # noqa: F401
 from berth_docker.shapes.files import change_json, path_stat  # noqa: F401

@@ -1,6 +1,6 @@
-"""The everyday verbs (ps, images, inspect, the state verbs, build, and their failures) run without
-protobuf's runtime, json or re: berth_cli.wire reads and writes their messages. Each runs as
-the `berth` command does, against a grpcio server."""
+"""The everyday verbs (ps, images, inspect, the state verbs, build, logs, exec, run -i, start -a,
+and their failures) run without protobuf's runtime, json or re: berth_cli.wire reads and writes
+their messages. Each runs as the `berth` command does, against a grpcio server."""
 
 from __future__ import annotations
 
@@ -90,6 +90,52 @@ class FakeEngine(engine_pb2_grpc.EngineServiceServicer):
         yield engine_pb2.BuildImageResponse(event=build_pb2.BuildEvent(result=build_pb2.BuildResult(
             image_id="sha256:" + "b" * 64, tags=["docker.io/library/app:latest"])))
 
+    def GetContainerLogs(self, request, context):
+        from berth.types.v1 import stdio_pb2
+        assert (request.id, request.tail, request.follow) == ("web", 10, False)
+        assert request.since.ToNanoseconds() == 1_700_000_000_500_000_000 and not request.HasField("until")
+        chunk = stdio_pb2.OutputChunk(stream=stdio_pb2.OUTPUT_STREAM_STDERR, data=b"err\n")
+        chunk.time.FromNanoseconds(1_700_000_001_000_000_042)
+        yield engine_pb2.GetContainerLogsResponse(chunk=chunk)
+        yield engine_pb2.GetContainerLogsResponse(chunk=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=bytes(range(256))))
+
+    def CreateExec(self, request, context):
+        if request.container != "web":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"No such container: {request.container}")
+        assert list(request.cmd) == ["cat"] and list(request.env) == ["A=1"] and request.attach_stdin
+        return engine_pb2.CreateExecResponse(id="e1")
+
+    def StartExec(self, request_iterator, context):
+        from berth.types.v1 import stdio_pb2
+        first = next(request_iterator)
+        assert first.start.exec_id == "e1" and not first.start.detach
+        got = b""
+        for request in request_iterator:  # stdin until close_stdin, echoed to stdout
+            if request.close_stdin:
+                break
+            got += request.stdin
+        yield engine_pb2.StartExecResponse(output=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDERR, data=b"err\n"))
+        yield engine_pb2.StartExecResponse(output=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=got))
+        yield engine_pb2.StartExecResponse(exit_code=5)
+
+    def AttachContainer(self, request_iterator, context):
+        from berth.types.v1 import stdio_pb2
+        first = next(request_iterator)
+        assert first.start.container == "c" * 64 and first.start.start_container
+        got = b""
+        if first.start.stdin:
+            for request in request_iterator:
+                if request.close_stdin:
+                    break
+                got += request.stdin
+        yield engine_pb2.AttachContainerResponse(attached="c" * 64)
+        yield engine_pb2.AttachContainerResponse(output=stdio_pb2.OutputChunk(
+            stream=stdio_pb2.OUTPUT_STREAM_STDOUT, data=b"out:" + got))
+        yield engine_pb2.AttachContainerResponse(exit=engine_pb2.ExitStatus(exit_code=7))
+
     def StopContainer(self, request, context):
         if request.id != "web" or request.timeout != 3:
             context.abort(grpc.StatusCode.NOT_FOUND, f"No such container: {request.id}")
@@ -117,11 +163,11 @@ def host():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def berth(host: str, *args: str) -> tuple[int, str, str]:
+def berth(host: str, *args: str, input: bytes | None = None) -> tuple[int, str, str]:
     out = subprocess.run([sys.executable, "-S", "-c", f"import sys\nsys.path[:0] = {sys.path!r}\n" + RUN,
-                          "-H", host, *args], capture_output=True, text=True)
-    err, _, loaded = out.stderr.rpartition("\nLOADED ")
-    assert loaded.strip() == "[]", f"{args} loaded {loaded.strip()}"
+                          "-H", host, *args], capture_output=True, text=input is None, input=input)
+    err, _, loaded = out.stderr.rpartition("\nLOADED " if input is None else b"\nLOADED ")
+    assert loaded.strip() in ("[]", b"[]"), f"{args} loaded {loaded.strip()}"
     return out.returncode, out.stdout, err
 
 
@@ -168,3 +214,26 @@ def test_build(host, tmp_path):
     assert "naming to docker.io/library/app:latest done" in err
     code, out, err = berth(host, "build", "-q", "-t", "app", "--no-cache", "--network", "none", str(tmp_path))
     assert (code, out) == (0, "sha256:" + "b" * 64 + "\n")
+
+def test_logs(host):
+    out = subprocess.run([sys.executable, "-S", "-c", f"import sys\nsys.path[:0] = {sys.path!r}\n" + RUN,
+                          "-H", host, "logs", "--tail", "10", "-t", "--since", "1700000000.5", "web"],
+                         capture_output=True)
+    err, _, loaded = out.stderr.rpartition(b"\nLOADED ")
+    assert loaded.strip() == b"[]"
+    assert out.returncode == 0 and out.stdout == b"0001-01-01T00:00:00Z " + bytes(range(256))
+    assert err == b"2023-11-14T22:13:21.000000042Z err\n"
+
+
+def test_exec_and_its_failures(host):
+    code, out, err = berth(host, "exec", "-i", "-e", "A=1", "web", "cat", input=bytes(range(256)) * 1000)
+    assert (code, out, err) == (5, bytes(range(256)) * 1000, b"err\n")
+    code, out, err = berth(host, "exec", "gone", "cat")
+    assert code == 1 and "No such container: gone" in err
+
+
+def test_run_interactive_and_start_attached(host):
+    code, out, _ = berth(host, "run", "-i", "--rm", "-p", "8080:80", "busybox", input=b"in\x00put")
+    assert (code, out) == (7, b"out:in\x00put")
+    code, out, _ = berth(host, "start", "-a", "web")
+    assert (code, out) == (7, "out:")

@@ -254,3 +254,9 @@ def test_messages_are_made_and_filled_as_protobufs():
         ours.cmd = ["x"]
     with pytest.raises(AttributeError):
         ours.no_such_field = 1
+
+
+def test_the_cli_s_stderr_stream_number_is_the_proto_s():
+    from berth.types.v1 import stdio_pb2
+    from berth_cli import engine
+    assert engine.OUTPUT_STREAM_STDERR == stdio_pb2.OUTPUT_STREAM_STDERR

@@ -112,3 +112,19 @@ def test_in_thread_hands_every_piece_over_and_names_an_upload_cut_short():
     # The worker sees the pieces in order, then (at once, not after those still queued) the cut.
     assert isinstance(seen[-1], errors.InvalidArgument)
     assert seen[:-1] == [bytes([i]) * 1000 for i in range(len(seen) - 1)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_output_is_byte_for_byte_protobuf_s_exec_and_attach_output(size):
+    from berth.types.v1 import stdio_pb2
+    data = os.urandom(size)
+    for stream in (stdio_pb2.OUTPUT_STREAM_UNSPECIFIED, stdio_pb2.OUTPUT_STREAM_STDOUT,
+                   stdio_pb2.OUTPUT_STREAM_STDERR):
+        chunk = stdio_pb2.OutputChunk(stream=stream, data=data)
+        raw = bulk.output(2, stream, data)
+        assert raw.message == container_pb2.ExecProcessResponse(output=chunk).SerializeToString()
+        assert raw.message == container_pb2.AttachContainerResponse(output=chunk).SerializeToString()
+        assert bytes(raw.data) == chunk.SerializeToString()
+        assert container_pb2.ExecProcessResponse.FromString(raw.message).output == chunk
+    with pytest.raises(ValueError):
+        bulk.output(2, 200, b"x")

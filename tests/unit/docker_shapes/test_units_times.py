@@ -4,6 +4,8 @@ units, shapes.containers), for the CLI and the Docker API alike."""
 from __future__ import annotations
 
 import pytest
+
+import berth_errors
 from google.protobuf import timestamp_pb2
 
 from berth.engine.v1 import engine_pb2
@@ -93,3 +95,26 @@ def test_go_durations():
     assert units.parse_duration("250ms", "--health-timeout") == 250 * 10**6
     with pytest.raises(ValueError):
         units.parse_duration("soon", "--health-interval")
+
+
+def test_rfc3339_read_without_datetime_agrees_with_it():
+    import datetime as dt
+    import random
+
+    def by_datetime(text):
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        d = dt.datetime.fromtimestamp(rng.randint(-62_000_000_000, 253_000_000_000), dt.timezone.utc)
+        text = (f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+                + rng.choice(["", ".5", ".123456"]) + rng.choice(["Z", "+00:00", "+02:30", "-07:00", ""]))
+        assert times.parse_since(text, 0) == pytest.approx(by_datetime(text), abs=1e-6)
+        assert times.timestamp(text) == pytest.approx(by_datetime(text), abs=1e-6)
+    # docker's own nanoseconds, and shapes left to datetime (a date alone) or refused.
+    assert times.parse_since("2026-12-02T21:18:56.852584960Z", 0) == pytest.approx(1796246336.85258496)
+    assert times.parse_since("2024-05-01", 0) == 1714521600.0
+    for bad in ("2024-02-30T00:00:00Z", "2024-13-01T00:00:00Z", "2024-05-01T25:00:00Z"):
+        with pytest.raises(berth_errors.InvalidArgument):
+            times.parse_since(bad, 0)

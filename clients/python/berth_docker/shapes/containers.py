@@ -6,7 +6,6 @@ import time
 
 from berth.engine.v1 import engine_pb2
 from berth.types.v1 import healthcheck_pb2
-from berth.types.v1 import stdio_pb2
 from berth_docker.ports import ports_json
 from berth_docker.shapes.networks import endpoint_json
 from berth_docker.times import human_duration, rfc3339
@@ -306,10 +305,3 @@ def health_json(h: engine_pb2.Health) -> dict:
     return {"Status": h.status, "FailingStreak": h.failing_streak,
             "Log": [{"Start": rfc3339(e.start), "End": rfc3339(e.end), "ExitCode": e.exit_code,
                      "Output": e.output} for e in h.log]}
-
-
-def log_line(chunk: stdio_pb2.OutputChunk, timestamps: bool) -> bytes:
-    """One line of `logs`, with `-t` its time first, as docker writes it."""
-    if not timestamps:
-        return chunk.data
-    return rfc3339(chunk.time if chunk.HasField("time") else None).encode() + b" " + chunk.data
