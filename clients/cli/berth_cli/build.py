@@ -134,7 +134,7 @@ def build(client, ns) -> int:
 
 def _build(client, ns) -> int:
     from berth.types.v1 import build_pb2
-    from berth_cli import transport, wire
+    from berth_cli import wire
     from berth_cli.archives import BytesMessage
     from berth_docker.units import parse_bytes
 
@@ -185,9 +185,7 @@ def _build(client, ns) -> int:
     printer = _Plain(quiet)
     result = None
     first = wire.request("BuildImageRequest", options=options)
-    _, reply_type, _, _ = wire.engine().method(wire.SERVICE, "BuildImage")
-    call = transport.rpc(client.channel, f"/{wire.SERVICE}/BuildImage", reply_type.cls, True, True)(
-        requests())
+    call = client.stream("BuildImage", requests())
     try:
         for reply in call:
             if reply.event.HasField("result"):
